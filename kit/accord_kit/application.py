@@ -1,0 +1,153 @@
+"""The base of every Accord application: an eventsourcing Application whose store
+records who caused each event, that tells its relay when it saved, serves its log as
+public envelopes, and applies upstream events exactly once (tracking recorded in the
+same transaction as its own new events)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from accord.events.v1 import events_pb2
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    Notification,
+    ProcessRecorder,
+    Recording,
+    Tracking,
+)
+from eventsourcing.utils import Environment
+
+from accord_kit.clock import Clock, SystemClock
+from accord_kit.envelope import EventCodec, to_envelope
+from accord_kit.persistence import AccordMapper
+
+MAX_READ_LIMIT = 5000
+DEFAULT_READ_LIMIT = 500
+
+
+class AccordApplication(Application[Any]):
+    """Owns one service's event store. Subclasses add commands, queries and `policy`."""
+
+    service = "accord"
+
+    def __init__(
+        self, env: dict[str, str], *, codec: EventCodec, clock: Clock | None = None, service: str | None = None
+    ) -> None:
+        if service is not None:
+            self.service = service  # e.g. a test's own stream namespace
+        self.clock: Clock = clock or SystemClock()
+        self.codec = codec
+        self._save_listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        super().__init__(env)
+
+    # -- construction -------------------------------------------------------------
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # Only what settings.py passed in: the process environment is not read here.
+        return Environment(name, {**type(self).env, **(env or {})})
+
+    def construct_mapper(self) -> AccordMapper:
+        mapper = AccordMapper(
+            transcoder=self.construct_transcoder(),
+            cipher=self.factory.cipher(),
+            compressor=self.factory.compressor(),
+        )
+        mapper.clock_now = self.clock.now
+        return mapper
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder
+
+    @property
+    def accord_mapper(self) -> AccordMapper:
+        assert isinstance(self.mapper, AccordMapper)
+        return self.mapper
+
+    # -- the relay's wake-up --------------------------------------------------------
+    def add_save_listener(self, listener: Callable[[], None]) -> None:
+        with self._listeners_lock:
+            self._save_listeners.append(listener)
+
+    def remove_save_listener(self, listener: Callable[[], None]) -> None:
+        with self._listeners_lock:
+            if listener in self._save_listeners:
+                self._save_listeners.remove(listener)
+
+    def _notify(self, recordings: list[Recording[Any]]) -> None:
+        if recordings:
+            with self._listeners_lock:
+                listeners = list(self._save_listeners)
+            for listener in listeners:
+                listener()
+
+    # -- the log as public envelopes --------------------------------------------------
+    def head_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def select_notifications(self, after: int, limit: int) -> list[Notification]:
+        return list(self.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False))
+
+    def position_before(self, position: int) -> int:
+        """The highest position in the log below `position` (0 if none). Positions may
+        have gaps (PostgreSQL sequences), so this looks, rather than subtracting one."""
+        window = 64
+        low = position
+        while low > 1:
+            low = max(1, position - window)
+            found = self.recorder.select_notifications(start=low, stop=position - 1, limit=window + 1)
+            if found:
+                return found[-1].id
+            window *= 4
+        return 0
+
+    def read_events(self, after_position: int, limit: int = 0) -> tuple[list[events_pb2.EventEnvelope], int]:
+        """Up to `limit` envelopes after `after_position`, and the log's head position."""
+        limit = DEFAULT_READ_LIMIT if limit <= 0 else min(limit, MAX_READ_LIMIT)
+        head = self.head_position()
+        notes = self.select_notifications(after_position, limit)
+        out: list[events_pb2.EventEnvelope] = []
+        prev: int | None = None
+        for n in notes:
+            if prev is None:
+                prev = after_position if after_position == 0 or self._exists(after_position) else self.position_before(n.id)
+            env, _ = to_envelope(self.service, n, prev, self.accord_mapper, self.codec)
+            out.append(env)
+            prev = n.id
+        return out, head
+
+    def _exists(self, position: int) -> bool:
+        found = self.recorder.select_notifications(start=position, stop=position, limit=1)
+        return bool(found)
+
+    # -- consuming upstream events exactly once --------------------------------------------
+    def tracked_position(self, source: str) -> int:
+        return self.process_recorder.max_tracking_id(source) or 0
+
+    def apply_upstream(self, source: str, envelope: events_pb2.EventEnvelope) -> bool:
+        """Apply one upstream event and record its position in the same transaction.
+
+        Returns False when the position was already recorded (a redelivery)."""
+        processing = ProcessingEvent[Any](tracking=Tracking(source, envelope.position))
+        self.policy(source, envelope, processing)
+        try:
+            recordings = self._record(processing)
+        except IntegrityError:
+            if self.tracked_position(source) >= envelope.position:
+                return False
+            raise
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return True
+
+    def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
+        """React to an upstream event by collecting new events into `processing`.
+        Events the service does not care about are left alone: they still advance the
+        tracked position."""

@@ -1,0 +1,243 @@
+"""The consumer: a durable JetStream pull consumer that applies each upstream event
+exactly once to a local application.
+
+* The upstream position is recorded in the same transaction as the consumer's own new
+  events (`AccordApplication.apply_upstream`), so a crash between commit and ack only
+  causes a redelivery, which is recognised and acknowledged.
+* JetStream may redeliver out of order: an event is applied only when its previous
+  position equals the tracked position; otherwise it (and the rest of its batch) is
+  nak'ed with a delay.
+* A gap the stream cannot fill (retention, broker loss) is caught up through the source's
+  `ReadEvents` RPC, then consumption returns to NATS.
+* An event whose handling keeps failing halts the consumer with an alert (log + health);
+  it is never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import nats.errors
+from accord.events.v1 import events_pb2
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+from accord_kit.application import AccordApplication
+from accord_kit.logging import get_logger
+
+log = get_logger("accord.consumer")
+
+ReadEvents = Callable[[int, int], Awaitable[tuple[list[events_pb2.EventEnvelope], int]]]
+
+
+@dataclass
+class ConsumerConfig:
+    consumer: str  # the consuming service, e.g. "metrics"
+    source: str  # the upstream service, e.g. "agreements"
+    stream: str  # the upstream stream, e.g. "AGREEMENTS"
+    batch_size: int = 200
+    nak_delay: float = 0.2
+    gap_timeout: float = 3.0  # how long a missing event may take to arrive before catch-up
+    max_failures: int = 5  # handler failures on one event before the consumer halts
+    ack_wait: float = 30.0
+    fetch_timeout: float = 1.0
+
+    @property
+    def durable(self) -> str:
+        return f"{self.consumer}-{self.stream}"
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    redeliveries_skipped: int = 0
+    out_of_order_naks: int = 0
+    failures: int = 0
+    caught_up_via_read_events: int = 0
+    failures_by_position: dict[int, int] = field(default_factory=dict)
+
+
+class ConsumerHaltedError(RuntimeError):
+    pass
+
+
+class Consumer:
+    def __init__(
+        self,
+        app: AccordApplication,
+        nc: NATS,
+        config: ConsumerConfig,
+        *,
+        read_events: ReadEvents | None = None,
+        on_halt: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.config = config
+        self.read_events = read_events
+        self.on_halt = on_halt
+        self.stats = ConsumerStats()
+        self.halted: str | None = None
+        self._stopping = asyncio.Event()
+        self._tracked = 0
+        self._gap_since: float | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def tracked(self) -> int:
+        return self._tracked
+
+    async def ensure_durable(self) -> None:
+        """Create or update the durable consumer explicitly; recreate it when our store was
+        reset (nothing tracked) but the durable has already acknowledged messages."""
+        cfg = self.config
+        self._tracked = await asyncio.to_thread(self.app.tracked_position, cfg.source)
+        consumer_cfg = api.ConsumerConfig(
+            durable_name=cfg.durable,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=cfg.ack_wait,
+            max_deliver=-1,  # we count handler failures ourselves: gap naks are not failures
+            max_ack_pending=max(1000, cfg.batch_size * 4),
+            description=f"{cfg.consumer} applies {cfg.source} events exactly once",
+        )
+        try:
+            info = await self.js.consumer_info(cfg.stream, cfg.durable)
+        except NotFoundError:
+            info = None
+        if info is not None and self._tracked == 0 and info.ack_floor is not None and (info.ack_floor.stream_seq or 0) > 0:
+            log.warning("consumer_recreated", durable=cfg.durable, reason="store has no tracked position")
+            await self.js.delete_consumer(cfg.stream, cfg.durable)
+        await self.js.add_consumer(cfg.stream, consumer_cfg)
+
+    async def run(self) -> None:
+        cfg = self.config
+        while not self._stopping.is_set():
+            try:
+                await self.ensure_durable()
+                psub = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
+                break
+            except (NotFoundError, nats.errors.Error, TimeoutError) as e:
+                log.warning("consumer_waiting_for_stream", stream=cfg.stream, error=str(e) or type(e).__name__)
+                await self._sleep(1.0)
+        else:
+            return
+        log.info("consumer_started", durable=cfg.durable, tracked=self._tracked)
+        try:
+            while not self._stopping.is_set() and self.halted is None:
+                try:
+                    msgs = await psub.fetch(cfg.batch_size, timeout=cfg.fetch_timeout)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    await self._maybe_catch_up(None)
+                    continue
+                except nats.errors.Error as e:
+                    log.warning("consumer_fetch_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
+                    await self._sleep(0.5)
+                    continue
+                await self._handle_batch(msgs)
+        finally:
+            try:
+                await psub.unsubscribe()
+            except Exception:  # connection already closed on shutdown
+                pass
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        envs = []
+        for m in msgs:
+            env = events_pb2.EventEnvelope()
+            env.ParseFromString(m.data)
+            envs.append(env)
+        done, outcome, error = await asyncio.to_thread(self._apply_run, envs)
+        for m in msgs[:done]:
+            await m.ack()
+        if done == len(msgs):
+            return
+        rest = msgs[done:]
+        if outcome == "gap":
+            self.stats.out_of_order_naks += len(rest)
+            for m in rest:
+                await m.nak(delay=self.config.nak_delay)
+            await self._maybe_catch_up(envs[done])
+        else:  # handler failure
+            env = envs[done]
+            n = self.stats.failures_by_position.get(env.position, 0) + 1
+            self.stats.failures_by_position[env.position] = n
+            self.stats.failures += 1
+            log.warning(
+                "consumer_apply_failed", durable=self.config.durable, position=env.position, attempt=n, error=error
+            )
+            if n >= self.config.max_failures:
+                self._halt(f"event {env.event_id} at position {env.position} failed {n} times: {error}")
+                return
+            for m in rest:
+                await m.nak(delay=self.config.nak_delay)
+
+    def _apply_run(self, envs: list[events_pb2.EventEnvelope]) -> tuple[int, str, str]:
+        """Apply a contiguous run of envelopes (in a worker thread). Returns how many were
+        handled, and why it stopped: "done", "gap" or "failed"."""
+        for i, env in enumerate(envs):
+            if env.position <= self._tracked:
+                self.stats.redeliveries_skipped += 1
+                continue
+            if env.previous_position != self._tracked:
+                return i, "gap", ""
+            try:
+                applied = self.app.apply_upstream(self.config.source, env)
+            except Exception as e:
+                return i, "failed", f"{type(e).__name__}: {e}"
+            if applied:
+                self.stats.applied += 1
+            else:
+                self.stats.redeliveries_skipped += 1
+            self._tracked = env.position
+            self._gap_since = None
+        return len(envs), "done", ""
+
+    async def _maybe_catch_up(self, waiting: events_pb2.EventEnvelope | None) -> None:
+        """A missing event that has not arrived within gap_timeout is read from the source."""
+        if waiting is None and self._gap_since is None:
+            return
+        now = time.monotonic()
+        if self._gap_since is None:
+            self._gap_since = now
+            return
+        if now - self._gap_since < self.config.gap_timeout or self.read_events is None:
+            return
+        target = waiting.previous_position if waiting is not None else None
+        log.warning("consumer_catching_up", durable=self.config.durable, tracked=self._tracked, target=target)
+        while not self._stopping.is_set():
+            try:
+                envs, head = await self.read_events(self._tracked, 500)
+            except Exception as e:
+                log.warning("consumer_catch_up_failed", source=self.config.source, error=str(e) or type(e).__name__)
+                return
+            if not envs:
+                break
+            done, outcome, error = await asyncio.to_thread(self._apply_run, envs)
+            self.stats.caught_up_via_read_events += done
+            if outcome != "done":
+                log.warning("consumer_catch_up_stopped", outcome=outcome, error=error)
+                break
+            if target is not None and self._tracked >= target:
+                break
+        self._gap_since = None
+
+    def _halt(self, reason: str) -> None:
+        self.halted = reason
+        log.error("consumer_halted", alert=True, durable=self.config.durable, reason=reason)
+        if self.on_halt is not None:
+            self.on_halt(reason)

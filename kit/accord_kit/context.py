@@ -1,0 +1,45 @@
+"""Who is calling and why: the per-request context the gRPC edge sets and the event
+store records with every event (actor, correlation id, causation id)."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A verified caller: token subject, department (for role "department"), role."""
+
+    subject: str
+    role: str
+    department: str = ""
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    principal: Principal | None = None
+    correlation_id: str = ""
+    causation_id: str = ""
+
+
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("accord_request", default=RequestContext())
+
+
+def current() -> RequestContext:
+    return _current.get()
+
+
+def current_principal() -> Principal | None:
+    return _current.get().principal
+
+
+@contextmanager
+def request_context(ctx: RequestContext) -> Iterator[RequestContext]:
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)

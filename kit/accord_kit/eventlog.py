@@ -1,0 +1,64 @@
+"""`accord.events.v1.EventLogService`: every event-sourced service serves its log with it,
+and consumers use its client to catch up on gaps the stream cannot fill."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+from accord.events.v1 import events_pb2, events_pb2_grpc
+
+from accord_kit.application import MAX_READ_LIMIT, AccordApplication
+from accord_kit.errors import InvalidArgumentError
+
+
+class EventLogServicer(events_pb2_grpc.EventLogServiceServicer):
+    def __init__(self, app: AccordApplication) -> None:
+        self.app = app
+
+    async def ReadEvents(  # noqa: N802 (gRPC method name)
+        self, request: events_pb2.ReadEventsRequest, context: grpc.aio.ServicerContext
+    ) -> events_pb2.ReadEventsResponse:
+        if request.limit > MAX_READ_LIMIT:
+            raise InvalidArgumentError(f"limit must be at most {MAX_READ_LIMIT}, not {request.limit}")
+        envs, head = await asyncio.to_thread(self.app.read_events, request.after_position, request.limit)
+        return events_pb2.ReadEventsResponse(events=envs, head_position=head)
+
+
+def register_event_log(app: AccordApplication) -> Callable[[grpc.aio.Server], str]:
+    def register(server: grpc.aio.Server) -> str:
+        events_pb2_grpc.add_EventLogServiceServicer_to_server(EventLogServicer(app), server)
+        return str(events_pb2.DESCRIPTOR.services_by_name["EventLogService"].full_name)
+
+    return register
+
+
+class EventLogClient:
+    """Reads a remote service's log over gRPC with a bearer token."""
+
+    def __init__(self, address: str, token: Callable[[], str], max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.address = address
+        self._token = token
+        self._channel: grpc.aio.Channel | None = None
+        self._max = max_message_bytes
+
+    def _stub(self) -> events_pb2_grpc.EventLogServiceStub:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.address, options=[("grpc.max_receive_message_length", self._max)]
+            )
+        return events_pb2_grpc.EventLogServiceStub(self._channel)
+
+    async def read_events(self, after_position: int, limit: int) -> tuple[list[events_pb2.EventEnvelope], int]:
+        resp = await self._stub().ReadEvents(
+            events_pb2.ReadEventsRequest(after_position=after_position, limit=limit),
+            metadata=(("authorization", f"Bearer {self._token()}"),),
+            timeout=30,
+        )
+        return list(resp.events), resp.head_position
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

@@ -1,0 +1,183 @@
+"""The gRPC server factory every service uses: grpc.aio with health, reflection, one
+interceptor for auth + request context + logging + error mapping, a max message size,
+and graceful shutdown (health NOT_SERVING first, in-flight calls finish within a grace)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from accord_kit.auth import Policy, TokenVerifier
+from accord_kit.context import RequestContext, request_context
+from accord_kit.errors import AccordError
+from accord_kit.logging import get_logger
+
+log = get_logger("accord.grpc")
+
+ErrorMap = Mapping[type[BaseException], grpc.StatusCode]
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):
+            out[key.lower()] = value
+    return out
+
+
+class AccordInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates, authorises (deny by default), binds the request context, logs the
+    outcome once per call, and turns exceptions into status codes with a message."""
+
+    def __init__(self, verifier: TokenVerifier | None, policy: Policy, error_map: ErrorMap | None = None) -> None:
+        self.verifier = verifier
+        self.policy = policy
+        self.error_map = dict(error_map or {})
+
+    def _code_for(self, exc: BaseException) -> grpc.StatusCode | None:
+        if isinstance(exc, AccordError):
+            return exc.code
+        for cls in type(exc).__mro__:
+            if cls in self.error_map:
+                return self.error_map[cls]
+        return None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if self.policy.is_public(method):
+            return handler
+        kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, handler.unary_unary), **kw)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, handler.stream_unary), **kw)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream), **kw)
+        return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **kw)
+
+    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> RequestContext:
+        md = _metadata(context)
+        correlation = md.get("x-correlation-id") or uuid.uuid4().hex
+        causation = md.get("x-causation-id") or md.get("x-request-id") or ""
+        structlog.contextvars.bind_contextvars(correlation_id=correlation, rpc=method)
+        if self.verifier is None:
+            raise RuntimeError("no token verifier configured")
+        principal = self.verifier.verify(md.get("authorization"))
+        self.policy.check(method, principal)
+        return RequestContext(principal=principal, correlation_id=correlation, causation_id=causation)
+
+    async def _fail(self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, started: float) -> None:
+        code = self._code_for(exc)
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        if code is None:
+            log.exception("rpc_failed", rpc=method, ms=ms)
+            corr = structlog.contextvars.get_contextvars().get("correlation_id", "")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (correlation id {corr})")
+        else:
+            log.info("rpc_rejected", rpc=method, code=code.name, message=str(exc), ms=ms)
+            await context.abort(code, str(exc) or code.name)
+
+    def _wrap_unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            with structlog.contextvars.bound_contextvars():
+                try:
+                    ctx = await self._enter(method, context)
+                    with request_context(ctx):
+                        result = await behaviour(request, context)
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await self._fail(method, context, exc, started)
+                    raise  # unreachable: abort raises
+                log.debug("rpc_ok", rpc=method, ms=round((time.perf_counter() - started) * 1000, 2))
+                return result
+
+        return wrapped
+
+    def _wrap_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            with structlog.contextvars.bound_contextvars():
+                try:
+                    ctx = await self._enter(method, context)
+                    with request_context(ctx):
+                        async for item in behaviour(request, context):
+                            yield item
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await self._fail(method, context, exc, started)
+
+        return wrapped
+
+
+@dataclass
+class AccordServer:
+    """A started (or startable) gRPC server with its health servicer."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    service_names: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def set_serving(self, serving: bool, name: str | None = None) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for n in [name] if name is not None else ["", *self.service_names]:
+            await self.health.set(n, status)
+
+    async def stop(self, grace: float) -> None:
+        """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace` seconds."""
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+def build_server(
+    *,
+    host: str,
+    port: int,
+    policy: Policy,
+    verifier: TokenVerifier | None,
+    register: Iterable[Callable[[grpc.aio.Server], str]],
+    error_map: ErrorMap | None = None,
+    max_message_bytes: int = 16 * 1024 * 1024,
+) -> AccordServer:
+    """Build a server. Each `register` callable adds one servicer and returns its full
+    service name (used for reflection and per-service health)."""
+    server = grpc.aio.server(
+        interceptors=[AccordInterceptor(verifier, policy, error_map)],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = [reg(server) for reg in register]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC server to {host}:{port} (address in use?)")
+    return AccordServer(server=server, health=health_servicer, port=bound, service_names=names)

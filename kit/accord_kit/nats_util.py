@@ -1,0 +1,79 @@
+"""NATS connection and JetStream stream set-up shared by the relay and consumers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+from accord_kit.logging import get_logger
+
+log = get_logger("accord.nats")
+
+HDR_POSITION = "Accord-Position"
+HDR_PREVIOUS = "Accord-Previous-Position"
+HDR_TYPE = "Accord-Type"
+HDR_MSG_ID = "Nats-Msg-Id"
+HDR_EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+
+
+async def connect(url: str, name: str, **kwargs: Any) -> NATS:
+    """A connection that keeps reconnecting for as long as the process lives."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats_error", error=str(e) or type(e).__name__)
+
+    async def on_disconnect() -> None:
+        log.warning("nats_disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats_reconnected")
+
+    opts: dict[str, Any] = dict(
+        servers=[s.strip() for s in url.split(",") if s.strip()],
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        connect_timeout=2,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+    opts.update(kwargs)
+    return await nats.connect(**opts)
+
+
+def stream_config(stream: str, service: str, replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=stream,
+        subjects=[f"accord.{service}.v1.>"],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+        allow_direct=True,
+        description=f"Accord {service} events (published by its relay, in log order)",
+    )
+
+
+async def ensure_stream(nc: NATS, stream: str, service: str, replicas: int = 1) -> api.StreamInfo:
+    """Create the stream, or bring an existing one's config up to date."""
+    js = nc.jetstream()
+    config = stream_config(stream, service, replicas)
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        log.info("stream_created", stream=stream)
+        return await js.add_stream(config)
+    if info.config.storage != api.StorageType.FILE:
+        raise RuntimeError(
+            f"stream {stream} uses {info.config.storage} storage: events would not survive a restart; "
+            "delete it so the relay recreates it with file storage"
+        )
+    if list(info.config.subjects or []) != list(config.subjects or []) or info.config.num_replicas != replicas:
+        return await js.update_stream(config)
+    return info

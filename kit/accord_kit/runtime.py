@@ -1,0 +1,198 @@
+"""Runs one service process: store check, gRPC server, relay, consumers, signals.
+
+A service's `bootstrap.py` describes what it is made of (application, servicers, policy,
+upstream streams) and hands it to `ServiceRuntime`, which owns the order of start and stop:
+SIGTERM → health NOT_SERVING → in-flight calls finish within the grace → relay and
+consumers stop → NATS drains → the store closes → exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from accord_kit.application import AccordApplication
+from accord_kit.auth import Policy, TokenVerifier
+from accord_kit.consumer import Consumer, ConsumerConfig
+from accord_kit.eventlog import EventLogClient
+from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
+from accord_kit.logging import get_logger
+from accord_kit.nats_util import connect
+from accord_kit.relay import Relay, RelayMismatchError
+from accord_kit.settings import ServiceSettings
+
+log = get_logger("accord.runtime")
+
+
+@dataclass
+class Upstream:
+    """A stream this service consumes."""
+
+    source: str  # upstream service name
+
+    def config(self, consumer: str) -> ConsumerConfig:
+        return ConsumerConfig(consumer=consumer, source=self.source, stream=self.source.upper())
+
+
+@dataclass
+class ServiceParts:
+    settings: ServiceSettings
+    policy: Policy
+    register: list[Callable[[grpc.aio.Server], str]]
+    app: AccordApplication | None = None
+    upstreams: list[Upstream] = field(default_factory=list)
+    error_map: ErrorMap | None = None
+    verifier: TokenVerifier | None = None
+    # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
+    extra_tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+
+
+class ServiceRuntime:
+    def __init__(self, parts: ServiceParts) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.server: AccordServer | None = None
+        self.relay: Relay | None = None
+        self.consumers: list[Consumer] = []
+        self._clients: list[EventLogClient] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        self._nc: Any = None
+        self.fatal: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def start(self) -> None:
+        s = self.settings
+        verifier = self.parts.verifier or TokenVerifier.from_file(s.auth_public_key_file)
+        self.server = build_server(
+            host=s.grpc_host,
+            port=s.grpc_port,
+            policy=self.parts.policy,
+            verifier=verifier,
+            register=self.parts.register,
+            error_map=self.parts.error_map,
+            max_message_bytes=s.max_message_bytes,
+        )
+        await self.server.set_serving(False)
+        await self.server.start()
+        log.info("grpc_started", address=f"{s.grpc_host}:{self.server.port}")
+        self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
+        for extra in self.parts.extra_tasks:
+            self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+
+    async def _messaging(self) -> None:
+        """Connect to NATS, start the relay and consumers; SERVING once the stream is ours."""
+        s = self.settings
+        assert self.server is not None
+        try:
+            self._nc = await connect(s.nats_url, name=f"accord-{s.service}")
+        except Exception as e:
+            log.error("nats_unreachable", url=s.nats_url, error=str(e) or type(e).__name__)
+            self.fatal = e
+            self._stop.set()
+            return
+        app = self.parts.app
+        if app is not None:
+            self.relay = Relay(app, self._nc, stream=s.stream, replicas=s.nats_replicas, poll_seconds=s.relay_poll_seconds)
+            self._tasks.append(asyncio.create_task(self._run_relay(), name="relay"))
+            await self._wait_first(self.relay.caught_up.wait())
+        for upstream in self.parts.upstreams:
+            if app is None:
+                break
+            client = EventLogClient(s.addresses[upstream.source], token=self._service_token)
+            self._clients.append(client)
+            cfg = upstream.config(s.service)
+            consumer = Consumer(app, self._nc, cfg, read_events=client.read_events, on_halt=self._halted(cfg.durable))
+            self.consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{cfg.durable}"))
+            await self.server.set_serving(True, f"accord.consumer.{cfg.durable}")
+        if not self._stop.is_set():
+            await self.server.set_serving(True)
+            log.info("service_ready", service=s.service)
+
+    async def _wait_first(self, aw: Awaitable[Any]) -> None:
+        waiter = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for t in (waiter, stopper):
+            t.cancel()
+
+    async def _run_relay(self) -> None:
+        assert self.relay is not None
+        try:
+            await self.relay.run()
+        except RelayMismatchError as e:
+            log.error("relay_refused", alert=True, reason=str(e))
+            self.fatal = e
+            self._stop.set()
+
+    def _service_token(self) -> str:
+        return self.settings.service_token_file.read_text().strip()
+
+    def _halted(self, durable: str) -> Callable[[str], None]:
+        def on_halt(reason: str) -> None:
+            if self.server is not None:
+                asyncio.get_running_loop().create_task(
+                    self.server.set_serving(False, f"accord.consumer.{durable}")
+                )
+
+        return on_halt
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        s = self.settings
+        log.info("service_stopping", grace_seconds=s.grace_seconds)
+        if self.server is not None:
+            await self.server.stop(s.grace_seconds)
+        if self.relay is not None:
+            self.relay.stop()
+        for c in self.consumers:
+            c.stop()
+        self._stop.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=5)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for client in self._clients:
+            await client.close()
+        if self._nc is not None:
+            try:
+                await asyncio.wait_for(self._nc.drain(), timeout=5)
+            except Exception:
+                pass
+        if self.parts.app is not None:
+            self.parts.app.close()
+        log.info("service_stopped")
+
+
+async def serve(parts: ServiceParts, ready: Callable[[ServiceRuntime], None] | None = None) -> int:
+    """Run a service until SIGTERM/SIGINT. Returns the process exit code."""
+    runtime = ServiceRuntime(parts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.request_stop)
+    await runtime.start()
+    if ready is not None:
+        ready(runtime)
+    await runtime.wait()
+    await runtime.stop()
+    return 1 if runtime.fatal is not None else 0
+
+
+def run_service(build: Callable[[ServiceSettings], ServiceParts], settings: ServiceSettings) -> int:
+    return asyncio.run(serve(build(settings)))
+

@@ -1,0 +1,206 @@
+"""Settings from environment variables: the one place the kit reads the environment.
+
+Every setting is declared once (name, default, meaning) so that services, the README's
+configuration table, `make run` and the docker-compose check all agree on the names.
+Per-service settings are read as `<SERVICE>_<NAME>` (e.g. `AGREEMENTS_GRPC_PORT`);
+suite-wide settings as `ACCORD_<NAME>`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed, or would make the service unsafe to run."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # without prefix, e.g. "GRPC_PORT"
+    default: str
+    help: str
+    scope: str = "service"  # "service" → <SERVICE>_NAME, "suite" → ACCORD_NAME
+
+
+SERVICES: dict[str, int] = {"agreements": 50051, "metrics": 50052, "billing": 50053, "gateway": 50054}
+# Which services keep an event store (the gateway only keeps a read model).
+EVENT_SOURCED = ("agreements", "metrics", "billing")
+
+SUITE_SETTINGS: tuple[Setting, ...] = (
+    Setting("NATS_URL", "nats://127.0.0.1:4322", "NATS server(s), comma separated", "suite"),
+    Setting("NATS_REPLICAS", "1", "JetStream replicas of each service's stream (3 in production)", "suite"),
+    Setting("PERSISTENCE", "sqlite", "event store engine: sqlite or postgres", "suite"),
+    Setting("VAR_DIR", "var", "directory of the SQLite files and dev keys", "suite"),
+    Setting("POSTGRES_HOST", "127.0.0.1", "PostgreSQL host", "suite"),
+    Setting("POSTGRES_PORT", "5432", "PostgreSQL port", "suite"),
+    Setting("POSTGRES_USER", "postgres", "PostgreSQL user", "suite"),
+    Setting("POSTGRES_PASSWORD", "", "PostgreSQL password", "suite"),
+    Setting("AUTH_PUBLIC_KEY_FILE", "var/keys/auth_public.pem", "Ed25519 public key that verifies bearer tokens", "suite"),
+    Setting("SERVICE_TOKEN_FILE", "var/keys/service.token", "bearer token this service presents to others", "suite"),
+    Setting("AGREEMENTS_ADDR", "127.0.0.1:50051", "gRPC address of the agreements service", "suite"),
+    Setting("METRICS_ADDR", "127.0.0.1:50052", "gRPC address of the metrics service", "suite"),
+    Setting("BILLING_ADDR", "127.0.0.1:50053", "gRPC address of the billing service", "suite"),
+    Setting("LOG_LEVEL", "info", "debug, info, warning, error", "suite"),
+    Setting("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)", "suite"),
+)
+
+SERVICE_SETTINGS: tuple[Setting, ...] = (
+    Setting("GRPC_HOST", "127.0.0.1", "address the gRPC server binds"),
+    Setting("GRPC_PORT", "<per service>", "gRPC port: agreements 50051, metrics 50052, billing 50053, gateway 50054"),
+    Setting("SQLITE_PATH", "<VAR_DIR>/<service>.sqlite", "SQLite event store file"),
+    Setting("POSTGRES_DBNAME", "accord_<service>", "PostgreSQL database of the service"),
+    Setting("GRACE_SECONDS", "10", "how long in-flight calls may run after SIGTERM"),
+    Setting("MAX_MESSAGE_BYTES", "16777216", "largest gRPC message accepted or sent"),
+    Setting("RELAY_POLL_SECONDS", "1.0", "how often the relay looks for events saved by other processes"),
+)
+
+GATEWAY_SETTINGS: tuple[Setting, ...] = (
+    Setting("HTTP_HOST", "127.0.0.1", "address the gateway's HTTP server binds"),
+    Setting("HTTP_PORT", "8080", "the gateway's HTTP port"),
+)
+
+
+def env_names(service: str) -> list[str]:
+    """Every environment variable the named service reads."""
+    names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
+    per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
+    if service not in EVENT_SOURCED:
+        per = [s for s in per if s.name not in ("SQLITE_PATH", "POSTGRES_DBNAME", "RELAY_POLL_SECONDS")]
+    names += [f"{service.upper()}_{s.name}" for s in per]
+    return names
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    service: str
+    grpc_host: str
+    grpc_port: int
+    nats_url: str
+    nats_replicas: int
+    persistence: str
+    sqlite_path: Path
+    postgres: PostgresSettings
+    var_dir: Path
+    auth_public_key_file: Path
+    service_token_file: Path
+    addresses: dict[str, str]
+    log_level: str
+    log_format: str
+    grace_seconds: float
+    max_message_bytes: int
+    relay_poll_seconds: float
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stream(self) -> str:
+        """The service's JetStream stream name."""
+        return self.service.upper()
+
+    @property
+    def subject_prefix(self) -> str:
+        return f"accord.{self.service}.v1"
+
+    def event_store_env(self) -> dict[str, str]:
+        """The eventsourcing library's settings for this service's store."""
+        if self.persistence == "sqlite":
+            return {
+                "PERSISTENCE_MODULE": "accord_kit.persistence:DurableSQLiteFactory",
+                "SQLITE_DBNAME": str(self.sqlite_path),
+                "SQLITE_LOCK_TIMEOUT": "10",
+            }
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.postgres.dbname,
+            "POSTGRES_HOST": self.postgres.host,
+            "POSTGRES_PORT": str(self.postgres.port),
+            "POSTGRES_USER": self.postgres.user,
+            "POSTGRES_PASSWORD": self.postgres.password,
+        }
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = dict(os.environ if environ is None else environ)
+        p = service.upper()
+
+        def suite(name: str) -> str:
+            default = next(s.default for s in SUITE_SETTINGS if s.name == name)
+            return env.get(f"ACCORD_{name}", default)
+
+        def own(name: str, default: str) -> str:
+            return env.get(f"{p}_{name}", default)
+
+        var_dir = Path(suite("VAR_DIR"))
+        persistence = suite("PERSISTENCE").lower()
+        if persistence not in ("sqlite", "postgres"):
+            raise SettingsError(f"ACCORD_PERSISTENCE must be 'sqlite' or 'postgres', not {persistence!r}")
+        log_format = suite("LOG_FORMAT").lower()
+        if log_format not in ("json", "console", "auto"):
+            raise SettingsError(f"ACCORD_LOG_FORMAT must be json, console or auto, not {log_format!r}")
+        sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
+        if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
+            raise SettingsError(
+                f"{p}_SQLITE_PATH={sqlite_path} is an in-memory database: it would acknowledge "
+                "writes that a restart loses; give a file path"
+            )
+        return cls(
+            service=service,
+            grpc_host=own("GRPC_HOST", "127.0.0.1"),
+            grpc_port=_int(f"{p}_GRPC_PORT", own("GRPC_PORT", str(SERVICES.get(service, 0))), 0, 65535),
+            nats_url=suite("NATS_URL"),
+            nats_replicas=_int("ACCORD_NATS_REPLICAS", suite("NATS_REPLICAS"), 1, 5),
+            persistence=persistence,
+            sqlite_path=sqlite_path,
+            postgres=PostgresSettings(
+                host=suite("POSTGRES_HOST"),
+                port=_int("ACCORD_POSTGRES_PORT", suite("POSTGRES_PORT"), 1, 65535),
+                user=suite("POSTGRES_USER"),
+                password=suite("POSTGRES_PASSWORD"),
+                dbname=own("POSTGRES_DBNAME", f"accord_{service}"),
+            ),
+            var_dir=var_dir,
+            auth_public_key_file=Path(suite("AUTH_PUBLIC_KEY_FILE")),
+            service_token_file=Path(suite("SERVICE_TOKEN_FILE")),
+            addresses={name: suite(f"{name.upper()}_ADDR") for name in EVENT_SOURCED},
+            log_level=suite("LOG_LEVEL").lower(),
+            log_format=log_format,
+            grace_seconds=_float(f"{p}_GRACE_SECONDS", own("GRACE_SECONDS", "10"), 0, 3600),
+            max_message_bytes=_int(f"{p}_MAX_MESSAGE_BYTES", own("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)), 1024, 2**31 - 1),
+            relay_poll_seconds=_float(f"{p}_RELAY_POLL_SECONDS", own("RELAY_POLL_SECONDS", "1.0"), 0.01, 60),
+            http_host=own("HTTP_HOST", "127.0.0.1"),
+            http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
+        )
+
+
+def _int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value

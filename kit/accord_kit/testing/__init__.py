@@ -1,0 +1,1 @@
+"""Test support shipped with the kit: pytest fixtures and a small test aggregate."""

@@ -1,0 +1,66 @@
+"""Test helpers: read a whole stream back, wait for a condition, check exactly-once order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from accord.events.v1 import events_pb2
+from nats.aio.client import Client as NATS
+from nats.js import api
+
+
+async def read_stream(nc: NATS, stream: str) -> list[tuple[dict[str, str], events_pb2.EventEnvelope]]:
+    """Every message of a stream in stream order, with headers and decoded envelope."""
+    js = nc.jetstream()
+    info = await js.stream_info(stream)
+    out: list[tuple[dict[str, str], events_pb2.EventEnvelope]] = []
+    if info.state.messages == 0:
+        return out
+    sub = await js.subscribe(
+        f"accord.>",
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=api.DeliverPolicy.ALL,
+    )
+    try:
+        while len(out) < info.state.messages:
+            msg = await sub.next_msg(timeout=10)
+            env = events_pb2.EventEnvelope()
+            env.ParseFromString(msg.data)
+            out.append((dict(msg.headers or {}), env))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result: Any = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(interval)
+
+
+def assert_exactly_once_in_order(
+    messages: list[tuple[dict[str, str], events_pb2.EventEnvelope]], store_positions: list[int]
+) -> None:
+    positions = [env.position for _, env in messages]
+    ids = [env.event_id for _, env in messages]
+    assert len(set(ids)) == len(ids), "duplicate events in the stream"
+    assert positions == store_positions, "stream positions differ from the store's log"
+    prev = 0
+    for headers, env in messages:
+        assert env.previous_position == prev
+        assert headers["Accord-Previous-Position"] == str(prev)
+        assert headers["Nats-Msg-Id"] == env.event_id
+        prev = env.position
