@@ -38,6 +38,16 @@ class Upstream:
         return ConsumerConfig(consumer=consumer, source=self.source, stream=self.source.upper())
 
 
+class Readiness:
+    """Whether the service is SERVING, for parts other than gRPC health (e.g. HTTP)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+
 @dataclass
 class ServiceParts:
     settings: ServiceSettings
@@ -49,6 +59,7 @@ class ServiceParts:
     verifier: TokenVerifier | None = None
     # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
     extra_tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 class ServiceRuntime:
@@ -116,6 +127,7 @@ class ServiceRuntime:
             await self.server.set_serving(True, f"accord.consumer.{cfg.durable}")
         if not self._stop.is_set():
             await self.server.set_serving(True)
+            self.parts.readiness.ready = True
             log.info("service_ready", service=s.service)
 
     async def _wait_first(self, aw: Awaitable[Any]) -> None:
@@ -155,6 +167,7 @@ class ServiceRuntime:
     async def stop(self) -> None:
         s = self.settings
         log.info("service_stopping", grace_seconds=s.grace_seconds)
+        self.parts.readiness.ready = False
         if self.server is not None:
             await self.server.stop(s.grace_seconds)
         if self.relay is not None:
@@ -196,3 +209,25 @@ async def serve(parts: ServiceParts, ready: Callable[[ServiceRuntime], None] | N
 def run_service(build: Callable[[ServiceSettings], ServiceParts], settings: ServiceSettings) -> int:
     return asyncio.run(serve(build(settings)))
 
+
+
+def main(service: str, load: Callable[[], ServiceSettings], build: Callable[[ServiceSettings], ServiceParts]) -> int:
+    """A service's `python -m` entry point: settings → logging → build → serve."""
+    import sys
+
+    from accord_kit.logging import configure_logging
+    from accord_kit.settings import SettingsError
+
+    try:
+        settings = load()
+    except SettingsError as e:
+        print(f"accord-{service}: configuration error: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, service=service)
+    try:
+        parts = build(settings)
+    except (SettingsError, FileNotFoundError) as e:
+        log.error("service_refused_to_start", reason=str(e))
+        print(f"accord-{service}: refusing to start: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(parts))

@@ -14,6 +14,12 @@ import pytest
 
 from accord_kit.testing.nats import NatsServer, free_port
 
+def pytest_configure(config: pytest.Config) -> None:
+    from accord_kit.logging import configure_logging
+
+    configure_logging(os.environ.get("ACCORD_TEST_LOG_LEVEL", "warning"), "console")
+
+
 PG_HOST = os.environ.get("ACCORD_TEST_POSTGRES_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ACCORD_TEST_POSTGRES_PORT", "5432"))
 PG_USER = os.environ.get("ACCORD_TEST_POSTGRES_USER", "postgres")

@@ -61,6 +61,7 @@ class NatsServer:
             [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir), "--no_advertise"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C must not stop it before its clients
         )
         log.close()
         deadline = time.monotonic() + timeout

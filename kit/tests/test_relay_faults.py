@@ -1,0 +1,168 @@
+"""The relay under faults, on both stores: SIGKILL at random points, nats-server restarted
+mid-run, the stream deleted and recreated. Every time the stream must end up holding the
+store's log exactly once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+import pytest
+from accord_kit.nats_util import connect
+from accord_kit.relay import Relay
+from accord_kit.testing.counter import Counters
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.streams import assert_exactly_once_in_order, eventually, read_stream
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+pytestmark = pytest.mark.slow
+
+
+def _writer(app: Counters, total: int, chunk: int, pause: float, stop: threading.Event) -> threading.Thread:
+    """Appends `total` increments of counter "seed" (which must exist) in chunks of
+    `chunk` events, one transaction each, in a thread."""
+
+    def run() -> None:
+        written = 0
+        while written < total and not stop.is_set():
+            n = min(chunk, total - written)
+            app.increment_many("seed", [1] * n)
+            written += n
+            stop.wait(pause)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+async def _stream_count(js: object, stream: str) -> int:
+    try:
+        info = await js.stream_info(stream)  # type: ignore[attr-defined]
+    except NotFoundError:
+        return 0
+    return int(info.state.messages)
+
+
+async def test_relay_killed_at_ten_random_points_publishes_5000_events_exactly_once(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    service = f"counter{unique.lower()}"
+    stream = service.upper()
+    env = make_store_env("counters")
+    app = Counters(env, service=service)
+    app.increment_many("seed", [1] * 2499)  # 2,500 events with the Created event
+    stop = threading.Event()
+    writer = _writer(app, 2500, 50, 0.02, stop)  # 2,500 more while the relay is being killed
+
+    rng = random.Random(20261127)
+    targets = sorted(rng.sample(range(100, 4900), 10))
+    nc = await connect(nats_server.url, name="test")
+    js = nc.jetstream()
+    cmd = [
+        sys.executable, "-m", "accord_kit.testing.processes", "relay",
+        "--store", json.dumps(env), "--nats", nats_server.url, "--service", service, "--batch", "100",
+    ]  # fmt: skip
+    kills = 0
+    try:
+        for target in targets:
+            proc = subprocess.Popen(cmd)
+            try:
+                await eventually(
+                    lambda t=target: _at_least(js, stream, t), timeout=60, interval=0.002, what=f"{target} messages"
+                )
+            finally:
+                proc.kill()  # SIGKILL: no clean-up at all
+                proc.wait()
+            kills += 1
+        writer.join()
+        assert kills == 10
+        proc = subprocess.Popen(cmd)
+        try:
+            await eventually(lambda: _at_least(js, stream, 5000), timeout=60)
+            await asyncio.sleep(0.5)  # anything extra (a duplicate) would show up now
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0
+        messages = await read_stream(nc, stream)
+        store = [n.id for n in app.select_notifications(0, 10_000)]
+        assert len(store) == 5000
+        assert_exactly_once_in_order(messages, store)
+    finally:
+        stop.set()
+        await nc.close()
+        app.close()
+
+
+async def _at_least(js: object, stream: str, n: int) -> bool:
+    return await _stream_count(js, stream) >= n
+
+
+async def test_relay_recovers_when_nats_server_restarts_mid_run(
+    own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    service = f"counter{unique.lower()}"
+    app = Counters(make_store_env("counters"), service=service)
+    nc = await connect(own_nats_server.url, name="test-relay")
+    relay = Relay(app, nc, stream=service.upper(), poll_seconds=0.1, batch_size=100, ack_timeout=2)
+    task = asyncio.create_task(relay.run())
+    app.increment("seed", 1)
+    stop = threading.Event()
+    writer = _writer(app, 3000, 20, 0.005, stop)
+    try:
+        await eventually(lambda: relay.stats.head_position > 500, what="relay under way")
+        # Mid-run, the server dies hard and stays away a while; the writer keeps writing.
+        own_nats_server.stop(kill=True)
+        at_kill = relay.stats.head_position
+        await asyncio.sleep(1.5)
+        own_nats_server.start()
+        await asyncio.to_thread(writer.join)
+        await eventually(lambda: relay.stats.head_position == app.head_position(), timeout=60, what="caught up")
+        assert at_kill < app.head_position()
+        check = await connect(own_nats_server.url, name="check")
+        messages = await read_stream(check, service.upper())
+        await check.close()
+        assert_exactly_once_in_order(messages, [n.id for n in app.select_notifications(0, 10_000)])
+    finally:
+        stop.set()
+        relay.stop()
+        await task
+        await nc.close()
+        app.close()
+
+
+async def test_deleted_stream_is_recreated_and_fully_republished(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    service = f"counter{unique.lower()}"
+    stream = service.upper()
+    app = Counters(make_store_env("counters"), service=service)
+    app.increment_many("a", [1] * 999)
+    nc = await connect(nats_server.url, name="test")
+    js = nc.jetstream()
+    relay = Relay(app, nc, stream=stream, poll_seconds=0.1)
+    task = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: relay.stats.head_position == app.head_position())
+        # Deleted behind the relay's back while it is idle …
+        await js.delete_stream(stream)
+        await eventually(lambda: _at_least(js, stream, 1000), timeout=30, what="re-published after delete")
+        # … and recreated empty by someone else.
+        await js.delete_stream(stream)
+        await js.add_stream(api.StreamConfig(name=stream, subjects=[f"accord.{service}.v1.>"], storage=api.StorageType.FILE))
+        app.increment_many("b", [2] * 10)
+        await eventually(lambda: _at_least(js, stream, 1011), timeout=30, what="re-published after recreate")
+        await asyncio.sleep(0.3)
+        messages = await read_stream(nc, stream)
+        assert_exactly_once_in_order(messages, [n.id for n in app.select_notifications(0, 10_000)])
+        assert relay.stats.resyncs >= 2
+    finally:
+        relay.stop()
+        await task
+        await nc.close()
+        app.close()

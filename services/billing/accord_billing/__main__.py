@@ -1,0 +1,11 @@
+"""`python -m accord_billing`: run the billing service until SIGTERM."""
+
+import sys
+
+from accord_kit.runtime import main
+
+from accord_billing.bootstrap import build
+from accord_billing.settings import SERVICE, load
+
+if __name__ == "__main__":
+    sys.exit(main(SERVICE, load, build))

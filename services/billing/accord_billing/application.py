@@ -1,0 +1,21 @@
+"""The billing application: owns the billing service's event store and its public events."""
+
+from __future__ import annotations
+
+from accord_kit.application import AccordApplication
+from accord_kit.clock import Clock
+from accord_kit.envelope import EventCodec
+
+
+def codec() -> EventCodec:
+    """Domain event class → public message in protos/accord/billing/v1 (none registered yet)."""
+    return EventCodec("billing")
+
+
+class Billing(AccordApplication):
+    """The billing system of record (see DESIGN.md). Consumes: agreements and metrics."""
+
+    service = "billing"
+
+    def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
+        super().__init__(env, codec=codec(), clock=clock)

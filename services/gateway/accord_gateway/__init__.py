@@ -1,0 +1,1 @@
+"""Accord gateway: current status for every client (read model, gRPC, HTTP/JSON)."""

@@ -1,0 +1,11 @@
+"""`python -m accord_gateway`: run the gateway until SIGTERM."""
+
+import sys
+
+from accord_kit.runtime import main
+
+from accord_gateway.bootstrap import build
+from accord_gateway.settings import SERVICE, load
+
+if __name__ == "__main__":
+    sys.exit(main(SERVICE, load, build))
