@@ -52,6 +52,7 @@ async def run_relay(args: argparse.Namespace) -> int:
 class DyingTallies(Tallies):
     """Exits the process right after committing position `die_at` (once: a marker file)."""
 
+    name = "Tallies"  # same tables as the Tallies it stands in for (PostgreSQL names them after the app)
     die_at = 0
     marker: Path | None = None
 

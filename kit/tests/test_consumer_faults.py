@@ -1,0 +1,187 @@
+"""The consumer under faults, on both stores: failures that nak (so JetStream redelivers
+out of order), a process killed between its commit and its ack, a message missing from
+the stream (caught up through ReadEvents over gRPC), and an event that keeps failing
+(the consumer halts and never skips it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from accord_kit.auth import TokenVerifier, generate_keypair, mint_token
+from accord_kit.consumer import Consumer, ConsumerConfig
+from accord_kit.eventlog import EventLogClient, register_event_log
+from accord_kit.grpc_server import build_server
+from accord_kit.nats_util import connect
+from accord_kit.relay import Relay
+from accord_kit.testing.counter import COUNTER_POLICY, Counters, Tallies
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.streams import eventually
+
+
+async def publish_all(nats_url: str, app: Counters) -> None:
+    """Run the relay until the whole store is in the stream."""
+    nc = await connect(nats_url, name="relay")
+    relay = Relay(app, nc, stream=app.service.upper(), poll_seconds=0.1)
+    task = asyncio.create_task(relay.run())
+    await eventually(lambda: relay.stats.head_position == app.head_position(), what="published")
+    relay.stop()
+    await task
+    await nc.close()
+
+
+def seed(app: Counters, n: int) -> int:
+    """n increments of 1..n on three counters; returns their sum."""
+    for i in range(1, n + 1):
+        app.increment(f"c{i % 3}", i)
+    return n * (n + 1) // 2
+
+
+async def test_redelivered_out_of_order_events_apply_exactly_once(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 120)
+    await publish_all(nats_server.url, counters)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    # Failures that nak: each position fails once or twice, then succeeds on redelivery.
+    positions = [n.id for n in counters.select_notifications(0, 1000)]
+    tallies.fail_positions = {positions[5]: 1, positions[40]: 2, positions[41]: 1, positions[99]: 1}
+    nc = await connect(nats_server.url, name="consumer")
+    cfg = ConsumerConfig(consumer="tally", source=service, stream=service.upper(), batch_size=25, nak_delay=0.05)
+    consumer = Consumer(tallies, nc, cfg)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: consumer.tracked == positions[-1], timeout=60, what="consumer caught up")
+        await asyncio.sleep(0.3)  # late redeliveries of already-applied events must change nothing
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (120, total)
+        assert consumer.stats.failures == 5
+        assert consumer.stats.out_of_order_naks > 0
+        assert consumer.halted is None
+    finally:
+        consumer.stop()
+        await task
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
+async def test_an_event_that_keeps_failing_halts_the_consumer_and_is_never_skipped(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    seed(counters, 20)
+    await publish_all(nats_server.url, counters)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    positions = [n.id for n in counters.select_notifications(0, 1000)]
+    poison = positions[10]
+    tallies.fail_positions = {poison: 1000}
+    halts: list[str] = []
+    nc = await connect(nats_server.url, name="consumer")
+    cfg = ConsumerConfig(consumer="tally", source=service, stream=service.upper(), nak_delay=0.05, max_failures=3)
+    consumer = Consumer(tallies, nc, cfg, on_halt=halts.append)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: consumer.halted is not None, timeout=30, what="halt")
+        await task
+        assert tallies.tracked_position(service) == positions[9]
+        assert len(halts) == 1
+        assert f"position {poison} failed 3 times" in halts[0]
+    finally:
+        consumer.stop()
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
+async def test_consumer_killed_between_commit_and_ack_applies_nothing_twice(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str, tmp_path: Path
+) -> None:
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 60)
+    await publish_all(nats_server.url, counters)
+    positions = [n.id for n in counters.select_notifications(0, 1000)]
+    tally_env = make_store_env("tallies")
+    marker = tmp_path / "died"
+    cmd = [
+        sys.executable, "-m", "accord_kit.testing.processes", "consume", "--store", json.dumps(tally_env),
+        "--nats", nats_server.url, "--service", service, "--batch", "10",
+        "--die-after-commit-at", str(positions[30]), "--marker", str(marker),
+    ]  # fmt: skip
+    first = subprocess.run(cmd, timeout=60)
+    assert first.returncode == 9 and marker.exists(), "the consumer should have died right after its commit"
+    tallies = Tallies(tally_env, service=f"tally{unique.lower()}")
+    assert tallies.tracked_position(service) == positions[30]
+    second = subprocess.Popen(cmd)
+    try:
+        await eventually(lambda: tallies.tracked_position(service) == positions[-1], timeout=60, what="resumed")
+        await asyncio.sleep(0.5)
+    finally:
+        second.terminate()
+        assert second.wait(timeout=20) == 0
+    tally = tallies.get_tally()
+    assert tally is not None
+    assert (tally.count, tally.total) == (60, total)
+    counters.close()
+    tallies.close()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[bytes, bytes]:
+    private, public = generate_keypair(tmp_path / "keys")
+    return private.read_bytes(), public.read_bytes()
+
+
+async def test_message_missing_from_the_stream_is_caught_up_through_read_events(
+    nats_server: NatsServer,
+    make_store_env: Callable[[str], dict[str, str]],
+    unique: str,
+    keys: tuple[bytes, bytes],
+) -> None:
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 30)
+    await publish_all(nats_server.url, counters)
+    nc = await connect(nats_server.url, name="consumer")
+    js = nc.jetstream()
+    # The broker loses two messages (as retention or a lost disk would).
+    await js.delete_msg(service.upper(), 7)
+    await js.delete_msg(service.upper(), 8)
+    # The source serves its log over a real gRPC channel, with auth.
+    private, public = keys
+    server = build_server(
+        host="127.0.0.1", port=0, policy=COUNTER_POLICY, verifier=TokenVerifier(public),
+        register=[register_event_log(counters)],
+    )  # fmt: skip
+    await server.start()
+    token = mint_token(private, subject="tally", role="service")
+    client = EventLogClient(f"127.0.0.1:{server.port}", token=lambda: token)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    cfg = ConsumerConfig(consumer="tally", source=service, stream=service.upper(), nak_delay=0.05, gap_timeout=0.5)
+    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
+    task = asyncio.create_task(consumer.run())
+    try:
+        head = counters.head_position()
+        await eventually(lambda: consumer.tracked == head, timeout=30, what="caught up")
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (30, total)
+        assert consumer.stats.caught_up_via_read_events >= 2
+    finally:
+        consumer.stop()
+        await task
+        await client.close()
+        await server.stop(0)
+        await nc.close()
+        counters.close()
+        tallies.close()
