@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from accord.events.v1 import events_pb2
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import (
     IntegrityError,
@@ -20,6 +19,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment
 
+from accord.events.v1 import events_pb2
 from accord_kit.clock import Clock, SystemClock
 from accord_kit.envelope import EventCodec, to_envelope
 from accord_kit.persistence import AccordMapper
@@ -117,7 +117,11 @@ class AccordApplication(Application[Any]):
         prev: int | None = None
         for n in notes:
             if prev is None:
-                prev = after_position if after_position == 0 or self._exists(after_position) else self.position_before(n.id)
+                prev = (
+                    after_position
+                    if after_position == 0 or self._exists(after_position)
+                    else self.position_before(n.id)
+                )
             env, _ = to_envelope(self.service, n, prev, self.accord_mapper, self.codec)
             out.append(env)
             prev = n.id

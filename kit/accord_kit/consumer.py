@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.errors
-from accord.events.v1 import events_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import NotFoundError
 
+from accord.events.v1 import events_pb2
 from accord_kit.application import AccordApplication
 from accord_kit.logging import get_logger
 
@@ -113,7 +113,12 @@ class Consumer:
             info = await self.js.consumer_info(cfg.stream, cfg.durable)
         except NotFoundError:
             info = None
-        if info is not None and self._tracked == 0 and info.ack_floor is not None and (info.ack_floor.stream_seq or 0) > 0:
+        if (
+            info is not None
+            and self._tracked == 0
+            and info.ack_floor is not None
+            and (info.ack_floor.stream_seq or 0) > 0
+        ):
             log.warning("consumer_recreated", durable=cfg.durable, reason="store has no tracked position")
             await self.js.delete_consumer(cfg.stream, cfg.durable)
         await self.js.add_consumer(cfg.stream, consumer_cfg)
@@ -221,7 +226,7 @@ class Consumer:
         log.warning("consumer_catching_up", durable=self.config.durable, tracked=self._tracked, target=target)
         while not self._stopping.is_set():
             try:
-                envs, head = await self.read_events(self._tracked, 500)
+                envs, _ = await self.read_events(self._tracked, 500)
             except Exception as e:
                 log.warning("consumer_catch_up_failed", source=self.config.source, error=str(e) or type(e).__name__)
                 return

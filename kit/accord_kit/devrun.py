@@ -76,7 +76,7 @@ def health(address: str, timeout: float = 1.0) -> int:
             return -1
 
 
-def main() -> int:  # noqa: C901 (a linear script)
+def main() -> int:
     env = dict(os.environ)
     var = Path(env.get("ACCORD_VAR_DIR", "var")).resolve()
     env["ACCORD_VAR_DIR"] = str(var)
@@ -142,7 +142,9 @@ def main() -> int:  # noqa: C901 (a linear script)
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the services in order
         )
-        threading.Thread(target=_pump, args=(name, procs[name], var / "log" / f"{name}.log", quiet), daemon=True).start()
+        threading.Thread(
+            target=_pump, args=(name, procs[name], var / "log" / f"{name}.log", quiet), daemon=True
+        ).start()
 
     deadline = time.monotonic() + float(env.get("ACCORD_RUN_TIMEOUT", "90"))
     waiting = set(SERVICES)
@@ -166,10 +168,7 @@ def main() -> int:  # noqa: C901 (a linear script)
     lines = [
         f"all services SERVING in {time.monotonic() - started:.1f}s",
         "",
-        "  gRPC   agreements  127.0.0.1:%d" % ports["agreements"],
-        "  gRPC   metrics     127.0.0.1:%d" % ports["metrics"],
-        "  gRPC   billing     127.0.0.1:%d" % ports["billing"],
-        "  gRPC   gateway     127.0.0.1:%d" % ports["gateway"],
+        *(f"  gRPC   {name:11} 127.0.0.1:{ports[name]}" for name in SERVICES),
         f"  HTTP   gateway     http://127.0.0.1:{http_port}/  (OpenAPI at /docs)",
         f"  NATS               {env['ACCORD_NATS_URL']}",
         f"  data               {var}",

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from accord.events.v1 import events_pb2
 from eventsourcing.persistence import Notification
 from google.protobuf.message import Message
 
+from accord.events.v1 import events_pb2
 from accord_kit.persistence import AccordMapper
 
 ToProto = Callable[[Any], Message]

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Callable
 
 import grpc
-from accord.events.v1 import events_pb2, events_pb2_grpc
 
+from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord_kit.application import MAX_READ_LIMIT, AccordApplication
 from accord_kit.errors import InvalidArgumentError
 

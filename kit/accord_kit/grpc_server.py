@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import structlog
+from eventsourcing.persistence import RecordConflictError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -84,6 +85,9 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
 
     async def _fail(self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, started: float) -> None:
         code = self._code_for(exc)
+        if code is None and isinstance(exc, RecordConflictError):
+            # Two writers raced for the same aggregate version: nothing of the loser was stored.
+            code, exc = grpc.StatusCode.ABORTED, RuntimeError("a concurrent change to the same record won; retry")
         ms = round((time.perf_counter() - started) * 1000, 2)
         if code is None:
             log.exception("rpc_failed", rpc=method, ms=ms)

@@ -26,7 +26,11 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
     async def on_error(e: Exception) -> None:
         log.warning("nats_error", error=str(e) or type(e).__name__)
 
+    client: list[NATS] = []
+
     async def on_disconnect() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close or drain, not an outage
         log.warning("nats_disconnected")
 
     async def on_reconnect() -> None:
@@ -43,7 +47,9 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
         reconnected_cb=on_reconnect,
     )
     opts.update(kwargs)
-    return await nats.connect(**opts)
+    nc = await nats.connect(**opts)
+    client.append(nc)
+    return nc
 
 
 def stream_config(stream: str, service: str, replicas: int = 1) -> api.StreamConfig:

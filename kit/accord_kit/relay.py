@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import api
@@ -35,6 +34,17 @@ from accord_kit.nats_util import (
 )
 
 log = get_logger("accord.relay")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One event encoded as the message the relay publishes."""
+
+    position: int
+    msg_id: str
+    subject: str
+    data: bytes
+    headers: dict[str, str]
 
 
 class RelayMismatchError(RuntimeError):
@@ -131,15 +141,17 @@ class Relay:
                 f"{HDR_POSITION}/{HDR_MSG_ID} headers; it was not written by an Accord relay. Refusing to run."
             )
         position = int(raw_pos)
-        found = await asyncio.to_thread(
-            self.app.recorder.select_notifications, start=position, stop=position, limit=1
-        )
+        found = await asyncio.to_thread(self.app.recorder.select_notifications, start=position, stop=position, limit=1)
         expected = event_id(self.app.service, found[0].originator_id, found[0].originator_version) if found else None
         if expected != msg_id:
             store_head = await self._store_head()
             raise RelayMismatchError(
                 f"stream {self.stream} ends at position {position} (event {msg_id}) but this store "
-                + (f"has event {expected} there" if expected else f"has no event at that position (its head is {store_head})")
+                + (
+                    f"has event {expected} there"
+                    if expected
+                    else f"has no event at that position (its head is {store_head})"
+                )
                 + ": the stream belongs to another database, or the store was replaced. Refusing to run; "
                 "point the service at its own store, or delete the stream so it is re-published."
             )
@@ -150,17 +162,81 @@ class Relay:
         return await asyncio.to_thread(self.app.head_position)
 
     async def _publish_loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            notes = await asyncio.to_thread(self.app.select_notifications, self._head, self.batch_size)
-            if notes:
-                await self._publish_batch(notes)
-                continue
-            self.caught_up.set()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                await self._check_stream_unchanged()
+        """Publish batches; while one batch's acks are awaited, the next is read and encoded
+        in a worker thread (so the event loop that also serves gRPC is not held up)."""
+        next_batch: asyncio.Task[list[Prepared]] | None = None
+        try:
+            while not self._stopping.is_set():
+                if next_batch is None:
+                    self._wake.clear()
+                    batch = await asyncio.to_thread(self._prepare, self._head, self._last_msg_id)
+                else:
+                    batch, next_batch = await next_batch, None
+                if not batch:
+                    self.caught_up.set()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                    except TimeoutError:
+                        await self._check_stream_unchanged()
+                    continue
+                futures = await self._send(batch)
+                self._wake.clear()
+                last = batch[-1]
+                next_batch = asyncio.create_task(asyncio.to_thread(self._prepare, last.position, last.msg_id))
+                await self._await_acks(batch, futures)
+        finally:
+            if next_batch is not None:
+                next_batch.cancel()
+                await asyncio.gather(next_batch, return_exceptions=True)
+
+    def _prepare(self, head: int, last_msg_id: str | None) -> list[Prepared]:
+        """Read the events after `head` and encode them as messages (in a worker thread)."""
+        notes = self.app.select_notifications(head, self.batch_size)
+        out: list[Prepared] = []
+        prev = head
+        for n in notes:
+            env, subject = to_envelope(self.app.service, n, prev, self.app.accord_mapper, self.app.codec)
+            headers = {HDR_MSG_ID: env.event_id, HDR_POSITION: str(n.id), HDR_PREVIOUS: str(prev), HDR_TYPE: env.type}
+            if last_msg_id is not None:
+                headers[HDR_EXPECTED_LAST_MSG_ID] = last_msg_id
+            out.append(Prepared(n.id, env.event_id, subject, env.SerializeToString(), headers))
+            prev, last_msg_id = n.id, env.event_id
+        return out
+
+    async def _send(self, batch: list[Prepared]) -> list[asyncio.Future[api.PubAck]]:
+        """Pipeline a batch: every publish goes out in order on one connection, no waiting.
+        The in-flight window (twice the batch) is never full, so no stall timer is needed."""
+        futures: list[asyncio.Future[api.PubAck]] = []
+        try:
+            for p in batch:
+                futures.append(await self.js.publish_async(p.subject, p.data, headers=p.headers))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return futures
+
+    async def _await_acks(self, batch: list[Prepared], futures: list[asyncio.Future[api.PubAck]]) -> None:
+        started = time.perf_counter()
+        try:
+            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.ack_timeout)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        dupes = sum(1 for a in acks if a.duplicate)
+        self.stats.duplicates += dupes
+        self.stats.published += len(acks) - dupes
+        last = batch[-1]
+        self._head, self._last_msg_id, self._last_seq = last.position, last.msg_id, acks[-1].seq
+        self.stats.head_position = last.position
+        log.debug(
+            "relay_published",
+            stream=self.stream,
+            count=len(batch),
+            head=self._head,
+            ack_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     async def _check_stream_unchanged(self) -> None:
         """While idle, notice a stream that was deleted, purged or recreated."""
@@ -170,43 +246,6 @@ class Relay:
             raise RuntimeError(f"stream {self.stream} disappeared") from None
         if info.state.last_seq != self._last_seq:
             raise RuntimeError(
-                f"stream {self.stream} changed behind the relay (last seq {info.state.last_seq}, expected {self._last_seq})"
+                f"stream {self.stream} changed behind the relay "
+                f"(last seq {info.state.last_seq}, expected {self._last_seq})"
             )
-
-    async def _publish_batch(self, notes: list[Any]) -> None:
-        started = time.perf_counter()
-        pending: list[tuple[int, str, asyncio.Future[api.PubAck]]] = []
-        prev, last_id = self._head, self._last_msg_id
-        for n in notes:
-            env, subject = to_envelope(self.app.service, n, prev, self.app.accord_mapper, self.app.codec)
-            headers = {
-                HDR_MSG_ID: env.event_id,
-                HDR_POSITION: str(n.id),
-                HDR_PREVIOUS: str(prev),
-                HDR_TYPE: env.type,
-            }
-            if last_id is not None:
-                headers[HDR_EXPECTED_LAST_MSG_ID] = last_id
-            fut = await self.js.publish_async(subject, env.SerializeToString(), headers=headers, wait_stall=self.ack_timeout)
-            pending.append((n.id, env.event_id, fut))
-            prev, last_id = n.id, env.event_id
-        try:
-            for position, msg_id, fut in pending:
-                ack = await asyncio.wait_for(fut, timeout=self.ack_timeout)
-                if ack.duplicate:
-                    self.stats.duplicates += 1
-                else:
-                    self.stats.published += 1
-                self._head, self._last_msg_id, self._last_seq = position, msg_id, ack.seq
-                self.stats.head_position = position
-        finally:
-            for _, _, fut in pending:
-                if not fut.done():
-                    fut.cancel()
-        log.debug(
-            "relay_published",
-            stream=self.stream,
-            count=len(notes),
-            head=self._head,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )

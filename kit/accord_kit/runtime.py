@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class ServiceParts:
     error_map: ErrorMap | None = None
     verifier: TokenVerifier | None = None
     # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
-    extra_tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    extra_tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
 
 
@@ -112,7 +112,9 @@ class ServiceRuntime:
             return
         app = self.parts.app
         if app is not None:
-            self.relay = Relay(app, self._nc, stream=s.stream, replicas=s.nats_replicas, poll_seconds=s.relay_poll_seconds)
+            self.relay = Relay(
+                app, self._nc, stream=s.stream, replicas=s.nats_replicas, poll_seconds=s.relay_poll_seconds
+            )
             self._tasks.append(asyncio.create_task(self._run_relay(), name="relay"))
             await self._wait_first(self.relay.caught_up.wait())
         for upstream in self.parts.upstreams:
@@ -152,9 +154,7 @@ class ServiceRuntime:
     def _halted(self, durable: str) -> Callable[[str], None]:
         def on_halt(reason: str) -> None:
             if self.server is not None:
-                asyncio.get_running_loop().create_task(
-                    self.server.set_serving(False, f"accord.consumer.{durable}")
-                )
+                asyncio.get_running_loop().create_task(self.server.set_serving(False, f"accord.consumer.{durable}"))
 
         return on_halt
 
@@ -176,7 +176,7 @@ class ServiceRuntime:
             c.stop()
         self._stop.set()
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=5)
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -208,7 +208,6 @@ async def serve(parts: ServiceParts, ready: Callable[[ServiceRuntime], None] | N
 
 def run_service(build: Callable[[ServiceSettings], ServiceParts], settings: ServiceSettings) -> int:
     return asyncio.run(serve(build(settings)))
-
 
 
 def main(service: str, load: Callable[[], ServiceSettings], build: Callable[[ServiceSettings], ServiceParts]) -> int:

@@ -39,7 +39,9 @@ SUITE_SETTINGS: tuple[Setting, ...] = (
     Setting("POSTGRES_PORT", "5432", "PostgreSQL port", "suite"),
     Setting("POSTGRES_USER", "postgres", "PostgreSQL user", "suite"),
     Setting("POSTGRES_PASSWORD", "", "PostgreSQL password", "suite"),
-    Setting("AUTH_PUBLIC_KEY_FILE", "var/keys/auth_public.pem", "Ed25519 public key that verifies bearer tokens", "suite"),
+    Setting(
+        "AUTH_PUBLIC_KEY_FILE", "var/keys/auth_public.pem", "Ed25519 public key that verifies bearer tokens", "suite"
+    ),
     Setting("SERVICE_TOKEN_FILE", "var/keys/service.token", "bearer token this service presents to others", "suite"),
     Setting("AGREEMENTS_ADDR", "127.0.0.1:50051", "gRPC address of the agreements service", "suite"),
     Setting("METRICS_ADDR", "127.0.0.1:50052", "gRPC address of the metrics service", "suite"),
@@ -179,7 +181,9 @@ class ServiceSettings:
             log_level=suite("LOG_LEVEL").lower(),
             log_format=log_format,
             grace_seconds=_float(f"{p}_GRACE_SECONDS", own("GRACE_SECONDS", "10"), 0, 3600),
-            max_message_bytes=_int(f"{p}_MAX_MESSAGE_BYTES", own("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)), 1024, 2**31 - 1),
+            max_message_bytes=_int(
+                f"{p}_MAX_MESSAGE_BYTES", own("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)), 1024, 2**31 - 1
+            ),
             relay_poll_seconds=_float(f"{p}_RELAY_POLL_SECONDS", own("RELAY_POLL_SECONDS", "1.0"), 0.01, 60),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+
 from accord.testing.v1 import counter_pb2
 from accord_kit.consumer import Consumer, ConsumerConfig
 from accord_kit.envelope import unpack
@@ -33,7 +34,7 @@ async def test_relay_publishes_every_event_once_in_order_and_consumer_applies_th
     try:
         await eventually(lambda: relay.stats.head_position == counters.head_position(), what="relay caught up")
         # Saved while running: the save wakes the relay.
-        for i in range(10):
+        for _ in range(10):
             await asyncio.to_thread(counters.increment, "late", 1)
         await eventually(lambda: relay.stats.head_position == counters.head_position(), what="relay woke up")
         await eventually(lambda: tallies.tracked_position(service) == counters.head_position(), what="consumer")
@@ -64,7 +65,7 @@ async def test_relay_refuses_a_stream_whose_head_is_not_in_its_store(
 ) -> None:
     service = f"counter{unique.lower()}"
     first = Counters(make_store_env("a"), service=service)
-    for i in range(5):
+    for _ in range(5):
         first.increment("x", 1)
     nc = await connect(nats_server.url, name="test")
     relay = Relay(first, nc, stream=service.upper(), poll_seconds=0.2)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from accord_kit.auth import TokenVerifier, generate_keypair, mint_token
 from accord_kit.consumer import Consumer, ConsumerConfig
 from accord_kit.eventlog import EventLogClient, register_event_log

@@ -13,13 +13,14 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from nats.js import api
+from nats.js.errors import NotFoundError
+
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay
 from accord_kit.testing.counter import Counters
 from accord_kit.testing.nats import NatsServer
 from accord_kit.testing.streams import assert_exactly_once_in_order, eventually, read_stream
-from nats.js import api
-from nats.js.errors import NotFoundError
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +155,9 @@ async def test_deleted_stream_is_recreated_and_fully_republished(
         await eventually(lambda: _at_least(js, stream, 1000), timeout=30, what="re-published after delete")
         # … and recreated empty by someone else.
         await js.delete_stream(stream)
-        await js.add_stream(api.StreamConfig(name=stream, subjects=[f"accord.{service}.v1.>"], storage=api.StorageType.FILE))
+        await js.add_stream(
+            api.StreamConfig(name=stream, subjects=[f"accord.{service}.v1.>"], storage=api.StorageType.FILE)
+        )
         app.increment_many("b", [2] * 10)
         await eventually(lambda: _at_least(js, stream, 1011), timeout=30, what="re-published after recreate")
         await asyncio.sleep(0.3)

@@ -9,11 +9,11 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import grpc
-from accord.events.v1 import events_pb2
-from accord.testing.v1 import counter_pb2, counter_pb2_grpc
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate, event
 
+from accord.events.v1 import events_pb2
+from accord.testing.v1 import counter_pb2, counter_pb2_grpc
 from accord_kit.application import AccordApplication
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy
 from accord_kit.clock import Clock
@@ -22,7 +22,13 @@ from accord_kit.errors import InvalidArgumentError, NotFoundError
 
 
 class Counter(Aggregate):
-    @event("Created")
+    class Created(Aggregate.Created):
+        name: str
+
+    class Incremented(Aggregate.Event):
+        amount: int
+
+    @event(Created)
     def __init__(self, name: str) -> None:
         self.name = name
         self.value = 0
@@ -31,7 +37,7 @@ class Counter(Aggregate):
     def create_id(name: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"accord-test-counter:{name}")
 
-    @event("Incremented")
+    @event(Incremented)
     def increment(self, amount: int) -> None:
         self.value += amount
 
@@ -39,7 +45,14 @@ class Counter(Aggregate):
 class Tally(Aggregate):
     """What the consumer keeps: a running total of every counter event it applied."""
 
-    @event("Started")
+    class Started(Aggregate.Created):
+        pass
+
+    class Recorded(Aggregate.Event):
+        source_event_id: str
+        amount: int
+
+    @event(Started)
     def __init__(self) -> None:
         self.total = 0
         self.count = 0
@@ -48,7 +61,7 @@ class Tally(Aggregate):
     def create_id() -> UUID:
         return uuid5(NAMESPACE_URL, "accord-test-tally")
 
-    @event("Recorded")
+    @event(Recorded)
     def record(self, source_event_id: str, amount: int) -> None:
         self.total += amount
         self.count += 1
@@ -56,9 +69,7 @@ class Tally(Aggregate):
 
 def counter_codec() -> EventCodec:
     codec = EventCodec("counter")
-    codec.register(
-        Counter.Created, counter_pb2.CounterCreated, lambda e: counter_pb2.CounterCreated(name=e.name)
-    )
+    codec.register(Counter.Created, counter_pb2.CounterCreated, lambda e: counter_pb2.CounterCreated(name=e.name))
     codec.register(
         Counter.Incremented,
         counter_pb2.CounterIncremented,

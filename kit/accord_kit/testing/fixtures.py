@@ -14,6 +14,7 @@ import pytest
 
 from accord_kit.testing.nats import NatsServer, free_port
 
+
 def pytest_configure(config: pytest.Config) -> None:
     from accord_kit.logging import configure_logging
 
@@ -52,7 +53,12 @@ def _pg_connect(dbname: str = "postgres"):  # type: ignore[no-untyped-def]
 
     try:
         return psycopg.connect(
-            host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD or None, dbname=dbname, autocommit=True,
+            host=PG_HOST,
+            port=PG_PORT,
+            user=PG_USER,
+            password=PG_PASSWORD or None,
+            dbname=dbname,
+            autocommit=True,
             connect_timeout=5,
         )
     except psycopg.OperationalError as e:
@@ -98,9 +104,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_store_env(
-    store_kind: str, tmp_path: Path, postgres_db: Callable[[], str]
-) -> Callable[[str], dict[str, str]]:
+def make_store_env(store_kind: str, tmp_path: Path, postgres_db: Callable[[], str]) -> Callable[[str], dict[str, str]]:
     """Makes fresh event store settings of the parametrized kind (sqlite, postgres)."""
 
     def make(name: str) -> dict[str, str]:

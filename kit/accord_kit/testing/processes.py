@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from accord.events.v1 import events_pb2
-
 from accord_kit.consumer import Consumer, ConsumerConfig
 from accord_kit.eventlog import EventLogClient, register_event_log
 from accord_kit.logging import configure_logging
@@ -88,7 +87,9 @@ async def run_consumer(args: argparse.Namespace) -> int:
 async def run_counter_service(args: argparse.Namespace) -> int:
     settings = ServiceSettings.from_env("counter")
     app = Counters(_store_env(args.store), service=args.service)
-    parts = ServiceParts(settings=settings, policy=COUNTER_POLICY, register=[register_counter(app), register_event_log(app)], app=app)
+    parts = ServiceParts(
+        settings=settings, policy=COUNTER_POLICY, register=[register_counter(app), register_event_log(app)], app=app
+    )
 
     def ready(runtime: Any) -> None:
         print(f"PORT {runtime.port}", flush=True)

@@ -7,9 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from accord.events.v1 import events_pb2
 from nats.aio.client import Client as NATS
 from nats.js import api
+
+from accord.events.v1 import events_pb2
 
 
 async def read_stream(nc: NATS, stream: str) -> list[tuple[dict[str, str], events_pb2.EventEnvelope]]:
@@ -20,7 +21,7 @@ async def read_stream(nc: NATS, stream: str) -> list[tuple[dict[str, str], event
     if info.state.messages == 0:
         return out
     sub = await js.subscribe(
-        f"accord.>",
+        "accord.>",
         stream=stream,
         ordered_consumer=True,
         deliver_policy=api.DeliverPolicy.ALL,
@@ -37,7 +38,10 @@ async def read_stream(nc: NATS, stream: str) -> list[tuple[dict[str, str], event
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "",
 ) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -2,10 +2,9 @@
 
 import sys
 
-from accord_kit.runtime import main
-
 from accord_agreements.bootstrap import build
 from accord_agreements.settings import SERVICE, load
+from accord_kit.runtime import main
 
 if __name__ == "__main__":
     sys.exit(main(SERVICE, load, build))

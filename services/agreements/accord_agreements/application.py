@@ -13,7 +13,7 @@ def codec() -> EventCodec:
 
 
 class Agreements(AccordApplication):
-    """The agreements system of record (see DESIGN.md). Consumes: billing (termination rights, from the billing issue on)."""
+    """The agreements system of record (see DESIGN.md). Consumes: billing's termination rights."""
 
     service = "agreements"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from accord_agreements.application import Agreements
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
@@ -9,12 +10,12 @@ from accord_kit.persistence import prepare_store
 from accord_kit.runtime import ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
 
-from accord_agreements.application import Agreements
-
 POLICY = Policy.of(INFRA_POLICY, EVENT_LOG_POLICY)
 
 
-def build(settings: ServiceSettings, *, clock: Clock | None = None, verifier: TokenVerifier | None = None) -> ServiceParts:
+def build(
+    settings: ServiceSettings, *, clock: Clock | None = None, verifier: TokenVerifier | None = None
+) -> ServiceParts:
     prepare_store(settings)
     app = Agreements(settings.event_store_env(), clock=clock)
     return ServiceParts(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from accord_gateway.http import create_app, http_task
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.runtime import Readiness, ServiceParts
 from accord_kit.settings import ServiceSettings
-
-from accord_gateway.http import create_app, http_task
 
 POLICY = Policy.of(INFRA_POLICY)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -28,12 +29,20 @@ def create_app(is_ready: Callable[[], bool]) -> FastAPI:
     return app
 
 
-def http_task(app: FastAPI, host: str, port: int) -> Callable[[asyncio.Event], Any]:
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service runtime owns SIGTERM/SIGINT
+    and stops HTTP in its shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def http_task(app: FastAPI, host: str, port: int) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     """A runtime task that serves `app` until the service stops."""
 
     async def run(stop: asyncio.Event) -> None:
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))
         serving = asyncio.create_task(server.serve())
         log.info("http_started", address=f"http://{host}:{port}")
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

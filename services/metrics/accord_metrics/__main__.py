@@ -3,7 +3,6 @@
 import sys
 
 from accord_kit.runtime import main
-
 from accord_metrics.bootstrap import build
 from accord_metrics.settings import SERVICE, load
 

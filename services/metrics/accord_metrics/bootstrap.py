@@ -8,13 +8,14 @@ from accord_kit.eventlog import register_event_log
 from accord_kit.persistence import prepare_store
 from accord_kit.runtime import ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
-
 from accord_metrics.application import Metrics
 
 POLICY = Policy.of(INFRA_POLICY, EVENT_LOG_POLICY)
 
 
-def build(settings: ServiceSettings, *, clock: Clock | None = None, verifier: TokenVerifier | None = None) -> ServiceParts:
+def build(
+    settings: ServiceSettings, *, clock: Clock | None = None, verifier: TokenVerifier | None = None
+) -> ServiceParts:
     prepare_store(settings)
     app = Metrics(settings.event_store_env(), clock=clock)
     return ServiceParts(

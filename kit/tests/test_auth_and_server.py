@@ -1,0 +1,214 @@
+"""The gRPC edge over a real channel: bearer tokens, the deny-by-default policy, error
+mapping, health and reflection — and that a rejected call stores nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from accord.events.v1 import events_pb2, events_pb2_grpc
+from accord.testing.v1 import counter_pb2, counter_pb2_grpc
+from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier, generate_keypair, mint_token
+from accord_kit.eventlog import register_event_log
+from accord_kit.grpc_server import AccordServer, build_server
+from accord_kit.testing.counter import COUNTER_POLICY, Counters, register_counter
+
+
+@dataclass
+class Edge:
+    app: Counters
+    server: AccordServer
+    channel: grpc.aio.Channel
+    private: bytes
+    other_private: bytes
+
+    @property
+    def counters(self) -> counter_pb2_grpc.CounterServiceStub:
+        return counter_pb2_grpc.CounterServiceStub(self.channel)
+
+    def token(self, role: str, department: str = "", **kw: object) -> tuple[tuple[str, str], ...]:
+        tok = mint_token(self.private, subject=f"{role}-1", role=role, department=department, **kw)  # type: ignore[arg-type]
+        return (("authorization", f"Bearer {tok}"),)
+
+
+async def make_edge(tmp_path: Path, store_env: dict[str, str], policy: Policy = COUNTER_POLICY) -> Edge:
+    private, public = generate_keypair(tmp_path / "keys")
+    other_private, _ = generate_keypair(tmp_path / "other-keys")
+    app = Counters(store_env, service="counter")
+    server = build_server(
+        host="127.0.0.1", port=0, policy=policy, verifier=TokenVerifier(public.read_bytes()),
+        register=[register_counter(app), register_event_log(app)],
+    )  # fmt: skip
+    await server.start()
+    await server.set_serving(True)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    return Edge(app, server, channel, private.read_bytes(), other_private.read_bytes())
+
+
+@pytest.fixture
+async def edge(tmp_path: Path, make_store_env: Callable[[str], dict[str, str]]) -> AsyncIterator[Edge]:
+    e = await make_edge(tmp_path, make_store_env("counters"))
+    yield e
+    await e.channel.close()
+    await e.server.stop(0)
+    e.app.close()
+
+
+async def assert_rejected(edge: Edge, call: object, code: grpc.StatusCode, text: str) -> None:
+    before = edge.app.head_position()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call  # type: ignore[misc]
+    assert err.value.code() == code, err.value.details()
+    assert text in (err.value.details() or "")
+    assert edge.app.head_position() == before, "a rejected call stored something"
+
+
+INC = counter_pb2.IncrementRequest(counter_id="c1", amount=5)
+
+
+async def test_a_department_token_may_increment_and_the_event_records_who_did_it(edge: Edge) -> None:
+    md = (*edge.token("department", "it-operations"), ("x-correlation-id", "corr-42"))
+    resp = await edge.counters.Increment(INC, metadata=md)
+    assert (resp.version, resp.value) == (2, 5)
+    envs, _ = edge.app.read_events(0, 10)
+    assert envs[-1].actor.department == "it-operations"
+    assert envs[-1].actor.role == "department"
+    assert envs[-1].correlation_id == "corr-42"
+
+
+async def test_no_token_is_unauthenticated(edge: Edge) -> None:
+    await assert_rejected(edge, edge.counters.Increment(INC), grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
+
+
+async def test_a_malformed_authorization_header_is_unauthenticated(edge: Edge) -> None:
+    md = (("authorization", "Token abc"),)
+    await assert_rejected(edge, edge.counters.Increment(INC, metadata=md), grpc.StatusCode.UNAUTHENTICATED, "Bearer")
+
+
+async def test_a_token_signed_by_another_key_is_unauthenticated(edge: Edge) -> None:
+    tok = mint_token(edge.other_private, subject="mallory", role="admin")
+    md = (("authorization", f"Bearer {tok}"),)
+    await assert_rejected(
+        edge, edge.counters.Increment(INC, metadata=md), grpc.StatusCode.UNAUTHENTICATED, "signature is not valid"
+    )
+
+
+async def test_an_expired_token_is_unauthenticated(edge: Edge) -> None:
+    md = edge.token("admin", now=datetime.now(UTC) - timedelta(hours=2), ttl=timedelta(hours=1))
+    await assert_rejected(edge, edge.counters.Increment(INC, metadata=md), grpc.StatusCode.UNAUTHENTICATED, "expired")
+
+
+async def test_a_role_without_permission_is_permission_denied(edge: Edge) -> None:
+    await assert_rejected(
+        edge,
+        edge.counters.Increment(INC, metadata=edge.token("auditor")),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "role 'auditor' may not call /accord.testing.v1.CounterService/Increment",
+    )
+    await assert_rejected(
+        edge,
+        edge.counters.Increment(INC, metadata=edge.token("service")),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "allowed: admin, department",
+    )
+
+
+async def test_a_method_missing_from_the_policy_is_denied_to_every_role(
+    tmp_path: Path, make_store_env: Callable[[str], dict[str, str]]
+) -> None:
+    policy = Policy.of(INFRA_POLICY, EVENT_LOG_POLICY, {"/accord.testing.v1.CounterService/GetCounter": {"admin"}})
+    e = await make_edge(tmp_path, make_store_env("counters"), policy)
+    try:
+        for role in ("admin", "department", "service", "auditor"):
+            await assert_rejected(
+                e,
+                e.counters.Increment(INC, metadata=e.token(role, "it" if role == "department" else "")),
+                grpc.StatusCode.PERMISSION_DENIED,
+                "denied by default",
+            )
+    finally:
+        await e.channel.close()
+        await e.server.stop(0)
+        e.app.close()
+
+
+async def test_invalid_arguments_and_missing_things_map_to_their_status_codes(edge: Edge) -> None:
+    admin = edge.token("admin")
+    await assert_rejected(
+        edge,
+        edge.counters.Increment(counter_pb2.IncrementRequest(counter_id="c1", amount=0), metadata=admin),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "amount must not be zero",
+    )
+    await assert_rejected(
+        edge,
+        edge.counters.GetCounter(counter_pb2.GetCounterRequest(counter_id="nope"), metadata=admin),
+        grpc.StatusCode.NOT_FOUND,
+        "counter 'nope' does not exist",
+    )
+
+
+async def test_read_events_is_for_services_auditors_and_admins(edge: Edge) -> None:
+    await edge.counters.Increment(INC, metadata=edge.token("admin"))
+    stub = events_pb2_grpc.EventLogServiceStub(edge.channel)
+    for role in ("service", "auditor", "admin"):
+        resp = await stub.ReadEvents(events_pb2.ReadEventsRequest(after_position=0), metadata=edge.token(role))
+        assert [e.type for e in resp.events] == [
+            "accord.testing.v1.CounterCreated",
+            "accord.testing.v1.CounterIncremented",
+        ]
+        assert resp.head_position == resp.events[-1].position
+    await assert_rejected(
+        edge,
+        stub.ReadEvents(events_pb2.ReadEventsRequest(), metadata=edge.token("department", "finance")),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "may not call",
+    )
+    await assert_rejected(
+        edge,
+        stub.ReadEvents(events_pb2.ReadEventsRequest(limit=10_000), metadata=edge.token("auditor")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "limit must be at most 5000",
+    )
+
+
+async def test_health_and_reflection_need_no_token(edge: Edge) -> None:
+    health = health_pb2_grpc.HealthStub(edge.channel)
+    resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    resp = await health.Check(health_pb2.HealthCheckRequest(service="accord.testing.v1.CounterService"))
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(edge.channel)
+
+    async def requests() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    names: set[str] = set()
+    async for r in refl.ServerReflectionInfo(requests()):
+        names |= {s.name for s in r.list_services_response.service}
+    assert {"accord.testing.v1.CounterService", "accord.events.v1.EventLogService", "grpc.health.v1.Health"} <= names
+
+
+async def test_concurrent_calls_each_succeed_or_fail_cleanly(edge: Edge) -> None:
+    md = edge.token("department", "it")
+    results = await asyncio.gather(
+        *(
+            edge.counters.Increment(counter_pb2.IncrementRequest(counter_id=f"k{i % 4}", amount=1), metadata=md)
+            for i in range(40)
+        ),
+        return_exceptions=True,
+    )
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) + len(failed) == 40
+    assert {f.code() for f in failed} <= {grpc.StatusCode.ABORTED}
+    values = sum(edge.app.get_counter(f"k{i}").value for i in range(4))
+    assert values == len(ok)
