@@ -20,7 +20,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from accord_kit.auth import generate_keypair, mint_token
+from accord_kit.auth import mint_token
+from accord_kit.keys import PRIVATE, write_keys
 from accord_kit.testing.nats import NatsServer
 
 SERVICES = ["agreements", "metrics", "billing", "gateway"]
@@ -38,15 +39,12 @@ def _say(msg: str) -> None:
 
 
 def ensure_keys(var: Path) -> dict[str, str]:
+    """Development keys (kept between runs), a fresh service token, and tokens to print."""
     keys = var / "keys"
-    private = keys / "auth_private.pem"
-    if not private.exists():
-        generate_keypair(keys)
-        _say(f"created development signing keys in {keys}")
-    pem = private.read_bytes()
-    service_token = mint_token(pem, subject="accord-services", role="service", ttl=timedelta(days=30))
-    (keys / "service.token").write_text(service_token)
-    (keys / "service.token").chmod(0o600)
+    for line in write_keys(keys):
+        if line.startswith("created") and "signing key" in line:
+            _say(f"created development signing keys in {keys}")
+    pem = (keys / PRIVATE).read_bytes()
     tokens = {}
     for subject, role, dept in DEV_TOKENS:
         tokens[subject] = mint_token(pem, subject=subject, role=role, department=dept, ttl=timedelta(days=7))
