@@ -55,9 +55,14 @@ def service_environ(
 
 @asynccontextmanager
 async def running_service(
-    build: Callable[..., ServiceParts], settings: ServiceSettings, keys: Keys, *, wait_ready: bool = True
+    build: Callable[..., ServiceParts],
+    settings: ServiceSettings,
+    keys: Keys,
+    *,
+    wait_ready: bool = True,
+    **build_kwargs: object,
 ) -> AsyncIterator[ServiceRuntime]:
-    parts = build(settings, verifier=TokenVerifier(keys.public_file.read_bytes()))
+    parts = build(settings, verifier=TokenVerifier(keys.public_file.read_bytes()), **build_kwargs)
     runtime = ServiceRuntime(parts)
     await runtime.start()
     try:
