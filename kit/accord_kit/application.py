@@ -47,7 +47,10 @@ class AccordApplication(Application[Any]):
     # -- construction -------------------------------------------------------------
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only what settings.py passed in: the process environment is not read here.
-        return Environment(name, {**type(self).env, **(env or {})})
+        merged = {**type(self).env, **(env or {})}
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            merged.setdefault("IS_SNAPSHOTTING_ENABLED", "y")
+        return Environment(name, merged)
 
     def construct_mapper(self) -> AccordMapper:
         mapper = AccordMapper(

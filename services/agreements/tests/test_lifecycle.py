@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.application import Repository
 
 from accord_agreements.application import Agreements, UnderpinningError
 from accord_agreements.domain import (
@@ -374,3 +375,21 @@ def test_drafting_is_for_the_provider_named_in_the_terms(app: Agreements) -> Non
             app.draft(actor, sla_terms())
     with pytest.raises(TermsInvalidError):
         app.draft(PROVIDER, copy.deepcopy(sla_terms(title="")))
+
+
+def test_a_long_lived_agreement_is_snapshotted_and_loads_the_same(app: Agreements, clock: FakeClock) -> None:
+    aid = active(app)
+    for i in range(30):
+        _, am = app.propose_amendment(
+            PROVIDER, aid, with_target(sla_terms(), "service-level", str(50 + i)), clock.now() + timedelta(days=8), "x"
+        )
+        app.accept_amendment(CUSTOMER, aid, am)
+    agg = app.get_agreement_aggregate(aid)
+    assert agg.version == 63 and agg.current_version == 31
+    assert app.snapshots is not None
+    snapshots = list(app.snapshots.get(agg.id))
+    assert [s.originator_version for s in snapshots] == [50]
+    # Replaying every event gives the same agreement as snapshot + tail.
+    no_snapshots = Repository(event_store=app.events, snapshot_store=None)
+    full = no_snapshots.get(agg.id)
+    assert full.__dict__ == agg.__dict__
