@@ -163,7 +163,9 @@ class BusinessCalendar:
     version: int = 1
 
     @classmethod
-    def from_definition(cls, definition: dict[str, object], calendar_id: str = "", version: int = 1) -> BusinessCalendar:
+    def from_definition(
+        cls, definition: dict[str, object], calendar_id: str = "", version: int = 1
+    ) -> BusinessCalendar:
         hours = tuple(
             (int(h["weekday"]), str(h["opens"]), str(h["closes"]))  # type: ignore[index]
             for h in definition.get("hours") or []  # type: ignore[attr-defined]
