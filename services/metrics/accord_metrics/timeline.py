@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -163,14 +164,10 @@ class BusinessCalendar:
     version: int = 1
 
     @classmethod
-    def from_definition(
-        cls, definition: dict[str, object], calendar_id: str = "", version: int = 1
-    ) -> BusinessCalendar:
-        hours = tuple(
-            (int(h["weekday"]), str(h["opens"]), str(h["closes"]))  # type: ignore[index]
-            for h in definition.get("hours") or []  # type: ignore[attr-defined]
-        )
-        holidays = frozenset(date.fromisoformat(str(d)) for d in definition.get("holidays") or [])  # type: ignore[attr-defined]
+    def from_definition(cls, definition: dict[str, Any], calendar_id: str = "", version: int = 1) -> BusinessCalendar:
+        """From the agreements service's calendar definition (time_zone, hours, holidays)."""
+        hours = tuple((int(h["weekday"]), str(h["opens"]), str(h["closes"])) for h in definition.get("hours") or [])
+        holidays = frozenset(date.fromisoformat(str(d)) for d in definition.get("holidays") or [])
         return cls(str(definition["time_zone"]), hours, holidays, calendar_id, version)
 
     def open_intervals(self, span: Interval) -> list[Interval]:
