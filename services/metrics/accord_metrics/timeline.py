@@ -94,14 +94,28 @@ def total(intervals: Iterable[Interval]) -> timedelta:
 WINDOW_KINDS = ("DAY", "WEEK", "MONTH", "QUARTER", "YEAR")
 
 
+def wall_to_utc(naive: datetime, tz: ZoneInfo) -> datetime:
+    """A local wall time as a UTC instant. A wall time skipped by a DST change maps to the
+    instant the clock resumes (02:30 on a spring-forward night → the 03:00 jump); an
+    ambiguous one (autumn) to its first occurrence."""
+    first = naive.replace(tzinfo=tz, fold=0)
+    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == naive:
+        return first.astimezone(UTC)
+    # Skipped: between the two readings lies the jump; find its instant (to the second).
+    lo = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    hi = first.astimezone(UTC)
+    lo, hi = min(lo, hi), max(lo, hi)
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(tz).replace(tzinfo=None) >= naive:
+            hi = mid
+        else:
+            lo = mid
+    return hi.replace(microsecond=0) if hi.microsecond else hi
+
+
 def _local_midnight(d: date, tz: ZoneInfo) -> datetime:
-    # Midnight may not exist (a DST jump at 00:00): fold to the first instant of the day.
-    naive = datetime.combine(d, time(0))
-    aware = naive.replace(tzinfo=tz)
-    back = aware.astimezone(UTC).astimezone(tz)
-    if back.replace(tzinfo=None) != naive:  # nonexistent local time
-        aware = (naive + timedelta(hours=1)).replace(tzinfo=tz)
-    return aware.astimezone(UTC)
+    return wall_to_utc(datetime.combine(d, time(0)), tz)
 
 
 def _start_date(kind: str, d: date) -> date:
@@ -163,6 +177,14 @@ class BusinessCalendar:
     calendar_id: str = ""
     version: int = 1
 
+    def __post_init__(self) -> None:
+        for weekday, opens, closes in self.hours:
+            if not 1 <= weekday <= 7:
+                raise ValueError(f"weekday must be 1 (Monday) to 7 (Sunday), not {weekday}")
+            if opens >= closes:
+                # Overnight hours are two entries: 22:00–24:00 and the next day's 00:00–06:00.
+                raise ValueError(f"opening hours {opens}–{closes} close before they open; split them at midnight")
+
     @classmethod
     def from_definition(cls, definition: dict[str, Any], calendar_id: str = "", version: int = 1) -> BusinessCalendar:
         """From the agreements service's calendar definition (time_zone, hours, holidays)."""
@@ -198,12 +220,7 @@ def _local(d: date, hhmm: str, tz: ZoneInfo) -> datetime:
     if hhmm == "24:00":
         return _local_midnight(d + timedelta(days=1), tz)
     hh, mm = (int(x) for x in hhmm.split(":"))
-    naive = datetime.combine(d, time(hh, mm))
-    aware = naive.replace(tzinfo=tz)
-    if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive:
-        # A wall time skipped by DST: the business day starts (or ends) when the clock resumes.
-        aware = (naive + timedelta(hours=1)).replace(tzinfo=tz)
-    return aware.astimezone(UTC)
+    return wall_to_utc(datetime.combine(d, time(hh, mm)), tz)
 
 
 class AlwaysOpen:

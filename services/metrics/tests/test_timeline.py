@@ -97,3 +97,17 @@ def test_a_business_day_with_a_dst_change_has_its_true_length() -> None:
 def test_always_open() -> None:
     span = iv("2026-01-01T00:00+00:00", "2026-01-02T00:00+00:00")
     assert AlwaysOpen().business_time(span) == timedelta(days=1)
+
+
+def test_an_opening_time_skipped_by_dst_starts_when_the_clock_resumes() -> None:
+    # 29 March 2026, Europe/Amsterdam: 02:00 → 03:00. Opening at 02:30 means opening at 03:00.
+    cal = BusinessCalendar("Europe/Amsterdam", ((7, "02:30", "04:00"),))
+    day = iv("2026-03-29T00:00+01:00", "2026-03-30T00:00+02:00")
+    assert cal.open_intervals(day) == [iv("2026-03-29T03:00+02:00", "2026-03-29T04:00+02:00")]
+
+
+def test_overnight_hours_must_be_split_at_midnight() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="split them at midnight"):
+        BusinessCalendar("UTC", ((1, "22:00", "06:00"),))

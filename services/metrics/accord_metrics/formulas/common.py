@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -37,13 +37,18 @@ class Evaluated:
 
 def _canonical(obj: Any) -> Any:
     if isinstance(obj, datetime):
+        # One instant, one spelling: whatever offset it was written with.
+        return obj.astimezone(UTC).isoformat()
+    if isinstance(obj, date):
         return obj.isoformat()
     if isinstance(obj, timedelta):
-        return str(obj.total_seconds())
+        return str(seconds(obj))
     if isinstance(obj, Decimal):
         return str(obj)
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_canonical(v) for v in obj), key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     if hasattr(obj, "__dataclass_fields__"):

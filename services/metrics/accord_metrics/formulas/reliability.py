@@ -1,0 +1,592 @@
+"""Reliability formulas of DOMAIN.md §3–4: time-based and request-based availability, MTTR,
+MTBF, the error budget, burn rates and the multi-window burn-rate alerts.
+
+Conventions shared by every formula here:
+
+- Pure functions over `Interval`s and counts; Decimal arithmetic throughout, never float
+  (a float passed as a percentage or ratio is refused).
+- Eligible time = window ∩ the calendar's open hours − exclusions (DOMAIN.md §3); overlapping
+  exclusions and overlapping outages count once (interval union).
+- `input_digest` is the digest of the formula id and version, its parameters, the calendar's
+  definition and the inputs, each input list sorted and every instant written in UTC, so
+  neither the order the inputs arrived in nor the UTC offset they were written with changes it.
+- Parameters and detail values are strings; instants are UTC ISO-8601, durations seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from typing import Any
+
+from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, digest, percent, ratio, seconds
+from accord_metrics.timeline import (
+    AlwaysOpen,
+    BusinessCalendar,
+    Calendar,
+    Interval,
+    intersect_all,
+    subtract,
+    total,
+    union,
+)
+
+VERSION = 1
+NO_ELIGIBLE_TIME = "no eligible time"
+AVAILABILITY_METHODS = ("OCCURRENCES", "TIMESLICES", "RATIO_TIMESLICES")
+# Which recorded instant ends the clock for each "R" of MTTR (DOMAIN.md §4).
+R_VARIANTS: dict[str, str] = {
+    "REPAIR": "restored_at",
+    "RESTORE": "restored_at",
+    "RESOLVE": "resolved_at",
+    "RESPOND": "responded_at",
+}
+_R_VERB = {"REPAIR": "repaired", "RESTORE": "restored", "RESOLVE": "resolved", "RESPOND": "responded to"}
+DEFAULT_WARNING_LEVELS: tuple[int, ...] = (50, 75, 90)
+# Mean of slice ratios: the sum is kept at this precision before the final rounding to the
+# context's 28 digits (exact sums of many ratios would need unbounded rationals).
+_SUM_PRECISION = 60
+
+
+# -- inputs --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestCount:
+    """Requests counted over [start, end): `good` of `total` succeeded."""
+
+    start: datetime
+    end: datetime
+    good: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("request count instants must be timezone-aware")
+        if self.end < self.start:
+            raise ValueError("a request count ends before it starts")
+        if not 0 <= self.good <= self.total:
+            raise ValueError(f"need 0 <= good <= total, got good={self.good} total={self.total}")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One incident's clock: when the failure started and, once known, when the service was
+    restored, the incident resolved and first responded to. None = not yet (still running)."""
+
+    failure_start: datetime
+    restored_at: datetime | None = None
+    resolved_at: datetime | None = None
+    responded_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.failure_start.tzinfo is None:
+            raise ValueError("incident instants must be timezone-aware")
+        for name in ("restored_at", "resolved_at", "responded_at"):
+            at: datetime | None = getattr(self, name)
+            if at is None:
+                continue
+            if at.tzinfo is None:
+                raise ValueError("incident instants must be timezone-aware")
+            if at < self.failure_start:
+                raise ValueError(f"{name} precedes failure_start")
+
+    @classmethod
+    def from_outage(cls, outage: Interval) -> Incident:
+        """An outage interval as an incident restored at the interval's end."""
+        return cls(outage.start, restored_at=outage.end)
+
+    def ended(self, r: str) -> datetime | None:
+        """The instant that stops the clock for the given R (see `R_VARIANTS`)."""
+        try:
+            field_name = R_VARIANTS[r]
+        except KeyError:
+            raise ValueError(f"unknown R {r!r}; expected one of {tuple(R_VARIANTS)}") from None
+        at: datetime | None = getattr(self, field_name)
+        return at
+
+
+@dataclass(frozen=True)
+class BurnPair:
+    """A multi-window burn-rate rule: alert when the burn rate over both `long` and `short`
+    exceeds `factor`."""
+
+    factor: Decimal
+    long: timedelta
+    short: timedelta
+
+
+# The pairs DOMAIN.md §3 gives for a 30-day window.
+BURN_WINDOW_REFERENCE = timedelta(days=30)
+BURN_PAIRS_30_DAYS: tuple[BurnPair, ...] = (
+    BurnPair(Decimal("14.4"), timedelta(hours=1), timedelta(minutes=5)),
+    BurnPair(Decimal(6), timedelta(hours=6), timedelta(minutes=30)),
+    BurnPair(Decimal(3), timedelta(days=1), timedelta(hours=2)),
+    BurnPair(Decimal(1), timedelta(days=3), timedelta(hours=6)),
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _dec(x: Decimal | int, what: str) -> Decimal:
+    if isinstance(x, float) or not isinstance(x, (Decimal, int)):
+        raise TypeError(f"{what} must be a Decimal or an int, not {type(x).__name__}")
+    return Decimal(x)
+
+
+def _utc(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat()
+
+
+def _secs(td: timedelta) -> str:
+    return str(seconds(td))
+
+
+def _intervals(ivs: Iterable[Interval]) -> list[list[str]]:
+    return sorted([_utc(i.start), _utc(i.end)] for i in ivs)
+
+
+def _window_parameters(window: Interval) -> dict[str, str]:
+    return {"window_start": _utc(window.start), "window_end": _utc(window.end)}
+
+
+def _calendar_parameters(calendar: Calendar) -> dict[str, str]:
+    return {"calendar": str(calendar.calendar_id), "calendar_version": str(calendar.version)}
+
+
+def _calendar_definition(calendar: Calendar) -> dict[str, Any]:
+    if isinstance(calendar, BusinessCalendar):
+        return {
+            "calendar_id": calendar.calendar_id,
+            "version": calendar.version,
+            "time_zone": calendar.time_zone,
+            "hours": sorted([w, o, c] for w, o, c in calendar.hours),
+            "holidays": sorted(d.isoformat() for d in calendar.holidays),
+        }
+    return {"calendar_id": calendar.calendar_id, "version": calendar.version}
+
+
+def _input_digest(
+    formula_id: str, parameters: dict[str, str], inputs: dict[str, Any], calendar: Calendar | None = None
+) -> str:
+    payload: dict[str, Any] = {
+        "formula_id": formula_id,
+        "formula_version": VERSION,
+        "parameters": parameters,
+        "inputs": inputs,
+    }
+    if calendar is not None:
+        payload["calendar"] = _calendar_definition(calendar)
+    return digest(payload)
+
+
+def eligible_intervals(window: Interval, calendar: Calendar, exclusions: Sequence[Interval] = ()) -> list[Interval]:
+    """window ∩ the calendar's open hours − exclusions (DOMAIN.md §3–4), merged and sorted."""
+    return subtract(intersect_all([window], calendar.open_intervals(window)), exclusions)
+
+
+# -- availability ------------------------------------------------------------------------------
+def availability_time(
+    window: Interval,
+    calendar: Calendar,
+    outages: Sequence[Interval],
+    exclusions: Sequence[Interval],
+    min_outage: timedelta = timedelta(0),
+) -> Evaluated:
+    """Availability, time-based (DOMAIN.md §4 "Availability, time-based"), formula
+    `availability.time` v1, in percent.
+
+    eligible = window ∩ calendar open hours − exclusions; downtime = the union of the outages
+    within eligible time; value = (eligible − downtime) ÷ eligible × 100.
+
+    - Overlapping (or touching) outages count once; an outage overlapping an exclusion, or
+      reaching outside open hours or the window, counts only where it is eligible.
+    - Minimum outage: overlapping/touching outage records are first merged into one outage,
+      and an outage is ignored when its *full* length — before clipping to the window, the
+      calendar or the exclusions — is shorter than `min_outage` (an outage of exactly the
+      minimum counts). So an outage crossing the window's edge is judged the same in both
+      windows, and an outage reported as touching fragments is judged as a whole.
+    - No eligible time → value None, undefined "no eligible time" (NO_DATA, DOMAIN.md §3).
+
+    detail: eligible_seconds, downtime_seconds, outages_counted (merged outages at least the
+    minimum long that have eligible time), outages_below_minimum (merged outages ignored)."""
+    if min_outage < timedelta(0):
+        raise ValueError("min_outage must not be negative")
+    formula_id = "availability.time"
+    parameters = {
+        **_window_parameters(window),
+        **_calendar_parameters(calendar),
+        "min_outage_seconds": _secs(min_outage),
+        "min_outage_judged_on": "merged outage before clipping",
+    }
+    eligible = eligible_intervals(window, calendar, exclusions)
+    merged = union(outages)
+    long_enough = [o for o in merged if o.duration >= min_outage]
+    downtime = intersect_all(long_enough, eligible)
+    counted = sum(1 for o in long_enough if intersect_all([o], eligible))
+    eligible_s = seconds(total(eligible))
+    downtime_s = seconds(total(downtime))
+    value = percent(eligible_s - downtime_s, eligible_s)
+    return Evaluated(
+        formula_id=formula_id,
+        formula_version=VERSION,
+        value=value,
+        parameters=parameters,
+        input_digest=_input_digest(
+            formula_id,
+            parameters,
+            {"outages": _intervals(outages), "exclusions": _intervals(exclusions)},
+            calendar,
+        ),
+        detail={
+            "eligible_seconds": str(eligible_s),
+            "downtime_seconds": str(downtime_s),
+            "outages_counted": str(counted),
+            "outages_below_minimum": str(len(merged) - len(long_enough)),
+        },
+        undefined=NO_ELIGIBLE_TIME if value is None else "",
+    )
+
+
+def availability_requests(
+    buckets: Sequence[RequestCount],
+    method: str,
+    window: Interval,
+    slice_minutes: int = 5,
+    slice_target: Decimal | None = None,
+) -> Evaluated:
+    """Availability, request-based (DOMAIN.md §4 "Availability, request-based", budgeting
+    methods of §3), formula `availability.requests` v1, in percent; `method` is the variant:
+
+    - `OCCURRENCES`: Σgood ÷ Σtotal × 100; no request in the window → value None.
+    - `TIMESLICES`: the share of good slices × 100, a slice good when its success percentage
+      is at least `slice_target` (a percentage, e.g. Decimal("99.5"); compared exactly).
+    - `RATIO_TIMESLICES`: the mean of the slices' success ratios × 100.
+
+    A count belongs to the window, and to the slice, that contains its `start` (counts
+    starting outside the window are ignored, a count spanning slices is not split). Slices
+    are `slice_minutes` long and aligned to the window's start; a last, shorter slice (a
+    window not a multiple of the slice) is a slice like the others. A slice with no requests
+    counts as fully successful (ratio 1, good for any target). A window of no slice (empty)
+    → value None.
+
+    detail: good, total, counts_in_window; for the slice methods slices, empty_slices and
+    (TIMESLICES) good_slices."""
+    if method not in AVAILABILITY_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {AVAILABILITY_METHODS}")
+    formula_id = "availability.requests"
+    parameters = {"method": method, **_window_parameters(window)}
+    target = None
+    if method != "OCCURRENCES":
+        if slice_minutes <= 0:
+            raise ValueError("slice_minutes must be positive")
+        parameters["slice_minutes"] = str(slice_minutes)
+    if method == "TIMESLICES":
+        if slice_target is None:
+            raise ValueError("TIMESLICES needs a slice_target (a percentage)")
+        target = _dec(slice_target, "slice_target")
+        if not ZERO <= target <= HUNDRED:
+            raise ValueError("slice_target is a percentage between 0 and 100")
+        parameters["slice_target"] = str(target)
+
+    inside = [b for b in buckets if window.contains(b.start)]
+    good = sum(b.good for b in inside)
+    requests = sum(b.total for b in inside)
+    detail = {"good": str(good), "total": str(requests), "counts_in_window": str(len(inside))}
+    input_digest = _input_digest(
+        formula_id,
+        parameters,
+        {"counts": sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)},
+    )
+
+    value: Decimal | None
+    if method == "OCCURRENCES":
+        value = percent(good, requests)
+        undefined = "no requests in the window" if value is None else ""
+        return Evaluated(formula_id, VERSION, value, parameters, input_digest, detail, undefined)
+
+    width = timedelta(minutes=slice_minutes)
+    n_slices = -(-window.duration // width)
+    per_slice: dict[int, tuple[int, int]] = {}
+    for b in inside:
+        i = (b.start - window.start) // width
+        g, t = per_slice.get(i, (0, 0))
+        per_slice[i] = (g + b.good, t + b.total)
+    measured = [(g, t) for g, t in per_slice.values() if t > 0]
+    empty = n_slices - len(measured)
+    detail |= {"slices": str(n_slices), "empty_slices": str(empty)}
+
+    if method == "TIMESLICES":
+        assert target is not None
+        with localcontext() as ctx:
+            ctx.prec = _SUM_PRECISION
+            good_slices = empty + sum(1 for g, t in measured if Decimal(g) * HUNDRED >= target * t)
+        detail["good_slices"] = str(good_slices)
+        value = percent(good_slices, n_slices)
+    elif n_slices == 0:
+        value = None
+    else:
+        with localcontext() as ctx:
+            ctx.prec = _SUM_PRECISION
+            ratios = sum((Decimal(g) / Decimal(t) for g, t in measured), Decimal(empty))
+            mean = ratios * HUNDRED / n_slices
+        value = +mean  # rounded to the caller's context (28 digits by default)
+    return Evaluated(
+        formula_id, VERSION, value, parameters, input_digest, detail, NO_ELIGIBLE_TIME if value is None else ""
+    )
+
+
+# -- MTTR / MTBF ---------------------------------------------------------------------------------
+def mttr(
+    incidents: Sequence[Incident],
+    window: Interval,
+    calendar: Calendar = AlwaysOpen(),
+    r: str = "RESTORE",
+    *,
+    exclusions: Sequence[Interval] = (),
+) -> Evaluated:
+    """MTTR / MTRS (DOMAIN.md §4 "MTTR / MTRS"), formula `mttr` v1, in minutes:
+    total downtime ÷ number of incidents restored in the window.
+
+    `r` is the variant, recorded as a parameter: the clock of an incident runs from
+    `failure_start` to `restored_at` for REPAIR and RESTORE, `resolved_at` for RESOLVE,
+    `responded_at` for RESPOND (an `Incident` without that instant is still running).
+
+    - total downtime = the union of the incidents' clocks within eligible time (window ∩
+      calendar open hours − exclusions): overlapping incidents count once, a running
+      incident counts up to the window's end, the part of an incident outside the window
+      belongs to the neighbouring window.
+    - "restored in the window": the R instant lies in [window.start, window.end).
+    - None restored → value None, undefined "no incident restored in the window" (resp.
+      repaired / resolved / responded to).
+
+    detail: r, downtime_seconds, eligible_seconds, restored (the count), running (incidents
+    whose clock still runs at the window's end)."""
+    if r not in R_VARIANTS:
+        raise ValueError(f"unknown R {r!r}; expected one of {tuple(R_VARIANTS)}")
+    formula_id = "mttr"
+    parameters = {"r": r, **_window_parameters(window), **_calendar_parameters(calendar)}
+    eligible = eligible_intervals(window, calendar, exclusions)
+    clocks: list[Interval] = []
+    restored = running = 0
+    for incident in incidents:
+        ended = incident.ended(r)
+        if ended is not None and window.contains(ended):
+            restored += 1
+        if (ended is None or ended >= window.end) and incident.failure_start < window.end:
+            running += 1
+        clocks.append(Interval(incident.failure_start, window.end if ended is None else ended))
+    downtime_s = seconds(total(intersect_all(clocks, eligible)))
+    value = ratio(downtime_s, 60 * restored)
+    return Evaluated(
+        formula_id=formula_id,
+        formula_version=VERSION,
+        value=value,
+        parameters=parameters,
+        input_digest=_input_digest(
+            formula_id,
+            parameters,
+            {
+                "incidents": sorted(
+                    [_utc(i.failure_start)] + ["" if at is None else _utc(at) for at in _instants(i)] for i in incidents
+                ),
+                "exclusions": _intervals(exclusions),
+            },
+            calendar,
+        ),
+        detail={
+            "r": r,
+            "downtime_seconds": str(downtime_s),
+            "eligible_seconds": str(seconds(total(eligible))),
+            "restored": str(restored),
+            "running": str(running),
+        },
+        undefined=f"no incident {_R_VERB[r]} in the window" if value is None else "",
+    )
+
+
+def _instants(i: Incident) -> tuple[datetime | None, ...]:
+    return (i.restored_at, i.resolved_at, i.responded_at)
+
+
+def mtbf(
+    window: Interval,
+    calendar: Calendar,
+    failures: Sequence[Interval],
+    *,
+    exclusions: Sequence[Interval] = (),
+) -> Evaluated:
+    """MTBF (DOMAIN.md §4 "MTBF"), formula `mtbf` v1, in hours:
+    (eligible time − downtime) ÷ number of failures starting in the window.
+
+    - eligible = window ∩ calendar open hours − exclusions; downtime = the union of the
+      failure intervals within eligible time (pass `window.end` as the end of a failure
+      still running).
+    - Overlapping or touching failure intervals are one failure (as they are one stretch
+      of downtime); a failure counts when its (merged) start lies in the window —
+      whether or not that instant is eligible time.
+    - No eligible time → value None, undefined "no eligible time" (NO_DATA).
+    - No failure starting in the window → value None, undefined "no failure in the window"
+      and detail met="true": MTBF is undefined and the objective is met (DOMAIN.md §4).
+
+    detail: eligible_seconds, downtime_seconds, failures (the count)."""
+    formula_id = "mtbf"
+    parameters = {**_window_parameters(window), **_calendar_parameters(calendar)}
+    eligible = eligible_intervals(window, calendar, exclusions)
+    merged = union(failures)
+    starting = sum(1 for f in merged if window.contains(f.start))
+    eligible_s = seconds(total(eligible))
+    downtime_s = seconds(total(intersect_all(merged, eligible)))
+    detail = {
+        "eligible_seconds": str(eligible_s),
+        "downtime_seconds": str(downtime_s),
+        "failures": str(starting),
+    }
+    value: Decimal | None = None
+    if eligible_s == 0:
+        undefined = NO_ELIGIBLE_TIME
+    elif starting == 0:
+        undefined = "no failure in the window"
+        detail["met"] = "true"
+    else:
+        value = ratio(eligible_s - downtime_s, 3600 * starting)
+        undefined = ""
+    return Evaluated(
+        formula_id=formula_id,
+        formula_version=VERSION,
+        value=value,
+        parameters=parameters,
+        input_digest=_input_digest(
+            formula_id,
+            parameters,
+            {"failures": _intervals(failures), "exclusions": _intervals(exclusions)},
+            calendar,
+        ),
+        detail=detail,
+        undefined=undefined,
+    )
+
+
+# -- error budget and burn rate ----------------------------------------------------------------------
+def _target(target_percent: Decimal | int) -> Decimal:
+    target = _dec(target_percent, "target_percent")
+    if not ZERO <= target <= HUNDRED:
+        raise ValueError("target_percent is a percentage between 0 and 100")
+    return target
+
+
+def error_budget(target_percent: Decimal | int, good: Decimal | int, total: Decimal | int) -> Evaluated:
+    """Error-budget consumption (DOMAIN.md §3 "Warnings", over the §4 availability
+    formulas), formula `error_budget` v1: the percentage of the window's error budget used.
+
+    budget (allowed bad) = total × (100 − target) ÷ 100; bad = total − good;
+    value = bad ÷ budget × 100, which exceeds 100 once the budget is overspent;
+    detail remaining_percent = 100 − value (negative when overspent).
+
+    Works on request counts (good/total requests) and on time (good = eligible − downtime
+    seconds, total = eligible seconds). total 0 → value None, undefined "no eligible
+    input" (NO_DATA); target 100 % → value None, undefined "the target leaves no error budget"."""
+    formula_id = "error_budget"
+    target = _target(target_percent)
+    g, n = _dec(good, "good"), _dec(total, "total")
+    if not ZERO <= g <= n:
+        raise ValueError("need 0 <= good <= total")
+    parameters = {"target_percent": str(target)}
+    bad = n - g
+    allowed = n * (HUNDRED - target) / HUNDRED
+    value = None
+    if n == 0:
+        undefined = "no eligible input"
+    elif target == HUNDRED:
+        undefined = "the target leaves no error budget"
+    else:
+        value = percent(bad * HUNDRED, n * (HUNDRED - target))
+        undefined = ""
+    detail = {"good": str(g), "total": str(n), "bad": str(bad), "allowed_bad": str(allowed)}
+    if value is not None:
+        detail["remaining_percent"] = str(HUNDRED - value)
+    return Evaluated(
+        formula_id,
+        VERSION,
+        value,
+        parameters,
+        _input_digest(formula_id, parameters, {"good": str(g), "total": str(n)}),
+        detail,
+        undefined,
+    )
+
+
+def burn_rate(error_ratio: Decimal | int, target_percent: Decimal | int) -> Evaluated:
+    """Burn rate (DOMAIN.md §3 "Warnings"), formula `burn_rate` v1: observed error ratio ÷
+    (1 − target), with `error_ratio` a ratio (0…1, e.g. Decimal("0.0144")) and the target a
+    percentage (e.g. Decimal("99.9")). 1 spends the budget exactly over the window.
+    Target 100 % → value None, undefined "the target leaves no error budget"."""
+    formula_id = "burn_rate"
+    target = _target(target_percent)
+    observed = _dec(error_ratio, "error_ratio")
+    if not ZERO <= observed <= 1:
+        raise ValueError("error_ratio is a ratio between 0 and 1")
+    parameters = {"target_percent": str(target)}
+    value = ratio(observed * HUNDRED, HUNDRED - target)
+    return Evaluated(
+        formula_id,
+        VERSION,
+        value,
+        parameters,
+        _input_digest(formula_id, parameters, {"error_ratio": str(observed)}),
+        {"error_ratio": str(observed)},
+        "the target leaves no error budget" if value is None else "",
+    )
+
+
+def _scaled(td: timedelta, window_length: timedelta) -> timedelta:
+    micro = Fraction(td // timedelta(microseconds=1)) * Fraction(
+        window_length // timedelta(microseconds=1), BURN_WINDOW_REFERENCE // timedelta(microseconds=1)
+    )
+    return timedelta(microseconds=round(micro))
+
+
+def burn_windows(window_length: timedelta) -> tuple[BurnPair, ...]:
+    """The multi-window burn-rate pairs (DOMAIN.md §3 "Warnings") for an objective window of
+    `window_length`: DOMAIN's pairs for 30 days (14.4 over 1 h and 5 min, 6 over 6 h and
+    30 min, 3 over 1 day and 2 h, 1 over 3 days and 6 h), with both windows of each pair
+    scaled by window_length ÷ 30 days (rounded to the microsecond) and the factors kept — so
+    each pair still fires on the same share of the budget spent in its long window (14.4 ×
+    1 h ÷ 30 days = 2 %). A 28-day month: 14.4 over 56 min and 4 min 40 s."""
+    if window_length <= timedelta(0):
+        raise ValueError("window_length must be positive")
+    return tuple(
+        BurnPair(p.factor, _scaled(p.long, window_length), _scaled(p.short, window_length)) for p in BURN_PAIRS_30_DAYS
+    )
+
+
+def burn_alerts(rate_by_window: Mapping[timedelta, Decimal], window_length: timedelta) -> tuple[BurnPair, ...]:
+    """The multi-window multi-burn-rate rule (DOMAIN.md §3 "Warnings"): the pairs of
+    `burn_windows(window_length)` whose burn rates over both the long and the short window
+    strictly exceed the pair's factor ("exceed": a rate equal to the factor does not fire),
+    highest factor first. `rate_by_window` maps a lookback length to the burn rate observed
+    over it (`burn_rate`); a window a pair needs but the mapping lacks is an error, never a
+    silent "no alert"."""
+    triggered = []
+    for pair in burn_windows(window_length):
+        missing = [w for w in (pair.long, pair.short) if w not in rate_by_window]
+        if missing:
+            raise ValueError(f"no burn rate over {', '.join(str(w) for w in missing)} (pair with factor {pair.factor})")
+        long_rate = _dec(rate_by_window[pair.long], "burn rate")
+        short_rate = _dec(rate_by_window[pair.short], "burn rate")
+        if long_rate > pair.factor and short_rate > pair.factor:
+            triggered.append(pair)
+    return tuple(triggered)
+
+
+def warning_levels_crossed(
+    consumed_percent: Decimal | None, levels: Iterable[Decimal | int] = DEFAULT_WARNING_LEVELS
+) -> tuple[Decimal, ...]:
+    """The error-budget warning levels (DOMAIN.md §3 "Warnings", default 50 %, 75 %, 90 %)
+    reached by `consumed_percent` (`error_budget(...).value`), ascending; a level is crossed
+    when consumption is at least the level. Undefined consumption (None) crosses none."""
+    checked = sorted({_dec(level, "warning level") for level in levels})
+    if consumed_percent is None:
+        return ()
+    consumed = _dec(consumed_percent, "consumed_percent")
+    return tuple(level for level in checked if consumed >= level)
