@@ -1,0 +1,387 @@
+"""Contact-centre formulas (DOMAIN.md §4 "Contact centre"): ASA, abandonment rate, service
+level (TSF) in its five variants, first-contact resolution and average handle time.
+
+Conventions shared by every function here:
+
+- The caller passes the calls of the measurement window (e.g. selected by `entered_queue`);
+  these functions do not select by time, except `fcr`, which takes an optional window
+  because it needs contacts on either side of it to tell first contacts from repeats.
+- A call's *wait* is `answered_at − entered_queue` (answered) or `abandoned_at −
+  entered_queue` (abandoned), exact to the microsecond: nothing is truncated to whole
+  seconds or minutes, so a wait of 20.000001 s is not within a 20 s threshold.
+- "Within T" is inclusive: wait ≤ T (DOMAIN writes A≤T). "Before S" is exclusive:
+  a short abandon is an abandon with wait < S (DOMAIN writes Ab<S); a call abandoned
+  at exactly S is an ordinary abandon.
+- O (offered) is every call passed in: answered, abandoned, and calls that are neither
+  (still queued, transferred out, …; reported in detail as `other`). The service-level
+  variants use DOMAIN's denominators (A + Ab …), which never include `other`.
+- Values are exact Decimals; a zero denominator gives `value=None` with `undefined` set.
+- `input_digest` digests the calls sorted by id (datetimes as UTC instants) together with
+  the parameters, so the order the calls arrived in does not change it. Duplicate call
+  ids are refused (ValueError): they would be counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from accord_metrics.formulas.common import ZERO, Evaluated, digest, percent, ratio, seconds
+from accord_metrics.timeline import Interval
+
+VERSION = 1
+
+
+class ServiceLevelVariant(StrEnum):
+    """How abandoned calls count in the service level (DOMAIN.md §4); pinned in the objective."""
+
+    ANSWERED_OVER_OFFERED = "ANSWERED_OVER_OFFERED"  # A≤T ÷ (A + Ab)
+    ANSWERED_OVER_ANSWERED = "ANSWERED_OVER_ANSWERED"  # A≤T ÷ A
+    ABANDONS_NEUTRAL = "ABANDONS_NEUTRAL"  # A≤T ÷ (A + Ab>T)
+    ABANDONS_SUCCESS = "ABANDONS_SUCCESS"  # (A≤T + Ab≤T) ÷ (A + Ab)
+    SHORT_ABANDONS_SUCCESS = "SHORT_ABANDONS_SUCCESS"  # (A≤T + Ab<S) ÷ (A + Ab)
+
+
+class FcrMethod(StrEnum):
+    """How first-contact resolution is known (DOMAIN.md §4)."""
+
+    FLAGGED = "FLAGGED"  # the agent's flag on the first contact
+    REPEAT_CONTACT = "REPEAT_CONTACT"  # inferred: no repeat contact within the repeat window
+
+
+def _aware(name: str, t: datetime | None) -> None:
+    if t is not None and (t.tzinfo is None or t.utcoffset() is None):
+        raise ValueError(f"{name} must be timezone-aware")
+
+
+def _decimal(owner: object, name: str) -> None:
+    v = getattr(owner, name)
+    if isinstance(v, bool) or not isinstance(v, (Decimal, int)):
+        raise TypeError(f"{name} must be a Decimal (never a float), got {type(v).__name__}")
+    if not isinstance(v, Decimal):
+        object.__setattr__(owner, name, Decimal(v))
+    if getattr(owner, name) < 0:
+        raise ValueError(f"{name} must not be negative")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One contact that entered the queue. At most one of `answered_at` / `abandoned_at`."""
+
+    call_id: str
+    entered_queue: datetime
+    answered_at: datetime | None = None
+    abandoned_at: datetime | None = None
+    talk_seconds: Decimal = ZERO
+    hold_seconds: Decimal = ZERO
+    after_call_seconds: Decimal = ZERO
+    customer_id: str = ""
+    reason: str = ""
+    resolved_first_contact: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("entered_queue", "answered_at", "abandoned_at"):
+            _aware(name, getattr(self, name))
+        if self.answered_at is not None and self.abandoned_at is not None:
+            raise ValueError(f"call {self.call_id}: answered and abandoned")
+        if self.answered_at is not None and self.answered_at < self.entered_queue:
+            raise ValueError(f"call {self.call_id}: answered before it entered the queue")
+        if self.abandoned_at is not None and self.abandoned_at < self.entered_queue:
+            raise ValueError(f"call {self.call_id}: abandoned before it entered the queue")
+        for name in ("talk_seconds", "hold_seconds", "after_call_seconds"):
+            _decimal(self, name)
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    @property
+    def abandoned(self) -> bool:
+        return self.abandoned_at is not None
+
+    @property
+    def wait(self) -> timedelta | None:
+        """Time in queue until answered or abandoned; None for a call that is neither."""
+        end = self.answered_at if self.answered_at is not None else self.abandoned_at
+        return None if end is None else end - self.entered_queue
+
+
+# -- shared helpers -----------------------------------------------------------------------------
+def utc_record(obj: Any) -> Any:
+    """Inputs as plain data with every instant in UTC, so the digest depends on the instant and
+    not on the offset it was written with; tuples of instants/intervals are sorted."""
+    if isinstance(obj, datetime):
+        return obj.astimezone(UTC)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: utc_record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        items = [utc_record(v) for v in obj]
+        if all(isinstance(v, (datetime, Interval)) for v in obj):
+            return sorted(items, key=lambda v: (v["start"], v["end"]) if isinstance(v, dict) else v)
+        return items
+    return obj
+
+
+def sorted_records(items: Iterable[Any], key: Callable[[Any], str], what: str) -> list[Any]:
+    """The inputs as UTC records sorted by id (ties, impossible once ids are unique, by content):
+    what a formula digests, so arrival order does not matter. A repeated id is refused."""
+    records: list[tuple[str, str, Any]] = []
+    seen: set[str] = set()
+    for item in items:
+        k = key(item)
+        if k in seen:
+            raise ValueError(f"{what} {k!r} appears twice")
+        seen.add(k)
+        rec = utc_record(item)
+        records.append((k, digest(rec), rec))
+    records.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in records]
+
+
+def td_param(td: timedelta | None) -> str:
+    """A duration as a parameter string: exact seconds, or "none"."""
+    return "none" if td is None else str(seconds(td))
+
+
+def instant_param(t: datetime | None) -> str:
+    """An instant as a parameter string: ISO 8601 in UTC, or "none"."""
+    return "none" if t is None else t.astimezone(UTC).isoformat()
+
+
+def evaluated(
+    formula: str,
+    value: Decimal | None,
+    parameters: dict[str, str],
+    records: list[Any],
+    detail: dict[str, str],
+    undefined: str,
+    extra: dict[str, Any] | None = None,
+    version: int = VERSION,
+) -> Evaluated:
+    """The result, with the digest of the sorted input records, the parameters and `extra`
+    (e.g. a calendar's definition)."""
+    payload: dict[str, Any] = {"inputs": records, "parameters": parameters}
+    if extra:
+        payload.update(extra)
+    return Evaluated(
+        formula_id=formula,
+        formula_version=version,
+        value=value,
+        parameters=parameters,
+        input_digest=digest(payload),
+        detail=detail,
+        undefined="" if value is not None else undefined,
+    )
+
+
+def _check_short(short_abandon: timedelta | None) -> None:
+    if short_abandon is not None and short_abandon < timedelta(0):
+        raise ValueError("the short-abandon threshold S must not be negative")
+
+
+def _records(calls: Sequence[Call]) -> list[Any]:
+    return sorted_records(calls, lambda c: c.call_id, "call")
+
+
+# -- formulas ------------------------------------------------------------------------------------
+def asa(calls: Sequence[Call]) -> Evaluated:
+    """Average speed of answer, "contact.asa" v1 (DOMAIN.md §4 "Contact centre"):
+    Σ queue wait of answered calls ÷ A, in seconds. Zero waits count; abandoned calls
+    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined."""
+    records = _records(calls)
+    answered = [c for c in calls if c.answered]
+    total_wait = sum((seconds(c.wait) for c in answered if c.wait is not None), ZERO)
+    detail = {"unit": "seconds", "answered": str(len(answered)), "total_wait_seconds": str(total_wait)}
+    return evaluated("contact.asa", ratio(total_wait, len(answered)), {}, records, detail, "no answered call")
+
+
+def abandonment_rate(calls: Sequence[Call], short_abandon: timedelta | None = None) -> Evaluated:
+    """Abandonment rate, "contact.abandonment_rate" v1 (DOMAIN.md §4 "Contact centre"):
+    (Ab − Ab<S) ÷ (O − Ab<S) × 100. With S set, calls abandoned with a wait < S are
+    neither offered nor abandoned; with S None nothing is discounted. O − Ab<S = 0 → undefined."""
+    records = _records(calls)
+    _check_short(short_abandon)
+    offered = len(calls)
+    waits = [c.wait for c in calls if c.abandoned and c.wait is not None]
+    short = sum(1 for w in waits if short_abandon is not None and w < short_abandon)
+    value = percent(len(waits) - short, offered - short)
+    detail = {
+        "unit": "percent",
+        "offered": str(offered),
+        "abandoned": str(len(waits)),
+        "short_abandoned": str(short),
+    }
+    params = {"short_abandon_seconds": td_param(short_abandon)}
+    return evaluated("contact.abandonment_rate", value, params, records, detail, "no offered call")
+
+
+def service_level(
+    calls: Sequence[Call],
+    variant: ServiceLevelVariant | str,
+    threshold: timedelta,
+    short_abandon: timedelta | None = None,
+) -> Evaluated:
+    """Service level / TSF ("X % within T"), "contact.service_level" v1 (DOMAIN.md §4
+    "Contact centre"), in the variant pinned by the objective, × 100:
+
+    - ANSWERED_OVER_OFFERED   A≤T ÷ (A + Ab)
+    - ANSWERED_OVER_ANSWERED  A≤T ÷ A
+    - ABANDONS_NEUTRAL        A≤T ÷ (A + Ab>T)   (abandons within T leave the ratio)
+    - ABANDONS_SUCCESS        (A≤T + Ab≤T) ÷ (A + Ab)
+    - SHORT_ABANDONS_SUCCESS  (A≤T + Ab<S) ÷ (A + Ab)   (S required)
+
+    "Within T" is wait ≤ T (inclusive); Ab<S is wait < S (exclusive). When S is set, the
+    general rule applies to the first four variants: short abandons are neither offered
+    nor abandoned, so they leave Ab, Ab≤T and Ab>T. SHORT_ABANDONS_SUCCESS is the variant
+    that counts them as successes instead, so there Ab is every abandon (short ones
+    included) — otherwise its numerator would name calls its denominator had dropped.
+    A zero denominator → undefined."""
+    records = _records(calls)
+    v = ServiceLevelVariant(variant)
+    if threshold < timedelta(0):
+        raise ValueError("the answer threshold T must not be negative")
+    _check_short(short_abandon)
+    if v is ServiceLevelVariant.SHORT_ABANDONS_SUCCESS and short_abandon is None:
+        raise ValueError("SHORT_ABANDONS_SUCCESS needs the short-abandon threshold S")
+    answered = [c.wait for c in calls if c.answered and c.wait is not None]
+    abandoned = [c.wait for c in calls if c.abandoned and c.wait is not None]
+    a = len(answered)
+    a_in = sum(1 for w in answered if w <= threshold)
+    short = [w for w in abandoned if short_abandon is not None and w < short_abandon]
+    counted = [w for w in abandoned if short_abandon is None or w >= short_abandon]
+    ab = len(counted)
+    ab_in = sum(1 for w in counted if w <= threshold)
+    ab_over = ab - ab_in
+    num: int
+    den: int
+    if v is ServiceLevelVariant.ANSWERED_OVER_OFFERED:
+        num, den = a_in, a + ab
+    elif v is ServiceLevelVariant.ANSWERED_OVER_ANSWERED:
+        num, den = a_in, a
+    elif v is ServiceLevelVariant.ABANDONS_NEUTRAL:
+        num, den = a_in, a + ab_over
+    elif v is ServiceLevelVariant.ABANDONS_SUCCESS:
+        num, den = a_in + ab_in, a + ab
+    else:
+        num, den = a_in + len(short), a + len(abandoned)
+    detail = {
+        "unit": "percent",
+        "answered": str(a),
+        "answered_within": str(a_in),
+        "abandoned": str(len(abandoned)),
+        "short_abandoned": str(len(short)),
+        "abandoned_within": str(ab_in),
+        "abandoned_after": str(ab_over),
+        "other": str(len(calls) - a - len(abandoned)),
+        "numerator": str(num),
+        "denominator": str(den),
+    }
+    params = {
+        "variant": v.value,
+        "threshold_seconds": td_param(threshold),
+        "short_abandon_seconds": td_param(short_abandon),
+    }
+    return evaluated("contact.service_level", percent(num, den), params, records, detail, "zero denominator")
+
+
+def first_contacts(contacts: Sequence[Call], repeat_window: timedelta = timedelta(days=7)) -> dict[str, list[str]]:
+    """The episodes FCR is computed over: {first contact id: [its repeat contact ids]}.
+
+    Only handled (answered) calls are contacts. Contacts are grouped by (customer_id,
+    reason) and ordered by arrival (`entered_queue`, then call_id). The earliest is a first
+    contact; every later contact of the group arriving within `repeat_window` of it
+    (0 ≤ Δ ≤ window, inclusive) is a repeat of it; the first one after the window is the
+    next first contact. Episodes are anchored at the first contact (not chained), so a
+    customer calling every 6 days about one reason has a first contact every other call."""
+    if repeat_window < timedelta(0):
+        raise ValueError("the repeat window must not be negative")
+    groups: dict[tuple[str, str], list[Call]] = {}
+    for c in contacts:
+        if c.answered:
+            groups.setdefault((c.customer_id, c.reason), []).append(c)
+    episodes: dict[str, list[str]] = {}
+    for group in groups.values():
+        group.sort(key=lambda c: (c.entered_queue, c.call_id))
+        anchor: Call | None = None
+        for c in group:
+            if anchor is not None and c.entered_queue - anchor.entered_queue <= repeat_window:
+                episodes[anchor.call_id].append(c.call_id)
+            else:
+                anchor = c
+                episodes[c.call_id] = []
+    return episodes
+
+
+def fcr(
+    contacts: Sequence[Call],
+    method: FcrMethod | str,
+    repeat_window: timedelta = timedelta(days=7),
+    *,
+    window: Interval | None = None,
+    as_of: datetime | None = None,
+) -> Evaluated:
+    """First-contact resolution, "contact.fcr" v1 (DOMAIN.md §4 "Contact centre"):
+    first contacts resolved on first contact ÷ first contacts × 100.
+
+    First contacts and repeats are as in `first_contacts` (handled calls only; the first
+    of a customer+reason, and its repeats within `repeat_window`, inclusive).
+    - FLAGGED: resolved when the first contact's `resolved_first_contact` is True; False
+      or None (no flag) is not resolved (the unflagged are counted in detail).
+    - REPEAT_CONTACT: resolved when no repeat contact arrives within the window.
+      With `as_of`, a first contact without a repeat whose window is still open at
+      `as_of` (arrival + window > as_of) is pending: it leaves numerator and denominator.
+    With `window`, only first contacts arriving in it count; contacts outside it still
+    decide first-ness and repeats, so pass contacts from window.start − repeat_window to
+    window.end + repeat_window. No first contact → undefined."""
+    records = _records(contacts)
+    m = FcrMethod(method)
+    _aware("as_of", as_of)
+    episodes = first_contacts(contacts, repeat_window)
+    by_id = {c.call_id: c for c in contacts}
+    resolved = denominator = pending = unflagged = 0
+    for first_id, repeats in episodes.items():
+        first = by_id[first_id]
+        if window is not None and not window.contains(first.entered_queue):
+            continue
+        if m is FcrMethod.FLAGGED:
+            ok = first.resolved_first_contact is True
+            unflagged += first.resolved_first_contact is None
+        else:
+            if not repeats and as_of is not None and first.entered_queue + repeat_window > as_of:
+                pending += 1
+                continue
+            ok = not repeats
+        denominator += 1
+        resolved += ok
+    detail = {
+        "unit": "percent",
+        "first_contacts": str(denominator),
+        "resolved": str(resolved),
+        "pending": str(pending),
+        "unflagged": str(unflagged),
+        "repeat_contacts": str(sum(len(r) for r in episodes.values())),
+    }
+    params = {
+        "method": m.value,
+        "repeat_window_seconds": td_param(repeat_window),
+        "window_start": instant_param(None if window is None else window.start),
+        "window_end": instant_param(None if window is None else window.end),
+        "as_of": instant_param(as_of),
+    }
+    return evaluated("contact.fcr", percent(resolved, denominator), params, records, detail, "no first contact")
+
+
+def aht(calls: Sequence[Call]) -> Evaluated:
+    """Average handle time, "contact.aht" v1 (DOMAIN.md §4 "Contact centre"):
+    (talk + hold + after-call work) ÷ handled contacts, in seconds. Handled contacts are
+    the answered calls; only their times are summed. No handled contact → undefined."""
+    records = _records(calls)
+    handled = [c for c in calls if c.answered]
+    work = sum((c.talk_seconds + c.hold_seconds + c.after_call_seconds for c in handled), ZERO)
+    detail = {"unit": "seconds", "handled": str(len(handled)), "total_handle_seconds": str(work)}
+    return evaluated("contact.aht", ratio(work, len(handled)), {}, records, detail, "no handled contact")

@@ -1,0 +1,525 @@
+"""Ticket, task and marketing ↔ sales formulas (DOMAIN.md §4 "Tickets and tasks" and
+"Marketing ↔ sales").
+
+The clock for tickets and tasks: elapsed time from start (opened / received) to stop
+(first response, resolution / completion) is the business time of the objective's calendar
+(`calendar.open_intervals`, DST-correct, holidays excluded) in [start, stop), minus the
+paused intervals. Pauses are merged first, so overlapping pauses count once, and only the
+part of a pause inside business time is taken off (a pause over a weekend changes nothing
+on a 9-to-5 calendar). Elapsed is exact to the microsecond; a target is met when
+elapsed ≤ target (inclusive).
+
+Which tickets are *due in a window* — each ticket is judged exactly once, in the window
+holding the instant its outcome became known:
+- its *deadline* is the last instant at which a stop still meets the target: the clock
+  reads exactly the target there and more just after (when the target is reached at the
+  close of business, the deadline is the next opening, because a reply before then still
+  reads the target);
+- a ticket that stopped within the target is decided at its stop (met); any other ticket
+  is decided at its deadline (late) — whether it stopped late or is still open;
+- it is due in the window [start, end) when that decision instant lies in it (and, with
+  `as_of`, before `as_of`: an open ticket whose deadline has not passed yet is not due).
+So a ticket answered on time in March counts in March even if its deadline was in April,
+a ticket late in March counts in March even if answered in April, and no ticket counts in
+two windows. Compliance = met ÷ due × 100; no ticket due → undefined (NO_DATA).
+
+The marketing rates (`close_rate`, `marketing_revenue_share`) are ratios in [0, 1], as
+DOMAIN writes them and as `leads_needed` takes them; their percentage is in detail.
+
+Every function digests its inputs sorted by id (instants as UTC) with its parameters (and
+the calendar's definition where one is used); duplicate ids are refused (ValueError).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, percent, ratio, seconds
+from accord_metrics.formulas.contact import evaluated, instant_param, sorted_records, td_param
+from accord_metrics.timeline import BusinessCalendar, Calendar, Interval, subtract, total
+
+VERSION = 1
+PRIORITIES = ("P1", "P2", "P3", "P4")
+TicketKind = Literal["RESPONSE", "RESOLUTION"]
+
+
+def _aware(owner: str, name: str, t: datetime | None) -> None:
+    if t is not None and (t.tzinfo is None or t.utcoffset() is None):
+        raise ValueError(f"{owner}: {name} must be timezone-aware")
+
+
+def _not_before(owner: str, name: str, t: datetime | None, start: datetime) -> None:
+    if t is not None and t < start:
+        raise ValueError(f"{owner}: {name} is before the start")
+
+
+def _decimal(name: str, v: object, *, positive: bool = False) -> Decimal:
+    if isinstance(v, bool) or not isinstance(v, (Decimal, int)):
+        raise TypeError(f"{name} must be a Decimal (never a float), got {type(v).__name__}")
+    d = Decimal(v)
+    if not d.is_finite():
+        raise ValueError(f"{name} must be finite")
+    if positive and d <= 0:
+        raise ValueError(f"{name} must be greater than zero")
+    if d < 0:
+        raise ValueError(f"{name} must not be negative")
+    return d
+
+
+def _coerce(owner: object, name: str) -> None:
+    object.__setattr__(owner, name, _decimal(name, getattr(owner, name)))
+
+
+def _pauses(owner: str, paused: tuple[Interval, ...]) -> None:
+    if not all(isinstance(p, Interval) for p in paused):
+        raise TypeError(f"{owner}: paused must be a tuple of Interval")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A support ticket. `paused` are the intervals its clock stops (e.g. waiting on the customer)."""
+
+    ticket_id: str
+    priority: str
+    opened: datetime
+    first_response: datetime | None = None
+    resolved: datetime | None = None
+    paused: tuple[Interval, ...] = ()
+
+    def __post_init__(self) -> None:
+        owner = f"ticket {self.ticket_id}"
+        if self.priority not in PRIORITIES:
+            raise ValueError(f"{owner}: priority {self.priority!r} is not one of {PRIORITIES}")
+        for name in ("opened", "first_response", "resolved"):
+            _aware(owner, name, getattr(self, name))
+        _not_before(owner, "first_response", self.first_response, self.opened)
+        _not_before(owner, "resolved", self.resolved, self.opened)
+        _pauses(owner, self.paused)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task with a turnaround target: received → completed, same clock rules as tickets."""
+
+    task_id: str
+    received: datetime
+    completed: datetime | None = None
+    paused: tuple[Interval, ...] = ()
+
+    def __post_init__(self) -> None:
+        owner = f"task {self.task_id}"
+        _aware(owner, "received", self.received)
+        _aware(owner, "completed", self.completed)
+        _not_before(owner, "completed", self.completed, self.received)
+        _pauses(owner, self.paused)
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A marketing lead. `follow_ups` are sales' attempts to reach it; `revenue` is what it
+    closed for (zero unless converted)."""
+
+    lead_id: str
+    created: datetime
+    handed_off: datetime | None = None
+    follow_ups: tuple[datetime, ...] = ()
+    converted: bool = False
+    revenue: Decimal = ZERO
+
+    def __post_init__(self) -> None:
+        owner = f"lead {self.lead_id}"
+        _aware(owner, "created", self.created)
+        _aware(owner, "handed_off", self.handed_off)
+        _not_before(owner, "handed_off", self.handed_off, self.created)
+        for f in self.follow_ups:
+            _aware(owner, "follow_ups", f)
+        _coerce(self, "revenue")
+        if not self.converted and self.revenue != 0:
+            raise ValueError(f"{owner}: a lead that did not convert has no revenue")
+
+
+@dataclass(frozen=True)
+class Deal:
+    """A closed deal; `marketing_sourced` when it came from a marketing lead."""
+
+    deal_id: str
+    closed_at: datetime
+    revenue: Decimal
+    marketing_sourced: bool
+
+    def __post_init__(self) -> None:
+        _aware(f"deal {self.deal_id}", "closed_at", self.closed_at)
+        _coerce(self, "revenue")
+
+
+# -- the clock -----------------------------------------------------------------------------------
+def calendar_definition(calendar: Calendar) -> dict[str, Any]:
+    """What of a calendar goes into a digest: its id, version and, for business hours, the hours
+    themselves (so a changed calendar changes the digest even if someone forgot the version)."""
+    out: dict[str, Any] = {"calendar_id": calendar.calendar_id, "version": calendar.version}
+    if isinstance(calendar, BusinessCalendar):
+        out["time_zone"] = calendar.time_zone
+        out["hours"] = sorted([list(h) for h in calendar.hours])
+        out["holidays"] = sorted(d.isoformat() for d in calendar.holidays)
+    return out
+
+
+def _calendar_params(calendar: Calendar) -> dict[str, str]:
+    return {"calendar": calendar.calendar_id, "calendar_version": str(calendar.version)}
+
+
+def _counted(start: datetime, until: datetime, paused: Sequence[Interval], calendar: Calendar) -> list[Interval]:
+    if until <= start:
+        return []
+    return subtract(calendar.open_intervals(Interval(start, until)), paused)
+
+
+def business_elapsed(start: datetime, until: datetime, paused: Sequence[Interval], calendar: Calendar) -> timedelta:
+    """The clock: business time of [start, until) in the calendar, minus the union of the pauses."""
+    return total(_counted(start, until, paused, calendar))
+
+
+def deadline(
+    start: datetime, paused: Sequence[Interval], target: timedelta, calendar: Calendar, horizon: datetime
+) -> datetime | None:
+    """The last instant at which the clock still reads ≤ target (a stop then meets the target,
+    any later stop does not), searched before `horizon`; None when it is not before it."""
+    remaining = target
+    for iv in _counted(start, horizon, paused, calendar):
+        if iv.duration > remaining:
+            return iv.start + remaining
+        remaining -= iv.duration
+    return None
+
+
+@dataclass(frozen=True)
+class _Clocked:
+    item_id: str
+    start: datetime
+    stop: datetime | None
+    paused: tuple[Interval, ...]
+
+
+def _compliance(
+    formula: str,
+    items: list[_Clocked],
+    records: list[Any],
+    window: Interval,
+    target: timedelta,
+    calendar: Calendar,
+    as_of: datetime | None,
+    params: dict[str, str],
+) -> Evaluated:
+    if target < timedelta(0):
+        raise ValueError("the target must not be negative")
+    _aware("evaluation", "as_of", as_of)
+    horizon = window.end if as_of is None else min(as_of, window.end)
+    due = met = 0
+    stopped_elapsed: list[timedelta] = []
+    late: list[tuple[str, datetime, timedelta, bool]] = []
+    for it in items:
+        if it.stop is not None:
+            elapsed = business_elapsed(it.start, it.stop, it.paused, calendar)
+            ok = elapsed <= target
+            decided = it.stop if ok else deadline(it.start, it.paused, target, calendar, it.stop)
+        else:
+            ok = False
+            decided = deadline(it.start, it.paused, target, calendar, horizon)
+        if decided is None or not window.contains(decided) or (as_of is not None and decided >= as_of):
+            continue
+        if it.stop is None:  # late and still open: the clock so far
+            elapsed = business_elapsed(it.start, horizon, it.paused, calendar)
+        due += 1
+        if it.stop is not None:
+            stopped_elapsed.append(elapsed)
+        if ok:
+            met += 1
+        else:
+            late.append((it.item_id, decided, elapsed, it.stop is None))
+    late.sort()
+    mean = ratio(sum((seconds(e) for e in stopped_elapsed), ZERO), len(stopped_elapsed))
+    detail: dict[str, str] = {
+        "unit": "percent",
+        "due": str(due),
+        "met": str(met),
+        "late": ",".join(i for i, *_ in late),
+        "late_open": ",".join(i for i, _, _, still_open in late if still_open),
+        "mean_elapsed_seconds": "none" if mean is None else str(mean),
+    }
+    for item_id, decided, elapsed, _ in late:
+        detail[f"late.{item_id}.deadline"] = instant_param(decided)
+        detail[f"late.{item_id}.elapsed_seconds"] = str(seconds(elapsed))
+    params = {
+        **params,
+        "target_seconds": td_param(target),
+        "window_start": instant_param(window.start),
+        "window_end": instant_param(window.end),
+        "as_of": instant_param(as_of),
+        **_calendar_params(calendar),
+    }
+    extra = {"calendar": calendar_definition(calendar)}
+    return evaluated(formula, percent(met, due), params, records, detail, "nothing due in the window", extra, VERSION)
+
+
+def ticket_compliance(
+    tickets: Sequence[Ticket],
+    window: Interval,
+    kind: TicketKind,
+    priority: str,
+    target: timedelta,
+    calendar: Calendar,
+    *,
+    as_of: datetime | None = None,
+) -> Evaluated:
+    """Response- or resolution-time compliance for one priority, "ticket.compliance" v1
+    (DOMAIN.md §4 "Tickets and tasks"): tickets meeting the target ÷ tickets due in the
+    window × 100. RESPONSE measures opened → first response, RESOLUTION opened → resolved,
+    on the module's clock (business time of `calendar` minus pauses counted once). Due in
+    the window and late are as in the module docstring; detail lists the late ticket ids
+    (`late`, comma-separated; `late_open` those still open) and each one's deadline and
+    elapsed business seconds, for its breach record. Tickets of other priorities are
+    ignored (but digested: the digest is of everything passed)."""
+    if kind not in ("RESPONSE", "RESOLUTION"):
+        raise ValueError(f"kind must be RESPONSE or RESOLUTION, not {kind!r}")
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority {priority!r} is not one of {PRIORITIES}")
+    records = sorted_records(tickets, lambda t: t.ticket_id, "ticket")
+    items = [
+        _Clocked(t.ticket_id, t.opened, t.first_response if kind == "RESPONSE" else t.resolved, t.paused)
+        for t in tickets
+        if t.priority == priority
+    ]
+    params = {"kind": kind, "priority": priority}
+    return _compliance("ticket.compliance", items, records, window, target, calendar, as_of, params)
+
+
+def task_turnaround(
+    tasks: Sequence[Task],
+    window: Interval,
+    target: timedelta,
+    calendar: Calendar,
+    *,
+    as_of: datetime | None = None,
+) -> Evaluated:
+    """Turnaround-time compliance, "task.turnaround" v1 (DOMAIN.md §4 "Tickets and tasks"):
+    TAT = received → completed on the same clock as tickets (business time minus pauses);
+    value = tasks completed within the target ÷ tasks due in the window × 100, due and late
+    as for tickets. Detail has the mean TAT of the due, completed tasks and the late ids."""
+    records = sorted_records(tasks, lambda t: t.task_id, "task")
+    items = [_Clocked(t.task_id, t.received, t.completed, t.paused) for t in tasks]
+    return _compliance("task.turnaround", items, records, window, target, calendar, as_of, {})
+
+
+# -- marketing ↔ sales -----------------------------------------------------------------------------
+def _local_date(t: datetime, time_zone: str) -> date:
+    return t.astimezone(ZoneInfo(time_zone)).date()
+
+
+def leads_needed(
+    sales_target: Decimal,
+    marketing_share: Decimal,
+    average_deal_size: Decimal,
+    close_rate: Decimal,
+    period: Interval,
+    elapsed_until: datetime,
+    *,
+    time_zone: str = "UTC",
+) -> Evaluated:
+    """The marketing objective, "marketing.leads_needed" v1 (DOMAIN.md §4 "Marketing ↔ sales"):
+    customers needed = sales target × marketing share ÷ average deal size;
+    leads needed = customers needed ÷ close rate, pro-rated to the days of the period elapsed:
+    × days elapsed ÷ days in the period.
+
+    Share and close rate are ratios (0.2, not 20). Days are calendar days in `time_zone`
+    (pass the agreement's): the period's days are the local dates from its start up to its
+    (exclusive) end; days elapsed are the whole local days before `elapsed_until`, clamped to
+    the period (a day counts once it is over). The value is kept exact (a Decimal, not
+    rounded); detail has its ceiling (`leads_needed_ceil`, whole leads) and the full-period
+    figures. A zero (or negative) close rate or deal size is a validation error (ValueError),
+    never a division by zero; so is a share or close rate above 1."""
+    target = _decimal("sales_target", sales_target)
+    share = _decimal("marketing_share", marketing_share)
+    size = _decimal("average_deal_size", average_deal_size, positive=True)
+    rate = _decimal("close_rate", close_rate, positive=True)
+    if share > 1 or rate > 1:
+        raise ValueError("marketing_share and close_rate are ratios between 0 and 1")
+    _aware("leads_needed", "elapsed_until", elapsed_until)
+    first = _local_date(period.start, time_zone)
+    days = (_local_date(period.end, time_zone) - first).days
+    if days <= 0:
+        raise ValueError("the period must span at least one day")
+    elapsed_days = min(max((_local_date(elapsed_until, time_zone) - first).days, 0), days)
+    if elapsed_until <= period.start:
+        elapsed_days = 0
+    customers = target * share / size
+    full = customers / rate
+    value = full * Decimal(elapsed_days) / Decimal(days)
+    detail = {
+        "unit": "leads",
+        "customers_needed": str(customers),
+        "leads_needed_period": str(full),
+        "leads_needed_ceil": str(value.to_integral_value(rounding=ROUND_CEILING)),
+        "days_elapsed": str(elapsed_days),
+        "days_in_period": str(days),
+    }
+    params = {
+        "sales_target": str(target),
+        "marketing_share": str(share),
+        "average_deal_size": str(size),
+        "close_rate": str(rate),
+        "period_start": instant_param(period.start),
+        "period_end": instant_param(period.end),
+        "elapsed_until": instant_param(elapsed_until),
+        "time_zone": time_zone,
+    }
+    return evaluated("marketing.leads_needed", value, params, [], detail, "", version=VERSION)
+
+
+def close_rate(leads: Sequence[Lead]) -> Evaluated:
+    """Lead-to-customer close rate, "marketing.close_rate" v1 (DOMAIN.md §4 "Marketing ↔
+    sales"): marketing leads that became customers ÷ marketing leads, a ratio (percent in
+    detail). No lead → undefined."""
+    records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
+    converted = sum(1 for lead in leads if lead.converted)
+    value = ratio(converted, len(leads))
+    detail = {
+        "unit": "ratio",
+        "leads": str(len(leads)),
+        "converted": str(converted),
+        "percent": "none" if value is None else str(value * HUNDRED),
+    }
+    return evaluated("marketing.close_rate", value, {}, records, detail, "no lead", version=VERSION)
+
+
+def deal_size(leads: Sequence[Lead]) -> Evaluated:
+    """Average deal size, "marketing.deal_size" v1 (DOMAIN.md §4 "Marketing ↔ sales"): revenue
+    from the leads that became customers ÷ their number. No converted lead → undefined."""
+    records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
+    won = [lead for lead in leads if lead.converted]
+    revenue = sum((lead.revenue for lead in won), ZERO)
+    detail = {"unit": "currency", "customers": str(len(won)), "revenue": str(revenue)}
+    return evaluated(
+        "marketing.deal_size", ratio(revenue, len(won)), {}, records, detail, "no converted lead", version=VERSION
+    )
+
+
+def marketing_revenue_share(deals: Sequence[Deal]) -> Evaluated:
+    """Share of revenue from marketing, "marketing.revenue_share" v1 (DOMAIN.md §4 "Marketing ↔
+    sales"): revenue of marketing-sourced deals ÷ all revenue closed, a ratio (percent in
+    detail). No revenue closed → undefined."""
+    records = sorted_records(deals, lambda d: d.deal_id, "deal")
+    marketing = sum((d.revenue for d in deals if d.marketing_sourced), ZERO)
+    everything = sum((d.revenue for d in deals), ZERO)
+    value = ratio(marketing, everything)
+    detail = {
+        "unit": "ratio",
+        "marketing_revenue": str(marketing),
+        "revenue": str(everything),
+        "percent": "none" if value is None else str(value * HUNDRED),
+    }
+    return evaluated("marketing.revenue_share", value, {}, records, detail, "no revenue closed", version=VERSION)
+
+
+def first_follow_up(lead: Lead) -> datetime | None:
+    """The earliest follow-up at or after hand-off (attempts before hand-off are not follow-ups)."""
+    if lead.handed_off is None:
+        return None
+    handed_off = lead.handed_off
+    return min((f for f in lead.follow_ups if f >= handed_off), default=None)
+
+
+def follow_up_speed(
+    leads: Sequence[Lead], target: timedelta, calendar: Calendar, *, as_of: datetime | None = None
+) -> Evaluated:
+    """Sales follow-up speed, "sales.follow_up_speed" v1 (DOMAIN.md §4 "Marketing ↔ sales"):
+    handed-off leads whose first follow-up came within `target` business time of hand-off
+    (business time of `calendar` in [hand-off, first follow-up) ≤ target) ÷ handed-off
+    leads × 100. Leads never handed off are ignored. A handed-off lead without a follow-up
+    has missed the target — unless, with `as_of`, less than the target has elapsed by then:
+    it is pending and leaves the ratio. Detail lists the missed lead ids. No lead → undefined."""
+    if target < timedelta(0):
+        raise ValueError("the target must not be negative")
+    _aware("follow_up_speed", "as_of", as_of)
+    records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
+    within = pending = counted = 0
+    missed: list[str] = []
+    for lead in leads:
+        if lead.handed_off is None:
+            continue
+        first = first_follow_up(lead)
+        if first is None:
+            if as_of is not None and business_elapsed(lead.handed_off, as_of, (), calendar) <= target:
+                pending += 1
+                continue
+            missed.append(lead.lead_id)
+        elif business_elapsed(lead.handed_off, first, (), calendar) <= target:
+            within += 1
+        else:
+            missed.append(lead.lead_id)
+        counted += 1
+    detail = {
+        "unit": "percent",
+        "handed_off": str(counted),
+        "within": str(within),
+        "pending": str(pending),
+        "missed": ",".join(sorted(missed)),
+    }
+    params = {"target_seconds": td_param(target), "as_of": instant_param(as_of), **_calendar_params(calendar)}
+    extra = {"calendar": calendar_definition(calendar)}
+    value = percent(within, counted)
+    return evaluated("sales.follow_up_speed", value, params, records, detail, "no handed-off lead", extra, VERSION)
+
+
+def follow_up_depth(
+    leads: Sequence[Lead],
+    window_days: int = 14,
+    *,
+    minimum: int | None = None,
+    as_of: datetime | None = None,
+) -> Evaluated:
+    """Sales follow-up depth, "sales.follow_up_depth" v1 (DOMAIN.md §4 "Marketing ↔ sales"):
+    the mean number of follow-up attempts per handed-off lead within `window_days` of
+    hand-off (hand-off ≤ attempt ≤ hand-off + window_days × 24 h, elapsed time, inclusive).
+    With `minimum`, detail also has how many (and what percent of) leads reached it (e.g.
+    ≥ 5 in 14 days). With `as_of`, leads whose window has not closed by then are pending and
+    left out. Leads never handed off are ignored. No lead → undefined."""
+    if window_days <= 0:
+        raise ValueError("window_days must be positive")
+    if minimum is not None and minimum < 0:
+        raise ValueError("minimum must not be negative")
+    _aware("follow_up_depth", "as_of", as_of)
+    records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
+    span = timedelta(days=window_days)
+    attempts: list[int] = []
+    pending = 0
+    for lead in leads:
+        if lead.handed_off is None:
+            continue
+        handed_off = lead.handed_off
+        if as_of is not None and handed_off + span > as_of:
+            pending += 1
+            continue
+        attempts.append(sum(1 for f in lead.follow_ups if handed_off <= f <= handed_off + span))
+    detail = {
+        "unit": "attempts",
+        "leads": str(len(attempts)),
+        "attempts": str(sum(attempts)),
+        "pending": str(pending),
+    }
+    if minimum is not None:
+        reaching = sum(1 for a in attempts if a >= minimum)
+        share = percent(reaching, len(attempts))
+        detail["reaching_minimum"] = str(reaching)
+        detail["reaching_minimum_percent"] = "none" if share is None else str(share)
+    params = {
+        "window_days": str(window_days),
+        "minimum": "none" if minimum is None else str(minimum),
+        "as_of": instant_param(as_of),
+    }
+    value = ratio(sum(attempts), len(attempts))
+    return evaluated("sales.follow_up_depth", value, params, records, detail, "no handed-off lead", version=VERSION)

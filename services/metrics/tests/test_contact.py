@@ -1,0 +1,327 @@
+"""Contact-centre formulas (DOMAIN.md §4 "Contact centre"): hand-computed worked examples."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accord_metrics.formulas.contact import (
+    Call,
+    FcrMethod,
+    ServiceLevelVariant,
+    abandonment_rate,
+    aht,
+    asa,
+    fcr,
+    first_contacts,
+    service_level,
+)
+from accord_metrics.timeline import Interval
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+T = timedelta(seconds=20)
+S = timedelta(seconds=5)
+V = ServiceLevelVariant
+
+
+def answered(call_id: str, wait: float, **kw: object) -> Call:
+    return Call(call_id, T0, answered_at=T0 + timedelta(seconds=wait), **kw)  # type: ignore[arg-type]
+
+
+def abandoned(call_id: str, wait: float) -> Call:
+    return Call(call_id, T0, abandoned_at=T0 + timedelta(seconds=wait))
+
+
+def domain_example() -> list[Call]:
+    """DOMAIN's numbers: 1000 answered, 860 of them within 20 s; 60 abandoned, 20 of them
+    within 20 s — of which 8 before S = 5 s (3 s), 12 between 5 and 20 s (15 s) — and 40
+    after 20 s (45 s)."""
+    calls = [answered(f"a{i:04}", 10) for i in range(860)]
+    calls += [answered(f"b{i:04}", 40) for i in range(140)]
+    calls += [abandoned(f"s{i:02}", 3) for i in range(8)]
+    calls += [abandoned(f"m{i:02}", 15) for i in range(12)]
+    calls += [abandoned(f"l{i:02}", 45) for i in range(40)]
+    return calls
+
+
+# -- service level -------------------------------------------------------------------------
+def test_the_five_variants_on_domains_numbers_differ() -> None:
+    calls = domain_example()
+    # ANSWERED_OVER_OFFERED: A≤T ÷ (A + Ab) = 860 ÷ (1000 + 60) = 860 ÷ 1060 = 81.132075…%
+    aoo = service_level(calls, V.ANSWERED_OVER_OFFERED, T)
+    assert aoo.value == Decimal(860) / Decimal(1060) * 100
+    assert aoo.reported == Decimal("81.132075")
+    # ANSWERED_OVER_ANSWERED: A≤T ÷ A = 860 ÷ 1000 = 86 %
+    aoa = service_level(calls, V.ANSWERED_OVER_ANSWERED, T)
+    assert aoa.value == Decimal(86)
+    # ABANDONS_NEUTRAL: A≤T ÷ (A + Ab>T) = 860 ÷ (1000 + 40) = 860 ÷ 1040 = 82.692307…%
+    an = service_level(calls, V.ABANDONS_NEUTRAL, T)
+    assert an.value == Decimal(860) / Decimal(1040) * 100
+    assert an.reported == Decimal("82.692308")
+    # ABANDONS_SUCCESS: (A≤T + Ab≤T) ÷ (A + Ab) = (860 + 20) ÷ 1060 = 880 ÷ 1060 = 83.018867…%
+    ab_s = service_level(calls, V.ABANDONS_SUCCESS, T)
+    assert ab_s.value == Decimal(880) / Decimal(1060) * 100
+    assert ab_s.reported == Decimal("83.018868")
+    # SHORT_ABANDONS_SUCCESS, S = 5 s: (A≤T + Ab<S) ÷ (A + Ab) = (860 + 8) ÷ 1060 = 868 ÷ 1060 = 81.886792…%
+    sas = service_level(calls, V.SHORT_ABANDONS_SUCCESS, T, S)
+    assert sas.value == Decimal(868) / Decimal(1060) * 100
+    assert sas.reported == Decimal("81.886792")
+
+    values = {r.value for r in (aoo, aoa, an, ab_s, sas)}
+    assert len(values) == 5
+    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 1
+    assert aoo.parameters == {
+        "variant": "ANSWERED_OVER_OFFERED",
+        "threshold_seconds": "20",
+        "short_abandon_seconds": "none",
+    }
+    assert sas.parameters["short_abandon_seconds"] == "5"
+    assert aoo.detail["numerator"] == "860" and aoo.detail["denominator"] == "1060"
+    assert len({aoo.input_digest, aoa.input_digest, sas.input_digest}) == 3  # the parameters are digested
+
+
+def test_short_abandons_leave_offered_and_abandoned_when_s_is_set() -> None:
+    calls = domain_example()
+    # With S = 5 s the 8 short abandons are neither offered nor abandoned: Ab = 52, Ab≤T = 12, Ab>T = 40.
+    # ANSWERED_OVER_OFFERED: 860 ÷ (1000 + 52) = 860 ÷ 1052 = 81.749049…%
+    assert service_level(calls, V.ANSWERED_OVER_OFFERED, T, S).reported == Decimal("81.749049")
+    # ABANDONS_SUCCESS: (860 + 12) ÷ 1052 = 872 ÷ 1052 = 82.889733…%
+    assert service_level(calls, V.ABANDONS_SUCCESS, T, S).reported == Decimal("82.889734")
+    # ABANDONS_NEUTRAL: the short abandons were within T anyway: 860 ÷ 1040, unchanged.
+    assert service_level(calls, V.ABANDONS_NEUTRAL, T, S).value == Decimal(860) / Decimal(1040) * 100
+    # ANSWERED_OVER_ANSWERED ignores abandons: 86 %.
+    assert service_level(calls, V.ANSWERED_OVER_ANSWERED, T, S).value == Decimal(86)
+
+
+def test_within_t_is_inclusive_and_exact_to_the_microsecond() -> None:
+    calls = [
+        answered("on-the-dot", 20),  # 20 s ≤ 20 s: within
+        answered("just-over", 20.000001),  # 20.000001 s > 20 s: not within, no rounding to whole seconds
+        abandoned("ab-at-t", 20),  # abandoned at exactly T: Ab≤T
+        abandoned("ab-at-s", 5),  # abandoned at exactly S: not a short abandon (Ab<S is strict)
+    ]
+    # A = 2, A≤T = 1, Ab = 2, Ab≤T = 2, Ab>T = 0, Ab<S = 0
+    assert service_level(calls, V.ANSWERED_OVER_ANSWERED, T).value == Decimal(50)  # 1 ÷ 2
+    assert service_level(calls, V.ABANDONS_NEUTRAL, T).value == Decimal(50)  # 1 ÷ (2 + 0)
+    assert service_level(calls, V.ABANDONS_SUCCESS, T).value == Decimal(75)  # (1 + 2) ÷ 4
+    assert service_level(calls, V.SHORT_ABANDONS_SUCCESS, T, S).value == Decimal(25)  # (1 + 0) ÷ 4
+    # a partial minute: T = 1 min, waits of 59.5 s and 60.5 s
+    minute = [answered("x", 59.5), answered("y", 60.5)]
+    assert service_level(minute, V.ANSWERED_OVER_ANSWERED, timedelta(minutes=1)).value == Decimal(50)
+
+
+def test_service_level_zero_denominators_are_undefined() -> None:
+    for variant in V:
+        r = service_level([], variant, T, S)
+        assert r.value is None and r.reported is None and r.undefined
+    only_abandons = [abandoned("a", 3), abandoned("b", 10)]
+    assert service_level(only_abandons, V.ANSWERED_OVER_ANSWERED, T).value is None  # A = 0
+    assert service_level(only_abandons, V.ABANDONS_NEUTRAL, T).value is None  # A + Ab>T = 0
+    assert service_level(only_abandons, V.ANSWERED_OVER_OFFERED, T).value == Decimal(0)  # 0 ÷ 2
+
+
+def test_service_level_refuses_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="needs the short-abandon"):
+        service_level([], ServiceLevelVariant.SHORT_ABANDONS_SUCCESS, T)
+    with pytest.raises(ValueError):
+        service_level([], "WITHIN_REASON", T)
+    assert service_level([answered("a", 1)], "ANSWERED_OVER_ANSWERED", T).value == Decimal(100)  # a plain string works
+
+
+# -- abandonment -----------------------------------------------------------------------------
+def test_abandonment_rate() -> None:
+    calls = domain_example()
+    # S unset: Ab ÷ O = 60 ÷ 1060 = 5.660377…%
+    r = abandonment_rate(calls)
+    assert r.value == Decimal(60) / Decimal(1060) * 100
+    assert r.reported == Decimal("5.660377")
+    # S = 5 s: (Ab − Ab<S) ÷ (O − Ab<S) = (60 − 8) ÷ (1060 − 8) = 52 ÷ 1052 = 4.942965…%
+    r = abandonment_rate(calls, S)
+    assert r.value == Decimal(52) / Decimal(1052) * 100
+    assert r.reported == Decimal("4.942966")
+    assert r.detail["short_abandoned"] == "8" and r.parameters == {"short_abandon_seconds": "5"}
+
+
+def test_abandonment_rate_counts_calls_neither_answered_nor_abandoned_as_offered() -> None:
+    calls = [answered("a", 5), abandoned("b", 30), Call("c", T0)]  # c: still queued / transferred out
+    # O = 3, Ab = 1: 1 ÷ 3 = 33.333333…%
+    assert abandonment_rate(calls).reported == Decimal("33.333333")
+    # … but the service-level variants use DOMAIN's A + Ab: 1 ÷ (1 + 1) = 50 %
+    r = service_level(calls, ServiceLevelVariant.ANSWERED_OVER_OFFERED, T)
+    assert r.value == Decimal(50) and r.detail["other"] == "1"
+
+
+def test_abandonment_rate_zero_denominator() -> None:
+    assert abandonment_rate([]).value is None
+    # every call a short abandon: O − Ab<S = 2 − 2 = 0
+    r = abandonment_rate([abandoned("a", 1), abandoned("b", 2)], S)
+    assert r.value is None and r.undefined
+
+
+# -- ASA ----------------------------------------------------------------------------------------
+def test_asa_includes_zero_waits_and_excludes_abandons() -> None:
+    calls = [answered("a", 0), answered("b", 12.5), answered("c", 30.25), abandoned("d", 50)]
+    # (0 + 12.5 + 30.25) ÷ 3 = 42.75 ÷ 3 = 14.25 s; the abandoned call's 50 s does not count
+    r = asa(calls)
+    assert r.value == Decimal("14.25")
+    assert r.formula_id == "contact.asa" and r.detail == {
+        "unit": "seconds",
+        "answered": "3",
+        "total_wait_seconds": "42.75",
+    }
+
+
+def test_asa_partial_seconds_and_no_answered_call() -> None:
+    # waits of 1 µs and 2 µs: (0.000001 + 0.000002) ÷ 2 = 0.0000015 s
+    assert asa([answered("a", 0.000001), answered("b", 0.000002)]).value == Decimal("0.0000015")
+    r = asa([abandoned("x", 3)])
+    assert r.value is None and r.undefined == "no answered call"
+
+
+# -- AHT ---------------------------------------------------------------------------------------
+def test_aht() -> None:
+    calls = [
+        answered("a", 5, talk_seconds=Decimal(300), hold_seconds=Decimal(30), after_call_seconds=Decimal(60)),
+        answered("b", 5, talk_seconds=Decimal(120), after_call_seconds=Decimal("45.5")),
+        abandoned("c", 40),
+    ]
+    # (300 + 30 + 60) + (120 + 0 + 45.5) = 390 + 165.5 = 555.5 over 2 handled calls = 277.75 s
+    r = aht(calls)
+    assert r.value == Decimal("277.75") and r.detail["handled"] == "2"
+    assert aht([abandoned("c", 40)]).value is None
+
+
+def test_calls_refuse_floats_and_contradictions() -> None:
+    with pytest.raises(TypeError):
+        Call("a", T0, answered_at=T0, talk_seconds=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Call("a", T0, answered_at=T0, abandoned_at=T0)
+    with pytest.raises(ValueError):
+        Call("a", T0, answered_at=T0 - timedelta(seconds=1))
+    with pytest.raises(ValueError):
+        Call("a", datetime(2026, 3, 2, 9, 0))  # naive
+    assert Call("a", T0, talk_seconds=3).talk_seconds == Decimal(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="appears twice"):
+        asa([answered("a", 1), answered("a", 2)])
+
+
+# -- FCR ---------------------------------------------------------------------------------------
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def contact(call_id: str, at: float, customer: str, reason: str, flag: bool | None) -> Call:
+    return Call(call_id, day(at), answered_at=day(at), customer_id=customer, reason=reason, resolved_first_contact=flag)
+
+
+def fcr_contacts() -> list[Call]:
+    return [
+        contact("c1-bill-d0", 0, "C1", "billing", True),  # first contact
+        contact("c1-bill-d3", 3, "C1", "billing", True),  # repeat of d0 (3 ≤ 7 days)
+        contact("c1-bill-d10", 10, "C1", "billing", True),  # 10 days after d0: a new first contact
+        contact("c1-router-d1", 1, "C1", "router", True),  # first contact (another reason)
+        contact("c2-bill-d2", 2, "C2", "billing", None),  # first contact, unflagged
+        contact("c2-bill-d9", 9, "C2", "billing", True),  # exactly 7 days after d2: a repeat (inclusive)
+        contact("c3-bill-d4", 4, "C3", "billing", True),  # first contact
+        Call("c3-abandoned-d5", day(5), abandoned_at=day(5), customer_id="C3", reason="billing"),  # not a contact
+    ]
+
+
+def test_first_contacts_are_anchored_episodes() -> None:
+    assert first_contacts(fcr_contacts()) == {
+        "c1-bill-d0": ["c1-bill-d3"],
+        "c1-bill-d10": [],
+        "c1-router-d1": [],
+        "c2-bill-d2": ["c2-bill-d9"],
+        "c3-bill-d4": [],
+    }
+    # every 6 days: d0 first, d6 its repeat, d12 (12 days after d0) first again, d18 its repeat
+    every6 = [contact(f"d{n}", n, "C", "r", None) for n in (0, 6, 12, 18)]
+    assert first_contacts(every6) == {"d0": ["d6"], "d12": ["d18"]}
+
+
+def test_fcr_flagged_and_inferred() -> None:
+    calls = fcr_contacts()
+    # FLAGGED: first contacts d0 ✓, d10 ✓, router-d1 ✓, c2-d2 (None → not resolved), c3-d4 ✓ → 4 ÷ 5 = 80 %
+    r = fcr(calls, FcrMethod.FLAGGED)
+    assert r.value == Decimal(80) and r.detail["unflagged"] == "1" and r.detail["first_contacts"] == "5"
+    # REPEAT_CONTACT: d0 and c2-d2 had a repeat; d10, router-d1, c3-d4 did not → 3 ÷ 5 = 60 %
+    r = fcr(calls, "REPEAT_CONTACT")
+    assert r.value == Decimal(60) and r.detail["repeat_contacts"] == "2"
+    assert r.parameters["method"] == "REPEAT_CONTACT" and r.parameters["repeat_window_seconds"] == "604800"
+
+
+def test_fcr_window_and_pending_first_contacts() -> None:
+    calls = fcr_contacts()
+    # window [d1, d11): first contacts router-d1 ✓, c2-d2 ✗, c3-d4 ✓, d10 ✓ (d3 and d9 are repeats,
+    # d0 is before the window) → 3 ÷ 4 = 75 %
+    w = Interval(day(1), day(11))
+    assert fcr(calls, FcrMethod.REPEAT_CONTACT, window=w).value == Decimal(75)
+    # as of d12, d10's window (to d17) is still open and it has no repeat yet: pending.
+    # d0 ✗, router-d1 ✓, c2-d2 ✗, c3-d4 ✓ (window closed d11) → 2 ÷ 4 = 50 %
+    r = fcr(calls, FcrMethod.REPEAT_CONTACT, as_of=day(12))
+    assert r.value == Decimal(50) and r.detail["pending"] == "1"
+    # a 2-day repeat window: d3 (3 days after d0) and c2-d9 (7 days after d2) are no longer repeats, so all
+    # 7 contacts are first contacts and none had a repeat → 7 ÷ 7 = 100 %
+    assert fcr(calls, FcrMethod.REPEAT_CONTACT, timedelta(days=2)).value == Decimal(100)
+
+
+def test_fcr_no_first_contact() -> None:
+    r = fcr([], FcrMethod.FLAGGED)
+    assert r.value is None and r.undefined == "no first contact"
+
+
+# -- order and representation independence --------------------------------------------------------
+SMALL = [
+    answered("a", 0, customer_id="C1", reason="x", resolved_first_contact=True),
+    answered("b", 25, customer_id="C1", reason="x", talk_seconds=Decimal(100)),
+    answered("c", 7.5, customer_id="C2", reason="y", hold_seconds=Decimal("12.25")),
+    abandoned("d", 2),
+    abandoned("e", 30),
+    Call("f", T0),
+]
+
+
+def _all(calls: list[Call]) -> list[tuple[Decimal | None, str]]:
+    results = [
+        asa(calls),
+        abandonment_rate(calls, S),
+        fcr(calls, FcrMethod.REPEAT_CONTACT),
+        fcr(calls, FcrMethod.FLAGGED),
+        aht(calls),
+        *(service_level(calls, v, T, S) for v in ServiceLevelVariant),
+    ]
+    return [(r.value, r.input_digest) for r in results]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.permutations(SMALL))
+def test_arrival_order_does_not_change_value_or_digest(shuffled: list[Call]) -> None:
+    assert _all(list(shuffled)) == _all(SMALL)
+
+
+def test_the_digest_depends_on_the_instant_not_its_offset() -> None:
+    ams = ZoneInfo("Europe/Amsterdam")
+    moved = [
+        Call(
+            c.call_id,
+            c.entered_queue.astimezone(ams),
+            None if c.answered_at is None else c.answered_at.astimezone(ams),
+            None if c.abandoned_at is None else c.abandoned_at.astimezone(ams),
+            c.talk_seconds,
+            c.hold_seconds,
+            c.after_call_seconds,
+            c.customer_id,
+            c.reason,
+            c.resolved_first_contact,
+        )
+        for c in SMALL
+    ]
+    assert _all(moved) == _all(SMALL)
+    # … and a changed input changes it
+    assert asa(SMALL[:-1]).input_digest != asa(SMALL).input_digest

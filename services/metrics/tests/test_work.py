@@ -1,0 +1,425 @@
+"""Ticket, task and marketing ↔ sales formulas (DOMAIN.md §4 "Tickets and tasks", "Marketing ↔ sales")."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accord_metrics.formulas.work import (
+    Deal,
+    Lead,
+    Task,
+    Ticket,
+    business_elapsed,
+    close_rate,
+    deal_size,
+    follow_up_depth,
+    follow_up_speed,
+    leads_needed,
+    marketing_revenue_share,
+    task_turnaround,
+    ticket_compliance,
+)
+from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
+
+H = timedelta(hours=1)
+AMS = "Europe/Amsterdam"
+
+
+def t(s: str) -> datetime:
+    """An instant; without an offset it is UTC."""
+    d = datetime.fromisoformat(s)
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def iv(a: str, b: str) -> Interval:
+    return Interval(t(a), t(b))
+
+
+# Monday–Friday 09:00–17:00 in Amsterdam; Friday 25 December 2026 is a holiday.
+OFFICE = BusinessCalendar(
+    AMS, tuple((d, "09:00", "17:00") for d in range(1, 6)), frozenset({date(2026, 12, 25)}), "office", 3
+)
+MARCH_AMS = calendar_window("MONTH", t("2026-03-15T12:00"), AMS)
+MARCH = iv("2026-03-01T00:00", "2026-04-01T00:00")
+APRIL = iv("2026-04-01T00:00", "2026-05-01T00:00")
+FEBRUARY = iv("2026-02-01T00:00", "2026-03-01T00:00")
+
+
+# -- the clock: business time minus pauses counted once -----------------------------------------
+PAUSED = Ticket(
+    "PAUSED",
+    "P2",
+    opened=t("2026-03-02T10:00+01:00"),  # Monday
+    resolved=t("2026-03-03T14:00+01:00"),  # Tuesday
+    paused=(
+        iv("2026-03-02T11:00+01:00", "2026-03-02T13:00+01:00"),
+        iv("2026-03-02T12:00+01:00", "2026-03-02T14:00+01:00"),  # overlaps the first: together 11–14
+        iv("2026-03-02T11:00+01:00", "2026-03-02T13:00+01:00"),  # the first again, recorded twice
+        iv("2026-03-02T16:00+01:00", "2026-03-03T10:00+01:00"),  # over the night: only 16–17 and 09–10 count
+        iv("2026-03-07T10:00+01:00", "2026-03-07T12:00+01:00"),  # after the resolution: irrelevant
+    ),
+)
+
+
+def test_business_time_minus_overlapping_pauses() -> None:
+    # business time Mon 10–17 (7 h) + Tue 09–14 (5 h) = 12 h
+    # pauses: Mon 11–14 once (3 h, not 2 + 2 + 2 = 6 h) + Mon 16–17 and Tue 09–10 (2 h, not the 18 h wall clock)
+    # elapsed = 12 − 3 − 2 = 7 h
+    assert business_elapsed(PAUSED.opened, t("2026-03-03T14:00+01:00"), PAUSED.paused, OFFICE) == 7 * H
+    r = ticket_compliance([PAUSED], MARCH_AMS, "RESOLUTION", "P2", 7 * H, OFFICE)
+    assert r.value == Decimal(100)  # 7 h ≤ 7 h: met (the target is inclusive)
+    assert r.detail["mean_elapsed_seconds"] == "25200"
+    # target 6 h 59 min: late. Counted clock: Mon 10–11 (1 h), Mon 14–16 (2 h), Tue 10–14 (4 h);
+    # 1 h + 2 h = 3 h, the remaining 3 h 59 min run out at Tue 13:59 CET = 12:59 UTC.
+    r = ticket_compliance([PAUSED], MARCH_AMS, "RESOLUTION", "P2", 6 * H + 59 * timedelta(minutes=1), OFFICE)
+    assert r.value == Decimal(0)
+    assert r.detail["late"] == "PAUSED"
+    assert r.detail["late.PAUSED.deadline"] == "2026-03-03T12:59:00+00:00"
+    assert r.detail["late.PAUSED.elapsed_seconds"] == "25200"
+    assert r.parameters == {
+        "kind": "RESOLUTION",
+        "priority": "P2",
+        "target_seconds": "25140",
+        "window_start": "2026-02-28T23:00:00+00:00",
+        "window_end": "2026-03-31T22:00:00+00:00",
+        "as_of": "none",
+        "calendar": "office",
+        "calendar_version": "3",
+    }
+
+
+# -- DST inside a business day (Europe/Amsterdam) ------------------------------------------------
+# Sunday hours 01:00–05:00 local: on 29 March 2026 the clocks jump 02:00 → 03:00 inside them,
+# on 25 October 2026 they fall back 03:00 → 02:00 inside them.
+SUNDAY_NIGHT = BusinessCalendar(AMS, ((7, "01:00", "05:00"),), calendar_id="sunday-night")
+
+
+def test_a_spring_dst_change_inside_business_hours_makes_the_day_an_hour_shorter() -> None:
+    # 01:00 CET (00:00 UTC) → 05:00 CEST (03:00 UTC): 3 h of business time, though the wall clock shows 4 h
+    tk = Ticket("SPRING", "P1", t("2026-03-29T01:00+01:00"), first_response=t("2026-03-29T05:00+02:00"))
+    assert business_elapsed(tk.opened, t("2026-03-29T05:00+02:00"), (), SUNDAY_NIGHT) == 3 * H
+    assert ticket_compliance([tk], MARCH_AMS, "RESPONSE", "P1", 3 * H, SUNDAY_NIGHT).value == Decimal(100)
+    # target 2 h 30 min: late; the deadline is 00:00 UTC + 2 h 30 = 02:30 UTC (04:30 CEST)
+    r = ticket_compliance([tk], MARCH_AMS, "RESPONSE", "P1", 2 * H + 30 * timedelta(minutes=1), SUNDAY_NIGHT)
+    assert r.value == Decimal(0) and r.detail["late.SPRING.deadline"] == "2026-03-29T02:30:00+00:00"
+
+
+def test_an_autumn_dst_change_inside_business_hours_makes_the_day_an_hour_longer() -> None:
+    # 01:00 CEST (24 Oct 23:00 UTC) → 05:00 CET (04:00 UTC): 5 h of business time; the wall clock shows 4 h
+    tk = Ticket("AUTUMN", "P1", t("2026-10-25T01:00+02:00"), first_response=t("2026-10-25T05:00+01:00"))
+    october = calendar_window("MONTH", t("2026-10-15T00:00"), AMS)
+    target = 4 * H + 30 * timedelta(minutes=1)
+    r = ticket_compliance([tk], october, "RESPONSE", "P1", target, SUNDAY_NIGHT)
+    # 5 h > 4 h 30: late (a wall-clock reading of 4 h would have called it met);
+    # deadline 23:00 UTC + 4 h 30 = 03:30 UTC (04:30 CET)
+    assert r.value == Decimal(0)
+    assert r.detail["late.AUTUMN.deadline"] == "2026-10-25T03:30:00+00:00"
+    assert r.detail["late.AUTUMN.elapsed_seconds"] == "18000"
+
+
+# -- holidays --------------------------------------------------------------------------------------
+def test_a_holiday_stops_the_clock() -> None:
+    # opened Thu 24 Dec 2026 15:00; Fri 25 Dec is a holiday, then the weekend.
+    # Thu 15–17 (2 h) + Mon 28 Dec 09–11 (2 h) = 4 h at Mon 11:00 CET.
+    on_time = Ticket("ON-TIME", "P3", t("2026-12-24T15:00+01:00"), resolved=t("2026-12-28T11:00+01:00"))
+    half_second_late = Ticket("LATE", "P3", t("2026-12-24T15:00+01:00"), resolved=t("2026-12-28T11:00:00.500000+01:00"))
+    december = calendar_window("MONTH", t("2026-12-10T00:00"), AMS)
+    r = ticket_compliance([on_time, half_second_late], december, "RESOLUTION", "P3", 4 * H, OFFICE)
+    # met 1 of 2 due = 50 %; the late one missed by half a second (no rounding to minutes)
+    assert r.value == Decimal(50)
+    assert r.detail["late"] == "LATE" and r.detail["late.LATE.elapsed_seconds"] == "14400.5"
+    assert r.detail["late.LATE.deadline"] == "2026-12-28T10:00:00+00:00"
+    # without the holiday both would be late: the deadline would be Fri 25 Dec 11:00
+    no_holiday = replace(OFFICE, holidays=frozenset())
+    assert ticket_compliance([on_time, half_second_late], december, "RESOLUTION", "P3", 4 * H, no_holiday).value == 0
+
+
+# -- which tickets are due in a window ------------------------------------------------------------
+def p1(ticket_id: str, opened: str, response: str | None) -> Ticket:
+    return Ticket(ticket_id, "P1", t(opened), first_response=None if response is None else t(response))
+
+
+DUE = [
+    p1("A", "2026-03-10T08:00", "2026-03-10T10:00"),  # 2 h: met, decided at its response, 10 Mar
+    p1("B", "2026-03-10T08:00", "2026-03-10T13:00"),  # 5 h: late, decided at its deadline 12:00, 10 Mar
+    p1("C", "2026-03-31T22:00", "2026-04-01T01:00"),  # 3 h: met on 1 Apr → April
+    p1("D", "2026-03-31T22:00", "2026-04-01T03:00"),  # 5 h: late, deadline 1 Apr 02:00 → April
+    p1("E", "2026-03-31T18:00", None),  # open, deadline 31 Mar 22:00 → late in March
+    p1("F", "2026-03-31T21:00", None),  # open, deadline 1 Apr 01:00 → not yet late at the end of March
+    p1("G", "2026-02-28T23:00", "2026-03-01T01:00"),  # opened in February, met on 1 Mar → March
+    p1("H", "2026-02-28T20:00", "2026-03-01T02:00"),  # 6 h: late, deadline exactly 1 Mar 00:00 → March
+    p1("I", "2026-03-28T08:00", "2026-03-28T12:00"),  # exactly 4 h: met
+    Ticket("J", "P2", t("2026-03-10T08:00")),  # another priority
+]
+
+
+def test_due_in_the_window_is_decided_by_the_outcome_instant() -> None:
+    always = AlwaysOpen()
+    march = ticket_compliance(DUE, MARCH, "RESPONSE", "P1", 4 * H, always)
+    # due in March: A, B, E, G, H, I (6); met: A, G, I (3) → 3 ÷ 6 = 50 %
+    assert march.value == Decimal(50)
+    assert march.detail["due"] == "6" and march.detail["met"] == "3"
+    assert march.detail["late"] == "B,E,H" and march.detail["late_open"] == "E"
+    assert march.detail["late.H.deadline"] == "2026-03-01T00:00:00+00:00"
+    assert march.detail["late.E.deadline"] == "2026-03-31T22:00:00+00:00"
+    assert march.detail["late.E.elapsed_seconds"] == "21600"  # open: 18:00 → end of the window, 6 h
+    # due in April: C (met), D (late), F (late, open) → 1 ÷ 3 = 33.333333…%
+    april = ticket_compliance(DUE, APRIL, "RESPONSE", "P1", 4 * H, always)
+    assert april.reported == Decimal("33.333333") and april.detail["late"] == "D,F"
+    # nothing is due in February (H's deadline is 1 Mar 00:00, G answered on 1 Mar): NO_DATA, not met
+    feb = ticket_compliance(DUE, FEBRUARY, "RESPONSE", "P1", 4 * H, always)
+    assert feb.value is None and feb.undefined == "nothing due in the window"
+    # every P1 ticket is due in exactly one window: 0 + 6 + 3 = 9
+    assert sum(int(r.detail["due"]) for r in (feb, march, april)) == 9
+
+
+def test_as_of_leaves_undecided_tickets_out() -> None:
+    # as of 10 Mar 11:00: A (answered 10:00), G and H (1 Mar) are decided; B's deadline (12:00) has not passed.
+    # met A, G of 3 → 66.666667 %
+    r = ticket_compliance(DUE, MARCH, "RESPONSE", "P1", 4 * H, AlwaysOpen(), as_of=t("2026-03-10T11:00"))
+    assert r.reported == Decimal("66.666667") and r.detail["late"] == "H"
+
+
+def test_a_target_reached_at_closing_time_is_late_only_from_the_next_opening() -> None:
+    # target 1 h on office hours; opened Fri 6 Mar 16:00 CET: the clock reads 1 h from Fri 17:00 to Mon 09:00
+    fri = "2026-03-06T16:00+01:00"
+    tickets = [
+        Ticket("K", "P3", t(fri)),  # never answered: late from Mon 9 Mar 09:00 CET (08:00 UTC)
+        Ticket("L", "P3", t(fri), first_response=t("2026-03-07T10:00+01:00")),  # Sat: still 1 h → met
+        Ticket("M", "P3", t(fri), first_response=t("2026-03-09T09:00+01:00")),  # Mon 09:00: 1 h → met
+        Ticket("N", "P3", t(fri), first_response=t("2026-03-09T09:01+01:00")),  # 1 h 01 → late
+    ]
+    week1 = calendar_window("WEEK", t("2026-03-04T12:00"), AMS)  # Mon 2 Mar – Mon 9 Mar 00:00
+    week2 = calendar_window("WEEK", t("2026-03-11T12:00"), AMS)
+    # week 1: only L (answered Sat 7 Mar) is decided → 1 ÷ 1; K is not late yet at the week's end
+    assert ticket_compliance(tickets, week1, "RESPONSE", "P3", H, OFFICE).value == Decimal(100)
+    # week 2: K late, M met, N late → 1 ÷ 3
+    r = ticket_compliance(tickets, week2, "RESPONSE", "P3", H, OFFICE)
+    assert r.reported == Decimal("33.333333") and r.detail["late"] == "K,N" and r.detail["late_open"] == "K"
+    assert r.detail["late.K.deadline"] == r.detail["late.N.deadline"] == "2026-03-09T08:00:00+00:00"
+
+
+def test_ticket_validation() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        Ticket("X", "P5", t("2026-03-01T00:00"))
+    with pytest.raises(ValueError, match="before the start"):
+        Ticket("X", "P1", t("2026-03-01T00:00"), first_response=t("2026-02-28T00:00"))
+    with pytest.raises(ValueError, match="appears twice"):
+        ticket_compliance([DUE[0], DUE[0]], MARCH, "RESPONSE", "P1", H, AlwaysOpen())
+    with pytest.raises(ValueError, match="kind"):
+        ticket_compliance(DUE, MARCH, "ACK", "P1", H, AlwaysOpen())  # type: ignore[arg-type]
+
+
+# -- tasks -------------------------------------------------------------------------------------------
+def test_task_turnaround() -> None:
+    tasks = [
+        Task("T1", t("2026-03-02T09:00"), t("2026-03-03T09:00")),  # 24 h: met
+        # 48 h minus a 24 h pause = 24 h: met
+        Task("T2", t("2026-03-02T09:00"), t("2026-03-04T09:00"), (iv("2026-03-02T12:00", "2026-03-03T12:00"),)),
+        Task("T3", t("2026-03-02T09:00"), t("2026-03-05T09:00")),  # 72 h: late, deadline 3 Mar 21:00
+    ]
+    r = task_turnaround(tasks, MARCH, 36 * H, AlwaysOpen())
+    # 2 ÷ 3 = 66.666667 %; mean TAT (24 + 24 + 72) ÷ 3 = 40 h = 144000 s
+    assert r.formula_id == "task.turnaround" and r.reported == Decimal("66.666667")
+    assert r.detail["mean_elapsed_seconds"] == "144000"
+    assert r.detail["late"] == "T3" and r.detail["late.T3.deadline"] == "2026-03-03T21:00:00+00:00"
+    assert r.parameters["calendar"] == "24x7"
+    assert task_turnaround([], MARCH, 36 * H, AlwaysOpen()).value is None
+
+
+# -- order independence ----------------------------------------------------------------------------
+TICKETS = [*DUE, PAUSED]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.permutations(TICKETS), st.randoms(use_true_random=False))
+def test_ticket_arrival_order_does_not_matter(shuffled: list[Ticket], rnd: random.Random) -> None:
+    def shuffle_pauses(tk: Ticket) -> Ticket:
+        pauses = list(tk.paused)
+        rnd.shuffle(pauses)
+        return replace(tk, paused=tuple(pauses))
+
+    mixed = [shuffle_pauses(tk) for tk in shuffled]
+    for kind, priority, window in (("RESPONSE", "P1", MARCH), ("RESOLUTION", "P2", MARCH_AMS)):
+        a = ticket_compliance(TICKETS, window, kind, priority, 4 * H, OFFICE)  # type: ignore[arg-type]
+        b = ticket_compliance(mixed, window, kind, priority, 4 * H, OFFICE)  # type: ignore[arg-type]
+        assert (a.value, a.input_digest, a.detail) == (b.value, b.input_digest, b.detail)
+
+
+def test_the_calendar_is_part_of_the_digest() -> None:
+    a = ticket_compliance(DUE, MARCH, "RESPONSE", "P1", 4 * H, OFFICE)
+    b = ticket_compliance(DUE, MARCH, "RESPONSE", "P1", 4 * H, replace(OFFICE, holidays=frozenset()))
+    assert a.input_digest != b.input_digest
+
+
+# -- marketing ↔ sales -------------------------------------------------------------------------------
+FEB_AMS = calendar_window("MONTH", t("2026-02-14T12:00"), AMS)
+
+
+def needed(elapsed_until: str, period: Interval = MARCH_AMS, **kw: Decimal) -> Decimal | None:
+    args = {
+        "sales_target": Decimal(1_000_000),
+        "marketing_share": Decimal("0.6"),
+        "average_deal_size": Decimal(25_000),
+        "close_rate": Decimal("0.2"),
+        **kw,
+    }
+    return leads_needed(period=period, elapsed_until=t(elapsed_until), time_zone=AMS, **args).value
+
+
+def test_leads_needed_pro_rated_to_days() -> None:
+    # customers needed = 1 000 000 × 0.6 ÷ 25 000 = 24; leads needed = 24 ÷ 0.2 = 120 for the period
+    # February (28 days), 14 days elapsed: 120 × 14 ÷ 28 = 60
+    r = leads_needed(
+        Decimal(1_000_000), Decimal("0.6"), Decimal(25_000), Decimal("0.2"), FEB_AMS, t("2026-02-15T00:00+01:00"),
+        time_zone=AMS,
+    )  # fmt: skip
+    assert r.value == Decimal(60) and r.formula_id == "marketing.leads_needed"
+    assert r.detail["customers_needed"] == "24.0" and Decimal(r.detail["leads_needed_period"]) == 120
+    assert r.detail["days_elapsed"] == "14" and r.detail["days_in_period"] == "28"
+    # March (31 days, though 743 hours long), 10 days elapsed: 120 × 10 ÷ 31 = 38.709677… kept exact; ceil 39
+    r = leads_needed(
+        Decimal(1_000_000), Decimal("0.6"), Decimal(25_000), Decimal("0.2"), MARCH_AMS, t("2026-03-11T00:00+01:00"),
+        time_zone=AMS,
+    )  # fmt: skip
+    assert r.value == Decimal(1200) / Decimal(31)
+    assert r.detail["leads_needed_ceil"] == "39"
+    assert needed("2026-03-11T13:00+01:00") == Decimal(1200) / Decimal(31)  # a started day does not count yet
+    # after the DST change: 29 whole local days → 120 × 29 ÷ 31 = 112.258064…
+    assert needed("2026-03-30T00:00+02:00") == Decimal(3480) / Decimal(31)
+    assert needed("2026-04-01T00:00+02:00") == Decimal(120)  # the whole period
+    assert needed("2026-04-20T00:00+02:00") == Decimal(120)  # clamped to the period
+    assert needed("2026-02-20T00:00+01:00") == Decimal(0)  # before it
+
+
+def test_leads_needed_validation_is_never_a_division_by_zero() -> None:
+    with pytest.raises(ValueError, match="close_rate"):
+        needed("2026-03-11T00:00+01:00", close_rate=Decimal(0))
+    with pytest.raises(ValueError, match="average_deal_size"):
+        needed("2026-03-11T00:00+01:00", average_deal_size=Decimal(0))
+    with pytest.raises(ValueError):
+        needed("2026-03-11T00:00+01:00", marketing_share=Decimal("1.5"))
+    with pytest.raises(TypeError):
+        needed("2026-03-11T00:00+01:00", close_rate=0.2)  # type: ignore[arg-type]
+
+
+LEADS = [
+    Lead("L1", t("2026-03-02T09:00"), converted=True, revenue=Decimal(30_000)),
+    Lead("L2", t("2026-03-02T09:00"), converted=True, revenue=Decimal(20_000)),
+    *(Lead(f"N{i}", t("2026-03-02T09:00")) for i in range(8)),
+]
+
+
+def test_close_rate_deal_size_and_revenue_share() -> None:
+    # close rate: 2 converted ÷ 10 leads = 0.2 (a ratio; 20 % in detail)
+    r = close_rate(LEADS)
+    assert r.value == Decimal("0.2") and Decimal(r.detail["percent"]) == 20
+    # deal size: (30 000 + 20 000) ÷ 2 = 25 000
+    assert deal_size(LEADS).value == Decimal(25_000)
+    # share of revenue from marketing: (30 000 + 30 000) ÷ (30 000 + 30 000 + 40 000) = 0.6
+    deals = [
+        Deal("m1", t("2026-03-05T00:00"), Decimal(30_000), True),
+        Deal("m2", t("2026-03-06T00:00"), Decimal(30_000), True),
+        Deal("s1", t("2026-03-07T00:00"), Decimal(40_000), False),
+    ]
+    s = marketing_revenue_share(deals)
+    assert s.value == Decimal("0.6") and Decimal(s.detail["percent"]) == 60
+    # zero denominators
+    assert close_rate([]).value is None
+    assert deal_size(LEADS[2:]).value is None
+    assert marketing_revenue_share([Deal("z", t("2026-03-05T00:00"), Decimal(0), True)]).value is None
+    with pytest.raises(ValueError, match="no revenue"):
+        Lead("X", t("2026-03-02T09:00"), revenue=Decimal(5))
+
+
+def lead(lead_id: str, handed_off: str | None, *follow_ups: str) -> Lead:
+    return Lead(
+        lead_id,
+        t("2026-03-01T00:00"),
+        None if handed_off is None else t(handed_off),
+        tuple(t(f) for f in follow_ups),
+    )
+
+
+SPEED = [
+    lead("L1", "2026-03-02T16:00+01:00", "2026-03-03T15:00+01:00"),  # Mon 16–17 + Tue 09–15 = 7 h: within
+    lead("L2", "2026-03-06T16:00+01:00", "2026-03-09T16:00+01:00"),  # Fri 16–17 + Mon 09–16 = 8 h: within
+    # the attempt before hand-off is not a follow-up; Mon 10–17 + Tue 8 h + Wed 09–10 = 16 h: missed
+    lead("L3", "2026-03-02T10:00+01:00", "2026-03-02T09:00+01:00", "2026-03-04T10:00+01:00"),
+    lead("L4", "2026-03-02T10:00+01:00"),  # no follow-up: missed
+    lead("L5", None, "2026-03-02T10:00+01:00"),  # never handed off: not counted
+    lead("L6", "2026-03-02T09:00+01:00", "2026-03-03T09:00:30+01:00"),  # 8 h 00 min 30 s: missed
+]
+
+
+def test_follow_up_speed_in_business_hours() -> None:
+    # within 8 business hours: L1, L2 of L1, L2, L3, L4, L6 → 2 ÷ 5 = 40 %
+    r = follow_up_speed(SPEED, 8 * H, OFFICE)
+    assert r.value == Decimal(40) and r.detail["missed"] == "L3,L4,L6"
+    assert r.formula_id == "sales.follow_up_speed" and r.parameters["calendar"] == "office"
+    # as of Mon 2 Mar 16:30, L4 has waited 6 h 30 of its 8 h: pending → 2 ÷ 4 = 50 %
+    r = follow_up_speed(SPEED, 8 * H, OFFICE, as_of=t("2026-03-02T16:30+01:00"))
+    assert r.value == Decimal(50) and r.detail["pending"] == "1"
+    assert follow_up_speed([SPEED[4]], 8 * H, OFFICE).value is None
+
+
+HANDOFF = "2026-03-02T10:00"
+
+
+def at(delta: timedelta) -> str:
+    return (t(HANDOFF) + delta).isoformat()
+
+
+D = timedelta(days=1)
+DEPTH = [
+    Lead(
+        "D1",
+        t(HANDOFF) - 2 * H,
+        t(HANDOFF),
+        tuple(
+            t(at(d)) for d in (-H, timedelta(0), D, 3 * D, 7 * D, 14 * D, 14 * D + timedelta(seconds=1))
+        ),  # counted: 0, 1 d, 3 d, 7 d, 14 d (inclusive) = 5; before hand-off and 14 d + 1 s are not
+    ),
+    lead("D2", HANDOFF, at(2 * D), at(20 * D)),  # 1
+    lead("D3", HANDOFF),  # 0
+    lead("D4", None, HANDOFF),  # never handed off: not counted
+]
+
+
+def test_follow_up_depth() -> None:
+    # (5 + 1 + 0) ÷ 3 leads = 2 attempts per lead; reaching ≥ 5: D1 only → 1 of 3 = 33.333…%
+    r = follow_up_depth(DEPTH, 14, minimum=5)
+    assert r.value == Decimal(2) and r.detail["attempts"] == "6"
+    assert r.detail["reaching_minimum"] == "1"
+    assert Decimal(r.detail["reaching_minimum_percent"]).quantize(Decimal("0.01")) == Decimal("33.33")
+    # as of hand-off + 10 days no lead's 14 days are over: all pending, undefined
+    assert follow_up_depth(DEPTH, 14, as_of=t(at(10 * D))).value is None
+    # as of exactly hand-off + 14 days they are
+    assert follow_up_depth(DEPTH, 14, as_of=t(at(14 * D))).value == Decimal(2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.permutations(SPEED + DEPTH[:1]), st.randoms(use_true_random=False))
+def test_lead_order_does_not_matter(shuffled: list[Lead], rnd: random.Random) -> None:
+    def shuffle(ld: Lead) -> Lead:
+        f = list(ld.follow_ups)
+        rnd.shuffle(f)
+        return replace(ld, follow_ups=tuple(f))
+
+    mixed = [shuffle(ld) for ld in shuffled]
+    base = SPEED + DEPTH[:1]
+    for fn in (
+        lambda ls: follow_up_speed(ls, 8 * H, OFFICE),
+        lambda ls: follow_up_depth(ls, 14, minimum=2),
+        close_rate,
+        deal_size,
+    ):
+        a, b = fn(base), fn(mixed)
+        assert (a.value, a.input_digest, a.detail) == (b.value, b.input_digest, b.detail)
