@@ -181,7 +181,7 @@ class BusinessCalendar:
         for weekday, opens, closes in self.hours:
             if not 1 <= weekday <= 7:
                 raise ValueError(f"weekday must be 1 (Monday) to 7 (Sunday), not {weekday}")
-            if opens >= closes:
+            if _minutes(opens) >= _minutes(closes):
                 # Overnight hours are two entries: 22:00–24:00 and the next day's 00:00–06:00.
                 raise ValueError(f"opening hours {opens}–{closes} close before they open; split them at midnight")
 
@@ -214,6 +214,11 @@ class BusinessCalendar:
 
     def business_time(self, span: Interval) -> timedelta:
         return total(self.open_intervals(span))
+
+
+def _minutes(hhmm: str) -> int:
+    hh, mm = (int(x) for x in hhmm.split(":"))
+    return hh * 60 + mm
 
 
 def _local(d: date, hhmm: str, tz: ZoneInfo) -> datetime:
