@@ -1,4 +1,5 @@
-"""Composition root of the metrics service: store, application, gRPC servicers, relay, consumers."""
+"""Composition root of the metrics service: store, application, gRPC servicers, relay, the
+agreements consumer."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ from accord_kit.persistence import prepare_store
 from accord_kit.runtime import ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
+from accord_metrics.server import ERROR_MAP, register_metrics
 
-POLICY = Policy.of(INFRA_POLICY, EVENT_LOG_POLICY)
+SVC = "/accord.metrics.v1.MetricsService/"
+POLICY = Policy.of(
+    INFRA_POLICY,
+    EVENT_LOG_POLICY,
+    {
+        # Which department may record which service's signals is decided per service.
+        SVC + "RecordSignals": {"department", "service"},
+        SVC + "RecordSignalBatch": {"department", "service"},
+    },
+)
 
 
 def build(
@@ -21,8 +32,9 @@ def build(
     return ServiceParts(
         settings=settings,
         policy=POLICY,
-        register=[register_event_log(app)],
+        register=[register_metrics(app), register_event_log(app)],
         app=app,
         upstreams=[Upstream("agreements")],
+        error_map=ERROR_MAP,
         verifier=verifier,
     )

@@ -1,0 +1,197 @@
+"""Signals as they arrive (`accord.metrics.v1.Signal`): field validation with a message
+naming the signal and field, and conversion to the formulas' input types (DOMAIN.md §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_metrics.formulas.contact import Call
+from accord_metrics.formulas.reliability import Incident, RequestCount
+from accord_metrics.formulas.work import Deal, Lead, Task, Ticket
+from accord_metrics.timeline import Interval
+
+MAX_ID = 128
+PRIORITIES = {"P1", "P2", "P3", "P4"}
+
+
+class InvalidSignalError(ValueError):
+    """A signal breaks a field rule; the message names the signal and the field."""
+
+
+def _set(ts: Timestamp) -> bool:
+    return bool(ts.seconds or ts.nanos)
+
+
+def instant(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _opt(ts: Timestamp) -> datetime | None:
+    return instant(ts) if _set(ts) else None
+
+
+def _dec(raw: str, where: str, *, required: bool = False) -> Decimal:
+    if not raw:
+        if required:
+            raise InvalidSignalError(f"{where}: is required")
+        return Decimal(0)
+    try:
+        d = Decimal(raw)
+    except InvalidOperation:
+        raise InvalidSignalError(f"{where}: must be a decimal number, not {raw!r}") from None
+    if not d.is_finite() or d < 0:
+        raise InvalidSignalError(f"{where}: must be a non-negative number, not {raw!r}")
+    return d
+
+
+def _order(where: str, first: Timestamp, first_name: str, later: Timestamp, later_name: str) -> None:
+    if _set(first) and _set(later) and instant(later) < instant(first):
+        raise InvalidSignalError(f"{where}: {later_name} is before {first_name}")
+
+
+def validate(signal: pb.Signal, index: int) -> None:
+    """Raise InvalidSignalError naming `signals[index]` and the field."""
+    w = f"signals[{index}]"
+    if not signal.signal_id or len(signal.signal_id) > MAX_ID or not signal.signal_id.isprintable():
+        raise InvalidSignalError(f"{w}.signal_id: 1–{MAX_ID} printable characters are required")
+    if not signal.service_id:
+        raise InvalidSignalError(f"{w}.service_id: is required")
+    kind = signal.WhichOneof("kind")
+    if kind is None:
+        raise InvalidSignalError(f"{w}: says nothing (set one of outage, probe, requests, incident, call, ticket, …)")
+    w = f"{w}.{kind}"
+    body = getattr(signal, kind)
+    if kind in ("outage", "maintenance", "requests"):
+        if not _set(body.start):
+            raise InvalidSignalError(f"{w}.start: is required")
+        if kind != "outage" and not _set(body.end):
+            raise InvalidSignalError(f"{w}.end: is required")
+        if _set(body.end) and instant(body.end) <= instant(body.start):
+            raise InvalidSignalError(f"{w}.end: must be after start")
+        if kind == "requests" and body.good > body.total:
+            raise InvalidSignalError(f"{w}: good ({body.good}) exceeds total ({body.total})")
+    elif kind == "probe":
+        if not _set(body.at):
+            raise InvalidSignalError(f"{w}.at: is required")
+    elif kind == "incident":
+        if not _set(body.failure_start):
+            raise InvalidSignalError(f"{w}.failure_start: is required")
+        for name in ("responded_at", "restored_at", "resolved_at"):
+            _order(w, body.failure_start, "failure_start", getattr(body, name), name)
+    elif kind == "call":
+        if not _set(body.entered_queue):
+            raise InvalidSignalError(f"{w}.entered_queue: is required")
+        if _set(body.answered_at) and _set(body.abandoned_at):
+            raise InvalidSignalError(f"{w}: a call is answered or abandoned, not both")
+        _order(w, body.entered_queue, "entered_queue", body.answered_at, "answered_at")
+        _order(w, body.entered_queue, "entered_queue", body.abandoned_at, "abandoned_at")
+        for name in ("talk_seconds", "hold_seconds", "after_call_seconds"):
+            _dec(getattr(body, name), f"{w}.{name}")
+    elif kind == "ticket":
+        if body.priority not in PRIORITIES:
+            raise InvalidSignalError(f"{w}.priority: must be one of P1, P2, P3, P4, not {body.priority!r}")
+        if not _set(body.opened):
+            raise InvalidSignalError(f"{w}.opened: is required")
+        _order(w, body.opened, "opened", body.first_response, "first_response")
+        _order(w, body.opened, "opened", body.resolved, "resolved")
+        _pauses(w, body.paused)
+    elif kind == "task":
+        if not _set(body.received):
+            raise InvalidSignalError(f"{w}.received: is required")
+        _order(w, body.received, "received", body.completed, "completed")
+        _pauses(w, body.paused)
+    elif kind == "lead":
+        if not _set(body.created):
+            raise InvalidSignalError(f"{w}.created: is required")
+        _order(w, body.created, "created", body.handed_off, "handed_off")
+        if _dec(body.revenue, f"{w}.revenue") > 0 and not body.converted:
+            raise InvalidSignalError(f"{w}.revenue: only a converted lead brings revenue")
+    elif kind == "deal":
+        if not _set(body.closed_at):
+            raise InvalidSignalError(f"{w}.closed_at: is required")
+        _dec(body.revenue, f"{w}.revenue", required=True)
+
+
+def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:
+    for j, p in enumerate(pauses):
+        if not _set(p.start) or not _set(p.end) or instant(p.end) <= instant(p.start):
+            raise InvalidSignalError(f"{w}.paused[{j}]: start and end are required, end after start")
+
+
+# -- to the formulas' input types ---------------------------------------------------------------
+def outage_interval(s: pb.Signal, until: datetime) -> Interval:
+    """An outage as an interval; an ongoing one lasts until `until` (the evaluation's now)."""
+    o = s.outage
+    end = _opt(o.end) or until
+    return Interval(instant(o.start), max(end, instant(o.start)))
+
+
+def maintenance_interval(s: pb.Signal) -> Interval:
+    return Interval(instant(s.maintenance.start), instant(s.maintenance.end))
+
+
+def request_count(s: pb.Signal) -> RequestCount:
+    r = s.requests
+    return RequestCount(instant(r.start), instant(r.end), int(r.good), int(r.total))
+
+
+def incident(s: pb.Signal) -> Incident:
+    i = s.incident
+    return Incident(instant(i.failure_start), _opt(i.restored_at), _opt(i.resolved_at), _opt(i.responded_at))
+
+
+def call(s: pb.Signal) -> Call:
+    c = s.call
+    fcr = {pb.FIRST_CONTACT_RESOLUTION_RESOLVED: True, pb.FIRST_CONTACT_RESOLUTION_NOT_RESOLVED: False}.get(
+        c.first_contact
+    )
+    return Call(
+        call_id=s.signal_id,
+        entered_queue=instant(c.entered_queue),
+        answered_at=_opt(c.answered_at),
+        abandoned_at=_opt(c.abandoned_at),
+        talk_seconds=_dec(c.talk_seconds, "talk_seconds"),
+        hold_seconds=_dec(c.hold_seconds, "hold_seconds"),
+        after_call_seconds=_dec(c.after_call_seconds, "after_call_seconds"),
+        customer_id=c.customer_id,
+        reason=c.reason,
+        resolved_first_contact=fcr,
+    )
+
+
+def _pause_intervals(pauses: Iterable[pb.Pause]) -> tuple[Interval, ...]:
+    return tuple(Interval(instant(p.start), instant(p.end)) for p in pauses)
+
+
+def ticket(s: pb.Signal) -> Ticket:
+    t = s.ticket
+    return Ticket(
+        s.signal_id, t.priority, instant(t.opened), _opt(t.first_response), _opt(t.resolved), _pause_intervals(t.paused)
+    )
+
+
+def task(s: pb.Signal) -> Task:
+    t = s.task
+    return Task(s.signal_id, instant(t.received), _opt(t.completed), _pause_intervals(t.paused))
+
+
+def lead(s: pb.Signal) -> Lead:
+    x = s.lead
+    return Lead(
+        s.signal_id,
+        instant(x.created),
+        _opt(x.handed_off),
+        tuple(sorted(instant(f) for f in x.follow_ups)),
+        x.converted,
+        _dec(x.revenue, "revenue"),
+    )
+
+
+def deal(s: pb.Signal) -> Deal:
+    d = s.deal
+    return Deal(s.signal_id, instant(d.closed_at), _dec(d.revenue, "revenue"), d.marketing_sourced)

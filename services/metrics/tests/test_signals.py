@@ -1,0 +1,202 @@
+"""Signals in, on both stores: validation naming the signal and field, who may record a
+service's signals, one event per batch and service, duplicates stored once (also across
+restarts and batches), and arrival order not mattering."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from accord.agreements.v1 import events_pb2 as agreement_events
+from accord.events.v1 import events_pb2
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_kit.context import Principal
+from accord_metrics.application import Metrics
+from accord_metrics.domain import NotTheProviderError, UnknownServiceError
+from accord_metrics.signals import InvalidSignalError, call, outage_interval, ticket
+
+PROVIDER = Principal("ops", "department", "it-operations")
+CUSTOMER = Principal("fin", "department", "finance")
+SERVICE = Principal("collector", "service")
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def ts(dt: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def outage(sid: str, start_min: int, minutes: int, service: str = "email") -> pb.Signal:
+    return pb.Signal(
+        signal_id=sid,
+        service_id=service,
+        outage=pb.Outage(
+            start=ts(T0 + timedelta(minutes=start_min)), end=ts(T0 + timedelta(minutes=start_min + minutes))
+        ),
+    )
+
+
+def a_call(sid: str, wait_s: int) -> pb.Signal:
+    return pb.Signal(
+        signal_id=sid,
+        service_id="email",
+        call=pb.Call(
+            entered_queue=ts(T0), answered_at=ts(T0 + timedelta(seconds=wait_s)), talk_seconds="120.5", customer_id="c1"
+        ),
+    )
+
+
+def known(app: Metrics, service_id: str, provider: str, position: int) -> None:
+    msg = agreement_events.ServiceRegistered(service_id=service_id, name=service_id, provider_department_id=provider)
+    env = events_pb2.EventEnvelope(
+        event_id=f"agreements:x:{position}",
+        position=position,
+        previous_position=position - 1,
+        type=msg.DESCRIPTOR.full_name,
+    )
+    env.payload.Pack(msg)
+    app.apply_upstream("agreements", env)
+
+
+@pytest.fixture
+def make_app(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Callable[[], Metrics]]:
+    env = make_store_env("metrics")
+    apps: list[Metrics] = []
+
+    def make() -> Metrics:
+        a = Metrics(env)
+        apps.append(a)
+        return a
+
+    yield make
+    for a in apps:
+        a.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[[], Metrics]) -> Metrics:
+    a = make_app()
+    known(a, "email", "it-operations", 1)
+    return a
+
+
+def test_a_batch_is_stored_as_one_event_per_service(app: Metrics) -> None:
+    known(app, "vpn", "it-operations", 2)
+    head = app.head_position()
+    outcome = app.record(PROVIDER, [outage("o1", 0, 5), outage("o2", 10, 5), outage("v1", 0, 1, service="vpn")])
+    assert (outcome.accepted, outcome.duplicates) == (3, 0)
+    assert app.head_position() - head == 2
+    assert [s.signal_id for s in app.signals("email")] == ["o1", "o2"]
+    assert [s.signal_id for s in app.signals("vpn")] == ["v1"]
+
+
+def test_a_resent_signal_is_stored_once_also_after_a_restart(app: Metrics, make_app: Callable[[], Metrics]) -> None:
+    app.record(PROVIDER, [outage("o1", 0, 5), outage("o1", 0, 5)])
+    again = app.record(PROVIDER, [outage("o1", 0, 5), outage("o2", 10, 5)])
+    assert (again.accepted, again.duplicates) == (1, 1)
+    restarted = make_app()
+    head = restarted.head_position()
+    third = restarted.record(SERVICE, [outage("o1", 0, 5), outage("o2", 10, 5)])
+    assert (third.accepted, third.duplicates) == (0, 2)
+    assert restarted.head_position() == head
+    assert sorted(s.signal_id for s in restarted.signals()) == ["o1", "o2"]
+
+
+@pytest.mark.parametrize(
+    ("signal", "expected"),
+    [
+        (pb.Signal(service_id="email", outage=pb.Outage(start=ts(T0))), "signals[0].signal_id"),
+        (pb.Signal(signal_id="x", outage=pb.Outage(start=ts(T0))), "signals[0].service_id: is required"),
+        (pb.Signal(signal_id="x", service_id="email"), "signals[0]: says nothing"),
+        (outage("x", 10, -5), "signals[0].outage.end: must be after start"),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                requests=pb.RequestCount(start=ts(T0), end=ts(T0 + timedelta(minutes=1)), good=5, total=4),
+            ),
+            "good (5) exceeds total (4)",
+        ),
+        (
+            pb.Signal(signal_id="x", service_id="email", call=pb.Call(entered_queue=ts(T0), talk_seconds="abc")),
+            "signals[0].call.talk_seconds: must be a decimal number",
+        ),
+        (
+            pb.Signal(signal_id="x", service_id="email", ticket=pb.Ticket(priority="P9", opened=ts(T0))),
+            "signals[0].ticket.priority: must be one of P1, P2, P3, P4",
+        ),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                ticket=pb.Ticket(priority="P1", opened=ts(T0), resolved=ts(T0 - timedelta(hours=1))),
+            ),
+            "resolved is before opened",
+        ),
+        (
+            pb.Signal(signal_id="x", service_id="email", lead=pb.Lead(created=ts(T0), revenue="100")),
+            "only a converted lead brings revenue",
+        ),
+    ],
+)
+def test_an_invalid_signal_rejects_its_batch_naming_the_field(app: Metrics, signal: pb.Signal, expected: str) -> None:
+    head = app.head_position()
+    with pytest.raises(
+        InvalidSignalError,
+        match=expected.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)"),
+    ):
+        app.record(PROVIDER, [signal, outage("fine", 0, 1)])
+    assert app.head_position() == head
+
+
+def test_only_the_services_provider_or_a_service_identity_may_record(app: Metrics) -> None:
+    head = app.head_position()
+    with pytest.raises(NotTheProviderError, match="only the provider of service 'email' \\(it-operations\\)"):
+        app.record(CUSTOMER, [outage("o1", 0, 5)])
+    with pytest.raises(NotTheProviderError, match="role auditor may not"):
+        app.record(Principal("a", "auditor"), [outage("o1", 0, 5)])
+    with pytest.raises(UnknownServiceError, match="service 'payroll' is not registered"):
+        app.record(SERVICE, [outage("p1", 0, 5, service="payroll")])
+    assert app.head_position() == head
+    assert app.record(SERVICE, [outage("o1", 0, 5)]).accepted == 1
+
+
+def test_arrival_order_does_not_change_what_is_stored(make_store_env: Callable[[str], dict[str, str]]) -> None:
+    signals = [outage(f"o{i}", i * 7, 3) for i in range(40)] + [a_call(f"c{i}", i) for i in range(40)]
+    stored = []
+    for seed in (1, 2):
+        app = Metrics(make_store_env(f"metrics-{seed}"))
+        known(app, "email", "it-operations", 1)
+        rng = random.Random(seed)
+        shuffled = signals[:] + signals[:10]  # with re-sent ones
+        rng.shuffle(shuffled)
+        for i in range(0, len(shuffled), 13):
+            app.record(PROVIDER, shuffled[i : i + 13])
+        stored.append(sorted(s.SerializeToString(deterministic=True) for s in app.signals()))
+        app.close()
+    assert len(stored[0]) == 80
+    assert stored[0] == stored[1]
+
+
+def test_signals_convert_to_the_formulas_inputs() -> None:
+    o = outage_interval(outage("o", 0, 5), until=T0 + timedelta(days=1))
+    assert o.duration == timedelta(minutes=5)
+    ongoing = pb.Signal(signal_id="o", service_id="email", outage=pb.Outage(start=ts(T0)))
+    assert outage_interval(ongoing, until=T0 + timedelta(hours=2)).duration == timedelta(hours=2)
+    c = call(a_call("c1", 30))
+    assert c.answered_at == T0 + timedelta(seconds=30) and str(c.talk_seconds) == "120.5"
+    t = ticket(
+        pb.Signal(
+            signal_id="t1",
+            service_id="email",
+            ticket=pb.Ticket(
+                priority="P2", opened=ts(T0), paused=[pb.Pause(start=ts(T0), end=ts(T0 + timedelta(hours=1)))]
+            ),
+        )
+    )
+    assert t.priority == "P2" and t.paused[0].duration == timedelta(hours=1)
