@@ -5,13 +5,18 @@ from the agreements stream. Evaluations, breaches and restatements come next (Me
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.utils import get_topic
+from google.protobuf import json_format
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
@@ -20,11 +25,28 @@ from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
+from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message, codec
-from accord_metrics.domain import KnownService, NotTheProviderError, SignalBatch, UnknownServiceError
+from accord_metrics.domain import (
+    BREACHED,
+    AgreementView,
+    CalendarView,
+    KnownService,
+    NotTheProviderError,
+    SignalBatch,
+    UnknownServiceError,
+    WindowEvaluation,
+)
+from accord_metrics.evaluation import SignalSet, burn_rates, exclusions_for, judge, late_subjects
+from accord_metrics.formulas import reliability
 from accord_metrics.signals import validate
+from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, calendar_windows
 
 BATCH_TOPIC = get_topic(SignalBatch.Recorded)
+VIEW_TOPIC = get_topic(AgreementView.Seen)
+WINDOW_TOPIC = get_topic(WindowEvaluation.Opened)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -33,17 +55,63 @@ class Recorded:
     duplicates: int
 
 
+@dataclass
+class ServiceSignals:
+    ids: set[str] = field(default_factory=set)
+    signals: SignalSet = field(default_factory=SignalSet)
+
+
+def _earliest(s: signals_pb2.Signal) -> datetime:
+    """The instant from which a signal can change evaluations."""
+    kind = str(s.WhichOneof("kind"))
+    body = getattr(s, kind)
+    first = {
+        "outage": "start", "maintenance": "start", "requests": "start", "probe": "at", "incident": "failure_start",
+        "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
+    }[kind]  # fmt: skip
+    return sig.instant(getattr(body, first))
+
+
+def _add(into: SignalSet, s: signals_pb2.Signal) -> None:
+    kind = s.WhichOneof("kind")
+    if kind == "outage":
+        # An ongoing outage is kept open-ended; evaluations clip it to their own "now".
+        into.outages.append(sig.outage_interval(s, until=FAR_FUTURE))
+    elif kind == "maintenance":
+        m = s.maintenance
+        announced = sig.instant(m.announced_at) if m.announced_at.seconds else None
+        into.maintenance.append((sig.maintenance_interval(s), announced))
+    elif kind == "requests":
+        into.requests.append(sig.request_count(s))
+    elif kind == "incident":
+        into.incidents.append(sig.incident(s))
+    elif kind == "call":
+        into.calls.append(sig.call(s))
+    elif kind == "ticket":
+        into.tickets.append(sig.ticket(s))
+    elif kind == "task":
+        into.tasks.append(sig.task(s))
+    elif kind == "lead":
+        into.leads.append(sig.lead(s))
+    elif kind == "deal":
+        into.deals.append(sig.deal(s))
+
+
 class Metrics(AccordApplication):
-    """Raw signals and the services they belong to."""
+    """Raw signals, the agreements and calendars they are judged by (from the agreements
+    stream), and every objective's evaluation per window with its breaches."""
 
     name = "Metrics"
     service = "metrics"
 
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
-        self._lock = threading.Lock()
-        self._seen: dict[str, set[str]] | None = None  # service id → signal ids held
-        self._seen_position = 0
+        self._lock = threading.RLock()
+        self._services: dict[str, ServiceSignals] = defaultdict(ServiceSignals)
+        self._signals_position = 0
+        self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
+        self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids
+        self._windows_position = 0
 
     # -- who may record --------------------------------------------------------------------------
     def provider_of(self, service_id: str) -> str:
@@ -53,8 +121,7 @@ class Metrics(AccordApplication):
             raise UnknownServiceError(
                 f"service {service_id!r} is not registered (register it with the agreements service first)"
             ) from None
-        assert isinstance(known, KnownService)
-        return known.provider_department_id
+        return str(known.provider_department_id)
 
     def _check_may_record(self, caller: Principal, service_ids: set[str]) -> None:
         for sid in sorted(service_ids):
@@ -77,13 +144,13 @@ class Metrics(AccordApplication):
             validate(s, i)
         self._check_may_record(caller, {s.service_id for s in signals})
         with self._lock:  # dedupe and save as one step within this process
-            seen = self._seen_ids()
+            self._refresh_signals()
             fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
             batch_ids: set[tuple[str, str]] = set()
             duplicates = 0
             for s in signals:
                 key = (s.service_id, s.signal_id)
-                if s.signal_id in seen.get(s.service_id, ()) or key in batch_ids:
+                if s.signal_id in self._services[s.service_id].ids or key in batch_ids:
                     duplicates += 1
                     continue
                 batch_ids.add(key)
@@ -98,36 +165,39 @@ class Metrics(AccordApplication):
             ]
             if batches:
                 recordings = self.save(*batches)
-                for sid, items in fresh.items():
-                    seen.setdefault(sid, set()).update(s.signal_id for s in items)
                 ids = sorted(r.notification.id for r in recordings)
-                if ids and ids[0] == self._seen_position + 1 and ids[-1] - ids[0] == len(ids) - 1:
-                    self._seen_position = ids[-1]  # nothing else was stored in between: no need to re-read
-
+                if ids and ids[0] == self._signals_position + 1 and ids[-1] - ids[0] == len(ids) - 1:
+                    # Nothing else was stored in between: index our own batch instead of re-reading it.
+                    for sid, items in fresh.items():
+                        self._index(sid, items)
+                    self._signals_position = ids[-1]
             return Recorded(accepted=sum(len(v) for v in fresh.values()), duplicates=duplicates)
 
-    def _seen_ids(self) -> dict[str, set[str]]:
-        """Every signal id held, per service: built once from the store, then kept up to
-        date by this process's saves (and by reading what other processes stored)."""
-        if self._seen is None:
-            self._seen = {}
-        position = self._seen_position
-        while True:
-            notes = self.recorder.select_notifications(
-                start=position, limit=500, topics=[BATCH_TOPIC], inclusive_of_start=False
-            )
-            if not notes:
-                break
-            for n in notes:
-                batch = self.mapper.to_domain_event(n)
-                decoded = batch_message(batch.batch)  # type: ignore[attr-defined]
-                self._seen.setdefault(batch.service_id, set()).update(s.signal_id for s in decoded.signals)  # type: ignore[attr-defined]
-            position = notes[-1].id
-        self._seen_position = position
-        return self._seen
+    def _index(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
+        entry = self._services[service_id]
+        for s in items:
+            entry.ids.add(s.signal_id)
+            _add(entry.signals, s)
+            at = _earliest(s)
+            if service_id not in self._changed or at < self._changed[service_id]:
+                self._changed[service_id] = at
+
+    def _refresh_signals(self) -> None:
+        """Index the signal batches stored since we last looked (by any process)."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._signals_position, limit=500, topics=[BATCH_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    return
+                for n in notes:
+                    batch: Any = self.mapper.to_domain_event(n)
+                    self._index(batch.service_id, list(batch_message(batch.batch).signals))
+                self._signals_position = notes[-1].id
 
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
-        """Every stored signal (of one service), in the order stored."""
+        """Every stored signal (of one service), in the order stored: the raw record."""
         out: list[signals_pb2.Signal] = []
         position = 0
         while True:
@@ -142,11 +212,273 @@ class Metrics(AccordApplication):
                     out.extend(batch_message(batch.batch).signals)
             position = notes[-1].id
 
+    def signal_set(self, service_ids: list[str], *, from_store: bool = False) -> SignalSet:
+        """The signals of these services as formula inputs: from the in-memory index, or
+        re-read from the stored batches (auditors' recomputation)."""
+        out = SignalSet()
+        if from_store:
+            for sid in service_ids:
+                for s in self.signals(sid):
+                    _add(out, s)
+            return out
+        self._refresh_signals()
+        for sid in service_ids:
+            src = self._services[sid].signals
+            for name in SignalSet.__dataclass_fields__:
+                getattr(out, name).extend(getattr(src, name))
+        return out
+
     # -- upstream: the agreements stream ------------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
-        if envelope.type == agreement_events.ServiceRegistered.DESCRIPTOR.full_name:
-            msg = unpack(envelope, agreement_events.ServiceRegistered)
-            try:
-                self.repository.get(KnownService.create_id(msg.service_id))
-            except AggregateNotFoundError:
+        t = envelope.type.rsplit(".", 1)[-1]
+        ev = agreement_events
+        if t == "ServiceRegistered":
+            msg = unpack(envelope, ev.ServiceRegistered)
+            if not self._exists(KnownService.create_id(msg.service_id)):
                 processing.collect_events(KnownService(msg.service_id, msg.provider_department_id))
+        elif t == "CalendarDefined":
+            cal_msg = unpack(envelope, ev.CalendarDefined)
+            cal = self._get_or(CalendarView.create_id(cal_msg.calendar_id), lambda: CalendarView(cal_msg.calendar_id))
+            cal.define(cal_msg.version, json.loads(cal_msg.definition_json))
+            processing.collect_events(cal)
+        elif t in ("AgreementDrafted", "DraftRevised", "AmendmentProposed", "AgreementAccepted", "AmendmentAccepted",
+                   "AgreementTerminated", "AgreementExpired", "AgreementRenewed"):  # fmt: skip
+            message = getattr(ev, t)()
+            envelope.payload.Unpack(message)
+            aid = message.agreement_id
+            view = self._get_or(AgreementView.create_id(aid), lambda: AgreementView(aid))
+            if t in ("AgreementDrafted", "DraftRevised"):
+                view.note_draft(_terms(message.terms))
+            elif t == "AmendmentProposed":
+                view.note_amendment(message.amendment_id, _terms(message.terms))
+            elif t == "AgreementAccepted":
+                view.accept(message.version, _iso(message.effective_from))
+            elif t == "AmendmentAccepted":
+                view.accept(message.version, _iso(message.effective_from), message.amendment_id)
+            elif t == "AgreementTerminated":
+                view.end(_iso(message.effective_at))
+            elif t == "AgreementExpired":
+                view.end(_iso(message.at))
+            else:
+                view.renew(_iso(message.new_end))
+            processing.collect_events(view)
+
+    def _exists(self, aggregate_id: Any) -> bool:
+        try:
+            self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
+    def _get_or(self, aggregate_id: Any, create: Any) -> Any:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return create()
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def views(self) -> list[AgreementView]:
+        out: list[Any] = []
+        position = 0
+        seen: set[Any] = set()
+        while True:
+            notes = self.recorder.select_notifications(
+                start=position, limit=1000, topics=[VIEW_TOPIC], inclusive_of_start=False
+            )
+            if not notes:
+                break
+            for n in notes:
+                if n.originator_id not in seen:
+                    seen.add(n.originator_id)
+                    out.append(self.repository.get(n.originator_id))
+            position = notes[-1].id
+        return out
+
+    def calendar(self, calendar_id: str) -> Calendar:
+        if not calendar_id or calendar_id == "24x7":
+            return AlwaysOpen()
+        view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
+        if view is None or not view.definitions:
+            raise LookupError(f"calendar {calendar_id!r} is not known to metrics yet")
+        version, definition = view.latest
+        return BusinessCalendar.from_definition(definition, calendar_id, version)
+
+    def evaluate(self, now: datetime | None = None) -> int:
+        """Bring every objective's evaluations up to date as of `now` (the service's clock):
+        running values of open windows, closing of ended ones, restatements of closed ones
+        that late signals changed, breaches, warnings and burn-rate alerts. Returns how many
+        window evaluations changed. Evaluation never reads the wall clock."""
+        now = now or self.clock.now()
+        with self._lock:
+            self._refresh_signals()
+            changed_since, self._changed = self._changed, {}
+        changed = 0
+        for view in self.views():
+            if not view.versions:
+                continue
+            changed += self._evaluate_agreement(view, now, changed_since)
+        return changed
+
+    def _evaluate_agreement(self, view: AgreementView, now: datetime, changed_since: dict[str, datetime]) -> int:
+        start = _parse(view.versions[0]["effective_from"])
+        end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
+        if end <= start:
+            return 0
+        latest = view.versions[-1]["terms"]
+        tz = latest.get("time_zone") or "UTC"
+        services = sorted(
+            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
+        )
+        signals = self.signal_set(services)
+        earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
+        to_save: list[Any] = []
+        for objective in latest.get("objectives") or []:
+            for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
+                measured = Interval(
+                    max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
+                )
+                if measured.empty:
+                    continue
+                wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
+                agg: Any = self._get_or(
+                    wid,
+                    lambda o=objective, w=window: WindowEvaluation(
+                        view.agreement_id, o["objective_id"], w.start.isoformat(), w.end.isoformat()
+                    ),
+                )
+                needs = not agg.closed or (earliest_change is not None and earliest_change < window.end)
+                if not needs:
+                    continue
+                version = _version_at(view, measured.start)
+                v_objective = next(
+                    (
+                        o
+                        for o in version["terms"].get("objectives") or []
+                        if o["objective_id"] == objective["objective_id"]
+                    ),
+                    None,
+                )
+                if v_objective is None:
+                    continue  # the objective did not exist in the version judging this window
+                self._judge_window(agg, v_objective, version, measured, window, signals, now, tz)
+                if agg.pending_events:
+                    to_save.append(agg)
+        if to_save:
+            self.save(*to_save)
+        return len(to_save)
+
+    def _judge_window(
+        self, agg: Any, objective: dict[str, Any], version: dict[str, Any], measured: Interval, window: Interval,
+        signals: SignalSet, now: datetime, tz: str,
+    ) -> None:  # fmt: skip
+        calendar = self.calendar(objective.get("calendar_id") or "24x7")
+        notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
+        exclusions = exclusions_for(objective, signals, measured, notice)
+        as_of = min(now, window.end) if now < window.end else max(now, window.end)
+        evaluation = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version["version"])
+        evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
+        evaluation["calendar_id"], evaluation["calendar_version"] = calendar.calendar_id, calendar.version
+        agg.update(evaluation)
+        if evaluation["closed"]:
+            agg.close(evaluation)
+        if evaluation["status"] == BREACHED:
+            agg.breach("", evaluation["value"], evaluation["target"], certain_before_close=not evaluation["closed"])
+        for subject in late_subjects(evaluation):
+            agg.breach(
+                subject, evaluation["value"], evaluation["target"], certain_before_close=not evaluation["closed"]
+            )
+        if "budget_consumed" in evaluation:
+            levels = [Decimal(x) for x in objective.get("warning_levels") or ["50", "75", "90"]]
+            for level in reliability.warning_levels_crossed(Decimal(evaluation["budget_consumed"]), levels):
+                agg.warn(str(level), evaluation["budget_consumed"])
+            if not evaluation["closed"]:
+                rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+                for pair in reliability.burn_alerts(rates, window.duration):
+                    agg.burn_alert(
+                        f"{pair.factor}x {pair.long}/{pair.short}",
+                        str(pair.factor),
+                        str(rates[pair.long]),
+                        str(rates[pair.short]),
+                    )
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+    def window_evaluations(self, agreement_id: str) -> list[Any]:
+        """Every window evaluation of an agreement, oldest window first."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._windows_position, limit=1000, topics=[WINDOW_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    break
+                for n in notes:
+                    opened: Any = self.mapper.to_domain_event(n)
+                    self._windows[opened.agreement_id].add(str(n.originator_id))
+                self._windows_position = notes[-1].id
+            ids = list(self._windows.get(agreement_id, ()))
+        rows: list[Any] = [self.repository.get(UUID(i)) for i in ids]
+        return sorted(rows, key=lambda w: (w.objective_id, w.window_start))
+
+    def recompute(self, agreement_id: str, objective_id: str, window_start: str) -> dict[str, Any]:
+        """Recompute a recorded window from the raw signals in the store and the terms in
+        force (auditors): equal to what was recorded unless something was altered."""
+        view: Any = self._get_or(AgreementView.create_id(agreement_id), lambda: None)
+        if view is None or not view.versions:
+            raise LookupError(f"agreement {agreement_id} has no version known to metrics")
+        agg: Any = self._get_or(WindowEvaluation.create_id(agreement_id, objective_id, window_start), lambda: None)
+        if agg is None:
+            raise LookupError(f"no evaluation of objective {objective_id!r} for the window starting {window_start}")
+        recorded = agg.latest
+        window = Interval(_parse(agg.window_start), _parse(agg.window_end))
+        start = _parse(view.versions[0]["effective_from"])
+        measured = Interval(
+            max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
+        )
+        version = next(v for v in view.versions if v["version"] == recorded["version"])
+        objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == objective_id)
+        services = sorted(
+            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
+        )
+        signals = self.signal_set(services, from_store=True)
+        tz = view.versions[-1]["terms"].get("time_zone") or "UTC"
+        calendar = self.calendar(objective.get("calendar_id") or "24x7")
+        notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
+        exclusions = exclusions_for(objective, signals, measured, notice)
+        as_of = window.end if recorded.get("closed") else self.clock.now()
+        fresh = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version["version"])
+        return {"recorded": recorded, "recomputed": fresh, "matches": fresh["input_digest"] == recorded["input_digest"]
+                and fresh["value"] == recorded["value"]}  # fmt: skip
+
+
+def _terms(msg: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _iso(ts: Any) -> str:
+    return str(ts.ToDatetime(tzinfo=UTC).isoformat())
+
+
+def _parse(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _version_at(view: AgreementView, when: datetime) -> dict[str, Any]:
+    """The version in force at `when` (the window's start): history is never re-judged."""
+    found = view.versions[0]
+    for v in view.versions:
+        if _parse(v["effective_from"]) <= when:
+            found = v
+    return found
+
+
+def _windows(objective: dict[str, Any], span: Interval, time_zone: str) -> list[Interval]:
+    w = objective.get("window") or {}
+    kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
+    if kind == "ROLLING":
+        # A rolling window is judged at every local midnight: the N days before it.
+        days = int(w.get("rolling_days") or 30)
+        out = []
+        for day in calendar_windows("DAY", span, time_zone):
+            out.append(Interval(day.end - timedelta(days=days), day.end))
+        return out
+    return list(calendar_windows(kind, span, time_zone))

@@ -3,6 +3,7 @@ may be recorded (learned from the agreements stream)."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -53,3 +54,187 @@ class KnownService(Aggregate):
     def __init__(self, service_id: str, provider_department_id: str) -> None:
         self.service_id = service_id
         self.provider_department_id = provider_department_id
+
+
+# -- the metrics service's view of agreements (from the AGREEMENTS stream) -------------------
+class AgreementView(Aggregate):
+    """What metrics knows of one agreement: the terms of each accepted version with its
+    effective-from instant, pending terms (draft, amendments), and when it ended."""
+
+    class Seen(Aggregate.Created):
+        agreement_id: str
+
+    @staticmethod
+    def create_id(agreement_id: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"accord:metrics:agreement:{agreement_id}")
+
+    @event(Seen)
+    def __init__(self, agreement_id: str) -> None:
+        self.agreement_id = agreement_id
+        self.draft: dict[str, Any] = {}
+        self.proposed: dict[str, dict[str, Any]] = {}
+        self.versions: list[dict[str, Any]] = []
+        self.ended_at = ""
+        self.end_of_term = ""
+
+    def note_draft(self, terms: dict[str, Any]) -> None:
+        self._draft_noted(terms=terms)
+
+    @event("DraftNoted")
+    def _draft_noted(self, terms: dict[str, Any]) -> None:
+        self.draft = terms
+
+    def note_amendment(self, amendment_id: str, terms: dict[str, Any]) -> None:
+        self._amendment_noted(amendment_id=amendment_id, terms=terms)
+
+    @event("AmendmentNoted")
+    def _amendment_noted(self, amendment_id: str, terms: dict[str, Any]) -> None:
+        self.proposed = {**self.proposed, amendment_id: terms}
+
+    def accept(self, version: int, effective_from: str, amendment_id: str = "") -> None:
+        terms = self.proposed.get(amendment_id) if amendment_id else self.draft
+        if terms is None or any(v["version"] == version for v in self.versions):
+            return  # unknown amendment or already known version: nothing to add
+        self._version_in_force(version=version, effective_from=effective_from, terms=terms)
+
+    @event("VersionInForce")
+    def _version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
+        self.versions = [*self.versions, {"version": version, "effective_from": effective_from, "terms": terms}]
+        self.end_of_term = (terms.get("term") or {}).get("effective_to", "") or self.end_of_term
+
+    def end(self, at: str) -> None:
+        if not self.ended_at:
+            self._ended(at=at)
+
+    @event("Ended")
+    def _ended(self, at: str) -> None:
+        self.ended_at = at
+
+    def renew(self, new_end: str) -> None:
+        self._renewed(new_end=new_end)
+
+    @event("Renewed")
+    def _renewed(self, new_end: str) -> None:
+        self.end_of_term = new_end
+
+
+class CalendarView(Aggregate):
+    """Every version of a business calendar, as defined in the agreements service."""
+
+    class Seen(Aggregate.Created):
+        calendar_id: str
+
+    @staticmethod
+    def create_id(calendar_id: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"accord:metrics:calendar:{calendar_id}")
+
+    @event(Seen)
+    def __init__(self, calendar_id: str) -> None:
+        self.calendar_id = calendar_id
+        self.definitions: dict[str, dict[str, Any]] = {}
+
+    def define(self, version: int, definition: dict[str, Any]) -> None:
+        if str(version) not in self.definitions:
+            self._defined(version=version, definition=definition)
+
+    @event("Defined")
+    def _defined(self, version: int, definition: dict[str, Any]) -> None:
+        self.definitions = {**self.definitions, str(version): definition}
+
+    @property
+    def latest(self) -> tuple[int, dict[str, Any]]:
+        v = max(int(k) for k in self.definitions)
+        return v, self.definitions[str(v)]
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+MET, AT_RISK, BREACHED, NO_DATA = "MET", "AT_RISK", "BREACHED", "NO_DATA"
+
+
+class WindowEvaluation(Aggregate):
+    """One objective of one agreement over one window: its running value, warnings, burn
+    alerts and breaches, its closing, and any restatement after it closed."""
+
+    class Opened(Aggregate.Created):
+        agreement_id: str
+        objective_id: str
+        window_start: str
+        window_end: str
+
+    @staticmethod
+    def create_id(agreement_id: str, objective_id: str, window_start: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"accord:metrics:window:{agreement_id}:{objective_id}:{window_start}")
+
+    @event(Opened)
+    def __init__(self, agreement_id: str, objective_id: str, window_start: str, window_end: str) -> None:
+        self.agreement_id = agreement_id
+        self.objective_id = objective_id
+        self.window_start = window_start
+        self.window_end = window_end
+        self.current: dict[str, Any] = {}
+        self.closed: dict[str, Any] = {}
+        self.restatements: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.burn_alerts: list[str] = []
+        self.breaches: list[str] = []  # subjects: "" for the objective, or e.g. a late ticket id
+
+    def update(self, evaluation: dict[str, Any]) -> None:
+        """Record a new running (or, after closing, restated) evaluation if it changed."""
+        if self.closed:
+            if evaluation["input_digest"] != self.closed["input_digest"] and (
+                not self.restatements or evaluation["input_digest"] != self.restatements[-1]["new"]["input_digest"]
+            ):
+                old = self.restatements[-1]["new"] if self.restatements else self.closed
+                self._restated(old=old, new=evaluation)
+            return
+        if evaluation["input_digest"] != self.current.get("input_digest") or evaluation["status"] != self.current.get(
+            "status"
+        ):
+            self._evaluated(evaluation=evaluation)
+
+    @event("Evaluated")
+    def _evaluated(self, evaluation: dict[str, Any]) -> None:
+        self.current = evaluation
+
+    @event("Restated")
+    def _restated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        self.restatements = [*self.restatements, {"old": old, "new": new}]
+
+    def close(self, evaluation: dict[str, Any]) -> None:
+        if not self.closed:
+            self._closed(evaluation=evaluation)
+
+    @event("Closed")
+    def _closed(self, evaluation: dict[str, Any]) -> None:
+        self.closed = evaluation
+        self.current = evaluation
+
+    def breach(self, subject: str, value: str, target: str, certain_before_close: bool) -> None:
+        if subject not in self.breaches:
+            self._breached(subject=subject, value=value, target=target, certain_before_close=certain_before_close)
+
+    @event("Breached")
+    def _breached(self, subject: str, value: str, target: str, certain_before_close: bool) -> None:
+        self.breaches = [*self.breaches, subject]
+
+    def warn(self, level: str, consumed: str) -> None:
+        if level not in self.warnings:
+            self._warned(level=level, consumed=consumed)
+
+    @event("BudgetWarning")
+    def _warned(self, level: str, consumed: str) -> None:
+        self.warnings = [*self.warnings, level]
+
+    def burn_alert(self, name: str, factor: str, long_rate: str, short_rate: str) -> None:
+        if name not in self.burn_alerts:
+            self._burn_alerted(name=name, factor=factor, long_rate=long_rate, short_rate=short_rate)
+
+    @event("BurnRateAlert")
+    def _burn_alerted(self, name: str, factor: str, long_rate: str, short_rate: str) -> None:
+        self.burn_alerts = [*self.burn_alerts, name]
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        if self.restatements:
+            return dict(self.restatements[-1]["new"])
+        return dict(self.closed or self.current)

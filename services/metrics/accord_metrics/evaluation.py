@@ -1,0 +1,237 @@
+"""Evaluating one objective over one window (DOMAIN.md §3–4): picks the signals that belong
+to the window, calls the objective's formula with its variant parameters, and judges the
+value against the target — MET, AT_RISK (open window, failing so far), BREACHED (closed and
+failing, or certain already) or NO_DATA. Pure: the same inputs give the same answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from accord_metrics.domain import AT_RISK, BREACHED, MET, NO_DATA
+from accord_metrics.formulas import contact, reliability, work
+from accord_metrics.formulas.common import HUNDRED, Evaluated
+from accord_metrics.timeline import Calendar, Interval, union
+
+PERCENT_AS_FRACTION = {"METRIC_CLOSE_RATE", "METRIC_MARKETING_REVENUE_SHARE"}
+# Metrics whose value can only get worse as a window's signals arrive: failing is certain early.
+MONOTONE_WORSENING = {"METRIC_AVAILABILITY_TIME"}
+BUDGETED = {"METRIC_AVAILABILITY_TIME", "METRIC_AVAILABILITY_REQUESTS"}
+
+
+@dataclass
+class SignalSet:
+    """The signals of an agreement's services, as the formulas take them."""
+
+    outages: list[Interval] = field(default_factory=list)
+    maintenance: list[tuple[Interval, datetime | None]] = field(default_factory=list)  # window, announced_at
+    requests: list[reliability.RequestCount] = field(default_factory=list)
+    incidents: list[reliability.Incident] = field(default_factory=list)
+    calls: list[contact.Call] = field(default_factory=list)
+    tickets: list[work.Ticket] = field(default_factory=list)
+    tasks: list[work.Task] = field(default_factory=list)
+    leads: list[work.Lead] = field(default_factory=list)
+    deals: list[work.Deal] = field(default_factory=list)
+
+
+def _dec(raw: Any, default: str = "0") -> Decimal:
+    return Decimal(str(raw)) if raw not in (None, "") else Decimal(default)
+
+
+def _minutes(raw: Any) -> timedelta:
+    return timedelta(minutes=float(_dec(raw)))
+
+
+def exclusions_for(
+    objective: dict[str, Any], signals: SignalSet, window: Interval, notice: timedelta
+) -> list[Interval]:
+    """Declared maintenance windows plus provider announcements made with the notice the
+    agreement requires; overlapping ones count once."""
+    declared = []
+    for ex in objective.get("exclusions") or []:
+        s, e = (
+            datetime.fromisoformat(ex["start"].replace("Z", "+00:00")),
+            datetime.fromisoformat(ex["end"].replace("Z", "+00:00")),
+        )
+        declared.append(Interval(s, e))
+    announced = [iv for iv, at in signals.maintenance if at is not None and iv.start - at >= notice]
+    return [iv for iv in union(declared + announced) if iv.intersect(window)]
+
+
+def run_formula(
+    objective: dict[str, Any],
+    window: Interval,
+    calendar: Calendar,
+    exclusions: list[Interval],
+    signals: SignalSet,
+    as_of: datetime,
+    time_zone: str,
+) -> Evaluated:
+    metric = objective["metric"]
+    p = objective.get("parameters") or {}
+    in_w = window.contains
+    if metric == "METRIC_AVAILABILITY_TIME":
+        outages = [o for o in signals.outages if o.intersect(window)]
+        return reliability.availability_time(
+            window, calendar, outages, exclusions, timedelta(seconds=float(_dec(p.get("min_outage_seconds"))))
+        )
+    if metric == "METRIC_AVAILABILITY_REQUESTS":
+        method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
+        slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
+        return reliability.availability_requests(
+            [r for r in signals.requests if in_w(r.start)],
+            method,
+            window,
+            int(objective.get("slice_minutes") or 5),
+            slice_target,
+        )
+    if metric == "METRIC_MTTR":
+        incidents = [i for i in signals.incidents if i.failure_start < window.end]
+        return reliability.mttr(incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions)
+    if metric == "METRIC_MTBF":
+        failures = [o for o in signals.outages if o.intersect(window)]
+        return reliability.mtbf(window, calendar, failures, exclusions=exclusions)
+    calls = [c for c in signals.calls if in_w(c.entered_queue)]
+    short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
+    if metric == "METRIC_ASA":
+        return contact.asa(calls)
+    if metric == "METRIC_ABANDONMENT_RATE":
+        return contact.abandonment_rate(calls, short)
+    if metric == "METRIC_SERVICE_LEVEL":
+        return contact.service_level(calls, p["variant"], timedelta(seconds=float(_dec(p["threshold_seconds"]))), short)
+    if metric == "METRIC_FIRST_CONTACT_RESOLUTION":
+        repeat = timedelta(days=float(_dec(p.get("repeat_window_days"), "7")))
+        return contact.fcr(signals.calls, p.get("method") or "FLAGGED", repeat, window=window, as_of=as_of)
+    if metric == "METRIC_AVERAGE_HANDLE_TIME":
+        return contact.aht(calls)
+    if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):
+        kind: work.TicketKind = "RESPONSE" if metric == "METRIC_TICKET_RESPONSE" else "RESOLUTION"
+        tickets = [t for t in signals.tickets if t.opened < window.end]
+        return work.ticket_compliance(
+            tickets, window, kind, p["priority"], _minutes(p["target_minutes"]), calendar, as_of=as_of
+        )
+    if metric == "METRIC_TASK_TURNAROUND":
+        tasks = [t for t in signals.tasks if t.received < window.end]
+        return work.task_turnaround(tasks, window, _minutes(p["target_minutes"]), calendar, as_of=as_of)
+    handed = [lead for lead in signals.leads if lead.handed_off is not None and in_w(lead.handed_off)]
+    if metric == "METRIC_LEADS_NEEDED":
+        return work.leads_needed(
+            _dec(p["sales_target"]), _dec(p["marketing_revenue_share"]), _dec(p["average_deal_size"]),
+            _dec(p["close_rate"]), window, min(as_of, window.end), time_zone=time_zone,
+        )  # fmt: skip
+    created = [lead for lead in signals.leads if in_w(lead.created)]
+    if metric == "METRIC_CLOSE_RATE":
+        return work.close_rate(created)
+    if metric == "METRIC_DEAL_SIZE":
+        return work.deal_size(created)
+    if metric == "METRIC_MARKETING_REVENUE_SHARE":
+        return work.marketing_revenue_share([d for d in signals.deals if in_w(d.closed_at)])
+    if metric == "METRIC_FOLLOW_UP_SPEED":
+        return work.follow_up_speed(handed, timedelta(hours=float(_dec(p["target_hours"]))), calendar, as_of=as_of)
+    if metric == "METRIC_FOLLOW_UP_DEPTH":
+        return work.follow_up_depth(handed, int(_dec(p.get("window_days"), "14")), as_of=as_of)
+    raise ValueError(f"no formula for metric {metric!r}")
+
+
+def _meets(comparator: str, value: Decimal, target: Decimal) -> bool:
+    return value >= target if comparator == "COMPARATOR_AT_LEAST" else value <= target
+
+
+def judge(
+    objective: dict[str, Any],
+    window: Interval,
+    calendar: Calendar,
+    exclusions: list[Interval],
+    signals: SignalSet,
+    as_of: datetime,
+    time_zone: str,
+    version: int,
+) -> dict[str, Any]:
+    """The evaluation of one objective over one window, as recorded in events."""
+    result = run_formula(objective, window, calendar, exclusions, signals, as_of, time_zone)
+    metric, comparator = objective["metric"], objective["comparator"]
+    target = _dec(objective["target"])
+    closed = as_of >= window.end
+    value = result.value
+    if value is not None and metric in PERCENT_AS_FRACTION:
+        value = value * HUNDRED
+    if metric == "METRIC_LEADS_NEEDED" and result.value is not None:
+        # The objective: marketing hands off at least the leads needed (pro-rated so far).
+        delivered = Decimal(sum(1 for lead in signals.leads if lead.handed_off and window.contains(lead.handed_off)))
+        target, value = result.value, delivered
+    if value is None:
+        met_when_undefined = result.detail.get("met") == "true"
+        status = MET if met_when_undefined else NO_DATA
+        if closed and status == NO_DATA:
+            policy = objective.get("no_data") or "NO_DATA_POLICY_NOT_COUNTED"
+            status = {"NO_DATA_POLICY_COUNTS_AS_MET": MET, "NO_DATA_POLICY_COUNTS_AS_BREACHED": BREACHED}.get(
+                policy, NO_DATA
+            )
+    elif _meets(comparator, value, target):
+        status = MET
+    elif closed or metric in MONOTONE_WORSENING:
+        status = BREACHED
+    else:
+        status = AT_RISK
+    evaluation: dict[str, Any] = {
+        "value": "" if value is None else str(value),
+        "target": str(target),
+        "comparator": comparator,
+        "status": status,
+        "closed": closed,
+        "version": version,
+        "formula_id": result.formula_id,
+        "formula_version": result.formula_version,
+        "parameters": dict(result.parameters),
+        "input_digest": result.input_digest,
+        "detail": dict(result.detail),
+        "undefined": result.undefined,
+    }
+    consumed = budget_consumed(metric, comparator, value, target)
+    if consumed is not None:
+        evaluation["budget_consumed"] = str(consumed)
+        evaluation["budget_remaining"] = str(max(HUNDRED - consumed, Decimal(0)))
+    return evaluation
+
+
+def budget_consumed(metric: str, comparator: str, value: Decimal | None, target: Decimal) -> Decimal | None:
+    """% of the error budget used, for percentages that must be at least a target."""
+    if value is None or metric not in BUDGETED or comparator != "COMPARATOR_AT_LEAST" or target >= HUNDRED:
+        return None
+    return (HUNDRED - value) / (HUNDRED - target) * HUNDRED
+
+
+def late_subjects(evaluation: dict[str, Any]) -> list[str]:
+    """Ids of late tickets/tasks named by a compliance evaluation (each is its own breach)."""
+    raw = evaluation.get("detail", {}).get("late", "")
+    return [s for s in raw.split(",") if s] if isinstance(raw, str) else []
+
+
+def burn_rates(
+    objective: dict[str, Any],
+    calendar: Calendar,
+    exclusions: list[Interval],
+    signals: SignalSet,
+    as_of: datetime,
+    window_length: timedelta,
+    time_zone: str,
+) -> dict[timedelta, Decimal]:
+    """Burn rate over each look-back window the multi-window rule needs, ending at `as_of`."""
+    target = _dec(objective["target"])
+    rates: dict[timedelta, Decimal] = {}
+    lengths: Iterable[timedelta] = {
+        w for pair in reliability.burn_windows(window_length) for w in (pair.long, pair.short)
+    }
+    for length in lengths:
+        look = Interval(as_of - length, as_of)
+        result = run_formula(objective, look, calendar, exclusions, signals, as_of, time_zone)
+        if result.value is None:
+            rates[length] = Decimal(0)
+            continue
+        error_ratio = (HUNDRED - result.value) / HUNDRED
+        rate = reliability.burn_rate(error_ratio, target).value
+        rates[length] = rate if rate is not None else Decimal(0)
+    return rates

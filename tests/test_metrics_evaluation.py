@@ -1,0 +1,183 @@
+"""Metrics judging real agreements, on both stores: the agreements application's own events
+feed the metrics application (as its consumer would), signals arrive, and the clock moves —
+windows close, breaches are found as soon as they are certain, an amendment effective
+mid-month leaves the current window judged by the old version and the next by the new, a
+late outage restates a closed month, and recomputation from the raw record matches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_agreements.application import Agreements
+from accord_agreements.domain import Actor
+from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms, with_target
+from accord_kit.clock import FakeClock
+from accord_kit.context import Principal
+from accord_metrics.application import Metrics
+from accord_metrics.domain import AT_RISK, BREACHED, MET
+
+PROVIDER = Actor("alice", "department", IT)
+CUSTOMER = Actor("bob", "department", FINANCE)
+COLLECTOR = Principal("collector", "service")
+AMS = "+01:00"
+
+
+def at(s: str) -> datetime:
+    return datetime.fromisoformat(s).astimezone(UTC)
+
+
+def ts(dt: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def outage(sid: str, start: str, minutes: float) -> pb.Signal:
+    s = at(start)
+    return pb.Signal(
+        signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))
+    )
+
+
+def calls(prefix: str, day: str, answered_fast: int, answered_slow: int, abandoned: int) -> list[pb.Signal]:
+    out = []
+    base = at(day)
+    for i in range(answered_fast + answered_slow + abandoned):
+        entered = base + timedelta(minutes=i)
+        if i < answered_fast:
+            c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=10)), talk_seconds="60")
+        elif i < answered_fast + answered_slow:
+            c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=45)), talk_seconds="60")
+        else:
+            c = pb.Call(entered_queue=ts(entered), abandoned_at=ts(entered + timedelta(seconds=30)))
+        out.append(pb.Signal(signal_id=f"{prefix}{i}", service_id=EMAIL, call=c))
+    return out
+
+
+class World:
+    def __init__(self, agreements: Agreements, metrics: Metrics, clock: FakeClock) -> None:
+        self.agreements, self.metrics, self.clock = agreements, metrics, clock
+
+    def sync(self) -> None:
+        """What the metrics consumer does: apply every new agreements event, exactly once."""
+        envs, _ = self.agreements.read_events(self.metrics.tracked_position("agreements"), 5000)
+        for env in envs:
+            self.metrics.apply_upstream("agreements", env)
+
+    def window(self, aid: str, objective: str, start: str) -> dict[str, object]:
+        for w in self.metrics.window_evaluations(aid):
+            if w.objective_id == objective and at(w.window_start) == at(start):
+                return dict(w.latest) | {"_agg": w}
+        raise AssertionError(f"no window {objective} {start}")
+
+
+@pytest.fixture
+def world(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
+    clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
+    agreements = Agreements(make_store_env("agreements"), clock=clock)
+    metrics = Metrics(make_store_env("metrics"), clock=clock)
+    yield World(agreements, metrics, clock)
+    agreements.close()
+    metrics.close()
+
+
+def test_a_quarter_of_an_email_sla_judged_window_by_window(world: World) -> None:
+    ag, m, clock = world.agreements, world.metrics, world.clock
+    # An IT → Finance e-mail SLA, in force from 1 January: availability ≥ 99.9 % a month,
+    # 80 % of calls answered within 20 s a month.
+    for dept in (IT, FINANCE):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    terms = sla_terms()
+    aid = str(ag.draft(PROVIDER, terms).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    world.sync()
+    assert m.provider_of(EMAIL) == IT
+
+    # January: a 30-minute outage and 10 calls, 9 answered within 20 s.
+    m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30), *calls("jan", f"2026-01-15T09:00{AMS}", 9, 1, 0)])
+    # February so far: a 60-minute outage (28-day month: 40,320 min; budget 0.1 % = 40.32 min).
+    clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.record(COLLECTOR, [outage("o2", f"2026-02-03T08:00{AMS}", 60)])
+    m.evaluate()
+    jan = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")
+    # The agreement starts at 00:00 UTC, an hour into January in Amsterdam, so January is
+    # measured over 44,640 − 60 = 44,580 min: (44,580 − 30) ÷ 44,580 = 99.93271 % ≥ 99.9.
+    assert jan["status"] == MET and jan["closed"] is True
+    assert Decimal(str(jan["value"])).quantize(Decimal("0.0001")) == Decimal("99.9327")
+    feb = world.window(aid, "availability", f"2026-02-01T00:00{AMS}")
+    # (40,320 − 60) ÷ 40,320 = 99.851 % < 99.9: certain before February ends.
+    assert feb["status"] == BREACHED and feb["closed"] is False
+    feb_agg = feb["_agg"]
+    assert feb_agg.breaches == [""]  # type: ignore[attr-defined]
+    assert feb_agg.warnings == ["50", "75", "90"]  # 60 ÷ 40.32 = 148.8 % of the budget used  # type: ignore[attr-defined]
+    sl_jan = world.window(aid, "service-level", f"2026-01-01T00:00{AMS}")
+    assert sl_jan["status"] == MET and Decimal(str(sl_jan["value"])) == Decimal(90)
+    sl_feb = world.window(aid, "service-level", f"2026-02-01T00:00{AMS}")
+    assert sl_feb["status"] != BREACHED  # no calls yet: NO_DATA while open
+
+    # Mid-February the parties relax availability to 99.0 % from 20 February.
+    _, am = ag.propose_amendment(
+        CUSTOMER, aid, with_target(terms, "availability", "99.0"), at(f"2026-02-20T00:00{AMS}"), "relax"
+    )
+    ag.accept_amendment(PROVIDER, aid, am)
+    world.sync()
+    clock.set(at(f"2026-03-05T12:00{AMS}"))
+    m.record(COLLECTOR, [outage("o3", f"2026-03-02T08:00{AMS}", 60), *calls("feb", f"2026-02-20T09:00{AMS}", 5, 5, 0)])
+    m.evaluate()
+    feb = world.window(aid, "availability", f"2026-02-01T00:00{AMS}")
+    assert feb["status"] == BREACHED and feb["closed"] is True and feb["version"] == 1  # judged by the old terms
+    march = world.window(aid, "availability", f"2026-03-01T00:00{AMS}")
+    # (44,580 − 60) ÷ 44,580 (March loses an hour to DST) = 99.865 % ≥ 99.0 under version 2.
+    assert march["version"] == 2 and march["status"] == MET and march["target"] == "99.0"
+    sl_feb = world.window(aid, "service-level", f"2026-02-01T00:00{AMS}")
+    assert sl_feb["status"] == BREACHED and Decimal(str(sl_feb["value"])) == Decimal(50)
+
+    # A late outage report for January (50 minutes) restates the closed month.
+    m.record(COLLECTOR, [outage("o-late", f"2026-01-20T02:00{AMS}", 50)])
+    m.evaluate()
+    jan_agg = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")["_agg"]
+    assert jan_agg.closed["status"] == MET  # what was known at closing is kept  # type: ignore[attr-defined]
+    restated = jan_agg.restatements[-1]  # type: ignore[attr-defined]
+    assert restated["old"]["status"] == MET and restated["new"]["status"] == BREACHED
+    # (44,580 − 80) ÷ 44,580 = 99.82055 %
+    assert Decimal(restated["new"]["value"]).quantize(Decimal("0.0001")) == Decimal("99.8205")
+    assert jan_agg.breaches == [""]  # type: ignore[attr-defined]
+
+    # Auditors recompute any window from the raw record: it matches what was recorded.
+    for objective, start in (
+        ("availability", "2026-01-01"),
+        ("availability", "2026-02-01"),
+        ("service-level", "2026-02-01"),
+    ):
+        w = world.window(aid, objective, f"{start}T00:00{AMS}")["_agg"]
+        check = m.recompute(aid, objective, w.window_start)  # type: ignore[attr-defined]
+        assert check["matches"], (objective, start, check)
+
+    # Evaluating again without new signals changes nothing.
+    head = m.head_position()
+    m.evaluate()
+    assert m.head_position() == head
+
+
+def test_at_risk_while_open_for_ratios_that_can_still_recover(world: World) -> None:
+    ag, m, clock = world.agreements, world.metrics, world.clock
+    for dept in (IT, FINANCE):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    aid = str(ag.draft(PROVIDER, sla_terms()).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    world.sync()
+    m.record(COLLECTOR, calls("x", f"2026-01-12T09:00{AMS}", 1, 3, 0))
+    clock.set(at(f"2026-01-20T00:00{AMS}"))
+    m.evaluate()
+    sl = world.window(aid, "service-level", f"2026-01-01T00:00{AMS}")
+    assert sl["status"] == AT_RISK and sl["closed"] is False
