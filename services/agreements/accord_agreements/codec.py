@@ -5,6 +5,7 @@ publish an event without a public message."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,18 @@ from accord_kit.envelope import EventCodec
 
 
 def terms_message(terms: dict[str, Any]) -> terms_pb2.AgreementTerms:
-    return json_format.ParseDict(terms, terms_pb2.AgreementTerms(), ignore_unknown_fields=True)
+    """The terms as their proto. json_format is pure Python and slow, and the same terms are
+    converted again and again (responses, the relay), so conversions are memoised by the
+    terms' canonical JSON (C-fast); each caller gets its own copy."""
+    cached = _parsed(json.dumps(terms, sort_keys=True, separators=(",", ":")))
+    out = terms_pb2.AgreementTerms()
+    out.CopyFrom(cached)
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(canonical: str) -> terms_pb2.AgreementTerms:
+    return json_format.ParseDict(json.loads(canonical), terms_pb2.AgreementTerms(), ignore_unknown_fields=True)
 
 
 def ts(value: str | datetime | None) -> Timestamp:

@@ -183,7 +183,7 @@ class Agreement(Aggregate):
                 "version": version,
                 "effective_from": effective_from,
                 "accepted_at": accepted_at,
-                "terms": copy.deepcopy(self.terms),
+                "terms": self.terms,  # terms are replaced, never changed in place: sharing is safe
                 "amendment_id": "",
             }
         )
@@ -279,7 +279,7 @@ class Agreement(Aggregate):
                 "version": version,
                 "effective_from": effective_from,
                 "accepted_at": accepted_at,
-                "terms": copy.deepcopy(self.terms),
+                "terms": self.terms,
                 "amendment_id": amendment_id,
             }
         )

@@ -32,6 +32,8 @@ from accord_metrics.domain import (
     AgreementView,
     CalendarView,
     KnownService,
+    NotAPartyError,
+    NotFoundError,
     NotTheProviderError,
     SignalBatch,
     UnknownServiceError,
@@ -376,6 +378,7 @@ class Metrics(AccordApplication):
         exclusions = exclusions_for(objective, signals, measured, notice)
         as_of = min(now, window.end) if now < window.end else max(now, window.end)
         evaluation = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version["version"])
+        evaluation["agreement_id"], evaluation["objective_id"] = agg.agreement_id, agg.objective_id
         evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
         evaluation["calendar_id"], evaluation["calendar_version"] = calendar.calendar_id, calendar.version
         agg.update(evaluation)
@@ -419,15 +422,65 @@ class Metrics(AccordApplication):
         rows: list[Any] = [self.repository.get(UUID(i)) for i in ids]
         return sorted(rows, key=lambda w: (w.objective_id, w.window_start))
 
+    def agreement_view(self, caller: Principal | None, agreement_id: str) -> Any:
+        """Metrics' view of an agreement, if the caller may read it (parties, auditors, admins, services)."""
+        try:
+            uid = AgreementView.create_id(agreement_id)
+            view: Any = self.repository.get(uid)
+        except AggregateNotFoundError:
+            raise NotFoundError(f"agreement {agreement_id!r} is not known to metrics (not accepted yet?)") from None
+        if not view.versions:
+            raise NotFoundError(f"agreement {agreement_id} has no accepted version yet")
+        parties = view.versions[-1]["terms"].get("parties") or {}
+        if caller is not None and caller.role == "department" and caller.department not in parties.values():
+            raise NotAPartyError(f"department {caller.department} is not a party to agreement {agreement_id}")
+        return view
+
+    def compliance(
+        self, caller: Principal | None, agreement_id: str, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Each objective's current window (the one containing now, or the last one)."""
+        now = now or self.clock.now()
+        view = self.agreement_view(caller, agreement_id)
+        windows = self.window_evaluations(agreement_id)
+        out = []
+        for objective in view.versions[-1]["terms"].get("objectives") or []:
+            mine = [w for w in windows if w.objective_id == objective["objective_id"]]
+            current = next((w for w in mine if _parse(w.window_start) <= now < _parse(w.window_end)), None)
+            if current is None and mine:
+                current = mine[-1]
+            out.append({"objective": objective, "current": current.latest if current else None})
+        return out
+
+    def breaches(self, caller: Principal | None, agreement_id: str, objective_id: str = "") -> list[dict[str, Any]]:
+        self.agreement_view(caller, agreement_id)
+        out = []
+        for w in self.window_evaluations(agreement_id):
+            if objective_id and w.objective_id != objective_id:
+                continue
+            for b in w.breach_records:
+                out.append(
+                    {"agreement_id": agreement_id, "objective_id": w.objective_id, "window_start": w.window_start,
+                     "window_end": w.window_end, **b}
+                )  # fmt: skip
+        return out
+
+    def window(self, caller: Principal | None, agreement_id: str, objective_id: str, window_start: str) -> Any:
+        self.agreement_view(caller, agreement_id)
+        try:
+            start = _parse(window_start).isoformat()
+        except ValueError:
+            raise NotFoundError(f"window_start {window_start!r} is not an RFC 3339 instant") from None
+        agg: Any = self._get_or(WindowEvaluation.create_id(agreement_id, objective_id, start), lambda: None)
+        if agg is None:
+            raise NotFoundError(f"no evaluation of objective {objective_id!r} for the window starting {window_start}")
+        return agg
+
     def recompute(self, agreement_id: str, objective_id: str, window_start: str) -> dict[str, Any]:
         """Recompute a recorded window from the raw signals in the store and the terms in
         force (auditors): equal to what was recorded unless something was altered."""
-        view: Any = self._get_or(AgreementView.create_id(agreement_id), lambda: None)
-        if view is None or not view.versions:
-            raise LookupError(f"agreement {agreement_id} has no version known to metrics")
-        agg: Any = self._get_or(WindowEvaluation.create_id(agreement_id, objective_id, window_start), lambda: None)
-        if agg is None:
-            raise LookupError(f"no evaluation of objective {objective_id!r} for the window starting {window_start}")
+        view = self.agreement_view(None, agreement_id)
+        agg = self.window(None, agreement_id, objective_id, window_start)
         recorded = agg.latest
         window = Interval(_parse(agg.window_start), _parse(agg.window_end))
         start = _parse(view.versions[0]["effective_from"])

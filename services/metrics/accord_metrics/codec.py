@@ -1,17 +1,72 @@
-"""Domain events of the metrics service → their public messages (protos/accord/metrics/v1/events.proto)."""
+"""Domain events of the metrics service → their public messages (protos/accord/metrics/v1/events.proto).
+
+Every event class the application stores is registered here: the relay refuses to publish
+an event without a public message."""
 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from accord.metrics.v1 import events_pb2 as ev
 from accord.metrics.v1 import signals_pb2
 from accord_kit.envelope import EventCodec
-from accord_metrics.domain import KnownService, SignalBatch
+from accord_metrics.domain import AgreementView, CalendarView, KnownService, SignalBatch, WindowEvaluation
+
+STATUS = {
+    "MET": ev.EVALUATION_STATUS_MET,
+    "AT_RISK": ev.EVALUATION_STATUS_AT_RISK,
+    "BREACHED": ev.EVALUATION_STATUS_BREACHED,
+    "NO_DATA": ev.EVALUATION_STATUS_NO_DATA,
+}
 
 
 def batch_message(encoded: str) -> signals_pb2.SignalBatch:
     return signals_pb2.SignalBatch.FromString(base64.b64decode(encoded))
+
+
+def evaluation_message(e: dict[str, Any]) -> ev.Evaluation:
+    return ev.Evaluation(
+        agreement_id=e.get("agreement_id", ""),
+        objective_id=e.get("objective_id", ""),
+        window_start=e.get("window_start", ""),
+        window_end=e.get("window_end", ""),
+        value=e.get("value", ""),
+        target=e.get("target", ""),
+        comparator=e.get("comparator", ""),
+        status=STATUS.get(e.get("status", ""), ev.EVALUATION_STATUS_UNSPECIFIED),
+        closed=bool(e.get("closed")),
+        agreement_version=int(e.get("version") or 0),
+        formula_id=e.get("formula_id", ""),
+        formula_version=int(e.get("formula_version") or 0),
+        parameters={str(k): str(v) for k, v in (e.get("parameters") or {}).items()},
+        input_digest=e.get("input_digest", ""),
+        detail={str(k): str(v) for k, v in (e.get("detail") or {}).items()},
+        undefined=e.get("undefined", ""),
+        budget_consumed=e.get("budget_consumed", ""),
+        budget_remaining=e.get("budget_remaining", ""),
+        calendar_id=e.get("calendar_id", ""),
+        calendar_version=int(e.get("calendar_version") or 0),
+    )
+
+
+def _cls(owner: type, name: str) -> type:
+    cls: type = getattr(owner, name)
+    return cls
+
+
+def _view(change: str) -> Any:
+    def convert(e: Any) -> ev.AgreementViewChanged:
+        d = e.__dict__
+        return ev.AgreementViewChanged(
+            agreement_id=d.get("agreement_id", "") or str(e.originator_id),
+            change=change,
+            version=int(d.get("version") or 0),
+            effective_from=d.get("effective_from", ""),
+            at=d.get("at", "") or d.get("new_end", ""),
+        )
+
+    return convert
 
 
 def codec() -> EventCodec:
@@ -26,4 +81,67 @@ def codec() -> EventCodec:
         ev.ServiceKnown,
         lambda e: ev.ServiceKnown(service_id=e.service_id, provider_department_id=e.provider_department_id),
     )
+    c.register(AgreementView.Seen, ev.AgreementViewChanged, _view("Seen"))
+    for name in ("DraftNoted", "AmendmentNoted", "VersionInForce", "Ended", "Renewed"):
+        c.register(_cls(AgreementView, name), ev.AgreementViewChanged, _view(name))
+    c.register(CalendarView.Seen, ev.CalendarViewChanged, lambda e: ev.CalendarViewChanged(calendar_id=e.calendar_id))
+    c.register(
+        _cls(CalendarView, "Defined"),
+        ev.CalendarViewChanged,
+        lambda e: ev.CalendarViewChanged(calendar_id=e.calendar_id, version=e.version),
+    )
+    W = WindowEvaluation  # noqa: N806
+    c.register(
+        W.Opened,
+        ev.WindowOpened,
+        lambda e: ev.WindowOpened(
+            agreement_id=e.agreement_id,
+            objective_id=e.objective_id,
+            window_start=e.window_start,
+            window_end=e.window_end,
+        ),
+    )
+    c.register(
+        _cls(W, "Evaluated"),
+        ev.EvaluationUpdated,
+        lambda e: ev.EvaluationUpdated(evaluation=evaluation_message(e.evaluation)),
+    )
+    c.register(
+        _cls(W, "Closed"), ev.WindowClosed, lambda e: ev.WindowClosed(evaluation=evaluation_message(e.evaluation))
+    )
+    c.register(
+        _cls(W, "Restated"),
+        ev.EvaluationRestated,
+        lambda e: ev.EvaluationRestated(old=evaluation_message(e.old), new=evaluation_message(e.new)),
+    )
+    c.register(
+        _cls(W, "Breached"),
+        ev.BreachDetected,
+        lambda e: ev.BreachDetected(
+            agreement_id=e.agreement_id,
+            objective_id=e.objective_id,
+            window_start=e.window_start,
+            window_end=e.window_end,
+            subject=e.subject,
+            value=e.value,
+            target=e.target,
+            certain_before_close=e.certain_before_close,
+        ),
+    )
+    c.register(
+        _cls(W, "BudgetWarning"),
+        ev.BudgetWarning,
+        lambda e: ev.BudgetWarning(
+            agreement_id=e.agreement_id, objective_id=e.objective_id, window_start=e.window_start, level=e.level,
+            consumed=e.consumed,
+        ),
+    )  # fmt: skip
+    c.register(
+        _cls(W, "BurnRateAlert"),
+        ev.BurnRateAlert,
+        lambda e: ev.BurnRateAlert(
+            agreement_id=e.agreement_id, objective_id=e.objective_id, window_start=e.window_start, name=e.name,
+            factor=e.factor, long_rate=e.long_rate, short_rate=e.short_rate,
+        ),
+    )  # fmt: skip
     return c

@@ -21,6 +21,14 @@ class UnknownServiceError(MetricsError):
     """No registered service has this id."""
 
 
+class NotFoundError(MetricsError):
+    """No such agreement, objective or window evaluation."""
+
+
+class NotAPartyError(MetricsError):
+    """A department asked about an agreement it is not party to."""
+
+
 class SignalBatch(Aggregate):
     """Signals of one service recorded together: one event, whatever the number of signals.
 
@@ -135,10 +143,10 @@ class CalendarView(Aggregate):
 
     def define(self, version: int, definition: dict[str, Any]) -> None:
         if str(version) not in self.definitions:
-            self._defined(version=version, definition=definition)
+            self._defined(calendar_id=self.calendar_id, version=version, definition=definition)
 
     @event("Defined")
-    def _defined(self, version: int, definition: dict[str, Any]) -> None:
+    def _defined(self, calendar_id: str, version: int, definition: dict[str, Any]) -> None:
         self.definitions = {**self.definitions, str(version): definition}
 
     @property
@@ -177,6 +185,7 @@ class WindowEvaluation(Aggregate):
         self.warnings: list[str] = []
         self.burn_alerts: list[str] = []
         self.breaches: list[str] = []  # subjects: "" for the objective, or e.g. a late ticket id
+        self.breach_records: list[dict[str, Any]] = []
 
     def update(self, evaluation: dict[str, Any]) -> None:
         """Record a new running (or, after closing, restated) evaluation if it changed."""
@@ -211,26 +220,72 @@ class WindowEvaluation(Aggregate):
 
     def breach(self, subject: str, value: str, target: str, certain_before_close: bool) -> None:
         if subject not in self.breaches:
-            self._breached(subject=subject, value=value, target=target, certain_before_close=certain_before_close)
+            self._breached(
+                agreement_id=self.agreement_id,
+                objective_id=self.objective_id,
+                window_start=self.window_start,
+                window_end=self.window_end,
+                subject=subject,
+                value=value,
+                target=target,
+                certain_before_close=certain_before_close,
+            )
 
     @event("Breached")
-    def _breached(self, subject: str, value: str, target: str, certain_before_close: bool) -> None:
+    def _breached(
+        self,
+        agreement_id: str,
+        objective_id: str,
+        window_start: str,
+        window_end: str,
+        subject: str,
+        value: str,
+        target: str,
+        certain_before_close: bool,
+    ) -> None:
         self.breaches = [*self.breaches, subject]
+        self.breach_records = [
+            *self.breach_records,
+            {"subject": subject, "value": value, "target": target, "certain_before_close": certain_before_close},
+        ]
 
     def warn(self, level: str, consumed: str) -> None:
         if level not in self.warnings:
-            self._warned(level=level, consumed=consumed)
+            self._warned(
+                agreement_id=self.agreement_id,
+                objective_id=self.objective_id,
+                window_start=self.window_start,
+                level=level,
+                consumed=consumed,
+            )
 
     @event("BudgetWarning")
-    def _warned(self, level: str, consumed: str) -> None:
+    def _warned(self, agreement_id: str, objective_id: str, window_start: str, level: str, consumed: str) -> None:
         self.warnings = [*self.warnings, level]
 
     def burn_alert(self, name: str, factor: str, long_rate: str, short_rate: str) -> None:
         if name not in self.burn_alerts:
-            self._burn_alerted(name=name, factor=factor, long_rate=long_rate, short_rate=short_rate)
+            self._burn_alerted(
+                agreement_id=self.agreement_id,
+                objective_id=self.objective_id,
+                window_start=self.window_start,
+                name=name,
+                factor=factor,
+                long_rate=long_rate,
+                short_rate=short_rate,
+            )
 
     @event("BurnRateAlert")
-    def _burn_alerted(self, name: str, factor: str, long_rate: str, short_rate: str) -> None:
+    def _burn_alerted(
+        self,
+        agreement_id: str,
+        objective_id: str,
+        window_start: str,
+        name: str,
+        factor: str,
+        long_rate: str,
+        short_rate: str,
+    ) -> None:
         self.burn_alerts = [*self.burn_alerts, name]
 
     @property

@@ -9,13 +9,16 @@ from typing import Any
 
 import grpc
 
+from accord.metrics.v1 import events_pb2 as ev
 from accord.metrics.v1 import metrics_pb2 as pb
 from accord.metrics.v1 import metrics_pb2_grpc as pb_grpc
 from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.logging import get_logger
 from accord_metrics.application import Metrics
-from accord_metrics.domain import NotTheProviderError, UnknownServiceError
+from accord_metrics.codec import evaluation_message
+from accord_metrics.domain import NotAPartyError, NotFoundError, NotTheProviderError, UnknownServiceError
+from accord_metrics.evaluation import burn_rates
 from accord_metrics.signals import InvalidSignalError
 
 log = get_logger("accord.metrics")
@@ -25,6 +28,8 @@ ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     InvalidSignalError: grpc.StatusCode.INVALID_ARGUMENT,
     NotTheProviderError: grpc.StatusCode.PERMISSION_DENIED,
     UnknownServiceError: grpc.StatusCode.FAILED_PRECONDITION,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    NotAPartyError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -67,6 +72,72 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         _check_size(len(request.signals), "batch")
         outcome = await asyncio.to_thread(self.app.record, caller, list(request.signals))
         return pb.RecordSignalBatchResponse(accepted=outcome.accepted, duplicates=outcome.duplicates)
+
+    async def GetCompliance(self, request: pb.GetComplianceRequest, context: Any) -> pb.GetComplianceResponse:
+        caller = current_principal()
+        rows = await asyncio.to_thread(self.app.compliance, caller, request.agreement_id)
+        out = pb.GetComplianceResponse(agreement_id=request.agreement_id)
+        for row in rows:
+            o = row["objective"]
+            item = pb.ObjectiveCompliance(objective_id=o["objective_id"], name=o.get("name", ""), metric=o["metric"])
+            if row["current"]:
+                item.current.CopyFrom(evaluation_message(row["current"]))
+            item.burn_rate = await asyncio.to_thread(self._burn_rate, request.agreement_id, o, row["current"])
+            out.objectives.append(item)
+        return out
+
+    def _burn_rate(self, agreement_id: str, objective: dict[str, Any], current: dict[str, Any] | None) -> str:
+        """The burn rate over the last hour (scaled to the window), for availability objectives."""
+        if not current or current.get("closed") or objective["metric"] not in ("METRIC_AVAILABILITY_TIME",):
+            return ""
+        from datetime import datetime
+
+        from accord_metrics.formulas.reliability import burn_windows
+        from accord_metrics.timeline import Interval
+
+        view = self.app.agreement_view(None, agreement_id)
+        services = sorted(
+            {s for v in view.versions for s in (v["terms"].get("service") or {}).get("service_ids") or []}
+        )
+        window = Interval(
+            datetime.fromisoformat(current["window_start"]), datetime.fromisoformat(current["window_end"])
+        )
+        now = self.app.clock.now()
+        calendar = self.app.calendar(objective.get("calendar_id") or "24x7")
+        tz = view.versions[-1]["terms"].get("time_zone") or "UTC"
+        rates = burn_rates(objective, calendar, [], self.app.signal_set(services), now, window.duration, tz)
+        return str(rates[burn_windows(window.duration)[0].long])
+
+    async def GetEvaluation(self, request: pb.GetEvaluationRequest, context: Any) -> pb.GetEvaluationResponse:
+        agg = await asyncio.to_thread(
+            self.app.window, current_principal(), request.agreement_id, request.objective_id, request.window_start
+        )
+        out = pb.GetEvaluationResponse(evaluation=evaluation_message(agg.latest))
+        if agg.closed:
+            out.closing.CopyFrom(evaluation_message(agg.closed))
+        for r in agg.restatements:
+            out.restatements.append(
+                ev.EvaluationRestated(old=evaluation_message(r["old"]), new=evaluation_message(r["new"]))
+            )
+        return out
+
+    async def ListBreaches(self, request: pb.ListBreachesRequest, context: Any) -> pb.ListBreachesResponse:
+        rows = await asyncio.to_thread(
+            self.app.breaches, current_principal(), request.agreement_id, request.objective_id
+        )
+        return pb.ListBreachesResponse(breaches=[ev.BreachDetected(**row) for row in rows])
+
+    async def RecomputeWindow(self, request: pb.RecomputeWindowRequest, context: Any) -> pb.RecomputeWindowResponse:
+        result = await asyncio.to_thread(
+            self.app.recompute, request.agreement_id, request.objective_id, request.window_start
+        )
+        return pb.RecomputeWindowResponse(
+            recorded=evaluation_message(result["recorded"]),
+            recomputed=evaluation_message({**result["recomputed"], **{
+                k: result["recorded"].get(k, "") for k in ("agreement_id", "objective_id", "window_start", "window_end")
+            }}),
+            matches=result["matches"],
+        )  # fmt: skip
 
 
 def register_metrics(app: Metrics) -> Callable[[grpc.aio.Server], str]:
