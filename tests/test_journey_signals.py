@@ -120,3 +120,116 @@ async def test_signals_recorded_by_the_provider_that_agreements_registered(
                     env.payload.Unpack(msg)
                     recorded += [s.signal_id for s in msg.batch.signals]
             assert sorted(recorded) == sorted(f"o{i}" for i in range(250))
+
+
+async def test_compliance_breaches_and_recomputation_over_grpc(own_nats_server: NatsServer, tmp_path: Path) -> None:
+    """Both services as they run: an agreement accepted through agreements, an outage long
+    enough to breach, and metrics answering compliance, breach and recompute queries."""
+    from google.protobuf import json_format
+
+    from accord.agreements.v1 import terms_pb2
+    from accord_agreements.samples import sla_terms
+
+    keys = make_keys(tmp_path / "keys")
+    token_file = tmp_path / "keys" / "service.token"
+    token_file.write_text(mint_token(keys.private, subject="accord-services", role="service"))
+    common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)}
+    a_settings = load_agreements(service_environ("agreements", tmp_path / "a", own_nats_server.url, "sqlite", **common))
+    async with running_service(build_agreements, a_settings, keys) as agreements:
+        m_env = service_environ(
+            "metrics", tmp_path / "m", own_nats_server.url, "sqlite",
+            ACCORD_AGREEMENTS_ADDR=f"127.0.0.1:{agreements.port}", **common,
+        )  # fmt: skip
+        async with (
+            running_service(build_metrics, load_metrics(m_env), keys, evaluate_every=0.2) as metrics,
+            grpc.aio.insecure_channel(f"127.0.0.1:{agreements.port}") as a_ch,
+            grpc.aio.insecure_channel(f"127.0.0.1:{metrics.port}") as m_ch,
+        ):
+            a = apb_grpc.AgreementsServiceStub(a_ch)
+            admin, it, fin = (
+                keys.metadata("admin"),
+                keys.metadata("department", "it-operations"),
+                keys.metadata("department", "finance"),
+            )
+            for dept in ("it-operations", "finance", "marketing"):
+                await a.RegisterDepartment(apb.RegisterDepartmentRequest(department_id=dept, name=dept), metadata=admin)
+            await a.RegisterService(
+                apb.RegisterServiceRequest(service_id="email", name="E-mail", provider_department_id="it-operations"),
+                metadata=admin,
+            )
+            terms = json_format.ParseDict(sla_terms(), terms_pb2.AgreementTerms())
+            ag = (await a.DraftAgreement(apb.DraftAgreementRequest(terms=terms), metadata=it)).agreement
+            await a.ProposeAgreement(apb.ProposeAgreementRequest(agreement_id=ag.agreement_id), metadata=it)
+            await a.AcceptAgreement(apb.AcceptAgreementRequest(agreement_id=ag.agreement_id), metadata=fin)
+            m = mpb_grpc.MetricsServiceStub(m_ch)
+            metrics_app = metrics.parts.app
+            assert metrics_app is not None
+            # A 2-hour outage this month: far beyond a 99.9 % monthly budget (≈ 43 min).
+            now = datetime.now(UTC)
+            start = now - timedelta(hours=3)
+            outage = spb.Signal(
+                signal_id="big", service_id="email",
+                outage=spb.Outage(start=ts(start), end=ts(start + timedelta(hours=2))),
+            )  # fmt: skip
+
+            async def record() -> bool:
+                try:
+                    await m.RecordSignalBatch(mpb.RecordSignalBatchRequest(signals=[outage]), metadata=it)
+                    return True
+                except grpc.aio.AioRpcError:
+                    return False  # metrics has not learned the service yet
+
+            await eventually(record, timeout=20, what="signal recorded")
+
+            async def breached() -> bool:
+                try:
+                    got = await m.ListBreaches(mpb.ListBreachesRequest(agreement_id=ag.agreement_id), metadata=fin)
+                except grpc.aio.AioRpcError:
+                    return False
+                return any(b.objective_id == "availability" for b in got.breaches)
+
+            await eventually(breached, timeout=20, what="breach detected")
+            compliance = await m.GetCompliance(mpb.GetComplianceRequest(agreement_id=ag.agreement_id), metadata=fin)
+            avail = next(o for o in compliance.objectives if o.objective_id == "availability")
+            assert avail.current.status == metric_events.EVALUATION_STATUS_BREACHED
+            assert avail.current.formula_id == "availability.time" and avail.current.input_digest.startswith("sha256:")
+            assert avail.burn_rate != ""
+            window_start = avail.current.window_start
+            got = await m.GetEvaluation(
+                mpb.GetEvaluationRequest(
+                    agreement_id=ag.agreement_id, objective_id="availability", window_start=window_start
+                ),
+                metadata=keys.metadata("auditor"),
+            )
+            assert got.evaluation.input_digest == avail.current.input_digest
+            check = await m.RecomputeWindow(
+                mpb.RecomputeWindowRequest(
+                    agreement_id=ag.agreement_id, objective_id="availability", window_start=window_start
+                ),
+                metadata=keys.metadata("auditor"),
+            )
+            assert check.matches and check.recomputed.value == check.recorded.value
+            # Not a party: refused; recompute is for auditors.
+            for call, code in (
+                (m.GetCompliance(mpb.GetComplianceRequest(agreement_id=ag.agreement_id), metadata=keys.metadata(
+                    "department", "marketing")), grpc.StatusCode.PERMISSION_DENIED),
+                (m.RecomputeWindow(mpb.RecomputeWindowRequest(agreement_id=ag.agreement_id), metadata=fin),
+                 grpc.StatusCode.PERMISSION_DENIED),
+                (m.GetCompliance(mpb.GetComplianceRequest(agreement_id="nope"), metadata=fin),
+                 grpc.StatusCode.NOT_FOUND),
+            ):  # fmt: skip
+                try:
+                    await call
+                    raise AssertionError("accepted")
+                except grpc.aio.AioRpcError as e:
+                    assert e.code() == code, e.details()
+            # The breach is on NATS as a public event.
+            nc = await connect(own_nats_server.url, name="check")
+            try:
+                relay = metrics.relay
+                assert relay is not None
+                await eventually(lambda: relay.stats.head_position == metrics_app.head_position())
+                messages = await read_stream(nc, "METRICS")
+            finally:
+                await nc.close()
+            assert any(env.type == "accord.metrics.v1.BreachDetected" for _, env in messages)
