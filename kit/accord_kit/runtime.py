@@ -38,6 +38,29 @@ class Upstream:
         return ConsumerConfig(consumer=consumer, source=self.source, stream=self.source.upper())
 
 
+def periodic(
+    name: str, work: Callable[[], int], interval: float
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A runtime task that runs `work` (blocking, in a worker thread) every `interval`
+    seconds until the service stops; it logs how much changed, and logs (never dies of)
+    a failure, so the next round tries again."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                changed = await asyncio.to_thread(work)
+                if changed:
+                    log.info(f"{name}_done", changed=changed)
+            except Exception:
+                log.exception(f"{name}_failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    return run
+
+
 class Readiness:
     """Whether the service is SERVING, for parts other than gRPC health (e.g. HTTP)."""
 

@@ -3,21 +3,14 @@ the billing consumer, and the clock-driven task for expiry, renewal and schedule
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 from accord_agreements.application import Agreements
 from accord_agreements.server import ERROR_MAP, register_agreements
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
-from accord_kit.logging import get_logger
 from accord_kit.persistence import prepare_store
-from accord_kit.runtime import ServiceParts, Upstream
+from accord_kit.runtime import ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
-
-log = get_logger("accord.agreements")
 
 SVC = "/accord.agreements.v1.AgreementsService/"
 EVERYONE = {"department", "auditor", "admin", "service"}
@@ -55,23 +48,6 @@ POLICY = Policy.of(
 DUE_INTERVAL_SECONDS = 30.0  # how often scheduled terminations, expiries and renewals are applied
 
 
-def due_task(app: Agreements, interval: float) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                changed = await asyncio.to_thread(app.process_due)
-                if changed:
-                    log.info("agreements_due_processed", changed=changed)
-            except Exception:
-                log.exception("agreements_due_failed")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
-
-    return run
-
-
 def build(
     settings: ServiceSettings,
     *,
@@ -89,5 +65,5 @@ def build(
         upstreams=[Upstream("billing")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[due_task(app, due_interval)],
+        extra_tasks=[periodic("agreements_due", app.process_due, due_interval)],
     )

@@ -3,16 +3,11 @@ agreements consumer."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
-from accord_kit.logging import get_logger
 from accord_kit.persistence import prepare_store
-from accord_kit.runtime import ServiceParts, Upstream
+from accord_kit.runtime import ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
 from accord_metrics.server import ERROR_MAP, register_metrics
@@ -33,24 +28,6 @@ POLICY = Policy.of(
     },
 )
 EVALUATE_EVERY_SECONDS = 5.0  # how often open windows are re-judged and ended ones closed
-log = get_logger("accord.metrics")
-
-
-def evaluation_task(app: Metrics, interval: float) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                changed = await asyncio.to_thread(app.evaluate)
-                if changed:
-                    log.info("evaluations_updated", windows=changed)
-            except Exception:
-                log.exception("evaluation_failed")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
-
-    return run
 
 
 def build(
@@ -70,5 +47,5 @@ def build(
         upstreams=[Upstream("agreements")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[evaluation_task(app, evaluate_every)],
+        extra_tasks=[periodic("evaluation", app.evaluate, evaluate_every)],
     )
