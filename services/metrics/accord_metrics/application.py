@@ -59,8 +59,20 @@ class Recorded:
 
 @dataclass
 class ServiceSignals:
+    """One service's signals in memory: ids (for dedupe), the raw signals in the order
+    stored, and the formula inputs converted from them so far (converted lazily, at
+    evaluation, so recording stays cheap)."""
+
     ids: set[str] = field(default_factory=set)
+    raw: list[signals_pb2.Signal] = field(default_factory=list)
     signals: SignalSet = field(default_factory=SignalSet)
+    converted: int = 0
+
+    def converted_set(self) -> SignalSet:
+        for s in self.raw[self.converted :]:
+            _add(self.signals, s)
+        self.converted = len(self.raw)
+        return self.signals
 
 
 def _earliest(s: signals_pb2.Signal) -> datetime:
@@ -177,12 +189,11 @@ class Metrics(AccordApplication):
 
     def _index(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
         entry = self._services[service_id]
-        for s in items:
-            entry.ids.add(s.signal_id)
-            _add(entry.signals, s)
-            at = _earliest(s)
-            if service_id not in self._changed or at < self._changed[service_id]:
-                self._changed[service_id] = at
+        entry.ids.update(s.signal_id for s in items)
+        entry.raw.extend(items)
+        at = min(_earliest(s) for s in items)
+        if service_id not in self._changed or at < self._changed[service_id]:
+            self._changed[service_id] = at
 
     def _refresh_signals(self) -> None:
         """Index the signal batches stored since we last looked (by any process)."""
@@ -223,9 +234,10 @@ class Metrics(AccordApplication):
                 for s in self.signals(sid):
                     _add(out, s)
             return out
-        self._refresh_signals()
-        for sid in service_ids:
-            src = self._services[sid].signals
+        with self._lock:
+            self._refresh_signals()
+            sources = [self._services[sid].converted_set() for sid in service_ids]
+        for src in sources:
             for name in SignalSet.__dataclass_fields__:
                 getattr(out, name).extend(getattr(src, name))
         return out
