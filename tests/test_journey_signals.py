@@ -4,6 +4,7 @@ metrics over gRPC; the signals are stored once and published on METRICS exactly 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -233,3 +234,62 @@ async def test_compliance_breaches_and_recomputation_over_grpc(own_nats_server: 
             finally:
                 await nc.close()
             assert any(env.type == "accord.metrics.v1.BreachDetected" for _, env in messages)
+
+
+async def test_signals_published_on_nats_are_recorded_once(own_nats_server: NatsServer, tmp_path: Path) -> None:
+    """Producers may publish batches to accord.signals.v1.<service> with a bearer token
+    instead of calling gRPC: same rules, same once-only storage."""
+    keys = make_keys(tmp_path / "keys")
+    token_file = tmp_path / "keys" / "service.token"
+    token_file.write_text(mint_token(keys.private, subject="accord-services", role="service"))
+    common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)}
+    a_settings = load_agreements(service_environ("agreements", tmp_path / "a", own_nats_server.url, "sqlite", **common))
+    async with running_service(build_agreements, a_settings, keys) as agreements:
+        m_env = service_environ(
+            "metrics", tmp_path / "m", own_nats_server.url, "sqlite",
+            ACCORD_AGREEMENTS_ADDR=f"127.0.0.1:{agreements.port}", **common,
+        )  # fmt: skip
+        async with (
+            running_service(build_metrics, load_metrics(m_env), keys) as metrics,
+            grpc.aio.insecure_channel(f"127.0.0.1:{agreements.port}") as a_ch,
+        ):
+            a = apb_grpc.AgreementsServiceStub(a_ch)
+            admin = keys.metadata("admin")
+            for dept in ("it-operations", "finance"):
+                await a.RegisterDepartment(apb.RegisterDepartmentRequest(department_id=dept, name=dept), metadata=admin)
+            await a.RegisterService(
+                apb.RegisterServiceRequest(service_id="email", name="E-mail", provider_department_id="it-operations"),
+                metadata=admin,
+            )
+            metrics_app = metrics.parts.app
+            assert metrics_app is not None
+            provider = dict(keys.metadata("department", "it-operations"))["authorization"]
+            customer = dict(keys.metadata("department", "finance"))["authorization"]
+            nc = await connect(own_nats_server.url, name="producer")
+            try:
+                js = nc.jetstream()
+
+                async def stream_ready() -> bool:
+                    try:
+                        await js.stream_info("SIGNALS")
+                        return True
+                    except Exception:
+                        return False
+
+                await eventually(stream_ready, timeout=20, what="SIGNALS stream")
+                good = spb.SignalBatch(signals=outages(0, 50).signals).SerializeToString()
+                await js.publish("accord.signals.v1.email", good, headers={"Authorization": provider})
+                # A batch from a department that does not provide the service, and a garbled one.
+                foreign = spb.SignalBatch(signals=outages(500, 5).signals).SerializeToString()
+                await js.publish("accord.signals.v1.email", foreign, headers={"Authorization": customer})
+                await js.publish("accord.signals.v1.email", b"\xff\x00garbage", headers={"Authorization": provider})
+                # The good one again, and then a partly new one.
+                await js.publish("accord.signals.v1.email", good, headers={"Authorization": provider})
+                partly_new = spb.SignalBatch(signals=outages(25, 50).signals).SerializeToString()
+                await js.publish("accord.signals.v1.email", partly_new, headers={"Authorization": provider})
+            finally:
+                await nc.close()
+            await eventually(lambda: len(metrics_app.signals("email")) == 75, timeout=30, what="75 signals stored")
+            await asyncio.sleep(0.5)
+            ids = [s.signal_id for s in metrics_app.signals("email")]
+            assert sorted(ids) == sorted(f"o{i}" for i in range(75))

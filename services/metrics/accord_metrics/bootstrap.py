@@ -10,6 +10,7 @@ from accord_kit.persistence import prepare_store
 from accord_kit.runtime import ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
+from accord_metrics.intake import SignalIntake, intake_task
 from accord_metrics.server import ERROR_MAP, register_metrics
 
 SVC = "/accord.metrics.v1.MetricsService/"
@@ -38,7 +39,9 @@ def build(
     evaluate_every: float = EVALUATE_EVERY_SECONDS,
 ) -> ServiceParts:
     prepare_store(settings)
+    verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     app = Metrics(settings.event_store_env(), clock=clock)
+    intake = SignalIntake(app, settings.nats_url, verifier, settings.nats_replicas)
     return ServiceParts(
         settings=settings,
         policy=POLICY,
@@ -47,5 +50,5 @@ def build(
         upstreams=[Upstream("agreements")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[periodic("evaluation", app.evaluate, evaluate_every)],
+        extra_tasks=[periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)],
     )
