@@ -181,3 +181,29 @@ def test_at_risk_while_open_for_ratios_that_can_still_recover(world: World) -> N
     m.evaluate()
     sl = world.window(aid, "service-level", f"2026-01-01T00:00{AMS}")
     assert sl["status"] == AT_RISK and sl["closed"] is False
+
+
+def test_an_outage_under_way_raises_burn_rate_alerts_and_budget_warnings(world: World) -> None:
+    ag, m, clock = world.agreements, world.metrics, world.clock
+    for dept in (IT, FINANCE):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    aid = str(ag.draft(PROVIDER, sla_terms()).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    world.sync()
+    # Down since 11:00 and still down at 11:20: every look-back window of the fast pairs
+    # (1 h and 5 min, scaled to January's 31 days) sees far more than 14.4 × the allowed rate.
+    clock.set(at(f"2026-01-20T11:20{AMS}"))
+    ongoing = pb.Signal(signal_id="now", service_id=EMAIL, outage=pb.Outage(start=ts(at(f"2026-01-20T11:00{AMS}"))))
+    m.record(COLLECTOR, [ongoing])
+    m.evaluate()
+    w = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")["_agg"]
+    assert any(name.startswith("14.4x") for name in w.burn_alerts)  # type: ignore[attr-defined]
+    # 20 minutes of a 44.58-minute budget: the 50 % warning not yet; then an hour later, all three.
+    assert w.warnings == []  # type: ignore[attr-defined]
+    clock.set(at(f"2026-01-20T12:30{AMS}"))
+    m.evaluate()
+    w = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")["_agg"]
+    assert w.warnings == ["50", "75", "90"]  # type: ignore[attr-defined]
+    assert w.breaches == [""]  # type: ignore[attr-defined]

@@ -73,8 +73,10 @@ def run_formula(
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
+    # An outage still under way has lasted until now, not until the end of the window.
+    known = [Interval(o.start, min(o.end, as_of)) for o in signals.outages if o.start < as_of]
     if metric == "METRIC_AVAILABILITY_TIME":
-        outages = [o for o in signals.outages if o.intersect(window)]
+        outages = [o for o in known if o.intersect(window)]
         return reliability.availability_time(
             window, calendar, outages, exclusions, timedelta(seconds=float(_dec(p.get("min_outage_seconds"))))
         )
@@ -92,7 +94,7 @@ def run_formula(
         incidents = [i for i in signals.incidents if i.failure_start < window.end]
         return reliability.mttr(incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions)
     if metric == "METRIC_MTBF":
-        failures = [o for o in signals.outages if o.intersect(window)]
+        failures = [o for o in known if o.intersect(window)]
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
