@@ -207,3 +207,27 @@ def test_an_outage_under_way_raises_burn_rate_alerts_and_budget_warnings(world: 
     w = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")["_agg"]
     assert w.warnings == ["50", "75", "90"]  # type: ignore[attr-defined]
     assert w.breaches == [""]  # type: ignore[attr-defined]
+
+
+def test_a_child_agreement_is_judged_by_its_effective_terms(world: World) -> None:
+    """A customer-level agreement inherits the corporate agreement's service-level objective."""
+    ag, m, clock = world.agreements, world.metrics, world.clock
+    for dept in (IT, FINANCE):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    corporate = sla_terms(level="SCOPE_LEVEL_CORPORATE", title="Corporate")
+    corporate["objectives"][1]["target"] = "70"
+    parent = str(ag.draft(PROVIDER, corporate).id)
+    ag.propose(PROVIDER, parent)
+    ag.accept(CUSTOMER, parent)
+    child_terms = sla_terms(level="SCOPE_LEVEL_CUSTOMER", parent_agreement_id=parent)
+    child_terms["objectives"] = [child_terms["objectives"][0]]  # availability only; service level inherited
+    child = str(ag.draft(PROVIDER, child_terms).id)
+    ag.propose(PROVIDER, child)
+    ag.accept(CUSTOMER, child)
+    world.sync()
+    m.record(COLLECTOR, calls("c", f"2026-01-12T09:00{AMS}", 3, 1, 0))  # 75 %
+    clock.set(at(f"2026-02-02T00:00{AMS}"))
+    m.evaluate()
+    inherited = world.window(child, "service-level", f"2026-01-01T00:00{AMS}")
+    assert inherited["target"] == "70" and inherited["status"] == MET

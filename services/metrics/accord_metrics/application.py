@@ -338,10 +338,11 @@ class Metrics(AccordApplication):
         end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
         if end <= start:
             return 0
-        latest = view.versions[-1]["terms"]
+        latest = self.effective_terms(view.versions[-1]["terms"], min(now, end))
         tz = latest.get("time_zone") or "UTC"
         services = sorted(
             {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
+            | set((latest.get("service") or {}).get("service_ids") or [])
         )
         signals = self.signal_set(services)
         earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
@@ -363,7 +364,7 @@ class Metrics(AccordApplication):
                 needs = not agg.closed or (earliest_change is not None and earliest_change < window.end)
                 if not needs:
                     continue
-                version = _version_at(view, measured.start)
+                version = self._effective_version(view, measured.start)
                 v_objective = next(
                     (
                         o
@@ -488,6 +489,21 @@ class Metrics(AccordApplication):
             raise NotFoundError(f"no evaluation of objective {objective_id!r} for the window starting {window_start}")
         return agg
 
+    def effective_terms(self, terms: dict[str, Any], when: datetime, depth: int = 0) -> dict[str, Any]:
+        """The terms merged with their parent chain as in force at `when` (DOMAIN.md §1)."""
+        parent_id = terms.get("parent_agreement_id") or ""
+        if not parent_id or depth > 8:
+            return terms
+        parent: Any = self._get_or(AgreementView.create_id(parent_id), lambda: None)
+        if parent is None or not parent.versions:
+            return terms
+        parent_terms = self.effective_terms(_version_at(parent, when)["terms"], when, depth + 1)
+        return merge_terms(parent_terms, terms)
+
+    def _effective_version(self, view: AgreementView, when: datetime) -> dict[str, Any]:
+        version = _version_at(view, when)
+        return {**version, "terms": self.effective_terms(version["terms"], when)}
+
     def recompute(self, agreement_id: str, objective_id: str, window_start: str) -> dict[str, Any]:
         """Recompute a recorded window from the raw signals in the store and the terms in
         force (auditors): equal to what was recorded unless something was altered."""
@@ -499,7 +515,7 @@ class Metrics(AccordApplication):
         measured = Interval(
             max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
         )
-        version = next(v for v in view.versions if v["version"] == recorded["version"])
+        version = self._effective_version(view, measured.start)
         objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == objective_id)
         services = sorted(
             {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
@@ -525,6 +541,17 @@ def _iso(ts: Any) -> str:
 
 def _parse(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def merge_terms(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """A child agreement's effective terms: the parent's with the child's components over
+    them, objectives merged one by one (the child's objective replaces the parent's of the
+    same id) — the rule of DOMAIN.md §1, as the agreements service applies it."""
+    merged = {**parent, **{k: v for k, v in child.items() if v not in (None, "", [], {})}}
+    objectives = {o["objective_id"]: o for o in parent.get("objectives") or []}
+    objectives.update({o["objective_id"]: o for o in child.get("objectives") or []})
+    merged["objectives"] = list(objectives.values())
+    return merged
 
 
 def _version_at(view: AgreementView, when: datetime) -> dict[str, Any]:
