@@ -39,7 +39,7 @@ from accord_metrics.domain import (
     UnknownServiceError,
     WindowEvaluation,
 )
-from accord_metrics.evaluation import SignalSet, burn_rates, exclusions_for, judge, late_subjects
+from accord_metrics.evaluation import ONGOING, SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
 from accord_metrics.signals import validate
 from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, calendar_windows
@@ -47,7 +47,7 @@ from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Calendar, Inte
 BATCH_TOPIC = get_topic(SignalBatch.Recorded)
 VIEW_TOPIC = get_topic(AgreementView.Seen)
 WINDOW_TOPIC = get_topic(WindowEvaluation.Opened)
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+FAR_FUTURE = ONGOING
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 
 
@@ -389,7 +389,9 @@ class Metrics(AccordApplication):
         calendar = self.calendar(objective.get("calendar_id") or "24x7")
         notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
         exclusions = exclusions_for(objective, signals, measured, notice)
-        as_of = min(now, window.end) if now < window.end else max(now, window.end)
+        # A closed window is judged as of its end, whenever that happens: the same inputs give
+        # the same digest at closing, at a restatement and at an auditor's recomputation.
+        as_of = now if now < window.end else window.end
         evaluation = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version["version"])
         evaluation["agreement_id"], evaluation["objective_id"] = agg.agreement_id, agg.objective_id
         evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()

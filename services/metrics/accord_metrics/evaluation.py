@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,8 @@ from accord_metrics.formulas import contact, reliability, work
 from accord_metrics.formulas.common import HUNDRED, Evaluated
 from accord_metrics.timeline import Calendar, Interval, union
 
+# The end an outage still under way is stored with (see application._add).
+ONGOING = datetime(9999, 1, 1, tzinfo=UTC)
 PERCENT_AS_FRACTION = {"METRIC_CLOSE_RATE", "METRIC_MARKETING_REVENUE_SHARE"}
 # Metrics whose value can only get worse as a window's signals arrive: failing is certain early.
 MONOTONE_WORSENING = {"METRIC_AVAILABILITY_TIME"}
@@ -73,8 +75,13 @@ def run_formula(
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
-    # An outage still under way has lasted until now, not until the end of the window.
-    known = [Interval(o.start, min(o.end, as_of)) for o in signals.outages if o.start < as_of]
+    # An outage still under way (no end reported) has lasted until the evaluation's instant;
+    # an outage with a reported end is taken as reported, whenever it is evaluated.
+    known = [
+        Interval(o.start, as_of) if o.end >= ONGOING else o
+        for o in signals.outages
+        if o.start < as_of or o.end < ONGOING
+    ]
     if metric == "METRIC_AVAILABILITY_TIME":
         outages = [o for o in known if o.intersect(window)]
         return reliability.availability_time(
