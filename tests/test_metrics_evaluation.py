@@ -231,3 +231,33 @@ def test_a_child_agreement_is_judged_by_its_effective_terms(world: World) -> Non
     m.evaluate()
     inherited = world.window(child, "service-level", f"2026-01-01T00:00{AMS}")
     assert inherited["target"] == "70" and inherited["status"] == MET
+
+
+def test_an_outage_reported_under_way_is_completed_by_its_end(world: World) -> None:
+    """The producer reports an outage when it starts and sends the same signal id again with
+    its end: the end completes it (any other re-send is a duplicate)."""
+    ag, m, clock = world.agreements, world.metrics, world.clock
+    for dept in (IT, FINANCE):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    aid = str(ag.draft(PROVIDER, sla_terms()).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    world.sync()
+    start = at(f"2026-01-20T11:00{AMS}")
+    began = pb.Signal(signal_id="inc-7", service_id=EMAIL, outage=pb.Outage(start=ts(start)))
+    clock.set(at(f"2026-01-20T11:10{AMS}"))
+    assert m.record(COLLECTOR, [began]).accepted == 1
+    assert m.record(COLLECTOR, [began]).duplicates == 1
+    m.evaluate()
+    ended = pb.Signal(
+        signal_id="inc-7", service_id=EMAIL, outage=pb.Outage(start=ts(start), end=ts(start + timedelta(minutes=30)))
+    )
+    clock.set(at(f"2026-01-20T13:00{AMS}"))
+    assert m.record(COLLECTOR, [ended]).accepted == 1
+    assert m.record(COLLECTOR, [ended]).duplicates == 1
+    clock.set(at(f"2026-02-02T00:00{AMS}"))
+    m.evaluate()
+    jan = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")
+    assert jan["detail"]["downtime_seconds"] == "1800"  # type: ignore[index]
+    assert m.recompute(aid, "availability", str(jan["window_start"]))["matches"]

@@ -64,13 +64,41 @@ class ServiceSignals:
     evaluation, so recording stays cheap)."""
 
     ids: set[str] = field(default_factory=set)
+    ongoing: set[str] = field(default_factory=set)  # outages reported without an end (yet)
     raw: list[signals_pb2.Signal] = field(default_factory=list)
     signals: SignalSet = field(default_factory=SignalSet)
     converted: int = 0
+    outage_at: dict[str, int] = field(default_factory=dict)  # signal id → index in signals.outages
+
+    def is_duplicate(self, s: signals_pb2.Signal) -> bool:
+        """A signal id already held is a duplicate — except the end of an outage first
+        reported as under way, which completes it."""
+        if s.signal_id not in self.ids:
+            return False
+        return not (s.WhichOneof("kind") == "outage" and s.outage.HasField("end") and s.signal_id in self.ongoing)
+
+    def note(self, items: list[signals_pb2.Signal]) -> None:
+        for s in items:
+            self.ids.add(s.signal_id)
+            if s.WhichOneof("kind") == "outage":
+                if s.outage.HasField("end"):
+                    self.ongoing.discard(s.signal_id)
+                else:
+                    self.ongoing.add(s.signal_id)
+        self.raw.extend(items)
 
     def converted_set(self) -> SignalSet:
         for s in self.raw[self.converted :]:
-            _add(self.signals, s)
+            if s.WhichOneof("kind") == "outage":
+                interval = sig.outage_interval(s, until=FAR_FUTURE)
+                at = self.outage_at.get(s.signal_id)
+                if at is None:
+                    self.outage_at[s.signal_id] = len(self.signals.outages)
+                    self.signals.outages.append(interval)
+                else:  # the completion of an outage reported as under way replaces it
+                    self.signals.outages[at] = interval
+            else:
+                _add(self.signals, s)
         self.converted = len(self.raw)
         return self.signals
 
@@ -164,7 +192,7 @@ class Metrics(AccordApplication):
             duplicates = 0
             for s in signals:
                 key = (s.service_id, s.signal_id)
-                if s.signal_id in self._services[s.service_id].ids or key in batch_ids:
+                if self._services[s.service_id].is_duplicate(s) or key in batch_ids:
                     duplicates += 1
                     continue
                 batch_ids.add(key)
@@ -189,8 +217,7 @@ class Metrics(AccordApplication):
 
     def _index(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
         entry = self._services[service_id]
-        entry.ids.update(s.signal_id for s in items)
-        entry.raw.extend(items)
+        entry.note(items)
         at = min(_earliest(s) for s in items)
         if service_id not in self._changed or at < self._changed[service_id]:
             self._changed[service_id] = at
@@ -230,9 +257,14 @@ class Metrics(AccordApplication):
         re-read from the stored batches (auditors' recomputation)."""
         out = SignalSet()
         if from_store:
+            sources = []
             for sid in service_ids:
-                for s in self.signals(sid):
-                    _add(out, s)
+                fresh = ServiceSignals()
+                fresh.note(self.signals(sid))
+                sources.append(fresh.converted_set())
+            for src in sources:
+                for name in SignalSet.__dataclass_fields__:
+                    getattr(out, name).extend(getattr(src, name))
             return out
         with self._lock:
             self._refresh_signals()
