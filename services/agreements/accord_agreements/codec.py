@@ -69,7 +69,9 @@ def codec() -> EventCodec:
     c.register(
         _cls(A, "Accepted"),
         ev.AgreementAccepted,
-        lambda e: ev.AgreementAccepted(agreement_id=aid(e), version=e.version, effective_from=ts(e.effective_from)),
+        lambda e: ev.AgreementAccepted(
+            agreement_id=aid(e), version=e.version, effective_from=ts(e.effective_from), terms=terms_message(e.terms)
+        ),
     )
     c.register(
         _cls(A, "AmendmentProposed"),
@@ -87,7 +89,11 @@ def codec() -> EventCodec:
         _cls(A, "AmendmentAccepted"),
         ev.AmendmentAccepted,
         lambda e: ev.AmendmentAccepted(
-            agreement_id=aid(e), amendment_id=e.amendment_id, version=e.version, effective_from=ts(e.effective_from)
+            agreement_id=aid(e),
+            amendment_id=e.amendment_id,
+            version=e.version,
+            effective_from=ts(e.effective_from),
+            terms=terms_message(e.terms),
         ),
     )
     c.register(

@@ -173,17 +173,19 @@ class Agreement(Aggregate):
         self.check_customer(actor, "accept the agreement")
         self.check_state((PROPOSED,), "accept")
         effective = self.terms["term"]["effective_from"]
-        self._accepted(version=1, effective_from=effective, accepted_at=accepted_at.isoformat())
+        self._accepted(version=1, effective_from=effective, accepted_at=accepted_at.isoformat(), terms=self.terms)
 
     @event("Accepted")
-    def _accepted(self, version: int, effective_from: str, accepted_at: str) -> None:
+    def _accepted(self, version: int, effective_from: str, accepted_at: str, terms: TermsDict) -> None:
+        # The event carries the terms of the version, so that consumers need not track drafts.
         self.state = ACTIVE
+        self.terms = terms
         self.versions.append(
             {
                 "version": version,
                 "effective_from": effective_from,
                 "accepted_at": accepted_at,
-                "terms": self.terms,  # terms are replaced, never changed in place: sharing is safe
+                "terms": terms,  # terms are replaced, never changed in place: sharing is safe
                 "amendment_id": "",
             }
         )
@@ -268,12 +270,14 @@ class Agreement(Aggregate):
             version=self.current_version + 1,
             effective_from=effective.isoformat(),
             accepted_at=now.isoformat(),
+            terms=pending["terms"],
         )
 
     @event("AmendmentAccepted")
-    def _amendment_accepted(self, amendment_id: str, version: int, effective_from: str, accepted_at: str) -> None:
-        assert self.pending is not None
-        self.terms = self.pending["terms"]
+    def _amendment_accepted(
+        self, amendment_id: str, version: int, effective_from: str, accepted_at: str, terms: TermsDict
+    ) -> None:
+        self.terms = terms
         self.versions.append(
             {
                 "version": version,
