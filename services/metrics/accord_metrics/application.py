@@ -25,6 +25,7 @@ from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, calendar_windows
 from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message, codec
 from accord_metrics.domain import (
@@ -42,7 +43,6 @@ from accord_metrics.domain import (
 from accord_metrics.evaluation import ONGOING, SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
 from accord_metrics.signals import validate
-from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, calendar_windows
 
 BATCH_TOPIC = get_topic(SignalBatch.Recorded)
 VIEW_TOPIC = get_topic(AgreementView.Seen)

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from accord_kit.timeline import Calendar, Interval, union
 from accord_metrics.domain import AT_RISK, BREACHED, MET, NO_DATA
 from accord_metrics.formulas import contact, reliability, work
 from accord_metrics.formulas.common import HUNDRED, Evaluated
-from accord_metrics.timeline import Calendar, Interval, union
 
 # The end an outage still under way is stored with (see application._add).
 ONGOING = datetime(9999, 1, 1, tzinfo=UTC)

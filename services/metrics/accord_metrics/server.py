@@ -92,8 +92,8 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             return ""
         from datetime import datetime
 
+        from accord_kit.timeline import Interval
         from accord_metrics.formulas.reliability import burn_windows
-        from accord_metrics.timeline import Interval
 
         view = self.app.agreement_view(None, agreement_id)
         services = sorted(

@@ -10,10 +10,10 @@ from decimal import Decimal, InvalidOperation
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.metrics.v1 import signals_pb2 as pb
+from accord_kit.timeline import Interval
 from accord_metrics.formulas.contact import Call
 from accord_metrics.formulas.reliability import Incident, RequestCount
 from accord_metrics.formulas.work import Deal, Lead, Task, Ticket
-from accord_metrics.timeline import Interval
 
 MAX_ID = 128
 PRIORITIES = {"P1", "P2", "P3", "P4"}

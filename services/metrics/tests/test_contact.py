@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accord_kit.timeline import Interval
 from accord_metrics.formulas.contact import (
     Call,
     FcrMethod,
@@ -21,7 +22,6 @@ from accord_metrics.formulas.contact import (
     first_contacts,
     service_level,
 )
-from accord_metrics.timeline import Interval
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 T = timedelta(seconds=20)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
 from accord_metrics.formulas.reliability import (
     BurnPair,
     Incident,
@@ -24,7 +25,6 @@ from accord_metrics.formulas.reliability import (
     mttr,
     warning_levels_crossed,
 )
-from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
 
 AMS = "Europe/Amsterdam"
 AMS_TZ = ZoneInfo(AMS)

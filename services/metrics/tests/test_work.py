@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
 from accord_metrics.formulas.work import (
     Deal,
     Lead,
@@ -26,7 +27,6 @@ from accord_metrics.formulas.work import (
     task_turnaround,
     ticket_compliance,
 )
-from accord_metrics.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
 
 H = timedelta(hours=1)
 AMS = "Europe/Amsterdam"

@@ -31,8 +31,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from accord_kit.timeline import Interval
 from accord_metrics.formulas.common import ZERO, Evaluated, digest, percent, ratio, seconds
-from accord_metrics.timeline import Interval
 
 VERSION = 1
 

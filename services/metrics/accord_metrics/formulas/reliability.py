@@ -22,8 +22,7 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
-from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, digest, percent, ratio, seconds
-from accord_metrics.timeline import (
+from accord_kit.timeline import (
     AlwaysOpen,
     BusinessCalendar,
     Calendar,
@@ -33,6 +32,7 @@ from accord_metrics.timeline import (
     total,
     union,
 )
+from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, digest, percent, ratio, seconds
 
 VERSION = 1
 NO_ELIGIBLE_TIME = "no eligible time"

@@ -39,9 +39,9 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from accord_kit.timeline import BusinessCalendar, Calendar, Interval, subtract, total
 from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, percent, ratio, seconds
 from accord_metrics.formulas.contact import evaluated, instant_param, sorted_records, td_param
-from accord_metrics.timeline import BusinessCalendar, Calendar, Interval, subtract, total
 
 VERSION = 1
 PRIORITIES = ("P1", "P2", "P3", "P4")

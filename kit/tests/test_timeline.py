@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from accord_metrics.timeline import (
+from accord_kit.timeline import (
     AlwaysOpen,
     BusinessCalendar,
     Interval,
