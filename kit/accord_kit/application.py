@@ -122,7 +122,7 @@ class AccordApplication(Application[Any]):
             if prev is None:
                 prev = (
                     after_position
-                    if after_position == 0 or self._exists(after_position)
+                    if after_position == 0 or self._position_exists(after_position)
                     else self.position_before(n.id)
                 )
             env, _ = to_envelope(self.service, n, prev, self.accord_mapper, self.codec)
@@ -130,7 +130,7 @@ class AccordApplication(Application[Any]):
             prev = n.id
         return out, head
 
-    def _exists(self, position: int) -> bool:
+    def _position_exists(self, position: int) -> bool:
         found = self.recorder.select_notifications(start=position, stop=position, limit=1)
         return bool(found)
 

@@ -1,21 +1,472 @@
-"""The billing application: owns the billing service's event store and its public events."""
+"""The billing application: owns the billing service's event store — what it knows of each
+agreement (from the agreements stream), statements with their assessments, adjustments and
+disputes (from the metrics stream's closed and restated evaluations), the chargeback
+ledger, and the termination rights it grants (DOMAIN.md §5)."""
 
 from __future__ import annotations
 
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.utils import get_topic
+from google.protobuf import json_format
+
+from accord.agreements.v1 import events_pb2 as agreement_events
+from accord.events.v1 import events_pb2
+from accord.metrics.v1 import events_pb2 as metric_events
+from accord_billing.assessment import Line, Money, assess, statement_totals
+from accord_billing.codec import codec
+from accord_billing.domain import (
+    ISSUED,
+    OPEN,
+    BilledAgreement,
+    InvalidRequestError,
+    LedgerTransaction,
+    NotAPartyError,
+    NotFoundError,
+    Statement,
+    TerminationWatch,
+)
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
-from accord_kit.envelope import EventCodec
+from accord_kit.context import Principal
+from accord_kit.timeline import calendar_window
+
+STATEMENT_TOPIC = get_topic(Statement.Opened)
+LEDGER_TOPIC = get_topic(LedgerTransaction.Posted)
+ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
+STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
 
 
-def codec() -> EventCodec:
-    """Domain event class → public message in protos/accord/billing/v1 (none registered yet)."""
-    return EventCodec("billing")
+def _parse(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _evaluation(msg: metric_events.Evaluation) -> dict[str, Any]:
+    return {
+        "objective_id": msg.objective_id,
+        "window_start": msg.window_start,
+        "window_end": msg.window_end,
+        "value": msg.value,
+        "target": msg.target,
+        "status": STATUS_NAMES.get(msg.status, ""),
+        "closed": msg.closed,
+        "version": msg.agreement_version,
+        "formula_id": msg.formula_id,
+        "input_digest": msg.input_digest,
+        "detail": dict(msg.detail),
+    }
+
+
+def _line(line: Line) -> dict[str, Any]:
+    return {
+        "kind": line.kind,
+        "amount": str(line.amount.amount),
+        "derivation": line.derivation,
+        "applied": line.applied,
+        "band": line.band,
+    }
 
 
 class Billing(AccordApplication):
-    """The billing system of record (see DESIGN.md). Consumes: agreements and metrics."""
+    """Statements, disputes, the chargeback ledger and termination rights."""
 
+    name = "Billing"
     service = "billing"
 
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
+        self._lock = threading.RLock()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _get_or(self, aggregate_id: Any, create: Any) -> Any:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return create()
+
+    def _all(self, topic: str) -> list[Any]:
+        out: list[Any] = []
+        seen: set[Any] = set()
+        position = 0
+        while True:
+            notes = self.recorder.select_notifications(
+                start=position, limit=1000, topics=[topic], inclusive_of_start=False
+            )
+            if not notes:
+                return out
+            for n in notes:
+                if n.originator_id not in seen:
+                    seen.add(n.originator_id)
+                    out.append(self.repository.get(n.originator_id))
+            position = notes[-1].id
+
+    def agreement(self, agreement_id: str) -> BilledAgreement:
+        agg = self._get_or(BilledAgreement.create_id(agreement_id), lambda: None)
+        if agg is None or not agg.versions:
+            raise NotFoundError(f"agreement {agreement_id!r} is not known to billing (not accepted yet?)")
+        return agg
+
+    @staticmethod
+    def _version(agreement: BilledAgreement, number: int) -> dict[str, Any]:
+        for v in agreement.versions:
+            if v["version"] == number:
+                return v
+        return agreement.versions[-1]
+
+    def _period(self, agreement: BilledAgreement, terms: dict[str, Any], instant: datetime) -> tuple[str, str]:
+        kind = ((terms.get("fee") or {}).get("period") or "FEE_PERIOD_MONTH").removeprefix("FEE_PERIOD_")
+        p = calendar_window(kind, instant, terms.get("time_zone") or "UTC")
+        return p.start.isoformat(), p.end.isoformat()
+
+    def _statement(self, agreement: BilledAgreement, terms: dict[str, Any], instant: datetime) -> Statement:
+        start, end = self._period(agreement, terms, instant)
+        currency = (terms.get("fee") or {}).get("currency") or "EUR"
+        return self._get_or(
+            Statement.create_id(agreement.agreement_id, start),
+            lambda: Statement(agreement.agreement_id, start, end, currency),
+        )
+
+    def _assess(self, agreement: BilledAgreement, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+        version = self._version(agreement, int(evaluation.get("version") or 0))
+        terms = version["terms"]
+        objective = next(
+            (o for o in terms.get("objectives") or [] if o["objective_id"] == evaluation["objective_id"]), None
+        )
+        fee = terms.get("fee") or {}
+        if objective is None or not fee:
+            return None  # an inherited objective or a fee-less agreement: nothing to bill here
+        consequences = terms.get("consequences") or {}
+        a = assess(objective, evaluation, fee, consequences)
+        return {
+            "objective": objective,
+            "evaluation": evaluation,
+            "fee": fee,
+            "consequences": consequences,
+            "version": version["version"],
+            "status": a.status,
+            "value": "" if a.value is None else str(a.value),
+            "band": a.band,
+            "lines": [_line(line) for line in a.lines],
+            "net": str(a.net.amount),
+            "notes": list(a.notes),
+        }
+
+    # -- upstream: agreements and metrics ---------------------------------------------------------------
+    def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
+        t = envelope.type
+        if t in (
+            agreement_events.AgreementAccepted.DESCRIPTOR.full_name,
+            agreement_events.AmendmentAccepted.DESCRIPTOR.full_name,
+        ):
+            msg: Any = (
+                agreement_events.AgreementAccepted()
+                if t.endswith("AgreementAccepted")
+                else agreement_events.AmendmentAccepted()
+            )
+            envelope.payload.Unpack(msg)
+            agg = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: BilledAgreement(msg.agreement_id))
+            terms = json_format.MessageToDict(msg.terms, preserving_proto_field_name=True)
+            agg.version_in_force(msg.version, msg.effective_from.ToDatetime(tzinfo=UTC).isoformat(), terms)
+            processing.collect_events(agg)
+        elif t in (
+            agreement_events.AgreementTerminated.DESCRIPTOR.full_name,
+            agreement_events.AgreementExpired.DESCRIPTOR.full_name,
+        ):
+            end_msg: Any = (
+                agreement_events.AgreementTerminated()
+                if t.endswith("Terminated")
+                else agreement_events.AgreementExpired()
+            )
+            envelope.payload.Unpack(end_msg)
+            agg = self._get_or(BilledAgreement.create_id(end_msg.agreement_id), lambda: None)
+            if agg is not None:
+                at = end_msg.effective_at if t.endswith("Terminated") else end_msg.at
+                agg.end(at.ToDatetime(tzinfo=UTC).isoformat())
+                processing.collect_events(agg)
+        elif t == metric_events.WindowClosed.DESCRIPTOR.full_name:
+            closed = metric_events.WindowClosed()
+            envelope.payload.Unpack(closed)
+            self._on_closed(closed.evaluation, processing)
+        elif t == metric_events.EvaluationRestated.DESCRIPTOR.full_name:
+            restated = metric_events.EvaluationRestated()
+            envelope.payload.Unpack(restated)
+            self._on_restated(restated.old, restated.new, processing, envelope.event_id)
+
+    def _on_closed(self, msg: metric_events.Evaluation, processing: ProcessingEvent[Any]) -> None:
+        agreement = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: None)
+        if agreement is None or not agreement.versions:
+            return
+        evaluation = _evaluation(msg)
+        assessed = self._assess(agreement, evaluation)
+        window_start = _parse(msg.window_start)
+        if assessed is not None:
+            statement = self._statement(
+                agreement, self._version(agreement, msg.agreement_version)["terms"], window_start
+            )
+            key = f"{msg.objective_id}|{msg.window_start}"
+            if statement.state == OPEN:
+                statement.record_assessment(key, assessed)
+                processing.collect_events(statement)
+            else:  # closed after its period's statement was issued: it lands on the open statement
+                self._adjust(agreement, key, None, assessed, f"late:{key}", processing)
+        self._watch(agreement, msg.objective_id, msg.window_start, evaluation["status"] == "BREACHED", processing)
+
+    def _on_restated(
+        self,
+        old: metric_events.Evaluation,
+        new: metric_events.Evaluation,
+        processing: ProcessingEvent[Any],
+        source: str,
+    ) -> None:
+        agreement = self._get_or(BilledAgreement.create_id(new.agreement_id), lambda: None)
+        if agreement is None or not agreement.versions:
+            return
+        evaluation = _evaluation(new)
+        assessed = self._assess(agreement, evaluation)
+        key = f"{new.objective_id}|{new.window_start}"
+        statement = self._statement(
+            agreement, self._version(agreement, new.agreement_version)["terms"], _parse(new.window_start)
+        )
+        if assessed is not None:
+            if statement.state == OPEN:
+                statement.record_assessment(key, assessed)
+                processing.collect_events(statement)
+            else:
+                previous = statement.assessments.get(key)
+                self._adjust(agreement, key, previous, assessed, source, processing)
+        self._watch(agreement, new.objective_id, new.window_start, evaluation["status"] == "BREACHED", processing)
+
+    def _adjust(
+        self, agreement: BilledAgreement, key: str, old: dict[str, Any] | None, new: dict[str, Any], source: str,
+        processing: ProcessingEvent[Any],
+    ) -> None:  # fmt: skip
+        """A change to an issued period: an adjustment line (old, new, difference) on the
+        statement of the current period. The issued statement is never changed."""
+        now = self.clock.now()
+        target = self._statement(agreement, agreement.versions[-1]["terms"], now)
+        if target.state != OPEN:  # the current period is already issued: the next one
+            _, end = self._period(agreement, agreement.versions[-1]["terms"], now)
+            target = self._statement(agreement, agreement.versions[-1]["terms"], _parse(end))
+        old_net = Decimal(old["net"]) if old else Decimal(0)
+        new_net = Decimal(new["net"])
+        reason = "restated evaluation" if old else "window closed after its period's statement was issued"
+        target.record_adjustment(
+            {"source": source, "key": key, "old": str(old_net), "new": str(new_net),
+             "difference": str(new_net - old_net), "reason": reason}
+        )  # fmt: skip
+        processing.collect_events(target)
+
+    def _watch(
+        self,
+        agreement: BilledAgreement,
+        objective_id: str,
+        window_start: str,
+        breached: bool,
+        processing: ProcessingEvent[Any],
+    ) -> None:
+        watch = self._get_or(
+            TerminationWatch.create_id(agreement.agreement_id, objective_id),
+            lambda: TerminationWatch(agreement.agreement_id, objective_id),
+        )
+        watch.note(window_start, breached)
+        rule = (agreement.versions[-1]["terms"].get("consequences") or {}).get("termination") or {}
+        reason, windows = termination_rule_met(watch.periods, rule)
+        if reason:
+            watch.grant(reason, windows)
+        processing.collect_events(watch)
+
+    # -- the clock: issue, finalise, post ------------------------------------------------------------
+    def process_due(self, now: datetime | None = None) -> int:
+        """Issue statements whose period ended (plus a settling delay), finalise those whose
+        claim window passed with no open dispute, and post final amounts to the ledger."""
+        now = now or self.clock.now()
+        changed = 0
+        with self._lock:
+            for statement in self._all(STATEMENT_TOPIC):
+                if statement.state == OPEN and _parse(statement.period_end) + ISSUE_DELAY <= now:
+                    agreement = self.agreement(statement.agreement_id)
+                    claim_days = int(
+                        (agreement.versions[-1]["terms"].get("consequences") or {}).get("claim_window_days") or 0
+                    )
+                    statement.issue(
+                        self.totals(statement), now.isoformat(), (now + timedelta(days=claim_days)).isoformat()
+                    )
+                    self.save(statement)
+                    changed += 1
+                elif (
+                    statement.state == ISSUED
+                    and now.isoformat() > statement.claim_until
+                    and not statement.open_disputes
+                ):
+                    totals = self.totals(statement)
+                    statement.finalize(totals)
+                    records: list[Any] = [statement]
+                    posting = self._posting(statement, totals)
+                    if posting is not None:
+                        records.append(posting)
+                    self.save(*records)
+                    changed += 1
+        return changed
+
+    def totals(self, statement: Statement) -> dict[str, Any]:
+        """The statement's totals: its assessments capped and thresholded (assessment.py),
+        then adjustments from earlier periods, then accepted disputes."""
+        assessments = []
+        for a in statement.assessments.values():
+            assessments.append(assess(a["objective"], a["evaluation"], a["fee"], a["consequences"]))
+        currency = statement.currency
+        any_terms = next(iter(statement.assessments.values()), None)
+        fee = any_terms["fee"] if any_terms else {"amount": "0", "currency": currency}
+        consequences = any_terms["consequences"] if any_terms else {}
+        t = statement_totals(assessments, consequences, fee)
+        adjustments = Money.total((Money.of(a["difference"], currency) for a in statement.adjustments), currency)
+        disputes = Money.zero(currency)
+        for d in statement.disputes.values():
+            if d["state"] == "ACCEPTED":
+                original = Money.of(statement.assessments[d["key"]]["net"], currency)
+                disputes = disputes + (Money.of(d["amount"], currency) - original)
+        net = t.net + adjustments + disputes
+        return {
+            "currency": currency,
+            "credits_before_cap": str(t.credits_before_cap.amount),
+            "cap_cut": str(t.cap_cut.amount),
+            "minimum_cut": str(t.minimum_cut.amount),
+            "credits_issued": str(t.credits_issued.amount),
+            "rewards": str(t.rewards.amount),
+            "adjustments": str(adjustments.amount),
+            "disputes": str(disputes.amount),
+            "net": str(net.amount),
+        }
+
+    def _posting(self, statement: Statement, totals: dict[str, Any]) -> LedgerTransaction | None:
+        net = Decimal(totals["net"])
+        if net == 0:
+            return None
+        parties = self.agreement(statement.agreement_id).parties
+        provider, customer = parties.get("provider_department_id", ""), parties.get("customer_department_id", "")
+        entries = [
+            {"account": provider, "amount": str(-net), "currency": statement.currency},
+            {"account": customer, "amount": str(net), "currency": statement.currency},
+        ]
+        return LedgerTransaction(
+            source=f"statement:{statement.id}",
+            entries=entries,
+            period=statement.period_start,
+            description=f"agreement {statement.agreement_id}, period from {statement.period_start}: "
+            + ("credits to the customer" if net > 0 else "charged to the customer"),
+        )
+
+    # -- commands ------------------------------------------------------------------------------------------
+    def dispute(self, caller: Principal, statement_id: str, objective_id: str, window_start: str, reason: str) -> str:
+        with self._lock:
+            statement = self.statement(caller, statement_id)
+            agreement = self.agreement(statement.agreement_id)
+            customer = agreement.parties.get("customer_department_id")
+            if caller.role != "department" or caller.department != customer:
+                raise NotAPartyError(f"only the customer ({customer}) may dispute an assessment")
+            dispute_id = uuid.uuid4().hex[:12]
+            statement.dispute(
+                dispute_id, f"{objective_id}|{window_start}", caller.department, reason, self.clock.now().isoformat()
+            )
+            self.save(statement)
+            return dispute_id
+
+    def resolve(
+        self, caller: Principal, statement_id: str, dispute_id: str, accept: bool, amount: str, reason: str
+    ) -> Statement:
+        with self._lock:
+            statement = self.statement(caller, statement_id)
+            provider = self.agreement(statement.agreement_id).parties.get("provider_department_id")
+            if caller.role != "department" or caller.department != provider:
+                raise NotAPartyError(f"only the provider ({provider}) may resolve a dispute")
+            if accept:
+                try:
+                    value = Money.of(amount, statement.currency)
+                except Exception:
+                    raise InvalidRequestError(
+                        f"amount must be a decimal in {statement.currency}, not {amount!r}"
+                    ) from None
+                amount = str(value.amount)
+            statement.resolve(dispute_id, accept, amount if accept else "", reason)
+            self.save(statement)
+            return statement
+
+    # -- queries ----------------------------------------------------------------------------------------------
+    def statement(self, caller: Principal | None, statement_id: str) -> Statement:
+        try:
+            agg: Any = self.repository.get(uuid.UUID(statement_id))
+        except (AggregateNotFoundError, ValueError):
+            raise NotFoundError(f"statement {statement_id!r} does not exist") from None
+        if not isinstance(agg, Statement):
+            raise NotFoundError(f"statement {statement_id!r} does not exist")
+        self._check_party(caller, agg.agreement_id)
+        return agg
+
+    def _check_party(self, caller: Principal | None, agreement_id: str) -> None:
+        if caller is not None and caller.role == "department":
+            parties = self.agreement(agreement_id).parties.values()
+            if caller.department not in parties:
+                raise NotAPartyError(f"department {caller.department} is not a party to agreement {agreement_id}")
+
+    def statements(self, caller: Principal | None, agreement_id: str) -> list[Statement]:
+        self._check_party(caller, agreement_id)
+        rows = [s for s in self._all(STATEMENT_TOPIC) if s.agreement_id == agreement_id]
+        return sorted(rows, key=lambda s: s.period_start)
+
+    def ledger(self, caller: Principal | None, department: str = "") -> list[LedgerTransaction]:
+        if caller is not None and caller.role == "department":
+            department = caller.department  # a department sees its own account
+        rows = self._all(LEDGER_TOPIC)
+        if department:
+            rows = [r for r in rows if any(e["account"] == department for e in r.entries)]
+        return rows
+
+    def balances(self, caller: Principal | None, department: str = "") -> dict[tuple[str, str], Decimal]:
+        """(account, currency) → balance; the ledger balances: the sum of all is zero per currency."""
+        out: dict[tuple[str, str], Decimal] = {}
+        for tx in self.ledger(None):
+            for e in tx.entries:
+                key = (e["account"], e["currency"])
+                out[key] = out.get(key, Decimal(0)) + Decimal(e["amount"])
+        if caller is not None and caller.role == "department":
+            department = caller.department
+        if department:
+            out = {k: v for k, v in out.items() if k[0] == department}
+        return out
+
+
+def termination_rule_met(periods: dict[str, bool], rule: dict[str, Any]) -> tuple[str, list[str]]:
+    """DOMAIN.md §5: breached in `consecutive_periods` consecutive periods, or `breaches`
+    times within `within_months` months. Returns the reason and the breached windows, or ("", [])."""
+    ordered = sorted(periods.items())
+    consecutive = int(rule.get("consecutive_periods") or 0)
+    if consecutive:
+        run: list[str] = []
+        for start, breached in ordered:
+            run = [*run, start] if breached else []
+            if len(run) >= consecutive:
+                return f"breached in {consecutive} consecutive periods", run[-consecutive:]
+    breaches, within = int(rule.get("breaches") or 0), int(rule.get("within_months") or 0)
+    if breaches and within:
+        hits = [s for s, b in ordered if b]
+        for i in range(len(hits) - breaches + 1):
+            first, last = _parse(hits[i]), _parse(hits[i + breaches - 1])
+            if last < _add_months(first, within):
+                return f"breached {breaches} times within {within} months", hits[i : i + breaches]
+    return "", []
+
+
+def _add_months(t: datetime, months: int) -> datetime:
+    m0 = t.month - 1 + months
+    year, month = t.year + m0 // 12, m0 % 12 + 1
+    for day in (t.day, 30, 29, 28):
+        try:
+            return t.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")

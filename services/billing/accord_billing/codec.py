@@ -1,0 +1,117 @@
+"""Domain events of the billing service → their public messages (protos/accord/billing/v1/events.proto)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accord.billing.v1 import events_pb2 as ev
+from accord_billing.domain import BilledAgreement, LedgerTransaction, Statement, TerminationWatch
+from accord_kit.envelope import EventCodec
+
+
+def _cls(owner: type, name: str) -> type:
+    cls: type = getattr(owner, name)
+    return cls
+
+
+def totals_message(t: dict[str, Any]) -> ev.StatementTotals:
+    return ev.StatementTotals(**{k: str(v) for k, v in t.items() if k in ev.StatementTotals.DESCRIPTOR.fields_by_name})
+
+
+def codec() -> EventCodec:
+    c = EventCodec("billing")
+    sid = lambda e: str(e.originator_id)  # noqa: E731
+    c.register(
+        BilledAgreement.Seen, ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(agreement_id=e.agreement_id)
+    )
+    c.register(
+        _cls(BilledAgreement, "VersionInForce"),
+        ev.AgreementVersionKnown,
+        lambda e: ev.AgreementVersionKnown(version=e.version, effective_from=e.effective_from),
+    )
+    c.register(
+        _cls(BilledAgreement, "Ended"), ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(ended_at=e.at)
+    )
+    c.register(
+        Statement.Opened,
+        ev.StatementOpened,
+        lambda e: ev.StatementOpened(
+            statement_id=sid(e), agreement_id=e.agreement_id, period_start=e.period_start, period_end=e.period_end,
+            currency=e.currency,
+        ),
+    )  # fmt: skip
+
+    def assessed(e: Any) -> ev.AssessmentRecorded:
+        a = e.assessment
+        objective_id, window_start = e.key.split("|", 1)
+        return ev.AssessmentRecorded(
+            statement_id=sid(e), objective_id=objective_id, window_start=window_start, status=a["status"],
+            value=a["value"], input_digest=a["evaluation"].get("input_digest", ""), agreement_version=a["version"],
+            lines=[ev.AssessmentLine(kind=x["kind"], amount=x["amount"], derivation=x["derivation"],
+                                     applied=x["applied"]) for x in a["lines"]],
+            net=a["net"],
+        )  # fmt: skip
+
+    c.register(_cls(Statement, "Assessed"), ev.AssessmentRecorded, assessed)
+
+    def adjusted(e: Any) -> ev.AdjustmentRecorded:
+        a = e.adjustment
+        objective_id, window_start = a["key"].split("|", 1)
+        return ev.AdjustmentRecorded(
+            statement_id=sid(e), objective_id=objective_id, window_start=window_start, old_amount=a["old"],
+            new_amount=a["new"], difference=a["difference"], reason=a["reason"],
+        )  # fmt: skip
+
+    c.register(_cls(Statement, "Adjusted"), ev.AdjustmentRecorded, adjusted)
+    c.register(
+        _cls(Statement, "Issued"),
+        ev.StatementIssued,
+        lambda e: ev.StatementIssued(statement_id=sid(e), totals=totals_message(e.totals), claim_until=e.claim_until),
+    )
+    c.register(
+        _cls(Statement, "Disputed"),
+        ev.DisputeOpened,
+        lambda e: ev.DisputeOpened(
+            statement_id=sid(e), dispute_id=e.dispute_id, objective_id=e.key.split("|", 1)[0],
+            window_start=e.key.split("|", 1)[1], reason=e.reason,
+        ),
+    )  # fmt: skip
+    c.register(
+        _cls(Statement, "Resolved"),
+        ev.DisputeResolved,
+        lambda e: ev.DisputeResolved(
+            statement_id=sid(e), dispute_id=e.dispute_id, accepted=e.accepted, amount=e.amount, reason=e.reason
+        ),
+    )
+    c.register(
+        _cls(Statement, "Finalized"),
+        ev.StatementFinalized,
+        lambda e: ev.StatementFinalized(statement_id=sid(e), totals=totals_message(e.totals)),
+    )
+    c.register(
+        LedgerTransaction.Posted,
+        ev.LedgerTransactionPosted,
+        lambda e: ev.LedgerTransactionPosted(
+            transaction_id=sid(e), source=e.source, period=e.period, description=e.description,
+            entries=[ev.LedgerEntry(**x) for x in e.entries],
+        ),
+    )  # fmt: skip
+    c.register(
+        TerminationWatch.Started,
+        ev.BreachHistoryNoted,
+        lambda e: ev.BreachHistoryNoted(agreement_id=e.agreement_id, objective_id=e.objective_id),
+    )
+    c.register(
+        _cls(TerminationWatch, "Noted"),
+        ev.BreachHistoryNoted,
+        lambda e: ev.BreachHistoryNoted(window_start=e.window_start, breached=e.breached),
+    )
+    c.register(
+        _cls(TerminationWatch, "Granted"),
+        ev.TerminationRightGranted,
+        lambda e: ev.TerminationRightGranted(
+            agreement_id=e.agreement_id, objective_id=e.objective_id, reason=e.reason,
+            breach_event_ids=list(e.breach_windows),
+        ),
+    )  # fmt: skip
+    return c

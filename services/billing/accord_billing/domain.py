@@ -1,0 +1,240 @@
+"""The billing domain (DOMAIN.md §5): what billing knows of each agreement, a statement per
+agreement and billing period with its assessments, adjustments and disputes, the
+chargeback ledger's transactions, and the watch over breaches that grants termination
+rights."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+OPEN, ISSUED, FINAL = "OPEN", "ISSUED", "FINAL"
+
+
+class BillingError(Exception):
+    """Base of the billing domain's errors."""
+
+
+class NotAPartyError(BillingError):
+    pass
+
+
+class NotFoundError(BillingError):
+    pass
+
+
+class TransitionError(BillingError):
+    """The statement or dispute is not in a state that allows this."""
+
+
+class InvalidRequestError(BillingError):
+    pass
+
+
+def _id(*parts: str) -> UUID:
+    return uuid5(NAMESPACE_URL, "accord:billing:" + ":".join(parts))
+
+
+class BilledAgreement(Aggregate):
+    """An agreement's accepted versions (terms with fee and consequences) and its end."""
+
+    class Seen(Aggregate.Created):
+        agreement_id: str
+
+    @staticmethod
+    def create_id(agreement_id: str) -> UUID:
+        return _id("agreement", agreement_id)
+
+    @event(Seen)
+    def __init__(self, agreement_id: str) -> None:
+        self.agreement_id = agreement_id
+        self.versions: list[dict[str, Any]] = []
+        self.ended_at = ""
+
+    def version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
+        if not any(v["version"] == version for v in self.versions):
+            self._version_in_force(version=version, effective_from=effective_from, terms=terms)
+
+    @event("VersionInForce")
+    def _version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
+        self.versions = sorted([*self.versions, {"version": version, "effective_from": effective_from, "terms": terms}],
+                               key=lambda v: v["version"])  # fmt: skip
+
+    def end(self, at: str) -> None:
+        if not self.ended_at:
+            self._ended(at=at)
+
+    @event("Ended")
+    def _ended(self, at: str) -> None:
+        self.ended_at = at
+
+    @property
+    def parties(self) -> dict[str, str]:
+        return dict(self.versions[-1]["terms"].get("parties") or {}) if self.versions else {}
+
+
+class Statement(Aggregate):
+    """One agreement's statement for one billing period: OPEN while its windows are being
+    judged, ISSUED (disputable during the claim window), then FINAL. Issued statements are
+    never changed: later restatements become adjustments on a later statement."""
+
+    class Opened(Aggregate.Created):
+        agreement_id: str
+        period_start: str
+        period_end: str
+        currency: str
+
+    @staticmethod
+    def create_id(agreement_id: str, period_start: str) -> UUID:
+        return _id("statement", agreement_id, period_start)
+
+    @event(Opened)
+    def __init__(self, agreement_id: str, period_start: str, period_end: str, currency: str) -> None:
+        self.agreement_id = agreement_id
+        self.period_start = period_start
+        self.period_end = period_end
+        self.currency = currency
+        self.state = OPEN
+        self.assessments: dict[str, dict[str, Any]] = {}  # "<objective>|<window start>" → assessment
+        self.adjustments: list[dict[str, Any]] = []
+        self.disputes: dict[str, dict[str, Any]] = {}
+        self.totals: dict[str, Any] = {}
+        self.issued_at = ""
+        self.claim_until = ""
+
+    def record_assessment(self, key: str, assessment: dict[str, Any]) -> None:
+        if self.state != OPEN:
+            raise TransitionError(f"statement {self.id} is {self.state}: it is never changed after issue")
+        if self.assessments.get(key) != assessment:
+            self._assessed(key=key, assessment=assessment)
+
+    @event("Assessed")
+    def _assessed(self, key: str, assessment: dict[str, Any]) -> None:
+        self.assessments = {**self.assessments, key: assessment}
+
+    def record_adjustment(self, adjustment: dict[str, Any]) -> None:
+        if self.state != OPEN:
+            raise TransitionError(f"statement {self.id} is {self.state}")
+        if not any(a["source"] == adjustment["source"] for a in self.adjustments):
+            self._adjusted(adjustment=adjustment)
+
+    @event("Adjusted")
+    def _adjusted(self, adjustment: dict[str, Any]) -> None:
+        self.adjustments = [*self.adjustments, adjustment]
+
+    def issue(self, totals: dict[str, Any], issued_at: str, claim_until: str) -> None:
+        if self.state == OPEN:
+            self._issued(totals=totals, issued_at=issued_at, claim_until=claim_until)
+
+    @event("Issued")
+    def _issued(self, totals: dict[str, Any], issued_at: str, claim_until: str) -> None:
+        self.state = ISSUED
+        self.totals = totals
+        self.issued_at = issued_at
+        self.claim_until = claim_until
+
+    def dispute(self, dispute_id: str, key: str, by: str, reason: str, now: str) -> None:
+        if self.state != ISSUED:
+            raise TransitionError(f"only an issued statement may be disputed; this one is {self.state}")
+        if now > self.claim_until:
+            raise TransitionError(f"the claim window closed at {self.claim_until}")
+        if key not in self.assessments:
+            raise NotFoundError(f"statement has no assessment {key!r}")
+        if any(d["key"] == key and d["state"] == "OPEN" for d in self.disputes.values()):
+            raise TransitionError(f"assessment {key!r} is already disputed")
+        if not reason.strip():
+            raise InvalidRequestError("reason is required to dispute an assessment")
+        self._disputed(dispute_id=dispute_id, key=key, by=by, reason=reason)
+
+    @event("Disputed")
+    def _disputed(self, dispute_id: str, key: str, by: str, reason: str) -> None:
+        self.disputes = {**self.disputes, dispute_id: {"key": key, "by": by, "reason": reason, "state": "OPEN"}}
+
+    def resolve(self, dispute_id: str, accept: bool, amount: str, reason: str) -> None:
+        d = self.disputes.get(dispute_id)
+        if d is None:
+            raise NotFoundError(f"statement has no dispute {dispute_id!r}")
+        if d["state"] != "OPEN":
+            raise TransitionError(f"dispute {dispute_id} is already {d['state']}")
+        if not accept and not reason.strip():
+            raise InvalidRequestError("reason is required to reject a dispute")
+        self._resolved(dispute_id=dispute_id, accepted=accept, amount=amount, reason=reason)
+
+    @event("Resolved")
+    def _resolved(self, dispute_id: str, accepted: bool, amount: str, reason: str) -> None:
+        d = {**self.disputes[dispute_id], "state": "ACCEPTED" if accepted else "REJECTED", "amount": amount,
+             "resolution": reason}  # fmt: skip
+        self.disputes = {**self.disputes, dispute_id: d}
+
+    @property
+    def open_disputes(self) -> list[str]:
+        return [k for k, d in self.disputes.items() if d["state"] == "OPEN"]
+
+    def finalize(self, totals: dict[str, Any]) -> None:
+        if self.state == ISSUED and not self.open_disputes:
+            self._finalized(totals=totals)
+
+    @event("Finalized")
+    def _finalized(self, totals: dict[str, Any]) -> None:
+        self.state = FINAL
+        self.totals = totals
+
+
+class LedgerTransaction(Aggregate):
+    """One double-entry posting of the chargeback ledger: entries sum to zero per currency."""
+
+    class Posted(Aggregate.Created):
+        source: str
+        entries: list[dict[str, str]]
+        period: str
+        description: str
+
+    @staticmethod
+    def create_id(source: str) -> UUID:
+        return _id("ledger", source)
+
+    @event(Posted)
+    def __init__(self, source: str, entries: list[dict[str, str]], period: str, description: str) -> None:
+        self.source = source
+        self.entries = entries
+        self.period = period
+        self.description = description
+
+
+class TerminationWatch(Aggregate):
+    """One objective of one agreement: which billing periods it was breached in, and whether
+    the agreement's termination rule has granted the customer the right to terminate."""
+
+    class Started(Aggregate.Created):
+        agreement_id: str
+        objective_id: str
+
+    @staticmethod
+    def create_id(agreement_id: str, objective_id: str) -> UUID:
+        return _id("watch", agreement_id, objective_id)
+
+    @event(Started)
+    def __init__(self, agreement_id: str, objective_id: str) -> None:
+        self.agreement_id = agreement_id
+        self.objective_id = objective_id
+        self.periods: dict[str, bool] = {}  # window start → breached
+        self.granted = False
+
+    def note(self, window_start: str, breached: bool) -> None:
+        if self.periods.get(window_start) != breached:
+            self._noted(window_start=window_start, breached=breached)
+
+    @event("Noted")
+    def _noted(self, window_start: str, breached: bool) -> None:
+        self.periods = {**self.periods, window_start: breached}
+
+    def grant(self, reason: str, breach_windows: list[str]) -> None:
+        if not self.granted:
+            self._granted(agreement_id=self.agreement_id, objective_id=self.objective_id, reason=reason,
+                          breach_windows=breach_windows)  # fmt: skip
+
+    @event("Granted")
+    def _granted(self, agreement_id: str, objective_id: str, reason: str, breach_windows: list[str]) -> None:
+        self.granted = True
