@@ -39,6 +39,7 @@ from accord_kit.timeline import calendar_window
 STATEMENT_TOPIC = get_topic(Statement.Opened)
 LEDGER_TOPIC = get_topic(LedgerTransaction.Posted)
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
+ISSUE_AT_THE_LATEST = timedelta(days=7)  # issue even if a window's closing has not arrived (metrics down)
 STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
 
 
@@ -288,7 +289,7 @@ class Billing(AccordApplication):
         changed = 0
         with self._lock:
             for statement in self._all(STATEMENT_TOPIC):
-                if statement.state == OPEN and _parse(statement.period_end) + ISSUE_DELAY <= now:
+                if statement.state == OPEN and self._ready_to_issue(statement, now):
                     agreement = self.agreement(statement.agreement_id)
                     claim_days = int(
                         (agreement.versions[-1]["terms"].get("consequences") or {}).get("claim_window_days") or 0
@@ -312,6 +313,30 @@ class Billing(AccordApplication):
                     self.save(*records)
                     changed += 1
         return changed
+
+    def _ready_to_issue(self, statement: Statement, now: datetime) -> bool:
+        """The period has ended and every objective's last window of the period has been
+        assessed (or a week has passed: then late closings become adjustments)."""
+        end = _parse(statement.period_end)
+        if now < end + ISSUE_DELAY:
+            return False
+        if now >= end + ISSUE_AT_THE_LATEST:
+            return True
+        agreement = self.agreement(statement.agreement_id)
+        if agreement.ended_at and _parse(agreement.ended_at) <= _parse(statement.period_start):
+            return True
+        terms = agreement.versions[-1]["terms"]
+        for objective in terms.get("objectives") or []:
+            if (objective.get("window") or {}).get("kind") == "WINDOW_KIND_ROLLING":
+                continue
+            done = any(
+                a["evaluation"].get("window_end") and _parse(a["evaluation"]["window_end"]) >= end
+                for key, a in statement.assessments.items()
+                if key.split("|", 1)[0] == objective["objective_id"]
+            )
+            if not done:
+                return False
+        return True
 
     def totals(self, statement: Statement) -> dict[str, Any]:
         """The statement's totals: its assessments capped and thresholded (assessment.py),

@@ -1,28 +1,51 @@
-"""Composition root of the billing service: store, application, gRPC servicers, relay, consumers."""
+"""Composition root of the billing service: store, application, gRPC servicers, relay, the
+agreements and metrics consumers, and the clock-driven issue/finalise task."""
 
 from __future__ import annotations
 
 from accord_billing.application import Billing
+from accord_billing.server import ERROR_MAP, register_billing
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
 from accord_kit.persistence import prepare_store
-from accord_kit.runtime import ServiceParts, Upstream
+from accord_kit.runtime import ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
 
-POLICY = Policy.of(INFRA_POLICY, EVENT_LOG_POLICY)
+SVC = "/accord.billing.v1.BillingService/"
+READERS = {"department", "auditor", "admin", "service"}
+POLICY = Policy.of(
+    INFRA_POLICY,
+    EVENT_LOG_POLICY,
+    {
+        **{
+            SVC + rpc: READERS
+            for rpc in ("GetStatement", "ListStatements", "GetAssessment", "GetLedgerEntries", "GetBalances")
+        },
+        # Which department may dispute (the customer) or resolve (the provider) is decided per agreement.
+        SVC + "DisputeAssessment": {"department"},
+        SVC + "ResolveDispute": {"department"},
+    },
+)
+DUE_EVERY_SECONDS = 30.0  # how often statements are issued and finalised on the clock
 
 
 def build(
-    settings: ServiceSettings, *, clock: Clock | None = None, verifier: TokenVerifier | None = None
+    settings: ServiceSettings,
+    *,
+    clock: Clock | None = None,
+    verifier: TokenVerifier | None = None,
+    due_every: float = DUE_EVERY_SECONDS,
 ) -> ServiceParts:
     prepare_store(settings)
     app = Billing(settings.event_store_env(), clock=clock)
     return ServiceParts(
         settings=settings,
         policy=POLICY,
-        register=[register_event_log(app)],
+        register=[register_billing(app), register_event_log(app)],
         app=app,
         upstreams=[Upstream("agreements"), Upstream("metrics")],
+        error_map=ERROR_MAP,
         verifier=verifier,
+        extra_tasks=[periodic("billing_due", app.process_due, due_every)],
     )
