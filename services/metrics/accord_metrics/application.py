@@ -145,10 +145,13 @@ class Metrics(AccordApplication):
 
     name = "Metrics"
     service = "metrics"
+    # A window's running evaluation changes often while it is open: load it from a snapshot.
+    snapshotting_intervals = {WindowEvaluation: 50}
 
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
+        self._providers: dict[str, str] = {}
         self._services: dict[str, ServiceSignals] = defaultdict(ServiceSignals)
         self._signals_position = 0
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
@@ -157,13 +160,17 @@ class Metrics(AccordApplication):
 
     # -- who may record --------------------------------------------------------------------------
     def provider_of(self, service_id: str) -> str:
+        cached = self._providers.get(service_id)
+        if cached is not None:
+            return cached
         try:
             known: Any = self.repository.get(KnownService.create_id(service_id))
         except AggregateNotFoundError:
             raise UnknownServiceError(
                 f"service {service_id!r} is not registered (register it with the agreements service first)"
             ) from None
-        return str(known.provider_department_id)
+        self._providers[service_id] = str(known.provider_department_id)  # a service's provider never changes
+        return self._providers[service_id]
 
     def _check_may_record(self, caller: Principal, service_ids: set[str]) -> None:
         for sid in sorted(service_ids):
