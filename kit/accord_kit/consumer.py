@@ -161,11 +161,16 @@ class Consumer:
             pass
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
-        envs = []
+        pairs = []
         for m in msgs:
             env = events_pb2.EventEnvelope()
             env.ParseFromString(m.data)
-            envs.append(env)
+            pairs.append((env, m))
+        # Redeliveries arrive in any order: within a fetched batch, put them back in log order
+        # (a stable sort keeps a duplicate next to its twin, which is then skipped).
+        pairs.sort(key=lambda p: p[0].position)
+        envs = [e for e, _ in pairs]
+        msgs = [m for _, m in pairs]
         done, outcome, error = await asyncio.to_thread(self._apply_run, envs)
         for m in msgs[:done]:
             await m.ack()
