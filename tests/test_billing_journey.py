@@ -164,6 +164,8 @@ def test_three_months_billed_disputed_restated_and_terminated(suite: Suite) -> N
     assert balances[(FINANCE, "EUR")] == Decimal("4400.00")  # 0 + 2,000.00 + 2,400.00
     assert balances[(IT, "EUR")] == Decimal("-4400.00")
     assert sum(Decimal(s.totals["net"]) for s in finals if s.state == FINAL) == balances[(FINANCE, "EUR")]
+    # Per period: February's statement alone.
+    assert b.balances(None, period=finals[1].period_start)[(FINANCE, "EUR")] == Decimal("2000.00")
     # Each party sees only its own account.
     assert set(b.balances(P_CUSTOMER)) == {(FINANCE, "EUR")}
 

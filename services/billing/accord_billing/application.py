@@ -451,10 +451,16 @@ class Billing(AccordApplication):
             rows = [r for r in rows if any(e["account"] == department for e in r.entries)]
         return rows
 
-    def balances(self, caller: Principal | None, department: str = "") -> dict[tuple[str, str], Decimal]:
-        """(account, currency) → balance; the ledger balances: the sum of all is zero per currency."""
+    def balances(
+        self, caller: Principal | None, department: str = "", period: str = ""
+    ) -> dict[tuple[str, str], Decimal]:
+        """(account, currency) → balance, over all periods or one (its start, RFC 3339); the
+        ledger balances: the sum of all is zero per currency."""
         out: dict[tuple[str, str], Decimal] = {}
+        wanted = _parse(period) if period else None
         for tx in self.ledger(None):
+            if wanted is not None and _parse(tx.period) != wanted:
+                continue
             for e in tx.entries:
                 key = (e["account"], e["currency"])
                 out[key] = out.get(key, Decimal(0)) + Decimal(e["amount"])

@@ -143,7 +143,9 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         )  # fmt: skip
 
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Any) -> pb.GetBalancesResponse:
-        balances = await asyncio.to_thread(self.app.balances, current_principal(), request.department_id)
+        balances = await asyncio.to_thread(
+            self.app.balances, current_principal(), request.department_id, request.period_start
+        )
         return pb.GetBalancesResponse(
             balances=[
                 pb.Balance(department_id=dept, currency=cur, amount=str(amount))
