@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -27,12 +28,20 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from accord.events.v1 import events_pb2
-from accord_kit.application import AccordApplication
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.consumer")
 
 ReadEvents = Callable[[int, int], Awaitable[tuple[list[events_pb2.EventEnvelope], int]]]
+
+
+class Applier(Protocol):
+    """What a consumer applies events to: an AccordApplication (tracking in its store, in the
+    same transaction as its own events) or a read model that keeps its own positions."""
+
+    def tracked_position(self, source: str) -> int: ...
+
+    def apply_upstream(self, source: str, envelope: events_pb2.EventEnvelope) -> bool: ...
 
 
 @dataclass
@@ -69,7 +78,7 @@ class ConsumerHaltedError(RuntimeError):
 class Consumer:
     def __init__(
         self,
-        app: AccordApplication,
+        app: Applier,
         nc: NATS,
         config: ConsumerConfig,
         *,

@@ -17,7 +17,7 @@ import grpc
 
 from accord_kit.application import AccordApplication
 from accord_kit.auth import Policy, TokenVerifier
-from accord_kit.consumer import Consumer, ConsumerConfig
+from accord_kit.consumer import Applier, Consumer, ConsumerConfig
 from accord_kit.eventlog import EventLogClient
 from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
 from accord_kit.logging import get_logger
@@ -77,6 +77,8 @@ class ServiceParts:
     policy: Policy
     register: list[Callable[[grpc.aio.Server], str]]
     app: AccordApplication | None = None
+    # Where consumed events go when the service keeps no event store (the gateway's read model).
+    applier: Applier | None = None
     upstreams: list[Upstream] = field(default_factory=list)
     error_map: ErrorMap | None = None
     verifier: TokenVerifier | None = None
@@ -140,13 +142,16 @@ class ServiceRuntime:
             )
             self._tasks.append(asyncio.create_task(self._run_relay(), name="relay"))
             await self._wait_first(self.relay.caught_up.wait())
+        target = self.parts.applier or app
         for upstream in self.parts.upstreams:
-            if app is None:
+            if target is None:
                 break
             client = EventLogClient(s.addresses[upstream.source], token=self._service_token)
             self._clients.append(client)
             cfg = upstream.config(s.service)
-            consumer = Consumer(app, self._nc, cfg, read_events=client.read_events, on_halt=self._halted(cfg.durable))
+            consumer = Consumer(
+                target, self._nc, cfg, read_events=client.read_events, on_halt=self._halted(cfg.durable)
+            )
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{cfg.durable}"))
             await self.server.set_serving(True, f"accord.consumer.{cfg.durable}")

@@ -1,23 +1,39 @@
-"""Composition root of the gateway: gRPC server (health, reflection) and the HTTP app."""
+"""Composition root of the gateway: the read model, its consumers of the three streams, the
+gRPC GatewayService and the HTTP app."""
 
 from __future__ import annotations
 
 from accord_gateway.http import create_app, http_task
+from accord_gateway.projection import ReadModel
+from accord_gateway.server import ERROR_MAP, register_gateway
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier
-from accord_kit.runtime import Readiness, ServiceParts
+from accord_kit.runtime import Readiness, ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
 
-POLICY = Policy.of(INFRA_POLICY)
+SVC = "/accord.gateway.v1.GatewayService/"
+READERS = {"department", "auditor", "admin", "service"}
+POLICY = Policy.of(
+    INFRA_POLICY,
+    {
+        SVC + rpc: READERS
+        for rpc in ("GetAgreementStatus", "GetDepartmentStatus", "GetServiceStatus", "GetPortfolio", "WatchStatus")
+    },
+)
 
 
 def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -> ServiceParts:
+    verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     readiness = Readiness()
-    http = create_app(is_ready=readiness.is_ready)
+    model = ReadModel()
+    http = create_app(is_ready=readiness.is_ready, model=model, verifier=verifier)
     return ServiceParts(
         readiness=readiness,
         settings=settings,
         policy=POLICY,
-        register=[],
+        register=[register_gateway(model)],
+        applier=model,
+        upstreams=[Upstream("agreements"), Upstream("metrics"), Upstream("billing")],
+        error_map=ERROR_MAP,
         verifier=verifier,
         extra_tasks=[http_task(http, settings.http_host, settings.http_port)],
     )

@@ -1,30 +1,119 @@
-"""The gateway's HTTP/JSON app (FastAPI). For now: liveness and readiness of the gateway."""
+"""The gateway's HTTP/JSON app (FastAPI): the read model's views, live updates as server-sent
+events, and the OpenAPI document; the same auth as every service."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterator
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from accord_gateway.projection import (
+    NotVisibleError,
+    ReadModel,
+    agreement_view,
+    department_view,
+    portfolio_view,
+    service_view,
+    wait_for_change,
+)
+from accord_kit.auth import TokenVerifier
+from accord_kit.errors import UnauthenticatedError
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.gateway.http")
 
 
-def create_app(is_ready: Callable[[], bool]) -> FastAPI:
+def create_app(
+    is_ready: Callable[[], bool], model: ReadModel | None = None, verifier: TokenVerifier | None = None
+) -> FastAPI:
     app = FastAPI(
         title="Accord gateway",
         version="0.1.0",
-        description="Current status of Accord's service level agreements.",
+        description="Current status of Accord's service level agreements. Send `Authorization: Bearer <token>`.",
     )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "invalid request", "detail": exc.errors()}, status_code=422)
 
     @app.get("/healthz", summary="Liveness and readiness of the gateway")
     async def healthz() -> dict[str, Any]:
         return {"status": "SERVING" if is_ready() else "NOT_SERVING"}
+
+    if model is None or verifier is None:
+        return app
+
+    def caller(authorization: str | None) -> tuple[str, str]:
+        try:
+            p = verifier.verify(authorization)
+        except UnauthenticatedError as e:
+            raise HTTPException(status_code=401, detail=str(e)) from None
+        return p.role, p.department
+
+    def answer(view: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return {"status": view(), "positions": model.positions()}
+        except NotVisibleError as e:
+            raise HTTPException(status_code=404, detail=str(e)) from None
+
+    @app.get("/v1/agreements/{agreement_id}", summary="An agreement's current status")
+    async def agreement(agreement_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        role, dept = caller(authorization)
+        return answer(lambda: agreement_view(model, agreement_id, role, dept))
+
+    @app.get("/v1/departments/{department_id}", summary="A department's agreements, health and balance")
+    async def department(department_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        role, dept = caller(authorization)
+        if role == "department" and dept != department_id:
+            raise HTTPException(status_code=403, detail=f"a department token for {dept} may not read {department_id}")
+        return answer(lambda: department_view(model, department_id, role, dept))
+
+    @app.get("/v1/services/{service_id}", summary="The agreements covering a service and their health")
+    async def service(service_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        role, dept = caller(authorization)
+        return answer(lambda: service_view(model, service_id, role, dept))
+
+    @app.get("/v1/portfolio", summary="Counts by state and health, worst objectives first")
+    async def portfolio(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        role, dept = caller(authorization)
+        return answer(lambda: portfolio_view(model, role, dept))
+
+    @app.get("/v1/watch", summary="Server-sent events: the status now, then on every change")
+    async def watch(agreement_id: str = "", authorization: str | None = Header(default=None)) -> StreamingResponse:
+        role, dept = caller(authorization)
+        aid = agreement_id or None
+
+        def current() -> dict[str, Any]:
+            if aid is not None:
+                return agreement_view(model, aid, role, dept)
+            return portfolio_view(model, role, dept)
+
+        first = answer(current)  # 404 before the stream starts
+
+        async def events() -> AsyncIterator[bytes]:
+            last = first["status"]
+            yield f"data: {json.dumps(first)}\n\n".encode()
+            while True:
+                changed = await wait_for_change(model, aid, 15.0)
+                doc = current()
+                if doc != last:
+                    last = doc
+                    yield f"data: {json.dumps({'status': doc, 'positions': model.positions()})}\n\n".encode()
+                elif not changed:
+                    yield b": keep-alive\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
 

@@ -1,0 +1,150 @@
+"""The gateway as it runs: its consumers fill the read model from the three streams; gRPC and
+HTTP answer status queries with the positions they reflect; 401/403/404 as JSON with nothing
+leaked; WatchStatus and server-sent events deliver a change within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from accord.gateway.v1 import gateway_pb2 as pb
+from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
+from accord_gateway.bootstrap import build
+from accord_gateway.settings import load
+from accord_kit.nats_util import connect
+from accord_kit.relay import Relay
+from accord_kit.testing.nats import NatsServer, free_port
+from accord_kit.testing.service import make_keys, running_service, service_environ
+from accord_kit.testing.streams import eventually
+from tests.suite import AMS, COLLECTOR, CUSTOMER, PROVIDER, Suite, outage
+
+pytestmark = pytest.mark.slow
+
+
+def http_get(url: str, token: str | None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_gateway_over_grpc_http_and_live(
+    own_nats_server: NatsServer, tmp_path: Path, make_store_env: Callable[[str], dict[str, str]]
+) -> None:
+    suite = Suite(make_store_env)
+    ag, m = suite.agreements, suite.metrics
+    for dept in (IT, FINANCE, "marketing"):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    aid = str(ag.draft(PROVIDER, sla_terms()).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    nc = await connect(own_nats_server.url, name="relays")
+    relays = [Relay(app, nc, stream=app.service.upper(), poll_seconds=0.05) for app in (ag, m, suite.billing)]
+    relay_tasks = [asyncio.create_task(r.run()) for r in relays]
+    keys = make_keys(tmp_path / "keys")
+    http_port = free_port()
+    settings = load(
+        service_environ("gateway", tmp_path, own_nats_server.url, "sqlite", GATEWAY_HTTP_PORT=str(http_port))
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    fin = dict(keys.metadata("department", FINANCE))["authorization"].split()[1]
+    mkt = dict(keys.metadata("department", "marketing"))["authorization"].split()[1]
+    try:
+        async with (
+            running_service(build, settings, keys) as gateway,
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch,
+        ):
+            stub = pb_grpc.GatewayServiceStub(ch)
+            md = keys.metadata("department", FINANCE)
+
+            async def visible() -> bool:
+                try:
+                    r = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
+                except grpc.aio.AioRpcError:
+                    return False
+                return r.status["state"] == "ACTIVE"
+
+            await eventually(visible, timeout=20, what="agreement in the read model")
+            got = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
+            assert got.positions["agreements"] == ag.head_position()
+            # Not a party: the same NOT_FOUND as a missing agreement (nothing leaked).
+            for who, agreement in ((keys.metadata("department", "marketing"), aid), (md, "nope")):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=agreement), metadata=who)
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(), metadata=keys.metadata("auditor"))
+            assert portfolio.status["agreements"] == 1
+
+            # HTTP: the same, with JSON errors.
+            status, body = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", fin)
+            assert status == 200 and body["status"]["state"] == "ACTIVE" and "positions" in body
+            assert (await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", None))[0] == 401
+            status, body = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", mkt)
+            assert status == 404 and "error" in body and "title" not in json.dumps(body)
+            assert (await asyncio.to_thread(http_get, f"{base}/v1/departments/{IT}", fin))[0] == 403
+            status, body = await asyncio.to_thread(http_get, f"{base}/v1/departments/{FINANCE}", fin)
+            assert status == 200 and [a["agreement_id"] for a in body["status"]["as_customer"]] == [aid]
+            status, spec = await asyncio.to_thread(http_get, f"{base}/openapi.json", None)
+            assert status == 200 and "/v1/agreements/{agreement_id}" in spec["paths"]
+
+            # Live: a breach reaches WatchStatus within a second of reaching NATS.
+            watch = stub.WatchStatus(pb.WatchStatusRequest(agreement_id=aid), metadata=md)
+            first = await watch.read()
+            assert first.status["health"] != "BREACHED"
+            m.record(COLLECTOR, [outage("big", f"2026-01-10T05:00{AMS}", 240)])
+            suite.tick(f"2026-01-10T10:05{AMS}")
+            await eventually(lambda: relays[1].stats.head_position == m.head_position(), timeout=10)
+            published = time.monotonic()
+            while True:
+                update = await asyncio.wait_for(watch.read(), timeout=5)
+                if update.status["health"] == "BREACHED":
+                    break
+            assert time.monotonic() - published < 1.0
+            watch.cancel()
+
+            # Server-sent events: the status now, then the next change.
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+            writer.write(
+                f"GET /v1/watch?agreement_id={aid} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {fin}\r\n\r\n".encode()
+            )
+            await writer.drain()
+
+            async def next_event() -> dict[str, Any]:
+                while True:
+                    line = (await asyncio.wait_for(reader.readline(), timeout=5)).decode().strip()
+                    if line.startswith("data: "):
+                        return json.loads(line[6:])  # type: ignore[no-any-return]
+
+            try:
+                initial = await next_event()
+                assert initial["status"]["health"] == "BREACHED"
+                m.record(COLLECTOR, [outage("more", f"2026-01-10T09:00{AMS}", 30)])
+                suite.tick(f"2026-01-10T10:06{AMS}")
+                await eventually(lambda: relays[1].stats.head_position == m.head_position(), timeout=10)
+                published = time.monotonic()
+                changed = await next_event()
+                assert time.monotonic() - published < 1.0
+                assert changed["positions"]["metrics"] > initial["positions"]["metrics"]
+            finally:
+                writer.close()
+    finally:
+        for r in relays:
+            r.stop()
+        await asyncio.gather(*relay_tasks)
+        await nc.close()
+        suite.close()
