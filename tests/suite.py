@@ -4,8 +4,12 @@ would (every new upstream event applied once, in order)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,6 +21,10 @@ from accord_billing.application import Billing
 from accord_kit.application import AccordApplication
 from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
+from accord_kit.nats_util import connect
+from accord_kit.relay import Relay
+from accord_kit.testing.nats import free_port
+from accord_kit.testing.service import Keys, running_service, service_environ
 from accord_metrics.application import Metrics
 
 PROVIDER = Actor("alice", "department", IT)
@@ -82,3 +90,45 @@ class Suite:
     def close(self) -> None:
         for app in (self.agreements, self.metrics, self.billing):
             app.close()
+
+
+@contextlib.asynccontextmanager
+async def gateway_over(
+    suite: Suite, nats_url: str, tmp_path: Path, keys: Keys
+) -> AsyncIterator[tuple[Any, int, list[Relay]]]:
+    """The gateway as it runs (gRPC and HTTP on free ports), fed by relays publishing the
+    suite's three stores to their streams. Yields (runtime, HTTP port, relays)."""
+    from accord_gateway.bootstrap import build
+    from accord_gateway.settings import load
+
+    nc = await connect(nats_url, name="relays")
+    relays = [
+        Relay(app, nc, stream=app.service.upper(), poll_seconds=0.05)
+        for app in (suite.agreements, suite.metrics, suite.billing)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    http_port = free_port()
+    settings = load(service_environ("gateway", tmp_path, nats_url, "sqlite", GATEWAY_HTTP_PORT=str(http_port)))
+    try:
+        async with running_service(build, settings, keys) as gateway:
+            yield gateway, http_port, relays
+    finally:
+        for r in relays:
+            r.stop()
+        await asyncio.gather(*tasks)
+        await nc.close()
+
+
+def an_active_agreement(suite: Suite) -> str:
+    """Departments, the e-mail service and the sample SLA, accepted; returns its id."""
+    from accord_agreements.samples import sla_terms
+
+    ag = suite.agreements
+    for dept in (IT, FINANCE, "marketing"):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    aid = str(ag.draft(PROVIDER, sla_terms()).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    return aid

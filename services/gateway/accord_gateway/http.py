@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from accord_gateway.projection import (
     NotVisibleError,
@@ -28,6 +29,7 @@ from accord_kit.errors import UnauthenticatedError
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.gateway.http")
+DASHBOARD = Path(__file__).with_name("static") / "index.html"
 
 
 def create_app(
@@ -46,6 +48,10 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": "invalid request", "detail": exc.errors()}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))
 
     @app.get("/healthz", summary="Liveness and readiness of the gateway")
     async def healthz() -> dict[str, Any]:

@@ -134,6 +134,7 @@ class ReadModel:
             status["version"] = msg.version
             status["versions"].append(
                 {
+                    "terms": _terms(msg.terms),
                     "version": msg.version,
                     "effective_from": msg.effective_from.ToJsonString(),
                     "occurred_at": env.occurred_at.ToJsonString(),
@@ -403,4 +404,10 @@ def portfolio_view(model: ReadModel, role: str, department: str) -> dict[str, An
                 }
             )
     worst.sort(key=lambda w: (HEALTH_ORDER.get(w["status"], 4), Decimal(w["budget_remaining"] or "100")))
-    return {"agreements": len(rows), "by_state": by_state, "by_health": by_health, "worst_objectives": worst[:50]}
+    return {
+        "agreements": len(rows),
+        "by_state": by_state,
+        "by_health": by_health,
+        "worst_objectives": worst[:50],
+        "list": [_brief(s) for s in sorted(rows, key=lambda s: (HEALTH_ORDER.get(s["health"], 4), s["title"]))],
+    }
