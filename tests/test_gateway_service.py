@@ -18,15 +18,11 @@ import pytest
 
 from accord.gateway.v1 import gateway_pb2 as pb
 from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
-from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
-from accord_gateway.bootstrap import build
-from accord_gateway.settings import load
-from accord_kit.nats_util import connect
-from accord_kit.relay import Relay
-from accord_kit.testing.nats import NatsServer, free_port
-from accord_kit.testing.service import make_keys, running_service, service_environ
+from accord_agreements.samples import FINANCE, IT
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.service import make_keys
 from accord_kit.testing.streams import eventually
-from tests.suite import AMS, COLLECTOR, CUSTOMER, PROVIDER, Suite, outage
+from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, gateway_over, outage
 
 pytestmark = pytest.mark.slow
 
@@ -46,29 +42,16 @@ async def test_gateway_over_grpc_http_and_live(
 ) -> None:
     suite = Suite(make_store_env)
     ag, m = suite.agreements, suite.metrics
-    for dept in (IT, FINANCE, "marketing"):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, sla_terms()).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
-    suite.tick(f"2026-01-10T10:00{AMS}")
-    nc = await connect(own_nats_server.url, name="relays")
-    relays = [Relay(app, nc, stream=app.service.upper(), poll_seconds=0.05) for app in (ag, m, suite.billing)]
-    relay_tasks = [asyncio.create_task(r.run()) for r in relays]
+    aid = an_active_agreement(suite)
     keys = make_keys(tmp_path / "keys")
-    http_port = free_port()
-    settings = load(
-        service_environ("gateway", tmp_path, own_nats_server.url, "sqlite", GATEWAY_HTTP_PORT=str(http_port))
-    )
-    base = f"http://127.0.0.1:{http_port}"
     fin = dict(keys.metadata("department", FINANCE))["authorization"].split()[1]
     mkt = dict(keys.metadata("department", "marketing"))["authorization"].split()[1]
     try:
         async with (
-            running_service(build, settings, keys) as gateway,
+            gateway_over(suite, own_nats_server.url, tmp_path, keys) as (gateway, http_port, relays),
             grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch,
         ):
+            base = f"http://127.0.0.1:{http_port}"
             stub = pb_grpc.GatewayServiceStub(ch)
             md = keys.metadata("department", FINANCE)
 
@@ -143,8 +126,4 @@ async def test_gateway_over_grpc_http_and_live(
             finally:
                 writer.close()
     finally:
-        for r in relays:
-            r.stop()
-        await asyncio.gather(*relay_tasks)
-        await nc.close()
         suite.close()
