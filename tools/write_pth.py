@@ -9,7 +9,7 @@ import site
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PATHS = ["kit", "services/agreements", "services/metrics", "services/billing", "services/gateway", "gen", "."]
+PATHS = ["kit", "cli", "services/agreements", "services/metrics", "services/billing", "services/gateway", "gen", "."]
 
 
 def main(argv: list[str]) -> None:
@@ -20,6 +20,10 @@ def main(argv: list[str]) -> None:
         return
     target = pathlib.Path(site.getsitepackages()[0]) / "accord.pth"
     target.write_text("".join(f"{ROOT / p}\n" for p in PATHS))
+    # The `accord` command line, beside this Python.
+    script = pathlib.Path(sys.executable).parent / "accord"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom accord_cli.__main__ import main\nsys.exit(main())\n")
+    script.chmod(0o755)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import (
     SQLiteConnection,
     SQLiteConnectionPool,
@@ -19,6 +20,12 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment
 
 from accord_kit import context
+from accord_kit.chain import (
+    ChainedPostgresApplicationRecorder,
+    ChainedPostgresProcessRecorder,
+    ChainedSQLiteApplicationRecorder,
+    ChainedSQLiteProcessRecorder,
+)
 from accord_kit.settings import ServiceSettings, SettingsError
 
 META_KEY = "__accord_meta__"
@@ -51,7 +58,11 @@ class DurableSQLiteDatastore(SQLiteDatastore):
 
 
 class DurableSQLiteFactory(SQLiteFactory):
-    """eventsourcing's SQLite factory with synchronous=FULL on every connection."""
+    """eventsourcing's SQLite factory with synchronous=FULL on every connection, whose
+    application and process recorders keep the log's hash chain (accord_kit.chain)."""
+
+    application_recorder_class = ChainedSQLiteApplicationRecorder
+    process_recorder_class = ChainedSQLiteProcessRecorder
 
     def __init__(self, env: Environment | Any) -> None:
         super().__init__(env)
@@ -63,6 +74,14 @@ class DurableSQLiteFactory(SQLiteFactory):
             originator_id_type=old.originator_id_type,
         )
         old.close()
+
+
+class ChainedPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory whose application and process recorders keep
+    the log's hash chain (accord_kit.chain)."""
+
+    application_recorder_class = ChainedPostgresApplicationRecorder
+    process_recorder_class = ChainedPostgresProcessRecorder
 
 
 class AccordMapper(Mapper[Any]):

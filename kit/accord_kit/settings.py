@@ -126,7 +126,7 @@ class ServiceSettings:
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "accord_kit.persistence:ChainedPostgresFactory",
             "POSTGRES_DBNAME": self.postgres.dbname,
             "POSTGRES_HOST": self.postgres.host,
             "POSTGRES_PORT": str(self.postgres.port),

@@ -85,7 +85,7 @@ def postgres_db() -> Iterator[Callable[[], str]]:
 
 def postgres_env(dbname: str) -> dict[str, str]:
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "accord_kit.persistence:ChainedPostgresFactory",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": PG_HOST,
         "POSTGRES_PORT": str(PG_PORT),

@@ -16,13 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from accord_gateway.projection import (
+    Changes,
     NotVisibleError,
     ReadModel,
     agreement_view,
     department_view,
     portfolio_view,
     service_view,
-    wait_for_change,
 )
 from accord_kit.auth import TokenVerifier
 from accord_kit.errors import UnauthenticatedError
@@ -105,19 +105,27 @@ def create_app(
                 return agreement_view(model, aid, role, dept)
             return portfolio_view(model, role, dept)
 
-        first = answer(current)  # 404 before the stream starts
+        changes = Changes(model, aid)  # subscribed before the first look: no change is missed
+        try:
+            first = answer(current)  # 404 before the stream starts
+        except HTTPException:
+            changes.close()
+            raise
 
         async def events() -> AsyncIterator[bytes]:
-            last = first["status"]
-            yield f"data: {json.dumps(first)}\n\n".encode()
-            while True:
-                changed = await wait_for_change(model, aid, 15.0)
-                doc = current()
-                if doc != last:
-                    last = doc
-                    yield f"data: {json.dumps({'status': doc, 'positions': model.positions()})}\n\n".encode()
-                elif not changed:
-                    yield b": keep-alive\n\n"
+            try:
+                last = first["status"]
+                yield f"data: {json.dumps(first)}\n\n".encode()
+                while True:
+                    changed = await changes.wait(15.0)
+                    doc = current()
+                    if doc != last:
+                        last = doc
+                        yield f"data: {json.dumps({'status': doc, 'positions': model.positions()})}\n\n".encode()
+                    elif not changed:
+                        yield b": keep-alive\n\n"
+            finally:
+                changes.close()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -315,23 +315,32 @@ def _summarise(s: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-async def wait_for_change(model: ReadModel, agreement_id: str | None, timeout: float) -> bool:
-    """Wait until the status of `agreement_id` (or any, for None) changes; False on timeout."""
-    loop = asyncio.get_running_loop()
-    changed = asyncio.Event()
+class Changes:
+    """A subscription to changes of one agreement (or any, for None), registered for as
+    long as the watcher lives, so a change between two looks is never missed."""
 
-    def listener(aid: str) -> None:
-        if agreement_id is None or aid == agreement_id:
-            loop.call_soon_threadsafe(changed.set)
+    def __init__(self, model: ReadModel, agreement_id: str | None) -> None:
+        self.model = model
+        self.agreement_id = agreement_id
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        model.add_listener(self._listener)
 
-    model.add_listener(listener)
-    try:
-        await asyncio.wait_for(changed.wait(), timeout=timeout)
+    def _listener(self, aid: str) -> None:
+        if self.agreement_id is None or aid == self.agreement_id:
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        """True once something changed since the last wait (then reset); False on timeout."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
         return True
-    except TimeoutError:
-        return False
-    finally:
-        model.remove_listener(listener)
+
+    def close(self) -> None:
+        self.model.remove_listener(self._listener)
 
 
 # -- views over the read model (pure) -----------------------------------------------------------

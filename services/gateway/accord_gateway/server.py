@@ -11,13 +11,13 @@ from google.protobuf.struct_pb2 import Struct
 from accord.gateway.v1 import gateway_pb2 as pb
 from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from accord_gateway.projection import (
+    Changes,
     NotVisibleError,
     ReadModel,
     agreement_view,
     department_view,
     portfolio_view,
     service_view,
-    wait_for_change,
 )
 from accord_kit.context import current_principal
 
@@ -62,14 +62,18 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 return agreement_view(self.model, aid, role, department)
             return portfolio_view(self.model, role, department)
 
-        last = current()
-        yield response(last, self.model.positions())
-        while True:
-            await wait_for_change(self.model, aid, WATCH_HEARTBEAT_SECONDS)
-            doc = current()
-            if doc != last:
-                last = doc
-                yield response(doc, self.model.positions())
+        changes = Changes(self.model, aid)  # subscribed before the first look
+        try:
+            last = current()
+            yield response(last, self.model.positions())
+            while True:
+                await changes.wait(WATCH_HEARTBEAT_SECONDS)
+                doc = current()
+                if doc != last:
+                    last = doc
+                    yield response(doc, self.model.positions())
+        finally:
+            changes.close()
 
 
 def register_gateway(model: ReadModel) -> Callable[[grpc.aio.Server], str]:

@@ -1,0 +1,1 @@
+"""`accord`: the command line of departments and auditors."""
