@@ -257,4 +257,13 @@ def main(service: str, load: Callable[[], ServiceSettings], build: Callable[[Ser
         log.error("service_refused_to_start", reason=str(e))
         print(f"accord-{service}: refusing to start: {e}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(parts))
+    try:
+        return asyncio.run(serve(parts))
+    except (OSError, RuntimeError) as e:
+        if "bind" not in str(e).lower():
+            raise
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        log.error("service_refused_to_start", reason=f"cannot listen on {address}: {e}")
+        hint = f"set {service.upper()}_GRPC_PORT"
+        print(f"accord-{service}: cannot listen on {address} (in use?): {hint}", file=sys.stderr)
+        return 2
