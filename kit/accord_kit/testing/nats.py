@@ -15,6 +15,17 @@ class NatsServerError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the parent's own clean-up still stops it
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -62,6 +73,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a terminal's Ctrl-C must not stop it before its clients
+            preexec_fn=_die_with_parent,  # …but it never outlives the process that started it
         )
         log.close()
         deadline = time.monotonic() + timeout
