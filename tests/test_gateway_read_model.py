@@ -57,6 +57,8 @@ def test_the_read_model_matches_the_owning_services_and_rebuilds_the_same(suite:
         recorded = next(w for w in reversed(m.window_evaluations(aid)) if w.objective_id == o["objective_id"]).latest
         assert (o["current"]["value"], o["current"]["status"]) == (recorded["value"], recorded["status"])
     assert status["health"] == "BREACHED"  # February's availability
+    availability = next(o for o in status["objectives"] if o["objective_id"] == "availability")
+    assert availability["current"]["burn_rate"] != ""  # February is still open
     assert {b_["objective_id"] for b_ in status["open_breaches"]} == {"availability"}
     # Statements and credits as billing has them.
     statements = b.statements(P_CUSTOMER, aid)

@@ -72,6 +72,7 @@ async def test_gateway_over_grpc_http_and_live(
                 assert err.value.code() == grpc.StatusCode.NOT_FOUND
             portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(), metadata=keys.metadata("auditor"))
             assert portfolio.status["agreements"] == 1
+            before_restart = dict(got.status)
 
             # HTTP: the same, with JSON errors.
             status, body = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", fin)
@@ -125,5 +126,23 @@ async def test_gateway_over_grpc_http_and_live(
                 assert changed["positions"]["metrics"] > initial["positions"]["metrics"]
             finally:
                 writer.close()
+        # A restarted gateway rebuilds the same read model from the streams.
+        async with (
+            gateway_over(suite, own_nats_server.url, tmp_path / "again", keys) as (gateway, _, _),
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch,
+        ):
+            stub = pb_grpc.GatewayServiceStub(ch)
+            md = keys.metadata("department", FINANCE)
+
+            async def rebuilt() -> bool:
+                try:
+                    r = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
+                except grpc.aio.AioRpcError:
+                    return False
+                return bool(r.positions["metrics"] == m.head_position())
+
+            await eventually(rebuilt, timeout=20, what="read model rebuilt after a restart")
+            got = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
+            assert got.status["state"] == before_restart["state"] and got.status["health"] == "BREACHED"
     finally:
         suite.close()

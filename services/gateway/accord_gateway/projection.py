@@ -291,6 +291,7 @@ def _evaluation(e: metric_events.Evaluation) -> dict[str, Any]:
         "budget_remaining": e.budget_remaining,
         "budget_consumed": e.budget_consumed,
         "input_digest": e.input_digest,
+        "burn_rate": e.burn_rate,
         "version": e.agreement_version,
     }
 

@@ -435,6 +435,12 @@ class Metrics(AccordApplication):
         evaluation["agreement_id"], evaluation["objective_id"] = agg.agreement_id, agg.objective_id
         evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
         evaluation["calendar_id"], evaluation["calendar_version"] = calendar.calendar_id, calendar.version
+        rates: dict[timedelta, Decimal] = {}
+        if "budget_consumed" in evaluation and not evaluation["closed"]:
+            rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+            # The burn rate over the fastest pair's long window (1 h for a 30-day window),
+            # as of this evaluation: carried with it, not a reason on its own for a new event.
+            evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
         agg.update(evaluation)
         if evaluation["closed"]:
             agg.close(evaluation)
@@ -448,8 +454,7 @@ class Metrics(AccordApplication):
             levels = [Decimal(x) for x in objective.get("warning_levels") or ["50", "75", "90"]]
             for level in reliability.warning_levels_crossed(Decimal(evaluation["budget_consumed"]), levels):
                 agg.warn(str(level), evaluation["budget_consumed"])
-            if not evaluation["closed"]:
-                rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+            if rates:
                 for pair in reliability.burn_alerts(rates, window.duration):
                     agg.burn_alert(
                         f"{pair.factor}x {pair.long}/{pair.short}",

@@ -47,6 +47,7 @@ def evaluation_message(e: dict[str, Any]) -> ev.Evaluation:
         budget_remaining=e.get("budget_remaining", ""),
         calendar_id=e.get("calendar_id", ""),
         calendar_version=int(e.get("calendar_version") or 0),
+        burn_rate=e.get("burn_rate", ""),
     )
 
 
