@@ -59,6 +59,7 @@ def test_the_read_model_matches_the_owning_services_and_rebuilds_the_same(suite:
     assert status["health"] == "BREACHED"  # February's availability
     availability = next(o for o in status["objectives"] if o["objective_id"] == "availability")
     assert availability["current"]["burn_rate"] != ""  # February is still open
+    assert [o["objective_id"] for o in status["effective_terms"]["objectives"]] == ["availability", "service-level"]
     assert {b_["objective_id"] for b_ in status["open_breaches"]} == {"availability"}
     # Statements and credits as billing has them.
     statements = b.statements(P_CUSTOMER, aid)

@@ -19,6 +19,7 @@ from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.billing.v1 import events_pb2 as billing_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metric_events
+from accord_kit.agreement_terms import effective_terms
 
 STATES = {
     "AgreementDrafted": "DRAFT",
@@ -270,7 +271,18 @@ class ReadModel:
     def agreement(self, agreement_id: str) -> dict[str, Any] | None:
         with self._lock:
             status = self._agreements.get(agreement_id)
-            return _summarise(copy.deepcopy(status)) if status and status["state"] else None
+            if not status or not status["state"]:
+                return None
+            status = copy.deepcopy(status)
+            status["effective_terms"] = self._effective(status["terms"])
+        return _summarise(status)
+
+    def _effective(self, terms: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+        """The terms merged with their parent chain (as the read model knows the parents)."""
+        parent = self._agreements.get(terms.get("parent_agreement_id") or "")
+        if parent is None or not parent["terms"] or depth > 8:
+            return terms
+        return effective_terms(self._effective(parent["terms"], depth + 1), terms)
 
     def agreements(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import signals_pb2
+from accord_kit.agreement_terms import effective_terms
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
@@ -544,7 +545,7 @@ class Metrics(AccordApplication):
         if parent is None or not parent.versions:
             return terms
         parent_terms = self.effective_terms(_version_at(parent, when)["terms"], when, depth + 1)
-        return merge_terms(parent_terms, terms)
+        return effective_terms(parent_terms, terms)
 
     def _effective_version(self, view: AgreementView, when: datetime) -> dict[str, Any]:
         version = _version_at(view, when)
@@ -587,17 +588,6 @@ def _iso(ts: Any) -> str:
 
 def _parse(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def merge_terms(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    """A child agreement's effective terms: the parent's with the child's components over
-    them, objectives merged one by one (the child's objective replaces the parent's of the
-    same id) — the rule of DOMAIN.md §1, as the agreements service applies it."""
-    merged = {**parent, **{k: v for k, v in child.items() if v not in (None, "", [], {})}}
-    objectives = {o["objective_id"]: o for o in parent.get("objectives") or []}
-    objectives.update({o["objective_id"]: o for o in child.get("objectives") or []})
-    merged["objectives"] = list(objectives.values())
-    return merged
 
 
 def _version_at(view: AgreementView, when: datetime) -> dict[str, Any]:

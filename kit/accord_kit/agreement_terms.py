@@ -1,0 +1,27 @@
+"""For consumers of the agreements stream: the effective terms of an agreement with a parent
+(DOMAIN.md §1) — the parent's effective terms with the child's components over them,
+objectives merged one by one. The agreements service applies the same rule in its own
+domain (`accord_agreements.terms.merge`); tests/test_contract_rules.py keeps the two equal."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+OWN_KEYS = ("parties", "kind", "level", "parent_agreement_id", "title")
+
+
+def effective_terms(parent_effective: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(parent_effective)
+    for key, value in child.items():
+        if key != "objectives" and value not in (None, "", [], {}):
+            merged[key] = copy.deepcopy(value)
+    objectives = {o["objective_id"]: o for o in parent_effective.get("objectives") or [] if o.get("objective_id")}
+    for o in child.get("objectives") or []:
+        if o.get("objective_id"):
+            objectives[o["objective_id"]] = copy.deepcopy(o)
+    merged["objectives"] = list(objectives.values())
+    for key in OWN_KEYS:
+        if key in child:
+            merged[key] = copy.deepcopy(child[key])
+    return merged
