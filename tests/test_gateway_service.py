@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from openapi_spec_validator import validate as validate_openapi
 
 from accord.gateway.v1 import gateway_pb2 as pb
 from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -85,6 +86,7 @@ async def test_gateway_over_grpc_http_and_live(
             assert status == 200 and [a["agreement_id"] for a in body["status"]["as_customer"]] == [aid]
             status, spec = await asyncio.to_thread(http_get, f"{base}/openapi.json", None)
             assert status == 200 and "/v1/agreements/{agreement_id}" in spec["paths"]
+            validate_openapi(spec)  # a valid OpenAPI document, or this raises saying what is wrong
 
             # Live: a breach reaches WatchStatus within a second of reaching NATS.
             watch = stub.WatchStatus(pb.WatchStatusRequest(agreement_id=aid), metadata=md)
