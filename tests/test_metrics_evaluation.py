@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -60,6 +61,18 @@ def calls(prefix: str, day: str, answered_fast: int, answered_slow: int, abandon
     return out
 
 
+def accepted(ag: Agreements, terms: dict[str, Any] | None = None) -> str:
+    """Register IT, Finance and the e-mail service; draft, propose and accept the terms
+    (the sample SLA by default); return the agreement id."""
+    for dept in (IT, FINANCE):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    aid = str(ag.draft(PROVIDER, terms or sla_terms()).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    return aid
+
+
 class World:
     def __init__(self, agreements: Agreements, metrics: Metrics, clock: FakeClock) -> None:
         self.agreements, self.metrics, self.clock = agreements, metrics, clock
@@ -91,13 +104,8 @@ def test_a_quarter_of_an_email_sla_judged_window_by_window(world: World) -> None
     ag, m, clock = world.agreements, world.metrics, world.clock
     # An IT → Finance e-mail SLA, in force from 1 January: availability ≥ 99.9 % a month,
     # 80 % of calls answered within 20 s a month.
-    for dept in (IT, FINANCE):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
     terms = sla_terms()
-    aid = str(ag.draft(PROVIDER, terms).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
+    aid = accepted(ag, terms)
     world.sync()
     assert m.provider_of(EMAIL) == IT
 
@@ -169,12 +177,7 @@ def test_a_quarter_of_an_email_sla_judged_window_by_window(world: World) -> None
 
 def test_at_risk_while_open_for_ratios_that_can_still_recover(world: World) -> None:
     ag, m, clock = world.agreements, world.metrics, world.clock
-    for dept in (IT, FINANCE):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, sla_terms()).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
+    aid = accepted(ag)
     world.sync()
     m.record(COLLECTOR, calls("x", f"2026-01-12T09:00{AMS}", 1, 3, 0))
     clock.set(at(f"2026-01-20T00:00{AMS}"))
@@ -185,12 +188,7 @@ def test_at_risk_while_open_for_ratios_that_can_still_recover(world: World) -> N
 
 def test_an_outage_under_way_raises_burn_rate_alerts_and_budget_warnings(world: World) -> None:
     ag, m, clock = world.agreements, world.metrics, world.clock
-    for dept in (IT, FINANCE):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, sla_terms()).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
+    aid = accepted(ag)
     world.sync()
     # Down since 11:00 and still down at 11:20: every look-back window of the fast pairs
     # (1 h and 5 min, scaled to January's 31 days) sees far more than 14.4 × the allowed rate.
@@ -237,12 +235,7 @@ def test_an_outage_reported_under_way_is_completed_by_its_end(world: World) -> N
     """The producer reports an outage when it starts and sends the same signal id again with
     its end: the end completes it (any other re-send is a duplicate)."""
     ag, m, clock = world.agreements, world.metrics, world.clock
-    for dept in (IT, FINANCE):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, sla_terms()).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
+    aid = accepted(ag)
     world.sync()
     start = at(f"2026-01-20T11:00{AMS}")
     began = pb.Signal(signal_id="inc-7", service_id=EMAIL, outage=pb.Outage(start=ts(start)))
