@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,6 +123,27 @@ def _proc_cpu(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def supervised(nats_dir: Path) -> Iterator[tuple[NatsServer, list[Child]]]:
+    """A nats-server and the child processes the caller starts into the yielded list. On the
+    way out every child is checked (a server that died says so, with its log's last lines)
+    and everything is stopped, last started first."""
+    nats = NatsServer(nats_dir).start()
+    children: list[Child] = []
+    try:
+        yield nats, children
+        for child in children:
+            child.check_alive()
+    except Exception:
+        for child in children:
+            child.check_alive()
+        raise
+    finally:
+        for child in reversed(children):
+            child.stop()
+        nats.stop()
 
 
 class Child:
@@ -748,9 +770,7 @@ async def _run(pairs: int, clients: int, echo_rounds: int, shared_service: bool)
         tokens = Tokens(keys)
         (tmp / "var").mkdir()
         fsync_ms = _fsync_ms(tmp / "var")
-        nats = NatsServer(tmp / "nats").start()
-        children: list[Child] = []
-        try:
+        with supervised(tmp / "nats") as (nats, children):
             nats_pid = nats.proc.pid if nats.proc is not None else None
             service, address = await _start_agreements(tmp, nats.url, keys)
             children.append(service)
@@ -791,16 +811,6 @@ async def _run(pairs: int, clients: int, echo_rounds: int, shared_service: bool)
                     echo_phases[v.key].append(e)
                     line.append(f"{v.key} {e.calls / e.seconds:,.0f}/s")
                 print(f"   echo round {r + 1}/{echo_rounds}: " + ", ".join(line), flush=True)
-            for child in children:
-                child.check_alive()
-        except Exception:
-            for child in children:
-                child.check_alive()  # a server that died says so, with its log's last lines
-            raise
-        finally:
-            for child in reversed(children):
-                child.stop()
-            nats.stop()
         logs = {c.name: _log_summary(c.log_file) for c in children}
     return _report(
         service_phases,

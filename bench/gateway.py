@@ -69,7 +69,7 @@ from accord_kit.keys import PUBLIC, TOKEN, write_keys
 from accord_kit.nats_util import connect, ensure_stream
 from accord_kit.relay import Relay
 from accord_kit.testing.fixtures import sqlite_env
-from accord_kit.testing.nats import NatsServer, free_port
+from accord_kit.testing.nats import free_port
 from accord_metrics.application import Metrics
 from bench.agreements import (
     CALL_TIMEOUT,
@@ -92,6 +92,7 @@ from bench.agreements import (
     _start_echo,
     _usable_cpus,
     _wait_serving,
+    supervised,
 )
 
 NAME = "gateway"
@@ -766,9 +767,7 @@ async def _run(cfg: Config) -> dict[str, Any]:
             + ", ".join(f"{k} {v:,}" for k, v in heads.items()),
             flush=True,
         )
-        nats = NatsServer(tmp / "nats").start()
-        children: list[Child] = []
-        try:
+        with supervised(tmp / "nats") as (nats, children):
             setup["relays"] = await _publish(portfolio, nats.url)
             t0 = time.perf_counter()
             gateway = await _start_gateway(tmp, nats.url, keys)
@@ -816,16 +815,6 @@ async def _run(cfg: Config) -> dict[str, Any]:
                     phases[v.key].append(ph)
                     line.append(f"{v.key} {_rate(ph):,.0f}/s")
                 print(f"   round {r + 1}/{cfg.rounds}: " + ", ".join(line), flush=True)
-            for child in children:
-                child.check_alive()
-        except Exception:
-            for child in children:
-                child.check_alive()  # a server that died says so, with its log's last lines
-            raise
-        finally:
-            for child in reversed(children):
-                child.stop()
-            nats.stop()
         logs = {c.name: _log_summary(c.log_file) for c in children}
         try:
             breakdown = await _breakdown(portfolio, keys, cfg.role, department, bearer)

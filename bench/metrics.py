@@ -54,7 +54,7 @@ from accord.metrics.v1 import metrics_pb2 as mpb
 from accord.metrics.v1 import signals_pb2 as spb
 from accord_kit.keys import PUBLIC, TOKEN, write_keys
 from accord_kit.nats_util import connect
-from accord_kit.testing.nats import NatsServer, free_port
+from accord_kit.testing.nats import free_port
 from accord_metrics.application import BATCH_TOPIC  # eventsourcing's topic of the stored batches
 from bench.agreements import (
     SERVER_LOG_LEVEL,
@@ -70,6 +70,7 @@ from bench.agreements import (
     _start_agreements,
     _usable_cpus,
     _wait_serving,
+    supervised,
 )
 
 NAME = "metrics"
@@ -324,9 +325,7 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
         (tmp / "var").mkdir()
         fsync_ms = _fsync_ms(tmp / "var")
         store = tmp / "var" / "metrics.sqlite"
-        nats = NatsServer(tmp / "nats").start()
-        children: list[Child] = []
-        try:
+        with supervised(tmp / "nats") as (nats, children):
             nats_pid = nats.proc.pid if nats.proc is not None else None
             agreements, a_address = await _start_agreements(tmp, nats.url, keys)
             children.append(agreements)
@@ -404,16 +403,6 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
                     raise RuntimeError(f"stream {STREAM} holds {got} events, the metrics store {head}")
                 await asyncio.sleep(0.1)
             relay_catch_up = time.perf_counter() - t_relay
-            for child in children:
-                child.check_alive()
-        except Exception:
-            for child in children:
-                child.check_alive()  # a server that died says so, with its log's last lines
-            raise
-        finally:
-            for child in reversed(children):
-                child.stop()
-            nats.stop()
         store_events = _store_head(store)
         rows = _store_rows(store)
         store_signals = sum(int(json.loads(r[3])["count"]) for r in rows)

@@ -20,6 +20,7 @@ from accord_agreements.samples import EMAIL, FINANCE, IT
 from accord_billing.application import Billing
 from accord_kit.application import AccordApplication
 from accord_kit.clock import FakeClock
+from accord_kit.consumer import Applier
 from accord_kit.context import Principal
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay
@@ -62,7 +63,7 @@ def calls(prefix: str, day: str, fast: int, slow: int) -> list[pb.Signal]:
     return out
 
 
-def feed(source: str, upstream: AccordApplication, downstream: AccordApplication) -> None:
+def feed(source: str, upstream: AccordApplication, downstream: Applier) -> None:
     """What a consumer does: apply every new upstream event once, in order."""
     envs, _ = upstream.read_events(downstream.tracked_position(source), 5000)
     for env in envs:

@@ -10,7 +10,7 @@ import pytest
 
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_gateway.projection import ReadModel
-from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, PROVIDER, Suite, calls, outage
+from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, PROVIDER, Suite, calls, feed, outage
 
 
 @pytest.fixture
@@ -22,9 +22,7 @@ def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
 
 def fill(model: ReadModel, suite: Suite) -> None:
     for source, app in (("agreements", suite.agreements), ("metrics", suite.metrics), ("billing", suite.billing)):
-        envs, _ = app.read_events(model.tracked_position(source), 5000)
-        for env in envs:
-            model.apply_upstream(source, env)
+        feed(source, app, model)
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)

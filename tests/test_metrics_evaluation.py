@@ -22,6 +22,7 @@ from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
 from accord_metrics.application import Metrics
 from accord_metrics.domain import AT_RISK, BREACHED, MET
+from tests.suite import feed
 
 PROVIDER = Actor("alice", "department", IT)
 CUSTOMER = Actor("bob", "department", FINANCE)
@@ -79,9 +80,7 @@ class World:
 
     def sync(self) -> None:
         """What the metrics consumer does: apply every new agreements event, exactly once."""
-        envs, _ = self.agreements.read_events(self.metrics.tracked_position("agreements"), 5000)
-        for env in envs:
-            self.metrics.apply_upstream("agreements", env)
+        feed("agreements", self.agreements, self.metrics)
 
     def window(self, aid: str, objective: str, start: str) -> dict[str, object]:
         for w in self.metrics.window_evaluations(aid):
