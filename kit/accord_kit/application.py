@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
@@ -133,6 +134,38 @@ class AccordApplication(Application[Any]):
     def _position_exists(self, position: int) -> bool:
         found = self.recorder.select_notifications(start=position, stop=position, limit=1)
         return bool(found)
+
+    # -- two time axes (DOMAIN.md §6) ----------------------------------------------------
+    def recorded_times(self, aggregate_id: Any) -> list[tuple[int, datetime]]:
+        """(version, recorded at) of every stored event of one aggregate, oldest first.
+        Events stored before recording times were kept fall back to their own timestamp."""
+        out: list[tuple[int, datetime]] = []
+        for stored in self.recorder.select_events(aggregate_id):
+            event, meta = self.accord_mapper.to_domain_event_with_meta(stored)
+            recorded = meta.get("recorded_at")
+            when = recorded if isinstance(recorded, datetime) else getattr(event, "timestamp", None)
+            assert isinstance(when, datetime)
+            out.append((stored.originator_version, when))
+        return out
+
+    def version_known_at(self, aggregate_id: Any, at: datetime) -> int | None:
+        """The aggregate's version as the store knew it at instant `at` (the highest
+        version recorded at or before it), or None when it did not exist yet."""
+        known = None
+        for version, when in self.recorded_times(aggregate_id):
+            if when <= at:
+                known = version
+            else:
+                break
+        return known
+
+    def get_as_known_at(self, aggregate_id: Any, at: datetime) -> Any | None:
+        """The aggregate as it was known at `at` ("as known at T"), or None when no
+        event of it had been recorded by then. The current state is `repository.get`."""
+        version = self.version_known_at(aggregate_id, at)
+        if version is None:
+            return None
+        return self.repository.get(aggregate_id, version=version)
 
     # -- consuming upstream events exactly once --------------------------------------------
     def tracked_position(self, source: str) -> int:
