@@ -11,12 +11,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from accord.billing.v1 import events_pb2 as billing_events
@@ -24,11 +24,14 @@ from accord.events.v1 import events_pb2
 from accord_agreements.codec import codec
 from accord_agreements.domain import (
     LIVE,
+    NOTHING_IN_FORCE,
     Actor,
     Agreement,
     Calendar,
     ConflictError,
     Department,
+    Difference,
+    InForce,
     InvalidRequestError,
     NotAPartyError,
     NotFoundError,
@@ -36,6 +39,7 @@ from accord_agreements.domain import (
     Service,
     TransitionError,
     UnknownReferenceError,
+    known_effective_differences,
     reference_id,
 )
 from accord_agreements.terms import (
@@ -67,6 +71,25 @@ class UnderpinningError(TransitionError):
     """An SLA objective is stricter than an objective of an agreement underpinning it."""
 
 
+class LogEntry(NamedTuple):
+    """Where one event of an agreement sits in the service's log."""
+
+    version: int  # the agreement's version the event made
+    position: int
+    previous_position: int  # the log's position before it (any aggregate's), as ReadEvents serves it
+
+
+@dataclass(frozen=True)
+class AgreementAt:
+    """An agreement at an instant on both time axes (DOMAIN.md §6)."""
+
+    known: Agreement | None  # as the store knew it then; None when it did not exist yet
+    in_force_as_known: InForce  # what was in force at the instant, as known then
+    effective: InForce  # what was in force at the instant, as known now
+    differences: list[Difference]  # between the two answers about what was in force
+    term_changes: list[dict[str, Any]]  # terms in force as known then → as known now (diff's form)
+
+
 @dataclass
 class Summary:
     agreement_id: str
@@ -79,7 +102,7 @@ class Summary:
     service_ids: list[str]
     version: int
     revision: int
-    positions: list[int] = field(default_factory=list)
+    log: list[LogEntry] = field(default_factory=list)
 
 
 class Agreements(AccordApplication):
@@ -479,16 +502,55 @@ class Agreements(AccordApplication):
         agg = self.get_agreement(actor, agreement_id)
         return diff(agg.get_version(a)["terms"], agg.get_version(b)["terms"])
 
+    def get_agreement_at(self, actor: Actor, agreement_id: str, at: datetime | None) -> AgreementAt:
+        """The agreement "as known at" `at` (every event recorded by then) and "as effective
+        at" `at` (what is correct now about that instant), and where they disagree."""
+        if at is None:
+            raise InvalidRequestError("at is required: the instant to reconstruct the agreement at")
+        if at.tzinfo is None:
+            raise InvalidRequestError(f"at must carry a time zone (got {at.isoformat()})")
+        current = self.get_agreement(actor, agreement_id)
+        # Bounded by the revision just loaded, so that both answers describe the same events
+        # even when a command lands in between.
+        version = self.version_known_at(current.id, at)
+        known: Agreement | None = None
+        if version is not None:
+            version = min(version, current.version)
+            known = current if version == current.version else self.get_agreement_aggregate(agreement_id, version)
+        then = known.in_force_at(at, known) if known is not None else NOTHING_IN_FORCE
+        now = current.in_force_at(at, known)
+        term_changes: list[dict[str, Any]] = []
+        if then.version is not None and now.version is not None and then.version["terms"] != now.version["terms"]:
+            term_changes = diff(then.version["terms"], now.version["terms"])
+        return AgreementAt(
+            known=known,
+            in_force_as_known=then,
+            effective=now,
+            differences=known_effective_differences(then, now),
+            term_changes=term_changes,
+        )
+
     def history(self, actor: Actor, agreement_id: str) -> list[events_pb2.EventEnvelope]:
+        """Every event of the agreement, oldest first, each as ReadEvents serves it. One read
+        of the agreement's events; positions and previous positions come from the index."""
         agg = self.get_agreement(actor, agreement_id)
         self.refresh_index()
         with self._index_lock:
-            positions = list(self._index[str(agg.id)].positions)
+            log = list(self._index[str(agg.id)].log)
+        if not log:
+            return []
+        stored = {s.originator_version: s for s in self.recorder.select_events(agg.id, lte=log[-1].version)}
         out = []
-        for pos in positions:
-            note = self.recorder.select_notifications(start=pos, stop=pos, limit=1)[0]
-            prev = self.position_before(pos)
-            out.append(to_envelope(self.service, note, prev, self.accord_mapper, self.codec)[0])
+        for entry in log:
+            s = stored[entry.version]
+            note = Notification(
+                id=entry.position,
+                originator_id=s.originator_id,
+                originator_version=s.originator_version,
+                topic=s.topic,
+                state=s.state,
+            )
+            out.append(to_envelope(self.service, note, entry.previous_position, self.accord_mapper, self.codec)[0])
         return out
 
     # -- the index of agreements (tails this store's own log) ------------------------------------------
@@ -500,15 +562,21 @@ class Agreements(AccordApplication):
                 )
                 if not notes:
                     return
-                touched: dict[str, list[int]] = {}
+                touched: dict[str, list[LogEntry]] = {}
+                # The index reads every notification in order, so the one before each is the
+                # log's previous position (positions may have gaps: PostgreSQL sequences).
+                previous = self._index_position
                 for n in notes:
                     if n.topic.startswith(AGREEMENT_TOPIC):
-                        touched.setdefault(str(n.originator_id), []).append(n.id)
-                for aid, positions in touched.items():
+                        entry = LogEntry(n.originator_version, n.id, previous)
+                        touched.setdefault(str(n.originator_id), []).append(entry)
+                    previous = n.id
+                for aid, entries in touched.items():
                     agg = self.get_agreement_aggregate(aid)
                     old = self._index.get(aid)
                     summary = _summary(agg)
-                    summary.positions = (old.positions if old else []) + positions
+                    summary.log = old.log if old else []
+                    summary.log.extend(entries)  # history copies it under the lock
                     self._index[aid] = summary
                 self._index_position = notes[-1].id
 

@@ -43,6 +43,7 @@ POLICY = Policy.of(
             )
         },
         **{SVC + rpc: EVERYONE for rpc in ("GetAgreement", "ListAgreements", "DiffVersions", "StreamHistory")},
+        SVC + "GetAgreementAt": {"department", "auditor", "admin"},  # an audit query: not for services
     },
 )
 DUE_INTERVAL_SECONDS = 30.0  # how often scheduled terminations, expiries and renewals are applied

@@ -429,20 +429,95 @@ class Agreement(Aggregate):
             )
         return self.versions[n - 1]
 
-    def version_in_force_at(self, when: datetime) -> dict[str, Any]:
-        """The version whose effective-from is the latest not after `when`."""
+    def version_effective_at(self, when: datetime) -> dict[str, Any] | None:
+        """The accepted version whose effective-from is the latest not after `when`, whether
+        or not the agreement had ended by then (None before the first one)."""
         found = None
         for v in self.versions:
             start = parse_instant(v["effective_from"])
             if start is not None and start <= when:
                 found = v
+        return found
+
+    def ended_by(self, when: datetime) -> bool:
+        """Whether the agreement's end (termination or expiry) is at or before `when`."""
+        end = parse_instant(self.ended_at) if self.ended_at else None
+        return end is not None and when >= end
+
+    def version_in_force_at(self, when: datetime) -> dict[str, Any]:
+        """The version whose effective-from is the latest not after `when`."""
+        found = self.version_effective_at(when)
         if found is None:
             raise NotFoundError(f"no version of agreement {self.id} is in force at {when.isoformat()}")
-        if self.ended_at:
-            end = parse_instant(self.ended_at)
-            if end is not None and when >= end:
-                raise NotFoundError(f"agreement {self.id} had ended ({self.state}) by {when.isoformat()}")
+        if self.ended_by(when):
+            raise NotFoundError(f"agreement {self.id} had ended ({self.state}) by {when.isoformat()}")
         return found
+
+    def in_force_at(self, when: datetime, recorded: Agreement | None) -> InForce:
+        """What was in force at instant `when` according to this agreement's events: as
+        known now when this is the current agreement ("as effective at", DOMAIN.md §6), as
+        known then when it is `recorded` itself. `recorded` is the agreement as the store
+        knew it at `when` (None: it did not exist yet).
+
+        Only effective-dated facts reach back before their recording: a version's
+        effective-from and the end of the agreement. Suspension, resumption and the steps
+        before acceptance take effect when recorded, so for them `recorded`'s state stands."""
+        if self.ended_by(when):
+            return InForce(state=self.state, version=None, ended_at=self.ended_at, revision=self.version)
+        version = self.version_effective_at(when)  # not ended: the rule of version_in_force_at
+        state = recorded.state if recorded is not None else ""  # nothing in force: as recorded
+        if version is not None:
+            state = SUSPENDED if state == SUSPENDED else ACTIVE
+        return InForce(state=state, version=version, ended_at="", revision=self.version)
+
+
+@dataclass(frozen=True)
+class InForce:
+    """What of an agreement was in force at an instant, as known at some time (DOMAIN.md §6)."""
+
+    state: str  # "" when the agreement did not exist yet and no version is in force
+    version: dict[str, Any] | None  # the version in force, None when none
+    ended_at: str  # the end, when at or before the instant; else ""
+    revision: int  # the revision of the agreement this was computed from (0: none)
+
+
+NOTHING_IN_FORCE = InForce(state="", version=None, ended_at="", revision=0)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the answer known at an instant and the answer known now disagree about it."""
+
+    field: str  # state, version, terms
+    as_known: str
+    as_effective: str
+
+
+def known_effective_differences(as_known: InForce, as_effective: InForce) -> list[Difference]:
+    """Where what was in force at an instant, as the store knew it then (`as_known`), and
+    as known now (`as_effective`) disagree: the state, the version in force, its terms.
+    Only facts recorded after the instant but effective at or before it make them differ
+    (a version accepted later with an earlier effective date, an end applied late)."""
+    out: list[Difference] = []
+    if as_known.state != as_effective.state:
+        out.append(Difference("state", as_known.state or "none", as_effective.state or "none"))
+    known_version = _version_name(as_known)
+    effective_version = _version_name(as_effective)
+    if known_version != effective_version:
+        out.append(Difference("version", known_version, effective_version))
+    known_terms = as_known.version["terms"] if as_known.version is not None else None
+    effective_terms = as_effective.version["terms"] if as_effective.version is not None else None
+    if known_terms != effective_terms:
+        out.append(Difference("terms", _terms_name(as_known), _terms_name(as_effective)))
+    return out
+
+
+def _version_name(e: InForce) -> str:
+    return str(e.version["version"]) if e.version is not None else "none"
+
+
+def _terms_name(e: InForce) -> str:
+    return f"version {e.version['version']}" if e.version is not None else "none"
 
 
 def _who(actor: Actor) -> str:

@@ -17,12 +17,13 @@ from accord.agreements.v1 import agreements_pb2 as pb
 from accord.agreements.v1 import agreements_pb2_grpc as pb_grpc
 from accord.agreements.v1 import terms_pb2
 from accord.events.v1 import events_pb2
-from accord_agreements.application import Agreements, AlreadyRegisteredError, Summary
+from accord_agreements.application import AgreementAt, Agreements, AlreadyRegisteredError, Summary
 from accord_agreements.codec import terms_message, ts
 from accord_agreements.domain import (
     Actor,
     Agreement,
     ConflictError,
+    InForce,
     InvalidRequestError,
     NotAPartyError,
     NotFoundError,
@@ -127,6 +128,42 @@ def agreement_message(
         )
     for r in agg.termination_rights:
         msg.termination_rights.append(pb.TerminationRight(**r))
+    return msg
+
+
+def term_change_message(c: dict[str, Any]) -> pb.TermChange:
+    def js(v: Any) -> str:
+        return "" if v is None else json.dumps(v, sort_keys=True)
+
+    return pb.TermChange(path=c["path"], kind=c["kind"], old_json=js(c["old"]), new_json=js(c["new"]))
+
+
+def in_force_message(e: InForce) -> pb.AgreementInForce:
+    msg = pb.AgreementInForce(
+        state=STATE.get(e.state, pb.AGREEMENT_STATE_UNSPECIFIED), in_force=e.version is not None, revision=e.revision
+    )
+    if e.version is not None:
+        msg.version = e.version["version"]
+        msg.effective_from.CopyFrom(ts(e.version["effective_from"]))
+        msg.terms.CopyFrom(terms_message(e.version["terms"]))
+    if e.ended_at:
+        msg.ended_at.CopyFrom(ts(e.ended_at))
+    return msg
+
+
+def agreement_at_message(app: Agreements, r: AgreementAt) -> pb.GetAgreementAtResponse:
+    msg = pb.GetAgreementAtResponse(
+        known=r.known is not None,
+        as_effective=in_force_message(r.effective),
+        in_force_as_known=in_force_message(r.in_force_as_known),
+        differences=[
+            pb.KnownEffectiveDifference(field=d.field, as_known=d.as_known, as_effective=d.as_effective)
+            for d in r.differences
+        ],
+        term_changes=[term_change_message(c) for c in r.term_changes],
+    )
+    if r.known is not None:
+        msg.as_known.CopyFrom(agreement_message(app, r.known))
     return msg
 
 
@@ -373,16 +410,12 @@ class AgreementsServicer(pb_grpc.AgreementsServiceServicer):
         changes = await self._run(
             self.app.diff_versions, actor(), request.agreement_id, request.from_version, request.to_version
         )
+        return pb.DiffVersionsResponse(changes=[term_change_message(c) for c in changes])
 
-        def js(v: Any) -> str:
-            return "" if v is None else json.dumps(v, sort_keys=True)
-
-        return pb.DiffVersionsResponse(
-            changes=[
-                pb.TermChange(path=c["path"], kind=c["kind"], old_json=js(c["old"]), new_json=js(c["new"]))
-                for c in changes
-            ]
-        )
+    async def GetAgreementAt(self, request: pb.GetAgreementAtRequest, context: Any) -> pb.GetAgreementAtResponse:
+        at = instant(request.at, "at")
+        result = await self._run(self.app.get_agreement_at, actor(), request.agreement_id, at)
+        return agreement_at_message(self.app, result)
 
     async def StreamHistory(
         self, request: pb.StreamHistoryRequest, context: Any
