@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.utils import get_topic
-from google.protobuf import json_format
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metric_events
-from accord_billing.assessment import Line, Money, assess, statement_totals
+from accord_billing import audit
+from accord_billing.assessment import Money, assess, statement_totals
 from accord_billing.codec import codec
 from accord_billing.domain import (
     ISSUED,
@@ -34,43 +35,14 @@ from accord_billing.domain import (
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
-from accord_kit.timeline import calendar_window
 
 STATEMENT_TOPIC = get_topic(Statement.Opened)
 LEDGER_TOPIC = get_topic(LedgerTransaction.Posted)
+ADJUSTED: type = vars(Statement)["Adjusted"]
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
 ISSUE_AT_THE_LATEST = timedelta(days=7)  # issue even if a window's closing has not arrived (metrics down)
-STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
-
-
-def _parse(raw: str) -> datetime:
-    return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _evaluation(msg: metric_events.Evaluation) -> dict[str, Any]:
-    return {
-        "objective_id": msg.objective_id,
-        "window_start": msg.window_start,
-        "window_end": msg.window_end,
-        "value": msg.value,
-        "target": msg.target,
-        "status": STATUS_NAMES.get(msg.status, ""),
-        "closed": msg.closed,
-        "version": msg.agreement_version,
-        "formula_id": msg.formula_id,
-        "input_digest": msg.input_digest,
-        "detail": dict(msg.detail),
-    }
-
-
-def _line(line: Line) -> dict[str, Any]:
-    return {
-        "kind": line.kind,
-        "amount": str(line.amount.amount),
-        "derivation": line.derivation,
-        "applied": line.applied,
-        "band": line.band,
-    }
+_parse = audit.parse_instant
+_evaluation = audit.evaluation_dict
 
 
 class Billing(AccordApplication):
@@ -120,9 +92,7 @@ class Billing(AccordApplication):
         return agreement.versions[-1]
 
     def _period(self, agreement: BilledAgreement, terms: dict[str, Any], instant: datetime) -> tuple[str, str]:
-        kind = ((terms.get("fee") or {}).get("period") or "FEE_PERIOD_MONTH").removeprefix("FEE_PERIOD_")
-        p = calendar_window(kind, instant, terms.get("time_zone") or "UTC")
-        return p.start.isoformat(), p.end.isoformat()
+        return audit.fee_period(terms, instant)
 
     def _statement(self, agreement: BilledAgreement, terms: dict[str, Any], instant: datetime) -> Statement:
         start, end = self._period(agreement, terms, instant)
@@ -133,29 +103,9 @@ class Billing(AccordApplication):
         )
 
     def _assess(self, agreement: BilledAgreement, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+        # None for an inherited objective or a fee-less agreement: nothing to bill here.
         version = self._version(agreement, int(evaluation.get("version") or 0))
-        terms = version["terms"]
-        objective = next(
-            (o for o in terms.get("objectives") or [] if o["objective_id"] == evaluation["objective_id"]), None
-        )
-        fee = terms.get("fee") or {}
-        if objective is None or not fee:
-            return None  # an inherited objective or a fee-less agreement: nothing to bill here
-        consequences = terms.get("consequences") or {}
-        a = assess(objective, evaluation, fee, consequences)
-        return {
-            "objective": objective,
-            "evaluation": evaluation,
-            "fee": fee,
-            "consequences": consequences,
-            "version": version["version"],
-            "status": a.status,
-            "value": "" if a.value is None else str(a.value),
-            "band": a.band,
-            "lines": [_line(line) for line in a.lines],
-            "net": str(a.net.amount),
-            "notes": list(a.notes),
-        }
+        return audit.assessed_record(version["terms"], version["version"], evaluation)
 
     # -- upstream: agreements and metrics ---------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -171,7 +121,7 @@ class Billing(AccordApplication):
             )
             envelope.payload.Unpack(msg)
             agg = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: BilledAgreement(msg.agreement_id))
-            terms = json_format.MessageToDict(msg.terms, preserving_proto_field_name=True)
+            terms = audit.terms_dict(msg.terms)
             agg.version_in_force(msg.version, msg.effective_from.ToDatetime(tzinfo=UTC).isoformat(), terms)
             processing.collect_events(agg)
         elif t in (
@@ -247,18 +197,25 @@ class Billing(AccordApplication):
         processing: ProcessingEvent[Any],
     ) -> None:  # fmt: skip
         """A change to an issued period: an adjustment line (old, new, difference) on the
-        statement of the current period. The issued statement is never changed."""
+        statement of the current period. The issued statement is never changed. "Old" is what
+        the ledger holds for the window so far: its latest adjustment, else the issued
+        assessment, so a window restated twice is not credited twice. The adjustment keeps
+        the new assessment whole, for the audit's re-derivation."""
         now = self.clock.now()
         target = self._statement(agreement, agreement.versions[-1]["terms"], now)
         if target.state != OPEN:  # the current period is already issued: the next one
             _, end = self._period(agreement, agreement.versions[-1]["terms"], now)
             target = self._statement(agreement, agreement.versions[-1]["terms"], _parse(end))
-        old_net = Decimal(old["net"]) if old else Decimal(0)
+        objective_id, window_start = key.split("|", 1)
+        latest = audit.recorded_windows(self.statements(None, agreement.agreement_id)).get(
+            (agreement.agreement_id, objective_id, window_start)
+        )
+        old_net = Decimal(latest.net if latest else old["net"] if old else 0)
         new_net = Decimal(new["net"])
-        reason = "restated evaluation" if old else "window closed after its period's statement was issued"
+        reason = "restated evaluation" if old or latest else "window closed after its period's statement was issued"
         target.record_adjustment(
             {"source": source, "key": key, "old": str(old_net), "new": str(new_net),
-             "difference": str(new_net - old_net), "reason": reason}
+             "difference": str(new_net - old_net), "reason": reason, "assessment": new}
         )  # fmt: skip
         processing.collect_events(target)
 
@@ -469,6 +426,73 @@ class Billing(AccordApplication):
         if department:
             out = {k: v for k, v in out.items() if k[0] == department}
         return out
+
+    # -- audit (DOMAIN.md §6) --------------------------------------------------------------------------
+    def rederive(
+        self,
+        metrics: list[events_pb2.EventEnvelope],
+        agreements: list[events_pb2.EventEnvelope],
+        agreement_id: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> audit.Rederivation:
+        """Re-derive every assessment from the metrics and agreements logs (as read from those
+        services) and compare with billing's statements (`audit.rederive`). Stores nothing."""
+        statements = [s for s in self._all(STATEMENT_TOPIC) if not agreement_id or s.agreement_id == agreement_id]
+        if agreement_id and not statements and agreement_id not in audit.agreement_versions(agreements):
+            raise NotFoundError(f"agreement {agreement_id!r} is in neither the agreements log nor billing's statements")
+        return audit.rederive(metrics, agreements, statements, agreement_id, progress)
+
+    def price_evaluations(
+        self,
+        caller: Principal | None,
+        agreement_id: str,
+        terms: dict[str, Any] | None,
+        evaluations: list[metric_events.Evaluation],
+    ) -> audit.Pricing:
+        """What-if: closed evaluations priced under `terms` (None: the latest version's; a fee
+        or time zone they leave out comes from it). Stores nothing."""
+        agreement = self.agreement(_required(agreement_id))
+        self._check_party(caller, agreement_id)
+        latest = agreement.versions[-1]["terms"]
+        chosen = dict(terms) if terms else dict(latest)
+        chosen["fee"] = chosen.get("fee") or latest.get("fee") or {}
+        chosen["time_zone"] = chosen.get("time_zone") or latest.get("time_zone") or "UTC"
+        if not chosen["fee"]:
+            raise InvalidRequestError(f"neither the terms nor agreement {agreement_id}'s latest version set a fee")
+        currency = (latest.get("fee") or {}).get("currency") or chosen["fee"].get("currency") or ""
+        for i, e in enumerate(evaluations):
+            if e.agreement_id not in ("", agreement_id):
+                raise InvalidRequestError(f"evaluations[{i}] is of agreement {e.agreement_id}, not {agreement_id}")
+        return audit.price(chosen, [_evaluation(e) for e in evaluations], currency)
+
+    def statements_at(self, caller: Principal | None, agreement_id: str, at: datetime) -> list[audit.PeriodAtBothTimes]:
+        """Every fee period started by `at`: its statement as known at `at` and now, with the
+        adjustments of its windows recorded on later statements (`audit.both_axes`)."""
+        self.agreement(_required(agreement_id))
+        self._check_party(caller, agreement_id)
+        statements = self.statements(None, agreement_id)
+        periods = [(s, self.get_as_known_at(s.id, at)) for s in statements if _parse(s.period_start) <= at]
+        placed = [p for s in statements for p in self._placed_adjustments(s)]
+        return audit.both_axes(at, periods, placed)
+
+    def _placed_adjustments(self, statement: Statement) -> list[audit.PlacedAdjustment]:
+        """The statement's adjustments with the time each was recorded."""
+        out: list[audit.PlacedAdjustment] = []
+        for stored in self.recorder.select_events(statement.id):
+            event, meta = self.accord_mapper.to_domain_event_with_meta(stored)
+            if isinstance(event, ADJUSTED):
+                recorded = meta.get("recorded_at")
+                when = recorded if isinstance(recorded, datetime) else getattr(event, "timestamp", None)
+                assert isinstance(when, datetime)
+                adjusted: Any = event
+                out.append(audit.PlacedAdjustment(statement, adjusted.adjustment, when))
+        return out
+
+
+def _required(agreement_id: str) -> str:
+    if not agreement_id:
+        raise InvalidRequestError("agreement_id is required")
+    return agreement_id
 
 
 def termination_rule_met(periods: dict[str, bool], rule: dict[str, Any]) -> tuple[str, list[str]]:

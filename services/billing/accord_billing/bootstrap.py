@@ -7,7 +7,7 @@ from accord_billing.application import Billing
 from accord_billing.server import ERROR_MAP, register_billing
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
-from accord_kit.eventlog import register_event_log
+from accord_kit.eventlog import EventLogClient, register_event_log
 from accord_kit.persistence import prepare_store
 from accord_kit.runtime import ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
@@ -25,6 +25,11 @@ POLICY = Policy.of(
         # Which department may dispute (the customer) or resolve (the provider) is decided per agreement.
         SVC + "DisputeAssessment": {"department"},
         SVC + "ResolveDispute": {"department"},
+        # Audit: the re-derivation reads every agreement's upstream history, so auditors and
+        # admins only; what-if pricing and both time axes also for the agreement's parties.
+        SVC + "RederiveAssessments": {"auditor", "admin"},
+        SVC + "PriceEvaluations": {"department", "auditor", "admin"},
+        SVC + "StatementsAt": {"department", "auditor", "admin"},
     },
 )
 DUE_EVERY_SECONDS = 30.0  # how often statements are issued and finalised on the clock
@@ -39,10 +44,19 @@ def build(
 ) -> ServiceParts:
     prepare_store(settings)
     app = Billing(settings.event_store_env(), clock=clock)
+
+    def upstream_log(service: str) -> EventLogClient:
+        # One client per re-derivation, with the service token the consumers present too.
+        return EventLogClient(
+            settings.addresses[service],
+            token=lambda: settings.service_token_file.read_text().strip(),
+            max_message_bytes=settings.max_message_bytes,
+        )
+
     return ServiceParts(
         settings=settings,
         policy=POLICY,
-        register=[register_billing(app), register_event_log(app)],
+        register=[register_billing(app, upstream_log), register_event_log(app)],
         app=app,
         upstreams=[Upstream("agreements"), Upstream("metrics")],
         error_map=ERROR_MAP,

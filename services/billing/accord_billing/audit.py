@@ -1,0 +1,525 @@
+"""Billing's audit (DOMAIN.md §6), as pure functions: re-deriving every assessment from the
+upstream logs and comparing it with what billing recorded, pricing a what-if, and a fee
+period on both time axes (as known at T, as effective now).
+
+Nothing here reads a store, a clock or the network: the application hands in the upstream
+envelopes, billing's statements and the recording times, so each function is tested on
+exactly the data it is given."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from google.protobuf import json_format
+
+from accord.agreements.v1 import events_pb2 as agreement_events
+from accord.events.v1 import events_pb2
+from accord.metrics.v1 import events_pb2 as metric_events
+from accord_billing.assessment import (
+    Assessment,
+    AssessmentError,
+    CurrencyMismatchError,
+    Line,
+    Money,
+    Totals,
+    assess,
+    describe_band,
+    statement_totals,
+)
+from accord_billing.domain import Statement
+from accord_kit.timeline import calendar_window
+
+STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
+ACCEPTED_TYPES = (
+    agreement_events.AgreementAccepted.DESCRIPTOR.full_name,
+    agreement_events.AmendmentAccepted.DESCRIPTOR.full_name,
+)
+CLOSED_TYPES = (
+    metric_events.WindowClosed.DESCRIPTOR.full_name,
+    metric_events.EvaluationRestated.DESCRIPTOR.full_name,
+)
+PROGRESS_EVERY = 100  # windows between two progress reports
+
+
+class UpstreamLogError(Exception):
+    """An upstream service's log could not be read (the re-derivation cannot be done now)."""
+
+
+WindowKey = tuple[str, str, str]  # agreement id, objective id, window start (as the evaluation states it)
+
+
+# -- shared with the application: one evaluation, one assessment, one fee period -------------------
+
+
+def parse_instant(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def evaluation_dict(msg: metric_events.Evaluation) -> dict[str, Any]:
+    """A metrics evaluation in the form billing stores and `assessment.assess` reads."""
+    return {
+        "objective_id": msg.objective_id,
+        "window_start": msg.window_start,
+        "window_end": msg.window_end,
+        "value": msg.value,
+        "target": msg.target,
+        "status": STATUS_NAMES.get(msg.status, ""),
+        "closed": msg.closed,
+        "version": msg.agreement_version,
+        "formula_id": msg.formula_id,
+        "input_digest": msg.input_digest,
+        "detail": dict(msg.detail),
+    }
+
+
+def line_dict(line: Line) -> dict[str, Any]:
+    return {
+        "kind": line.kind,
+        "amount": str(line.amount.amount),
+        "derivation": line.derivation,
+        "applied": line.applied,
+        "band": line.band,
+    }
+
+
+def fee_period(terms: Mapping[str, Any], instant: datetime) -> tuple[str, str]:
+    """(start, end) of the fee period holding `instant`, in the terms' time zone (RFC 3339)."""
+    kind = ((terms.get("fee") or {}).get("period") or "FEE_PERIOD_MONTH").removeprefix("FEE_PERIOD_")
+    p = calendar_window(kind, instant, terms.get("time_zone") or "UTC")
+    return p.start.isoformat(), p.end.isoformat()
+
+
+def assessed_record(terms: Mapping[str, Any], version: int, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The assessment billing records for one closed window judged by `version` (whose terms
+    are `terms`), or None when those terms do not bill it (an objective they do not name,
+    e.g. an inherited one, or no fee)."""
+    objective = next(
+        (o for o in terms.get("objectives") or [] if o.get("objective_id") == evaluation["objective_id"]), None
+    )
+    fee = terms.get("fee") or {}
+    if objective is None or not fee:
+        return None
+    consequences = terms.get("consequences") or {}
+    a = assess(objective, evaluation, fee, consequences)
+    return {
+        "objective": objective,
+        "evaluation": evaluation,
+        "fee": fee,
+        "consequences": consequences,
+        "version": version,
+        "status": a.status,
+        "value": "" if a.value is None else str(a.value),
+        "band": a.band,
+        "lines": [line_dict(line) for line in a.lines],
+        "net": str(a.net.amount),
+        "notes": list(a.notes),
+    }
+
+
+def terms_dict(msg: Any) -> dict[str, Any]:
+    """accord.agreements.v1.AgreementTerms in canonical JSON form (proto field names)."""
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+# -- re-derivation ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One window where the re-derivation and billing's record disagree, or only one has it."""
+
+    agreement_id: str
+    objective_id: str
+    window_start: str
+    recorded_net: str  # "" when billing recorded nothing
+    rederived_net: str  # "" when there is nothing (or nothing possible) to re-derive
+    currency: str
+    differences: tuple[str, ...]
+    statement_id: str
+
+
+@dataclass
+class Rederivation:
+    checked: int = 0
+    mismatches: list[Finding] = field(default_factory=list)
+    missing: list[Finding] = field(default_factory=list)
+    unexplained: list[Finding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    net: str
+    assessment: dict[str, Any] | None  # None: an adjustment recorded before adjustments kept theirs
+    statement: Statement
+    via_adjustment: bool
+
+
+def agreement_versions(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[str, dict[int, dict[str, Any]]]:
+    """agreement id → version → its terms, from the agreements log's accepted versions."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for env in envelopes:
+        if env.type not in ACCEPTED_TYPES:
+            continue
+        msg: Any = (
+            agreement_events.AgreementAccepted()
+            if env.type == ACCEPTED_TYPES[0]
+            else agreement_events.AmendmentAccepted()
+        )
+        env.payload.Unpack(msg)
+        out.setdefault(msg.agreement_id, {})[msg.version] = terms_dict(msg.terms)
+    return out
+
+
+def latest_evaluations(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[WindowKey, metric_events.Evaluation]:
+    """The latest closed evaluation of every window in the metrics log: the closing one, or
+    the last restatement's new evaluation (log order)."""
+    out: dict[WindowKey, metric_events.Evaluation] = {}
+    for env in sorted(envelopes, key=lambda e: e.position):
+        if env.type == CLOSED_TYPES[0]:
+            closed = metric_events.WindowClosed()
+            env.payload.Unpack(closed)
+            e = closed.evaluation
+        elif env.type == CLOSED_TYPES[1]:
+            restated = metric_events.EvaluationRestated()
+            env.payload.Unpack(restated)
+            e = restated.new
+        else:
+            continue
+        out[(e.agreement_id, e.objective_id, e.window_start)] = e
+    return out
+
+
+def _key(agreement_id: str, key: str) -> WindowKey:
+    objective_id, window_start = key.split("|", 1)
+    return agreement_id, objective_id, window_start
+
+
+def recorded_windows(statements: Iterable[Statement]) -> dict[WindowKey, _Recorded]:
+    """What billing recorded for each window: the latest adjustment of it (statements in
+    period order, adjustments in the order recorded), else its assessment."""
+    out: dict[WindowKey, _Recorded] = {}
+    ordered = sorted(statements, key=lambda s: (s.agreement_id, parse_instant(s.period_start)))
+    for s in ordered:
+        for key, a in s.assessments.items():
+            out.setdefault(_key(s.agreement_id, key), _Recorded(a["net"], a, s, False))
+    for s in ordered:
+        for adj in s.adjustments:
+            out[_key(s.agreement_id, adj["key"])] = _Recorded(adj["new"], adj.get("assessment"), s, True)
+    return out
+
+
+def rederive(
+    metrics: Iterable[events_pb2.EventEnvelope],
+    agreements: Iterable[events_pb2.EventEnvelope],
+    statements: Iterable[Statement],
+    agreement_id: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> Rederivation:
+    """Re-assess every window the metrics log closed (its latest evaluation) under the terms,
+    from the agreements log, of the version that judged it, and compare with billing's
+    `statements`: net, status, band, lines, the evaluation's value and digest, the version,
+    and the statement it is on. `agreement_id` limits it to one agreement; `progress` is
+    called with the number of windows checked so far."""
+    versions = agreement_versions(agreements)
+    evaluations = latest_evaluations(metrics)
+    wanted = [s for s in statements if not agreement_id or s.agreement_id == agreement_id]
+    records = recorded_windows(wanted)
+    result = Rederivation()
+    seen: set[WindowKey] = set()
+    for key, msg in sorted(evaluations.items()):
+        aid, oid, start = key
+        if agreement_id and aid != agreement_id:
+            continue
+        seen.add(key)
+        rec = records.get(key)
+        terms = versions.get(aid, {}).get(msg.agreement_version)
+        if terms is None:
+            # No terms to judge it by. Unless billing recorded it or knows the agreement, it is
+            # an agreement that was never accepted: nothing was to be billed.
+            if rec is not None or aid in versions:
+                why = (
+                    f"agreement {aid} is not in the agreements log"
+                    if aid not in versions
+                    else f"version {msg.agreement_version} of agreement {aid} is not in the agreements log"
+                )
+                result.mismatches.append(_finding(key, rec, "", "", (f"cannot re-derive: {why}",)))
+            continue
+        try:
+            expected = assessed_record(terms, msg.agreement_version, evaluation_dict(msg))
+        except AssessmentError as e:
+            result.mismatches.append(_finding(key, rec, "", "", (f"cannot re-derive: {e}",)))
+            continue
+        if expected is None:
+            if rec is not None:
+                result.unexplained.append(
+                    _finding(key, rec, "", "", (f"version {msg.agreement_version}'s terms do not bill {oid!r}",))
+                )
+            continue
+        result.checked += 1
+        if progress is not None and result.checked % PROGRESS_EVERY == 0:
+            progress(result.checked)
+        currency = expected["fee"].get("currency", "")
+        period_start, _ = fee_period(terms, parse_instant(start))
+        statement_id = str(Statement.create_id(aid, period_start))
+        if rec is None:
+            result.missing.append(
+                Finding(aid, oid, start, "", expected["net"], currency, ("billing recorded nothing",), statement_id)
+            )
+            continue
+        differences = compare(rec, expected, statement_id)
+        if differences:
+            result.mismatches.append(_finding(key, rec, expected["net"], currency, differences))
+    for key, rec in sorted(records.items()):
+        if key not in seen:
+            result.unexplained.append(_finding(key, rec, "", "", ("no closed window in the metrics log",)))
+    if progress is not None:
+        progress(result.checked)
+    return result
+
+
+def _finding(
+    key: WindowKey, rec: _Recorded | None, rederived: str, currency: str, differences: tuple[str, ...]
+) -> Finding:
+    return Finding(
+        key[0],
+        key[1],
+        key[2],
+        rec.net if rec else "",
+        rederived,
+        currency or (rec.statement.currency if rec else ""),
+        differences,
+        str(rec.statement.id) if rec else "",
+    )
+
+
+def compare(rec: _Recorded, expected: dict[str, Any], statement_id: str) -> tuple[str, ...]:
+    """What differs between billing's record of a window and its re-derivation."""
+    out: list[str] = []
+    if _decimal(rec.net) != _decimal(expected["net"]):
+        out.append(f"net: recorded {rec.net}, rederived {expected['net']}")
+    if not rec.via_adjustment and str(rec.statement.id) != statement_id:
+        out.append(
+            f"statement: recorded on {rec.statement.id} (period from {rec.statement.period_start}),"
+            f" rederived {statement_id}"
+        )
+    a = rec.assessment
+    if a is None:
+        return tuple(out)  # an old adjustment keeps only its amounts: the net is all there is to compare
+    if a.get("status") != expected["status"]:
+        out.append(f"status: recorded {a.get('status')}, rederived {expected['status']}")
+    if (a.get("band") or None) != (expected["band"] or None):
+        out.append(f"band: recorded {_band(a.get('band'))}, rederived {_band(expected['band'])}")
+    recorded_lines, expected_lines = _lines(a.get("lines") or []), _lines(expected["lines"])
+    if recorded_lines != expected_lines:
+        out.append(f"lines: recorded {_lines_text(recorded_lines)}, rederived {_lines_text(expected_lines)}")
+    evaluation = a.get("evaluation") or {}
+    if str(evaluation.get("value", "")) != expected["evaluation"]["value"]:
+        value = expected["evaluation"]["value"]
+        out.append(f"evaluation value: recorded {evaluation.get('value')!r}, metrics {value!r}")
+    if evaluation.get("input_digest", "") != expected["evaluation"]["input_digest"]:
+        out.append("evaluation input digest: billing's copy differs from the metrics log's")
+    if a.get("version") != expected["version"]:
+        out.append(f"agreement version: recorded {a.get('version')}, rederived {expected['version']}")
+    return tuple(out)
+
+
+def _decimal(raw: Any) -> Decimal | None:
+    try:
+        return Decimal(str(raw))
+    except InvalidOperation:
+        return None
+
+
+def _band(band: Mapping[str, Any] | None) -> str:
+    return describe_band(band) if band else "none"
+
+
+def _lines(lines: Sequence[Mapping[str, Any]]) -> list[tuple[str, Decimal | None, bool, str]]:
+    return [
+        (x["kind"], _decimal(x["amount"]), bool(x.get("applied")), json.dumps(x.get("band"), sort_keys=True))
+        for x in lines
+    ]
+
+
+def _lines_text(lines: list[tuple[str, Decimal | None, bool, str]]) -> str:
+    items = (f"{k} {amount}{'' if applied else ' (not applied)'}" for k, amount, applied, _ in lines)
+    return "[" + ", ".join(items) + "]"
+
+
+# -- what-if pricing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PricedWindow:
+    objective_id: str
+    window_start: str
+    period_start: str
+    assessment: Assessment
+
+
+@dataclass(frozen=True)
+class PricedPeriod:
+    period_start: str
+    period_end: str
+    totals: Totals
+
+
+@dataclass(frozen=True)
+class Pricing:
+    currency: str
+    windows: tuple[PricedWindow, ...]
+    periods: tuple[PricedPeriod, ...]
+    total: Money
+
+
+def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], currency: str) -> Pricing:
+    """Closed `evaluations` (as `evaluation_dict` gives them) priced under `terms`: each
+    window assessed, then each fee period's totals (cap, minimum, rewards), then the sum.
+    `currency` is the agreement's: terms with another fee currency are refused."""
+    fee = terms.get("fee") or {}
+    if fee.get("currency") != currency:
+        raise CurrencyMismatchError(
+            f"the terms' fee is in {fee.get('currency') or 'no currency'}, the agreement's in {currency}:"
+            " amounts in different currencies are never mixed"
+        )
+    if not evaluations:
+        raise AssessmentError("evaluations: give at least one closed evaluation to price")
+    objectives = {o.get("objective_id"): o for o in terms.get("objectives") or []}
+    consequences = terms.get("consequences") or {}
+    windows: list[PricedWindow] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, e in enumerate(evaluations):
+        oid, start = e["objective_id"], e["window_start"]
+        objective = objectives.get(oid)
+        if objective is None:
+            named = ", ".join(map(repr, objectives)) or "none"
+            raise AssessmentError(f"evaluations[{i}]: objective {oid!r} is not in the terms (they name {named})")
+        if (oid, start) in seen:
+            raise AssessmentError(f"evaluations[{i}] repeats the window of evaluations[{seen[(oid, start)]}]")
+        seen[(oid, start)] = i
+        try:
+            instant = parse_instant(start)
+        except ValueError:
+            raise AssessmentError(f"evaluations[{i}].window_start must be an RFC 3339 instant, not {start!r}") from None
+        try:
+            a = assess(objective, e, fee, consequences)
+        except AssessmentError as err:
+            raise type(err)(f"evaluations[{i}] ({oid}, window from {start}): {err}") from None
+        windows.append(PricedWindow(oid, start, fee_period(terms, instant)[0], a))
+    periods: list[PricedPeriod] = []
+    for start in sorted({w.period_start for w in windows}, key=parse_instant):
+        _, end = fee_period(terms, parse_instant(start))
+        totals = statement_totals([w.assessment for w in windows if w.period_start == start], consequences, fee)
+        periods.append(PricedPeriod(start, end, totals))
+    return Pricing(currency, tuple(windows), tuple(periods), Money.total((p.totals.net for p in periods), currency))
+
+
+def totals_dict(t: Totals) -> dict[str, str]:
+    """A period's totals in the form of the StatementTotals message (no adjustments or disputes)."""
+    return {
+        "currency": t.currency,
+        "credits_before_cap": str(t.credits_before_cap.amount),
+        "cap_cut": str(t.cap_cut.amount),
+        "minimum_cut": str(t.minimum_cut.amount),
+        "credits_issued": str(t.credits_issued.amount),
+        "rewards": str(t.rewards.amount),
+        "adjustments": "0",
+        "disputes": "0",
+        "net": str(t.net.amount),
+    }
+
+
+# -- as known / as effective ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlacedAdjustment:
+    """An adjustment as recorded: on which statement, when (and, in a result of
+    `both_axes`, whether it was recorded by the instant looked from)."""
+
+    statement: Statement
+    adjustment: dict[str, Any]
+    recorded_at: datetime
+    known_at: bool = False
+
+
+@dataclass(frozen=True)
+class WindowAtBothTimes:
+    objective_id: str
+    window_start: str
+    issued_net: Decimal | None  # on the period's statement as known at `at`
+    known_net: Decimal | None  # as the ledger knew it at `at`
+    effective_net: Decimal  # correct now
+    difference: Decimal  # effective − known (unknown = 0)
+
+
+@dataclass(frozen=True)
+class PeriodAtBothTimes:
+    now: Statement
+    as_known: Statement | None
+    corrections: tuple[PlacedAdjustment, ...]
+    windows: tuple[WindowAtBothTimes, ...]
+    known_total: Decimal
+    effective_total: Decimal
+
+    @property
+    def total_difference(self) -> Decimal:
+        return self.effective_total - self.known_total
+
+
+def both_axes(
+    at: datetime,
+    periods: Sequence[tuple[Statement, Statement | None]],
+    adjustments: Iterable[PlacedAdjustment],
+) -> list[PeriodAtBothTimes]:
+    """Each period (its statement now, and as known at `at`) on both time axes. `adjustments`
+    are every adjustment of the agreement with when it was recorded: those of a period's
+    windows (on later statements) correct it; those recorded by `at` were known then."""
+    placed = sorted(adjustments, key=lambda p: (p.recorded_at, parse_instant(p.statement.period_start)))
+    out: list[PeriodAtBothTimes] = []
+    for now, known in periods:
+        start, end = parse_instant(now.period_start), parse_instant(now.period_end)
+        corrections = tuple(
+            replace(p, known_at=p.recorded_at <= at)
+            for p in placed
+            if start <= parse_instant(p.adjustment["key"].split("|", 1)[1]) < end
+        )
+        keys = set(now.assessments) | {p.adjustment["key"] for p in corrections}
+        windows = []
+        for key in sorted(keys):
+            issued = Decimal(known.assessments[key]["net"]) if known and key in known.assessments else None
+            mine = [p for p in corrections if p.adjustment["key"] == key]
+            known_adjustments = [p for p in mine if p.known_at]
+            known_net = Decimal(known_adjustments[-1].adjustment["new"]) if known_adjustments else issued
+            effective = Decimal(mine[-1].adjustment["new"] if mine else now.assessments[key]["net"])
+            objective_id, window_start = key.split("|", 1)
+            windows.append(
+                WindowAtBothTimes(
+                    objective_id, window_start, issued, known_net, effective, effective - _or_zero(known_net)
+                )
+            )
+        out.append(
+            PeriodAtBothTimes(
+                now,
+                known,
+                corrections,
+                tuple(windows),
+                _sum((_or_zero(w.known_net) for w in windows), now.currency),
+                _sum((w.effective_net for w in windows), now.currency),
+            )
+        )
+    return out
+
+
+def _or_zero(d: Decimal | None) -> Decimal:
+    return Decimal(0) if d is None else d
+
+
+def _sum(amounts: Iterable[Decimal], currency: str) -> Decimal:
+    """Amounts already at the currency's minor unit, added (0.00 for none)."""
+    return Money.total((Money(d, currency) for d in amounts), currency).amount
