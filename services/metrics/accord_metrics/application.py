@@ -1,6 +1,7 @@
 """The metrics application: owns the metrics service's event store — the raw signals (one
-event per recorded batch and service) and the services whose signals it accepts, learned
-from the agreements stream. Evaluations, breaches and restatements come next (Metrics issue)."""
+event per recorded batch and service), the agreements and services learned from the
+agreements stream, and every objective's evaluation per window with its breaches and
+restatements; and the recomputation of a recorded window that audit builds on (audit.py)."""
 
 from __future__ import annotations
 
@@ -90,18 +91,69 @@ class ServiceSignals:
 
     def converted_set(self) -> SignalSet:
         for s in self.raw[self.converted :]:
-            if s.WhichOneof("kind") == "outage":
-                interval = sig.outage_interval(s, until=FAR_FUTURE)
-                at = self.outage_at.get(s.signal_id)
-                if at is None:
-                    self.outage_at[s.signal_id] = len(self.signals.outages)
-                    self.signals.outages.append(interval)
-                else:  # the completion of an outage reported as under way replaces it
-                    self.signals.outages[at] = interval
-            else:
-                _add(self.signals, s)
+            self._convert(s)
         self.converted = len(self.raw)
         return self.signals
+
+    def absorb(self, items: list[signals_pb2.Signal]) -> None:
+        """Convert stored signals without keeping them raw (a one-pass re-read of the store:
+        a month of a million signals is held once, as formula inputs)."""
+        for s in items:
+            self._convert(s)
+
+    def _convert(self, s: signals_pb2.Signal) -> None:
+        if s.WhichOneof("kind") == "outage":
+            interval = sig.outage_interval(s, until=FAR_FUTURE)
+            at = self.outage_at.get(s.signal_id)
+            if at is None:
+                self.outage_at[s.signal_id] = len(self.signals.outages)
+                self.signals.outages.append(interval)
+            else:  # the completion of an outage reported as under way replaces it
+                self.signals.outages[at] = interval
+        else:
+            _add(self.signals, s)
+
+
+@dataclass(frozen=True)
+class StoredSignals:
+    """Signals re-read from the store: formula inputs per service, and how many were read."""
+
+    sets: dict[str, SignalSet]
+    count: int
+
+
+def combined(sources: dict[str, SignalSet], service_ids: list[str]) -> SignalSet:
+    """One SignalSet of these services' signals, in the order given (each service's in the
+    order stored): the order evaluation and recomputation both use."""
+    out = SignalSet()
+    for sid in service_ids:
+        src = sources.get(sid)
+        if src is None:
+            continue
+        for name in SignalSet.__dataclass_fields__:
+            getattr(out, name).extend(getattr(src, name))
+    return out
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """A recorded window recomputed: the latest recorded evaluation, the recomputed one
+    (None when the objective is missing from the terms in force), the fields that differ,
+    and the window's breach records against those the record should hold."""
+
+    agreement_id: str
+    objective_id: str
+    window_start: str
+    window_end: str
+    recorded: dict[str, Any]
+    recomputed: dict[str, Any] | None
+    differences: list[str]
+    recorded_breaches: int
+    expected_breaches: int
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
 
 
 def _earliest(s: signals_pb2.Signal) -> datetime:
@@ -263,24 +315,34 @@ class Metrics(AccordApplication):
     def signal_set(self, service_ids: list[str], *, from_store: bool = False) -> SignalSet:
         """The signals of these services as formula inputs: from the in-memory index, or
         re-read from the stored batches (auditors' recomputation)."""
-        out = SignalSet()
         if from_store:
-            sources = []
-            for sid in service_ids:
-                fresh = ServiceSignals()
-                fresh.note(self.signals(sid))
-                sources.append(fresh.converted_set())
-            for src in sources:
-                for name in SignalSet.__dataclass_fields__:
-                    getattr(out, name).extend(getattr(src, name))
-            return out
+            return combined(self.stored_signals(set(service_ids)).sets, service_ids)
         with self._lock:
             self._refresh_signals()
-            sources = [self._services[sid].converted_set() for sid in service_ids]
-        for src in sources:
-            for name in SignalSet.__dataclass_fields__:
-                getattr(out, name).extend(getattr(src, name))
-        return out
+            sources = {sid: self._services[sid].converted_set() for sid in service_ids}
+        return combined(sources, service_ids)
+
+    def stored_signals(self, service_ids: set[str] | None = None) -> StoredSignals:
+        """Every stored signal batch (of these services) re-read from the store in one pass,
+        independently of the in-memory index, as formula inputs per service."""
+        entries: dict[str, ServiceSignals] = {}
+        count = 0
+        position = 0
+        while True:
+            notes = self.recorder.select_notifications(
+                start=position, limit=500, topics=[BATCH_TOPIC], inclusive_of_start=False
+            )
+            if not notes:
+                break
+            for n in notes:
+                batch: Any = self.mapper.to_domain_event(n)
+                if service_ids is not None and batch.service_id not in service_ids:
+                    continue
+                items = list(batch_message(batch.batch).signals)
+                entries.setdefault(batch.service_id, ServiceSignals()).absorb(items)
+                count += len(items)
+            position = notes[-1].id
+        return StoredSignals({sid: e.signals for sid, e in entries.items()}, count)
 
     # -- upstream: the agreements stream ------------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -378,12 +440,7 @@ class Metrics(AccordApplication):
         end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
         if end <= start:
             return 0
-        latest = self.effective_terms(view.versions[-1]["terms"], min(now, end))
-        tz = latest.get("time_zone") or "UTC"
-        services = sorted(
-            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
-            | set((latest.get("service") or {}).get("service_ids") or [])
-        )
+        latest, tz, services = self.scope(view, now)
         signals = self.signal_set(services)
         earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
         to_save: list[Any] = []
@@ -415,27 +472,49 @@ class Metrics(AccordApplication):
                 )
                 if v_objective is None:
                     continue  # the objective did not exist in the version judging this window
-                self._judge_window(agg, v_objective, version, measured, window, signals, now, tz)
+                self._judge_window(agg, v_objective, version["version"], measured, window, signals, now, tz)
                 if agg.pending_events:
                     to_save.append(agg)
         if to_save:
             self.save(*to_save)
         return len(to_save)
 
-    def _judge_window(
-        self, agg: Any, objective: dict[str, Any], version: dict[str, Any], measured: Interval, window: Interval,
-        signals: SignalSet, now: datetime, tz: str,
-    ) -> None:  # fmt: skip
+    def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
+        """An agreement's latest effective terms (as in force at `now`, or when it ended), its
+        time zone, and the services whose signals it is judged on (those of every version)."""
+        end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
+        latest = self.effective_terms(view.versions[-1]["terms"], end)
+        services = sorted(
+            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
+            | set((latest.get("service") or {}).get("service_ids") or [])
+        )
+        return latest, latest.get("time_zone") or "UTC", services
+
+    def _judgement(
+        self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
+        signals: SignalSet, as_of: datetime, tz: str,
+    ) -> tuple[dict[str, Any], Calendar, list[Interval]]:  # fmt: skip
+        """One objective over one window as recorded in events, with the calendar and
+        exclusions it was judged with: what evaluation, recomputation and what-if share."""
         calendar = self.calendar(objective.get("calendar_id") or "24x7")
         notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
         exclusions = exclusions_for(objective, signals, measured, notice)
+        evaluation = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version)
+        evaluation["agreement_id"], evaluation["objective_id"] = agreement_id, objective["objective_id"]
+        evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
+        evaluation["calendar_id"], evaluation["calendar_version"] = calendar.calendar_id, calendar.version
+        return evaluation, calendar, exclusions
+
+    def _judge_window(
+        self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
+        signals: SignalSet, now: datetime, tz: str,
+    ) -> None:  # fmt: skip
         # A closed window is judged as of its end, whenever that happens: the same inputs give
         # the same digest at closing, at a restatement and at an auditor's recomputation.
         as_of = now if now < window.end else window.end
-        evaluation = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version["version"])
-        evaluation["agreement_id"], evaluation["objective_id"] = agg.agreement_id, agg.objective_id
-        evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
-        evaluation["calendar_id"], evaluation["calendar_version"] = calendar.calendar_id, calendar.version
+        evaluation, calendar, exclusions = self._judgement(
+            agg.agreement_id, objective, version, measured, window, signals, as_of, tz
+        )
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
             rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
@@ -465,8 +544,8 @@ class Metrics(AccordApplication):
                     )
 
     # -- queries ---------------------------------------------------------------------------------------------------
-    def window_evaluations(self, agreement_id: str) -> list[Any]:
-        """Every window evaluation of an agreement, oldest window first."""
+    def window_ids(self, agreement_id: str) -> list[UUID]:
+        """The ids of every window evaluation recorded for an agreement (in no order)."""
         with self._lock:
             while True:
                 notes = self.recorder.select_notifications(
@@ -478,8 +557,11 @@ class Metrics(AccordApplication):
                     opened: Any = self.mapper.to_domain_event(n)
                     self._windows[opened.agreement_id].add(str(n.originator_id))
                 self._windows_position = notes[-1].id
-            ids = list(self._windows.get(agreement_id, ()))
-        rows: list[Any] = [self.repository.get(UUID(i)) for i in ids]
+            return [UUID(i) for i in self._windows.get(agreement_id, ())]
+
+    def window_evaluations(self, agreement_id: str) -> list[Any]:
+        """Every window evaluation of an agreement, oldest window first."""
+        rows: list[Any] = [self.repository.get(i) for i in self.window_ids(agreement_id)]
         return sorted(rows, key=lambda w: (w.objective_id, w.window_start))
 
     def agreement_view(self, caller: Principal | None, agreement_id: str) -> Any:
@@ -553,29 +635,98 @@ class Metrics(AccordApplication):
 
     def recompute(self, agreement_id: str, objective_id: str, window_start: str) -> dict[str, Any]:
         """Recompute a recorded window from the raw signals in the store and the terms in
-        force (auditors): equal to what was recorded unless something was altered."""
+        force (auditors): equal to what was recorded unless something was altered. Returns
+        recorded, recomputed ({} when the objective is missing), matches and differences."""
         view = self.agreement_view(None, agreement_id)
         agg = self.window(None, agreement_id, objective_id, window_start)
-        recorded = agg.latest
-        window = Interval(_parse(agg.window_start), _parse(agg.window_end))
+        now = self.clock.now()
+        signals = self.signal_set(self.scope(view, now)[2], from_store=True)
+        check = self.check_window(view, agg, signals, now)
+        return {"recorded": check.recorded, "recomputed": check.recomputed or {}, "matches": check.matches,
+                "differences": check.differences}  # fmt: skip
+
+    def rejudge(
+        self, view: AgreementView, objective_id: str, window: Interval, signals: SignalSet, now: datetime,
+        terms: dict[str, Any] | None = None, as_of: datetime | None = None,
+    ) -> dict[str, Any] | None:  # fmt: skip
+        """One objective over one window judged again from `signals`: by the version in force
+        at the window's start, or by `terms` (a proposal: what-if, agreement version 0).
+        None when those terms have no such objective. A window ended by `now` is judged as of
+        its end, as when it closed; an open one as of `now` (unless `as_of` says otherwise)."""
         start = _parse(view.versions[0]["effective_from"])
         measured = Interval(
             max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
         )
-        version = self._effective_version(view, measured.start)
-        objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == objective_id)
-        services = sorted(
-            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
+        if measured.empty:
+            return None
+        if terms is None:
+            version = self._effective_version(view, measured.start)
+            tz = self.scope(view, now)[1]
+        else:
+            version = {"version": 0, "terms": self.effective_terms(terms, measured.start)}
+            tz = version["terms"].get("time_zone") or self.scope(view, now)[1]
+        objective = next(
+            (o for o in version["terms"].get("objectives") or [] if o.get("objective_id") == objective_id), None
         )
-        signals = self.signal_set(services, from_store=True)
-        tz = view.versions[-1]["terms"].get("time_zone") or "UTC"
-        calendar = self.calendar(objective.get("calendar_id") or "24x7")
-        notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
-        exclusions = exclusions_for(objective, signals, measured, notice)
-        as_of = window.end if recorded.get("closed") else self.clock.now()
-        fresh = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version["version"])
-        return {"recorded": recorded, "recomputed": fresh, "matches": fresh["input_digest"] == recorded["input_digest"]
-                and fresh["value"] == recorded["value"]}  # fmt: skip
+        if objective is None:
+            return None
+        if as_of is None:
+            as_of = now if now < window.end else window.end
+        evaluation, _, _ = self._judgement(
+            view.agreement_id, objective, version["version"], measured, window, signals, as_of, tz
+        )
+        return evaluation
+
+    def check_window(self, view: AgreementView, agg: Any, signals: SignalSet, now: datetime) -> WindowCheck:
+        """A recorded window recomputed from `signals` and compared with its latest recorded
+        evaluation: value, status, input digest and breaches. A breach once recorded is never
+        withdrawn (a restatement shows the change), so the record should hold the breaches the
+        recomputed evaluation implies plus those its earlier recorded evaluations implied."""
+        recorded = agg.latest
+        window = Interval(_parse(agg.window_start), _parse(agg.window_end))
+        # A closed window was judged as of its end; an open one is judged as of now.
+        as_of = window.end if recorded.get("closed") else None
+        fresh = self.rejudge(view, agg.objective_id, window, signals, now, as_of=as_of)
+        held = set(agg.breaches)
+        earlier = [agg.current, agg.closed, *(r[k] for r in agg.restatements for k in ("old", "new"))]
+        expected = {s for e in earlier if e for s in breach_subjects(e)}
+        if not held <= expected:
+            # e.g. a breach certain while the window was open, on an outage whose reported end
+            # later shortened it: look at every evaluation the window ever recorded.
+            expected |= {s for e in self._recorded_evaluations(agg.id) for s in breach_subjects(e)}
+        differences: list[str] = []
+        if fresh is None:
+            differences.append("objective")
+        else:
+            expected |= set(breach_subjects(fresh))
+            differences += [f for f in ("value", "status", "input_digest") if fresh.get(f) != recorded.get(f)]
+            if held != expected:
+                differences.append("breaches")
+        return WindowCheck(
+            agreement_id=view.agreement_id,
+            objective_id=agg.objective_id,
+            window_start=agg.window_start,
+            window_end=agg.window_end,
+            recorded=recorded,
+            recomputed=fresh,
+            differences=differences,
+            recorded_breaches=len(held),
+            expected_breaches=len(expected),
+        )
+
+    def _recorded_evaluations(self, window_id: UUID) -> list[dict[str, Any]]:
+        """Every evaluation a window's events recorded: running, closing, restated (old and new)."""
+        out: list[dict[str, Any]] = []
+        for e in self.repository.event_store.get(window_id):
+            d = e.__dict__
+            out += [d[k] for k in ("evaluation", "old", "new") if isinstance(d.get(k), dict)]
+        return out
+
+
+def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
+    """The breaches an evaluation implies: "" for the objective when BREACHED, and each
+    late ticket or task it names."""
+    return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
 
 
 def _terms(msg: Any) -> dict[str, Any]:

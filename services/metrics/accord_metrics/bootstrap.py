@@ -26,6 +26,11 @@ POLICY = Policy.of(
         SVC + "GetEvaluation": {"department", "auditor", "admin", "service"},
         SVC + "ListBreaches": {"department", "auditor", "admin", "service"},
         SVC + "RecomputeWindow": {"auditor", "admin"},
+        # Audit (DOMAIN.md §6): re-derivation is the auditors'; what-if and the two time axes
+        # are also the parties' (checked per agreement).
+        SVC + "RederiveEvaluations": {"auditor", "admin"},
+        SVC + "WhatIf": {"department", "auditor", "admin"},
+        SVC + "ComplianceAt": {"department", "auditor", "admin"},
     },
 )
 EVALUATE_EVERY_SECONDS = 5.0  # how often open windows are re-judged and ended ones closed

@@ -29,6 +29,10 @@ class NotAPartyError(MetricsError):
     """A department asked about an agreement it is not party to."""
 
 
+class InvalidRequestError(MetricsError):
+    """A query's arguments are missing, contradictory or out of range (the message says which)."""
+
+
 class SignalBatch(Aggregate):
     """Signals of one service recorded together: one event, whatever the number of signals.
 

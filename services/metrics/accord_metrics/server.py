@@ -4,20 +4,31 @@ become status codes through ERROR_MAP."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
+from accord.agreements.v1 import terms_pb2
 from accord.metrics.v1 import events_pb2 as ev
 from accord.metrics.v1 import metrics_pb2 as pb
 from accord.metrics.v1 import metrics_pb2_grpc as pb_grpc
 from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.logging import get_logger
-from accord_metrics.application import Metrics
+from accord_metrics.application import Metrics, WindowCheck
+from accord_metrics.audit import MetricsAudit, Progress, Rederivation
 from accord_metrics.codec import evaluation_message
-from accord_metrics.domain import NotAPartyError, NotFoundError, NotTheProviderError, UnknownServiceError
+from accord_metrics.domain import (
+    InvalidRequestError,
+    NotAPartyError,
+    NotFoundError,
+    NotTheProviderError,
+    UnknownServiceError,
+)
 from accord_metrics.evaluation import burn_rates
 from accord_metrics.signals import InvalidSignalError
 
@@ -30,6 +41,7 @@ ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     UnknownServiceError: grpc.StatusCode.FAILED_PRECONDITION,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     NotAPartyError: grpc.StatusCode.PERMISSION_DENIED,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 
@@ -43,6 +55,7 @@ def _check_size(n: int, where: str) -> None:
 class MetricsServicer(pb_grpc.MetricsServiceServicer):
     def __init__(self, app: Metrics) -> None:
         self.app = app
+        self.audit = MetricsAudit(app)
 
     async def RecordSignals(
         self, request_iterator: AsyncIterator[pb.RecordSignalsRequest], context: Any
@@ -137,7 +150,108 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 k: result["recorded"].get(k, "") for k in ("agreement_id", "objective_id", "window_start", "window_end")
             }}),
             matches=result["matches"],
+            differences=result["differences"],
         )  # fmt: skip
+
+    async def RederiveEvaluations(
+        self, request: pb.RederiveEvaluationsRequest, context: Any
+    ) -> AsyncIterator[pb.RederiveEvaluationsProgress]:
+        # The replay runs in a worker thread; its progress reaches this stream through a queue,
+        # so the event loop keeps serving other calls meanwhile.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Progress | None] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def report(p: Progress) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, p)
+
+        def work() -> Rederivation:
+            try:
+                return self.audit.rederive(request.agreement_id, report, cancelled)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        # A client that leaves early never awaits the worker: its outcome is dropped, not logged as lost.
+        worker.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            while (p := await queue.get()) is not None:
+                yield pb.RederiveEvaluationsProgress(
+                    processed=p.processed, total=p.total, agreement_id=p.agreement_id, agreements=p.agreements,
+                    signals_read=p.signals_read,
+                )  # fmt: skip
+            result = await worker
+        finally:
+            cancelled.set()  # the client left (or we are done): the worker stops at its next window
+        log.info("evaluations_rederived", agreement_id=request.agreement_id, checked=result.checked,
+                 skipped_open=result.skipped_open, mismatches=len(result.mismatches))  # fmt: skip
+        yield pb.RederiveEvaluationsProgress(
+            processed=result.checked + result.skipped_open, total=result.total, agreements=result.agreements,
+            signals_read=result.signals_read, done=True, checked=result.checked, skipped_open=result.skipped_open,
+            mismatches=[_mismatch(m) for m in result.mismatches],
+        )  # fmt: skip
+
+    async def WhatIf(self, request: pb.WhatIfRequest, context: Any) -> pb.WhatIfResponse:
+        terms = (
+            json_format.MessageToDict(request.terms, preserving_proto_field_name=True)
+            if request.HasField("terms")
+            else None
+        )
+        result = await asyncio.to_thread(
+            self.audit.what_if, current_principal(), request.agreement_id, amendment_id=request.amendment_id,
+            terms=terms, periods=request.periods,
+        )  # fmt: skip
+        out = pb.WhatIfResponse(
+            agreement_id=result.agreement_id,
+            amendment_id=result.amendment_id,
+            proposed_terms=json_format.ParseDict(result.terms, terms_pb2.AgreementTerms(), ignore_unknown_fields=True),
+            periods=result.periods,
+        )
+        for o in result.objectives:
+            item = pb.WhatIfObjective(objective_id=o.objective_id, name=o.name, metric=o.metric, note=o.note)
+            for w in o.windows:
+                row = pb.WhatIfWindow(
+                    window_start=w.start.isoformat(), window_end=w.end.isoformat(),
+                    breached_actual=w.breached_actual, breached_proposed=w.breached_proposed,
+                )  # fmt: skip
+                if w.actual:
+                    row.actual.CopyFrom(evaluation_message(w.actual))
+                if w.proposed:
+                    row.proposed.CopyFrom(evaluation_message(w.proposed))
+                item.windows.append(row)
+            item.breached_actual = sum(w.breached_actual for w in o.windows)
+            item.breached_proposed = sum(w.breached_proposed for w in o.windows)
+            out.objectives.append(item)
+        return out
+
+    async def ComplianceAt(self, request: pb.ComplianceAtRequest, context: Any) -> pb.ComplianceAtResponse:
+        if not request.HasField("at"):
+            raise InvalidRequestError("at: is required (the instant to reconstruct what was known)")
+        at = request.at.ToDatetime(tzinfo=UTC)
+        rows = await asyncio.to_thread(
+            self.audit.compliance_at, current_principal(), request.agreement_id, at, request.objective_id
+        )
+        out = pb.ComplianceAtResponse(agreement_id=request.agreement_id, at=request.at)
+        for r in rows:
+            item = pb.ComplianceAtWindow(
+                objective_id=r.objective_id, window_start=r.window_start, window_end=r.window_end,
+                as_effective=evaluation_message(r.as_effective), restated=r.restated, differences=r.differences,
+            )  # fmt: skip
+            if r.as_known:
+                item.as_known.CopyFrom(evaluation_message(r.as_known))
+            out.windows.append(item)
+        return out
+
+
+def _mismatch(m: WindowCheck) -> pb.EvaluationMismatch:
+    out = pb.EvaluationMismatch(
+        agreement_id=m.agreement_id, objective_id=m.objective_id, window_start=m.window_start,
+        window_end=m.window_end, recorded=evaluation_message(m.recorded), differences=m.differences,
+        recorded_breaches=m.recorded_breaches, expected_breaches=m.expected_breaches,
+    )  # fmt: skip
+    if m.recomputed is not None:
+        out.recomputed.CopyFrom(evaluation_message(m.recomputed))
+    return out
 
 
 def register_metrics(app: Metrics) -> Callable[[grpc.aio.Server], str]:

@@ -1,0 +1,321 @@
+"""The auditor's questions of the metrics service (DOMAIN.md §6): re-derivation of every
+recorded evaluation from the raw signals in the store, what-if of proposed terms over past
+windows, and each window as the store knew it at an instant beside what is correct now.
+Reads only: nothing here stores an event."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from accord.metrics.v1 import events_pb2 as ev
+from accord_kit.context import Principal
+from accord_kit.timeline import Interval
+from accord_metrics.application import Metrics, WindowCheck, _parse, _windows, combined
+from accord_metrics.codec import evaluation_message
+from accord_metrics.domain import BREACHED, InvalidRequestError, NotFoundError
+from accord_metrics.evaluation import ONGOING, SignalSet
+
+DEFAULT_PERIODS = 3
+MAX_PERIODS = 24
+PROGRESS_EVERY = 25  # windows between two progress reports of a re-derivation
+COMPARATORS = ("COMPARATOR_AT_LEAST", "COMPARATOR_AT_MOST")
+# Evaluation fields naming the window, not saying anything about it: never a difference.
+IDENTITY = {"agreement_id", "objective_id", "window_start", "window_end"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    processed: int  # windows looked at so far (checked or skipped as open)
+    total: int
+    agreement_id: str
+    agreements: int
+    signals_read: int
+
+
+@dataclass
+class Rederivation:
+    """The outcome of a re-derivation: totals and every window that does not match."""
+
+    total: int = 0
+    agreements: int = 0
+    signals_read: int = 0
+    checked: int = 0
+    skipped_open: int = 0
+    mismatches: list[WindowCheck] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WhatIfWindow:
+    start: datetime
+    end: datetime
+    actual: dict[str, Any] | None
+    proposed: dict[str, Any] | None
+
+    @property
+    def breached_actual(self) -> bool:
+        return self.actual is not None and self.actual.get("status") == BREACHED
+
+    @property
+    def breached_proposed(self) -> bool:
+        return self.proposed is not None and self.proposed.get("status") == BREACHED
+
+
+@dataclass(frozen=True)
+class WhatIfObjective:
+    objective_id: str
+    name: str
+    metric: str
+    note: str
+    windows: list[WhatIfWindow]
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    agreement_id: str
+    amendment_id: str
+    terms: dict[str, Any]  # the proposal as given (not merged with a parent)
+    periods: int
+    objectives: list[WhatIfObjective]
+
+
+@dataclass(frozen=True)
+class WindowAt:
+    objective_id: str
+    window_start: str
+    window_end: str
+    as_known: dict[str, Any] | None
+    as_effective: dict[str, Any]
+    restated: bool
+    differences: list[str]
+
+
+def evaluation_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The public Evaluation fields (by proto name) in which two evaluations differ."""
+    ma, mb = evaluation_message(a), evaluation_message(b)
+    out = []
+    for f in ev.Evaluation.DESCRIPTOR.fields:
+        if f.name in IDENTITY:
+            continue
+        va, vb = getattr(ma, f.name), getattr(mb, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            va, vb = dict(va), dict(vb)
+        if va != vb:
+            out.append(f.name)
+    return out
+
+
+class MetricsAudit:
+    """Audit over the metrics application's store: it owns nothing and stores nothing."""
+
+    def __init__(self, app: Metrics) -> None:
+        self.app = app
+
+    # -- re-derivation -----------------------------------------------------------------------------
+    def rederive(
+        self,
+        agreement_id: str = "",
+        progress: Callable[[Progress], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Rederivation:
+        """Recompute every recorded closed window (of one agreement, or of all) from the
+        signal batches re-read from the store — once for all agreements — and the terms in
+        force at each window's start; report the windows that differ from the record. Open
+        windows are counted and skipped: their value still changes. Stops early (with what
+        it found so far) when `cancelled` is set."""
+        app = self.app
+        now = app.clock.now()
+        if agreement_id:
+            views = [app.agreement_view(None, agreement_id)]
+        else:
+            views = sorted((v for v in app.views() if v.versions), key=lambda v: v.agreement_id)
+        services = {v.agreement_id: app.scope(v, now)[2] for v in views}
+        ids = {v.agreement_id: app.window_ids(v.agreement_id) for v in views}
+        total = sum(len(i) for i in ids.values())
+        if progress is not None:  # reading a month of signals takes a while: say so first
+            progress(Progress(0, total, "", len(views), 0))
+        stored = app.stored_signals({s for ss in services.values() for s in ss})
+        out = Rederivation(total=total, agreements=len(views), signals_read=stored.count)
+        processed = 0
+
+        def tell(aid: str) -> None:
+            if progress is not None:
+                progress(Progress(processed, out.total, aid, out.agreements, out.signals_read))
+
+        sets: dict[tuple[str, ...], SignalSet] = {}
+        for view in views:
+            aid = view.agreement_id
+            tell(aid)
+            key = tuple(services[aid])
+            if key not in sets:
+                sets[key] = combined(stored.sets, services[aid])
+            signals = sets[key]
+            loaded: list[Any] = [app.repository.get(i) for i in ids[aid]]
+            windows = sorted(loaded, key=lambda w: (w.objective_id, w.window_start))
+            for agg in windows:
+                if cancelled is not None and cancelled.is_set():
+                    return out
+                if agg.closed:
+                    check = app.check_window(view, agg, signals, now)
+                    out.checked += 1
+                    if not check.matches:
+                        out.mismatches.append(check)
+                else:
+                    out.skipped_open += 1
+                processed += 1
+                if processed % PROGRESS_EVERY == 0:
+                    tell(aid)
+            if processed % PROGRESS_EVERY:
+                tell(aid)
+        return out
+
+    # -- what-if -------------------------------------------------------------------------------------
+    def what_if(
+        self,
+        caller: Principal | None,
+        agreement_id: str,
+        *,
+        amendment_id: str = "",
+        terms: dict[str, Any] | None = None,
+        periods: int = 0,
+    ) -> WhatIf:
+        """The last `periods` closed windows of each objective as recorded, beside what the
+        proposed terms (a pending amendment, or draft terms) would have produced from the same
+        stored signals. The proposal judges every window, whatever its effective date: that is
+        the point of a what-if (DOMAIN.md §2, §6)."""
+        if bool(amendment_id) == (terms is not None):
+            given = "both were given" if amendment_id else "neither was given"
+            raise InvalidRequestError(
+                f"give exactly one of amendment_id (a proposed amendment) and terms (draft terms); {given}"
+            )
+        if periods < 0 or periods > MAX_PERIODS:
+            raise InvalidRequestError(f"periods: 1 to {MAX_PERIODS} windows per objective (0 means 3), not {periods}")
+        n = periods or DEFAULT_PERIODS
+        app = self.app
+        view = app.agreement_view(caller, agreement_id)
+        if amendment_id:
+            proposal = view.proposed.get(amendment_id)
+            if proposal is None:
+                raise NotFoundError(
+                    f"amendment {amendment_id!r} of agreement {agreement_id} is not known to metrics "
+                    "(never proposed, or not seen yet)"
+                )
+        else:
+            assert terms is not None
+            proposal = terms
+            _check_objectives(proposal)
+        now = app.clock.now()
+        latest, tz, services = app.scope(view, now)
+        ended = _parse(view.ended_at) if view.ended_at else ONGOING
+        proposed_now = app.effective_terms(proposal, min(now, ended))
+        p_tz = proposed_now.get("time_zone") or tz
+        p_services = (proposed_now.get("service") or {}).get("service_ids") or []
+        signals = app.signal_set(sorted(set(services) | set(p_services)))
+
+        closed: dict[str, list[Any]] = defaultdict(list)
+        for w in app.window_evaluations(agreement_id):
+            if w.closed:
+                closed[w.objective_id].append(w)
+        actual = {o["objective_id"]: o for o in latest.get("objectives") or []}
+        proposed = {o["objective_id"]: o for o in proposed_now.get("objectives") or [] if o.get("objective_id")}
+        order = list(dict.fromkeys([*actual, *closed, *proposed]))
+        out = []
+        for oid in order:
+            rows: dict[tuple[datetime, datetime], dict[str, Any] | None] = {}
+            for w in closed.get(oid, [])[-n:]:
+                rows[(_parse(w.window_start), _parse(w.window_end))] = w.latest
+            p_obj = proposed.get(oid)
+            if p_obj is not None:
+                for window in self._closed_windows(view, p_obj, p_tz, now)[-n:]:
+                    rows.setdefault((window.start, window.end), None)
+            windows = []
+            for (start, end), recorded in sorted(rows.items()):
+                judged = None
+                if p_obj is not None:
+                    try:
+                        judged = app.rejudge(view, oid, Interval(start, end), signals, now, terms=proposal)
+                    except (KeyError, ValueError, ArithmeticError, TypeError, LookupError) as e:
+                        raise InvalidRequestError(
+                            f"the proposed objective {oid!r} cannot be evaluated: {type(e).__name__}: {e}"
+                        ) from None
+                windows.append(WhatIfWindow(start, end, recorded, judged))
+            described = p_obj or actual.get(oid) or {}
+            note = ""
+            if p_obj is None:
+                note = "not in the proposal: nothing to judge it by"
+            elif oid not in actual and not closed.get(oid):
+                note = "new in the proposal: never judged"
+            out.append(WhatIfObjective(oid, described.get("name", ""), described.get("metric", ""), note, windows))
+        return WhatIf(agreement_id, amendment_id, proposal, n, out)
+
+    def _closed_windows(self, view: Any, objective: dict[str, Any], tz: str, now: datetime) -> list[Interval]:
+        """The windows of an objective over the agreement's life that had closed by `now`."""
+        start = _parse(view.versions[0]["effective_from"])
+        ended = _parse(view.ended_at) if view.ended_at else ONGOING
+        end = min(ended, now)
+        if end <= start:
+            return []
+        out = []
+        for window in _windows(objective, Interval(start, end), tz):
+            measured_end = min(window.end, ended)
+            if max(window.start, start) < measured_end <= now:
+                out.append(window)
+        return out
+
+    # -- as known at / as effective at --------------------------------------------------------------
+    def compliance_at(
+        self, caller: Principal | None, agreement_id: str, at: datetime, objective_id: str = ""
+    ) -> list[WindowAt]:
+        """Each window that had started by `at`: as the store knew it at `at` (by when each
+        of its events was recorded) and as recorded now, whether it was restated after `at`,
+        and the fields that differ."""
+        app = self.app
+        view = app.agreement_view(caller, agreement_id)
+        if objective_id and not any(
+            o.get("objective_id") == objective_id for v in view.versions for o in v["terms"].get("objectives") or []
+        ):
+            raise NotFoundError(f"agreement {agreement_id} has no objective {objective_id!r}")
+        out = []
+        for agg in app.window_evaluations(agreement_id):
+            if (objective_id and agg.objective_id != objective_id) or _parse(agg.window_start) > at:
+                continue
+            known = app.get_as_known_at(agg.id, at)
+            as_known = (known.latest or None) if known is not None else None
+            effective = agg.latest
+            out.append(
+                WindowAt(
+                    objective_id=agg.objective_id,
+                    window_start=agg.window_start,
+                    window_end=agg.window_end,
+                    as_known=as_known,
+                    as_effective=effective,
+                    restated=len(agg.restatements) > (len(known.restatements) if known is not None else 0),
+                    differences=evaluation_differences(as_known, effective) if as_known else [],
+                )
+            )
+        return out
+
+
+def _check_objectives(terms: dict[str, Any]) -> None:
+    """Draft terms are stored nowhere and checked by no one else: each objective must name
+    itself, its metric and comparator, and a decimal target before it can be judged."""
+    for i, o in enumerate(terms.get("objectives") or []):
+        where = f"terms.objectives[{i}]"
+        if not o.get("objective_id"):
+            raise InvalidRequestError(f"{where}.objective_id: is required")
+        where = f"{where} ({o['objective_id']})"
+        if not o.get("metric") or o["metric"] == "METRIC_UNSPECIFIED":
+            raise InvalidRequestError(f"{where}.metric: is required")
+        if o.get("comparator") not in COMPARATORS:
+            raise InvalidRequestError(f"{where}.comparator: must be one of {', '.join(COMPARATORS)}")
+        try:
+            target = Decimal(str(o.get("target", "")))
+        except InvalidOperation:
+            target = Decimal("NaN")
+        if not target.is_finite():
+            raise InvalidRequestError(f"{where}.target: must be a decimal number, not {o.get('target', '')!r}")

@@ -1,0 +1,287 @@
+"""The auditor's questions of the metrics service, through the application on both stores
+(DOMAIN.md §6): re-derivation from the raw signals in the store catches a signal altered in
+the database; what-if shows the breaches a proposal would have produced and stores nothing;
+a restated window shows as known at T beside as effective, and the difference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_agreements.samples import sla_terms, with_target
+from accord_kit.context import Principal
+from accord_metrics.audit import MetricsAudit, Progress
+from accord_metrics.domain import BREACHED, MET, InvalidRequestError, NotAPartyError, NotFoundError
+from tests.suite import AMS, COLLECTOR, P_CUSTOMER, P_PROVIDER, PROVIDER, Suite, an_active_agreement, at, ts
+from tests.suite import calls as call_signals
+from tests.suite import outage as outage_signal
+
+AUDITOR = Principal("audrey", "auditor")
+STRANGER = Principal("mallory", "department", "marketing")
+JAN, FEB, MAR = at(f"2026-01-01T00:00{AMS}"), at(f"2026-02-01T00:00{AMS}"), at(f"2026-03-01T00:00{AMS}")
+
+
+class World:
+    """The suite with the metrics store's settings at hand (to alter it behind its back)."""
+
+    def __init__(self, make_env: Callable[[str], dict[str, str]]) -> None:
+        self.envs: dict[str, dict[str, str]] = {}
+
+        def make(name: str) -> dict[str, str]:
+            self.envs[name] = make_env(name)
+            return self.envs[name]
+
+        self.suite = Suite(make)
+        self.audit = MetricsAudit(self.suite.metrics)
+
+    @property
+    def metrics_table(self) -> str:
+        return str(self.suite.metrics.recorder.events_table_name)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def world(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
+    w = World(make_store_env)
+    try:
+        yield w
+    finally:
+        w.suite.close()
+
+
+def two_months(suite: Suite) -> str:
+    """The sample SLA (availability ≥ 99.9 %, 80 % of calls answered within 20 s, monthly).
+    January: 30 minutes down (99.93 %, met), 90 % of calls fast (met). February: an hour
+    down (99.85 %, breached), 70 % fast (breached). On 5 March both have closed; March is open."""
+    aid = an_active_agreement(suite)
+    m = suite.metrics
+    m.record(COLLECTOR, [outage_signal("o-jan", f"2026-01-12T10:00{AMS}", 30),
+                         *call_signals("jan", f"2026-01-15T09:00{AMS}", 18, 2)])  # fmt: skip
+    suite.tick(f"2026-02-10T12:00{AMS}")
+    m.record(COLLECTOR, [outage_signal("o-feb", f"2026-02-03T08:00{AMS}", 60),
+                         *call_signals("feb", f"2026-02-16T09:00{AMS}", 14, 6)])  # fmt: skip
+    suite.tick(f"2026-03-05T12:00{AMS}")
+    return aid
+
+
+def statuses(suite: Suite, aid: str) -> dict[tuple[str, Any], str]:
+    return {(w.objective_id, at(w.window_start)): w.latest["status"] for w in suite.metrics.window_evaluations(aid)}
+
+
+# -- re-derivation ---------------------------------------------------------------------------------
+def test_rederivation_matches_an_untampered_record_and_names_the_window_a_changed_signal_changes(
+    world: World, alter_stored_signal: Any
+) -> None:
+    suite = world.suite
+    aid = two_months(suite)
+    before = statuses(suite, aid)
+    assert before[("availability", JAN)] == MET and before[("availability", FEB)] == BREACHED
+    assert before[("service-level", FEB)] == BREACHED
+
+    # Untampered: every closed window (two objectives × January, February) recomputes to the
+    # record; the two open March windows are counted and skipped.
+    reports: list[Progress] = []
+    clean = world.audit.rederive("", reports.append)
+    assert (clean.total, clean.checked, clean.skipped_open, clean.mismatches) == (6, 4, 2, [])
+    assert clean.agreements == 1 and clean.signals_read == 2 + 20 + 20
+    # First word before the store is read, then per agreement (and every 25 windows).
+    assert (reports[0].processed, reports[0].signals_read, reports[0].agreement_id) == (0, 0, "")
+    assert [(r.processed, r.agreement_id, r.signals_read) for r in reports[1:]] == [(0, aid, 42), (6, aid, 42)]
+    assert all(r.total == 6 and r.agreements == 1 for r in reports)
+    assert world.audit.rederive(aid).mismatches == []
+
+    # Behind the service's back: January's outage made to last 2 hours instead of 30 minutes.
+    def longer(s: pb.Signal) -> None:
+        s.outage.end.FromDatetime(at(f"2026-01-12T12:00{AMS}"))
+
+    head = suite.metrics.head_position()
+    alter_stored_signal(world.envs["metrics"], world.metrics_table, "o-jan", longer)
+
+    found = world.audit.rederive()
+    assert found.checked == 4
+    assert [(m.agreement_id, m.objective_id, at(m.window_start)) for m in found.mismatches] == [
+        (aid, "availability", JAN)
+    ]
+    mismatch = found.mismatches[0]
+    assert mismatch.differences == ["value", "status", "input_digest", "breaches"]
+    assert mismatch.recorded["status"] == MET and mismatch.recomputed is not None
+    assert mismatch.recomputed["status"] == BREACHED
+    assert mismatch.recomputed["detail"]["downtime_seconds"] == "7200"
+    assert (mismatch.recorded_breaches, mismatch.expected_breaches) == (0, 1)
+    assert at(mismatch.window_end) == FEB
+    # The single-window recomputation (RecomputeWindow) shares the code and agrees.
+    one = suite.metrics.recompute(aid, "availability", mismatch.window_start)
+    assert not one["matches"] and one["differences"] == mismatch.differences
+    # The service's own view is untouched by the audit: nothing stored.
+    assert suite.metrics.head_position() == head
+    assert statuses(suite, aid) == before
+
+
+def test_a_breach_certain_before_close_that_a_reported_end_undid_is_no_mismatch(world: World) -> None:
+    """An outage reported as under way at 10:00 is still counted at 11:00: an hour down, beyond
+    January's 44.6-minute budget, so the breach is certain and recorded. Its end, reported
+    later, says 10:05: January closes met. The breach record stands (never withdrawn) and the
+    re-derivation accepts it: an earlier recorded evaluation implied it."""
+    suite = world.suite
+    aid = an_active_agreement(suite)
+    start = at(f"2026-01-10T10:00{AMS}")
+    under_way = pb.Signal(signal_id="o-1", service_id="email", outage=pb.Outage(start=ts(start)))
+    suite.metrics.record(COLLECTOR, [under_way])
+    suite.tick(f"2026-01-10T11:00{AMS}")
+    assert suite.metrics.window(None, aid, "availability", JAN.isoformat()).latest["status"] == BREACHED
+    ended = pb.Signal(signal_id="o-1", service_id="email")
+    ended.outage.start.CopyFrom(ts(start))
+    ended.outage.end.CopyFrom(ts(start + timedelta(minutes=5)))
+    assert suite.metrics.record(COLLECTOR, [ended]).accepted == 1
+    suite.tick(f"2026-02-02T12:00{AMS}")
+    jan = suite.metrics.window(None, aid, "availability", JAN.isoformat())
+    assert jan.closed["status"] == MET and jan.breaches == [""]
+    result = world.audit.rederive(aid)
+    assert (result.checked, result.mismatches) == (2, [])
+
+
+def test_rederivation_of_an_unknown_agreement_is_not_found(world: World) -> None:
+    two_months(world.suite)
+    with pytest.raises(NotFoundError, match="agreement 'nope' is not known"):
+        world.audit.rederive("nope")
+
+
+# -- what-if --------------------------------------------------------------------------------------------
+def test_what_if_a_tighter_or_looser_availability_target_over_the_last_closed_months(world: World) -> None:
+    suite, audit = world.suite, world.audit
+    aid = two_months(suite)
+    head = suite.metrics.head_position()
+
+    # Draft terms (stored nowhere): 99.99 % would have breached January (99.93 %) as well.
+    tight = audit.what_if(P_CUSTOMER, aid, terms=with_target(sla_terms(), "availability", "99.99"))
+    assert tight.periods == 3 and tight.amendment_id == ""
+    by_id = {o.objective_id: o for o in tight.objectives}
+    assert list(by_id) == ["availability", "service-level"]
+    av = by_id["availability"]
+    assert [(w.start, w.end) for w in av.windows] == [(JAN, FEB), (FEB, MAR)]  # March has not closed
+    assert [w.breached_actual for w in av.windows] == [False, True]
+    assert [w.breached_proposed for w in av.windows] == [True, True]
+    jan = av.windows[0]
+    assert jan.actual is not None and jan.proposed is not None
+    assert jan.proposed["value"] == jan.actual["value"] and jan.proposed["input_digest"] == jan.actual["input_digest"]
+    assert (jan.actual["target"], jan.proposed["target"]) == ("99.9", "99.99")
+    assert jan.proposed["version"] == 0 and jan.actual["version"] == 1
+    # Unchanged objective: the same judgement as recorded.
+    sl = by_id["service-level"]
+    assert [w.breached_actual for w in sl.windows] == [w.breached_proposed for w in sl.windows] == [False, True]
+    assert tight.terms["objectives"][0]["target"] == "99.99"
+
+    # A pending amendment metrics has seen (from the agreements stream): loosened to 99.8 %, and
+    # February (99.85 %) would not have been breached.
+    _, amendment_id = suite.agreements.propose_amendment(
+        PROVIDER, aid, with_target(sla_terms(), "availability", "99.8"), at(f"2026-03-20T00:00{AMS}"), "cheaper"
+    )
+    suite.tick(f"2026-03-05T12:30{AMS}")
+    head = suite.metrics.head_position()
+    loose = audit.what_if(AUDITOR, aid, amendment_id=amendment_id, periods=1)
+    assert loose.amendment_id == amendment_id and loose.periods == 1
+    av = loose.objectives[0]
+    assert [(w.start, w.breached_actual, w.breached_proposed) for w in av.windows] == [(FEB, True, False)]
+    assert av.windows[0].proposed is not None and av.windows[0].proposed["status"] == MET
+    assert loose.terms["objectives"][0]["target"] == "99.8"
+    # Nothing stored by either question.
+    assert suite.metrics.head_position() == head
+
+
+def test_what_if_shows_a_new_objective_and_one_the_proposal_drops(world: World) -> None:
+    suite = world.suite
+    aid = two_months(suite)
+    terms = sla_terms()
+    strict = {**terms["objectives"][0], "objective_id": "availability-strict", "target": "99.93"}
+    terms["objectives"] = [terms["objectives"][0], strict]  # service-level dropped, a stricter one added
+    result = world.audit.what_if(P_PROVIDER, aid, terms=terms, periods=24)
+    by_id = {o.objective_id: o for o in result.objectives}
+    assert list(by_id) == ["availability", "service-level", "availability-strict"]
+    dropped = by_id["service-level"]
+    assert "not in the proposal" in dropped.note
+    assert [(w.actual is not None, w.proposed) for w in dropped.windows] == [(True, None), (True, None)]
+    new = by_id["availability-strict"]
+    assert "new in the proposal" in new.note
+    assert [(w.start, w.actual, w.breached_proposed) for w in new.windows] == [(JAN, None, False), (FEB, None, True)]
+
+
+def test_what_if_rejections(world: World) -> None:
+    suite, audit = world.suite, world.audit
+    aid = two_months(suite)
+    terms = sla_terms()
+    head = suite.metrics.head_position()
+    with pytest.raises(NotFoundError, match="agreement 'nope'"):
+        audit.what_if(AUDITOR, "nope", terms=terms)
+    with pytest.raises(NotFoundError, match=r"amendment 'a-1' of agreement .* is not known"):
+        audit.what_if(AUDITOR, aid, amendment_id="a-1")
+    with pytest.raises(InvalidRequestError, match=r"exactly one of amendment_id .* neither was given"):
+        audit.what_if(AUDITOR, aid)
+    with pytest.raises(InvalidRequestError, match="both were given"):
+        audit.what_if(AUDITOR, aid, amendment_id="a-1", terms=terms)
+    with pytest.raises(InvalidRequestError, match=r"periods: 1 to 24 .* not 25"):
+        audit.what_if(AUDITOR, aid, terms=terms, periods=25)
+    with pytest.raises(NotAPartyError, match="department marketing is not a party"):
+        audit.what_if(STRANGER, aid, terms=terms)
+    bad = with_target(terms, "availability", "lots")
+    with pytest.raises(InvalidRequestError, match=r"terms.objectives\[0\] \(availability\).target"):
+        audit.what_if(AUDITOR, aid, terms=bad)
+    assert suite.metrics.head_position() == head
+
+
+# -- as known at / as effective at ------------------------------------------------------------------------
+def test_a_restated_month_as_known_before_the_restatement_and_as_effective_now(world: World) -> None:
+    suite, audit = world.suite, world.audit
+    aid = two_months(suite)  # January closed (met) on 10 February, February on 5 March
+    closed_jan = {w.objective_id: w for w in suite.metrics.window_evaluations(aid)}
+    # 6 March: a late outage report for 20 January (50 minutes) restates January: 80 minutes down.
+    suite.clock.set(at(f"2026-03-06T09:00{AMS}"))
+    suite.metrics.record(COLLECTOR, [outage_signal("o-late", f"2026-01-20T02:00{AMS}", 50)])
+    suite.tick(f"2026-03-06T09:00{AMS}")
+    jan_av = suite.metrics.window(None, aid, "availability", JAN.isoformat())
+    assert len(jan_av.restatements) == 1 and jan_av.latest["status"] == BREACHED
+    assert closed_jan  # (January's windows were closed before the late report)
+
+    # As known on the evening of 5 March (after February closed, before the late report).
+    before = audit.compliance_at(P_CUSTOMER, aid, at(f"2026-03-05T20:00{AMS}"))
+    rows = {(r.objective_id, at(r.window_start)): r for r in before}
+    assert set(rows) == {(o, w) for o in ("availability", "service-level") for w in (JAN, FEB, MAR)}
+    jan = rows[("availability", JAN)]
+    assert jan.as_known is not None
+    assert jan.as_known == jan_av.closed  # the closing value
+    assert jan.as_effective == jan_av.latest  # the restated value
+    assert jan.restated is True
+    assert (jan.as_known["status"], jan.as_effective["status"]) == (MET, BREACHED)
+    # Exactly what the restatement changed: the value and status, and what they follow from.
+    assert jan.differences == ["value", "status", "input_digest", "detail", "budget_consumed", "budget_remaining"]
+    for key in (("availability", FEB), ("service-level", JAN), ("service-level", FEB)):
+        assert rows[key].as_known == rows[key].as_effective and rows[key].differences == []
+        assert rows[key].restated is False
+
+    # After the restatement both axes agree.
+    after = audit.compliance_at(AUDITOR, aid, at(f"2026-03-06T10:00{AMS}"), "availability")
+    jan = next(r for r in after if at(r.window_start) == JAN)
+    assert {r.objective_id for r in after} == {"availability"}
+    assert jan.as_known == jan.as_effective and jan.differences == [] and jan.restated is False
+
+    # Mid-January only January had started; it was known then as open, not yet judged by its end.
+    early = audit.compliance_at(AUDITOR, aid, at(f"2026-01-20T00:00{AMS}"))
+    assert {(r.objective_id, at(r.window_start)) for r in early} == {("availability", JAN), ("service-level", JAN)}
+    jan = next(r for r in early if r.objective_id == "availability")
+    assert jan.as_known is not None and jan.as_known["closed"] is False
+    assert "closed" in jan.differences and jan.restated is True
+    # Before the agreement's first window: nothing had started.
+    assert audit.compliance_at(AUDITOR, aid, JAN - timedelta(days=1)) == []
+
+
+def test_compliance_at_rejections(world: World) -> None:
+    suite, audit = world.suite, world.audit
+    aid = two_months(suite)
+    with pytest.raises(NotFoundError, match="agreement 'nope'"):
+        audit.compliance_at(AUDITOR, "nope", MAR)
+    with pytest.raises(NotFoundError, match="has no objective 'uptime'"):
+        audit.compliance_at(AUDITOR, aid, MAR, "uptime")
+    with pytest.raises(NotAPartyError):
+        audit.compliance_at(STRANGER, aid, MAR)
