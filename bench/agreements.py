@@ -52,7 +52,7 @@ from accord.agreements.v1 import agreements_pb2_grpc as pb_grpc
 from accord.agreements.v1 import terms_pb2
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms, with_target
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier, mint_token
-from accord_kit.keys import PRIVATE, PUBLIC, TOKEN, write_keys
+from accord_kit.keys import PRIVATE, PUBLIC, TOKEN, chain_key_files, write_keys
 from accord_kit.nats_util import connect
 from accord_kit.testing.nats import NatsServer, free_port
 
@@ -215,6 +215,7 @@ async def _start_agreements(tmp: Path, nats_url: str, keys: Path) -> tuple[Child
         ACCORD_PERSISTENCE="sqlite",
         ACCORD_AUTH_PUBLIC_KEY_FILE=str(keys / PUBLIC),
         ACCORD_SERVICE_TOKEN_FILE=str(keys / TOKEN),
+        AGREEMENTS_CHAIN_KEY_FILE=str(chain_key_files(keys, "agreements")[0]),
         ACCORD_BILLING_ADDR=f"127.0.0.1:{free_port()}",  # not running: the billing consumer waits for its stream
         ACCORD_LOG_LEVEL=SERVER_LOG_LEVEL,
         ACCORD_LOG_FORMAT="json",

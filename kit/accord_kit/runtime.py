@@ -1,9 +1,13 @@
-"""Runs one service process: store check, gRPC server, relay, consumers, signals.
+"""Runs one service process: store check, gRPC server, relay, consumers, sealing, signals.
 
 A service's `bootstrap.py` describes what it is made of (application, servicers, policy,
 upstream streams) and hands it to `ServiceRuntime`, which owns the order of start and stop:
 SIGTERM → health NOT_SERVING → in-flight calls finish within the grace → relay and
-consumers stop → NATS drains → the store closes → exit 0."""
+consumers stop → NATS drains → the log is sealed → the store closes → exit 0.
+
+An event-sourced service (one with `parts.app`) also gets, without its bootstrap saying so,
+the common `accord.audit.v1.AuditService` (servicer and policy) and a task that seals its
+log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop."""
 
 from __future__ import annotations
 
@@ -14,18 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from eventsourcing.persistence import IntegrityError
 
 from accord_kit.application import AccordApplication
-from accord_kit.auth import Policy, TokenVerifier
+from accord_kit.audit import ChainKeys, register_audit
+from accord_kit.auth import AUDIT_POLICY, Policy, TokenVerifier
+from accord_kit.chain import ChainError, Checkpoint, seal
 from accord_kit.consumer import Applier, Consumer, ConsumerConfig
 from accord_kit.eventlog import EventLogClient
 from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
 from accord_kit.logging import get_logger
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay, RelayMismatchError
-from accord_kit.settings import ServiceSettings
+from accord_kit.settings import ServiceSettings, SettingsError
 
 log = get_logger("accord.runtime")
+CHAIN_HEALTH = "accord.chain"  # health service name: NOT_SERVING once sealing stopped on a tampered log
 
 
 @dataclass
@@ -99,30 +107,97 @@ class ServiceRuntime:
         self._stop = asyncio.Event()
         self._nc: Any = None
         self.fatal: BaseException | None = None
+        self.chain_keys: ChainKeys | None = None
+        # Why sealing stopped (the log was found tampered with), or None while it runs.
+        self.sealing_halted: str | None = None
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return self.server.port
 
+    @property
+    def sealing(self) -> bool:
+        """Whether this runtime seals its log (an event-sourced service with a signing key
+        and a seal interval), whether or not sealing has halted since."""
+        keys, interval = self.chain_keys, self.settings.seal_seconds
+        return self.parts.app is not None and keys is not None and keys.private is not None and interval > 0
+
     async def start(self) -> None:
         s = self.settings
         verifier = self.parts.verifier or TokenVerifier.from_file(s.auth_public_key_file)
+        policy, register = self.parts.policy, list(self.parts.register)
+        app = self.parts.app
+        if app is not None:
+            self.chain_keys = ChainKeys.load(s)
+            # The service's own rules win over the common audit rules if it names the same RPCs.
+            policy = Policy.of(AUDIT_POLICY, self.parts.policy.rules)
+            register.append(
+                register_audit(app, self.chain_keys, seal_seconds=s.seal_seconds, max_message_bytes=s.max_message_bytes)
+            )
         self.server = build_server(
             host=s.grpc_host,
             port=s.grpc_port,
-            policy=self.parts.policy,
+            policy=policy,
             verifier=verifier,
-            register=self.parts.register,
+            register=register,
             error_map=self.parts.error_map,
             max_message_bytes=s.max_message_bytes,
         )
         await self.server.set_serving(False)
         await self.server.start()
         log.info("grpc_started", address=f"{s.grpc_host}:{self.server.port}")
+        if self.sealing:
+            await self.server.set_serving(True, CHAIN_HEALTH)
+            self._tasks.append(asyncio.create_task(self._seal_periodically(), name="seal"))
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
             self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+
+    # -- sealing the log (accord_kit.chain.seal) ------------------------------------------
+    def _seal_now(self) -> Checkpoint | None:
+        """Seal the log's head (blocking). None when there was nothing new to seal."""
+        app, keys = self.parts.app, self.chain_keys
+        assert app is not None and keys is not None and keys.private is not None
+        recorder: Any = app.recorder
+        if recorder.chain_head()[0] == 0:
+            return None  # an empty log: nothing to vouch for
+        cp = seal(app, keys.private, previous_keys=keys.previous)
+        return cp if cp.at is not None else None  # `at` is None when the last checkpoint was returned
+
+    async def seal_once(self) -> Checkpoint | None:
+        """Seal now in a worker thread; log the outcome. A lost race (another sealer took the
+        checkpoint's version) is left for the next round; a tampered log stops sealing for
+        good, with an alert and the `accord.chain` health status NOT_SERVING — the service
+        itself keeps serving, so that the log can still be read and verified."""
+        if not self.sealing or self.sealing_halted is not None:
+            return None
+        try:
+            cp = await asyncio.to_thread(self._seal_now)
+        except ChainError as e:
+            self.sealing_halted = str(e)
+            log.error("chain_seal_refused", alert=True, reason=str(e))
+            if self.server is not None:
+                await self.server.set_serving(False, CHAIN_HEALTH)
+            return None
+        except IntegrityError as e:
+            log.info("chain_seal_raced", reason=str(e) or type(e).__name__)
+            return None
+        except Exception:
+            log.exception("chain_seal_failed")
+            return None
+        if cp is not None:
+            log.info("chain_sealed", position=cp.position, at=cp.at, key_id=cp.key_id)
+        return cp
+
+    async def _seal_periodically(self) -> None:
+        while self.sealing_halted is None:
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.seal_seconds)
+                return  # stopping: stop() seals once more after the server and consumers are done
+            except TimeoutError:
+                pass
+            await self.seal_once()
 
     async def _messaging(self) -> None:
         """Connect to NATS, start the relay and consumers; SERVING once the stream is ours."""
@@ -216,6 +291,7 @@ class ServiceRuntime:
             except Exception:
                 pass
         if self.parts.app is not None:
+            await self.seal_once()  # nothing writes any more: this checkpoint covers the whole log
             self.parts.app.close()
         log.info("service_stopped")
 
@@ -243,7 +319,6 @@ def main(service: str, load: Callable[[], ServiceSettings], build: Callable[[Ser
     import sys
 
     from accord_kit.logging import configure_logging
-    from accord_kit.settings import SettingsError
 
     try:
         settings = load()
@@ -259,6 +334,10 @@ def main(service: str, load: Callable[[], ServiceSettings], build: Callable[[Ser
         return 2
     try:
         return asyncio.run(serve(parts))
+    except (SettingsError, FileNotFoundError) as e:  # e.g. a key file the runtime loads at start
+        log.error("service_refused_to_start", reason=str(e))
+        print(f"accord-{service}: refusing to start: {e}", file=sys.stderr)
+        return 2
     except (OSError, RuntimeError) as e:
         if "bind" not in str(e).lower():
             raise

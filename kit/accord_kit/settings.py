@@ -58,6 +58,30 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
     Setting("GRACE_SECONDS", "10", "how long in-flight calls may run after SIGTERM"),
     Setting("MAX_MESSAGE_BYTES", "16777216", "largest gRPC message accepted or sent"),
     Setting("RELAY_POLL_SECONDS", "1.0", "how often the relay looks for events saved by other processes"),
+    Setting(
+        "CHAIN_KEY_FILE",
+        "<VAR_DIR>/keys/<service>_chain_private.pem",
+        "Ed25519 private key (PEM) that signs the service's log checkpoints",
+    ),
+    Setting(
+        "SEAL_SECONDS", "60", "how often the service seals its log with a signed checkpoint (also at stop); 0: never"
+    ),
+    Setting(
+        "CHAIN_PREVIOUS_PUBLIC_KEY_FILES",
+        "",
+        "comma-separated public keys (PEM) of earlier chain keys, still trusted for older checkpoints",
+    ),
+)
+# Settings only an event-sourced service reads (the gateway keeps no store).
+STORE_SETTINGS = frozenset(
+    {
+        "SQLITE_PATH",
+        "POSTGRES_DBNAME",
+        "RELAY_POLL_SECONDS",
+        "CHAIN_KEY_FILE",
+        "SEAL_SECONDS",
+        "CHAIN_PREVIOUS_PUBLIC_KEY_FILES",
+    }
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
@@ -71,7 +95,7 @@ def env_names(service: str) -> list[str]:
     names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
     per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
     if service not in EVENT_SOURCED:
-        per = [s for s in per if s.name not in ("SQLITE_PATH", "POSTGRES_DBNAME", "RELAY_POLL_SECONDS")]
+        per = [s for s in per if s.name not in STORE_SETTINGS]
     names += [f"{service.upper()}_{s.name}" for s in per]
     return names
 
@@ -104,6 +128,9 @@ class ServiceSettings:
     grace_seconds: float
     max_message_bytes: int
     relay_poll_seconds: float
+    chain_key_file: Path = Path("var/keys/accord_chain_private.pem")
+    seal_seconds: float = 60.0
+    chain_previous_public_key_files: tuple[Path, ...] = ()
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     extra: dict[str, str] = field(default_factory=dict)
@@ -185,6 +212,11 @@ class ServiceSettings:
                 f"{p}_MAX_MESSAGE_BYTES", own("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)), 1024, 2**31 - 1
             ),
             relay_poll_seconds=_float(f"{p}_RELAY_POLL_SECONDS", own("RELAY_POLL_SECONDS", "1.0"), 0.01, 60),
+            chain_key_file=Path(own("CHAIN_KEY_FILE", str(var_dir / "keys" / f"{service}_chain_private.pem"))),
+            seal_seconds=_seal_seconds(f"{p}_SEAL_SECONDS", own("SEAL_SECONDS", "60")),
+            chain_previous_public_key_files=tuple(
+                Path(f.strip()) for f in own("CHAIN_PREVIOUS_PUBLIC_KEY_FILES", "").split(",") if f.strip()
+            ),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
         )
@@ -207,4 +239,11 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
         raise SettingsError(f"{name} must be a number, not {raw!r}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _seal_seconds(name: str, raw: str) -> float:
+    value = _float(name, raw, 0, 86400)
+    if 0 < value < 0.05:
+        raise SettingsError(f"{name} must be 0 (never seal) or at least 0.05 seconds, not {value}")
     return value

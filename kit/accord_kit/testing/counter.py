@@ -15,10 +15,14 @@ from eventsourcing.domain import Aggregate, event
 from accord.events.v1 import events_pb2
 from accord.testing.v1 import counter_pb2, counter_pb2_grpc
 from accord_kit.application import AccordApplication
-from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy
+from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.envelope import EventCodec, unpack
 from accord_kit.errors import InvalidArgumentError, NotFoundError
+from accord_kit.eventlog import register_event_log
+from accord_kit.persistence import prepare_store
+from accord_kit.runtime import ServiceParts
+from accord_kit.settings import ServiceSettings
 
 
 class Counter(Aggregate):
@@ -187,3 +191,23 @@ def register_counter(app: Counters) -> Any:
         return str(counter_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name)
 
     return register
+
+
+def build_counter_service(
+    settings: ServiceSettings,
+    *,
+    verifier: TokenVerifier | None = None,
+    clock: Clock | None = None,
+    app_class: type[Counters] = Counters,
+) -> ServiceParts:
+    """The counter test service as a bootstrap would compose it (for `running_service`):
+    its store from the settings, named after the settings' service (a test's own stream)."""
+    prepare_store(settings)
+    app = app_class(settings.event_store_env(), clock=clock, service=settings.service)
+    return ServiceParts(
+        settings=settings,
+        policy=COUNTER_POLICY,
+        register=[register_counter(app), register_event_log(app)],
+        app=app,
+        verifier=verifier,
+    )

@@ -3,7 +3,7 @@ SIGTERM them. `python -m accord_kit.testing.processes MODE --store â€¦ --nats â€
 
 Modes:
   relay          run the counter store's relay until killed
-  serve-counter  the counter test service (gRPC + relay) through the service runtime
+  serve-counter  the counter test service (gRPC + relay + sealing) through the service runtime
   consume        the tally consumer; `--die-after-commit-at P` exits hard right after the
                  transaction that applied position P commits, before its ack (once)
 """
@@ -16,6 +16,8 @@ import json
 import os
 import signal
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from accord_kit.relay import Relay
 from accord_kit.runtime import ServiceParts, serve
 from accord_kit.settings import ServiceSettings
 from accord_kit.testing.counter import COUNTER_POLICY, Counters, Tallies, register_counter
+from accord_kit.testing.service import ensure_chain_key
 
 
 def _store_env(raw: str) -> dict[str, str]:
@@ -86,15 +89,20 @@ async def run_consumer(args: argparse.Namespace) -> int:
 
 async def run_counter_service(args: argparse.Namespace) -> int:
     settings = ServiceSettings.from_env("counter")
-    app = Counters(_store_env(args.store), service=args.service)
-    parts = ServiceParts(
-        settings=settings, policy=COUNTER_POLICY, register=[register_counter(app), register_event_log(app)], app=app
-    )
+    with tempfile.TemporaryDirectory(prefix="accord-counter-keys-") as keys:
+        if not settings.chain_key_file.exists():
+            # Sign checkpoints with a key of this process's own unless the environment names one.
+            settings = replace(settings, chain_key_file=Path(keys) / "counter_chain_private.pem")
+            ensure_chain_key(settings)
+        app = Counters(_store_env(args.store), service=args.service)
+        parts = ServiceParts(
+            settings=settings, policy=COUNTER_POLICY, register=[register_counter(app), register_event_log(app)], app=app
+        )
 
-    def ready(runtime: Any) -> None:
-        print(f"PORT {runtime.port}", flush=True)
+        def ready(runtime: Any) -> None:
+            print(f"PORT {runtime.port}", flush=True)
 
-    return await serve(parts, ready=ready)
+        return await serve(parts, ready=ready)
 
 
 def main(argv: list[str] | None = None) -> int:

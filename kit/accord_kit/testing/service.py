@@ -1,5 +1,7 @@
 """Run a whole service in-process for tests: its real bootstrap, gRPC server on port 0,
-real NATS, real store; plus tokens to call it with."""
+real NATS, real store, its own checkpoint signing key (so every service under test seals
+its log at stop, and every `<SERVICE>_SEAL_SECONDS` if a test sets it); plus tokens to
+call it with."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from accord_kit.auth import TokenVerifier, generate_keypair, mint_token
+from accord_kit.chain import load_private_key, private_key_pem, public_key_pem
 from accord_kit.runtime import ServiceParts, ServiceRuntime
 from accord_kit.settings import ServiceSettings
 from accord_kit.testing.fixtures import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
@@ -53,6 +58,23 @@ def service_environ(
     return env
 
 
+def ensure_chain_key(settings: ServiceSettings) -> Path:
+    """Create the service's checkpoint signing key where its settings look for it
+    (`<SERVICE>_CHAIN_KEY_FILE`, by default under the test's var dir) unless it exists;
+    the public half goes beside it. Returns the public key's path."""
+    private = settings.chain_key_file
+    public = private.with_name(private.name.replace("_private", "_public"))
+    if public == private:
+        public = private.with_suffix(".public.pem")
+    if not private.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        private.write_bytes(private_key_pem(Ed25519PrivateKey.generate()))
+        private.chmod(0o600)
+    if not public.exists():
+        public.write_bytes(public_key_pem(load_private_key(private).public_key()))
+    return public
+
+
 @asynccontextmanager
 async def running_service(
     build: Callable[..., ServiceParts],
@@ -63,6 +85,8 @@ async def running_service(
     **build_kwargs: object,
 ) -> AsyncIterator[ServiceRuntime]:
     parts = build(settings, verifier=TokenVerifier(keys.public_file.read_bytes()), **build_kwargs)
+    if parts.app is not None:
+        ensure_chain_key(settings)
     runtime = ServiceRuntime(parts)
     await runtime.start()
     try:

@@ -35,6 +35,7 @@ from accord_billing.domain import (
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
+from accord_kit.envelope import payload_of
 
 STATEMENT_TOPIC = get_topic(Statement.Opened)
 LEDGER_TOPIC = get_topic(LedgerTransaction.Posted)
@@ -54,6 +55,34 @@ class Billing(AccordApplication):
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
+        self._statement_agreements: dict[str, str] = {}
+
+    # -- audit: which agreement an event concerns ------------------------------------------
+    def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
+        """Besides events naming their agreement, a statement's events (assessments,
+        adjustments, disputes, issue, finalisation) and the ledger postings of a statement
+        concern the statement's agreement."""
+        found = super().agreement_ids_of(envelope)
+        payload = payload_of(envelope, self.codec)
+        statement_id = str(getattr(payload, "statement_id", "") or "")
+        source = str(getattr(payload, "source", "") or "")
+        if not statement_id and source.startswith("statement:"):
+            statement_id = source.removeprefix("statement:")
+        if statement_id:
+            agreement_id = self._statement_agreement(statement_id)
+            if agreement_id:
+                found.add(agreement_id)
+        return found
+
+    def _statement_agreement(self, statement_id: str) -> str:
+        cached = self._statement_agreements.get(statement_id)
+        if cached is None:
+            try:
+                cached = str(self.repository.get(uuid.UUID(statement_id)).agreement_id)
+            except (ValueError, AggregateNotFoundError):
+                return ""
+            self._statement_agreements[statement_id] = cached  # a statement's agreement never changes
+        return cached
 
     # -- helpers ----------------------------------------------------------------------------
     def _get_or(self, aggregate_id: Any, create: Any) -> Any:

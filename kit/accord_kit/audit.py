@@ -1,0 +1,548 @@
+"""`accord.audit.v1.AuditService`, served by every event-sourced service (the runtime
+registers it), and the verification of a service's log outside the service from its
+`ReadChain` pages and public keys (DOMAIN.md §6, "Verification"; the chain, checkpoints
+and verifier themselves are in `accord_kit.chain`).
+
+- `ReadChain` serves the stored records exactly as hashed and the chain table, page by
+  page; `verify_chain` (a client, e.g. the CLI, passes a function that calls ReadChain)
+  rebuilds the records, chain and checkpoints from the pages and runs `chain.verify`,
+  yielding progress. It trusts the service for nothing but the bytes it serves.
+- `VerifyLog` runs the same verification inside the service, over its own store.
+- `GetChainKeys` gives the public keys of the service's checkpoint signatures.
+- `AgreementHistory` streams the service's events that concern one agreement, each with
+  its chain hash (`AccordApplication.agreement_ids_of` decides which do);
+  `agreement_history` gives the same in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from eventsourcing.persistence import Mapper
+
+from accord.audit.v1 import audit_pb2, audit_pb2_grpc
+from accord_kit.application import AccordApplication
+from accord_kit.chain import (
+    SEALED_TOPIC,
+    ZERO_HASH,
+    ChainedRecorder,
+    ChainError,
+    Checkpoint,
+    Kind,
+    Problem,
+    RecordView,
+    Report,
+    chained_recorder,
+    checkpoint_of,
+    checkpoint_problem,
+    default_mapper,
+    key_id,
+    latest_checkpoint,
+    link,
+    load_private_key,
+    load_public_key,
+    public_key_pem,
+    trusted_keys,
+    verify,
+)
+from accord_kit.errors import InvalidArgumentError
+from accord_kit.settings import ServiceSettings, SettingsError
+
+DEFAULT_CHAIN_LIMIT = 1000
+MAX_CHAIN_LIMIT = 10_000
+VERIFY_PAGE = 2000  # records per progress message of VerifyLog
+HISTORY_PAGE = 1000  # log positions read per worker-thread call of AgreementHistory
+SERVICE_NAME = str(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)
+
+PublicKeys = Iterable[Ed25519PublicKey] | Mapping[str, Ed25519PublicKey]
+# (after_position, limit, stop_position) → one ReadChain page; a client wraps its stub call in this.
+ReadChain = Callable[[int, int, int], audit_pb2.ReadChainResponse]
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainKeys:
+    """A service's checkpoint keys: the private key that signs new checkpoints (None when
+    the service has none and does not seal) and the public keys of earlier signing keys,
+    still trusted for the checkpoints they signed (key rotation)."""
+
+    private: Ed25519PrivateKey | None
+    previous: tuple[Ed25519PublicKey, ...] = ()
+
+    @property
+    def current(self) -> Ed25519PublicKey | None:
+        return self.private.public_key() if self.private is not None else None
+
+    @property
+    def public_keys(self) -> list[Ed25519PublicKey]:
+        current = self.current
+        return [*([current] if current is not None else []), *self.previous]
+
+    @classmethod
+    def load(cls, settings: ServiceSettings) -> ChainKeys:
+        """The keys the settings name. A missing private key is refused unless the
+        service does not seal (`<SERVICE>_SEAL_SECONDS=0`)."""
+        p = settings.service.upper()
+        path = settings.chain_key_file
+        private: Ed25519PrivateKey | None = None
+        if path.exists():
+            try:
+                private = load_private_key(path)
+            except (OSError, ValueError, TypeError) as e:
+                raise SettingsError(
+                    f"{p}_CHAIN_KEY_FILE={path} is not a readable Ed25519 private key (PEM): {e}"
+                ) from None
+        elif settings.seal_seconds > 0:
+            raise SettingsError(
+                f"chain signing key {path} not found ({p}_CHAIN_KEY_FILE): `make run` and "
+                f"`python -m accord_kit.keys DIR` create one; {p}_SEAL_SECONDS=0 runs without sealing"
+            )
+        previous: list[Ed25519PublicKey] = []
+        for f in settings.chain_previous_public_key_files:
+            try:
+                previous.append(load_public_key(f))
+            except (OSError, ValueError, TypeError) as e:
+                raise SettingsError(
+                    f"{p}_CHAIN_PREVIOUS_PUBLIC_KEY_FILES: {f} is not a readable Ed25519 public key (PEM): {e}"
+                ) from None
+        return cls(private, tuple(previous))
+
+
+def chain_key_message(key: Ed25519PublicKey) -> audit_pb2.ChainKey:
+    return audit_pb2.ChainKey(key_id=key_id(key), public_key_pem=public_key_pem(key).decode())
+
+
+def public_keys_of(response: audit_pb2.GetChainKeysResponse) -> dict[str, Ed25519PublicKey]:
+    """Key id → public key from a GetChainKeys answer (the key ids are recomputed, not taken
+    on trust). An auditor who does not trust the service compares them with keys it holds."""
+    keys = [response.current] if response.HasField("current") else []
+    loaded = [load_public_key(k.public_key_pem.encode()) for k in [*keys, *response.previous]]
+    return {key_id(k): k for k in loaded}
+
+
+# -- messages ⇄ chain types ----------------------------------------------------------------
+
+
+def record_message(r: RecordView) -> audit_pb2.ChainRecord:
+    return audit_pb2.ChainRecord(
+        position=r.notification_id,
+        originator_id=r.originator_id,
+        originator_version=r.originator_version,
+        topic=r.topic,
+        state=r.state,
+    )
+
+
+def record_view(m: audit_pb2.ChainRecord) -> RecordView:
+    return RecordView(m.position, m.originator_id, m.originator_version, m.topic, bytes(m.state))
+
+
+def problem_message(p: Problem) -> audit_pb2.Problem:
+    msg = audit_pb2.Problem(
+        kind=audit_pb2.ProblemKind.Value(f"PROBLEM_KIND_{p.kind.value}"), position=p.position, detail=p.detail
+    )
+    if p.since is not None:
+        msg.since = p.since
+    return msg
+
+
+def problem_of(m: audit_pb2.Problem) -> Problem:
+    kind = Kind(audit_pb2.ProblemKind.Name(m.kind).removeprefix("PROBLEM_KIND_"))
+    return Problem(kind, m.position, m.detail, m.since if m.HasField("since") else None)
+
+
+# -- ReadChain ----------------------------------------------------------------------------
+
+
+def read_chain(
+    app: AccordApplication,
+    after_position: int,
+    limit: int = 0,
+    stop_position: int = 0,
+    max_bytes: int | None = None,
+) -> audit_pb2.ReadChainResponse:
+    """One ReadChain page (blocking: run it in a worker thread). Records and chain entries
+    in (after_position, through_position]: at most `limit` of each, their records' bytes
+    within `max_bytes` (at least one record), and never beyond the end (`stop_position`,
+    or the higher of the two heads read together now)."""
+    if limit > MAX_CHAIN_LIMIT:
+        raise InvalidArgumentError(f"limit must be at most {MAX_CHAIN_LIMIT}, not {limit}")
+    if stop_position and stop_position < after_position:
+        raise InvalidArgumentError(f"stop_position {stop_position} is before after_position {after_position}")
+    limit = limit or DEFAULT_CHAIN_LIMIT
+    recorder: ChainedRecorder = chained_recorder(app.recorder)
+    log_head, chain_head = recorder.chain_heads()
+    end = max(log_head, chain_head)
+    if stop_position:
+        end = min(end, stop_position)
+    out = audit_pb2.ReadChainResponse(
+        service=app.service, log_head_position=log_head, chain_head_position=chain_head, through_position=after_position
+    )
+    if after_position >= end:
+        return out
+    records = recorder.select_records(after_position, end, limit)
+    hashes = recorder.select_chain_hashes(after_position + 1, end, limit)
+    through = end
+    if len(records) == limit:
+        through = min(through, records[-1].notification_id)
+    if len(hashes) == limit:
+        through = min(through, max(hashes))
+    if max_bytes is not None:
+        size = 0
+        for i, r in enumerate(records):
+            if r.notification_id > through:
+                break
+            size += len(r.state) + len(r.topic) + len(r.originator_id) + 32
+            if size > max_bytes and i > 0:
+                through = records[i - 1].notification_id
+                break
+    out.records.extend(record_message(r) for r in records if r.notification_id <= through)
+    out.chain.extend(audit_pb2.ChainEntry(position=k, hash=h) for k, h in sorted(hashes.items()) if k <= through)
+    out.through_position = through
+    out.more = through < end
+    return out
+
+
+# -- verification from pages ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyProgress:
+    """How far a verification got; the last one (`done`) carries the result."""
+
+    start_position: int  # verified after this position (0, or a checkpoint's)
+    head_position: int  # ...up to this one
+    verified_through: int  # every record up to here recomputed and agreeing with the chain
+    records_checked: int
+    checkpoints_checked: int
+    ok: bool  # nothing wrong found (so far, while not done)
+    done: bool = False
+    problem: Problem | None = None  # the first problem (known once done)
+    report: Report | None = None  # chain.verify's report, when done
+
+    def message(self) -> audit_pb2.VerifyLogProgress:
+        msg = audit_pb2.VerifyLogProgress(
+            verified_through=self.verified_through,
+            head_position=self.head_position,
+            records_checked=self.records_checked,
+            checkpoints_checked=self.checkpoints_checked,
+            done=self.done,
+            ok=self.ok,
+            start_position=self.start_position,
+        )
+        if self.problem is not None:
+            msg.problem.CopyFrom(problem_message(self.problem))
+        return msg
+
+
+class LogVerifier:
+    """Verifies a log fed in position order, page by page (records and the chain entries of
+    the same position range). A running recomputation of the chain, with the checkpoints
+    met on the way, gives progress; `finish` runs `chain.verify` over everything fed, and
+    that report is the result (it names the first problem and its kind)."""
+
+    def __init__(
+        self,
+        public_keys: PublicKeys,
+        *,
+        service: str | None = None,
+        start: Checkpoint | None = None,
+        end: int = 0,
+        mapper: Mapper[Any] | None = None,
+        checkpoints: Iterable[Checkpoint] = (),
+    ) -> None:
+        self.keys = trusted_keys(public_keys)
+        self.service = service
+        self.start = start
+        self.lo = start.position if start is not None else 0
+        self.end = end
+        self.mapper = mapper or default_mapper()
+        self.outside = list(checkpoints)
+        self.records: list[RecordView] = []
+        self.hashes: dict[int, bytes] = {}
+        self._prev = start.chain_hash if start is not None else ZERO_HASH
+        self._through = self.lo
+        self._hash_at: dict[int, bytes] = {}
+        self._count = 0
+        self._checkpoints = 0
+        self._sound = True
+        self._dangling = False  # chain entries seen after the last record: any later record is a problem
+
+    def add(self, records: Iterable[RecordView], hashes: Mapping[int, bytes]) -> VerifyProgress:
+        recs = [r for r in records if r.notification_id > self.lo]
+        page = {k: v for k, v in hashes.items() if k >= self.lo}
+        self.records.extend(recs)
+        self.hashes.update(page)
+        if self._sound:
+            self._walk(recs, page)
+        return self.progress()
+
+    def _walk(self, recs: list[RecordView], page: Mapping[int, bytes]) -> None:
+        keys = sorted(k for k in page if k > self._through)
+        ki = 0
+        for r in recs:
+            n = r.notification_id
+            expected = self.hashes.get(n)
+            if n <= self._through or self._dangling or (ki < len(keys) and keys[ki] < n) or expected is None:
+                self._sound = False
+                return
+            if ki < len(keys) and keys[ki] == n:
+                ki += 1
+            h = link(self._prev, n, r.originator_id, r.originator_version, r.topic, r.state)
+            if h != expected:
+                self._sound = False
+                return
+            self._prev, self._through = h, n
+            self._hash_at[n] = h
+            self._count += 1
+            if r.topic == SEALED_TOPIC and not self._checkpoint_holds(r):
+                self._sound = False
+                return
+        self._dangling = ki < len(keys)
+
+    def _checkpoint_holds(self, r: RecordView) -> bool:
+        cp = checkpoint_of(r, self.mapper)
+        if checkpoint_problem(cp, self.keys, self.service) is not None:
+            return False
+        if cp.position > self.lo:
+            sealed = self._hash_at.get(cp.position)
+        elif cp.position == self.lo and self.start is not None:
+            sealed = self.start.chain_hash
+        else:
+            return True  # it seals a position before this run: not this run's to check
+        if sealed is None or sealed != cp.chain_hash:
+            return False
+        self._checkpoints += 1
+        return True
+
+    def progress(self) -> VerifyProgress:
+        return VerifyProgress(
+            start_position=self.lo,
+            head_position=self.end,
+            verified_through=self._through,
+            records_checked=self._count,
+            checkpoints_checked=self._checkpoints,
+            ok=self._sound,
+        )
+
+    def finish(self) -> VerifyProgress:
+        found = [checkpoint_of(r, self.mapper) for r in self.records if r.topic == SEALED_TOPIC]
+        report = verify(
+            self.records, self.hashes, [*found, *self.outside], self.keys, service=self.service, start=self.start
+        )
+        problem = report.problem
+        if problem is None:
+            through = report.end
+        else:
+            before = problem.since if problem.since is not None else problem.position - 1
+            through = max(self.lo, min(self._through, before))
+        return VerifyProgress(
+            start_position=self.lo,
+            head_position=max(self.end, report.end),
+            verified_through=through,
+            records_checked=report.records,
+            checkpoints_checked=report.checkpoints,
+            ok=problem is None,
+            done=True,
+            problem=problem,
+            report=report,
+        )
+
+
+def verify_chain(
+    read: ReadChain,
+    public_keys: PublicKeys,
+    *,
+    service: str | None = None,
+    start: Checkpoint | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
+    mapper: Mapper[Any] | None = None,
+    limit: int = DEFAULT_CHAIN_LIMIT,
+) -> Iterator[VerifyProgress]:
+    """Verify a service's log outside the service, from its ReadChain pages: `read(after,
+    limit, stop)` returns one page (e.g. a stub call with a token). Yields progress after
+    each page but the last, then the result (`done`). The end is fixed by the first page
+    (the service may keep writing). `service` is the name checkpoints must carry (default:
+    the name the pages give); `start` a checkpoint verified before (only later records are
+    read); `checkpoints` copies kept outside the log (they prove a cut-off tail); `mapper`
+    reads checkpoint records of a compressed or encrypted store."""
+    after = max(start.position - 1, 0) if start is not None else 0  # the chain entry at the start is checked too
+    stop = 0
+    verifier: LogVerifier | None = None
+    while True:
+        page = read(after, limit, stop)
+        if verifier is None:
+            stop = max(page.log_head_position, page.chain_head_position)
+            verifier = LogVerifier(
+                public_keys,
+                service=service or page.service or None,
+                start=start,
+                end=stop,
+                mapper=mapper,
+                checkpoints=checkpoints,
+            )
+        progress = verifier.add((record_view(r) for r in page.records), {e.position: bytes(e.hash) for e in page.chain})
+        if not page.more:
+            break
+        if page.through_position <= after:
+            raise ValueError(f"ReadChain did not advance past position {after}")
+        after = page.through_position
+        yield progress
+    yield verifier.finish()
+
+
+def verify_pages(
+    pages: Iterable[audit_pb2.ReadChainResponse],
+    public_keys: PublicKeys,
+    *,
+    service: str | None = None,
+    start: Checkpoint | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
+    mapper: Mapper[Any] | None = None,
+) -> Report:
+    """Verify a log from ReadChain pages already fetched (in order, covering the log)."""
+    verifier: LogVerifier | None = None
+    for page in pages:
+        if verifier is None:
+            verifier = LogVerifier(
+                public_keys,
+                service=service or page.service or None,
+                start=start,
+                end=max(page.log_head_position, page.chain_head_position),
+                mapper=mapper,
+                checkpoints=checkpoints,
+            )
+        verifier.add((record_view(r) for r in page.records), {e.position: bytes(e.hash) for e in page.chain})
+    if verifier is None:
+        verifier = LogVerifier(public_keys, service=service, start=start, mapper=mapper, checkpoints=checkpoints)
+    report = verifier.finish().report
+    assert report is not None
+    return report
+
+
+def verify_log(app: AccordApplication, public_keys: PublicKeys, *, from_checkpoint: bool) -> Iterator[VerifyProgress]:
+    """The service verifies its own store (blocking steps: drive it from a worker thread)."""
+    start: Checkpoint | None = None
+    if from_checkpoint:
+        try:
+            start, _ = latest_checkpoint(app)
+        except ChainError:
+            start = None  # the last checkpoint is unreadable: the whole log shows what is wrong
+    yield from verify_chain(
+        lambda after, limit, stop: read_chain(app, after, limit, stop),
+        public_keys,
+        service=app.service,
+        start=start,
+        mapper=app.mapper,
+        limit=VERIFY_PAGE,
+    )
+
+
+# -- AgreementHistory ---------------------------------------------------------------------------
+
+
+def history_page(
+    app: AccordApplication, agreement_id: str, after: int, stop: int, page: int = HISTORY_PAGE
+) -> tuple[list[audit_pb2.AuditedEvent], int]:
+    """The events in (after, stop] of one page of the log that concern the agreement, and
+    the position the next page starts after (`stop` at the end). Blocking."""
+    envelopes, _ = app.read_events(after, page)
+    envelopes = [e for e in envelopes if e.position <= stop]
+    if not envelopes:
+        return [], stop
+    found = [e for e in envelopes if app.concerns_agreement(e, agreement_id)]
+    hashes: Mapping[int, bytes] = {}
+    if found and isinstance(app.recorder, ChainedRecorder):
+        hashes = app.recorder.select_chain_hashes(found[0].position, found[-1].position)
+    audited = [audit_pb2.AuditedEvent(envelope=e, chain_hash=hashes.get(e.position, b"")) for e in found]
+    return audited, envelopes[-1].position
+
+
+def agreement_history(
+    app: AccordApplication, agreement_id: str, *, after: int = 0, stop: int | None = None
+) -> Iterator[audit_pb2.AuditedEvent]:
+    """The service's events that concern the agreement, in log order, each with its chain
+    hash: what AgreementHistory streams (blocking; for use in-process). The log is read up
+    to its head as of the first step (or `stop`), page by page."""
+    if not agreement_id.strip():
+        raise InvalidArgumentError("agreement_id must not be empty")
+    end = app.head_position() if stop is None else stop
+    while after < end:
+        found, after = history_page(app, agreement_id, after, end)
+        yield from found
+
+
+# -- the servicer -------------------------------------------------------------------------------
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(
+        self, app: AccordApplication, keys: ChainKeys, *, seal_seconds: float = 0.0, max_message_bytes: int = 0
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.seal_seconds = seal_seconds
+        # Half the largest message for the records' bytes: room for the encoding and the chain entries.
+        self.page_bytes = max_message_bytes // 2 if max_message_bytes else None
+
+    async def ReadChain(  # noqa: N802 (gRPC method name)
+        self, request: audit_pb2.ReadChainRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ReadChainResponse:
+        return await asyncio.to_thread(
+            read_chain, self.app, request.after_position, request.limit, request.stop_position, self.page_bytes
+        )
+
+    async def GetChainKeys(  # noqa: N802
+        self, request: audit_pb2.GetChainKeysRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.GetChainKeysResponse:
+        out = audit_pb2.GetChainKeysResponse(
+            service=self.app.service,
+            previous=[chain_key_message(k) for k in self.keys.previous],
+            seal_seconds=self.seal_seconds if self.keys.private is not None else 0.0,
+        )
+        current = self.keys.current
+        if current is not None:
+            out.current.CopyFrom(chain_key_message(current))
+        return out
+
+    async def VerifyLog(  # noqa: N802
+        self, request: audit_pb2.VerifyLogRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.VerifyLogProgress]:
+        steps = verify_log(self.app, self.keys.public_keys, from_checkpoint=request.from_checkpoint)
+        while True:
+            progress = await asyncio.to_thread(next, steps, None)
+            if progress is None:
+                return
+            yield progress.message()
+
+    async def AgreementHistory(  # noqa: N802
+        self, request: audit_pb2.AgreementHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.AuditedEvent]:
+        agreement_id = request.agreement_id
+        if not agreement_id.strip():
+            raise InvalidArgumentError("agreement_id must not be empty")
+        stop = await asyncio.to_thread(self.app.head_position)
+        after = 0
+        while after < stop:
+            found, after = await asyncio.to_thread(history_page, self.app, agreement_id, after, stop)
+            for event in found:
+                yield event
+
+
+def register_audit(
+    app: AccordApplication, keys: ChainKeys, *, seal_seconds: float = 0.0, max_message_bytes: int = 0
+) -> Callable[[grpc.aio.Server], str]:
+    def register(server: grpc.aio.Server) -> str:
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(app, keys, seal_seconds=seal_seconds, max_message_bytes=max_message_bytes), server
+        )
+        return SERVICE_NAME
+
+    return register
