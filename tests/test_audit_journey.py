@@ -14,12 +14,11 @@ import pytest
 from google.protobuf import json_format
 
 from accord.events.v1 import events_pb2
-from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_cli.history import Entry, causal_order, short_type
 from accord_kit.application import AccordApplication
 from accord_kit.audit import agreement_history
 from accord_kit.chain import generate_chain_keypair, load_private_key, load_public_key, seal, verify_store
-from tests.suite import AMS, COLLECTOR, CUSTOMER, PROVIDER, Suite, calls, outage
+from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, calls, outage
 
 
 @pytest.fixture
@@ -30,14 +29,8 @@ def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
 
 
 def three_months(suite: Suite) -> str:
-    ag, m = suite.agreements, suite.metrics
-    for dept in (IT, FINANCE):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, sla_terms()).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
-    suite.tick(f"2026-01-10T10:00{AMS}")
+    m = suite.metrics
+    aid = an_active_agreement(suite)
     m.record(COLLECTOR, [outage("jan", f"2026-01-12T10:00{AMS}", 30), *calls("j", f"2026-01-15T09:00{AMS}", 9, 1)])
     suite.tick(f"2026-02-01T02:00{AMS}")
     m.record(COLLECTOR, [outage("feb", f"2026-02-03T08:00{AMS}", 60), *calls("f", f"2026-02-15T09:00{AMS}", 7, 3)])

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.agreements.v1 import terms_pb2
 from accord.metrics.v1 import events_pb2 as ev
@@ -36,28 +35,10 @@ from accord_kit.testing.service import Keys, make_keys, running_service, service
 from accord_kit.testing.streams import eventually
 from accord_metrics.bootstrap import build
 from accord_metrics.settings import load
+from tests.suite import AMS, at, outage, ts
 
-AMS = "+01:00"
 PROVIDER, CUSTOMER = Actor("alice", "department", IT), Actor("bob", "department", FINANCE)
-
-
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def ts(dt: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(dt)
-    return t
-
-
 JAN, FEB = at(f"2026-01-01T00:00{AMS}"), at(f"2026-02-01T00:00{AMS}")
-
-
-def outage(sid: str, start: str, minutes: int) -> spb.Signal:
-    s = at(start)
-    end = s + timedelta(minutes=minutes)
-    return spb.Signal(signal_id=sid, service_id=EMAIL, outage=spb.Outage(start=ts(s), end=ts(end)))
 
 
 def calls(prefix: str, day: str, fast: int, slow: int) -> list[spb.Signal]:
