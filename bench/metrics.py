@@ -541,8 +541,7 @@ class Evaluation:
 
 def _evaluation_run(batches: list[bytes], n: int, batch: int) -> Evaluation:
     from accord_agreements.application import Agreements
-    from accord_agreements.domain import Actor
-    from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
+    from accord_agreements.samples import EMAIL, IT
     from accord_kit.clock import FakeClock
     from accord_kit.context import Principal
     from accord_kit.testing.fixtures import sqlite_env
@@ -555,16 +554,7 @@ def _evaluation_run(batches: list[bytes], n: int, batch: int) -> Evaluation:
         agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
         metrics = Metrics(sqlite_env(tmp / "metrics.sqlite"), clock=clock)
         try:
-            provider, customer = Actor("alice", "department", IT), Actor("bob", "department", FINANCE)
-            for dept in (IT, FINANCE):
-                agreements.register_department(dept, dept)
-            agreements.register_service(EMAIL, "E-mail", IT)
-            aid = str(agreements.draft(provider, sla_terms()).id)
-            agreements.propose(provider, aid)
-            agreements.accept(customer, aid)
-            envelopes, _ = agreements.read_events(0, 5000)
-            for env in envelopes:  # what metrics' AGREEMENTS consumer does
-                metrics.apply_upstream("agreements", env)
+            aid = sample_agreement(agreements, metrics)
 
             collector = Principal("bench-collector", "service")
             parsed = [list(spb.SignalBatch.FromString(b).signals) for b in batches]
@@ -816,3 +806,23 @@ def _report(
             },
         },
     }
+
+
+def sample_agreement(agreements: Any, metrics: Any) -> str:
+    """The sample e-mail SLA between it-operations and finance, accepted (`agreements`, an
+    Agreements app), and `metrics` (a Metrics app) told of it the way its AGREEMENTS consumer
+    would be. Returns the agreement id."""
+    from accord_agreements.domain import Actor
+    from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
+
+    provider, customer = Actor("alice", "department", IT), Actor("bob", "department", FINANCE)
+    for dept in (IT, FINANCE):
+        agreements.register_department(dept, dept)
+    agreements.register_service(EMAIL, "E-mail", IT)
+    aid = str(agreements.draft(provider, sla_terms()).id)
+    agreements.propose(provider, aid)
+    agreements.accept(customer, aid)
+    envelopes, _ = agreements.read_events(0, 5000)
+    for env in envelopes:
+        metrics.apply_upstream("agreements", env)
+    return aid
