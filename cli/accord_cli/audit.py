@@ -220,7 +220,6 @@ def export(
     if directory.exists() and any(directory.iterdir()):
         err.print(f"[red]{directory} is not empty[/red]")
         raise typer.Exit(2)
-    (directory / "logs").mkdir(parents=True, exist_ok=True)
     keys_doc: dict[str, Any] = {}
     heads: dict[str, int] = {}
     with Progress(console=err, transient=True, disable=state.as_json) as progress:
@@ -228,6 +227,7 @@ def export(
         if not entries:
             err.print(f"[red]no service knows agreement {agreement_id!r}[/red]")
             raise typer.Exit(3)
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
         for s in AUDITED:
             with channel(s) as ch:
                 r = audit_grpc.AuditServiceStub(ch).GetChainKeys(audit_pb2.GetChainKeysRequest(), metadata=metadata())
@@ -288,17 +288,24 @@ def _verify_export(directory: Path, given: dict[str, list[Path]]) -> list[dict[s
             doc = keys_doc.get(s) or {}
             pems = [k["public_key_pem"] for k in [doc.get("current") or {}, *(doc.get("previous") or [])] if k]
             trust, keys = "from the export", [load_public_key(p.encode()) for p in pems]
-        page = read_chain_file(directory / "logs" / f"{s}.jsonl")
+        try:
+            page = read_chain_file(directory / "logs" / f"{s}.jsonl")
+        except (OSError, ValueError, KeyError) as e:
+            rows.append(_failed(s, "FILE", f"logs/{s}.jsonl cannot be read: {e}"))
+            continue
         report = verify_pages([page], keys, service=s)
         rows.append(_report_row(s, report, trust))
         hashes[s] = {c.position: c.hash for c in page.chain}
     bad = []
-    with (directory / "history.jsonl").open() as f:
-        for n, line in enumerate(f, 1):
-            doc = json.loads(line)
-            s, pos = doc["source_service"], int(doc["position"])
-            if hashes.get(s, {}).get(pos, b"").hex() != doc.get("chain_hash"):
-                bad.append(f"history line {n}: {s} position {pos} is not in its log with that chain hash")
+    try:
+        with (directory / "history.jsonl").open() as f:
+            for n, line in enumerate(f, 1):
+                doc = json.loads(line)
+                s, pos = doc["source_service"], int(doc["position"])
+                if hashes.get(s, {}).get(pos, b"").hex() != doc.get("chain_hash"):
+                    bad.append(f"history line {n}: {s} position {pos} is not in its log with that chain hash")
+    except (OSError, ValueError, KeyError) as e:
+        bad.append(f"history.jsonl cannot be read: {e}")
     if bad:
         rows.append(_failed("history.jsonl", "HISTORY", bad[0] + f" ({len(bad)} in all)"))
     return rows

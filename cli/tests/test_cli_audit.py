@@ -210,6 +210,13 @@ async def test_the_auditors_commands(own_nats_server: NatsServer, tmp_path: Path
         failed = {r["service"]: r for r in json.loads(out)["services"] if not r["ok"]}
         assert failed["billing"]["problem"]["kind"] == "ALTERED"
         assert failed["billing"]["problem"]["position"] == record["record"]["position"]
+        (export_dir / "logs" / "agreements.jsonl").unlink()
+        code, out, err = await accord(env, "--json", "audit", "verify", "--offline", str(export_dir))
+        assert code == 5 and "Traceback" not in err
+        failed = {r["service"]: r for r in json.loads(out)["services"] if not r["ok"]}
+        assert failed["agreements"]["problem"]["kind"] == "FILE"
+        code, _, err = await accord(env, "audit", "export", "no-such-agreement", "--out", str(tmp_path / "none"))
+        assert code == 3 and not (tmp_path / "none").exists()
 
         # As known on 2 February (before the late report) and as effective now.
         code, out, err = await accord(env, "--json", "audit", "as-of", aid, "--at", before.isoformat())
