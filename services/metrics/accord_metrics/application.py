@@ -32,6 +32,8 @@ from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message, codec
 from accord_metrics.domain import (
     BREACHED,
+    REJECTED,
+    WITHDRAWN,
     AgreementView,
     CalendarView,
     KnownService,
@@ -50,6 +52,8 @@ BATCH_TOPIC = get_topic(SignalBatch.Recorded)
 VIEW_TOPIC = get_topic(AgreementView.Seen)
 WINDOW_TOPIC = get_topic(WindowEvaluation.Opened)
 FAR_FUTURE = ONGOING
+# A re-derivation's difference when the calendar version a window was judged with is not held.
+CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 
 
@@ -358,7 +362,8 @@ class Metrics(AccordApplication):
             cal.define(cal_msg.version, json.loads(cal_msg.definition_json))
             processing.collect_events(cal)
         elif t in ("AgreementDrafted", "DraftRevised", "AmendmentProposed", "AgreementAccepted", "AmendmentAccepted",
-                   "AgreementTerminated", "AgreementExpired", "AgreementRenewed"):  # fmt: skip
+                   "AmendmentRejected", "AmendmentWithdrawn", "AgreementTerminated", "AgreementExpired",
+                   "AgreementRenewed"):  # fmt: skip
             message = getattr(ev, t)()
             envelope.payload.Unpack(message)
             aid = message.agreement_id
@@ -371,6 +376,10 @@ class Metrics(AccordApplication):
                 view.accept(message.version, _iso(message.effective_from))
             elif t == "AmendmentAccepted":
                 view.accept(message.version, _iso(message.effective_from), message.amendment_id)
+            elif t == "AmendmentRejected":
+                view.conclude_amendment(message.amendment_id, REJECTED, message.reason)
+            elif t == "AmendmentWithdrawn":
+                view.conclude_amendment(message.amendment_id, WITHDRAWN, message.reason)
             elif t == "AgreementTerminated":
                 view.end(_iso(message.effective_at))
             elif t == "AgreementExpired":
@@ -410,14 +419,36 @@ class Metrics(AccordApplication):
             position = notes[-1].id
         return out
 
-    def calendar(self, calendar_id: str) -> Calendar:
+    def calendar(self, calendar_id: str, version: int = 0) -> Calendar:
+        """A business calendar: its latest definition, or (version > 0) the one it had as that
+        version — every version learned is kept, so a window is judged again by the calendar
+        that judged it. LookupError when not known (that version not, or not yet)."""
         if not calendar_id or calendar_id == "24x7":
             return AlwaysOpen()
         view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
         if view is None or not view.definitions:
             raise LookupError(f"calendar {calendar_id!r} is not known to metrics yet")
-        version, definition = view.latest
+        if not version:
+            version, definition = view.latest
+        elif (definition := view.definition(version)) is None:
+            raise LookupError(f"calendar {calendar_id!r} version {version} is not known to metrics")
         return BusinessCalendar.from_definition(definition, calendar_id, version)
+
+    def calendar_held(self, calendar_id: str, version: int) -> bool:
+        """Whether metrics holds this version of this calendar (the built-in 24x7 has one, 1)."""
+        if not calendar_id or calendar_id == "24x7":
+            return version == AlwaysOpen.version
+        view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
+        return version > 0 and view is not None and view.definition(version) is not None
+
+    def _calendar_for(self, objective: dict[str, Any], pinned: tuple[str, int] | None) -> Calendar:
+        """The objective's calendar: the `pinned` (id, version) — the one a recorded evaluation
+        was judged with — when it is the objective's calendar and that version is held;
+        otherwise its latest definition."""
+        calendar_id = objective.get("calendar_id") or "24x7"
+        if pinned is not None and pinned[0] == calendar_id and self.calendar_held(*pinned):
+            return self.calendar(calendar_id, pinned[1])
+        return self.calendar(calendar_id)
 
     def evaluate(self, now: datetime | None = None) -> int:
         """Bring every objective's evaluations up to date as of `now` (the service's clock):
@@ -492,18 +523,19 @@ class Metrics(AccordApplication):
 
     def _judgement(
         self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
-        signals: SignalSet, as_of: datetime, tz: str,
+        signals: SignalSet, as_of: datetime, tz: str, calendar: tuple[str, int] | None = None,
     ) -> tuple[dict[str, Any], Calendar, list[Interval]]:  # fmt: skip
-        """One objective over one window as recorded in events, with the calendar and
-        exclusions it was judged with: what evaluation, recomputation and what-if share."""
-        calendar = self.calendar(objective.get("calendar_id") or "24x7")
+        """One objective over one window as recorded in events, with the calendar (the
+        `calendar` (id, version) when given and held, else the latest) and exclusions it was
+        judged with: what evaluation, recomputation and what-if share."""
+        cal = self._calendar_for(objective, calendar)
         notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
         exclusions = exclusions_for(objective, signals, measured, notice)
-        evaluation = judge(objective, measured, calendar, exclusions, signals, as_of, tz, version)
+        evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
         evaluation["agreement_id"], evaluation["objective_id"] = agreement_id, objective["objective_id"]
         evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
-        evaluation["calendar_id"], evaluation["calendar_version"] = calendar.calendar_id, calendar.version
-        return evaluation, calendar, exclusions
+        evaluation["calendar_id"], evaluation["calendar_version"] = cal.calendar_id, cal.version
+        return evaluation, cal, exclusions
 
     def _judge_window(
         self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
@@ -512,8 +544,11 @@ class Metrics(AccordApplication):
         # A closed window is judged as of its end, whenever that happens: the same inputs give
         # the same digest at closing, at a restatement and at an auditor's recomputation.
         as_of = now if now < window.end else window.end
+        # A closed window keeps the calendar version it closed with: a late signal restates it
+        # from its signals, never from a calendar redefined since (history is never re-judged).
+        pinned = recorded_calendar(agg.latest) if agg.closed else None
         evaluation, calendar, exclusions = self._judgement(
-            agg.agreement_id, objective, version, measured, window, signals, as_of, tz
+            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned
         )
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
@@ -647,12 +682,14 @@ class Metrics(AccordApplication):
 
     def rejudge(
         self, view: AgreementView, objective_id: str, window: Interval, signals: SignalSet, now: datetime,
-        terms: dict[str, Any] | None = None, as_of: datetime | None = None,
+        terms: dict[str, Any] | None = None, as_of: datetime | None = None, calendar: tuple[str, int] | None = None,
     ) -> dict[str, Any] | None:  # fmt: skip
         """One objective over one window judged again from `signals`: by the version in force
         at the window's start, or by `terms` (a proposal: what-if, agreement version 0).
         None when those terms have no such objective. A window ended by `now` is judged as of
-        its end, as when it closed; an open one as of `now` (unless `as_of` says otherwise)."""
+        its end, as when it closed; an open one as of `now` (unless `as_of` says otherwise).
+        `calendar`: the (id, version) the window was recorded with, used if the objective is
+        judged by that calendar and metrics holds that version (else the latest)."""
         start = _parse(view.versions[0]["effective_from"])
         measured = Interval(
             max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
@@ -673,7 +710,7 @@ class Metrics(AccordApplication):
         if as_of is None:
             as_of = now if now < window.end else window.end
         evaluation, _, _ = self._judgement(
-            view.agreement_id, objective, version["version"], measured, window, signals, as_of, tz
+            view.agreement_id, objective, version["version"], measured, window, signals, as_of, tz, calendar
         )
         return evaluation
 
@@ -684,9 +721,11 @@ class Metrics(AccordApplication):
         recomputed evaluation implies plus those its earlier recorded evaluations implied."""
         recorded = agg.latest
         window = Interval(_parse(agg.window_start), _parse(agg.window_end))
-        # A closed window was judged as of its end; an open one is judged as of now.
+        # A closed window was judged as of its end; an open one is judged as of now. Either is
+        # judged by the calendar version its evaluation records, not the calendar's latest.
         as_of = window.end if recorded.get("closed") else None
-        fresh = self.rejudge(view, agg.objective_id, window, signals, now, as_of=as_of)
+        pinned = recorded_calendar(recorded)
+        fresh = self.rejudge(view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned)
         held = set(agg.breaches)
         earlier = [agg.current, agg.closed, *(r[k] for r in agg.restatements for k in ("old", "new"))]
         expected = {s for e in earlier if e for s in breach_subjects(e)}
@@ -695,6 +734,9 @@ class Metrics(AccordApplication):
             # later shortened it: look at every evaluation the window ever recorded.
             expected |= {s for e in self._recorded_evaluations(agg.id) for s in breach_subjects(e)}
         differences: list[str] = []
+        if not self.calendar_held(*pinned):
+            # Judged again by the calendar's latest definition instead: say so, never pass silently.
+            differences.append(CALENDAR_UNAVAILABLE)
         if fresh is None:
             differences.append("objective")
         else:
@@ -721,6 +763,11 @@ class Metrics(AccordApplication):
             d = e.__dict__
             out += [d[k] for k in ("evaluation", "old", "new") if isinstance(d.get(k), dict)]
         return out
+
+
+def recorded_calendar(evaluation: dict[str, Any]) -> tuple[str, int]:
+    """The calendar (id, version) a recorded evaluation was judged with (version 0: none recorded)."""
+    return evaluation.get("calendar_id") or "24x7", int(evaluation.get("calendar_version") or 0)
 
 
 def breach_subjects(evaluation: dict[str, Any]) -> list[str]:

@@ -16,9 +16,9 @@ from typing import Any
 from accord.metrics.v1 import events_pb2 as ev
 from accord_kit.context import Principal
 from accord_kit.timeline import Interval
-from accord_metrics.application import Metrics, WindowCheck, _parse, _windows, combined
+from accord_metrics.application import Metrics, WindowCheck, _parse, _windows, combined, recorded_calendar
 from accord_metrics.codec import evaluation_message
-from accord_metrics.domain import BREACHED, InvalidRequestError, NotFoundError
+from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
 from accord_metrics.evaluation import ONGOING, SignalSet
 
 DEFAULT_PERIODS = 3
@@ -124,8 +124,9 @@ class MetricsAudit:
         cancelled: threading.Event | None = None,
     ) -> Rederivation:
         """Recompute every recorded closed window (of one agreement, or of all) from the
-        signal batches re-read from the store — once for all agreements — and the terms in
-        force at each window's start; report the windows that differ from the record. Open
+        signal batches re-read from the store — once for all agreements — the terms in force
+        at each window's start and the calendar version its evaluation records; report the
+        windows that differ from the record. Open
         windows are counted and skipped: their value still changes. Stops early (with what
         it found so far) when `cancelled` is set."""
         app = self.app
@@ -186,8 +187,9 @@ class MetricsAudit:
     ) -> WhatIf:
         """The last `periods` closed windows of each objective as recorded, beside what the
         proposed terms (a pending amendment, or draft terms) would have produced from the same
-        stored signals. The proposal judges every window, whatever its effective date: that is
-        the point of a what-if (DOMAIN.md §2, §6)."""
+        signals, re-read from the store. The proposal judges every window, whatever its
+        effective date: that is the point of a what-if (DOMAIN.md §2, §6). An amendment no
+        longer pending (rejected, withdrawn, accepted) is refused: AmendmentNotPendingError."""
         if bool(amendment_id) == (terms is not None):
             given = "both were given" if amendment_id else "neither was given"
             raise InvalidRequestError(
@@ -199,6 +201,7 @@ class MetricsAudit:
         app = self.app
         view = app.agreement_view(caller, agreement_id)
         if amendment_id:
+            _check_pending(view, amendment_id)
             proposal = view.proposed.get(amendment_id)
             if proposal is None:
                 raise NotFoundError(
@@ -215,7 +218,9 @@ class MetricsAudit:
         proposed_now = app.effective_terms(proposal, min(now, ended))
         p_tz = proposed_now.get("time_zone") or tz
         p_services = (proposed_now.get("service") or {}).get("service_ids") or []
-        signals = app.signal_set(sorted(set(services) | set(p_services)))
+        # Re-read from the store, as re-derivation does: the answer is the store's alone, the
+        # same from any process (not whatever this one's in-memory index happens to hold).
+        signals = app.signal_set(sorted(set(services) | set(p_services)), from_store=True)
 
         closed: dict[str, list[Any]] = defaultdict(list)
         for w in app.window_evaluations(agreement_id):
@@ -237,8 +242,13 @@ class MetricsAudit:
             for (start, end), recorded in sorted(rows.items()):
                 judged = None
                 if p_obj is not None:
+                    # A recorded window's calendar version judges the proposal too (when it keeps that
+                    # calendar): only the proposal differs, not a calendar redefined since.
+                    pinned = recorded_calendar(recorded) if recorded else None
                     try:
-                        judged = app.rejudge(view, oid, Interval(start, end), signals, now, terms=proposal)
+                        judged = app.rejudge(
+                            view, oid, Interval(start, end), signals, now, terms=proposal, calendar=pinned
+                        )
                     except (KeyError, ValueError, ArithmeticError, TypeError, LookupError) as e:
                         raise InvalidRequestError(
                             f"the proposed objective {oid!r} cannot be evaluated: {type(e).__name__}: {e}"
@@ -299,6 +309,26 @@ class MetricsAudit:
                 )
             )
         return out
+
+
+def _check_pending(view: Any, amendment_id: str) -> None:
+    """A what-if asks about a proposal before anyone accepts it (DOMAIN.md §6): once concluded
+    there is none. An accepted amendment is a version, judging its windows already; rejected or
+    withdrawn terms can still be asked about as draft terms, knowingly."""
+    done = view.concluded.get(amendment_id)
+    if done is None:
+        return
+    where = f"amendment {amendment_id!r} of agreement {view.agreement_id}"
+    if done["outcome"] == ACCEPTED:
+        raise AmendmentNotPendingError(
+            f"{where} was already accepted as version {done['version']}: compare the versions instead "
+            "(or pass its terms as draft terms to replay them over earlier windows)"
+        )
+    reason = f" ({done['reason']})" if done.get("reason") else ""
+    raise AmendmentNotPendingError(
+        f"{where} was {done['outcome']}{reason}: it is no longer pending "
+        "(pass its terms as draft terms to replay them anyway)"
+    )
 
 
 def _check_objectives(terms: dict[str, Any]) -> None:

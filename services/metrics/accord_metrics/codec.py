@@ -83,7 +83,7 @@ def codec() -> EventCodec:
         lambda e: ev.ServiceKnown(service_id=e.service_id, provider_department_id=e.provider_department_id),
     )
     c.register(AgreementView.Seen, ev.AgreementViewChanged, _view("Seen"))
-    for name in ("DraftNoted", "AmendmentNoted", "VersionInForce", "Ended", "Renewed"):
+    for name in ("DraftNoted", "AmendmentNoted", "AmendmentConcluded", "VersionInForce", "Ended", "Renewed"):
         c.register(_cls(AgreementView, name), ev.AgreementViewChanged, _view(name))
     c.register(CalendarView.Seen, ev.CalendarViewChanged, lambda e: ev.CalendarViewChanged(calendar_id=e.calendar_id))
     c.register(

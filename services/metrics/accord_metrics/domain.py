@@ -33,6 +33,10 @@ class InvalidRequestError(MetricsError):
     """A query's arguments are missing, contradictory or out of range (the message says which)."""
 
 
+class AmendmentNotPendingError(MetricsError):
+    """The amendment was rejected, withdrawn or accepted: there is no proposal left to ask about."""
+
+
 class SignalBatch(Aggregate):
     """Signals of one service recorded together: one event, whatever the number of signals.
 
@@ -69,9 +73,13 @@ class KnownService(Aggregate):
 
 
 # -- the metrics service's view of agreements (from the AGREEMENTS stream) -------------------
+REJECTED, WITHDRAWN, ACCEPTED = "rejected", "withdrawn", "accepted"  # how an amendment was concluded
+
+
 class AgreementView(Aggregate):
     """What metrics knows of one agreement: the terms of each accepted version with its
-    effective-from instant, pending terms (draft, amendments), and when it ended."""
+    effective-from instant, proposed terms (draft, amendments) and how each amendment was
+    concluded (rejected, withdrawn, accepted), and when it ended."""
 
     class Seen(Aggregate.Created):
         agreement_id: str
@@ -84,7 +92,9 @@ class AgreementView(Aggregate):
     def __init__(self, agreement_id: str) -> None:
         self.agreement_id = agreement_id
         self.draft: dict[str, Any] = {}
-        self.proposed: dict[str, dict[str, Any]] = {}
+        self.proposed: dict[str, dict[str, Any]] = {}  # every amendment ever proposed, concluded or not
+        # amendment id → {"outcome": rejected | withdrawn | accepted, "reason", "version" (accepted)}
+        self.concluded: dict[str, dict[str, Any]] = {}
         self.versions: list[dict[str, Any]] = []
         self.ended_at = ""
         self.end_of_term = ""
@@ -104,10 +114,24 @@ class AgreementView(Aggregate):
         self.proposed = {**self.proposed, amendment_id: terms}
 
     def accept(self, version: int, effective_from: str, amendment_id: str = "") -> None:
+        if amendment_id:
+            self.conclude_amendment(amendment_id, ACCEPTED, version=version)
         terms = self.proposed.get(amendment_id) if amendment_id else self.draft
         if terms is None or any(v["version"] == version for v in self.versions):
             return  # unknown amendment or already known version: nothing to add
         self._version_in_force(version=version, effective_from=effective_from, terms=terms)
+
+    def conclude_amendment(self, amendment_id: str, outcome: str, reason: str = "", version: int = 0) -> None:
+        """The amendment is no longer pending: rejected, withdrawn, or accepted as `version`.
+        Its proposed terms stay known (history); only the first conclusion counts."""
+        if amendment_id not in self.concluded:
+            self._amendment_concluded(amendment_id=amendment_id, outcome=outcome, reason=reason, version=version)
+
+    # A new event (not a new meaning of AmendmentNoted or VersionInForce): views recorded before
+    # it existed simply hold no conclusions.
+    @event("AmendmentConcluded")
+    def _amendment_concluded(self, amendment_id: str, outcome: str, reason: str, version: int) -> None:
+        self.concluded = {**self.concluded, amendment_id: {"outcome": outcome, "reason": reason, "version": version}}
 
     @event("VersionInForce")
     def _version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
@@ -157,6 +181,10 @@ class CalendarView(Aggregate):
     def latest(self) -> tuple[int, dict[str, Any]]:
         v = max(int(k) for k in self.definitions)
         return v, self.definitions[str(v)]
+
+    def definition(self, version: int) -> dict[str, Any] | None:
+        """The definition of one version (every version learned is kept), or None."""
+        return self.definitions.get(str(version))
 
 
 # -- outcomes ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from accord_metrics.application import Metrics, WindowCheck
 from accord_metrics.audit import MetricsAudit, Progress, Rederivation
 from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import (
+    AmendmentNotPendingError,
     InvalidRequestError,
     NotAPartyError,
     NotFoundError,
@@ -42,6 +43,7 @@ ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     NotAPartyError: grpc.StatusCode.PERMISSION_DENIED,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    AmendmentNotPendingError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

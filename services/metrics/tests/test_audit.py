@@ -12,11 +12,30 @@ from typing import Any
 import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_agreements.samples import sla_terms, with_target
+from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms, with_target
 from accord_kit.context import Principal
+from accord_metrics.application import CALENDAR_UNAVAILABLE, Metrics
 from accord_metrics.audit import MetricsAudit, Progress
-from accord_metrics.domain import BREACHED, MET, InvalidRequestError, NotAPartyError, NotFoundError
-from tests.suite import AMS, COLLECTOR, P_CUSTOMER, P_PROVIDER, PROVIDER, Suite, an_active_agreement, at, ts
+from accord_metrics.domain import (
+    BREACHED,
+    MET,
+    AmendmentNotPendingError,
+    InvalidRequestError,
+    NotAPartyError,
+    NotFoundError,
+)
+from tests.suite import (
+    AMS,
+    COLLECTOR,
+    CUSTOMER,
+    P_CUSTOMER,
+    P_PROVIDER,
+    PROVIDER,
+    Suite,
+    an_active_agreement,
+    at,
+    ts,
+)
 from tests.suite import calls as call_signals
 from tests.suite import outage as outage_signal
 
@@ -229,6 +248,164 @@ def test_what_if_rejections(world: World) -> None:
     with pytest.raises(InvalidRequestError, match=r"terms.objectives\[0\] \(availability\).target"):
         audit.what_if(AUDITOR, aid, terms=bad)
     assert suite.metrics.head_position() == head
+
+
+def test_what_if_refuses_an_amendment_that_is_no_longer_pending(world: World) -> None:
+    """Metrics learns from the agreements stream how each amendment ended: a rejected or
+    withdrawn one is no proposal any more, an accepted one is a version (FAILED_PRECONDITION at
+    the edge), each refusal naming the amendment and what happened to it. Its terms can still
+    be asked about as draft terms."""
+    suite, audit = world.suite, world.audit
+    aid = two_months(suite)
+    loose = with_target(sla_terms(), "availability", "99.8")
+    effective = at(f"2026-03-20T00:00{AMS}")
+
+    # Proposed by the provider, rejected by the customer.
+    _, rejected = suite.agreements.propose_amendment(PROVIDER, aid, loose, effective, "cheaper")
+    suite.tick(f"2026-03-05T12:30{AMS}")
+    assert audit.what_if(AUDITOR, aid, amendment_id=rejected).amendment_id == rejected  # pending: answered
+    suite.agreements.reject_amendment(CUSTOMER, aid, rejected, "too lax for month-end close")
+    suite.tick(f"2026-03-05T12:40{AMS}")
+    head = suite.metrics.head_position()
+    with pytest.raises(
+        AmendmentNotPendingError,
+        match=rf"amendment '{rejected}' of agreement {aid} was rejected \(too lax for month-end close\): "
+        "it is no longer pending",
+    ):
+        audit.what_if(AUDITOR, aid, amendment_id=rejected)
+    # Its terms, given as draft terms, are still a question one may ask.
+    assert audit.what_if(AUDITOR, aid, terms=loose).objectives[0].windows[-1].breached_proposed is False
+
+    # Proposed by the provider, withdrawn by the provider.
+    _, withdrawn = suite.agreements.propose_amendment(PROVIDER, aid, loose, effective, "cheaper, again")
+    suite.agreements.withdraw_amendment(PROVIDER, aid, withdrawn, "")
+    suite.tick(f"2026-03-05T12:50{AMS}")
+    head = suite.metrics.head_position()
+    with pytest.raises(AmendmentNotPendingError, match=rf"amendment '{withdrawn}' .* was withdrawn: it is no longer"):
+        audit.what_if(P_CUSTOMER, aid, amendment_id=withdrawn)
+
+    # Accepted: version 2, in force from 20 March.
+    _, accepted = suite.agreements.propose_amendment(PROVIDER, aid, loose, effective, "cheaper, agreed")
+    suite.agreements.accept_amendment(CUSTOMER, aid, accepted)
+    suite.tick(f"2026-03-05T13:00{AMS}")
+    head = suite.metrics.head_position()
+    with pytest.raises(
+        AmendmentNotPendingError,
+        match=rf"amendment '{accepted}' of agreement {aid} was already accepted as version 2: compare the versions",
+    ):
+        audit.what_if(P_PROVIDER, aid, amendment_id=accepted)
+    assert suite.metrics.head_position() == head  # a refusal stores nothing
+
+    view = suite.metrics.agreement_view(None, aid)
+    assert view.concluded == {
+        rejected: {"outcome": "rejected", "reason": "too lax for month-end close", "version": 0},
+        withdrawn: {"outcome": "withdrawn", "reason": "", "version": 0},
+        accepted: {"outcome": "accepted", "reason": "", "version": 2},
+    }
+    assert [v["version"] for v in view.versions] == [1, 2]
+
+
+def test_what_if_replays_the_signals_in_the_store_not_a_process_index(world: World, alter_stored_signal: Any) -> None:
+    """What-if reads the signals it replays from the store, as re-derivation does: after a
+    stored signal is altered, the process that indexed it before and a process started after
+    give the same answer — the one re-derivation recomputes."""
+    suite = world.suite
+    aid = two_months(suite)  # this process's index holds January's 30-minute outage
+
+    def longer(s: pb.Signal) -> None:  # two hours instead of 30 minutes
+        s.outage.end.FromDatetime(at(f"2026-01-12T12:00{AMS}"))
+
+    alter_stored_signal(world.envs["metrics"], world.metrics_table, "o-jan", longer)
+    fresh = Metrics(world.envs["metrics"], clock=suite.clock)
+    try:
+        answers = [
+            MetricsAudit(app).what_if(AUDITOR, aid, terms=sla_terms(), periods=2) for app in (suite.metrics, fresh)
+        ]
+    finally:
+        fresh.close()
+    mismatch = next(m for m in world.audit.rederive(aid).mismatches if m.objective_id == "availability")
+    assert mismatch.recomputed is not None
+    jan = [next(o for o in a.objectives if o.objective_id == "availability").windows[0] for a in answers]
+    assert jan[0].proposed == jan[1].proposed
+    assert jan[0].proposed is not None and jan[0].actual is not None
+    assert (at(jan[0].proposed["window_start"]), jan[0].actual["status"], jan[0].proposed["status"]) == (
+        JAN, MET, BREACHED
+    )  # fmt: skip
+    assert jan[0].proposed["input_digest"] == mismatch.recomputed["input_digest"]
+    assert jan[0].proposed["detail"]["downtime_seconds"] == "7200"
+
+
+# -- the calendar version that judged a window ----------------------------------------------------
+OFFICE_HOURS = {
+    "time_zone": "Europe/Amsterdam",
+    "hours": [{"weekday": d, "opens": "09:00", "closes": "17:00"} for d in range(1, 6)],
+    "holidays": [],
+}
+
+
+def an_office_hours_agreement(suite: Suite) -> str:
+    """The sample SLA with availability measured in office hours (Monday to Friday 9–17,
+    calendar "office-hours" version 1, no holidays); returns its id."""
+    ag = suite.agreements
+    for dept in (IT, FINANCE, "marketing"):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    ag.define_calendar("office-hours", OFFICE_HOURS)
+    terms = sla_terms()
+    terms["objectives"][0]["calendar_id"] = "office-hours"
+    aid = str(ag.draft(PROVIDER, terms).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    return aid
+
+
+def test_a_window_is_judged_again_by_the_calendar_version_that_judged_it(world: World) -> None:
+    """January is judged and closed under office hours version 1. On 10 February the calendar
+    is redefined: 13 January, the day of January's outage, becomes a holiday (version 2).
+    January is not re-judged (history never is); re-derivation, RecomputeWindow and what-if
+    judge it by version 1, as recorded, and find nothing amiss — and a late signal restates it
+    under version 1 too."""
+    suite, audit, m = world.suite, world.audit, world.suite.metrics
+    aid = an_office_hours_agreement(suite)
+    m.record(COLLECTOR, [outage_signal("o-jan", f"2026-01-13T10:00{AMS}", 60)])  # a Tuesday, office hours
+    suite.tick(f"2026-02-02T12:00{AMS}")
+    jan = m.window(None, aid, "availability", JAN.isoformat())
+    closed = jan.closed
+    assert (closed["status"], closed["calendar_id"], closed["calendar_version"]) == (BREACHED, "office-hours", 1)
+
+    suite.agreements.define_calendar("office-hours", {**OFFICE_HOURS, "holidays": ["2026-01-13"]})
+    suite.tick(f"2026-02-10T12:00{AMS}")
+    assert m.calendar("office-hours").version == 2
+    jan = m.window(None, aid, "availability", JAN.isoformat())
+    assert jan.latest == closed and jan.restatements == []  # not re-judged
+
+    result = audit.rederive(aid)
+    assert (result.checked, result.mismatches) == (2, [])
+    one = m.recompute(aid, "availability", JAN.isoformat())
+    assert one["matches"] and one["recomputed"]["calendar_version"] == 1
+    # The unchanged objective, asked about as draft terms: the same judgement as recorded.
+    av = audit.what_if(AUDITOR, aid, terms=m.agreement_view(None, aid).versions[0]["terms"], periods=1).objectives[0]
+    assert av.windows[0].proposed is not None and av.windows[0].actual is not None
+    assert (av.windows[0].proposed["input_digest"], av.windows[0].proposed["calendar_version"]) == (
+        closed["input_digest"], 1
+    )  # fmt: skip
+
+    # A late outage report for 14 January restates January from its signals, still by version 1.
+    m.record(COLLECTOR, [outage_signal("o-late", f"2026-01-14T10:00{AMS}", 5)])
+    suite.tick(f"2026-02-10T12:10{AMS}")
+    jan = m.window(None, aid, "availability", JAN.isoformat())
+    assert len(jan.restatements) == 1 and jan.latest["calendar_version"] == 1
+    assert jan.latest["detail"]["downtime_seconds"] == str(65 * 60)
+    assert audit.rederive(aid).mismatches == []
+
+    # A window recorded under a version metrics does not hold is judged by the latest and says so.
+    jan.closed = jan.current = {**closed, "calendar_version": 9}
+    jan.restatements = []
+    now = suite.clock.now()
+    check = m.check_window(m.agreement_view(None, aid), jan, m.signal_set([EMAIL], from_store=True), now)
+    assert CALENDAR_UNAVAILABLE in check.differences and not check.matches
+    assert check.recomputed is not None and check.recomputed["calendar_version"] == 2
 
 
 # -- as known at / as effective at ------------------------------------------------------------------------

@@ -248,3 +248,34 @@ async def test_rederive_names_the_window_of_a_signal_altered_in_the_database(
     assert list(m.differences) == ["value", "status", "input_digest"]
     assert m.recorded.status == ev.EVALUATION_STATUS_BREACHED and m.recomputed.status == ev.EVALUATION_STATUS_MET
     assert (m.recorded_breaches, m.expected_breaches) == (1, 1)
+
+
+async def test_what_if_on_an_amendment_no_longer_pending_is_a_failed_precondition(world: World) -> None:
+    """Rejected or accepted in agreements, learned from the AGREEMENTS stream: WhatIf on it is
+    FAILED_PRECONDITION naming the amendment and what happened to it, and stores nothing."""
+    w, s, ag = world, world.stub, world.agreements
+    auditor = w.md("auditor")
+    loose = with_target(sla_terms(), "availability", "99.8")
+    effective = at(f"2026-03-20T00:00{AMS}")
+
+    def concluded(amendment_id: str) -> bool:
+        return amendment_id in w.app.agreement_view(None, w.aid).concluded
+
+    _, rejected_id = ag.propose_amendment(PROVIDER, w.aid, loose, effective, "cheaper")
+    await eventually(lambda: rejected_id in w.app.agreement_view(None, w.aid).proposed, timeout=20, what="proposed")
+    pending = await s.WhatIf(pb.WhatIfRequest(agreement_id=w.aid, amendment_id=rejected_id), metadata=auditor)
+    assert pending.amendment_id == rejected_id
+    ag.reject_amendment(CUSTOMER, w.aid, rejected_id, "too lax")
+    await eventually(lambda: concluded(rejected_id), timeout=20, what="metrics learned the rejection")
+    await rejected(w, s.WhatIf(pb.WhatIfRequest(agreement_id=w.aid, amendment_id=rejected_id), metadata=auditor),
+                   grpc.StatusCode.FAILED_PRECONDITION,
+                   f"amendment '{rejected_id}' of agreement {w.aid} was rejected (too lax): "
+                   "it is no longer pending")  # fmt: skip
+
+    _, accepted_id = ag.propose_amendment(PROVIDER, w.aid, loose, effective, "cheaper, agreed")
+    ag.accept_amendment(CUSTOMER, w.aid, accepted_id)
+    await eventually(lambda: concluded(accepted_id), timeout=20, what="metrics learned the acceptance")
+    await rejected(w, s.WhatIf(pb.WhatIfRequest(agreement_id=w.aid, amendment_id=accepted_id),
+                               metadata=w.md("department", FINANCE)), grpc.StatusCode.FAILED_PRECONDITION,
+                   f"amendment '{accepted_id}' of agreement {w.aid} was already accepted as version 2: "
+                   "compare the versions instead")  # fmt: skip
