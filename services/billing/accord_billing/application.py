@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ from accord_billing import audit
 from accord_billing.assessment import Money, assess, statement_totals
 from accord_billing.codec import codec
 from accord_billing.domain import (
+    FINAL,
     ISSUED,
     OPEN,
     BilledAgreement,
@@ -56,6 +58,12 @@ class Billing(AccordApplication):
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
         self._statement_agreements: dict[str, str] = {}
+        # Statements indexed from the log by position (opened by any process), so the clock
+        # and the queries load only the statements they need, not every statement ever.
+        self._statements_position = 0
+        self._statement_ids: dict[uuid.UUID, str] = {}  # statement id → agreement id, in log order
+        self._statements_of: dict[str, list[uuid.UUID]] = defaultdict(list)  # agreement id → ids, log order
+        self._unsettled: dict[uuid.UUID, None] = {}  # not seen FINAL yet (FINAL never changes), log order
 
     # -- audit: which agreement an event concerns ------------------------------------------
     def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
@@ -106,6 +114,41 @@ class Billing(AccordApplication):
                     seen.add(n.originator_id)
                     out.append(self.repository.get(n.originator_id))
             position = notes[-1].id
+
+    def _refresh_statements(self) -> None:
+        """Index the statements opened since we last looked (by any process)."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._statements_position, limit=1000, topics=[STATEMENT_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    return
+                for n in notes:
+                    sid = uuid.UUID(str(n.originator_id))
+                    if sid not in self._statement_ids:
+                        opened: Any = self.mapper.to_domain_event(n)
+                        self._statement_ids[sid] = opened.agreement_id
+                        self._statements_of[opened.agreement_id].append(sid)
+                        self._unsettled[sid] = None
+                self._statements_position = notes[-1].id
+
+    def _statement_ids_of(self, agreement_id: str | None) -> list[uuid.UUID]:
+        """The ids of an agreement's statements (None: of every agreement's), in log order."""
+        with self._lock:
+            self._refresh_statements()
+            return list(self._statement_ids if agreement_id is None else self._statements_of.get(agreement_id, ()))
+
+    def _unsettled_statements(self) -> list[Statement]:
+        """The statements not FINAL (OPEN or ISSUED), in log order; those found FINAL are
+        dropped from the index for good."""
+        with self._lock:
+            self._refresh_statements()
+            loaded: list[Statement] = [self.repository.get(i) for i in self._unsettled]
+            for s in loaded:
+                if s.state == FINAL:
+                    self._unsettled.pop(s.id, None)
+            return [s for s in loaded if s.state != FINAL]
 
     def agreement(self, agreement_id: str) -> BilledAgreement:
         agg = self._get_or(BilledAgreement.create_id(agreement_id), lambda: None)
@@ -274,7 +317,7 @@ class Billing(AccordApplication):
         now = now or self.clock.now()
         changed = 0
         with self._lock:
-            for statement in self._all(STATEMENT_TOPIC):
+            for statement in self._unsettled_statements():  # a FINAL statement has nothing due
                 if statement.state == OPEN and self._ready_to_issue(statement, now):
                     agreement = self.agreement(statement.agreement_id)
                     claim_days = int(
@@ -297,6 +340,7 @@ class Billing(AccordApplication):
                     if posting is not None:
                         records.append(posting)
                     self.save(*records)
+                    self._unsettled.pop(statement.id, None)
                     changed += 1
         return changed
 
@@ -426,7 +470,7 @@ class Billing(AccordApplication):
 
     def statements(self, caller: Principal | None, agreement_id: str) -> list[Statement]:
         self._check_party(caller, agreement_id)
-        rows = [s for s in self._all(STATEMENT_TOPIC) if s.agreement_id == agreement_id]
+        rows: list[Statement] = [self.repository.get(i) for i in self._statement_ids_of(agreement_id)]
         return sorted(rows, key=lambda s: s.period_start)
 
     def ledger(self, caller: Principal | None, department: str = "") -> list[LedgerTransaction]:
@@ -466,7 +510,7 @@ class Billing(AccordApplication):
     ) -> audit.Rederivation:
         """Re-derive every assessment from the metrics and agreements logs (as read from those
         services) and compare with billing's statements (`audit.rederive`). Stores nothing."""
-        statements = [s for s in self._all(STATEMENT_TOPIC) if not agreement_id or s.agreement_id == agreement_id]
+        statements: list[Statement] = [self.repository.get(i) for i in self._statement_ids_of(agreement_id or None)]
         if agreement_id and not statements and agreement_id not in audit.agreement_versions(agreements):
             raise NotFoundError(f"agreement {agreement_id!r} is in neither the agreements log nor billing's statements")
         return audit.rederive(metrics, agreements, statements, agreement_id, progress)

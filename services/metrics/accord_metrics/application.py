@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 from google.protobuf import json_format
 
@@ -50,6 +51,10 @@ from accord_metrics.signals import validate
 
 BATCH_TOPIC = get_topic(SignalBatch.Recorded)
 VIEW_TOPIC = get_topic(AgreementView.Seen)
+# Every event of an agreement view (its first, Seen, included): what says a view has changed.
+VIEW_EVENT_TOPICS = sorted(
+    {get_topic(c) for c in vars(AgreementView).values() if isinstance(c, type) and issubclass(c, DomainEvent)}
+)
 WINDOW_TOPIC = get_topic(WindowEvaluation.Opened)
 FAR_FUTURE = ONGOING
 # A re-derivation's difference when the calendar version a window was judged with is not held.
@@ -116,6 +121,31 @@ class ServiceSignals:
                 self.signals.outages[at] = interval
         else:
             _add(self.signals, s)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """An ended agreement whose every window was closed (or judged by no version) by an
+    evaluation that read the views as of log position `position`. Evaluating it again finds
+    nothing to do (`_evaluate_agreement`: a closed window needs judging only for a change to
+    its services' signals from before its end) unless `now` is before its end, one of its
+    `services` has signals from before `windows_end` (the end of its last window) not yet
+    evaluated — a late one restates a closed window — or a view it `depends_on` (its own, those
+    its terms inherit from) changed after `position`."""
+
+    position: int
+    ended_at: datetime
+    windows_end: datetime
+    services: frozenset[str]
+    depends_on: frozenset[UUID]
+
+    def holds(self, now: datetime, changed_since: dict[str, datetime], view_changed: dict[UUID, int]) -> bool:
+        earliest_change = min((changed_since[s] for s in self.services if s in changed_since), default=None)
+        return (
+            now >= self.ended_at
+            and (earliest_change is None or earliest_change >= self.windows_end)
+            and all(view_changed.get(d, 0) <= self.position for d in self.depends_on)
+        )
 
 
 @dataclass(frozen=True)
@@ -214,6 +244,9 @@ class Metrics(AccordApplication):
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
         self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids
         self._windows_position = 0
+        self._views_position = 0  # agreement views indexed from the log by position (any process's)
+        self._view_changed: dict[UUID, int] = {}  # view id → position of its latest event, in first-seen order
+        self._settled: dict[UUID, Settled] = {}  # ended agreements with nothing to evaluate (see Settled)
 
     # -- who may record --------------------------------------------------------------------------
     def provider_of(self, service_id: str) -> str:
@@ -402,22 +435,44 @@ class Metrics(AccordApplication):
             return create()
 
     # -- evaluation -------------------------------------------------------------------------------------------
+    def _refresh_views(self) -> int:
+        """Index the agreement views' events stored since we last looked (by any process);
+        returns the position read up to."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._views_position, limit=1000, topics=VIEW_EVENT_TOPICS, inclusive_of_start=False
+                )
+                if not notes:
+                    return self._views_position
+                for n in notes:
+                    self._view_changed[UUID(str(n.originator_id))] = n.id
+                self._views_position = notes[-1].id
+
+    def view_ids(self) -> list[UUID]:
+        """The ids of every agreement view, in the order first stored."""
+        with self._lock:
+            self._refresh_views()
+            return list(self._view_changed)
+
     def views(self) -> list[AgreementView]:
-        out: list[Any] = []
-        position = 0
-        seen: set[Any] = set()
-        while True:
-            notes = self.recorder.select_notifications(
-                start=position, limit=1000, topics=[VIEW_TOPIC], inclusive_of_start=False
-            )
-            if not notes:
-                break
-            for n in notes:
-                if n.originator_id not in seen:
-                    seen.add(n.originator_id)
-                    out.append(self.repository.get(n.originator_id))
-            position = notes[-1].id
-        return out
+        return [self.repository.get(i) for i in self.view_ids()]
+
+    def _depends_on(self, view: AgreementView) -> frozenset[UUID]:
+        """The view and every view its versions' terms may inherit from, transitively: a
+        superset of what `effective_terms` reads for it."""
+        out = {UUID(str(view.id))}
+        todo: list[Any] = [view]
+        while todo:
+            for version in todo.pop().versions:
+                parent_id = version["terms"].get("parent_agreement_id") or ""
+                uid = AgreementView.create_id(parent_id) if parent_id else None
+                if uid is not None and uid not in out:
+                    out.add(uid)
+                    parent = self._get_or(uid, lambda: None)
+                    if parent is not None:
+                        todo.append(parent)
+        return frozenset(out)
 
     def calendar(self, calendar_id: str, version: int = 0) -> Calendar:
         """A business calendar: its latest definition, or (version > 0) the one it had as that
@@ -459,14 +514,27 @@ class Metrics(AccordApplication):
         with self._lock:
             self._refresh_signals()
             changed_since, self._changed = self._changed, {}
+            position = self._refresh_views()
+            # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded.
+            settled = self._settled
+            ids = [
+                i
+                for i in self._view_changed
+                if i not in settled or not settled[i].holds(now, changed_since, self._view_changed)
+            ]
+        views: list[AgreementView] = [self.repository.get(i) for i in ids]
         changed = 0
-        for view in self.views():
+        for view in views:
             if not view.versions:
                 continue
-            changed += self._evaluate_agreement(view, now, changed_since)
+            changed += self._evaluate_agreement(view, now, changed_since, position)
         return changed
 
-    def _evaluate_agreement(self, view: AgreementView, now: datetime, changed_since: dict[str, datetime]) -> int:
+    def _evaluate_agreement(
+        self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None
+    ) -> int:
+        """Judge the agreement's windows that need it. `position`: the log position the view
+        was read at or after; given, an ended agreement left with no open window is settled."""
         start = _parse(view.versions[0]["effective_from"])
         end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
         if end <= start:
@@ -475,6 +543,8 @@ class Metrics(AccordApplication):
         signals = self.signal_set(services)
         earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
         to_save: list[Any] = []
+        all_closed = True  # every window judged here is closed (those that need no judging are)
+        windows_end = start
         for objective in latest.get("objectives") or []:
             for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
                 measured = Interval(
@@ -482,6 +552,7 @@ class Metrics(AccordApplication):
                 )
                 if measured.empty:
                     continue
+                windows_end = max(windows_end, window.end)
                 wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
                 agg: Any = self._get_or(
                     wid,
@@ -506,8 +577,14 @@ class Metrics(AccordApplication):
                 self._judge_window(agg, v_objective, version["version"], measured, window, signals, now, tz)
                 if agg.pending_events:
                     to_save.append(agg)
+                all_closed = all_closed and bool(agg.closed)
         if to_save:
             self.save(*to_save)
+        if position is not None and all_closed and view.ended_at and now >= _parse(view.ended_at):
+            ended_at, depends_on = _parse(view.ended_at), self._depends_on(view)
+            settled = Settled(position, ended_at, windows_end, frozenset(services), depends_on)
+            with self._lock:
+                self._settled[UUID(str(view.id))] = settled
         return len(to_save)
 
     def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
