@@ -771,17 +771,17 @@ def _report(
         f"the log: {head:,} events ({setup['signal_events']:,} SignalBatch, {setup['upstream_events']} learned from "
         f"agreements, {setup['other_events']:,} evaluation and checkpoint events; {setup['checkpoints']} checkpoints), "
         f"{kb:.2f} KiB of state per event, store {setup['store_mb']:,.0f} MiB; agreement {setup['agreement_id']}.",
-        f"verifying costs {vs['seconds'] / head * 1e6:.1f} µs/event with verify_store (select_records and "
-        f"select_chain_hashes in one read each, then one sha256 per record in chain.verify) against "
+        f"verifying costs {vs['seconds'] / head * 1e6:.1f} µs/event with verify_store (records and chain rows read "
+        f"page by page, one sha256 per record, checkpoints checked as they are reached) against "
         f"{r['seconds'] / head * 1e6:.1f} µs/event to page through select_notifications; "
         f"{vc['seconds'] / head * 1e6:.1f} µs/event with verify_chain from read_chain pages (records to protobuf "
-        "and back, LogVerifier's running walk, then chain.verify over everything again: each record is hashed twice).",
-        f"both verifiers hold the whole log in memory until the end (verify_store: every record; verify_chain: every "
-        f"page's records in LogVerifier): peak RSS {vs['peak_rss_mb']:,.0f} and {vc['peak_rss_mb']:,.0f} MiB for "
-        f"{head:,} events, beside {r['peak_rss_mb']:,.0f} MiB for paging through it.",
-        f"agreement_history decodes every event to an envelope to ask whether it concerns the agreement: "
-        f"{hi['seconds'] / head * 1e6:.1f} µs/event; SignalBatch events name a service, not an agreement, so the "
-        f"{hi['concerning']:,} it returns are the agreement view and window events ({_kinds(hi['kinds'])}).",
+        "and back as well).",
+        f"both verifiers hold one page at a time (the streaming ChainVerifier): peak RSS {vs['peak_rss_mb']:,.0f} and "
+        f"{vc['peak_rss_mb']:,.0f} MiB for {head:,} events, beside {r['peak_rss_mb']:,.0f} MiB for paging through it.",
+        f"agreement_history skips the topics the application declares never concern an agreement (metrics' signal "
+        f"batches) without decoding them and decodes the rest to envelopes: {hi['seconds'] / head * 1e6:.1f} µs per "
+        f"log event; the {hi['concerning']:,} it returns are the agreement view and window events "
+        f"({_kinds(hi['kinds'])}) — the evaluations carry the digest and counts of the signals that decided each window.",
     ]
     if service is not None:
         rss = service.get("service_rss_mb", {})

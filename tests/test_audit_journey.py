@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import json_format
 
 from accord.events.v1 import events_pb2
+from accord_billing.domain import BilledAgreement, TerminationWatch
 from accord_cli.history import Entry, causal_order, short_type
 from accord_kit.application import AccordApplication
 from accord_kit.audit import agreement_history
@@ -50,9 +51,11 @@ def _mentions(value: Any, names: set[str]) -> bool:
     return value in names
 
 
-def recorded_about(app: AccordApplication, agreement_id: str, statements: set[str]) -> list[events_pb2.EventEnvelope]:
+def recorded_about(
+    app: AccordApplication, agreement_id: str, statements: set[str], aggregates: set[str]
+) -> list[events_pb2.EventEnvelope]:
     """Every event of the app's log whose payload names the agreement, or one of its
-    statements, anywhere."""
+    statements, anywhere, or that belongs to one of the aggregates kept for it."""
     found, after = [], 0
     names = {agreement_id, *statements, *(f"statement:{s}" for s in statements)}
     while True:
@@ -61,7 +64,7 @@ def recorded_about(app: AccordApplication, agreement_id: str, statements: set[st
             return found
         for env in envs:
             payload = json_format.MessageToDict(env.payload, preserving_proto_field_name=True)
-            if _mentions(payload, names):
+            if _mentions(payload, names) or env.aggregate_id in aggregates:
                 found.append(env)
         after = envs[-1].position
 
@@ -75,9 +78,12 @@ def test_replay_of_three_months_equals_what_each_service_recorded(suite: Suite, 
 
     statements = {str(s.id) for s in suite.billing.statements(None, aid)}
     assert len(statements) == 3
+    # Billing's aggregates kept for the agreement: its versions, and its breach history per objective.
+    aggregates = {str(BilledAgreement.create_id(aid))}
+    aggregates |= {str(TerminationWatch.create_id(aid, o)) for o in ("availability", "service-level")}
     for name, app in apps.items():
         mine = [e for e in history if e.service == name]
-        expected = recorded_about(app, aid, statements)
+        expected = recorded_about(app, aid, statements, aggregates)
         assert [e.envelope.SerializeToString(deterministic=True) for e in mine] == [
             x.SerializeToString(deterministic=True) for x in expected
         ], f"{name}: the replay differs from what the service recorded"
@@ -92,7 +98,10 @@ def test_replay_of_three_months_equals_what_each_service_recorded(suite: Suite, 
         seen.add(e.envelope.event_id)
     kinds = {short_type(e.envelope) for e in history}
     assert {"AgreementAccepted", "WindowClosed", "EvaluationRestated", "BreachDetected", "AssessmentRecorded",
-            "AdjustmentRecorded", "StatementIssued", "TerminationRightGranted"} <= kinds  # fmt: skip
+            "AdjustmentRecorded", "StatementIssued", "TerminationRightGranted", "BreachHistoryNoted",
+            "AgreementVersionKnown"} <= kinds  # fmt: skip
+    billing_aggregates = {e.envelope.aggregate_id for e in history if e.service == "billing"}
+    assert aggregates <= billing_aggregates, "every billing aggregate kept for the agreement is replayed"
     assert len({e.service for e in history}) == 3
     assert any(e.service == "billing" for e in history)
     # The proof: each log verifies intact after sealing.

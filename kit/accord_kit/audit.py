@@ -5,19 +5,25 @@ and verifier themselves are in `accord_kit.chain`).
 
 - `ReadChain` serves the stored records exactly as hashed and the chain table, page by
   page; `verify_chain` (a client, e.g. the CLI, passes a function that calls ReadChain)
-  rebuilds the records, chain and checkpoints from the pages and runs `chain.verify`,
+  verifies the pages as they come (`LogVerifier`, over `chain.ChainVerifier`: one pass, a
+  page in memory at a time, the report `chain.verify` would give over the whole log),
   yielding progress. It trusts the service for nothing but the bytes it serves.
 - `VerifyLog` runs the same verification inside the service, over its own store.
 - `GetChainKeys` gives the public keys of the service's checkpoint signatures.
 - `AgreementHistory` streams the service's events that concern one agreement, each with
   its chain hash (`AccordApplication.agreement_ids_of` decides which do);
-  `agreement_history` gives the same in-process.
+  `agreement_history` gives the same in-process. Records whose topic never concerns an
+  agreement are skipped before they are decoded: the kit's checkpoint events, and the
+  topics an application lists in an optional class attribute `history_skip_topics`
+  (e.g. `history_skip_topics = frozenset({BATCH_TOPIC})`: metrics' signal batches, most
+  of its log). List only topics whose events `agreement_ids_of` never relates to an
+  agreement, and that it need not see to relate later ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,30 +32,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from eventsourcing.persistence import Mapper
 
 from accord.audit.v1 import audit_pb2, audit_pb2_grpc
-from accord_kit.application import AccordApplication
+from accord.events.v1 import events_pb2
+from accord_kit.application import DEFAULT_READ_LIMIT, MAX_READ_LIMIT, AccordApplication
 from accord_kit.chain import (
-    SEALED_TOPIC,
-    ZERO_HASH,
+    CHECKPOINT_TOPICS,
     ChainedRecorder,
     ChainError,
+    ChainVerifier,
     Checkpoint,
     Kind,
+    Page,
     Problem,
+    ReadPages,
     RecordView,
     Report,
     chained_recorder,
-    checkpoint_of,
-    checkpoint_problem,
-    default_mapper,
     key_id,
     latest_checkpoint,
-    link,
     load_private_key,
     load_public_key,
+    pages_in_memory,
     public_key_pem,
-    trusted_keys,
-    verify,
+    read_page,
+    store_pages,
 )
+from accord_kit.envelope import to_envelope
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.settings import ServiceSettings, SettingsError
 
@@ -187,13 +194,7 @@ def read_chain(
     )
     if after_position >= end:
         return out
-    records = recorder.select_records(after_position, end, limit)
-    hashes = recorder.select_chain_hashes(after_position + 1, end, limit)
-    through = end
-    if len(records) == limit:
-        through = min(through, records[-1].notification_id)
-    if len(hashes) == limit:
-        through = min(through, max(hashes))
+    records, hashes, through = read_page(recorder, after_position, end, limit)
     if max_bytes is not None:
         size = 0
         for i, r in enumerate(records):
@@ -244,9 +245,11 @@ class VerifyProgress:
 
 class LogVerifier:
     """Verifies a log fed in position order, page by page (records and the chain entries of
-    the same position range). A running recomputation of the chain, with the checkpoints
-    met on the way, gives progress; `finish` runs `chain.verify` over everything fed, and
-    that report is the result (it names the first problem and its kind)."""
+    the same position range), in one pass and in memory bounded by a page
+    (`chain.ChainVerifier`): progress after each page, and from `finish` the report
+    `chain.verify` would give over everything fed (it names the first problem and its
+    kind). What naming a problem needs again is read through `reread` (`chain_pages` over
+    ReadChain, `chain.store_pages` over a store); without it the pages fed are kept for that."""
 
     def __init__(
         self,
@@ -257,92 +260,45 @@ class LogVerifier:
         end: int = 0,
         mapper: Mapper[Any] | None = None,
         checkpoints: Iterable[Checkpoint] = (),
+        reread: ReadPages | None = None,
     ) -> None:
-        self.keys = trusted_keys(public_keys)
-        self.service = service
-        self.start = start
         self.lo = start.position if start is not None else 0
         self.end = end
-        self.mapper = mapper or default_mapper()
-        self.outside = list(checkpoints)
-        self.records: list[RecordView] = []
-        self.hashes: dict[int, bytes] = {}
-        self._prev = start.chain_hash if start is not None else ZERO_HASH
-        self._through = self.lo
-        self._hash_at: dict[int, bytes] = {}
-        self._count = 0
-        self._checkpoints = 0
-        self._sound = True
-        self._dangling = False  # chain entries seen after the last record: any later record is a problem
+        self._kept: list[Page] | None = None
+        if reread is None:
+            self._kept = []
+            reread = pages_in_memory(self._kept)
+        self.verifier = ChainVerifier(
+            public_keys, reread=reread, service=service, start=start, mapper=mapper, checkpoints=checkpoints
+        )
 
     def add(self, records: Iterable[RecordView], hashes: Mapping[int, bytes]) -> VerifyProgress:
-        recs = [r for r in records if r.notification_id > self.lo]
-        page = {k: v for k, v in hashes.items() if k >= self.lo}
-        self.records.extend(recs)
-        self.hashes.update(page)
-        if self._sound:
-            self._walk(recs, page)
+        if self._kept is not None:
+            page = (list(records), dict(hashes))
+            self._kept.append(page)
+            records, hashes = page
+        self.verifier.add(records, hashes)
         return self.progress()
 
-    def _walk(self, recs: list[RecordView], page: Mapping[int, bytes]) -> None:
-        keys = sorted(k for k in page if k > self._through)
-        ki = 0
-        for r in recs:
-            n = r.notification_id
-            expected = self.hashes.get(n)
-            if n <= self._through or self._dangling or (ki < len(keys) and keys[ki] < n) or expected is None:
-                self._sound = False
-                return
-            if ki < len(keys) and keys[ki] == n:
-                ki += 1
-            h = link(self._prev, n, r.originator_id, r.originator_version, r.topic, r.state)
-            if h != expected:
-                self._sound = False
-                return
-            self._prev, self._through = h, n
-            self._hash_at[n] = h
-            self._count += 1
-            if r.topic == SEALED_TOPIC and not self._checkpoint_holds(r):
-                self._sound = False
-                return
-        self._dangling = ki < len(keys)
-
-    def _checkpoint_holds(self, r: RecordView) -> bool:
-        cp = checkpoint_of(r, self.mapper)
-        if checkpoint_problem(cp, self.keys, self.service) is not None:
-            return False
-        if cp.position > self.lo:
-            sealed = self._hash_at.get(cp.position)
-        elif cp.position == self.lo and self.start is not None:
-            sealed = self.start.chain_hash
-        else:
-            return True  # it seals a position before this run: not this run's to check
-        if sealed is None or sealed != cp.chain_hash:
-            return False
-        self._checkpoints += 1
-        return True
-
     def progress(self) -> VerifyProgress:
+        v = self.verifier
         return VerifyProgress(
             start_position=self.lo,
             head_position=self.end,
-            verified_through=self._through,
-            records_checked=self._count,
-            checkpoints_checked=self._checkpoints,
-            ok=self._sound,
+            verified_through=v.verified_through,
+            records_checked=v.records_checked,
+            checkpoints_checked=v.checkpoints_checked,
+            ok=v.ok,
         )
 
     def finish(self) -> VerifyProgress:
-        found = [checkpoint_of(r, self.mapper) for r in self.records if r.topic == SEALED_TOPIC]
-        report = verify(
-            self.records, self.hashes, [*found, *self.outside], self.keys, service=self.service, start=self.start
-        )
+        report = self.verifier.finish()
         problem = report.problem
         if problem is None:
             through = report.end
         else:
             before = problem.since if problem.since is not None else problem.position - 1
-            through = max(self.lo, min(self._through, before))
+            through = max(self.lo, min(self.verifier.verified_through, before))
         return VerifyProgress(
             start_position=self.lo,
             head_position=max(self.end, report.end),
@@ -354,6 +310,52 @@ class LogVerifier:
             problem=problem,
             report=report,
         )
+
+
+def page_contents(page: audit_pb2.ReadChainResponse) -> Page:
+    """A ReadChain page's records and chain entries."""
+    return [record_view(r) for r in page.records], {e.position: bytes(e.hash) for e in page.chain}
+
+
+def chain_pages(read: ReadChain, limit: int = DEFAULT_CHAIN_LIMIT) -> ReadPages:
+    """ReadChain pages (`read(after, limit, stop)`) as a verifier reads them again."""
+
+    def pages(after: int, stop: int, *, records: bool = True) -> Iterator[Page]:
+        while after < stop:  # ReadChain serves records and chain together
+            page = read(after, limit, stop)
+            yield page_contents(page)
+            if not page.more or page.through_position <= after:
+                return
+            after = page.through_position
+
+    return pages
+
+
+def _held_pages(pages: Sequence[audit_pb2.ReadChainResponse]) -> ReadPages:
+    """ReadChain pages already fetched (in order), read again."""
+
+    def read(after: int, stop: int, *, records: bool = True) -> Iterator[Page]:
+        for page in pages:
+            held, chain = page.records, page.chain
+            top = max(
+                page.through_position,
+                held[-1].position if held else 0,
+                chain[-1].position if chain else 0,
+            )
+            if top <= after:
+                continue
+            bottom = min(
+                held[0].position if held else top,
+                chain[0].position if chain else top,
+            )
+            if bottom > stop:
+                return
+            found = [record_view(r) for r in held if after < r.position <= stop] if records else []
+            entries = {e.position: bytes(e.hash) for e in chain if after < e.position <= stop}
+            if found or entries:
+                yield found, entries
+
+    return read
 
 
 def verify_chain(
@@ -372,7 +374,8 @@ def verify_chain(
     (the service may keep writing). `service` is the name checkpoints must carry (default:
     the name the pages give); `start` a checkpoint verified before (only later records are
     read); `checkpoints` copies kept outside the log (they prove a cut-off tail); `mapper`
-    reads checkpoint records of a compressed or encrypted store."""
+    reads checkpoint records of a compressed or encrypted store. One pass, a page in memory
+    at a time; naming a problem reads what it needs again through `read`."""
     after = max(start.position - 1, 0) if start is not None else 0  # the chain entry at the start is checked too
     stop = 0
     verifier: LogVerifier | None = None
@@ -387,8 +390,9 @@ def verify_chain(
                 end=stop,
                 mapper=mapper,
                 checkpoints=checkpoints,
+                reread=chain_pages(read, limit),
             )
-        progress = verifier.add((record_view(r) for r in page.records), {e.position: bytes(e.hash) for e in page.chain})
+        progress = verifier.add(*page_contents(page))
         if not page.more:
             break
         if page.through_position <= after:
@@ -407,21 +411,21 @@ def verify_pages(
     checkpoints: Iterable[Checkpoint] = (),
     mapper: Mapper[Any] | None = None,
 ) -> Report:
-    """Verify a log from ReadChain pages already fetched (in order, covering the log)."""
-    verifier: LogVerifier | None = None
-    for page in pages:
-        if verifier is None:
-            verifier = LogVerifier(
-                public_keys,
-                service=service or page.service or None,
-                start=start,
-                end=max(page.log_head_position, page.chain_head_position),
-                mapper=mapper,
-                checkpoints=checkpoints,
-            )
-        verifier.add((record_view(r) for r in page.records), {e.position: bytes(e.hash) for e in page.chain})
-    if verifier is None:
-        verifier = LogVerifier(public_keys, service=service, start=start, mapper=mapper, checkpoints=checkpoints)
+    """Verify a log from ReadChain pages already fetched (in order, covering the log): the
+    streaming verifier of `verify_chain`, which reads the pages again if a problem needs it."""
+    held = list(pages)
+    first = held[0] if held else None
+    verifier = LogVerifier(
+        public_keys,
+        service=service or (first.service if first is not None else "") or None,
+        start=start,
+        end=max(first.log_head_position, first.chain_head_position) if first is not None else 0,
+        mapper=mapper,
+        checkpoints=checkpoints,
+        reread=_held_pages(held),
+    )
+    for page in held:
+        verifier.add(*page_contents(page))
     report = verifier.finish().report
     assert report is not None
     return report
@@ -435,34 +439,58 @@ def verify_log(app: AccordApplication, public_keys: PublicKeys, *, from_checkpoi
             start, _ = latest_checkpoint(app)
         except ChainError:
             start = None  # the last checkpoint is unreadable: the whole log shows what is wrong
-    yield from verify_chain(
-        lambda after, limit, stop: read_chain(app, after, limit, stop),
-        public_keys,
-        service=app.service,
-        start=start,
-        mapper=app.mapper,
-        limit=VERIFY_PAGE,
-    )
+    # As verify_chain over read_chain's pages would, without the protobuf in between.
+    recorder = chained_recorder(app.recorder)
+    pages = store_pages(recorder, VERIFY_PAGE)
+    end = max(recorder.chain_heads())
+    verifier = LogVerifier(public_keys, service=app.service, start=start, end=end, mapper=app.mapper, reread=pages)
+    after = max(start.position - 1, 0) if start is not None else 0  # the chain entry at the start too
+    progress: VerifyProgress | None = None
+    for records, hashes in pages(after, end):
+        if progress is not None:
+            yield progress
+        progress = verifier.add(records, hashes)
+        del records, hashes  # not held while the next page is read
+    yield verifier.finish()
 
 
 # -- AgreementHistory ---------------------------------------------------------------------------
+
+
+def history_skip_topics(app: AccordApplication) -> frozenset[str]:
+    """The topics AgreementHistory does not decode: the kit's checkpoint events and those
+    the application declares in `history_skip_topics` (see the module docstring)."""
+    declared: Iterable[str] = getattr(app, "history_skip_topics", frozenset())
+    return CHECKPOINT_TOPICS | frozenset(declared)
 
 
 def history_page(
     app: AccordApplication, agreement_id: str, after: int, stop: int, page: int = HISTORY_PAGE
 ) -> tuple[list[audit_pb2.AuditedEvent], int]:
     """The events in (after, stop] of one page of the log that concern the agreement, and
-    the position the next page starts after (`stop` at the end). Blocking."""
-    envelopes, _ = app.read_events(after, page)
-    envelopes = [e for e in envelopes if e.position <= stop]
-    if not envelopes:
+    the position the next page starts after (`stop` at the end). Blocking. Records of the
+    skipped topics are left out before anything is decoded; the others become the envelopes
+    ReadEvents serves (previous_position is the log's, skipped records included)."""
+    limit = DEFAULT_READ_LIMIT if page <= 0 else min(page, MAX_READ_LIMIT)
+    notes = [n for n in app.select_notifications(after, limit) if n.id <= stop]
+    if not notes:
         return [], stop
-    found = [e for e in envelopes if app.concerns_agreement(e, agreement_id)]
+    skip = history_skip_topics(app)
+    found: list[events_pb2.EventEnvelope] = []
+    for i, n in enumerate(notes):
+        if n.topic in skip:
+            continue
+        # ReadEvents gives the first of a page `after` if that is a position of the log, else
+        # the one before it: either way the highest position below it.
+        previous = notes[i - 1].id if i > 0 else (0 if after == 0 else app.position_before(n.id))
+        envelope, _ = to_envelope(app.service, n, previous, app.accord_mapper, app.codec)
+        if app.concerns_agreement(envelope, agreement_id):
+            found.append(envelope)
     hashes: Mapping[int, bytes] = {}
     if found and isinstance(app.recorder, ChainedRecorder):
         hashes = app.recorder.select_chain_hashes(found[0].position, found[-1].position)
     audited = [audit_pb2.AuditedEvent(envelope=e, chain_hash=hashes.get(e.position, b"")) for e in found]
-    return audited, envelopes[-1].position
+    return audited, notes[-1].id
 
 
 def agreement_history(

@@ -119,17 +119,23 @@ seal often. Zero false alarms: an untouched log always verifies clean, including
 other writers append (:func:`verify_store` reads both heads in one snapshot and verifies
 up to there).
 
-Speed: one sha256 per record, under 2 µs in Python: ``verify`` over 10,000 records takes
-~15 ms, ``verify_store`` (reading them) ~55 ms on SQLite and ~100 ms on PostgreSQL. Naming
-a mismatch costs two more passes over the range (only on the failure path). To verify
-incrementally, pass ``start`` = a checkpoint already verified: only records after its
-position are read and recomputed (and ``stop`` bounds the end). Writing costs one extra
-indexed read and one insert per transaction, inside the transaction that is open anyway.
+Speed and memory: one sha256 per record, under 2 µs in Python: ``verify`` over 10,000
+records takes ~15 ms, ``verify_store`` (reading them) ~40 ms on SQLite and ~100 ms on
+PostgreSQL. ``verify`` is the reference and holds what it is given; ``verify_store`` (and
+the AuditService's verifiers) give the same reports in one pass over the log read page by
+page (:class:`ChainVerifier`), holding a page whatever the log's length. Naming a mismatch
+costs a second hash of each record after it and a re-read of the chain before it; a
+checkpoint sealing a position far behind its record costs one read of that chain entry
+(only on the failure path, or for such a checkpoint). To verify incrementally, pass
+``start`` = a checkpoint already verified: only records after its position are read and
+recomputed (and ``stop`` bounds the end). Writing costs one extra indexed read and one
+insert per transaction, inside the transaction that is open anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -137,7 +143,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from cryptography.exceptions import InvalidSignature
@@ -801,10 +807,11 @@ def seal(
     public = private_key.public_key()
     last, version = latest_checkpoint(app)
     head_id, head_hash = recorder.chain_head()
-    report, records = _verify_store(app, [public, *previous_keys], start=last, stop=head_id)
+    verifier = _verify_store(app, [public, *previous_keys], start=last, stop=head_id)
+    report = verifier.finish()
     if not report.ok:
         raise ChainError(f"refusing to seal {service} at {head_id}: {report.problem}")
-    if last is not None and not force and all(r.topic in CHECKPOINT_TOPICS for r in records):
+    if last is not None and not force and verifier.only_checkpoints:
         return last
     if report.head_hash != head_hash:  # the verification above compared every stored hash; belt and braces
         raise ChainError(f"refusing to seal {service} at {head_id}: the recomputed hash differs from the stored one")
@@ -979,7 +986,9 @@ def verify(
             ki += 1
             h = _link(prev, r)
             if h != stored[n]:
-                chain_problem = _classify(recs, i, stored, keys_in_range, lo, h_lo, g, prev)
+                later = ((x, stored.get(x.notification_id)) for x in itertools.islice(recs, i + 1, None))
+                chain = ((k, stored[k]) for k in keys_in_range)
+                chain_problem = _classify(r, stored[n], later, chain, h_lo, g, prev)
                 break
         else:
             h = _link(prev, r)
@@ -1076,42 +1085,60 @@ def verify(
 
 
 def _classify(
-    recs: Sequence[RecordView],
-    i: int,
-    stored: Mapping[int, bytes],
-    keys: Sequence[int],
-    lo: int,
+    r: RecordView,
+    want: bytes,
+    later: Iterable[tuple[RecordView, bytes | None]],
+    chain: Iterable[tuple[int, bytes]],
     h_lo: bytes,
     g: int,
     h_g: bytes,
 ) -> Problem:
-    """Name the first mismatch at recs[i] (see the module docstring)."""
-    r = recs[i]
+    """Name the first mismatch, at record `r` whose stored hash is `want` (see the module
+    docstring). `later`: the records after r in the input, each with its stored hash (None
+    if it has none); `chain`: every stored chain entry of the range, in order; `g`: the last
+    good record, `h_g` its hash. Each is read once, only as far as needed."""
     n = r.notification_id
-    nxt = recs[i + 1] if i + 1 < len(recs) else None
-    if nxt is not None:
-        expected_next = stored.get(nxt.notification_id)
-        if expected_next is not None and _link(h_g, nxt) == expected_next:
-            return Problem(
-                Kind.INSERTED,
-                n,
-                f"record {n} is extra: the record after it chains straight from {g} (its chain entry was forged)",
-            )
-    # m: where r's content genuinely belongs (reproduces S[m] from the entry before m).
-    m: int | None = None
-    before = h_lo
-    for k in keys:
-        if k != n and _link(before, r, k) == stored[k]:
-            m = k
-            break
-        before = stored[k]
-    # j: a later record that holds the content genuinely at n.
-    j: int | None = None
-    want = stored[n]
-    for x in range(i + 1, len(recs)):
-        if _link(h_g, recs[x], n) == want:
-            j = recs[x].notification_id
-            break
+    rest = iter(later)
+    first = next(rest, None)
+    if first is not None and _chains_past(first[0], first[1], h_g):
+        return _extra(n, g)
+    m = _home_of(r, chain, h_lo)
+    j = None
+    if first is not None:
+        j = next((x.notification_id for x, _ in itertools.chain((first,), rest) if _holds(x, n, want, h_g)), None)
+    return _named(n, g, m, j)
+
+
+def _chains_past(nxt: RecordView, stored: bytes | None, h_g: bytes) -> bool:
+    """Whether the record after a mismatch chains straight from the last good record h_g."""
+    return stored is not None and _link(h_g, nxt) == stored
+
+
+def _holds(x: RecordView, n: int, want: bytes, h_g: bytes) -> bool:
+    """Whether record x holds the content genuinely at n (it reproduces S[n] = want from h_g)."""
+    return _link(h_g, x, n) == want
+
+
+def _home_of(r: RecordView, chain: Iterable[tuple[int, bytes]], before: bytes) -> int | None:
+    """m: the first id (not r's own) whose stored hash r's content reproduces from the entry before it."""
+    n = r.notification_id
+    for k, stored_k in chain:
+        if k != n and _link(before, r, k) == stored_k:
+            return k
+        before = stored_k
+    return None
+
+
+def _extra(n: int, g: int) -> Problem:
+    return Problem(
+        Kind.INSERTED,
+        n,
+        f"record {n} is extra: the record after it chains straight from {g} (its chain entry was forged)",
+    )
+
+
+def _named(n: int, g: int, m: int | None, j: int | None) -> Problem:
+    """The mismatch at n, from m (where its content belongs) and j (where n's content went)."""
     if j is not None:
         if m is not None and m > n:
             return Problem(Kind.REORDERED, n, f"record {n} holds the content of {m}, and its own content is at {j}")
@@ -1134,13 +1161,522 @@ def _classify(
     return Problem(Kind.ALTERED, n, f"record {n}'s stored bytes differ from those that were chained")
 
 
+# -- verifying a log page by page ------------------------------------------------------
+
+Page = tuple[Sequence[RecordView], Mapping[int, bytes]]
+
+
+class ReadPages(Protocol):
+    """(after, stop) → the records and chain entries in (after, stop], page by page in
+    position order, each page holding both of one range of positions (as ReadChain's pages
+    do). With `records=False` the pages may leave the records out."""
+
+    def __call__(self, after: int, stop: int, *, records: bool = True) -> Iterable[Page]: ...
+
+
+VERIFY_PAGE = 5000  # records (and chain entries) per page that verify_store reads
+LOOK_BEHIND = 512  # chain entries kept from the page before: a checkpoint seals a position just behind it
+_Key = tuple[int, int, int]  # a checkpoint's place in verify's order: (position, 0 found / 1 given, index)
+_Rank = tuple[int, int, int, tuple[int, ...]]  # a problem's: (position, priority, group, checkpoint key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A checkpoint kept outside the log, waiting for the walk to reach the position it seals."""
+
+    key: _Key
+    cp: Checkpoint
+
+
+class ChainVerifier:
+    """`verify` in one pass over a log fed page by page in position order (`add`), holding
+    a page or two whatever the log's length; `finish` gives the Report `verify` gives over
+    everything fed (pages must hold the records and chain entries of consecutive position
+    ranges, as `store_pages` and ReadChain's pages do).
+
+    It recomputes h_i from h_{i-1} as the records arrive and compares it with the stored
+    chain, and checks each checkpoint when it can: one found in the log when its record is
+    reached (the position it seals is behind it: its stored hash, which the walk found equal
+    to the recomputed one, is in this page's chain entries or the `look_behind` before
+    them, or read alone), one kept outside when the walk reaches its position. Kept
+    meanwhile: the last good position and hash, the first problem of each kind, counts, and
+    the checkpoints kept outside (the caller's). After a chain mismatch the records and
+    chain entries that follow are hashed once more as they arrive (`verify`'s two scans for
+    naming it); what a problem needs beyond that is read again through `reread`, on the
+    failure path only: the chain before the mismatch, and, when a checkpoint's problem comes
+    before checkpoints that verified, the log's checkpoints (to count those before it)."""
+
+    look_behind = LOOK_BEHIND
+
+    def __init__(
+        self,
+        public_keys: Iterable[Ed25519PublicKey] | Mapping[str, Ed25519PublicKey],
+        *,
+        reread: ReadPages,
+        service: str | None = None,
+        start: Checkpoint | None = None,
+        stop: int | None = None,
+        mapper: Mapper[Any] | None = None,
+        checkpoints: Iterable[Checkpoint] = (),
+    ) -> None:
+        self.keys = _key_map(public_keys)
+        self.service = service
+        self.start = start
+        self.stop = stop
+        self.mapper: Mapper[Any] = mapper or default_mapper()
+        self.reread = reread
+        self.early: Report | None = None  # the result when the starting checkpoint cannot be trusted
+        lo, h_lo = 0, ZERO_HASH
+        if start is not None:
+            reason = _signature_problem(replace(start, at=None), self.keys, service)
+            if reason:
+                problem = Problem(Kind.BAD_CHECKPOINT, start.position, f"the starting checkpoint: {reason}")
+                self.early = Report(problem, 0, 0, 0, 0, 0)
+            else:
+                lo, h_lo = start.position, start.chain_hash
+        self.lo, self.h_lo = lo, h_lo
+        self.only_checkpoints = True  # no record in range but checkpoints (seal: nothing new)
+        # The walk.
+        self._prev, self._g, self._count = h_lo, lo, 0
+        self._halted = False
+        self._halt: Problem | None = None  # why the walk stopped (a mismatch is named by finish)
+        self._mismatch: tuple[RecordView, bytes, int, bytes] | None = None  # record, its stored hash, g, h_g
+        self._next_seen = False  # the record after it was seen...
+        self._skipped = False  # ...and chains straight from g
+        self._j: int | None = None  # the record holding the content genuinely at the mismatch
+        self._home: int | None = None  # the first entry after it where its content belongs
+        self._home_before = ZERO_HASH
+        self._dangling: int | None = None  # the first chain entry found without its record
+        self._chain_top = lo  # the highest chain entry in range
+        self._last_record = lo
+        self._top = lo  # the highest position fed in range: reading again stops there
+        self._anchor: Problem | None = None
+        self._sound = self.early is None
+        self._through = lo  # every record up to here verified, and nothing wrong found so far
+        self._recent: Mapping[int, bytes] = {}  # the chain entries of this page...
+        self._earlier: Mapping[int, bytes] = {}  # ...and the last LOOK_BEHIND before it
+        # The checkpoints.
+        self._found = 0
+        self._best: tuple[_Rank, Problem | None, Checkpoint | None] | None = None
+        self._verified = 0
+        self._last_cp: Checkpoint | None = None
+        self._last_key: _Key = (0, 0, 0)
+        self._min_p = self._max_p = 0
+        self._given_verified: list[tuple[_Key, Checkpoint]] = []
+        self._pending: list[_Pending] = []
+        self._next = 0
+        if self.early is None:
+            for j, cp in enumerate(checkpoints):
+                self._given((cp.position, 1, j), cp)
+            self._pending.sort(key=lambda e: e.key)
+
+    # -- progress ------------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        """Nothing wrong found so far."""
+        return self._sound
+
+    @property
+    def verified_through(self) -> int:
+        return self._through
+
+    @property
+    def records_checked(self) -> int:
+        return self._count
+
+    @property
+    def checkpoints_checked(self) -> int:
+        return self._verified
+
+    # -- feeding -------------------------------------------------------------------------
+    def add(self, records: Iterable[RecordView], hashes: Mapping[int, bytes]) -> None:
+        """The next page: records in position order and the chain entries of the same range."""
+        if self.early is not None:
+            return
+        lo, stop = self.lo, self.stop
+        page: dict[int, bytes] = {}
+        for k, v in hashes.items():
+            if k > lo and (stop is None or k <= stop):
+                page[k] = v
+            elif k == lo and self.start is not None and v != self.h_lo and self._anchor is None:
+                self._anchor = Problem(
+                    Kind.BAD_CHECKPOINT,
+                    lo,
+                    "the stored chain at the starting checkpoint's position differs from its signed hash: "
+                    "the log at or before it was rewritten",
+                )
+                self._sound = False
+        keys = sorted(page)
+        self._recent = page
+        if keys:
+            self._chain_top = max(self._chain_top, keys[-1])
+            self._top = max(self._top, keys[-1])
+        ki, nk = 0, len(keys)
+        pending, nxt = self._pending, self._next
+        due = pending[nxt].key[0] if nxt < len(pending) else None  # the next outside checkpoint's position
+        sha256, head, length = hashlib.sha256, _HEAD.pack, _LEN.pack
+        prev, g, count, through = self._prev, self._g, self._count, self._through
+        for r in records:
+            n = r.notification_id
+            if n <= lo or (stop is not None and n > stop):
+                continue
+            self._last_record = n
+            if n > self._top:
+                self._top = n
+            topic = r.topic
+            if self.only_checkpoints and topic not in CHECKPOINT_TOPICS:
+                self.only_checkpoints = False
+            if not self._halted:
+                problem: Problem | None = None
+                if n <= g:
+                    problem = Problem(Kind.REORDERED, n, f"record {n} comes after record {g} in the log")
+                elif self._dangling is not None or (ki < nk and keys[ki] < n):
+                    k = self._dangling if self._dangling is not None else keys[ki]
+                    problem = Problem(Kind.MISSING, k, f"the chain has an entry for {k} but the log has no record")
+                elif ki >= nk or keys[ki] != n:
+                    problem = Problem(
+                        Kind.INSERTED, n, f"record {n} has no chain entry: it was not written by the chained recorder"
+                    )
+                else:
+                    ki += 1
+                    o, t, state = r.originator_id.encode(), topic.encode(), r.state
+                    h = sha256(
+                        b"".join(
+                            (
+                                prev,
+                                head(n, r.originator_version, len(o)),
+                                o,
+                                length(len(t)),
+                                t,
+                                length(len(state)),
+                                state,
+                            )
+                        )
+                    ).digest()
+                    if h == page[n]:
+                        prev, g = h, n
+                        count += 1
+                        if self._sound:
+                            through = n
+                        while due is not None and due <= n:  # outside checkpoints the walk has reached
+                            e = pending[nxt]
+                            nxt += 1
+                            due = pending[nxt].key[0] if nxt < len(pending) else None
+                            if self._judge(e.key, e.cp, h if e.cp.position == n else None):
+                                self._verified_cp(e.key, e.cp)
+                    else:
+                        self._mismatch = (r, page[n], g, prev)
+                        self._home_before = page[n]
+                self._halted = problem is not None or self._mismatch is not None
+                if self._halted:
+                    self._halt = problem
+                    self._sound = False
+            elif self._seeking:
+                self._seek(r, page)
+            if topic == SEALED_TOPIC:
+                self._prev, self._g, self._count, self._through = prev, g, count, through
+                self._take_found(r)
+        self._prev, self._g, self._count, self._through, self._next = prev, g, count, through, nxt
+        if not self._halted and ki < nk and self._dangling is None:
+            self._dangling = keys[ki]
+        if self._mismatch is not None and self._home is None and not self._skipped:
+            self._seek_home(keys, page)
+        if keys:
+            self._earlier = {k: page[k] for k in keys[len(keys) - self.look_behind :]}
+        self._recent = {}
+
+    # -- the checkpoints -----------------------------------------------------------------
+    def _given(self, key: _Key, cp: Checkpoint) -> None:
+        """A checkpoint kept outside: what can be judged now, else pending until the walk reaches it."""
+        where = cp.at if cp.at is not None else cp.position
+        p = cp.position
+        in_range = self._in_range
+        if not (in_range(where) or in_range(p) or p == self.lo):
+            return  # outside this run (an earlier interval, or after `stop`)
+        if not self._settled(key, cp, where):
+            self._pending.append(_Pending(key, cp))
+
+    def _take_found(self, r: RecordView) -> None:
+        cp = checkpoint_of(r, self.mapper)
+        key = (cp.position, 0, self._found)
+        self._found += 1
+        if self._found_holds(key, cp, judge=True):
+            self._verified_cp(key, cp)
+
+    def _in_range(self, position: int) -> bool:
+        return position > self.lo and (self.stop is None or position <= self.stop)
+
+    def _settled(self, key: _Key, cp: Checkpoint, where: int) -> bool:
+        """The checks that need no hash of the log (a candidate is noted); True if nothing is left."""
+        reason = _signature_problem(cp, self.keys, self.service)
+        if reason:
+            self._candidate(where, 1, key, Problem(Kind.BAD_CHECKPOINT, where, f"the checkpoint at {where}: {reason}"))
+            return True
+        p = cp.position
+        if p <= self.lo:
+            if p == self.lo and self.h_lo != cp.chain_hash:
+                problem = Problem(Kind.BAD_CHECKPOINT, where, f"its hash at {p} differs from the anchor's")
+                self._candidate(where, 1, key, problem)
+            return True
+        return False
+
+    def _found_holds(self, key: _Key, cp: Checkpoint, *, judge: bool) -> bool:
+        """Whether a checkpoint found in the log verifies; with `judge`, its problem is noted."""
+        assert cp.at is not None
+        if judge:
+            if self._settled(key, cp, cp.at):
+                return False
+        elif _signature_problem(cp, self.keys, self.service) or cp.position <= self.lo:
+            return False
+        p = cp.position
+        # A checkpoint that passed those seals a position before its own record: inside the
+        # log, and walked already unless the walk stopped before it (its problem comes first).
+        if p > self._g:
+            return False
+        return self._judge(key, cp, self._stored_hash(p), judge=judge)
+
+    def _judge(self, key: _Key, cp: Checkpoint, h_p: bytes | None, *, judge: bool = True) -> bool:
+        """A checkpoint sealing a walked position p against the recomputed hash there (None: no record)."""
+        p = cp.position
+        if h_p is None:
+            if judge:
+                problem = Problem(Kind.MISSING, p, f"a checkpoint sealed position {p} but the log has no record there")
+                self._candidate(p, 2, key, problem)
+            return False
+        if h_p != cp.chain_hash:
+            if judge:
+                self._candidate(p, 1, key, None, cp)  # named in finish: it says since which checkpoint
+            return False
+        return True
+
+    def _stored_hash(self, p: int) -> bytes | None:
+        """The stored hash at a walked position p (the walk found it equal to the recomputed
+        one; a walked position has a chain entry exactly when it has a record)."""
+        h = self._recent.get(p)
+        if h is None:
+            h = self._earlier.get(p)
+        if h is None:
+            for _, hashes in self.reread(p - 1, p, records=False):
+                if p in hashes:
+                    return hashes[p]
+        return h
+
+    def _candidate(
+        self, position: int, priority: int, key: _Key, problem: Problem | None, mismatch: Checkpoint | None = None
+    ) -> None:
+        rank: _Rank = (position, priority, 2, key)
+        if self._best is None or rank < self._best[0]:
+            self._best = (rank, problem, mismatch)
+        self._sound = False
+
+    def _verified_cp(self, key: _Key, cp: Checkpoint) -> None:
+        p = cp.position
+        self._verified += 1
+        if self._verified == 1:
+            self._min_p = self._max_p = p
+        else:
+            self._min_p, self._max_p = min(self._min_p, p), max(self._max_p, p)
+        last = self._last_cp
+        if last is None or p > last.position or (p == last.position and key < self._last_key):
+            self._last_cp, self._last_key = cp, key
+        if key[1] == 1:
+            self._given_verified.append((key, cp))
+
+    # -- naming a mismatch: the records and chain entries after it, as they arrive -------
+    @property
+    def _seeking(self) -> bool:
+        return self._mismatch is not None and not self._skipped and (self._j is None or not self._next_seen)
+
+    def _seek(self, x: RecordView, page: Mapping[int, bytes]) -> None:
+        """A record after the mismatch: does the first one chain straight from the last good
+        record (the mismatched one is extra)? does it hold the content genuinely at n (j)?"""
+        assert self._mismatch is not None
+        r, want, _, h_g = self._mismatch
+        if not self._next_seen:
+            self._next_seen = True
+            self._skipped = _chains_past(x, page.get(x.notification_id), h_g)
+        if self._j is None and _holds(x, r.notification_id, want, h_g):
+            self._j = x.notification_id
+
+    def _seek_home(self, keys: Sequence[int], page: Mapping[int, bytes]) -> None:
+        """The chain entries after the mismatch: is one where its content belongs (m)?"""
+        assert self._mismatch is not None
+        r = self._mismatch[0]
+        n = r.notification_id
+        for k in keys:
+            if k > n:
+                if _link(self._home_before, r, k) == page[k]:
+                    self._home = k
+                    return
+                self._home_before = page[k]
+
+    # -- the result ----------------------------------------------------------------------
+    def finish(self) -> Report:
+        """The Report `verify` gives over everything fed."""
+        if self.early is not None:
+            return self.early
+        lo, g, last_record = self.lo, self._g, self._last_record
+        chain_problem = self._halt
+        if not self._halted and self._dangling is not None:
+            d = self._dangling
+            chain_problem = Problem(
+                Kind.TRUNCATED, d, f"the log ends at {g} but the chain continues to {self._chain_top}"
+            )
+        if self._mismatch is not None:
+            r, _, g_r, _ = self._mismatch
+            if self._skipped:
+                chain_problem = _extra(r.notification_id, g_r)
+            else:  # where its content belongs: an entry up to g (read again) before one after it
+                home = _home_of(r, self._chain(g_r), self.h_lo)
+                chain_problem = _named(r.notification_id, g_r, home if home is not None else self._home, self._j)
+        for e in self._pending[self._next :]:  # never reached by the walk
+            p = e.cp.position
+            if p > last_record:
+                detail = f"the log ends at {last_record}, before position {p} sealed by the checkpoint" + (
+                    f" at {e.cp.at}" if e.cp.at is not None else ""
+                )
+                self._candidate(last_record + 1, 2, e.key, Problem(Kind.TRUNCATED, last_record + 1, detail))
+        candidates: list[tuple[_Rank, Problem | None, Checkpoint | None]] = []
+        if self._anchor is not None:
+            candidates.append(((lo, 0, 0, ()), self._anchor, None))
+        if chain_problem is not None:
+            candidates.append(((chain_problem.position, 0, 1, ()), chain_problem, None))
+        if self._best is not None:
+            candidates.append(self._best)
+        problem: Problem | None = None
+        count, last = self._verified, self._last_cp
+        if candidates:
+            rank, problem, mismatch = min(candidates, key=lambda c: c[0])
+            count, last, since = self._good_before(rank[0], rank[3] if mismatch is not None else None)
+            if mismatch is not None:
+                problem = _mismatch_problem(mismatch, since)
+        return Report(
+            problem=problem,
+            start=lo,
+            end=(self.stop if self.stop is not None else last_record) if problem is None else last_record,
+            records=self._count,
+            checkpoints=count,
+            sealed_through=last.position if last else (lo if self.start is not None else 0),
+            last_checkpoint=last or self.start,
+            head_hash=self._prev if problem is None else None,
+        )
+
+    def _good_before(self, position: int, key: tuple[int, ...] | None) -> tuple[int, Checkpoint | None, int]:
+        """The verified checkpoints sealing positions before the problem's: how many, the last
+        one; and (for a checkpoint whose hash differs, `key` its place) the position of the
+        last one verified before it in verify's order."""
+        if self._verified == 0:
+            return 0, None, self.lo
+        if self._max_p < position:
+            return self._verified, self._last_cp, self._max_p
+        if self._min_p >= position and key is None:
+            return 0, None, self.lo
+        # A problem before checkpoints that verified: go through the log's checkpoints again.
+        count, last, last_key, since = 0, None, (0, 0, 0), self.lo
+
+        def see(k: _Key, cp: Checkpoint) -> None:
+            nonlocal count, last, last_key, since
+            p = cp.position
+            if p < position:
+                count += 1
+                if last is None or p > last.position or (p == last.position and k < last_key):
+                    last, last_key = cp, k
+            if key is not None and k < key:
+                since = max(since, p)
+
+        for k, cp in self._given_verified:
+            see(k, cp)
+        found = 0
+        self._recent = self._earlier = {}
+        for records, hashes in self.reread(self.lo, self._top):
+            self._earlier, self._recent = self._recent, hashes  # (more look-behind: this is rare)
+            for r in records:
+                if r.topic == SEALED_TOPIC and self._in_range(r.notification_id):
+                    cp = checkpoint_of(r, self.mapper)
+                    k = (cp.position, 0, found)
+                    found += 1
+                    if self._found_holds(k, cp, judge=False):
+                        see(k, cp)
+        return count, last, since
+
+    def _chain(self, stop: int) -> Iterator[tuple[int, bytes]]:
+        """The stored chain of the range up to `stop`, read again."""
+        for _, hashes in self.reread(self.lo, stop, records=False):
+            for k in sorted(hashes):
+                if self._in_range(k):
+                    yield k, hashes[k]
+
+
+def _mismatch_problem(cp: Checkpoint, since: int) -> Problem:
+    p = cp.position
+    return Problem(
+        Kind.BAD_CHECKPOINT,
+        p,
+        f"the log's hash at {p} differs from the signed checkpoint"
+        + (f" at {cp.at}" if cp.at is not None else "")
+        + f": records in ({since}, {p}] were changed together with their chain entries, or the checkpoint is false",
+        since=since,
+    )
+
+
 # -- reading a store ------------------------------------------------------------------
+
+
+def read_page(
+    recorder: ChainedRecorder, after: int, stop: int, limit: int
+) -> tuple[list[RecordView], dict[int, bytes], int]:
+    """One page of a store's log: its records and chain entries in (after, through], at most
+    `limit` of each, and `through` (at most `stop`; below it when a limit was reached)."""
+    records = recorder.select_records(after, stop, limit)
+    hashes = recorder.select_chain_hashes(after + 1, stop, limit)
+    through = stop
+    if len(records) == limit:
+        through = min(through, records[-1].notification_id)
+    if len(hashes) == limit:
+        through = min(through, max(hashes))
+    if through < stop:
+        records = [r for r in records if r.notification_id <= through]
+        hashes = {k: h for k, h in hashes.items() if k <= through}
+    return records, hashes, through
+
+
+def store_pages(recorder: ChainedRecorder, limit: int = VERIFY_PAGE) -> ReadPages:
+    """A store's log page by page (`limit` records or chain entries a page), for ChainVerifier."""
+
+    def pages(after: int, stop: int, *, records: bool = True) -> Iterator[Page]:
+        while after < stop:
+            if records:
+                found, hashes, through = read_page(recorder, after, stop, limit)
+                yield found, hashes
+                del found  # not held while the next page is read
+            else:
+                hashes = recorder.select_chain_hashes(after + 1, stop, limit)
+                through = max(hashes) if len(hashes) == limit else stop
+                yield [], hashes
+            del hashes
+            after = through
+
+    return pages
+
+
+def pages_in_memory(pages: Sequence[Page]) -> ReadPages:
+    """Pages already held, read again as ChainVerifier does."""
+
+    def read(after: int, stop: int, *, records: bool = True) -> Iterator[Page]:
+        for held, hashes in pages:
+            found = [r for r in held if after < r.notification_id <= stop] if records else []
+            entries = {k: h for k, h in hashes.items() if after < k <= stop}
+            if found or entries:
+                yield found, entries
+
+    return read
 
 
 def read_records(
     recorder: ApplicationRecorder, *, after: int = 0, stop: int | None = None, page: int = 10_000
 ) -> list[RecordView]:
-    """The log's records after `after` up to `stop` (inclusive), in order."""
+    """The log's records after `after` up to `stop` (inclusive), in order (all in memory: for
+    `verify`; `store_pages` reads them a page at a time)."""
     if isinstance(recorder, ChainedRecorder):
         return recorder.select_records(after, stop)
     out: list[RecordView] = []
@@ -1162,7 +1698,8 @@ def _verify_store(
     checkpoints: Iterable[Checkpoint] = (),
     start: Checkpoint | None = None,
     stop: int | None = None,
-) -> tuple[Report, list[RecordView]]:
+    page: int = VERIFY_PAGE,
+) -> ChainVerifier:
     if isinstance(source, Application):
         recorder: Any = source.recorder
         mapper = mapper or source.mapper
@@ -1170,21 +1707,26 @@ def _verify_store(
             service = _service_of(source)
     else:
         recorder = source
-    chained = _chained(recorder)
-    bound = stop
-    if stop is None:
+    chained: ChainedRecorder = _chained(recorder)
+    # `stop` is only passed on when the caller bounded the run: otherwise a checkpoint kept
+    # outside that seals a position beyond the log's end must show as TRUNCATED.
+    verifier = ChainVerifier(
+        public_keys,
+        reread=store_pages(chained, page),
+        service=service,
+        start=start,
+        stop=stop,
+        mapper=mapper,
+        checkpoints=checkpoints,
+    )
+    if verifier.early is None:
         # Both heads from one snapshot: later writers only add ids above this end.
-        log_head, chain_head = chained.chain_heads()
-        stop = max(log_head, chain_head)
-    lo = start.position if start is not None else 0
-    records = read_records(recorder, after=lo, stop=stop)
-    hashes = chained.select_chain_hashes(lo, stop)
-    decode: Mapper[Any] = mapper or default_mapper()
-    found = [checkpoint_of(r, decode) for r in records if r.topic == SEALED_TOPIC]
-    # `stop` is only passed on when the caller bounded the run: otherwise a checkpoint
-    # kept outside that seals a position beyond the log's end must show as TRUNCATED.
-    report = verify(records, hashes, [*found, *checkpoints], public_keys, service=service, start=start, stop=bound)
-    return report, records
+        end = stop if stop is not None else max(chained.chain_heads())
+        after = max(start.position - 1, 0) if start is not None else 0  # the chain entry at the start too
+        for records, hashes in verifier.reread(after, end):
+            verifier.add(records, hashes)
+            del records, hashes  # not held while the next page is read
+    return verifier
 
 
 def verify_store(
@@ -1197,10 +1739,11 @@ def verify_store(
     start: Checkpoint | None = None,
     stop: int | None = None,
 ) -> Report:
-    """Verify a store: read its records, its chain table and the checkpoints in its log
-    (plus `checkpoints` kept outside), then `verify`. `source` is an application (its
-    mapper reads the checkpoint events, its `service` is expected in them) or a chained
-    recorder (checkpoints read with `default_mapper()` unless `mapper` is given)."""
+    """Verify a store: its records, its chain table and the checkpoints in its log (plus
+    `checkpoints` kept outside), page by page (`ChainVerifier`: the Report `verify` would
+    give, in memory bounded by a page). `source` is an application (its mapper reads the
+    checkpoint events, its `service` is expected in them) or a chained recorder (checkpoints
+    read with `default_mapper()` unless `mapper` is given)."""
     return _verify_store(
         source, public_keys, service=service, mapper=mapper, checkpoints=checkpoints, start=start, stop=stop
-    )[0]
+    ).finish()

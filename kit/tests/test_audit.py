@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.utils import get_topic
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -29,6 +31,7 @@ from accord_kit.audit import (
     VERIFY_PAGE,
     VerifyProgress,
     agreement_history,
+    history_page,
     problem_of,
     public_keys_of,
     verify_chain,
@@ -42,6 +45,7 @@ from accord_kit.chain import (
     latest_checkpoint,
     load_private_key,
     load_public_key,
+    seal,
     verify_store,
 )
 from accord_kit.clock import FakeClock
@@ -51,6 +55,7 @@ from accord_kit.nats_util import connect
 from accord_kit.runtime import CHAIN_HEALTH, ServiceParts, ServiceRuntime
 from accord_kit.settings import ServiceSettings, SettingsError, env_names
 from accord_kit.testing.counter import Counter, Counters, build_counter_service
+from accord_kit.testing.fixtures import sqlite_env
 from accord_kit.testing.nats import NatsServer
 from accord_kit.testing.service import Keys, ensure_chain_key, make_keys, running_service, service_environ
 from accord_kit.testing.streams import assert_exactly_once_in_order, eventually, read_stream
@@ -447,6 +452,60 @@ async def test_agreement_history_streams_exactly_the_events_of_one_agreement_wit
             local = await asyncio.to_thread(lambda n=name: list(agreement_history(svc.app, n)))
             assert local == got
         assert await history("agr-404") == []
+
+
+class SkippingCounters(AgreementCounters):
+    """Declares that its CounterIncremented events never concern an agreement (here untrue,
+    so that skipping shows), and notes every envelope `agreement_ids_of` is asked about."""
+
+    history_skip_topics = frozenset({get_topic(Counter.Incremented)})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: list[str] = []
+
+    def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
+        self.asked.append(envelope.type)
+        return super().agreement_ids_of(envelope)
+
+
+def test_agreement_history_leaves_out_skipped_topics_before_decoding_and_keeps_envelopes_as_served(
+    tmp_path: Path,
+) -> None:
+    env = sqlite_env(tmp_path / "c.sqlite")
+    every, skipping = AgreementCounters(env), SkippingCounters(env)  # one store
+    try:
+        key = Ed25519PrivateKey.generate()
+        for i in range(30):
+            every.increment_many(("agr-1", "agr-2", "noise")[i % 3], [1] * (i % 4 + 1))
+            if i % 7 == 6:
+                seal(every, key)  # checkpoints between the agreements' events
+        created = "accord.testing.v1.CounterCreated"
+        full = list(agreement_history(every, "agr-1"))
+        assert {e.envelope.type for e in full} == {created, "accord.testing.v1.CounterIncremented"}
+        kept = list(agreement_history(skipping, "agr-1"))
+        assert kept and kept == [e for e in full if e.envelope.type == created]
+        # Neither the declared topic nor the checkpoints were decoded.
+        assert set(skipping.asked) == {created}
+        # Page by page, from any position: each event as ReadEvents serves it (its
+        # previous_position is the log's, the skipped records before it included).
+        served = {e.position: e for e in every.read_events(0, 5000)[0]}
+        head = every.head_position()
+        for page in (1, 2, 5):
+            after, got = 0, []
+            while after < head:
+                found, after = history_page(skipping, "agr-2", after, head, page)
+                got.extend(found)
+            assert [e.envelope for e in got] == [served[e.envelope.position] for e in got]
+            assert [e.envelope.position for e in got] == [
+                p for p, e in served.items() if e.type == created and e.aggregate_id == str(Counter.create_id("agr-2"))
+            ]
+        for after in (5, 6, 7, head - 1):
+            found, _ = history_page(every, "agr-1", after, head, 3)
+            assert [e.envelope for e in found] == [served[e.envelope.position] for e in found]
+    finally:
+        every.close()
+        skipping.close()
 
 
 def _envelope(message: Any) -> events_pb2.EventEnvelope:

@@ -57,7 +57,7 @@ class Billing(AccordApplication):
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
-        self._statement_agreements: dict[str, str] = {}
+        self._aggregate_agreements: dict[str, str] = {}
         # Statements indexed from the log by position (opened by any process), so the clock
         # and the queries load only the statements they need, not every statement ever.
         self._statements_position = 0
@@ -67,29 +67,29 @@ class Billing(AccordApplication):
 
     # -- audit: which agreement an event concerns ------------------------------------------
     def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
-        """Besides events naming their agreement, a statement's events (assessments,
-        adjustments, disputes, issue, finalisation) and the ledger postings of a statement
-        concern the statement's agreement."""
+        """Besides events naming their agreement: every event of an aggregate kept for one
+        agreement (its statements, its versions and end as billing knows them, its breach
+        history) and the ledger postings of a statement concern that agreement."""
         found = super().agreement_ids_of(envelope)
+        found.add(self._agreement_of(envelope.aggregate_id))
         payload = payload_of(envelope, self.codec)
-        statement_id = str(getattr(payload, "statement_id", "") or "")
         source = str(getattr(payload, "source", "") or "")
-        if not statement_id and source.startswith("statement:"):
-            statement_id = source.removeprefix("statement:")
-        if statement_id:
-            agreement_id = self._statement_agreement(statement_id)
-            if agreement_id:
-                found.add(agreement_id)
+        if source.startswith("statement:"):
+            found.add(self._agreement_of(source.removeprefix("statement:")))
+        found.discard("")
         return found
 
-    def _statement_agreement(self, statement_id: str) -> str:
-        cached = self._statement_agreements.get(statement_id)
+    def _agreement_of(self, aggregate_id: str) -> str:
+        """The agreement an aggregate of this store is kept for ("" for none, e.g. a ledger
+        transaction). An aggregate's agreement never changes: remembered once loaded."""
+        cached = self._aggregate_agreements.get(aggregate_id)
         if cached is None:
             try:
-                cached = str(self.repository.get(uuid.UUID(statement_id)).agreement_id)
+                aggregate: Any = self.repository.get(uuid.UUID(aggregate_id))
             except (ValueError, AggregateNotFoundError):
                 return ""
-            self._statement_agreements[statement_id] = cached  # a statement's agreement never changes
+            cached = str(getattr(aggregate, "agreement_id", "") or "")
+            self._aggregate_agreements[aggregate_id] = cached
         return cached
 
     # -- helpers ----------------------------------------------------------------------------

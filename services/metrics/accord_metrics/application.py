@@ -234,6 +234,9 @@ class Metrics(AccordApplication):
     service = "metrics"
     # A window's running evaluation changes often while it is open: load it from a snapshot.
     snapshotting_intervals = {WindowEvaluation: 50}
+    # Signal batches name a service, never an agreement: AgreementHistory skips them undecoded
+    # (an evaluation carries the digest and counts of the signals that decided its window).
+    history_skip_topics = frozenset({BATCH_TOPIC})
 
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
