@@ -781,7 +781,8 @@ def _report(
         f"agreement_history skips the topics the application declares never concern an agreement (metrics' signal "
         f"batches) without decoding them and decodes the rest to envelopes: {hi['seconds'] / head * 1e6:.1f} µs per "
         f"log event; the {hi['concerning']:,} it returns are the agreement view and window events "
-        f"({_kinds(hi['kinds'])}) — the evaluations carry the digest and counts of the signals that decided each window.",
+        f"({_kinds(hi['kinds'])}) — the evaluations carry the digest and counts of the signals that decided "
+        "each window.",
     ]
     if service is not None:
         rss = service.get("service_rss_mb", {})
