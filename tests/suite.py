@@ -77,9 +77,11 @@ def feed(source: str, upstream: AccordApplication, downstream: Applier) -> None:
 class Suite:
     def __init__(self, make_env: Callable[[str], dict[str, str]]) -> None:
         self.clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
-        self.agreements = Agreements(make_env("agreements"), clock=self.clock)
-        self.metrics = Metrics(make_env("metrics"), clock=self.clock)
-        self.billing = Billing(make_env("billing"), clock=self.clock)
+        # Each store's settings, for tests that open a second instance on the same store.
+        self.envs = {name: make_env(name) for name in ("agreements", "metrics", "billing")}
+        self.agreements = Agreements(self.envs["agreements"], clock=self.clock)
+        self.metrics = Metrics(self.envs["metrics"], clock=self.clock)
+        self.billing = Billing(self.envs["billing"], clock=self.clock)
 
     def tick(self, when: str) -> None:
         """Move the clock and let every service do what its consumers and tasks would."""

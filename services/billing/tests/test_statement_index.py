@@ -18,17 +18,8 @@ from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, outage
 
 
 @pytest.fixture
-def envs() -> dict[str, dict[str, str]]:
-    return {}
-
-
-@pytest.fixture
-def suite(make_store_env: Callable[[str], dict[str, str]], envs: dict[str, dict[str, str]]) -> Iterator[Suite]:
-    def make(name: str) -> dict[str, str]:
-        envs[name] = make_store_env(name)
-        return envs[name]
-
-    s = Suite(make)
+def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
+    s = Suite(make_store_env)
     yield s
     s.close()
 
@@ -69,14 +60,12 @@ def ids_versions(statements: list[Any]) -> list[tuple[UUID, int]]:
     return [(s.id, s.version) for s in statements]
 
 
-def test_process_due_loads_only_statements_not_final(
-    suite: Suite, envs: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_process_due_loads_only_statements_not_final(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     b = suite.billing
     aid = an_active_agreement(suite)
     # A second instance on the same store, its index built now: it must later see what the
     # first one writes.
-    other = Billing(envs["billing"], clock=suite.clock)
+    other = Billing(suite.envs["billing"], clock=suite.clock)
     try:
         assert other.statements(None, aid) == []
 

@@ -23,17 +23,8 @@ JAN = "2025-12-31T23:00:00+00:00"  # January's window in Amsterdam
 
 
 @pytest.fixture
-def envs() -> dict[str, dict[str, str]]:
-    return {}
-
-
-@pytest.fixture
-def suite(make_store_env: Callable[[str], dict[str, str]], envs: dict[str, dict[str, str]]) -> Iterator[Suite]:
-    def make(name: str) -> dict[str, str]:
-        envs[name] = make_store_env(name)
-        return envs[name]
-
-    s = Suite(make)
+def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
+    s = Suite(make_store_env)
     yield s
     s.close()
 
@@ -65,9 +56,7 @@ class Reads:
         self.notifications.clear()
 
 
-def test_an_ended_agreement_is_skipped_until_a_late_signal(
-    suite: Suite, envs: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_ended_agreement_is_skipped_until_a_late_signal(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     ag, m = suite.agreements, suite.metrics
     # Two agreements on the same e-mail service; the first is terminated with notice on
     # 9 February, so its last window (February) closes on 1 March.
@@ -123,7 +112,7 @@ def test_an_ended_agreement_is_skipped_until_a_late_signal(
 
     # An instance that skips nothing (a fresh one: every signal is new to it) finds nothing
     # left to record; every view event's topic is one the index follows.
-    fresh = Metrics(envs["metrics"], clock=suite.clock)
+    fresh = Metrics(suite.envs["metrics"], clock=suite.clock)
     try:
         assert fresh.evaluate() == 0
         assert [str(v.id) for v in fresh.views()] == [str(v.id) for v in m.views()]
