@@ -11,6 +11,12 @@ exactly once to a local application.
   `ReadEvents` RPC, then consumption returns to NATS.
 * An event whose handling keeps failing halts the consumer with an alert (log + health);
   it is never skipped.
+* `caught_up` is set once the consumer has applied everything its stream held when it
+  started (the position of the stream's last message then); an empty stream counts as
+  caught up at once, and so does a stream that does not exist yet (the consumer keeps
+  waiting for it, but nothing can be behind a stream that is not there). A service whose
+  state is only what its consumers built (the gateway's read model) waits for it before
+  reporting SERVING.
 """
 
 from __future__ import annotations
@@ -96,6 +102,13 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._tracked = 0
         self._gap_since: float | None = None
+        # Catching up with the stream as it was at start: the position to reach (None until
+        # known), and once reached, how many events that took and how long.
+        self.caught_up = asyncio.Event()
+        self.catch_up_target: int | None = None
+        self.caught_up_events = 0
+        self.caught_up_seconds = 0.0
+        self._started = time.monotonic()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -132,36 +145,82 @@ class Consumer:
             await self.js.delete_consumer(cfg.stream, cfg.durable)
         await self.js.add_consumer(cfg.stream, consumer_cfg)
 
+    async def stream_head(self) -> int:
+        """The position of the last event in the stream now; 0 for an empty stream. Raises
+        NotFoundError when the stream does not exist."""
+        stream = self.config.stream
+        for _ in range(3):
+            info = await self.js.stream_info(stream)
+            if info.state.messages == 0 or not info.state.last_seq:
+                return 0
+            try:
+                msg = await self.js.get_msg(stream, seq=info.state.last_seq)
+            except NotFoundError:
+                continue  # purged or deleted since we looked: look again
+            env = events_pb2.EventEnvelope()
+            env.ParseFromString(msg.data or b"")
+            return int(env.position)
+        raise TimeoutError(f"stream {stream}: its last message kept disappearing")
+
     async def run(self) -> None:
         cfg = self.config
+        self._started = time.monotonic()
         while not self._stopping.is_set():
             try:
                 await self.ensure_durable()
                 psub = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
+                target = await self.stream_head()
                 break
             except (NotFoundError, nats.errors.Error, TimeoutError) as e:
                 log.warning("consumer_waiting_for_stream", stream=cfg.stream, error=str(e) or type(e).__name__)
+                if isinstance(e, NotFoundError) and self.catch_up_target is None:
+                    # No stream yet (its producer has not created it): nothing to catch up with,
+                    # and a reader must not wait for a stream that may be long in coming.
+                    self.catch_up_target = 0
+                    self._check_caught_up()
                 await self._sleep(1.0)
         else:
             return
-        log.info("consumer_started", durable=cfg.durable, tracked=self._tracked)
+        if self.catch_up_target is None:
+            self.catch_up_target = target
+        log.info("consumer_started", durable=cfg.durable, tracked=self._tracked, stream_head=target)
+        self._check_caught_up()
         try:
             while not self._stopping.is_set() and self.halted is None:
                 try:
                     msgs = await psub.fetch(cfg.batch_size, timeout=cfg.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
                     await self._maybe_catch_up(None)
+                    self._check_caught_up()
                     continue
                 except nats.errors.Error as e:
                     log.warning("consumer_fetch_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
                     await self._sleep(0.5)
                     continue
                 await self._handle_batch(msgs)
+                self._check_caught_up()
         finally:
             try:
                 await psub.unsubscribe()
             except Exception:  # connection already closed on shutdown
                 pass
+
+    def _check_caught_up(self) -> None:
+        """Set `caught_up` (once) when the position to reach is known and reached."""
+        target = self.catch_up_target
+        if self.caught_up.is_set() or target is None or self._tracked < target:
+            return
+        self.caught_up_events = self.stats.applied
+        self.caught_up_seconds = time.monotonic() - self._started
+        log.info(
+            "consumer_caught_up",
+            durable=self.config.durable,
+            position=self._tracked,
+            stream_head=target,
+            events=self.caught_up_events,
+            seconds=round(self.caught_up_seconds, 3),
+        )
+        self.caught_up.set()
 
     async def _sleep(self, seconds: float) -> None:
         try:

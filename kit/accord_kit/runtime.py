@@ -7,12 +7,19 @@ consumers stop → NATS drains → the log is sealed → the store closes → ex
 
 An event-sourced service (one with `parts.app`) also gets, without its bootstrap saying so,
 the common `accord.audit.v1.AuditService` (servicer and policy) and a task that seals its
-log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop."""
+log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop.
+
+When it reports SERVING: an event-sourced service as soon as its relay holds the stream and
+its consumers are started (its state is in its store, so it answers correctly at once); a
+service that keeps no store and only applies upstream events (`parts.applier`, the gateway's
+in-memory read model) only once every consumer has caught up with its stream as it was at
+start (`Consumer.caught_up`) — until then its read model would answer 404 for what exists."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,13 +77,27 @@ def periodic(
 
 
 class Readiness:
-    """Whether the service is SERVING, for parts other than gRPC health (e.g. HTTP)."""
+    """Whether the service is SERVING, for parts other than gRPC health (e.g. HTTP), and
+    while it is not, why."""
 
     def __init__(self) -> None:
         self.ready = False
+        self.reason = "starting"  # "starting", "catching_up" or "stopping" while not ready
+        # While catching up: per stream not yet caught up, the position applied and the position
+        # to reach (None until known).
+        self.progress: Callable[[], dict[str, dict[str, int | None]]] | None = None
 
     def is_ready(self) -> bool:
         return self.ready
+
+    def detail(self) -> dict[str, Any]:
+        """Why the service is not SERVING (empty when it is)."""
+        if self.ready:
+            return {}
+        out: dict[str, Any] = {"reason": self.reason}
+        if self.reason == "catching_up" and self.progress is not None:
+            out["streams"] = self.progress()
+        return out
 
 
 @dataclass
@@ -229,11 +250,49 @@ class ServiceRuntime:
             )
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{cfg.durable}"))
-            await self.server.set_serving(True, f"accord.consumer.{cfg.durable}")
+            # A consumer that must catch up first is NOT_SERVING (not unknown) until it has.
+            await self.server.set_serving(not self.serves_after_catch_up, f"accord.consumer.{cfg.durable}")
+        caught_up: dict[str, Any] = {}
+        if self.serves_after_catch_up and self.consumers:
+            started = time.monotonic()
+            await self._wait_first(self._catch_up())
+            caught_up = {
+                "caught_up_events": sum(c.caught_up_events for c in self.consumers),
+                "catch_up_seconds": round(time.monotonic() - started, 3),
+            }
         if not self._stop.is_set():
             await self.server.set_serving(True)
             self.parts.readiness.ready = True
-            log.info("service_ready", service=s.service)
+            log.info("service_ready", service=s.service, **caught_up)
+
+    @property
+    def serves_after_catch_up(self) -> bool:
+        """A service whose only state is what its consumers build in memory (no event store)
+        is SERVING only once they have caught up with their streams."""
+        return self.parts.app is None and self.parts.applier is not None
+
+    async def _catch_up(self) -> None:
+        """Until every consumer has applied what its stream held at start; each consumer's
+        health turns SERVING as it gets there. NOT_SERVING meanwhile, and HTTP readiness says
+        how far each stream has got."""
+        assert self.server is not None
+        server, readiness = self.server, self.parts.readiness
+
+        def progress() -> dict[str, dict[str, int | None]]:
+            return {
+                c.config.stream: {"position": c.tracked, "stream_head": c.catch_up_target}
+                for c in self.consumers
+                if not c.caught_up.is_set()
+            }
+
+        async def one(c: Consumer) -> None:
+            await c.caught_up.wait()
+            await server.set_serving(True, f"accord.consumer.{c.config.durable}")
+
+        readiness.progress, readiness.reason = progress, "catching_up"
+        streams = [c.config.stream for c in self.consumers]
+        log.info("service_catching_up", service=self.settings.service, streams=streams)
+        await asyncio.gather(*(one(c) for c in self.consumers))
 
     async def _wait_first(self, aw: Awaitable[Any]) -> None:
         waiter = asyncio.ensure_future(aw)
@@ -271,6 +330,7 @@ class ServiceRuntime:
         s = self.settings
         log.info("service_stopping", grace_seconds=s.grace_seconds)
         self.parts.readiness.ready = False
+        self.parts.readiness.reason = "stopping"
         if self.server is not None:
             await self.server.stop(s.grace_seconds)
         if self.relay is not None:

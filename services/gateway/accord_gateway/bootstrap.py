@@ -25,7 +25,7 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     readiness = Readiness()
     model = ReadModel()
-    http = create_app(is_ready=readiness.is_ready, model=model, verifier=verifier)
+    http = create_app(is_ready=readiness.is_ready, model=model, verifier=verifier, not_ready=readiness.detail)
     return ServiceParts(
         readiness=readiness,
         settings=settings,

@@ -33,8 +33,13 @@ DASHBOARD = Path(__file__).with_name("static") / "index.html"
 
 
 def create_app(
-    is_ready: Callable[[], bool], model: ReadModel | None = None, verifier: TokenVerifier | None = None
+    is_ready: Callable[[], bool],
+    model: ReadModel | None = None,
+    verifier: TokenVerifier | None = None,
+    *,
+    not_ready: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
+    """`not_ready` says why the gateway is not SERVING (e.g. how far each stream has caught up)."""
     app = FastAPI(
         title="Accord gateway",
         version="0.1.0",
@@ -55,7 +60,11 @@ def create_app(
 
     @app.get("/healthz", summary="Liveness and readiness of the gateway")
     async def healthz() -> dict[str, Any]:
-        return {"status": "SERVING" if is_ready() else "NOT_SERVING"}
+        # Always 200 (the process is alive: a liveness probe must not restart a gateway that is
+        # catching up, which would start it over); readiness is the `status` field.
+        if is_ready():
+            return {"status": "SERVING"}
+        return {"status": "NOT_SERVING", **(not_ready() if not_ready is not None else {})}
 
     if model is None or verifier is None:
         return app
