@@ -190,9 +190,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def _wait_serving(child: Child, address: str) -> None:
+async def _wait_serving(child: Child, address: str, timeout: float = START_TIMEOUT) -> None:
     """Until the gRPC health check of `address` says SERVING."""
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
@@ -204,26 +204,31 @@ async def _wait_serving(child: Child, address: str) -> None:
             except grpc.aio.AioRpcError:
                 pass
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"{child.name} at {address} was not SERVING within {START_TIMEOUT} s:\n{child.log_tail()}")
+    raise TimeoutError(f"{child.name} at {address} was not SERVING within {timeout} s:\n{child.log_tail()}")
 
 
-async def _start_agreements(tmp: Path, nats_url: str, keys: Path) -> tuple[Child, str]:
+async def _start_service(service: str, tmp: Path, nats_url: str, keys: Path, **settings: str) -> tuple[Child, str]:
+    """One event-sourced service as its own process (`python -m accord_<service>`) on a free
+    port, its store under tmp/var, keys from `keys`; returns once it is SERVING."""
     port = free_port()
+    p = service.upper()
     env = _clean_env(
         ACCORD_VAR_DIR=str(tmp / "var"),
         ACCORD_NATS_URL=nats_url,
         ACCORD_PERSISTENCE="sqlite",
         ACCORD_AUTH_PUBLIC_KEY_FILE=str(keys / PUBLIC),
         ACCORD_SERVICE_TOKEN_FILE=str(keys / TOKEN),
-        AGREEMENTS_CHAIN_KEY_FILE=str(chain_key_files(keys, "agreements")[0]),
-        ACCORD_BILLING_ADDR=f"127.0.0.1:{free_port()}",  # not running: the billing consumer waits for its stream
         ACCORD_LOG_LEVEL=SERVER_LOG_LEVEL,
         ACCORD_LOG_FORMAT="json",
-        AGREEMENTS_GRPC_PORT=str(port),
-        AGREEMENTS_GRACE_SECONDS="2",
+        **{
+            f"{p}_CHAIN_KEY_FILE": str(chain_key_files(keys, service)[0]),
+            f"{p}_GRPC_PORT": str(port),
+            f"{p}_GRACE_SECONDS": "2",
+        },
+        **settings,
     )
-    argv = [sys.executable, "-m", "accord_agreements"]
-    child = Child("agreements", argv, env, tmp / "agreements.log", read_stdout=False)
+    argv = [sys.executable, "-m", f"accord_{service}"]
+    child = Child(service, argv, env, tmp / f"{service}.log", read_stdout=False)
     address = f"127.0.0.1:{port}"
     try:
         await _wait_serving(child, address)
@@ -231,6 +236,11 @@ async def _start_agreements(tmp: Path, nats_url: str, keys: Path) -> tuple[Child
         child.stop()
         raise
     return child, address
+
+
+async def _start_agreements(tmp: Path, nats_url: str, keys: Path) -> tuple[Child, str]:
+    # Billing is not running: the agreements service's billing consumer waits for its stream.
+    return await _start_service("agreements", tmp, nats_url, keys, ACCORD_BILLING_ADDR=f"127.0.0.1:{free_port()}")
 
 
 async def _start_echo(tmp: Path, keys: Path, auth: bool) -> tuple[Child, str]:

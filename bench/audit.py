@@ -29,6 +29,7 @@ AgreementHistory over gRPC, once each.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import multiprocessing
 import resource
@@ -51,6 +52,7 @@ from bench.agreements import (
     _log_summary,
     _proc_cpu,
     _usable_cpus,
+    _wait_serving,
     supervised,
 )
 from bench.metrics import sample_agreement
@@ -440,7 +442,7 @@ def _service_phase(tmp: Path, env: dict[str, str], keys: Path, setup: dict[str, 
         t0 = time.perf_counter()
         child = Child("metrics", [sys.executable, "-m", "accord_metrics"], service_env, tmp / "metrics.log", False)
         children.append(child)
-        _wait_serving(child, address)
+        asyncio.run(_wait_serving(child, address, SERVICE_START_TIMEOUT))
         serving_s = time.perf_counter() - t0
         print(f"   service: SERVING after {serving_s:.1f} s (its relay published the log first)", flush=True)
         quiet_s, background = _wait_quiet(child, nats.proc.pid if nats.proc else None)
@@ -463,25 +465,6 @@ def _service_phase(tmp: Path, env: dict[str, str], keys: Path, setup: dict[str, 
         child.check_alive()
     out["service_log"] = _log_summary(tmp / "metrics.log")
     return out
-
-
-def _wait_serving(child: Child, address: str) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + SERVICE_START_TIMEOUT
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            child.check_alive()
-            try:
-                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.25)
-    raise TimeoutError(f"metrics at {address} was not SERVING within {SERVICE_START_TIMEOUT} s:\n{child.log_tail()}")
 
 
 def _wait_quiet(child: Child, nats_pid: int | None) -> tuple[float, float]:

@@ -34,7 +34,6 @@ import random
 import resource
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -52,24 +51,22 @@ from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord.metrics.v1 import metrics_pb2 as mpb
 from accord.metrics.v1 import signals_pb2 as spb
-from accord_kit.keys import PUBLIC, TOKEN, chain_key_files, write_keys
+from accord_kit.keys import TOKEN, write_keys
 from accord_kit.nats_util import connect
-from accord_kit.testing.nats import free_port
 from accord_metrics.application import BATCH_TOPIC  # eventsourcing's topic of the stored batches
 from bench.agreements import (
     SERVER_LOG_LEVEL,
     START_TIMEOUT,
     Child,
     Tokens,
-    _clean_env,
     _fsync_ms,
     _loadavg,
     _log_summary,
     _proc_cpu,
     _register_reference,
     _start_agreements,
+    _start_service,
     _usable_cpus,
-    _wait_serving,
     supervised,
 )
 
@@ -222,28 +219,7 @@ def _rss_mb(pid: int) -> dict[str, float]:
 
 
 async def _start_metrics(tmp: Path, nats_url: str, keys: Path, agreements_address: str) -> tuple[Child, str]:
-    port = free_port()
-    env = _clean_env(
-        ACCORD_VAR_DIR=str(tmp / "var"),
-        ACCORD_NATS_URL=nats_url,
-        ACCORD_PERSISTENCE="sqlite",
-        ACCORD_AUTH_PUBLIC_KEY_FILE=str(keys / PUBLIC),
-        ACCORD_SERVICE_TOKEN_FILE=str(keys / TOKEN),
-        METRICS_CHAIN_KEY_FILE=str(chain_key_files(keys, "metrics")[0]),
-        ACCORD_AGREEMENTS_ADDR=agreements_address,
-        ACCORD_LOG_LEVEL=SERVER_LOG_LEVEL,
-        ACCORD_LOG_FORMAT="json",
-        METRICS_GRPC_PORT=str(port),
-        METRICS_GRACE_SECONDS="2",
-    )
-    child = Child("metrics", [sys.executable, "-m", "accord_metrics"], env, tmp / "metrics.log", read_stdout=False)
-    address = f"127.0.0.1:{port}"
-    try:
-        await _wait_serving(child, address)
-    except BaseException:
-        child.stop()
-        raise
-    return child, address
+    return await _start_service("metrics", tmp, nats_url, keys, ACCORD_AGREEMENTS_ADDR=agreements_address)
 
 
 async def _read_all(

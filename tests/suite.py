@@ -50,7 +50,7 @@ def ts(dt: datetime) -> Timestamp:
     return t
 
 
-def outage(sid: str, start: str, minutes: int) -> pb.Signal:
+def outage(sid: str, start: str, minutes: float) -> pb.Signal:
     s = at(start)
     return pb.Signal(
         signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))

@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.application import Agreements
 from accord_agreements.domain import Actor
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
@@ -24,25 +20,7 @@ from accord_kit.nats_util import connect, ensure_stream
 from accord_kit.testing.nats import NatsServer
 from accord_kit.testing.streams import eventually
 from accord_metrics.application import Metrics
-
-AMS = "+01:00"
-
-
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def ts(dt: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(dt)
-    return t
-
-
-def outage(sid: str, start: str, minutes: int) -> pb.Signal:
-    s = at(start)
-    return pb.Signal(
-        signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))
-    )
+from tests.suite import AMS, at, outage
 
 
 def snapshot(billing: Billing, aid: str) -> list[tuple[str, dict[str, object], list[object]]]:

@@ -7,7 +7,7 @@ balances."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.agreements.v1 import agreements_pb2 as apb
 from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
@@ -37,26 +36,9 @@ from accord_kit.testing.service import make_keys, running_service, service_envir
 from accord_kit.testing.streams import eventually
 from accord_metrics.bootstrap import build as build_metrics
 from accord_metrics.settings import load as load_metrics
+from tests.suite import AMS, at, outage, ts
 
 pytestmark = pytest.mark.slow
-AMS = "+01:00"
-
-
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def ts(dt: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(dt)
-    return t
-
-
-def outage(sid: str, start: str, minutes: int) -> spb.Signal:
-    s = at(start)
-    return spb.Signal(
-        signal_id=sid, service_id="email", outage=spb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))
-    )
 
 
 def calls(prefix: str, day: str, fast: int, slow: int) -> list[spb.Signal]:

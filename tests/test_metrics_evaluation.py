@@ -7,12 +7,11 @@ late outage restates a closed month, and recomputation from the raw record match
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.application import Agreements
@@ -22,29 +21,11 @@ from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
 from accord_metrics.application import Metrics
 from accord_metrics.domain import AT_RISK, BREACHED, MET
-from tests.suite import feed
+from tests.suite import AMS, at, feed, outage, ts
 
 PROVIDER = Actor("alice", "department", IT)
 CUSTOMER = Actor("bob", "department", FINANCE)
 COLLECTOR = Principal("collector", "service")
-AMS = "+01:00"
-
-
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def ts(dt: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(dt)
-    return t
-
-
-def outage(sid: str, start: str, minutes: float) -> pb.Signal:
-    s = at(start)
-    return pb.Signal(
-        signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))
-    )
 
 
 def calls(prefix: str, day: str, answered_fast: int, answered_slow: int, abandoned: int) -> list[pb.Signal]:
