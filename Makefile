@@ -8,7 +8,7 @@ GEN    := gen
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen run test test-fast lint bench clean distclean
+.PHONY: help install gen run test-deps test test-fast lint bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,10 +35,13 @@ gen: $(GEN)/.stamp ## generate the protobuf/gRPC code into gen/ (never committed
 run: install ## bring the whole suite up on the embedded default (NATS + SQLite under var/)
 	$(PY) -m accord_kit.devrun
 
-test: install ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)
+test-deps: ## make sure PostgreSQL and Chromium are there for the tests (installs them as root)
+	bash tools/test_deps.sh
+
+test: install test-deps ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install ## the suite without the slow end-to-end and fault-injection tests
+test-fast: install test-deps ## the suite without the slow end-to-end and fault-injection tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy

@@ -29,7 +29,7 @@ async def test_the_dashboard_shows_a_breach_live(
     own_nats_server: NatsServer, tmp_path: Path, make_store_env: Callable[[str], dict[str, str]]
 ) -> None:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package (.ci/run does)")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (`make test` does, as root)")
     suite = Suite(make_store_env)
     aid = an_active_agreement(suite)
     keys = make_keys(tmp_path / "keys")

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What `make test` needs besides the virtualenv: PostgreSQL on 127.0.0.1:5432 (user postgres,
+# trust auth over TCP) and Debian's Chromium for the dashboard's browser test.
+# As root on a Debian-like machine it installs and starts what is missing; otherwise it says in
+# one line what to install and exits 1. ACCORD_TEST_DEPS=skip leaves the machine as it is.
+set -euo pipefail
+
+say() { echo "test-deps: $*"; }
+[ "${ACCORD_TEST_DEPS:-}" = "skip" ] && exit 0
+
+can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+apt_updated=""
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$apt_updated" ]; then apt-get update -q >/dev/null; apt_updated=1; fi
+  apt-get install -y -q "$@" >/dev/null
+}
+
+pg_ready() { command -v pg_isready >/dev/null && pg_isready -h 127.0.0.1 -p 5432 -q; }
+
+if ! pg_ready; then
+  if ! can_install; then
+    say "PostgreSQL is not answering on 127.0.0.1:5432: install and start it (Debian: apt-get install postgresql), trust auth for user postgres over TCP"
+    exit 1
+  fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    say "installing PostgreSQL"
+    apt_install postgresql
+  fi
+  for conf in /etc/postgresql/*/main/pg_hba.conf; do
+    # The tests connect as postgres over TCP without a password, as on the development machines.
+    if ! grep -q "accord-test" "$conf"; then
+      sed -i '1i host all all 127.0.0.1/32 trust # accord-test' "$conf"
+    fi
+  done
+  for v in $(ls /etc/postgresql); do
+    say "starting PostgreSQL $v"
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start 2>/dev/null \
+      || pg_ctlcluster --skip-systemctl-redirect "$v" main reload || true
+  done
+  for _ in $(seq 1 60); do pg_ready && break; sleep 1; done
+  pg_ready || { say "PostgreSQL did not come up on 127.0.0.1:5432"; exit 1; }
+fi
+
+if ! command -v chromium >/dev/null; then
+  if ! can_install; then
+    say "Chromium is missing for the dashboard's browser test: install Debian's chromium package"
+    exit 1
+  fi
+  say "installing Chromium"
+  apt_install chromium
+fi
+say "PostgreSQL and Chromium ready"
