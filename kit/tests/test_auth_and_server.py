@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord.testing.v1 import counter_pb2, counter_pb2_grpc
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier, generate_keypair, mint_token
+from accord_kit.errors import UnauthenticatedError
 from accord_kit.eventlog import register_event_log
 from accord_kit.grpc_server import AccordServer, build_server
 from accord_kit.testing.counter import COUNTER_POLICY, Counters, register_counter
@@ -212,3 +213,39 @@ async def test_concurrent_calls_each_succeed_or_fail_cleanly(edge: Edge) -> None
     assert {f.code() for f in failed} <= {grpc.StatusCode.ABORTED}
     values = sum(edge.app.get_counter(f"k{i}").value for i in range(4))
     assert values == len(ok)
+
+
+def test_a_reused_token_is_verified_once_and_still_expires_on_time(tmp_path: Path) -> None:
+    private, public = generate_keypair(tmp_path / "keys")
+    clock = [datetime.now(UTC).timestamp()]
+    verifier = TokenVerifier(public.read_bytes(), leeway_seconds=0, now=lambda: clock[0])
+    token = mint_token(
+        private.read_bytes(), subject="alice", role="department", department="it", ttl=timedelta(minutes=5)
+    )
+    header = f"Bearer {token}"
+
+    first = verifier.verify(header)
+    for _ in range(50):
+        assert verifier.verify(header) == first
+    assert verifier.signature_checks == 1
+
+    clock[0] += 6 * 60  # past the token's expiry: the remembered token is refused, not served
+    with pytest.raises(UnauthenticatedError, match="expired"):
+        verifier.verify(header)
+
+
+def test_the_token_cache_is_bounded_and_a_bad_token_is_never_remembered(tmp_path: Path) -> None:
+    private, public = generate_keypair(tmp_path / "keys")
+    other, _ = generate_keypair(tmp_path / "other")
+    verifier = TokenVerifier(public.read_bytes(), cache_size=3)
+    tokens = [mint_token(private.read_bytes(), subject=f"s{i}", role="auditor") for i in range(5)]
+    for t in tokens:
+        verifier.verify(f"Bearer {t}")
+    verifier.verify(f"Bearer {tokens[0]}")  # evicted by the later four: checked again
+    assert verifier.signature_checks == 6
+
+    forged = mint_token(other.read_bytes(), subject="mallory", role="admin")
+    for _ in range(2):
+        with pytest.raises(UnauthenticatedError, match="signature"):
+            verifier.verify(f"Bearer {forged}")
+    assert verifier.signature_checks == 8
