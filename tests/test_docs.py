@@ -1,7 +1,10 @@
-"""The README's configuration table names every setting the services read."""
+"""The docs: the README's configuration table names every setting the services read, and
+the repository's documents refer only to documents in the repository (docs/)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 from accord_kit.settings import GATEWAY_SETTINGS, SERVICE_SETTINGS, SUITE_SETTINGS
@@ -22,3 +25,50 @@ def test_every_service_has_a_readme_naming_its_settings() -> None:
         text = (ROOT / "services" / svc / "README.md").read_text()
         assert f"{svc.upper()}_GRPC_PORT" in text
         assert f"python -m accord_{svc}" in text
+
+
+# The docs the repository relies on are its own (docs/); nothing may point outside it.
+OUTSIDE_DOCS = re.compile(r"\.\./shared|(?<![\w/])(?:DESIGN|DOMAIN|STYLE)\.md")
+DOC_REF = re.compile(r"docs/([a-z_]+\.md)")
+SECTION_REF = re.compile(r'docs/domain\.md,? §(\d)(?:–\d)?,? "([^"]+)"')
+
+
+def _tracked_text_files() -> list[Path]:
+    """Every tracked file (or, outside a git checkout, every file but the ignored trees)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        paths = [ROOT / p for p in out.decode().split("\0") if p]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "gen", "var", "__pycache__", "bench-results", "test-artifacts"}
+        paths = [p for p in ROOT.rglob("*") if not skip.intersection(p.relative_to(ROOT).parts)]
+    return [p for p in paths if p.is_file() and p != Path(__file__).resolve()]
+
+
+def _domain_parts() -> dict[str, set[str]]:
+    """docs/domain.md's headings by section: {"4": {"Contact centre", …}, …}."""
+    parts: dict[str, set[str]] = {}
+    section = ""
+    for line in (ROOT / "docs" / "domain.md").read_text().splitlines():
+        if line.startswith("## §"):
+            section = line[4]
+        elif line.startswith("### ") and section:
+            parts.setdefault(section, set()).add(line[4:].strip())
+    return parts
+
+
+def test_docs_refer_only_to_the_repository() -> None:
+    outside: list[str] = []
+    missing: set[str] = set()
+    cited: set[tuple[str, str]] = set()
+    for path in _tracked_text_files():
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        rel = path.relative_to(ROOT)
+        outside += [f"{rel}: {m.group(0)}" for m in OUTSIDE_DOCS.finditer(text)]
+        missing |= {f"{rel}: docs/{name}" for name in DOC_REF.findall(text) if not (ROOT / "docs" / name).is_file()}
+        cited |= {(number, " ".join(name.split())) for number, name in SECTION_REF.findall(text)}
+    assert not outside, f"references to documents outside the repository: {outside}"
+    assert not missing, f"references to docs that do not exist: {sorted(missing)}"
+    # A part cited by name, as in `docs/domain.md §4 "Contact centre"`, is a heading of that section.
+    parts = _domain_parts()
+    unknown = sorted(f'§{n} "{name}"' for n, name in cited if name not in parts.get(n, set()))
+    assert not unknown, f"docs/domain.md has no such part: {unknown}"

@@ -1,5 +1,5 @@
 """For consumers of the agreements stream: the effective terms of an agreement with a parent
-(DOMAIN.md §1) — the parent's effective terms with the child's components over them,
+(docs/domain.md §1) — the parent's effective terms with the child's components over them,
 objectives merged one by one. The agreements service applies the same rule in its own
 domain (`accord_agreements.terms.merge`); tests/test_contract_rules.py keeps the two equal."""
 

@@ -137,7 +137,7 @@ class AccordApplication(Application[Any]):
         found = self.recorder.select_notifications(start=position, stop=position, limit=1)
         return bool(found)
 
-    # -- two time axes (DOMAIN.md §6) ----------------------------------------------------
+    # -- two time axes (docs/domain.md §6) -----------------------------------------------
     def recorded_times(self, aggregate_id: Any) -> list[tuple[int, datetime]]:
         """(version, recorded at) of every stored event of one aggregate, oldest first.
         Events stored before recording times were kept fall back to their own timestamp."""

@@ -1,6 +1,6 @@
 """`accord.audit.v1.AuditService`, served by every event-sourced service (the runtime
 registers it), and the verification of a service's log outside the service from its
-`ReadChain` pages and public keys (DOMAIN.md §6, "Verification"; the chain, checkpoints
+`ReadChain` pages and public keys (docs/domain.md §6, "Verification"; the chain, checkpoints
 and verifier themselves are in `accord_kit.chain`).
 
 - `ReadChain` serves the stored records exactly as hashed and the chain table, page by

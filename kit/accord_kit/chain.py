@@ -1,4 +1,4 @@
-"""Tamper evidence for an event-sourced service's log (DOMAIN.md §6, "Verification"):
+"""Tamper evidence for an event-sourced service's log (docs/domain.md §6, "Verification"):
 a hash chain over every stored record, written in the same transaction as the record;
 signed checkpoints sealed into the log itself; and a verifier that needs only the log
 and the public keys.

@@ -81,7 +81,7 @@ class LogEntry(NamedTuple):
 
 @dataclass(frozen=True)
 class AgreementAt:
-    """An agreement at an instant on both time axes (DOMAIN.md §6)."""
+    """An agreement at an instant on both time axes (docs/domain.md §6)."""
 
     known: Agreement | None  # as the store knew it then; None when it did not exist yet
     in_force_as_known: InForce  # what was in force at the instant, as known then

@@ -1,5 +1,5 @@
 """The agreements domain: the Agreement aggregate with its lifecycle, versions and
-amendments (DOMAIN.md §2), and the reference data it names (departments, services,
+amendments (docs/domain.md §2), and the reference data it names (departments, services,
 business calendars). Who may do what is decided here, per agreement, from its parties."""
 
 from __future__ import annotations
@@ -455,7 +455,7 @@ class Agreement(Aggregate):
 
     def in_force_at(self, when: datetime, recorded: Agreement | None) -> InForce:
         """What was in force at instant `when` according to this agreement's events: as
-        known now when this is the current agreement ("as effective at", DOMAIN.md §6), as
+        known now when this is the current agreement ("as effective at", docs/domain.md §6), as
         known then when it is `recorded` itself. `recorded` is the agreement as the store
         knew it at `when` (None: it did not exist yet).
 
@@ -473,7 +473,7 @@ class Agreement(Aggregate):
 
 @dataclass(frozen=True)
 class InForce:
-    """What of an agreement was in force at an instant, as known at some time (DOMAIN.md §6)."""
+    """What of an agreement was in force at an instant, as known at some time (docs/domain.md §6)."""
 
     state: str  # "" when the agreement did not exist yet and no version is in force
     version: dict[str, Any] | None  # the version in force, None when none

@@ -4,7 +4,7 @@ chain into effective terms, and the difference between two versions.
 Terms are held in the canonical JSON form of `accord.agreements.v1.AgreementTerms`
 (field names as in the proto, enums as their names, decimals as strings, instants as
 RFC 3339 strings), so that stored events are plain, upcastable data and the domain needs
-no protobuf. See DOMAIN.md §1, §3 and §5."""
+no protobuf. See docs/domain.md §1, §3 and §5."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Both time axes of an agreement (DOMAIN.md §6) on the application, on both stores, and
+"""Both time axes of an agreement (docs/domain.md §6) on the application, on both stores, and
 once over gRPC: "as known at T" (what the store had recorded by T) against "as effective
 at T" (what is correct now about T) and where they differ; and StreamHistory's envelopes
 equal, field for field, to the same events as the log serves them (ReadEvents)."""

@@ -1,7 +1,7 @@
 """The billing application: owns the billing service's event store — what it knows of each
 agreement (from the agreements stream), statements with their assessments, adjustments and
 disputes (from the metrics stream's closed and restated evaluations), the chargeback
-ledger, and the termination rights it grants (DOMAIN.md §5)."""
+ledger, and the termination rights it grants (docs/domain.md §5)."""
 
 from __future__ import annotations
 
@@ -500,7 +500,7 @@ class Billing(AccordApplication):
             out = {k: v for k, v in out.items() if k[0] == department}
         return out
 
-    # -- audit (DOMAIN.md §6) --------------------------------------------------------------------------
+    # -- audit (docs/domain.md §6) ---------------------------------------------------------------------
     def rederive(
         self,
         metrics: list[events_pb2.EventEnvelope],
@@ -569,7 +569,7 @@ def _required(agreement_id: str) -> str:
 
 
 def termination_rule_met(periods: dict[str, bool], rule: dict[str, Any]) -> tuple[str, list[str]]:
-    """DOMAIN.md §5: breached in `consecutive_periods` consecutive periods, or `breaches`
+    """docs/domain.md §5: breached in `consecutive_periods` consecutive periods, or `breaches`
     times within `within_months` months. Returns the reason and the breached windows, or ("", [])."""
     ordered = sorted(periods.items())
     consecutive = int(rule.get("consecutive_periods") or 0)

@@ -1,4 +1,4 @@
-"""Assessment: one objective's closed evaluation turned into money (DOMAIN.md §5).
+"""Assessment: one objective's closed evaluation turned into money (docs/domain.md §5).
 
 Pure functions over the canonical JSON form of the agreement terms (field names as in
 `accord.agreements.v1`, enums as names such as "STACKING_RULE_STACK", decimals as strings)

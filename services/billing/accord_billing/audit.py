@@ -1,4 +1,4 @@
-"""Billing's audit (DOMAIN.md §6), as pure functions: re-deriving every assessment from the
+"""Billing's audit (docs/domain.md §6), as pure functions: re-deriving every assessment from the
 upstream logs and comparing it with what billing recorded, pricing a what-if, and a fee
 period on both time axes (as known at T, as effective now).
 

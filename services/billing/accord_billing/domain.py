@@ -1,4 +1,4 @@
-"""The billing domain (DOMAIN.md §5): what billing knows of each agreement, a statement per
+"""The billing domain (docs/domain.md §5): what billing knows of each agreement, a statement per
 agreement and billing period with its assessments, adjustments and disputes, the
 chargeback ledger's transactions, and the watch over breaches that grants termination
 rights."""

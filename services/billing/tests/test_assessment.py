@@ -1,4 +1,4 @@
-"""Assessment (DOMAIN.md §5): bands at every bound, stacking, caps and minimums, per-unit
+"""Assessment (docs/domain.md §5): bands at every bound, stacking, caps and minimums, per-unit
 penalties with grace, rewards, currencies never mixed, half-even rounding. Every expected
 amount is computed by hand in the comment next to it."""
 

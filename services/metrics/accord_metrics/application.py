@@ -734,7 +734,7 @@ class Metrics(AccordApplication):
         return agg
 
     def effective_terms(self, terms: dict[str, Any], when: datetime, depth: int = 0) -> dict[str, Any]:
-        """The terms merged with their parent chain as in force at `when` (DOMAIN.md §1)."""
+        """The terms merged with their parent chain as in force at `when` (docs/domain.md §1)."""
         parent_id = terms.get("parent_agreement_id") or ""
         if not parent_id or depth > 8:
             return terms

@@ -1,4 +1,4 @@
-"""The auditor's questions of the metrics service (DOMAIN.md §6): re-derivation of every
+"""The auditor's questions of the metrics service (docs/domain.md §6): re-derivation of every
 recorded evaluation from the raw signals in the store, what-if of proposed terms over past
 windows, and each window as the store knew it at an instant beside what is correct now.
 Reads only: nothing here stores an event."""
@@ -188,7 +188,7 @@ class MetricsAudit:
         """The last `periods` closed windows of each objective as recorded, beside what the
         proposed terms (a pending amendment, or draft terms) would have produced from the same
         signals, re-read from the store. The proposal judges every window, whatever its
-        effective date: that is the point of a what-if (DOMAIN.md §2, §6). An amendment no
+        effective date: that is the point of a what-if (docs/domain.md §2, §6). An amendment no
         longer pending (rejected, withdrawn, accepted) is refused: AmendmentNotPendingError."""
         if bool(amendment_id) == (terms is not None):
             given = "both were given" if amendment_id else "neither was given"
@@ -312,7 +312,7 @@ class MetricsAudit:
 
 
 def _check_pending(view: Any, amendment_id: str) -> None:
-    """A what-if asks about a proposal before anyone accepts it (DOMAIN.md §6): once concluded
+    """A what-if asks about a proposal before anyone accepts it (docs/domain.md §6): once concluded
     there is none. An accepted amendment is a version, judging its windows already; rejected or
     withdrawn terms can still be asked about as draft terms, knowingly."""
     done = view.concluded.get(amendment_id)

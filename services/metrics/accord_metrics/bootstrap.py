@@ -26,7 +26,7 @@ POLICY = Policy.of(
         SVC + "GetEvaluation": {"department", "auditor", "admin", "service"},
         SVC + "ListBreaches": {"department", "auditor", "admin", "service"},
         SVC + "RecomputeWindow": {"auditor", "admin"},
-        # Audit (DOMAIN.md §6): re-derivation is the auditors'; what-if and the two time axes
+        # Audit (docs/domain.md §6): re-derivation is the auditors'; what-if and the two time axes
         # are also the parties' (checked per agreement).
         SVC + "RederiveEvaluations": {"auditor", "admin"},
         SVC + "WhatIf": {"department", "auditor", "admin"},

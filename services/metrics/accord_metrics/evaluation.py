@@ -1,4 +1,4 @@
-"""Evaluating one objective over one window (DOMAIN.md §3–4): picks the signals that belong
+"""Evaluating one objective over one window (docs/domain.md §3–4): picks the signals that belong
 to the window, calls the objective's formula with its variant parameters, and judges the
 value against the target — MET, AT_RISK (open window, failing so far), BREACHED (closed and
 failing, or certain already) or NO_DATA. Pure: the same inputs give the same answer."""

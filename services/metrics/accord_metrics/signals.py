@@ -1,5 +1,5 @@
 """Signals as they arrive (`accord.metrics.v1.Signal`): field validation with a message
-naming the signal and field, and conversion to the formulas' input types (DOMAIN.md §4)."""
+naming the signal and field, and conversion to the formulas' input types (docs/domain.md §4)."""
 
 from __future__ import annotations
 

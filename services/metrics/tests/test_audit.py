@@ -1,5 +1,5 @@
 """The auditor's questions of the metrics service, through the application on both stores
-(DOMAIN.md §6): re-derivation from the raw signals in the store catches a signal altered in
+(docs/domain.md §6): re-derivation from the raw signals in the store catches a signal altered in
 the database; what-if shows the breaches a proposal would have produced and stores nothing;
 a restated window shows as known at T beside as effective, and the difference."""
 

@@ -1,4 +1,4 @@
-"""Contact-centre formulas (DOMAIN.md §4 "Contact centre"): hand-computed worked examples."""
+"""Contact-centre formulas (docs/domain.md §4 "Contact centre"): hand-computed worked examples."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def abandoned(call_id: str, wait: float) -> Call:
 
 
 def domain_example() -> list[Call]:
-    """DOMAIN's numbers: 1000 answered, 860 of them within 20 s; 60 abandoned, 20 of them
+    """The numbers of docs/domain.md §4: 1000 answered, 860 of them within 20 s; 60 abandoned, 20 of them
     within 20 s — of which 8 before S = 5 s (3 s), 12 between 5 and 20 s (15 s) — and 40
     after 20 s (45 s)."""
     calls = [answered(f"a{i:04}", 10) for i in range(860)]
@@ -151,7 +151,7 @@ def test_abandonment_rate_counts_calls_neither_answered_nor_abandoned_as_offered
     calls = [answered("a", 5), abandoned("b", 30), Call("c", T0)]  # c: still queued / transferred out
     # O = 3, Ab = 1: 1 ÷ 3 = 33.333333…%
     assert abandonment_rate(calls).reported == Decimal("33.333333")
-    # … but the service-level variants use DOMAIN's A + Ab: 1 ÷ (1 + 1) = 50 %
+    # … but the service-level variants use the A + Ab of docs/domain.md: 1 ÷ (1 + 1) = 50 %
     r = service_level(calls, ServiceLevelVariant.ANSWERED_OVER_OFFERED, T)
     assert r.value == Decimal(50) and r.detail["other"] == "1"
 

@@ -1,4 +1,4 @@
-"""Reliability formulas (DOMAIN.md §3–4), each on a worked example computed by hand."""
+"""Reliability formulas (docs/domain.md §3–4), each on a worked example computed by hand."""
 
 from __future__ import annotations
 

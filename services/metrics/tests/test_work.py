@@ -1,4 +1,4 @@
-"""Ticket, task and marketing ↔ sales formulas (DOMAIN.md §4 "Tickets and tasks", "Marketing ↔ sales")."""
+"""Ticket, task and marketing ↔ sales formulas (docs/domain.md §4 "Tickets and tasks", "Marketing ↔ sales")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contact-centre formulas (DOMAIN.md §4 "Contact centre"): ASA, abandonment rate, service
+"""Contact-centre formulas (docs/domain.md §4 "Contact centre"): ASA, abandonment rate, service
 level (TSF) in its five variants, first-contact resolution and average handle time.
 
 Conventions shared by every function here:
@@ -9,12 +9,12 @@ Conventions shared by every function here:
 - A call's *wait* is `answered_at − entered_queue` (answered) or `abandoned_at −
   entered_queue` (abandoned), exact to the microsecond: nothing is truncated to whole
   seconds or minutes, so a wait of 20.000001 s is not within a 20 s threshold.
-- "Within T" is inclusive: wait ≤ T (DOMAIN writes A≤T). "Before S" is exclusive:
-  a short abandon is an abandon with wait < S (DOMAIN writes Ab<S); a call abandoned
+- "Within T" is inclusive: wait ≤ T (docs/domain.md writes A≤T). "Before S" is exclusive:
+  a short abandon is an abandon with wait < S (docs/domain.md writes Ab<S); a call abandoned
   at exactly S is an ordinary abandon.
 - O (offered) is every call passed in: answered, abandoned, and calls that are neither
   (still queued, transferred out, …; reported in detail as `other`). The service-level
-  variants use DOMAIN's denominators (A + Ab …), which never include `other`.
+  variants use the denominators of docs/domain.md (A + Ab …), which never include `other`.
 - Values are exact Decimals; a zero denominator gives `value=None` with `undefined` set.
 - `input_digest` digests the calls sorted by id (datetimes as UTC instants) together with
   the parameters, so the order the calls arrived in does not change it. Duplicate call
@@ -38,7 +38,7 @@ VERSION = 1
 
 
 class ServiceLevelVariant(StrEnum):
-    """How abandoned calls count in the service level (DOMAIN.md §4); pinned in the objective."""
+    """How abandoned calls count in the service level (docs/domain.md §4); pinned in the objective."""
 
     ANSWERED_OVER_OFFERED = "ANSWERED_OVER_OFFERED"  # A≤T ÷ (A + Ab)
     ANSWERED_OVER_ANSWERED = "ANSWERED_OVER_ANSWERED"  # A≤T ÷ A
@@ -48,7 +48,7 @@ class ServiceLevelVariant(StrEnum):
 
 
 class FcrMethod(StrEnum):
-    """How first-contact resolution is known (DOMAIN.md §4)."""
+    """How first-contact resolution is known (docs/domain.md §4)."""
 
     FLAGGED = "FLAGGED"  # the agent's flag on the first contact
     REPEAT_CONTACT = "REPEAT_CONTACT"  # inferred: no repeat contact within the repeat window
@@ -190,7 +190,7 @@ def _records(calls: Sequence[Call]) -> list[Any]:
 
 # -- formulas ------------------------------------------------------------------------------------
 def asa(calls: Sequence[Call]) -> Evaluated:
-    """Average speed of answer, "contact.asa" v1 (DOMAIN.md §4 "Contact centre"):
+    """Average speed of answer, "contact.asa" v1 (docs/domain.md §4 "Contact centre"):
     Σ queue wait of answered calls ÷ A, in seconds. Zero waits count; abandoned calls
     (and calls neither answered nor abandoned) are excluded. A = 0 → undefined."""
     records = _records(calls)
@@ -201,7 +201,7 @@ def asa(calls: Sequence[Call]) -> Evaluated:
 
 
 def abandonment_rate(calls: Sequence[Call], short_abandon: timedelta | None = None) -> Evaluated:
-    """Abandonment rate, "contact.abandonment_rate" v1 (DOMAIN.md §4 "Contact centre"):
+    """Abandonment rate, "contact.abandonment_rate" v1 (docs/domain.md §4 "Contact centre"):
     (Ab − Ab<S) ÷ (O − Ab<S) × 100. With S set, calls abandoned with a wait < S are
     neither offered nor abandoned; with S None nothing is discounted. O − Ab<S = 0 → undefined."""
     records = _records(calls)
@@ -226,7 +226,7 @@ def service_level(
     threshold: timedelta,
     short_abandon: timedelta | None = None,
 ) -> Evaluated:
-    """Service level / TSF ("X % within T"), "contact.service_level" v1 (DOMAIN.md §4
+    """Service level / TSF ("X % within T"), "contact.service_level" v1 (docs/domain.md §4
     "Contact centre"), in the variant pinned by the objective, × 100:
 
     - ANSWERED_OVER_OFFERED   A≤T ÷ (A + Ab)
@@ -325,7 +325,7 @@ def fcr(
     window: Interval | None = None,
     as_of: datetime | None = None,
 ) -> Evaluated:
-    """First-contact resolution, "contact.fcr" v1 (DOMAIN.md §4 "Contact centre"):
+    """First-contact resolution, "contact.fcr" v1 (docs/domain.md §4 "Contact centre"):
     first contacts resolved on first contact ÷ first contacts × 100.
 
     First contacts and repeats are as in `first_contacts` (handled calls only; the first
@@ -377,7 +377,7 @@ def fcr(
 
 
 def aht(calls: Sequence[Call]) -> Evaluated:
-    """Average handle time, "contact.aht" v1 (DOMAIN.md §4 "Contact centre"):
+    """Average handle time, "contact.aht" v1 (docs/domain.md §4 "Contact centre"):
     (talk + hold + after-call work) ÷ handled contacts, in seconds. Handled contacts are
     the answered calls; only their times are summed. No handled contact → undefined."""
     records = _records(calls)

@@ -1,11 +1,11 @@
-"""Reliability formulas of DOMAIN.md §3–4: time-based and request-based availability, MTTR,
+"""Reliability formulas of docs/domain.md §3–4: time-based and request-based availability, MTTR,
 MTBF, the error budget, burn rates and the multi-window burn-rate alerts.
 
 Conventions shared by every formula here:
 
 - Pure functions over `Interval`s and counts; Decimal arithmetic throughout, never float
   (a float passed as a percentage or ratio is refused).
-- Eligible time = window ∩ the calendar's open hours − exclusions (DOMAIN.md §3); overlapping
+- Eligible time = window ∩ the calendar's open hours − exclusions (docs/domain.md §3); overlapping
   exclusions and overlapping outages count once (interval union).
 - `input_digest` is the digest of the formula id and version, its parameters, the calendar's
   definition and the inputs, each input list sorted and every instant written in UTC, so
@@ -37,7 +37,7 @@ from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, digest, per
 VERSION = 1
 NO_ELIGIBLE_TIME = "no eligible time"
 AVAILABILITY_METHODS = ("OCCURRENCES", "TIMESLICES", "RATIO_TIMESLICES")
-# Which recorded instant ends the clock for each "R" of MTTR (DOMAIN.md §4).
+# Which recorded instant ends the clock for each "R" of MTTR (docs/domain.md §4).
 R_VARIANTS: dict[str, str] = {
     "REPAIR": "restored_at",
     "RESTORE": "restored_at",
@@ -117,7 +117,7 @@ class BurnPair:
     short: timedelta
 
 
-# The pairs DOMAIN.md §3 gives for a 30-day window.
+# The pairs docs/domain.md §3 gives for a 30-day window.
 BURN_WINDOW_REFERENCE = timedelta(days=30)
 BURN_PAIRS_30_DAYS: tuple[BurnPair, ...] = (
     BurnPair(Decimal("14.4"), timedelta(hours=1), timedelta(minutes=5)),
@@ -181,7 +181,7 @@ def _input_digest(
 
 
 def eligible_intervals(window: Interval, calendar: Calendar, exclusions: Sequence[Interval] = ()) -> list[Interval]:
-    """window ∩ the calendar's open hours − exclusions (DOMAIN.md §3–4), merged and sorted."""
+    """window ∩ the calendar's open hours − exclusions (docs/domain.md §3–4), merged and sorted."""
     return subtract(intersect_all([window], calendar.open_intervals(window)), exclusions)
 
 
@@ -193,7 +193,7 @@ def availability_time(
     exclusions: Sequence[Interval],
     min_outage: timedelta = timedelta(0),
 ) -> Evaluated:
-    """Availability, time-based (DOMAIN.md §4 "Availability, time-based"), formula
+    """Availability, time-based (docs/domain.md §4 "Availability, time-based"), formula
     `availability.time` v1, in percent.
 
     eligible = window ∩ calendar open hours − exclusions; downtime = the union of the outages
@@ -206,7 +206,7 @@ def availability_time(
       calendar or the exclusions — is shorter than `min_outage` (an outage of exactly the
       minimum counts). So an outage crossing the window's edge is judged the same in both
       windows, and an outage reported as touching fragments is judged as a whole.
-    - No eligible time → value None, undefined "no eligible time" (NO_DATA, DOMAIN.md §3).
+    - No eligible time → value None, undefined "no eligible time" (NO_DATA, docs/domain.md §3).
 
     detail: eligible_seconds, downtime_seconds, outages_counted (merged outages at least the
     minimum long that have eligible time), outages_below_minimum (merged outages ignored)."""
@@ -255,7 +255,7 @@ def availability_requests(
     slice_minutes: int = 5,
     slice_target: Decimal | None = None,
 ) -> Evaluated:
-    """Availability, request-based (DOMAIN.md §4 "Availability, request-based", budgeting
+    """Availability, request-based (docs/domain.md §4 "Availability, request-based", budgeting
     methods of §3), formula `availability.requests` v1, in percent; `method` is the variant:
 
     - `OCCURRENCES`: Σgood ÷ Σtotal × 100; no request in the window → value None.
@@ -345,7 +345,7 @@ def mttr(
     *,
     exclusions: Sequence[Interval] = (),
 ) -> Evaluated:
-    """MTTR / MTRS (DOMAIN.md §4 "MTTR / MTRS"), formula `mttr` v1, in minutes:
+    """MTTR / MTRS (docs/domain.md §4 "MTTR / MTRS"), formula `mttr` v1, in minutes:
     total downtime ÷ number of incidents restored in the window.
 
     `r` is the variant, recorded as a parameter: the clock of an incident runs from
@@ -416,7 +416,7 @@ def mtbf(
     *,
     exclusions: Sequence[Interval] = (),
 ) -> Evaluated:
-    """MTBF (DOMAIN.md §4 "MTBF"), formula `mtbf` v1, in hours:
+    """MTBF (docs/domain.md §4 "MTBF"), formula `mtbf` v1, in hours:
     (eligible time − downtime) ÷ number of failures starting in the window.
 
     - eligible = window ∩ calendar open hours − exclusions; downtime = the union of the
@@ -427,7 +427,7 @@ def mtbf(
       whether or not that instant is eligible time.
     - No eligible time → value None, undefined "no eligible time" (NO_DATA).
     - No failure starting in the window → value None, undefined "no failure in the window"
-      and detail met="true": MTBF is undefined and the objective is met (DOMAIN.md §4).
+      and detail met="true": MTBF is undefined and the objective is met (docs/domain.md §4).
 
     detail: eligible_seconds, downtime_seconds, failures (the count)."""
     formula_id = "mtbf"
@@ -476,7 +476,7 @@ def _target(target_percent: Decimal | int) -> Decimal:
 
 
 def error_budget(target_percent: Decimal | int, good: Decimal | int, total: Decimal | int) -> Evaluated:
-    """Error-budget consumption (DOMAIN.md §3 "Warnings", over the §4 availability
+    """Error-budget consumption (docs/domain.md §3 "Warnings", over the §4 availability
     formulas), formula `error_budget` v1: the percentage of the window's error budget used.
 
     budget (allowed bad) = total × (100 − target) ÷ 100; bad = total − good;
@@ -517,7 +517,7 @@ def error_budget(target_percent: Decimal | int, good: Decimal | int, total: Deci
 
 
 def burn_rate(error_ratio: Decimal | int, target_percent: Decimal | int) -> Evaluated:
-    """Burn rate (DOMAIN.md §3 "Warnings"), formula `burn_rate` v1: observed error ratio ÷
+    """Burn rate (docs/domain.md §3 "Warnings"), formula `burn_rate` v1: observed error ratio ÷
     (1 − target), with `error_ratio` a ratio (0…1, e.g. Decimal("0.0144")) and the target a
     percentage (e.g. Decimal("99.9")). 1 spends the budget exactly over the window.
     Target 100 % → value None, undefined "the target leaves no error budget"."""
@@ -547,8 +547,8 @@ def _scaled(td: timedelta, window_length: timedelta) -> timedelta:
 
 
 def burn_windows(window_length: timedelta) -> tuple[BurnPair, ...]:
-    """The multi-window burn-rate pairs (DOMAIN.md §3 "Warnings") for an objective window of
-    `window_length`: DOMAIN's pairs for 30 days (14.4 over 1 h and 5 min, 6 over 6 h and
+    """The multi-window burn-rate pairs (docs/domain.md §3 "Warnings") for an objective window of
+    `window_length`: the pairs docs/domain.md gives for 30 days (14.4 over 1 h and 5 min, 6 over 6 h and
     30 min, 3 over 1 day and 2 h, 1 over 3 days and 6 h), with both windows of each pair
     scaled by window_length ÷ 30 days (rounded to the microsecond) and the factors kept — so
     each pair still fires on the same share of the budget spent in its long window (14.4 ×
@@ -561,7 +561,7 @@ def burn_windows(window_length: timedelta) -> tuple[BurnPair, ...]:
 
 
 def burn_alerts(rate_by_window: Mapping[timedelta, Decimal], window_length: timedelta) -> tuple[BurnPair, ...]:
-    """The multi-window multi-burn-rate rule (DOMAIN.md §3 "Warnings"): the pairs of
+    """The multi-window multi-burn-rate rule (docs/domain.md §3 "Warnings"): the pairs of
     `burn_windows(window_length)` whose burn rates over both the long and the short window
     strictly exceed the pair's factor ("exceed": a rate equal to the factor does not fire),
     highest factor first. `rate_by_window` maps a lookback length to the burn rate observed
@@ -582,7 +582,7 @@ def burn_alerts(rate_by_window: Mapping[timedelta, Decimal], window_length: time
 def warning_levels_crossed(
     consumed_percent: Decimal | None, levels: Iterable[Decimal | int] = DEFAULT_WARNING_LEVELS
 ) -> tuple[Decimal, ...]:
-    """The error-budget warning levels (DOMAIN.md §3 "Warnings", default 50 %, 75 %, 90 %)
+    """The error-budget warning levels (docs/domain.md §3 "Warnings", default 50 %, 75 %, 90 %)
     reached by `consumed_percent` (`error_budget(...).value`), ascending; a level is crossed
     when consumption is at least the level. Undefined consumption (None) crosses none."""
     checked = sorted({_dec(level, "warning level") for level in levels})

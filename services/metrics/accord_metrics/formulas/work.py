@@ -1,4 +1,4 @@
-"""Ticket, task and marketing ↔ sales formulas (DOMAIN.md §4 "Tickets and tasks" and
+"""Ticket, task and marketing ↔ sales formulas (docs/domain.md §4 "Tickets and tasks" and
 "Marketing ↔ sales").
 
 The clock for tickets and tasks: elapsed time from start (opened / received) to stop
@@ -24,7 +24,7 @@ a ticket late in March counts in March even if answered in April, and no ticket 
 two windows. Compliance = met ÷ due × 100; no ticket due → undefined (NO_DATA).
 
 The marketing rates (`close_rate`, `marketing_revenue_share`) are ratios in [0, 1], as
-DOMAIN writes them and as `leads_needed` takes them; their percentage is in detail.
+docs/domain.md writes them and as `leads_needed` takes them; their percentage is in detail.
 
 Every function digests its inputs sorted by id (instants as UTC) with its parameters (and
 the calendar's definition where one is used); duplicate ids are refused (ValueError).
@@ -277,7 +277,7 @@ def ticket_compliance(
     as_of: datetime | None = None,
 ) -> Evaluated:
     """Response- or resolution-time compliance for one priority, "ticket.compliance" v1
-    (DOMAIN.md §4 "Tickets and tasks"): tickets meeting the target ÷ tickets due in the
+    (docs/domain.md §4 "Tickets and tasks"): tickets meeting the target ÷ tickets due in the
     window × 100. RESPONSE measures opened → first response, RESOLUTION opened → resolved,
     on the module's clock (business time of `calendar` minus pauses counted once). Due in
     the window and late are as in the module docstring; detail lists the late ticket ids
@@ -306,7 +306,7 @@ def task_turnaround(
     *,
     as_of: datetime | None = None,
 ) -> Evaluated:
-    """Turnaround-time compliance, "task.turnaround" v1 (DOMAIN.md §4 "Tickets and tasks"):
+    """Turnaround-time compliance, "task.turnaround" v1 (docs/domain.md §4 "Tickets and tasks"):
     TAT = received → completed on the same clock as tickets (business time minus pauses);
     value = tasks completed within the target ÷ tasks due in the window × 100, due and late
     as for tickets. Detail has the mean TAT of the due, completed tasks and the late ids."""
@@ -330,7 +330,7 @@ def leads_needed(
     *,
     time_zone: str = "UTC",
 ) -> Evaluated:
-    """The marketing objective, "marketing.leads_needed" v1 (DOMAIN.md §4 "Marketing ↔ sales"):
+    """The marketing objective, "marketing.leads_needed" v1 (docs/domain.md §4 "Marketing ↔ sales"):
     customers needed = sales target × marketing share ÷ average deal size;
     leads needed = customers needed ÷ close rate, pro-rated to the days of the period elapsed:
     × days elapsed ÷ days in the period.
@@ -381,7 +381,7 @@ def leads_needed(
 
 
 def close_rate(leads: Sequence[Lead]) -> Evaluated:
-    """Lead-to-customer close rate, "marketing.close_rate" v1 (DOMAIN.md §4 "Marketing ↔
+    """Lead-to-customer close rate, "marketing.close_rate" v1 (docs/domain.md §4 "Marketing ↔
     sales"): marketing leads that became customers ÷ marketing leads, a ratio (percent in
     detail). No lead → undefined."""
     records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
@@ -397,7 +397,7 @@ def close_rate(leads: Sequence[Lead]) -> Evaluated:
 
 
 def deal_size(leads: Sequence[Lead]) -> Evaluated:
-    """Average deal size, "marketing.deal_size" v1 (DOMAIN.md §4 "Marketing ↔ sales"): revenue
+    """Average deal size, "marketing.deal_size" v1 (docs/domain.md §4 "Marketing ↔ sales"): revenue
     from the leads that became customers ÷ their number. No converted lead → undefined."""
     records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
     won = [lead for lead in leads if lead.converted]
@@ -409,7 +409,7 @@ def deal_size(leads: Sequence[Lead]) -> Evaluated:
 
 
 def marketing_revenue_share(deals: Sequence[Deal]) -> Evaluated:
-    """Share of revenue from marketing, "marketing.revenue_share" v1 (DOMAIN.md §4 "Marketing ↔
+    """Share of revenue from marketing, "marketing.revenue_share" v1 (docs/domain.md §4 "Marketing ↔
     sales"): revenue of marketing-sourced deals ÷ all revenue closed, a ratio (percent in
     detail). No revenue closed → undefined."""
     records = sorted_records(deals, lambda d: d.deal_id, "deal")
@@ -436,7 +436,7 @@ def first_follow_up(lead: Lead) -> datetime | None:
 def follow_up_speed(
     leads: Sequence[Lead], target: timedelta, calendar: Calendar, *, as_of: datetime | None = None
 ) -> Evaluated:
-    """Sales follow-up speed, "sales.follow_up_speed" v1 (DOMAIN.md §4 "Marketing ↔ sales"):
+    """Sales follow-up speed, "sales.follow_up_speed" v1 (docs/domain.md §4 "Marketing ↔ sales"):
     handed-off leads whose first follow-up came within `target` business time of hand-off
     (business time of `calendar` in [hand-off, first follow-up) ≤ target) ÷ handed-off
     leads × 100. Leads never handed off are ignored. A handed-off lead without a follow-up
@@ -482,7 +482,7 @@ def follow_up_depth(
     minimum: int | None = None,
     as_of: datetime | None = None,
 ) -> Evaluated:
-    """Sales follow-up depth, "sales.follow_up_depth" v1 (DOMAIN.md §4 "Marketing ↔ sales"):
+    """Sales follow-up depth, "sales.follow_up_depth" v1 (docs/domain.md §4 "Marketing ↔ sales"):
     the mean number of follow-up attempts per handed-off lead within `window_days` of
     hand-off (hand-off ≤ attempt ≤ hand-off + window_days × 24 h, elapsed time, inclusive).
     With `minimum`, detail also has how many (and what percent of) leads reached it (e.g.
