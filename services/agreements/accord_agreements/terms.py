@@ -267,67 +267,78 @@ def validate(terms: TermsDict) -> None:
 def _validate_objectives(c: _Checker, objectives: list[dict[str, Any]]) -> None:
     seen: set[str] = set()
     for i, o in enumerate(objectives):
-        p = f"objectives[{i}]"
+        first = len(c.errors)
+        _validate_objective(c, i, o, seen)
         oid = o.get("objective_id") or ""
-        if not OBJECTIVE_ID.match(oid):
-            c.fail(f"{p}.objective_id", "is required: letters, digits, '-' or '_', at most 64")
-        elif oid in seen:
-            c.fail(f"{p}.objective_id", f"{oid!r} is used twice")
-        seen.add(oid)
-        c.text(f"{p}.name", o.get("name"), max_len=200)
-        metric = o.get("metric")
-        c.enum(f"{p}.metric", metric, PERCENT_METRICS | OTHER_METRICS)
-        c.enum(f"{p}.comparator", o.get("comparator"), COMPARATORS)
-        percent = metric in PERCENT_METRICS
-        target = c.decimal(f"{p}.target", o.get("target"), required=True, lo=ZERO, hi=HUNDRED if percent else None)
-        window = o.get("window") or {}
-        c.enum(f"{p}.window.kind", window.get("kind"), WINDOWS)
-        if window.get("kind") == "WINDOW_KIND_ROLLING":
-            c.whole(f"{p}.window.rolling_days", window.get("rolling_days", 0), 1, 366)
-        elif window.get("rolling_days"):
-            c.fail(f"{p}.window.rolling_days", "is only for rolling windows")
-        if not o.get("calendar_id"):
-            c.fail(f"{p}.calendar_id", f"is required ({CALENDAR_24X7!r} or a registered calendar)")
-        budgeting = o.get("budgeting") or "BUDGETING_OCCURRENCES"
-        c.enum(f"{p}.budgeting", budgeting, BUDGETING)
-        if budgeting in ("BUDGETING_TIMESLICES", "BUDGETING_RATIO_TIMESLICES"):
-            c.whole(f"{p}.slice_minutes", o.get("slice_minutes", 0), 1, 1440)
-        if budgeting == "BUDGETING_TIMESLICES":
-            c.decimal(f"{p}.slice_target", o.get("slice_target"), required=True, lo=ZERO, hi=HUNDRED)
-        for j, ex in enumerate(o.get("exclusions") or []):
-            start, end = parse_instant(ex.get("start")), parse_instant(ex.get("end"))
-            if start is None or end is None:
-                c.fail(f"{p}.exclusions[{j}]", "start and end are required instants")
-            elif end <= start:
-                c.fail(f"{p}.exclusions[{j}].end", "must be after start")
-        levels = [
-            c.decimal(f"{p}.warning_levels[{j}]", w, lo=ZERO, hi=HUNDRED, lo_open=True)
-            for j, w in enumerate(o.get("warning_levels") or [])
-        ]
-        known = [lvl for lvl in levels if lvl is not None]
-        if known != sorted(set(known)):
-            c.fail(f"{p}.warning_levels", "must be ascending without repeats")
-        c.enum(f"{p}.no_data", o.get("no_data"), NO_DATA, required=False)
-        _validate_parameters(c, p, metric, o.get("parameters") or {})
-        _validate_tiers(c, p, o.get("credit_tiers") or [])
-        for j, pen in enumerate(o.get("penalties") or []):
-            q = f"{p}.penalties[{j}]"
-            c.enum(f"{q}.kind", pen.get("kind"), ("PENALTY_KIND_FIXED", "PENALTY_KIND_PER_UNIT"))
-            c.decimal(f"{q}.amount", pen.get("amount"), required=True, lo=ZERO)
-            if pen.get("kind") == "PENALTY_KIND_PER_UNIT":
-                c.text(f"{q}.unit", pen.get("unit"), required=True, max_len=40)
-                c.decimal(f"{q}.grace_units", pen.get("grace_units"), lo=ZERO)
-        reward = o.get("reward") or {}
-        if reward.get("stretch_target") or reward.get("amount"):
-            stretch = c.decimal(f"{p}.reward.stretch_target", reward.get("stretch_target"), required=True, lo=ZERO)
-            c.decimal(f"{p}.reward.amount", reward.get("amount"), required=True, lo=ZERO)
-            if stretch is not None and target is not None:
-                better = stretch > target if o.get("comparator") == "COMPARATOR_AT_LEAST" else stretch < target
-                if not better:
-                    c.fail(f"{p}.reward.stretch_target", f"must be better than the target {target}")
-        for j, ref in enumerate(o.get("underpinned_by") or []):
-            if not ref:
-                c.fail(f"{p}.underpinned_by[{j}]", "must name an agreement")
+        if OBJECTIVE_ID.match(oid):  # name the objective as well as its place
+            c.errors[first:] = [
+                e if e.field.endswith(".objective_id") else FieldError(e.field, f"{e.message} (objective {oid!r})")
+                for e in c.errors[first:]
+            ]
+
+
+def _validate_objective(c: _Checker, i: int, o: dict[str, Any], seen: set[str]) -> None:
+    p = f"objectives[{i}]"
+    oid = o.get("objective_id") or ""
+    if not OBJECTIVE_ID.match(oid):
+        c.fail(f"{p}.objective_id", "is required: letters, digits, '-' or '_', at most 64")
+    elif oid in seen:
+        c.fail(f"{p}.objective_id", f"{oid!r} is used twice")
+    seen.add(oid)
+    c.text(f"{p}.name", o.get("name"), max_len=200)
+    metric = o.get("metric")
+    c.enum(f"{p}.metric", metric, PERCENT_METRICS | OTHER_METRICS)
+    c.enum(f"{p}.comparator", o.get("comparator"), COMPARATORS)
+    percent = metric in PERCENT_METRICS
+    target = c.decimal(f"{p}.target", o.get("target"), required=True, lo=ZERO, hi=HUNDRED if percent else None)
+    window = o.get("window") or {}
+    c.enum(f"{p}.window.kind", window.get("kind"), WINDOWS)
+    if window.get("kind") == "WINDOW_KIND_ROLLING":
+        c.whole(f"{p}.window.rolling_days", window.get("rolling_days", 0), 1, 366)
+    elif window.get("rolling_days"):
+        c.fail(f"{p}.window.rolling_days", "is only for rolling windows")
+    if not o.get("calendar_id"):
+        c.fail(f"{p}.calendar_id", f"is required ({CALENDAR_24X7!r} or a registered calendar)")
+    budgeting = o.get("budgeting") or "BUDGETING_OCCURRENCES"
+    c.enum(f"{p}.budgeting", budgeting, BUDGETING)
+    if budgeting in ("BUDGETING_TIMESLICES", "BUDGETING_RATIO_TIMESLICES"):
+        c.whole(f"{p}.slice_minutes", o.get("slice_minutes", 0), 1, 1440)
+    if budgeting == "BUDGETING_TIMESLICES":
+        c.decimal(f"{p}.slice_target", o.get("slice_target"), required=True, lo=ZERO, hi=HUNDRED)
+    for j, ex in enumerate(o.get("exclusions") or []):
+        start, end = parse_instant(ex.get("start")), parse_instant(ex.get("end"))
+        if start is None or end is None:
+            c.fail(f"{p}.exclusions[{j}]", "start and end are required instants")
+        elif end <= start:
+            c.fail(f"{p}.exclusions[{j}].end", "must be after start")
+    levels = [
+        c.decimal(f"{p}.warning_levels[{j}]", w, lo=ZERO, hi=HUNDRED, lo_open=True)
+        for j, w in enumerate(o.get("warning_levels") or [])
+    ]
+    known = [lvl for lvl in levels if lvl is not None]
+    if known != sorted(set(known)):
+        c.fail(f"{p}.warning_levels", "must be ascending without repeats")
+    c.enum(f"{p}.no_data", o.get("no_data"), NO_DATA, required=False)
+    _validate_parameters(c, p, metric, o.get("parameters") or {})
+    _validate_tiers(c, p, o.get("credit_tiers") or [])
+    for j, pen in enumerate(o.get("penalties") or []):
+        q = f"{p}.penalties[{j}]"
+        c.enum(f"{q}.kind", pen.get("kind"), ("PENALTY_KIND_FIXED", "PENALTY_KIND_PER_UNIT"))
+        c.decimal(f"{q}.amount", pen.get("amount"), required=True, lo=ZERO)
+        if pen.get("kind") == "PENALTY_KIND_PER_UNIT":
+            c.text(f"{q}.unit", pen.get("unit"), required=True, max_len=40)
+            c.decimal(f"{q}.grace_units", pen.get("grace_units"), lo=ZERO)
+    reward = o.get("reward") or {}
+    if reward.get("stretch_target") or reward.get("amount"):
+        stretch = c.decimal(f"{p}.reward.stretch_target", reward.get("stretch_target"), required=True, lo=ZERO)
+        c.decimal(f"{p}.reward.amount", reward.get("amount"), required=True, lo=ZERO)
+        if stretch is not None and target is not None:
+            better = stretch > target if o.get("comparator") == "COMPARATOR_AT_LEAST" else stretch < target
+            if not better:
+                c.fail(f"{p}.reward.stretch_target", f"must be better than the target {target}")
+    for j, ref in enumerate(o.get("underpinned_by") or []):
+        if not ref:
+            c.fail(f"{p}.underpinned_by[{j}]", "must name an agreement")
 
 
 @dataclass(frozen=True)

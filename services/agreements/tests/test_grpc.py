@@ -395,7 +395,8 @@ async def test_bad_parameters_past_ends_and_weakened_olas_are_refused_over_grpc_
     await rejected(
         c, s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(notice)), metadata=c.md(IT)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "objectives[0].parameters.maintenance_notice_hours: must be a decimal number of hours", "'48h'",
+        "objectives[0].parameters.maintenance_notice_hours: must be a decimal number of hours",
+        "not '48h' (objective 'availability')",
     )  # fmt: skip
     huge = sla_terms()
     huge["objectives"][0]["parameters"]["min_outage_seconds"] = "1e14"
