@@ -87,6 +87,8 @@ class Agreement(Aggregate):
     """One agreement between a provider and a customer department, from its first draft
     through its accepted versions to its end."""
 
+    suspended_at = ""  # for agreements restored from snapshots taken before it was kept
+
     class Drafted(Aggregate.Created):
         terms: TermsDict
         drafted_at: datetime
