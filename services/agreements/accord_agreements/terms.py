@@ -124,7 +124,7 @@ def plain(value: Any) -> Any:
     d = dec(value)
     if d is None or not _in_bounds(d):
         return value
-    return format(d, "f")
+    return format(d.copy_abs() if d.is_zero() else d, "f")  # "-0" → "0"
 
 
 def parse_instant(value: Any) -> datetime | None:

@@ -340,6 +340,8 @@ def test_a_decimal_in_exponent_form_is_written_plain_and_never_stored_so() -> No
     terms["objectives"][0]["parameters"]["min_outage_seconds"] = "6e1"
     terms["objectives"][0]["credit_tiers"][0]["credit_percent"] = "1E+1"
     terms["fee"]["amount"] = "1.2E+4"
+    terms["consequences"]["cap_percent"] = " +50 "
+    terms["consequences"]["minimum_amount"] = "-0"
     # Validation alone refuses the exponent form, saying the plain one ...
     assert "objectives[1].target: must be written in plain notation ('20'), not '2E+1'" in errors_of(terms)
     # ... and the terms as the service stores them are normalised first.
@@ -349,6 +351,7 @@ def test_a_decimal_in_exponent_form_is_written_plain_and_never_stored_so() -> No
     assert stored["objectives"][0]["parameters"]["min_outage_seconds"] == "60"
     assert stored["objectives"][0]["credit_tiers"][0]["credit_percent"] == "10"
     assert stored["fee"]["amount"] == "12000"
+    assert (stored["consequences"]["cap_percent"], stored["consequences"]["minimum_amount"]) == ("50", "0")
     assert terms["objectives"][1]["target"] == "2E+1"  # the caller's copy is left alone
 
 
