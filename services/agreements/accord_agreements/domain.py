@@ -318,7 +318,7 @@ class Agreement(Aggregate):
 
     # -- suspension and the end -------------------------------------------------------------
     def suspend(self, actor: Actor, reason: str, now: datetime) -> None:
-        # DOMAIN.md §2: "by agreement of both, or by the provider with reason" — either way it
+        # docs/domain.md §2: "by agreement of both, or by the provider with reason" — either way it
         # is the provider who suspends, always with a reason (which names the customer's
         # request when both agree); the customer alone cannot.
         self.check_provider(actor, "suspend the agreement")

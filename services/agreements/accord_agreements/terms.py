@@ -364,7 +364,7 @@ def _d(value: str) -> Decimal:
 _NOTICE = Param("maintenance_notice_hours", "decimal", "hours", _d("0"), _d("8760"), default="24")
 _SHORT = Param("short_abandon_seconds", "decimal", "seconds", _d("0"), _d("3600"), lo_open=True)
 _TARGET_MINUTES = Param("target_minutes", "decimal", "minutes", _d("0"), _d("525600"), lo_open=True, required=True)
-# Every parameter metrics reads, per metric (DOMAIN.md §4). A metric that is not listed takes none.
+# Every parameter metrics reads, per metric (docs/domain.md §4). A metric that is not listed takes none.
 PARAMETERS: dict[str, tuple[Param, ...]] = {
     "METRIC_AVAILABILITY_TIME": (
         Param("min_outage_seconds", "decimal", "seconds", _d("0"), _d("86400"), default="0"),
