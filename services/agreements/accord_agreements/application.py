@@ -47,9 +47,12 @@ from accord_agreements.terms import (
     LEVEL_RANK,
     UNDERPINNING_KINDS,
     TermsDict,
+    check_not_ended,
     dec,
     diff,
     merge,
+    normalise,
+    parse_instant,
     stricter_or_equal,
     valid_time_zone,
     validate,
@@ -321,16 +324,35 @@ class Agreements(AccordApplication):
                         f"objective {o['objective_id']!r}: agreement {ref} is not an OLA or underpinning contract"
                     )
                     continue
-                for u in self.effective_terms(under).get("objectives") or []:
-                    if u.get("metric") != o.get("metric") or u.get("comparator") != o.get("comparator"):
-                        continue
-                    ut, ot = dec(u.get("target")), dec(o.get("target"))
-                    if ut is None or ot is None or stricter_or_equal(o["comparator"], ut, ot):
-                        continue
-                    sign = ">=" if o["comparator"] == "COMPARATOR_AT_LEAST" else "<="
+                for u, ut, ot, sign in _weaker(o, self.effective_terms(under)):
                     problems.append(
                         f"objective {o['objective_id']!r} ({o['metric']} {sign} {ot}) is underpinned by objective "
                         f"{u['objective_id']!r} of agreement {ref} ({sign} {ut}), which is less strict"
+                    )
+        if problems:
+            raise UnderpinningError("; ".join(problems))
+
+    def check_underpinned_slas(self, agreement_id: str, terms: TermsDict) -> None:
+        """The underpinning rule from the other side: new terms of an OLA or underpinning
+        contract (a revision, a proposal, an amendment) stay at least as strict as every
+        objective of a live SLA that names it in `underpinned_by`."""
+        if terms.get("kind") not in UNDERPINNING_KINDS:
+            return
+        agg = self.get_agreement_aggregate(agreement_id)
+        mine = self.effective_terms(agg, terms)
+        problems = []
+        for summary in self.list_summaries():
+            if summary.kind != "AGREEMENT_KIND_SLA" or summary.state not in LIVE:
+                continue
+            sla = self.get_agreement_aggregate(summary.agreement_id)
+            for o in self.effective_terms(sla).get("objectives") or []:
+                if agreement_id not in (o.get("underpinned_by") or []):
+                    continue
+                for u, ut, ot, sign in _weaker(o, mine):
+                    problems.append(
+                        f"objective {u['objective_id']!r} of agreement {agreement_id} ({sign} {ut}) would be less "
+                        f"strict than objective {o['objective_id']!r} ({o['metric']} {sign} {ot}) of "
+                        f"{sla.state} SLA {sla.id}, which it underpins"
                     )
         if problems:
             raise UnderpinningError("; ".join(problems))
@@ -347,7 +369,9 @@ class Agreements(AccordApplication):
                 f"only the provider named in the terms ({provider or 'none given'}) may draft this agreement; "
                 f"{who} may not"
             )
+        terms = normalise(terms)
         validate(terms)
+        check_not_ended(terms, self.clock.now())
         self.check_references(terms)
         agg = Agreement(terms=terms, drafted_at=self.clock.now())
         return self._save_command(actor, request_id, agg)[0]
@@ -355,17 +379,23 @@ class Agreements(AccordApplication):
     def revise(
         self, actor: Actor, agreement_id: str, terms: TermsDict, expected: int = 0, request_id: str = ""
     ) -> Agreement:
+        terms = normalise(terms)
+
         def change(a: Agreement) -> None:
             a.revise(actor, terms)
+            check_not_ended(terms, self.clock.now())
             self.check_references(terms, agreement_id)
+            self.check_underpinned_slas(agreement_id, terms)
 
         return self._command(actor, agreement_id, expected, request_id, change)[0]
 
     def propose(self, actor: Actor, agreement_id: str, expected: int = 0, request_id: str = "") -> Agreement:
         def change(a: Agreement) -> None:
             a.propose(actor)
+            check_not_ended(a.terms, self.clock.now())
             self.check_references(a.terms, agreement_id)
             self.check_underpinning(a.terms)
+            self.check_underpinned_slas(agreement_id, a.terms)
 
         return self._command(actor, agreement_id, expected, request_id, change)[0]
 
@@ -377,7 +407,9 @@ class Agreements(AccordApplication):
     def accept(self, actor: Actor, agreement_id: str, expected: int = 0, request_id: str = "") -> Agreement:
         def change(a: Agreement) -> None:
             a.accept(actor, self.clock.now())
+            check_not_ended(a.terms, self.clock.now())
             self.check_underpinning(a.terms)
+            self.check_underpinned_slas(agreement_id, a.terms)
 
         return self._command(actor, agreement_id, expected, request_id, change)[0]
 
@@ -391,11 +423,15 @@ class Agreements(AccordApplication):
         expected: int = 0,
         request_id: str = "",
     ) -> tuple[Agreement, str]:
+        terms = normalise(terms)
+
         def change(a: Agreement) -> str:
             amendment_id = uuid.uuid4().hex[:12]
             a.propose_amendment(actor, amendment_id, terms, effective_from, reason, self.clock.now())
+            check_not_ended(terms, self.clock.now(), effective_from)
             self.check_references(terms, agreement_id)
             self.check_underpinning(terms)
+            self.check_underpinned_slas(agreement_id, terms)
             return amendment_id
 
         return self._command(actor, agreement_id, expected, request_id, change)
@@ -405,7 +441,9 @@ class Agreements(AccordApplication):
     ) -> Agreement:
         def change(a: Agreement) -> None:
             a.accept_amendment(actor, amendment_id, self.clock.now())
+            check_not_ended(a.terms, self.clock.now(), parse_instant(a.versions[-1]["effective_from"]))
             self.check_underpinning(a.terms)
+            self.check_underpinned_slas(agreement_id, a.terms)
 
         return self._command(actor, agreement_id, expected, request_id, change)[0]
 
@@ -426,12 +464,16 @@ class Agreements(AccordApplication):
     def suspend(
         self, actor: Actor, agreement_id: str, reason: str, expected: int = 0, request_id: str = ""
     ) -> Agreement:
-        return self._command(actor, agreement_id, expected, request_id, lambda a: a.suspend(actor, reason))[0]
+        return self._command(
+            actor, agreement_id, expected, request_id, lambda a: a.suspend(actor, reason, self.clock.now())
+        )[0]
 
     def resume(
         self, actor: Actor, agreement_id: str, reason: str, expected: int = 0, request_id: str = ""
     ) -> Agreement:
-        return self._command(actor, agreement_id, expected, request_id, lambda a: a.resume(actor, reason))[0]
+        return self._command(
+            actor, agreement_id, expected, request_id, lambda a: a.resume(actor, reason, self.clock.now())
+        )[0]
 
     def terminate(
         self,
@@ -627,6 +669,22 @@ class Agreements(AccordApplication):
         page = rows[:page_size]
         next_token = page[-1].agreement_id if len(rows) > page_size else ""
         return page, next_token
+
+
+def _weaker(sla_objective: dict[str, Any], under: TermsDict) -> list[tuple[dict[str, Any], Any, Any, str]]:
+    """The objectives of underpinning terms `under` for the SLA objective's metric and
+    comparator that are less strict than it: (objective, its target, the SLA's, sign)."""
+    out = []
+    o = sla_objective
+    sign = ">=" if o.get("comparator") == "COMPARATOR_AT_LEAST" else "<="
+    for u in under.get("objectives") or []:
+        if u.get("metric") != o.get("metric") or u.get("comparator") != o.get("comparator"):
+            continue
+        ut, ot = dec(u.get("target")), dec(o.get("target"))
+        if ut is None or ot is None or stricter_or_equal(o["comparator"], ut, ot):
+            continue
+        out.append((u, ut, ot, sign))
+    return out
 
 
 def _summary(agg: Agreement) -> Summary:

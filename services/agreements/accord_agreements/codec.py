@@ -109,10 +109,12 @@ def codec() -> EventCodec:
     c.register(
         _cls(A, "Suspended"),
         ev.AgreementSuspended,
-        lambda e: ev.AgreementSuspended(agreement_id=aid(e), reason=e.reason),
+        lambda e: ev.AgreementSuspended(agreement_id=aid(e), reason=e.reason, suspended_at=ts(getattr(e, "at", ""))),
     )
     c.register(
-        _cls(A, "Resumed"), ev.AgreementResumed, lambda e: ev.AgreementResumed(agreement_id=aid(e), reason=e.reason)
+        _cls(A, "Resumed"),
+        ev.AgreementResumed,
+        lambda e: ev.AgreementResumed(agreement_id=aid(e), reason=e.reason, resumed_at=ts(getattr(e, "at", ""))),
     )
     c.register(
         _cls(A, "TerminationScheduled"),

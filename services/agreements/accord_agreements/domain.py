@@ -87,6 +87,8 @@ class Agreement(Aggregate):
     """One agreement between a provider and a customer department, from its first draft
     through its accepted versions to its end."""
 
+    suspended_at = ""  # for agreements restored from snapshots taken before it was kept
+
     class Drafted(Aggregate.Created):
         terms: TermsDict
         drafted_at: datetime
@@ -102,6 +104,7 @@ class Agreement(Aggregate):
         self.termination: dict[str, Any] | None = None
         self.termination_rights: list[dict[str, Any]] = []
         self.suspension_reason = ""
+        self.suspended_at = ""  # the instant of the suspension in force, "" when none
         self.ended_at: str = ""
 
     # -- who is who ----------------------------------------------------------------------
@@ -314,26 +317,31 @@ class Agreement(Aggregate):
         self.pending = None
 
     # -- suspension and the end -------------------------------------------------------------
-    def suspend(self, actor: Actor, reason: str) -> None:
+    def suspend(self, actor: Actor, reason: str, now: datetime) -> None:
+        # docs/domain.md §2: "by agreement of both, or by the provider with reason" — either way it
+        # is the provider who suspends, always with a reason (which names the customer's
+        # request when both agree); the customer alone cannot.
         self.check_provider(actor, "suspend the agreement")
         self.check_state((ACTIVE,), "suspend")
         _require_reason(reason, "suspend an agreement")
-        self._suspended(reason=reason)
+        self._suspended(reason=reason, at=now.isoformat())
 
     @event("Suspended")
-    def _suspended(self, reason: str) -> None:
+    def _suspended(self, reason: str, at: str = "") -> None:
         self.state = SUSPENDED
         self.suspension_reason = reason
+        self.suspended_at = at
 
-    def resume(self, actor: Actor, reason: str) -> None:
+    def resume(self, actor: Actor, reason: str, now: datetime) -> None:
         self.check_provider(actor, "resume the agreement")
         self.check_state((SUSPENDED,), "resume")
-        self._resumed(reason=reason or "")
+        self._resumed(reason=reason or "", at=now.isoformat())
 
     @event("Resumed")
-    def _resumed(self, reason: str) -> None:
+    def _resumed(self, reason: str, at: str = "") -> None:
         self.state = ACTIVE
         self.suspension_reason = ""
+        self.suspended_at = ""
 
     def terminate(
         self, actor: Actor, reason: str, now: datetime, effective_at: datetime | None, immediate: bool

@@ -74,6 +74,9 @@ CURRENCIES = {
     "CAD": 2, "AUD": 2, "NZD": 2, "JPY": 0, "CNY": 2, "INR": 2, "SGD": 2, "HKD": 2, "ZAR": 2, "BRL": 2,
     "MXN": 2, "KRW": 0, "ISK": 0, "BHD": 3, "KWD": 3,
 }  # fmt: skip
+# Decimals are written in plain notation with at most 18 digits before and after the point.
+MAX_NUMBER = Decimal("1E+18")
+MAX_PLACES = 18
 OBJECTIVE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_TEXT = 4000
 
@@ -104,6 +107,24 @@ def dec(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return d if d.is_finite() else None
+
+
+def _in_bounds(d: Decimal) -> bool:
+    exponent = d.as_tuple().exponent
+    return abs(d) < MAX_NUMBER and isinstance(exponent, int) and exponent >= -MAX_PLACES
+
+
+def plain(value: Any) -> Any:
+    """A decimal written in exponent form ("2E+1"), with a sign or spaces ("+20 "), or given
+    as a JSON number (20, 99.9) → its plain string ("20", "99.9"); anything that is not a
+    finite decimal of at most 18 digits before and after the point is returned unchanged,
+    for `validate` to refuse with its field."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        return value
+    d = dec(value)
+    if d is None or not _in_bounds(d):
+        return value
+    return format(d.copy_abs() if d.is_zero() else d, "f")  # "-0" → "0"
 
 
 def parse_instant(value: Any) -> datetime | None:
@@ -164,19 +185,27 @@ class _Checker:
         lo: Decimal | None = None,
         hi: Decimal | None = None,
         lo_open: bool = False,
+        unit: str = "",
     ) -> Decimal | None:
         if value in (None, ""):
             if required:
                 self.fail(field, "is required")
             return None
-        d = dec(value)
+        what = f"a decimal number of {unit}" if unit and unit != "money" else "a decimal number"
+        d = dec(value) if isinstance(value, str) else None
         if d is None:
-            self.fail(field, f"must be a decimal number, not {value!r}")
+            self.fail(field, f'must be {what} as a string of plain digits (e.g. "12.5"), not {value!r}')
+            return None
+        if not _in_bounds(d):
+            self.fail(field, f"{value!r} is out of range: at most 18 digits before and 18 after the decimal point")
+            return None
+        if format(d, "f") != value:
+            self.fail(field, f"must be written in plain notation ({format(d, 'f')!r}), not {value!r}")
             return None
         if lo is not None and (d < lo or (lo_open and d == lo)):
-            self.fail(field, f"must be {'greater than' if lo_open else 'at least'} {lo} (got {d})")
+            self.fail(field, f"must be {'greater than' if lo_open else 'at least'} {lo} (got {value})")
         if hi is not None and d > hi:
-            self.fail(field, f"must be at most {hi} (got {d})")
+            self.fail(field, f"must be at most {hi} (got {value})")
         return d
 
     def whole(self, field: str, value: Any, lo: int, hi: int) -> None:
@@ -238,112 +267,175 @@ def validate(terms: TermsDict) -> None:
 def _validate_objectives(c: _Checker, objectives: list[dict[str, Any]]) -> None:
     seen: set[str] = set()
     for i, o in enumerate(objectives):
-        p = f"objectives[{i}]"
+        first = len(c.errors)
+        _validate_objective(c, i, o, seen)
         oid = o.get("objective_id") or ""
-        if not OBJECTIVE_ID.match(oid):
-            c.fail(f"{p}.objective_id", "is required: letters, digits, '-' or '_', at most 64")
-        elif oid in seen:
-            c.fail(f"{p}.objective_id", f"{oid!r} is used twice")
-        seen.add(oid)
-        c.text(f"{p}.name", o.get("name"), max_len=200)
-        metric = o.get("metric")
-        c.enum(f"{p}.metric", metric, PERCENT_METRICS | OTHER_METRICS)
-        c.enum(f"{p}.comparator", o.get("comparator"), COMPARATORS)
-        percent = metric in PERCENT_METRICS
-        target = c.decimal(f"{p}.target", o.get("target"), required=True, lo=ZERO, hi=HUNDRED if percent else None)
-        window = o.get("window") or {}
-        c.enum(f"{p}.window.kind", window.get("kind"), WINDOWS)
-        if window.get("kind") == "WINDOW_KIND_ROLLING":
-            c.whole(f"{p}.window.rolling_days", window.get("rolling_days", 0), 1, 366)
-        elif window.get("rolling_days"):
-            c.fail(f"{p}.window.rolling_days", "is only for rolling windows")
-        if not o.get("calendar_id"):
-            c.fail(f"{p}.calendar_id", f"is required ({CALENDAR_24X7!r} or a registered calendar)")
-        budgeting = o.get("budgeting") or "BUDGETING_OCCURRENCES"
-        c.enum(f"{p}.budgeting", budgeting, BUDGETING)
-        if budgeting in ("BUDGETING_TIMESLICES", "BUDGETING_RATIO_TIMESLICES"):
-            c.whole(f"{p}.slice_minutes", o.get("slice_minutes", 0), 1, 1440)
-        if budgeting == "BUDGETING_TIMESLICES":
-            c.decimal(f"{p}.slice_target", o.get("slice_target"), required=True, lo=ZERO, hi=HUNDRED)
-        for j, ex in enumerate(o.get("exclusions") or []):
-            start, end = parse_instant(ex.get("start")), parse_instant(ex.get("end"))
-            if start is None or end is None:
-                c.fail(f"{p}.exclusions[{j}]", "start and end are required instants")
-            elif end <= start:
-                c.fail(f"{p}.exclusions[{j}].end", "must be after start")
-        levels = [
-            c.decimal(f"{p}.warning_levels[{j}]", w, lo=ZERO, hi=HUNDRED, lo_open=True)
-            for j, w in enumerate(o.get("warning_levels") or [])
-        ]
-        known = [lvl for lvl in levels if lvl is not None]
-        if known != sorted(set(known)):
-            c.fail(f"{p}.warning_levels", "must be ascending without repeats")
-        c.enum(f"{p}.no_data", o.get("no_data"), NO_DATA, required=False)
-        _validate_parameters(c, p, metric, o.get("parameters") or {})
-        _validate_tiers(c, p, o.get("credit_tiers") or [])
-        for j, pen in enumerate(o.get("penalties") or []):
-            q = f"{p}.penalties[{j}]"
-            c.enum(f"{q}.kind", pen.get("kind"), ("PENALTY_KIND_FIXED", "PENALTY_KIND_PER_UNIT"))
-            c.decimal(f"{q}.amount", pen.get("amount"), required=True, lo=ZERO)
-            if pen.get("kind") == "PENALTY_KIND_PER_UNIT":
-                c.text(f"{q}.unit", pen.get("unit"), required=True, max_len=40)
-                c.decimal(f"{q}.grace_units", pen.get("grace_units"), lo=ZERO)
-        reward = o.get("reward") or {}
-        if reward.get("stretch_target") or reward.get("amount"):
-            stretch = c.decimal(f"{p}.reward.stretch_target", reward.get("stretch_target"), required=True, lo=ZERO)
-            c.decimal(f"{p}.reward.amount", reward.get("amount"), required=True, lo=ZERO)
-            if stretch is not None and target is not None:
-                better = stretch > target if o.get("comparator") == "COMPARATOR_AT_LEAST" else stretch < target
-                if not better:
-                    c.fail(f"{p}.reward.stretch_target", f"must be better than the target {target}")
-        for j, ref in enumerate(o.get("underpinned_by") or []):
-            if not ref:
-                c.fail(f"{p}.underpinned_by[{j}]", "must name an agreement")
+        if OBJECTIVE_ID.match(oid):  # name the objective as well as its place
+            c.errors[first:] = [
+                e if e.field.endswith(".objective_id") else FieldError(e.field, f"{e.message} (objective {oid!r})")
+                for e in c.errors[first:]
+            ]
 
 
-def _validate_parameters(c: _Checker, p: str, metric: Any, params: dict[str, str]) -> None:
-    def positive(name: str, required: bool = True) -> Decimal | None:
-        return c.decimal(f"{p}.parameters.{name}", params.get(name), required=required, lo=ZERO, lo_open=True)
+def _validate_objective(c: _Checker, i: int, o: dict[str, Any], seen: set[str]) -> None:
+    p = f"objectives[{i}]"
+    oid = o.get("objective_id") or ""
+    if not OBJECTIVE_ID.match(oid):
+        c.fail(f"{p}.objective_id", "is required: letters, digits, '-' or '_', at most 64")
+    elif oid in seen:
+        c.fail(f"{p}.objective_id", f"{oid!r} is used twice")
+    seen.add(oid)
+    c.text(f"{p}.name", o.get("name"), max_len=200)
+    metric = o.get("metric")
+    c.enum(f"{p}.metric", metric, PERCENT_METRICS | OTHER_METRICS)
+    c.enum(f"{p}.comparator", o.get("comparator"), COMPARATORS)
+    percent = metric in PERCENT_METRICS
+    target = c.decimal(f"{p}.target", o.get("target"), required=True, lo=ZERO, hi=HUNDRED if percent else None)
+    window = o.get("window") or {}
+    c.enum(f"{p}.window.kind", window.get("kind"), WINDOWS)
+    if window.get("kind") == "WINDOW_KIND_ROLLING":
+        c.whole(f"{p}.window.rolling_days", window.get("rolling_days", 0), 1, 366)
+    elif window.get("rolling_days"):
+        c.fail(f"{p}.window.rolling_days", "is only for rolling windows")
+    if not o.get("calendar_id"):
+        c.fail(f"{p}.calendar_id", f"is required ({CALENDAR_24X7!r} or a registered calendar)")
+    budgeting = o.get("budgeting") or "BUDGETING_OCCURRENCES"
+    c.enum(f"{p}.budgeting", budgeting, BUDGETING)
+    if budgeting in ("BUDGETING_TIMESLICES", "BUDGETING_RATIO_TIMESLICES"):
+        c.whole(f"{p}.slice_minutes", o.get("slice_minutes", 0), 1, 1440)
+    if budgeting == "BUDGETING_TIMESLICES":
+        c.decimal(f"{p}.slice_target", o.get("slice_target"), required=True, lo=ZERO, hi=HUNDRED)
+    for j, ex in enumerate(o.get("exclusions") or []):
+        start, end = parse_instant(ex.get("start")), parse_instant(ex.get("end"))
+        if start is None or end is None:
+            c.fail(f"{p}.exclusions[{j}]", "start and end are required instants")
+        elif end <= start:
+            c.fail(f"{p}.exclusions[{j}].end", "must be after start")
+    levels = [
+        c.decimal(f"{p}.warning_levels[{j}]", w, lo=ZERO, hi=HUNDRED, lo_open=True)
+        for j, w in enumerate(o.get("warning_levels") or [])
+    ]
+    known = [lvl for lvl in levels if lvl is not None]
+    if known != sorted(set(known)):
+        c.fail(f"{p}.warning_levels", "must be ascending without repeats")
+    c.enum(f"{p}.no_data", o.get("no_data"), NO_DATA, required=False)
+    _validate_parameters(c, p, metric, o.get("parameters") or {})
+    _validate_tiers(c, p, o.get("credit_tiers") or [])
+    for j, pen in enumerate(o.get("penalties") or []):
+        q = f"{p}.penalties[{j}]"
+        c.enum(f"{q}.kind", pen.get("kind"), ("PENALTY_KIND_FIXED", "PENALTY_KIND_PER_UNIT"))
+        c.decimal(f"{q}.amount", pen.get("amount"), required=True, lo=ZERO)
+        if pen.get("kind") == "PENALTY_KIND_PER_UNIT":
+            c.text(f"{q}.unit", pen.get("unit"), required=True, max_len=40)
+            c.decimal(f"{q}.grace_units", pen.get("grace_units"), lo=ZERO)
+    reward = o.get("reward") or {}
+    if reward.get("stretch_target") or reward.get("amount"):
+        stretch = c.decimal(f"{p}.reward.stretch_target", reward.get("stretch_target"), required=True, lo=ZERO)
+        c.decimal(f"{p}.reward.amount", reward.get("amount"), required=True, lo=ZERO)
+        if stretch is not None and target is not None:
+            better = stretch > target if o.get("comparator") == "COMPARATOR_AT_LEAST" else stretch < target
+            if not better:
+                c.fail(f"{p}.reward.stretch_target", f"must be better than the target {target}")
+    for j, ref in enumerate(o.get("underpinned_by") or []):
+        if not ref:
+            c.fail(f"{p}.underpinned_by[{j}]", "must name an agreement")
 
-    if metric == "METRIC_SERVICE_LEVEL":
-        variant = params.get("variant")
-        c.enum(f"{p}.parameters.variant", variant, SERVICE_LEVEL_VARIANTS)
-        positive("threshold_seconds")
-        positive("short_abandon_seconds", required=variant == "SHORT_ABANDONS_SUCCESS")
-    elif metric == "METRIC_ABANDONMENT_RATE":
-        positive("short_abandon_seconds", required=False)
-    elif metric == "METRIC_AVAILABILITY_TIME":
-        c.decimal(f"{p}.parameters.min_outage_seconds", params.get("min_outage_seconds"), lo=ZERO)
-    elif metric == "METRIC_MTTR":
-        c.enum(f"{p}.parameters.r", params.get("r"), ("REPAIR", "RESTORE", "RESOLVE", "RESPOND"))
-    elif metric == "METRIC_FIRST_CONTACT_RESOLUTION":
-        c.enum(f"{p}.parameters.method", params.get("method"), ("FLAGGED", "REPEAT_CONTACT"))
-        positive("repeat_window_days", required=False)
-    elif metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):
-        c.enum(f"{p}.parameters.priority", params.get("priority"), PRIORITIES)
-        positive("target_minutes")
-    elif metric == "METRIC_TASK_TURNAROUND":
-        positive("target_minutes")
-    elif metric == "METRIC_LEADS_NEEDED":
-        positive("sales_target")
-        positive("average_deal_size")
-        c.decimal(
-            f"{p}.parameters.marketing_revenue_share",
-            params.get("marketing_revenue_share"),
-            required=True,
-            lo=ZERO,
-            hi=Decimal(1),
+
+@dataclass(frozen=True)
+class Param:
+    """One declared objective parameter: its type, unit, range and default (terms.proto
+    documents the same table). `lo_open` excludes the lower bound."""
+
+    name: str
+    type: str  # "decimal", "integer" or "enum"
+    unit: str = ""
+    lo: Decimal | None = None
+    hi: Decimal | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    default: str = ""
+
+
+def _d(value: str) -> Decimal:
+    return Decimal(value)
+
+
+_NOTICE = Param("maintenance_notice_hours", "decimal", "hours", _d("0"), _d("8760"), default="24")
+_SHORT = Param("short_abandon_seconds", "decimal", "seconds", _d("0"), _d("3600"), lo_open=True)
+_TARGET_MINUTES = Param("target_minutes", "decimal", "minutes", _d("0"), _d("525600"), lo_open=True, required=True)
+# Every parameter metrics reads, per metric (docs/domain.md §4). A metric that is not listed takes none.
+PARAMETERS: dict[str, tuple[Param, ...]] = {
+    "METRIC_AVAILABILITY_TIME": (
+        Param("min_outage_seconds", "decimal", "seconds", _d("0"), _d("86400"), default="0"),
+        _NOTICE,
+    ),
+    "METRIC_MTTR": (
+        Param("r", "enum", choices=("REPAIR", "RESTORE", "RESOLVE", "RESPOND"), default="RESTORE"),
+        _NOTICE,
+    ),
+    "METRIC_MTBF": (_NOTICE,),
+    "METRIC_ABANDONMENT_RATE": (_SHORT,),
+    "METRIC_SERVICE_LEVEL": (
+        Param("variant", "enum", choices=SERVICE_LEVEL_VARIANTS, required=True),
+        Param("threshold_seconds", "decimal", "seconds", _d("0"), _d("3600"), lo_open=True, required=True),
+        _SHORT,
+    ),
+    "METRIC_FIRST_CONTACT_RESOLUTION": (
+        Param("method", "enum", choices=("FLAGGED", "REPEAT_CONTACT"), default="FLAGGED"),
+        Param("repeat_window_days", "decimal", "days", _d("0"), _d("366"), lo_open=True, default="7"),
+    ),
+    "METRIC_TICKET_RESPONSE": (Param("priority", "enum", choices=PRIORITIES, required=True), _TARGET_MINUTES),
+    "METRIC_TICKET_RESOLUTION": (Param("priority", "enum", choices=PRIORITIES, required=True), _TARGET_MINUTES),
+    "METRIC_TASK_TURNAROUND": (_TARGET_MINUTES,),
+    "METRIC_LEADS_NEEDED": (
+        Param("sales_target", "decimal", "money", _d("0"), MAX_NUMBER, lo_open=True, required=True),
+        Param("marketing_revenue_share", "decimal", "fraction", _d("0"), _d("1"), required=True),
+        Param("average_deal_size", "decimal", "money", _d("0"), MAX_NUMBER, lo_open=True, required=True),
+        Param("close_rate", "decimal", "fraction", _d("0"), _d("1"), lo_open=True, required=True),
+    ),
+    "METRIC_FOLLOW_UP_SPEED": (
+        Param("target_hours", "decimal", "hours", _d("0"), _d("8760"), lo_open=True, required=True),
+    ),
+    "METRIC_FOLLOW_UP_DEPTH": (Param("window_days", "integer", "days", _d("1"), _d("366"), default="14"),),
+}
+
+
+def _validate_parameters(c: _Checker, p: str, metric: Any, params: Any) -> None:
+    if not isinstance(params, dict):
+        c.fail(f"{p}.parameters", "must be a map of parameter names to values")
+        return
+    declared = {d.name: d for d in PARAMETERS.get(str(metric), ())}
+    valid = ", ".join(sorted(declared)) or "none"
+    for name in sorted(set(params) - set(declared)):
+        c.fail(f"{p}.parameters.{name}", f"is not a parameter of {metric} (valid parameters: {valid})")
+    for d in declared.values():
+        field = f"{p}.parameters.{d.name}"
+        value = params.get(d.name)
+        required = d.required or (
+            d.name == "short_abandon_seconds" and params.get("variant") == "SHORT_ABANDONS_SUCCESS"
         )
-        rate = params.get("close_rate")
-        d = dec(rate)
-        if d is not None and d == 0:
-            c.fail(f"{p}.parameters.close_rate", "must not be zero: leads needed = customers needed ÷ close rate")
+        if value in (None, ""):
+            if required:
+                c.fail(field, f"is required ({_describe(d)})")
+            continue
+        if not isinstance(value, str):
+            c.fail(field, f"must be a string ({_describe(d)}), not {value!r}")
+        elif d.type == "enum":
+            c.enum(field, value, d.choices)
+        elif d.name == "close_rate" and dec(value) == 0:
+            c.fail(field, "must not be zero: leads needed = customers needed ÷ close rate")
         else:
-            c.decimal(f"{p}.parameters.close_rate", rate, required=True, lo=ZERO, hi=Decimal(1), lo_open=True)
-    elif metric == "METRIC_FOLLOW_UP_SPEED":
-        positive("target_hours")
-    elif metric == "METRIC_FOLLOW_UP_DEPTH":
-        positive("window_days")
+            n = c.decimal(field, value, lo=d.lo, hi=d.hi, lo_open=d.lo_open, unit=d.unit)
+            if n is not None and d.type == "integer" and n != n.to_integral_value():
+                c.fail(field, f"must be a whole number of {d.unit}, not {value!r}")
+
+
+def _describe(d: Param) -> str:
+    if d.type == "enum":
+        return f"one of {', '.join(d.choices)}"
+    what = "a whole number" if d.type == "integer" else "a decimal number"
+    return f"{what} of {d.unit}" if d.unit and d.unit != "money" else what
 
 
 def _validate_tiers(c: _Checker, p: str, tiers: list[dict[str, Any]]) -> None:
@@ -441,6 +533,73 @@ def _validate_term(c: _Checker, term: dict[str, Any]) -> None:
         if end is None:
             c.fail("term.effective_to", "an auto-renewing agreement needs an end to renew at")
     c.whole("term.notice_days", term.get("notice_days", 0), 0, 3650)
+
+
+def normalise(terms: TermsDict) -> TermsDict:
+    """A copy of the terms with every decimal field in plain notation (see `plain`): what is
+    validated and stored, so that "2E+1" is kept as "20" and a JSON number as its string.
+    Whole-number parameters lose a zero fraction ("14.0" → "14")."""
+    t = copy.deepcopy(terms)
+
+    def fix(d: Any, *keys: str) -> None:
+        if isinstance(d, dict):
+            for k in keys:
+                if k in d:
+                    d[k] = plain(d[k])
+
+    for o in t.get("objectives") or []:
+        if not isinstance(o, dict):
+            continue
+        fix(o, "target", "slice_target")
+        if isinstance(o.get("warning_levels"), list):
+            o["warning_levels"] = [plain(w) for w in o["warning_levels"]]
+        params = o.get("parameters")
+        if isinstance(params, dict):
+            for d in PARAMETERS.get(str(o.get("metric")), ()):
+                if d.type == "enum" or d.name not in params:
+                    continue
+                value = plain(params[d.name])
+                n = dec(value) if isinstance(value, str) else None
+                if d.type == "integer" and n is not None and n == n.to_integral_value():
+                    value = str(int(n))
+                params[d.name] = value
+        for tier in o.get("credit_tiers") or []:
+            fix(tier, "lower", "upper", "credit_percent")
+        for pen in o.get("penalties") or []:
+            fix(pen, "amount", "grace_units")
+        fix(o.get("reward"), "stretch_target", "amount")
+    fix(t.get("consequences"), "cap_percent", "minimum_amount")
+    fix(t.get("fee"), "amount")
+    return t
+
+
+def check_not_ended(terms: TermsDict, now: datetime, not_before: datetime | None = None) -> None:
+    """A term that has already ended cannot be agreed: `term.effective_to` must be after now
+    (and after `not_before`, an amendment's effective date). Refused, never ended at once."""
+    term = terms.get("term") or {}
+    end = parse_instant(term.get("effective_to"))
+    if end is None:
+        return
+    if end <= now:
+        raise TermsInvalidError(
+            [
+                FieldError(
+                    "term.effective_to",
+                    f"{end.isoformat()} is before now ({now.isoformat()}): terms that have already ended "
+                    "cannot be agreed (give a later end, or none)",
+                )
+            ]
+        )
+    if not_before is not None and end <= not_before:
+        raise TermsInvalidError(
+            [
+                FieldError(
+                    "term.effective_to",
+                    f"{end.isoformat()} is before the amendment's effective_from ({not_before.isoformat()}): "
+                    "the amended terms would never be in force",
+                )
+            ]
+        )
 
 
 # -- reading terms ------------------------------------------------------------------------

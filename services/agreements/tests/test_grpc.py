@@ -24,7 +24,7 @@ from accord.agreements.v1 import agreements_pb2_grpc as pb_grpc
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.agreements.v1 import terms_pb2
 from accord_agreements.bootstrap import build
-from accord_agreements.samples import EMAIL, FINANCE, IT, NETWORK, sla_terms, with_target
+from accord_agreements.samples import EMAIL, FINANCE, IT, NETWORK, ola_terms, sla_terms, with_target
 from accord_agreements.settings import load
 from accord_kit.nats_util import connect
 from accord_kit.runtime import ServiceRuntime
@@ -384,3 +384,67 @@ async def test_a_termination_right_from_billing_lets_the_customer_terminate_at_o
     )
     assert done.agreement.state == pb.AGREEMENT_STATE_TERMINATED
     assert done.agreement.termination.termination_right_used
+
+
+async def test_bad_parameters_past_ends_and_weakened_olas_are_refused_over_grpc_storing_nothing(
+    client: Client,
+) -> None:
+    c, s = client, client.stub
+    notice = sla_terms()
+    notice["objectives"][0]["parameters"]["maintenance_notice_hours"] = "48h"
+    await rejected(
+        c, s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(notice)), metadata=c.md(IT)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "objectives[0].parameters.maintenance_notice_hours: must be a decimal number of hours",
+        "not '48h' (objective 'availability')",
+    )  # fmt: skip
+    huge = sla_terms()
+    huge["objectives"][0]["parameters"]["min_outage_seconds"] = "1e14"
+    await rejected(
+        c, s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(huge)), metadata=c.md(IT)),
+        grpc.StatusCode.INVALID_ARGUMENT, "objectives[0].parameters.min_outage_seconds: must be at most 86400",
+    )  # fmt: skip
+    unknown = sla_terms()
+    unknown["objectives"][1]["parameters"]["threshold"] = "20"
+    await rejected(
+        c, s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(unknown)), metadata=c.md(IT)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "objectives[1].parameters.threshold: is not a parameter of METRIC_SERVICE_LEVEL "
+        "(valid parameters: short_abandon_seconds, threshold_seconds, variant)",
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    ended = sla_terms(
+        term={
+            "effective_from": (now - timedelta(days=60)).isoformat().replace("+00:00", "Z"),
+            "effective_to": (now - timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+        }
+    )
+    await rejected(
+        c, s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(ended)), metadata=c.md(IT)),
+        grpc.StatusCode.INVALID_ARGUMENT, "term.effective_to:", "is before now",
+    )  # fmt: skip
+    # A target written "2E+1" is kept as "20".
+    exponent = with_target(sla_terms(), "service-level", "2E+1")
+    d = await s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(exponent)), metadata=c.md(IT))
+    assert [o.target for o in d.agreement.terms.objectives] == ["99.9", "20"]
+    # An OLA under an active SLA cannot be amended to be weaker than the SLA.
+    ola = await s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(ola_terms("99.95"))), metadata=c.md(NETWORK))
+    ola_id = ola.agreement.agreement_id
+    await s.ProposeAgreement(pb.ProposeAgreementRequest(agreement_id=ola_id), metadata=c.md(NETWORK))
+    await s.AcceptAgreement(pb.AcceptAgreementRequest(agreement_id=ola_id), metadata=c.md(IT))
+    sla = sla_terms()
+    sla["objectives"][0]["underpinned_by"] = [ola_id]
+    sla_id = (
+        await s.DraftAgreement(pb.DraftAgreementRequest(terms=terms_pb(sla)), metadata=c.md(IT))
+    ).agreement.agreement_id
+    await s.ProposeAgreement(pb.ProposeAgreementRequest(agreement_id=sla_id), metadata=c.md(IT))
+    await s.AcceptAgreement(pb.AcceptAgreementRequest(agreement_id=sla_id), metadata=c.md(FINANCE))
+    weaker = pb.ProposeAmendmentRequest(
+        agreement_id=ola_id, terms=terms_pb(ola_terms("99.5")), effective_from=stamp(now + timedelta(days=8)),
+        reason="cheaper",
+    )  # fmt: skip
+    await rejected(
+        c, s.ProposeAmendment(weaker, metadata=c.md(NETWORK)), grpc.StatusCode.FAILED_PRECONDITION,
+        f"objective 'network-availability' of agreement {ola_id} (>= 99.5) would be less strict than objective "
+        f"'availability' (METRIC_AVAILABILITY_TIME >= 99.9) of ACTIVE SLA {sla_id}",
+    )  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from eventsourcing.application import Repository
 
+from accord.agreements.v1 import events_pb2 as agreement_events
 from accord_agreements.application import Agreements, UnderpinningError
 from accord_agreements.domain import (
     ACTIVE,
@@ -393,3 +394,127 @@ def test_a_long_lived_agreement_is_snapshotted_and_loads_the_same(app: Agreement
     no_snapshots = Repository(event_store=app.events, snapshot_store=None)
     full = no_snapshots.get(agg.id)
     assert full.__dict__ == agg.__dict__
+
+
+def active_ola(app: Agreements, target: str) -> str:
+    ola = app.draft(NET, ola_terms(target))
+    app.propose(NET, str(ola.id))
+    app.accept(PROVIDER, str(ola.id))
+    return str(ola.id)
+
+
+def test_an_ola_weakened_by_amendment_under_an_active_sla_is_refused_naming_the_pair(
+    app: Agreements, clock: FakeClock
+) -> None:
+    ola_id = active_ola(app, "99.95")
+    sla = sla_terms()
+    sla["objectives"][0]["underpinned_by"] = [ola_id]
+    sla_id = active(app, sla)
+    head = app.head_position()
+    # The network team proposes a weaker availability than the SLA it underpins: refused.
+    with pytest.raises(UnderpinningError) as err:
+        app.propose_amendment(NET, ola_id, ola_terms("99.5"), START + timedelta(days=7), "cheaper")
+    message = str(err.value)
+    assert f"objective 'network-availability' of agreement {ola_id} (>= 99.5)" in message
+    assert f"objective 'availability' (METRIC_AVAILABILITY_TIME >= 99.9) of ACTIVE SLA {sla_id}" in message
+    assert app.head_position() == head and app.get_agreement_aggregate(ola_id).pending is None
+    # Still refused while the SLA is suspended; equal strictness is fine.
+    app.suspend(PROVIDER, sla_id, "office move")
+    with pytest.raises(UnderpinningError):
+        app.propose_amendment(NET, ola_id, ola_terms("99.8"), START + timedelta(days=7), "cheaper")
+    _, am = app.propose_amendment(NET, ola_id, ola_terms("99.9"), START + timedelta(days=7), "as strict")
+    assert app.accept_amendment(PROVIDER, ola_id, am).current_version == 2
+    # Once the SLA has ended, the OLA may be weakened.
+    app.terminate(CUSTOMER, sla_id, "done", effective_at=START + timedelta(days=30))
+    clock.advance(timedelta(days=31))
+    app.process_due()
+    _, am = app.propose_amendment(NET, ola_id, ola_terms("99.5"), START + timedelta(days=40), "cheaper")
+    assert app.accept_amendment(PROVIDER, ola_id, am).current_version == 3
+
+
+def test_a_draft_ola_named_by_an_active_sla_cannot_be_revised_weaker(app: Agreements) -> None:
+    ola = app.draft(NET, ola_terms("99.95"))
+    sla = sla_terms()
+    sla["objectives"][0]["underpinned_by"] = [str(ola.id)]
+    sla_id = active(app, sla)
+    with pytest.raises(UnderpinningError, match=f"of ACTIVE SLA {sla_id}"):
+        app.revise(NET, str(ola.id), ola_terms("99.0"))
+    assert app.get_agreement_aggregate(str(ola.id)).terms["objectives"][0]["target"] == "99.95"
+
+
+def test_terms_ending_in_the_past_are_refused_at_draft_acceptance_and_amendment(
+    app: Agreements, clock: FakeClock
+) -> None:
+    head = app.head_position()
+    ended = sla_terms(term={"effective_from": "2025-01-01T00:00:00Z", "effective_to": "2025-12-31T00:00:00Z"})
+    with pytest.raises(TermsInvalidError, match=r"term.effective_to: 2025-12-31T00:00:00\+00:00 is before now"):
+        app.draft(PROVIDER, ended)
+    assert app.head_position() == head
+    # Proposed while still running, accepted after its end: refused, still PROPOSED.
+    ending = sla_terms(term={"effective_from": "2026-01-01T00:00:00Z", "effective_to": "2026-02-01T00:00:00Z"})
+    aid = str(app.draft(PROVIDER, ending).id)
+    app.propose(PROVIDER, aid)
+    clock.set(datetime(2026, 2, 2, tzinfo=UTC))
+    with pytest.raises(TermsInvalidError, match="is before now"):
+        app.accept(CUSTOMER, aid)
+    assert app.get_agreement_aggregate(aid).state == PROPOSED
+    # An amendment whose end comes before its own effective date would never be in force.
+    live = active(app)
+    amended = sla_terms(term={"effective_from": "2026-01-01T00:00:00Z", "effective_to": "2026-03-01T00:00:00Z"})
+    with pytest.raises(TermsInvalidError, match="is before the amendment's effective_from"):
+        app.propose_amendment(PROVIDER, live, amended, datetime(2026, 3, 10, tzinfo=UTC), "end it")
+    assert app.get_agreement_aggregate(live).pending is None
+
+
+def test_a_target_in_exponent_form_or_as_a_number_is_stored_in_plain_notation(app: Agreements) -> None:
+    terms = sla_terms()
+    terms["objectives"][1]["target"] = "2E+1"
+    terms["objectives"][0]["target"] = 99.9
+    aid = str(app.draft(PROVIDER, terms).id)
+    stored = app.get_agreement_aggregate(aid).terms
+    assert (stored["objectives"][0]["target"], stored["objectives"][1]["target"]) == ("99.9", "20")
+
+
+def test_a_bad_parameter_is_refused_at_draft_revision_and_amendment_and_nothing_is_stored(app: Agreements) -> None:
+    bad = sla_terms()
+    bad["objectives"][0]["parameters"]["maintenance_notice_hours"] = "48h"
+    head = app.head_position()
+    with pytest.raises(TermsInvalidError, match=r"objectives\[0\].parameters.maintenance_notice_hours"):
+        app.draft(PROVIDER, bad)
+    assert app.head_position() == head
+    aid = str(app.draft(PROVIDER, sla_terms()).id)
+    head = app.head_position()
+    with pytest.raises(TermsInvalidError, match="maintenance_notice_hours"):
+        app.revise(PROVIDER, aid, bad)
+    app.propose(PROVIDER, aid)
+    app.accept(CUSTOMER, aid)
+    head = app.head_position()
+    huge = sla_terms()
+    huge["objectives"][0]["parameters"]["min_outage_seconds"] = "1e14"
+    with pytest.raises(TermsInvalidError, match=r"min_outage_seconds: must be at most 86400"):
+        app.propose_amendment(PROVIDER, aid, huge, START + timedelta(days=7), "x")
+    assert app.head_position() == head
+
+
+def test_only_the_provider_suspends_and_resumes_and_the_events_carry_the_instants(
+    app: Agreements, clock: FakeClock
+) -> None:
+    aid = active(app)
+    with pytest.raises(NotAPartyError, match=r"only the provider \(it-operations\) may suspend"):
+        app.suspend(CUSTOMER, aid, "we asked for it")
+    with pytest.raises(InvalidRequestError, match="reason is required to suspend"):
+        app.suspend(PROVIDER, aid, "")
+    clock.set(datetime(2026, 2, 3, 8, 0, tzinfo=UTC))
+    suspended = app.suspend(PROVIDER, aid, "at finance's request: year-end freeze")
+    assert suspended.suspended_at == "2026-02-03T08:00:00+00:00"
+    with pytest.raises(NotAPartyError, match="only the provider"):
+        app.resume(CUSTOMER, aid, "")
+    clock.set(datetime(2026, 2, 10, 8, 0, tzinfo=UTC))
+    app.resume(PROVIDER, aid, "freeze over")
+    envelopes = app.history(AUDITOR, aid)
+    by_type = {e.type.rsplit(".", 1)[1]: e for e in envelopes}
+    s, r = agreement_events.AgreementSuspended(), agreement_events.AgreementResumed()
+    by_type["AgreementSuspended"].payload.Unpack(s)
+    by_type["AgreementResumed"].payload.Unpack(r)
+    assert s.suspended_at.ToDatetime(tzinfo=UTC) == datetime(2026, 2, 3, 8, 0, tzinfo=UTC)
+    assert r.resumed_at.ToDatetime(tzinfo=UTC) == datetime(2026, 2, 10, 8, 0, tzinfo=UTC)
