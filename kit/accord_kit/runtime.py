@@ -28,7 +28,7 @@ import grpc
 from eventsourcing.persistence import IntegrityError
 
 from accord_kit.application import AccordApplication
-from accord_kit.audit import ChainKeys, register_audit
+from accord_kit.audit import ChainKeys, StartupVerification, register_audit, verify_log
 from accord_kit.auth import AUDIT_POLICY, Policy, TokenVerifier
 from accord_kit.chain import ChainError, Checkpoint, seal
 from accord_kit.consumer import Applier, Consumer, ConsumerConfig
@@ -131,6 +131,9 @@ class ServiceRuntime:
         self.chain_keys: ChainKeys | None = None
         # Why sealing stopped (the log was found tampered with), or None while it runs.
         self.sealing_halted: str | None = None
+        # The whole-log verification at start (sealing services only): sealing waits for it.
+        self.startup_verification: StartupVerification | None = None
+        self._verification: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -151,10 +154,18 @@ class ServiceRuntime:
         app = self.parts.app
         if app is not None:
             self.chain_keys = ChainKeys.load(s)
+            if self.sealing:
+                self.startup_verification = StartupVerification()
             # The service's own rules win over the common audit rules if it names the same RPCs.
             policy = Policy.of(AUDIT_POLICY, self.parts.policy.rules)
             register.append(
-                register_audit(app, self.chain_keys, seal_seconds=s.seal_seconds, max_message_bytes=s.max_message_bytes)
+                register_audit(
+                    app,
+                    self.chain_keys,
+                    seal_seconds=s.seal_seconds,
+                    max_message_bytes=s.max_message_bytes,
+                    startup=self.startup_verification,
+                )
             )
         self.server = build_server(
             host=s.grpc_host,
@@ -165,15 +176,75 @@ class ServiceRuntime:
             error_map=self.parts.error_map,
             max_message_bytes=s.max_message_bytes,
         )
+        if self.server.interceptor is not None:
+            self.server.interceptor.damage = lambda: self.sealing_halted
         await self.server.set_serving(False)
         await self.server.start()
         log.info("grpc_started", address=f"{s.grpc_host}:{self.server.port}")
         if self.sealing:
-            await self.server.set_serving(True, CHAIN_HEALTH)
+            # NOT_SERVING until the whole log has been verified (below, while the service
+            # serves); nothing is sealed before that.
+            await self.server.set_serving(False, CHAIN_HEALTH)
+            self._verification = asyncio.create_task(self._verify_at_start(), name="verify")
+            self._tasks.append(self._verification)
             self._tasks.append(asyncio.create_task(self._seal_periodically(), name="seal"))
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
             self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+
+    # -- verifying the whole log at start ------------------------------------------------
+    async def _verify_at_start(self) -> None:
+        """Verify the whole log (`audit.verify_log`: a page in memory at a time, in a worker
+        thread) while the service serves; `accord.chain` turns SERVING once it is verified.
+        A tampered log stops sealing for good, exactly as a failed seal does."""
+        app, keys, status = self.parts.app, self.chain_keys, self.startup_verification
+        assert app is not None and keys is not None and status is not None and self.server is not None
+        started = time.monotonic()
+        steps = verify_log(app, keys.public_keys, from_checkpoint=False)
+        log.info("chain_verify_started", service=self.settings.service)
+        progress = None
+        try:
+            while not self._stop.is_set():
+                progress = await asyncio.to_thread(next, steps, None)
+                if progress is None or progress.done:
+                    break
+                status.progress = progress
+        finally:
+            status.seconds = time.monotonic() - started
+            if progress is None or not progress.done:
+                status.state = "stopped"
+        if status.state == "stopped":
+            through = status.progress.verified_through if status.progress else 0
+            log.info("chain_verify_stopped", verified_through=through)
+            return
+        assert progress is not None
+        status.progress = progress
+        seconds = round(status.seconds, 3)
+        if progress.ok:
+            status.state = "verified"
+            await self.server.set_serving(True, CHAIN_HEALTH)
+            log.info(
+                "chain_verified",
+                records=progress.records_checked,
+                checkpoints=progress.checkpoints_checked,
+                head=progress.head_position,
+                seconds=seconds,
+            )
+            return
+        status.state, status.finding = "tampered", progress
+        reason = f"the log failed verification at start: {progress.problem}"
+        self.sealing_halted = reason
+        log.error("chain_seal_refused", alert=True, reason=reason, seconds=seconds)
+        await self.server.set_serving(False, CHAIN_HEALTH)
+
+    async def startup_verified(self) -> bool:
+        """Wait for the start-up verification (if any); whether the log passed it."""
+        if self._verification is None:
+            return True
+        if not self._verification.done():
+            await asyncio.wait([self._verification])
+        status = self.startup_verification
+        return status is not None and status.verified
 
     # -- sealing the log (accord_kit.chain.seal) ------------------------------------------
     def _seal_now(self) -> Checkpoint | None:
@@ -192,6 +263,10 @@ class ServiceRuntime:
         good, with an alert and the `accord.chain` health status NOT_SERVING — the service
         itself keeps serving, so that the log can still be read and verified."""
         if not self.sealing or self.sealing_halted is not None:
+            return None
+        if not await self.startup_verified():
+            if self.sealing_halted is None:  # stopped before the verification finished
+                log.info("chain_seal_skipped", reason="the log's start-up verification did not finish")
             return None
         try:
             cp = await asyncio.to_thread(self._seal_now)
@@ -212,6 +287,8 @@ class ServiceRuntime:
         return cp
 
     async def _seal_periodically(self) -> None:
+        if self._verification is not None:
+            await self._wait_first(asyncio.shield(self._verification))
         while self.sealing_halted is None:
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.seal_seconds)

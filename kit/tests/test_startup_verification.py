@@ -1,0 +1,228 @@
+"""A tamper in the sealed part of a log (before the last checkpoint) is found when the
+service starts again: it verifies its whole log before it seals anything, refuses to seal
+a tampered log (alert, `accord.chain` NOT_SERVING), keeps serving reads, answers VerifyLog
+from the last checkpoint with what it found, and answers a read of the damaged aggregate
+DATA_LOSS rather than INTERNAL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from accord.audit.v1 import audit_pb2, audit_pb2_grpc
+from accord.testing.v1 import counter_pb2, counter_pb2_grpc
+from accord_kit.chain import latest_checkpoint
+from accord_kit.clock import FakeClock
+from accord_kit.runtime import CHAIN_HEALTH, ServiceRuntime
+from accord_kit.settings import ServiceSettings
+from accord_kit.testing import fixtures
+from accord_kit.testing.counter import Counters, build_counter_service
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.service import Keys, make_keys, running_service, service_environ
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Running:
+    runtime: ServiceRuntime
+    app: Counters
+    keys: Keys
+    channel: grpc.aio.Channel
+
+    def md(self, role: str = "auditor", department: str = "") -> tuple[tuple[str, str], ...]:
+        return self.keys.metadata(role, department)
+
+    async def increment(self, name: str, amount: int = 1) -> None:
+        await counter_pb2_grpc.CounterServiceStub(self.channel).Increment(
+            counter_pb2.IncrementRequest(counter_id=name, amount=amount), metadata=self.md("department", "it")
+        )
+
+    async def get(self, name: str) -> Any:
+        return await counter_pb2_grpc.CounterServiceStub(self.channel).GetCounter(
+            counter_pb2.GetCounterRequest(counter_id=name), metadata=self.md("department", "it")
+        )
+
+    async def chain_health(self) -> int:
+        health = health_pb2_grpc.HealthStub(self.channel)
+        return int((await health.Check(health_pb2.HealthCheckRequest(service=CHAIN_HEALTH))).status)
+
+    async def overall_health(self) -> int:
+        health = health_pb2_grpc.HealthStub(self.channel)
+        return int((await health.Check(health_pb2.HealthCheckRequest(service=""))).status)
+
+    async def verify_log(self, from_checkpoint: bool) -> audit_pb2.VerifyLogProgress:
+        call = audit_pb2_grpc.AuditServiceStub(self.channel).VerifyLog(
+            audit_pb2.VerifyLogRequest(from_checkpoint=from_checkpoint), metadata=self.md()
+        )
+        steps = [m async for m in call]
+        assert steps[-1].done
+        return steps[-1]
+
+
+@asynccontextmanager
+async def counter_service(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Running]:
+    keys = make_keys(tmp_path / "keys")
+    async with running_service(build_counter_service, settings, keys, clock=FakeClock()) as runtime:
+        app = runtime.parts.app
+        assert isinstance(app, Counters)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            yield Running(runtime, app, keys, channel)
+
+
+class Store:
+    """The service's store, edited behind its back (sqlite3 / psycopg), while it is stopped."""
+
+    def __init__(self, kind: str, settings: ServiceSettings) -> None:
+        env = settings.event_store_env()
+        self.kind = kind
+        self.id = "rowid" if kind == "sqlite" else "notification_id"
+        self.conn: Any
+        if kind == "sqlite":
+            self.events = "stored_events"
+            self.conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        else:
+            import psycopg
+
+            app = Counters(env, service=settings.service)
+            self.events = str(app.recorder.events_table_name)  # type: ignore[attr-defined]
+            app.close()
+            self.conn = psycopg.connect(
+                host=fixtures.PG_HOST,
+                port=fixtures.PG_PORT,
+                user=fixtures.PG_USER,
+                password=fixtures.PG_PASSWORD or None,
+                dbname=env["POSTGRES_DBNAME"],
+                autocommit=True,
+            )
+
+    def x(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        sql = sql.format(events=self.events, id=self.id)
+        if self.kind != "sqlite":
+            sql = sql.replace("?", "%s")
+        cur = self.conn.execute(sql, params)
+        return list(cur.fetchall()) if cur.description else []
+
+    def row(self, n: int) -> tuple[Any, ...]:
+        return tuple(
+            self.x("SELECT originator_id, originator_version, topic, state FROM {events} WHERE {id} = ?", (n,))[0]
+        )
+
+    def edit(self, n: int) -> None:
+        state = bytes(self.row(n)[3])
+        assert b'"amount":1' in state, state
+        self.x("UPDATE {events} SET state = ? WHERE {id} = ?", (state.replace(b'"amount":1', b'"amount":9'), n))
+
+    def delete(self, n: int) -> None:
+        self.x("DELETE FROM {events} WHERE {id} = ?", (n,))
+
+    def swap(self, a: int, b: int) -> None:
+        """Swap two records' contents (each keeps its position)."""
+        ra, rb = self.row(a), self.row(b)
+        self.x("UPDATE {events} SET originator_version = -1 WHERE {id} = ?", (a,))
+        sql = "UPDATE {events} SET originator_id = ?, originator_version = ?, topic = ?, state = ? WHERE {id} = ?"
+        self.x(sql, (*ra, b))
+        self.x(sql, (*rb, a))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "swap"])
+async def test_a_tamper_before_the_last_checkpoint_is_found_at_restart_and_nothing_more_is_sealed(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    unique: str,
+    store_kind: str,
+    postgres_db: Callable[[], str],
+    tamper: str,
+) -> None:
+    db = postgres_db() if store_kind == "postgres" else ""
+    service = f"counter{unique.lower()}"
+    env = service_environ(
+        service, tmp_path, nats_server.url, store_kind, db, **{f"{service.upper()}_SEAL_SECONDS": "3600"}
+    )
+    settings = ServiceSettings.from_env(service, env)
+    # A log: c1 created and +1 (1, 2), c1 +1 (3), c2 created and +1 (4, 5), c1 +1 (6), sealed;
+    # then c2 +1.
+    async with counter_service(settings, tmp_path) as svc:
+        await svc.increment("c1", 1)
+        await svc.increment("c1", 1)
+        await svc.increment("c2", 1)
+        await svc.increment("c1", 1)
+        positions = svc.app.head_position()
+        assert await svc.runtime.seal_once() is not None
+        await svc.increment("c2", 1)
+    # Stopping sealed once more: the tamper below is well before the last checkpoint.
+    reopened = Counters(settings.event_store_env(), service=settings.service)
+    try:
+        last, _ = latest_checkpoint(reopened)
+        assert last is not None and last.position > positions
+        head = reopened.head_position()
+    finally:
+        reopened.close()
+    store = Store(store_kind, settings)
+    try:
+        c1_plus_one = 3  # c1's third event (version 3)
+        if tamper == "edit":
+            store.edit(c1_plus_one)
+        elif tamper == "delete":
+            store.delete(c1_plus_one)
+        else:
+            store.swap(c1_plus_one, 5)  # with c2's increment
+    finally:
+        store.close()
+
+    async with counter_service(settings, tmp_path) as svc:
+        assert await svc.runtime.startup_verified() is False
+        assert await svc.chain_health() == NOT_SERVING
+        assert await svc.overall_health() == SERVING  # reads go on
+        assert svc.runtime.sealing_halted is not None and f"at position {c1_plus_one}" in svc.runtime.sealing_halted
+        # Nothing is sealed over the tampered log: not by hand, not after a write, not at stop.
+        await svc.increment("c3", 1)
+        assert await svc.runtime.seal_once() is None
+        # VerifyLog from the last checkpoint does not answer ok: it reports what the start found.
+        for from_checkpoint in (True, False):
+            result = await svc.verify_log(from_checkpoint)
+            assert not result.ok, f"VerifyLog(from_checkpoint={from_checkpoint}) answered ok"
+            assert result.problem.position == c1_plus_one
+        if tamper == "delete":
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await svc.get("c1")
+            assert err.value.code() == grpc.StatusCode.DATA_LOSS, err.value.details()
+            assert f"at position {c1_plus_one}" in (err.value.details() or "")
+        assert (await svc.get("c3")).value == 1  # an undamaged aggregate reads as ever
+    reopened = Counters(settings.event_store_env(), service=settings.service)
+    try:
+        again, _ = latest_checkpoint(reopened)
+        assert again is not None and again.position == last.position, "a checkpoint was signed over the tampered log"
+        assert reopened.head_position() == head + 2  # c3 created and incremented, and no checkpoint
+    finally:
+        reopened.close()
+
+
+async def test_an_untampered_log_is_verified_at_start_before_it_is_sealed_again(
+    nats_server: NatsServer, tmp_path: Path, unique: str
+) -> None:
+    service = f"counter{unique.lower()}"
+    env = service_environ(service, tmp_path, nats_server.url, "sqlite", **{f"{service.upper()}_SEAL_SECONDS": "3600"})
+    settings = ServiceSettings.from_env(service, env)
+    async with counter_service(settings, tmp_path) as svc:
+        await svc.increment("c1", 1)
+    async with counter_service(settings, tmp_path) as svc:
+        assert await svc.runtime.startup_verified() is True
+        status = svc.runtime.startup_verification
+        assert status is not None and status.progress is not None and status.progress.records_checked >= 3
+        assert await svc.chain_health() == SERVING
+        await svc.increment("c1", 1)
+        assert await svc.runtime.seal_once() is not None
+        assert (await svc.verify_log(True)).ok
