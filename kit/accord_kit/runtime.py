@@ -7,7 +7,12 @@ consumers stop → NATS drains → the log is sealed → the store closes → ex
 
 An event-sourced service (one with `parts.app`) also gets, without its bootstrap saying so,
 the common `accord.audit.v1.AuditService` (servicer and policy) and a task that seals its
-log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop.
+log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop. Before
+it seals anything, it verifies its whole log (while it serves; `accord.chain` is
+NOT_SERVING until that has passed, and for good if the log was tampered with).
+
+Parts other than the runtime report health of their own through `ServiceParts.health`
+(e.g. `accord.deadletter`, NOT_SERVING once a message was dead-lettered).
 
 When it reports SERVING: an event-sourced service as soon as its relay holds the stream and
 its consumers are started (its state is in its store, so it answers correctly at once); a
@@ -32,6 +37,7 @@ from accord_kit.audit import ChainKeys, StartupVerification, register_audit, ver
 from accord_kit.auth import AUDIT_POLICY, Policy, TokenVerifier
 from accord_kit.chain import ChainError, Checkpoint, seal
 from accord_kit.consumer import Applier, Consumer, ConsumerConfig
+from accord_kit.deadletter import HEALTH as DEADLETTER_HEALTH
 from accord_kit.eventlog import EventLogClient
 from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
 from accord_kit.logging import get_logger
@@ -100,6 +106,30 @@ class Readiness:
         return out
 
 
+class HealthBoard:
+    """Health statuses that parts other than the runtime report (e.g. the signal intake's
+    dead letters, `accord_kit.deadletter.HEALTH`): each name is a gRPC health service of its
+    own, and `detail` says what the last report was about (gRPC health carries no text)."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, tuple[bool, str]] = {}
+        self._server: AccordServer | None = None
+
+    async def set(self, name: str, serving: bool, detail: str = "") -> None:
+        self.statuses[name] = (serving, detail)
+        if self._server is not None:
+            await self._server.set_serving(serving, name)
+
+    def detail(self, name: str) -> str:
+        return self.statuses.get(name, (True, ""))[1]
+
+    async def bind(self, server: AccordServer) -> None:
+        """Report through `server` from now on (and what was reported before)."""
+        self._server = server
+        for name, (serving, _) in list(self.statuses.items()):
+            await server.set_serving(serving, name)
+
+
 @dataclass
 class ServiceParts:
     settings: ServiceSettings
@@ -114,6 +144,7 @@ class ServiceParts:
     # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
     extra_tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
+    health: HealthBoard = field(default_factory=HealthBoard)
 
 
 class ServiceRuntime:
@@ -179,6 +210,7 @@ class ServiceRuntime:
         if self.server.interceptor is not None:
             self.server.interceptor.damage = lambda: self.sealing_halted
         await self.server.set_serving(False)
+        await self.parts.health.bind(self.server)
         await self.server.start()
         log.info("grpc_started", address=f"{s.grpc_host}:{self.server.port}")
         if self.sealing:
@@ -323,7 +355,12 @@ class ServiceRuntime:
             self._clients.append(client)
             cfg = upstream.config(s.service)
             consumer = Consumer(
-                target, self._nc, cfg, read_events=client.read_events, on_halt=self._halted(cfg.durable)
+                target,
+                self._nc,
+                cfg,
+                read_events=client.read_events,
+                on_halt=self._halted(cfg.durable),
+                on_dead_letter=self._dead_lettered,
             )
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{cfg.durable}"))
@@ -396,6 +433,9 @@ class ServiceRuntime:
                 asyncio.get_running_loop().create_task(self.server.set_serving(False, f"accord.consumer.{durable}"))
 
         return on_halt
+
+    async def _dead_lettered(self, reason: str) -> None:
+        await self.parts.health.set(DEADLETTER_HEALTH, False, reason)
 
     def request_stop(self) -> None:
         self._stop.set()
