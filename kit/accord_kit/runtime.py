@@ -46,6 +46,7 @@ from accord_kit.relay import Relay, RelayMismatchError
 from accord_kit.settings import ServiceSettings, SettingsError
 
 log = get_logger("accord.runtime")
+VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
 CHAIN_HEALTH = "accord.chain"  # health service name: NOT_SERVING once sealing stopped on a tampered log
 
 
@@ -235,12 +236,23 @@ class ServiceRuntime:
         steps = verify_log(app, keys.public_keys, from_checkpoint=False)
         log.info("chain_verify_started", service=self.settings.service)
         progress = None
+        reported = started
         try:
-            while not self._stop.is_set():
+            # Not stopped by a stop request: a stop waits for it a few seconds (then cancels
+            # it), so that a short-lived service still seals at stop.
+            while True:
                 progress = await asyncio.to_thread(next, steps, None)
                 if progress is None or progress.done:
                     break
                 status.progress = progress
+                if time.monotonic() - reported >= VERIFY_PROGRESS_SECONDS:
+                    reported = time.monotonic()
+                    log.info(
+                        "chain_verify_progress",
+                        verified_through=progress.verified_through,
+                        head=progress.head_position,
+                        seconds=round(reported - started, 1),
+                    )
         finally:
             status.seconds = time.monotonic() - started
             if progress is None or not progress.done:

@@ -9,22 +9,25 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord.audit.v1 import audit_pb2, audit_pb2_grpc
 from accord.testing.v1 import counter_pb2, counter_pb2_grpc
-from accord_kit.chain import latest_checkpoint
+from accord_kit.audit import StartupVerification, verify_log_steps
+from accord_kit.chain import Kind, Problem, latest_checkpoint, seal
 from accord_kit.clock import FakeClock
 from accord_kit.runtime import CHAIN_HEALTH, ServiceRuntime
 from accord_kit.settings import ServiceSettings
 from accord_kit.testing import fixtures
 from accord_kit.testing.counter import Counters, build_counter_service
+from accord_kit.testing.fixtures import sqlite_env
 from accord_kit.testing.nats import NatsServer
 from accord_kit.testing.service import Keys, make_keys, running_service, service_environ
 
@@ -226,3 +229,30 @@ async def test_an_untampered_log_is_verified_at_start_before_it_is_sealed_again(
         await svc.increment("c1", 1)
         assert await svc.runtime.seal_once() is not None
         assert (await svc.verify_log(True)).ok
+
+
+def test_verify_log_from_the_checkpoint_starts_there_only_once_the_start_up_verification_passed(
+    tmp_path: Path,
+) -> None:
+    app = Counters(sqlite_env(tmp_path / "c.sqlite"), service="counter")
+    try:
+        key = Ed25519PrivateKey.generate()
+        app.increment("c1", 1)
+        cp = seal(app, key)
+        app.increment("c1", 2)
+        keys = [key.public_key()]
+        startup = StartupVerification()  # still verifying: the part before the checkpoint is not known good
+        *_, whole = verify_log_steps(app, keys, from_checkpoint=True, startup=startup)
+        assert whole.done and whole.ok and whole.start_position == 0
+        startup.state = "verified"
+        *_, since = verify_log_steps(app, keys, from_checkpoint=True, startup=startup)
+        assert since.ok and since.start_position == cp.position
+        # Found tampered at start: that finding, whatever the log after the checkpoint says.
+        startup.state = "tampered"
+        startup.finding = replace(whole, ok=False, problem=Problem(Kind.MISSING, 1, "a record was deleted"))
+        *_, found = verify_log_steps(app, keys, from_checkpoint=True, startup=startup)
+        assert not found.ok and found.problem == startup.finding.problem
+        *_, again = verify_log_steps(app, keys, from_checkpoint=False, startup=startup)
+        assert again.ok  # the whole log is verified afresh when asked for it
+    finally:
+        app.close()
