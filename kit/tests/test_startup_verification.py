@@ -6,7 +6,6 @@ DATA_LOSS rather than INTERNAL."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -25,11 +24,11 @@ from accord_kit.chain import Kind, Problem, latest_checkpoint, seal
 from accord_kit.clock import FakeClock
 from accord_kit.runtime import CHAIN_HEALTH, ServiceRuntime
 from accord_kit.settings import ServiceSettings
-from accord_kit.testing import fixtures
 from accord_kit.testing.counter import Counters, build_counter_service
 from accord_kit.testing.fixtures import sqlite_env
 from accord_kit.testing.nats import NatsServer
 from accord_kit.testing.service import Keys, make_keys, running_service, service_environ
+from accord_kit.testing.tamper import Store
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -82,64 +81,6 @@ async def counter_service(settings: ServiceSettings, tmp_path: Path) -> AsyncIte
             yield Running(runtime, app, keys, channel)
 
 
-class Store:
-    """The service's store, edited behind its back (sqlite3 / psycopg), while it is stopped."""
-
-    def __init__(self, kind: str, settings: ServiceSettings) -> None:
-        env = settings.event_store_env()
-        self.kind = kind
-        self.id = "rowid" if kind == "sqlite" else "notification_id"
-        self.conn: Any
-        if kind == "sqlite":
-            self.events = "stored_events"
-            self.conn = sqlite3.connect(settings.sqlite_path, isolation_level=None)
-        else:
-            import psycopg
-
-            app = Counters(env, service=settings.service)
-            self.events = str(app.recorder.events_table_name)  # type: ignore[attr-defined]
-            app.close()
-            self.conn = psycopg.connect(
-                host=fixtures.PG_HOST,
-                port=fixtures.PG_PORT,
-                user=fixtures.PG_USER,
-                password=fixtures.PG_PASSWORD or None,
-                dbname=env["POSTGRES_DBNAME"],
-                autocommit=True,
-            )
-
-    def x(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        sql = sql.format(events=self.events, id=self.id)
-        if self.kind != "sqlite":
-            sql = sql.replace("?", "%s")
-        cur = self.conn.execute(sql, params)
-        return list(cur.fetchall()) if cur.description else []
-
-    def row(self, n: int) -> tuple[Any, ...]:
-        return tuple(
-            self.x("SELECT originator_id, originator_version, topic, state FROM {events} WHERE {id} = ?", (n,))[0]
-        )
-
-    def edit(self, n: int) -> None:
-        state = bytes(self.row(n)[3])
-        assert b'"amount":1' in state, state
-        self.x("UPDATE {events} SET state = ? WHERE {id} = ?", (state.replace(b'"amount":1', b'"amount":9'), n))
-
-    def delete(self, n: int) -> None:
-        self.x("DELETE FROM {events} WHERE {id} = ?", (n,))
-
-    def swap(self, a: int, b: int) -> None:
-        """Swap two records' contents (each keeps its position)."""
-        ra, rb = self.row(a), self.row(b)
-        self.x("UPDATE {events} SET originator_version = -1 WHERE {id} = ?", (a,))
-        sql = "UPDATE {events} SET originator_id = ?, originator_version = ?, topic = ?, state = ? WHERE {id} = ?"
-        self.x(sql, (*ra, b))
-        self.x(sql, (*rb, a))
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 @pytest.mark.parametrize("tamper", ["edit", "delete", "swap"])
 async def test_a_tamper_before_the_last_checkpoint_is_found_at_restart_and_nothing_more_is_sealed(
     nats_server: NatsServer,
@@ -171,13 +112,14 @@ async def test_a_tamper_before_the_last_checkpoint_is_found_at_restart_and_nothi
         last, _ = latest_checkpoint(reopened)
         assert last is not None and last.position > positions
         head = reopened.head_position()
+        events_table = str(reopened.recorder.events_table_name)  # type: ignore[attr-defined]
     finally:
         reopened.close()
-    store = Store(store_kind, settings)
+    store = Store(store_kind, settings.event_store_env(), events_table)
     try:
         c1_plus_one = 3  # c1's third event (version 3)
         if tamper == "edit":
-            store.edit(c1_plus_one)
+            store.edit(c1_plus_one, b'"amount":1', b'"amount":9')
         elif tamper == "delete":
             store.delete(c1_plus_one)
         else:
