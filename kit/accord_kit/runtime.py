@@ -33,7 +33,7 @@ import grpc
 from eventsourcing.persistence import IntegrityError
 
 from accord_kit.application import AccordApplication
-from accord_kit.audit import ChainKeys, StartupVerification, register_audit, verify_log
+from accord_kit.audit import ChainKeys, StartupVerification, VerifyProgress, register_audit, verify_log
 from accord_kit.auth import AUDIT_POLICY, Policy, TokenVerifier
 from accord_kit.chain import ChainError, Checkpoint, seal
 from accord_kit.consumer import Applier, Consumer, ConsumerConfig
@@ -47,6 +47,7 @@ from accord_kit.settings import ServiceSettings, SettingsError
 
 log = get_logger("accord.runtime")
 VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
+VERIFY_RETRY_SECONDS = 5.0  # after the start-up verification could not read the log
 CHAIN_HEALTH = "accord.chain"  # health service name: NOT_SERVING once sealing stopped on a tampered log
 
 
@@ -229,39 +230,31 @@ class ServiceRuntime:
     async def _verify_at_start(self) -> None:
         """Verify the whole log (`audit.verify_log`: a page in memory at a time, in a worker
         thread) while the service serves; `accord.chain` turns SERVING once it is verified.
-        A tampered log stops sealing for good, exactly as a failed seal does."""
-        app, keys, status = self.parts.app, self.chain_keys, self.startup_verification
-        assert app is not None and keys is not None and status is not None and self.server is not None
+        A tampered log stops sealing for good, exactly as a failed seal does. A failure to
+        read the log (the store unreachable) is logged and the verification starts again
+        after VERIFY_RETRY_SECONDS; meanwhile nothing is sealed."""
+        status = self.startup_verification
+        assert status is not None and self.server is not None
         started = time.monotonic()
-        steps = verify_log(app, keys.public_keys, from_checkpoint=False)
         log.info("chain_verify_started", service=self.settings.service)
-        progress = None
-        reported = started
+        progress: VerifyProgress | None = None
         try:
-            # Not stopped by a stop request: a stop waits for it a few seconds (then cancels
-            # it), so that a short-lived service still seals at stop.
-            while True:
-                progress = await asyncio.to_thread(next, steps, None)
-                if progress is None or progress.done:
-                    break
-                status.progress = progress
-                if time.monotonic() - reported >= VERIFY_PROGRESS_SECONDS:
-                    reported = time.monotonic()
-                    log.info(
-                        "chain_verify_progress",
-                        verified_through=progress.verified_through,
-                        head=progress.head_position,
-                        seconds=round(reported - started, 1),
-                    )
+            while progress is None:
+                try:
+                    progress = await self._verify_whole_log(started)
+                except Exception as e:
+                    log.warning("chain_verify_failed", error=f"{type(e).__name__}: {e}", retry_in=VERIFY_RETRY_SECONDS)
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), timeout=VERIFY_RETRY_SECONDS)
+                        return  # stopping (finally: "stopped")
+                    except TimeoutError:
+                        pass
         finally:
             status.seconds = time.monotonic() - started
-            if progress is None or not progress.done:
+            if progress is None:
                 status.state = "stopped"
-        if status.state == "stopped":
-            through = status.progress.verified_through if status.progress else 0
-            log.info("chain_verify_stopped", verified_through=through)
-            return
-        assert progress is not None
+                through = status.progress.verified_through if status.progress else 0
+                log.info("chain_verify_stopped", verified_through=through)
         status.progress = progress
         seconds = round(status.seconds, 3)
         if progress.ok:
@@ -280,6 +273,30 @@ class ServiceRuntime:
         self.sealing_halted = reason
         log.error("chain_seal_refused", alert=True, reason=reason, seconds=seconds)
         await self.server.set_serving(False, CHAIN_HEALTH)
+
+    async def _verify_whole_log(self, started: float) -> VerifyProgress:
+        """One pass over the whole log; its result. Not stopped by a stop request: a stop
+        waits for it a few seconds (then cancels it), so that a short-lived service still
+        seals at stop."""
+        app, keys, status = self.parts.app, self.chain_keys, self.startup_verification
+        assert app is not None and keys is not None and status is not None
+        steps = verify_log(app, keys.public_keys, from_checkpoint=False)
+        reported = time.monotonic()
+        while True:
+            progress = await asyncio.to_thread(next, steps, None)
+            if progress is None:
+                raise RuntimeError("the verification ended without a result")
+            if progress.done:
+                return progress
+            status.progress = progress
+            if time.monotonic() - reported >= VERIFY_PROGRESS_SECONDS:
+                reported = time.monotonic()
+                log.info(
+                    "chain_verify_progress",
+                    verified_through=progress.verified_through,
+                    head=progress.head_position,
+                    seconds=round(reported - started, 1),
+                )
 
     async def startup_verified(self) -> bool:
         """Wait for the start-up verification (if any); whether the log passed it."""
