@@ -8,7 +8,9 @@ and verifier themselves are in `accord_kit.chain`).
   verifies the pages as they come (`LogVerifier`, over `chain.ChainVerifier`: one pass, a
   page in memory at a time, the report `chain.verify` would give over the whole log),
   yielding progress. It trusts the service for nothing but the bytes it serves.
-- `VerifyLog` runs the same verification inside the service, over its own store.
+- `VerifyLog` runs the same verification inside the service, over its own store; asked
+  from the last checkpoint, it answers with the start-up verification's finding when that
+  found the log tampered with (`verify_log_steps`).
 - `GetChainKeys` gives the public keys of the service's checkpoint signatures.
 - `AgreementHistory` streams the service's events that concern one agreement, each with
   its chain hash (`AccordApplication.agreement_ids_of` decides which do);
@@ -454,6 +456,44 @@ def verify_log(app: AccordApplication, public_keys: PublicKeys, *, from_checkpoi
     yield verifier.finish()
 
 
+class StartupVerification:
+    """The whole-log verification a sealing service runs at start (`accord_kit.runtime`),
+    as the AuditService and the runtime see it: `state` is "verifying" until it is done,
+    then "verified" (no problem) or "tampered" (`finding` names the first problem);
+    "stopped" when the service stopped before it finished. `progress` is the latest step."""
+
+    def __init__(self) -> None:
+        self.state = "verifying"
+        self.progress: VerifyProgress | None = None
+        self.finding: VerifyProgress | None = None
+        self.seconds = 0.0
+
+    @property
+    def verified(self) -> bool:
+        return self.state == "verified"
+
+
+def verify_log_steps(
+    app: AccordApplication,
+    public_keys: PublicKeys,
+    *,
+    from_checkpoint: bool,
+    startup: StartupVerification | None = None,
+) -> Iterator[VerifyProgress]:
+    """What VerifyLog answers. A log found tampered with at start is tampered whatever its
+    later checkpoints say (they were signed before the change, or over it): asked from the
+    last checkpoint, the answer is the start-up verification's finding; while that
+    verification is still running, the whole log is verified instead (the part before the
+    checkpoint is not known good yet)."""
+    if from_checkpoint and startup is not None:
+        if startup.finding is not None:
+            yield startup.finding
+            return
+        if not startup.verified:
+            from_checkpoint = False
+    yield from verify_log(app, public_keys, from_checkpoint=from_checkpoint)
+
+
 # -- AgreementHistory ---------------------------------------------------------------------------
 
 
@@ -512,10 +552,17 @@ def agreement_history(
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def __init__(
-        self, app: AccordApplication, keys: ChainKeys, *, seal_seconds: float = 0.0, max_message_bytes: int = 0
+        self,
+        app: AccordApplication,
+        keys: ChainKeys,
+        *,
+        seal_seconds: float = 0.0,
+        max_message_bytes: int = 0,
+        startup: StartupVerification | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
+        self.startup = startup
         self.seal_seconds = seal_seconds
         # Half the largest message for the records' bytes: room for the encoding and the chain entries.
         self.page_bytes = max_message_bytes // 2 if max_message_bytes else None
@@ -543,7 +590,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def VerifyLog(  # noqa: N802
         self, request: audit_pb2.VerifyLogRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[audit_pb2.VerifyLogProgress]:
-        steps = verify_log(self.app, self.keys.public_keys, from_checkpoint=request.from_checkpoint)
+        steps = verify_log_steps(
+            self.app, self.keys.public_keys, from_checkpoint=request.from_checkpoint, startup=self.startup
+        )
         while True:
             progress = await asyncio.to_thread(next, steps, None)
             if progress is None:
@@ -565,12 +614,18 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
 
 def register_audit(
-    app: AccordApplication, keys: ChainKeys, *, seal_seconds: float = 0.0, max_message_bytes: int = 0
+    app: AccordApplication,
+    keys: ChainKeys,
+    *,
+    seal_seconds: float = 0.0,
+    max_message_bytes: int = 0,
+    startup: StartupVerification | None = None,
 ) -> Callable[[grpc.aio.Server], str]:
     def register(server: grpc.aio.Server) -> str:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(app, keys, seal_seconds=seal_seconds, max_message_bytes=max_message_bytes), server
+        servicer = AuditServicer(
+            app, keys, seal_seconds=seal_seconds, max_message_bytes=max_message_bytes, startup=startup
         )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
         return SERVICE_NAME
 
     return register

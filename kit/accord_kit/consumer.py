@@ -11,6 +11,13 @@ exactly once to a local application.
   `ReadEvents` RPC, then consumption returns to NATS.
 * An event whose handling keeps failing halts the consumer with an alert (log + health);
   it is never skipped.
+* A message that is not an envelope at all (its bytes do not decode, or it has no event
+  id or no position) cannot be an event of the source's log: it is copied to the
+  DEADLETTER stream with the reason (`accord_kit.deadletter`), then acknowledged, with an
+  alert (`consumer_dead_lettered`, and `on_dead_letter`: health `accord.deadletter`). It
+  takes no place in the log's order: if it stood for a real event, the next event's
+  previous position shows the gap, which is caught up through `ReadEvents` as any other.
+  If the copy cannot be stored, the message is nak'ed and tried again.
 * `caught_up` is set once the consumer has applied everything its stream held when it
   started (the position of the stream's last message then); an empty stream counts as
   caught up at once, and so does a stream that does not exist yet (the consumer keeps
@@ -34,6 +41,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from accord.events.v1 import events_pb2
+from accord_kit.deadletter import dead_letter
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.consumer")
@@ -74,6 +82,7 @@ class ConsumerStats:
     out_of_order_naks: int = 0
     failures: int = 0
     caught_up_via_read_events: int = 0
+    dead_lettered: int = 0
     failures_by_position: dict[int, int] = field(default_factory=dict)
 
 
@@ -90,8 +99,10 @@ class Consumer:
         *,
         read_events: ReadEvents | None = None,
         on_halt: Callable[[str], None] | None = None,
+        on_dead_letter: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        self.on_dead_letter = on_dead_letter
         self.nc = nc
         self.js = nc.jetstream()
         self.config = config
@@ -153,13 +164,22 @@ class Consumer:
             info = await self.js.stream_info(stream)
             if info.state.messages == 0 or not info.state.last_seq:
                 return 0
-            try:
-                msg = await self.js.get_msg(stream, seq=info.state.last_seq)
-            except NotFoundError:
-                continue  # purged or deleted since we looked: look again
-            env = events_pb2.EventEnvelope()
-            env.ParseFromString(msg.data or b"")
-            return int(env.position)
+            seq, first = info.state.last_seq, info.state.first_seq or 1
+            while seq >= first:
+                try:
+                    msg = await self.js.get_msg(stream, seq=seq)
+                except NotFoundError:
+                    break  # purged or deleted since we looked: look again
+                env = events_pb2.EventEnvelope()
+                try:
+                    env.ParseFromString(msg.data or b"")
+                except Exception:
+                    env.Clear()
+                if env.event_id and env.position > 0:
+                    return int(env.position)
+                seq -= 1  # not an envelope (it will be dead-lettered): the one before
+            else:
+                return 0
         raise TimeoutError(f"stream {stream}: its last message kept disappearing")
 
     async def run(self) -> None:
@@ -232,8 +252,17 @@ class Consumer:
         pairs = []
         for m in msgs:
             env = events_pb2.EventEnvelope()
-            env.ParseFromString(m.data)
+            try:
+                env.ParseFromString(m.data or b"")
+                problem = "" if env.event_id and env.position > 0 else "it has no event id or no position"
+            except Exception as e:  # protobuf's DecodeError, or anything else the bytes cause
+                problem = f"its bytes do not decode as an EventEnvelope ({type(e).__name__}: {e})"
+            if problem:
+                await self._dead_letter(m, f"not an event envelope: {problem}")
+                continue
             pairs.append((env, m))
+        if not pairs:
+            return
         # Redeliveries arrive in any order: within a fetched batch, put them back in log order
         # (a stable sort keeps a duplicate next to its twin, which is then skipped).
         pairs.sort(key=lambda p: p[0].position)
@@ -313,6 +342,21 @@ class Consumer:
             if target is not None and self._tracked >= target:
                 break
         self._gap_since = None
+
+    async def _dead_letter(self, m: Msg, reason: str) -> None:
+        cfg = self.config
+        try:
+            subject = await dead_letter(self.js, cfg.consumer, m, reason)
+        except Exception as e:
+            log.warning("consumer_dead_letter_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
+            await m.nak(delay=max(cfg.nak_delay, 1.0))
+            return
+        await m.ack()
+        self.stats.dead_lettered += 1
+        seq = m.metadata.sequence.stream if m.metadata else 0
+        log.error("consumer_dead_lettered", alert=True, durable=cfg.durable, stream_seq=seq, reason=reason, to=subject)
+        if self.on_dead_letter is not None:
+            await self.on_dead_letter(f"{cfg.durable}: stream {cfg.stream} message {seq}: {reason}")
 
     def _halt(self, reason: str) -> None:
         self.halted = reason

@@ -42,3 +42,10 @@ class UnauthenticatedError(AccordError):
 
 class UnavailableError(AccordError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class DataLossError(AccordError):
+    """Stored data the answer needs is damaged (a record that cannot be read, or a log
+    found tampered with): the message names what and, when known, the position."""
+
+    code = grpc.StatusCode.DATA_LOSS

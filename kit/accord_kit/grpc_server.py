@@ -13,18 +13,27 @@ from typing import Any
 
 import grpc
 import structlog
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.domain import OriginatorVersionError
+from eventsourcing.persistence import MapperDeserialisationError, RecordConflictError
+from eventsourcing.utils import TopicError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
-from accord_kit.errors import AccordError
+from accord_kit.errors import AccordError, DataLossError
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.grpc")
 
 ErrorMap = Mapping[type[BaseException], grpc.StatusCode]
+# Errors of rebuilding state from stored records: a record's bytes, topic or version is not
+# what its writer stored (DATA_LOSS, not INTERNAL).
+UNREADABLE_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    MapperDeserialisationError,
+    OriginatorVersionError,
+    TopicError,
+)
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -43,6 +52,19 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         self.verifier = verifier
         self.policy = policy
         self.error_map = dict(error_map or {})
+        # What is known to be wrong with the service's log (e.g. the start-up verification's
+        # finding), or None: while it says something, a call that fails unexpectedly is
+        # answered DATA_LOSS naming it rather than INTERNAL.
+        self.damage: Callable[[], str | None] = lambda: None
+
+    def _data_loss(self, exc: BaseException) -> DataLossError | None:
+        damage = self.damage()
+        known = f"; the log is damaged: {damage}" if damage else ""
+        if isinstance(exc, UNREADABLE_RECORD_ERRORS):
+            return DataLossError(f"a stored record cannot be read ({type(exc).__name__}: {exc}){known}")
+        if damage:
+            return DataLossError(f"the log is damaged: {damage} (reading it failed: {type(exc).__name__}: {exc})")
+        return None
 
     def _code_for(self, exc: BaseException) -> grpc.StatusCode | None:
         if isinstance(exc, AccordError):
@@ -88,6 +110,9 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         if code is None and isinstance(exc, RecordConflictError):
             # Two writers raced for the same aggregate version: nothing of the loser was stored.
             code, exc = grpc.StatusCode.ABORTED, RuntimeError("a concurrent change to the same record won; retry")
+        if code is None and (lost := self._data_loss(exc)) is not None:
+            log.error("rpc_data_loss", rpc=method, error=f"{type(exc).__name__}: {exc}")
+            code, exc = lost.code, lost
         ms = round((time.perf_counter() - started) * 1000, 2)
         if code is None:
             log.exception("rpc_failed", rpc=method, ms=ms)
@@ -140,6 +165,7 @@ class AccordServer:
     health: health.aio.HealthServicer
     port: int
     service_names: list[str] = field(default_factory=list)
+    interceptor: AccordInterceptor | None = None
 
     async def start(self) -> None:
         await self.server.start()
@@ -167,8 +193,9 @@ def build_server(
 ) -> AccordServer:
     """Build a server. Each `register` callable adds one servicer and returns its full
     service name (used for reflection and per-service health)."""
+    interceptor = AccordInterceptor(verifier, policy, error_map)
     server = grpc.aio.server(
-        interceptors=[AccordInterceptor(verifier, policy, error_map)],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -184,4 +211,4 @@ def build_server(
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port} (address in use?)")
-    return AccordServer(server=server, health=health_servicer, port=bound, service_names=names)
+    return AccordServer(server=server, health=health_servicer, port=bound, service_names=names, interceptor=interceptor)

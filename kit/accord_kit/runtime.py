@@ -7,7 +7,12 @@ consumers stop → NATS drains → the log is sealed → the store closes → ex
 
 An event-sourced service (one with `parts.app`) also gets, without its bootstrap saying so,
 the common `accord.audit.v1.AuditService` (servicer and policy) and a task that seals its
-log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop.
+log with a signed checkpoint every `<SERVICE>_SEAL_SECONDS` and once more at stop. Before
+it seals anything, it verifies its whole log (while it serves; `accord.chain` is
+NOT_SERVING until that has passed, and for good if the log was tampered with).
+
+Parts other than the runtime report health of their own through `ServiceParts.health`
+(e.g. `accord.deadletter`, NOT_SERVING once a message was dead-lettered).
 
 When it reports SERVING: an event-sourced service as soon as its relay holds the stream and
 its consumers are started (its state is in its store, so it answers correctly at once); a
@@ -28,10 +33,11 @@ import grpc
 from eventsourcing.persistence import IntegrityError
 
 from accord_kit.application import AccordApplication
-from accord_kit.audit import ChainKeys, register_audit
+from accord_kit.audit import ChainKeys, StartupVerification, VerifyProgress, register_audit, verify_log
 from accord_kit.auth import AUDIT_POLICY, Policy, TokenVerifier
 from accord_kit.chain import ChainError, Checkpoint, seal
 from accord_kit.consumer import Applier, Consumer, ConsumerConfig
+from accord_kit.deadletter import HEALTH as DEADLETTER_HEALTH
 from accord_kit.eventlog import EventLogClient
 from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
 from accord_kit.logging import get_logger
@@ -40,6 +46,8 @@ from accord_kit.relay import Relay, RelayMismatchError
 from accord_kit.settings import ServiceSettings, SettingsError
 
 log = get_logger("accord.runtime")
+VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
+VERIFY_RETRY_SECONDS = 5.0  # after the start-up verification could not read the log
 CHAIN_HEALTH = "accord.chain"  # health service name: NOT_SERVING once sealing stopped on a tampered log
 
 
@@ -100,6 +108,30 @@ class Readiness:
         return out
 
 
+class HealthBoard:
+    """Health statuses that parts other than the runtime report (e.g. the signal intake's
+    dead letters, `accord_kit.deadletter.HEALTH`): each name is a gRPC health service of its
+    own, and `detail` says what the last report was about (gRPC health carries no text)."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, tuple[bool, str]] = {}
+        self._server: AccordServer | None = None
+
+    async def set(self, name: str, serving: bool, detail: str = "") -> None:
+        self.statuses[name] = (serving, detail)
+        if self._server is not None:
+            await self._server.set_serving(serving, name)
+
+    def detail(self, name: str) -> str:
+        return self.statuses.get(name, (True, ""))[1]
+
+    async def bind(self, server: AccordServer) -> None:
+        """Report through `server` from now on (and what was reported before)."""
+        self._server = server
+        for name, (serving, _) in list(self.statuses.items()):
+            await server.set_serving(serving, name)
+
+
 @dataclass
 class ServiceParts:
     settings: ServiceSettings
@@ -114,6 +146,7 @@ class ServiceParts:
     # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
     extra_tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
+    health: HealthBoard = field(default_factory=HealthBoard)
 
 
 class ServiceRuntime:
@@ -131,6 +164,9 @@ class ServiceRuntime:
         self.chain_keys: ChainKeys | None = None
         # Why sealing stopped (the log was found tampered with), or None while it runs.
         self.sealing_halted: str | None = None
+        # The whole-log verification at start (sealing services only): sealing waits for it.
+        self.startup_verification: StartupVerification | None = None
+        self._verification: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -151,10 +187,18 @@ class ServiceRuntime:
         app = self.parts.app
         if app is not None:
             self.chain_keys = ChainKeys.load(s)
+            if self.sealing:
+                self.startup_verification = StartupVerification()
             # The service's own rules win over the common audit rules if it names the same RPCs.
             policy = Policy.of(AUDIT_POLICY, self.parts.policy.rules)
             register.append(
-                register_audit(app, self.chain_keys, seal_seconds=s.seal_seconds, max_message_bytes=s.max_message_bytes)
+                register_audit(
+                    app,
+                    self.chain_keys,
+                    seal_seconds=s.seal_seconds,
+                    max_message_bytes=s.max_message_bytes,
+                    startup=self.startup_verification,
+                )
             )
         self.server = build_server(
             host=s.grpc_host,
@@ -165,15 +209,103 @@ class ServiceRuntime:
             error_map=self.parts.error_map,
             max_message_bytes=s.max_message_bytes,
         )
+        if self.server.interceptor is not None:
+            self.server.interceptor.damage = lambda: self.sealing_halted
         await self.server.set_serving(False)
+        await self.parts.health.bind(self.server)
         await self.server.start()
         log.info("grpc_started", address=f"{s.grpc_host}:{self.server.port}")
         if self.sealing:
-            await self.server.set_serving(True, CHAIN_HEALTH)
+            # NOT_SERVING until the whole log has been verified (below, while the service
+            # serves); nothing is sealed before that.
+            await self.server.set_serving(False, CHAIN_HEALTH)
+            self._verification = asyncio.create_task(self._verify_at_start(), name="verify")
+            self._tasks.append(self._verification)
             self._tasks.append(asyncio.create_task(self._seal_periodically(), name="seal"))
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
             self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+
+    # -- verifying the whole log at start ------------------------------------------------
+    async def _verify_at_start(self) -> None:
+        """Verify the whole log (`audit.verify_log`: a page in memory at a time, in a worker
+        thread) while the service serves; `accord.chain` turns SERVING once it is verified.
+        A tampered log stops sealing for good, exactly as a failed seal does. A failure to
+        read the log (the store unreachable) is logged and the verification starts again
+        after VERIFY_RETRY_SECONDS; meanwhile nothing is sealed."""
+        status = self.startup_verification
+        assert status is not None and self.server is not None
+        started = time.monotonic()
+        log.info("chain_verify_started", service=self.settings.service)
+        progress: VerifyProgress | None = None
+        try:
+            while progress is None:
+                try:
+                    progress = await self._verify_whole_log(started)
+                except Exception as e:
+                    log.warning("chain_verify_failed", error=f"{type(e).__name__}: {e}", retry_in=VERIFY_RETRY_SECONDS)
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), timeout=VERIFY_RETRY_SECONDS)
+                        return  # stopping (finally: "stopped")
+                    except TimeoutError:
+                        pass
+        finally:
+            status.seconds = time.monotonic() - started
+            if progress is None:
+                status.state = "stopped"
+                through = status.progress.verified_through if status.progress else 0
+                log.info("chain_verify_stopped", verified_through=through)
+        status.progress = progress
+        seconds = round(status.seconds, 3)
+        if progress.ok:
+            status.state = "verified"
+            await self.server.set_serving(True, CHAIN_HEALTH)
+            log.info(
+                "chain_verified",
+                records=progress.records_checked,
+                checkpoints=progress.checkpoints_checked,
+                head=progress.head_position,
+                seconds=seconds,
+            )
+            return
+        status.state, status.finding = "tampered", progress
+        reason = f"the log failed verification at start: {progress.problem}"
+        self.sealing_halted = reason
+        log.error("chain_seal_refused", alert=True, reason=reason, seconds=seconds)
+        await self.server.set_serving(False, CHAIN_HEALTH)
+
+    async def _verify_whole_log(self, started: float) -> VerifyProgress:
+        """One pass over the whole log; its result. Not stopped by a stop request: a stop
+        waits for it a few seconds (then cancels it), so that a short-lived service still
+        seals at stop."""
+        app, keys, status = self.parts.app, self.chain_keys, self.startup_verification
+        assert app is not None and keys is not None and status is not None
+        steps = verify_log(app, keys.public_keys, from_checkpoint=False)
+        reported = time.monotonic()
+        while True:
+            progress = await asyncio.to_thread(next, steps, None)
+            if progress is None:
+                raise RuntimeError("the verification ended without a result")
+            if progress.done:
+                return progress
+            status.progress = progress
+            if time.monotonic() - reported >= VERIFY_PROGRESS_SECONDS:
+                reported = time.monotonic()
+                log.info(
+                    "chain_verify_progress",
+                    verified_through=progress.verified_through,
+                    head=progress.head_position,
+                    seconds=round(reported - started, 1),
+                )
+
+    async def startup_verified(self) -> bool:
+        """Wait for the start-up verification (if any); whether the log passed it."""
+        if self._verification is None:
+            return True
+        if not self._verification.done():
+            await asyncio.wait([self._verification])
+        status = self.startup_verification
+        return status is not None and status.verified
 
     # -- sealing the log (accord_kit.chain.seal) ------------------------------------------
     def _seal_now(self) -> Checkpoint | None:
@@ -192,6 +324,10 @@ class ServiceRuntime:
         good, with an alert and the `accord.chain` health status NOT_SERVING — the service
         itself keeps serving, so that the log can still be read and verified."""
         if not self.sealing or self.sealing_halted is not None:
+            return None
+        if not await self.startup_verified():
+            if self.sealing_halted is None:  # stopped before the verification finished
+                log.info("chain_seal_skipped", reason="the log's start-up verification did not finish")
             return None
         try:
             cp = await asyncio.to_thread(self._seal_now)
@@ -212,6 +348,8 @@ class ServiceRuntime:
         return cp
 
     async def _seal_periodically(self) -> None:
+        if self._verification is not None:
+            await self._wait_first(asyncio.shield(self._verification))
         while self.sealing_halted is None:
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.seal_seconds)
@@ -246,7 +384,12 @@ class ServiceRuntime:
             self._clients.append(client)
             cfg = upstream.config(s.service)
             consumer = Consumer(
-                target, self._nc, cfg, read_events=client.read_events, on_halt=self._halted(cfg.durable)
+                target,
+                self._nc,
+                cfg,
+                read_events=client.read_events,
+                on_halt=self._halted(cfg.durable),
+                on_dead_letter=self._dead_lettered,
             )
             self.consumers.append(consumer)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"consumer-{cfg.durable}"))
@@ -319,6 +462,9 @@ class ServiceRuntime:
                 asyncio.get_running_loop().create_task(self.server.set_serving(False, f"accord.consumer.{durable}"))
 
         return on_halt
+
+    async def _dead_lettered(self, reason: str) -> None:
+        await self.parts.health.set(DEADLETTER_HEALTH, False, reason)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -159,6 +159,7 @@ async def test_a_service_seals_its_log_periodically_and_its_checkpoints_are_serv
     db = postgres_db() if store_kind == "postgres" else ""
     settings = counter_settings(tmp_path, nats_server.url, unique, store_kind, db, SEAL_SECONDS="0.2")
     async with counter_service(settings, tmp_path) as svc:
+        assert await svc.runtime.startup_verified()  # accord.chain is NOT_SERVING until then
         health = health_pb2_grpc.HealthStub(svc.channel)
         chain_health = await health.Check(health_pb2.HealthCheckRequest(service=CHAIN_HEALTH))
         assert chain_health.status == health_pb2.HealthCheckResponse.SERVING
@@ -245,6 +246,7 @@ async def test_sealing_stops_with_an_alert_on_a_tampered_log_and_the_service_kee
             db.close()
         await svc.increment("c1", 1)
         health = health_pb2_grpc.HealthStub(svc.channel)
+        assert await svc.runtime.startup_verified()
         before = await health.Check(health_pb2.HealthCheckRequest(service=CHAIN_HEALTH))
         assert before.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -7,7 +7,7 @@ from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifie
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
 from accord_kit.persistence import prepare_store
-from accord_kit.runtime import ServiceParts, Upstream, periodic
+from accord_kit.runtime import HealthBoard, ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
 from accord_metrics.intake import SignalIntake, intake_task
@@ -46,7 +46,8 @@ def build(
     prepare_store(settings)
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     app = Metrics(settings.event_store_env(), clock=clock)
-    intake = SignalIntake(app, settings.nats_url, verifier, settings.nats_replicas)
+    health = HealthBoard()
+    intake = SignalIntake(app, settings.nats_url, verifier, settings.nats_replicas, health=health)
     return ServiceParts(
         settings=settings,
         policy=POLICY,
@@ -56,4 +57,5 @@ def build(
         error_map=ERROR_MAP,
         verifier=verifier,
         extra_tasks=[periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)],
+        health=health,
     )

@@ -3,9 +3,25 @@
 header; metrics records them exactly as RecordSignalBatch would (same validation, same
 who-may-record rule, duplicates stored once), through a durable pull consumer.
 
-A batch that can never be recorded (bad token, invalid signal, not the provider) is
-acknowledged and reported with an alert; one naming a service not registered yet is
-retried for a while (registration may still be on its way); a storage failure is retried."""
+What happens to a message:
+
+- recorded (or all duplicates): acknowledged;
+- it can never be recorded — its bytes are not a SignalBatch, the batch is empty, a signal
+  breaks a field rule, the token is missing, bad or expired, the sender does not provide
+  the service — or it names a service still unknown after `UNKNOWN_SERVICE_RETRIES`
+  deliveries (registration may be on its way, so it is retried first): it is copied to the
+  DEADLETTER stream on `accord.deadletter.metrics.<subject>` with the reason
+  (`accord_kit.deadletter`), THEN acknowledged, with an alert (`signal_batch_dead_lettered`
+  log, `alert=true`) and the health service `accord.deadletter` NOT_SERVING (what it was
+  about: `ServiceParts.health.detail`);
+- anything else (the store cannot be read or written, the dead-letter copy cannot be
+  stored): never acknowledged — nak'ed with a delay growing with each delivery (1 s, 2 s, 4 s,
+  … at most 30 s) and tried again until it can be recorded.
+
+A producer that wants to hear the outcome sets the header `Accord-Reply-To: <subject>`:
+metrics publishes a core NATS message there with the header `Accord-Status` (`recorded` or
+`rejected`) and, as its body, what was recorded or why the batch was rejected. (JetStream
+answers the publish itself, so the message's own reply subject is not metrics'.)"""
 
 from __future__ import annotations
 
@@ -20,12 +36,14 @@ from nats.js.errors import NotFoundError
 
 from accord.metrics.v1 import signals_pb2
 from accord_kit.auth import TokenVerifier
-from accord_kit.errors import AccordError
+from accord_kit.context import Principal
+from accord_kit.deadletter import HEALTH, dead_letter, ensure_deadletter_stream
 from accord_kit.logging import get_logger
 from accord_kit.nats_util import connect
+from accord_kit.runtime import HealthBoard
 from accord_metrics.application import Metrics
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
-from accord_metrics.signals import InvalidSignalError
+from accord_metrics.signals import InvalidSignalError, validate
 
 log = get_logger("accord.metrics.intake")
 
@@ -33,6 +51,13 @@ STREAM = "SIGNALS"
 SUBJECTS = ["accord.signals.v1.>"]
 DURABLE = "metrics-SIGNALS"
 UNKNOWN_SERVICE_RETRIES = 20
+REPLY_TO = "Accord-Reply-To"
+STATUS = "Accord-Status"
+MAX_RETRY_DELAY = 30.0
+
+
+class BatchRejectedError(Exception):
+    """The batch can never be recorded; the message says why."""
 
 
 async def ensure_signals_stream(js: Any, replicas: int = 1) -> None:
@@ -51,19 +76,35 @@ async def ensure_signals_stream(js: Any, replicas: int = 1) -> None:
 
 
 class SignalIntake:
-    def __init__(self, app: Metrics, nats_url: str, verifier: TokenVerifier, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        app: Metrics,
+        nats_url: str,
+        verifier: TokenVerifier,
+        replicas: int = 1,
+        *,
+        health: HealthBoard | None = None,
+        retry_delay: float = 1.0,
+    ) -> None:
         self.app = app
         self.nats_url = nats_url
         self.verifier = verifier
         self.replicas = replicas
+        self.health = health
+        self.retry_delay = retry_delay
         self.recorded = 0
-        self.rejected = 0
+        self.rejected = 0  # dead-lettered
+        self.retried = 0  # nak'ed after a failure that may pass
+        self._nc: Any = None
+        self._js: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
         nc = await connect(self.nats_url, name="accord-metrics-intake")
         try:
             js = nc.jetstream()
+            self._nc, self._js = nc, js
             await ensure_signals_stream(js, self.replicas)
+            await ensure_deadletter_stream(js, self.replicas)
             await js.add_consumer(
                 STREAM,
                 api.ConsumerConfig(
@@ -82,40 +123,96 @@ class SignalIntake:
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue
                 for msg in msgs:
-                    await self._handle(msg)
+                    try:
+                        await self._handle(msg)
+                    except Exception:  # e.g. the ack could not be sent: the message comes again
+                        log.exception("signal_batch_handling_failed", subject=msg.subject)
         finally:
             await nc.close()
 
     async def _handle(self, msg: Msg) -> None:
-        headers = msg.headers or {}
         try:
-            principal = self.verifier.verify(headers.get("Authorization") or headers.get("authorization"))
-            batch = signals_pb2.SignalBatch.FromString(msg.data)
-            if not batch.signals:
-                raise InvalidSignalError("the batch has no signals")
-            outcome = await asyncio.to_thread(self.app.record, principal, list(batch.signals))
-        except UnknownServiceError as e:
-            delivered = msg.metadata.num_delivered if msg.metadata else 1
-            if delivered < UNKNOWN_SERVICE_RETRIES:
-                await msg.nak(delay=2.0)
-                return
+            principal, signals = self._read(msg)
+            outcome = await asyncio.to_thread(self.app.record, principal, signals)
+        except BatchRejectedError as e:
             await self._reject(msg, str(e))
             return
-        except (AccordError, InvalidSignalError, NotTheProviderError, ValueError) as e:
+        except UnknownServiceError as e:
+            if self._deliveries(msg) < UNKNOWN_SERVICE_RETRIES:
+                await msg.nak(delay=2.0)
+                return
+            await self._reject(msg, f"{e} (still unknown after {UNKNOWN_SERVICE_RETRIES} deliveries)")
+            return
+        except (InvalidSignalError, NotTheProviderError) as e:
             await self._reject(msg, str(e))
             return
         except Exception as e:  # the store: retry later, never drop
-            log.warning("signal_batch_retry", subject=msg.subject, error=f"{type(e).__name__}: {e}")
-            await msg.nak(delay=1.0)
+            await self._retry(msg, f"{type(e).__name__}: {e}")
             return
         self.recorded += outcome.accepted
         await msg.ack()
+        await self._reply(msg, "recorded", f"accepted={outcome.accepted} duplicates={outcome.duplicates}")
+
+    def _read(self, msg: Msg) -> tuple[Principal, list[signals_pb2.Signal]]:
+        """What the message says and who sent it. Nothing here depends on anything but the
+        message, so a failure is final (BatchRejectedError)."""
+        headers = msg.headers or {}
+        try:
+            principal = self.verifier.verify(headers.get("Authorization") or headers.get("authorization"))
+        except Exception as e:
+            raise BatchRejectedError(f"the Authorization header: {e}") from e
+        try:
+            batch = signals_pb2.SignalBatch.FromString(msg.data or b"")
+        except Exception as e:
+            what = f"{type(e).__name__}: {e}"
+            raise BatchRejectedError(f"the message is not an accord.metrics.v1.SignalBatch ({what})") from e
+        if not batch.signals:
+            raise BatchRejectedError("the batch has no signals")
+        signals = list(batch.signals)
+        for i, s in enumerate(signals):
+            try:
+                validate(s, i)
+            except Exception as e:
+                raise BatchRejectedError(str(e) if isinstance(e, InvalidSignalError) else f"signals[{i}]: {e}") from e
+        return principal, signals
+
+    @staticmethod
+    def _deliveries(msg: Msg) -> int:
+        try:
+            return int(msg.metadata.num_delivered or 1)
+        except Exception:
+            return 1
+
+    async def _retry(self, msg: Msg, error: str) -> None:
+        self.retried += 1
+        delay = min(MAX_RETRY_DELAY, self.retry_delay * 2 ** min(self._deliveries(msg) - 1, 5))
+        n = self._deliveries(msg)
+        log.warning("signal_batch_retry", subject=msg.subject, deliveries=n, delay=delay, error=error)
+        await msg.nak(delay=delay)
 
     async def _reject(self, msg: Msg, reason: str) -> None:
+        """Dead-letter, then acknowledge; if the copy cannot be stored, retry instead."""
+        try:
+            to = await dead_letter(self._js, "metrics", msg, reason, replicas=self.replicas)
+        except Exception as e:
+            await self._retry(msg, f"the dead-letter copy could not be stored: {type(e).__name__}: {e}")
+            return
+        await msg.ack()
         self.rejected += 1
         seq = msg.metadata.sequence.stream if msg.metadata else 0
-        log.error("signal_batch_rejected", alert=True, subject=msg.subject, stream_seq=seq, reason=reason)
-        await msg.ack()
+        log.error("signal_batch_dead_lettered", alert=True, subject=msg.subject, stream_seq=seq, reason=reason, to=to)
+        if self.health is not None:
+            await self.health.set(HEALTH, False, f"{STREAM} message {seq} on {msg.subject}: {reason}")
+        await self._reply(msg, "rejected", reason)
+
+    async def _reply(self, msg: Msg, status: str, text: str) -> None:
+        to = (msg.headers or {}).get(REPLY_TO)
+        if not to or self._nc is None:
+            return
+        try:
+            await self._nc.publish(to, text.encode(), headers={STATUS: status})
+        except Exception as e:  # the producer's inbox is its own business
+            log.info("signal_batch_reply_failed", to=to, error=str(e) or type(e).__name__)
 
 
 def intake_task(intake: SignalIntake) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
