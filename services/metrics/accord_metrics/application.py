@@ -320,6 +320,7 @@ class Metrics(AccordApplication):
         # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
         # in the latest pass that tried it: isolated there, every other agreement goes on.
         self._failing: dict[tuple[str, str], str] = {}
+        self._fcr_services: tuple[int, dict[str, str]] | None = None  # (views position, services)
 
     # -- who may record --------------------------------------------------------------------------
     def provider_of(self, service_id: str) -> str:
@@ -444,6 +445,10 @@ class Metrics(AccordApplication):
     def _fcr_inferred_services(self) -> dict[str, str]:
         """Services measured by an FCR objective inferring resolution from repeat contacts
         (in any version or the effective terms of any agreement) → "agreement/objective"."""
+        position = self._refresh_views()
+        cached = self._fcr_services
+        if cached is not None and cached[0] == position:
+            return cached[1]
         now = self.clock.now()
         out: dict[str, str] = {}
         for view in self.views():
@@ -456,6 +461,7 @@ class Metrics(AccordApplication):
                     if o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" and method != "FLAGGED":
                         for sid in services:
                             out.setdefault(sid, f"{view.agreement_id}/{o.get('objective_id', '')}")
+        self._fcr_services = (position, out)  # until a view changes
         return out
 
     def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
@@ -499,7 +505,8 @@ class Metrics(AccordApplication):
                 self._signals_position = notes[-1].id
 
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
-        """Every stored signal (of one service), in the order stored: the raw record."""
+        """Every stored signal content (of one service), in the order stored — first
+        recordings and corrections alike: the raw record."""
         out: list[signals_pb2.Signal] = []
         position = 0
         while True:
