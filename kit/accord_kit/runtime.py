@@ -41,6 +41,7 @@ from accord_kit.settings import ServiceSettings, SettingsError
 
 log = get_logger("accord.runtime")
 CHAIN_HEALTH = "accord.chain"  # health service name: NOT_SERVING once sealing stopped on a tampered log
+HEALTH_CHECK_SECONDS = 1.0  # how often ServiceParts.health_checks are looked at
 
 
 @dataclass
@@ -114,6 +115,9 @@ class ServiceParts:
     # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
     extra_tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
+    # Named gRPC health statuses the runtime keeps current: SERVING while the check (cheap,
+    # non-blocking) returns True, NOT_SERVING otherwise; checked every HEALTH_CHECK_SECONDS.
+    health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -174,6 +178,22 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
             self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+        for name, check in self.parts.health_checks.items():
+            self._tasks.append(asyncio.create_task(self._watch_health(name, check), name=f"health {name}"))
+
+    async def _watch_health(self, name: str, check: Callable[[], bool]) -> None:
+        """Keep the health status `name` as `check` says until the service stops."""
+        assert self.server is not None
+        last: bool | None = None
+        while not self._stop.is_set():
+            ok = bool(check())
+            if ok != last:
+                await self.server.set_serving(ok, name)
+                last = ok
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=HEALTH_CHECK_SECONDS)
+            except TimeoutError:
+                pass
 
     # -- sealing the log (accord_kit.chain.seal) ------------------------------------------
     def _seal_now(self) -> Checkpoint | None:

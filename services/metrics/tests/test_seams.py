@@ -12,12 +12,15 @@ import hashlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.agreements.v1 import terms_pb2
@@ -29,9 +32,14 @@ from accord_kit.audit import agreement_history
 from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.service import make_keys, running_service, service_environ
+from accord_kit.testing.streams import eventually
 from accord_metrics.application import Metrics
 from accord_metrics.audit import MetricsAudit
+from accord_metrics.bootstrap import EVALUATION_HEALTH, build
 from accord_metrics.domain import BREACHED, MET, NO_DATA
+from accord_metrics.settings import load
 from accord_metrics.signals import InvalidSignalError
 
 AMS = "+01:00"
@@ -348,3 +356,49 @@ def test_fcr_by_repeat_contact_requires_the_customer_id(world: World) -> None:
     # With the customer, or with the agent's flag, a call is recorded.
     flagged = call("c3", flag=pb.FIRST_CONTACT_RESOLUTION_RESOLVED)
     assert m.record(COLLECTOR, [call("c1", "cust-1"), flagged]).accepted == 2
+
+
+async def test_health_reports_an_isolated_evaluation_failure(
+    own_nats_server: NatsServer, tmp_path: Path, store_kind: str, postgres_db: Callable[[], str]
+) -> None:
+    """The running service: an agreement with a parameter metrics cannot read turns the
+    health service `accord.evaluation` NOT_SERVING (the service itself keeps SERVING) while
+    another agreement goes on being judged, every pass."""
+    clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
+    db = postgres_db() if store_kind == "postgres" else ""
+    settings = load(service_environ("metrics", tmp_path, own_nats_server.url, store_kind, db))
+    async with (
+        running_service(build, settings, make_keys(tmp_path / "keys"), clock=clock, evaluate_every=0.05) as runtime,
+        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status(name: str) -> int:
+            return int((await health.Check(health_pb2.HealthCheckRequest(service=name))).status)
+
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await eventually(lambda: _is(status(EVALUATION_HEALTH), serving), timeout=20, what="evaluation SERVING")
+        app: Any = runtime.parts.app
+        upstream = Upstream(app)
+        upstream.service()
+        bad = sla_terms()
+        bad["objectives"][0]["parameters"] = {"maintenance_notice_hours": "48h"}
+        upstream.agreement("a-bad", bad)
+        good = upstream.agreement("a-good", sla_terms())
+        clock.set(at(f"2026-02-10T12:00{AMS}"))
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await eventually(lambda: _is(status(EVALUATION_HEALTH), not_serving), timeout=20, what="NOT_SERVING")
+        assert await status("") == serving
+        assert set(app.evaluation_failures()) == {("a-bad", "availability")}
+
+        def closed(aid: str, start: str) -> int:
+            return sum(1 for w in app.window_evaluations(aid) if w.closed and at(w.window_start) == at(start))
+
+        await eventually(lambda: closed(good, JAN) == 2, timeout=20, what="January of the good agreement closed")
+        clock.set(at(f"2026-03-10T12:00{AMS}"))
+        await eventually(lambda: closed(good, FEB) == 2, timeout=20, what="February of the good agreement closed")
+        assert await status(EVALUATION_HEALTH) == not_serving
+
+
+async def _is(value: Any, expected: int) -> bool:
+    return bool(await value == expected)
