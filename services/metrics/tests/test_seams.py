@@ -183,8 +183,14 @@ def test_a_corrected_outage_end_restates_the_closed_window_and_shows_in_history(
     assert list(corrected.batch.signals) == [fixed]
     assert list(corrected.agreement_ids) == [aid]
 
-    # Re-derivation from the store uses the corrected content, and matches the record.
+    # Re-derivation from the store uses the corrected content, and matches the record; so
+    # does a what-if of the same terms.
     assert world.rederived_mismatches(aid) == []
+    same = MetricsAudit(m).what_if(None, aid, terms=sla_terms(), periods=1)
+    availability = next(o for o in same.objectives if o.objective_id == "availability")
+    window = next(w for w in availability.windows if w.start == at(JAN))
+    assert window.actual is not None and window.proposed is not None
+    assert window.proposed["value"] == window.actual["value"] == restated["new"]["value"]
 
 
 def test_ticket_lifecycle_updates_land(world: World) -> None:
