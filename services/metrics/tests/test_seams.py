@@ -37,12 +37,13 @@ from accord_kit.testing.service import make_keys, running_service, service_envir
 from accord_kit.testing.streams import eventually
 from accord_metrics.application import Metrics
 from accord_metrics.audit import MetricsAudit
-from accord_metrics.bootstrap import EVALUATION_HEALTH, build
+from accord_metrics.bootstrap import build
 from accord_metrics.domain import BREACHED, MET, NO_DATA
 from accord_metrics.settings import load
 from accord_metrics.signals import InvalidSignalError
 
 AMS = "+01:00"
+EVALUATION_HEALTH = "accord.evaluation"  # the health service naming evaluation failures
 COLLECTOR = Principal("collector", "service")
 PROVIDER = Principal("ops", "department", IT)
 
