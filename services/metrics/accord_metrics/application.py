@@ -10,6 +10,7 @@ import hashlib
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -707,13 +708,17 @@ class Metrics(AccordApplication):
                 changed += self._evaluate_agreement(view, now, changed_since, position)
             except Exception as e:  # isolated to this agreement: the others are still judged
                 self._failed(view.agreement_id, "", e)
-                with self._lock:  # its services' changes stay pending for the next pass
-                    for sid, when in changed_since.items():
-                        if sid not in self._changed or when < self._changed[sid]:
-                            self._changed[sid] = when
+                self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
             else:
                 self._recovered(view.agreement_id, "")
         return changed
+
+    def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
+        """Keep these services' signal changes for the next pass (their windows were not judged)."""
+        with self._lock:
+            for sid in services:
+                if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
+                    self._changed[sid] = changed_since[sid]
 
     def _failed(self, agreement_id: str, objective_id: str, error: BaseException) -> None:
         reason = f"{type(error).__name__}: {error}"
@@ -771,12 +776,12 @@ class Metrics(AccordApplication):
             self._recovered(view.agreement_id, str(objective.get("objective_id") or ""))
             windows_end = max(windows_end, windows[0])
             all_closed = all_closed and windows[1]
-        if failed:
-            # Windows of a failing objective were not judged: keep its services' changes.
-            with self._lock:
-                for sid in services:
-                    if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
-                        self._changed[sid] = changed_since[sid]
+        if failed:  # windows of a failing objective were not judged: keep its services' changes
+            self._keep_changes(services, changed_since)
+        current = {str(o.get("objective_id") or "") for o in latest.get("objectives") or []}
+        with self._lock:  # an objective no longer in the terms fails no more
+            for key in [k for k in self._failing if k[0] == view.agreement_id and k[1] and k[1] not in current]:
+                del self._failing[key]
         if to_save:
             self.save(*to_save)
         if position is not None and not failed and all_closed and ends is not None and now >= ends:
@@ -1117,6 +1122,15 @@ def _iso(ts: Any) -> str:
 
 def _parse(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _named_services(view: Any) -> set[str]:
+    """The services an agreement's own versions name (without reading its parents)."""
+    out: set[str] = set()
+    for v in getattr(view, "versions", []):
+        service = v["terms"].get("service") or {}
+        out |= set(service.get("service_ids") or []) if isinstance(service, dict) else set()
+    return out
 
 
 def end_of(view: Any) -> datetime | None:
