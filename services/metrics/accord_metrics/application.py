@@ -858,7 +858,7 @@ class Metrics(AccordApplication):
         evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
         if paused and not subtract([measured], paused):
             # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
-            evaluation.update(status=NO_DATA, value="", undefined=True, detail={"suspended": "true"})
+            evaluation.update(status=NO_DATA, value="", undefined="suspended throughout", detail={"suspended": "true"})
             evaluation.pop("budget_consumed", None)
             evaluation.pop("budget_remaining", None)
         evaluation["agreement_id"], evaluation["objective_id"] = agreement_id, objective["objective_id"]

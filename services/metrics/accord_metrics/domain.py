@@ -194,19 +194,20 @@ class AgreementView(Aggregate):
     def suspend(self, at: str) -> None:
         spans = self.suspended
         if not spans or spans[-1][1]:
-            self._suspended(at=at)
+            self._suspended(agreement_id=self.agreement_id, at=at)
 
+    # Named with the agreement (AgreementHistory finds them by it).
     @event("Suspended")
-    def _suspended(self, at: str) -> None:
+    def _suspended(self, agreement_id: str, at: str) -> None:
         self._suspensions = [*self.suspended, (at, "")]
 
     def resume(self, at: str) -> None:
         spans = self.suspended
         if spans and not spans[-1][1]:
-            self._resumed(at=at)
+            self._resumed(agreement_id=self.agreement_id, at=at)
 
     @event("Resumed")
-    def _resumed(self, at: str) -> None:
+    def _resumed(self, agreement_id: str, at: str) -> None:
         spans = self.suspended
         self._suspensions = [*spans[:-1], (spans[-1][0], at)]
 

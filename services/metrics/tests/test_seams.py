@@ -328,6 +328,17 @@ def test_suspended_time_is_excluded(world: World) -> None:
     assert feb["status"] == NO_DATA and feb["detail"] == {"suspended": "true"}
     assert world.window(aid, "availability", FEB).breaches == []
     assert world.rederived_mismatches(aid) == []
+    changes = [
+        (c.change, c.at)
+        for h in agreement_history(m, aid)
+        if h.envelope.type.endswith(".AgreementViewChanged")
+        for c in [unpack(h.envelope, metrics_events.AgreementViewChanged)]
+        if c.change in ("Suspended", "Resumed")
+    ]
+    assert changes == [
+        ("Suspended", at(f"2026-01-20T00:00{AMS}").isoformat()),
+        ("Resumed", at(f"2026-03-01T00:00{AMS}").isoformat()),
+    ]
 
 
 def test_probes_are_measured_as_request_availability(world: World) -> None:
