@@ -49,6 +49,7 @@ log = get_logger("accord.runtime")
 VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
 VERIFY_RETRY_SECONDS = 5.0  # after the start-up verification could not read the log
 CHAIN_HEALTH = "accord.chain"  # health service name: NOT_SERVING once sealing stopped on a tampered log
+HEALTH_CHECK_SECONDS = 1.0  # how often ServiceParts.health_checks are looked at
 
 
 @dataclass
@@ -147,6 +148,9 @@ class ServiceParts:
     extra_tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
     health: HealthBoard = field(default_factory=HealthBoard)
+    # Named gRPC health statuses the runtime keeps current: SERVING while the check (cheap,
+    # non-blocking) returns True, NOT_SERVING otherwise; checked every HEALTH_CHECK_SECONDS.
+    health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -225,6 +229,22 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
             self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+        for name, check in self.parts.health_checks.items():
+            self._tasks.append(asyncio.create_task(self._watch_health(name, check), name=f"health {name}"))
+
+    async def _watch_health(self, name: str, check: Callable[[], bool]) -> None:
+        """Keep the health status `name` as `check` says until the service stops."""
+        assert self.server is not None
+        last: bool | None = None
+        while not self._stop.is_set():
+            ok = bool(check())
+            if ok != last:
+                await self.server.set_serving(ok, name)
+                last = ok
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=HEALTH_CHECK_SECONDS)
+            except TimeoutError:
+                pass
 
     # -- verifying the whole log at start ------------------------------------------------
     async def _verify_at_start(self) -> None:

@@ -6,9 +6,11 @@ restatements; and the recomputation of a recorded window that audit builds on (a
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,17 +24,28 @@ from google.protobuf import json_format
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
+from accord.metrics.v1 import events_pb2 as metrics_events
 from accord.metrics.v1 import signals_pb2
 from accord_kit.agreement_terms import effective_terms
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
-from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, calendar_windows
+from accord_kit.logging import get_logger
+from accord_kit.timeline import (
+    AlwaysOpen,
+    BusinessCalendar,
+    Calendar,
+    Interval,
+    calendar_windows,
+    subtract,
+    union,
+)
 from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message, codec
 from accord_metrics.domain import (
     BREACHED,
+    NO_DATA,
     REJECTED,
     WITHDRAWN,
     AgreementView,
@@ -42,6 +55,7 @@ from accord_metrics.domain import (
     NotFoundError,
     NotTheProviderError,
     SignalBatch,
+    SignalCorrection,
     UnknownServiceError,
     WindowEvaluation,
 )
@@ -49,7 +63,11 @@ from accord_metrics.evaluation import ONGOING, SignalSet, burn_rates, exclusions
 from accord_metrics.formulas import reliability
 from accord_metrics.signals import validate
 
+log = get_logger("accord.metrics.evaluation")
+
 BATCH_TOPIC = get_topic(SignalBatch.Recorded)
+CORRECTION_TOPIC = get_topic(SignalCorrection.Corrected)
+SIGNAL_TOPICS = [BATCH_TOPIC, CORRECTION_TOPIC]  # every recorded signal content, in log order
 VIEW_TOPIC = get_topic(AgreementView.Seen)
 # Every event of an agreement view (its first, Seen, included): what says a view has changed.
 VIEW_EVENT_TOPICS = sorted(
@@ -66,36 +84,79 @@ DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 class Recorded:
     accepted: int
     duplicates: int
+    corrections: int = 0
+
+
+NEW, DUPLICATE, COMPLETION, CORRECTION = "new", "duplicate", "completion", "correction"
+# Where each kind of signal goes among the formula inputs (a probe is a one-request count).
+_LIST_OF = {
+    "outage": "outages", "maintenance": "maintenance", "requests": "requests", "probe": "requests",
+    "incident": "incidents", "call": "calls", "ticket": "tickets", "task": "tasks", "lead": "leads", "deal": "deals",
+}  # fmt: skip
+
+
+def content_digest(s: signals_pb2.Signal) -> str:
+    """The digest of a signal's content (deterministic wire format): what tells a re-send
+    (same digest) from a correction (same id, another digest)."""
+    return hashlib.sha256(s.SerializeToString(deterministic=True)).hexdigest()
+
+
+def changed_fields(old: signals_pb2.Signal, new: signals_pb2.Signal) -> list[str]:
+    """The fields of a signal's body that differ between two contents, e.g. ["outage.end"]."""
+    kind = str(new.WhichOneof("kind"))
+    a, b = getattr(old, kind), getattr(new, kind)
+    names = sorted({f.name for f, _ in a.ListFields()} | {f.name for f, _ in b.ListFields()})
+    return [f"{kind}.{n}" for n in names if getattr(a, n) != getattr(b, n)]
 
 
 @dataclass
 class ServiceSignals:
-    """One service's signals in memory: ids (for dedupe), the raw signals in the order
-    stored, and the formula inputs converted from them so far (converted lazily, at
-    evaluation, so recording stays cheap)."""
+    """One service's signals in memory: every content each id was recorded with (digests,
+    for dedupe and corrections), the latest content per id, the raw signals in the order
+    stored (corrections included), and the formula inputs converted from them so far
+    (converted lazily, at evaluation, so recording stays cheap). A signal's latest content
+    replaces its earlier one in place among the formula inputs."""
 
-    ids: set[str] = field(default_factory=set)
-    ongoing: set[str] = field(default_factory=set)  # outages reported without an end (yet)
+    versions: dict[str, list[str]] = field(default_factory=dict)  # signal id → digests of every content held
+    latest: dict[str, signals_pb2.Signal] = field(default_factory=dict)
     raw: list[signals_pb2.Signal] = field(default_factory=list)
     signals: SignalSet = field(default_factory=SignalSet)
     converted: int = 0
-    outage_at: dict[str, int] = field(default_factory=dict)  # signal id → index in signals.outages
+    at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
 
-    def is_duplicate(self, s: signals_pb2.Signal) -> bool:
-        """A signal id already held is a duplicate — except the end of an outage first
-        reported as under way, which completes it."""
-        if s.signal_id not in self.ids:
-            return False
-        return not (s.WhichOneof("kind") == "outage" and s.outage.HasField("end") and s.signal_id in self.ongoing)
+    def classify(self, s: signals_pb2.Signal, where: str) -> str:
+        """NEW; DUPLICATE (a content this id was already recorded with: a retry, never a
+        step back); COMPLETION (the end of an outage first reported as under way); or
+        CORRECTION (another content). A correction must keep the signal's kind."""
+        held = self.versions.get(s.signal_id)
+        if held is None:
+            return NEW
+        if content_digest(s) in held:
+            return DUPLICATE
+        before = self.latest[s.signal_id]
+        kind, was = s.WhichOneof("kind"), before.WhichOneof("kind")
+        if kind != was:
+            raise sig.InvalidSignalError(
+                f"{where}.signal_id: {s.signal_id!r} was recorded as a {was} signal; a correction keeps its kind "
+                f"(not {kind}) — use a new signal id"
+            )
+        if (
+            kind == "outage"
+            and not before.outage.HasField("end")
+            and s.outage.HasField("end")
+            and changed_fields(before, s) == ["outage.end"]
+        ):
+            return COMPLETION
+        return CORRECTION
+
+    def earliest(self, signal_id: str) -> datetime | None:
+        held = self.latest.get(signal_id)
+        return _earliest(held) if held is not None else None
 
     def note(self, items: list[signals_pb2.Signal]) -> None:
         for s in items:
-            self.ids.add(s.signal_id)
-            if s.WhichOneof("kind") == "outage":
-                if s.outage.HasField("end"):
-                    self.ongoing.discard(s.signal_id)
-                else:
-                    self.ongoing.add(s.signal_id)
+            self.versions.setdefault(s.signal_id, []).append(content_digest(s))
+            self.latest[s.signal_id] = s
         self.raw.extend(items)
 
     def converted_set(self) -> SignalSet:
@@ -111,16 +172,17 @@ class ServiceSignals:
             self._convert(s)
 
     def _convert(self, s: signals_pb2.Signal) -> None:
-        if s.WhichOneof("kind") == "outage":
-            interval = sig.outage_interval(s, until=FAR_FUTURE)
-            at = self.outage_at.get(s.signal_id)
-            if at is None:
-                self.outage_at[s.signal_id] = len(self.signals.outages)
-                self.signals.outages.append(interval)
-            else:  # the completion of an outage reported as under way replaces it
-                self.signals.outages[at] = interval
-        else:
-            _add(self.signals, s)
+        name = _LIST_OF[str(s.WhichOneof("kind"))]
+        one = SignalSet()
+        _add(one, s)
+        items: list[Any] = getattr(one, name)
+        target: list[Any] = getattr(self.signals, name)
+        at = self.at.get(s.signal_id)
+        if at is None:
+            self.at[s.signal_id] = (name, len(target))
+            target.extend(items)
+        else:  # a later content (completion, correction) replaces the earlier one in place
+            target[at[1]] = items[0]
 
 
 @dataclass(frozen=True)
@@ -201,6 +263,10 @@ def _earliest(s: signals_pb2.Signal) -> datetime:
     return sig.instant(getattr(body, first))
 
 
+def _encode(items: list[signals_pb2.Signal]) -> str:
+    return base64.b64encode(signals_pb2.SignalBatch(signals=items).SerializeToString()).decode()
+
+
 def _add(into: SignalSet, s: signals_pb2.Signal) -> None:
     kind = s.WhichOneof("kind")
     if kind == "outage":
@@ -212,6 +278,8 @@ def _add(into: SignalSet, s: signals_pb2.Signal) -> None:
         into.maintenance.append((sig.maintenance_interval(s), announced))
     elif kind == "requests":
         into.requests.append(sig.request_count(s))
+    elif kind == "probe":
+        into.requests.append(sig.probe_count(s))
     elif kind == "incident":
         into.incidents.append(sig.incident(s))
     elif kind == "call":
@@ -250,6 +318,10 @@ class Metrics(AccordApplication):
         self._views_position = 0  # agreement views indexed from the log by position (any process's)
         self._view_changed: dict[UUID, int] = {}  # view id → position of its latest event, in first-seen order
         self._settled: dict[UUID, Settled] = {}  # ended agreements with nothing to evaluate (see Settled)
+        # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
+        # in the latest pass that tried it: isolated there, every other agreement goes on.
+        self._failing: dict[tuple[str, str], str] = {}
+        self._fcr_services: tuple[int, dict[str, str]] | None = None  # (views position, services)
 
     # -- who may record --------------------------------------------------------------------------
     def provider_of(self, service_id: str) -> str:
@@ -278,47 +350,144 @@ class Metrics(AccordApplication):
                 )
 
     # -- recording signals -----------------------------------------------------------------------------
-    def record(self, caller: Principal, signals: list[signals_pb2.Signal]) -> Recorded:
+    def record(self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "") -> Recorded:
         """Validate, authorise and store one batch: one event per service, in one
-        transaction. Signals the service already holds (or repeated in the batch) are
-        counted as duplicates and not stored again."""
+        transaction. Signals the service already holds with the same content (or repeated
+        in the batch) are counted as duplicates and not stored again. A known signal id with
+        another content is a correction: stored as its own event (`SignalCorrection`: the
+        caller, the digest of the content it replaces, the fields that changed, `reason`),
+        so that the windows it changes are judged again (restated once closed)."""
         for i, s in enumerate(signals):
             validate(s, i)
         self._check_may_record(caller, {s.service_id for s in signals})
+        self._check_fcr_customers(signals)
         with self._lock:  # dedupe and save as one step within this process
             self._refresh_signals()
             fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
-            batch_ids: set[tuple[str, str]] = set()
+            corrected: dict[str, list[tuple[signals_pb2.Signal, str, list[str]]]] = defaultdict(list)
+            in_batch: dict[tuple[str, str], str] = {}
             duplicates = 0
-            for s in signals:
+            for i, s in enumerate(signals):
                 key = (s.service_id, s.signal_id)
-                if self._services[s.service_id].is_duplicate(s) or key in batch_ids:
+                if key in in_batch:
+                    if in_batch[key] != content_digest(s):
+                        raise sig.InvalidSignalError(
+                            f"signals[{i}].signal_id: {s.signal_id!r} appears twice in the batch with different "
+                            "content (send a correction in a later batch)"
+                        )
                     duplicates += 1
                     continue
-                batch_ids.add(key)
-                fresh[s.service_id].append(s)
-            batches = [
-                SignalBatch(
-                    service_id=sid,
-                    batch=base64.b64encode(signals_pb2.SignalBatch(signals=items).SerializeToString()).decode(),
-                    count=len(items),
-                )
+                entry = self._services[s.service_id]
+                verdict = entry.classify(s, f"signals[{i}]")
+                if verdict == DUPLICATE:
+                    duplicates += 1
+                    continue
+                in_batch[key] = content_digest(s)
+                if verdict == CORRECTION:
+                    before = entry.latest[s.signal_id]
+                    corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
+                else:
+                    fresh[s.service_id].append(s)
+            batches: list[Any] = [
+                SignalBatch(service_id=sid, batch=_encode(items), count=len(items))
                 for sid, items in sorted(fresh.items())
             ]
+            actor = f"{caller.role}:{caller.subject}" + (f" ({caller.department})" if caller.department else "")
+            for sid, fixes in sorted(corrected.items()):
+                batches.append(
+                    SignalCorrection(
+                        service_id=sid,
+                        batch=_encode([f[0] for f in fixes]),
+                        count=len(fixes),
+                        previous_digests=[f[1] for f in fixes],
+                        changed=[",".join(f[2]) for f in fixes],
+                        actor=actor,
+                        reason=reason or "re-sent with a known signal id and different content",
+                        agreement_ids=self._agreements_of_service(sid),
+                    )
+                )
             if batches:
                 recordings = self.save(*batches)
                 ids = sorted(r.notification.id for r in recordings)
                 if ids and ids[0] == self._signals_position + 1 and ids[-1] - ids[0] == len(ids) - 1:
                     # Nothing else was stored in between: index our own batch instead of re-reading it.
-                    for sid, items in fresh.items():
-                        self._index(sid, items)
+                    for b in batches:
+                        self._index(b.service_id, list(batch_message(b.batch).signals))
                     self._signals_position = ids[-1]
-            return Recorded(accepted=sum(len(v) for v in fresh.values()), duplicates=duplicates)
+            return Recorded(
+                accepted=sum(len(v) for v in fresh.values()),
+                duplicates=duplicates,
+                corrections=sum(len(v) for v in corrected.values()),
+            )
+
+    def _check_fcr_customers(self, signals: list[signals_pb2.Signal]) -> None:
+        """An answered call without a first-contact flag is judged by repeat contacts of the
+        same customer: refused without its customer id when its service is measured by an
+        FCR objective that infers resolution (anonymous calls are no one customer)."""
+        anonymous = [
+            (i, s)
+            for i, s in enumerate(signals)
+            if s.WhichOneof("kind") == "call"
+            and s.call.HasField("answered_at")
+            and not s.call.customer_id
+            and s.call.first_contact == signals_pb2.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
+        ]
+        if not anonymous:
+            return
+        inferred = self._fcr_inferred_services()
+        for i, s in anonymous:
+            if s.service_id in inferred:
+                raise sig.InvalidSignalError(
+                    f"signals[{i}].call.customer_id: is required: service {s.service_id!r} is measured by "
+                    f"first-contact resolution inferred from repeat contacts ({inferred[s.service_id]}), and "
+                    "an answered call without a first_contact flag needs its customer"
+                )
+
+    def _fcr_inferred_services(self) -> dict[str, str]:
+        """Services measured by an FCR objective inferring resolution from repeat contacts
+        (in any version or the effective terms of any agreement) → "agreement/objective"."""
+        position = self._refresh_views()
+        cached = self._fcr_services
+        if cached is not None and cached[0] == position:
+            return cached[1]
+        now = self.clock.now()
+        out: dict[str, str] = {}
+        for view in self.views():
+            if not view.versions:
+                continue
+            latest, _, services = self.scope(view, now)
+            for terms in [latest, *(v["terms"] for v in view.versions)]:
+                for o in terms.get("objectives") or []:
+                    method = str((o.get("parameters") or {}).get("method") or "FLAGGED")
+                    if o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" and method != "FLAGGED":
+                        for sid in services:
+                            out.setdefault(sid, f"{view.agreement_id}/{o.get('objective_id', '')}")
+        self._fcr_services = (position, out)  # until a view changes
+        return out
+
+    def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
+        """A correction of signals concerns the agreements judged on its service's signals
+        (recorded with it); every other event names its agreement as the kit reads it."""
+        if envelope.type.endswith(".SignalsCorrected"):
+            msg = unpack(envelope, metrics_events.SignalsCorrected)
+            return set(msg.agreement_ids)
+        return super().agreement_ids_of(envelope)
+
+    def _agreements_of_service(self, service_id: str) -> list[str]:
+        """The agreements (as metrics knows them) judged on a service's signals: those a
+        correction of its signals concerns (AgreementHistory shows it to them)."""
+        out = []
+        for view in self.views():
+            if any(service_id in ((v["terms"].get("service") or {}).get("service_ids") or []) for v in view.versions):
+                out.append(view.agreement_id)
+        return sorted(out)
 
     def _index(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
         entry = self._services[service_id]
+        # A signal's earlier content counts as a change too: the windows it was in are judged again.
+        earlier = [e for s in items if (e := entry.earliest(s.signal_id)) is not None]
         entry.note(items)
-        at = min(_earliest(s) for s in items)
+        at = min([_earliest(s) for s in items] + earlier)
         if service_id not in self._changed or at < self._changed[service_id]:
             self._changed[service_id] = at
 
@@ -327,7 +496,7 @@ class Metrics(AccordApplication):
         with self._lock:
             while True:
                 notes = self.recorder.select_notifications(
-                    start=self._signals_position, limit=500, topics=[BATCH_TOPIC], inclusive_of_start=False
+                    start=self._signals_position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
                 )
                 if not notes:
                     return
@@ -337,12 +506,13 @@ class Metrics(AccordApplication):
                 self._signals_position = notes[-1].id
 
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
-        """Every stored signal (of one service), in the order stored: the raw record."""
+        """Every stored signal content (of one service), in the order stored — first
+        recordings and corrections alike: the raw record."""
         out: list[signals_pb2.Signal] = []
         position = 0
         while True:
             notes = self.recorder.select_notifications(
-                start=position, limit=500, topics=[BATCH_TOPIC], inclusive_of_start=False
+                start=position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )
             if not notes:
                 return out
@@ -370,7 +540,7 @@ class Metrics(AccordApplication):
         position = 0
         while True:
             notes = self.recorder.select_notifications(
-                start=position, limit=500, topics=[BATCH_TOPIC], inclusive_of_start=False
+                start=position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )
             if not notes:
                 break
@@ -399,7 +569,7 @@ class Metrics(AccordApplication):
             processing.collect_events(cal)
         elif t in ("AgreementDrafted", "DraftRevised", "AmendmentProposed", "AgreementAccepted", "AmendmentAccepted",
                    "AmendmentRejected", "AmendmentWithdrawn", "AgreementTerminated", "AgreementExpired",
-                   "AgreementRenewed"):  # fmt: skip
+                   "AgreementRenewed", "AgreementSuspended", "AgreementResumed"):  # fmt: skip
             message = getattr(ev, t)()
             envelope.payload.Unpack(message)
             aid = message.agreement_id
@@ -420,6 +590,10 @@ class Metrics(AccordApplication):
                 view.end(_iso(message.effective_at))
             elif t == "AgreementExpired":
                 view.end(_iso(message.at))
+            elif t == "AgreementSuspended":
+                view.suspend(_iso(envelope.occurred_at))
+            elif t == "AgreementResumed":
+                view.resume(_iso(envelope.occurred_at))
             else:
                 view.renew(_iso(message.new_end))
             processing.collect_events(view)
@@ -530,8 +704,48 @@ class Metrics(AccordApplication):
         for view in views:
             if not view.versions:
                 continue
-            changed += self._evaluate_agreement(view, now, changed_since, position)
+            try:
+                changed += self._evaluate_agreement(view, now, changed_since, position)
+            except Exception as e:  # isolated to this agreement: the others are still judged
+                self._failed(view.agreement_id, "", e)
+                self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
+            else:
+                self._recovered(view.agreement_id, "")
         return changed
+
+    def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
+        """Keep these services' signal changes for the next pass (their windows were not judged)."""
+        with self._lock:
+            for sid in services:
+                if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
+                    self._changed[sid] = changed_since[sid]
+
+    def _failed(self, agreement_id: str, objective_id: str, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        with self._lock:
+            new = self._failing.get((agreement_id, objective_id)) != reason
+            self._failing[(agreement_id, objective_id)] = reason
+        if new:
+            log.error(
+                "evaluation_isolated",
+                alert=True,
+                agreement_id=agreement_id,
+                objective_id=objective_id or None,
+                reason=reason,
+            )
+
+    def _recovered(self, agreement_id: str, objective_id: str) -> None:
+        with self._lock:
+            if self._failing.pop((agreement_id, objective_id), None) is None:
+                return
+        log.info("evaluation_recovered", agreement_id=agreement_id, objective_id=objective_id or None)
+
+    def evaluation_failures(self) -> dict[tuple[str, str], str]:
+        """The agreements (objective "" : the agreement as a whole) and objectives whose
+        evaluation failed in the latest pass that tried them, with why; empty when all
+        were judged. The health service `accord.evaluation` is NOT_SERVING while not empty."""
+        with self._lock:
+            return dict(self._failing)
 
     def _evaluate_agreement(
         self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None
@@ -539,7 +753,8 @@ class Metrics(AccordApplication):
         """Judge the agreement's windows that need it. `position`: the log position the view
         was read at or after; given, an ended agreement left with no open window is settled."""
         start = _parse(view.versions[0]["effective_from"])
-        end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
+        ends = end_of(view)
+        end = min(ends or FAR_FUTURE, now)
         if end <= start:
             return 0
         latest, tz, services = self.scope(view, now)
@@ -548,52 +763,76 @@ class Metrics(AccordApplication):
         to_save: list[Any] = []
         all_closed = True  # every window judged here is closed (those that need no judging are)
         windows_end = start
+        failed = False
         for objective in latest.get("objectives") or []:
-            for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
-                measured = Interval(
-                    max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
+            try:
+                windows = self._objective_windows(
+                    view, objective, start, end, tz, signals, now, earliest_change, to_save
                 )
-                if measured.empty:
-                    continue
-                windows_end = max(windows_end, window.end)
-                wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
-                agg: Any = self._get_or(
-                    wid,
-                    lambda o=objective, w=window: WindowEvaluation(
-                        view.agreement_id, o["objective_id"], w.start.isoformat(), w.end.isoformat()
-                    ),
-                )
-                needs = not agg.closed or (earliest_change is not None and earliest_change < window.end)
-                if not needs:
-                    continue
-                version = self._effective_version(view, measured.start)
-                v_objective = next(
-                    (
-                        o
-                        for o in version["terms"].get("objectives") or []
-                        if o["objective_id"] == objective["objective_id"]
-                    ),
-                    None,
-                )
-                if v_objective is None:
-                    continue  # the objective did not exist in the version judging this window
-                self._judge_window(agg, v_objective, version["version"], measured, window, signals, now, tz)
-                if agg.pending_events:
-                    to_save.append(agg)
-                all_closed = all_closed and bool(agg.closed)
+            except Exception as e:  # isolated to this objective: its windows wait for a fix
+                self._failed(view.agreement_id, str(objective.get("objective_id") or ""), e)
+                failed = True
+                continue
+            self._recovered(view.agreement_id, str(objective.get("objective_id") or ""))
+            windows_end = max(windows_end, windows[0])
+            all_closed = all_closed and windows[1]
+        if failed:  # windows of a failing objective were not judged: keep its services' changes
+            self._keep_changes(services, changed_since)
+        current = {str(o.get("objective_id") or "") for o in latest.get("objectives") or []}
+        with self._lock:  # an objective no longer in the terms fails no more
+            for key in [k for k in self._failing if k[0] == view.agreement_id and k[1] and k[1] not in current]:
+                del self._failing[key]
         if to_save:
             self.save(*to_save)
-        if position is not None and all_closed and view.ended_at and now >= _parse(view.ended_at):
-            ended_at, depends_on = _parse(view.ended_at), self._depends_on(view)
-            settled = Settled(position, ended_at, windows_end, frozenset(services), depends_on)
+        if position is not None and not failed and all_closed and ends is not None and now >= ends:
+            settled = Settled(position, ends, windows_end, frozenset(services), self._depends_on(view))
             with self._lock:
                 self._settled[UUID(str(view.id))] = settled
         return len(to_save)
 
+    def _objective_windows(
+        self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
+        signals: SignalSet, now: datetime, earliest_change: datetime | None, to_save: list[Any],
+    ) -> tuple[datetime, bool]:  # fmt: skip
+        """Judge one objective's windows that need it (adding changed ones to `to_save`);
+        returns the end of its last window and whether every window judged is closed."""
+        windows_end, all_closed = start, True
+        pending: list[Any] = []
+        ends = end_of(view)
+        suspended = suspensions(view)
+        for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
+            measured = Interval(max(window.start, start), min(window.end, ends or window.end))
+            if measured.empty:
+                continue
+            windows_end = max(windows_end, window.end)
+            wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
+            agg: Any = self._get_or(
+                wid,
+                lambda o=objective, w=window: WindowEvaluation(
+                    view.agreement_id, o["objective_id"], w.start.isoformat(), w.end.isoformat()
+                ),
+            )
+            needs = not agg.closed or (earliest_change is not None and earliest_change < window.end)
+            if not needs:
+                continue
+            version = self._effective_version(view, measured.start)
+            v_objective = next(
+                (o for o in version["terms"].get("objectives") or [] if o["objective_id"] == objective["objective_id"]),
+                None,
+            )
+            if v_objective is None:
+                continue  # the objective did not exist in the version judging this window
+            self._judge_window(agg, v_objective, version["version"], measured, window, signals, now, tz, suspended)
+            if agg.pending_events:
+                pending.append(agg)
+            all_closed = all_closed and bool(agg.closed)
+        to_save.extend(pending)  # only once every window of the objective was judged
+        return windows_end, all_closed
+
     def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
         """An agreement's latest effective terms (as in force at `now`, or when it ended), its
         time zone, and the services whose signals it is judged on (those of every version)."""
-        end = min(_parse(view.ended_at) if view.ended_at else FAR_FUTURE, now)
+        end = min(end_of(view) or FAR_FUTURE, now)
         latest = self.effective_terms(view.versions[-1]["terms"], end)
         services = sorted(
             {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
@@ -604,6 +843,7 @@ class Metrics(AccordApplication):
     def _judgement(
         self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
         signals: SignalSet, as_of: datetime, tz: str, calendar: tuple[str, int] | None = None,
+        suspended: list[Interval] | None = None,
     ) -> tuple[dict[str, Any], Calendar, list[Interval]]:  # fmt: skip
         """One objective over one window as recorded in events, with the calendar (the
         `calendar` (id, version) when given and held, else the latest) and exclusions it was
@@ -611,7 +851,16 @@ class Metrics(AccordApplication):
         cal = self._calendar_for(objective, calendar)
         notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
         exclusions = exclusions_for(objective, signals, measured, notice)
+        # Suspended time is excluded like a declared exclusion (see the README).
+        paused = [iv for iv in suspended or [] if iv.intersect(measured)]
+        if paused:
+            exclusions = union([*exclusions, *paused])
         evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
+        if paused and not subtract([measured], paused):
+            # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
+            evaluation.update(status=NO_DATA, value="", undefined="suspended throughout", detail={"suspended": "true"})
+            evaluation.pop("budget_consumed", None)
+            evaluation.pop("budget_remaining", None)
         evaluation["agreement_id"], evaluation["objective_id"] = agreement_id, objective["objective_id"]
         evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
         evaluation["calendar_id"], evaluation["calendar_version"] = cal.calendar_id, cal.version
@@ -619,7 +868,7 @@ class Metrics(AccordApplication):
 
     def _judge_window(
         self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
-        signals: SignalSet, now: datetime, tz: str,
+        signals: SignalSet, now: datetime, tz: str, suspended: list[Interval] | None = None,
     ) -> None:  # fmt: skip
         # A closed window is judged as of its end, whenever that happens: the same inputs give
         # the same digest at closing, at a restatement and at an auditor's recomputation.
@@ -628,7 +877,7 @@ class Metrics(AccordApplication):
         # from its signals, never from a calendar redefined since (history is never re-judged).
         pinned = recorded_calendar(agg.latest) if agg.closed else None
         evaluation, calendar, exclusions = self._judgement(
-            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned
+            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended
         )
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
@@ -771,9 +1020,7 @@ class Metrics(AccordApplication):
         `calendar`: the (id, version) the window was recorded with, used if the objective is
         judged by that calendar and metrics holds that version (else the latest)."""
         start = _parse(view.versions[0]["effective_from"])
-        measured = Interval(
-            max(window.start, start), min(window.end, _parse(view.ended_at) if view.ended_at else window.end)
-        )
+        measured = Interval(max(window.start, start), min(window.end, end_of(view) or window.end))
         if measured.empty:
             return None
         if terms is None:
@@ -790,7 +1037,16 @@ class Metrics(AccordApplication):
         if as_of is None:
             as_of = now if now < window.end else window.end
         evaluation, _, _ = self._judgement(
-            view.agreement_id, objective, version["version"], measured, window, signals, as_of, tz, calendar
+            view.agreement_id,
+            objective,
+            version["version"],
+            measured,
+            window,
+            signals,
+            as_of,
+            tz,
+            calendar,
+            suspensions(view),
         )
         return evaluation
 
@@ -866,6 +1122,32 @@ def _iso(ts: Any) -> str:
 
 def _parse(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _named_services(view: Any) -> set[str]:
+    """The services an agreement's own versions name (without reading its parents)."""
+    out: set[str] = set()
+    for v in getattr(view, "versions", []):
+        service = v["terms"].get("service") or {}
+        out |= set(service.get("service_ids") or []) if isinstance(service, dict) else set()
+    return out
+
+
+def end_of(view: Any) -> datetime | None:
+    """When an agreement ends, for measurement: when it was terminated or expired, else the
+    end of its term unless it renews itself (then its expiry or renewal will say); None while
+    open-ended. No window opens at or after it; a window across it is measured up to it."""
+    if view.ended_at:
+        return _parse(view.ended_at)
+    if not view.versions or not getattr(view, "end_of_term", ""):
+        return None
+    term = view.versions[-1]["terms"].get("term") or {}
+    return None if term.get("auto_renew") else _parse(view.end_of_term)
+
+
+def suspensions(view: Any) -> list[Interval]:
+    """The intervals the agreement was suspended (one still suspended: until far in the future)."""
+    return [Interval(_parse(s), _parse(e) if e else FAR_FUTURE) for s, e in getattr(view, "suspended", [])]
 
 
 def _version_at(view: AgreementView, when: datetime) -> dict[str, Any]:

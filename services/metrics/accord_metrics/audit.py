@@ -16,7 +16,15 @@ from typing import Any
 from accord.metrics.v1 import events_pb2 as ev
 from accord_kit.context import Principal
 from accord_kit.timeline import Interval
-from accord_metrics.application import Metrics, WindowCheck, _parse, _windows, combined, recorded_calendar
+from accord_metrics.application import (
+    Metrics,
+    WindowCheck,
+    _parse,
+    _windows,
+    combined,
+    end_of,
+    recorded_calendar,
+)
 from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
 from accord_metrics.evaluation import ONGOING, SignalSet
@@ -214,7 +222,7 @@ class MetricsAudit:
             _check_objectives(proposal)
         now = app.clock.now()
         latest, tz, services = app.scope(view, now)
-        ended = _parse(view.ended_at) if view.ended_at else ONGOING
+        ended = end_of(view) or ONGOING
         proposed_now = app.effective_terms(proposal, min(now, ended))
         p_tz = proposed_now.get("time_zone") or tz
         p_services = (proposed_now.get("service") or {}).get("service_ids") or []
@@ -266,7 +274,7 @@ class MetricsAudit:
     def _closed_windows(self, view: Any, objective: dict[str, Any], tz: str, now: datetime) -> list[Interval]:
         """The windows of an objective over the agreement's life that had closed by `now`."""
         start = _parse(view.versions[0]["effective_from"])
-        ended = _parse(view.ended_at) if view.ended_at else ONGOING
+        ended = end_of(view) or ONGOING
         end = min(ended, now)
         if end <= start:
             return []

@@ -34,6 +34,9 @@ POLICY = Policy.of(
     },
 )
 EVALUATE_EVERY_SECONDS = 5.0  # how often open windows are re-judged and ended ones closed
+# Health service NOT_SERVING while an agreement's or objective's evaluation fails (the
+# alert log `evaluation_isolated` names it; the others go on being judged).
+EVALUATION_HEALTH = "accord.evaluation"
 
 
 def build(
@@ -58,4 +61,5 @@ def build(
         verifier=verifier,
         extra_tasks=[periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)],
         health=health,
+        health_checks={EVALUATION_HEALTH: lambda: not app.evaluation_failures()},
     )

@@ -11,7 +11,14 @@ from typing import Any
 from accord.metrics.v1 import events_pb2 as ev
 from accord.metrics.v1 import signals_pb2
 from accord_kit.envelope import EventCodec
-from accord_metrics.domain import AgreementView, CalendarView, KnownService, SignalBatch, WindowEvaluation
+from accord_metrics.domain import (
+    AgreementView,
+    CalendarView,
+    KnownService,
+    SignalBatch,
+    SignalCorrection,
+    WindowEvaluation,
+)
 
 STATUS = {
     "MET": ev.EVALUATION_STATUS_MET,
@@ -78,12 +85,21 @@ def codec() -> EventCodec:
         lambda e: ev.SignalsRecorded(service_id=e.service_id, batch=batch_message(e.batch)),
     )
     c.register(
+        SignalCorrection.Corrected,
+        ev.SignalsCorrected,
+        lambda e: ev.SignalsCorrected(
+            service_id=e.service_id, batch=batch_message(e.batch), previous_digests=e.previous_digests,
+            changed=e.changed, actor=e.actor, reason=e.reason, agreement_ids=e.agreement_ids,
+        ),
+    )  # fmt: skip
+    c.register(
         KnownService.Known,
         ev.ServiceKnown,
         lambda e: ev.ServiceKnown(service_id=e.service_id, provider_department_id=e.provider_department_id),
     )
     c.register(AgreementView.Seen, ev.AgreementViewChanged, _view("Seen"))
-    for name in ("DraftNoted", "AmendmentNoted", "AmendmentConcluded", "VersionInForce", "Ended", "Renewed"):
+    for name in ("DraftNoted", "AmendmentNoted", "AmendmentConcluded", "VersionInForce", "Ended", "Renewed",
+                 "Suspended", "Resumed"):  # fmt: skip
         c.register(_cls(AgreementView, name), ev.AgreementViewChanged, _view(name))
     c.register(CalendarView.Seen, ev.CalendarViewChanged, lambda e: ev.CalendarViewChanged(calendar_id=e.calendar_id))
     c.register(

@@ -55,6 +55,45 @@ class SignalBatch(Aggregate):
         self.count = count
 
 
+class SignalCorrection(Aggregate):
+    """Signals recorded before, re-sent with another content: a correction, recorded as its
+    own event — who (`actor`), when (the event's time), why (`reason`, and the fields that
+    `changed` per signal), the digest of each content it replaces (`previous_digests`) and
+    the new content (`batch`, wire format as `SignalBatch`). `agreement_ids`: the agreements
+    judged on the service's signals when it was recorded (AgreementHistory shows it to them)."""
+
+    class Corrected(Aggregate.Created):
+        service_id: str
+        batch: str
+        count: int
+        previous_digests: list[str]
+        changed: list[str]
+        actor: str
+        reason: str
+        agreement_ids: list[str]
+
+    @event(Corrected)
+    def __init__(
+        self,
+        service_id: str,
+        batch: str,
+        count: int,
+        previous_digests: list[str],
+        changed: list[str],
+        actor: str,
+        reason: str,
+        agreement_ids: list[str],
+    ) -> None:
+        self.service_id = service_id
+        self.batch = batch
+        self.count = count
+        self.previous_digests = previous_digests
+        self.changed = changed
+        self.actor = actor
+        self.reason = reason
+        self.agreement_ids = agreement_ids
+
+
 class KnownService(Aggregate):
     """A registered service and its provider department."""
 
@@ -145,6 +184,32 @@ class AgreementView(Aggregate):
     @event("Ended")
     def _ended(self, at: str) -> None:
         self.ended_at = at
+
+    # Suspension (DOMAIN.md §2): [at, resumed at) spans, the last one open ("") while
+    # suspended. A view recorded before these events existed has none.
+    @property
+    def suspended(self) -> list[tuple[str, str]]:
+        return list(getattr(self, "_suspensions", []))
+
+    def suspend(self, at: str) -> None:
+        spans = self.suspended
+        if not spans or spans[-1][1]:
+            self._suspended(agreement_id=self.agreement_id, at=at)
+
+    # Named with the agreement (AgreementHistory finds them by it).
+    @event("Suspended")
+    def _suspended(self, agreement_id: str, at: str) -> None:
+        self._suspensions = [*self.suspended, (at, "")]
+
+    def resume(self, at: str) -> None:
+        spans = self.suspended
+        if spans and not spans[-1][1]:
+            self._resumed(agreement_id=self.agreement_id, at=at)
+
+    @event("Resumed")
+    def _resumed(self, agreement_id: str, at: str) -> None:
+        spans = self.suspended
+        self._suspensions = [*spans[:-1], (spans[-1][0], at)]
 
     def renew(self, new_end: str) -> None:
         self._renewed(new_end=new_end)

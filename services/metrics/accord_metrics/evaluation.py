@@ -113,7 +113,13 @@ def run_formula(
         return contact.service_level(calls, p["variant"], timedelta(seconds=float(_dec(p["threshold_seconds"]))), short)
     if metric == "METRIC_FIRST_CONTACT_RESOLUTION":
         repeat = timedelta(days=float(_dec(p.get("repeat_window_days"), "7")))
-        return contact.fcr(signals.calls, p.get("method") or "FLAGGED", repeat, window=window, as_of=as_of)
+        method = p.get("method") or "FLAGGED"
+        fcr_calls = signals.calls
+        if method != "FLAGGED":
+            # Inferred from repeat contacts of the same customer: a call without its customer
+            # id (refused at intake since; see signals.proto) is no one's first contact.
+            fcr_calls = [c for c in signals.calls if c.customer_id]
+        return contact.fcr(fcr_calls, method, repeat, window=window, as_of=as_of)
     if metric == "METRIC_AVERAGE_HANDLE_TIME":
         return contact.aht(calls)
     if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):

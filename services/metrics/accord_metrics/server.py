@@ -64,7 +64,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
     ) -> pb.RecordSignalsResponse:
         caller = current_principal()
         assert caller is not None
-        accepted = duplicates = messages = 0
+        accepted = duplicates = corrections = messages = 0
         async for message in request_iterator:
             _check_size(len(message.signals), f"message {messages}")
             try:
@@ -75,9 +75,14 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 ) from None
             accepted += outcome.accepted
             duplicates += outcome.duplicates
+            corrections += outcome.corrections
             messages += 1
-        log.info("signals_recorded", accepted=accepted, duplicates=duplicates, messages=messages)
-        return pb.RecordSignalsResponse(accepted=accepted, duplicates=duplicates, messages=messages)
+        log.info(
+            "signals_recorded", accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
+        )
+        return pb.RecordSignalsResponse(
+            accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
+        )
 
     async def RecordSignalBatch(
         self, request: pb.RecordSignalBatchRequest, context: Any
@@ -86,7 +91,9 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         assert caller is not None
         _check_size(len(request.signals), "batch")
         outcome = await asyncio.to_thread(self.app.record, caller, list(request.signals))
-        return pb.RecordSignalBatchResponse(accepted=outcome.accepted, duplicates=outcome.duplicates)
+        return pb.RecordSignalBatchResponse(
+            accepted=outcome.accepted, duplicates=outcome.duplicates, corrections=outcome.corrections
+        )
 
     async def GetCompliance(self, request: pb.GetComplianceRequest, context: Any) -> pb.GetComplianceResponse:
         caller = current_principal()

@@ -4,7 +4,7 @@ naming the signal and field, and conversion to the formulas' input types (docs/d
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -118,9 +118,14 @@ def validate(signal: pb.Signal, index: int) -> None:
 
 
 def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:
-    for j, p in enumerate(pauses):
-        if not _set(p.start) or not _set(p.end) or instant(p.end) <= instant(p.start):
-            raise InvalidSignalError(f"{w}.paused[{j}]: start and end are required, end after start")
+    listed = list(pauses)
+    for j, p in enumerate(listed):
+        if not _set(p.start):
+            raise InvalidSignalError(f"{w}.paused[{j}].start: is required")
+        if not _set(p.end) and j != len(listed) - 1:
+            raise InvalidSignalError(f"{w}.paused[{j}].end: only the last pause may be open (not resumed yet)")
+        if _set(p.end) and instant(p.end) <= instant(p.start):
+            raise InvalidSignalError(f"{w}.paused[{j}].end: must be after start")
 
 
 # -- to the formulas' input types ---------------------------------------------------------------
@@ -138,6 +143,14 @@ def maintenance_interval(s: pb.Signal) -> Interval:
 def request_count(s: pb.Signal) -> RequestCount:
     r = s.requests
     return RequestCount(instant(r.start), instant(r.end), int(r.good), int(r.total))
+
+
+def probe_count(s: pb.Signal) -> RequestCount:
+    """A synthetic check as one request at its instant, good when it succeeded: probes count
+    in request-based availability (good ÷ total) beside real request counts."""
+    p = s.probe
+    at = instant(p.at)
+    return RequestCount(at, at + timedelta(microseconds=1), 1 if p.success else 0, 1)
 
 
 def incident(s: pb.Signal) -> Incident:
@@ -164,8 +177,12 @@ def call(s: pb.Signal) -> Call:
     )
 
 
+# The end of a pause not resumed yet: the clock stays stopped (as an ongoing outage counts).
+OPEN_PAUSE_END = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def _pause_intervals(pauses: Iterable[pb.Pause]) -> tuple[Interval, ...]:
-    return tuple(Interval(instant(p.start), instant(p.end)) for p in pauses)
+    return tuple(Interval(instant(p.start), _opt(p.end) or OPEN_PAUSE_END) for p in pauses)
 
 
 def ticket(s: pb.Signal) -> Ticket:

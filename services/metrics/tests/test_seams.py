@@ -1,0 +1,422 @@
+"""Where signals, agreements and evaluation meet, on both stores: corrections of recorded
+signals (an outage's corrected end, a ticket's lifecycle) restate the windows they change
+and show in the agreement's history; an evaluation that fails is isolated to its agreement's
+objective; no window after an agreement's end; suspended time excluded; probes measured;
+FCR by repeat contact needs the customer. Agreements are fed to the metrics application as
+its consumer would, as events of the agreements stream built here (so that terms the
+agreements service may refuse still reach metrics as they once did)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from accord.agreements.v1 import events_pb2 as agreement_events
+from accord.agreements.v1 import terms_pb2
+from accord.events.v1 import events_pb2
+from accord.metrics.v1 import events_pb2 as metrics_events
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_agreements.samples import EMAIL, IT, sla_terms
+from accord_kit.audit import agreement_history
+from accord_kit.clock import FakeClock
+from accord_kit.context import Principal
+from accord_kit.envelope import unpack
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.service import make_keys, running_service, service_environ
+from accord_kit.testing.streams import eventually
+from accord_metrics.application import Metrics
+from accord_metrics.audit import MetricsAudit
+from accord_metrics.bootstrap import build
+from accord_metrics.domain import BREACHED, MET, NO_DATA
+from accord_metrics.settings import load
+from accord_metrics.signals import InvalidSignalError
+
+AMS = "+01:00"
+EVALUATION_HEALTH = "accord.evaluation"  # the health service naming evaluation failures
+COLLECTOR = Principal("collector", "service")
+PROVIDER = Principal("ops", "department", IT)
+
+
+def at(s: str) -> datetime:
+    return datetime.fromisoformat(s).astimezone(UTC)
+
+
+def ts(dt: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def outage(sid: str, start: str, minutes: int) -> pb.Signal:
+    s = at(start)
+    return pb.Signal(
+        signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))
+    )
+
+
+class Upstream:
+    """The agreements stream as the metrics consumer applies it: one event at a time, in order."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics, self.position = metrics, 0
+
+    def send(self, msg: Message, occurred_at: datetime | None = None) -> None:
+        self.position += 1
+        env = events_pb2.EventEnvelope(
+            event_id=f"agreements:x:{self.position}",
+            source_service="agreements",
+            position=self.position,
+            previous_position=self.position - 1,
+            type=msg.DESCRIPTOR.full_name,
+        )
+        if occurred_at is not None:
+            env.occurred_at.CopyFrom(ts(occurred_at))
+        env.payload.Pack(msg)
+        assert self.metrics.apply_upstream("agreements", env)
+
+    def service(self) -> None:
+        self.send(agreement_events.ServiceRegistered(service_id=EMAIL, name="E-mail", provider_department_id=IT))
+
+    def agreement(self, aid: str, terms: dict[str, Any], effective_from: str = "2026-01-01T00:00:00Z") -> str:
+        message = json_format.ParseDict(terms, terms_pb2.AgreementTerms())
+        self.send(agreement_events.AgreementDrafted(agreement_id=aid, terms=message))
+        self.send(
+            agreement_events.AgreementAccepted(
+                agreement_id=aid, version=1, effective_from=ts(at(effective_from)), terms=message
+            )
+        )
+        return aid
+
+
+def objective(oid: str, metric: str, target: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "objective_id": oid,
+        "name": oid,
+        "metric": metric,
+        "comparator": "COMPARATOR_AT_LEAST",
+        "target": target,
+        "window": {"kind": "WINDOW_KIND_MONTH"},
+        "calendar_id": "24x7",
+        **extra,
+    }
+
+
+def terms_with(*objectives: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    terms = sla_terms(**overrides)
+    terms["objectives"] = list(objectives)
+    return terms
+
+
+class World:
+    def __init__(self, metrics: Metrics, clock: FakeClock) -> None:
+        self.metrics, self.clock = metrics, clock
+        self.upstream = Upstream(metrics)
+        self.upstream.service()
+
+    def window(self, aid: str, oid: str, start: str) -> Any:
+        for w in self.metrics.window_evaluations(aid):
+            if w.objective_id == oid and at(w.window_start) == at(start):
+                return w
+        raise AssertionError(f"no window {oid} {start}")
+
+    def starts(self, aid: str, oid: str) -> list[datetime]:
+        return [at(w.window_start) for w in self.metrics.window_evaluations(aid) if w.objective_id == oid]
+
+    def rederived_mismatches(self, aid: str) -> list[Any]:
+        return MetricsAudit(self.metrics).rederive(aid).mismatches
+
+
+@pytest.fixture
+def world(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
+    clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
+    metrics = Metrics(make_store_env("metrics"), clock=clock)
+    yield World(metrics, clock)
+    metrics.close()
+
+
+MINUTE = timedelta(minutes=1)
+JAN, FEB = f"2026-01-01T00:00{AMS}", f"2026-02-01T00:00{AMS}"
+
+
+def test_a_corrected_outage_end_restates_the_closed_window_and_shows_in_history(world: World) -> None:
+    m = world.metrics
+    aid = world.upstream.agreement("a-1", sla_terms())
+    assert m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30)]).accepted == 1
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()
+    jan = world.window(aid, "availability", JAN)
+    assert jan.closed["status"] == MET  # 30 min of a 44.58-minute budget
+
+    # The outage really lasted 90 minutes: the same id with the corrected end.
+    first = m.signals(EMAIL)[0]
+    fixed = outage("o1", f"2026-01-12T10:00{AMS}", 90)
+    outcome = m.record(PROVIDER, [fixed])
+    assert (outcome.accepted, outcome.duplicates, outcome.corrections) == (0, 0, 1)
+    m.evaluate()
+    jan = world.window(aid, "availability", JAN)
+    assert jan.closed["status"] == MET  # what was known at closing is kept
+    restated = jan.restatements[-1]
+    assert restated["old"]["status"] == MET and restated["new"]["status"] == BREACHED
+    # (44,580 − 90) ÷ 44,580 (January from 00:00 UTC, an hour in, in Amsterdam)
+    assert Decimal(restated["new"]["value"]).quantize(Decimal("0.0001")) == Decimal("99.7981")
+    assert jan.breaches == [""]
+
+    # Visible in the agreement's history: who corrected what, replacing which content, and the restatement.
+    history = list(agreement_history(m, aid))
+    kinds = [h.envelope.type.rsplit(".", 1)[-1] for h in history]
+    assert "SignalsCorrected" in kinds and "EvaluationRestated" in kinds
+    assert kinds.index("SignalsCorrected") < kinds.index("EvaluationRestated")
+    corrected = unpack(history[kinds.index("SignalsCorrected")].envelope, metrics_events.SignalsCorrected)
+    assert corrected.actor == f"department:ops ({IT})"
+    assert list(corrected.previous_digests) == [hashlib.sha256(first.SerializeToString(deterministic=True)).hexdigest()]
+    assert list(corrected.changed) == ["outage.end"]
+    assert list(corrected.batch.signals) == [fixed]
+    assert list(corrected.agreement_ids) == [aid]
+
+    # Re-derivation from the store uses the corrected content, and matches the record; so
+    # does a what-if of the same terms.
+    assert world.rederived_mismatches(aid) == []
+    same = MetricsAudit(m).what_if(None, aid, terms=sla_terms(), periods=1)
+    availability = next(o for o in same.objectives if o.objective_id == "availability")
+    window = next(w for w in availability.windows if w.start == at(JAN))
+    assert window.actual is not None and window.proposed is not None
+    assert window.proposed["value"] == window.actual["value"] == restated["new"]["value"]
+
+
+def test_ticket_lifecycle_updates_land(world: World) -> None:
+    m = world.metrics
+    response = objective(
+        "response", "METRIC_TICKET_RESPONSE", "100", parameters={"priority": "P1", "target_minutes": "60"}
+    )
+    resolution = objective(
+        "resolution", "METRIC_TICKET_RESOLUTION", "100", parameters={"priority": "P1", "target_minutes": "240"}
+    )
+    aid = world.upstream.agreement("a-t", terms_with(response, resolution))
+    opened = at(f"2026-01-12T10:00{AMS}")
+
+    def ticket(**lifecycle: Any) -> pb.Signal:
+        body = pb.Ticket(priority="P1", opened=ts(opened), **lifecycle)
+        return pb.Signal(signal_id="t1", service_id=EMAIL, ticket=body)
+
+    h = timedelta(hours=1)
+    steps = [
+        {},
+        {"first_response": ts(opened + h / 2)},
+        {"first_response": ts(opened + h / 2), "paused": [pb.Pause(start=ts(opened + h))]},  # waiting on the customer
+        {"first_response": ts(opened + h / 2), "paused": [pb.Pause(start=ts(opened + h), end=ts(opened + 2 * h))]},
+        {"first_response": ts(opened + h / 2), "paused": [pb.Pause(start=ts(opened + h), end=ts(opened + 2 * h))],
+         "resolved": ts(opened + 3 * h)},  # 3 h − 1 h paused: within 4 h
+        {"first_response": ts(opened + h / 2), "paused": [pb.Pause(start=ts(opened + h), end=ts(opened + 2 * h))],
+         "reopened": [ts(opened + 4 * h)]},
+        {"first_response": ts(opened + h / 2), "paused": [pb.Pause(start=ts(opened + h), end=ts(opened + 2 * h))],
+         "reopened": [ts(opened + 4 * h)], "resolved": ts(opened + 6 * h)},  # 6 h − 1 h: late
+    ]  # fmt: skip
+    outcomes = [m.record(COLLECTOR, [ticket(**step)]) for step in steps]
+    assert [(o.accepted, o.corrections) for o in outcomes] == [(1, 0)] + [(0, 1)] * (len(steps) - 1)
+
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()
+    jan_response = world.window(aid, "response", JAN).closed
+    assert jan_response["status"] == MET and Decimal(jan_response["value"]) == 100
+    jan_resolution = world.window(aid, "resolution", JAN)
+    assert jan_resolution.closed["status"] == BREACHED and Decimal(jan_resolution.closed["value"]) == 0
+    assert "t1" in jan_resolution.breaches
+    assert world.rederived_mismatches(aid) == []
+
+
+def test_an_identical_resend_stays_a_duplicate(world: World) -> None:
+    m = world.metrics
+    world.upstream.agreement("a-d", sla_terms())
+    o1 = outage("o1", f"2026-01-05T10:00{AMS}", 30)
+    assert m.record(COLLECTOR, [o1]).accepted == 1
+    again = m.record(COLLECTOR, [o1])
+    assert (again.accepted, again.duplicates, again.corrections) == (0, 1, 0)
+    fixed = outage("o1", f"2026-01-05T10:00{AMS}", 45)
+    assert m.record(COLLECTOR, [fixed]).corrections == 1
+    # A retry of the first content after the correction is a retry, never a step back.
+    late_retry = m.record(COLLECTOR, [o1, fixed])
+    assert (late_retry.accepted, late_retry.duplicates, late_retry.corrections) == (0, 2, 0)
+    assert [s.outage.end for s in m.signals(EMAIL)] == [o1.outage.end, fixed.outage.end]
+    # A correction keeps the signal's kind; the same id twice in one batch with different content is refused.
+    as_ticket = pb.Signal(signal_id="o1", service_id=EMAIL, ticket=pb.Ticket(priority="P1", opened=o1.outage.start))
+    with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.signal_id: 'o1' was recorded as a outage"):
+        m.record(COLLECTOR, [as_ticket])
+    with pytest.raises(InvalidSignalError, match="appears twice in the batch"):
+        m.record(COLLECTOR, [outage("o2", f"2026-01-06T10:00{AMS}", 5), outage("o2", f"2026-01-06T10:00{AMS}", 6)])
+    assert len(m.signals(EMAIL)) == 2  # nothing stored by a refused batch
+
+
+def test_a_bad_parameter_on_one_agreement_leaves_the_others_evaluated(world: World) -> None:
+    m = world.metrics
+    bad = sla_terms()
+    bad["objectives"][0]["parameters"] = {"maintenance_notice_hours": "48h"}
+    huge = sla_terms()
+    huge["objectives"][0]["parameters"] = {"min_outage_seconds": "1e14"}
+    world.upstream.agreement("a-bad", bad)
+    world.upstream.agreement("a-huge", huge)
+    good = world.upstream.agreement("a-good", sla_terms())
+    m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 60)])
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()  # does not fail as a whole
+    assert world.window(good, "availability", JAN).closed["status"] == BREACHED
+    # The failing objectives are isolated: the agreements' other objectives are judged.
+    assert world.window("a-bad", "service-level", JAN).closed
+    assert {w.objective_id for w in m.window_evaluations("a-bad")} == {"service-level"}
+    failures = m.evaluation_failures()
+    assert set(failures) == {("a-bad", "availability"), ("a-huge", "availability")}
+    assert "48h" in failures[("a-bad", "availability")]
+    # Each later pass still judges the others (and still reports the failing ones).
+    world.clock.set(at(f"2026-03-10T12:00{AMS}"))
+    m.evaluate()
+    assert world.window(good, "availability", FEB).closed["status"] == MET
+    assert set(m.evaluation_failures()) == {("a-bad", "availability"), ("a-huge", "availability")}
+
+
+def test_no_window_after_the_end(world: World) -> None:
+    m = world.metrics
+    term = {"effective_from": "2026-01-01T00:00:00Z", "effective_to": "2026-02-15T00:00:00Z", "notice_days": 30}
+    aid = world.upstream.agreement("a-end", sla_terms(term=term))
+    # An outage after the end counts for nothing.
+    m.record(COLLECTOR, [outage("late", f"2026-02-20T10:00{AMS}", 600)])
+    world.clock.set(at(f"2026-10-01T12:00{AMS}"))
+    m.evaluate()
+    assert world.starts(aid, "availability") == [at(JAN), at(FEB)]
+    feb = world.window(aid, "availability", FEB).closed
+    assert feb["status"] == MET and feb["value"] == "100"
+    # Terminated early: no window after the termination either.
+    term2 = {"effective_from": "2026-01-01T00:00:00Z", "notice_days": 30}
+    other = world.upstream.agreement("a-term", sla_terms(term=term2))
+    world.upstream.send(
+        agreement_events.AgreementTerminated(agreement_id=other, effective_at=ts(at("2026-03-10T00:00:00Z")))
+    )
+    m.evaluate()
+    assert world.starts(other, "availability") == [at(JAN), at(FEB), at(f"2026-03-01T00:00{AMS}")]
+
+
+def test_suspended_time_is_excluded(world: World) -> None:
+    m = world.metrics
+    terms = sla_terms()
+    terms["objectives"][0]["no_data"] = "NO_DATA_POLICY_COUNTS_AS_BREACHED"
+    aid = world.upstream.agreement("a-s", terms)
+    # Suspended from 20 January to 1 March (Amsterdam): February wholly.
+    ev = agreement_events
+    world.upstream.send(ev.AgreementSuspended(agreement_id=aid, reason="move"), at(f"2026-01-20T00:00{AMS}"))
+    world.upstream.send(ev.AgreementResumed(agreement_id=aid, reason="back"), at(f"2026-03-01T00:00{AMS}"))
+    m.record(
+        COLLECTOR,
+        [outage("o1", f"2026-01-25T10:00{AMS}", 600), outage("o2", f"2026-02-10T10:00{AMS}", 600),
+         outage("o3", f"2026-01-12T10:00{AMS}", 20)],
+    )  # fmt: skip
+    world.clock.set(at(f"2026-03-10T12:00{AMS}"))
+    m.evaluate()
+    jan = world.window(aid, "availability", JAN).closed
+    # January before the suspension: 1 January 01:00 → 20 January 00:00 = 27,300 min; 20 min down.
+    assert jan["status"] == MET
+    assert Decimal(jan["value"]).quantize(Decimal("0.0001")) == Decimal("99.9267")
+    feb = world.window(aid, "availability", FEB).closed
+    assert feb["status"] == NO_DATA and feb["detail"] == {"suspended": "true"}
+    assert world.window(aid, "availability", FEB).breaches == []
+    assert world.rederived_mismatches(aid) == []
+    changes = [
+        (c.change, c.at)
+        for h in agreement_history(m, aid)
+        if h.envelope.type.endswith(".AgreementViewChanged")
+        for c in [unpack(h.envelope, metrics_events.AgreementViewChanged)]
+        if c.change in ("Suspended", "Resumed")
+    ]
+    assert changes == [
+        ("Suspended", at(f"2026-01-20T00:00{AMS}").isoformat()),
+        ("Resumed", at(f"2026-03-01T00:00{AMS}").isoformat()),
+    ]
+
+
+def test_probes_are_measured_as_request_availability(world: World) -> None:
+    m = world.metrics
+    obj = objective("probes", "METRIC_AVAILABILITY_REQUESTS", "99", budgeting="BUDGETING_OCCURRENCES")
+    aid = world.upstream.agreement("a-p", terms_with(obj))
+    base = at(f"2026-01-12T10:00{AMS}")
+    probes = [
+        pb.Signal(signal_id=f"p{i}", service_id=EMAIL, probe=pb.Probe(at=ts(base + i * MINUTE), success=i >= 2))
+        for i in range(100)
+    ]
+    assert m.record(COLLECTOR, probes).accepted == 100
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()
+    jan = world.window(aid, "probes", JAN).closed
+    assert jan["status"] == BREACHED and Decimal(jan["value"]) == 98  # 98 good probes of 100
+
+
+def test_fcr_by_repeat_contact_requires_the_customer_id(world: World) -> None:
+    m = world.metrics
+    obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "70", parameters={"method": "REPEAT_CONTACT"})
+    world.upstream.agreement("a-f", terms_with(obj))
+    entered = at(f"2026-01-12T10:00{AMS}")
+
+    def call(sid: str, customer: str = "", flag: int = 0) -> pb.Signal:
+        c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id=customer,
+                    first_contact=flag)  # type: ignore[arg-type]  # fmt: skip
+        return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+
+    with pytest.raises(InvalidSignalError, match=r"signals\[1\]\.call\.customer_id: is required.*a-f/fcr"):
+        m.record(COLLECTOR, [call("c1", "cust-1"), call("c2")])
+    assert m.signals(EMAIL) == []  # nothing stored
+    # With the customer, or with the agent's flag, a call is recorded.
+    flagged = call("c3", flag=pb.FIRST_CONTACT_RESOLUTION_RESOLVED)
+    assert m.record(COLLECTOR, [call("c1", "cust-1"), flagged]).accepted == 2
+
+
+async def test_health_reports_an_isolated_evaluation_failure(
+    own_nats_server: NatsServer, tmp_path: Path, store_kind: str, postgres_db: Callable[[], str]
+) -> None:
+    """The running service: an agreement with a parameter metrics cannot read turns the
+    health service `accord.evaluation` NOT_SERVING (the service itself keeps SERVING) while
+    another agreement goes on being judged, every pass."""
+    clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
+    db = postgres_db() if store_kind == "postgres" else ""
+    settings = load(service_environ("metrics", tmp_path, own_nats_server.url, store_kind, db))
+    async with (
+        running_service(build, settings, make_keys(tmp_path / "keys"), clock=clock, evaluate_every=0.05) as runtime,
+        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status(name: str) -> int:
+            return int((await health.Check(health_pb2.HealthCheckRequest(service=name))).status)
+
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await eventually(lambda: _is(status(EVALUATION_HEALTH), serving), timeout=20, what="evaluation SERVING")
+        app: Any = runtime.parts.app
+        upstream = Upstream(app)
+        upstream.service()
+        bad = sla_terms()
+        bad["objectives"][0]["parameters"] = {"maintenance_notice_hours": "48h"}
+        upstream.agreement("a-bad", bad)
+        good = upstream.agreement("a-good", sla_terms())
+        clock.set(at(f"2026-02-10T12:00{AMS}"))
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await eventually(lambda: _is(status(EVALUATION_HEALTH), not_serving), timeout=20, what="NOT_SERVING")
+        assert await status("") == serving
+        assert set(app.evaluation_failures()) == {("a-bad", "availability")}
+
+        def closed(aid: str, start: str) -> int:
+            return sum(1 for w in app.window_evaluations(aid) if w.closed and at(w.window_start) == at(start))
+
+        await eventually(lambda: closed(good, JAN) == 2, timeout=20, what="January of the good agreement closed")
+        clock.set(at(f"2026-03-10T12:00{AMS}"))
+        await eventually(lambda: closed(good, FEB) == 2, timeout=20, what="February of the good agreement closed")
+        assert await status(EVALUATION_HEALTH) == not_serving
+
+
+async def _is(value: Any, expected: int) -> bool:
+    return bool(await value == expected)
