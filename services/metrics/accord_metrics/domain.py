@@ -185,7 +185,7 @@ class AgreementView(Aggregate):
     def _ended(self, at: str) -> None:
         self.ended_at = at
 
-    # Suspension (DOMAIN.md §2): [at, resumed at) spans, the last one open ("") while
+    # Suspension (docs/domain.md §2): [at, resumed at) spans, the last one open ("") while
     # suspended. A view recorded before these events existed has none.
     @property
     def suspended(self) -> list[tuple[str, str]]:
