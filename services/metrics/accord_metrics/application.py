@@ -16,8 +16,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.domain import DomainEvent
-from eventsourcing.utils import get_topic
 from google.protobuf import json_format
 
 from accord.agreements.v1 import events_pb2 as agreement_events
@@ -29,6 +27,7 @@ from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, calendar_windows
+from accord_kit.topics import event_topics
 from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message, codec
 from accord_metrics.domain import (
@@ -49,13 +48,11 @@ from accord_metrics.evaluation import ONGOING, SignalSet, burn_rates, exclusions
 from accord_metrics.formulas import reliability
 from accord_metrics.signals import validate
 
-BATCH_TOPIC = get_topic(SignalBatch.Recorded)
-VIEW_TOPIC = get_topic(AgreementView.Seen)
+BATCH_TOPIC = SignalBatch.Recorded.TOPIC
+VIEW_TOPIC = AgreementView.Seen.TOPIC
 # Every event of an agreement view (its first, Seen, included): what says a view has changed.
-VIEW_EVENT_TOPICS = sorted(
-    {get_topic(c) for c in vars(AgreementView).values() if isinstance(c, type) and issubclass(c, DomainEvent)}
-)
-WINDOW_TOPIC = get_topic(WindowEvaluation.Opened)
+VIEW_EVENT_TOPICS = sorted(event_topics(AgreementView))
+WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 FAR_FUTURE = ONGOING
 # A re-derivation's difference when the calendar version a window was judged with is not held.
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"
