@@ -89,6 +89,7 @@ class Agreement(Aggregate):
     """One agreement between a provider and a customer department, from its first draft
     through its accepted versions to its end."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     DraftRevised: ClassVar[type[Aggregate.Event]]
     Proposed: ClassVar[type[Aggregate.Event]]
     ProposalRejected: ClassVar[type[Aggregate.Event]]
@@ -550,6 +551,7 @@ def reference_id(kind: str, key: str) -> UUID:
 
 @stored_as("accord_agreements.domain:Department")
 class Department(Aggregate):
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Registered: ClassVar[type[Aggregate.Event]]
 
     @staticmethod
@@ -564,6 +566,7 @@ class Department(Aggregate):
 
 @stored_as("accord_agreements.domain:Service")
 class Service(Aggregate):
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Registered: ClassVar[type[Aggregate.Event]]
 
     @staticmethod
@@ -581,6 +584,7 @@ class Service(Aggregate):
 class Calendar(Aggregate):
     """A named business-hours calendar; every redefinition is a new version."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Defined: ClassVar[type[Aggregate.Event]]
     Redefined: ClassVar[type[Aggregate.Event]]
 
@@ -607,6 +611,7 @@ class Calendar(Aggregate):
 class ProcessedRequest(Aggregate):
     """The first outcome of a client request id: a retry returns it and stores nothing."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Recorded: ClassVar[type[Aggregate.Event]]
 
     @event("Recorded", topic="accord_agreements.domain:ProcessedRequest.Recorded")

@@ -43,6 +43,7 @@ def _id(*parts: str) -> UUID:
 class BilledAgreement(Aggregate):
     """An agreement's accepted versions (terms with fee and consequences) and its end."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     VersionInForce: ClassVar[type[Aggregate.Event]]
     Ended: ClassVar[type[Aggregate.Event]]
 
@@ -88,6 +89,7 @@ class Statement(Aggregate):
     judged, ISSUED (disputable during the claim window), then FINAL. Issued statements are
     never changed: later restatements become adjustments on a later statement."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Assessed: ClassVar[type[Aggregate.Event]]
     Adjusted: ClassVar[type[Aggregate.Event]]
     Issued: ClassVar[type[Aggregate.Event]]
@@ -226,6 +228,7 @@ class TerminationWatch(Aggregate):
     """One objective of one agreement: which billing periods it was breached in, and whether
     the agreement's termination rule has granted the customer the right to terminate."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Noted: ClassVar[type[Aggregate.Event]]
     Granted: ClassVar[type[Aggregate.Event]]
 

@@ -88,6 +88,7 @@ class AgreementView(Aggregate):
     effective-from instant, proposed terms (draft, amendments) and how each amendment was
     concluded (rejected, withdrawn, accepted), and when it ended."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     DraftNoted: ClassVar[type[Aggregate.Event]]
     AmendmentNoted: ClassVar[type[Aggregate.Event]]
     AmendmentConcluded: ClassVar[type[Aggregate.Event]]
@@ -173,6 +174,7 @@ class AgreementView(Aggregate):
 class CalendarView(Aggregate):
     """Every version of a business calendar, as defined in the agreements service."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Defined: ClassVar[type[Aggregate.Event]]
 
     class Seen(Aggregate.Created):
@@ -215,6 +217,7 @@ class WindowEvaluation(Aggregate):
     """One objective of one agreement over one window: its running value, warnings, burn
     alerts and breaches, its closing, and any restatement after it closed."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
     Evaluated: ClassVar[type[Aggregate.Event]]
     Restated: ClassVar[type[Aggregate.Event]]
     Closed: ClassVar[type[Aggregate.Event]]
