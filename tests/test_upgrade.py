@@ -1,7 +1,7 @@
 """Stores written by an earlier release (tests/fixtures/upgrade/, made by
 tools/make_upgrade_fixtures.py) opened with this code, on both stores (the SQLite files copied,
 the PostgreSQL dumps loaded into fresh databases): every stored event loads and every aggregate
-rebuilds, each log's hash chain and sealed checkpoint verify with the key it was sealed with,
+rebuilds (from its snapshot too), each log's hash chain and sealed checkpoint verify with the key it was sealed with,
 re-derivation in metrics and in billing finds no difference, and the suite carries on — an
 amendment of the old agreement, signals judged and a statement issued — with the logs still
 verifying, sealed again under a new key."""
@@ -78,6 +78,19 @@ def whole_log(app: AccordApplication) -> list[events_pb2.EventEnvelope]:
             return out
 
 
+def snapshots_load(app: AccordApplication, aggregate_ids: list[str], aggregate_topic: str) -> None:
+    """Each snapshot names the aggregate's declared name, and the aggregate loaded from it (with
+    the events after it) equals the one rebuilt from all its events."""
+    assert app.snapshots is not None
+    for aggregate_id in map(UUID, aggregate_ids):
+        snapshots: list[Any] = list(app.snapshots.get(aggregate_id))
+        assert snapshots and all(s.topic == aggregate_topic for s in snapshots)
+        replayed: Any = None
+        for e in app.events.get(aggregate_id):
+            replayed = e.mutate(replayed)
+        assert vars(app.repository.get(aggregate_id)) == vars(replayed)
+
+
 def every_event_loads(app: AccordApplication) -> Counter[str]:
     """Each stored event read back as its class, each aggregate rebuilt; the topics counted."""
     topics: Counter[str] = Counter()
@@ -109,6 +122,8 @@ def test_the_release_stores_load_verify_rederive_and_carry_on(
         assert app.head_position() == stored["head"], name
         assert dict(every_event_loads(app)) == stored["topics"], name
         assert len(whole_log(app)) == stored["events"], f"{name}: every event has its public message"
+    snapshots_load(suite.agreements, release["snapshots"]["agreements"], "accord_agreements.domain:Agreement")
+    snapshots_load(suite.metrics, release["snapshots"]["metrics"], "accord_metrics.domain:WindowEvaluation")
 
     # The chains and the sealed checkpoints verify with the keys the release sealed with.
     for name, app in apps.items():
@@ -146,6 +161,7 @@ def test_the_release_stores_load_verify_rederive_and_carry_on(
         report = verify_store(app, [old, load_public_key(public)])
         assert report.ok, f"{name}: {report.problem}"
         every_event_loads(app)
+    snapshots_load(suite.agreements, release["snapshots"]["agreements"], "accord_agreements.domain:Agreement")
     assert MetricsAudit(suite.metrics).rederive().mismatches == []
     again = suite.billing.rederive(whole_log(suite.metrics), whole_log(suite.agreements))
     assert (again.mismatches, again.missing, again.unexplained) == ([], [], [])

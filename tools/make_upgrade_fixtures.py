@@ -4,13 +4,17 @@ for tests/test_upgrade.py to open with newer code.
 Run it with the code of the release whose stores the fixtures stand for (a checkout of that
 commit, `make install` done), PostgreSQL reachable as for the tests:
 
-    .venv/bin/python tools/make_upgrade_fixtures.py [OUT_DIR]
+    .venv/bin/python tools/make_upgrade_fixtures.py [OUT_DIR] [--release COMMIT]
+
+(From an exported tree, e.g. `git archive <commit> | tar -x -C DIR`, with the tree's kit,
+services and root first on PYTHONPATH, pass --release: there is no git to ask.)
 
 It plays one short journey through the in-process suite (tests/suite.py) twice, once on SQLite
 and once on PostgreSQL: departments and the e-mail service registered, an SLA drafted, proposed
 and accepted; January's signals (met) and its statement issued; February an hour down (breached),
 an amendment relaxing availability from March, February's statement issued and disputed (one
-assessment accepted with an amount, one rejected); each store sealed (a signed chain checkpoint);
+assessment accepted with an amount, one rejected); a snapshot of the agreement and of February's
+availability window; each store sealed (a signed chain checkpoint);
 then one more signal batch after the seal, so each log also has an unsealed tail.
 
 Written to OUT_DIR (default tests/fixtures/upgrade):
@@ -18,12 +22,13 @@ Written to OUT_DIR (default tests/fixtures/upgrade):
   postgres/<service>.sql   each service's PostgreSQL database, `pg_dump --inserts` (plain SQL a
                            test can run statement by statement on an empty database)
   keys/<service>.pub.pem   the public key each store was sealed with (the private keys are thrown away)
-  manifest.json            the release commit, the agreement and statement ids, and per store the
+  manifest.json            the release commit, the agreement, statement and snapshot ids, and per store the
                            head position, event count per topic, and the sealed checkpoint
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sqlite3
@@ -35,6 +40,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
@@ -79,11 +85,17 @@ def journey(suite: Suite) -> dict[str, Any]:
     b.resolve(P_PROVIDER, str(feb.id), d1, True, "2000.00", "agreed: 2,000.00")
     b.resolve(P_PROVIDER, str(feb.id), d2, False, "", "no band for the service level")
     suite.tick(f"2026-03-05T12:00{AMS}")
+    # A snapshot in each store that takes them: the agreement, and February's availability window.
+    ag.take_snapshot(UUID(aid))
+    window = next(w for w in m.window_ids(aid) if m.repository.get(w).objective_id == "availability"
+                  and m.repository.get(w).breaches)  # fmt: skip
+    m.take_snapshot(window)
     return {
         "agreement_id": aid,
         "amendment_id": amendment,
         "statement_ids": [str(s.id) for s in b.statements(P_CUSTOMER, aid)],
         "disputes": [d1, d2],
+        "snapshots": {"agreements": [aid], "metrics": [str(window)]},
     }
 
 
@@ -159,9 +171,16 @@ def pg_dump(dbname: str, target: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    out = Path(argv[0]) if argv else ROOT / "tests" / "fixtures" / "upgrade"
+    parser = argparse.ArgumentParser(description="Write the upgrade fixtures (tests/fixtures/upgrade/).")
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "tests" / "fixtures" / "upgrade")
+    parser.add_argument("--release", default="", help="the release's commit (default: git rev-parse HEAD)")
+    args = parser.parse_args(argv)
+    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = (
+        args.release
+        or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    )
     manifest: dict[str, Any] = {"release": commit, "written_at": datetime.now().astimezone().isoformat()}
 
     for name in SERVICES:
