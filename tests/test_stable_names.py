@@ -1,11 +1,17 @@
 """Every aggregate and event class a service stores has a declared stored name, equal to the
 string its stores already hold (kept here, written out: a name changed by accident fails this
-test), found through the declaration and not through the class's module path; snapshots carry
-the aggregate's declared name too."""
+test), found through the declaration and not through the class's module path (a release store
+loads with billing's domain module moved and its old path unimportable); snapshots carry the
+aggregate's declared name too."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 from eventsourcing.domain import Aggregate, CanMutateAggregate, Snapshot
@@ -20,6 +26,8 @@ from accord_agreements.domain import Agreement
 from accord_agreements.samples import sla_terms
 from accord_kit.topics import DECLARED, event_classes
 from accord_metrics.domain import WindowEvaluation
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # The names the stores of release e7fca92 hold (and every store written since). Never edit one.
 EXPECTED: dict[str, list[str]] = {
@@ -166,3 +174,56 @@ def test_a_snapshot_carries_the_aggregate_s_declared_name_and_restores() -> None
     restored = snapshot.mutate(None)
     assert type(restored) is Agreement and restored.terms == agreement.terms
     assert WindowEvaluation.TOPIC == "accord_metrics.domain:WindowEvaluation"  # type: ignore[attr-defined]
+
+
+MOVED = """
+import importlib.util, shutil, sys
+from pathlib import Path
+from eventsourcing.application import Application
+from eventsourcing.utils import resolve_topic
+from accord_kit.chain import Checkpoints
+from accord_kit.persistence import AccordMapper
+
+sys.modules["accord_billing"] = None  # the old module path cannot be imported at all
+spec = importlib.util.spec_from_file_location("relocated.billing_domain", sys.argv[1])
+moved = importlib.util.module_from_spec(spec)
+sys.modules["relocated.billing_domain"] = moved
+spec.loader.exec_module(moved)
+
+
+class Billing(Application):
+    def construct_mapper(self):
+        return AccordMapper(transcoder=self.construct_transcoder())
+
+
+app = Billing(env={"PERSISTENCE_MODULE": "accord_kit.persistence:DurableSQLiteFactory", "SQLITE_DBNAME": sys.argv[2]})
+ids, count = set(), 0
+for n in app.recorder.select_notifications(0, 10_000):
+    cls = resolve_topic(n.topic)
+    assert cls.__module__ in ("relocated.billing_domain", "accord_kit.chain"), (n.topic, cls)
+    event = app.mapper.to_domain_event(app.recorder.select_events(n.originator_id, gt=n.originator_version - 1,
+                                                                  lte=n.originator_version)[0])
+    assert type(event) is cls
+    ids.add(n.originator_id)
+    count += 1
+statements = [app.repository.get(i) for i in ids]
+assert any(type(s) is moved.Statement and s.state == moved.ISSUED for s in statements)
+assert "accord_billing.domain" not in sys.modules
+print(count, len(statements))
+"""
+
+
+def test_a_release_store_loads_with_the_domain_module_moved(tmp_path: Path) -> None:
+    """Billing's domain module executed under another name (the old path made unimportable):
+    every event of the release's billing store resolves to the moved classes through its
+    declared name, and the statements rebuild."""
+    store = tmp_path / "billing.sqlite"
+    shutil.copyfile(ROOT / "tests" / "fixtures" / "upgrade" / "billing.sqlite", store)
+    domain = ROOT / "services" / "billing" / "accord_billing" / "domain.py"
+    done = subprocess.run(
+        [sys.executable, "-c", MOVED, str(domain), str(store)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    events, aggregates = map(int, done.stdout.split())
+    manifest = json.loads((ROOT / "tests" / "fixtures" / "upgrade" / "manifest.json").read_text())
+    assert events == manifest["sqlite"]["stores"]["billing"]["events"] and aggregates > 3
