@@ -166,10 +166,12 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteProcessRecorder
-from eventsourcing.utils import get_topic, retry
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
+
+from accord_kit.topics import stored_as
 
 ZERO_HASH = bytes(32)
 CHAIN_TABLE = "event_chain"
@@ -667,13 +669,16 @@ class Checkpoint:
         return cls("", -1, b"", "", "", b"", at=at, error=reason)
 
 
+@stored_as("accord_kit.chain:Checkpoints")
 class Checkpoints(Aggregate):
     """The store's signed checkpoints, one `Sealed` event each (one aggregate per service)."""
 
     class Opened(Aggregate.Created):
+        TOPIC = "accord_kit.chain:Checkpoints.Opened"
         service: str
 
     class Sealed(Aggregate.Event):
+        TOPIC = "accord_kit.chain:Checkpoints.Sealed"
         service: str
         position: int
         chain_hash: str  # hex
@@ -696,8 +701,8 @@ class Checkpoints(Aggregate):
         return uuid5(NAMESPACE_URL, f"accord-chain-checkpoints:{service}")
 
 
-SEALED_TOPIC = get_topic(Checkpoints.Sealed)
-CHECKPOINT_TOPICS = frozenset({get_topic(Checkpoints.Opened), SEALED_TOPIC})
+SEALED_TOPIC = Checkpoints.Sealed.TOPIC
+CHECKPOINT_TOPICS = frozenset({Checkpoints.Opened.TOPIC, SEALED_TOPIC})
 
 
 def default_mapper() -> Mapper[Any]:

@@ -23,13 +23,17 @@ from accord_kit.eventlog import register_event_log
 from accord_kit.persistence import prepare_store
 from accord_kit.runtime import ServiceParts
 from accord_kit.settings import ServiceSettings
+from accord_kit.topics import stored_as
 
 
+@stored_as("accord_kit.testing.counter:Counter")
 class Counter(Aggregate):
     class Created(Aggregate.Created):
+        TOPIC = "accord_kit.testing.counter:Counter.Created"
         name: str
 
     class Incremented(Aggregate.Event):
+        TOPIC = "accord_kit.testing.counter:Counter.Incremented"
         amount: int
 
     @event(Created)
@@ -46,13 +50,15 @@ class Counter(Aggregate):
         self.value += amount
 
 
+@stored_as("accord_kit.testing.counter:Tally")
 class Tally(Aggregate):
     """What the consumer keeps: a running total of every counter event it applied."""
 
     class Started(Aggregate.Created):
-        pass
+        TOPIC = "accord_kit.testing.counter:Tally.Started"
 
     class Recorded(Aggregate.Event):
+        TOPIC = "accord_kit.testing.counter:Tally.Recorded"
         source_event_id: str
         amount: int
 

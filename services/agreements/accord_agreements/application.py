@@ -17,7 +17,6 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Notification
-from eventsourcing.utils import get_topic
 
 from accord.billing.v1 import events_pb2 as billing_events
 from accord.events.v1 import events_pb2
@@ -60,10 +59,11 @@ from accord_agreements.terms import (
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.envelope import to_envelope, unpack
+from accord_kit.topics import event_topics
 
 REFERENCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
-AGREEMENT_TOPIC = get_topic(Agreement) + "."
+AGREEMENT_TOPICS = event_topics(Agreement)  # the declared names of its stored events
 
 
 class AlreadyRegisteredError(Exception):
@@ -249,7 +249,7 @@ class Agreements(AccordApplication):
         return self._get(Calendar, reference_id("calendar", calendar_id), f"calendar {calendar_id!r}")
 
     def list_reference(self, cls: type[Aggregate]) -> list[Any]:
-        topic = get_topic(cls) + "."
+        topics = event_topics(cls)
         out: list[Any] = []
         seen: set[UUID | str] = set()
         position = 0
@@ -258,7 +258,7 @@ class Agreements(AccordApplication):
             if not notes:
                 break
             for n in notes:
-                if n.topic.startswith(topic) and n.originator_id not in seen:
+                if n.topic in topics and n.originator_id not in seen:
                     seen.add(n.originator_id)
                     out.append(self.repository.get(n.originator_id))
             position = notes[-1].id
@@ -609,7 +609,7 @@ class Agreements(AccordApplication):
                 # log's previous position (positions may have gaps: PostgreSQL sequences).
                 previous = self._index_position
                 for n in notes:
-                    if n.topic.startswith(AGREEMENT_TOPIC):
+                    if n.topic in AGREEMENT_TOPICS:
                         entry = LogEntry(n.originator_version, n.id, previous)
                         touched.setdefault(str(n.originator_id), []).append(entry)
                     previous = n.id

@@ -43,11 +43,6 @@ def ts(value: str | datetime | None) -> Timestamp:
     return t
 
 
-def _cls(owner: type, name: str) -> type:
-    cls: type = getattr(owner, name)
-    return cls
-
-
 def codec() -> EventCodec:
     c = EventCodec("agreements")
     aid = lambda e: str(e.originator_id)  # noqa: E731
@@ -56,25 +51,25 @@ def codec() -> EventCodec:
         A.Drafted, ev.AgreementDrafted, lambda e: ev.AgreementDrafted(agreement_id=aid(e), terms=terms_message(e.terms))
     )
     c.register(
-        _cls(A, "DraftRevised"),
+        A.DraftRevised,
         ev.DraftRevised,
         lambda e: ev.DraftRevised(agreement_id=aid(e), terms=terms_message(e.terms)),
     )
-    c.register(_cls(A, "Proposed"), ev.AgreementProposed, lambda e: ev.AgreementProposed(agreement_id=aid(e)))
+    c.register(A.Proposed, ev.AgreementProposed, lambda e: ev.AgreementProposed(agreement_id=aid(e)))
     c.register(
-        _cls(A, "ProposalRejected"),
+        A.ProposalRejected,
         ev.ProposalRejected,
         lambda e: ev.ProposalRejected(agreement_id=aid(e), reason=e.reason),
     )
     c.register(
-        _cls(A, "Accepted"),
+        A.Accepted,
         ev.AgreementAccepted,
         lambda e: ev.AgreementAccepted(
             agreement_id=aid(e), version=e.version, effective_from=ts(e.effective_from), terms=terms_message(e.terms)
         ),
     )
     c.register(
-        _cls(A, "AmendmentProposed"),
+        A.AmendmentProposed,
         ev.AmendmentProposed,
         lambda e: ev.AmendmentProposed(
             agreement_id=aid(e),
@@ -86,7 +81,7 @@ def codec() -> EventCodec:
         ),
     )
     c.register(
-        _cls(A, "AmendmentAccepted"),
+        A.AmendmentAccepted,
         ev.AmendmentAccepted,
         lambda e: ev.AmendmentAccepted(
             agreement_id=aid(e),
@@ -97,34 +92,34 @@ def codec() -> EventCodec:
         ),
     )
     c.register(
-        _cls(A, "AmendmentRejected"),
+        A.AmendmentRejected,
         ev.AmendmentRejected,
         lambda e: ev.AmendmentRejected(agreement_id=aid(e), amendment_id=e.amendment_id, reason=e.reason),
     )
     c.register(
-        _cls(A, "AmendmentWithdrawn"),
+        A.AmendmentWithdrawn,
         ev.AmendmentWithdrawn,
         lambda e: ev.AmendmentWithdrawn(agreement_id=aid(e), amendment_id=e.amendment_id, reason=e.reason),
     )
     c.register(
-        _cls(A, "Suspended"),
+        A.Suspended,
         ev.AgreementSuspended,
         lambda e: ev.AgreementSuspended(agreement_id=aid(e), reason=e.reason, suspended_at=ts(getattr(e, "at", ""))),
     )
     c.register(
-        _cls(A, "Resumed"),
+        A.Resumed,
         ev.AgreementResumed,
         lambda e: ev.AgreementResumed(agreement_id=aid(e), reason=e.reason, resumed_at=ts(getattr(e, "at", ""))),
     )
     c.register(
-        _cls(A, "TerminationScheduled"),
+        A.TerminationScheduled,
         ev.TerminationScheduled,
         lambda e: ev.TerminationScheduled(
             agreement_id=aid(e), effective_at=ts(e.effective_at), reason=e.reason, by_department_id=e.by
         ),
     )
     c.register(
-        _cls(A, "Terminated"),
+        A.Terminated,
         ev.AgreementTerminated,
         lambda e: ev.AgreementTerminated(
             agreement_id=aid(e),
@@ -135,44 +130,44 @@ def codec() -> EventCodec:
         ),
     )
     c.register(
-        _cls(A, "TerminationRightGranted"),
+        A.TerminationRightGranted,
         ev.TerminationRightRecorded,
         lambda e: ev.TerminationRightRecorded(
             agreement_id=aid(e), objective_id=e.objective_id, reason=e.reason, source_event_id=e.source_event_id
         ),
     )
     c.register(
-        _cls(A, "Renewed"),
+        A.Renewed,
         ev.AgreementRenewed,
         lambda e: ev.AgreementRenewed(agreement_id=aid(e), previous_end=ts(e.previous_end), new_end=ts(e.new_end)),
     )
-    c.register(_cls(A, "Expired"), ev.AgreementExpired, lambda e: ev.AgreementExpired(agreement_id=aid(e), at=ts(e.at)))
+    c.register(A.Expired, ev.AgreementExpired, lambda e: ev.AgreementExpired(agreement_id=aid(e), at=ts(e.at)))
     c.register(
-        _cls(Department, "Registered"),
+        Department.Registered,
         ev.DepartmentRegistered,
         lambda e: ev.DepartmentRegistered(department_id=e.department_id, name=e.name),
     )
     c.register(
-        _cls(Service, "Registered"),
+        Service.Registered,
         ev.ServiceRegistered,
         lambda e: ev.ServiceRegistered(
             service_id=e.service_id, name=e.name, provider_department_id=e.provider_department_id
         ),
     )
     c.register(
-        _cls(Calendar, "Defined"),
+        Calendar.Defined,
         ev.CalendarDefined,
         lambda e: ev.CalendarDefined(calendar_id=e.calendar_id, version=1, definition_json=json.dumps(e.definition)),
     )
     c.register(
-        _cls(Calendar, "Redefined"),
+        Calendar.Redefined,
         ev.CalendarDefined,
         lambda e: ev.CalendarDefined(
             calendar_id=e.calendar_id, version=e.originator_version, definition_json=json.dumps(e.definition)
         ),
     )
     c.register(
-        _cls(ProcessedRequest, "Recorded"),
+        ProcessedRequest.Recorded,
         ev.RequestRecorded,
         lambda e: ev.RequestRecorded(request_key=e.key, agreement_id=e.agreement_id, revision=e.revision),
     )

@@ -7,12 +7,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from accord_agreements.terms import TermsDict, parse_instant, validate
+from accord_kit.topics import stored_as
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -83,13 +84,31 @@ def add_months(when: datetime, months: int) -> datetime:
     raise AssertionError("unreachable")
 
 
+@stored_as("accord_agreements.domain:Agreement")
 class Agreement(Aggregate):
     """One agreement between a provider and a customer department, from its first draft
     through its accepted versions to its end."""
 
     suspended_at = ""  # for agreements restored from snapshots taken before it was kept
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    DraftRevised: ClassVar[type[Aggregate.Event]]
+    Proposed: ClassVar[type[Aggregate.Event]]
+    ProposalRejected: ClassVar[type[Aggregate.Event]]
+    Accepted: ClassVar[type[Aggregate.Event]]
+    AmendmentProposed: ClassVar[type[Aggregate.Event]]
+    AmendmentAccepted: ClassVar[type[Aggregate.Event]]
+    AmendmentRejected: ClassVar[type[Aggregate.Event]]
+    AmendmentWithdrawn: ClassVar[type[Aggregate.Event]]
+    Suspended: ClassVar[type[Aggregate.Event]]
+    Resumed: ClassVar[type[Aggregate.Event]]
+    TerminationScheduled: ClassVar[type[Aggregate.Event]]
+    Terminated: ClassVar[type[Aggregate.Event]]
+    TerminationRightGranted: ClassVar[type[Aggregate.Event]]
+    Renewed: ClassVar[type[Aggregate.Event]]
+    Expired: ClassVar[type[Aggregate.Event]]
 
     class Drafted(Aggregate.Created):
+        TOPIC = "accord_agreements.domain:Agreement.Drafted"
         terms: TermsDict
         drafted_at: datetime
 
@@ -148,7 +167,7 @@ class Agreement(Aggregate):
             raise InvalidRequestError("a revision cannot change the provider")
         self._revised(terms=terms)
 
-    @event("DraftRevised")
+    @event("DraftRevised", topic="accord_agreements.domain:Agreement.DraftRevised")
     def _revised(self, terms: TermsDict) -> None:
         self.terms = terms
 
@@ -157,7 +176,7 @@ class Agreement(Aggregate):
         self.check_state((DRAFT,), "propose")
         self._proposed()
 
-    @event("Proposed")
+    @event("Proposed", topic="accord_agreements.domain:Agreement.Proposed")
     def _proposed(self) -> None:
         self.state = PROPOSED
 
@@ -167,7 +186,7 @@ class Agreement(Aggregate):
         _require_reason(reason, "reject a proposal")
         self._proposal_rejected(reason=reason)
 
-    @event("ProposalRejected")
+    @event("ProposalRejected", topic="accord_agreements.domain:Agreement.ProposalRejected")
     def _proposal_rejected(self, reason: str) -> None:
         self.state = DRAFT
         self.last_rejection = reason
@@ -178,7 +197,7 @@ class Agreement(Aggregate):
         effective = self.terms["term"]["effective_from"]
         self._accepted(version=1, effective_from=effective, accepted_at=accepted_at.isoformat(), terms=self.terms)
 
-    @event("Accepted")
+    @event("Accepted", topic="accord_agreements.domain:Agreement.Accepted")
     def _accepted(self, version: int, effective_from: str, accepted_at: str, terms: TermsDict) -> None:
         # The event carries the terms of the version, so that consumers need not track drafts.
         self.state = ACTIVE
@@ -233,7 +252,7 @@ class Agreement(Aggregate):
             reason=reason,
         )
 
-    @event("AmendmentProposed")
+    @event("AmendmentProposed", topic="accord_agreements.domain:Agreement.AmendmentProposed")
     def _amendment_proposed(
         self, amendment_id: str, proposed_by: str, terms: TermsDict, effective_from: str, reason: str
     ) -> None:
@@ -276,7 +295,7 @@ class Agreement(Aggregate):
             terms=pending["terms"],
         )
 
-    @event("AmendmentAccepted")
+    @event("AmendmentAccepted", topic="accord_agreements.domain:Agreement.AmendmentAccepted")
     def _amendment_accepted(
         self, amendment_id: str, version: int, effective_from: str, accepted_at: str, terms: TermsDict
     ) -> None:
@@ -302,7 +321,7 @@ class Agreement(Aggregate):
         _require_reason(reason, "reject an amendment")
         self._amendment_rejected(amendment_id=amendment_id, reason=reason)
 
-    @event("AmendmentRejected")
+    @event("AmendmentRejected", topic="accord_agreements.domain:Agreement.AmendmentRejected")
     def _amendment_rejected(self, amendment_id: str, reason: str) -> None:
         self.pending = None
 
@@ -312,7 +331,7 @@ class Agreement(Aggregate):
             raise NotAPartyError(f"only the proposer ({pending['proposed_by']}) may withdraw it; {_who(actor)} may not")
         self._amendment_withdrawn(amendment_id=amendment_id, reason=reason or "")
 
-    @event("AmendmentWithdrawn")
+    @event("AmendmentWithdrawn", topic="accord_agreements.domain:Agreement.AmendmentWithdrawn")
     def _amendment_withdrawn(self, amendment_id: str, reason: str) -> None:
         self.pending = None
 
@@ -326,7 +345,7 @@ class Agreement(Aggregate):
         _require_reason(reason, "suspend an agreement")
         self._suspended(reason=reason, at=now.isoformat())
 
-    @event("Suspended")
+    @event("Suspended", topic="accord_agreements.domain:Agreement.Suspended")
     def _suspended(self, reason: str, at: str = "") -> None:
         self.state = SUSPENDED
         self.suspension_reason = reason
@@ -337,7 +356,7 @@ class Agreement(Aggregate):
         self.check_state((SUSPENDED,), "resume")
         self._resumed(reason=reason or "", at=now.isoformat())
 
-    @event("Resumed")
+    @event("Resumed", topic="accord_agreements.domain:Agreement.Resumed")
     def _resumed(self, reason: str, at: str = "") -> None:
         self.state = ACTIVE
         self.suspension_reason = ""
@@ -372,11 +391,11 @@ class Agreement(Aggregate):
         else:
             self._termination_scheduled(effective_at=when.isoformat(), reason=reason, by=actor.department)
 
-    @event("TerminationScheduled")
+    @event("TerminationScheduled", topic="accord_agreements.domain:Agreement.TerminationScheduled")
     def _termination_scheduled(self, effective_at: str, reason: str, by: str) -> None:
         self.termination = {"effective_at": effective_at, "reason": reason, "by": by}
 
-    @event("Terminated")
+    @event("Terminated", topic="accord_agreements.domain:Agreement.Terminated")
     def _terminated(self, effective_at: str, reason: str, by: str, right_used: bool) -> None:
         self.state = TERMINATED
         self.ended_at = effective_at
@@ -388,7 +407,7 @@ class Agreement(Aggregate):
             return
         self._termination_right_granted(objective_id=objective_id, reason=reason, source_event_id=source_event_id)
 
-    @event("TerminationRightGranted")
+    @event("TerminationRightGranted", topic="accord_agreements.domain:Agreement.TerminationRightGranted")
     def _termination_right_granted(self, objective_id: str, reason: str, source_event_id: str) -> None:
         self.termination_rights.append(
             {"objective_id": objective_id, "reason": reason, "source_event_id": source_event_id}
@@ -417,12 +436,12 @@ class Agreement(Aggregate):
         else:
             self._expired(at=end.isoformat())
 
-    @event("Renewed")
+    @event("Renewed", topic="accord_agreements.domain:Agreement.Renewed")
     def _renewed(self, previous_end: str, new_end: str) -> None:
         self.terms = copy.deepcopy(self.terms)
         self.terms["term"]["effective_to"] = new_end
 
-    @event("Expired")
+    @event("Expired", topic="accord_agreements.domain:Agreement.Expired")
     def _expired(self, at: str) -> None:
         self.state = EXPIRED
         self.ended_at = at
@@ -537,37 +556,50 @@ def reference_id(kind: str, key: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"accord:agreements:{kind}:{key}")
 
 
+@stored_as("accord_agreements.domain:Department")
 class Department(Aggregate):
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Registered: ClassVar[type[Aggregate.Event]]
+
     @staticmethod
     def create_id(department_id: str) -> UUID:
         return reference_id("department", department_id)
 
-    @event("Registered")
+    @event("Registered", topic="accord_agreements.domain:Department.Registered")
     def __init__(self, department_id: str, name: str) -> None:
         self.department_id = department_id
         self.name = name
 
 
+@stored_as("accord_agreements.domain:Service")
 class Service(Aggregate):
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Registered: ClassVar[type[Aggregate.Event]]
+
     @staticmethod
     def create_id(service_id: str) -> UUID:
         return reference_id("service", service_id)
 
-    @event("Registered")
+    @event("Registered", topic="accord_agreements.domain:Service.Registered")
     def __init__(self, service_id: str, name: str, provider_department_id: str) -> None:
         self.service_id = service_id
         self.name = name
         self.provider_department_id = provider_department_id
 
 
+@stored_as("accord_agreements.domain:Calendar")
 class Calendar(Aggregate):
     """A named business-hours calendar; every redefinition is a new version."""
+
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Defined: ClassVar[type[Aggregate.Event]]
+    Redefined: ClassVar[type[Aggregate.Event]]
 
     @staticmethod
     def create_id(calendar_id: str) -> UUID:
         return reference_id("calendar", calendar_id)
 
-    @event("Defined")
+    @event("Defined", topic="accord_agreements.domain:Calendar.Defined")
     def __init__(self, calendar_id: str, definition: dict[str, Any]) -> None:
         self.calendar_id = calendar_id
         self.definition = definition
@@ -576,16 +608,20 @@ class Calendar(Aggregate):
     def redefine(self, definition: dict[str, Any]) -> None:
         self._redefined(calendar_id=self.calendar_id, definition=definition)
 
-    @event("Redefined")
+    @event("Redefined", topic="accord_agreements.domain:Calendar.Redefined")
     def _redefined(self, calendar_id: str, definition: dict[str, Any]) -> None:
         self.definition = definition
         self.calendar_version += 1
 
 
+@stored_as("accord_agreements.domain:ProcessedRequest")
 class ProcessedRequest(Aggregate):
     """The first outcome of a client request id: a retry returns it and stores nothing."""
 
-    @event("Recorded")
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Recorded: ClassVar[type[Aggregate.Event]]
+
+    @event("Recorded", topic="accord_agreements.domain:ProcessedRequest.Recorded")
     def __init__(self, key: str, agreement_id: str, revision: int, extra: str) -> None:
         self.key = key
         self.agreement_id = agreement_id

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.utils import get_topic
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
@@ -39,9 +38,9 @@ from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_kit.envelope import payload_of
 
-STATEMENT_TOPIC = get_topic(Statement.Opened)
-LEDGER_TOPIC = get_topic(LedgerTransaction.Posted)
-ADJUSTED: type = vars(Statement)["Adjusted"]
+STATEMENT_TOPIC = Statement.Opened.TOPIC
+LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
+ADJUSTED: type = Statement.Adjusted
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
 ISSUE_AT_THE_LATEST = timedelta(days=7)  # issue even if a window's closing has not arrived (metrics down)
 _parse = audit.parse_instant

@@ -9,11 +9,6 @@ from accord_billing.domain import BilledAgreement, LedgerTransaction, Statement,
 from accord_kit.envelope import EventCodec
 
 
-def _cls(owner: type, name: str) -> type:
-    cls: type = getattr(owner, name)
-    return cls
-
-
 def totals_message(t: dict[str, Any]) -> ev.StatementTotals:
     return ev.StatementTotals(**{k: str(v) for k, v in t.items() if k in ev.StatementTotals.DESCRIPTOR.fields_by_name})
 
@@ -25,13 +20,11 @@ def codec() -> EventCodec:
         BilledAgreement.Seen, ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(agreement_id=e.agreement_id)
     )
     c.register(
-        _cls(BilledAgreement, "VersionInForce"),
+        BilledAgreement.VersionInForce,
         ev.AgreementVersionKnown,
         lambda e: ev.AgreementVersionKnown(version=e.version, effective_from=e.effective_from),
     )
-    c.register(
-        _cls(BilledAgreement, "Ended"), ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(ended_at=e.at)
-    )
+    c.register(BilledAgreement.Ended, ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(ended_at=e.at))
     c.register(
         Statement.Opened,
         ev.StatementOpened,
@@ -52,7 +45,7 @@ def codec() -> EventCodec:
             net=a["net"],
         )  # fmt: skip
 
-    c.register(_cls(Statement, "Assessed"), ev.AssessmentRecorded, assessed)
+    c.register(Statement.Assessed, ev.AssessmentRecorded, assessed)
 
     def adjusted(e: Any) -> ev.AdjustmentRecorded:
         a = e.adjustment
@@ -62,14 +55,14 @@ def codec() -> EventCodec:
             new_amount=a["new"], difference=a["difference"], reason=a["reason"],
         )  # fmt: skip
 
-    c.register(_cls(Statement, "Adjusted"), ev.AdjustmentRecorded, adjusted)
+    c.register(Statement.Adjusted, ev.AdjustmentRecorded, adjusted)
     c.register(
-        _cls(Statement, "Issued"),
+        Statement.Issued,
         ev.StatementIssued,
         lambda e: ev.StatementIssued(statement_id=sid(e), totals=totals_message(e.totals), claim_until=e.claim_until),
     )
     c.register(
-        _cls(Statement, "Disputed"),
+        Statement.Disputed,
         ev.DisputeOpened,
         lambda e: ev.DisputeOpened(
             statement_id=sid(e), dispute_id=e.dispute_id, objective_id=e.key.split("|", 1)[0],
@@ -77,14 +70,14 @@ def codec() -> EventCodec:
         ),
     )  # fmt: skip
     c.register(
-        _cls(Statement, "Resolved"),
+        Statement.Resolved,
         ev.DisputeResolved,
         lambda e: ev.DisputeResolved(
             statement_id=sid(e), dispute_id=e.dispute_id, accepted=e.accepted, amount=e.amount, reason=e.reason
         ),
     )
     c.register(
-        _cls(Statement, "Finalized"),
+        Statement.Finalized,
         ev.StatementFinalized,
         lambda e: ev.StatementFinalized(statement_id=sid(e), totals=totals_message(e.totals)),
     )
@@ -102,12 +95,12 @@ def codec() -> EventCodec:
         lambda e: ev.BreachHistoryNoted(agreement_id=e.agreement_id, objective_id=e.objective_id),
     )
     c.register(
-        _cls(TerminationWatch, "Noted"),
+        TerminationWatch.Noted,
         ev.BreachHistoryNoted,
         lambda e: ev.BreachHistoryNoted(window_start=e.window_start, breached=e.breached),
     )
     c.register(
-        _cls(TerminationWatch, "Granted"),
+        TerminationWatch.Granted,
         ev.TerminationRightGranted,
         lambda e: ev.TerminationRightGranted(
             agreement_id=e.agreement_id, objective_id=e.objective_id, reason=e.reason,

@@ -5,10 +5,12 @@ rights."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+
+from accord_kit.topics import stored_as
 
 OPEN, ISSUED, FINAL = "OPEN", "ISSUED", "FINAL"
 
@@ -37,10 +39,16 @@ def _id(*parts: str) -> UUID:
     return uuid5(NAMESPACE_URL, "accord:billing:" + ":".join(parts))
 
 
+@stored_as("accord_billing.domain:BilledAgreement")
 class BilledAgreement(Aggregate):
     """An agreement's accepted versions (terms with fee and consequences) and its end."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    VersionInForce: ClassVar[type[Aggregate.Event]]
+    Ended: ClassVar[type[Aggregate.Event]]
+
     class Seen(Aggregate.Created):
+        TOPIC = "accord_billing.domain:BilledAgreement.Seen"
         agreement_id: str
 
     @staticmethod
@@ -57,7 +65,7 @@ class BilledAgreement(Aggregate):
         if not any(v["version"] == version for v in self.versions):
             self._version_in_force(version=version, effective_from=effective_from, terms=terms)
 
-    @event("VersionInForce")
+    @event("VersionInForce", topic="accord_billing.domain:BilledAgreement.VersionInForce")
     def _version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
         self.versions = sorted([*self.versions, {"version": version, "effective_from": effective_from, "terms": terms}],
                                key=lambda v: v["version"])  # fmt: skip
@@ -66,7 +74,7 @@ class BilledAgreement(Aggregate):
         if not self.ended_at:
             self._ended(at=at)
 
-    @event("Ended")
+    @event("Ended", topic="accord_billing.domain:BilledAgreement.Ended")
     def _ended(self, at: str) -> None:
         self.ended_at = at
 
@@ -75,12 +83,22 @@ class BilledAgreement(Aggregate):
         return dict(self.versions[-1]["terms"].get("parties") or {}) if self.versions else {}
 
 
+@stored_as("accord_billing.domain:Statement")
 class Statement(Aggregate):
     """One agreement's statement for one billing period: OPEN while its windows are being
     judged, ISSUED (disputable during the claim window), then FINAL. Issued statements are
     never changed: later restatements become adjustments on a later statement."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Assessed: ClassVar[type[Aggregate.Event]]
+    Adjusted: ClassVar[type[Aggregate.Event]]
+    Issued: ClassVar[type[Aggregate.Event]]
+    Disputed: ClassVar[type[Aggregate.Event]]
+    Resolved: ClassVar[type[Aggregate.Event]]
+    Finalized: ClassVar[type[Aggregate.Event]]
+
     class Opened(Aggregate.Created):
+        TOPIC = "accord_billing.domain:Statement.Opened"
         agreement_id: str
         period_start: str
         period_end: str
@@ -110,7 +128,7 @@ class Statement(Aggregate):
         if self.assessments.get(key) != assessment:
             self._assessed(key=key, assessment=assessment)
 
-    @event("Assessed")
+    @event("Assessed", topic="accord_billing.domain:Statement.Assessed")
     def _assessed(self, key: str, assessment: dict[str, Any]) -> None:
         self.assessments = {**self.assessments, key: assessment}
 
@@ -120,7 +138,7 @@ class Statement(Aggregate):
         if not any(a["source"] == adjustment["source"] for a in self.adjustments):
             self._adjusted(adjustment=adjustment)
 
-    @event("Adjusted")
+    @event("Adjusted", topic="accord_billing.domain:Statement.Adjusted")
     def _adjusted(self, adjustment: dict[str, Any]) -> None:
         self.adjustments = [*self.adjustments, adjustment]
 
@@ -128,7 +146,7 @@ class Statement(Aggregate):
         if self.state == OPEN:
             self._issued(totals=totals, issued_at=issued_at, claim_until=claim_until)
 
-    @event("Issued")
+    @event("Issued", topic="accord_billing.domain:Statement.Issued")
     def _issued(self, totals: dict[str, Any], issued_at: str, claim_until: str) -> None:
         self.state = ISSUED
         self.totals = totals
@@ -148,7 +166,7 @@ class Statement(Aggregate):
             raise InvalidRequestError("reason is required to dispute an assessment")
         self._disputed(dispute_id=dispute_id, key=key, by=by, reason=reason)
 
-    @event("Disputed")
+    @event("Disputed", topic="accord_billing.domain:Statement.Disputed")
     def _disputed(self, dispute_id: str, key: str, by: str, reason: str) -> None:
         self.disputes = {**self.disputes, dispute_id: {"key": key, "by": by, "reason": reason, "state": "OPEN"}}
 
@@ -162,7 +180,7 @@ class Statement(Aggregate):
             raise InvalidRequestError("reason is required to reject a dispute")
         self._resolved(dispute_id=dispute_id, accepted=accept, amount=amount, reason=reason)
 
-    @event("Resolved")
+    @event("Resolved", topic="accord_billing.domain:Statement.Resolved")
     def _resolved(self, dispute_id: str, accepted: bool, amount: str, reason: str) -> None:
         d = {**self.disputes[dispute_id], "state": "ACCEPTED" if accepted else "REJECTED", "amount": amount,
              "resolution": reason}  # fmt: skip
@@ -176,16 +194,18 @@ class Statement(Aggregate):
         if self.state == ISSUED and not self.open_disputes:
             self._finalized(totals=totals)
 
-    @event("Finalized")
+    @event("Finalized", topic="accord_billing.domain:Statement.Finalized")
     def _finalized(self, totals: dict[str, Any]) -> None:
         self.state = FINAL
         self.totals = totals
 
 
+@stored_as("accord_billing.domain:LedgerTransaction")
 class LedgerTransaction(Aggregate):
     """One double-entry posting of the chargeback ledger: entries sum to zero per currency."""
 
     class Posted(Aggregate.Created):
+        TOPIC = "accord_billing.domain:LedgerTransaction.Posted"
         source: str
         entries: list[dict[str, str]]
         period: str
@@ -203,11 +223,17 @@ class LedgerTransaction(Aggregate):
         self.description = description
 
 
+@stored_as("accord_billing.domain:TerminationWatch")
 class TerminationWatch(Aggregate):
     """One objective of one agreement: which billing periods it was breached in, and whether
     the agreement's termination rule has granted the customer the right to terminate."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Noted: ClassVar[type[Aggregate.Event]]
+    Granted: ClassVar[type[Aggregate.Event]]
+
     class Started(Aggregate.Created):
+        TOPIC = "accord_billing.domain:TerminationWatch.Started"
         agreement_id: str
         objective_id: str
 
@@ -226,7 +252,7 @@ class TerminationWatch(Aggregate):
         if self.periods.get(window_start) != breached:
             self._noted(window_start=window_start, breached=breached)
 
-    @event("Noted")
+    @event("Noted", topic="accord_billing.domain:TerminationWatch.Noted")
     def _noted(self, window_start: str, breached: bool) -> None:
         self.periods = {**self.periods, window_start: breached}
 
@@ -235,6 +261,6 @@ class TerminationWatch(Aggregate):
             self._granted(agreement_id=self.agreement_id, objective_id=self.objective_id, reason=reason,
                           breach_windows=breach_windows)  # fmt: skip
 
-    @event("Granted")
+    @event("Granted", topic="accord_billing.domain:TerminationWatch.Granted")
     def _granted(self, agreement_id: str, objective_id: str, reason: str, breach_windows: list[str]) -> None:
         self.granted = True

@@ -18,8 +18,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.domain import DomainEvent
-from eventsourcing.utils import get_topic
 from google.protobuf import json_format
 
 from accord.agreements.v1 import events_pb2 as agreement_events
@@ -41,6 +39,7 @@ from accord_kit.timeline import (
     subtract,
     union,
 )
+from accord_kit.topics import event_topics
 from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message, codec
 from accord_metrics.domain import (
@@ -65,15 +64,13 @@ from accord_metrics.signals import validate
 
 log = get_logger("accord.metrics.evaluation")
 
-BATCH_TOPIC = get_topic(SignalBatch.Recorded)
-CORRECTION_TOPIC = get_topic(SignalCorrection.Corrected)
+BATCH_TOPIC = SignalBatch.Recorded.TOPIC
+CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 SIGNAL_TOPICS = [BATCH_TOPIC, CORRECTION_TOPIC]  # every recorded signal content, in log order
-VIEW_TOPIC = get_topic(AgreementView.Seen)
+VIEW_TOPIC = AgreementView.Seen.TOPIC
 # Every event of an agreement view (its first, Seen, included): what says a view has changed.
-VIEW_EVENT_TOPICS = sorted(
-    {get_topic(c) for c in vars(AgreementView).values() if isinstance(c, type) and issubclass(c, DomainEvent)}
-)
-WINDOW_TOPIC = get_topic(WindowEvaluation.Opened)
+VIEW_EVENT_TOPICS = sorted(event_topics(AgreementView))
+WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 FAR_FUTURE = ONGOING
 # A re-derivation's difference when the calendar version a window was judged with is not held.
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"

@@ -58,11 +58,6 @@ def evaluation_message(e: dict[str, Any]) -> ev.Evaluation:
     )
 
 
-def _cls(owner: type, name: str) -> type:
-    cls: type = getattr(owner, name)
-    return cls
-
-
 def _view(change: str) -> Any:
     def convert(e: Any) -> ev.AgreementViewChanged:
         d = e.__dict__
@@ -98,12 +93,21 @@ def codec() -> EventCodec:
         lambda e: ev.ServiceKnown(service_id=e.service_id, provider_department_id=e.provider_department_id),
     )
     c.register(AgreementView.Seen, ev.AgreementViewChanged, _view("Seen"))
-    for name in ("DraftNoted", "AmendmentNoted", "AmendmentConcluded", "VersionInForce", "Ended", "Renewed",
-                 "Suspended", "Resumed"):  # fmt: skip
-        c.register(_cls(AgreementView, name), ev.AgreementViewChanged, _view(name))
+    V = AgreementView  # noqa: N806
+    for cls, change in (
+        (V.DraftNoted, "DraftNoted"),
+        (V.AmendmentNoted, "AmendmentNoted"),
+        (V.AmendmentConcluded, "AmendmentConcluded"),
+        (V.VersionInForce, "VersionInForce"),
+        (V.Ended, "Ended"),
+        (V.Renewed, "Renewed"),
+        (V.Suspended, "Suspended"),
+        (V.Resumed, "Resumed"),
+    ):
+        c.register(cls, ev.AgreementViewChanged, _view(change))
     c.register(CalendarView.Seen, ev.CalendarViewChanged, lambda e: ev.CalendarViewChanged(calendar_id=e.calendar_id))
     c.register(
-        _cls(CalendarView, "Defined"),
+        CalendarView.Defined,
         ev.CalendarViewChanged,
         lambda e: ev.CalendarViewChanged(calendar_id=e.calendar_id, version=e.version),
     )
@@ -119,20 +123,18 @@ def codec() -> EventCodec:
         ),
     )
     c.register(
-        _cls(W, "Evaluated"),
+        W.Evaluated,
         ev.EvaluationUpdated,
         lambda e: ev.EvaluationUpdated(evaluation=evaluation_message(e.evaluation)),
     )
+    c.register(W.Closed, ev.WindowClosed, lambda e: ev.WindowClosed(evaluation=evaluation_message(e.evaluation)))
     c.register(
-        _cls(W, "Closed"), ev.WindowClosed, lambda e: ev.WindowClosed(evaluation=evaluation_message(e.evaluation))
-    )
-    c.register(
-        _cls(W, "Restated"),
+        W.Restated,
         ev.EvaluationRestated,
         lambda e: ev.EvaluationRestated(old=evaluation_message(e.old), new=evaluation_message(e.new)),
     )
     c.register(
-        _cls(W, "Breached"),
+        W.Breached,
         ev.BreachDetected,
         lambda e: ev.BreachDetected(
             agreement_id=e.agreement_id,
@@ -146,7 +148,7 @@ def codec() -> EventCodec:
         ),
     )
     c.register(
-        _cls(W, "BudgetWarning"),
+        W.BudgetWarning,
         ev.BudgetWarning,
         lambda e: ev.BudgetWarning(
             agreement_id=e.agreement_id, objective_id=e.objective_id, window_start=e.window_start, level=e.level,
@@ -154,7 +156,7 @@ def codec() -> EventCodec:
         ),
     )  # fmt: skip
     c.register(
-        _cls(W, "BurnRateAlert"),
+        W.BurnRateAlert,
         ev.BurnRateAlert,
         lambda e: ev.BurnRateAlert(
             agreement_id=e.agreement_id, objective_id=e.objective_id, window_start=e.window_start, name=e.name,

@@ -3,10 +3,12 @@ may be recorded (learned from the agreements stream)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+
+from accord_kit.topics import stored_as
 
 
 class MetricsError(Exception):
@@ -37,6 +39,7 @@ class AmendmentNotPendingError(MetricsError):
     """The amendment was rejected, withdrawn or accepted: there is no proposal left to ask about."""
 
 
+@stored_as("accord_metrics.domain:SignalBatch")
 class SignalBatch(Aggregate):
     """Signals of one service recorded together: one event, whatever the number of signals.
 
@@ -44,6 +47,7 @@ class SignalBatch(Aggregate):
     raw record every evaluation is recomputed from, stored exactly as accepted."""
 
     class Recorded(Aggregate.Created):
+        TOPIC = "accord_metrics.domain:SignalBatch.Recorded"
         service_id: str
         batch: str
         count: int
@@ -55,6 +59,7 @@ class SignalBatch(Aggregate):
         self.count = count
 
 
+@stored_as("accord_metrics.domain:SignalCorrection")
 class SignalCorrection(Aggregate):
     """Signals recorded before, re-sent with another content: a correction, recorded as its
     own event — who (`actor`), when (the event's time), why (`reason`, and the fields that
@@ -63,6 +68,7 @@ class SignalCorrection(Aggregate):
     judged on the service's signals when it was recorded (AgreementHistory shows it to them)."""
 
     class Corrected(Aggregate.Created):
+        TOPIC = "accord_metrics.domain:SignalCorrection.Corrected"
         service_id: str
         batch: str
         count: int
@@ -94,10 +100,12 @@ class SignalCorrection(Aggregate):
         self.agreement_ids = agreement_ids
 
 
+@stored_as("accord_metrics.domain:KnownService")
 class KnownService(Aggregate):
     """A registered service and its provider department."""
 
     class Known(Aggregate.Created):
+        TOPIC = "accord_metrics.domain:KnownService.Known"
         service_id: str
         provider_department_id: str
 
@@ -115,12 +123,24 @@ class KnownService(Aggregate):
 REJECTED, WITHDRAWN, ACCEPTED = "rejected", "withdrawn", "accepted"  # how an amendment was concluded
 
 
+@stored_as("accord_metrics.domain:AgreementView")
 class AgreementView(Aggregate):
     """What metrics knows of one agreement: the terms of each accepted version with its
     effective-from instant, proposed terms (draft, amendments) and how each amendment was
     concluded (rejected, withdrawn, accepted), and when it ended."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    DraftNoted: ClassVar[type[Aggregate.Event]]
+    AmendmentNoted: ClassVar[type[Aggregate.Event]]
+    AmendmentConcluded: ClassVar[type[Aggregate.Event]]
+    VersionInForce: ClassVar[type[Aggregate.Event]]
+    Ended: ClassVar[type[Aggregate.Event]]
+    Renewed: ClassVar[type[Aggregate.Event]]
+    Suspended: ClassVar[type[Aggregate.Event]]
+    Resumed: ClassVar[type[Aggregate.Event]]
+
     class Seen(Aggregate.Created):
+        TOPIC = "accord_metrics.domain:AgreementView.Seen"
         agreement_id: str
 
     @staticmethod
@@ -141,14 +161,14 @@ class AgreementView(Aggregate):
     def note_draft(self, terms: dict[str, Any]) -> None:
         self._draft_noted(terms=terms)
 
-    @event("DraftNoted")
+    @event("DraftNoted", topic="accord_metrics.domain:AgreementView.DraftNoted")
     def _draft_noted(self, terms: dict[str, Any]) -> None:
         self.draft = terms
 
     def note_amendment(self, amendment_id: str, terms: dict[str, Any]) -> None:
         self._amendment_noted(amendment_id=amendment_id, terms=terms)
 
-    @event("AmendmentNoted")
+    @event("AmendmentNoted", topic="accord_metrics.domain:AgreementView.AmendmentNoted")
     def _amendment_noted(self, amendment_id: str, terms: dict[str, Any]) -> None:
         self.proposed = {**self.proposed, amendment_id: terms}
 
@@ -168,11 +188,11 @@ class AgreementView(Aggregate):
 
     # A new event (not a new meaning of AmendmentNoted or VersionInForce): views recorded before
     # it existed simply hold no conclusions.
-    @event("AmendmentConcluded")
+    @event("AmendmentConcluded", topic="accord_metrics.domain:AgreementView.AmendmentConcluded")
     def _amendment_concluded(self, amendment_id: str, outcome: str, reason: str, version: int) -> None:
         self.concluded = {**self.concluded, amendment_id: {"outcome": outcome, "reason": reason, "version": version}}
 
-    @event("VersionInForce")
+    @event("VersionInForce", topic="accord_metrics.domain:AgreementView.VersionInForce")
     def _version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
         self.versions = [*self.versions, {"version": version, "effective_from": effective_from, "terms": terms}]
         self.end_of_term = (terms.get("term") or {}).get("effective_to", "") or self.end_of_term
@@ -181,7 +201,7 @@ class AgreementView(Aggregate):
         if not self.ended_at:
             self._ended(at=at)
 
-    @event("Ended")
+    @event("Ended", topic="accord_metrics.domain:AgreementView.Ended")
     def _ended(self, at: str) -> None:
         self.ended_at = at
 
@@ -197,7 +217,7 @@ class AgreementView(Aggregate):
             self._suspended(agreement_id=self.agreement_id, at=at)
 
     # Named with the agreement (AgreementHistory finds them by it).
-    @event("Suspended")
+    @event("Suspended", topic="accord_metrics.domain:AgreementView.Suspended")
     def _suspended(self, agreement_id: str, at: str) -> None:
         self._suspensions = [*self.suspended, (at, "")]
 
@@ -206,7 +226,7 @@ class AgreementView(Aggregate):
         if spans and not spans[-1][1]:
             self._resumed(agreement_id=self.agreement_id, at=at)
 
-    @event("Resumed")
+    @event("Resumed", topic="accord_metrics.domain:AgreementView.Resumed")
     def _resumed(self, agreement_id: str, at: str) -> None:
         spans = self.suspended
         self._suspensions = [*spans[:-1], (spans[-1][0], at)]
@@ -214,15 +234,20 @@ class AgreementView(Aggregate):
     def renew(self, new_end: str) -> None:
         self._renewed(new_end=new_end)
 
-    @event("Renewed")
+    @event("Renewed", topic="accord_metrics.domain:AgreementView.Renewed")
     def _renewed(self, new_end: str) -> None:
         self.end_of_term = new_end
 
 
+@stored_as("accord_metrics.domain:CalendarView")
 class CalendarView(Aggregate):
     """Every version of a business calendar, as defined in the agreements service."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Defined: ClassVar[type[Aggregate.Event]]
+
     class Seen(Aggregate.Created):
+        TOPIC = "accord_metrics.domain:CalendarView.Seen"
         calendar_id: str
 
     @staticmethod
@@ -238,7 +263,7 @@ class CalendarView(Aggregate):
         if str(version) not in self.definitions:
             self._defined(calendar_id=self.calendar_id, version=version, definition=definition)
 
-    @event("Defined")
+    @event("Defined", topic="accord_metrics.domain:CalendarView.Defined")
     def _defined(self, calendar_id: str, version: int, definition: dict[str, Any]) -> None:
         self.definitions = {**self.definitions, str(version): definition}
 
@@ -256,11 +281,21 @@ class CalendarView(Aggregate):
 MET, AT_RISK, BREACHED, NO_DATA = "MET", "AT_RISK", "BREACHED", "NO_DATA"
 
 
+@stored_as("accord_metrics.domain:WindowEvaluation")
 class WindowEvaluation(Aggregate):
     """One objective of one agreement over one window: its running value, warnings, burn
     alerts and breaches, its closing, and any restatement after it closed."""
 
+    # Made by @event below (for type checkers: the codec refers to them by attribute).
+    Evaluated: ClassVar[type[Aggregate.Event]]
+    Restated: ClassVar[type[Aggregate.Event]]
+    Closed: ClassVar[type[Aggregate.Event]]
+    Breached: ClassVar[type[Aggregate.Event]]
+    BudgetWarning: ClassVar[type[Aggregate.Event]]
+    BurnRateAlert: ClassVar[type[Aggregate.Event]]
+
     class Opened(Aggregate.Created):
+        TOPIC = "accord_metrics.domain:WindowEvaluation.Opened"
         agreement_id: str
         objective_id: str
         window_start: str
@@ -298,11 +333,11 @@ class WindowEvaluation(Aggregate):
         ):
             self._evaluated(evaluation=evaluation)
 
-    @event("Evaluated")
+    @event("Evaluated", topic="accord_metrics.domain:WindowEvaluation.Evaluated")
     def _evaluated(self, evaluation: dict[str, Any]) -> None:
         self.current = evaluation
 
-    @event("Restated")
+    @event("Restated", topic="accord_metrics.domain:WindowEvaluation.Restated")
     def _restated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         self.restatements = [*self.restatements, {"old": old, "new": new}]
 
@@ -310,7 +345,7 @@ class WindowEvaluation(Aggregate):
         if not self.closed:
             self._closed(evaluation=evaluation)
 
-    @event("Closed")
+    @event("Closed", topic="accord_metrics.domain:WindowEvaluation.Closed")
     def _closed(self, evaluation: dict[str, Any]) -> None:
         self.closed = evaluation
         self.current = evaluation
@@ -328,7 +363,7 @@ class WindowEvaluation(Aggregate):
                 certain_before_close=certain_before_close,
             )
 
-    @event("Breached")
+    @event("Breached", topic="accord_metrics.domain:WindowEvaluation.Breached")
     def _breached(
         self,
         agreement_id: str,
@@ -356,7 +391,7 @@ class WindowEvaluation(Aggregate):
                 consumed=consumed,
             )
 
-    @event("BudgetWarning")
+    @event("BudgetWarning", topic="accord_metrics.domain:WindowEvaluation.BudgetWarning")
     def _warned(self, agreement_id: str, objective_id: str, window_start: str, level: str, consumed: str) -> None:
         self.warnings = [*self.warnings, level]
 
@@ -372,7 +407,7 @@ class WindowEvaluation(Aggregate):
                 short_rate=short_rate,
             )
 
-    @event("BurnRateAlert")
+    @event("BurnRateAlert", topic="accord_metrics.domain:WindowEvaluation.BurnRateAlert")
     def _burn_alerted(
         self,
         agreement_id: str,
