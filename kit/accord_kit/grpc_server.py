@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
 from accord_kit.errors import AccordError
+from accord_kit.inputs import checked, tolerant_deserializer
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.grpc")
@@ -63,14 +64,21 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if self.policy.is_public(method):
             return handler
-        kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        # Bytes that do not decode reach the wrapped behaviour (and become INVALID_ARGUMENT
+        # there, after authentication) instead of failing inside the library as UNKNOWN.
+        kw = dict(
+            request_deserializer=tolerant_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, handler.unary_unary), **kw)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, handler.stream_unary), **kw)
+            behaviour = self._wrap_unary(method, handler.stream_unary, streamed=True)
+            return grpc.stream_unary_rpc_method_handler(behaviour, **kw)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream), **kw)
-        return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **kw)
+        behaviour = self._wrap_stream(method, handler.stream_stream, streamed=True)
+        return grpc.stream_stream_rpc_method_handler(behaviour, **kw)
 
     async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> RequestContext:
         md = _metadata(context)
@@ -97,12 +105,13 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             log.info("rpc_rejected", rpc=method, code=code.name, message=str(exc), ms=ms)
             await context.abort(code, str(exc) or code.name)
 
-    def _wrap_unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_unary(self, method: str, behaviour: Callable[..., Any], streamed: bool = False) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars():
                 try:
                     ctx = await self._enter(method, context)
+                    request = _checked_stream(request) if streamed else checked(request)
                     with request_context(ctx):
                         result = await behaviour(request, context)
                 except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -115,12 +124,13 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_stream(self, method: str, behaviour: Callable[..., Any], streamed: bool = False) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars():
                 try:
                     ctx = await self._enter(method, context)
+                    request = _checked_stream(request) if streamed else checked(request)
                     with request_context(ctx):
                         async for item in behaviour(request, context):
                             yield item
@@ -130,6 +140,12 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
                     await self._fail(method, context, exc, started)
 
         return wrapped
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream whose every message is checked as it arrives (see `accord_kit.inputs`)."""
+    async for request in requests:
+        yield checked(request)
 
 
 @dataclass
