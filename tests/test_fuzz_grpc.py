@@ -10,6 +10,7 @@ unchanged). Bounded and reproducible: a fixed number of derandomized examples pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -71,12 +72,12 @@ class Running:
     agreement_id: str
 
 
-@pytest.fixture
-async def suite(own_nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def running_suite(url: str, tmp_path: Path) -> AsyncIterator[Running]:
+    """Agreements, metrics, billing and the gateway as they run, with an accepted SLA seeded."""
     keys = make_keys(tmp_path / "keys")
     token_file = tmp_path / "keys" / "service.token"
     token_file.write_text(mint_token(keys.private, subject="accord-services", role="service"))
-    url = own_nats_server.url
     common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)}
     a_env = service_environ("agreements", tmp_path / "a", url, "sqlite", **common)
     async with running_service(build_agreements, load_agreements(a_env), keys) as agreements:
@@ -98,6 +99,12 @@ async def suite(own_nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Ru
                 yield Running(
                     {"gateway": gateway, "billing": billing, "metrics": metrics, "agreements": agreements}, keys, aid
                 )
+
+
+@pytest.fixture
+async def suite(own_nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_suite(own_nats_server.url, tmp_path) as running:
+        yield running
 
 
 async def seed(agreements: ServiceRuntime, keys: Keys) -> str:

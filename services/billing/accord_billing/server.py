@@ -23,7 +23,7 @@ from accord_billing.domain import InvalidRequestError, NotAPartyError, NotFoundE
 from accord_kit.application import MAX_READ_LIMIT
 from accord_kit.context import current_principal
 from accord_kit.eventlog import EventLogClient
-from accord_kit.inputs import iso_instant, required_instant
+from accord_kit.inputs import decimal, iso_instant, required_instant
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -200,6 +200,8 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
     async def ResolveDispute(self, request: pb.ResolveDisputeRequest, context: Any) -> pb.ResolveDisputeResponse:
         caller = current_principal()
         assert caller is not None
+        if request.accept:
+            decimal(request.amount, "amount", required=True)  # finite: no NaN, no Infinity
         s = await asyncio.to_thread(
             self.app.resolve,
             caller,
