@@ -225,3 +225,10 @@ async def test_record_signals_with_an_instant_beyond_year_9999_is_invalid_argume
 
         md = suite.keys.metadata("service")
         await assert_invalid(suite, "metrics", lambda: stub.RecordSignals(messages(), metadata=md), "outage.start")
+
+
+async def test_undecodable_bytes_to_the_public_health_check_are_invalid_argument(suite: Running) -> None:
+    async with channel(suite, "agreements") as ch:
+        call = raw(ch, "/grpc.health.v1.Health/Check")
+        details = await assert_invalid(suite, "agreements", lambda: call(b"\x0a\x02\xff\xfe"), "HealthCheckRequest")
+        assert "not a valid grpc.health.v1.HealthCheckRequest message" in details

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ from accord_metrics.bootstrap import build as build_metrics
 from accord_metrics.settings import load as load_metrics
 
 pytestmark = pytest.mark.slow
-EXAMPLES_PER_METHOD = 40
+# A deeper run: ACCORD_FUZZ_EXAMPLES=500 (the suite runs the bounded default).
+EXAMPLES_PER_METHOD = int(os.environ.get("ACCORD_FUZZ_EXAMPLES", "40"))
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+PUBLIC_SERVICES = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]  # no token needed
 
 
 def stamp(dt: datetime) -> Timestamp:
@@ -149,7 +152,7 @@ def fuzz_service(name: str, runtime: ServiceRuntime, keys: Keys, gen: Generator)
     ]  # fmt: skip
     outcomes: list[Outcome] = []
     with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
-        for path, method in methods_of(runtime.server.service_names):
+        for path, method in methods_of([*runtime.server.service_names, *PUBLIC_SERVICES]):
             fuzz_method(channel, path, method, gen, tokens, lambda: app.head_position() if app else 0)(name, outcomes)
     return outcomes
 

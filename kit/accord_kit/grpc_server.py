@@ -5,6 +5,7 @@ and graceful shutdown (health NOT_SERVING first, in-flight calls finish within a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -20,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
 from accord_kit.errors import AccordError
-from accord_kit.inputs import checked, tolerant_deserializer
+from accord_kit.inputs import InputError, Undecodable, checked, tolerant_deserializer
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.grpc")
@@ -63,7 +64,7 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         if self.policy.is_public(method):
-            return handler
+            return _public(handler)
         # Bytes that do not decode reach the wrapped behaviour (and become INVALID_ARGUMENT
         # there, after authentication) instead of failing inside the library as UNKNOWN.
         kw = dict(
@@ -140,6 +141,65 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
                     await self._fail(method, context, exc, started)
 
         return wrapped
+
+
+def _public(handler: Any) -> Any:
+    """A public method (health, reflection) as the library serves it, except that bytes
+    which do not decode are INVALID_ARGUMENT rather than the library's UNKNOWN."""
+    kw = dict(
+        request_deserializer=tolerant_deserializer(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        try:
+            request.raise_error()
+        except InputError as e:
+            await context.abort(e.code, str(e))
+
+    async def decoded(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            yield request
+
+    if handler.unary_unary or handler.unary_stream:
+        behaviour = handler.unary_unary or handler.unary_stream
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            return await behaviour(request, context)
+
+        async def server_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            async for item in behaviour(request, context):
+                yield item
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(unary, **kw)
+        # A server stream either yields or writes to the context (and returns): keep its kind.
+        streaming = server_stream if inspect.isasyncgenfunction(behaviour) else unary
+        return grpc.unary_stream_rpc_method_handler(streaming, **kw)
+    if handler.stream_unary:
+        client_stream = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await client_stream(decoded(requests, context), context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
+    bidi = handler.stream_stream
+
+    async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for item in bidi(decoded(requests, context), context):
+            yield item
+
+    async def stream_written(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        return await bidi(decoded(requests, context), context)
+
+    bidi_streaming = stream_stream if inspect.isasyncgenfunction(bidi) else stream_written
+    return grpc.stream_stream_rpc_method_handler(bidi_streaming, **kw)
 
 
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
