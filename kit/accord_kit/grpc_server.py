@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import structlog
 from eventsourcing.persistence import RecordConflictError
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -112,7 +113,7 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             with structlog.contextvars.bound_contextvars():
                 try:
                     ctx = await self._enter(method, context)
-                    request = _checked_stream(request) if streamed else checked(request)
+                    request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         result = await behaviour(request, context)
                 except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -131,7 +132,7 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             with structlog.contextvars.bound_contextvars():
                 try:
                     ctx = await self._enter(method, context)
-                    request = _checked_stream(request) if streamed else checked(request)
+                    request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         async for item in behaviour(request, context):
                             yield item
@@ -205,7 +206,18 @@ def _public(handler: Any) -> Any:
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """A client stream whose every message is checked as it arrives (see `accord_kit.inputs`)."""
     async for request in requests:
-        yield checked(request)
+        yield await _checked(request)
+
+
+# Checking a request walks it in Python: a large one (a batch of thousands of signals) is
+# checked in a worker thread so that the event loop keeps serving other calls meanwhile.
+CHECK_IN_THREAD_BYTES = 64 * 1024
+
+
+async def _checked(request: Any) -> Any:
+    if isinstance(request, Message) and request.ByteSize() > CHECK_IN_THREAD_BYTES:
+        return await asyncio.to_thread(checked, request)
+    return checked(request)
 
 
 @dataclass

@@ -100,3 +100,19 @@ def test_undecodable_bytes_become_an_input_error_not_an_exception_in_the_library
     with pytest.raises(InputError, match=r"not a valid accord.agreements.v1.GetAgreementRequest message"):
         inputs.checked(request)
     assert inputs.checked(read(apb.GetAgreementRequest(agreement_id="a").SerializeToString())).agreement_id == "a"
+
+
+def test_a_large_batch_names_the_one_bad_instant_by_its_index() -> None:
+    from accord.metrics.v1 import metrics_pb2 as mpb
+    from accord.metrics.v1 import signals_pb2 as spb
+
+    ok = Timestamp(seconds=1_767_225_600)
+    signals = [
+        spb.Signal(signal_id=f"s{i}", service_id="email", call=spb.Call(entered_queue=ok, answered_at=ok))
+        for i in range(10_000)
+    ]
+    request = mpb.RecordSignalBatchRequest(signals=signals)
+    inputs.check_message(request)
+    request.signals[7777].call.answered_at.nanos = -5
+    with pytest.raises(InputError, match=r"^signals\[7777\]\.call\.answered_at: nanos -5 "):
+        inputs.check_message(request)
