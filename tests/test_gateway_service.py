@@ -86,6 +86,9 @@ async def test_gateway_over_grpc_http_and_live(
             assert status == 200 and [a["agreement_id"] for a in body["status"]["as_customer"]] == [aid]
             status, spec = await asyncio.to_thread(http_get, f"{base}/openapi.json", None)
             assert status == 200 and "/v1/agreements/{agreement_id}" in spec["paths"]
+            # Every answer given above is listed in the document.
+            assert {"401", "404"} <= set(spec["paths"]["/v1/agreements/{agreement_id}"]["get"]["responses"])
+            assert "403" in spec["paths"]["/v1/departments/{department_id}"]["get"]["responses"]
             validate_openapi(spec)  # a valid OpenAPI document, or this raises saying what is wrong
 
             # Live: a breach reaches WatchStatus within a second of reaching NATS.

@@ -60,6 +60,7 @@ from accord_kit.chain import (
 )
 from accord_kit.envelope import to_envelope
 from accord_kit.errors import InvalidArgumentError
+from accord_kit.inputs import position
 from accord_kit.settings import ServiceSettings, SettingsError
 
 DEFAULT_CHAIN_LIMIT = 1000
@@ -570,9 +571,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def ReadChain(  # noqa: N802 (gRPC method name)
         self, request: audit_pb2.ReadChainRequest, context: grpc.aio.ServicerContext
     ) -> audit_pb2.ReadChainResponse:
-        return await asyncio.to_thread(
-            read_chain, self.app, request.after_position, request.limit, request.stop_position, self.page_bytes
-        )
+        after = position(request.after_position, "after_position")
+        stop = position(request.stop_position, "stop_position")
+        return await asyncio.to_thread(read_chain, self.app, after, request.limit, stop, self.page_bytes)
 
     async def GetChainKeys(  # noqa: N802
         self, request: audit_pb2.GetChainKeysRequest, context: grpc.aio.ServicerContext

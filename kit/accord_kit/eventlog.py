@@ -11,6 +11,7 @@ import grpc
 from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord_kit.application import MAX_READ_LIMIT, AccordApplication
 from accord_kit.errors import InvalidArgumentError
+from accord_kit.inputs import position
 
 
 class EventLogServicer(events_pb2_grpc.EventLogServiceServicer):
@@ -22,7 +23,8 @@ class EventLogServicer(events_pb2_grpc.EventLogServiceServicer):
     ) -> events_pb2.ReadEventsResponse:
         if request.limit > MAX_READ_LIMIT:
             raise InvalidArgumentError(f"limit must be at most {MAX_READ_LIMIT}, not {request.limit}")
-        envs, head = await asyncio.to_thread(self.app.read_events, request.after_position, request.limit)
+        after = position(request.after_position, "after_position")
+        envs, head = await asyncio.to_thread(self.app.read_events, after, request.limit)
         return events_pb2.ReadEventsResponse(events=envs, head_position=head)
 
 

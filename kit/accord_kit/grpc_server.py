@@ -5,6 +5,7 @@ and graceful shutdown (health NOT_SERVING first, in-flight calls finish within a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -16,12 +17,14 @@ import structlog
 from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import MapperDeserialisationError, RecordConflictError
 from eventsourcing.utils import TopicError
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
 from accord_kit.errors import AccordError, DataLossError
+from accord_kit.inputs import InputError, Undecodable, checked, tolerant_deserializer
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.grpc")
@@ -84,15 +87,22 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         if self.policy.is_public(method):
-            return handler
-        kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+            return _public(handler)
+        # Bytes that do not decode reach the wrapped behaviour (and become INVALID_ARGUMENT
+        # there, after authentication) instead of failing inside the library as UNKNOWN.
+        kw = dict(
+            request_deserializer=tolerant_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, handler.unary_unary), **kw)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, handler.stream_unary), **kw)
+            behaviour = self._wrap_unary(method, handler.stream_unary, streamed=True)
+            return grpc.stream_unary_rpc_method_handler(behaviour, **kw)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream), **kw)
-        return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **kw)
+        behaviour = self._wrap_stream(method, handler.stream_stream, streamed=True)
+        return grpc.stream_stream_rpc_method_handler(behaviour, **kw)
 
     async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> RequestContext:
         md = _metadata(context)
@@ -122,12 +132,13 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             log.info("rpc_rejected", rpc=method, code=code.name, message=str(exc), ms=ms)
             await context.abort(code, str(exc) or code.name)
 
-    def _wrap_unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_unary(self, method: str, behaviour: Callable[..., Any], streamed: bool = False) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars():
                 try:
                     ctx = await self._enter(method, context)
+                    request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         result = await behaviour(request, context)
                 except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -140,12 +151,13 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_stream(self, method: str, behaviour: Callable[..., Any], streamed: bool = False) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars():
                 try:
                     ctx = await self._enter(method, context)
+                    request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         async for item in behaviour(request, context):
                             yield item
@@ -155,6 +167,82 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
                     await self._fail(method, context, exc, started)
 
         return wrapped
+
+
+def _public(handler: Any) -> Any:
+    """A public method (health, reflection) as the library serves it, except that bytes
+    which do not decode are INVALID_ARGUMENT rather than the library's UNKNOWN."""
+    kw = dict(
+        request_deserializer=tolerant_deserializer(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        try:
+            request.raise_error()
+        except InputError as e:
+            await context.abort(e.code, str(e))
+
+    async def decoded(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            yield request
+
+    if handler.unary_unary or handler.unary_stream:
+        behaviour = handler.unary_unary or handler.unary_stream
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            return await behaviour(request, context)
+
+        async def server_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+            async for item in behaviour(request, context):
+                yield item
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(unary, **kw)
+        # A server stream either yields or writes to the context (and returns): keep its kind.
+        streaming = server_stream if inspect.isasyncgenfunction(behaviour) else unary
+        return grpc.unary_stream_rpc_method_handler(streaming, **kw)
+    if handler.stream_unary:
+        client_stream = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await client_stream(decoded(requests, context), context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
+    bidi = handler.stream_stream
+
+    async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for item in bidi(decoded(requests, context), context):
+            yield item
+
+    async def stream_written(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        return await bidi(decoded(requests, context), context)
+
+    bidi_streaming = stream_stream if inspect.isasyncgenfunction(bidi) else stream_written
+    return grpc.stream_stream_rpc_method_handler(bidi_streaming, **kw)
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream whose every message is checked as it arrives (see `accord_kit.inputs`)."""
+    async for request in requests:
+        yield await _checked(request)
+
+
+# Checking a request walks it in Python: a large one (a batch of thousands of signals) is
+# checked in a worker thread so that the event loop keeps serving other calls meanwhile.
+CHECK_IN_THREAD_BYTES = 64 * 1024
+
+
+async def _checked(request: Any) -> Any:
+    if isinstance(request, Message) and request.ByteSize() > CHECK_IN_THREAD_BYTES:
+        return await asyncio.to_thread(checked, request)
+    return checked(request)
 
 
 @dataclass

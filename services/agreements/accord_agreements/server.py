@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.agreements.v1 import agreements_pb2 as pb
 from accord.agreements.v1 import agreements_pb2_grpc as pb_grpc
@@ -33,6 +31,7 @@ from accord_agreements.domain import (
 from accord_agreements.terms import TermsInvalidError
 from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
+from accord_kit.inputs import enum_name, instant, required_instant
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     TermsInvalidError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -49,7 +48,6 @@ STATE = {
     name: pb.AgreementState.Value(f"AGREEMENT_STATE_{name}")
     for name in ("DRAFT", "PROPOSED", "ACTIVE", "SUSPENDED", "TERMINATED", "EXPIRED")
 }
-STATE_NAME = {v: k for k, v in STATE.items()}
 
 
 def actor() -> Actor:
@@ -63,14 +61,6 @@ def terms_dict(msg: terms_pb2.AgreementTerms, field: str = "terms") -> dict[str,
     if not msg.ByteSize():
         raise InvalidArgumentError(f"{field} is required")
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
-
-
-def instant(msg: Timestamp, field: str, required: bool = True) -> datetime | None:
-    if not msg.seconds and not msg.nanos:
-        if required:
-            raise InvalidArgumentError(f"{field} is required")
-        return None
-    return msg.ToDatetime(tzinfo=UTC)
 
 
 def agreement_message(
@@ -286,7 +276,7 @@ class AgreementsServicer(pb_grpc.AgreementsServiceServicer):
         return pb.RejectProposalResponse(agreement=agreement_message(self.app, agg))
 
     async def ProposeAmendment(self, request: pb.ProposeAmendmentRequest, context: Any) -> pb.ProposeAmendmentResponse:
-        effective = instant(request.effective_from, "effective_from")
+        effective = required_instant(request.effective_from, "effective_from")
         agg, amendment_id = await self._run(
             self.app.propose_amendment,
             actor(),
@@ -377,30 +367,34 @@ class AgreementsServicer(pb_grpc.AgreementsServiceServicer):
     # -- queries ---------------------------------------------------------------------------------------
     async def GetAgreement(self, request: pb.GetAgreementRequest, context: Any) -> pb.GetAgreementResponse:
         who = actor()
+        selector = request.WhichOneof("selector")
+        in_force_at = required_instant(request.in_force_at, "in_force_at") if selector == "in_force_at" else None
 
         def get() -> pb.Agreement:
             agg = self.app.get_agreement(who, request.agreement_id)
-            selector = request.WhichOneof("selector")
             version = None
             if selector == "version":
                 version = agg.get_version(request.version)
-            elif selector == "in_force_at":
-                version = agg.version_in_force_at(request.in_force_at.ToDatetime(tzinfo=UTC))
+            elif in_force_at is not None:
+                version = agg.version_in_force_at(in_force_at)
             return agreement_message(self.app, agg, version=version, effective=request.effective_terms)
 
         return pb.GetAgreementResponse(agreement=await self._run(get))
 
     async def ListAgreements(self, request: pb.ListAgreementsRequest, context: Any) -> pb.ListAgreementsResponse:
-        role = {pb.PARTY_ROLE_PROVIDER: "PROVIDER", pb.PARTY_ROLE_CUSTOMER: "CUSTOMER"}.get(request.role, "")
+        role = enum_name(pb.PartyRole, request.role, "role").removeprefix("PARTY_ROLE_")
+        state = enum_name(pb.AgreementState, request.state, "state").removeprefix("AGREEMENT_STATE_")
+        kind = enum_name(terms_pb2.AgreementKind, request.kind, "kind")
+        level = enum_name(terms_pb2.ScopeLevel, request.level, "level")
         rows, token = await self._run(
             self.app.list_agreements,
             actor(),
             party=request.party_department_id,
             role=role,
             service_id=request.service_id,
-            state=STATE_NAME.get(request.state, ""),
-            kind=terms_pb2.AgreementKind.Name(request.kind) if request.kind else "",
-            level=terms_pb2.ScopeLevel.Name(request.level) if request.level else "",
+            state=state,
+            kind=kind,
+            level=level,
             page_size=request.page_size,
             page_token=request.page_token,
         )
@@ -413,7 +407,7 @@ class AgreementsServicer(pb_grpc.AgreementsServiceServicer):
         return pb.DiffVersionsResponse(changes=[term_change_message(c) for c in changes])
 
     async def GetAgreementAt(self, request: pb.GetAgreementAtRequest, context: Any) -> pb.GetAgreementAtResponse:
-        at = instant(request.at, "at")
+        at = required_instant(request.at, "at")
         result = await self._run(self.app.get_agreement_at, actor(), request.agreement_id, at)
         return agreement_at_message(self.app, result)
 

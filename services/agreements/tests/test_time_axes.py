@@ -352,7 +352,7 @@ async def test_get_agreement_at_and_stream_history_over_grpc(
         (ask(agreement_id="nope", at=at), "auditor", status.NOT_FOUND, "agreement 'nope' does not exist"),
         (ask(agreement_id=aid, at=at), "marketing", status.PERMISSION_DENIED, "department marketing is not a party"),
         (ask(agreement_id=aid, at=at), "service", status.PERMISSION_DENIED, "role 'service' may not call"),
-        (ask(agreement_id=aid), "admin", status.INVALID_ARGUMENT, "at is required"),
+        (ask(agreement_id=aid), "admin", status.INVALID_ARGUMENT, "at: is required"),
     ):  # fmt: skip
         head = app.head_position()
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -23,6 +23,7 @@ from accord_billing.domain import InvalidRequestError, NotAPartyError, NotFoundE
 from accord_kit.application import MAX_READ_LIMIT
 from accord_kit.context import current_principal
 from accord_kit.eventlog import EventLogClient
+from accord_kit.inputs import decimal, iso_instant, required_instant
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -199,6 +200,8 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
     async def ResolveDispute(self, request: pb.ResolveDisputeRequest, context: Any) -> pb.ResolveDisputeResponse:
         caller = current_principal()
         assert caller is not None
+        if request.accept:
+            decimal(request.amount, "amount", required=True)  # finite: no NaN, no Infinity
         s = await asyncio.to_thread(
             self.app.resolve,
             caller,
@@ -223,6 +226,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         )  # fmt: skip
 
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Any) -> pb.GetBalancesResponse:
+        iso_instant(request.period_start, "period_start")
         balances = await asyncio.to_thread(
             self.app.balances, current_principal(), request.department_id, request.period_start
         )
@@ -303,7 +307,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
     async def StatementsAt(self, request: pb.StatementsAtRequest, context: Any) -> pb.StatementsAtResponse:
         if not request.HasField("at"):
             raise InvalidRequestError("at is required: the instant whose knowledge to reconstruct")
-        at = request.at.ToDatetime(tzinfo=UTC)
+        at = required_instant(request.at, "at")
         periods = await asyncio.to_thread(self.app.statements_at, current_principal(), request.agreement_id, at)
         return pb.StatementsAtResponse(periods=[period_message(p) for p in periods])
 

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from accord_gateway.projection import (
     Changes,
@@ -30,6 +31,28 @@ from accord_kit.logging import get_logger
 
 log = get_logger("accord.gateway.http")
 DASHBOARD = Path(__file__).with_name("static") / "index.html"
+
+
+class ErrorBody(BaseModel):
+    """Every refusal of the gateway: what was wrong, in words."""
+
+    error: str = Field(description="What was wrong")
+
+
+class InvalidRequestBody(BaseModel):
+    """A parameter that does not validate."""
+
+    error: str = Field(description='Always "invalid request"')
+    detail: list[dict[str, Any]] = Field(description="Each parameter that does not validate, and why")
+
+
+Responses = dict[int | str, dict[str, Any]]
+UNAUTHENTICATED: Responses = {401: {"model": ErrorBody, "description": "No bearer token, or one that does not verify"}}
+INVALID: Responses = {422: {"model": InvalidRequestBody, "description": "A parameter does not validate"}}
+NOT_VISIBLE: Responses = {404: {"model": ErrorBody, "description": "Not found, or not visible to the caller"}}
+FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "A department token reading another department"}}
+# What every authenticated read may answer besides 200; the OpenAPI document lists each.
+READ: Responses = {**UNAUTHENTICATED, **INVALID}
 
 
 def create_app(
@@ -82,29 +105,44 @@ def create_app(
         except NotVisibleError as e:
             raise HTTPException(status_code=404, detail=str(e)) from None
 
-    @app.get("/v1/agreements/{agreement_id}", summary="An agreement's current status")
+    @app.get(
+        "/v1/agreements/{agreement_id}", summary="An agreement's current status", responses={**READ, **NOT_VISIBLE}
+    )
     async def agreement(agreement_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
         role, dept = caller(authorization)
         return answer(lambda: agreement_view(model, agreement_id, role, dept))
 
-    @app.get("/v1/departments/{department_id}", summary="A department's agreements, health and balance")
+    @app.get(
+        "/v1/departments/{department_id}",
+        summary="A department's agreements, health and balance",
+        responses={**READ, **FORBIDDEN, **NOT_VISIBLE},
+    )
     async def department(department_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
         role, dept = caller(authorization)
         if role == "department" and dept != department_id:
             raise HTTPException(status_code=403, detail=f"a department token for {dept} may not read {department_id}")
         return answer(lambda: department_view(model, department_id, role, dept))
 
-    @app.get("/v1/services/{service_id}", summary="The agreements covering a service and their health")
+    @app.get(
+        "/v1/services/{service_id}",
+        summary="The agreements covering a service and their health",
+        responses={**READ, **NOT_VISIBLE},
+    )
     async def service(service_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
         role, dept = caller(authorization)
         return answer(lambda: service_view(model, service_id, role, dept))
 
-    @app.get("/v1/portfolio", summary="Counts by state and health, worst objectives first")
+    @app.get("/v1/portfolio", summary="Counts by state and health, worst objectives first", responses=READ)
     async def portfolio(authorization: str | None = Header(default=None)) -> dict[str, Any]:
         role, dept = caller(authorization)
         return answer(lambda: portfolio_view(model, role, dept))
 
-    @app.get("/v1/watch", summary="Server-sent events: the status now, then on every change")
+    @app.get(
+        "/v1/watch",
+        summary="Server-sent events: the status now, then on every change",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **READ, **NOT_VISIBLE},
+    )
     async def watch(agreement_id: str = "", authorization: str | None = Header(default=None)) -> StreamingResponse:
         role, dept = caller(authorization)
         aid = agreement_id or None

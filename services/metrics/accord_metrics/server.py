@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC
 from typing import Any
 
 import grpc
@@ -18,6 +17,7 @@ from accord.metrics.v1 import metrics_pb2 as pb
 from accord.metrics.v1 import metrics_pb2_grpc as pb_grpc
 from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
+from accord_kit.inputs import required_instant, time_zone
 from accord_kit.logging import get_logger
 from accord_metrics.application import Metrics, WindowCheck
 from accord_metrics.audit import MetricsAudit, Progress, Rederivation
@@ -201,11 +201,11 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         )  # fmt: skip
 
     async def WhatIf(self, request: pb.WhatIfRequest, context: Any) -> pb.WhatIfResponse:
-        terms = (
-            json_format.MessageToDict(request.terms, preserving_proto_field_name=True)
-            if request.HasField("terms")
-            else None
-        )
+        terms = None
+        if request.HasField("terms"):
+            if request.terms.time_zone:
+                time_zone(request.terms.time_zone, "terms.time_zone")
+            terms = json_format.MessageToDict(request.terms, preserving_proto_field_name=True)
         result = await asyncio.to_thread(
             self.audit.what_if, current_principal(), request.agreement_id, amendment_id=request.amendment_id,
             terms=terms, periods=request.periods,
@@ -236,7 +236,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
     async def ComplianceAt(self, request: pb.ComplianceAtRequest, context: Any) -> pb.ComplianceAtResponse:
         if not request.HasField("at"):
             raise InvalidRequestError("at: is required (the instant to reconstruct what was known)")
-        at = request.at.ToDatetime(tzinfo=UTC)
+        at = required_instant(request.at, "at")
         rows = await asyncio.to_thread(
             self.audit.compliance_at, current_principal(), request.agreement_id, at, request.objective_id
         )
