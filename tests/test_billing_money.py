@@ -79,6 +79,7 @@ def test_a_rolling_week_and_one_outage_earn_one_credit_for_the_month_and_no_term
     assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
     assert Decimal(january.totals["net"]) == Decimal("1200.00")
     assert suite.agreements.get_agreement_aggregate(aid).termination_rights == []
+    assert_rederives_clean(suite, aid)
 
 
 def test_no_statement_is_opened_for_a_period_before_the_agreement_starts(suite: Suite) -> None:
@@ -111,6 +112,16 @@ def test_an_inherited_objective_is_credited_and_an_inherited_fee_billed(suite: S
     # January from 1 Jan 01:00 (the start): 60 minutes down → 99.86 % → 10 % of the inherited fee.
     assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
     assert Decimal(january.totals["fee"]) == Decimal("12000.00")
+    assert_rederives_clean(suite, child)
+
+
+def assert_rederives_clean(suite: Suite, aid: str) -> None:
+    """The audit's independent replay of the upstream logs agrees with every recorded window."""
+    metrics, _ = suite.metrics.read_events(0, 5000)
+    agreements, _ = suite.agreements.read_events(0, 5000)
+    result = suite.billing.rederive(metrics, agreements, aid)
+    assert result.checked > 0
+    assert (result.mismatches, result.missing, result.unexplained) == ([], [], [])
 
 
 def _window_end(env: Any) -> str:

@@ -32,6 +32,7 @@ from accord_billing.assessment import (
     statement_totals,
 )
 from accord_billing.domain import Statement
+from accord_kit.agreement_terms import effective_terms
 from accord_kit.timeline import calendar_window
 
 STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
@@ -282,6 +283,65 @@ def agreement_versions(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[st
     return out
 
 
+@dataclass(frozen=True)
+class AgreementLog:
+    """One agreement as the agreements log states it: its accepted versions (number,
+    effective_from, own terms) and its end, if any."""
+
+    versions: tuple[dict[str, Any], ...]
+    ended: datetime | None
+
+    @property
+    def started(self) -> datetime:
+        return parse_instant(self.versions[0]["effective_from"])
+
+
+ENDED_TYPES = (
+    agreement_events.AgreementTerminated.DESCRIPTOR.full_name,
+    agreement_events.AgreementExpired.DESCRIPTOR.full_name,
+)
+
+
+def agreement_logs(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[str, AgreementLog]:
+    """agreement id → its accepted versions and end, from the agreements log."""
+    versions: dict[str, dict[int, dict[str, Any]]] = {}
+    ended: dict[str, datetime] = {}
+    for env in envelopes:
+        if env.type in ACCEPTED_TYPES:
+            msg: Any = (
+                agreement_events.AgreementAccepted()
+                if env.type == ACCEPTED_TYPES[0]
+                else agreement_events.AmendmentAccepted()
+            )
+            env.payload.Unpack(msg)
+            versions.setdefault(msg.agreement_id, {})[msg.version] = {
+                "version": msg.version,
+                "effective_from": msg.effective_from.ToDatetime(tzinfo=UTC).isoformat(),
+                "terms": terms_dict(msg.terms),
+            }
+        elif env.type in ENDED_TYPES:
+            end: Any = (
+                agreement_events.AgreementTerminated()
+                if env.type == ENDED_TYPES[0]
+                else agreement_events.AgreementExpired()
+            )
+            env.payload.Unpack(end)
+            when = end.effective_at if env.type == ENDED_TYPES[0] else end.at
+            ended.setdefault(end.agreement_id, when.ToDatetime(tzinfo=UTC))
+    return {aid: AgreementLog(tuple(v[n] for n in sorted(v)), ended.get(aid)) for aid, v in versions.items()}
+
+
+def effective_at(
+    logs: Mapping[str, AgreementLog], terms: dict[str, Any], when: datetime, depth: int = 0
+) -> dict[str, Any]:
+    """`terms` merged with their parent chain as in force at `when` (the kit's rule)."""
+    parent = logs.get(terms.get("parent_agreement_id") or "")
+    if parent is None or depth > 8:
+        return terms
+    parent_terms = effective_at(logs, dict(version_at(parent.versions, when)["terms"]), when, depth + 1)
+    return effective_terms(parent_terms, terms)
+
+
 def latest_evaluations(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[WindowKey, metric_events.Evaluation]:
     """The latest closed evaluation of every window in the metrics log: the closing one, or
     the last restatement's new evaluation (log order)."""
@@ -332,7 +392,8 @@ def rederive(
     `statements`: net, status, band, lines, the evaluation's value and digest, the version,
     and the statement it is on. `agreement_id` limits it to one agreement; `progress` is
     called with the number of windows checked so far."""
-    versions = agreement_versions(agreements)
+    logs = agreement_logs(agreements)
+    versions = {aid: {v["version"]: v["terms"] for v in log.versions} for aid, log in logs.items()}
     evaluations = latest_evaluations(metrics)
     wanted = [s for s in statements if not agreement_id or s.agreement_id == agreement_id]
     records = recorded_windows(wanted)
@@ -356,6 +417,13 @@ def rederive(
                 )
                 result.mismatches.append(_finding(key, rec, "", "", (f"cannot re-derive: {why}",)))
             continue
+        log = logs[aid]
+        instant = billed_instant(msg.window_start, msg.window_end, log.started, log.ended)
+        if instant is None:  # outside the agreement's term: nothing is billed
+            if rec is not None:
+                result.unexplained.append(_finding(key, rec, "", "", ("the window lies outside the agreement's term",)))
+            continue
+        terms = effective_at(logs, terms, max(parse_instant(start), log.started))
         try:
             expected = assessed_record(terms, msg.agreement_version, evaluation_dict(msg))
         except AssessmentError as e:
@@ -371,7 +439,8 @@ def rederive(
         if progress is not None and result.checked % PROGRESS_EVERY == 0:
             progress(result.checked)
         currency = expected["fee"].get("currency", "")
-        period_start, _ = fee_period(terms, parse_instant(start))
+        in_force = effective_at(logs, dict(version_at(log.versions, instant)["terms"]), instant)
+        period_start, _ = fee_period(in_force, instant)
         statement_id = str(Statement.create_id(aid, period_start))
         if rec is None:
             result.missing.append(
@@ -486,7 +555,8 @@ class Pricing:
 
 def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], currency: str) -> Pricing:
     """Closed `evaluations` (as `evaluation_dict` gives them) priced under `terms`: each
-    window assessed, then each fee period's totals (cap, minimum, rewards), then the sum.
+    window assessed, then each fee period's totals (one assessment per objective: its worst
+    window of the period, as on a statement; cap, minimum, rewards), then the sum.
     `currency` is the agreement's: terms with another fee currency are refused."""
     fee = terms.get("fee") or {}
     if fee.get("currency") != currency:
@@ -511,8 +581,12 @@ def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], curre
         seen[(oid, start)] = i
         try:
             instant = parse_instant(start)
+            if e.get("window_end"):  # billed in the period the window closes in
+                instant = max(instant, parse_instant(e["window_end"]) - EPSILON)
         except ValueError:
-            raise AssessmentError(f"evaluations[{i}].window_start must be an RFC 3339 instant, not {start!r}") from None
+            raise AssessmentError(
+                f"evaluations[{i}].window_start/window_end must be RFC 3339 instants, not {start!r}"
+            ) from None
         try:
             a = assess(objective, e, fee, consequences)
         except AssessmentError as err:
@@ -521,9 +595,22 @@ def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], curre
     periods: list[PricedPeriod] = []
     for start in sorted({w.period_start for w in windows}, key=parse_instant):
         _, end = fee_period(terms, parse_instant(start))
-        totals = statement_totals([w.assessment for w in windows if w.period_start == start], consequences, fee)
+        totals = statement_totals(
+            _worst_per_objective([w for w in windows if w.period_start == start]), consequences, fee
+        )
         periods.append(PricedPeriod(start, end, totals))
     return Pricing(currency, tuple(windows), tuple(periods), Money.total((p.totals.net for p in periods), currency))
+
+
+def _worst_per_objective(windows: Sequence[PricedWindow]) -> list[Assessment]:
+    """One assessment per objective for a period: its worst window (`period_assessments`)."""
+    best: dict[str, tuple[tuple[Decimal, bool, datetime], Assessment]] = {}
+    for w in windows:
+        a = w.assessment
+        rank = (a.net.amount, a.status == BREACHED_STATUS, parse_instant(w.window_start))
+        if w.objective_id not in best or rank > best[w.objective_id][0]:
+            best[w.objective_id] = (rank, a)
+    return [best[o][1] for o in sorted(best)]
 
 
 def totals_dict(t: Totals) -> dict[str, str]:
