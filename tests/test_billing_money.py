@@ -234,3 +234,18 @@ def test_the_fee_is_charged_on_the_ledger_with_the_credits_against_it(suite: Sui
     ]
     balances = suite.billing.balances(None, period=january.period_start)
     assert balances == {(FINANCE, "EUR"): Decimal("-10800.00"), (IT, "EUR"): Decimal("10800.00")}
+
+
+def test_suspended_time_is_not_charged_its_share_of_the_fee(suite: Suite) -> None:
+    """Suspended for 14 of February's 28 days: February's fee is half the monthly fee."""
+    aid = accepted(suite, sla_terms(objectives=[AVAILABILITY]))
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.tick(f"2026-02-08T00:00{AMS}")
+    suite.agreements.suspend(PROVIDER, aid, "office move")
+    suite.tick(f"2026-02-22T00:00{AMS}")
+    suite.agreements.resume(PROVIDER, aid, "moved")
+    suite.tick(f"2026-03-01T02:00{AMS}")
+    january, february = suite.billing.statements(P_CUSTOMER, aid)[:2]
+    assert (january.state, february.state) == (ISSUED, ISSUED)
+    assert Decimal(january.totals["fee"]) == Decimal("12000.00")
+    assert Decimal(february.totals["fee"]) == Decimal("6000.00")

@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
@@ -274,6 +274,26 @@ class Billing(AccordApplication):
                 at = end_msg.effective_at if t.endswith("Terminated") else end_msg.at
                 agg.end(at.ToDatetime(tzinfo=UTC).isoformat())
                 processing.collect_events(agg)
+        elif t in (
+            agreement_events.AgreementSuspended.DESCRIPTOR.full_name,
+            agreement_events.AgreementResumed.DESCRIPTOR.full_name,
+        ):
+            change: Any = (
+                agreement_events.AgreementSuspended()
+                if t.endswith("Suspended")
+                else agreement_events.AgreementResumed()
+            )
+            envelope.payload.Unpack(change)
+            agg = self._get_or(BilledAgreement.create_id(change.agreement_id), lambda: None)
+            if agg is not None:
+                # A suspension takes effect when the agreements service records it (its clock).
+                stamp = envelope.recorded_at if envelope.HasField("recorded_at") else envelope.occurred_at
+                when = stamp.ToDatetime(tzinfo=UTC).isoformat()
+                if t.endswith("Suspended"):
+                    agg.suspend(when)
+                else:
+                    agg.resume(when)
+                processing.collect_events(agg)
         elif t == metric_events.WindowClosed.DESCRIPTOR.full_name:
             closed = metric_events.WindowClosed()
             envelope.payload.Unpack(closed)
@@ -504,8 +524,10 @@ class Billing(AccordApplication):
 
     def period_fee(self, statement: Statement) -> Money:
         """The fee charged for a statement's period: the fee of the effective terms in force
-        at the period's start (or the agreement's, if later); nothing for a period from the
-        agreement's end on (a settlement statement)."""
+        at the period's start (or the agreement's, if later), less the share of the period
+        the agreement was suspended (fee × unsuspended time ÷ the period's time, rounded
+        once, half-even); nothing for a period from the agreement's end on (a settlement
+        statement)."""
         agreement = self.agreement(statement.agreement_id)
         ended = self._ended(agreement)
         if ended is not None and ended <= _parse(statement.period_start):
@@ -514,7 +536,17 @@ class Billing(AccordApplication):
         fee = terms.get("fee") or {}
         if fee.get("currency") != statement.currency or not fee.get("amount"):
             return Money.zero(statement.currency)
-        return Money.of(fee["amount"], statement.currency)
+        full = Money.of(fee["amount"], statement.currency).amount
+        start, end = _parse(statement.period_start), _parse(statement.period_end)
+        suspended = timedelta(0)
+        for since, until in getattr(agreement, "suspensions", []):
+            lo, hi = max(start, _parse(since)), min(end, _parse(until) if until else end)
+            suspended += max(hi - lo, timedelta(0))
+        if not suspended:
+            return Money(full, statement.currency)
+        with localcontext(Context(prec=60, rounding=ROUND_HALF_EVEN)):
+            share = _seconds(end - start - suspended) / _seconds(end - start)
+            return Money(full * share, statement.currency)
 
     def totals(self, statement: Statement) -> dict[str, Any]:
         """The statement's totals: the period's assessments (one per objective: the worst
@@ -727,6 +759,11 @@ class Billing(AccordApplication):
                 adjusted: Any = event
                 out.append(audit.PlacedAdjustment(statement, adjusted.adjustment, when))
         return out
+
+
+def _seconds(t: timedelta) -> Decimal:
+    """A duration in seconds, exactly."""
+    return Decimal(t.days * 86400 + t.seconds) + Decimal(t.microseconds).scaleb(-6)
 
 
 def _required(agreement_id: str) -> str:

@@ -33,6 +33,14 @@ def codec() -> EventCodec:
         _cls(BilledAgreement, "Ended"), ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(ended_at=e.at)
     )
     c.register(
+        _cls(BilledAgreement, "Suspended"),
+        ev.AgreementVersionKnown,
+        lambda e: ev.AgreementVersionKnown(suspended_at=e.at),
+    )
+    c.register(
+        _cls(BilledAgreement, "Resumed"), ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(resumed_at=e.at)
+    )
+    c.register(
         Statement.Opened,
         ev.StatementOpened,
         lambda e: ev.StatementOpened(

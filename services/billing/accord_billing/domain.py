@@ -52,6 +52,7 @@ class BilledAgreement(Aggregate):
         self.agreement_id = agreement_id
         self.versions: list[dict[str, Any]] = []
         self.ended_at = ""
+        self.suspensions: list[list[str]] = []  # [suspended at, resumed at ("" while suspended)]
 
     def version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
         if not any(v["version"] == version for v in self.versions):
@@ -69,6 +70,22 @@ class BilledAgreement(Aggregate):
     @event("Ended")
     def _ended(self, at: str) -> None:
         self.ended_at = at
+
+    def suspend(self, at: str) -> None:
+        if not self.suspensions or self.suspensions[-1][1]:
+            self._suspended(at=at)
+
+    @event("Suspended")
+    def _suspended(self, at: str) -> None:
+        self.suspensions = [*self.suspensions, [at, ""]]
+
+    def resume(self, at: str) -> None:
+        if self.suspensions and not self.suspensions[-1][1]:
+            self._resumed(at=at)
+
+    @event("Resumed")
+    def _resumed(self, at: str) -> None:
+        self.suspensions = [*self.suspensions[:-1], [self.suspensions[-1][0], at]]
 
     @property
     def parties(self) -> dict[str, str]:
