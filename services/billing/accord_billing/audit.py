@@ -703,11 +703,24 @@ def both_axes(
                 known,
                 corrections,
                 tuple(windows),
-                _sum((_or_zero(w.known_net) for w in windows), now.currency),
-                _sum((w.effective_net for w in windows), now.currency),
+                _sum(_worst_nets(windows, lambda w: w.known_net), now.currency),
+                _sum(_worst_nets(windows, lambda w: w.effective_net), now.currency),
             )
         )
     return out
+
+
+def _worst_nets(
+    windows: Sequence[WindowAtBothTimes], net: Callable[[WindowAtBothTimes], Decimal | None]
+) -> list[Decimal]:
+    """Per objective, the net of its worst window (the highest; as a statement counts one
+    assessment per objective and period); windows with no net are left out."""
+    best: dict[str, Decimal] = {}
+    for w in windows:
+        value = net(w)
+        if value is not None and (w.objective_id not in best or value > best[w.objective_id]):
+            best[w.objective_id] = value
+    return list(best.values())
 
 
 def _or_zero(d: Decimal | None) -> Decimal:

@@ -68,6 +68,8 @@ def codec() -> EventCodec:
         return ev.AdjustmentRecorded(
             statement_id=sid(e), objective_id=objective_id, window_start=window_start, old_amount=a["old"],
             new_amount=a["new"], difference=a["difference"], reason=a["reason"],
+            period_start=a.get("period_start", ""), period_before=a.get("period_before", ""),
+            period_after=a.get("period_after", ""),
         )  # fmt: skip
 
     c.register(_cls(Statement, "Adjusted"), ev.AdjustmentRecorded, adjusted)
