@@ -433,12 +433,16 @@ class Billing(AccordApplication):
             (o for o in terms.get("objectives") or [] if o.get("objective_id") == objective_id), {}
         )
         tz = terms.get("time_zone") or "UTC"
+        in_force: dict[int, dict[str, Any]] = {}  # version → its effective terms (loaded once per call)
         out: dict[str, bool] = {}
         for window_start, breached in windows.items():
             instant = self._billed_instant(agreement, window_start, audit.window_end_of(objective, window_start, tz))
             if instant is None:
                 continue
-            period = self._period(agreement, instant)[0]
+            number = int(audit.version_at(agreement.versions, instant)["version"])
+            if number not in in_force:
+                in_force[number] = self.terms_in_force(agreement, instant)
+            period = audit.fee_period(in_force[number], instant)[0]
             out[period] = out.get(period, False) or breached
         return out
 
