@@ -249,3 +249,29 @@ def test_suspended_time_is_not_charged_its_share_of_the_fee(suite: Suite) -> Non
     assert (january.state, february.state) == (ISSUED, ISSUED)
     assert Decimal(january.totals["fee"]) == Decimal("12000.00")
     assert Decimal(february.totals["fee"]) == Decimal("6000.00")
+
+
+def test_a_correction_after_the_end_lands_on_one_settlement_statement(suite: Suite) -> None:
+    """Terminated on 20 February, February issued; in June a late outage restates January:
+    the adjustment lands on June's settlement statement (no fee), and no statement is opened
+    for the months between."""
+    ag, m, b = suite.agreements, suite.metrics, suite.billing
+    aid = accepted(suite, sla_terms(objectives=[AVAILABILITY]))
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    ag.terminate(PROVIDER, aid, "service retired", effective_at=at(f"2026-02-20T00:00{AMS}"))
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    suite.clock.set(at(f"2026-02-20T01:00{AMS}"))
+    ag.process_due()
+    suite.tick(f"2026-03-01T02:00{AMS}")
+    assert [s.state for s in b.statements(P_CUSTOMER, aid)] == [ISSUED, ISSUED]
+    m.record(COLLECTOR, [outage("late", f"2026-01-20T02:00{AMS}", 60)])
+    suite.tick(f"2026-06-10T02:00{AMS}")
+    statements = b.statements(P_CUSTOMER, aid)
+    assert [at(s.period_start) for s in statements] == [
+        at(f"2026-01-01T00:00{AMS}"),
+        at(f"2026-02-01T00:00{AMS}"),
+        at("2026-06-01T00:00+02:00"),
+    ]
+    settlement = statements[2]
+    assert [a["key"].split("|")[0] for a in settlement.adjustments] == ["availability"]
+    assert Decimal(settlement.adjustments[0]["difference"]) == Decimal("1200.00")

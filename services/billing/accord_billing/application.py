@@ -213,19 +213,23 @@ class Billing(AccordApplication):
         """The statement of the fee period holding `instant`. Opening it also opens every
         earlier period's statement since the agreement's start that is still missing, so each
         fee period of the term has its statement (its fee is charged even when no window
-        closed in it); a period before the start is never opened."""
+        closed in it); a period before the start, or from the end on, is never opened so
+        (only a settlement statement, see `_adjustment_target`)."""
         start, end = self._period(agreement, instant)
         existing = self._get_or(Statement.create_id(agreement.agreement_id, start), lambda: None)
         if existing is not None:
             return existing
-        started = self._started(agreement)
+        started, ended = self._started(agreement), self._ended(agreement)
         earlier: list[Statement] = []
         cursor = _parse(start)
-        while cursor > started and len(earlier) < 1000:
+        for _ in range(5000):
+            if cursor <= started:
+                break
             p_start, p_end = self._period(agreement, max(cursor - audit.EPSILON, started))
             if self._get_or(Statement.create_id(agreement.agreement_id, p_start), lambda: None) is not None:
                 break
-            earlier.append(self._open(agreement, p_start, p_end))
+            if ended is None or _parse(p_start) < ended:  # never a period from the end on
+                earlier.append(self._open(agreement, p_start, p_end))
             cursor = _parse(p_start)
         if processing is not None and earlier:
             processing.collect_events(*earlier)
@@ -372,7 +376,7 @@ class Billing(AccordApplication):
         statements = self.statements(None, agreement.agreement_id)
         if any(a["source"] == source for s in statements for a in s.adjustments):
             return  # already recorded (a redelivery)
-        target = self._adjustment_target(agreement)
+        target = self._adjustment_target(agreement, processing)
         records = self._period_records(agreement, period)
         old = records.get(key)
         before = audit.period_totals(records, period.currency).net
@@ -387,20 +391,20 @@ class Billing(AccordApplication):
         )  # fmt: skip
         processing.collect_events(target)
 
-    def _adjustment_target(self, agreement: BilledAgreement) -> Statement:
+    def _adjustment_target(self, agreement: BilledAgreement, processing: ProcessingEvent[Any]) -> Statement:
         """The open statement an adjustment lands on: the current period's; for an ended
         agreement, its last period's while that is open, else the current period's (a
         settlement statement: no fee, no window)."""
         now = self.clock.now()
         ended = self._ended(agreement)
         if ended is not None and now >= ended:
-            last = self._statement(agreement, max(ended - audit.EPSILON, self._started(agreement)))
+            last = self._statement(agreement, max(ended - audit.EPSILON, self._started(agreement)), processing)
             if last.state == OPEN:
                 return last
-        target = self._statement(agreement, now)
+        target = self._statement(agreement, now, processing)
         if target.state != OPEN:  # the current period is already issued: the next one
             _, end = self._period(agreement, now)
-            target = self._statement(agreement, _parse(end))
+            target = self._statement(agreement, _parse(end), processing)
         return target
 
     def _watch(
