@@ -38,7 +38,7 @@ def _id(*parts: str) -> UUID:
 
 
 class BilledAgreement(Aggregate):
-    """An agreement's accepted versions (terms with fee and consequences) and its end."""
+    """An agreement's accepted versions (terms with fee and consequences), its suspensions and its end."""
 
     class Seen(Aggregate.Created):
         agreement_id: str
