@@ -15,7 +15,7 @@ import pytest
 
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
-from accord_billing.domain import FINAL, ISSUED, OPEN
+from accord_billing.domain import FINAL, ISSUED, OPEN, InvalidRequestError
 from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, PROVIDER, Suite, at, feed, outage
 
 AVAILABILITY = sla_terms()["objectives"][0]
@@ -275,3 +275,21 @@ def test_a_correction_after_the_end_lands_on_one_settlement_statement(suite: Sui
     settlement = statements[2]
     assert [a["key"].split("|")[0] for a in settlement.adjustments] == ["availability"]
     assert Decimal(settlement.adjustments[0]["difference"]) == Decimal("1200.00")
+
+
+def test_only_the_window_that_counts_for_the_period_may_be_disputed(suite: Suite) -> None:
+    """Of January's seven breached rolling windows one counts; disputing another is refused,
+    naming the one that counts, and nothing is stored."""
+    aid = accepted(suite, rolling_week_terms())
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.metrics.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30)])
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    b = suite.billing
+    january = b.statements(P_CUSTOMER, aid)[0]
+    breached = sorted(k for k, a in january.assessments.items() if a["status"] == "BREACHED")
+    counted = breached[-1]  # equal nets: the latest window counts
+    head = b.head_position()
+    with pytest.raises(InvalidRequestError, match=counted.replace("|", r"\|").replace("+", r"\+")):
+        b.dispute(P_CUSTOMER, str(january.id), "availability", breached[0].split("|")[1], "one outage")
+    assert b.head_position() == head
+    b.dispute(P_CUSTOMER, str(january.id), "availability", counted.split("|")[1], "one outage")

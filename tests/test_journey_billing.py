@@ -191,6 +191,8 @@ async def journey(
         apb.TerminateAgreementRequest(agreement_id=aid, reason="three bad months", immediate=True), metadata=fin
     )
     assert done.agreement.state == apb.AGREEMENT_STATE_TERMINATED
+    # March is issued once both its windows have arrived (the clock stands at 1 April, 02:00).
+    await eventually(lambda: statement_state(2, bpb.STATEMENT_STATE_ISSUED), timeout=30, what="March issued")
 
     # The claim windows pass: everything final, the ledger balanced.
     clock.set(at(f"2026-05-15T00:00{AMS}"))

@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from accord.agreements.v1 import events_pb2 as agreement_events
@@ -467,7 +468,10 @@ class Billing(AccordApplication):
                     statement.issue(
                         self.totals(statement), now.isoformat(), (now + timedelta(days=claim_days)).isoformat()
                     )
-                    self.save(statement)
+                    try:
+                        self.save(statement)
+                    except IntegrityError:
+                        continue  # a window landed on it meanwhile: the next round looks again
                     changed += 1
                 elif (
                     statement.state == ISSUED
@@ -485,12 +489,16 @@ class Billing(AccordApplication):
                     changed += 1
         return changed
 
-    def received_through(self, agreement: BilledAgreement) -> dict[str, datetime]:
+    def received_through(self, agreement: BilledAgreement, as_loaded: Statement | None = None) -> dict[str, datetime]:
         """Objective → the latest end of its closed windows billing has received (assessed or
         adjusted). Metrics closes an objective's windows in order, and the stream keeps that
-        order, so every window ending by then has been received."""
+        order, so every window ending by then has been received. `as_loaded`: a statement to
+        take as given (the one about to be issued), not as the store has it now."""
         out: dict[str, datetime] = {}
-        for s in self.statements(None, agreement.agreement_id):
+        statements = self.statements(None, agreement.agreement_id)
+        if as_loaded is not None:
+            statements = [as_loaded, *(s for s in statements if s.id != as_loaded.id)]
+        for s in statements:
             records = [*s.assessments.items(), *((a["key"], a.get("assessment")) for a in s.adjustments)]
             for key, record in records:
                 end = ((record or {}).get("evaluation") or {}).get("window_end")
@@ -524,7 +532,7 @@ class Billing(AccordApplication):
             if not any(o.get("objective_id") == objective["objective_id"] for o in judging.get("objectives") or []):
                 continue  # no version in force then measured it: metrics closes no such window
             if through is None:
-                through = self.received_through(agreement)
+                through = self.received_through(agreement, statement)
             got = through.get(objective["objective_id"])
             if got is None or got < required:
                 return False
