@@ -484,7 +484,10 @@ class Billing(AccordApplication):
                     posting = self._posting(statement, totals)
                     if posting is not None:
                         records.append(posting)
-                    self.save(*records)
+                    try:
+                        self.save(*records)
+                    except IntegrityError:
+                        continue  # disputed meanwhile: the next round looks again
                     self._unsettled.pop(statement.id, None)
                     changed += 1
         return changed
