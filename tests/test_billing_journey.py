@@ -89,11 +89,15 @@ def test_three_months_billed_disputed_restated_and_terminated(suite: Suite) -> N
     assert Decimal(finals[1].totals["net"]) == Decimal("2000.00")  # the accepted dispute
     balances = b.balances(None)
     assert sum(balances.values()) == 0, "the ledger balances"
-    assert balances[(FINANCE, "EUR")] == Decimal("4400.00")  # 0 + 2,000.00 + 2,400.00
-    assert balances[(IT, "EUR")] == Decimal("-4400.00")
-    assert sum(Decimal(s.totals["net"]) for s in finals if s.state == FINAL) == balances[(FINANCE, "EUR")]
-    # Per period: February's statement alone.
-    assert b.balances(None, period=finals[1].period_start)[(FINANCE, "EUR")] == Decimal("2000.00")
+    # The customer pays three fees of 12,000.00 and is credited 0 + 2,000.00 + 2,400.00.
+    assert balances[(FINANCE, "EUR")] == Decimal("-31600.00")
+    assert balances[(IT, "EUR")] == Decimal("31600.00")
+    assert (
+        sum(Decimal(s.totals["net"]) - Decimal(s.totals["fee"]) for s in finals if s.state == FINAL)
+        == (balances[(FINANCE, "EUR")])
+    )
+    # Per period: February's statement alone (its fee, less its credits).
+    assert b.balances(None, period=finals[1].period_start)[(FINANCE, "EUR")] == Decimal("-10000.00")
     # Each party sees only its own account.
     assert set(b.balances(P_CUSTOMER)) == {(FINANCE, "EUR")}
 

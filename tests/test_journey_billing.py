@@ -191,6 +191,8 @@ async def journey(
         apb.TerminateAgreementRequest(agreement_id=aid, reason="three bad months", immediate=True), metadata=fin
     )
     assert done.agreement.state == apb.AGREEMENT_STATE_TERMINATED
+    # March is issued once both its windows have arrived (the clock stands at 1 April, 02:00).
+    await eventually(lambda: statement_state(2, bpb.STATEMENT_STATE_ISSUED), timeout=30, what="March issued")
 
     # The claim windows pass: everything final, the ledger balanced.
     clock.set(at(f"2026-05-15T00:00{AMS}"))
@@ -199,6 +201,7 @@ async def journey(
     assert [Decimal(s.totals.net) for s in rows[:3]] == [Decimal("0.00"), Decimal("2000.00"), Decimal("2400.00")]
     balances = await b.GetBalances(bpb.GetBalancesRequest(), metadata=keys.metadata("auditor"))
     by_dept = {x.department_id: Decimal(x.amount) for x in balances.balances}
-    assert by_dept == {"finance": Decimal("4400.00"), "it-operations": Decimal("-4400.00")}
+    # Three monthly fees of 12,000.00 charged; 0 + 2,000.00 + 2,400.00 credited against them.
+    assert by_dept == {"finance": Decimal("-31600.00"), "it-operations": Decimal("31600.00")}
     assert sum(by_dept.values()) == 0
     assert billing_app.head_position() > 0

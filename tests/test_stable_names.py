@@ -93,6 +93,8 @@ EXPECTED: dict[str, list[str]] = {
         "accord_billing.domain:BilledAgreement.Seen",
         "accord_billing.domain:BilledAgreement.VersionInForce",
         "accord_billing.domain:BilledAgreement.Ended",
+        "accord_billing.domain:BilledAgreement.Suspended",
+        "accord_billing.domain:BilledAgreement.Resumed",
         "accord_billing.domain:Statement",
         "accord_billing.domain:Statement.Opened",
         "accord_billing.domain:Statement.Assessed",

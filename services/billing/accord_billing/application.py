@@ -10,16 +10,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord_billing import audit
-from accord_billing.assessment import Money, assess, statement_totals
+from accord_billing.assessment import Money
 from accord_billing.codec import codec
 from accord_billing.domain import (
     FINAL,
@@ -33,6 +34,7 @@ from accord_billing.domain import (
     Statement,
     TerminationWatch,
 )
+from accord_kit.agreement_terms import effective_terms
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
@@ -42,7 +44,6 @@ STATEMENT_TOPIC = Statement.Opened.TOPIC
 LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
 ADJUSTED: type = Statement.Adjusted
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
-ISSUE_AT_THE_LATEST = timedelta(days=7)  # issue even if a window's closing has not arrived (metrics down)
 _parse = audit.parse_instant
 _evaluation = audit.evaluation_dict
 
@@ -162,21 +163,88 @@ class Billing(AccordApplication):
                 return v
         return agreement.versions[-1]
 
-    def _period(self, agreement: BilledAgreement, terms: dict[str, Any], instant: datetime) -> tuple[str, str]:
-        return audit.fee_period(terms, instant)
+    # -- terms as metrics judges them: effective (parent-merged), by the version in force ------
+    def _effective(self, terms: dict[str, Any], when: datetime, depth: int = 0) -> dict[str, Any]:
+        """`terms` merged with their parent chain as in force at `when` (DOMAIN.md §1), by the
+        kit's rule — what metrics measures, so what billing bills."""
+        parent_id = terms.get("parent_agreement_id") or ""
+        if not parent_id or depth > 8:
+            return terms
+        parent = self._get_or(BilledAgreement.create_id(parent_id), lambda: None)
+        if parent is None or not parent.versions:
+            return terms
+        parent_terms = self._effective(dict(audit.version_at(parent.versions, when)["terms"]), when, depth + 1)
+        return effective_terms(parent_terms, terms)
 
-    def _statement(self, agreement: BilledAgreement, terms: dict[str, Any], instant: datetime) -> Statement:
-        start, end = self._period(agreement, terms, instant)
+    @staticmethod
+    def _started(agreement: BilledAgreement) -> datetime:
+        return _parse(agreement.versions[0]["effective_from"])
+
+    @staticmethod
+    def _ended(agreement: BilledAgreement) -> datetime | None:
+        return _parse(agreement.ended_at) if agreement.ended_at else None
+
+    def terms_in_force(self, agreement: BilledAgreement, when: datetime) -> dict[str, Any]:
+        """The effective terms of the version in force at `when` (the first version's before it)."""
+        return self._effective(dict(audit.version_at(agreement.versions, when)["terms"]), when)
+
+    def latest_terms(self, agreement: BilledAgreement) -> dict[str, Any]:
+        """The latest version's effective terms (as metrics reads them: parents as in force now,
+        or when the agreement ended)."""
+        now = self.clock.now()
+        ended = self._ended(agreement)
+        return self._effective(agreement.versions[-1]["terms"], min(now, ended) if ended else now)
+
+    def _judging_terms(self, agreement: BilledAgreement, number: int, window_start: str) -> dict[str, Any]:
+        """The effective terms of version `number` (the one that judged the window), with the
+        parents in force at the window's measured start — as metrics judged it."""
+        when = max(_parse(window_start), self._started(agreement))
+        return self._effective(self._version(agreement, number)["terms"], when)
+
+    def _billed_instant(self, agreement: BilledAgreement, window_start: str, window_end: str) -> datetime | None:
+        return audit.billed_instant(window_start, window_end, self._started(agreement), self._ended(agreement))
+
+    def _period(self, agreement: BilledAgreement, instant: datetime) -> tuple[str, str]:
+        return audit.fee_period(self.terms_in_force(agreement, instant), instant)
+
+    def _statement(
+        self, agreement: BilledAgreement, instant: datetime, processing: ProcessingEvent[Any] | None = None
+    ) -> Statement:
+        """The statement of the fee period holding `instant`. Opening it also opens every
+        earlier period's statement since the agreement's start that is still missing, so each
+        fee period of the term has its statement (its fee is charged even when no window
+        closed in it); a period before the start, or from the end on, is never opened so
+        (only a settlement statement, see `_adjustment_target`)."""
+        start, end = self._period(agreement, instant)
+        existing = self._get_or(Statement.create_id(agreement.agreement_id, start), lambda: None)
+        if existing is not None:
+            return existing
+        started, ended = self._started(agreement), self._ended(agreement)
+        earlier: list[Statement] = []
+        cursor = _parse(start)
+        for _ in range(5000):
+            if cursor <= started:
+                break
+            p_start, p_end = self._period(agreement, max(cursor - audit.EPSILON, started))
+            if self._get_or(Statement.create_id(agreement.agreement_id, p_start), lambda: None) is not None:
+                break
+            if ended is None or _parse(p_start) < ended:  # never a period from the end on
+                earlier.append(self._open(agreement, p_start, p_end))
+            cursor = _parse(p_start)
+        if processing is not None and earlier:
+            processing.collect_events(*earlier)
+        return self._open(agreement, start, end)
+
+    def _open(self, agreement: BilledAgreement, start: str, end: str) -> Statement:
+        terms = self.terms_in_force(agreement, max(_parse(start), self._started(agreement)))
         currency = (terms.get("fee") or {}).get("currency") or "EUR"
-        return self._get_or(
-            Statement.create_id(agreement.agreement_id, start),
-            lambda: Statement(agreement.agreement_id, start, end, currency),
-        )
+        return Statement(agreement.agreement_id, start, end, currency)
 
     def _assess(self, agreement: BilledAgreement, evaluation: dict[str, Any]) -> dict[str, Any] | None:
-        # None for an inherited objective or a fee-less agreement: nothing to bill here.
-        version = self._version(agreement, int(evaluation.get("version") or 0))
-        return audit.assessed_record(version["terms"], version["version"], evaluation)
+        # None for an objective the effective terms do not name, or no fee: nothing to bill.
+        number = int(evaluation.get("version") or 0)
+        terms = self._judging_terms(agreement, number, evaluation["window_start"])
+        return audit.assessed_record(terms, self._version(agreement, number)["version"], evaluation)
 
     # -- upstream: agreements and metrics ---------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -210,6 +278,26 @@ class Billing(AccordApplication):
                 at = end_msg.effective_at if t.endswith("Terminated") else end_msg.at
                 agg.end(at.ToDatetime(tzinfo=UTC).isoformat())
                 processing.collect_events(agg)
+        elif t in (
+            agreement_events.AgreementSuspended.DESCRIPTOR.full_name,
+            agreement_events.AgreementResumed.DESCRIPTOR.full_name,
+        ):
+            change: Any = (
+                agreement_events.AgreementSuspended()
+                if t.endswith("Suspended")
+                else agreement_events.AgreementResumed()
+            )
+            envelope.payload.Unpack(change)
+            agg = self._get_or(BilledAgreement.create_id(change.agreement_id), lambda: None)
+            if agg is not None:
+                # A suspension takes effect when the agreements service records it (its clock).
+                stamp = envelope.recorded_at if envelope.HasField("recorded_at") else envelope.occurred_at
+                when = stamp.ToDatetime(tzinfo=UTC).isoformat()
+                if t.endswith("Suspended"):
+                    agg.suspend(when)
+                else:
+                    agg.resume(when)
+                processing.collect_events(agg)
         elif t == metric_events.WindowClosed.DESCRIPTOR.full_name:
             closed = metric_events.WindowClosed()
             envelope.payload.Unpack(closed)
@@ -223,20 +311,7 @@ class Billing(AccordApplication):
         agreement = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: None)
         if agreement is None or not agreement.versions:
             return
-        evaluation = _evaluation(msg)
-        assessed = self._assess(agreement, evaluation)
-        window_start = _parse(msg.window_start)
-        if assessed is not None:
-            statement = self._statement(
-                agreement, self._version(agreement, msg.agreement_version)["terms"], window_start
-            )
-            key = f"{msg.objective_id}|{msg.window_start}"
-            if statement.state == OPEN:
-                statement.record_assessment(key, assessed)
-                processing.collect_events(statement)
-            else:  # closed after its period's statement was issued: it lands on the open statement
-                self._adjust(agreement, key, None, assessed, f"late:{key}", processing)
-        self._watch(agreement, msg.objective_id, msg.window_start, evaluation["status"] == "BREACHED", processing)
+        self._on_window(agreement, msg, None, processing)
 
     def _on_restated(
         self,
@@ -248,47 +323,89 @@ class Billing(AccordApplication):
         agreement = self._get_or(BilledAgreement.create_id(new.agreement_id), lambda: None)
         if agreement is None or not agreement.versions:
             return
-        evaluation = _evaluation(new)
+        self._on_window(agreement, new, source, processing)
+
+    def _on_window(
+        self,
+        agreement: BilledAgreement,
+        msg: metric_events.Evaluation,
+        restated_by: str | None,
+        processing: ProcessingEvent[Any],
+    ) -> None:
+        """A closed (or restated) window: assessed on the statement of the fee period it is
+        billed in while that statement is open, else an adjustment. A window outside the
+        agreement's term (before its start, from its end on) is not billed."""
+        instant = self._billed_instant(agreement, msg.window_start, msg.window_end)
+        if instant is None:
+            return
+        evaluation = _evaluation(msg)
         assessed = self._assess(agreement, evaluation)
-        key = f"{new.objective_id}|{new.window_start}"
-        statement = self._statement(
-            agreement, self._version(agreement, new.agreement_version)["terms"], _parse(new.window_start)
-        )
         if assessed is not None:
+            statement = self._statement(agreement, instant, processing)
+            key = f"{msg.objective_id}|{msg.window_start}"
             if statement.state == OPEN:
                 statement.record_assessment(key, assessed)
                 processing.collect_events(statement)
-            else:
-                previous = statement.assessments.get(key)
-                self._adjust(agreement, key, previous, assessed, source, processing)
-        self._watch(agreement, new.objective_id, new.window_start, evaluation["status"] == "BREACHED", processing)
+            else:  # the period's statement was issued: an adjustment on a later statement
+                source = restated_by or f"late:{key}"
+                self._adjust(agreement, statement, key, assessed, source, processing)
+        self._watch(agreement, msg.objective_id, msg.window_start, evaluation["status"] == "BREACHED", processing)
+
+    def _period_records(self, agreement: BilledAgreement, period: Statement) -> dict[str, dict[str, Any]]:
+        """A period's windows as the ledger holds them now: its statement's assessments, each
+        replaced by its latest adjustment (adjustments keep the whole new assessment)."""
+        records = dict(period.assessments)
+        for s in self.statements(None, agreement.agreement_id):
+            for adj in s.adjustments:
+                if adj.get("period_start") == period.period_start and adj.get("assessment"):
+                    records[adj["key"]] = adj["assessment"]
+        return records
 
     def _adjust(
-        self, agreement: BilledAgreement, key: str, old: dict[str, Any] | None, new: dict[str, Any], source: str,
+        self, agreement: BilledAgreement, period: Statement, key: str, new: dict[str, Any], source: str,
         processing: ProcessingEvent[Any],
     ) -> None:  # fmt: skip
-        """A change to an issued period: an adjustment line (old, new, difference) on the
-        statement of the current period. The issued statement is never changed. "Old" is what
-        the ledger holds for the window so far: its latest adjustment, else the issued
-        assessment, so a window restated twice is not credited twice. The adjustment keeps
-        the new assessment whole, for the audit's re-derivation."""
-        now = self.clock.now()
-        target = self._statement(agreement, agreement.versions[-1]["terms"], now)
-        if target.state != OPEN:  # the current period is already issued: the next one
-            _, end = self._period(agreement, agreement.versions[-1]["terms"], now)
-            target = self._statement(agreement, agreement.versions[-1]["terms"], _parse(end))
-        objective_id, window_start = key.split("|", 1)
-        latest = audit.recorded_windows(self.statements(None, agreement.agreement_id)).get(
-            (agreement.agreement_id, objective_id, window_start)
-        )
-        old_net = Decimal(latest.net if latest else old["net"] if old else 0)
-        new_net = Decimal(new["net"])
-        reason = "restated evaluation" if old or latest else "window closed after its period's statement was issued"
+        """A change to an issued period: an adjustment on a later open statement (the issued
+        one is never changed). Its `difference` is what the change does to the PERIOD's
+        money: the period's totals (worst window per objective, cap, minimum, rewards) with
+        the window's new assessment, minus the same totals as the ledger held them (the
+        issued assessments with every earlier adjustment of the period) — so the period's
+        cap and minimum hold over adjustments too, and the same windows give the same money
+        whichever were late. `old`/`new` are the window's own nets (for the audit); the
+        adjustment keeps the new assessment whole, for the re-derivation."""
+        statements = self.statements(None, agreement.agreement_id)
+        if any(a["source"] == source for s in statements for a in s.adjustments):
+            return  # already recorded (a redelivery)
+        target = self._adjustment_target(agreement, processing)
+        records = self._period_records(agreement, period)
+        old = records.get(key)
+        before = audit.period_totals(records, period.currency).net
+        after = audit.period_totals({**records, key: new}, period.currency).net
+        old_net = Decimal(old["net"]) if old else Decimal(0)
+        reason = "restated evaluation" if old else "window closed after its period's statement was issued"
         target.record_adjustment(
-            {"source": source, "key": key, "old": str(old_net), "new": str(new_net),
-             "difference": str(new_net - old_net), "reason": reason, "assessment": new}
+            {"source": source, "key": key, "old": str(old_net), "new": str(new["net"]),
+             "difference": str((after - before).amount), "reason": reason, "assessment": new,
+             "period_start": period.period_start, "period_before": str(before.amount),
+             "period_after": str(after.amount)}
         )  # fmt: skip
         processing.collect_events(target)
+
+    def _adjustment_target(self, agreement: BilledAgreement, processing: ProcessingEvent[Any]) -> Statement:
+        """The open statement an adjustment lands on: the current period's; for an ended
+        agreement, its last period's while that is open, else the current period's (a
+        settlement statement: no fee, no window)."""
+        now = self.clock.now()
+        ended = self._ended(agreement)
+        if ended is not None and now >= ended:
+            last = self._statement(agreement, max(ended - audit.EPSILON, self._started(agreement)), processing)
+            if last.state == OPEN:
+                return last
+        target = self._statement(agreement, now, processing)
+        if target.state != OPEN:  # the current period is already issued: the next one
+            _, end = self._period(agreement, now)
+            target = self._statement(agreement, _parse(end), processing)
+        return target
 
     def _watch(
         self,
@@ -303,16 +420,41 @@ class Billing(AccordApplication):
             lambda: TerminationWatch(agreement.agreement_id, objective_id),
         )
         watch.note(window_start, breached)
-        rule = (agreement.versions[-1]["terms"].get("consequences") or {}).get("termination") or {}
-        reason, windows = termination_rule_met(watch.periods, rule)
+        terms = self.latest_terms(agreement)
+        rule = (terms.get("consequences") or {}).get("termination") or {}
+        reason, windows = termination_rule_met(self.breached_periods(agreement, objective_id, watch.periods), rule)
         if reason:
             watch.grant(reason, windows)
         processing.collect_events(watch)
 
+    def breached_periods(
+        self, agreement: BilledAgreement, objective_id: str, windows: dict[str, bool]
+    ) -> dict[str, bool]:
+        """Fee period start → whether the objective was breached in it (any window billed in
+        the period breached): termination rules count fee periods, not windows."""
+        terms = self.latest_terms(agreement)
+        objective: dict[str, Any] = next(
+            (o for o in terms.get("objectives") or [] if o.get("objective_id") == objective_id), {}
+        )
+        tz = terms.get("time_zone") or "UTC"
+        in_force: dict[int, dict[str, Any]] = {}  # version → its effective terms (loaded once per call)
+        out: dict[str, bool] = {}
+        for window_start, breached in windows.items():
+            instant = self._billed_instant(agreement, window_start, audit.window_end_of(objective, window_start, tz))
+            if instant is None:
+                continue
+            number = int(audit.version_at(agreement.versions, instant)["version"])
+            if number not in in_force:
+                in_force[number] = self.terms_in_force(agreement, instant)
+            period = audit.fee_period(in_force[number], instant)[0]
+            out[period] = out.get(period, False) or breached
+        return out
+
     # -- the clock: issue, finalise, post ------------------------------------------------------------
     def process_due(self, now: datetime | None = None) -> int:
-        """Issue statements whose period ended (plus a settling delay), finalise those whose
-        claim window passed with no open dispute, and post final amounts to the ledger."""
+        """Issue statements whose period ended (plus a settling delay) once every window of the
+        period is known, finalise those whose claim window passed with no open dispute, and
+        post final amounts (the fee, the credits) to the ledger."""
         now = now or self.clock.now()
         changed = 0
         with self._lock:
@@ -320,12 +462,15 @@ class Billing(AccordApplication):
                 if statement.state == OPEN and self._ready_to_issue(statement, now):
                     agreement = self.agreement(statement.agreement_id)
                     claim_days = int(
-                        (agreement.versions[-1]["terms"].get("consequences") or {}).get("claim_window_days") or 0
+                        (self.latest_terms(agreement).get("consequences") or {}).get("claim_window_days") or 0
                     )
                     statement.issue(
                         self.totals(statement), now.isoformat(), (now + timedelta(days=claim_days)).isoformat()
                     )
-                    self.save(statement)
+                    try:
+                        self.save(statement)
+                    except IntegrityError:
+                        continue  # a window landed on it meanwhile: the next round looks again
                     changed += 1
                 elif (
                     statement.state == ISSUED
@@ -338,46 +483,95 @@ class Billing(AccordApplication):
                     posting = self._posting(statement, totals)
                     if posting is not None:
                         records.append(posting)
-                    self.save(*records)
+                    try:
+                        self.save(*records)
+                    except IntegrityError:
+                        continue  # disputed meanwhile: the next round looks again
                     self._unsettled.pop(statement.id, None)
                     changed += 1
         return changed
 
+    def received_through(self, agreement: BilledAgreement, as_loaded: Statement | None = None) -> dict[str, datetime]:
+        """Objective → the latest end of its closed windows billing has received (assessed or
+        adjusted). Metrics closes an objective's windows in order, and the stream keeps that
+        order, so every window ending by then has been received. `as_loaded`: a statement to
+        take as given (the one about to be issued), not as the store has it now."""
+        out: dict[str, datetime] = {}
+        statements = self.statements(None, agreement.agreement_id)
+        if as_loaded is not None:
+            statements = [as_loaded, *(s for s in statements if s.id != as_loaded.id)]
+        for s in statements:
+            records = [*s.assessments.items(), *((a["key"], a.get("assessment")) for a in s.adjustments)]
+            for key, record in records:
+                end = ((record or {}).get("evaluation") or {}).get("window_end")
+                if end:
+                    oid = key.split("|", 1)[0]
+                    out[oid] = max(out.get(oid, _parse(end)), _parse(end))
+        return out
+
     def _ready_to_issue(self, statement: Statement, now: datetime) -> bool:
-        """The period has ended and every objective's last window of the period has been
-        assessed (or a week has passed: then late closings become adjustments)."""
+        """The period has ended (plus a settling delay) and every window billed in it is known:
+        for each objective the effective terms measure, a closed window ending at or after
+        the last one the period holds has been received (`audit.required_window`). There is
+        no time limit: a period whose windows have not all arrived waits (money never
+        depends on when billing's consumer catches up)."""
         end = _parse(statement.period_end)
         if now < end + ISSUE_DELAY:
             return False
-        if now >= end + ISSUE_AT_THE_LATEST:
-            return True
         agreement = self.agreement(statement.agreement_id)
-        if agreement.ended_at and _parse(agreement.ended_at) <= _parse(statement.period_start):
-            return True
-        terms = agreement.versions[-1]["terms"]
-        for objective in terms.get("objectives") or []:
-            if (objective.get("window") or {}).get("kind") == "WINDOW_KIND_ROLLING":
+        started, ended = self._started(agreement), self._ended(agreement)
+        if ended is not None and ended <= _parse(statement.period_start):
+            return True  # a settlement statement after the end: adjustments only
+        latest = self.latest_terms(agreement)
+        tz = latest.get("time_zone") or "UTC"
+        through: dict[str, datetime] | None = None
+        for objective in latest.get("objectives") or []:
+            need = audit.required_window(objective, tz, (statement.period_start, statement.period_end), started, ended)
+            if need is None:
                 continue
-            done = any(
-                a["evaluation"].get("window_end") and _parse(a["evaluation"]["window_end"]) >= end
-                for key, a in statement.assessments.items()
-                if key.split("|", 1)[0] == objective["objective_id"]
-            )
-            if not done:
+            required, judged_at = need
+            judging = self.terms_in_force(agreement, judged_at)
+            if not any(o.get("objective_id") == objective["objective_id"] for o in judging.get("objectives") or []):
+                continue  # no version in force then measured it: metrics closes no such window
+            if through is None:
+                through = self.received_through(agreement, statement)
+            got = through.get(objective["objective_id"])
+            if got is None or got < required:
                 return False
         return True
 
+    def period_fee(self, statement: Statement) -> Money:
+        """The fee charged for a statement's period: the fee of the effective terms in force
+        at the period's start (or the agreement's, if later), less the share of the period
+        the agreement was suspended (fee × unsuspended time ÷ the period's time, rounded
+        once, half-even); nothing for a period from the agreement's end on (a settlement
+        statement)."""
+        agreement = self.agreement(statement.agreement_id)
+        ended = self._ended(agreement)
+        if ended is not None and ended <= _parse(statement.period_start):
+            return Money.zero(statement.currency)
+        terms = self.terms_in_force(agreement, max(_parse(statement.period_start), self._started(agreement)))
+        fee = terms.get("fee") or {}
+        if fee.get("currency") != statement.currency or not fee.get("amount"):
+            return Money.zero(statement.currency)
+        full = Money.of(fee["amount"], statement.currency).amount
+        start, end = _parse(statement.period_start), _parse(statement.period_end)
+        suspended = timedelta(0)
+        for since, until in getattr(agreement, "suspensions", []):
+            lo, hi = max(start, _parse(since)), min(end, _parse(until) if until else end)
+            suspended += max(hi - lo, timedelta(0))
+        if not suspended:
+            return Money(full, statement.currency)
+        with localcontext(Context(prec=60, rounding=ROUND_HALF_EVEN)):
+            share = _seconds(end - start - suspended) / _seconds(end - start)
+            return Money(full * share, statement.currency)
+
     def totals(self, statement: Statement) -> dict[str, Any]:
-        """The statement's totals: its assessments capped and thresholded (assessment.py),
-        then adjustments from earlier periods, then accepted disputes."""
-        assessments = []
-        for a in statement.assessments.values():
-            assessments.append(assess(a["objective"], a["evaluation"], a["fee"], a["consequences"]))
+        """The statement's totals: the period's assessments (one per objective: the worst
+        window, `audit.period_assessments`) capped and thresholded (assessment.py), then
+        adjustments from earlier periods, then accepted disputes; and the period's fee."""
         currency = statement.currency
-        any_terms = next(iter(statement.assessments.values()), None)
-        fee = any_terms["fee"] if any_terms else {"amount": "0", "currency": currency}
-        consequences = any_terms["consequences"] if any_terms else {}
-        t = statement_totals(assessments, consequences, fee)
+        t = audit.period_totals(statement.assessments, currency)
         adjustments = Money.total((Money.of(a["difference"], currency) for a in statement.adjustments), currency)
         disputes = Money.zero(currency)
         for d in statement.disputes.values():
@@ -395,24 +589,40 @@ class Billing(AccordApplication):
             "adjustments": str(adjustments.amount),
             "disputes": str(disputes.amount),
             "net": str(net.amount),
+            "fee": str(self.period_fee(statement).amount),
         }
 
     def _posting(self, statement: Statement, totals: dict[str, Any]) -> LedgerTransaction | None:
+        """A final statement's double-entry posting: the period's fee charged (the customer
+        pays the provider: customer −fee, provider +fee) and the statement's net against it
+        (provider −net, customer +net; a negative net is a further charge). Each pair sums to
+        zero, so the ledger balances; nothing when both are zero."""
         net = Decimal(totals["net"])
-        if net == 0:
+        fee = Decimal(totals.get("fee") or 0)
+        if net == 0 and fee == 0:
             return None
         parties = self.agreement(statement.agreement_id).parties
         provider, customer = parties.get("provider_department_id", ""), parties.get("customer_department_id", "")
-        entries = [
-            {"account": provider, "amount": str(-net), "currency": statement.currency},
-            {"account": customer, "amount": str(net), "currency": statement.currency},
-        ]
+        currency = statement.currency
+        entries: list[dict[str, str]] = []
+        if fee:
+            entries += [
+                {"account": customer, "amount": str(-fee), "currency": currency, "kind": "FEE"},
+                {"account": provider, "amount": str(fee), "currency": currency, "kind": "FEE"},
+            ]
+        if net:
+            entries += [
+                {"account": provider, "amount": str(-net), "currency": currency, "kind": "CREDITS"},
+                {"account": customer, "amount": str(net), "currency": currency, "kind": "CREDITS"},
+            ]
+        what = [f"fee {fee} {currency} charged"] if fee else []
+        if net:
+            what.append(f"{'credits' if net > 0 else 'charges'} {abs(net)} {currency} to the customer")
         return LedgerTransaction(
             source=f"statement:{statement.id}",
             entries=entries,
             period=statement.period_start,
-            description=f"agreement {statement.agreement_id}, period from {statement.period_start}: "
-            + ("credits to the customer" if net > 0 else "charged to the customer"),
+            description=f"agreement {statement.agreement_id}, period from {statement.period_start}: " + "; ".join(what),
         )
 
     # -- commands ------------------------------------------------------------------------------------------
@@ -423,6 +633,14 @@ class Billing(AccordApplication):
             customer = agreement.parties.get("customer_department_id")
             if caller.role != "department" or caller.department != customer:
                 raise NotAPartyError(f"only the customer ({customer}) may dispute an assessment")
+            key = f"{objective_id}|{window_start}"
+            counted = {f"{a['objective']['objective_id']}|{a['evaluation']['window_start']}"
+                       for a in audit.period_assessments(statement.assessments)}  # fmt: skip
+            if key in statement.assessments and key not in counted:
+                raise InvalidRequestError(
+                    f"the window of {objective_id!r} from {window_start} does not count for the period (its worst"
+                    f" window does: {sorted(k for k in counted if k.startswith(objective_id + '|'))}); dispute that one"
+                )
             dispute_id = uuid.uuid4().hex[:12]
             statement.dispute(
                 dispute_id, f"{objective_id}|{window_start}", caller.department, reason, self.clock.now().isoformat()
@@ -525,7 +743,7 @@ class Billing(AccordApplication):
         or time zone they leave out comes from it). Stores nothing."""
         agreement = self.agreement(_required(agreement_id))
         self._check_party(caller, agreement_id)
-        latest = agreement.versions[-1]["terms"]
+        latest = self.latest_terms(agreement)
         chosen = dict(terms) if terms else dict(latest)
         chosen["fee"] = chosen.get("fee") or latest.get("fee") or {}
         chosen["time_zone"] = chosen.get("time_zone") or latest.get("time_zone") or "UTC"
@@ -559,6 +777,11 @@ class Billing(AccordApplication):
                 adjusted: Any = event
                 out.append(audit.PlacedAdjustment(statement, adjusted.adjustment, when))
         return out
+
+
+def _seconds(t: timedelta) -> Decimal:
+    """A duration in seconds, exactly."""
+    return Decimal(t.days * 86400 + t.seconds) + Decimal(t.microseconds).scaleb(-6)
 
 
 def _required(agreement_id: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -32,6 +32,7 @@ from accord_billing.assessment import (
     statement_totals,
 )
 from accord_billing.domain import Statement
+from accord_kit.agreement_terms import effective_terms
 from accord_kit.timeline import calendar_window
 
 STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
@@ -92,6 +93,113 @@ def fee_period(terms: Mapping[str, Any], instant: datetime) -> tuple[str, str]:
     kind = ((terms.get("fee") or {}).get("period") or "FEE_PERIOD_MONTH").removeprefix("FEE_PERIOD_")
     p = calendar_window(kind, instant, terms.get("time_zone") or "UTC")
     return p.start.isoformat(), p.end.isoformat()
+
+
+EPSILON = timedelta(microseconds=1)
+BREACHED_STATUS = "BREACHED"
+
+
+def version_at(versions: Sequence[Mapping[str, Any]], when: datetime) -> Mapping[str, Any]:
+    """The version in force at `when` (the latest whose effective_from is not after it; the
+    first before any), as metrics picks the version that judges a window."""
+    found = versions[0]
+    for v in versions:
+        if parse_instant(v["effective_from"]) <= when:
+            found = v
+    return found
+
+
+def billed_instant(window_start: str, window_end: str, started: datetime, ended: datetime | None) -> datetime | None:
+    """The instant whose fee period a closed window is billed in: its last instant (a window
+    belongs to the period it closes in — a rolling window judged at a period's last
+    midnight is that period's), kept within the agreement's term [started, ended). None for
+    a window wholly outside the term (before the start, or from the end on)."""
+    start, end = parse_instant(window_start), parse_instant(window_end)
+    if end <= started or (ended is not None and start >= ended):
+        return None
+    instant = end - EPSILON
+    if ended is not None:
+        instant = min(instant, ended - EPSILON)
+    return max(instant, started)
+
+
+def window_end_of(objective: Mapping[str, Any], window_start: str, time_zone: str) -> str:
+    """The end of the objective's window that starts at `window_start` (as metrics makes
+    them: rolling N days, else the calendar window holding the start)."""
+    w = objective.get("window") or {}
+    kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
+    start = parse_instant(window_start)
+    if kind == "ROLLING":
+        return (start + timedelta(days=int(w.get("rolling_days") or 30))).isoformat()
+    return calendar_window(kind, start, time_zone).end.isoformat()
+
+
+def required_window(
+    objective: Mapping[str, Any],
+    time_zone: str,
+    period: tuple[str, str],
+    started: datetime,
+    ended: datetime | None,
+) -> tuple[datetime, datetime] | None:
+    """What must have been received of an objective before its fee period `period` may be
+    issued: (R, J) — a closed window ending at or after R (windows of an objective close in
+    order, so every window ending by R is then known), judged by the version in force at J
+    (if that version lacks the objective, metrics judges no such window). None when the
+    period needs no window of it (every window ending in the period started before the
+    agreement did)."""
+    period_start, period_end = parse_instant(period[0]), parse_instant(period[1])
+    holds_end = ended is not None and ended <= period_end
+    cover = ended if ended is not None and holds_end else period_end
+    if cover <= started or cover <= period_start:
+        return None
+    w = objective.get("window") or {}
+    kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
+
+    def holding(instant: datetime) -> tuple[datetime, datetime]:
+        if kind == "ROLLING":
+            day = calendar_window("DAY", instant, time_zone)
+            return day.end - timedelta(days=int(w.get("rolling_days") or 30)), day.end
+        c = calendar_window(kind, instant, time_zone)
+        return c.start, c.end
+
+    w_start, w_end = holding(cover - EPSILON)
+    if holds_end or w_end <= period_end:
+        return w_end, max(w_start, started)
+    # The window holding the period's end closes in a later period: the one before it is
+    # the last this period holds.
+    if w_start <= started or w_start <= period_start:
+        return None
+    previous_start, _ = holding(w_start - EPSILON)
+    return w_start, max(previous_start, started)
+
+
+def period_assessments(records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The assessments that count for one fee period: per objective, ONE — the worst of the
+    windows billed in the period: the highest net (what the provider owes most), then a
+    BREACHED status, then the latest window. `records`: "<objective>|<window start>" → the
+    assessment record. Ordered by objective."""
+    best: dict[str, tuple[tuple[Decimal, bool, datetime], Mapping[str, Any]]] = {}
+    for key, record in records.items():
+        objective_id, window_start = key.split("|", 1)
+        rank = (
+            Decimal(str(record["net"])),
+            record.get("status") == BREACHED_STATUS,
+            parse_instant(window_start),
+        )
+        if objective_id not in best or rank > best[objective_id][0]:
+            best[objective_id] = (rank, record)
+    return [best[o][1] for o in sorted(best)]
+
+
+def period_totals(records: Mapping[str, Mapping[str, Any]], currency: str) -> Totals:
+    """A fee period's totals (cap, minimum, rewards) over the assessments that count
+    (`period_assessments`), under the fee and consequences of its earliest window's terms."""
+    chosen = period_assessments(records)
+    first = min(records.items(), key=lambda kv: parse_instant(kv[0].split("|", 1)[1]))[1] if records else None
+    fee = first["fee"] if first else {"amount": "0", "currency": currency}
+    consequences = first["consequences"] if first else {}
+    assessments = [assess(a["objective"], a["evaluation"], a["fee"], a["consequences"]) for a in chosen]
+    return statement_totals(assessments, consequences, fee)
 
 
 def assessed_record(terms: Mapping[str, Any], version: int, evaluation: dict[str, Any]) -> dict[str, Any] | None:
@@ -175,6 +283,65 @@ def agreement_versions(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[st
     return out
 
 
+@dataclass(frozen=True)
+class AgreementLog:
+    """One agreement as the agreements log states it: its accepted versions (number,
+    effective_from, own terms) and its end, if any."""
+
+    versions: tuple[dict[str, Any], ...]
+    ended: datetime | None
+
+    @property
+    def started(self) -> datetime:
+        return parse_instant(self.versions[0]["effective_from"])
+
+
+ENDED_TYPES = (
+    agreement_events.AgreementTerminated.DESCRIPTOR.full_name,
+    agreement_events.AgreementExpired.DESCRIPTOR.full_name,
+)
+
+
+def agreement_logs(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[str, AgreementLog]:
+    """agreement id → its accepted versions and end, from the agreements log."""
+    versions: dict[str, dict[int, dict[str, Any]]] = {}
+    ended: dict[str, datetime] = {}
+    for env in envelopes:
+        if env.type in ACCEPTED_TYPES:
+            msg: Any = (
+                agreement_events.AgreementAccepted()
+                if env.type == ACCEPTED_TYPES[0]
+                else agreement_events.AmendmentAccepted()
+            )
+            env.payload.Unpack(msg)
+            versions.setdefault(msg.agreement_id, {})[msg.version] = {
+                "version": msg.version,
+                "effective_from": msg.effective_from.ToDatetime(tzinfo=UTC).isoformat(),
+                "terms": terms_dict(msg.terms),
+            }
+        elif env.type in ENDED_TYPES:
+            end: Any = (
+                agreement_events.AgreementTerminated()
+                if env.type == ENDED_TYPES[0]
+                else agreement_events.AgreementExpired()
+            )
+            env.payload.Unpack(end)
+            when = end.effective_at if env.type == ENDED_TYPES[0] else end.at
+            ended.setdefault(end.agreement_id, when.ToDatetime(tzinfo=UTC))
+    return {aid: AgreementLog(tuple(v[n] for n in sorted(v)), ended.get(aid)) for aid, v in versions.items()}
+
+
+def effective_at(
+    logs: Mapping[str, AgreementLog], terms: dict[str, Any], when: datetime, depth: int = 0
+) -> dict[str, Any]:
+    """`terms` merged with their parent chain as in force at `when` (the kit's rule)."""
+    parent = logs.get(terms.get("parent_agreement_id") or "")
+    if parent is None or depth > 8:
+        return terms
+    parent_terms = effective_at(logs, dict(version_at(parent.versions, when)["terms"]), when, depth + 1)
+    return effective_terms(parent_terms, terms)
+
+
 def latest_evaluations(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[WindowKey, metric_events.Evaluation]:
     """The latest closed evaluation of every window in the metrics log: the closing one, or
     the last restatement's new evaluation (log order)."""
@@ -225,7 +392,8 @@ def rederive(
     `statements`: net, status, band, lines, the evaluation's value and digest, the version,
     and the statement it is on. `agreement_id` limits it to one agreement; `progress` is
     called with the number of windows checked so far."""
-    versions = agreement_versions(agreements)
+    logs = agreement_logs(agreements)
+    versions = {aid: {v["version"]: v["terms"] for v in log.versions} for aid, log in logs.items()}
     evaluations = latest_evaluations(metrics)
     wanted = [s for s in statements if not agreement_id or s.agreement_id == agreement_id]
     records = recorded_windows(wanted)
@@ -249,6 +417,13 @@ def rederive(
                 )
                 result.mismatches.append(_finding(key, rec, "", "", (f"cannot re-derive: {why}",)))
             continue
+        log = logs[aid]
+        instant = billed_instant(msg.window_start, msg.window_end, log.started, log.ended)
+        if instant is None:  # outside the agreement's term: nothing is billed
+            if rec is not None:
+                result.unexplained.append(_finding(key, rec, "", "", ("the window lies outside the agreement's term",)))
+            continue
+        terms = effective_at(logs, terms, max(parse_instant(start), log.started))
         try:
             expected = assessed_record(terms, msg.agreement_version, evaluation_dict(msg))
         except AssessmentError as e:
@@ -264,7 +439,8 @@ def rederive(
         if progress is not None and result.checked % PROGRESS_EVERY == 0:
             progress(result.checked)
         currency = expected["fee"].get("currency", "")
-        period_start, _ = fee_period(terms, parse_instant(start))
+        in_force = effective_at(logs, dict(version_at(log.versions, instant)["terms"]), instant)
+        period_start, _ = fee_period(in_force, instant)
         statement_id = str(Statement.create_id(aid, period_start))
         if rec is None:
             result.missing.append(
@@ -379,7 +555,8 @@ class Pricing:
 
 def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], currency: str) -> Pricing:
     """Closed `evaluations` (as `evaluation_dict` gives them) priced under `terms`: each
-    window assessed, then each fee period's totals (cap, minimum, rewards), then the sum.
+    window assessed, then each fee period's totals (one assessment per objective: its worst
+    window of the period, as on a statement; cap, minimum, rewards), then the sum.
     `currency` is the agreement's: terms with another fee currency are refused."""
     fee = terms.get("fee") or {}
     if fee.get("currency") != currency:
@@ -404,8 +581,12 @@ def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], curre
         seen[(oid, start)] = i
         try:
             instant = parse_instant(start)
+            if e.get("window_end"):  # billed in the period the window closes in
+                instant = max(instant, parse_instant(e["window_end"]) - EPSILON)
         except ValueError:
-            raise AssessmentError(f"evaluations[{i}].window_start must be an RFC 3339 instant, not {start!r}") from None
+            raise AssessmentError(
+                f"evaluations[{i}].window_start/window_end must be RFC 3339 instants, not {start!r}"
+            ) from None
         try:
             a = assess(objective, e, fee, consequences)
         except AssessmentError as err:
@@ -414,9 +595,22 @@ def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], curre
     periods: list[PricedPeriod] = []
     for start in sorted({w.period_start for w in windows}, key=parse_instant):
         _, end = fee_period(terms, parse_instant(start))
-        totals = statement_totals([w.assessment for w in windows if w.period_start == start], consequences, fee)
+        totals = statement_totals(
+            _worst_per_objective([w for w in windows if w.period_start == start]), consequences, fee
+        )
         periods.append(PricedPeriod(start, end, totals))
     return Pricing(currency, tuple(windows), tuple(periods), Money.total((p.totals.net for p in periods), currency))
+
+
+def _worst_per_objective(windows: Sequence[PricedWindow]) -> list[Assessment]:
+    """One assessment per objective for a period: its worst window (`period_assessments`)."""
+    best: dict[str, tuple[tuple[Decimal, bool, datetime], Assessment]] = {}
+    for w in windows:
+        a = w.assessment
+        rank = (a.net.amount, a.status == BREACHED_STATUS, parse_instant(w.window_start))
+        if w.objective_id not in best or rank > best[w.objective_id][0]:
+            best[w.objective_id] = (rank, a)
+    return [best[o][1] for o in sorted(best)]
 
 
 def totals_dict(t: Totals) -> dict[str, str]:
@@ -509,11 +703,24 @@ def both_axes(
                 known,
                 corrections,
                 tuple(windows),
-                _sum((_or_zero(w.known_net) for w in windows), now.currency),
-                _sum((w.effective_net for w in windows), now.currency),
+                _sum(_worst_nets(windows, lambda w: w.known_net), now.currency),
+                _sum(_worst_nets(windows, lambda w: w.effective_net), now.currency),
             )
         )
     return out
+
+
+def _worst_nets(
+    windows: Sequence[WindowAtBothTimes], net: Callable[[WindowAtBothTimes], Decimal | None]
+) -> list[Decimal]:
+    """Per objective, the net of its worst window (the highest; as a statement counts one
+    assessment per objective and period); windows with no net are left out."""
+    best: dict[str, Decimal] = {}
+    for w in windows:
+        value = net(w)
+        if value is not None and (w.objective_id not in best or value > best[w.objective_id]):
+            best[w.objective_id] = value
+    return list(best.values())
 
 
 def _or_zero(d: Decimal | None) -> Decimal:

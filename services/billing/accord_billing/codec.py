@@ -26,6 +26,12 @@ def codec() -> EventCodec:
     )
     c.register(BilledAgreement.Ended, ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(ended_at=e.at))
     c.register(
+        BilledAgreement.Suspended,
+        ev.AgreementVersionKnown,
+        lambda e: ev.AgreementVersionKnown(suspended_at=e.at),
+    )
+    c.register(BilledAgreement.Resumed, ev.AgreementVersionKnown, lambda e: ev.AgreementVersionKnown(resumed_at=e.at))
+    c.register(
         Statement.Opened,
         ev.StatementOpened,
         lambda e: ev.StatementOpened(
@@ -53,6 +59,8 @@ def codec() -> EventCodec:
         return ev.AdjustmentRecorded(
             statement_id=sid(e), objective_id=objective_id, window_start=window_start, old_amount=a["old"],
             new_amount=a["new"], difference=a["difference"], reason=a["reason"],
+            period_start=a.get("period_start", ""), period_before=a.get("period_before", ""),
+            period_after=a.get("period_after", ""),
         )  # fmt: skip
 
     c.register(Statement.Adjusted, ev.AdjustmentRecorded, adjusted)

@@ -41,11 +41,13 @@ def _id(*parts: str) -> UUID:
 
 @stored_as("accord_billing.domain:BilledAgreement")
 class BilledAgreement(Aggregate):
-    """An agreement's accepted versions (terms with fee and consequences) and its end."""
+    """An agreement's accepted versions (terms with fee and consequences), its suspensions and its end."""
 
     # Made by @event below (for type checkers: the codec refers to them by attribute).
     VersionInForce: ClassVar[type[Aggregate.Event]]
     Ended: ClassVar[type[Aggregate.Event]]
+    Suspended: ClassVar[type[Aggregate.Event]]
+    Resumed: ClassVar[type[Aggregate.Event]]
 
     class Seen(Aggregate.Created):
         TOPIC = "accord_billing.domain:BilledAgreement.Seen"
@@ -60,6 +62,7 @@ class BilledAgreement(Aggregate):
         self.agreement_id = agreement_id
         self.versions: list[dict[str, Any]] = []
         self.ended_at = ""
+        self.suspensions: list[list[str]] = []  # [suspended at, resumed at ("" while suspended)]
 
     def version_in_force(self, version: int, effective_from: str, terms: dict[str, Any]) -> None:
         if not any(v["version"] == version for v in self.versions):
@@ -77,6 +80,22 @@ class BilledAgreement(Aggregate):
     @event("Ended", topic="accord_billing.domain:BilledAgreement.Ended")
     def _ended(self, at: str) -> None:
         self.ended_at = at
+
+    def suspend(self, at: str) -> None:
+        if not self.suspensions or self.suspensions[-1][1]:
+            self._suspended(at=at)
+
+    @event("Suspended", topic="accord_billing.domain:BilledAgreement.Suspended")
+    def _suspended(self, at: str) -> None:
+        self.suspensions = [*self.suspensions, [at, ""]]
+
+    def resume(self, at: str) -> None:
+        if self.suspensions and not self.suspensions[-1][1]:
+            self._resumed(at=at)
+
+    @event("Resumed", topic="accord_billing.domain:BilledAgreement.Resumed")
+    def _resumed(self, at: str) -> None:
+        self.suspensions = [*self.suspensions[:-1], [self.suspensions[-1][0], at]]
 
     @property
     def parties(self) -> dict[str, str]:

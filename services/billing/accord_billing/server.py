@@ -86,6 +86,8 @@ def adjustment_message(statement_id: str, a: dict[str, Any]) -> ev.AdjustmentRec
     return ev.AdjustmentRecorded(
         statement_id=statement_id, objective_id=objective_id, window_start=window_start, old_amount=a["old"],
         new_amount=a["new"], difference=a["difference"], reason=a["reason"],
+        period_start=a.get("period_start", ""), period_before=a.get("period_before", ""),
+        period_after=a.get("period_after", ""),
     )  # fmt: skip
 
 
