@@ -88,7 +88,11 @@ def snapshots_load(app: AccordApplication, aggregate_ids: list[str], aggregate_t
         replayed: Any = None
         for e in app.events.get(aggregate_id):
             replayed = e.mutate(replayed)
-        assert vars(app.repository.get(aggregate_id)) == vars(replayed)
+        loaded = app.repository.get(aggregate_id)
+        # Compared as read (getattr): an attribute added since the release (e.g. the agreement's
+        # suspended_at) comes from its class default on an aggregate restored from an old snapshot.
+        names = set(vars(loaded)) | set(vars(replayed))
+        assert {n: getattr(loaded, n) for n in names} == {n: getattr(replayed, n) for n in names}
 
 
 def every_event_loads(app: AccordApplication) -> Counter[str]:
