@@ -16,7 +16,7 @@ from accord_metrics.domain import AT_RISK, BREACHED, MET, NO_DATA
 from accord_metrics.formulas import contact, reliability, work
 from accord_metrics.formulas.common import HUNDRED, Evaluated
 
-# The end an outage still under way is stored with (see application._add).
+# The end an outage still under way is stored with (see signal_index._add).
 ONGOING = datetime(9999, 1, 1, tzinfo=UTC)
 PERCENT_AS_FRACTION = {"METRIC_CLOSE_RATE", "METRIC_MARKETING_REVENUE_SHARE"}
 # Metrics whose value can only get worse as a window's signals arrive: failing is certain early.

@@ -1,0 +1,505 @@
+"""Judging: windows evaluated, restated and recomputed, evaluation failures isolated, and window queries."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from accord_kit.context import Principal
+from accord_kit.logging import get_logger
+from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
+from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, NotFoundError, WindowEvaluation
+from accord_metrics.evaluation import SignalSet, burn_rates, exclusions_for, judge, late_subjects
+from accord_metrics.formulas import reliability
+from accord_metrics.signal_index import FAR_FUTURE
+from accord_metrics.views import _named_services, _parse, end_of, suspensions
+
+if TYPE_CHECKING:
+    from accord_metrics.signal_index import SignalIndex as _Host
+else:
+    _Host = object
+
+log = get_logger("accord.metrics.evaluation")
+
+WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
+# A re-derivation's difference when the calendar version a window was judged with is not held.
+CALENDAR_UNAVAILABLE = "calendar_version unavailable"
+DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """An ended agreement whose every window was closed (or judged by no version) by an
+    evaluation that read the views as of log position `position`. Evaluating it again finds
+    nothing to do (`_evaluate_agreement`: a closed window needs judging only for a change to
+    its services' signals from before its end) unless `now` is before its end, one of its
+    `services` has signals from before `windows_end` (the end of its last window) not yet
+    evaluated — a late one restates a closed window — or a view it `depends_on` (its own, those
+    its terms inherit from) changed after `position`."""
+
+    position: int
+    ended_at: datetime
+    windows_end: datetime
+    services: frozenset[str]
+    depends_on: frozenset[UUID]
+
+    def holds(self, now: datetime, changed_since: dict[str, datetime], view_changed: dict[UUID, int]) -> bool:
+        earliest_change = min((changed_since[s] for s in self.services if s in changed_since), default=None)
+        return (
+            now >= self.ended_at
+            and (earliest_change is None or earliest_change >= self.windows_end)
+            and all(view_changed.get(d, 0) <= self.position for d in self.depends_on)
+        )
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """A recorded window recomputed: the latest recorded evaluation, the recomputed one
+    (None when the objective is missing from the terms in force), the fields that differ,
+    and the window's breach records against those the record should hold."""
+
+    agreement_id: str
+    objective_id: str
+    window_start: str
+    window_end: str
+    recorded: dict[str, Any]
+    recomputed: dict[str, Any] | None
+    differences: list[str]
+    recorded_breaches: int
+    expected_breaches: int
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+
+class Judging(_Host):
+    """Every objective's evaluation per window with its breaches, and its recomputation (a
+    mixin of `Metrics`, whose constructor sets the state declared here)."""
+
+    _lock: threading.RLock
+    _windows: dict[str, set[str]]  # agreement id → window aggregate ids
+    _windows_position: int
+    _settled: dict[UUID, Settled]  # ended agreements with nothing to evaluate (see Settled)
+    # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
+    # in the latest pass that tried it: isolated there, every other agreement goes on.
+    _failing: dict[tuple[str, str], str]
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def evaluate(self, now: datetime | None = None) -> int:
+        """Bring every objective's evaluations up to date as of `now` (the service's clock):
+        running values of open windows, closing of ended ones, restatements of closed ones
+        that late signals changed, breaches, warnings and burn-rate alerts. Returns how many
+        window evaluations changed. Evaluation never reads the wall clock."""
+        now = now or self.clock.now()
+        with self._lock:
+            self._refresh_signals()
+            changed_since, self._changed = self._changed, {}
+            position = self._refresh_views()
+            # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded.
+            settled = self._settled
+            ids = [
+                i
+                for i in self._view_changed
+                if i not in settled or not settled[i].holds(now, changed_since, self._view_changed)
+            ]
+        views: list[AgreementView] = [self.repository.get(i) for i in ids]
+        changed = 0
+        for view in views:
+            if not view.versions:
+                continue
+            try:
+                changed += self._evaluate_agreement(view, now, changed_since, position)
+            except Exception as e:  # isolated to this agreement: the others are still judged
+                self._failed(view.agreement_id, "", e)
+                self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
+            else:
+                self._recovered(view.agreement_id, "")
+        return changed
+
+    def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
+        """Keep these services' signal changes for the next pass (their windows were not judged)."""
+        with self._lock:
+            for sid in services:
+                if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
+                    self._changed[sid] = changed_since[sid]
+
+    def _failed(self, agreement_id: str, objective_id: str, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        with self._lock:
+            new = self._failing.get((agreement_id, objective_id)) != reason
+            self._failing[(agreement_id, objective_id)] = reason
+        if new:
+            log.error(
+                "evaluation_isolated",
+                alert=True,
+                agreement_id=agreement_id,
+                objective_id=objective_id or None,
+                reason=reason,
+            )
+
+    def _recovered(self, agreement_id: str, objective_id: str) -> None:
+        with self._lock:
+            if self._failing.pop((agreement_id, objective_id), None) is None:
+                return
+        log.info("evaluation_recovered", agreement_id=agreement_id, objective_id=objective_id or None)
+
+    def evaluation_failures(self) -> dict[tuple[str, str], str]:
+        """The agreements (objective "" : the agreement as a whole) and objectives whose
+        evaluation failed in the latest pass that tried them, with why; empty when all
+        were judged. The health service `accord.evaluation` is NOT_SERVING while not empty."""
+        with self._lock:
+            return dict(self._failing)
+
+    def _evaluate_agreement(
+        self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None
+    ) -> int:
+        """Judge the agreement's windows that need it. `position`: the log position the view
+        was read at or after; given, an ended agreement left with no open window is settled."""
+        start = _parse(view.versions[0]["effective_from"])
+        ends = end_of(view)
+        end = min(ends or FAR_FUTURE, now)
+        if end <= start:
+            return 0
+        latest, tz, services = self.scope(view, now)
+        signals = self.signal_set(services)
+        earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
+        to_save: list[Any] = []
+        all_closed = True  # every window judged here is closed (those that need no judging are)
+        windows_end = start
+        failed = False
+        for objective in latest.get("objectives") or []:
+            try:
+                windows = self._objective_windows(
+                    view, objective, start, end, tz, signals, now, earliest_change, to_save
+                )
+            except Exception as e:  # isolated to this objective: its windows wait for a fix
+                self._failed(view.agreement_id, str(objective.get("objective_id") or ""), e)
+                failed = True
+                continue
+            self._recovered(view.agreement_id, str(objective.get("objective_id") or ""))
+            windows_end = max(windows_end, windows[0])
+            all_closed = all_closed and windows[1]
+        if failed:  # windows of a failing objective were not judged: keep its services' changes
+            self._keep_changes(services, changed_since)
+        current = {str(o.get("objective_id") or "") for o in latest.get("objectives") or []}
+        with self._lock:  # an objective no longer in the terms fails no more
+            for key in [k for k in self._failing if k[0] == view.agreement_id and k[1] and k[1] not in current]:
+                del self._failing[key]
+        if to_save:
+            self.save(*to_save)
+        if position is not None and not failed and all_closed and ends is not None and now >= ends:
+            settled = Settled(position, ends, windows_end, frozenset(services), self._depends_on(view))
+            with self._lock:
+                self._settled[UUID(str(view.id))] = settled
+        return len(to_save)
+
+    def _objective_windows(
+        self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
+        signals: SignalSet, now: datetime, earliest_change: datetime | None, to_save: list[Any],
+    ) -> tuple[datetime, bool]:  # fmt: skip
+        """Judge one objective's windows that need it (adding changed ones to `to_save`);
+        returns the end of its last window and whether every window judged is closed."""
+        windows_end, all_closed = start, True
+        pending: list[Any] = []
+        ends = end_of(view)
+        suspended = suspensions(view)
+        for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
+            measured = Interval(max(window.start, start), min(window.end, ends or window.end))
+            if measured.empty:
+                continue
+            windows_end = max(windows_end, window.end)
+            wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
+            agg: Any = self._get_or(
+                wid,
+                lambda o=objective, w=window: WindowEvaluation(
+                    view.agreement_id, o["objective_id"], w.start.isoformat(), w.end.isoformat()
+                ),
+            )
+            needs = not agg.closed or (earliest_change is not None and earliest_change < window.end)
+            if not needs:
+                continue
+            version = self._effective_version(view, measured.start)
+            v_objective = next(
+                (o for o in version["terms"].get("objectives") or [] if o["objective_id"] == objective["objective_id"]),
+                None,
+            )
+            if v_objective is None:
+                continue  # the objective did not exist in the version judging this window
+            self._judge_window(agg, v_objective, version["version"], measured, window, signals, now, tz, suspended)
+            if agg.pending_events:
+                pending.append(agg)
+            all_closed = all_closed and bool(agg.closed)
+        to_save.extend(pending)  # only once every window of the objective was judged
+        return windows_end, all_closed
+
+    def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
+        """An agreement's latest effective terms (as in force at `now`, or when it ended), its
+        time zone, and the services whose signals it is judged on (those of every version)."""
+        end = min(end_of(view) or FAR_FUTURE, now)
+        latest = self.effective_terms(view.versions[-1]["terms"], end)
+        services = sorted(
+            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
+            | set((latest.get("service") or {}).get("service_ids") or [])
+        )
+        return latest, latest.get("time_zone") or "UTC", services
+
+    def _judgement(
+        self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
+        signals: SignalSet, as_of: datetime, tz: str, calendar: tuple[str, int] | None = None,
+        suspended: list[Interval] | None = None,
+    ) -> tuple[dict[str, Any], Calendar, list[Interval]]:  # fmt: skip
+        """One objective over one window as recorded in events, with the calendar (the
+        `calendar` (id, version) when given and held, else the latest) and exclusions it was
+        judged with: what evaluation, recomputation and what-if share."""
+        cal = self._calendar_for(objective, calendar)
+        notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
+        exclusions = exclusions_for(objective, signals, measured, notice)
+        # Suspended time is excluded like a declared exclusion (see the README).
+        paused = [iv for iv in suspended or [] if iv.intersect(measured)]
+        if paused:
+            exclusions = union([*exclusions, *paused])
+        evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
+        if paused and not subtract([measured], paused):
+            # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
+            evaluation.update(status=NO_DATA, value="", undefined="suspended throughout", detail={"suspended": "true"})
+            evaluation.pop("budget_consumed", None)
+            evaluation.pop("budget_remaining", None)
+        evaluation["agreement_id"], evaluation["objective_id"] = agreement_id, objective["objective_id"]
+        evaluation["window_start"], evaluation["window_end"] = window.start.isoformat(), window.end.isoformat()
+        evaluation["calendar_id"], evaluation["calendar_version"] = cal.calendar_id, cal.version
+        return evaluation, cal, exclusions
+
+    def _judge_window(
+        self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
+        signals: SignalSet, now: datetime, tz: str, suspended: list[Interval] | None = None,
+    ) -> None:  # fmt: skip
+        # A closed window is judged as of its end, whenever that happens: the same inputs give
+        # the same digest at closing, at a restatement and at an auditor's recomputation.
+        as_of = now if now < window.end else window.end
+        # A closed window keeps the calendar version it closed with: a late signal restates it
+        # from its signals, never from a calendar redefined since (history is never re-judged).
+        pinned = recorded_calendar(agg.latest) if agg.closed else None
+        evaluation, calendar, exclusions = self._judgement(
+            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended
+        )
+        rates: dict[timedelta, Decimal] = {}
+        if "budget_consumed" in evaluation and not evaluation["closed"]:
+            rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+            # The burn rate over the fastest pair's long window (1 h for a 30-day window),
+            # as of this evaluation: carried with it, not a reason on its own for a new event.
+            evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
+        agg.update(evaluation)
+        if evaluation["closed"]:
+            agg.close(evaluation)
+        if evaluation["status"] == BREACHED:
+            agg.breach("", evaluation["value"], evaluation["target"], certain_before_close=not evaluation["closed"])
+        for subject in late_subjects(evaluation):
+            agg.breach(
+                subject, evaluation["value"], evaluation["target"], certain_before_close=not evaluation["closed"]
+            )
+        if "budget_consumed" in evaluation:
+            levels = [Decimal(x) for x in objective.get("warning_levels") or ["50", "75", "90"]]
+            for level in reliability.warning_levels_crossed(Decimal(evaluation["budget_consumed"]), levels):
+                agg.warn(str(level), evaluation["budget_consumed"])
+            if rates:
+                for pair in reliability.burn_alerts(rates, window.duration):
+                    agg.burn_alert(
+                        f"{pair.factor}x {pair.long}/{pair.short}",
+                        str(pair.factor),
+                        str(rates[pair.long]),
+                        str(rates[pair.short]),
+                    )
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+    def window_ids(self, agreement_id: str) -> list[UUID]:
+        """The ids of every window evaluation recorded for an agreement (in no order)."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._windows_position, limit=1000, topics=[WINDOW_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    break
+                for n in notes:
+                    opened: Any = self.mapper.to_domain_event(n)
+                    self._windows[opened.agreement_id].add(str(n.originator_id))
+                self._windows_position = notes[-1].id
+            return [UUID(i) for i in self._windows.get(agreement_id, ())]
+
+    def window_evaluations(self, agreement_id: str) -> list[Any]:
+        """Every window evaluation of an agreement, oldest window first."""
+        rows: list[Any] = [self.repository.get(i) for i in self.window_ids(agreement_id)]
+        return sorted(rows, key=lambda w: (w.objective_id, w.window_start))
+
+    def compliance(
+        self, caller: Principal | None, agreement_id: str, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Each objective's current window (the one containing now, or the last one)."""
+        now = now or self.clock.now()
+        view = self.agreement_view(caller, agreement_id)
+        windows = self.window_evaluations(agreement_id)
+        out = []
+        for objective in view.versions[-1]["terms"].get("objectives") or []:
+            mine = [w for w in windows if w.objective_id == objective["objective_id"]]
+            current = next((w for w in mine if _parse(w.window_start) <= now < _parse(w.window_end)), None)
+            if current is None and mine:
+                current = mine[-1]
+            out.append({"objective": objective, "current": current.latest if current else None})
+        return out
+
+    def breaches(self, caller: Principal | None, agreement_id: str, objective_id: str = "") -> list[dict[str, Any]]:
+        self.agreement_view(caller, agreement_id)
+        out = []
+        for w in self.window_evaluations(agreement_id):
+            if objective_id and w.objective_id != objective_id:
+                continue
+            for b in w.breach_records:
+                out.append(
+                    {"agreement_id": agreement_id, "objective_id": w.objective_id, "window_start": w.window_start,
+                     "window_end": w.window_end, **b}
+                )  # fmt: skip
+        return out
+
+    def window(self, caller: Principal | None, agreement_id: str, objective_id: str, window_start: str) -> Any:
+        self.agreement_view(caller, agreement_id)
+        try:
+            start = _parse(window_start).isoformat()
+        except ValueError:
+            raise NotFoundError(f"window_start {window_start!r} is not an RFC 3339 instant") from None
+        agg: Any = self._get_or(WindowEvaluation.create_id(agreement_id, objective_id, start), lambda: None)
+        if agg is None:
+            raise NotFoundError(f"no evaluation of objective {objective_id!r} for the window starting {window_start}")
+        return agg
+
+    def recompute(self, agreement_id: str, objective_id: str, window_start: str) -> dict[str, Any]:
+        """Recompute a recorded window from the raw signals in the store and the terms in
+        force (auditors): equal to what was recorded unless something was altered. Returns
+        recorded, recomputed ({} when the objective is missing), matches and differences."""
+        view = self.agreement_view(None, agreement_id)
+        agg = self.window(None, agreement_id, objective_id, window_start)
+        now = self.clock.now()
+        signals = self.signal_set(self.scope(view, now)[2], from_store=True)
+        check = self.check_window(view, agg, signals, now)
+        return {"recorded": check.recorded, "recomputed": check.recomputed or {}, "matches": check.matches,
+                "differences": check.differences}  # fmt: skip
+
+    def rejudge(
+        self, view: AgreementView, objective_id: str, window: Interval, signals: SignalSet, now: datetime,
+        terms: dict[str, Any] | None = None, as_of: datetime | None = None, calendar: tuple[str, int] | None = None,
+    ) -> dict[str, Any] | None:  # fmt: skip
+        """One objective over one window judged again from `signals`: by the version in force
+        at the window's start, or by `terms` (a proposal: what-if, agreement version 0).
+        None when those terms have no such objective. A window ended by `now` is judged as of
+        its end, as when it closed; an open one as of `now` (unless `as_of` says otherwise).
+        `calendar`: the (id, version) the window was recorded with, used if the objective is
+        judged by that calendar and metrics holds that version (else the latest)."""
+        start = _parse(view.versions[0]["effective_from"])
+        measured = Interval(max(window.start, start), min(window.end, end_of(view) or window.end))
+        if measured.empty:
+            return None
+        if terms is None:
+            version = self._effective_version(view, measured.start)
+            tz = self.scope(view, now)[1]
+        else:
+            version = {"version": 0, "terms": self.effective_terms(terms, measured.start)}
+            tz = version["terms"].get("time_zone") or self.scope(view, now)[1]
+        objective = next(
+            (o for o in version["terms"].get("objectives") or [] if o.get("objective_id") == objective_id), None
+        )
+        if objective is None:
+            return None
+        if as_of is None:
+            as_of = now if now < window.end else window.end
+        evaluation, _, _ = self._judgement(
+            view.agreement_id,
+            objective,
+            version["version"],
+            measured,
+            window,
+            signals,
+            as_of,
+            tz,
+            calendar,
+            suspensions(view),
+        )
+        return evaluation
+
+    def check_window(self, view: AgreementView, agg: Any, signals: SignalSet, now: datetime) -> WindowCheck:
+        """A recorded window recomputed from `signals` and compared with its latest recorded
+        evaluation: value, status, input digest and breaches. A breach once recorded is never
+        withdrawn (a restatement shows the change), so the record should hold the breaches the
+        recomputed evaluation implies plus those its earlier recorded evaluations implied."""
+        recorded = agg.latest
+        window = Interval(_parse(agg.window_start), _parse(agg.window_end))
+        # A closed window was judged as of its end; an open one is judged as of now. Either is
+        # judged by the calendar version its evaluation records, not the calendar's latest.
+        as_of = window.end if recorded.get("closed") else None
+        pinned = recorded_calendar(recorded)
+        fresh = self.rejudge(view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned)
+        held = set(agg.breaches)
+        earlier = [agg.current, agg.closed, *(r[k] for r in agg.restatements for k in ("old", "new"))]
+        expected = {s for e in earlier if e for s in breach_subjects(e)}
+        if not held <= expected:
+            # e.g. a breach certain while the window was open, on an outage whose reported end
+            # later shortened it: look at every evaluation the window ever recorded.
+            expected |= {s for e in self._recorded_evaluations(agg.id) for s in breach_subjects(e)}
+        differences: list[str] = []
+        if not self.calendar_held(*pinned):
+            # Judged again by the calendar's latest definition instead: say so, never pass silently.
+            differences.append(CALENDAR_UNAVAILABLE)
+        if fresh is None:
+            differences.append("objective")
+        else:
+            expected |= set(breach_subjects(fresh))
+            differences += [f for f in ("value", "status", "input_digest") if fresh.get(f) != recorded.get(f)]
+            if held != expected:
+                differences.append("breaches")
+        return WindowCheck(
+            agreement_id=view.agreement_id,
+            objective_id=agg.objective_id,
+            window_start=agg.window_start,
+            window_end=agg.window_end,
+            recorded=recorded,
+            recomputed=fresh,
+            differences=differences,
+            recorded_breaches=len(held),
+            expected_breaches=len(expected),
+        )
+
+    def _recorded_evaluations(self, window_id: UUID) -> list[dict[str, Any]]:
+        """Every evaluation a window's events recorded: running, closing, restated (old and new)."""
+        out: list[dict[str, Any]] = []
+        for e in self.repository.event_store.get(window_id):
+            d = e.__dict__
+            out += [d[k] for k in ("evaluation", "old", "new") if isinstance(d.get(k), dict)]
+        return out
+
+
+def recorded_calendar(evaluation: dict[str, Any]) -> tuple[str, int]:
+    """The calendar (id, version) a recorded evaluation was judged with (version 0: none recorded)."""
+    return evaluation.get("calendar_id") or "24x7", int(evaluation.get("calendar_version") or 0)
+
+
+def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
+    """The breaches an evaluation implies: "" for the objective when BREACHED, and each
+    late ticket or task it names."""
+    return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
+
+
+def _windows(objective: dict[str, Any], span: Interval, time_zone: str) -> list[Interval]:
+    w = objective.get("window") or {}
+    kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
+    if kind == "ROLLING":
+        # A rolling window is judged at every local midnight: the N days before it.
+        days = int(w.get("rolling_days") or 30)
+        out = []
+        for day in calendar_windows("DAY", span, time_zone):
+            out.append(Interval(day.end - timedelta(days=days), day.end))
+        return out
+    return list(calendar_windows(kind, span, time_zone))

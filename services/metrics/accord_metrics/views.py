@@ -1,0 +1,252 @@
+"""Agreement views: the agreements-stream consumer policy, agreement views, calendars and the terms in force."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from google.protobuf import json_format
+
+from accord.agreements.v1 import events_pb2 as agreement_events
+from accord.events.v1 import events_pb2
+from accord_kit.agreement_terms import effective_terms
+from accord_kit.context import Principal
+from accord_kit.envelope import unpack
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
+from accord_kit.topics import event_topics
+from accord_metrics.domain import (
+    REJECTED,
+    WITHDRAWN,
+    AgreementView,
+    CalendarView,
+    KnownService,
+    NotAPartyError,
+    NotFoundError,
+)
+from accord_metrics.signal_index import FAR_FUTURE
+
+if TYPE_CHECKING:
+    from accord_kit.application import AccordApplication as _Host
+else:
+    _Host = object
+
+VIEW_TOPIC = AgreementView.Seen.TOPIC
+# Every event of an agreement view (its first, Seen, included): what says a view has changed.
+VIEW_EVENT_TOPICS = sorted(event_topics(AgreementView))
+
+
+class AgreementViews(_Host):
+    """The agreements and calendars metrics learned from the agreements stream (a mixin of
+    `Metrics`, whose constructor sets the state declared here)."""
+
+    _lock: threading.RLock
+    _views_position: int  # agreement views indexed from the log by position (any process's)
+    _view_changed: dict[UUID, int]  # view id → position of its latest event, in first-seen order
+
+    # -- upstream: the agreements stream ------------------------------------------------------------------
+    def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
+        t = envelope.type.rsplit(".", 1)[-1]
+        ev = agreement_events
+        if t == "ServiceRegistered":
+            msg = unpack(envelope, ev.ServiceRegistered)
+            if not self._exists(KnownService.create_id(msg.service_id)):
+                processing.collect_events(KnownService(msg.service_id, msg.provider_department_id))
+        elif t == "CalendarDefined":
+            cal_msg = unpack(envelope, ev.CalendarDefined)
+            cal = self._get_or(CalendarView.create_id(cal_msg.calendar_id), lambda: CalendarView(cal_msg.calendar_id))
+            cal.define(cal_msg.version, json.loads(cal_msg.definition_json))
+            processing.collect_events(cal)
+        elif t in ("AgreementDrafted", "DraftRevised", "AmendmentProposed", "AgreementAccepted", "AmendmentAccepted",
+                   "AmendmentRejected", "AmendmentWithdrawn", "AgreementTerminated", "AgreementExpired",
+                   "AgreementRenewed", "AgreementSuspended", "AgreementResumed"):  # fmt: skip
+            message = getattr(ev, t)()
+            envelope.payload.Unpack(message)
+            aid = message.agreement_id
+            view = self._get_or(AgreementView.create_id(aid), lambda: AgreementView(aid))
+            if t in ("AgreementDrafted", "DraftRevised"):
+                view.note_draft(_terms(message.terms))
+            elif t == "AmendmentProposed":
+                view.note_amendment(message.amendment_id, _terms(message.terms))
+            elif t == "AgreementAccepted":
+                view.accept(message.version, _iso(message.effective_from))
+            elif t == "AmendmentAccepted":
+                view.accept(message.version, _iso(message.effective_from), message.amendment_id)
+            elif t == "AmendmentRejected":
+                view.conclude_amendment(message.amendment_id, REJECTED, message.reason)
+            elif t == "AmendmentWithdrawn":
+                view.conclude_amendment(message.amendment_id, WITHDRAWN, message.reason)
+            elif t == "AgreementTerminated":
+                view.end(_iso(message.effective_at))
+            elif t == "AgreementExpired":
+                view.end(_iso(message.at))
+            elif t == "AgreementSuspended":
+                view.suspend(_iso(envelope.occurred_at))
+            elif t == "AgreementResumed":
+                view.resume(_iso(envelope.occurred_at))
+            else:
+                view.renew(_iso(message.new_end))
+            processing.collect_events(view)
+
+    def _exists(self, aggregate_id: Any) -> bool:
+        try:
+            self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
+    def _get_or(self, aggregate_id: Any, create: Any) -> Any:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return create()
+
+    # -- views and calendars --------------------------------------------------------------------------------
+    def _refresh_views(self) -> int:
+        """Index the agreement views' events stored since we last looked (by any process);
+        returns the position read up to."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._views_position, limit=1000, topics=VIEW_EVENT_TOPICS, inclusive_of_start=False
+                )
+                if not notes:
+                    return self._views_position
+                for n in notes:
+                    self._view_changed[UUID(str(n.originator_id))] = n.id
+                self._views_position = notes[-1].id
+
+    def view_ids(self) -> list[UUID]:
+        """The ids of every agreement view, in the order first stored."""
+        with self._lock:
+            self._refresh_views()
+            return list(self._view_changed)
+
+    def views(self) -> list[AgreementView]:
+        return [self.repository.get(i) for i in self.view_ids()]
+
+    def _depends_on(self, view: AgreementView) -> frozenset[UUID]:
+        """The view and every view its versions' terms may inherit from, transitively: a
+        superset of what `effective_terms` reads for it."""
+        out = {UUID(str(view.id))}
+        todo: list[Any] = [view]
+        while todo:
+            for version in todo.pop().versions:
+                parent_id = version["terms"].get("parent_agreement_id") or ""
+                uid = AgreementView.create_id(parent_id) if parent_id else None
+                if uid is not None and uid not in out:
+                    out.add(uid)
+                    parent = self._get_or(uid, lambda: None)
+                    if parent is not None:
+                        todo.append(parent)
+        return frozenset(out)
+
+    def calendar(self, calendar_id: str, version: int = 0) -> Calendar:
+        """A business calendar: its latest definition, or (version > 0) the one it had as that
+        version — every version learned is kept, so a window is judged again by the calendar
+        that judged it. LookupError when not known (that version not, or not yet)."""
+        if not calendar_id or calendar_id == "24x7":
+            return AlwaysOpen()
+        view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
+        if view is None or not view.definitions:
+            raise LookupError(f"calendar {calendar_id!r} is not known to metrics yet")
+        if not version:
+            version, definition = view.latest
+        elif (definition := view.definition(version)) is None:
+            raise LookupError(f"calendar {calendar_id!r} version {version} is not known to metrics")
+        return BusinessCalendar.from_definition(definition, calendar_id, version)
+
+    def calendar_held(self, calendar_id: str, version: int) -> bool:
+        """Whether metrics holds this version of this calendar (the built-in 24x7 has one, 1)."""
+        if not calendar_id or calendar_id == "24x7":
+            return version == AlwaysOpen.version
+        view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
+        return version > 0 and view is not None and view.definition(version) is not None
+
+    def _calendar_for(self, objective: dict[str, Any], pinned: tuple[str, int] | None) -> Calendar:
+        """The objective's calendar: the `pinned` (id, version) — the one a recorded evaluation
+        was judged with — when it is the objective's calendar and that version is held;
+        otherwise its latest definition."""
+        calendar_id = objective.get("calendar_id") or "24x7"
+        if pinned is not None and pinned[0] == calendar_id and self.calendar_held(*pinned):
+            return self.calendar(calendar_id, pinned[1])
+        return self.calendar(calendar_id)
+
+    def agreement_view(self, caller: Principal | None, agreement_id: str) -> Any:
+        """Metrics' view of an agreement, if the caller may read it (parties, auditors, admins, services)."""
+        try:
+            uid = AgreementView.create_id(agreement_id)
+            view: Any = self.repository.get(uid)
+        except AggregateNotFoundError:
+            raise NotFoundError(f"agreement {agreement_id!r} is not known to metrics (not accepted yet?)") from None
+        if not view.versions:
+            raise NotFoundError(f"agreement {agreement_id} has no accepted version yet")
+        parties = view.versions[-1]["terms"].get("parties") or {}
+        if caller is not None and caller.role == "department" and caller.department not in parties.values():
+            raise NotAPartyError(f"department {caller.department} is not a party to agreement {agreement_id}")
+        return view
+
+    def effective_terms(self, terms: dict[str, Any], when: datetime, depth: int = 0) -> dict[str, Any]:
+        """The terms merged with their parent chain as in force at `when` (docs/domain.md §1)."""
+        parent_id = terms.get("parent_agreement_id") or ""
+        if not parent_id or depth > 8:
+            return terms
+        parent: Any = self._get_or(AgreementView.create_id(parent_id), lambda: None)
+        if parent is None or not parent.versions:
+            return terms
+        parent_terms = self.effective_terms(_version_at(parent, when)["terms"], when, depth + 1)
+        return effective_terms(parent_terms, terms)
+
+    def _effective_version(self, view: AgreementView, when: datetime) -> dict[str, Any]:
+        version = _version_at(view, when)
+        return {**version, "terms": self.effective_terms(version["terms"], when)}
+
+
+def _terms(msg: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _iso(ts: Any) -> str:
+    return str(ts.ToDatetime(tzinfo=UTC).isoformat())
+
+
+def _parse(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _named_services(view: Any) -> set[str]:
+    """The services an agreement's own versions name (without reading its parents)."""
+    out: set[str] = set()
+    for v in getattr(view, "versions", []):
+        service = v["terms"].get("service") or {}
+        out |= set(service.get("service_ids") or []) if isinstance(service, dict) else set()
+    return out
+
+
+def end_of(view: Any) -> datetime | None:
+    """When an agreement ends, for measurement: when it was terminated or expired, else the
+    end of its term unless it renews itself (then its expiry or renewal will say); None while
+    open-ended. No window opens at or after it; a window across it is measured up to it."""
+    if view.ended_at:
+        return _parse(view.ended_at)
+    if not view.versions or not getattr(view, "end_of_term", ""):
+        return None
+    term = view.versions[-1]["terms"].get("term") or {}
+    return None if term.get("auto_renew") else _parse(view.end_of_term)
+
+
+def suspensions(view: Any) -> list[Interval]:
+    """The intervals the agreement was suspended (one still suspended: until far in the future)."""
+    return [Interval(_parse(s), _parse(e) if e else FAR_FUTURE) for s, e in getattr(view, "suspended", [])]
+
+
+def _version_at(view: AgreementView, when: datetime) -> dict[str, Any]:
+    """The version in force at `when` (the window's start): history is never re-judged."""
+    found = view.versions[0]
+    for v in view.versions:
+        if _parse(v["effective_from"]) <= when:
+            found = v
+    return found
