@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metric_events
-from accord_billing import audit
+from accord_billing import audit, periods
 from accord_billing.assessment import Money
 from accord_billing.codec import codec
 from accord_billing.domain import (
@@ -44,8 +44,8 @@ STATEMENT_TOPIC = Statement.Opened.TOPIC
 LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
 ADJUSTED: type = Statement.Adjusted
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
-_parse = audit.parse_instant
-_evaluation = audit.evaluation_dict
+_parse = periods.parse_instant
+_evaluation = periods.evaluation_dict
 
 
 class Billing(AccordApplication):
@@ -173,7 +173,7 @@ class Billing(AccordApplication):
         parent = self._get_or(BilledAgreement.create_id(parent_id), lambda: None)
         if parent is None or not parent.versions:
             return terms
-        parent_terms = self._effective(dict(audit.version_at(parent.versions, when)["terms"]), when, depth + 1)
+        parent_terms = self._effective(dict(periods.version_at(parent.versions, when)["terms"]), when, depth + 1)
         return effective_terms(parent_terms, terms)
 
     @staticmethod
@@ -186,7 +186,7 @@ class Billing(AccordApplication):
 
     def terms_in_force(self, agreement: BilledAgreement, when: datetime) -> dict[str, Any]:
         """The effective terms of the version in force at `when` (the first version's before it)."""
-        return self._effective(dict(audit.version_at(agreement.versions, when)["terms"]), when)
+        return self._effective(dict(periods.version_at(agreement.versions, when)["terms"]), when)
 
     def latest_terms(self, agreement: BilledAgreement) -> dict[str, Any]:
         """The latest version's effective terms (as metrics reads them: parents as in force now,
@@ -202,10 +202,10 @@ class Billing(AccordApplication):
         return self._effective(self._version(agreement, number)["terms"], when)
 
     def _billed_instant(self, agreement: BilledAgreement, window_start: str, window_end: str) -> datetime | None:
-        return audit.billed_instant(window_start, window_end, self._started(agreement), self._ended(agreement))
+        return periods.billed_instant(window_start, window_end, self._started(agreement), self._ended(agreement))
 
     def _period(self, agreement: BilledAgreement, instant: datetime) -> tuple[str, str]:
-        return audit.fee_period(self.terms_in_force(agreement, instant), instant)
+        return periods.fee_period(self.terms_in_force(agreement, instant), instant)
 
     def _statement(
         self, agreement: BilledAgreement, instant: datetime, processing: ProcessingEvent[Any] | None = None
@@ -225,7 +225,7 @@ class Billing(AccordApplication):
         for _ in range(5000):
             if cursor <= started:
                 break
-            p_start, p_end = self._period(agreement, max(cursor - audit.EPSILON, started))
+            p_start, p_end = self._period(agreement, max(cursor - periods.EPSILON, started))
             if self._get_or(Statement.create_id(agreement.agreement_id, p_start), lambda: None) is not None:
                 break
             if ended is None or _parse(p_start) < ended:  # never a period from the end on
@@ -244,7 +244,7 @@ class Billing(AccordApplication):
         # None for an objective the effective terms do not name, or no fee: nothing to bill.
         number = int(evaluation.get("version") or 0)
         terms = self._judging_terms(agreement, number, evaluation["window_start"])
-        return audit.assessed_record(terms, self._version(agreement, number)["version"], evaluation)
+        return periods.assessed_record(terms, self._version(agreement, number)["version"], evaluation)
 
     # -- upstream: agreements and metrics ---------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -260,7 +260,7 @@ class Billing(AccordApplication):
             )
             envelope.payload.Unpack(msg)
             agg = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: BilledAgreement(msg.agreement_id))
-            terms = audit.terms_dict(msg.terms)
+            terms = periods.terms_dict(msg.terms)
             agg.version_in_force(msg.version, msg.effective_from.ToDatetime(tzinfo=UTC).isoformat(), terms)
             processing.collect_events(agg)
         elif t in (
@@ -379,8 +379,8 @@ class Billing(AccordApplication):
         target = self._adjustment_target(agreement, processing)
         records = self._period_records(agreement, period)
         old = records.get(key)
-        before = audit.period_totals(records, period.currency).net
-        after = audit.period_totals({**records, key: new}, period.currency).net
+        before = periods.period_totals(records, period.currency).net
+        after = periods.period_totals({**records, key: new}, period.currency).net
         old_net = Decimal(old["net"]) if old else Decimal(0)
         reason = "restated evaluation" if old else "window closed after its period's statement was issued"
         target.record_adjustment(
@@ -398,7 +398,7 @@ class Billing(AccordApplication):
         now = self.clock.now()
         ended = self._ended(agreement)
         if ended is not None and now >= ended:
-            last = self._statement(agreement, max(ended - audit.EPSILON, self._started(agreement)), processing)
+            last = self._statement(agreement, max(ended - periods.EPSILON, self._started(agreement)), processing)
             if last.state == OPEN:
                 return last
         target = self._statement(agreement, now, processing)
@@ -440,13 +440,13 @@ class Billing(AccordApplication):
         in_force: dict[int, dict[str, Any]] = {}  # version → its effective terms (loaded once per call)
         out: dict[str, bool] = {}
         for window_start, breached in windows.items():
-            instant = self._billed_instant(agreement, window_start, audit.window_end_of(objective, window_start, tz))
+            instant = self._billed_instant(agreement, window_start, periods.window_end_of(objective, window_start, tz))
             if instant is None:
                 continue
-            number = int(audit.version_at(agreement.versions, instant)["version"])
+            number = int(periods.version_at(agreement.versions, instant)["version"])
             if number not in in_force:
                 in_force[number] = self.terms_in_force(agreement, instant)
-            period = audit.fee_period(in_force[number], instant)[0]
+            period = periods.fee_period(in_force[number], instant)[0]
             out[period] = out.get(period, False) or breached
         return out
 
@@ -512,7 +512,7 @@ class Billing(AccordApplication):
     def _ready_to_issue(self, statement: Statement, now: datetime) -> bool:
         """The period has ended (plus a settling delay) and every window billed in it is known:
         for each objective the effective terms measure, a closed window ending at or after
-        the last one the period holds has been received (`audit.required_window`). There is
+        the last one the period holds has been received (`periods.required_window`). There is
         no time limit: a period whose windows have not all arrived waits (money never
         depends on when billing's consumer catches up)."""
         end = _parse(statement.period_end)
@@ -526,7 +526,8 @@ class Billing(AccordApplication):
         tz = latest.get("time_zone") or "UTC"
         through: dict[str, datetime] | None = None
         for objective in latest.get("objectives") or []:
-            need = audit.required_window(objective, tz, (statement.period_start, statement.period_end), started, ended)
+            period = (statement.period_start, statement.period_end)
+            need = periods.required_window(objective, tz, period, started, ended)
             if need is None:
                 continue
             required, judged_at = need
@@ -568,10 +569,10 @@ class Billing(AccordApplication):
 
     def totals(self, statement: Statement) -> dict[str, Any]:
         """The statement's totals: the period's assessments (one per objective: the worst
-        window, `audit.period_assessments`) capped and thresholded (assessment.py), then
+        window, `periods.period_assessments`) capped and thresholded (assessment.py), then
         adjustments from earlier periods, then accepted disputes; and the period's fee."""
         currency = statement.currency
-        t = audit.period_totals(statement.assessments, currency)
+        t = periods.period_totals(statement.assessments, currency)
         adjustments = Money.total((Money.of(a["difference"], currency) for a in statement.adjustments), currency)
         disputes = Money.zero(currency)
         for d in statement.disputes.values():
@@ -635,7 +636,7 @@ class Billing(AccordApplication):
                 raise NotAPartyError(f"only the customer ({customer}) may dispute an assessment")
             key = f"{objective_id}|{window_start}"
             counted = {f"{a['objective']['objective_id']}|{a['evaluation']['window_start']}"
-                       for a in audit.period_assessments(statement.assessments)}  # fmt: skip
+                       for a in periods.period_assessments(statement.assessments)}  # fmt: skip
             if key in statement.assessments and key not in counted:
                 raise InvalidRequestError(
                     f"the window of {objective_id!r} from {window_start} does not count for the period (its worst"

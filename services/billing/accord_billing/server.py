@@ -15,7 +15,7 @@ from accord.billing.v1 import billing_pb2 as pb
 from accord.billing.v1 import billing_pb2_grpc as pb_grpc
 from accord.billing.v1 import events_pb2 as ev
 from accord.events.v1 import events_pb2
-from accord_billing import audit
+from accord_billing import audit, periods
 from accord_billing.application import Billing
 from accord_billing.assessment import AssessmentError, Line, describe_band
 from accord_billing.codec import totals_message
@@ -296,7 +296,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
             await client.close()
 
     async def PriceEvaluations(self, request: pb.PriceEvaluationsRequest, context: Any) -> pb.PriceEvaluationsResponse:
-        terms = audit.terms_dict(request.terms) if request.HasField("terms") else {}
+        terms = periods.terms_dict(request.terms) if request.HasField("terms") else {}
         pricing = await asyncio.to_thread(
             self.app.price_evaluations,
             current_principal(),

@@ -1,0 +1,197 @@
+"""Billing's main path (docs/domain.md §5), as pure functions: one evaluation as billing reads it,
+which fee period a window is billed in, the window a period waits for, the assessment that
+counts for a period (the worst window per objective) and the period's totals.
+
+Nothing here reads a store, a clock or the network; the application and the audit use it alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf import json_format
+
+from accord.metrics.v1 import events_pb2 as metric_events
+from accord_billing.assessment import Line, Totals, assess, statement_totals
+from accord_kit.timeline import calendar_window
+
+STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
+
+
+def parse_instant(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def evaluation_dict(msg: metric_events.Evaluation) -> dict[str, Any]:
+    """A metrics evaluation in the form billing stores and `assessment.assess` reads."""
+    return {
+        "objective_id": msg.objective_id,
+        "window_start": msg.window_start,
+        "window_end": msg.window_end,
+        "value": msg.value,
+        "target": msg.target,
+        "status": STATUS_NAMES.get(msg.status, ""),
+        "closed": msg.closed,
+        "version": msg.agreement_version,
+        "formula_id": msg.formula_id,
+        "input_digest": msg.input_digest,
+        "detail": dict(msg.detail),
+    }
+
+
+def line_dict(line: Line) -> dict[str, Any]:
+    return {
+        "kind": line.kind,
+        "amount": str(line.amount.amount),
+        "derivation": line.derivation,
+        "applied": line.applied,
+        "band": line.band,
+    }
+
+
+def fee_period(terms: Mapping[str, Any], instant: datetime) -> tuple[str, str]:
+    """(start, end) of the fee period holding `instant`, in the terms' time zone (RFC 3339)."""
+    kind = ((terms.get("fee") or {}).get("period") or "FEE_PERIOD_MONTH").removeprefix("FEE_PERIOD_")
+    p = calendar_window(kind, instant, terms.get("time_zone") or "UTC")
+    return p.start.isoformat(), p.end.isoformat()
+
+
+EPSILON = timedelta(microseconds=1)
+BREACHED_STATUS = "BREACHED"
+
+
+def version_at(versions: Sequence[Mapping[str, Any]], when: datetime) -> Mapping[str, Any]:
+    """The version in force at `when` (the latest whose effective_from is not after it; the
+    first before any), as metrics picks the version that judges a window."""
+    found = versions[0]
+    for v in versions:
+        if parse_instant(v["effective_from"]) <= when:
+            found = v
+    return found
+
+
+def billed_instant(window_start: str, window_end: str, started: datetime, ended: datetime | None) -> datetime | None:
+    """The instant whose fee period a closed window is billed in: its last instant (a window
+    belongs to the period it closes in — a rolling window judged at a period's last
+    midnight is that period's), kept within the agreement's term [started, ended). None for
+    a window wholly outside the term (before the start, or from the end on)."""
+    start, end = parse_instant(window_start), parse_instant(window_end)
+    if end <= started or (ended is not None and start >= ended):
+        return None
+    instant = end - EPSILON
+    if ended is not None:
+        instant = min(instant, ended - EPSILON)
+    return max(instant, started)
+
+
+def window_end_of(objective: Mapping[str, Any], window_start: str, time_zone: str) -> str:
+    """The end of the objective's window that starts at `window_start` (as metrics makes
+    them: rolling N days, else the calendar window holding the start)."""
+    w = objective.get("window") or {}
+    kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
+    start = parse_instant(window_start)
+    if kind == "ROLLING":
+        return (start + timedelta(days=int(w.get("rolling_days") or 30))).isoformat()
+    return calendar_window(kind, start, time_zone).end.isoformat()
+
+
+def required_window(
+    objective: Mapping[str, Any],
+    time_zone: str,
+    period: tuple[str, str],
+    started: datetime,
+    ended: datetime | None,
+) -> tuple[datetime, datetime] | None:
+    """What must have been received of an objective before its fee period `period` may be
+    issued: (R, J) — a closed window ending at or after R (windows of an objective close in
+    order, so every window ending by R is then known), judged by the version in force at J
+    (if that version lacks the objective, metrics judges no such window). None when the
+    period needs no window of it (every window ending in the period started before the
+    agreement did)."""
+    period_start, period_end = parse_instant(period[0]), parse_instant(period[1])
+    holds_end = ended is not None and ended <= period_end
+    cover = ended if ended is not None and holds_end else period_end
+    if cover <= started or cover <= period_start:
+        return None
+    w = objective.get("window") or {}
+    kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
+
+    def holding(instant: datetime) -> tuple[datetime, datetime]:
+        if kind == "ROLLING":
+            day = calendar_window("DAY", instant, time_zone)
+            return day.end - timedelta(days=int(w.get("rolling_days") or 30)), day.end
+        c = calendar_window(kind, instant, time_zone)
+        return c.start, c.end
+
+    w_start, w_end = holding(cover - EPSILON)
+    if holds_end or w_end <= period_end:
+        return w_end, max(w_start, started)
+    # The window holding the period's end closes in a later period: the one before it is
+    # the last this period holds.
+    if w_start <= started or w_start <= period_start:
+        return None
+    previous_start, _ = holding(w_start - EPSILON)
+    return w_start, max(previous_start, started)
+
+
+def period_assessments(records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The assessments that count for one fee period: per objective, ONE — the worst of the
+    windows billed in the period: the highest net (what the provider owes most), then a
+    BREACHED status, then the latest window. `records`: "<objective>|<window start>" → the
+    assessment record. Ordered by objective."""
+    best: dict[str, tuple[tuple[Decimal, bool, datetime], Mapping[str, Any]]] = {}
+    for key, record in records.items():
+        objective_id, window_start = key.split("|", 1)
+        rank = (
+            Decimal(str(record["net"])),
+            record.get("status") == BREACHED_STATUS,
+            parse_instant(window_start),
+        )
+        if objective_id not in best or rank > best[objective_id][0]:
+            best[objective_id] = (rank, record)
+    return [best[o][1] for o in sorted(best)]
+
+
+def period_totals(records: Mapping[str, Mapping[str, Any]], currency: str) -> Totals:
+    """A fee period's totals (cap, minimum, rewards) over the assessments that count
+    (`period_assessments`), under the fee and consequences of its earliest window's terms."""
+    chosen = period_assessments(records)
+    first = min(records.items(), key=lambda kv: parse_instant(kv[0].split("|", 1)[1]))[1] if records else None
+    fee = first["fee"] if first else {"amount": "0", "currency": currency}
+    consequences = first["consequences"] if first else {}
+    assessments = [assess(a["objective"], a["evaluation"], a["fee"], a["consequences"]) for a in chosen]
+    return statement_totals(assessments, consequences, fee)
+
+
+def assessed_record(terms: Mapping[str, Any], version: int, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The assessment billing records for one closed window judged by `version` (whose terms
+    are `terms`), or None when those terms do not bill it (an objective they do not name,
+    e.g. an inherited one, or no fee)."""
+    objective = next(
+        (o for o in terms.get("objectives") or [] if o.get("objective_id") == evaluation["objective_id"]), None
+    )
+    fee = terms.get("fee") or {}
+    if objective is None or not fee:
+        return None
+    consequences = terms.get("consequences") or {}
+    a = assess(objective, evaluation, fee, consequences)
+    return {
+        "objective": objective,
+        "evaluation": evaluation,
+        "fee": fee,
+        "consequences": consequences,
+        "version": version,
+        "status": a.status,
+        "value": "" if a.value is None else str(a.value),
+        "band": a.band,
+        "lines": [line_dict(line) for line in a.lines],
+        "net": str(a.net.amount),
+        "notes": list(a.notes),
+    }
+
+
+def terms_dict(msg: Any) -> dict[str, Any]:
+    """accord.agreements.v1.AgreementTerms in canonical JSON form (proto field names)."""
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
