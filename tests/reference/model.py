@@ -1,0 +1,303 @@
+"""A reference model of the money pipeline, written from the domain rules (docs/domain.md
+§3–§5) and not from the services' code: agreement terms + raw signals + the clock →
+each window's availability and judgement → each fee period's credits.
+
+It is deliberately plain: exact fractions, datetimes from the standard library, one
+function per rule, no shared code with the services. The property test in
+`tests/test_reference_model.py` runs generated journeys through the real services and
+demands the same windows and the same money, to the minor unit.
+
+Scope (what the model knows): time-based availability objectives on a 24x7 calendar with
+calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR in the agreement's zone) or rolling N-day
+windows, a minimum outage length, declared maintenance exclusions, credit tiers with
+explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement that may end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+Span = tuple[datetime, datetime]  # half-open [start, end), aware datetimes
+
+
+@dataclass(frozen=True)
+class Tier:
+    lower: Fraction | None
+    lower_inclusive: bool
+    upper: Fraction | None
+    upper_inclusive: bool
+    credit_percent: Fraction
+
+    def holds(self, value: Fraction) -> bool:
+        if self.lower is not None and (value < self.lower or (value == self.lower and not self.lower_inclusive)):
+            return False
+        return not (
+            self.upper is not None and (value > self.upper or (value == self.upper and not self.upper_inclusive))
+        )
+
+
+@dataclass(frozen=True)
+class Objective:
+    objective_id: str
+    target: Fraction  # availability at least this, in percent
+    window: str  # DAY WEEK MONTH QUARTER YEAR ROLLING
+    rolling_days: int = 0
+    min_outage_seconds: int = 0
+    tiers: tuple[Tier, ...] = ()
+
+
+@dataclass(frozen=True)
+class Terms:
+    time_zone: str
+    effective_from: datetime
+    effective_to: datetime | None
+    fee: Fraction  # per calendar month of the agreement's zone
+    currency_exponent: int
+    cap_percent: Fraction | None
+    minimum_amount: Fraction | None
+    objectives: tuple[Objective, ...]
+    exclusions: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class Judged:
+    objective_id: str
+    start: datetime  # the window's own start (before cutting to the term): its name
+    window: Span  # the measured span: the window cut to the agreement's term
+    value: Fraction | None  # percent; None when nothing was eligible
+    status: str  # MET BREACHED NO_DATA
+
+
+@dataclass
+class Period:
+    start: datetime
+    end: datetime
+    credits_by_objective: dict[str, Fraction] = field(default_factory=dict)
+    issued: Fraction = Fraction(0)
+
+
+# -- intervals ---------------------------------------------------------------------------
+
+
+def merge(spans: list[Span]) -> list[Span]:
+    """Sorted, with overlapping and touching spans joined."""
+    out: list[Span] = []
+    for s, e in sorted(spans):
+        if e <= s:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def subtract(spans: list[Span], holes: list[Span]) -> list[Span]:
+    out = []
+    for s, e in spans:
+        pieces = [(s, e)]
+        for hs, he in merge(holes):
+            nxt = []
+            for ps, pe in pieces:
+                if he <= ps or hs >= pe:
+                    nxt.append((ps, pe))
+                    continue
+                if ps < hs:
+                    nxt.append((ps, hs))
+                if he < pe:
+                    nxt.append((he, pe))
+            pieces = nxt
+        out.extend(pieces)
+    return out
+
+
+def overlap(spans: list[Span], within: list[Span]) -> list[Span]:
+    out = []
+    for s, e in spans:
+        for ws, we in within:
+            a, b = max(s, ws), min(e, we)
+            if a < b:
+                out.append((a, b))
+    return merge(out)
+
+
+def length(spans: list[Span]) -> Fraction:
+    total = Fraction(0)
+    for s, e in spans:
+        d = e.astimezone(UTC) - s.astimezone(UTC)
+        total += Fraction(d.days * 86400 + d.seconds) + Fraction(d.microseconds, 1_000_000)
+    return total
+
+
+# -- windows -----------------------------------------------------------------------------
+
+
+def _local_midnight(day: datetime, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def _next_start(start: datetime, kind: str, zone: ZoneInfo) -> datetime:
+    """The local start of the calendar window after the one starting at local `start`."""
+    if kind == "DAY":
+        d = start.date() + timedelta(days=1)
+    elif kind == "WEEK":
+        d = start.date() + timedelta(days=7)
+    else:
+        months = {"MONTH": 1, "QUARTER": 3, "YEAR": 12}[kind]
+        m = start.month - 1 + months
+        return datetime(start.year + m // 12, m % 12 + 1, 1, tzinfo=zone)
+    return datetime(d.year, d.month, d.day, tzinfo=zone)
+
+
+def _calendar_start(instant: datetime, kind: str, zone: ZoneInfo) -> datetime:
+    local = instant.astimezone(zone)
+    if kind == "DAY":
+        return _local_midnight(local, zone)
+    if kind == "WEEK":  # ISO weeks: Monday
+        monday = local.date() - timedelta(days=local.weekday())
+        return datetime(monday.year, monday.month, monday.day, tzinfo=zone)
+    if kind == "MONTH":
+        return datetime(local.year, local.month, 1, tzinfo=zone)
+    if kind == "QUARTER":
+        return datetime(local.year, 3 * ((local.month - 1) // 3) + 1, 1, tzinfo=zone)
+    return datetime(local.year, 1, 1, tzinfo=zone)
+
+
+def windows(objective: Objective, terms: Terms, until: datetime) -> list[tuple[datetime, Span]]:
+    """Every window of the objective that has closed by `until`: its own start, and the window
+    cut to the term."""
+    zone = ZoneInfo(terms.time_zone)
+    begin = terms.effective_from
+    end = min(until, terms.effective_to) if terms.effective_to else until
+    out: list[tuple[datetime, Span]] = []
+    if objective.window == "ROLLING":
+        # Judged at each local midnight over the N × 24 hours before it (elapsed time, the
+        # metrics service's documented rule), from the first midnight after the start to the
+        # first midnight at or after the end (that last window measured up to the end).
+        day = _local_midnight(begin.astimezone(zone), zone)
+        while True:
+            if terms.effective_to and day >= end:
+                break
+            nd = day.date() + timedelta(days=1)
+            day = datetime(nd.year, nd.month, nd.day, tzinfo=zone)
+            if day > until:
+                break
+            start = (day.astimezone(UTC) - timedelta(days=objective.rolling_days)).astimezone(zone)
+            cut = (max(start, begin), min(day, end))
+            if cut[0] < cut[1]:
+                out.append(_utc(start, cut))
+        return out
+    start = _calendar_start(begin, objective.window, zone)
+    while True:
+        nxt = _next_start(start, objective.window, zone)
+        # A window straddling the end closes at the end.
+        closes = min(nxt, terms.effective_to) if terms.effective_to else nxt
+        if closes > until or (terms.effective_to and start >= terms.effective_to):
+            break
+        cut = (max(start, begin), min(nxt, terms.effective_to) if terms.effective_to else nxt)
+        if cut[0] < cut[1]:
+            out.append(_utc(start, cut))
+        start = nxt
+    return out
+
+
+def _utc(start: datetime, cut: Span) -> tuple[datetime, Span]:
+    """In UTC: Python compares and subtracts two datetimes of one zone by their wall clocks."""
+    return start.astimezone(UTC), (cut[0].astimezone(UTC), cut[1].astimezone(UTC))
+
+
+# -- judgement ---------------------------------------------------------------------------
+
+
+def availability(window: Span, outages: list[Span], exclusions: list[Span], min_outage_seconds: int) -> Fraction | None:
+    """(eligible − downtime) ÷ eligible × 100; touching reports are one outage, judged
+    against the minimum on its whole length."""
+    eligible = subtract([window], exclusions)
+    whole = [o for o in merge(outages) if length([o]) >= min_outage_seconds]
+    e = length(eligible)
+    if e == 0:
+        return None
+    return (e - length(overlap(whole, eligible))) / e * 100
+
+
+def judge(terms: Terms, outages: list[Span], until: datetime) -> list[Judged]:
+    out = []
+    for o in terms.objectives:
+        for start, w in windows(o, terms, until):
+            value = availability(w, outages, list(terms.exclusions), o.min_outage_seconds)
+            status = "NO_DATA" if value is None else ("MET" if value >= o.target else "BREACHED")
+            out.append(Judged(o.objective_id, start, w, value, status))
+    return out
+
+
+# -- money -------------------------------------------------------------------------------
+
+
+def round_money(amount: Fraction, exponent: int) -> Decimal:
+    exact = Decimal(amount.numerator) / Decimal(amount.denominator)
+    return exact.quantize(Decimal(1).scaleb(-exponent), rounding=ROUND_HALF_EVEN)
+
+
+def credit_percent(objective: Objective, value: Fraction | None) -> Fraction:
+    if value is None:
+        return Fraction(0)
+    for t in objective.tiers:
+        if t.holds(value):
+            return t.credit_percent
+    return Fraction(0)
+
+
+def fee_periods(terms: Terms, until: datetime) -> list[tuple[datetime, Span]]:
+    """Calendar months of the agreement's zone from the month it starts in, cut to its term."""
+    month = Objective("fee", Fraction(0), "MONTH")
+    return windows(month, terms, until)
+
+
+def period_of(instant: datetime, periods: list[tuple[datetime, Span]]) -> datetime | None:
+    """The fee period (by its own start) holding `instant`."""
+    for start, (a, b) in periods:
+        if a <= instant < b:
+            return start
+    return None
+
+
+def windows_by_period(terms: Terms, judged: list[Judged], until: datetime) -> dict[datetime, list[Judged]]:
+    """The windows billed in each fee period (by the period's own start)."""
+    periods = fee_periods(terms, until)
+    out: dict[datetime, list[Judged]] = {start: [] for start, _ in periods}
+    for j in judged:
+        start = period_of(j.window[1] - timedelta(microseconds=1), periods)
+        if start is not None:
+            out[start].append(j)
+    return out
+
+
+def credits(terms: Terms, judged: list[Judged], until: datetime) -> dict[datetime, Decimal]:
+    """Each fee period's credits: per objective the worst window billed in the period (a window
+    is billed in the period holding its last measured instant), its band's percentage of the
+    period's fee; the sum capped, and nothing under the minimum (docs/domain.md §5)."""
+    objectives = {o.objective_id: o for o in terms.objectives}
+    worst: dict[datetime, dict[str, Fraction]] = {}
+    for start, billed in windows_by_period(terms, judged, until).items():
+        worst[start] = {}
+        for j in billed:
+            pct = credit_percent(objectives[j.objective_id], j.value) if j.status != "NO_DATA" else Fraction(0)
+            worst[start][j.objective_id] = max(worst[start].get(j.objective_id, Fraction(0)), pct)
+    out: dict[datetime, Decimal] = {}
+    for start, by_objective in worst.items():
+        amount = sum(
+            (round_money(terms.fee * pct / 100, terms.currency_exponent) for pct in by_objective.values()), Decimal(0)
+        )
+        if terms.cap_percent is not None:
+            amount = min(amount, round_money(terms.fee * terms.cap_percent / 100, terms.currency_exponent))
+        if (
+            terms.minimum_amount is not None
+            and amount < Decimal(terms.minimum_amount.numerator) / terms.minimum_amount.denominator
+        ):
+            amount = Decimal(0)
+        out[start] = round_money(Fraction(amount), terms.currency_exponent)
+    return out
