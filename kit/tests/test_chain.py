@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sqlite3
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from accord_kit.chain import (
 from accord_kit.settings import ServiceSettings
 from accord_kit.testing import fixtures
 from accord_kit.testing.counter import Counter, Counters
+from accord_kit.testing.tamper import Store
 
 SEED = 20260101
 CHUNKS = 100  # counters, each saved once with 100 events (Created + 99 Incremented): 10,000 events
@@ -58,39 +58,14 @@ def _key(rng: random.Random) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
 
 
-class Db:
+class Db(Store):
     """The store's tables, edited directly with sqlite3 / psycopg, not through the app."""
 
     def __init__(self, kind: str, env: dict[str, str], app: Counters) -> None:
         recorder: Any = app.recorder
-        self.kind = kind
-        self.events: str = recorder.events_table_name
+        super().__init__(kind, env, recorder.events_table_name)
         self.chain: str = recorder.chain_table_name
-        self.id = "rowid" if kind == "sqlite" else "notification_id"
-        self.conn: Any
-        if kind == "sqlite":
-            self.conn = sqlite3.connect(env["SQLITE_DBNAME"], isolation_level=None)
-        else:
-            import psycopg
-
-            self.conn = psycopg.connect(
-                host=fixtures.PG_HOST,
-                port=fixtures.PG_PORT,
-                user=fixtures.PG_USER,
-                password=fixtures.PG_PASSWORD or None,
-                dbname=env["POSTGRES_DBNAME"],
-                autocommit=True,
-            )
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def x(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        sql = sql.format(events=self.events, chain=self.chain, id=self.id)
-        if self.kind != "sqlite":
-            sql = sql.replace("?", "%s")
-        cur = self.conn.execute(sql, params)
-        return list(cur.fetchall()) if cur.description else []
+        self.names["chain"] = self.chain
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -106,16 +81,8 @@ class Db:
             with self.conn.transaction():
                 yield
 
-    def row(self, n: int) -> tuple[Any, ...]:
-        return tuple(
-            self.x("SELECT originator_id, originator_version, topic, state FROM {events} WHERE {id} = ?", (n,))[0]
-        )
-
     def state(self, n: int) -> bytes:
         return bytes(self.row(n)[3])
-
-    def set_state(self, n: int, state: bytes) -> None:
-        self.x("UPDATE {events} SET state = ? WHERE {id} = ?", (state, n))
 
     def insert(self, n: int, row: tuple[Any, ...]) -> None:
         self.x(

@@ -18,6 +18,7 @@ class Store:
         self.kind = kind
         self.events = events
         self.id = "rowid" if kind == "sqlite" else "notification_id"
+        self.names: dict[str, str] = {"events": events, "id": self.id}  # what {…} in SQL stands for
         self.conn: Any
         if kind == "sqlite":
             self.conn = sqlite3.connect(env["SQLITE_DBNAME"], isolation_level=None)
@@ -34,7 +35,7 @@ class Store:
             )
 
     def x(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        sql = sql.format(events=self.events, id=self.id)
+        sql = sql.format(**self.names)
         if self.kind != "sqlite":
             sql = sql.replace("?", "%s")
         cur = self.conn.execute(sql, params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord.agreements.v1 import events_pb2 as agreement_events
@@ -41,28 +40,11 @@ from accord_metrics.bootstrap import build
 from accord_metrics.domain import BREACHED, MET, NO_DATA
 from accord_metrics.settings import load
 from accord_metrics.signals import InvalidSignalError
+from tests.suite import AMS, at, outage, ts
 
-AMS = "+01:00"
 EVALUATION_HEALTH = "accord.evaluation"  # the health service naming evaluation failures
 COLLECTOR = Principal("collector", "service")
 PROVIDER = Principal("ops", "department", IT)
-
-
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def ts(dt: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(dt)
-    return t
-
-
-def outage(sid: str, start: str, minutes: int) -> pb.Signal:
-    s = at(start)
-    return pb.Signal(
-        signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(s), end=ts(s + timedelta(minutes=minutes)))
-    )
 
 
 class Upstream:
