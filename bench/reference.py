@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     journeys = int(args.reference_journeys)
     env = {**os.environ, "ACCORD_REFERENCE_EXAMPLES": str(journeys)}
     started = time.monotonic()
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=0"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_reference_model.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [*command, "tests/test_reference_model.py"], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
     seconds = time.monotonic() - started
     passed = done.returncode == 0
     tail = (done.stdout + done.stderr).strip().splitlines()[-15:]

@@ -214,6 +214,26 @@ def test_no_statement_after_the_agreement_ends(suite: Suite) -> None:
     assert periods and all(p < end for p in periods), f"statements after the end: {periods}"
 
 
+def test_a_term_ending_bills_nothing_after_it_before_any_expiry_is_heard(suite: Suite) -> None:
+    """Terms ending on 11 January with a quarterly objective; the agreements service has not
+    expired the agreement (its clock task has not run). Metrics ends measurement at the term's
+    end (its documented rule) and closes the quarter measured up to it; billing, by the same
+    rule, bills that window in January, the period holding its last measured instant, and opens
+    no statement after the end (found by the reference model: it billed the window in March)."""
+    terms = sla_terms(objectives=[{**AVAILABILITY, "window": {"kind": "WINDOW_KIND_QUARTER"}}])
+    terms["term"] = {"effective_from": "2026-01-01T00:00:00Z", "effective_to": "2026-01-11T00:00:00Z"}
+    aid = accepted(suite, terms)
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.metrics.record(COLLECTOR, [outage("o1", f"2026-01-05T08:00{AMS}", 15)])
+    suite.tick(f"2026-03-05T02:00{AMS}")
+    suite.tick(f"2026-05-20T02:00{AMS}")
+    statements = suite.billing.statements(P_CUSTOMER, aid)
+    assert [at(s.period_start) for s in statements] == [at(f"2026-01-01T00:00{AMS}")]
+    [january] = statements
+    # 15 minutes down in 10 days: 99.896 % → 10 % of 12,000.00.
+    assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
+
+
 def test_the_fee_is_charged_on_the_ledger_with_the_credits_against_it(suite: Suite) -> None:
     """A final statement posts the period's fee (the customer pays the provider) and its
     credits against it; balances show both, and the ledger balances."""

@@ -185,6 +185,9 @@ def run(j: Journey, s: Suite) -> str:
             s.clock.set(now)
             s.metrics.record(COLLECTOR, due)
         s.tick(_iso(now).replace("Z", "+00:00"))
+    if arrivals:  # reports due after the horizon arrive at it, as the latest restatements
+        s.metrics.record(COLLECTOR, [sig for _, sig in arrivals])
+        s.tick(_iso(now).replace("Z", "+00:00"))
     return aid
 
 

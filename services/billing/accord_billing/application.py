@@ -165,7 +165,7 @@ class Billing(AccordApplication):
 
     # -- terms as metrics judges them: effective (parent-merged), by the version in force ------
     def _effective(self, terms: dict[str, Any], when: datetime, depth: int = 0) -> dict[str, Any]:
-        """`terms` merged with their parent chain as in force at `when` (DOMAIN.md §1), by the
+        """`terms` merged with their parent chain as in force at `when` (docs/domain.md §1), by the
         kit's rule — what metrics measures, so what billing bills."""
         parent_id = terms.get("parent_agreement_id") or ""
         if not parent_id or depth > 8:
@@ -182,7 +182,15 @@ class Billing(AccordApplication):
 
     @staticmethod
     def _ended(agreement: BilledAgreement) -> datetime | None:
-        return _parse(agreement.ended_at) if agreement.ended_at else None
+        """When the agreement ends, for billing — the metrics service's rule, so that both stop
+        at the same instant: when it was terminated or expired, else the end of the latest
+        version's term unless it renews itself (then its expiry or renewal will say)."""
+        if agreement.ended_at:
+            return _parse(agreement.ended_at)
+        term = (agreement.versions[-1]["terms"].get("term") or {}) if agreement.versions else {}
+        if term.get("effective_to") and not term.get("auto_renew"):
+            return _parse(term["effective_to"])
+        return None
 
     def terms_in_force(self, agreement: BilledAgreement, when: datetime) -> dict[str, Any]:
         """The effective terms of the version in force at `when` (the first version's before it)."""
