@@ -39,13 +39,13 @@ from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_kit.envelope import payload_of
+from accord_kit.evaluation import Evaluation, Status
 
 STATEMENT_TOPIC = Statement.Opened.TOPIC
 LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
 ADJUSTED: type = Statement.Adjusted
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
 _parse = periods.parse_instant
-_evaluation = periods.evaluation_dict
 
 
 class Billing(AccordApplication):
@@ -248,10 +248,10 @@ class Billing(AccordApplication):
         currency = (terms.get("fee") or {}).get("currency") or "EUR"
         return Statement(agreement.agreement_id, start, end, currency)
 
-    def _assess(self, agreement: BilledAgreement, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    def _assess(self, agreement: BilledAgreement, evaluation: Evaluation) -> dict[str, Any] | None:
         # None for an objective the effective terms do not name, or no fee: nothing to bill.
-        number = int(evaluation.get("version") or 0)
-        terms = self._judging_terms(agreement, number, evaluation["window_start"])
+        number = evaluation.agreement_version
+        terms = self._judging_terms(agreement, number, evaluation.window_start)
         return periods.assessed_record(terms, self._version(agreement, number)["version"], evaluation)
 
     # -- upstream: agreements and metrics ---------------------------------------------------------------
@@ -346,7 +346,7 @@ class Billing(AccordApplication):
         instant = self._billed_instant(agreement, msg.window_start, msg.window_end)
         if instant is None:
             return
-        evaluation = _evaluation(msg)
+        evaluation = Evaluation.from_message(msg)
         assessed = self._assess(agreement, evaluation)
         if assessed is not None:
             statement = self._statement(agreement, instant, processing)
@@ -357,7 +357,7 @@ class Billing(AccordApplication):
             else:  # the period's statement was issued: an adjustment on a later statement
                 source = restated_by or f"late:{key}"
                 self._adjust(agreement, statement, key, assessed, source, processing)
-        self._watch(agreement, msg.objective_id, msg.window_start, evaluation["status"] == "BREACHED", processing)
+        self._watch(agreement, msg.objective_id, msg.window_start, evaluation.status is Status.BREACHED, processing)
 
     def _period_records(self, agreement: BilledAgreement, period: Statement) -> dict[str, dict[str, Any]]:
         """A period's windows as the ledger holds them now: its statement's assessments, each
@@ -762,7 +762,13 @@ class Billing(AccordApplication):
         for i, e in enumerate(evaluations):
             if e.agreement_id not in ("", agreement_id):
                 raise InvalidRequestError(f"evaluations[{i}] is of agreement {e.agreement_id}, not {agreement_id}")
-        return audit.price(chosen, [_evaluation(e) for e in evaluations], currency)
+        typed = []
+        for i, e in enumerate(evaluations):
+            try:
+                typed.append(Evaluation.from_message(e))
+            except ValueError as err:
+                raise InvalidRequestError(f"evaluations[{i}]: {err}") from None
+        return audit.price(chosen, typed, currency)
 
     def statements_at(self, caller: Principal | None, agreement_id: str, at: datetime) -> list[audit.PeriodAtBothTimes]:
         """Every fee period started by `at`: its statement as known at `at` and now, with the

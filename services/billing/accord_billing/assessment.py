@@ -81,7 +81,10 @@ from decimal import (
     Overflow,
     localcontext,
 )
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # at run time the module keeps to the standard library
+    from accord_kit.evaluation import Evaluation
 
 # ISO 4217 minor units (digits after the decimal point) of the currencies Accord knows; the
 # same set the agreements service accepts for a fee.
@@ -505,20 +508,23 @@ def _plain(d: Decimal) -> str:
 
 def assess(
     objective: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
+    evaluation: Evaluation | Mapping[str, Any],
     fee: Mapping[str, Any],
     consequences: Mapping[str, Any],
 ) -> Assessment:
     """The money one objective's closed window earns (see the module docstring).
 
     `objective`, `fee`, `consequences`: canonical JSON of the terms in force for the window.
-    `evaluation`: as the metrics service records it —
+    `evaluation`: the kit's typed `Evaluation`, or a record of one as the metrics service
+    records it (`Evaluation.to_record`) —
       value   — decimal string, "" when undefined;
       status  — "MET" | "BREACHED" | "NO_DATA" | "AT_RISK" ("EVALUATION_STATUS_…" accepted);
       closed  — optional; false raises (absent = closed);
       objective_id — optional; when given it must be the objective's;
       detail  — optional map: eligible_seconds, downtime_seconds (availability, per-unit);
       units   — optional override of the per-unit quantity (see `units_beyond_target`)."""
+    if not isinstance(evaluation, Mapping):
+        evaluation = evaluation.to_record()
     currency, fee_amount = _fee(fee)
     oid = str(objective.get("objective_id") or "")
     if evaluation.get("objective_id") not in (None, "", oid):

@@ -34,13 +34,13 @@ from accord_billing.periods import (
     EPSILON,
     assessed_record,
     billed_instant,
-    evaluation_dict,
     fee_period,
     parse_instant,
     terms_dict,
     version_at,
 )
 from accord_kit.agreement_terms import effective_terms
+from accord_kit.evaluation import Evaluation, as_record
 
 ACCEPTED_TYPES = (
     agreement_events.AgreementAccepted.DESCRIPTOR.full_name,
@@ -251,7 +251,7 @@ def rederive(
             continue
         terms = effective_at(logs, terms, max(parse_instant(start), log.started))
         try:
-            expected = assessed_record(terms, msg.agreement_version, evaluation_dict(msg))
+            expected = assessed_record(terms, msg.agreement_version, Evaluation.from_message(msg))
         except AssessmentError as e:
             result.mismatches.append(_finding(key, rec, "", "", (f"cannot re-derive: {e}",)))
             continue
@@ -379,8 +379,8 @@ class Pricing:
     total: Money
 
 
-def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], currency: str) -> Pricing:
-    """Closed `evaluations` (as `evaluation_dict` gives them) priced under `terms`: each
+def price(terms: Mapping[str, Any], evaluations: Sequence[Evaluation | Mapping[str, Any]], currency: str) -> Pricing:
+    """Closed `evaluations` (typed, or as their records) priced under `terms`: each
     window assessed, then each fee period's totals (one assessment per objective: its worst
     window of the period, as on a statement; cap, minimum, rewards), then the sum.
     `currency` is the agreement's: terms with another fee currency are refused."""
@@ -396,7 +396,8 @@ def price(terms: Mapping[str, Any], evaluations: Sequence[dict[str, Any]], curre
     consequences = terms.get("consequences") or {}
     windows: list[PricedWindow] = []
     seen: dict[tuple[str, str], int] = {}
-    for i, e in enumerate(evaluations):
+    for i, given in enumerate(evaluations):
+        e = as_record(given)
         oid, start = e["objective_id"], e["window_start"]
         objective = objectives.get(oid)
         if objective is None:

@@ -1,6 +1,7 @@
-"""Billing's main path (docs/domain.md §5), as pure functions: one evaluation as billing reads it,
-which fee period a window is billed in, the window a period waits for, the assessment that
-counts for a period (the worst window per objective) and the period's totals.
+"""Billing's main path (docs/domain.md §5), as pure functions: the assessment billing records
+for one metrics evaluation (the kit's typed `Evaluation`), which fee period a window is billed
+in, the window a period waits for, the assessment that counts for a period (the worst window
+per objective) and the period's totals.
 
 Nothing here reads a store, a clock or the network; the application and the audit use it alike."""
 
@@ -13,32 +14,13 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from accord.metrics.v1 import events_pb2 as metric_events
 from accord_billing.assessment import Line, Totals, assess, statement_totals
+from accord_kit.evaluation import BILLING_FIELDS, Evaluation
 from accord_kit.timeline import calendar_window
-
-STATUS_NAMES = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
 
 
 def parse_instant(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def evaluation_dict(msg: metric_events.Evaluation) -> dict[str, Any]:
-    """A metrics evaluation in the form billing stores and `assessment.assess` reads."""
-    return {
-        "objective_id": msg.objective_id,
-        "window_start": msg.window_start,
-        "window_end": msg.window_end,
-        "value": msg.value,
-        "target": msg.target,
-        "status": STATUS_NAMES.get(msg.status, ""),
-        "closed": msg.closed,
-        "version": msg.agreement_version,
-        "formula_id": msg.formula_id,
-        "input_digest": msg.input_digest,
-        "detail": dict(msg.detail),
-    }
 
 
 def line_dict(line: Line) -> dict[str, Any]:
@@ -165,12 +147,12 @@ def period_totals(records: Mapping[str, Mapping[str, Any]], currency: str) -> To
     return statement_totals(assessments, consequences, fee)
 
 
-def assessed_record(terms: Mapping[str, Any], version: int, evaluation: dict[str, Any]) -> dict[str, Any] | None:
+def assessed_record(terms: Mapping[str, Any], version: int, evaluation: Evaluation) -> dict[str, Any] | None:
     """The assessment billing records for one closed window judged by `version` (whose terms
     are `terms`), or None when those terms do not bill it (an objective they do not name,
     e.g. an inherited one, or no fee)."""
     objective = next(
-        (o for o in terms.get("objectives") or [] if o.get("objective_id") == evaluation["objective_id"]), None
+        (o for o in terms.get("objectives") or [] if o.get("objective_id") == evaluation.objective_id), None
     )
     fee = terms.get("fee") or {}
     if objective is None or not fee:
@@ -179,7 +161,7 @@ def assessed_record(terms: Mapping[str, Any], version: int, evaluation: dict[str
     a = assess(objective, evaluation, fee, consequences)
     return {
         "objective": objective,
-        "evaluation": evaluation,
+        "evaluation": evaluation.to_record(BILLING_FIELDS),
         "fee": fee,
         "consequences": consequences,
         "version": version,

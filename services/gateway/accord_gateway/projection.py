@@ -20,6 +20,7 @@ from accord.billing.v1 import events_pb2 as billing_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord_kit.agreement_terms import effective_terms
+from accord_kit.evaluation import GATEWAY_FIELDS, Evaluation
 
 STATES = {
     "AgreementDrafted": "DRAFT",
@@ -32,7 +33,6 @@ STATES = {
     "AgreementTerminated": "TERMINATED",
     "AgreementExpired": "EXPIRED",
 }
-STATUS = {v: k.removeprefix("EVALUATION_STATUS_") for k, v in metric_events.EvaluationStatus.items()}
 HEALTH_ORDER = {"BREACHED": 0, "AT_RISK": 1, "NO_DATA": 2, "MET": 3, "": 4}
 SOURCES = ("agreements", "metrics", "billing")
 
@@ -166,7 +166,7 @@ class ReadModel:
         if name in ("EvaluationUpdated", "WindowClosed"):
             msg: Any = getattr(metric_events, name)()
             env.payload.Unpack(msg)
-            e = _evaluation(msg.evaluation)
+            e = Evaluation.from_message(msg.evaluation).to_record(GATEWAY_FIELDS)
             o = self._objective(e["agreement_id"], e["objective_id"])
             if not o["current"] or o["current"]["window_start"] <= e["window_start"]:
                 o["current"] = e
@@ -179,7 +179,7 @@ class ReadModel:
         if name == "EvaluationRestated":
             r = metric_events.EvaluationRestated()
             env.payload.Unpack(r)
-            e = _evaluation(r.new)
+            e = Evaluation.from_message(r.new).to_record(GATEWAY_FIELDS)
             o = self._objective(e["agreement_id"], e["objective_id"])
             o["closed"] = sorted(
                 [c for c in o["closed"] if c["window_start"] != e["window_start"]] + [{**e, "restated": True}],
@@ -288,24 +288,6 @@ class ReadModel:
         with self._lock:
             rows = [copy.deepcopy(s) for s in self._agreements.values() if s["state"]]
         return [_summarise(s) for s in rows]
-
-
-def _evaluation(e: metric_events.Evaluation) -> dict[str, Any]:
-    return {
-        "agreement_id": e.agreement_id,
-        "objective_id": e.objective_id,
-        "window_start": e.window_start,
-        "window_end": e.window_end,
-        "value": e.value,
-        "target": e.target,
-        "status": STATUS.get(e.status, ""),
-        "closed": e.closed,
-        "budget_remaining": e.budget_remaining,
-        "budget_consumed": e.budget_consumed,
-        "input_digest": e.input_digest,
-        "burn_rate": e.burn_rate,
-        "version": e.agreement_version,
-    }
 
 
 def _summarise(s: dict[str, Any]) -> dict[str, Any]:

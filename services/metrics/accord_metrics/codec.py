@@ -11,6 +11,7 @@ from typing import Any
 from accord.metrics.v1 import events_pb2 as ev
 from accord.metrics.v1 import signals_pb2
 from accord_kit.envelope import EventCodec
+from accord_kit.evaluation import Evaluation
 from accord_metrics.domain import (
     AgreementView,
     CalendarView,
@@ -20,42 +21,14 @@ from accord_metrics.domain import (
     WindowEvaluation,
 )
 
-STATUS = {
-    "MET": ev.EVALUATION_STATUS_MET,
-    "AT_RISK": ev.EVALUATION_STATUS_AT_RISK,
-    "BREACHED": ev.EVALUATION_STATUS_BREACHED,
-    "NO_DATA": ev.EVALUATION_STATUS_NO_DATA,
-}
-
 
 def batch_message(encoded: str) -> signals_pb2.SignalBatch:
     return signals_pb2.SignalBatch.FromString(base64.b64decode(encoded))
 
 
 def evaluation_message(e: dict[str, Any]) -> ev.Evaluation:
-    return ev.Evaluation(
-        agreement_id=e.get("agreement_id", ""),
-        objective_id=e.get("objective_id", ""),
-        window_start=e.get("window_start", ""),
-        window_end=e.get("window_end", ""),
-        value=e.get("value", ""),
-        target=e.get("target", ""),
-        comparator=e.get("comparator", ""),
-        status=STATUS.get(e.get("status", ""), ev.EVALUATION_STATUS_UNSPECIFIED),
-        closed=bool(e.get("closed")),
-        agreement_version=int(e.get("version") or 0),
-        formula_id=e.get("formula_id", ""),
-        formula_version=int(e.get("formula_version") or 0),
-        parameters={str(k): str(v) for k, v in (e.get("parameters") or {}).items()},
-        input_digest=e.get("input_digest", ""),
-        detail={str(k): str(v) for k, v in (e.get("detail") or {}).items()},
-        undefined=e.get("undefined", ""),
-        budget_consumed=e.get("budget_consumed", ""),
-        budget_remaining=e.get("budget_remaining", ""),
-        calendar_id=e.get("calendar_id", ""),
-        calendar_version=int(e.get("calendar_version") or 0),
-        burn_rate=e.get("burn_rate", ""),
-    )
+    """A recorded evaluation (as `evaluation.judge` builds it) → its public message."""
+    return Evaluation.from_record(e).to_message()
 
 
 def _view(change: str) -> Any:
