@@ -1,7 +1,8 @@
 """Generated journeys through the real agreements, metrics and billing applications (real
-SQLite stores, one fake clock, every upstream event fed the way the consumers apply it),
-compared with the independent reference model in `tests/reference/model.py`: every closed
-window's availability and judgement, and every fee period's credits, to the minor unit.
+SQLite stores, and a quarter as many journeys on PostgreSQL; one fake clock; every upstream
+event fed the way the consumers apply it), compared with the independent reference model in
+`tests/reference/model.py`: every closed window's availability and judgement, and every fee
+period's credits, to the minor unit.
 
 A journey: an availability SLA starting at a random instant of January 2026, with a random
 window kind (calendar day … year, rolling 7 or 30 days), minimum outage, maintenance
@@ -15,7 +16,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_billing.periods import period_totals
-from accord_kit.testing.fixtures import sqlite_env
+from accord_kit.testing.fixtures import postgres_env, sqlite_env
 from tests.reference import model
 from tests.suite import COLLECTOR, CUSTOMER, PROVIDER, Suite, ts
 
@@ -208,42 +209,58 @@ PROPERTY = settings(
 @PROPERTY
 @given(journeys())
 def test_windows_and_money_are_those_of_the_reference_model(j: Journey) -> None:
-    note(f"journey {j!r}")
     with suite() as s:
-        aid = run(j, s)
-        expected = {
-            (w.objective_id, _iso(w.start)): w
-            for w in model.judge(terms_model(j), [(st_, st_ + timedelta(seconds=d)) for st_, d in j.outages], j.horizon)
-        }
-        got = {}
-        for w in s.metrics.window_evaluations(aid):
-            e = w.latest
-            got[(w.objective_id, _utc(w.window_start))] = e
-        note(f"expected windows {sorted(expected)}")
-        note(f"got windows {sorted(got)}")
-        closed = {k: v for k, v in got.items() if v.get("closed")}
-        assert sorted(closed) == sorted(expected)
-        for key, want in expected.items():
-            e = closed[key]
-            assert _close(e["value"], want.value), (key, e["value"], float(want.value or 0))
-            assert e["status"].removeprefix("EVALUATION_STATUS_") == want.status, (key, e["status"], want.status)
+        check(j, s)
 
-        # Money, to the minor unit: every fee period that has ended with a window billed in it,
-        # and every period before the latest one billing has opened (a period without windows
-        # of its own is opened with the next one).
-        terms = terms_model(j)
-        money = model.credits(terms, list(expected.values()), j.horizon)
-        has_windows = {p for p, ws in model.windows_by_period(terms, list(expected.values()), j.horizon).items() if ws}
-        ends = {start: cut[1] for start, cut in model.fee_periods(terms, j.horizon)}
-        got_money = billed(s, aid)
-        last = max(got_money, default="")
-        note(f"model credits {money}")
-        note(f"billed {got_money}")
-        for period, amount in money.items():
-            if ends[period] > j.horizon - timedelta(days=1) or (period not in has_windows and _iso(period) > last):
-                continue
-            period = _iso(period)  # type: ignore[assignment]
-            assert got_money.get(period) == amount, (period, got_money.get(period), amount)
+
+@settings(PROPERTY, max_examples=max(1, PROPERTY.max_examples // 4))
+@given(journeys())
+def test_the_same_on_postgresql(postgres_db: Callable[[], str], j: Journey) -> None:
+    """The same journeys (fewer) with every store on PostgreSQL (fresh databases each)."""
+    s = Suite(lambda name: postgres_env(postgres_db()))
+    try:
+        check(j, s)
+    finally:
+        s.close()
+
+
+def check(j: Journey, s: Suite) -> None:
+    """Drive the journey and hold windows and money to the model."""
+    note(f"journey {j!r}")
+    aid = run(j, s)
+    expected = {
+        (w.objective_id, _iso(w.start)): w
+        for w in model.judge(terms_model(j), [(st_, st_ + timedelta(seconds=d)) for st_, d in j.outages], j.horizon)
+    }
+    got = {}
+    for w in s.metrics.window_evaluations(aid):
+        e = w.latest
+        got[(w.objective_id, _utc(w.window_start))] = e
+    note(f"expected windows {sorted(expected)}")
+    note(f"got windows {sorted(got)}")
+    closed = {k: v for k, v in got.items() if v.get("closed")}
+    assert sorted(closed) == sorted(expected)
+    for key, want in expected.items():
+        e = closed[key]
+        assert _close(e["value"], want.value), (key, e["value"], float(want.value or 0))
+        assert e["status"].removeprefix("EVALUATION_STATUS_") == want.status, (key, e["status"], want.status)
+
+    # Money, to the minor unit: every fee period that has ended with a window billed in it,
+    # and every period before the latest one billing has opened (a period without windows
+    # of its own is opened with the next one).
+    terms = terms_model(j)
+    money = model.credits(terms, list(expected.values()), j.horizon)
+    has_windows = {p for p, ws in model.windows_by_period(terms, list(expected.values()), j.horizon).items() if ws}
+    ends = {start: cut[1] for start, cut in model.fee_periods(terms, j.horizon)}
+    got_money = billed(s, aid)
+    last = max(got_money, default="")
+    note(f"model credits {money}")
+    note(f"billed {got_money}")
+    for period, amount in money.items():
+        if ends[period] > j.horizon - timedelta(days=1) or (period not in has_windows and _iso(period) > last):
+            continue
+        period = _iso(period)  # type: ignore[assignment]
+        assert got_money.get(period) == amount, (period, got_money.get(period), amount)
 
 
 def _utc(text: str) -> str:
