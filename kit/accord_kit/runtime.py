@@ -150,7 +150,7 @@ class ServiceParts:
     health: HealthBoard = field(default_factory=HealthBoard)
     # Named gRPC health statuses the runtime keeps current: SERVING while the check (cheap,
     # non-blocking) returns True, NOT_SERVING otherwise; checked every HEALTH_CHECK_SECONDS.
-    health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # polled into `health`
 
 
 class ServiceRuntime:
@@ -233,13 +233,13 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(self._watch_health(name, check), name=f"health {name}"))
 
     async def _watch_health(self, name: str, check: Callable[[], bool]) -> None:
-        """Keep the health status `name` as `check` says until the service stops."""
-        assert self.server is not None
+        """Keep the health status `name` as `check` says until the service stops, reported
+        through the parts' health board like every other status a part reports."""
         last: bool | None = None
         while not self._stop.is_set():
             ok = bool(check())
             if ok != last:
-                await self.server.set_serving(ok, name)
+                await self.parts.health.set(name, ok)
                 last = ok
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=HEALTH_CHECK_SECONDS)
