@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -64,6 +65,9 @@ from accord_kit.topics import event_topics
 REFERENCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 AGREEMENT_TOPICS = event_topics(Agreement)  # the declared names of its stored events
+# The events that carry an accepted version's terms (Accepted: version 1; AmendmentAccepted).
+VERSION_TOPICS = frozenset(t for t in AGREEMENT_TOPICS if t.endswith((".Accepted", ".AmendmentAccepted")))
+VERSION_TERMS_CACHE = 4096  # accepted versions' terms kept in memory (immutable, so never stale)
 
 
 class AlreadyRegisteredError(Exception):
@@ -114,12 +118,19 @@ class Agreements(AccordApplication):
     name = "Agreements"
     service = "agreements"
     snapshotting_intervals = {Agreement: 50}
+    # The library's aggregate cache: a command loads its agreement from memory and reads only
+    # the events stored since (fast-forward, so another process's saves are seen), instead of
+    # decoding the snapshot and the events after it. Commands get a deep copy.
+    env = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
 
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
         self._index: dict[str, Summary] = {}
         self._index_position = 0
         self._index_lock = threading.Lock()
+        self._version_terms: OrderedDict[tuple[UUID, int], TermsDict] = OrderedDict()
+        self._version_terms_lock = threading.Lock()
+        self._cache_locks = [threading.Lock() for _ in range(64)]
 
     # -- helpers ------------------------------------------------------------------------------
     def _get(self, cls: type[Aggregate], aggregate_id: UUID, what: str) -> Any:
@@ -137,12 +148,52 @@ class Agreements(AccordApplication):
         except (ValueError, TypeError):
             raise NotFoundError(f"agreement {agreement_id!r} does not exist (not an agreement id)") from None
         try:
-            agg: Any = self.repository.get(uid, version=version)
+            if version is None:
+                # The library fast-forwards a cached aggregate under a lock but copies it
+                # outside it: one lock per stripe of ids keeps a copy from seeing half an event.
+                with self._cache_locks[uid.int % len(self._cache_locks)]:
+                    agg: Any = self.repository.get(uid)
+            else:
+                agg = self.repository.get(uid, version=version)
         except AggregateNotFoundError:
             raise NotFoundError(f"agreement {agreement_id} does not exist") from None
         if not isinstance(agg, Agreement):
             raise NotFoundError(f"agreement {agreement_id} does not exist")
         return agg
+
+    # -- versions' terms, read from the events that accepted them ------------------------------
+    def version_terms(self, agg: Agreement, entry: dict[str, Any]) -> TermsDict:
+        """The terms of an accepted version. The aggregate keeps only the current terms;
+        an earlier version's are in the event that accepted it, read from the store on
+        demand (decoding only those events) and remembered, since they never change."""
+        if "terms" in entry:  # an entry made by with_terms
+            return dict[str, Any](entry["terms"])
+        n = int(entry["version"])
+        if n == agg.terms_version:
+            return agg.terms
+        key = (agg.id, n)
+        with self._version_terms_lock:
+            if key in self._version_terms:
+                self._version_terms.move_to_end(key)
+                return self._version_terms[key]
+        found: dict[int, TermsDict] = {}
+        for stored in self.recorder.select_events(agg.id, lte=agg.version):
+            if stored.topic in VERSION_TOPICS:
+                e: Any = self.mapper.to_domain_event(stored)
+                found[int(e.version)] = e.terms
+        if n not in found:
+            raise NotFoundError(f"agreement {agg.id} has no stored terms for version {n}")
+        with self._version_terms_lock:
+            for v, terms in found.items():
+                self._version_terms[(agg.id, v)] = terms
+                self._version_terms.move_to_end((agg.id, v))
+            while len(self._version_terms) > VERSION_TERMS_CACHE:
+                self._version_terms.popitem(last=False)
+        return found[n]
+
+    def with_terms(self, agg: Agreement, entry: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A version's entry with its terms (None stays None)."""
+        return None if entry is None else {**entry, "terms": self.version_terms(agg, entry)}
 
     def _previous_outcome(self, key: str) -> ProcessedRequest | None:
         if not key:
@@ -542,7 +593,7 @@ class Agreements(AccordApplication):
 
     def diff_versions(self, actor: Actor, agreement_id: str, a: int, b: int) -> list[dict[str, Any]]:
         agg = self.get_agreement(actor, agreement_id)
-        return diff(agg.get_version(a)["terms"], agg.get_version(b)["terms"])
+        return diff(self.version_terms(agg, agg.get_version(a)), self.version_terms(agg, agg.get_version(b)))
 
     def get_agreement_at(self, actor: Actor, agreement_id: str, at: datetime | None) -> AgreementAt:
         """The agreement "as known at" `at` (every event recorded by then) and "as effective
@@ -561,6 +612,9 @@ class Agreements(AccordApplication):
             known = current if version == current.version else self.get_agreement_aggregate(agreement_id, version)
         then = known.in_force_at(at, known) if known is not None else NOTHING_IN_FORCE
         now = current.in_force_at(at, known)
+        if known is not None:
+            then = replace(then, version=self.with_terms(known, then.version))
+        now = replace(now, version=self.with_terms(current, now.version))
         term_changes: list[dict[str, Any]] = []
         if then.version is not None and now.version is not None and then.version["terms"] != now.version["terms"]:
             term_changes = diff(then.version["terms"], now.version["terms"])

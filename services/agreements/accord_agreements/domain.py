@@ -90,6 +90,11 @@ class Agreement(Aggregate):
     through its accepted versions to its end."""
 
     suspended_at = ""  # for agreements restored from snapshots taken before it was kept
+    # 2: a version's entry no longer holds a copy of its terms (they stay in the event that
+    # accepted it, and the application reads them from there on demand), so the aggregate
+    # (and its snapshots) no longer grow with a full copy of the terms per version.
+    class_version = 2
+    terms_version = 0  # the version whose terms `terms` are (0: a draft's, or changed since)
     # Made by @event below (for type checkers: the codec refers to them by attribute).
     DraftRevised: ClassVar[type[Aggregate.Event]]
     Proposed: ClassVar[type[Aggregate.Event]]
@@ -118,6 +123,7 @@ class Agreement(Aggregate):
         self.state = DRAFT
         self.drafted_at = drafted_at
         self.versions: list[dict[str, Any]] = []
+        self.terms_version = 0
         self.pending: dict[str, Any] | None = None
         self.last_rejection = ""
         self.termination: dict[str, Any] | None = None
@@ -125,6 +131,31 @@ class Agreement(Aggregate):
         self.suspension_reason = ""
         self.suspended_at = ""  # the instant of the suspension in force, "" when none
         self.ended_at: str = ""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot taken before class version 2: drop each version's copy of its terms and
+        say which version's terms the current ones are, exactly as replaying its events would."""
+        versions = state.get("versions") or []
+        last_terms = versions[-1].get("terms") if versions else None
+        state["terms_version"] = versions[-1]["version"] if versions and last_terms == state.get("terms") else 0
+        for v in versions:
+            v.pop("terms", None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Agreement:
+        """The library's aggregate cache hands each command a deep copy. The agreement's
+        nested values (terms, pending amendment, termination, version entries) are replaced,
+        never changed in place, and its lists only grow by append, so a copy of the attribute
+        dict and of its lists is a deep copy in effect, at a fraction of the cost. A method
+        that changes a nested value in place must copy it first (as _renewed does)."""
+        clone = object.__new__(type(self))
+        state = dict(self.__dict__)
+        for name, value in state.items():
+            if isinstance(value, list):
+                state[name] = list(value)
+        clone.__dict__.update(state)
+        memo[id(self)] = clone
+        return clone
 
     # -- who is who ----------------------------------------------------------------------
     @property
@@ -202,14 +233,9 @@ class Agreement(Aggregate):
         # The event carries the terms of the version, so that consumers need not track drafts.
         self.state = ACTIVE
         self.terms = terms
+        self.terms_version = version
         self.versions.append(
-            {
-                "version": version,
-                "effective_from": effective_from,
-                "accepted_at": accepted_at,
-                "terms": terms,  # terms are replaced, never changed in place: sharing is safe
-                "amendment_id": "",
-            }
+            {"version": version, "effective_from": effective_from, "accepted_at": accepted_at, "amendment_id": ""}
         )
 
     # -- amendments ------------------------------------------------------------------------
@@ -300,12 +326,12 @@ class Agreement(Aggregate):
         self, amendment_id: str, version: int, effective_from: str, accepted_at: str, terms: TermsDict
     ) -> None:
         self.terms = terms
+        self.terms_version = version
         self.versions.append(
             {
                 "version": version,
                 "effective_from": effective_from,
                 "accepted_at": accepted_at,
-                "terms": self.terms,
                 "amendment_id": amendment_id,
             }
         )
@@ -440,6 +466,7 @@ class Agreement(Aggregate):
     def _renewed(self, previous_end: str, new_end: str) -> None:
         self.terms = copy.deepcopy(self.terms)
         self.terms["term"]["effective_to"] = new_end
+        self.terms_version = 0
 
     @event("Expired", topic="accord_agreements.domain:Agreement.Expired")
     def _expired(self, at: str) -> None:

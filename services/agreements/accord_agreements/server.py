@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from uuid import UUID
 
 import grpc
 from google.protobuf import json_format
@@ -66,16 +69,14 @@ def terms_dict(msg: terms_pb2.AgreementTerms, field: str = "terms") -> dict[str,
 def agreement_message(
     app: Agreements, agg: Agreement, *, version: dict[str, Any] | None = None, effective: bool = False
 ) -> pb.Agreement:
-    terms = version["terms"] if version else agg.terms
+    terms = app.version_terms(agg, version) if version else agg.terms
     msg = pb.Agreement(
         agreement_id=str(agg.id),
         state=STATE[agg.state],
         revision=agg.version,
         version=agg.current_version,
         terms=terms_message(terms),
-        terms_version=version["version"]
-        if version
-        else (agg.current_version if agg.versions and agg.terms == agg.versions[-1]["terms"] else 0),
+        terms_version=version["version"] if version else agg.terms_version,
         last_rejection_reason=agg.last_rejection,
         suspension_reason=agg.suspension_reason,
     )
@@ -85,15 +86,8 @@ def agreement_message(
         msg.terms_effective_from.CopyFrom(ts(agg.versions[-1]["effective_from"]))
     if effective:
         msg.effective_terms.CopyFrom(terms_message(app.effective_terms(agg, terms)))
-    for v in agg.versions:
-        msg.versions.append(
-            pb.AgreementVersion(
-                version=v["version"],
-                effective_from=ts(v["effective_from"]),
-                accepted_at=ts(v["accepted_at"]),
-                amendment_id=v["amendment_id"],
-            )
-        )
+    if agg.versions:
+        msg.MergeFromString(_versions_part(agg))
     if agg.pending:
         p = agg.pending
         msg.pending_amendment.CopyFrom(
@@ -119,6 +113,39 @@ def agreement_message(
     for r in agg.termination_rights:
         msg.termination_rights.append(pb.TerminationRight(**r))
     return msg
+
+
+_VERSIONS_PARTS: OrderedDict[tuple[UUID, int], bytes] = OrderedDict()
+_VERSIONS_PARTS_LOCK = threading.Lock()
+
+
+def _versions_part(agg: Agreement) -> bytes:
+    """The answer's list of version summaries, serialised once per agreement and count of
+    versions (entries are only ever appended, so the pair names the content) and merged
+    into each answer in C, so an answer's cost does not grow with the agreement's history."""
+    key = (agg.id, len(agg.versions))
+    with _VERSIONS_PARTS_LOCK:
+        part = _VERSIONS_PARTS.get(key)
+        if part is not None:
+            _VERSIONS_PARTS.move_to_end(key)
+            return part
+    part = pb.Agreement(
+        versions=[
+            pb.AgreementVersion(
+                version=v["version"],
+                effective_from=ts(v["effective_from"]),
+                accepted_at=ts(v["accepted_at"]),
+                amendment_id=v["amendment_id"],
+            )
+            for v in agg.versions
+        ]
+    ).SerializeToString()
+    with _VERSIONS_PARTS_LOCK:
+        _VERSIONS_PARTS[key] = part
+        _VERSIONS_PARTS.pop((agg.id, len(agg.versions) - 1), None)  # superseded
+        while len(_VERSIONS_PARTS) > 4096:
+            _VERSIONS_PARTS.popitem(last=False)
+    return part
 
 
 def term_change_message(c: dict[str, Any]) -> pb.TermChange:
