@@ -524,6 +524,8 @@ class ServiceRuntime:
 
 async def serve(parts: ServiceParts, ready: Callable[[ServiceRuntime], None] | None = None) -> int:
     """Run a service until SIGTERM/SIGINT. Returns the process exit code."""
+    if parts.settings.clock_file is not None:
+        log.warning("clock_from_file", path=str(parts.settings.clock_file), note="not the system clock: tests only")
     runtime = ServiceRuntime(parts)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

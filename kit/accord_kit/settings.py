@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accord_kit.clock import Clock, FileClock, SystemClock
+
 
 class SettingsError(ValueError):
     """A setting is missing, malformed, or would make the service unsafe to run."""
@@ -48,6 +50,13 @@ SUITE_SETTINGS: tuple[Setting, ...] = (
     Setting("BILLING_ADDR", "127.0.0.1:50053", "gRPC address of the billing service", "suite"),
     Setting("LOG_LEVEL", "info", "debug, info, warning, error", "suite"),
     Setting("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)", "suite"),
+    Setting(
+        "CLOCK_FILE",
+        "",
+        "end-to-end tests and demos only: the services read 'now' from this file (an RFC 3339 instant, "
+        "rewritten to move time) instead of the system clock; a warning is logged at start",
+        "suite",
+    ),
 )
 
 SERVICE_SETTINGS: tuple[Setting, ...] = (
@@ -71,6 +80,12 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         "",
         "comma-separated public keys (PEM) of earlier chain keys, still trusted for older checkpoints",
     ),
+    Setting(
+        "TICK_SECONDS",
+        "<per service>",
+        "how often the service's periodic work runs: metrics' evaluation rounds (5), agreements' and billing's "
+        "due processing (30)",
+    ),
 )
 # Settings only an event-sourced service reads (the gateway keeps no store).
 STORE_SETTINGS = frozenset(
@@ -81,6 +96,7 @@ STORE_SETTINGS = frozenset(
         "CHAIN_KEY_FILE",
         "SEAL_SECONDS",
         "CHAIN_PREVIOUS_PUBLIC_KEY_FILES",
+        "TICK_SECONDS",
     }
 )
 
@@ -133,7 +149,18 @@ class ServiceSettings:
     chain_previous_public_key_files: tuple[Path, ...] = ()
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    clock_file: Path | None = None  # end-to-end tests and demos: "now" read from this file
+    tick_seconds: float = 0.0  # the periodic work's interval; 0: the service's own default
     extra: dict[str, str] = field(default_factory=dict)
+
+    def clock(self) -> Clock:
+        """The service's clock: the system's, or the instant in ACCORD_CLOCK_FILE."""
+        if not self.clock_file:
+            return SystemClock()
+        try:
+            return FileClock(self.clock_file)
+        except ValueError as e:
+            raise SettingsError(f"ACCORD_CLOCK_FILE: {e}") from None
 
     @property
     def stream(self) -> str:
@@ -219,6 +246,8 @@ class ServiceSettings:
             ),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
+            clock_file=Path(suite("CLOCK_FILE")) if suite("CLOCK_FILE") else None,
+            tick_seconds=_float(f"{p}_TICK_SECONDS", own("TICK_SECONDS", "0"), 0, 86400),
         )
 
 

@@ -54,9 +54,11 @@ def build(
     *,
     clock: Clock | None = None,
     verifier: TokenVerifier | None = None,
-    due_interval: float = DUE_INTERVAL_SECONDS,
+    due_interval: float | None = None,
 ) -> ServiceParts:
     prepare_store(settings)
+    clock = clock or settings.clock()
+    due_interval = due_interval or settings.tick_seconds or DUE_INTERVAL_SECONDS
     app = Agreements(settings.event_store_env(), clock=clock)
     return ServiceParts(
         settings=settings,

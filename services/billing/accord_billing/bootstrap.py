@@ -40,9 +40,11 @@ def build(
     *,
     clock: Clock | None = None,
     verifier: TokenVerifier | None = None,
-    due_every: float = DUE_EVERY_SECONDS,
+    due_every: float | None = None,
 ) -> ServiceParts:
     prepare_store(settings)
+    clock = clock or settings.clock()
+    due_every = due_every or settings.tick_seconds or DUE_EVERY_SECONDS
     app = Billing(settings.event_store_env(), clock=clock)
 
     def upstream_log(service: str) -> EventLogClient:

@@ -44,9 +44,11 @@ def build(
     *,
     clock: Clock | None = None,
     verifier: TokenVerifier | None = None,
-    evaluate_every: float = EVALUATE_EVERY_SECONDS,
+    evaluate_every: float | None = None,
 ) -> ServiceParts:
     prepare_store(settings)
+    clock = clock or settings.clock()
+    evaluate_every = evaluate_every or settings.tick_seconds or EVALUATE_EVERY_SECONDS
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     app = Metrics(settings.event_store_env(), clock=clock)
     health = HealthBoard()
