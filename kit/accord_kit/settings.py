@@ -89,11 +89,20 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_PORT", "8080", "the gateway's HTTP port"),
 )
 
+METRICS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "PROMETHEUS_SOURCES",
+        "",
+        "YAML file of Prometheus sources metrics pulls request counts from (empty: none)",
+    ),
+)
+
 
 def env_names(service: str) -> list[str]:
     """Every environment variable the named service reads."""
     names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
     per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
+    per += list(METRICS_SETTINGS) if service == "metrics" else []
     if service not in EVENT_SOURCED:
         per = [s for s in per if s.name not in STORE_SETTINGS]
     names += [f"{service.upper()}_{s.name}" for s in per]
@@ -133,6 +142,7 @@ class ServiceSettings:
     chain_previous_public_key_files: tuple[Path, ...] = ()
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    prometheus_sources: Path | None = None  # metrics only
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -219,6 +229,9 @@ class ServiceSettings:
             ),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
+            prometheus_sources=(
+                Path(own("PROMETHEUS_SOURCES", "")) if service == "metrics" and own("PROMETHEUS_SOURCES", "") else None
+            ),
         )
 
 

@@ -420,6 +420,22 @@ class SignalIndex(_Host):
                     self._index(batch.service_id, list(batch_message(batch.batch).signals))
                 self._signals_position = notes[-1].id
 
+    def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
+        """The latest end among a service's request counts whose signal ids start with
+        `id_prefix`: where a pulling source (prometheus.py) left off, read from the signals it
+        recorded — its position is kept by the very events it records."""
+        with self._lock:
+            self._refresh_signals()
+            entry = self._services.get(service_id)
+            if entry is None:
+                return None
+            ends = [
+                sig.instant(s.requests.end)
+                for sid, s in entry.latest.items()
+                if sid.startswith(id_prefix) and s.WhichOneof("kind") == "requests"
+            ]
+        return max(ends, default=None)
+
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
         """Every stored signal content (of one service), in the order stored — first
         recordings and corrections alike: the raw record."""
