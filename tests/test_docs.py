@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from accord_kit.settings import GATEWAY_SETTINGS, SERVICE_SETTINGS, SUITE_SETTINGS
+from accord_kit.settings import GATEWAY_SETTINGS, METRICS_SETTINGS, SERVICE_SETTINGS, SUITE_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +17,7 @@ def test_readme_lists_every_setting() -> None:
     missing = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS if f"`ACCORD_{s.name}`" not in readme]
     missing += [f"<SERVICE>_{s.name}" for s in SERVICE_SETTINGS if f"`<SERVICE>_{s.name}`" not in readme]
     missing += [f"GATEWAY_{s.name}" for s in GATEWAY_SETTINGS if f"`GATEWAY_{s.name}`" not in readme]
+    missing += [f"METRICS_{s.name}" for s in METRICS_SETTINGS if f"`METRICS_{s.name}`" not in readme]
     assert not missing, f"README.md's configuration table lacks {missing}"
 
 

@@ -111,6 +111,8 @@ async def test_signals_recorded_by_the_provider_that_agreements_registered(
 
         resp = await m.RecordSignals(stream(), metadata=provider)
         assert (resp.accepted, resp.duplicates, resp.messages) == (250, 50, 3)
+        # Signals that name no provenance are stored with the way they came.
+        assert {s.provenance.source for s in metrics_app.signals("email")} == {"grpc"}  # type: ignore[attr-defined]
         # The customer may not record the provider's signals.
         customer = keys.metadata("department", "finance")
         try:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the virtualenv: PostgreSQL on 127.0.0.1:5432 (user postgres,
-# trust auth over TCP) and Debian's Chromium for the dashboard's browser test.
+# trust auth over TCP), Debian's Chromium for the dashboard's browser test, and Debian's
+# Prometheus and Alertmanager for the signal sources' tests (only their binaries: the tests
+# start their own, on free ports; the packages' own services are not needed).
 # As root on a Debian-like machine it installs and starts what is missing; otherwise it says in
 # one line what to install and exits 1. ACCORD_TEST_DEPS=skip leaves the machine as it is.
 set -euo pipefail
@@ -50,4 +52,17 @@ if ! command -v chromium >/dev/null; then
   say "installing Chromium"
   apt_install chromium
 fi
-say "PostgreSQL and Chromium ready"
+# Debian's packages start their daemons where an init system runs (ports 9090, 9093): the tests
+# never use those, they start their own servers.
+for pair in "prometheus:/usr/bin/prometheus" "prometheus-alertmanager:/usr/bin/prometheus-alertmanager"; do
+  pkg="${pair%%:*}"; bin="${pair#*:}"
+  if [ ! -x "$bin" ]; then
+    if ! can_install; then
+      say "$bin is missing for the signal sources' tests: install Debian's $pkg package"
+      exit 1
+    fi
+    say "installing $pkg"
+    apt_install --no-install-recommends "$pkg"
+  fi
+done
+say "PostgreSQL, Chromium, Prometheus and Alertmanager ready"

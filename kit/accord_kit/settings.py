@@ -105,11 +105,20 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_PORT", "8080", "the gateway's HTTP port"),
 )
 
+METRICS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "PROMETHEUS_SOURCES",
+        "",
+        "YAML file of Prometheus sources metrics pulls request counts from (empty: none)",
+    ),
+)
+
 
 def env_names(service: str) -> list[str]:
     """Every environment variable the named service reads."""
     names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
     per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
+    per += list(METRICS_SETTINGS) if service == "metrics" else []
     if service not in EVENT_SOURCED:
         per = [s for s in per if s.name not in STORE_SETTINGS]
     names += [f"{service.upper()}_{s.name}" for s in per]
@@ -151,6 +160,7 @@ class ServiceSettings:
     http_port: int = 8080
     clock_file: Path | None = None  # end-to-end tests and demos: "now" read from this file
     tick_seconds: float = 0.0  # the periodic work's interval; 0: the service's own default
+    prometheus_sources: Path | None = None  # metrics only
     extra: dict[str, str] = field(default_factory=dict)
 
     def clock(self) -> Clock:
@@ -248,6 +258,9 @@ class ServiceSettings:
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
             clock_file=Path(suite("CLOCK_FILE")) if suite("CLOCK_FILE") else None,
             tick_seconds=_float(f"{p}_TICK_SECONDS", own("TICK_SECONDS", "0"), 0, 86400),
+            prometheus_sources=(
+                Path(own("PROMETHEUS_SOURCES", "")) if service == "metrics" and own("PROMETHEUS_SOURCES", "") else None
+            ),
         )
 
 

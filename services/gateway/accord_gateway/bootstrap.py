@@ -4,6 +4,7 @@ gRPC GatewayService and the HTTP app."""
 from __future__ import annotations
 
 from accord_gateway.http import create_app, http_task
+from accord_gateway.intake import MetricsForwarder
 from accord_gateway.projection import ReadModel
 from accord_gateway.server import ERROR_MAP, register_gateway
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier
@@ -25,7 +26,16 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     readiness = Readiness()
     model = ReadModel()
-    http = create_app(is_ready=readiness.is_ready, model=model, verifier=verifier, not_ready=readiness.detail)
+    # The signal intake forwards to metrics with the caller's own token: nothing kept here.
+    metrics = MetricsForwarder(settings.addresses["metrics"], settings.max_message_bytes)
+    http = create_app(
+        is_ready=readiness.is_ready,
+        model=model,
+        verifier=verifier,
+        not_ready=readiness.detail,
+        metrics=metrics,
+        max_body_bytes=settings.max_message_bytes,
+    )
     return ServiceParts(
         readiness=readiness,
         settings=settings,
@@ -35,5 +45,5 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         upstreams=[Upstream("agreements"), Upstream("metrics"), Upstream("billing")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[http_task(http, settings.http_host, settings.http_port)],
+        extra_tasks=[http_task(http, settings.http_host, settings.http_port, metrics=metrics)],
     )

@@ -1,5 +1,6 @@
 """The gateway's HTTP/JSON app (FastAPI): the read model's views, live updates as server-sent
-events, and the OpenAPI document; the same auth as every service."""
+events, signals in (a SignalBatch as JSON, Alertmanager's webhook; forwarded to metrics, see
+intake.py), and the OpenAPI document; the same auth as every service."""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from accord.metrics.v1 import signals_pb2
+from accord_gateway.intake import (
+    ALERTMANAGER_SOURCE,
+    HTTP_SOURCE,
+    SERVICE_LABEL,
+    IntakeError,
+    MetricsForwarder,
+    alertmanager_signals,
+    json_schema,
+    signal_batch,
+    with_source,
+)
 from accord_gateway.projection import (
     Changes,
     NotVisibleError,
@@ -46,6 +59,21 @@ class InvalidRequestBody(BaseModel):
     detail: list[dict[str, Any]] = Field(description="Each parameter that does not validate, and why")
 
 
+class IntakeErrorBody(BaseModel):
+    """A refused signal intake: what was wrong, and the field when one is to blame."""
+
+    error: str = Field(description="What was wrong, e.g. signals[0].outage.end: must be after start")
+    field: str | None = Field(default=None, description="The field to blame, e.g. signals[0].outage.end")
+
+
+class IntakeAnswer(BaseModel):
+    """What metrics made of the signals (as RecordSignalBatchResponse)."""
+
+    accepted: int = Field(description="Stored now: new signal ids, and outages' ends reported as under way")
+    duplicates: int = Field(description="Contents already held for their ids (retries): not stored again")
+    corrections: int = Field(description="Known ids re-sent with another content: each stored as a correction")
+
+
 Responses = dict[int | str, dict[str, Any]]
 UNAUTHENTICATED: Responses = {401: {"model": ErrorBody, "description": "No bearer token, or one that does not verify"}}
 INVALID: Responses = {422: {"model": InvalidRequestBody, "description": "A parameter does not validate"}}
@@ -53,6 +81,39 @@ NOT_VISIBLE: Responses = {404: {"model": ErrorBody, "description": "Not found, o
 FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "A department token reading another department"}}
 # What every authenticated read may answer besides 200; the OpenAPI document lists each.
 READ: Responses = {**UNAUTHENTICATED, **INVALID}
+INTAKE: Responses = {
+    400: {"model": IntakeErrorBody, "description": "Not valid (the body, a signal's field, an unknown service)"},
+    401: {"model": IntakeErrorBody, "description": "No bearer token, or one that does not verify"},
+    403: {"model": IntakeErrorBody, "description": "The caller may not record this service's signals"},
+    413: {"model": IntakeErrorBody, "description": "Too large: more than 10,000 signals, or the byte limit"},
+    502: {"model": IntakeErrorBody, "description": "The metrics service failed to answer"},
+    503: {"model": IntakeErrorBody, "description": "The metrics service cannot be reached now: retry"},
+    **INVALID,
+}
+ALERTMANAGER_PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "description": "Alertmanager's webhook payload, version 4 (only the fields read are listed)",
+    "required": ["version", "alerts"],
+    "properties": {
+        "version": {"type": "string", "enum": ["4"]},
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "alerts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["status", "startsAt", "fingerprint"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["firing", "resolved"]},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "startsAt": {"type": "string", "format": "date-time"},
+                    "endsAt": {"type": "string", "format": "date-time"},
+                    "fingerprint": {"type": "string"},
+                },
+            },
+        },
+    },
+}
 
 
 def create_app(
@@ -61,8 +122,11 @@ def create_app(
     verifier: TokenVerifier | None = None,
     *,
     not_ready: Callable[[], dict[str, Any]] | None = None,
+    metrics: MetricsForwarder | None = None,
+    max_body_bytes: int = 16 * 1024 * 1024,
 ) -> FastAPI:
-    """`not_ready` says why the gateway is not SERVING (e.g. how far each stream has caught up)."""
+    """`not_ready` says why the gateway is not SERVING (e.g. how far each stream has caught up);
+    `metrics` (when given) serves the signal intake, bodies up to `max_body_bytes`."""
     app = FastAPI(
         title="Accord gateway",
         version="0.1.0",
@@ -176,7 +240,91 @@ def create_app(
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    if metrics is not None:
+        add_intake(app, metrics, max_body_bytes)
     return app
+
+
+def add_intake(app: FastAPI, metrics: MetricsForwarder, max_body_bytes: int) -> None:
+    """`POST /v1/signals` and `POST /v1/intake/alertmanager`: forwarded to metrics'
+    RecordSignalBatch with the caller's token (see intake.py)."""
+
+    @app.exception_handler(IntakeError)
+    async def refused(request: Request, exc: IntakeError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        log.info("intake_refused", path=request.url.path, status=exc.status, error=exc.error)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    async def body_of(request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            raise IntakeError(413, f"the body: {declared} bytes; at most {max_body_bytes}")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise IntakeError(413, f"the body: more than {max_body_bytes} bytes")
+        return body
+
+    defs: dict[str, Any] = {}
+    batch_schema = json_schema(signals_pb2.SignalBatch.DESCRIPTOR, defs)
+    defs["SignalBatch"] = batch_schema
+    defs["AlertmanagerPayload"] = ALERTMANAGER_PAYLOAD
+
+    def request_body(name: str) -> dict[str, Any]:
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+    @app.post(
+        "/v1/signals",
+        summary="Record signals: a SignalBatch as JSON, answered as RecordSignalBatch",
+        description=(
+            "The body is `accord.metrics.v1.SignalBatch` in its JSON form (proto or JSON field names; "
+            "instants RFC 3339; decimal strings may be plain numbers). Forwarded to the metrics service "
+            "with the caller's bearer token: the same validation, the same who-may-record rule, the same "
+            'answer. A signal that names no provenance source is recorded with source "http".'
+        ),
+        response_model=IntakeAnswer,
+        responses=INTAKE,
+        openapi_extra=request_body("SignalBatch"),
+    )
+    async def record_signals(request: Request, authorization: str | None = Header(default=None)) -> dict[str, int]:
+        signals = with_source(signal_batch(await body_of(request)), HTTP_SOURCE)
+        outcome = await metrics.record(authorization, signals)
+        log.info("signals_forwarded", source=HTTP_SOURCE, signals=len(signals), **outcome)
+        return outcome
+
+    @app.post(
+        "/v1/intake/alertmanager",
+        summary="Alertmanager's webhook receiver: each alert an outage of its service",
+        description=(
+            "A firing alert is an outage under way from `startsAt`; its resolved notification ends it at "
+            f"`endsAt`. The service is the alert's `{SERVICE_LABEL}` label, else the `service` parameter. "
+            "Signal id: the alert's fingerprint and `startsAt`; provenance source "
+            f'"{ALERTMANAGER_SOURCE}", reference the fingerprint. Repeated notifications are duplicates.'
+        ),
+        response_model=IntakeAnswer,
+        responses=INTAKE,
+        openapi_extra=request_body("AlertmanagerPayload"),
+    )
+    async def alertmanager(
+        request: Request,
+        service: str = Query(default="", description=f"the service, for alerts without an {SERVICE_LABEL} label"),
+        authorization: str | None = Header(default=None),
+    ) -> dict[str, int]:
+        signals = alertmanager_signals(await body_of(request), service)
+        outcome = await metrics.record(authorization, signals)
+        log.info("signals_forwarded", source=ALERTMANAGER_SOURCE, signals=len(signals), **outcome)
+        return outcome
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = generate()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class _Server(uvicorn.Server):
@@ -188,8 +336,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def http_task(app: FastAPI, host: str, port: int) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    """A runtime task that serves `app` until the service stops."""
+def http_task(
+    app: FastAPI, host: str, port: int, *, metrics: MetricsForwarder | None = None
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A runtime task that serves `app` until the service stops (then closes its channel to metrics)."""
 
     async def run(stop: asyncio.Event) -> None:
         server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off"))
@@ -198,5 +348,7 @@ def http_task(app: FastAPI, host: str, port: int) -> Callable[[asyncio.Event], C
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
         await serving
+        if metrics is not None:
+            await metrics.close()
 
     return run

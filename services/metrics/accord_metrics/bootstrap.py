@@ -1,5 +1,5 @@
 """Composition root of the metrics service: store, application, gRPC servicers, relay, the
-agreements consumer."""
+agreements consumer, the NATS signal intake and the Prometheus sources (when configured)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from accord_kit.runtime import HealthBoard, ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
 from accord_metrics.intake import SignalIntake, intake_task
+from accord_metrics.prometheus import PrometheusSource, load_sources
 from accord_metrics.server import ERROR_MAP, register_metrics
 
 SVC = "/accord.metrics.v1.MetricsService/"
@@ -46,6 +47,8 @@ def build(
     verifier: TokenVerifier | None = None,
     evaluate_every: float | None = None,
 ) -> ServiceParts:
+    # A sources file that does not say what is needed stops the start, naming the entry.
+    sources = load_sources(settings.prometheus_sources) if settings.prometheus_sources else None
     prepare_store(settings)
     clock = clock or settings.clock()
     evaluate_every = evaluate_every or settings.tick_seconds or EVALUATE_EVERY_SECONDS
@@ -53,6 +56,9 @@ def build(
     app = Metrics(settings.event_store_env(), clock=clock)
     health = HealthBoard()
     intake = SignalIntake(app, settings.nats_url, verifier, settings.nats_replicas, health=health)
+    tasks = [periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)]
+    if sources is not None:
+        tasks.append(PrometheusSource(app, sources, health=health).run)
     return ServiceParts(
         settings=settings,
         policy=POLICY,
@@ -61,7 +67,7 @@ def build(
         upstreams=[Upstream("agreements")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)],
+        extra_tasks=tasks,
         health=health,
         health_checks={EVALUATION_HEALTH: lambda: not app.evaluation_failures()},
     )

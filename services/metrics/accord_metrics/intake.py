@@ -18,14 +18,29 @@ What happens to a message:
   stored): never acknowledged — nak'ed with a delay growing with each delivery (1 s, 2 s, 4 s,
   … at most 30 s) and tried again until it can be recorded.
 
-A producer that wants to hear the outcome sets the header `Accord-Reply-To: <subject>`:
-metrics publishes a core NATS message there with the header `Accord-Status` (`recorded` or
-`rejected`) and, as its body, what was recorded or why the batch was rejected. (JetStream
-answers the publish itself, so the message's own reply subject is not metrics'.)"""
+The JetStream ack a producer gets only says the stream holds its batch. A producer that wants
+to hear the outcome sets the header `Accord-Reply-To: <subject>` (e.g. an inbox it subscribed
+to before publishing): once metrics has recorded or rejected the batch, it publishes a core
+NATS message there with the headers `Accord-Status` (`recorded` or `rejected`) and
+`Accord-Msg-Id` (the batch's own `Nats-Msg-Id`, to match the answer with the batch), and a
+JSON body:
+
+    {"status": "recorded", "accepted": 3, "duplicates": 1, "corrections": 0,
+     "msg_id": "…", "subject": "accord.signals.v1.email", "stream_sequence": 42}
+    {"status": "rejected", "code": "invalid_argument",
+     "reason": "signals[0].outage.end: must be after start", "msg_id": "…", …}
+
+`code` is `invalid_argument` (not a SignalBatch, empty, a field rule), `unauthenticated`,
+`permission_denied` (not the service's provider) or `failed_precondition` (a service still
+unknown after the retries). A batch delivered again after its answer was sent (an ack lost on
+the way) is recorded again as duplicates, and answered again. Nothing is answered while a
+batch waits to be tried again. (JetStream answers the publish itself, so the message's own
+reply subject is not metrics'.)"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -53,11 +68,16 @@ DURABLE = "metrics-SIGNALS"
 UNKNOWN_SERVICE_RETRIES = 20
 REPLY_TO = "Accord-Reply-To"
 STATUS = "Accord-Status"
+MSG_ID = "Accord-Msg-Id"
 MAX_RETRY_DELAY = 30.0
 
 
 class BatchRejectedError(Exception):
-    """The batch can never be recorded; the message says why."""
+    """The batch can never be recorded; the message says why, `code` names the kind."""
+
+    def __init__(self, message: str, code: str = "invalid_argument") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 async def ensure_signals_stream(js: Any, replicas: int = 1) -> None:
@@ -133,25 +153,33 @@ class SignalIntake:
     async def _handle(self, msg: Msg) -> None:
         try:
             principal, signals = self._read(msg)
-            outcome = await asyncio.to_thread(self.app.record, principal, signals)
+            outcome = await asyncio.to_thread(self.app.record, principal, signals, via="nats")
         except BatchRejectedError as e:
-            await self._reject(msg, str(e))
+            await self._reject(msg, str(e), e.code)
             return
         except UnknownServiceError as e:
             if self._deliveries(msg) < UNKNOWN_SERVICE_RETRIES:
                 await msg.nak(delay=2.0)
                 return
-            await self._reject(msg, f"{e} (still unknown after {UNKNOWN_SERVICE_RETRIES} deliveries)")
+            reason = f"{e} (still unknown after {UNKNOWN_SERVICE_RETRIES} deliveries)"
+            await self._reject(msg, reason, "failed_precondition")
             return
-        except (InvalidSignalError, NotTheProviderError) as e:
-            await self._reject(msg, str(e))
+        except InvalidSignalError as e:
+            await self._reject(msg, str(e), "invalid_argument")
+            return
+        except NotTheProviderError as e:
+            await self._reject(msg, str(e), "permission_denied")
             return
         except Exception as e:  # the store: retry later, never drop
             await self._retry(msg, f"{type(e).__name__}: {e}")
             return
         self.recorded += outcome.accepted
         await msg.ack()
-        await self._reply(msg, "recorded", f"accepted={outcome.accepted} duplicates={outcome.duplicates}")
+        await self._reply(
+            msg,
+            "recorded",
+            {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "corrections": outcome.corrections},
+        )
 
     def _read(self, msg: Msg) -> tuple[Principal, list[signals_pb2.Signal]]:
         """What the message says and who sent it. Nothing here depends on anything but the
@@ -160,7 +188,7 @@ class SignalIntake:
         try:
             principal = self.verifier.verify(headers.get("Authorization") or headers.get("authorization"))
         except Exception as e:
-            raise BatchRejectedError(f"the Authorization header: {e}") from e
+            raise BatchRejectedError(f"the Authorization header: {e}", "unauthenticated") from e
         try:
             batch = signals_pb2.SignalBatch.FromString(msg.data or b"")
         except Exception as e:
@@ -190,7 +218,7 @@ class SignalIntake:
         log.warning("signal_batch_retry", subject=msg.subject, deliveries=n, delay=delay, error=error)
         await msg.nak(delay=delay)
 
-    async def _reject(self, msg: Msg, reason: str) -> None:
+    async def _reject(self, msg: Msg, reason: str, code: str) -> None:
         """Dead-letter, then acknowledge; if the copy cannot be stored, retry instead."""
         try:
             to = await dead_letter(self._js, "metrics", msg, reason, replicas=self.replicas)
@@ -203,14 +231,21 @@ class SignalIntake:
         log.error("signal_batch_dead_lettered", alert=True, subject=msg.subject, stream_seq=seq, reason=reason, to=to)
         if self.health is not None:
             await self.health.set(HEALTH, False, f"{STREAM} message {seq} on {msg.subject}: {reason}")
-        await self._reply(msg, "rejected", reason)
+        await self._reply(msg, "rejected", {"code": code, "reason": reason})
 
-    async def _reply(self, msg: Msg, status: str, text: str) -> None:
-        to = (msg.headers or {}).get(REPLY_TO)
+    async def _reply(self, msg: Msg, status: str, outcome: dict[str, Any]) -> None:
+        headers = msg.headers or {}
+        to = headers.get(REPLY_TO)
         if not to or self._nc is None:
             return
+        msg_id = headers.get("Nats-Msg-Id", "")
         try:
-            await self._nc.publish(to, text.encode(), headers={STATUS: status})
+            seq = int(msg.metadata.sequence.stream) if msg.metadata else 0
+        except Exception:
+            seq = 0
+        body = {"status": status, **outcome, "msg_id": msg_id, "subject": msg.subject, "stream_sequence": seq}
+        try:
+            await self._nc.publish(to, json.dumps(body).encode(), headers={STATUS: status, MSG_ID: msg_id})
         except Exception as e:  # the producer's inbox is its own business
             log.info("signal_batch_reply_failed", to=to, error=str(e) or type(e).__name__)
 

@@ -58,7 +58,15 @@ _LIST_OF = {
 
 def content_digest(s: signals_pb2.Signal) -> str:
     """The digest of a signal's content (deterministic wire format): what tells a re-send
-    (same digest) from a correction (same id, another digest)."""
+    (same digest) from a correction (same id, another digest). Its provenance is not part of
+    its content: the same signal re-sent by another way (NATS after gRPC, the CLI after a
+    tool) is a duplicate, not a correction — and the digests of signals stored before
+    provenance existed are unchanged."""
+    if s.HasField("provenance"):
+        bare = signals_pb2.Signal()
+        bare.CopyFrom(s)
+        bare.ClearField("provenance")
+        s = bare
     return hashlib.sha256(s.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -251,15 +259,21 @@ class SignalIndex(_Host):
                 )
 
     # -- recording signals -----------------------------------------------------------------------------
-    def record(self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "") -> Recorded:
+    def record(
+        self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "", *, via: str = ""
+    ) -> Recorded:
         """Validate, authorise and store one batch: one event per service, in one
-        transaction. Signals the service already holds with the same content (or repeated
-        in the batch) are counted as duplicates and not stored again. A known signal id with
+        transaction. Each signal is stored with its provenance; one that names no source gets
+        `via` (the way it arrived: "grpc", "nats") when given. Signals the service already
+        holds with the same content (or repeated in the batch) are counted as duplicates and
+        not stored again. A known signal id with
         another content is a correction: stored as its own event (`SignalCorrection`: the
         caller, the digest of the content it replaces, the fields that changed, `reason`),
         so that the windows it changes are judged again (restated once closed)."""
         for i, s in enumerate(signals):
             validate(s, i)
+        if via:
+            signals = [sig.with_source(s, via) for s in signals]
         self._check_may_record(caller, {s.service_id for s in signals})
         self._check_fcr_customers(signals)
         with self._lock:  # dedupe and save as one step within this process
@@ -405,6 +419,22 @@ class SignalIndex(_Host):
                     batch: Any = self.mapper.to_domain_event(n)
                     self._index(batch.service_id, list(batch_message(batch.batch).signals))
                 self._signals_position = notes[-1].id
+
+    def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
+        """The latest end among a service's request counts whose signal ids start with
+        `id_prefix`: where a pulling source (prometheus.py) left off, read from the signals it
+        recorded — its position is kept by the very events it records."""
+        with self._lock:
+            self._refresh_signals()
+            entry = self._services.get(service_id)
+            if entry is None:
+                return None
+            ends = [
+                sig.instant(s.requests.end)
+                for sid, s in entry.latest.items()
+                if sid.startswith(id_prefix) and s.WhichOneof("kind") == "requests"
+            ]
+        return max(ends, default=None)
 
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
         """Every stored signal content (of one service), in the order stored — first

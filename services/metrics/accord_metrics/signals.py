@@ -16,6 +16,8 @@ from accord_metrics.formulas.reliability import Incident, RequestCount
 from accord_metrics.formulas.work import Deal, Lead, Task, Ticket
 
 MAX_ID = 128
+MAX_SOURCE = 64
+MAX_REFERENCE = 256
 PRIORITIES = {"P1", "P2", "P3", "P4"}
 
 
@@ -61,6 +63,14 @@ def validate(signal: pb.Signal, index: int) -> None:
         raise InvalidSignalError(f"{w}.signal_id: 1–{MAX_ID} printable characters are required")
     if not signal.service_id:
         raise InvalidSignalError(f"{w}.service_id: is required")
+    if signal.HasField("provenance"):
+        p = signal.provenance
+        if p.source and (len(p.source) > MAX_SOURCE or not p.source.isprintable()):
+            raise InvalidSignalError(f"{w}.provenance.source: 1–{MAX_SOURCE} printable characters (or empty)")
+        if len(p.reference) > MAX_REFERENCE:
+            raise InvalidSignalError(
+                f"{w}.provenance.reference: at most {MAX_REFERENCE} characters, not {len(p.reference)}"
+            )
     kind = signal.WhichOneof("kind")
     if kind is None:
         raise InvalidSignalError(f"{w}: says nothing (set one of outage, probe, requests, incident, call, ticket, …)")
@@ -115,6 +125,17 @@ def validate(signal: pb.Signal, index: int) -> None:
         if not _set(body.closed_at):
             raise InvalidSignalError(f"{w}.closed_at: is required")
         _dec(body.revenue, f"{w}.revenue", required=True)
+
+
+def with_source(signal: pb.Signal, source: str) -> pb.Signal:
+    """The signal with `source` as its provenance's source when it names none (the way it
+    arrived: "grpc", "nats"); a signal that names its source is kept as it is."""
+    if signal.provenance.source:
+        return signal
+    out = pb.Signal()
+    out.CopyFrom(signal)
+    out.provenance.source = source
+    return out
 
 
 def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:

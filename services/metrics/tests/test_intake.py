@@ -7,6 +7,7 @@ the store is back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from accord_kit.testing.service import Keys, make_keys
 from accord_kit.testing.streams import eventually
 from accord_metrics.application import Metrics
 from accord_metrics.domain import KnownService
-from accord_metrics.intake import REPLY_TO, STATUS, STREAM, SignalIntake
+from accord_metrics.intake import MSG_ID, REPLY_TO, STATUS, STREAM, SignalIntake
 from tests.suite import feed
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -177,3 +178,54 @@ async def test_a_batch_the_store_cannot_read_is_never_acknowledged_and_is_record
             await nc.close()
             conn.close()
         assert deadletter.HEALTH not in it.health.statuses
+
+
+async def test_the_producer_hears_each_batchs_outcome_on_the_subject_it_names(
+    own_nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Not only the JetStream ack: accepted, duplicates and corrections of a recorded batch, or
+    the rejection with its code and reason, as JSON on the producer's reply subject, matched
+    to the batch by its Nats-Msg-Id."""
+    async with intake_of(own_nats_server.url, tmp_path) as it:
+        nc = await connect(own_nats_server.url, name="producer")
+        try:
+            js = nc.jetstream()
+            inbox = nc.new_inbox()
+            replies = await nc.subscribe(inbox)
+
+            async def send(data: bytes, msg_id: str, token: str | None = None) -> tuple[dict[str, str], dict]:
+                headers = {"Authorization": token or it.provider, REPLY_TO: inbox, "Nats-Msg-Id": msg_id}
+                ack = await js.publish(SUBJECT, data, headers=headers)
+                reply = await replies.next_msg(timeout=20)
+                body = json.loads(reply.data)
+                assert body["msg_id"] == msg_id and (reply.headers or {})[MSG_ID] == msg_id
+                assert body["stream_sequence"] == ack.seq and body["subject"] == SUBJECT
+                return dict(reply.headers or {}), body
+
+            headers, body = await send(outages(0, 3), "batch-1")
+            assert headers[STATUS] == "recorded"
+            assert (body["accepted"], body["duplicates"], body["corrections"]) == (3, 0, 0)
+            # o1 and o2 again (duplicates), o2 with a corrected end, o3 new: one correction.
+            batch = spb.SignalBatch.FromString(outages(1, 3))
+            batch.signals[1].outage.end.seconds += 60
+            headers, body = await send(batch.SerializeToString(), "batch-2")
+            assert (body["status"], body["accepted"], body["duplicates"], body["corrections"]) == (
+                "recorded", 1, 1, 1,
+            )  # fmt: skip
+            stored = it.metrics.signals(EMAIL)
+            assert {s.provenance.source for s in stored} == {"nats"}
+
+            invalid = spb.SignalBatch.FromString(outages(10, 1))
+            invalid.signals[0].outage.end.CopyFrom(invalid.signals[0].outage.start)
+            headers, body = await send(invalid.SerializeToString(), "batch-3")
+            assert headers[STATUS] == "rejected" and body["code"] == "invalid_argument"
+            assert body["reason"] == "signals[0].outage.end: must be after start"
+
+            customer = dict(it.keys.metadata("department", "finance"))["authorization"]
+            headers, body = await send(outages(20, 1), "batch-4", token=customer)
+            assert body["code"] == "permission_denied" and "only the provider of service" in body["reason"]
+            headers, body = await send(outages(20, 1), "batch-5", token="Bearer not-a-token")
+            assert body["code"] == "unauthenticated"
+            assert len(it.metrics.signals(EMAIL)) == 5  # 4 first contents and one correction
+        finally:
+            await nc.close()

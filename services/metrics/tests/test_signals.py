@@ -142,6 +142,33 @@ def test_a_resent_signal_is_stored_once_also_after_a_restart(app: Metrics, make_
             pb.Signal(signal_id="x", service_id="email", lead=pb.Lead(created=ts(T0), revenue="100")),
             "only a converted lead brings revenue",
         ),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                provenance=pb.Provenance(source="s" * 65),
+                outage=pb.Outage(start=ts(T0)),
+            ),
+            "signals[0].provenance.source: 1–64 printable characters",
+        ),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                provenance=pb.Provenance(source="line\nbreak"),
+                outage=pb.Outage(start=ts(T0)),
+            ),
+            "signals[0].provenance.source: 1–64 printable characters",
+        ),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                provenance=pb.Provenance(source="alertmanager", reference="r" * 257),
+                outage=pb.Outage(start=ts(T0)),
+            ),
+            "signals[0].provenance.reference: at most 256 characters, not 257",
+        ),
     ],
 )
 def test_an_invalid_signal_rejects_its_batch_naming_the_field(app: Metrics, signal: pb.Signal, expected: str) -> None:
@@ -152,6 +179,36 @@ def test_an_invalid_signal_rejects_its_batch_naming_the_field(app: Metrics, sign
     ):
         app.record(PROVIDER, [signal, outage("fine", 0, 1)])
     assert app.head_position() == head
+
+
+def test_a_signal_is_stored_with_its_provenance_and_the_way_it_came_when_it_names_none(app: Metrics) -> None:
+    tagged = outage("o1", 0, 5)
+    tagged.provenance.CopyFrom(pb.Provenance(source="alertmanager", manual=False, reference="fp:1a2b"))
+    app.record(PROVIDER, [tagged, outage("o2", 10, 5)], via="nats")
+    app.record(PROVIDER, [outage("o3", 20, 5)])  # called in-process, no way named: stored as sent
+    stored = {s.signal_id: s.provenance for s in app.signals("email")}
+    assert stored["o1"] == pb.Provenance(source="alertmanager", reference="fp:1a2b")
+    assert stored["o2"] == pb.Provenance(source="nats")
+    assert not stored["o3"].source
+
+
+def test_provenance_is_not_content_another_way_is_a_duplicate_a_correction_carries_its_own(app: Metrics) -> None:
+    first = outage("o1", 0, 5)
+    assert app.record(PROVIDER, [first], via="grpc").accepted == 1
+    # The same signal re-sent by another way (or from another tool) is a retry, not a correction.
+    by_cli = outage("o1", 0, 5)
+    by_cli.provenance.CopyFrom(pb.Provenance(source="cli", manual=True))
+    again = app.record(PROVIDER, [by_cli], via="nats")
+    assert (again.accepted, again.duplicates, again.corrections) == (0, 1, 0)
+    # A correction is stored with the provenance of the content it brings.
+    fixed = outage("o1", 0, 7)
+    fixed.provenance.CopyFrom(pb.Provenance(source="cli", manual=True, reference="ticket INC-7"))
+    assert app.record(PROVIDER, [fixed], via="grpc").corrections == 1
+    contents = [s.provenance for s in app.signals("email")]
+    assert contents == [
+        pb.Provenance(source="grpc"),
+        pb.Provenance(source="cli", manual=True, reference="ticket INC-7"),
+    ]
 
 
 def test_only_the_services_provider_or_a_service_identity_may_record(app: Metrics) -> None:
