@@ -3,6 +3,9 @@ gRPC GatewayService and the HTTP app."""
 
 from __future__ import annotations
 
+import asyncio
+
+from accord_gateway.explain import MetricsWindowSignals
 from accord_gateway.http import create_app, http_task
 from accord_gateway.projection import ReadModel
 from accord_gateway.server import ERROR_MAP, register_gateway
@@ -25,7 +28,22 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     readiness = Readiness()
     model = ReadModel()
-    http = create_app(is_ready=readiness.is_ready, model=model, verifier=verifier, not_ready=readiness.detail)
+    # Breach timelines ask metrics for the signals that explain a window, as the gateway's service.
+    window_signals = MetricsWindowSignals(
+        settings.addresses["metrics"], token=lambda: settings.service_token_file.read_text().strip()
+    )
+    http = create_app(
+        is_ready=readiness.is_ready,
+        model=model,
+        verifier=verifier,
+        not_ready=readiness.detail,
+        window_signals=window_signals,
+    )
+
+    async def close_metrics_channel(stop: asyncio.Event) -> None:
+        await stop.wait()
+        await window_signals.close()
+
     return ServiceParts(
         readiness=readiness,
         settings=settings,
@@ -35,5 +53,5 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         upstreams=[Upstream("agreements"), Upstream("metrics"), Upstream("billing")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[http_task(http, settings.http_host, settings.http_port)],
+        extra_tasks=[http_task(http, settings.http_host, settings.http_port), close_metrics_channel],
     )
