@@ -101,10 +101,11 @@ class Suite:
 
 @contextlib.asynccontextmanager
 async def gateway_over(
-    suite: Suite, nats_url: str, tmp_path: Path, keys: Keys
+    suite: Suite, nats_url: str, tmp_path: Path, keys: Keys, **env: str
 ) -> AsyncIterator[tuple[Any, int, list[Relay]]]:
     """The gateway as it runs (gRPC and HTTP on free ports), fed by relays publishing the
-    suite's three stores to their streams. Yields (runtime, HTTP port, relays)."""
+    suite's three stores to their streams; `env`: more of its settings. Yields (runtime,
+    HTTP port, relays)."""
     from accord_gateway.bootstrap import build
     from accord_gateway.settings import load
 
@@ -115,7 +116,7 @@ async def gateway_over(
     ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     http_port = free_port()
-    settings = load(service_environ("gateway", tmp_path, nats_url, "sqlite", GATEWAY_HTTP_PORT=str(http_port)))
+    settings = load(service_environ("gateway", tmp_path, nats_url, "sqlite", GATEWAY_HTTP_PORT=str(http_port), **env))
     try:
         async with running_service(build, settings, keys) as gateway:
             yield gateway, http_port, relays

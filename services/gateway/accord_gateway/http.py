@@ -165,7 +165,7 @@ def create_app(
         description=(
             "Every evaluation metrics published for the objective's windows (each change of an open window, its "
             "closing, a restatement), at most 240 points a window for the 24 most recent windows. `from` and `to` "
-            "(RFC 3339 with an offset) keep the windows that overlap [from, to) and their points inside it. Times "
+            "(RFC 3339 with an offset) keep the windows that overlap [from, to) and their points in [from, to]. Times "
             "are UTC; show them in `time_zone`, the agreement's."
         ),
         response_model=schemas.BudgetAnswer,

@@ -182,7 +182,8 @@ class ReadModel:
         )
 
     def _metrics_event(self, name: str, env: events_pb2.EventEnvelope) -> str:
-        at = env.occurred_at.ToJsonString()
+        # When metrics stored it, by its clock: an evaluation is as of then (its "now").
+        at = env.recorded_at.ToJsonString()
         if name in ("EvaluationUpdated", "WindowClosed"):
             msg: Any = getattr(metric_events, name)()
             env.payload.Unpack(msg)
@@ -367,7 +368,7 @@ class ReadModel:
                     "new_amount": msg.new_amount,
                     "difference": msg.difference,
                     "reason": msg.reason,
-                    "at": env.occurred_at.ToJsonString(),
+                    "at": env.recorded_at.ToJsonString(),
                 }
             )
         elif name == "DisputeOpened":
@@ -381,7 +382,7 @@ class ReadModel:
                     "reason": msg.reason,
                     "amount": "",
                     "resolution": "",
-                    "opened_at": env.occurred_at.ToJsonString(),
+                    "opened_at": env.recorded_at.ToJsonString(),
                     "resolved_at": "",
                 }
             )
@@ -393,7 +394,7 @@ class ReadModel:
                     # statement is final.
                     x["amount"] = msg.amount
                     x["resolution"] = msg.reason
-                    x["resolved_at"] = env.occurred_at.ToJsonString()
+                    x["resolved_at"] = env.recorded_at.ToJsonString()
         return aid
 
     # -- queries ------------------------------------------------------------------------------
@@ -588,7 +589,8 @@ def budget_view(
     end: datetime | None = None,
 ) -> dict[str, Any]:
     """One objective's error budget remaining over time, per window, in [start, end) (every
-    window held when unset): windows overlapping the range, their points inside it."""
+    window held when unset): windows overlapping the range, their points in [start, end] (a
+    window's closing point is as of its end)."""
     status = agreement_view(model, agreement_id, role, department)
     objective = next((o for o in status["objectives"] if o["objective_id"] == objective_id), None)
     term = next(
@@ -608,7 +610,7 @@ def budget_view(
         points = [
             p
             for p in w["points"]
-            if (start is None or _instant(p["at"]) >= start) and (end is None or _instant(p["at"]) < end)
+            if (start is None or _instant(p["at"]) >= start) and (end is None or _instant(p["at"]) <= end)
         ]
         windows.append(
             {
