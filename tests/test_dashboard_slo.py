@@ -21,7 +21,6 @@ import pytest
 from PIL import Image, ImageStat
 from playwright.async_api import Page, async_playwright
 
-from accord_agreements.samples import sla_terms
 from accord_kit.auth import TokenVerifier, mint_token
 from accord_kit.eventlog import register_event_log
 from accord_kit.grpc_server import build_server
@@ -32,17 +31,12 @@ from accord_metrics.bootstrap import POLICY as METRICS_POLICY
 from accord_metrics.server import ERROR_MAP as METRICS_ERRORS
 from accord_metrics.server import register_metrics
 from tests.suite import (
-    AMS,
-    COLLECTOR,
-    CUSTOMER,
     FINANCE,
     P_CUSTOMER,
     P_PROVIDER,
-    PROVIDER,
     Suite,
-    an_active_agreement,
     gateway_over,
-    outage,
+    slo_journey,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,31 +45,6 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]  # fmt: skip
 WIDTH, HEIGHT = 1200, 900
 ZONE = "Europe/Amsterdam"
-
-
-def journey(suite: Suite) -> tuple[str, str]:
-    """The sample SLA (fee 12,000.00 EUR a month, availability 99.9 % monthly, < 99.9 → 10 %)
-    and a second agreement to search among. January: 30 minutes down (met); February: an hour
-    down (breached, credited 1,200.00, disputed); March: 20 minutes down so far, and a late
-    report of 50 minutes in January restates it — an adjustment on March's open statement.
-    Returns (agreement id, February's statement id)."""
-    m, b = suite.metrics, suite.billing
-    aid = an_active_agreement(suite)
-    other = str(suite.agreements.draft(PROVIDER, sla_terms(title="Calendar service for Finance")).id)
-    suite.agreements.propose(PROVIDER, other)
-    suite.agreements.accept(CUSTOMER, other)
-    m.record(COLLECTOR, [outage("jan", f"2026-01-12T10:00{AMS}", 30)])
-    suite.tick(f"2026-01-12T10:30{AMS}")  # while it is down: burn-rate alerts fire
-    suite.tick(f"2026-02-01T02:00{AMS}")  # January closes met; its statement is issued
-    m.record(COLLECTOR, [outage("feb", f"2026-02-03T08:00{AMS}", 60)])
-    suite.tick(f"2026-02-03T09:00{AMS}")
-    suite.tick(f"2026-03-01T02:00{AMS}")  # February closes breached: 1,200.00
-    m.record(COLLECTOR, [outage("mar", f"2026-03-04T08:00{AMS}", 20)])
-    suite.tick(f"2026-03-04T08:20{AMS}")
-    m.record(COLLECTOR, [outage("jan-late", f"2026-01-20T02:00{AMS}", 50)])
-    suite.tick(f"2026-03-10T12:00{AMS}")
-    feb = b.statements(P_CUSTOMER, aid)[1]
-    return aid, str(feb.id)
 
 
 @asynccontextmanager
@@ -117,7 +86,7 @@ async def test_the_slo_page_shows_budget_alerts_breaches_and_money(
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (`make test` does, as root)")
     suite = Suite(make_store_env)
-    aid, feb_statement = journey(suite)
+    aid, feb_statement = slo_journey(suite)
     keys = make_keys(tmp_path / "keys")
     token = mint_token(keys.private, subject="fin", role="department", department=FINANCE)
     service_token = tmp_path / "gateway.token"

@@ -199,6 +199,7 @@ class ReadModel:
                 for alert in o["burn_alerts"]:
                     if alert["window_start"] == e["window_start"] and alert["state"] == FIRING:
                         alert["state"], alert["ended_at"] = WINDOW_CLOSED, e["window_end"]
+                        alert["resolution"] = "window_closed"
             # A closing evaluation is as of the window's end, whenever metrics closed it.
             self._point(e, e["window_end"] if name == "WindowClosed" else at)
             return str(e["agreement_id"])
@@ -252,6 +253,7 @@ class ReadModel:
                     "at": at,
                     "state": FIRING,
                     "ended_at": "",
+                    "resolution": "",
                 }
             )
             return str(a.agreement_id)
@@ -263,6 +265,7 @@ class ReadModel:
             for alert in o["burn_alerts"]:
                 if alert["window_start"] == res.window_start and alert["name"] == res.name and alert["state"] == FIRING:
                     alert["state"], alert["ended_at"] = RESOLVED, at
+                    alert["resolution"] = getattr(res, "reason", "")
             return str(res.agreement_id)
         return ""
 

@@ -66,6 +66,9 @@ class BurnRateAlertView(_Model):
     at: Instant = Field(description="When it fired")
     state: str = Field(description="FIRING, RESOLVED (metrics said so) or WINDOW_CLOSED (its window ended)")
     ended_at: Instant = Field(description="When it resolved or its window closed; empty while firing")
+    resolution: str = Field(
+        description='Why it ended, as metrics says ("cleared", "window_closed"); empty while firing'
+    )
 
 
 class ObjectiveView(_Model):
