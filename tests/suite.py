@@ -101,10 +101,11 @@ class Suite:
 
 @contextlib.asynccontextmanager
 async def gateway_over(
-    suite: Suite, nats_url: str, tmp_path: Path, keys: Keys
+    suite: Suite, nats_url: str, tmp_path: Path, keys: Keys, **env: str
 ) -> AsyncIterator[tuple[Any, int, list[Relay]]]:
     """The gateway as it runs (gRPC and HTTP on free ports), fed by relays publishing the
-    suite's three stores to their streams. Yields (runtime, HTTP port, relays)."""
+    suite's three stores to their streams; `env`: more of its settings. Yields (runtime,
+    HTTP port, relays)."""
     from accord_gateway.bootstrap import build
     from accord_gateway.settings import load
 
@@ -115,7 +116,7 @@ async def gateway_over(
     ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     http_port = free_port()
-    settings = load(service_environ("gateway", tmp_path, nats_url, "sqlite", GATEWAY_HTTP_PORT=str(http_port)))
+    settings = load(service_environ("gateway", tmp_path, nats_url, "sqlite", GATEWAY_HTTP_PORT=str(http_port), **env))
     try:
         async with running_service(build, settings, keys) as gateway:
             yield gateway, http_port, relays
@@ -177,3 +178,30 @@ def alter_stored_signal(env: dict[str, str], table: str, signal_id: str, change:
         raise AssertionError(f"no stored signal batch holds signal {signal_id!r}")
     finally:
         conn.close()
+
+
+def slo_journey(suite: Suite) -> tuple[str, str]:
+    """The sample SLA (fee 12,000.00 EUR a month, availability 99.9 % monthly, < 99.9 → 10 %)
+    and a second agreement to search among. January: 30 minutes down (met); February: an hour
+    down (breached, credited 1,200.00, disputed); March: 20 minutes down so far, and a late
+    report of 50 minutes in January restates it — an adjustment on March's open statement.
+    Returns (agreement id, February's statement id)."""
+    from accord_agreements.samples import sla_terms
+
+    m, b = suite.metrics, suite.billing
+    aid = an_active_agreement(suite)
+    other = str(suite.agreements.draft(PROVIDER, sla_terms(title="Calendar service for Finance")).id)
+    suite.agreements.propose(PROVIDER, other)
+    suite.agreements.accept(CUSTOMER, other)
+    m.record(COLLECTOR, [outage("jan", f"2026-01-12T10:00{AMS}", 30)])
+    suite.tick(f"2026-01-12T10:30{AMS}")  # while it is down: burn-rate alerts fire
+    suite.tick(f"2026-02-01T02:00{AMS}")  # January closes met; its statement is issued
+    m.record(COLLECTOR, [outage("feb", f"2026-02-03T08:00{AMS}", 60)])
+    suite.tick(f"2026-02-03T09:00{AMS}")
+    suite.tick(f"2026-03-01T02:00{AMS}")  # February closes breached: 1,200.00
+    m.record(COLLECTOR, [outage("mar", f"2026-03-04T08:00{AMS}", 20)])
+    suite.tick(f"2026-03-04T08:20{AMS}")
+    m.record(COLLECTOR, [outage("jan-late", f"2026-01-20T02:00{AMS}", 50)])
+    suite.tick(f"2026-03-10T12:00{AMS}")
+    feb = b.statements(P_CUSTOMER, aid)[1]
+    return aid, str(feb.id)

@@ -74,6 +74,11 @@ def test_the_read_model_matches_the_owning_services_and_rebuilds_the_same(suite:
     again = ReadModel()
     fill(again, suite)
     assert again.agreement(aid) == status
+    series = model.budget_series(aid, "availability")
+    assert [w["window_start"] for w in series] == [
+        w.window_start for w in m.window_evaluations(aid) if w.objective_id == "availability"
+    ]
+    assert again.budget_series(aid, "availability") == series
     for source, app in (("agreements", ag), ("metrics", m), ("billing", b)):
         for env in app.read_events(0, 5000)[0]:
             assert again.apply_upstream(source, env) is False

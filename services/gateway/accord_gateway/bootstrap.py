@@ -3,6 +3,9 @@ gRPC GatewayService and the HTTP app."""
 
 from __future__ import annotations
 
+import asyncio
+
+from accord_gateway.explain import MetricsWindowSignals
 from accord_gateway.http import create_app, http_task
 from accord_gateway.intake import MetricsForwarder
 from accord_gateway.projection import ReadModel
@@ -28,6 +31,10 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
     model = ReadModel()
     # The signal intake forwards to metrics with the caller's own token: nothing kept here.
     metrics = MetricsForwarder(settings.addresses["metrics"], settings.max_message_bytes)
+    # Breach timelines ask metrics for the signals that explain a window, as the gateway's service.
+    window_signals = MetricsWindowSignals(
+        settings.addresses["metrics"], token=lambda: settings.service_token_file.read_text().strip()
+    )
     http = create_app(
         is_ready=readiness.is_ready,
         model=model,
@@ -35,7 +42,13 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         not_ready=readiness.detail,
         metrics=metrics,
         max_body_bytes=settings.max_message_bytes,
+        window_signals=window_signals,
     )
+
+    async def close_metrics_channel(stop: asyncio.Event) -> None:
+        await stop.wait()
+        await window_signals.close()
+
     return ServiceParts(
         readiness=readiness,
         settings=settings,
@@ -45,5 +58,5 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         upstreams=[Upstream("agreements"), Upstream("metrics"), Upstream("billing")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[http_task(http, settings.http_host, settings.http_port, metrics=metrics)],
+        extra_tasks=[http_task(http, settings.http_host, settings.http_port, metrics=metrics), close_metrics_channel],
     )

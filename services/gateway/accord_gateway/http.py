@@ -8,13 +8,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from accord.metrics.v1 import signals_pb2
@@ -29,11 +33,15 @@ from accord_gateway.intake import (
     signal_batch,
     with_source,
 )
+from accord_gateway import schemas
+from accord_gateway.explain import ReadWindowSignals, WindowSignals
 from accord_gateway.projection import (
     Changes,
     NotVisibleError,
     ReadModel,
     agreement_view,
+    breach_windows,
+    budget_view,
     department_view,
     portfolio_view,
     service_view,
@@ -44,6 +52,8 @@ from accord_kit.logging import get_logger
 
 log = get_logger("accord.gateway.http")
 DASHBOARD = Path(__file__).with_name("static") / "index.html"
+# Swagger UI's files (fastapi-offline's copy, served by the gateway itself: /docs asks no CDN).
+DOCS_STATIC = "/docs/static"
 
 
 class ErrorBody(BaseModel):
@@ -52,11 +62,22 @@ class ErrorBody(BaseModel):
     error: str = Field(description="What was wrong")
 
 
+class InvalidParameter(BaseModel):
+    """One parameter that does not validate (pydantic's error record)."""
+
+    type: str = Field(description="The kind of error, e.g. datetime_from_date_parsing")
+    loc: list[str | int] = Field(description='Where: e.g. ["query", "from"]')
+    msg: str = Field(description="Why, in words")
+    input: Any = Field(default=None, description="The value given")
+    ctx: dict[str, Any] | None = Field(default=None, description="Details of the rule it broke")
+    url: str | None = Field(default=None, description="pydantic's page about this kind of error")
+
+
 class InvalidRequestBody(BaseModel):
     """A parameter that does not validate."""
 
     error: str = Field(description='Always "invalid request"')
-    detail: list[dict[str, Any]] = Field(description="Each parameter that does not validate, and why")
+    detail: list[InvalidParameter] = Field(description="Each parameter that does not validate, and why")
 
 
 class IntakeErrorBody(BaseModel):
@@ -114,6 +135,12 @@ ALERTMANAGER_PAYLOAD: dict[str, Any] = {
         },
     },
 }
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="An Accord token (EdDSA JWT): `make run` prints development tokens",
+)
 
 
 def create_app(
@@ -122,15 +149,23 @@ def create_app(
     verifier: TokenVerifier | None = None,
     *,
     not_ready: Callable[[], dict[str, Any]] | None = None,
+    window_signals: ReadWindowSignals | None = None,
     metrics: MetricsForwarder | None = None,
     max_body_bytes: int = 16 * 1024 * 1024,
 ) -> FastAPI:
     """`not_ready` says why the gateway is not SERVING (e.g. how far each stream has caught up);
-    `metrics` (when given) serves the signal intake, bodies up to `max_body_bytes`."""
-    app = FastAPI(
+    `window_signals` reads a window's outage signals from metrics (breach timelines); `metrics`
+    (when given) serves the signal intake, bodies up to `max_body_bytes`."""
+    app = FastAPIOffline(
         title="Accord gateway",
         version="0.1.0",
-        description="Current status of Accord's service level agreements. Send `Authorization: Bearer <token>`.",
+        description=(
+            "Current status of Accord's service level agreements. Send `Authorization: Bearer <token>` "
+            '("Authorize" here). Decimals and instants are strings; instants are RFC 3339.'
+        ),
+        redoc_url=None,
+        static_url=DOCS_STATIC,
+        swagger_ui_parameters={"persistAuthorization": True},
     )
 
     @app.exception_handler(HTTPException)
@@ -139,13 +174,20 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "invalid request", "detail": exc.errors()}, status_code=422)
+        detail = [{k: v for k, v in e.items() if k in InvalidParameter.model_fields} for e in exc.errors()]
+        body = {"error": "invalid request", "detail": jsonable_encoder(detail, custom_encoder={Exception: str})}
+        return JSONResponse(body, status_code=422)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> HTMLResponse:
         return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))
 
-    @app.get("/healthz", summary="Liveness and readiness of the gateway")
+    @app.get(
+        "/healthz",
+        summary="Liveness and readiness of the gateway",
+        response_model=schemas.Health,
+        response_model_exclude_none=True,
+    )
     async def healthz() -> dict[str, Any]:
         # Always 200 (the process is alive: a liveness probe must not restart a gateway that is
         # catching up, which would start it over); readiness is the `status` field.
@@ -156,9 +198,12 @@ def create_app(
     if model is None or verifier is None:
         return app
 
-    def caller(authorization: str | None) -> tuple[str, str]:
+    def caller(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None
+    ) -> tuple[str, str]:
+        # The header as sent (not as HTTPBearer parsed it): the verifier names what is wrong with it.
         try:
-            p = verifier.verify(authorization)
+            p = verifier.verify(request.headers.get("authorization"))
         except UnauthenticatedError as e:
             raise HTTPException(status_code=401, detail=str(e)) from None
         return p.role, p.department
@@ -170,19 +215,80 @@ def create_app(
             raise HTTPException(status_code=404, detail=str(e)) from None
 
     @app.get(
-        "/v1/agreements/{agreement_id}", summary="An agreement's current status", responses={**READ, **NOT_VISIBLE}
+        "/v1/agreements/{agreement_id}",
+        summary="An agreement's current status",
+        response_model=schemas.AgreementAnswer,
+        responses={**READ, **NOT_VISIBLE},
     )
-    async def agreement(agreement_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        role, dept = caller(authorization)
-        return answer(lambda: agreement_view(model, agreement_id, role, dept))
+    async def agreement(agreement_id: str, who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
+        return answer(lambda: agreement_view(model, agreement_id, *who))
+
+    @app.get(
+        "/v1/agreements/{agreement_id}/objectives/{objective_id}/budget",
+        summary="An objective's error budget remaining over time, window by window",
+        description=(
+            "Every evaluation metrics published for the objective's windows (each change of an open window, its "
+            "closing, a restatement), at most 240 points a window for the 24 most recent windows. `from` and `to` "
+            "(RFC 3339 with an offset) keep the windows that overlap [from, to) and their points in [from, to]. Times "
+            "are UTC; show them in `time_zone`, the agreement's."
+        ),
+        response_model=schemas.BudgetAnswer,
+        responses={**READ, **NOT_VISIBLE},
+    )
+    async def budget(
+        agreement_id: str,
+        objective_id: str,
+        who: tuple[str, str] = Security(caller),
+        start: Annotated[datetime | None, Query(alias="from", description="RFC 3339 with an offset")] = None,
+        end: Annotated[datetime | None, Query(alias="to", description="RFC 3339 with an offset")] = None,
+    ) -> dict[str, Any]:
+        for name, value in (("from", start), ("to", end)):
+            if value is not None and value.tzinfo is None:
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "timezone_aware",
+                            "loc": ["query", name],
+                            "msg": "needs a UTC offset",
+                            "input": str(value),
+                        }
+                    ]
+                )
+        return answer(lambda: budget_view(model, agreement_id, objective_id, *who, start, end))
+
+    @app.get(
+        "/v1/agreements/{agreement_id}/objectives/{objective_id}/breaches",
+        summary="An objective's breach timeline: each breached window, its breaches and the outages in it",
+        description=(
+            "The outage and maintenance signals of each breached window come from metrics "
+            "(`MetricsService.ListWindowSignals`) at the time of the call; when metrics does not answer, "
+            "`signals_error` says why and the rest of the timeline is still given."
+        ),
+        response_model=schemas.BreachesAnswer,
+        responses={**READ, **NOT_VISIBLE},
+    )
+    async def breaches(agreement_id: str, objective_id: str, who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
+        doc = answer(lambda: breach_windows(model, agreement_id, objective_id, *who))
+
+        async def explain(w: dict[str, Any]) -> None:
+            found = (
+                await window_signals(agreement_id, objective_id, w["window_start"])
+                if window_signals is not None
+                else WindowSignals(error="this gateway is not connected to metrics")
+            )
+            w["signals"], w["signals_truncated"], w["signals_error"] = found.signals, found.truncated, found.error
+
+        await asyncio.gather(*(explain(w) for w in doc["status"]["windows"]))
+        return doc
 
     @app.get(
         "/v1/departments/{department_id}",
         summary="A department's agreements, health and balance",
+        response_model=schemas.DepartmentAnswer,
         responses={**READ, **FORBIDDEN, **NOT_VISIBLE},
     )
-    async def department(department_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        role, dept = caller(authorization)
+    async def department(department_id: str, who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
+        role, dept = who
         if role == "department" and dept != department_id:
             raise HTTPException(status_code=403, detail=f"a department token for {dept} may not read {department_id}")
         return answer(lambda: department_view(model, department_id, role, dept))
@@ -190,25 +296,33 @@ def create_app(
     @app.get(
         "/v1/services/{service_id}",
         summary="The agreements covering a service and their health",
+        response_model=schemas.ServiceAnswer,
         responses={**READ, **NOT_VISIBLE},
     )
-    async def service(service_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        role, dept = caller(authorization)
-        return answer(lambda: service_view(model, service_id, role, dept))
+    async def service(service_id: str, who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
+        return answer(lambda: service_view(model, service_id, *who))
 
-    @app.get("/v1/portfolio", summary="Counts by state and health, worst objectives first", responses=READ)
-    async def portfolio(authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        role, dept = caller(authorization)
-        return answer(lambda: portfolio_view(model, role, dept))
+    @app.get(
+        "/v1/portfolio",
+        summary="Counts by state and health, worst objectives first",
+        response_model=schemas.PortfolioAnswer,
+        responses=READ,
+    )
+    async def portfolio(who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
+        return answer(lambda: portfolio_view(model, *who))
 
     @app.get(
         "/v1/watch",
         summary="Server-sent events: the status now, then on every change",
+        description=(
+            "Each event's `data` is a JSON document: `{status, positions}` as `GET /v1/agreements/{id}` answers "
+            "with `agreement_id`, else as `GET /v1/portfolio`. Keep-alive comments every 15 s."
+        ),
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, **READ, **NOT_VISIBLE},
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}, **READ, **NOT_VISIBLE},
     )
-    async def watch(agreement_id: str = "", authorization: str | None = Header(default=None)) -> StreamingResponse:
-        role, dept = caller(authorization)
+    async def watch(who: tuple[str, str] = Security(caller), agreement_id: str = "") -> StreamingResponse:
+        role, dept = who
         aid = agreement_id or None
 
         def current() -> dict[str, Any]:
@@ -288,9 +402,11 @@ def add_intake(app: FastAPI, metrics: MetricsForwarder, max_body_bytes: int) -> 
         responses=INTAKE,
         openapi_extra=request_body("SignalBatch"),
     )
-    async def record_signals(request: Request, authorization: str | None = Header(default=None)) -> dict[str, int]:
+    async def record_signals(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None
+    ) -> dict[str, int]:
         signals = with_source(signal_batch(await body_of(request)), HTTP_SOURCE)
-        outcome = await metrics.record(authorization, signals)
+        outcome = await metrics.record(request.headers.get("authorization"), signals)
         log.info("signals_forwarded", source=HTTP_SOURCE, signals=len(signals), **outcome)
         return outcome
 
@@ -310,10 +426,10 @@ def add_intake(app: FastAPI, metrics: MetricsForwarder, max_body_bytes: int) -> 
     async def alertmanager(
         request: Request,
         service: str = Query(default="", description=f"the service, for alerts without an {SERVICE_LABEL} label"),
-        authorization: str | None = Header(default=None),
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     ) -> dict[str, int]:
         signals = alertmanager_signals(await body_of(request), service)
-        outcome = await metrics.record(authorization, signals)
+        outcome = await metrics.record(request.headers.get("authorization"), signals)
         log.info("signals_forwarded", source=ALERTMANAGER_SOURCE, signals=len(signals), **outcome)
         return outcome
 

@@ -10,6 +10,7 @@ import asyncio
 import copy
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -35,10 +36,24 @@ STATES = {
 }
 HEALTH_ORDER = {"BREACHED": 0, "AT_RISK": 1, "NO_DATA": 2, "MET": 3, "": 4}
 SOURCES = ("agreements", "metrics", "billing")
+# The error budget over time: one point per evaluation metrics published for a window (at
+# each change of an open window, at its closing and at a restatement), at most
+# SERIES_POINTS per window (beyond, every other point is dropped, the first and last kept),
+# for the SERIES_WINDOWS most recent windows of each objective.
+SERIES_POINTS = 240
+SERIES_WINDOWS = 24
+# Burn-rate alert states: firing until metrics says it resolved (BurnRateAlertResolved, when
+# the contract has it) or its window closes.
+FIRING, RESOLVED, WINDOW_CLOSED = "FIRING", "RESOLVED", "WINDOW_CLOSED"
 
 
 def _terms(msg: Any) -> dict[str, Any]:
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _utc(instant: str) -> str:
+    """An RFC 3339 instant in UTC, one spelling (points are ordered and compared by it)."""
+    return datetime.fromisoformat(instant).astimezone(UTC).isoformat()
 
 
 def _new_status(agreement_id: str) -> dict[str, Any]:
@@ -50,6 +65,7 @@ def _new_status(agreement_id: str) -> dict[str, Any]:
         "parties": {},
         "kind": "",
         "level": "",
+        "time_zone": "",
         "service_ids": [],
         "terms": {},
         "pending_amendment": None,
@@ -70,6 +86,8 @@ class ReadModel:
         self._positions = dict.fromkeys(SOURCES, 0)
         self._agreements: dict[str, dict[str, Any]] = {}
         self._statement_agreement: dict[str, str] = {}
+        # (agreement id, objective id) → window start → the window's budget series (see SERIES_POINTS)
+        self._series: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._listeners: list[Callable[[str], None]] = []
 
     # -- the consumer's side ---------------------------------------------------------------
@@ -130,6 +148,7 @@ class ReadModel:
             status["title"] = terms.get("title", "")
             status["parties"] = terms.get("parties") or {}
             status["kind"], status["level"] = terms.get("kind", ""), terms.get("level", "")
+            status["time_zone"] = terms.get("time_zone", "")
             status["service_ids"] = list((terms.get("service") or {}).get("service_ids") or [])
         if name in ("AgreementAccepted", "AmendmentAccepted"):
             status["version"] = msg.version
@@ -163,6 +182,8 @@ class ReadModel:
         )
 
     def _metrics_event(self, name: str, env: events_pb2.EventEnvelope) -> str:
+        # When metrics stored it, by its clock: an evaluation is as of then (its "now").
+        at = env.recorded_at.ToJsonString()
         if name in ("EvaluationUpdated", "WindowClosed"):
             msg: Any = getattr(metric_events, name)()
             env.payload.Unpack(msg)
@@ -175,6 +196,12 @@ class ReadModel:
                     [c for c in o["closed"] if c["window_start"] != e["window_start"]] + [e],
                     key=lambda c: c["window_start"],
                 )
+                for alert in o["burn_alerts"]:
+                    if alert["window_start"] == e["window_start"] and alert["state"] == FIRING:
+                        alert["state"], alert["ended_at"] = WINDOW_CLOSED, e["window_end"]
+                        alert["resolution"] = "window_closed"
+            # A closing evaluation is as of the window's end, whenever metrics closed it.
+            self._point(e, e["window_end"] if name == "WindowClosed" else at)
             return str(e["agreement_id"])
         if name == "EvaluationRestated":
             r = metric_events.EvaluationRestated()
@@ -187,6 +214,7 @@ class ReadModel:
             )
             if o["current"] and o["current"]["window_start"] == e["window_start"]:
                 o["current"] = e
+            self._point(e, at, restated=True)
             return str(e["agreement_id"])
         if name == "BreachDetected":
             b = metric_events.BreachDetected()
@@ -200,7 +228,8 @@ class ReadModel:
                     "subject": b.subject,
                     "value": b.value,
                     "target": b.target,
-                    "at": env.occurred_at.ToJsonString(),
+                    "certain_before_close": b.certain_before_close,
+                    "at": at,
                 }
             )
             return str(b.agreement_id)
@@ -208,17 +237,64 @@ class ReadModel:
             w = metric_events.BudgetWarning()
             env.payload.Unpack(w)
             self._objective(w.agreement_id, w.objective_id)["warnings"].append(
-                {"window_start": w.window_start, "level": w.level}
+                {"window_start": w.window_start, "level": w.level, "consumed": w.consumed, "at": at}
             )
             return str(w.agreement_id)
         if name == "BurnRateAlert":
             a = metric_events.BurnRateAlert()
             env.payload.Unpack(a)
             self._objective(a.agreement_id, a.objective_id)["burn_alerts"].append(
-                {"window_start": a.window_start, "name": a.name}
+                {
+                    "window_start": a.window_start,
+                    "name": a.name,
+                    "factor": a.factor,
+                    "long_rate": a.long_rate,
+                    "short_rate": a.short_rate,
+                    "at": at,
+                    "state": FIRING,
+                    "ended_at": "",
+                    "resolution": "",
+                }
             )
             return str(a.agreement_id)
+        if name == "BurnRateAlertResolved" and hasattr(metric_events, name):
+            # The contract's resolution of a burn-rate alert (when metrics publishes it).
+            res: Any = getattr(metric_events, name)()
+            env.payload.Unpack(res)
+            o = self._objective(res.agreement_id, res.objective_id)
+            for alert in o["burn_alerts"]:
+                if alert["window_start"] == res.window_start and alert["name"] == res.name and alert["state"] == FIRING:
+                    alert["state"], alert["ended_at"] = RESOLVED, at
+                    alert["resolution"] = getattr(res, "reason", "")
+            return str(res.agreement_id)
         return ""
+
+    def _point(self, e: dict[str, Any], at: str, restated: bool = False) -> None:
+        """Add an evaluation to its window's budget series (bounded: SERIES_POINTS, SERIES_WINDOWS)."""
+        if e.get("budget_remaining", "") == "" and e.get("status", "") == "":
+            return
+        windows = self._series.setdefault((e["agreement_id"], e["objective_id"]), {})
+        w = windows.setdefault(
+            e["window_start"], {"window_start": e["window_start"], "window_end": e["window_end"], "points": []}
+        )
+        point = {
+            "at": _utc(at),
+            "budget_remaining": e.get("budget_remaining", ""),
+            "budget_consumed": e.get("budget_consumed", ""),
+            "value": e.get("value", ""),
+            "status": e.get("status", ""),
+            "closed": bool(e.get("closed")),
+            "restated": restated,
+        }
+        points: list[dict[str, Any]] = w["points"]
+        if points and points[-1]["at"] == at:
+            points[-1] = point
+        else:
+            points.append(point)
+        if len(points) > SERIES_POINTS:
+            w["points"] = [*points[:-1:2], points[-1]] if len(points) % 2 == 0 else points[::2]
+        if len(windows) > SERIES_WINDOWS:
+            del windows[min(windows)]
 
     def _billing_event(self, name: str, env: events_pb2.EventEnvelope) -> str:
         if name == "StatementOpened":
@@ -233,39 +309,96 @@ class ReadModel:
                 "currency": s.currency,
                 "state": "OPEN",
                 "net": "0",
+                "totals": None,
+                "claim_until": "",
+                "assessments": [],
+                "adjustments": [],
             }
             return str(s.agreement_id)
-        if name in ("StatementIssued", "StatementFinalized"):
+        aid = ""
+        if name in (
+            "StatementIssued",
+            "StatementFinalized",
+            "AssessmentRecorded",
+            "AdjustmentRecorded",
+            "DisputeOpened",
+            "DisputeResolved",
+        ):
             msg: Any = getattr(billing_events, name)()
             env.payload.Unpack(msg)
             aid = self._statement_agreement.get(msg.statement_id, "")
-            if aid:
-                st = self._agreements[aid]["statements"][msg.statement_id]
-                st["state"] = "ISSUED" if name == "StatementIssued" else "FINAL"
-                st["net"] = msg.totals.net
-            return aid
-        if name in ("DisputeOpened", "DisputeResolved"):
-            d: Any = getattr(billing_events, name)()
-            env.payload.Unpack(d)
-            aid = self._statement_agreement.get(d.statement_id, "")
-            if aid:
-                disputes = self._agreements[aid]["disputes"]
-                if name == "DisputeOpened":
-                    disputes.append(
-                        {
-                            "dispute_id": d.dispute_id,
-                            "statement_id": d.statement_id,
-                            "objective_id": d.objective_id,
-                            "state": "OPEN",
-                            "reason": d.reason,
-                        }
-                    )
-                else:
-                    for x in disputes:
-                        if x["dispute_id"] == d.dispute_id:
-                            x["state"] = "ACCEPTED" if d.accepted else "REJECTED"
-            return aid
-        return ""
+        if not aid:
+            return ""
+        st = self._agreements[aid]["statements"][msg.statement_id]
+        if name in ("StatementIssued", "StatementFinalized"):
+            st["state"] = "ISSUED" if name == "StatementIssued" else "FINAL"
+            st["net"] = msg.totals.net
+            st["totals"] = json_format.MessageToDict(
+                msg.totals, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            if name == "StatementIssued":
+                st["claim_until"] = msg.claim_until
+        elif name == "AssessmentRecorded":
+            # Replaced while the statement is open: one per objective and window.
+            row = {
+                "objective_id": msg.objective_id,
+                "window_start": msg.window_start,
+                "status": msg.status,
+                "value": msg.value,
+                "net": msg.net,
+                "agreement_version": msg.agreement_version,
+                "lines": [
+                    {"kind": x.kind, "amount": x.amount, "derivation": x.derivation, "applied": x.applied}
+                    for x in msg.lines
+                ],
+            }
+            st["assessments"] = sorted(
+                [
+                    a
+                    for a in st["assessments"]
+                    if (a["objective_id"], a["window_start"]) != (msg.objective_id, msg.window_start)
+                ]
+                + [row],
+                key=lambda a: (a["objective_id"], a["window_start"]),
+            )
+        elif name == "AdjustmentRecorded":
+            st["adjustments"].append(
+                {
+                    "objective_id": msg.objective_id,
+                    "window_start": msg.window_start,
+                    "period_start": msg.period_start,
+                    "old_amount": msg.old_amount,
+                    "new_amount": msg.new_amount,
+                    "difference": msg.difference,
+                    "reason": msg.reason,
+                    "at": env.recorded_at.ToJsonString(),
+                }
+            )
+        elif name == "DisputeOpened":
+            self._agreements[aid]["disputes"].append(
+                {
+                    "dispute_id": msg.dispute_id,
+                    "statement_id": msg.statement_id,
+                    "objective_id": msg.objective_id,
+                    "window_start": msg.window_start,
+                    "state": "OPEN",
+                    "reason": msg.reason,
+                    "amount": "",
+                    "resolution": "",
+                    "opened_at": env.recorded_at.ToJsonString(),
+                    "resolved_at": "",
+                }
+            )
+        elif name == "DisputeResolved":
+            for x in self._agreements[aid]["disputes"]:
+                if x["dispute_id"] == msg.dispute_id:
+                    x["state"] = "ACCEPTED" if msg.accepted else "REJECTED"
+                    # The assessment's amount after an accepted dispute: known now, before the
+                    # statement is final.
+                    x["amount"] = msg.amount
+                    x["resolution"] = msg.reason
+                    x["resolved_at"] = env.recorded_at.ToJsonString()
+        return aid
 
     # -- queries ------------------------------------------------------------------------------
     def agreement(self, agreement_id: str) -> dict[str, Any] | None:
@@ -284,14 +417,28 @@ class ReadModel:
             return terms
         return effective_terms(self._effective(parent["terms"], depth + 1), terms)
 
+    def budget_series(self, agreement_id: str, objective_id: str) -> list[dict[str, Any]]:
+        """The objective's budget series per window held (oldest window first, points by time)."""
+        with self._lock:
+            windows = copy.deepcopy(list(self._series.get((agreement_id, objective_id), {}).values()))
+        for w in windows:
+            w["points"].sort(key=lambda p: p["at"])
+        return sorted(windows, key=lambda w: _instant(w["window_start"]))
+
     def agreements(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = [copy.deepcopy(s) for s in self._agreements.values() if s["state"]]
         return [_summarise(s) for s in rows]
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
 def _summarise(s: dict[str, Any]) -> dict[str, Any]:
     """Derived figures: health, open breaches, credits this period and to date."""
+    s["short_id"] = short_id(s["agreement_id"])
+    s["time_zone"] = (s.get("effective_terms") or s["terms"]).get("time_zone") or s["time_zone"] or "UTC"
     objectives = list(s["objectives"].values())
     names = {o["objective_id"]: o.get("name", "") for o in (s["terms"].get("objectives") or [])}
     for o in objectives:
@@ -354,10 +501,27 @@ def agreement_view(model: ReadModel, agreement_id: str, role: str, department: s
     return status
 
 
+def short_id(agreement_id: str) -> str:
+    """The first 8 characters of an agreement id: with the title and parties, enough to tell
+    agreements apart on a page (the whole id is always beside it)."""
+    return agreement_id[:8]
+
+
 def _brief(s: dict[str, Any]) -> dict[str, Any]:
     return {
         k: s[k]
-        for k in ("agreement_id", "title", "state", "version", "health", "parties", "service_ids", "credits_to_date")
+        for k in (
+            "agreement_id",
+            "short_id",
+            "title",
+            "kind",
+            "state",
+            "version",
+            "health",
+            "parties",
+            "service_ids",
+            "credits_to_date",
+        )
     }
 
 
@@ -399,6 +563,7 @@ def portfolio_view(model: ReadModel, role: str, department: str) -> dict[str, An
             worst.append(
                 {
                     "agreement_id": s["agreement_id"],
+                    "short_id": s["short_id"],
                     "title": s["title"],
                     "objective_id": o["objective_id"],
                     "status": c.get("status", ""),
@@ -414,4 +579,101 @@ def portfolio_view(model: ReadModel, role: str, department: str) -> dict[str, An
         "by_health": by_health,
         "worst_objectives": worst[:50],
         "list": [_brief(s) for s in sorted(rows, key=lambda s: (HEALTH_ORDER.get(s["health"], 4), s["title"]))],
+    }
+
+
+def budget_view(
+    model: ReadModel,
+    agreement_id: str,
+    objective_id: str,
+    role: str,
+    department: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """One objective's error budget remaining over time, per window, in [start, end) (every
+    window held when unset): windows overlapping the range, their points in [start, end] (a
+    window's closing point is as of its end)."""
+    status = agreement_view(model, agreement_id, role, department)
+    objective = next((o for o in status["objectives"] if o["objective_id"] == objective_id), None)
+    term = next(
+        (o for o in (status["effective_terms"].get("objectives") or []) if o.get("objective_id") == objective_id), None
+    )
+    if objective is None and term is None:
+        raise NotVisibleError(f"agreement {agreement_id!r} has no objective {objective_id!r}")
+    objective = objective or {"current": None, "closed": []}
+    closed = {c["window_start"]: c for c in objective["closed"]}
+    current = objective["current"] or {}
+    windows = []
+    for w in model.budget_series(agreement_id, objective_id):
+        w_start, w_end = _instant(w["window_start"]), _instant(w["window_end"])
+        if (start is not None and w_end <= start) or (end is not None and w_start >= end):
+            continue
+        latest = closed.get(w["window_start"]) or (current if current.get("window_start") == w["window_start"] else {})
+        points = [
+            p
+            for p in w["points"]
+            if (start is None or _instant(p["at"]) >= start) and (end is None or _instant(p["at"]) <= end)
+        ]
+        windows.append(
+            {
+                "window_start": w["window_start"],
+                "window_end": w["window_end"],
+                "closed": bool(latest.get("closed")),
+                "status": latest.get("status", ""),
+                "budget_remaining": latest.get("budget_remaining", ""),
+                "points": points,
+            }
+        )
+    return {
+        "agreement_id": agreement_id,
+        "objective_id": objective_id,
+        "name": (term or {}).get("name", ""),
+        "time_zone": status["time_zone"],
+        "target": (current or {}).get("target", "") or str((term or {}).get("target", "")),
+        "from": start.isoformat() if start else "",
+        "to": end.isoformat() if end else "",
+        "windows": windows,
+    }
+
+
+def breach_windows(
+    model: ReadModel, agreement_id: str, objective_id: str, role: str, department: str
+) -> dict[str, Any]:
+    """One objective's breach timeline: each breached window (oldest first) with its breaches
+    and its evaluation; the signals that explain it are metrics' to give (explain.py)."""
+    status = agreement_view(model, agreement_id, role, department)
+    objective = next((o for o in status["objectives"] if o["objective_id"] == objective_id), None)
+    known = {o.get("objective_id") for o in status["effective_terms"].get("objectives") or []}
+    if objective is None and objective_id not in known:
+        raise NotVisibleError(f"agreement {agreement_id!r} has no objective {objective_id!r}")
+    evaluations = {e["window_start"]: e for e in (objective or {}).get("closed", [])}
+    current = (objective or {}).get("current") or {}
+    if current:
+        evaluations.setdefault(current["window_start"], current)
+    windows: dict[str, dict[str, Any]] = {}
+    for b in status["breaches"]:
+        if b["objective_id"] != objective_id:
+            continue
+        e = evaluations.get(b["window_start"], {})
+        w = windows.setdefault(
+            b["window_start"],
+            {
+                "window_start": b["window_start"],
+                "window_end": b["window_end"],
+                "status": e.get("status", ""),
+                "value": e.get("value", ""),
+                "target": e.get("target", b["target"]),
+                "breaches": [],
+                "signals": [],
+                "signals_truncated": False,
+                "signals_error": "",
+            },
+        )
+        w["breaches"].append(b)
+    return {
+        "agreement_id": agreement_id,
+        "objective_id": objective_id,
+        "time_zone": status["time_zone"],
+        "windows": sorted(windows.values(), key=lambda w: _instant(w["window_start"])),
     }

@@ -82,6 +82,8 @@ def test_the_openapi_document_lists_every_refusal_of_each_route(tmp_path: Path) 
     assert listed == {
         "/healthz": {"200"},
         "/v1/agreements/{agreement_id}": {"200", "401", "404", "422"},
+        "/v1/agreements/{agreement_id}/objectives/{objective_id}/budget": {"200", "401", "404", "422"},
+        "/v1/agreements/{agreement_id}/objectives/{objective_id}/breaches": {"200", "401", "404", "422"},
         "/v1/departments/{department_id}": {"200", "401", "403", "404", "422"},
         "/v1/services/{service_id}": {"200", "401", "404", "422"},
         "/v1/portfolio": {"200", "401", "422"},

@@ -26,6 +26,7 @@ POLICY = Policy.of(
         SVC + "GetCompliance": {"department", "auditor", "admin", "service"},
         SVC + "GetEvaluation": {"department", "auditor", "admin", "service"},
         SVC + "ListBreaches": {"department", "auditor", "admin", "service"},
+        SVC + "ListWindowSignals": {"department", "auditor", "admin", "service"},
         SVC + "RecomputeWindow": {"auditor", "admin"},
         # Audit (docs/domain.md §6): re-derivation is the auditors'; what-if and the two time axes
         # are also the parties' (checked per agreement).

@@ -13,6 +13,7 @@ from uuid import UUID
 from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
+from accord_metrics import signals as sig
 from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, NotFoundError, WindowEvaluation
 from accord_metrics.evaluation import SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
@@ -376,6 +377,33 @@ class Judging(_Host):
         if agg is None:
             raise NotFoundError(f"no evaluation of objective {objective_id!r} for the window starting {window_start}")
         return agg
+
+    def window_signals(
+        self, caller: Principal | None, agreement_id: str, objective_id: str, window_start: str, limit: int = 1000
+    ) -> tuple[Any, list[Any], bool]:
+        """One recorded window, the outage and maintenance signals (latest contents) of the
+        agreement's services that overlap it, oldest start first (at most `limit`), and whether
+        there were more: what explains the window's evaluation (ListWindowSignals)."""
+        agg = self.window(caller, agreement_id, objective_id, window_start)
+        view = self.agreement_view(caller, agreement_id)
+        start, end = _parse(agg.window_start), _parse(agg.window_end)
+        found: list[tuple[datetime, str, Any]] = []
+        with self._lock:
+            self._refresh_signals()
+            for service_id in self.scope(view, self.clock.now())[2]:
+                entry = self._services.get(service_id)
+                for s in entry.latest.values() if entry is not None else ():
+                    kind = s.WhichOneof("kind")
+                    if kind == "outage":
+                        iv = sig.outage_interval(s, until=FAR_FUTURE)
+                    elif kind == "maintenance":
+                        iv = sig.maintenance_interval(s)
+                    else:
+                        continue
+                    if iv.start < end and (iv.end > start or (iv.end == iv.start and iv.start >= start)):
+                        found.append((iv.start, s.signal_id, s))
+        found.sort(key=lambda x: (x[0], x[1]))
+        return agg, [x[2] for x in found[:limit]], len(found) > limit
 
     def recompute(self, agreement_id: str, objective_id: str, window_start: str) -> dict[str, Any]:
         """Recompute a recorded window from the raw signals in the store and the terms in

@@ -251,6 +251,20 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             out.windows.append(item)
         return out
 
+    async def ListWindowSignals(
+        self, request: pb.ListWindowSignalsRequest, context: Any
+    ) -> pb.ListWindowSignalsResponse:
+        agg, signals, truncated = await asyncio.to_thread(
+            self.app.window_signals,
+            current_principal(),
+            request.agreement_id,
+            request.objective_id,
+            request.window_start,
+        )
+        return pb.ListWindowSignalsResponse(
+            window_start=agg.window_start, window_end=agg.window_end, signals=signals, truncated=truncated
+        )
+
 
 def _mismatch(m: WindowCheck) -> pb.EvaluationMismatch:
     out = pb.EvaluationMismatch(

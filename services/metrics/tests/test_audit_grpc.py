@@ -279,3 +279,28 @@ async def test_what_if_on_an_amendment_no_longer_pending_is_a_failed_preconditio
                                metadata=w.md("department", FINANCE)), grpc.StatusCode.FAILED_PRECONDITION,
                    f"amendment '{accepted_id}' of agreement {w.aid} was already accepted as version 2: "
                    "compare the versions instead")  # fmt: skip
+
+
+async def test_list_window_signals_gives_the_outages_that_explain_a_window(world: World) -> None:
+    w, s = world, world.stub
+    customer, service, stranger = w.md("department", FINANCE), w.md("service"), w.md("department", "marketing")
+    # February's availability window was breached by its hour-long outage; January's by none.
+    feb = pb.ListWindowSignalsRequest(agreement_id=w.aid, objective_id="availability", window_start=FEB.isoformat())
+    r = await s.ListWindowSignals(feb, metadata=customer)
+    assert (at(r.window_start), at(r.window_end)) == (FEB, at(f"2026-03-01T00:00{AMS}"))
+    assert [x.signal_id for x in r.signals] == ["o-feb"] and not r.truncated
+    assert r.signals[0].outage.end.ToDatetime() - r.signals[0].outage.start.ToDatetime() == timedelta(minutes=60)
+    jan = pb.ListWindowSignalsRequest(agreement_id=w.aid, objective_id="availability", window_start=JAN.isoformat())
+    assert [x.signal_id for x in (await s.ListWindowSignals(jan, metadata=service)).signals] == ["o-jan"]
+    # Refusals: not a party, an unknown agreement or window; nothing stored.
+    await rejected(w, s.ListWindowSignals(feb, metadata=stranger), grpc.StatusCode.PERMISSION_DENIED,
+                   "department marketing is not a party")  # fmt: skip
+    await rejected(w, s.ListWindowSignals(pb.ListWindowSignalsRequest(agreement_id="nope"), metadata=service),
+                   grpc.StatusCode.NOT_FOUND, "agreement 'nope'")  # fmt: skip
+    odd = pb.ListWindowSignalsRequest(agreement_id=w.aid, objective_id="availability", window_start="2026-01-02")
+    await rejected(w, s.ListWindowSignals(odd, metadata=service), grpc.StatusCode.NOT_FOUND, "no evaluation")
+    # An outage reported later across the end of January shows in both.
+    late = outage("o-edge", f"2026-01-31T23:30{AMS}", 60)
+    await s.RecordSignalBatch(pb.RecordSignalBatchRequest(signals=[late]), metadata=service)
+    assert [x.signal_id for x in (await s.ListWindowSignals(jan, metadata=service)).signals] == ["o-jan", "o-edge"]
+    assert [x.signal_id for x in (await s.ListWindowSignals(feb, metadata=service)).signals] == ["o-edge", "o-feb"]
