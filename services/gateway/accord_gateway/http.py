@@ -22,6 +22,8 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from accord.metrics.v1 import signals_pb2
+from accord_gateway import schemas
+from accord_gateway.explain import ReadWindowSignals, WindowSignals
 from accord_gateway.intake import (
     ALERTMANAGER_SOURCE,
     HTTP_SOURCE,
@@ -33,8 +35,6 @@ from accord_gateway.intake import (
     signal_batch,
     with_source,
 )
-from accord_gateway import schemas
-from accord_gateway.explain import ReadWindowSignals, WindowSignals
 from accord_gateway.projection import (
     Changes,
     NotVisibleError,
