@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -133,13 +132,15 @@ def emit(message: Message | dict[str, Any], table: Table | None = None) -> None:
 
 
 def read_terms(path: Path) -> terms_pb2.AgreementTerms:
+    from accord_cli import termsfile  # decimals as plain numbers or strings (see `accord validate`)
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        data = termsfile.load(path)
+    except termsfile.UnreadableError as e:
         err.print(f"[red]cannot read terms from {path}: {e}[/red]")
         raise typer.Exit(2) from None
     try:
-        return json_format.ParseDict(data, terms_pb2.AgreementTerms())
+        return termsfile.to_message(data)
     except json_format.ParseError as e:
         err.print(f"[red]{path} is not valid agreement terms: {e}[/red]")
         raise typer.Exit(5) from None
