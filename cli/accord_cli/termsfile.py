@@ -80,6 +80,10 @@ def dump_yaml(doc: Any) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
+def dump_yaml_all(docs: list[Any]) -> str:
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
 class _Dumper(yaml.SafeDumper):
     pass
 
