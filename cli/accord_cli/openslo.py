@@ -503,7 +503,7 @@ def import_slo(slo: dict[str, Any], slis: dict[str, dict[str, Any]]) -> tuple[li
             "name": obj.get("displayName") or (slo["metadata"].get("displayName") or name),
             "metric": metric,
         }
-        objective_params = dict(params)
+        objective_params: dict[str, Any] = dict(params)
         if part == "threshold":
             param, _unit = THRESHOLD[metric]
             if obj.get("op") != "lte" or "value" not in obj:
