@@ -3,7 +3,7 @@ service with the `accord draft` (a gRPC server, real NATS and SQLite), after it 
 `accord validate`: the examples are terms the service takes, decimals written as plain YAML
 numbers included. The multi-level examples are drafted parent first, with the placeholder
 ids replaced by the ids the service gave, and the service-level agreement's effective terms
-show what it inherits."""
+show what it inherits; `accord openslo export AGREEMENT_ID` exports those effective terms."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from accord.agreements.v1 import agreements_pb2 as apb
@@ -105,3 +106,20 @@ async def test_every_example_drafts_through_the_agreements_service(own_nats_serv
                 ids["ola.yaml"],
                 ids["underpinning-contract.yaml"],
             ]
+
+            # `accord openslo export AGREEMENT_ID`: the agreement's effective terms, from the service.
+            provider = mint_token(keys.private, subject="it", role="department", department="it-operations")
+            out = tmp_path / "openslo"
+            code, stdout, stderr = await accord(
+                {**env, "ACCORD_TOKEN": provider}, "openslo", "export", ids["sla-service.yaml"], "--out", str(out)
+            )
+            assert code == 0, stdout + stderr
+            assert [Path(line).name for line in stdout.splitlines()] == ["availability.yaml", "accord-ledger.yaml"]
+            _sli, slo, *policies = yaml.safe_load_all((out / "availability.yaml").read_text())
+            assert slo["metadata"]["annotations"]["accord/agreement-id"] == ids["sla-service.yaml"]
+            assert slo["spec"]["objectives"][0]["target"] == 0.999 and len(policies) == 4
+            # An agreement that does not exist: exit 3, as every command.
+            code, _, _ = await accord(
+                {**env, "ACCORD_TOKEN": provider}, "openslo", "export", "00000000-0000-0000-0000-000000000000"
+            )
+            assert code == 3
