@@ -35,6 +35,7 @@ from accord.agreements.v1 import events_pb2 as _agreement_events  # noqa: F401
 from accord.agreements.v1 import terms_pb2
 from accord.billing.v1 import events_pb2 as _billing_events  # noqa: F401
 from accord.metrics.v1 import events_pb2 as _metric_events  # noqa: F401
+from accord_cli import termsfile
 
 EXIT = {
     grpc.StatusCode.NOT_FOUND: 3,
@@ -132,8 +133,7 @@ def emit(message: Message | dict[str, Any], table: Table | None = None) -> None:
 
 
 def read_terms(path: Path) -> terms_pb2.AgreementTerms:
-    from accord_cli import termsfile  # decimals as plain numbers or strings (see `accord validate`)
-
+    """Terms from a YAML or JSON file; decimals as strings or plain numbers (`accord validate`)."""
     try:
         data = termsfile.load(path)
     except termsfile.UnreadableError as e:

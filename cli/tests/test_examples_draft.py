@@ -1,5 +1,5 @@
 """Every example terms file under examples/terms/ drafted through the real agreements
-service with the `accord draft` (a gRPC server, real NATS and SQLite), after it passed
+service with `accord draft` (a gRPC server, real NATS and SQLite), after it passed
 `accord validate`: the examples are terms the service takes, decimals written as plain YAML
 numbers included. The multi-level examples are drafted parent first, with the placeholder
 ids replaced by the ids the service gave, and the service-level agreement's effective terms

@@ -5,8 +5,6 @@ back the same objectives of every example terms file (those with an OpenSLO mean
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +87,7 @@ def test_a_ratio_slo_with_ratio_timeslices_imports(tmp_path: Path) -> None:
             "name": "Good",
             "metric": "METRIC_AVAILABILITY_REQUESTS",  # good/total from an outside source: requests
             "comparator": "COMPARATOR_AT_LEAST",
-            "target": Decimal_("99"),  # target 0.99
+            "target": number("99"),  # target 0.99
             "window": {"kind": "WINDOW_KIND_ROLLING", "rolling_days": 14},  # 2w, rolling
             "calendar_id": "24x7",
             "budgeting": "BUDGETING_RATIO_TIMESLICES",  # RatioTimeslices
@@ -99,7 +97,8 @@ def test_a_ratio_slo_with_ratio_timeslices_imports(tmp_path: Path) -> None:
     assert termsfile.check(terms) == []
 
 
-def Decimal_(text: str) -> Any:  # noqa: N802 - reads as the value written in the file
+def number(text: str) -> Any:
+    """The value a terms file holds for a number written as `text`."""
     return termsfile.load_text(f"x: {text}")["x"]
 
 
@@ -167,12 +166,12 @@ def test_the_fixed_timeslices_examples_import_as_documented(tmp_path: Path) -> N
     [o] = terms["objectives"]
     assert terms["time_zone"] == "America/New_York"
     assert (o["window"], o["budgeting"], o["target"], o["slice_target"], o["slice_minutes"]) == (
-        {"kind": "WINDOW_KIND_WEEK"}, "BUDGETING_TIMESLICES", Decimal_("99.95"), Decimal_("95"), 1,
+        {"kind": "WINDOW_KIND_WEEK"}, "BUDGETING_TIMESLICES", number("99.95"), number("95"), 1,
     )  # fmt: skip
     _, _, _, terms = import_files(tmp_path, month)
     assert [(o["objective_id"], o["name"], o["target"]) for o in terms["objectives"]] == [
-        ("service-availability-1", "Internal objective", Decimal_("99.5")),
-        ("service-availability-2", "SLA", Decimal_("99")),
+        ("service-availability-1", "Internal objective", number("99.5")),
+        ("service-availability-2", "SLA", number("99")),
     ]
     assert {o["window"]["kind"] for o in terms["objectives"]} == {"WINDOW_KIND_MONTH"}
 
@@ -226,13 +225,13 @@ def test_burn_rate_alert_policies_for_availability(tmp_path: Path) -> None:
     slo = docs[1]
     assert slo["spec"]["budgetingMethod"] == "Timeslices"
     assert slo["spec"]["objectives"] == [
-        {"displayName": "Good 5-minute slices", "target": Decimal_("0.995"), "timeSliceTarget": Decimal_("0.95"),
+        {"displayName": "Good 5-minute slices", "target": number("0.995"), "timeSliceTarget": number("0.95"),
          "timeSliceWindow": "5m"}
     ]  # fmt: skip
     conditions = [d["spec"]["conditions"][0]["spec"]["condition"] for d in docs[2:]]
     # docs/domain.md §3: 14.4 over 1 h and 5 min, 6 over 6 h and 30 min, 3 over 1 d and 2 h, 1 over 3 d and 6 h.
     assert [(c["threshold"], c["lookbackWindow"]) for c in conditions] == [
-        (Decimal_("14.4"), "1h"), (Decimal_("6"), "6h"), (Decimal_("3"), "1d"), (Decimal_("1"), "3d"),
+        (number("14.4"), "1h"), (number("6"), "6h"), (number("3"), "1d"), (number("1"), "3d"),
     ]  # fmt: skip
     assert [d["metadata"]["annotations"]["accord/short-window"] for d in docs[2:]] == ["5m", "30m", "2h", "6h"]
     assert slo["spec"]["alertPolicies"] == [{"alertPolicyRef": d["metadata"]["name"]} for d in docs[2:]]
@@ -281,5 +280,3 @@ def test_annotations_must_be_json_where_json_is_expected(tmp_path: Path) -> None
 
     code, stdout, _, _ = import_files(tmp_path, with_changes(tmp_path, slo_file, spoil))
     assert code == 5 and "metadata.annotations.accord/credit-tiers: not JSON" in stdout
-    assert json  # the annotation format is JSON (json.dumps in openslo.export_objective)
-    assert copy
