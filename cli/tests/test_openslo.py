@@ -280,3 +280,123 @@ def test_annotations_must_be_json_where_json_is_expected(tmp_path: Path) -> None
 
     code, stdout, _, _ = import_files(tmp_path, with_changes(tmp_path, slo_file, spoil))
     assert code == 5 and "metadata.annotations.accord/credit-tiers: not JSON" in stdout
+
+
+def slo(name: str, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "service": "web",
+        "budgetingMethod": "Occurrences",
+        "timeWindow": [{"duration": "28d", "isRolling": True}],
+        "indicatorRef": "requests",
+        "objectives": [{"target": 0.99}],
+    }
+    return {"apiVersion": "openslo/v1", "kind": "SLO", "metadata": {"name": name}, "spec": {**base, **spec}}
+
+
+def accord_sli(name: str, metric: str, kind: str = "thresholdMetric") -> dict[str, Any]:
+    source = {"metricSource": {"type": "Accord", "spec": {"metric": metric}}}
+    spec = {kind: source} if kind == "thresholdMetric" else {kind: {"good": source, "total": source}}
+    return {"apiVersion": "openslo/v1", "kind": "SLI", "metadata": {"name": name}, "spec": spec}
+
+
+REQUESTS_SLI = {
+    "apiVersion": "openslo/v1",
+    "kind": "SLI",
+    "metadata": {"name": "requests"},
+    "spec": {"ratioMetric": {"good": {"metricSource": {"type": "Prometheus", "spec": {"query": "ok"}}},
+                             "total": {"metricSource": {"type": "Prometheus", "spec": {"query": "all"}}}}},
+}  # fmt: skip
+REFUSED_DOCS = [
+    (
+        "composite",
+        [slo("c", objectives=[{"target": 0.99, "indicatorRef": "requests"}]), REQUESTS_SLI],
+        "spec.objectives[0]: a composite SLO has no Accord meaning",
+    ),
+    (
+        "raw ratio",
+        [
+            slo(
+                "r",
+                indicatorRef=None,
+                indicator={
+                    "metadata": {"name": "raw"},
+                    "spec": {
+                        "ratioMetric": {
+                            "rawType": "success",
+                            "raw": {"metricSource": {"type": "Prometheus", "spec": {"query": "q"}}},
+                        }
+                    },
+                },
+            )
+        ],
+        "spec.indicator.spec.ratioMetric.raw: a precomputed ratio has no Accord meaning",
+    ),
+    ("missing SLI", [slo("m", indicatorRef="nowhere")], "spec.indicatorRef: no SLI named 'nowhere'"),
+    ("no window", [slo("w", timeWindow=None), REQUESTS_SLI], "spec.timeWindow: is required"),
+    (
+        "rolling month",
+        [slo("w", timeWindow=[{"duration": "1M", "isRolling": True}]), REQUESTS_SLI],
+        "spec.timeWindow[0]: a rolling window of 1M has no Accord meaning",
+    ),
+    (
+        "slice of seconds",
+        [
+            slo("s", budgetingMethod="RatioTimeslices", objectives=[{"target": 0.9, "timeSliceWindow": 0.5}]),
+            REQUESTS_SLI,
+        ],
+        "spec.objectives[0].timeSliceWindow: a time slice of 0.5 has no Accord meaning",
+    ),
+    (
+        "timeslices on tickets",
+        [
+            slo(
+                "t",
+                budgetingMethod="Timeslices",
+                indicatorRef="tickets",
+                objectives=[{"target": 0.9, "op": "lte", "value": 15, "timeSliceTarget": 0.9, "timeSliceWindow": "1h"}],
+            ),
+            accord_sli("tickets", "METRIC_TICKET_RESPONSE"),
+        ],
+        "spec.budgetingMethod: Timeslices has no Accord meaning for METRIC_TICKET_RESPONSE",
+    ),
+    (
+        "strict threshold",
+        [
+            slo("t", indicatorRef="tasks", objectives=[{"target": 0.9, "op": "lt", "value": 60}]),
+            accord_sli("tasks", "METRIC_TASK_TURNAROUND"),
+        ],
+        "spec.objectives[0].op: 'lt' has no Accord meaning for METRIC_TASK_TURNAROUND",
+    ),
+    (
+        "a per-window value as a ratio",
+        [slo("x", indicatorRef="mttr"), accord_sli("mttr", "METRIC_MTTR", "ratioMetric")],
+        "(SLI mttr) spec: metricSource.spec.metric 'METRIC_MTTR' is not one of",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "docs", "expected"), REFUSED_DOCS, ids=[r[0] for r in REFUSED_DOCS])
+def test_each_refusal_names_the_field_and_the_reason(tmp_path: Path, what: str, docs: list[Any], expected: str) -> None:
+    for d in docs:
+        d["spec"] = {k: v for k, v in d["spec"].items() if v is not None}
+    path = tmp_path / "slo.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    code, stdout, stderr, terms = import_files(tmp_path, path)
+    assert code == 5 and terms is None, stdout + stderr
+    [line] = stdout.splitlines()
+    assert expected in line, line
+
+
+def test_one_time_zone_per_agreement(tmp_path: Path) -> None:
+    def calendar(tz: str) -> list[dict[str, Any]]:
+        return [{"duration": "1M", "calendar": {"startTime": "2026-01-01 00:00:00", "timeZone": tz}}]
+
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all(
+        [slo("a", timeWindow=calendar("Europe/Paris")), slo("b", timeWindow=calendar("Asia/Tokyo")), REQUESTS_SLI]
+    ))  # fmt: skip
+    code, stdout, _, _ = import_files(tmp_path, path)
+    assert code == 5 and "different time zones (Asia/Tokyo, Europe/Paris)" in stdout
+    code, stdout, stderr, terms = import_files(tmp_path, path, extra=("--time-zone", "Europe/Paris"))
+    assert code == 0, stdout + stderr
+    assert terms["time_zone"] == "Europe/Paris" and [o["objective_id"] for o in terms["objectives"]] == ["a", "b"]
