@@ -42,7 +42,6 @@ SCHEMA_PATH = termsfile.SCHEMA_PATH.with_name("openslo-v1.schema.json")
 API = "openslo/v1"
 SOURCE = "Accord"  # the metricSource type of an SLI measured by Accord's metrics service
 PREFIX = "accord/"
-HUNDRED = Decimal(100)
 # The metrics whose value is a share: exported as a ratio SLI. The first set is in % (99.9),
 # the second a ratio already (0.2, docs/domain.md §4 "Marketing ↔ sales").
 PERCENT = {
@@ -146,7 +145,7 @@ def exportable(o: dict[str, Any]) -> str:
             "which is what an OpenSLO objective's target is"
         )
     target = _dec(o["target"])
-    share = target / HUNDRED if metric in PERCENT else target
+    share = target.scaleb(-2) if metric in PERCENT else target
     budgeting = o.get("budgeting") or "BUDGETING_OCCURRENCES"
     if budgeting != "BUDGETING_OCCURRENCES" and metric != "METRIC_AVAILABILITY_REQUESTS":
         return f"{budgeting} has a meaning for request counts only"
@@ -171,7 +170,8 @@ def export_objective(o: dict[str, Any], terms: dict[str, Any], agreement_id: str
     name = _slug(o["objective_id"])
     params = dict(o.get("parameters") or {})
     target = _dec(o["target"])
-    share = target / HUNDRED if metric in PERCENT else target
+    # Shifting the point keeps the digits as written: 99.0 % ⇄ 0.990 ⇄ 99.0 %.
+    share = target.scaleb(-2) if metric in PERCENT else target
     at_least = comparator == "COMPARATOR_AT_LEAST"
     objective: dict[str, Any] = {"displayName": o.get("name") or o["objective_id"]}
     if metric in THRESHOLD:
@@ -188,7 +188,7 @@ def export_objective(o: dict[str, Any], terms: dict[str, Any], agreement_id: str
     objective["target"] = share if at_least else 1 - share
     budgeting = o.get("budgeting") or "BUDGETING_OCCURRENCES"
     if budgeting == "BUDGETING_TIMESLICES":
-        objective["timeSliceTarget"] = _dec(o["slice_target"]) / HUNDRED
+        objective["timeSliceTarget"] = _dec(o["slice_target"]).scaleb(-2)
     if budgeting != "BUDGETING_OCCURRENCES":
         objective["timeSliceWindow"] = _minutes_text(int(o["slice_minutes"]))
     annotations = {f"{PREFIX}objective-id": o["objective_id"]}
@@ -326,12 +326,12 @@ DURATION = re.compile(r"^([0-9]+)([mhdwMQY])$")
 
 
 def _number(d: Decimal) -> Decimal:
-    """A decimal without trailing zeros, written to the terms file as a plain YAML number."""
-    return Decimal(_plain(d))
+    """A decimal in plain notation (its digits as written), for the terms file as a YAML number."""
+    return Decimal(format(d, "f"))
 
 
 def _percent(share: Decimal) -> Decimal:
-    return _number(share * HUNDRED)
+    return _number(share.scaleb(2))
 
 
 def _rolling_days(duration: str, where: str) -> int:
@@ -496,7 +496,7 @@ def import_slo(slo: dict[str, Any], slis: dict[str, dict[str, Any]]) -> tuple[li
     out = []
     for i, obj in enumerate(spec["objectives"]):
         o_where = f"spec.objectives[{i}]"
-        share = _dec(obj["target"]) if "target" in obj else _dec(obj["targetPercent"]) / HUNDRED
+        share = _dec(obj["target"]) if "target" in obj else _dec(obj["targetPercent"]).scaleb(-2)
         objective: dict[str, Any] = {
             "objective_id": notes.get(f"{PREFIX}objective-id")
             or (name if len(spec["objectives"]) == 1 else f"{name}-{i + 1}"),
@@ -519,7 +519,7 @@ def import_slo(slo: dict[str, Any], slis: dict[str, dict[str, Any]]) -> tuple[li
         value = 1 - share if at_most else share
         objective.update(
             comparator="COMPARATOR_AT_MOST" if at_most else "COMPARATOR_AT_LEAST",
-            target=_number(value if metric in RATIO else value * HUNDRED),
+            target=_number(value if metric in RATIO else value.scaleb(2)),
             window=window,
             calendar_id=rules.CALENDAR_24X7,
         )

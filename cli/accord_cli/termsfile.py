@@ -214,7 +214,8 @@ def _schema_lines(e: ValidationError, doc: Any) -> list[str]:
         return [f"{where}: {_show(value)} is not one of {', '.join(str(c) for c in e.validator_value)}"]
     if v == "type":
         want = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
-        return [f"{where}: must be {' or '.join(_TYPE_WORDS.get(str(w), str(w)) for w in want)}, not {_kind(value)}"]
+        got = _show(value) if _is_number(value) else _kind(value)
+        return [f"{where}: must be {' or '.join(_TYPE_WORDS.get(str(w), str(w)) for w in want)}, not {got}"]
     if v == "anyOf":  # a decimal: a string of digits or a number within its range
         if _is_number(value):
             for sub in e.context or []:

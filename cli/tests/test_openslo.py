@@ -46,18 +46,9 @@ def export_dir(tmp_path: Path, source: Path | str, name: str = "exported") -> li
 
 
 def canonical_objectives(terms: Any) -> list[dict[str, Any]]:
-    """Objectives as the agreements service stores them, decimals compared by value."""
-
-    def norm(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: norm(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [norm(v) for v in value]
-        d = termsfile.rules.dec(value) if isinstance(value, str) and value[:1].isdigit() and "T" not in value else None
-        return openslo._plain(d) if d is not None else value
-
-    # Unset budgeting reads as OCCURRENCES (accord_agreements.terms.validate); import writes it out.
-    return [norm({"budgeting": "BUDGETING_OCCURRENCES", **o}) for o in openslo.canonical_terms(terms)["objectives"]]
+    """Objectives as the agreements service stores them (decimals as written, in plain notation).
+    Unset budgeting reads as OCCURRENCES (accord_agreements.terms.validate); import writes it out."""
+    return [{"budgeting": "BUDGETING_OCCURRENCES", **o} for o in openslo.canonical_terms(terms)["objectives"]]
 
 
 def with_changes(tmp_path: Path, source: Path, change: Any) -> Path:
@@ -400,3 +391,22 @@ def test_one_time_zone_per_agreement(tmp_path: Path) -> None:
     code, stdout, stderr, terms = import_files(tmp_path, path, extra=("--time-zone", "Europe/Paris"))
     assert code == 0, stdout + stderr
     assert terms["time_zone"] == "Europe/Paris" and [o["objective_id"] for o in terms["objectives"]] == ["a", "b"]
+
+
+def test_export_import_gives_the_same_terms_when_openslo_carries_them_all(tmp_path: Path) -> None:
+    """Terms that hold nothing OpenSLO has no place for (no fee, support, consequences …)
+    come back whole: the objectives from the documents, the rest from the options."""
+    original = termsfile.load(TERMS / "availability-requests.yaml")
+    del original["service"]["delivered"]
+    for o in original["objectives"]:
+        o["budgeting"] = o.get("budgeting") or "BUDGETING_OCCURRENCES"
+    source = tmp_path / "original.yaml"
+    source.write_text(termsfile.dump_yaml(original))
+    exported = export_dir(tmp_path, source)
+    options = (
+        "--title", original["title"], "--level", "SERVICE", "--service", "payments-api",
+        "--time-zone", original["time_zone"], "--effective-from", original["term"]["effective_from"],
+    )  # fmt: skip
+    code, stdout, stderr, back = import_files(tmp_path, *exported, extra=options)
+    assert code == 0, stdout + stderr
+    assert openslo.canonical_terms(back) == openslo.canonical_terms(original)
