@@ -164,10 +164,13 @@ def _source(metric: str, part: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"metricSource": {"type": SOURCE, "spec": spec}}
 
 
-def export_objective(o: dict[str, Any], terms: dict[str, Any], agreement_id: str = "") -> list[dict[str, Any]]:
-    """The OpenSLO documents of one exportable objective: SLI, SLO, AlertPolicies."""
+def export_objective(
+    o: dict[str, Any], terms: dict[str, Any], agreement_id: str = "", name: str = ""
+) -> list[dict[str, Any]]:
+    """The OpenSLO documents of one exportable objective: SLI, SLO, AlertPolicies; `name` (by
+    default from the objective id) names the SLO, and the SLI and policies after it."""
     metric, comparator = o["metric"], o["comparator"]
-    name = _slug(o["objective_id"])
+    name = name or _slug(o["objective_id"])
     params = dict(o.get("parameters") or {})
     target = _dec(o["target"])
     # Shifting the point keeps the digits as written: 99.0 % ⇄ 0.990 ⇄ 99.0 %.
@@ -207,14 +210,14 @@ def export_objective(o: dict[str, Any], terms: dict[str, Any], agreement_id: str
     sli = {
         "apiVersion": API,
         "kind": "SLI",
-        "metadata": {"name": f"{name}-sli", "displayName": f"{metric} ({SOURCE})"},
+        "metadata": {"name": f"{name[:59]}-sli", "displayName": f"{metric} ({SOURCE})"},
         "spec": {"description": f"Measured by Accord's metrics service ({metric}).", **sli_spec},
     }
     service = ((terms.get("service") or {}).get("service_ids") or [""])[0]
     slo_spec: dict[str, Any] = {
         "description": f"{terms.get('title', '')}: {o.get('name') or o['objective_id']}"[:1050],
         "service": service or (terms.get("parties") or {}).get("provider_department_id", ""),
-        "indicatorRef": f"{name}-sli",
+        "indicatorRef": f"{name[:59]}-sli",
         "timeWindow": [_window(o, terms)],
         "budgetingMethod": BUDGETING[budgeting],
         "objectives": [objective],
@@ -242,7 +245,7 @@ def _alert_policies(o: dict[str, Any], name: str) -> list[dict[str, Any]]:
     for pair in burn_windows(timedelta(days=_window_days(o))):
         long_m, short_m = (max(1, round(w / timedelta(minutes=1))) for w in (pair.long, pair.short))
         factor = _plain(pair.factor)
-        policy_name = f"{name}-burn-{factor.replace('.', '-')}x"[:63]
+        policy_name = f"{name[:50]}-burn-{factor.replace('.', '-')}x"
         out.append(
             {
                 "apiVersion": API,
@@ -304,14 +307,11 @@ def export_terms(terms: dict[str, Any], agreement_id: str = "") -> tuple[dict[st
         if why:
             skipped.append(f"objective {o['objective_id']!r} not exported: {why}")
             continue
-        docs = export_objective(o, terms, agreement_id)
-        name = docs[1]["metadata"]["name"]
-        while name in out:  # two ids with the same slug
-            name = f"{name[:60]}-{len(out)}"
-        for d in docs:
-            if d["kind"] == "SLO":
-                d["metadata"]["name"] = name
-        out[name] = docs
+        base = name = _slug(o["objective_id"])
+        n = 2
+        while name in out or name == NOTIFICATION_TARGET:  # ids that differ only in case or '_'
+            name, n = f"{base[:50]}-{n}", n + 1
+        out[name] = export_objective(o, terms, agreement_id, name)
     return out, skipped
 
 

@@ -410,3 +410,18 @@ def test_export_import_gives_the_same_terms_when_openslo_carries_them_all(tmp_pa
     code, stdout, stderr, back = import_files(tmp_path, *exported, extra=options)
     assert code == 0, stdout + stderr
     assert openslo.canonical_terms(back) == openslo.canonical_terms(original)
+
+
+def test_objective_ids_that_differ_in_case_get_their_own_documents(tmp_path: Path) -> None:
+    doc = termsfile.load(TERMS / "ola.yaml")
+    second = {**doc["objectives"][0], "objective_id": "Network_Availability", "target": 99.99}
+    doc["objectives"].append(second)
+    source = tmp_path / "two.yaml"
+    source.write_text(termsfile.dump_yaml(doc))
+    exported = export_dir(tmp_path, source)
+    assert [p.stem for p in exported] == ["network-availability", "network-availability-2", "accord-ledger"]
+    names = [d["metadata"]["name"] for p in exported for d in docs_of(p)]
+    assert len(names) == len(set(names))
+    code, stdout, stderr, back = import_files(tmp_path, *exported, extra=("--time-zone", "Europe/Amsterdam"))
+    assert code == 0, stdout + stderr
+    assert [o["objective_id"] for o in back["objectives"]] == ["network-availability", "Network_Availability"]
