@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from accord_cli import audit, department  # noqa: F401  (they register their commands)
+from accord_cli import audit, department, openslo, validate  # noqa: F401  (they register their commands)
 from accord_cli.core import app
 
 

@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -36,6 +35,7 @@ from accord.agreements.v1 import events_pb2 as _agreement_events  # noqa: F401
 from accord.agreements.v1 import terms_pb2
 from accord.billing.v1 import events_pb2 as _billing_events  # noqa: F401
 from accord.metrics.v1 import events_pb2 as _metric_events  # noqa: F401
+from accord_cli import termsfile
 
 EXIT = {
     grpc.StatusCode.NOT_FOUND: 3,
@@ -133,13 +133,14 @@ def emit(message: Message | dict[str, Any], table: Table | None = None) -> None:
 
 
 def read_terms(path: Path) -> terms_pb2.AgreementTerms:
+    """Terms from a YAML or JSON file; decimals as strings or plain numbers (`accord validate`)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        data = termsfile.load(path)
+    except termsfile.UnreadableError as e:
         err.print(f"[red]cannot read terms from {path}: {e}[/red]")
         raise typer.Exit(2) from None
     try:
-        return json_format.ParseDict(data, terms_pb2.AgreementTerms())
+        return termsfile.to_message(data)
     except json_format.ParseError as e:
         err.print(f"[red]{path} is not valid agreement terms: {e}[/red]")
         raise typer.Exit(5) from None
