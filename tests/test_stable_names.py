@@ -87,6 +87,7 @@ EXPECTED: dict[str, list[str]] = {
         "accord_metrics.domain:WindowEvaluation.Breached",
         "accord_metrics.domain:WindowEvaluation.BudgetWarning",
         "accord_metrics.domain:WindowEvaluation.BurnRateAlert",
+        "accord_metrics.domain:WindowEvaluation.BurnRateAlertResolved",
     ],
     "billing": [
         "accord_billing.domain:BilledAgreement",
