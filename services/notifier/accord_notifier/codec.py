@@ -18,7 +18,7 @@ def kind_number(kind: str) -> Any:
 def codec() -> EventCodec:
     c = EventCodec("notifier")
     S = Subscriptions  # noqa: N806
-    c.register(S.Started, ev.SubscriptionRemoved, lambda e: ev.SubscriptionRemoved(department_id=e.department_id))
+    c.register(S.Started, ev.SubscriptionAdded, lambda e: ev.SubscriptionAdded(department_id=e.department_id))
     c.register(
         S.Added,
         ev.SubscriptionAdded,
