@@ -85,7 +85,11 @@ async def running_suite(url: str, tmp_path: Path) -> AsyncIterator[Running]:
     keys = make_keys(tmp_path / "keys")
     token_file = tmp_path / "keys" / "service.token"
     token_file.write_text(mint_token(keys.private, subject="accord-services", role="service"))
-    common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)}
+    # No periodic seal while the calls run: a checkpoint stored beside a refused call would look
+    # like the refusal storing something (each service still seals at stop).
+    common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)} | {
+        f"{s}_SEAL_SECONDS": "3600" for s in ("AGREEMENTS", "METRICS", "BILLING", "NOTIFIER")
+    }
     a_env = service_environ("agreements", tmp_path / "a", url, "sqlite", **common)
     async with running_service(build_agreements, load_agreements(a_env), keys) as agreements:
         addrs = {"ACCORD_AGREEMENTS_ADDR": f"127.0.0.1:{agreements.port}", **common}
