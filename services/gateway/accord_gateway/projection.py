@@ -218,6 +218,16 @@ class ReadModel:
                 {"window_start": a.window_start, "name": a.name}
             )
             return str(a.agreement_id)
+        if name == "BurnRateAlertResolved":
+            resolved = metric_events.BurnRateAlertResolved()
+            env.payload.Unpack(resolved)
+            alerts = self._objective(resolved.agreement_id, resolved.objective_id)["burn_alerts"]
+            key = (resolved.window_start, resolved.name)
+            for alert in reversed(alerts):  # the firing it resolves: the latest one still firing
+                if (alert["window_start"], alert["name"]) == key and "resolved_at" not in alert:
+                    alert.update(resolved_at=env.occurred_at.ToJsonString(), resolved_reason=resolved.reason)
+                    break
+            return str(resolved.agreement_id)
         return ""
 
     def _billing_event(self, name: str, env: events_pb2.EventEnvelope) -> str:
