@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from accord_kit.settings import GATEWAY_SETTINGS, METRICS_SETTINGS, SERVICE_SETTINGS, SUITE_SETTINGS
+from accord_kit.settings import GATEWAY_SETTINGS, METRICS_SETTINGS, NOTIFIER_SETTINGS, SERVICE_SETTINGS, SUITE_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,11 +18,12 @@ def test_readme_lists_every_setting() -> None:
     missing += [f"<SERVICE>_{s.name}" for s in SERVICE_SETTINGS if f"`<SERVICE>_{s.name}`" not in readme]
     missing += [f"GATEWAY_{s.name}" for s in GATEWAY_SETTINGS if f"`GATEWAY_{s.name}`" not in readme]
     missing += [f"METRICS_{s.name}" for s in METRICS_SETTINGS if f"`METRICS_{s.name}`" not in readme]
+    missing += [f"NOTIFIER_{s.name}" for s in NOTIFIER_SETTINGS if f"`NOTIFIER_{s.name}`" not in readme]
     assert not missing, f"README.md's configuration table lacks {missing}"
 
 
 def test_every_service_has_a_readme_naming_its_settings() -> None:
-    for svc in ("agreements", "metrics", "billing", "gateway"):
+    for svc in ("agreements", "metrics", "billing", "gateway", "notifier"):
         text = (ROOT / "services" / svc / "README.md").read_text()
         assert f"{svc.upper()}_GRPC_PORT" in text
         assert f"python -m accord_{svc}" in text

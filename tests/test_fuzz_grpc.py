@@ -1,5 +1,6 @@
 """Every RPC of every service, fuzzed over real gRPC channels against the running suite
-(agreements, metrics, billing and the gateway on real SQLite stores and a real nats-server):
+(agreements, metrics, billing, the gateway and the notifier on real SQLite stores and a real
+nats-server):
 request messages built from the proto descriptors with edge values (instants outside
 0001–9999, nanos out of range, the largest integers, unknown enum numbers, NaN and garbage
 in decimals, unknown time zones) and bytes that do not decode, sent with admin, service,
@@ -45,6 +46,8 @@ from accord_kit.testing.service import Keys, make_keys, running_service, service
 from accord_kit.testing.streams import eventually
 from accord_metrics.bootstrap import build as build_metrics
 from accord_metrics.settings import load as load_metrics
+from accord_notifier.bootstrap import build as build_notifier
+from accord_notifier.settings import load as load_notifier
 
 pytestmark = pytest.mark.slow
 # A deeper run: ACCORD_FUZZ_EXAMPLES=500 (the suite runs the bounded default).
@@ -77,11 +80,16 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_suite(url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    """Agreements, metrics, billing and the gateway as they run, with an accepted SLA seeded."""
+    """Agreements, metrics, billing, the gateway and the notifier as they run, with an accepted
+    SLA seeded."""
     keys = make_keys(tmp_path / "keys")
     token_file = tmp_path / "keys" / "service.token"
     token_file.write_text(mint_token(keys.private, subject="accord-services", role="service"))
-    common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)}
+    # No periodic seal while the calls run: a checkpoint stored beside a refused call would look
+    # like the refusal storing something (each service still seals at stop).
+    common = {"ACCORD_SERVICE_TOKEN_FILE": str(token_file)} | {
+        f"{s}_SEAL_SECONDS": "3600" for s in ("AGREEMENTS", "METRICS", "BILLING", "NOTIFIER")
+    }
     a_env = service_environ("agreements", tmp_path / "a", url, "sqlite", **common)
     async with running_service(build_agreements, load_agreements(a_env), keys) as agreements:
         addrs = {"ACCORD_AGREEMENTS_ADDR": f"127.0.0.1:{agreements.port}", **common}
@@ -90,18 +98,19 @@ async def running_suite(url: str, tmp_path: Path) -> AsyncIterator[Running]:
             addrs["ACCORD_METRICS_ADDR"] = f"127.0.0.1:{metrics.port}"
             b_env = service_environ("billing", tmp_path / "b", url, "sqlite", **addrs)
             g_env = service_environ("gateway", tmp_path / "g", url, "sqlite", GATEWAY_HTTP_PORT=str(free_port()))
+            n_env = service_environ("notifier", tmp_path / "n", url, "sqlite", **addrs)
             async with (
                 running_service(build_billing, load_billing(b_env), keys, due_every=3600) as billing,
                 running_service(build_gateway, load_gateway(g_env), keys) as gateway,
+                running_service(build_notifier, load_notifier(n_env), keys) as notifier,
             ):
                 aid = await seed(agreements, keys)
                 head = agreements.parts.app.head_position()  # type: ignore[union-attr]
                 for downstream in (metrics, billing):
                     app: Any = downstream.parts.app
                     await eventually(lambda app=app: app.tracked_position("agreements") >= head, what="consumed")
-                yield Running(
-                    {"gateway": gateway, "billing": billing, "metrics": metrics, "agreements": agreements}, keys, aid
-                )
+                runtimes = {"gateway": gateway, "notifier": notifier, "billing": billing, "metrics": metrics}
+                yield Running({**runtimes, "agreements": agreements}, keys, aid)
 
 
 @pytest.fixture

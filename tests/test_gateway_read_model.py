@@ -83,3 +83,26 @@ def test_the_read_model_matches_the_owning_services_and_rebuilds_the_same(suite:
         for env in app.read_events(0, 5000)[0]:
             assert again.apply_upstream(source, env) is False
     assert again.agreement(aid) == status
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+def test_a_burn_rate_alert_shows_firing_then_resolved(suite: Suite) -> None:
+    from tests.suite import an_active_agreement, at
+
+    aid = an_active_agreement(suite)
+    suite.clock.set(at(f"2026-01-20T11:12{AMS}"))
+    suite.metrics.record(COLLECTOR, [outage("o1", f"2026-01-20T11:00{AMS}", 10)])
+    suite.tick(f"2026-01-20T11:12{AMS}")
+    model = ReadModel()
+    fill(model, suite)
+
+    def fast() -> dict[str, str]:
+        status = model.agreement(aid)
+        assert status is not None
+        availability = next(o for o in status["objectives"] if o["objective_id"] == "availability")
+        return dict(next(a for a in availability["burn_alerts"] if a["name"].startswith("14.4x")))
+
+    assert (fast()["state"], fast()["ended_at"]) == ("FIRING", "")
+    suite.tick(f"2026-01-20T11:30{AMS}")  # the short window is clean again
+    fill(model, suite)
+    assert (fast()["state"], fast()["resolution"]) == ("RESOLVED", "cleared") and fast()["ended_at"]

@@ -21,14 +21,14 @@ from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord_kit.testing.nats import free_port
 
 pytestmark = pytest.mark.slow
-SERVICES = ["agreements", "metrics", "billing", "gateway"]
+SERVICES = ["agreements", "metrics", "billing", "gateway", "notifier"]
 
 
 def start(var: Path, ports: dict[str, int], nats_port: int, http_port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_"))
+        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "NOTIFIER_"))
     }
     env.update(
         ACCORD_VAR_DIR=str(var),
@@ -84,7 +84,7 @@ def test_make_run_comes_up_healthy_stops_cleanly_and_resumes(tmp_path: Path) -> 
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as r:
             assert json.load(r) == {"status": "SERVING"}
         token = (var / "keys" / "service.token").read_text().strip()
-        for s in ("agreements", "metrics", "billing"):
+        for s in ("agreements", "metrics", "billing", "notifier"):
             with grpc.insecure_channel(f"127.0.0.1:{ports[s]}") as ch:
                 resp = events_pb2_grpc.EventLogServiceStub(ch).ReadEvents(
                     events_pb2.ReadEventsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=5

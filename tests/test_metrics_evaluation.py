@@ -187,6 +187,65 @@ def test_an_outage_under_way_raises_burn_rate_alerts_and_budget_warnings(world: 
     assert w.breaches == [""]  # type: ignore[attr-defined]
 
 
+def _burn_events(m: Metrics) -> list[tuple[str, Any]]:
+    """The burn-rate alerts fired and resolved, as published (type name, payload)."""
+    from accord.metrics.v1 import events_pb2 as ev
+
+    out: list[tuple[str, Any]] = []
+    for env in m.read_events(0, 5000)[0]:
+        name = env.type.rsplit(".", 1)[-1]
+        if name in ("BurnRateAlert", "BurnRateAlertResolved"):
+            msg = getattr(ev, name)()
+            env.payload.Unpack(msg)
+            out.append((name, msg))
+    return out
+
+
+def test_a_burn_rate_alert_is_resolved_when_its_condition_no_longer_holds(world: World) -> None:
+    ag, m, clock = world.agreements, world.metrics, world.clock
+    aid = accepted(ag)
+    world.sync()
+    # A ten-minute outage, seen two minutes after it ended: both fast pairs' windows see it.
+    clock.set(at(f"2026-01-20T11:12{AMS}"))
+    m.record(COLLECTOR, [outage("o1", f"2026-01-20T11:00{AMS}", 10)])
+    m.evaluate()
+    fired = [(n, e.name) for n, e in _burn_events(m)]
+    fast = next(name for kind, name in fired if name.startswith("14.4x"))
+    assert all(kind == "BurnRateAlert" for kind, _ in fired)
+    # Twenty minutes on the short window (5 min 10 s in January) holds no outage: the 14.4x
+    # alert is resolved, with the rates that cleared it; evaluating again resolves nothing more.
+    clock.set(at(f"2026-01-20T11:30{AMS}"))
+    m.evaluate()
+    resolved = [e for kind, e in _burn_events(m) if kind == "BurnRateAlertResolved"]
+    assert [e.name for e in resolved if e.name == fast] == [fast]
+    r = next(e for e in resolved if e.name == fast)
+    assert r.reason == "cleared" and Decimal(r.short_rate) <= Decimal("14.4") and r.agreement_id == aid
+    w = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")["_agg"]
+    assert fast not in w.burn_firing  # type: ignore[attr-defined]
+    head = m.head_position()
+    m.evaluate()
+    assert m.head_position() == head
+    # A new outage fires it again in the same window.
+    clock.set(at(f"2026-01-25T09:20{AMS}"))
+    m.record(
+        COLLECTOR,
+        [pb.Signal(signal_id="o2", service_id=EMAIL, outage=pb.Outage(start=ts(at(f"2026-01-25T09:00{AMS}"))))],
+    )
+    m.evaluate()
+    assert [n for n, e in _burn_events(m) if e.name == fast] == [
+        "BurnRateAlert",
+        "BurnRateAlertResolved",
+        "BurnRateAlert",
+    ]
+    # Still down when the month closes: every alert still firing is resolved with the window.
+    clock.set(at(f"2026-02-01T00:10{AMS}"))
+    m.evaluate()
+    w = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")["_agg"]
+    assert w.burn_firing == []  # type: ignore[attr-defined]
+    last = [e for kind, e in _burn_events(m) if kind == "BurnRateAlertResolved" and e.name == fast][-1]
+    assert last.reason == "window_closed" and last.long_rate == ""
+
+
 def test_a_child_agreement_is_judged_by_its_effective_terms(world: World) -> None:
     """A customer-level agreement inherits the corporate agreement's service-level objective."""
     ag, m, clock = world.agreements, world.metrics, world.clock

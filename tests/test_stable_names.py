@@ -22,6 +22,7 @@ import accord_billing.domain
 import accord_kit.chain
 import accord_kit.testing.counter
 import accord_metrics.domain
+import accord_notifier.domain
 from accord_agreements.domain import Agreement
 from accord_agreements.samples import sla_terms
 from accord_kit.topics import DECLARED, event_classes
@@ -87,6 +88,7 @@ EXPECTED: dict[str, list[str]] = {
         "accord_metrics.domain:WindowEvaluation.Breached",
         "accord_metrics.domain:WindowEvaluation.BudgetWarning",
         "accord_metrics.domain:WindowEvaluation.BurnRateAlert",
+        "accord_metrics.domain:WindowEvaluation.BurnRateAlertResolved",
     ],
     "billing": [
         "accord_billing.domain:BilledAgreement",
@@ -110,6 +112,24 @@ EXPECTED: dict[str, list[str]] = {
         "accord_billing.domain:TerminationWatch.Noted",
         "accord_billing.domain:TerminationWatch.Granted",
     ],
+    "notifier": [
+        "accord_notifier.domain:Subscriptions",
+        "accord_notifier.domain:Subscriptions.Started",
+        "accord_notifier.domain:Subscriptions.Added",
+        "accord_notifier.domain:Subscriptions.Removed",
+        "accord_notifier.domain:AgreementParties",
+        "accord_notifier.domain:AgreementParties.Seen",
+        "accord_notifier.domain:AgreementParties.Known",
+        "accord_notifier.domain:AgreementParties.Held",
+        "accord_notifier.domain:StatementRef",
+        "accord_notifier.domain:StatementRef.Known",
+        "accord_notifier.domain:StatementRef.Noticed",
+        "accord_notifier.domain:Notification",
+        "accord_notifier.domain:Notification.Queued",
+        "accord_notifier.domain:Notification.Attempted",
+        "accord_notifier.domain:Notification.Delivered",
+        "accord_notifier.domain:Notification.Abandoned",
+    ],
     "chain": [
         "accord_kit.chain:Checkpoints",
         "accord_kit.chain:Checkpoints.Opened",
@@ -128,6 +148,7 @@ MODULES: dict[str, types.ModuleType] = {
     "agreements": accord_agreements.domain,
     "metrics": accord_metrics.domain,
     "billing": accord_billing.domain,
+    "notifier": accord_notifier.domain,
     "chain": accord_kit.chain,
     "counter": accord_kit.testing.counter,
 }

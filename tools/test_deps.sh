@@ -65,4 +65,4 @@ for pair in "prometheus:/usr/bin/prometheus" "prometheus-alertmanager:/usr/bin/p
     apt_install --no-install-recommends "$pkg"
   fi
 done
-say "PostgreSQL, Chromium, Prometheus and Alertmanager ready"
+say "PostgreSQL, Chromium, Prometheus and Alertmanager ready (Alertmanager also for the notifier's test)"

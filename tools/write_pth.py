@@ -9,7 +9,17 @@ import site
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PATHS = ["kit", "cli", "services/agreements", "services/metrics", "services/billing", "services/gateway", "gen", "."]
+PATHS = [
+    "kit",
+    "cli",
+    "services/agreements",
+    "services/metrics",
+    "services/billing",
+    "services/gateway",
+    "services/notifier",
+    "gen",
+    ".",
+]
 
 
 def main(argv: list[str]) -> None:

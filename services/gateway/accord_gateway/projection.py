@@ -257,15 +257,16 @@ class ReadModel:
                 }
             )
             return str(a.agreement_id)
-        if name == "BurnRateAlertResolved" and hasattr(metric_events, name):
-            # The contract's resolution of a burn-rate alert (when metrics publishes it).
-            res: Any = getattr(metric_events, name)()
+        if name == "BurnRateAlertResolved":
+            # Resolved by metrics (cleared, or its window closed): the latest firing of that pair.
+            res = metric_events.BurnRateAlertResolved()
             env.payload.Unpack(res)
             o = self._objective(res.agreement_id, res.objective_id)
-            for alert in o["burn_alerts"]:
+            for alert in reversed(o["burn_alerts"]):
                 if alert["window_start"] == res.window_start and alert["name"] == res.name and alert["state"] == FIRING:
                     alert["state"], alert["ended_at"] = RESOLVED, at
-                    alert["resolution"] = getattr(res, "reason", "")
+                    alert["resolution"] = res.reason
+                    break
             return str(res.agreement_id)
         return ""
 

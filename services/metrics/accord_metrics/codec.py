@@ -136,4 +136,12 @@ def codec() -> EventCodec:
             factor=e.factor, long_rate=e.long_rate, short_rate=e.short_rate,
         ),
     )  # fmt: skip
+    c.register(
+        W.BurnRateAlertResolved,
+        ev.BurnRateAlertResolved,
+        lambda e: ev.BurnRateAlertResolved(
+            agreement_id=e.agreement_id, objective_id=e.objective_id, window_start=e.window_start, name=e.name,
+            reason=e.reason, long_rate=e.long_rate, short_rate=e.short_rate,
+        ),
+    )  # fmt: skip
     return c

@@ -293,6 +293,7 @@ class WindowEvaluation(Aggregate):
     Breached: ClassVar[type[Aggregate.Event]]
     BudgetWarning: ClassVar[type[Aggregate.Event]]
     BurnRateAlert: ClassVar[type[Aggregate.Event]]
+    BurnRateAlertResolved: ClassVar[type[Aggregate.Event]]
 
     class Opened(Aggregate.Created):
         TOPIC = "accord_metrics.domain:WindowEvaluation.Opened"
@@ -395,8 +396,17 @@ class WindowEvaluation(Aggregate):
     def _warned(self, agreement_id: str, objective_id: str, window_start: str, level: str, consumed: str) -> None:
         self.warnings = [*self.warnings, level]
 
+    # A burn-rate alert fires while its pair's condition holds and is resolved when it no longer
+    # does, or when the window closes (docs/domain.md §3 "Warnings"); it may fire again later
+    # in the window. `burn_alerts` keeps every firing, `burn_firing` those not resolved. A
+    # window recorded before resolutions existed never resolved one: all it fired still fires.
+    @property
+    def burn_firing(self) -> list[str]:
+        firing = getattr(self, "_burn_firing", None)
+        return list(self.burn_alerts) if firing is None else list(firing)
+
     def burn_alert(self, name: str, factor: str, long_rate: str, short_rate: str) -> None:
-        if name not in self.burn_alerts:
+        if name not in self.burn_firing:
             self._burn_alerted(
                 agreement_id=self.agreement_id,
                 objective_id=self.objective_id,
@@ -418,7 +428,36 @@ class WindowEvaluation(Aggregate):
         long_rate: str,
         short_rate: str,
     ) -> None:
+        firing = self.burn_firing
         self.burn_alerts = [*self.burn_alerts, name]
+        self._burn_firing = [*firing, name]
+
+    def resolve_burn_alert(self, name: str, reason: str, long_rate: str = "", short_rate: str = "") -> None:
+        """The firing alert `name` no longer holds (`reason` "cleared", with the rates that
+        cleared it) or its window closed ("window_closed")."""
+        if name in self.burn_firing:
+            self._burn_resolved(
+                agreement_id=self.agreement_id,
+                objective_id=self.objective_id,
+                window_start=self.window_start,
+                name=name,
+                reason=reason,
+                long_rate=long_rate,
+                short_rate=short_rate,
+            )
+
+    @event("BurnRateAlertResolved", topic="accord_metrics.domain:WindowEvaluation.BurnRateAlertResolved")
+    def _burn_resolved(
+        self,
+        agreement_id: str,
+        objective_id: str,
+        window_start: str,
+        name: str,
+        reason: str,
+        long_rate: str,
+        short_rate: str,
+    ) -> None:
+        self._burn_firing = [n for n in self.burn_firing if n != name]
 
     @property
     def latest(self) -> dict[str, Any]:

@@ -309,13 +309,18 @@ class Judging(_Host):
             for level in reliability.warning_levels_crossed(Decimal(evaluation["budget_consumed"]), levels):
                 agg.warn(str(level), evaluation["budget_consumed"])
             if rates:
-                for pair in reliability.burn_alerts(rates, window.duration):
-                    agg.burn_alert(
-                        f"{pair.factor}x {pair.long}/{pair.short}",
-                        str(pair.factor),
-                        str(rates[pair.long]),
-                        str(rates[pair.short]),
-                    )
+                fired = {burn_alert_name(p): p for p in reliability.burn_alerts(rates, window.duration)}
+                for name, pair in fired.items():
+                    agg.burn_alert(name, str(pair.factor), str(rates[pair.long]), str(rates[pair.short]))
+                pairs = {burn_alert_name(p): p for p in reliability.burn_windows(window.duration)}
+                for name in agg.burn_firing:
+                    held = pairs.get(name)
+                    if name not in fired and held is not None:
+                        agg.resolve_burn_alert(name, "cleared", str(rates[held.long]), str(rates[held.short]))
+        if evaluation["closed"]:
+            # An alert still firing when its window closes is resolved with it.
+            for name in agg.burn_firing:
+                agg.resolve_burn_alert(name, "window_closed")
 
     # -- queries ---------------------------------------------------------------------------------------------------
     def window_ids(self, agreement_id: str) -> list[UUID]:
@@ -507,6 +512,11 @@ class Judging(_Host):
             d = e.__dict__
             out += [d[k] for k in ("evaluation", "old", "new") if isinstance(d.get(k), dict)]
         return out
+
+
+def burn_alert_name(pair: reliability.BurnPair) -> str:
+    """A burn-rate alert's name: its pair, e.g. "14.4x 1:00:00/0:05:00" (a 30-day window)."""
+    return f"{pair.factor}x {pair.long}/{pair.short}"
 
 
 def recorded_calendar(evaluation: dict[str, Any]) -> tuple[str, int]:

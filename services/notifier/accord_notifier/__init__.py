@@ -1,0 +1,1 @@
+"""The notifier service: delivers agreement events to webhooks and Alertmanager."""
