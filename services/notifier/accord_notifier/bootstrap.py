@@ -53,7 +53,7 @@ def build(
     settings: ServiceSettings, *, clock: Clock | None = None, verifier: TokenVerifier | None = None
 ) -> ServiceParts:
     prepare_store(settings)
-    app = Notifier(settings.event_store_env(), clock=clock, rules=rules(settings))
+    app = Notifier(settings.event_store_env(), clock=clock or settings.clock(), rules=rules(settings))
     parts = ServiceParts(
         settings=settings,
         policy=POLICY,
