@@ -71,6 +71,8 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         "",
         "comma-separated public keys (PEM) of earlier chain keys, still trusted for older checkpoints",
     ),
+    Setting("METRICS_HOST", "127.0.0.1", "address the Prometheus /metrics endpoint binds"),
+    Setting("METRICS_PORT", "", "port of the Prometheus /metrics endpoint; empty: no endpoint"),
 )
 # Settings only an event-sourced service reads (the gateway keeps no store).
 STORE_SETTINGS = frozenset(
@@ -84,6 +86,13 @@ STORE_SETTINGS = frozenset(
     }
 )
 
+# OpenTelemetry's own variables (read under their standard names): traces are exported only
+# when an endpoint is set.
+OTEL_SETTINGS: tuple[Setting, ...] = (
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP collector that receives traces; empty: no tracing", "otel"),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTLP transport: grpc or http/protobuf", "otel"),
+)
+
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_HOST", "127.0.0.1", "address the gateway's HTTP server binds"),
     Setting("HTTP_PORT", "8080", "the gateway's HTTP port"),
@@ -92,7 +101,7 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
 
 def env_names(service: str) -> list[str]:
     """Every environment variable the named service reads."""
-    names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
+    names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS] + [s.name for s in OTEL_SETTINGS]
     per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
     if service not in EVENT_SOURCED:
         per = [s for s in per if s.name not in STORE_SETTINGS]
@@ -133,6 +142,10 @@ class ServiceSettings:
     chain_previous_public_key_files: tuple[Path, ...] = ()
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no /metrics endpoint
+    otlp_endpoint: str = ""  # empty: no tracing
+    otlp_protocol: str = "grpc"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -180,6 +193,10 @@ class ServiceSettings:
         log_format = suite("LOG_FORMAT").lower()
         if log_format not in ("json", "console", "auto"):
             raise SettingsError(f"ACCORD_LOG_FORMAT must be json, console or auto, not {log_format!r}")
+        otlp_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower() or "grpc"
+        if otlp_protocol not in ("grpc", "http/protobuf"):
+            raise SettingsError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, not {otlp_protocol!r}")
+        raw_metrics_port = own("METRICS_PORT", "").strip()
         sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
         if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
             raise SettingsError(
@@ -219,6 +236,10 @@ class ServiceSettings:
             ),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
+            metrics_host=own("METRICS_HOST", "127.0.0.1"),
+            metrics_port=_int(f"{p}_METRICS_PORT", raw_metrics_port, 0, 65535) if raw_metrics_port else None,
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
+            otlp_protocol=otlp_protocol,
         )
 
 

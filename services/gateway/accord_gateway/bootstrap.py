@@ -6,6 +6,7 @@ from __future__ import annotations
 from accord_gateway.http import create_app, http_task
 from accord_gateway.projection import ReadModel
 from accord_gateway.server import ERROR_MAP, register_gateway
+from accord_gateway.slo import SloCollector
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.runtime import Readiness, ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
@@ -36,4 +37,5 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         error_map=ERROR_MAP,
         verifier=verifier,
         extra_tasks=[http_task(http, settings.http_host, settings.http_port)],
+        collectors=[SloCollector(model)],
     )
