@@ -70,7 +70,9 @@ async def _scrape(port: int, stop: asyncio.Event) -> int:
     done = 0
     while not stop.is_set():
         try:
-            await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read())
+            await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            )
             done += 1
         except OSError:
             pass
@@ -151,7 +153,12 @@ async def _run(clients: int, pairs: int, rounds: int) -> dict[str, Any]:
         med = statistics.median(samples[variant])
         rounds_text = ", ".join(f"{x:.1f}" for x in samples[variant])
         figures.append(
-            {"name": f"commands/s, {variant}", "value": round(med, 1), "unit": "cmd/s", "detail": f"rounds: {rounds_text}"}
+            {
+                "name": f"commands/s, {variant}",
+                "value": round(med, 1),
+                "unit": "cmd/s",
+                "detail": f"rounds: {rounds_text}",
+            }
         )
         if variant != "off":
             figures.append(
