@@ -23,7 +23,7 @@ a call that brings no `x-correlation-id` gets its trace id as correlation id, so
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -244,12 +244,3 @@ def process_span(
         f"{stream} process", context=_parent(headers), kind=SpanKind.CONSUMER, attributes=attributes
     )
 
-
-@contextlib.contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Span | None]:
-    """An INTERNAL span (e.g. an evaluation round), or nothing while tracing is off."""
-    if not enabled:
-        yield None
-        return
-    with _tracer.start_as_current_span(name, attributes=attributes) as s:
-        yield s
