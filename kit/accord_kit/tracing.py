@@ -243,4 +243,3 @@ def process_span(
     return _tracer.start_as_current_span(
         f"{stream} process", context=_parent(headers), kind=SpanKind.CONSUMER, attributes=attributes
     )
-
