@@ -35,7 +35,7 @@ gen: $(GEN)/.stamp ## generate the protobuf/gRPC code into gen/ (never committed
 run: install ## bring the whole suite up on the embedded default (NATS + SQLite under var/)
 	$(PY) -m accord_kit.devrun
 
-test-deps: ## make sure PostgreSQL, Chromium and Alertmanager are there for the tests (installs them as root)
+test-deps: ## make sure PostgreSQL, Chromium, Prometheus and Alertmanager are there for the tests (installs them as root)
 	bash tools/test_deps.sh
 
 test: install test-deps ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)

@@ -297,3 +297,21 @@ def test_keys_writes_the_pair_and_a_service_token(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert (keys / "auth_public.pem").read_bytes() == public
     assert TokenVerifier(public).verify("Bearer " + (keys / "service.token").read_text().strip()).role == "service"
+
+
+def test_prometheus_scrapes_every_service_s_metrics_port(compose: dict[str, Any]) -> None:
+    config_file = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: install Debian's prometheus package (tools/test_deps.sh does)"
+    check = subprocess.run([promtool, "check", "config", str(config_file)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = yaml.safe_load(config_file.read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    expected = set()
+    for name in SERVICES:
+        settings = ServiceSettings.from_env(name, _environment(_service(compose, name)))
+        assert settings.metrics_port is not None and settings.metrics_host == "0.0.0.0", f"{name}: /metrics off"
+        expected.add(f"{name}:{settings.metrics_port}")
+    assert targets == expected
+    mounts = _mounts(_service(compose, "prometheus"))
+    assert mounts.get("/etc/prometheus") == ("./deploy/prometheus", "ro")

@@ -24,11 +24,13 @@ pytestmark = pytest.mark.slow
 SERVICES = ["agreements", "metrics", "billing", "gateway", "notifier"]
 
 
-def start(var: Path, ports: dict[str, int], nats_port: int, http_port: int) -> tuple[subprocess.Popen[str], list[str]]:
+def start(
+    var: Path, ports: dict[str, int], nats_port: int, http_port: int, **extra: str
+) -> tuple[subprocess.Popen[str], list[str]]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "NOTIFIER_"))
+        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "NOTIFIER_", "OTEL_"))
     }
     env.update(
         ACCORD_VAR_DIR=str(var),
@@ -36,6 +38,8 @@ def start(var: Path, ports: dict[str, int], nats_port: int, http_port: int) -> t
         ACCORD_RUN_QUIET="1",
         GATEWAY_HTTP_PORT=str(http_port),
         **{f"{s.upper()}_GRPC_PORT": str(p) for s, p in ports.items()},
+        **{f"{s.upper()}_METRICS_PORT": str(free_port()) for s in ports},
+        **extra,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "accord_kit.devrun"],
@@ -92,6 +96,7 @@ def test_make_run_comes_up_healthy_stops_cleanly_and_resumes(tmp_path: Path) -> 
                 assert resp.head_position == 0
         for who in ("admin", "auditor", "it-operations", "finance"):
             assert f"  {who}" in text
+        assert text.count("/metrics") == len(SERVICES), "a /metrics URL per service"
         assert (var / "agreements.sqlite").exists()
     finally:
         out = stop(proc)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the virtualenv: PostgreSQL on 127.0.0.1:5432 (user postgres,
 # trust auth over TCP), Debian's Chromium for the dashboard's browser test, and Debian's
-# Prometheus and Alertmanager for the signal sources' tests (only their binaries: the tests
+# Prometheus and Alertmanager for the signal sources' tests and promtool for the operations tests (only their binaries: the tests
 # start their own, on free ports; the packages' own services are not needed).
 # As root on a Debian-like machine it installs and starts what is missing; otherwise it says in
 # one line what to install and exits 1. ACCORD_TEST_DEPS=skip leaves the machine as it is.

@@ -44,6 +44,7 @@ class AccordApplication(Application[Any]):
         self.codec = codec
         register_chain_events(codec)  # the store's own checkpoints are events of its log too
         self._save_listeners: list[Callable[[], None]] = []
+        self.stored_events = 0  # events this process stored since it started (telemetry)
         self._listeners_lock = threading.Lock()
         super().__init__(env)
 
@@ -88,6 +89,7 @@ class AccordApplication(Application[Any]):
                 self._save_listeners.remove(listener)
 
     def _notify(self, recordings: list[Recording[Any]]) -> None:
+        self.stored_events += len(recordings)
         if recordings:
             with self._listeners_lock:
                 listeners = list(self._save_listeners)

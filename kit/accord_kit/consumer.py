@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +41,8 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from accord.events.v1 import events_pb2
+from accord_kit import tracing
+from accord_kit.context import RequestContext, request_context
 from accord_kit.deadletter import dead_letter
 from accord_kit.logging import get_logger
 
@@ -120,6 +122,10 @@ class Consumer:
         self.caught_up_events = 0
         self.caught_up_seconds = 0.0
         self._started = time.monotonic()
+        # What telemetry reports (accord_kit.telemetry): the upstream stream's head position as
+        # last seen, and the messages JetStream holds for the durable (refresh_lag).
+        self.upstream_head = 0
+        self.pending_messages = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -182,6 +188,14 @@ class Consumer:
                 return 0
         raise TimeoutError(f"stream {stream}: its last message kept disappearing")
 
+    async def refresh_lag(self) -> None:
+        """Ask JetStream how far behind this consumer is: its stream's head position and the
+        messages not yet delivered or acknowledged to the durable."""
+        cfg = self.config
+        info = await self.js.consumer_info(cfg.stream, cfg.durable)
+        self.pending_messages = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        self.upstream_head = max(self.upstream_head, await self.stream_head())
+
     async def run(self) -> None:
         cfg = self.config
         self._started = time.monotonic()
@@ -203,6 +217,7 @@ class Consumer:
             return
         if self.catch_up_target is None:
             self.catch_up_target = target
+        self.upstream_head = max(self.upstream_head, target)
         log.info("consumer_started", durable=cfg.durable, tracked=self._tracked, stream_head=target)
         self._check_caught_up()
         try:
@@ -268,7 +283,9 @@ class Consumer:
         pairs.sort(key=lambda p: p[0].position)
         envs = [e for e, _ in pairs]
         msgs = [m for _, m in pairs]
-        done, outcome, error = await asyncio.to_thread(self._apply_run, envs)
+        self.upstream_head = max(self.upstream_head, envs[-1].position)
+        headers: list[Mapping[str, str] | None] | None = [m.headers for m in msgs] if tracing.enabled else None
+        done, outcome, error = await asyncio.to_thread(self._apply_run, envs, headers)
         for m in msgs[:done]:
             await m.ack()
         if done == len(msgs):
@@ -293,17 +310,33 @@ class Consumer:
             for m in rest:
                 await m.nak(delay=self.config.nak_delay)
 
-    def _apply_run(self, envs: list[events_pb2.EventEnvelope]) -> tuple[int, str, str]:
+    def _apply_run(
+        self, envs: list[events_pb2.EventEnvelope], headers: list[Mapping[str, str] | None] | None = None
+    ) -> tuple[int, str, str]:
         """Apply a contiguous run of envelopes (in a worker thread). Returns how many were
-        handled, and why it stopped: "done", "gap" or "failed"."""
+        handled, and why it stopped: "done", "gap" or "failed".
+
+        Each event is applied in its own request context: what the consumer stores meanwhile
+        records the upstream event's correlation id and, as its cause, the upstream event's
+        id; while tracing is on, also in a span continuing the message's trace."""
         for i, env in enumerate(envs):
             if env.position <= self._tracked:
                 self.stats.redeliveries_skipped += 1
                 continue
             if env.previous_position != self._tracked:
                 return i, "gap", ""
+            ctx = RequestContext(correlation_id=env.correlation_id, causation_id=env.event_id)
+            carrier = headers[i] if headers is not None else None
             try:
-                applied = self.app.apply_upstream(self.config.source, env)
+                with (
+                    request_context(ctx),
+                    tracing.process_span(self.config.stream, carrier, env.event_id, env.correlation_id) as span,
+                ):
+                    try:
+                        applied = self.app.apply_upstream(self.config.source, env)
+                    except Exception as e:
+                        tracing.mark_failed(span, type(e).__name__)
+                        raise
             except Exception as e:
                 return i, "failed", f"{type(e).__name__}: {e}"
             if applied:

@@ -26,6 +26,9 @@ from accord_kit.keys import PRIVATE, write_keys
 from accord_kit.testing.nats import NatsServer
 
 SERVICES = ["agreements", "metrics", "billing", "gateway", "notifier"]
+# make run serves every service's Prometheus /metrics here (unless <SERVICE>_METRICS_PORT says
+# otherwise; an empty value turns an endpoint off).
+DEV_METRICS_PORTS = {"agreements": 9461, "metrics": 9462, "billing": 9463, "gateway": 9464, "notifier": 9465}
 DEFAULT_NATS_PORT = 4322  # not 4222: the machine may run an older NATS of its own there
 DEV_TOKENS = [
     ("admin", "admin", ""),
@@ -103,6 +106,13 @@ def main() -> int:
     ports = {s: int(env.get(f"{s.upper()}_GRPC_PORT", str(50051 + i))) for i, s in enumerate(SERVICES)}
     for s in ("agreements", "metrics", "billing", "notifier"):
         env.setdefault(f"ACCORD_{s.upper()}_ADDR", f"127.0.0.1:{ports[s]}")
+    for s, default in DEV_METRICS_PORTS.items():
+        env.setdefault(f"{s.upper()}_METRICS_PORT", str(default))
+    metrics_urls = {
+        s: f"http://{env.get(f'{s.upper()}_METRICS_HOST') or '127.0.0.1'}:{env[f'{s.upper()}_METRICS_PORT']}/metrics"
+        for s in SERVICES
+        if env.get(f"{s.upper()}_METRICS_PORT", "").strip()
+    }
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = threading.Event()
 
@@ -168,8 +178,14 @@ def main() -> int:
         "",
         *(f"  gRPC   {name:11} 127.0.0.1:{ports[name]}" for name in SERVICES),
         f"  HTTP   gateway     http://127.0.0.1:{http_port}/  (OpenAPI at /docs)",
+        *(f"  metrics {name:10} {url}" for name, url in metrics_urls.items()),
         f"  NATS               {env['ACCORD_NATS_URL']}",
         f"  data               {var}",
+        *(
+            [f"  traces             OTLP to {env['OTEL_EXPORTER_OTLP_ENDPOINT']}"]
+            if env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            else []
+        ),
         "",
         "development tokens (send as metadata 'authorization: Bearer <token>'; also in "
         f"{var / 'keys' / 'dev-tokens.env'}):",

@@ -95,6 +95,18 @@ def to_envelope(
     codec: EventCodec,
 ) -> tuple[events_pb2.EventEnvelope, str]:
     """The envelope of one stored event and the NATS subject it is published on."""
+    env, subject, _ = to_envelope_with_meta(service, notification, previous_position, mapper, codec)
+    return env, subject
+
+
+def to_envelope_with_meta(
+    service: str,
+    notification: Notification,
+    previous_position: int,
+    mapper: AccordMapper,
+    codec: EventCodec,
+) -> tuple[events_pb2.EventEnvelope, str, dict[str, Any]]:
+    """`to_envelope`, and the metadata the store recorded with the event (e.g. its traceparent)."""
     event, meta = mapper.to_domain_event_with_meta(notification)
     etype = codec.event_type(type(event))
     env = events_pb2.EventEnvelope(
@@ -115,7 +127,7 @@ def to_envelope(
     if actor:
         env.actor.CopyFrom(events_pb2.Actor(**actor))
     env.payload.Pack(etype.to_proto(event))
-    return env, f"accord.{service}.v1.{etype.name}"
+    return env, f"accord.{service}.v1.{etype.name}", meta
 
 
 def unpack(envelope: events_pb2.EventEnvelope, message: type[Message]) -> Any:

@@ -4,7 +4,8 @@ and consumers use its client to catch up on gaps the stream cannot fill."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -39,8 +40,15 @@ def register_event_log(app: AccordApplication) -> Callable[[grpc.aio.Server], st
 class EventLogClient:
     """Reads a remote service's log over gRPC with a bearer token."""
 
-    def __init__(self, address: str, token: Callable[[], str], max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: Callable[[], str],
+        max_message_bytes: int = 64 * 1024 * 1024,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
         self.address = address
+        self._interceptors = list(interceptors)  # e.g. tracing.client_interceptors()
         self._token = token
         self._channel: grpc.aio.Channel | None = None
         self._max = max_message_bytes
@@ -48,7 +56,9 @@ class EventLogClient:
     def _stub(self) -> events_pb2_grpc.EventLogServiceStub:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(
-                self.address, options=[("grpc.max_receive_message_length", self._max)]
+                self.address,
+                options=[("grpc.max_receive_message_length", self._max)],
+                interceptors=self._interceptors or None,
             )
         return events_pb2_grpc.EventLogServiceStub(self._channel)
 

@@ -21,11 +21,13 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from accord_kit import tracing
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
 from accord_kit.errors import AccordError, DataLossError
 from accord_kit.inputs import InputError, Undecodable, checked, tolerant_deserializer
 from accord_kit.logging import get_logger
+from accord_kit.telemetry import Telemetry
 
 log = get_logger("accord.grpc")
 
@@ -59,6 +61,8 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         # finding), or None: while it says something, a call that fails unexpectedly is
         # answered DATA_LOSS naming it rather than INTERNAL.
         self.damage: Callable[[], str | None] = lambda: None
+        # Where each call's duration and status code go (accord_kit.telemetry), when metrics are on.
+        self.telemetry: Telemetry | None = None
 
     def _data_loss(self, exc: BaseException) -> DataLossError | None:
         damage = self.damage()
@@ -104,9 +108,11 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         behaviour = self._wrap_stream(method, handler.stream_stream, streamed=True)
         return grpc.stream_stream_rpc_method_handler(behaviour, **kw)
 
-    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> RequestContext:
-        md = _metadata(context)
-        correlation = md.get("x-correlation-id") or uuid.uuid4().hex
+    async def _enter(
+        self, method: str, context: grpc.aio.ServicerContext, md: dict[str, str], trace_id: str = ""
+    ) -> RequestContext:
+        # Without a correlation id of the caller's, a traced call's trace id is its correlation id.
+        correlation = md.get("x-correlation-id") or trace_id or uuid.uuid4().hex
         causation = md.get("x-causation-id") or md.get("x-request-id") or ""
         structlog.contextvars.bind_contextvars(correlation_id=correlation, rpc=method)
         if self.verifier is None:
@@ -115,7 +121,9 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         self.policy.check(method, principal)
         return RequestContext(principal=principal, correlation_id=correlation, causation_id=causation)
 
-    async def _fail(self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, started: float) -> None:
+    async def _fail(
+        self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, started: float, outcome: list[Any]
+    ) -> None:
         code = self._code_for(exc)
         if code is None and isinstance(exc, RecordConflictError):
             # Two writers raced for the same aggregate version: nothing of the loser was stored.
@@ -124,6 +132,7 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             log.error("rpc_data_loss", rpc=method, error=f"{type(exc).__name__}: {exc}")
             code, exc = lost.code, lost
         ms = round((time.perf_counter() - started) * 1000, 2)
+        outcome[0] = code or grpc.StatusCode.INTERNAL
         if code is None:
             log.exception("rpc_failed", rpc=method, ms=ms)
             corr = structlog.contextvars.get_contextvars().get("correlation_id", "")
@@ -132,20 +141,38 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             log.info("rpc_rejected", rpc=method, code=code.name, message=str(exc), ms=ms)
             await context.abort(code, str(exc) or code.name)
 
+    def _finish(
+        self, method: str, started: float, code: grpc.StatusCode, span: Any, ctx: RequestContext | None
+    ) -> None:
+        """The call's outcome to metrics and its trace (each only when on)."""
+        if self.telemetry is not None:
+            self.telemetry.observe_rpc(method, code.name, time.perf_counter() - started)
+        if span is not None:
+            tracing.end_rpc(span, code, ctx.correlation_id if ctx is not None else "")
+
     def _wrap_unary(self, method: str, behaviour: Callable[..., Any], streamed: bool = False) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            with structlog.contextvars.bound_contextvars():
+            md = _metadata(context)
+            outcome: list[Any] = [grpc.StatusCode.OK]
+            ctx: RequestContext | None = None
+            with structlog.contextvars.bound_contextvars(), tracing.server_span(method, md) as span:
                 try:
-                    ctx = await self._enter(method, context)
+                    ctx = await self._enter(method, context, md, tracing.trace_id(span))
                     request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         result = await behaviour(request, context)
-                except (grpc.aio.AbortError, asyncio.CancelledError):
+                except grpc.aio.AbortError:
+                    outcome[0] = _aborted_code(context, outcome[0])
+                    raise
+                except asyncio.CancelledError:
+                    outcome[0] = grpc.StatusCode.CANCELLED
                     raise
                 except Exception as exc:
-                    await self._fail(method, context, exc, started)
+                    await self._fail(method, context, exc, started, outcome)
                     raise  # unreachable: abort raises
+                finally:
+                    self._finish(method, started, outcome[0], span, ctx)
                 log.debug("rpc_ok", rpc=method, ms=round((time.perf_counter() - started) * 1000, 2))
                 return result
 
@@ -154,19 +181,44 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, method: str, behaviour: Callable[..., Any], streamed: bool = False) -> Callable[..., Any]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            with structlog.contextvars.bound_contextvars():
+            md = _metadata(context)
+            outcome: list[Any] = [grpc.StatusCode.OK]
+            ctx: RequestContext | None = None
+            with structlog.contextvars.bound_contextvars(), tracing.server_span(method, md) as span:
                 try:
-                    ctx = await self._enter(method, context)
+                    ctx = await self._enter(method, context, md, tracing.trace_id(span))
                     request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         async for item in behaviour(request, context):
                             yield item
-                except (grpc.aio.AbortError, asyncio.CancelledError):
+                except grpc.aio.AbortError:
+                    outcome[0] = _aborted_code(context, outcome[0])
+                    raise
+                except (asyncio.CancelledError, GeneratorExit):
+                    outcome[0] = grpc.StatusCode.CANCELLED
                     raise
                 except Exception as exc:
-                    await self._fail(method, context, exc, started)
+                    await self._fail(method, context, exc, started, outcome)
+                finally:
+                    self._finish(method, started, outcome[0], span, ctx)
 
         return wrapped
+
+
+def _aborted_code(context: grpc.aio.ServicerContext, known: grpc.StatusCode) -> grpc.StatusCode:
+    """The code a call was aborted with: the interceptor's own (already known), or the one
+    the servicer passed to `context.abort`."""
+    if known != grpc.StatusCode.OK:
+        return known
+    try:
+        code = context.code()
+    except Exception:
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.UNKNOWN
 
 
 def _public(handler: Any) -> Any:
@@ -254,6 +306,8 @@ class AccordServer:
     port: int
     service_names: list[str] = field(default_factory=list)
     interceptor: AccordInterceptor | None = None
+    # Every health status set so far ("" is the service as a whole): telemetry reports them.
+    statuses: dict[str, bool] = field(default_factory=dict)
 
     async def start(self) -> None:
         await self.server.start()
@@ -261,6 +315,7 @@ class AccordServer:
     async def set_serving(self, serving: bool, name: str | None = None) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for n in [name] if name is not None else ["", *self.service_names]:
+            self.statuses[n] = serving
             await self.health.set(n, status)
 
     async def stop(self, grace: float) -> None:

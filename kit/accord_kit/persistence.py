@@ -19,7 +19,7 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
-from accord_kit import context
+from accord_kit import context, tracing
 from accord_kit.chain import (
     ChainedPostgresApplicationRecorder,
     ChainedPostgresProcessRecorder,
@@ -85,8 +85,9 @@ class ChainedPostgresFactory(PostgresFactory):
 
 
 class AccordMapper(Mapper[Any]):
-    """Adds the request's actor, correlation and causation ids and the recording time
-    to every stored event's state, and strips them again when events are loaded."""
+    """Adds the request's actor, correlation and causation ids and the recording time (and,
+    while tracing is on, the current span's traceparent) to every stored event's state, and
+    strips them again when events are loaded."""
 
     clock_now: Callable[[], datetime] | None = None
 
@@ -97,6 +98,8 @@ class AccordMapper(Mapper[Any]):
             "causation_id": ctx.causation_id,
             "recorded_at": (self.clock_now() if self.clock_now else None),
         }
+        if tracing.enabled and (traceparent := tracing.current_traceparent()):
+            meta["traceparent"] = traceparent  # the relay continues this trace when it publishes
         if ctx.principal is not None:
             meta["actor"] = {
                 "subject": ctx.principal.subject,

@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.errors import NotFoundError
 
+from accord_kit import tracing
 from accord_kit.application import AccordApplication
-from accord_kit.envelope import event_id, to_envelope
+from accord_kit.envelope import event_id, to_envelope_with_meta
 from accord_kit.logging import get_logger
 from accord_kit.nats_util import (
     HDR_EXPECTED_LAST_MSG_ID,
@@ -45,6 +47,7 @@ class Prepared:
     subject: str
     data: bytes
     headers: dict[str, str]
+    span: Any = None  # the publish span while tracing is on (ended once acknowledged)
 
 
 class RelayMismatchError(RuntimeError):
@@ -87,6 +90,11 @@ class Relay:
         self._last_msg_id: str | None = None
         self._last_seq = 0  # stream sequence of that message
         self.caught_up = asyncio.Event()
+
+    @property
+    def head(self) -> int:
+        """The log position of the last event known to be on the stream."""
+        return self._head
 
     # -- wake-ups from local saves (called from whatever thread saved) -----------------
     def _on_save(self) -> None:
@@ -195,11 +203,19 @@ class Relay:
         out: list[Prepared] = []
         prev = head
         for n in notes:
-            env, subject = to_envelope(self.app.service, n, prev, self.app.accord_mapper, self.app.codec)
+            env, subject, meta = to_envelope_with_meta(
+                self.app.service, n, prev, self.app.accord_mapper, self.app.codec
+            )
             headers = {HDR_MSG_ID: env.event_id, HDR_POSITION: str(n.id), HDR_PREVIOUS: str(prev), HDR_TYPE: env.type}
             if last_msg_id is not None:
                 headers[HDR_EXPECTED_LAST_MSG_ID] = last_msg_id
-            out.append(Prepared(n.id, env.event_id, subject, env.SerializeToString(), headers))
+            span = None
+            if tracing.enabled:
+                span = tracing.start_publish(
+                    self.stream, subject, meta.get("traceparent"), env.event_id, env.correlation_id
+                )
+                tracing.inject_into(span, headers)
+            out.append(Prepared(n.id, env.event_id, subject, env.SerializeToString(), headers, span))
             prev, last_msg_id = n.id, env.event_id
         return out
 
@@ -223,7 +239,9 @@ class Relay:
         except BaseException:
             for f in futures:
                 f.cancel()
+            _end_spans(batch, failed=True)
             raise
+        _end_spans(batch)
         dupes = sum(1 for a in acks if a.duplicate)
         self.stats.duplicates += dupes
         self.stats.published += len(acks) - dupes
@@ -249,3 +267,11 @@ class Relay:
                 f"stream {self.stream} changed behind the relay "
                 f"(last seq {info.state.last_seq}, expected {self._last_seq})"
             )
+
+
+def _end_spans(batch: list[Prepared], failed: bool = False) -> None:
+    for p in batch:
+        if p.span is not None:
+            if failed:
+                tracing.mark_failed(p.span, "not acknowledged by the stream")
+            p.span.end()

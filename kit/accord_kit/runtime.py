@@ -31,7 +31,9 @@ from typing import Any
 
 import grpc
 from eventsourcing.persistence import IntegrityError
+from prometheus_client.registry import Collector
 
+from accord_kit import tracing
 from accord_kit.application import AccordApplication
 from accord_kit.audit import ChainKeys, StartupVerification, VerifyProgress, register_audit, verify_log
 from accord_kit.auth import AUDIT_POLICY, Policy, TokenVerifier
@@ -44,6 +46,7 @@ from accord_kit.logging import get_logger
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay, RelayMismatchError
 from accord_kit.settings import ServiceSettings, SettingsError
+from accord_kit.telemetry import RuntimeCollector, Telemetry, refresh_consumers
 
 log = get_logger("accord.runtime")
 VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
@@ -151,6 +154,9 @@ class ServiceParts:
     # Named gRPC health statuses the runtime keeps current: SERVING while the check (cheap,
     # non-blocking) returns True, NOT_SERVING otherwise; checked every HEALTH_CHECK_SECONDS.
     health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # polled into `health`
+    # Prometheus collectors of the service's own (e.g. the gateway's SLO gauges), served on
+    # /metrics beside the runtime's when `<SERVICE>_METRICS_PORT` is set.
+    collectors: list[Collector] = field(default_factory=list)
 
 
 class ServiceRuntime:
@@ -171,6 +177,8 @@ class ServiceRuntime:
         # The whole-log verification at start (sealing services only): sealing waits for it.
         self.startup_verification: StartupVerification | None = None
         self._verification: asyncio.Task[None] | None = None
+        self.telemetry: Telemetry | None = None
+        self.metrics_port: int | None = None  # the /metrics endpoint's port, when served
 
     @property
     def port(self) -> int:
@@ -186,6 +194,8 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        if s.otlp_endpoint:
+            tracing.configure(s.service, s.otlp_endpoint, s.otlp_protocol)
         verifier = self.parts.verifier or TokenVerifier.from_file(s.auth_public_key_file)
         policy, register = self.parts.policy, list(self.parts.register)
         app = self.parts.app
@@ -215,6 +225,8 @@ class ServiceRuntime:
         )
         if self.server.interceptor is not None:
             self.server.interceptor.damage = lambda: self.sealing_halted
+        if s.metrics_port is not None:
+            self._start_metrics()
         await self.server.set_serving(False)
         await self.parts.health.bind(self.server)
         await self.server.start()
@@ -231,6 +243,25 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
         for name, check in self.parts.health_checks.items():
             self._tasks.append(asyncio.create_task(self._watch_health(name, check), name=f"health {name}"))
+
+    def _start_metrics(self) -> None:
+        """Serve /metrics (accord_kit.telemetry): the runtime's parts, the RPC histogram the
+        interceptor feeds, and the service's own collectors."""
+        s = self.settings
+        assert self.server is not None and s.metrics_port is not None
+        telemetry = Telemetry(s.service)
+        telemetry.register(RuntimeCollector(self))
+        for collector in self.parts.collectors:
+            telemetry.register(collector)
+        if self.server.interceptor is not None:
+            self.server.interceptor.telemetry = telemetry
+        try:
+            self.metrics_port = telemetry.serve(s.metrics_host, s.metrics_port)
+        except OSError as e:
+            raise OSError(f"cannot bind the metrics endpoint to {s.metrics_host}:{s.metrics_port}: {e}") from e
+        self.telemetry = telemetry
+        self._tasks.append(asyncio.create_task(refresh_consumers(self, self._stop), name="metrics"))
+        log.info("metrics_started", address=f"http://{s.metrics_host}:{self.metrics_port}/metrics")
 
     async def _watch_health(self, name: str, check: Callable[[], bool]) -> None:
         """Keep the health status `name` as `check` says until the service stops, reported
@@ -400,7 +431,9 @@ class ServiceRuntime:
         for upstream in self.parts.upstreams:
             if target is None:
                 break
-            client = EventLogClient(s.addresses[upstream.source], token=self._service_token)
+            client = EventLogClient(
+                s.addresses[upstream.source], token=self._service_token, interceptors=tracing.client_interceptors()
+            )
             self._clients.append(client)
             cfg = upstream.config(s.service)
             consumer = Consumer(
@@ -519,6 +552,10 @@ class ServiceRuntime:
         if self.parts.app is not None:
             await self.seal_once()  # nothing writes any more: this checkpoint covers the whole log
             self.parts.app.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
+        if tracing.enabled:
+            await asyncio.to_thread(tracing.shutdown)  # flush the last spans
         log.info("service_stopped")
 
 
@@ -569,8 +606,9 @@ def main(service: str, load: Callable[[], ServiceSettings], build: Callable[[Ser
     except (OSError, RuntimeError) as e:
         if "bind" not in str(e).lower():
             raise
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        address, hint = f"{settings.grpc_host}:{settings.grpc_port}", f"set {service.upper()}_GRPC_PORT"
+        if "metrics endpoint" in str(e):
+            address, hint = f"{settings.metrics_host}:{settings.metrics_port}", f"set {service.upper()}_METRICS_PORT"
         log.error("service_refused_to_start", reason=f"cannot listen on {address}: {e}")
-        hint = f"set {service.upper()}_GRPC_PORT"
         print(f"accord-{service}: cannot listen on {address} (in use?): {hint}", file=sys.stderr)
         return 2

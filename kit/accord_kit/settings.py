@@ -97,6 +97,8 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
         "how often the service's periodic work runs: metrics' evaluation rounds (5), agreements' and billing's "
         "due processing (30)",
     ),
+    Setting("METRICS_HOST", "127.0.0.1", "address the Prometheus /metrics endpoint binds"),
+    Setting("METRICS_PORT", "", "port of the Prometheus /metrics endpoint; empty: no endpoint"),
 )
 # Settings only an event-sourced service reads (the gateway keeps no store).
 STORE_SETTINGS = frozenset(
@@ -109,6 +111,13 @@ STORE_SETTINGS = frozenset(
         "CHAIN_PREVIOUS_PUBLIC_KEY_FILES",
         "TICK_SECONDS",
     }
+)
+
+# OpenTelemetry's own variables (read under their standard names): traces are exported only
+# when an endpoint is set.
+OTEL_SETTINGS: tuple[Setting, ...] = (
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP collector that receives traces; empty: no tracing", "otel"),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTLP transport: grpc or http/protobuf", "otel"),
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
@@ -137,7 +146,7 @@ NOTIFIER_SETTINGS: tuple[Setting, ...] = (
 
 def env_names(service: str) -> list[str]:
     """Every environment variable the named service reads."""
-    names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS]
+    names = [f"ACCORD_{s.name}" for s in SUITE_SETTINGS] + [s.name for s in OTEL_SETTINGS]
     per = list(SERVICE_SETTINGS) + (list(GATEWAY_SETTINGS) if service == "gateway" else [])
     per += list(METRICS_SETTINGS) if service == "metrics" else []
     per += list(NOTIFIER_SETTINGS) if service == "notifier" else []
@@ -183,6 +192,10 @@ class ServiceSettings:
     clock_file: Path | None = None  # end-to-end tests and demos: "now" read from this file
     tick_seconds: float = 0.0  # the periodic work's interval; 0: the service's own default
     prometheus_sources: Path | None = None  # metrics only
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no /metrics endpoint
+    otlp_endpoint: str = ""  # empty: no tracing
+    otlp_protocol: str = "grpc"
     extra: dict[str, str] = field(default_factory=dict)
 
     def clock(self) -> Clock:
@@ -239,6 +252,10 @@ class ServiceSettings:
         log_format = suite("LOG_FORMAT").lower()
         if log_format not in ("json", "console", "auto"):
             raise SettingsError(f"ACCORD_LOG_FORMAT must be json, console or auto, not {log_format!r}")
+        otlp_protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower() or "grpc"
+        if otlp_protocol not in ("grpc", "http/protobuf"):
+            raise SettingsError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, not {otlp_protocol!r}")
+        raw_metrics_port = own("METRICS_PORT", "").strip()
         sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
         if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
             raise SettingsError(
@@ -283,6 +300,10 @@ class ServiceSettings:
             prometheus_sources=(
                 Path(own("PROMETHEUS_SOURCES", "")) if service == "metrics" and own("PROMETHEUS_SOURCES", "") else None
             ),
+            metrics_host=own("METRICS_HOST", "127.0.0.1"),
+            metrics_port=_int(f"{p}_METRICS_PORT", raw_metrics_port, 0, 65535) if raw_metrics_port else None,
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
+            otlp_protocol=otlp_protocol,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from accord_billing.application import Billing
 from accord_billing.server import ERROR_MAP, register_billing
+from accord_kit import tracing
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import EventLogClient, register_event_log
@@ -53,6 +54,7 @@ def build(
             settings.addresses[service],
             token=lambda: settings.service_token_file.read_text().strip(),
             max_message_bytes=settings.max_message_bytes,
+            interceptors=tracing.client_interceptors(),
         )
 
     return ServiceParts(

@@ -10,6 +10,7 @@ from accord_gateway.http import create_app, http_task
 from accord_gateway.intake import MetricsForwarder
 from accord_gateway.projection import ReadModel
 from accord_gateway.server import ERROR_MAP, register_gateway
+from accord_gateway.slo import SloCollector
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.runtime import Readiness, ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
@@ -59,4 +60,5 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         error_map=ERROR_MAP,
         verifier=verifier,
         extra_tasks=[http_task(http, settings.http_host, settings.http_port, metrics=metrics), close_metrics_channel],
+        collectors=[SloCollector(model)],
     )
