@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the virtualenv: PostgreSQL on 127.0.0.1:5432 (user postgres,
-# trust auth over TCP) and Debian's Chromium for the dashboard's browser test.
+# trust auth over TCP), Debian's Chromium for the dashboard's browser test and Debian's
+# docker-compose (tests/test_compose.py runs `docker-compose config`; no engine needed).
 # As root on a Debian-like machine it installs and starts what is missing; otherwise it says in
 # one line what to install and exits 1. ACCORD_TEST_DEPS=skip leaves the machine as it is.
 set -euo pipefail
@@ -50,4 +51,12 @@ if ! command -v chromium >/dev/null; then
   say "installing Chromium"
   apt_install chromium
 fi
-say "PostgreSQL and Chromium ready"
+if ! command -v docker-compose >/dev/null; then
+  if ! can_install; then
+    say "docker-compose is missing for the compose file's check: install Debian's docker-compose package"
+    exit 1
+  fi
+  say "installing docker-compose"
+  apt_install docker-compose
+fi
+say "PostgreSQL, Chromium and docker-compose ready"

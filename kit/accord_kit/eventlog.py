@@ -4,7 +4,9 @@ and consumers use its client to catch up on gaps the stream cannot fill."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -36,6 +38,19 @@ def register_event_log(app: AccordApplication) -> Callable[[grpc.aio.Server], st
     return register
 
 
+# A service's address may name several instances (`ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a
+# DNS name resolving to each): calls go only to an instance whose gRPC health is SERVING — the
+# active one, never a standby (accord_kit.lease) — and move when another one takes over.
+FAILOVER_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
+
+
+def failover_options() -> list[tuple[str, Any]]:
+    """gRPC channel options that send calls only to SERVING instances of the address."""
+    return [("grpc.service_config", FAILOVER_SERVICE_CONFIG)]
+
+
 class EventLogClient:
     """Reads a remote service's log over gRPC with a bearer token."""
 
@@ -48,7 +63,7 @@ class EventLogClient:
     def _stub(self) -> events_pb2_grpc.EventLogServiceStub:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(
-                self.address, options=[("grpc.max_receive_message_length", self._max)]
+                self.address, options=[("grpc.max_receive_message_length", self._max), *failover_options()]
             )
         return events_pb2_grpc.EventLogServiceStub(self._channel)
 

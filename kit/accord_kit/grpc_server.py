@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
-from accord_kit.errors import AccordError, DataLossError
+from accord_kit.errors import AccordError, DataLossError, UnavailableError
 from accord_kit.inputs import InputError, Undecodable, checked, tolerant_deserializer
 from accord_kit.logging import get_logger
 
@@ -59,6 +59,9 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         # finding), or None: while it says something, a call that fails unexpectedly is
         # answered DATA_LOSS naming it rather than INTERNAL.
         self.damage: Callable[[], str | None] = lambda: None
+        # Why this instance answers nothing but health and reflection (a standby that does not
+        # hold its service's lease, accord_kit.lease), or None when it serves.
+        self.standby: Callable[[], str | None] = lambda: None
 
     def _data_loss(self, exc: BaseException) -> DataLossError | None:
         damage = self.damage()
@@ -113,6 +116,8 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             raise RuntimeError("no token verifier configured")
         principal = self.verifier.verify(md.get("authorization"))
         self.policy.check(method, principal)
+        if (why := self.standby()) is not None:
+            raise UnavailableError(why)
         return RequestContext(principal=principal, correlation_id=correlation, causation_id=causation)
 
     async def _fail(self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, started: float) -> None:

@@ -33,6 +33,14 @@ EVENT_SOURCED = ("agreements", "metrics", "billing")
 SUITE_SETTINGS: tuple[Setting, ...] = (
     Setting("NATS_URL", "nats://127.0.0.1:4322", "NATS server(s), comma separated", "suite"),
     Setting("NATS_REPLICAS", "1", "JetStream replicas of each service's stream (3 in production)", "suite"),
+    Setting("NATS_USER", "", "NATS user this process connects as (empty: no NATS authentication)", "suite"),
+    Setting("NATS_PASSWORD", "", "that NATS user's password", "suite"),
+    Setting(
+        "LEASE",
+        "none",
+        "single-writer lease: none, or postgres (an advisory lock; a second instance waits as a hot standby)",
+        "suite",
+    ),
     Setting("PERSISTENCE", "sqlite", "event store engine: sqlite or postgres", "suite"),
     Setting("VAR_DIR", "var", "directory of the SQLite files and dev keys", "suite"),
     Setting("POSTGRES_HOST", "127.0.0.1", "PostgreSQL host", "suite"),
@@ -55,6 +63,7 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
     Setting("GRPC_PORT", "<per service>", "gRPC port: agreements 50051, metrics 50052, billing 50053, gateway 50054"),
     Setting("SQLITE_PATH", "<VAR_DIR>/<service>.sqlite", "SQLite event store file"),
     Setting("POSTGRES_DBNAME", "accord_<service>", "PostgreSQL database of the service"),
+    Setting("INSTANCE", "", "this instance's name among several of the service (its NATS and durable names)"),
     Setting("GRACE_SECONDS", "10", "how long in-flight calls may run after SIGTERM"),
     Setting("MAX_MESSAGE_BYTES", "16777216", "largest gRPC message accepted or sent"),
     Setting("RELAY_POLL_SECONDS", "1.0", "how often the relay looks for events saved by other processes"),
@@ -133,12 +142,29 @@ class ServiceSettings:
     chain_previous_public_key_files: tuple[Path, ...] = ()
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    nats_user: str = ""
+    nats_password: str = ""
+    lease: str = "none"
+    instance: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def stream(self) -> str:
         """The service's JetStream stream name."""
         return self.service.upper()
+
+    @property
+    def consumer_name(self) -> str:
+        """The name its durable consumers start with: the service's, or for a service with
+        several instances that each keep their own read model (the gateway), the instance's."""
+        if self.instance and self.service not in EVENT_SOURCED:
+            return f"{self.service}-{self.instance}"
+        return self.service
+
+    @property
+    def nats_auth(self) -> dict[str, str]:
+        """nats-py connect options of this process's NATS user (none without one)."""
+        return {"user": self.nats_user, "password": self.nats_password} if self.nats_user else {}
 
     @property
     def subject_prefix(self) -> str:
@@ -180,6 +206,14 @@ class ServiceSettings:
         log_format = suite("LOG_FORMAT").lower()
         if log_format not in ("json", "console", "auto"):
             raise SettingsError(f"ACCORD_LOG_FORMAT must be json, console or auto, not {log_format!r}")
+        lease = suite("LEASE").lower()
+        if lease not in ("none", "postgres"):
+            raise SettingsError(f"ACCORD_LEASE must be 'none' or 'postgres', not {lease!r}")
+        if lease == "postgres" and persistence != "postgres":
+            raise SettingsError("ACCORD_LEASE=postgres needs ACCORD_PERSISTENCE=postgres (its lock is in the store)")
+        instance = own("INSTANCE", "")
+        if instance and not all(c.isalnum() or c in "-_" for c in instance):
+            raise SettingsError(f"{p}_INSTANCE may hold only letters, digits, '-' and '_', not {instance!r}")
         sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
         if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
             raise SettingsError(
@@ -219,6 +253,10 @@ class ServiceSettings:
             ),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
+            nats_user=suite("NATS_USER"),
+            nats_password=suite("NATS_PASSWORD"),
+            lease=lease,
+            instance=instance,
         )
 
 

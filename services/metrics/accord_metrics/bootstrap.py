@@ -50,7 +50,9 @@ def build(
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     app = Metrics(settings.event_store_env(), clock=clock)
     health = HealthBoard()
-    intake = SignalIntake(app, settings.nats_url, verifier, settings.nats_replicas, health=health)
+    intake = SignalIntake(
+        app, settings.nats_url, verifier, settings.nats_replicas, health=health, nats_auth=settings.nats_auth
+    )
     return ServiceParts(
         settings=settings,
         policy=POLICY,
