@@ -4,16 +4,18 @@ lease and the standbys cost.
 Set-up (not timed): a SQLite store of N counter events; one nats-server (R=1); `make
 run-cluster`'s topology (accord_kit.clusterrun: three NATS nodes, every stream at R=3,
 PostgreSQL, active + standby services, two gateways) on free ports and databases of its own;
-a single agreements service on PostgreSQL against the single server.
+`make run`'s topology (accord_kit.devrun: one NATS node, one instance of each service) on
+PostgreSQL databases of its own.
 
 Timed:
 * relay: `Relay.run()` from start until its head is the store's head, to a stream at R=1 on
   the single node and at R=3 on the cluster (as the NATS admin user);
-* consumer: a durable pull consumer applying that stream's N events (the counter's Tallies on
-  SQLite), from each;
-* commands: agreements drafted, proposed and accepted over gRPC by concurrent clients — on the
-  single agreements process (PostgreSQL, one NATS node), and on the cluster through the
-  failover address (the active instance; its standby and the rest of the topology running).
+* consumer: a durable pull consumer taking that stream's N events in order and acknowledging
+  them (an applier that only tracks the position: the consumer and the stream, not a store),
+  from each;
+* commands: agreements drafted, proposed and accepted over gRPC by concurrent clients — on
+  `make run`'s topology on PostgreSQL, and on the cluster through the failover address (the
+  active instance) — each with every other service consuming what the commands publish.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,17 +37,16 @@ from google.protobuf import json_format
 from accord.agreements.v1 import agreements_pb2 as pb
 from accord.agreements.v1 import agreements_pb2_grpc as pb_grpc
 from accord.agreements.v1 import terms_pb2
+from accord.events.v1 import events_pb2
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_kit.consumer import Consumer, ConsumerConfig
 from accord_kit.eventlog import failover_options
-from accord_kit.keys import write_keys
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay
 from accord_kit.testing.cluster import RunningCluster
-from accord_kit.testing.counter import Counters, Tallies
+from accord_kit.testing.counter import Counters
 from accord_kit.testing.fixtures import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, sqlite_env
-from accord_kit.testing.nats import NatsServer
-from bench.agreements import Child, Tokens, _start_service
+from accord_kit.testing.nats import NatsServer, free_port
 from bench.relay import _fill_store
 
 NAME = "cluster"
@@ -87,8 +91,7 @@ async def _relay_and_consume(
         relay.stop()
         await asyncio.wait_for(task, timeout=30)
 
-        tallies = Tallies(sqlite_env(tmp / f"tallies-{label}.sqlite"), service=f"tally{label}")
-        consumer = Consumer(tallies, nc, ConsumerConfig(consumer=f"bench{label}", source=SERVICE, stream=STREAM))
+        consumer = Consumer(Applied(), nc, ConsumerConfig(consumer=f"bench{label}", source=SERVICE, stream=STREAM))
         began = time.perf_counter()
         ctask = asyncio.create_task(consumer.run())
         while consumer.tracked != target:
@@ -101,11 +104,25 @@ async def _relay_and_consume(
         consumer_s = time.perf_counter() - began
         consumer.stop()
         await asyncio.wait_for(ctask, timeout=30)
-        tallies.close()
         await js.delete_stream(STREAM)
         return {"relay": target / relay_s, "consumer": target / consumer_s}
     finally:
         await nc.close()
+
+
+class Applied:
+    """An applier that only tracks positions (in memory): what is timed is the consumer itself —
+    fetching, ordering, acknowledging — on each topology, not a store."""
+
+    def __init__(self) -> None:
+        self.position = 0
+
+    def tracked_position(self, source: str) -> int:
+        return self.position
+
+    def apply_upstream(self, source: str, envelope: events_pb2.EventEnvelope) -> bool:
+        self.position = envelope.position
+        return True
 
 
 def _terms(i: int) -> terms_pb2.AgreementTerms:
@@ -145,6 +162,56 @@ async def _commands(address: str, tokens: dict[str, Any], agreements: int, clien
         return 3 * agreements / (time.perf_counter() - began)
 
 
+def _single_commands(var: Path, agreements: int, clients: int) -> float:
+    """`make run`'s topology (accord_kit.devrun: one NATS node, one instance of each service) on
+    PostgreSQL databases of its own: commands/s with everything else consuming as it would."""
+    prefix = f"accord_bench_single_{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_"))}
+    env = {k: v for k, v in env.items() if not k.startswith("GATEWAY_")}
+    ports = {s: free_port() for s in ("agreements", "metrics", "billing", "gateway")}
+    env.update(
+        ACCORD_VAR_DIR=str(var), ACCORD_NATS_PORT=str(free_port()), ACCORD_RUN_QUIET="1", ACCORD_LOG_LEVEL="warning",
+        ACCORD_PERSISTENCE="postgres", ACCORD_POSTGRES_HOST=PG_HOST, ACCORD_POSTGRES_PORT=str(PG_PORT),
+        ACCORD_POSTGRES_USER=PG_USER, ACCORD_POSTGRES_PASSWORD=PG_PASSWORD, GATEWAY_HTTP_PORT=str(free_port()),
+        **{f"{s.upper()}_GRPC_PORT": str(p) for s, p in ports.items()},
+        **{f"{s.upper()}_POSTGRES_DBNAME": f"{prefix}_{s}" for s in ("agreements", "metrics", "billing")},
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "accord_kit.devrun"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        else:
+            raise RuntimeError("make run did not come up:\n" + "".join(lines[-30:]))
+        tokens = dict(
+            line.split("=", 1) for line in (var / "keys" / "dev-tokens.env").read_text().splitlines() if "=" in line
+        )
+        md = {
+            "admin": (("authorization", f"Bearer {tokens['ACCORD_TOKEN_ADMIN']}"),),
+            IT: (("authorization", f"Bearer {tokens['ACCORD_TOKEN_IT_OPERATIONS']}"),),
+            FINANCE: (("authorization", f"Bearer {tokens['ACCORD_TOKEN_FINANCE']}"),),
+        }
+        return asyncio.run(_commands(f"127.0.0.1:{ports['agreements']}", md, agreements, clients, "single"))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for s in ("agreements", "metrics", "billing"):
+            _drop(f"{prefix}_{s}")
+
+
 def _drop(dbname: str) -> None:
     import psycopg
 
@@ -159,27 +226,12 @@ async def _run(events: int, agreements: int, clients: int) -> dict[str, Any]:
         tmp = Path(d)
         app = Counters(sqlite_env(tmp / "counter.sqlite"), service=SERVICE)
         _fill_store(app, events)
-        keys = tmp / "keys"
-        write_keys(keys)
-        tk = Tokens(keys)
-        tokens = {"admin": tk.md("admin"), IT: tk.md("department", IT), FINANCE: tk.md("department", FINANCE)}
-
         single = NatsServer(tmp / "nats").start()
-        dbname = f"accord_bench_single_{os.getpid()}"
-        child: Child | None = None
         try:
             one = await _relay_and_consume(single.url, 1, app, tmp, "single")
-            child, address = await _start_service(
-                "agreements", tmp, single.url, keys, ACCORD_PERSISTENCE="postgres",
-                AGREEMENTS_POSTGRES_DBNAME=dbname, ACCORD_POSTGRES_HOST=PG_HOST, ACCORD_POSTGRES_PORT=str(PG_PORT),
-                ACCORD_POSTGRES_USER=PG_USER, ACCORD_POSTGRES_PASSWORD=PG_PASSWORD,
-            )  # fmt: skip
-            one["commands"] = await _commands(address, tokens, agreements, clients, "single")
         finally:
-            if child is not None:
-                child.stop()
             single.stop()
-            _drop(dbname)
+        one["commands"] = await asyncio.to_thread(_single_commands, tmp / "single", agreements, clients)
 
         cluster = await asyncio.to_thread(RunningCluster, tmp / "cluster", 2.0, "warning")
         try:
@@ -202,7 +254,7 @@ async def _run(events: int, agreements: int, clients: int) -> dict[str, Any]:
     for key, unit, what in (
         ("commands", "commands/s", f"agreements draft+propose+accept, {clients} clients, {agreements} agreements"),
         ("relay", "events/s", f"relay SQLite → JetStream, {events} events"),
-        ("consumer", "events/s", f"durable pull consumer applying {events} events (SQLite)"),
+        ("consumer", "events/s", f"durable pull consumer, {events} events in order, acknowledged (no store)"),
     ):
         figures.append({"name": f"{key} single node (R=1)", "value": one[key], "unit": unit, "detail": what})
         figures.append(
