@@ -9,7 +9,9 @@ Afterwards nothing is lost or duplicated (every agreement once, every signal onc
 service's log equals its stream, the money equals the same journey's on the fault-free
 in-process suite (each agreement's statements, every department's balance), and the auditor's
 `accord audit verify` and `accord audit rederive` find nothing. The failover time of each
-service (kill → the standby SERVING) is printed, not asserted."""
+service (kill → the standby SERVING) is printed, not asserted. An active agreements instance is
+also frozen (SIGSTOP) rather than killed: its standby takes over once PostgreSQL ends the silent
+lease session, and the thawed zombie exits instead of writing on."""
 
 from __future__ import annotations
 
@@ -275,6 +277,24 @@ class Faults(threading.Thread):
             self._note(f"{standby} took over after {self.failover[service]:.2f}s")
         c.restarted("nats-2", nats_pid)
         self._note("nats-2 started again")
+
+        # A zombie: the active agreements instance frozen (SIGSTOP), not killed. Its lease session
+        # goes silent and PostgreSQL ends it after IDLE_SECONDS; the standby (the instance killed
+        # above, started again) takes over. Thawed, the zombie finds its lease gone and exits;
+        # meanwhile its relay's publishes are fenced off by Nats-Expected-Last-Msg-Id.
+        zombie = c.active("agreements")
+        other = f"agreements-{'2' if zombie.endswith('1') else '1'}"
+        c.wait_standby(other)
+        frozen = time.monotonic()
+        zombie_pid = c.kill(zombie, signal.SIGSTOP)
+        self._note(f"SIGSTOP {zombie} (zombie)")
+        took_over = c.active("agreements", timeout=90, only=other)
+        self.failover["agreements (frozen)"] = time.monotonic() - frozen
+        self._note(f"{took_over} took over from the frozen {zombie} after {self.failover['agreements (frozen)']:.2f}s")
+        c.kill(zombie, signal.SIGCONT)
+        self._note(f"SIGCONT {zombie}")
+        c.restarted(zombie, zombie_pid)  # it exited (lease lost) and was started again as the standby
+        self._note(f"{zombie} exited on thawing and was started again")
         time.sleep(3)
         c.kill("nats-3", signal.SIGSTOP)
         self._note("SIGSTOP nats-3")

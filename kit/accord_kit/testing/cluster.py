@@ -114,16 +114,25 @@ class RunningCluster:
     def nats_url(self) -> str:
         return ",".join(f"nats://127.0.0.1:{self.ports[f'nats-{n}']}" for n in (1, 2, 3))
 
-    def active(self, service: str, timeout: float = 60.0) -> str:
-        """The instance of `service` that is SERVING (the lease holder)."""
+    def active(self, service: str, timeout: float = 60.0, only: str = "") -> str:
+        """The instance of `service` that is SERVING (the lease holder); `only`: wait for that one."""
         deadline = time.monotonic() + timeout
+        names = [only] if only else [f"{service}-{inst}" for inst in ("1", "2")]
         while time.monotonic() < deadline:
-            for inst in ("1", "2"):
-                name = f"{service}-{inst}"
-                if health(self.ports[name]) == health_pb2.HealthCheckResponse.SERVING:
+            for name in names:
+                if health(self.ports[name], timeout=0.5) == health_pb2.HealthCheckResponse.SERVING:
                     return name
             time.sleep(0.05)
         raise AssertionError(f"no instance of {service} is SERVING")
+
+    def wait_standby(self, name: str, timeout: float = 90.0) -> None:
+        """Until `name` answers health (NOT_SERVING: a standby waiting for the lease)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if health(self.ports[name]) == health_pb2.HealthCheckResponse.NOT_SERVING:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name} is not a standby")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         pid = self.pids[name]
