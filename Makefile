@@ -8,7 +8,7 @@ GEN    := gen
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen run test-deps test test-fast lint bench clean distclean
+.PHONY: help install gen run run-cluster test-deps test test-fast lint bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,7 +35,10 @@ gen: $(GEN)/.stamp ## generate the protobuf/gRPC code into gen/ (never committed
 run: install ## bring the whole suite up on the embedded default (NATS + SQLite under var/)
 	$(PY) -m accord_kit.devrun
 
-test-deps: ## make sure PostgreSQL, Chromium, Prometheus and Alertmanager are there for the tests (installs them as root)
+run-cluster: install ## the production topology on loopback: 3 NATS nodes (R=3), PostgreSQL, active+standby services, 2 gateways
+	$(PY) -m accord_kit.clusterrun
+
+test-deps: ## make sure PostgreSQL, Chromium, Prometheus, Alertmanager and docker-compose are there for the tests (installs them as root)
 	bash tools/test_deps.sh
 
 test: install test-deps ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)

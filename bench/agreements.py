@@ -212,21 +212,19 @@ async def _start_service(service: str, tmp: Path, nats_url: str, keys: Path, **s
     port, its store under tmp/var, keys from `keys`; returns once it is SERVING."""
     port = free_port()
     p = service.upper()
-    env = _clean_env(
-        ACCORD_VAR_DIR=str(tmp / "var"),
-        ACCORD_NATS_URL=nats_url,
-        ACCORD_PERSISTENCE="sqlite",
-        ACCORD_AUTH_PUBLIC_KEY_FILE=str(keys / PUBLIC),
-        ACCORD_SERVICE_TOKEN_FILE=str(keys / TOKEN),
-        ACCORD_LOG_LEVEL=SERVER_LOG_LEVEL,
-        ACCORD_LOG_FORMAT="json",
-        **{
-            f"{p}_CHAIN_KEY_FILE": str(chain_key_files(keys, service)[0]),
-            f"{p}_GRPC_PORT": str(port),
-            f"{p}_GRACE_SECONDS": "2",
-        },
-        **settings,
-    )
+    defaults = {
+        "ACCORD_VAR_DIR": str(tmp / "var"),
+        "ACCORD_NATS_URL": nats_url,
+        "ACCORD_PERSISTENCE": "sqlite",
+        "ACCORD_AUTH_PUBLIC_KEY_FILE": str(keys / PUBLIC),
+        "ACCORD_SERVICE_TOKEN_FILE": str(keys / TOKEN),
+        "ACCORD_LOG_LEVEL": SERVER_LOG_LEVEL,
+        "ACCORD_LOG_FORMAT": "json",
+        f"{p}_CHAIN_KEY_FILE": str(chain_key_files(keys, service)[0]),
+        f"{p}_GRPC_PORT": str(port),
+        f"{p}_GRACE_SECONDS": "2",
+    }
+    env = _clean_env(**(defaults | settings))  # what the caller gives wins (e.g. ACCORD_PERSISTENCE)
     argv = [sys.executable, "-m", f"accord_{service}"]
     child = Child(service, argv, env, tmp / f"{service}.log", read_stdout=False)
     address = f"127.0.0.1:{port}"

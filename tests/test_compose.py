@@ -1,4 +1,5 @@
-"""docker-compose.yml, the Dockerfiles and deploy/ checked against what the services read, without Docker."""
+"""docker-compose.yml, the Dockerfiles and deploy/ checked against what the services read and against
+`make run-cluster` (accord_kit.clusterrun: the same processes, commands and settings), without Docker."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from accord_kit import healthcheck
 from accord_kit.auth import TokenVerifier
+from accord_kit.clusterrun import NATS_NODES, NATS_USERS, local_names, nats_config, topology
 from accord_kit.settings import EVENT_SOURCED, SERVICES, ServiceSettings, env_names
 from accord_kit.testing.nats import free_port, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-NATS_CONF = ROOT / "deploy" / "nats.conf"
+NATS_CLUSTER_CONF = ROOT / "deploy" / "nats" / "cluster.conf"
 KEYS_MOUNT = "/run/accord/keys"
 GATEWAY_HTTP_PORT = 8080
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -77,16 +79,6 @@ def _mounts(entry: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
-def test_service_is_built_from_its_own_dockerfile(compose: dict[str, Any], name: str) -> None:
-    build = _service(compose, name).get("build")
-    assert isinstance(build, dict), f"{name}: build must be a mapping with context and dockerfile"
-    assert build.get("context") == "."
-    dockerfile = ROOT / build["context"] / build["dockerfile"]
-    assert build["dockerfile"] == f"services/{name}/Dockerfile"
-    assert dockerfile.is_file(), f"{dockerfile} does not exist"
-
-
-@pytest.mark.parametrize("name", list(SERVICES))
 def test_dockerfile_builds_the_service_as_a_non_root_user(name: str) -> None:
     text = (ROOT / "services" / name / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
@@ -113,84 +105,179 @@ def test_dockerfiles_differ_only_in_name_and_ports() -> None:
         assert normalized(name) == normalized(first), f"services/{name}/Dockerfile drifted from {first}'s"
 
 
-@pytest.mark.parametrize("name", list(SERVICES))
-def test_published_ports_are_the_defaults(compose: dict[str, Any], name: str) -> None:
-    ports = _published(_service(compose, name))
-    expected = {SERVICES[name]: SERVICES[name]}
-    if name == "gateway":
-        expected[GATEWAY_HTTP_PORT] = GATEWAY_HTTP_PORT
-    assert ports == expected
+INSTANCES = {p.name: p for p in topology()}
+NODES = [f"nats-{n}" for n in range(1, NATS_NODES + 1)]
 
 
-@pytest.mark.parametrize("name", list(SERVICES))
-def test_every_variable_set_is_one_the_service_reads(compose: dict[str, Any], name: str) -> None:
+def test_compose_runs_the_cluster_topology(compose: dict[str, Any]) -> None:
+    services = set(compose.get("services") or {})
+    assert services == {*INSTANCES, *NODES, "postgres"}, "docker-compose.yml and make run-cluster differ in processes"
+
+
+@pytest.mark.parametrize("name", list(INSTANCES))
+def test_instance_is_the_service_built_from_its_own_dockerfile(compose: dict[str, Any], name: str) -> None:
+    proc = INSTANCES[name]
+    build = _service(compose, name).get("build")
+    assert isinstance(build, dict), f"{name}: build must be a mapping with context and dockerfile"
+    assert build.get("context") == "."
+    assert build["dockerfile"] == f"services/{proc.service}/Dockerfile"
+    assert (ROOT / build["dockerfile"]).is_file()
+    assert "command" not in _service(compose, name), f"{name}: the image's CMD is the command make run-cluster runs"
+    text = (ROOT / build["dockerfile"]).read_text()
+    cmd = re.findall(r"^CMD (.+)$", text, re.M)
+    assert cmd and yaml.safe_load(cmd[-1]) == list(proc.command), f"{name}: not the command make run-cluster runs"
+
+
+@pytest.mark.parametrize("name", list(INSTANCES))
+def test_compose_and_run_cluster_give_the_same_settings(compose: dict[str, Any], name: str) -> None:
+    """The same variables set, and the same values for every one that does not depend on where
+    the process runs (hosts, ports, files and passwords do: clusterrun.local_names)."""
+    proc = INSTANCES[name]
     env = _environment(_service(compose, name))
-    unknown = sorted(set(env) - set(env_names(name)))
+    assert set(env) == set(proc.settings) | local_names(proc.service), f"{name}: other variables than run-cluster's"
+    assert {k: env[k] for k in proc.settings} == proc.settings
+    unknown = sorted(set(env) - set(env_names(proc.service)))
     assert not unknown, f"{name} is given variables it never reads: {unknown}"
 
 
-@pytest.mark.parametrize("name", list(SERVICES))
+@pytest.mark.parametrize("name", list(INSTANCES))
+def test_ports_are_published_on_loopback_only(compose: dict[str, Any], name: str) -> None:
+    proc = INSTANCES[name]
+    specs = [str(p) for p in _service(compose, name).get("ports") or []]
+    assert specs, f"{name} publishes nothing"
+    for spec in specs:
+        assert spec.startswith("127.0.0.1:"), f"{name}: {spec} would be reachable on every host interface"
+    containers = {int(spec.rpartition(":")[2]) for spec in specs}
+    expected = {SERVICES[proc.service]} | ({GATEWAY_HTTP_PORT} if proc.service == "gateway" else set())
+    assert containers == expected
+
+
+def test_no_port_is_published_on_every_interface(compose: dict[str, Any]) -> None:
+    for name, entry in (compose.get("services") or {}).items():
+        for spec in entry.get("ports") or []:
+            assert str(spec).startswith("127.0.0.1:"), f"{name}: {spec} is published on every host interface"
+    assert not _service(compose, "postgres").get("ports"), "PostgreSQL stays inside the compose network"
+
+
+@pytest.mark.parametrize("name", list(INSTANCES))
 def test_essential_settings_are_set_and_parse(compose: dict[str, Any], name: str) -> None:
+    proc = INSTANCES[name]
     entry = _service(compose, name)
     env = _environment(entry)
-    settings = ServiceSettings.from_env(name, env)  # only the compose environment, as in the container
-    assert env.get("ACCORD_PERSISTENCE") == "postgres"
+    settings = ServiceSettings.from_env(proc.service, env)  # only the compose environment, as in the container
     assert settings.persistence == "postgres"
     assert settings.postgres.host == "postgres"
     assert settings.postgres.password, "ACCORD_POSTGRES_PASSWORD must be set"
-    assert settings.nats_url == "nats://nats:4222"
-    assert settings.nats_replicas == 1
+    assert settings.nats_url == ",".join(f"nats://{n}:4222" for n in NODES)
+    assert settings.nats_replicas == NATS_NODES
+    assert settings.nats_user == proc.service and settings.nats_password
+    assert settings.instance == proc.instance
+    assert settings.lease == ("postgres" if proc.service in EVENT_SOURCED else "none")
     assert settings.log_format == "json"
     assert settings.grpc_host == "0.0.0.0"
-    assert settings.grpc_port == SERVICES[name]
-    assert settings.addresses == {s: f"{s}:{SERVICES[s]}" for s in EVENT_SOURCED}
-    if name == "gateway":
+    assert settings.grpc_port == SERVICES[proc.service]
+    # Every instance of a service answers on the service's name; callers reach the SERVING one.
+    assert settings.addresses == {s: f"dns:///{s}:{SERVICES[s]}" for s in EVENT_SOURCED}
+    assert entry.get("networks", {}).get("default", {}).get("aliases") == [proc.service]
+    if proc.service == "gateway":
         assert settings.http_host == "0.0.0.0"
         assert settings.http_port == GATEWAY_HTTP_PORT
+    else:
+        assert settings.postgres.dbname == f"accord_{proc.service}"
 
     mounts = _mounts(entry)
     assert mounts.get(KEYS_MOUNT) == ("./deploy/keys", "ro"), f"{name}: deploy/keys must be mounted read-only"
     assert settings.auth_public_key_file == Path(KEYS_MOUNT, "auth_public.pem")
     assert settings.service_token_file == Path(KEYS_MOUNT, "service.token")
-    if name in EVENT_SOURCED:
-        assert settings.chain_key_file == Path(KEYS_MOUNT, f"{name}_chain_private.pem")
+    if proc.service in EVENT_SOURCED:
+        assert settings.chain_key_file == Path(KEYS_MOUNT, f"{proc.service}_chain_private.pem")
         assert settings.seal_seconds > 0, f"{name} must seal its log"
 
 
-@pytest.mark.parametrize("name", list(SERVICES))
-def test_service_waits_for_healthy_infrastructure_and_is_health_checked(compose: dict[str, Any], name: str) -> None:
+@pytest.mark.parametrize("name", list(INSTANCES))
+def test_instance_waits_for_healthy_infrastructure_and_is_health_checked(compose: dict[str, Any], name: str) -> None:
+    proc = INSTANCES[name]
     entry = _service(compose, name)
     depends = entry.get("depends_on") or {}
-    for infra in ("nats", "postgres"):
+    for infra in (*NODES, "postgres"):
         assert depends.get(infra, {}).get("condition") == "service_healthy", f"{name} must wait for {infra}"
     test = entry.get("healthcheck", {}).get("test")
-    assert test == ["CMD", "python", "-m", "accord_kit.healthcheck", f"127.0.0.1:{SERVICES[name]}"]
+    alive = ["--alive"] if proc.service in EVENT_SOURCED else []  # a standby is NOT_SERVING by design
+    assert test == ["CMD", "python", "-m", "accord_kit.healthcheck", *alive, f"127.0.0.1:{SERVICES[proc.service]}"]
 
 
-def test_nats_uses_jetstream_file_storage_fsynced_on_every_write(compose: dict[str, Any]) -> None:
-    nats = _service(compose, "nats")
-    match = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?(?:-\w+)?", str(nats.get("image")))
-    assert match and (int(match[1]), int(match[2])) >= (2, 10), "Accord's stream settings need NATS ≥ 2.10"
-    mounts = _mounts(nats)
-    conf_target = next((t for t, (src, _) in mounts.items() if src == "./deploy/nats.conf"), None)
-    assert conf_target, "deploy/nats.conf is not mounted into the nats container"
-    assert conf_target in [str(c) for c in nats.get("command") or []], "nats is not started with deploy/nats.conf"
-    assert mounts.get("/data", ("", ""))[0] in (compose.get("volumes") or {}), "/data must be a named volume"
-    assert "8222/healthz" in " ".join(nats.get("healthcheck", {}).get("test") or [])
+def _conf(path: Path) -> str:
+    return re.sub(r"#.*", "", path.read_text())
 
-    conf = re.sub(r"#.*", "", NATS_CONF.read_text())
+
+def _check_node_conf(conf: str, store: str) -> None:
     block = re.search(r"jetstream\s*\{([^}]*)\}", conf)
-    assert block, "deploy/nats.conf has no jetstream block"
-    assert re.search(r"^\s*store_dir\s*[:=]\s*\"?/data\"?\s*$", block[1], re.M), "JetStream must store files in /data"
-    assert re.search(r"^\s*sync_interval\s*[:=]\s*\"?always\"?\s*$", block[1], re.M)
+    assert block, "no jetstream block"
+    assert re.search(rf"^\s*store_dir\s*[:=]\s*\"?{re.escape(store)}\"?\s*$", block[1], re.M), (
+        "JetStream must store files"
+    )
+    assert re.search(r"^\s*sync_interval\s*[:=]\s*\"?always\"?\s*$", block[1], re.M), "fsync before every ack"
     assert not re.search(r"max_memory_store|^\s*store\s*[:=]\s*\"?memory", block[1], re.M)
+    cluster = re.search(r"cluster\s*\{(.*?)\n\}", conf, re.S)
+    assert cluster, "no cluster block"
+    assert re.search(r"^\s*name\s*[:=]\s*accord\s*$", cluster[1], re.M)
+    assert len(re.findall(r"nats-route://", cluster[1])) == NATS_NODES
+    assert re.search(r"^include\s+\"?[./]*\S*accounts\.conf\"?\s*$", conf, re.M), "accounts.conf not included"
+
+
+def test_nats_nodes_form_a_jetstream_cluster_fsynced_on_every_write(compose: dict[str, Any]) -> None:
+    names = set()
+    for node in NODES:
+        nats = _service(compose, node)
+        match = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?(?:-\w+)?", str(nats.get("image")))
+        assert match and (int(match[1]), int(match[2])) >= (2, 10), "Accord's stream settings need NATS ≥ 2.10"
+        mounts = _mounts(nats)
+        assert mounts.get("/etc/nats") == ("./deploy/nats", "ro")
+        assert nats.get("command") == ["--config", "/etc/nats/cluster.conf"]
+        assert mounts.get("/data", ("", ""))[0] in (compose.get("volumes") or {}), "/data must be a named volume"
+        assert "8222/healthz" in " ".join(nats.get("healthcheck", {}).get("test") or [])
+        env = _environment(nats)
+        names.add(env["NATS_SERVER_NAME"])
+        for user in NATS_USERS:
+            assert env.get(f"NATS_PASSWORD_{user.upper()}"), f"{node}: no password for NATS user {user}"
+        for name in INSTANCES:  # each service connects with the password its node knows
+            svc_env = _environment(_service(compose, name))
+            assert svc_env["ACCORD_NATS_PASSWORD"] == env[f"NATS_PASSWORD_{INSTANCES[name].service.upper()}"]
+    assert len(names) == NATS_NODES, "every node needs its own server name"
+    conf = _conf(NATS_CLUSTER_CONF)
+    _check_node_conf(conf, "/data")
     assert re.search(r"^\s*listen\s*[:=]\s*\S*:4222\s*$", conf, re.M)
+    for node in NODES:
+        assert f"nats-route://{node}:6222" in conf
+
+
+def test_run_cluster_writes_the_same_node_configuration(tmp_path: Path) -> None:
+    conf = nats_config(2, [4001, 4002, 4003], [6001, 6002, 6003], tmp_path / "js", tmp_path)
+    _check_node_conf(re.sub(r"#.*", "", conf), str(tmp_path / "js"))
+    assert "listen: 127.0.0.1:4002" in conf and "listen: 127.0.0.1:6002" in conf
+    (tmp_path / "node.conf").write_text(conf)
+    done = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(tmp_path / "node.conf")],
+        capture_output=True, text=True, timeout=30, env=_nats_passwords(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _nats_passwords() -> dict[str, str]:
+    import os
+
+    return (
+        dict(os.environ)
+        | {f"NATS_PASSWORD_{u.upper()}": f"pw-{u}" for u in NATS_USERS}
+        | {"NATS_SERVER_NAME": "accord-nats-1"}
+    )
 
 
 def test_nats_config_is_accepted_by_nats_server() -> None:
     done = subprocess.run(
-        [nats_server_binary(), "-t", "-c", str(NATS_CONF)], capture_output=True, text=True, timeout=30
-    )
+        [nats_server_binary(), "-t", "-c", str(NATS_CLUSTER_CONF)],
+        capture_output=True, text=True, timeout=30, env=_nats_passwords(),
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -204,13 +291,14 @@ def test_postgres_commits_durably(compose: dict[str, Any]) -> None:
     assert _mounts(pg).get("/var/lib/postgresql/data", ("", ""))[0] in (compose.get("volumes") or {})
     password = _environment(pg).get("POSTGRES_PASSWORD")
     assert password, "POSTGRES_PASSWORD must be set"
-    for name in EVENT_SOURCED:
+    for name in INSTANCES:
         assert _environment(_service(compose, name))["ACCORD_POSTGRES_PASSWORD"] == password
 
 
 def _compose_command() -> list[str] | None:
-    """`docker compose` or `docker-compose`, whichever runs here (neither needs an engine for `config`)."""
-    for command in (["docker", "compose"], ["docker-compose"]):
+    """Debian's `docker-compose` (tools/test_deps.sh installs it), else the `docker compose`
+    plugin; neither needs an engine for `config`."""
+    for command in (["docker-compose"], ["docker", "compose"]):
         if shutil.which(command[0]) is None:
             continue
         try:
@@ -224,8 +312,7 @@ def _compose_command() -> list[str] | None:
 
 def test_docker_compose_accepts_the_file() -> None:
     command = _compose_command()
-    if command is None:
-        pytest.skip("neither `docker compose` (plugin) nor `docker-compose` is installed here")
+    assert command is not None, "docker-compose is not installed (tools/test_deps.sh installs Debian's)"
     done = subprocess.run(
         [*command, "-f", str(COMPOSE), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -263,6 +350,8 @@ def test_healthcheck_exit_code_follows_the_status(health_server: tuple[int, heal
     assert healthcheck.main([address, "no.such.Service"]) == 1  # NOT_FOUND
     servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     assert healthcheck.main([address]) == 1
+    assert healthcheck.main(["--alive", address]) == 0  # a standby: up, answering, not serving
+    assert healthcheck.main(["--alive", f"127.0.0.1:{free_port()}"]) == 1
 
 
 def test_healthcheck_gives_up_within_its_timeout() -> None:

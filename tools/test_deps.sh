@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What `make test` needs besides the virtualenv: PostgreSQL on 127.0.0.1:5432 (user postgres,
-# trust auth over TCP), Debian's Chromium for the dashboard's browser test, and Debian's
+# trust auth over TCP), Debian's Chromium for the dashboard's browser test, Debian's
 # Prometheus and Alertmanager for the signal sources' tests and promtool for the operations tests (only their binaries: the tests
-# start their own, on free ports; the packages' own services are not needed).
+# start their own, on free ports; the packages' own services are not needed), and Debian's
+# docker-compose (tests/test_compose.py runs `docker-compose config`; no engine needed).
 # As root on a Debian-like machine it installs and starts what is missing; otherwise it says in
 # one line what to install and exits 1. ACCORD_TEST_DEPS=skip leaves the machine as it is.
 set -euo pipefail
@@ -65,4 +66,12 @@ for pair in "prometheus:/usr/bin/prometheus" "prometheus-alertmanager:/usr/bin/p
     apt_install --no-install-recommends "$pkg"
   fi
 done
-say "PostgreSQL, Chromium, Prometheus and Alertmanager ready (Alertmanager also for the notifier's test)"
+if ! command -v docker-compose >/dev/null; then
+  if ! can_install; then
+    say "docker-compose is missing for the compose file's check: install Debian's docker-compose package"
+    exit 1
+  fi
+  say "installing docker-compose"
+  apt_install docker-compose
+fi
+say "PostgreSQL, Chromium, Prometheus, Alertmanager and docker-compose ready"

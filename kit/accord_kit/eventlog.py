@@ -4,6 +4,7 @@ and consumers use its client to catch up on gaps the stream cannot fill."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,19 @@ def register_event_log(app: AccordApplication) -> Callable[[grpc.aio.Server], st
     return register
 
 
+# A service's address may name several instances (`ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a
+# DNS name resolving to each): calls go only to an instance whose gRPC health is SERVING — the
+# active one, never a standby (accord_kit.lease) — and move when another one takes over.
+FAILOVER_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
+
+
+def failover_options() -> list[tuple[str, Any]]:
+    """gRPC channel options that send calls only to SERVING instances of the address."""
+    return [("grpc.service_config", FAILOVER_SERVICE_CONFIG)]
+
+
 class EventLogClient:
     """Reads a remote service's log over gRPC with a bearer token."""
 
@@ -57,7 +71,7 @@ class EventLogClient:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(
                 self.address,
-                options=[("grpc.max_receive_message_length", self._max)],
+                options=[("grpc.max_receive_message_length", self._max), *failover_options()],
                 interceptors=self._interceptors or None,
             )
         return events_pb2_grpc.EventLogServiceStub(self._channel)

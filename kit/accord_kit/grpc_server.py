@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from accord_kit import tracing
 from accord_kit.auth import Policy, TokenVerifier
 from accord_kit.context import RequestContext, request_context
-from accord_kit.errors import AccordError, DataLossError
+from accord_kit.errors import AccordError, DataLossError, UnavailableError
 from accord_kit.inputs import InputError, Undecodable, checked, tolerant_deserializer
 from accord_kit.logging import get_logger
 from accord_kit.telemetry import Telemetry
@@ -63,6 +63,9 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         self.damage: Callable[[], str | None] = lambda: None
         # Where each call's duration and status code go (accord_kit.telemetry), when metrics are on.
         self.telemetry: Telemetry | None = None
+        # Why this instance answers nothing but health and reflection (a standby that does not
+        # hold its service's lease, accord_kit.lease), or None when it serves.
+        self.standby: Callable[[], str | None] = lambda: None
 
     def _data_loss(self, exc: BaseException) -> DataLossError | None:
         damage = self.damage()
@@ -119,6 +122,8 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             raise RuntimeError("no token verifier configured")
         principal = self.verifier.verify(md.get("authorization"))
         self.policy.check(method, principal)
+        if (why := self.standby()) is not None:
+            raise UnavailableError(why)
         return RequestContext(principal=principal, correlation_id=correlation, causation_id=causation)
 
     async def _fail(

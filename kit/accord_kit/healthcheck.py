@@ -1,4 +1,7 @@
-"""`python -m accord_kit.healthcheck HOST:PORT [SERVICE]`: exit 0 if the gRPC health check says SERVING."""
+"""`python -m accord_kit.healthcheck HOST:PORT [SERVICE]`: exit 0 if the gRPC health check says SERVING.
+
+`--alive` exits 0 for NOT_SERVING too: the process is up and answering. That is the container
+health of an instance that may be a hot standby (accord_kit.lease), NOT_SERVING by design."""
 
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("address", metavar="HOST:PORT", help="the gRPC server, e.g. 127.0.0.1:50051")
     parser.add_argument("service", nargs="?", default="", help="a service name to check (default: the whole server)")
+    parser.add_argument(
+        "--alive", action="store_true", help="exit 0 for NOT_SERVING too (a standby is alive, not serving)"
+    )
     args = parser.parse_args(argv)
     target = f"{args.address} {args.service}".strip()
     try:
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{target}: {name} {e.details() if isinstance(e, grpc.Call) else e}", flush=True)
         return 1
     print(f"{target}: {status}", flush=True)
-    return 0 if status == "SERVING" else 1
+    return 0 if status == "SERVING" or (args.alive and status == "NOT_SERVING") else 1
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from accord_kit.consumer import Applier, Consumer, ConsumerConfig
 from accord_kit.deadletter import HEALTH as DEADLETTER_HEALTH
 from accord_kit.eventlog import EventLogClient
 from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
+from accord_kit.lease import Lease
 from accord_kit.logging import get_logger
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay, RelayMismatchError
@@ -179,6 +180,11 @@ class ServiceRuntime:
         self._verification: asyncio.Task[None] | None = None
         self.telemetry: Telemetry | None = None
         self.metrics_port: int | None = None  # the /metrics endpoint's port, when served
+        # The single-writer lease (ACCORD_LEASE=postgres, event-sourced services): until it is
+        # held this instance is a hot standby that writes nothing (accord_kit.lease).
+        self.lease: Lease | None = (
+            Lease(parts.settings) if parts.app is not None and parts.settings.lease == "postgres" else None
+        )
 
     @property
     def port(self) -> int:
@@ -225,6 +231,7 @@ class ServiceRuntime:
         )
         if self.server.interceptor is not None:
             self.server.interceptor.damage = lambda: self.sealing_halted
+            self.server.interceptor.standby = self._standby_reason
         if s.metrics_port is not None:
             self._start_metrics()
         await self.server.set_serving(False)
@@ -240,7 +247,7 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(self._seal_periodically(), name="seal"))
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
-            self._tasks.append(asyncio.create_task(extra(self._stop), name="extra"))
+            self._tasks.append(asyncio.create_task(self._when_writer(extra), name="extra"))
         for name, check in self.parts.health_checks.items():
             self._tasks.append(asyncio.create_task(self._watch_health(name, check), name=f"health {name}"))
 
@@ -262,6 +269,38 @@ class ServiceRuntime:
         self.telemetry = telemetry
         self._tasks.append(asyncio.create_task(refresh_consumers(self, self._stop), name="metrics"))
         log.info("metrics_started", address=f"http://{s.metrics_host}:{self.metrics_port}/metrics")
+
+    @property
+    def writer(self) -> bool:
+        """Whether this instance may write: it holds the lease, or needs none."""
+        return self.lease is None or self.lease.held.is_set()
+
+    def _standby_reason(self) -> str | None:
+        if self.writer:
+            return None
+        return (
+            f"standby: this {self.settings.service} instance does not hold the service's lease; "
+            "another instance is active (try it)"
+        )
+
+    async def _when_writer(self, task: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+        """Run a long-running task of the parts once this instance may write (at once when it
+        needs no lease): a standby runs none of the clock-driven work."""
+        if self.lease is not None:
+            await self._wait_first(self.lease.held.wait())
+            if self._stop.is_set():
+                return
+        await task(self._stop)
+
+    async def _watch_lease(self) -> None:
+        assert self.lease is not None
+        reason = await self.lease.watch(self._stop)
+        if reason is not None:
+            log.error("lease_lost", alert=True, service=self.settings.service, reason=reason)
+            self.fatal = RuntimeError(reason)
+            if self.server is not None:
+                await self.server.set_serving(False)
+            self._stop.set()
 
     async def _watch_health(self, name: str, check: Callable[[], bool]) -> None:
         """Keep the health status `name` as `check` says until the service stops, reported
@@ -374,7 +413,7 @@ class ServiceRuntime:
         checkpoint's version) is left for the next round; a tampered log stops sealing for
         good, with an alert and the `accord.chain` health status NOT_SERVING — the service
         itself keeps serving, so that the log can still be read and verified."""
-        if not self.sealing or self.sealing_halted is not None:
+        if not self.sealing or self.sealing_halted is not None or not self.writer:
             return None
         if not await self.startup_verified():
             if self.sealing_halted is None:  # stopped before the verification finished
@@ -401,6 +440,8 @@ class ServiceRuntime:
     async def _seal_periodically(self) -> None:
         if self._verification is not None:
             await self._wait_first(asyncio.shield(self._verification))
+        if self.lease is not None:
+            await self._wait_first(self.lease.held.wait())
         while self.sealing_halted is None:
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.seal_seconds)
@@ -413,8 +454,14 @@ class ServiceRuntime:
         """Connect to NATS, start the relay and consumers; SERVING once the stream is ours."""
         s = self.settings
         assert self.server is not None
+        if self.lease is not None:
+            if not await self.lease.acquire(self._stop):
+                return  # stopped while a standby
+            self._tasks.append(asyncio.create_task(self._watch_lease(), name="lease"))
+            lease_at = time.monotonic()
+        instance = f"-{s.instance}" if s.instance else ""
         try:
-            self._nc = await connect(s.nats_url, name=f"accord-{s.service}")
+            self._nc = await connect(s.nats_url, name=f"accord-{s.service}{instance}", **s.nats_auth)
         except Exception as e:
             log.error("nats_unreachable", url=s.nats_url, error=str(e) or type(e).__name__)
             self.fatal = e
@@ -435,7 +482,7 @@ class ServiceRuntime:
                 s.addresses[upstream.source], token=self._service_token, interceptors=tracing.client_interceptors()
             )
             self._clients.append(client)
-            cfg = upstream.config(s.service)
+            cfg = upstream.config(s.consumer_name)
             consumer = Consumer(
                 target,
                 self._nc,
@@ -456,10 +503,13 @@ class ServiceRuntime:
                 "caught_up_events": sum(c.caught_up_events for c in self.consumers),
                 "catch_up_seconds": round(time.monotonic() - started, 3),
             }
+        if self.lease is not None:
+            # A standby that took over: how long from holding the lease to serving.
+            caught_up["after_lease_seconds"] = round(time.monotonic() - lease_at, 3)
         if not self._stop.is_set():
             await self.server.set_serving(True)
             self.parts.readiness.ready = True
-            log.info("service_ready", service=s.service, **caught_up)
+            log.info("service_ready", service=s.service, instance=s.instance, **caught_up)
 
     @property
     def serves_after_catch_up(self) -> bool:
@@ -556,6 +606,8 @@ class ServiceRuntime:
             self.telemetry.close()
         if tracing.enabled:
             await asyncio.to_thread(tracing.shutdown)  # flush the last spans
+        if self.lease is not None:
+            self.lease.release()
         log.info("service_stopped")
 
 

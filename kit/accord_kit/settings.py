@@ -41,6 +41,14 @@ EVENT_SOURCED = ("agreements", "metrics", "billing", "notifier")
 SUITE_SETTINGS: tuple[Setting, ...] = (
     Setting("NATS_URL", "nats://127.0.0.1:4322", "NATS server(s), comma separated", "suite"),
     Setting("NATS_REPLICAS", "1", "JetStream replicas of each service's stream (3 in production)", "suite"),
+    Setting("NATS_USER", "", "NATS user this process connects as (empty: no NATS authentication)", "suite"),
+    Setting("NATS_PASSWORD", "", "that NATS user's password", "suite"),
+    Setting(
+        "LEASE",
+        "none",
+        "single-writer lease: none, or postgres (an advisory lock; a second instance waits as a hot standby)",
+        "suite",
+    ),
     Setting("PERSISTENCE", "sqlite", "event store engine: sqlite or postgres", "suite"),
     Setting("VAR_DIR", "var", "directory of the SQLite files and dev keys", "suite"),
     Setting("POSTGRES_HOST", "127.0.0.1", "PostgreSQL host", "suite"),
@@ -75,6 +83,7 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("SQLITE_PATH", "<VAR_DIR>/<service>.sqlite", "SQLite event store file"),
     Setting("POSTGRES_DBNAME", "accord_<service>", "PostgreSQL database of the service"),
+    Setting("INSTANCE", "", "this instance's name among several of the service (its NATS and durable names)"),
     Setting("GRACE_SECONDS", "10", "how long in-flight calls may run after SIGTERM"),
     Setting("MAX_MESSAGE_BYTES", "16777216", "largest gRPC message accepted or sent"),
     Setting("RELAY_POLL_SECONDS", "1.0", "how often the relay looks for events saved by other processes"),
@@ -196,6 +205,10 @@ class ServiceSettings:
     metrics_port: int | None = None  # None: no /metrics endpoint
     otlp_endpoint: str = ""  # empty: no tracing
     otlp_protocol: str = "grpc"
+    nats_user: str = ""
+    nats_password: str = ""
+    lease: str = "none"
+    instance: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def clock(self) -> Clock:
@@ -211,6 +224,19 @@ class ServiceSettings:
     def stream(self) -> str:
         """The service's JetStream stream name."""
         return self.service.upper()
+
+    @property
+    def consumer_name(self) -> str:
+        """The name its durable consumers start with: the service's, or for a service with
+        several instances that each keep their own read model (the gateway), the instance's."""
+        if self.instance and self.service not in EVENT_SOURCED:
+            return f"{self.service}-{self.instance}"
+        return self.service
+
+    @property
+    def nats_auth(self) -> dict[str, str]:
+        """nats-py connect options of this process's NATS user (none without one)."""
+        return {"user": self.nats_user, "password": self.nats_password} if self.nats_user else {}
 
     @property
     def subject_prefix(self) -> str:
@@ -256,6 +282,14 @@ class ServiceSettings:
         if otlp_protocol not in ("grpc", "http/protobuf"):
             raise SettingsError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, not {otlp_protocol!r}")
         raw_metrics_port = own("METRICS_PORT", "").strip()
+        lease = suite("LEASE").lower()
+        if lease not in ("none", "postgres"):
+            raise SettingsError(f"ACCORD_LEASE must be 'none' or 'postgres', not {lease!r}")
+        if lease == "postgres" and persistence != "postgres":
+            raise SettingsError("ACCORD_LEASE=postgres needs ACCORD_PERSISTENCE=postgres (its lock is in the store)")
+        instance = own("INSTANCE", "")
+        if instance and not all(c.isalnum() or c in "-_" for c in instance):
+            raise SettingsError(f"{p}_INSTANCE may hold only letters, digits, '-' and '_', not {instance!r}")
         sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
         if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
             raise SettingsError(
@@ -304,6 +338,10 @@ class ServiceSettings:
             metrics_port=_int(f"{p}_METRICS_PORT", raw_metrics_port, 0, 65535) if raw_metrics_port else None,
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
             otlp_protocol=otlp_protocol,
+            nats_user=suite("NATS_USER"),
+            nats_password=suite("NATS_PASSWORD"),
+            lease=lease,
+            instance=instance,
         )
 
 

@@ -56,7 +56,9 @@ def build(
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     app = Metrics(settings.event_store_env(), clock=clock)
     health = HealthBoard()
-    intake = SignalIntake(app, settings.nats_url, verifier, settings.nats_replicas, health=health)
+    intake = SignalIntake(
+        app, settings.nats_url, verifier, settings.nats_replicas, health=health, nats_auth=settings.nats_auth
+    )
     tasks = [periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)]
     if sources is not None:
         tasks.append(PrometheusSource(app, sources, health=health).run)

@@ -105,7 +105,9 @@ class SignalIntake:
         *,
         health: HealthBoard | None = None,
         retry_delay: float = 1.0,
+        nats_auth: dict[str, str] | None = None,
     ) -> None:
+        self.nats_auth = dict(nats_auth or {})
         self.app = app
         self.nats_url = nats_url
         self.verifier = verifier
@@ -119,7 +121,7 @@ class SignalIntake:
         self._js: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        nc = await connect(self.nats_url, name="accord-metrics-intake")
+        nc = await connect(self.nats_url, name="accord-metrics-intake", **self.nats_auth)
         try:
             js = nc.jetstream()
             self._nc, self._js = nc, js

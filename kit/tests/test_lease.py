@@ -1,0 +1,134 @@
+"""The single-writer lease (accord_kit.lease) on real PostgreSQL and NATS: two instances of the
+counter service on one store, one active and one hot standby that answers health NOT_SERVING
+and refuses calls with UNAVAILABLE (storing nothing); the standby takes over when the active
+one stops, publishing on from the stream's head; an instance whose lease session is ended
+stops instead of writing on."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from accord.testing.v1 import counter_pb2, counter_pb2_grpc
+from accord_kit.auth import TokenVerifier
+from accord_kit.eventlog import register_event_log
+from accord_kit.lease import lease_key
+from accord_kit.nats_util import connect
+from accord_kit.runtime import ServiceParts, ServiceRuntime
+from accord_kit.settings import ServiceSettings, SettingsError
+from accord_kit.testing.counter import COUNTER_POLICY, Counters, register_counter
+from accord_kit.testing.fixtures import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.service import Keys, ensure_chain_key, make_keys, service_environ
+from accord_kit.testing.streams import assert_exactly_once_in_order, eventually, read_stream
+
+
+def _settings(tmp_path: Path, nats_url: str, dbname: str, service: str) -> ServiceSettings:
+    env = service_environ(
+        "counter", tmp_path, nats_url, "postgres", dbname, ACCORD_LEASE="postgres", COUNTER_SEAL_SECONDS="0"
+    )
+    settings = ServiceSettings.from_env("counter", env)
+    ensure_chain_key(settings)
+    return settings
+
+
+def _runtime(settings: ServiceSettings, keys: Keys, service: str) -> ServiceRuntime:
+    app = Counters(settings.event_store_env(), service=service)
+    parts = ServiceParts(
+        settings=settings,
+        policy=COUNTER_POLICY,
+        register=[register_counter(app), register_event_log(app)],
+        app=app,
+        verifier=TokenVerifier(keys.public_file.read_bytes()),
+    )
+    return ServiceRuntime(parts)
+
+
+async def _health(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(resp.status)
+
+
+async def _increment(port: int, keys: Keys, counter: str) -> counter_pb2.IncrementResponse:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = counter_pb2_grpc.CounterServiceStub(ch)
+        return await stub.Increment(
+            counter_pb2.IncrementRequest(counter_id=counter, amount=1), metadata=keys.metadata("admin"), timeout=10
+        )
+
+
+def test_lease_needs_postgres() -> None:
+    with pytest.raises(SettingsError, match="ACCORD_LEASE=postgres needs ACCORD_PERSISTENCE=postgres"):
+        ServiceSettings.from_env("counter", {"ACCORD_LEASE": "postgres"})
+    with pytest.raises(SettingsError, match="ACCORD_LEASE must be"):
+        ServiceSettings.from_env("counter", {"ACCORD_LEASE": "kv", "ACCORD_PERSISTENCE": "postgres"})
+    assert lease_key("agreements") == lease_key("agreements") != lease_key("billing")
+
+
+def test_standby_refuses_until_it_holds_the_lease_then_takes_over(
+    tmp_path: Path, own_nats_server: NatsServer, postgres_db: Callable[[], str]
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    dbname = postgres_db()
+    service = f"lease{uuid.uuid4().hex[:6]}"
+    settings = _settings(tmp_path, own_nats_server.url, dbname, service)
+
+    async def run() -> None:
+        active, standby = _runtime(settings, keys, service), _runtime(settings, keys, service)
+        await active.start()
+        await eventually(active.parts.readiness.is_ready, timeout=30, what="active ready")
+        await standby.start()
+        try:
+            assert (await _increment(active.port, keys, "a")).value == 1
+            await asyncio.sleep(1.0)  # the standby has tried the lease a few times
+            assert not standby.writer and not standby.parts.readiness.is_ready()
+            assert await _health(standby.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+            head = standby.parts.app.head_position()  # type: ignore[union-attr]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _increment(standby.port, keys, "b")
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "standby" in (refused.value.details() or "")
+            assert standby.parts.app.head_position() == head  # type: ignore[union-attr]
+            assert standby.relay is None and not standby.consumers
+
+            await active.stop()  # its lease session ends with it
+            await eventually(standby.parts.readiness.is_ready, timeout=30, what="standby took over")
+            assert standby.writer
+            assert await _health(standby.port) == health_pb2.HealthCheckResponse.SERVING
+            assert (await _increment(standby.port, keys, "a")).value == 2
+            assert (await _increment(standby.port, keys, "b")).value == 1
+            app = standby.parts.app
+            assert app is not None
+            head = app.head_position()
+            nc = await connect(own_nats_server.url, name="check")
+            try:
+                relay = standby.relay
+                await eventually(lambda: relay is not None and relay.stats.head_position == head, what="relayed")
+                messages = await read_stream(nc, settings.stream)
+            finally:
+                await nc.close()
+            # Both instances' events, in log order, exactly once: the standby's relay went on from the head.
+            assert_exactly_once_in_order(messages, list(range(1, head + 1)))
+
+            # Its lease session ended from outside (a lost connection): it stops, writing nothing more.
+            with psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD or None, dbname=dbname, autocommit=True
+            ) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                    ("accord-counter-lease",),
+                )
+            await eventually(lambda: standby.fatal is not None, timeout=10, what="lease_lost")
+            assert "lease" in str(standby.fatal)
+        finally:
+            await standby.stop()
+
+    asyncio.run(run())
