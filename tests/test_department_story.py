@@ -131,7 +131,11 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
         **{f"{s.upper()}_TICK_SECONDS": "0.5" for s in ("agreements", "metrics", "billing")},
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accord_kit.devrun"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "accord_kit.devrun"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -202,9 +206,7 @@ def test_a_department_story_with_the_accord_command_and_http_only(suite: Suite, 
     # Finance subscribes a webhook for breaches and statements.
     receiver = Receiver().start()
     try:
-        s.accord(
-            "webhook", "subscribe", f"http://127.0.0.1:{receiver.port}/accord", "--secret", SECRET, token=finance
-        )
+        s.accord("webhook", "subscribe", f"http://127.0.0.1:{receiver.port}/accord", "--secret", SECRET, token=finance)
 
         # February: a 3-hour outage typed by IT operations, a 2-hour one from Alertmanager.
         s.set_clock(local("2026-02-12T13:00"))
@@ -217,12 +219,17 @@ def test_a_department_story_with_the_accord_command_and_http_only(suite: Suite, 
             "annotations": {"summary": "IMAP not answering"},
             "fingerprint": "5f1c0a7e9b2d4c11",
         }
-        firing = {"version": "4", "status": "firing", "alerts": [
-            {**alert, "status": "firing", "startsAt": "2026-02-12T10:00:00+01:00", "endsAt": "0001-01-01T00:00:00Z"}
-        ]}  # fmt: skip
-        resolved = {"version": "4", "status": "resolved", "alerts": [
-            {**alert, "status": "resolved", "startsAt": "2026-02-12T10:00:00+01:00", "endsAt": "2026-02-12T12:00:00+01:00"}
-        ]}  # fmt: skip
+        starts = "2026-02-12T10:00:00+01:00"
+        firing = {
+            "version": "4",
+            "status": "firing",
+            "alerts": [{**alert, "status": "firing", "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z"}],
+        }
+        resolved = {
+            "version": "4",
+            "status": "resolved",
+            "alerts": [{**alert, "status": "resolved", "startsAt": starts, "endsAt": "2026-02-12T12:00:00+01:00"}],
+        }
         assert s.http("POST", "/v1/intake/alertmanager", it, firing) == (
             200,
             {"accepted": 1, "duplicates": 0, "corrections": 0},
@@ -246,7 +253,10 @@ def test_a_department_story_with_the_accord_command_and_http_only(suite: Suite, 
         # February's statement: 5 % of the 50,000.00 EUR fee credited.
         def february_statement() -> dict[str, Any]:
             for st in s.accord_json("statements", aid, token=finance)["statements"]:
-                if st["period_start"].startswith("2026-01-31T23:00") and st.get("state") in ("ISSUED", "STATEMENT_STATE_ISSUED"):
+                if st["period_start"].startswith("2026-01-31T23:00") and st.get("state") in (
+                    "ISSUED",
+                    "STATEMENT_STATE_ISSUED",
+                ):
                     return dict(st)
             return {}
 
@@ -257,9 +267,7 @@ def test_a_department_story_with_the_accord_command_and_http_only(suite: Suite, 
 
         # Finance disputes February by its local date; IT operations accepts at 15 %.
         s.accord("dispute", sid, "availability", "2026-02", "--reason", "we measured more downtime", token=finance)
-        s.accord(
-            "resolve-dispute", sid, "availability", "2026-02", "--accept", "--amount", "7500.00", token=it
-        )
+        s.accord("resolve-dispute", sid, "availability", "2026-02", "--accept", "--amount", "7500.00", token=it)
         disputed = s.accord_json("statement", sid, token=finance)
         assert "7500.00" in json.dumps(disputed)
 
@@ -278,7 +286,7 @@ def test_a_department_story_with_the_accord_command_and_http_only(suite: Suite, 
 
     # The auditor: the whole history in causal order, every log verified, an export verified offline.
     replay = s.accord("audit", "replay", aid, token=auditor).stdout
-    assert "BreachDetected" in replay and "DisputeResolved" in replay or "Dispute" in replay
+    assert ("BreachDetected" in replay and "DisputeResolved" in replay) or "Dispute" in replay
     s.accord("audit", "verify", token=auditor)
     export = tmp_path / "export"
     s.accord("audit", "export", aid, "--out", str(export), token=auditor)
