@@ -1,4 +1,5 @@
-"""What a department does: reference data, agreements, amendments, disputes, status."""
+"""What a department does: reference data, drafting, proposing, accepting, amending, status
+(more in lifecycle, money and signals_cmd)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from rich.table import Table
 
 from accord.agreements.v1 import agreements_pb2 as apb
 from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
-from accord.billing.v1 import billing_pb2 as bpb
-from accord.billing.v1 import billing_pb2_grpc as bpb_grpc
 from accord.gateway.v1 import gateway_pb2 as gpb
 from accord.gateway.v1 import gateway_pb2_grpc as gpb_grpc
 from accord_cli.core import (
@@ -123,21 +122,6 @@ def accept_amendment(agreement_id: str, amendment_id: str) -> None:
             apb.AcceptAmendmentRequest(agreement_id=agreement_id, amendment_id=amendment_id), metadata=metadata()
         )
     emit(r, agreement_table(r.agreement))
-
-
-@app.command()
-def dispute(
-    statement_id: str, objective_id: str, window_start: str, reason: Annotated[str, typer.Option(help="Why")]
-) -> None:
-    """Dispute an assessment of an issued statement (the customer)."""
-    with channel("billing") as ch:
-        r = bpb_grpc.BillingServiceStub(ch).DisputeAssessment(
-            bpb.DisputeAssessmentRequest(
-                statement_id=statement_id, objective_id=objective_id, window_start=window_start, reason=reason
-            ),
-            metadata=metadata(),
-        )
-    emit(r)
 
 
 @app.command()
