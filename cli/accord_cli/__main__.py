@@ -9,7 +9,7 @@ import typer
 from typer._click import exceptions as click_errors  # typer's own click
 
 from accord_cli import audit, department, lifecycle, money, signals_cmd, tokens  # noqa: F401  (they register commands)
-from accord_cli.core import app, err, rpc_failed
+from accord_cli.core import app, rpc_failed, say
 
 GLOBAL_FLAGS = ("--json",)
 GLOBAL_OPTIONS = ("--token", "--addr", "--profile")  # each followed by its value
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except click_errors.ClickException as e:
         # Usage errors: one line, naming the command to ask for help.
         where = e.ctx.command_path if isinstance(e, click_errors.UsageError) and e.ctx else "accord"
-        err.print(f"{where}: {e.format_message()} (see {where} --help)", style="red", markup=False, highlight=False)
+        say(f"{where}: {e.format_message()} (see {where} --help)")
         return e.exit_code
     except typer.Abort:
         return 130
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        err.print(f"accord: internal error: {type(e).__name__}: {e}", style="red", markup=False, highlight=False)
+        say(f"accord: internal error: {type(e).__name__}: {e}")
         return 1
     return code if isinstance(code, int) else 0
 

@@ -86,8 +86,13 @@ state = State()
 
 def fail(message: str, code: int) -> NoReturn:
     """Stop with one line on stderr (no markup: messages quote field paths like `a[b]`)."""
-    err.print(message, style="red", markup=False, highlight=False)
+    say(message)
     raise typer.Exit(code)
+
+
+def say(message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    err.print(" ".join(message.split()), style="red", markup=False, highlight=False)
 
 
 def _version(value: bool) -> None:
