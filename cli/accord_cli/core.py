@@ -33,6 +33,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # The public event messages, so that replayed envelopes' payloads can be shown as JSON.
@@ -255,7 +256,7 @@ def timestamp_of(value: str, tz: str = "", what: str = "instant") -> Timestamp:
 
 
 def agreement_table(a: apb.Agreement) -> Table:
-    t = Table(title=f"{a.terms.title} ({a.agreement_id})")
+    t = table(f"{a.terms.title} ({a.agreement_id})")
     t.add_column("state")
     t.add_column("version")
     t.add_column("revision")
@@ -263,3 +264,13 @@ def agreement_table(a: apb.Agreement) -> Table:
     t.add_row(apb.AgreementState.Name(a.state).removeprefix("AGREEMENT_STATE_"), str(a.version), str(a.revision),
               f"{a.terms.parties.provider_department_id} → {a.terms.parties.customer_department_id}")  # fmt: skip
     return t
+
+
+def add_row(t: Table, *cells: str) -> None:
+    """A table row of plain text: `objectives[availability]` is a path, not markup."""
+    t.add_row(*(escape(c) for c in cells))
+
+
+def table(title: str) -> Table:
+    """A table whose title is plain text."""
+    return Table(title=escape(title))

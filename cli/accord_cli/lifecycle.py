@@ -12,12 +12,14 @@ import typer
 import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from rich.markup import escape
 from rich.table import Table
 
 from accord.agreements.v1 import agreements_pb2 as apb
 from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
 from accord.agreements.v1 import terms_pb2
 from accord_cli.core import (
+    add_row,
     agreement_table,
     app,
     channel,
@@ -28,6 +30,7 @@ from accord_cli.core import (
     read_message,
     read_terms,
     state,
+    table,
     timestamp_of,
 )
 
@@ -87,11 +90,11 @@ def list_agreements(
     if state.as_json:
         print(json.dumps({"agreements": [as_dict(a) for a in rows]}, sort_keys=True))
         return
-    t = Table(title=f"{len(rows)} agreement{'s' if len(rows) != 1 else ''}")
+    t = table(f"{len(rows)} agreement{'s' if len(rows) != 1 else ''}")
     for col in ("id", "title", "provider → customer", "state", "version"):
         t.add_column(col, overflow="fold")
     for a in rows:
-        t.add_row(a.agreement_id, a.title, f"{a.provider_department_id} → {a.customer_department_id}",
+        add_row(t, a.agreement_id, a.title, f"{a.provider_department_id} → {a.customer_department_id}",
                   short_state(a.state), str(a.version) if a.version else "–")  # fmt: skip
     out.print(t)
 
@@ -114,16 +117,16 @@ def show(
     out.print(yaml.safe_dump(as_dict(a.terms), sort_keys=False, allow_unicode=True), markup=False, highlight=False)
     for label, text in (("last rejection", a.last_rejection_reason), ("suspended", a.suspension_reason)):
         if text:
-            out.print(f"[bold]{label}:[/bold] {text}", highlight=False)
+            out.print(f"[bold]{label}:[/bold] {escape(text)}", highlight=False)
     if a.HasField("termination"):
         t = a.termination
         out.print(f"[bold]termination[/bold] {'scheduled for' if t.scheduled else 'at'} {t.effective_at.ToJsonString()}"
-                  f" by {t.by_department_id}: {t.reason}", highlight=False)  # fmt: skip
+                  f" by {t.by_department_id}: {escape(t.reason)}", highlight=False)  # fmt: skip
     if a.pending_amendment.amendment_id:
         p = a.pending_amendment
         out.print(
             f"[bold]pending amendment[/bold] {p.amendment_id} by {p.proposed_by_department_id}, effective from "
-            f"{p.effective_from.ToJsonString()}: {p.reason}",
+            f"{p.effective_from.ToJsonString()}: {escape(p.reason)}",
             highlight=False,
         )
         out.print(changes_table(terms_changes(a.terms, p.terms), "what the amendment changes"))
@@ -165,11 +168,11 @@ def terms_changes(old: terms_pb2.AgreementTerms, new: terms_pb2.AgreementTerms) 
 
 
 def changes_table(changes: list[dict[str, str]], title: str) -> Table:
-    t = Table(title=f"{title}: {len(changes)} change{'s' if len(changes) != 1 else ''}")
+    t = table(f"{title}: {len(changes)} change{'s' if len(changes) != 1 else ''}")
     for col in ("path", "change", "old", "new"):
         t.add_column(col, overflow="fold")
     for c in changes:
-        t.add_row(c["path"], c["kind"], c["old_json"], c["new_json"])
+        add_row(t, c["path"], c["kind"], c["old_json"], c["new_json"])
     return t
 
 
@@ -225,14 +228,14 @@ def history(agreement_id: str) -> None:
         print(json.dumps({"agreement_id": agreement_id, "versions": [as_dict(v) for v in a.versions],
                           "events": [as_dict(e) for e in events]}, sort_keys=True))  # fmt: skip
         return
-    v = Table(title=f"versions of {a.terms.title} ({agreement_id})")
+    v = table(f"versions of {a.terms.title} ({agreement_id})")
     for col in ("version", "effective from", "accepted at", "amendment"):
         v.add_column(col)
     for ver in a.versions:
-        v.add_row(str(ver.version), ver.effective_from.ToJsonString(), ver.accepted_at.ToJsonString(),
+        add_row(v, str(ver.version), ver.effective_from.ToJsonString(), ver.accepted_at.ToJsonString(),
                   ver.amendment_id or "–")  # fmt: skip
     out.print(v)
-    t = Table(title=f"{len(events)} events")
+    t = table(f"{len(events)} events")
     for col in ("recorded at", "event", "by", "detail"):
         t.add_column(col, overflow="fold")
     for e in events:
@@ -240,7 +243,7 @@ def history(agreement_id: str) -> None:
         detail = "; ".join(f"{k}: {payload[k]}" for k in ("reason", "version", "amendment_id", "effective_from",
                                                           "effective_at") if payload.get(k))  # fmt: skip
         who = e.actor.department or e.actor.role or "(derived)"
-        t.add_row(e.recorded_at.ToJsonString(), e.type.rsplit(".", 1)[-1], who, detail)
+        add_row(t, e.recorded_at.ToJsonString(), e.type.rsplit(".", 1)[-1], who, detail)
     out.print(t)
 
 
@@ -364,11 +367,11 @@ def define_calendar(calendar_file: Path) -> None:
             apb.DefineCalendarRequest(calendar=calendar), metadata=metadata()
         )
     c = r.calendar
-    t = Table(title=f"calendar {c.calendar_id} version {c.version} ({c.time_zone})")
+    t = table(f"calendar {c.calendar_id} version {c.version} ({c.time_zone})")
     for col in ("weekday", "opens", "closes"):
         t.add_column(col)
     for h in c.hours:
-        t.add_row(str(h.weekday), h.opens, h.closes)
+        add_row(t, str(h.weekday), h.opens, h.closes)
     emit(r, t)
     if not state.as_json and c.holidays:
         out.print("holidays: " + ", ".join(c.holidays), highlight=False)

@@ -13,13 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from google.protobuf import json_format
-from rich.table import Table
 
 from accord.agreements.v1 import agreements_pb2 as apb
 from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
 from accord.billing.v1 import billing_pb2 as bpb
 from accord.billing.v1 import billing_pb2_grpc as bpb_grpc
-from accord_cli.core import app, channel, emit, fail, metadata, out, state
+from accord_cli.core import add_row, app, channel, emit, fail, metadata, out, state, table
 
 
 def as_dict(m: Any) -> dict[str, Any]:
@@ -146,11 +145,11 @@ def statements(
     if state.as_json:
         print(json.dumps({"statements": [as_dict(s) for s in rows]}, sort_keys=True))
         return
-    t = Table(title=f"{len(rows)} statement{'s' if len(rows) != 1 else ''}")
+    t = table(f"{len(rows)} statement{'s' if len(rows) != 1 else ''}")
     for col in ("id", "agreement", "period", "state", "credits net", "fee", "claim until"):
         t.add_column(col, overflow="fold")
     for s in rows:
-        t.add_row(s.statement_id, s.agreement_id, f"{s.period_start} – {s.period_end}", short(s.state),
+        add_row(t, s.statement_id, s.agreement_id, f"{s.period_start} – {s.period_end}", short(s.state),
                   f"{s.totals.net} {s.currency}" if s.totals.net else "(open)",
                   s.totals.fee, s.claim_until)  # fmt: skip
     out.print(t)
@@ -169,38 +168,38 @@ def statement(statement_id: str) -> None:
               f"{local_label(s.period_start, zone)} – {local_label(s.period_end, zone)} ({zone.key}), {short(s.state)}"
               + (f", issued {s.issued_at}, disputable until {s.claim_until}" if s.issued_at else ""),
               highlight=False)  # fmt: skip
-    t = Table(title="assessments")
+    t = table("assessments")
     for col in ("objective", "window", "status", "value", "lines", f"net {s.currency}"):
         t.add_column(col, overflow="fold")
     for a in s.assessments:
         lines = "\n".join(
             f"{ln.kind} {ln.amount}{'' if ln.applied else ' (not applied)'}: {ln.derivation}" for ln in a.lines
         )
-        t.add_row(a.objective_id, local_label(a.window_start, zone), a.status, a.value, lines, a.net)
+        add_row(t, a.objective_id, local_label(a.window_start, zone), a.status, a.value, lines, a.net)
     out.print(t)
     if s.adjustments:
-        t = Table(title="adjustments of issued periods")
+        t = table("adjustments of issued periods")
         for col in ("objective", "window", "old", "new", "difference", "reason"):
             t.add_column(col, overflow="fold")
         for j in s.adjustments:
-            t.add_row(j.objective_id, local_label(j.window_start, zone), j.old_amount, j.new_amount, j.difference,
+            add_row(t, j.objective_id, local_label(j.window_start, zone), j.old_amount, j.new_amount, j.difference,
                       j.reason)  # fmt: skip
         out.print(t)
     if s.disputes:
-        t = Table(title="disputes")
+        t = table("disputes")
         for col in ("id", "objective", "window", "state", "amount", "reason", "resolution"):
             t.add_column(col, overflow="fold")
         for d in s.disputes:
-            t.add_row(d.dispute_id, d.objective_id, local_label(d.window_start, zone), d.state, d.amount, d.reason,
+            add_row(t, d.dispute_id, d.objective_id, local_label(d.window_start, zone), d.state, d.amount, d.reason,
                       d.resolution)  # fmt: skip
         out.print(t)
     if s.HasField("totals"):
         tt = s.totals
-        t = Table(title=f"totals ({tt.currency or s.currency})")
+        t = table(f"totals ({tt.currency or s.currency})")
         for col in ("credits before cap", "cap cut", "minimum cut", "credits issued", "rewards", "adjustments",
                     "disputes", "net", "fee"):  # fmt: skip
             t.add_column(col)
-        t.add_row(tt.credits_before_cap, tt.cap_cut, tt.minimum_cut, tt.credits_issued, tt.rewards, tt.adjustments,
+        add_row(t, tt.credits_before_cap, tt.cap_cut, tt.minimum_cut, tt.credits_issued, tt.rewards, tt.adjustments,
                   tt.disputes, tt.net, tt.fee)  # fmt: skip
         out.print(t)
 
@@ -212,13 +211,13 @@ def ledger(department: Annotated[str, typer.Option(help="One department's accoun
         r = bpb_grpc.BillingServiceStub(ch).GetLedgerEntries(
             bpb.GetLedgerEntriesRequest(department_id=department), metadata=metadata()
         )
-    t = Table(title=f"{len(r.transactions)} ledger transactions")
+    t = table(f"{len(r.transactions)} ledger transactions")
     for col in ("transaction", "period", "description", "account", "kind", "amount"):
         t.add_column(col, overflow="fold")
     for tx in r.transactions:
         for i, e in enumerate(tx.entries):
             first = i == 0
-            t.add_row(tx.transaction_id if first else "", tx.period if first else "", tx.description if first else "",
+            add_row(t, tx.transaction_id if first else "", tx.period if first else "", tx.description if first else "",
                       e.account, e.kind, f"{e.amount} {e.currency}")  # fmt: skip
     emit(r, t)
 
@@ -233,11 +232,11 @@ def balances(
         r = bpb_grpc.BillingServiceStub(ch).GetBalances(
             bpb.GetBalancesRequest(department_id=department, period_start=period), metadata=metadata()
         )
-    t = Table(title="balances")
+    t = table("balances")
     for col in ("department", "currency", "amount"):
         t.add_column(col)
     for b in r.balances:
-        t.add_row(b.department_id, b.currency, b.amount)
+        add_row(t, b.department_id, b.currency, b.amount)
     emit(r, t)
 
 
