@@ -422,7 +422,8 @@ class Progress:
     """One progress line on stderr: done/total and rate; redrawn in place on a terminal."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.started, self.shown = total, enabled, time.monotonic(), 0.0
+        self.total, self.enabled = total, enabled
+        self.started = self.shown = time.monotonic()
         self.tty = sys.stderr.isatty()
 
     def update(self, done: int, final: bool = False) -> None:
