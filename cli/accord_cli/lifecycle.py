@@ -108,7 +108,7 @@ def show(
     party reads what it accepts."""
     a = get_agreement(agreement_id, version)
     if state.as_json:
-        emit(a)
+        emit(apb.GetAgreementResponse(agreement=a))
         return
     out.print(agreement_table(a))
     which = f"version {a.terms_version}" if a.terms_version else "not accepted yet"

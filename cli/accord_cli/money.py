@@ -161,7 +161,7 @@ def statement(statement_id: str) -> None:
     disputes and their amounts, and the totals; windows named by their local date."""
     s = get_statement(statement_id)
     if state.as_json:
-        emit(s)
+        emit(bpb.GetStatementResponse(statement=s))
         return
     zone = zone_of(s.agreement_id)
     out.print(f"[bold]statement {s.statement_id}[/bold] of agreement {s.agreement_id}: "
