@@ -4,7 +4,7 @@ Tokens: --token, else ACCORD_TOKEN, else the profile's `token`, else `token = "â
 top of ~/.config/accord/config.toml (or the file ACCORD_CONFIG names). Addresses:
 --addr SERVICE=HOST:PORT, else ACCORD_<SERVICE>_ADDR, else the profile's, else the config
 file's top level, else 127.0.0.1:50051â€¦50054 (agreements, metrics, billing, gateway).
-Profiles: [profiles.NAME] tables in the config file (token, agreements, metrics, billing,
+Profiles: the config file's `profiles.NAME` tables (token, agreements, metrics, billing,
 gateway), chosen with --profile NAME or ACCORD_PROFILE. --json (anywhere on the line)
 prints machine-readable output on stdout.
 
@@ -109,7 +109,7 @@ def _options(
     addr: Annotated[
         list[str] | None, typer.Option("--addr", help="SERVICE=HOST:PORT (agreements, metrics, billing, gateway)")
     ] = None,
-    profile: Annotated[str, typer.Option(help="A [profiles.NAME] of the config file (else ACCORD_PROFILE)")] = "",
+    profile: Annotated[str, typer.Option(help="The config file's profiles.NAME (else ACCORD_PROFILE)")] = "",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")
     ] = False,

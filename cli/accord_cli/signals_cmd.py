@@ -45,7 +45,12 @@ from accord.metrics.v1 import metrics_pb2_grpc as mpb_grpc
 from accord.metrics.v1 import signals_pb2 as spb
 from accord_cli.core import address, app, err, fail, metadata, out, rpc_failed, state
 
-signal_app = typer.Typer(help="Record signals: typed by hand or imported from a file.", no_args_is_help=True)
+signal_app = typer.Typer(
+    help="Record signals, typed by hand or imported from a file. Without --id a signal's id is a stable hash of what "
+    "identifies it (an outage: service and start; requests: the interval; a ticket: priority and opening; anything "
+    "else: its content), so a re-run is a duplicate. Times: RFC 3339 with an offset, or local with --tz.",
+    no_args_is_help=True,
+)
 app.add_typer(signal_app, name="signal")
 
 KINDS = tuple(f.name for f in spb.Signal.DESCRIPTOR.oneofs_by_name["kind"].fields)
