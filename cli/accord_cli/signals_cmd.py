@@ -410,11 +410,19 @@ def send(stub: mpb_grpc.MetricsServiceStub, batch: list[Line], tally: Tally) -> 
                     tally.rejected.append((pending[i].number, f"{field_path}: {reason}" if field_path else reason))
                     del pending[i]
                     continue
-                if len(pending) > 1:  # not said which: one at a time
+                if code == grpc.StatusCode.INVALID_ARGUMENT and len(pending) > 1:  # not said which: one at a time
                     for line in pending:
                         send(stub, [line], tally)
                     return
-                tally.rejected.append((pending[0].number, f"{code.name}: {details}"))
+                if len(pending) == 1 or len({x.signal.service_id for x in pending}) == 1:
+                    # Refused for its one service (not its provider, unknown): every line of it.
+                    tally.rejected += [(x.number, f"{code.name}: {details}") for x in pending]
+                    return
+                by_service: dict[str, list[Line]] = {}
+                for x in pending:  # not said which: service by service
+                    by_service.setdefault(x.signal.service_id, []).append(x)
+                for group in by_service.values():
+                    send(stub, group, tally)
                 return
             raise
         tally.accepted += r.accepted
@@ -458,7 +466,7 @@ def import_file(
     """Import signals from a file in batches, with a progress line and a summary: accepted,
     duplicates (already held: a re-run stores nothing twice), corrections (known ids with new
     content), and every rejected line with its reason. Exit 5 when a line was rejected (the
-    rest is recorded)."""
+    rest is recorded); 4 when the caller may record none of them."""
     tally = Tally()
     lines: list[Line] = []
     for number, rec in read_records(path):
@@ -491,7 +499,9 @@ def import_file(
     progress.update(done, final=True)
     _summary(path, tally)
     if tally.rejected:
-        raise typer.Exit(5)
+        stored = tally.accepted + tally.duplicates + tally.corrections
+        denied = any(reason.startswith("PERMISSION_DENIED") for _, reason in tally.rejected)
+        raise typer.Exit(4 if denied and not stored else 5)
 
 
 def _summary(path: Path, tally: Tally) -> None:

@@ -156,6 +156,9 @@ async def test_signals_from_the_terminal(own_nats_server: NatsServer, tmp_path: 
         reasons = {x["line"]: x["reason"] for x in summary["rejected"]}
         assert "start" in reasons[4] and "exceeds total" in reasons[5] and "kind" in reasons[6]
         assert "3/3 signals" in r.err and "signals/s" in r.err  # the third refused by metrics
+        r = await arun(fin, "signal", "import", str(csv_file), "--service", EMAIL)  # not the provider
+        assert r.code == 4 and "accepted 0" in r.out and "rejected 5" in r.out
+        assert "signals.csv:2: PERMISSION_DENIED" in r.out
         r = await arun(it, "signal", "import", str(csv_file), "--service", EMAIL)  # again: nothing twice
         assert r.code == 5
         assert "accepted 0, duplicates 2, corrections 0, rejected 3" in r.out
