@@ -10,18 +10,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-import jwt
 import typer
 
 from accord_cli.core import app, fail, state
-from accord_kit.auth import ROLES, mint_token
-from accord_kit.keys import PRIVATE
 
 token_app = typer.Typer(help="Development tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 _TTL = re.compile(r"(\d+)([dhms])")
 _UNIT = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+PRIVATE = "auth_private.pem"  # as accord_kit.keys writes it (imported lazily: a heavy import)
+ROLES = ("admin", "auditor", "department", "service")  # accord_kit.auth.ROLES
 
 
 def parse_ttl(text: str) -> timedelta:
@@ -54,6 +53,10 @@ def mint(
 ) -> None:
     """Mint a development token with the development signing key (what `make run` prints,
     for any role and department). Prints the token; with --json also its claims."""
+    import jwt
+
+    from accord_kit.auth import mint_token
+
     if role not in ROLES:
         fail(f"--role: one of {', '.join(sorted(ROLES))}, not {role!r}", 2)
     if role == "department" and not department:

@@ -154,3 +154,10 @@ def test_usage_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
     r = run(clean_env(tmp_path), *args)
     assert r.code == 2
     one_line_error(r)
+
+
+def test_the_token_roles_are_the_kits() -> None:
+    from accord_cli import tokens
+    from accord_kit import auth, keys
+
+    assert set(tokens.ROLES) == auth.ROLES and tokens.PRIVATE == keys.PRIVATE
