@@ -95,8 +95,9 @@ def reject(agreement_id: str, reason: Annotated[str, typer.Option(help="Why")]) 
 def amend(
     agreement_id: str,
     terms_file: Path,
-    effective_from: Annotated[str, typer.Option(help="ISO-8601 instant")],
+    effective_from: Annotated[str, typer.Option(help="ISO-8601 instant (a local time with --tz)")],
     reason: Annotated[str, typer.Option(help="Why")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA zone for a time without an offset")] = "",
 ) -> None:
     """Propose an amendment: the complete new terms from a YAML file (a party)."""
     with channel("agreements") as ch:
@@ -104,7 +105,7 @@ def amend(
             apb.ProposeAmendmentRequest(
                 agreement_id=agreement_id,
                 terms=read_terms(terms_file),
-                effective_from=timestamp_of(effective_from),
+                effective_from=timestamp_of(effective_from, tz, "--effective-from"),
                 reason=reason,
             ),
             metadata=metadata(),

@@ -345,13 +345,14 @@ def terminate(
     at: Annotated[str, typer.Option(help="When it ends (default: as soon as the notice period allows)")] = "",
     immediate: Annotated[bool, typer.Option(help="At once, using a termination right (the customer)")] = False,
     expected_revision: Expected = 0,
+    tz: Annotated[str, typer.Option("--tz", help="IANA zone for an --at without an offset")] = "",
 ) -> None:
     """Terminate with notice (either party), or at once with a termination right (the customer)."""
     request = apb.TerminateAgreementRequest(
         agreement_id=agreement_id, reason=reason, immediate=immediate, expected_revision=expected_revision
     )
     if at:
-        request.effective_at.CopyFrom(timestamp_of(at, what="--at"))
+        request.effective_at.CopyFrom(timestamp_of(at, tz, "--at"))
     with channel("agreements") as ch:
         r = apb_grpc.AgreementsServiceStub(ch).TerminateAgreement(request, metadata=metadata())
     _agreement_result(r)

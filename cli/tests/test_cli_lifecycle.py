@@ -130,9 +130,13 @@ async def test_an_agreements_life_from_the_terminal(own_nats_server: NatsServer,
         assert r.code == 0 and json.loads(r.out)["agreement"]["state"] == "AGREEMENT_STATE_SUSPENDED"
         r = await arun(it, "--json", "resume", aid)
         assert r.code == 0 and json.loads(r.out)["agreement"]["state"] == "AGREEMENT_STATE_ACTIVE"
-        r = await arun(fin, "--json", "terminate", aid, "--reason", "moving to another provider")
+        r = await arun(fin, "--json", "terminate", aid, "--reason", "moving to another provider",
+                       "--at", "2027-06-01T00:00", "--tz", "Europe/Amsterdam")  # fmt: skip
         assert r.code == 0, r.err
-        assert json.loads(r.out)["agreement"]["termination"]["scheduled"] is True
+        termination = json.loads(r.out)["agreement"]["termination"]
+        assert termination["scheduled"] is True and termination["effective_at"] == "2027-05-31T22:00:00Z"
+        r = await arun(fin, "show", aid)
+        assert "termination scheduled for 2027-05-31T22:00:00Z by finance" in r.out
 
         # The history: both versions and every lifecycle event in order.
         r = await arun(fin, "--json", "history", aid)
