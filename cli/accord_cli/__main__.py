@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=args, prog_name="accord", standalone_mode=False)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except click_errors.NoArgsIsHelpError as e:
-        print(e.format_message(), file=sys.stderr)
+    except click_errors.NoArgsIsHelpError as e:  # the help was printed
+        if e.format_message().strip():
+            print(e.format_message(), file=sys.stderr)
         return 2
     except click_errors.ClickException as e:
         # Usage errors: one line, naming the command to ask for help.
