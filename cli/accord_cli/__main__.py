@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import grpc
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             return x.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `accord list | head`: the reader left; say nothing more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the interpreter flushes it at exit)
+        return 1
     except Exception as e:
         say(f"accord: internal error: {type(e).__name__}: {e}")
         return 1
