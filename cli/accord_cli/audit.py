@@ -40,8 +40,6 @@ from accord_cli.history import (
     short_type,
     write_csv,
 )
-from accord_kit.audit import verify_pages
-from accord_kit.chain import load_public_key
 
 AUDITED = ("agreements", "metrics", "billing")
 
@@ -96,6 +94,8 @@ def replay(agreement_id: str) -> None:
 def _trusted_keys(service: str, given: dict[str, list[Path]], progress: Progress) -> tuple[str, list[Any]]:
     """The public keys to trust for a service: the files given with --key, else the keys the
     service itself names (then only integrity against those keys is shown: say so)."""
+    from accord_kit.chain import load_public_key  # here: a heavy import
+
     if service in given:
         return "given", [load_public_key(p) for p in given[service]]
     with channel(service) as ch:
@@ -185,6 +185,8 @@ def verify(
     records: report the first altered, missing, inserted, reordered or truncated record
     (auditors, admins). Without --key the keys the services name are used, which proves
     integrity against those keys only. Exit 5 when anything was tampered with."""
+    from accord_kit.audit import verify_pages  # here: a heavy import
+
     given = _parse_keys(key)
     if offline is not None:
         rows = _verify_export(offline, given)
@@ -266,6 +268,9 @@ def _failed(what: str, kind: str, detail: str) -> dict[str, Any]:
 def _verify_export(directory: Path, given: dict[str, list[Path]]) -> list[dict[str, Any]]:
     """Check an export: the manifest's digests, each log's chain and checkpoints, and that
     every history event sits at its position in its verified log with the same chain hash."""
+    from accord_kit.audit import verify_pages  # here: a heavy import
+    from accord_kit.chain import load_public_key  # here: a heavy import
+
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         keys_doc = json.loads((directory / "keys.json").read_text())

@@ -1,4 +1,5 @@
-"""What a department does: reference data, agreements, amendments, disputes, status."""
+"""What a department does: reference data, drafting, proposing, accepting, amending, status
+(more in lifecycle, money and signals_cmd)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from rich.table import Table
 
 from accord.agreements.v1 import agreements_pb2 as apb
 from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
-from accord.billing.v1 import billing_pb2 as bpb
-from accord.billing.v1 import billing_pb2_grpc as bpb_grpc
 from accord.gateway.v1 import gateway_pb2 as gpb
 from accord.gateway.v1 import gateway_pb2_grpc as gpb_grpc
 from accord_cli.core import (
@@ -96,8 +95,9 @@ def reject(agreement_id: str, reason: Annotated[str, typer.Option(help="Why")]) 
 def amend(
     agreement_id: str,
     terms_file: Path,
-    effective_from: Annotated[str, typer.Option(help="ISO-8601 instant")],
+    effective_from: Annotated[str, typer.Option(help="ISO-8601 instant (a local time with --tz)")],
     reason: Annotated[str, typer.Option(help="Why")],
+    tz: Annotated[str, typer.Option("--tz", help="IANA zone for a time without an offset")] = "",
 ) -> None:
     """Propose an amendment: the complete new terms from a YAML file (a party)."""
     with channel("agreements") as ch:
@@ -105,7 +105,7 @@ def amend(
             apb.ProposeAmendmentRequest(
                 agreement_id=agreement_id,
                 terms=read_terms(terms_file),
-                effective_from=timestamp_of(effective_from),
+                effective_from=timestamp_of(effective_from, tz, "--effective-from"),
                 reason=reason,
             ),
             metadata=metadata(),
@@ -123,21 +123,6 @@ def accept_amendment(agreement_id: str, amendment_id: str) -> None:
             apb.AcceptAmendmentRequest(agreement_id=agreement_id, amendment_id=amendment_id), metadata=metadata()
         )
     emit(r, agreement_table(r.agreement))
-
-
-@app.command()
-def dispute(
-    statement_id: str, objective_id: str, window_start: str, reason: Annotated[str, typer.Option(help="Why")]
-) -> None:
-    """Dispute an assessment of an issued statement (the customer)."""
-    with channel("billing") as ch:
-        r = bpb_grpc.BillingServiceStub(ch).DisputeAssessment(
-            bpb.DisputeAssessmentRequest(
-                statement_id=statement_id, objective_id=objective_id, window_start=window_start, reason=reason
-            ),
-            metadata=metadata(),
-        )
-    emit(r)
 
 
 @app.command()
