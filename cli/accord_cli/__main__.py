@@ -18,6 +18,7 @@ from accord_cli import (  # noqa: F401  (they register their commands)
     signals_cmd,
     tokens,
     validate,
+    webhooks,
 )
 from accord_cli.core import app, rpc_failed, say
 

@@ -59,6 +59,7 @@ DEFAULT_ADDR = {
     "metrics": "127.0.0.1:50052",
     "billing": "127.0.0.1:50053",
     "gateway": "127.0.0.1:50054",
+    "notifier": "127.0.0.1:50055",
 }
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
