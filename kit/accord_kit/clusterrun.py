@@ -40,9 +40,11 @@ from accord_kit.testing.nats import _die_with_parent, free_port, nats_server_bin
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS_CONF = ROOT / "deploy" / "nats" / "accounts.conf"
 NATS_NODES = 3
-NATS_USERS = ("agreements", "metrics", "billing", "gateway", "departments", "admin")
-SERVICES = ("agreements", "metrics", "billing", "gateway")
-DEFAULT_GRPC_BASE = 50150  # agreements 50151, metrics 50152, billing 50153, gateway 50154; second instances +10
+NATS_USERS = ("agreements", "metrics", "billing", "gateway", "notifier", "departments", "admin")
+SERVICES = ("agreements", "metrics", "billing", "gateway", "notifier")
+# gRPC: agreements 50151, metrics 50152, billing 50153, gateway 50154, notifier 50155; +10 for second instances
+DEFAULT_GRPC_BASE = 50150
+DEFAULT_METRICS_BASE = 9560  # /metrics: agreements 9561 … notifier 9565; +10 for second instances
 DEFAULT_HTTP = (8180, 8190)
 DEFAULT_NATS_BASE = 4330  # client ports 4331-4333; cluster routes 6331-6333
 SERVING = 1
@@ -74,16 +76,20 @@ LOCAL_SUITE = (
     "ACCORD_AGREEMENTS_ADDR",
     "ACCORD_METRICS_ADDR",
     "ACCORD_BILLING_ADDR",
+    "ACCORD_NOTIFIER_ADDR",
     "ACCORD_LOG_LEVEL",
 )
 
 
 def local_names(service: str) -> set[str]:
-    names = set(LOCAL_SUITE) | {f"{service.upper()}_GRPC_HOST", f"{service.upper()}_GRPC_PORT"}
+    p = service.upper()
+    names = set(LOCAL_SUITE) | {f"{p}_GRPC_HOST", f"{p}_GRPC_PORT", f"{p}_METRICS_HOST", f"{p}_METRICS_PORT"}
     if service in EVENT_SOURCED:
         names |= {f"{service.upper()}_CHAIN_KEY_FILE", f"{service.upper()}_POSTGRES_DBNAME"}
     if service == "gateway":
         names |= {"GATEWAY_HTTP_HOST", "GATEWAY_HTTP_PORT"}
+    if service == "notifier":
+        names |= {"NOTIFIER_ALERTMANAGER_URL"}  # the operator's own Alertmanager, if any
     return names
 
 
@@ -174,10 +180,13 @@ class Cluster:
             conf.write_text(nats_config(node, self.nats_ports, self.route_ports, d / "jetstream", d))
             self.commands[f"nats-{node}"] = ([nats_server_binary(), "-c", str(conf)], nats_env)
         self.grpc_ports: dict[str, int] = {}
+        self.metrics_ports: dict[str, int] = {}
         self.http_ports: dict[str, int] = {}
         for i, service in enumerate(SERVICES):
             for k, instance in enumerate(("1", "2")):
                 self.grpc_ports[f"{service}-{instance}"] = self._port(DEFAULT_GRPC_BASE + 1 + i + 10 * k)
+                metrics_port = DEFAULT_METRICS_BASE + 1 + i + 10 * k
+                self.metrics_ports[f"{service}-{instance}"] = self._port(metrics_port)
         for k, instance in enumerate(("1", "2")):
             self.http_ports[f"gateway-{instance}"] = self._port(DEFAULT_HTTP[k])
         self.addresses = {
@@ -186,7 +195,7 @@ class Cluster:
         base = {
             k: v
             for k, v in self.env.items()
-            if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_"))
+            if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "NOTIFIER_"))
         }
         for proc in topology():
             p = proc.service.upper()
@@ -203,6 +212,8 @@ class Cluster:
                 "ACCORD_LOG_LEVEL": self.env.get("ACCORD_LOG_LEVEL", "info"),
                 f"{p}_GRPC_HOST": "127.0.0.1",
                 f"{p}_GRPC_PORT": str(self.grpc_ports[proc.name]),
+                f"{p}_METRICS_HOST": "127.0.0.1",
+                f"{p}_METRICS_PORT": str(self.metrics_ports[proc.name]),
             }
             if proc.service in EVENT_SOURCED:
                 local[f"{p}_CHAIN_KEY_FILE"] = str(keys / f"{proc.service}_chain_private.pem")
@@ -210,6 +221,8 @@ class Cluster:
             if proc.service == "gateway":
                 local["GATEWAY_HTTP_HOST"] = "127.0.0.1"
                 local["GATEWAY_HTTP_PORT"] = str(self.http_ports[proc.name])
+            if proc.service == "notifier":
+                local["NOTIFIER_ALERTMANAGER_URL"] = self.env.get("NOTIFIER_ALERTMANAGER_URL", "")
             assert set(local) == local_names(proc.service)
             command = [sys.executable, *proc.command[1:]]
             self.commands[proc.name] = (command, base | {"ACCORD_VAR_DIR": str(self.var)} | proc.settings | local)
