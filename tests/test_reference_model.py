@@ -8,10 +8,15 @@ A journey: an availability SLA starting at a random instant of January 2026, wit
 window kind (calendar day … year, rolling 7 or 30 days), minimum outage, maintenance
 exclusions and sometimes an end date; random outages (many on the places that go wrong:
 window edges, the start, the end, the DST change) reported in random batches, some only after
-their window closed (a restatement); the clock moved in random steps to the end."""
+their window closed (a restatement); the clock moved in random steps to the end. Some journeys
+also carry an amendment accepted before the instant it takes effect (a new target and fee
+from inside a fee period), a suspension by the provider and its resumption, a calendar-year
+window cut by the agreement's end, or no objective at all (a fee-only agreement); besides
+the credits, every settled period's fee is held to the model."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -37,6 +42,7 @@ from tests.reference import model
 from tests.suite import COLLECTOR, CUSTOMER, PROVIDER, Suite, ts
 
 ZONE = ZoneInfo("Europe/Amsterdam")
+CLOCK_START = datetime(2025, 12, 31, tzinfo=UTC)
 JAN = datetime(2026, 1, 1, tzinfo=ZONE)
 TIERS = (
     model.Tier(Fraction("99.0"), True, Fraction("99.9"), False, Fraction(10)),
@@ -48,7 +54,7 @@ TIERS_JSON = [
     {"lower": "95.0", "lower_inclusive": True, "upper": "99.0", "credit_percent": "25"},
     {"upper": "95.0", "credit_percent": "100"},
 ]
-WINDOW_SPAN = {"DAY": 40, "WEEK": 50, "MONTH": 75, "QUARTER": 100, "ROLLING": 60}
+WINDOW_SPAN = {"DAY": 40, "WEEK": 50, "MONTH": 75, "QUARTER": 100, "YEAR": 75, "ROLLING": 60}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,10 @@ class Journey:
     exclusions: tuple[tuple[datetime, datetime], ...]
     outages: tuple[tuple[datetime, int], ...]  # start, seconds
     seed: int
+    fee_only: bool = False  # no objective: only the fee is billed
+    # (accepted at, effective from, new target, new monthly fee)
+    amendment: tuple[datetime, datetime, str, str] | None = None
+    suspension: tuple[datetime, datetime] | None = None  # (suspended at, resumed at)
 
     @property
     def horizon(self) -> datetime:
@@ -71,12 +81,12 @@ class Journey:
 
 @st.composite
 def journeys(draw: Any) -> Journey:
-    window = draw(st.sampled_from(["DAY", "WEEK", "MONTH", "QUARTER", "ROLLING"]))
+    window = draw(st.sampled_from(["DAY", "WEEK", "MONTH", "QUARTER", "YEAR", "ROLLING"]))
     rolling = draw(st.sampled_from([7, 30])) if window == "ROLLING" else 0
     start = (JAN + timedelta(minutes=draw(st.integers(0, 20 * 24 * 60)))).astimezone(UTC)
     span = timedelta(days=WINDOW_SPAN[window])
     end = None
-    if draw(st.booleans()):
+    if window == "YEAR" or draw(st.booleans()):  # a year closes inside the horizon only at the end
         end = start + timedelta(days=draw(st.integers(10, WINDOW_SPAN[window])), hours=draw(st.integers(0, 23)))
     edges = [start, JAN.astimezone(UTC) + span / 2, datetime(2026, 3, 29, 1, tzinfo=UTC)]
     if end:
@@ -87,6 +97,18 @@ def journeys(draw: Any) -> Journey:
     )
     outages = draw(st.lists(st.tuples(instant, st.integers(1, 6 * 3600)), max_size=8))
     exclusions = draw(st.lists(st.tuples(instant, st.integers(600, 4 * 3600)), max_size=2))
+    last = (end or start + span) - timedelta(hours=1)
+    amendment = None
+    if draw(st.integers(0, 2)) == 0:
+        effective = start + timedelta(seconds=draw(st.integers(3600, int((last - start).total_seconds()))))
+        accepted = max(effective - timedelta(hours=draw(st.integers(0, 120))), CLOCK_START + timedelta(hours=1))
+        new_target = draw(st.sampled_from(["99", "99.5", "99.9"]))
+        amendment = (accepted, effective, new_target, draw(st.sampled_from(["12000.00", "9000.00", "30000.00"])))
+    suspension = None
+    if draw(st.integers(0, 2)) == 0:
+        since = start + timedelta(seconds=draw(st.integers(-86400, int((last - start).total_seconds()))))
+        since = max(since, CLOCK_START + timedelta(hours=1))
+        suspension = (since, since + timedelta(seconds=draw(st.integers(3600, 25 * 86400))))
     return Journey(
         window=window,
         rolling_days=rolling,
@@ -97,6 +119,9 @@ def journeys(draw: Any) -> Journey:
         exclusions=tuple((s, s + timedelta(seconds=d)) for s, d in exclusions),
         outages=tuple(outages),
         seed=draw(st.integers(0, 2**32 - 1)),
+        fee_only=draw(st.integers(0, 7)) == 0,
+        amendment=amendment,
+        suspension=suspension,
     )
 
 
@@ -110,28 +135,43 @@ def terms_json(j: Journey) -> dict[str, Any]:
         credit_tiers=TIERS_JSON,
         exclusions=[{"start": _iso(s), "end": _iso(e), "reason": "maintenance"} for s, e in j.exclusions],
     )
-    t["objectives"] = [objective]
+    t["objectives"] = [] if j.fee_only else [objective]
     t["term"] = {"effective_from": _iso(j.start), "notice_days": 0}
     if j.end:
         t["term"]["effective_to"] = _iso(j.end)
     t["consequences"].pop("termination", None)
+    t["amendment"] = {"who_may_propose": "PROPOSER_EITHER_PARTY", "notice_days": 0}
+    return t
+
+
+def amended_json(j: Journey) -> dict[str, Any]:
+    """The amendment's terms: the same agreement with the new target and fee."""
+    assert j.amendment is not None
+    t = terms_json(j)
+    for o in t["objectives"]:
+        o["target"] = j.amendment[2]
+    t["fee"]["amount"] = j.amendment[3]
     return t
 
 
 def terms_model(j: Journey) -> model.Terms:
-    return model.Terms(
-        time_zone="Europe/Amsterdam",
-        effective_from=j.start,
-        effective_to=j.end,
-        fee=Fraction("12000.00"),
-        currency_exponent=2,
-        cap_percent=Fraction(100),
-        minimum_amount=Fraction("10.00"),
-        objectives=(
-            model.Objective("availability", Fraction(j.target), j.window, j.rolling_days, j.min_outage, TIERS),
-        ),
-        exclusions=j.exclusions,
-    )
+    def version(target: str, fee: str) -> model.Terms:
+        objective = model.Objective("availability", Fraction(target), j.window, j.rolling_days, j.min_outage, TIERS)
+        return model.Terms(
+            time_zone="Europe/Amsterdam",
+            effective_from=j.start,
+            effective_to=j.end,
+            fee=Fraction(fee),
+            currency_exponent=2,
+            cap_percent=Fraction(100),
+            minimum_amount=Fraction("10.00"),
+            objectives=() if j.fee_only else (objective,),
+            exclusions=j.exclusions,
+        )
+
+    first = version(j.target, "12000.00")
+    amendments = ((j.amendment[1], version(j.amendment[2], j.amendment[3])),) if j.amendment else ()
+    return dataclasses.replace(first, amendments=amendments, suspensions=(j.suspension,) if j.suspension else ())
 
 
 def _iso(t: datetime) -> str:
@@ -176,10 +216,34 @@ def run(j: Journey, s: Suite) -> str:
         ((start + timedelta(seconds=rng.choice([3600 * 7, 86400, 86400 * 20])), signal) for start, signal in signals),
         key=lambda a: (a[0], a[1].signal_id),
     )
-    now = datetime(2025, 12, 31, tzinfo=UTC)
+    # The agreement's own changes, each at its instant on the agreements service's clock.
+    actions: list[tuple[datetime, Callable[[], None]]] = []
+    if j.amendment:
+        accepted, effective = j.amendment[0], j.amendment[1]
+
+        def amend() -> None:
+            _, amendment = ag.propose_amendment(PROVIDER, aid, amended_json(j), effective, "a new target and fee")
+            ag.accept_amendment(CUSTOMER, aid, amendment)
+
+        actions.append((accepted, amend))
+    if j.suspension:
+
+        def suspend() -> None:
+            ag.suspend(PROVIDER, aid, "office move")
+
+        def resume() -> None:
+            ag.resume(PROVIDER, aid, "moved")
+
+        actions += [(j.suspension[0], suspend), (j.suspension[1], resume)]
+    actions.sort(key=lambda a: a[0])
+    now = CLOCK_START
     s.tick(_iso(now).replace("Z", "+00:00"))
     while now < j.horizon:
         now = min(j.horizon, now + timedelta(days=rng.choice([2, 5, 11])))
+        while actions and actions[0][0] <= now:
+            when, act = actions.pop(0)
+            s.clock.set(max(when, s.clock.now()))
+            act()
         due = [sig for when, sig in arrivals if when <= now]
         arrivals = [(w, sig) for w, sig in arrivals if w > now]
         if due:
@@ -245,22 +309,20 @@ def check(j: Journey, s: Suite) -> None:
         assert _close(e["value"], want.value), (key, e["value"], float(want.value or 0))
         assert e["status"].removeprefix("EVALUATION_STATUS_") == want.status, (key, e["status"], want.status)
 
-    # Money, to the minor unit: every fee period that has ended with a window billed in it,
-    # and every period before the latest one billing has opened (a period without windows
-    # of its own is opened with the next one).
+    # Money, to the minor unit: every fee period that has ended — its credits and its fee
+    # (billing opens every ended period's statement, with or without windows).
     terms = terms_model(j)
     money = model.credits(terms, list(expected.values()), j.horizon)
-    has_windows = {p for p, ws in model.windows_by_period(terms, list(expected.values()), j.horizon).items() if ws}
     ends = {start: cut[1] for start, cut in model.fee_periods(terms, j.horizon)}
-    got_money = billed(s, aid)
-    last = max(got_money, default="")
+    got_money, got_fees = billed(s, aid), fees(s, aid)
     note(f"model credits {money}")
-    note(f"billed {got_money}")
+    note(f"billed {got_money} fees {got_fees}")
     for period, amount in money.items():
-        if ends[period] > j.horizon - timedelta(days=1) or (period not in has_windows and _iso(period) > last):
+        if ends[period] > j.horizon - timedelta(days=1):
             continue
-        period = _iso(period)  # type: ignore[assignment]
-        assert got_money.get(period) == amount, (period, got_money.get(period), amount)
+        key = _iso(period)
+        assert got_money.get(key) == amount, (key, got_money.get(key), amount)
+        assert got_fees.get(key) == model.fee_charged(terms, period), (key, got_fees.get(key))
 
 
 def _utc(text: str) -> str:
@@ -279,3 +341,8 @@ def billed(s: Suite, aid: str) -> dict[str, Decimal]:
             if a.get("period_start"):
                 out[_utc(a["period_start"])] = Decimal(a["period_after"])
     return out
+
+
+def fees(s: Suite, aid: str) -> dict[str, Decimal]:
+    """Each fee period's fee as billing charges it now."""
+    return {_utc(st_.period_start): Decimal(s.billing.totals(st_)["fee"]) for st_ in s.billing.statements(None, aid)}

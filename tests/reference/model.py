@@ -10,7 +10,10 @@ demands the same windows and the same money, to the minor unit.
 Scope (what the model knows): time-based availability objectives on a 24x7 calendar with
 calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR in the agreement's zone) or rolling N-day
 windows, a minimum outage length, declared maintenance exclusions, credit tiers with
-explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement that may end.
+explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement that may end,
+amendments in force from an instant (each window judged and credited by the version in force
+at its measured start; the fee charged by each version's share of the month), suspensions
+(left out of measurement, not charged), and an agreement with a fee and no objectives.
 """
 
 from __future__ import annotations
@@ -61,6 +64,19 @@ class Terms:
     minimum_amount: Fraction | None
     objectives: tuple[Objective, ...]
     exclusions: tuple[Span, ...] = ()
+    # Amendments: (instant from which in force, that version's terms), in order. A version's
+    # own effective_from/effective_to are ignored: the term is the first version's.
+    amendments: tuple[tuple[datetime, Terms], ...] = ()
+    suspensions: tuple[Span, ...] = ()  # [suspended, resumed) spans
+
+    def in_force(self, instant: datetime) -> Terms:
+        """The version in force at `instant` (docs/domain.md §2 "Effective dating"): the latest
+        whose effective start is not after it; the first before any."""
+        found = self
+        for since, version in self.amendments:
+            if since <= instant:
+                found = version
+        return found
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,7 @@ class Judged:
     window: Span  # the measured span: the window cut to the agreement's term
     value: Fraction | None  # percent; None when nothing was eligible
     status: str  # MET BREACHED NO_DATA
+    version: Terms | None = None  # the version that judged it (in force at the measured start)
 
 
 @dataclass
@@ -225,12 +242,22 @@ def availability(window: Span, outages: list[Span], exclusions: list[Span], min_
 
 
 def judge(terms: Terms, outages: list[Span], until: datetime) -> list[Judged]:
+    """Every closed window of every objective, judged by the version in force at its measured
+    start. Suspended time is left out like an exclusion; a window suspended throughout is
+    NO_DATA (docs/domain.md §3 "No data": nothing eligible)."""
     out = []
     for o in terms.objectives:
         for start, w in windows(o, terms, until):
-            value = availability(w, outages, list(terms.exclusions), o.min_outage_seconds)
-            status = "NO_DATA" if value is None else ("MET" if value >= o.target else "BREACHED")
-            out.append(Judged(o.objective_id, start, w, value, status))
+            version = terms.in_force(w[0])
+            objective = next((v for v in version.objectives if v.objective_id == o.objective_id), None)
+            if objective is None:
+                continue
+            holes = [*version.exclusions, *terms.suspensions]
+            value = availability(w, outages, holes, objective.min_outage_seconds)
+            if not subtract([w], list(terms.suspensions)):
+                value = None
+            status = "NO_DATA" if value is None else ("MET" if value >= objective.target else "BREACHED")
+            out.append(Judged(o.objective_id, start, w, value, status, version))
     return out
 
 
@@ -278,26 +305,44 @@ def windows_by_period(terms: Terms, judged: list[Judged], until: datetime) -> di
 
 def credits(terms: Terms, judged: list[Judged], until: datetime) -> dict[datetime, Decimal]:
     """Each fee period's credits: per objective the worst window billed in the period (a window
-    is billed in the period holding its last measured instant), its band's percentage of the
-    period's fee; the sum capped, and nothing under the minimum (docs/domain.md §5)."""
-    objectives = {o.objective_id: o for o in terms.objectives}
-    worst: dict[datetime, dict[str, Fraction]] = {}
-    for start, billed in windows_by_period(terms, judged, until).items():
-        worst[start] = {}
-        for j in billed:
-            pct = credit_percent(objectives[j.objective_id], j.value) if j.status != "NO_DATA" else Fraction(0)
-            worst[start][j.objective_id] = max(worst[start].get(j.objective_id, Fraction(0)), pct)
+    is billed in the period holding its last measured instant) — the one owing most: its
+    band's percentage of its judging version's fee; the sum capped, and nothing under the
+    minimum, by the cap and minimum of the period's earliest window's version
+    (docs/domain.md §5)."""
     out: dict[datetime, Decimal] = {}
-    for start, by_objective in worst.items():
-        amount = sum(
-            (round_money(terms.fee * pct / 100, terms.currency_exponent) for pct in by_objective.values()), Decimal(0)
-        )
-        if terms.cap_percent is not None:
-            amount = min(amount, round_money(terms.fee * terms.cap_percent / 100, terms.currency_exponent))
-        if (
-            terms.minimum_amount is not None
-            and amount < Decimal(terms.minimum_amount.numerator) / terms.minimum_amount.denominator
-        ):
+    for start, billed in windows_by_period(terms, judged, until).items():
+        worst: dict[str, Decimal] = {}
+        for j in billed:
+            v = j.version or terms
+            objective = next(o for o in v.objectives if o.objective_id == j.objective_id)
+            pct = credit_percent(objective, j.value) if j.status != "NO_DATA" else Fraction(0)
+            amount = round_money(v.fee * pct / 100, terms.currency_exponent)
+            worst[j.objective_id] = max(worst.get(j.objective_id, Decimal(0)), amount)
+        first = (min(billed, key=lambda j: j.start).version or terms) if billed else terms
+        amount = sum(worst.values(), Decimal(0))
+        if first.cap_percent is not None:
+            amount = min(amount, round_money(first.fee * first.cap_percent / 100, terms.currency_exponent))
+        minimum = first.minimum_amount
+        if minimum is not None and amount < Decimal(minimum.numerator) / minimum.denominator:
             amount = Decimal(0)
         out[start] = round_money(Fraction(amount), terms.currency_exponent)
     return out
+
+
+def fee_charged(terms: Terms, period_start: datetime) -> Decimal:
+    """The fee charged for the fee period starting at `period_start` (a calendar month of the
+    agreement's zone): each version's monthly fee × the share of the month it was in force
+    and not suspended (the first version from the month's start), summed and rounded once;
+    nothing for a month starting at or after the agreement's end."""
+    zone = ZoneInfo(terms.time_zone)
+    local = period_start.astimezone(zone)
+    start, end = local.astimezone(UTC), _next_start(local, "MONTH", zone).astimezone(UTC)
+    if terms.effective_to is not None and terms.effective_to <= start:
+        return Decimal(0)
+    cuts = sorted({start, *(t for t, _ in terms.amendments if start < t < end)})
+    total = Fraction(0)
+    for a, b in zip(cuts, [*cuts[1:], end], strict=True):
+        version = terms.in_force(max(a, terms.effective_from))
+        kept = length(subtract([(a, b)], list(terms.suspensions)))
+        total += version.fee * kept / length([(start, end)])
+    return round_money(total, terms.currency_exponent)
