@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from accord.metrics.v1 import signals_pb2 as pb
@@ -72,6 +72,14 @@ class Journey:
     # (accepted at, effective from, new target, new monthly fee)
     amendment: tuple[datetime, datetime, str, str] | None = None
     suspension: tuple[datetime, datetime] | None = None  # (suspended at, resumed at)
+    request_target: str | None = None  # a request-based availability objective too
+    requests: tuple[tuple[datetime, int, int, bool], ...] = ()  # start, good, total, a probe
+    corrections: tuple[tuple[int, int], ...] = ()  # (outage index, its corrected seconds), re-sent later
+
+    def outage_spans(self) -> list[tuple[datetime, datetime]]:
+        """The outages as finally reported: a corrected one with its latest content."""
+        seconds = dict(enumerate(d for _, d in self.outages)) | dict(self.corrections)
+        return [(start, start + timedelta(seconds=seconds[i])) for i, (start, _) in enumerate(self.outages)]
 
     @property
     def horizon(self) -> datetime:
@@ -98,6 +106,18 @@ def journeys(draw: Any) -> Journey:
     outages = draw(st.lists(st.tuples(instant, st.integers(1, 6 * 3600)), max_size=8))
     exclusions = draw(st.lists(st.tuples(instant, st.integers(600, 4 * 3600)), max_size=2))
     last = (end or start + span) - timedelta(hours=1)
+    request_target = draw(st.sampled_from([None, "99", "99.5"]))
+    requests = []
+    if request_target:
+        for at_, good, bad, probe in draw(
+            st.lists(st.tuples(instant, st.integers(0, 5000), st.integers(0, 60), st.booleans()), max_size=10)
+        ):
+            requests.append((at_, int(bad == 0), 1, True) if probe else (at_, good, good + bad, False))
+    corrections = []
+    if outages:
+        for i, d in draw(st.lists(st.tuples(st.integers(0, len(outages) - 1), st.integers(1, 6 * 3600)), max_size=2)):
+            if i not in dict(corrections) and d != outages[i][1]:
+                corrections.append((i, d))
     amendment = None
     if draw(st.integers(0, 2)) == 0:
         effective = start + timedelta(seconds=draw(st.integers(3600, int((last - start).total_seconds()))))
@@ -119,9 +139,12 @@ def journeys(draw: Any) -> Journey:
         exclusions=tuple((s, s + timedelta(seconds=d)) for s, d in exclusions),
         outages=tuple(outages),
         seed=draw(st.integers(0, 2**32 - 1)),
-        fee_only=draw(st.integers(0, 7)) == 0,
+        fee_only=draw(st.integers(0, 7)) == 7,
         amendment=amendment,
         suspension=suspension,
+        request_target=request_target,
+        requests=tuple(requests),
+        corrections=tuple(corrections),
     )
 
 
@@ -136,6 +159,21 @@ def terms_json(j: Journey) -> dict[str, Any]:
         exclusions=[{"start": _iso(s), "end": _iso(e), "reason": "maintenance"} for s, e in j.exclusions],
     )
     t["objectives"] = [] if j.fee_only else [objective]
+    if j.request_target and not j.fee_only:
+        t["objectives"].append(
+            {
+                "objective_id": "requests",
+                "name": "Requests served",
+                "metric": "METRIC_AVAILABILITY_REQUESTS",
+                "comparator": "COMPARATOR_AT_LEAST",
+                "target": j.request_target,
+                "window": objective["window"],
+                "calendar_id": "24x7",
+                "budgeting": "BUDGETING_OCCURRENCES",
+                "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+                "credit_tiers": TIERS_JSON,
+            }
+        )
     t["term"] = {"effective_from": _iso(j.start), "notice_days": 0}
     if j.end:
         t["term"]["effective_to"] = _iso(j.end)
@@ -155,8 +193,15 @@ def amended_json(j: Journey) -> dict[str, Any]:
 
 
 def terms_model(j: Journey) -> model.Terms:
-    def version(target: str, fee: str) -> model.Terms:
+    def version(target: str, fee: str, request_target: str | None) -> model.Terms:
         objective = model.Objective("availability", Fraction(target), j.window, j.rolling_days, j.min_outage, TIERS)
+        objectives = [objective]
+        if request_target:
+            objectives.append(
+                model.Objective(
+                    "requests", Fraction(request_target), j.window, j.rolling_days, 0, TIERS, "AVAILABILITY_REQUESTS"
+                )
+            )
         return model.Terms(
             time_zone="Europe/Amsterdam",
             effective_from=j.start,
@@ -165,12 +210,16 @@ def terms_model(j: Journey) -> model.Terms:
             currency_exponent=2,
             cap_percent=Fraction(100),
             minimum_amount=Fraction("10.00"),
-            objectives=() if j.fee_only else (objective,),
+            objectives=() if j.fee_only else tuple(objectives),
             exclusions=j.exclusions,
         )
 
-    first = version(j.target, "12000.00")
-    amendments = ((j.amendment[1], version(j.amendment[2], j.amendment[3])),) if j.amendment else ()
+    first = version(j.target, "12000.00", j.request_target)
+    amendments = (
+        ((j.amendment[1], version(j.amendment[2], j.amendment[3], j.request_target and j.amendment[2])),)
+        if j.amendment
+        else ()
+    )
     return dataclasses.replace(first, amendments=amendments, suspensions=(j.suspension,) if j.suspension else ())
 
 
@@ -211,11 +260,28 @@ def run(j: Journey, s: Suite) -> str:
         )
         for i, (start, d) in enumerate(j.outages)
     ]
-    # Each outage is reported some time after it began: mostly soon, sometimes weeks late.
-    arrivals = sorted(
-        ((start + timedelta(seconds=rng.choice([3600 * 7, 86400, 86400 * 20])), signal) for start, signal in signals),
-        key=lambda a: (a[0], a[1].signal_id),
-    )
+    for i, (start, good, total, probe) in enumerate(j.requests):
+        kind = (
+            {"probe": pb.Probe(at=ts(start), success=bool(good))}
+            if probe
+            else {
+                "requests": pb.RequestCount(
+                    start=ts(start), end=ts(start + timedelta(minutes=1)), good=good, total=total
+                )
+            }
+        )
+        signals.append((start, pb.Signal(signal_id=f"r{i}", service_id=EMAIL, **kind)))  # type: ignore[arg-type]
+    # Each signal is reported some time after it began: mostly soon, sometimes weeks late.
+    arrivals = [(start + timedelta(seconds=rng.choice([3600 * 7, 86400, 86400 * 20])), sig) for start, sig in signals]
+    # A correction: the outage's id re-sent with another end, some days after the first report.
+    reported = {sig.signal_id: when for when, sig in arrivals}
+    for i, d in j.corrections:
+        start = j.outages[i][0]
+        fixed = pb.Signal(
+            signal_id=f"o{i}", service_id=EMAIL, outage=pb.Outage(start=ts(start), end=ts(start + timedelta(seconds=d)))
+        )
+        arrivals.append((reported[f"o{i}"] + timedelta(days=rng.choice([1, 3, 15])), fixed))
+    arrivals.sort(key=lambda a: (a[0], a[1].signal_id))
     # The agreement's own changes, each at its instant on the agreements service's clock.
     actions: list[tuple[datetime, Callable[[], None]]] = []
     if j.amendment:
@@ -248,12 +314,24 @@ def run(j: Journey, s: Suite) -> str:
         arrivals = [(w, sig) for w, sig in arrivals if w > now]
         if due:
             s.clock.set(now)
-            s.metrics.record(COLLECTOR, due)
+            record(s, due)
         s.tick(_iso(now).replace("Z", "+00:00"))
     if arrivals:  # reports due after the horizon arrive at it, as the latest restatements
-        s.metrics.record(COLLECTOR, [sig for _, sig in arrivals])
+        record(s, [sig for _, sig in arrivals])
         s.tick(_iso(now).replace("Z", "+00:00"))
     return aid
+
+
+def record(s: Suite, signals: list[pb.Signal]) -> None:
+    """Record signals in arrival order: an id sent twice (a correction) in a later batch."""
+    batch: list[pb.Signal] = []
+    for sig in signals:
+        if any(b.signal_id == sig.signal_id for b in batch):
+            s.metrics.record(COLLECTOR, batch)
+            batch = []
+        batch.append(sig)
+    if batch:
+        s.metrics.record(COLLECTOR, batch)
 
 
 def _close(value: str, expected: Fraction | None) -> bool:
@@ -291,10 +369,17 @@ def test_the_same_on_postgresql(postgres_db: Callable[[], str], j: Journey) -> N
 def check(j: Journey, s: Suite) -> None:
     """Drive the journey and hold windows and money to the model."""
     note(f"journey {j!r}")
+    event(f"window {j.window}")
+    for feature, present in (
+        ("fee only", j.fee_only), ("amendment", j.amendment), ("suspension", j.suspension), ("end", j.end),
+        ("request objective", j.request_target and not j.fee_only), ("correction", j.corrections),
+    ):  # fmt: skip
+        if present:
+            event(feature)
     aid = run(j, s)
     expected = {
         (w.objective_id, _iso(w.start)): w
-        for w in model.judge(terms_model(j), [(st_, st_ + timedelta(seconds=d)) for st_, d in j.outages], j.horizon)
+        for w in model.judge(terms_model(j), j.outage_spans(), j.horizon, [(a, g, t) for a, g, t, _ in j.requests])
     }
     got = {}
     for w in s.metrics.window_evaluations(aid):

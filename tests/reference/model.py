@@ -51,6 +51,7 @@ class Objective:
     rolling_days: int = 0
     min_outage_seconds: int = 0
     tiers: tuple[Tier, ...] = ()
+    metric: str = "AVAILABILITY_TIME"  # or AVAILABILITY_REQUESTS (occurrences)
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,18 @@ def availability(window: Span, outages: list[Span], exclusions: list[Span], min_
     return (e - length(overlap(whole, eligible))) / e * 100
 
 
-def judge(terms: Terms, outages: list[Span], until: datetime) -> list[Judged]:
+def request_availability(window: Span, requests: list[tuple[datetime, int, int]]) -> Fraction | None:
+    """Σ good ÷ Σ total × 100 over the counts that start in the window (docs/domain.md §4
+    "Availability, request-based", OCCURRENCES); a probe is one request, good when it
+    succeeded. No request → no value."""
+    inside = [(g, t) for at, g, t in requests if window[0] <= at < window[1]]
+    total = sum(t for _, t in inside)
+    return Fraction(sum(g for g, _ in inside) * 100, total) if total else None
+
+
+def judge(
+    terms: Terms, outages: list[Span], until: datetime, requests: list[tuple[datetime, int, int]] | None = None
+) -> list[Judged]:
     """Every closed window of every objective, judged by the version in force at its measured
     start. Suspended time is left out like an exclusion; a window suspended throughout is
     NO_DATA (docs/domain.md §3 "No data": nothing eligible)."""
@@ -253,7 +265,11 @@ def judge(terms: Terms, outages: list[Span], until: datetime) -> list[Judged]:
             if objective is None:
                 continue
             holes = [*version.exclusions, *terms.suspensions]
-            value = availability(w, outages, holes, objective.min_outage_seconds)
+            if objective.metric == "AVAILABILITY_REQUESTS":
+                # Counted, suspended or not (the metrics service's stated rule for counted metrics).
+                value = request_availability(w, requests or [])
+            else:
+                value = availability(w, outages, holes, objective.min_outage_seconds)
             if not subtract([w], list(terms.suspensions)):
                 value = None
             status = "NO_DATA" if value is None else ("MET" if value >= objective.target else "BREACHED")
