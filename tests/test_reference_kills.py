@@ -161,7 +161,7 @@ def head(service: Service, keys: Keys) -> int:
 
 def kill_journeys() -> Any:
     """The reference journeys the system clock allows: no end, amendment or suspension."""
-    return journeys().map(lambda j: dataclasses.replace(j, end=None, amendment=None, suspension=None))
+    return journeys().map(lambda j: dataclasses.replace(j, end=None, amendment=None, suspension=None, inherited=False))
 
 
 @settings(PROPERTY, max_examples=EXAMPLES)

@@ -11,8 +11,11 @@ window edges, the start, the end, the DST change) reported in random batches, so
 their window closed (a restatement); the clock moved in random steps to the end. Some journeys
 also carry an amendment accepted before the instant it takes effect (a new target and fee
 from inside a fee period), a suspension by the provider and its resumption, a calendar-year
-window cut by the agreement's end, or no objective at all (a fee-only agreement); besides
-the credits, every settled period's fee is held to the model."""
+window cut by the agreement's end, no objective at all (a fee-only agreement), a second,
+request-based availability objective (request counts and probes), corrected outages (an id
+re-sent with another end), or are a customer-level child agreement inheriting objectives and
+fee from a corporate parent (its amendment then overrides them); besides the credits, every
+settled period's fee is held to the model."""
 
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ class Journey:
     request_target: str | None = None  # a request-based availability objective too
     requests: tuple[tuple[datetime, int, int, bool], ...] = ()  # start, good, total, a probe
     corrections: tuple[tuple[int, int], ...] = ()  # (outage index, its corrected seconds), re-sent later
+    inherited: bool = False  # a customer-level child inheriting objectives and fee from a corporate parent
 
     def outage_spans(self) -> list[tuple[datetime, datetime]]:
         """The outages as finally reported: a corrected one with its latest content."""
@@ -147,6 +151,7 @@ def journeys(draw: Any) -> Journey:
         request_target=request_target,
         requests=tuple(requests),
         corrections=tuple(corrections),
+        inherited=draw(st.integers(0, 2)) == 2,
     )
 
 
@@ -184,14 +189,28 @@ def terms_json(j: Journey) -> dict[str, Any]:
     return t
 
 
-def amended_json(j: Journey) -> dict[str, Any]:
-    """The amendment's terms: the same agreement with the new target and fee."""
+def amended_json(j: Journey, parent_id: str = "") -> dict[str, Any]:
+    """The amendment's terms: the same agreement with the new target and fee (for a child,
+    objectives and fee of its own, overriding the inherited ones)."""
     assert j.amendment is not None
     t = terms_json(j)
     for o in t["objectives"]:
         o["target"] = j.amendment[2]
     t["fee"]["amount"] = j.amendment[3]
+    if parent_id:
+        t.update(level="SCOPE_LEVEL_CUSTOMER", title="Finance e-mail", parent_agreement_id=parent_id)
     return t
+
+
+def parent_and_child_json(j: Journey, parent_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The journey's terms as a corporate agreement, and a customer-level child of `parent_id`
+    that sets neither objectives nor fee: its effective terms are the journey's."""
+    parent = terms_json(j)
+    parent.update(level="SCOPE_LEVEL_CORPORATE", title="Corporate")
+    child = terms_json(j)
+    child.update(level="SCOPE_LEVEL_CUSTOMER", title="Finance e-mail", parent_agreement_id=parent_id, objectives=[])
+    del child["fee"]
+    return parent, child
 
 
 def terms_model(j: Journey) -> model.Terms:
@@ -288,7 +307,12 @@ def run(j: Journey, s: Suite) -> str:
     for dept in (IT, FINANCE):
         ag.register_department(dept, dept)
     ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, terms_json(j)).id)
+    parent_id = ""
+    if j.inherited:  # the journey's agreement is a child inheriting everything from a parent
+        parent_id = str(ag.draft(PROVIDER, parent_and_child_json(j, "")[0]).id)
+        ag.propose(PROVIDER, parent_id)
+        ag.accept(CUSTOMER, parent_id)
+    aid = str(ag.draft(PROVIDER, parent_and_child_json(j, parent_id)[1] if j.inherited else terms_json(j)).id)
     ag.propose(PROVIDER, aid)
     ag.accept(CUSTOMER, aid)
     arrivals = arrivals_of(j, rng)
@@ -298,7 +322,9 @@ def run(j: Journey, s: Suite) -> str:
         accepted, effective = j.amendment[0], j.amendment[1]
 
         def amend() -> None:
-            _, amendment = ag.propose_amendment(PROVIDER, aid, amended_json(j), effective, "a new target and fee")
+            _, amendment = ag.propose_amendment(
+                PROVIDER, aid, amended_json(j, parent_id), effective, "a new target and fee"
+            )
             ag.accept_amendment(CUSTOMER, aid, amendment)
 
         actions.append((accepted, amend))
@@ -383,6 +409,7 @@ def check(j: Journey, s: Suite) -> None:
     for feature, present in (
         ("fee only", j.fee_only), ("amendment", j.amendment), ("suspension", j.suspension), ("end", j.end),
         ("request objective", j.request_target and not j.fee_only), ("correction", j.corrections),
+        ("inherited", j.inherited),
     ):  # fmt: skip
         if present:
             event(feature)
@@ -404,7 +431,11 @@ def hold_to_model(j: Journey, metrics: Metrics, billing: Billing, aid: str, hori
         got[(w.objective_id, _utc(w.window_start))] = e
     note(f"expected windows {sorted(expected)}")
     note(f"got windows {sorted(got)}")
-    closed = {k: v for k, v in got.items() if v.get("closed") and _instant(v["window_end"]) <= horizon}
+
+    def closes(e: dict[str, Any]) -> datetime:  # a window straddling the end closes at the end
+        return min(_instant(e["window_end"]), j.end) if j.end else _instant(e["window_end"])
+
+    closed = {k: v for k, v in got.items() if v.get("closed") and closes(v) <= horizon}
     assert sorted(closed) == sorted(expected)
     for key, want in expected.items():
         e = closed[key]
