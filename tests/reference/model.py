@@ -13,7 +13,11 @@ windows, a minimum outage length, declared maintenance exclusions, credit tiers 
 explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement that may end,
 amendments in force from an instant (each window judged and credited by the version in force
 at its measured start; the fee charged by each version's share of the month), suspensions
-(left out of measurement, not charged), and an agreement with a fee and no objectives.
+(left out of measurement, not charged), an agreement with a fee and no objectives, and
+request-based availability (OCCURRENCES over request counts and probes; counted whether or not
+the agreement was suspended, the metrics service's stated rule for counted metrics).
+Corrections and inheritance need nothing of their own here: the caller passes each signal's
+latest content, and a child's effective terms.
 """
 
 from __future__ import annotations
