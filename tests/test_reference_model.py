@@ -59,6 +59,17 @@ TIERS_JSON = [
     {"lower": "95.0", "lower_inclusive": True, "upper": "99.0", "credit_percent": "25"},
     {"upper": "95.0", "credit_percent": "100"},
 ]
+# Office hours: Monday to Friday 08:00–18:00 in Amsterdam, closed on three holidays.
+OFFICE_HOURS = {
+    "time_zone": "Europe/Amsterdam",
+    "hours": [{"weekday": d, "opens": "08:00", "closes": "18:00"} for d in range(1, 6)],
+    "holidays": ["2026-01-06", "2026-02-16", "2026-04-06"],
+}
+OFFICE_MODEL = model.BusinessHours(
+    "Europe/Amsterdam",
+    tuple((h["weekday"], h["opens"], h["closes"]) for h in OFFICE_HOURS["hours"]),  # type: ignore[index, union-attr]
+    tuple(OFFICE_HOURS["holidays"]),  # type: ignore[arg-type]
+)
 WINDOW_SPAN = {"DAY": 40, "WEEK": 50, "MONTH": 75, "QUARTER": 100, "YEAR": 75, "ROLLING": 60}
 
 
@@ -81,6 +92,7 @@ class Journey:
     requests: tuple[tuple[datetime, int, int, bool], ...] = ()  # start, good, total, a probe
     corrections: tuple[tuple[int, int], ...] = ()  # (outage index, its corrected seconds), re-sent later
     inherited: bool = False  # a customer-level child inheriting objectives and fee from a corporate parent
+    business_hours: bool = False  # availability measured on OFFICE_HOURS, not 24x7
 
     def outage_spans(self) -> list[tuple[datetime, datetime]]:
         """The outages as finally reported: a corrected one with its latest content."""
@@ -152,6 +164,7 @@ def journeys(draw: Any) -> Journey:
         requests=tuple(requests),
         corrections=tuple(corrections),
         inherited=draw(st.integers(0, 2)) == 2,
+        business_hours=draw(st.integers(0, 2)) == 2,
     )
 
 
@@ -164,6 +177,7 @@ def terms_json(j: Journey) -> dict[str, Any]:
         window={"kind": f"WINDOW_KIND_{j.window}", **({"rolling_days": j.rolling_days} if j.rolling_days else {})},
         credit_tiers=TIERS_JSON,
         exclusions=[{"start": _iso(s), "end": _iso(e), "reason": "maintenance"} for s, e in j.exclusions],
+        calendar_id="office-hours" if j.business_hours else "24x7",
     )
     t["objectives"] = [] if j.fee_only else [objective]
     if j.request_target and not j.fee_only:
@@ -215,7 +229,10 @@ def parent_and_child_json(j: Journey, parent_id: str) -> tuple[dict[str, Any], d
 
 def terms_model(j: Journey) -> model.Terms:
     def version(target: str, fee: str, request_target: str | None) -> model.Terms:
-        objective = model.Objective("availability", Fraction(target), j.window, j.rolling_days, j.min_outage, TIERS)
+        objective = model.Objective(
+            "availability", Fraction(target), j.window, j.rolling_days, j.min_outage, TIERS,
+            calendar=OFFICE_MODEL if j.business_hours else None,
+        )  # fmt: skip
         objectives = [objective]
         if request_target:
             objectives.append(
@@ -307,6 +324,8 @@ def run(j: Journey, s: Suite) -> str:
     for dept in (IT, FINANCE):
         ag.register_department(dept, dept)
     ag.register_service(EMAIL, "E-mail", IT)
+    if j.business_hours:
+        ag.define_calendar("office-hours", OFFICE_HOURS)
     parent_id = ""
     if j.inherited:  # the journey's agreement is a child inheriting everything from a parent
         parent_id = str(ag.draft(PROVIDER, parent_and_child_json(j, "")[0]).id)
@@ -409,7 +428,7 @@ def check(j: Journey, s: Suite) -> None:
     for feature, present in (
         ("fee only", j.fee_only), ("amendment", j.amendment), ("suspension", j.suspension), ("end", j.end),
         ("request objective", j.request_target and not j.fee_only), ("correction", j.corrections),
-        ("inherited", j.inherited),
+        ("inherited", j.inherited), ("business hours", j.business_hours),
     ):  # fmt: skip
         if present:
             event(feature)

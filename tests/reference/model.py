@@ -7,7 +7,8 @@ function per rule, no shared code with the services. The property test in
 `tests/test_reference_model.py` runs generated journeys through the real services and
 demands the same windows and the same money, to the minor unit.
 
-Scope (what the model knows): time-based availability objectives on a 24x7 calendar with
+Scope (what the model knows): time-based availability objectives on a 24x7 or business-hours
+calendar (weekly opening hours and holidays in a zone), with
 calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR in the agreement's zone) or rolling N-day
 windows, a minimum outage length, declared maintenance exclusions, credit tiers with
 explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement that may end,
@@ -56,6 +57,33 @@ class Objective:
     min_outage_seconds: int = 0
     tiers: tuple[Tier, ...] = ()
     metric: str = "AVAILABILITY_TIME"  # or AVAILABILITY_REQUESTS (occurrences)
+    calendar: BusinessHours | None = None  # None: 24x7
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """Weekly opening hours in a zone, and holidays (docs/domain.md §3 "Calendars")."""
+
+    time_zone: str
+    hours: tuple[tuple[int, str, str], ...]  # (ISO weekday 1–7, opens HH:MM, closes HH:MM)
+    holidays: tuple[str, ...] = ()  # YYYY-MM-DD, closed all day
+
+    def open_spans(self, window: Span) -> list[Span]:
+        """The open hours inside `window`, in UTC."""
+        zone = ZoneInfo(self.time_zone)
+        day = window[0].astimezone(zone).date() - timedelta(days=1)
+        last = window[1].astimezone(zone).date() + timedelta(days=1)
+        out: list[Span] = []
+        while day <= last:
+            if day.isoformat() not in self.holidays:
+                for weekday, opens, closes in self.hours:
+                    if weekday == day.isoweekday():
+                        (oh, om), (ch, cm) = (map(int, opens.split(":")), map(int, closes.split(":")))
+                        a = datetime(day.year, day.month, day.day, oh, om, tzinfo=zone).astimezone(UTC)
+                        b = datetime(day.year, day.month, day.day, ch, cm, tzinfo=zone).astimezone(UTC)
+                        out.append((a, b))
+            day += timedelta(days=1)
+        return overlap(out, [window])
 
 
 @dataclass(frozen=True)
@@ -235,10 +263,16 @@ def _utc(start: datetime, cut: Span) -> tuple[datetime, Span]:
 # -- judgement ---------------------------------------------------------------------------
 
 
-def availability(window: Span, outages: list[Span], exclusions: list[Span], min_outage_seconds: int) -> Fraction | None:
-    """(eligible − downtime) ÷ eligible × 100; touching reports are one outage, judged
-    against the minimum on its whole length."""
-    eligible = subtract([window], exclusions)
+def availability(
+    window: Span,
+    outages: list[Span],
+    exclusions: list[Span],
+    min_outage_seconds: int,
+    calendar: BusinessHours | None = None,
+) -> Fraction | None:
+    """(eligible − downtime) ÷ eligible × 100, eligible = window ∩ open hours − exclusions;
+    touching reports are one outage, judged against the minimum on its whole length."""
+    eligible = subtract(calendar.open_spans(window) if calendar else [window], exclusions)
     whole = [o for o in merge(outages) if length([o]) >= min_outage_seconds]
     e = length(eligible)
     if e == 0:
@@ -273,7 +307,7 @@ def judge(
                 # Counted, suspended or not (the metrics service's stated rule for counted metrics).
                 value = request_availability(w, requests or [])
             else:
-                value = availability(w, outages, holes, objective.min_outage_seconds)
+                value = availability(w, outages, holes, objective.min_outage_seconds, objective.calendar)
             if not subtract([w], list(terms.suspensions)):
                 value = None
             status = "NO_DATA" if value is None else ("MET" if value >= objective.target else "BREACHED")
