@@ -70,6 +70,17 @@ OFFICE_MODEL = model.BusinessHours(
     tuple((h["weekday"], h["opens"], h["closes"]) for h in OFFICE_HOURS["hours"]),  # type: ignore[index, union-attr]
     tuple(OFFICE_HOURS["holidays"]),  # type: ignore[arg-type]
 )
+SL_VARIANTS = [
+    "ANSWERED_OVER_OFFERED", "ANSWERED_OVER_ANSWERED", "ABANDONS_NEUTRAL", "ABANDONS_SUCCESS", "SHORT_ABANDONS_SUCCESS",
+]  # fmt: skip
+SL_TIERS = (
+    model.Tier(Fraction(70), True, Fraction(80), False, Fraction(10)),
+    model.Tier(None, False, Fraction(70), False, Fraction(25)),
+)
+SL_TIERS_JSON = [
+    {"lower": "70", "lower_inclusive": True, "upper": "80", "credit_percent": "10"},
+    {"upper": "70", "credit_percent": "25"},
+]
 WINDOW_SPAN = {"DAY": 40, "WEEK": 50, "MONTH": 75, "QUARTER": 100, "YEAR": 75, "ROLLING": 60}
 
 
@@ -93,6 +104,9 @@ class Journey:
     corrections: tuple[tuple[int, int], ...] = ()  # (outage index, its corrected seconds), re-sent later
     inherited: bool = False  # a customer-level child inheriting objectives and fee from a corporate parent
     business_hours: bool = False  # availability measured on OFFICE_HOURS, not 24x7
+    # A contact-centre service-level objective: (variant, short-abandon seconds or None), its calls
+    service_level: tuple[str, int | None] | None = None
+    calls: tuple[tuple[datetime, int, bool], ...] = ()  # entered the queue, waited (s), abandoned
 
     def outage_spans(self) -> list[tuple[datetime, datetime]]:
         """The outages as finally reported: a corrected one with its latest content."""
@@ -131,6 +145,13 @@ def journeys(draw: Any) -> Journey:
             st.lists(st.tuples(instant, st.integers(0, 5000), st.integers(0, 60), st.booleans()), max_size=10)
         ):
             requests.append((at_, int(bad == 0), 1, True) if probe else (at_, good, good + bad, False))
+    service_level, calls = None, []
+    if draw(st.integers(0, 2)) == 2:
+        variant = draw(st.sampled_from(SL_VARIANTS))
+        short = draw(st.sampled_from([None, 5]))
+        service_level = (variant, 5 if variant == "SHORT_ABANDONS_SUCCESS" else short)
+        wait = st.one_of(st.sampled_from([0, 4, 5, 6, 19, 20, 21]), st.integers(0, 120))
+        calls = draw(st.lists(st.tuples(instant, wait, st.booleans()), max_size=12))
     corrections = []
     if outages:
         for i, d in draw(st.lists(st.tuples(st.integers(0, len(outages) - 1), st.integers(1, 6 * 3600)), max_size=2)):
@@ -165,6 +186,8 @@ def journeys(draw: Any) -> Journey:
         corrections=tuple(corrections),
         inherited=draw(st.integers(0, 2)) == 2,
         business_hours=draw(st.integers(0, 2)) == 2,
+        service_level=service_level,
+        calls=tuple(calls),
     )
 
 
@@ -180,6 +203,25 @@ def terms_json(j: Journey) -> dict[str, Any]:
         calendar_id="office-hours" if j.business_hours else "24x7",
     )
     t["objectives"] = [] if j.fee_only else [objective]
+    if j.service_level and not j.fee_only:
+        variant, short = j.service_level
+        t["objectives"].append(
+            {
+                "objective_id": "service-level",
+                "name": "Calls answered within 20 s",
+                "metric": "METRIC_SERVICE_LEVEL",
+                "parameters": {
+                    "variant": variant, "threshold_seconds": "20",
+                    **({"short_abandon_seconds": str(short)} if short is not None else {}),
+                },
+                "comparator": "COMPARATOR_AT_LEAST",
+                "target": "80",
+                "window": objective["window"],
+                "calendar_id": "24x7",
+                "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+                "credit_tiers": SL_TIERS_JSON,
+            }
+        )  # fmt: skip
     if j.request_target and not j.fee_only:
         t["objectives"].append(
             {
@@ -209,7 +251,8 @@ def amended_json(j: Journey, parent_id: str = "") -> dict[str, Any]:
     assert j.amendment is not None
     t = terms_json(j)
     for o in t["objectives"]:
-        o["target"] = j.amendment[2]
+        if o["objective_id"] != "service-level":
+            o["target"] = j.amendment[2]
     t["fee"]["amount"] = j.amendment[3]
     if parent_id:
         t.update(level="SCOPE_LEVEL_CUSTOMER", title="Finance e-mail", parent_agreement_id=parent_id)
@@ -234,6 +277,14 @@ def terms_model(j: Journey) -> model.Terms:
             calendar=OFFICE_MODEL if j.business_hours else None,
         )  # fmt: skip
         objectives = [objective]
+        if j.service_level:
+            variant, short = j.service_level
+            objectives.append(
+                model.Objective(
+                    "service-level", Fraction(80), j.window, j.rolling_days, 0, SL_TIERS, "SERVICE_LEVEL",
+                    service_level=(variant, 20, short),
+                )
+            )  # fmt: skip
         if request_target:
             objectives.append(
                 model.Objective(
@@ -302,6 +353,11 @@ def arrivals_of(j: Journey, rng: random.Random) -> list[tuple[datetime, pb.Signa
             }
         )
         signals.append((start, pb.Signal(signal_id=f"r{i}", service_id=EMAIL, **kind)))  # type: ignore[arg-type]
+    for i, (entered, wait, abandoned) in enumerate(j.calls):
+        ended = ts(entered + timedelta(seconds=wait))
+        call = pb.Call(entered_queue=ts(entered), talk_seconds="60", first_contact=pb.FIRST_CONTACT_RESOLUTION_RESOLVED)
+        (call.abandoned_at if abandoned else call.answered_at).CopyFrom(ended)
+        signals.append((entered, pb.Signal(signal_id=f"c{i}", service_id=EMAIL, call=call)))
     # Each signal is reported some time after it began: mostly soon, sometimes weeks late.
     arrivals = [(start + timedelta(seconds=rng.choice([3600 * 7, 86400, 86400 * 20])), sig) for start, sig in signals]
     # A correction: the outage's id re-sent with another end, some days after the first report.
@@ -429,6 +485,7 @@ def check(j: Journey, s: Suite) -> None:
         ("fee only", j.fee_only), ("amendment", j.amendment), ("suspension", j.suspension), ("end", j.end),
         ("request objective", j.request_target and not j.fee_only), ("correction", j.corrections),
         ("inherited", j.inherited), ("business hours", j.business_hours),
+        (f"service level {j.service_level and j.service_level[0]}", j.service_level and not j.fee_only),
     ):  # fmt: skip
         if present:
             event(feature)
@@ -442,7 +499,9 @@ def hold_to_model(j: Journey, metrics: Metrics, billing: Billing, aid: str, hori
     and fees to the minor unit."""
     expected = {
         (w.objective_id, _iso(w.start)): w
-        for w in model.judge(terms_model(j), j.outage_spans(), horizon, [(a, g, t) for a, g, t, _ in j.requests])
+        for w in model.judge(
+            terms_model(j), j.outage_spans(), horizon, [(a, g, t) for a, g, t, _ in j.requests], list(j.calls)
+        )
     }
     got = {}
     for w in metrics.window_evaluations(aid):

@@ -15,8 +15,9 @@ explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement
 amendments in force from an instant (each window judged and credited by the version in force
 at its measured start; the fee charged by each version's share of the month), suspensions
 (left out of measurement, not charged), an agreement with a fee and no objectives, and
-request-based availability (OCCURRENCES over request counts and probes; counted whether or not
-the agreement was suspended, the metrics service's stated rule for counted metrics).
+request-based availability (OCCURRENCES over request counts and probes) and the contact
+centre's service level in its five variants (counted metrics: counted whether or not the
+agreement was suspended, the metrics service's stated rule).
 Corrections and inheritance need nothing of their own here: the caller passes each signal's
 latest content, and a child's effective terms.
 """
@@ -58,6 +59,8 @@ class Objective:
     tiers: tuple[Tier, ...] = ()
     metric: str = "AVAILABILITY_TIME"  # or AVAILABILITY_REQUESTS (occurrences)
     calendar: BusinessHours | None = None  # None: 24x7
+    # SERVICE_LEVEL: (variant, threshold T seconds, short-abandon S seconds or None)
+    service_level: tuple[str, int, int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,8 +292,36 @@ def request_availability(window: Span, requests: list[tuple[datetime, int, int]]
     return Fraction(sum(g for g, _ in inside) * 100, total) if total else None
 
 
+Call = tuple[datetime, int, bool]  # entered the queue, waited (seconds), abandoned (else answered)
+
+
+def service_level(window: Span, calls: list[Call], variant: str, t: int, short: int | None) -> Fraction | None:
+    """docs/domain.md §4 "Contact centre": the calls that entered the queue in the window; A
+    answered, Ab abandoned; "within T" inclusive, "before S" exclusive. With S set, short
+    abandons leave Ab in the first four variants and count as successes in the fifth."""
+    inside = [(wait, abandoned) for at, wait, abandoned in calls if window[0] <= at < window[1]]
+    answered = [w for w, ab in inside if not ab]
+    abandoned = [w for w, ab in inside if ab]
+    short_ab = [w for w in abandoned if short is not None and w < short]
+    if variant != "SHORT_ABANDONS_SUCCESS":
+        abandoned = [w for w in abandoned if not (short is not None and w < short)]
+    a_in_t = sum(1 for w in answered if w <= t)
+    num, den = {
+        "ANSWERED_OVER_OFFERED": (a_in_t, len(answered) + len(abandoned)),
+        "ANSWERED_OVER_ANSWERED": (a_in_t, len(answered)),
+        "ABANDONS_NEUTRAL": (a_in_t, len(answered) + sum(1 for w in abandoned if w > t)),
+        "ABANDONS_SUCCESS": (a_in_t + sum(1 for w in abandoned if w <= t), len(answered) + len(abandoned)),
+        "SHORT_ABANDONS_SUCCESS": (a_in_t + len(short_ab), len(answered) + len(abandoned)),
+    }[variant]
+    return Fraction(num * 100, den) if den else None
+
+
 def judge(
-    terms: Terms, outages: list[Span], until: datetime, requests: list[tuple[datetime, int, int]] | None = None
+    terms: Terms,
+    outages: list[Span],
+    until: datetime,
+    requests: list[tuple[datetime, int, int]] | None = None,
+    calls: list[Call] | None = None,
 ) -> list[Judged]:
     """Every closed window of every objective, judged by the version in force at its measured
     start. Suspended time is left out like an exclusion; a window suspended throughout is
@@ -303,7 +334,9 @@ def judge(
             if objective is None:
                 continue
             holes = [*version.exclusions, *terms.suspensions]
-            if objective.metric == "AVAILABILITY_REQUESTS":
+            if objective.service_level is not None:
+                value = service_level(w, calls or [], *objective.service_level)
+            elif objective.metric == "AVAILABILITY_REQUESTS":
                 # Counted, suspended or not (the metrics service's stated rule for counted metrics).
                 value = request_availability(w, requests or [])
             else:
