@@ -1,21 +1,22 @@
 """Generated journeys through the real agreements, metrics and billing applications (real
 SQLite stores, and a quarter as many journeys on PostgreSQL; one fake clock; every upstream
 event fed the way the consumers apply it), compared with the independent reference model in
-`tests/reference/model.py`: every closed window's availability and judgement, and every fee
-period's credits, to the minor unit.
+`tests/reference/model.py`: every closed window's value and judgement, and every fee period's
+credits and fee, to the minor unit.
 
 A journey: an availability SLA starting at a random instant of January 2026, with a random
 window kind (calendar day … year, rolling 7 or 30 days), minimum outage, maintenance
-exclusions and sometimes an end date; random outages (many on the places that go wrong:
-window edges, the start, the end, the DST change) reported in random batches, some only after
-their window closed (a restatement); the clock moved in random steps to the end. Some journeys
-also carry an amendment accepted before the instant it takes effect (a new target and fee
-from inside a fee period), a suspension by the provider and its resumption, a calendar-year
-window cut by the agreement's end, no objective at all (a fee-only agreement), a second,
-request-based availability objective (request counts and probes), corrected outages (an id
-re-sent with another end), or are a customer-level child agreement inheriting objectives and
-fee from a corporate parent (its amendment then overrides them); besides the credits, every
-settled period's fee is held to the model."""
+exclusions and sometimes an end date (its expiry applied by the agreements service's clock);
+random outages (many on the places that go wrong: window edges, the start, the end, the DST
+change) reported in random batches, some only after their window closed (a restatement), some
+corrected later (the id re-sent with another end); the clock moved in random steps to the end.
+Some journeys also measure availability on a business-hours calendar; carry a second,
+request-based availability objective (request counts and probes) or a contact-centre
+service-level objective (any of its five variants, with or without short abandons); an
+amendment accepted before the instant it takes effect (a new target and fee from inside a fee
+period); a suspension by the provider and its resumption; no objective at all (a fee-only
+agreement); or are a customer-level child agreement inheriting objectives and fee from a
+corporate parent (its amendment then overrides them)."""
 
 from __future__ import annotations
 
@@ -426,6 +427,7 @@ def run(j: Journey, s: Suite) -> str:
         if due:
             s.clock.set(now)
             record(s, due)
+        s.agreements.process_due(now)  # the agreements service's clock: the expiry at the term's end
         s.tick(_iso(now).replace("Z", "+00:00"))
     if arrivals:  # reports due after the horizon arrive at it, as the latest restatements
         record(s, [sig for _, sig in arrivals])
