@@ -12,7 +12,8 @@ change) reported in random batches, some only after their window closed (a resta
 corrected later (the id re-sent with another end); the clock moved in random steps to the end.
 Some journeys also measure availability on a business-hours calendar; carry a second,
 request-based availability objective (request counts and probes) or a contact-centre
-service-level objective (any of its five variants, with or without short abandons); an
+objective (service level in any of its five variants, ASA or abandonment rate, with or without
+short abandons); an
 amendment accepted before the instant it takes effect (a new target and fee from inside a fee
 period); a suspension by the provider and its resumption; no objective at all (a fee-only
 agreement); or are a customer-level child agreement inheriting objectives and fee from a
@@ -82,6 +83,24 @@ SL_TIERS_JSON = [
     {"lower": "70", "lower_inclusive": True, "upper": "80", "credit_percent": "10"},
     {"upper": "70", "credit_percent": "25"},
 ]
+# Contact-centre objectives: metric → (comparator, target, tiers as the model and as JSON)
+CONTACT: dict[str, tuple[str, str, tuple[model.Tier, ...], list[dict[str, Any]]]] = {
+    "SERVICE_LEVEL": ("AT_LEAST", "80", SL_TIERS, SL_TIERS_JSON),
+    "ASA": (
+        "AT_MOST", "30",
+        (model.Tier(Fraction(30), False, Fraction(60), True, Fraction(10)),
+         model.Tier(Fraction(60), False, None, False, Fraction(25))),
+        [{"lower": "30", "lower_inclusive": False, "upper": "60", "upper_inclusive": True, "credit_percent": "10"},
+         {"lower": "60", "lower_inclusive": False, "credit_percent": "25"}],
+    ),
+    "ABANDONMENT_RATE": (
+        "AT_MOST", "10",
+        (model.Tier(Fraction(10), False, Fraction(20), True, Fraction(10)),
+         model.Tier(Fraction(20), False, None, False, Fraction(25))),
+        [{"lower": "10", "lower_inclusive": False, "upper": "20", "upper_inclusive": True, "credit_percent": "10"},
+         {"lower": "20", "lower_inclusive": False, "credit_percent": "25"}],
+    ),
+}  # fmt: skip
 WINDOW_SPAN = {"DAY": 40, "WEEK": 50, "MONTH": 75, "QUARTER": 100, "YEAR": 75, "ROLLING": 60}
 
 
@@ -105,8 +124,8 @@ class Journey:
     corrections: tuple[tuple[int, int], ...] = ()  # (outage index, its corrected seconds), re-sent later
     inherited: bool = False  # a customer-level child inheriting objectives and fee from a corporate parent
     business_hours: bool = False  # availability measured on OFFICE_HOURS, not 24x7
-    # A contact-centre service-level objective: (variant, short-abandon seconds or None), its calls
-    service_level: tuple[str, int | None] | None = None
+    # A contact-centre objective: (metric, service-level variant, short-abandon seconds or None), its calls
+    service_level: tuple[str, str, int | None] | None = None
     calls: tuple[tuple[datetime, int, bool], ...] = ()  # entered the queue, waited (s), abandoned
 
     def outage_spans(self) -> list[tuple[datetime, datetime]]:
@@ -148,9 +167,14 @@ def journeys(draw: Any) -> Journey:
             requests.append((at_, int(bad == 0), 1, True) if probe else (at_, good, good + bad, False))
     service_level, calls = None, []
     if draw(st.integers(0, 2)) == 2:
+        metric = draw(st.sampled_from(list(CONTACT)))
         variant = draw(st.sampled_from(SL_VARIANTS))
         short = draw(st.sampled_from([None, 5]))
-        service_level = (variant, 5 if variant == "SHORT_ABANDONS_SUCCESS" else short)
+        service_level = (
+            metric,
+            variant,
+            5 if variant == "SHORT_ABANDONS_SUCCESS" and metric == "SERVICE_LEVEL" else short,
+        )
         wait = st.one_of(st.sampled_from([0, 4, 5, 6, 19, 20, 21]), st.integers(0, 120))
         calls = draw(st.lists(st.tuples(instant, wait, st.booleans()), max_size=12))
     corrections = []
@@ -205,22 +229,23 @@ def terms_json(j: Journey) -> dict[str, Any]:
     )
     t["objectives"] = [] if j.fee_only else [objective]
     if j.service_level and not j.fee_only:
-        variant, short = j.service_level
+        metric, variant, short = j.service_level
+        comparator, target, _, tiers_json = CONTACT[metric]
+        parameters = {"short_abandon_seconds": str(short)} if short is not None else {}
+        if metric == "SERVICE_LEVEL":
+            parameters |= {"variant": variant, "threshold_seconds": "20"}
         t["objectives"].append(
             {
                 "objective_id": "service-level",
-                "name": "Calls answered within 20 s",
-                "metric": "METRIC_SERVICE_LEVEL",
-                "parameters": {
-                    "variant": variant, "threshold_seconds": "20",
-                    **({"short_abandon_seconds": str(short)} if short is not None else {}),
-                },
-                "comparator": "COMPARATOR_AT_LEAST",
-                "target": "80",
+                "name": "The contact centre",
+                "metric": f"METRIC_{metric}",
+                "parameters": parameters,
+                "comparator": f"COMPARATOR_{comparator}",
+                "target": target,
                 "window": objective["window"],
                 "calendar_id": "24x7",
                 "no_data": "NO_DATA_POLICY_NOT_COUNTED",
-                "credit_tiers": SL_TIERS_JSON,
+                "credit_tiers": tiers_json,
             }
         )  # fmt: skip
     if j.request_target and not j.fee_only:
@@ -279,11 +304,12 @@ def terms_model(j: Journey) -> model.Terms:
         )  # fmt: skip
         objectives = [objective]
         if j.service_level:
-            variant, short = j.service_level
+            metric, variant, short = j.service_level
+            comparator, target_, tiers, _ = CONTACT[metric]
             objectives.append(
                 model.Objective(
-                    "service-level", Fraction(80), j.window, j.rolling_days, 0, SL_TIERS, "SERVICE_LEVEL",
-                    service_level=(variant, 20, short),
+                    "service-level", Fraction(target_), j.window, j.rolling_days, 0, tiers, metric,
+                    service_level=(variant, 20, short), comparator=comparator,
                 )
             )  # fmt: skip
         if request_target:
@@ -487,7 +513,7 @@ def check(j: Journey, s: Suite) -> None:
         ("fee only", j.fee_only), ("amendment", j.amendment), ("suspension", j.suspension), ("end", j.end),
         ("request objective", j.request_target and not j.fee_only), ("correction", j.corrections),
         ("inherited", j.inherited), ("business hours", j.business_hours),
-        (f"service level {j.service_level and j.service_level[0]}", j.service_level and not j.fee_only),
+        (f"contact centre {j.service_level and j.service_level[0]}", j.service_level and not j.fee_only),
     ):  # fmt: skip
         if present:
             event(feature)

@@ -16,7 +16,7 @@ amendments in force from an instant (each window judged and credited by the vers
 at its measured start; the fee charged by each version's share of the month), suspensions
 (left out of measurement, not charged), an agreement with a fee and no objectives, and
 request-based availability (OCCURRENCES over request counts and probes) and the contact
-centre's service level in its five variants (counted metrics: counted whether or not the
+centre's service level in its five variants, ASA and abandonment rate (counted metrics: counted whether or not the
 agreement was suspended, the metrics service's stated rule).
 Corrections and inheritance need nothing of their own here: the caller passes each signal's
 latest content, and a child's effective terms.
@@ -59,8 +59,10 @@ class Objective:
     tiers: tuple[Tier, ...] = ()
     metric: str = "AVAILABILITY_TIME"  # or AVAILABILITY_REQUESTS (occurrences)
     calendar: BusinessHours | None = None  # None: 24x7
-    # SERVICE_LEVEL: (variant, threshold T seconds, short-abandon S seconds or None)
+    # Contact centre (metric SERVICE_LEVEL, ASA or ABANDONMENT_RATE): (variant, threshold T
+    # seconds, short-abandon S seconds or None); the variant and T matter to SERVICE_LEVEL only.
     service_level: tuple[str, int, int | None] | None = None
+    comparator: str = "AT_LEAST"  # or AT_MOST (ASA, abandonment)
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,20 @@ def service_level(window: Span, calls: list[Call], variant: str, t: int, short: 
     return Fraction(num * 100, den) if den else None
 
 
+def asa(window: Span, calls: list[Call]) -> Fraction | None:
+    """Σ queue wait of the answered calls ÷ their number, in seconds; zero waits count."""
+    waits = [wait for at, wait, abandoned in calls if window[0] <= at < window[1] and not abandoned]
+    return Fraction(sum(waits), len(waits)) if waits else None
+
+
+def abandonment_rate(window: Span, calls: list[Call], short: int | None) -> Fraction | None:
+    """(Ab − Ab<S) ÷ (O − Ab<S) × 100: short abandons are neither offered nor abandoned."""
+    inside = [(wait, abandoned) for at, wait, abandoned in calls if window[0] <= at < window[1]]
+    short_ab = sum(1 for w, ab in inside if ab and short is not None and w < short)
+    offered = len(inside) - short_ab
+    return Fraction((sum(1 for _, ab in inside if ab) - short_ab) * 100, offered) if offered else None
+
+
 def judge(
     terms: Terms,
     outages: list[Span],
@@ -334,7 +350,13 @@ def judge(
             if objective is None:
                 continue
             holes = [*version.exclusions, *terms.suspensions]
-            if objective.service_level is not None:
+            if objective.metric == "ASA":
+                value = asa(w, calls or [])
+            elif objective.metric == "ABANDONMENT_RATE":
+                value = abandonment_rate(
+                    w, calls or [], objective.service_level[2] if objective.service_level else None
+                )
+            elif objective.service_level is not None:
                 value = service_level(w, calls or [], *objective.service_level)
             elif objective.metric == "AVAILABILITY_REQUESTS":
                 # Counted, suspended or not (the metrics service's stated rule for counted metrics).
@@ -343,7 +365,10 @@ def judge(
                 value = availability(w, outages, holes, objective.min_outage_seconds, objective.calendar)
             if not subtract([w], list(terms.suspensions)):
                 value = None
-            status = "NO_DATA" if value is None else ("MET" if value >= objective.target else "BREACHED")
+            met = value is not None and (
+                value <= objective.target if objective.comparator == "AT_MOST" else value >= objective.target
+            )
+            status = "NO_DATA" if value is None else ("MET" if met else "BREACHED")
             out.append(Judged(o.objective_id, start, w, value, status, version))
     return out
 
