@@ -313,3 +313,61 @@ def test_only_the_window_that_counts_for_the_period_may_be_disputed(suite: Suite
         b.dispute(P_CUSTOMER, str(january.id), "availability", breached[0].split("|")[1], "one outage")
     assert b.head_position() == head
     b.dispute(P_CUSTOMER, str(january.id), "availability", counted.split("|")[1], "one outage")
+
+
+def test_a_suspension_takes_effect_at_its_own_instant_in_metrics_and_billing_alike(suite: Suite) -> None:
+    """Suspended from 8 to 22 February by the agreements service's clock: metrics leaves the
+    suspended fortnight out of February's window (an outage inside it costs nothing) and
+    billing charges half of February's fee — both date the suspension by the instant the
+    event carries, not by when its record happened to be written."""
+    aid = accepted(suite, sla_terms(objectives=[AVAILABILITY]))
+    suite.tick(f"2026-02-05T00:00{AMS}")
+    suite.clock.set(at(f"2026-02-08T00:00{AMS}"))
+    suite.agreements.suspend(PROVIDER, aid, "office move")
+    suite.tick(f"2026-02-15T00:00{AMS}")
+    suite.metrics.record(COLLECTOR, [outage("o1", f"2026-02-15T08:00{AMS}", 120)])
+    suite.clock.set(at(f"2026-02-22T00:00{AMS}"))
+    suite.agreements.resume(PROVIDER, aid, "moved")
+    suite.tick(f"2026-03-01T02:00{AMS}")
+    [february] = [
+        w for w in suite.metrics.window_evaluations(aid) if at(w.window_start) == at(f"2026-02-01T00:00{AMS}")
+    ]
+    assert february.latest["status"].removeprefix("EVALUATION_STATUS_") == "MET"
+    assert Decimal(february.latest["value"]) == Decimal(100)
+    statement = suite.billing.statements(P_CUSTOMER, aid)[1]
+    assert statement.state == ISSUED
+    assert Decimal(statement.totals["fee"]) == Decimal("6000.00")
+    assert Decimal(statement.totals["net"]) == Decimal(0)
+
+
+def test_a_fee_only_agreement_is_charged_its_fee_every_period(suite: Suite) -> None:
+    """An agreement without objectives closes no window, yet each fee period of its term is
+    issued with its fee and, once final, posted to the ledger."""
+    aid = accepted(suite, sla_terms(objectives=[]))
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    suite.tick(f"2026-03-05T02:00{AMS}")
+    statements = suite.billing.statements(P_CUSTOMER, aid)
+    assert [s.state for s in statements[:2]] == [FINAL, ISSUED]
+    assert [Decimal(s.totals["fee"]) for s in statements[:2]] == [Decimal("12000.00")] * 2
+    balances = suite.billing.balances(None, period=statements[0].period_start)
+    assert balances == {(FINANCE, "EUR"): Decimal("-12000.00"), (IT, "EUR"): Decimal("12000.00")}
+
+
+def test_an_amendment_inside_a_fee_period_charges_each_version_its_share_of_the_fee(suite: Suite) -> None:
+    """The fee doubles from 15 February (an amendment accepted on the 10th): February charges
+    14 days at 12,000.00 and 14 days at 24,000.00 a month — 18,000.00; March the new fee."""
+    terms = sla_terms(
+        objectives=[AVAILABILITY], amendment={"who_may_propose": "PROPOSER_EITHER_PARTY", "notice_days": 0}
+    )
+    aid = accepted(suite, terms)
+    suite.tick(f"2026-02-10T00:00{AMS}")
+    amended = copy.deepcopy(terms)
+    amended["fee"]["amount"] = "24000.00"
+    _, amendment = suite.agreements.propose_amendment(
+        PROVIDER, aid, amended, at(f"2026-02-15T00:00{AMS}"), "a second site"
+    )
+    suite.agreements.accept_amendment(CUSTOMER, aid, amendment)
+    suite.tick(f"2026-04-01T02:00{AMS}")
+    fees = [Decimal(s.totals["fee"]) for s in suite.billing.statements(P_CUSTOMER, aid)[:3]]
+    assert fees == [Decimal("12000.00"), Decimal("18000.00"), Decimal("24000.00")]

@@ -6,6 +6,7 @@ domain (`accord_agreements.terms.merge`); tests/test_contract_rules.py keeps the
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 OWN_KEYS = ("parties", "kind", "level", "parent_agreement_id", "title")
@@ -25,3 +26,16 @@ def effective_terms(parent_effective: dict[str, Any], child: dict[str, Any]) -> 
         if key in child:
             merged[key] = copy.deepcopy(child[key])
     return merged
+
+
+def state_change_at(envelope: Any, message: Any) -> datetime:
+    """When an `AgreementSuspended` or `AgreementResumed` takes effect: the instant the event
+    carries (`suspended_at` / `resumed_at`, the agreements service's clock at the command),
+    else — an event recorded before that field existed — its recording time, else its
+    occurrence. Metrics (what is measured) and billing (what is charged) both date a
+    suspension by this one rule, so they stop and start at the same instant."""
+    field = "suspended_at" if message.DESCRIPTOR.name == "AgreementSuspended" else "resumed_at"
+    for holder, name in ((message, field), (envelope, "recorded_at"), (envelope, "occurred_at")):
+        if holder.HasField(name):
+            return getattr(holder, name).ToDatetime(tzinfo=UTC)
+    raise ValueError(f"{message.DESCRIPTOR.name} of agreement {message.agreement_id} carries no instant")

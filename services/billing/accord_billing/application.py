@@ -34,7 +34,7 @@ from accord_billing.domain import (
     Statement,
     TerminationWatch,
 )
-from accord_kit.agreement_terms import effective_terms
+from accord_kit.agreement_terms import effective_terms, state_change_at
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
@@ -42,6 +42,7 @@ from accord_kit.envelope import payload_of
 from accord_kit.evaluation import Evaluation, Status
 
 STATEMENT_TOPIC = Statement.Opened.TOPIC
+AGREEMENT_TOPIC = BilledAgreement.Seen.TOPIC
 LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
 ADJUSTED: type = Statement.Adjusted
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
@@ -64,6 +65,9 @@ class Billing(AccordApplication):
         self._statement_ids: dict[uuid.UUID, str] = {}  # statement id → agreement id, in log order
         self._statements_of: dict[str, list[uuid.UUID]] = defaultdict(list)  # agreement id → ids, log order
         self._unsettled: dict[uuid.UUID, None] = {}  # not seen FINAL yet (FINAL never changes), log order
+        self._agreements_position = 0
+        self._agreement_ids: dict[uuid.UUID, None] = {}  # every BilledAgreement, log order
+        self._opened_until: dict[uuid.UUID, datetime] = {}  # BilledAgreement id → when to look again
 
     # -- audit: which agreement an event concerns ------------------------------------------
     def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
@@ -298,9 +302,8 @@ class Billing(AccordApplication):
             envelope.payload.Unpack(change)
             agg = self._get_or(BilledAgreement.create_id(change.agreement_id), lambda: None)
             if agg is not None:
-                # A suspension takes effect when the agreements service records it (its clock).
-                stamp = envelope.recorded_at if envelope.HasField("recorded_at") else envelope.occurred_at
-                when = stamp.ToDatetime(tzinfo=UTC).isoformat()
+                # The instant the event carries, as metrics dates it (`state_change_at`).
+                when = state_change_at(envelope, change).isoformat()
                 if t.endswith("Suspended"):
                     agg.suspend(when)
                 else:
@@ -466,6 +469,7 @@ class Billing(AccordApplication):
         now = now or self.clock.now()
         changed = 0
         with self._lock:
+            changed += self._open_current_periods(now)
             for statement in self._unsettled_statements():  # a FINAL statement has nothing due
                 if statement.state == OPEN and self._ready_to_issue(statement, now):
                     agreement = self.agreement(statement.agreement_id)
@@ -498,6 +502,56 @@ class Billing(AccordApplication):
                     self._unsettled.pop(statement.id, None)
                     changed += 1
         return changed
+
+    def _open_current_periods(self, now: datetime) -> int:
+        """Open the statement of each agreement's latest fee period that has ended (its last
+        period once the agreement has ended), and so every earlier period's still missing:
+        every period of the term is charged its fee even when no window closes in it — an
+        agreement with a fee and no objectives, or objectives whose windows are longer than
+        the fee period. Each agreement is looked at again only once its current period has
+        ended."""
+        opened = 0
+        for aggregate_id in self._billed_agreement_ids():
+            until = self._opened_until.get(aggregate_id)
+            if until is not None and now < until:
+                continue  # not loaded: nothing can be due before its current period ends
+            agreement: BilledAgreement = self.repository.get(aggregate_id)
+            if not agreement.versions:
+                continue
+            started, ended = self._started(agreement), self._ended(agreement)
+            if ended is not None and ended <= now:
+                target, next_look = max(ended - periods.EPSILON, started), datetime.max.replace(tzinfo=UTC)
+            else:
+                current_start, current_end = self._period(agreement, max(now, started))
+                target, next_look = _parse(current_start) - periods.EPSILON, _parse(current_end)
+                if target < started:  # no period of the term has ended yet
+                    self._opened_until[aggregate_id] = next_look
+                    continue
+            collected = _Collected()
+            statement = self._statement(agreement, target, collected)  # type: ignore[arg-type]
+            new = [*collected.items, *([statement] if statement.pending_events else [])]
+            if new:
+                try:
+                    self.save(*new)
+                except IntegrityError:
+                    continue  # a consumer opened one meanwhile: the next round looks again
+                opened += len(new)
+            self._opened_until[aggregate_id] = next_look
+        return opened
+
+    def _billed_agreement_ids(self) -> list[uuid.UUID]:
+        """The ids of every agreement billing knows (from the log by position, by any process)."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._agreements_position, limit=1000, topics=[AGREEMENT_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    break
+                for n in notes:
+                    self._agreement_ids[uuid.UUID(str(n.originator_id))] = None
+                self._agreements_position = notes[-1].id
+            return list(self._agreement_ids)
 
     def received_through(self, agreement: BilledAgreement, as_loaded: Statement | None = None) -> dict[str, datetime]:
         """Objective → the latest end of its closed windows billing has received (assessed or
@@ -550,30 +604,37 @@ class Billing(AccordApplication):
         return True
 
     def period_fee(self, statement: Statement) -> Money:
-        """The fee charged for a statement's period: the fee of the effective terms in force
-        at the period's start (or the agreement's, if later), less the share of the period
-        the agreement was suspended (fee × unsuspended time ÷ the period's time, rounded
-        once, half-even); nothing for a period from the agreement's end on (a settlement
-        statement)."""
+        """The fee charged for a statement's period: each version's share — the fee of the
+        effective terms in force over each part of the period (from the period's start, or
+        the agreement's if later, to the next version's effective start) × that part's
+        unsuspended time ÷ the period's time — summed and rounded once, half-even; the
+        whole fee when one version is in force throughout and nothing was suspended; nothing
+        for a period from the agreement's end on (a settlement statement)."""
         agreement = self.agreement(statement.agreement_id)
         ended = self._ended(agreement)
-        if ended is not None and ended <= _parse(statement.period_start):
-            return Money.zero(statement.currency)
-        terms = self.terms_in_force(agreement, max(_parse(statement.period_start), self._started(agreement)))
-        fee = terms.get("fee") or {}
-        if fee.get("currency") != statement.currency or not fee.get("amount"):
-            return Money.zero(statement.currency)
-        full = Money.of(fee["amount"], statement.currency).amount
         start, end = _parse(statement.period_start), _parse(statement.period_end)
-        suspended = timedelta(0)
-        for since, until in getattr(agreement, "suspensions", []):
-            lo, hi = max(start, _parse(since)), min(end, _parse(until) if until else end)
-            suspended += max(hi - lo, timedelta(0))
-        if not suspended:
-            return Money(full, statement.currency)
+        if ended is not None and ended <= start:
+            return Money.zero(statement.currency)
+        cuts = sorted({start, *(t for v in agreement.versions if start < (t := _parse(v["effective_from"])) < end)})
+        parts: list[tuple[Decimal, timedelta, timedelta]] = []  # (monthly fee, unsuspended, whole part)
+        for a, b in zip(cuts, [*cuts[1:], end], strict=True):
+            terms = self.terms_in_force(agreement, max(a, self._started(agreement)))
+            fee = terms.get("fee") or {}
+            amount = (
+                Money.of(fee["amount"], statement.currency).amount
+                if fee.get("currency") == statement.currency and fee.get("amount")
+                else Decimal(0)
+            )
+            suspended = timedelta(0)
+            for since, until in getattr(agreement, "suspensions", []):
+                lo, hi = max(a, _parse(since)), min(b, _parse(until) if until else b)
+                suspended += max(hi - lo, timedelta(0))
+            parts.append((amount, b - a - suspended, b - a))
+        if len(parts) == 1 and parts[0][1] == parts[0][2]:
+            return Money(parts[0][0], statement.currency)
         with localcontext(Context(prec=60, rounding=ROUND_HALF_EVEN)):
-            share = _seconds(end - start - suspended) / _seconds(end - start)
-            return Money(full * share, statement.currency)
+            whole = _seconds(end - start)
+            return Money(sum((fee * _seconds(kept) / whole for fee, kept, _ in parts), Decimal(0)), statement.currency)
 
     def totals(self, statement: Statement) -> dict[str, Any]:
         """The statement's totals: the period's assessments (one per objective: the worst
@@ -792,6 +853,16 @@ class Billing(AccordApplication):
                 adjusted: Any = event
                 out.append(audit.PlacedAdjustment(statement, adjusted.adjustment, when))
         return out
+
+
+class _Collected:
+    """Collects what `_statement` opens when no upstream event is being processed."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def collect_events(self, *items: Any) -> None:
+        self.items.extend(items)
 
 
 def _seconds(t: timedelta) -> Decimal:

@@ -109,12 +109,12 @@ def test_process_due_loads_only_statements_not_final(suite: Suite, monkeypatch: 
         after = b.statements(None, aid)
         assert ids_versions(after) == by_full_scan(b, aid) == ids_versions(other.statements(None, aid))
         assert [s.state for s in after][-3:] == [FINAL, ISSUED, ISSUED]
-        assert other.process_due(at(f"2026-11-01T03:00{AMS}")) == 2
+        assert other.process_due(at(f"2026-10-31T03:00{AMS}")) == 2
         reads.reset()
-        assert b.process_due(at(f"2026-11-01T03:00{AMS}")) == 0
+        assert b.process_due(at(f"2026-10-31T03:00{AMS}")) == 0
         assert {i for i in reads.loaded if i in everything or i == after[-1].id} == {s.id for s in after[-2:]}
         reads.reset()
-        assert b.process_due(at(f"2026-11-01T03:00{AMS}")) == 0
+        assert b.process_due(at(f"2026-10-31T03:00{AMS}")) == 0
         assert not reads.loaded
         assert [s.state for s in b.statements(None, aid)] == [FINAL] * 9
     finally:

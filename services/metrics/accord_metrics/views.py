@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
-from accord_kit.agreement_terms import effective_terms
+from accord_kit.agreement_terms import effective_terms, state_change_at
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
@@ -84,9 +84,9 @@ class AgreementViews(_Host):
             elif t == "AgreementExpired":
                 view.end(_iso(message.at))
             elif t == "AgreementSuspended":
-                view.suspend(_iso(envelope.occurred_at))
+                view.suspend(state_change_at(envelope, message).isoformat())
             elif t == "AgreementResumed":
-                view.resume(_iso(envelope.occurred_at))
+                view.resume(state_change_at(envelope, message).isoformat())
             else:
                 view.renew(_iso(message.new_end))
             processing.collect_events(view)
