@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
+from accord_agreements.samples import sla_terms
 from accord_metrics.application import Metrics
-from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
+from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
 
 
 @pytest.fixture
@@ -92,6 +93,9 @@ def test_an_outage_under_way_is_judged_every_round_until_it_ends(suite: Suite) -
     )
     m.record(COLLECTOR, [ended])
     assert _round(m, f"2026-02-03T14:00{AMS}")[0] == 2
+    # Within the longest burn-rate look-back its burn rates are judged again (nothing recorded
+    # when no alert fires); past it, nothing is.
+    assert _round(m, f"2026-02-03T15:00{AMS}") == (1, 0)
     assert _round(m, f"2026-02-10T14:00{AMS}") == (0, 0)
 
 
@@ -113,3 +117,39 @@ def test_a_fresh_instance_ends_with_the_same_evaluations(suite: Suite) -> None:
         assert _round(other, f"2026-02-10T09:30{AMS}") == (0, 0)
     finally:
         other.close()
+
+
+def test_a_running_evaluation_is_recorded_only_when_its_outcome_changes(suite: Suite) -> None:
+    m, ag = suite.metrics, suite.agreements
+    an_active_agreement(suite)
+    response = {
+        "objective_id": "response",
+        "name": "P1 tickets answered within an hour",
+        "metric": "METRIC_TICKET_RESPONSE",
+        "parameters": {"priority": "P1", "target_minutes": "60"},
+        "comparator": "COMPARATOR_AT_LEAST",
+        "target": "90",
+        "window": {"kind": "WINDOW_KIND_MONTH"},
+        "calendar_id": "24x7",
+        "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }
+    aid = str(ag.draft(PROVIDER, sla_terms(objectives=[response])).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    opened = at(f"2026-02-02T10:00{AMS}")
+    ticket = pb.Signal(signal_id="t1", service_id=EMAIL, ticket=pb.Ticket(priority="P1", opened=ts(opened)))
+    m.record(COLLECTOR, [ticket])
+    suite.tick(f"2026-02-02T10:30{AMS}")
+    feb = "2026-01-31T23:00:00+00:00"
+    before = m.window(None, aid, "response", feb).current
+    assert before["status"] == "NO_DATA"  # not due yet
+
+    # Judged every round (as of its instant), recorded only when the ticket turns late.
+    judged, recorded = _round(m, f"2026-02-02T11:30{AMS}")
+    assert judged == 1 and recorded >= 1  # the evaluation, and the late ticket's breach
+    for hour in ("12", "13", "14"):
+        judged, recorded = _round(m, f"2026-02-02T{hour}:30{AMS}")
+        assert (judged, recorded) == (1, 0)
+    after = m.window(None, aid, "response", feb).current
+    assert after["status"] != before["status"]
+    assert after["parameters"]["as_of"] == at(f"2026-02-02T11:30{AMS}").isoformat()  # the last change
