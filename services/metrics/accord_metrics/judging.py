@@ -79,14 +79,17 @@ class OpenWindow:
     metric: str
     look_back: timedelta | None
 
-    def time_sensitive(self, now: datetime, facts: list[ServiceSignals]) -> bool:
+    def time_sensitive(self, now: datetime, facts: list[ServiceSignals], burn_rates: bool = True) -> bool:
         """Whether judging it at `now` could give another outcome than its last judgement with
         no new signal, view or calendar: a metric judged as of the instant (tickets, tasks,
-        leads, FCR, …), an outage under way, or burn rates whose look-back still holds signals."""
+        leads, FCR, …), an outage under way, or (unless `burn_rates` is false: whether its
+        evaluation itself could) burn rates whose look-back still holds signals."""
         if self.metric not in TIME_INVARIANT:
             return True
         if self.metric in OUTAGE_CLIPPED and any(f.ongoing for f in facts):
             return True
+        if not burn_rates:
+            return False
         # Burn rates are judged over look-back windows ending now: with no signal reaching into
         # the longest one, every rate is zero and no alert can fire.
         return self.look_back is not None and any(
@@ -386,10 +389,15 @@ class Judging(_Host):
                 if metric in BUDGETED and look_back is None:
                     look_back = max(p.long for p in reliability.burn_windows(window.duration))
                 spec = OpenWindow(metric, look_back if metric in BUDGETED else None)
-                if not (full or touched or wid not in self._open_windows or spec.time_sensitive(now, facts)):
+                known = not (full or touched or wid not in self._open_windows)
+                if known and not spec.time_sensitive(now, facts):
                     open_windows.append(spec)
                     all_closed = False
                     continue  # open, and nothing it depends on changed: left as judged
+                # Time changes only its burn rates: its evaluation is the one recorded.
+                rates_only = known and not spec.time_sensitive(now, facts, burn_rates=False)
+            else:
+                rates_only = False
             agg: Any = self._get_or(
                 wid,
                 lambda o=objective, w=window: WindowEvaluation(
@@ -407,7 +415,12 @@ class Judging(_Host):
             )
             if v_objective is None:
                 continue  # the objective did not exist in the version judging this window
-            self._judge_window(agg, v_objective, version["version"], measured, window, signals(), now, tz, suspended)
+            if rates_only and not agg.closed:
+                self._judge_burn_rates(agg, v_objective, measured, window, signals(), now, tz, suspended)
+            else:
+                self._judge_window(
+                    agg, v_objective, version["version"], measured, window, signals(), now, tz, suspended
+                )
             self._round_windows += 1
             if agg.pending_events:
                 pending.append(agg)
@@ -455,12 +468,7 @@ class Judging(_Host):
         `calendar` (id, version) when given and held, else the latest) and exclusions it was
         judged with: what evaluation, recomputation and what-if share."""
         cal = self._calendar_for(objective, calendar)
-        notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
-        exclusions = exclusions_for(objective, signals, measured, notice)
-        # Suspended time is excluded like a declared exclusion (see the README).
-        paused = [iv for iv in suspended or [] if iv.intersect(measured)]
-        if paused:
-            exclusions = union([*exclusions, *paused])
+        exclusions, paused = _exclusions(objective, signals, measured, suspended)
         evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
         if paused and not subtract([measured], paused):
             # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
@@ -512,6 +520,26 @@ class Judging(_Host):
                         str(rates[pair.long]),
                         str(rates[pair.short]),
                     )
+
+    def _judge_burn_rates(
+        self, agg: Any, objective: dict[str, Any], measured: Interval, window: Interval, signals: SignalSet,
+        now: datetime, tz: str, suspended: list[Interval] | None = None,
+    ) -> None:  # fmt: skip
+        """An open window whose evaluation time alone cannot change (see OpenWindow): only its
+        burn rates as of `now` and the alerts they raise, exactly as `_judge_window` would —
+        the calendar and exclusions of its judgement, the budget of its recorded evaluation."""
+        if "budget_consumed" not in agg.current:
+            return
+        calendar = self._calendar_for(objective, None)
+        exclusions, _ = _exclusions(objective, signals, measured, suspended)
+        rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+        for pair in reliability.burn_alerts(rates, window.duration):
+            agg.burn_alert(
+                f"{pair.factor}x {pair.long}/{pair.short}",
+                str(pair.factor),
+                str(rates[pair.long]),
+                str(rates[pair.short]),
+            )
 
     # -- queries ---------------------------------------------------------------------------------------------------
     def window_ids(self, agreement_id: str) -> list[UUID]:
@@ -687,6 +715,19 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
     """The breaches an evaluation implies: "" for the objective when BREACHED, and each
     late ticket or task it names."""
     return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
+
+
+def _exclusions(
+    objective: dict[str, Any], signals: SignalSet, measured: Interval, suspended: list[Interval] | None
+) -> tuple[list[Interval], list[Interval]]:
+    """A window's exclusions (declared, announced in time, suspended) and its suspended part."""
+    notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
+    exclusions = exclusions_for(objective, signals, measured, notice)
+    # Suspended time is excluded like a declared exclusion (see the README).
+    paused = [iv for iv in suspended or [] if iv.intersect(measured)]
+    if paused:
+        exclusions = union([*exclusions, *paused])
+    return exclusions, paused
 
 
 def _windows(objective: dict[str, Any], span: Interval, time_zone: str) -> list[Interval]:
