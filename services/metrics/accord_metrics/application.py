@@ -21,7 +21,9 @@ from accord_metrics.judging import (
     DEFAULT_MAINTENANCE_NOTICE,
     WINDOW_TOPIC,
     Judging,
+    RoundStats,
     Settled,
+    Watch,
     WindowCheck,
     _windows,
     breach_subjects,
@@ -55,6 +57,7 @@ __all__ = [
     "WINDOW_TOPIC",
     "Metrics",
     "Recorded",
+    "RoundStats",
     "ServiceSignals",
     "Settled",
     "StoredSignals",
@@ -99,3 +102,10 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         # in the latest pass that tried it: isolated there, every other agreement goes on.
         self._failing: dict[tuple[str, str], str] = {}
         self._fcr_services: tuple[int, dict[str, str]] | None = None  # (views position, services)
+        # What a round judges again (see judging.Watch): only what changed since the last one.
+        self._watches: dict[UUID, Watch] = {}
+        self._calendars_position = 0
+        self._closed_windows: set[UUID] = set()
+        self._open_windows: set[UUID] = set()
+        self._round_windows = 0
+        self.last_round = RoundStats()

@@ -281,6 +281,18 @@ class CalendarView(Aggregate):
 MET, AT_RISK, BREACHED, NO_DATA = "MET", "AT_RISK", "BREACHED", "NO_DATA"
 
 
+# What a running evaluation judged as of the pass's instant says (see WindowEvaluation.update):
+# its judgement, budget and late subjects — not how long a late item has been open so far.
+_OUTCOME = ("value", "target", "comparator", "status", "closed", "version", "formula_id", "formula_version",
+            "budget_consumed", "budget_remaining", "undefined", "calendar_id", "calendar_version")  # fmt: skip
+_OUTCOME_DETAIL = ("late", "late_open", "suspended")
+
+
+def _outcome(evaluation: dict[str, Any]) -> tuple[Any, ...]:
+    detail = evaluation.get("detail") or {}
+    return tuple(evaluation.get(k) for k in _OUTCOME) + tuple(detail.get(k) for k in _OUTCOME_DETAIL)
+
+
 @stored_as("accord_metrics.domain:WindowEvaluation")
 class WindowEvaluation(Aggregate):
     """One objective of one agreement over one window: its running value, warnings, burn
@@ -328,6 +340,13 @@ class WindowEvaluation(Aggregate):
             ):
                 old = self.restatements[-1]["new"] if self.restatements else self.closed
                 self._restated(old=old, new=evaluation)
+            return
+        if "as_of" in (evaluation.get("parameters") or {}):
+            # Judged as of the pass's instant (tickets, tasks, follow-ups, FCR): its parameters,
+            # digest and elapsed times change every pass; recorded again only when its outcome
+            # (value, status, budget, late items…) does. Its closing records it in full.
+            if _outcome(evaluation) != _outcome(self.current):
+                self._evaluated(evaluation=evaluation)
             return
         if evaluation["input_digest"] != self.current.get("input_digest") or evaluation["status"] != self.current.get(
             "status"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,11 +13,12 @@ from uuid import UUID
 from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
+from accord_kit.topics import event_topics
 from accord_metrics import signals as sig
-from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, NotFoundError, WindowEvaluation
-from accord_metrics.evaluation import SignalSet, burn_rates, exclusions_for, judge, late_subjects
+from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView, NotFoundError, WindowEvaluation
+from accord_metrics.evaluation import BUDGETED, SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
-from accord_metrics.signal_index import FAR_FUTURE
+from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals
 from accord_metrics.views import _named_services, _parse, end_of, suspensions
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 # A re-derivation's difference when the calendar version a window was judged with is not held.
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
+CALENDAR_TOPICS = sorted(event_topics(CalendarView))
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,84 @@ class Settled:
             and (earliest_change is None or earliest_change >= self.windows_end)
             and all(view_changed.get(d, 0) <= self.position for d in self.depends_on)
         )
+
+
+# Metrics whose evaluation of a window depends on its signals, terms and calendar only, never on
+# the instant it is judged at (evaluation.run_formula passes them no `as_of`): an open window of
+# one is judged again only when one of those changes, or when it closes.
+TIME_INVARIANT = frozenset({
+    "METRIC_AVAILABILITY_TIME", "METRIC_AVAILABILITY_REQUESTS", "METRIC_MTTR", "METRIC_MTBF", "METRIC_ASA",
+    "METRIC_ABANDONMENT_RATE", "METRIC_SERVICE_LEVEL", "METRIC_AVERAGE_HANDLE_TIME", "METRIC_CLOSE_RATE",
+    "METRIC_DEAL_SIZE", "METRIC_MARKETING_REVENUE_SHARE",
+})  # fmt: skip
+# … except that an outage under way (no end reported) lasts until the evaluation's instant.
+OUTAGE_CLIPPED = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """An open window left as judged: its metric, and the longest burn-rate look-back of a
+    budgeted objective (None otherwise) — what says whether time alone can change it."""
+
+    metric: str
+    look_back: timedelta | None
+
+    def time_sensitive(self, now: datetime, facts: list[ServiceSignals], burn_rates: bool = True) -> bool:
+        """Whether judging it at `now` could give another outcome than its last judgement with
+        no new signal, view or calendar: a metric judged as of the instant (tickets, tasks,
+        leads, FCR, …), an outage under way, or (unless `burn_rates` is false: whether its
+        evaluation itself could) burn rates whose look-back still holds signals."""
+        if self.metric not in TIME_INVARIANT:
+            return True
+        if self.metric in OUTAGE_CLIPPED and any(f.ongoing for f in facts):
+            return True
+        if not burn_rates:
+            return False
+        # Burn rates are judged over look-back windows ending now: with no signal reaching into
+        # the longest one, every rate is zero and no alert can fire.
+        return self.look_back is not None and any(
+            f.ongoing or (f.reaches is not None and f.reaches > now - self.look_back) for f in facts
+        )
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What an agreement's latest judgement depended on, so that a round judges it again only
+    when something changed: the views' log position (its own and those its terms inherit
+    from, `depends_on`), the calendars' log position, its services (a new signal or
+    correction of one), `due` — the first instant a window of it closes or opens, or a version
+    takes effect — and its open windows, any of which time alone may change."""
+
+    position: int
+    calendars: int
+    depends_on: frozenset[UUID]
+    services: tuple[str, ...]
+    due: datetime
+    open: tuple[OpenWindow, ...]
+
+    def quiet(
+        self, now: datetime, changed_since: dict[str, datetime], view_changed: dict[UUID, int], calendars: int,
+        facts: dict[str, ServiceSignals],
+    ) -> bool:  # fmt: skip
+        if now >= self.due or calendars != self.calendars:
+            return False
+        if any(s in changed_since for s in self.services):
+            return False
+        if any(view_changed.get(d, 0) > self.position for d in self.depends_on):
+            return False
+        mine = [facts[s] for s in self.services if s in facts]
+        return not any(w.time_sensitive(now, mine) for w in self.open)
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    """What the latest evaluation round did: agreements judged and skipped (nothing changed
+    for them), windows judged (their formula run) and windows whose evaluation changed."""
+
+    agreements_judged: int = 0
+    agreements_skipped: int = 0
+    windows_judged: int = 0
+    windows_changed: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +170,12 @@ class Judging(_Host):
     # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
     # in the latest pass that tried it: isolated there, every other agreement goes on.
     _failing: dict[tuple[str, str], str]
+    _watches: dict[UUID, Watch]  # agreements judged, and what would make a round judge them again
+    _calendars_position: int
+    _closed_windows: set[UUID]  # windows known closed: loaded only when a change reaches them
+    _open_windows: set[UUID]  # windows known open (judged by this process)
+    _round_windows: int
+    last_round: RoundStats
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate(self, now: datetime | None = None) -> int:
@@ -102,26 +188,57 @@ class Judging(_Host):
             self._refresh_signals()
             changed_since, self._changed = self._changed, {}
             position = self._refresh_views()
-            # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded.
-            settled = self._settled
+            calendars = self._refresh_calendars()
+            # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
+            # so is one whose watch (see Watch) says nothing it depends on changed.
+            settled, watches = self._settled, self._watches
             ids = [
                 i
                 for i in self._view_changed
-                if i not in settled or not settled[i].holds(now, changed_since, self._view_changed)
+                if (i not in settled or not settled[i].holds(now, changed_since, self._view_changed))
+                and (
+                    i not in watches
+                    or not watches[i].quiet(now, changed_since, self._view_changed, calendars, self._services)
+                )
             ]
-        views: list[AgreementView] = [self.repository.get(i) for i in ids]
-        changed = 0
-        for view in views:
-            if not view.versions:
+            skipped = len(self._view_changed) - len(ids)
+        self._round_windows = 0
+        changed = judged = 0
+        for uid in ids:
+            view: Any = self.repository.get(uid)
+            if not view.versions:  # a draft: nothing to judge until its view changes
+                self._watch(uid, Watch(position, calendars, frozenset({uid}), (), FAR_FUTURE, ()))
                 continue
+            judged += 1
             try:
-                changed += self._evaluate_agreement(view, now, changed_since, position)
+                changed += self._evaluate_agreement(view, now, changed_since, position, calendars)
             except Exception as e:  # isolated to this agreement: the others are still judged
+                self._watch(uid, None)
                 self._failed(view.agreement_id, "", e)
                 self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
             else:
                 self._recovered(view.agreement_id, "")
+        self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
         return changed
+
+    def _watch(self, uid: UUID, watch: Watch | None) -> None:
+        with self._lock:
+            if watch is None:
+                self._watches.pop(uid, None)
+            else:
+                self._watches[uid] = watch
+
+    def _refresh_calendars(self) -> int:
+        """The log position of the latest calendar event (any process's): a calendar redefined
+        judges the open windows again (they are judged by its latest version)."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._calendars_position, limit=1000, topics=CALENDAR_TOPICS, inclusive_of_start=False
+                )
+                if not notes:
+                    return self._calendars_position
+                self._calendars_position = notes[-1].id
 
     def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
         """Keep these services' signal changes for the next pass (their windows were not judged)."""
@@ -158,27 +275,57 @@ class Judging(_Host):
             return dict(self._failing)
 
     def _evaluate_agreement(
-        self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None
-    ) -> int:
+        self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None,
+        calendars: int | None = None,
+    ) -> int:  # fmt: skip
         """Judge the agreement's windows that need it. `position`: the log position the view
-        was read at or after; given, an ended agreement left with no open window is settled."""
+        was read at or after; given, an ended agreement left with no open window is settled,
+        and (with `calendars`, the calendars' position) the agreement is watched: the next
+        rounds skip it until something it depends on changes (see Watch)."""
+        uid = UUID(str(view.id))
         start = _parse(view.versions[0]["effective_from"])
         ends = end_of(view)
         end = min(ends or FAR_FUTURE, now)
+        depends_on = self._depends_on(view)
+        # Unless the views or calendars changed since its last judgement (or it has none), only
+        # the windows a change touches are judged, and those that close or open.
+        watch = self._watches.get(uid)
+        full = (
+            watch is None
+            or watch.calendars != calendars
+            or any(self._view_changed.get(d, 0) > watch.position for d in depends_on)
+        )
         if end <= start:
+            if position is not None and calendars is not None:
+                due = start if ends is None or start < ends else FAR_FUTURE
+                self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return 0
         latest, tz, services = self.scope(view, now)
-        signals = self.signal_set(services)
+        held: list[SignalSet] = []
+
+        def signals() -> SignalSet:  # built once, only if a window is judged
+            if not held:
+                held.append(self.signal_set(services))
+            return held[0]
+
+        with self._lock:
+            facts = [self._services[s] for s in services if s in self._services]
         earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
         to_save: list[Any] = []
         all_closed = True  # every window judged here is closed (those that need no judging are)
         windows_end = start
         failed = False
+        due = self._next_effective(depends_on, now)
+        if ends is not None and ends > now:
+            due = min(due, ends)
+        open_windows: list[OpenWindow] = []
+        marks: list[tuple[UUID, bool]] = []
         for objective in latest.get("objectives") or []:
             try:
                 windows = self._objective_windows(
-                    view, objective, start, end, tz, signals, now, earliest_change, to_save
-                )
+                    view, objective, start, end, tz, signals, now, earliest_change, to_save,
+                    (full, facts, open_windows, marks),
+                )  # fmt: skip
             except Exception as e:  # isolated to this objective: its windows wait for a fix
                 self._failed(view.agreement_id, str(objective.get("objective_id") or ""), e)
                 failed = True
@@ -186,6 +333,7 @@ class Judging(_Host):
             self._recovered(view.agreement_id, str(objective.get("objective_id") or ""))
             windows_end = max(windows_end, windows[0])
             all_closed = all_closed and windows[1]
+            due = min(due, windows[2])
         if failed:  # windows of a failing objective were not judged: keep its services' changes
             self._keep_changes(services, changed_since)
         current = {str(o.get("objective_id") or "") for o in latest.get("objectives") or []}
@@ -194,6 +342,15 @@ class Judging(_Host):
                 del self._failing[key]
         if to_save:
             self.save(*to_save)
+        with self._lock:  # known closed or open from now on (saved: a failure keeps none)
+            for wid, closed in marks:
+                (self._closed_windows if closed else self._open_windows).add(wid)
+                if closed:
+                    self._open_windows.discard(wid)
+        if position is not None and calendars is not None:
+            # A failing objective is tried again every round (its failure stays reported until then).
+            fresh = Watch(position, calendars, depends_on, tuple(services), due, tuple(open_windows))
+            self._watch(uid, None if failed else fresh)
         if position is not None and not failed and all_closed and ends is not None and now >= ends:
             settled = Settled(position, ends, windows_end, frozenset(services), self._depends_on(view))
             with self._lock:
@@ -202,28 +359,55 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: SignalSet, now: datetime, earliest_change: datetime | None, to_save: list[Any],
-    ) -> tuple[datetime, bool]:  # fmt: skip
+        signals: Callable[[], SignalSet], now: datetime, earliest_change: datetime | None, to_save: list[Any],
+        watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
+    ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`);
-        returns the end of its last window and whether every window judged is closed."""
-        windows_end, all_closed = start, True
+        returns the end of its last window, whether every window judged is closed, and the
+        first instant one of its windows closes or a new one opens. `watching` (whether every
+        open window must be judged, the services' signal facts, a list the open windows are
+        added to, and one each judged window is added to with whether it is closed, to be
+        marked so once saved): given, an open window nothing changed for is left as judged."""
+        windows_end, all_closed, due = start, True, FAR_FUTURE
         pending: list[Any] = []
         ends = end_of(view)
         suspended = suspensions(view)
+        full, facts, open_windows, marks = watching if watching is not None else (True, [], [], [])
+        judged: list[tuple[UUID, bool]] = []
+        metric = str(objective.get("metric") or "")
+        look_back = None
         for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
             measured = Interval(max(window.start, start), min(window.end, ends or window.end))
             if measured.empty:
                 continue
             windows_end = max(windows_end, window.end)
             wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
+            touched = earliest_change is not None and earliest_change < window.end
+            if wid in self._closed_windows and not touched:
+                continue  # closed, and no change reaches it: not even loaded
+            if measured.end > now:
+                due = min(due, measured.end)
+                if metric in BUDGETED and look_back is None:
+                    look_back = max(p.long for p in reliability.burn_windows(window.duration))
+                spec = OpenWindow(metric, look_back if metric in BUDGETED else None)
+                known = not (full or touched or wid not in self._open_windows)
+                if known and not spec.time_sensitive(now, facts):
+                    open_windows.append(spec)
+                    all_closed = False
+                    continue  # open, and nothing it depends on changed: left as judged
+                # Time changes only its burn rates: its evaluation is the one recorded.
+                rates_only = known and not spec.time_sensitive(now, facts, burn_rates=False)
+            else:
+                rates_only = False
             agg: Any = self._get_or(
                 wid,
                 lambda o=objective, w=window: WindowEvaluation(
                     view.agreement_id, o["objective_id"], w.start.isoformat(), w.end.isoformat()
                 ),
             )
-            needs = not agg.closed or (earliest_change is not None and earliest_change < window.end)
+            needs = not agg.closed or touched
             if not needs:
+                self._closed_windows.add(wid)
                 continue
             version = self._effective_version(view, measured.start)
             v_objective = next(
@@ -232,12 +416,38 @@ class Judging(_Host):
             )
             if v_objective is None:
                 continue  # the objective did not exist in the version judging this window
-            self._judge_window(agg, v_objective, version["version"], measured, window, signals, now, tz, suspended)
+            if rates_only and not agg.closed:
+                self._judge_burn_rates(agg, v_objective, measured, window, signals(), now, tz, suspended)
+            else:
+                self._judge_window(
+                    agg, v_objective, version["version"], measured, window, signals(), now, tz, suspended
+                )
+            self._round_windows += 1
             if agg.pending_events:
                 pending.append(agg)
             all_closed = all_closed and bool(agg.closed)
+            judged.append((wid, bool(agg.closed)))
+            if not agg.closed:
+                open_windows.append(OpenWindow(metric, look_back if metric in BUDGETED else None))
         to_save.extend(pending)  # only once every window of the objective was judged
-        return windows_end, all_closed
+        marks.extend(judged)
+        if windows_end > now:
+            due = min(due, windows_end)
+        elif windows_end == now:  # the next window opens just after now
+            due = now
+        return windows_end, all_closed, due
+
+    def _next_effective(self, view_ids: Iterable[UUID], now: datetime) -> datetime:
+        """The first instant after `now` a version of these views takes effect (FAR_FUTURE if
+        none): the terms in force, and so an agreement's objectives, may change then."""
+        due = FAR_FUTURE
+        for uid in view_ids:
+            v: Any = self._get_or(uid, lambda: None)
+            for version in getattr(v, "versions", []):
+                at = _parse(version["effective_from"])
+                if now < at < due:
+                    due = at
+        return due
 
     def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
         """An agreement's latest effective terms (as in force at `now`, or when it ended), its
@@ -259,12 +469,7 @@ class Judging(_Host):
         `calendar` (id, version) when given and held, else the latest) and exclusions it was
         judged with: what evaluation, recomputation and what-if share."""
         cal = self._calendar_for(objective, calendar)
-        notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
-        exclusions = exclusions_for(objective, signals, measured, notice)
-        # Suspended time is excluded like a declared exclusion (see the README).
-        paused = [iv for iv in suspended or [] if iv.intersect(measured)]
-        if paused:
-            exclusions = union([*exclusions, *paused])
+        exclusions, paused = _exclusions(objective, signals, measured, suspended)
         evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
         if paused and not subtract([measured], paused):
             # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
@@ -321,6 +526,26 @@ class Judging(_Host):
             # An alert still firing when its window closes is resolved with it.
             for name in agg.burn_firing:
                 agg.resolve_burn_alert(name, "window_closed")
+
+    def _judge_burn_rates(
+        self, agg: Any, objective: dict[str, Any], measured: Interval, window: Interval, signals: SignalSet,
+        now: datetime, tz: str, suspended: list[Interval] | None = None,
+    ) -> None:  # fmt: skip
+        """An open window whose evaluation time alone cannot change (see OpenWindow): only its
+        burn rates as of `now` and the alerts they raise, exactly as `_judge_window` would —
+        the calendar and exclusions of its judgement, the budget of its recorded evaluation."""
+        if "budget_consumed" not in agg.current:
+            return
+        calendar = self._calendar_for(objective, None)
+        exclusions, _ = _exclusions(objective, signals, measured, suspended)
+        rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+        for pair in reliability.burn_alerts(rates, window.duration):
+            agg.burn_alert(
+                f"{pair.factor}x {pair.long}/{pair.short}",
+                str(pair.factor),
+                str(rates[pair.long]),
+                str(rates[pair.short]),
+            )
 
     # -- queries ---------------------------------------------------------------------------------------------------
     def window_ids(self, agreement_id: str) -> list[UUID]:
@@ -528,6 +753,19 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
     """The breaches an evaluation implies: "" for the objective when BREACHED, and each
     late ticket or task it names."""
     return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
+
+
+def _exclusions(
+    objective: dict[str, Any], signals: SignalSet, measured: Interval, suspended: list[Interval] | None
+) -> tuple[list[Interval], list[Interval]]:
+    """A window's exclusions (declared, announced in time, suspended) and its suspended part."""
+    notice = timedelta(hours=float((objective.get("parameters") or {}).get("maintenance_notice_hours") or 24))
+    exclusions = exclusions_for(objective, signals, measured, notice)
+    # Suspended time is excluded like a declared exclusion (see the README).
+    paused = [iv for iv in suspended or [] if iv.intersect(measured)]
+    if paused:
+        exclusions = union([*exclusions, *paused])
+    return exclusions, paused
 
 
 def _windows(objective: dict[str, Any], span: Interval, time_zone: str) -> list[Interval]:

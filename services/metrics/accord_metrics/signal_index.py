@@ -92,6 +92,10 @@ class ServiceSignals:
     signals: SignalSet = field(default_factory=SignalSet)
     converted: int = 0
     at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
+    # What tells whether an open window's evaluation can change with time alone (judging.py):
+    # the outages still under way (no end reported) and the latest instant any other signal reaches.
+    ongoing: set[str] = field(default_factory=set)
+    reaches: datetime | None = None
 
     def classify(self, s: signals_pb2.Signal, where: str) -> str:
         """NEW; DUPLICATE (a content this id was already recorded with: a retry, never a
@@ -126,6 +130,14 @@ class ServiceSignals:
         for s in items:
             self.versions.setdefault(s.signal_id, []).append(content_digest(s))
             self.latest[s.signal_id] = s
+            if s.WhichOneof("kind") == "outage":
+                if s.outage.HasField("end"):
+                    self.ongoing.discard(s.signal_id)
+                else:
+                    self.ongoing.add(s.signal_id)
+            reaches = _latest(s)  # an outage under way counts among the ongoing ones instead
+            if reaches < FAR_FUTURE and (self.reaches is None or reaches > self.reaches):
+                self.reaches = reaches
         self.raw.extend(items)
 
     def converted_set(self) -> SignalSet:
@@ -184,6 +196,15 @@ def _earliest(s: signals_pb2.Signal) -> datetime:
         "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
     }[kind]  # fmt: skip
     return sig.instant(getattr(body, first))
+
+
+def _latest(s: signals_pb2.Signal) -> datetime:
+    """The latest instant a signal reaches (an outage under way: far in the future)."""
+    kind = str(s.WhichOneof("kind"))
+    body = getattr(s, kind)
+    if kind in ("outage", "maintenance", "requests"):
+        return sig.instant(body.end) if body.HasField("end") else FAR_FUTURE
+    return _earliest(s)
 
 
 def _encode(items: list[signals_pb2.Signal]) -> str:

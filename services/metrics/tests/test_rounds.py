@@ -1,0 +1,155 @@
+"""What an evaluation round judges, on both stores: only what changed since the last one. A
+round with nothing new judges no window and records nothing; a new signal judges the open
+windows it reaches (a late one also the closed window it falls in, restated); a window is
+judged when it closes and when it opens; an outage still under way is judged again every
+round (it lasts until the round's instant) until its end is reported; and a second instance
+on the same store, which has judged nothing yet, ends with the same evaluations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_agreements.samples import sla_terms
+from accord_metrics.application import Metrics
+from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
+
+
+@pytest.fixture
+def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
+    s = Suite(make_store_env)
+    yield s
+    s.close()
+
+
+def _round(m: Metrics, when: str) -> tuple[int, int]:
+    """One round at `when`: (windows judged, events recorded)."""
+    head = m.head_position()
+    m.evaluate(at(when))
+    return m.last_round.windows_judged, m.head_position() - head
+
+
+def _latest(m: Metrics, aid: str, objective_id: str, window_start: str) -> dict[str, object]:
+    return dict(m.window(None, aid, objective_id, window_start).latest)
+
+
+def test_a_round_judges_only_what_changed(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("jan-1", f"2026-01-12T10:00{AMS}", 30), *calls("a", f"2026-01-12T09:00{AMS}", 8, 2)])
+    suite.tick(f"2026-02-01T02:00{AMS}")  # January closes, February opens
+    m.record(COLLECTOR, [outage("feb-1", f"2026-02-02T10:00{AMS}", 20)])
+    suite.tick(f"2026-02-10T09:00{AMS}")
+    feb = _latest(m, aid, "availability", "2026-01-31T23:00:00+00:00")
+
+    # Nothing new (and the last outage more than the longest burn-rate look-back ago):
+    # nothing judged, nothing recorded, the agreement not even loaded.
+    for when in ("2026-02-10T10:00", "2026-02-11T00:00", "2026-02-20T23:00"):
+        assert _round(m, when + AMS) == (0, 0)
+        assert m.last_round.agreements_judged == 0
+        assert m.last_round.agreements_skipped == 1
+
+    # A new outage in February: February's two windows (same service) judged, January's not.
+    m.record(COLLECTOR, [outage("feb-2", f"2026-02-20T08:00{AMS}", 10)])
+    judged, recorded = _round(m, f"2026-02-20T23:05{AMS}")
+    assert judged == 2
+    assert recorded >= 1
+    assert m.last_round.windows_changed == 1  # the service level's inputs did not change
+    assert _latest(m, aid, "availability", "2026-01-31T23:00:00+00:00")["value"] < feb["value"]  # type: ignore[operator]
+
+    # A late outage in January: its closed windows are judged too, and availability restated.
+    m.record(COLLECTOR, [outage("jan-2", f"2026-01-20T10:00{AMS}", 60)])
+    judged, _ = _round(m, f"2026-02-20T23:10{AMS}")
+    assert judged == 4
+    jan = m.window(None, aid, "availability", "2025-12-31T23:00:00+00:00")
+    assert len(jan.restatements) == 1
+
+    # February closes and March opens: both judged; then quiet again.
+    assert _round(m, f"2026-03-01T00:30{AMS}")[0] == 4
+    assert _round(m, f"2026-03-01T00:40{AMS}") == (0, 0)
+
+
+def test_an_outage_under_way_is_judged_every_round_until_it_ends(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    feb = "2026-01-31T23:00:00+00:00"
+    start = at(f"2026-02-03T10:00{AMS}")
+    ongoing = pb.Signal(signal_id="big", service_id=EMAIL, outage=pb.Outage(start=ts(start)))
+    m.record(COLLECTOR, [ongoing])
+    suite.tick(f"2026-02-03T11:00{AMS}")
+    before = _latest(m, aid, "availability", feb)["value"]
+
+    # No new signal, yet the outage goes on: the availability window (only) is judged again.
+    judged, recorded = _round(m, f"2026-02-03T13:00{AMS}")
+    assert judged == 1
+    assert recorded >= 1
+    assert _latest(m, aid, "availability", feb)["value"] < before  # type: ignore[operator]
+
+    # Its end reported: judged once more, then left alone once past the burn-rate look-back.
+    ended = pb.Signal(
+        signal_id="big", service_id=EMAIL, outage=pb.Outage(start=ts(start), end=ts(at(f"2026-02-03T12:00{AMS}")))
+    )
+    m.record(COLLECTOR, [ended])
+    assert _round(m, f"2026-02-03T14:00{AMS}")[0] == 2
+    # Within the longest burn-rate look-back its burn rates are judged again (nothing recorded
+    # when no alert fires); past it, nothing is.
+    assert _round(m, f"2026-02-03T15:00{AMS}") == (1, 0)
+    assert _round(m, f"2026-02-10T14:00{AMS}") == (0, 0)
+
+
+def test_a_fresh_instance_ends_with_the_same_evaluations(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("jan-1", f"2026-01-12T10:00{AMS}", 30), *calls("a", f"2026-01-12T09:00{AMS}", 8, 2)])
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    m.record(COLLECTOR, [outage("feb-1", f"2026-02-02T10:00{AMS}", 20)])
+    suite.tick(f"2026-02-10T09:00{AMS}")
+    expected = {(w.objective_id, w.window_start): w.latest for w in m.window_evaluations(aid)}
+
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        head = other.head_position()
+        other.evaluate(at(f"2026-02-10T09:00{AMS}"))
+        assert other.head_position() == head  # nothing left undone, nothing recorded twice
+        assert {(w.objective_id, w.window_start): w.latest for w in other.window_evaluations(aid)} == expected
+        assert _round(other, f"2026-02-10T09:30{AMS}") == (0, 0)
+    finally:
+        other.close()
+
+
+def test_a_running_evaluation_is_recorded_only_when_its_outcome_changes(suite: Suite) -> None:
+    m, ag = suite.metrics, suite.agreements
+    an_active_agreement(suite)
+    response = {
+        "objective_id": "response",
+        "name": "P1 tickets answered within an hour",
+        "metric": "METRIC_TICKET_RESPONSE",
+        "parameters": {"priority": "P1", "target_minutes": "60"},
+        "comparator": "COMPARATOR_AT_LEAST",
+        "target": "90",
+        "window": {"kind": "WINDOW_KIND_MONTH"},
+        "calendar_id": "24x7",
+        "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }
+    aid = str(ag.draft(PROVIDER, sla_terms(objectives=[response])).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    opened = at(f"2026-02-02T10:00{AMS}")
+    ticket = pb.Signal(signal_id="t1", service_id=EMAIL, ticket=pb.Ticket(priority="P1", opened=ts(opened)))
+    m.record(COLLECTOR, [ticket])
+    suite.tick(f"2026-02-02T10:30{AMS}")
+    feb = "2026-01-31T23:00:00+00:00"
+    before = m.window(None, aid, "response", feb).current
+    assert before["status"] == "NO_DATA"  # not due yet
+
+    # Judged every round (as of its instant), recorded only when the ticket turns late.
+    judged, recorded = _round(m, f"2026-02-02T11:30{AMS}")
+    assert judged == 1 and recorded >= 1  # the evaluation, and the late ticket's breach
+    for hour in ("12", "13", "14"):
+        judged, recorded = _round(m, f"2026-02-02T{hour}:30{AMS}")
+        assert (judged, recorded) == (1, 0)
+    after = m.window(None, aid, "response", feb).current
+    assert after["status"] != before["status"]
+    assert after["parameters"]["as_of"] == at(f"2026-02-02T11:30{AMS}").isoformat()  # the last change
