@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from accord_kit.clock import FileClock
+from accord_kit.testing.devrun import clean_environment, start_devrun, stop_devrun
 from accord_kit.testing.nats import free_port
 from accord_kit.testing.webhook import Receiver
 
@@ -57,7 +56,7 @@ class Suite:
     proc: subprocess.Popen[str]
 
     def env(self, token: str = "") -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+        env = clean_environment()
         env.update({f"ACCORD_{s.upper()}_ADDR": f"127.0.0.1:{p}" for s, p in self.ports.items()})
         env["ACCORD_VAR_DIR"] = str(self.var)
         env["ACCORD_CONFIG"] = str(self.var / "no-config.toml")
@@ -114,52 +113,17 @@ def suite(tmp_path: Path) -> Iterator[Suite]:
     FileClock.write(clock_file, local("2026-01-20T09:00"))
     ports = {s: free_port() for s in SERVICES}
     http_port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "NOTIFIER_", "OTEL_"))
-    }
-    env.update(
-        ACCORD_VAR_DIR=str(var),
-        ACCORD_NATS_PORT=str(free_port()),
-        ACCORD_RUN_QUIET="1",
-        ACCORD_CLOCK_FILE=str(clock_file),
-        GATEWAY_HTTP_PORT=str(http_port),
-        **{f"{s.upper()}_GRPC_PORT": str(p) for s, p in ports.items()},
+    extra = {
+        "ACCORD_CLOCK_FILE": str(clock_file),
         **{f"{s.upper()}_METRICS_PORT": "" for s in SERVICES},
         **{f"{s.upper()}_TICK_SECONDS": "0.5" for s in ("agreements", "metrics", "billing")},
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "accord_kit.devrun"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    else:
-        proc.kill()
-    if not lines or "Ctrl-C stops everything" not in lines[-1]:
-        proc.kill()
-        raise AssertionError("the suite did not come up:\n" + "".join(lines))
+    }
+    proc, _ = start_devrun(var, ports, free_port(), http_port, extra=extra)
     s = Suite(var, clock_file, ports, http_port, proc)
     try:
         yield s
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_devrun(proc)
 
 
 def story_terms(path: Path) -> Path:

@@ -5,11 +5,7 @@ ReadEvents, stops cleanly on Ctrl-C, and a second run resumes on the same data."
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord.events.v1 import events_pb2, events_pb2_grpc
+from accord_kit.testing.devrun import start_devrun, stop_devrun
 from accord_kit.testing.nats import free_port
 
 pytestmark = pytest.mark.slow
@@ -27,44 +24,12 @@ SERVICES = ["agreements", "metrics", "billing", "gateway", "notifier"]
 def start(
     var: Path, ports: dict[str, int], nats_port: int, http_port: int, **extra: str
 ) -> tuple[subprocess.Popen[str], list[str]]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "NOTIFIER_", "OTEL_"))
-    }
-    env.update(
-        ACCORD_VAR_DIR=str(var),
-        ACCORD_NATS_PORT=str(nats_port),
-        ACCORD_RUN_QUIET="1",
-        GATEWAY_HTTP_PORT=str(http_port),
-        **{f"{s.upper()}_GRPC_PORT": str(p) for s, p in ports.items()},
-        **{f"{s.upper()}_METRICS_PORT": str(free_port()) for s in ports},
-        **extra,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "accord_kit.devrun"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops everything" in line:
-            return proc, lines
-    proc.kill()
-    raise AssertionError("make run did not become healthy:\n" + "".join(lines))
+    metrics = {f"{s.upper()}_METRICS_PORT": str(free_port()) for s in ports}
+    return start_devrun(var, ports, nats_port, http_port, extra={**metrics, **extra}, timeout=120)
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    out = stop_devrun(proc, timeout=60)
     assert proc.returncode == 0, out
     return out
 

@@ -10,9 +10,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -34,6 +32,7 @@ from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
 from accord.agreements.v1 import terms_pb2
 from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord_agreements.samples import sla_terms
+from accord_kit.testing.devrun import start_devrun, stop_devrun
 from accord_kit.testing.nats import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,56 +126,25 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     otlp.start()
     grpc_ports = {s: free_port() for s in SERVICES}
     metrics_ports = {s: free_port() for s in SERVICES}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ACCORD_", "AGREEMENTS_", "METRICS_", "BILLING_", "GATEWAY_", "OTEL_"))
-    }
-    env.update(
-        ACCORD_VAR_DIR=str(var),
-        ACCORD_NATS_PORT=str(free_port()),
-        ACCORD_RUN_QUIET="1",
-        GATEWAY_HTTP_PORT=str(free_port()),
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_port}",
-        OTEL_BSP_SCHEDULE_DELAY="200",  # the SDK's batch delay (ms): spans reach the collector soon
-        **{f"{s.upper()}_GRPC_PORT": str(p) for s, p in grpc_ports.items()},
+    extra = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # the SDK's batch delay (ms): spans reach the collector soon
         **{f"{s.upper()}_METRICS_PORT": str(p) for s, p in metrics_ports.items()},
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "accord_kit.devrun"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    else:
-        proc.kill()
-    if not lines or "Ctrl-C stops everything" not in lines[-1]:
-        proc.kill()
+    }
+    try:
+        proc, lines = start_devrun(var, grpc_ports, free_port(), free_port(), extra=extra, timeout=120)
+    except AssertionError:
         otlp.stop(0)
-        raise AssertionError("make run did not become healthy:\n" + "".join(lines))
+        raise
     raw = (var / "keys" / "dev-tokens.env").read_text().splitlines()
     tokens = {k.removeprefix("ACCORD_TOKEN_").lower(): v for k, v in (line.split("=", 1) for line in raw if line)}
     try:
         yield Suite(var, grpc_ports, metrics_ports, tokens, collector, "".join(lines))
     finally:
-        proc.send_signal(signal.SIGINT)
         try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        otlp.stop(0)
+            stop_devrun(proc, timeout=60)
+        finally:
+            otlp.stop(0)
 
 
 def _md(token: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
