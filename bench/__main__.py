@@ -32,7 +32,17 @@ from types import ModuleType
 from typing import Any
 
 # Module names inside the `bench` package, in the order they run. Add new benchmarks here.
-BENCHMARKS: tuple[str, ...] = ("relay", "agreements", "metrics", "gateway", "audit", "reference", "ops", "cluster")
+BENCHMARKS: tuple[str, ...] = (
+    "relay",
+    "agreements",
+    "metrics",
+    "metrics_scale",
+    "gateway",
+    "audit",
+    "reference",
+    "ops",
+    "cluster",
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / "bench-results" / "latest.json"

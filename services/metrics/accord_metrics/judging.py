@@ -496,7 +496,7 @@ class Judging(_Host):
         )
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
-            rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+            rates = burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz)
             # The burn rate over the fastest pair's long window (1 h for a 30-day window),
             # as of this evaluation: carried with it, not a reason on its own for a new event.
             evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
@@ -538,7 +538,7 @@ class Judging(_Host):
             return
         calendar = self._calendar_for(objective, None)
         exclusions, _ = _exclusions(objective, signals, measured, suspended)
-        rates = burn_rates(objective, calendar, exclusions, signals, now, window.duration, tz)
+        rates = burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz)
         for pair in reliability.burn_alerts(rates, window.duration):
             agg.burn_alert(
                 f"{pair.factor}x {pair.long}/{pair.short}",
@@ -753,6 +753,18 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
     """The breaches an evaluation implies: "" for the objective when BREACHED, and each
     late ticket or task it names."""
     return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
+
+
+def _recent(signals: SignalSet, now: datetime, window: Interval) -> SignalSet:
+    """What the burn rates of a window of `window`'s length read as of `now`: the outages
+    that end after, and the request counts that start at or after, the start of its longest
+    look-back, in the order held — so each look-back's formula sees exactly the signals it
+    would pick from all of them, without every look-back going through all of history."""
+    since = now - max(p.long for p in reliability.burn_windows(window.duration))
+    return SignalSet(
+        outages=[o for o in signals.outages if o.end > since],
+        requests=[r for r in signals.requests if r.start >= since],
+    )
 
 
 def _exclusions(

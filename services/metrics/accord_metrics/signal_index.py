@@ -56,6 +56,10 @@ _LIST_OF = {
 }  # fmt: skip
 
 
+# The signals availability (time- and request-based, so its burn rates) reads.
+_BUDGETED_INPUTS = frozenset({"outage", "maintenance", "requests", "probe"})
+
+
 def content_digest(s: signals_pb2.Signal) -> str:
     """The digest of a signal's content (deterministic wire format): what tells a re-send
     (same digest) from a correction (same id, another digest). Its provenance is not part of
@@ -93,7 +97,8 @@ class ServiceSignals:
     converted: int = 0
     at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
     # What tells whether an open window's evaluation can change with time alone (judging.py):
-    # the outages still under way (no end reported) and the latest instant any other signal reaches.
+    # the outages still under way (no end reported) and the latest instant any other signal an
+    # availability (its burn rates) reads reaches.
     ongoing: set[str] = field(default_factory=set)
     reaches: datetime | None = None
 
@@ -135,6 +140,8 @@ class ServiceSignals:
                     self.ongoing.discard(s.signal_id)
                 else:
                     self.ongoing.add(s.signal_id)
+            if s.WhichOneof("kind") not in _BUDGETED_INPUTS:
+                continue
             reaches = _latest(s)  # an outage under way counts among the ongoing ones instead
             if reaches < FAR_FUTURE and (self.reaches is None or reaches > self.reaches):
                 self.reaches = reaches
