@@ -170,11 +170,9 @@ def journeys(draw: Any) -> Journey:
         metric = draw(st.sampled_from(list(CONTACT)))
         variant = draw(st.sampled_from(SL_VARIANTS))
         short = draw(st.sampled_from([None, 5]))
-        service_level = (
-            metric,
-            variant,
-            5 if variant == "SHORT_ABANDONS_SUCCESS" and metric == "SERVICE_LEVEL" else short,
-        )
+        if metric == "SERVICE_LEVEL" and variant == "SHORT_ABANDONS_SUCCESS":
+            short = 5
+        service_level = (metric, variant, None if metric == "ASA" else short)  # ASA has no short abandons
         wait = st.one_of(st.sampled_from([0, 4, 5, 6, 19, 20, 21]), st.integers(0, 120))
         calls = draw(st.lists(st.tuples(instant, wait, st.booleans()), max_size=12))
     corrections = []
