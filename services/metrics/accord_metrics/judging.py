@@ -514,14 +514,7 @@ class Judging(_Host):
             for level in reliability.warning_levels_crossed(Decimal(evaluation["budget_consumed"]), levels):
                 agg.warn(str(level), evaluation["budget_consumed"])
             if rates:
-                fired = {burn_alert_name(p): p for p in reliability.burn_alerts(rates, window.duration)}
-                for name, pair in fired.items():
-                    agg.burn_alert(name, str(pair.factor), str(rates[pair.long]), str(rates[pair.short]))
-                pairs = {burn_alert_name(p): p for p in reliability.burn_windows(window.duration)}
-                for name in agg.burn_firing:
-                    held = pairs.get(name)
-                    if name not in fired and held is not None:
-                        agg.resolve_burn_alert(name, "cleared", str(rates[held.long]), str(rates[held.short]))
+                _burn_alerts(agg, rates, window)
         if evaluation["closed"]:
             # An alert still firing when its window closes is resolved with it.
             for name in agg.burn_firing:
@@ -539,13 +532,7 @@ class Judging(_Host):
         calendar = self._calendar_for(objective, None)
         exclusions, _ = _exclusions(objective, signals, measured, suspended)
         rates = burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz)
-        for pair in reliability.burn_alerts(rates, window.duration):
-            agg.burn_alert(
-                f"{pair.factor}x {pair.long}/{pair.short}",
-                str(pair.factor),
-                str(rates[pair.long]),
-                str(rates[pair.short]),
-            )
+        _burn_alerts(agg, rates, window)
 
     # -- queries ---------------------------------------------------------------------------------------------------
     def window_ids(self, agreement_id: str) -> list[UUID]:
@@ -737,6 +724,21 @@ class Judging(_Host):
             d = e.__dict__
             out += [d[k] for k in ("evaluation", "old", "new") if isinstance(d.get(k), dict)]
         return out
+
+
+def _burn_alerts(agg: Any, rates: dict[timedelta, Decimal], window: Interval) -> None:
+    """The burn-rate alerts of an open window as `rates` read: each pair whose condition holds
+    fires (once while it holds), each firing pair whose condition no longer holds is resolved
+    ("cleared", with the rates that cleared it) — for a fully judged window and for one whose
+    burn rates alone were judged again alike."""
+    fired = {burn_alert_name(p): p for p in reliability.burn_alerts(rates, window.duration)}
+    for name, pair in fired.items():
+        agg.burn_alert(name, str(pair.factor), str(rates[pair.long]), str(rates[pair.short]))
+    pairs = {burn_alert_name(p): p for p in reliability.burn_windows(window.duration)}
+    for name in agg.burn_firing:
+        held = pairs.get(name)
+        if name not in fired and held is not None:
+            agg.resolve_burn_alert(name, "cleared", str(rates[held.long]), str(rates[held.short]))
 
 
 def burn_alert_name(pair: reliability.BurnPair) -> str:
