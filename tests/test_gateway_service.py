@@ -61,7 +61,7 @@ async def test_gateway_over_grpc_http_and_live(
                     r = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
                 except grpc.aio.AioRpcError:
                     return False
-                return r.status["state"] == "ACTIVE"
+                return r.agreement.state == "ACTIVE"
 
             await eventually(visible, timeout=20, what="agreement in the read model")
             got = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
@@ -72,8 +72,8 @@ async def test_gateway_over_grpc_http_and_live(
                     await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=agreement), metadata=who)
                 assert err.value.code() == grpc.StatusCode.NOT_FOUND
             portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(), metadata=keys.metadata("auditor"))
-            assert portfolio.status["agreements"] == 1
-            before_restart = dict(got.status)
+            assert portfolio.portfolio.agreements == 1
+            before_restart = got.agreement
 
             # HTTP: the same, with JSON errors.
             status, body = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", fin)
@@ -94,14 +94,14 @@ async def test_gateway_over_grpc_http_and_live(
             # Live: a breach reaches WatchStatus within a second of reaching NATS.
             watch = stub.WatchStatus(pb.WatchStatusRequest(agreement_id=aid), metadata=md)
             first = await watch.read()
-            assert first.status["health"] != "BREACHED"
+            assert first.agreement.health != "BREACHED"
             m.record(COLLECTOR, [outage("big", f"2026-01-10T05:00{AMS}", 240)])
             suite.tick(f"2026-01-10T10:05{AMS}")
             await eventually(lambda: relays[1].stats.head_position == m.head_position(), timeout=10)
             published = time.monotonic()
             while True:
                 update = await asyncio.wait_for(watch.read(), timeout=5)
-                if update.status["health"] == "BREACHED":
+                if update.agreement.health == "BREACHED":
                     break
             assert time.monotonic() - published < 1.0
             watch.cancel()
@@ -148,6 +148,6 @@ async def test_gateway_over_grpc_http_and_live(
 
             await eventually(rebuilt, timeout=20, what="read model rebuilt after a restart")
             got = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
-            assert got.status["state"] == before_restart["state"] and got.status["health"] == "BREACHED"
+            assert got.agreement.state == before_restart.state and got.agreement.health == "BREACHED"
     finally:
         suite.close()

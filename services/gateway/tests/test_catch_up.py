@@ -175,7 +175,7 @@ async def test_serving_only_once_the_read_model_holds_every_stream_at_start(
         structlog.configure(wrapper_class=logging_config["wrapper_class"])
 
     # The first moment it said SERVING, the read model held everything: no 404, the heads …
-    assert portfolio.status["agreements"] == N
+    assert portfolio.portfolio.agreements == N
     assert dict(portfolio.positions) == heads
     assert missing == []
     status, body = http_portfolio
