@@ -1,11 +1,16 @@
 """The gateway as it runs: its consumers fill the read model from the three streams; gRPC and
 HTTP answer status queries with the positions they reflect; 401/403/404 as JSON with nothing
-leaked; WatchStatus and server-sent events deliver a change within a second."""
+leaked; WatchStatus and server-sent events deliver a change within a second; the typed gRPC
+answer says what the HTTP answer says (integers as integers; the deprecated Struct only when
+asked for); `accord status` reads it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from openapi_spec_validator import validate as validate_openapi
 
 from accord.gateway.v1 import gateway_pb2 as pb
@@ -71,6 +77,28 @@ async def test_gateway_over_grpc_http_and_live(
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=agreement), metadata=who)
                 assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            # Typed: integers stay integers; the deprecated Struct is empty unless asked for.
+            assert got.agreement.version == 1 and not got.HasField("status")
+            typed = json_format.MessageToDict(got.agreement, preserving_proto_field_name=True)
+            assert typed["version"] == 1 and isinstance(typed["version"], int)
+            with_struct = await stub.GetAgreementStatus(
+                pb.GetAgreementStatusRequest(agreement_id=aid, include_struct=True), metadata=md
+            )
+            assert with_struct.status["version"] == 1.0 and with_struct.agreement == got.agreement
+            # `accord status` reads the typed answer: the same document as the HTTP answer's.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+            env |= {"ACCORD_CONFIG": str(tmp_path / "none.toml"), "ACCORD_TOKEN": fin}
+            env["ACCORD_GATEWAY_ADDR"] = f"127.0.0.1:{gateway.port}"
+            accord = str(Path(sys.executable).parent / "accord")
+            cli = await asyncio.to_thread(
+                subprocess.run, [accord, "--json", "status", aid], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert cli.returncode == 0, cli.stderr
+            from_cli = json.loads(cli.stdout)
+            _, from_http = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", fin)
+            assert from_cli["status"]["version"] == 1 and from_cli["status"]["state"] == "ACTIVE"
+            assert from_cli["status"]["objectives"] == from_http["status"]["objectives"]
+            assert from_cli["positions"] == from_http["positions"]
             portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(), metadata=keys.metadata("auditor"))
             assert portfolio.portfolio.agreements == 1
             before_restart = got.agreement

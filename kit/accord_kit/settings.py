@@ -134,7 +134,7 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_PORT", "8080", "the gateway's HTTP port"),
     Setting(
         "SNAPSHOT_PATH",
-        "<VAR_DIR>/gateway-snapshot.json",
+        "<VAR_DIR>/gateway[-<instance>]-snapshot.json",
         "the read model's snapshot, loaded at start so the streams are read on from its positions; empty: none",
     ),
     Setting("SNAPSHOT_SECONDS", "60", "how often the read model's snapshot is written (when it changed; also at stop)"),
@@ -299,6 +299,8 @@ class ServiceSettings:
         if instance and not all(c.isalnum() or c in "-_" for c in instance):
             raise SettingsError(f"{p}_INSTANCE may hold only letters, digits, '-' and '_', not {instance!r}")
         sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
+        # The gateway's read-model snapshot: one per instance (several may share a var dir).
+        snapshot_name = f"{service}-{instance}-snapshot.json" if instance else f"{service}-snapshot.json"
         if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
             raise SettingsError(
                 f"{p}_SQLITE_PATH={sqlite_path} is an in-memory database: it would acknowledge "
@@ -338,7 +340,7 @@ class ServiceSettings:
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
             snapshot_path=(
-                Path(own("SNAPSHOT_PATH", str(var_dir / "gateway-snapshot.json")))
+                Path(own("SNAPSHOT_PATH", str(var_dir / snapshot_name)))
                 if service == "gateway" and own("SNAPSHOT_PATH", "x").strip()
                 else None
             ),
