@@ -165,13 +165,16 @@ def test_the_typed_answer_says_what_the_json_answer_says_and_integers_stay_integ
     assert typed.statements and typed.breaches and typed.objectives[0].current.window_start
     # Kept: asked again, the same bytes, built once.
     assert model.answer(aid) is answer and model.typed(answer) is model.typed(answer)
+    assert model.warm() == 0  # nothing dropped: nothing to build
 
     # An event touching the agreement drops its kept answer; the next answer says what changed.
     suite.metrics.record(COLLECTOR, [outage("more", f"2026-02-19T08:00{AMS}", 600)])
     suite.tick(f"2026-02-20T03:00{AMS}")
     fill(model, suite)
+    # Warmed in the background: built again, typed bytes and JSON included, before any query.
+    assert model.warm() == 1
     again = model.answer(aid)
-    assert again is not None and again is not answer
+    assert again is not None and again is not answer and again.typed is not None and again.json is not None
     assert gateway_pb.AgreementStatus.FromString(model.typed(again)) != typed
 
 

@@ -8,7 +8,7 @@ import asyncio
 from accord_gateway.explain import MetricsWindowSignals
 from accord_gateway.http import create_app, http_task
 from accord_gateway.intake import MetricsForwarder
-from accord_gateway.projection import ReadModel
+from accord_gateway.projection import ReadModel, warm_task
 from accord_gateway.server import ERROR_MAP, register_gateway
 from accord_gateway.slo import SloCollector
 from accord_gateway.snapshot import load_snapshot, snapshot_task
@@ -69,6 +69,7 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         extra_tasks=[
             http_task(http, settings.http_host, settings.http_port, metrics=metrics),
             close_metrics_channel,
+            warm_task(model, readiness.is_ready),
             *snapshot_tasks,
         ],
         at_stop=at_stop,

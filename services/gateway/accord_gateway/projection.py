@@ -6,16 +6,19 @@ stores are the record.
 
 Each agreement's answer is kept ready (`Answer`): its summarised status, and, once asked for,
 its typed gRPC answer and its HTTP JSON, serialised; an event that touches the agreement drops
-it (an agreements-stream event drops every one: terms reach the children's effective terms),
-so a query is a lookup and a visibility check. `snapshot`/`restore` hand the whole model, with
+it (an agreements-stream event also those of the agreements below it in the parent chain:
+their effective terms merge its terms),
+so a query is a lookup and a visibility check; `warm_task` rebuilds dropped answers in the
+background once the gateway serves. `snapshot`/`restore` hand the whole model, with
 each stream's position, to and from `accord_gateway.snapshot`."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -134,10 +137,7 @@ class ReadModel:
             self._positions[source] = envelope.position
             self.applied += 1
             if changed:
-                if source == "agreements":
-                    self._answers.clear()  # terms reach the effective terms of the children
-                else:
-                    self._answers.pop(changed, None)
+                self._drop(changed, children=source == "agreements")
             listeners = list(self._listeners)
         if changed:
             for listener in listeners:
@@ -434,6 +434,37 @@ class ReadModel:
                     x["resolved_at"] = env.recorded_at.ToJsonString()
         return aid
 
+    def _drop(self, agreement_id: str, children: bool) -> None:
+        """Drop the agreement's kept answer and, when its terms may have changed, those of the
+        agreements below it (their effective terms merge its terms)."""
+        self._answers.pop(agreement_id, None)
+        if not children:
+            return
+        dropped = {agreement_id}
+        while True:
+            below = [
+                aid
+                for aid, s in self._agreements.items()
+                if aid not in dropped and (s["terms"].get("parent_agreement_id") or "") in dropped
+            ]
+            if not below:
+                return
+            for aid in below:
+                self._answers.pop(aid, None)
+            dropped.update(below)
+
+    def warm(self) -> int:
+        """Build every agreement's answer an event dropped (summary, typed bytes, JSON), so the
+        next query finds it kept; returns how many were built. Takes the lock per agreement."""
+        with self._lock:
+            missing = [aid for aid, s in self._agreements.items() if s["state"] and aid not in self._answers]
+        for aid in missing:
+            answer = self.answer(aid)
+            if answer is not None:
+                self.typed(answer)
+                self.json(answer)
+        return len(missing)
+
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self, serialise: Callable[[dict[str, Any]], bytes]) -> tuple[bytes, dict[str, int]]:
         """The whole model as JSON-shaped data with each stream's position, passed to
@@ -577,6 +608,45 @@ class Changes:
 
     def close(self) -> None:
         self.model.remove_listener(self._listener)
+
+
+def warm_task(
+    model: ReadModel, is_ready: Callable[[], bool], delay: float = 0.2
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A runtime task that, once the gateway is ready, rebuilds (in a worker thread) the
+    answers events dropped, `delay` seconds after a change, so queries find them kept rather
+    than build them."""
+
+    async def run(stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def listener(_: str) -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        model.add_listener(listener)
+        try:
+            while not stop.is_set():
+                if is_ready():
+                    changed.clear()
+                    await asyncio.to_thread(model.warm)
+                    # The model's objects are long-lived and acyclic (freed by reference counting
+                    # when replaced): kept out of the collector's full passes, which would
+                    # otherwise walk all of them and stall queries for a fraction of a second.
+                    gc.freeze()
+                    waiter = asyncio.ensure_future(changed.wait())
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                    for t in (waiter, stopper):
+                        t.cancel()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+        finally:
+            model.remove_listener(listener)
+
+    return run
 
 
 # -- views over the read model (pure) -----------------------------------------------------------
