@@ -9,7 +9,9 @@ its objectives' current windows, some breaches and warnings; relays (`accord_kit
 publish both logs to their streams on a nats-server with JetStream (the gateway's other
 upstream streams are created empty). Then the gateway as its own OS process (`python -m accord_gateway`, keys from
 `accord_kit.keys`, log level info) rebuilds its read model from the streams; the benchmark
-waits until the model holds every agreement at the streams' heads.
+waits until the model holds every agreement at the streams' heads. Then it is stopped (SIGTERM:
+it writes its read-model snapshot) and started again on the same var dir: how long until it
+serves the streams' heads again, resuming from the snapshot's positions, is the restart figure.
 
 Timed, in rounds (default 3), each variant in turn for a fixed time (default 3 s), with N
 concurrent clients (default 32) in this process, each asking for a random agreement in a
@@ -25,8 +27,10 @@ closed loop:
 
 The figures are the median round of each variant. The server's CPU per query comes from
 /proc. Afterwards, in this process, the same read model is rebuilt from the same events and
-the parts of one query are timed in-process (copying and summarising the status, the Struct
-response, the HTTP app without a socket, the token check).
+the parts of one query are timed in-process (the kept typed answer, the same answer rebuilt
+after an event dropped it, the deprecated Struct, the HTTP app without a socket, the token
+check), and the snapshot is written and loaded (with its cost per event, extrapolated to
+1,000,000 events).
 
 Run the HTTP echo alone: `python -m bench.gateway http-echo --port P --public-key FILE`.
 """
@@ -35,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import random
 import statistics
@@ -58,8 +61,9 @@ from accord_agreements.application import Agreements
 from accord_agreements.domain import Actor
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_gateway.http import create_app
-from accord_gateway.projection import ReadModel, agreement_view
-from accord_gateway.server import response
+from accord_gateway.projection import ReadModel
+from accord_gateway.server import agreement_response
+from accord_gateway.snapshot import load_snapshot, write_snapshot
 from accord_kit.application import AccordApplication
 from accord_kit.auth import TokenVerifier
 from accord_kit.clock import FakeClock
@@ -304,7 +308,7 @@ class Gateway:
     serving_after: float  # seconds from the start until gRPC health said SERVING
 
 
-async def _start_gateway(tmp: Path, nats_url: str, keys: Path) -> Gateway:
+async def _start_gateway(tmp: Path, nats_url: str, keys: Path, log_name: str = "gateway.log") -> Gateway:
     grpc_port, http_port = free_port(), free_port()
     env = _clean_env(
         ACCORD_VAR_DIR=str(tmp / "var"),
@@ -323,7 +327,7 @@ async def _start_gateway(tmp: Path, nats_url: str, keys: Path) -> Gateway:
         GATEWAY_GRACE_SECONDS="2",
     )
     started = time.perf_counter()
-    child = Child("gateway", [sys.executable, "-m", "accord_gateway"], env, tmp / "gateway.log", read_stdout=False)
+    child = Child("gateway", [sys.executable, "-m", "accord_gateway"], env, tmp / log_name, read_stdout=False)
     address = f"127.0.0.1:{grpc_port}"
     try:
         await _wait_serving(child, address)
@@ -379,7 +383,7 @@ async def _wait_caught_up(
             whole = await stub.GetPortfolio(gw_pb.GetPortfolioRequest(), metadata=md, timeout=CALL_TIMEOUT)
             times.append((time.perf_counter() - c0) * 1000)
             size = whole.ByteSize()
-            count = int(whole.status.fields["agreements"].number_value)
+            count = whole.portfolio.agreements
             if count != expected:
                 raise RuntimeError(f"the gateway's portfolio holds {count} agreements, not {expected}")
     cpu0, w0 = _proc_cpu(gateway.child.pid), time.perf_counter()
@@ -566,7 +570,7 @@ def _gateway_grpc_call(ids: list[str], md: Metadata) -> Callable[[grpc.aio.Chann
             got = await stub.GetAgreementStatus(
                 gw_pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md, timeout=CALL_TIMEOUT
             )
-            if got.status.fields["agreement_id"].string_value != aid:
+            if got.agreement.agreement_id != aid:
                 raise RuntimeError(f"GetAgreementStatus({aid}) answered another agreement")
             return int(got.ByteSize())
 
@@ -703,22 +707,49 @@ async def _asgi_us(app: FastAPI, paths: list[str], authorization: str | None) ->
 async def _breakdown(portfolio: Portfolio, keys: Path, role: str, department: str, bearer: str) -> dict[str, Any]:
     """Where one query's server time goes, timed in this process on the same read model."""
     model, rebuild_seconds, events = _read_model_of(portfolio)
+    t0 = time.perf_counter()
+    model.warm()  # as the gateway does once it serves
+    warm_seconds = time.perf_counter() - t0
     rng = random.Random(7)
     sample = [rng.choice(portfolio.ids) for _ in range(IN_PROCESS_SAMPLES)]
     verifier = TokenVerifier((keys / PUBLIC).read_bytes())
-    doc = agreement_view(model, sample[0], role, department)
     positions = model.positions()
+
+    def rebuilt(aid: str) -> bytes:
+        model._answers.pop(aid, None)  # dropped, as an event touching the agreement drops it
+        return agreement_response(model, aid, role, department).SerializeToString()
+
+    def kept(aid: str) -> bytes:
+        return agreement_response(model, aid, role, department).SerializeToString()
+
+    def struct(aid: str) -> bytes:
+        return agreement_response(model, aid, role, department, include_struct=True).SerializeToString()
+
+    answer = model.answer(sample[0])
+    assert answer is not None
     out: dict[str, Any] = {
         "rebuild_seconds": rebuild_seconds,
         "rebuild_events": events,
-        "agreement_view_us": _time_each(lambda a: agreement_view(model, a, role, department), sample),
-        "deepcopy_us": _time_each(lambda a: copy.deepcopy(doc), sample),
-        "struct_response_us": _time_each(lambda a: response(doc, positions).SerializeToString(), sample),
-        "json_dumps_us": _time_each(lambda a: json.dumps({"status": doc, "positions": positions}), sample),
+        "warm_seconds": warm_seconds,
+        "rebuilt_answer_us": _time_each(rebuilt, sample),
+        "kept_answer_us": _time_each(kept, sample),
+        "struct_response_us": _time_each(struct, sample),
         "verify_us": _time_each(lambda a: verifier.verify(bearer), sample),
-        "doc_json_bytes": len(json.dumps({"status": doc, "positions": positions}, separators=(",", ":"))),
-        "grpc_response_bytes": response(doc, positions).ByteSize(),
+        "doc_json_bytes": len(model.json(answer)) + len(json.dumps(positions)) + 25,
+        "grpc_response_bytes": len(kept(sample[0])),
+        "struct_response_bytes": len(struct(sample[0])),
     }
+    path = Path(tempfile.mkdtemp(prefix="accord-bench-snapshot-")) / "gateway-snapshot.json"
+    t0 = time.perf_counter()
+    write_snapshot(model, path)
+    out["snapshot_write_seconds"] = time.perf_counter() - t0
+    out["snapshot_bytes"] = path.stat().st_size
+    t0 = time.perf_counter()
+    if not load_snapshot(ReadModel(), path):
+        raise RuntimeError("the snapshot just written did not load")
+    out["snapshot_load_seconds"] = time.perf_counter() - t0
+    path.unlink()
+    path.parent.rmdir()
     gateway_app = create_app(lambda: True, model=model, verifier=verifier)
     echo_app = http_echo_app(verifier)
     await _asgi_get(gateway_app, "/v1/agreements/" + sample[0], bearer)  # builds the middleware stack
@@ -780,6 +811,19 @@ async def _run(cfg: Config) -> dict[str, Any]:
                 f"{statistics.median(catch_up.portfolio_ms):.0f} ms",
                 flush=True,
             )
+            # Restart: SIGTERM (the last snapshot is written at stop), then the same var dir again.
+            gateway.child.stop()
+            children.remove(gateway.child)
+            snapshot = tmp / "var" / "gateway-snapshot.json"
+            setup["snapshot_bytes"] = snapshot.stat().st_size if snapshot.exists() else 0
+            gateway = await _start_gateway(tmp, nats.url, keys, "gateway-restarted.log")
+            children.append(gateway.child)
+            restart = await _wait_caught_up(gateway, portfolio, heads, md, cfg.agreements)
+            print(
+                f"   gateway restarted from its snapshot: SERVING after {restart.serving_after:.1f} s, the streams' "
+                f"heads after {restart.seconds:.1f} s (from scratch: {catch_up.seconds:.1f} s)",
+                flush=True,
+            )
             echo, echo_address = await _start_echo(tmp, keys, auth=False)
             children.append(echo)
             echo_auth, echo_auth_address = await _start_echo(tmp, keys, auth=True)
@@ -820,7 +864,7 @@ async def _run(cfg: Config) -> dict[str, Any]:
             breakdown = await _breakdown(portfolio, keys, cfg.role, department, bearer)
         finally:
             portfolio.close()
-    return _report(cfg, phases, catch_up, setup, heads, breakdown, logs, load_before)
+    return _report(cfg, phases, catch_up, restart, setup, heads, breakdown, logs, load_before)
 
 
 def _ms(seconds: float) -> str:
@@ -859,12 +903,15 @@ def _report(
     cfg: Config,
     phases: dict[str, list[Phase]],
     catch_up: CatchUp,
+    restart: CatchUp,
     setup: dict[str, float],
     heads: dict[str, int],
     bd: dict[str, Any],
     logs: dict[str, dict[str, int]],
     load_before: str,
 ) -> dict[str, Any]:
+    setup = dict(setup)
+    snapshot_bytes = int(setup.pop("snapshot_bytes", 0))
     med = {k: _median_phase(v) for k, v in phases.items()}
     g_grpc, e_grpc, a_grpc = (med[v.key] for v in VARIANTS[:3])
     g_http, e_http, a_http = (med[v.key] for v in VARIANTS[3:])
@@ -914,26 +961,51 @@ def _report(
             f"bytes; {len(catch_up.portfolio_ms)} calls: {', '.join(f'{x:.0f}' for x in catch_up.portfolio_ms)} ms",
         },
         {
-            "name": "in-process agreement_view",
-            "value": bd["agreement_view_us"],
+            "name": "gateway restart from its snapshot",
+            "value": restart.seconds,
+            "unit": "s",
+            "detail": f"SIGTERM (the snapshot written at stop, {snapshot_bytes:,} bytes), then started "
+            f"again on the same var dir until its read model held the streams' heads; gRPC SERVING after "
+            f"{restart.serving_after:.2f} s; from scratch {catch_up.seconds:.2f} s",
+        },
+        {
+            "name": "in-process snapshot at 1M events",
+            "value": bd["snapshot_load_seconds"] / max(bd["rebuild_events"], 1) * 1_000_000,
+            "unit": "s",
+            "detail": f"loading this run's snapshot ({bd['snapshot_bytes']:,} bytes, {bd['rebuild_events']:,} events) "
+            f"took {bd['snapshot_load_seconds']:.3f} s, writing it {bd['snapshot_write_seconds']:.3f} s; scaled "
+            f"linearly to 1,000,000 events (the rebuild from every event: "
+            f"{bd['rebuild_seconds'] / max(bd['rebuild_events'], 1) * 1_000_000:.0f} s at that scale)",
+        },
+        {
+            "name": "in-process kept answer",
+            "value": bd["kept_answer_us"],
             "unit": "µs",
-            "detail": f"median; projection.agreement_view → ReadModel.agreement: deepcopy of the status (alone "
-            f"{bd['deepcopy_us']:.0f} µs) and _summarise",
+            "detail": f"median; server.agreement_response: lookup, visibility, the kept AgreementStatus bytes "
+            f"merged into the response, serialised ({bd['grpc_response_bytes']:,} bytes)",
+        },
+        {
+            "name": "in-process rebuilt answer",
+            "value": bd["rebuilt_answer_us"],
+            "unit": "µs",
+            "detail": "median; the same after an event dropped the agreement's kept answer (deepcopy, summary, "
+            "typed message): what a query arriving before the background rebuild costs; every agreement's answer "
+            f"(typed and JSON) built in {bd['warm_seconds']:.2f} s (ReadModel.warm)",
         },
         {
             "name": "in-process Struct response",
             "value": bd["struct_response_us"],
             "unit": "µs",
-            "detail": f"server.response(doc, positions).SerializeToString(), {bd['grpc_response_bytes']:,} bytes",
+            "detail": f"median; the kept answer plus the deprecated Struct (include_struct), "
+            f"{bd['struct_response_bytes']:,} bytes",
         },
         {
             "name": "in-process HTTP app",
             "value": bd["asgi_gateway_us"],
             "unit": "µs",
             "detail": f"GET /v1/agreements/{{id}} through the gateway's FastAPI app without a socket (token check, "
-            f"view, FastAPI's serialisation); the echo's route {bd['asgi_echo_us']:.0f} µs, with the token check "
-            f"{bd['asgi_echo_auth_us']:.0f} µs; json.dumps of the document alone {bd['json_dumps_us']:.0f} µs "
-            f"({bd['doc_json_bytes']:,} bytes)",
+            f"the kept JSON of the status, the positions); the echo's route {bd['asgi_echo_us']:.0f} µs, with the "
+            f"token check {bd['asgi_echo_auth_us']:.0f} µs ({bd['doc_json_bytes']:,} bytes answered)",
         },
         {
             "name": "in-process token check",
@@ -954,13 +1026,17 @@ def _report(
     if gs is not None and hs is not None:
         notes.append(
             f"server CPU per query: gRPC {gs:.0f} µs, HTTP {hs:.0f} µs. In-process, one query's parts: "
-            f"agreement_view {bd['agreement_view_us']:.0f} µs (deepcopy {bd['deepcopy_us']:.0f} µs), Struct response "
-            f"{bd['struct_response_us']:.0f} µs, token check {bd['verify_us']:.0f} µs; the HTTP app without a socket "
+            f"the kept answer {bd['kept_answer_us']:.0f} µs (rebuilt after a change {bd['rebuilt_answer_us']:.0f} µs), "
+            f"with the deprecated Struct {bd['struct_response_us']:.0f} µs, token check {bd['verify_us']:.0f} µs; the "
+            f"HTTP app without a socket "
             f"{bd['asgi_gateway_us']:.0f} µs vs the echo's {bd['asgi_echo_us']:.0f} µs. A server near 100% of one CPU "
             f"is limited by its Python work, serialised by the GIL."
         )
     if catch_up.idle_cpu is not None:
-        notes.append(f"the gateway idle after its catch-up: {catch_up.idle_cpu:.1%} of a CPU (consumers polling).")
+        notes.append(
+            f"the gateway in the second after its catch-up: {catch_up.idle_cpu:.1%} of a CPU (consumers polling, and "
+            "the background task building every agreement's kept answer once it serves)."
+        )
     notes.append(
         "set-up: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items())
@@ -1014,6 +1090,11 @@ def _report(
                 "get_portfolio_ms": [round(x, 2) for x in catch_up.portfolio_ms],
                 "get_portfolio_bytes": catch_up.portfolio_bytes,
                 "idle_cpu": catch_up.idle_cpu,
+            },
+            "restart": {
+                "seconds": round(restart.seconds, 3),
+                "serving_after_seconds": round(restart.serving_after, 3),
+                "events": restart.events,
             },
             "setup_seconds": {k: round(v, 3) for k, v in setup.items()},
             "in_process": {k: round(v, 3) if isinstance(v, float) else v for k, v in bd.items()},

@@ -1,11 +1,16 @@
 """The gateway as it runs: its consumers fill the read model from the three streams; gRPC and
 HTTP answer status queries with the positions they reflect; 401/403/404 as JSON with nothing
-leaked; WatchStatus and server-sent events deliver a change within a second."""
+leaked; WatchStatus and server-sent events deliver a change within a second; the typed gRPC
+answer says what the HTTP answer says (integers as integers; the deprecated Struct only when
+asked for); `accord status` reads it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from openapi_spec_validator import validate as validate_openapi
 
 from accord.gateway.v1 import gateway_pb2 as pb
@@ -61,7 +67,7 @@ async def test_gateway_over_grpc_http_and_live(
                     r = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
                 except grpc.aio.AioRpcError:
                     return False
-                return r.status["state"] == "ACTIVE"
+                return r.agreement.state == "ACTIVE"
 
             await eventually(visible, timeout=20, what="agreement in the read model")
             got = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
@@ -71,9 +77,31 @@ async def test_gateway_over_grpc_http_and_live(
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=agreement), metadata=who)
                 assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            # Typed: integers stay integers; the deprecated Struct is empty unless asked for.
+            assert got.agreement.version == 1 and not got.HasField("status")
+            typed = json_format.MessageToDict(got.agreement, preserving_proto_field_name=True)
+            assert typed["version"] == 1 and isinstance(typed["version"], int)
+            with_struct = await stub.GetAgreementStatus(
+                pb.GetAgreementStatusRequest(agreement_id=aid, include_struct=True), metadata=md
+            )
+            assert with_struct.status["version"] == 1.0 and with_struct.agreement == got.agreement
+            # `accord status` reads the typed answer: the same document as the HTTP answer's.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+            env |= {"ACCORD_CONFIG": str(tmp_path / "none.toml"), "ACCORD_TOKEN": fin}
+            env["ACCORD_GATEWAY_ADDR"] = f"127.0.0.1:{gateway.port}"
+            accord = str(Path(sys.executable).parent / "accord")
+            cli = await asyncio.to_thread(
+                subprocess.run, [accord, "--json", "status", aid], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert cli.returncode == 0, cli.stderr
+            from_cli = json.loads(cli.stdout)
+            _, from_http = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", fin)
+            assert from_cli["status"]["version"] == 1 and from_cli["status"]["state"] == "ACTIVE"
+            assert from_cli["status"]["objectives"] == from_http["status"]["objectives"]
+            assert from_cli["positions"] == from_http["positions"]
             portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(), metadata=keys.metadata("auditor"))
-            assert portfolio.status["agreements"] == 1
-            before_restart = dict(got.status)
+            assert portfolio.portfolio.agreements == 1
+            before_restart = got.agreement
 
             # HTTP: the same, with JSON errors.
             status, body = await asyncio.to_thread(http_get, f"{base}/v1/agreements/{aid}", fin)
@@ -94,14 +122,14 @@ async def test_gateway_over_grpc_http_and_live(
             # Live: a breach reaches WatchStatus within a second of reaching NATS.
             watch = stub.WatchStatus(pb.WatchStatusRequest(agreement_id=aid), metadata=md)
             first = await watch.read()
-            assert first.status["health"] != "BREACHED"
+            assert first.agreement.health != "BREACHED"
             m.record(COLLECTOR, [outage("big", f"2026-01-10T05:00{AMS}", 240)])
             suite.tick(f"2026-01-10T10:05{AMS}")
             await eventually(lambda: relays[1].stats.head_position == m.head_position(), timeout=10)
             published = time.monotonic()
             while True:
                 update = await asyncio.wait_for(watch.read(), timeout=5)
-                if update.status["health"] == "BREACHED":
+                if update.agreement.health == "BREACHED":
                     break
             assert time.monotonic() - published < 1.0
             watch.cancel()
@@ -148,6 +176,6 @@ async def test_gateway_over_grpc_http_and_live(
 
             await eventually(rebuilt, timeout=20, what="read model rebuilt after a restart")
             got = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=md)
-            assert got.status["state"] == before_restart["state"] and got.status["health"] == "BREACHED"
+            assert got.agreement.state == before_restart.state and got.agreement.health == "BREACHED"
     finally:
         suite.close()

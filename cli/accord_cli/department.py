@@ -134,7 +134,13 @@ def status(agreement_id: Annotated[str, typer.Argument(help="An agreement; witho
             r = stub.GetAgreementStatus(gpb.GetAgreementStatusRequest(agreement_id=agreement_id), metadata=metadata())
         else:
             r = stub.GetPortfolio(gpb.GetPortfolioRequest(), metadata=metadata())
-    doc = json_format.MessageToDict(r, preserving_proto_field_name=True)
+    answer = r.agreement if agreement_id else r.portfolio
+    doc = {
+        "status": json_format.MessageToDict(
+            answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        ),
+        "positions": {k: int(v) for k, v in r.positions.items()},
+    }
     if state.as_json or not agreement_id:
         emit(doc)
         return

@@ -150,6 +150,9 @@ class ServiceParts:
     verifier: TokenVerifier | None = None
     # Extra long-running tasks (e.g. the gateway's HTTP server), started after gRPC.
     extra_tasks: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Run at stop once the consumers and tasks have ended, before NATS drains (e.g. the
+    # gateway's last read-model snapshot, which then holds every event acknowledged).
+    at_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
     health: HealthBoard = field(default_factory=HealthBoard)
     # Named gRPC health statuses the runtime keeps current: SERVING while the check (cheap,
@@ -592,6 +595,11 @@ class ServiceRuntime:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for hook in self.parts.at_stop:
+            try:
+                await hook()
+            except Exception:
+                log.exception("at_stop_failed")
         for client in self._clients:
             await client.close()
         if self._nc is not None:

@@ -132,6 +132,12 @@ OTEL_SETTINGS: tuple[Setting, ...] = (
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_HOST", "127.0.0.1", "address the gateway's HTTP server binds"),
     Setting("HTTP_PORT", "8080", "the gateway's HTTP port"),
+    Setting(
+        "SNAPSHOT_PATH",
+        "<VAR_DIR>/gateway[-<instance>]-snapshot.json",
+        "the read model's snapshot, loaded at start so the streams are read on from its positions; empty: none",
+    ),
+    Setting("SNAPSHOT_SECONDS", "60", "how often the read model's snapshot is written (when it changed; also at stop)"),
 )
 
 METRICS_SETTINGS: tuple[Setting, ...] = (
@@ -198,6 +204,8 @@ class ServiceSettings:
     chain_previous_public_key_files: tuple[Path, ...] = ()
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    snapshot_path: Path | None = None  # the gateway's read-model snapshot (None: none)
+    snapshot_seconds: float = 60.0
     clock_file: Path | None = None  # end-to-end tests and demos: "now" read from this file
     tick_seconds: float = 0.0  # the periodic work's interval; 0: the service's own default
     prometheus_sources: Path | None = None  # metrics only
@@ -291,6 +299,8 @@ class ServiceSettings:
         if instance and not all(c.isalnum() or c in "-_" for c in instance):
             raise SettingsError(f"{p}_INSTANCE may hold only letters, digits, '-' and '_', not {instance!r}")
         sqlite_path = Path(own("SQLITE_PATH", str(var_dir / f"{service}.sqlite")))
+        # The gateway's read-model snapshot: one per instance (several may share a var dir).
+        snapshot_name = f"{service}-{instance}-snapshot.json" if instance else f"{service}-snapshot.json"
         if ":memory:" in str(sqlite_path) or "mode=memory" in str(sqlite_path):
             raise SettingsError(
                 f"{p}_SQLITE_PATH={sqlite_path} is an in-memory database: it would acknowledge "
@@ -329,6 +339,12 @@ class ServiceSettings:
             ),
             http_host=own("HTTP_HOST", "127.0.0.1"),
             http_port=_int(f"{p}_HTTP_PORT", own("HTTP_PORT", "8080"), 0, 65535),
+            snapshot_path=(
+                Path(own("SNAPSHOT_PATH", str(var_dir / snapshot_name)))
+                if service == "gateway" and own("SNAPSHOT_PATH", "x").strip()
+                else None
+            ),
+            snapshot_seconds=_float(f"{p}_SNAPSHOT_SECONDS", own("SNAPSHOT_SECONDS", "60"), 0.1, 86400),
             clock_file=Path(suite("CLOCK_FILE")) if suite("CLOCK_FILE") else None,
             tick_seconds=_float(f"{p}_TICK_SECONDS", own("TICK_SECONDS", "0"), 0, 86400),
             prometheus_sources=(

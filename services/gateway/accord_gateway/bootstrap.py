@@ -8,9 +8,10 @@ import asyncio
 from accord_gateway.explain import MetricsWindowSignals
 from accord_gateway.http import create_app, http_task
 from accord_gateway.intake import MetricsForwarder
-from accord_gateway.projection import ReadModel
+from accord_gateway.projection import ReadModel, warm_task
 from accord_gateway.server import ERROR_MAP, register_gateway
 from accord_gateway.slo import SloCollector
+from accord_gateway.snapshot import load_snapshot, snapshot_task
 from accord_kit.auth import INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.runtime import Readiness, ServiceParts, Upstream
 from accord_kit.settings import ServiceSettings
@@ -30,6 +31,12 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     readiness = Readiness()
     model = ReadModel()
+    snapshot_tasks, at_stop = [], []
+    if settings.snapshot_path is not None:
+        # Resume from the snapshot's positions (a full rebuild when there is none usable).
+        load_snapshot(model, settings.snapshot_path)
+        periodic_snapshot, last_snapshot = snapshot_task(model, settings.snapshot_path, settings.snapshot_seconds)
+        snapshot_tasks, at_stop = [periodic_snapshot], [last_snapshot]
     # The signal intake forwards to metrics with the caller's own token: nothing kept here.
     metrics = MetricsForwarder(settings.addresses["metrics"], settings.max_message_bytes)
     # Breach timelines ask metrics for the signals that explain a window, as the gateway's service.
@@ -59,6 +66,12 @@ def build(settings: ServiceSettings, *, verifier: TokenVerifier | None = None) -
         upstreams=[Upstream("agreements"), Upstream("metrics"), Upstream("billing")],
         error_map=ERROR_MAP,
         verifier=verifier,
-        extra_tasks=[http_task(http, settings.http_host, settings.http_port, metrics=metrics), close_metrics_channel],
+        extra_tasks=[
+            http_task(http, settings.http_host, settings.http_port, metrics=metrics),
+            close_metrics_channel,
+            warm_task(model, readiness.is_ready),
+            *snapshot_tasks,
+        ],
+        at_stop=at_stop,
         collectors=[SloCollector(model)],
     )

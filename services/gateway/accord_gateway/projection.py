@@ -2,14 +2,24 @@
 built from the agreements, metrics and billing streams (each event applied once, in order:
 positions are tracked per stream) and rebuildable from scratch. Every answer says which
 position of each stream it reflects. Nothing here is authoritative: the owning services'
-stores are the record."""
+stores are the record.
+
+Each agreement's answer is kept ready (`Answer`): its summarised status, and, once asked for,
+its typed gRPC answer and its HTTP JSON, serialised; an event that touches the agreement drops
+it (an agreements-stream event also those of the agreements below it in the parent chain:
+their effective terms merge its terms),
+so a query is a lookup and a visibility check; `warm_task` rebuilds dropped answers in the
+background once the gateway serves. `snapshot`/`restore` hand the whole model, with
+each stream's position, to and from `accord_gateway.snapshot`."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +29,9 @@ from google.protobuf import json_format
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.billing.v1 import events_pb2 as billing_events
 from accord.events.v1 import events_pb2
+from accord.gateway.v1 import gateway_pb2 as gateway_pb
 from accord.metrics.v1 import events_pb2 as metric_events
+from accord_gateway import schemas
 from accord_kit.agreement_terms import effective_terms
 from accord_kit.evaluation import GATEWAY_FIELDS, Evaluation
 
@@ -78,6 +90,22 @@ def _new_status(agreement_id: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Answer:
+    """One agreement's answer as of the model's last event touching it: `summary` (the status
+    as every view reads it: shared, never to be changed), and the serialised typed answer and
+    HTTP JSON (built on first use)."""
+
+    summary: dict[str, Any]
+    typed: bytes | None = None
+    json: bytes | None = None
+
+
+def typed_status(summary: dict[str, Any]) -> gateway_pb.AgreementStatus:
+    """An agreement's status as the typed `accord.gateway.v1.AgreementStatus`."""
+    return json_format.ParseDict(summary, gateway_pb.AgreementStatus(), ignore_unknown_fields=True)
+
+
 class ReadModel:
     """Thread-safe in-memory status, fed by the gateway's consumers (`apply_upstream`)."""
 
@@ -89,6 +117,8 @@ class ReadModel:
         # (agreement id, objective id) → window start → the window's budget series (see SERIES_POINTS)
         self._series: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._answers: dict[str, Answer] = {}
+        self.applied = 0  # events applied by this process (not those a snapshot brought)
 
     # -- the consumer's side ---------------------------------------------------------------
     def tracked_position(self, source: str) -> int:
@@ -105,6 +135,9 @@ class ReadModel:
                 return False
             changed = self._apply(source, envelope)
             self._positions[source] = envelope.position
+            self.applied += 1
+            if changed:
+                self._drop(changed, children=source == "agreements")
             listeners = list(self._listeners)
         if changed:
             for listener in listeners:
@@ -401,15 +434,91 @@ class ReadModel:
                     x["resolved_at"] = env.recorded_at.ToJsonString()
         return aid
 
-    # -- queries ------------------------------------------------------------------------------
-    def agreement(self, agreement_id: str) -> dict[str, Any] | None:
+    def _drop(self, agreement_id: str, children: bool) -> None:
+        """Drop the agreement's kept answer and, when its terms may have changed, those of the
+        agreements below it (their effective terms merge its terms)."""
+        self._answers.pop(agreement_id, None)
+        if not children:
+            return
+        dropped = {agreement_id}
+        while True:
+            below = [
+                aid
+                for aid, s in self._agreements.items()
+                if aid not in dropped and (s["terms"].get("parent_agreement_id") or "") in dropped
+            ]
+            if not below:
+                return
+            for aid in below:
+                self._answers.pop(aid, None)
+            dropped.update(below)
+
+    def warm(self) -> int:
+        """Build every agreement's answer an event dropped (summary, typed bytes, JSON), so the
+        next query finds it kept; returns how many were built. Takes the lock per agreement."""
         with self._lock:
+            missing = [aid for aid, s in self._agreements.items() if s["state"] and aid not in self._answers]
+        for aid in missing:
+            answer = self.answer(aid)
+            if answer is not None:
+                self.typed(answer)
+                self.json(answer)
+        return len(missing)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self, serialise: Callable[[dict[str, Any]], bytes]) -> tuple[bytes, dict[str, int]]:
+        """The whole model as JSON-shaped data with each stream's position, passed to
+        `serialise` under the lock (consistent, and nothing changes while it reads); returns
+        what it made and the positions."""
+        with self._lock:
+            state = {
+                "positions": dict(self._positions),
+                "agreements": self._agreements,
+                "statement_agreement": self._statement_agreement,
+                "series": [[aid, oid, windows] for (aid, oid), windows in self._series.items()],
+            }
+            return serialise(state), dict(self._positions)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the model by a snapshot's `state` (before any consumer starts)."""
+        with self._lock:
+            self._positions = dict.fromkeys(SOURCES, 0) | {k: int(v) for k, v in state["positions"].items()}
+            self._agreements = dict(state["agreements"])
+            self._statement_agreement = dict(state["statement_agreement"])
+            self._series = {(aid, oid): windows for aid, oid, windows in state["series"]}
+            self._answers.clear()
+
+    # -- queries ------------------------------------------------------------------------------
+    def answer(self, agreement_id: str) -> Answer | None:
+        """The agreement's kept answer (built now if an event dropped it); None when unknown."""
+        with self._lock:
+            answer = self._answers.get(agreement_id)
+            if answer is not None:
+                return answer
             status = self._agreements.get(agreement_id)
             if not status or not status["state"]:
                 return None
             status = copy.deepcopy(status)
             status["effective_terms"] = self._effective(status["terms"])
-        return _summarise(status)
+            answer = self._answers[agreement_id] = Answer(_summarise(status))
+            return answer
+
+    def agreement(self, agreement_id: str) -> dict[str, Any] | None:
+        """The agreement's summarised status (shared: read it, never change it)."""
+        answer = self.answer(agreement_id)
+        return None if answer is None else answer.summary
+
+    def typed(self, answer: Answer) -> bytes:
+        """The answer as a serialised `accord.gateway.v1.AgreementStatus` (kept once built)."""
+        if answer.typed is None:
+            answer.typed = typed_status(answer.summary).SerializeToString(deterministic=True)
+        return answer.typed
+
+    def json(self, answer: Answer) -> bytes:
+        """The answer as the HTTP JSON of `schemas.AgreementStatus` (kept once built)."""
+        if answer.json is None:
+            answer.json = schemas.AgreementStatus.model_validate(answer.summary).model_dump_json(by_alias=True).encode()
+        return answer.json
 
     def _effective(self, terms: dict[str, Any], depth: int = 0) -> dict[str, Any]:
         """The terms merged with their parent chain (as the read model knows the parents)."""
@@ -441,9 +550,10 @@ class ReadModel:
         return rows
 
     def agreements(self) -> list[dict[str, Any]]:
+        """Every agreement's summarised status (shared: read them, never change them)."""
         with self._lock:
-            rows = [copy.deepcopy(s) for s in self._agreements.values() if s["state"]]
-        return [_summarise(s) for s in rows]
+            ids = [aid for aid, s in self._agreements.items() if s["state"]]
+            return [a.summary for a in map(self.answer, ids) if a is not None]
 
 
 def _instant(text: str) -> datetime:
@@ -498,6 +608,45 @@ class Changes:
 
     def close(self) -> None:
         self.model.remove_listener(self._listener)
+
+
+def warm_task(
+    model: ReadModel, is_ready: Callable[[], bool], delay: float = 0.2
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A runtime task that, once the gateway is ready, rebuilds (in a worker thread) the
+    answers events dropped, `delay` seconds after a change, so queries find them kept rather
+    than build them."""
+
+    async def run(stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def listener(_: str) -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        model.add_listener(listener)
+        try:
+            while not stop.is_set():
+                if is_ready():
+                    changed.clear()
+                    await asyncio.to_thread(model.warm)
+                    # The model's objects are long-lived and acyclic (freed by reference counting
+                    # when replaced): kept out of the collector's full passes, which would
+                    # otherwise walk all of them and stall queries for a fraction of a second.
+                    gc.freeze()
+                    waiter = asyncio.ensure_future(changed.wait())
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                    for t in (waiter, stopper):
+                        t.cancel()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+        finally:
+            model.remove_listener(listener)
+
+    return run
 
 
 # -- views over the read model (pure) -----------------------------------------------------------

@@ -1,4 +1,9 @@
-"""The GatewayService gRPC servicer: the read model's views as Struct documents."""
+"""The GatewayService gRPC servicer: the read model's views as typed answers.
+
+An agreement's answer is the read model's kept serialised `AgreementStatus` (a lookup and a
+visibility check per call); department, service and portfolio answers are built per call from
+the kept summaries. The deprecated Struct (`StatusResponse.status`) is filled only when the
+request sets `include_struct`."""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
 
 from accord.gateway.v1 import gateway_pb2 as pb
@@ -14,10 +20,10 @@ from accord_gateway.projection import (
     Changes,
     NotVisibleError,
     ReadModel,
-    agreement_view,
     department_view,
     portfolio_view,
     service_view,
+    visible,
 )
 from accord_kit.context import current_principal
 
@@ -31,10 +37,35 @@ def _caller() -> tuple[str, str]:
     return p.role, p.department
 
 
-def response(doc: dict[str, Any], positions: dict[str, int]) -> pb.StatusResponse:
+def _struct(doc: dict[str, Any]) -> Struct:
     status = Struct()
     status.update(doc)
-    return pb.StatusResponse(status=status, positions=positions)
+    return status
+
+
+def agreement_response(
+    model: ReadModel, agreement_id: str, role: str, department: str, include_struct: bool = False
+) -> pb.StatusResponse:
+    """The agreement's answer: its kept serialised status, if the caller may see it."""
+    answer = model.answer(agreement_id)
+    if answer is None or not visible(answer.summary, role, department):
+        raise NotVisibleError(f"no agreement {agreement_id!r} visible to this caller")
+    r = pb.StatusResponse(positions=model.positions())
+    r.agreement.MergeFromString(model.typed(answer))
+    if include_struct:
+        r.status.CopyFrom(_struct(answer.summary))
+    return r
+
+
+def view_response(
+    field: str, doc: dict[str, Any], positions: dict[str, int], include_struct: bool
+) -> pb.StatusResponse:
+    """A department, service or portfolio view as its typed answer (`field` of StatusResponse)."""
+    r = pb.StatusResponse(positions=positions)
+    json_format.ParseDict(doc, getattr(r, field), ignore_unknown_fields=True)
+    if include_struct:
+        r.status.CopyFrom(_struct(doc))
+    return r
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -42,36 +73,47 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self.model = model
 
     async def GetAgreementStatus(self, request: pb.GetAgreementStatusRequest, context: Any) -> pb.StatusResponse:
-        return response(agreement_view(self.model, request.agreement_id, *_caller()), self.model.positions())
+        return agreement_response(self.model, request.agreement_id, *_caller(), request.include_struct)
 
     async def GetDepartmentStatus(self, request: pb.GetDepartmentStatusRequest, context: Any) -> pb.StatusResponse:
-        return response(department_view(self.model, request.department_id, *_caller()), self.model.positions())
+        positions = self.model.positions()
+        doc = department_view(self.model, request.department_id, *_caller())
+        return view_response("department", doc, positions, request.include_struct)
 
     async def GetServiceStatus(self, request: pb.GetServiceStatusRequest, context: Any) -> pb.StatusResponse:
-        return response(service_view(self.model, request.service_id, *_caller()), self.model.positions())
+        positions = self.model.positions()
+        doc = service_view(self.model, request.service_id, *_caller())
+        return view_response("service", doc, positions, request.include_struct)
 
     async def GetPortfolio(self, request: pb.GetPortfolioRequest, context: Any) -> pb.StatusResponse:
-        return response(portfolio_view(self.model, *_caller()), self.model.positions())
+        positions = self.model.positions()
+        return view_response("portfolio", portfolio_view(self.model, *_caller()), positions, request.include_struct)
 
     async def WatchStatus(self, request: pb.WatchStatusRequest, context: Any) -> AsyncIterator[pb.StatusResponse]:
         role, department = _caller()
         aid = request.agreement_id or None
+        include_struct = request.include_struct
 
-        def current() -> dict[str, Any]:
+        def current() -> pb.StatusResponse:
             if aid is not None:
-                return agreement_view(self.model, aid, role, department)
-            return portfolio_view(self.model, role, department)
+                return agreement_response(self.model, aid, role, department, include_struct)
+            positions = self.model.positions()
+            return view_response("portfolio", portfolio_view(self.model, role, department), positions, include_struct)
+
+        def content(r: pb.StatusResponse) -> bytes:
+            return (r.agreement if aid is not None else r.portfolio).SerializeToString(deterministic=True)
 
         changes = Changes(self.model, aid)  # subscribed before the first look
         try:
-            last = current()
-            yield response(last, self.model.positions())
+            first = current()
+            last = content(first)
+            yield first
             while True:
                 await changes.wait(WATCH_HEARTBEAT_SECONDS)
-                doc = current()
-                if doc != last:
-                    last = doc
-                    yield response(doc, self.model.positions())
+                r = current()
+                if content(r) != last:
+                    last = content(r)
+                    yield r
         finally:
             changes.close()
 

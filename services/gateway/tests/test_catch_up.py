@@ -1,7 +1,8 @@
 """A starting gateway is SERVING only once its read model holds what the streams held when it
 started: the first moment gRPC health or HTTP readiness says SERVING, every agreement answers
 (no 404) and every answer reflects each stream's head. A stream that does not exist yet does
-not hold it back."""
+not hold it back. A restarted gateway reads on from its read-model snapshot's positions and
+answers as one rebuilt from every event."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NATS
@@ -40,13 +42,13 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 N = 1500  # agreements; three events each (one per stream), enough that catching up takes a while
 
 
-async def publish(nc: NATS, source: str, payloads: list[tuple[str, Message]], first: int = 1) -> int:
+async def publish(nc: NATS, source: str, payloads: list[tuple[str, Message]], first: int = 1, previous: int = 0) -> int:
     """Publish events as the source's relay would (envelope, headers, the previous-position
-    chain), at positions first, first+2, … (a log's positions may have gaps). Returns the last."""
+    chain from `previous`), at positions first, first+2, … (a log's positions may have gaps).
+    Returns the last."""
     await ensure_stream(nc, source.upper(), source)
     js = nc.jetstream()
     acks = []
-    previous = 0
     for i, (aggregate_id, msg) in enumerate(payloads):
         position = first + 2 * i
         env = events_pb2.EventEnvelope(
@@ -175,7 +177,7 @@ async def test_serving_only_once_the_read_model_holds_every_stream_at_start(
         structlog.configure(wrapper_class=logging_config["wrapper_class"])
 
     # The first moment it said SERVING, the read model held everything: no 404, the heads …
-    assert portfolio.status["agreements"] == N
+    assert portfolio.portfolio.agreements == N
     assert dict(portfolio.positions) == heads
     assert missing == []
     status, body = http_portfolio
@@ -236,3 +238,71 @@ async def test_a_stream_not_created_yet_does_not_hold_serving_back(own_nats_serv
             await eventually(visible, timeout=20, what="the late stream's agreement")
     finally:
         await nc.close()
+
+
+async def test_a_restarted_gateway_reads_on_from_its_snapshot_and_answers_as_a_rebuilt_one(
+    own_nats_server: NatsServer, tmp_path: Path
+) -> None:
+    first, more = [f"ag-{i:04d}" for i in range(200)], [f"ag-{i:04d}" for i in range(200, 220)]
+    keys = make_keys(tmp_path / "keys")
+    auditor = keys.metadata("auditor")
+    nc = await connect(own_nats_server.url, name="publisher")
+    try:
+        heads = {
+            "agreements": await publish(nc, "agreements", [drafted(a) for a in first]),
+            "metrics": await publish(nc, "metrics", [breach(a) for a in first], first=5),
+            "billing": await publish(nc, "billing", [statement(a) for a in first], first=3),
+        }
+        settings, _ = gateway_settings(own_nats_server.url, tmp_path / "restarted")
+        assert settings.snapshot_path == settings.var_dir / "gateway-snapshot.json"
+        async with running_service(build, settings, keys):
+            pass  # caught up with every stream, then stopped: the snapshot is written at stop
+        snapshot = json.loads(settings.snapshot_path.read_bytes())
+        assert snapshot["state"]["positions"] == heads
+        # More events once it has stopped: new agreements, and another breach of ten old ones.
+        new_breaches = [breach(a) for a in first[:10]]
+        events_after = 2 * len(more) + len(new_breaches)
+        heads = {
+            "agreements": await publish(
+                nc, "agreements", [drafted(a) for a in more], heads["agreements"] + 2, heads["agreements"]
+            ),
+            "metrics": await publish(nc, "metrics", new_breaches, heads["metrics"] + 2, heads["metrics"]),
+            "billing": await publish(
+                nc, "billing", [statement(a) for a in more], heads["billing"] + 2, heads["billing"]
+            ),
+        }
+    finally:
+        await nc.close()
+    every = first + more
+    events = 3 * len(first) + events_after
+
+    async def answers(settings: Any) -> tuple[int, dict[str, bytes], dict[str, Any], Any]:
+        """Start a gateway on `settings`; the events it applied to catch up, every agreement's
+        typed answer, the portfolio, and one agreement's HTTP answer."""
+        async with (
+            running_service(build, settings, keys) as gateway,
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch,
+        ):
+            applied = sum(c.caught_up_events for c in gateway.consumers)
+            stub = pb_grpc.GatewayServiceStub(ch)
+            typed = {}
+            for aid in every:
+                r = await stub.GetAgreementStatus(pb.GetAgreementStatusRequest(agreement_id=aid), metadata=auditor)
+                assert dict(r.positions) == heads
+                typed[aid] = r.agreement.SerializeToString(deterministic=True)
+            portfolio = await stub.GetPortfolio(pb.GetPortfolioRequest(), metadata=auditor)
+            assert portfolio.portfolio.agreements == len(every)
+            http = await asyncio.to_thread(
+                http_get, f"http://127.0.0.1:{settings.http_port}/v1/agreements/{first[0]}", token(keys, "auditor")
+            )
+            return applied, typed, json_format.MessageToDict(portfolio.portfolio), http
+
+    settings, _ = gateway_settings(own_nats_server.url, tmp_path / "restarted")
+    applied, typed, portfolio, http = await answers(settings)
+    scratch_settings, _ = gateway_settings(own_nats_server.url, tmp_path / "scratch")
+    scratch_applied, scratch_typed, scratch_portfolio, scratch_http = await answers(scratch_settings)
+    # Resumed from the snapshot: only the events published after it were applied …
+    assert applied == events_after < events == scratch_applied
+    # … and the answers are those of a gateway that rebuilt its read model from every event.
+    assert typed == scratch_typed and portfolio == scratch_portfolio and http == scratch_http
+    assert http[0] == 200 and len(http[1]["status"]["breaches"]) == 2 and http[1]["status"]["version"] == 0
