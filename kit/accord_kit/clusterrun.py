@@ -162,7 +162,16 @@ class Cluster:
         self.lock = threading.Lock()
 
     def _port(self, default: int) -> int:
-        return free_port() if self.free else default
+        """The default port, or (for tests) a free one not yet handed to another process of
+        this cluster: the system may offer a port it just offered again once it is released."""
+        if not self.free:
+            return default
+        taken: set[int] = getattr(self, "_taken", set())
+        self._taken = taken
+        while (port := free_port()) in taken:
+            pass
+        taken.add(port)
+        return port
 
     def plan(self) -> None:
         (self.var / "log").mkdir(parents=True, exist_ok=True)
