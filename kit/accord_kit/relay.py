@@ -98,21 +98,23 @@ class _Acks:
     def on_ack(self, position: int, data: bytes) -> None:
         if self.done.done() or position not in self.positions or position in self.seen:
             return
-        try:
-            ack = json.loads(data)
-        except ValueError:
-            self.done.set_exception(RuntimeError(f"unreadable acknowledgement for position {position}: {data!r}"))
-            return
-        error = ack.get("error")
-        if error or "seq" not in ack:
-            description = (error or {}).get("description") or f"no sequence in {data!r}"
-            self.done.set_exception(RuntimeError(f"position {position} not stored: {description}"))
-            return
+        plain = b'"seq"' in data and b'"error"' not in data and b'"duplicate"' not in data
+        if not plain or position == self.last_position:
+            try:  # the one ack whose sequence is kept, or one that is not a plain success
+                ack = json.loads(data)
+            except ValueError:
+                self.done.set_exception(RuntimeError(f"unreadable acknowledgement for position {position}: {data!r}"))
+                return
+            error = ack.get("error")
+            if error or "seq" not in ack:
+                description = (error or {}).get("description") or f"no sequence in {data!r}"
+                self.done.set_exception(RuntimeError(f"position {position} not stored: {description}"))
+                return
+            if ack.get("duplicate"):
+                self.duplicates += 1
+            if position == self.last_position:
+                self.last_seq = int(ack["seq"])
         self.seen.add(position)
-        if ack.get("duplicate"):
-            self.duplicates += 1
-        if position == self.last_position:
-            self.last_seq = int(ack["seq"])
         if len(self.seen) == self.expected:
             self.done.set_result(None)
 
