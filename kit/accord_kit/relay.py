@@ -26,7 +26,6 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
-from nats.nuid import NUID
 
 from accord_kit import tracing
 from accord_kit.application import AccordApplication
@@ -63,8 +62,6 @@ class Batch:
 
     items: list[Prepared]
     wire: bytes
-    first: int  # position of the first event
-    reply_prefix: str
 
     @property
     def last(self) -> Prepared:
@@ -159,7 +156,6 @@ class Relay:
         self._last_msg_id: str | None = None
         self._last_seq = 0  # stream sequence of that message
         self._acks: _Acks | None = None  # the batch in flight
-        self._nuid = NUID()
         self.caught_up = asyncio.Event()
 
     @property
@@ -245,7 +241,7 @@ class Relay:
         in a worker thread (so the event loop that also serves gRPC is not held up). Acks
         come to an inbox of this loop's own (a fresh one after every re-sync, so a late ack
         of an abandoned attempt is never counted)."""
-        reply_prefix = f"_INBOX.relay.{self._nuid.next().decode()}"
+        reply_prefix = self.nc.new_inbox()  # under the connection's inbox prefix (permissions)
         sub = await self.nc.subscribe(f"{reply_prefix}.*", cb=self._on_ack)
         next_batch: asyncio.Task[Batch | None] | None = None
         try:
@@ -304,7 +300,7 @@ class Relay:
             out.append(Prepared(n.id, eid, subject, data, headers, span))
             wire.append(_hpub(subject, f"{reply_prefix}.{n.id}", headers, data))
             prev, last_msg_id = n.id, eid
-        return Batch(out, b"".join(wire), out[0].position, reply_prefix)
+        return Batch(out, b"".join(wire))
 
     async def _on_ack(self, msg: Msg) -> None:
         acks = self._acks

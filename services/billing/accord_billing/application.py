@@ -68,7 +68,7 @@ class Billing(AccordApplication):
         self._statements_of: dict[str, list[uuid.UUID]] = defaultdict(list)  # agreement id → ids, log order
         self._period_end: dict[uuid.UUID, datetime] = {}  # statement id → its period's end
         self._unsettled: dict[uuid.UUID, None] = {}  # not FINAL (FINAL never changes), log order
-        self._finalized: set[uuid.UUID] = set()  # FINAL (a Finalized notification may precede Opened's read)
+        self._finalized: set[uuid.UUID] = set()  # FINAL before their Opened was indexed (none, in log order)
         # The ledger indexed from its Posted notifications (a transaction is that one event):
         # balances are summed from the index, a department's ledger loads only its postings.
         self._ledger_position = 0
@@ -143,7 +143,8 @@ class Billing(AccordApplication):
                 for n in notes:
                     sid = uuid.UUID(str(n.originator_id))
                     if n.topic == FINALIZED_TOPIC:
-                        self._finalized.add(sid)
+                        if sid not in self._statement_ids:
+                            self._finalized.add(sid)
                         self._unsettled.pop(sid, None)
                     elif sid not in self._statement_ids:
                         opened: Any = self.mapper.to_domain_event(n)
