@@ -9,8 +9,9 @@ Timed, on the same server, rounds interleaved:
 * raw: the same envelope bytes, pipelined with `publish_async` (Nats-Msg-Id only) to a
   second file stream (RAWBENCH), all acks awaited: the ceiling for one nats-py connection;
 * raw + relay headers: the same with every header the relay sends, incl. the fencing
-  Nats-Expected-Last-Msg-Id (stream RAWBENCHHDR): the relay's publish calls and acks,
-  without its reading and encoding;
+  Nats-Expected-Last-Msg-Id (stream RAWBENCHHDR): the relay's messages published and
+  acknowledged through nats-py's publish_async, without reading and encoding (the relay
+  itself writes each batch's pre-rendered bytes at once and counts acks on its own inbox);
 * relay: `Relay(...).run()` from start until its head is the store's head.
 
 The notes set the relay's µs/event beside raw + relay headers and decode-only: the relay
@@ -306,8 +307,8 @@ def _attribution(
     full overlap of the two (the larger) and none (their sum)."""
     larger, smaller, both = max(headers_us, decode_us), min(headers_us, decode_us), headers_us + decode_us
     parts = (
-        f"per event: relay {relay_us:.0f} µs; raw + relay headers {headers_us:.0f} µs (the relay's publish calls "
-        f"and acks, nothing read); decode-only {decode_us:.0f} µs (SQLite read {read_us:.0f} + "
+        f"per event: relay {relay_us:.0f} µs; raw + relay headers {headers_us:.0f} µs (its messages through "
+        f"publish_async and their acks, nothing read); decode-only {decode_us:.0f} µs (SQLite read {read_us:.0f} + "
         f"envelope/serialise/headers {envelope_us:.0f}, nothing published)."
     )
     overlap = (

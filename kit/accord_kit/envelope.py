@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import Notification
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.audit.v1 import audit_pb2
 from accord.events.v1 import events_pb2
@@ -31,10 +32,11 @@ class EventType:
     name: str  # the stable public name, e.g. "CounterIncremented"
     message: type[Message]
     to_proto: ToProto
+    full_name: str = ""  # the message's full protobuf name (set from `message` when left out)
 
-    @property
-    def full_name(self) -> str:
-        return str(self.message.DESCRIPTOR.full_name)
+    def __post_init__(self) -> None:
+        if not self.full_name:
+            object.__setattr__(self, "full_name", str(self.message.DESCRIPTOR.full_name))
 
 
 class EventCodec:
@@ -78,13 +80,18 @@ def event_id(service: str, aggregate_id: object, version: int) -> str:
     return f"{service}:{aggregate_id}:{version}"
 
 
-def _ts(value: Any) -> Any:
-    from google.protobuf.timestamp_pb2 import Timestamp
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-    ts = Timestamp()
+
+def _set_ts(field: Timestamp, value: Any) -> None:
+    """`field` set to `value` as `Timestamp.FromDatetime` sets it (a naive datetime is UTC),
+    or present and zero when `value` is not a datetime; without its per-call overhead."""
     if isinstance(value, datetime):
-        ts.FromDatetime(value)
-    return ts
+        delta = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+        field.seconds = delta.days * 86400 + delta.seconds
+        field.nanos = delta.microseconds * 1000
+    else:
+        field.SetInParent()
 
 
 def to_envelope(
@@ -109,20 +116,23 @@ def to_envelope_with_meta(
     """`to_envelope`, and the metadata the store recorded with the event (e.g. its traceparent)."""
     event, meta = mapper.to_domain_event_with_meta(notification)
     etype = codec.event_type(type(event))
+    aggregate_id = str(notification.originator_id)
+    version = notification.originator_version
     env = events_pb2.EventEnvelope(
-        event_id=event_id(service, notification.originator_id, notification.originator_version),
+        event_id=f"{service}:{aggregate_id}:{version}",
         source_service=service,
-        aggregate_id=str(notification.originator_id),
-        aggregate_version=notification.originator_version,
+        aggregate_id=aggregate_id,
+        aggregate_version=version,
         position=notification.id,
         previous_position=previous_position,
         type=etype.full_name,
         correlation_id=meta.get("correlation_id") or "",
         causation_id=meta.get("causation_id") or "",
     )
-    env.occurred_at.CopyFrom(_ts(getattr(event, "timestamp", None)))
+    occurred = getattr(event, "timestamp", None)
+    _set_ts(env.occurred_at, occurred)
     recorded = meta.get("recorded_at")
-    env.recorded_at.CopyFrom(_ts(recorded if isinstance(recorded, datetime) else getattr(event, "timestamp", None)))
+    _set_ts(env.recorded_at, recorded if isinstance(recorded, datetime) else occurred)
     actor = meta.get("actor")
     if actor:
         env.actor.CopyFrom(events_pb2.Actor(**actor))

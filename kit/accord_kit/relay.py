@@ -9,17 +9,22 @@ exactly once, to the service's JetStream stream.
   every error: a head that the store does not have makes it refuse to run; a stream
   behind the store (lost tail, recreated stream) is re-published from its head.
 * Publishes are pipelined (many in flight on one connection, which keeps their order).
+  A batch goes out as one write of ready-made protocol bytes (built with its headers in
+  the worker thread that reads and encodes it), and its acknowledgements arrive on the
+  relay's own reply subscription, counted per batch: no per-message future, header dict
+  or PubAck object on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.js import api
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from accord_kit import tracing
@@ -50,6 +55,67 @@ class Prepared:
     span: Any = None  # the publish span while tracing is on (ended once acknowledged)
 
 
+@dataclass
+class Batch:
+    """Events encoded as messages, and their wire form (one HPUB each, replies to the relay's
+    inbox with the event's position as the last token)."""
+
+    items: list[Prepared]
+    wire: bytes
+
+    @property
+    def last(self) -> Prepared:
+        return self.items[-1]
+
+
+def _hpub(subject: str, reply: str, headers: dict[str, str], payload: bytes) -> bytes:
+    """The NATS protocol's HPUB command for one message (as nats-py's publish writes it)."""
+    hdr = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    hdr_bytes = hdr.encode()
+    return (
+        f"HPUB {subject} {reply} {len(hdr_bytes)} {len(hdr_bytes) + len(payload)}\r\n".encode()
+        + hdr_bytes
+        + payload
+        + b"\r\n"
+    )
+
+
+class _Acks:
+    """The acknowledgements of one batch in flight, counted as they arrive."""
+
+    def __init__(self, batch: Batch, loop: asyncio.AbstractEventLoop) -> None:
+        self.positions = {p.position for p in batch.items}
+        self.expected = len(batch.items)
+        self.seen: set[int] = set()
+        self.duplicates = 0
+        self.last_seq = 0
+        self.last_position = batch.last.position
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def on_ack(self, position: int, data: bytes) -> None:
+        if self.done.done() or position not in self.positions or position in self.seen:
+            return
+        plain = b'"seq"' in data and b'"error"' not in data and b'"duplicate"' not in data
+        if not plain or position == self.last_position:
+            try:  # the one ack whose sequence is kept, or one that is not a plain success
+                ack = json.loads(data)
+            except ValueError:
+                self.done.set_exception(RuntimeError(f"unreadable acknowledgement for position {position}: {data!r}"))
+                return
+            error = ack.get("error")
+            if error or "seq" not in ack:
+                description = (error or {}).get("description") or f"no sequence in {data!r}"
+                self.done.set_exception(RuntimeError(f"position {position} not stored: {description}"))
+                return
+            if ack.get("duplicate"):
+                self.duplicates += 1
+            if position == self.last_position:
+                self.last_seq = int(ack["seq"])
+        self.seen.add(position)
+        if len(self.seen) == self.expected:
+            self.done.set_result(None)
+
+
 class RelayMismatchError(RuntimeError):
     """The stream's head is not an event of this store: wrong database or wrong stream."""
 
@@ -76,7 +142,7 @@ class Relay:
     ) -> None:
         self.app = app
         self.nc = nc
-        self.js = nc.jetstream(publish_async_max_pending=batch_size * 2)
+        self.js = nc.jetstream()
         self.stream = stream
         self.replicas = replicas
         self.poll_seconds = poll_seconds
@@ -89,6 +155,7 @@ class Relay:
         self._head = 0  # last position known to be in the stream
         self._last_msg_id: str | None = None
         self._last_seq = 0  # stream sequence of that message
+        self._acks: _Acks | None = None  # the batch in flight
         self.caught_up = asyncio.Event()
 
     @property
@@ -171,87 +238,119 @@ class Relay:
 
     async def _publish_loop(self) -> None:
         """Publish batches; while one batch's acks are awaited, the next is read and encoded
-        in a worker thread (so the event loop that also serves gRPC is not held up)."""
-        next_batch: asyncio.Task[list[Prepared]] | None = None
+        in a worker thread (so the event loop that also serves gRPC is not held up). Acks
+        come to an inbox of this loop's own (a fresh one after every re-sync, so a late ack
+        of an abandoned attempt is never counted)."""
+        reply_prefix = self.nc.new_inbox()  # under the connection's inbox prefix (permissions)
+        sub = await self.nc.subscribe(f"{reply_prefix}.*", cb=self._on_ack)
+        next_batch: asyncio.Task[Batch | None] | None = None
         try:
             while not self._stopping.is_set():
                 if next_batch is None:
                     self._wake.clear()
-                    batch = await asyncio.to_thread(self._prepare, self._head, self._last_msg_id)
+                    batch = await asyncio.to_thread(self._prepare, self._head, self._last_msg_id, reply_prefix)
                 else:
                     batch, next_batch = await next_batch, None
-                if not batch:
+                if batch is None:
                     self.caught_up.set()
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
                     except TimeoutError:
                         await self._check_stream_unchanged()
                     continue
-                futures = await self._send(batch)
+                acks = await self._send(batch)
                 self._wake.clear()
-                last = batch[-1]
-                next_batch = asyncio.create_task(asyncio.to_thread(self._prepare, last.position, last.msg_id))
-                await self._await_acks(batch, futures)
+                last = batch.last
+                next_batch = asyncio.create_task(
+                    asyncio.to_thread(self._prepare, last.position, last.msg_id, reply_prefix)
+                )
+                await self._await_acks(batch, acks)
         finally:
+            self._acks = None
             if next_batch is not None:
                 next_batch.cancel()
                 await asyncio.gather(next_batch, return_exceptions=True)
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection is gone: so is the subscription
+                pass
 
-    def _prepare(self, head: int, last_msg_id: str | None) -> list[Prepared]:
-        """Read the events after `head` and encode them as messages (in a worker thread)."""
+    def _prepare(self, head: int, last_msg_id: str | None, reply_prefix: str) -> Batch | None:
+        """Read the events after `head` and encode them as messages and their protocol bytes
+        (in a worker thread)."""
         notes = self.app.select_notifications(head, self.batch_size)
+        if not notes:
+            return None
         out: list[Prepared] = []
+        wire: list[bytes] = []
         prev = head
+        service, mapper, codec = self.app.service, self.app.accord_mapper, self.app.codec
+        traced = tracing.enabled
         for n in notes:
-            env, subject, meta = to_envelope_with_meta(
-                self.app.service, n, prev, self.app.accord_mapper, self.app.codec
-            )
-            headers = {HDR_MSG_ID: env.event_id, HDR_POSITION: str(n.id), HDR_PREVIOUS: str(prev), HDR_TYPE: env.type}
+            env, subject, meta = to_envelope_with_meta(service, n, prev, mapper, codec)
+            eid = env.event_id
+            headers = {HDR_MSG_ID: eid, HDR_POSITION: str(n.id), HDR_PREVIOUS: str(prev), HDR_TYPE: env.type}
             if last_msg_id is not None:
                 headers[HDR_EXPECTED_LAST_MSG_ID] = last_msg_id
             span = None
-            if tracing.enabled:
-                span = tracing.start_publish(
-                    self.stream, subject, meta.get("traceparent"), env.event_id, env.correlation_id
-                )
+            if traced:
+                span = tracing.start_publish(self.stream, subject, meta.get("traceparent"), eid, env.correlation_id)
                 tracing.inject_into(span, headers)
-            out.append(Prepared(n.id, env.event_id, subject, env.SerializeToString(), headers, span))
-            prev, last_msg_id = n.id, env.event_id
-        return out
+            data = env.SerializeToString()
+            out.append(Prepared(n.id, eid, subject, data, headers, span))
+            wire.append(_hpub(subject, f"{reply_prefix}.{n.id}", headers, data))
+            prev, last_msg_id = n.id, eid
+        return Batch(out, b"".join(wire))
 
-    async def _send(self, batch: list[Prepared]) -> list[asyncio.Future[api.PubAck]]:
-        """Pipeline a batch: every publish goes out in order on one connection, no waiting.
-        The in-flight window (twice the batch) is never full, so no stall timer is needed."""
-        futures: list[asyncio.Future[api.PubAck]] = []
+    async def _on_ack(self, msg: Msg) -> None:
+        acks = self._acks
+        if acks is None:
+            return
         try:
-            for p in batch:
-                futures.append(await self.js.publish_async(p.subject, p.data, headers=p.headers))
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        return futures
+            position = int(msg.subject.rsplit(".", 1)[1])
+        except ValueError:
+            return
+        acks.on_ack(position, msg.data)
 
-    async def _await_acks(self, batch: list[Prepared], futures: list[asyncio.Future[api.PubAck]]) -> None:
+    async def _send(self, batch: Batch) -> _Acks:
+        """Pipeline a batch: every message goes out in order on one connection, in one write
+        of its protocol bytes; nothing is awaited but the hand-over to the connection."""
+        nc = self.nc
+        if not nc.is_connected:
+            raise RuntimeError("not connected to NATS")
+        too_big = next((p for p in batch.items if len(p.data) > nc.max_payload), None)
+        if too_big is not None:
+            raise RuntimeError(
+                f"event {too_big.msg_id} ({len(too_big.data)} bytes) exceeds the server's max_payload {nc.max_payload}"
+            )
+        acks = _Acks(batch, asyncio.get_running_loop())
+        self._acks = acks
+        # nats-py has no public call for many messages at once; its publish() does the same
+        # two steps per message (queue the command, kick the flusher).
+        await nc._send_command(batch.wire)
+        await nc._flush_pending()
+        return acks
+
+    async def _await_acks(self, batch: Batch, acks: _Acks) -> None:
         started = time.perf_counter()
         try:
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.ack_timeout)
+            await asyncio.wait_for(asyncio.shield(acks.done), timeout=self.ack_timeout)
         except BaseException:
-            for f in futures:
-                f.cancel()
-            _end_spans(batch, failed=True)
+            self._acks = None
+            _end_spans(batch.items, failed=True)
             raise
-        _end_spans(batch)
-        dupes = sum(1 for a in acks if a.duplicate)
-        self.stats.duplicates += dupes
-        self.stats.published += len(acks) - dupes
-        last = batch[-1]
-        self._head, self._last_msg_id, self._last_seq = last.position, last.msg_id, acks[-1].seq
+        self._acks = None
+        _end_spans(batch.items)
+        count = len(batch.items)
+        self.stats.duplicates += acks.duplicates
+        self.stats.published += count - acks.duplicates
+        last = batch.last
+        self._head, self._last_msg_id, self._last_seq = last.position, last.msg_id, acks.last_seq
         self.stats.head_position = last.position
         log.debug(
             "relay_published",
             stream=self.stream,
-            count=len(batch),
+            count=count,
             head=self._head,
             ack_ms=round((time.perf_counter() - started) * 1000, 1),
         )

@@ -42,6 +42,7 @@ from accord_kit.envelope import payload_of
 from accord_kit.evaluation import Evaluation, Status
 
 STATEMENT_TOPIC = Statement.Opened.TOPIC
+FINALIZED_TOPIC: str = Statement.Finalized.TOPIC  # type: ignore[attr-defined]
 AGREEMENT_TOPIC = BilledAgreement.Seen.TOPIC
 LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
 ADJUSTED: type = Statement.Adjusted
@@ -59,12 +60,20 @@ class Billing(AccordApplication):
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
         self._aggregate_agreements: dict[str, str] = {}
-        # Statements indexed from the log by position (opened by any process), so the clock
-        # and the queries load only the statements they need, not every statement ever.
+        # Statements indexed from the log by position (opened or finalised by any process),
+        # from their Opened and Finalized notifications alone, so the clock and the queries
+        # load only the statements they need, not every statement ever.
         self._statements_position = 0
         self._statement_ids: dict[uuid.UUID, str] = {}  # statement id → agreement id, in log order
         self._statements_of: dict[str, list[uuid.UUID]] = defaultdict(list)  # agreement id → ids, log order
-        self._unsettled: dict[uuid.UUID, None] = {}  # not seen FINAL yet (FINAL never changes), log order
+        self._period_end: dict[uuid.UUID, datetime] = {}  # statement id → its period's end
+        self._unsettled: dict[uuid.UUID, None] = {}  # not FINAL (FINAL never changes), log order
+        self._finalized: set[uuid.UUID] = set()  # FINAL before their Opened was indexed (none, in log order)
+        # The ledger indexed from its Posted notifications (a transaction is that one event):
+        # balances are summed from the index, a department's ledger loads only its postings.
+        self._ledger_position = 0
+        self._ledger_txs: dict[uuid.UUID, tuple[datetime, list[dict[str, str]]]] = {}  # id → (period, entries)
+        self._ledger_of: dict[str, list[uuid.UUID]] = defaultdict(list)  # account → transaction ids, log order
         self._agreements_position = 0
         self._agreement_ids: dict[uuid.UUID, None] = {}  # every BilledAgreement, log order
         self._opened_until: dict[uuid.UUID, datetime] = {}  # BilledAgreement id → when to look again
@@ -120,28 +129,60 @@ class Billing(AccordApplication):
             position = notes[-1].id
 
     def _refresh_statements(self) -> None:
-        """Index the statements opened since we last looked (by any process)."""
+        """Index the statements opened or finalised since we last looked (by any process)."""
         with self._lock:
             while True:
                 notes = self.recorder.select_notifications(
-                    start=self._statements_position, limit=1000, topics=[STATEMENT_TOPIC], inclusive_of_start=False
+                    start=self._statements_position,
+                    limit=1000,
+                    topics=[STATEMENT_TOPIC, FINALIZED_TOPIC],
+                    inclusive_of_start=False,
                 )
                 if not notes:
                     return
                 for n in notes:
                     sid = uuid.UUID(str(n.originator_id))
-                    if sid not in self._statement_ids:
+                    if n.topic == FINALIZED_TOPIC:
+                        if sid not in self._statement_ids:
+                            self._finalized.add(sid)
+                        self._unsettled.pop(sid, None)
+                    elif sid not in self._statement_ids:
                         opened: Any = self.mapper.to_domain_event(n)
                         self._statement_ids[sid] = opened.agreement_id
                         self._statements_of[opened.agreement_id].append(sid)
-                        self._unsettled[sid] = None
+                        self._period_end[sid] = _parse(opened.period_end)
+                        if sid not in self._finalized:
+                            self._unsettled[sid] = None
                 self._statements_position = notes[-1].id
 
-    def _statement_ids_of(self, agreement_id: str | None) -> list[uuid.UUID]:
-        """The ids of an agreement's statements (None: of every agreement's), in log order."""
+    def _refresh_ledger(self) -> None:
+        """Index the ledger transactions posted since we last looked (by any process)."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._ledger_position, limit=1000, topics=[LEDGER_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    return
+                for n in notes:
+                    tid = uuid.UUID(str(n.originator_id))
+                    if tid not in self._ledger_txs:
+                        posted: Any = self.mapper.to_domain_event(n)
+                        entries = [dict(e) for e in posted.entries]
+                        self._ledger_txs[tid] = (_parse(posted.period), entries)
+                        for account in dict.fromkeys(e["account"] for e in entries):
+                            self._ledger_of[account].append(tid)
+                self._ledger_position = notes[-1].id
+
+    def _statement_ids_of(self, agreement_id: str | None, ending_after: datetime | None = None) -> list[uuid.UUID]:
+        """The ids of an agreement's statements (None: of every agreement's), in log order;
+        with `ending_after`, only those whose period ends after it."""
         with self._lock:
             self._refresh_statements()
-            return list(self._statement_ids if agreement_id is None else self._statements_of.get(agreement_id, ()))
+            ids = list(self._statement_ids if agreement_id is None else self._statements_of.get(agreement_id, ()))
+            if ending_after is not None:
+                ids = [i for i in ids if self._period_end[i] > ending_after]
+            return ids
 
     def _unsettled_statements(self) -> list[Statement]:
         """The statements not FINAL (OPEN or ISSUED), in log order; those found FINAL are
@@ -511,6 +552,7 @@ class Billing(AccordApplication):
         the fee period. Each agreement is looked at again only once its current period has
         ended."""
         opened = 0
+        self._refresh_statements()
         for aggregate_id in self._billed_agreement_ids():
             until = self._opened_until.get(aggregate_id)
             if until is not None and now < until:
@@ -527,6 +569,9 @@ class Billing(AccordApplication):
                 if target < started:  # no period of the term has ended yet
                     self._opened_until[aggregate_id] = next_look
                     continue
+            if Statement.create_id(agreement.agreement_id, self._period(agreement, target)[0]) in self._statement_ids:
+                self._opened_until[aggregate_id] = next_look  # opened already: nothing to load
+                continue
             collected = _Collected()
             statement = self._statement(agreement, target, collected)  # type: ignore[arg-type]
             new = [*collected.items, *([statement] if statement.pending_events else [])]
@@ -553,13 +598,19 @@ class Billing(AccordApplication):
                 self._agreements_position = notes[-1].id
             return list(self._agreement_ids)
 
-    def received_through(self, agreement: BilledAgreement, as_loaded: Statement | None = None) -> dict[str, datetime]:
+    def received_through(
+        self, agreement: BilledAgreement, as_loaded: Statement | None = None, since: datetime | None = None
+    ) -> dict[str, datetime]:
         """Objective → the latest end of its closed windows billing has received (assessed or
         adjusted). Metrics closes an objective's windows in order, and the stream keeps that
         order, so every window ending by then has been received. `as_loaded`: a statement to
-        take as given (the one about to be issued), not as the store has it now."""
+        take as given (the one about to be issued), not as the store has it now. `since`:
+        look only at statements whose period ends after it — every window ending after
+        `since` is recorded on one (its own period's, or an adjustment's target, which holds
+        a later instant), so the answer is the same for any objective received past `since`."""
         out: dict[str, datetime] = {}
-        statements = self.statements(None, agreement.agreement_id)
+        ids = self._statement_ids_of(agreement.agreement_id, since)
+        statements: list[Statement] = sorted((self.repository.get(i) for i in ids), key=lambda s: s.period_start)
         if as_loaded is not None:
             statements = [as_loaded, *(s for s in statements if s.id != as_loaded.id)]
         for s in statements:
@@ -597,7 +648,9 @@ class Billing(AccordApplication):
             if not any(o.get("objective_id") == objective["objective_id"] for o in judging.get("objectives") or []):
                 continue  # no version in force then measured it: metrics closes no such window
             if through is None:
-                through = self.received_through(agreement, statement)
+                # `required` is after the period's start (`periods.required_window`), so only
+                # statements of periods ending after that start can hold such a window.
+                through = self.received_through(agreement, statement, since=_parse(statement.period_start))
             got = through.get(objective["objective_id"])
             if got is None or got < required:
                 return False
@@ -761,30 +814,37 @@ class Billing(AccordApplication):
         return sorted(rows, key=lambda s: s.period_start)
 
     def ledger(self, caller: Principal | None, department: str = "") -> list[LedgerTransaction]:
+        """The ledger's transactions in log order (a department's: those with an entry of its
+        account; only those are loaded)."""
         if caller is not None and caller.role == "department":
             department = caller.department  # a department sees its own account
-        rows = self._all(LEDGER_TOPIC)
-        if department:
-            rows = [r for r in rows if any(e["account"] == department for e in r.entries)]
-        return rows
+        with self._lock:
+            self._refresh_ledger()
+            ids = list(self._ledger_of.get(department, ()) if department else self._ledger_txs)
+        return [self.repository.get(i) for i in ids]
 
     def balances(
         self, caller: Principal | None, department: str = "", period: str = ""
     ) -> dict[tuple[str, str], Decimal]:
         """(account, currency) → balance, over all periods or one (its start, RFC 3339); the
-        ledger balances: the sum of all is zero per currency."""
-        out: dict[tuple[str, str], Decimal] = {}
-        wanted = _parse(period) if period else None
-        for tx in self.ledger(None):
-            if wanted is not None and _parse(tx.period) != wanted:
-                continue
-            for e in tx.entries:
-                key = (e["account"], e["currency"])
-                out[key] = out.get(key, Decimal(0)) + Decimal(e["amount"])
+        ledger balances: the sum of all is zero per currency. Summed from the ledger's index
+        (a department's: over its own postings only); no transaction is loaded."""
         if caller is not None and caller.role == "department":
             department = caller.department
-        if department:
-            out = {k: v for k, v in out.items() if k[0] == department}
+        wanted = _parse(period) if period else None
+        out: dict[tuple[str, str], Decimal] = {}
+        with self._lock:
+            self._refresh_ledger()
+            ids = self._ledger_of.get(department, []) if department else list(self._ledger_txs)
+            rows = [self._ledger_txs[i] for i in ids]
+        for tx_period, entries in rows:
+            if wanted is not None and tx_period != wanted:
+                continue
+            for e in entries:
+                if department and e["account"] != department:
+                    continue
+                key = (e["account"], e["currency"])
+                out[key] = out.get(key, Decimal(0)) + Decimal(e["amount"])
         return out
 
     # -- audit (docs/domain.md §6) ---------------------------------------------------------------------
