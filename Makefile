@@ -8,7 +8,7 @@ GEN    := gen
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install gen run run-cluster test-deps test test-fast lint bench clean distclean
+.PHONY: help install gen run run-cluster test-deps test test-cluster test-fast lint bench clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test-deps: ## make sure PostgreSQL, Chromium, Prometheus, Alertmanager and docke
 
 test: install test-deps ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-cluster: install test-deps ## the fault run on make run-cluster's topology (kills, freezes, NATS node loss)
+	ACCORD_CLUSTER_FAULTS=1 $(PY) -m pytest tests/test_cluster_faults.py -s $(PYTEST_ARGS)
 
 test-fast: install test-deps ## the suite without the slow end-to-end and fault-injection tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
