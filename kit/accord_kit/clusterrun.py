@@ -153,6 +153,7 @@ class Cluster:
         self.env = env
         self.var = Path(env.get("ACCORD_VAR_DIR", "var/cluster")).resolve()
         self.free = env.get("ACCORD_CLUSTER_FREE_PORTS", "") not in ("", "0")
+        self._taken: set[int] = set()  # free ports already handed to a process of this cluster
         self.restart_seconds = float(env.get("ACCORD_CLUSTER_RESTART_SECONDS", "2"))
         self.quiet = env.get("ACCORD_RUN_QUIET", "") not in ("", "0")
         self.db_prefix = env.get("ACCORD_CLUSTER_DB_PREFIX", "accord_cluster")
@@ -166,11 +167,9 @@ class Cluster:
         this cluster: the system may offer a port it just offered again once it is released."""
         if not self.free:
             return default
-        taken: set[int] = getattr(self, "_taken", set())
-        self._taken = taken
-        while (port := free_port()) in taken:
+        while (port := free_port()) in self._taken:
             pass
-        taken.add(port)
+        self._taken.add(port)
         return port
 
     def plan(self) -> None:

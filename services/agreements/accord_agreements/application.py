@@ -167,7 +167,8 @@ class Agreements(AccordApplication):
         an earlier version's are in the event that accepted it, read from the store on
         demand (decoding only those events) and remembered, since they never change."""
         if "terms" in entry:  # an entry made by with_terms
-            return dict[str, Any](entry["terms"])
+            terms: TermsDict = entry["terms"]
+            return terms
         n = int(entry["version"])
         if n == agg.terms_version:
             return agg.terms
