@@ -11,6 +11,11 @@ exactly once to a local application.
   `ReadEvents` RPC, then consumption returns to NATS.
 * An event whose handling keeps failing halts the consumer with an alert (log + health);
   it is never skipped.
+* An event that depends on another source's event not yet applied here (billing receives a
+  window metrics judged by an agreement version billing's agreements consumer has not applied
+  yet: the two streams are consumed independently) raises `NotYetError`: the event and the
+  rest of its batch are nak'ed and tried again after `wait_delay`, as often as it takes. It is
+  neither skipped nor counted as a failure; `stats.waits` counts the attempts.
 * A message that is not an envelope at all (its bytes do not decode, or it has no event
   id or no position) cannot be an event of the source's log: it is copied to the
   DEADLETTER stream with the reason (`accord_kit.deadletter`), then acknowledged, with an
@@ -71,6 +76,7 @@ class ConsumerConfig:
     max_failures: int = 5  # handler failures on one event before the consumer halts
     ack_wait: float = 30.0
     fetch_timeout: float = 1.0
+    wait_delay: float = 0.5  # before an event that raised NotYetError is tried again
 
     @property
     def durable(self) -> str:
@@ -85,11 +91,17 @@ class ConsumerStats:
     failures: int = 0
     caught_up_via_read_events: int = 0
     dead_lettered: int = 0
+    waits: int = 0  # attempts that found an event not yet applicable (NotYetError)
     failures_by_position: dict[int, int] = field(default_factory=dict)
 
 
 class ConsumerHaltedError(RuntimeError):
     pass
+
+
+class NotYetError(Exception):
+    """Raised by an applier for an event that depends on something not applied here yet (an
+    event of another stream): the consumer tries it again later, in order, never skipping it."""
 
 
 class Consumer:
@@ -115,6 +127,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._tracked = 0
         self._gap_since: float | None = None
+        self._waiting_at = 0  # the position of the event last found not yet applicable
         # Catching up with the stream as it was at start: the position to reach (None until
         # known), and once reached, how many events that took and how long.
         self.caught_up = asyncio.Event()
@@ -296,6 +309,10 @@ class Consumer:
             for m in rest:
                 await m.nak(delay=self.config.nak_delay)
             await self._maybe_catch_up(envs[done])
+        elif outcome == "waiting":
+            self._waiting(envs[done], error)
+            for m in rest:
+                await m.nak(delay=self.config.wait_delay)
         else:  # handler failure
             env = envs[done]
             n = self.stats.failures_by_position.get(env.position, 0) + 1
@@ -310,11 +327,17 @@ class Consumer:
             for m in rest:
                 await m.nak(delay=self.config.nak_delay)
 
+    def _waiting(self, env: events_pb2.EventEnvelope, why: str) -> None:
+        self.stats.waits += 1
+        if self._waiting_at != env.position:  # said once per event, however long it waits
+            self._waiting_at = env.position
+            log.info("consumer_waiting", durable=self.config.durable, position=env.position, reason=why)
+
     def _apply_run(
         self, envs: list[events_pb2.EventEnvelope], headers: list[Mapping[str, str] | None] | None = None
     ) -> tuple[int, str, str]:
         """Apply a contiguous run of envelopes (in a worker thread). Returns how many were
-        handled, and why it stopped: "done", "gap" or "failed".
+        handled, and why it stopped: "done", "gap", "waiting" (NotYetError) or "failed".
 
         Each event is applied in its own request context: what the consumer stores meanwhile
         records the upstream event's correlation id and, as its cause, the upstream event's
@@ -334,9 +357,13 @@ class Consumer:
                 ):
                     try:
                         applied = self.app.apply_upstream(self.config.source, env)
+                    except NotYetError:
+                        raise
                     except Exception as e:
                         tracing.mark_failed(span, type(e).__name__)
                         raise
+            except NotYetError as e:
+                return i, "waiting", str(e)
             except Exception as e:
                 return i, "failed", f"{type(e).__name__}: {e}"
             if applied:
@@ -369,6 +396,8 @@ class Consumer:
                 break
             done, outcome, error = await asyncio.to_thread(self._apply_run, envs)
             self.stats.caught_up_via_read_events += done
+            if outcome == "waiting":  # NATS delivers it again; the wait is said there
+                break
             if outcome != "done":
                 log.warning("consumer_catch_up_stopped", outcome=outcome, error=error)
                 break

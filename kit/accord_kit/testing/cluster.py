@@ -156,6 +156,8 @@ class RunningCluster:
                 self.proc.kill()
                 self.proc.wait()
         self.ended.wait(10)
+        if os.environ.get("ACCORD_KEEP_DATABASES") == "1":  # kept to look into a failed run
+            return self.text
         with psycopg.connect(
             host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD or None, dbname="postgres", autocommit=True
         ) as conn:

@@ -37,6 +37,7 @@ from accord_billing.domain import (
 from accord_kit.agreement_terms import effective_terms, state_change_at
 from accord_kit.application import AccordApplication
 from accord_kit.clock import Clock
+from accord_kit.consumer import NotYetError
 from accord_kit.context import Principal
 from accord_kit.envelope import payload_of
 from accord_kit.evaluation import Evaluation, Status
@@ -359,11 +360,27 @@ class Billing(AccordApplication):
             envelope.payload.Unpack(restated)
             self._on_restated(restated.old, restated.new, processing, envelope.event_id)
 
-    def _on_closed(self, msg: metric_events.Evaluation, processing: ProcessingEvent[Any]) -> None:
+    def _judged_agreement(self, msg: metric_events.Evaluation) -> BilledAgreement:
+        """The agreement a window was judged for, holding the version that judged it. Billing
+        consumes the agreements and metrics streams independently, so metrics' judgement of an
+        agreement (or of an amendment's version) can arrive before the agreement's acceptance
+        does — after a failover billing's agreements consumer may be seconds behind its
+        metrics consumer. Such a window waits (NotYetError: tried again, never dropped) until
+        the acceptance is applied; dropping it would leave its period waiting for a window
+        that never comes, and billing it by an older version would be the wrong money."""
         agreement = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: None)
-        if agreement is None or not agreement.versions:
-            return
-        self._on_window(agreement, msg, None, processing)
+        known = max((int(v["version"]) for v in agreement.versions), default=0) if agreement is not None else 0
+        if known == 0 or msg.agreement_version > known:
+            raise NotYetError(
+                f"agreement {msg.agreement_id} version {msg.agreement_version or 1} judged the window "
+                f"{msg.objective_id} {msg.window_start}; billing has applied "
+                + (f"up to version {known}" if known else "no version of it")
+                + " from the agreements stream yet"
+            )
+        return agreement
+
+    def _on_closed(self, msg: metric_events.Evaluation, processing: ProcessingEvent[Any]) -> None:
+        self._on_window(self._judged_agreement(msg), msg, None, processing)
 
     def _on_restated(
         self,
@@ -372,10 +389,7 @@ class Billing(AccordApplication):
         processing: ProcessingEvent[Any],
         source: str,
     ) -> None:
-        agreement = self._get_or(BilledAgreement.create_id(new.agreement_id), lambda: None)
-        if agreement is None or not agreement.versions:
-            return
-        self._on_window(agreement, new, source, processing)
+        self._on_window(self._judged_agreement(new), new, source, processing)
 
     def _on_window(
         self,
