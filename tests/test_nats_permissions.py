@@ -5,6 +5,7 @@ a forbidden publish is refused by the server and nothing reaches the stream."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -18,17 +19,18 @@ import nats.errors
 import pytest
 from nats.js import api
 
-from accord_kit.clusterrun import ACCOUNTS_CONF, NATS_USERS
+from accord_kit.clusterrun import ACCOUNTS_CONF, NATS_USERS, SAFE_NATS_PASSWORD, nats_passwords
 from accord_kit.nats_util import connect, ensure_stream
 from accord_kit.testing.nats import _die_with_parent, free_port, nats_server_binary
 
-PASSWORDS = {u: f"{u}-secret" for u in NATS_USERS}
+PASSWORDS: dict[str, str] = {}  # made by make run-cluster's own generator (the server fixture)
 STREAMS = {"AGREEMENTS": "agreements", "METRICS": "metrics", "BILLING": "billing"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = tmp_path_factory.mktemp("nats-accounts")
+    PASSWORDS.update(nats_passwords(d))
     port = free_port()
     conf = d / "node.conf"
     conf.write_text(
@@ -167,3 +169,20 @@ def test_accounts_file_names_every_user(tmp_path: Path) -> None:
     text = ACCOUNTS_CONF.read_text()
     for user in NATS_USERS:
         assert f"$NATS_PASSWORD_{user.upper()}" in text
+
+
+def test_generated_passwords_are_text_to_nats_server(tmp_path: Path) -> None:
+    """nats-server parses an environment variable's value as a configuration token: a password
+    starting with a digit is read as a number and the node refuses to start. Every password
+    make run-cluster makes is a letter and then letters and digits; one kept from before in
+    another form is made again."""
+    for i in range(300):
+        keys = tmp_path / str(i)
+        keys.mkdir()
+        assert all(SAFE_NATS_PASSWORD.fullmatch(pw) for pw in nats_passwords(keys).values())
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "nats-passwords.json").write_text(json.dumps({u: "1a2b3c4d5e6f7g8h9" for u in NATS_USERS}))
+    remade = nats_passwords(kept)
+    assert all(SAFE_NATS_PASSWORD.fullmatch(pw) for pw in remade.values())
+    assert json.loads((kept / "nats-passwords.json").read_text()) == remade

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -135,14 +136,25 @@ include "{include}"
 """
 
 
+# nats-server reads an environment variable's value as a configuration token: a value that
+# starts with a digit is parsed as a number (and refused: "Expected a digit"), `true`/`no`… as
+# booleans. A password is therefore a letter followed by letters and digits.
+SAFE_NATS_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9]{15,}")
+
+
+def new_nats_password() -> str:
+    return "k" + secrets.token_hex(16)
+
+
 def nats_passwords(keys: Path) -> dict[str, str]:
-    """Each NATS user's password, made once and kept (mode 0600) under the keys directory."""
+    """Each NATS user's password, made once and kept (mode 0600) under the keys directory
+    (made again if a kept one is not of the form nats-server reads as text)."""
     path = keys / "nats-passwords.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if all(u in saved for u in NATS_USERS):
+        if all(u in saved and SAFE_NATS_PASSWORD.fullmatch(str(saved[u])) for u in NATS_USERS):
             return {str(k): str(v) for k, v in saved.items()}
-    made = {u: secrets.token_urlsafe(18) for u in NATS_USERS}
+    made = {u: new_nats_password() for u in NATS_USERS}
     path.write_text(json.dumps(made))
     path.chmod(0o600)
     return made
