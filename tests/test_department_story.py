@@ -182,21 +182,12 @@ def test_a_department_story_with_the_accord_command_and_http_only(suite: Suite, 
             "signal", "outage", "email", "--start", "2026-02-10T09:00", "--end", "2026-02-10T12:00",
             "--tz", "Europe/Amsterdam", "--cause", "mail store full", token=it,
         )  # fmt: skip
-        alert = {
-            "labels": {"alertname": "MailDown", "accord_service": "email"},
-            "annotations": {"summary": "IMAP not answering"},
-            "fingerprint": "5f1c0a7e9b2d4c11",
-        }
-        starts = "2026-02-12T10:00:00+01:00"
+        # The notification the README posts (examples/signals/), and the firing one before it.
+        resolved = json.loads((ROOT / "examples" / "signals" / "alertmanager-notification.json").read_text())
         firing = {
-            "version": "4",
+            **resolved,
             "status": "firing",
-            "alerts": [{**alert, "status": "firing", "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z"}],
-        }
-        resolved = {
-            "version": "4",
-            "status": "resolved",
-            "alerts": [{**alert, "status": "resolved", "startsAt": starts, "endsAt": "2026-02-12T12:00:00+01:00"}],
+            "alerts": [{**a, "status": "firing", "endsAt": "0001-01-01T00:00:00Z"} for a in resolved["alerts"]],
         }
         assert s.http("POST", "/v1/intake/alertmanager", it, firing) == (
             200,
