@@ -44,8 +44,8 @@ test-deps: ## make sure PostgreSQL, Chromium, Prometheus, Alertmanager and docke
 test: install test-deps ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-cluster: install test-deps ## the fault run on make run-cluster's topology (kills, freezes, NATS node loss)
-	ACCORD_CLUSTER_FAULTS=1 $(PY) -m pytest tests/test_cluster_faults.py -s $(PYTEST_ARGS)
+test-cluster: install test-deps ## only the fault run on make run-cluster's topology (also part of make test)
+	$(PY) -m pytest tests/test_cluster_faults.py -s $(PYTEST_ARGS)
 
 test-fast: install test-deps ## the suite without the slow end-to-end and fault-injection tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

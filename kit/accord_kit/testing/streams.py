@@ -7,33 +7,43 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import api
 
 from accord.events.v1 import events_pb2
 
 
-async def read_stream(nc: NATS, stream: str) -> list[tuple[dict[str, str], events_pb2.EventEnvelope]]:
-    """Every message of a stream in stream order, with headers and decoded envelope."""
+async def read_stream(
+    nc: NATS, stream: str, timeout: float = 60.0
+) -> list[tuple[dict[str, str], events_pb2.EventEnvelope]]:
+    """Every message of a stream in stream order, with headers and decoded envelope. An
+    ordered consumer that stalls (a cluster node just restarted or thawed) is replaced by a
+    new one starting after the last message read, until `timeout`."""
     js = nc.jetstream()
     info = await js.stream_info(stream)
     out: list[tuple[dict[str, str], events_pb2.EventEnvelope]] = []
-    if info.state.messages == 0:
-        return out
-    sub = await js.subscribe(
-        "accord.>",
-        stream=stream,
-        ordered_consumer=True,
-        deliver_policy=api.DeliverPolicy.ALL,
-    )
-    try:
-        while len(out) < info.state.messages:
-            msg = await sub.next_msg(timeout=10)
-            env = events_pb2.EventEnvelope()
-            env.ParseFromString(msg.data)
-            out.append((dict(msg.headers or {}), env))
-    finally:
-        await sub.unsubscribe()
+    deadline = time.monotonic() + timeout
+    last_seq = 0
+    while len(out) < info.state.messages:
+        config = (
+            api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
+            if last_seq == 0
+            else api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last_seq + 1)
+        )
+        sub = await js.subscribe("accord.>", stream=stream, ordered_consumer=True, config=config)
+        try:
+            while len(out) < info.state.messages:
+                msg = await sub.next_msg(timeout=5)
+                env = events_pb2.EventEnvelope()
+                env.ParseFromString(msg.data)
+                out.append((dict(msg.headers or {}), env))
+                last_seq = msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else last_seq + 1
+        except nats.errors.TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await sub.unsubscribe()
     return out
 
 
