@@ -28,6 +28,9 @@ from accord_kit.persistence import AccordMapper
 
 MAX_READ_LIMIT = 5000
 DEFAULT_READ_LIMIT = 500
+# An upstream event whose recording conflicts with another writer of the same store is applied
+# again this many times in all before the conflict is the consumer's failure (AccordApplication.apply_upstream).
+CONFLICT_RETRIES = 3
 
 
 class AccordApplication(Application[Any]):
@@ -190,18 +193,25 @@ class AccordApplication(Application[Any]):
     def apply_upstream(self, source: str, envelope: events_pb2.EventEnvelope) -> bool:
         """Apply one upstream event and record its position in the same transaction.
 
-        Returns False when the position was already recorded (a redelivery)."""
-        processing = ProcessingEvent[Any](tracking=Tracking(source, envelope.position))
-        self.policy(source, envelope, processing)
-        try:
-            recordings = self._record(processing)
-        except IntegrityError:
-            if self.tracked_position(source) >= envelope.position:
-                return False
-            raise
-        self._take_snapshots(processing)
-        self._notify(recordings)
-        return True
+        Returns False when the position was already recorded (a redelivery). When another
+        writer of this store saved one of the same aggregates first (the service's own clock
+        work, a command), the event is applied again on the new state, up to
+        CONFLICT_RETRIES times, before the conflict is reported as the consumer's failure."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            processing = ProcessingEvent[Any](tracking=Tracking(source, envelope.position))
+            self.policy(source, envelope, processing)
+            try:
+                recordings = self._record(processing)
+            except IntegrityError:
+                if self.tracked_position(source) >= envelope.position:
+                    return False
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                continue
+            self._take_snapshots(processing)
+            self._notify(recordings)
+            return True
+        raise AssertionError("unreachable")
 
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
         """React to an upstream event by collecting new events into `processing`.

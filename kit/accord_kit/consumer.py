@@ -23,6 +23,11 @@ exactly once to a local application.
   takes no place in the log's order: if it stood for a real event, the next event's
   previous position shows the gap, which is caught up through `ReadEvents` as any other.
   If the copy cannot be stored, the message is nak'ed and tried again.
+* A consumer that receives nothing for `stall_timeout` while its stream's head is ahead of
+  its tracked position (a clustered durable whose leader moved while a node was frozen, a
+  subscription that stopped delivering) says so (`consumer_stalled`), catches up through
+  `ReadEvents` and binds its subscription again: JetStream not delivering never leaves it
+  behind for good.
 * `caught_up` is set once the consumer has applied everything its stream held when it
   started (the position of the stream's last message then); an empty stream counts as
   caught up at once, and so does a stream that does not exist yet (the consumer keeps
@@ -42,7 +47,7 @@ from typing import Protocol
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from accord.events.v1 import events_pb2
@@ -77,6 +82,7 @@ class ConsumerConfig:
     ack_wait: float = 30.0
     fetch_timeout: float = 1.0
     wait_delay: float = 0.5  # before an event that raised NotYetError is tried again
+    stall_timeout: float = 10.0  # nothing received this long with the stream ahead: stalled
 
     @property
     def durable(self) -> str:
@@ -91,6 +97,7 @@ class ConsumerStats:
     failures: int = 0
     caught_up_via_read_events: int = 0
     dead_lettered: int = 0
+    stalls: int = 0  # times nothing arrived for stall_timeout while the stream was ahead
     waits: int = 0  # attempts that found an event not yet applicable (NotYetError)
     failures_by_position: dict[int, int] = field(default_factory=dict)
 
@@ -128,6 +135,7 @@ class Consumer:
         self._tracked = 0
         self._gap_since: float | None = None
         self._waiting_at = 0  # the position of the event last found not yet applicable
+        self._received_at = time.monotonic()  # when a fetch last brought messages (or a stall check ran)
         # Catching up with the stream as it was at start: the position to reach (None until
         # known), and once reached, how many events that took and how long.
         self.caught_up = asyncio.Event()
@@ -239,12 +247,15 @@ class Consumer:
                     msgs = await psub.fetch(cfg.batch_size, timeout=cfg.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
                     await self._maybe_catch_up(None)
+                    if await self._stalled():
+                        psub = await self._rebind(psub)
                     self._check_caught_up()
                     continue
                 except nats.errors.Error as e:
                     log.warning("consumer_fetch_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
                     await self._sleep(0.5)
                     continue
+                self._received_at = time.monotonic()
                 await self._handle_batch(msgs)
                 self._check_caught_up()
         finally:
@@ -252,6 +263,42 @@ class Consumer:
                 await psub.unsubscribe()
             except Exception:  # connection already closed on shutdown
                 pass
+
+    async def _stalled(self) -> bool:
+        """Nothing received for stall_timeout while the stream holds events past the tracked
+        position: catch up through ReadEvents now. True when the subscription should be bound
+        again. Looked at once per stall_timeout (a stream_info and one get_msg)."""
+        now = time.monotonic()
+        if now - self._received_at < self.config.stall_timeout:
+            return False
+        self._received_at = now
+        try:
+            head = await self.stream_head()
+        except Exception as e:  # NATS unavailable: the fetches will say so, nothing to decide
+            log.debug("consumer_stall_check_failed", durable=self.config.durable, error=str(e) or type(e).__name__)
+            return False
+        self.upstream_head = max(self.upstream_head, head)
+        if head <= self._tracked:
+            return False
+        self.stats.stalls += 1
+        log.warning("consumer_stalled", durable=self.config.durable, tracked=self._tracked, stream_head=head)
+        self._gap_since = now - self.config.gap_timeout  # catch up at once
+        await self._maybe_catch_up(None)
+        return True
+
+    async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
+        """A new pull subscription on the durable; the old one is dropped once it exists."""
+        cfg = self.config
+        try:
+            fresh = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
+        except Exception as e:  # keep the old one: the next stall check tries again
+            log.warning("consumer_rebind_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
+            return psub
+        try:
+            await psub.unsubscribe()
+        except Exception:  # already gone with the old connection
+            pass
+        return fresh
 
     def _check_caught_up(self) -> None:
         """Set `caught_up` (once) when the position to reach is known and reached."""

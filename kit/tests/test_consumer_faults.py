@@ -10,7 +10,9 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,4 +187,109 @@ async def test_message_missing_from_the_stream_is_caught_up_through_read_events(
         await server.stop(0)
         await nc.close()
         counters.close()
+        tallies.close()
+
+
+async def test_a_durable_that_stops_delivering_is_caught_up_through_read_events(
+    nats_server: NatsServer,
+    make_store_env: Callable[[str], dict[str, str]],
+    unique: str,
+    keys: tuple[bytes, bytes],
+) -> None:
+    """JetStream stops delivering to the durable while the stream moves on (here the durable is
+    paused; in a cluster, its leader lost while a node was frozen): the consumer notices that
+    nothing arrives while the stream's head is past its position, catches up through
+    ReadEvents and binds its subscription again — it is never left behind for good."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 10)
+    await publish_all(nats_server.url, counters)
+    nc = await connect(nats_server.url, name="consumer")
+    private, public = keys
+    server = build_server(
+        host="127.0.0.1", port=0, policy=COUNTER_POLICY, verifier=TokenVerifier(public),
+        register=[register_event_log(counters)],
+    )  # fmt: skip
+    await server.start()
+    token = mint_token(private, subject="tally", role="service")
+    client = EventLogClient(f"127.0.0.1:{server.port}", token=lambda: token)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    cfg = ConsumerConfig(
+        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
+    )
+    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the first ten")
+        assert consumer.stats.stalls == 0
+        until = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+        await nc.jetstream().pause_consumer(service.upper(), cfg.durable, until)
+        for i in range(11, 31):
+            counters.increment(f"c{i % 3}", i)
+            total += i
+        await publish_all(nats_server.url, counters)
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up")
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (30, total)
+        assert consumer.stats.stalls >= 1
+        assert consumer.stats.caught_up_via_read_events == 20
+    finally:
+        consumer.stop()
+        await task
+        await client.close()
+        await server.stop(0)
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
+class ContendedTallies(Tallies):
+    """A tally consumer whose store has a second writer: at the positions in `contend_at`, that
+    writer saves the same tally after the policy has read it and before it is recorded."""
+
+    name = Tallies.name  # the same tables as the other writer's
+
+    def __init__(self, env: dict[str, str], service: str) -> None:
+        super().__init__(env, service=service)
+        self.other = Tallies(env, service=service)
+        self.contend_at: set[int] = set()
+
+    def policy(self, source: str, envelope: Any, processing: Any) -> None:
+        super().policy(source, envelope, processing)
+        if envelope.position in self.contend_at:
+            self.contend_at.discard(envelope.position)
+            tally = self.other.get_tally()
+            assert tally is not None
+            tally.record("the other writer", 1000)
+            self.other.save(tally)
+
+
+async def test_an_event_that_conflicts_with_another_writer_is_applied_again(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """Billing's consumer and billing's own clock work both open statements: when the other
+    writer saved the aggregate first, the event is applied again on the new state — not a
+    failure counted towards halting the consumer, and nothing lost or doubled."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 12)
+    await publish_all(nats_server.url, counters)
+    tallies = ContendedTallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    tallies.contend_at = {5, 9}
+    nc = await connect(nats_server.url, name="consumer")
+    consumer = Consumer(tallies, nc, ConsumerConfig(consumer="tally", source=service, stream=service.upper()))
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="applied")
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (12 + 2, total + 2000)
+        assert consumer.stats.failures == 0
+    finally:
+        consumer.stop()
+        await task
+        await nc.close()
+        counters.close()
+        tallies.other.close()
         tallies.close()
