@@ -134,8 +134,10 @@ insert per transaction, inside the transaction that is open anyway.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import sqlite3
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -155,6 +157,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     DatetimeAsISO,
     DecimalAsStr,
+    IntegrityError,
     InterfaceError,
     JSONTranscoder,
     Mapper,
@@ -171,6 +174,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
+from accord_kit.groupcommit import GroupCommit, Write, sqlite_error
 from accord_kit.topics import stored_as
 
 ZERO_HASH = bytes(32)
@@ -299,7 +303,46 @@ class ChainedRecorder:
 
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorder):
-    """Writes each record's chain hash in the record's own write transaction."""
+    """Writes each record's chain hash in the record's own write transaction.
+
+    Concurrent writes are group-committed (accord_kit.groupcommit): writes that arrive while
+    a commit is in progress share the next transaction and its fsync, each in a savepoint of
+    its own, so an integrity error (a conflict) fails only its own caller."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_commit = GroupCommit(self._apply_group)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        return self.group_commit.submit(stored_events, kwargs)
+
+    def _apply_group(self, group: list[Write]) -> None:
+        with self.datastore.get_connection(commit=True) as conn:
+            c = conn.cursor()
+            try:
+                c.execute("BEGIN IMMEDIATE")  # the write lock now: no reader's snapshot to upgrade
+                try:
+                    for w in group:
+                        c.execute("SAVEPOINT accord_write")
+                        try:
+                            w.result = self._insert_events(c, w.stored_events, **w.kwargs)
+                        except (sqlite3.IntegrityError, IntegrityError) as e:
+                            c.execute("ROLLBACK TO accord_write")
+                            w.result, w.error = None, sqlite_error(e)
+                            self.group_commit.stats.isolated += 1
+                        c.execute("RELEASE accord_write")
+                    conn.commit()  # the group's one fsync; only then is any caller answered
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                    raise
+            except BaseException as e:
+                for w in group:  # nothing of the group was stored: each caller gets the error
+                    w.result, w.error = None, sqlite_error(e, fresh=True)
+                if not isinstance(e, Exception):
+                    raise
+            finally:
+                c.sqlite_cursor.close()
 
     @property
     def chain_table_name(self) -> str:
