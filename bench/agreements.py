@@ -971,7 +971,8 @@ def _report(
     )
     notes.append(
         f"fsync: {fsync_ms:.2f} ms per durable append here; with commits one after another that alone would allow "
-        f"about {1000 / fsync_ms:,.0f} commits/s."
+        f"about {1000 / fsync_ms:,.0f} commits/s; commands that arrive during a commit share the next one "
+        "(group commit), so it does not bound commands/s."
     )
     if len(service_phases) > 1:
         sh = service_phases[1]

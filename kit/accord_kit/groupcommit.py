@@ -45,7 +45,7 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-__all__ = ["GroupCommit", "GroupCommitStats", "Write", "sqlite_error"]
+__all__ = ["GroupCommit", "GroupCommitStats", "Write", "fresh_error", "sqlite_error"]
 
 
 @dataclass(eq=False)
@@ -108,8 +108,7 @@ class GroupCommit:
             self._apply(group)
         except BaseException as e:  # the group could not be applied: none of it was stored
             for w in group:
-                if w.error is None:
-                    w.result, w.error = None, e
+                w.result, w.error = None, e if w is write else fresh_error(e)
             raise
         finally:
             with self._lock:
@@ -142,19 +141,22 @@ _SQLITE_ERRORS: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] =
 )
 
 
+def fresh_error(e: BaseException) -> BaseException:
+    """A new instance of `e` (caused by it), so that callers in different threads never
+    raise the same exception object."""
+    try:
+        copy = type(e)(*e.args)
+    except Exception:  # an exception type that cannot be made again from its args
+        return e
+    copy.__cause__ = e
+    return copy
+
+
 def sqlite_error(e: BaseException, *, fresh: bool = False) -> BaseException:
     """The eventsourcing exception a SQLite transaction raises for `e` (as SQLiteTransaction
-    does); with `fresh`, a new instance (caused by `e`) even when `e` is one already, so that
-    callers in different threads never raise the same exception object."""
+    does); with `fresh`, a new instance even when `e` is one already (see fresh_error)."""
     if isinstance(e, PersistenceError) or not isinstance(e, sqlite3.Error):
-        if not fresh:
-            return e
-        try:
-            copy = type(e)(*e.args)
-        except Exception:  # an exception type that cannot be made again from its args
-            return e
-        copy.__cause__ = e
-        return copy
+        return fresh_error(e) if fresh else e
     for raw, ours in _SQLITE_ERRORS:
         if isinstance(e, raw):
             error = ours(e)

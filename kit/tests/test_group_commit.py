@@ -1,13 +1,15 @@
-"""Group commit on SQLite (accord_kit.groupcommit): concurrent saves share a transaction and
-its fsync, each caller keeps its own outcome, the hash chain stays whole, tracking stays
+"""Group commit on both stores (accord_kit.groupcommit): concurrent saves share a transaction
+and its fsync, each caller keeps its own outcome, the hash chain stays whole, tracking stays
 exactly-once, and nothing acknowledged is lost to a SIGKILL.
 
-To make a group without relying on timing, a second connection holds SQLite's write lock:
-the first writer (the leader) waits for it, every other writer queues behind the leader, and
-the lock is let go once the queue holds them all: the next leader commits them together."""
+To make a group without relying on timing, a second connection holds the write lock (SQLite's
+database lock; PostgreSQL's EXCLUSIVE lock on the events table, which every insert takes): the
+first writer (the leader) waits for it, every other writer queues behind the leader, and the
+lock is let go once the queue holds them all: the next leader commits them together."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -17,27 +19,29 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, TypeAlias
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from accord_kit.chain import ChainedSQLiteApplicationRecorder, seal, verify_store
+from accord_kit.chain import ChainedPostgresApplicationRecorder, ChainedSQLiteApplicationRecorder, seal, verify_store
 from accord_kit.testing.counter import Counter, Counters
-from accord_kit.testing.fixtures import sqlite_env
+
+Recorder: TypeAlias = ChainedSQLiteApplicationRecorder | ChainedPostgresApplicationRecorder
 
 WRITERS = 16
 
 
-def _env(path: Path) -> dict[str, str]:
-    return {**sqlite_env(path), "SQLITE_LOCK_TIMEOUT": "120"}
+@pytest.fixture
+def make_env(make_store_env: Callable[[str], dict[str, str]]) -> Callable[[str], dict[str, str]]:
+    return lambda name: {**make_store_env(name), "SQLITE_LOCK_TIMEOUT": "120"}
 
 
-def _recorder(app: Counters) -> ChainedSQLiteApplicationRecorder:
+def _recorder(app: Counters) -> Recorder:
     recorder = app.recorder
-    assert isinstance(recorder, ChainedSQLiteApplicationRecorder)
+    assert isinstance(recorder, ChainedSQLiteApplicationRecorder | ChainedPostgresApplicationRecorder)
     return recorder
 
 
@@ -51,16 +55,33 @@ def _until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> Non
 
 
 @contextmanager
-def write_lock_held(path: Path) -> Iterator[sqlite3.Connection]:
-    """Another connection holding the database's write lock until the block's end (or an
-    explicit rollback)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
+def write_lock_held(env: dict[str, str], app: Counters) -> Iterator[Any]:
+    """Another connection holding the store's write lock until the block's end (or its
+    rollback)."""
+    recorder = _recorder(app)
+    conn: Any
+    if isinstance(recorder, ChainedSQLiteApplicationRecorder):
+        conn = sqlite3.connect(env["SQLITE_DBNAME"], isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+        from psycopg.sql import SQL, Identifier
+
+        conn = psycopg.connect(
+            host=env["POSTGRES_HOST"],
+            port=int(env["POSTGRES_PORT"]),
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            dbname=env["POSTGRES_DBNAME"],
+        )
+        lock = SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
+            Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
+        )
+        conn.execute(lock)
     try:
         yield conn
     finally:
-        if conn.in_transaction:
-            conn.rollback()
+        conn.rollback()
         conn.close()
 
 
@@ -86,22 +107,31 @@ def _verify(app: Counters) -> None:
     assert report.ok, report.problem
 
 
-def _ids_are_dense(app: Counters) -> None:
+def _ids_in_order(app: Counters) -> None:
+    """Each record once, ids increasing; on SQLite with no gap (a PostgreSQL sequence skips
+    the ids of a rolled-back insert)."""
     records = _recorder(app).select_records(0)
-    assert [r.notification_id for r in records] == list(range(1, len(records) + 1))
+    ids = [r.notification_id for r in records]
+    if isinstance(app.recorder, ChainedSQLiteApplicationRecorder):
+        assert ids == list(range(1, len(records) + 1))
+    assert ids == sorted(set(ids))
     assert len({(r.originator_id, r.originator_version) for r in records}) == len(records)
 
 
-def test_concurrent_saves_share_commits_and_every_event_is_stored_once(tmp_path: Path) -> None:
-    path = tmp_path / "group.db"
-    app = Counters(_env(path))
+def test_concurrent_saves_share_commits_and_every_event_is_stored_once(
+    make_env: Callable[[str], dict[str, str]],
+) -> None:
+    env = make_env("group")
+    app = Counters(env)
     recorder = _recorder(app)
     rounds = 5
     try:
-        jobs: list[Callable[[], Any]] = [
-            lambda i=i: [app.increment(f"c{i}", 1 + i) for _ in range(rounds)] for i in range(WRITERS)
-        ]
-        with write_lock_held(path) as blocker:
+
+        def save_rounds(i: int) -> list[Counter]:
+            return [app.increment(f"c{i}", 1 + i) for _ in range(rounds)]
+
+        jobs: list[Callable[[], Any]] = [partial(save_rounds, i) for i in range(WRITERS)]
+        with write_lock_held(env, app) as blocker:
             first, first_threads = _run_all(jobs[:1])
             _until(lambda: _leading(recorder), "a writer leads (and waits for the lock)")
             rest, threads = _run_all(jobs[1:])
@@ -121,15 +151,15 @@ def test_concurrent_saves_share_commits_and_every_event_is_stored_once(tmp_path:
             assert counter.value == rounds * (1 + i)
             assert counter.version == rounds + 1  # Created + one Incremented per save
         assert app.head_position() == WRITERS * (rounds + 1)
-        _ids_are_dense(app)
+        _ids_in_order(app)
         _verify(app)
     finally:
         app.close()
 
 
-def test_a_conflicting_save_in_a_group_fails_alone(tmp_path: Path) -> None:
-    path = tmp_path / "conflict.db"
-    app = Counters(_env(path))
+def test_a_conflicting_save_in_a_group_fails_alone(make_env: Callable[[str], dict[str, str]]) -> None:
+    env = make_env("conflict")
+    app = Counters(env)
     recorder = _recorder(app)
     app.increment("shared", 1)
     for i in range(WRITERS):
@@ -141,11 +171,11 @@ def test_a_conflicting_save_in_a_group_fails_alone(tmp_path: Path) -> None:
         stale.append(copy)
     head = app.head_position()
     try:
-        with write_lock_held(path) as blocker:
+        with write_lock_held(env, app) as blocker:
             first, first_threads = _run_all([lambda: app.increment("leader", 1)])
             _until(lambda: _leading(recorder), "a writer leads")
-            jobs: list[Callable[[], Any]] = [lambda i=i: app.increment(f"c{i}", 1) for i in range(WRITERS)]
-            jobs += [lambda c=c: app.save(c) for c in stale]
+            jobs: list[Callable[[], Any]] = [partial(app.increment, f"c{i}", 1) for i in range(WRITERS)]
+            jobs += [partial(app.save, c) for c in stale]
             outcomes, threads = _run_all(jobs)
             _until(lambda: recorder.group_commit.queued == len(jobs), "the group queued")
             blocker.rollback()
@@ -162,23 +192,23 @@ def test_a_conflicting_save_in_a_group_fails_alone(tmp_path: Path) -> None:
         for i in range(WRITERS):
             assert app.get_counter(f"c{i}").value == 2
         assert app.head_position() == head + 2 + WRITERS + 1  # leader: Created + Incremented
-        _ids_are_dense(app)
+        _ids_in_order(app)
         _verify(app)
     finally:
         app.close()
 
 
-def _leading(recorder: ChainedSQLiteApplicationRecorder) -> bool:
+def _leading(recorder: Recorder) -> bool:
     gc: Any = recorder.group_commit
     return bool(gc._busy) and gc.queued == 0
 
 
-def test_tracking_in_a_group_stays_exactly_once(tmp_path: Path) -> None:
-    path = tmp_path / "tracking.db"
-    app = Counters(_env(path))
+def test_tracking_in_a_group_stays_exactly_once(make_env: Callable[[str], dict[str, str]]) -> None:
+    env = make_env("tracking")
+    app = Counters(env)
     recorder = _recorder(app)
     try:
-        with write_lock_held(path) as blocker:
+        with write_lock_held(env, app) as blocker:
             first, first_threads = _run_all([lambda: app.increment("leader", 1)])
             _until(lambda: _leading(recorder), "a writer leads")
             # The same upstream position twice (a redelivery racing the first delivery), with
@@ -186,7 +216,7 @@ def test_tracking_in_a_group_stays_exactly_once(tmp_path: Path) -> None:
             jobs: list[Callable[[], Any]] = [
                 lambda: app.process_recorder.insert_events([], tracking=Tracking("upstream", 7)),
                 lambda: app.process_recorder.insert_events([], tracking=Tracking("upstream", 7)),
-                *[lambda i=i: app.increment(f"c{i}", 1) for i in range(4)],
+                *[partial(app.increment, f"c{i}", 1) for i in range(4)],
             ]
             outcomes, threads = _run_all(jobs)
             _until(lambda: recorder.group_commit.queued == len(jobs), "the group queued")
@@ -205,12 +235,10 @@ def test_tracking_in_a_group_stays_exactly_once(tmp_path: Path) -> None:
 
 _WRITER = textwrap.dedent(
     """
-    import sys, threading
-    from pathlib import Path
+    import json, sys, threading
     from accord_kit.testing.counter import Counters
-    from accord_kit.testing.fixtures import sqlite_env
 
-    app = Counters(sqlite_env(Path(sys.argv[1])))
+    app = Counters(json.loads(sys.argv[1]))
     out = threading.Lock()
 
     def work(i):
@@ -229,32 +257,36 @@ _WRITER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("acks", [200, 600])
-def test_sigkill_during_group_commits_loses_nothing_acknowledged(tmp_path: Path, acks: int) -> None:
-    path = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(WRITERS)], stdout=subprocess.PIPE, text=True)
+def test_sigkill_during_group_commits_loses_nothing_acknowledged(
+    make_store_env: Callable[[str], dict[str, str]], acks: int
+) -> None:
+    env = make_store_env("killed")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, json.dumps(env), str(WRITERS)], stdout=subprocess.PIPE, text=True
+    )
     acknowledged: dict[str, int] = {}
     grouped = 0
     try:
         assert proc.stdout is not None
         for seen, line in enumerate(proc.stdout, start=1):
-            name, n, largest = line.split()
-            acknowledged[name] = int(n)
+            name, count, largest = line.split()
+            acknowledged[name] = int(count)
             grouped = max(grouped, int(largest))
             if seen >= acks and grouped > 1:  # killed while writers are being grouped
                 break
         proc.send_signal(signal.SIGKILL)
         for line in proc.stdout:  # acknowledged before the kill landed
-            name, n, _ = line.split()
-            acknowledged[name] = int(n)
+            name, count, _ = line.split()
+            acknowledged[name] = int(count)
     finally:
         proc.kill()
         proc.wait()
     assert grouped > 1
-    app = Counters(sqlite_env(path))
+    app = Counters(env)
     try:
         for name, n in acknowledged.items():
             assert app.get_counter(name).value >= n, name
-        _ids_are_dense(app)
+        _ids_in_order(app)
         _verify(app)
     finally:
         app.close()
