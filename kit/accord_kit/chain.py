@@ -31,7 +31,8 @@ The recorders below (:class:`ChainedSQLiteApplicationRecorder`,
 :class:`ChainedPostgresProcessRecorder`) compute ``h_i`` while the write transaction holds
 the writer lock (SQLite serialises writers; PostgreSQL inserts run under an EXCLUSIVE
 table lock), from the highest entry of the chain table, and insert it IN THE SAME
-TRANSACTION as the records into a side table::
+TRANSACTION as the records into a side table (with group commit, accord_kit.groupcommit,
+a transaction holds several saves, each in its savepoint, chained one after the other)::
 
     event_chain(notification_id INTEGER/bigint PRIMARY KEY, hash BLOB/bytea)
 
@@ -129,13 +130,15 @@ checkpoint sealing a position far behind its record costs one read of that chain
 (only on the failure path, or for such a checkpoint). To verify incrementally, pass
 ``start`` = a checkpoint already verified: only records after its position are read and
 recomputed (and ``stop`` bounds the end). Writing costs one extra indexed read and one
-insert per transaction, inside the transaction that is open anyway.
+insert per save, inside the transaction that is open anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import sqlite3
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -146,6 +149,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import psycopg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -155,6 +159,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     DatetimeAsISO,
     DecimalAsStr,
+    IntegrityError,
     InterfaceError,
     JSONTranscoder,
     Mapper,
@@ -171,6 +176,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
+from accord_kit.groupcommit import GroupCommit, Write, sqlite_error
 from accord_kit.topics import stored_as
 
 ZERO_HASH = bytes(32)
@@ -299,7 +305,46 @@ class ChainedRecorder:
 
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorder):
-    """Writes each record's chain hash in the record's own write transaction."""
+    """Writes each record's chain hash in the record's own write transaction.
+
+    Concurrent writes are group-committed (accord_kit.groupcommit): writes that arrive while
+    a commit is in progress share the next transaction and its fsync, each in a savepoint of
+    its own, so an integrity error (a conflict) fails only its own caller."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_commit = GroupCommit(self._apply_group)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        return self.group_commit.submit(stored_events, kwargs)
+
+    def _apply_group(self, group: list[Write]) -> None:
+        with self.datastore.get_connection(commit=True) as conn:
+            c = conn.cursor()
+            try:
+                c.execute("BEGIN IMMEDIATE")  # the write lock now: no reader's snapshot to upgrade
+                try:
+                    for w in group:
+                        c.execute("SAVEPOINT accord_write")
+                        try:
+                            w.result = self._insert_events(c, w.stored_events, **w.kwargs)
+                        except (sqlite3.IntegrityError, IntegrityError) as e:
+                            c.execute("ROLLBACK TO accord_write")
+                            w.result, w.error = None, sqlite_error(e)
+                            self.group_commit.stats.isolated += 1
+                        c.execute("RELEASE accord_write")
+                    conn.commit()  # the group's one fsync; only then is any caller answered
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                    raise
+            except BaseException as e:
+                for w in group:  # nothing of the group was stored: each caller gets the error
+                    w.result, w.error = None, sqlite_error(e, fresh=True)
+                if not isinstance(e, Exception):
+                    raise
+            finally:
+                c.sqlite_cursor.close()
 
     @property
     def chain_table_name(self) -> str:
@@ -415,7 +460,14 @@ class ChainedSQLiteProcessRecorder(SQLiteProcessRecorder, ChainedSQLiteApplicati
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder, ChainedRecorder):
     """Writes each record's chain hash in the record's own transaction, under the
     events table's EXCLUSIVE lock (so chain order is commit order). Always uses the
-    transactional insert path (POSTGRES_ENABLE_DB_FUNCTIONS is not used)."""
+    transactional insert path (POSTGRES_ENABLE_DB_FUNCTIONS is not used).
+
+    Concurrent writes are group-committed (accord_kit.groupcommit), as on SQLite: the table
+    lock is held until the commit, so without it the server could not combine commits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_commit = GroupCommit(self._apply_group)
 
     @property
     def chain_table_name(self) -> str:
@@ -479,36 +531,44 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder, ChainedRec
         row = curs.fetchone()
         return (0, ZERO_HASH) if row is None else (int(row["notification_id"]), bytes(row["hash"]))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        # The library's version pipelines and swallows exceptions until the transaction
-        # block has ended; here any failure (including ChainError) must roll back.
-        notification_ids: Sequence[int] | None = None
-        with (
-            self.datastore.get_connection() as conn,
-            conn.pipeline() as pipeline,
-            conn.transaction(),
-            conn.cursor() as curs,
-            conn.cursor() as head,
-        ):
-            self._insert_events(curs, stored_events, **kwargs)  # tracking, for process recorders
-            if stored_events:
-                self._insert_stored_events(curs, stored_events, **kwargs)  # takes the table lock
-                # Read the chain's head under that lock, in the same round trip as the insert.
-                head.execute(self._select_head_sql, prepare=True)
-                pipeline.sync()  # a conflict raises IntegrityError here, and the transaction rolls back
-                notification_ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-                if notification_ids is None or len(notification_ids) != len(stored_events):
-                    raise ChainError("the store did not report a notification id for every record")
-                row = head.fetchone()
-                head_id, head_hash = (
-                    (0, ZERO_HASH) if row is None else (int(row["notification_id"]), bytes(row["hash"]))
-                )
-                rows = [
-                    (nid, self._oid_text(s.originator_id), s.originator_version, s.topic, s.state)
-                    for nid, s in zip(notification_ids, stored_events, strict=True)
-                ]
-                curs.executemany(self._insert_chain_sql, _next_links(head_id, head_hash, rows))
+        return self.group_commit.submit(stored_events, kwargs)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _apply_group(self, group: list[Write]) -> None:
+        # One transaction for the group, each write in a savepoint of its own (psycopg's nested
+        # transaction): an integrity error rolls back that write only. Any other failure ends
+        # the whole transaction (rolled back) and reaches every caller of the group (retried
+        # first, like the library's own insert, for a lost connection).
+        for w in group:
+            w.result, w.error = None, None
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            for w in group:
+                try:
+                    with conn.transaction():
+                        w.result = self._insert_one(curs, w.stored_events, **w.kwargs)
+                except (psycopg.IntegrityError, IntegrityError) as e:
+                    w.error = e if isinstance(e, IntegrityError) else IntegrityError(str(e))
+                    w.error.__cause__ = e
+                    self.group_commit.stats.isolated += 1
+
+    def _insert_one(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        self._insert_events(curs, stored_events, **kwargs)  # tracking, for process recorders
+        if not stored_events:
+            return None
+        self._insert_stored_events(curs, stored_events, **kwargs)  # takes the table lock
+        notification_ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if notification_ids is None or len(notification_ids) != len(stored_events):
+            raise ChainError("the store did not report a notification id for every record")
+        # The head, read under that lock (other writers wait for this transaction's end).
+        head_id, head_hash = self._chain_head(curs)
+        rows = [
+            (nid, self._oid_text(s.originator_id), s.originator_version, s.topic, s.state)
+            for nid, s in zip(notification_ids, stored_events, strict=True)
+        ]
+        curs.executemany(self._insert_chain_sql, _next_links(head_id, head_hash, rows))
         return notification_ids
 
     def chain_head(self) -> tuple[int, bytes]:

@@ -131,6 +131,9 @@ class Agreements(AccordApplication):
         self._version_terms: OrderedDict[tuple[UUID, int], TermsDict] = OrderedDict()
         self._version_terms_lock = threading.Lock()
         self._cache_locks = [threading.Lock() for _ in range(64)]
+        # Reference records (departments, services, calendars) are never removed, so one seen
+        # to exist exists for good: commands check their references without loading them.
+        self._known_references: set[UUID] = set()
 
     # -- helpers ------------------------------------------------------------------------------
     def _get(self, cls: type[Aggregate], aggregate_id: UUID, what: str) -> Any:
@@ -270,7 +273,9 @@ class Agreements(AccordApplication):
         _check_reference_id("service_id", service_id)
         if not name.strip():
             raise InvalidRequestError("name is required")
-        self.get_department(provider_department_id)
+        self._check_exists(
+            Department, reference_id("department", provider_department_id), f"department {provider_department_id!r}"
+        )
         svc = Service(service_id, name.strip(), provider_department_id)
         self._save_new(svc, f"service {service_id}")
         return svc
@@ -290,6 +295,12 @@ class Agreements(AccordApplication):
             cal = Calendar(calendar_id, definition)
             self._save_new(cal, f"calendar {calendar_id}")
             return cal
+
+    def _check_exists(self, cls: type[Aggregate], aggregate_id: UUID, what: str) -> None:
+        """NotFoundError unless the reference record exists (loaded only until it is seen once)."""
+        if aggregate_id not in self._known_references:
+            self._get(cls, aggregate_id, what)
+            self._known_references.add(aggregate_id)
 
     def get_department(self, department_id: str) -> Department:
         return self._get(Department, reference_id("department", department_id), f"department {department_id!r}")
@@ -322,13 +333,13 @@ class Agreements(AccordApplication):
         missing = []
         for f in ("provider_department_id", "customer_department_id"):
             try:
-                self.get_department(parties[f])
+                self._check_exists(Department, reference_id("department", parties[f]), f"department {parties[f]!r}")
             except NotFoundError:
                 missing.append(f"parties.{f}: department {parties[f]!r} is not registered")
         service = terms.get("service") or {}
         for i, sid in enumerate(service.get("service_ids") or []):
             try:
-                self.get_service(sid)
+                self._check_exists(Service, reference_id("service", sid), f"service {sid!r}")
             except NotFoundError:
                 missing.append(f"service.service_ids[{i}]: service {sid!r} is not registered")
         calendars = [("service.coverage_calendar_id", service.get("coverage_calendar_id"))]
@@ -338,7 +349,7 @@ class Agreements(AccordApplication):
         for where, cal in calendars:
             if cal and cal != CALENDAR_24X7:
                 try:
-                    self.get_calendar(cal)
+                    self._check_exists(Calendar, reference_id("calendar", cal), f"calendar {cal!r}")
                 except NotFoundError:
                     missing.append(f"{where}: calendar {cal!r} is not defined")
         parent = terms.get("parent_agreement_id") or ""
