@@ -10,6 +10,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Tracking
+
 from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
@@ -33,6 +36,11 @@ WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 CALENDAR_TOPICS = sorted(event_topics(CalendarView))
+# The tracking name under which a round records, durably, the signals' log position up to which it
+# judged every signal (`Judging._record_judged`): a process that starts reads it, and its first
+# round judges only the signals stored after it — with its open windows, and any window a view
+# change, a closing or an opening needs — not every window again (see the README, "Scale").
+JUDGED = "metrics-judged-signals"
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,8 @@ class Judging(_Host):
     _closed_windows: set[UUID]  # windows known closed: loaded only when a change reaches them
     _open_windows: set[UUID]  # windows known open (judged by this process)
     _round_windows: int
+    _round_kept: bool
+    _judged_position: int
     last_round: RoundStats
 
     # -- evaluation -------------------------------------------------------------------------------------------
@@ -187,6 +197,8 @@ class Judging(_Host):
         with self._lock:
             self._refresh_signals()
             changed_since, self._changed = self._changed, {}
+            signals_position = self._signals_position  # every signal up to here is in changed_since
+            self._round_kept = False
             position = self._refresh_views()
             calendars = self._refresh_calendars()
             # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
@@ -219,7 +231,24 @@ class Judging(_Host):
             else:
                 self._recovered(view.agreement_id, "")
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
+        if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
+            self._record_judged(signals_position)
         return changed
+
+    def _record_judged(self, signals_position: int) -> None:
+        """Record durably (the store's tracking table, one row) that every signal up to
+        `signals_position` was judged and its evaluations saved. Written after the round's
+        saves, in a transaction of its own: a crash in between leaves the earlier position, and
+        a restart judges those signals again (recording only what differs)."""
+        with self._lock:
+            if signals_position <= self._judged_position:
+                return
+        try:
+            self._record(ProcessingEvent[Any](tracking=Tracking(JUDGED, signals_position)))
+        except IntegrityError:  # another process on the store recorded as far already
+            pass
+        with self._lock:
+            self._judged_position = max(self._judged_position, signals_position)
 
     def _watch(self, uid: UUID, watch: Watch | None) -> None:
         with self._lock:
@@ -243,6 +272,7 @@ class Judging(_Host):
     def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
         """Keep these services' signal changes for the next pass (their windows were not judged)."""
         with self._lock:
+            self._round_kept = True
             for sid in services:
                 if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
                     self._changed[sid] = changed_since[sid]

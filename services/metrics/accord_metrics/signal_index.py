@@ -253,6 +253,7 @@ class SignalIndex(_Host):
     _providers: dict[str, str]
     _services: dict[str, ServiceSignals]
     _signals_position: int
+    _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
     _fcr_services: tuple[int, dict[str, str]] | None  # (views position, services)
 
@@ -425,8 +426,14 @@ class SignalIndex(_Host):
                 out.append(view.agreement_id)
         return sorted(out)
 
-    def _index(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
+    def _index(self, service_id: str, items: list[signals_pb2.Signal], position: int | None = None) -> None:
+        """Index one stored batch (at log `position`, None: just stored by this process). A batch
+        a round already judged (at or before the durable judged position: a process that starts
+        indexes the whole log) is held, but no change for the next round."""
         entry = self._services[service_id]
+        if position is not None and position <= self._judged_position:
+            entry.note(items)
+            return
         # A signal's earlier content counts as a change too: the windows it was in are judged again.
         earlier = [e for s in items if (e := entry.earliest(s.signal_id)) is not None]
         entry.note(items)
@@ -445,7 +452,7 @@ class SignalIndex(_Host):
                     return
                 for n in notes:
                     batch: Any = self.mapper.to_domain_event(n)
-                    self._index(batch.service_id, list(batch_message(batch.batch).signals))
+                    self._index(batch.service_id, list(batch_message(batch.batch).signals), n.id)
                 self._signals_position = notes[-1].id
 
     def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
