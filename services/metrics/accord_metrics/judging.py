@@ -199,6 +199,8 @@ class Judging(_Host):
             changed_since, self._changed = self._changed, {}
             signals_position = self._signals_position  # every signal up to here is in changed_since
             self._round_kept = False
+            for entry in self._services.values():
+                entry.begin_round()
             position = self._refresh_views()
             calendars = self._refresh_calendars()
             # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
@@ -230,6 +232,9 @@ class Judging(_Host):
                 self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
             else:
                 self._recovered(view.agreement_id, "")
+        with self._lock:
+            for entry in self._services.values():
+                entry.end_round()
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
         if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
             self._record_judged(signals_position)
@@ -331,12 +336,13 @@ class Judging(_Host):
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return 0
         latest, tz, services = self.scope(view, now)
-        held: list[SignalSet] = []
+        held: dict[tuple[Interval, bool], SignalSet] = {}
 
-        def signals() -> SignalSet:  # built once, only if a window is judged
-            if not held:
-                held.append(self.signal_set(services))
-            return held[0]
+        def signals(span: Interval, all_calls: bool) -> SignalSet:  # only if a window is judged, once a span
+            key = (span, all_calls)
+            if key not in held:
+                held[key] = self.signal_set(services, span=span, all_calls=all_calls)
+            return held[key]
 
         with self._lock:
             facts = [self._services[s] for s in services if s in self._services]
@@ -389,7 +395,8 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: Callable[[], SignalSet], now: datetime, earliest_change: datetime | None, to_save: list[Any],
+        signals: Callable[[Interval, bool], SignalSet], now: datetime, earliest_change: datetime | None,
+        to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`);
@@ -446,12 +453,18 @@ class Judging(_Host):
             )
             if v_objective is None:
                 continue  # the objective did not exist in the version judging this window
+            # What the window reads: its signals, and an open one's burn rates those of the look-backs
+            # ending now (first-contact resolution: every call, for contacts on either side of it).
+            span = (
+                window
+                if agg.closed or now >= window.end
+                else Interval(min(window.start, now - _look_back(window)), window.end)
+            )
+            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION")
             if rates_only and not agg.closed:
-                self._judge_burn_rates(agg, v_objective, measured, window, signals(), now, tz, suspended)
+                self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)
             else:
-                self._judge_window(
-                    agg, v_objective, version["version"], measured, window, signals(), now, tz, suspended
-                )
+                self._judge_window(agg, v_objective, version["version"], measured, window, inputs, now, tz, suspended)
             self._round_windows += 1
             if agg.pending_events:
                 pending.append(agg)
@@ -785,6 +798,11 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
     """The breaches an evaluation implies: "" for the objective when BREACHED, and each
     late ticket or task it names."""
     return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
+
+
+def _look_back(window: Interval) -> timedelta:
+    """The longest burn-rate look-back of a window of `window`'s length."""
+    return max(p.long for p in reliability.burn_windows(window.duration))
 
 
 def _recent(signals: SignalSet, now: datetime, window: Interval) -> SignalSet:

@@ -5,7 +5,9 @@ judged when it closes and when it opens; an outage still under way is judged aga
 round (it lasts until the round's instant) until its end is reported; a second instance on
 the same store, which has judged nothing yet, ends with the same evaluations; and a process
 that starts judges only the signals stored after the position the last round recorded as
-judged (with its open windows), not every window again."""
+judged (with its open windows), not every window again; and a window reads only the
+signals that reach it, the formula inputs kept converted being those of the windows the
+latest round judged."""
 
 from __future__ import annotations
 
@@ -160,6 +162,38 @@ def test_a_restart_judges_only_the_signals_after_the_judged_position(suite: Suit
     finally:
         third.close()
     suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)  # closed by the fixture
+
+
+def test_a_window_reads_only_the_signals_that_reach_it(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    for month in ("01", "02", "03"):
+        day = f"2026-{month}-12T09:00{AMS}"
+        m.record(COLLECTOR, [outage(f"o{month}", f"2026-{month}-12T10:00{AMS}", 30), *calls(month, day, 8, 2)])
+        suite.tick(f"2026-{month}-20T10:00{AMS}")
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    assert len(held.latest) == 33
+
+    # A batch in April: the round judges April's two windows from April's signals alone — the
+    # earlier months' are neither converted again nor kept converted.
+    april = [outage("o04", f"2026-04-10T08:00{AMS}", 20), *calls("04", f"2026-04-10T07:00{AMS}", 5, 5)]
+    m.record(COLLECTOR, april)
+    assert _round(m, f"2026-04-10T10:05{AMS}")[0] == 2
+    assert set(held.converted) == {s.signal_id for s in april}
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")  # from every stored signal
+        assert check["matches"], check["differences"]
+
+    # A late call in February: February's and March's windows are judged (each from its own
+    # signals); February's service level restated, exactly as from every stored signal.
+    m.record(COLLECTOR, calls("late", f"2026-02-25T09:00{AMS}", 0, 3))
+    assert _round(m, f"2026-04-10T10:10{AMS}")[0] == 6
+    feb = "2026-01-31T23:00:00+00:00"
+    assert len(m.window(None, aid, "service-level", feb).restatements) == 1
+    check = m.recompute(aid, "service-level", feb)
+    assert check["matches"], check["differences"]
+    assert not any(sid.startswith("01") for sid in held.converted)
 
 
 def test_a_running_evaluation_is_recorded_only_when_its_outcome_changes(suite: Suite) -> None:
