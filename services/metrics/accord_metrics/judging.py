@@ -455,11 +455,12 @@ class Judging(_Host):
                 continue  # the objective did not exist in the version judging this window
             # What the window reads: its signals, and an open one's burn rates those of the look-backs
             # ending now (first-contact resolution: every call, for contacts on either side of it).
-            span = (
-                window
-                if agg.closed or now >= window.end
-                else Interval(min(window.start, now - _look_back(window)), window.end)
-            )
+            if agg.closed or now >= window.end:
+                span = window
+            elif rates_only:  # only its burn rates: the look-backs ending now
+                span = Interval(now - _look_back(window), now)
+            else:
+                span = Interval(min(window.start, now - _look_back(window)), window.end)
             inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION")
             if rates_only and not agg.closed:
                 self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)
