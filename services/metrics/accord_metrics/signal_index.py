@@ -115,14 +115,16 @@ class ServiceSignals:
     them, so recording and a restart's indexing stay cheap). A signal's latest content replaces
     its earlier one in place (its first recording's order) among the formula inputs."""
 
-    versions: dict[str, list[str]] = field(default_factory=dict)  # signal id → digests of every content held
+    # signal id → digests of every content it was recorded with, for the ids recorded with more than
+    # one (a signal recorded once is its latest content: its digest is computed when asked for).
+    versions: dict[str, list[str]] = field(default_factory=dict)
     latest: dict[str, signals_pb2.Signal] = field(default_factory=dict)
     order: dict[str, int] = field(default_factory=dict)  # signal id → rank of its first recording
     # What tells whether an open window's evaluation can change with time alone (judging.py):
     # the outages still under way (no end reported) and the latest instant any other signal an
     # availability (its burn rates) reads reaches.
     ongoing: set[str] = field(default_factory=set)
-    reaches: datetime | None = None
+    reaches_us: int | None = None  # `reaches`, in µs since the epoch
     # formula input list → [(instant in µs, rank, signal id)] sorted: the calls, request counts, outages
     by_time: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)  # signal id → its instant in `by_time`
@@ -136,7 +138,7 @@ class ServiceSignals:
         """NEW; DUPLICATE (a content this id was already recorded with: a retry, never a
         step back); COMPLETION (the end of an outage first reported as under way); or
         CORRECTION (another content). A correction must keep the signal's kind."""
-        held = self.versions.get(s.signal_id)
+        held = self.contents(s.signal_id)
         if held is None:
             return NEW
         if content_digest(s) in held:
@@ -157,6 +159,19 @@ class ServiceSignals:
             return COMPLETION
         return CORRECTION
 
+    @property
+    def reaches(self) -> datetime | None:
+        """The latest instant a signal availability reads (its burn rates) reaches, outages under
+        way aside (`ongoing`)."""
+        return None if self.reaches_us is None else _EPOCH + timedelta(microseconds=self.reaches_us)
+
+    def contents(self, signal_id: str) -> list[str] | None:
+        """The digests of every content a signal id was recorded with (None: an unknown id)."""
+        held = self.versions.get(signal_id)
+        if held is None and signal_id in self.latest:
+            return [content_digest(self.latest[signal_id])]
+        return held
+
     def earliest(self, signal_id: str) -> datetime | None:
         held = self.latest.get(signal_id)
         return _earliest(held) if held is not None else None
@@ -164,7 +179,11 @@ class ServiceSignals:
     def note(self, items: list[signals_pb2.Signal]) -> None:
         for s in items:
             sid = s.signal_id
-            self.versions.setdefault(sid, []).append(content_digest(s))
+            before = self.latest.get(sid)
+            if before is not None:  # another content (a completion or correction): every digest kept
+                if sid not in self.versions:
+                    self.versions[sid] = [content_digest(before)]
+                self.versions[sid].append(content_digest(s))
             self.latest[sid] = s
             self.converted.pop(sid, None)
             if self.selected is not None:
@@ -186,9 +205,9 @@ class ServiceSignals:
                     self.ongoing.add(sid)
             if kind not in _BUDGETED_INPUTS:
                 continue
-            reaches = _latest(s)  # an outage under way counts among the ongoing ones instead
-            if reaches < FAR_FUTURE and (self.reaches is None or reaches > self.reaches):
-                self.reaches = reaches
+            reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
+            if reaches is not None and (self.reaches_us is None or reaches > self.reaches_us):
+                self.reaches_us = reaches
 
     def _index_time(self, name: str, sid: str, rank: int, key: int) -> None:
         index = self.by_time.setdefault(name, [])
@@ -253,6 +272,16 @@ class ServiceSignals:
                 selected[sid] = item
             out.append(item)
         return out
+
+
+def _latest_us(s: signals_pb2.Signal) -> int | None:
+    """`_latest` in µs since the epoch (None: an outage under way), read without datetimes
+    (exactly: a Timestamp's datetime drops its nanoseconds below the microsecond too)."""
+    kind = s.WhichOneof("kind")
+    if kind == "probe":
+        return _us(s.probe.at)
+    body = s.outage if kind == "outage" else s.maintenance if kind == "maintenance" else s.requests
+    return _us(body.end) if body.HasField("end") else None
 
 
 def _instant_us(t: datetime) -> int:
@@ -320,15 +349,6 @@ def _earliest(s: signals_pb2.Signal) -> datetime:
         "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
     }[kind]  # fmt: skip
     return sig.instant(getattr(body, first))
-
-
-def _latest(s: signals_pb2.Signal) -> datetime:
-    """The latest instant a signal reaches (an outage under way: far in the future)."""
-    kind = str(s.WhichOneof("kind"))
-    body = getattr(s, kind)
-    if kind in ("outage", "maintenance", "requests"):
-        return sig.instant(body.end) if body.HasField("end") else FAR_FUTURE
-    return _earliest(s)
 
 
 def _encode(items: list[signals_pb2.Signal]) -> str:
