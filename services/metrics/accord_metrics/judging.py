@@ -653,7 +653,7 @@ class Judging(_Host):
             self._refresh_signals()
             for service_id in self.scope(view, self.clock.now())[2]:
                 entry = self._services.get(service_id)
-                for s in entry.latest.values() if entry is not None else ():
+                for s in entry.overlapping(Interval(start, end)) if entry is not None else ():
                     kind = s.WhichOneof("kind")
                     if kind == "outage":
                         iv = sig.outage_interval(s, until=FAR_FUTURE)

@@ -118,16 +118,17 @@ class ServiceSignals:
     # signal id → digests of every content it was recorded with, for the ids recorded with more than
     # one (a signal recorded once is its latest content: its digest is computed when asked for).
     versions: dict[str, list[str]] = field(default_factory=dict)
-    latest: dict[str, signals_pb2.Signal] = field(default_factory=dict)
-    order: dict[str, int] = field(default_factory=dict)  # signal id → rank of its first recording
+    # signal id → its latest content, serialised (a parsed Signal takes ≈ 4 × the memory; one is
+    # parsed again when a window converts it or a signal with its id comes again)
+    latest: dict[str, bytes] = field(default_factory=dict)
+    count: int = 0  # signal ids held: the next one's rank (the order of first recordings)
     # What tells whether an open window's evaluation can change with time alone (judging.py):
     # the outages still under way (no end reported) and the latest instant any other signal an
     # availability (its burn rates) reads reaches.
-    ongoing: set[str] = field(default_factory=set)
+    ongoing: dict[str, tuple[int, int]] = field(default_factory=dict)  # signal id → (its start in µs, rank)
     reaches_us: int | None = None  # `reaches`, in µs since the epoch
     # formula input list → [(instant in µs, rank, signal id)] sorted: the calls, request counts, outages
     by_time: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
-    keys: dict[str, int] = field(default_factory=dict)  # signal id → its instant in `by_time`
     longest_outage: int = 0  # µs: the longest outage with a reported end (an outage's start bound)
     whole: dict[str, list[str]] = field(default_factory=dict)  # every other input list → ids, by rank
     converted: dict[str, Any] = field(default_factory=dict)  # signal id → its latest content as a formula input
@@ -143,7 +144,7 @@ class ServiceSignals:
             return NEW
         if content_digest(s) in held:
             return DUPLICATE
-        before = self.latest[s.signal_id]
+        before = self.content(s.signal_id)
         kind, was = s.WhichOneof("kind"), before.WhichOneof("kind")
         if kind != was:
             raise sig.InvalidSignalError(
@@ -165,63 +166,71 @@ class ServiceSignals:
         way aside (`ongoing`)."""
         return None if self.reaches_us is None else _EPOCH + timedelta(microseconds=self.reaches_us)
 
+    def content(self, signal_id: str) -> signals_pb2.Signal:
+        """A signal's latest content (its id must be known)."""
+        return signals_pb2.Signal.FromString(self.latest[signal_id])
+
     def contents(self, signal_id: str) -> list[str] | None:
         """The digests of every content a signal id was recorded with (None: an unknown id)."""
         held = self.versions.get(signal_id)
         if held is None and signal_id in self.latest:
-            return [content_digest(self.latest[signal_id])]
+            return [content_digest(self.content(signal_id))]
         return held
 
     def earliest(self, signal_id: str) -> datetime | None:
-        held = self.latest.get(signal_id)
-        return _earliest(held) if held is not None else None
+        return _earliest(self.content(signal_id)) if signal_id in self.latest else None
 
     def note(self, items: list[signals_pb2.Signal]) -> None:
         for s in items:
             sid = s.signal_id
-            before = self.latest.get(sid)
+            before = self.content(sid) if sid in self.latest else None
             if before is not None:  # another content (a completion or correction): every digest kept
                 if sid not in self.versions:
                     self.versions[sid] = [content_digest(before)]
                 self.versions[sid].append(content_digest(s))
-            self.latest[sid] = s
+            self.latest[sid] = s.SerializeToString()
             self.converted.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
             kind = str(s.WhichOneof("kind"))
             name = _LIST_OF[kind]
-            rank = self.order.get(sid)
-            if rank is None:
-                rank = self.order[sid] = len(self.order)
+            rank = 0
+            if before is None:
+                rank, self.count = self.count, self.count + 1
                 if name not in _BY_TIME:
                     self.whole.setdefault(name, []).append(sid)
             if name in _BY_TIME:
-                self._index_time(name, sid, rank, _time_key(s))
+                rank = self._index_time(name, sid, rank, _time_key(s), None if before is None else _time_key(before))
             if kind == "outage":
                 if s.outage.HasField("end"):
-                    self.ongoing.discard(sid)
+                    self.ongoing.pop(sid, None)
                     self.longest_outage = max(self.longest_outage, _us(s.outage.end) - _us(s.outage.start))
                 else:
-                    self.ongoing.add(sid)
+                    self.ongoing[sid] = (_us(s.outage.start), rank)
             if kind not in _BUDGETED_INPUTS:
                 continue
             reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
             if reaches is not None and (self.reaches_us is None or reaches > self.reaches_us):
                 self.reaches_us = reaches
 
-    def _index_time(self, name: str, sid: str, rank: int, key: int) -> None:
+    def _index_time(self, name: str, sid: str, rank: int, key: int, before: int | None) -> int:
+        """Index a signal at instant `key` (µs); `before`: the instant its earlier content was
+        indexed at (its rank is kept). Returns its rank."""
         index = self.by_time.setdefault(name, [])
-        before = self.keys.get(sid)
-        if before == key:
-            return
-        if before is not None:  # a correction moved it
-            del index[bisect.bisect_left(index, (before, rank, sid))]
+        if before is not None:  # a later content: found where the earlier one is, moved if its instant changed
+            at = bisect.bisect_left(index, (before,))
+            while index[at][2] != sid:
+                at += 1
+            rank = index[at][1]
+            if before == key:
+                return rank
+            del index[at]
         entry = (key, rank, sid)
         if not index or index[-1] < entry:
             index.append(entry)  # the usual case: signals arrive roughly in time order
         else:
             bisect.insort(index, entry)
-        self.keys[sid] = key
+        return rank
 
     def select(self, span: Interval | None = None, all_calls: bool = False) -> SignalSet:
         """The formula inputs, each list in the order its signals were first recorded: all of
@@ -234,17 +243,17 @@ class ServiceSignals:
             getattr(out, name).extend(self._inputs(ids))
         for name, index in self.by_time.items():
             if span is None or (name == "calls" and all_calls):
-                picked = [e[2] for e in index]
+                found = list(index)
             else:
                 lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
                 if name == "outages":
                     lo -= self.longest_outage
-                found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, len(self.order)))]
-                picked = [e[2] for e in found]
+                found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, self.count))]
                 if name == "outages" and self.ongoing:
-                    picked = list(set(picked) | {i for i in self.ongoing if self.keys[i] <= hi})
-                picked.sort(key=self.order.__getitem__)
-            getattr(out, name).extend(self._inputs(picked))
+                    inside = {e[2] for e in found}
+                    found += [(k, r, i) for i, (k, r) in self.ongoing.items() if k <= hi and i not in inside]
+            found.sort(key=_rank)  # the order of first recordings
+            getattr(out, name).extend(self._inputs([e[2] for e in found]))
         return out
 
     def begin_round(self) -> None:
@@ -261,13 +270,23 @@ class ServiceSignals:
             self.converted = self.selected
         self.selected = None
 
+    def overlapping(self, span: Interval) -> list[signals_pb2.Signal]:
+        """The latest contents of the outages (selected by time: `select`) and maintenance
+        signals that may overlap `span` — a superset, in no order, for the caller to filter."""
+        index = self.by_time.get("outages", [])
+        lo = _instant_us(span.start) - _SLACK_US - self.longest_outage
+        hi = _instant_us(span.end) + _SLACK_US
+        found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, self.count))]
+        ids = {e[2] for e in found} | set(self.ongoing) | set(self.whole.get("maintenance", []))
+        return [self.content(i) for i in ids]
+
     def _inputs(self, ids: list[str]) -> list[Any]:
         converted, latest, selected = self.converted, self.latest, self.selected
         out = []
         for sid in ids:
             item = converted.get(sid)
             if item is None:
-                item = converted[sid] = _input(latest[sid])
+                item = converted[sid] = _input(signals_pb2.Signal.FromString(latest[sid]))
             if selected is not None:
                 selected[sid] = item
             out.append(item)
@@ -282,6 +301,10 @@ def _latest_us(s: signals_pb2.Signal) -> int | None:
         return _us(s.probe.at)
     body = s.outage if kind == "outage" else s.maintenance if kind == "maintenance" else s.requests
     return _us(body.end) if body.HasField("end") else None
+
+
+def _rank(entry: tuple[int, int, str]) -> int:
+    return entry[1]
 
 
 def _instant_us(t: datetime) -> int:
@@ -465,7 +488,7 @@ class SignalIndex(_Host):
                     continue
                 in_batch[key] = content_digest(s)
                 if verdict == CORRECTION:
-                    before = entry.latest[s.signal_id]
+                    before = entry.content(s.signal_id)
                     corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
                 else:
                     fresh[s.service_id].append(s)
@@ -601,11 +624,8 @@ class SignalIndex(_Host):
             entry = self._services.get(service_id)
             if entry is None:
                 return None
-            ends = [
-                sig.instant(s.requests.end)
-                for sid, s in entry.latest.items()
-                if sid.startswith(id_prefix) and s.WhichOneof("kind") == "requests"
-            ]
+            held = [entry.content(sid) for sid in entry.latest if sid.startswith(id_prefix)]
+            ends = [sig.instant(s.requests.end) for s in held if s.WhichOneof("kind") == "requests"]
         return max(ends, default=None)
 
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
