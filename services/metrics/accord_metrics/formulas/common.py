@@ -51,10 +51,12 @@ def encoded(item: Any, encode: Callable[[Any], Any]) -> Encoded:
     """`item` encoded as `canonical_json(encode(item))`, computed once per (frozen) input object
     and kept on it (under the encoding's name, so two encodings of one object never mix)."""
     name = "_accord_encoded_" + encode.__name__
-    held = item.__dict__.get(name)
+    kept = getattr(item, "__dict__", None)  # an object without one (slots) is encoded each time
+    held = kept.get(name) if kept is not None else None
     if held is None:
         held = Encoded(canonical_json(encode(item)))
-        object.__setattr__(item, name, held)
+        if kept is not None:
+            object.__setattr__(item, name, held)
     return held
 
 
