@@ -52,19 +52,21 @@ def test_a_signal_stored_just_before_a_kill_is_judged_after_restart(tmp_path: Pa
         suite.close()
     env = suite.envs["metrics"]
 
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(env), str(LATE)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "child.log"
+    with open(log, "w") as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, json.dumps(env), str(LATE)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
     try:
         assert child.stdout is not None
         lines = []
         while not lines or lines[-1] != f"stored {LATE - 1}":
             line = child.stdout.readline()
-            assert line, f"the process ended: {child.stderr.read() if child.stderr else ''}"
+            assert line, f"the process ended: {log.read_text()[-3000:]}"
             lines.append(line.strip())
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
