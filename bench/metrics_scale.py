@@ -14,16 +14,20 @@ Timed, per size:
 * round after one batch: 1,000 new signals in the open window, then `evaluate`;
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
-* restart: a second `Metrics` on the same store — construction, then its first round (which
-  indexes and judges everything again), then a second round;
-* memory: resident set size after the rounds (VmRSS), and the signals and windows held.
+* restart: a second `Metrics` on the same store, in a process of its own — construction, then
+  its first round (which indexes every stored signal and judges what came after the judged
+  position, with its open windows), then a second round; that process's VmRSS;
+* memory: resident set size after the rounds (VmRSS), the signals indexed, the formula inputs
+  held converted and the windows known.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -71,17 +75,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s = f"{p['signals']:,} signals"
         figures += [
             {"name": f"idle round, {s}", "value": p["idle_ms"], "unit": "ms",
-             "detail": f"nothing new; windows judged {p['idle_windows']}"},
+             "detail": f"nothing new; windows judged {p['idle_windows']}; CPU {p['idle_cpu_ms']:.1f} ms"},
             {"name": f"round after one batch, {s}", "value": p["batch_ms"], "unit": "ms",
              "detail": f"{BATCH:,} signals in the open window ({p['open_signals']:,} there); windows judged "
-                       f"{p['batch_windows']}"},
+                       f"{p['batch_windows']}; CPU {p['batch_cpu_ms']:.0f} ms"},
             {"name": f"ingest during rounds, {s}", "value": p["ingest_rounds"], "unit": "signals/s",
              "detail": f"{p['rounds_during']} rounds ran meanwhile; without rounds {p['ingest_alone']:,.0f} signals/s"},
             {"name": f"restart to first round done, {s}", "value": p["restart_s"], "unit": "s",
-             "detail": f"construction {p['construct_s']:.2f} s, first round {p['first_round_s']:.2f} s, "
-                       f"second round {p['second_round_ms']:.1f} ms"},
+             "detail": f"a process of its own (CPU {p['restart_cpu_s']:.2f} s): construction "
+                       f"{p['construct_s']:.2f} s, first round "
+                       f"{p['first_round_s']:.2f} s ({p['first_round_windows']} windows judged), second round "
+                       f"{p['second_round_ms']:.1f} ms; its RSS then {p['restart_rss_mb']:.0f} MiB, "
+                       f"{p['restart_converted']:,} formula inputs converted"},
             {"name": f"RSS, {s}", "value": p["rss_mb"], "unit": "MiB",
-             "detail": f"signals held {p['held_signals']:,}, windows known {p['windows_known']:,}"},
+             "detail": f"signals indexed {p['held_signals']:,}, formula inputs converted {p['converted']:,}, "
+                       f"windows known {p['windows_known']:,}"},
         ]  # fmt: skip
     return {
         "figures": figures,
@@ -99,8 +107,9 @@ def _growth(points: list[dict[str, Any]]) -> str:
         return f"{last[key] / first[key]:.1f}×" if first[key] else "n/a"
 
     return (
-        f"history ×{factor:.0f}: round after one batch {ratio('batch_ms')}, idle round {ratio('idle_ms')}, "
-        f"restart {ratio('restart_s')}, RSS {ratio('rss_mb')}"
+        f"history ×{factor:.0f}: round after one batch {ratio('batch_ms')} (CPU {ratio('batch_cpu_ms')}), "
+        f"idle round {ratio('idle_ms')}, restart CPU {ratio('restart_cpu_s')}, "
+        f"restart {ratio('restart_s')}, RSS {ratio('rss_mb')}, RSS of the restarted process {ratio('restart_rss_mb')}"
     )
 
 
@@ -145,17 +154,19 @@ def _point(n: int, per_month: int) -> dict[str, Any]:
             metrics.evaluate(now)
             print(f"   first round over all history: {time.perf_counter() - t0:.1f} s", flush=True)
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             metrics.evaluate(now + timedelta(seconds=5))
             idle_ms, idle_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
+            idle_cpu_ms = (time.process_time() - c0) * 1000
 
             extra = n
             late = _signals(extra, BATCH, now - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
             extra += BATCH
             metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             metrics.evaluate(now + timedelta(seconds=10))
             batch_ms, batch_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
+            batch_cpu_ms = (time.process_time() - c0) * 1000
 
             at = now + timedelta(seconds=10)
 
@@ -194,39 +205,77 @@ def _point(n: int, per_month: int) -> dict[str, Any]:
             worker.join()
             rss_mb = _rss_mb()
             held = sum(len(s.latest) for s in metrics._services.values())
+            converted = sum(len(s.converted) for s in metrics._services.values())
             windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
             last = at + timedelta(seconds=5 * (rounds[0] + 1))
         finally:
             agreements.close()
             metrics.close()
 
-        t0 = time.perf_counter()
-        again = Metrics(env, clock=FakeClock(last))
-        construct_s = time.perf_counter() - t0
-        try:
-            t1 = time.perf_counter()
-            again.evaluate(last + timedelta(seconds=5))
-            first_round_s = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            again.evaluate(last + timedelta(seconds=10))
-            second_round_ms = (time.perf_counter() - t2) * 1000
-        finally:
-            again.close()
+        # The restart in a process of its own, as a service restarting: its time and its memory.
+        restart = _restart_in_process(env, last)
     return {
         "signals": n,
         "open_signals": open_signals,
         "idle_ms": idle_ms,
         "idle_windows": idle_windows,
+        "idle_cpu_ms": idle_cpu_ms,
+        "batch_cpu_ms": batch_cpu_ms,
         "batch_ms": batch_ms,
         "batch_windows": batch_windows,
         "ingest_alone": ingest_alone,
         "ingest_rounds": ingest_rounds,
         "rounds_during": rounds[0],
-        "construct_s": construct_s,
-        "first_round_s": first_round_s,
-        "second_round_ms": second_round_ms,
-        "restart_s": construct_s + first_round_s,
         "rss_mb": rss_mb,
         "held_signals": held,
+        "converted": converted,
         "windows_known": windows_known,
+        **restart,
     }
+
+
+def _restart_in_process(env: dict[str, str], last: datetime) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.metrics_scale", json.dumps(env), last.isoformat()],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
+    """A `Metrics` started on the store: construction, its first round (which indexes the stored
+    signals and judges what came after the judged position), a second round; its memory."""
+    from accord_kit.clock import FakeClock
+    from accord_metrics.application import Metrics
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    again = Metrics(env, clock=FakeClock(last))
+    construct_s = time.perf_counter() - t0
+    try:
+        t1 = time.perf_counter()
+        again.evaluate(last + timedelta(seconds=5))
+        first_round_s = time.perf_counter() - t1
+        restart_cpu_s = time.process_time() - c0
+        first_windows = again.last_round.windows_judged
+        t2 = time.perf_counter()
+        again.evaluate(last + timedelta(seconds=10))
+        second_round_ms = (time.perf_counter() - t2) * 1000
+        converted = sum(len(s.converted) for s in again._services.values())
+    finally:
+        again.close()
+    return {
+        "construct_s": construct_s,
+        "first_round_s": first_round_s,
+        "first_round_windows": first_windows,
+        "second_round_ms": second_round_ms,
+        "restart_s": construct_s + first_round_s,
+        "restart_cpu_s": restart_cpu_s,
+        "restart_rss_mb": _rss_mb(),
+        "restart_converted": converted,
+    }
+
+
+if __name__ == "__main__":  # the restart, in a process of its own (see _restart_in_process)
+    print(json.dumps(_restart(json.loads(sys.argv[1]), datetime.fromisoformat(sys.argv[2]))))

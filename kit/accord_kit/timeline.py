@@ -38,10 +38,15 @@ class Interval:
         return Interval(s, e) if e > s else None
 
 
+def _start_end(i: Interval) -> tuple[datetime, datetime]:
+    return i.start, i.end
+
+
 def union(intervals: Iterable[Interval]) -> list[Interval]:
     """Sorted, merged, non-overlapping intervals (touching ones are merged too)."""
     out: list[Interval] = []
-    for iv in sorted(i for i in intervals if not i.empty):
+    # By (start, end): the dataclass's own order, compared as tuples (much faster than its __lt__).
+    for iv in sorted((i for i in intervals if not i.empty), key=_start_end):
         if out and iv.start <= out[-1].end:
             if iv.end > out[-1].end:
                 out[-1] = Interval(out[-1].start, iv.end)

@@ -19,6 +19,7 @@ from accord_metrics.domain import WindowEvaluation
 from accord_metrics.judging import (
     CALENDAR_UNAVAILABLE,
     DEFAULT_MAINTENANCE_NOTICE,
+    JUDGED,
     WINDOW_TOPIC,
     Judging,
     RoundStats,
@@ -51,6 +52,7 @@ __all__ = [
     "CORRECTION_TOPIC",
     "DEFAULT_MAINTENANCE_NOTICE",
     "FAR_FUTURE",
+    "JUDGED",
     "SIGNAL_TOPICS",
     "VIEW_EVENT_TOPICS",
     "VIEW_TOPIC",
@@ -108,4 +110,8 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._closed_windows: set[UUID] = set()
         self._open_windows: set[UUID] = set()
         self._round_windows = 0
+        self._round_kept = False  # a round kept changes for the next one (a failing agreement or objective)
         self.last_round = RoundStats()
+        # The signals' log position up to which a round (of any process on this store) judged every
+        # signal: this process's first round judges only what came after (see judging.JUDGED).
+        self._judged_position = self.tracked_position(JUDGED)

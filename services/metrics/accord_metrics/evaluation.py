@@ -63,6 +63,11 @@ def exclusions_for(
     return [iv for iv in union(declared + announced) if iv.intersect(window)]
 
 
+def _overlaps(a: Interval, b: Interval) -> bool:
+    """Whether `a.intersect(b)` is not None (a non-empty common part), without building it."""
+    return max(a.start, b.start) < min(a.end, b.end)
+
+
 def run_formula(
     objective: dict[str, Any],
     window: Interval,
@@ -83,7 +88,7 @@ def run_formula(
         if o.start < as_of or o.end < ONGOING
     ]
     if metric == "METRIC_AVAILABILITY_TIME":
-        outages = [o for o in known if o.intersect(window)]
+        outages = [o for o in known if _overlaps(o, window)]
         return reliability.availability_time(
             window, calendar, outages, exclusions, timedelta(seconds=float(_dec(p.get("min_outage_seconds"))))
         )
@@ -101,7 +106,7 @@ def run_formula(
         incidents = [i for i in signals.incidents if i.failure_start < window.end]
         return reliability.mttr(incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions)
     if metric == "METRIC_MTBF":
-        failures = [o for o in known if o.intersect(window)]
+        failures = [o for o in known if _overlaps(o, window)]
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None

@@ -10,6 +10,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Tracking
+
 from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
@@ -33,6 +36,11 @@ WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 CALENDAR_TOPICS = sorted(event_topics(CalendarView))
+# The tracking name under which a round records, durably, the signals' log position up to which it
+# judged every signal (`Judging._record_judged`): a process that starts reads it, and its first
+# round judges only the signals stored after it — with its open windows, and any window a view
+# change, a closing or an opening needs — not every window again (see the README, "Scale").
+JUDGED = "metrics-judged-signals"
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,8 @@ class Judging(_Host):
     _closed_windows: set[UUID]  # windows known closed: loaded only when a change reaches them
     _open_windows: set[UUID]  # windows known open (judged by this process)
     _round_windows: int
+    _round_kept: bool
+    _judged_position: int
     last_round: RoundStats
 
     # -- evaluation -------------------------------------------------------------------------------------------
@@ -187,6 +197,10 @@ class Judging(_Host):
         with self._lock:
             self._refresh_signals()
             changed_since, self._changed = self._changed, {}
+            signals_position = self._signals_position  # every signal up to here is in changed_since
+            self._round_kept = False
+            for entry in self._services.values():
+                entry.begin_round()
             position = self._refresh_views()
             calendars = self._refresh_calendars()
             # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
@@ -218,8 +232,28 @@ class Judging(_Host):
                 self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
             else:
                 self._recovered(view.agreement_id, "")
+        with self._lock:
+            for entry in self._services.values():
+                entry.end_round()
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
+        if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
+            self._record_judged(signals_position)
         return changed
+
+    def _record_judged(self, signals_position: int) -> None:
+        """Record durably (the store's tracking table, one row) that every signal up to
+        `signals_position` was judged and its evaluations saved. Written after the round's
+        saves, in a transaction of its own: a crash in between leaves the earlier position, and
+        a restart judges those signals again (recording only what differs)."""
+        with self._lock:
+            if signals_position <= self._judged_position:
+                return
+        try:
+            self._record(ProcessingEvent[Any](tracking=Tracking(JUDGED, signals_position)))
+        except IntegrityError:  # another process on the store recorded as far already
+            pass
+        with self._lock:
+            self._judged_position = max(self._judged_position, signals_position)
 
     def _watch(self, uid: UUID, watch: Watch | None) -> None:
         with self._lock:
@@ -243,6 +277,7 @@ class Judging(_Host):
     def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
         """Keep these services' signal changes for the next pass (their windows were not judged)."""
         with self._lock:
+            self._round_kept = True
             for sid in services:
                 if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
                     self._changed[sid] = changed_since[sid]
@@ -301,12 +336,13 @@ class Judging(_Host):
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return 0
         latest, tz, services = self.scope(view, now)
-        held: list[SignalSet] = []
+        held: dict[tuple[Interval, bool], SignalSet] = {}
 
-        def signals() -> SignalSet:  # built once, only if a window is judged
-            if not held:
-                held.append(self.signal_set(services))
-            return held[0]
+        def signals(span: Interval, all_calls: bool) -> SignalSet:  # only if a window is judged, once a span
+            key = (span, all_calls)
+            if key not in held:
+                held[key] = self.signal_set(services, span=span, all_calls=all_calls)
+            return held[key]
 
         with self._lock:
             facts = [self._services[s] for s in services if s in self._services]
@@ -359,7 +395,8 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: Callable[[], SignalSet], now: datetime, earliest_change: datetime | None, to_save: list[Any],
+        signals: Callable[[Interval, bool], SignalSet], now: datetime, earliest_change: datetime | None,
+        to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`);
@@ -416,12 +453,19 @@ class Judging(_Host):
             )
             if v_objective is None:
                 continue  # the objective did not exist in the version judging this window
-            if rates_only and not agg.closed:
-                self._judge_burn_rates(agg, v_objective, measured, window, signals(), now, tz, suspended)
+            # What the window reads: its signals, and an open one's burn rates those of the look-backs
+            # ending now (first-contact resolution: every call, for contacts on either side of it).
+            if agg.closed or now >= window.end:
+                span = window
+            elif rates_only:  # only its burn rates: the look-backs ending now
+                span = Interval(now - _look_back(window), now)
             else:
-                self._judge_window(
-                    agg, v_objective, version["version"], measured, window, signals(), now, tz, suspended
-                )
+                span = Interval(min(window.start, now - _look_back(window)), window.end)
+            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION")
+            if rates_only and not agg.closed:
+                self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)
+            else:
+                self._judge_window(agg, v_objective, version["version"], measured, window, inputs, now, tz, suspended)
             self._round_windows += 1
             if agg.pending_events:
                 pending.append(agg)
@@ -609,7 +653,7 @@ class Judging(_Host):
             self._refresh_signals()
             for service_id in self.scope(view, self.clock.now())[2]:
                 entry = self._services.get(service_id)
-                for s in entry.latest.values() if entry is not None else ():
+                for s in entry.overlapping(Interval(start, end)) if entry is not None else ():
                     kind = s.WhichOneof("kind")
                     if kind == "outage":
                         iv = sig.outage_interval(s, until=FAR_FUTURE)
@@ -755,6 +799,11 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
     """The breaches an evaluation implies: "" for the objective when BREACHED, and each
     late ticket or task it names."""
     return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
+
+
+def _look_back(window: Interval) -> timedelta:
+    """The longest burn-rate look-back of a window of `window`'s length."""
+    return max(p.long for p in reliability.burn_windows(window.duration))
 
 
 def _recent(signals: SignalSet, now: datetime, window: Interval) -> SignalSet:

@@ -127,7 +127,10 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         now = self.app.clock.now()
         calendar = self.app.calendar(objective.get("calendar_id") or "24x7")
         tz = view.versions[-1]["terms"].get("time_zone") or "UTC"
-        rates = burn_rates(objective, calendar, [], self.app.signal_set(services), now, window.duration, tz)
+        # The signals of the look-backs ending now (not all history).
+        look_backs = Interval(now - max(p.long for p in burn_windows(window.duration)), now)
+        signals = self.app.signal_set(services, span=look_backs)
+        rates = burn_rates(objective, calendar, [], signals, now, window.duration, tz)
         return str(rates[burn_windows(window.duration)[0].long])
 
     async def GetEvaluation(self, request: pb.GetEvaluationRequest, context: Any) -> pb.GetEvaluationResponse:

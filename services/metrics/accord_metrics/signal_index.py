@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.application import AggregateNotFoundError
@@ -17,6 +18,7 @@ from accord.metrics.v1 import events_pb2 as metrics_events
 from accord.metrics.v1 import signals_pb2
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
+from accord_kit.timeline import Interval
 from accord_metrics import signals as sig
 from accord_metrics.codec import batch_message
 from accord_metrics.domain import (
@@ -82,36 +84,67 @@ def changed_fields(old: signals_pb2.Signal, new: signals_pb2.Signal) -> list[str
     return [f"{kind}.{n}" for n in names if getattr(a, n) != getattr(b, n)]
 
 
+# The formula inputs a window selects by time (`ServiceSignals.select`), and the instant each is
+# indexed by: a call by when it entered the queue, a request count by its start (a probe: its
+# instant), an outage by its start (with its end, below). Every other kind is read whole.
+_BY_TIME = frozenset({"calls", "requests", "outages"})
+_SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which the formulas filter again
+
+
+def _us(ts: Any) -> int:
+    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1_000
+
+
+def _time_key(s: signals_pb2.Signal) -> int:
+    kind = s.WhichOneof("kind")
+    if kind == "call":
+        return _us(s.call.entered_queue)
+    if kind == "probe":
+        return _us(s.probe.at)
+    if kind == "requests":
+        return _us(s.requests.start)
+    return _us(s.outage.start)
+
+
 @dataclass
 class ServiceSignals:
     """One service's signals in memory: every content each id was recorded with (digests,
-    for dedupe and corrections), the latest content per id, the raw signals in the order
-    stored (corrections included), and the formula inputs converted from them so far
-    (converted lazily, at evaluation, so recording stays cheap). A signal's latest content
-    replaces its earlier one in place among the formula inputs."""
+    for dedupe and corrections), the latest content per id and the order ids were first
+    recorded in, an index by time of the calls, request counts and outages, and the formula
+    inputs converted from the latest contents so far (converted lazily, when a window selects
+    them, so recording and a restart's indexing stay cheap). A signal's latest content replaces
+    its earlier one in place (its first recording's order) among the formula inputs."""
 
-    versions: dict[str, list[str]] = field(default_factory=dict)  # signal id → digests of every content held
-    latest: dict[str, signals_pb2.Signal] = field(default_factory=dict)
-    raw: list[signals_pb2.Signal] = field(default_factory=list)
-    signals: SignalSet = field(default_factory=SignalSet)
-    converted: int = 0
-    at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
+    # signal id → digests of every content it was recorded with, for the ids recorded with more than
+    # one (a signal recorded once is its latest content: its digest is computed when asked for).
+    versions: dict[str, list[str]] = field(default_factory=dict)
+    # signal id → its latest content, serialised (a parsed Signal takes ≈ 4 × the memory; one is
+    # parsed again when a window converts it or a signal with its id comes again)
+    latest: dict[str, bytes] = field(default_factory=dict)
+    count: int = 0  # signal ids held: the next one's rank (the order of first recordings)
     # What tells whether an open window's evaluation can change with time alone (judging.py):
     # the outages still under way (no end reported) and the latest instant any other signal an
     # availability (its burn rates) reads reaches.
-    ongoing: set[str] = field(default_factory=set)
-    reaches: datetime | None = None
+    ongoing: dict[str, tuple[int, int]] = field(default_factory=dict)  # signal id → (its start in µs, rank)
+    reaches_us: int | None = None  # `reaches`, in µs since the epoch
+    # formula input list → [(instant in µs, rank, signal id)] sorted: the calls, request counts, outages
+    by_time: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    longest_outage: int = 0  # µs: the longest outage with a reported end (an outage's start bound)
+    whole: dict[str, list[str]] = field(default_factory=dict)  # every other input list → ids, by rank
+    converted: dict[str, Any] = field(default_factory=dict)  # signal id → its latest content as a formula input
+    # The inputs the evaluation round under way selected (see begin_round): what is kept after it.
+    selected: dict[str, Any] | None = None
 
     def classify(self, s: signals_pb2.Signal, where: str) -> str:
         """NEW; DUPLICATE (a content this id was already recorded with: a retry, never a
         step back); COMPLETION (the end of an outage first reported as under way); or
         CORRECTION (another content). A correction must keep the signal's kind."""
-        held = self.versions.get(s.signal_id)
+        held = self.contents(s.signal_id)
         if held is None:
             return NEW
         if content_digest(s) in held:
             return DUPLICATE
-        before = self.latest[s.signal_id]
+        before = self.content(s.signal_id)
         kind, was = s.WhichOneof("kind"), before.WhichOneof("kind")
         if kind != was:
             raise sig.InvalidSignalError(
@@ -127,50 +160,186 @@ class ServiceSignals:
             return COMPLETION
         return CORRECTION
 
+    @property
+    def reaches(self) -> datetime | None:
+        """The latest instant a signal availability reads (its burn rates) reaches, outages under
+        way aside (`ongoing`)."""
+        return None if self.reaches_us is None else _EPOCH + timedelta(microseconds=self.reaches_us)
+
+    def content(self, signal_id: str) -> signals_pb2.Signal:
+        """A signal's latest content (its id must be known)."""
+        return signals_pb2.Signal.FromString(self.latest[signal_id])
+
+    def contents(self, signal_id: str) -> list[str] | None:
+        """The digests of every content a signal id was recorded with (None: an unknown id)."""
+        held = self.versions.get(signal_id)
+        if held is None and signal_id in self.latest:
+            return [content_digest(self.content(signal_id))]
+        return held
+
     def earliest(self, signal_id: str) -> datetime | None:
-        held = self.latest.get(signal_id)
-        return _earliest(held) if held is not None else None
+        return _earliest(self.content(signal_id)) if signal_id in self.latest else None
 
     def note(self, items: list[signals_pb2.Signal]) -> None:
         for s in items:
-            self.versions.setdefault(s.signal_id, []).append(content_digest(s))
-            self.latest[s.signal_id] = s
-            if s.WhichOneof("kind") == "outage":
+            sid = s.signal_id
+            before = self.content(sid) if sid in self.latest else None
+            if before is not None:  # another content (a completion or correction): every digest kept
+                if sid not in self.versions:
+                    self.versions[sid] = [content_digest(before)]
+                self.versions[sid].append(content_digest(s))
+            self.latest[sid] = s.SerializeToString()
+            self.converted.pop(sid, None)
+            if self.selected is not None:
+                self.selected.pop(sid, None)
+            kind = str(s.WhichOneof("kind"))
+            name = _LIST_OF[kind]
+            rank = 0
+            if before is None:
+                rank, self.count = self.count, self.count + 1
+                if name not in _BY_TIME:
+                    self.whole.setdefault(name, []).append(sid)
+            if name in _BY_TIME:
+                rank = self._index_time(name, sid, rank, _time_key(s), None if before is None else _time_key(before))
+            if kind == "outage":
                 if s.outage.HasField("end"):
-                    self.ongoing.discard(s.signal_id)
+                    self.ongoing.pop(sid, None)
+                    self.longest_outage = max(self.longest_outage, _us(s.outage.end) - _us(s.outage.start))
                 else:
-                    self.ongoing.add(s.signal_id)
-            if s.WhichOneof("kind") not in _BUDGETED_INPUTS:
+                    self.ongoing[sid] = (_us(s.outage.start), rank)
+            if kind not in _BUDGETED_INPUTS:
                 continue
-            reaches = _latest(s)  # an outage under way counts among the ongoing ones instead
-            if reaches < FAR_FUTURE and (self.reaches is None or reaches > self.reaches):
-                self.reaches = reaches
-        self.raw.extend(items)
+            reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
+            if reaches is not None and (self.reaches_us is None or reaches > self.reaches_us):
+                self.reaches_us = reaches
 
-    def converted_set(self) -> SignalSet:
-        for s in self.raw[self.converted :]:
-            self._convert(s)
-        self.converted = len(self.raw)
-        return self.signals
+    def _index_time(self, name: str, sid: str, rank: int, key: int, before: int | None) -> int:
+        """Index a signal at instant `key` (µs); `before`: the instant its earlier content was
+        indexed at (its rank is kept). Returns its rank."""
+        index = self.by_time.setdefault(name, [])
+        if before is not None:  # a later content: found where the earlier one is, moved if its instant changed
+            at = bisect.bisect_left(index, (before,))
+            while index[at][2] != sid:
+                at += 1
+            rank = index[at][1]
+            if before == key:
+                return rank
+            del index[at]
+        entry = (key, rank, sid)
+        if not index or index[-1] < entry:
+            index.append(entry)  # the usual case: signals arrive roughly in time order
+        else:
+            bisect.insort(index, entry)
+        return rank
+
+    def select(self, span: Interval | None = None, all_calls: bool = False) -> SignalSet:
+        """The formula inputs, each list in the order its signals were first recorded: all of
+        them, or (`span`) the calls and request counts from `span`'s start to its end and the
+        outages that reach into it or are under way — a superset of what any window within
+        `span` (and its burn rates' look-backs) reads; every other kind whole. `all_calls`: every
+        call (first-contact resolution looks at contacts on either side of the window)."""
+        out = SignalSet()
+        for name, ids in self.whole.items():
+            getattr(out, name).extend(self._inputs(ids))
+        for name, index in self.by_time.items():
+            if span is None or (name == "calls" and all_calls):
+                found = list(index)
+            else:
+                lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
+                if name == "outages":
+                    lo -= self.longest_outage
+                found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, self.count))]
+                if name == "outages" and self.ongoing:
+                    inside = {e[2] for e in found}
+                    found += [(k, r, i) for i, (k, r) in self.ongoing.items() if k <= hi and i not in inside]
+            found.sort(key=_rank)  # the order of first recordings
+            getattr(out, name).extend(self._inputs([e[2] for e in found]))
+        return out
+
+    def begin_round(self) -> None:
+        """An evaluation round starts: the inputs it selects are those kept after it."""
+        self.selected = {}
+
+    def end_round(self) -> None:
+        """An evaluation round ended: when it selected any of this service's inputs, only those
+        stay converted (its open windows', and those of closed windows it judged, until the next
+        round that selects any) — the others are converted again from their latest content if a
+        window needs them. What stays converted is bounded by what a round judges, not by
+        history; a round that judged none of the service's windows keeps what was converted."""
+        if self.selected:
+            self.converted = self.selected
+        self.selected = None
+
+    def overlapping(self, span: Interval) -> list[signals_pb2.Signal]:
+        """The latest contents of the outages (selected by time: `select`) and maintenance
+        signals that may overlap `span` — a superset, in no order, for the caller to filter."""
+        index = self.by_time.get("outages", [])
+        lo = _instant_us(span.start) - _SLACK_US - self.longest_outage
+        hi = _instant_us(span.end) + _SLACK_US
+        found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, self.count))]
+        ids = {e[2] for e in found} | set(self.ongoing) | set(self.whole.get("maintenance", []))
+        return [self.content(i) for i in ids]
+
+    def _inputs(self, ids: list[str]) -> list[Any]:
+        converted, latest, selected = self.converted, self.latest, self.selected
+        out = []
+        for sid in ids:
+            item = converted.get(sid)
+            if item is None:
+                item = converted[sid] = _input(signals_pb2.Signal.FromString(latest[sid]))
+            if selected is not None:
+                selected[sid] = item
+            out.append(item)
+        return out
+
+
+def _latest_us(s: signals_pb2.Signal) -> int | None:
+    """`_latest` in µs since the epoch (None: an outage under way), read without datetimes
+    (exactly: a Timestamp's datetime drops its nanoseconds below the microsecond too)."""
+    kind = s.WhichOneof("kind")
+    if kind == "probe":
+        return _us(s.probe.at)
+    body = s.outage if kind == "outage" else s.maintenance if kind == "maintenance" else s.requests
+    return _us(body.end) if body.HasField("end") else None
+
+
+def _rank(entry: tuple[int, int, str]) -> int:
+    return entry[1]
+
+
+def _instant_us(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _input(s: signals_pb2.Signal) -> Any:
+    """One signal as its formula input."""
+    one = SignalSet()
+    _add(one, s)
+    return getattr(one, _LIST_OF[str(s.WhichOneof("kind"))])[0]
+
+
+@dataclass
+class _Absorbed:
+    """Signals re-read from the store in one pass, held only as formula inputs (a month of a
+    million signals is held once): a signal's later content replaces its earlier one in place."""
+
+    signals: SignalSet = field(default_factory=SignalSet)
+    at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
 
     def absorb(self, items: list[signals_pb2.Signal]) -> None:
-        """Convert stored signals without keeping them raw (a one-pass re-read of the store:
-        a month of a million signals is held once, as formula inputs)."""
         for s in items:
-            self._convert(s)
-
-    def _convert(self, s: signals_pb2.Signal) -> None:
-        name = _LIST_OF[str(s.WhichOneof("kind"))]
-        one = SignalSet()
-        _add(one, s)
-        items: list[Any] = getattr(one, name)
-        target: list[Any] = getattr(self.signals, name)
-        at = self.at.get(s.signal_id)
-        if at is None:
-            self.at[s.signal_id] = (name, len(target))
-            target.extend(items)
-        else:  # a later content (completion, correction) replaces the earlier one in place
-            target[at[1]] = items[0]
+            name = _LIST_OF[str(s.WhichOneof("kind"))]
+            item = _input(s)
+            target: list[Any] = getattr(self.signals, name)
+            at = self.at.get(s.signal_id)
+            if at is None:
+                self.at[s.signal_id] = (name, len(target))
+                target.append(item)
+            else:  # a later content (completion, correction) replaces the earlier one in place
+                target[at[1]] = item
 
 
 @dataclass(frozen=True)
@@ -203,15 +372,6 @@ def _earliest(s: signals_pb2.Signal) -> datetime:
         "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
     }[kind]  # fmt: skip
     return sig.instant(getattr(body, first))
-
-
-def _latest(s: signals_pb2.Signal) -> datetime:
-    """The latest instant a signal reaches (an outage under way: far in the future)."""
-    kind = str(s.WhichOneof("kind"))
-    body = getattr(s, kind)
-    if kind in ("outage", "maintenance", "requests"):
-        return sig.instant(body.end) if body.HasField("end") else FAR_FUTURE
-    return _earliest(s)
 
 
 def _encode(items: list[signals_pb2.Signal]) -> str:
@@ -253,6 +413,7 @@ class SignalIndex(_Host):
     _providers: dict[str, str]
     _services: dict[str, ServiceSignals]
     _signals_position: int
+    _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
     _fcr_services: tuple[int, dict[str, str]] | None  # (views position, services)
 
@@ -327,7 +488,7 @@ class SignalIndex(_Host):
                     continue
                 in_batch[key] = content_digest(s)
                 if verdict == CORRECTION:
-                    before = entry.latest[s.signal_id]
+                    before = entry.content(s.signal_id)
                     corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
                 else:
                     fresh[s.service_id].append(s)
@@ -425,8 +586,14 @@ class SignalIndex(_Host):
                 out.append(view.agreement_id)
         return sorted(out)
 
-    def _index(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
+    def _index(self, service_id: str, items: list[signals_pb2.Signal], position: int | None = None) -> None:
+        """Index one stored batch (at log `position`, None: just stored by this process). A batch
+        a round already judged (at or before the durable judged position: a process that starts
+        indexes the whole log) is held, but no change for the next round."""
         entry = self._services[service_id]
+        if position is not None and position <= self._judged_position:
+            entry.note(items)
+            return
         # A signal's earlier content counts as a change too: the windows it was in are judged again.
         earlier = [e for s in items if (e := entry.earliest(s.signal_id)) is not None]
         entry.note(items)
@@ -445,7 +612,7 @@ class SignalIndex(_Host):
                     return
                 for n in notes:
                     batch: Any = self.mapper.to_domain_event(n)
-                    self._index(batch.service_id, list(batch_message(batch.batch).signals))
+                    self._index(batch.service_id, list(batch_message(batch.batch).signals), n.id)
                 self._signals_position = notes[-1].id
 
     def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
@@ -457,11 +624,8 @@ class SignalIndex(_Host):
             entry = self._services.get(service_id)
             if entry is None:
                 return None
-            ends = [
-                sig.instant(s.requests.end)
-                for sid, s in entry.latest.items()
-                if sid.startswith(id_prefix) and s.WhichOneof("kind") == "requests"
-            ]
+            held = [entry.content(sid) for sid in entry.latest if sid.startswith(id_prefix)]
+            ends = [sig.instant(s.requests.end) for s in held if s.WhichOneof("kind") == "requests"]
         return max(ends, default=None)
 
     def signals(self, service_id: str | None = None) -> list[signals_pb2.Signal]:
@@ -481,20 +645,24 @@ class SignalIndex(_Host):
                     out.extend(batch_message(batch.batch).signals)
             position = notes[-1].id
 
-    def signal_set(self, service_ids: list[str], *, from_store: bool = False) -> SignalSet:
-        """The signals of these services as formula inputs: from the in-memory index, or
-        re-read from the stored batches (auditors' recomputation)."""
+    def signal_set(
+        self, service_ids: list[str], *, from_store: bool = False, span: Interval | None = None,
+        all_calls: bool = False,
+    ) -> SignalSet:  # fmt: skip
+        """The signals of these services as formula inputs: from the in-memory index (all, or
+        those a window within `span` reads: `ServiceSignals.select`), or re-read from the
+        stored batches (auditors' recomputation)."""
         if from_store:
             return combined(self.stored_signals(set(service_ids)).sets, service_ids)
         with self._lock:
             self._refresh_signals()
-            sources = {sid: self._services[sid].converted_set() for sid in service_ids}
+            sources = {sid: self._services[sid].select(span, all_calls) for sid in service_ids}
         return combined(sources, service_ids)
 
     def stored_signals(self, service_ids: set[str] | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,
         independently of the in-memory index, as formula inputs per service."""
-        entries: dict[str, ServiceSignals] = {}
+        entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
         while True:
@@ -508,7 +676,7 @@ class SignalIndex(_Host):
                 if service_ids is not None and batch.service_id not in service_ids:
                     continue
                 items = list(batch_message(batch.batch).signals)
-                entries.setdefault(batch.service_id, ServiceSignals()).absorb(items)
+                entries.setdefault(batch.service_id, _Absorbed()).absorb(items)
                 count += len(items)
             position = notes[-1].id
         return StoredSignals({sid: e.signals for sid, e in entries.items()}, count)

@@ -325,3 +325,44 @@ def test_the_digest_depends_on_the_instant_not_its_offset() -> None:
     assert _all(moved) == _all(SMALL)
     # … and a changed input changes it
     assert asa(SMALL[:-1]).input_digest != asa(SMALL).input_digest
+
+
+def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An input's record is encoded once (kept on the frozen input): judging a window again
+    after one new call encodes only that call — and the digest is the one of the inputs'
+    plain UTC records, sorted by id, as before records were kept encoded."""
+    import json
+    from hashlib import sha256
+
+    from accord_metrics.formulas import common, contact
+
+    base = datetime(2026, 3, 2, 9, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    calls = [
+        Call(
+            f"c{i:03d}-é",
+            base + timedelta(minutes=i, microseconds=i * 7),
+            answered_at=base + timedelta(minutes=i, seconds=1 + i % 40),
+            talk_seconds=Decimal("1.5"),
+        )
+        for i in range(50, 0, -1)
+    ]
+    encoded: list[str] = []
+    plain = contact.utc_record
+
+    def counting(obj: object) -> object:
+        if isinstance(obj, Call):
+            encoded.append(obj.call_id)
+        return plain(obj)
+
+    monkeypatch.setattr(contact, "utc_record", counting)
+    first = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
+    assert len(encoded) == 50
+    one_more = Call("c999", base + timedelta(hours=2), abandoned_at=base + timedelta(hours=2, seconds=5))
+    again = service_level([*calls, one_more], "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
+    assert encoded[50:] == ["c999"]
+    assert again.input_digest != first.input_digest
+
+    records = [plain(c) for c in sorted(calls, key=lambda c: c.call_id)]
+    payload = {"inputs": records, "parameters": first.parameters}
+    text = json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":"))
+    assert first.input_digest == "sha256:" + sha256(text.encode()).hexdigest()

@@ -2,8 +2,12 @@
 round with nothing new judges no window and records nothing; a new signal judges the open
 windows it reaches (a late one also the closed window it falls in, restated); a window is
 judged when it closes and when it opens; an outage still under way is judged again every
-round (it lasts until the round's instant) until its end is reported; and a second instance
-on the same store, which has judged nothing yet, ends with the same evaluations."""
+round (it lasts until the round's instant) until its end is reported; a second instance on
+the same store, which has judged nothing yet, ends with the same evaluations; and a process
+that starts judges only the signals stored after the position the last round recorded as
+judged (with its open windows), not every window again; and a window reads only the
+signals that reach it, the formula inputs kept converted being those of the windows the
+latest round judged."""
 
 from __future__ import annotations
 
@@ -117,6 +121,80 @@ def test_a_fresh_instance_ends_with_the_same_evaluations(suite: Suite) -> None:
         assert _round(other, f"2026-02-10T09:30{AMS}") == (0, 0)
     finally:
         other.close()
+
+
+def test_a_restart_judges_only_the_signals_after_the_judged_position(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    for month in ("01", "02", "03"):
+        day = f"2026-{month}-12T09:00{AMS}"
+        m.record(COLLECTOR, [outage(f"o{month}", f"2026-{month}-12T10:00{AMS}", 30), *calls(month, day, 8, 2)])
+        suite.tick(f"2026-{month}-20T10:00{AMS}")
+    suite.tick(f"2026-04-10T10:00{AMS}")  # January to March closed, April open
+    expected = {(w.objective_id, w.window_start): w.latest for w in m.window_evaluations(aid)}
+    assert len(expected) == 8
+    m.close()
+
+    # Every stored signal was judged: the first round of a new process judges its open
+    # windows (it has judged nothing itself), never the closed ones.
+    again = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        head = again.head_position()
+        judged, recorded = _round(again, f"2026-04-10T10:05{AMS}")
+        assert (judged, recorded) == (2, 0)
+        assert {(w.objective_id, w.window_start): w.latest for w in again.window_evaluations(aid)} == expected
+        # A late outage in February stored, then the process ends before any round judged it.
+        again.record(COLLECTOR, [outage("late", f"2026-02-20T10:00{AMS}", 90)])
+        assert again.head_position() == head + 1
+    finally:
+        again.close()
+
+    # The next process judges it: the closed windows it reaches (February's and March's, as a
+    # running process would; February's availability restated) beside the open ones — not January's.
+    third = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        judged, _ = _round(third, f"2026-04-10T10:10{AMS}")
+        assert judged == 6
+        feb = third.window(None, aid, "availability", "2026-01-31T23:00:00+00:00")
+        assert len(feb.restatements) == 1
+        assert len(third.window(None, aid, "availability", "2026-02-28T23:00:00+00:00").restatements) == 0
+        assert _round(third, f"2026-04-10T10:15{AMS}")[0] == 0
+    finally:
+        third.close()
+    suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)  # closed by the fixture
+
+
+def test_a_window_reads_only_the_signals_that_reach_it(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    for month in ("01", "02", "03"):
+        day = f"2026-{month}-12T09:00{AMS}"
+        m.record(COLLECTOR, [outage(f"o{month}", f"2026-{month}-12T10:00{AMS}", 30), *calls(month, day, 8, 2)])
+        suite.tick(f"2026-{month}-20T10:00{AMS}")
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    assert len(held.latest) == 33
+    assert all(isinstance(content, bytes) for content in held.latest.values())  # held serialised
+
+    # A batch in April: the round judges April's two windows from April's signals alone — the
+    # earlier months' are neither converted again nor kept converted.
+    april = [outage("o04", f"2026-04-10T08:00{AMS}", 20), *calls("04", f"2026-04-10T07:00{AMS}", 5, 5)]
+    m.record(COLLECTOR, april)
+    assert _round(m, f"2026-04-10T10:05{AMS}")[0] == 2
+    assert set(held.converted) == {s.signal_id for s in april}
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")  # from every stored signal
+        assert check["matches"], check["differences"]
+
+    # A late call in February: February's and March's windows are judged (each from its own
+    # signals); February's service level restated, exactly as from every stored signal.
+    m.record(COLLECTOR, calls("late", f"2026-02-25T09:00{AMS}", 0, 3))
+    assert _round(m, f"2026-04-10T10:10{AMS}")[0] == 6
+    feb = "2026-01-31T23:00:00+00:00"
+    assert len(m.window(None, aid, "service-level", feb).restatements) == 1
+    check = m.recompute(aid, "service-level", feb)
+    assert check["matches"], check["differences"]
+    assert not any(sid.startswith("01") for sid in held.converted)
 
 
 def test_a_running_evaluation_is_recorded_only_when_its_outcome_changes(suite: Suite) -> None:

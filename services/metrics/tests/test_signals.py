@@ -211,6 +211,22 @@ def test_provenance_is_not_content_another_way_is_a_duplicate_a_correction_carri
     ]
 
 
+def test_a_signal_recorded_once_keeps_no_digest_and_a_retry_of_an_old_content_stays_a_duplicate(
+    app: Metrics,
+) -> None:
+    """The digests of a signal's contents are kept only for a signal recorded with more than
+    one: one recorded once is its latest content (its digest is computed when a signal with its
+    id arrives). Dedupe is the same: a retry of any content recorded before is a duplicate."""
+    app.record(PROVIDER, [outage("o1", 0, 5), outage("o2", 10, 5)])
+    held = app._services["email"]
+    assert held.versions == {}
+    assert app.record(PROVIDER, [outage("o1", 0, 5)]).duplicates == 1
+    assert app.record(PROVIDER, [outage("o1", 0, 7)]).corrections == 1
+    assert set(held.versions) == {"o1"} and len(held.versions["o1"]) == 2
+    again = app.record(PROVIDER, [outage("o1", 0, 5), outage("o2", 10, 5)])  # old contents: never a step back
+    assert (again.accepted, again.duplicates, again.corrections) == (0, 2, 0)
+
+
 def test_only_the_services_provider_or_a_service_identity_may_record(app: Metrics) -> None:
     head = app.head_position()
     with pytest.raises(NotTheProviderError, match="only the provider of service 'email' \\(it-operations\\)"):

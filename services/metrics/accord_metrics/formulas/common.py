@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -35,7 +36,33 @@ class Evaluated:
         return None if self.value is None else self.value.quantize(REPORT_PLACES, rounding=ROUND_HALF_EVEN)
 
 
+class Encoded(str):
+    """One input's canonical JSON, as `digest` writes it (e.g. a call's UTC record)."""
+
+
+class EncodedList(list[Encoded]):
+    """A list of inputs already encoded (`Encoded`), as a value of a dict `digest` digests:
+    spliced into its JSON as they are — the very bytes (and so the digest) the inputs
+    themselves would give. Encoding each input once and keeping it (on the input, which is
+    frozen) is what makes judging an open window again cost only its new inputs' encoding."""
+
+
+def encoded(item: Any, encode: Callable[[Any], Any]) -> Encoded:
+    """`item` encoded as `canonical_json(encode(item))`, computed once per (frozen) input object
+    and kept on it (under the encoding's name, so two encodings of one object never mix)."""
+    name = "_accord_encoded_" + encode.__name__
+    kept = getattr(item, "__dict__", None)  # an object without one (slots) is encoded each time
+    held = kept.get(name) if kept is not None else None
+    if held is None:
+        held = Encoded(canonical_json(encode(item)))
+        if kept is not None:
+            object.__setattr__(item, name, held)
+    return held
+
+
 def _canonical(obj: Any) -> Any:
+    if isinstance(obj, EncodedList):
+        raise TypeError("an EncodedList is spliced only as a dict's value (see canonical_json)")
     if isinstance(obj, datetime):
         # One instant, one spelling: whatever offset it was written with.
         return obj.astimezone(UTC).isoformat()
@@ -56,11 +83,25 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
+def canonical_json(inputs: Any) -> str:
+    """The canonical JSON of the inputs: what `digest` digests. A dict's values that are
+    `EncodedList`s (at any depth of dicts) are spliced in as they are."""
+    if isinstance(inputs, EncodedList):
+        return "[" + ",".join(inputs) + "]"
+    if isinstance(inputs, dict) and _holds_encoded(inputs):
+        items = sorted(((str(k), v) for k, v in inputs.items()), key=lambda kv: kv[0])
+        return "{" + ",".join(json.dumps(k) + ":" + canonical_json(v) for k, v in items) + "}"
+    return json.dumps(_canonical(inputs), sort_keys=True, separators=(",", ":"))
+
+
+def _holds_encoded(d: dict[Any, Any]) -> bool:
+    return any(isinstance(v, EncodedList) or (isinstance(v, dict) and _holds_encoded(v)) for v in d.values())
+
+
 def digest(inputs: Any) -> str:
     """sha256 of the canonical JSON of the inputs: independent of the order they arrived in
     when the caller passes them sorted (formulas sort their inputs before digesting)."""
-    data = json.dumps(_canonical(inputs), sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
 
 
 def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:

@@ -32,7 +32,17 @@ from enum import StrEnum
 from typing import Any
 
 from accord_kit.timeline import Interval
-from accord_metrics.formulas.common import ZERO, Evaluated, digest, percent, ratio, seconds
+from accord_metrics.formulas.common import (
+    ZERO,
+    Encoded,
+    EncodedList,
+    Evaluated,
+    digest,
+    encoded,
+    percent,
+    ratio,
+    seconds,
+)
 
 VERSION = 1
 
@@ -127,20 +137,20 @@ def utc_record(obj: Any) -> Any:
     return obj
 
 
-def sorted_records(items: Iterable[Any], key: Callable[[Any], str], what: str) -> list[Any]:
-    """The inputs as UTC records sorted by id (ties, impossible once ids are unique, by content):
-    what a formula digests, so arrival order does not matter. A repeated id is refused."""
-    records: list[tuple[str, str, Any]] = []
+def sorted_records(items: Iterable[Any], key: Callable[[Any], str], what: str) -> EncodedList:
+    """The inputs as UTC records sorted by id, each as its canonical JSON (encoded once per
+    input: `common.encoded`): what a formula digests, so arrival order does not matter. A
+    repeated id is refused (so no two records tie)."""
+    records: list[tuple[str, Encoded]] = []
     seen: set[str] = set()
     for item in items:
         k = key(item)
         if k in seen:
             raise ValueError(f"{what} {k!r} appears twice")
         seen.add(k)
-        rec = utc_record(item)
-        records.append((k, digest(rec), rec))
-    records.sort(key=lambda r: (r[0], r[1]))
-    return [r[2] for r in records]
+        records.append((k, encoded(item, utc_record)))
+    records.sort(key=lambda r: r[0])
+    return EncodedList(r[1] for r in records)
 
 
 def td_param(td: timedelta | None) -> str:

@@ -32,7 +32,17 @@ from accord_kit.timeline import (
     total,
     union,
 )
-from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, digest, percent, ratio, seconds
+from accord_metrics.formulas.common import (
+    HUNDRED,
+    ZERO,
+    EncodedList,
+    Evaluated,
+    digest,
+    encoded,
+    percent,
+    ratio,
+    seconds,
+)
 
 VERSION = 1
 NO_ELIGIBLE_TIME = "no eligible time"
@@ -142,8 +152,13 @@ def _secs(td: timedelta) -> str:
     return str(seconds(td))
 
 
-def _intervals(ivs: Iterable[Interval]) -> list[list[str]]:
-    return sorted([_utc(i.start), _utc(i.end)] for i in ivs)
+def _utc_pair(i: Interval) -> list[str]:
+    return [_utc(i.start), _utc(i.end)]
+
+
+def _intervals(ivs: Iterable[Interval]) -> EncodedList:
+    """The intervals as [start, end] in UTC, sorted: each encoded once per interval object."""
+    return EncodedList(sorted(encoded(i, _utc_pair) for i in ivs))
 
 
 def _window_parameters(window: Interval) -> dict[str, str]:
