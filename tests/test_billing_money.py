@@ -371,3 +371,28 @@ def test_an_amendment_inside_a_fee_period_charges_each_version_its_share_of_the_
     suite.tick(f"2026-04-01T02:00{AMS}")
     fees = [Decimal(s.totals["fee"]) for s in suite.billing.statements(P_CUSTOMER, aid)[:3]]
     assert fees == [Decimal("12000.00"), Decimal("18000.00"), Decimal("24000.00")]
+
+
+def test_a_parent_amendment_inside_a_fee_period_charges_its_child_each_fee_its_share(suite: Suite) -> None:
+    """A customer-level child sets no fee: it inherits the corporate parent's. The parent's fee
+    doubles from 15 February: the child's effective terms change then, so its February charges
+    14 days at 12,000.00 and 14 days at 24,000.00 a month — 18,000.00 — as for an amendment of
+    its own; March the new fee."""
+    procedure = {"who_may_propose": "PROPOSER_EITHER_PARTY", "notice_days": 0}
+    corporate = sla_terms(level="SCOPE_LEVEL_CORPORATE", title="Corporate", objectives=[AVAILABILITY])
+    corporate["amendment"] = procedure
+    parent = accepted(suite, corporate)
+    child_terms = sla_terms(level="SCOPE_LEVEL_CUSTOMER", title="Finance e-mail", parent_agreement_id=parent)
+    child_terms["objectives"] = []
+    del child_terms["fee"]
+    child = accepted(suite, child_terms, register=False)
+    suite.tick(f"2026-02-10T00:00{AMS}")
+    amended = copy.deepcopy(corporate)
+    amended["fee"]["amount"] = "24000.00"
+    _, amendment = suite.agreements.propose_amendment(
+        PROVIDER, parent, amended, at(f"2026-02-15T00:00{AMS}"), "a second site"
+    )
+    suite.agreements.accept_amendment(CUSTOMER, parent, amendment)
+    suite.tick(f"2026-04-01T02:00{AMS}")
+    fees = [Decimal(s.totals["fee"]) for s in suite.billing.statements(P_CUSTOMER, child)[:3]]
+    assert fees == [Decimal("12000.00"), Decimal("18000.00"), Decimal("24000.00")]

@@ -20,6 +20,7 @@ from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms, with_target
 from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
 from accord_metrics.application import Metrics
+from accord_metrics.audit import MetricsAudit
 from accord_metrics.domain import AT_RISK, BREACHED, MET
 from tests.suite import AMS, at, feed, outage, ts
 
@@ -293,3 +294,74 @@ def test_an_outage_reported_under_way_is_completed_by_its_end(world: World) -> N
     jan = world.window(aid, "availability", f"2026-01-01T00:00{AMS}")
     assert jan["detail"]["downtime_seconds"] == "1800"  # type: ignore[index]
     assert m.recompute(aid, "availability", str(jan["window_start"]))["matches"]
+
+
+def test_a_late_lead_handed_off_in_a_closed_window_restates_its_leads_needed(world: World) -> None:
+    """Leads needed (docs/domain.md §4 "Marketing ↔ sales"): the value is the leads handed off in
+    the window. A lead handed off on 12 January but reported only on the 14th, after that day's
+    window closed with one lead, restates the window with two: the evaluation's input digest
+    covers the handed-off leads, as it covers every formula's inputs."""
+    objective = {
+        "objective_id": "leads", "name": "Leads handed off", "metric": "METRIC_LEADS_NEEDED",
+        "parameters": {"sales_target": "10000", "marketing_revenue_share": "0.4", "average_deal_size": "1000",
+                       "close_rate": "0.5"},
+        "comparator": "COMPARATOR_AT_LEAST", "target": "0", "window": {"kind": "WINDOW_KIND_DAY"},
+        "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+    aid = accepted(world.agreements, sla_terms(objectives=[objective]))
+    world.sync()
+
+    def lead(sid: str, handed_off: str) -> pb.Signal:
+        handed = at(handed_off)
+        return pb.Signal(
+            signal_id=sid, service_id=EMAIL,
+            lead=pb.Lead(created=ts(handed - timedelta(hours=1)), handed_off=ts(handed)),
+        )  # fmt: skip
+
+    world.metrics.record(COLLECTOR, [lead("l1", f"2026-01-12T10:00{AMS}")])
+    world.clock.set(at(f"2026-01-13T01:00{AMS}"))
+    world.metrics.evaluate()
+    day = f"2026-01-12T00:00{AMS}"
+    assert world.window(aid, "leads", day)["closed"] is True
+    assert world.window(aid, "leads", day)["value"] == "1"
+
+    world.clock.set(at(f"2026-01-14T09:00{AMS}"))
+    world.metrics.record(COLLECTOR, [lead("l2", f"2026-01-12T15:00{AMS}")])
+    world.metrics.evaluate()
+    restated = world.window(aid, "leads", day)
+    assert restated["value"] == "2"
+    assert len(restated["_agg"].restatements) == 1  # type: ignore[attr-defined]
+
+
+def test_a_window_cut_by_the_agreements_end_is_judged_as_of_that_end(world: World) -> None:
+    """A monthly follow-up-depth objective (attempts in the 14 days after hand-off) on a term
+    that ends on 14 January: January's window closes at the end, and is judged as of it —
+    whenever the pass runs, and the same again by re-derivation. A lead handed off on 2 January
+    still had 14 days to go at the end: pending, so the window has no data. Judged as of a pass
+    on the 20th instead, the lead's 14 days would be over and count, and the window's value
+    would depend on when the pass ran."""
+    objective = {
+        "objective_id": "depth", "name": "Follow-up depth", "metric": "METRIC_FOLLOW_UP_DEPTH",
+        "parameters": {"window_days": "14"}, "comparator": "COMPARATOR_AT_LEAST", "target": "3",
+        "window": {"kind": "WINDOW_KIND_MONTH"}, "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+    terms = sla_terms(objectives=[objective])
+    end = at(f"2026-01-14T00:00{AMS}")
+    terms["term"]["effective_to"] = end.isoformat().replace("+00:00", "Z")
+    world.clock.set(at(f"2026-01-01T09:00{AMS}"))
+    aid = accepted(world.agreements, terms)
+    world.sync()
+    handed = at(f"2026-01-02T10:00{AMS}")
+    lead = pb.Lead(
+        created=ts(handed - timedelta(hours=1)), handed_off=ts(handed),
+        follow_ups=[ts(handed + timedelta(days=d)) for d in (1, 3, 5)],
+    )  # fmt: skip
+    world.metrics.record(COLLECTOR, [pb.Signal(signal_id="l1", service_id=EMAIL, lead=lead)])
+    world.clock.set(at(f"2026-01-20T09:00{AMS}"))
+    world.metrics.evaluate()
+    january = world.window(aid, "depth", f"2026-01-01T00:00{AMS}")
+    assert january["closed"] is True
+    assert at(january["parameters"]["as_of"]) == end  # type: ignore[index]
+    assert january["value"] == ""
+    rederived = MetricsAudit(world.metrics).rederive(aid)
+    assert rederived.checked == 1 and rederived.mismatches == []

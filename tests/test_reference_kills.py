@@ -160,8 +160,14 @@ def head(service: Service, keys: Keys) -> int:
 
 
 def kill_journeys() -> Any:
-    """The reference journeys the system clock allows: no end, amendment or suspension."""
-    return journeys().map(lambda j: dataclasses.replace(j, end=None, amendment=None, suspension=None, inherited=False))
+    """The reference journeys the system clock allows: no end, amendment or suspension; on 24x7
+    (no calendar is defined here)."""
+    return journeys().map(
+        lambda j: dataclasses.replace(
+            j, end=None, amendment=None, suspension=None, inherited=False, parent_amended=False,
+            business_hours=False, work=j.work and (j.work[0], j.work[1], False),
+        )
+    )  # fmt: skip
 
 
 @settings(PROPERTY, max_examples=EXAMPLES)

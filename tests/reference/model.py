@@ -7,17 +7,28 @@ function per rule, no shared code with the services. The property test in
 `tests/test_reference_model.py` runs generated journeys through the real services and
 demands the same windows and the same money, to the minor unit.
 
-Scope (what the model knows): time-based availability objectives on a 24x7 or business-hours
-calendar (weekly opening hours and holidays in a zone), with
-calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR in the agreement's zone) or rolling N-day
-windows, a minimum outage length, declared maintenance exclusions, credit tiers with
-explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement that may end,
-amendments in force from an instant (each window judged and credited by the version in force
-at its measured start; the fee charged by each version's share of the month), suspensions
-(left out of measurement, not charged), an agreement with a fee and no objectives, and
-request-based availability (OCCURRENCES over request counts and probes) and the contact
-centre's service level in its five variants, ASA and abandonment rate (counted metrics: counted whether or not the
-agreement was suspended, the metrics service's stated rule).
+Scope (what the model knows): objectives on every one of the 18 metrics of terms.proto's
+`Metric` — time-based availability on a 24x7 or business-hours calendar (weekly opening hours
+and holidays in a zone) with a minimum outage length; request-based availability
+(OCCURRENCES over request counts and probes); MTTR (the four "R"s, incidents still running
+counting to the window's end) and MTBF (undefined, and met, without a failure; no data without
+eligible time); the contact centre's service level in its five variants, ASA, abandonment
+rate, first-contact resolution (FLAGGED, or inferred from repeat contacts of a customer for a
+reason) and average handle time; ticket response and resolution compliance per priority and
+task turnaround, with pauses, on the objective's calendar, each item judged once in the window
+its outcome became known; leads needed, close rate, deal size, marketing's share of revenue,
+follow-up speed and follow-up depth — with calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR
+in the agreement's zone) or rolling N-day windows, declared maintenance exclusions, credit
+tiers with explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement
+that may end (a window it cuts judged as of the end), amendments in force from an instant
+(each window judged and credited by the version in force at its measured start; the fee
+charged by each version's share of the month — a parent's amendment splits its inheriting
+child's month the same way), suspensions (left out of time-based measurement, not charged;
+counted metrics count what happened whether or not the agreement was suspended, the metrics
+service's stated rule), and an agreement with a fee and no objectives.
+Where docs/domain.md leaves a rule open the model follows the rule the metrics service states
+(services/metrics/README.md, "Rules the reference model holds it to"), each written here in
+the function that applies it.
 Corrections and inheritance need nothing of their own here: the caller passes each signal's
 latest content, and a child's effective terms.
 """
@@ -63,6 +74,11 @@ class Objective:
     # seconds, short-abandon S seconds or None); the variant and T matter to SERVICE_LEVEL only.
     service_level: tuple[str, int, int | None] | None = None
     comparator: str = "AT_LEAST"  # or AT_MOST (ASA, abandonment)
+    # The metric's other parameters (terms.proto `Objective.parameters`), as (name, value) pairs.
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    def parameter(self, name: str, default: str = "") -> str:
+        return dict(self.parameters).get(name, default)
 
 
 @dataclass(frozen=True)
@@ -332,12 +348,343 @@ def abandonment_rate(window: Span, calls: list[Call], short: int | None) -> Frac
     return Fraction((sum(1 for _, ab in inside if ab) - short_ab) * 100, offered) if offered else None
 
 
+# -- incidents and failures (docs/domain.md §4 "MTTR / MTRS", "MTBF") ---------------------
+
+
+@dataclass(frozen=True)
+class Incident:
+    failure_start: datetime
+    responded: datetime | None = None
+    restored: datetime | None = None
+    resolved: datetime | None = None
+
+    def stop(self, r: str) -> datetime | None:
+        """Where the clock stops for the "R" the objective means."""
+        return {"REPAIR": self.restored, "RESTORE": self.restored, "RESOLVE": self.resolved}.get(r, self.responded)
+
+
+def eligible_time(window: Span, holes: list[Span], calendar: BusinessHours | None) -> list[Span]:
+    """The window ∩ the calendar's open hours − exclusions (and suspended time)."""
+    return subtract(calendar.open_spans(window) if calendar else [window], holes)
+
+
+def mttr(
+    window: Span, incidents: list[Incident], r: str, holes: list[Span], calendar: BusinessHours | None
+) -> Fraction | None:
+    """Total downtime ÷ the incidents restored in the window, in minutes: the downtime is the
+    union of each incident's [failure start, its stop) in the window's eligible time — one still
+    running counting up to the window's end — and an incident is restored in the window when
+    its stop falls in it. None restored → no value."""
+    restored = [i for i in incidents if (stop := i.stop(r)) is not None and window[0] <= stop < window[1]]
+    if not restored:
+        return None
+    spans = [(i.failure_start, i.stop(r) or window[1]) for i in incidents]
+    downtime = length(overlap(merge(spans), eligible_time(window, holes, calendar)))
+    return downtime / 60 / len(restored)
+
+
+def mtbf(window: Span, outages: list[Span], holes: list[Span], calendar: BusinessHours | None) -> Fraction | None:
+    """(eligible time − downtime) ÷ the failures that start in the window, in hours; a failure
+    is an outage (overlapping or touching ones are one, as for availability). No failure →
+    undefined (and the objective counts as met)."""
+    whole = merge(outages)
+    failures = [o for o in whole if window[0] <= o[0] < window[1]]
+    eligible = eligible_time(window, holes, calendar)
+    if not failures or not eligible:
+        return None
+    return (length(eligible) - length(overlap(whole, eligible))) / 3600 / len(failures)
+
+
+# -- contacts (docs/domain.md §4 "Contact centre": FCR, AHT) ------------------------------
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A call with everything the contact-centre metrics read."""
+
+    entered: datetime
+    wait: int  # seconds in the queue
+    abandoned: bool
+    talk: Fraction = Fraction(0)
+    hold: Fraction = Fraction(0)
+    after_call: Fraction = Fraction(0)
+    customer: str = ""
+    reason: str = ""
+    resolved: bool | None = None  # the agent's flag; None: not flagged
+
+
+def aht(window: Span, contacts: list[Contact]) -> Fraction | None:
+    """(talk + hold + after-call work) ÷ handled contacts (the answered calls that entered the
+    queue in the window), in seconds."""
+    handled = [c for c in contacts if window[0] <= c.entered < window[1] and not c.abandoned]
+    if not handled:
+        return None
+    return sum((c.talk + c.hold + c.after_call for c in handled), Fraction(0)) / len(handled)
+
+
+def fcr(window: Span, contacts: list[Contact], method: str, repeat_days: Fraction) -> Fraction | None:
+    """Contacts resolved at the first contact ÷ first contacts, in percent. Handled (answered)
+    calls of one customer for one reason form episodes: a first contact and the repeats that
+    arrive within the repeat window after it (inclusive); the next call after that opens a new
+    episode. The first contacts counted are those that entered the queue in the window.
+    FLAGGED: resolved when the agent flagged it resolved (unflagged: not resolved).
+    REPEAT_CONTACT (calls with a customer only): resolved when it had no repeat; known only once
+    its repeat window has passed or a repeat came, as of the window's end — before that it is
+    pending and not counted."""
+    span = timedelta(seconds=int(repeat_days * 86400))
+    handled = sorted(
+        (c for c in contacts if not c.abandoned and (c.customer or method == "FLAGGED")), key=lambda c: c.entered
+    )
+    episodes: dict[tuple[str, str], list[tuple[Contact, bool]]] = {}
+    for c in handled:
+        mine = episodes.setdefault((c.customer, c.reason), [])
+        if mine and c.entered <= mine[-1][0].entered + span:
+            mine[-1] = (mine[-1][0], True)
+        else:
+            mine.append((c, False))
+    firsts, resolved = 0, 0
+    for first, repeated in (e for mine in episodes.values() for e in mine):
+        if not window[0] <= first.entered < window[1]:
+            continue
+        if method == "FLAGGED":
+            firsts += 1
+            resolved += first.resolved is True
+        elif repeated or first.entered + span <= window[1]:
+            firsts += 1
+            resolved += not repeated
+    return Fraction(resolved * 100, firsts) if firsts else None
+
+
+# -- tickets and tasks (docs/domain.md §4 "Tickets and tasks") ---------------------------
+
+
+@dataclass(frozen=True)
+class Work:
+    """A ticket (start: opened; stops: first response, resolution) or a task (start: received;
+    stop: completed), its pauses (the last may have no end: not resumed yet)."""
+
+    work_id: str
+    start: datetime
+    stop: datetime | None
+    pauses: tuple[tuple[datetime, datetime | None], ...] = ()
+    priority: str = ""
+
+
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _counting(start: datetime, until: datetime, w: Work, calendar: BusinessHours | None) -> list[Span]:
+    """The spans of [start, until) the clock runs: open hours, not paused."""
+    pauses = [(a, b or FOREVER) for a, b in w.pauses]
+    return subtract(calendar.open_spans((start, until)) if calendar else [(start, until)], pauses)
+
+
+def work_deadline(w: Work, target_seconds: int, calendar: BusinessHours | None) -> datetime | None:
+    """The last instant at which a stop still meets the target: where the clock reaches the
+    target, or, when it reaches it at the end of a counting span, the start of the next one
+    (a stop while the clock stands still reads the same). None: the clock never gets there."""
+    left, reached, a = Fraction(target_seconds), False, w.start
+    for _ in range(40):  # in chunks of 30 days
+        for s, e in _counting(a, a + timedelta(days=30), w, calendar):
+            if reached:
+                return s
+            span = length([(s, e)])
+            if left < span:
+                return s + timedelta(microseconds=int(left * 1_000_000))
+            left -= span
+            reached = left == 0
+        a += timedelta(days=30)
+    return None
+
+
+def compliance(
+    window: Span, items: list[Work], target_seconds: int, calendar: BusinessHours | None
+) -> tuple[Fraction | None, list[str]]:
+    """Items that met the target ÷ items due in the window, in percent, and the late ones'
+    ids. An item is judged once, in the window in which its outcome became known: at its stop
+    when the clock then read at most the target, otherwise at its deadline."""
+    met, due, late = 0, 0, []
+    for w in items:
+        at: datetime | None
+        if w.stop is not None and length(_counting(w.start, w.stop, w, calendar)) <= target_seconds:
+            at, ok = w.stop, True
+        else:
+            at, ok = work_deadline(w, target_seconds, calendar), False
+        if at is None or not window[0] <= at < window[1]:
+            continue
+        due += 1
+        met += ok
+        if not ok:
+            late.append(w.work_id)
+    return (Fraction(met * 100, due) if due else None), late
+
+
+# -- marketing ↔ sales (docs/domain.md §4 "Marketing ↔ sales") ---------------------------
+
+
+@dataclass(frozen=True)
+class Lead:
+    created: datetime
+    handed_off: datetime | None = None
+    follow_ups: tuple[datetime, ...] = ()
+    converted: bool = False
+    revenue: Fraction = Fraction(0)
+
+
+@dataclass(frozen=True)
+class Deal:
+    closed_at: datetime
+    revenue: Fraction
+    marketing_sourced: bool
+
+
+def close_rate(window: Span, leads: list[Lead]) -> Fraction | None:
+    """Marketing leads (created in the window) that became customers ÷ those leads, in percent."""
+    inside = [x for x in leads if window[0] <= x.created < window[1]]
+    return Fraction(sum(1 for x in inside if x.converted) * 100, len(inside)) if inside else None
+
+
+def deal_size(window: Span, leads: list[Lead]) -> Fraction | None:
+    """Revenue from the leads (created in the window) that became customers ÷ their number."""
+    won = [x for x in leads if window[0] <= x.created < window[1] and x.converted]
+    return sum((x.revenue for x in won), Fraction(0)) / len(won) if won else None
+
+
+def revenue_share(window: Span, deals: list[Deal]) -> Fraction | None:
+    """Revenue of the marketing-sourced deals closed in the window ÷ all revenue closed in it,
+    in percent; no revenue → no value."""
+    inside = [d for d in deals if window[0] <= d.closed_at < window[1]]
+    total = sum((d.revenue for d in inside), Fraction(0))
+    return sum((d.revenue for d in inside if d.marketing_sourced), Fraction(0)) * 100 / total if total else None
+
+
+def follow_up_speed(
+    window: Span, leads: list[Lead], target_hours: int, calendar: BusinessHours | None
+) -> Fraction | None:
+    """Leads handed off in the window whose first follow-up (the earliest at or after the
+    hand-off) came within the target on the objective's calendar ÷ those leads, in percent. A
+    lead not followed up has missed the target once more than the target has elapsed by the
+    window's end; before that it is pending and not counted."""
+    within, counted = 0, 0
+    target = target_hours * 3600
+    for x in leads:
+        if x.handed_off is None or not window[0] <= x.handed_off < window[1]:
+            continue
+        first = min((f for f in x.follow_ups if f >= x.handed_off), default=None)
+        w = Work("", x.handed_off, first)
+        if first is None and length(_counting(x.handed_off, window[1], w, calendar)) <= target:
+            continue  # pending
+        counted += 1
+        within += first is not None and length(_counting(x.handed_off, first, w, calendar)) <= target
+    return Fraction(within * 100, counted) if counted else None
+
+
+def follow_up_depth(window: Span, leads: list[Lead], days: int) -> Fraction | None:
+    """Follow-up attempts per lead: for the leads handed off in the window whose `days` after the
+    hand-off have passed by the window's end (the others are pending), the attempts in those
+    days (inclusive at both ends), averaged."""
+    attempts, counted = 0, 0
+    for x in leads:
+        if x.handed_off is None or not window[0] <= x.handed_off < window[1]:
+            continue
+        until = x.handed_off + timedelta(days=days)
+        if until > window[1]:
+            continue
+        counted += 1
+        attempts += sum(1 for f in x.follow_ups if x.handed_off <= f <= until)
+    return Fraction(attempts, counted) if counted else None
+
+
+def leads_needed(objective: Objective) -> Fraction:
+    """Sales target × share of revenue from marketing ÷ average deal size ÷ close rate: what a
+    closed window needs (pro-rating applies only to the days of an open one)."""
+    p = objective.parameter
+    return (
+        Fraction(p("sales_target")) * Fraction(p("marketing_revenue_share"))
+        / Fraction(p("average_deal_size")) / Fraction(p("close_rate"))
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The signals of the metrics besides outages, requests and queue calls."""
+
+    incidents: tuple[Incident, ...] = ()
+    contacts: tuple[Contact, ...] = ()
+    tickets: tuple[tuple[Work, Work], ...] = ()  # (to the first response, to the resolution)
+    tasks: tuple[Work, ...] = ()
+    leads: tuple[Lead, ...] = ()
+    deals: tuple[Deal, ...] = ()
+
+
+def value_of(
+    objective: Objective,
+    w: Span,
+    holes: list[Span],
+    outages: list[Span],
+    requests: list[tuple[datetime, int, int]],
+    calls: list[Call],
+    signals: Signals,
+) -> tuple[Fraction | None, Fraction]:
+    """The objective's value over the measured window `w`, and the target it is held to."""
+    metric, target = objective.metric, objective.target
+    contacts = list(signals.contacts)
+    if metric == "ASA":
+        return asa(w, calls), target
+    if metric == "ABANDONMENT_RATE":
+        return abandonment_rate(w, calls, objective.service_level[2] if objective.service_level else None), target
+    if metric == "SERVICE_LEVEL" and objective.service_level is not None:
+        return service_level(w, calls, *objective.service_level), target
+    if metric == "AVAILABILITY_REQUESTS":
+        # Counted, suspended or not (the metrics service's stated rule for counted metrics).
+        return request_availability(w, requests), target
+    if metric == "AVAILABILITY_TIME":
+        return availability(w, outages, holes, objective.min_outage_seconds, objective.calendar), target
+    if metric == "MTTR":
+        return mttr(w, list(signals.incidents), objective.parameter("r", "RESTORE"), holes, objective.calendar), target
+    if metric == "MTBF":
+        return mtbf(w, outages, holes, objective.calendar), target
+    if metric == "FIRST_CONTACT_RESOLUTION":
+        days = Fraction(objective.parameter("repeat_window_days", "7"))
+        return fcr(w, contacts, objective.parameter("method", "FLAGGED"), days), target
+    if metric == "AVERAGE_HANDLE_TIME":
+        return aht(w, contacts), target
+    minutes = int(objective.parameter("target_minutes", "0")) * 60
+    if metric in ("TICKET_RESPONSE", "TICKET_RESOLUTION"):
+        leg = 0 if metric == "TICKET_RESPONSE" else 1
+        tickets = [t[leg] for t in signals.tickets if t[leg].priority == objective.parameter("priority")]
+        return compliance(w, tickets, minutes, objective.calendar)[0], target
+    if metric == "TASK_TURNAROUND":
+        return compliance(w, list(signals.tasks), minutes, objective.calendar)[0], target
+    leads = list(signals.leads)
+    if metric == "CLOSE_RATE":
+        return close_rate(w, leads), target
+    if metric == "DEAL_SIZE":
+        return deal_size(w, leads), target
+    if metric == "MARKETING_REVENUE_SHARE":
+        return revenue_share(w, list(signals.deals)), target
+    if metric == "FOLLOW_UP_SPEED":
+        return follow_up_speed(w, leads, int(objective.parameter("target_hours")), objective.calendar), target
+    if metric == "FOLLOW_UP_DEPTH":
+        return follow_up_depth(w, leads, int(objective.parameter("window_days", "14"))), target
+    if metric == "LEADS_NEEDED":
+        # The value is the leads handed off in the window, the target the leads needed.
+        handed = sum(1 for x in leads if x.handed_off is not None and w[0] <= x.handed_off < w[1])
+        return Fraction(handed), leads_needed(objective)
+    raise ValueError(f"the model has no rule for {metric}")
+
+
+# Metrics whose value is undefined when nothing failed, and then count as met (docs/domain.md §4 "MTBF").
+MET_WHEN_UNDEFINED = {"MTBF"}
+
+
 def judge(
     terms: Terms,
     outages: list[Span],
     until: datetime,
     requests: list[tuple[datetime, int, int]] | None = None,
     calls: list[Call] | None = None,
+    signals: Signals | None = None,
 ) -> list[Judged]:
     """Every closed window of every objective, judged by the version in force at its measured
     start. Suspended time is left out like an exclusion; a window suspended throughout is
@@ -350,25 +697,20 @@ def judge(
             if objective is None:
                 continue
             holes = [*version.exclusions, *terms.suspensions]
-            if objective.metric == "ASA":
-                value = asa(w, calls or [])
-            elif objective.metric == "ABANDONMENT_RATE":
-                value = abandonment_rate(
-                    w, calls or [], objective.service_level[2] if objective.service_level else None
-                )
-            elif objective.service_level is not None:
-                value = service_level(w, calls or [], *objective.service_level)
-            elif objective.metric == "AVAILABILITY_REQUESTS":
-                # Counted, suspended or not (the metrics service's stated rule for counted metrics).
-                value = request_availability(w, requests or [])
-            else:
-                value = availability(w, outages, holes, objective.min_outage_seconds, objective.calendar)
-            if not subtract([w], list(terms.suspensions)):
+            value, target = value_of(
+                objective, w, holes, outages, requests or [], calls or [],
+                signals or Signals(),
+            )  # fmt: skip
+            suspended = not subtract([w], list(terms.suspensions))
+            if suspended:
                 value = None
-            met = value is not None and (
-                value <= objective.target if objective.comparator == "AT_MOST" else value >= objective.target
-            )
-            status = "NO_DATA" if value is None else ("MET" if met else "BREACHED")
+            met = value is not None and (value <= target if objective.comparator == "AT_MOST" else value >= target)
+            if value is None:
+                # Undefined for want of a failure, not for want of eligible time (no data).
+                measured = bool(eligible_time(w, holes, objective.calendar))
+                status = "MET" if objective.metric in MET_WHEN_UNDEFINED and measured else "NO_DATA"
+            else:
+                status = "MET" if met else "BREACHED"
             out.append(Judged(o.objective_id, start, w, value, status, version))
     return out
 

@@ -222,6 +222,19 @@ class Billing(AccordApplication):
         parent_terms = self._effective(dict(periods.version_at(parent.versions, when)["terms"]), when, depth + 1)
         return effective_terms(parent_terms, terms)
 
+    def _version_starts(self, agreement: BilledAgreement, depth: int = 0) -> set[datetime]:
+        """Every instant the agreement's effective terms may change: its own versions' effective
+        starts and those of every parent its versions name, up the chain (a parent amended
+        while its child inherits changes the child's effective terms then)."""
+        starts = {_parse(v["effective_from"]) for v in agreement.versions}
+        if depth > 8:
+            return starts
+        for parent_id in {v["terms"].get("parent_agreement_id") or "" for v in agreement.versions} - {""}:
+            parent = self._get_or(BilledAgreement.create_id(parent_id), lambda: None)
+            if parent is not None and parent.versions:
+                starts |= self._version_starts(parent, depth + 1)
+        return starts
+
     @staticmethod
     def _started(agreement: BilledAgreement) -> datetime:
         return _parse(agreement.versions[0]["effective_from"])
@@ -673,7 +686,8 @@ class Billing(AccordApplication):
     def period_fee(self, statement: Statement) -> Money:
         """The fee charged for a statement's period: each version's share — the fee of the
         effective terms in force over each part of the period (from the period's start, or
-        the agreement's if later, to the next version's effective start) × that part's
+        the agreement's if later, to the next effective start of a version of the agreement or
+        of a parent it inherits from) × that part's
         unsuspended time ÷ the period's time — summed and rounded once, half-even; the
         whole fee when one version is in force throughout and nothing was suspended; nothing
         for a period from the agreement's end on (a settlement statement)."""
@@ -682,7 +696,7 @@ class Billing(AccordApplication):
         start, end = _parse(statement.period_start), _parse(statement.period_end)
         if ended is not None and ended <= start:
             return Money.zero(statement.currency)
-        cuts = sorted({start, *(t for v in agreement.versions if start < (t := _parse(v["effective_from"])) < end)})
+        cuts = sorted({start, *(t for t in self._version_starts(agreement) if start < t < end)})
         parts: list[tuple[Decimal, timedelta, timedelta]] = []  # (monthly fee, unsuspended, whole part)
         for a, b in zip(cuts, [*cuts[1:], end], strict=True):
             terms = self.terms_in_force(agreement, max(a, self._started(agreement)))

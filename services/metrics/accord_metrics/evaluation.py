@@ -140,7 +140,7 @@ def run_formula(
     if metric == "METRIC_LEADS_NEEDED":
         return work.leads_needed(
             _dec(p["sales_target"]), _dec(p["marketing_revenue_share"]), _dec(p["average_deal_size"]),
-            _dec(p["close_rate"]), window, min(as_of, window.end), time_zone=time_zone,
+            _dec(p["close_rate"]), window, min(as_of, window.end), time_zone=time_zone, handed_off=handed,
         )  # fmt: skip
     created = [lead for lead in signals.leads if in_w(lead.created)]
     if metric == "METRIC_CLOSE_RATE":

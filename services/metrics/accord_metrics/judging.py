@@ -530,8 +530,9 @@ class Judging(_Host):
         signals: SignalSet, now: datetime, tz: str, suspended: list[Interval] | None = None,
     ) -> None:  # fmt: skip
         # A closed window is judged as of its end, whenever that happens: the same inputs give
-        # the same digest at closing, at a restatement and at an auditor's recomputation.
-        as_of = now if now < window.end else window.end
+        # the same digest at closing, at a restatement and at an auditor's recomputation. Its
+        # end is the measured one: a window the agreement's end cuts closes then.
+        as_of = now if now < measured.end else measured.end
         # A closed window keeps the calendar version it closed with: a late signal restates it
         # from its signals, never from a calendar redefined since (history is never re-judged).
         pinned = recorded_calendar(agg.latest) if agg.closed else None
@@ -685,7 +686,8 @@ class Judging(_Host):
         """One objective over one window judged again from `signals`: by the version in force
         at the window's start, or by `terms` (a proposal: what-if, agreement version 0).
         None when those terms have no such objective. A window ended by `now` is judged as of
-        its end, as when it closed; an open one as of `now` (unless `as_of` says otherwise).
+        its measured end (the agreement's end, if that cuts it), as when it closed; an open one
+        as of `now` (unless `as_of` says otherwise).
         `calendar`: the (id, version) the window was recorded with, used if the objective is
         judged by that calendar and metrics holds that version (else the latest)."""
         start = _parse(view.versions[0]["effective_from"])
@@ -704,7 +706,7 @@ class Judging(_Host):
         if objective is None:
             return None
         if as_of is None:
-            as_of = now if now < window.end else window.end
+            as_of = now if now < measured.end else measured.end
         evaluation, _, _ = self._judgement(
             view.agreement_id,
             objective,
@@ -728,7 +730,7 @@ class Judging(_Host):
         window = Interval(_parse(agg.window_start), _parse(agg.window_end))
         # A closed window was judged as of its end; an open one is judged as of now. Either is
         # judged by the calendar version its evaluation records, not the calendar's latest.
-        as_of = window.end if recorded.get("closed") else None
+        as_of = min(window.end, end_of(view) or window.end) if recorded.get("closed") else None
         pinned = recorded_calendar(recorded)
         fresh = self.rejudge(view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned)
         held = set(agg.breaches)

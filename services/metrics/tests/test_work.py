@@ -299,6 +299,22 @@ def test_leads_needed_pro_rated_to_days() -> None:
     assert needed("2026-02-20T00:00+01:00") == Decimal(0)  # before it
 
 
+def test_leads_needed_over_a_window_cut_inside_one_day() -> None:
+    """A day window the agreement's end cuts at 13:59 (or its start at 09:00) spans part of one
+    local day: that day is its one day, needed whole once the window is over — not a
+    ValueError that stops the objective being judged; and a window cut mid-day after several
+    days counts its last, started day too."""
+    args = dict(sales_target=Decimal(1_000_000), marketing_share=Decimal("0.6"), average_deal_size=Decimal(25_000),
+                close_rate=Decimal("0.2"), time_zone=AMS)  # fmt: skip
+    day = iv("2026-02-20T00:00+01:00", "2026-02-20T13:59+01:00")
+    r = leads_needed(period=day, elapsed_until=day.end, **args)  # type: ignore[arg-type]
+    assert r.value == Decimal(120) and r.detail["days_in_period"] == "1" and r.detail["days_elapsed"] == "1"
+    assert leads_needed(period=day, elapsed_until=t("2026-02-20T12:00+01:00"), **args).value == 0  # type: ignore[arg-type]
+    cut = iv("2026-02-01T00:00+01:00", "2026-02-14T13:59+01:00")
+    r = leads_needed(period=cut, elapsed_until=t("2026-02-14T00:00+01:00"), **args)  # type: ignore[arg-type]
+    assert r.detail["days_in_period"] == "14" and r.value == Decimal(120) * 13 / 14
+
+
 def test_leads_needed_validation_is_never_a_division_by_zero() -> None:
     with pytest.raises(ValueError, match="close_rate"):
         needed("2026-03-11T00:00+01:00", close_rate=Decimal(0))

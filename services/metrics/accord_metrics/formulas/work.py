@@ -329,19 +329,26 @@ def leads_needed(
     elapsed_until: datetime,
     *,
     time_zone: str = "UTC",
+    handed_off: Sequence[Lead] = (),
 ) -> Evaluated:
-    """The marketing objective, "marketing.leads_needed" v1 (docs/domain.md §4 "Marketing ↔ sales"):
+    """The marketing objective, "marketing.leads_needed" v2 (docs/domain.md §4 "Marketing ↔ sales"):
     customers needed = sales target × marketing share ÷ average deal size;
     leads needed = customers needed ÷ close rate, pro-rated to the days of the period elapsed:
     × days elapsed ÷ days in the period.
 
     Share and close rate are ratios (0.2, not 20). Days are calendar days in `time_zone`
-    (pass the agreement's): the period's days are the local dates from its start up to its
-    (exclusive) end; days elapsed are the whole local days before `elapsed_until`, clamped to
-    the period (a day counts once it is over). The value is kept exact (a Decimal, not
+    (pass the agreement's): the period's days are the local dates it touches, from its start
+    up to its (exclusive) end — a period cut inside a day by the agreement's start or end has
+    that day (v1 refused a period inside one day, which stopped the objective being judged);
+    days elapsed are the whole local days before `elapsed_until`, clamped to the period (a
+    day counts once it is over; the period's last day once the period is). The value is kept exact (a Decimal, not
     rounded); detail has its ceiling (`leads_needed_ceil`, whole leads) and the full-period
     figures. A zero (or negative) close rate or deal size is a validation error (ValueError),
-    never a division by zero; so is a share or close rate above 1."""
+    never a division by zero; so is a share or close rate above 1.
+
+    `handed_off`: the leads handed off in the period, which the objective holds to this figure
+    (the evaluation's value). They are the input digest's records, so a late lead changes the
+    digest and restates a closed window (v1 digested none, and a late lead restated nothing)."""
     target = _decimal("sales_target", sales_target)
     share = _decimal("marketing_share", marketing_share)
     size = _decimal("average_deal_size", average_deal_size, positive=True)
@@ -349,11 +356,15 @@ def leads_needed(
     if share > 1 or rate > 1:
         raise ValueError("marketing_share and close_rate are ratios between 0 and 1")
     _aware("leads_needed", "elapsed_until", elapsed_until)
+    if period.end <= period.start:
+        raise ValueError("the period must not be empty")
     first = _local_date(period.start, time_zone)
-    days = (_local_date(period.end, time_zone) - first).days
-    if days <= 0:
-        raise ValueError("the period must span at least one day")
+    # The local dates the period touches: a period cut inside a day (by the agreement's start
+    # or end) still has that day, over at the period's end.
+    days = (_local_date(period.end - timedelta(microseconds=1), time_zone) - first).days + 1
     elapsed_days = min(max((_local_date(elapsed_until, time_zone) - first).days, 0), days)
+    if elapsed_until >= period.end:
+        elapsed_days = days
     if elapsed_until <= period.start:
         elapsed_days = 0
     customers = target * share / size
@@ -377,7 +388,8 @@ def leads_needed(
         "elapsed_until": instant_param(elapsed_until),
         "time_zone": time_zone,
     }
-    return evaluated("marketing.leads_needed", value, params, [], detail, "", version=VERSION)
+    records = sorted_records(handed_off, lambda lead: lead.lead_id, "lead")
+    return evaluated("marketing.leads_needed", value, params, records, detail, "", version=2)
 
 
 def close_rate(leads: Sequence[Lead]) -> Evaluated:
