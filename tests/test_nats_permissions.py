@@ -21,7 +21,7 @@ from nats.js import api
 
 from accord_kit.clusterrun import ACCOUNTS_CONF, NATS_USERS, SAFE_NATS_PASSWORD, nats_passwords
 from accord_kit.nats_util import connect, ensure_stream
-from accord_kit.testing.nats import _die_with_parent, free_port, nats_server_binary
+from accord_kit.testing.nats import die_with_parent, free_port, nats_server_binary
 
 PASSWORDS: dict[str, str] = {}  # made by make run-cluster's own generator (the server fixture)
 STREAMS = {"AGREEMENTS": "agreements", "METRICS": "metrics", "BILLING": "billing"}
@@ -40,9 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = dict(os.environ) | {f"NATS_PASSWORD_{u.upper()}": pw for u, pw in PASSWORDS.items()}
     log = open(d / "nats.log", "wb")  # noqa: SIM115 (kept open for the child)
     proc = subprocess.Popen(
-        [nats_server_binary(), "-c", str(conf)], env=env, stdout=log, stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
-    )  # fmt: skip
+        die_with_parent([nats_server_binary(), "-c", str(conf)]), env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     log.close()
     url = f"nats://127.0.0.1:{port}"
     deadline = time.monotonic() + 10

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from accord_kit.devrun import _pump, _say, ensure_keys, health
 from accord_kit.settings import EVENT_SOURCED
-from accord_kit.testing.nats import _die_with_parent, free_port, nats_server_binary
+from accord_kit.testing.nats import die_with_parent, free_port, nats_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS_CONF = ROOT / "deploy" / "nats" / "accounts.conf"
@@ -251,12 +251,11 @@ class Cluster:
         command, env = self.commands[name]
         is_nats = name.startswith("nats-")
         proc = subprocess.Popen(
-            command,
+            die_with_parent(list(command)) if is_nats else command,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the processes in order
-            preexec_fn=_die_with_parent if is_nats else None,
         )
         threading.Thread(
             target=_pump, args=(name, proc, self.var / "log" / f"{name}.log", self.quiet or is_nats), daemon=True

@@ -3,6 +3,7 @@ benchmarks and `make run`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,15 +16,23 @@ class NatsServerError(RuntimeError):
     pass
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when the parent dies."""
-    try:
-        import ctypes
-        import signal
+# Run as the child's first program (a fresh interpreter, single-threaded): ask Linux to send
+# SIGTERM when the parent dies, then become the real program. A preexec_fn would run Python in
+# a forked copy of the parent instead, where gRPC's threads' state (a test process's channels
+# and servers) can abort the child before it execs ("epoll_wait error: Bad file descriptor").
+_PDEATHSIG_EXEC = (
+    "import ctypes,os,signal,sys\n"
+    "try:\n ctypes.CDLL('libc.so.6',use_errno=True).prctl(1,signal.SIGTERM)\n"
+    "except OSError:\n pass\n"
+    "if os.getppid()!=int(sys.argv[1]):\n sys.exit(1)\n"
+    "os.execv(sys.argv[2],sys.argv[2:])\n"
+)
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: the parent's own clean-up still stops it
+
+def die_with_parent(argv: list[str]) -> list[str]:
+    """`argv` run so that it never outlives the process that starts it (Linux: SIGTERM when
+    the parent dies; elsewhere the parent's own clean-up still stops it)."""
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *argv]
 
 
 def free_port() -> int:
@@ -68,12 +77,12 @@ class NatsServer:
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 (kept open for the child)
+        argv = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir), "--no_advertise"],
+            die_with_parent([*argv, "--no_advertise"]),  # it never outlives the process that started it…
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # a terminal's Ctrl-C must not stop it before its clients
-            preexec_fn=_die_with_parent,  # …but it never outlives the process that started it
+            start_new_session=True,  # …but a terminal's Ctrl-C must not stop it before its clients
         )
         log.close()
         deadline = time.monotonic() + timeout
