@@ -66,7 +66,7 @@ def _pg_connect(dbname: str = "postgres"):  # type: ignore[no-untyped-def]
         pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable (user {PG_USER}): {e}")
 
 
-# Databases the session has created and emptied again, free for the next test: creating and
+# Databases the test run has created and emptied again, free for the next test: creating and
 # dropping a PostgreSQL database costs about a second (DROP DATABASE waits for a checkpoint),
 # emptying one a few milliseconds. A database handed out is indistinguishable from a new one:
 # every schema dropped and `public` created again as CREATE DATABASE makes it.
@@ -130,7 +130,7 @@ def _empty_database(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def _postgres_databases() -> Iterator[None]:
-    """Drops every database the session's tests used, once they are all done."""
+    """Drops every database the tests of the run used, once they are all done."""
     yield
     if _all_databases:
         with _pg_connect() as conn:
