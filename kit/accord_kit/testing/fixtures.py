@@ -140,14 +140,20 @@ def _postgres_databases() -> Iterator[None]:
     _free_databases.clear()
 
 
-@pytest.fixture
-def postgres_db(_postgres_databases: None) -> Iterator[Callable[[], str]]:
-    """A factory of fresh (empty) PostgreSQL databases of this test's own; after the test
-    they are emptied for the next one and dropped at the end of the session."""
+def _copy_database(template: str) -> str:
+    """A new database holding what `template` holds (nobody may be connected to it)."""
+    name = f"accord_test_{uuid.uuid4().hex[:12]}"
+    with _pg_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    _all_databases.append(name)
+    return name
+
+
+def _databases() -> Iterator[Callable[..., str]]:
     taken: list[str] = []
 
-    def make() -> str:
-        name = _take_database()
+    def make(template: str = "") -> str:
+        name = _copy_database(template) if template else _take_database()
         taken.append(name)
         return name
 
@@ -156,6 +162,20 @@ def postgres_db(_postgres_databases: None) -> Iterator[Callable[[], str]]:
         fresh = _empty_database(name)
         if fresh:
             _free_databases.append(fresh)
+
+
+@pytest.fixture
+def postgres_db(_postgres_databases: None) -> Iterator[Callable[..., str]]:
+    """A factory of fresh (empty) PostgreSQL databases of this test's own — or, given
+    `template=<database>`, copies of that one; after the test they are emptied for the next
+    one and dropped at the end of the run."""
+    yield from _databases()
+
+
+@pytest.fixture(scope="module")
+def module_postgres_db(_postgres_databases: None) -> Iterator[Callable[..., str]]:
+    """The same, for databases a module's tests share (e.g. a template each test copies)."""
+    yield from _databases()
 
 
 def postgres_env(dbname: str) -> dict[str, str]:
