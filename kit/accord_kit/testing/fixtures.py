@@ -69,7 +69,8 @@ def _pg_connect(dbname: str = "postgres"):  # type: ignore[no-untyped-def]
 # Databases the test run has created and emptied again, free for the next test: creating and
 # dropping a PostgreSQL database costs about a second (DROP DATABASE waits for a checkpoint),
 # emptying one a few milliseconds. A database handed out is indistinguishable from a new one:
-# every schema dropped and `public` created again as CREATE DATABASE makes it.
+# its own settings reset, every schema dropped and `public` created again as CREATE DATABASE
+# makes it.
 _free_databases: list[str] = []
 _all_databases: list[str] = []
 
@@ -86,8 +87,8 @@ def _take_database() -> str:
 
 def _empty_database(name: str) -> str:
     """Disconnect everyone from the database, give it a new name (a client of the test that
-    finished and reconnects finds no database, as if it had been dropped) and drop every
-    schema in it; returns the new name."""
+    finished and reconnects finds no database, as if it had been dropped), reset its settings
+    and drop every schema in it; returns the new name ("" when it was dropped instead)."""
     import psycopg
 
     fresh = f"accord_test_{uuid.uuid4().hex[:12]}"
@@ -110,6 +111,27 @@ def _empty_database(name: str) -> str:
             _all_databases.remove(name)
             return ""
     _all_databases[_all_databases.index(name)] = fresh
+    with _pg_connect() as conn:
+        # What a test set on the database itself (ALTER DATABASE … SET, ALTER ROLE … IN
+        # DATABASE … SET) goes too; a database whose other properties a test changed is dropped.
+        conn.execute(f'ALTER DATABASE "{fresh}" RESET ALL')
+        for (role,) in conn.execute(
+            "SELECT setrole::regrole::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = %s AND s.setrole <> 0",
+            (fresh,),
+        ).fetchall():
+            conn.execute(f'ALTER ROLE {role} IN DATABASE "{fresh}" RESET ALL')
+        as_created = conn.execute(
+            "SELECT datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND NOT datistemplate "
+            "AND datallowconn AND datconnlimit = -1 "
+            "AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting WHERE setdatabase = d.oid) "
+            "FROM pg_database d WHERE datname = %s",
+            (fresh,),
+        ).fetchone()
+        if not (as_created and as_created[0]):
+            conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+            _all_databases.remove(fresh)
+            return ""
     with _pg_connect(fresh) as conn, conn.transaction():
         schemas = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname !~ '^pg_'"
