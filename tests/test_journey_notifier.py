@@ -58,6 +58,9 @@ def start_notifier(tmp_path: Path, nats_url: str, port: int, keys: Keys) -> subp
         "NOTIFIER_SEAL_SECONDS": "0",
         "NOTIFIER_DELIVERY_TIMEOUT_SECONDS": "60",
         "NOTIFIER_RETRY_BASE_SECONDS": "0.2",
+        # What the killed notifier fetched and never acknowledged comes back to the next one
+        # after the ack wait (30 s by default).
+        "NOTIFIER_ACK_WAIT_SECONDS": "2",
         "ACCORD_AUTH_PUBLIC_KEY_FILE": str(keys.public_file),
         "ACCORD_SERVICE_TOKEN_FILE": str(token),
         "ACCORD_AGREEMENTS_ADDR": dead,
@@ -139,6 +142,9 @@ async def test_a_breach_reaches_the_webhook_and_a_killed_notifier_loses_nothing(
 
         await eventually(all_delivered, timeout=60, what="every notification delivered")
         found = await deliveries(port, keys)
+        # NOTIFIER_ACK_WAIT_SECONDS reached the notifier's durable consumers.
+        durable = await nc.jetstream().consumer_info("METRICS", "notifier-METRICS")
+        assert durable.config.ack_wait == 2
     finally:
         proc.kill()
         proc.wait(30)

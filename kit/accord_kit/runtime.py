@@ -23,6 +23,7 @@ start (`Consumer.caught_up`) — until then its read model would answer 404 for 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -485,7 +486,7 @@ class ServiceRuntime:
                 s.addresses[upstream.source], token=self._service_token, interceptors=tracing.client_interceptors()
             )
             self._clients.append(client)
-            cfg = upstream.config(s.consumer_name)
+            cfg = dataclasses.replace(upstream.config(s.consumer_name), ack_wait=s.ack_wait_seconds)
             consumer = Consumer(
                 target,
                 self._nc,

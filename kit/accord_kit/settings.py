@@ -88,6 +88,12 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_MESSAGE_BYTES", "16777216", "largest gRPC message accepted or sent"),
     Setting("RELAY_POLL_SECONDS", "1.0", "how often the relay looks for events saved by other processes"),
     Setting(
+        "ACK_WAIT_SECONDS",
+        "30",
+        "how long JetStream waits for a consumer's ack before it delivers an upstream event again "
+        "(what a killed instance fetched comes back to the next one after this)",
+    ),
+    Setting(
         "CHAIN_KEY_FILE",
         "<VAR_DIR>/keys/<service>_chain_private.pem",
         "Ed25519 private key (PEM) that signs the service's log checkpoints",
@@ -199,6 +205,7 @@ class ServiceSettings:
     grace_seconds: float
     max_message_bytes: int
     relay_poll_seconds: float
+    ack_wait_seconds: float = 30.0
     chain_key_file: Path = Path("var/keys/accord_chain_private.pem")
     seal_seconds: float = 60.0
     chain_previous_public_key_files: tuple[Path, ...] = ()
@@ -332,6 +339,7 @@ class ServiceSettings:
                 f"{p}_MAX_MESSAGE_BYTES", own("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)), 1024, 2**31 - 1
             ),
             relay_poll_seconds=_float(f"{p}_RELAY_POLL_SECONDS", own("RELAY_POLL_SECONDS", "1.0"), 0.01, 60),
+            ack_wait_seconds=_float(f"{p}_ACK_WAIT_SECONDS", own("ACK_WAIT_SECONDS", "30"), 1, 3600),
             chain_key_file=Path(own("CHAIN_KEY_FILE", str(var_dir / "keys" / f"{service}_chain_private.pem"))),
             seal_seconds=_seal_seconds(f"{p}_SEAL_SECONDS", own("SEAL_SECONDS", "60")),
             chain_previous_public_key_files=tuple(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -191,12 +192,61 @@ def build_log(env: dict[str, str], kind: str) -> Log:
     return Log(app, env, Db(kind, env, app), key, key.public_key(), checkpoints, app.head_position(), rng)
 
 
+@dataclass
+class Built:
+    """A log built once per module and store kind; each test gets a copy of its store."""
+
+    env: dict[str, str]
+    checkpoints: list[Checkpoint]
+
+
+@pytest.fixture(scope="module")
+def built_logs(
+    tmp_path_factory: pytest.TempPathFactory, module_postgres_db: Callable[[], str]
+) -> Callable[[str], Built]:
+    built: dict[str, Built] = {}
+
+    def get(kind: str) -> Built:
+        if kind not in built:
+            if kind == "sqlite":
+                env = fixtures.sqlite_env(tmp_path_factory.mktemp("chain") / "chain.sqlite")
+            else:
+                env = fixtures.postgres_env(module_postgres_db())
+            log = build_log(env, kind)
+            log.db.close()
+            log.app.close()
+            built[kind] = Built(env, log.checkpoints)
+        return built[kind]
+
+    return get
+
+
 @pytest.fixture
-def log(make_store_env: Callable[[str], dict[str, str]], store_kind: str) -> Iterator[Log]:
-    built = build_log(make_store_env("chain"), store_kind)
-    yield built
-    built.db.close()
-    built.app.close()
+def log(
+    built_logs: Callable[[str], Built], store_kind: str, tmp_path: Path, postgres_db: Callable[..., str]
+) -> Iterator[Log]:
+    """A copy of the module's 10,000-event log (built as build_log builds it) on the store kind."""
+    built = built_logs(store_kind)
+    if store_kind == "sqlite":
+        copy = tmp_path / "chain.sqlite"
+        src, dst = sqlite3.connect(built.env["SQLITE_DBNAME"]), sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        env = fixtures.sqlite_env(copy)
+    else:
+        env = fixtures.postgres_env(postgres_db(template=built.env["POSTGRES_DBNAME"]))
+    rng = random.Random(SEED)
+    key = _key(rng)  # the same key build_log drew first
+    app = Counters(env)
+    copied = Log(
+        app, env, Db(store_kind, env, app), key, key.public_key(), list(built.checkpoints), app.head_position(), rng
+    )
+    yield copied
+    copied.db.close()
+    copied.app.close()
 
 
 def expect(report: Report, kind: Kind, position: int) -> None:

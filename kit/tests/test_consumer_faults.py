@@ -120,6 +120,9 @@ async def test_consumer_killed_between_commit_and_ack_applies_nothing_twice(
         sys.executable, "-m", "accord_kit.testing.processes", "consume", "--store", json.dumps(tally_env),
         "--nats", nats_server.url, "--service", service, "--batch", "10",
         "--die-after-commit-at", str(positions[30]), "--marker", str(marker),
+        # What the dead process fetched and never acked comes back to the next one after the
+        # ack wait: a short one, so that the redelivery comes soon (not 30 s later).
+        "--ack-wait", "2",
     ]  # fmt: skip
     first = subprocess.run(cmd, timeout=60)
     assert first.returncode == 9 and marker.exists(), "the consumer should have died right after its commit"

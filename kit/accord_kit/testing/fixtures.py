@@ -6,6 +6,7 @@ Nothing is skipped silently: a server that cannot start fails the test with the 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,22 +66,138 @@ def _pg_connect(dbname: str = "postgres"):  # type: ignore[no-untyped-def]
         pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable (user {PG_USER}): {e}")
 
 
-@pytest.fixture
-def postgres_db() -> Iterator[Callable[[], str]]:
-    """A factory of fresh PostgreSQL databases, dropped after the test."""
-    created: list[str] = []
+# Databases the test run has created and emptied again, free for the next test: creating and
+# dropping a PostgreSQL database costs about a second (DROP DATABASE waits for a checkpoint),
+# emptying one a few milliseconds. A database handed out is indistinguishable from a new one:
+# its own settings reset, every schema dropped and `public` created again as CREATE DATABASE
+# makes it.
+_free_databases: list[str] = []
+_all_databases: list[str] = []
 
-    def make() -> str:
-        name = f"accord_test_{uuid.uuid4().hex[:12]}"
+
+def _take_database() -> str:
+    if _free_databases:
+        return _free_databases.pop()
+    name = f"accord_test_{uuid.uuid4().hex[:12]}"
+    with _pg_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    _all_databases.append(name)
+    return name
+
+
+def _empty_database(name: str) -> str:
+    """Disconnect everyone from the database, give it a new name (a client of the test that
+    finished and reconnects finds no database, as if it had been dropped), reset its settings
+    and drop every schema in it; returns the new name ("" when it was dropped instead)."""
+    import psycopg
+
+    fresh = f"accord_test_{uuid.uuid4().hex[:12]}"
+    with _pg_connect() as conn:
+        for _ in range(100):
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            try:
+                conn.execute(f'ALTER DATABASE "{name}" RENAME TO "{fresh}"')
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.05)  # the terminated sessions are still on their way out
+            except psycopg.errors.InvalidCatalogName:  # the test dropped it itself
+                _all_databases.remove(name)
+                return ""
+        else:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _all_databases.remove(name)
+            return ""
+    _all_databases[_all_databases.index(name)] = fresh
+    with _pg_connect() as conn:
+        # What a test set on the database itself (ALTER DATABASE … SET, ALTER ROLE … IN
+        # DATABASE … SET) goes too; a database whose other properties a test changed is dropped.
+        conn.execute(f'ALTER DATABASE "{fresh}" RESET ALL')
+        for (role,) in conn.execute(
+            "SELECT setrole::regrole::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = %s AND s.setrole <> 0",
+            (fresh,),
+        ).fetchall():
+            conn.execute(f'ALTER ROLE {role} IN DATABASE "{fresh}" RESET ALL')
+        as_created = conn.execute(
+            "SELECT datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND NOT datistemplate "
+            "AND datallowconn AND datconnlimit = -1 "
+            "AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting WHERE setdatabase = d.oid) "
+            "FROM pg_database d WHERE datname = %s",
+            (fresh,),
+        ).fetchone()
+        if not (as_created and as_created[0]):
+            conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+            _all_databases.remove(fresh)
+            return ""
+    with _pg_connect(fresh) as conn, conn.transaction():
+        schemas = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname !~ '^pg_'"
+        ).fetchall()
+        for (schema,) in schemas:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        # As CREATE DATABASE makes it from template1 (PostgreSQL 15 on; before, owned by the
+        # bootstrap superuser and open to everyone: the tests connect as a superuser anyway).
+        if conn.info.server_version >= 150000:
+            conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+            conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+        else:
+            conn.execute("CREATE SCHEMA public")
+            conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
+        conn.execute("COMMENT ON SCHEMA public IS 'standard public schema'")
+    return fresh
+
+
+@pytest.fixture(scope="session")
+def _postgres_databases() -> Iterator[None]:
+    """Drops every database the tests of the run used, once they are all done."""
+    yield
+    if _all_databases:
         with _pg_connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
+            for name in _all_databases:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _all_databases.clear()
+    _free_databases.clear()
+
+
+def _copy_database(template: str) -> str:
+    """A new database holding what `template` holds (nobody may be connected to it)."""
+    name = f"accord_test_{uuid.uuid4().hex[:12]}"
+    with _pg_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    _all_databases.append(name)
+    return name
+
+
+def _databases() -> Iterator[Callable[..., str]]:
+    taken: list[str] = []
+
+    def make(template: str = "") -> str:
+        name = _copy_database(template) if template else _take_database()
+        taken.append(name)
         return name
 
     yield make
-    with _pg_connect() as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for name in taken:
+        fresh = _empty_database(name)
+        if fresh:
+            _free_databases.append(fresh)
+
+
+@pytest.fixture
+def postgres_db(_postgres_databases: None) -> Iterator[Callable[..., str]]:
+    """A factory of fresh (empty) PostgreSQL databases of this test's own — or, given
+    `template=<database>`, copies of that one; after the test they are emptied for the next
+    one and dropped at the end of the run."""
+    yield from _databases()
+
+
+@pytest.fixture(scope="module")
+def module_postgres_db(_postgres_databases: None) -> Iterator[Callable[..., str]]:
+    """The same, for databases a module's tests share (e.g. a template each test copies)."""
+    yield from _databases()
 
 
 def postgres_env(dbname: str) -> dict[str, str]:

@@ -5,7 +5,8 @@ Modes:
   relay          run the counter store's relay until killed
   serve-counter  the counter test service (gRPC + relay + sealing) through the service runtime
   consume        the tally consumer; `--die-after-commit-at P` exits hard right after the
-                 transaction that applied position P commits, before its ack (once)
+                 transaction that applied position P commits, before its ack (once);
+                 `--ack-wait S` how long JetStream waits for an ack before redelivering
 """
 
 from __future__ import annotations
@@ -76,7 +77,13 @@ async def run_consumer(args: argparse.Namespace) -> int:
     consumer = Consumer(
         app,
         nc,
-        ConsumerConfig(consumer="tally", source=args.service, stream=args.service.upper(), batch_size=args.batch),
+        ConsumerConfig(
+            consumer="tally",
+            source=args.service,
+            stream=args.service.upper(),
+            batch_size=args.batch,
+            ack_wait=args.ack_wait,
+        ),
         read_events=client.read_events if client else None,
     )
     loop = asyncio.get_running_loop()
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--die-after-commit-at", type=int, default=0)
     p.add_argument("--marker", default="")
+    p.add_argument("--ack-wait", type=float, default=ConsumerConfig.ack_wait)
     p.add_argument("--source-addr", default="")
     args = p.parse_args(argv)
     configure_logging(os.environ.get("ACCORD_LOG_LEVEL", "warning"), "json", service=f"test-{args.mode}")
