@@ -365,3 +365,37 @@ def test_a_window_cut_by_the_agreements_end_is_judged_as_of_that_end(world: Worl
     assert january["value"] == ""
     rederived = MetricsAudit(world.metrics).rederive(aid)
     assert rederived.checked == 1 and rederived.mismatches == []
+
+
+def test_leads_needed_of_a_window_the_agreements_start_cuts_is_its_days_share(world: World) -> None:
+    """Leads needed (docs/domain.md §4 "Marketing ↔ sales", pro-rated to the days of the period):
+    an agreement in force from 10 January, judged by calendar month, covers 22 of January's 31
+    days, so January's closed window needs 22/31 of the month's 31 leads — 22, met by the 22
+    leads handed off — not the whole month's 31 (`marketing.leads_needed` v2, breached). It
+    re-derives as recorded."""
+    objective = {
+        "objective_id": "leads", "name": "Leads handed off", "metric": "METRIC_LEADS_NEEDED",
+        "parameters": {"sales_target": "15500", "marketing_revenue_share": "0.4", "average_deal_size": "1000",
+                       "close_rate": "0.2"},
+        "comparator": "COMPARATOR_AT_LEAST", "target": "0", "window": {"kind": "WINDOW_KIND_MONTH"},
+        "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+    terms = sla_terms(objectives=[objective])
+    terms["term"]["effective_from"] = at(f"2026-01-10T00:00{AMS}").isoformat().replace("+00:00", "Z")
+    aid = accepted(world.agreements, terms)
+    world.sync()
+    handed = [at(f"2026-01-{day:02d}T10:00{AMS}") for day in range(10, 32)]
+    leads = [pb.Lead(created=ts(h - timedelta(hours=1)), handed_off=ts(h)) for h in handed]
+    signals = [pb.Signal(signal_id=f"l{i}", service_id=EMAIL, lead=x) for i, x in enumerate(leads)]
+    world.metrics.record(COLLECTOR, signals)
+    world.clock.set(at(f"2026-02-01T01:00{AMS}"))
+    world.metrics.evaluate()
+    january = world.window(aid, "leads", f"2026-01-01T00:00{AMS}")
+    assert january["closed"] is True and january["value"] == "22"
+    assert Decimal(str(january["target"])) == 22 and january["status"] == MET
+    assert january["formula_version"] == 3
+    detail = january["detail"]
+    assert detail["days_in_force"] == "22" and detail["days_in_period"] == "31"  # type: ignore[index]
+    assert Decimal(detail["leads_needed_period"]) == 31  # type: ignore[index]
+    rederived = MetricsAudit(world.metrics).rederive(aid)
+    assert rederived.checked == 1 and rederived.mismatches == []

@@ -276,6 +276,15 @@ def windows(objective: Objective, terms: Terms, until: datetime) -> list[tuple[d
     return out
 
 
+def calendar_window(objective: Objective, terms: Terms, start: datetime) -> Span:
+    """The whole window of the objective starting at `start` (as `windows` gives it), uncut by
+    the term."""
+    if objective.window == "ROLLING":
+        return start, start + timedelta(days=objective.rolling_days)
+    zone = ZoneInfo(terms.time_zone)
+    return start, _next_start(start.astimezone(zone), objective.window, zone).astimezone(UTC)
+
+
 def _utc(start: datetime, cut: Span) -> tuple[datetime, Span]:
     """In UTC: Python compares and subtracts two datetimes of one zone by their wall clocks."""
     return start.astimezone(UTC), (cut[0].astimezone(UTC), cut[1].astimezone(UTC))
@@ -595,14 +604,28 @@ def follow_up_depth(window: Span, leads: list[Lead], days: int) -> Fraction | No
     return Fraction(attempts, counted) if counted else None
 
 
-def leads_needed(objective: Objective) -> Fraction:
-    """Sales target × share of revenue from marketing ÷ average deal size ÷ close rate: what a
-    closed window needs (pro-rating applies only to the days of an open one)."""
+def _local_days(span: Span, zone: ZoneInfo) -> int:
+    """The local calendar days `span` has any part of: one for each local midnight-to-midnight
+    day it overlaps."""
+    day, days = span[0].astimezone(zone).date(), 0
+    while datetime(day.year, day.month, day.day, tzinfo=zone) < span[1]:
+        days += 1
+        day += timedelta(days=1)
+    return days
+
+
+def leads_needed(objective: Objective, in_force: Span, window: Span, zone: ZoneInfo) -> Fraction:
+    """Sales target × share of revenue from marketing ÷ average deal size ÷ close rate, for a
+    whole window; a closed window the agreement is in force for only part of (its start or end
+    cuts it) needs that figure × the days it is in force ÷ the window's days — the marketing
+    objective covers the days the agreement holds, no more (a day the agreement starts or
+    ends in is one of its days)."""
     p = objective.parameter
-    return (
+    whole = (
         Fraction(p("sales_target")) * Fraction(p("marketing_revenue_share"))
         / Fraction(p("average_deal_size")) / Fraction(p("close_rate"))
     )  # fmt: skip
+    return whole * _local_days(in_force, zone) / _local_days(window, zone)
 
 
 @dataclass(frozen=True)
@@ -625,8 +648,11 @@ def value_of(
     requests: list[tuple[datetime, int, int]],
     calls: list[Call],
     signals: Signals,
+    window: Span | None = None,
+    zone: ZoneInfo | None = None,
 ) -> tuple[Fraction | None, Fraction]:
-    """The objective's value over the measured window `w`, and the target it is held to."""
+    """The objective's value over the measured window `w` (the part of the calendar `window`
+    the agreement is in force; `w` itself by default), and the target it is held to."""
     metric, target = objective.metric, objective.target
     contacts = list(signals.contacts)
     if metric == "ASA":
@@ -670,7 +696,7 @@ def value_of(
     if metric == "LEADS_NEEDED":
         # The value is the leads handed off in the window, the target the leads needed.
         handed = sum(1 for x in leads if x.handed_off is not None and w[0] <= x.handed_off < w[1])
-        return Fraction(handed), leads_needed(objective)
+        return Fraction(handed), leads_needed(objective, w, window or w, zone or ZoneInfo("UTC"))
     raise ValueError(f"the model has no rule for {metric}")
 
 
@@ -699,7 +725,7 @@ def judge(
             holes = [*version.exclusions, *terms.suspensions]
             value, target = value_of(
                 objective, w, holes, outages, requests or [], calls or [],
-                signals or Signals(),
+                signals or Signals(), calendar_window(o, terms, start), ZoneInfo(terms.time_zone),
             )  # fmt: skip
             suspended = not subtract([w], list(terms.suspensions))
             if suspended:

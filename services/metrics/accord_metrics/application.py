@@ -29,6 +29,7 @@ from accord_metrics.judging import (
     _windows,
     breach_subjects,
     recorded_calendar,
+    recorded_formula,
 )
 from accord_metrics.signal_index import (
     BATCH_TOPIC,
@@ -72,6 +73,7 @@ __all__ = [
     "content_digest",
     "end_of",
     "recorded_calendar",
+    "recorded_formula",
     "suspensions",
 ]
 

@@ -24,6 +24,7 @@ from accord_metrics.application import (
     combined,
     end_of,
     recorded_calendar,
+    recorded_formula,
 )
 from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
@@ -251,12 +252,15 @@ class MetricsAudit:
                 judged = None
                 if p_obj is not None:
                     # A recorded window's calendar version judges the proposal too (when it keeps that
-                    # calendar): only the proposal differs, not a calendar redefined since.
+                    # calendar), and its formula version (when it keeps that metric): only the
+                    # proposal differs, not a calendar redefined or a formula versioned since.
                     pinned = recorded_calendar(recorded) if recorded else None
+                    formula = recorded_formula(recorded) if recorded else None
                     try:
                         judged = app.rejudge(
-                            view, oid, Interval(start, end), signals, now, terms=proposal, calendar=pinned
-                        )
+                            view, oid, Interval(start, end), signals, now, terms=proposal, calendar=pinned,
+                            formula=formula,
+                        )  # fmt: skip
                     except (KeyError, ValueError, ArithmeticError, TypeError, LookupError) as e:
                         raise InvalidRequestError(
                             f"the proposed objective {oid!r} cannot be evaluated: {type(e).__name__}: {e}"

@@ -76,7 +76,13 @@ def run_formula(
     signals: SignalSet,
     as_of: datetime,
     time_zone: str,
+    full_window: Interval | None = None,
+    recorded: tuple[str, int] | None = None,
 ) -> Evaluated:
+    """The objective's formula over `window` (the part of the calendar `full_window` the
+    agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
+    a closed window was recorded with — that version computes it again if it is still
+    computable (`work.LEADS_NEEDED_VERSIONS`), else the current one."""
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
@@ -138,9 +144,13 @@ def run_formula(
         return work.task_turnaround(tasks, window, _minutes(p["target_minutes"]), calendar, as_of=as_of)
     handed = [lead for lead in signals.leads if lead.handed_off is not None and in_w(lead.handed_off)]
     if metric == "METRIC_LEADS_NEEDED":
+        version = work.LEADS_NEEDED_VERSION
+        if recorded is not None and recorded[0] == "marketing.leads_needed":
+            version = recorded[1] if recorded[1] in work.LEADS_NEEDED_VERSIONS else version
         return work.leads_needed(
             _dec(p["sales_target"]), _dec(p["marketing_revenue_share"]), _dec(p["average_deal_size"]),
             _dec(p["close_rate"]), window, min(as_of, window.end), time_zone=time_zone, handed_off=handed,
+            window=full_window, version=version,
         )  # fmt: skip
     created = [lead for lead in signals.leads if in_w(lead.created)]
     if metric == "METRIC_CLOSE_RATE":
@@ -169,9 +179,12 @@ def judge(
     as_of: datetime,
     time_zone: str,
     version: int,
+    full_window: Interval | None = None,
+    recorded: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation of one objective over one window, as recorded in events."""
-    result = run_formula(objective, window, calendar, exclusions, signals, as_of, time_zone)
+    """The evaluation of one objective over one window (the part of the calendar `full_window`
+    the agreement is in force), as recorded in events; `recorded` as for `run_formula`."""
+    result = run_formula(objective, window, calendar, exclusions, signals, as_of, time_zone, full_window, recorded)
     metric, comparator = objective["metric"], objective["comparator"]
     target = _dec(objective["target"])
     closed = as_of >= window.end

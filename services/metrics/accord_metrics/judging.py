@@ -507,14 +507,15 @@ class Judging(_Host):
     def _judgement(
         self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
         signals: SignalSet, as_of: datetime, tz: str, calendar: tuple[str, int] | None = None,
-        suspended: list[Interval] | None = None,
+        suspended: list[Interval] | None = None, formula: tuple[str, int] | None = None,
     ) -> tuple[dict[str, Any], Calendar, list[Interval]]:  # fmt: skip
         """One objective over one window as recorded in events, with the calendar (the
         `calendar` (id, version) when given and held, else the latest) and exclusions it was
-        judged with: what evaluation, recomputation and what-if share."""
+        judged with: what evaluation, recomputation and what-if share. `formula`: the (id,
+        version) the window was recorded with, computed by that version while it is kept."""
         cal = self._calendar_for(objective, calendar)
         exclusions, paused = _exclusions(objective, signals, measured, suspended)
-        evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version)
+        evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version, window, formula)
         if paused and not subtract([measured], paused):
             # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
             evaluation.update(status=NO_DATA, value="", undefined="suspended throughout", detail={"suspended": "true"})
@@ -535,9 +536,11 @@ class Judging(_Host):
         as_of = now if now < measured.end else measured.end
         # A closed window keeps the calendar version it closed with: a late signal restates it
         # from its signals, never from a calendar redefined since (history is never re-judged).
+        # So does the formula version (history is never re-judged by a later version).
         pinned = recorded_calendar(agg.latest) if agg.closed else None
+        formula = recorded_formula(agg.latest) if agg.closed else None
         evaluation, calendar, exclusions = self._judgement(
-            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended
+            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended, formula
         )
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
@@ -682,6 +685,7 @@ class Judging(_Host):
     def rejudge(
         self, view: AgreementView, objective_id: str, window: Interval, signals: SignalSet, now: datetime,
         terms: dict[str, Any] | None = None, as_of: datetime | None = None, calendar: tuple[str, int] | None = None,
+        formula: tuple[str, int] | None = None,
     ) -> dict[str, Any] | None:  # fmt: skip
         """One objective over one window judged again from `signals`: by the version in force
         at the window's start, or by `terms` (a proposal: what-if, agreement version 0).
@@ -689,7 +693,8 @@ class Judging(_Host):
         its measured end (the agreement's end, if that cuts it), as when it closed; an open one
         as of `now` (unless `as_of` says otherwise).
         `calendar`: the (id, version) the window was recorded with, used if the objective is
-        judged by that calendar and metrics holds that version (else the latest)."""
+        judged by that calendar and metrics holds that version (else the latest); `formula`: the
+        (id, version) of the formula it was recorded with, used while that version is kept."""
         start = _parse(view.versions[0]["effective_from"])
         measured = Interval(max(window.start, start), min(window.end, end_of(view) or window.end))
         if measured.empty:
@@ -718,6 +723,7 @@ class Judging(_Host):
             tz,
             calendar,
             suspensions(view),
+            formula,
         )
         return evaluation
 
@@ -729,10 +735,14 @@ class Judging(_Host):
         recorded = agg.latest
         window = Interval(_parse(agg.window_start), _parse(agg.window_end))
         # A closed window was judged as of its end; an open one is judged as of now. Either is
-        # judged by the calendar version its evaluation records, not the calendar's latest.
+        # judged by the calendar version its evaluation records, not the calendar's latest, and
+        # by the formula version it records.
         as_of = min(window.end, end_of(view) or window.end) if recorded.get("closed") else None
         pinned = recorded_calendar(recorded)
-        fresh = self.rejudge(view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned)
+        formula = recorded_formula(recorded)
+        fresh = self.rejudge(
+            view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned, formula=formula
+        )
         held = set(agg.breaches)
         earlier = [agg.current, agg.closed, *(r[k] for r in agg.restatements for k in ("old", "new"))]
         expected = {s for e in earlier if e for s in breach_subjects(e)}
@@ -795,6 +805,13 @@ def burn_alert_name(pair: reliability.BurnPair) -> str:
 def recorded_calendar(evaluation: dict[str, Any]) -> tuple[str, int]:
     """The calendar (id, version) a recorded evaluation was judged with (version 0: none recorded)."""
     return evaluation.get("calendar_id") or "24x7", int(evaluation.get("calendar_version") or 0)
+
+
+def recorded_formula(evaluation: dict[str, Any]) -> tuple[str, int] | None:
+    """The (formula id, version) an evaluation was computed with; None when it names none."""
+    if not evaluation or not evaluation.get("formula_id"):
+        return None
+    return str(evaluation["formula_id"]), int(evaluation.get("formula_version") or 0)
 
 
 def breach_subjects(evaluation: dict[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
+from accord_metrics.evaluation import SignalSet, judge
 from accord_metrics.formulas.work import (
     Deal,
     Lead,
@@ -313,6 +314,57 @@ def test_leads_needed_over_a_window_cut_inside_one_day() -> None:
     cut = iv("2026-02-01T00:00+01:00", "2026-02-14T13:59+01:00")
     r = leads_needed(period=cut, elapsed_until=t("2026-02-14T00:00+01:00"), **args)  # type: ignore[arg-type]
     assert r.detail["days_in_period"] == "14" and r.value == Decimal(120) * 13 / 14
+
+
+def test_leads_needed_of_a_window_the_agreement_cuts_is_its_days_share() -> None:
+    """v3: a closed window the agreement is in force for part of needs the figure × the days it
+    is in force ÷ the calendar window's days — March (31 days) from an agreement starting on
+    10 March at 09:00 (that day is one of its days): 120 × 22 ÷ 31; one ending on 14 March:
+    120 × 13 ÷ 31 — exact, ceiling in detail. Open, only its days over count. v2, kept for the
+    windows recorded with it, needed the whole 120 of both."""
+    args = dict(sales_target=Decimal(1_000_000), marketing_share=Decimal("0.6"), average_deal_size=Decimal(25_000),
+                close_rate=Decimal("0.2"), time_zone=AMS)  # fmt: skip
+    started = Interval(t("2026-03-10T09:00+01:00"), MARCH_AMS.end)
+    r = leads_needed(period=started, elapsed_until=started.end, window=MARCH_AMS, **args)  # type: ignore[arg-type]
+    assert r.value == Decimal(120) * 22 / 31 and r.formula_version == 3
+    assert r.detail["days_in_force"] == "22" and r.detail["days_in_period"] == "31" and r.detail["days_elapsed"] == "22"
+    assert r.detail["leads_needed_ceil"] == "86"
+    assert r.parameters["window_start"] == "2026-02-28T23:00:00+00:00"
+    ended = Interval(MARCH_AMS.start, t("2026-03-14T00:00+01:00"))
+    assert leads_needed(period=ended, elapsed_until=ended.end, window=MARCH_AMS, **args).value == Decimal(120) * 13 / 31  # type: ignore[arg-type]
+    # open: 10 and 11 March over
+    assert leads_needed(period=started, elapsed_until=t("2026-03-12T08:00+01:00"), window=MARCH_AMS, **args).value == (  # type: ignore[arg-type]
+        Decimal(120) * 2 / 31
+    )
+    # uncut, the same figure as v2
+    assert leads_needed(period=MARCH_AMS, elapsed_until=MARCH_AMS.end, window=MARCH_AMS, **args).value == 120  # type: ignore[arg-type]
+    v2 = leads_needed(period=started, elapsed_until=started.end, window=MARCH_AMS, version=2, **args)  # type: ignore[arg-type]
+    assert v2.value == 120 and v2.formula_version == 2 and "window_start" not in v2.parameters
+    with pytest.raises(ValueError, match="versions"):
+        leads_needed(period=started, elapsed_until=started.end, window=MARCH_AMS, version=1, **args)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inside the window"):
+        leads_needed(period=MARCH_AMS, elapsed_until=MARCH_AMS.end, window=started, **args)  # type: ignore[arg-type]
+
+
+def test_a_window_recorded_with_leads_needed_v2_is_judged_again_by_v2() -> None:
+    """Judging takes the formula version a closed window was recorded with while it is kept (a
+    restatement, re-derivation, what-if): v2 judges it again with the whole figure; a version no
+    longer kept (v1), another formula's or none: the current v3."""
+    objective = {
+        "metric": "METRIC_LEADS_NEEDED", "comparator": "COMPARATOR_AT_LEAST", "target": "0",
+        "parameters": {"sales_target": "1000000", "marketing_revenue_share": "0.6", "average_deal_size": "25000",
+                       "close_rate": "0.2"},
+    }  # fmt: skip
+    started = Interval(t("2026-03-10T09:00+01:00"), MARCH_AMS.end)
+
+    def judged(recorded: tuple[str, int] | None) -> tuple[int, Decimal]:
+        e = judge(objective, started, AlwaysOpen(), [], SignalSet(), started.end, AMS, 1, MARCH_AMS, recorded)
+        return e["formula_version"], Decimal(e["target"])
+
+    assert judged(("marketing.leads_needed", 2)) == (2, Decimal(120))
+    share = Decimal(120) * 22 / 31
+    assert judged(("marketing.leads_needed", 3)) == (3, share)
+    assert judged(("marketing.leads_needed", 1)) == judged(("sales.follow_up_depth", 2)) == judged(None) == (3, share)
 
 
 def test_leads_needed_validation_is_never_a_division_by_zero() -> None:

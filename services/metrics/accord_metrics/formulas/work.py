@@ -320,6 +320,19 @@ def _local_date(t: datetime, time_zone: str) -> date:
     return t.astimezone(ZoneInfo(time_zone)).date()
 
 
+# The versions of "marketing.leads_needed" computed: the current one judges, the earlier one
+# is kept for the windows recorded with it (restated and re-derived by the version they closed with).
+LEADS_NEEDED_VERSION = 3
+LEADS_NEEDED_VERSIONS = (2, 3)
+
+
+def _days_touched(period: Interval, time_zone: str) -> int:
+    """The local dates `period` touches, from its start up to its (exclusive) end: a period cut
+    inside a day has that day."""
+    first = _local_date(period.start, time_zone)
+    return (_local_date(period.end - timedelta(microseconds=1), time_zone) - first).days + 1
+
+
 def leads_needed(
     sales_target: Decimal,
     marketing_share: Decimal,
@@ -330,25 +343,34 @@ def leads_needed(
     *,
     time_zone: str = "UTC",
     handed_off: Sequence[Lead] = (),
+    window: Interval | None = None,
+    version: int = LEADS_NEEDED_VERSION,
 ) -> Evaluated:
-    """The marketing objective, "marketing.leads_needed" v2 (docs/domain.md §4 "Marketing ↔ sales"):
+    """The marketing objective, "marketing.leads_needed" v3 (docs/domain.md §4 "Marketing ↔ sales"):
     customers needed = sales target × marketing share ÷ average deal size;
-    leads needed = customers needed ÷ close rate, pro-rated to the days of the period elapsed:
-    × days elapsed ÷ days in the period.
+    leads needed = customers needed ÷ close rate, pro-rated to the days of the period:
+    × days elapsed ÷ days in the window.
 
-    Share and close rate are ratios (0.2, not 20). Days are calendar days in `time_zone`
-    (pass the agreement's): the period's days are the local dates it touches, from its start
-    up to its (exclusive) end — a period cut inside a day by the agreement's start or end has
-    that day (v1 refused a period inside one day, which stopped the objective being judged);
-    days elapsed are the whole local days before `elapsed_until`, clamped to the period (a
-    day counts once it is over; the period's last day once the period is). The value is kept exact (a Decimal, not
-    rounded); detail has its ceiling (`leads_needed_ceil`, whole leads) and the full-period
-    figures. A zero (or negative) close rate or deal size is a validation error (ValueError),
-    never a division by zero; so is a share or close rate above 1.
+    `period` is the part of the calendar `window` the agreement is in force (the window itself
+    unless the agreement's start or end cuts it; `window` defaults to `period`). Days are
+    calendar days in `time_zone` (pass the agreement's), the local dates a span touches, from
+    its start up to its (exclusive) end — a span cut inside a day by the agreement's start or
+    end has that day. Days in the window: those of `window`; days elapsed: the whole local days
+    of `period` before `elapsed_until` (a day counts once it is over; the period's last day
+    once the period is). So a closed window the agreement is in force for 22 of its 31 days
+    needs 22/31 of the figure. v2 (`version=2`, kept for the windows recorded with it) divided
+    by the days of `period` instead: a closed window needed the whole figure, however little
+    of it the agreement was in force. The value is kept exact (a Decimal, not rounded); detail
+    has its ceiling (`leads_needed_ceil`, whole leads) and the full-window figures. A zero (or
+    negative) close rate or deal size is a validation error (ValueError), never a division by
+    zero; so is a share or close rate above 1, a period outside the window, or a version
+    other than 2 and 3.
 
     `handed_off`: the leads handed off in the period, which the objective holds to this figure
     (the evaluation's value). They are the input digest's records, so a late lead changes the
     digest and restates a closed window (v1 digested none, and a late lead restated nothing)."""
+    if version not in LEADS_NEEDED_VERSIONS:
+        raise ValueError(f"marketing.leads_needed has versions {LEADS_NEEDED_VERSIONS}, not {version}")
     target = _decimal("sales_target", sales_target)
     share = _decimal("marketing_share", marketing_share)
     size = _decimal("average_deal_size", average_deal_size, positive=True)
@@ -358,25 +380,27 @@ def leads_needed(
     _aware("leads_needed", "elapsed_until", elapsed_until)
     if period.end <= period.start:
         raise ValueError("the period must not be empty")
+    whole = period if window is None or version == 2 else window
+    if not (whole.start <= period.start and period.end <= whole.end):
+        raise ValueError("the period must lie inside the window")
     first = _local_date(period.start, time_zone)
-    # The local dates the period touches: a period cut inside a day (by the agreement's start
-    # or end) still has that day, over at the period's end.
-    days = (_local_date(period.end - timedelta(microseconds=1), time_zone) - first).days + 1
+    days = _days_touched(period, time_zone)
     elapsed_days = min(max((_local_date(elapsed_until, time_zone) - first).days, 0), days)
     if elapsed_until >= period.end:
         elapsed_days = days
     if elapsed_until <= period.start:
         elapsed_days = 0
+    window_days = _days_touched(whole, time_zone)
     customers = target * share / size
     full = customers / rate
-    value = full * Decimal(elapsed_days) / Decimal(days)
+    value = full * Decimal(elapsed_days) / Decimal(window_days)
     detail = {
         "unit": "leads",
         "customers_needed": str(customers),
         "leads_needed_period": str(full),
         "leads_needed_ceil": str(value.to_integral_value(rounding=ROUND_CEILING)),
         "days_elapsed": str(elapsed_days),
-        "days_in_period": str(days),
+        "days_in_period": str(window_days),
     }
     params = {
         "sales_target": str(target),
@@ -388,8 +412,12 @@ def leads_needed(
         "elapsed_until": instant_param(elapsed_until),
         "time_zone": time_zone,
     }
+    if version >= 3:
+        detail["days_in_force"] = str(days)
+        params["window_start"] = instant_param(whole.start)
+        params["window_end"] = instant_param(whole.end)
     records = sorted_records(handed_off, lambda lead: lead.lead_id, "lead")
-    return evaluated("marketing.leads_needed", value, params, records, detail, "", version=2)
+    return evaluated("marketing.leads_needed", value, params, records, detail, "", version=version)
 
 
 def close_rate(leads: Sequence[Lead]) -> Evaluated:
