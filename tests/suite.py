@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from accord_agreements.samples import EMAIL, FINANCE, IT
 from accord_billing.application import Billing
 from accord_kit.application import AccordApplication
 from accord_kit.clock import FakeClock
-from accord_kit.consumer import Applier
+from accord_kit.consumer import Applier, NotYetError
 from accord_kit.context import Principal
 from accord_kit.nats_util import connect
 from accord_kit.relay import Relay
@@ -67,11 +68,16 @@ def calls(prefix: str, day: str, fast: int, slow: int) -> list[pb.Signal]:
     return out
 
 
-def feed(source: str, upstream: AccordApplication, downstream: Applier) -> None:
-    """What a consumer does: apply every new upstream event once, in order."""
-    envs, _ = upstream.read_events(downstream.tracked_position(source), 5000)
+def feed(source: str, upstream: AccordApplication, downstream: Applier, limit: int = 5000) -> None:
+    """What a consumer does: apply the new upstream events once, in order (at most `limit`).
+    An event that must wait for another stream's (NotYetError) stops the feed there, as the
+    consumer puts it back: the next feed tries it again."""
+    envs, _ = upstream.read_events(downstream.tracked_position(source), limit)
     for env in envs:
-        downstream.apply_upstream(source, env)
+        try:
+            downstream.apply_upstream(source, env)
+        except NotYetError:
+            return
 
 
 class Suite:
@@ -82,10 +88,30 @@ class Suite:
         self.agreements = Agreements(self.envs["agreements"], clock=self.clock)
         self.metrics = Metrics(self.envs["metrics"], clock=self.clock)
         self.billing = Billing(self.envs["billing"], clock=self.clock)
+        self.interleave: random.Random | None = None  # see tick
 
     def tick(self, when: str) -> None:
-        """Move the clock and let every service do what its consumers and tasks would."""
+        """Move the clock and let every service do what its consumers and tasks would. With
+        `interleave` set, first a random run of those steps in a random order — each consumer
+        a few events at a time, rounds and billing's clock in between, billing's metrics
+        consumer ahead of its agreements consumer — as independent processes may interleave
+        them; then the usual full pass, so every tick ends with everything applied."""
         self.clock.set(at(when))
+        rng = self.interleave
+        if rng is not None:
+            steps: list[Callable[[int], None]] = [
+                lambda n: feed("agreements", self.agreements, self.metrics, n),
+                lambda n: feed("agreements", self.agreements, self.billing, n),
+                lambda n: feed("metrics", self.metrics, self.billing, n),
+                lambda n: feed("billing", self.billing, self.agreements, n),
+                lambda n: self.metrics.evaluate() and None,
+                lambda n: self.billing.process_due() and None,
+            ]
+            if rng.random() < 0.5:  # billing's agreements consumer behind everything else
+                for step in (steps[0], steps[4], steps[2], steps[5]):
+                    step(5000)
+            for _ in range(rng.randint(2, 10)):
+                rng.choice(steps)(rng.choice([1, 2, 5, 5000]))
         for _ in range(2):
             feed("agreements", self.agreements, self.metrics)
             feed("agreements", self.agreements, self.billing)

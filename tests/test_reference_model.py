@@ -684,6 +684,9 @@ def _last(start: datetime, stops: list[int | None], pauses: tuple[tuple[int, int
 def run(j: Journey, s: Suite) -> str:
     """Drive the journey through the applications; returns the agreement id."""
     rng = random.Random(j.seed)
+    # The services' consumers, rounds and clocks interleaved at random in every tick (Suite.tick):
+    # the money must not depend on the order independent processes happen to run in.
+    s.interleave = random.Random(j.seed + 1)
     s.clock.set(datetime(2025, 12, 20, tzinfo=UTC))
     ag = s.agreements
     for dept in (IT, FINANCE):
@@ -698,10 +701,18 @@ def run(j: Journey, s: Suite) -> str:
         ag.accept(CUSTOMER, parent_id)
     aid = str(ag.draft(PROVIDER, parent_and_child_json(j, parent_id)[1] if j.inherited else terms_json(j)).id)
     ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
-    arrivals = arrivals_of(j, rng)
     # The agreement's own changes, each at its instant on the agreements service's clock.
     actions: list[tuple[datetime, Callable[[], None]]] = []
+    # A third of the journeys without amendment or suspension are accepted only after their
+    # term began (windows already ended close at once, before billing may have applied the
+    # acceptance); the others before it.
+    late = s.interleave.choice([1, 9, 40]) if s.interleave is not None and s.interleave.random() < 0.34 else 0
+    accept_at = j.start + timedelta(days=late)
+    if late and not j.amendment and not j.suspension and (j.end is None or accept_at < j.end - timedelta(days=1)):
+        actions.append((accept_at, lambda: ag.accept(CUSTOMER, aid)))
+    else:
+        ag.accept(CUSTOMER, aid)
+    arrivals = arrivals_of(j, rng)
     if j.amendment:
         accepted, effective = j.amendment[0], j.amendment[1]
 
@@ -886,6 +897,14 @@ def hold_to_model(j: Journey, metrics: Metrics, billing: Billing, aid: str, hori
         key = _iso(period)
         assert got_money.get(key) == amount, (key, got_money.get(key), amount)
         assert got_fees.get(key) == model.fee_charged(terms, period), (key, got_fees.get(key))
+    # …and issued: every window the journey touches has closed by the horizon, so a statement
+    # of an ended period still OPEN waits for a window billing will never receive.
+    waiting = [
+        st_.period_start
+        for st_ in billing.statements(None, aid)
+        if st_.state == "OPEN" and _instant(st_.period_end) <= horizon - timedelta(days=1)
+    ]
+    assert not waiting, f"ended periods never issued: {waiting}"
 
 
 def _instant(text: str) -> datetime:
