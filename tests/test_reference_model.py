@@ -1,6 +1,7 @@
 """Generated journeys through the real agreements, metrics and billing applications (real
 SQLite stores, and a quarter as many journeys on PostgreSQL; one fake clock; every upstream
-event fed the way the consumers apply it), compared with the independent reference model in
+event fed the way the consumers apply it, the consumers, rounds and clocks interleaved at random
+in every tick — see `Suite.tick`), compared with the independent reference model in
 `tests/reference/model.py`: every closed window's value and judgement, and every fee period's
 credits and fee, to the minor unit.
 
