@@ -38,6 +38,18 @@ async def publish_all(nats_url: str, app: Counters) -> None:
     await nc.close()
 
 
+async def serve_log(counters: Counters, keys: tuple[bytes, bytes]) -> tuple[Any, EventLogClient]:
+    """The source's log served over a real gRPC channel with auth, and a client of it."""
+    private, public = keys
+    server = build_server(
+        host="127.0.0.1", port=0, policy=COUNTER_POLICY, verifier=TokenVerifier(public),
+        register=[register_event_log(counters)],
+    )  # fmt: skip
+    await server.start()
+    token = mint_token(private, subject="tally", role="service")
+    return server, EventLogClient(f"127.0.0.1:{server.port}", token=lambda: token)
+
+
 def seed(app: Counters, n: int) -> int:
     """n increments of 1..n on three counters; returns their sum."""
     for i in range(1, n + 1):
@@ -164,14 +176,7 @@ async def test_message_missing_from_the_stream_is_caught_up_through_read_events(
     await js.delete_msg(service.upper(), 7)
     await js.delete_msg(service.upper(), 8)
     # The source serves its log over a real gRPC channel, with auth.
-    private, public = keys
-    server = build_server(
-        host="127.0.0.1", port=0, policy=COUNTER_POLICY, verifier=TokenVerifier(public),
-        register=[register_event_log(counters)],
-    )  # fmt: skip
-    await server.start()
-    token = mint_token(private, subject="tally", role="service")
-    client = EventLogClient(f"127.0.0.1:{server.port}", token=lambda: token)
+    server, client = await serve_log(counters, keys)
     tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
     cfg = ConsumerConfig(consumer="tally", source=service, stream=service.upper(), nak_delay=0.05, gap_timeout=0.5)
     consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
@@ -208,14 +213,7 @@ async def test_a_durable_that_stops_delivering_is_caught_up_through_read_events(
     total = seed(counters, 10)
     await publish_all(nats_server.url, counters)
     nc = await connect(nats_server.url, name="consumer")
-    private, public = keys
-    server = build_server(
-        host="127.0.0.1", port=0, policy=COUNTER_POLICY, verifier=TokenVerifier(public),
-        register=[register_event_log(counters)],
-    )  # fmt: skip
-    await server.start()
-    token = mint_token(private, subject="tally", role="service")
-    client = EventLogClient(f"127.0.0.1:{server.port}", token=lambda: token)
+    server, client = await serve_log(counters, keys)
     tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
     cfg = ConsumerConfig(
         consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
