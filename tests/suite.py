@@ -99,17 +99,29 @@ class Suite:
         self.clock.set(at(when))
         rng = self.interleave
         if rng is not None:
-            steps: list[Callable[[int], None]] = [
-                lambda n: feed("agreements", self.agreements, self.metrics, n),
-                lambda n: feed("agreements", self.agreements, self.billing, n),
-                lambda n: feed("metrics", self.metrics, self.billing, n),
-                lambda n: feed("billing", self.billing, self.agreements, n),
-                lambda n: self.metrics.evaluate() and None,
-                lambda n: self.billing.process_due() and None,
-            ]
+
+            def views(n: int) -> None:
+                feed("agreements", self.agreements, self.metrics, n)
+
+            def billed_agreements(n: int) -> None:
+                feed("agreements", self.agreements, self.billing, n)
+
+            def windows(n: int) -> None:
+                feed("metrics", self.metrics, self.billing, n)
+
+            def statements(n: int) -> None:
+                feed("billing", self.billing, self.agreements, n)
+
+            def round_(_: int) -> None:
+                self.metrics.evaluate()
+
+            def due(_: int) -> None:
+                self.billing.process_due()
+
             if rng.random() < 0.5:  # billing's agreements consumer behind everything else
-                for step in (steps[0], steps[4], steps[2], steps[5]):
+                for step in (views, round_, windows, due):
                     step(5000)
+            steps = [views, billed_agreements, windows, statements, round_, due]
             for _ in range(rng.randint(2, 10)):
                 rng.choice(steps)(rng.choice([1, 2, 5, 5000]))
         for _ in range(2):

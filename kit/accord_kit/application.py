@@ -197,21 +197,22 @@ class AccordApplication(Application[Any]):
         writer of this store saved one of the same aggregates first (the service's own clock
         work, a command), the event is applied again on the new state, up to
         CONFLICT_RETRIES times, before the conflict is reported as the consumer's failure."""
-        for attempt in range(1, CONFLICT_RETRIES + 1):
+        attempt = 1
+        while True:
             processing = ProcessingEvent[Any](tracking=Tracking(source, envelope.position))
             self.policy(source, envelope, processing)
             try:
                 recordings = self._record(processing)
+                break
             except IntegrityError:
                 if self.tracked_position(source) >= envelope.position:
                     return False
                 if attempt == CONFLICT_RETRIES:
                     raise
-                continue
-            self._take_snapshots(processing)
-            self._notify(recordings)
-            return True
-        raise AssertionError("unreachable")
+                attempt += 1
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return True
 
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
         """React to an upstream event by collecting new events into `processing`.

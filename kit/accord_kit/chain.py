@@ -303,6 +303,23 @@ class ChainedRecorder:
         `limit` of them (a faster select_notifications for the verifier: no domain objects)."""
         raise NotImplementedError
 
+    def _oid_text(self, originator_id: UUID | str) -> str:
+        """The originator id as select_notifications() gives it back (what the hash covers)."""
+        raise NotImplementedError
+
+    def _new_links(
+        self, head: tuple[int, bytes], ids: Sequence[int] | None, stored_events: Sequence[StoredEvent]
+    ) -> list[tuple[int, bytes]]:
+        """The chain entries of records just inserted under these notification ids, after `head`
+        (read under the same write lock)."""
+        if ids is None or len(ids) != len(stored_events):
+            raise ChainError("the store did not report a notification id for every record")
+        rows = [
+            (nid, self._oid_text(s.originator_id), s.originator_version, s.topic, s.state)
+            for nid, s in zip(ids, stored_events, strict=True)
+        ]
+        return _next_links(head[0], head[1], rows)
+
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorder):
     """Writes each record's chain hash in the record's own write transaction.
@@ -391,18 +408,9 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorde
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         if stored_events:
-            if ids is None or len(ids) != len(stored_events):
-                raise ChainError("the store did not report a notification id for every record")
             # The inserts above hold SQLite's write lock: no other writer can move the head now.
-            head_id, head_hash = self._chain_head(c)
-            rows = [
-                (nid, self._oid_text(s.originator_id), s.originator_version, s.topic, s.state)
-                for nid, s in zip(ids, stored_events, strict=True)
-            ]
-            c.executemany(
-                f"INSERT INTO {self.chain_table_name} (notification_id, hash) VALUES (?, ?)",
-                _next_links(head_id, head_hash, rows),
-            )
+            links = self._new_links(self._chain_head(c), ids, stored_events)
+            c.executemany(f"INSERT INTO {self.chain_table_name} (notification_id, hash) VALUES (?, ?)", links)
         return ids
 
     def chain_head(self) -> tuple[int, bytes]:
@@ -560,15 +568,9 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder, ChainedRec
             return None
         self._insert_stored_events(curs, stored_events, **kwargs)  # takes the table lock
         notification_ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        if notification_ids is None or len(notification_ids) != len(stored_events):
-            raise ChainError("the store did not report a notification id for every record")
         # The head, read under that lock (other writers wait for this transaction's end).
-        head_id, head_hash = self._chain_head(curs)
-        rows = [
-            (nid, self._oid_text(s.originator_id), s.originator_version, s.topic, s.state)
-            for nid, s in zip(notification_ids, stored_events, strict=True)
-        ]
-        curs.executemany(self._insert_chain_sql, _next_links(head_id, head_hash, rows))
+        links = self._new_links(self._chain_head(curs), notification_ids, stored_events)
+        curs.executemany(self._insert_chain_sql, links)
         return notification_ids
 
     def chain_head(self) -> tuple[int, bytes]:

@@ -382,7 +382,7 @@ class Billing(AccordApplication):
         the acceptance is applied; dropping it would leave its period waiting for a window
         that never comes, and billing it by an older version would be the wrong money."""
         agreement = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: None)
-        known = max((int(v["version"]) for v in agreement.versions), default=0) if agreement is not None else 0
+        known = int(agreement.versions[-1]["version"]) if agreement is not None and agreement.versions else 0
         if known == 0 or msg.agreement_version > known:
             raise NotYetError(
                 f"agreement {msg.agreement_id} version {msg.agreement_version or 1} judged the window "
