@@ -12,8 +12,8 @@ exactly once to a local application.
 * An event whose handling keeps failing halts the consumer with an alert (log + health);
   it is never skipped.
 * An event that depends on another source's event not yet applied here (billing receives a
-  window metrics judged by an agreement version billing's agreements consumer has not applied
-  yet: the two streams are consumed independently) raises `NotYetError`: the event and the
+  window metrics judged with the agreements stream applied further than billing's agreements
+  consumer has yet: the two streams are consumed independently) raises `NotYetError`: the event and the
   rest of its batch are nak'ed and tried again after `wait_delay`, as often as it takes. It is
   neither skipped nor counted as a failure; `stats.waits` counts the attempts.
 * A message that is not an envelope at all (its bytes do not decode, or it has no event

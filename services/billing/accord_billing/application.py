@@ -47,6 +47,9 @@ FINALIZED_TOPIC: str = Statement.Finalized.TOPIC  # type: ignore[attr-defined]
 AGREEMENT_TOPIC = BilledAgreement.Seen.TOPIC
 LEDGER_TOPIC = LedgerTransaction.Posted.TOPIC
 ADJUSTED: type = Statement.Adjusted
+# The name under which billing's consumer of the agreements stream tracks its position (the
+# agreements service's log position; bootstrap: Upstream("agreements")) — metrics' name for its own.
+AGREEMENTS_SOURCE = "agreements"
 ISSUE_DELAY = timedelta(hours=1)  # windows close on metrics' clock a little after the period ends
 _parse = periods.parse_instant
 
@@ -367,20 +370,32 @@ class Billing(AccordApplication):
         elif t == metric_events.WindowClosed.DESCRIPTOR.full_name:
             closed = metric_events.WindowClosed()
             envelope.payload.Unpack(closed)
-            self._on_closed(closed.evaluation, processing)
+            self._on_closed(closed.evaluation, closed.agreements_position, processing)
         elif t == metric_events.EvaluationRestated.DESCRIPTOR.full_name:
             restated = metric_events.EvaluationRestated()
             envelope.payload.Unpack(restated)
-            self._on_restated(restated.old, restated.new, processing, envelope.event_id)
+            self._on_restated(restated.old, restated.new, restated.agreements_position, processing, envelope.event_id)
 
-    def _judged_agreement(self, msg: metric_events.Evaluation) -> BilledAgreement:
-        """The agreement a window was judged for, holding the version that judged it. Billing
+    def _judged_agreement(self, msg: metric_events.Evaluation, agreements_position: int) -> BilledAgreement:
+        """The agreement a window was judged for, as metrics knew it when it judged. Billing
         consumes the agreements and metrics streams independently, so metrics' judgement of an
-        agreement (or of an amendment's version) can arrive before the agreement's acceptance
-        does — after a failover billing's agreements consumer may be seconds behind its
-        metrics consumer. Such a window waits (NotYetError: tried again, never dropped) until
-        the acceptance is applied; dropping it would leave its period waiting for a window
-        that never comes, and billing it by an older version would be the wrong money."""
+        agreement can arrive before what it was judged by does — the acceptance, an amendment's
+        version, a suspension, a resumption, an end, a parent's amendment — after a failover
+        billing's agreements consumer may be seconds behind its metrics consumer. Such a window
+        waits (NotYetError: tried again, never dropped, never skipped) until billing's consumer of
+        the agreements stream has applied at least `agreements_position`, the agreements log's
+        position metrics had applied when it judged (0 — recorded before metrics kept it — no
+        such wait), and the judging version is known (the only rule for those older events).
+        Dropping it would leave its period waiting for a window that never comes; assessing it
+        by what billing knew then would make the money depend on which consumer ran first. The
+        agreements consumer never waits on metrics, so the wait always ends."""
+        applied = self.tracked_position(AGREEMENTS_SOURCE) if agreements_position else 0
+        if applied < agreements_position:
+            raise NotYetError(
+                f"metrics judged the window {msg.objective_id} {msg.window_start} of agreement {msg.agreement_id}"
+                f" with the agreements stream applied up to position {agreements_position}; billing has applied"
+                f" it up to {applied}"
+            )
         agreement = self._get_or(BilledAgreement.create_id(msg.agreement_id), lambda: None)
         known = int(agreement.versions[-1]["version"]) if agreement is not None and agreement.versions else 0
         if known == 0 or msg.agreement_version > known:
@@ -392,17 +407,20 @@ class Billing(AccordApplication):
             )
         return agreement
 
-    def _on_closed(self, msg: metric_events.Evaluation, processing: ProcessingEvent[Any]) -> None:
-        self._on_window(self._judged_agreement(msg), msg, None, processing)
+    def _on_closed(
+        self, msg: metric_events.Evaluation, agreements_position: int, processing: ProcessingEvent[Any]
+    ) -> None:
+        self._on_window(self._judged_agreement(msg, agreements_position), msg, None, processing)
 
     def _on_restated(
         self,
         old: metric_events.Evaluation,
         new: metric_events.Evaluation,
+        agreements_position: int,
         processing: ProcessingEvent[Any],
         source: str,
     ) -> None:
-        self._on_window(self._judged_agreement(new), new, source, processing)
+        self._on_window(self._judged_agreement(new, agreements_position), new, source, processing)
 
     def _on_window(
         self,

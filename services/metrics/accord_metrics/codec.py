@@ -100,11 +100,22 @@ def codec() -> EventCodec:
         ev.EvaluationUpdated,
         lambda e: ev.EvaluationUpdated(evaluation=evaluation_message(e.evaluation)),
     )
-    c.register(W.Closed, ev.WindowClosed, lambda e: ev.WindowClosed(evaluation=evaluation_message(e.evaluation)))
+    # `agreements_position`: 0 for an event recorded before it was kept (WindowEvaluation._closed).
+    c.register(
+        W.Closed,
+        ev.WindowClosed,
+        lambda e: ev.WindowClosed(
+            evaluation=evaluation_message(e.evaluation), agreements_position=getattr(e, "agreements_position", 0)
+        ),
+    )
     c.register(
         W.Restated,
         ev.EvaluationRestated,
-        lambda e: ev.EvaluationRestated(old=evaluation_message(e.old), new=evaluation_message(e.new)),
+        lambda e: ev.EvaluationRestated(
+            old=evaluation_message(e.old),
+            new=evaluation_message(e.new),
+            agreements_position=getattr(e, "agreements_position", 0),
+        ),
     )
     c.register(
         W.Breached,

@@ -332,14 +332,16 @@ class WindowEvaluation(Aggregate):
         self.breaches: list[str] = []  # subjects: "" for the objective, or e.g. a late ticket id
         self.breach_records: list[dict[str, Any]] = []
 
-    def update(self, evaluation: dict[str, Any]) -> None:
-        """Record a new running (or, after closing, restated) evaluation if it changed."""
+    def update(self, evaluation: dict[str, Any], agreements_position: int = 0) -> None:
+        """Record a new running (or, after closing, restated) evaluation if it changed.
+        `agreements_position`: the agreements log's position up to which metrics had applied
+        the agreements stream when it judged (carried by a restatement, see `close`)."""
         if self.closed:
             if evaluation["input_digest"] != self.closed["input_digest"] and (
                 not self.restatements or evaluation["input_digest"] != self.restatements[-1]["new"]["input_digest"]
             ):
                 old = self.restatements[-1]["new"] if self.restatements else self.closed
-                self._restated(old=old, new=evaluation)
+                self._restated(old=old, new=evaluation, agreements_position=agreements_position)
             return
         if "as_of" in (evaluation.get("parameters") or {}):
             # Judged as of the pass's instant (tickets, tasks, follow-ups, FCR): its parameters,
@@ -357,16 +359,24 @@ class WindowEvaluation(Aggregate):
     def _evaluated(self, evaluation: dict[str, Any]) -> None:
         self.current = evaluation
 
+    # A closing or restatement records `agreements_position`: the position in the agreements
+    # service's log up to which metrics had applied the agreements stream when it judged the
+    # window (an upper bound of every agreements event the judgement read: the views it read
+    # were loaded before it was taken). Billing applies the window only once its own consumer of
+    # that stream has applied as far. Events recorded before it was kept hold none (0).
     @event("Restated", topic="accord_metrics.domain:WindowEvaluation.Restated")
-    def _restated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
-        self.restatements = [*self.restatements, {"old": old, "new": new}]
+    def _restated(self, old: dict[str, Any], new: dict[str, Any], agreements_position: int = 0) -> None:
+        restatement: dict[str, Any] = {"old": old, "new": new}
+        if agreements_position:
+            restatement["agreements_position"] = agreements_position
+        self.restatements = [*self.restatements, restatement]
 
-    def close(self, evaluation: dict[str, Any]) -> None:
+    def close(self, evaluation: dict[str, Any], agreements_position: int = 0) -> None:
         if not self.closed:
-            self._closed(evaluation=evaluation)
+            self._closed(evaluation=evaluation, agreements_position=agreements_position)
 
     @event("Closed", topic="accord_metrics.domain:WindowEvaluation.Closed")
-    def _closed(self, evaluation: dict[str, Any]) -> None:
+    def _closed(self, evaluation: dict[str, Any], agreements_position: int = 0) -> None:
         self.closed = evaluation
         self.current = evaluation
 

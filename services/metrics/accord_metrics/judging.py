@@ -41,6 +41,9 @@ CALENDAR_TOPICS = sorted(event_topics(CalendarView))
 # round judges only the signals stored after it — with its open windows, and any window a view
 # change, a closing or an opening needs — not every window again (see the README, "Scale").
 JUDGED = "metrics-judged-signals"
+# The name under which metrics' consumer of the agreements stream tracks its position (the
+# agreements service's log position it applied up to; bootstrap: Upstream("agreements")).
+AGREEMENTS_SOURCE = "agreements"
 
 
 @dataclass(frozen=True)
@@ -548,9 +551,13 @@ class Judging(_Host):
             # The burn rate over the fastest pair's long window (1 h for a 30-day window),
             # as of this evaluation: carried with it, not a reason on its own for a new event.
             evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
-        agg.update(evaluation)
+        # A closing or restatement says how far metrics had applied the agreements stream: read
+        # now, after every view the judgement read was loaded, it bounds what the judgement knew
+        # (billing waits until it has applied as far, WindowEvaluation._closed).
+        position = self.tracked_position(AGREEMENTS_SOURCE) if evaluation["closed"] else 0
+        agg.update(evaluation, position)
         if evaluation["closed"]:
-            agg.close(evaluation)
+            agg.close(evaluation, position)
         if evaluation["status"] == BREACHED:
             agg.breach("", evaluation["value"], evaluation["target"], certain_before_close=not evaluation["closed"])
         for subject in late_subjects(evaluation):

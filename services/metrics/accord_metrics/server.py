@@ -142,7 +142,11 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             out.closing.CopyFrom(evaluation_message(agg.closed))
         for r in agg.restatements:
             out.restatements.append(
-                ev.EvaluationRestated(old=evaluation_message(r["old"]), new=evaluation_message(r["new"]))
+                ev.EvaluationRestated(
+                    old=evaluation_message(r["old"]),
+                    new=evaluation_message(r["new"]),
+                    agreements_position=int(r.get("agreements_position") or 0),
+                )
             )
         return out
 
