@@ -206,12 +206,13 @@ def views(agreements: Agreements, metrics: Metrics) -> None:
         metrics.apply_upstream("agreements", env)
 
 
-def first_position(source: AccordApplication, event: str, after: int = 0) -> int:
-    """The position of the first `event` (its type's last name) in the source's log after `after`."""
-    return next(e.position for e in source.read_events(after, 5000)[0] if e.type.endswith("." + event))
+def first_position(source: AccordApplication, event: str) -> int:
+    """The position of the first `event` (its type's last name) in the source's log."""
+    return next(e.position for e in source.read_events(0, 5000)[0] if e.type.endswith("." + event))
 
 
 async def publish(nats_url: str, source: AccordApplication, envs: list[Any]) -> None:
+    """The given events of the source's log on its stream, in order."""
     nc = await connect(nats_url, name="publisher")
     try:
         await ensure_stream(nc, source.service.upper(), source.service)
@@ -420,4 +421,38 @@ def test_a_closing_and_a_restatement_say_how_far_metrics_had_applied_the_agreeme
     assert money(late, aid) == money(clean, aid)
     assert_rederives_clean(late, agreements, metrics, aid)
     for app in (agreements, metrics, clean, late):
+        app.close()
+
+
+def test_a_window_recorded_before_metrics_kept_the_position_waits_only_for_its_version(
+    make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """A closing recorded before metrics kept `agreements_position` carries 0: billing applies
+    it as soon as it holds the version that judged it, however far its agreements consumer is
+    behind metrics' — the rule those events were billed by."""
+    clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
+    agreements, metrics = journey_apps(make_store_env, unique, clock)
+    aid = accept(agreements, sla_terms(objectives=[sla_terms()["objectives"][0]]))
+    accepted_at = agreements.head_position()
+    agreements.suspend(PROVIDER, aid, "office move")
+    views(agreements, metrics)
+    clock.set(at(f"2026-02-01T02:00{AMS}"))
+    metrics.evaluate()
+    [closing] = [e for e in metrics.read_events(0, 5000)[0] if e.type.endswith(".WindowClosed")]
+    closed = metric_events.WindowClosed()
+    closing.payload.Unpack(closed)
+    assert closed.agreements_position == metrics.tracked_position("agreements") > accepted_at
+    billing = Billing(make_store_env("billing"), clock=clock)
+    for env in agreements.read_events(0, 5000)[0]:
+        if env.position <= accepted_at:
+            billing.apply_upstream("agreements", env)
+    with pytest.raises(NotYetError):
+        billing.apply_upstream("metrics", closing)
+    closed.agreements_position = 0  # as recorded before the position was kept
+    closing.payload.Pack(closed)
+    for env in metrics.read_events(0, 5000)[0]:
+        billing.apply_upstream("metrics", closing if env.event_id == closing.event_id else env)
+    [january] = billing.statements(None, aid)
+    assert list(january.assessments) == [f"availability|{closed.evaluation.window_start}"]
+    for app in (agreements, metrics, billing):
         app.close()
