@@ -428,6 +428,7 @@ def terms_json(j: Journey) -> dict[str, Any]:
                 "target": j.request_target,
                 "window": objective["window"],
                 "calendar_id": "24x7",
+                "exclusions": objective["exclusions"],
                 "budgeting": "BUDGETING_OCCURRENCES",
                 "no_data": "NO_DATA_POLICY_NOT_COUNTED",
                 "credit_tiers": TIERS_JSON,

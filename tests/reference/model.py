@@ -23,9 +23,10 @@ tiers with explicit bounds, a monthly fee, a cap and a minimum per fee period, a
 that may end (a window it cuts judged as of the end), amendments in force from an instant
 (each window judged and credited by the version in force at its measured start; the fee
 charged by each version's share of the month — a parent's amendment splits its inheriting
-child's month the same way), suspensions (left out of time-based measurement, not charged;
-counted metrics count what happened whether or not the agreement was suspended, the metrics
-service's stated rule), and an agreement with a fee and no objectives.
+child's month the same way), suspensions (left out of time-based measurement and of request-based
+availability, like exclusions, and not charged; the other counted metrics count what happened
+whether or not the agreement was suspended, the metrics service's stated rule), and an
+agreement with a fee and no objectives.
 Where docs/domain.md leaves a rule open the model follows the rule the metrics service states
 (services/metrics/README.md, "Rules the reference model holds it to"), each written here in
 the function that applies it.
@@ -35,6 +36,7 @@ latest content, and a child's effective terms.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -310,11 +312,18 @@ def availability(
     return (e - length(overlap(whole, eligible))) / e * 100
 
 
-def request_availability(window: Span, requests: list[tuple[datetime, int, int]]) -> Fraction | None:
-    """Σ good ÷ Σ total × 100 over the counts that start in the window (docs/domain.md §4
-    "Availability, request-based", OCCURRENCES); a probe is one request, good when it
-    succeeded. No request → no value."""
-    inside = [(g, t) for at, g, t in requests if window[0] <= at < window[1]]
+def request_availability(
+    window: Span,
+    requests: list[tuple[datetime, int, int]],
+    exclusions: Sequence[Span] = (),
+    calendar: BusinessHours | None = None,
+) -> Fraction | None:
+    """Σ good ÷ Σ total × 100 over the counts that start in the window's eligible time —
+    window ∩ open hours − exclusions (and suspended time), as for time-based availability
+    (docs/domain.md §3 "Exclusions", §4 "Availability, request-based", OCCURRENCES); a probe
+    is one request, good when it succeeded. No request measured → no value."""
+    eligible = subtract(calendar.open_spans(window) if calendar else [window], list(exclusions))
+    inside = [(g, t) for at, g, t in requests if any(a <= at < b for a, b in eligible)]
     total = sum(t for _, t in inside)
     return Fraction(sum(g for g, _ in inside) * 100, total) if total else None
 
@@ -662,8 +671,7 @@ def value_of(
     if metric == "SERVICE_LEVEL" and objective.service_level is not None:
         return service_level(w, calls, *objective.service_level), target
     if metric == "AVAILABILITY_REQUESTS":
-        # Counted, suspended or not (the metrics service's stated rule for counted metrics).
-        return request_availability(w, requests), target
+        return request_availability(w, requests, holes, objective.calendar), target
     if metric == "AVAILABILITY_TIME":
         return availability(w, outages, holes, objective.min_outage_seconds, objective.calendar), target
     if metric == "MTTR":

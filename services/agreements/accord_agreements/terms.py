@@ -370,6 +370,7 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
         Param("min_outage_seconds", "decimal", "seconds", _d("0"), _d("86400"), default="0"),
         _NOTICE,
     ),
+    "METRIC_AVAILABILITY_REQUESTS": (_NOTICE,),
     "METRIC_MTTR": (
         Param("r", "enum", choices=("REPAIR", "RESTORE", "RESOLVE", "RESPOND"), default="RESTORE"),
         _NOTICE,

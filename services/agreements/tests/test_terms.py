@@ -227,6 +227,7 @@ LEADS = {
 # A valid set of parameters for every metric that takes any (every declared parameter given).
 VALID_PARAMETERS: dict[str, dict[str, str]] = {
     "METRIC_AVAILABILITY_TIME": {"min_outage_seconds": "60", "maintenance_notice_hours": "48"},
+    "METRIC_AVAILABILITY_REQUESTS": {"maintenance_notice_hours": "12"},
     "METRIC_MTTR": {"r": "RESOLVE", "maintenance_notice_hours": "0"},
     "METRIC_MTBF": {"maintenance_notice_hours": "72.5"},
     "METRIC_ABANDONMENT_RATE": {"short_abandon_seconds": "5"},
@@ -258,6 +259,7 @@ BAD_PARAMETERS = [
     ("METRIC_AVAILABILITY_TIME", "maintenance_notice_hours", "9000", "must be at most 8760"),
     ("METRIC_AVAILABILITY_TIME", "maintenance_notice_hours", "-1", "must be at least 0"),
     ("METRIC_AVAILABILITY_TIME", "min_outage_seconds", "1e14", "must be at most 86400"),
+    ("METRIC_AVAILABILITY_REQUESTS", "maintenance_notice_hours", "2d", "must be a decimal number of hours"),
     ("METRIC_AVAILABILITY_TIME", "min_outage_seconds", "60s", "must be a decimal number of seconds"),
     ("METRIC_AVAILABILITY_TIME", "min_outage_seconds", "NaN", "must be a decimal number of seconds"),
     ("METRIC_MTTR", "r", "FIX", "must be one of REPAIR, RESOLVE, RESPOND, RESTORE"),

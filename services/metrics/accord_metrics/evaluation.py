@@ -82,7 +82,8 @@ def run_formula(
     """The objective's formula over `window` (the part of the calendar `full_window` the
     agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
     a closed window was recorded with — that version computes it again if it is still
-    computable (`work.LEADS_NEEDED_VERSIONS`), else the current one."""
+    computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`), else the
+    current one."""
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
@@ -101,12 +102,22 @@ def run_formula(
     if metric == "METRIC_AVAILABILITY_REQUESTS":
         method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
         slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
+        version = reliability.REQUESTS_VERSION
+        if (
+            recorded is not None
+            and recorded[0] == "availability.requests"
+            and recorded[1] in reliability.REQUESTS_VERSIONS
+        ):
+            version = recorded[1]
         return reliability.availability_requests(
             [r for r in signals.requests if in_w(r.start)],
             method,
             window,
             int(objective.get("slice_minutes") or 5),
             slice_target,
+            calendar,
+            exclusions,
+            version=version,
         )
     if metric == "METRIC_MTTR":
         incidents = [i for i in signals.incidents if i.failure_start < window.end]

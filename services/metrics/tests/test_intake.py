@@ -172,8 +172,12 @@ async def test_a_batch_the_store_cannot_read_is_never_acknowledged_and_is_record
             conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (state, rowid))  # the store is back
             await eventually(lambda: len(it.metrics.signals(EMAIL)) == 10, timeout=30, what="the batch recorded")
             assert it.intake.rejected == 0
-            info = await js.consumer_info(STREAM, "metrics-SIGNALS")
-            assert info.num_ack_pending == 0 and info.num_pending == 0
+
+            async def settled() -> bool:  # acknowledged once stored: the ack reaches the server just after
+                info = await js.consumer_info(STREAM, "metrics-SIGNALS")
+                return bool(info.num_ack_pending == 0 and info.num_pending == 0)
+
+            await eventually(settled, timeout=10, what="the batch acknowledged")
         finally:
             await nc.close()
             conn.close()

@@ -248,7 +248,14 @@ def test_occurrences() -> None:
         "method": "OCCURRENCES",
         "window_start": "2026-01-05T10:00:00+00:00",
         "window_end": "2026-01-05T10:30:00+00:00",
+        "calendar": "24x7",
+        "calendar_version": "1",
     }
+    assert (r.formula_version, r.detail["eligible_seconds"], r.detail["counts_excluded"]) == (2, "1800", "0")
+    # Version 1, kept for the windows recorded with it: the same value, no calendar.
+    v1 = availability_requests(BUCKETS, "OCCURRENCES", W30, version=1)
+    assert (v1.formula_version, v1.value) == (1, r.value)
+    assert "calendar" not in v1.parameters and v1.input_digest != r.input_digest
 
 
 def test_timeslices() -> None:
@@ -299,6 +306,66 @@ def test_request_based_zero_denominators() -> None:
 def test_request_based_exactly_on_target() -> None:
     r = availability_requests([count("10:00", 30, 999, 1000)], "OCCURRENCES", W30)
     assert r.value == d("99.9") and r.value >= d("99.9")
+
+
+def test_request_based_leaves_out_excluded_time() -> None:
+    # A declared maintenance window (or suspended time) 10:05–10:15: the counts that start in
+    # it are not measured, as an outage in it would not be (docs/domain.md §3 "Exclusions").
+    maintenance = [span("10:05", "10:15")]
+    r = availability_requests(BUCKETS, "OCCURRENCES", W30, exclusions=maintenance)
+    # Σgood = 99 + 100 + 1000 + 0 + 49 = 1248 of 100 + 100 + 1000 + 0 + 50 = 1250 → 99.84
+    assert (r.detail["good"], r.detail["total"], r.detail["counts_excluded"]) == ("1248", "1250", "1")
+    assert r.value == d("99.84") and r.detail["eligible_seconds"] == "1200"
+    # Every request in the window excluded: nothing measured, for want of eligible time.
+    whole = availability_requests(BUCKETS, "OCCURRENCES", W30, exclusions=[span("09:00", "11:00")])
+    assert whole.value is None and whole.undefined == "no eligible time"
+    # Version 1 measured them all.
+    assert availability_requests(BUCKETS, "OCCURRENCES", W30, exclusions=maintenance, version=1).value == d(
+        "99.11111111111111111111111111"
+    )
+    # The exclusions are inputs: another maintenance window is another digest.
+    other = availability_requests(BUCKETS, "OCCURRENCES", W30, exclusions=[span("10:05", "10:10")])
+    assert other.input_digest != r.input_digest
+
+
+def test_request_based_slices_of_excluded_time_are_not_slices() -> None:
+    # Excluded 10:07–10:15: slice 1 (10:05–10:10) keeps two eligible minutes and its count at
+    # 10:05; slice 2 (10:10–10:15), excluded whole, is no slice of the window.
+    r = availability_requests(BUCKETS, "TIMESLICES", W30, slice_target=d("99.5"), exclusions=[span("10:07", "10:15")])
+    # Slices 0, 1, 3, 4, 5 (5): good 0, 3, 4 (empty); bad 1 (90 %), 5 (98 %) → 3 ÷ 5 = 60 %
+    assert (r.detail["slices"], r.detail["empty_slices"], r.detail["good_slices"]) == ("5", "1", "3")
+    assert r.value == d(60)
+    # An empty slice that is excluded whole no longer counts as a good one.
+    quiet = availability_requests(
+        [count("10:00", 1, 0, 10)], "RATIO_TIMESLICES", W30, exclusions=[span("10:05", "10:30")]
+    )
+    assert (quiet.detail["slices"], quiet.value) == ("1", d(0))
+    # Version 1: every slice (6), the excluded empty one counted good.
+    v1 = availability_requests(
+        [count("10:00", 1, 0, 10)], "RATIO_TIMESLICES", W30, exclusions=[span("10:05", "10:30")], version=1
+    )
+    assert (v1.detail["slices"], v1.value) == ("6", d("83.33333333333333333333333333"))
+
+
+def test_request_based_counts_only_open_hours() -> None:
+    # A business-hours calendar: the counts starting outside its open hours are not measured.
+    week = iv("2026-01-05T00:00+01:00", "2026-01-12T00:00+01:00")  # Monday to Monday, Amsterdam
+    counts = [
+        RequestCount(t("2026-01-05T08:59+01:00"), t("2026-01-05T09:00+01:00"), 0, 100),  # before opening
+        RequestCount(t("2026-01-05T09:00+01:00"), t("2026-01-05T09:01+01:00"), 99, 100),  # open
+        RequestCount(t("2026-01-10T12:00+01:00"), t("2026-01-10T12:01+01:00"), 0, 100),  # Saturday
+    ]
+    r = availability_requests(counts, "OCCURRENCES", week, calendar=OFFICE)
+    assert (r.value, r.detail["counts_excluded"], r.parameters["calendar"]) == (d(99), "2", "office")
+    assert r.detail["eligible_seconds"] == str(5 * 8 * 3600)
+    # 1-hour slices: 5 days × 8 open hours = 40 slices; one bad (99 % < 99.5 %).
+    s = availability_requests(counts, "TIMESLICES", week, slice_minutes=60, slice_target=d("99.5"), calendar=OFFICE)
+    assert (s.detail["slices"], s.detail["good_slices"]) == ("40", "39")
+
+
+def test_request_based_versions() -> None:
+    with pytest.raises(ValueError, match="versions"):
+        availability_requests(BUCKETS, "OCCURRENCES", W30, version=3)
 
 
 def test_request_based_bad_arguments() -> None:

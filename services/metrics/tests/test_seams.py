@@ -339,6 +339,77 @@ def test_probes_are_measured_as_request_availability(world: World) -> None:
     assert jan["status"] == BREACHED and Decimal(jan["value"]) == 98  # 98 good probes of 100
 
 
+def _daily_counts(bad: dict[int, int]) -> list[pb.Signal]:
+    """A request count at noon (UTC) of every day of January from the 2nd: 1,000 requests,
+    all good but `bad[day]` of them."""
+    out = []
+    for day in range(2, 32):
+        start = at(f"2026-01-{day:02d}T12:00:00+00:00")
+        rc = pb.RequestCount(start=ts(start), end=ts(start + MINUTE), good=1000 - bad.get(day, 0), total=1000)
+        out.append(pb.Signal(signal_id=f"r{day}", service_id=EMAIL, requests=rc))
+    return out
+
+
+def _requests_agreement(world: World, aid: str) -> str:
+    """A request-based availability objective (99.9 %, monthly) with maintenance declared on
+    12 January 11:00–13:00 UTC, suspended from 20 to 22 January."""
+    obj = objective("requests", "METRIC_AVAILABILITY_REQUESTS", "99.9", budgeting="BUDGETING_OCCURRENCES")
+    obj["exclusions"] = [{"start": "2026-01-12T11:00:00Z", "end": "2026-01-12T13:00:00Z", "reason": "upgrade"}]
+    world.upstream.agreement(aid, terms_with(obj))
+    ev = agreement_events
+    world.upstream.send(ev.AgreementSuspended(agreement_id=aid, reason="move"), at("2026-01-20T00:00:00+00:00"))
+    world.upstream.send(ev.AgreementResumed(agreement_id=aid, reason="back"), at("2026-01-22T00:00:00+00:00"))
+    return aid
+
+
+def test_request_availability_leaves_out_maintenance_and_suspended_time(world: World) -> None:
+    # Every request failed during the declared maintenance (12 January) and the suspension
+    # (20–21 January); one failed on 5 January. Only that one counts: what an outage in excluded
+    # time would count (docs/domain.md §3 "Exclusions").
+    m = world.metrics
+    aid = _requests_agreement(world, "a-r")
+    assert m.record(COLLECTOR, _daily_counts({5: 1, 12: 1000, 20: 1000, 21: 1000})).accepted == 30
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()
+    jan = world.window(aid, "requests", JAN).closed
+    assert (jan["formula_id"], jan["formula_version"]) == ("availability.requests", 2)
+    # 27 measured days: 26,999 good of 27,000.
+    assert (jan["detail"]["good"], jan["detail"]["total"], jan["detail"]["counts_excluded"]) == ("26999", "27000", "3")
+    assert Decimal(jan["value"]) == Decimal(26999) / Decimal(27000) * 100
+    assert jan["status"] == MET and world.window(aid, "requests", JAN).breaches == []
+    assert world.rederived_mismatches(aid) == []
+
+
+def test_request_availability_recorded_by_version_1_stays_version_1(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A January closed by the version before (every count measured) is re-derived, and a late
+    # count restates it, by that version: history is never re-judged by a newer rule.
+    from accord_metrics.formulas import reliability
+
+    m = world.metrics
+    aid = _requests_agreement(world, "a-r1")
+    m.record(COLLECTOR, _daily_counts({5: 1, 12: 1000, 20: 1000, 21: 1000}))
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    with monkeypatch.context() as patch:
+        patch.setattr(reliability, "REQUESTS_VERSION", 1)
+        m.evaluate()
+    jan = world.window(aid, "requests", JAN).closed
+    assert (jan["formula_version"], jan["status"], jan["detail"]["total"]) == (1, BREACHED, "30000")
+    assert world.rederived_mismatches(aid) == []
+    start = at("2026-01-31T18:00:00+00:00")
+    late = pb.RequestCount(start=ts(start), end=ts(start + MINUTE), good=1000, total=1000)
+    m.record(COLLECTOR, [pb.Signal(signal_id="r-late", service_id=EMAIL, requests=late)])
+    world.clock.set(at(f"2026-02-10T13:00{AMS}"))
+    m.evaluate()
+    latest = world.window(aid, "requests", JAN).latest
+    assert (latest["formula_version"], latest["detail"]["total"]) == (1, "31000")
+    assert world.rederived_mismatches(aid) == []
+    # February, opened since, is judged by the current version.
+    feb = [w for w in m.window_evaluations(aid) if w.objective_id == "requests" and at(w.window_start) == at(FEB)]
+    assert feb and feb[0].latest["formula_version"] == 2
+
+
 def test_fcr_by_repeat_contact_requires_the_customer_id(world: World) -> None:
     m = world.metrics
     obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "70", parameters={"method": "REPEAT_CONTACT"})

@@ -15,6 +15,7 @@ Conventions shared by every formula here:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -263,34 +264,54 @@ def availability_time(
     )
 
 
+REQUESTS_VERSION = 2
+REQUESTS_VERSIONS = (1, 2)  # the versions of `availability.requests` metrics still computes
+
+
 def availability_requests(
     buckets: Sequence[RequestCount],
     method: str,
     window: Interval,
     slice_minutes: int = 5,
     slice_target: Decimal | None = None,
+    calendar: Calendar | None = None,
+    exclusions: Sequence[Interval] = (),
+    version: int = REQUESTS_VERSION,
 ) -> Evaluated:
     """Availability, request-based (docs/domain.md §4 "Availability, request-based", budgeting
-    methods of §3), formula `availability.requests` v1, in percent; `method` is the variant:
+    methods of §3), formula `availability.requests`, in percent; `method` is the variant:
 
-    - `OCCURRENCES`: Σgood ÷ Σtotal × 100; no request in the window → value None.
+    - `OCCURRENCES`: Σgood ÷ Σtotal × 100; no request measured → value None.
     - `TIMESLICES`: the share of good slices × 100, a slice good when its success percentage
       is at least `slice_target` (a percentage, e.g. Decimal("99.5"); compared exactly).
     - `RATIO_TIMESLICES`: the mean of the slices' success ratios × 100.
 
-    A count belongs to the window, and to the slice, that contains its `start` (counts
-    starting outside the window are ignored, a count spanning slices is not split). Slices
-    are `slice_minutes` long and aligned to the window's start; a last, shorter slice (a
-    window not a multiple of the slice) is a slice like the others. A slice with no requests
-    counts as fully successful (ratio 1, good for any target). A window of no slice (empty)
-    → value None.
+    Version 2 (the current one) measures only eligible time, as time-based availability does:
+    eligible = window ∩ the calendar's open hours − exclusions (declared maintenance,
+    maintenance announced with the notice required, suspended time). A count is measured when
+    its `start` is eligible (a count is never split); a slice is a slice of the window when
+    some of it is eligible, and holds the measured counts that start in it. No eligible time
+    → value None, undefined "no eligible time". Version 1 (kept for the windows recorded with
+    it) measured every count starting in the window and every slice, whatever the calendar
+    and the exclusions.
 
-    detail: good, total, counts_in_window; for the slice methods slices, empty_slices and
-    (TIMESLICES) good_slices."""
+    Counts starting outside the window are ignored. Slices are `slice_minutes` long and
+    aligned to the window's start; a last, shorter slice (a window not a multiple of the
+    slice) is a slice like the others. A slice with no measured request counts as fully
+    successful (ratio 1, good for any target). A window of no slice → value None.
+
+    detail: good, total, counts_in_window (the counts measured); for the slice methods slices,
+    empty_slices and (TIMESLICES) good_slices; version 2 also eligible_seconds and
+    counts_excluded (counts starting in the window outside eligible time)."""
     if method not in AVAILABILITY_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {AVAILABILITY_METHODS}")
+    if version not in REQUESTS_VERSIONS:
+        raise ValueError(f"availability.requests has versions {REQUESTS_VERSIONS}, not {version}")
+    calendar = calendar if calendar is not None else AlwaysOpen()
     formula_id = "availability.requests"
     parameters = {"method": method, **_window_parameters(window)}
+    if version >= 2:
+        parameters |= _calendar_parameters(calendar)
     target = None
     if method != "OCCURRENCES":
         if slice_minutes <= 0:
@@ -304,24 +325,41 @@ def availability_requests(
             raise ValueError("slice_target is a percentage between 0 and 100")
         parameters["slice_target"] = str(target)
 
-    inside = [b for b in buckets if window.contains(b.start)]
+    in_window = [b for b in buckets if window.contains(b.start)]
+    counts = {"counts": sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)}
+    if version == 1:
+        eligible = [window]
+        inside = in_window
+        input_digest = _input_digest(formula_id, parameters, counts)
+    else:
+        eligible = eligible_intervals(window, calendar, exclusions)
+        starts = [iv.start for iv in eligible]
+
+        def measured_at(t: datetime) -> bool:
+            i = bisect_right(starts, t) - 1
+            return i >= 0 and t < eligible[i].end
+
+        inside = [b for b in in_window if measured_at(b.start)]
+        input_digest = _input_digest(formula_id, parameters, counts | {"exclusions": _intervals(exclusions)}, calendar)
     good = sum(b.good for b in inside)
     requests = sum(b.total for b in inside)
     detail = {"good": str(good), "total": str(requests), "counts_in_window": str(len(inside))}
-    input_digest = _input_digest(
-        formula_id,
-        parameters,
-        {"counts": sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)},
-    )
+    if version >= 2:
+        detail |= {
+            "eligible_seconds": str(seconds(total(eligible))),
+            "counts_excluded": str(len(in_window) - len(inside)),
+        }
 
     value: Decimal | None
     if method == "OCCURRENCES":
         value = percent(good, requests)
-        undefined = "no requests in the window" if value is None else ""
-        return Evaluated(formula_id, VERSION, value, parameters, input_digest, detail, undefined)
+        undefined = ""
+        if value is None:
+            undefined = "no requests in the window" if eligible else NO_ELIGIBLE_TIME
+        return Evaluated(formula_id, version, value, parameters, input_digest, detail, undefined)
 
     width = timedelta(minutes=slice_minutes)
-    n_slices = -(-window.duration // width)
+    n_slices = _slices_touching(window.start, width, window.duration, eligible)
     per_slice: dict[int, tuple[int, int]] = {}
     for b in inside:
         i = (b.start - window.start) // width
@@ -347,8 +385,22 @@ def availability_requests(
             mean = ratios * HUNDRED / n_slices
         value = +mean  # rounded to the caller's context (28 digits by default)
     return Evaluated(
-        formula_id, VERSION, value, parameters, input_digest, detail, NO_ELIGIBLE_TIME if value is None else ""
+        formula_id, version, value, parameters, input_digest, detail, NO_ELIGIBLE_TIME if value is None else ""
     )
+
+
+def _slices_touching(origin: datetime, width: timedelta, duration: timedelta, eligible: Sequence[Interval]) -> int:
+    """How many of the slices [origin + i·width, origin + (i+1)·width) ∩ [origin, origin +
+    duration) have some eligible time; `eligible` sorted and disjoint."""
+    last = -(-duration // width)  # the number of slices of the whole window
+    n, covered_to = 0, 0  # slices counted, and the first slice index not counted yet
+    for iv in eligible:
+        first = max((iv.start - origin) // width, covered_to)
+        end = min(-(-(iv.end - origin) // width), last)
+        if end > first:
+            n += end - first
+            covered_to = end
+    return n
 
 
 # -- MTTR / MTBF ---------------------------------------------------------------------------------
