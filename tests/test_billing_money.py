@@ -16,7 +16,7 @@ import pytest
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_billing.domain import FINAL, ISSUED, OPEN, InvalidRequestError
-from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, PROVIDER, Suite, at, feed, outage
+from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, P_PROVIDER, PROVIDER, Suite, at, feed, outage
 
 AVAILABILITY = sla_terms()["objectives"][0]
 
@@ -313,6 +313,36 @@ def test_only_the_window_that_counts_for_the_period_may_be_disputed(suite: Suite
         b.dispute(P_CUSTOMER, str(january.id), "availability", breached[0].split("|")[1], "one outage")
     assert b.head_position() == head
     b.dispute(P_CUSTOMER, str(january.id), "availability", counted.split("|")[1], "one outage")
+
+
+@pytest.mark.parametrize(("accepted_amount", "net"), [("0", "0.00"), ("5000.00", "3000.00")])
+def test_an_accepted_dispute_of_a_capped_credit_is_capped_and_never_charges_the_customer(
+    suite: Suite, accepted_amount: str, net: str
+) -> None:
+    """January's 48 hours down earn 100 % of the 12,000.00 EUR fee, capped at 25 %: 3,000.00.
+    The provider accepts the customer's dispute with a new amount for that assessment: the
+    period is taken again with it under the same cap — waived (0) it credits nothing (it does
+    not charge the customer 9,000.00), at 5,000.00 the cap still holds it at 3,000.00."""
+    capped = {**sla_terms()["consequences"], "cap_percent": "25"}
+    aid = accepted(suite, sla_terms(objectives=[AVAILABILITY], consequences=capped))
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.metrics.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 48 * 60)])
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    b = suite.billing
+    january = b.statements(P_CUSTOMER, aid)[0]
+    assert january.state == ISSUED
+    assert Decimal(january.totals["credits_before_cap"]) == Decimal("12000.00")
+    assert Decimal(january.totals["net"]) == Decimal("3000.00")
+    [key] = january.assessments
+    dispute = b.dispute(P_CUSTOMER, str(january.id), "availability", key.split("|")[1], "announced maintenance")
+    b.resolve(P_PROVIDER, str(january.id), dispute, True, accepted_amount, "")
+    suite.tick(f"2026-03-05T02:00{AMS}")
+    january = b.statements(P_CUSTOMER, aid)[0]
+    assert january.state == FINAL
+    assert Decimal(january.totals["net"]) == Decimal(net)
+    assert Decimal(january.totals["disputes"]) == Decimal(net) - Decimal("3000.00")
+    balances = b.balances(None, period=january.period_start)
+    assert balances[(FINANCE, "EUR")] == Decimal("-12000.00") + Decimal(net)
 
 
 def test_a_suspension_takes_effect_at_its_own_instant_in_metrics_and_billing_alike(suite: Suite) -> None:

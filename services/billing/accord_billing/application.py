@@ -742,11 +742,16 @@ class Billing(AccordApplication):
         currency = statement.currency
         t = periods.period_totals(statement.assessments, currency)
         adjustments = Money.total((Money.of(a["difference"], currency) for a in statement.adjustments), currency)
-        disputes = Money.zero(currency)
-        for d in statement.disputes.values():
-            if d["state"] == "ACCEPTED":
-                original = Money.of(statement.assessments[d["key"]]["net"], currency)
-                disputes = disputes + (Money.of(d["amount"], currency) - original)
+        # An accepted dispute sets its assessment's amount; the period's totals are taken again
+        # with it (cap and minimum included) and `disputes` is the difference that makes.
+        settled = {
+            d["key"]: Money.of(d["amount"], currency) for d in statement.disputes.values() if d["state"] == "ACCEPTED"
+        }
+        disputes = (
+            (periods.period_totals(statement.assessments, currency, settled).net - t.net)
+            if settled
+            else Money.zero(currency)
+        )
         net = t.net + adjustments + disputes
         return {
             "currency": currency,

@@ -8,13 +8,14 @@ Nothing here reads a store, a clock or the network; the application and the audi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from google.protobuf import json_format
 
-from accord_billing.assessment import Line, Totals, assess, statement_totals
+from accord_billing.assessment import CREDIT, REWARD, Line, Money, Totals, assess, statement_totals
 from accord_kit.evaluation import BILLING_FIELDS, Evaluation
 from accord_kit.timeline import calendar_window
 
@@ -123,7 +124,12 @@ def period_assessments(records: Mapping[str, Mapping[str, Any]]) -> list[Mapping
     windows billed in the period: the highest net (what the provider owes most), then a
     BREACHED status, then the latest window. `records`: "<objective>|<window start>" → the
     assessment record. Ordered by objective."""
-    best: dict[str, tuple[tuple[Decimal, bool, datetime], Mapping[str, Any]]] = {}
+    return [record for _, record in _counting(records)]
+
+
+def _counting(records: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """`period_assessments` with each record's key."""
+    best: dict[str, tuple[tuple[Decimal, bool, datetime], str, Mapping[str, Any]]] = {}
     for key, record in records.items():
         objective_id, window_start = key.split("|", 1)
         rank = (
@@ -132,18 +138,34 @@ def period_assessments(records: Mapping[str, Mapping[str, Any]]) -> list[Mapping
             parse_instant(window_start),
         )
         if objective_id not in best or rank > best[objective_id][0]:
-            best[objective_id] = (rank, record)
-    return [best[o][1] for o in sorted(best)]
+            best[objective_id] = (rank, key, record)
+    return [(best[o][1], best[o][2]) for o in sorted(best)]
 
 
-def period_totals(records: Mapping[str, Mapping[str, Any]], currency: str) -> Totals:
+def period_totals(
+    records: Mapping[str, Mapping[str, Any]], currency: str, settled: Mapping[str, Money] | None = None
+) -> Totals:
     """A fee period's totals (cap, minimum, rewards) over the assessments that count
-    (`period_assessments`), under the fee and consequences of its earliest window's terms."""
-    chosen = period_assessments(records)
+    (`period_assessments`), under the fee and consequences of its earliest window's terms.
+    `settled`: assessment key → the amount an accepted dispute set for it; that assessment
+    then counts as that one amount (a credit, or a reward when negative) under the same cap
+    and minimum, so a dispute can never take back more than the period credited."""
+    chosen = _counting(records)
     first = min(records.items(), key=lambda kv: parse_instant(kv[0].split("|", 1)[1]))[1] if records else None
     fee = first["fee"] if first else {"amount": "0", "currency": currency}
     consequences = first["consequences"] if first else {}
-    assessments = [assess(a["objective"], a["evaluation"], a["fee"], a["consequences"]) for a in chosen]
+    assessments = []
+    for key, a in chosen:
+        assessed = assess(a["objective"], a["evaluation"], a["fee"], a["consequences"])
+        if settled and key in settled:
+            amount = settled[key]
+            line = Line(
+                kind=CREDIT if amount.amount >= 0 else REWARD,
+                amount=amount,
+                derivation=f"set by an accepted dispute: {amount}",
+            )
+            assessed = replace(assessed, band=None, lines=(line,))
+        assessments.append(assessed)
     return statement_totals(assessments, consequences, fee)
 
 
