@@ -309,7 +309,8 @@ def test_only_the_window_that_counts_for_the_period_may_be_disputed(suite: Suite
     breached = sorted(k for k, a in january.assessments.items() if a["status"] == "BREACHED")
     counted = breached[-1]  # equal nets: the latest window counts
     head = b.head_position()
-    with pytest.raises(InvalidRequestError, match=counted.replace("|", r"\|").replace("+", r"\+")):
+    worst = counted.split("|")[1].replace("+", r"\+")
+    with pytest.raises(InvalidRequestError, match=rf"worst window of the period, from {worst}, does; dispute that one"):
         b.dispute(P_CUSTOMER, str(january.id), "availability", breached[0].split("|")[1], "one outage")
     assert b.head_position() == head
     b.dispute(P_CUSTOMER, str(january.id), "availability", counted.split("|")[1], "one outage")

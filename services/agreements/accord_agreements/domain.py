@@ -409,8 +409,8 @@ class Agreement(Aggregate):
         when = effective_at or earliest
         if when < earliest:
             raise InvalidRequestError(
-                f"effective_at {when.isoformat()} is within the {notice}-day notice period; the earliest is "
-                f"{earliest.isoformat()}"
+                f"a termination at {when.isoformat()} (effective_at) is within the {notice}-day notice period;"
+                f" the earliest is {earliest.isoformat()}"
             )
         if when <= now:
             self._terminated(effective_at=now.isoformat(), reason=reason, by=actor.department, right_used=False)

@@ -17,6 +17,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from accord.agreements.v1 import terms_pb2
+
 TermsDict = dict[str, Any]
 
 KINDS = ("AGREEMENT_KIND_SLA", "AGREEMENT_KIND_OLA", "AGREEMENT_KIND_UNDERPINNING_CONTRACT")
@@ -402,6 +404,10 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
 }
 
 
+# The objective's own fields (terms.proto `Objective`), named in a refusal of one given as a parameter.
+_OBJECTIVE_FIELDS = frozenset(terms_pb2.Objective.DESCRIPTOR.fields_by_name) - {"parameters"}
+
+
 def _validate_parameters(c: _Checker, p: str, metric: Any, params: Any) -> None:
     if not isinstance(params, dict):
         c.fail(f"{p}.parameters", "must be a map of parameter names to values")
@@ -409,7 +415,8 @@ def _validate_parameters(c: _Checker, p: str, metric: Any, params: Any) -> None:
     declared = {d.name: d for d in PARAMETERS.get(str(metric), ())}
     valid = ", ".join(sorted(declared)) or "none"
     for name in sorted(set(params) - set(declared)):
-        c.fail(f"{p}.parameters.{name}", f"is not a parameter of {metric} (valid parameters: {valid})")
+        hint = f"; {name} is a field of the objective: set {p}.{name}" if name in _OBJECTIVE_FIELDS else ""
+        c.fail(f"{p}.parameters.{name}", f"is not a parameter of {metric} (valid parameters: {valid}){hint}")
     for d in declared.values():
         field = f"{p}.parameters.{d.name}"
         value = params.get(d.name)

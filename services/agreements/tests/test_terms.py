@@ -324,6 +324,12 @@ def test_every_parameter_metrics_reads_is_declared_and_tested() -> None:
         ),
         ("METRIC_ASA", {"short_abandon_seconds": "5"}, "is not a parameter of METRIC_ASA (valid parameters: none)"),
         (
+            "METRIC_AVAILABILITY_REQUESTS",
+            {"budgeting": "BUDGETING_TIMESLICES"},
+            "(valid parameters: maintenance_notice_hours); budgeting is a field of the objective: "
+            "set objectives[2].budgeting",
+        ),
+        (
             "METRIC_AVAILABILITY_TIME",
             {"min_outage": "60"},
             "(valid parameters: maintenance_notice_hours, min_outage_seconds)",

@@ -811,9 +811,10 @@ class Billing(AccordApplication):
             counted = {f"{a['objective']['objective_id']}|{a['evaluation']['window_start']}"
                        for a in periods.period_assessments(statement.assessments)}  # fmt: skip
             if key in statement.assessments and key not in counted:
+                worst = next(k for k in counted if k.startswith(objective_id + "|")).split("|", 1)[1]
                 raise InvalidRequestError(
-                    f"the window of {objective_id!r} from {window_start} does not count for the period (its worst"
-                    f" window does: {sorted(k for k in counted if k.startswith(objective_id + '|'))}); dispute that one"
+                    f"the window of {objective_id!r} from {window_start} does not count for the period: the"
+                    f" objective's worst window of the period, from {worst}, does; dispute that one"
                 )
             dispute_id = uuid.uuid4().hex[:12]
             statement.dispute(
