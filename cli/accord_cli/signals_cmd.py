@@ -274,6 +274,37 @@ def requests(
                 "total": str(total)}, service, tz)  # fmt: skip
 
 
+@signal_app.command("probe")
+def probe(
+    service: str,
+    at: Annotated[str, typer.Option(help="When the check ran")],
+    failed: Annotated[bool, typer.Option("--failed", help="The check failed (default: it succeeded)")] = False,
+    latency_ms: Annotated[int, typer.Option(help="How long it took, in milliseconds")] = 0,
+    signal_id: SignalId = "",
+    tz: Tz = "",
+) -> None:
+    """One synthetic check: a request of one in request-based availability, good unless --failed."""
+    record_one({"kind": "probe", "id": signal_id, "at": at, "success": "false" if failed else "true",
+                "latency_ms": str(latency_ms) if latency_ms else ""}, service, tz)  # fmt: skip
+
+
+@signal_app.command("maintenance")
+def maintenance(
+    service: str,
+    start: Annotated[str, typer.Option(help="When the maintenance begins")],
+    end: Annotated[str, typer.Option(help="When it ends")],
+    announced: Annotated[str, typer.Option(help="When it was announced (default: now)")] = "",
+    reason: Annotated[str, typer.Option(help="What is done")] = "",
+    signal_id: SignalId = "",
+    tz: Tz = "",
+) -> None:
+    """A maintenance window announced by the provider: excluded from measurement when announced
+    at least the objective's maintenance_notice_hours (default 24) ahead."""
+    when = announced or datetime.now(UTC).isoformat()
+    record_one({"kind": "maintenance", "id": signal_id, "start": start, "end": end, "announced_at": when,
+                "reason": reason}, service, tz)  # fmt: skip
+
+
 @signal_app.command("calls")
 def calls(
     service: str,

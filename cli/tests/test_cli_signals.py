@@ -123,6 +123,22 @@ async def test_signals_from_the_terminal(own_nats_server: NatsServer, tmp_path: 
         r = await arun(it, "signal", "outage", EMAIL, "--start", "2026-11-02T10:00")
         assert r.code == 2 and "--tz" in one_line_error(r)
 
+        # A failed probe (a request of one), typed again: a duplicate; a maintenance announcement.
+        failed_probe = ("--json", "signal", "probe", EMAIL, "--at", "2026-11-02T10:05:00Z", "--failed")
+        r = await arun(it, *failed_probe, "--latency-ms", "950")
+        assert r.code == 0 and json.loads(r.out)["accepted"] == 1, r.err
+        probe_id = json.loads(r.out)["signal_id"]
+        r = await arun(it, *failed_probe, "--latency-ms", "950")
+        assert r.code == 0 and json.loads(r.out)["duplicates"] == 1, r.err
+        # The same check said to have succeeded is another content of it: a correction.
+        r = await arun(it, "--json", "signal", "probe", EMAIL, "--at", "2026-11-02T10:05:00Z", "--latency-ms", "950",
+                       "--id", probe_id)  # fmt: skip
+        assert r.code == 0 and json.loads(r.out)["corrections"] == 1, r.err
+        r = await arun(it, "--json", "signal", "maintenance", EMAIL, "--start", "2026-11-09T22:00:00Z",
+                       "--end", "2026-11-09T23:00:00Z", "--announced", "2026-11-02T09:00:00Z",
+                       "--reason", "upgrade")  # fmt: skip
+        assert r.code == 0 and json.loads(r.out)["accepted"] == 1, r.err
+
         # A call, and a ticket's life: opened, first response, paused and resumed, resolved.
         call = ("--entered", "2026-11-02T09:00:00Z", "--answered", "2026-11-02T09:00:15Z", "--talk", "120")
         r = await arun(it, "--json", "signal", "calls", EMAIL, *call, "--first-contact", "resolved")
