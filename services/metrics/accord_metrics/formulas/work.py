@@ -544,6 +544,8 @@ def follow_up_speed(
         if handed_off >= window.end:
             continue  # decided at or after its hand-off
         first = first_follow_up(lead)
+        if first is not None and first < window.start:
+            continue  # decided at its follow-up, or at a deadline before it: before the window
         ok = first is not None and business_elapsed(handed_off, first, (), calendar) <= target
         decided: datetime | None
         if ok:
