@@ -22,6 +22,7 @@ from accord_kit.context import Principal
 from accord_metrics.application import Metrics
 from accord_metrics.audit import MetricsAudit
 from accord_metrics.domain import AT_RISK, BREACHED, MET
+from accord_metrics.formulas import contact
 from tests.suite import AMS, at, feed, outage, ts
 
 PROVIDER = Actor("alice", "department", IT)
@@ -399,3 +400,164 @@ def test_leads_needed_of_a_window_the_agreements_start_cuts_is_its_days_share(wo
     assert Decimal(detail["leads_needed_period"]) == 31  # type: ignore[index]
     rederived = MetricsAudit(world.metrics).rederive(aid)
     assert rederived.checked == 1 and rederived.mismatches == []
+
+
+def _depth_objective(window_kind: str) -> dict[str, Any]:
+    return {
+        "objective_id": "depth", "name": "Follow-up depth", "metric": "METRIC_FOLLOW_UP_DEPTH",
+        "parameters": {"window_days": "14"}, "comparator": "COMPARATOR_AT_LEAST", "target": "3",
+        "window": {"kind": window_kind}, "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+
+
+def test_follow_up_depth_over_14_days_on_day_windows_counts_a_lead_on_the_day_its_days_pass(world: World) -> None:
+    """Follow-up depth (`sales.follow_up_depth` v2) judges each lead once, in the window in which
+    its outcome became known: when its 14 days after hand-off have passed. On DAY windows a lead
+    handed off on 12 January at 10:00 counts on the 26th — pending that day until 10:00 (an
+    attempt then would still count), counted once that instant is past, by time alone. v1 judged
+    each closed day as of its end, so no lead's 14 days ever passed inside the day it was handed
+    off in: every day NO_DATA. A follow-up after the 14 days changes no outcome: the 26th is
+    judged again and not restated."""
+    aid = accepted(world.agreements, sla_terms(objectives=[_depth_objective("WINDOW_KIND_DAY")]))
+    world.sync()
+    handed = at(f"2026-01-12T10:00{AMS}")
+
+    def lead(*days: int) -> pb.Signal:
+        follow_ups = [ts(handed + timedelta(days=d)) for d in days]
+        body = pb.Lead(created=ts(handed - timedelta(hours=1)), handed_off=ts(handed), follow_ups=follow_ups)
+        return pb.Signal(signal_id="l1", service_id=EMAIL, lead=body)
+
+    world.clock.set(at(f"2026-01-26T09:00{AMS}"))
+    world.metrics.record(COLLECTOR, [lead(1, 3, 13)])
+    world.metrics.evaluate()
+    assert world.window(aid, "depth", f"2026-01-12T00:00{AMS}")["value"] == ""  # closed: nothing decided that day
+    day = f"2026-01-26T00:00{AMS}"
+    running = world.window(aid, "depth", day)
+    assert running["closed"] is False and running["value"] == ""
+    assert running["detail"]["pending"] == "1"  # type: ignore[index]
+
+    world.clock.set(at(f"2026-01-26T10:00:01{AMS}"))
+    world.metrics.evaluate()  # nothing recorded: the lead's 14 days passed
+    running = world.window(aid, "depth", day)
+    assert running["closed"] is False and Decimal(str(running["value"])) == 3 and running["status"] == MET
+
+    world.clock.set(at(f"2026-01-28T09:00{AMS}"))
+    world.metrics.record(COLLECTOR, [lead(1, 3, 13, 15)])  # an attempt after its 14 days: counts nowhere
+    world.metrics.evaluate()
+    closed = world.window(aid, "depth", day)
+    assert closed["closed"] is True and Decimal(str(closed["value"])) == 3 and closed["status"] == MET
+    assert closed["formula_version"] == 2
+    assert closed["_agg"].restatements == []  # type: ignore[attr-defined]
+    rederived = MetricsAudit(world.metrics).rederive(aid)
+    assert rederived.checked == 27 and rederived.mismatches == []
+
+
+def _fcr_objective() -> dict[str, Any]:
+    return {
+        "objective_id": "fcr", "name": "First-contact resolution", "metric": "METRIC_FIRST_CONTACT_RESOLUTION",
+        "parameters": {"method": "REPEAT_CONTACT", "repeat_window_days": "7"}, "comparator": "COMPARATOR_AT_LEAST",
+        "target": "70", "window": {"kind": "WINDOW_KIND_MONTH"}, "calendar_id": "24x7",
+        "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+
+
+def _contact(sid: str, customer: str, entered: str) -> pb.Signal:
+    t = at(entered)
+    call = pb.Call(
+        entered_queue=ts(t), answered_at=ts(t + timedelta(seconds=20)), talk_seconds="120",
+        customer_id=customer, reason="billing",
+    )  # fmt: skip
+    return pb.Signal(signal_id=sid, service_id=EMAIL, call=call)
+
+
+# January: C on the 5th (no repeat: resolved, known on the 12th), B on the 10th and again on the
+# 12th (not resolved, known on the 12th), A on the 31st at 15:00 (no repeat: known on 7 February).
+JANUARY_CALLS = [
+    ("c1", "C", f"2026-01-05T10:00{AMS}"),
+    ("b1", "B", f"2026-01-10T10:00{AMS}"),
+    ("b2", "B", f"2026-01-12T09:00{AMS}"),
+    ("a1", "A", f"2026-01-31T15:00{AMS}"),
+]
+
+
+def test_an_fcr_first_contact_on_a_months_last_day_counts_in_the_next_months_window(world: World) -> None:
+    """First-contact resolution by repeat contact (`contact.fcr` v2) judges each first contact
+    once, in the window in which its outcome became known: at its first repeat (not resolved) or
+    when its 7-day repeat window has passed (resolved). A's call on 31 January without a repeat
+    is known resolved on 7 February at 15:00, and counts in February — pending there until then,
+    counted by time alone after. v1 judged January as of its end (A pending) and February
+    counted only the first contacts that arrived in February: A counted nowhere. A late call
+    that decides nothing in January re-judges it without restating it."""
+    aid = accepted(world.agreements, sla_terms(objectives=[_fcr_objective()]))
+    world.sync()
+    world.clock.set(at(f"2026-02-01T00:30{AMS}"))
+    world.metrics.record(COLLECTOR, [_contact(*c) for c in JANUARY_CALLS])
+    world.metrics.evaluate()
+    jan, feb = f"2026-01-01T00:00{AMS}", f"2026-02-01T00:00{AMS}"
+    january = world.window(aid, "fcr", jan)
+    assert january["closed"] is True and Decimal(str(january["value"])) == 50 and january["formula_version"] == 2
+    assert january["detail"]["first_contacts"] == "2"  # type: ignore[index]
+
+    world.clock.set(at(f"2026-02-07T14:00{AMS}"))
+    world.metrics.evaluate()
+    february = world.window(aid, "fcr", feb)
+    assert february["value"] == "" and february["detail"]["pending"] == "1"  # type: ignore[index]
+    world.clock.set(at(f"2026-02-07T15:00:01{AMS}"))
+    world.metrics.evaluate()  # nothing recorded: A's repeat window passed
+    assert Decimal(str(world.window(aid, "fcr", feb)["value"])) == 100
+
+    # E's first contact on 30 January (no repeat) is known on 6 February: January is judged
+    # again, its outcomes are unchanged, so it is not restated; February counts E (its running
+    # evaluation is recorded again only when its outcome changes: still 100 %).
+    world.clock.set(at(f"2026-02-08T09:00{AMS}"))
+    world.metrics.record(COLLECTOR, [_contact("e1", "E", f"2026-01-30T11:00{AMS}")])
+    world.metrics.evaluate()
+    assert world.window(aid, "fcr", jan)["_agg"].restatements == []  # type: ignore[attr-defined]
+
+    world.clock.set(at(f"2026-03-01T01:00{AMS}"))
+    world.metrics.evaluate()
+    february = world.window(aid, "fcr", feb)
+    assert february["closed"] is True and Decimal(str(february["value"])) == 100 and february["status"] == MET
+    assert february["detail"]["first_contacts"] == "2"  # type: ignore[index]
+    rederived = MetricsAudit(world.metrics).rederive(aid)
+    assert rederived.checked == 2 and rederived.mismatches == []
+
+
+def test_a_window_closed_by_fcr_v1_is_re_derived_and_restated_by_v1(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window recorded with `contact.fcr` v1 (before v2 existed) keeps v1: re-derivation and
+    recomputation check it by v1 and find it as recorded, and a late repeat restates it by v1;
+    the next window, opened since, is judged by v2. January (v1): C ✓ and B ✗ arrived in it, A
+    (31 January) pending at its end, Z (28 December, resolved on 4 January) arrived before it →
+    50 %; judged by v2 it would be 66.67 % (Z counted, decided in January)."""
+    aid = accepted(world.agreements, sla_terms(objectives=[_fcr_objective()]))
+    world.sync()
+    world.clock.set(at(f"2026-02-01T00:30{AMS}"))
+    signals = [_contact(*c) for c in JANUARY_CALLS] + [_contact("z1", "Z", f"2025-12-28T10:00{AMS}")]
+    world.metrics.record(COLLECTOR, signals)
+    with monkeypatch.context() as before_v2:
+        before_v2.setattr(contact, "FCR_VERSION", 1)
+        world.metrics.evaluate()
+    jan, feb = f"2026-01-01T00:00{AMS}", f"2026-02-01T00:00{AMS}"
+    january = world.window(aid, "fcr", jan)
+    assert january["closed"] is True and january["formula_version"] == 1 and Decimal(str(january["value"])) == 50
+    assert january["detail"]["pending"] == "1"  # type: ignore[index]
+    rederived = MetricsAudit(world.metrics).rederive(aid)
+    assert rederived.checked == 1 and rederived.mismatches == []
+    assert world.metrics.recompute(aid, "fcr", jan)["matches"]
+
+    # A repeat of C on 8 January, reported late: January restated by v1 (C not resolved → 0 %).
+    world.clock.set(at(f"2026-02-02T09:00{AMS}"))
+    world.metrics.record(COLLECTOR, [_contact("c2", "C", f"2026-01-08T10:00{AMS}")])
+    world.metrics.evaluate()
+    january = world.window(aid, "fcr", jan)
+    assert january["formula_version"] == 1 and Decimal(str(january["value"])) == 0
+    assert len(january["_agg"].restatements) == 1  # type: ignore[attr-defined]
+
+    world.clock.set(at(f"2026-03-01T01:00{AMS}"))
+    world.metrics.evaluate()
+    february = world.window(aid, "fcr", feb)
+    assert february["formula_version"] == 2 and Decimal(str(february["value"])) == 100  # A, known on 7 February
+    rederived = MetricsAudit(world.metrics).rederive(aid)
+    assert rederived.checked == 2 and rederived.mismatches == []

@@ -15,9 +15,10 @@ counting to the window's end) and MTBF (undefined, and met, without a failure; n
 eligible time); the contact centre's service level in its five variants, ASA, abandonment
 rate, first-contact resolution (FLAGGED, or inferred from repeat contacts of a customer for a
 reason) and average handle time; ticket response and resolution compliance per priority and
-task turnaround, with pauses, on the objective's calendar, each item judged once in the window
-its outcome became known; leads needed, close rate, deal size, marketing's share of revenue,
-follow-up speed and follow-up depth — with calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR
+task turnaround, with pauses, on the objective's calendar; leads needed, close rate, deal size,
+marketing's share of revenue, follow-up speed and follow-up depth — tickets, tasks, first contacts
+inferred from repeats and the follow-ups each judged once, in the window in which its outcome
+became known — with calendar windows (DAY, WEEK, MONTH, QUARTER, YEAR
 in the agreement's zone) or rolling N-day windows, declared maintenance exclusions, credit
 tiers with explicit bounds, a monthly fee, a cap and a minimum per fee period, an agreement
 that may end (a window it cuts judged as of the end), amendments in force from an instant
@@ -444,32 +445,34 @@ def fcr(window: Span, contacts: list[Contact], method: str, repeat_days: Fractio
     """Contacts resolved at the first contact ÷ first contacts, in percent. Handled (answered)
     calls of one customer for one reason form episodes: a first contact and the repeats that
     arrive within the repeat window after it (inclusive); the next call after that opens a new
-    episode. The first contacts counted are those that entered the queue in the window.
-    FLAGGED: resolved when the agent flagged it resolved (unflagged: not resolved).
-    REPEAT_CONTACT (calls with a customer only): resolved when it had no repeat; known only once
-    its repeat window has passed or a repeat came, as of the window's end — before that it is
-    pending and not counted."""
+    episode. Each first contact is judged once, in the window in which its outcome became known
+    (as tickets are): FLAGGED at the contact itself — resolved when the agent flagged it resolved
+    (unflagged: not resolved); REPEAT_CONTACT (calls with a customer only) at its first repeat —
+    not resolved — or, without one, once its repeat window has passed, at its arrival + the
+    window (a repeat at that very instant would still be one) — resolved."""
     span = timedelta(seconds=int(repeat_days * 86400))
     handled = sorted(
         (c for c in contacts if not c.abandoned and (c.customer or method == "FLAGGED")), key=lambda c: c.entered
     )
-    episodes: dict[tuple[str, str], list[tuple[Contact, bool]]] = {}
+    episodes: dict[tuple[str, str], list[tuple[Contact, Contact | None]]] = {}
     for c in handled:
         mine = episodes.setdefault((c.customer, c.reason), [])
         if mine and c.entered <= mine[-1][0].entered + span:
-            mine[-1] = (mine[-1][0], True)
+            if mine[-1][1] is None:  # its first repeat
+                mine[-1] = (mine[-1][0], c)
         else:
-            mine.append((c, False))
+            mine.append((c, None))
     firsts, resolved = 0, 0
-    for first, repeated in (e for mine in episodes.values() for e in mine):
-        if not window[0] <= first.entered < window[1]:
-            continue
+    for first, repeat in (e for mine in episodes.values() for e in mine):
         if method == "FLAGGED":
+            known, ok = first.entered, first.resolved is True
+        elif repeat is not None:
+            known, ok = repeat.entered, False
+        else:
+            known, ok = first.entered + span, True
+        if window[0] <= known < window[1]:
             firsts += 1
-            resolved += first.resolved is True
-        elif repeated or first.entered + span <= window[1]:
-            firsts += 1
-            resolved += not repeated
+            resolved += ok
     return Fraction(resolved * 100, firsts) if firsts else None
 
 
@@ -579,34 +582,30 @@ def revenue_share(window: Span, deals: list[Deal]) -> Fraction | None:
 def follow_up_speed(
     window: Span, leads: list[Lead], target_hours: int, calendar: BusinessHours | None
 ) -> Fraction | None:
-    """Leads handed off in the window whose first follow-up (the earliest at or after the
-    hand-off) came within the target on the objective's calendar ÷ those leads, in percent. A
-    lead not followed up has missed the target once more than the target has elapsed by the
-    window's end; before that it is pending and not counted."""
-    within, counted = 0, 0
-    target = target_hours * 3600
-    for x in leads:
-        if x.handed_off is None or not window[0] <= x.handed_off < window[1]:
-            continue
-        first = min((f for f in x.follow_ups if f >= x.handed_off), default=None)
-        w = Work("", x.handed_off, first)
-        if first is None and length(_counting(x.handed_off, window[1], w, calendar)) <= target:
-            continue  # pending
-        counted += 1
-        within += first is not None and length(_counting(x.handed_off, first, w, calendar)) <= target
-    return Fraction(within * 100, counted) if counted else None
+    """Leads followed up within the target on the objective's calendar ÷ the leads judged, in
+    percent. Each handed-off lead is judged once, in the window in which its outcome became
+    known, as a ticket's response is (`compliance`): from its hand-off to its first follow-up
+    (the earliest at or after the hand-off), within the target when it came then, otherwise
+    missed at the deadline — the last instant a follow-up would still have met the target."""
+    items = [
+        Work("", x.handed_off, min((f for f in x.follow_ups if f >= x.handed_off), default=None))
+        for x in leads
+        if x.handed_off is not None
+    ]
+    return compliance(window, items, target_hours * 3600, calendar)[0]
 
 
 def follow_up_depth(window: Span, leads: list[Lead], days: int) -> Fraction | None:
-    """Follow-up attempts per lead: for the leads handed off in the window whose `days` after the
-    hand-off have passed by the window's end (the others are pending), the attempts in those
-    days (inclusive at both ends), averaged."""
+    """Follow-up attempts per lead, averaged over the leads judged in the window: each handed-off
+    lead once, when its `days` after the hand-off have passed — at the hand-off + `days` × 24 h,
+    the last instant an attempt still counts — with the attempts in those days (inclusive at both
+    ends)."""
     attempts, counted = 0, 0
     for x in leads:
-        if x.handed_off is None or not window[0] <= x.handed_off < window[1]:
+        if x.handed_off is None:
             continue
         until = x.handed_off + timedelta(days=days)
-        if until > window[1]:
+        if not window[0] <= until < window[1]:
             continue
         counted += 1
         attempts += sum(1 for f in x.follow_ups if x.handed_off <= f <= until)

@@ -82,8 +82,8 @@ def run_formula(
     """The objective's formula over `window` (the part of the calendar `full_window` the
     agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
     a closed window was recorded with — that version computes it again if it is still
-    computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`), else the
-    current one."""
+    computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
+    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`), else the current one."""
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
@@ -102,13 +102,9 @@ def run_formula(
     if metric == "METRIC_AVAILABILITY_REQUESTS":
         method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
         slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
-        version = reliability.REQUESTS_VERSION
-        if (
-            recorded is not None
-            and recorded[0] == "availability.requests"
-            and recorded[1] in reliability.REQUESTS_VERSIONS
-        ):
-            version = recorded[1]
+        version = _version(
+            recorded, "availability.requests", reliability.REQUESTS_VERSIONS, reliability.REQUESTS_VERSION
+        )
         return reliability.availability_requests(
             [r for r in signals.requests if in_w(r.start)],
             method,
@@ -141,7 +137,8 @@ def run_formula(
             # Inferred from repeat contacts of the same customer: a call without its customer
             # id (refused at intake since; see signals.proto) is no one's first contact.
             fcr_calls = [c for c in signals.calls if c.customer_id]
-        return contact.fcr(fcr_calls, method, repeat, window=window, as_of=as_of)
+        version = _version(recorded, "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION)
+        return contact.fcr(fcr_calls, method, repeat, window=window, as_of=as_of, version=version)
     if metric == "METRIC_AVERAGE_HANDLE_TIME":
         return contact.aht(calls)
     if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):
@@ -155,9 +152,7 @@ def run_formula(
         return work.task_turnaround(tasks, window, _minutes(p["target_minutes"]), calendar, as_of=as_of)
     handed = [lead for lead in signals.leads if lead.handed_off is not None and in_w(lead.handed_off)]
     if metric == "METRIC_LEADS_NEEDED":
-        version = work.LEADS_NEEDED_VERSION
-        if recorded is not None and recorded[0] == "marketing.leads_needed":
-            version = recorded[1] if recorded[1] in work.LEADS_NEEDED_VERSIONS else version
+        version = _version(recorded, "marketing.leads_needed", work.LEADS_NEEDED_VERSIONS, work.LEADS_NEEDED_VERSION)
         return work.leads_needed(
             _dec(p["sales_target"]), _dec(p["marketing_revenue_share"]), _dec(p["average_deal_size"]),
             _dec(p["close_rate"]), window, min(as_of, window.end), time_zone=time_zone, handed_off=handed,
@@ -170,11 +165,26 @@ def run_formula(
         return work.deal_size(created)
     if metric == "METRIC_MARKETING_REVENUE_SHARE":
         return work.marketing_revenue_share([d for d in signals.deals if in_w(d.closed_at)])
-    if metric == "METRIC_FOLLOW_UP_SPEED":
-        return work.follow_up_speed(handed, timedelta(hours=float(_dec(p["target_hours"]))), calendar, as_of=as_of)
-    if metric == "METRIC_FOLLOW_UP_DEPTH":
-        return work.follow_up_depth(handed, int(_dec(p.get("window_days"), "14")), as_of=as_of)
+    if metric in ("METRIC_FOLLOW_UP_SPEED", "METRIC_FOLLOW_UP_DEPTH"):
+        formula = "sales.follow_up_speed" if metric == "METRIC_FOLLOW_UP_SPEED" else "sales.follow_up_depth"
+        version = _version(recorded, formula, work.FOLLOW_UP_VERSIONS, work.FOLLOW_UP_VERSION)
+        # v2 judges each lead in the window its outcome became known (it may have been handed off
+        # before it): every handed-off lead; v1 those handed off in the window.
+        leads = handed if version == 1 else [lead for lead in signals.leads if lead.handed_off is not None]
+        if metric == "METRIC_FOLLOW_UP_SPEED":
+            target = timedelta(hours=float(_dec(p["target_hours"])))
+            return work.follow_up_speed(leads, target, calendar, as_of=as_of, window=window, version=version)
+        days = int(_dec(p.get("window_days"), "14"))
+        return work.follow_up_depth(leads, days, as_of=as_of, window=window, version=version)
     raise ValueError(f"no formula for metric {metric!r}")
+
+
+def _version(recorded: tuple[str, int] | None, formula: str, kept: tuple[int, ...], current: int) -> int:
+    """The version of `formula` that judges a window: the one it was recorded with (a closed
+    window: `recorded`) while metrics keeps it, else the current one."""
+    if recorded is not None and recorded[0] == formula and recorded[1] in kept:
+        return recorded[1]
+    return current
 
 
 def _meets(comparator: str, value: Decimal, target: Decimal) -> bool:

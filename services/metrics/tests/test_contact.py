@@ -245,34 +245,98 @@ def test_first_contacts_are_anchored_episodes() -> None:
     assert first_contacts(every6) == {"d0": ["d6"], "d12": ["d18"]}
 
 
+ALL_DAYS = Interval(day(-30), day(60))
+
+
 def test_fcr_flagged_and_inferred() -> None:
     calls = fcr_contacts()
     # FLAGGED: first contacts d0 ✓, d10 ✓, router-d1 ✓, c2-d2 (None → not resolved), c3-d4 ✓ → 4 ÷ 5 = 80 %
-    r = fcr(calls, FcrMethod.FLAGGED)
+    r = fcr(calls, FcrMethod.FLAGGED, window=ALL_DAYS)
     assert r.value == Decimal(80) and r.detail["unflagged"] == "1" and r.detail["first_contacts"] == "5"
     # REPEAT_CONTACT: d0 and c2-d2 had a repeat; d10, router-d1, c3-d4 did not → 3 ÷ 5 = 60 %
-    r = fcr(calls, "REPEAT_CONTACT")
-    assert r.value == Decimal(60) and r.detail["repeat_contacts"] == "2"
+    r = fcr(calls, "REPEAT_CONTACT", window=ALL_DAYS)
+    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 2
     assert r.parameters["method"] == "REPEAT_CONTACT" and r.parameters["repeat_window_seconds"] == "604800"
+    assert fcr(calls, FcrMethod.FLAGGED, version=1).value == Decimal(80)
+    v1 = fcr(calls, "REPEAT_CONTACT", version=1)
+    assert v1.value == Decimal(60) and v1.detail["repeat_contacts"] == "2" and v1.formula_version == 1
 
 
-def test_fcr_window_and_pending_first_contacts() -> None:
+def test_fcr_v1_window_and_pending_first_contacts() -> None:
+    """v1 (kept for the windows recorded with it): the first contacts that arrived in the window,
+    as of `as_of`."""
     calls = fcr_contacts()
     # window [d1, d11): first contacts router-d1 ✓, c2-d2 ✗, c3-d4 ✓, d10 ✓ (d3 and d9 are repeats,
     # d0 is before the window) → 3 ÷ 4 = 75 %
     w = Interval(day(1), day(11))
-    assert fcr(calls, FcrMethod.REPEAT_CONTACT, window=w).value == Decimal(75)
+    assert fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=1).value == Decimal(75)
     # as of d12, d10's window (to d17) is still open and it has no repeat yet: pending.
     # d0 ✗, router-d1 ✓, c2-d2 ✗, c3-d4 ✓ (window closed d11) → 2 ÷ 4 = 50 %
-    r = fcr(calls, FcrMethod.REPEAT_CONTACT, as_of=day(12))
+    r = fcr(calls, FcrMethod.REPEAT_CONTACT, as_of=day(12), version=1)
     assert r.value == Decimal(50) and r.detail["pending"] == "1"
     # a 2-day repeat window: d3 (3 days after d0) and c2-d9 (7 days after d2) are no longer repeats, so all
     # 7 contacts are first contacts and none had a repeat → 7 ÷ 7 = 100 %
-    assert fcr(calls, FcrMethod.REPEAT_CONTACT, timedelta(days=2)).value == Decimal(100)
+    assert fcr(calls, FcrMethod.REPEAT_CONTACT, timedelta(days=2), version=1).value == Decimal(100)
+    # as of its end, v1 never counts the first contacts of a window's last 7 days without a repeat:
+    # [d1, d11) as of d11 leaves d10 (to d17) pending, and no later window counts it (it arrived in this one).
+    r = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11), version=1)
+    assert r.detail["pending"] == "1" and r.value == Decimal(200) / 3
+
+
+def test_fcr_v2_judges_each_first_contact_in_the_window_its_outcome_became_known() -> None:
+    """v2: a first contact is decided at its first repeat (not resolved) or, without one, when its
+    repeat window has passed (resolved, at arrival + 7 days: a repeat then would still have been
+    one); it counts in the window holding that instant, [start, end), once it is past."""
+    calls = fcr_contacts()
+    # decisions: d0 → d3 ✗ (repeat), router-d1 → d8 ✓, c2-d2 → d9 ✗ (repeat), c3-d4 → d11 ✓, d10 → d17 ✓
+    w = Interval(day(1), day(11))
+    r = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11))
+    assert r.detail["first_contacts"] == "3" and r.detail["resolved"] == "1" and r.detail["pending"] == "0"
+    assert r.value == Decimal(100) / 3
+    # c3-d4's window passes at d11 exactly: the next window's (half-open ends), with d10's at d17.
+    nxt = fcr(calls, FcrMethod.REPEAT_CONTACT, window=Interval(day(11), day(18)), as_of=day(18))
+    assert nxt.value == Decimal(100) and nxt.detail["first_contacts"] == "2"
+    # open, as of d8: router-d1's window passes at d8 — not yet past, so pending with c2-d2's (d9)
+    r = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(8))
+    assert r.value == Decimal(0) and r.detail["first_contacts"] == "1" and r.detail["pending"] == "2"
+    r = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(8) + timedelta(microseconds=1))
+    assert r.value == Decimal(50) and r.detail["pending"] == "1"
+    # consecutive windows count every first contact exactly once
+    weeks = [Interval(day(n), day(n + 7)) for n in range(-7, 21, 7)]
+    assert sum(int(fcr(calls, "REPEAT_CONTACT", window=x).detail["first_contacts"]) for x in weeks) == 5
+    # FLAGGED: decided on arrival — [d1, d11): router-d1 ✓, c2-d2 (unflagged ✗), c3-d4 ✓, d10 ✓ → 75 %
+    r = fcr(calls, FcrMethod.FLAGGED, window=w, as_of=day(11))
+    assert r.value == Decimal(75) and r.detail["unflagged"] == "1"
+
+
+def test_fcr_v2_digest_is_the_outcomes_of_the_window() -> None:
+    """A closed window's digest changes only when an outcome in it does: a contact after its end,
+    or one that decides nothing in it, leaves it (v1 digested every contact passed)."""
+    calls = fcr_contacts()
+    w = Interval(day(1), day(11))
+    later = [
+        *calls,
+        contact("c4-bill-d20", 20, "C4", "billing", True),
+        contact("c1-router-d12", 12, "C1", "router", None),
+    ]
+    before = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11))
+    assert fcr(later, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11)).input_digest == before.input_digest
+    v1 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11), version=1)
+    assert fcr(later, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11), version=1).input_digest != v1.input_digest
+    # a repeat of router-d1 inside its window (d5) turns it from resolved (d8) to not resolved (d5)
+    repeated = [*calls, contact("c1-router-d5", 5, "C1", "router", None)]
+    after = fcr(repeated, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11))
+    assert after.input_digest != before.input_digest and after.value == Decimal(0)
+    with pytest.raises(ValueError, match="window"):
+        fcr(calls, FcrMethod.REPEAT_CONTACT)
+    with pytest.raises(ValueError, match="versions"):
+        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=3)
+    with pytest.raises(ValueError, match="twice"):
+        fcr([calls[0], calls[0]], FcrMethod.REPEAT_CONTACT, window=w)
 
 
 def test_fcr_no_first_contact() -> None:
-    r = fcr([], FcrMethod.FLAGGED)
+    r = fcr([], FcrMethod.FLAGGED, window=ALL_DAYS)
     assert r.value is None and r.undefined == "no first contact"
 
 
@@ -291,8 +355,9 @@ def _all(calls: list[Call]) -> list[tuple[Decimal | None, str]]:
     results = [
         asa(calls),
         abandonment_rate(calls, S),
-        fcr(calls, FcrMethod.REPEAT_CONTACT),
-        fcr(calls, FcrMethod.FLAGGED),
+        fcr(calls, FcrMethod.REPEAT_CONTACT, window=Interval(T0 - timedelta(days=1), T0 + timedelta(days=9))),
+        fcr(calls, FcrMethod.FLAGGED, window=Interval(T0, T0 + timedelta(days=1))),
+        fcr(calls, FcrMethod.REPEAT_CONTACT, version=1),
         aht(calls),
         *(service_level(calls, v, T, S) for v in ServiceLevelVariant),
     ]

@@ -429,13 +429,44 @@ SPEED = [
 
 def test_follow_up_speed_in_business_hours() -> None:
     # within 8 business hours: L1, L2 of L1, L2, L3, L4, L6 → 2 ÷ 5 = 40 %
-    r = follow_up_speed(SPEED, 8 * H, OFFICE)
+    r = follow_up_speed(SPEED, 8 * H, OFFICE, window=MARCH)
     assert r.value == Decimal(40) and r.detail["missed"] == "L3,L4,L6"
     assert r.formula_id == "sales.follow_up_speed" and r.parameters["calendar"] == "office"
-    # as of Mon 2 Mar 16:30, L4 has waited 6 h 30 of its 8 h: pending → 2 ÷ 4 = 50 %
-    r = follow_up_speed(SPEED, 8 * H, OFFICE, as_of=t("2026-03-02T16:30+01:00"))
+    assert r.formula_version == 2
+    assert follow_up_speed([SPEED[4]], 8 * H, OFFICE, window=MARCH).value is None
+    v1 = follow_up_speed(SPEED, 8 * H, OFFICE, version=1)
+    assert v1.value == Decimal(40) and v1.detail["missed"] == "L3,L4,L6" and v1.formula_version == 1
+    # v1, as of Mon 2 Mar 16:30, L4 has waited 6 h 30 of its 8 h: pending → 2 ÷ 4 = 50 %
+    r = follow_up_speed(SPEED, 8 * H, OFFICE, as_of=t("2026-03-02T16:30+01:00"), version=1)
     assert r.value == Decimal(50) and r.detail["pending"] == "1"
-    assert follow_up_speed([SPEED[4]], 8 * H, OFFICE).value is None
+    with pytest.raises(ValueError, match="window"):
+        follow_up_speed(SPEED, 8 * H, OFFICE)
+
+
+def test_follow_up_speed_v2_judges_each_lead_in_the_window_its_outcome_became_known() -> None:
+    """v2: a lead followed up in time is decided at its follow-up; any other at its deadline, the
+    last instant a follow-up would still have met the target — on business hours, when the target
+    is reached at closing time, the next opening. It counts in the window holding that instant."""
+    # decisions: L1 Tue 3 Mar 15:00 ✓, L2 Mon 9 Mar 16:00 ✓, L3 and L4 Tue 3 Mar 10:00 (Mon 10–17 + 1 h) ✗,
+    # L6 Tue 3 Mar 09:00 ✗ — its 8 h were reached at Monday's close, so Monday does not count it.
+    monday = iv("2026-03-02T00:00+01:00", "2026-03-03T00:00+01:00")
+    r = follow_up_speed(SPEED, 8 * H, OFFICE, window=monday, as_of=monday.end)
+    assert r.value is None and r.detail["handed_off"] == "0"
+    tuesday = iv("2026-03-03T00:00+01:00", "2026-03-04T00:00+01:00")
+    r = follow_up_speed(SPEED, 8 * H, OFFICE, window=tuesday, as_of=tuesday.end)
+    assert r.value == Decimal(25) and r.detail["missed"] == "L3,L4,L6"
+    # open on Tuesday at 10:00 exactly: L3 and L4's deadline is not past yet (pending), L6's is
+    r = follow_up_speed(SPEED, 8 * H, OFFICE, window=tuesday, as_of=t("2026-03-03T10:00+01:00"))
+    assert r.value == Decimal(0) and r.detail["missed"] == "L6" and r.detail["pending"] == "3"
+    # consecutive windows count each handed-off lead once
+    days = [iv(f"2026-03-{d:02d}T00:00+01:00", f"2026-03-{d + 1:02d}T00:00+01:00") for d in range(1, 12)]
+    assert sum(int(follow_up_speed(SPEED, 8 * H, OFFICE, window=w).detail["handed_off"]) for w in days) == 5
+    # the digest is the window's outcomes: a lead decided in another window changes nothing here
+    other = [*SPEED, lead("L7", "2026-03-05T10:00+01:00", "2026-03-05T11:00+01:00")]
+    assert (
+        follow_up_speed(other, 8 * H, OFFICE, window=tuesday, as_of=tuesday.end).input_digest
+        == follow_up_speed(SPEED, 8 * H, OFFICE, window=tuesday, as_of=tuesday.end).input_digest
+    )
 
 
 HANDOFF = "2026-03-02T10:00"
@@ -463,14 +494,41 @@ DEPTH = [
 
 def test_follow_up_depth() -> None:
     # (5 + 1 + 0) ÷ 3 leads = 2 attempts per lead; reaching ≥ 5: D1 only → 1 of 3 = 33.333…%
-    r = follow_up_depth(DEPTH, 14, minimum=5)
-    assert r.value == Decimal(2) and r.detail["attempts"] == "6"
+    r = follow_up_depth(DEPTH, 14, minimum=5, window=MARCH)
+    assert r.value == Decimal(2) and r.detail["attempts"] == "6" and r.formula_version == 2
     assert r.detail["reaching_minimum"] == "1"
     assert Decimal(r.detail["reaching_minimum_percent"]).quantize(Decimal("0.01")) == Decimal("33.33")
-    # as of hand-off + 10 days no lead's 14 days are over: all pending, undefined
-    assert follow_up_depth(DEPTH, 14, as_of=t(at(10 * D))).value is None
+    assert follow_up_depth(DEPTH, 14, minimum=5, version=1).value == Decimal(2)
+    # v1: as of hand-off + 10 days no lead's 14 days are over: all pending, undefined
+    assert follow_up_depth(DEPTH, 14, as_of=t(at(10 * D)), version=1).value is None
     # as of exactly hand-off + 14 days they are
-    assert follow_up_depth(DEPTH, 14, as_of=t(at(14 * D))).value == Decimal(2)
+    assert follow_up_depth(DEPTH, 14, as_of=t(at(14 * D)), version=1).value == Decimal(2)
+    with pytest.raises(ValueError, match="window"):
+        follow_up_depth(DEPTH, 14)
+
+
+def test_follow_up_depth_v2_counts_a_lead_in_the_day_its_days_pass() -> None:
+    """v2: a lead is decided when its 14 days after hand-off have passed (hand-off + 14 × 24 h, the
+    last instant an attempt still counts) and counts in the window holding that instant — so on
+    DAY windows a 14-day depth is judged at all (v1 left every day's window without data)."""
+    handed_day = iv("2026-03-02T00:00", "2026-03-03T00:00")
+    assert follow_up_depth(DEPTH, 14, window=handed_day, as_of=handed_day.end).value is None
+    assert follow_up_depth(DEPTH[1:3], 14, window=handed_day, as_of=handed_day.end, version=1).value is None
+    day_16 = iv("2026-03-16T00:00", "2026-03-17T00:00")
+    r = follow_up_depth(DEPTH, 14, window=day_16, as_of=day_16.end)
+    assert r.value == Decimal(2) and r.detail["leads"] == "3"
+    # open: at hand-off + 14 days exactly an attempt still counts, so the leads are pending until then
+    r = follow_up_depth(DEPTH, 14, window=day_16, as_of=t(at(14 * D)))
+    assert r.value is None and r.detail["pending"] == "3"
+    r = follow_up_depth(DEPTH, 14, window=day_16, as_of=t(at(14 * D)) + timedelta(microseconds=1))
+    assert r.value == Decimal(2) and r.detail["pending"] == "0"
+    # [start, end): decided at 10:00 on the 16th, so a window ending then leaves them to the next
+    assert follow_up_depth(DEPTH, 14, window=iv("2026-03-16T00:00", at(14 * D))).value is None
+    # the digest covers the attempts counted: one after the 14 days changes nothing
+    more = [replace(DEPTH[1], follow_ups=(*DEPTH[1].follow_ups, t(at(15 * D)))), DEPTH[0], DEPTH[2]]
+    assert (
+        follow_up_depth(more, 14, window=day_16).input_digest == follow_up_depth(DEPTH, 14, window=day_16).input_digest
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -484,10 +542,43 @@ def test_lead_order_does_not_matter(shuffled: list[Lead], rnd: random.Random) ->
     mixed = [shuffle(ld) for ld in shuffled]
     base = SPEED + DEPTH[:1]
     for fn in (
-        lambda ls: follow_up_speed(ls, 8 * H, OFFICE),
-        lambda ls: follow_up_depth(ls, 14, minimum=2),
+        lambda ls: follow_up_speed(ls, 8 * H, OFFICE, window=MARCH),
+        lambda ls: follow_up_depth(ls, 14, minimum=2, window=MARCH),
+        lambda ls: follow_up_speed(ls, 8 * H, OFFICE, version=1),
+        lambda ls: follow_up_depth(ls, 14, minimum=2, version=1),
         close_rate,
         deal_size,
     ):
         a, b = fn(base), fn(mixed)
         assert (a.value, a.input_digest, a.detail) == (b.value, b.input_digest, b.detail)
+
+
+def test_a_window_recorded_with_a_follow_up_or_fcr_v1_is_judged_again_by_v1() -> None:
+    """Judging takes the version a closed window was recorded with while it is kept (a restatement,
+    re-derivation, what-if): a depth window recorded with v1 counts the leads handed off in it,
+    as v1 did; any other (none recorded, another formula's) the current v2 — the leads whose 14
+    days passed in it. The same dispatch for follow-up speed and first-contact resolution."""
+    day_16 = iv("2026-03-16T00:00", "2026-03-17T00:00")
+    handed_day = iv("2026-03-02T00:00", "2026-03-03T00:00")
+
+    def judged(objective: dict[str, object], window: Interval, recorded: tuple[str, int] | None) -> tuple[int, str]:
+        signals = SignalSet(leads=list(DEPTH), calls=[])
+        e = judge(objective, window, OFFICE, [], signals, window.end, "UTC", 1, window, recorded)
+        return e["formula_version"], e["value"]
+
+    depth = {"metric": "METRIC_FOLLOW_UP_DEPTH", "comparator": "COMPARATOR_AT_LEAST", "target": "3",
+             "parameters": {"window_days": "14"}}  # fmt: skip
+    assert judged(depth, day_16, None) == (2, "2")
+    assert judged(depth, day_16, ("sales.follow_up_depth", 1)) == (1, "")
+    assert judged(depth, handed_day, ("sales.follow_up_depth", 1)) == (1, "")  # v1: handed off, pending at its end
+    assert judged(depth, MARCH, ("sales.follow_up_depth", 1)) == (1, "2")
+    assert judged(depth, MARCH, None) == (2, "2")
+    assert judged(depth, handed_day, None) == judged(depth, handed_day, ("sales.follow_up_speed", 1)) == (2, "")
+    speed = {"metric": "METRIC_FOLLOW_UP_SPEED", "comparator": "COMPARATOR_AT_LEAST", "target": "90",
+             "parameters": {"target_hours": "8"}}  # fmt: skip
+    assert judged(speed, handed_day, ("sales.follow_up_speed", 1))[0] == 1
+    assert judged(speed, handed_day, ("sales.follow_up_speed", 3))[0] == 2
+    fcr = {"metric": "METRIC_FIRST_CONTACT_RESOLUTION", "comparator": "COMPARATOR_AT_LEAST", "target": "70",
+           "parameters": {"method": "REPEAT_CONTACT"}}  # fmt: skip
+    assert judged(fcr, handed_day, ("contact.fcr", 1))[0] == 1
+    assert judged(fcr, handed_day, None)[0] == 2

@@ -45,6 +45,11 @@ from accord_metrics.formulas.common import (
 )
 
 VERSION = 1
+# The versions of "contact.fcr" computed: v2 judges each first contact once, in the window in which
+# its outcome became known; v1 is kept for the windows recorded with it (restated and re-derived by
+# the version they closed with).
+FCR_VERSION = 2
+FCR_VERSIONS = (1, 2)
 
 
 class ServiceLevelVariant(StrEnum):
@@ -327,6 +332,22 @@ def first_contacts(contacts: Sequence[Call], repeat_window: timedelta = timedelt
     return episodes
 
 
+@dataclass(frozen=True)
+class FirstContactOutcome:
+    """One first contact as it decides a window ("contact.fcr" v2's digested record): the
+    contact, the instant its outcome became known, whether it was resolved, the agent's flag
+    (FLAGGED) and the repeat that decided it (REPEAT_CONTACT; "" when none came)."""
+
+    call_id: str
+    customer_id: str
+    reason: str
+    entered_queue: datetime
+    decided: datetime
+    resolved: bool
+    flag: bool | None
+    repeat_id: str
+
+
 def fcr(
     contacts: Sequence[Call],
     method: FcrMethod | str,
@@ -334,23 +355,103 @@ def fcr(
     *,
     window: Interval | None = None,
     as_of: datetime | None = None,
+    version: int = FCR_VERSION,
 ) -> Evaluated:
-    """First-contact resolution, "contact.fcr" v1 (docs/domain.md §4 "Contact centre"):
-    first contacts resolved on first contact ÷ first contacts × 100.
+    """First-contact resolution, "contact.fcr" v2 (docs/domain.md §4 "Contact centre"):
+    first contacts resolved on first contact ÷ first contacts × 100, each first contact judged
+    once, in the window in which its outcome became known.
 
     First contacts and repeats are as in `first_contacts` (handled calls only; the first
-    of a customer+reason, and its repeats within `repeat_window`, inclusive).
-    - FLAGGED: resolved when the first contact's `resolved_first_contact` is True; False
-      or None (no flag) is not resolved (the unflagged are counted in detail).
-    - REPEAT_CONTACT: resolved when no repeat contact arrives within the window.
-      With `as_of`, a first contact without a repeat whose window is still open at
-      `as_of` (arrival + window > as_of) is pending: it leaves numerator and denominator.
-    With `window`, only first contacts arriving in it count; contacts outside it still
-    decide first-ness and repeats, so pass contacts from window.start − repeat_window to
-    window.end + repeat_window. No first contact → undefined."""
-    records = _records(contacts)
+    of a customer+reason, and its repeats within `repeat_window`, inclusive). The instant a
+    first contact's outcome becomes known (its *decision*):
+    - FLAGGED: its own entry into the queue (the agent's flag is on it): resolved when
+      `resolved_first_contact` is True; False or None (no flag) is not resolved (the
+      unflagged are counted in detail).
+    - REPEAT_CONTACT: the entry of its first repeat (not resolved), or, with no repeat, the
+      end of its repeat window, `entered_queue + repeat_window` (resolved) — the last instant
+      a repeat would still have been one (the window is inclusive).
+    It counts in `window` (required) when its decision lies in it, [start, end), and, with
+    `as_of`, before `as_of` (an open window: one whose decision is still ahead is `pending`).
+    Pass every contact: those before the window decide first-ness, and a first contact from
+    before the window may be decided in it. The input digest covers the outcomes of the first
+    contacts counted (`FirstContactOutcome`), so a closed window's digest — and a restatement —
+    changes only when one of its outcomes does, whatever contacts arrive later.
+
+    v1 (`version=1`, kept for the windows recorded with it): the first contacts that arrived
+    in `window` (all, without one), each as of `as_of` — REPEAT_CONTACT: one without a repeat
+    whose repeat window is still open then (arrival + window > as_of) is pending and left
+    out, so a closed window never counted the first contacts of its last repeat-window's
+    days that had no repeat; the digest covers every contact passed. No first contact →
+    undefined."""
+    if version not in FCR_VERSIONS:
+        raise ValueError(f"contact.fcr has versions {FCR_VERSIONS}, not {version}")
     m = FcrMethod(method)
     _aware("as_of", as_of)
+    if version == 1:
+        return _fcr_v1(contacts, m, repeat_window, window, as_of)
+    if window is None:
+        raise ValueError("contact.fcr v2 judges a window: pass it")
+    by_id: dict[str, Call] = {}
+    for c in contacts:
+        if c.call_id in by_id:
+            raise ValueError(f"call {c.call_id!r} appears twice")
+        by_id[c.call_id] = c
+    episodes = first_contacts(contacts, repeat_window)
+    counted: list[FirstContactOutcome] = []
+    pending = 0
+    for first_id, repeats in episodes.items():
+        first = by_id[first_id]
+        repeat = by_id[repeats[0]] if repeats and m is FcrMethod.REPEAT_CONTACT else None
+        if m is FcrMethod.FLAGGED:
+            decided, ok = first.entered_queue, first.resolved_first_contact is True
+        elif repeat is not None:
+            decided, ok = repeat.entered_queue, False
+        else:
+            decided, ok = first.entered_queue + repeat_window, True
+        if not window.contains(decided):
+            continue
+        if as_of is not None and decided >= as_of:
+            pending += 1
+            continue
+        counted.append(
+            FirstContactOutcome(
+                first.call_id, first.customer_id, first.reason, first.entered_queue, decided, ok,
+                first.resolved_first_contact if m is FcrMethod.FLAGGED else None,
+                "" if repeat is None else repeat.call_id,
+            )
+        )  # fmt: skip
+    resolved = sum(1 for o in counted if o.resolved)
+    detail = {
+        "unit": "percent",
+        "first_contacts": str(len(counted)),
+        "resolved": str(resolved),
+        "repeated": str(sum(1 for o in counted if o.repeat_id)),
+        "pending": str(pending),
+        "unflagged": str(sum(1 for o in counted if m is FcrMethod.FLAGGED and o.flag is None)),
+    }
+    params = _fcr_params(m, repeat_window, window, as_of)
+    records = sorted_records(counted, lambda o: o.call_id, "first contact")
+    value = percent(resolved, len(counted))
+    return evaluated("contact.fcr", value, params, records, detail, "no first contact", version=version)
+
+
+def _fcr_params(
+    m: FcrMethod, repeat_window: timedelta, window: Interval | None, as_of: datetime | None
+) -> dict[str, str]:
+    return {
+        "method": m.value,
+        "repeat_window_seconds": td_param(repeat_window),
+        "window_start": instant_param(None if window is None else window.start),
+        "window_end": instant_param(None if window is None else window.end),
+        "as_of": instant_param(as_of),
+    }
+
+
+def _fcr_v1(
+    contacts: Sequence[Call], m: FcrMethod, repeat_window: timedelta, window: Interval | None, as_of: datetime | None
+) -> Evaluated:
+    """ "contact.fcr" v1 (see `fcr`): the first contacts that arrived in the window, as of `as_of`."""
+    records = _records(contacts)
     episodes = first_contacts(contacts, repeat_window)
     by_id = {c.call_id: c for c in contacts}
     resolved = denominator = pending = unflagged = 0
@@ -376,14 +477,10 @@ def fcr(
         "unflagged": str(unflagged),
         "repeat_contacts": str(sum(len(r) for r in episodes.values())),
     }
-    params = {
-        "method": m.value,
-        "repeat_window_seconds": td_param(repeat_window),
-        "window_start": instant_param(None if window is None else window.start),
-        "window_end": instant_param(None if window is None else window.end),
-        "as_of": instant_param(as_of),
-    }
-    return evaluated("contact.fcr", percent(resolved, denominator), params, records, detail, "no first contact")
+    params = _fcr_params(m, repeat_window, window, as_of)
+    return evaluated(
+        "contact.fcr", percent(resolved, denominator), params, records, detail, "no first contact", version=1
+    )
 
 
 def aht(calls: Sequence[Call]) -> Evaluated:

@@ -473,18 +473,124 @@ def first_follow_up(lead: Lead) -> datetime | None:
     return min((f for f in lead.follow_ups if f >= handed_off), default=None)
 
 
+# The versions of "sales.follow_up_speed" and "sales.follow_up_depth" computed: v2 judges each
+# lead once, in the window in which its outcome became known; v1 is kept for the windows
+# recorded with it (restated and re-derived by the version they closed with).
+FOLLOW_UP_VERSION = 2
+FOLLOW_UP_VERSIONS = (1, 2)
+
+
+@dataclass(frozen=True)
+class FollowUpOutcome:
+    """One lead as it decides a window (the follow-up formulas' v2 digested record): its
+    hand-off, the follow-ups that count (speed: the first one, if any; depth: the attempts in
+    its days) and the instant its outcome became known."""
+
+    lead_id: str
+    handed_off: datetime
+    follow_ups: tuple[datetime, ...]
+    decided: datetime
+
+
+def _follow_up_version(formula: str, version: int, window: Interval | None) -> None:
+    if version not in FOLLOW_UP_VERSIONS:
+        raise ValueError(f"{formula} has versions {FOLLOW_UP_VERSIONS}, not {version}")
+    if version >= 2 and window is None:
+        raise ValueError(f"{formula} v2 judges a window: pass it")
+
+
 def follow_up_speed(
-    leads: Sequence[Lead], target: timedelta, calendar: Calendar, *, as_of: datetime | None = None
+    leads: Sequence[Lead],
+    target: timedelta,
+    calendar: Calendar,
+    *,
+    as_of: datetime | None = None,
+    window: Interval | None = None,
+    version: int = FOLLOW_UP_VERSION,
 ) -> Evaluated:
-    """Sales follow-up speed, "sales.follow_up_speed" v1 (docs/domain.md §4 "Marketing ↔ sales"):
-    handed-off leads whose first follow-up came within `target` business time of hand-off
-    (business time of `calendar` in [hand-off, first follow-up) ≤ target) ÷ handed-off
-    leads × 100. Leads never handed off are ignored. A handed-off lead without a follow-up
-    has missed the target — unless, with `as_of`, less than the target has elapsed by then:
-    it is pending and leaves the ratio. Detail lists the missed lead ids. No lead → undefined."""
+    """Sales follow-up speed, "sales.follow_up_speed" v2 (docs/domain.md §4 "Marketing ↔ sales"):
+    leads followed up within `target` ÷ leads judged × 100, each handed-off lead judged once,
+    in the window in which its outcome became known — as a ticket's response (module
+    docstring), on the clock of `calendar` from hand-off (no pauses): a lead whose first
+    follow-up (the earliest at or after hand-off) came within the target (business time in
+    [hand-off, follow-up) ≤ target) is decided at that follow-up (within); any other — followed
+    up late or not yet — at its *deadline*, the last instant a follow-up would still have met
+    the target (on a business calendar, when the target is reached at closing time, the next
+    opening) (missed). It counts in `window` (required) when that instant lies in it
+    ([start, end)) and, with `as_of`, before `as_of` (one decided later in the window is
+    `pending`). Pass every lead: one handed off before the window may be decided in it. Leads
+    never handed off are ignored. Detail lists the missed lead ids. The input digest covers the
+    outcomes counted (`FollowUpOutcome`: hand-off, first follow-up, decision), so a closed
+    window is restated only when one of them changes. No lead judged → undefined.
+
+    v1 (`version=1`, kept for the windows recorded with it): the leads passed (the caller
+    passed those handed off in the window), a lead without a follow-up missed — unless, with
+    `as_of`, no more than the target had elapsed by then (pending, left out); so a closed
+    window never counted the leads of its last `target` not followed up by its end."""
     if target < timedelta(0):
         raise ValueError("the target must not be negative")
     _aware("follow_up_speed", "as_of", as_of)
+    _follow_up_version("sales.follow_up_speed", version, window)
+    if version == 1:
+        return _follow_up_speed_v1(leads, target, calendar, as_of)
+    assert window is not None
+    _unique_leads(leads)
+    counted: list[tuple[FollowUpOutcome, bool]] = []
+    pending = 0
+    for lead in leads:
+        if lead.handed_off is None:
+            continue
+        handed_off = lead.handed_off
+        if handed_off >= window.end:
+            continue  # decided at or after its hand-off
+        first = first_follow_up(lead)
+        if first is not None and first < window.start:
+            continue  # decided at its follow-up, or at a deadline before it: before the window
+        ok = first is not None and business_elapsed(handed_off, first, (), calendar) <= target
+        decided: datetime | None
+        if ok:
+            decided = first
+        else:  # missed: decided at the deadline (searched before the late follow-up, or the window's end)
+            decided = deadline(handed_off, (), target, calendar, first if first is not None else window.end)
+        if decided is None or not window.contains(decided):
+            continue
+        if as_of is not None and decided >= as_of:
+            pending += 1
+            continue
+        counted.append((FollowUpOutcome(lead.lead_id, handed_off, () if first is None else (first,), decided), ok))
+    within = sum(1 for _, ok in counted if ok)
+    detail = {
+        "unit": "percent",
+        "handed_off": str(len(counted)),
+        "within": str(within),
+        "pending": str(pending),
+        "missed": ",".join(sorted(o.lead_id for o, ok in counted if not ok)),
+    }
+    params = {
+        "target_seconds": td_param(target),
+        "window_start": instant_param(window.start),
+        "window_end": instant_param(window.end),
+        "as_of": instant_param(as_of),
+        **_calendar_params(calendar),
+    }
+    extra = {"calendar": calendar_definition(calendar)}
+    records = sorted_records((o for o, _ in counted), lambda o: o.lead_id, "lead")
+    value = percent(within, len(counted))
+    return evaluated("sales.follow_up_speed", value, params, records, detail, "no handed-off lead", extra, version)
+
+
+def _unique_leads(leads: Sequence[Lead]) -> None:
+    seen: set[str] = set()
+    for lead in leads:
+        if lead.lead_id in seen:
+            raise ValueError(f"lead {lead.lead_id!r} appears twice")
+        seen.add(lead.lead_id)
+
+
+def _follow_up_speed_v1(
+    leads: Sequence[Lead], target: timedelta, calendar: Calendar, as_of: datetime | None
+) -> Evaluated:
+    """ "sales.follow_up_speed" v1 (see `follow_up_speed`)."""
     records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
     within = pending = counted = 0
     missed: list[str] = []
@@ -512,7 +618,7 @@ def follow_up_speed(
     params = {"target_seconds": td_param(target), "as_of": instant_param(as_of), **_calendar_params(calendar)}
     extra = {"calendar": calendar_definition(calendar)}
     value = percent(within, counted)
-    return evaluated("sales.follow_up_speed", value, params, records, detail, "no handed-off lead", extra, VERSION)
+    return evaluated("sales.follow_up_speed", value, params, records, detail, "no handed-off lead", extra, 1)
 
 
 def follow_up_depth(
@@ -521,30 +627,57 @@ def follow_up_depth(
     *,
     minimum: int | None = None,
     as_of: datetime | None = None,
+    window: Interval | None = None,
+    version: int = FOLLOW_UP_VERSION,
 ) -> Evaluated:
-    """Sales follow-up depth, "sales.follow_up_depth" v1 (docs/domain.md §4 "Marketing ↔ sales"):
-    the mean number of follow-up attempts per handed-off lead within `window_days` of
-    hand-off (hand-off ≤ attempt ≤ hand-off + window_days × 24 h, elapsed time, inclusive).
-    With `minimum`, detail also has how many (and what percent of) leads reached it (e.g.
-    ≥ 5 in 14 days). With `as_of`, leads whose window has not closed by then are pending and
-    left out. Leads never handed off are ignored. No lead → undefined."""
+    """Sales follow-up depth, "sales.follow_up_depth" v2 (docs/domain.md §4 "Marketing ↔ sales"):
+    the mean number of follow-up attempts per handed-off lead within `window_days` of hand-off
+    (hand-off ≤ attempt ≤ hand-off + window_days × 24 h, elapsed time, inclusive), each lead
+    judged once, in the window in which its outcome became known: when its days have passed,
+    at hand-off + window_days × 24 h (the last instant an attempt still counts). It counts in
+    `window` (required) when that instant lies in it ([start, end)) and, with `as_of`, before
+    `as_of` (one decided later in the window is `pending`). Pass every lead: one handed off
+    before the window is decided in it. With `minimum`, detail also has how many (and what
+    percent of) leads reached it (e.g. ≥ 5 in 14 days). Leads never handed off are ignored.
+    The input digest covers the outcomes counted (`FollowUpOutcome`: hand-off, the attempts
+    counted, decision). No lead judged → undefined.
+
+    v1 (`version=1`, kept for the windows recorded with it): the leads passed (the caller
+    passed those handed off in the window); with `as_of`, leads whose days had not passed by
+    then were pending and left out — so on a window shorter than `window_days` (a DAY window
+    and 14 days) a closed window never counted any lead."""
     if window_days <= 0:
         raise ValueError("window_days must be positive")
     if minimum is not None and minimum < 0:
         raise ValueError("minimum must not be negative")
     _aware("follow_up_depth", "as_of", as_of)
-    records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
+    _follow_up_version("sales.follow_up_depth", version, window)
     span = timedelta(days=window_days)
     attempts: list[int] = []
     pending = 0
+    outcomes: list[FollowUpOutcome] = []
+    if version == 1:
+        records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
+    else:
+        _unique_leads(leads)
     for lead in leads:
         if lead.handed_off is None:
             continue
         handed_off = lead.handed_off
-        if as_of is not None and handed_off + span > as_of:
+        decided = handed_off + span
+        if version >= 2:
+            assert window is not None
+            if not window.contains(decided):
+                continue
+            if as_of is not None and decided >= as_of:
+                pending += 1
+                continue
+        elif as_of is not None and decided > as_of:
             pending += 1
             continue
-        attempts.append(sum(1 for f in lead.follow_ups if handed_off <= f <= handed_off + span))
+        counted = tuple(sorted(f for f in lead.follow_ups if handed_off <= f <= decided))
+        attempts.append(len(counted))
+        outcomes.append(FollowUpOutcome(lead.lead_id, handed_off, counted, decided))
     detail = {
         "unit": "attempts",
         "leads": str(len(attempts)),
@@ -561,5 +694,10 @@ def follow_up_depth(
         "minimum": "none" if minimum is None else str(minimum),
         "as_of": instant_param(as_of),
     }
+    if version >= 2:
+        assert window is not None
+        params["window_start"] = instant_param(window.start)
+        params["window_end"] = instant_param(window.end)
+        records = sorted_records(outcomes, lambda o: o.lead_id, "lead")
     value = ratio(sum(attempts), len(attempts))
-    return evaluated("sales.follow_up_depth", value, params, records, detail, "no handed-off lead", version=VERSION)
+    return evaluated("sales.follow_up_depth", value, params, records, detail, "no handed-off lead", version=version)
