@@ -204,7 +204,7 @@ def _point(n: int, per_month: int) -> dict[str, Any]:
             stop.set()
             worker.join()
             rss_mb = _rss_mb()
-            held = sum(len(s.latest) for s in metrics._services.values())
+            held = sum(s.count for s in metrics._services.values())
             converted = sum(len(s.converted) for s in metrics._services.values())
             windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
             last = at + timedelta(seconds=5 * (rounds[0] + 1))
