@@ -30,7 +30,7 @@ from accord_metrics.domain import (
     UnknownServiceError,
 )
 from accord_metrics.evaluation import ONGOING, SignalSet
-from accord_metrics.signal_store import LISTS, Facts, Row, SignalStore
+from accord_metrics.signal_store import LISTS, Facts, IndexMovedError, Row, SignalStore
 from accord_metrics.signals import validate
 
 if TYPE_CHECKING:
@@ -166,25 +166,28 @@ class ServiceSignals:
         way aside (`ongoing`)."""
         return None if self.reaches_us is None else _EPOCH + timedelta(microseconds=self.reaches_us)
 
-    def project(self, items: list[signals_pb2.Signal], held: dict[str, Row]) -> tuple[list[Row], list[datetime]]:
+    def project(self, items: list[signals_pb2.Signal], held: dict[str, Row]) -> tuple[list[Row], int]:
         """One stored batch's signals as index rows, given the rows `held` for their ids (updated
         in place with the new ones): each new id takes the next rank, a later content keeps its
         id's rank and adds the digest of the content it replaces. Updates the facts; returns the
-        rows and the earliest instants of the contents replaced (the windows they were in change)."""
+        rows and the earliest instant (µs) the batch's signals and the contents they replace reach:
+        the windows from there on change."""
         out: dict[str, Row] = {}
-        replaced: list[datetime] = []
+        reach: int | None = None
         for s in items:
             sid = s.signal_id
             before = held.get(sid)
             kind = str(s.WhichOneof("kind"))
             name = _LIST_OF[kind]
-            first = _instant_us(_earliest(s))
+            first = _earliest_us(s)
+            reach = first if reach is None or first < reach else reach
             if before is None:
                 rank, self.count = self.count, self.count + 1
                 earlier = b""
             else:
                 previous = signals_pb2.Signal.FromString(before.content)
-                replaced.append(_earliest(previous))
+                replaced = _earliest_us(previous)
+                reach = min(reach, replaced)
                 rank, first = before.rank, min(first, before.earliest)
                 earlier = before.earlier + bytes.fromhex(content_digest(previous))
             under_way = kind == "outage" and not s.outage.HasField("end")
@@ -205,7 +208,7 @@ class ServiceSignals:
             reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
             if reaches is not None and (self.reaches_us is None or reaches > self.reaches_us):
                 self.reaches_us = reaches
-        return list(out.values()), replaced
+        return list(out.values()), _EPOCH_US if reach is None else reach
 
     def forget(self, signal_ids: Iterable[str]) -> None:
         """These ids have a new content (indexed by another process): convert them again."""
@@ -360,15 +363,24 @@ def combined(sources: dict[str, SignalSet], service_ids: list[str]) -> SignalSet
     return out
 
 
+# The field of each kind from which a signal can change evaluations.
+_FIRST = {
+    "outage": "start", "maintenance": "start", "requests": "start", "probe": "at", "incident": "failure_start",
+    "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
+}  # fmt: skip
+_EPOCH_US = 0
+
+
 def _earliest(s: signals_pb2.Signal) -> datetime:
     """The instant from which a signal can change evaluations."""
     kind = str(s.WhichOneof("kind"))
-    body = getattr(s, kind)
-    first = {
-        "outage": "start", "maintenance": "start", "requests": "start", "probe": "at", "incident": "failure_start",
-        "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
-    }[kind]  # fmt: skip
-    return sig.instant(getattr(body, first))
+    return sig.instant(getattr(getattr(s, kind), _FIRST[kind]))
+
+
+def _earliest_us(s: signals_pb2.Signal) -> int:
+    """`_earliest` in µs since the epoch (read without datetimes)."""
+    kind = str(s.WhichOneof("kind"))
+    return _us(getattr(getattr(s, kind), _FIRST[kind]))
 
 
 def _encode(items: list[signals_pb2.Signal]) -> str:
@@ -466,79 +478,96 @@ class SignalIndex(_Host):
         self._check_may_record(caller, {s.service_id for s in signals})
         self._check_fcr_customers(signals)
         with self._lock:  # dedupe and save as one step within this process
-            self._refresh_signals()
-            # The index rows of the batch's ids, one query per service: what dedupe is decided by.
-            wanted: dict[str, list[str]] = defaultdict(list)
-            for s in signals:
-                wanted[s.service_id].append(s.signal_id)
-            held = {sid: self._signal_store.lookup(sid, ids) for sid, ids in wanted.items()}
-            fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
-            corrected: dict[str, list[tuple[signals_pb2.Signal, str, list[str]]]] = defaultdict(list)
-            in_batch: dict[tuple[str, str], str] = {}
-            duplicates = 0
-            for i, s in enumerate(signals):
-                key = (s.service_id, s.signal_id)
-                if key in in_batch:
-                    if in_batch[key] != content_digest(s):
-                        raise sig.InvalidSignalError(
-                            f"signals[{i}].signal_id: {s.signal_id!r} appears twice in the batch with different "
-                            "content (send a correction in a later batch)"
-                        )
-                    duplicates += 1
-                    continue
-                entry = self._services[s.service_id]
-                row = held[s.service_id].get(s.signal_id)
-                verdict = entry.classify(s, f"signals[{i}]", row)
-                if verdict == DUPLICATE:
-                    duplicates += 1
-                    continue
-                in_batch[key] = content_digest(s)
-                if verdict == CORRECTION:
-                    assert row is not None
-                    before = signals_pb2.Signal.FromString(row.content)
-                    corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
-                else:
-                    fresh[s.service_id].append(s)
-            batches: list[Any] = [
-                SignalBatch(service_id=sid, batch=_encode(items), count=len(items))
-                for sid, items in sorted(fresh.items())
-            ]
-            actor = f"{caller.role}:{caller.subject}" + (f" ({caller.department})" if caller.department else "")
-            for sid, fixes in sorted(corrected.items()):
-                batches.append(
-                    SignalCorrection(
-                        service_id=sid,
-                        batch=_encode([f[0] for f in fixes]),
-                        count=len(fixes),
-                        previous_digests=[f[1] for f in fixes],
-                        changed=[",".join(f[2]) for f in fixes],
-                        actor=actor,
-                        reason=reason or "re-sent with a known signal id and different content",
-                        agreement_ids=self._agreements_of_service(sid),
+            attempt = 1
+            while True:
+                try:
+                    return self._record_once(caller, signals, reason)
+                except IndexMovedError:  # another process stored signals meanwhile: decide again
+                    if attempt == 3:
+                        raise
+                    attempt += 1
+                    self._load_signal_facts()
+
+    def _record_once(self, caller: Principal, signals: list[signals_pb2.Signal], reason: str) -> Recorded:
+        """Dedupe and save one batch (the lock held); its index rows are written in the batch's
+        own transaction."""
+        self._refresh_signals()
+        # The index rows of the batch's ids, one query per service: what dedupe is decided by.
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for s in signals:
+            wanted[s.service_id].append(s.signal_id)
+        held = {sid: self._signal_store.lookup(sid, ids) for sid, ids in wanted.items()}
+        fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
+        corrected: dict[str, list[tuple[signals_pb2.Signal, str, list[str]]]] = defaultdict(list)
+        in_batch: dict[tuple[str, str], str] = {}
+        duplicates = 0
+        for i, s in enumerate(signals):
+            key = (s.service_id, s.signal_id)
+            if key in in_batch:
+                if in_batch[key] != content_digest(s):
+                    raise sig.InvalidSignalError(
+                        f"signals[{i}].signal_id: {s.signal_id!r} appears twice in the batch with different "
+                        "content (send a correction in a later batch)"
                     )
+                duplicates += 1
+                continue
+            entry = self._services[s.service_id]
+            row = held[s.service_id].get(s.signal_id)
+            verdict = entry.classify(s, f"signals[{i}]", row)
+            if verdict == DUPLICATE:
+                duplicates += 1
+                continue
+            in_batch[key] = content_digest(s)
+            if verdict == CORRECTION:
+                assert row is not None
+                before = signals_pb2.Signal.FromString(row.content)
+                corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
+            else:
+                fresh[s.service_id].append(s)
+        batches: list[Any] = [
+            SignalBatch(service_id=sid, batch=_encode(items), count=len(items)) for sid, items in sorted(fresh.items())
+        ]
+        actor = f"{caller.role}:{caller.subject}" + (f" ({caller.department})" if caller.department else "")
+        for sid, fixes in sorted(corrected.items()):
+            batches.append(
+                SignalCorrection(
+                    service_id=sid,
+                    batch=_encode([f[0] for f in fixes]),
+                    count=len(fixes),
+                    previous_digests=[f[1] for f in fixes],
+                    changed=[",".join(f[2]) for f in fixes],
+                    actor=actor,
+                    reason=reason or "re-sent with a known signal id and different content",
+                    agreement_ids=self._agreements_of_service(sid),
                 )
-            if batches:
-                recordings = self.save(*batches)
-                ids = sorted(r.notification.id for r in recordings)
-                if (
-                    ids
-                    and ids[-1] - ids[0] == len(ids) - 1
-                    and self._store_position == self._signals_position
-                    and not self._index_stale
-                    and self._no_signals_between(self._signals_position, ids[0])
-                ):
-                    # No other signal was stored in between: index our own batch (from the rows read
-                    # for its dedupe) instead of reading it again.
-                    own: list[tuple[int | None, str, list[signals_pb2.Signal]]] = [
-                        (None, b.service_id, list(batch_message(b.batch).signals)) for b in batches
-                    ]
-                    self._project(own, ids[-1], held)
-                    self._signals_position = ids[-1]
-            return Recorded(
-                accepted=sum(len(v) for v in fresh.values()),
-                duplicates=duplicates,
-                corrections=sum(len(v) for v in corrected.values()),
             )
+        if batches:
+            # The index rows of the batch (from the rows read for its dedupe), written in the
+            # batch's own transaction, with the position of its last event.
+            own: list[tuple[int | None, str, list[signals_pb2.Signal]]] = [
+                *((None, sid, items) for sid, items in sorted(fresh.items())),
+                *((None, sid, [f[0] for f in fixes]) for sid, fixes in sorted(corrected.items())),
+            ]
+            rows, facts, changes = self._rows_of(own, held)
+            expected = self._store_position
+
+            def index(cursor: Any, ids: list[int]) -> None:
+                self._signal_store.write(cursor, rows, facts, expected, ids[0], ids[-1])
+
+            try:
+                recordings = self.save(*batches, with_records=index)
+            except BaseException:
+                self._index_stale = True  # the facts were moved on, the store's were not
+                raise
+            last = max(r.notification.id for r in recordings)
+            self._store_position = self._signals_position = last
+            for service_id, at in changes:
+                self._note_change(service_id, at)
+        return Recorded(
+            accepted=sum(len(v) for v in fresh.values()),
+            duplicates=duplicates,
+            corrections=sum(len(v) for v in corrected.values()),
+        )
 
     def _check_fcr_customers(self, signals: list[signals_pb2.Signal]) -> None:
         """An answered call without a first-contact flag is judged by repeat contacts of the
@@ -635,30 +664,9 @@ class SignalIndex(_Host):
         `held`: the rows already read for some of their ids. Each becomes a change for the next
         round unless a round already judged it. False when another process moved the index meanwhile
         (nothing written: the facts are read again)."""
-        held = held if held is not None else {}
-        rows: dict[tuple[str, str], Row] = {}
-        changes: list[tuple[str, datetime]] = []
-        touched: set[str] = set()
-        for at, service_id, items in batches:
-            entry = self._services[service_id]
-            known = held.setdefault(service_id, {})
-            missing = [s.signal_id for s in items if s.signal_id not in known]
-            if missing and at is not None:
-                known.update(self._signal_store.lookup(service_id, missing))
-            new_rows, replaced = entry.project(items, known)
-            touched.add(service_id)
-            for r in new_rows:
-                rows[(service_id, r.signal_id)] = r
-            if at is None or at > self._judged_position:
-                # A signal's earlier content counts as a change too: the windows it was in are judged again.
-                changes.append((service_id, min([_earliest(s) for s in items] + replaced)))
+        rows, facts, changes = self._rows_of(batches, held if held is not None else {})
         try:
-            done = self._signal_store.try_commit(
-                [(k[0], r) for k, r in rows.items()],
-                {sid: self._services[sid].facts() for sid in sorted(touched)},
-                self._store_position,
-                position,
-            )
+            done = self._signal_store.try_commit(rows, facts, self._store_position, position)
         except BaseException:
             self._index_stale = True  # the facts were moved on, the store's were not
             raise
@@ -670,14 +678,29 @@ class SignalIndex(_Host):
             self._note_change(service_id, at_)
         return True
 
-    def _no_signals_between(self, after: int, before: int) -> bool:
-        """Whether the log holds no signal event after `after` and before `before`."""
-        if before == after + 1:
-            return True
-        found = self.recorder.select_notifications(
-            start=after, stop=before - 1, limit=1, topics=SIGNAL_TOPICS, inclusive_of_start=False
-        )
-        return not found
+    def _rows_of(
+        self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]]
+    ) -> tuple[list[tuple[str, Row]], dict[str, Facts], list[tuple[str, datetime]]]:
+        """The index rows of stored batches (see `_project`), the facts of their services (moved
+        on in memory), and the changes they are for the next round: (service, earliest instant)."""
+        rows: dict[tuple[str, str], Row] = {}
+        changes: list[tuple[str, datetime]] = []
+        touched: set[str] = set()
+        for at, service_id, items in batches:
+            entry = self._services[service_id]
+            known = held.setdefault(service_id, {})
+            missing = [s.signal_id for s in items if s.signal_id not in known]
+            if missing and at is not None:
+                known.update(self._signal_store.lookup(service_id, missing))
+            new_rows, reach = entry.project(items, known)
+            touched.add(service_id)
+            for r in new_rows:
+                rows[(service_id, r.signal_id)] = r
+            if at is None or at > self._judged_position:
+                # A signal's earlier content counts as a change too: the windows it was in are judged again.
+                changes.append((service_id, _EPOCH + timedelta(microseconds=reach)))
+        facts = {sid: self._services[sid].facts() for sid in sorted(touched)}
+        return [(k[0], r) for k, r in rows.items()], facts, changes
 
     def _note_change(self, service_id: str, at: datetime) -> None:
         if service_id not in self._changed or at < self._changed[service_id]:

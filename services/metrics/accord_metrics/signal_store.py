@@ -17,14 +17,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError
 from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.rows import tuple_row
+
+from accord_metrics.domain import SignalBatch, SignalCorrection
 
 # The formula input lists, by the code each is stored as.
 LISTS = ("outages", "maintenance", "requests", "incidents", "calls", "tickets", "tasks", "leads", "deals")
 LIST_CODE = {name: code for code, name in enumerate(LISTS, 1)}
 DIGEST_BYTES = 32
 _POSITION = "signals"
+# The topics of the signal events: what the index is a projection of.
+SIGNAL_BATCH_TOPIC = SignalBatch.Recorded.TOPIC
+SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 
 
 @dataclass
@@ -81,6 +87,10 @@ class SignalStore:
             self.rows, self.services, self.position_table = (
                 f'"{schema}"."{self._names[k]}"' for k in ("", "_services", "_position")
             )
+        if self._sqlite:
+            self.events, self.events_id = events, "rowid"
+        else:
+            self.events, self.events_id = f'"{self._ds.schema}"."{events}"', "notification_id"
         self._create()
 
     # -- plumbing --------------------------------------------------------------------------------------
@@ -133,6 +143,8 @@ class SignalStore:
             "ON CONFLICT (name) DO NOTHING"
         )
         with self._cursor(write=True) as cur:
+            if not self._sqlite:  # two instances starting at once on one database create the tables once
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
             for statement in statements:
                 cur.execute(statement)
 
@@ -221,43 +233,13 @@ class SignalStore:
             return int(cur.fetchone()[0])
 
     # -- writes ---------------------------------------------------------------------------------------------
-    def commit(
-        self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
-    ) -> None:  # fmt: skip
+    def commit(self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int) -> None:
         """Write rows (service, row: inserted or replacing the id's row) and services' facts, and
-        move the position from `expected` to `position`, in one transaction (`_MovedError`, with
-        nothing written, when the position is no longer `expected`: another process moved it)."""
+        move the position from `expected` to `position`, in one transaction of their own
+        (`IndexMovedError`, with nothing written, when the position is no longer `expected`:
+        another process moved it)."""
         with self._cursor(write=True) as cur:
-            cur.execute(
-                self._q(f"UPDATE {self.position_table} SET position = ? WHERE name = ? AND position = ?"),
-                (position, _POSITION, expected),
-            )
-            if cur.rowcount != 1:
-                raise _MovedError
-            if rows:
-                cur.executemany(
-                    self._q(
-                        f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, "
-                        "earlier, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, signal_id) DO "
-                        "UPDATE SET list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, "
-                        "ongoing = excluded.ongoing, earliest = excluded.earliest, earlier = excluded.earlier, "
-                        "content = excluded.content"
-                    ),
-                    [
-                        (service, r.signal_id, LIST_CODE[r.kind_list], r.time_key, r.rank, int(r.ongoing), r.earliest,
-                         r.earlier, r.content)
-                        for service, r in rows
-                    ],
-                )  # fmt: skip
-            if facts:
-                cur.executemany(
-                    self._q(
-                        f"INSERT INTO {self.services} (service_id, count, longest_outage, reaches) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (service_id) DO UPDATE SET count = excluded.count, "
-                        "longest_outage = excluded.longest_outage, reaches = excluded.reaches"
-                    ),
-                    [(s, f.count, f.longest_outage, f.reaches) for s, f in facts.items()],
-                )
+            self._write(cur, rows, facts, expected, position)
 
     def try_commit(
         self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
@@ -265,10 +247,63 @@ class SignalStore:
         """`commit`: True when written, False when the position was no longer `expected`."""
         try:
             self.commit(rows, facts, expected, position)
-        except _MovedError:
+        except IndexMovedError:
             return False
         return True
 
+    def write(
+        self, cursor: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, first: int,
+        position: int,
+    ) -> None:  # fmt: skip
+        """`commit` within the transaction of the signal events it indexes (`cursor`: the
+        database's own, sqlite3 or psycopg), whose notification ids run from `first` to
+        `position`: refused (`IndexMovedError`, an IntegrityError: that save alone fails) when
+        the position is not `expected` or a signal event the index does not hold lies between."""
+        topics = (SIGNAL_BATCH_TOPIC, SIGNAL_CORRECTION_TOPIC)
+        cursor.execute(
+            self._q(f"SELECT 1 FROM {self.events} WHERE {self.events_id} > ? AND {self.events_id} < ? "
+                    "AND topic IN (?, ?) LIMIT 1"),
+            (expected, first, *topics),
+        )  # fmt: skip
+        if cursor.fetchone() is not None:
+            raise IndexMovedError("a signal event the index does not hold was stored before this batch")
+        self._write(cursor, rows, facts, expected, position)
 
-class _MovedError(Exception):
-    """The index's position is not the one expected: nothing written."""
+    def _write(
+        self, cur: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+    ) -> None:  # fmt: skip
+        cur.execute(
+            self._q(f"UPDATE {self.position_table} SET position = ? WHERE name = ? AND position = ?"),
+            (position, _POSITION, expected),
+        )
+        if cur.rowcount != 1:
+            raise IndexMovedError(f"the signal index is no longer at position {expected}")
+        if rows:
+            cur.executemany(
+                self._q(
+                    f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, "
+                    "earlier, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, signal_id) DO "
+                    "UPDATE SET list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, "
+                    "ongoing = excluded.ongoing, earliest = excluded.earliest, earlier = excluded.earlier, "
+                    "content = excluded.content"
+                ),
+                [
+                    (service, r.signal_id, LIST_CODE[r.kind_list], r.time_key, r.rank, int(r.ongoing), r.earliest,
+                     r.earlier, r.content)
+                    for service, r in rows
+                ],
+            )  # fmt: skip
+        if facts:
+            cur.executemany(
+                self._q(
+                    f"INSERT INTO {self.services} (service_id, count, longest_outage, reaches) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (service_id) DO UPDATE SET count = excluded.count, "
+                    "longest_outage = excluded.longest_outage, reaches = excluded.reaches"
+                ),
+                [(s, f.count, f.longest_outage, f.reaches) for s, f in facts.items()],
+            )
+
+
+class IndexMovedError(IntegrityError):
+    """The index is not at the position expected (another process indexed signals), or a signal
+    event it does not hold lies before the batch: nothing written."""

@@ -13,7 +13,9 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_metrics.application import SIGNAL_TOPICS, Metrics
+from accord_metrics.application import SIGNAL_TOPICS, Metrics, content_digest
+from accord_metrics.domain import SignalCorrection
+from accord_metrics.signal_index import _encode
 from accord_metrics.signals import InvalidSignalError
 from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, calls, outage
 
@@ -133,22 +135,30 @@ def test_dedupe_and_corrections_stay_exact_across_a_restart(suite: Suite) -> Non
     _dedupe_holds(suite.metrics)
 
 
-def test_a_crash_between_a_batch_and_its_indexing_is_caught_up_from_the_log(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _stored_unindexed(m: Metrics, signal: pb.Signal, previous: pb.Signal) -> None:
+    """A correction of `previous` stored in the log without its index rows: as a crash between
+    the event's commit and its indexing would leave it (or a process of a version before the
+    index)."""
+    fix = SignalCorrection(
+        service_id=signal.service_id,
+        batch=_encode([signal]),
+        count=1,
+        previous_digests=[content_digest(previous)],
+        changed=["outage.end"],
+        actor="service:collector",
+        reason="re-sent",
+        agreement_ids=[],
+    )
+    m.save(fix)
+
+
+def test_a_batch_left_out_of_the_index_is_caught_up_from_the_log_on_start(suite: Suite) -> None:
     aid = an_active_agreement(suite)
     m = suite.metrics
-    m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30), calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    first = outage("o1", f"2026-01-12T10:00{AMS}", 30)
+    m.record(COLLECTOR, [first, calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
     indexed = m._signal_store.position()
-
-    # The correction's event is committed; writing it to the index fails (as a crash would leave it).
-    def fail(*args: Any, **kwargs: Any) -> bool:
-        raise OperationalError("the store went away")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(m._signal_store, "try_commit", fail)
-        with pytest.raises(OperationalError):
-            m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 45)])
+    _stored_unindexed(m, outage("o1", f"2026-01-12T10:00{AMS}", 45), first)
     assert m._signal_store.position() == indexed < m.head_position()  # the index is behind the log
     m.close()
 
@@ -162,22 +172,38 @@ def test_a_crash_between_a_batch_and_its_indexing_is_caught_up_from_the_log(
         assert check["matches"], check["differences"]
 
 
-def test_a_retry_after_the_index_failed_is_a_duplicate_in_the_same_process(
+def test_a_batch_left_out_of_the_index_is_caught_up_by_a_running_process(suite: Suite) -> None:
+    an_active_agreement(suite)
+    m = suite.metrics
+    first = outage("o1", f"2026-01-12T10:00{AMS}", 30)
+    m.record(COLLECTOR, [first, calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    _stored_unindexed(m, outage("o1", f"2026-01-12T10:00{AMS}", 45), first)
+    _dedupe_holds(m)
+    assert m._services["email"].count == 3  # o1, c0, o2
+    assert m._signal_store.position() == m._signals_position
+
+
+def test_a_failed_index_write_stores_nothing_and_a_retry_is_recorded_once(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The index rows are written in the batch's own transaction: a failure there stores
+    neither; the retry is recorded, once, and counted once."""
     an_active_agreement(suite)
     m = suite.metrics
     m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30), calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    head = m.head_position()
 
-    def fail(*args: Any, **kwargs: Any) -> bool:
-        raise OperationalError("the store went away")
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("the disk is full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(m._signal_store, "try_commit", fail)
+        patch.setattr(m._signal_store, "_write", fail)
         with pytest.raises(OperationalError):
             m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 45)])
+    assert m.head_position() == head  # nothing stored
+    assert m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 45)]).corrections == 1
     _dedupe_holds(m)
-    assert m._services["email"].count == 3  # o1, c0, o2: the failed write counted nothing twice
+    assert m._services["email"].count == 3  # o1, c0, o2: the failed write counted nothing
 
 
 def test_a_store_recorded_before_the_index_existed_is_indexed_from_its_log(suite: Suite) -> None:
