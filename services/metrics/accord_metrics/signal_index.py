@@ -551,18 +551,24 @@ class SignalIndex(_Host):
             rows, facts, changes = self._rows_of(own, held)
             expected = self._store_position
 
+            written: list[int] = []
+
             def index(cursor: Any, ids: list[int]) -> None:
                 self._signal_store.write(cursor, rows, facts, expected, ids[0], ids[-1])
+                written.append(ids[-1])
 
             try:
-                recordings = self.save(*batches, with_records=index)
+                self.save(*batches, with_records=index)
             except BaseException:
                 self._index_stale = True  # the facts were moved on, the store's were not
                 raise
-            last = max(r.notification.id for r in recordings)
-            self._store_position = self._signals_position = last
-            for service_id, at in changes:
-                self._note_change(service_id, at)
+            if written:
+                self._store_position = self._signals_position = written[-1]
+                for service_id, at in changes:
+                    self._note_change(service_id, at)
+            else:  # a recorder that runs no with_records hook: indexed from the log instead
+                self._index_stale = True
+                self._refresh_signals()
         return Recorded(
             accepted=sum(len(v) for v in fresh.values()),
             duplicates=duplicates,

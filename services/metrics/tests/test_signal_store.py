@@ -7,6 +7,7 @@ and on a store whose index is empty (recorded before the index existed)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from eventsourcing.persistence import OperationalError
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_metrics.application import SIGNAL_TOPICS, Metrics, content_digest
-from accord_metrics.domain import SignalCorrection
+from accord_metrics.domain import KnownService, SignalCorrection
 from accord_metrics.signal_index import _encode
 from accord_metrics.signals import InvalidSignalError
 from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, calls, outage
@@ -227,3 +228,20 @@ def test_a_store_recorded_before_the_index_existed_is_indexed_from_its_log(suite
     for objective in ("availability", "service-level"):
         check = m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")
         assert check["matches"], check["differences"]
+
+
+def test_on_a_recorder_without_the_hook_a_batch_is_indexed_from_the_log(tmp_path: Path) -> None:
+    """eventsourcing's own SQLite recorder runs no `with_records` hook: each batch is indexed
+    from the log right after it is stored, and dedupe stays exact."""
+    from accord_kit.testing.fixtures import sqlite_env
+
+    env = {**sqlite_env(tmp_path / "plain.sqlite"), "PERSISTENCE_MODULE": "eventsourcing.sqlite"}
+    m = Metrics(env)
+    try:
+        m.save(KnownService("email", "it-operations"))
+        _first_two(m)
+        assert m._signal_store.position() == m._signals_position == m.head_position()
+        _dedupe_holds(m)
+        assert m._services["email"].count == 3
+    finally:
+        m.close()
