@@ -794,7 +794,7 @@ class SignalIndex(_Host):
 
     def stored_signals(self, service_ids: set[str] | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,
-        independently of the in-memory index, as formula inputs per service."""
+        independently of the signal index, as formula inputs per service."""
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
