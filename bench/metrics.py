@@ -722,7 +722,8 @@ def _report(
         ),
         f"processes: the client (this process) sends pre-serialised messages; metrics, agreements and nats-server "
         f"each run in their own process; all share {_usable_cpus()} CPUs. Metrics' memory after the stream: RSS "
-        f"{rss.get('VmRSS', 0):,.0f} MiB, peak {rss.get('VmHWM', 0):,.0f} MiB (it holds every signal in memory).",
+        f"{rss.get('VmRSS', 0):,.0f} MiB, peak {rss.get('VmHWM', 0):,.0f} MiB (its signal index is in the store, "
+        "not in memory).",
         f"the relay was {ingest.relay_lag} events behind when the response arrived and published them in "
         f"{ingest.relay_catch_up:.1f} s; the METRICS stream then held exactly one message per stored event.",
     ]

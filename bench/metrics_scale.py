@@ -15,10 +15,11 @@ Timed, per size:
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
 * restart: a second `Metrics` on the same store, in a process of its own — construction, then
-  its first round (which indexes every stored signal and judges what came after the judged
-  position, with its open windows), then a second round; that process's VmRSS;
-* memory: resident set size after the rounds (VmRSS), the signals indexed, the formula inputs
-  held converted and the windows known.
+  its first round (which reads the log from the judged position and judges what came after it,
+  with its open windows, from the store's signal index), then a second round; that process's
+  VmRSS;
+* memory: resident set size after the rounds (VmRSS), the signals the store's index holds, the
+  formula inputs held converted and the windows known.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def _point(n: int, per_month: int) -> dict[str, Any]:
             stop.set()
             worker.join()
             rss_mb = _rss_mb()
-            held = sum(len(s.latest) for s in metrics._services.values())
+            held = sum(s.count for s in metrics._services.values())
             converted = sum(len(s.converted) for s in metrics._services.values())
             windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
             last = at + timedelta(seconds=5 * (rounds[0] + 1))
@@ -245,8 +246,8 @@ def _restart_in_process(env: dict[str, str], last: datetime) -> dict[str, Any]:
 
 
 def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
-    """A `Metrics` started on the store: construction, its first round (which indexes the stored
-    signals and judges what came after the judged position), a second round; its memory."""
+    """A `Metrics` started on the store: construction, its first round (which reads the log from
+    the judged position and judges what came after it), a second round; its memory."""
     from accord_kit.clock import FakeClock
     from accord_metrics.application import Metrics
 

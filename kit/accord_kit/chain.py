@@ -278,6 +278,19 @@ def _next_links(
 
 # -- recorders ------------------------------------------------------------------------
 
+# `Application.save(..., with_records=f)`: `f(cursor, notification_ids)` runs in the records' own
+# transaction (and savepoint), after they and their chain entries are inserted, with the
+# database's cursor (sqlite3 or psycopg) — a projection of the records written with them
+# (accord_metrics' signal index). An IntegrityError it raises fails that save alone; any other
+# error, the whole group commit.
+WITH_RECORDS = "with_records"
+
+
+def with_records(kwargs: dict[str, Any], cursor: Any, ids: Sequence[int] | None) -> None:
+    hook = kwargs.get(WITH_RECORDS)
+    if hook is not None and ids:
+        hook(cursor, list(ids))
+
 
 class ChainedRecorder:
     """What the sealer and the verifier need from a chained recorder."""
@@ -411,6 +424,7 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder, ChainedRecorde
             # The inserts above hold SQLite's write lock: no other writer can move the head now.
             links = self._new_links(self._chain_head(c), ids, stored_events)
             c.executemany(f"INSERT INTO {self.chain_table_name} (notification_id, hash) VALUES (?, ?)", links)
+            with_records(kwargs, c.sqlite_cursor, ids)
         return ids
 
     def chain_head(self) -> tuple[int, bytes]:
@@ -571,6 +585,7 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder, ChainedRec
         # The head, read under that lock (other writers wait for this transaction's end).
         links = self._new_links(self._chain_head(curs), notification_ids, stored_events)
         curs.executemany(self._insert_chain_sql, links)
+        with_records(kwargs, curs, notification_ids)
         return notification_ids
 
     def chain_head(self) -> tuple[int, bytes]:

@@ -94,8 +94,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
         self._providers: dict[str, str] = {}
-        self._services: dict[str, ServiceSignals] = defaultdict(ServiceSignals)
-        self._signals_position = 0
+        self._services: dict[str, ServiceSignals] = {}
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
         self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids
         self._windows_position = 0
@@ -117,3 +116,6 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         # The signals' log position up to which a round (of any process on this store) judged every
         # signal: this process's first round judges only what came after (see judging.JUDGED).
         self._judged_position = self.tracked_position(JUDGED)
+        # The store's signal index (signal_store.py): its facts, and the log read from the judged
+        # position or the index's, whichever is earlier (see SignalIndex._open_signal_index).
+        self._open_signal_index()

@@ -228,7 +228,7 @@ class MetricsAudit:
         p_tz = proposed_now.get("time_zone") or tz
         p_services = (proposed_now.get("service") or {}).get("service_ids") or []
         # Re-read from the store, as re-derivation does: the answer is the store's alone, the
-        # same from any process (not whatever this one's in-memory index happens to hold).
+        # same from any process (not whatever the signal index happens to hold).
         signals = app.signal_set(sorted(set(services) | set(p_services)), from_store=True)
 
         closed: dict[str, list[Any]] = defaultdict(list)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import bisect
 import hashlib
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from accord_metrics.domain import (
     UnknownServiceError,
 )
 from accord_metrics.evaluation import ONGOING, SignalSet
+from accord_metrics.signal_store import LISTS, Facts, IndexMovedError, Row, SignalStore
 from accord_metrics.signals import validate
 
 if TYPE_CHECKING:
@@ -106,45 +107,44 @@ def _time_key(s: signals_pb2.Signal) -> int:
     return _us(s.outage.start)
 
 
-@dataclass
 class ServiceSignals:
-    """One service's signals in memory: every content each id was recorded with (digests,
-    for dedupe and corrections), the latest content per id and the order ids were first
-    recorded in, an index by time of the calls, request counts and outages, and the formula
-    inputs converted from the latest contents so far (converted lazily, when a window selects
-    them, so recording and a restart's indexing stay cheap). A signal's latest content replaces
-    its earlier one in place (its first recording's order) among the formula inputs."""
+    """One service's signals: the small facts kept in memory — the signal ids held (the next
+    one's rank), the outages under way, the latest instant a budgeted signal reaches, the longest
+    outage — and the formula inputs converted for the windows a round judges; everything per
+    signal (its latest content, the digests of its earlier contents, its place by time) is in the
+    store's signal index (`SignalStore`), read when a window selects it. A signal's latest content
+    replaces its earlier one in place (its first recording's rank) among the formula inputs."""
 
-    # signal id → digests of every content it was recorded with, for the ids recorded with more than
-    # one (a signal recorded once is its latest content: its digest is computed when asked for).
-    versions: dict[str, list[str]] = field(default_factory=dict)
-    # signal id → its latest content, serialised (a parsed Signal takes ≈ 4 × the memory; one is
-    # parsed again when a window converts it or a signal with its id comes again)
-    latest: dict[str, bytes] = field(default_factory=dict)
-    count: int = 0  # signal ids held: the next one's rank (the order of first recordings)
-    # What tells whether an open window's evaluation can change with time alone (judging.py):
-    # the outages still under way (no end reported) and the latest instant any other signal an
-    # availability (its burn rates) reads reaches.
-    ongoing: dict[str, tuple[int, int]] = field(default_factory=dict)  # signal id → (its start in µs, rank)
-    reaches_us: int | None = None  # `reaches`, in µs since the epoch
-    # formula input list → [(instant in µs, rank, signal id)] sorted: the calls, request counts, outages
-    by_time: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
-    longest_outage: int = 0  # µs: the longest outage with a reported end (an outage's start bound)
-    whole: dict[str, list[str]] = field(default_factory=dict)  # every other input list → ids, by rank
-    converted: dict[str, Any] = field(default_factory=dict)  # signal id → its latest content as a formula input
-    # The inputs the evaluation round under way selected (see begin_round): what is kept after it.
-    selected: dict[str, Any] | None = None
+    def __init__(self, service_id: str, store: SignalStore, facts: Facts | None = None,
+                 ongoing: dict[str, tuple[int, int]] | None = None) -> None:  # fmt: skip
+        facts = facts or Facts()
+        self.service_id = service_id
+        self.store = store
+        self.count = facts.count  # signal ids held: the next one's rank (the order of first recordings)
+        # What tells whether an open window's evaluation can change with time alone (judging.py):
+        # the outages still under way (no end reported) and the latest instant any other signal an
+        # availability (its burn rates) reads reaches.
+        self.ongoing: dict[str, tuple[int, int]] = dict(ongoing or {})  # signal id → (its start in µs, rank)
+        self.reaches_us: int | None = facts.reaches  # `reaches`, in µs since the epoch
+        self.longest_outage = facts.longest_outage  # µs: the longest outage with a reported end
+        self.converted: dict[str, Any] = {}  # signal id → its latest content as a formula input
+        # The inputs the evaluation round under way selected (see begin_round): what is kept after it.
+        self.selected: dict[str, Any] | None = None
 
-    def classify(self, s: signals_pb2.Signal, where: str) -> str:
+    def facts(self) -> Facts:
+        return Facts(self.count, self.longest_outage, self.reaches_us)
+
+    def classify(self, s: signals_pb2.Signal, where: str, held: Row | None) -> str:
         """NEW; DUPLICATE (a content this id was already recorded with: a retry, never a
         step back); COMPLETION (the end of an outage first reported as under way); or
-        CORRECTION (another content). A correction must keep the signal's kind."""
-        held = self.contents(s.signal_id)
+        CORRECTION (another content). A correction must keep the signal's kind. `held`: the
+        id's row in the index (None: an unknown id)."""
         if held is None:
             return NEW
-        if content_digest(s) in held:
+        digest = content_digest(s)
+        before = signals_pb2.Signal.FromString(held.content)
+        if digest == content_digest(before) or digest in held.earlier_digests():
             return DUPLICATE
-        before = self.content(s.signal_id)
         kind, was = s.WhichOneof("kind"), before.WhichOneof("kind")
         if kind != was:
             raise sig.InvalidSignalError(
@@ -166,94 +166,80 @@ class ServiceSignals:
         way aside (`ongoing`)."""
         return None if self.reaches_us is None else _EPOCH + timedelta(microseconds=self.reaches_us)
 
-    def content(self, signal_id: str) -> signals_pb2.Signal:
-        """A signal's latest content (its id must be known)."""
-        return signals_pb2.Signal.FromString(self.latest[signal_id])
-
-    def contents(self, signal_id: str) -> list[str] | None:
-        """The digests of every content a signal id was recorded with (None: an unknown id)."""
-        held = self.versions.get(signal_id)
-        if held is None and signal_id in self.latest:
-            return [content_digest(self.content(signal_id))]
-        return held
-
-    def earliest(self, signal_id: str) -> datetime | None:
-        return _earliest(self.content(signal_id)) if signal_id in self.latest else None
-
-    def note(self, items: list[signals_pb2.Signal]) -> None:
+    def project(self, items: list[signals_pb2.Signal], held: dict[str, Row]) -> tuple[list[Row], int]:
+        """One stored batch's signals as index rows, given the rows `held` for their ids (updated
+        in place with the new ones): each new id takes the next rank, a later content keeps its
+        id's rank and adds the digest of the content it replaces. Updates the facts; returns the
+        rows and the earliest instant (µs) the batch's signals and the contents they replace reach:
+        the windows from there on change."""
+        out: dict[str, Row] = {}
+        reach: int | None = None
         for s in items:
             sid = s.signal_id
-            before = self.content(sid) if sid in self.latest else None
-            if before is not None:  # another content (a completion or correction): every digest kept
-                if sid not in self.versions:
-                    self.versions[sid] = [content_digest(before)]
-                self.versions[sid].append(content_digest(s))
-            self.latest[sid] = s.SerializeToString()
+            before = held.get(sid)
+            kind = str(s.WhichOneof("kind"))
+            name = _LIST_OF[kind]
+            first = _earliest_us(s)
+            reach = first if reach is None or first < reach else reach
+            if before is None:
+                rank, self.count = self.count, self.count + 1
+                earlier = b""
+            else:
+                previous = signals_pb2.Signal.FromString(before.content)
+                replaced = _earliest_us(previous)
+                reach = min(reach, replaced)
+                rank, first = before.rank, min(first, before.earliest)
+                earlier = before.earlier + bytes.fromhex(content_digest(previous))
+            under_way = kind == "outage" and not s.outage.HasField("end")
+            key = _time_key(s) if name in _BY_TIME else 0
+            row = Row(sid, name, key, rank, under_way, first, earlier, s.SerializeToString())
+            held[sid] = out[sid] = row
             self.converted.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
-            kind = str(s.WhichOneof("kind"))
-            name = _LIST_OF[kind]
-            rank = 0
-            if before is None:
-                rank, self.count = self.count, self.count + 1
-                if name not in _BY_TIME:
-                    self.whole.setdefault(name, []).append(sid)
-            if name in _BY_TIME:
-                rank = self._index_time(name, sid, rank, _time_key(s), None if before is None else _time_key(before))
             if kind == "outage":
-                if s.outage.HasField("end"):
+                if under_way:
+                    self.ongoing[sid] = (key, rank)
+                else:
                     self.ongoing.pop(sid, None)
                     self.longest_outage = max(self.longest_outage, _us(s.outage.end) - _us(s.outage.start))
-                else:
-                    self.ongoing[sid] = (_us(s.outage.start), rank)
             if kind not in _BUDGETED_INPUTS:
                 continue
             reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
             if reaches is not None and (self.reaches_us is None or reaches > self.reaches_us):
                 self.reaches_us = reaches
+        return list(out.values()), _EPOCH_US if reach is None else reach
 
-    def _index_time(self, name: str, sid: str, rank: int, key: int, before: int | None) -> int:
-        """Index a signal at instant `key` (µs); `before`: the instant its earlier content was
-        indexed at (its rank is kept). Returns its rank."""
-        index = self.by_time.setdefault(name, [])
-        if before is not None:  # a later content: found where the earlier one is, moved if its instant changed
-            at = bisect.bisect_left(index, (before,))
-            while index[at][2] != sid:
-                at += 1
-            rank = index[at][1]
-            if before == key:
-                return rank
-            del index[at]
-        entry = (key, rank, sid)
-        if not index or index[-1] < entry:
-            index.append(entry)  # the usual case: signals arrive roughly in time order
-        else:
-            bisect.insort(index, entry)
-        return rank
+    def forget(self, signal_ids: Iterable[str]) -> None:
+        """These ids have a new content (indexed by another process): convert them again."""
+        for sid in signal_ids:
+            self.converted.pop(sid, None)
+            if self.selected is not None:
+                self.selected.pop(sid, None)
 
     def select(self, span: Interval | None = None, all_calls: bool = False) -> SignalSet:
         """The formula inputs, each list in the order its signals were first recorded: all of
         them, or (`span`) the calls and request counts from `span`'s start to its end and the
         outages that reach into it or are under way — a superset of what any window within
         `span` (and its burn rates' look-backs) reads; every other kind whole. `all_calls`: every
-        call (first-contact resolution looks at contacts on either side of the window)."""
+        call (first-contact resolution looks at contacts on either side of the window). Read
+        from the store's index."""
         out = SignalSet()
-        for name, ids in self.whole.items():
-            getattr(out, name).extend(self._inputs(ids))
-        for name, index in self.by_time.items():
-            if span is None or (name == "calls" and all_calls):
-                found = list(index)
-            else:
-                lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
-                if name == "outages":
-                    lo -= self.longest_outage
-                found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, self.count))]
-                if name == "outages" and self.ongoing:
-                    inside = {e[2] for e in found}
-                    found += [(k, r, i) for i, (k, r) in self.ongoing.items() if k <= hi and i not in inside]
-            found.sort(key=_rank)  # the order of first recordings
-            getattr(out, name).extend(self._inputs([e[2] for e in found]))
+        whole = [n for n in LISTS if n not in _BY_TIME or span is None or (n == "calls" and all_calls)]
+        found = self.store.whole(self.service_id, whole)
+        if span is not None:
+            lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
+            for name in sorted(_BY_TIME - set(whole)):
+                bottom = lo - self.longest_outage if name == "outages" else lo
+                found[name] = self.store.in_range(self.service_id, name, bottom, hi)
+            if self.ongoing:
+                inside = {e[1] for e in found.get("outages", [])}
+                missing = [i for i, (k, _) in self.ongoing.items() if k <= hi and i not in inside]
+                rows = self.store.lookup(self.service_id, missing)
+                found.setdefault("outages", []).extend((r.rank, r.signal_id, r.content) for r in rows.values())
+        for name, entries in found.items():
+            entries.sort(key=_rank)  # the order of first recordings
+            getattr(out, name).extend(self._inputs(entries))
         return out
 
     def begin_round(self) -> None:
@@ -273,24 +259,38 @@ class ServiceSignals:
     def overlapping(self, span: Interval) -> list[signals_pb2.Signal]:
         """The latest contents of the outages (selected by time: `select`) and maintenance
         signals that may overlap `span` — a superset, in no order, for the caller to filter."""
-        index = self.by_time.get("outages", [])
         lo = _instant_us(span.start) - _SLACK_US - self.longest_outage
         hi = _instant_us(span.end) + _SLACK_US
-        found = index[bisect.bisect_left(index, (lo,)) : bisect.bisect_right(index, (hi, self.count))]
-        ids = {e[2] for e in found} | set(self.ongoing) | set(self.whole.get("maintenance", []))
-        return [self.content(i) for i in ids]
+        found = {e[1]: e[2] for e in self.store.in_range(self.service_id, "outages", lo, hi)}
+        for r in self.store.lookup(self.service_id, [i for i in self.ongoing if i not in found]).values():
+            found[r.signal_id] = r.content
+        for _, sid, content in self.store.whole(self.service_id, ["maintenance"]).get("maintenance", []):
+            found[sid] = content
+        return [signals_pb2.Signal.FromString(c) for c in found.values()]
 
-    def _inputs(self, ids: list[str]) -> list[Any]:
-        converted, latest, selected = self.converted, self.latest, self.selected
+    def _inputs(self, entries: list[tuple[int, str, bytes]]) -> list[Any]:
+        converted, selected = self.converted, self.selected
         out = []
-        for sid in ids:
+        for _, sid, content in entries:
             item = converted.get(sid)
             if item is None:
-                item = converted[sid] = _input(signals_pb2.Signal.FromString(latest[sid]))
+                item = converted[sid] = _input(signals_pb2.Signal.FromString(content))
             if selected is not None:
                 selected[sid] = item
             out.append(item)
         return out
+
+
+class _Services(dict[str, ServiceSignals]):
+    """service id → its ServiceSignals (made, with no signal, when first asked for)."""
+
+    def __init__(self, store: SignalStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def __missing__(self, service_id: str) -> ServiceSignals:
+        entry = self[service_id] = ServiceSignals(service_id, self.store)
+        return entry
 
 
 def _latest_us(s: signals_pb2.Signal) -> int | None:
@@ -303,8 +303,8 @@ def _latest_us(s: signals_pb2.Signal) -> int | None:
     return _us(body.end) if body.HasField("end") else None
 
 
-def _rank(entry: tuple[int, int, str]) -> int:
-    return entry[1]
+def _rank(entry: tuple[int, str, bytes]) -> int:
+    return entry[0]
 
 
 def _instant_us(t: datetime) -> int:
@@ -363,15 +363,24 @@ def combined(sources: dict[str, SignalSet], service_ids: list[str]) -> SignalSet
     return out
 
 
+# The field of each kind from which a signal can change evaluations.
+_FIRST = {
+    "outage": "start", "maintenance": "start", "requests": "start", "probe": "at", "incident": "failure_start",
+    "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
+}  # fmt: skip
+_EPOCH_US = 0
+
+
 def _earliest(s: signals_pb2.Signal) -> datetime:
     """The instant from which a signal can change evaluations."""
     kind = str(s.WhichOneof("kind"))
-    body = getattr(s, kind)
-    first = {
-        "outage": "start", "maintenance": "start", "requests": "start", "probe": "at", "incident": "failure_start",
-        "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
-    }[kind]  # fmt: skip
-    return sig.instant(getattr(body, first))
+    return sig.instant(getattr(getattr(s, kind), _FIRST[kind]))
+
+
+def _earliest_us(s: signals_pb2.Signal) -> int:
+    """`_earliest` in µs since the epoch (read without datetimes)."""
+    kind = str(s.WhichOneof("kind"))
+    return _us(getattr(getattr(s, kind), _FIRST[kind]))
 
 
 def _encode(items: list[signals_pb2.Signal]) -> str:
@@ -412,7 +421,10 @@ class SignalIndex(_Host):
     _lock: threading.RLock
     _providers: dict[str, str]
     _services: dict[str, ServiceSignals]
-    _signals_position: int
+    _signal_store: SignalStore
+    _signals_position: int  # the log read up to (signal events)
+    _store_position: int  # the log position the store's signal index holds every signal event up to
+    _index_stale: bool  # the facts held may differ from the store's (a write failed): read them again
     _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
     _fcr_services: tuple[int, dict[str, str]] | None  # (views position, services)
@@ -466,63 +478,102 @@ class SignalIndex(_Host):
         self._check_may_record(caller, {s.service_id for s in signals})
         self._check_fcr_customers(signals)
         with self._lock:  # dedupe and save as one step within this process
-            self._refresh_signals()
-            fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
-            corrected: dict[str, list[tuple[signals_pb2.Signal, str, list[str]]]] = defaultdict(list)
-            in_batch: dict[tuple[str, str], str] = {}
-            duplicates = 0
-            for i, s in enumerate(signals):
-                key = (s.service_id, s.signal_id)
-                if key in in_batch:
-                    if in_batch[key] != content_digest(s):
-                        raise sig.InvalidSignalError(
-                            f"signals[{i}].signal_id: {s.signal_id!r} appears twice in the batch with different "
-                            "content (send a correction in a later batch)"
-                        )
-                    duplicates += 1
-                    continue
-                entry = self._services[s.service_id]
-                verdict = entry.classify(s, f"signals[{i}]")
-                if verdict == DUPLICATE:
-                    duplicates += 1
-                    continue
-                in_batch[key] = content_digest(s)
-                if verdict == CORRECTION:
-                    before = entry.content(s.signal_id)
-                    corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
-                else:
-                    fresh[s.service_id].append(s)
-            batches: list[Any] = [
-                SignalBatch(service_id=sid, batch=_encode(items), count=len(items))
-                for sid, items in sorted(fresh.items())
-            ]
-            actor = f"{caller.role}:{caller.subject}" + (f" ({caller.department})" if caller.department else "")
-            for sid, fixes in sorted(corrected.items()):
-                batches.append(
-                    SignalCorrection(
-                        service_id=sid,
-                        batch=_encode([f[0] for f in fixes]),
-                        count=len(fixes),
-                        previous_digests=[f[1] for f in fixes],
-                        changed=[",".join(f[2]) for f in fixes],
-                        actor=actor,
-                        reason=reason or "re-sent with a known signal id and different content",
-                        agreement_ids=self._agreements_of_service(sid),
+            attempt = 1
+            while True:
+                try:
+                    return self._record_once(caller, signals, reason)
+                except IndexMovedError:  # another process stored signals meanwhile: decide again
+                    if attempt == 3:
+                        raise
+                    attempt += 1
+                    self._load_signal_facts()
+
+    def _record_once(self, caller: Principal, signals: list[signals_pb2.Signal], reason: str) -> Recorded:
+        """Dedupe and save one batch (the lock held); its index rows are written in the batch's
+        own transaction."""
+        self._refresh_signals()
+        # The index rows of the batch's ids, one query per service: what dedupe is decided by.
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for s in signals:
+            wanted[s.service_id].append(s.signal_id)
+        held = {sid: self._signal_store.lookup(sid, ids) for sid, ids in wanted.items()}
+        fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
+        corrected: dict[str, list[tuple[signals_pb2.Signal, str, list[str]]]] = defaultdict(list)
+        in_batch: dict[tuple[str, str], str] = {}
+        duplicates = 0
+        for i, s in enumerate(signals):
+            key = (s.service_id, s.signal_id)
+            if key in in_batch:
+                if in_batch[key] != content_digest(s):
+                    raise sig.InvalidSignalError(
+                        f"signals[{i}].signal_id: {s.signal_id!r} appears twice in the batch with different "
+                        "content (send a correction in a later batch)"
                     )
+                duplicates += 1
+                continue
+            entry = self._services[s.service_id]
+            row = held[s.service_id].get(s.signal_id)
+            verdict = entry.classify(s, f"signals[{i}]", row)
+            if verdict == DUPLICATE:
+                duplicates += 1
+                continue
+            in_batch[key] = content_digest(s)
+            if verdict == CORRECTION:
+                assert row is not None
+                before = signals_pb2.Signal.FromString(row.content)
+                corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
+            else:
+                fresh[s.service_id].append(s)
+        batches: list[Any] = [
+            SignalBatch(service_id=sid, batch=_encode(items), count=len(items)) for sid, items in sorted(fresh.items())
+        ]
+        actor = f"{caller.role}:{caller.subject}" + (f" ({caller.department})" if caller.department else "")
+        for sid, fixes in sorted(corrected.items()):
+            batches.append(
+                SignalCorrection(
+                    service_id=sid,
+                    batch=_encode([f[0] for f in fixes]),
+                    count=len(fixes),
+                    previous_digests=[f[1] for f in fixes],
+                    changed=[",".join(f[2]) for f in fixes],
+                    actor=actor,
+                    reason=reason or "re-sent with a known signal id and different content",
+                    agreement_ids=self._agreements_of_service(sid),
                 )
-            if batches:
-                recordings = self.save(*batches)
-                ids = sorted(r.notification.id for r in recordings)
-                if ids and ids[0] == self._signals_position + 1 and ids[-1] - ids[0] == len(ids) - 1:
-                    # Nothing else was stored in between: index our own batch instead of re-reading it.
-                    for b in batches:
-                        self._index(b.service_id, list(batch_message(b.batch).signals))
-                    self._signals_position = ids[-1]
-            return Recorded(
-                accepted=sum(len(v) for v in fresh.values()),
-                duplicates=duplicates,
-                corrections=sum(len(v) for v in corrected.values()),
             )
+        if batches:
+            # The index rows of the batch (from the rows read for its dedupe), written in the
+            # batch's own transaction, with the position of its last event.
+            own: list[tuple[int | None, str, list[signals_pb2.Signal]]] = [
+                *((None, sid, items) for sid, items in sorted(fresh.items())),
+                *((None, sid, [f[0] for f in fixes]) for sid, fixes in sorted(corrected.items())),
+            ]
+            rows, facts, changes = self._rows_of(own, held)
+            expected = self._store_position
+
+            written: list[int] = []
+
+            def index(cursor: Any, ids: list[int]) -> None:
+                self._signal_store.write(cursor, rows, facts, expected, ids[0], ids[-1])
+                written.append(ids[-1])
+
+            try:
+                self.save(*batches, with_records=index)
+            except BaseException:
+                self._index_stale = True  # the facts were moved on, the store's were not
+                raise
+            if written:
+                self._store_position = self._signals_position = written[-1]
+                for service_id, at in changes:
+                    self._note_change(service_id, at)
+            else:  # a recorder that runs no with_records hook: indexed from the log instead
+                self._index_stale = True
+                self._refresh_signals()
+        return Recorded(
+            accepted=sum(len(v) for v in fresh.values()),
+            duplicates=duplicates,
+            corrections=sum(len(v) for v in corrected.values()),
+        )
 
     def _check_fcr_customers(self, signals: list[signals_pb2.Signal]) -> None:
         """An answered call without a first-contact flag is judged by repeat contacts of the
@@ -586,33 +637,118 @@ class SignalIndex(_Host):
                 out.append(view.agreement_id)
         return sorted(out)
 
-    def _index(self, service_id: str, items: list[signals_pb2.Signal], position: int | None = None) -> None:
-        """Index one stored batch (at log `position`, None: just stored by this process). A batch
-        a round already judged (at or before the durable judged position: a process that starts
-        indexes the whole log) is held, but no change for the next round."""
-        entry = self._services[service_id]
-        if position is not None and position <= self._judged_position:
-            entry.note(items)
-            return
-        # A signal's earlier content counts as a change too: the windows it was in are judged again.
-        earlier = [e for s in items if (e := entry.earliest(s.signal_id)) is not None]
-        entry.note(items)
-        at = min([_earliest(s) for s in items] + earlier)
+    # -- the store's signal index ------------------------------------------------------------------
+    def _open_signal_index(self) -> None:
+        """Open the store's signal index and read its facts; the log is read (by the next
+        `_refresh_signals`) from the judged position or the index's, whichever is earlier: the
+        signals after the judged position are the first round's changes, those after the index's
+        are indexed first (a crash between a batch's commit and its indexing, or a store recorded
+        before the index existed). Nothing before both is read."""
+        self._signal_store = SignalStore(self.recorder)
+        self._load_signal_facts()
+        self._signals_position = min(self._judged_position, self._store_position)
+
+    def _load_signal_facts(self) -> None:
+        state = self._signal_store.state()
+        old = self._services
+        self._services = _Services(self._signal_store)
+        for sid in set(state.facts) | set(state.ongoing) | set(old):
+            entry = self._services[sid] = ServiceSignals(
+                sid, self._signal_store, state.facts.get(sid), state.ongoing.get(sid)
+            )
+            if sid in old:  # what a round under way converted and selected stays (see `forget`)
+                entry.converted, entry.selected = old[sid].converted, old[sid].selected
+        self._store_position = state.position
+        self._index_stale = False
+
+    def _project(
+        self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], position: int,
+        held: dict[str, dict[str, Row]] | None = None,
+    ) -> bool:  # fmt: skip
+        """Index stored batches ((log position, None: just stored by this process; service;
+        signals), in log order) in the store, with the position `position`, in one transaction;
+        `held`: the rows already read for some of their ids. Each becomes a change for the next
+        round unless a round already judged it. False when another process moved the index meanwhile
+        (nothing written: the facts are read again)."""
+        rows, facts, changes = self._rows_of(batches, held if held is not None else {})
+        try:
+            done = self._signal_store.try_commit(rows, facts, self._store_position, position)
+        except BaseException:
+            self._index_stale = True  # the facts were moved on, the store's were not
+            raise
+        if not done:
+            self._load_signal_facts()
+            return False
+        self._store_position = position
+        for service_id, at_ in changes:
+            self._note_change(service_id, at_)
+        return True
+
+    def _rows_of(
+        self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]]
+    ) -> tuple[list[tuple[str, Row]], dict[str, Facts], list[tuple[str, datetime]]]:
+        """The index rows of stored batches (see `_project`), the facts of their services (moved
+        on in memory), and the changes they are for the next round: (service, earliest instant)."""
+        rows: dict[tuple[str, str], Row] = {}
+        changes: list[tuple[str, datetime]] = []
+        touched: set[str] = set()
+        for at, service_id, items in batches:
+            entry = self._services[service_id]
+            known = held.setdefault(service_id, {})
+            missing = [s.signal_id for s in items if s.signal_id not in known]
+            if missing and at is not None:
+                known.update(self._signal_store.lookup(service_id, missing))
+            new_rows, reach = entry.project(items, known)
+            touched.add(service_id)
+            for r in new_rows:
+                rows[(service_id, r.signal_id)] = r
+            if at is None or at > self._judged_position:
+                # A signal's earlier content counts as a change too: the windows it was in are judged again.
+                changes.append((service_id, _EPOCH + timedelta(microseconds=reach)))
+        facts = {sid: self._services[sid].facts() for sid in sorted(touched)}
+        return [(k[0], r) for k, r in rows.items()], facts, changes
+
+    def _note_change(self, service_id: str, at: datetime) -> None:
         if service_id not in self._changed or at < self._changed[service_id]:
             self._changed[service_id] = at
 
+    def _noted(self, at: int, service_id: str, items: list[signals_pb2.Signal]) -> None:
+        """A batch the store's index already holds (indexed by another process, or before a
+        restart): its signals are converted again when selected, and it is a change for the next
+        round unless a round judged it — from the earliest instant any content of its ids reaches."""
+        entry = self._services[service_id]
+        entry.forget(s.signal_id for s in items)
+        if at <= self._judged_position:
+            return
+        rows = self._signal_store.lookup(service_id, [s.signal_id for s in items])
+        earliest = [_earliest(s) for s in items]
+        earliest += [_EPOCH + timedelta(microseconds=r.earliest) for r in rows.values()]
+        self._note_change(service_id, min(earliest))
+
     def _refresh_signals(self) -> None:
-        """Index the signal batches stored since we last looked (by any process)."""
+        """Index the signal batches stored since we last looked (by any process): those the
+        store's index does not hold yet are indexed there, page by page."""
         with self._lock:
+            if self._index_stale:
+                self._load_signal_facts()
             while True:
                 notes = self.recorder.select_notifications(
                     start=self._signals_position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
                 )
                 if not notes:
                     return
+                batches: list[tuple[int, str, list[signals_pb2.Signal]]] = []
                 for n in notes:
                     batch: Any = self.mapper.to_domain_event(n)
-                    self._index(batch.service_id, list(batch_message(batch.batch).signals), n.id)
+                    batches.append((n.id, batch.service_id, list(batch_message(batch.batch).signals)))
+                while True:
+                    for at, service_id, items in batches:
+                        if at <= self._store_position:
+                            self._noted(at, service_id, items)
+                    rest = [b for b in batches if b[0] > self._store_position]
+                    if not rest or self._project(list(rest), notes[-1].id):
+                        break
+                    batches = rest  # another process indexed some meanwhile: those are noted
                 self._signals_position = notes[-1].id
 
     def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
@@ -621,10 +757,7 @@ class SignalIndex(_Host):
         recorded — its position is kept by the very events it records."""
         with self._lock:
             self._refresh_signals()
-            entry = self._services.get(service_id)
-            if entry is None:
-                return None
-            held = [entry.content(sid) for sid in entry.latest if sid.startswith(id_prefix)]
+            held = [signals_pb2.Signal.FromString(c) for c in self._signal_store.with_prefix(service_id, id_prefix)]
             ends = [sig.instant(s.requests.end) for s in held if s.WhichOneof("kind") == "requests"]
         return max(ends, default=None)
 
@@ -649,8 +782,8 @@ class SignalIndex(_Host):
         self, service_ids: list[str], *, from_store: bool = False, span: Interval | None = None,
         all_calls: bool = False,
     ) -> SignalSet:  # fmt: skip
-        """The signals of these services as formula inputs: from the in-memory index (all, or
-        those a window within `span` reads: `ServiceSignals.select`), or re-read from the
+        """The signals of these services as formula inputs: from the store's signal index (all,
+        or those a window within `span` reads: `ServiceSignals.select`), or re-read from the
         stored batches (auditors' recomputation)."""
         if from_store:
             return combined(self.stored_signals(set(service_ids)).sets, service_ids)
@@ -661,7 +794,7 @@ class SignalIndex(_Host):
 
     def stored_signals(self, service_ids: set[str] | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,
-        independently of the in-memory index, as formula inputs per service."""
+        independently of the signal index, as formula inputs per service."""
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0

@@ -15,7 +15,7 @@ from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.context import Principal
-from accord_metrics.application import Metrics
+from accord_metrics.application import Metrics, content_digest
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
 from accord_metrics.signals import InvalidSignalError, call, outage_interval, ticket
 
@@ -214,15 +214,16 @@ def test_provenance_is_not_content_another_way_is_a_duplicate_a_correction_carri
 def test_a_signal_recorded_once_keeps_no_digest_and_a_retry_of_an_old_content_stays_a_duplicate(
     app: Metrics,
 ) -> None:
-    """The digests of a signal's contents are kept only for a signal recorded with more than
-    one: one recorded once is its latest content (its digest is computed when a signal with its
-    id arrives). Dedupe is the same: a retry of any content recorded before is a duplicate."""
+    """The store's signal index keeps the digests of a signal's earlier contents only: one
+    recorded once is its latest content (its digest is computed when a signal with its id
+    arrives). Dedupe is the same: a retry of any content recorded before is a duplicate."""
     app.record(PROVIDER, [outage("o1", 0, 5), outage("o2", 10, 5)])
-    held = app._services["email"]
-    assert held.versions == {}
+    rows = app._signal_store.lookup("email", ["o1", "o2"])
+    assert [rows[i].earlier for i in ("o1", "o2")] == [b"", b""]
     assert app.record(PROVIDER, [outage("o1", 0, 5)]).duplicates == 1
     assert app.record(PROVIDER, [outage("o1", 0, 7)]).corrections == 1
-    assert set(held.versions) == {"o1"} and len(held.versions["o1"]) == 2
+    rows = app._signal_store.lookup("email", ["o1", "o2"])
+    assert rows["o1"].earlier_digests() == [content_digest(outage("o1", 0, 5))] and rows["o2"].earlier == b""
     again = app.record(PROVIDER, [outage("o1", 0, 5), outage("o2", 10, 5)])  # old contents: never a step back
     assert (again.accepted, again.duplicates, again.corrections) == (0, 2, 0)
 

@@ -1,0 +1,309 @@
+"""The signal index in the service's own store (SQLite or PostgreSQL, beside its event log): a
+projection of the signal events of the log — one row per service and signal id, with the
+formula input list it goes to, its time key, its rank (the order of first recording within its
+service), the earliest instant any of its contents reaches, the digests of its earlier contents
+(for dedupe) and its latest content, serialised; one row per service of small facts (signals
+held, longest outage, the latest instant a budgeted signal reaches); and the log position the
+index holds every signal event up to. Rows, facts and position are written in one transaction,
+so the index is always as of one log position; a process catches it up from the log from that
+position (see signal_index.py). Reads are by service and id (dedupe, one query per batch), by
+list and time range, or a list whole."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.sqlite import SQLiteDatastore
+from psycopg.rows import tuple_row
+
+from accord_metrics.domain import SignalBatch, SignalCorrection
+
+# The formula input lists, by the code each is stored as.
+LISTS = ("outages", "maintenance", "requests", "incidents", "calls", "tickets", "tasks", "leads", "deals")
+LIST_CODE = {name: code for code, name in enumerate(LISTS, 1)}
+DIGEST_BYTES = 32
+_POSITION = "signals"
+# The topics of the signal events: what the index is a projection of.
+SIGNAL_BATCH_TOPIC = SignalBatch.Recorded.TOPIC
+SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
+
+
+@dataclass
+class Row:
+    """One signal id of one service as indexed: `time_key` (µs) is the instant a window selects
+    it by (0 for the lists read whole), `earliest` (µs) the earliest instant any content it was
+    recorded with can change evaluations from, `earlier` the SHA-256 digests (32 bytes each) of
+    its earlier contents, `content` its latest content serialised."""
+
+    signal_id: str
+    kind_list: str  # the formula input list
+    time_key: int
+    rank: int
+    ongoing: bool
+    earliest: int
+    earlier: bytes
+    content: bytes
+
+    def earlier_digests(self) -> list[str]:
+        return [self.earlier[i : i + DIGEST_BYTES].hex() for i in range(0, len(self.earlier), DIGEST_BYTES)]
+
+
+@dataclass
+class Facts:
+    """A service's facts kept with its rows: signal ids held (the next one's rank), the longest
+    outage with a reported end (µs), the latest instant a budgeted signal reaches (µs)."""
+
+    count: int = 0
+    longest_outage: int = 0
+    reaches: int | None = None
+
+
+@dataclass(frozen=True)
+class IndexState:
+    position: int
+    facts: dict[str, Facts]
+    ongoing: dict[str, dict[str, tuple[int, int]]]  # service → outage id under way → (start µs, rank)
+
+
+class SignalStore:
+    """The signal index's tables beside the event log of `recorder` (its datastore, SQLite or
+    PostgreSQL; named after its events table, so several applications may share a database)."""
+
+    def __init__(self, recorder: Any) -> None:
+        self._ds = recorder.datastore
+        self._sqlite = isinstance(self._ds, SQLiteDatastore)
+        events = str(recorder.events_table_name)
+        prefix = events.removesuffix("_events") + "_" if events.endswith("_events") else ""
+        self._names = {k: f"{prefix}signal_index{k}" for k in ("", "_services", "_position")}
+        if self._sqlite:
+            self.rows, self.services, self.position_table = (self._names[k] for k in ("", "_services", "_position"))
+        else:
+            schema = self._ds.schema
+            self.rows, self.services, self.position_table = (
+                f'"{schema}"."{self._names[k]}"' for k in ("", "_services", "_position")
+            )
+        if self._sqlite:
+            self.events, self.events_id = events, "rowid"
+        else:
+            self.events, self.events_id = f'"{self._ds.schema}"."{events}"', "notification_id"
+        self._create()
+
+    # -- plumbing --------------------------------------------------------------------------------------
+    @contextmanager
+    def _cursor(self, write: bool) -> Iterator[Any]:
+        if self._sqlite:
+            with self._ds.transaction(commit=write) as c:
+                cur = c.sqlite_cursor
+                cur.row_factory = None
+                yield cur
+        else:
+            with (
+                self._ds.get_connection() as conn,
+                conn.transaction(force_rollback=not write),
+                conn.cursor(row_factory=tuple_row) as cur,
+            ):
+                yield cur
+
+    def _q(self, sql: str) -> str:
+        return sql if self._sqlite else sql.replace("?", "%s")
+
+    def _create(self) -> None:
+        rows, n = self.rows, self._names[""]
+        if self._sqlite:
+            statements = [
+                f"CREATE TABLE IF NOT EXISTS {rows} (service_id TEXT NOT NULL, signal_id TEXT NOT NULL, "
+                "list INTEGER NOT NULL, time_key INTEGER NOT NULL, rank INTEGER NOT NULL, ongoing INTEGER NOT NULL, "
+                "earliest INTEGER NOT NULL, earlier BLOB NOT NULL, content BLOB NOT NULL)",
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {n}_id ON {rows} (service_id, signal_id)",
+                f"CREATE INDEX IF NOT EXISTS {n}_time ON {rows} (service_id, list, time_key)",
+                f"CREATE INDEX IF NOT EXISTS {n}_ongoing ON {rows} (service_id) WHERE ongoing = 1",
+                f"CREATE TABLE IF NOT EXISTS {self.services} (service_id TEXT PRIMARY KEY, count INTEGER NOT NULL, "
+                "longest_outage INTEGER NOT NULL, reaches INTEGER)",
+                f"CREATE TABLE IF NOT EXISTS {self.position_table} (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+            ]
+        else:
+            statements = [
+                f'CREATE TABLE IF NOT EXISTS {rows} (service_id text COLLATE "C" NOT NULL, '
+                'signal_id text COLLATE "C" NOT NULL, list smallint NOT NULL, time_key bigint NOT NULL, '
+                "rank bigint NOT NULL, ongoing smallint NOT NULL, earliest bigint NOT NULL, earlier bytea NOT NULL, "
+                "content bytea NOT NULL, PRIMARY KEY (service_id, signal_id))",
+                f'CREATE INDEX IF NOT EXISTS "{n}_time" ON {rows} (service_id, list, time_key)',
+                f'CREATE INDEX IF NOT EXISTS "{n}_ongoing" ON {rows} (service_id) WHERE ongoing = 1',
+                f"CREATE TABLE IF NOT EXISTS {self.services} (service_id text PRIMARY KEY, count bigint NOT NULL, "
+                "longest_outage bigint NOT NULL, reaches bigint)",
+                f"CREATE TABLE IF NOT EXISTS {self.position_table} (name text PRIMARY KEY, position bigint NOT NULL)",
+            ]
+        statements.append(
+            f"INSERT INTO {self.position_table} (name, position) VALUES ('{_POSITION}', 0) "
+            "ON CONFLICT (name) DO NOTHING"
+        )
+        with self._cursor(write=True) as cur:
+            if not self._sqlite:  # two instances starting at once on one database create the tables once
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
+            for statement in statements:
+                cur.execute(statement)
+
+    # -- reads -----------------------------------------------------------------------------------------------
+    def state(self) -> IndexState:
+        """The position, every service's facts and the outages under way, read as of one position."""
+        with self._cursor(write=False) as cur:
+            cur.execute(self._q(f"SELECT position FROM {self.position_table} WHERE name = ?"), (_POSITION,))
+            position = int(cur.fetchone()[0])
+            cur.execute(f"SELECT service_id, count, longest_outage, reaches FROM {self.services}")
+            facts = {str(s): Facts(int(c), int(lo), None if r is None else int(r)) for s, c, lo, r in cur.fetchall()}
+            cur.execute(f"SELECT service_id, signal_id, time_key, rank FROM {self.rows} WHERE ongoing = 1")
+            ongoing: dict[str, dict[str, tuple[int, int]]] = {}
+            for service, sid, key, rank in cur.fetchall():
+                ongoing.setdefault(str(service), {})[str(sid)] = (int(key), int(rank))
+        return IndexState(position, facts, ongoing)
+
+    def position(self) -> int:
+        with self._cursor(write=False) as cur:
+            cur.execute(self._q(f"SELECT position FROM {self.position_table} WHERE name = ?"), (_POSITION,))
+            return int(cur.fetchone()[0])
+
+    def lookup(self, service_id: str, signal_ids: Sequence[str]) -> dict[str, Row]:
+        """The rows of these signal ids of one service (those held), in one query."""
+        if not signal_ids:
+            return {}
+        cols = "signal_id, list, time_key, rank, ongoing, earliest, earlier, content"
+        if self._sqlite:
+            sql = (
+                f"SELECT {cols} FROM {self.rows} WHERE service_id = ? AND signal_id IN (SELECT value FROM json_each(?))"
+            )
+            params: tuple[Any, ...] = (service_id, json.dumps(list(signal_ids)))
+        else:
+            sql = f"SELECT {cols} FROM {self.rows} WHERE service_id = %s AND signal_id = ANY(%s)"
+            params = (service_id, list(signal_ids))
+        with self._cursor(write=False) as cur:
+            cur.execute(sql, params)
+            return {
+                str(sid): Row(str(sid), LISTS[code - 1], int(key), int(rank), bool(ong), int(first), bytes(old),
+                              bytes(content))
+                for sid, code, key, rank, ong, first, old, content in cur.fetchall()
+            }  # fmt: skip
+
+    def in_range(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
+        """(rank, signal id, latest content) of one list's signals whose time key is in [lo, hi]."""
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                self._q(
+                    f"SELECT rank, signal_id, content FROM {self.rows} "
+                    "WHERE service_id = ? AND list = ? AND time_key >= ? AND time_key <= ?"
+                ),
+                (service_id, LIST_CODE[name], lo, hi),
+            )
+            return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+
+    def whole(self, service_id: str, names: Sequence[str]) -> dict[str, list[tuple[int, str, bytes]]]:
+        """(rank, signal id, latest content) of every signal of these lists, by list."""
+        out: dict[str, list[tuple[int, str, bytes]]] = {}
+        if not names:
+            return out
+        marks = ", ".join("?" for _ in names)
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                self._q(
+                    f"SELECT list, rank, signal_id, content FROM {self.rows} WHERE service_id = ? AND list IN ({marks})"
+                ),
+                (service_id, *(LIST_CODE[n] for n in names)),
+            )
+            for code, rank, sid, content in cur.fetchall():
+                out.setdefault(LISTS[code - 1], []).append((int(rank), str(sid), bytes(content)))
+        return out
+
+    def with_prefix(self, service_id: str, prefix: str) -> list[bytes]:
+        """The latest contents of a service's signals whose ids start with `prefix`."""
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                self._q(f"SELECT content FROM {self.rows} WHERE service_id = ? AND signal_id >= ? AND signal_id < ?"),
+                (service_id, prefix, prefix + "\U0010ffff"),
+            )
+            return [bytes(c) for (c,) in cur.fetchall()]
+
+    def count(self) -> int:
+        """Rows held (every service's signal ids)."""
+        with self._cursor(write=False) as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {self.rows}")
+            return int(cur.fetchone()[0])
+
+    # -- writes ---------------------------------------------------------------------------------------------
+    def commit(self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int) -> None:
+        """Write rows (service, row: inserted or replacing the id's row) and services' facts, and
+        move the position from `expected` to `position`, in one transaction of their own
+        (`IndexMovedError`, with nothing written, when the position is no longer `expected`:
+        another process moved it)."""
+        with self._cursor(write=True) as cur:
+            self._write(cur, rows, facts, expected, position)
+
+    def try_commit(
+        self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+    ) -> bool:  # fmt: skip
+        """`commit`: True when written, False when the position was no longer `expected`."""
+        try:
+            self.commit(rows, facts, expected, position)
+        except IndexMovedError:
+            return False
+        return True
+
+    def write(
+        self, cursor: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, first: int,
+        position: int,
+    ) -> None:  # fmt: skip
+        """`commit` within the transaction of the signal events it indexes (`cursor`: the
+        database's own, sqlite3 or psycopg), whose notification ids run from `first` to
+        `position`: refused (`IndexMovedError`, an IntegrityError: that save alone fails) when
+        the position is not `expected` or a signal event the index does not hold lies between."""
+        topics = (SIGNAL_BATCH_TOPIC, SIGNAL_CORRECTION_TOPIC)
+        cursor.execute(
+            self._q(f"SELECT 1 FROM {self.events} WHERE {self.events_id} > ? AND {self.events_id} < ? "
+                    "AND topic IN (?, ?) LIMIT 1"),
+            (expected, first, *topics),
+        )  # fmt: skip
+        if cursor.fetchone() is not None:
+            raise IndexMovedError("a signal event the index does not hold was stored before this batch")
+        self._write(cursor, rows, facts, expected, position)
+
+    def _write(
+        self, cur: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+    ) -> None:  # fmt: skip
+        cur.execute(
+            self._q(f"UPDATE {self.position_table} SET position = ? WHERE name = ? AND position = ?"),
+            (position, _POSITION, expected),
+        )
+        if cur.rowcount != 1:
+            raise IndexMovedError(f"the signal index is no longer at position {expected}")
+        if rows:
+            cur.executemany(
+                self._q(
+                    f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, "
+                    "earlier, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, signal_id) DO "
+                    "UPDATE SET list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, "
+                    "ongoing = excluded.ongoing, earliest = excluded.earliest, earlier = excluded.earlier, "
+                    "content = excluded.content"
+                ),
+                [
+                    (service, r.signal_id, LIST_CODE[r.kind_list], r.time_key, r.rank, int(r.ongoing), r.earliest,
+                     r.earlier, r.content)
+                    for service, r in rows
+                ],
+            )  # fmt: skip
+        if facts:
+            cur.executemany(
+                self._q(
+                    f"INSERT INTO {self.services} (service_id, count, longest_outage, reaches) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (service_id) DO UPDATE SET count = excluded.count, "
+                    "longest_outage = excluded.longest_outage, reaches = excluded.reaches"
+                ),
+                [(s, f.count, f.longest_outage, f.reaches) for s, f in facts.items()],
+            )
+
+
+class IndexMovedError(IntegrityError):
+    """The index is not at the position expected (another process indexed signals), or a signal
+    event it does not hold lies before the batch: nothing written."""

@@ -1,0 +1,247 @@
+"""The signal index in the store (signal_store.py), on both stores: a process holds no
+per-signal state for the windows it does not judge — a restart reads only the log after the
+judged position and its open windows' signals — and dedupe and corrections stay exact across a
+restart, after a crash between a batch's commit and its indexing (the index left behind the log),
+and on a store whose index is empty (recorded before the index existed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import OperationalError
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_metrics.application import SIGNAL_TOPICS, Metrics, content_digest
+from accord_metrics.domain import KnownService, SignalCorrection
+from accord_metrics.signal_index import _encode
+from accord_metrics.signals import InvalidSignalError
+from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, calls, outage
+
+
+@pytest.fixture
+def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
+    s = Suite(make_store_env)
+    yield s
+    s.close()
+
+
+def _strings(value: Any, seen: set[int] | None = None) -> set[str]:
+    """Every string reachable from `value` through containers and objects' attributes (the
+    store, a connection pool, is not followed: it is the database's, not the process's)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or type(value).__name__ == "SignalStore":
+        return set()
+    seen.add(id(value))
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, bytes):
+        return {value.decode("latin-1")}
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out |= _strings(k, seen) | _strings(v, seen)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            out |= _strings(v, seen)
+    elif hasattr(value, "__dict__"):
+        out |= _strings(vars(value), seen)
+    return out
+
+
+def _quarter(suite: Suite) -> str:
+    """January to March with an outage and calls each, judged; April open."""
+    aid = an_active_agreement(suite)
+    for month in ("01", "02", "03"):
+        day = f"2026-{month}-12T09:00{AMS}"
+        suite.metrics.record(
+            COLLECTOR, [outage(f"o{month}", f"2026-{month}-12T10:00{AMS}", 30), *calls(f"c{month}-", day, 8, 2)]
+        )
+        suite.tick(f"2026-{month}-20T10:00{AMS}")
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    return aid
+
+
+def test_a_restarted_process_holds_nothing_of_the_signals_of_closed_windows(suite: Suite) -> None:
+    aid = _quarter(suite)
+    expected = {(w.objective_id, w.window_start): w.latest for w in suite.metrics.window_evaluations(aid)}
+    judged_at = suite.metrics._judged_position
+    suite.metrics.close()
+
+    again = Metrics(suite.envs["metrics"], clock=suite.clock)
+    reads: list[int] = []
+    select = again.recorder.select_notifications
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("topics") == SIGNAL_TOPICS:
+            reads.append(int(kwargs["start"]))
+        return select(*args, **kwargs)
+
+    again.recorder.select_notifications = watched  # type: ignore[method-assign]
+    try:
+        april = [outage("o04", f"2026-04-10T08:00{AMS}", 20), *calls("c04-", f"2026-04-10T07:00{AMS}", 5, 5)]
+        again.record(COLLECTOR, april)
+        again.evaluate(at(f"2026-04-10T10:05{AMS}"))
+        assert again.last_round.windows_judged == 2  # April's, from April's signals
+        # The log was read from the judged position on, never from its start.
+        assert reads and min(reads) >= judged_at > 0
+        # Nothing of January to March is held in the process: no id, no content, no digest.
+        held = _strings(again._services)
+        earlier = {f"o{m}" for m in ("01", "02", "03")} | {f"c{m}-{i}" for m in ("01", "02", "03") for i in range(10)}
+        assert not held & earlier
+        assert {s.signal_id for s in april} <= set(again._services["email"].converted)
+        # … all of it is in the store's index, and the evaluations are those of the first process.
+        assert again._services["email"].count == 3 * 11 + 11
+        assert set(again._signal_store.lookup("email", sorted(earlier))) == earlier
+        now = {(w.objective_id, w.window_start): w.latest for w in again.window_evaluations(aid)}
+        assert {k: v for k, v in now.items() if k in expected and not k[1].startswith("2026-03-31")} == {
+            k: v for k, v in expected.items() if not k[1].startswith("2026-03-31")
+        }
+        for objective in ("availability", "service-level"):
+            check = again.recompute(aid, objective, "2026-03-31T22:00:00+00:00")
+            assert check["matches"], check["differences"]
+    finally:
+        again.close()
+    suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)  # closed by the fixture
+
+
+def _dedupe_holds(m: Metrics) -> None:
+    """o1 was recorded with 30 minutes, then corrected to 45; c0 once."""
+    for old in (outage("o1", f"2026-01-12T10:00{AMS}", 30), outage("o1", f"2026-01-12T10:00{AMS}", 45)):
+        again = m.record(COLLECTOR, [old, calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+        assert (again.accepted, again.duplicates, again.corrections) == (0, 2, 0)
+    fixed = m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 50)])
+    assert (fixed.accepted, fixed.duplicates, fixed.corrections) == (0, 0, 1)
+    new = m.record(COLLECTOR, [outage("o2", f"2026-01-13T10:00{AMS}", 5)])
+    assert (new.accepted, new.duplicates, new.corrections) == (1, 0, 0)
+    wrong = pb.Signal()
+    wrong.CopyFrom(calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0])
+    wrong.signal_id = "o1"
+    with pytest.raises(InvalidSignalError, match="'o1' was recorded as a outage signal"):
+        m.record(COLLECTOR, [wrong])
+
+
+def _first_two(m: Metrics) -> None:
+    m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30), calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    assert m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 45)]).corrections == 1
+
+
+def test_dedupe_and_corrections_stay_exact_across_a_restart(suite: Suite) -> None:
+    an_active_agreement(suite)
+    _first_two(suite.metrics)
+    suite.metrics.close()
+    suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)
+    _dedupe_holds(suite.metrics)
+
+
+def _stored_unindexed(m: Metrics, signal: pb.Signal, previous: pb.Signal) -> None:
+    """A correction of `previous` stored in the log without its index rows: as a crash between
+    the event's commit and its indexing would leave it (or a process of a version before the
+    index)."""
+    fix = SignalCorrection(
+        service_id=signal.service_id,
+        batch=_encode([signal]),
+        count=1,
+        previous_digests=[content_digest(previous)],
+        changed=["outage.end"],
+        actor="service:collector",
+        reason="re-sent",
+        agreement_ids=[],
+    )
+    m.save(fix)
+
+
+def test_a_batch_left_out_of_the_index_is_caught_up_from_the_log_on_start(suite: Suite) -> None:
+    aid = an_active_agreement(suite)
+    m = suite.metrics
+    first = outage("o1", f"2026-01-12T10:00{AMS}", 30)
+    m.record(COLLECTOR, [first, calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    indexed = m._signal_store.position()
+    _stored_unindexed(m, outage("o1", f"2026-01-12T10:00{AMS}", 45), first)
+    assert m._signal_store.position() == indexed < m.head_position()  # the index is behind the log
+    m.close()
+
+    # A process that starts catches the index up from its position: the correction is known.
+    suite.metrics = m = Metrics(suite.envs["metrics"], clock=suite.clock)
+    _dedupe_holds(m)
+    assert m._signal_store.position() > indexed
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, "2025-12-31T23:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
+def test_a_batch_left_out_of_the_index_is_caught_up_by_a_running_process(suite: Suite) -> None:
+    an_active_agreement(suite)
+    m = suite.metrics
+    first = outage("o1", f"2026-01-12T10:00{AMS}", 30)
+    m.record(COLLECTOR, [first, calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    _stored_unindexed(m, outage("o1", f"2026-01-12T10:00{AMS}", 45), first)
+    _dedupe_holds(m)
+    assert m._services["email"].count == 3  # o1, c0, o2
+    assert m._signal_store.position() == m._signals_position
+
+
+def test_a_failed_index_write_stores_nothing_and_a_retry_is_recorded_once(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index rows are written in the batch's own transaction: a failure there stores
+    neither; the retry is recorded, once, and counted once."""
+    an_active_agreement(suite)
+    m = suite.metrics
+    m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30), calls("c", f"2026-01-12T09:00{AMS}", 1, 0)[0]])
+    head = m.head_position()
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("the disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(m._signal_store, "_write", fail)
+        with pytest.raises(OperationalError):
+            m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 45)])
+    assert m.head_position() == head  # nothing stored
+    assert m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 45)]).corrections == 1
+    _dedupe_holds(m)
+    assert m._services["email"].count == 3  # o1, c0, o2: the failed write counted nothing
+
+
+def test_a_store_recorded_before_the_index_existed_is_indexed_from_its_log(suite: Suite) -> None:
+    aid = _quarter(suite)
+    m = suite.metrics
+    _first_two(m)
+    expected = {(w.objective_id, w.window_start): w.latest for w in m.window_evaluations(aid)}
+    store = m._signal_store
+    with store._cursor(write=True) as cur:  # as a store recorded before the index existed
+        for table in (store.rows, store.services):
+            cur.execute(f"DELETE FROM {table}")
+        cur.execute(f"UPDATE {store.position_table} SET position = 0")
+    m.close()
+
+    suite.metrics = m = Metrics(suite.envs["metrics"], clock=suite.clock)
+    _dedupe_holds(m)
+    assert m._services["email"].count == 33 + 3
+    m.evaluate(at(f"2026-04-10T10:05{AMS}"))
+    assert m.last_round.windows_judged >= 2
+    assert {(w.objective_id, w.window_start): w.latest for w in m.window_evaluations(aid)}.keys() == expected.keys()
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
+def test_on_a_recorder_without_the_hook_a_batch_is_indexed_from_the_log(tmp_path: Path) -> None:
+    """eventsourcing's own SQLite recorder runs no `with_records` hook: each batch is indexed
+    from the log right after it is stored, and dedupe stays exact."""
+    from accord_kit.testing.fixtures import sqlite_env
+
+    env = {**sqlite_env(tmp_path / "plain.sqlite"), "PERSISTENCE_MODULE": "eventsourcing.sqlite"}
+    m = Metrics(env)
+    try:
+        m.save(KnownService("email", "it-operations"))
+        _first_two(m)
+        assert m._signal_store.position() == m._signals_position == m.head_position()
+        _dedupe_holds(m)
+        assert m._services["email"].count == 3
+    finally:
+        m.close()
