@@ -231,7 +231,48 @@ class Agreements(AccordApplication):
             raise ConflictError(
                 f"agreement {agg.id} was changed concurrently; its revision is now {current.version}"
             ) from None
+        self._keep_saved(agg)
         return agg, extra
+
+    def _keep_saved(self, agg: Agreement) -> None:
+        """The agreement just saved becomes the cached one, so that the next command on it
+        finds nothing to fast-forward (it would otherwise read back and decode the events this
+        command wrote). Its save succeeded right after the version it was loaded at (the store
+        refuses a version that exists), so it is exactly the stored state at its version. A
+        cached copy already further on (another thread's save) is kept; the caller only reads
+        `agg` from here on, and commands work on copies of the cached one."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        with self._cache_locks[agg.id.int % len(self._cache_locks)]:
+            try:
+                cached: Any = cache.get(agg.id)
+            except KeyError:
+                cached = None
+            if cached is None or cached.version < agg.version:
+                cache.put(agg.id, agg)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
+        """Snapshots (every `snapshotting_intervals` versions) of an agreement just saved are
+        taken from the saved agreement itself, which is exactly the stored state at that
+        version, instead of being rebuilt from the store by decoding the events since the last
+        snapshot (the library's way, still used for any other case)."""
+        if self.snapshots is None:
+            return
+        rest = ProcessingEvent[Any]()
+        for event in processing_event.events:
+            agg = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(agg)) if agg is not None else None
+            if interval is None or event.originator_version % interval:
+                continue
+            if isinstance(agg, Agreement) and agg.version == event.originator_version:
+                snapshot_class: Any = getattr(type(agg), "Snapshot", type(self).snapshot_class)
+                self.snapshots.put([snapshot_class.take(agg)])
+            else:
+                rest.events.append(event)
+                rest.aggregates[event.originator_id] = processing_event.aggregates[event.originator_id]
+        if rest.events:
+            super()._take_snapshots(rest)
 
     def _command(
         self,

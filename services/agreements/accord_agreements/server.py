@@ -12,14 +12,13 @@ from typing import Any
 from uuid import UUID
 
 import grpc
-from google.protobuf import json_format
 
 from accord.agreements.v1 import agreements_pb2 as pb
 from accord.agreements.v1 import agreements_pb2_grpc as pb_grpc
 from accord.agreements.v1 import terms_pb2
 from accord.events.v1 import events_pb2
 from accord_agreements.application import AgreementAt, Agreements, AlreadyRegisteredError, Summary
-from accord_agreements.codec import terms_message, ts
+from accord_agreements.codec import message_dict, terms_message, ts
 from accord_agreements.domain import (
     Actor,
     Agreement,
@@ -63,7 +62,7 @@ def actor() -> Actor:
 def terms_dict(msg: terms_pb2.AgreementTerms, field: str = "terms") -> dict[str, Any]:
     if not msg.ByteSize():
         raise InvalidArgumentError(f"{field} is required")
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    return message_dict(msg)
 
 
 def agreement_message(
@@ -122,14 +121,19 @@ _VERSIONS_PARTS_LOCK = threading.Lock()
 def _versions_part(agg: Agreement) -> bytes:
     """The answer's list of version summaries, serialised once per agreement and count of
     versions (entries are only ever appended, so the pair names the content) and merged
-    into each answer in C, so an answer's cost does not grow with the agreement's history."""
-    key = (agg.id, len(agg.versions))
+    into each answer in C, so an answer's cost does not grow with the agreement's history.
+    A repeated field's encoding is its entries' encodings one after another, so the part
+    for N versions is the part for N - 1 (when kept) followed by entry N alone."""
+    n = len(agg.versions)
+    key = (agg.id, n)
     with _VERSIONS_PARTS_LOCK:
         part = _VERSIONS_PARTS.get(key)
         if part is not None:
             _VERSIONS_PARTS.move_to_end(key)
             return part
-    part = pb.Agreement(
+        before = _VERSIONS_PARTS.get((agg.id, n - 1))
+    entries = agg.versions if before is None else agg.versions[n - 1 :]
+    part = (before or b"") + pb.Agreement(
         versions=[
             pb.AgreementVersion(
                 version=v["version"],
@@ -137,12 +141,12 @@ def _versions_part(agg: Agreement) -> bytes:
                 accepted_at=ts(v["accepted_at"]),
                 amendment_id=v["amendment_id"],
             )
-            for v in agg.versions
+            for v in entries
         ]
     ).SerializeToString()
     with _VERSIONS_PARTS_LOCK:
         _VERSIONS_PARTS[key] = part
-        _VERSIONS_PARTS.pop((agg.id, len(agg.versions) - 1), None)  # superseded
+        _VERSIONS_PARTS.pop((agg.id, n - 1), None)  # superseded
         while len(_VERSIONS_PARTS) > 4096:
             _VERSIONS_PARTS.popitem(last=False)
     return part

@@ -147,3 +147,66 @@ def test_a_failed_command_leaves_the_cached_agreement_untouched(app: Agreements,
     cached = app.get_agreement_aggregate(aid)
     assert cached.pending is None and cached.current_version == 1
     assert cached.version == agg.version + 2
+
+
+def test_a_command_finds_the_agreement_it_saved_cached_and_decodes_no_event(
+    app: Agreements, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agg = app.draft(PROVIDER, sla_terms())
+    aid = str(agg.id)
+    app.propose(PROVIDER, aid)
+    app.accept(CUSTOMER, aid)
+    decoded: list[Any] = []
+    to_domain_event = app.mapper.to_domain_event
+
+    def counting(stored: Any) -> Any:
+        decoded.append(stored)
+        return to_domain_event(stored)
+
+    monkeypatch.setattr(app.mapper, "to_domain_event", counting)
+    for n in range(2, 5):
+        clock.advance(timedelta(days=1))
+        proposed, amendment = app.propose_amendment(
+            PROVIDER, aid, with_target(sla_terms(), "availability", target(n)), clock.now() + timedelta(days=8), "r"
+        )
+        accepted = app.accept_amendment(CUSTOMER, aid, amendment, expected=proposed.version)
+        assert accepted.current_version == n
+    # Each command built on the agreement the one before saved: nothing was read back.
+    assert decoded == []
+    cached = app.get_agreement_aggregate(aid)
+    assert (cached.version, cached.current_version, target_of(cached.terms)) == (accepted.version, 4, target(4))
+    # What the cache holds is what the store holds.
+    fresh = app.repository.get(agg.id, version=accepted.version)
+    assert {k: v for k, v in vars(fresh).items() if k != "_pending_events"} == {
+        k: v for k, v in vars(cached).items() if k != "_pending_events"
+    }
+
+
+def test_the_snapshot_is_taken_from_the_agreement_just_saved_without_reading_the_store(
+    app: Agreements, clock: FakeClock, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    selected: list[Any] = []
+    select_events = app.recorder.select_events
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        found = select_events(*args, **kwargs)
+        selected.extend(found)
+        return found
+
+    monkeypatch.setattr(app.recorder, "select_events", counting)
+    aid = many_versions(app, clock)  # past revision 50, where the snapshot is taken
+    assert [s for s in selected if s.originator_id == app.get_agreement_aggregate(aid).id] == []
+    assert app.snapshots is not None
+    snapshot: Any = list(app.snapshots.get(app.get_agreement_aggregate(aid).id))[-1]
+    assert snapshot.originator_version == 100  # taken at revisions 50 and 100
+    # The same state the library's own snapshot (rebuilt from the events) holds.
+    rebuilt: Any = type(snapshot).take(app.repository.get(snapshot.originator_id, version=100))
+    assert json.dumps(snapshot.state, sort_keys=True, default=str) == json.dumps(
+        rebuilt.state, sort_keys=True, default=str
+    )
+    restored = Agreements(env, clock=clock)  # a process that starts from the snapshot
+    try:
+        agg = restored.get_agreement_aggregate(aid)
+        assert (agg.current_version, target_of(agg.terms)) == (VERSIONS, target(VERSIONS))
+    finally:
+        restored.close()
