@@ -1,6 +1,6 @@
 """The conversions every command makes, made cheaper without changing a byte of their
 results: requests' terms to dicts (`message_dict` against `json_format.MessageToDict`),
-terms to their proto (`terms_message`, found again by pickle), the answers' list of versions
+terms to their proto (`terms_message`, found again by their marshal), the answers' list of versions
 (extended by one entry per accepted version, not rebuilt) and the copy `normalise` works on."""
 
 from __future__ import annotations
@@ -96,7 +96,26 @@ def test_terms_message_finds_terms_again_whatever_their_key_order() -> None:
     assert terms_message(terms).title == terms["title"]
 
 
-def test_terms_message_tells_apart_values_that_pickle_differently_but_print_alike() -> None:
+def test_terms_message_finds_terms_again_whichever_way_they_were_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    # From a request (message_dict) and read back from a stored event (JSON): one conversion.
+    terms = with_target(normalise(sla_terms()), "availability", "99.77")
+    from_request = message_dict(terms_message(terms))
+    from_store = json.loads(json.dumps(from_request))
+    first = terms_message(from_request)
+    canonical: list[Any] = []
+    parsed = codec._parsed
+
+    def counting(text: str) -> Any:
+        canonical.append(text)
+        return parsed(text)
+
+    monkeypatch.setattr(codec, "_parsed", counting)
+    assert terms_message(from_store) == first
+    assert terms_message(from_request) == first
+    assert canonical == []
+
+
+def test_terms_message_tells_apart_values_that_marshal_differently_but_convert_alike() -> None:
     terms = normalise(sla_terms())
     as_int = copy.deepcopy(terms)
     as_int["term"]["notice_days"] = 30
