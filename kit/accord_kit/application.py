@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import (
     IntegrityError,
     Notification,
@@ -80,6 +81,26 @@ class AccordApplication(Application[Any]):
     def accord_mapper(self) -> AccordMapper:
         assert isinstance(self.mapper, AccordMapper)
         return self.mapper
+
+    # -- saving ---------------------------------------------------------------------
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
+        """The library's `save`, with aggregates collected without its runtime protocol
+        checks (`isinstance` against a `typing.Protocol` walks the protocol's attributes on
+        every call, several times per save): an aggregate is recognised by its class, and
+        anything else (a domain event, None) is collected by the library as before."""
+        processing = ProcessingEvent[Any]()
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                processing.events.extend(obj.collect_events())
+                processing.aggregates[obj.id] = obj
+            else:
+                processing.collect_events(obj)
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, as its save calls it
+        return recordings
 
     # -- the relay's wake-up --------------------------------------------------------
     def add_save_listener(self, listener: Callable[[], None]) -> None:
