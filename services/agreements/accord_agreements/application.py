@@ -6,6 +6,7 @@ tailing the store's own log."""
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 import uuid
@@ -235,22 +236,24 @@ class Agreements(AccordApplication):
         return agg, extra
 
     def _keep_saved(self, agg: Agreement) -> None:
-        """The agreement just saved becomes the cached one, so that the next command on it
-        finds nothing to fast-forward (it would otherwise read back and decode the events this
-        command wrote). Its save succeeded right after the version it was loaded at (the store
-        refuses a version that exists), so it is exactly the stored state at its version. A
-        cached copy already further on (another thread's save) is kept; the caller only reads
-        `agg` from here on, and commands work on copies of the cached one."""
+        """A copy of the agreement just saved becomes the cached one, so that the next command
+        on it finds nothing to fast-forward (it would otherwise read back and decode the events
+        this command wrote). Its save succeeded right after the version it was loaded at (the
+        store refuses a version that exists), so it is exactly the stored state at its version.
+        A cached copy already further on (another thread's save) is kept. The cache holds a
+        copy, not `agg` itself: a later fast-forward changes the cached one in place, and the
+        caller still reads `agg` for its answer."""
         cache = self.repository.cache
         if cache is None:
             return
+        kept = copy.deepcopy(agg)  # cheap: see Agreement.__deepcopy__
         with self._cache_locks[agg.id.int % len(self._cache_locks)]:
             try:
                 cached: Any = cache.get(agg.id)
             except KeyError:
                 cached = None
             if cached is None or cached.version < agg.version:
-                cache.put(agg.id, agg)
+                cache.put(agg.id, kept)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
         """Snapshots (every `snapshotting_intervals` versions) of an agreement just saved are

@@ -210,3 +210,26 @@ def test_the_snapshot_is_taken_from_the_agreement_just_saved_without_reading_the
         assert (agg.current_version, target_of(agg.terms)) == (VERSIONS, target(VERSIONS))
     finally:
         restored.close()
+
+
+def test_a_commands_result_stays_as_saved_when_the_cached_agreement_moves_on(
+    app: Agreements, clock: FakeClock, env: dict[str, str]
+) -> None:
+    agg = app.draft(PROVIDER, sla_terms())
+    aid = str(agg.id)
+    app.propose(PROVIDER, aid)
+    app.accept(CUSTOMER, aid)
+    proposed, amendment = app.propose_amendment(
+        PROVIDER, aid, with_target(sla_terms(), "availability", "99.95"), clock.now() + timedelta(days=8), "r"
+    )
+    revision = proposed.version
+    other = Agreements(env, clock=clock)  # another writer of the store accepts it
+    try:
+        other.accept_amendment(CUSTOMER, aid, amendment)
+    finally:
+        other.close()
+    moved = app.get_agreement_aggregate(aid)  # the cached agreement is fast-forwarded
+    assert (moved.version, moved.current_version, moved.pending) == (revision + 1, 2, None)
+    # What the command returned (and its answer is built from) is still what it saved.
+    assert (proposed.version, proposed.current_version) == (revision, 1)
+    assert proposed.pending is not None and proposed.pending["amendment_id"] == amendment
