@@ -220,3 +220,20 @@ def test_the_real_command_exits_with_the_codes(terms: Any) -> None:
             [sys.executable, "-m", "accord_cli", "validate", path], capture_output=True, text=True, check=False
         )
         assert p.returncode == expected, p.stdout + p.stderr
+
+
+def test_validate_reads_now_from_the_clock_file_as_the_services_do(
+    terms: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A demo's clock in 2025: terms ending in 2025-06 have not ended there, and have by now.
+    path = terms(lambda d: d["term"].update(effective_from="2025-01-01T00:00:00Z", effective_to="2025-06-01T00:00:00Z"))
+    code, output = run("validate", path)
+    assert code == 5 and "is before now" in output, output
+    clock = tmp_path / "clock"
+    clock.write_text("2025-03-01T00:00:00+00:00")
+    monkeypatch.setenv("ACCORD_CLOCK_FILE", str(clock))
+    code, output = run("validate", path)
+    assert code == 0, output
+    clock.write_text("not an instant")
+    code, output = run("validate", path)
+    assert code == 2 and "ACCORD_CLOCK_FILE" in output, output
