@@ -178,6 +178,9 @@ async def test_the_slo_page_shows_budget_alerts_breaches_and_money(
                 assert statements[2].state == "OPEN"
                 march_row = page.locator(f"tr.statement[data-statement='{statements[2].id}']")
                 assert f"{march_adjustment['difference']} EUR" in await march_row.inner_text()
+                # Its Net: the adjustment so far, marked as such (not issued).
+                march_net = (await march_row.locator("td.net").inner_text()).split()
+                assert march_net[:2] == [march_adjustment["difference"], "EUR"] and "so far" in " ".join(march_net)
                 assert march_adjustment["difference"] == "1200.00"
 
                 # A previous window: February, read with the range the API takes.
@@ -203,7 +206,11 @@ async def test_the_slo_page_shows_budget_alerts_breaches_and_money(
                     timeout=10_000,
                 )
                 assert "ACCEPTED" in await feb_row.inner_text()
-                assert (await feb_row.locator("td.net").inner_text()).strip() == "1200.00 EUR"
+                await page.wait_for_function(
+                    f"document.querySelector(\"tr.statement[data-statement='{feb_statement}'] td.net\")"
+                    "?.textContent.trim() === '2000.00 EUR'",
+                    timeout=10_000,
+                )
                 await page.screenshot(path=str(shots / "slo-disputed.png"), full_page=True)
 
                 # /docs: Swagger UI from the gateway itself, no request elsewhere; Authorize + Try it out.

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from accord.billing.v1 import events_pb2 as billing_events
 from accord.events.v1 import events_pb2
 from accord_agreements.domain import ACTIVE
 from accord_agreements.samples import sla_terms, with_target
@@ -155,6 +156,18 @@ def test_the_release_stores_load_verify_rederive_and_carry_on(
     assert len(statements) == 3 and statements[2].state == ISSUED
     for name, app in apps.items():
         assert app.head_position() > heads[name], f"{name} appended nothing"
+    # The release's assessments stated no totals (a reader keeps what it had); those recorded
+    # now state the statement's totals after them, and the statement answers take them as
+    # they stand on the release's statements too.
+    assessed = []
+    for env in whole_log(suite.billing):
+        if env.type == "accord.billing.v1.AssessmentRecorded":
+            msg = billing_events.AssessmentRecorded()
+            env.payload.Unpack(msg)
+            assessed.append((env.position <= heads["billing"], msg.HasField("totals")))
+    assert (True, False) in assessed and (True, True) not in assessed
+    assert (False, True) in assessed and (False, False) not in assessed
+    assert [suite.billing.current_totals(s)["net"] for s in statements[:2]] == [s.totals["net"] for s in statements[:2]]
 
     # Sealed again under a new key (the old one trusted for the old checkpoints): all verify.
     for name, app in apps.items():

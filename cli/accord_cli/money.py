@@ -150,7 +150,8 @@ def statements(
         t.add_column(col, overflow="fold")
     for s in rows:
         add_row(t, s.statement_id, s.agreement_id, f"{s.period_start} – {s.period_end}", short(s.state),
-                  f"{s.totals.net} {s.currency}" if s.totals.net else "(open)",
+                  (f"{s.totals.net} {s.currency}" + (" so far" if s.totals.provisional else "")) if s.totals.net
+                  else "(open)",
                   s.totals.fee, s.claim_until)  # fmt: skip
     out.print(t)
 
@@ -195,7 +196,7 @@ def statement(statement_id: str) -> None:
         out.print(t)
     if s.HasField("totals"):
         tt = s.totals
-        t = table(f"totals ({tt.currency or s.currency})")
+        t = table(f"totals ({tt.currency or s.currency})" + (" so far: open, not issued" if tt.provisional else ""))
         for col in ("credits before cap", "cap cut", "minimum cut", "credits issued", "rewards", "adjustments",
                     "disputes", "net", "fee"):  # fmt: skip
             t.add_column(col)

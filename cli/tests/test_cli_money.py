@@ -181,6 +181,13 @@ async def test_statements_disputes_and_the_ledger(own_nats_server: NatsServer, t
         assert r.code == 0, r.err
         (d,) = json.loads(r.out)["statement"]["disputes"]
         assert (d["state"], d["amount"]) == ("ACCEPTED", "0.00")
+        # The waived credit is in the totals at once, while January is still only issued.
+        r = await arun(fin, "--json", "statement", sid)
+        waived = json.loads(r.out)["statement"]
+        assert waived["state"] == "STATEMENT_STATE_ISSUED"
+        assert (waived["totals"]["disputes"], waived["totals"]["net"]) == ("-1200.00", "0.00")
+        r = await arun(fin, "statement", sid)
+        assert r.code == 0 and "-1200.00" in r.out, r.out
         r = await arun(it, "resolve-dispute", sid, "availability", "2026-01", "--reject", "--reason", "again")
         assert r.code == 3 and "no open dispute" in one_line_error(r)
 

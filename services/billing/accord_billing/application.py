@@ -441,7 +441,9 @@ class Billing(AccordApplication):
             statement = self._statement(agreement, instant, processing)
             key = f"{msg.objective_id}|{msg.window_start}"
             if statement.state == OPEN:
-                statement.record_assessment(key, assessed)
+                if statement.assessments.get(key) != assessed:
+                    after = self.totals(statement, assessments={**statement.assessments, key: assessed})
+                    statement.record_assessment(key, assessed, after)
                 processing.collect_events(statement)
             else:  # the period's statement was issued: an adjustment on a later statement
                 source = restated_by or f"late:{key}"
@@ -480,12 +482,13 @@ class Billing(AccordApplication):
         after = periods.period_totals({**records, key: new}, period.currency).net
         old_net = Decimal(old["net"]) if old else Decimal(0)
         reason = "restated evaluation" if old else "window closed after its period's statement was issued"
-        target.record_adjustment(
-            {"source": source, "key": key, "old": str(old_net), "new": str(new["net"]),
-             "difference": str((after - before).amount), "reason": reason, "assessment": new,
-             "period_start": period.period_start, "period_before": str(before.amount),
-             "period_after": str(after.amount)}
-        )  # fmt: skip
+        adjustment = {
+            "source": source, "key": key, "old": str(old_net), "new": str(new["net"]),
+            "difference": str((after - before).amount), "reason": reason, "assessment": new,
+            "period_start": period.period_start, "period_before": str(before.amount),
+            "period_after": str(after.amount),
+        }  # fmt: skip
+        target.record_adjustment(adjustment, self.totals(target, adjustments=[*target.adjustments, adjustment]))
         processing.collect_events(target)
 
     def _adjustment_target(self, agreement: BilledAgreement, processing: ProcessingEvent[Any]) -> Statement:
@@ -735,24 +738,41 @@ class Billing(AccordApplication):
             whole = _seconds(end - start)
             return Money(sum((fee * _seconds(kept) / whole for fee, kept, _ in parts), Decimal(0)), statement.currency)
 
-    def totals(self, statement: Statement) -> dict[str, Any]:
+    def totals(
+        self,
+        statement: Statement,
+        *,
+        assessments: dict[str, dict[str, Any]] | None = None,
+        adjustments: list[dict[str, Any]] | None = None,
+        disputes: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """The statement's totals: the period's assessments (one per objective: the worst
         window, `periods.period_assessments`) capped and thresholded (assessment.py), then
-        adjustments from earlier periods, then accepted disputes; and the period's fee."""
+        adjustments from earlier periods, then accepted disputes; and the period's fee. Computed
+        from what the statement holds now (an open one's: so far), or with `assessments`,
+        `adjustments` or `disputes` in place of its own (the totals a change would make, stated
+        on the change's event)."""
         currency = statement.currency
-        t = periods.period_totals(statement.assessments, currency)
-        adjustments = Money.total((Money.of(a["difference"], currency) for a in statement.adjustments), currency)
+        held = statement.assessments if assessments is None else assessments
+        t = periods.period_totals(held, currency)
+        total_adjustments = Money.total(
+            (
+                Money.of(a["difference"], currency)
+                for a in (statement.adjustments if adjustments is None else adjustments)
+            ),
+            currency,
+        )
         # An accepted dispute sets its assessment's amount; the period's totals are taken again
         # with it (cap and minimum included) and `disputes` is the difference that makes.
         settled = {
-            d["key"]: Money.of(d["amount"], currency) for d in statement.disputes.values() if d["state"] == "ACCEPTED"
+            d["key"]: Money.of(d["amount"], currency)
+            for d in (statement.disputes if disputes is None else disputes).values()
+            if d["state"] == "ACCEPTED"
         }
-        disputes = (
-            (periods.period_totals(statement.assessments, currency, settled).net - t.net)
-            if settled
-            else Money.zero(currency)
+        total_disputes = (
+            (periods.period_totals(held, currency, settled).net - t.net) if settled else Money.zero(currency)
         )
-        net = t.net + adjustments + disputes
+        net = t.net + total_adjustments + total_disputes
         return {
             "currency": currency,
             "credits_before_cap": str(t.credits_before_cap.amount),
@@ -760,11 +780,18 @@ class Billing(AccordApplication):
             "minimum_cut": str(t.minimum_cut.amount),
             "credits_issued": str(t.credits_issued.amount),
             "rewards": str(t.rewards.amount),
-            "adjustments": str(adjustments.amount),
-            "disputes": str(disputes.amount),
+            "adjustments": str(total_adjustments.amount),
+            "disputes": str(total_disputes.amount),
             "net": str(net.amount),
             "fee": str(self.period_fee(statement).amount),
         }
+
+    def current_totals(self, statement: Statement) -> dict[str, Any]:
+        """The totals as they stand, as the statement answers give them: a final statement's
+        as finalised; an issued one's taken now (every dispute accepted so far counted); an open
+        one's so far (its assessments recorded so far and the adjustments on it, as if issued
+        now — provisional until it is issued)."""
+        return statement.totals if statement.state == FINAL else self.totals(statement)
 
     def _posting(self, statement: Statement, totals: dict[str, Any]) -> LedgerTransaction | None:
         """A final statement's double-entry posting: the period's fee charged (the customer
@@ -839,7 +866,9 @@ class Billing(AccordApplication):
                         f"amount must be a decimal in {statement.currency}, not {amount!r}"
                     ) from None
                 amount = str(value.amount)
-            statement.resolve(dispute_id, accept, amount if accept else "", reason)
+            kept = amount if accept else ""
+            after = statement.resolution(dispute_id, accept, kept, reason)
+            statement.resolve(dispute_id, accept, kept, reason, self.totals(statement, disputes=after))
             self.save(statement)
             return statement
 

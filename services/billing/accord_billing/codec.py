@@ -9,8 +9,19 @@ from accord_billing.domain import BilledAgreement, LedgerTransaction, Statement,
 from accord_kit.envelope import EventCodec
 
 
-def totals_message(t: dict[str, Any]) -> ev.StatementTotals:
-    return ev.StatementTotals(**{k: str(v) for k, v in t.items() if k in ev.StatementTotals.DESCRIPTOR.fields_by_name})
+def totals_message(t: dict[str, Any], provisional: bool = False) -> ev.StatementTotals:
+    """A statement's totals; `provisional` for an open statement's (so far)."""
+    fields = ev.StatementTotals.DESCRIPTOR.fields_by_name
+    return ev.StatementTotals(**{k: str(v) for k, v in t.items() if k in fields and k != "provisional"},
+                              provisional=provisional)  # fmt: skip
+
+
+def _stated(e: Any, message: Any, provisional: bool) -> Any:
+    """`message` with the totals the event states (none on events recorded before they were)."""
+    totals = getattr(e, "totals", None)
+    if totals:
+        message.totals.CopyFrom(totals_message(totals, provisional))
+    return message
 
 
 def codec() -> EventCodec:
@@ -43,25 +54,25 @@ def codec() -> EventCodec:
     def assessed(e: Any) -> ev.AssessmentRecorded:
         a = e.assessment
         objective_id, window_start = e.key.split("|", 1)
-        return ev.AssessmentRecorded(
+        return _stated(e, ev.AssessmentRecorded(
             statement_id=sid(e), objective_id=objective_id, window_start=window_start, status=a["status"],
             value=a["value"], input_digest=a["evaluation"].get("input_digest", ""), agreement_version=a["version"],
             lines=[ev.AssessmentLine(kind=x["kind"], amount=x["amount"], derivation=x["derivation"],
                                      applied=x["applied"]) for x in a["lines"]],
             net=a["net"],
-        )  # fmt: skip
+        ), provisional=True)  # fmt: skip
 
     c.register(Statement.Assessed, ev.AssessmentRecorded, assessed)
 
     def adjusted(e: Any) -> ev.AdjustmentRecorded:
         a = e.adjustment
         objective_id, window_start = a["key"].split("|", 1)
-        return ev.AdjustmentRecorded(
+        return _stated(e, ev.AdjustmentRecorded(
             statement_id=sid(e), objective_id=objective_id, window_start=window_start, old_amount=a["old"],
             new_amount=a["new"], difference=a["difference"], reason=a["reason"],
             period_start=a.get("period_start", ""), period_before=a.get("period_before", ""),
             period_after=a.get("period_after", ""),
-        )  # fmt: skip
+        ), provisional=True)  # fmt: skip
 
     c.register(Statement.Adjusted, ev.AdjustmentRecorded, adjusted)
     c.register(
@@ -80,8 +91,12 @@ def codec() -> EventCodec:
     c.register(
         Statement.Resolved,
         ev.DisputeResolved,
-        lambda e: ev.DisputeResolved(
-            statement_id=sid(e), dispute_id=e.dispute_id, accepted=e.accepted, amount=e.amount, reason=e.reason
+        lambda e: _stated(
+            e,
+            ev.DisputeResolved(
+                statement_id=sid(e), dispute_id=e.dispute_id, accepted=e.accepted, amount=e.amount, reason=e.reason
+            ),
+            provisional=False,
         ),
     )
     c.register(

@@ -141,24 +141,26 @@ class Statement(Aggregate):
         self.issued_at = ""
         self.claim_until = ""
 
-    def record_assessment(self, key: str, assessment: dict[str, Any]) -> None:
+    # Assessed, Adjusted and Resolved carry `totals`: the statement's totals after the change,
+    # as billing states them to readers of its events (events recorded before they did: none).
+    def record_assessment(self, key: str, assessment: dict[str, Any], totals: dict[str, Any] | None = None) -> None:
         if self.state != OPEN:
             raise TransitionError(f"statement {self.id} is {self.state}: it is never changed after issue")
         if self.assessments.get(key) != assessment:
-            self._assessed(key=key, assessment=assessment)
+            self._assessed(key=key, assessment=assessment, totals=totals)
 
     @event("Assessed", topic="accord_billing.domain:Statement.Assessed")
-    def _assessed(self, key: str, assessment: dict[str, Any]) -> None:
+    def _assessed(self, key: str, assessment: dict[str, Any], totals: dict[str, Any] | None = None) -> None:
         self.assessments = {**self.assessments, key: assessment}
 
-    def record_adjustment(self, adjustment: dict[str, Any]) -> None:
+    def record_adjustment(self, adjustment: dict[str, Any], totals: dict[str, Any] | None = None) -> None:
         if self.state != OPEN:
             raise TransitionError(f"statement {self.id} is {self.state}")
         if not any(a["source"] == adjustment["source"] for a in self.adjustments):
-            self._adjusted(adjustment=adjustment)
+            self._adjusted(adjustment=adjustment, totals=totals)
 
     @event("Adjusted", topic="accord_billing.domain:Statement.Adjusted")
-    def _adjusted(self, adjustment: dict[str, Any]) -> None:
+    def _adjusted(self, adjustment: dict[str, Any], totals: dict[str, Any] | None = None) -> None:
         self.adjustments = [*self.adjustments, adjustment]
 
     def issue(self, totals: dict[str, Any], issued_at: str, claim_until: str) -> None:
@@ -189,7 +191,8 @@ class Statement(Aggregate):
     def _disputed(self, dispute_id: str, key: str, by: str, reason: str) -> None:
         self.disputes = {**self.disputes, dispute_id: {"key": key, "by": by, "reason": reason, "state": "OPEN"}}
 
-    def resolve(self, dispute_id: str, accept: bool, amount: str, reason: str) -> None:
+    def resolution(self, dispute_id: str, accept: bool, amount: str, reason: str) -> dict[str, dict[str, Any]]:
+        """The disputes as they would be with this resolution (refused as `resolve` refuses it)."""
         d = self.disputes.get(dispute_id)
         if d is None:
             raise NotFoundError(f"statement has no dispute {dispute_id!r}")
@@ -197,10 +200,19 @@ class Statement(Aggregate):
             raise TransitionError(f"dispute {dispute_id} is already {d['state']}")
         if not accept and not reason.strip():
             raise InvalidRequestError("reason is required to reject a dispute")
-        self._resolved(dispute_id=dispute_id, accepted=accept, amount=amount, reason=reason)
+        resolved = {**d, "state": "ACCEPTED" if accept else "REJECTED", "amount": amount, "resolution": reason}
+        return {**self.disputes, dispute_id: resolved}
+
+    def resolve(
+        self, dispute_id: str, accept: bool, amount: str, reason: str, totals: dict[str, Any] | None = None
+    ) -> None:
+        self.resolution(dispute_id, accept, amount, reason)
+        self._resolved(dispute_id=dispute_id, accepted=accept, amount=amount, reason=reason, totals=totals)
 
     @event("Resolved", topic="accord_billing.domain:Statement.Resolved")
-    def _resolved(self, dispute_id: str, accepted: bool, amount: str, reason: str) -> None:
+    def _resolved(
+        self, dispute_id: str, accepted: bool, amount: str, reason: str, totals: dict[str, Any] | None = None
+    ) -> None:
         d = {**self.disputes[dispute_id], "state": "ACCEPTED" if accepted else "REJECTED", "amount": amount,
              "resolution": reason}  # fmt: skip
         self.disputes = {**self.disputes, dispute_id: d}

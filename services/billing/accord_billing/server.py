@@ -54,7 +54,9 @@ def assessment_message(statement_id: str, key: str, a: dict[str, Any]) -> ev.Ass
     )
 
 
-def statement_message(s: Statement) -> pb.Statement:
+def statement_message(s: Statement, totals: dict[str, Any] | None = None) -> pb.Statement:
+    """The statement's answer; `totals` as they stand (`Billing.current_totals`), else as recorded
+    (issued / final: the audit's statement as known at an instant)."""
     sid = str(s.id)
     out = pb.Statement(
         statement_id=sid,
@@ -76,7 +78,9 @@ def statement_message(s: Statement) -> pb.Statement:
                 state=d["state"], amount=d.get("amount", ""), resolution=d.get("resolution", ""),
             )
         )  # fmt: skip
-    if s.totals:
+    if totals is not None:
+        out.totals.CopyFrom(totals_message(totals, provisional=s.state == "OPEN"))
+    elif s.totals:
         out.totals.CopyFrom(totals_message(s.totals))
     return out
 
@@ -167,13 +171,17 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         # A client of an upstream service's EventLogService, by service name (re-derivation).
         self.upstream_logs = upstream_logs
 
+    async def _answer(self, s: Statement) -> pb.Statement:
+        """A statement's answer with its totals as they stand (taken in a worker thread)."""
+        return statement_message(s, await asyncio.to_thread(self.app.current_totals, s))
+
     async def GetStatement(self, request: pb.GetStatementRequest, context: Any) -> pb.GetStatementResponse:
         s = await asyncio.to_thread(self.app.statement, current_principal(), request.statement_id)
-        return pb.GetStatementResponse(statement=statement_message(s))
+        return pb.GetStatementResponse(statement=await self._answer(s))
 
     async def ListStatements(self, request: pb.ListStatementsRequest, context: Any) -> pb.ListStatementsResponse:
         rows = await asyncio.to_thread(self.app.statements, current_principal(), request.agreement_id)
-        return pb.ListStatementsResponse(statements=[statement_message(s) for s in rows])
+        return pb.ListStatementsResponse(statements=[await self._answer(s) for s in rows])
 
     async def GetAssessment(self, request: pb.GetAssessmentRequest, context: Any) -> pb.GetAssessmentResponse:
         s = await asyncio.to_thread(self.app.statement, current_principal(), request.statement_id)
@@ -213,7 +221,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
             request.amount,
             request.reason,
         )
-        return pb.ResolveDisputeResponse(statement=statement_message(s))
+        return pb.ResolveDisputeResponse(statement=await self._answer(s))
 
     async def GetLedgerEntries(self, request: pb.GetLedgerEntriesRequest, context: Any) -> pb.GetLedgerEntriesResponse:
         rows = await asyncio.to_thread(self.app.ledger, current_principal(), request.department_id)

@@ -364,12 +364,16 @@ class ReadModel:
         if not aid:
             return ""
         st = self._agreements[aid]["statements"][msg.statement_id]
+        if name in ("AssessmentRecorded", "AdjustmentRecorded", "DisputeResolved") and msg.HasField("totals"):
+            # The statement's totals after this change, as billing states them: an open
+            # statement's so far (provisional), an issued one's with the dispute's amount. Events
+            # recorded before billing stated them carry none: the totals held stay.
+            st["net"] = msg.totals.net
+            st["totals"] = _totals(msg.totals)
         if name in ("StatementIssued", "StatementFinalized"):
             st["state"] = "ISSUED" if name == "StatementIssued" else "FINAL"
             st["net"] = msg.totals.net
-            st["totals"] = json_format.MessageToDict(
-                msg.totals, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            )
+            st["totals"] = _totals(msg.totals)
             if name == "StatementIssued":
                 st["claim_until"] = msg.claim_until
         elif name == "AssessmentRecorded":
@@ -556,6 +560,12 @@ class ReadModel:
             return [a.summary for a in map(self.answer, ids) if a is not None]
 
 
+def _totals(totals: billing_events.StatementTotals) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        totals, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
 def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -577,8 +587,10 @@ def _summarise(s: dict[str, Any]) -> dict[str, Any]:
     s["open_breaches"] = [b for b in s["breaches"] if (b["objective_id"], b["window_start"]) in current_windows]
     statements = sorted(s["statements"].values(), key=lambda x: x["period_start"])
     s["statements"] = statements
-    s["credits_to_date"] = str(sum((Decimal(x["net"] or "0") for x in statements if x["state"] != "OPEN"), Decimal(0)))
-    s["credits_this_period"] = statements[-1]["net"] if statements and statements[-1]["state"] != "OPEN" else "0"
+    # Every amount as soon as billing states it: each statement's net as last stated (an open
+    # statement's so far, an issued one's with its accepted disputes), adjustments included.
+    s["credits_to_date"] = str(sum((Decimal(x["net"] or "0") for x in statements), Decimal(0)))
+    s["credits_this_period"] = (statements[-1]["net"] or "0") if statements else "0"
     return s
 
 

@@ -135,6 +135,9 @@ class TotalsView(_Model):
     disputes: Decimal
     net: Decimal
     fee: Decimal
+    provisional: bool = Field(
+        default=False, description="An open statement's totals so far (as if issued now); false once issued"
+    )
 
 
 class StatementView(_Model):
@@ -143,8 +146,14 @@ class StatementView(_Model):
     period_end: Instant
     currency: str
     state: str = Field(description="OPEN, ISSUED or FINAL")
-    net: Decimal = Field(description="The issued (or final) net; 0 while open")
-    totals: TotalsView | None = Field(description="As issued, then as final; null while open")
+    net: Decimal = Field(
+        description="The net as billing last stated it: so far while open, with every accepted dispute once"
+        " issued, as final once final; 0 until billing states an amount"
+    )
+    totals: TotalsView | None = Field(
+        description="As billing last stated them: with each assessment or adjustment on the open statement"
+        " (provisional), at issue, with each resolved dispute, at the finalisation; null until the first"
+    )
     claim_until: Instant
     assessments: list[AssessmentView]
     adjustments: list[AdjustmentView]
@@ -204,8 +213,11 @@ class AgreementStatus(_Model):
     termination_rights: list[TerminationRightView]
     versions: list[VersionView]
     health: str = Field(description="The worst objective status")
-    credits_to_date: Decimal
-    credits_this_period: Decimal
+    credits_to_date: Decimal = Field(
+        description="Every statement's net as billing last stated it (the open one's so far), accepted disputes"
+        " and adjustments included as soon as recorded"
+    )
+    credits_this_period: Decimal = Field(description="The latest statement's net as last stated (so far while open)")
 
 
 class AgreementBrief(_Model):

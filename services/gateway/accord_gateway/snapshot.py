@@ -25,7 +25,10 @@ from accord_gateway.projection import ReadModel
 from accord_kit.logging import get_logger
 
 log = get_logger("accord.gateway.snapshot")
-FORMAT = 1  # bump when the read model's shape changes: older snapshots are then ignored
+# Bump when the read model's shape or what it keeps of an event changes: older snapshots are
+# then ignored (a rebuild). 2: statements keep the totals billing states on assessments,
+# adjustments and resolved disputes (a format-1 model ignored them).
+FORMAT = 2
 
 
 def write_snapshot(model: ReadModel, path: Path) -> dict[str, int]:

@@ -3,7 +3,7 @@ by a suite's real stores and the breach timeline's signals read over a real gRPC
 a metrics server on the suite's metrics store: the error budget over time per window, bounded
 and filtered by range; the breach timeline with the outages behind each breached window, and
 what it says when metrics does not answer; statements with the adjustment on the open one and
-an accepted dispute's amount before the statement is final; the refusals (401, 404, 422)."""
+an accepted dispute's amount — and the net it makes — before the statement is final; the refusals (401, 404, 422)."""
 
 from __future__ import annotations
 
@@ -163,8 +163,10 @@ async def test_budget_breaches_and_money_over_http(
                     feb,
                     "agreed",
                 )
+                # … and in the statement's net and totals at once, while it is still only issued.
                 assert body["status"]["statements"][1]["state"] == "ISSUED"
-                assert Decimal(body["status"]["statements"][1]["net"]) == Decimal("1200.00")
+                assert Decimal(body["status"]["statements"][1]["net"]) == Decimal("2000.00")
+                assert Decimal(body["status"]["statements"][1]["totals"]["disputes"]) == Decimal("800.00")
 
                 # Refusals: no token, another department, an unknown objective or agreement.
                 assert (await get(f"{objective}/budget", None))[0] == 401
