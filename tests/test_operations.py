@@ -300,10 +300,9 @@ def test_a_command_is_one_trace_across_services(suite: Suite) -> None:
         """Every service in the trace, and every span's parent there (spans arrive in batches)."""
         spans = suite.collector.of_trace(trace_id)
         ids = {s.span_id for _, s in spans} | {root}
-        services = {svc for svc, _ in spans}
-        return services >= {"agreements", "metrics", "billing", "gateway"} and all(
-            s.parent_span_id in ids for _, s in spans
-        )
+        names = {(svc, s.name) for svc, s in spans}
+        consumed = {(svc, "AGREEMENTS process") for svc in ("metrics", "billing", "gateway")}
+        return names >= consumed and all(s.parent_span_id in ids for _, s in spans)
 
     # agreements serves the call and publishes; metrics, billing and the gateway consume the
     # acceptance; metrics' and billing's own events are published again in the same trace.
