@@ -93,7 +93,8 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
     def __init__(self, env: dict[str, str], clock: Clock | None = None) -> None:
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
-        self._providers: dict[str, str] = {}
+        self._providers: dict[str, str] = {}  # service → provider (views.AgreementViews._refresh_services)
+        self._services_position = 0
         self._services: dict[str, ServiceSignals] = {}
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
         self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids
@@ -104,7 +105,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
         # in the latest pass that tried it: isolated there, every other agreement goes on.
         self._failing: dict[tuple[str, str], str] = {}
-        self._fcr_services: tuple[int, dict[str, str]] | None = None  # (views position, services)
+        self._fcr_services: tuple[tuple[int, int], dict[str, str]] | None = None  # ((views, services positions), …)
         # What a round judges again (see judging.Watch): only what changed since the last one.
         self._watches: dict[UUID, Watch] = {}
         self._calendars_position = 0

@@ -226,7 +226,9 @@ class MetricsAudit:
         ended = end_of(view) or ONGOING
         proposed_now = app.effective_terms(proposal, min(now, ended))
         p_tz = proposed_now.get("time_zone") or tz
-        p_services = (proposed_now.get("service") or {}).get("service_ids") or []
+        # Naming no service: every service of its provider (the agreement's, unless it names another).
+        p_parties = proposed_now.get("parties") or latest.get("parties") or {}
+        p_services = app.services_covered({**proposed_now, "parties": p_parties})[0]
         # Re-read from the store, as re-derivation does: the answer is the store's alone, the
         # same from any process (not whatever the signal index happens to hold).
         signals = app.signal_set(sorted(set(services) | set(p_services)), from_store=True)

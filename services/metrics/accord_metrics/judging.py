@@ -22,7 +22,7 @@ from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView
 from accord_metrics.evaluation import BUDGETED, SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
 from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals
-from accord_metrics.views import _named_services, _parse, end_of, suspensions
+from accord_metrics.views import _parse, end_of, suspensions
 
 if TYPE_CHECKING:
     from accord_metrics.signal_index import SignalIndex as _Host
@@ -53,22 +53,35 @@ class Settled:
     nothing to do (`_evaluate_agreement`: a closed window needs judging only for a change to
     its services' signals from before its end) unless `now` is before its end, one of its
     `services` has signals from before `windows_end` (the end of its last window) not yet
-    evaluated — a late one restates a closed window — or a view it `depends_on` (its own, those
-    its terms inherit from) changed after `position`."""
+    evaluated — a late one restates a closed window; so does a service of one of its `providers`
+    (measured on their every service) — or a view it `depends_on` (its own, those its terms
+    inherit from) changed after `position`."""
 
     position: int
     ended_at: datetime
     windows_end: datetime
     services: frozenset[str]
     depends_on: frozenset[UUID]
+    providers: frozenset[str] = frozenset()
 
-    def holds(self, now: datetime, changed_since: dict[str, datetime], view_changed: dict[UUID, int]) -> bool:
-        earliest_change = min((changed_since[s] for s in self.services if s in changed_since), default=None)
+    def holds(
+        self, now: datetime, changed_since: dict[str, datetime], view_changed: dict[UUID, int],
+        provider_of: dict[str, str] | None = None,
+    ) -> bool:  # fmt: skip
+        earliest_change = min(
+            (at for s, at in changed_since.items() if s in self.services or _covers(self.providers, provider_of, s)),
+            default=None,
+        )
         return (
             now >= self.ended_at
             and (earliest_change is None or earliest_change >= self.windows_end)
             and all(view_changed.get(d, 0) <= self.position for d in self.depends_on)
         )
+
+
+def _covers(providers: frozenset[str], provider_of: dict[str, str] | None, service_id: str) -> bool:
+    """Whether a service is one of these providers' (an agreement measured on their every service)."""
+    return bool(providers) and provider_of is not None and provider_of.get(service_id) in providers
 
 
 # Metrics whose evaluation of a window depends on its signals, terms and calendar only, never on
@@ -114,8 +127,9 @@ class Watch:
     """What an agreement's latest judgement depended on, so that a round judges it again only
     when something changed: the views' log position (its own and those its terms inherit
     from, `depends_on`), the calendars' log position, its services (a new signal or
-    correction of one), `due` — the first instant a window of it closes or opens, or a version
-    takes effect — and its open windows, any of which time alone may change."""
+    correction of one; a signal of any service of its `providers`, measured on their every
+    service, even one registered since), `due` — the first instant a window of it closes or
+    opens, or a version takes effect — and its open windows, any of which time alone may change."""
 
     position: int
     calendars: int
@@ -123,14 +137,17 @@ class Watch:
     services: tuple[str, ...]
     due: datetime
     open: tuple[OpenWindow, ...]
+    providers: frozenset[str] = frozenset()
 
     def quiet(
         self, now: datetime, changed_since: dict[str, datetime], view_changed: dict[UUID, int], calendars: int,
-        facts: dict[str, ServiceSignals],
+        facts: dict[str, ServiceSignals], provider_of: dict[str, str] | None = None,
     ) -> bool:  # fmt: skip
         if now >= self.due or calendars != self.calendars:
             return False
         if any(s in changed_since for s in self.services):
+            return False
+        if any(_covers(self.providers, provider_of, s) for s in changed_since):
             return False
         if any(view_changed.get(d, 0) > self.position for d in self.depends_on):
             return False
@@ -206,16 +223,19 @@ class Judging(_Host):
                 entry.begin_round()
             position = self._refresh_views()
             calendars = self._refresh_calendars()
+            self._refresh_services()  # every service a signal changed is known with its provider
             # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
             # so is one whose watch (see Watch) says nothing it depends on changed.
-            settled, watches = self._settled, self._watches
+            settled, watches, providers = self._settled, self._watches, self._providers
             ids = [
                 i
                 for i in self._view_changed
-                if (i not in settled or not settled[i].holds(now, changed_since, self._view_changed))
+                if (i not in settled or not settled[i].holds(now, changed_since, self._view_changed, providers))
                 and (
                     i not in watches
-                    or not watches[i].quiet(now, changed_since, self._view_changed, calendars, self._services)
+                    or not watches[i].quiet(
+                        now, changed_since, self._view_changed, calendars, self._services, providers
+                    )
                 )
             ]
             skipped = len(self._view_changed) - len(ids)
@@ -232,7 +252,7 @@ class Judging(_Host):
             except Exception as e:  # isolated to this agreement: the others are still judged
                 self._watch(uid, None)
                 self._failed(view.agreement_id, "", e)
-                self._keep_changes(_named_services(view), changed_since)  # pending for the next pass
+                self._keep_changes(self._services_kept(view, now, changed_since), changed_since)  # for the next pass
             else:
                 self._recovered(view.agreement_id, "")
         with self._lock:
@@ -276,6 +296,14 @@ class Judging(_Host):
                 if not notes:
                     return self._calendars_position
                 self._calendars_position = notes[-1].id
+
+    def _services_kept(self, view: AgreementView, now: datetime, changed_since: dict[str, datetime]) -> list[str]:
+        """The services whose changes an agreement that failed keeps pending: those it is
+        measured on, or — when even those cannot be told — every service changed."""
+        try:
+            return self.measured_services(view, now)[0]
+        except Exception:  # its terms cannot be read: keep every change rather than lose one
+            return list(changed_since)
 
     def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
         """Keep these services' signal changes for the next pass (their windows were not judged)."""
@@ -339,6 +367,7 @@ class Judging(_Host):
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return 0
         latest, tz, services = self.scope(view, now)
+        providers = self.measured_services(view, now)[1]
         held: dict[tuple[Interval, bool], SignalSet] = {}
 
         def signals(span: Interval, all_calls: bool) -> SignalSet:  # only if a window is judged, once a span
@@ -388,10 +417,10 @@ class Judging(_Host):
                     self._open_windows.discard(wid)
         if position is not None and calendars is not None:
             # A failing objective is tried again every round (its failure stays reported until then).
-            fresh = Watch(position, calendars, depends_on, tuple(services), due, tuple(open_windows))
+            fresh = Watch(position, calendars, depends_on, tuple(services), due, tuple(open_windows), providers)
             self._watch(uid, None if failed else fresh)
         if position is not None and not failed and all_closed and ends is not None and now >= ends:
-            settled = Settled(position, ends, windows_end, frozenset(services), self._depends_on(view))
+            settled = Settled(position, ends, windows_end, frozenset(services), self._depends_on(view), providers)
             with self._lock:
                 self._settled[UUID(str(view.id))] = settled
         return len(to_save)
@@ -498,14 +527,11 @@ class Judging(_Host):
 
     def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
         """An agreement's latest effective terms (as in force at `now`, or when it ended), its
-        time zone, and the services whose signals it is judged on (those of every version)."""
+        time zone, and the services whose signals it is judged on (those of every version:
+        `measured_services`)."""
         end = min(end_of(view) or FAR_FUTURE, now)
         latest = self.effective_terms(view.versions[-1]["terms"], end)
-        services = sorted(
-            {sid for v in view.versions for sid in (v["terms"].get("service") or {}).get("service_ids") or []}
-            | set((latest.get("service") or {}).get("service_ids") or [])
-        )
-        return latest, latest.get("time_zone") or "UTC", services
+        return latest, latest.get("time_zone") or "UTC", self.measured_services(view, now)[0]
 
     def _judgement(
         self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,

@@ -118,13 +118,11 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         from accord_metrics.formulas.reliability import burn_windows
 
         view = self.app.agreement_view(None, agreement_id)
-        services = sorted(
-            {s for v in view.versions for s in (v["terms"].get("service") or {}).get("service_ids") or []}
-        )
+        now = self.app.clock.now()
+        services = self.app.measured_services(view, now)[0]
         window = Interval(
             datetime.fromisoformat(current["window_start"]), datetime.fromisoformat(current["window_end"])
         )
-        now = self.app.clock.now()
         calendar = self.app.calendar(objective.get("calendar_id") or "24x7")
         tz = view.versions[-1]["terms"].get("time_zone") or "UTC"
         # The signals of the look-backs ending now (not all history).

@@ -427,7 +427,7 @@ class SignalIndex(_Host):
     _index_stale: bool  # the facts held may differ from the store's (a write failed): read them again
     _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
-    _fcr_services: tuple[int, dict[str, str]] | None  # (views position, services)
+    _fcr_services: tuple[tuple[int, int], dict[str, str]] | None  # ((views, services positions), services)
 
     if TYPE_CHECKING:  # judging.Judging.scope
 
@@ -444,7 +444,8 @@ class SignalIndex(_Host):
             raise UnknownServiceError(
                 f"service {service_id!r} is not registered (register it with the agreements service first)"
             ) from None
-        self._providers[service_id] = str(known.provider_department_id)  # a service's provider never changes
+        with self._lock:  # read whole by views.AgreementViews.services_covered
+            self._providers[service_id] = str(known.provider_department_id)  # a service's provider never changes
         return self._providers[service_id]
 
     def _check_may_record(self, caller: Principal, service_ids: set[str]) -> None:
@@ -601,7 +602,8 @@ class SignalIndex(_Host):
     def _fcr_inferred_services(self) -> dict[str, str]:
         """Services measured by an FCR objective inferring resolution from repeat contacts
         (in any version or the effective terms of any agreement) → "agreement/objective"."""
-        position = self._refresh_views()
+        # Until a view changes or a service is registered (it may join an agreement naming none).
+        position = (self._refresh_views(), self._refresh_services())
         cached = self._fcr_services
         if cached is not None and cached[0] == position:
             return cached[1]
@@ -617,7 +619,7 @@ class SignalIndex(_Host):
                     if o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" and method != "FLAGGED":
                         for sid in services:
                             out.setdefault(sid, f"{view.agreement_id}/{o.get('objective_id', '')}")
-        self._fcr_services = (position, out)  # until a view changes
+        self._fcr_services = (position, out)
         return out
 
     def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
@@ -629,11 +631,12 @@ class SignalIndex(_Host):
         return super().agreement_ids_of(envelope)
 
     def _agreements_of_service(self, service_id: str) -> list[str]:
-        """The agreements (as metrics knows them) judged on a service's signals: those a
-        correction of its signals concerns (AgreementHistory shows it to them)."""
+        """The agreements (as metrics knows them) judged on a service's signals (`measured_services`):
+        those a correction of its signals concerns (AgreementHistory shows it to them)."""
         out = []
+        now = self.clock.now()
         for view in self.views():
-            if any(service_id in ((v["terms"].get("service") or {}).get("service_ids") or []) for v in view.versions):
+            if view.versions and service_id in self.measured_services(view, now)[0]:
                 out.append(view.agreement_id)
         return sorted(out)
 

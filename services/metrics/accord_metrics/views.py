@@ -35,6 +35,7 @@ else:
     _Host = object
 
 VIEW_TOPIC = AgreementView.Seen.TOPIC
+SERVICE_TOPIC = KnownService.Known.TOPIC
 # Every event of an agreement view (its first, Seen, included): what says a view has changed.
 VIEW_EVENT_TOPICS = sorted(event_topics(AgreementView))
 
@@ -46,6 +47,8 @@ class AgreementViews(_Host):
     _lock: threading.RLock
     _views_position: int  # agreement views indexed from the log by position (any process's)
     _view_changed: dict[UUID, int]  # view id → position of its latest event, in first-seen order
+    _providers: dict[str, str]  # service id → its provider department
+    _services_position: int  # services (KnownService) indexed from the log by position (any process's)
 
     # -- upstream: the agreements stream ------------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -189,6 +192,57 @@ class AgreementViews(_Host):
             raise NotAPartyError(f"department {caller.department} is not a party to agreement {agreement_id}")
         return view
 
+    # -- the services an agreement is measured on ---------------------------------------------------------
+    def _refresh_services(self) -> int:
+        """Index the services registered since we last looked (by any process) with their
+        provider; returns the position read up to."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._services_position, limit=1000, topics=[SERVICE_TOPIC], inclusive_of_start=False
+                )
+                if not notes:
+                    return self._services_position
+                for n in notes:
+                    known: Any = self.mapper.to_domain_event(n)
+                    self._providers[str(known.service_id)] = str(known.provider_department_id)
+                self._services_position = notes[-1].id
+
+    def services_covered(self, effective: dict[str, Any]) -> tuple[set[str], str]:
+        """The services effective terms measure (docs/domain.md §1): those they name; naming
+        none (a customer- or corporate-level agreement), every service their provider
+        department provides — registered now, so also those registered after the agreement
+        was accepted. Returns the services and that provider ("" when they name services)."""
+        service = effective.get("service") or {}
+        named = set(service.get("service_ids") or []) if isinstance(service, dict) else set()
+        if named:
+            return named, ""
+        provider = str((effective.get("parties") or {}).get("provider_department_id") or "")
+        if not provider:
+            return set(), ""
+        with self._lock:
+            self._refresh_services()
+            return {sid for sid, p in self._providers.items() if p == provider}, provider
+
+    def measured_services(self, view: AgreementView, now: datetime) -> tuple[list[str], frozenset[str]]:
+        """The services whose signals an agreement is judged on — those of every version's
+        effective terms and of its latest (as in force at `now`, or when it ended), each by
+        `services_covered` — and the providers whose every service is among them (a service
+        such a provider registers later joins them)."""
+        end = min(end_of(view) or FAR_FUTURE, now)
+        services: set[str] = set()
+        providers: set[str] = set()
+        versions = [(v["terms"], _parse(v["effective_from"])) for v in view.versions]
+        for terms, when in [*versions, (view.versions[-1]["terms"], end)]:
+            service = terms.get("service") or {}
+            own = set(service.get("service_ids") or []) if isinstance(service, dict) else set()
+            # A version naming services measures those (its parent's list does not matter).
+            covered, provider = (own, "") if own else self.services_covered(self.effective_terms(terms, when))
+            services |= covered
+            if provider:
+                providers.add(provider)
+        return sorted(services), frozenset(providers)
+
     def effective_terms(self, terms: dict[str, Any], when: datetime, depth: int = 0) -> dict[str, Any]:
         """The terms merged with their parent chain as in force at `when` (docs/domain.md §1)."""
         parent_id = terms.get("parent_agreement_id") or ""
@@ -215,15 +269,6 @@ def _iso(ts: Any) -> str:
 
 def _parse(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _named_services(view: Any) -> set[str]:
-    """The services an agreement's own versions name (without reading its parents)."""
-    out: set[str] = set()
-    for v in getattr(view, "versions", []):
-        service = v["terms"].get("service") or {}
-        out |= set(service.get("service_ids") or []) if isinstance(service, dict) else set()
-    return out
 
 
 def end_of(view: Any) -> datetime | None:

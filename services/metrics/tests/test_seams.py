@@ -2,7 +2,8 @@
 signals (an outage's corrected end, a ticket's lifecycle) restate the windows they change
 and show in the agreement's history; an evaluation that fails is isolated to its agreement's
 objective; no window after an agreement's end; suspended time excluded; probes measured;
-FCR by repeat contact needs the customer. Agreements are fed to the metrics application as
+FCR by repeat contact needs the customer; an agreement naming no service is measured on
+every service of its provider, one registered later included. Agreements are fed to the metrics application as
 its consumer would, as events of the agreements stream built here (so that terms the
 agreements service may refuse still reach metrics as they once did)."""
 
@@ -26,7 +27,7 @@ from accord.agreements.v1 import terms_pb2
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metrics_events
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_agreements.samples import EMAIL, IT, sla_terms
+from accord_agreements.samples import EMAIL, IT, NETWORK, sla_terms
 from accord_kit.audit import agreement_history
 from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
@@ -473,3 +474,101 @@ async def test_health_reports_an_isolated_evaluation_failure(
 
 async def _is(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+def _outage_of(service_id: str, sid: str, start: str, minutes: float) -> pb.Signal:
+    s = at(start)
+    end = s + timedelta(minutes=minutes)
+    return pb.Signal(signal_id=sid, service_id=service_id, outage=pb.Outage(start=ts(s), end=ts(end)))
+
+
+def _register(world: World, service_id: str, provider: str) -> None:
+    world.upstream.send(
+        agreement_events.ServiceRegistered(service_id=service_id, name=service_id, provider_department_id=provider)
+    )
+
+
+def _naming_no_service(level: str, **overrides: Any) -> dict[str, Any]:
+    """Availability only, at `level`, with a service description that names no service."""
+    terms = sla_terms(level=level, **overrides)
+    terms["service"] = {"description": "every service IT provides", "hours_of_coverage": "24x7"}
+    terms["objectives"] = [o for o in terms["objectives"] if o["objective_id"] == "availability"]
+    return terms
+
+
+def _availability(minutes_down: int) -> Decimal:
+    """January's availability with this many minutes down (measured from 00:00 UTC: 44,580 minutes)."""
+    return (Decimal(44580 - minutes_down) / Decimal(44580) * 100).quantize(Decimal("0.0001"))
+
+
+def test_an_agreement_naming_no_service_is_measured_on_every_service_of_its_provider(world: World) -> None:
+    m = world.metrics
+    _register(world, "payroll", NETWORK)  # another provider's service
+    aid = world.upstream.agreement("a-customer", _naming_no_service("SCOPE_LEVEL_CUSTOMER"))
+    # The same, terminated at the end of January: settled once its windows are closed.
+    ended = world.upstream.agreement("a-ended", _naming_no_service("SCOPE_LEVEL_CORPORATE"))
+    world.upstream.send(agreement_events.AgreementTerminated(agreement_id=ended, effective_at=ts(at(FEB))))
+    m.record(COLLECTOR, [outage("o-email", f"2026-01-12T10:00{AMS}", 90)])
+    m.record(COLLECTOR, [_outage_of("payroll", "o-payroll", f"2026-01-13T10:00{AMS}", 600)])  # not IT's
+    world.clock.set(at(f"2026-01-15T12:00{AMS}"))
+    m.evaluate()
+    running = world.window(aid, "availability", JAN).current
+    assert running["status"] == BREACHED and Decimal(running["value"]).quantize(Decimal("0.0001")) == _availability(90)
+
+    # A service IT registers after the agreement was accepted is measured too: its outage counts
+    # in the window under way (the agreement judged again for it, though it was not among its services).
+    _register(world, "vpn", IT)
+    m.record(COLLECTOR, [_outage_of("vpn", "o-vpn", f"2026-01-20T10:00{AMS}", 60)])
+    world.clock.set(at(f"2026-01-25T12:00{AMS}"))
+    m.evaluate()
+    assert Decimal(world.window(aid, "availability", JAN).current["value"]).quantize(
+        Decimal("0.0001")
+    ) == _availability(150)
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()
+    for agreement_id in (aid, ended):
+        jan = world.window(agreement_id, "availability", JAN).closed
+        assert jan["status"] == BREACHED
+        assert Decimal(jan["value"]).quantize(Decimal("0.0001")) == _availability(150)
+        assert world.window(agreement_id, "availability", JAN).breaches == [""]
+    # What explains the window: the outages of IT's services, not the other provider's.
+    _, shown, _ = m.window_signals(None, aid, "availability", JAN)
+    assert [s.signal_id for s in shown] == ["o-email", "o-vpn"]
+
+    # A late outage of a service registered after the windows closed restates them, the ended
+    # (settled) agreement's too; a correction of its signals concerns both agreements.
+    _register(world, "wifi", IT)
+    m.record(COLLECTOR, [_outage_of("wifi", "o-wifi", f"2026-01-28T10:00{AMS}", 20)])
+    m.record(PROVIDER, [_outage_of("wifi", "o-wifi", f"2026-01-28T10:00{AMS}", 30)], reason="longer")
+    m.evaluate()
+    for agreement_id in (aid, ended):
+        restated = world.window(agreement_id, "availability", JAN).restatements[-1]["new"]
+        assert Decimal(restated["value"]).quantize(Decimal("0.0001")) == _availability(180)
+        assert world.rederived_mismatches(agreement_id) == []
+        history = list(agreement_history(m, agreement_id))
+        corrected = [h for h in history if h.envelope.type.endswith(".SignalsCorrected")]
+        assert [list(unpack(h.envelope, metrics_events.SignalsCorrected).agreement_ids) for h in corrected] == [
+            [aid, ended]
+        ]
+    # A what-if of the same terms reads the same services.
+    same = MetricsAudit(m).what_if(None, aid, terms=_naming_no_service("SCOPE_LEVEL_CUSTOMER"), periods=1)
+    window = next(w for w in same.objectives[0].windows if w.start == at(JAN))
+    assert window.proposed is not None and window.actual is not None
+    assert window.proposed["value"] == window.actual["value"]
+
+
+def test_a_child_naming_a_service_is_judged_on_it_alone_under_a_parent_naming_none(world: World) -> None:
+    m = world.metrics
+    _register(world, "vpn", IT)
+    parent = world.upstream.agreement("a-corporate", _naming_no_service("SCOPE_LEVEL_CORPORATE"))
+    child = sla_terms(parent_agreement_id=parent)  # names e-mail; its availability replaces the parent's
+    child["objectives"] = [o for o in child["objectives"] if o["objective_id"] == "availability"]
+    kid = world.upstream.agreement("a-child", child)
+    m.record(COLLECTOR, [_outage_of("vpn", "o-vpn", f"2026-01-20T10:00{AMS}", 90)])
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    m.evaluate()
+    jan = world.window(parent, "availability", JAN).closed
+    assert jan["status"] == BREACHED and Decimal(jan["value"]).quantize(Decimal("0.0001")) == _availability(90)
+    mine = world.window(kid, "availability", JAN).closed
+    assert mine["status"] == MET and mine["value"] == "100"
+    assert world.rederived_mismatches(parent) == [] and world.rederived_mismatches(kid) == []
