@@ -228,6 +228,32 @@ def test_a_signal_recorded_once_keeps_no_digest_and_a_retry_of_an_old_content_st
     assert (again.accepted, again.duplicates, again.corrections) == (0, 2, 0)
 
 
+def test_instants_are_compared_as_their_datetimes_and_one_out_of_range_is_refused_as_before(app: Metrics) -> None:
+    """Validation compares instants as µs (not datetimes) and keeps their order exactly: two
+    instants within one µs are the same instant (a datetime drops the nanoseconds below it), and
+    a Timestamp out of range raises what reading it as a datetime raises."""
+    start = ts(T0)
+    within = Timestamp(seconds=start.seconds, nanos=999)  # 999 ns later: the same µs
+    with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.outage\.end: must be after start"):
+        app.record(PROVIDER, [pb.Signal(signal_id="o", service_id="email", outage=pb.Outage(start=start, end=within))])
+    later = Timestamp(seconds=start.seconds, nanos=1_000)  # 1 µs later
+    assert app.record(
+        PROVIDER, [pb.Signal(signal_id="o", service_id="email", outage=pb.Outage(start=start, end=later))]
+    )
+    # A first response 999 ns before the opening is not before it (the same µs); 1 µs before is.
+    opened = Timestamp(seconds=start.seconds, nanos=1_999)
+    same = pb.Ticket(priority="P1", opened=opened, first_response=Timestamp(seconds=start.seconds, nanos=1_000))
+    assert app.record(PROVIDER, [pb.Signal(signal_id="t", service_id="email", ticket=same)]).accepted == 1
+    before = pb.Ticket(priority="P1", opened=opened, first_response=Timestamp(seconds=start.seconds, nanos=999))
+    with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.ticket: first_response is before opened"):
+        app.record(PROVIDER, [pb.Signal(signal_id="t2", service_id="email", ticket=before)])
+    too_late = Timestamp(seconds=253_402_300_800)
+    with pytest.raises(ValueError, match="Timestamp is not valid: Seconds 253402300800"):
+        app.record(
+            PROVIDER, [pb.Signal(signal_id="o2", service_id="email", outage=pb.Outage(start=start, end=too_late))]
+        )
+
+
 def test_only_the_services_provider_or_a_service_identity_may_record(app: Metrics) -> None:
     head = app.head_position()
     with pytest.raises(NotTheProviderError, match="only the provider of service 'email' \\(it-operations\\)"):
