@@ -165,6 +165,14 @@ def with_source(signal: pb.Signal, source: str) -> pb.Signal:
     return out
 
 
+def fill_source(signals: Iterable[pb.Signal], source: str) -> None:
+    """`with_source` in place, for messages the caller owns (a request it just parsed): each
+    signal that names no source gets `source`."""
+    for s in signals:
+        if not s.provenance.source:
+            s.provenance.source = source
+
+
 def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:
     listed = list(pauses)
     for j, p in enumerate(listed):
