@@ -162,6 +162,10 @@ class _BadValueError(Exception):
 _TIMESTAMP, _DURATION = "google.protobuf.Timestamp", "google.protobuf.Duration"
 _UNSIGNED_64 = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
 # (field name, what it holds, repeated, map, the enum or message descriptor); None while being made.
+# What it holds: "enum", "u64", "timestamp", "message" (Durations and any other message), or
+# "oneof": the members of one oneof whose steps follow each other (field name: the oneof's,
+# descriptor: member name → (what it holds, descriptor)) — the member set, if any, is checked
+# (one WhichOneof instead of a HasField per member).
 _Step = tuple[str, str, bool, bool, Any]
 _plans: dict[str, tuple[_Step, ...] | None] = {}
 
@@ -174,6 +178,7 @@ def _plan(desc: Any) -> tuple[_Step, ...] | None:
         return _plans[name]
     _plans[name] = None
     steps: list[_Step] = []
+    owner: list[Any] = []  # the oneof of each step (None: a field of no oneof)
     for f in desc.fields:
         target, is_map = f, False
         if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.GetOptions().map_entry:
@@ -184,29 +189,72 @@ def _plan(desc: Any) -> tuple[_Step, ...] | None:
             steps.append((f.name, "u64", f.is_repeated, is_map, None))
         elif target.type == FieldDescriptor.TYPE_MESSAGE:
             sub = target.message_type
-            if sub.full_name in (_TIMESTAMP, _DURATION) or _plan(sub) != ():
+            if sub.full_name == _TIMESTAMP:
+                steps.append((f.name, "timestamp", f.is_repeated, is_map, sub))
+            elif sub.full_name == _DURATION or _plan(sub) != ():
                 steps.append((f.name, "message", f.is_repeated, is_map, sub))
-    _plans[name] = tuple(steps)
+            else:
+                continue
+        else:
+            continue
+        owner.append(f.containing_oneof)
+    _plans[name] = tuple(_grouped(steps, owner))
     return _plans[name]
 
 
+def _grouped(steps: list[_Step], owner: list[Any]) -> list[_Step]:
+    """The steps with each run of one oneof's members (singular messages: at most one is set)
+    made one "oneof" step, in its place: the same fields checked in the same order."""
+    out: list[_Step] = []
+    i = 0
+    while i < len(steps):
+        oneof = owner[i]
+        j = i
+        while j < len(steps) and oneof is not None and owner[j] is oneof and steps[j][1] in ("message", "timestamp"):
+            j += 1
+        if j - i < 2:
+            out.append(steps[i])
+            i += 1
+            continue
+        out.append((oneof.name, "oneof", False, False, {st[0]: (st[1], st[4]) for st in steps[i:j]}))
+        i = j
+    return out
+
+
+# The plans made, by descriptor (what `_check` looks up: no name to read per message).
+_steps: dict[Any, tuple[_Step, ...]] = {}
+
+
 def _check(msg: Any, desc: Any) -> None:
-    name = desc.full_name
-    if name == _TIMESTAMP:
-        if not MIN_SECONDS <= msg.seconds <= MAX_SECONDS:
-            raise _BadValueError(f"seconds {msg.seconds} is outside the years 0001–9999")
-        if not 0 <= msg.nanos <= MAX_NANOS:
-            raise _BadValueError(f"nanos {msg.nanos} must be within 0..{MAX_NANOS}")
-        return
-    if name == _DURATION:
-        try:
-            check_duration(msg, "")
-        except InputError as e:
-            raise _BadValueError(e.problem) from None
-        return
-    for field, kind, repeated, is_map, sub in _plan(desc) or ():
+    steps = _steps.get(desc)
+    if steps is None:
+        name = desc.full_name
+        if name == _TIMESTAMP:
+            _timestamp(msg)
+            return
+        if name == _DURATION:
+            try:
+                check_duration(msg, "")
+            except InputError as e:
+                raise _BadValueError(e.problem) from None
+            return
+        planned = _plan(desc)
+        if planned is not None:  # None: still being planned (a recursive type), checked as having no steps
+            _steps[desc] = planned
+        steps = planned or ()
+    for field, kind, repeated, is_map, sub in steps:
         if not (repeated or is_map):
-            if kind == "message":
+            if kind == "oneof":
+                which = msg.WhichOneof(field)
+                if which is not None:
+                    member_kind, member = sub[which]
+                    _one(getattr(msg, which), member_kind, member, which)
+            elif kind == "timestamp":
+                if msg.HasField(field):
+                    ts = getattr(msg, field)
+                    if not (MIN_SECONDS <= ts.seconds <= MAX_SECONDS and 0 <= ts.nanos <= MAX_NANOS):
+                        _one(ts, kind, sub, field)  # raises, naming the field
+            elif kind == "message":
                 if msg.HasField(field):
                     _one(getattr(msg, field), kind, sub, field)
             else:
@@ -231,9 +279,18 @@ def _check(msg: Any, desc: Any) -> None:
                     raise
 
 
+def _timestamp(msg: Any) -> None:
+    if not MIN_SECONDS <= msg.seconds <= MAX_SECONDS:
+        raise _BadValueError(f"seconds {msg.seconds} is outside the years 0001–9999")
+    if not 0 <= msg.nanos <= MAX_NANOS:
+        raise _BadValueError(f"nanos {msg.nanos} must be within 0..{MAX_NANOS}")
+
+
 def _one(value: Any, kind: str, sub: Any, field: str) -> None:
     try:
-        if kind == "message":
+        if kind == "timestamp":
+            _timestamp(value)
+        elif kind == "message":
             _check(value, sub)
         elif kind == "enum":
             if value not in sub.values_by_number:

@@ -3,6 +3,7 @@ value is an InputError (INVALID_ARGUMENT) naming the field."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -116,3 +117,33 @@ def test_a_large_batch_names_the_one_bad_instant_by_its_index() -> None:
     request.signals[7777].call.answered_at.nanos = -5
     with pytest.raises(InputError, match=r"^signals\[7777\]\.call\.answered_at: nanos -5 "):
         inputs.check_message(request)
+
+
+def test_each_member_of_a_oneof_is_checked_naming_it() -> None:
+    """A oneof's members are checked through the one set (a single step of the plan): a bad
+    instant or enum in whichever member is set is named, at any depth; unset members are not."""
+    from accord.metrics.v1 import metrics_pb2 as mpb
+    from accord.metrics.v1 import signals_pb2 as spb
+
+    steps = inputs._plan(spb.Signal.DESCRIPTOR)
+    assert steps is not None and [s[1] for s in steps] == ["oneof"]
+    bad = Timestamp(seconds=253_402_300_800)
+    cases = {
+        "outage.end": spb.Signal(outage=spb.Outage(end=bad)),
+        "probe.at": spb.Signal(probe=spb.Probe(at=bad)),
+        "requests.start": spb.Signal(requests=spb.RequestCount(start=bad)),
+        "incident.restored_at": spb.Signal(incident=spb.Incident(restored_at=bad)),
+        "call.abandoned_at": spb.Signal(call=spb.Call(abandoned_at=bad)),
+        "ticket.paused[1].end": spb.Signal(ticket=spb.Ticket(paused=[spb.Pause(), spb.Pause(end=bad)])),
+        "task.completed": spb.Signal(task=spb.Task(completed=bad)),
+        "lead.follow_ups[0]": spb.Signal(lead=spb.Lead(follow_ups=[bad])),
+        "deal.closed_at": spb.Signal(deal=spb.Deal(closed_at=bad)),
+        "maintenance.announced_at": spb.Signal(maintenance=spb.Maintenance(announced_at=bad)),
+    }
+    for path, signal in cases.items():
+        request = mpb.RecordSignalBatchRequest(signals=[spb.Signal(call=spb.Call()), signal])
+        with pytest.raises(InputError, match=rf"^signals\[1\]\.{re.escape(path)}: seconds 253402300800 "):
+            inputs.check_message(request)
+    with pytest.raises(InputError, match=r"^signals\[0\]\.call\.first_contact: 7 is not a value"):
+        inputs.check_message(mpb.RecordSignalBatchRequest(signals=[spb.Signal(call=spb.Call(first_contact=7))]))  # type: ignore[arg-type]
+    inputs.check_message(mpb.RecordSignalBatchRequest(signals=[spb.Signal(), spb.Signal(call=spb.Call())]))

@@ -26,6 +26,15 @@ def batch_message(encoded: str) -> signals_pb2.SignalBatch:
     return signals_pb2.SignalBatch.FromString(base64.b64decode(encoded))
 
 
+def _signals_recorded(e: Any) -> ev.SignalsRecorded:
+    """The public event of a stored batch: its bytes parsed straight into the message's `batch`
+    (not into a batch of their own, copied in)."""
+    out = ev.SignalsRecorded(service_id=e.service_id)
+    out.batch.MergeFromString(base64.b64decode(e.batch))
+    out.batch.SetInParent()  # present even when empty, as when assigned
+    return out
+
+
 def evaluation_message(e: dict[str, Any]) -> ev.Evaluation:
     """A recorded evaluation (as `evaluation.judge` builds it) → its public message."""
     return Evaluation.from_record(e).to_message()
@@ -50,7 +59,7 @@ def codec() -> EventCodec:
     c.register(
         SignalBatch.Recorded,
         ev.SignalsRecorded,
-        lambda e: ev.SignalsRecorded(service_id=e.service_id, batch=batch_message(e.batch)),
+        _signals_recorded,
     )
     c.register(
         SignalCorrection.Corrected,

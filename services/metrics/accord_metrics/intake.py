@@ -155,7 +155,9 @@ class SignalIntake:
     async def _handle(self, msg: Msg) -> None:
         try:
             principal, signals = self._read(msg)
-            outcome = await asyncio.to_thread(self.app.record, principal, signals, via="nats")
+            outcome = await asyncio.to_thread(  # validated by _read; the batch is ours, parsed from the message
+                self.app.record, principal, signals, via="nats", owned=True, validated=True
+            )
         except BatchRejectedError as e:
             await self._reject(msg, str(e), e.code)
             return

@@ -68,7 +68,9 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         async for message in request_iterator:
             _check_size(len(message.signals), f"message {messages}")
             try:
-                outcome = await asyncio.to_thread(self.app.record, caller, list(message.signals), via="grpc")
+                outcome = await asyncio.to_thread(
+                    self.app.record, caller, list(message.signals), via="grpc", owned=True
+                )
             except InvalidSignalError as e:
                 raise InvalidSignalError(
                     f"message {messages} (earlier messages were stored: {accepted} accepted): {e}"
@@ -90,7 +92,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         caller = current_principal()
         assert caller is not None
         _check_size(len(request.signals), "batch")
-        outcome = await asyncio.to_thread(self.app.record, caller, list(request.signals), via="grpc")
+        outcome = await asyncio.to_thread(self.app.record, caller, list(request.signals), via="grpc", owned=True)
         return pb.RecordSignalBatchResponse(
             accepted=outcome.accepted, duplicates=outcome.duplicates, corrections=outcome.corrections
         )

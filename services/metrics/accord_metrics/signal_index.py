@@ -166,20 +166,28 @@ class ServiceSignals:
         way aside (`ongoing`)."""
         return None if self.reaches_us is None else _EPOCH + timedelta(microseconds=self.reaches_us)
 
-    def project(self, items: list[signals_pb2.Signal], held: dict[str, Row]) -> tuple[list[Row], int]:
+    def project(
+        self, items: list[signals_pb2.Signal], held: dict[str, Row], contents: list[bytes] | None = None
+    ) -> tuple[list[Row], int]:
         """One stored batch's signals as index rows, given the rows `held` for their ids (updated
         in place with the new ones): each new id takes the next rank, a later content keeps its
         id's rank and adds the digest of the content it replaces. Updates the facts; returns the
         rows and the earliest instant (µs) the batch's signals and the contents they replace reach:
-        the windows from there on change."""
+        the windows from there on change. `contents`: the signals serialised, when the caller has
+        them (else serialised here)."""
         out: dict[str, Row] = {}
         reach: int | None = None
-        for s in items:
+        converted = self.converted
+        for n, s in enumerate(items):
             sid = s.signal_id
             before = held.get(sid)
             kind = str(s.WhichOneof("kind"))
+            body = getattr(s, kind)
             name = _LIST_OF[kind]
-            first = _earliest_us(s)
+            at = getattr(body, _FIRST[kind])
+            first = int(at.seconds) * 1_000_000 + int(at.nanos) // 1_000  # `_earliest_us(s)`
+            # A window selects the lists by time by this instant (`_time_key`): their first instant.
+            key = first if name in _BY_TIME else 0
             reach = first if reach is None or first < reach else reach
             if before is None:
                 rank, self.count = self.count, self.count + 1
@@ -190,11 +198,12 @@ class ServiceSignals:
                 reach = min(reach, replaced)
                 rank, first = before.rank, min(first, before.earliest)
                 earlier = before.earlier + bytes.fromhex(content_digest(previous))
-            under_way = kind == "outage" and not s.outage.HasField("end")
-            key = _time_key(s) if name in _BY_TIME else 0
-            row = Row(sid, name, key, rank, under_way, first, earlier, s.SerializeToString())
+            under_way = kind == "outage" and not body.HasField("end")
+            content = s.SerializeToString() if contents is None else contents[n]
+            row = Row(sid, name, key, rank, under_way, first, earlier, content)
             held[sid] = out[sid] = row
-            self.converted.pop(sid, None)
+            if converted:
+                converted.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
             if kind == "outage":
@@ -202,7 +211,7 @@ class ServiceSignals:
                     self.ongoing[sid] = (key, rank)
                 else:
                     self.ongoing.pop(sid, None)
-                    self.longest_outage = max(self.longest_outage, _us(s.outage.end) - _us(s.outage.start))
+                    self.longest_outage = max(self.longest_outage, _us(body.end) - _us(body.start))
             if kind not in _BUDGETED_INPUTS:
                 continue
             reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
@@ -387,6 +396,30 @@ def _encode(items: list[signals_pb2.Signal]) -> str:
     return base64.b64encode(signals_pb2.SignalBatch(signals=items).SerializeToString()).decode()
 
 
+def _encode_serialised(contents: list[bytes]) -> str:
+    """`_encode` of signals already serialised (`Signal.SerializeToString()` each): the same
+    bytes — a `SignalBatch` is its field 1 (`repeated Signal signals`) once per signal, each
+    its tag, its length (varint) and the signal's own wire format — built without copying
+    every signal into a new batch message and serialising it again."""
+    parts = []
+    for c in contents:
+        n = len(c)
+        if n < 0x80:
+            parts.append(_TAG_SIGNALS + bytes((n,)))
+        else:
+            head = bytearray(_TAG_SIGNALS)
+            while n >= 0x80:
+                head.append((n & 0x7F) | 0x80)
+                n >>= 7
+            head.append(n)
+            parts.append(bytes(head))
+        parts.append(c)
+    return base64.b64encode(b"".join(parts)).decode()
+
+
+_TAG_SIGNALS = bytes((signals_pb2.SignalBatch.SIGNALS_FIELD_NUMBER << 3 | 2,))  # field 1, length-delimited
+
+
 def _add(into: SignalSet, s: signals_pb2.Signal) -> None:
     kind = s.WhichOneof("kind")
     if kind == "outage":
@@ -462,8 +495,9 @@ class SignalIndex(_Host):
 
     # -- recording signals -----------------------------------------------------------------------------
     def record(
-        self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "", *, via: str = ""
-    ) -> Recorded:
+        self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "", *, via: str = "",
+        owned: bool = False, validated: bool = False,
+    ) -> Recorded:  # fmt: skip
         """Validate, authorise and store one batch: one event per service, in one
         transaction. Each signal is stored with its provenance; one that names no source gets
         `via` (the way it arrived: "grpc", "nats") when given. Signals the service already
@@ -471,11 +505,19 @@ class SignalIndex(_Host):
         not stored again. A known signal id with
         another content is a correction: stored as its own event (`SignalCorrection`: the
         caller, the digest of the content it replaces, the fields that changed, `reason`),
-        so that the windows it changes are judged again (restated once closed)."""
-        for i, s in enumerate(signals):
-            validate(s, i)
+        so that the windows it changes are judged again (restated once closed).
+
+        `owned`: the messages are the caller's to give away (a request it just parsed), so `via`
+        is filled in on them rather than on copies; `validated`: the caller validated every
+        signal (`signals.validate`) already."""
+        if not validated:
+            for i, s in enumerate(signals):
+                validate(s, i)
         if via:
-            signals = [sig.with_source(s, via) for s in signals]
+            if owned:
+                sig.fill_source(signals, via)
+            else:
+                signals = [sig.with_source(s, via) for s in signals]
         self._check_may_record(caller, {s.service_id for s in signals})
         self._check_fcr_customers(signals)
         with self._lock:  # dedupe and save as one step within this process
@@ -493,40 +535,49 @@ class SignalIndex(_Host):
         """Dedupe and save one batch (the lock held); its index rows are written in the batch's
         own transaction."""
         self._refresh_signals()
+        keys = [(s.service_id, s.signal_id) for s in signals]
         # The index rows of the batch's ids, one query per service: what dedupe is decided by.
         wanted: dict[str, list[str]] = defaultdict(list)
-        for s in signals:
-            wanted[s.service_id].append(s.signal_id)
+        for service_id, signal_id in keys:
+            wanted[service_id].append(signal_id)
         held = {sid: self._signal_store.lookup(sid, ids) for sid, ids in wanted.items()}
         fresh: dict[str, list[signals_pb2.Signal]] = defaultdict(list)
         corrected: dict[str, list[tuple[signals_pb2.Signal, str, list[str]]]] = defaultdict(list)
-        in_batch: dict[tuple[str, str], str] = {}
+        # Each id's first signal to be stored in this batch: another with the same id is a
+        # duplicate when its content digest is the same (digests computed only then).
+        in_batch: dict[tuple[str, str], signals_pb2.Signal] = {}
         duplicates = 0
         for i, s in enumerate(signals):
-            key = (s.service_id, s.signal_id)
-            if key in in_batch:
-                if in_batch[key] != content_digest(s):
+            key = keys[i]
+            first = in_batch.get(key)
+            if first is not None:
+                if content_digest(first) != content_digest(s):
                     raise sig.InvalidSignalError(
-                        f"signals[{i}].signal_id: {s.signal_id!r} appears twice in the batch with different "
+                        f"signals[{i}].signal_id: {key[1]!r} appears twice in the batch with different "
                         "content (send a correction in a later batch)"
                     )
                 duplicates += 1
                 continue
-            entry = self._services[s.service_id]
-            row = held[s.service_id].get(s.signal_id)
-            verdict = entry.classify(s, f"signals[{i}]", row)
+            row = held[key[0]].get(key[1])
+            if row is None:  # an id the service does not hold: new
+                in_batch[key] = s
+                fresh[key[0]].append(s)
+                continue
+            verdict = self._services[key[0]].classify(s, f"signals[{i}]", row)
             if verdict == DUPLICATE:
                 duplicates += 1
                 continue
-            in_batch[key] = content_digest(s)
+            in_batch[key] = s
             if verdict == CORRECTION:
-                assert row is not None
                 before = signals_pb2.Signal.FromString(row.content)
-                corrected[s.service_id].append((s, content_digest(before), changed_fields(before, s)))
+                corrected[key[0]].append((s, content_digest(before), changed_fields(before, s)))
             else:
-                fresh[s.service_id].append(s)
+                fresh[key[0]].append(s)
+        # The new signals serialised once: their index rows' contents and their batch's bytes.
+        serialised = {sid: [s.SerializeToString() for s in items] for sid, items in fresh.items()}
         batches: list[Any] = [
-            SignalBatch(service_id=sid, batch=_encode(items), count=len(items)) for sid, items in sorted(fresh.items())
+            SignalBatch(service_id=sid, batch=_encode_serialised(serialised[sid]), count=len(items))
+            for sid, items in sorted(fresh.items())
         ]
         actor = f"{caller.role}:{caller.subject}" + (f" ({caller.department})" if caller.department else "")
         for sid, fixes in sorted(corrected.items()):
@@ -549,7 +600,7 @@ class SignalIndex(_Host):
                 *((None, sid, items) for sid, items in sorted(fresh.items())),
                 *((None, sid, [f[0] for f in fixes]) for sid, fixes in sorted(corrected.items())),
             ]
-            rows, facts, changes = self._rows_of(own, held)
+            rows, facts, changes = self._rows_of(own, held, serialised)
             expected = self._store_position
 
             written: list[int] = []
@@ -688,20 +739,24 @@ class SignalIndex(_Host):
         return True
 
     def _rows_of(
-        self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]]
-    ) -> tuple[list[tuple[str, Row]], dict[str, Facts], list[tuple[str, datetime]]]:
+        self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]],
+        serialised: dict[str, list[bytes]] | None = None,
+    ) -> tuple[list[tuple[str, Row]], dict[str, Facts], list[tuple[str, datetime]]]:  # fmt: skip
         """The index rows of stored batches (see `_project`), the facts of their services (moved
-        on in memory), and the changes they are for the next round: (service, earliest instant)."""
+        on in memory), and the changes they are for the next round: (service, earliest instant).
+        `serialised`: per service, the signals of its first batch here already serialised."""
         rows: dict[tuple[str, str], Row] = {}
         changes: list[tuple[str, datetime]] = []
         touched: set[str] = set()
         for at, service_id, items in batches:
             entry = self._services[service_id]
             known = held.setdefault(service_id, {})
-            missing = [s.signal_id for s in items if s.signal_id not in known]
-            if missing and at is not None:
-                known.update(self._signal_store.lookup(service_id, missing))
-            new_rows, reach = entry.project(items, known)
+            if at is not None:
+                missing = [s.signal_id for s in items if s.signal_id not in known]
+                if missing:
+                    known.update(self._signal_store.lookup(service_id, missing))
+            contents = serialised.pop(service_id, None) if serialised else None
+            new_rows, reach = entry.project(items, known, contents)
             touched.add(service_id)
             for r in new_rows:
                 rows[(service_id, r.signal_id)] = r

@@ -37,6 +37,20 @@ def _opt(ts: Timestamp) -> datetime | None:
     return instant(ts) if _set(ts) else None
 
 
+# A Timestamp's valid range (what `Timestamp.ToDatetime`, so `instant`, accepts).
+_SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND = -62_135_596_800, 253_402_300_799, 1_000_000_000
+
+
+def _micros(ts: Timestamp) -> int:
+    """`instant(ts)` as µs since the epoch, without a datetime: ordered exactly as the datetimes
+    (which drop the nanoseconds below the µs), and a Timestamp out of range raises the ValueError
+    `instant` raises."""
+    seconds, nanos = ts.seconds, ts.nanos
+    if seconds < _SECONDS_MIN or seconds > _SECONDS_MAX or nanos < 0 or nanos >= _NANOS_PER_SECOND:
+        instant(ts)  # raises
+    return seconds * 1_000_000 + nanos // 1_000
+
+
 def _dec(raw: str, where: str, *, required: bool = False) -> Decimal:
     if not raw:
         if required:
@@ -52,39 +66,61 @@ def _dec(raw: str, where: str, *, required: bool = False) -> Decimal:
 
 
 def _order(where: str, first: Timestamp, first_name: str, later: Timestamp, later_name: str) -> None:
-    if _set(first) and _set(later) and instant(later) < instant(first):
+    if (first.seconds or first.nanos) and (later.seconds or later.nanos) and _micros(later) < _micros(first):
         raise InvalidSignalError(f"{where}: {later_name} is before {first_name}")
 
 
 def validate(signal: pb.Signal, index: int) -> None:
-    """Raise InvalidSignalError naming `signals[index]` and the field."""
-    w = f"signals[{index}]"
-    if not signal.signal_id or len(signal.signal_id) > MAX_ID or not signal.signal_id.isprintable():
-        raise InvalidSignalError(f"{w}.signal_id: 1–{MAX_ID} printable characters are required")
+    """Raise InvalidSignalError naming `signals[index]` and the field. (Instants are compared
+    as µs, `_micros`: the same order as their datetimes, at a fraction of the cost.)"""
+    signal_id = signal.signal_id
+    if not signal_id or len(signal_id) > MAX_ID or not signal_id.isprintable():
+        raise InvalidSignalError(f"signals[{index}].signal_id: 1–{MAX_ID} printable characters are required")
     if not signal.service_id:
-        raise InvalidSignalError(f"{w}.service_id: is required")
+        raise InvalidSignalError(f"signals[{index}].service_id: is required")
     if signal.HasField("provenance"):
         p = signal.provenance
         if p.source and (len(p.source) > MAX_SOURCE or not p.source.isprintable()):
-            raise InvalidSignalError(f"{w}.provenance.source: 1–{MAX_SOURCE} printable characters (or empty)")
+            raise InvalidSignalError(
+                f"signals[{index}].provenance.source: 1–{MAX_SOURCE} printable characters (or empty)"
+            )
         if len(p.reference) > MAX_REFERENCE:
             raise InvalidSignalError(
-                f"{w}.provenance.reference: at most {MAX_REFERENCE} characters, not {len(p.reference)}"
+                f"signals[{index}].provenance.reference: at most {MAX_REFERENCE} characters, not {len(p.reference)}"
             )
     kind = signal.WhichOneof("kind")
     if kind is None:
-        raise InvalidSignalError(f"{w}: says nothing (set one of outage, probe, requests, incident, call, ticket, …)")
-    w = f"{w}.{kind}"
+        raise InvalidSignalError(
+            f"signals[{index}]: says nothing (set one of outage, probe, requests, incident, call, ticket, …)"
+        )
+    w = f"signals[{index}].{kind}"
     body = getattr(signal, kind)
     if kind in ("outage", "maintenance", "requests"):
-        if not _set(body.start):
+        start, end = body.start, body.end
+        if not (start.seconds or start.nanos):
             raise InvalidSignalError(f"{w}.start: is required")
-        if kind != "outage" and not _set(body.end):
+        has_end = bool(end.seconds or end.nanos)
+        if kind != "outage" and not has_end:
             raise InvalidSignalError(f"{w}.end: is required")
-        if _set(body.end) and instant(body.end) <= instant(body.start):
+        if has_end and _micros(end) <= _micros(start):
             raise InvalidSignalError(f"{w}.end: must be after start")
         if kind == "requests" and body.good > body.total:
             raise InvalidSignalError(f"{w}: good ({body.good}) exceeds total ({body.total})")
+    elif kind == "call":
+        entered, answered, abandoned = body.entered_queue, body.answered_at, body.abandoned_at
+        if not (entered.seconds or entered.nanos):
+            raise InvalidSignalError(f"{w}.entered_queue: is required")
+        if (answered.seconds or answered.nanos) and (abandoned.seconds or abandoned.nanos):
+            raise InvalidSignalError(f"{w}: a call is answered or abandoned, not both")
+        _order(w, entered, "entered_queue", answered, "answered_at")
+        _order(w, entered, "entered_queue", abandoned, "abandoned_at")
+        for name, raw in (
+            ("talk_seconds", body.talk_seconds),
+            ("hold_seconds", body.hold_seconds),
+            ("after_call_seconds", body.after_call_seconds),
+        ):
+            if raw:
+                _dec(raw, f"{w}.{name}")
     elif kind == "probe":
         if not _set(body.at):
             raise InvalidSignalError(f"{w}.at: is required")
@@ -93,15 +129,6 @@ def validate(signal: pb.Signal, index: int) -> None:
             raise InvalidSignalError(f"{w}.failure_start: is required")
         for name in ("responded_at", "restored_at", "resolved_at"):
             _order(w, body.failure_start, "failure_start", getattr(body, name), name)
-    elif kind == "call":
-        if not _set(body.entered_queue):
-            raise InvalidSignalError(f"{w}.entered_queue: is required")
-        if _set(body.answered_at) and _set(body.abandoned_at):
-            raise InvalidSignalError(f"{w}: a call is answered or abandoned, not both")
-        _order(w, body.entered_queue, "entered_queue", body.answered_at, "answered_at")
-        _order(w, body.entered_queue, "entered_queue", body.abandoned_at, "abandoned_at")
-        for name in ("talk_seconds", "hold_seconds", "after_call_seconds"):
-            _dec(getattr(body, name), f"{w}.{name}")
     elif kind == "ticket":
         if body.priority not in PRIORITIES:
             raise InvalidSignalError(f"{w}.priority: must be one of P1, P2, P3, P4, not {body.priority!r}")
@@ -138,6 +165,14 @@ def with_source(signal: pb.Signal, source: str) -> pb.Signal:
     return out
 
 
+def fill_source(signals: Iterable[pb.Signal], source: str) -> None:
+    """`with_source` in place, for messages the caller owns (a request it just parsed): each
+    signal that names no source gets `source`."""
+    for s in signals:
+        if not s.provenance.source:
+            s.provenance.source = source
+
+
 def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:
     listed = list(pauses)
     for j, p in enumerate(listed):
@@ -145,7 +180,7 @@ def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:
             raise InvalidSignalError(f"{w}.paused[{j}].start: is required")
         if not _set(p.end) and j != len(listed) - 1:
             raise InvalidSignalError(f"{w}.paused[{j}].end: only the last pause may be open (not resumed yet)")
-        if _set(p.end) and instant(p.end) <= instant(p.start):
+        if _set(p.end) and _micros(p.end) <= _micros(p.start):
             raise InvalidSignalError(f"{w}.paused[{j}].end: must be after start")
 
 

@@ -228,6 +228,75 @@ def test_a_signal_recorded_once_keeps_no_digest_and_a_retry_of_an_old_content_st
     assert (again.accepted, again.duplicates, again.corrections) == (0, 2, 0)
 
 
+def test_instants_are_compared_as_their_datetimes_and_one_out_of_range_is_refused_as_before(app: Metrics) -> None:
+    """Validation compares instants as µs (not datetimes) and keeps their order exactly: two
+    instants within one µs are the same instant (a datetime drops the nanoseconds below it), and
+    a Timestamp out of range raises what reading it as a datetime raises."""
+    start = ts(T0)
+    within = Timestamp(seconds=start.seconds, nanos=999)  # 999 ns later: the same µs
+    with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.outage\.end: must be after start"):
+        app.record(PROVIDER, [pb.Signal(signal_id="o", service_id="email", outage=pb.Outage(start=start, end=within))])
+    later = Timestamp(seconds=start.seconds, nanos=1_000)  # 1 µs later
+    assert app.record(
+        PROVIDER, [pb.Signal(signal_id="o", service_id="email", outage=pb.Outage(start=start, end=later))]
+    )
+    # A first response 999 ns before the opening is not before it (the same µs); 1 µs before is.
+    opened = Timestamp(seconds=start.seconds, nanos=1_999)
+    same = pb.Ticket(priority="P1", opened=opened, first_response=Timestamp(seconds=start.seconds, nanos=1_000))
+    assert app.record(PROVIDER, [pb.Signal(signal_id="t", service_id="email", ticket=same)]).accepted == 1
+    before = pb.Ticket(priority="P1", opened=opened, first_response=Timestamp(seconds=start.seconds, nanos=999))
+    with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.ticket: first_response is before opened"):
+        app.record(PROVIDER, [pb.Signal(signal_id="t2", service_id="email", ticket=before)])
+    too_late = Timestamp(seconds=253_402_300_800)
+    with pytest.raises(ValueError, match="Timestamp is not valid: Seconds 253402300800"):
+        app.record(
+            PROVIDER, [pb.Signal(signal_id="o2", service_id="email", outage=pb.Outage(start=start, end=too_late))]
+        )
+
+
+def test_the_way_a_signal_came_is_filled_in_on_copies_unless_the_caller_gives_its_messages_away(app: Metrics) -> None:
+    mine = [outage("o1", 0, 5)]
+    app.record(PROVIDER, mine, via="grpc")
+    assert not mine[0].HasField("provenance")  # the caller's message is left as it was
+    given = [outage("o2", 10, 5), outage("o3", 20, 5)]
+    given[1].provenance.source = "cli"
+    app.record(PROVIDER, given, via="grpc", owned=True)  # a request the caller parsed: filled in on it
+    assert [s.provenance.source for s in given] == ["grpc", "cli"]
+    stored = {s.signal_id: s.provenance.source for s in app.signals("email")}
+    assert stored == {"o1": "grpc", "o2": "grpc", "o3": "cli"}
+
+
+def test_a_batch_is_stored_as_the_wire_format_of_its_signals_serialised_one_by_one() -> None:
+    """The stored batch is built from the signals serialised once each (their index rows'
+    contents): exactly the bytes of a `SignalBatch` of them, whatever their size (a length of
+    one, two or three varint bytes)."""
+    from accord_metrics.signal_index import _encode, _encode_serialised
+
+    big = pb.Signal(signal_id="l", service_id="email", lead=pb.Lead(created=ts(T0), follow_ups=[ts(T0)] * 3_000))
+    mid = pb.Signal(signal_id="l2", service_id="email", lead=pb.Lead(created=ts(T0), follow_ups=[ts(T0)] * 20))
+    tagged = outage("o9", 0, 5)
+    tagged.provenance.CopyFrom(pb.Provenance(source="alertmanager", manual=True, reference="r" * 200))
+    items = [outage("o1", 0, 5), a_call("c1", 30), mid, big, tagged, pb.Signal(signal_id="d", service_id="email")]
+    sizes = [len(s.SerializeToString()) for s in items]
+    assert min(sizes) < 0x80 and any(0x80 <= n < 0x4000 for n in sizes) and max(sizes) >= 0x4000
+    assert _encode_serialised([s.SerializeToString() for s in items]) == _encode(items)
+    assert _encode_serialised([]) == _encode([])
+
+
+def test_the_public_event_of_a_batch_is_its_stored_bytes() -> None:
+    from accord.metrics.v1 import events_pb2 as metric_events
+    from accord_metrics.codec import _signals_recorded, batch_message
+    from accord_metrics.domain import SignalBatch
+    from accord_metrics.signal_index import _encode
+
+    for items in ([outage("o1", 0, 5), a_call("c1", 30)], []):
+        event = SignalBatch(service_id="email", batch=_encode(items), count=len(items)).collect_events()[0]
+        made = _signals_recorded(event)
+        expected = metric_events.SignalsRecorded(service_id="email", batch=batch_message(event.batch))
+        assert made == expected and made.HasField("batch")
+        assert made.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+
+
 def test_only_the_services_provider_or_a_service_identity_may_record(app: Metrics) -> None:
     head = app.head_position()
     with pytest.raises(NotTheProviderError, match="only the provider of service 'email' \\(it-operations\\)"):
