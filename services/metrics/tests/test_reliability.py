@@ -7,7 +7,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
@@ -624,3 +624,29 @@ def test_the_digest_ignores_the_utc_offset_and_sees_parameters_and_inputs() -> N
         availability_time(DAY, other, [outage], []).input_digest
         != availability_time(DAY, OFFICE, [outage], []).input_digest
     )
+
+
+_MINUTES = st.tuples(st.integers(0, 600), st.integers(0, 120))
+
+
+@given(st.lists(_MINUTES, max_size=12), st.lists(_MINUTES, max_size=8))
+@example([(10, 5)], [(15, 5)])  # touching: no common part
+@example([(10, 5)], [(14, 5)])  # one minute in common
+@example([(10, 0)], [(0, 30)])  # an empty outage
+def test_outages_counted_are_those_with_a_common_part_with_eligible_time(
+    outages: list[tuple[int, int]], others: list[tuple[int, int]]
+) -> None:
+    """`availability_time`'s outages_counted, found by bisection, is what intersecting each merged
+    outage with every eligible interval gives (empty, touching and overlapping ones included)."""
+    from accord_kit.timeline import intersect_all, union
+    from accord_metrics.formulas.reliability import _with_common_part
+
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def ivs(pairs: list[tuple[int, int]]) -> list[Interval]:
+        return [Interval(base + timedelta(minutes=s), base + timedelta(minutes=s + n)) for s, n in pairs]
+
+    merged, eligible = union(ivs(outages)), ivs(others)
+    assert _with_common_part(merged, eligible) == sum(1 for o in merged if intersect_all([o], eligible))
+    unmerged = ivs(outages)  # and for any intervals, in any order
+    assert _with_common_part(unmerged, eligible) == sum(1 for o in unmerged if intersect_all([o], eligible))
