@@ -239,8 +239,10 @@ class ServiceSignals:
             self._used.add(key)
             kept = self.selections.get(key)
             if kept is None:
-                kept = self.selections[key] = _Selection(self._select(span, all_calls))
+                kept = _Selection(self._select(span, all_calls))
                 kept.fill(self)
+                if self.selected is not None:  # kept only by a round (which releases what it did not use)
+                    self.selections[key] = kept
             elif kept.changed:
                 self._catch_up(kept, span, all_calls)
             out = SignalSet()

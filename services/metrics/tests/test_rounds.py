@@ -17,6 +17,7 @@ import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import sla_terms
+from accord_kit.timeline import Interval
 from accord_metrics.application import Metrics
 from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
 
@@ -284,3 +285,37 @@ def test_an_open_window_keeps_its_selection_and_a_correction_replaces_its_input(
                 assert check.recomputed[field] == evaluation[field], field
     finally:
         fresh.close()
+
+
+def test_an_open_windows_burn_rates_keep_its_selection_for_the_next_batch(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    reads: list[str] = []
+    in_range = held.store.in_range
+
+    def counted(*args: object) -> object:
+        reads.append(str(args[1]))
+        return in_range(*args)  # type: ignore[arg-type]
+
+    held.store.in_range = counted  # type: ignore[method-assign]
+    # Time alone: availability's burn rates judged again (its outage within the look-backs) …
+    assert _round(m, f"2026-04-10T10:00:05{AMS}")[0] == 1
+    # … and a batch after it: both windows judged whole — from the window's selection kept
+    # through both rounds, reading only the new ids' rows.
+    m.record(COLLECTOR, [outage("o2", f"2026-04-10T09:30{AMS}", 5), *calls("b", f"2026-04-10T09:40{AMS}", 1, 2)])
+    assert _round(m, f"2026-04-10T10:00:10{AMS}")[0] == 2
+    assert reads == []
+    april = "2026-03-31T22:00:00+00:00"
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, april)  # from every stored signal
+        assert check["matches"], check["differences"]
+    assert _latest(m, aid, "service-level", april)["detail"]["answered"] == "7"  # type: ignore[index]
+
+    # A query outside a round (a burn rate asked for, its look-backs ending now) keeps nothing.
+    kept = set(held.selections)
+    look_backs = Interval(at(f"2026-04-10T07:00{AMS}"), at(f"2026-04-10T10:00:15{AMS}"))
+    assert m.signal_set([EMAIL], span=look_backs).outages
+    assert set(held.selections) == kept
