@@ -650,3 +650,22 @@ def test_outages_counted_are_those_with_a_common_part_with_eligible_time(
     assert _with_common_part(merged, eligible) == sum(1 for o in merged if intersect_all([o], eligible))
     unmerged = ivs(outages)  # and for any intervals, in any order
     assert _with_common_part(unmerged, eligible) == sum(1 for o in unmerged if intersect_all([o], eligible))
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)), st.timedeltas(min_value=timedelta(0))
+)
+@example(datetime(2026, 10, 25, 0, 30), timedelta(hours=1, microseconds=1))
+def test_an_intervals_record_written_directly_is_its_canonical_json(start: datetime, length: timedelta) -> None:
+    """What availability digests of an outage (written directly, kept on it) is byte for byte
+    the generic canonical JSON of its UTC pair, whatever offset it was written with."""
+    from accord_metrics.formulas.common import canonical_json, encoded_all
+    from accord_metrics.formulas.reliability import _utc_pair, _utc_pair_json
+
+    s = start.replace(tzinfo=UTC).astimezone(AMS_TZ)
+    try:
+        i = Interval(s, s + length)
+    except OverflowError:
+        return
+    assert _utc_pair_json(i) == canonical_json(_utc_pair(i))
+    assert encoded_all([i], _utc_pair, _utc_pair_json) == [canonical_json(_utc_pair(i))]
