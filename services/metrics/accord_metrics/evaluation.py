@@ -68,6 +68,15 @@ def _overlaps(a: Interval, b: Interval) -> bool:
     return max(a.start, b.start) < min(a.end, b.end)
 
 
+def _overlapping(intervals: list[Interval], window: Interval) -> list[Interval]:
+    """The intervals that overlap `window` (`_overlaps`), in their order: max(a.start, b.start)
+    < min(a.end, b.end) is each start before each end, compared without a call per interval."""
+    ws, we = window.start, window.end
+    if not ws < we:
+        return []
+    return [o for o in intervals if o.start < we and ws < o.end and o.start < o.end]
+
+
 def run_formula(
     objective: dict[str, Any],
     window: Interval,
@@ -78,12 +87,15 @@ def run_formula(
     time_zone: str,
     full_window: Interval | None = None,
     recorded: tuple[str, int] | None = None,
+    *,
+    digested: bool = True,
 ) -> Evaluated:
     """The objective's formula over `window` (the part of the calendar `full_window` the
     agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
     a closed window was recorded with — that version computes it again if it is still
     computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
-    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`), else the current one."""
+    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`), else the current one. `digested` false:
+    the caller reads only the value — time-based availability computes no input digest."""
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
@@ -95,9 +107,14 @@ def run_formula(
         if o.start < as_of or o.end < ONGOING
     ]
     if metric == "METRIC_AVAILABILITY_TIME":
-        outages = [o for o in known if _overlaps(o, window)]
+        outages = _overlapping(known, window)
         return reliability.availability_time(
-            window, calendar, outages, exclusions, timedelta(seconds=float(_dec(p.get("min_outage_seconds"))))
+            window,
+            calendar,
+            outages,
+            exclusions,
+            timedelta(seconds=float(_dec(p.get("min_outage_seconds")))),
+            digested=digested,
         )
     if metric == "METRIC_AVAILABILITY_REQUESTS":
         method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
@@ -119,7 +136,7 @@ def run_formula(
         incidents = [i for i in signals.incidents if i.failure_start < window.end]
         return reliability.mttr(incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions)
     if metric == "METRIC_MTBF":
-        failures = [o for o in known if _overlaps(o, window)]
+        failures = _overlapping(known, window)
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
@@ -273,7 +290,11 @@ def burn_rates(
     window_length: timedelta,
     time_zone: str,
 ) -> dict[timedelta, Decimal]:
-    """Burn rate over each look-back window the multi-window rule needs, ending at `as_of`."""
+    """Burn rate over each look-back window the multi-window rule needs, ending at `as_of`.
+    Each look-back's formula is given only the outages that end after its start and the request
+    counts that start at or after it, in the order held: exactly those it would pick from all
+    of them (an outage ending by the look-back's start cannot overlap it; a request count is
+    counted by its start). Only each look-back's value is read: no input digest is computed."""
     target = _dec(objective["target"])
     rates: dict[timedelta, Decimal] = {}
     lengths: Iterable[timedelta] = {
@@ -281,7 +302,12 @@ def burn_rates(
     }
     for length in lengths:
         look = Interval(as_of - length, as_of)
-        result = run_formula(objective, look, calendar, exclusions, signals, as_of, time_zone)
+        since = look.start
+        mine = SignalSet(
+            outages=[o for o in signals.outages if o.end > since],
+            requests=[r for r in signals.requests if r.start >= since],
+        )
+        result = run_formula(objective, look, calendar, exclusions, mine, as_of, time_zone, digested=False)
         if result.value is None:
             rates[length] = Decimal(0)
             continue

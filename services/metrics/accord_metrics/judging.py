@@ -487,12 +487,14 @@ class Judging(_Host):
                 continue  # the objective did not exist in the version judging this window
             # What the window reads: its signals, and an open one's burn rates those of the look-backs
             # ending now (first-contact resolution: every call, for contacts on either side of it).
+            # An open one, judged whole or its burn rates alone, reads the same span every round —
+            # from its longest look-back before its start to its end: a superset of both, which the
+            # formulas and `_recent` filter again — so the selection kept from the last round
+            # serves (`ServiceSignals.select`: only the ids changed since are read).
             if agg.closed or now >= window.end:
                 span = window
-            elif rates_only:  # only its burn rates: the look-backs ending now
-                span = Interval(now - _look_back(window), now)
             else:
-                span = Interval(min(window.start, now - _look_back(window)), window.end)
+                span = Interval(window.start - _look_back(window), window.end)
             inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION")
             if rates_only and not agg.closed:
                 self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -130,6 +131,10 @@ class ServiceSignals:
         self.converted: dict[str, Any] = {}  # signal id → its latest content as a formula input
         # The inputs the evaluation round under way selected (see begin_round): what is kept after it.
         self.selected: dict[str, Any] | None = None
+        # What windows selected by time (`select`), kept between rounds and brought up to date with
+        # the ids whose rows changed since (`_Selection`); those no round used are released.
+        self.selections: dict[tuple[Interval, bool, int], _Selection] = {}
+        self._used: set[tuple[Interval, bool, int]] = set()
 
     def facts(self) -> Facts:
         return Facts(self.count, self.longest_outage, self.reaches_us)
@@ -206,6 +211,8 @@ class ServiceSignals:
                 converted.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
+            for kept in self.selections.values():
+                kept.changed.add(sid)
             if kind == "outage":
                 if under_way:
                     self.ongoing[sid] = (key, rank)
@@ -225,6 +232,8 @@ class ServiceSignals:
             self.converted.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
+            for kept in self.selections.values():
+                kept.changed.add(sid)
 
     def select(self, span: Interval | None = None, all_calls: bool = False) -> SignalSet:
         """The formula inputs, each list in the order its signals were first recorded: all of
@@ -232,8 +241,32 @@ class ServiceSignals:
         outages that reach into it or are under way — a superset of what any window within
         `span` (and its burn rates' look-backs) reads; every other kind whole. `all_calls`: every
         call (first-contact resolution looks at contacts on either side of the window). Read
-        from the store's index."""
+        from the store's index. A selection by time is kept (`_Selection`): selecting the same span
+        again reads only the rows of the ids that changed since."""
+        if span is not None:
+            key = (span, all_calls, self.longest_outage)
+            self._used.add(key)
+            kept = self.selections.get(key)
+            if kept is None:
+                kept = _Selection(self._select(span, all_calls))
+                kept.fill(self)
+                if self.selected is not None:  # kept only by a round (which releases what it did not use)
+                    self.selections[key] = kept
+            elif kept.changed:
+                self._catch_up(kept, span, all_calls)
+            out = SignalSet()
+            for name, (_, ids, items) in kept.lists.items():
+                if self.selected is not None:
+                    self.selected.update(zip(ids, items, strict=True))
+                getattr(out, name).extend(items)
+            return out
         out = SignalSet()
+        for name, entries in self._select(span, all_calls).items():
+            getattr(out, name).extend(self._inputs(entries))
+        return out
+
+    def _select(self, span: Interval | None, all_calls: bool) -> dict[str, list[tuple[int, str, bytes]]]:
+        """`select`'s rows: (rank, signal id, latest content) by list, in rank order."""
         whole = [n for n in LISTS if n not in _BY_TIME or span is None or (n == "calls" and all_calls)]
         found = self.store.whole(self.service_id, whole)
         if span is not None:
@@ -246,14 +279,43 @@ class ServiceSignals:
                 missing = [i for i, (k, _) in self.ongoing.items() if k <= hi and i not in inside]
                 rows = self.store.lookup(self.service_id, missing)
                 found.setdefault("outages", []).extend((r.rank, r.signal_id, r.content) for r in rows.values())
-        for name, entries in found.items():
+        for entries in found.values():
             entries.sort(key=_rank)  # the order of first recordings
-            getattr(out, name).extend(self._inputs(entries))
-        return out
+        return found
+
+    def _catch_up(self, kept: _Selection, span: Interval, all_calls: bool) -> None:
+        """A kept selection brought up to date: each id whose row changed since is placed (by its
+        rank), replaced or removed by the rule `_select` selects by — the rows `_select` would
+        read now, in the same order."""
+        rows = self.store.lookup(self.service_id, sorted(kept.changed))
+        kept.changed = set()
+        lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
+        for sid, row in rows.items():
+            name = row.kind_list
+            if name not in _BY_TIME or (name == "calls" and all_calls):
+                inside = True
+            else:
+                bottom = lo - self.longest_outage if name == "outages" else lo
+                inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing and row.time_key <= hi)
+            ranks, ids, items = kept.lists.setdefault(name, ([], [], []))
+            at = bisect_left(ranks, row.rank)
+            there = at < len(ranks) and ranks[at] == row.rank
+            if not inside:
+                if there:
+                    del ranks[at], ids[at], items[at]
+                continue
+            item = self._inputs([(row.rank, sid, row.content)])[0]
+            if there:
+                ids[at], items[at] = sid, item
+            else:
+                ranks.insert(at, row.rank)
+                ids.insert(at, sid)
+                items.insert(at, item)
 
     def begin_round(self) -> None:
         """An evaluation round starts: the inputs it selects are those kept after it."""
         self.selected = {}
+        self._used = set()
 
     def end_round(self) -> None:
         """An evaluation round ended: when it selected any of this service's inputs, only those
@@ -263,6 +325,8 @@ class ServiceSignals:
         history; a round that judged none of the service's windows keeps what was converted."""
         if self.selected:
             self.converted = self.selected
+            # The selections it used stay (its open windows' spans); the others are released.
+            self.selections = {k: v for k, v in self.selections.items() if k in self._used}
         self.selected = None
 
     def overlapping(self, span: Interval) -> list[signals_pb2.Signal]:
@@ -288,6 +352,22 @@ class ServiceSignals:
                 selected[sid] = item
             out.append(item)
         return out
+
+
+class _Selection:
+    """One selection by time of a service's formula inputs (`ServiceSignals.select`), kept: per
+    list, the ranks, signal ids and inputs in rank order, and the ids whose rows changed since
+    it was last brought up to date."""
+
+    def __init__(self, lists: dict[str, list[tuple[int, str, bytes]]]) -> None:
+        self.lists: dict[str, tuple[list[int], list[str], list[Any]]] = {}
+        self.changed: set[str] = set()
+        self._pending = lists
+
+    def fill(self, entry: ServiceSignals) -> None:
+        for name, entries in self._pending.items():
+            self.lists[name] = ([e[0] for e in entries], [e[1] for e in entries], entry._inputs(entries))
+        self._pending = {}
 
 
 class _Services(dict[str, ServiceSignals]):

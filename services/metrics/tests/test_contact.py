@@ -412,14 +412,13 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
         for i in range(50, 0, -1)
     ]
     encoded: list[str] = []
-    plain = contact.utc_record
+    plain, write = contact.utc_record, contact.call_json
 
-    def counting(obj: object) -> object:
-        if isinstance(obj, Call):
-            encoded.append(obj.call_id)
-        return plain(obj)
+    def counting(c: Call) -> str:  # a call's record is written directly (`call_json`)
+        encoded.append(c.call_id)
+        return write(c)
 
-    monkeypatch.setattr(contact, "utc_record", counting)
+    monkeypatch.setattr(contact, "call_json", counting)
     first = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
     assert len(encoded) == 50
     one_more = Call("c999", base + timedelta(hours=2), abandoned_at=base + timedelta(hours=2, seconds=5))
@@ -431,3 +430,40 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     payload = {"inputs": records, "parameters": first.parameters}
     text = json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":"))
     assert first.input_digest == "sha256:" + sha256(text.encode()).hexdigest()
+
+
+_ZONES = st.sampled_from([UTC, ZoneInfo("Europe/Amsterdam"), ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Kolkata")])
+_INSTANTS = st.builds(
+    lambda d, tz: d.replace(tzinfo=UTC).astimezone(tz),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    _ZONES,
+)
+_SECONDS = st.decimals(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False, places=None)
+
+
+@given(
+    st.text(max_size=12),
+    _INSTANTS,
+    st.one_of(st.none(), st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3))),
+    st.booleans(),
+    st.tuples(_SECONDS, _SECONDS, st.one_of(_SECONDS, st.integers(0, 10**6))),
+    st.text(max_size=8),
+    st.text(max_size=8),
+    st.sampled_from([None, True, False]),
+)
+def test_a_calls_record_written_directly_is_its_canonical_json(
+    call_id: str, entered: datetime, wait: timedelta | None, answered: bool,
+    seconds: tuple[Decimal, Decimal, Decimal | int], customer: str, reason: str, resolved: bool | None,
+) -> None:  # fmt: skip
+    """What a formula digests of a call (`call_json`, written directly, kept on the call) is
+    byte for byte the generic canonical JSON of its UTC record."""
+    from accord_metrics.formulas.common import canonical_json, encoded_all
+    from accord_metrics.formulas.contact import call_json, utc_record
+
+    end = None if wait is None else entered + wait
+    c = Call(
+        call_id, entered, end if answered else None, None if answered else end, seconds[0], seconds[1], seconds[2],
+        customer, reason, resolved,
+    )  # fmt: skip
+    assert call_json(c) == canonical_json(utc_record(c))
+    assert encoded_all([c], utc_record, call_json) == [canonical_json(utc_record(c))]

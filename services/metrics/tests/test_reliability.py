@@ -7,7 +7,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
@@ -624,3 +624,48 @@ def test_the_digest_ignores_the_utc_offset_and_sees_parameters_and_inputs() -> N
         availability_time(DAY, other, [outage], []).input_digest
         != availability_time(DAY, OFFICE, [outage], []).input_digest
     )
+
+
+_MINUTES = st.tuples(st.integers(0, 600), st.integers(0, 120))
+
+
+@given(st.lists(_MINUTES, max_size=12), st.lists(_MINUTES, max_size=8))
+@example([(10, 5)], [(15, 5)])  # touching: no common part
+@example([(10, 5)], [(14, 5)])  # one minute in common
+@example([(10, 0)], [(0, 30)])  # an empty outage
+def test_outages_counted_are_those_with_a_common_part_with_eligible_time(
+    outages: list[tuple[int, int]], others: list[tuple[int, int]]
+) -> None:
+    """`availability_time`'s outages_counted, found by bisection, is what intersecting each merged
+    outage with every eligible interval gives (empty, touching and overlapping ones included)."""
+    from accord_kit.timeline import intersect_all, union
+    from accord_metrics.formulas.reliability import _with_common_part
+
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def ivs(pairs: list[tuple[int, int]]) -> list[Interval]:
+        return [Interval(base + timedelta(minutes=s), base + timedelta(minutes=s + n)) for s, n in pairs]
+
+    merged, eligible = union(ivs(outages)), ivs(others)
+    assert _with_common_part(merged, eligible) == sum(1 for o in merged if intersect_all([o], eligible))
+    unmerged = ivs(outages)  # and for any intervals, in any order
+    assert _with_common_part(unmerged, eligible) == sum(1 for o in unmerged if intersect_all([o], eligible))
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)), st.timedeltas(min_value=timedelta(0))
+)
+@example(datetime(2026, 10, 25, 0, 30), timedelta(hours=1, microseconds=1))
+def test_an_intervals_record_written_directly_is_its_canonical_json(start: datetime, length: timedelta) -> None:
+    """What availability digests of an outage (written directly, kept on it) is byte for byte
+    the generic canonical JSON of its UTC pair, whatever offset it was written with."""
+    from accord_metrics.formulas.common import canonical_json, encoded_all
+    from accord_metrics.formulas.reliability import _utc_pair, _utc_pair_json
+
+    s = start.replace(tzinfo=UTC).astimezone(AMS_TZ)
+    try:
+        i = Interval(s, s + length)
+    except OverflowError:
+        return
+    assert _utc_pair_json(i) == canonical_json(_utc_pair(i))
+    assert encoded_all([i], _utc_pair, _utc_pair_json) == [canonical_json(_utc_pair(i))]

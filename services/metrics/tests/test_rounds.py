@@ -17,6 +17,7 @@ import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import sla_terms
+from accord_kit.timeline import Interval
 from accord_metrics.application import Metrics
 from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
 
@@ -230,3 +231,91 @@ def test_a_running_evaluation_is_recorded_only_when_its_outcome_changes(suite: S
     after = m.window(None, aid, "response", feb).current
     assert after["status"] != before["status"]
     assert after["parameters"]["as_of"] == at(f"2026-02-02T11:30{AMS}").isoformat()  # the last change
+
+
+def test_an_open_window_keeps_its_selection_and_a_correction_replaces_its_input(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    for month in ("03", "04"):
+        day = f"2026-{month}-08T09:00{AMS}"
+        m.record(COLLECTOR, [outage(f"o{month}", f"2026-{month}-08T10:00{AMS}", 30), *calls(month, day, 6, 2)])
+    suite.tick(f"2026-04-10T10:00{AMS}")  # March closed, April open: its selection kept
+    held = m._services[EMAIL]
+    assert held.selections
+
+    # New signals and corrections in April after rounds that kept its inputs: a call answered
+    # later, an outage moved out of April (into March: a restatement) and one moved into it.
+    m.record(COLLECTOR, [*calls("04b", f"2026-04-10T08:00{AMS}", 3, 0), outage("o03b", f"2026-03-20T10:00{AMS}", 5)])
+    assert _round(m, f"2026-04-10T10:05{AMS}")[0] >= 2
+    reads: list[str] = []
+    in_range = held.store.in_range
+
+    def counted(*args: object) -> object:
+        reads.append(str(args[1]))
+        return in_range(*args)  # type: ignore[arg-type]
+
+    held.store.in_range = counted  # type: ignore[method-assign]
+    slow = calls("04", f"2026-04-08T09:00{AMS}", 0, 1)[0]  # "040" answered after 40 s, not 10 s
+    m.record(
+        COLLECTOR,
+        [slow, outage("o04", f"2026-03-28T10:00{AMS}", 30), outage("o03b", f"2026-04-09T10:00{AMS}", 25)],
+        reason="corrected",
+    )
+    assert _round(m, f"2026-04-10T10:10{AMS}")[0] == 4  # April's two, March's two (restated)
+    # The selections kept from the last round (April's, and March's: judged in it too) read only
+    # the rows of the ids that changed: no range read of the store.
+    assert reads == []
+    april = "2026-03-31T22:00:00+00:00"
+    latest = {o: _latest(m, aid, o, april) for o in ("availability", "service-level")}
+    assert latest["service-level"]["detail"]["answered_within"] == "8"  # type: ignore[index]
+
+    # A process with nothing kept judges the same evaluations, and the auditors' recomputation
+    # from every stored signal matches.
+    fresh = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        for objective, evaluation in latest.items():
+            assert fresh.recompute(aid, objective, april)["matches"]
+            view = fresh.agreement_view(None, aid)
+            agg = fresh.window(None, aid, objective, april)
+            check = fresh.check_window(
+                view, agg, fresh.signal_set(fresh.scope(view, suite.clock.now())[2]), suite.clock.now()
+            )
+            assert check.recomputed is not None
+            for field in ("value", "input_digest", "detail", "parameters", "status"):
+                assert check.recomputed[field] == evaluation[field], field
+    finally:
+        fresh.close()
+
+
+def test_an_open_windows_burn_rates_keep_its_selection_for_the_next_batch(suite: Suite) -> None:
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    reads: list[str] = []
+    in_range = held.store.in_range
+
+    def counted(*args: object) -> object:
+        reads.append(str(args[1]))
+        return in_range(*args)  # type: ignore[arg-type]
+
+    held.store.in_range = counted  # type: ignore[method-assign]
+    # Time alone: availability's burn rates judged again (its outage within the look-backs) …
+    assert _round(m, f"2026-04-10T10:00:05{AMS}")[0] == 1
+    # … and a batch after it: both windows judged whole — from the window's selection kept
+    # through both rounds, reading only the new ids' rows.
+    m.record(COLLECTOR, [outage("o2", f"2026-04-10T09:30{AMS}", 5), *calls("b", f"2026-04-10T09:40{AMS}", 1, 2)])
+    assert _round(m, f"2026-04-10T10:00:10{AMS}")[0] == 2
+    assert reads == []
+    april = "2026-03-31T22:00:00+00:00"
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, april)  # from every stored signal
+        assert check["matches"], check["differences"]
+    assert _latest(m, aid, "service-level", april)["detail"]["answered"] == "7"  # type: ignore[index]
+
+    # A query outside a round (a burn rate asked for, its look-backs ending now) keeps nothing.
+    kept = set(held.selections)
+    look_backs = Interval(at(f"2026-04-10T07:00{AMS}"), at(f"2026-04-10T10:00:15{AMS}"))
+    assert m.signal_set([EMAIL], span=look_backs).outages
+    assert set(held.selections) == kept

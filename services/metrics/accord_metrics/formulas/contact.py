@@ -24,6 +24,7 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from accord_metrics.formulas.common import (
     Evaluated,
     digest,
     encoded,
+    encoded_all,
     percent,
     ratio,
     seconds,
@@ -199,8 +201,30 @@ def _check_short(short_abandon: timedelta | None) -> None:
         raise ValueError("the short-abandon threshold S must not be negative")
 
 
+_CALL_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Call)))
+
+
+def call_json(c: Call) -> str:
+    """A call's canonical JSON, written directly: exactly `canonical_json(utc_record(c))`
+    (instants in UTC, ISO 8601; Decimals as strings; keys sorted), without the generic walk."""
+    record: dict[str, Any] = {}
+    for name in _CALL_FIELDS:
+        v = getattr(c, name)
+        if isinstance(v, datetime):
+            v = v.astimezone(UTC).isoformat()
+        elif isinstance(v, Decimal):
+            v = str(v)
+        record[name] = v
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
 def _records(calls: Sequence[Call]) -> list[Any]:
-    return sorted_records(calls, lambda c: c.call_id, "call")
+    """The calls' records sorted by id, as `sorted_records` gives them (a repeated id refused)."""
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        return sorted_records(calls, lambda c: c.call_id, "call")  # raises, naming the first repeated
+    encs = encoded_all(calls, utc_record, call_json)
+    return EncodedList(encs[i] for i in sorted(range(len(ids)), key=ids.__getitem__))
 
 
 # -- formulas ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Conventions shared by every formula here:
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from accord_metrics.formulas.common import (
     EncodedList,
     Evaluated,
     digest,
-    encoded,
+    encoded_all,
     percent,
     ratio,
     seconds,
@@ -157,9 +158,14 @@ def _utc_pair(i: Interval) -> list[str]:
     return [_utc(i.start), _utc(i.end)]
 
 
+def _utc_pair_json(i: Interval) -> str:
+    """`canonical_json(_utc_pair(i))`, written directly."""
+    return json.dumps(_utc_pair(i), separators=(",", ":"))
+
+
 def _intervals(ivs: Iterable[Interval]) -> EncodedList:
     """The intervals as [start, end] in UTC, sorted: each encoded once per interval object."""
-    return EncodedList(sorted(encoded(i, _utc_pair) for i in ivs))
+    return EncodedList(sorted(encoded_all(ivs, _utc_pair, _utc_pair_json)))
 
 
 def _window_parameters(window: Interval) -> dict[str, str]:
@@ -196,6 +202,22 @@ def _input_digest(
     return digest(payload)
 
 
+def _with_common_part(intervals: Sequence[Interval], others: Sequence[Interval]) -> int:
+    """How many of `intervals` have a non-empty common part with `others` (what
+    `intersect_all([i], others)` being non-empty says for each), found by bisection in the
+    merged `others` instead of intersecting each interval with all of them."""
+    merged = union(others)
+    ends = [o.end for o in merged]
+    count = 0
+    for i in intervals:
+        if i.empty:
+            continue
+        j = bisect_right(ends, i.start)  # the first merged interval ending after i starts
+        if j < len(merged) and merged[j].start < i.end:
+            count += 1
+    return count
+
+
 def eligible_intervals(window: Interval, calendar: Calendar, exclusions: Sequence[Interval] = ()) -> list[Interval]:
     """window ∩ the calendar's open hours − exclusions (docs/domain.md §3–4), merged and sorted."""
     return subtract(intersect_all([window], calendar.open_intervals(window)), exclusions)
@@ -208,6 +230,8 @@ def availability_time(
     outages: Sequence[Interval],
     exclusions: Sequence[Interval],
     min_outage: timedelta = timedelta(0),
+    *,
+    digested: bool = True,
 ) -> Evaluated:
     """Availability, time-based (docs/domain.md §4 "Availability, time-based"), formula
     `availability.time` v1, in percent.
@@ -225,7 +249,10 @@ def availability_time(
     - No eligible time → value None, undefined "no eligible time" (NO_DATA, docs/domain.md §3).
 
     detail: eligible_seconds, downtime_seconds, outages_counted (merged outages at least the
-    minimum long that have eligible time), outages_below_minimum (merged outages ignored)."""
+    minimum long that have eligible time), outages_below_minimum (merged outages ignored).
+
+    `digested` false: no input digest computed (`input_digest` ""), for a caller that reads
+    only the value (the burn rates' look-backs)."""
     if min_outage < timedelta(0):
         raise ValueError("min_outage must not be negative")
     formula_id = "availability.time"
@@ -239,7 +266,7 @@ def availability_time(
     merged = union(outages)
     long_enough = [o for o in merged if o.duration >= min_outage]
     downtime = intersect_all(long_enough, eligible)
-    counted = sum(1 for o in long_enough if intersect_all([o], eligible))
+    counted = _with_common_part(long_enough, eligible)
     eligible_s = seconds(total(eligible))
     downtime_s = seconds(total(downtime))
     value = percent(eligible_s - downtime_s, eligible_s)
@@ -253,7 +280,9 @@ def availability_time(
             parameters,
             {"outages": _intervals(outages), "exclusions": _intervals(exclusions)},
             calendar,
-        ),
+        )
+        if digested
+        else "",
         detail={
             "eligible_seconds": str(eligible_s),
             "downtime_seconds": str(downtime_s),
