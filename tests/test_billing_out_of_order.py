@@ -275,6 +275,24 @@ async def billed_with_agreements_held_back(
     return late, on_metrics
 
 
+async def the_same_money_held_back(
+    nats_url: str, make_store_env: Callable[[str], dict[str, str]], clock: FakeClock, agreements: Agreements,
+    metrics: Metrics, aid: str, held_event: str,
+) -> tuple[Billing, Billing, Consumer]:  # fmt: skip
+    """Billing fed in order (`clean`) and billing whose agreements stream is held back from the
+    first `held_event` (`late`, `billed_with_agreements_held_back`) state the same money for
+    `aid`, and the audit's replay agrees with `late`. Returns both and late's metrics consumer."""
+    clean = clean_delivery(make_store_env, clock, agreements, metrics)
+    clean.process_due()
+    held_from = first_position(agreements, held_event)
+    late, on_metrics = await billed_with_agreements_held_back(
+        nats_url, make_store_env, clock, agreements, metrics, held_from
+    )
+    assert money(late, aid) == money(clean, aid)
+    assert_rederives_clean(late, agreements, metrics, aid)
+    return clean, late, on_metrics
+
+
 async def test_a_window_judged_after_a_suspension_waits_for_billing_to_know_it(
     nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
 ) -> None:
@@ -297,14 +315,9 @@ async def test_a_window_judged_after_a_suspension_waits_for_billing_to_know_it(
     metrics.record(COLLECTOR, [outage("jan", f"2026-01-12T10:00{AMS}", 90)])
     clock.set(at(f"2026-03-01T02:00{AMS}"))
     metrics.evaluate()
-    clean = clean_delivery(make_store_env, clock, agreements, metrics)
-    clean.process_due()
-    held_from = first_position(agreements, "AgreementSuspended")
-    late, on_metrics = await billed_with_agreements_held_back(
-        nats_server.url, make_store_env, clock, agreements, metrics, held_from
+    clean, late, on_metrics = await the_same_money_held_back(
+        nats_server.url, make_store_env, clock, agreements, metrics, aid, "AgreementSuspended"
     )
-    assert money(late, aid) == money(clean, aid)
-    assert_rederives_clean(late, agreements, metrics, aid)
     january, february = money(clean, aid)[:2]
     assert (january[1], february[1]) == (ISSUED, ISSUED)
     assert (Decimal(str(january[4]["fee"])), Decimal(str(february[4]["fee"]))) == (
@@ -348,14 +361,9 @@ async def test_a_child_window_judged_after_its_parent_was_amended_waits_for_the_
     metrics.record(COLLECTOR, [outage("feb", f"2026-02-03T10:00{AMS}", 60)])
     clock.set(at(f"2026-03-01T02:00{AMS}"))
     metrics.evaluate()
-    clean = clean_delivery(make_store_env, clock, agreements, metrics)
-    clean.process_due()
-    held_from = first_position(agreements, "AmendmentProposed")
-    late, on_metrics = await billed_with_agreements_held_back(
-        nats_server.url, make_store_env, clock, agreements, metrics, held_from
+    clean, late, on_metrics = await the_same_money_held_back(
+        nats_server.url, make_store_env, clock, agreements, metrics, child, "AmendmentProposed"
     )
-    assert money(late, child) == money(clean, child)
-    assert_rederives_clean(late, agreements, metrics, child)
     february = money(clean, child)[1]
     [assessment] = february[2].values()
     assert (february[1], Decimal(str(assessment["net"]))) == (ISSUED, Decimal("2400.00"))  # type: ignore[index]

@@ -173,6 +173,18 @@ def _calendar_params(calendar: Calendar) -> dict[str, str]:
     return {"calendar": calendar.calendar_id, "calendar_version": str(calendar.version)}
 
 
+def _clock_params(target: timedelta, window: Interval, as_of: datetime | None, calendar: Calendar) -> dict[str, str]:
+    """The parameters of a formula that runs an item's clock to a target in the window, as of
+    an instant, on a calendar (compliance, follow-up speed)."""
+    return {
+        "target_seconds": td_param(target),
+        "window_start": instant_param(window.start),
+        "window_end": instant_param(window.end),
+        "as_of": instant_param(as_of),
+        **_calendar_params(calendar),
+    }
+
+
 def _counted(start: datetime, until: datetime, paused: Sequence[Interval], calendar: Calendar) -> list[Interval]:
     if until <= start:
         return []
@@ -254,14 +266,7 @@ def _compliance(
     for item_id, decided, elapsed, _ in late:
         detail[f"late.{item_id}.deadline"] = instant_param(decided)
         detail[f"late.{item_id}.elapsed_seconds"] = str(seconds(elapsed))
-    params = {
-        **params,
-        "target_seconds": td_param(target),
-        "window_start": instant_param(window.start),
-        "window_end": instant_param(window.end),
-        "as_of": instant_param(as_of),
-        **_calendar_params(calendar),
-    }
+    params = {**params, **_clock_params(target, window, as_of, calendar)}
     extra = {"calendar": calendar_definition(calendar)}
     return evaluated(formula, percent(met, due), params, records, detail, "nothing due in the window", extra, VERSION)
 
@@ -566,13 +571,7 @@ def follow_up_speed(
         "pending": str(pending),
         "missed": ",".join(sorted(o.lead_id for o, ok in counted if not ok)),
     }
-    params = {
-        "target_seconds": td_param(target),
-        "window_start": instant_param(window.start),
-        "window_end": instant_param(window.end),
-        "as_of": instant_param(as_of),
-        **_calendar_params(calendar),
-    }
+    params = _clock_params(target, window, as_of, calendar)
     extra = {"calendar": calendar_definition(calendar)}
     records = sorted_records((o for o, _ in counted), lambda o: o.lead_id, "lead")
     value = percent(within, len(counted))
