@@ -219,6 +219,13 @@ def _now(n: int, per_month: int) -> datetime:
     return datetime(2026 + whole // 12, whole % 12 + 1, 15, 12, tzinfo=UTC)
 
 
+def _reached(start: datetime, span: timedelta, done: int, count: int) -> datetime:
+    """The instant a history of `count` signals spread evenly over [start, start + span) has
+    reached after `done` of them (a fraction of the span: decades of span times millions of
+    signals overflow a timedelta)."""
+    return start + span * (done / count)
+
+
 def _store_sizes(path: Path) -> tuple[float, float]:
     def size(p: Path) -> float:
         return p.stat().st_size / 2**20 if p.exists() else 0.0
@@ -287,13 +294,13 @@ def _point(
             done = i + k - first_id
             if deadline and time.time() > deadline and done < count:
                 # Out of time: the history stops here, and the figures are taken at the size reached.
-                now = start + span * done / count + timedelta(minutes=15)
+                now = _reached(start, span, done, count) + timedelta(minutes=15)
                 print(f"   out of time after {done:,} of {count:,}: the figures at {base.stored + done:,}", flush=True)
                 n, count, cut = base.stored + done, done, True
                 open_signals = int(count * max((now - month_start) / (now - start), 0))
                 break
             if done % ROUND_EVERY < k and done < count:
-                when = start + span * done / count
+                when = _reached(start, span, done, count)
                 clock.set(when)
                 t1, c1 = time.perf_counter(), time.process_time()
                 metrics.evaluate(when)

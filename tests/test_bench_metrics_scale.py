@@ -64,3 +64,11 @@ def test_a_run_out_of_time_measures_the_size_reached_and_builds_no_larger() -> N
     assert point["cut"] and point["signals"] == point["built"] == 1000
     assert point["held_signals"] == 1000 + metrics_scale.MEASURED
     assert result["figures"][0]["name"] == "idle round, 1,000 signals"
+
+
+def test_the_instant_a_long_history_has_reached() -> None:
+    # 20,000,000 signals at 20,000 a month: 83 years of history, a round every 1,000,000 recorded.
+    start = metrics_scale.MONTH_START
+    span = metrics_scale._now(20_000_000, 20_000) - start
+    assert metrics_scale._reached(start, span, 15_000_000, 20_000_000) == start + span * 0.75
+    assert metrics_scale._reached(start, span, 20_000_000, 20_000_000) == start + span
