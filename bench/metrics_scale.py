@@ -297,6 +297,7 @@ def _point(
                 now = _reached(start, span, done, count) + timedelta(minutes=15)
                 print(f"   out of time after {done:,} of {count:,}: the figures at {base.stored + done:,}", flush=True)
                 n, count, cut = base.stored + done, done, True
+                month_start = datetime(now.year, now.month, 1, tzinfo=UTC) - timedelta(hours=2)
                 open_signals = int(count * max((now - month_start) / (now - start), 0))
                 break
             if done % ROUND_EVERY < k and done < count:

@@ -63,6 +63,8 @@ def test_a_run_out_of_time_measures_the_size_reached_and_builds_no_larger() -> N
     # The build stopped after its first batch: the figures are of the 1,000 signals recorded.
     assert point["cut"] and point["signals"] == point["built"] == 1000
     assert point["held_signals"] == 1000 + metrics_scale.MEASURED
+    # "now" follows the last signal recorded: the open window is that month's, part of what was recorded.
+    assert 0 < point["open_signals"] < 1000
     assert result["figures"][0]["name"] == "idle round, 1,000 signals"
 
 
