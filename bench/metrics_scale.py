@@ -2,12 +2,22 @@
 as the signals stored grow while the open window stays the same size.
 
 Set-up, for each size S (default 25,000, 50,000 and 100,000 signals; `--signals N` makes the
-sizes N/4, N/2, N): a `Metrics` application on SQLite in this process (WAL, synchronous=FULL)
-that learned the sample SLA (availability, time-based, and service level, monthly,
-Europe/Amsterdam) from an `Agreements` application's events; S signals (half calls, half
-outages, as `bench.metrics` makes them) spread evenly from 1 January 2026 at `--per-month`
-signals a month (default 20,000), recorded in batches of 1,000 as a service identity; a first
-round at "now", the middle of the last month (every window judged once: not timed here).
+sizes N/4, N/2, N; `--scale-sizes A,B,C` gives them): a `Metrics` application on SQLite in a
+process of its own (WAL, synchronous=FULL) that learned the sample SLA (availability,
+time-based, and service level, monthly, Europe/Amsterdam) from an `Agreements` application's
+events; S signals (half calls, half outages, as `bench.metrics` makes them) spread evenly from
+1 January 2026 at `--per-month` signals a month (default 20,000), recorded through
+`Metrics.record` in batches of `--scale-batch` (default 1,000; at most 10,000, the most one
+RecordSignals message may carry) as a service identity; a first round at "now", the middle of
+the last month (every window judged once: not timed here).
+
+With `--scale-grow` the sizes share one store, grown from one size to the next: the process of
+each size opens the store the previous one left (a restart, not timed), records the signals
+that bring it to S — spread evenly, at the same density, from just after the previous size's
+last round to this size's "now" — and judges what they reach; the store is the one a service
+recording the same batches would hold (the same application, the same `record` calls). The
+figures of each size are then taken as without it; that process's RSS is of a process that
+recorded the growth only.
 
 Timed, per size:
 * idle round: `evaluate` 5 s later with nothing new (windows judged: 0 expected);
@@ -25,6 +35,7 @@ Timed, per size:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import random
@@ -44,6 +55,9 @@ NAME = "metrics-scale"
 SUMMARY = "metrics evaluation rounds, memory, ingestion during rounds and restart at growing history"
 BATCH = 1000
 INGEST_BATCHES = 5
+MEASURED = (1 + 2 * INGEST_BATCHES) * BATCH  # the signals a size's figures record beside its history
+MAX_BUILD_BATCH = 10_000  # the most signals one RecordSignals message may carry (accord_metrics.server)
+ROUND_EVERY = 1_000_000  # while a history is built, a round each time this many more signals are recorded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +69,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the largest history, in signals; also measured at a quarter and a half of it (default 100,000)",
     )
     group.add_argument(
+        "--scale-sizes",
+        type=_sizes,
+        default=None,
+        help="the histories measured, in signals, comma-separated (e.g. 1000000,5000000,20000000); "
+        "overrides --scale-signals",
+    )
+    group.add_argument(
+        "--scale-grow",
+        action="store_true",
+        help="grow one store from each size to the next instead of building each size from nothing",
+    )
+    group.add_argument(
+        "--scale-batch",
+        type=int,
+        default=BATCH,
+        help=f"signals per recorded batch while building the history (default {BATCH:,}; at most {MAX_BUILD_BATCH:,})",
+    )
+    group.add_argument(
+        "--scale-budget",
+        type=float,
+        default=0.0,
+        help="seconds the run may take: a build still under way then stops, its size is measured at the "
+        "signals recorded, and no larger size is built (default: no limit)",
+    )
+    group.add_argument(
         "--per-month", type=int, default=20_000, help="signals a month of history holds (default 20,000)"
     )
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes are whole numbers, comma-separated") from None
+    if not sizes or any(n < BATCH for n in sizes) or sizes != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes of at least {BATCH:,} signals, increasing")
+    return sizes
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,13 +113,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # `--signals` (the metrics benchmark's option), when given on the command line, sizes this one too.
     if any(a == "--signals" or a.startswith("--signals=") for a in sys.argv[1:]):
         top = int(args.metrics_signals)
-    sizes = [top // 4, top // 2, top]
+    sizes = list(args.scale_sizes) if args.scale_sizes else [top // 4, top // 2, top]
+    build_batch = int(args.scale_batch)
+    if not 1 <= build_batch <= MAX_BUILD_BATCH:
+        raise ValueError(f"--scale-batch {build_batch}: from 1 to {MAX_BUILD_BATCH:,}")
+    grow = bool(args.scale_grow)
+    deadline = time.time() + args.scale_budget if args.scale_budget else 0.0
+    if grow:
+        for earlier, later in itertools.pairwise(sizes):
+            if later <= earlier + MEASURED:
+                raise ValueError(
+                    f"--scale-grow: {later:,} signals: the store holds {earlier + MEASURED:,} after {earlier:,}'s"
+                )
+            if _now(later, int(args.per_month)) <= _now(earlier, int(args.per_month)):
+                raise ValueError(
+                    f"--scale-grow: {later:,} signals end in the same month as {earlier:,} at this density"
+                )
     # Each size in a process of its own: its resident memory is its own.
     spawn = multiprocessing.get_context("spawn")
-    points = []
-    for size in sizes:
-        with spawn.Pool(1) as pool:
-            points.append(pool.apply(_point, (size, int(args.per_month))))
+    points: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-scale-") as tmp_name:
+        base = _Base()
+        for k, size in enumerate(sizes):
+            store = Path(tmp_name) / (f"size-{k}" if not grow else "grown")
+            start = base if grow else _Base()
+            with spawn.Pool(1) as pool:
+                point = pool.apply(
+                    _point, (size, int(args.per_month), str(store), start.__dict__, build_batch, deadline)
+                )
+            points.append(point)
+            base = _Base(**point.pop("base"))
+            if not grow:
+                _remove_store(store)
+            if point["cut"]:
+                break
     figures: list[dict[str, Any]] = []
     for p in points:
         s = f"{p['signals']:,} signals"
@@ -91,10 +167,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"name": f"RSS, {s}", "value": p["rss_mb"], "unit": "MiB",
              "detail": f"signals indexed {p['held_signals']:,}, formula inputs converted {p['converted']:,}, "
                        f"windows known {p['windows_known']:,}"},
+            {"name": f"store on disk, {s}", "value": p["store_mb"], "unit": "MiB",
+             "detail": f"the SQLite file after the restart {p['store_file_mb']:,.0f} MiB, its WAL "
+                       f"{p['store_wal_mb']:,.0f} MiB"},
+            {"name": f"build, {s}", "value": p["build_rate"], "unit": "signals/s",
+             "detail": f"{p['built']:,} signals recorded in batches of {p['build_batch']:,} in "
+                       f"{p['build_s']:,.0f} s (CPU {p['build_cpu_us']:.1f} µs a signal); rounds judging them "
+                       f"(one every {ROUND_EVERY:,} recorded and the first at now) {p['first_full_s']:,.1f} s "
+                       f"(CPU {p['first_full_cpu_s']:,.1f} s)"},
         ]  # fmt: skip
     return {
         "figures": figures,
-        "params": {"sizes": sizes, "per_month": args.per_month, "batch": BATCH, "ingest_batches": INGEST_BATCHES},
+        "params": {
+            "sizes": sizes,
+            "per_month": args.per_month,
+            "batch": BATCH,
+            "build_batch": build_batch,
+            "grow": grow,
+            "ingest_batches": INGEST_BATCHES,
+        },
         "notes": [_growth(points)],
         "points": points,
     }
@@ -114,6 +205,40 @@ def _growth(points: list[dict[str, Any]]) -> str:
     )
 
 
+class _Base:
+    """Where a size's history starts: the signals already stored, the next signal number and the
+    instant the new ones start from (after the previous size's last round, when growing)."""
+
+    def __init__(self, stored: int = 0, next_id: int = 0, start: str = "") -> None:
+        self.stored, self.next_id, self.start = stored, next_id, start
+
+
+def _now(n: int, per_month: int) -> datetime:
+    """ "Now" for a history of `n` signals: the middle of the month after `n / per_month` whole months."""
+    whole = max(round(n / per_month), 1)
+    return datetime(2026 + whole // 12, whole % 12 + 1, 15, 12, tzinfo=UTC)
+
+
+def _reached(start: datetime, span: timedelta, done: int, count: int) -> datetime:
+    """The instant a history of `count` signals spread evenly over [start, start + span) has
+    reached after `done` of them (a fraction of the span: decades of span times millions of
+    signals overflow a timedelta)."""
+    return start + span * (done / count)
+
+
+def _store_sizes(path: Path) -> tuple[float, float]:
+    def size(p: Path) -> float:
+        return p.stat().st_size / 2**20 if p.exists() else 0.0
+
+    return size(path), size(path.with_name(path.name + "-wal"))
+
+
+def _remove_store(store: Path) -> None:
+    for f in sorted(store.glob("*")):
+        f.unlink()
+    store.rmdir()
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -121,101 +246,143 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def _point(n: int, per_month: int) -> dict[str, Any]:
+def _point(
+    n: int, per_month: int, store_dir: str, base_fields: dict[str, Any], build_batch: int, deadline: float = 0.0
+) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_kit.clock import FakeClock
     from accord_kit.context import Principal
     from accord_kit.testing.fixtures import sqlite_env
     from accord_metrics.application import Metrics
 
-    # History until "now", the middle of the month after `n / per_month` whole months.
-    whole = max(round(n / per_month), 1)
-    now = datetime(2026 + whole // 12, whole % 12 + 1, 15, 12, tzinfo=UTC)
-    span = now - MONTH_START
-    months = span / timedelta(days=30.4375)
-    rnd = random.Random(20260101)
-    batches = [_signals(i, min(BATCH, n - i), MONTH_START, span, n, rnd) for i in range(0, n, BATCH)]
+    base = _Base(**base_fields)
+    # History until "now", the middle of the month after `n / per_month` whole months; the signals
+    # this process records spread evenly from where the store's history stops (1 January 2026 for
+    # a new store) until then.
+    now = _now(n, per_month)
+    start = datetime.fromisoformat(base.start) if base.start else MONTH_START
+    span = now - start
+    count = n - base.stored
+    if count < 1:
+        raise ValueError(f"{n:,} signals: the store holds {base.stored:,} already")
+    months = (now - MONTH_START) / timedelta(days=30.4375)
+    rnd = random.Random(20260101 + base.stored)
+    first_id = base.next_id
     month_start = datetime(now.year, now.month, 1, tzinfo=UTC) - timedelta(hours=2)  # Amsterdam's month, roughly
-    open_signals = int(n * max((now - month_start) / span, 0))
-    print(f"   metrics-scale: {n:,} signals over {months:.1f} months", flush=True)
+    open_signals = int(count * max((now - month_start) / span, 0))
+    print(f"   metrics-scale: {n:,} signals over {months:.1f} months ({count:,} to record)", flush=True)
     collector = Principal("bench-collector", "service")
-    with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-scale-") as tmp_name:
-        tmp = Path(tmp_name)
-        clock = FakeClock(MONTH_START + timedelta(hours=9))
-        agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
-        env = sqlite_env(tmp / "metrics.sqlite")
-        metrics = Metrics(env, clock=clock)
-        try:
+    tmp = Path(store_dir)
+    tmp.mkdir(parents=True, exist_ok=True)
+    fresh = not base.start
+    clock = FakeClock(MONTH_START + timedelta(hours=9) if fresh else start)
+    agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
+    env = sqlite_env(tmp / "metrics.sqlite")
+    metrics = Metrics(env, clock=clock)
+    try:
+        if fresh:
             sample_agreement(agreements, metrics)
-            for b in batches:
-                metrics.record(collector, list(spb.SignalBatch.FromString(b).signals))
-            del batches
-            clock.set(now)
-            t0 = time.perf_counter()
-            metrics.evaluate(now)
-            print(f"   first round over all history: {time.perf_counter() - t0:.1f} s", flush=True)
+        # A round every ROUND_EVERY signals recorded, at the instant the history has reached, as a
+        # service judges its windows while signals arrive: no round judges more than that many.
+        judge_s = judge_cpu_s = 0.0
+        cut = False
+        t0, c0 = time.perf_counter(), time.process_time()
+        for i in range(first_id, first_id + count, build_batch):
+            k = min(build_batch, first_id + count - i)
+            raw = _signals(i, k, start, span, count, rnd, origin=first_id)
+            metrics.record(collector, list(spb.SignalBatch.FromString(raw).signals))
+            done = i + k - first_id
+            if deadline and time.time() > deadline and done < count:
+                # Out of time: the history stops here, and the figures are taken at the size reached.
+                now = _reached(start, span, done, count) + timedelta(minutes=15)
+                print(f"   out of time after {done:,} of {count:,}: the figures at {base.stored + done:,}", flush=True)
+                n, count, cut = base.stored + done, done, True
+                month_start = datetime(now.year, now.month, 1, tzinfo=UTC) - timedelta(hours=2)
+                open_signals = int(count * max((now - month_start) / (now - start), 0))
+                break
+            if done % ROUND_EVERY < k and done < count:
+                when = _reached(start, span, done, count)
+                clock.set(when)
+                t1, c1 = time.perf_counter(), time.process_time()
+                metrics.evaluate(when)
+                judge_s, judge_cpu_s = judge_s + time.perf_counter() - t1, judge_cpu_s + time.process_time() - c1
+                print(
+                    f"   recorded {done:,} in {time.perf_counter() - t0:,.0f} s "
+                    f"(CPU {time.process_time() - c0:,.0f} s, rounds {judge_cpu_s:,.0f} s of it); "
+                    f"RSS {_rss_mb():,.0f} MiB",
+                    flush=True,
+                )
+        build_s = time.perf_counter() - t0 - judge_s
+        build_cpu_s = time.process_time() - c0 - judge_cpu_s
+        print(f"   recorded {count:,} signals: {build_s:,.0f} s (CPU {build_cpu_s:,.0f} s)", flush=True)
+        clock.set(now)
+        t0, c0 = time.perf_counter(), time.process_time()
+        metrics.evaluate(now)
+        first_full_s, first_full_cpu_s = judge_s + time.perf_counter() - t0, judge_cpu_s + time.process_time() - c0
+        print(f"   rounds over what was recorded: {first_full_s:,.1f} s (CPU {first_full_cpu_s:,.1f} s)", flush=True)
 
-            t0, c0 = time.perf_counter(), time.process_time()
-            metrics.evaluate(now + timedelta(seconds=5))
-            idle_ms, idle_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
-            idle_cpu_ms = (time.process_time() - c0) * 1000
+        t0, c0 = time.perf_counter(), time.process_time()
+        metrics.evaluate(now + timedelta(seconds=5))
+        idle_ms, idle_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
+        idle_cpu_ms = (time.process_time() - c0) * 1000
 
-            extra = n
-            late = _signals(extra, BATCH, now - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
-            extra += BATCH
-            metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
-            t0, c0 = time.perf_counter(), time.process_time()
-            metrics.evaluate(now + timedelta(seconds=10))
-            batch_ms, batch_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
-            batch_cpu_ms = (time.process_time() - c0) * 1000
+        extra = first_id + count
+        late = _signals(extra, BATCH, now - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
+        extra += BATCH
+        metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
+        t0, c0 = time.perf_counter(), time.process_time()
+        metrics.evaluate(now + timedelta(seconds=10))
+        batch_ms, batch_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
+        batch_cpu_ms = (time.process_time() - c0) * 1000
 
-            at = now + timedelta(seconds=10)
+        at = now + timedelta(seconds=10)
 
-            def more(k: int) -> list[list[spb.Signal]]:
-                nonlocal extra
-                out = []
-                for _ in range(k):
-                    raw = _signals(extra, BATCH, at - timedelta(minutes=5), timedelta(minutes=4), BATCH, rnd, extra)
-                    out.append(list(spb.SignalBatch.FromString(raw).signals))
-                    extra += BATCH
-                return out
+        def more(k: int) -> list[list[spb.Signal]]:
+            nonlocal extra
+            out = []
+            for _ in range(k):
+                raw = _signals(extra, BATCH, at - timedelta(minutes=5), timedelta(minutes=4), BATCH, rnd, extra)
+                out.append(list(spb.SignalBatch.FromString(raw).signals))
+                extra += BATCH
+            return out
 
-            alone = more(INGEST_BATCHES)
-            t0 = time.perf_counter()
-            for signals in alone:
-                metrics.record(collector, signals)
-            ingest_alone = INGEST_BATCHES * BATCH / (time.perf_counter() - t0)
+        alone = more(INGEST_BATCHES)
+        t0 = time.perf_counter()
+        for signals in alone:
+            metrics.record(collector, signals)
+        ingest_alone = INGEST_BATCHES * BATCH / (time.perf_counter() - t0)
 
-            during = more(INGEST_BATCHES)
-            stop, rounds = threading.Event(), [0]
+        during = more(INGEST_BATCHES)
+        stop, rounds = threading.Event(), [0]
 
-            def rounds_meanwhile() -> None:
-                when = at
-                while not stop.is_set():
-                    when += timedelta(seconds=5)
-                    metrics.evaluate(when)
-                    rounds[0] += 1
+        def rounds_meanwhile() -> None:
+            when = at
+            while not stop.is_set():
+                when += timedelta(seconds=5)
+                metrics.evaluate(when)
+                rounds[0] += 1
 
-            worker = threading.Thread(target=rounds_meanwhile)
-            worker.start()
-            t0 = time.perf_counter()
-            for signals in during:
-                metrics.record(collector, signals)
-            ingest_rounds = INGEST_BATCHES * BATCH / (time.perf_counter() - t0)
-            stop.set()
-            worker.join()
-            rss_mb = _rss_mb()
-            held = sum(s.count for s in metrics._services.values())
-            converted = sum(len(s.converted) for s in metrics._services.values())
-            windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
-            last = at + timedelta(seconds=5 * (rounds[0] + 1))
-        finally:
-            agreements.close()
-            metrics.close()
+        worker = threading.Thread(target=rounds_meanwhile)
+        worker.start()
+        t0 = time.perf_counter()
+        for signals in during:
+            metrics.record(collector, signals)
+        ingest_rounds = INGEST_BATCHES * BATCH / (time.perf_counter() - t0)
+        stop.set()
+        worker.join()
+        rss_mb = _rss_mb()
+        held = sum(s.count for s in metrics._services.values())
+        converted = sum(len(s.converted) for s in metrics._services.values())
+        windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
+        last = at + timedelta(seconds=5 * (rounds[0] + 1))
+    finally:
+        agreements.close()
+        metrics.close()
 
-        # The restart in a process of its own, as a service restarting: its time and its memory.
-        restart = _restart_in_process(env, last)
-    return {
+    # The restart in a process of its own, as a service restarting: its time and its memory.
+    restart = _restart_in_process(env, last)
+    store_file_mb, store_wal_mb = _store_sizes(tmp / "metrics.sqlite")
+    point = {
         "signals": n,
         "open_signals": open_signals,
         "idle_ms": idle_ms,
@@ -231,8 +398,25 @@ def _point(n: int, per_month: int) -> dict[str, Any]:
         "held_signals": held,
         "converted": converted,
         "windows_known": windows_known,
+        "built": count,
+        "build_batch": build_batch,
+        "build_s": build_s,
+        "build_rate": count / build_s,
+        "build_cpu_us": build_cpu_s / count * 1e6,
+        "first_full_s": first_full_s,
+        "first_full_cpu_s": first_full_cpu_s,
+        "store_file_mb": store_file_mb,
+        "store_wal_mb": store_wal_mb,
+        "store_mb": store_file_mb + store_wal_mb,
         **restart,
-    }
+        # Where a grown store's next size starts: every signal recorded here is stored.
+        "base": {"stored": n + MEASURED, "next_id": extra,
+                 "start": (last + timedelta(minutes=1)).isoformat()},
+        "cut": cut,
+    }  # fmt: skip
+    # Each size's figures as soon as they are taken, should a long run not end.
+    print(f"   metrics-scale point: {json.dumps(point)}", flush=True)
+    return point
 
 
 def _restart_in_process(env: dict[str, str], last: datetime) -> dict[str, Any]:

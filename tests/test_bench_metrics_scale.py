@@ -1,0 +1,76 @@
+"""The metrics-scale benchmark's sizes, its grown store and its time budget: sizes given
+explicitly; a store grown from one size to the next holding exactly each size's signals (every
+one recorded through `Metrics.record`, none twice), its history going on where the previous
+size's stopped; a run out of time measuring the size it reached."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bench import metrics_scale
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    metrics_scale.add_arguments(parser)
+    parser.add_argument("--signals", dest="metrics_signals", type=int, default=0)
+    return parser.parse_args(list(argv))
+
+
+def test_sizes_are_given_explicitly_increasing() -> None:
+    assert _args("--scale-sizes", "1000000,5_000_000,20000000").scale_sizes == [1_000_000, 5_000_000, 20_000_000]
+    assert _args().scale_sizes is None  # the default run keeps N/4, N/2, N
+    for bad in ("5000,2000", "2000,2000", "500", "1e6", ""):
+        with pytest.raises(SystemExit):
+            _args("--scale-sizes", bad)
+
+
+def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
+    result = metrics_scale.run(
+        _args("--scale-sizes", "2000,16000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500")
+    )
+    first, second = result["points"]
+    extra = metrics_scale.MEASURED  # the signals each size's figures add
+    # Each size's store holds exactly its history and the signals its figures recorded: the second
+    # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
+    assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
+    assert (second["built"], second["held_signals"]) == (16000 - 2000 - extra, 16000 + extra)
+    # The history went on from where the first size stopped: more windows known.
+    assert second["windows_known"] > first["windows_known"]
+    assert result["params"]["grow"] is True and result["params"]["build_batch"] == 1500
+    assert second["store_mb"] > first["store_mb"] > 0
+    names = [f["name"] for f in result["figures"]]
+    assert "build, 16,000 signals" in names and "store on disk, 16,000 signals" in names
+
+
+def test_a_size_the_grown_store_already_holds_is_refused() -> None:
+    # 2,000 then 12,000 signals: the first size's figures leave 13,000 stored, nothing left to record.
+    with pytest.raises(ValueError, match="holds 13,000"):
+        metrics_scale.run(_args("--scale-sizes", "2000,12000", "--per-month", "500", "--scale-grow"))
+    with pytest.raises(ValueError, match="same month"):
+        metrics_scale.run(_args("--scale-sizes", "2000,14000", "--per-month", "1000000", "--scale-grow"))
+    with pytest.raises(ValueError, match="scale-batch"):
+        metrics_scale.run(_args("--scale-sizes", "2000", "--scale-batch", "10001"))
+
+
+def test_a_run_out_of_time_measures_the_size_reached_and_builds_no_larger() -> None:
+    result = metrics_scale.run(
+        _args("--scale-sizes", "3000,20000", "--per-month", "1000", "--scale-batch", "1000", "--scale-budget", "1e-6")
+    )
+    (point,) = result["points"]  # the larger size is not built
+    # The build stopped after its first batch: the figures are of the 1,000 signals recorded.
+    assert point["cut"] and point["signals"] == point["built"] == 1000
+    assert point["held_signals"] == 1000 + metrics_scale.MEASURED
+    # "now" follows the last signal recorded: the open window is that month's, part of what was recorded.
+    assert 0 < point["open_signals"] < 1000
+    assert result["figures"][0]["name"] == "idle round, 1,000 signals"
+
+
+def test_the_instant_a_long_history_has_reached() -> None:
+    # 20,000,000 signals at 20,000 a month: 83 years of history, a round every 1,000,000 recorded.
+    start = metrics_scale.MONTH_START
+    span = metrics_scale._now(20_000_000, 20_000) - start
+    assert metrics_scale._reached(start, span, 15_000_000, 20_000_000) == start + span * 0.75
+    assert metrics_scale._reached(start, span, 20_000_000, 20_000_000) == start + span
