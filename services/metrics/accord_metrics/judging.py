@@ -366,8 +366,8 @@ class Judging(_Host):
                 due = start if ends is None or start < ends else FAR_FUTURE
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return 0
-        latest, tz, services = self.scope(view, now)
-        providers = self.measured_services(view, now)[1]
+        latest, tz = self._latest_terms(view, now)
+        services, providers = self.measured_services(view, now)  # once a judgement: it reads parents
         held: dict[tuple[Interval, bool], SignalSet] = {}
 
         def signals(span: Interval, all_calls: bool) -> SignalSet:  # only if a window is judged, once a span
@@ -531,9 +531,15 @@ class Judging(_Host):
         """An agreement's latest effective terms (as in force at `now`, or when it ended), its
         time zone, and the services whose signals it is judged on (those of every version:
         `measured_services`)."""
+        latest, tz = self._latest_terms(view, now)
+        return latest, tz, self.measured_services(view, now)[0]
+
+    def _latest_terms(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str]:
+        """An agreement's latest effective terms, as in force at `now` or when it ended, and
+        their time zone."""
         end = min(end_of(view) or FAR_FUTURE, now)
         latest = self.effective_terms(view.versions[-1]["terms"], end)
-        return latest, latest.get("time_zone") or "UTC", self.measured_services(view, now)[0]
+        return latest, latest.get("time_zone") or "UTC"
 
     def _judgement(
         self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
