@@ -930,9 +930,10 @@ class SignalIndex(_Host):
             sources = {sid: self._services[sid].select(span, all_calls) for sid in service_ids}
         return combined(sources, service_ids)
 
-    def stored_signals(self, service_ids: set[str] | None = None) -> StoredSignals:
+    def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,
-        independently of the signal index, as formula inputs per service."""
+        independently of the signal index, as formula inputs per service; with `through`, only
+        those stored at or before that log position (the signals as they stood then)."""
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
@@ -940,6 +941,8 @@ class SignalIndex(_Host):
             notes = self.recorder.select_notifications(
                 start=position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )
+            if through is not None:
+                notes = [n for n in notes if n.id <= through]
             if not notes:
                 break
             for n in notes:
