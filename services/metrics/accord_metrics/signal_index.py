@@ -584,12 +584,14 @@ class SignalIndex(_Host):
         holds with the same content (or repeated in the batch) are counted as duplicates and
         not stored again. A known signal id with
         another content is a correction: stored as its own event (`SignalCorrection`: the
-        caller, the digest of the content it replaces, the fields that changed, `reason`),
-        so that the windows it changes are judged again (restated once closed).
+        caller, the digest of the content it replaces, the fields that changed, `reason` —
+        the sender's `correction_reason`, checked by `signals.correction_reason`, else a fixed
+        text), so that the windows it changes are judged again (restated once closed).
 
         `owned`: the messages are the caller's to give away (a request it just parsed), so `via`
         is filled in on them rather than on copies; `validated`: the caller validated every
         signal (`signals.validate`) already."""
+        reason = sig.correction_reason(reason)  # checked always: not a signal's field
         if not validated:
             for i, s in enumerate(signals):
                 validate(s, i)
