@@ -1,9 +1,10 @@
-"""Every amount in the gateway's totals as soon as billing states it, through real NATS: an
-open statement's adjustment shows in its net and totals (provisional) and in the credits this
-period and to date; a dispute accepted on an issued statement shows in its net, its totals'
-`disputes`, the credits to date, the typed gRPC answer and the HTTP answer at once, not once
-the statement is final. Billing events recorded before they stated totals leave the totals
-the read model held."""
+"""Every amount in the gateway's totals as soon as billing states it, through real NATS, and
+never a provisional one as settled: an open statement's adjustment shows in its net and totals
+(provisional) and in the credits this period, never in the credits to date (final statements
+only); a dispute accepted on an issued statement shows in its net, its totals' `disputes`, the
+credits awaiting final, the typed gRPC answer and the HTTP answer at once, not once the
+statement is final. An open statement's fee is stated when a suspension or resumption changes
+it. Billing events recorded before they stated totals leave the totals the read model held."""
 
 from __future__ import annotations
 
