@@ -72,6 +72,7 @@ def test_the_read_model_matches_the_owning_services_and_rebuilds_the_same(suite:
     # Statements and credits as billing has them.
     statements = b.statements(P_CUSTOMER, aid)
     assert [s["state"] for s in status["statements"]] == [s.state for s in statements]
+
     # Each statement's net as billing states it now: the final ones' to date, the open ones' so
     # far and the issued ones' apart.
     def stated(*states: str) -> Decimal:
