@@ -72,9 +72,16 @@ def test_the_read_model_matches_the_owning_services_and_rebuilds_the_same(suite:
     # Statements and credits as billing has them.
     statements = b.statements(P_CUSTOMER, aid)
     assert [s["state"] for s in status["statements"]] == [s.state for s in statements]
-    # Every statement's net as billing states it now (the open one's so far).
-    stated = sum((Decimal(b.current_totals(s)["net"]) for s in statements), Decimal(0))
-    assert Decimal(status["credits_to_date"]) == stated
+
+    # Each statement's net as billing states it now: the final ones' to date, the open ones' so
+    # far and the issued ones' apart.
+    def stated(*states: str) -> Decimal:
+        return sum((Decimal(b.current_totals(s)["net"]) for s in statements if s.state in states), Decimal(0))
+
+    assert Decimal(status["credits_to_date"]) == stated("FINAL")
+    assert Decimal(status["credits_this_period"]) == stated("OPEN")
+    assert Decimal(status["credits_awaiting_final"]) == stated("ISSUED")
+    assert Decimal(status["credits_provisional"]) == stated("OPEN", "ISSUED")
     assert model.positions() == {
         "agreements": ag.head_position(),
         "metrics": m.head_position(),
@@ -231,14 +238,17 @@ def test_a_snapshot_unreadable_or_of_another_format_is_ignored_with_a_warning(su
     good = path.read_bytes()
     other_format = json.dumps({**json.loads(good), "format": FORMAT + 1}).encode()
     # Format 1 kept statements without the totals billing states on assessments, adjustments
-    # and resolved disputes: such a snapshot is rebuilt, never read on.
-    assert FORMAT == 2
+    # and resolved disputes, format 2 without those of StatementTotalsStated (an open
+    # statement's fee changed): such a snapshot is rebuilt, never read on.
+    assert FORMAT == 3
     format_1 = json.dumps({**json.loads(good), "format": 1}).encode()
+    format_2 = json.dumps({**json.loads(good), "format": 2}).encode()
     for body, reason in (
         (good[: len(good) // 2], "unreadable"),
         (b"\xff\x00", "unreadable"),
         (other_format, "format"),
         (format_1, "format"),
+        (format_2, "format"),
     ):
         path.write_bytes(body)
         fresh = ReadModel()

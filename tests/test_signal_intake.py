@@ -237,3 +237,34 @@ async def test_a_real_alertmanager_reports_an_outage_firing_then_resolved(
         payload["alerts"][0]["labels"]["accord_service"] = "payroll"  # the label names the service
         status, body = await it.post("/v1/intake/alertmanager?service=email", payload, it.token())
         assert status == 400 and "payroll" in body["error"]
+
+
+async def test_a_signal_batch_as_json_says_why_its_corrections_are_sent(
+    own_nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """`correction_reason` (or `correctionReason`) of the JSON batch is the reason metrics
+    keeps with the corrections it brings; one metrics refuses is a 400 naming the field, and
+    nothing is stored."""
+    from accord_metrics.signal_index import CORRECTION_TOPIC
+
+    def reasons(app: Any) -> list[str]:
+        notes = app.recorder.select_notifications(start=0, limit=100, topics=[CORRECTION_TOPIC])
+        return [app.mapper.to_domain_event(n).reason for n in notes]
+
+    async with intake(own_nats_server.url, tmp_path) as it:
+        provider = it.token()
+        assert (await it.post("/v1/signals", {"signals": [outage("o1")]}, provider))[0] == 200
+        fixed = outage("o1", end="2026-03-01T10:07:00Z")
+        body_in = {"signals": [fixed], "correctionReason": "the status page's end"}
+        assert await it.post("/v1/signals", body_in, provider) == (
+            200, {"accepted": 0, "duplicates": 0, "corrections": 1},
+        )  # fmt: skip
+        assert reasons(it.metrics) == ["the status page's end"]
+        count = len(it.stored())
+        again = outage("o1", end="2026-03-01T10:09:00Z")
+        for reason, words in (("line\nbreak", "must be printable text"), ("y" * 501, "at most 500"),
+                              (["a"], "must be a JSON string")):  # fmt: skip
+            status, body = await it.post("/v1/signals", {"signals": [again], "correction_reason": reason}, provider)
+            assert (status, body.get("field")) == (400, "correction_reason"), body
+            assert words in body["error"], body
+        assert len(it.stored()) == count and len(reasons(it.metrics)) == 1, "a refused request stored something"

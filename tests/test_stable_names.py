@@ -101,6 +101,7 @@ EXPECTED: dict[str, list[str]] = {
         "accord_billing.domain:Statement.Opened",
         "accord_billing.domain:Statement.Assessed",
         "accord_billing.domain:Statement.Adjusted",
+        "accord_billing.domain:Statement.TotalsStated",
         "accord_billing.domain:Statement.Issued",
         "accord_billing.domain:Statement.Disputed",
         "accord_billing.domain:Statement.Resolved",

@@ -123,7 +123,7 @@ EVALUATION_COLUMNS = [
 ]  # fmt: skip
 HISTORY_COLUMNS = [
     "recorded_at", "service", "position", "event_id", "event", "actor_role", "actor_department",
-    "correlation_id", "causation_id", "chain_hash",
+    "correlation_id", "causation_id", "chain_hash", "reason",
 ]  # fmt: skip
 
 
@@ -140,6 +140,9 @@ def history_rows(entries: Sequence[Entry]) -> list[dict[str, str]]:
             "correlation_id": e.envelope.correlation_id,
             "causation_id": e.envelope.causation_id,
             "chain_hash": e.chain_hash.hex(),
+            # The event's own why, when it states one (a signal correction's, a dispute's, an
+            # amendment's rejection…): beside who and when.
+            "reason": str(payload_dict(e.envelope).get("reason", "")),
         }
         for e in entries
     ]

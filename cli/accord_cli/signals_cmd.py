@@ -221,9 +221,18 @@ def finish(s: spb.Signal, manual: bool, reference: str = "") -> spb.Signal:
 # -- typed commands --------------------------------------------------------------------------------
 Tz = Annotated[str, typer.Option("--tz", help="IANA zone for times given without an offset")]
 SignalId = Annotated[str, typer.Option("--id", help="The signal id (default: a stable hash, see `accord signal`)")]
+# `--reason` is a call's and a maintenance's own field: the why of a correction has its own name.
+CorrectionReason = Annotated[
+    str,
+    typer.Option(
+        "--correction-reason",
+        help="Why, when this re-sends a signal held with another content (a correction): kept with the correction "
+        "(who, when, why) in the agreement's history; at most 500 printable characters",
+    ),
+]
 
 
-def record_one(record: dict[str, Any], service: str, tz: str) -> None:
+def record_one(record: dict[str, Any], service: str, tz: str, correction_reason: str = "") -> None:
     try:
         s = finish(flat_signal(record, service, tz), manual=True)
     except BadSignalError as e:
@@ -231,7 +240,7 @@ def record_one(record: dict[str, Any], service: str, tz: str) -> None:
     with grpc.insecure_channel(address("metrics")) as ch:
         try:
             r = mpb_grpc.MetricsServiceStub(ch).RecordSignalBatch(
-                mpb.RecordSignalBatchRequest(signals=[s]), metadata=metadata()
+                mpb.RecordSignalBatchRequest(signals=[s], correction_reason=correction_reason), metadata=metadata()
             )
         except grpc.RpcError as e:
             rpc_failed("metrics", e)
@@ -253,10 +262,11 @@ def outage(
     planned: Annotated[bool, typer.Option(help="Planned work (excluded only when announced as maintenance)")] = False,
     signal_id: SignalId = "",
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """An outage of a service (its provider). Re-run with --end once it is over."""
     record_one({"kind": "outage", "id": signal_id, "start": start, "end": end, "cause": cause,
-                "planned": planned or None}, service, tz)  # fmt: skip
+                "planned": planned or None}, service, tz, correction_reason)  # fmt: skip
 
 
 @signal_app.command("requests")
@@ -268,10 +278,11 @@ def requests(
     total: Annotated[int, typer.Option(help="All requests")],
     signal_id: SignalId = "",
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """Good and total requests over [start, end)."""
     record_one({"kind": "requests", "id": signal_id, "start": start, "end": end, "good": str(good),
-                "total": str(total)}, service, tz)  # fmt: skip
+                "total": str(total)}, service, tz, correction_reason)  # fmt: skip
 
 
 @signal_app.command("probe")
@@ -282,10 +293,11 @@ def probe(
     latency_ms: Annotated[int, typer.Option(help="How long it took, in milliseconds")] = 0,
     signal_id: SignalId = "",
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """One synthetic check: a request of one in request-based availability, good unless --failed."""
     record_one({"kind": "probe", "id": signal_id, "at": at, "success": "false" if failed else "true",
-                "latency_ms": str(latency_ms) if latency_ms else ""}, service, tz)  # fmt: skip
+                "latency_ms": str(latency_ms) if latency_ms else ""}, service, tz, correction_reason)  # fmt: skip
 
 
 @signal_app.command("maintenance")
@@ -297,12 +309,13 @@ def maintenance(
     reason: Annotated[str, typer.Option(help="What is done")] = "",
     signal_id: SignalId = "",
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """A maintenance window announced by the provider: excluded from measurement when announced
     at least the objective's maintenance_notice_hours (default 24) ahead."""
     when = announced or datetime.now(UTC).isoformat()
     record_one({"kind": "maintenance", "id": signal_id, "start": start, "end": end, "announced_at": when,
-                "reason": reason}, service, tz)  # fmt: skip
+                "reason": reason}, service, tz, correction_reason)  # fmt: skip
 
 
 @signal_app.command("calls")
@@ -319,12 +332,13 @@ def calls(
     first_contact: Annotated[str, typer.Option(help="resolved or not-resolved")] = "",
     signal_id: SignalId = "",
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """One contact-centre call."""
     record_one({"kind": "call", "id": signal_id, "entered_queue": entered, "answered_at": answered,
                 "abandoned_at": abandoned, "talk_seconds": talk, "hold_seconds": hold,
                 "after_call_seconds": after_call, "customer_id": customer, "reason": reason,
-                "first_contact": first_contact}, service, tz)  # fmt: skip
+                "first_contact": first_contact}, service, tz, correction_reason)  # fmt: skip
 
 
 @signal_app.command("tickets")
@@ -340,13 +354,14 @@ def tickets(
     reopened: Annotated[list[str] | None, typer.Option(help="When it was reopened; repeat for each")] = None,
     signal_id: SignalId = "",
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """One ticket, as it stands now: send it again with the first response, a pause, the
     resume (the pause's end), the resolution or a reopening — the whole ticket each time, same
     id — and metrics records the change as a correction."""
     record_one({"kind": "ticket", "id": signal_id, "priority": priority, "opened": opened,
                 "first_response": first_response, "resolved": resolved, "paused": list(paused or []),
-                "reopened": list(reopened or [])}, service, tz)  # fmt: skip
+                "reopened": list(reopened or [])}, service, tz, correction_reason)  # fmt: skip
 
 
 # -- import ----------------------------------------------------------------------------------------
@@ -423,16 +438,19 @@ def _index_of(message: str) -> int | None:
     return None
 
 
-def send(stub: mpb_grpc.MetricsServiceStub, batch: list[Line], tally: Tally) -> None:
+def send(stub: mpb_grpc.MetricsServiceStub, batch: list[Line], tally: Tally, correction_reason: str = "") -> None:
     """Record one batch; a line metrics refuses is set aside with its reason and the rest sent again."""
     pending = list(batch)
     while pending:
         try:
             r = stub.RecordSignalBatch(
-                mpb.RecordSignalBatchRequest(signals=[x.signal for x in pending]), metadata=metadata()
+                mpb.RecordSignalBatchRequest(signals=[x.signal for x in pending], correction_reason=correction_reason),
+                metadata=metadata(),
             )
         except grpc.RpcError as e:
             code, details = e.code(), e.details() or ""
+            if details.startswith("correction_reason"):  # the whole import's, not a line's
+                raise
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
                 i = _index_of(details)
                 if i is not None and i < len(pending):
@@ -443,7 +461,7 @@ def send(stub: mpb_grpc.MetricsServiceStub, batch: list[Line], tally: Tally) -> 
                     continue
                 if code == grpc.StatusCode.INVALID_ARGUMENT and len(pending) > 1:  # not said which: one at a time
                     for line in pending:
-                        send(stub, [line], tally)
+                        send(stub, [line], tally, correction_reason)
                     return
                 if len(pending) == 1 or len({x.signal.service_id for x in pending}) == 1:
                     # Refused for its one service (not its provider, unknown): every line of it.
@@ -453,7 +471,7 @@ def send(stub: mpb_grpc.MetricsServiceStub, batch: list[Line], tally: Tally) -> 
                 for x in pending:  # not said which: service by service
                     by_service.setdefault(x.signal.service_id, []).append(x)
                 for group in by_service.values():
-                    send(stub, group, tally)
+                    send(stub, group, tally, correction_reason)
                 return
             raise
         tally.accepted += r.accepted
@@ -493,6 +511,7 @@ def import_file(
     service: Annotated[str, typer.Option(help="The service of records that name none")] = "",
     batch: Annotated[int, typer.Option(help="Signals per RecordSignalBatch call", min=1, max=5000)] = 500,
     tz: Tz = "",
+    correction_reason: CorrectionReason = "",
 ) -> None:
     """Import signals from a file in batches, with a progress line and a summary: accepted,
     duplicates (already held: a re-run stores nothing twice), corrections (known ids with new
@@ -518,7 +537,7 @@ def import_file(
         stub = mpb_grpc.MetricsServiceStub(ch)
         for b in batches(lines, batch):
             try:
-                send(stub, b, tally)
+                send(stub, b, tally, correction_reason)
             except grpc.RpcError as e:
                 progress.update(done, final=True)
                 _summary(path, tally)

@@ -280,3 +280,22 @@ async def _known(stub: mpb_grpc.MetricsServiceStub, aid: str, metadata: list[tup
     except grpc.aio.AioRpcError:
         return False
     return True
+
+
+def test_the_history_table_gives_each_events_reason_beside_who_and_when() -> None:
+    """history.csv: a signal correction's reason (its why) beside its actor and time; an event
+    stating none, empty."""
+    from accord.events.v1 import events_pb2
+    from accord.metrics.v1 import events_pb2 as mev
+    from accord_cli.history import HISTORY_COLUMNS, Entry, history_rows
+
+    kind = "accord.metrics.v1.SignalsCorrected"
+    corrected = events_pb2.EventEnvelope(source_service="metrics", position=7, type=kind)
+    corrected.payload.Pack(mev.SignalsCorrected(service_id=EMAIL, actor="department:ops", reason="end from the ticket"))
+    corrected.actor.role, corrected.actor.department = "department", IT
+    known = events_pb2.EventEnvelope(source_service="metrics", position=8, type="accord.metrics.v1.ServiceKnown")
+    known.payload.Pack(mev.ServiceKnown(service_id=EMAIL, provider_department_id=IT))
+    rows = history_rows([Entry(corrected, b"\x01"), Entry(known, b"\x02")])
+    assert HISTORY_COLUMNS[-1] == "reason" and all(list(r) == HISTORY_COLUMNS for r in rows)
+    assert (rows[0]["actor_department"], rows[0]["reason"]) == (IT, "end from the ticket")
+    assert rows[1]["reason"] == ""

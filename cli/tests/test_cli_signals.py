@@ -109,8 +109,18 @@ async def test_signals_from_the_terminal(own_nats_server: NatsServer, tmp_path: 
         r = await arun(it, "--json", *under_way, "--end", "2026-11-02T10:45:00+01:00")
         done = json.loads(r.out)
         assert (done["accepted"], done["corrections"], done["signal_id"]) == (1, 0, first["signal_id"])
-        r = await arun(it, "--json", *under_way, "--end", "2026-11-02T10:50:00+01:00")
+        r = await arun(it, "--json", *under_way, "--end", "2026-11-02T10:50:00+01:00",
+                       "--correction-reason", "end read from the incident ticket")  # fmt: skip
         assert json.loads(r.out)["corrections"] == 1
+        # The reason is the correction's, with who and when; one metrics refuses names the field.
+        log = await events_pb2_grpc.EventLogServiceStub(m_ch).ReadEvents(
+            events_pb2.ReadEventsRequest(after_position=0, limit=5000), metadata=md("admin")
+        )
+        why = [mev.SignalsCorrected.FromString(e.payload.value).reason
+               for e in log.events if e.payload.Is(mev.SignalsCorrected.DESCRIPTOR)]  # fmt: skip
+        assert why == ["end read from the incident ticket"]
+        r = await arun(it, *under_way, "--end", "2026-11-02T10:55:00+01:00", "--correction-reason", "two\nlines")
+        assert r.code != 0 and "correction_reason: must be printable text" in one_line_error(r), r.err
         r = await arun(fin, *under_way)
         assert r.code == 4 and "PERMISSION_DENIED" in one_line_error(r)
 

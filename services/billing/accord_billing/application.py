@@ -81,6 +81,9 @@ class Billing(AccordApplication):
         self._agreements_position = 0
         self._agreement_ids: dict[uuid.UUID, None] = {}  # every BilledAgreement, log order
         self._opened_until: dict[uuid.UUID, datetime] = {}  # BilledAgreement id → when to look again
+        # Aggregates changed by the event a policy is processing, not saved yet: read in their
+        # place (this thread only) while it works out what the change does to open statements.
+        self._pending = threading.local()
 
     # -- audit: which agreement an event concerns ------------------------------------------
     def agreement_ids_of(self, envelope: events_pb2.EventEnvelope) -> set[str]:
@@ -111,6 +114,9 @@ class Billing(AccordApplication):
 
     # -- helpers ----------------------------------------------------------------------------
     def _get_or(self, aggregate_id: Any, create: Any) -> Any:
+        pending = getattr(self._pending, "aggregates", None)
+        if pending and aggregate_id in pending:
+            return pending[aggregate_id]
         try:
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -333,6 +339,7 @@ class Billing(AccordApplication):
             terms = periods.terms_dict(msg.terms)
             agg.version_in_force(msg.version, msg.effective_from.ToDatetime(tzinfo=UTC).isoformat(), terms)
             processing.collect_events(agg)
+            self._state_changed_fees(agg, f"version {msg.version} in force", processing)
         elif t in (
             agreement_events.AgreementTerminated.DESCRIPTOR.full_name,
             agreement_events.AgreementExpired.DESCRIPTOR.full_name,
@@ -348,6 +355,7 @@ class Billing(AccordApplication):
                 at = end_msg.effective_at if t.endswith("Terminated") else end_msg.at
                 agg.end(at.ToDatetime(tzinfo=UTC).isoformat())
                 processing.collect_events(agg)
+                self._state_changed_fees(agg, f"ended at {agg.ended_at}", processing)
         elif t in (
             agreement_events.AgreementSuspended.DESCRIPTOR.full_name,
             agreement_events.AgreementResumed.DESCRIPTOR.full_name,
@@ -367,6 +375,8 @@ class Billing(AccordApplication):
                 else:
                     agg.resume(when)
                 processing.collect_events(agg)
+                self._state_changed_fees(agg, f"{'suspended' if t.endswith('Suspended') else 'resumed'} at {when}",
+                                         processing)  # fmt: skip
         elif t == metric_events.WindowClosed.DESCRIPTOR.full_name:
             closed = metric_events.WindowClosed()
             envelope.payload.Unpack(closed)
@@ -375,6 +385,32 @@ class Billing(AccordApplication):
             restated = metric_events.EvaluationRestated()
             envelope.payload.Unpack(restated)
             self._on_restated(restated.old, restated.new, restated.agreements_position, processing, envelope.event_id)
+
+    def _state_changed_fees(self, agreement: BilledAgreement, reason: str, processing: ProcessingEvent[Any]) -> None:
+        """Each open statement of the agreement whose period's fee the change just made to it
+        (not saved yet) alters: its totals so far, with the new fee, stated on the statement
+        (`Statement.TotalsStated`, public StatementTotalsStated), so a reader of billing's events
+        shows the fee as billing knows it now, not once the next amount lands. The fee of an
+        agreement that inherits its parent's is stated when its own events change it (see the
+        README, "Totals as soon as an amount is known")."""
+        if not agreement.versions:
+            return
+        with self._lock:
+            self._refresh_statements()
+            ids = [i for i in self._statements_of.get(agreement.agreement_id, ()) if i in self._unsettled]
+        for statement_id in ids:
+            statement: Statement = self.repository.get(statement_id)
+            if statement.state != OPEN:
+                continue
+            before = self.period_fee(statement)
+            self._pending.aggregates = {agreement.id: agreement}
+            try:
+                totals = self.totals(statement)
+            finally:
+                self._pending.aggregates = None
+            if Money.of(totals["fee"], statement.currency) != before:
+                statement.state_totals(totals, reason)
+                processing.collect_events(statement)
 
     def _judged_agreement(self, msg: metric_events.Evaluation, agreements_position: int) -> BilledAgreement:
         """The agreement a window was judged for, as metrics knew it when it judged. Billing

@@ -100,6 +100,11 @@ def codec() -> EventCodec:
         ),
     )
     c.register(
+        Statement.TotalsStated,
+        ev.StatementTotalsStated,
+        lambda e: _stated(e, ev.StatementTotalsStated(statement_id=sid(e), reason=e.reason), provisional=True),
+    )
+    c.register(
         Statement.Finalized,
         ev.StatementFinalized,
         lambda e: ev.StatementFinalized(statement_id=sid(e), totals=totals_message(e.totals)),

@@ -115,6 +115,7 @@ class Statement(Aggregate):
     Disputed: ClassVar[type[Aggregate.Event]]
     Resolved: ClassVar[type[Aggregate.Event]]
     Finalized: ClassVar[type[Aggregate.Event]]
+    TotalsStated: ClassVar[type[Aggregate.Event]]
 
     class Opened(Aggregate.Created):
         TOPIC = "accord_billing.domain:Statement.Opened"
@@ -162,6 +163,17 @@ class Statement(Aggregate):
     @event("Adjusted", topic="accord_billing.domain:Statement.Adjusted")
     def _adjusted(self, adjustment: dict[str, Any], totals: dict[str, Any] | None = None) -> None:
         self.adjustments = [*self.adjustments, adjustment]
+
+    def state_totals(self, totals: dict[str, Any], reason: str) -> None:
+        """An open statement's totals changed with no amount of its own recorded (its fee, by a
+        suspension, resumption, version in force or end): stated for readers of its events."""
+        if self.state != OPEN:
+            raise TransitionError(f"statement {self.id} is {self.state}: it is never changed after issue")
+        self._totals_stated(totals=totals, reason=reason)
+
+    @event("TotalsStated", topic="accord_billing.domain:Statement.TotalsStated")
+    def _totals_stated(self, totals: dict[str, Any], reason: str) -> None:
+        pass  # what it states is computed from the statement and its agreement: nothing kept
 
     def issue(self, totals: dict[str, Any], issued_at: str, claim_until: str) -> None:
         if self.state == OPEN:

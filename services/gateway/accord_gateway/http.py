@@ -405,7 +405,9 @@ def add_intake(app: FastAPI, metrics: MetricsForwarder, max_body_bytes: int) -> 
             "The body is `accord.metrics.v1.SignalBatch` in its JSON form (proto or JSON field names; "
             "instants RFC 3339; decimal strings may be plain numbers). Forwarded to the metrics service "
             "with the caller's bearer token: the same validation, the same who-may-record rule, the same "
-            'answer. A signal that names no provenance source is recorded with source "http".'
+            'answer. A signal that names no provenance source is recorded with source "http". '
+            "`correction_reason` (optional, at most 500 printable characters) is the reason kept with the "
+            "corrections the batch brings (known signal ids with another content)."
         ),
         response_model=IntakeAnswer,
         responses=INTAKE,
@@ -414,8 +416,8 @@ def add_intake(app: FastAPI, metrics: MetricsForwarder, max_body_bytes: int) -> 
     async def record_signals(
         request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None
     ) -> dict[str, int]:
-        signals = with_source(signal_batch(await body_of(request)), HTTP_SOURCE)
-        outcome = await metrics.record(request.headers.get("authorization"), signals)
+        signals, reason = signal_batch(await body_of(request))
+        outcome = await metrics.record(request.headers.get("authorization"), with_source(signals, HTTP_SOURCE), reason)
         log.info("signals_forwarded", source=HTTP_SOURCE, signals=len(signals), **outcome)
         return outcome
 

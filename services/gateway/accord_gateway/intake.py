@@ -36,7 +36,7 @@ STATUS_OF: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 503,
 }
-_FIELD = re.compile(r"^((?:signals|batch|message \d+)[\w\[\]\.]*)\s*:")
+_FIELD = re.compile(r"^((?:signals|batch|message \d+|correction_reason)[\w\[\]\.]*)\s*:")
 
 
 @dataclass
@@ -94,14 +94,18 @@ def _one(item: Any, f: FieldDescriptor, path: str) -> Any:
     return item
 
 
-def signal_batch(body: bytes) -> list[spb.Signal]:
+def signal_batch(body: bytes) -> tuple[list[spb.Signal], str]:
     """The signals of a SignalBatch in its JSON form (proto field names or their JSON names;
-    decimal strings may be plain numbers). Raises IntakeError naming the field."""
+    decimal strings may be plain numbers) and its `correction_reason` ("" for none; metrics
+    checks it). Raises IntakeError naming the field."""
     try:
         doc = json.loads(body, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as e:
         raise IntakeError(400, f"the body is not JSON: {e}") from None
     doc = _coerce(doc, spb.SignalBatch.DESCRIPTOR, "")
+    reason = doc.get("correction_reason", doc.get("correctionReason")) or ""
+    if not isinstance(reason, str):
+        raise IntakeError(400, "correction_reason: must be a JSON string", "correction_reason")
     items = doc.get("signals")
     if not items:
         raise IntakeError(400, "signals: at least one signal is required", "signals")
@@ -119,7 +123,7 @@ def signal_batch(body: bytes) -> list[spb.Signal]:
             reason = re.sub(r"\.? at \"?Signal[\w\[\]\.]*\"?\.*$", "", reason).rstrip(".")
             raise IntakeError(400, f"{where}: cannot be read ({reason})", where) from None
         out.append(signal)
-    return out
+    return out, reason
 
 
 # -- Alertmanager webhook → outages --------------------------------------------------------------
@@ -213,12 +217,14 @@ class MetricsForwarder:
             self._channel = grpc.aio.insecure_channel(self.address, options=options)
         return metrics_pb2_grpc.MetricsServiceStub(self._channel)
 
-    async def record(self, authorization: str | None, signals: list[spb.Signal]) -> dict[str, int]:
+    async def record(
+        self, authorization: str | None, signals: list[spb.Signal], correction_reason: str = ""
+    ) -> dict[str, int]:
         if not authorization:
             raise IntakeError(401, "no bearer token: send Authorization: Bearer <token>")
         try:
             resp = await self._stub().RecordSignalBatch(
-                metrics_pb2.RecordSignalBatchRequest(signals=signals),
+                metrics_pb2.RecordSignalBatchRequest(signals=signals, correction_reason=correction_reason),
                 metadata=(("authorization", authorization),),
                 timeout=CALL_TIMEOUT,
             )

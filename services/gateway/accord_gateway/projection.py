@@ -357,6 +357,7 @@ class ReadModel:
             "AdjustmentRecorded",
             "DisputeOpened",
             "DisputeResolved",
+            "StatementTotalsStated",
         ):
             msg: Any = getattr(billing_events, name)()
             env.payload.Unpack(msg)
@@ -364,10 +365,13 @@ class ReadModel:
         if not aid:
             return ""
         st = self._agreements[aid]["statements"][msg.statement_id]
-        if name in ("AssessmentRecorded", "AdjustmentRecorded", "DisputeResolved") and msg.HasField("totals"):
+        if name in ("AssessmentRecorded", "AdjustmentRecorded", "DisputeResolved", "StatementTotalsStated") and (
+            msg.HasField("totals")
+        ):
             # The statement's totals after this change, as billing states them: an open
-            # statement's so far (provisional), an issued one's with the dispute's amount. Events
-            # recorded before billing stated them carry none: the totals held stay.
+            # statement's so far (provisional; StatementTotalsStated when only its fee changed —
+            # a suspension, resumption, amendment or end), an issued one's with the dispute's
+            # amount. Events recorded before billing stated them carry none: the totals held stay.
             st["net"] = msg.totals.net
             st["totals"] = _totals(msg.totals)
         if name in ("StatementIssued", "StatementFinalized"):
@@ -587,10 +591,17 @@ def _summarise(s: dict[str, Any]) -> dict[str, Any]:
     s["open_breaches"] = [b for b in s["breaches"] if (b["objective_id"], b["window_start"]) in current_windows]
     statements = sorted(s["statements"].values(), key=lambda x: x["period_start"])
     s["statements"] = statements
-    # Every amount as soon as billing states it: each statement's net as last stated (an open
-    # statement's so far, an issued one's with its accepted disputes), adjustments included.
-    s["credits_to_date"] = str(sum((Decimal(x["net"] or "0") for x in statements), Decimal(0)))
-    s["credits_this_period"] = (statements[-1]["net"] or "0") if statements else "0"
+
+    # Every amount as soon as billing states it, but never a provisional one as settled: the
+    # final statements' nets (credits to date), apart from the open ones' so far (this period)
+    # and the issued ones' with their accepted disputes (awaiting final).
+    def total(state: str) -> Decimal:
+        return sum((Decimal(x["net"] or "0") for x in statements if x["state"] == state), Decimal(0))
+
+    s["credits_to_date"] = str(total("FINAL"))
+    s["credits_this_period"] = str(total("OPEN"))
+    s["credits_awaiting_final"] = str(total("ISSUED"))
+    s["credits_provisional"] = str(total("OPEN") + total("ISSUED"))
     return s
 
 
@@ -697,6 +708,7 @@ def _brief(s: dict[str, Any]) -> dict[str, Any]:
             "parties",
             "service_ids",
             "credits_to_date",
+            "credits_provisional",
         )
     }
 
@@ -710,14 +722,18 @@ def department_view(model: ReadModel, department_id: str, role: str, department:
     health: dict[str, int] = {}
     for s in as_provider + as_customer:
         health[s["health"] or "UNKNOWN"] = health.get(s["health"] or "UNKNOWN", 0) + 1
-    received = sum((Decimal(s["credits_to_date"]) for s in as_customer), Decimal(0))
-    paid = sum((Decimal(s["credits_to_date"]) for s in as_provider), Decimal(0))
+
+    def balance(field: str) -> Decimal:
+        received = sum((Decimal(s[field]) for s in as_customer), Decimal(0))
+        return received - sum((Decimal(s[field]) for s in as_provider), Decimal(0))
+
     return {
         "department_id": department_id,
         "as_provider": [_brief(s) for s in as_provider],
         "as_customer": [_brief(s) for s in as_customer],
         "health": health,
-        "balance": str(received - paid),
+        "balance": str(balance("credits_to_date")),
+        "balance_provisional": str(balance("credits_provisional")),
     }
 
 

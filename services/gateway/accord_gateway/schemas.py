@@ -213,11 +213,16 @@ class AgreementStatus(_Model):
     termination_rights: list[TerminationRightView]
     versions: list[VersionView]
     health: str = Field(description="The worst objective status")
-    credits_to_date: Decimal = Field(
-        description="Every statement's net as billing last stated it (the open one's so far), accepted disputes"
-        " and adjustments included as soon as recorded"
+    credits_to_date: Decimal = Field(description="Settled: the sum of the FINAL statements' nets")
+    credits_this_period: Decimal = Field(
+        description="Provisional: the OPEN statements' nets so far, as billing last stated them (0 when none is open)"
     )
-    credits_this_period: Decimal = Field(description="The latest statement's net as last stated (so far while open)")
+    credits_awaiting_final: Decimal = Field(
+        description="Provisional: the ISSUED (not final) statements' nets, accepted disputes included when resolved"
+    )
+    credits_provisional: Decimal = Field(
+        description="Every credit not final yet: credits_this_period + credits_awaiting_final"
+    )
 
 
 class AgreementBrief(_Model):
@@ -230,7 +235,8 @@ class AgreementBrief(_Model):
     health: str
     parties: Parties
     service_ids: list[str]
-    credits_to_date: Decimal
+    credits_to_date: Decimal = Field(description="FINAL statements only")
+    credits_provisional: Decimal = Field(description="Not final yet: open statements so far and issued ones")
 
 
 class DepartmentStatus(_Model):
@@ -238,7 +244,10 @@ class DepartmentStatus(_Model):
     as_provider: list[AgreementBrief]
     as_customer: list[AgreementBrief]
     health: dict[str, int] = Field(description="Agreements per health")
-    balance: Decimal = Field(description="Credits received as customer minus paid as provider")
+    balance: Decimal = Field(description="Credits received as customer minus paid as provider, FINAL statements only")
+    balance_provisional: Decimal = Field(
+        description="The same of the credits not final yet (open statements so far, issued ones)"
+    )
 
 
 class ServiceStatus(_Model):

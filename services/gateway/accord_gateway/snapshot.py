@@ -27,8 +27,9 @@ from accord_kit.logging import get_logger
 log = get_logger("accord.gateway.snapshot")
 # Bump when the read model's shape or what it keeps of an event changes: older snapshots are
 # then ignored (a rebuild). 2: statements keep the totals billing states on assessments,
-# adjustments and resolved disputes (a format-1 model ignored them).
-FORMAT = 2
+# adjustments and resolved disputes (a format-1 model ignored them). 3: statements keep the
+# totals of StatementTotalsStated (an open statement's fee changed; a format-2 model ignored it).
+FORMAT = 3
 
 
 def write_snapshot(model: ReadModel, path: Path) -> dict[str, int]:

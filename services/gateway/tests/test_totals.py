@@ -1,9 +1,10 @@
-"""Every amount in the gateway's totals as soon as billing states it, through real NATS: an
-open statement's adjustment shows in its net and totals (provisional) and in the credits this
-period and to date; a dispute accepted on an issued statement shows in its net, its totals'
-`disputes`, the credits to date, the typed gRPC answer and the HTTP answer at once, not once
-the statement is final. Billing events recorded before they stated totals leave the totals
-the read model held."""
+"""Every amount in the gateway's totals as soon as billing states it, through real NATS, and
+never a provisional one as settled: an open statement's adjustment shows in its net and totals
+(provisional) and in the credits this period, never in the credits to date (final statements
+only); a dispute accepted on an issued statement shows in its net, its totals' `disputes`, the
+credits awaiting final, the typed gRPC answer and the HTTP answer at once, not once the
+statement is final. An open statement's fee is stated when a suspension or resumption changes
+it. Billing events recorded before they stated totals leave the totals the read model held."""
 
 from __future__ import annotations
 
@@ -70,9 +71,12 @@ async def test_adjustments_and_accepted_disputes_are_in_the_totals_at_once(
             march = got[march_id]
             assert march.state == "OPEN" and march.totals.provisional
             assert (Decimal(march.net), Decimal(march.totals.adjustments)) == (Decimal("1200.00"), Decimal("1200.00"))
-            assert Decimal((await status()).credits_this_period) == Decimal("1200.00")
-            # January final at 0, February issued at 1,200.00, March 1,200.00 so far.
-            assert Decimal((await status()).credits_to_date) == Decimal("2400.00")
+            # January final at 0 (settled), February issued at 1,200.00 (awaiting final), March
+            # 1,200.00 so far (this period): never a provisional amount in the credits to date.
+            now = await status()
+            assert [Decimal(x) for x in (now.credits_to_date, now.credits_this_period, now.credits_awaiting_final,
+                                         now.credits_provisional)] == [0, Decimal("1200.00"), Decimal("1200.00"),
+                                                                       Decimal("2400.00")]  # fmt: skip
             assert Decimal(got[feb_id].net) == Decimal("1200.00") and not got[feb_id].totals.provisional
 
             # The provider accepts the customer's dispute of February at 3,000.00.
@@ -84,15 +88,21 @@ async def test_adjustments_and_accepted_disputes_are_in_the_totals_at_once(
             feb = next(s for s in now.statements if s.statement_id == feb_id)
             assert feb.state == "ISSUED"
             assert (Decimal(feb.net), Decimal(feb.totals.disputes)) == (Decimal("3000.00"), Decimal("1800.00"))
-            assert Decimal(now.credits_to_date) == Decimal("4200.00")
+            assert (Decimal(now.credits_to_date), Decimal(now.credits_awaiting_final)) == (0, Decimal("3000.00"))
+            assert Decimal(now.credits_provisional) == Decimal("4200.00")
             # The HTTP answer and the dashboard's data say the same.
             doc = await asyncio.to_thread(http_status, f"http://127.0.0.1:{http_port}/v1/agreements/{aid}", fin)
             by_id = {s["statement_id"]: s for s in doc["statements"]}
             assert Decimal(by_id[feb_id]["net"]) == Decimal("3000.00")
             assert Decimal(by_id[feb_id]["totals"]["disputes"]) == Decimal("1800.00")
-            assert by_id[march_id]["totals"]["provisional"] is True and Decimal(doc["credits_to_date"]) == Decimal(
-                "4200.00"
-            )
+            assert by_id[march_id]["totals"]["provisional"] is True and Decimal(doc["credits_to_date"]) == 0
+            assert Decimal(doc["credits_provisional"]) == Decimal("4200.00")
+            # The department's balance: final statements only, and apart what is not final yet.
+            r = await stub.GetDepartmentStatus(pb.GetDepartmentStatusRequest(department_id=FINANCE), metadata=md)
+            assert Decimal(r.department.balance) == 0 and not r.department.as_provider
+            briefs = {a.agreement_id: Decimal(a.credits_provisional) for a in r.department.as_customer}
+            assert briefs[aid] == Decimal("4200.00")  # the other agreement: the same outages of e-mail
+            assert Decimal(r.department.balance_provisional) == sum(briefs.values())
     finally:
         suite.close()
 
@@ -133,5 +143,59 @@ def test_events_recorded_before_billing_stated_totals_keep_the_totals_held(
         march = status["statements"][-1]
         assert march["state"] == "OPEN" and march["totals"] is None and march["net"] == "0"
         assert [d["amount"] for d in status["disputes"]] == ["3000.00"]  # the row itself, as before
+    finally:
+        suite.close()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+def test_an_open_statements_fee_is_stated_as_soon_as_a_suspension_or_resumption_changes_it(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """March's statement is open (12,000.00 a month). The agreement is suspended from 16 March
+    00:00 and resumed on the 23rd: billing states March's totals with the fee each change makes
+    (StatementTotalsStated), and the read model shows it at once — not once the next amount
+    lands; the credits are unchanged by a fee."""
+    from accord_agreements.domain import Actor
+    from accord_agreements.samples import IT
+    from tests.suite import AMS
+
+    provider = Actor("alice", "department", IT)
+    suite = Suite(make_store_env)
+    try:
+        aid, _ = slo_journey(suite)
+        b = suite.billing
+        march_id = str(b.statements(P_CUSTOMER, aid)[2].id)
+        model = ReadModel()
+
+        def march_now() -> dict[str, Any]:
+            for source, app in (("agreements", suite.agreements), ("metrics", suite.metrics), ("billing", b)):
+                feed(source, app, model)
+            status = model.agreement(aid)
+            assert status is not None
+            return next(s for s in status["statements"] if s["statement_id"] == march_id)
+
+        def stated() -> int:
+            return len([e for e in b.read_events(0, 5000)[0] if e.type.endswith(".StatementTotalsStated")])
+
+        march = march_now()
+        assert march["state"] == "OPEN" and Decimal(march["totals"]["fee"]) == Decimal("12000.00")
+        net = march["net"]
+        suite.tick(f"2026-03-16T00:00{AMS}")
+        suite.agreements.suspend(provider, aid, "office move")
+        suite.tick(f"2026-03-16T00:00{AMS}")
+        assert stated() == 1
+        march = march_now()
+        billed = Decimal(b.current_totals(b.statement(None, march_id))["fee"])
+        assert Decimal(march["totals"]["fee"]) == billed < Decimal("12000.00")
+        assert march["totals"]["provisional"] is True and march["net"] == net
+        suite.tick(f"2026-03-23T00:00{AMS}")
+        suite.agreements.resume(provider, aid, "back")
+        suite.tick(f"2026-03-23T00:00{AMS}")
+        assert stated() == 2
+        march = march_now()
+        resumed = Decimal(b.current_totals(b.statement(None, march_id))["fee"])
+        assert Decimal(march["totals"]["fee"]) == resumed and billed < resumed < Decimal("12000.00")
+        status = model.agreement(aid)
+        assert status is not None and Decimal(status["credits_this_period"]) == Decimal(net)
     finally:
         suite.close()

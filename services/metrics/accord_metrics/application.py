@@ -117,6 +117,10 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         # The signals' log position up to which a round (of any process on this store) judged every
         # signal: this process's first round judges only what came after (see judging.JUDGED).
         self._judged_position = self.tracked_position(JUDGED)
+        # Windows' closings and restatements indexed by log position (read only when a window
+        # judged by contact.fcr v1 is re-derived: see `Judging._calls_as_judged`).
+        self._recorded_at: dict[UUID, int] = {}
+        self._recorded_at_position = 0
         # The store's signal index (signal_store.py): its facts, and the log read from the judged
         # position or the index's, whichever is earlier (see SignalIndex._open_signal_index).
         self._open_signal_index()

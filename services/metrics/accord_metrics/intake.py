@@ -30,6 +30,10 @@ JSON body:
     {"status": "rejected", "code": "invalid_argument",
      "reason": "signals[0].outage.end: must be after start", "msg_id": "…", …}
 
+A batch's `correction_reason` (SignalBatch) is the `reason` of the corrections it brings
+(`SignalsCorrected`); one too long or not printable rejects the batch (`invalid_argument`,
+naming `correction_reason`).
+
 `code` is `invalid_argument` (not a SignalBatch, empty, a field rule), `unauthenticated`,
 `permission_denied` (not the service's provider) or `failed_precondition` (a service still
 unknown after the retries). A batch delivered again after its answer was sent (an ack lost on
@@ -58,7 +62,7 @@ from accord_kit.nats_util import connect
 from accord_kit.runtime import HealthBoard
 from accord_metrics.application import Metrics
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
-from accord_metrics.signals import InvalidSignalError, validate
+from accord_metrics.signals import InvalidSignalError, correction_reason, validate
 
 log = get_logger("accord.metrics.intake")
 
@@ -154,9 +158,9 @@ class SignalIntake:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            principal, signals = self._read(msg)
+            principal, signals, reason = self._read(msg)
             outcome = await asyncio.to_thread(  # validated by _read; the batch is ours, parsed from the message
-                self.app.record, principal, signals, via="nats", owned=True, validated=True
+                self.app.record, principal, signals, reason, via="nats", owned=True, validated=True
             )
         except BatchRejectedError as e:
             await self._reject(msg, str(e), e.code)
@@ -185,9 +189,9 @@ class SignalIntake:
             {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "corrections": outcome.corrections},
         )
 
-    def _read(self, msg: Msg) -> tuple[Principal, list[signals_pb2.Signal]]:
-        """What the message says and who sent it. Nothing here depends on anything but the
-        message, so a failure is final (BatchRejectedError)."""
+    def _read(self, msg: Msg) -> tuple[Principal, list[signals_pb2.Signal], str]:
+        """What the message says (its signals and correction reason) and who sent it. Nothing
+        here depends on anything but the message, so a failure is final (BatchRejectedError)."""
         headers = msg.headers or {}
         try:
             principal = self.verifier.verify(headers.get("Authorization") or headers.get("authorization"))
@@ -200,13 +204,17 @@ class SignalIntake:
             raise BatchRejectedError(f"the message is not an accord.metrics.v1.SignalBatch ({what})") from e
         if not batch.signals:
             raise BatchRejectedError("the batch has no signals")
+        try:
+            reason = correction_reason(batch.correction_reason)
+        except InvalidSignalError as e:
+            raise BatchRejectedError(str(e)) from e
         signals = list(batch.signals)
         for i, s in enumerate(signals):
             try:
                 validate(s, i)
             except Exception as e:
                 raise BatchRejectedError(str(e) if isinstance(e, InvalidSignalError) else f"signals[{i}]: {e}") from e
-        return principal, signals
+        return principal, signals, reason
 
     @staticmethod
     def _deliveries(msg: Msg) -> int:

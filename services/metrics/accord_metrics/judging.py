@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from accord_metrics import signals as sig
 from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView, NotFoundError, WindowEvaluation
 from accord_metrics.evaluation import BUDGETED, SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
-from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals
+from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined
 from accord_metrics.views import _parse, end_of, suspensions
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ JUDGED = "metrics-judged-signals"
 # The name under which metrics' consumer of the agreements stream tracks its position (the
 # agreements service's log position it applied up to; bootstrap: Upstream("agreements")).
 AGREEMENTS_SOURCE = "agreements"
+# The events that record a closed window's evaluation: its closing and each restatement.
+RECORDING_TOPICS = ["accord_metrics.domain:WindowEvaluation.Closed", "accord_metrics.domain:WindowEvaluation.Restated"]
+# A formula version whose input digest covers every call it was passed (the calls known when the
+# window was judged), not only those its window counts: re-derived on those calls.
+FCR_V1 = ("contact.fcr", 1)
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,8 @@ class Judging(_Host):
     _round_windows: int
     _round_kept: bool
     _judged_position: int
+    _recorded_at: dict[UUID, int]  # window id → position of its latest closing or restatement
+    _recorded_at_position: int
     last_round: RoundStats
 
     # -- evaluation -------------------------------------------------------------------------------------------
@@ -781,6 +788,8 @@ class Judging(_Host):
         as_of = min(window.end, end_of(view) or window.end) if recorded.get("closed") else None
         pinned = recorded_calendar(recorded)
         formula = recorded_formula(recorded)
+        if formula == FCR_V1 and recorded.get("closed"):
+            signals = self._calls_as_judged(view, agg.id, signals, now)
         fresh = self.rejudge(
             view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned, formula=formula
         )
@@ -813,6 +822,35 @@ class Judging(_Host):
             recorded_breaches=len(held),
             expected_breaches=len(expected),
         )
+
+    def _calls_as_judged(self, view: AgreementView, window_id: UUID, signals: SignalSet, now: datetime) -> SignalSet:
+        """`signals` with the calls as they stood when the window's latest evaluation was
+        recorded: those stored up to the position of its closing (or latest restatement), each
+        in its content then. contact.fcr v1 digests every call it is passed — a round passes the
+        calls it knows — so calls recorded since (a later month's) would change its digest, not
+        its value. A round judges under the lock that recording takes, so the calls stored
+        before that event are exactly those it knew. Unchanged when the event is not found."""
+        position = self._recorded_position(window_id)
+        if position is None:
+            return signals
+        services = self.scope(view, now)[2]
+        known = combined(self.stored_signals(set(services), through=position).sets, services)
+        return replace(signals, calls=known.calls)
+
+    def _recorded_position(self, window_id: UUID) -> int | None:
+        """The log position of the event that recorded a window's latest closed evaluation,
+        from an index of closings and restatements caught up from the log when asked."""
+        with self._lock:
+            while True:
+                notes = self.recorder.select_notifications(
+                    start=self._recorded_at_position, limit=1000, topics=RECORDING_TOPICS, inclusive_of_start=False
+                )
+                if not notes:
+                    break
+                for n in notes:
+                    self._recorded_at[UUID(str(n.originator_id))] = n.id
+                self._recorded_at_position = notes[-1].id
+            return self._recorded_at.get(window_id)
 
     def _recorded_evaluations(self, window_id: UUID) -> list[dict[str, Any]]:
         """Every evaluation a window's events recorded: running, closing, restated (old and new)."""

@@ -69,7 +69,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             _check_size(len(message.signals), f"message {messages}")
             try:
                 outcome = await asyncio.to_thread(
-                    self.app.record, caller, list(message.signals), via="grpc", owned=True
+                    self.app.record, caller, list(message.signals), message.correction_reason, via="grpc", owned=True
                 )
             except InvalidSignalError as e:
                 raise InvalidSignalError(
@@ -92,7 +92,9 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         caller = current_principal()
         assert caller is not None
         _check_size(len(request.signals), "batch")
-        outcome = await asyncio.to_thread(self.app.record, caller, list(request.signals), via="grpc", owned=True)
+        outcome = await asyncio.to_thread(
+            self.app.record, caller, list(request.signals), request.correction_reason, via="grpc", owned=True
+        )
         return pb.RecordSignalBatchResponse(
             accepted=outcome.accepted, duplicates=outcome.duplicates, corrections=outcome.corrections
         )

@@ -584,12 +584,14 @@ class SignalIndex(_Host):
         holds with the same content (or repeated in the batch) are counted as duplicates and
         not stored again. A known signal id with
         another content is a correction: stored as its own event (`SignalCorrection`: the
-        caller, the digest of the content it replaces, the fields that changed, `reason`),
-        so that the windows it changes are judged again (restated once closed).
+        caller, the digest of the content it replaces, the fields that changed, `reason` —
+        the sender's `correction_reason`, checked by `signals.correction_reason`, else a fixed
+        text), so that the windows it changes are judged again (restated once closed).
 
         `owned`: the messages are the caller's to give away (a request it just parsed), so `via`
         is filled in on them rather than on copies; `validated`: the caller validated every
         signal (`signals.validate`) already."""
+        reason = sig.correction_reason(reason)  # checked always: not a signal's field
         if not validated:
             for i, s in enumerate(signals):
                 validate(s, i)
@@ -930,9 +932,10 @@ class SignalIndex(_Host):
             sources = {sid: self._services[sid].select(span, all_calls) for sid in service_ids}
         return combined(sources, service_ids)
 
-    def stored_signals(self, service_ids: set[str] | None = None) -> StoredSignals:
+    def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,
-        independently of the signal index, as formula inputs per service."""
+        independently of the signal index, as formula inputs per service; with `through`, only
+        those stored at or before that log position (the signals as they stood then)."""
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
@@ -940,6 +943,8 @@ class SignalIndex(_Host):
             notes = self.recorder.select_notifications(
                 start=position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )
+            if through is not None:
+                notes = [n for n in notes if n.id <= through]
             if not notes:
                 break
             for n in notes:

@@ -19,10 +19,27 @@ MAX_ID = 128
 MAX_SOURCE = 64
 MAX_REFERENCE = 256
 PRIORITIES = {"P1", "P2", "P3", "P4"}
+MAX_CORRECTION_REASON = 500
 
 
 class InvalidSignalError(ValueError):
     """A signal breaks a field rule; the message names the signal and the field."""
+
+
+def correction_reason(raw: str) -> str:
+    """A sender's reason for its corrections (`correction_reason`), its surrounding spaces
+    dropped: "" for none. Raises InvalidSignalError naming the field when it is longer than
+    MAX_CORRECTION_REASON characters or holds a control character (a line break included):
+    it is shown on one line of an agreement's history."""
+    reason = raw.strip()
+    if len(reason) > MAX_CORRECTION_REASON:
+        raise InvalidSignalError(f"correction_reason: {len(reason)} characters; at most {MAX_CORRECTION_REASON}")
+    bad = next((i for i, ch in enumerate(reason) if not ch.isprintable()), None)
+    if bad is not None:
+        raise InvalidSignalError(
+            f"correction_reason: must be printable text on one line; character {bad} is {reason[bad]!r}"
+        )
+    return reason
 
 
 def _set(ts: Timestamp) -> bool:

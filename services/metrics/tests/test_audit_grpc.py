@@ -304,3 +304,61 @@ async def test_list_window_signals_gives_the_outages_that_explain_a_window(world
     await s.RecordSignalBatch(pb.RecordSignalBatchRequest(signals=[late]), metadata=service)
     assert [x.signal_id for x in (await s.ListWindowSignals(jan, metadata=service)).signals] == ["o-jan", "o-edge"]
     assert [x.signal_id for x in (await s.ListWindowSignals(feb, metadata=service)).signals] == ["o-edge", "o-feb"]
+
+
+async def test_a_correction_says_why_over_grpc_and_the_agreement_history_shows_it(world: World) -> None:
+    """RecordSignalBatch's and each RecordSignals message's correction_reason is the reason of
+    the corrections they bring, shown with who and when in the agreement's history; one that
+    is not printable or too long is INVALID_ARGUMENT naming the field, and nothing is stored."""
+    from accord.audit.v1 import audit_pb2, audit_pb2_grpc
+
+    w = world
+    collector = w.md("service")
+    fixed = outage("o-feb", f"2026-02-03T08:00{AMS}", 45)
+    r = await w.stub.RecordSignalBatch(
+        pb.RecordSignalBatchRequest(signals=[fixed], correction_reason="end taken from the incident report"),
+        metadata=collector,
+    )
+    assert r.corrections == 1
+    again = outage("o-feb", f"2026-02-03T08:00{AMS}", 50)
+
+    async def stream() -> AsyncIterator[pb.RecordSignalsRequest]:
+        yield pb.RecordSignalsRequest(signals=[again], correction_reason="the report was amended")
+
+    assert (await w.stub.RecordSignals(stream(), metadata=collector)).corrections == 1
+
+    async def settled() -> bool:  # February restated by the evaluator running on its own
+        before = w.head()
+        await asyncio.sleep(0.3)
+        return w.head() == before
+
+    await eventually(settled, timeout=20, what="the corrections judged")
+    for bad, text in (("a\tb", "correction_reason: must be printable text on one line"),
+                      ("x" * 501, "correction_reason: 501 characters; at most 500")):  # fmt: skip
+        other = outage("o-feb", f"2026-02-03T08:00{AMS}", 55)
+        call = w.stub.RecordSignalBatch(pb.RecordSignalBatchRequest(signals=[other], correction_reason=bad),
+                                        metadata=collector)  # fmt: skip
+        await rejected(w, call, grpc.StatusCode.INVALID_ARGUMENT, text)
+
+    async def bad_stream() -> AsyncIterator[pb.RecordSignalsRequest]:
+        yield pb.RecordSignalsRequest(signals=[outage("o-feb", f"2026-02-03T08:00{AMS}", 55)], correction_reason="\x07")
+
+    await rejected(
+        w, w.stub.RecordSignals(bad_stream(), metadata=collector), grpc.StatusCode.INVALID_ARGUMENT,
+        "message 0", "correction_reason:",
+    )  # fmt: skip
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{w.runtime.port}") as channel:
+        audit = audit_pb2_grpc.AuditServiceStub(channel)
+        asked = audit_pb2.AgreementHistoryRequest(agreement_id=w.aid)
+        history = audit.AgreementHistory(asked, metadata=w.md("auditor"))
+        corrections = []
+        async for item in history:
+            if item.envelope.payload.Is(ev.SignalsCorrected.DESCRIPTOR):
+                c = ev.SignalsCorrected()
+                item.envelope.payload.Unpack(c)
+                corrections.append((c.actor, c.reason, item.envelope.recorded_at.ToJsonString()))
+    assert [(a, why) for a, why, _ in corrections] == [
+        ("service:tester", "end taken from the incident report"),
+        ("service:tester", "the report was amended"),
+    ]
+    assert all(when for _, _, when in corrections)

@@ -233,3 +233,52 @@ async def test_the_producer_hears_each_batchs_outcome_on_the_subject_it_names(
             assert len(it.metrics.signals(EMAIL)) == 5  # 4 first contents and one correction
         finally:
             await nc.close()
+
+
+def correction_reasons(metrics: Metrics) -> list[str]:
+    """The reason of every correction metrics stored, in log order."""
+    from accord_metrics.signal_index import CORRECTION_TOPIC
+
+    notes = metrics.recorder.select_notifications(start=0, limit=100, topics=[CORRECTION_TOPIC])
+    return [metrics.mapper.to_domain_event(n).reason for n in notes]  # type: ignore[attr-defined]
+
+
+async def test_a_batch_says_why_its_corrections_are_sent(own_nats_server: NatsServer, tmp_path: Path) -> None:
+    """A SignalBatch's correction_reason is the reason of the corrections it brings; one that
+    is not printable text is rejected naming the field, and nothing of the batch is stored."""
+    async with intake_of(own_nats_server.url, tmp_path) as it:
+        nc = await connect(own_nats_server.url, name="producer")
+        try:
+            js = nc.jetstream()
+            inbox = nc.new_inbox()
+            replies = await nc.subscribe(inbox)
+
+            async def send(batch: spb.SignalBatch, msg_id: str) -> dict:
+                headers = {"Authorization": it.provider, REPLY_TO: inbox, "Nats-Msg-Id": msg_id}
+                await js.publish(SUBJECT, batch.SerializeToString(), headers=headers)
+                return json.loads((await replies.next_msg(timeout=20)).data)  # type: ignore[no-any-return]
+
+            assert (await send(spb.SignalBatch.FromString(outages(0, 2)), "first"))["accepted"] == 2
+            fixed = spb.SignalBatch.FromString(outages(0, 2))
+            fixed.signals[0].outage.end.seconds += 60
+            fixed.correction_reason = "  end read again from the incident log  "
+            assert (await send(fixed, "fixed"))["corrections"] == 1
+            assert correction_reasons(it.metrics) == ["end read again from the incident log"]
+
+            bad = spb.SignalBatch.FromString(outages(0, 2))
+            bad.signals[1].outage.end.seconds += 60
+            bad.correction_reason = "two\nlines"
+            body = await send(bad, "bad")
+            assert (body["status"], body["code"]) == ("rejected", "invalid_argument")
+            assert body["reason"].startswith("correction_reason: must be printable text on one line")
+            too_long = spb.SignalBatch.FromString(bad.SerializeToString())
+            too_long.correction_reason = "x" * 501
+            body = await send(too_long, "long")
+            assert body["reason"] == "correction_reason: 501 characters; at most 500"
+            assert len(it.metrics.signals(EMAIL)) == 3 and len(correction_reasons(it.metrics)) == 1
+            # Without one, the fixed text, as before.
+            bad.ClearField("correction_reason")
+            assert (await send(bad, "none"))["corrections"] == 1
+            assert correction_reasons(it.metrics)[-1] == "re-sent with a known signal id and different content"
+        finally:
+            await nc.close()

@@ -572,3 +572,38 @@ def test_a_child_naming_a_service_is_judged_on_it_alone_under_a_parent_naming_no
     mine = world.window(kid, "availability", JAN).closed
     assert mine["status"] == MET and mine["value"] == "100"
     assert world.rederived_mismatches(parent) == [] and world.rederived_mismatches(kid) == []
+
+
+def test_an_fcr_window_recorded_by_version_1_re_derives_after_later_calls(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A January closed by contact.fcr v1 (its digest covers every call it was passed: the calls
+    # known when it was judged) is re-derived after February's calls were recorded: the
+    # re-derivation passes v1 the calls known when the window was judged, so the digest matches.
+    from accord_metrics.formulas import contact
+
+    m = world.metrics
+    obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "50", parameters={"method": "REPEAT_CONTACT"})
+    aid = world.upstream.agreement("a-f1", terms_with(obj))
+
+    def call(sid: str, customer: str, entered: datetime) -> pb.Signal:
+        c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id=customer)
+        return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+
+    jan = [call(f"j{i}", f"cust-{i % 3}", at(f"2026-01-{5 + i:02d}T10:00{AMS}")) for i in range(6)]
+    assert m.record(COLLECTOR, jan).accepted == 6
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    with monkeypatch.context() as patch:
+        patch.setattr(contact, "FCR_VERSION", 1)
+        m.evaluate()
+    closed = world.window(aid, "fcr", JAN).closed
+    assert (closed["formula_id"], closed["formula_version"]) == ("contact.fcr", 1)
+    assert world.rederived_mismatches(aid) == []
+    # Calls of later months, recorded since (none of them changes January's value).
+    later = [call(f"f{i}", f"cust-{i}", at(f"2026-02-{11 + i:02d}T10:00{AMS}")) for i in range(4)]
+    later.append(call("m1", "cust-0", at(f"2026-03-02T10:00{AMS}")))
+    assert m.record(COLLECTOR, later).accepted == 5
+    world.clock.set(at(f"2026-02-20T12:00{AMS}"))
+    m.evaluate()
+    assert world.window(aid, "fcr", JAN).latest["input_digest"] == closed["input_digest"]
+    assert world.rederived_mismatches(aid) == []
