@@ -251,3 +251,46 @@ def _check_april(m: Metrics, aid: str, now: datetime) -> None:
 def test_the_rounds_above_folded_appended_signals() -> None:
     """(runs after the property above: some of its rounds judged from appended inputs alone)"""
     assert _RUNNING_USED
+
+
+def test_a_correction_or_completion_in_the_open_window_folds_it_again(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """Batches appended are folded in (no window folded again); a correction of a call and of an
+    outage the open window holds is no append: the window's inputs are folded again, and every
+    evaluation is still the formula's over every stored signal."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite)
+        now = at(f"2026-04-10T10:00{AMS}")
+        m.record(COLLECTOR, [*calls("a", f"2026-04-09T09:00{AMS}", 5, 2), outage("o1", f"2026-04-09T11:00{AMS}", 3)])
+        suite.tick(now.isoformat())
+        for n, minutes in enumerate((1, 2, 3)):
+            m.record(
+                COLLECTOR,
+                [
+                    *calls(f"b{n}-", f"2026-04-10T0{n}:00{AMS}", 2, 1),
+                    outage(f"p{n}", f"2026-04-10T0{n}:30{AMS}", minutes),
+                ],
+            )
+            now += timedelta(seconds=5)
+            suite.tick(now.isoformat())
+            _check_april(m, aid, now)
+        held = list(m._running.values())
+        assert sorted((r.seeded, r.appended) for r in held) == [(1, 3), (1, 3)]
+
+        # (the longest outage stays 3 minutes: the same selection, an input replaced in it)
+        slow = calls("a", f"2026-04-09T09:00{AMS}", 0, 1)[0]  # "a0" answered after 40 s, not 10 s
+        m.record(COLLECTOR, [slow, outage("o1", f"2026-04-09T11:00{AMS}", 2)], reason="corrected")
+        now += timedelta(seconds=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        assert sorted((r.seeded, r.appended) for r in held) == [(2, 3), (2, 3)]
+        assert _latest_detail(m, aid)["answered_within"] == "10"
+    finally:
+        suite.close()
+
+
+def _latest_detail(m: Metrics, aid: str) -> dict[str, str]:
+    return dict(m.window(None, aid, "service-level", "2026-03-31T22:00:00+00:00").latest["detail"])
