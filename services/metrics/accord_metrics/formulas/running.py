@@ -76,10 +76,17 @@ class SortedDigest:
         keys, records = self.keys, self.records
         at = bisect_right(keys, pairs[0][0])
         if at < len(keys):
-            pairs = sorted([*zip(keys[at:], records[at:], strict=True), *pairs], key=_first)
+            # The held records from `at` on and the new ones: two sorted runs, merged by a stable
+            # sort of their places (the held one first among equal keys, as `sorted` keeps them).
+            tail_keys = keys[at:] + [p[0] for p in pairs]
+            tail_records = records[at:] + [p[1] for p in pairs]
+            order = sorted(range(len(tail_keys)), key=tail_keys.__getitem__)
             del keys[at:], records[at:]
-        keys.extend(p[0] for p in pairs)
-        records.extend(p[1] for p in pairs)
+            keys.extend(map(tail_keys.__getitem__, order))
+            records.extend(map(tail_records.__getitem__, order))
+        else:
+            keys.extend(p[0] for p in pairs)
+            records.extend(p[1] for p in pairs)
         kept = at // CHECKPOINT
         del self._states[kept + 1 :]
         state = self._states[kept]
