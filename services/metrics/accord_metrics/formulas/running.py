@@ -155,14 +155,17 @@ class CallTally:
         threshold, short = self.threshold, self.short
         self.offered += len(calls)
         total_wait, handle = self.total_wait, self.handle
+        asa, aht = self.formula == "contact.asa", self.formula == "contact.aht"  # the sums each needs
         for c in calls:
             if c.answered_at is not None:
                 wait = c.answered_at - c.entered_queue
                 self.answered += 1
                 if threshold is not None and wait <= threshold:
                     self.answered_within += 1
-                total_wait += seconds(wait)
-                handle += c.talk_seconds + c.hold_seconds + c.after_call_seconds
+                if asa:
+                    total_wait += seconds(wait)
+                if aht:
+                    handle += c.talk_seconds + c.hold_seconds + c.after_call_seconds
             elif c.abandoned_at is not None:
                 wait = c.abandoned_at - c.entered_queue
                 self.abandoned += 1
