@@ -31,6 +31,7 @@ from accord_metrics.judging import (
     recorded_calendar,
     recorded_formula,
 )
+from accord_metrics.running import Running
 from accord_metrics.signal_index import (
     BATCH_TOPIC,
     CORRECTION_TOPIC,
@@ -111,6 +112,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._calendars_position = 0
         self._closed_windows: set[UUID] = set()
         self._open_windows: set[UUID] = set()
+        self._running: dict[UUID, Running] = {}  # open window → its running evaluation (running.py)
         self._round_windows = 0
         self._round_kept = False  # a round kept changes for the next one (a failing agreement or objective)
         self.last_round = RoundStats()

@@ -9,12 +9,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval, union
 from accord_metrics.domain import AT_RISK, BREACHED, MET, NO_DATA
 from accord_metrics.formulas import contact, reliability, work
 from accord_metrics.formulas.common import HUNDRED, Evaluated
+
+if TYPE_CHECKING:
+    from accord_metrics.running import Running
 
 # The end an outage still under way is stored with (see signal_index._add).
 ONGOING = datetime(9999, 1, 1, tzinfo=UTC)
@@ -37,6 +40,14 @@ class SignalSet:
     tasks: list[work.Task] = field(default_factory=list)
     leads: list[work.Lead] = field(default_factory=list)
     deals: list[work.Deal] = field(default_factory=list)
+    # Where the calls, outages and request counts came from (`running.Running`): per list, per
+    # service, (its kept selection, that selection's changes other than appends, its length) —
+    # None when not from kept selections (then nothing is folded between rounds).
+    lineage: dict[str, tuple[tuple[int, int, int], ...]] | None = field(default=None, compare=False, repr=False)
+
+
+# The lists of formula inputs a SignalSet holds.
+INPUT_LISTS = ("outages", "maintenance", "requests", "incidents", "calls", "tickets", "tasks", "leads", "deals")
 
 
 def _dec(raw: Any, default: str = "0") -> Decimal:
@@ -89,13 +100,20 @@ def run_formula(
     recorded: tuple[str, int] | None = None,
     *,
     digested: bool = True,
+    running: Running | None = None,
 ) -> Evaluated:
     """The objective's formula over `window` (the part of the calendar `full_window` the
     agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
     a closed window was recorded with — that version computes it again if it is still
     computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
     `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`), else the current one. `digested` false:
-    the caller reads only the value — time-based availability computes no input digest."""
+    the caller reads only the value — time-based availability computes no input digest.
+    `running`: an open window's running evaluation (`running.Running`), which computes it when it
+    can from the inputs appended since the last round (the same evaluation)."""
+    if running is not None:
+        kept = running.evaluate(objective, window, calendar, exclusions, signals, as_of, recorded)
+        if kept is not None:
+            return kept
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
@@ -219,10 +237,14 @@ def judge(
     version: int,
     full_window: Interval | None = None,
     recorded: tuple[str, int] | None = None,
+    running: Running | None = None,
 ) -> dict[str, Any]:
     """The evaluation of one objective over one window (the part of the calendar `full_window`
-    the agreement is in force), as recorded in events; `recorded` as for `run_formula`."""
-    result = run_formula(objective, window, calendar, exclusions, signals, as_of, time_zone, full_window, recorded)
+    the agreement is in force), as recorded in events; `recorded` and `running` as for
+    `run_formula`."""
+    result = run_formula(
+        objective, window, calendar, exclusions, signals, as_of, time_zone, full_window, recorded, running=running
+    )
     metric, comparator = objective["metric"], objective["comparator"]
     target = _dec(objective["target"])
     closed = as_of >= window.end

@@ -21,6 +21,7 @@ from accord_metrics import signals as sig
 from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView, NotFoundError, WindowEvaluation
 from accord_metrics.evaluation import BUDGETED, SignalSet, burn_rates, exclusions_for, judge, late_subjects
 from accord_metrics.formulas import reliability
+from accord_metrics.running import Running
 from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined
 from accord_metrics.views import _parse, end_of, suspensions
 
@@ -209,6 +210,7 @@ class Judging(_Host):
     _open_windows: set[UUID]  # windows known open (judged by this process)
     _round_windows: int
     _round_kept: bool
+    _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
     _judged_position: int
     _recorded_at: dict[UUID, int]  # window id → position of its latest closing or restatement
     _recorded_at_position: int
@@ -265,6 +267,9 @@ class Judging(_Host):
         with self._lock:
             for entry in self._services.values():
                 entry.end_round()
+            # Running evaluations only for windows known open (one that closed dropped its own).
+            for wid in [w for w in self._running if w not in self._open_windows or w in self._closed_windows]:
+                del self._running[wid]
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
         if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
             self._record_judged(signals_position)
@@ -552,14 +557,17 @@ class Judging(_Host):
         self, agreement_id: str, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
         signals: SignalSet, as_of: datetime, tz: str, calendar: tuple[str, int] | None = None,
         suspended: list[Interval] | None = None, formula: tuple[str, int] | None = None,
+        running: Running | None = None,
     ) -> tuple[dict[str, Any], Calendar, list[Interval]]:  # fmt: skip
         """One objective over one window as recorded in events, with the calendar (the
         `calendar` (id, version) when given and held, else the latest) and exclusions it was
         judged with: what evaluation, recomputation and what-if share. `formula`: the (id,
-        version) the window was recorded with, computed by that version while it is kept."""
+        version) the window was recorded with, computed by that version while it is kept. `running`:
+        an open window's running evaluation (running.py): the inputs appended since its last round
+        folded in, the same evaluation."""
         cal = self._calendar_for(objective, calendar)
         exclusions, paused = _exclusions(objective, signals, measured, suspended)
-        evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version, window, formula)
+        evaluation = judge(objective, measured, cal, exclusions, signals, as_of, tz, version, window, formula, running)
         if paused and not subtract([measured], paused):
             # A window suspended throughout is not judged: NO_DATA whatever the no-data policy.
             evaluation.update(status=NO_DATA, value="", undefined="suspended throughout", detail={"suspended": "true"})
@@ -583,9 +591,18 @@ class Judging(_Host):
         # So does the formula version (history is never re-judged by a later version).
         pinned = recorded_calendar(agg.latest) if agg.closed else None
         formula = recorded_formula(agg.latest) if agg.closed else None
+        # An open window keeps its running evaluation between rounds (running.py); a closed one
+        # is judged from all its inputs, and drops it.
+        running: Running | None = None
+        with self._lock:
+            if now < measured.end and not agg.closed:
+                running = self._running.setdefault(agg.id, Running())
+            else:
+                self._running.pop(agg.id, None)
         evaluation, calendar, exclusions = self._judgement(
-            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended, formula
-        )
+            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended, formula,
+            running,
+        )  # fmt: skip
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
             rates = burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz)

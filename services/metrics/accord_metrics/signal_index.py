@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import threading
 from bisect import bisect_left
 from collections import defaultdict
@@ -30,7 +31,7 @@ from accord_metrics.domain import (
     SignalCorrection,
     UnknownServiceError,
 )
-from accord_metrics.evaluation import ONGOING, SignalSet
+from accord_metrics.evaluation import INPUT_LISTS, ONGOING, SignalSet
 from accord_metrics.signal_store import LISTS, Facts, IndexMovedError, Row, SignalStore
 from accord_metrics.signals import validate
 
@@ -259,6 +260,11 @@ class ServiceSignals:
                 if self.selected is not None:
                     self.selected.update(zip(ids, items, strict=True))
                 getattr(out, name).extend(items)
+            # Where its lists came from: what tells a running evaluation its new inputs (running.py).
+            out.lineage = {
+                name: ((kept.serial, kept.changes.get(name, 0), len(kept.lists[name][0]) if name in kept.lists else 0),)
+                for name in _BY_TIME
+            }
             return out
         out = SignalSet()
         for name, entries in self._select(span, all_calls).items():
@@ -290,7 +296,7 @@ class ServiceSignals:
         rows = self.store.lookup(self.service_id, sorted(kept.changed))
         kept.changed = set()
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
-        for sid, row in rows.items():
+        for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
             name = row.kind_list
             if name not in _BY_TIME or (name == "calls" and all_calls):
                 inside = True
@@ -300,6 +306,8 @@ class ServiceSignals:
             ranks, ids, items = kept.lists.setdefault(name, ([], [], []))
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
+            if there or (inside and at < len(ranks)):  # anything but an input placed after every other one
+                kept.changes[name] = kept.changes.get(name, 0) + 1
             if not inside:
                 if there:
                     del ranks[at], ids[at], items[at]
@@ -363,11 +371,19 @@ class _Selection:
         self.lists: dict[str, tuple[list[int], list[str], list[Any]]] = {}
         self.changed: set[str] = set()
         self._pending = lists
+        # Which selection this is, and per list how often an input in it was replaced, removed or
+        # placed before its end since it was made: with the lists' lengths, what tells a running
+        # evaluation that its inputs were only appended to (`SignalSet.lineage`, running.py).
+        self.serial = next(_SELECTIONS)
+        self.changes: dict[str, int] = {}
 
     def fill(self, entry: ServiceSignals) -> None:
         for name, entries in self._pending.items():
             self.lists[name] = ([e[0] for e in entries], [e[1] for e in entries], entry._inputs(entries))
         self._pending = {}
+
+
+_SELECTIONS = itertools.count(1)
 
 
 class _Services(dict[str, ServiceSignals]):
@@ -443,12 +459,19 @@ def combined(sources: dict[str, SignalSet], service_ids: list[str]) -> SignalSet
     """One SignalSet of these services' signals, in the order given (each service's in the
     order stored): the order evaluation and recomputation both use."""
     out = SignalSet()
+    lineage: dict[str, tuple[tuple[int, int, int], ...]] | None = {}
     for sid in service_ids:
         src = sources.get(sid)
         if src is None:
             continue
-        for name in SignalSet.__dataclass_fields__:
+        for name in INPUT_LISTS:
             getattr(out, name).extend(getattr(src, name))
+        if lineage is not None and src.lineage is not None:
+            for name, parts in src.lineage.items():
+                lineage[name] = lineage.get(name, ()) + parts
+        else:
+            lineage = None
+    out.lineage = lineage
     return out
 
 

@@ -191,6 +191,13 @@ def _calendar_definition(calendar: Calendar) -> dict[str, Any]:
 def _input_digest(
     formula_id: str, parameters: dict[str, str], inputs: dict[str, Any], calendar: Calendar | None = None
 ) -> str:
+    return digest(_input_payload(formula_id, parameters, inputs, calendar))
+
+
+def _input_payload(
+    formula_id: str, parameters: dict[str, str], inputs: dict[str, Any], calendar: Calendar | None = None
+) -> dict[str, Any]:
+    """What `_input_digest` digests (the running forms split it around their records: `running`)."""
     payload: dict[str, Any] = {
         "formula_id": formula_id,
         "formula_version": VERSION,
@@ -199,7 +206,7 @@ def _input_digest(
     }
     if calendar is not None:
         payload["calendar"] = _calendar_definition(calendar)
-    return digest(payload)
+    return payload
 
 
 def _with_common_part(intervals: Sequence[Interval], others: Sequence[Interval]) -> int:
@@ -216,6 +223,31 @@ def _with_common_part(intervals: Sequence[Interval], others: Sequence[Interval])
         if j < len(merged) and merged[j].start < i.end:
             count += 1
     return count
+
+
+def _downtime(merged: Sequence[Interval], eligible: Sequence[Interval]) -> tuple[timedelta, int]:
+    """`total(intersect_all(merged, eligible))` and `_with_common_part(merged, eligible)` in one
+    pass: both lists sorted and disjoint (`merged` a union, `eligible` as `eligible_intervals`
+    gives it), so each merged outage's eligible part is the sum of its overlaps with the eligible
+    intervals it meets — exact durations, whatever the order they are added in."""
+    down = timedelta(0)
+    counted = j = 0
+    n = len(eligible)
+    for m in merged:
+        start, end = m.start, m.end
+        while j < n and eligible[j].end <= start:
+            j += 1
+        k, mine = j, timedelta(0)
+        while k < n and eligible[k].start < end:
+            e = eligible[k]
+            part = min(end, e.end) - max(start, e.start)
+            if part > timedelta(0):
+                mine += part
+            k += 1
+        if mine:
+            counted += 1
+            down += mine
+    return down, counted
 
 
 def eligible_intervals(window: Interval, calendar: Calendar, exclusions: Sequence[Interval] = ()) -> list[Interval]:
@@ -264,11 +296,11 @@ def availability_time(
     }
     eligible = eligible_intervals(window, calendar, exclusions)
     merged = union(outages)
-    long_enough = [o for o in merged if o.duration >= min_outage]
-    downtime = intersect_all(long_enough, eligible)
-    counted = _with_common_part(long_enough, eligible)
+    # Every merged outage is non-empty (its duration is end − start): none is shorter than no minimum.
+    long_enough = merged if min_outage <= timedelta(0) else [o for o in merged if o.end - o.start >= min_outage]
+    down, counted = _downtime(long_enough, eligible)
     eligible_s = seconds(total(eligible))
-    downtime_s = seconds(total(downtime))
+    downtime_s = seconds(down)
     value = percent(eligible_s - downtime_s, eligible_s)
     return Evaluated(
         formula_id=formula_id,

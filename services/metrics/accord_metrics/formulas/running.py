@@ -1,0 +1,404 @@
+"""Running forms of the high-volume formulas: the same value, detail and input digest as the
+formula computes over a window's inputs, kept up to date as inputs are appended, so judging an
+open window again after a batch costs what the batch holds, not what the window holds.
+
+Each `*Tally` is folded from a window's inputs in the order the formula goes through them
+(`extend` with the first inputs, then with each batch appended after them): its sums are the
+formula's sums, added in the same order, so they are the same Decimals; its counts the same
+ints. The input digest is the SHA-256 of the formula's canonical JSON, whose input records are
+sorted (calls by id, intervals and request counts by their record): `SortedDigest` keeps the
+records sorted, with the hash state every `CHECKPOINT` records, and hashes again only from the
+checkpoint before the first place a new record goes — for records that sort after every
+record held (ids and instants that grow), only the batch's. Anything that is not an append
+(a correction, a removal, another parameter, calendar or exclusion) is the caller's to detect:
+it folds a new tally from every input (`accord_metrics.running`). `tests/test_running.py`
+holds each tally to its formula on random sequences of batches."""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
+
+from accord_kit.timeline import Calendar, Interval, total, union
+from accord_metrics.formulas import contact, reliability
+from accord_metrics.formulas.common import (
+    ZERO,
+    Encoded,
+    EncodedList,
+    Evaluated,
+    canonical_json,
+    percent,
+    ratio,
+    seconds,
+)
+
+CHECKPOINT = 256  # records between two kept hash states
+_SENTINEL = Encoded("\x00records\x00")  # never in canonical JSON (a control character is escaped)
+_first = itemgetter(0)
+
+
+def split_payload(payload: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The canonical JSON of `payload` (one of whose values, at any depth of dicts, is
+    `EncodedList([_SENTINEL])`) split around that list's records: (what precedes the first
+    record, what follows the last) — the bytes of the payload with any records R are
+    prefix + ",".join(R) + suffix, as `canonical_json` splices an `EncodedList`."""
+    text = canonical_json(payload)
+    at = text.index(_SENTINEL)
+    return text[:at].encode(), text[at + len(_SENTINEL) :].encode()
+
+
+def records_slot() -> EncodedList:
+    """The list to put in a payload where its records go (see `split_payload`)."""
+    return EncodedList([_SENTINEL])
+
+
+class SortedDigest:
+    """Records kept sorted by key, and the SHA-256 of prefix + the records joined by "," +
+    suffix, brought up to date from the last hash state kept before the first changed place."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.keys: list[Any] = []
+        self.records: list[str] = []
+        first = hashlib.sha256(prefix)
+        self._states = [first]  # _states[i]: after prefix and records[: i * CHECKPOINT]
+
+    def add(self, pairs: list[tuple[Any, str]]) -> None:
+        """Place these (key, record) pairs by key (among equal keys their records are equal
+        or their order is the sorted one: see each tally)."""
+        if not pairs:
+            return
+        pairs.sort(key=_first)
+        keys, records = self.keys, self.records
+        at = bisect_right(keys, pairs[0][0])
+        if at < len(keys):
+            # The held records from `at` on and the new ones: two sorted runs, merged by a stable
+            # sort of their places (the held one first among equal keys, as `sorted` keeps them).
+            tail_keys = keys[at:] + [p[0] for p in pairs]
+            tail_records = records[at:] + [p[1] for p in pairs]
+            order = sorted(range(len(tail_keys)), key=tail_keys.__getitem__)
+            del keys[at:], records[at:]
+            keys.extend(map(tail_keys.__getitem__, order))
+            records.extend(map(tail_records.__getitem__, order))
+        else:
+            keys.extend(p[0] for p in pairs)
+            records.extend(p[1] for p in pairs)
+        kept = at // CHECKPOINT
+        del self._states[kept + 1 :]
+        state = self._states[kept]
+        start = kept * CHECKPOINT
+        while start + CHECKPOINT <= len(records):
+            state = state.copy()
+            state.update(self._joined(start, start + CHECKPOINT))
+            self._states.append(state)
+            start += CHECKPOINT
+
+    def _joined(self, start: int, end: int) -> bytes:
+        text = ",".join(self.records[start:end])
+        return ("," + text if start else text).encode()
+
+    def digest(self, suffix: bytes) -> str:
+        state = self._states[-1].copy()
+        start = (len(self._states) - 1) * CHECKPOINT
+        if start < len(self.records):
+            state.update(self._joined(start, len(self.records)))
+        state.update(suffix)
+        return "sha256:" + state.hexdigest()
+
+
+# -- calls: ASA, abandonment, service level, AHT -------------------------------------------------
+CALL_FORMULAS = ("contact.asa", "contact.abandonment_rate", "contact.service_level", "contact.aht")
+
+
+class CallTally:
+    """`contact.asa`, `contact.abandonment_rate`, `contact.service_level` or `contact.aht` over
+    the calls folded in, as the formula computes it over them (its parameters fixed here)."""
+
+    def __init__(
+        self,
+        formula: str,
+        variant: str = "",
+        threshold: timedelta | None = None,
+        short_abandon: timedelta | None = None,
+    ) -> None:
+        if formula not in CALL_FORMULAS:
+            raise ValueError(f"no running form of {formula!r}")
+        self.formula = formula
+        self.variant = contact.ServiceLevelVariant(variant) if formula == "contact.service_level" else None
+        self.threshold = threshold
+        self.short = short_abandon
+        self.ids: set[str] = set()
+        self.offered = 0
+        self.answered = 0
+        self.answered_within = 0
+        self.abandoned = 0
+        self.short_abandoned = 0  # Ab<S (service level, abandonment)
+        self.counted_within = 0  # abandons ≥ S (or all, without S) within T
+        self.total_wait = ZERO
+        self.handle = ZERO
+        # The formula's parameter checks, raised as it raises them (with no call, no repeated id).
+        self.parameters = self._result().parameters
+        prefix, self._suffix = split_payload({"inputs": records_slot(), "parameters": self.parameters})
+        self.records = SortedDigest(prefix)
+
+    def extend(self, calls: Sequence[contact.Call]) -> bool:
+        """Fold in these calls (after those folded before, in their order). False — nothing
+        folded — when an id is already held or repeats among them: the formula refuses that."""
+        ids = [c.call_id for c in calls]
+        if len(set(ids)) != len(ids) or not self.ids.isdisjoint(ids):
+            return False
+        self.ids.update(ids)
+        threshold, short = self.threshold, self.short
+        self.offered += len(calls)
+        total_wait, handle = self.total_wait, self.handle
+        asa, aht = self.formula == "contact.asa", self.formula == "contact.aht"  # the sums each needs
+        for c in calls:
+            if c.answered_at is not None:
+                wait = c.answered_at - c.entered_queue
+                self.answered += 1
+                if threshold is not None and wait <= threshold:
+                    self.answered_within += 1
+                if asa:
+                    total_wait += seconds(wait)
+                if aht:
+                    handle += c.talk_seconds + c.hold_seconds + c.after_call_seconds
+            elif c.abandoned_at is not None:
+                wait = c.abandoned_at - c.entered_queue
+                self.abandoned += 1
+                if short is not None and wait < short:
+                    self.short_abandoned += 1
+                elif threshold is not None and wait <= threshold:
+                    self.counted_within += 1
+        self.total_wait, self.handle = total_wait, handle
+        encs = contact.encoded_all(calls, contact.utc_record, contact.call_json)
+        self.records.add(list(zip(ids, encs, strict=True)))
+        return True
+
+    def evaluated(self) -> Evaluated:
+        return self._result(self.records.digest(self._suffix))
+
+    def _result(self, input_digest: str = "") -> Evaluated:
+        if self.formula == "contact.service_level":
+            assert self.threshold is not None and self.variant is not None
+            return _service_level(self, self.variant, self.threshold, input_digest)
+        if self.formula == "contact.asa":
+            detail = {"unit": "seconds", "answered": str(self.answered), "total_wait_seconds": str(self.total_wait)}
+            return _calls_evaluated(
+                self.formula, ratio(self.total_wait, self.answered), {}, detail, "no answered call", input_digest
+            )
+        if self.formula == "contact.aht":
+            detail = {"unit": "seconds", "handled": str(self.answered), "total_handle_seconds": str(self.handle)}
+            return _calls_evaluated(
+                self.formula, ratio(self.handle, self.answered), {}, detail, "no handled contact", input_digest
+            )
+        contact._check_short(self.short)
+        short = self.short_abandoned
+        detail = {
+            "unit": "percent",
+            "offered": str(self.offered),
+            "abandoned": str(self.abandoned),
+            "short_abandoned": str(short),
+        }
+        params = {"short_abandon_seconds": contact.td_param(self.short)}
+        value = percent(self.abandoned - short, self.offered - short)
+        return _calls_evaluated(self.formula, value, params, detail, "no offered call", input_digest)
+
+
+def _calls_evaluated(
+    formula: str, value: Decimal | None, parameters: dict[str, str], detail: dict[str, str], undefined: str,
+    input_digest: str,
+) -> Evaluated:  # fmt: skip
+    return Evaluated(
+        formula, contact.VERSION, value, parameters, input_digest, detail, "" if value is not None else undefined
+    )
+
+
+def _service_level(t: CallTally, v: contact.ServiceLevelVariant, threshold: timedelta, input_digest: str) -> Evaluated:
+    """`contact.service_level`'s value and detail from the tally (its checks, in its order)."""
+    if threshold < timedelta(0):
+        raise ValueError("the answer threshold T must not be negative")
+    contact._check_short(t.short)
+    if v is contact.ServiceLevelVariant.SHORT_ABANDONS_SUCCESS and t.short is None:
+        raise ValueError("SHORT_ABANDONS_SUCCESS needs the short-abandon threshold S")
+    a, a_in = t.answered, t.answered_within
+    short = t.short_abandoned
+    ab = t.abandoned - short
+    ab_in = t.counted_within
+    ab_over = ab - ab_in
+    variants = contact.ServiceLevelVariant
+    if v is variants.ANSWERED_OVER_OFFERED:
+        num, den = a_in, a + ab
+    elif v is variants.ANSWERED_OVER_ANSWERED:
+        num, den = a_in, a
+    elif v is variants.ABANDONS_NEUTRAL:
+        num, den = a_in, a + ab_over
+    elif v is variants.ABANDONS_SUCCESS:
+        num, den = a_in + ab_in, a + ab
+    else:
+        num, den = a_in + short, a + t.abandoned
+    detail = {
+        "unit": "percent",
+        "answered": str(a),
+        "answered_within": str(a_in),
+        "abandoned": str(t.abandoned),
+        "short_abandoned": str(short),
+        "abandoned_within": str(ab_in),
+        "abandoned_after": str(ab_over),
+        "other": str(t.offered - a - t.abandoned),
+        "numerator": str(num),
+        "denominator": str(den),
+    }
+    params = {
+        "variant": v.value,
+        "threshold_seconds": contact.td_param(threshold),
+        "short_abandon_seconds": contact.td_param(t.short),
+    }
+    return _calls_evaluated(
+        "contact.service_level", percent(num, den), params, detail, "zero denominator", input_digest
+    )
+
+
+# -- time-based availability -----------------------------------------------------------------------
+class OutageTally:
+    """`reliability.availability_time` over the outages folded in (those overlapping the window,
+    with ends: an outage under way changes with the evaluation's instant, never folded), for one
+    window, calendar, exclusions and minimum outage: the union of the outages kept merged, each
+    merged outage's downtime in eligible time, and the records of the outages sorted."""
+
+    def __init__(
+        self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval], min_outage: timedelta
+    ) -> None:
+        empty = reliability.availability_time(window, calendar, [], exclusions, min_outage)  # its checks
+        self.window, self.calendar, self.min_outage = window, calendar, min_outage
+        self.parameters = empty.parameters
+        self.eligible = reliability.eligible_intervals(window, calendar, exclusions)
+        self._eligible_starts = [e.start for e in self.eligible]
+        self.eligible_s = seconds(total(self.eligible))
+        self.merged: list[Interval] = []
+        self._starts: list[datetime] = []
+        self.downtime = timedelta(0)  # of the merged outages at least the minimum long
+        self.counted = 0
+        self.short = 0  # merged outages below the minimum
+        payload = reliability._input_payload(
+            "availability.time",
+            self.parameters,
+            {"outages": records_slot(), "exclusions": reliability._intervals(exclusions)},
+            calendar,
+        )
+        prefix, self._suffix = split_payload(payload)
+        self.records = SortedDigest(prefix)
+
+    def _weigh(self, m: Interval, sign: int) -> None:
+        if m.duration < self.min_outage:
+            self.short += sign
+            return
+        down = timedelta(0)
+        eligible = self.eligible
+        i = max(bisect_right(self._eligible_starts, m.start) - 1, 0)
+        while i < len(eligible) and eligible[i].start < m.end:
+            part = m.intersect(eligible[i])
+            if part is not None:
+                down += part.duration
+            i += 1
+        self.downtime += down * sign
+        if down:
+            self.counted += sign
+
+    def extend(self, outages: Sequence[Interval]) -> None:
+        """Fold in these outages (each with its end, overlapping the window)."""
+        fresh = [o for o in outages if o.start < o.end]
+        if fresh:
+            low = min(o.start for o in fresh)
+            # The first merged outage a new one can touch: the last starting at or before `low`,
+            # if it reaches it, else the first starting after it.
+            at = bisect_right(self._starts, low)
+            if at and self.merged[at - 1].end >= low:
+                at -= 1
+            tail = self.merged[at:]
+            for m in tail:
+                self._weigh(m, -1)
+            del self.merged[at:], self._starts[at:]
+            for m in union([*tail, *fresh]):
+                self.merged.append(m)
+                self._starts.append(m.start)
+                self._weigh(m, 1)
+        encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
+        self.records.add([(e, e) for e in encs])
+
+    def evaluated(self) -> Evaluated:
+        downtime_s = seconds(self.downtime)
+        value = percent(self.eligible_s - downtime_s, self.eligible_s)
+        return Evaluated(
+            formula_id="availability.time",
+            formula_version=reliability.VERSION,
+            value=value,
+            parameters=self.parameters,
+            input_digest=self.records.digest(self._suffix),
+            detail={
+                "eligible_seconds": str(self.eligible_s),
+                "downtime_seconds": str(downtime_s),
+                "outages_counted": str(self.counted),
+                "outages_below_minimum": str(self.short),
+            },
+            undefined=reliability.NO_ELIGIBLE_TIME if value is None else "",
+        )
+
+
+# -- request-based availability, OCCURRENCES --------------------------------------------------------
+class CountTally:
+    """`reliability.availability_requests` (current version, OCCURRENCES) over the request counts
+    folded in (those starting in the window), for one window, calendar and exclusions."""
+
+    def __init__(self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval]) -> None:
+        empty = reliability.availability_requests([], "OCCURRENCES", window, calendar=calendar, exclusions=exclusions)
+        self.window, self.calendar = window, calendar
+        self.parameters = empty.parameters
+        self.eligible = reliability.eligible_intervals(window, calendar, exclusions)
+        self._eligible_starts = [e.start for e in self.eligible]
+        self.eligible_s = empty.detail["eligible_seconds"]
+        self.good = self.total = self.inside = self.excluded = 0
+        payload = reliability._input_payload(
+            "availability.requests",
+            self.parameters,
+            {"counts": records_slot(), "exclusions": reliability._intervals(exclusions)},
+            calendar,
+        )
+        prefix, self._suffix = split_payload(payload)
+        self.records = SortedDigest(prefix)
+
+    def extend(self, counts: Sequence[reliability.RequestCount]) -> None:
+        """Fold in these request counts (each starting in the window)."""
+        starts, eligible = self._eligible_starts, self.eligible
+        pairs: list[tuple[Any, str]] = []
+        for b in counts:
+            i = bisect_right(starts, b.start) - 1
+            if i >= 0 and b.start < eligible[i].end:
+                self.good += b.good
+                self.total += b.total
+                self.inside += 1
+            else:
+                self.excluded += 1
+            key = [reliability._utc(b.start), reliability._utc(b.end), b.good, b.total]
+            pairs.append((key, canonical_json(key)))
+        self.records.add(pairs)
+
+    def evaluated(self) -> Evaluated:
+        detail = {
+            "good": str(self.good),
+            "total": str(self.total),
+            "counts_in_window": str(self.inside),
+            "eligible_seconds": self.eligible_s,
+            "counts_excluded": str(self.excluded),
+        }
+        value = percent(self.good, self.total)
+        undefined = ""
+        if value is None:
+            undefined = "no requests in the window" if self.eligible else reliability.NO_ELIGIBLE_TIME
+        return Evaluated(
+            "availability.requests", reliability.REQUESTS_VERSION, value, self.parameters,
+            self.records.digest(self._suffix), detail, undefined,
+        )  # fmt: skip

@@ -1,0 +1,163 @@
+"""Running evaluations of open windows (see the README, "Scale"): for an open window judged by
+a call-based formula (ASA, abandonment, service level, AHT), time-based availability or
+request-based availability by occurrences, the formula's running form (`formulas/running.py`)
+is kept between rounds, and a round whose inputs are the last round's with signals appended
+folds in only those — the same evaluation the formula gives over all of them, byte for byte.
+
+What is an append is told by the selection the inputs came from (`SignalSet.lineage`, from
+`ServiceSignals.select`'s kept selections): per list and service, the selection, how often a
+signal in it was replaced, removed or placed before its end, and its length. When every
+service's part is the one folded before and only the last one grew, the new inputs are the
+list's tail. Anything else — a correction or completion of a signal the window holds, a signal
+whose rank places it earlier, another selection (a longer outage, a restart), another
+objective, version, calendar, exclusion or suspension, an outage under way, a repeated call
+id, or any failure — folds the window's inputs again from the start (or leaves them to the
+formula itself): the running form is an optimisation, never a second source of truth.
+`tests/test_running.py` holds it to the formulas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from accord_kit.timeline import Calendar, Interval
+from accord_metrics.formulas import reliability
+from accord_metrics.formulas.common import Evaluated
+from accord_metrics.formulas.running import CallTally, CountTally, OutageTally
+
+if TYPE_CHECKING:
+    from accord_metrics.evaluation import SignalSet
+
+# The metrics with a running form, and the list of a SignalSet each reads.
+_CALL_METRICS = {
+    "METRIC_ASA": "contact.asa",
+    "METRIC_ABANDONMENT_RATE": "contact.abandonment_rate",
+    "METRIC_SERVICE_LEVEL": "contact.service_level",
+    "METRIC_AVERAGE_HANDLE_TIME": "contact.aht",
+}
+LISTS = {
+    **dict.fromkeys(_CALL_METRICS, "calls"),
+    "METRIC_AVAILABILITY_TIME": "outages",
+    "METRIC_AVAILABILITY_REQUESTS": "requests",
+}
+Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
+
+
+def _seconds(raw: Any) -> timedelta:
+    return timedelta(seconds=float(Decimal(str(raw)))) if raw not in (None, "") else timedelta(0)
+
+
+class Running:
+    """One open window's running evaluation: the formula's running form, what it was made for
+    (objective, window, calendar, exclusions) and the inputs folded so far (their lineage and
+    how many)."""
+
+    def __init__(self) -> None:
+        self.basis: tuple[Any, ...] | None = None
+        self.tally: CallTally | OutageTally | CountTally | None = None
+        self.lineage: Lineage = ()
+        self.folded = 0  # inputs of the list (before the window's filter) folded
+        self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
+        self.seeded = 0  # rounds that folded every input
+
+    def evaluate(
+        self, objective: dict[str, Any], window: Interval, calendar: Calendar, exclusions: list[Interval],
+        signals: SignalSet, as_of: datetime, recorded: tuple[str, int] | None,
+    ) -> Evaluated | None:  # fmt: skip
+        """The objective's evaluation over `window` as `evaluation.run_formula` computes it, from
+        the running form; None when it has none for this objective (the caller computes it)."""
+        metric = str(objective.get("metric"))
+        name = LISTS.get(metric)
+        p = objective.get("parameters") or {}
+        if name is None or recorded is not None or signals.lineage is None:
+            self._drop()
+            return None
+        if metric == "METRIC_AVAILABILITY_REQUESTS" and (objective.get("budgeting") or "BUDGETING_OCCURRENCES") != (
+            "BUDGETING_OCCURRENCES"
+        ):
+            self._drop()
+            return None
+        lineage = signals.lineage.get(name, ())
+        source: Sequence[Any] = getattr(signals, name)
+        basis = (
+            json.dumps(objective, sort_keys=True, default=str),
+            window,
+            json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
+            tuple(exclusions),
+        )
+        try:
+            if self.tally is not None and basis == self.basis and self._appended(lineage):
+                fresh = self._fresh(metric, window, source[self.folded :], as_of)
+                if fresh is not None and self._fold(fresh):
+                    self.lineage, self.folded = lineage, len(source)
+                    self.appended += 1
+                    return self.tally.evaluated()
+            self._drop()
+            tally = self._tally(metric, p, window, calendar, exclusions)
+            fresh = self._fresh(metric, window, source, as_of)
+            if fresh is None:
+                return None
+            self.tally = tally
+            if not self._fold(fresh):
+                self._drop()
+                return None
+            self.basis, self.lineage, self.folded = basis, lineage, len(source)
+            self.seeded += 1
+            return tally.evaluated()
+        except Exception:  # the formula itself says what is wrong (or computes it)
+            self._drop()
+            return None
+
+    def _drop(self) -> None:
+        self.basis, self.tally, self.lineage, self.folded = None, None, (), 0
+
+    def _appended(self, lineage: Lineage) -> bool:
+        """Whether `lineage` is the folded one with inputs appended to the last service's part."""
+        before = self.lineage
+        if len(before) != len(lineage) or not lineage:
+            return False
+        if before[:-1] != lineage[:-1]:
+            return False
+        (s0, e0, n0), (s1, e1, n1) = before[-1], lineage[-1]
+        return s0 == s1 and e0 == e1 and n1 >= n0
+
+    @staticmethod
+    def _tally(
+        metric: str, p: dict[str, Any], window: Interval, calendar: Calendar, exclusions: list[Interval]
+    ) -> CallTally | OutageTally | CountTally:
+        if metric in _CALL_METRICS:
+            short = _seconds(p["short_abandon_seconds"]) if p.get("short_abandon_seconds") else None
+            if metric == "METRIC_SERVICE_LEVEL":
+                return CallTally(_CALL_METRICS[metric], p["variant"], _seconds(p["threshold_seconds"]), short)
+            return CallTally(_CALL_METRICS[metric], "", None, short)
+        if metric == "METRIC_AVAILABILITY_TIME":
+            return OutageTally(window, calendar, exclusions, _seconds(p.get("min_outage_seconds")))
+        return CountTally(window, calendar, exclusions)
+
+    @staticmethod
+    def _fresh(metric: str, window: Interval, items: Sequence[Any], as_of: datetime) -> list[Any] | None:
+        """The inputs among `items` the formula reads (`evaluation.run_formula`'s filters); None
+        when one of them changes with the evaluation's instant (an outage under way)."""
+        ws, we = window.start, window.end
+        if not ws < we:
+            return None
+        if metric == "METRIC_AVAILABILITY_TIME":
+            from accord_metrics.evaluation import ONGOING
+
+            if any(o.end >= ONGOING for o in items):
+                return None
+            return [o for o in items if o.start < we and ws < o.end and o.start < o.end]
+        if metric == "METRIC_AVAILABILITY_REQUESTS":
+            return [r for r in items if ws <= r.start < we]
+        return [c for c in items if ws <= c.entered_queue < we]
+
+    def _fold(self, fresh: list[Any]) -> bool:
+        tally = self.tally
+        if isinstance(tally, CallTally):
+            return tally.extend(fresh)
+        assert tally is not None
+        tally.extend(fresh)
+        return True

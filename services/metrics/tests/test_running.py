@@ -1,0 +1,296 @@
+"""The running forms of the formulas (`formulas/running.py`) against the formulas themselves: folded
+batch by batch, each evaluation — value, detail, parameters, input digest — is the formula's over
+every input folded so far, in order, with few records (one hash state) and many (several)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
+from accord_metrics.application import Metrics
+from accord_metrics.formulas import contact, reliability, running
+from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, calls, outage
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WINDOW = Interval(T0, T0 + timedelta(days=2))
+BUSINESS = BusinessCalendar(
+    "Europe/Amsterdam", ((4, "09:00", "17:00"), (5, "09:00", "17:00"), (6, "08:00", "12:00")), frozenset(), "office", 2
+)
+
+_call = st.tuples(
+    st.integers(0, 2 * 86400 - 1),  # seconds into the window
+    st.sampled_from(["answered", "abandoned", "other"]),
+    st.integers(0, 60),  # wait, s
+    st.integers(0, 999_999),  # µs of the wait
+    st.integers(0, 900),
+    st.sampled_from(["0", "1.5", "12.250", "30"]),
+)
+
+
+def _calls(raw: list[tuple[int, str, int, int, int, str]], ids: list[int]) -> list[contact.Call]:
+    out = []
+    for n, (offset, kind, wait, micro, talk, hold) in zip(ids, raw, strict=False):
+        entered = T0 + timedelta(seconds=offset)
+        end = entered + timedelta(seconds=wait, microseconds=micro)
+        out.append(
+            contact.Call(
+                f"c{n:05d}",
+                entered,
+                answered_at=end if kind == "answered" else None,
+                abandoned_at=end if kind == "abandoned" else None,
+                talk_seconds=Decimal(talk),
+                hold_seconds=Decimal(hold),
+            )
+        )
+    return out
+
+
+def _formula(formula: str, calls: list[contact.Call], variant: str, t: timedelta, s: timedelta | None) -> object:
+    if formula == "contact.service_level":
+        return contact.service_level(calls, variant, t, s)
+    if formula == "contact.asa":
+        return contact.asa(calls)
+    if formula == "contact.aht":
+        return contact.aht(calls)
+    return contact.abandonment_rate(calls, s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(_call, max_size=40), min_size=1, max_size=6),
+    st.sampled_from(running.CALL_FORMULAS),
+    st.sampled_from(list(contact.ServiceLevelVariant)),
+    st.integers(0, 40),
+    st.one_of(st.none(), st.integers(0, 10)),
+    st.booleans(),
+    st.integers(0, 10**6),
+)
+def test_a_call_tally_gives_the_formula_s_evaluation_after_every_batch(
+    batches: list[list[tuple[int, str, int, int, int, str]]], formula: str, variant: contact.ServiceLevelVariant,
+    t: int, s: int | None, growing: bool, seed: int,
+) -> None:  # fmt: skip
+    threshold = timedelta(seconds=t)
+    short = None if s is None else timedelta(seconds=s)
+    if formula == "contact.service_level" and variant is contact.ServiceLevelVariant.SHORT_ABANDONS_SUCCESS:
+        short = short or timedelta(seconds=3)
+    # Ids that grow (a batch's records go after every record held) or that do not (placed anywhere).
+    total = sum(len(b) for b in batches)
+    numbers = list(range(total)) if growing else [(seed + 7919 * i) % 100_003 for i in range(total)]
+    tally = running.CallTally(formula, variant.value, threshold, short)
+    so_far: list[contact.Call] = []
+    used = 0
+    for raw in batches:
+        batch = _calls(raw, numbers[used : used + len(raw)])
+        used += len(raw)
+        assert tally.extend(batch)
+        so_far += batch
+        assert tally.evaluated() == _formula(formula, so_far, variant.value, threshold, short)
+
+
+def test_a_call_tally_refuses_an_id_it_holds_and_checks_parameters_as_the_formula_does() -> None:
+    tally = running.CallTally("contact.asa")
+    calls = _calls([(10, "answered", 5, 0, 60, "0")], [1])
+    assert tally.extend(calls)
+    assert not tally.extend(calls)  # the formula refuses a repeated id: the caller computes it whole
+    assert not tally.extend(_calls([(10, "answered", 5, 0, 60, "0")] * 2, [2, 2]))
+    with pytest.raises(ValueError, match="needs the short-abandon threshold S"):
+        running.CallTally("contact.service_level", "SHORT_ABANDONS_SUCCESS", timedelta(seconds=20), None)
+    with pytest.raises(ValueError, match="must not be negative"):
+        running.CallTally("contact.abandonment_rate", "", None, timedelta(seconds=-1))
+
+
+def test_many_records_span_several_hash_states() -> None:
+    calls = _calls(
+        [(i * 3, "answered", i % 30, i, 60, "0") for i in range(3 * running.CHECKPOINT + 17)], list(range(10_000))
+    )
+    tally = running.CallTally("contact.service_level", "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
+    for i in range(0, len(calls), 100):
+        assert tally.extend(calls[i : i + 100])
+        assert tally.evaluated() == contact.service_level(
+            calls[: i + 100], "ANSWERED_OVER_OFFERED", timedelta(seconds=20)
+        )
+    # A batch placed before most records held: hashed again from the state before its place.
+    late = _calls([(5, "abandoned", 2, 0, 0, "0")], [-1])
+    late = [contact.Call("a-first", late[0].entered_queue, abandoned_at=late[0].abandoned_at)]
+    assert tally.extend(late)
+    assert tally.evaluated() == contact.service_level(calls + late, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
+
+
+_outage = st.tuples(st.integers(-3600, 2 * 86400 + 3600), st.integers(0, 7200))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(_outage, max_size=30), min_size=1, max_size=6),
+    st.sampled_from(["always", "business"]),
+    st.lists(st.tuples(st.integers(0, 2 * 86400), st.integers(1, 20000)), max_size=2),
+    st.integers(0, 600),
+)
+def test_an_outage_tally_gives_time_based_availability_after_every_batch(
+    batches: list[list[tuple[int, int]]], calendar: str, excluded: list[tuple[int, int]], minimum: int
+) -> None:
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
+    tally = running.OutageTally(WINDOW, cal, exclusions, timedelta(seconds=minimum))
+    so_far: list[Interval] = []
+    for raw in batches:
+        batch = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in raw]
+        batch = [o for o in batch if o.start < WINDOW.end and WINDOW.start < o.end and o.start < o.end]
+        tally.extend(batch)
+        so_far += batch
+        expected = reliability.availability_time(WINDOW, cal, so_far, exclusions, timedelta(seconds=minimum))
+        assert tally.evaluated() == expected
+
+
+_count = st.tuples(st.integers(0, 2 * 86400 - 1), st.integers(0, 50), st.integers(0, 50))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(_count, max_size=30), min_size=1, max_size=6),
+    st.sampled_from(["always", "business"]),
+    st.lists(st.tuples(st.integers(0, 2 * 86400), st.integers(1, 20000)), max_size=2),
+)
+def test_a_count_tally_gives_request_based_availability_after_every_batch(
+    batches: list[list[tuple[int, int, int]]], calendar: str, excluded: list[tuple[int, int]]
+) -> None:
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
+    tally = running.CountTally(WINDOW, cal, exclusions)
+    so_far: list[reliability.RequestCount] = []
+    for raw in batches:
+        batch = [
+            reliability.RequestCount(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + 60), min(g, n), n)
+            for a, g, n in raw
+        ]
+        tally.extend(batch)
+        so_far += batch
+        expected = reliability.availability_requests(so_far, "OCCURRENCES", WINDOW, calendar=cal, exclusions=exclusions)
+        assert tally.evaluated() == expected
+
+
+# -- a service's rounds: every open window's running evaluation against the formula over every input ---------------
+_step = st.one_of(
+    st.tuples(st.just("calls"), st.integers(0, 4), st.integers(0, 3), st.integers(-60 * 24 * 12, 60 * 24 * 9)),
+    st.tuples(st.just("outage"), st.integers(-60 * 24 * 12, 60 * 24 * 9), st.integers(1, 90)),
+    st.tuples(st.just("correct"), st.integers(0, 10**6), st.integers(1, 120)),
+    st.tuples(st.just("again"), st.integers(0, 10**6)),
+    st.tuples(st.just("round"), st.integers(1, 4000)),
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_step, min_size=4, max_size=14))
+def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_every_input(
+    make_store_env: Callable[[str], dict[str, str]], steps: list[tuple[Any, ...]]
+) -> None:
+    """Random batches (in April, and late ones in March: a closed window restated), corrections
+    and completions of signals the window holds, duplicates, and rounds: after every round,
+    April's evaluations (availability over outages, service level over calls) are those the
+    formulas give over every stored signal — value, detail, parameters, input digest."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite)
+        now = at(f"2026-04-10T10:00{AMS}")
+        suite.tick(now.isoformat())
+        sent: list[pb.Signal] = []
+        n = 0
+        for step in [*steps, ("round", 5)]:
+            kind = step[0]
+            if kind == "calls":
+                n += 1
+                batch = calls(f"c{n}-", (now + timedelta(minutes=step[3])).isoformat(), step[1], step[2])
+            elif kind == "outage":
+                n += 1
+                batch = [outage(f"o{n}", (now + timedelta(minutes=step[1])).isoformat(), step[2])]
+            elif kind in ("correct", "again") and sent:
+                s = pb.Signal()
+                s.CopyFrom(sent[step[1] % len(sent)])
+                if kind == "correct" and s.HasField("call"):
+                    s.call.answered_at.FromDatetime(s.call.entered_queue.ToDatetime() + timedelta(seconds=step[2]))
+                elif kind == "correct":
+                    s.outage.end.FromDatetime(s.outage.start.ToDatetime() + timedelta(minutes=step[2]))
+                batch = [s]
+            elif kind == "round":
+                now += timedelta(seconds=step[1])
+                suite.tick(now.isoformat())
+                _check_april(m, aid, now)
+                continue
+            else:
+                continue
+            m.record(COLLECTOR, batch, reason="corrected")
+            sent += [s for s in batch if s.signal_id not in {x.signal_id for x in sent}]
+        _RUNNING_USED.update(k for k, r in m._running.items() if r.appended)
+    finally:
+        suite.close()
+
+
+_RUNNING_USED: set[object] = set()
+
+
+def _check_april(m: Metrics, aid: str, now: datetime) -> None:
+    view = m.agreement_view(None, aid)
+    everything = m.signal_set(m.scope(view, now)[2])  # every input, not from a kept selection
+    for objective in ("availability", "service-level"):
+        agg = m.window(None, aid, objective, "2026-03-31T22:00:00+00:00")
+        check = m.check_window(view, agg, everything, now)
+        assert check.recomputed is not None
+        for name in ("value", "input_digest", "detail", "parameters", "status"):
+            assert check.recomputed[name] == agg.latest[name], (objective, name)
+
+
+def test_the_rounds_above_folded_appended_signals() -> None:
+    """(runs after the property above: some of its rounds judged from appended inputs alone)"""
+    assert _RUNNING_USED
+
+
+def test_a_correction_or_completion_in_the_open_window_folds_it_again(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """Batches appended are folded in (no window folded again); a correction of a call and of an
+    outage the open window holds is no append: the window's inputs are folded again, and every
+    evaluation is still the formula's over every stored signal."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite)
+        now = at(f"2026-04-10T10:00{AMS}")
+        m.record(COLLECTOR, [*calls("a", f"2026-04-09T09:00{AMS}", 5, 2), outage("o1", f"2026-04-09T11:00{AMS}", 3)])
+        suite.tick(now.isoformat())
+        for n, minutes in enumerate((1, 2, 3)):
+            m.record(
+                COLLECTOR,
+                [
+                    *calls(f"b{n}-", f"2026-04-10T0{n}:00{AMS}", 2, 1),
+                    outage(f"p{n}", f"2026-04-10T0{n}:30{AMS}", minutes),
+                ],
+            )
+            now += timedelta(seconds=5)
+            suite.tick(now.isoformat())
+            _check_april(m, aid, now)
+        held = list(m._running.values())
+        assert sorted((r.seeded, r.appended) for r in held) == [(1, 3), (1, 3)]
+
+        # (the longest outage stays 3 minutes: the same selection, an input replaced in it)
+        slow = calls("a", f"2026-04-09T09:00{AMS}", 0, 1)[0]  # "a0" answered after 40 s, not 10 s
+        m.record(COLLECTOR, [slow, outage("o1", f"2026-04-09T11:00{AMS}", 2)], reason="corrected")
+        now += timedelta(seconds=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        assert sorted((r.seeded, r.appended) for r in held) == [(2, 3), (2, 3)]
+        assert _latest_detail(m, aid)["answered_within"] == "10"
+    finally:
+        suite.close()
+
+
+def _latest_detail(m: Metrics, aid: str) -> dict[str, str]:
+    return dict(m.window(None, aid, "service-level", "2026-03-31T22:00:00+00:00").latest["detail"])
