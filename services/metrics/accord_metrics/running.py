@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
-from accord_metrics.formulas import reliability
+from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
 from accord_metrics.formulas.running import CallTally, CountTally, OutageTally
 
@@ -44,6 +44,16 @@ LISTS = {
     "METRIC_AVAILABILITY_REQUESTS": "requests",
 }
 Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
+
+
+# The formula version each running form computes: another current version (never in a running
+# process, but kept honest) is left to the formula itself.
+def _implements(metric: str) -> bool:
+    if metric in _CALL_METRICS:
+        return contact.VERSION == 1
+    if metric == "METRIC_AVAILABILITY_TIME":
+        return reliability.VERSION == 1
+    return reliability.REQUESTS_VERSION == 2
 
 
 def _seconds(raw: Any) -> timedelta:
@@ -72,7 +82,7 @@ class Running:
         metric = str(objective.get("metric"))
         name = LISTS.get(metric)
         p = objective.get("parameters") or {}
-        if name is None or recorded is not None or signals.lineage is None:
+        if name is None or recorded is not None or signals.lineage is None or not _implements(metric):
             self._drop()
             return None
         if metric == "METRIC_AVAILABILITY_REQUESTS" and (objective.get("budgeting") or "BUDGETING_OCCURRENCES") != (
@@ -87,6 +97,8 @@ class Running:
             window,
             json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
             tuple(exclusions),
+            # The formulas' current versions: a window judged by one version is never folded on by another.
+            (contact.VERSION, reliability.VERSION, reliability.REQUESTS_VERSION),
         )
         try:
             if self.tally is not None and basis == self.basis and self._appended(lineage):
