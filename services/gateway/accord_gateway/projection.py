@@ -8,8 +8,8 @@ Each agreement's answer is kept ready (`Answer`): its summarised status, and, on
 its typed gRPC answer and its HTTP JSON, serialised; an event that touches the agreement drops
 it (an agreements-stream event also those of the agreements below it in the parent chain:
 their effective terms merge its terms),
-so a query is a lookup and a visibility check (a service registered drops every answer: the
-agreements of its provider naming no service measure it from then on); `warm_task` rebuilds
+so a query is a lookup and a visibility check (a service registered drops the answers of the
+agreements of its provider naming no service: they measure it from then on); `warm_task` rebuilds
 dropped answers in the background once the gateway serves. `snapshot`/`restore` hand the whole model, with
 each stream's position, to and from `accord_gateway.snapshot`."""
 
@@ -122,6 +122,7 @@ class ReadModel:
         self._series: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._answers: dict[str, Answer] = {}
+        self._also_changed: list[str] = []  # see apply_upstream
         self.applied = 0  # events applied by this process (not those a snapshot brought)
 
     # -- the consumer's side ---------------------------------------------------------------
@@ -142,10 +143,12 @@ class ReadModel:
             self.applied += 1
             if changed:
                 self._drop(changed, children=source == "agreements")
+            # Agreements an event changed without naming them (a service registered: those measuring it).
+            also, self._also_changed = self._also_changed, []
             listeners = list(self._listeners)
-        if changed:
+        for aid in [changed] if changed else also:
             for listener in listeners:
-                listener(changed)
+                listener(aid)
         return True
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
@@ -174,9 +177,14 @@ class ReadModel:
             env.payload.Unpack(registered)
             self._services[registered.service_id] = registered.provider_department_id
             # Every agreement of that provider naming no service now measures it too (docs/domain.md
-            # §1 "Services measured"): their kept answers go (a registration is rare; the answers of
-            # other agreements are rebuilt the same).
-            self._answers.clear()
+            # §1 "Services measured"): their kept answers go, and their watchers hear of it.
+            self._also_changed = [
+                aid
+                for aid, st in self._agreements.items()
+                if st["terms"] and registered.service_id in self._measured(self._effective(st["terms"]))
+            ]
+            for aid in self._also_changed:
+                self._answers.pop(aid, None)
             return ""
         cls = getattr(agreement_events, name, None)
         if cls is None or "agreement_id" not in cls.DESCRIPTOR.fields_by_name:

@@ -3,7 +3,8 @@ measured"), as the gateway answers them: the agreements listed for a service ove
 and the SLO gauges' `service` label are those whose effective terms measure it — naming it, or
 naming no service when the service's provider is theirs, one registered later included. The
 gateway runs as it does in production over a real nats-server, fed by relays from real stores;
-its snapshot keeps the service registry (format 3) and a format-2 snapshot is rebuilt."""
+a registration wakes the watchers of the agreements that measure the new service; its snapshot
+keeps the service registry (format 3) and a format-2 snapshot is rebuilt."""
 
 from __future__ import annotations
 
@@ -145,9 +146,12 @@ def test_the_snapshot_keeps_the_service_registry_and_an_older_format_is_rebuilt(
         assert _listed(service_view(restored, EMAIL, "auditor", "")) == _listed(
             service_view(model, EMAIL, "auditor", "")
         )
+        heard: list[str] = []
+        restored.add_listener(heard.append)
         suite.agreements.register_service(VPN, "VPN", IT)
         feed("agreements", suite.agreements, restored)
         assert _listed(service_view(restored, VPN, "auditor", "")) == [every]
+        assert heard == [every]  # its watchers hear that it measures one more service
         # A format-2 snapshot knew no registry: it is ignored and the model rebuilt from the streams.
         assert FORMAT == 3
         path.write_bytes(json.dumps({**json.loads(path.read_bytes()), "format": 2}).encode())
