@@ -430,13 +430,13 @@ class Judging(_Host):
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
         signals: Callable[[Interval, bool, tuple[str, ...]], SignalSet], now: datetime,
-        earliest_change: datetime | None,
-        to_save: list[Any],
+        earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
-        """Judge one objective's windows that need it (adding changed ones to `to_save`);
-        returns the end of its last window, whether every window judged is closed, and the
-        first instant one of its windows closes or a new one opens. `watching` (whether every
+        """Judge one objective's windows that need it (adding changed ones to `to_save`), each
+        from `signals(span, all_calls, services)` of its version's services; returns the end of
+        its last window, whether every window judged is closed, and the first instant one of its
+        windows closes or a new one opens. `watching` (whether every
         open window must be judged, the services' signal facts, a list the open windows are
         added to, and one each judged window is added to with whether it is closed, to be
         marked so once saved): given, an open window nothing changed for is left as judged."""
@@ -691,8 +691,8 @@ class Judging(_Host):
         self, caller: Principal | None, agreement_id: str, objective_id: str, window_start: str, limit: int = 1000
     ) -> tuple[Any, list[Any], bool]:
         """One recorded window, the outage and maintenance signals (latest contents) of the
-        services the window is judged on that overlap it, oldest start first (at most `limit`), and whether
-        there were more: what explains the window's evaluation (ListWindowSignals)."""
+        services it is judged on that overlap it, oldest start first (at most `limit`), and
+        whether there were more: what explains the window's evaluation (ListWindowSignals)."""
         agg = self.window(caller, agreement_id, objective_id, window_start)
         view = self.agreement_view(caller, agreement_id)
         start, end = _parse(agg.window_start), _parse(agg.window_end)
