@@ -239,16 +239,19 @@ def test_a_snapshot_unreadable_or_of_another_format_is_ignored_with_a_warning(su
     other_format = json.dumps({**json.loads(good), "format": FORMAT + 1}).encode()
     # Format 1 kept statements without the totals billing states on assessments, adjustments
     # and resolved disputes, format 2 without those of StatementTotalsStated (an open
-    # statement's fee changed): such a snapshot is rebuilt, never read on.
-    assert FORMAT == 3
+    # statement's fee changed), format 3 no service registry: such a snapshot is rebuilt, never
+    # read on.
+    assert FORMAT == 4
     format_1 = json.dumps({**json.loads(good), "format": 1}).encode()
     format_2 = json.dumps({**json.loads(good), "format": 2}).encode()
+    format_3 = json.dumps({**json.loads(good), "format": 3}).encode()
     for body, reason in (
         (good[: len(good) // 2], "unreadable"),
         (b"\xff\x00", "unreadable"),
         (other_format, "format"),
         (format_1, "format"),
         (format_2, "format"),
+        (format_3, "format"),
     ):
         path.write_bytes(body)
         fresh = ReadModel()

@@ -24,13 +24,17 @@ MTTR (incidents, any "R"), MTBF, first-contact resolution (flagged or by repeat 
 average handle time, ticket response and resolution per priority and task turnaround (with
 pauses, some not resumed, on 24x7 or office hours; each ticket and task first reported opened
 and later re-sent whole, a correction), leads needed, close rate, deal size, marketing's share
-of revenue, follow-up speed and depth (leads and deals).
+of revenue, follow-up speed and depth (leads and deals). A third of the journeys not inherited
+are customer-level agreements with a second service of IT's (a VPN, with outages of its own) and a
+service list per version — e-mail alone, both by name, or none named (every service of IT: both) —
+that an amendment may change: each window is measured on its version's services.
 
 `test_every_metric_against_the_reference_model` runs journeys with an objective on each of the
 18 metrics of terms.proto (a fifth as many per metric as the main test's journeys: 2 each by
 default), so every metric is held to the model in every run, and
 `test_a_parent_amended_while_its_child_inherits` as many with the corporate parent amended
-while its child inherits; ACCORD_REFERENCE_EXAMPLES scales them all (the `reference`
+while its child inherits, and `test_an_amendment_changing_the_services_measured` as many with an
+amendment changing the services named; ACCORD_REFERENCE_EXAMPLES scales them all (the `reference`
 benchmark's soak)."""
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from tests.suite import COLLECTOR, CUSTOMER, PROVIDER, Suite, ts
 
 ZONE = ZoneInfo("Europe/Amsterdam")
 CLOCK_START = datetime(2025, 12, 31, tzinfo=UTC)
+VPN = "vpn"  # a second service of IT's, in journeys with a service list per version
 JAN = datetime(2026, 1, 1, tzinfo=ZONE)
 TIERS = (
     model.Tier(Fraction("99.0"), True, Fraction("99.9"), False, Fraction(10)),
@@ -195,11 +200,18 @@ class Journey:
     leads: tuple[tuple[datetime, int | None, tuple[int, ...], bool, str], ...] = ()
     deals: tuple[tuple[datetime, str, bool], ...] = ()  # closed, revenue, marketing-sourced
     parent_amended: bool = False  # an inherited journey's amendment is the parent's, not the child's
+    # The services named by version 1 and by the amendment (none: every service of IT, e-mail and the
+    # VPN); None: e-mail alone, at the service level, and no VPN.
+    services: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    vpn_outages: tuple[tuple[datetime, int], ...] = ()  # the VPN's outages: start, seconds
 
     def outage_spans(self) -> list[tuple[datetime, datetime]]:
         """The outages as finally reported: a corrected one with its latest content."""
         seconds = dict(enumerate(d for _, d in self.outages)) | dict(self.corrections)
         return [(start, start + timedelta(seconds=seconds[i])) for i, (start, _) in enumerate(self.outages)]
+
+    def vpn_spans(self) -> list[tuple[datetime, datetime]]:
+        return [(start, start + timedelta(seconds=d)) for start, d in self.vpn_outages]
 
     @property
     def horizon(self) -> datetime:
@@ -312,6 +324,11 @@ def journeys(draw: Any, metric: str | None = None) -> Journey:
         resumed = since + timedelta(seconds=draw(st.integers(3600, 25 * 86400)))
         suspension = (since, min(resumed, end - timedelta(minutes=30)) if end else resumed)
     inherited = draw(st.integers(0, 2)) == 2
+    services, vpn_outages = None, []
+    if not inherited and draw(st.integers(0, 2)) == 0:
+        lists = st.sampled_from([(), (EMAIL,), (EMAIL, VPN)])
+        services = (draw(lists), draw(lists))
+        vpn_outages = draw(st.lists(st.tuples(instant, st.integers(60, 6 * 3600)), max_size=4))
     return Journey(
         window=window,
         rolling_days=rolling,
@@ -339,6 +356,8 @@ def journeys(draw: Any, metric: str | None = None) -> Journey:
         leads=tuple(leads),
         deals=tuple(deals),
         parent_amended=inherited and amendment is not None and draw(st.booleans()),
+        services=services,
+        vpn_outages=tuple(vpn_outages),
     )
 
 
@@ -368,8 +387,15 @@ def work_objectives(draw: Any, metric: str | None) -> tuple[str, tuple[tuple[str
     return metric, tuple(sorted(params.items())), timed and draw(st.booleans())
 
 
-def terms_json(j: Journey) -> dict[str, Any]:
+def terms_json(j: Journey, services: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The journey's terms; `services`: the service ids named (default: version 1's)."""
     t = sla_terms()
+    if j.services is not None:  # a customer-level agreement, naming these services or none
+        t["level"] = "SCOPE_LEVEL_CUSTOMER"
+        named = j.services[0] if services is None else services
+        t["service"] = {k: v for k, v in t["service"].items() if k != "service_ids"}
+        if named:
+            t["service"]["service_ids"] = list(named)
     objective = t["objectives"][0]
     objective.update(
         target=j.target,
@@ -446,7 +472,7 @@ def amended_json(j: Journey, parent_id: str = "") -> dict[str, Any]:
     """The amendment's terms: the same agreement with the new target and fee (for a child,
     objectives and fee of its own, overriding the inherited ones)."""
     assert j.amendment is not None
-    t = terms_json(j)
+    t = terms_json(j, j.services[1] if j.services is not None else None)
     for o in t["objectives"]:
         if o["objective_id"] not in ("service-level", "work"):
             o["target"] = j.amendment[2]
@@ -468,7 +494,7 @@ def parent_and_child_json(j: Journey, parent_id: str) -> tuple[dict[str, Any], d
 
 
 def terms_model(j: Journey) -> model.Terms:
-    def version(target: str, fee: str, request_target: str | None) -> model.Terms:
+    def version(target: str, fee: str, request_target: str | None, named: tuple[str, ...] | None = None) -> model.Terms:
         objective = model.Objective(
             "availability", Fraction(target), j.window, j.rolling_days, j.min_outage, TIERS,
             calendar=OFFICE_MODEL if j.business_hours else None,
@@ -509,11 +535,14 @@ def terms_model(j: Journey) -> model.Terms:
             minimum_amount=Fraction("10.00"),
             objectives=() if j.fee_only else tuple(objectives),
             exclusions=j.exclusions,
+            # Naming none: every service of IT (docs/domain.md §1 "Services measured").
+            services=None if named is None else (named or (EMAIL, VPN)),
         )
 
-    first = version(j.target, "12000.00", j.request_target)
+    named = j.services or (None, None)
+    first = version(j.target, "12000.00", j.request_target, named[0])
     amendments = (
-        ((j.amendment[1], version(j.amendment[2], j.amendment[3], j.request_target and j.amendment[2])),)
+        ((j.amendment[1], version(j.amendment[2], j.amendment[3], j.request_target and j.amendment[2], named[1])),)
         if j.amendment
         else ()
     )
@@ -583,6 +612,17 @@ def arrivals_of(j: Journey, rng: random.Random) -> list[tuple[datetime, pb.Signa
             ),
         )
         for i, (start, d) in enumerate(j.outages)
+    ]
+    signals += [
+        (
+            start,
+            pb.Signal(
+                signal_id=f"v{i}",
+                service_id=VPN,
+                outage=pb.Outage(start=ts(start), end=ts(start + timedelta(seconds=d))),
+            ),
+        )
+        for i, (start, d) in enumerate(j.vpn_outages)
     ]
     for i, (start, good, total, probe) in enumerate(j.requests):
         kind = (
@@ -694,6 +734,8 @@ def run(j: Journey, s: Suite) -> str:
     for dept in (IT, FINANCE):
         ag.register_department(dept, dept)
     ag.register_service(EMAIL, "E-mail", IT)
+    if j.services is not None:
+        ag.register_service(VPN, "VPN", IT)
     if j.business_hours or (j.work and j.work[2]):
         ag.define_calendar("office-hours", OFFICE_HOURS)
     parent_id = ""
@@ -842,12 +884,49 @@ def test_items_counted_in_the_window_their_outcome_became_known(metric: str) -> 
 @given(
     journeys()
     .filter(lambda j: j.amendment is not None)
-    .map(lambda j: dataclasses.replace(j, inherited=True, parent_amended=True))
+    .map(lambda j: dataclasses.replace(j, inherited=True, parent_amended=True, services=None, vpn_outages=()))
 )
 def test_a_parent_amended_while_its_child_inherits(j: Journey) -> None:
     """Journeys of a child inheriting everything from a corporate parent that is amended (new
     target and fee) from an instant inside a fee period: the child's windows are judged and its
     fee charged by the parent's versions, as the model says."""
+    with suite() as s:
+        check(j, s)
+
+
+@st.composite
+def services_amended(draw: Any) -> Journey:
+    """A journey not inherited with an amendment, in force from inside its term and accepted at
+    least 12 days before, that changes the services named (e-mail alone, both, or none: every
+    service of IT), and VPN outages in the days before and after that instant."""
+    j = draw(journeys().filter(lambda j: j.amendment is not None and not j.inherited))
+    assert j.amendment is not None
+    lists = [(), (EMAIL,), (EMAIL, VPN)]
+    first = draw(st.sampled_from(lists))
+    second = draw(st.sampled_from([x for x in lists if x != first]))
+    last = j.end or j.start + timedelta(days=WINDOW_SPAN[j.window])
+    days = max(3, (last - j.start).days - 3)
+    effective = j.start + timedelta(days=draw(st.integers(2, days)), seconds=draw(st.integers(0, 86399)))
+    # Accepted longer before it takes effect than the clock's longest step (11 days): metrics has
+    # applied the new version before a window it governs can close.
+    accepted = max(effective - timedelta(days=12, hours=draw(st.integers(0, 120))), CLOCK_START + timedelta(hours=1))
+    before = st.integers(1, 10 * 86400).map(lambda s: max(j.start, effective - timedelta(seconds=s)))
+    after = st.integers(0, 10 * 86400).map(lambda s: effective + timedelta(seconds=s))
+    length = st.integers(1800, 6 * 3600)
+    vpn = draw(st.lists(st.tuples(before, length), min_size=1, max_size=2))
+    vpn += draw(st.lists(st.tuples(after, length), min_size=1, max_size=2))
+    return dataclasses.replace(
+        j, amendment=(accepted, effective, *j.amendment[2:]), services=(first, second), vpn_outages=tuple(vpn)
+    )
+
+
+@settings(PROPERTY, max_examples=max(1, PROPERTY.max_examples // 5))
+@given(services_amended())
+def test_an_amendment_changing_the_services_measured(j: Journey) -> None:
+    """Journeys whose amendment changes the services the agreement names (docs/domain.md §1
+    "Services measured"), with outages of a service measured by one version only: each window
+    is measured on the services of the version in force at its measured start, as the model
+    says — the same windows and the same money."""
     with suite() as s:
         check(j, s)
 
@@ -871,6 +950,8 @@ def check(j: Journey, s: Suite) -> None:
         ("fee only", j.fee_only), ("amendment", j.amendment), ("suspension", j.suspension), ("end", j.end),
         ("request objective", j.request_target and not j.fee_only), ("correction", j.corrections),
         ("inherited", j.inherited), ("business hours", j.business_hours), ("parent amended", j.parent_amended),
+        ("services per version", j.services), ("services amended", j.services and j.amendment
+                                                and j.services[0] != j.services[1]),
         (f"metric {j.work and j.work[0]}", j.work and not j.fee_only),
         (f"contact centre {j.service_level and j.service_level[0]}", j.service_level and not j.fee_only),
     ):  # fmt: skip
@@ -888,7 +969,8 @@ def hold_to_model(j: Journey, metrics: Metrics, billing: Billing, aid: str, hori
         (w.objective_id, _iso(w.start)): w
         for w in model.judge(
             terms_model(j),
-            j.outage_spans(),
+            # Per service when the journey has the VPN: each window reads its version's.
+            {EMAIL: j.outage_spans(), VPN: j.vpn_spans()} if j.services is not None else j.outage_spans(),
             horizon,
             [(a, g, t) for a, g, t, _ in j.requests],
             [c[:3] for c in j.calls],

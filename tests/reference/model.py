@@ -27,7 +27,10 @@ charged by each version's share of the month — a parent's amendment splits its
 child's month the same way), suspensions (left out of time-based measurement and of request-based
 availability, like exclusions, and not charged; the other counted metrics count what happened
 whether or not the agreement was suspended, the metrics service's stated rule), and an
-agreement with a fee and no objectives.
+agreement with a fee and no objectives; and the services measured (docs/domain.md §1 "Services
+measured"): outages given per service are read by a window only for the services of the version
+in force at its measured start (an amendment that changes the list changes the windows from its
+date on, never an earlier one).
 Where docs/domain.md leaves a rule open the model follows the rule the metrics service states
 (services/metrics/README.md, "Rules the reference model holds it to"), each written here in
 the function that applies it.
@@ -125,6 +128,9 @@ class Terms:
     # own effective_from/effective_to are ignored: the term is the first version's.
     amendments: tuple[tuple[datetime, Terms], ...] = ()
     suspensions: tuple[Span, ...] = ()  # [suspended, resumed) spans
+    # The services this version is measured on, resolved (a version naming none lists every
+    # service of its provider); None: every service whose signals are given.
+    services: tuple[str, ...] | None = None
 
     def in_force(self, instant: datetime) -> Terms:
         """The version in force at `instant` (docs/domain.md §2 "Effective dating"): the latest
@@ -713,7 +719,7 @@ MET_WHEN_UNDEFINED = {"MTBF"}
 
 def judge(
     terms: Terms,
-    outages: list[Span],
+    outages: list[Span] | dict[str, list[Span]],
     until: datetime,
     requests: list[tuple[datetime, int, int]] | None = None,
     calls: list[Call] | None = None,
@@ -721,7 +727,8 @@ def judge(
 ) -> list[Judged]:
     """Every closed window of every objective, judged by the version in force at its measured
     start. Suspended time is left out like an exclusion; a window suspended throughout is
-    NO_DATA (docs/domain.md §3 "No data": nothing eligible)."""
+    NO_DATA (docs/domain.md §3 "No data": nothing eligible). `outages` per service (a dict): a
+    window reads those of the services of its version (`Terms.services`)."""
     out = []
     for o in terms.objectives:
         for start, w in windows(o, terms, until):
@@ -730,8 +737,9 @@ def judge(
             if objective is None:
                 continue
             holes = [*version.exclusions, *terms.suspensions]
+            measured = outages_measured(outages, version.services)
             value, target = value_of(
-                objective, w, holes, outages, requests or [], calls or [],
+                objective, w, holes, measured, requests or [], calls or [],
                 signals or Signals(), calendar_window(o, terms, start), ZoneInfo(terms.time_zone),
             )  # fmt: skip
             suspended = not subtract([w], list(terms.suspensions))
@@ -746,6 +754,14 @@ def judge(
                 status = "MET" if met else "BREACHED"
             out.append(Judged(o.objective_id, start, w, value, status, version))
     return out
+
+
+def outages_measured(outages: list[Span] | dict[str, list[Span]], services: tuple[str, ...] | None) -> list[Span]:
+    """The outages a window reads: of the services its version is measured on (all, when the
+    outages are not given per service or the version lists none)."""
+    if not isinstance(outages, dict):
+        return outages
+    return [o for sid, spans in sorted(outages.items()) if services is None or sid in services for o in spans]
 
 
 # -- money -------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ Each agreement's answer is kept ready (`Answer`): its summarised status, and, on
 its typed gRPC answer and its HTTP JSON, serialised; an event that touches the agreement drops
 it (an agreements-stream event also those of the agreements below it in the parent chain:
 their effective terms merge its terms),
-so a query is a lookup and a visibility check; `warm_task` rebuilds dropped answers in the
-background once the gateway serves. `snapshot`/`restore` hand the whole model, with
+so a query is a lookup and a visibility check (a service registered drops the answers of the
+agreements of its provider naming no service: they measure it from then on); `warm_task` rebuilds
+dropped answers in the background once the gateway serves. `snapshot`/`restore` hand the whole model, with
 each stream's position, to and from `accord_gateway.snapshot`."""
 
 from __future__ import annotations
@@ -114,10 +115,14 @@ class ReadModel:
         self._positions = dict.fromkeys(SOURCES, 0)
         self._agreements: dict[str, dict[str, Any]] = {}
         self._statement_agreement: dict[str, str] = {}
+        # The service registry (the agreements stream's ServiceRegistered): service id → its
+        # provider department — the services an agreement naming none is measured on.
+        self._services: dict[str, str] = {}
         # (agreement id, objective id) → window start → the window's budget series (see SERIES_POINTS)
         self._series: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._answers: dict[str, Answer] = {}
+        self._also_changed: list[str] = []  # see apply_upstream
         self.applied = 0  # events applied by this process (not those a snapshot brought)
 
     # -- the consumer's side ---------------------------------------------------------------
@@ -138,10 +143,12 @@ class ReadModel:
             self.applied += 1
             if changed:
                 self._drop(changed, children=source == "agreements")
+            # Agreements an event changed without naming them (a service registered: those measuring it).
+            also, self._also_changed = self._also_changed, []
             listeners = list(self._listeners)
-        if changed:
+        for aid in [changed] if changed else also:
             for listener in listeners:
-                listener(changed)
+                listener(aid)
         return True
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
@@ -165,6 +172,20 @@ class ReadModel:
         return ""
 
     def _agreement_event(self, name: str, env: events_pb2.EventEnvelope) -> str:
+        if name == "ServiceRegistered":
+            registered = agreement_events.ServiceRegistered()
+            env.payload.Unpack(registered)
+            self._services[registered.service_id] = registered.provider_department_id
+            # Every agreement of that provider naming no service now measures it too (docs/domain.md
+            # §1 "Services measured"): their kept answers go, and their watchers hear of it.
+            self._also_changed = [
+                aid
+                for aid, st in self._agreements.items()
+                if st["terms"] and registered.service_id in self._measured(self._effective(st["terms"]))
+            ]
+            for aid in self._also_changed:
+                self._answers.pop(aid, None)
+            return ""
         cls = getattr(agreement_events, name, None)
         if cls is None or "agreement_id" not in cls.DESCRIPTOR.fields_by_name:
             return ""
@@ -483,6 +504,7 @@ class ReadModel:
                 "positions": dict(self._positions),
                 "agreements": self._agreements,
                 "statement_agreement": self._statement_agreement,
+                "services": self._services,
                 "series": [[aid, oid, windows] for (aid, oid), windows in self._series.items()],
             }
             return serialise(state), dict(self._positions)
@@ -493,6 +515,7 @@ class ReadModel:
             self._positions = dict.fromkeys(SOURCES, 0) | {k: int(v) for k, v in state["positions"].items()}
             self._agreements = dict(state["agreements"])
             self._statement_agreement = dict(state["statement_agreement"])
+            self._services = dict(state["services"])
             self._series = {(aid, oid): windows for aid, oid, windows in state["series"]}
             self._answers.clear()
 
@@ -508,6 +531,7 @@ class ReadModel:
                 return None
             status = copy.deepcopy(status)
             status["effective_terms"] = self._effective(status["terms"])
+            status["measured_service_ids"] = self._measured(status["effective_terms"])
             answer = self._answers[agreement_id] = Answer(_summarise(status))
             return answer
 
@@ -535,6 +559,15 @@ class ReadModel:
             return terms
         return effective_terms(self._effective(parent["terms"], depth + 1), terms)
 
+    def _measured(self, effective: dict[str, Any]) -> list[str]:
+        """The services effective terms measure (docs/domain.md §1 "Services measured"): those
+        they name; naming none, every service registered with their provider department."""
+        named = (effective.get("service") or {}).get("service_ids") or []
+        if named:
+            return sorted(set(named))
+        provider = (effective.get("parties") or {}).get("provider_department_id") or ""
+        return sorted(sid for sid, p in self._services.items() if provider and p == provider)
+
     def budget_series(self, agreement_id: str, objective_id: str) -> list[dict[str, Any]]:
         """The objective's budget series per window held (oldest window first, points by time)."""
         with self._lock:
@@ -544,16 +577,17 @@ class ReadModel:
         return sorted(windows, key=lambda w: _instant(w["window_start"]))
 
     def current_objectives(self, states: frozenset[str]) -> list[tuple[str, list[str], str, dict[str, Any]]]:
-        """(agreement id, its service ids, objective id, the current window's evaluation) of
-        every objective with one, of the agreements in `states`, sorted; cheap (no deep copy)."""
+        """(agreement id, the services it measures, objective id, the current window's
+        evaluation) of every objective with one, of the agreements in `states`, sorted; cheap (no
+        deep copy; the services from the agreement's kept answer)."""
         with self._lock:
-            rows = [
-                (aid, list(s["service_ids"]), oid, dict(o["current"]))
-                for aid, s in self._agreements.items()
-                if s["state"] in states
-                for oid, o in s["objectives"].items()
-                if o["current"]
-            ]
+            rows = []
+            for aid, s in self._agreements.items():
+                if s["state"] not in states or not any(o["current"] for o in s["objectives"].values()):
+                    continue
+                answer = self.answer(aid)
+                services = list(answer.summary["measured_service_ids"]) if answer is not None else []
+                rows += [(aid, services, oid, dict(o["current"])) for oid, o in s["objectives"].items() if o["current"]]
         rows.sort(key=lambda r: (r[0], r[2]))
         return rows
 
@@ -707,6 +741,7 @@ def _brief(s: dict[str, Any]) -> dict[str, Any]:
             "health",
             "parties",
             "service_ids",
+            "measured_service_ids",
             "credits_to_date",
             "credits_provisional",
         )
@@ -738,7 +773,9 @@ def department_view(model: ReadModel, department_id: str, role: str, department:
 
 
 def service_view(model: ReadModel, service_id: str, role: str, department: str) -> dict[str, Any]:
-    rows = [s for s in model.agreements() if service_id in s["service_ids"] and visible(s, role, department)]
+    """The agreements whose current effective terms measure the service (those naming it, and
+    those naming none whose provider provides it) that the caller may see."""
+    rows = [s for s in model.agreements() if service_id in s["measured_service_ids"] and visible(s, role, department)]
     return {"service_id": service_id, "agreements": [_brief(s) for s in rows]}
 
 

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Decimal = str  # an exact decimal as text ("99.95"), "" when undefined
 Instant = str  # RFC 3339
+MEASURED = (
+    "The services its effective terms measure: those they name, or (naming none) every service registered with"
+    " its provider department, one registered later included"
+)
 
 
 class _Model(BaseModel):
@@ -201,7 +205,8 @@ class AgreementStatus(_Model):
     kind: str
     level: str
     time_zone: str = Field(description="The agreement's IANA time zone: its windows' and dates' zone")
-    service_ids: list[str]
+    service_ids: list[str] = Field(description="The services its own latest terms name")
+    measured_service_ids: list[str] = Field(description=MEASURED)
     terms: dict[str, Any] = Field(description="accord.agreements.v1.AgreementTerms as proto3 JSON")
     effective_terms: dict[str, Any] = Field(description="The terms merged with their parent chain, as terms")
     pending_amendment: PendingAmendmentView | None
@@ -234,9 +239,10 @@ class AgreementBrief(_Model):
     version: int
     health: str
     parties: Parties
-    service_ids: list[str]
+    service_ids: list[str] = Field(description="The services its own latest terms name")
     credits_to_date: Decimal = Field(description="FINAL statements only")
     credits_provisional: Decimal = Field(description="Not final yet: open statements so far and issued ones")
+    measured_service_ids: list[str] = Field(description=MEASURED)
 
 
 class DepartmentStatus(_Model):
@@ -252,7 +258,7 @@ class DepartmentStatus(_Model):
 
 class ServiceStatus(_Model):
     service_id: str
-    agreements: list[AgreementBrief]
+    agreements: list[AgreementBrief] = Field(description="The agreements whose effective terms measure the service")
 
 
 class WorstObjective(_Model):

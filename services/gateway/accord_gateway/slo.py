@@ -1,8 +1,10 @@
 """The gateway's SLO gauges on `/metrics`: every objective's current window as the read model
 knows it (docs/domain.md §3), for Prometheus to alert on and Grafana to chart.
 
-Exported gauges, each labelled `agreement`, `objective` and `service` (the agreement's
-service ids, comma-separated), for the objectives of ACTIVE and SUSPENDED agreements only:
+Exported gauges, each labelled `agreement`, `objective` and `service` (the services the
+agreement's effective terms measure, comma-separated: those named, or naming none every
+service of its provider — `ReadModel.current_objectives`), for the objectives of ACTIVE and
+SUSPENDED agreements only:
 
 * `accord_slo_objective_ratio`: the target as a ratio (99.9 % → 0.999); Sloth/Pyrra
   `slo:objective:ratio`.

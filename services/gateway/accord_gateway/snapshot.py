@@ -29,7 +29,9 @@ log = get_logger("accord.gateway.snapshot")
 # then ignored (a rebuild). 2: statements keep the totals billing states on assessments,
 # adjustments and resolved disputes (a format-1 model ignored them). 3: statements keep the
 # totals of StatementTotalsStated (an open statement's fee changed; a format-2 model ignored it).
-FORMAT = 3
+# 4: the service registry (ServiceRegistered: each service's provider), which says what an
+# agreement naming no service measures (a format-3 model ignored it).
+FORMAT = 4
 
 
 def write_snapshot(model: ReadModel, path: Path) -> dict[str, int]:
@@ -74,7 +76,7 @@ def load_snapshot(model: ReadModel, path: Path) -> bool:
         model.restore(doc["state"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("snapshot_ignored", path=str(path), reason=f"unreadable: {type(e).__name__}: {e}")
-        model.restore({"positions": {}, "agreements": {}, "statement_agreement": {}, "series": []})
+        model.restore({"positions": {}, "agreements": {}, "statement_agreement": {}, "services": {}, "series": []})
         return False
     log.info(
         "snapshot_loaded",

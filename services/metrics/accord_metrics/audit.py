@@ -21,14 +21,13 @@ from accord_metrics.application import (
     WindowCheck,
     _parse,
     _windows,
-    combined,
     end_of,
     recorded_calendar,
     recorded_formula,
 )
 from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
-from accord_metrics.evaluation import ONGOING, SignalSet
+from accord_metrics.evaluation import ONGOING
 
 DEFAULT_PERIODS = 3
 MAX_PERIODS = 24
@@ -144,7 +143,8 @@ class MetricsAudit:
             views = [app.agreement_view(None, agreement_id)]
         else:
             views = sorted((v for v in app.views() if v.versions), key=lambda v: v.agreement_id)
-        services = {v.agreement_id: app.scope(v, now)[2] for v in views}
+        # Every service a window of them may read; each window is judged on its version's.
+        services = {v.agreement_id: app.measured_services(v, now)[0] for v in views}
         ids = {v.agreement_id: app.window_ids(v.agreement_id) for v in views}
         total = sum(len(i) for i in ids.values())
         if progress is not None:  # reading a month of signals takes a while: say so first
@@ -157,14 +157,10 @@ class MetricsAudit:
             if progress is not None:
                 progress(Progress(processed, out.total, aid, out.agreements, out.signals_read))
 
-        sets: dict[tuple[str, ...], SignalSet] = {}
+        signals = stored.sets
         for view in views:
             aid = view.agreement_id
             tell(aid)
-            key = tuple(services[aid])
-            if key not in sets:
-                sets[key] = combined(stored.sets, services[aid])
-            signals = sets[key]
             loaded: list[Any] = [app.repository.get(i) for i in ids[aid]]
             windows = sorted(loaded, key=lambda w: (w.objective_id, w.window_start))
             for agg in windows:
@@ -222,16 +218,10 @@ class MetricsAudit:
             proposal = terms
             _check_objectives(proposal)
         now = app.clock.now()
-        latest, tz, services = app.scope(view, now)
+        latest, tz, _ = app.scope(view, now)
         ended = end_of(view) or ONGOING
         proposed_now = app.effective_terms(proposal, min(now, ended))
         p_tz = proposed_now.get("time_zone") or tz
-        # Naming no service: every service of its provider (the agreement's, unless it names another).
-        p_parties = proposed_now.get("parties") or latest.get("parties") or {}
-        p_services = app.services_covered({**proposed_now, "parties": p_parties})[0]
-        # Re-read from the store, as re-derivation does: the answer is the store's alone, the
-        # same from any process (not whatever the signal index happens to hold).
-        signals = app.signal_set(sorted(set(services) | set(p_services)), from_store=True)
 
         closed: dict[str, list[Any]] = defaultdict(list)
         for w in app.window_evaluations(agreement_id):
@@ -240,15 +230,30 @@ class MetricsAudit:
         actual = {o["objective_id"]: o for o in latest.get("objectives") or []}
         proposed = {o["objective_id"]: o for o in proposed_now.get("objectives") or [] if o.get("objective_id")}
         order = list(dict.fromkeys([*actual, *closed, *proposed]))
-        out = []
+        table: dict[str, dict[tuple[datetime, datetime], dict[str, Any] | None]] = {}
         for oid in order:
-            rows: dict[tuple[datetime, datetime], dict[str, Any] | None] = {}
+            rows = table[oid] = {}
             for w in closed.get(oid, [])[-n:]:
                 rows[(_parse(w.window_start), _parse(w.window_end))] = w.latest
-            p_obj = proposed.get(oid)
-            if p_obj is not None:
-                for window in self._closed_windows(view, p_obj, p_tz, now)[-n:]:
+            if oid in proposed:
+                for window in self._closed_windows(view, proposed[oid], p_tz, now)[-n:]:
                     rows.setdefault((window.start, window.end), None)
+        # Each window is judged by the proposal on the services it measures as in force at the
+        # window's start (naming none: every service of its provider, the agreement's unless it
+        # names another). Re-read from the store, as re-derivation does: the answer is the
+        # store's alone, the same from any process (not whatever the signal index happens to hold).
+        wanted = {
+            sid
+            for oid, rows in table.items()
+            if oid in proposed
+            for start, end in rows
+            for sid in app.rejudged_services(view, Interval(start, end), now, terms=proposal)
+        }
+        signals = app.signal_sources(sorted(wanted), from_store=True)
+        out = []
+        for oid in order:
+            rows = table[oid]
+            p_obj = proposed.get(oid)
             windows = []
             for (start, end), recorded in sorted(rows.items()):
                 judged = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,7 +23,7 @@ from accord_metrics.evaluation import BUDGETED, SignalSet, burn_rates, exclusion
 from accord_metrics.formulas import reliability
 from accord_metrics.running import Running
 from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined
-from accord_metrics.views import _parse, end_of, suspensions
+from accord_metrics.views import _parse, end_of, named_services, suspensions
 
 if TYPE_CHECKING:
     from accord_metrics.signal_index import SignalIndex as _Host
@@ -379,13 +379,15 @@ class Judging(_Host):
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return 0
         latest, tz = self._latest_terms(view, now)
-        services, providers = self.measured_services(view, now)  # once a judgement: it reads parents
-        held: dict[tuple[Interval, bool], SignalSet] = {}
+        # Every service a window of it may read (once a judgement: it reads parents): what its
+        # watch follows. Each window reads only those of the version judging it.
+        services, providers = self.measured_services(view, now)
+        held: dict[tuple[Interval, bool, tuple[str, ...]], SignalSet] = {}
 
-        def signals(span: Interval, all_calls: bool) -> SignalSet:  # only if a window is judged, once a span
-            key = (span, all_calls)
+        def signals(span: Interval, all_calls: bool, of: tuple[str, ...]) -> SignalSet:
+            key = (span, all_calls, of)  # only if a window is judged, once a span and services
             if key not in held:
-                held[key] = self.signal_set(services, span=span, all_calls=all_calls)
+                held[key] = self.signal_set(list(of), span=span, all_calls=all_calls)
             return held[key]
 
         with self._lock:
@@ -439,13 +441,14 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: Callable[[Interval, bool], SignalSet], now: datetime, earliest_change: datetime | None,
-        to_save: list[Any],
+        signals: Callable[[Interval, bool, tuple[str, ...]], SignalSet], now: datetime,
+        earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
-        """Judge one objective's windows that need it (adding changed ones to `to_save`);
-        returns the end of its last window, whether every window judged is closed, and the
-        first instant one of its windows closes or a new one opens. `watching` (whether every
+        """Judge one objective's windows that need it (adding changed ones to `to_save`), each
+        from `signals(span, all_calls, services)` of its version's services; returns the end of
+        its last window, whether every window judged is closed, and the first instant one of its
+        windows closes or a new one opens. `watching` (whether every
         open window must be judged, the services' signal facts, a list the open windows are
         added to, and one each judged window is added to with whether it is closed, to be
         marked so once saved): given, an open window nothing changed for is left as judged."""
@@ -490,7 +493,7 @@ class Judging(_Host):
             if not needs:
                 self._closed_windows.add(wid)
                 continue
-            version = self._effective_version(view, measured.start)
+            version, window_services = self._judging_version(view, measured.start)
             v_objective = next(
                 (o for o in version["terms"].get("objectives") or [] if o["objective_id"] == objective["objective_id"]),
                 None,
@@ -507,7 +510,7 @@ class Judging(_Host):
                 span = window
             else:
                 span = Interval(window.start - _look_back(window), window.end)
-            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION")
+            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services))
             if rates_only and not agg.closed:
                 self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)
             else:
@@ -541,8 +544,8 @@ class Judging(_Host):
 
     def scope(self, view: AgreementView, now: datetime) -> tuple[dict[str, Any], str, list[str]]:
         """An agreement's latest effective terms (as in force at `now`, or when it ended), its
-        time zone, and the services whose signals it is judged on (those of every version:
-        `measured_services`)."""
+        time zone, and every service whose signals a window of it may be judged on
+        (`measured_services`; each window reads its own version's, `window_services`)."""
         latest, tz = self._latest_terms(view, now)
         return latest, tz, self.measured_services(view, now)[0]
 
@@ -712,15 +715,17 @@ class Judging(_Host):
         self, caller: Principal | None, agreement_id: str, objective_id: str, window_start: str, limit: int = 1000
     ) -> tuple[Any, list[Any], bool]:
         """One recorded window, the outage and maintenance signals (latest contents) of the
-        agreement's services that overlap it, oldest start first (at most `limit`), and whether
-        there were more: what explains the window's evaluation (ListWindowSignals)."""
+        services it is judged on that overlap it, oldest start first (at most `limit`), and
+        whether there were more: what explains the window's evaluation (ListWindowSignals)."""
         agg = self.window(caller, agreement_id, objective_id, window_start)
         view = self.agreement_view(caller, agreement_id)
         start, end = _parse(agg.window_start), _parse(agg.window_end)
         found: list[tuple[datetime, str, Any]] = []
+        # The services the window is judged on: its version's (docs/domain.md §2 "Effective dating").
+        services = self.window_services(view, start)
         with self._lock:
             self._refresh_signals()
-            for service_id in self.scope(view, self.clock.now())[2]:
+            for service_id in services:
                 entry = self._services.get(service_id)
                 for s in entry.overlapping(Interval(start, end)) if entry is not None else ():
                     kind = s.WhichOneof("kind")
@@ -742,34 +747,30 @@ class Judging(_Host):
         view = self.agreement_view(None, agreement_id)
         agg = self.window(None, agreement_id, objective_id, window_start)
         now = self.clock.now()
-        signals = self.signal_set(self.scope(view, now)[2], from_store=True)
+        signals = self.signal_sources(self.measured_services(view, now)[0], from_store=True)
         check = self.check_window(view, agg, signals, now)
         return {"recorded": check.recorded, "recomputed": check.recomputed or {}, "matches": check.matches,
                 "differences": check.differences}  # fmt: skip
 
     def rejudge(
-        self, view: AgreementView, objective_id: str, window: Interval, signals: SignalSet, now: datetime,
+        self, view: AgreementView, objective_id: str, window: Interval, signals: Mapping[str, SignalSet],
+        now: datetime,
         terms: dict[str, Any] | None = None, as_of: datetime | None = None, calendar: tuple[str, int] | None = None,
         formula: tuple[str, int] | None = None,
     ) -> dict[str, Any] | None:  # fmt: skip
-        """One objective over one window judged again from `signals`: by the version in force
-        at the window's start, or by `terms` (a proposal: what-if, agreement version 0).
+        """One objective over one window judged again from `signals` (per service; those of every
+        service `rejudged_services` names, or more): by the version in force at the window's
+        start, or by `terms` (a proposal: what-if, agreement version 0), each on its services.
         None when those terms have no such objective. A window ended by `now` is judged as of
         its measured end (the agreement's end, if that cuts it), as when it closed; an open one
         as of `now` (unless `as_of` says otherwise).
         `calendar`: the (id, version) the window was recorded with, used if the objective is
         judged by that calendar and metrics holds that version (else the latest); `formula`: the
         (id, version) of the formula it was recorded with, used while that version is kept."""
-        start = _parse(view.versions[0]["effective_from"])
-        measured = Interval(max(window.start, start), min(window.end, end_of(view) or window.end))
+        measured = self._measured(view, window)
         if measured.empty:
             return None
-        if terms is None:
-            version = self._effective_version(view, measured.start)
-            tz = self.scope(view, now)[1]
-        else:
-            version = {"version": 0, "terms": self.effective_terms(terms, measured.start)}
-            tz = version["terms"].get("time_zone") or self.scope(view, now)[1]
+        version, tz, services = self._rejudging(view, measured.start, now, terms)
         objective = next(
             (o for o in version["terms"].get("objectives") or [] if o.get("objective_id") == objective_id), None
         )
@@ -783,7 +784,7 @@ class Judging(_Host):
             version["version"],
             measured,
             window,
-            signals,
+            combined(signals, services),
             as_of,
             tz,
             calendar,
@@ -792,8 +793,40 @@ class Judging(_Host):
         )
         return evaluation
 
-    def check_window(self, view: AgreementView, agg: Any, signals: SignalSet, now: datetime) -> WindowCheck:
-        """A recorded window recomputed from `signals` and compared with its latest recorded
+    def rejudged_services(
+        self, view: AgreementView, window: Interval, now: datetime, terms: dict[str, Any] | None = None
+    ) -> list[str]:
+        """The services `rejudge` judges this window on: those of the version in force at its
+        measured start, or (`terms`) of the proposal as in force then — naming none, every
+        service of its provider (the agreement's, unless the proposal names another)."""
+        measured = self._measured(view, window)
+        return [] if measured.empty else self._rejudging(view, measured.start, now, terms)[2]
+
+    def _measured(self, view: AgreementView, window: Interval) -> Interval:
+        """The part of a window the agreement is in force (empty: none)."""
+        start = _parse(view.versions[0]["effective_from"])
+        return Interval(max(window.start, start), min(window.end, end_of(view) or window.end))
+
+    def _rejudging(
+        self, view: AgreementView, start: datetime, now: datetime, terms: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        """What judges a window whose measured part starts at `start` again: the version (its
+        effective terms), time zone and services (see `rejudge`)."""
+        latest, tz = self._latest_terms(view, now)
+        if terms is None:
+            version, services = self._judging_version(view, start)
+            return version, tz, services
+        effective = self.effective_terms(terms, start)
+        parties = effective.get("parties") or latest.get("parties") or {}
+        own = named_services(terms)
+        services = sorted(own or self.services_covered({**effective, "parties": parties})[0])
+        return {"version": 0, "terms": effective}, effective.get("time_zone") or tz, services
+
+    def check_window(
+        self, view: AgreementView, agg: Any, signals: Mapping[str, SignalSet], now: datetime
+    ) -> WindowCheck:
+        """A recorded window recomputed from `signals` (per service: those of its version's
+        services, or more) and compared with its latest recorded
         evaluation: value, status, input digest and breaches. A breach once recorded is never
         withdrawn (a restatement shows the change), so the record should hold the breaches the
         recomputed evaluation implies plus those its earlier recorded evaluations implied."""
@@ -806,7 +839,7 @@ class Judging(_Host):
         pinned = recorded_calendar(recorded)
         formula = recorded_formula(recorded)
         if formula == FCR_V1 and recorded.get("closed"):
-            signals = self._calls_as_judged(view, agg.id, signals, now)
+            signals = self._calls_as_judged(agg.id, signals)
         fresh = self.rejudge(
             view, agg.objective_id, window, signals, now, as_of=as_of, calendar=pinned, formula=formula
         )
@@ -840,19 +873,19 @@ class Judging(_Host):
             expected_breaches=len(expected),
         )
 
-    def _calls_as_judged(self, view: AgreementView, window_id: UUID, signals: SignalSet, now: datetime) -> SignalSet:
-        """`signals` with the calls as they stood when the window's latest evaluation was
-        recorded: those stored up to the position of its closing (or latest restatement), each
-        in its content then. contact.fcr v1 digests every call it is passed — a round passes the
-        calls it knows — so calls recorded since (a later month's) would change its digest, not
-        its value. A round judges under the lock that recording takes, so the calls stored
-        before that event are exactly those it knew. Unchanged when the event is not found."""
+    def _calls_as_judged(self, window_id: UUID, signals: Mapping[str, SignalSet]) -> Mapping[str, SignalSet]:
+        """`signals` (per service) with the calls as they stood when the window's latest
+        evaluation was recorded: those stored up to the position of its closing (or latest
+        restatement), each in its content then. contact.fcr v1 digests every call it is passed — a
+        round passes the calls it knows — so calls recorded since (a later month's) would change
+        its digest, not its value. A round judges under the lock that recording takes, so the
+        calls stored before that event are exactly those it knew. Unchanged when the event is not
+        found."""
         position = self._recorded_position(window_id)
         if position is None:
             return signals
-        services = self.scope(view, now)[2]
-        known = combined(self.stored_signals(set(services), through=position).sets, services)
-        return replace(signals, calls=known.calls)
+        known = self.stored_signals(set(signals), through=position).sets
+        return {sid: replace(s, calls=list(known[sid].calls) if sid in known else []) for sid, s in signals.items()}
 
     def _recorded_position(self, window_id: UUID) -> int | None:
         """The log position of the event that recorded a window's latest closed evaluation,

@@ -123,10 +123,11 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
 
         view = self.app.agreement_view(None, agreement_id)
         now = self.app.clock.now()
-        services = self.app.measured_services(view, now)[0]
         window = Interval(
             datetime.fromisoformat(current["window_start"]), datetime.fromisoformat(current["window_end"])
         )
+        # The services of the version judging the window (docs/domain.md §2 "Effective dating").
+        services = self.app.window_services(view, window.start)
         calendar = self.app.calendar(objective.get("calendar_id") or "24x7")
         tz = view.versions[-1]["terms"].get("time_zone") or "UTC"
         # The signals of the look-backs ending now (not all history).

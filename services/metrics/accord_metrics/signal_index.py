@@ -8,7 +8,7 @@ import itertools
 import threading
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -455,7 +455,7 @@ class StoredSignals:
     count: int
 
 
-def combined(sources: dict[str, SignalSet], service_ids: list[str]) -> SignalSet:
+def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> SignalSet:
     """One SignalSet of these services' signals, in the order given (each service's in the
     order stored): the order evaluation and recomputation both use."""
     out = SignalSet()
@@ -945,15 +945,22 @@ class SignalIndex(_Host):
         self, service_ids: list[str], *, from_store: bool = False, span: Interval | None = None,
         all_calls: bool = False,
     ) -> SignalSet:  # fmt: skip
-        """The signals of these services as formula inputs: from the store's signal index (all,
-        or those a window within `span` reads: `ServiceSignals.select`), or re-read from the
-        stored batches (auditors' recomputation)."""
+        """The signals of these services as formula inputs, in one set: `signal_sources` combined."""
+        return combined(self.signal_sources(service_ids, from_store=from_store, span=span, all_calls=all_calls),
+                        service_ids)  # fmt: skip
+
+    def signal_sources(
+        self, service_ids: Iterable[str], *, from_store: bool = False, span: Interval | None = None,
+        all_calls: bool = False,
+    ) -> dict[str, SignalSet]:  # fmt: skip
+        """The signals of these services as formula inputs, per service: from the store's signal
+        index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
+        from the stored batches (auditors' recomputation). Read them, never change them."""
         if from_store:
-            return combined(self.stored_signals(set(service_ids)).sets, service_ids)
+            return self.stored_signals(set(service_ids)).sets
         with self._lock:
             self._refresh_signals()
-            sources = {sid: self._services[sid].select(span, all_calls) for sid in service_ids}
-        return combined(sources, service_ids)
+            return {sid: self._services[sid].select(span, all_calls) for sid in service_ids}
 
     def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,

@@ -213,8 +213,7 @@ class AgreementViews(_Host):
         none (a customer- or corporate-level agreement), every service their provider
         department provides — registered now, so also those registered after the agreement
         was accepted. Returns the services and that provider ("" when they name services)."""
-        service = effective.get("service") or {}
-        named = set(service.get("service_ids") or []) if isinstance(service, dict) else set()
+        named = named_services(effective)
         if named:
             return named, ""
         provider = str((effective.get("parties") or {}).get("provider_department_id") or "")
@@ -224,20 +223,48 @@ class AgreementViews(_Host):
             self._refresh_services()
             return {sid for sid, p in self._providers.items() if p == provider}, provider
 
+    def version_services(self, terms: dict[str, Any], when: datetime) -> tuple[set[str], str]:
+        """The services one version's `terms` measure, its parent chain as in force at `when`
+        (docs/domain.md §1 "Services measured"): those it names (its parent's list does not
+        matter then), else those of its effective terms by `services_covered`. Returns them and
+        the provider whose every service they are ("" when services are named)."""
+        own = named_services(terms)
+        return (own, "") if own else self.services_covered(self.effective_terms(terms, when))
+
+    def _judging_version(self, view: AgreementView, when: datetime) -> tuple[dict[str, Any], list[str]]:
+        """The version in force at `when` with its effective terms (`_effective_version`) and
+        the services it measures (`window_services`), its parents merged once for both."""
+        version = self._effective_version(view, when)
+        own = named_services(_version_at(view, when)["terms"])
+        return version, sorted(own or self.services_covered(version["terms"])[0])
+
+    def window_services(self, view: AgreementView, window_start: datetime) -> list[str]:
+        """The services whose signals a window starting at `window_start` is judged on: those
+        of the version in force at its measured start (docs/domain.md §2 "Effective dating"),
+        sorted (the order evaluation, recomputation and what-if combine them in)."""
+        start = max(window_start, _parse(view.versions[0]["effective_from"]))
+        return sorted(self.version_services(_version_at(view, start)["terms"], start)[0])
+
     def measured_services(self, view: AgreementView, now: datetime) -> tuple[list[str], frozenset[str]]:
-        """The services whose signals an agreement is judged on — those of every version's
-        effective terms and of its latest (as in force at `now`, or when it ended), each by
-        `services_covered` — and the providers whose every service is among them (a service
-        such a provider registers later joins them)."""
-        end = min(end_of(view) or FAR_FUTURE, now)
+        """Every service whose signals some window of an agreement may be judged on — the union
+        of `window_services` over its life (a version yet to take effect included): each window reads only its
+        own version's — and the providers whose every service is among them (a service such a
+        provider registers later joins them). What says which signals concern it (a round's
+        changes, corrections, an auditor's re-read), never what a window measures."""
+        start = _parse(view.versions[0]["effective_from"])
+        end = max(start, min(end_of(view) or FAR_FUTURE, now))
+        # The services judging a window change only when a version of the agreement or of a view
+        # its terms inherit from takes effect: one look at each such instant covers every window
+        # (a version yet to take effect included: its windows will read them).
+        instants = {start, end}
+        for uid in self._depends_on(view):
+            other: Any = view if uid == UUID(str(view.id)) else self._get_or(uid, lambda: None)
+            for v in getattr(other, "versions", []):
+                instants.add(max(_parse(v["effective_from"]), start))
         services: set[str] = set()
         providers: set[str] = set()
-        versions = [(v["terms"], _parse(v["effective_from"])) for v in view.versions]
-        for terms, when in [*versions, (view.versions[-1]["terms"], end)]:
-            service = terms.get("service") or {}
-            own = set(service.get("service_ids") or []) if isinstance(service, dict) else set()
-            # A version naming services measures those (its parent's list does not matter).
-            covered, provider = (own, "") if own else self.services_covered(self.effective_terms(terms, when))
+        for when in sorted(instants):
+            covered, provider = self.version_services(_version_at(view, when)["terms"], when)
             services |= covered
             if provider:
                 providers.add(provider)
@@ -255,8 +282,15 @@ class AgreementViews(_Host):
         return effective_terms(parent_terms, terms)
 
     def _effective_version(self, view: AgreementView, when: datetime) -> dict[str, Any]:
+        """The version in force at `when` with its effective terms (parents as in force then)."""
         version = _version_at(view, when)
         return {**version, "terms": self.effective_terms(version["terms"], when)}
+
+
+def named_services(terms: dict[str, Any]) -> set[str]:
+    """The services terms name themselves (their service description's), not their parent's."""
+    service = terms.get("service") or {}
+    return set(service.get("service_ids") or []) if isinstance(service, dict) else set()
 
 
 def _terms(msg: Any) -> dict[str, Any]:

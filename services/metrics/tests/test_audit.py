@@ -403,7 +403,7 @@ def test_a_window_is_judged_again_by_the_calendar_version_that_judged_it(world: 
     jan.closed = jan.current = {**closed, "calendar_version": 9}
     jan.restatements = []
     now = suite.clock.now()
-    check = m.check_window(m.agreement_view(None, aid), jan, m.signal_set([EMAIL], from_store=True), now)
+    check = m.check_window(m.agreement_view(None, aid), jan, m.signal_sources([EMAIL], from_store=True), now)
     assert CALENDAR_UNAVAILABLE in check.differences and not check.matches
     assert check.recomputed is not None and check.recomputed["calendar_version"] == 2
 

@@ -278,7 +278,7 @@ def test_an_open_window_keeps_its_selection_and_a_correction_replaces_its_input(
             view = fresh.agreement_view(None, aid)
             agg = fresh.window(None, aid, objective, april)
             check = fresh.check_window(
-                view, agg, fresh.signal_set(fresh.scope(view, suite.clock.now())[2]), suite.clock.now()
+                view, agg, fresh.signal_sources(fresh.scope(view, suite.clock.now())[2]), suite.clock.now()
             )
             assert check.recomputed is not None
             for field in ("value", "input_digest", "detail", "parameters", "status"):

@@ -607,3 +607,75 @@ def test_an_fcr_window_recorded_by_version_1_re_derives_after_later_calls(
     m.evaluate()
     assert world.window(aid, "fcr", JAN).latest["input_digest"] == closed["input_digest"]
     assert world.rederived_mismatches(aid) == []
+
+
+def _amend(world: World, aid: str, terms: dict[str, Any], effective_from: str, version: int = 2) -> None:
+    """An amendment of `aid` to `terms`, proposed and accepted, in force from `effective_from`."""
+    message = json_format.ParseDict(terms, terms_pb2.AgreementTerms())
+    amendment = f"{aid}-amendment-{version}"
+    world.upstream.send(
+        agreement_events.AmendmentProposed(
+            agreement_id=aid, amendment_id=amendment, proposed_by_department_id=IT, terms=message,
+            effective_from=ts(at(effective_from)),
+        )
+    )  # fmt: skip
+    world.upstream.send(
+        agreement_events.AmendmentAccepted(
+            agreement_id=aid, amendment_id=amendment, version=version, effective_from=ts(at(effective_from)),
+            terms=message,
+        )
+    )  # fmt: skip
+
+
+def _on_services(*service_ids: str) -> dict[str, Any]:
+    """Availability only, on these services (none: every service of the provider, IT)."""
+    if not service_ids:
+        return _naming_no_service("SCOPE_LEVEL_CUSTOMER")
+    terms = sla_terms()
+    terms["service"] = {**terms["service"], "service_ids": list(service_ids)}
+    terms["objectives"] = [o for o in terms["objectives"] if o["objective_id"] == "availability"]
+    return terms
+
+
+@pytest.mark.parametrize("first", [("email", "vpn"), ()], ids=["naming-both", "naming-none"])
+def test_an_amendment_narrowing_the_services_measures_each_window_on_its_versions_services(
+    world: World, first: tuple[str, ...]
+) -> None:
+    """docs/domain.md §2 "Effective dating": a window is measured on the services of the version
+    in force at its start. Version 1 covers e-mail and the VPN (by name, or as every service of
+    IT); version 2, in force from February, names e-mail alone. The VPN's outage in January
+    still breaches January; its outage in February does not count in February — in the
+    evaluation, its re-derivation and recomputation, the signals that explain it and a what-if."""
+    m = world.metrics
+    _register(world, "vpn", IT)
+    aid = world.upstream.agreement("a-narrowed", _on_services(*[EMAIL if s == "email" else s for s in first]))
+    world.clock.set(at(f"2026-01-20T12:00{AMS}"))
+    _amend(world, aid, _on_services(EMAIL), FEB)
+    m.record(COLLECTOR, [_outage_of("vpn", "o-vpn-jan", f"2026-01-20T10:00{AMS}", 90)])
+    m.record(COLLECTOR, [_outage_of("vpn", "o-vpn-feb", f"2026-02-10T10:00{AMS}", 90)])
+    world.clock.set(at(f"2026-02-15T12:00{AMS}"))
+    m.evaluate()
+    assert world.window(aid, "availability", FEB).current["status"] == MET  # open: not breached by the VPN
+    world.clock.set(at(f"2026-03-10T12:00{AMS}"))
+    m.evaluate()
+    jan = world.window(aid, "availability", JAN)
+    assert jan.closed["status"] == BREACHED and jan.breaches == [""]
+    assert Decimal(jan.closed["value"]).quantize(Decimal("0.0001")) == _availability(90)
+    feb = world.window(aid, "availability", FEB)
+    assert feb.closed["status"] == MET and feb.closed["value"] == "100" and feb.breaches == []
+    # A late correction of the VPN's February outage changes nothing in February.
+    m.record(PROVIDER, [_outage_of("vpn", "o-vpn-feb", f"2026-02-10T10:00{AMS}", 300)], reason="longer")
+    m.evaluate()
+    assert world.window(aid, "availability", FEB).restatements == []
+    # The auditor's re-derivation and recomputation judge each window on its version's services.
+    assert world.rederived_mismatches(aid) == []
+    for start in (JAN, FEB):
+        assert m.recompute(aid, "availability", start)["matches"] is True
+    # What explains each window: the outages of the services it is measured on.
+    assert [s.signal_id for s in m.window_signals(None, aid, "availability", JAN)[1]] == ["o-vpn-jan"]
+    assert [s.signal_id for s in m.window_signals(None, aid, "availability", FEB)[1]] == []
+    # A what-if of terms naming both services judges February on both.
+    both = MetricsAudit(m).what_if(None, aid, terms=_on_services(EMAIL, "vpn"), periods=2)
+    window = next(w for w in both.objectives[0].windows if w.start == at(FEB))
+    assert window.actual is not None and window.actual["status"] == MET
+    assert window.proposed is not None and window.proposed["status"] == BREACHED
