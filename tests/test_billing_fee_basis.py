@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from accord.billing.v1 import events_pb2 as billing_events
 from accord.metrics.v1 import events_pb2 as metric_events
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_billing import periods
@@ -53,6 +54,18 @@ def rederives_clean(suite: Suite, aid: str) -> None:
     assert (result.mismatches, result.missing, result.unexplained) == ([], [], [])
 
 
+def public(suite: Suite, name: str, statement: Statement) -> list[Any]:
+    """Billing's public events of type `name` about `statement`."""
+    out = []
+    for env in suite.billing.read_events(0, 5000)[0]:
+        if env.type == f"accord.billing.v1.{name}":
+            msg = getattr(billing_events, name)()
+            env.payload.Unpack(msg)
+            if msg.statement_id == str(statement.id):
+                out.append(msg)
+    return out
+
+
 def closed_evaluations(suite: Suite, aid: str) -> list[metric_events.Evaluation]:
     envs, _ = suite.metrics.read_events(0, 5000)
     out = []
@@ -88,6 +101,10 @@ def test_an_agreement_starting_on_the_20th_of_a_30_day_month_is_charged_11_30_of
     assert (record["fee_basis"], record["charged_share"]) == (2, "11/30")
     assert "× 11/30 of the period charged" in record["lines"][0]["derivation"]
     assert Decimal(may.totals["fee"]) == Decimal("12000.00")
+    # Its public events say which rule and what share (what a reader of the stream sees).
+    opened, assessed = public(suite, "StatementOpened", april), public(suite, "AssessmentRecorded", april)
+    assert [e.fee_basis for e in opened] == [2]
+    assert {(e.fee_basis, e.charged_share) for e in assessed} == {(2, "11/30")}
     rederives_clean(suite, aid)
     window = [e for e in closed_evaluations(suite, aid) if at(e.window_start) < at(f"2026-05-01T00:00{SUMMER}")]
     priced = suite.billing.price_evaluations(P_CUSTOMER, aid, None, window)
@@ -190,6 +207,7 @@ def test_a_statement_computed_by_rule_1_keeps_it_and_still_rederives(
     january = statement_of(suite, aid, f"2026-01-01T00:00{AMS}")
     february = statement_of(suite, aid, f"2026-02-01T00:00{AMS}")
     assert (january.fee_basis, february.fee_basis) == (1, 2)
+    assert [e.fee_basis for e in public(suite, "StatementOpened", january)] == [1]
     assert Decimal(january.totals["fee"]) == Decimal("12000.00")
     assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
     assert all("fee_basis" not in r for r in january.assessments.values())

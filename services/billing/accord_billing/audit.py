@@ -351,6 +351,9 @@ def compare(rec: _Recorded, expected: dict[str, Any], statement_id: str) -> tupl
     a = rec.assessment
     if a is None:
         return tuple(out)  # an old adjustment keeps only its amounts: the net is all there is to compare
+    basis, kept = int(a.get("fee_basis") or 1), int(getattr(rec.statement, "fee_basis", 1))
+    if not rec.via_adjustment and basis != kept:
+        out.append(f"fee basis: recorded by rule {basis} on a statement computed by rule {kept}")
     if a.get("charged_share") != expected.get("charged_share"):
         recorded, rederived = (
             a.get("charged_share") or "none (rule 1)",
