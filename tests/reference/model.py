@@ -24,10 +24,12 @@ tiers with explicit bounds, a monthly fee, a cap and a minimum per fee period, a
 that may end (a window it cuts judged as of the end), amendments in force from an instant
 (each window judged and credited by the version in force at its measured start; the fee
 charged by each version's share of the month — a parent's amendment splits its inheriting
-child's month the same way), suspensions (left out of time-based measurement and of request-based
-availability, like exclusions, and not charged; the other counted metrics count what happened
-whether or not the agreement was suspended, the metrics service's stated rule), and an
-agreement with a fee and no objectives.
+child's month the same way), a fee charged only for the time in the term (a month the agreement
+starts or ends inside charges its share) with band and cap percentages of the fee so charged
+(`charged_share`; rule 1, the billing rule before it, as `fee_basis=1`), suspensions (left out
+of time-based measurement and of request-based availability, like exclusions, and not charged;
+the other counted metrics count what happened whether or not the agreement was suspended, the
+metrics service's stated rule), and an agreement with a fee and no objectives.
 Where docs/domain.md leaves a rule open the model follows the rule the metrics service states
 (services/metrics/README.md, "Rules the reference model holds it to"), each written here in
 the function that applies it.

@@ -16,8 +16,12 @@ Sign. Every line's `amount` is signed from the customer's side: positive = the p
 Rounding. There is ONE rule: half-even (banker's rounding) to the currency's minor unit
   (`MINOR_UNITS`: EUR/USD/GBP/CHF 2, JPY/KRW/ISK 0, BHD/KWD 3 …). It is applied in exactly
   one place, when a `Money` is made, and a `Money` is made once per line, from the line's
-  exact result: credit = fee × percent ÷ 100, fixed penalty = amount × breaches,
-  per-unit penalty = amount × chargeable units, reward = −amount, cap = fee × cap% ÷ 100.
+  exact result: credit = fee × percent ÷ 100 (× share), fixed penalty = amount × breaches,
+  per-unit penalty = amount × chargeable units, reward = −amount, cap = fee × cap% ÷ 100
+  (× share). `share` is the part of its fee period the period charges (billing's rule 2: in
+  the agreement's term and not suspended; `periods.charged_share`), so a percentage is of
+  the fee the period charges; without it (rule 1) of the terms' fee. Fixed and per-unit
+  penalties, rewards and the minimum are stated amounts, never scaled.
   Everything before that is exact decimal arithmetic (a context that raises rather than
   rounds); everything after it (sums, the cap cut, the minimum cut, the net) adds amounts
   that are already at the minor unit, so it never rounds again. So 0.125 EUR → 0.12,
@@ -33,7 +37,7 @@ What is assessed (`assess`):
   the objective's no-data policy ("counts as met/breached" has already become MET or
   BREACHED), so a NO_DATA evaluation is not counted and earns nothing.
 - CREDIT: the band the measured value falls in (`matching_tier`) earns credit_percent of
-  the period's fee, whatever the status — the bands are the contract's statement of what a
+  the period's fee (× share, see Rounding), whatever the status — the bands are the contract's statement of what a
   value earns (a 0 % band gives a 0.00 line that still names its band). No value (e.g. no
   data counted as breached) → no band, no credit line.
 - FIXED_PENALTY: `amount` once per BREACHED evaluation (one breached window is one breach).
@@ -55,7 +59,7 @@ What is assessed (`assess`):
 Statement totals (`statement_totals`), in this order:
 1. credits = Σ applied CREDIT and penalty lines of all the period's assessments ("credits"
    are everything the provider owes: credit tiers and penalties alike);
-2. cap: when consequences.cap_percent is set, cap = fee × cap% ÷ 100 (rounded once);
+2. cap: when consequences.cap_percent is set, cap = fee × cap% ÷ 100 (× share; rounded once);
    credits above it are cut; the CAP line shows −cut (0.00 when the cap is not reached);
    an empty cap_percent means no cap;
 3. minimum: when consequences.minimum_amount is set and not zero, it applies to the
