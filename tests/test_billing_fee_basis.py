@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from accord.metrics.v1 import events_pb2 as metric_events
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_billing import periods
 from accord_billing.domain import FINAL, ISSUED, Statement
+from tests.reference import model
 from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, PROVIDER, Suite, at, outage
 
 AVAILABILITY = sla_terms()["objectives"][0]
@@ -224,3 +227,20 @@ def test_a_statement_opened_before_the_fee_basis_was_recorded_reads_as_rule_1() 
     [opened] = statement.collect_events()
     del opened.__dict__["fee_basis"]
     assert opened.mutate(None).fee_basis == 1  # type: ignore[union-attr]
+
+
+def test_the_reference_model_holds_both_rules() -> None:
+    """The reference model (tests/reference/model.py) states each rule independently: from
+    20 April, April charges 11/30 of the fee by rule 2 and the whole fee by rule 1; a 100 %
+    band credits the fee so charged."""
+    terms = model.Terms(
+        time_zone="Europe/Amsterdam", effective_from=datetime(2026, 4, 19, 22, tzinfo=UTC), effective_to=None,
+        fee=Fraction(12000), currency_exponent=2, cap_percent=Fraction(100), minimum_amount=None, objectives=(),
+    )  # fmt: skip
+    april = datetime(2026, 3, 31, 22, tzinfo=UTC)
+    assert model.charged_share(terms, april) == Fraction(11, 30)
+    assert (model.fee_charged(terms, april), model.fee_charged(terms, april, fee_basis=1)) == (
+        Decimal("4400.00"),
+        Decimal("12000.00"),
+    )
+    assert model.charged_share(terms, april, fee_basis=1) == 1

@@ -115,6 +115,9 @@ class Statement(Aggregate):
     Disputed: ClassVar[type[Aggregate.Event]]
     Resolved: ClassVar[type[Aggregate.Event]]
     Finalized: ClassVar[type[Aggregate.Event]]
+    # The rule its money is computed by (see __init__). The class default is what a statement
+    # restored from a snapshot taken before the field existed reads: rule 1, as it was opened.
+    fee_basis = 1
 
     class Opened(Aggregate.Created):
         TOPIC = "accord_billing.domain:Statement.Opened"
