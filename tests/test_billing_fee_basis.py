@@ -171,7 +171,7 @@ def test_windows_assessed_before_a_suspension_are_credited_on_the_share_the_peri
     """Rolling 7-day windows are assessed daily: those of early February on the whole month,
     before the suspension from the 8th to the 22nd halves what February charges. The statement
     is issued with each of them assessed again on the half — 10 % of 6,000.00 — and the
-    re-derivation agrees."""
+    re-derivation agrees, before the issue and after."""
     objective = copy.deepcopy(AVAILABILITY)
     objective["window"] = {"kind": "WINDOW_KIND_ROLLING", "rolling_days": 7}
     aid = accepted(suite, sla_terms(objectives=[objective]))
@@ -184,6 +184,11 @@ def test_windows_assessed_before_a_suspension_are_credited_on_the_share_the_peri
     suite.agreements.suspend(PROVIDER, aid, "office move")
     suite.tick(f"2026-02-22T00:00{AMS}")
     suite.agreements.resume(PROVIDER, aid, "moved")
+    suite.tick(f"2026-02-23T00:00{AMS}")
+    # Still open: its windows on the share known when each was assessed (provisional, like its
+    # totals), which the re-derivation takes as they state it until the issue.
+    assert {r["charged_share"] for r in statement_of(suite, aid, f"2026-02-01T00:00{AMS}").assessments.values()} > {"1"}
+    rederives_clean(suite, aid)
     suite.tick(f"2026-03-01T02:00{AMS}")
     february = statement_of(suite, aid, f"2026-02-01T00:00{AMS}")
     assert february.state == ISSUED

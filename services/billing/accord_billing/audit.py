@@ -29,7 +29,7 @@ from accord_billing.assessment import (
     describe_band,
     statement_totals,
 )
-from accord_billing.domain import Statement
+from accord_billing.domain import OPEN, Statement
 from accord_billing.periods import (
     BREACHED_STATUS,
     EPSILON,
@@ -39,6 +39,7 @@ from accord_billing.periods import (
     charged_share,
     fee_period,
     parse_instant,
+    record_share,
     terms_dict,
     version_at,
 )
@@ -291,6 +292,11 @@ def rederive(
         # before rule 2: it carries none); a window billing never recorded, the current rule.
         basis = int((rec.assessment or {}).get("fee_basis") or 1) if rec is not None else FEE_BASIS
         share = log.charged_share(period_start, period_end) if basis >= 2 else None
+        if share is not None and rec is not None and rec.assessment and _provisional(rec):
+            # An open statement's windows are on the share known when each was assessed (a
+            # suspension or an end later in the period changes it): provisional, like its totals;
+            # the issue assesses them again on the period's share, which is then held to the log.
+            share = record_share(rec.assessment)
         try:
             expected = assessed_record(terms, msg.agreement_version, Evaluation.from_message(msg), share)
         except AssessmentError as e:
@@ -321,6 +327,11 @@ def rederive(
     if progress is not None:
         progress(result.checked)
     return result
+
+
+def _provisional(rec: _Recorded) -> bool:
+    """Billing's record of a window is on a statement still OPEN (not an adjustment)."""
+    return not rec.via_adjustment and rec.statement.state == OPEN
 
 
 def _finding(
