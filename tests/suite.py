@@ -222,7 +222,8 @@ def slo_journey(suite: Suite) -> tuple[str, str]:
     """The sample SLA (fee 12,000.00 EUR a month, availability 99.9 % monthly, < 99.9 → 10 %)
     and a second agreement to search among. January: 30 minutes down (met); February: an hour
     down (breached, credited 1,200.00, disputed); March: 20 minutes down so far, and a late
-    report of 50 minutes in January restates it — an adjustment on March's open statement.
+    report of 50 minutes in January restates it — an adjustment of 1,198.39 on March's open
+    statement (10 % of the 11,983.87 January charges: the agreement starts an hour into it).
     Returns (agreement id, February's statement id)."""
     from accord_agreements.samples import sla_terms
 

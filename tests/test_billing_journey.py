@@ -68,8 +68,9 @@ def test_three_months_billed_disputed_restated_and_terminated(suite: Suite) -> N
     assert Decimal(jan.totals["net"]) == 0, "an issued statement is never changed"
     march = b.statements(P_CUSTOMER, aid)[2]
     assert [a["key"].split("|")[0] for a in march.adjustments] == ["availability"]
-    # January restated: (44,580 − 80) ÷ 44,580 = 99.82 % → 10 % → 1,200.00 more than 0.00.
-    assert Decimal(march.adjustments[0]["difference"]) == Decimal("1200.00")
+    # January restated: (44,580 − 80) ÷ 44,580 = 99.82 % → 10 % of the 11,983.87 January
+    # charges (the agreement starts an hour into it: 743 of its 744 hours) → 1,198.39 more than 0.00.
+    assert Decimal(march.adjustments[0]["difference"]) == Decimal("1198.39")
 
     # April: March closes breached: January (restated), February, March → 3 consecutive
     # breached months → the termination right, which agreements records.
@@ -78,8 +79,8 @@ def test_three_months_billed_disputed_restated_and_terminated(suite: Suite) -> N
     assert [r["objective_id"] for r in agreement.termination_rights] == ["availability"]
     march = b.statements(P_CUSTOMER, aid)[2]
     assert march.state == ISSUED
-    # March: its own 1,200.00 plus January's adjustment of 1,200.00.
-    assert Decimal(march.totals["net"]) == Decimal("2400.00")
+    # March: its own 1,200.00 plus January's adjustment of 1,198.39.
+    assert Decimal(march.totals["net"]) == Decimal("2398.39")
     assert ag.terminate(CUSTOMER, aid, "three bad months", immediate=True).state == TERMINATED
 
     # The claim windows pass: statements become final and post to the ledger.
@@ -89,9 +90,10 @@ def test_three_months_billed_disputed_restated_and_terminated(suite: Suite) -> N
     assert Decimal(finals[1].totals["net"]) == Decimal("2000.00")  # the accepted dispute
     balances = b.balances(None)
     assert sum(balances.values()) == 0, "the ledger balances"
-    # The customer pays three fees of 12,000.00 and is credited 0 + 2,000.00 + 2,400.00.
-    assert balances[(FINANCE, "EUR")] == Decimal("-31600.00")
-    assert balances[(IT, "EUR")] == Decimal("31600.00")
+    # The customer pays three fees — 11,983.87 for January, 12,000.00 for February and March —
+    # and is credited 0 + 2,000.00 + 2,398.39.
+    assert balances[(FINANCE, "EUR")] == Decimal("-31585.48")
+    assert balances[(IT, "EUR")] == Decimal("31585.48")
     assert (
         sum(Decimal(s.totals["net"]) - Decimal(s.totals["fee"]) for s in finals if s.state == FINAL)
         == (balances[(FINANCE, "EUR")])

@@ -2,7 +2,12 @@
 evaluations, on both stores: rolling windows assessed once per fee period, terms inherited
 from a parent billed, statements issued only once every window of the period is known,
 adjustments capped per period, nothing billed outside the agreement's term, and the fee
-charged on the ledger."""
+charged on the ledger.
+
+The sample agreement starts on 1 January 00:00 UTC, an hour into Amsterdam's January: by the
+fee basis of rule 2 (services/billing/README.md, "How money is made") January charges 743 of
+its 744 hours — 11,983.87 of the 12,000.00 EUR fee — and its percentage credits are of that
+(10 %: 1,198.39)."""
 
 from __future__ import annotations
 
@@ -75,9 +80,9 @@ def test_a_rolling_week_and_one_outage_earn_one_credit_for_the_month_and_no_term
     assert january.state == ISSUED
     breached = [k for k, a in january.assessments.items() if a["status"] == "BREACHED"]
     assert len(breached) == 7, "every window is kept on the statement"
-    # (10,080 − 30) ÷ 10,080 = 99.70 % → 10 % of 12,000.00, once for the month.
-    assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
-    assert Decimal(january.totals["net"]) == Decimal("1200.00")
+    # (10,080 − 30) ÷ 10,080 = 99.70 % → 10 % of the 11,983.87 January charges, once for the month.
+    assert Decimal(january.totals["credits_issued"]) == Decimal("1198.39")
+    assert Decimal(january.totals["net"]) == Decimal("1198.39")
     assert suite.agreements.get_agreement_aggregate(aid).termination_rights == []
     assert_rederives_clean(suite, aid)
 
@@ -109,9 +114,10 @@ def test_an_inherited_objective_is_credited_and_an_inherited_fee_billed(suite: S
     january = statements[0]
     assert january.currency == "EUR"
     assert {k.split("|")[0] for k in january.assessments} == {"availability", "service-level"}
-    # January from 1 Jan 01:00 (the start): 60 minutes down → 99.86 % → 10 % of the inherited fee.
-    assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
-    assert Decimal(january.totals["fee"]) == Decimal("12000.00")
+    # January from 1 Jan 01:00 (the start): 60 minutes down → 99.86 % → 10 % of the inherited
+    # fee January charges (743 of its 744 hours).
+    assert Decimal(january.totals["credits_issued"]) == Decimal("1198.39")
+    assert Decimal(january.totals["fee"]) == Decimal("11983.87")
     assert_rederives_clean(suite, child)
 
 
@@ -168,14 +174,15 @@ def test_process_due_while_the_metrics_consumer_is_behind_issues_nothing_then_th
         suite.tick(f"2026-02-10T02:00{AMS}")
         runs.append(_totals(suite, aid))
     in_order, caught_up = runs
-    assert in_order[0][1] == ISSUED and Decimal(in_order[0][2]["net"]) == Decimal("1200.00")
+    assert in_order[0][1] == ISSUED and Decimal(in_order[0][2]["net"]) == Decimal("1198.39")
     assert caught_up == in_order
 
 
 def test_a_late_window_adjustment_respects_the_period_cap(suite: Suite) -> None:
-    """Credits are capped at 10 % of the fee per period. January is issued at the cap; a late
-    outage restates January's availability into the 25 % band: the adjustment is what the
-    change does to January's capped total — nothing — not the window's 1,800.00 more."""
+    """Credits are capped at 10 % of the fee per period (of the 11,983.87 January charges). January
+    is issued at the cap; a late outage restates January's availability into the 25 % band: the
+    adjustment is what the change does to January's capped total — nothing — not the window's
+    1,797.58 more."""
     terms = sla_terms(objectives=[AVAILABILITY])
     terms["consequences"]["cap_percent"] = "10"
     aid = accepted(suite, terms)
@@ -183,15 +190,15 @@ def test_a_late_window_adjustment_respects_the_period_cap(suite: Suite) -> None:
     suite.metrics.record(COLLECTOR, [outage("o1", f"2026-01-13T08:00{AMS}", 60)])
     suite.tick(f"2026-02-01T02:00{AMS}")
     january = suite.billing.statements(P_CUSTOMER, aid)[0]
-    assert january.state == ISSUED and Decimal(january.totals["net"]) == Decimal("1200.00")
+    assert january.state == ISSUED and Decimal(january.totals["net"]) == Decimal("1198.39")
     suite.metrics.record(COLLECTOR, [outage("late", f"2026-01-20T02:00{AMS}", 500)])
     suite.tick(f"2026-02-10T12:00{AMS}")
     february = suite.billing.statements(P_CUSTOMER, aid)[1]
     assert len(february.adjustments) == 1
     adjustment = february.adjustments[0]
-    assert Decimal(adjustment["new"]) == Decimal("3000.00")  # the window alone: 25 %
+    assert Decimal(adjustment["new"]) == Decimal("2995.97")  # the window alone: 25 %
     assert Decimal(adjustment["difference"]) == 0  # January stays at its cap
-    assert Decimal(adjustment["period_after"]) == Decimal("1200.00")
+    assert Decimal(adjustment["period_after"]) == Decimal("1198.39")
 
 
 def test_no_statement_after_the_agreement_ends(suite: Suite) -> None:
@@ -230,8 +237,10 @@ def test_a_term_ending_bills_nothing_after_it_before_any_expiry_is_heard(suite: 
     statements = suite.billing.statements(P_CUSTOMER, aid)
     assert [at(s.period_start) for s in statements] == [at(f"2026-01-01T00:00{AMS}")]
     [january] = statements
-    # 15 minutes down in 10 days: 99.896 % → 10 % of 12,000.00.
-    assert Decimal(january.totals["credits_issued"]) == Decimal("1200.00")
+    # 15 minutes down in 10 days: 99.896 % → 10 % of what January charges: the 10 of its 31
+    # days in term (from 01:00 on the 1st to 01:00 on the 11th), 3,870.97.
+    assert Decimal(january.totals["fee"]) == Decimal("3870.97")
+    assert Decimal(january.totals["credits_issued"]) == Decimal("387.10")
 
 
 def test_the_fee_is_charged_on_the_ledger_with_the_credits_against_it(suite: Suite) -> None:
@@ -247,13 +256,13 @@ def test_the_fee_is_charged_on_the_ledger_with_the_credits_against_it(suite: Sui
     [posting] = [t for t in suite.billing.ledger(None) if t.period == january.period_start]
     kinds = sorted((e["kind"], e["account"], Decimal(e["amount"])) for e in posting.entries)
     assert kinds == [
-        ("CREDITS", FINANCE, Decimal("1200.00")),
-        ("CREDITS", IT, Decimal("-1200.00")),
-        ("FEE", FINANCE, Decimal("-12000.00")),
-        ("FEE", IT, Decimal("12000.00")),
+        ("CREDITS", FINANCE, Decimal("1198.39")),
+        ("CREDITS", IT, Decimal("-1198.39")),
+        ("FEE", FINANCE, Decimal("-11983.87")),
+        ("FEE", IT, Decimal("11983.87")),
     ]
     balances = suite.billing.balances(None, period=january.period_start)
-    assert balances == {(FINANCE, "EUR"): Decimal("-10800.00"), (IT, "EUR"): Decimal("10800.00")}
+    assert balances == {(FINANCE, "EUR"): Decimal("-10785.48"), (IT, "EUR"): Decimal("10785.48")}
 
 
 def test_suspended_time_is_not_charged_its_share_of_the_fee(suite: Suite) -> None:
@@ -267,7 +276,7 @@ def test_suspended_time_is_not_charged_its_share_of_the_fee(suite: Suite) -> Non
     suite.tick(f"2026-03-01T02:00{AMS}")
     january, february = suite.billing.statements(P_CUSTOMER, aid)[:2]
     assert (january.state, february.state) == (ISSUED, ISSUED)
-    assert Decimal(january.totals["fee"]) == Decimal("12000.00")
+    assert Decimal(january.totals["fee"]) == Decimal("11983.87")  # from 01:00 on the 1st
     assert Decimal(february.totals["fee"]) == Decimal("6000.00")
 
 
@@ -294,7 +303,7 @@ def test_a_correction_after_the_end_lands_on_one_settlement_statement(suite: Sui
     ]
     settlement = statements[2]
     assert [a["key"].split("|")[0] for a in settlement.adjustments] == ["availability"]
-    assert Decimal(settlement.adjustments[0]["difference"]) == Decimal("1200.00")
+    assert Decimal(settlement.adjustments[0]["difference"]) == Decimal("1198.39")
 
 
 def test_only_the_window_that_counts_for_the_period_may_be_disputed(suite: Suite) -> None:
@@ -316,14 +325,14 @@ def test_only_the_window_that_counts_for_the_period_may_be_disputed(suite: Suite
     b.dispute(P_CUSTOMER, str(january.id), "availability", counted.split("|")[1], "one outage")
 
 
-@pytest.mark.parametrize(("accepted_amount", "net"), [("0", "0.00"), ("5000.00", "3000.00")])
+@pytest.mark.parametrize(("accepted_amount", "net"), [("0", "0.00"), ("5000.00", "2995.97")])
 def test_an_accepted_dispute_of_a_capped_credit_is_capped_and_never_charges_the_customer(
     suite: Suite, accepted_amount: str, net: str
 ) -> None:
-    """January's 48 hours down earn 100 % of the 12,000.00 EUR fee, capped at 25 %: 3,000.00.
-    The provider accepts the customer's dispute with a new amount for that assessment: the
-    period is taken again with it under the same cap — waived (0) it credits nothing (it does
-    not charge the customer 9,000.00), at 5,000.00 the cap still holds it at 3,000.00."""
+    """January's 48 hours down earn 100 % of the 11,983.87 EUR January charges, capped at 25 %:
+    2,995.97. The provider accepts the customer's dispute with a new amount for that assessment:
+    the period is taken again with it under the same cap — waived (0) it credits nothing (it
+    does not charge the customer 8,987.90), at 5,000.00 the cap still holds it at 2,995.97."""
     capped = {**sla_terms()["consequences"], "cap_percent": "25"}
     aid = accepted(suite, sla_terms(objectives=[AVAILABILITY], consequences=capped))
     suite.tick(f"2026-01-10T10:00{AMS}")
@@ -332,8 +341,8 @@ def test_an_accepted_dispute_of_a_capped_credit_is_capped_and_never_charges_the_
     b = suite.billing
     january = b.statements(P_CUSTOMER, aid)[0]
     assert january.state == ISSUED
-    assert Decimal(january.totals["credits_before_cap"]) == Decimal("12000.00")
-    assert Decimal(january.totals["net"]) == Decimal("3000.00")
+    assert Decimal(january.totals["credits_before_cap"]) == Decimal("11983.87")
+    assert Decimal(january.totals["net"]) == Decimal("2995.97")
     [key] = january.assessments
     dispute = b.dispute(P_CUSTOMER, str(january.id), "availability", key.split("|")[1], "announced maintenance")
     b.resolve(P_PROVIDER, str(january.id), dispute, True, accepted_amount, "")
@@ -341,9 +350,9 @@ def test_an_accepted_dispute_of_a_capped_credit_is_capped_and_never_charges_the_
     january = b.statements(P_CUSTOMER, aid)[0]
     assert january.state == FINAL
     assert Decimal(january.totals["net"]) == Decimal(net)
-    assert Decimal(january.totals["disputes"]) == Decimal(net) - Decimal("3000.00")
+    assert Decimal(january.totals["disputes"]) == Decimal(net) - Decimal("2995.97")
     balances = b.balances(None, period=january.period_start)
-    assert balances[(FINANCE, "EUR")] == Decimal("-12000.00") + Decimal(net)
+    assert balances[(FINANCE, "EUR")] == Decimal("-11983.87") + Decimal(net)
 
 
 def test_a_suspension_takes_effect_at_its_own_instant_in_metrics_and_billing_alike(suite: Suite) -> None:
@@ -380,9 +389,9 @@ def test_a_fee_only_agreement_is_charged_its_fee_every_period(suite: Suite) -> N
     suite.tick(f"2026-03-05T02:00{AMS}")
     statements = suite.billing.statements(P_CUSTOMER, aid)
     assert [s.state for s in statements[:2]] == [FINAL, ISSUED]
-    assert [Decimal(s.totals["fee"]) for s in statements[:2]] == [Decimal("12000.00")] * 2
+    assert [Decimal(s.totals["fee"]) for s in statements[:2]] == [Decimal("11983.87"), Decimal("12000.00")]
     balances = suite.billing.balances(None, period=statements[0].period_start)
-    assert balances == {(FINANCE, "EUR"): Decimal("-12000.00"), (IT, "EUR"): Decimal("12000.00")}
+    assert balances == {(FINANCE, "EUR"): Decimal("-11983.87"), (IT, "EUR"): Decimal("11983.87")}
 
 
 def test_an_amendment_inside_a_fee_period_charges_each_version_its_share_of_the_fee(suite: Suite) -> None:
@@ -401,7 +410,7 @@ def test_an_amendment_inside_a_fee_period_charges_each_version_its_share_of_the_
     suite.agreements.accept_amendment(CUSTOMER, aid, amendment)
     suite.tick(f"2026-04-01T02:00{AMS}")
     fees = [Decimal(s.totals["fee"]) for s in suite.billing.statements(P_CUSTOMER, aid)[:3]]
-    assert fees == [Decimal("12000.00"), Decimal("18000.00"), Decimal("24000.00")]
+    assert fees == [Decimal("11983.87"), Decimal("18000.00"), Decimal("24000.00")]
 
 
 def test_a_parent_amendment_inside_a_fee_period_charges_its_child_each_fee_its_share(suite: Suite) -> None:
@@ -426,4 +435,4 @@ def test_a_parent_amendment_inside_a_fee_period_charges_its_child_each_fee_its_s
     suite.agreements.accept_amendment(CUSTOMER, parent, amendment)
     suite.tick(f"2026-04-01T02:00{AMS}")
     fees = [Decimal(s.totals["fee"]) for s in suite.billing.statements(P_CUSTOMER, child)[:3]]
-    assert fees == [Decimal("12000.00"), Decimal("18000.00"), Decimal("24000.00")]
+    assert fees == [Decimal("11983.87"), Decimal("18000.00"), Decimal("24000.00")]

@@ -321,7 +321,7 @@ async def test_a_window_judged_after_a_suspension_waits_for_billing_to_know_it(
     january, february = money(clean, aid)[:2]
     assert (january[1], february[1]) == (ISSUED, ISSUED)
     assert (Decimal(str(january[4]["fee"])), Decimal(str(february[4]["fee"]))) == (
-        Decimal("12000.00"),
+        Decimal("11983.87"),  # from 01:00 on 1 January, an hour into Amsterdam's January
         Decimal("6000.00"),
     )
     assert on_metrics.stats.waits >= 3 and on_metrics.stats.failures == 0 and on_metrics.halted is None

@@ -36,5 +36,6 @@ def test_a_corrected_outage_end_is_billed_as_an_adjustment(suite: Suite) -> None
     assert Decimal(statements[0].totals["net"]) == 0, "an issued statement is never changed"
     feb = statements[1]
     assert [a["key"].split("|")[0] for a in feb.adjustments] == ["availability"]
-    # January restated: (44,580 − 90) ÷ 44,580 = 99.80 % → 10 % of 12,000.00 more than 0.00.
-    assert Decimal(feb.adjustments[0]["difference"]) == Decimal("1200.00")
+    # January restated: (44,580 − 90) ÷ 44,580 = 99.80 % → 10 % of the 11,983.87 January charges
+    # (the agreement starts an hour into it: 743 of its 744 hours) more than 0.00.
+    assert Decimal(feb.adjustments[0]["difference"]) == Decimal("1198.39")

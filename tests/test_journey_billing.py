@@ -198,10 +198,12 @@ async def journey(
     clock.set(at(f"2026-05-15T00:00{AMS}"))
     await eventually(lambda: statement_state(2, bpb.STATEMENT_STATE_FINAL), timeout=30, what="March final")
     rows = await statements()
-    assert [Decimal(s.totals.net) for s in rows[:3]] == [Decimal("0.00"), Decimal("2000.00"), Decimal("2400.00")]
+    assert [Decimal(s.totals.net) for s in rows[:3]] == [Decimal("0.00"), Decimal("2000.00"), Decimal("2398.39")]
     balances = await b.GetBalances(bpb.GetBalancesRequest(), metadata=keys.metadata("auditor"))
     by_dept = {x.department_id: Decimal(x.amount) for x in balances.balances}
-    # Three monthly fees of 12,000.00 charged; 0 + 2,000.00 + 2,400.00 credited against them.
-    assert by_dept == {"finance": Decimal("-31600.00"), "it-operations": Decimal("31600.00")}
+    # Three monthly fees charged — January 743 of its 744 hours (the agreement starts an hour
+    # into it), 11,983.87; 12,000.00 each after — and 0 + 2,000.00 + 2,398.39 (March's own
+    # 1,200.00 and January's restatement, 10 % of 11,983.87) credited against them.
+    assert by_dept == {"finance": Decimal("-31585.48"), "it-operations": Decimal("31585.48")}
     assert sum(by_dept.values()) == 0
     assert billing_app.head_position() > 0

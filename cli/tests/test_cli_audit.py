@@ -230,7 +230,7 @@ async def test_the_auditors_commands(own_nats_server: NatsServer, tmp_path: Path
         assert jan["as_known"]["status"] == "EVALUATION_STATUS_MET"
         assert jan["as_effective"]["status"] == "EVALUATION_STATUS_BREACHED"
         jan_period = doc["statements"]["periods"][0]
-        assert jan_period["total_difference"] == "1200.00"
+        assert jan_period["total_difference"] == "1198.39"  # 10 % of the 11,983.87 January charges
         code, out, _ = await accord(env, "--json", "audit", "as-of", aid, "--at", clock.now().isoformat())
         assert code == 0
         now_doc = json.loads(out)

@@ -157,10 +157,11 @@ async def test_statements_disputes_and_the_ledger(own_nats_server: NatsServer, t
         assert january["state"] == "STATEMENT_STATE_ISSUED"
         r = await arun(fin, "statements")  # every agreement the customer sees
         assert r.code == 0 and sid in r.out and "ISSUED" in r.out, r.err
-        # One statement: the window named by its local month, the credit line and its amount.
+        # One statement: the window named by its local month, the credit line and its amount (10 %
+        # of the 11,983.87 January charges: the agreement starts an hour into it).
         r = await arun(fin, "statement", sid)
         assert r.code == 0, r.err
-        assert "2026-01-01" in r.out and "availability" in r.out and "CREDIT" in r.out and "1200.00" in r.out
+        assert "2026-01-01" in r.out and "availability" in r.out and "CREDIT" in r.out and "1198.39" in r.out
 
         # A dispute for April matches no window: exit 3, and the windows there are, listed.
         r = await arun(fin, "dispute", sid, "availability", "2026-04", "--reason", "wrong month")
@@ -185,9 +186,9 @@ async def test_statements_disputes_and_the_ledger(own_nats_server: NatsServer, t
         r = await arun(fin, "--json", "statement", sid)
         waived = json.loads(r.out)["statement"]
         assert waived["state"] == "STATEMENT_STATE_ISSUED"
-        assert (waived["totals"]["disputes"], waived["totals"]["net"]) == ("-1200.00", "0.00")
+        assert (waived["totals"]["disputes"], waived["totals"]["net"]) == ("-1198.39", "0.00")
         r = await arun(fin, "statement", sid)
-        assert r.code == 0 and "-1200.00" in r.out, r.out
+        assert r.code == 0 and "-1198.39" in r.out, r.out
         r = await arun(it, "resolve-dispute", sid, "availability", "2026-01", "--reject", "--reason", "again")
         assert r.code == 3 and "no open dispute" in one_line_error(r)
 
@@ -207,6 +208,6 @@ async def test_statements_disputes_and_the_ledger(own_nats_server: NatsServer, t
         assert r.code == 0, r.err
         (balance,) = json.loads(r.out)["balances"]
         assert (balance["department_id"], balance["currency"]) == (FINANCE, "EUR")
-        assert balance["amount"] == "-12000.00"  # the fee, the credit waived by the dispute
+        assert balance["amount"] == "-11983.87"  # January's fee, the credit waived by the dispute
         r = await arun(fin, "ledger")
         assert r.code == 0 and "FEE" in r.out and FINANCE in r.out

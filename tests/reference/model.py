@@ -24,13 +24,15 @@ tiers with explicit bounds, a monthly fee, a cap and a minimum per fee period, a
 that may end (a window it cuts judged as of the end), amendments in force from an instant
 (each window judged and credited by the version in force at its measured start; the fee
 charged by each version's share of the month — a parent's amendment splits its inheriting
-child's month the same way), suspensions (left out of time-based measurement and of request-based
-availability, like exclusions, and not charged; the other counted metrics count what happened
-whether or not the agreement was suspended, the metrics service's stated rule), and an
-agreement with a fee and no objectives; and the services measured (docs/domain.md §1 "Services
-measured"): outages given per service are read by a window only for the services of the version
-in force at its measured start (an amendment that changes the list changes the windows from its
-date on, never an earlier one).
+child's month the same way), a fee charged only for the time in the term (a month the agreement
+starts or ends inside charges its share) with band and cap percentages of the fee so charged
+(`charged_share`; rule 1, the billing rule before it, as `fee_basis=1`), suspensions (left out
+of time-based measurement and of request-based availability, like exclusions, and not charged;
+the other counted metrics count what happened whether or not the agreement was suspended, the
+metrics service's stated rule), an agreement with a fee and no objectives; and the services
+measured (docs/domain.md §1 "Services measured"): outages given per service are read by a window
+only for the services of the version in force at its measured start (an amendment that changes
+the list changes the windows from its date on, never an earlier one).
 Where docs/domain.md leaves a rule open the model follows the rule the metrics service states
 (services/metrics/README.md, "Rules the reference model holds it to"), each written here in
 the function that applies it.
@@ -806,25 +808,55 @@ def windows_by_period(terms: Terms, judged: list[Judged], until: datetime) -> di
     return out
 
 
-def credits(terms: Terms, judged: list[Judged], until: datetime) -> dict[datetime, Decimal]:
+def month_of(terms: Terms, period_start: datetime) -> Span:
+    """The whole calendar month of the agreement's zone starting at `period_start`, in UTC."""
+    zone = ZoneInfo(terms.time_zone)
+    local = period_start.astimezone(zone)
+    return local.astimezone(UTC), _next_start(local, "MONTH", zone).astimezone(UTC)
+
+
+def charged(terms: Terms, span: Span, fee_basis: int = 2) -> list[Span]:
+    """The part of `span` the fee is charged for: the agreement not suspended and — rule 2, the
+    current one — in its term; rule 1 (statements billing issued before rule 2) charged a month
+    the agreement was in term for any part of whole, less suspended time."""
+    if fee_basis >= 2:
+        term = (terms.effective_from, terms.effective_to or span[1])
+        span = (max(span[0], term[0]), min(span[1], term[1]))
+    return subtract([span], list(terms.suspensions)) if span[0] < span[1] else []
+
+
+def charged_share(terms: Terms, period_start: datetime, fee_basis: int = 2) -> Fraction:
+    """The share of the month the fee is charged for (docs/domain.md §5: the fee is owed for
+    the time the agreement is in its term and not suspended), which a band's or the cap's
+    "% of the period's fee" is of: 1 under rule 1 (of the terms' fee)."""
+    if fee_basis < 2:
+        return Fraction(1)
+    month = month_of(terms, period_start)
+    return length(charged(terms, month)) / length([month])
+
+
+def credits(terms: Terms, judged: list[Judged], until: datetime, fee_basis: int = 2) -> dict[datetime, Decimal]:
     """Each fee period's credits: per objective the worst window billed in the period (a window
     is billed in the period holding its last measured instant) — the one owing most: its
-    band's percentage of its judging version's fee; the sum capped, and nothing under the
-    minimum, by the cap and minimum of the period's earliest window's version
-    (docs/domain.md §5)."""
+    band's percentage of the fee the period charges under its judging version (that version's
+    fee × the charged share of the month; rule 1: the version's fee); the sum capped, and
+    nothing under the minimum, by the cap and minimum of the period's earliest window's version
+    (the cap a percentage of that version's fee × the same share) (docs/domain.md §5)."""
     out: dict[datetime, Decimal] = {}
     for start, billed in windows_by_period(terms, judged, until).items():
+        share = charged_share(terms, start, fee_basis)
         worst: dict[str, Decimal] = {}
         for j in billed:
             v = j.version or terms
             objective = next(o for o in v.objectives if o.objective_id == j.objective_id)
             pct = credit_percent(objective, j.value) if j.status != "NO_DATA" else Fraction(0)
-            amount = round_money(v.fee * pct / 100, terms.currency_exponent)
+            amount = round_money(v.fee * share * pct / 100, terms.currency_exponent)
             worst[j.objective_id] = max(worst.get(j.objective_id, Decimal(0)), amount)
         first = (min(billed, key=lambda j: j.start).version or terms) if billed else terms
         amount = sum(worst.values(), Decimal(0))
         if first.cap_percent is not None:
-            amount = min(amount, round_money(first.fee * first.cap_percent / 100, terms.currency_exponent))
+            cap = round_money(first.fee * share * first.cap_percent / 100, terms.currency_exponent)
+            amount = min(amount, cap)
         minimum = first.minimum_amount
         if minimum is not None and amount < Decimal(minimum.numerator) / minimum.denominator:
             amount = Decimal(0)
@@ -832,20 +864,17 @@ def credits(terms: Terms, judged: list[Judged], until: datetime) -> dict[datetim
     return out
 
 
-def fee_charged(terms: Terms, period_start: datetime) -> Decimal:
+def fee_charged(terms: Terms, period_start: datetime, fee_basis: int = 2) -> Decimal:
     """The fee charged for the fee period starting at `period_start` (a calendar month of the
-    agreement's zone): each version's monthly fee × the share of the month it was in force
-    and not suspended (the first version from the month's start), summed and rounded once;
-    nothing for a month starting at or after the agreement's end."""
-    zone = ZoneInfo(terms.time_zone)
-    local = period_start.astimezone(zone)
-    start, end = local.astimezone(UTC), _next_start(local, "MONTH", zone).astimezone(UTC)
+    agreement's zone): each version's monthly fee × the share of the month it was in force and
+    charged (`charged`: in the term, not suspended), summed and rounded once; nothing for a
+    month starting at or after the agreement's end."""
+    start, end = month_of(terms, period_start)
     if terms.effective_to is not None and terms.effective_to <= start:
         return Decimal(0)
     cuts = sorted({start, *(t for t, _ in terms.amendments if start < t < end)})
     total = Fraction(0)
     for a, b in zip(cuts, [*cuts[1:], end], strict=True):
         version = terms.in_force(max(a, terms.effective_from))
-        kept = length(subtract([(a, b)], list(terms.suspensions)))
-        total += version.fee * kept / length([(start, end)])
+        total += version.fee * length(charged(terms, (a, b), fee_basis)) / length([(start, end)])
     return round_money(total, terms.currency_exponent)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from fractions import Fraction
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
@@ -314,13 +315,43 @@ class Billing(AccordApplication):
     def _open(self, agreement: BilledAgreement, start: str, end: str) -> Statement:
         terms = self.terms_in_force(agreement, max(_parse(start), self._started(agreement)))
         currency = (terms.get("fee") or {}).get("currency") or "EUR"
-        return Statement(agreement.agreement_id, start, end, currency)
+        return Statement(agreement.agreement_id, start, end, currency, fee_basis=periods.FEE_BASIS)
 
-    def _assess(self, agreement: BilledAgreement, evaluation: Evaluation) -> dict[str, Any] | None:
+    def _assess(
+        self, agreement: BilledAgreement, evaluation: Evaluation, share: Fraction | None = None
+    ) -> dict[str, Any] | None:
         # None for an objective the effective terms do not name, or no fee: nothing to bill.
         number = evaluation.agreement_version
         terms = self._judging_terms(agreement, number, evaluation.window_start)
-        return periods.assessed_record(terms, self._version(agreement, number)["version"], evaluation)
+        return periods.assessed_record(terms, self._version(agreement, number)["version"], evaluation, share)
+
+    @staticmethod
+    def _suspensions(agreement: BilledAgreement) -> list[tuple[datetime, datetime | None]]:
+        return [(_parse(a), _parse(b) if b else None) for a, b in getattr(agreement, "suspensions", [])]
+
+    def charged_share(self, agreement: BilledAgreement, statement: Statement) -> Fraction | None:
+        """The share of the statement's period its fee is charged for — in the agreement's term
+        and not suspended (`periods.charged_share`) — that its percentage credits and cap are
+        computed on; None for a statement computed by rule 1 (on the terms' fee)."""
+        if statement.fee_basis < 2:
+            return None
+        period = (_parse(statement.period_start), _parse(statement.period_end))
+        return periods.charged_share(
+            period, self._started(agreement), self._ended(agreement), self._suspensions(agreement)
+        )
+
+    def _reassessed(self, agreement: BilledAgreement, statement: Statement) -> dict[str, dict[str, Any]]:
+        """The statement's assessments whose charged share is no longer the period's (the
+        agreement was suspended, resumed or ended after the window was assessed), each
+        assessed again on the period's share now; rule-1 statements: none."""
+        share = self.charged_share(agreement, statement)
+        if share is None:
+            return {}
+        return {
+            key: periods.on_share(record, share)
+            for key, record in statement.assessments.items()
+            if periods.record_share(record) != share
+        }
 
     # -- upstream: agreements and metrics ---------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -475,6 +506,9 @@ class Billing(AccordApplication):
         assessed = self._assess(agreement, evaluation)
         if assessed is not None:
             statement = self._statement(agreement, instant, processing)
+            share = self.charged_share(agreement, statement)
+            if share is not None:  # rule 2: its percentages are of the fee the period charges
+                assessed = self._assess(agreement, evaluation, share) or assessed
             key = f"{msg.objective_id}|{msg.window_start}"
             if statement.state == OPEN:
                 if statement.assessments.get(key) != assessed:
@@ -598,6 +632,11 @@ class Billing(AccordApplication):
             for statement in self._unsettled_statements():  # a FINAL statement has nothing due
                 if statement.state == OPEN and self._ready_to_issue(statement, now):
                     agreement = self.agreement(statement.agreement_id)
+                    # Issued on the period's charged share as it now stands (a suspension or
+                    # end after a window was assessed changes it).
+                    for key, again in self._reassessed(agreement, statement).items():
+                        after = self.totals(statement, assessments={**statement.assessments, key: again})
+                        statement.record_assessment(key, again, after)
                     claim_days = int(
                         (self.latest_terms(agreement).get("consequences") or {}).get("claim_window_days") or 0
                     )
@@ -742,32 +781,31 @@ class Billing(AccordApplication):
 
     def period_fee(self, statement: Statement) -> Money:
         """The fee charged for a statement's period: each version's share — the fee of the
-        effective terms in force over each part of the period (from the period's start, or
-        the agreement's if later, to the next effective start of a version of the agreement or
-        of a parent it inherits from) × that part's
-        unsuspended time ÷ the period's time — summed and rounded once, half-even; the
-        whole fee when one version is in force throughout and nothing was suspended; nothing
-        for a period from the agreement's end on (a settlement statement)."""
+        effective terms in force over each part of the period (to the next effective start of
+        a version of the agreement or of a parent it inherits from) × that part's charged time
+        (`periods.charged_parts`: in the agreement's term and not suspended; rule 1, a
+        statement opened before rule 2: not suspended, from the period's start) ÷ the
+        period's time — summed and rounded once, half-even; the whole fee when one version is
+        in force throughout and all of it is charged; nothing for a period from the
+        agreement's end on (a settlement statement)."""
         agreement = self.agreement(statement.agreement_id)
-        ended = self._ended(agreement)
+        started, ended = self._started(agreement), self._ended(agreement)
         start, end = _parse(statement.period_start), _parse(statement.period_end)
         if ended is not None and ended <= start:
             return Money.zero(statement.currency)
-        cuts = sorted({start, *(t for t in self._version_starts(agreement) if start < t < end)})
-        parts: list[tuple[Decimal, timedelta, timedelta]] = []  # (monthly fee, unsuspended, whole part)
-        for a, b in zip(cuts, [*cuts[1:], end], strict=True):
-            terms = self.terms_in_force(agreement, max(a, self._started(agreement)))
+        parts: list[tuple[Decimal, timedelta, timedelta]] = []  # (monthly fee, charged, whole part)
+        for a, b, charged in periods.charged_parts(
+            (start, end), self._version_starts(agreement), started, ended, self._suspensions(agreement),
+            statement.fee_basis,
+        ):  # fmt: skip
+            terms = self.terms_in_force(agreement, max(a, started))
             fee = terms.get("fee") or {}
             amount = (
                 Money.of(fee["amount"], statement.currency).amount
                 if fee.get("currency") == statement.currency and fee.get("amount")
                 else Decimal(0)
             )
-            suspended = timedelta(0)
-            for since, until in getattr(agreement, "suspensions", []):
-                lo, hi = max(a, _parse(since)), min(b, _parse(until) if until else b)
-                suspended += max(hi - lo, timedelta(0))
-            parts.append((amount, b - a - suspended, b - a))
+            parts.append((amount, charged, b - a))
         if len(parts) == 1 and parts[0][1] == parts[0][2]:
             return Money(parts[0][0], statement.currency)
         with localcontext(Context(prec=60, rounding=ROUND_HALF_EVEN)):
@@ -1006,7 +1044,17 @@ class Billing(AccordApplication):
                 typed.append(Evaluation.from_message(e))
             except ValueError as err:
                 raise InvalidRequestError(f"evaluations[{i}]: {err}") from None
-        return audit.price(chosen, typed, currency)
+        started, ended, suspensions = self._started(agreement), self._ended(agreement), self._suspensions(agreement)
+
+        def share_of(start: str, end: str) -> Fraction | None:
+            # The rule of the period's statement if it has one (a period issued by rule 1 is
+            # priced by rule 1), else the current rule: the share of it the agreement is charged.
+            known = self._get_or(Statement.create_id(agreement_id, start), lambda: None)
+            if known is not None and known.fee_basis < 2:
+                return None
+            return periods.charged_share((_parse(start), _parse(end)), started, ended, suspensions)
+
+        return audit.price(chosen, typed, currency, share_of)
 
     def statements_at(self, caller: Principal | None, agreement_id: str, at: datetime) -> list[audit.PeriodAtBothTimes]:
         """Every fee period started by `at`: its statement as known at `at` and now, with the

@@ -16,8 +16,12 @@ Sign. Every line's `amount` is signed from the customer's side: positive = the p
 Rounding. There is ONE rule: half-even (banker's rounding) to the currency's minor unit
   (`MINOR_UNITS`: EUR/USD/GBP/CHF 2, JPY/KRW/ISK 0, BHD/KWD 3 …). It is applied in exactly
   one place, when a `Money` is made, and a `Money` is made once per line, from the line's
-  exact result: credit = fee × percent ÷ 100, fixed penalty = amount × breaches,
-  per-unit penalty = amount × chargeable units, reward = −amount, cap = fee × cap% ÷ 100.
+  exact result: credit = fee × percent ÷ 100 (× share), fixed penalty = amount × breaches,
+  per-unit penalty = amount × chargeable units, reward = −amount, cap = fee × cap% ÷ 100
+  (× share). `share` is the part of its fee period the period charges (billing's rule 2: in
+  the agreement's term and not suspended; `periods.charged_share`), so a percentage is of
+  the fee the period charges; without it (rule 1) of the terms' fee. Fixed and per-unit
+  penalties, rewards and the minimum are stated amounts, never scaled.
   Everything before that is exact decimal arithmetic (a context that raises rather than
   rounds); everything after it (sums, the cap cut, the minimum cut, the net) adds amounts
   that are already at the minor unit, so it never rounds again. So 0.125 EUR → 0.12,
@@ -33,7 +37,7 @@ What is assessed (`assess`):
   the objective's no-data policy ("counts as met/breached" has already become MET or
   BREACHED), so a NO_DATA evaluation is not counted and earns nothing.
 - CREDIT: the band the measured value falls in (`matching_tier`) earns credit_percent of
-  the period's fee, whatever the status — the bands are the contract's statement of what a
+  the period's fee (× share, see Rounding), whatever the status — the bands are the contract's statement of what a
   value earns (a 0 % band gives a 0.00 line that still names its band). No value (e.g. no
   data counted as breached) → no band, no credit line.
 - FIXED_PENALTY: `amount` once per BREACHED evaluation (one breached window is one breach).
@@ -55,7 +59,7 @@ What is assessed (`assess`):
 Statement totals (`statement_totals`), in this order:
 1. credits = Σ applied CREDIT and penalty lines of all the period's assessments ("credits"
    are everything the provider owes: credit tiers and penalties alike);
-2. cap: when consequences.cap_percent is set, cap = fee × cap% ÷ 100 (rounded once);
+2. cap: when consequences.cap_percent is set, cap = fee × cap% ÷ 100 (× share; rounded once);
    credits above it are cut; the CAP line shows −cut (0.00 when the cap is not reached);
    an empty cap_percent means no cap;
 3. minimum: when consequences.minimum_amount is set and not zero, it applies to the
@@ -81,6 +85,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # at run time the module keeps to the standard library
@@ -154,6 +159,9 @@ _EXACT = Context(
     Emin=-999_999,
     traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
 )
+# A product with a period's charged share (a ratio of durations, seldom a terminating
+# decimal), to 60 digits: far finer than any minor unit, so the one rounding is unchanged.
+_SHARE = Context(prec=60, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999, traps=[InvalidOperation])
 # The one rounding: half-even, to the minor unit (used by `round_half_even` only).
 _ROUNDING = Context(prec=100, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999, traps=[InvalidOperation])
 
@@ -511,8 +519,13 @@ def assess(
     evaluation: Evaluation | Mapping[str, Any],
     fee: Mapping[str, Any],
     consequences: Mapping[str, Any],
+    share: Fraction | None = None,
 ) -> Assessment:
     """The money one objective's closed window earns (see the module docstring).
+
+    `share`: the share of its fee period the period charges (in term, not suspended), when
+    percentages are of the fee the period charges (billing's rule 2): a credit is then
+    fee × percent ÷ 100 × share, rounded once. None: of the terms' fee (× 1).
 
     `objective`, `fee`, `consequences`: canonical JSON of the terms in force for the window.
     `evaluation`: the kit's typed `Evaluation`, or a record of one as the metrics service
@@ -551,7 +564,7 @@ def assess(
         if band is None:
             notes.append(f"value {value} is in no credit band")
         else:
-            owed.append(_credit_line(value, band, fee_amount, currency))
+            owed.append(_credit_line(value, band, fee_amount, currency, share))
     if status == BREACHED:
         for i, penalty in enumerate(objective.get("penalties") or []):
             kind = penalty.get("kind")
@@ -568,18 +581,36 @@ def assess(
     return Assessment(oid, status, value, currency, stacking, band, tuple(lines), tuple(notes))
 
 
-def _credit_line(value: Decimal, band: dict[str, Any], fee_amount: Decimal, currency: str) -> Line:
+def _credit_line(
+    value: Decimal, band: dict[str, Any], fee_amount: Decimal, currency: str, share: Fraction | None
+) -> Line:
     percent = _parse_decimal(band.get("credit_percent") or "0", "credit_tiers.credit_percent")
     if not ZERO <= percent <= HUNDRED:
         raise AssessmentError(f"credit_percent must be 0..100 (got {percent})")
     with localcontext(_EXACT):
         exact = fee_amount * percent / HUNDRED
+    exact = _of_share(exact, share)
     money = Money(exact, currency)
     derivation = (
-        f"value {value} in band {describe_band(band)}: {percent} % × {fee_amount} {currency}"
+        f"value {value} in band {describe_band(band)}: {percent} % × {fee_amount} {currency}{_share_text(share)}"
         f" = {_rounded_text(exact, money)}"
     )
     return Line(CREDIT, money, derivation, band=band)
+
+
+def _of_share(exact: Decimal, share: Fraction | None) -> Decimal:
+    """`exact` × `share` (of the period charged), to 60 digits — so rounding it once to the
+    minor unit gives the exact product's half-even rounding (a tie is a terminating decimal)."""
+    if share is None or share == 1:
+        return exact
+    if not 0 <= share <= 1:
+        raise AssessmentError(f"the charged share of a period must be 0..1 (got {share})")
+    with localcontext(_SHARE):
+        return exact * Decimal(share.numerator) / Decimal(share.denominator)
+
+
+def _share_text(share: Fraction | None) -> str:
+    return "" if share is None or share == 1 else f" × {share} of the period charged"
 
 
 def _fixed_line(penalty: Mapping[str, Any], i: int, currency: str) -> Line:
@@ -670,11 +701,15 @@ def _stack(owed: list[Line], stacking: str, oid: str) -> list[Line]:
 
 
 def statement_totals(
-    assessments: Iterable[Assessment], consequences: Mapping[str, Any], fee: Mapping[str, Any]
+    assessments: Iterable[Assessment],
+    consequences: Mapping[str, Any],
+    fee: Mapping[str, Any],
+    share: Fraction | None = None,
 ) -> Totals:
     """A period's totals over its assessments (see the module docstring for the order:
     credits → cap → minimum on the period total → rewards netted). Raises
-    CurrencyMismatchError when an assessment is not in the fee's currency."""
+    CurrencyMismatchError when an assessment is not in the fee's currency. `share`: as for
+    `assess` — the cap is then cap% of the fee × the charged share of the period."""
     currency, fee_amount = _fee(fee)
     items = list(assessments)
     for a in items:
@@ -694,6 +729,7 @@ def statement_totals(
             raise AssessmentError(f"consequences.cap_percent must not be negative (got {cap_percent})")
         with localcontext(_EXACT):
             cap_exact = fee_amount * cap_percent / HUNDRED
+        cap_exact = _of_share(cap_exact, share)
         cap = Money(cap_exact, currency)
         after = min(before, cap, key=lambda m: m.amount)
         cut = before - after
@@ -702,7 +738,8 @@ def statement_totals(
             Line(
                 CAP,
                 -cut,
-                f"cap {cap_percent} % × {fee_amount} {currency} = {_rounded_text(cap_exact, cap)}; {verdict}",
+                f"cap {cap_percent} % × {fee_amount} {currency}{_share_text(share)}"
+                f" = {_rounded_text(cap_exact, cap)}; {verdict}",
             )
         )
     cap_cut = before - after

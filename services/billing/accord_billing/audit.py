@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 from accord.agreements.v1 import events_pb2 as agreement_events
@@ -28,18 +29,21 @@ from accord_billing.assessment import (
     describe_band,
     statement_totals,
 )
-from accord_billing.domain import Statement
+from accord_billing.domain import OPEN, Statement
 from accord_billing.periods import (
     BREACHED_STATUS,
     EPSILON,
+    FEE_BASIS,
     assessed_record,
     billed_instant,
+    charged_share,
     fee_period,
     parse_instant,
+    record_share,
     terms_dict,
     version_at,
 )
-from accord_kit.agreement_terms import effective_terms
+from accord_kit.agreement_terms import effective_terms, state_change_at
 from accord_kit.evaluation import Evaluation, as_record
 
 ACCEPTED_TYPES = (
@@ -112,10 +116,17 @@ def agreement_versions(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[st
 @dataclass(frozen=True)
 class AgreementLog:
     """One agreement as the agreements log states it: its accepted versions (number,
-    effective_from, own terms) and its end, if any."""
+    effective_from, own terms), its end, if any, and its suspensions ([suspended, resumed),
+    None while under way), each dated as billing and metrics date them (`state_change_at`)."""
 
     versions: tuple[dict[str, Any], ...]
     ended: datetime | None
+    suspensions: tuple[tuple[datetime, datetime | None], ...] = ()
+
+    def charged_share(self, period_start: str, period_end: str) -> Fraction:
+        """The share of a fee period charged under rule 2 (`periods.charged_share`)."""
+        period = (parse_instant(period_start), parse_instant(period_end))
+        return charged_share(period, self.started, self.ended, self.suspensions)
 
     @property
     def started(self) -> datetime:
@@ -126,13 +137,18 @@ ENDED_TYPES = (
     agreement_events.AgreementTerminated.DESCRIPTOR.full_name,
     agreement_events.AgreementExpired.DESCRIPTOR.full_name,
 )
+STATE_TYPES = (
+    agreement_events.AgreementSuspended.DESCRIPTOR.full_name,
+    agreement_events.AgreementResumed.DESCRIPTOR.full_name,
+)
 
 
 def agreement_logs(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[str, AgreementLog]:
     """agreement id → its accepted versions and end, from the agreements log."""
     versions: dict[str, dict[int, dict[str, Any]]] = {}
     ended: dict[str, datetime] = {}
-    for env in envelopes:
+    suspended: dict[str, list[list[datetime | None]]] = {}
+    for env in sorted(envelopes, key=lambda e: e.position):
         if env.type in ACCEPTED_TYPES:
             msg: Any = (
                 agreement_events.AgreementAccepted()
@@ -154,7 +170,27 @@ def agreement_logs(envelopes: Iterable[events_pb2.EventEnvelope]) -> dict[str, A
             env.payload.Unpack(end)
             when = end.effective_at if env.type == ENDED_TYPES[0] else end.at
             ended.setdefault(end.agreement_id, when.ToDatetime(tzinfo=UTC))
-    return {aid: AgreementLog(tuple(v[n] for n in sorted(v)), ended.get(aid)) for aid, v in versions.items()}
+        elif env.type in STATE_TYPES:
+            change: Any = (
+                agreement_events.AgreementSuspended()
+                if env.type == STATE_TYPES[0]
+                else agreement_events.AgreementResumed()
+            )
+            env.payload.Unpack(change)
+            spans = suspended.setdefault(change.agreement_id, [])
+            at = state_change_at(env, change)
+            if env.type == STATE_TYPES[0] and (not spans or spans[-1][1] is not None):
+                spans.append([at, None])
+            elif env.type == STATE_TYPES[1] and spans and spans[-1][1] is None:
+                spans[-1][1] = at
+    return {
+        aid: AgreementLog(
+            tuple(v[n] for n in sorted(v)),
+            ended.get(aid),
+            tuple((a, b) for a, b in suspended.get(aid, []) if a is not None),
+        )
+        for aid, v in versions.items()
+    }
 
 
 def effective_at(
@@ -250,8 +286,19 @@ def rederive(
                 result.unexplained.append(_finding(key, rec, "", "", ("the window lies outside the agreement's term",)))
             continue
         terms = effective_at(logs, terms, max(parse_instant(start), log.started))
+        in_force = effective_at(logs, dict(version_at(log.versions, instant)["terms"]), instant)
+        period_start, period_end = fee_period(in_force, instant)
+        # The rule the window was computed by, as billing recorded it (rule 1 for a record made
+        # before rule 2: it carries none); a window billing never recorded, the current rule.
+        basis = int((rec.assessment or {}).get("fee_basis") or 1) if rec is not None else FEE_BASIS
+        share = log.charged_share(period_start, period_end) if basis >= 2 else None
+        if share is not None and rec is not None and rec.assessment and _provisional(rec):
+            # An open statement's windows are on the share known when each was assessed (a
+            # suspension or an end later in the period changes it): provisional, like its totals;
+            # the issue assesses them again on the period's share, which is then held to the log.
+            share = record_share(rec.assessment)
         try:
-            expected = assessed_record(terms, msg.agreement_version, Evaluation.from_message(msg))
+            expected = assessed_record(terms, msg.agreement_version, Evaluation.from_message(msg), share)
         except AssessmentError as e:
             result.mismatches.append(_finding(key, rec, "", "", (f"cannot re-derive: {e}",)))
             continue
@@ -265,8 +312,6 @@ def rederive(
         if progress is not None and result.checked % PROGRESS_EVERY == 0:
             progress(result.checked)
         currency = expected["fee"].get("currency", "")
-        in_force = effective_at(logs, dict(version_at(log.versions, instant)["terms"]), instant)
-        period_start, _ = fee_period(in_force, instant)
         statement_id = str(Statement.create_id(aid, period_start))
         if rec is None:
             result.missing.append(
@@ -282,6 +327,11 @@ def rederive(
     if progress is not None:
         progress(result.checked)
     return result
+
+
+def _provisional(rec: _Recorded) -> bool:
+    """Billing's record of a window is on a statement still OPEN (not an adjustment)."""
+    return not rec.via_adjustment and rec.statement.state == OPEN
 
 
 def _finding(
@@ -312,6 +362,15 @@ def compare(rec: _Recorded, expected: dict[str, Any], statement_id: str) -> tupl
     a = rec.assessment
     if a is None:
         return tuple(out)  # an old adjustment keeps only its amounts: the net is all there is to compare
+    basis, kept = int(a.get("fee_basis") or 1), int(getattr(rec.statement, "fee_basis", 1))
+    if not rec.via_adjustment and basis != kept:
+        out.append(f"fee basis: recorded by rule {basis} on a statement computed by rule {kept}")
+    if a.get("charged_share") != expected.get("charged_share"):
+        recorded, rederived = (
+            a.get("charged_share") or "none (rule 1)",
+            expected.get("charged_share") or "none (rule 1)",
+        )
+        out.append(f"charged share of the period: recorded {recorded}, rederived {rederived}")
     if a.get("status") != expected["status"]:
         out.append(f"status: recorded {a.get('status')}, rederived {expected['status']}")
     if (a.get("band") or None) != (expected["band"] or None):
@@ -379,11 +438,18 @@ class Pricing:
     total: Money
 
 
-def price(terms: Mapping[str, Any], evaluations: Sequence[Evaluation | Mapping[str, Any]], currency: str) -> Pricing:
+def price(
+    terms: Mapping[str, Any],
+    evaluations: Sequence[Evaluation | Mapping[str, Any]],
+    currency: str,
+    share_of: Callable[[str, str], Fraction | None] | None = None,
+) -> Pricing:
     """Closed `evaluations` (typed, or as their records) priced under `terms`: each
     window assessed, then each fee period's totals (one assessment per objective: its worst
     window of the period, as on a statement; cap, minimum, rewards), then the sum.
-    `currency` is the agreement's: terms with another fee currency are refused."""
+    `currency` is the agreement's: terms with another fee currency are refused. `share_of`:
+    (period start, end) → the share of that period its fee is charged for, that percentage
+    credits and the cap are of (rule 2), or None (rule 1: of the terms' fee); unset: None."""
     fee = terms.get("fee") or {}
     if fee.get("currency") != currency:
         raise CurrencyMismatchError(
@@ -414,16 +480,19 @@ def price(terms: Mapping[str, Any], evaluations: Sequence[Evaluation | Mapping[s
             raise AssessmentError(
                 f"evaluations[{i}].window_start/window_end must be RFC 3339 instants, not {start!r}"
             ) from None
+        period_start, period_end = fee_period(terms, instant)
+        share = share_of(period_start, period_end) if share_of is not None else None
         try:
-            a = assess(objective, e, fee, consequences)
+            a = assess(objective, e, fee, consequences, share=share)
         except AssessmentError as err:
             raise type(err)(f"evaluations[{i}] ({oid}, window from {start}): {err}") from None
-        windows.append(PricedWindow(oid, start, fee_period(terms, instant)[0], a))
+        windows.append(PricedWindow(oid, start, period_start, a))
     periods: list[PricedPeriod] = []
     for start in sorted({w.period_start for w in windows}, key=parse_instant):
         _, end = fee_period(terms, parse_instant(start))
+        share = share_of(start, end) if share_of is not None else None
         totals = statement_totals(
-            _worst_per_objective([w for w in windows if w.period_start == start]), consequences, fee
+            _worst_per_objective([w for w in windows if w.period_start == start]), consequences, fee, share
         )
         periods.append(PricedPeriod(start, end, totals))
     return Pricing(currency, tuple(windows), tuple(periods), Money.total((p.totals.net for p in periods), currency))

@@ -47,7 +47,7 @@ def codec() -> EventCodec:
         ev.StatementOpened,
         lambda e: ev.StatementOpened(
             statement_id=sid(e), agreement_id=e.agreement_id, period_start=e.period_start, period_end=e.period_end,
-            currency=e.currency,
+            currency=e.currency, fee_basis=int(getattr(e, "fee_basis", 1)),
         ),
     )  # fmt: skip
 
@@ -59,7 +59,7 @@ def codec() -> EventCodec:
             value=a["value"], input_digest=a["evaluation"].get("input_digest", ""), agreement_version=a["version"],
             lines=[ev.AssessmentLine(kind=x["kind"], amount=x["amount"], derivation=x["derivation"],
                                      applied=x["applied"]) for x in a["lines"]],
-            net=a["net"],
+            net=a["net"], fee_basis=int(a.get("fee_basis") or 1), charged_share=a.get("charged_share", ""),
         ), provisional=True)  # fmt: skip
 
     c.register(Statement.Assessed, ev.AssessmentRecorded, assessed)

@@ -116,6 +116,9 @@ class Statement(Aggregate):
     Resolved: ClassVar[type[Aggregate.Event]]
     Finalized: ClassVar[type[Aggregate.Event]]
     TotalsStated: ClassVar[type[Aggregate.Event]]
+    # The rule its money is computed by (see __init__). The class default is what a statement
+    # restored from a snapshot taken before the field existed reads: rule 1, as it was opened.
+    fee_basis = 1
 
     class Opened(Aggregate.Created):
         TOPIC = "accord_billing.domain:Statement.Opened"
@@ -123,17 +126,23 @@ class Statement(Aggregate):
         period_start: str
         period_end: str
         currency: str
+        fee_basis: int
 
     @staticmethod
     def create_id(agreement_id: str, period_start: str) -> UUID:
         return _id("statement", agreement_id, period_start)
 
     @event(Opened)
-    def __init__(self, agreement_id: str, period_start: str, period_end: str, currency: str) -> None:
+    def __init__(
+        self, agreement_id: str, period_start: str, period_end: str, currency: str, fee_basis: int = 1
+    ) -> None:
         self.agreement_id = agreement_id
         self.period_start = period_start
         self.period_end = period_end
         self.currency = currency
+        # The rule its money is computed by (`periods.FEE_BASES`); kept for good. A statement
+        # opened before the field existed was computed by rule 1 (its event carries none).
+        self.fee_basis = fee_basis
         self.state = OPEN
         self.assessments: dict[str, dict[str, Any]] = {}  # "<objective>|<window start>" → assessment
         self.adjustments: list[dict[str, Any]] = []

@@ -7,10 +7,11 @@ Nothing here reads a store, a clock or the network; the application and the audi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from google.protobuf import json_format
@@ -43,6 +44,63 @@ def fee_period(terms: Mapping[str, Any], instant: datetime) -> tuple[str, str]:
 
 EPSILON = timedelta(microseconds=1)
 BREACHED_STATUS = "BREACHED"
+
+# The rule a statement's money is computed by (its `fee_basis`, recorded when it is opened and
+# on each of its assessments; events recorded before it existed read as 1). A statement keeps
+# the rule it was opened with, so an issued statement re-derives as it was computed; new
+# statements take the current one (services/billing/README.md, "How money is made").
+#   1: the whole fee for every fee period the agreement is in term for any part of (less
+#      suspended time and amendments' shares); percentage credits and the cap on the terms' fee.
+#   2: the fee only for the time the agreement is in its term (a period it starts or ends
+#      inside is charged its share); percentage credits and the cap on the fee the period
+#      charges under the window's version: its fee × the charged share of the period.
+FEE_BASES = (1, 2)
+FEE_BASIS = 2
+
+
+def charged_parts(
+    period: tuple[datetime, datetime],
+    cuts: Iterable[datetime],
+    started: datetime,
+    ended: datetime | None,
+    suspensions: Iterable[tuple[datetime, datetime | None]],
+    fee_basis: int,
+) -> list[tuple[datetime, datetime, timedelta]]:
+    """A fee period split at `cuts` (the instants its terms change) into parts (a, b, charged),
+    `charged` the part's time that is charged: not suspended and (rule 2) within the agreement's
+    term [started, ended). Rule 1 charges a part's time whether or not the agreement was in its
+    term then (the whole period, as billing did before rule 2). The one computation of the
+    period's charged time: its fee (`Billing.period_fee`) and its charged share (`charged_share`,
+    what percentage credits and the cap are computed on) are both made from it."""
+    start, end = period
+    points = sorted({start, *(t for t in cuts if start < t < end)})
+    held = list(suspensions)
+    out: list[tuple[datetime, datetime, timedelta]] = []
+    for a, b in zip(points, [*points[1:], end], strict=True):
+        lo, hi = (max(a, started), min(b, ended) if ended is not None else b) if fee_basis >= 2 else (a, b)
+        charged = max(hi - lo, timedelta(0))
+        for since, until in held:
+            s_lo, s_hi = max(lo, since), min(hi, until if until is not None else hi)
+            charged -= max(s_hi - s_lo, timedelta(0))
+        out.append((a, b, charged))
+    return out
+
+
+def seconds(t: timedelta) -> Fraction:
+    """A duration in seconds, exactly."""
+    return Fraction(t.days * 86400 + t.seconds) + Fraction(t.microseconds, 1_000_000)
+
+
+def charged_share(
+    period: tuple[datetime, datetime],
+    started: datetime,
+    ended: datetime | None,
+    suspensions: Iterable[tuple[datetime, datetime | None]],
+) -> Fraction:
+    """The share of the fee period charged under rule 2: its time in the agreement's term and
+    not suspended ÷ its time (1 for a whole period in term and never suspended)."""
+    parts = charged_parts(period, (), started, ended, suspensions, 2)
+    return sum((seconds(c) for _, _, c in parts), Fraction(0)) / seconds(period[1] - period[0])
 
 
 def version_at(versions: Sequence[Mapping[str, Any]], when: datetime) -> Mapping[str, Any]:
@@ -156,7 +214,7 @@ def period_totals(
     consequences = first["consequences"] if first else {}
     assessments = []
     for key, a in chosen:
-        assessed = assess(a["objective"], a["evaluation"], a["fee"], a["consequences"])
+        assessed = assess(a["objective"], a["evaluation"], a["fee"], a["consequences"], share=record_share(a))
         if settled and key in settled:
             amount = settled[key]
             line = Line(
@@ -166,13 +224,26 @@ def period_totals(
             )
             assessed = replace(assessed, band=None, lines=(line,))
         assessments.append(assessed)
-    return statement_totals(assessments, consequences, fee)
+    return statement_totals(assessments, consequences, fee, share=record_share(first) if first else None)
 
 
-def assessed_record(terms: Mapping[str, Any], version: int, evaluation: Evaluation) -> dict[str, Any] | None:
+def record_share(record: Mapping[str, Any]) -> Fraction | None:
+    """The charged share of its period an assessment record's percentages were computed on
+    (rule 2), or None: computed on the terms' fee (rule 1, every record made before rule 2)."""
+    if int(record.get("fee_basis") or 1) < 2:
+        return None
+    return Fraction(str(record["charged_share"]))
+
+
+def assessed_record(
+    terms: Mapping[str, Any], version: int, evaluation: Evaluation, share: Fraction | None = None
+) -> dict[str, Any] | None:
     """The assessment billing records for one closed window judged by `version` (whose terms
     are `terms`), or None when those terms do not bill it (an objective they do not name,
-    e.g. an inherited one, or no fee)."""
+    e.g. an inherited one, or no fee). `share`: the charged share of the period the window is
+    billed in (`charged_share`) when its statement computes by rule 2 — its percentage
+    credits are then of the version's fee × that share, and the record says so (`fee_basis`
+    2, `charged_share`); None: rule 1, on the terms' fee (the record as rule 1 made it)."""
     objective = next(
         (o for o in terms.get("objectives") or [] if o.get("objective_id") == evaluation.objective_id), None
     )
@@ -180,10 +251,31 @@ def assessed_record(terms: Mapping[str, Any], version: int, evaluation: Evaluati
     if objective is None or not fee:
         return None
     consequences = terms.get("consequences") or {}
-    a = assess(objective, evaluation, fee, consequences)
+    return _record(objective, evaluation.to_record(BILLING_FIELDS), fee, consequences, version, share)
+
+
+def on_share(record: Mapping[str, Any], share: Fraction) -> dict[str, Any]:
+    """A rule-2 assessment record assessed again, on the same terms and evaluation, with the
+    period's charged share `share` (the agreement was suspended, resumed or ended after the
+    window was assessed)."""
+    return _record(record["objective"], record["evaluation"], record["fee"], record["consequences"],
+                   record["version"], share)  # fmt: skip
+
+
+def _record(
+    objective: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    fee: Mapping[str, Any],
+    consequences: Mapping[str, Any],
+    version: int,
+    share: Fraction | None,
+) -> dict[str, Any]:
+    a = assess(objective, evaluation, fee, consequences, share=share)
+    basis = {} if share is None else {"fee_basis": 2, "charged_share": str(share)}
     return {
+        **basis,
         "objective": objective,
-        "evaluation": evaluation.to_record(BILLING_FIELDS),
+        "evaluation": evaluation,
         "fee": fee,
         "consequences": consequences,
         "version": version,

@@ -58,7 +58,9 @@ def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
 def a_quarter(suite: Suite) -> str:
     """January met (30 minutes down), February and March breached (an hour down each: 10 %
     credits), then a late 50-minute outage restates January after it was issued: an
-    adjustment of 1,200.00 on March's statement. Returns the agreement id."""
+    adjustment of 1,198.39 on March's statement (10 % of the 11,983.87 January charges: the
+    agreement starts an hour into Amsterdam's January, 743 of its 744 hours). Returns the
+    agreement id."""
     aid = an_active_agreement(suite)
     m = suite.metrics
     m.record(COLLECTOR, [outage("jan", f"2026-01-12T10:00{AMS}", 30), *calls("j", f"2026-01-15T09:00{AMS}", 9, 1)])
@@ -112,7 +114,7 @@ def test_rederivation_agrees_with_billing_after_breaches_credits_and_a_restateme
     metrics, agreements = logs(suite)
     assert any(e.type == metric_events.EvaluationRestated.DESCRIPTOR.full_name for e in metrics)
     statements = suite.billing.statements(None, aid)
-    assert [a["difference"] for s in statements for a in s.adjustments] == ["1200.00"]
+    assert [a["difference"] for s in statements for a in s.adjustments] == ["1198.39"]
     assert sum(Decimal(a["net"]) for s in statements for a in s.assessments.values()) == Decimal("2400.00")
 
     progress: list[int] = []
@@ -141,10 +143,10 @@ def test_a_tampered_upstream_evaluation_is_reported_for_exactly_that_window(suit
     assert [d.split(":")[0] for d in m.differences] == ["net", "band", "lines", "evaluation value"]
     assert "net: recorded 1200.00, rederived 3000.00" in m.differences
 
-    # January's restated evaluation "was" 99.95 %: nothing owed, yet March's adjustment says 1,200.00.
+    # January's restated evaluation "was" 99.95 %: nothing owed, yet March's adjustment says 1,198.39.
     result = audit.rederive(tampered(metrics, "availability", JAN, "99.95"), agreements, statements)
     [m] = result.mismatches
-    assert (m.objective_id, m.window_start, m.recorded_net, m.rederived_net) == ("availability", JAN, "1200.00", "0.00")
+    assert (m.objective_id, m.window_start, m.recorded_net, m.rederived_net) == ("availability", JAN, "1198.39", "0.00")
     assert m.statement_id == str(Statement.create_id(aid, MAR)), "the adjustment is on March's statement"
 
     # A window billing never heard of, and one billing has that metrics never closed.
@@ -162,7 +164,7 @@ def test_a_tampered_upstream_evaluation_is_reported_for_exactly_that_window(suit
         ("service-level", MAR),
     ]
     [m] = result.mismatches
-    assert (m.window_start, m.recorded_net, m.rederived_net) == (JAN, "0.00", "1200.00")
+    assert (m.window_start, m.recorded_net, m.rederived_net) == (JAN, "0.00", "1198.39")
 
 
 def _window_of(env: events_pb2.EventEnvelope) -> tuple[str, str]:
@@ -214,16 +216,17 @@ def test_an_assessment_altered_in_billings_sqlite_file_is_reported(tmp_path: Pat
 
 
 def test_a_window_restated_twice_is_credited_once_and_rederives_clean(suite: Suite) -> None:
-    aid = a_quarter(suite)  # January restated to 99.82 %: +1,200.00 on March's statement
-    # Another late report: 400 more minutes down in January → 98.92 %, the 25 % band (3,000.00).
+    aid = a_quarter(suite)  # January restated to 99.82 %: +1,198.39 on March's statement
+    # Another late report: 400 more minutes down in January → 98.92 %, the 25 % band (25 % of the
+    # 11,983.87 January charges: 2,995.97).
     suite.metrics.record(COLLECTOR, [outage("jan-later", f"2026-01-25T02:00{AMS}", 400)])
     suite.tick(f"2026-04-03T12:00{AMS}")
     adjustments = [a for s in suite.billing.statements(P_CUSTOMER, aid) for a in s.adjustments]
     assert [(a["old"], a["new"], a["difference"]) for a in adjustments] == [
-        ("0.00", "1200.00", "1200.00"),
-        ("1200.00", "3000.00", "1800.00"),
+        ("0.00", "1198.39", "1198.39"),
+        ("1198.39", "2995.97", "1797.58"),
     ]
-    assert sum(Decimal(a["difference"]) for a in adjustments) == Decimal("3000.00")
+    assert sum(Decimal(a["difference"]) for a in adjustments) == Decimal("2995.97")
     metrics, agreements = logs(suite)
     result = suite.billing.rederive(metrics, agreements)
     assert (result.checked, result.mismatches, result.missing, result.unexplained) == (6, [], [], [])
@@ -242,14 +245,14 @@ def test_the_same_evaluations_under_tighter_tiers_cost_more_and_nothing_is_store
     evaluations = closed_evaluations(metrics)
     head = suite.billing.head_position()
 
-    # Under the terms in force: what billing recorded (January as restated).
+    # Under the terms in force: what billing recorded (January as restated; 10 % of the
+    # 11,983.87 it charges).
     now = suite.billing.price_evaluations(P_CUSTOMER, aid, None, evaluations)
     nets = {(w.objective_id, w.window_start): w.assessment.net.amount for w in now.windows}
-    assert (
-        nets[("availability", JAN)] == nets[("availability", FEB)] == nets[("availability", MAR)] == Decimal("1200.00")
-    )
+    assert nets[("availability", FEB)] == nets[("availability", MAR)] == Decimal("1200.00")
+    assert nets[("availability", JAN)] == Decimal("1198.39")
     assert [p.period_start for p in now.periods] == [JAN, FEB, MAR]
-    assert now.total.amount == Decimal("3600.00") and now.currency == "EUR"
+    assert now.total.amount == Decimal("3598.39") and now.currency == "EUR"
 
     # Tighter: below 99.9 earns 25 %, below 99.0 the whole fee.
     tight = sla_terms()
@@ -260,7 +263,7 @@ def test_the_same_evaluations_under_tighter_tiers_cost_more_and_nothing_is_store
     what_if = suite.billing.price_evaluations(None, aid, tight, evaluations)
     tight_nets = {(w.objective_id, w.window_start): w.assessment.net.amount for w in what_if.windows}
     assert tight_nets[("availability", FEB)] == Decimal("3000.00") > nets[("availability", FEB)]
-    assert what_if.total.amount == Decimal("9000.00") > now.total.amount
+    assert what_if.total.amount == Decimal("8995.97") > now.total.amount  # January: 25 % of 11,983.87
     assert what_if.windows[0].assessment.band == tight["objectives"][0]["credit_tiers"][0]
 
     # The period's cap applies: at most 15 % of the fee (1,800.00) a month.
@@ -318,7 +321,7 @@ def test_a_restated_period_as_known_before_and_after_and_as_effective(suite: Sui
     b = suite.billing
     _, _, march_statement = b.statements(P_CUSTOMER, aid)
     [adjustment] = march_statement.adjustments
-    assert adjustment["key"] == f"availability|{JAN}" and adjustment["difference"] == "1200.00"
+    assert adjustment["key"] == f"availability|{JAN}" and adjustment["difference"] == "1198.39"
 
     # Before the restatement reached billing: January as issued, and as it is correct now.
     before = b.statements_at(P_CUSTOMER, aid, at(f"2026-03-05T00:00{AMS}"))
@@ -330,17 +333,17 @@ def test_a_restated_period_as_known_before_and_after_and_as_effective(suite: Sui
     [correction] = jan.corrections
     assert (correction.statement.id, correction.adjustment["difference"], correction.known_at) == (
         march_statement.id,
-        "1200.00",
+        "1198.39",
         False,
     )
     availability = next(w for w in jan.windows if w.objective_id == "availability")
     assert (availability.issued_net, availability.known_net, availability.effective_net) == (
         Decimal("0.00"),
         Decimal("0.00"),
-        Decimal("1200.00"),
+        Decimal("1198.39"),
     )
     assert availability.difference == jan.total_difference == Decimal(adjustment["difference"])
-    assert (jan.known_total, jan.effective_total) == (Decimal("0.00"), Decimal("1200.00"))
+    assert (jan.known_total, jan.effective_total) == (Decimal("0.00"), Decimal("1198.39"))
     assert before[1].total_difference == 0 and before[1].corrections == ()
     assert before[2].as_known is None, "March's statement did not exist yet on 5 March"
 
@@ -353,11 +356,11 @@ def test_a_restated_period_as_known_before_and_after_and_as_effective(suite: Sui
     availability = next(w for w in jan.windows if w.objective_id == "availability")
     assert (availability.issued_net, availability.known_net, availability.difference) == (
         Decimal("0.00"),
-        Decimal("1200.00"),
+        Decimal("1198.39"),
         Decimal("0.00"),
     )
     assert march.as_known is not None
-    assert [(a["key"], a["difference"]) for a in march.as_known.adjustments] == [(f"availability|{JAN}", "1200.00")]
+    assert [(a["key"], a["difference"]) for a in march.as_known.adjustments] == [(f"availability|{JAN}", "1198.39")]
     assert march.as_known.assessments == {}, "March's own windows had not closed yet"
 
     # Looking from mid-February: only the periods started by then.
@@ -522,8 +525,8 @@ async def test_price_evaluations_over_grpc_and_its_rejections(served: Served) ->
         pb.PriceEvaluationsRequest(agreement_id=s.aid, terms=tight_terms(), evaluations=s.evaluations),
         metadata=s.md("auditor"),
     )
-    assert (now.total.amount, now.total.currency) == ("3600.00", "EUR")
-    assert tight.total.amount == "9000.00"
+    assert (now.total.amount, now.total.currency) == ("3598.39", "EUR")
+    assert tight.total.amount == "8995.97"
     feb = next(e for e in tight.evaluations if (e.objective_id, e.window_start) == ("availability", FEB))
     assert (feb.status, feb.band, feb.net.amount) == ("BREACHED", "≥ 99.0 and < 99.9 → 25 %", "3000.00")
     assert feb.period_start == FEB
@@ -566,19 +569,19 @@ async def test_statements_at_over_grpc_and_its_rejections(served: Served) -> Non
     assert [p.period_start for p in before.periods] == [JAN, FEB, MAR]
     jan, _, march = before.periods
     assert jan.as_known.state == pb.STATEMENT_STATE_ISSUED and not march.HasField("as_known")
-    assert (jan.known_total, jan.as_effective.total, jan.total_difference) == ("0.00", "1200.00", "1200.00")
+    assert (jan.known_total, jan.as_effective.total, jan.total_difference) == ("0.00", "1198.39", "1198.39")
     [correction] = jan.as_effective.corrections
-    assert (correction.adjustment.difference, correction.known_at) == ("1200.00", False)
+    assert (correction.adjustment.difference, correction.known_at) == ("1198.39", False)
     assert correction.adjustment.statement_id == march.as_effective.statement.statement_id
     assert correction.recorded_at == at(RESTATED_AT).isoformat()
     window = next(w for w in jan.windows if w.objective_id == "availability")
     assert (window.issued_net, window.known_net, window.effective_net, window.difference) == (
-        "0.00", "0.00", "1200.00", "1200.00",
+        "0.00", "0.00", "1198.39", "1198.39",
     )  # fmt: skip
     after = await s.stub.StatementsAt(
         pb.StatementsAtRequest(agreement_id=s.aid, at=ts(at(RESTATED_AT))), metadata=s.md("auditor")
     )
-    assert [a.difference for a in after.periods[2].as_known.adjustments] == ["1200.00"]
+    assert [a.difference for a in after.periods[2].as_known.adjustments] == ["1198.39"]
 
     head_request = pb.StatementsAtRequest(agreement_id=s.aid, at=ts(at(RESTATED_AT)))
     cases: list[tuple[str, pb.StatementsAtRequest, grpc.StatusCode, str]] = [

@@ -58,8 +58,9 @@ def events_of(suite: Suite, name: str, statement_id: str) -> list[Any]:
 def test_an_accepted_dispute_and_an_adjustment_count_in_the_totals_at_once(suite: Suite) -> None:
     """February issued with 1,200.00; the provider accepts the customer's dispute at 3,000.00:
     February's answer says disputes 1,800.00, net 3,000.00 while it is still only issued, and
-    so does the DisputeResolved event. March, open, carries January's adjustment of 1,200.00:
-    its totals so far say so (provisional), as does the AdjustmentRecorded event."""
+    so does the DisputeResolved event. March, open, carries January's adjustment of 1,198.39
+    (10 % of the 11,983.87 January charges: the agreement starts an hour into it): its totals
+    so far say so (provisional), as does the AdjustmentRecorded event."""
     aid, feb_id = slo_journey(suite)
     b = suite.billing
     _jan, feb, march = b.statements(P_CUSTOMER, aid)
@@ -67,11 +68,11 @@ def test_an_accepted_dispute_and_an_adjustment_count_in_the_totals_at_once(suite
 
     # The open statement: January's adjustment so far, labelled provisional.
     t = answer(suite, str(march.id)).totals
-    assert (t.provisional, Decimal(t.adjustments), Decimal(t.net)) == (True, Decimal("1200.00"), Decimal("1200.00"))
+    assert (t.provisional, Decimal(t.adjustments), Decimal(t.net)) == (True, Decimal("1198.39"), Decimal("1198.39"))
     assert Decimal(t.fee) == Decimal("12000.00")
     [adjusted] = events_of(suite, "AdjustmentRecorded", str(march.id))
     assert adjusted.HasField("totals") and adjusted.totals.provisional
-    assert (Decimal(adjusted.totals.adjustments), Decimal(adjusted.totals.net)) == (Decimal("1200.00"),) * 2
+    assert (Decimal(adjusted.totals.adjustments), Decimal(adjusted.totals.net)) == (Decimal("1198.39"),) * 2
 
     # The dispute accepted at 3,000.00: in the totals now, not once final.
     assert Decimal(answer(suite, feb_id).totals.net) == Decimal("1200.00")
@@ -99,7 +100,8 @@ def test_an_accepted_dispute_and_an_adjustment_count_in_the_totals_at_once(suite
 def test_an_open_statement_states_its_assessments_so_far(suite: Suite) -> None:
     """A rolling 7-day objective closes a window a day: by 20 January the open January
     statement holds the breached windows of a 30-minute outage, and its totals so far credit
-    10 % of the fee once, as the issue will; each AssessmentRecorded states those totals."""
+    10 % of the fee January charges once (11,983.87: the agreement starts an hour into
+    Amsterdam's January, 743 of its 744 hours), as the issue will; each AssessmentRecorded states those totals."""
     objective = copy.deepcopy(sla_terms()["objectives"][0])
     objective["window"] = {"kind": "WINDOW_KIND_ROLLING", "rolling_days": 7}
     ag = suite.agreements
@@ -117,13 +119,13 @@ def test_an_open_statement_states_its_assessments_so_far(suite: Suite) -> None:
     assert any(a["status"] == "BREACHED" for a in january.assessments.values())
     t = answer(suite, str(january.id)).totals
     assert t.provisional
-    assert (Decimal(t.credits_issued), Decimal(t.net)) == (Decimal("1200.00"), Decimal("1200.00"))
+    assert (Decimal(t.credits_issued), Decimal(t.net)) == (Decimal("1198.39"), Decimal("1198.39"))
     assessed = events_of(suite, "AssessmentRecorded", str(january.id))
     assert assessed and all(a.HasField("totals") and a.totals.provisional for a in assessed)
-    assert Decimal(assessed[-1].totals.net) == Decimal("1200.00")
+    assert Decimal(assessed[-1].totals.net) == Decimal("1198.39")
     assert Decimal(assessed[0].totals.net) == Decimal(0)  # the first window, before the outage
     # Issued: the same amounts, no longer provisional.
     suite.tick(f"2026-02-01T02:00{AMS}")
     issued = answer(suite, str(january.id))
     assert issued.state == pb.STATEMENT_STATE_ISSUED and not issued.totals.provisional
-    assert Decimal(issued.totals.net) == Decimal("1200.00")
+    assert Decimal(issued.totals.net) == Decimal("1198.39")

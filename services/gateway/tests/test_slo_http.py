@@ -148,8 +148,9 @@ async def test_budget_breaches_and_money_over_http(
                 assert [s["state"] for s in statements] == ["FINAL", "ISSUED", "OPEN"]
                 assert statements[1]["totals"]["credits_issued"] == "1200.00"
                 assert statements[1]["assessments"][0]["net"] == "1200.00"
+                # January's: 10 % of the 11,983.87 January charges (the agreement starts an hour into it).
                 assert [(a["objective_id"], a["difference"]) for a in statements[2]["adjustments"]] == [
-                    ("availability", "1200.00")
+                    ("availability", "1198.39")
                 ]
                 # A dispute accepted with an amount: shown as soon as billing records it.
                 dispute = suite.billing.dispute(P_CUSTOMER, feb_statement, "availability", feb, "the hour cost us")

@@ -41,7 +41,9 @@ async def test_adjustments_and_accepted_disputes_are_in_the_totals_at_once(
     own_nats_server: NatsServer, tmp_path: Path, make_store_env: Callable[[str], dict[str, str]]
 ) -> None:
     suite = Suite(make_store_env)
-    aid, feb_id = slo_journey(suite)  # Jan final (met), Feb issued 1,200.00, March open with Jan's +1,200.00
+    # Jan final (met), Feb issued 1,200.00, March open with Jan's +1,198.39 (10 % of the 11,983.87
+    # January charges: the agreement starts an hour into it).
+    aid, feb_id = slo_journey(suite)
     b = suite.billing
     march_id = str(b.statements(P_CUSTOMER, aid)[2].id)
     keys = make_keys(tmp_path / "keys")
@@ -70,13 +72,13 @@ async def test_adjustments_and_accepted_disputes_are_in_the_totals_at_once(
             # March, open: January's adjustment in its net and totals so far.
             march = got[march_id]
             assert march.state == "OPEN" and march.totals.provisional
-            assert (Decimal(march.net), Decimal(march.totals.adjustments)) == (Decimal("1200.00"), Decimal("1200.00"))
+            assert (Decimal(march.net), Decimal(march.totals.adjustments)) == (Decimal("1198.39"), Decimal("1198.39"))
             # January final at 0 (settled), February issued at 1,200.00 (awaiting final), March
-            # 1,200.00 so far (this period): never a provisional amount in the credits to date.
+            # 1,198.39 so far (this period): never a provisional amount in the credits to date.
             now = await status()
             assert [Decimal(x) for x in (now.credits_to_date, now.credits_this_period, now.credits_awaiting_final,
-                                         now.credits_provisional)] == [0, Decimal("1200.00"), Decimal("1200.00"),
-                                                                       Decimal("2400.00")]  # fmt: skip
+                                         now.credits_provisional)] == [0, Decimal("1198.39"), Decimal("1200.00"),
+                                                                       Decimal("2398.39")]  # fmt: skip
             assert Decimal(got[feb_id].net) == Decimal("1200.00") and not got[feb_id].totals.provisional
 
             # The provider accepts the customer's dispute of February at 3,000.00.
@@ -89,19 +91,19 @@ async def test_adjustments_and_accepted_disputes_are_in_the_totals_at_once(
             assert feb.state == "ISSUED"
             assert (Decimal(feb.net), Decimal(feb.totals.disputes)) == (Decimal("3000.00"), Decimal("1800.00"))
             assert (Decimal(now.credits_to_date), Decimal(now.credits_awaiting_final)) == (0, Decimal("3000.00"))
-            assert Decimal(now.credits_provisional) == Decimal("4200.00")
+            assert Decimal(now.credits_provisional) == Decimal("4198.39")
             # The HTTP answer and the dashboard's data say the same.
             doc = await asyncio.to_thread(http_status, f"http://127.0.0.1:{http_port}/v1/agreements/{aid}", fin)
             by_id = {s["statement_id"]: s for s in doc["statements"]}
             assert Decimal(by_id[feb_id]["net"]) == Decimal("3000.00")
             assert Decimal(by_id[feb_id]["totals"]["disputes"]) == Decimal("1800.00")
             assert by_id[march_id]["totals"]["provisional"] is True and Decimal(doc["credits_to_date"]) == 0
-            assert Decimal(doc["credits_provisional"]) == Decimal("4200.00")
+            assert Decimal(doc["credits_provisional"]) == Decimal("4198.39")
             # The department's balance: final statements only, and apart what is not final yet.
             r = await stub.GetDepartmentStatus(pb.GetDepartmentStatusRequest(department_id=FINANCE), metadata=md)
             assert Decimal(r.department.balance) == 0 and not r.department.as_provider
             briefs = {a.agreement_id: Decimal(a.credits_provisional) for a in r.department.as_customer}
-            assert briefs[aid] == Decimal("4200.00")  # the other agreement: the same outages of e-mail
+            assert briefs[aid] == Decimal("4198.39")  # the other agreement: the same outages of e-mail
             assert Decimal(r.department.balance_provisional) == sum(briefs.values())
     finally:
         suite.close()
