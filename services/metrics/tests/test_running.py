@@ -239,7 +239,7 @@ _RUNNING_USED: set[object] = set()
 
 def _check_april(m: Metrics, aid: str, now: datetime) -> None:
     view = m.agreement_view(None, aid)
-    everything = m.signal_set(m.scope(view, now)[2])  # every input, not from a kept selection
+    everything = m.signal_sources(m.scope(view, now)[2])  # every input per service, not from a kept selection
     for objective in ("availability", "service-level"):
         agg = m.window(None, aid, objective, "2026-03-31T22:00:00+00:00")
         check = m.check_window(view, agg, everything, now)
