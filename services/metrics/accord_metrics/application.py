@@ -20,6 +20,7 @@ from accord_metrics.judging import (
     CALENDAR_UNAVAILABLE,
     DEFAULT_MAINTENANCE_NOTICE,
     JUDGED,
+    JUDGED_VIEWS,
     WINDOW_TOPIC,
     Judging,
     RoundStats,
@@ -119,6 +120,13 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         # The signals' log position up to which a round (of any process on this store) judged every
         # signal: this process's first round judges only what came after (see judging.JUDGED).
         self._judged_position = self.tracked_position(JUDGED)
+        # The view events up to this position were judged (see judging.JUDGED_VIEWS). A store
+        # judged before the position was kept has every view event it holds judged.
+        self._views_judged_position = self.tracked_position(JUDGED_VIEWS)
+        if not self._views_judged_position and self._judged_position:
+            self._views_judged_position = self.recorder.max_notification_id() or 0
+        self._view_reach: dict[UUID, datetime] = {}
+        self._reach_kept: set[UUID] = set()
         # Windows' closings and restatements indexed by log position (read only when a window
         # judged by contact.fcr v1 is re-derived: see `Judging._calls_as_judged`).
         self._recorded_at: dict[UUID, int] = {}

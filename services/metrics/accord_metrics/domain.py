@@ -337,10 +337,14 @@ class WindowEvaluation(Aggregate):
         `agreements_position`: the agreements log's position up to which metrics had applied
         the agreements stream when it judged (carried by a restatement, see `close`)."""
         if self.closed:
-            if evaluation["input_digest"] != self.closed["input_digest"] and (
+            old = self.restatements[-1]["new"] if self.restatements else self.closed
+            inputs_changed = evaluation["input_digest"] != self.closed["input_digest"] and (
                 not self.restatements or evaluation["input_digest"] != self.restatements[-1]["new"]["input_digest"]
-            ):
-                old = self.restatements[-1]["new"] if self.restatements else self.closed
+            )
+            # The same inputs judged by another version of the terms (one metrics learned after
+            # closing the window), or with another outcome (a suspension or end learned late).
+            judged_otherwise = any(evaluation.get(k) != old.get(k) for k in ("version", "status", "value"))
+            if inputs_changed or judged_otherwise:
                 self._restated(old=old, new=evaluation, agreements_position=agreements_position)
             return
         if "as_of" in (evaluation.get("parameters") or {}):

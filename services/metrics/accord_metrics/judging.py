@@ -42,6 +42,9 @@ CALENDAR_TOPICS = sorted(event_topics(CalendarView))
 # round judges only the signals stored after it — with its open windows, and any window a view
 # change, a closing or an opening needs — not every window again (see the README, "Scale").
 JUDGED = "metrics-judged-signals"
+# The log position up to which every agreement view event a round learned was judged (see
+# `AgreementViews._refresh_views`): the view events after it reach closed windows again.
+JUDGED_VIEWS = "metrics-judged-views"
 # The name under which metrics' consumer of the agreements stream tracks its position (the
 # agreements service's log position it applied up to; bootstrap: Upstream("agreements")).
 AGREEMENTS_SOURCE = "agreements"
@@ -212,6 +215,9 @@ class Judging(_Host):
     _round_kept: bool
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
     _judged_position: int
+    _views_judged_position: int
+    _view_reach: dict[UUID, datetime]
+    _reach_kept: set[UUID]
     _recorded_at: dict[UUID, int]  # window id → position of its latest closing or restatement
     _recorded_at_position: int
     last_round: RoundStats
@@ -231,6 +237,8 @@ class Judging(_Host):
             for entry in self._services.values():
                 entry.begin_round()
             position = self._refresh_views()
+            reach = dict(self._view_reach)  # what the view events since the last round reach
+            self._reach_kept = set()
             calendars = self._refresh_calendars()
             self._refresh_services()  # every service a signal changed is known with its provider
             # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
@@ -260,6 +268,7 @@ class Judging(_Host):
                 changed += self._evaluate_agreement(view, now, changed_since, position, calendars)
             except Exception as e:  # isolated to this agreement: the others are still judged
                 self._watch(uid, None)
+                self._reach_kept |= self._depends_on(view)
                 self._failed(view.agreement_id, "", e)
                 self._keep_changes(self._services_kept(view, now, changed_since), changed_since)  # for the next pass
             else:
@@ -273,7 +282,25 @@ class Judging(_Host):
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
         if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
             self._record_judged(signals_position)
+        self._views_judged(reach, position)
         return changed
+
+    def _views_judged(self, reach: dict[UUID, datetime], position: int) -> None:
+        """What the view events up to `position` reach was judged: forget it (unless a failing
+        agreement depends on the view, or an event since moved it) and, once nothing is left,
+        record the position durably (a restart reads only the view events after it again)."""
+        with self._lock:
+            for uid, instant in reach.items():
+                if uid not in self._reach_kept and self._view_reach.get(uid) == instant:
+                    del self._view_reach[uid]
+            if self._view_reach or position <= self._views_judged_position:
+                return
+        try:
+            self._record(ProcessingEvent[Any](tracking=Tracking(JUDGED_VIEWS, position)))
+        except IntegrityError:  # another process on the store recorded as far already
+            pass
+        with self._lock:
+            self._views_judged_position = max(self._views_judged_position, position)
 
     def _record_judged(self, signals_position: int) -> None:
         """Record durably (the store's tracking table, one row) that every signal up to
@@ -392,7 +419,13 @@ class Judging(_Host):
 
         with self._lock:
             facts = [self._services[s] for s in services if s in self._services]
+            # A version, suspension, resumption or end of it (or of a terms parent) learned since
+            # the last round reaches the windows ending after the instant it takes effect — a
+            # closed one too: metrics' agreements consumer may have been behind when it closed.
+            reach = min((self._view_reach[d] for d in depends_on if d in self._view_reach), default=None)
         earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
+        if reach is not None:
+            earliest_change = reach if earliest_change is None else min(earliest_change, reach)
         to_save: list[Any] = []
         all_closed = True  # every window judged here is closed (those that need no judging are)
         windows_end = start
@@ -418,6 +451,8 @@ class Judging(_Host):
             due = min(due, windows[2])
         if failed:  # windows of a failing objective were not judged: keep its services' changes
             self._keep_changes(services, changed_since)
+            with self._lock:
+                self._reach_kept |= depends_on
         current = {str(o.get("objective_id") or "") for o in latest.get("objectives") or []}
         with self._lock:  # an objective no longer in the terms fails no more
             for key in [k for k in self._failing if k[0] == view.agreement_id and k[1] and k[1] not in current]:

@@ -46,6 +46,8 @@ class AgreementViews(_Host):
 
     _lock: threading.RLock
     _views_position: int  # agreement views indexed from the log by position (any process's)
+    _views_judged_position: int  # view events up to here were judged (judging.JUDGED_VIEWS)
+    _view_reach: dict[UUID, datetime]  # view → the earliest instant its events since then reach
     _view_changed: dict[UUID, int]  # view id → position of its latest event, in first-seen order
     _providers: dict[str, str]  # service id → its provider department
     _services_position: int  # services (KnownService) indexed from the log by position (any process's)
@@ -119,8 +121,26 @@ class AgreementViews(_Host):
                 if not notes:
                     return self._views_position
                 for n in notes:
-                    self._view_changed[UUID(str(n.originator_id))] = n.id
+                    uid = UUID(str(n.originator_id))
+                    self._view_changed[uid] = n.id
+                    if n.id > self._views_judged_position:
+                        reach = self._reach_of(n)
+                        if reach is not None:
+                            held = self._view_reach.get(uid)
+                            self._view_reach[uid] = reach if held is None else min(held, reach)
                 self._views_position = notes[-1].id
+
+    def _reach_of(self, notification: Any) -> datetime | None:
+        """The instant from which a view event can change how windows are judged: a version's
+        effective start, a suspension's or resumption's instant, the end (None: an event that
+        changes no window — a draft, a pending amendment, its conclusion, a renewal)."""
+        event: Any = self.mapper.to_domain_event(notification)
+        name = type(event).__name__
+        if name == "VersionInForce":
+            return _parse(event.effective_from)
+        if name in ("Suspended", "Resumed", "Ended"):
+            return _parse(event.at)
+        return None
 
     def view_ids(self) -> list[UUID]:
         """The ids of every agreement view, in the order first stored."""

@@ -679,3 +679,96 @@ def test_an_amendment_narrowing_the_services_measures_each_window_on_its_version
     window = next(w for w in both.objectives[0].windows if w.start == at(FEB))
     assert window.actual is not None and window.actual["status"] == MET
     assert window.proposed is not None and window.proposed["status"] == BREACHED
+
+
+def test_a_version_learned_after_its_window_closed_restates_the_window(world: World) -> None:
+    """docs/domain.md §2 "Effective dating": a window is judged by the version in force at its
+    start. Metrics' agreements consumer can be behind its clock (a restart, a stalled durable):
+    an amendment in force from February that metrics applies only after it closed February
+    restates February by that version — never leaves it judged by the version before — and
+    January, before it, is untouched. The re-derivation then agrees with the record."""
+    m = world.metrics
+    aid = world.upstream.agreement("a-late-version", sla_terms())
+    m.record(COLLECTOR, [outage("o-feb", f"2026-02-12T10:00{AMS}", 30)])  # 30 min: within 99.9 %
+    world.clock.set(at(f"2026-03-10T12:00{AMS}"))
+    m.evaluate()
+    feb = world.window(aid, "availability", FEB)
+    assert (feb.closed["status"], feb.closed["version"]) == (MET, 1)
+    stricter = sla_terms()
+    for o in stricter["objectives"]:
+        if o["objective_id"] == "availability":
+            o["target"] = "99.99"
+    _amend(world, aid, stricter, FEB)  # learned now, in force since February
+    m.evaluate()
+    feb = world.window(aid, "availability", FEB)
+    assert [(r["new"]["version"], r["new"]["status"]) for r in feb.restatements] == [(2, BREACHED)]
+    assert feb.breaches == [""]
+    assert world.window(aid, "availability", JAN).restatements == []
+    assert world.rederived_mismatches(aid) == []
+    assert m.recompute(aid, "availability", FEB)["matches"] is True
+    # Judged: the next rounds restate nothing more.
+    m.evaluate()
+    assert len(world.window(aid, "availability", FEB).restatements) == 1
+
+
+def test_a_suspension_learned_after_its_window_closed_restates_the_window(world: World) -> None:
+    """A suspension metrics learns after closing the window it falls in (its instant is the
+    agreements service's, earlier than the closing) takes the suspended time out of that window
+    as if it had been known: February's outage during the suspension no longer breaches it."""
+    m = world.metrics
+    aid = world.upstream.agreement("a-late-suspension", sla_terms())
+    m.record(COLLECTOR, [outage("o-feb", f"2026-02-12T10:00{AMS}", 90)])
+    world.clock.set(at(f"2026-03-10T12:00{AMS}"))
+    m.evaluate()
+    assert world.window(aid, "availability", FEB).closed["status"] == BREACHED
+    ev = agreement_events
+    world.upstream.send(ev.AgreementSuspended(agreement_id=aid, reason="move"), at(f"2026-02-10T00:00{AMS}"))
+    world.upstream.send(ev.AgreementResumed(agreement_id=aid, reason="back"), at(f"2026-02-20T00:00{AMS}"))
+    m.evaluate()
+    feb = world.window(aid, "availability", FEB)
+    assert [r["new"]["status"] for r in feb.restatements] == [MET]
+    assert world.window(aid, "availability", JAN).restatements == []
+    assert world.rederived_mismatches(aid) == []
+
+
+def test_a_restart_judges_the_view_events_learned_since_the_last_round_and_no_earlier_ones(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """What the view events reach is judged once: a restarted process does not judge every closed
+    window again for the view events its store already judged, and does judge one learned (by
+    the consumer) before a crash and never judged."""
+    clock = FakeClock(at(f"2026-03-10T12:00{AMS}"))
+    env = make_store_env("metrics")
+    m = Metrics(env, clock=clock)
+    world = World(m, clock)
+    aid = world.upstream.agreement("a-restart", sla_terms())
+    m.record(COLLECTOR, [outage("o-feb", f"2026-02-12T10:00{AMS}", 30)])
+    m.evaluate()
+    stricter = sla_terms()
+    for o in stricter["objectives"]:
+        if o["objective_id"] == "availability":
+            o["target"] = "99.99"
+    _amend(world, aid, stricter, FEB)  # applied, then the process stops before any round
+    m.close()
+    again = Metrics(env, clock=clock)
+    try:
+        again.evaluate()
+        feb = _window_of(again, aid, FEB)
+        assert [(r["new"]["version"], r["new"]["status"]) for r in feb.restatements] == [(2, BREACHED)]
+    finally:
+        again.close()
+    third = Metrics(env, clock=clock)
+    try:
+        third.evaluate()
+        assert len(_window_of(third, aid, FEB).restatements) == 1
+        # Its first round judged its open windows alone: no closed window again for view events judged.
+        still_open = [w for w in third.window_evaluations(aid) if not w.closed]
+        assert still_open and third.last_round.windows_judged == len(still_open)
+    finally:
+        third.close()
+
+
+def _window_of(m: Metrics, aid: str, start: str) -> Any:
+    return next(
+        w for w in m.window_evaluations(aid) if w.objective_id == "availability" and at(w.window_start) == at(start)
+    )
