@@ -11,8 +11,9 @@ service `email` registered in agreements as admin, and the metrics service's AGR
 consumer given time to learn the service's provider.
 
 Timed:
-* ingest: one client streams every message over one `MetricsService/RecordSignals` call as
-  the provider department; the figure is signals/s from the call's start to its response
+* ingest: one client (or `--metrics-clients` K at once, each its share over a channel of its
+  own) streams every message over one `MetricsService/RecordSignals` call as the provider
+  department; the figure is signals/s from the call's start to its response
   (each message is stored durably, as one event, before the next is read). Every stored
   signal is read back afterwards (`EventLogService/ReadEvents`, and the store file).
 * ceiling: the same serialised batches inserted into a fresh SQLite file in WAL mode with
@@ -112,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"signals per stream message and per record call (default 1,000; at most {MAX_SIGNALS_PER_MESSAGE:,})",
     )
     group.add_argument(
+        "--metrics-clients",
+        type=int,
+        default=1,
+        help="concurrent clients, each streaming its share of the messages over a RecordSignals call of its own "
+        "on a channel of its own (default 1)",
+    )
+    group.add_argument(
         "--metrics-skip-evaluation", action="store_true", help="only the ingestion and its ceiling (saves ~2 min)"
     )
 
@@ -135,9 +143,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"({statistics.fmean(sizes) / 1024:.1f} KiB a message)",
         flush=True,
     )
-    ingest = asyncio.run(_ingest_run(batches, n))
+    clients: int = args.metrics_clients
+    if not 1 <= clients <= len(batches):
+        raise ValueError(f"--metrics-clients must be between 1 and the number of messages ({len(batches)})")
+    ingest = asyncio.run(_ingest_run(batches, n, clients))
     evaluation = None if args.metrics_skip_evaluation else _evaluation_run(batches, n, batch)
-    return _report(ingest, evaluation, n=n, batch=batch, sizes=sizes, generate_s=generate_s, load_before=load_before)
+    return _report(
+        ingest, evaluation, n=n, batch=batch, sizes=sizes, generate_s=generate_s, load_before=load_before,
+        clients=clients,
+    )  # fmt: skip
 
 
 # -- the signals ------------------------------------------------------------------------------------------
@@ -292,7 +306,7 @@ async def _stream_messages(nats_url: str) -> int:
         await nc.close()
 
 
-async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
+async def _ingest_run(batches: list[bytes], n: int, clients: int = 1) -> Ingest:
     with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-") as tmp_name:
         tmp = Path(tmp_name)
         keys = tmp / "keys"
@@ -322,16 +336,24 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
                     )
                 ).head_position
 
-                record = channel.stream_unary(  # bytes out (already serialised), the response parsed
-                    RECORD_METHOD, response_deserializer=mpb.RecordSignalsResponse.FromString
-                )
                 pids = {"metrics": metrics.pid, "nats": nats_pid, "agreements": agreements.pid}
                 samples: list[tuple[float, int]] = []
                 stop = asyncio.Event()
 
-                async def messages() -> AsyncIterator[bytes]:
-                    for b in batches:
+                async def messages(share: list[bytes]) -> AsyncIterator[bytes]:
+                    for b in share:
                         yield b
+
+                async def client(share: list[bytes]) -> mpb.RecordSignalsResponse:
+                    # A channel of its own per client: its own connection, as separate collectors have.
+                    async with grpc.aio.insecure_channel(m_address, options=options) as own:
+                        record = own.stream_unary(  # bytes out (already serialised), the response parsed
+                            RECORD_METHOD, response_deserializer=mpb.RecordSignalsResponse.FromString
+                        )
+                        response: mpb.RecordSignalsResponse = await record(
+                            messages(share), metadata=tokens.md("department", PROVIDER), timeout=CALL_TIMEOUT
+                        )
+                        return response
 
                 async def sample(t0: float) -> None:
                     while not stop.is_set():
@@ -346,8 +368,13 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
                 t0 = time.perf_counter()
                 sampler = asyncio.create_task(sample(t0))
                 try:
-                    response = await record(
-                        messages(), metadata=tokens.md("department", PROVIDER), timeout=CALL_TIMEOUT
+                    # Client k streams messages k, k + clients, …: each its share, all at once.
+                    answers = await asyncio.gather(*(client(batches[k::clients]) for k in range(clients)))
+                    response = mpb.RecordSignalsResponse(
+                        accepted=sum(a.accepted for a in answers),
+                        duplicates=sum(a.duplicates for a in answers),
+                        corrections=sum(a.corrections for a in answers),
+                        messages=sum(a.messages for a in answers),
                     )
                 finally:
                     seconds = time.perf_counter() - t0
@@ -615,6 +642,7 @@ def _report(
     sizes: list[int],
     generate_s: float,
     load_before: str,
+    clients: int = 1,
 ) -> dict[str, Any]:
     rate = n / ingest.seconds
     met = rate >= TARGET
@@ -633,7 +661,8 @@ def _report(
             "name": "ingest",
             "value": rate,
             "unit": "signals/s",
-            "detail": f"{n:,} signals, {len(sizes):,} messages of {batch:,} over one RecordSignals stream in "
+            "detail": f"{n:,} signals, {len(sizes):,} messages of {batch:,} over "
+            f"{'one RecordSignals stream' if clients == 1 else f'{clients} concurrent RecordSignals streams'} in "
             f"{ingest.seconds:.2f} s, durable; target ≥ {TARGET:,.0f}/s {'MET' if met else 'NOT MET'}; first "
             f"{EDGE:.0%} of the time {first_rate:,.0f}/s, last {EDGE:.0%} {last_rate:,.0f}/s; CPU "
             f"{', '.join(cpu_parts)}; {per_signal}client {ingest.bench_cpu / n * 1e6:.1f} µs CPU/signal; relay "
@@ -710,9 +739,9 @@ def _report(
             },
         ]
     notes = [
-        f"ingest target ≥ {TARGET:,.0f} signals/s (the Metrics issue, durable, one client, this {_usable_cpus()}-core "
-        f"machine): {rate:,.0f}/s, {'met' if met else 'NOT met'}; {rate / (n / raw_s):.0%} of the raw SQLite inserts "
-        f"of the same bytes ({n / raw_s:,.0f}/s).",
+        f"ingest target ≥ {TARGET:,.0f} signals/s (the Metrics issue, durable, {clients} client(s), this "
+        f"{_usable_cpus()}-core machine): {rate:,.0f}/s, {'met' if met else 'NOT met'}; {rate / (n / raw_s):.0%} "
+        f"of the raw SQLite inserts of the same bytes ({n / raw_s:,.0f}/s).",
         f"the metrics process used {(server_cpu or 0) / ingest.seconds:.0%} of one CPU during the stream "
         f"({(server_cpu or 0) / n * 1e6:.1f} µs per signal): "
         + (
@@ -746,6 +775,7 @@ def _report(
         "params": {
             "signals": n,
             "batch": batch,
+            "clients": clients,
             "messages": len(sizes),
             "message_bytes_mean": round(statistics.fmean(sizes)),
             "kinds": "half calls (6% abandoned), half outages (1–9 s)",
