@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.sqlite import SQLiteDatastore
@@ -33,21 +33,27 @@ SIGNAL_BATCH_TOPIC = SignalBatch.Recorded.TOPIC
 SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 
 
-@dataclass
-class Row:
-    """One signal id of one service as indexed: `time_key` (µs) is the instant a window selects
-    it by (0 for the lists read whole), `earliest` (µs) the earliest instant any content it was
-    recorded with can change evaluations from, `earlier` the SHA-256 digests (32 bytes each) of
-    its earlier contents, `content` its latest content serialised."""
+class Row(NamedTuple):
+    """One signal id of one service as indexed: `list_code` the formula input list it goes to
+    (`LIST_CODE`), `time_key` (µs) the instant a window selects it by (0 for the lists read
+    whole), `ongoing` 1 for an outage under way, `earliest` (µs) the earliest instant any
+    content it was recorded with can change evaluations from, `earlier` the SHA-256 digests (32
+    bytes each) of its earlier contents, `content` its latest content serialised. A tuple in
+    the order of the index's columns after the service id: a row is written as it is."""
 
     signal_id: str
-    kind_list: str  # the formula input list
+    list_code: int
     time_key: int
     rank: int
-    ongoing: bool
+    ongoing: int
     earliest: int
     earlier: bytes
     content: bytes
+
+    @property
+    def kind_list(self) -> str:
+        """The formula input list's name."""
+        return LISTS[self.list_code - 1]
 
     def earlier_digests(self) -> list[str]:
         return [self.earlier[i : i + DIGEST_BYTES].hex() for i in range(0, len(self.earlier), DIGEST_BYTES)]
@@ -183,7 +189,7 @@ class SignalStore:
         with self._cursor(write=False) as cur:
             cur.execute(sql, params)
             return {
-                str(sid): Row(str(sid), LISTS[code - 1], int(key), int(rank), bool(ong), int(first), bytes(old),
+                str(sid): Row(str(sid), int(code), int(key), int(rank), int(ong), int(first), bytes(old),
                               bytes(content))
                 for sid, code, key, rank, ong, first, old, content in cur.fetchall()
             }  # fmt: skip
@@ -233,8 +239,8 @@ class SignalStore:
             return int(cur.fetchone()[0])
 
     # -- writes ---------------------------------------------------------------------------------------------
-    def commit(self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int) -> None:
-        """Write rows (service, row: inserted or replacing the id's row) and services' facts, and
+    def commit(self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int) -> None:
+        """Write rows ((service id, *Row): inserted or replacing the id's row) and services' facts, and
         move the position from `expected` to `position`, in one transaction of their own
         (`IndexMovedError`, with nothing written, when the position is no longer `expected`:
         another process moved it)."""
@@ -242,7 +248,7 @@ class SignalStore:
             self._write(cur, rows, facts, expected, position)
 
     def try_commit(
-        self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+        self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int
     ) -> bool:  # fmt: skip
         """`commit`: True when written, False when the position was no longer `expected`."""
         try:
@@ -252,7 +258,7 @@ class SignalStore:
         return True
 
     def write(
-        self, cursor: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, first: int,
+        self, cursor: Any, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, first: int,
         position: int,
     ) -> None:  # fmt: skip
         """`commit` within the transaction of the signal events it indexes (`cursor`: the
@@ -270,7 +276,7 @@ class SignalStore:
         self._write(cursor, rows, facts, expected, position)
 
     def _write(
-        self, cur: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+        self, cur: Any, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int
     ) -> None:  # fmt: skip
         cur.execute(
             self._q(f"UPDATE {self.position_table} SET position = ? WHERE name = ? AND position = ?"),
@@ -287,12 +293,8 @@ class SignalStore:
                     "ongoing = excluded.ongoing, earliest = excluded.earliest, earlier = excluded.earlier, "
                     "content = excluded.content"
                 ),
-                [
-                    (service, r.signal_id, LIST_CODE[r.kind_list], r.time_key, r.rank, int(r.ongoing), r.earliest,
-                     r.earlier, r.content)
-                    for service, r in rows
-                ],
-            )  # fmt: skip
+                rows,
+            )
         if facts:
             cur.executemany(
                 self._q(
