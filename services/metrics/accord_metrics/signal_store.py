@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NamedTuple
 
 from eventsourcing.persistence import IntegrityError
@@ -284,17 +285,16 @@ class SignalStore:
         )
         if cur.rowcount != 1:
             raise IndexMovedError(f"the signal index is no longer at position {expected}")
-        if rows:
-            cur.executemany(
-                self._q(
-                    f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, "
-                    "earlier, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, signal_id) DO "
-                    "UPDATE SET list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, "
-                    "ongoing = excluded.ongoing, earliest = excluded.earliest, earlier = excluded.earlier, "
-                    "content = excluded.content"
-                ),
-                rows,
-            )
+        if rows and not self._sqlite:
+            cur.executemany(self._insert_rows(1).replace("?", "%s"), rows)
+        elif rows:
+            # Many rows a statement: one step of SQLite (one release of the GIL) inserts them all.
+            # Row by row (executemany), each row's step released the GIL and took it back: with an
+            # evaluation round running in another thread, every row waited for the round to give it
+            # back (the interpreter's switch interval), and each step costs more than a row's share.
+            for i in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[i : i + ROWS_PER_STATEMENT]
+                cur.execute(self._insert_rows(len(chunk)), list(chain.from_iterable(chunk)))
         if facts:
             cur.executemany(
                 self._q(
@@ -304,6 +304,20 @@ class SignalStore:
                 ),
                 [(s, f.count, f.longest_outage, f.reaches) for s, f in facts.items()],
             )
+
+    def _insert_rows(self, n: int) -> str:
+        """The statement inserting `n` rows (or replacing the rows of their ids), SQLite's placeholders."""
+        return (
+            f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, earlier, "
+            f"content) VALUES {', '.join([_ROW_MARKS] * n)} ON CONFLICT (service_id, signal_id) DO UPDATE SET "
+            "list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, ongoing = excluded.ongoing, "
+            "earliest = excluded.earliest, earlier = excluded.earlier, content = excluded.content"
+        )
+
+
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Rows an insert statement carries on SQLite: 900 variables, within the 999 of any SQLite version.
+ROWS_PER_STATEMENT = 100
 
 
 class IndexMovedError(IntegrityError):
