@@ -11,8 +11,9 @@ service `email` registered in agreements as admin, and the metrics service's AGR
 consumer given time to learn the service's provider.
 
 Timed:
-* ingest: one client streams every message over one `MetricsService/RecordSignals` call as
-  the provider department; the figure is signals/s from the call's start to its response
+* ingest: one client (or `--metrics-clients` K at once, each its share over a channel of its
+  own) streams every message over one `MetricsService/RecordSignals` call as the provider
+  department; the figure is signals/s from the call's start to its response
   (each message is stored durably, as one event, before the next is read). Every stored
   signal is read back afterwards (`EventLogService/ReadEvents`, and the store file).
 * ceiling: the same serialised batches inserted into a fresh SQLite file in WAL mode with
@@ -90,6 +91,7 @@ CALL_TIMEOUT = 900.0  # seconds the whole stream may take before the run is aban
 RELAY_TIMEOUT = 120.0  # seconds the relay may take after the stream to publish everything
 READ_BYTES = 8 * 1024 * 1024  # aim of each ReadEvents answer (the service sends at most 16 MiB)
 EDGE = 0.1  # "first" and "last": this share of the ingest's wall time
+LIVE_SPAN = timedelta(hours=20)  # --metrics-live: the signals' span, ending 5 minutes before the run
 CEILING_ROUNDS = 3  # rounds of each ceiling variant (interleaved); the median is reported
 
 
@@ -112,6 +114,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"signals per stream message and per record call (default 1,000; at most {MAX_SIGNALS_PER_MESSAGE:,})",
     )
     group.add_argument(
+        "--metrics-clients",
+        type=int,
+        default=1,
+        help="concurrent clients, each streaming its share of the messages over a RecordSignals call of its own "
+        "on a channel of its own (default 1)",
+    )
+    group.add_argument(
+        "--metrics-live",
+        action="store_true",
+        help="the signals fall in the last 20 hours (the month under way) and the sample SLA is agreed first, so "
+        "the service judges its open windows every 5 s while they stream in (ingestion during evaluation rounds)",
+    )
+    group.add_argument(
         "--metrics-skip-evaluation", action="store_true", help="only the ingestion and its ceiling (saves ~2 min)"
     )
 
@@ -127,7 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--metrics-batch must be between 1 and {MAX_SIGNALS_PER_MESSAGE}")
     load_before = _loadavg()
     t0 = time.perf_counter()
-    batches = _generate(n, batch)
+    live: bool = args.metrics_live
+    live_start = datetime.now(UTC).replace(microsecond=0) - LIVE_SPAN - timedelta(minutes=5)
+    batches = _generate(n, batch, live_start, LIVE_SPAN) if live else _generate(n, batch)
     generate_s = time.perf_counter() - t0
     sizes = [len(b) for b in batches]
     print(
@@ -135,9 +152,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"({statistics.fmean(sizes) / 1024:.1f} KiB a message)",
         flush=True,
     )
-    ingest = asyncio.run(_ingest_run(batches, n))
+    clients: int = args.metrics_clients
+    if not 1 <= clients <= len(batches):
+        raise ValueError(f"--metrics-clients must be between 1 and the number of messages ({len(batches)})")
+    ingest = asyncio.run(_ingest_run(batches, n, clients, live))
     evaluation = None if args.metrics_skip_evaluation else _evaluation_run(batches, n, batch)
-    return _report(ingest, evaluation, n=n, batch=batch, sizes=sizes, generate_s=generate_s, load_before=load_before)
+    return _report(
+        ingest, evaluation, n=n, batch=batch, sizes=sizes, generate_s=generate_s, load_before=load_before,
+        clients=clients, live=live,
+    )  # fmt: skip
 
 
 # -- the signals ------------------------------------------------------------------------------------------
@@ -175,9 +198,9 @@ def _signals(
     return spb.SignalBatch(signals=out).SerializeToString()
 
 
-def _generate(n: int, batch: int) -> list[bytes]:
+def _generate(n: int, batch: int, start: datetime = MONTH_START, span: timedelta = MONTH_SPAN) -> list[bytes]:
     rnd = random.Random(20260101)
-    return [_signals(i, min(batch, n - i), MONTH_START, MONTH_SPAN, n, rnd) for i in range(0, n, batch)]
+    return [_signals(i, min(batch, n - i), start, span, n, rnd) for i in range(0, n, batch)]
 
 
 # -- ingestion over gRPC ---------------------------------------------------------------------------------
@@ -203,6 +226,19 @@ class Ingest:
     fsync_ms: float
     ceilings: dict[str, tuple[float, int]] = field(default_factory=dict)  # name → (seconds, bytes), median round
     ceiling_rounds: dict[str, list[float]] = field(default_factory=dict)  # name → every round's seconds
+
+
+async def _agree_sample(stub: apb_grpc.AgreementsServiceStub, tokens: Tokens) -> None:
+    """The sample SLA on the service drafted and proposed by its provider, accepted by finance."""
+    from accord.agreements.v1 import agreements_pb2 as apb
+    from accord_agreements.samples import FINANCE, sla_terms
+    from bench.agreements import _terms_pb
+
+    provider, customer = tokens.md("department", PROVIDER), tokens.md("department", FINANCE)
+    draft = await stub.DraftAgreement(apb.DraftAgreementRequest(terms=_terms_pb(sla_terms())), metadata=provider)
+    aid = draft.agreement.agreement_id
+    await stub.ProposeAgreement(apb.ProposeAgreementRequest(agreement_id=aid), metadata=provider)
+    await stub.AcceptAgreement(apb.AcceptAgreementRequest(agreement_id=aid), metadata=customer)
 
 
 def _rss_mb(pid: int) -> dict[str, float]:
@@ -236,17 +272,29 @@ async def _read_all(
         after = resp.events[-1].position
 
 
-async def _wait_known(stub: events_pb2_grpc.EventLogServiceStub, token: str, child: Child) -> None:
-    """Until the metrics service has stored ServiceKnown for the service (its AGREEMENTS consumer)."""
+async def _wait_known(
+    stub: events_pb2_grpc.EventLogServiceStub, token: str, child: Child, judging: bool = False
+) -> None:
+    """Until the metrics service has stored ServiceKnown for the service (its AGREEMENTS consumer);
+    `judging`: and a window of the month under way opened (its rounds judge the agreement), then
+    one more round's interval, so the catching-up of the months before is over."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         child.check_alive()
+        known = opened = False
         async for env in _read_all(stub, token, 500):
             if env.type == "accord.metrics.v1.ServiceKnown":
                 msg = metric_events.ServiceKnown()
                 env.payload.Unpack(msg)
-                if msg.service_id == SERVICE_ID and msg.provider_department_id == PROVIDER:
-                    return
+                known = known or (msg.service_id == SERVICE_ID and msg.provider_department_id == PROVIDER)
+            elif env.type == "accord.metrics.v1.WindowOpened":
+                window = metric_events.WindowOpened()
+                env.payload.Unpack(window)
+                opened = opened or datetime.fromisoformat(window.window_end) > datetime.now(UTC)
+        if known and (opened or not judging):
+            if judging:
+                await asyncio.sleep(6)
+            return
         await asyncio.sleep(0.1)
     raise TimeoutError(f"metrics did not learn service {SERVICE_ID!r} within {START_TIMEOUT} s:\n{child.log_tail()}")
 
@@ -292,7 +340,7 @@ async def _stream_messages(nats_url: str) -> int:
         await nc.close()
 
 
-async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
+async def _ingest_run(batches: list[bytes], n: int, clients: int = 1, live: bool = False) -> Ingest:
     with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-") as tmp_name:
         tmp = Path(tmp_name)
         keys = tmp / "keys"
@@ -308,12 +356,14 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
             children.append(agreements)
             async with grpc.aio.insecure_channel(a_address) as channel:
                 await _register_reference(apb_grpc.AgreementsServiceStub(channel), tokens)
+                if live:
+                    await _agree_sample(apb_grpc.AgreementsServiceStub(channel), tokens)
             metrics, m_address = await _start_metrics(tmp, nats.url, keys, a_address)
             children.append(metrics)
             options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
             async with grpc.aio.insecure_channel(m_address, options=options) as channel:
                 log_stub = events_pb2_grpc.EventLogServiceStub(channel)
-                await _wait_known(log_stub, service_token, metrics)
+                await _wait_known(log_stub, service_token, metrics, judging=live)
                 print(f"   servers up: agreements {a_address}, metrics {m_address}; metrics knows {SERVICE_ID}")
                 head_before = (
                     await log_stub.ReadEvents(
@@ -322,16 +372,24 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
                     )
                 ).head_position
 
-                record = channel.stream_unary(  # bytes out (already serialised), the response parsed
-                    RECORD_METHOD, response_deserializer=mpb.RecordSignalsResponse.FromString
-                )
                 pids = {"metrics": metrics.pid, "nats": nats_pid, "agreements": agreements.pid}
                 samples: list[tuple[float, int]] = []
                 stop = asyncio.Event()
 
-                async def messages() -> AsyncIterator[bytes]:
-                    for b in batches:
+                async def messages(share: list[bytes]) -> AsyncIterator[bytes]:
+                    for b in share:
                         yield b
+
+                async def client(share: list[bytes]) -> mpb.RecordSignalsResponse:
+                    # A channel of its own per client: its own connection, as separate collectors have.
+                    async with grpc.aio.insecure_channel(m_address, options=options) as own:
+                        record = own.stream_unary(  # bytes out (already serialised), the response parsed
+                            RECORD_METHOD, response_deserializer=mpb.RecordSignalsResponse.FromString
+                        )
+                        response: mpb.RecordSignalsResponse = await record(
+                            messages(share), metadata=tokens.md("department", PROVIDER), timeout=CALL_TIMEOUT
+                        )
+                        return response
 
                 async def sample(t0: float) -> None:
                     while not stop.is_set():
@@ -346,8 +404,13 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
                 t0 = time.perf_counter()
                 sampler = asyncio.create_task(sample(t0))
                 try:
-                    response = await record(
-                        messages(), metadata=tokens.md("department", PROVIDER), timeout=CALL_TIMEOUT
+                    # Client k streams messages k, k + clients, …: each its share, all at once.
+                    answers = await asyncio.gather(*(client(batches[k::clients]) for k in range(clients)))
+                    response = mpb.RecordSignalsResponse(
+                        accepted=sum(a.accepted for a in answers),
+                        duplicates=sum(a.duplicates for a in answers),
+                        corrections=sum(a.corrections for a in answers),
+                        messages=sum(a.messages for a in answers),
                     )
                 finally:
                     seconds = time.perf_counter() - t0
@@ -375,8 +438,9 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
                         ids.update(s.signal_id for s in msg.batch.signals)
             # The relay publishes every stored event exactly once.
             t_relay = time.perf_counter()
-            while (got := await _stream_messages(nats.url)) != head:
-                if got > head or time.perf_counter() - t_relay > RELAY_TIMEOUT:
+            # (Live, the rounds record evaluations meanwhile: the stream may hold more than was read.)
+            while (got := await _stream_messages(nats.url)) != head and not (live and got >= head):
+                if (got > head and not live) or time.perf_counter() - t_relay > RELAY_TIMEOUT:
                     raise RuntimeError(f"stream {STREAM} holds {got} events, the metrics store {head}")
                 await asyncio.sleep(0.1)
             relay_catch_up = time.perf_counter() - t_relay
@@ -402,7 +466,7 @@ async def _ingest_run(batches: list[bytes], n: int) -> Ingest:
             logs=logs,
             fsync_ms=fsync_ms,
         )
-        _check_ingest(result, n, len(batches), head_before)
+        _check_ingest(result, n, len(batches), None if live else head_before)
         print(
             f"   read back: {signals:,} signals ({len(ids):,} distinct ids) in {events:,} events; "
             f"the store file holds {store_events:,} batch events of {store_signals:,} signals",
@@ -427,7 +491,8 @@ def _delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
-def _check_ingest(r: Ingest, n: int, messages: int, head_before: int) -> None:
+def _check_ingest(r: Ingest, n: int, messages: int, head_before: int | None) -> None:
+    """(`head_before` None: the rounds recorded evaluations meanwhile, so the log's head is not checked.)"""
     resp = r.response
     if (resp.accepted, resp.duplicates, resp.messages) != (n, 0, messages):
         raise RuntimeError(
@@ -441,7 +506,7 @@ def _check_ingest(r: Ingest, n: int, messages: int, head_before: int) -> None:
         )
     if (r.store_signals, r.store_events) != (n, messages):
         raise RuntimeError(f"the store file holds {r.store_signals} signals in {r.store_events} batch events")
-    if r.head_position != head_before + messages:
+    if head_before is not None and r.head_position != head_before + messages:
         raise RuntimeError(f"the log went from {head_before} to {r.head_position}: not one event per message")
 
 
@@ -615,6 +680,8 @@ def _report(
     sizes: list[int],
     generate_s: float,
     load_before: str,
+    clients: int = 1,
+    live: bool = False,
 ) -> dict[str, Any]:
     rate = n / ingest.seconds
     met = rate >= TARGET
@@ -633,7 +700,9 @@ def _report(
             "name": "ingest",
             "value": rate,
             "unit": "signals/s",
-            "detail": f"{n:,} signals, {len(sizes):,} messages of {batch:,} over one RecordSignals stream in "
+            "detail": f"{n:,} signals, {len(sizes):,} messages of {batch:,} over "
+            f"{'one RecordSignals stream' if clients == 1 else f'{clients} concurrent RecordSignals streams'}"
+            f"{' into the open window of the agreed sample SLA, judged every 5 s meanwhile,' if live else ''} in "
             f"{ingest.seconds:.2f} s, durable; target ≥ {TARGET:,.0f}/s {'MET' if met else 'NOT MET'}; first "
             f"{EDGE:.0%} of the time {first_rate:,.0f}/s, last {EDGE:.0%} {last_rate:,.0f}/s; CPU "
             f"{', '.join(cpu_parts)}; {per_signal}client {ingest.bench_cpu / n * 1e6:.1f} µs CPU/signal; relay "
@@ -710,9 +779,9 @@ def _report(
             },
         ]
     notes = [
-        f"ingest target ≥ {TARGET:,.0f} signals/s (the Metrics issue, durable, one client, this {_usable_cpus()}-core "
-        f"machine): {rate:,.0f}/s, {'met' if met else 'NOT met'}; {rate / (n / raw_s):.0%} of the raw SQLite inserts "
-        f"of the same bytes ({n / raw_s:,.0f}/s).",
+        f"ingest target ≥ {TARGET:,.0f} signals/s (the Metrics issue, durable, {clients} client(s), this "
+        f"{_usable_cpus()}-core machine): {rate:,.0f}/s, {'met' if met else 'NOT met'}; {rate / (n / raw_s):.0%} "
+        f"of the raw SQLite inserts of the same bytes ({n / raw_s:,.0f}/s).",
         f"the metrics process used {(server_cpu or 0) / ingest.seconds:.0%} of one CPU during the stream "
         f"({(server_cpu or 0) / n * 1e6:.1f} µs per signal): "
         + (
@@ -746,6 +815,8 @@ def _report(
         "params": {
             "signals": n,
             "batch": batch,
+            "clients": clients,
+            "live": live,
             "messages": len(sizes),
             "message_bytes_mean": round(statistics.fmean(sizes)),
             "kinds": "half calls (6% abandoned), half outages (1–9 s)",

@@ -4,6 +4,7 @@ become status codes through ERROR_MAP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,7 +32,8 @@ from accord_metrics.domain import (
     UnknownServiceError,
 )
 from accord_metrics.evaluation import burn_rates
-from accord_metrics.signals import InvalidSignalError
+from accord_metrics.signal_index import Recorded
+from accord_metrics.signals import InvalidSignalError, fill_source, validate
 
 log = get_logger("accord.metrics")
 MAX_SIGNALS_PER_MESSAGE = 10_000
@@ -45,6 +47,14 @@ ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     AmendmentNotPendingError: grpc.StatusCode.FAILED_PRECONDITION,
 }
+
+
+def _prepare(signals: list[Any]) -> None:
+    """A parsed message's signals as `record(…, owned=True, validated=True)` takes them:
+    validated, and the way they came ("grpc") filled in where they name no source."""
+    for i, s in enumerate(signals):
+        validate(s, i)
+    fill_source(signals, "grpc")
 
 
 def _check_size(n: int, where: str) -> None:
@@ -62,23 +72,57 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
     async def RecordSignals(
         self, request_iterator: AsyncIterator[pb.RecordSignalsRequest], context: Any
     ) -> pb.RecordSignalsResponse:
+        """Each message is recorded (stored durably) in order, one after the other; the next one
+        is read, checked and validated meanwhile (a pipeline of two: its Python work runs while
+        the message before it waits for SQLite and its fsync, which release the GIL). A message
+        is recorded only once every message before it is; whatever fails, the call answers only
+        after the message under way is recorded or has failed, so "earlier messages were stored"
+        stays true."""
         caller = current_principal()
         assert caller is not None
         accepted = duplicates = corrections = messages = 0
-        async for message in request_iterator:
-            _check_size(len(message.signals), f"message {messages}")
+        pending: asyncio.Future[Recorded] | None = None  # the message being recorded
+
+        async def settle() -> None:
+            nonlocal pending, accepted, duplicates, corrections, messages
+            if pending is None:
+                return
             try:
-                outcome = await asyncio.to_thread(
-                    self.app.record, caller, list(message.signals), message.correction_reason, via="grpc", owned=True
-                )
-            except InvalidSignalError as e:
+                outcome = await pending
+            except InvalidSignalError as e:  # decided when recorded (e.g. a correction changing a kind)
                 raise InvalidSignalError(
                     f"message {messages} (earlier messages were stored: {accepted} accepted): {e}"
                 ) from None
+            finally:
+                pending = None
             accepted += outcome.accepted
             duplicates += outcome.duplicates
             corrections += outcome.corrections
             messages += 1
+
+        try:
+            async for message in request_iterator:
+                index = messages + (pending is not None)  # this message's number in the stream
+                _check_size(len(message.signals), f"message {index}")
+                signals = list(message.signals)
+                try:
+                    await asyncio.to_thread(_prepare, signals)
+                except InvalidSignalError as e:
+                    await settle()
+                    raise InvalidSignalError(
+                        f"message {index} (earlier messages were stored: {accepted} accepted): {e}"
+                    ) from None
+                await settle()
+                pending = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        self.app.record, caller, signals, message.correction_reason, owned=True, validated=True
+                    )
+                )
+            await settle()
+        finally:
+            if pending is not None:  # the call failed or was cancelled: the message under way ends first
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(pending)
         log.info(
             "signals_recorded", accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
         )

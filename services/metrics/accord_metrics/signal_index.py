@@ -32,7 +32,7 @@ from accord_metrics.domain import (
     UnknownServiceError,
 )
 from accord_metrics.evaluation import INPUT_LISTS, ONGOING, SignalSet
-from accord_metrics.signal_store import LISTS, Facts, IndexMovedError, Row, SignalStore
+from accord_metrics.signal_store import LIST_CODE, LISTS, Facts, IndexMovedError, Row, SignalStore
 from accord_metrics.signals import validate
 
 if TYPE_CHECKING:
@@ -180,51 +180,64 @@ class ServiceSignals:
         id's rank and adds the digest of the content it replaces. Updates the facts; returns the
         rows and the earliest instant (µs) the batch's signals and the contents they replace reach:
         the windows from there on change. `contents`: the signals serialised, when the caller has
-        them (else serialised here)."""
+        them (else serialised here). Each signal's kind, body and instants are read once."""
         out: dict[str, Row] = {}
         reach: int | None = None
-        converted = self.converted
+        count, longest, reaches, ongoing = self.count, self.longest_outage, self.reaches_us, self.ongoing
         for n, s in enumerate(items):
             sid = s.signal_id
-            before = held.get(sid)
             kind = str(s.WhichOneof("kind"))
+            code, first_field, by_time, budgeted = _KIND[kind]
             body = getattr(s, kind)
-            name = _LIST_OF[kind]
-            at = getattr(body, _FIRST[kind])
-            first = int(at.seconds) * 1_000_000 + int(at.nanos) // 1_000  # `_earliest_us(s)`
+            at = getattr(body, first_field)
+            first = at.seconds * 1_000_000 + at.nanos // 1_000  # `_earliest_us(s)`
             # A window selects the lists by time by this instant (`_time_key`): their first instant.
-            key = first if name in _BY_TIME else 0
-            reach = first if reach is None or first < reach else reach
+            key = first if by_time else 0
+            if reach is None or first < reach:
+                reach = first
+            before = held.get(sid)
             if before is None:
-                rank, self.count = self.count, self.count + 1
+                rank = count
+                count += 1
                 earlier = b""
             else:
                 previous = signals_pb2.Signal.FromString(before.content)
                 replaced = _earliest_us(previous)
-                reach = min(reach, replaced)
+                if replaced < reach:
+                    reach = replaced
                 rank, first = before.rank, min(first, before.earliest)
                 earlier = before.earlier + bytes.fromhex(content_digest(previous))
-            under_way = kind == "outage" and not body.HasField("end")
-            content = s.SerializeToString() if contents is None else contents[n]
-            row = Row(sid, name, key, rank, under_way, first, earlier, content)
-            held[sid] = out[sid] = row
-            if converted:
-                converted.pop(sid, None)
-            if self.selected is not None:
-                self.selected.pop(sid, None)
-            for kept in self.selections.values():
-                kept.changed.add(sid)
-            if kind == "outage":
-                if under_way:
-                    self.ongoing[sid] = (key, rank)
+            under_way = 0
+            if budgeted:  # the latest instant it reaches (`_latest_us`); an outage under way is ongoing instead
+                if kind == "probe":
+                    last: int | None = key
+                elif body.HasField("end"):
+                    end = body.end
+                    last = end.seconds * 1_000_000 + end.nanos // 1_000
+                    if kind == "outage":
+                        ongoing.pop(sid, None)
+                        if last - key > longest:  # an outage's key is its start
+                            longest = last - key
                 else:
-                    self.ongoing.pop(sid, None)
-                    self.longest_outage = max(self.longest_outage, _us(body.end) - _us(body.start))
-            if kind not in _BUDGETED_INPUTS:
-                continue
-            reaches = _latest_us(s)  # an outage under way counts among the ongoing ones instead
-            if reaches is not None and (self.reaches_us is None or reaches > self.reaches_us):
-                self.reaches_us = reaches
+                    last = None
+                    if kind == "outage":
+                        under_way = 1
+                        ongoing[sid] = (key, rank)
+                if last is not None and (reaches is None or last > reaches):
+                    reaches = last
+            row = Row(sid, code, key, rank, under_way, first, earlier,
+                      s.SerializeToString() if contents is None else contents[n])  # fmt: skip
+            held[sid] = out[sid] = row
+        self.count, self.longest_outage, self.reaches_us = count, longest, reaches
+        if out:  # what was converted or selected of these ids is read again
+            if self.converted:
+                for sid in out:
+                    self.converted.pop(sid, None)
+            if self.selected is not None:
+                for sid in out:
+                    self.selected.pop(sid, None)
+            for kept in self.selections.values():
+                kept.changed.update(out)
         return list(out.values()), _EPOCH_US if reach is None else reach
 
     def forget(self, signal_ids: Iterable[str]) -> None:
@@ -302,7 +315,7 @@ class ServiceSignals:
                 inside = True
             else:
                 bottom = lo - self.longest_outage if name == "outages" else lo
-                inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing and row.time_key <= hi)
+                inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
             ranks, ids, items = kept.lists.setdefault(name, ([], [], []))
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
@@ -475,12 +488,20 @@ def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> Signal
     return out
 
 
+# Per kind: its list's code in the index, the field from which it can change evaluations (`_FIRST`),
+# whether a window selects it by time (`_BY_TIME`), whether availability reads it (`_BUDGETED_INPUTS`).
+_KIND: dict[str, tuple[int, str, bool, bool]] = {}
+
 # The field of each kind from which a signal can change evaluations.
 _FIRST = {
     "outage": "start", "maintenance": "start", "requests": "start", "probe": "at", "incident": "failure_start",
     "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
 }  # fmt: skip
 _EPOCH_US = 0
+_KIND.update(
+    (kind, (LIST_CODE[name], _FIRST[kind], name in _BY_TIME, kind in _BUDGETED_INPUTS))
+    for kind, name in _LIST_OF.items()
+)
 
 
 def _earliest(s: signals_pb2.Signal) -> datetime:
@@ -739,7 +760,7 @@ class SignalIndex(_Host):
         anonymous = [
             (i, s)
             for i, s in enumerate(signals)
-            if s.WhichOneof("kind") == "call"
+            if s.HasField("call")
             and s.call.HasField("answered_at")
             and not s.call.customer_id
             and s.call.first_contact == signals_pb2.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
@@ -846,11 +867,11 @@ class SignalIndex(_Host):
     def _rows_of(
         self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]],
         serialised: dict[str, list[bytes]] | None = None,
-    ) -> tuple[list[tuple[str, Row]], dict[str, Facts], list[tuple[str, datetime]]]:  # fmt: skip
+    ) -> tuple[list[tuple[Any, ...]], dict[str, Facts], list[tuple[str, datetime]]]:  # fmt: skip
         """The index rows of stored batches (see `_project`), the facts of their services (moved
         on in memory), and the changes they are for the next round: (service, earliest instant).
         `serialised`: per service, the signals of its first batch here already serialised."""
-        rows: dict[tuple[str, str], Row] = {}
+        rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # (service, id) → its row as written: (service, *Row)
         changes: list[tuple[str, datetime]] = []
         touched: set[str] = set()
         for at, service_id, items in batches:
@@ -864,12 +885,12 @@ class SignalIndex(_Host):
             new_rows, reach = entry.project(items, known, contents)
             touched.add(service_id)
             for r in new_rows:
-                rows[(service_id, r.signal_id)] = r
+                rows[(service_id, r[0])] = (service_id, *r)
             if at is None or at > self._judged_position:
                 # A signal's earlier content counts as a change too: the windows it was in are judged again.
                 changes.append((service_id, _EPOCH + timedelta(microseconds=reach)))
         facts = {sid: self._services[sid].facts() for sid in sorted(touched)}
-        return [(k[0], r) for k, r in rows.items()], facts, changes
+        return list(rows.values()), facts, changes
 
     def _note_change(self, service_id: str, at: datetime) -> None:
         if service_id not in self._changed or at < self._changed[service_id]:

@@ -15,7 +15,8 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.sqlite import SQLiteDatastore
@@ -33,21 +34,27 @@ SIGNAL_BATCH_TOPIC = SignalBatch.Recorded.TOPIC
 SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 
 
-@dataclass
-class Row:
-    """One signal id of one service as indexed: `time_key` (µs) is the instant a window selects
-    it by (0 for the lists read whole), `earliest` (µs) the earliest instant any content it was
-    recorded with can change evaluations from, `earlier` the SHA-256 digests (32 bytes each) of
-    its earlier contents, `content` its latest content serialised."""
+class Row(NamedTuple):
+    """One signal id of one service as indexed: `list_code` the formula input list it goes to
+    (`LIST_CODE`), `time_key` (µs) the instant a window selects it by (0 for the lists read
+    whole), `ongoing` 1 for an outage under way, `earliest` (µs) the earliest instant any
+    content it was recorded with can change evaluations from, `earlier` the SHA-256 digests (32
+    bytes each) of its earlier contents, `content` its latest content serialised. A tuple in
+    the order of the index's columns after the service id: a row is written as it is."""
 
     signal_id: str
-    kind_list: str  # the formula input list
+    list_code: int
     time_key: int
     rank: int
-    ongoing: bool
+    ongoing: int
     earliest: int
     earlier: bytes
     content: bytes
+
+    @property
+    def kind_list(self) -> str:
+        """The formula input list's name."""
+        return LISTS[self.list_code - 1]
 
     def earlier_digests(self) -> list[str]:
         return [self.earlier[i : i + DIGEST_BYTES].hex() for i in range(0, len(self.earlier), DIGEST_BYTES)]
@@ -183,7 +190,7 @@ class SignalStore:
         with self._cursor(write=False) as cur:
             cur.execute(sql, params)
             return {
-                str(sid): Row(str(sid), LISTS[code - 1], int(key), int(rank), bool(ong), int(first), bytes(old),
+                str(sid): Row(str(sid), int(code), int(key), int(rank), int(ong), int(first), bytes(old),
                               bytes(content))
                 for sid, code, key, rank, ong, first, old, content in cur.fetchall()
             }  # fmt: skip
@@ -233,8 +240,8 @@ class SignalStore:
             return int(cur.fetchone()[0])
 
     # -- writes ---------------------------------------------------------------------------------------------
-    def commit(self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int) -> None:
-        """Write rows (service, row: inserted or replacing the id's row) and services' facts, and
+    def commit(self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int) -> None:
+        """Write rows ((service id, *Row): inserted or replacing the id's row) and services' facts, and
         move the position from `expected` to `position`, in one transaction of their own
         (`IndexMovedError`, with nothing written, when the position is no longer `expected`:
         another process moved it)."""
@@ -242,7 +249,7 @@ class SignalStore:
             self._write(cur, rows, facts, expected, position)
 
     def try_commit(
-        self, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+        self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int
     ) -> bool:  # fmt: skip
         """`commit`: True when written, False when the position was no longer `expected`."""
         try:
@@ -252,7 +259,7 @@ class SignalStore:
         return True
 
     def write(
-        self, cursor: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, first: int,
+        self, cursor: Any, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, first: int,
         position: int,
     ) -> None:  # fmt: skip
         """`commit` within the transaction of the signal events it indexes (`cursor`: the
@@ -270,7 +277,7 @@ class SignalStore:
         self._write(cursor, rows, facts, expected, position)
 
     def _write(
-        self, cur: Any, rows: Sequence[tuple[str, Row]], facts: dict[str, Facts], expected: int, position: int
+        self, cur: Any, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int
     ) -> None:  # fmt: skip
         cur.execute(
             self._q(f"UPDATE {self.position_table} SET position = ? WHERE name = ? AND position = ?"),
@@ -278,21 +285,16 @@ class SignalStore:
         )
         if cur.rowcount != 1:
             raise IndexMovedError(f"the signal index is no longer at position {expected}")
-        if rows:
-            cur.executemany(
-                self._q(
-                    f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, "
-                    "earlier, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, signal_id) DO "
-                    "UPDATE SET list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, "
-                    "ongoing = excluded.ongoing, earliest = excluded.earliest, earlier = excluded.earlier, "
-                    "content = excluded.content"
-                ),
-                [
-                    (service, r.signal_id, LIST_CODE[r.kind_list], r.time_key, r.rank, int(r.ongoing), r.earliest,
-                     r.earlier, r.content)
-                    for service, r in rows
-                ],
-            )  # fmt: skip
+        if rows and not self._sqlite:
+            cur.executemany(self._insert_rows(1).replace("?", "%s"), rows)
+        elif rows:
+            # Many rows a statement: one step of SQLite (one release of the GIL) inserts them all.
+            # Row by row (executemany), each row's step released the GIL and took it back: with an
+            # evaluation round running in another thread, every row waited for the round to give it
+            # back (the interpreter's switch interval), and each step costs more than a row's share.
+            for i in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[i : i + ROWS_PER_STATEMENT]
+                cur.execute(self._insert_rows(len(chunk)), list(chain.from_iterable(chunk)))
         if facts:
             cur.executemany(
                 self._q(
@@ -302,6 +304,20 @@ class SignalStore:
                 ),
                 [(s, f.count, f.longest_outage, f.reaches) for s, f in facts.items()],
             )
+
+    def _insert_rows(self, n: int) -> str:
+        """The statement inserting `n` rows (or replacing the rows of their ids), SQLite's placeholders."""
+        return (
+            f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, earlier, "
+            f"content) VALUES {', '.join([_ROW_MARKS] * n)} ON CONFLICT (service_id, signal_id) DO UPDATE SET "
+            "list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, ongoing = excluded.ongoing, "
+            "earliest = excluded.earliest, earlier = excluded.earlier, content = excluded.content"
+        )
+
+
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Rows an insert statement carries on SQLite: 900 variables, within the 999 of any SQLite version.
+ROWS_PER_STATEMENT = 100
 
 
 class IndexMovedError(IntegrityError):

@@ -73,6 +73,8 @@ def _dec(raw: str, where: str, *, required: bool = False) -> Decimal:
         if required:
             raise InvalidSignalError(f"{where}: is required")
         return Decimal(0)
+    if raw.isascii() and raw.isdigit():  # whole seconds, the usual case: a valid, non-negative decimal
+        return Decimal(raw)
     try:
         d = Decimal(raw)
     except InvalidOperation:
@@ -136,7 +138,7 @@ def validate(signal: pb.Signal, index: int) -> None:
             ("hold_seconds", body.hold_seconds),
             ("after_call_seconds", body.after_call_seconds),
         ):
-            if raw:
+            if raw and not (raw.isascii() and raw.isdigit()):  # whole seconds are valid as they are
                 _dec(raw, f"{w}.{name}")
     elif kind == "probe":
         if not _set(body.at):
@@ -186,8 +188,9 @@ def fill_source(signals: Iterable[pb.Signal], source: str) -> None:
     """`with_source` in place, for messages the caller owns (a request it just parsed): each
     signal that names no source gets `source`."""
     for s in signals:
-        if not s.provenance.source:
-            s.provenance.source = source
+        p = s.provenance
+        if not p.source:
+            p.source = source
 
 
 def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:

@@ -245,3 +245,42 @@ def test_on_a_recorder_without_the_hook_a_batch_is_indexed_from_the_log(tmp_path
         assert m._services["email"].count == 3
     finally:
         m.close()
+
+
+def test_a_batchs_index_rows_are_written_a_hundred_to_a_statement_on_sqlite(tmp_path: Path) -> None:
+    """A batch's rows go to SQLite in statements of many rows (each one step: the GIL released
+    once, not once a row — with a round running in another thread, each release waited for the
+    round to hand it back), and read back exactly as written, a replaced row included."""
+    import sqlite3
+
+    from accord_kit.testing.fixtures import sqlite_env
+    from accord_metrics.signal_store import LIST_CODE, Facts, Row
+
+    path = tmp_path / "rows.sqlite"
+    m = Metrics(sqlite_env(path))
+    try:
+        store = m._signal_store
+        rows = [
+            ("email", *Row(f"c{i}", LIST_CODE["calls"], 1_000 + i, i, 0, 1_000 + i, b"", b"%d" % i))
+            for i in range(1_050)
+        ]
+        rows[-1] = ("email", *Row("c0", LIST_CODE["calls"], 5, 0, 0, 5, b"\x01" * 32, b"again"))  # c0 replaced
+        statements: list[str] = []
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.set_trace_callback(statements.append)
+        try:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            store.write(cur, rows, {"email": Facts(1_049)}, store.position(), 1, 1)
+            cur.execute("COMMIT")
+        finally:
+            conn.close()
+        inserts = [s for s in statements if s.startswith(f"INSERT INTO {store.rows} ")]
+        assert len(inserts) == 11, len(inserts)  # 1,050 rows: 10 statements of 100 and one of 50
+        assert store.count() == 1_049 and store.position() == 1
+        held = store.lookup("email", ["c0", "c1", "c1048"])
+        assert held["c0"] == Row("c0", LIST_CODE["calls"], 5, 0, 0, 5, b"\x01" * 32, b"again")
+        assert held["c1048"] == Row("c1048", LIST_CODE["calls"], 2_048, 1_048, 0, 2_048, b"", b"1048")
+        assert held["c1"].kind_list == "calls"
+    finally:
+        m.close()

@@ -126,6 +126,10 @@ def test_a_resent_signal_is_stored_once_also_after_a_restart(app: Metrics, make_
             pb.Signal(signal_id="x", service_id="email", call=pb.Call(entered_queue=ts(T0), talk_seconds="abc")),
             "signals[0].call.talk_seconds: must be a decimal number",
         ),
+        (  # whole seconds are accepted without parsing them; anything else is parsed
+            pb.Signal(signal_id="x", service_id="email", call=pb.Call(entered_queue=ts(T0), after_call_seconds="-3")),
+            "signals[0].call.after_call_seconds: must be a non-negative number",
+        ),
         (
             pb.Signal(signal_id="x", service_id="email", ticket=pb.Ticket(priority="P9", opened=ts(T0))),
             "signals[0].ticket.priority: must be one of P1, P2, P3, P4",
