@@ -295,10 +295,7 @@ class Judging(_Host):
                     del self._view_reach[uid]
             if self._view_reach or position <= self._views_judged_position:
                 return
-        try:
-            self._record(ProcessingEvent[Any](tracking=Tracking(JUDGED_VIEWS, position)))
-        except IntegrityError:  # another process on the store recorded as far already
-            pass
+        self._track(JUDGED_VIEWS, position)
         with self._lock:
             self._views_judged_position = max(self._views_judged_position, position)
 
@@ -310,12 +307,16 @@ class Judging(_Host):
         with self._lock:
             if signals_position <= self._judged_position:
                 return
-        try:
-            self._record(ProcessingEvent[Any](tracking=Tracking(JUDGED, signals_position)))
-        except IntegrityError:  # another process on the store recorded as far already
-            pass
+        self._track(JUDGED, signals_position)
         with self._lock:
             self._judged_position = max(self._judged_position, signals_position)
+
+    def _track(self, name: str, position: int) -> None:
+        """One row of the store's tracking table: `name` judged up to `position`."""
+        try:
+            self._record(ProcessingEvent[Any](tracking=Tracking(name, position)))
+        except IntegrityError:  # another process on the store recorded as far already
+            pass
 
     def _watch(self, uid: UUID, watch: Watch | None) -> None:
         with self._lock:

@@ -259,6 +259,24 @@ def abandonment_rate(calls: Sequence[Call], short_abandon: timedelta | None = No
     return evaluated("contact.abandonment_rate", value, params, records, detail, "no offered call")
 
 
+def service_level_ratio(
+    v: ServiceLevelVariant, answered: int, answered_within: int, counted: int, counted_within: int, short: int
+) -> tuple[int, int]:
+    """A service-level variant's numerator and denominator from its counts: answered calls and
+    those within T, abandons counted (not short) and those within T, and short abandons (see
+    `service_level`); shared with the running form (`formulas.running`)."""
+    a, a_in, ab, ab_in = answered, answered_within, counted, counted_within
+    if v is ServiceLevelVariant.ANSWERED_OVER_OFFERED:
+        return a_in, a + ab
+    if v is ServiceLevelVariant.ANSWERED_OVER_ANSWERED:
+        return a_in, a
+    if v is ServiceLevelVariant.ABANDONS_NEUTRAL:
+        return a_in, a + ab - ab_in
+    if v is ServiceLevelVariant.ABANDONS_SUCCESS:
+        return a_in + ab_in, a + ab
+    return a_in + short, a + ab + short
+
+
 def service_level(
     calls: Sequence[Call],
     variant: ServiceLevelVariant | str,
@@ -296,18 +314,7 @@ def service_level(
     ab = len(counted)
     ab_in = sum(1 for w in counted if w <= threshold)
     ab_over = ab - ab_in
-    num: int
-    den: int
-    if v is ServiceLevelVariant.ANSWERED_OVER_OFFERED:
-        num, den = a_in, a + ab
-    elif v is ServiceLevelVariant.ANSWERED_OVER_ANSWERED:
-        num, den = a_in, a
-    elif v is ServiceLevelVariant.ABANDONS_NEUTRAL:
-        num, den = a_in, a + ab_over
-    elif v is ServiceLevelVariant.ABANDONS_SUCCESS:
-        num, den = a_in + ab_in, a + ab
-    else:
-        num, den = a_in + len(short), a + len(abandoned)
+    num, den = service_level_ratio(v, a, a_in, ab, ab_in, len(short))
     detail = {
         "unit": "percent",
         "answered": str(a),

@@ -229,17 +229,7 @@ def _service_level(t: CallTally, v: contact.ServiceLevelVariant, threshold: time
     ab = t.abandoned - short
     ab_in = t.counted_within
     ab_over = ab - ab_in
-    variants = contact.ServiceLevelVariant
-    if v is variants.ANSWERED_OVER_OFFERED:
-        num, den = a_in, a + ab
-    elif v is variants.ANSWERED_OVER_ANSWERED:
-        num, den = a_in, a
-    elif v is variants.ABANDONS_NEUTRAL:
-        num, den = a_in, a + ab_over
-    elif v is variants.ABANDONS_SUCCESS:
-        num, den = a_in + ab_in, a + ab
-    else:
-        num, den = a_in + short, a + t.abandoned
+    num, den = contact.service_level_ratio(v, a, a_in, ab, ab_in, short)
     detail = {
         "unit": "percent",
         "answered": str(a),
