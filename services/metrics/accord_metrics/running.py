@@ -97,8 +97,6 @@ class Running:
             window,
             json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
             tuple(exclusions),
-            # The formulas' current versions: a window judged by one version is never folded on by another.
-            (contact.VERSION, reliability.VERSION, reliability.REQUESTS_VERSION),
         )
         try:
             if self.tally is not None and basis == self.basis and self._appended(lineage):
