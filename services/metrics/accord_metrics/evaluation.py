@@ -5,7 +5,7 @@ failing, or certain already) or NO_DATA. Pure: the same inputs give the same ans
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -303,6 +303,11 @@ def late_subjects(evaluation: dict[str, Any]) -> list[str]:
     return [s for s in raw.split(",") if s] if isinstance(raw, str) else []
 
 
+def burn_lengths(window_length: timedelta) -> set[timedelta]:
+    """The look-back lengths the burn-rate pairs of a window of `window_length` read."""
+    return {w for pair in reliability.burn_windows(window_length) for w in (pair.long, pair.short)}
+
+
 def burn_rates(
     objective: dict[str, Any],
     calendar: Calendar,
@@ -311,29 +316,33 @@ def burn_rates(
     as_of: datetime,
     window_length: timedelta,
     time_zone: str,
+    values: Mapping[timedelta, Decimal | None] | None = None,
 ) -> dict[timedelta, Decimal]:
     """Burn rate over each look-back window the multi-window rule needs, ending at `as_of`.
     Each look-back's formula is given only the outages that end after its start and the request
     counts that start at or after it, in the order held: exactly those it would pick from all
     of them (an outage ending by the look-back's start cannot overlap it; a request count is
-    counted by its start). Only each look-back's value is read: no input digest is computed."""
+    counted by its start). Only each look-back's value is read: no input digest is computed.
+    `values`: look-backs' values already known (by length: `burning.BurnIndex`, the formula's
+    values over the same outages), whose formula is then not run."""
     target = _dec(objective["target"])
     rates: dict[timedelta, Decimal] = {}
-    lengths: Iterable[timedelta] = {
-        w for pair in reliability.burn_windows(window_length) for w in (pair.long, pair.short)
-    }
+    lengths: Iterable[timedelta] = burn_lengths(window_length)
     for length in lengths:
-        look = Interval(as_of - length, as_of)
-        since = look.start
-        mine = SignalSet(
-            outages=[o for o in signals.outages if o.end > since],
-            requests=[r for r in signals.requests if r.start >= since],
-        )
-        result = run_formula(objective, look, calendar, exclusions, mine, as_of, time_zone, digested=False)
-        if result.value is None:
+        if values is not None and length in values:
+            value = values[length]
+        else:
+            look = Interval(as_of - length, as_of)
+            since = look.start
+            mine = SignalSet(
+                outages=[o for o in signals.outages if o.end > since],
+                requests=[r for r in signals.requests if r.start >= since],
+            )
+            value = run_formula(objective, look, calendar, exclusions, mine, as_of, time_zone, digested=False).value
+        if value is None:
             rates[length] = Decimal(0)
             continue
-        error_ratio = (HUNDRED - result.value) / HUNDRED
+        error_ratio = (HUNDRED - value) / HUNDRED
         rate = reliability.burn_rate(error_ratio, target).value
         rates[length] = rate if rate is not None else Decimal(0)
     return rates

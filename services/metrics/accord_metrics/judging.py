@@ -18,8 +18,17 @@ from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
 from accord_kit.topics import event_topics
 from accord_metrics import signals as sig
+from accord_metrics.burning import BurnIndex
 from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView, NotFoundError, WindowEvaluation
-from accord_metrics.evaluation import BUDGETED, SignalSet, burn_rates, exclusions_for, judge, late_subjects
+from accord_metrics.evaluation import (
+    BUDGETED,
+    SignalSet,
+    burn_lengths,
+    burn_rates,
+    exclusions_for,
+    judge,
+    late_subjects,
+)
 from accord_metrics.formulas import reliability
 from accord_metrics.running import Running
 from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined
@@ -644,7 +653,7 @@ class Judging(_Host):
         )  # fmt: skip
         rates: dict[timedelta, Decimal] = {}
         if "budget_consumed" in evaluation and not evaluation["closed"]:
-            rates = burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz)
+            rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
             # The burn rate over the fastest pair's long window (1 h for a 30-day window),
             # as of this evaluation: carried with it, not a reason on its own for a new event.
             evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
@@ -683,7 +692,9 @@ class Judging(_Host):
             return
         calendar = self._calendar_for(objective, None)
         exclusions, _ = _exclusions(objective, signals, measured, suspended)
-        rates = burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz)
+        with self._lock:  # its look-backs are kept with its running evaluation (running.py, burning.py)
+            running = self._running.setdefault(agg.id, Running())
+        rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
         _burn_alerts(agg, rates, window)
 
     # -- queries ---------------------------------------------------------------------------------------------------
@@ -988,6 +999,30 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
 def _look_back(window: Interval) -> timedelta:
     """The longest burn-rate look-back of a window of `window`'s length."""
     return max(p.long for p in reliability.burn_windows(window.duration))
+
+
+def _burn_rates(
+    running: Running | None, objective: dict[str, Any], calendar: Calendar, exclusions: list[Interval],
+    signals: SignalSet, now: datetime, window: Interval, tz: str,
+) -> dict[timedelta, Decimal]:  # fmt: skip
+    """An open window's burn rates as of `now` (`evaluation.burn_rates` over `signals`, the window's
+    selection): the look-backs its running evaluation's `BurnIndex` can tell from the outages kept
+    between rounds are read there (burning.py: the same values), the others computed by the
+    formula over the signals that reach into the longest look-back (`_recent`)."""
+    values: dict[timedelta, Decimal | None] | None = None
+    lengths = burn_lengths(window.duration)
+    if running is not None:
+        span = Interval(window.start - _look_back(window), window.end)
+        try:
+            values = running.burns.values(
+                objective, calendar, exclusions, signals.outages, signals.lineage, span, now, lengths
+            )
+        except Exception:  # the formula computes them (and says what is wrong)
+            running.burns = BurnIndex()
+            values = None
+    if values is not None and len(values) == len(lengths):
+        return burn_rates(objective, calendar, exclusions, SignalSet(), now, window.duration, tz, values)
+    return burn_rates(objective, calendar, exclusions, _recent(signals, now, window), now, window.duration, tz, values)
 
 
 def _recent(signals: SignalSet, now: datetime, window: Interval) -> SignalSet:

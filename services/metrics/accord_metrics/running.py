@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
+from accord_metrics.burning import BurnIndex
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
 from accord_metrics.formulas.running import CallTally, CountTally, OutageTally
@@ -72,6 +73,8 @@ class Running:
         self.folded = 0  # inputs of the list (before the window's filter) folded
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
         self.seeded = 0  # rounds that folded every input
+        # Its burn rates' look-backs (time-based availability), kept between rounds (burning.py).
+        self.burns = BurnIndex()
 
     def evaluate(
         self, objective: dict[str, Any], window: Interval, calendar: Calendar, exclusions: list[Interval],

@@ -1,0 +1,241 @@
+"""The burn rates' look-backs of an open window judged by time-based availability, kept between
+rounds (see the README, "Running evaluations of open windows"): each look-back's value exactly as
+`reliability.availability_time` computes it over the outages `evaluation.burn_rates` gives it,
+from a structure of the window's outages kept up to date as its kept selection grows, so a round
+costs a few bisections a look-back, not a pass over every outage of the window.
+
+What is kept (`BurnIndex`), from every outage of the window's selection with its end reported
+(non-empty; an outage under way changes with the round's instant: any, and the look-backs are
+left to the formula):
+
+- the outages ordered by end;
+- their union (merged, touching ones too, as the formula merges them), each merged outage's
+  downtime in the eligible time of the selection's whole span and whether it is at least the
+  minimum outage long, with running sums of that downtime.
+
+A look-back [since, as_of) reads the merged outages lying wholly inside it from the running sums:
+the look-back's own union holds each of them unchanged (every outage in it ends after `since`
+and starts before `as_of`), judged on its full length as the formula judges it. The merged
+outage `since` falls in (if any) and the one `as_of` falls in are merged again from their own
+outages that reach into the look-back — found by bisection among the outages ordered by end —
+since the look-back's union of those may be shorter or split (the minimum outage is judged on
+the merged outages of that look-back alone). The downtime of a wholly-inside merged outage in
+the span's eligible time is its downtime in the look-back's when the look-back's eligible time
+is the span's clipped to it, which is checked every look-back (else the formula computes it).
+
+What is an append is told by the kept selections the outages came from (`SignalSet.lineage`, as
+for `running.Running`): every service's part the one held with inputs placed after its end. A
+correction, completion, removal or earlier placement, another selection (a longer outage, a
+restart), another minimum outage, calendar, exclusion (suspension included) or span builds it
+again from every outage. `tests/test_burning.py` holds it to `evaluation.burn_rates`."""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
+
+from accord_kit.timeline import Calendar, Interval, total, union
+from accord_metrics.evaluation import ONGOING
+from accord_metrics.formulas import reliability
+from accord_metrics.formulas.common import percent, seconds
+
+Lineage = tuple[tuple[int, int, int], ...]
+_first = itemgetter(0)
+_ZERO = timedelta(0)
+
+
+def _seconds(raw: Any) -> timedelta:
+    return timedelta(seconds=float(Decimal(str(raw)))) if raw not in (None, "") else _ZERO
+
+
+class BurnIndex:
+    """One open window's outages as its burn rates' look-backs read them (see the module)."""
+
+    def __init__(self) -> None:
+        self.basis: tuple[Any, ...] | None = None
+        self.lineage: Lineage = ()
+        self.ends: list[datetime] = []  # the outages' ends, ascending
+        self.by_end: list[Interval] = []  # the outages (reported end, non-empty) in that order
+        self.ongoing = 0  # outages under way held (then the formula judges the look-backs)
+        self.merged: list[Interval] = []
+        self._mstarts: list[datetime] = []
+        self._mends: list[datetime] = []
+        # _sums[i]: the downtime in the span's eligible time of merged[:i] at least the minimum long
+        self._sums: list[timedelta] = [_ZERO]
+        self.eligible: list[Interval] = []  # the span's eligible time
+        self._eligible_starts: list[datetime] = []
+        self._eligible_ends: list[datetime] = []
+        self.min_outage = _ZERO
+        self.built = 0  # rounds that built it from every outage (for tests and benches)
+        self.appended = 0  # rounds that added only appended outages
+
+    def values(
+        self, objective: dict[str, Any], calendar: Calendar, exclusions: Sequence[Interval], outages: list[Interval],
+        lineage: dict[str, Lineage] | None, span: Interval, as_of: datetime, lengths: Iterable[timedelta],
+    ) -> dict[timedelta, Decimal | None] | None:  # fmt: skip
+        """Each look-back [as_of − length, as_of)'s value as `reliability.availability_time` gives it
+        over the outages `evaluation.burn_rates` passes it; a length left out is for the formula to
+        compute (its eligible time is not the span's), and None is returned when none can be (not
+        time-based availability, not from kept selections, an outage under way, a negative minimum)."""
+        if objective.get("metric") != "METRIC_AVAILABILITY_TIME" or lineage is None or reliability.VERSION != 1:
+            self._drop()
+            return None
+        p = objective.get("parameters") or {}
+        try:
+            min_outage = _seconds(p.get("min_outage_seconds"))
+        except Exception:  # the formula says what is wrong
+            self._drop()
+            return None
+        if min_outage < _ZERO:
+            self._drop()
+            return None
+        mine = lineage.get("outages", ())
+        basis = (
+            min_outage,
+            json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
+            tuple(exclusions),
+            span,
+        )
+        fresh = self._appended(mine, outages) if basis == self.basis else None
+        if fresh is None:
+            self._build(basis, calendar, exclusions, span, min_outage, outages)
+            self.built += 1
+        else:
+            self._add(fresh)
+            self.appended += 1
+        self.lineage = mine
+        if self.ongoing:
+            return None
+        out: dict[timedelta, Decimal | None] = {}
+        for length in lengths:
+            try:
+                out[length] = self._value(Interval(as_of - length, as_of), calendar, exclusions)
+            except _UnclippedError:
+                continue  # the formula computes this one
+        return out
+
+    def _drop(self) -> None:
+        self.basis, self.lineage = None, ()
+
+    def _appended(self, lineage: Lineage, outages: list[Interval]) -> list[Interval] | None:
+        """The outages added since the last round, when every service's part is the one held with
+        outages placed after its end; None when anything else changed."""
+        before = self.lineage
+        if len(before) != len(lineage) or sum(n for _, _, n in lineage) != len(outages):
+            return None
+        fresh: list[Interval] = []
+        at = 0
+        for (s0, e0, n0), (s1, e1, n1) in zip(before, lineage, strict=True):
+            if s0 != s1 or e0 != e1 or n1 < n0:
+                return None
+            fresh.extend(outages[at + n0 : at + n1])
+            at += n1
+        return fresh
+
+    def _build(
+        self, basis: tuple[Any, ...], calendar: Calendar, exclusions: Sequence[Interval], span: Interval,
+        min_outage: timedelta, outages: list[Interval],
+    ) -> None:  # fmt: skip
+        self.basis, self.min_outage = basis, min_outage
+        self.eligible = reliability.eligible_intervals(span, calendar, exclusions)
+        self._eligible_starts = [e.start for e in self.eligible]
+        self._eligible_ends = [e.end for e in self.eligible]
+        self.ends, self.by_end, self.ongoing = [], [], 0
+        self.merged, self._mstarts, self._mends, self._sums = [], [], [], [_ZERO]
+        self._add(outages)
+
+    def _add(self, outages: Sequence[Interval]) -> None:
+        """Place these outages: in the order by end, and in the union from the first merged
+        outage they can touch on."""
+        done = [o for o in outages if o.end < ONGOING]
+        self.ongoing += len(outages) - len(done)
+        fresh = sorted(((o.end, o) for o in done if o.start < o.end), key=_first)
+        if not fresh:
+            return
+        ends, by_end = self.ends, self.by_end
+        at = bisect_right(ends, fresh[0][0])
+        if at < len(ends):
+            fresh = sorted([*zip(ends[at:], by_end[at:], strict=True), *fresh], key=_first)
+            del ends[at:], by_end[at:]
+        ends.extend(e for e, _ in fresh)
+        by_end.extend(o for _, o in fresh)
+        low = min(o.start for _, o in fresh)
+        # The first merged outage a new one can touch: the last starting at or before `low`, if it
+        # reaches it, else the first starting after it.
+        at = bisect_right(self._mstarts, low)
+        if at and self._mends[at - 1] >= low:
+            at -= 1
+        tail = self.merged[at:]
+        del self.merged[at:], self._mstarts[at:], self._mends[at:], self._sums[at + 1 :]
+        running = self._sums[at]
+        for m in union([*tail, *(o for _, o in fresh)]):
+            down = self._downtime(m) if m.end - m.start >= self.min_outage else _ZERO
+            self.merged.append(m)
+            self._mstarts.append(m.start)
+            self._mends.append(m.end)
+            running += down
+            self._sums.append(running)
+
+    def _downtime(self, m: Interval) -> timedelta:
+        """`m`'s downtime in the span's eligible time."""
+        eligible = self.eligible
+        i = max(bisect_right(self._eligible_starts, m.start) - 1, 0)
+        down = _ZERO
+        while i < len(eligible) and eligible[i].start < m.end:
+            e = eligible[i]
+            part = min(m.end, e.end) - max(m.start, e.start)
+            if part > _ZERO:
+                down += part
+            i += 1
+        return down
+
+    def _clipped(self, look: Interval) -> list[Interval]:
+        """The span's eligible time within `look`."""
+        out: list[Interval] = []
+        eligible, ls, le = self.eligible, look.start, look.end
+        i = bisect_right(self._eligible_ends, ls)
+        while i < len(eligible) and eligible[i].start < le:
+            e = eligible[i]
+            s, t = max(e.start, ls), min(e.end, le)
+            if s < t:
+                out.append(Interval(s, t))
+            i += 1
+        return out
+
+    def _value(self, look: Interval, calendar: Calendar, exclusions: Sequence[Interval]) -> Decimal | None:
+        """`reliability.availability_time(look, …).value` over the outages that end after its start and
+        start before its end (those `evaluation.run_formula` passes the formula)."""
+        since, as_of = look.start, look.end
+        if not since < as_of:
+            raise _UnclippedError
+        eligible = reliability.eligible_intervals(look, calendar, exclusions)
+        if eligible != self._clipped(look):
+            raise _UnclippedError
+        lo = bisect_right(self._mstarts, since)  # the first merged outage starting after `since`
+        hi = bisect_right(self._mends, as_of)  # the first ending after `as_of`
+        down = self._sums[hi] - self._sums[lo] if hi > lo else _ZERO
+        edges = set()
+        if lo and self._mends[lo - 1] > since:
+            edges.add(lo - 1)
+        if hi < len(self.merged) and self._mstarts[hi] < as_of:
+            edges.add(hi)
+        for k in edges:
+            m = self.merged[k]
+            first = bisect_right(self.ends, max(since, m.start))
+            last = bisect_right(self.ends, m.end)
+            mine = [o for o in self.by_end[first:last] if o.start < as_of]
+            merged = union(mine)
+            least = self.min_outage
+            long_enough = merged if least <= _ZERO else [o for o in merged if o.end - o.start >= least]
+            down += reliability._downtime(long_enough, eligible)[0]
+        eligible_s = seconds(total(eligible))
+        return percent(eligible_s - seconds(down), eligible_s)
+
+
+class _UnclippedError(Exception):
+    """A look-back whose eligible time is not the span's clipped to it: the formula computes it."""

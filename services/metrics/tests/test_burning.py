@@ -1,0 +1,270 @@
+"""The burn rates' look-backs kept between rounds (`burning.BurnIndex`) against the formula over
+every input (`evaluation.burn_rates`): after appended batches, late outages, corrections,
+removals, another selection, outages under way, another minimum, calendar or exclusions, and
+the round's instant moving — and a service's rounds, idle ones included, against the burn rates
+of every stored signal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
+from accord_metrics import judging
+from accord_metrics.burning import BurnIndex
+from accord_metrics.evaluation import ONGOING, SignalSet, burn_lengths, burn_rates, run_formula
+from accord_metrics.signal_index import combined
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, outage, ts
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+# A window of 2 days: its look-backs are 2 days ÷ 30 days of the pairs' (5 min 20 s … 4 h 48 min).
+WINDOW = Interval(T0, T0 + timedelta(days=2))
+LENGTHS = burn_lengths(WINDOW.duration)
+SPAN = Interval(WINDOW.start - max(LENGTHS), WINDOW.end)
+BUSINESS = BusinessCalendar(
+    "Europe/Amsterdam", ((1, "09:00", "17:00"), (2, "08:30", "12:00"), (3, "09:00", "17:00")), frozenset(), "office", 2
+)
+
+
+def _objective(minimum: int) -> dict[str, Any]:
+    return {
+        "metric": "METRIC_AVAILABILITY_TIME",
+        "target": "99.5",
+        "comparator": "COMPARATOR_AT_LEAST",
+        "parameters": {"min_outage_seconds": str(minimum)} if minimum else {},
+    }
+
+
+class _Kept:
+    """Two services' kept selections of outages as `ServiceSignals.select` reports them: per
+    service the list (in the order recorded), the selection's serial, and its changes other
+    than appends."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[Interval]] = [[], []]
+        self.serials = [1, 2]
+        self.changes = [0, 0]
+
+    def signals(self) -> SignalSet:
+        parts = {
+            str(i): SignalSet(outages=list(self.lists[i]), lineage={"outages": ((s, c, len(self.lists[i])),)})
+            for i, (s, c) in enumerate(zip(self.serials, self.changes, strict=True))
+        }
+        return combined(parts, ["0", "1"])
+
+
+def _at(seconds: int) -> datetime:
+    return WINDOW.start + timedelta(seconds=seconds)
+
+
+_outage = st.tuples(
+    st.integers(-6 * 3600, 2 * 86400),  # start, s into the window
+    st.integers(0, 2400),  # length, s (0: empty)
+    st.integers(0, 12),  # 0: under way
+)
+_step = st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 1), st.lists(_outage, max_size=12)),
+    st.tuples(st.just("correct"), st.integers(0, 1), st.integers(0, 10**6), _outage),
+    st.tuples(st.just("remove"), st.integers(0, 1), st.integers(0, 10**6)),
+    st.tuples(st.just("reselect"), st.integers(0, 1)),
+    st.tuples(st.just("round"), st.integers(0, 4 * 3600)),
+    st.tuples(st.just("minimum"), st.sampled_from([0, 1, 60, 600])),
+    st.tuples(st.just("calendar"), st.sampled_from(["always", "business"])),
+    st.tuples(st.just("exclude"), st.integers(0, 2 * 86400), st.integers(0, 7200)),
+)
+
+
+def _interval(raw: tuple[int, int, int]) -> Interval:
+    start, length, ended = raw
+    return Interval(_at(start), _at(start + length) if ended else ONGOING)
+
+
+def _expected(
+    objective: dict[str, Any], calendar: Calendar, exclusions: list[Interval], signals: SignalSet, as_of: datetime
+) -> dict[timedelta, Decimal | None]:
+    """Each look-back's value as `burn_rates` has the formula compute it over every outage."""
+    out = {}
+    for length in LENGTHS:
+        look = Interval(as_of - length, as_of)
+        mine = SignalSet(outages=[o for o in signals.outages if o.end > look.start])
+        out[length] = run_formula(objective, look, calendar, exclusions, mine, as_of, "UTC", digested=False).value
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_step, min_size=1, max_size=30), st.integers(0, 2 * 86400 - 1))
+def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tuple[Any, ...]], start: int) -> None:
+    kept, index = _Kept(), BurnIndex()
+    as_of, minimum, calendar = _at(start), 0, "always"
+    exclusions: list[Interval] = []
+    for step in [*steps, ("round", 1)]:
+        kind = step[0]
+        if kind == "append":
+            kept.lists[step[1]].extend(_interval(o) for o in step[2])
+        elif kind in ("correct", "remove") and kept.lists[step[1]]:
+            mine = kept.lists[step[1]]
+            if kind == "correct":
+                mine[step[2] % len(mine)] = _interval(step[3])
+            else:
+                del mine[step[2] % len(mine)]
+            kept.changes[step[1]] += 1
+        elif kind == "reselect":
+            kept.serials[step[1]] += 10
+        elif kind == "round":
+            as_of = min(as_of + timedelta(seconds=step[1]), WINDOW.end - timedelta(microseconds=1))
+        elif kind == "minimum":
+            minimum = step[1]
+        elif kind == "calendar":
+            calendar = step[1]
+        elif kind == "exclude":
+            exclusions = [Interval(_at(step[1]), _at(step[1] + step[2]))] if step[2] else []
+        objective, cal = _objective(minimum), AlwaysOpen() if calendar == "always" else BUSINESS
+        signals = kept.signals()
+        values = index.values(objective, cal, exclusions, signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+        expected = _expected(objective, cal, exclusions, signals, as_of)
+        if any(o.end >= ONGOING for o in signals.outages):
+            assert values is None  # an outage under way: the formula judges the look-backs
+            continue
+        assert values is not None
+        assert set(values) == set(LENGTHS)  # every look-back's eligible time is the span's clipped to it
+        assert values == expected
+        rates = burn_rates(objective, cal, exclusions, SignalSet(), as_of, WINDOW.duration, "UTC", values)
+        assert rates == burn_rates(objective, cal, exclusions, signals, as_of, WINDOW.duration, "UTC")
+
+
+def test_a_correction_builds_it_again_and_an_append_only_adds() -> None:
+    """An outage appended is placed; one corrected (the selection's changes count) is not an
+    append: the index is built again — ignoring the count would keep the outage as it was."""
+    kept, index = _Kept(), BurnIndex()
+    objective, as_of = _objective(60), _at(86400)
+    kept.lists[0] = [Interval(_at(86400 - 600), _at(86400 - 300))]
+
+    def values() -> dict[timedelta, Decimal | None] | None:
+        signals = kept.signals()
+        got = index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+        assert got == _expected(objective, AlwaysOpen(), [], signals, as_of)
+        return got
+
+    first = values()
+    kept.lists[1].append(Interval(_at(86400 - 200), _at(86400 - 100)))
+    values()
+    assert (index.built, index.appended) == (1, 1)
+    kept.lists[0][0] = Interval(_at(86400 - 600), _at(86400 - 590))  # 10 s: below the minimum now
+    kept.changes[0] += 1
+    last = values()
+    assert (index.built, index.appended) == (2, 1)
+    assert first is not None and last is not None and last != first
+
+
+@pytest.mark.parametrize("ongoing", [False, True])
+def test_a_look_back_whose_eligible_time_is_not_the_span_s_is_left_to_the_formula(ongoing: bool) -> None:
+    """A round instant whose look-backs reach before the span (not a window's: a caller's own)."""
+    kept, index = _Kept(), BurnIndex()
+    kept.lists[0] = [Interval(SPAN.start - timedelta(hours=1), SPAN.start + timedelta(minutes=5))]
+    if ongoing:
+        kept.lists[0].append(Interval(SPAN.start, ONGOING))
+    as_of = SPAN.start + timedelta(minutes=10)
+    signals = kept.signals()
+    values = index.values(_objective(0), AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+    if ongoing:
+        assert values is None
+        return
+    assert values is not None and set(values) == {w for w in LENGTHS if w <= timedelta(minutes=10)}
+    rates = burn_rates(_objective(0), AlwaysOpen(), [], signals, as_of, WINDOW.duration, "UTC", values)
+    assert rates == burn_rates(_objective(0), AlwaysOpen(), [], signals, as_of, WINDOW.duration, "UTC")
+
+
+# -- a service's rounds: the burn rates each round judged against those over every stored signal ---------------------
+_service_step = st.one_of(
+    st.tuples(st.just("outage"), st.integers(-60 * 24 * 4, 60 * 24 * 2), st.integers(1, 240)),
+    st.tuples(st.just("under way"), st.integers(-60 * 24, 60)),
+    st.tuples(st.just("correct"), st.integers(0, 10**6), st.integers(1, 300)),
+    st.tuples(st.just("round"), st.integers(1, 3 * 3600)),
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_service_step, min_size=3, max_size=14))
+def test_every_round_s_burn_rates_are_those_over_every_stored_signal(
+    make_store_env: Callable[[str], dict[str, str]], monkeypatch: pytest.MonkeyPatch, steps: list[tuple[Any, ...]]
+) -> None:
+    """Random outages (late ones before the window too), outages under way and their completion,
+    corrections, and rounds moving the instant, idle ones included (only the burn rates judged):
+    after every round, the burn rates it judged April's availability by are those
+    `evaluation.burn_rates` gives over every stored signal, with the window's calendar and
+    exclusions."""
+    judged: list[dict[timedelta, Decimal]] = []
+    alerts = judging._burn_alerts
+
+    def spy(agg: Any, rates: dict[timedelta, Decimal], window: Interval) -> None:
+        if agg.objective_id == "availability":
+            judged.append(rates)
+        alerts(agg, rates, window)
+
+    monkeypatch.setattr(judging, "_burn_alerts", spy)
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite)
+        now = at(f"2026-04-10T10:00{AMS}")
+        suite.tick(now.isoformat())
+        sent: list[pb.Signal] = []
+        for n, step in enumerate([*steps, ("round", 5)]):
+            kind = step[0]
+            if kind == "outage":
+                batch = [outage(f"o{n}", (now + timedelta(minutes=step[1])).isoformat(), step[2] / 7)]
+            elif kind == "under way":
+                begun = pb.Outage(start=ts(now + timedelta(minutes=step[1])))
+                batch = [pb.Signal(signal_id=f"u{n}", service_id=EMAIL, outage=begun)]
+            elif kind == "correct" and sent:
+                s = pb.Signal()
+                s.CopyFrom(sent[step[1] % len(sent)])
+                s.outage.end.CopyFrom(ts(s.outage.start.ToDatetime(tzinfo=UTC) + timedelta(seconds=step[2])))
+                batch = [s]
+            elif kind == "round":
+                now += timedelta(seconds=step[1])
+                judged.clear()
+                suite.tick(now.isoformat())
+                _check_rates(m, aid, now, judged)
+                continue
+            else:
+                continue
+            m.record(COLLECTOR, batch, reason="corrected")
+            sent += [s for s in batch if s.signal_id not in {x.signal_id for x in sent}]
+        _USED.update(r.burns.appended for r in m._running.values())
+    finally:
+        suite.close()
+
+
+_USED: set[int] = set()
+
+
+def _check_rates(m: Any, aid: str, now: datetime, judged: list[dict[timedelta, Decimal]]) -> None:
+    view = m.agreement_view(None, aid)
+    agg = m.window(None, aid, "availability", "2026-03-31T22:00:00+00:00")
+    if "budget_consumed" not in agg.current:
+        assert not judged
+        return
+    window = Interval(at(agg.window_start), at(agg.window_end))
+    everything = m.signal_sources(m.scope(view, now)[2])  # every input per service, not from a kept selection
+    version, services = m._judging_version(view, window.start)
+    objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == "availability")
+    signals = combined(everything, services)
+    calendar = m._calendar_for(objective, None)
+    exclusions, _ = judging._exclusions(objective, signals, window, judging.suspensions(view))
+    expected = burn_rates(objective, calendar, exclusions, signals, now, window.duration, "UTC")
+    if not judged:  # no signal reaches into its longest look-back: left as judged (every rate is zero)
+        assert not any(expected.values())
+    assert all(rates == expected for rates in judged)  # (a tick may run more than one round: each at `now`)
+
+
+def test_the_rounds_above_read_look_backs_from_appended_outages() -> None:
+    """(runs after the property above: some of its rounds placed appended outages alone)"""
+    assert any(_USED)
