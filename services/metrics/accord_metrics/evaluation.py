@@ -107,7 +107,7 @@ def run_formula(
     a closed window was recorded with — that version computes it again if it is still
     computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
     `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`), else the current one. `digested` false:
-    the caller reads only the value — time-based availability computes no input digest.
+    the caller reads only the value — availability (time- and request-based) computes no input digest.
     `running`: an open window's running evaluation (`running.Running`), which computes it when it
     can from the inputs appended since the last round (the same evaluation)."""
     if running is not None:
@@ -149,6 +149,7 @@ def run_formula(
             calendar,
             exclusions,
             version=version,
+            digested=digested,
         )
     if metric == "METRIC_MTTR":
         incidents = [i for i in signals.incidents if i.failure_start < window.end]

@@ -7,6 +7,7 @@ of every stored signal."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,7 @@ from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
 from accord_metrics import judging
 from accord_metrics.burning import BurnIndex
 from accord_metrics.evaluation import ONGOING, SignalSet, burn_lengths, burn_rates, run_formula
+from accord_metrics.formulas import reliability
 from accord_metrics.signal_index import combined
 from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, outage, ts
 
@@ -179,6 +181,40 @@ def test_a_look_back_whose_eligible_time_is_not_the_span_s_is_left_to_the_formul
     assert values is not None and set(values) == {w for w in LENGTHS if w <= timedelta(minutes=10)}
     rates = burn_rates(_objective(0), AlwaysOpen(), [], signals, as_of, WINDOW.duration, "UTC", values)
     assert rates == burn_rates(_objective(0), AlwaysOpen(), [], signals, as_of, WINDOW.duration, "UTC")
+
+
+_count = st.tuples(st.integers(-3600, 2 * 86400), st.integers(0, 50), st.integers(0, 50))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_count, max_size=40),
+    st.sampled_from(["OCCURRENCES", "TIMESLICES", "RATIO_TIMESLICES"]),
+    st.sampled_from([1, 2]),
+    st.sampled_from(["always", "business"]),
+)
+def test_a_request_based_look_back_computes_the_value_without_the_digest(
+    raw: list[tuple[int, int, int]], method: str, version: int, calendar: str
+) -> None:
+    """What a look-back reads of request-based availability (its value) is the formula's, its
+    input digest not computed."""
+    counts = [reliability.RequestCount(_at(a), _at(a + 60), min(g, n), n) for a, g, n in raw]
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(_at(3600), _at(7200))]
+    args = (counts, method, WINDOW, 5, Decimal("99"), cal, exclusions, version)
+    full = reliability.availability_requests(*args)
+    quick = reliability.availability_requests(*args, digested=False)
+    assert quick == replace(full, input_digest="")
+    objective = {
+        "metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "comparator": "COMPARATOR_AT_LEAST",
+        "budgeting": f"BUDGETING_{method}", "slice_target": "99", "slice_minutes": 5,
+    }  # fmt: skip
+    as_of = _at(86400)
+    look = run_formula(
+        objective, Interval(as_of - timedelta(hours=1), as_of), cal, exclusions, SignalSet(requests=counts),
+        as_of, "UTC", digested=False,
+    )  # fmt: skip
+    assert look.input_digest == ""
 
 
 # -- a service's rounds: the burn rates each round judged against those over every stored signal ---------------------

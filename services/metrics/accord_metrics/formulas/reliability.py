@@ -338,6 +338,8 @@ def availability_requests(
     calendar: Calendar | None = None,
     exclusions: Sequence[Interval] = (),
     version: int = REQUESTS_VERSION,
+    *,
+    digested: bool = True,
 ) -> Evaluated:
     """Availability, request-based (docs/domain.md §4 "Availability, request-based", budgeting
     methods of §3), formula `availability.requests`, in percent; `method` is the variant:
@@ -363,7 +365,10 @@ def availability_requests(
 
     detail: good, total, counts_in_window (the counts measured); for the slice methods slices,
     empty_slices and (TIMESLICES) good_slices; version 2 also eligible_seconds and
-    counts_excluded (counts starting in the window outside eligible time)."""
+    counts_excluded (counts starting in the window outside eligible time).
+
+    `digested` false: no input digest computed (`input_digest` ""), for a caller that reads
+    only the value (the burn rates' look-backs)."""
     if method not in AVAILABILITY_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {AVAILABILITY_METHODS}")
     if version not in REQUESTS_VERSIONS:
@@ -387,11 +392,11 @@ def availability_requests(
         parameters["slice_target"] = str(target)
 
     in_window = [b for b in buckets if window.contains(b.start)]
-    counts = {"counts": sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)}
+    counts = {"counts": sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)} if digested else {}
     if version == 1:
         eligible = [window]
         inside = in_window
-        input_digest = _input_digest(formula_id, parameters, counts)
+        input_digest = _input_digest(formula_id, parameters, counts) if digested else ""
     else:
         eligible = eligible_intervals(window, calendar, exclusions)
         starts = [iv.start for iv in eligible]
@@ -401,7 +406,11 @@ def availability_requests(
             return i >= 0 and t < eligible[i].end
 
         inside = [b for b in in_window if measured_at(b.start)]
-        input_digest = _input_digest(formula_id, parameters, counts | {"exclusions": _intervals(exclusions)}, calendar)
+        input_digest = (
+            _input_digest(formula_id, parameters, counts | {"exclusions": _intervals(exclusions)}, calendar)
+            if digested
+            else ""
+        )
     good = sum(b.good for b in inside)
     requests = sum(b.total for b in inside)
     detail = {"good": str(good), "total": str(requests), "counts_in_window": str(len(inside))}
