@@ -369,10 +369,10 @@ class ServiceSignals:
         get = converted.get
         out: list[Any] = [get(e[1]) for e in entries]
         todo = [i for i, item in enumerate(out) if item is None]
-        if todo:
-            parse = signals_pb2.Signal.FromString
-            fresh = _convert_all([parse(entries[i][2]) for i in todo])
-            for i, item in zip(todo, fresh, strict=True):
+        parse = signals_pb2.Signal.FromString
+        for at in range(0, len(todo), _CONVERT_CHUNK):  # a chunk at a time: few parsed messages held at once
+            chunk = todo[at : at + _CONVERT_CHUNK]
+            for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk]), strict=True):
                 out[i] = converted[entries[i][1]] = item
         if self.selected is not None:
             self.selected.update(zip([e[1] for e in entries], out, strict=True))
@@ -563,6 +563,9 @@ _CONVERT: dict[str, Callable[[signals_pb2.Signal], Any]] = {
     "incident": sig.incident, "call": sig.call, "ticket": sig.ticket, "task": sig.task, "lead": sig.lead,
     "deal": sig.deal,
 }  # fmt: skip
+
+
+_CONVERT_CHUNK = 1_000
 
 
 def _convert_all(signals: list[signals_pb2.Signal]) -> list[Any]:
