@@ -6,6 +6,7 @@ import base64
 import hashlib
 import itertools
 import threading
+from array import array
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -316,7 +317,7 @@ class ServiceSignals:
             else:
                 bottom = lo - self.longest_outage if name == "outages" else lo
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
-            ranks, ids, items = kept.lists.setdefault(name, ([], [], []))
+            ranks, ids, items = kept.lists.setdefault(name, (array("q"), [], []))
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
             if there or (inside and at < len(ranks)):  # anything but an input placed after every other one
@@ -372,7 +373,8 @@ class ServiceSignals:
         parse = signals_pb2.Signal.FromString
         for at in range(0, len(todo), _CONVERT_CHUNK):  # a chunk at a time: few parsed messages held at once
             chunk = todo[at : at + _CONVERT_CHUNK]
-            for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk]), strict=True):
+            ids = [entries[i][1] for i in chunk]
+            for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk], ids), strict=True):
                 out[i] = converted[entries[i][1]] = item
         if self.selected is not None:
             self.selected.update(zip([e[1] for e in entries], out, strict=True))
@@ -385,7 +387,8 @@ class _Selection:
     it was last brought up to date."""
 
     def __init__(self, lists: dict[str, list[tuple[int, str, bytes]]]) -> None:
-        self.lists: dict[str, tuple[list[int], list[str], list[Any]]] = {}
+        # The ranks as machine integers (8 B each, not an int object and a pointer).
+        self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {}
         self.changed: set[str] = set()
         self._pending = lists
         # Which selection this is, and per list how often an input in it was replaced, removed or
@@ -396,7 +399,7 @@ class _Selection:
 
     def fill(self, entry: ServiceSignals) -> None:
         for name, entries in self._pending.items():
-            self.lists[name] = ([e[0] for e in entries], [e[1] for e in entries], entry._inputs(entries))
+            self.lists[name] = (array("q", [e[0] for e in entries]), [e[1] for e in entries], entry._inputs(entries))
         self._pending = {}
 
 
@@ -568,12 +571,13 @@ _CONVERT: dict[str, Callable[[signals_pb2.Signal], Any]] = {
 _CONVERT_CHUNK = 1_000
 
 
-def _convert_all(signals: list[signals_pb2.Signal]) -> list[Any]:
+def _convert_all(signals: list[signals_pb2.Signal], ids: list[str] | None = None) -> list[Any]:
     """`_input` of each signal: calls and outages (what a window selects by the hundred thousand)
-    in one loop each (`signals.calls`, `signals.outage_intervals`), any other kind one by one."""
+    in one loop each (`signals.calls`, `signals.outage_intervals`), any other kind one by one.
+    `ids`: the signals' ids as the caller holds them (a call then holds the same string)."""
     kinds = {s.WhichOneof("kind") for s in signals}
     if kinds == {"call"}:
-        return sig.calls(signals)
+        return sig.calls(signals, ids)
     if kinds == {"outage"}:
         return sig.outage_intervals(signals, until=FAR_FUTURE)
     return [_input(s) for s in signals]
