@@ -451,6 +451,9 @@ def test_calls_converted_in_bulk_are_those_converted_one_by_one(
             calls(signals)
         return
     assert [repr(c) for c in calls(signals)] == [repr(c) for c in one_by_one]
+    # Given the ids as its selection holds them, each call holds that very string (not a copy).
+    ids = [s.signal_id for s in signals]
+    assert all(c.call_id is i for c, i in zip(calls(signals, ids), ids, strict=True))
 
 
 @given(
