@@ -6,9 +6,10 @@ import base64
 import hashlib
 import itertools
 import threading
+from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -316,7 +317,7 @@ class ServiceSignals:
             else:
                 bottom = lo - self.longest_outage if name == "outages" else lo
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
-            ranks, ids, items = kept.lists.setdefault(name, ([], [], []))
+            ranks, ids, items = kept.lists.setdefault(name, (array("q"), [], []))
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
             if there or (inside and at < len(ranks)):  # anything but an input placed after every other one
@@ -363,15 +364,20 @@ class ServiceSignals:
         return [signals_pb2.Signal.FromString(c) for c in found.values()]
 
     def _inputs(self, entries: list[tuple[int, str, bytes]]) -> list[Any]:
-        converted, selected = self.converted, self.selected
-        out = []
-        for _, sid, content in entries:
-            item = converted.get(sid)
-            if item is None:
-                item = converted[sid] = _input(signals_pb2.Signal.FromString(content))
-            if selected is not None:
-                selected[sid] = item
-            out.append(item)
+        """The formula inputs of these rows: those converted already, the others converted from
+        their contents (in bulk: `_convert_all`) and kept converted."""
+        converted = self.converted
+        get = converted.get
+        out: list[Any] = [get(e[1]) for e in entries]
+        todo = [i for i, item in enumerate(out) if item is None]
+        parse = signals_pb2.Signal.FromString
+        for at in range(0, len(todo), _CONVERT_CHUNK):  # a chunk at a time: few parsed messages held at once
+            chunk = todo[at : at + _CONVERT_CHUNK]
+            ids = [entries[i][1] for i in chunk]
+            for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk], ids), strict=True):
+                out[i] = converted[entries[i][1]] = item
+        if self.selected is not None:
+            self.selected.update(zip([e[1] for e in entries], out, strict=True))
         return out
 
 
@@ -381,7 +387,8 @@ class _Selection:
     it was last brought up to date."""
 
     def __init__(self, lists: dict[str, list[tuple[int, str, bytes]]]) -> None:
-        self.lists: dict[str, tuple[list[int], list[str], list[Any]]] = {}
+        # The ranks as machine integers (8 B each, not an int object and a pointer).
+        self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {}
         self.changed: set[str] = set()
         self._pending = lists
         # Which selection this is, and per list how often an input in it was replaced, removed or
@@ -392,7 +399,7 @@ class _Selection:
 
     def fill(self, entry: ServiceSignals) -> None:
         for name, entries in self._pending.items():
-            self.lists[name] = ([e[0] for e in entries], [e[1] for e in entries], entry._inputs(entries))
+            self.lists[name] = (array("q", [e[0] for e in entries]), [e[1] for e in entries], entry._inputs(entries))
         self._pending = {}
 
 
@@ -433,10 +440,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _input(s: signals_pb2.Signal) -> Any:
-    """One signal as its formula input."""
-    one = SignalSet()
-    _add(one, s)
-    return getattr(one, _LIST_OF[str(s.WhichOneof("kind"))])[0]
+    """One signal as its formula input (what `_add` appends to its list)."""
+    return _CONVERT[str(s.WhichOneof("kind"))](s)
 
 
 @dataclass
@@ -544,31 +549,43 @@ def _encode_serialised(contents: list[bytes]) -> str:
 _TAG_SIGNALS = bytes((signals_pb2.SignalBatch.SIGNALS_FIELD_NUMBER << 3 | 2,))  # field 1, length-delimited
 
 
+def _maintenance(s: signals_pb2.Signal) -> tuple[Interval, datetime | None]:
+    m = s.maintenance
+    announced = sig.instant(m.announced_at) if m.announced_at.seconds else None
+    return sig.maintenance_interval(s), announced
+
+
+def _outage(s: signals_pb2.Signal) -> Interval:
+    # An ongoing outage is kept open-ended; evaluations clip it to their own "now".
+    return sig.outage_interval(s, until=FAR_FUTURE)
+
+
+# Per kind, its formula input (appended to the list `_LIST_OF` names).
+_CONVERT: dict[str, Callable[[signals_pb2.Signal], Any]] = {
+    "outage": _outage, "maintenance": _maintenance, "requests": sig.request_count, "probe": sig.probe_count,
+    "incident": sig.incident, "call": sig.call, "ticket": sig.ticket, "task": sig.task, "lead": sig.lead,
+    "deal": sig.deal,
+}  # fmt: skip
+
+
+_CONVERT_CHUNK = 1_000
+
+
+def _convert_all(signals: list[signals_pb2.Signal], ids: list[str] | None = None) -> list[Any]:
+    """`_input` of each signal: calls and outages (what a window selects by the hundred thousand)
+    in one loop each (`signals.calls`, `signals.outage_intervals`), any other kind one by one.
+    `ids`: the signals' ids as the caller holds them (a call then holds the same string)."""
+    kinds = {s.WhichOneof("kind") for s in signals}
+    if kinds == {"call"}:
+        return sig.calls(signals, ids)
+    if kinds == {"outage"}:
+        return sig.outage_intervals(signals, until=FAR_FUTURE)
+    return [_input(s) for s in signals]
+
+
 def _add(into: SignalSet, s: signals_pb2.Signal) -> None:
-    kind = s.WhichOneof("kind")
-    if kind == "outage":
-        # An ongoing outage is kept open-ended; evaluations clip it to their own "now".
-        into.outages.append(sig.outage_interval(s, until=FAR_FUTURE))
-    elif kind == "maintenance":
-        m = s.maintenance
-        announced = sig.instant(m.announced_at) if m.announced_at.seconds else None
-        into.maintenance.append((sig.maintenance_interval(s), announced))
-    elif kind == "requests":
-        into.requests.append(sig.request_count(s))
-    elif kind == "probe":
-        into.requests.append(sig.probe_count(s))
-    elif kind == "incident":
-        into.incidents.append(sig.incident(s))
-    elif kind == "call":
-        into.calls.append(sig.call(s))
-    elif kind == "ticket":
-        into.tickets.append(sig.ticket(s))
-    elif kind == "task":
-        into.tasks.append(sig.task(s))
-    elif kind == "lead":
-        into.leads.append(sig.lead(s))
-    elif kind == "deal":
-        into.deals.append(sig.deal(s))
+    kind = str(s.WhichOneof("kind"))
+    getattr(into, _LIST_OF[kind]).append(_CONVERT[kind](s))
 
 
 class SignalIndex(_Host):

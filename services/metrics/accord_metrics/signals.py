@@ -3,9 +3,10 @@ naming the signal and field, and conversion to the formulas' input types (docs/d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from sys import intern
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -51,11 +52,22 @@ def instant(ts: Timestamp) -> datetime:
 
 
 def _opt(ts: Timestamp) -> datetime | None:
-    return instant(ts) if _set(ts) else None
+    return _at(ts) if ts.seconds or ts.nanos else None
 
 
 # A Timestamp's valid range (what `Timestamp.ToDatetime`, so `instant`, accepts).
 _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND = -62_135_596_800, 253_402_300_799, 1_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _at(ts: Timestamp) -> datetime:
+    """`instant(ts)` computed as protobuf's `ToDatetime` computes it (the epoch in UTC plus the
+    seconds and the µs toward zero) without its checks and conversions: the same datetime, UTC
+    the same tzinfo, at less than half the cost; a Timestamp out of range raises as `instant` does."""
+    seconds, nanos = ts.seconds, ts.nanos
+    if seconds < _SECONDS_MIN or seconds > _SECONDS_MAX or nanos < 0 or nanos >= _NANOS_PER_SECOND:
+        return instant(ts)  # raises
+    return _EPOCH + timedelta(0, seconds, nanos // 1_000)
 
 
 def _micros(ts: Timestamp) -> int:
@@ -68,13 +80,27 @@ def _micros(ts: Timestamp) -> int:
     return seconds * 1_000_000 + nanos // 1_000
 
 
+# Whole numbers of seconds as Decimals, shared between the inputs that hold them (a Decimal is
+# immutable): a contact centre's calls hold a few hundred distinct talk and hold times, not one
+# Decimal each (≈ 100 B).
+_WHOLE: dict[str, Decimal] = {}
+_WHOLE_KEPT = 10_000
+_DECIMAL_ZERO = Decimal(0)
+
+
 def _dec(raw: str, where: str, *, required: bool = False) -> Decimal:
     if not raw:
         if required:
             raise InvalidSignalError(f"{where}: is required")
-        return Decimal(0)
+        return _DECIMAL_ZERO
+    d = _WHOLE.get(raw)
+    if d is not None:
+        return d
     if raw.isascii() and raw.isdigit():  # whole seconds, the usual case: a valid, non-negative decimal
-        return Decimal(raw)
+        d = Decimal(raw)
+        if len(_WHOLE) < _WHOLE_KEPT:
+            _WHOLE[raw] = d
+        return d
     try:
         d = Decimal(raw)
     except InvalidOperation:
@@ -208,8 +234,9 @@ def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:
 def outage_interval(s: pb.Signal, until: datetime) -> Interval:
     """An outage as an interval; an ongoing one lasts until `until` (the evaluation's now)."""
     o = s.outage
+    start = _at(o.start)
     end = _opt(o.end) or until
-    return Interval(instant(o.start), max(end, instant(o.start)))
+    return Interval(start, max(end, start))
 
 
 def maintenance_interval(s: pb.Signal) -> Interval:
@@ -234,23 +261,86 @@ def incident(s: pb.Signal) -> Incident:
     return Incident(instant(i.failure_start), _opt(i.restored_at), _opt(i.resolved_at), _opt(i.responded_at))
 
 
+_FCR = {pb.FIRST_CONTACT_RESOLUTION_RESOLVED: True, pb.FIRST_CONTACT_RESOLUTION_NOT_RESOLVED: False}
+
+
 def call(s: pb.Signal) -> Call:
+    """A call as its formula input (validated by `Call`). Its customer id and reason are interned:
+    the calls of one customer, or of one reason, share the string."""
     c = s.call
-    fcr = {pb.FIRST_CONTACT_RESOLUTION_RESOLVED: True, pb.FIRST_CONTACT_RESOLUTION_NOT_RESOLVED: False}.get(
-        c.first_contact
-    )
     return Call(
-        call_id=s.signal_id,
-        entered_queue=instant(c.entered_queue),
-        answered_at=_opt(c.answered_at),
-        abandoned_at=_opt(c.abandoned_at),
-        talk_seconds=_dec(c.talk_seconds, "talk_seconds"),
-        hold_seconds=_dec(c.hold_seconds, "hold_seconds"),
-        after_call_seconds=_dec(c.after_call_seconds, "after_call_seconds"),
-        customer_id=c.customer_id,
-        reason=c.reason,
-        resolved_first_contact=fcr,
+        s.signal_id,
+        _at(c.entered_queue),
+        _opt(c.answered_at),
+        _opt(c.abandoned_at),
+        _dec(c.talk_seconds, "talk_seconds"),
+        _dec(c.hold_seconds, "hold_seconds"),
+        _dec(c.after_call_seconds, "after_call_seconds"),
+        intern(c.customer_id),
+        intern(c.reason),
+        _FCR.get(c.first_contact),
     )
+
+
+def calls(signals: Sequence[pb.Signal], ids: Sequence[str] | None = None) -> list[Call]:
+    """`call` of each signal, in one loop: the same inputs (the instants read as `_at` reads
+    them, the seconds as `_dec`, the strings interned), without a function call per field — what
+    a window's selection converts of a contact centre's open month (hundreds of thousands).
+    `ids`: the signals' ids (equal to theirs) as the caller holds them: each call holds that
+    string rather than a copy of its own."""
+    out: list[Call] = []
+    append = out.append
+    epoch, delta, whole, fcr, make = _EPOCH, timedelta, _WHOLE, _FCR, Call
+    low, high, nanos_max = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND
+    for n, s in enumerate(signals):
+        c = s.call
+        t = c.entered_queue
+        sec, ns = t.seconds, t.nanos
+        entered = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        t = c.answered_at
+        sec, ns = t.seconds, t.nanos
+        answered = None
+        if sec or ns:
+            answered = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        t = c.abandoned_at
+        sec, ns = t.seconds, t.nanos
+        abandoned = None
+        if sec or ns:
+            abandoned = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        raw = c.talk_seconds
+        talk = whole.get(raw) or _dec(raw, "talk_seconds")
+        raw = c.hold_seconds
+        hold = whole.get(raw) or _dec(raw, "hold_seconds")
+        raw = c.after_call_seconds
+        after = whole.get(raw) or _dec(raw, "after_call_seconds")
+        append(
+            make(
+                s.signal_id if ids is None else ids[n], entered, answered, abandoned, talk, hold, after,
+                intern(c.customer_id), intern(c.reason), fcr.get(c.first_contact),
+            )
+        )  # fmt: skip
+    return out
+
+
+def outage_intervals(signals: Iterable[pb.Signal], until: datetime) -> list[Interval]:
+    """`outage_interval` of each signal, in one loop (the instants read as `_at` reads them)."""
+    out: list[Interval] = []
+    append = out.append
+    epoch, delta, make = _EPOCH, timedelta, Interval
+    low, high, nanos_max = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND
+    for s in signals:
+        o = s.outage
+        t = o.start
+        sec, ns = t.seconds, t.nanos
+        start = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        t = o.end
+        sec, ns = t.seconds, t.nanos
+        if sec or ns:
+            end = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        else:
+            end = until
+        append(make(start, start if start > end else end))  # max(end, start)
+    return out
 
 
 # The end of a pause not resumed yet: the clock stays stopped (as an ongoing outage counts).

@@ -46,8 +46,15 @@ def _strings(value: Any, seen: set[int] | None = None) -> set[str]:
     elif isinstance(value, list | tuple | set | frozenset):
         for v in value:
             out |= _strings(v, seen)
-    elif hasattr(value, "__dict__"):
-        out |= _strings(vars(value), seen)
+    else:
+        if hasattr(value, "__dict__"):
+            out |= _strings(vars(value), seen)
+        # A slotted object's attributes (a formula input such as a call holds no dict).
+        for cls in type(value).__mro__:
+            slots = getattr(cls, "__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if not name.startswith("__"):
+                    out |= _strings(getattr(value, name, None), seen)
     return out
 
 

@@ -5,11 +5,16 @@ restarts and batches), and arrival order not mattering."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
@@ -17,7 +22,16 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.context import Principal
 from accord_metrics.application import Metrics, content_digest
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
-from accord_metrics.signals import InvalidSignalError, call, outage_interval, ticket
+from accord_metrics.signals import (
+    InvalidSignalError,
+    _at,
+    call,
+    calls,
+    instant,
+    outage_interval,
+    outage_intervals,
+    ticket,
+)
 
 PROVIDER = Principal("ops", "department", "it-operations")
 CUSTOMER = Principal("fin", "department", "finance")
@@ -347,3 +361,119 @@ def test_signals_convert_to_the_formulas_inputs() -> None:
         )
     )
     assert t.priority == "P2" and t.paused[0].duration == timedelta(hours=1)
+
+
+@given(
+    st.integers(-62_135_596_900, 253_402_300_900),
+    st.integers(-5, 1_000_000_005),
+)
+@example(-1, 999_999_999)  # before the epoch: µs toward zero, as protobuf rounds them
+@example(253_402_300_799, 999_999_999)  # the last valid instant
+@example(253_402_300_800, 0)  # out of range
+def test_an_instant_read_without_protobufs_conversion_is_the_same_datetime(seconds: int, nanos: int) -> None:
+    """The formula inputs read each instant as protobuf's `ToDatetime` computes it (`_at`): the
+    same datetime, in the same UTC; one out of range raises the same error."""
+    t = Timestamp(seconds=seconds, nanos=nanos)
+    try:
+        expected = instant(t)
+    except ValueError as e:
+        with pytest.raises(ValueError, match=re.escape(str(e))):
+            _at(t)
+        return
+    got = _at(t)
+    assert got == expected and got.tzinfo is expected.tzinfo is UTC and got.isoformat() == expected.isoformat()
+
+
+def test_a_call_converted_holds_no_dict_and_shares_its_whole_seconds_and_customer() -> None:
+    """A call's formula input is a slotted object (no dict: the open month of a contact centre
+    holds millions), its whole seconds are Decimals shared between calls, its customer id and
+    reason strings shared too — and its values are those read through protobuf's conversion."""
+
+    def one(i: int) -> pb.Signal:
+        body = pb.Call(
+            entered_queue=Timestamp(seconds=ts(T0).seconds + i, nanos=1_999),
+            answered_at=ts(T0 + timedelta(minutes=i)),
+            talk_seconds="120",
+            after_call_seconds="7.5",
+            customer_id="cust1",
+            reason="billing",
+            first_contact=pb.FIRST_CONTACT_RESOLUTION_NOT_RESOLVED,
+        )
+        return pb.Signal(signal_id=f"c{i}", service_id="email", call=body)
+
+    signals = [one(1), one(2)]
+    a, b = (call(s) for s in signals)
+    assert not hasattr(a, "__dict__")
+    assert a.talk_seconds is b.talk_seconds and a.hold_seconds is b.hold_seconds
+    assert a.customer_id is b.customer_id and a.reason is b.reason
+    c = signals[0].call
+    assert (a.entered_queue, a.answered_at, a.abandoned_at) == (
+        c.entered_queue.ToDatetime(tzinfo=UTC),
+        c.answered_at.ToDatetime(tzinfo=UTC),
+        None,
+    )
+    assert (a.talk_seconds, a.hold_seconds, a.after_call_seconds) == (Decimal(120), Decimal(0), Decimal("7.5"))
+    assert (a.customer_id, a.reason, a.resolved_first_contact) == ("cust1", "billing", False)
+
+
+_SECONDS = st.integers(-62_135_596_800, 253_402_300_799)
+_NANOS = st.integers(0, 999_999_999)
+_RAW_SECONDS = st.sampled_from(["", "0", "7", "120", "007", "7.5", "1E+2", "0.000001"])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            _SECONDS, _NANOS, st.one_of(st.none(), st.tuples(_SECONDS, _NANOS)), st.booleans(),
+            _RAW_SECONDS, _RAW_SECONDS, _RAW_SECONDS, st.text(max_size=4), st.integers(0, 2),
+        ),
+        max_size=8,
+    )
+)  # fmt: skip
+def test_calls_converted_in_bulk_are_those_converted_one_by_one(
+    rows: list[tuple[int, int, tuple[int, int] | None, bool, str, str, str, str, int]],
+) -> None:
+    """A window's calls converted in one loop (`calls`) are, field for field, those `call`
+    converts one by one — or fail as it fails (an answer before the call entered the queue)."""
+    signals = []
+    for n, (sec, ns, end, answered, talk, hold, after, customer, flag) in enumerate(rows):
+        body = pb.Call(
+            entered_queue=Timestamp(seconds=sec, nanos=ns), talk_seconds=talk, hold_seconds=hold,
+            after_call_seconds=after, customer_id=customer, reason=customer[::-1], first_contact=flag,  # type: ignore[arg-type]
+        )  # fmt: skip
+        if end is not None:
+            (body.answered_at if answered else body.abandoned_at).CopyFrom(Timestamp(seconds=end[0], nanos=end[1]))
+        signals.append(pb.Signal(signal_id=f"c{n}", service_id="email", call=body))
+    try:
+        one_by_one = [call(s) for s in signals]
+    except ValueError as e:
+        with pytest.raises(ValueError, match=re.escape(str(e))):
+            calls(signals)
+        return
+    assert [repr(c) for c in calls(signals)] == [repr(c) for c in one_by_one]
+    # Given the ids as its selection holds them, each call holds that very string (not a copy).
+    ids = [s.signal_id for s in signals]
+    assert all(c.call_id is i for c, i in zip(calls(signals, ids), ids, strict=True))
+
+
+@given(
+    st.lists(st.tuples(_SECONDS, _NANOS, st.one_of(st.none(), st.tuples(_SECONDS, _NANOS))), max_size=8),
+    st.sampled_from([UTC, ZoneInfo("Europe/Amsterdam")]),
+)
+@example([(1_772_323_200, 0, None)], UTC)  # under way, until its very start
+@example([(1_772_323_200, 0, None)], ZoneInfo("Europe/Amsterdam"))  # … written in another zone
+def test_outages_converted_in_bulk_are_those_converted_one_by_one(
+    rows: list[tuple[int, int, tuple[int, int] | None]], zone: ZoneInfo
+) -> None:
+    """A window's outages converted in one loop (`outage_intervals`) are those `outage_interval`
+    converts one by one: the same instants, in the same time zone (one under way ends at `until`,
+    an end before its start is its start)."""
+    until = datetime(2026, 3, 1, tzinfo=UTC).astimezone(zone)
+    signals = []
+    for n, (sec, ns, end) in enumerate(rows):
+        body = pb.Outage(start=Timestamp(seconds=sec, nanos=ns))
+        if end is not None:
+            body.end.CopyFrom(Timestamp(seconds=end[0], nanos=end[1]))
+        signals.append(pb.Signal(signal_id=f"o{n}", service_id="email", outage=body))
+    expected = [outage_interval(s, until) for s in signals]
+    assert [repr(i) for i in outage_intervals(signals, until)] == [repr(i) for i in expected]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, NewType
 
 HUNDRED = Decimal(100)
 ZERO = Decimal(0)
@@ -36,8 +36,10 @@ class Evaluated:
         return None if self.value is None else self.value.quantize(REPORT_PLACES, rounding=ROUND_HALF_EVEN)
 
 
-class Encoded(str):
-    """One input's canonical JSON, as `digest` writes it (e.g. a call's UTC record)."""
+# One input's canonical JSON, as `digest` writes it (e.g. a call's UTC record). A type for the
+# checker only: at run time the str itself (a str subclass would store its text apart from the
+# object, ≈ 70 B more for each input an open window holds).
+Encoded = NewType("Encoded", str)
 
 
 class EncodedList(list[Encoded]):
@@ -51,13 +53,20 @@ def encoded(item: Any, encode: Callable[[Any], Any]) -> Encoded:
     """`item` encoded as `canonical_json(encode(item))`, computed once per (frozen) input object
     and kept on it (under the encoding's name, so two encodings of one object never mix)."""
     name = "_accord_encoded_" + encode.__name__
-    kept = getattr(item, "__dict__", None)  # an object without one (slots) is encoded each time
-    held = kept.get(name) if kept is not None else None
+    held = getattr(item, name, None)
     if held is None:
         held = Encoded(canonical_json(encode(item)))
-        if kept is not None:
-            object.__setattr__(item, name, held)
+        _keep(item, name, held)
     return held
+
+
+def _keep(item: Any, name: str, held: Encoded) -> None:
+    """Keep `held` on `item` under `name`: in its dict, or in a slot of that name (a slotted input,
+    such as `contact.Call`, declares one); an object that can hold neither is encoded each time."""
+    try:
+        object.__setattr__(item, name, held)
+    except (AttributeError, TypeError):
+        pass
 
 
 def encoded_all(
@@ -70,15 +79,13 @@ def encoded_all(
     out: list[Encoded] = []
     append = out.append
     for item in items:
-        kept = getattr(item, "__dict__", None)
-        held = kept.get(name) if kept is not None else None
+        held = getattr(item, name, None)
         if held is None:
             if direct is None:
                 held = encoded(item, encode)
             else:
                 held = Encoded(direct(item))
-                if kept is not None:
-                    object.__setattr__(item, name, held)
+                _keep(item, name, held)
         append(held)
     return out
 

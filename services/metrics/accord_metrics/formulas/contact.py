@@ -86,8 +86,15 @@ def _decimal(owner: object, name: str) -> None:
         raise ValueError(f"{name} must not be negative")
 
 
-@dataclass(frozen=True)
-class Call:
+class _KeepsRecord:
+    """Where a call keeps its canonical JSON once encoded (`common.encoded`): a slot, so a call
+    (a slotted dataclass) holds no dict — a contact centre's open month holds millions of them."""
+
+    __slots__ = ("_accord_encoded_utc_record",)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(_KeepsRecord):
     """One contact that entered the queue. At most one of `answered_at` / `abandoned_at`."""
 
     call_id: str
@@ -102,16 +109,26 @@ class Call:
     resolved_first_contact: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("entered_queue", "answered_at", "abandoned_at"):
-            _aware(name, getattr(self, name))
-        if self.answered_at is not None and self.abandoned_at is not None:
+        entered, answered, abandoned = self.entered_queue, self.answered_at, self.abandoned_at
+        # Each instant timezone-aware (`_aware`; one in UTC is, the usual case, told first).
+        if entered is None or entered.tzinfo is not UTC:
+            _aware("entered_queue", entered)
+        if answered is not None and answered.tzinfo is not UTC:
+            _aware("answered_at", answered)
+        if abandoned is not None and abandoned.tzinfo is not UTC:
+            _aware("abandoned_at", abandoned)
+        if answered is not None and abandoned is not None:
             raise ValueError(f"call {self.call_id}: answered and abandoned")
-        if self.answered_at is not None and self.answered_at < self.entered_queue:
+        if answered is not None and answered < entered:
             raise ValueError(f"call {self.call_id}: answered before it entered the queue")
-        if self.abandoned_at is not None and self.abandoned_at < self.entered_queue:
+        if abandoned is not None and abandoned < entered:
             raise ValueError(f"call {self.call_id}: abandoned before it entered the queue")
         for name in ("talk_seconds", "hold_seconds", "after_call_seconds"):
-            _decimal(self, name)
+            v = getattr(self, name)
+            if type(v) is not Decimal:
+                _decimal(self, name)
+            elif v < 0:  # `_decimal` of a Decimal
+                raise ValueError(f"{name} must not be negative")
 
     @property
     def answered(self) -> bool:
@@ -202,11 +219,43 @@ def _check_short(short_abandon: timedelta | None) -> None:
 
 
 _CALL_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Call)))
+# What `call_json` writes by concatenation, in this order (a field added to Call must be added there).
+if _CALL_FIELDS != (
+    "abandoned_at", "after_call_seconds", "answered_at", "call_id", "customer_id", "entered_queue", "hold_seconds",
+    "reason", "resolved_first_contact", "talk_seconds",
+):  # fmt: skip
+    raise AssertionError(f"call_json writes other fields than a Call's: {_CALL_FIELDS}")
 
 
 def call_json(c: Call) -> str:
     """A call's canonical JSON, written directly: exactly `canonical_json(utc_record(c))`
-    (instants in UTC, ISO 8601; Decimals as strings; keys sorted), without the generic walk."""
+    (instants in UTC, ISO 8601; Decimals as strings; keys sorted), without the generic walk.
+    A call of the usual types (str ids, Decimal seconds, aware datetimes, a flag or None) is
+    written by concatenation — strings escaped by the very function `json.dumps` escapes them
+    with, an instant's ISO form and a Decimal's string needing none; any other by `json.dumps`."""
+    entered, answered, abandoned = c.entered_queue, c.answered_at, c.abandoned_at
+    talk, hold, after = c.talk_seconds, c.hold_seconds, c.after_call_seconds
+    call_id, customer, reason, resolved = c.call_id, c.customer_id, c.reason, c.resolved_first_contact
+    if (
+        type(call_id) is str and type(customer) is str and type(reason) is str
+        and type(talk) is Decimal and type(hold) is Decimal and type(after) is Decimal
+        and isinstance(entered, datetime)
+        and (answered is None or isinstance(answered, datetime))
+        and (abandoned is None or isinstance(abandoned, datetime))
+        and (resolved is None or resolved is True or resolved is False)
+    ):  # fmt: skip
+        return (
+            '{"abandoned_at":' + _instant_json(abandoned)
+            + ',"after_call_seconds":"' + str(after)
+            + '","answered_at":' + _instant_json(answered)
+            + ',"call_id":' + _json_string(call_id)
+            + ',"customer_id":' + _json_string(customer)
+            + ',"entered_queue":"' + entered.astimezone(UTC).isoformat()
+            + '","hold_seconds":"' + str(hold)
+            + '","reason":' + _json_string(reason)
+            + ',"resolved_first_contact":' + ("null" if resolved is None else "true" if resolved else "false")
+            + ',"talk_seconds":"' + str(talk) + '"}'
+        )  # fmt: skip
     record: dict[str, Any] = {}
     for name in _CALL_FIELDS:
         v = getattr(c, name)
@@ -216,6 +265,13 @@ def call_json(c: Call) -> str:
             v = str(v)
         record[name] = v
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+_json_string = json.encoder.encode_basestring_ascii  # a str as `json.dumps` (ensure_ascii) writes it
+
+
+def _instant_json(t: datetime | None) -> str:
+    return "null" if t is None else '"' + t.astimezone(UTC).isoformat() + '"'
 
 
 def _records(calls: Sequence[Call]) -> list[Any]:

@@ -15,7 +15,6 @@ Conventions shared by every formula here:
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -159,8 +158,8 @@ def _utc_pair(i: Interval) -> list[str]:
 
 
 def _utc_pair_json(i: Interval) -> str:
-    """`canonical_json(_utc_pair(i))`, written directly."""
-    return json.dumps(_utc_pair(i), separators=(",", ":"))
+    """`canonical_json(_utc_pair(i))`, written directly (an instant's ISO form needs no escaping)."""
+    return '["' + i.start.astimezone(UTC).isoformat() + '","' + i.end.astimezone(UTC).isoformat() + '"]'
 
 
 def _intervals(ivs: Iterable[Interval]) -> EncodedList:
