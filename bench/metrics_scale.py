@@ -19,9 +19,14 @@ recording the same batches would hold (the same application, the same `record` c
 figures of each size are then taken as without it; that process's RSS is of a process that
 recorded the growth only.
 
-Timed, per size:
-* idle round: `evaluate` 5 s later with nothing new (windows judged: 0 expected);
-* round after one batch: 1,000 new signals in the open window, then `evaluate`;
+Timed, per size (the rounds one after another, each `evaluate` 5 s after the previous one on
+the fake clock):
+* first round after judging all: `evaluate` 5 s after the first round at "now", nothing new —
+  mostly its `end_round` releasing the inputs converted for the windows that round judged;
+* idle round: `--scale-rounds` (default 5) further rounds with nothing new, as a running service's
+  round when nothing came: their median, minimum and maximum, wall and CPU;
+* round after one batch: `--scale-rounds` rounds, each after 1,000 new signals recorded in the
+  open window: their median, minimum and maximum, wall and CPU;
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
 * restart: a second `Metrics` on the same store, in a process of its own — construction, then
@@ -39,6 +44,7 @@ import itertools
 import json
 import multiprocessing
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,9 +61,16 @@ NAME = "metrics-scale"
 SUMMARY = "metrics evaluation rounds, memory, ingestion during rounds and restart at growing history"
 BATCH = 1000
 INGEST_BATCHES = 5
-MEASURED = (1 + 2 * INGEST_BATCHES) * BATCH  # the signals a size's figures record beside its history
+ROUNDS = 5  # idle rounds, and rounds after one batch, a size's figures take the median of (--scale-rounds)
 MAX_BUILD_BATCH = 10_000  # the most signals one RecordSignals message may carry (accord_metrics.server)
 ROUND_EVERY = 1_000_000  # while a history is built, a round each time this many more signals are recorded
+STEP = timedelta(seconds=5)  # the fake clock's move from one timed round to the next
+
+
+def measured(rounds: int = ROUNDS) -> int:
+    """The signals a size's figures record beside its history: a batch before each of its `rounds`
+    rounds after one batch, and the batches recorded for ingestion alone and during rounds."""
+    return (rounds + 2 * INGEST_BATCHES) * BATCH
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--per-month", type=int, default=20_000, help="signals a month of history holds (default 20,000)"
     )
+    group.add_argument(
+        "--scale-rounds",
+        type=int,
+        default=ROUNDS,
+        help=f"idle rounds, and rounds after one batch, timed at each size: their median, min and max "
+        f"are reported (default {ROUNDS})",
+    )
 
 
 def _sizes(text: str) -> list[int]:
@@ -118,12 +138,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not 1 <= build_batch <= MAX_BUILD_BATCH:
         raise ValueError(f"--scale-batch {build_batch}: from 1 to {MAX_BUILD_BATCH:,}")
     grow = bool(args.scale_grow)
+    rounds = int(args.scale_rounds)
+    if rounds < 1:
+        raise ValueError(f"--scale-rounds {rounds}: at least 1")
+    extra = measured(rounds)
     deadline = time.time() + args.scale_budget if args.scale_budget else 0.0
     if grow:
         for earlier, later in itertools.pairwise(sizes):
-            if later <= earlier + MEASURED:
+            if later <= earlier + extra:
                 raise ValueError(
-                    f"--scale-grow: {later:,} signals: the store holds {earlier + MEASURED:,} after {earlier:,}'s"
+                    f"--scale-grow: {later:,} signals: the store holds {earlier + extra:,} after {earlier:,}'s"
                 )
             if _now(later, int(args.per_month)) <= _now(earlier, int(args.per_month)):
                 raise ValueError(
@@ -139,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             start = base if grow else _Base()
             with spawn.Pool(1) as pool:
                 point = pool.apply(
-                    _point, (size, int(args.per_month), str(store), start.__dict__, build_batch, deadline)
+                    _point, (size, int(args.per_month), str(store), start.__dict__, build_batch, deadline, rounds)
                 )
             points.append(point)
             base = _Base(**point.pop("base"))
@@ -152,10 +176,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s = f"{p['signals']:,} signals"
         figures += [
             {"name": f"idle round, {s}", "value": p["idle_ms"], "unit": "ms",
-             "detail": f"nothing new; windows judged {p['idle_windows']}; CPU {p['idle_cpu_ms']:.1f} ms"},
+             "detail": f"nothing new, median of {rounds} rounds 5 s apart (wall {_span(p, 'idle_ms')} ms); "
+                       f"windows judged {_judged(p['idle_rounds'])}; CPU {p['idle_cpu_ms']:.1f} ms "
+                       f"({_span(p, 'idle_cpu_ms')})"},
+            {"name": f"first round after judging all, {s}", "value": p["first_idle_ms"], "unit": "ms",
+             "detail": f"the idle round right after the round that judged every window (releasing their "
+                       f"inputs); windows judged {p['first_idle_windows']}; CPU {p['first_idle_cpu_ms']:.1f} ms"},
             {"name": f"round after one batch, {s}", "value": p["batch_ms"], "unit": "ms",
-             "detail": f"{BATCH:,} signals in the open window ({p['open_signals']:,} there); windows judged "
-                       f"{p['batch_windows']}; CPU {p['batch_cpu_ms']:.0f} ms"},
+             "detail": f"{BATCH:,} signals in the open window ({p['open_signals']:,} there), median of {rounds} "
+                       f"rounds each after a new batch (wall {_span(p, 'batch_ms')} ms); windows judged "
+                       f"{_judged(p['batch_rounds'])}; CPU {p['batch_cpu_ms']:.0f} ms ({_span(p, 'batch_cpu_ms', 0)})"},
             {"name": f"ingest during rounds, {s}", "value": p["ingest_rounds"], "unit": "signals/s",
              "detail": f"{p['rounds_during']} rounds ran meanwhile; without rounds {p['ingest_alone']:,.0f} signals/s"},
             {"name": f"restart to first round done, {s}", "value": p["restart_s"], "unit": "s",
@@ -185,6 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "build_batch": build_batch,
             "grow": grow,
             "ingest_batches": INGEST_BATCHES,
+            "rounds": rounds,
         },
         "notes": [_growth(points)],
         "points": points,
@@ -200,9 +231,31 @@ def _growth(points: list[dict[str, Any]]) -> str:
 
     return (
         f"history ×{factor:.0f}: round after one batch {ratio('batch_ms')} (CPU {ratio('batch_cpu_ms')}), "
-        f"idle round {ratio('idle_ms')}, restart CPU {ratio('restart_cpu_s')}, "
+        f"idle round {ratio('idle_ms')} (CPU {ratio('idle_cpu_ms')}), first round after judging all "
+        f"{ratio('first_idle_ms')}, restart CPU {ratio('restart_cpu_s')}, "
         f"restart {ratio('restart_s')}, RSS {ratio('rss_mb')}, RSS of the restarted process {ratio('restart_rss_mb')}"
     )
+
+
+def _span(point: dict[str, Any], key: str, digits: int = 1) -> str:
+    """The minimum and maximum of the rounds whose median `point[key]` is."""
+    return f"{point[key + '_min']:.{digits}f}–{point[key + '_max']:.{digits}f}"
+
+
+def _judged(samples: list[dict[str, Any]]) -> str:
+    """The windows the timed rounds judged: one number when they all judged as many."""
+    low, high = min(r["windows"] for r in samples), max(r["windows"] for r in samples)
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def _summary(name: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median, minimum and maximum of timed rounds' wall (`{name}_ms…`) and CPU (`{name}_cpu_ms…`)."""
+    out: dict[str, Any] = {f"{name}_rounds": samples}
+    for key, field in ((f"{name}_ms", "ms"), (f"{name}_cpu_ms", "cpu_ms")):
+        values = [r[field] for r in samples]
+        out |= {key: statistics.median(values), f"{key}_min": min(values), f"{key}_max": max(values)}
+    out[f"{name}_windows"] = statistics.median_low([r["windows"] for r in samples])
+    return out
 
 
 class _Base:
@@ -247,7 +300,13 @@ def _rss_mb() -> float:
 
 
 def _point(
-    n: int, per_month: int, store_dir: str, base_fields: dict[str, Any], build_batch: int, deadline: float = 0.0
+    n: int,
+    per_month: int,
+    store_dir: str,
+    base_fields: dict[str, Any],
+    build_batch: int,
+    deadline: float = 0.0,
+    rounds: int = ROUNDS,
 ) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_kit.clock import FakeClock
@@ -321,21 +380,28 @@ def _point(
         first_full_s, first_full_cpu_s = judge_s + time.perf_counter() - t0, judge_cpu_s + time.process_time() - c0
         print(f"   rounds over what was recorded: {first_full_s:,.1f} s (CPU {first_full_cpu_s:,.1f} s)", flush=True)
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        metrics.evaluate(now + timedelta(seconds=5))
-        idle_ms, idle_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
-        idle_cpu_ms = (time.process_time() - c0) * 1000
+        at = now
 
+        def timed_round() -> dict[str, Any]:
+            """A round 5 s after the previous one: its wall and CPU time and the windows it judged."""
+            nonlocal at
+            at += STEP
+            t0, c0 = time.perf_counter(), time.process_time()
+            metrics.evaluate(at)
+            ms, cpu_ms = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+            return {"ms": ms, "cpu_ms": cpu_ms, "windows": metrics.last_round.windows_judged}
+
+        # The first round after the one that judged every window, then idle rounds as a running
+        # service's, then rounds each after one new batch in the open window.
+        first_idle = timed_round()
+        idle = [timed_round() for _ in range(rounds)]
         extra = first_id + count
-        late = _signals(extra, BATCH, now - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
-        extra += BATCH
-        metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
-        t0, c0 = time.perf_counter(), time.process_time()
-        metrics.evaluate(now + timedelta(seconds=10))
-        batch_ms, batch_windows = (time.perf_counter() - t0) * 1000, metrics.last_round.windows_judged
-        batch_cpu_ms = (time.process_time() - c0) * 1000
-
-        at = now + timedelta(seconds=10)
+        batched = []
+        for _ in range(rounds):
+            late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
+            extra += BATCH
+            metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
+            batched.append(timed_round())
 
         def more(k: int) -> list[list[spb.Signal]]:
             nonlocal extra
@@ -353,14 +419,14 @@ def _point(
         ingest_alone = INGEST_BATCHES * BATCH / (time.perf_counter() - t0)
 
         during = more(INGEST_BATCHES)
-        stop, rounds = threading.Event(), [0]
+        stop, meanwhile = threading.Event(), [0]
 
         def rounds_meanwhile() -> None:
             when = at
             while not stop.is_set():
-                when += timedelta(seconds=5)
+                when += STEP
                 metrics.evaluate(when)
-                rounds[0] += 1
+                meanwhile[0] += 1
 
         worker = threading.Thread(target=rounds_meanwhile)
         worker.start()
@@ -374,7 +440,7 @@ def _point(
         held = sum(s.count for s in metrics._services.values())
         converted = sum(len(s.converted) for s in metrics._services.values())
         windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
-        last = at + timedelta(seconds=5 * (rounds[0] + 1))
+        last = at + STEP * (meanwhile[0] + 1)
     finally:
         agreements.close()
         metrics.close()
@@ -385,15 +451,14 @@ def _point(
     point = {
         "signals": n,
         "open_signals": open_signals,
-        "idle_ms": idle_ms,
-        "idle_windows": idle_windows,
-        "idle_cpu_ms": idle_cpu_ms,
-        "batch_cpu_ms": batch_cpu_ms,
-        "batch_ms": batch_ms,
-        "batch_windows": batch_windows,
+        "first_idle_ms": first_idle["ms"],
+        "first_idle_cpu_ms": first_idle["cpu_ms"],
+        "first_idle_windows": first_idle["windows"],
+        **_summary("idle", idle),
+        **_summary("batch", batched),
         "ingest_alone": ingest_alone,
         "ingest_rounds": ingest_rounds,
-        "rounds_during": rounds[0],
+        "rounds_during": meanwhile[0],
         "rss_mb": rss_mb,
         "held_signals": held,
         "converted": converted,
@@ -410,7 +475,7 @@ def _point(
         "store_mb": store_file_mb + store_wal_mb,
         **restart,
         # Where a grown store's next size starts: every signal recorded here is stored.
-        "base": {"stored": n + MEASURED, "next_id": extra,
+        "base": {"stored": n + measured(rounds), "next_id": extra,
                  "start": (last + timedelta(minutes=1)).isoformat()},
         "cut": cut,
     }  # fmt: skip

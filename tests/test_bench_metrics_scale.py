@@ -1,7 +1,9 @@
-"""The metrics-scale benchmark's sizes, its grown store and its time budget: sizes given
-explicitly; a store grown from one size to the next holding exactly each size's signals (every
-one recorded through `Metrics.record`, none twice), its history going on where the previous
-size's stopped; a run out of time measuring the size it reached."""
+"""The metrics-scale benchmark's sizes, its grown store, its time budget and its timed rounds:
+sizes given explicitly; a store grown from one size to the next holding exactly each size's
+signals (every one recorded through `Metrics.record`, none twice), its history going on where the
+previous size's stopped; a run out of time measuring the size it reached; the first round after
+judging all reported apart from the idle rounds and rounds after one batch, which are several,
+summarised by their median, minimum and maximum."""
 
 from __future__ import annotations
 
@@ -29,10 +31,14 @@ def test_sizes_are_given_explicitly_increasing() -> None:
 
 def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     result = metrics_scale.run(
-        _args("--scale-sizes", "2000,16000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500")
-    )
+        _args(
+            "--scale-sizes", "2000,16000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
+            "--scale-rounds", "2",
+        )
+    )  # fmt: skip
     first, second = result["points"]
-    extra = metrics_scale.MEASURED  # the signals each size's figures add
+    extra = metrics_scale.measured(2)  # the signals each size's figures add: 2 batches timed, 10 ingested
+    assert extra == 12_000
     # Each size's store holds exactly its history and the signals its figures recorded: the second
     # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
     assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
@@ -46,11 +52,12 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
 
 
 def test_a_size_the_grown_store_already_holds_is_refused() -> None:
-    # 2,000 then 12,000 signals: the first size's figures leave 13,000 stored, nothing left to record.
-    with pytest.raises(ValueError, match="holds 13,000"):
+    # 2,000 then 12,000 signals: the first size's figures (5 rounds after a batch, 10 batches
+    # ingested) leave 17,000 stored, nothing left to record.
+    with pytest.raises(ValueError, match="holds 17,000"):
         metrics_scale.run(_args("--scale-sizes", "2000,12000", "--per-month", "500", "--scale-grow"))
     with pytest.raises(ValueError, match="same month"):
-        metrics_scale.run(_args("--scale-sizes", "2000,14000", "--per-month", "1000000", "--scale-grow"))
+        metrics_scale.run(_args("--scale-sizes", "2000,18000", "--per-month", "1000000", "--scale-grow"))
     with pytest.raises(ValueError, match="scale-batch"):
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-batch", "10001"))
 
@@ -62,10 +69,36 @@ def test_a_run_out_of_time_measures_the_size_reached_and_builds_no_larger() -> N
     (point,) = result["points"]  # the larger size is not built
     # The build stopped after its first batch: the figures are of the 1,000 signals recorded.
     assert point["cut"] and point["signals"] == point["built"] == 1000
-    assert point["held_signals"] == 1000 + metrics_scale.MEASURED
+    assert point["held_signals"] == 1000 + metrics_scale.measured()
     # "now" follows the last signal recorded: the open window is that month's, part of what was recorded.
     assert 0 < point["open_signals"] < 1000
     assert result["figures"][0]["name"] == "idle round, 1,000 signals"
+
+
+def test_the_rounds_timed_are_several_and_summarised() -> None:
+    result = metrics_scale.run(_args("--scale-sizes", "2000", "--per-month", "1000", "--scale-rounds", "3"))
+    (point,) = result["points"]
+    assert result["params"]["rounds"] == 3
+    # A batch recorded before each round after one batch, every one stored.
+    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 13_000
+    # The first round after judging all, apart: one sample.
+    assert point["first_idle_ms"] > 0 and point["first_idle_cpu_ms"] >= 0 and point["first_idle_windows"] >= 0
+    for name in ("idle", "batch"):
+        samples = point[f"{name}_rounds"]
+        assert len(samples) == 3
+        assert all(r["ms"] > 0 and r["cpu_ms"] >= 0 and r["windows"] >= 0 for r in samples)
+        for key, field in ((f"{name}_ms", "ms"), (f"{name}_cpu_ms", "cpu_ms")):
+            values = sorted(r[field] for r in samples)
+            assert (point[f"{key}_min"], point[key], point[f"{key}_max"]) == (values[0], values[1], values[2])
+    # A round after one batch judges the open windows the batch reached.
+    assert all(r["windows"] >= 1 for r in point["batch_rounds"])
+    figures = {f["name"]: f for f in result["figures"]}
+    for name in ("idle round", "first round after judging all", "round after one batch"):
+        assert figures[f"{name}, 2,000 signals"]["value"] > 0
+    assert figures["idle round, 2,000 signals"]["value"] == point["idle_ms"]
+    assert "median of 3 rounds" in figures["round after one batch, 2,000 signals"]["detail"]
+    with pytest.raises(ValueError, match="scale-rounds"):
+        metrics_scale.run(_args("--scale-sizes", "2000", "--scale-rounds", "0"))
 
 
 def test_the_instant_a_long_history_has_reached() -> None:
