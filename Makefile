@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GEN    := gen
 PYTEST_ARGS ?=
+# make test's workers (pytest-xdist; each file's tests stay on one worker): a test mostly waits on
+# the processes, servers and databases it starts, so more workers than cores still pays.
+TEST_WORKERS ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help install gen run run-cluster test-deps test test-cluster test-fast lint bench clean distclean
@@ -42,13 +45,13 @@ test-deps: ## make sure PostgreSQL, Chromium, Prometheus, Alertmanager and docke
 	bash tools/test_deps.sh
 
 test: install test-deps ## run the whole test suite (real NATS, SQLite, PostgreSQL, processes)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-cluster: install test-deps ## only the fault run on make run-cluster's topology (also part of make test)
 	$(PY) -m pytest tests/test_cluster_faults.py -s $(PYTEST_ARGS)
 
 test-fast: install test-deps ## the suite without the slow end-to-end and fault-injection tests
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check .
