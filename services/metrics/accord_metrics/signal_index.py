@@ -369,7 +369,7 @@ class ServiceSignals:
     def converted(self) -> dict[str, Any]:
         """Signal id → its latest content as a formula input, for every input kept converted: those
         of the kept selections (but the ids changed since) and the others kept. Made anew: to read."""
-        out = dict(self._kept_inputs())
+        out = self._kept_index.copy() if self._kept_index is not None else self._index_kept()
         out.update(self._converted)
         return out
 
@@ -377,16 +377,18 @@ class ServiceSignals:
         """The inputs of the kept selections by signal id, but those whose rows changed since
         (`_Selection.changed`, and `project`/`forget` after this was made): made once a round, when
         an input is first looked up, rather than refilled from the selections every round."""
-        index = self._kept_index
-        if index is None:
-            index = {}
-            for kept in self.selections.values():
-                for _, ids, items in kept.lists.values():
-                    index.update(zip(ids, items, strict=True))
-            for kept in self.selections.values():
-                for sid in kept.changed:
-                    index.pop(sid, None)
-            self._kept_index = index
+        if self._kept_index is None:
+            self._kept_index = self._index_kept()
+        return self._kept_index
+
+    def _index_kept(self) -> dict[str, Any]:
+        index: dict[str, Any] = {}
+        for kept in self.selections.values():
+            for _, ids, items in kept.lists.values():
+                index.update(zip(ids, items, strict=True))
+        for kept in self.selections.values():
+            for sid in kept.changed:
+                index.pop(sid, None)
         return index
 
     def overlapping(self, span: Interval) -> list[signals_pb2.Signal]:
