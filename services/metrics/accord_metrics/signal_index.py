@@ -130,9 +130,16 @@ class ServiceSignals:
         self.ongoing: dict[str, tuple[int, int]] = dict(ongoing or {})  # signal id → (its start in µs, rank)
         self.reaches_us: int | None = facts.reaches  # `reaches`, in µs since the epoch
         self.longest_outage = facts.longest_outage  # µs: the longest outage with a reported end
-        self.converted: dict[str, Any] = {}  # signal id → its latest content as a formula input
-        # The inputs the evaluation round under way selected (see begin_round): what is kept after it.
+        # Signal id → its latest content as a formula input, for those kept converted apart from the
+        # kept selections (`selections`, whose inputs are kept converted too: see `converted`).
+        self._converted: dict[str, Any] = {}
+        # The inputs the evaluation round under way converted or selected apart from the kept
+        # selections it reused (see begin_round): what is kept after it, with the selections it used.
         self.selected: dict[str, Any] | None = None
+        self._reused = False  # the round under way selected inputs of a kept selection
+        # The inputs of the kept selections by signal id, made when first looked up in a round
+        # (`_kept_inputs`) and forgotten at its end: the ids changed since are taken out.
+        self._kept_index: dict[str, Any] | None = None
         # What windows selected by time (`select`), kept between rounds and brought up to date with
         # the ids whose rows changed since (`_Selection`); those no round used are released.
         self.selections: dict[tuple[Interval, bool, int], _Selection] = {}
@@ -231,12 +238,10 @@ class ServiceSignals:
             held[sid] = out[sid] = row
         self.count, self.longest_outage, self.reaches_us = count, longest, reaches
         if out:  # what was converted or selected of these ids is read again
-            if self.converted:
-                for sid in out:
-                    self.converted.pop(sid, None)
-            if self.selected is not None:
-                for sid in out:
-                    self.selected.pop(sid, None)
+            for held_inputs in (self._converted, self.selected, self._kept_index):
+                if held_inputs:
+                    for sid in out:
+                        held_inputs.pop(sid, None)
             for kept in self.selections.values():
                 kept.changed.update(out)
         return list(out.values()), _EPOCH_US if reach is None else reach
@@ -244,9 +249,11 @@ class ServiceSignals:
     def forget(self, signal_ids: Iterable[str]) -> None:
         """These ids have a new content (indexed by another process): convert them again."""
         for sid in signal_ids:
-            self.converted.pop(sid, None)
+            self._converted.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
+            if self._kept_index is not None:
+                self._kept_index.pop(sid, None)
             for kept in self.selections.values():
                 kept.changed.add(sid)
 
@@ -270,9 +277,11 @@ class ServiceSignals:
             elif kept.changed:
                 self._catch_up(kept, span, all_calls)
             out = SignalSet()
-            for name, (_, ids, items) in kept.lists.items():
-                if self.selected is not None:
-                    self.selected.update(zip(ids, items, strict=True))
+            for name, (_, _, items) in kept.lists.items():
+                # Its inputs stay converted as the kept selection itself (a round keeps the
+                # selections it used): not copied into `selected` every round.
+                if items and self.selected is not None:
+                    self._reused = True
                 getattr(out, name).extend(items)
             # Where its lists came from: what tells a running evaluation its new inputs (running.py).
             out.lineage = {
@@ -326,7 +335,7 @@ class ServiceSignals:
                 if there:
                     del ranks[at], ids[at], items[at]
                 continue
-            item = self._inputs([(row.rank, sid, row.content)])[0]
+            item = self._inputs([(row.rank, sid, row.content)], kept_too=False)[0]
             if there:
                 ids[at], items[at] = sid, item
             else:
@@ -337,7 +346,9 @@ class ServiceSignals:
     def begin_round(self) -> None:
         """An evaluation round starts: the inputs it selects are those kept after it."""
         self.selected = {}
+        self._reused = False
         self._used = set()
+        self._kept_index = None
 
     def end_round(self) -> None:
         """An evaluation round ended: when it selected any of this service's inputs, only those
@@ -345,11 +356,40 @@ class ServiceSignals:
         round that selects any) — the others are converted again from their latest content if a
         window needs them. What stays converted is bounded by what a round judges, not by
         history; a round that judged none of the service's windows keeps what was converted."""
-        if self.selected:
-            self.converted = self.selected
-            # The selections it used stay (its open windows' spans); the others are released.
+        if self.selected or self._reused:
+            self._converted = self.selected or {}
+            # The selections it used stay (its open windows' spans), their inputs with them; the
+            # others are released.
             self.selections = {k: v for k, v in self.selections.items() if k in self._used}
         self.selected = None
+        self._reused = False
+        self._kept_index = None
+
+    @property
+    def converted(self) -> dict[str, Any]:
+        """Signal id → its latest content as a formula input, for every input kept converted: those
+        of the kept selections (but the ids changed since) and the others kept. Made anew: to read."""
+        out = self._kept_index.copy() if self._kept_index is not None else self._index_kept()
+        out.update(self._converted)
+        return out
+
+    def _kept_inputs(self) -> dict[str, Any]:
+        """The inputs of the kept selections by signal id, but those whose rows changed since
+        (`_Selection.changed`, and `project`/`forget` after this was made): made once a round, when
+        an input is first looked up, rather than refilled from the selections every round."""
+        if self._kept_index is None:
+            self._kept_index = self._index_kept()
+        return self._kept_index
+
+    def _index_kept(self) -> dict[str, Any]:
+        index: dict[str, Any] = {}
+        for kept in self.selections.values():
+            for _, ids, items in kept.lists.values():
+                index.update(zip(ids, items, strict=True))
+        for kept in self.selections.values():
+            for sid in kept.changed:
+                index.pop(sid, None)
+        return index
 
     def overlapping(self, span: Interval) -> list[signals_pb2.Signal]:
         """The latest contents of the outages (selected by time: `select`) and maintenance
@@ -363,13 +403,19 @@ class ServiceSignals:
             found[sid] = content
         return [signals_pb2.Signal.FromString(c) for c in found.values()]
 
-    def _inputs(self, entries: list[tuple[int, str, bytes]]) -> list[Any]:
-        """The formula inputs of these rows: those converted already, the others converted from
-        their contents (in bulk: `_convert_all`) and kept converted."""
-        converted = self.converted
+    def _inputs(self, entries: list[tuple[int, str, bytes]], kept_too: bool = True) -> list[Any]:
+        """The formula inputs of these rows: those converted already (kept apart, or — unless
+        `kept_too` is false: rows known changed since — in a kept selection), the others converted
+        from their contents (in bulk: `_convert_all`) and kept converted."""
+        converted = self._converted
         get = converted.get
         out: list[Any] = [get(e[1]) for e in entries]
         todo = [i for i, item in enumerate(out) if item is None]
+        if todo and kept_too and self.selections:
+            kept_get = self._kept_inputs().get
+            for i in todo:
+                out[i] = kept_get(entries[i][1])
+            todo = [i for i in todo if out[i] is None]
         parse = signals_pb2.Signal.FromString
         for at in range(0, len(todo), _CONVERT_CHUNK):  # a chunk at a time: few parsed messages held at once
             chunk = todo[at : at + _CONVERT_CHUNK]
@@ -854,7 +900,8 @@ class SignalIndex(_Host):
                 sid, self._signal_store, state.facts.get(sid), state.ongoing.get(sid)
             )
             if sid in old:  # what a round under way converted and selected stays (see `forget`)
-                entry.converted, entry.selected = old[sid].converted, old[sid].selected
+                was = old[sid]
+                entry._converted, entry.selected, entry._reused = was.converted, was.selected, was._reused
         self._store_position = state.position
         self._index_stale = False
 

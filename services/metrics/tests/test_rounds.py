@@ -18,6 +18,7 @@ import pytest
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import sla_terms
 from accord_kit.timeline import Interval
+from accord_metrics import signal_index
 from accord_metrics.application import Metrics
 from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
 
@@ -319,3 +320,60 @@ def test_an_open_windows_burn_rates_keep_its_selection_for_the_next_batch(suite:
     look_backs = Interval(at(f"2026-04-10T07:00{AMS}"), at(f"2026-04-10T10:00:15{AMS}"))
     assert m.signal_set([EMAIL], span=look_backs).outages
     assert set(held.selections) == kept
+
+
+def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_is_read_afresh(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle round that selects a kept span unchanged reuses the selection's inputs as kept:
+    none converted again, none copied into the inputs kept apart from the selections. A new call
+    and a correction in the span after such rounds give the evaluations of a fresh read; so does
+    a new selection of the span (a longer outage than any before) made from the inputs the
+    selection reused holds — but for the call corrected meanwhile, converted again."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    first = {"o1", "a0", "a1", "a2", "a3"}
+    converted: list[str] = []
+    convert_all = signal_index._convert_all
+
+    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
+        converted.extend(s.signal_id for s in signals)
+        return convert_all(signals, ids)
+
+    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    april = "2026-03-31T22:00:00+00:00"
+
+    def fresh_read() -> None:  # every evaluation of April as from every stored signal
+        for objective in ("availability", "service-level"):
+            check = m.recompute(aid, objective, april)
+            assert check["matches"], check["differences"]
+
+    for second in ("05", "10"):  # idle rounds: the burn rates judged again from the kept selection
+        assert _round(m, f"2026-04-10T10:00:{second}{AMS}")[0] == 1
+        assert converted == []
+        assert held.selections and not first & set(held._converted)  # reused, not copied
+        assert first <= set(held.converted)
+
+    # A new call, then a correction (a0 answered after 40 s, not 10 s), after those rounds.
+    m.record(COLLECTOR, calls("b", f"2026-04-10T09:40{AMS}", 1, 0))
+    m.record(COLLECTOR, calls("a", f"2026-04-10T08:00{AMS}", 0, 1), reason="corrected")
+    assert _round(m, f"2026-04-10T10:00:15{AMS}")[0] == 2
+    assert sorted(converted) == ["a0", "b0"]
+    assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "3"  # type: ignore[index]
+    fresh_read()
+    assert _round(m, f"2026-04-10T10:00:20{AMS}")[0] == 1  # unchanged again: reused
+    assert sorted(converted) == ["a0", "b0"]
+
+    # A longer outage than any before and a correction (a1 answered after 40 s): the span is
+    # selected anew, from the inputs held but a1's, and the selection reused before released.
+    converted.clear()
+    m.record(COLLECTOR, [outage("o2", f"2026-04-10T09:10{AMS}", 30)])
+    m.record(COLLECTOR, calls("a", f"2026-04-10T08:00{AMS}", 1, 1)[1:], reason="corrected")
+    assert _round(m, f"2026-04-10T10:00:25{AMS}")[0] == 2
+    assert sorted(converted) == ["a1", "o2"]
+    assert held.selections and all(key[2] == held.longest_outage for key in held.selections)
+    assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "2"  # type: ignore[index]
+    fresh_read()
