@@ -419,12 +419,12 @@ class Judging(_Host):
         # Every service a window of it may read (once a judgement: it reads parents): what its
         # watch follows. Each window reads only those of the version judging it.
         services, providers = self.measured_services(view, now)
-        held: dict[tuple[Interval, bool, tuple[str, ...]], SignalSet] = {}
+        held: dict[tuple[Interval, bool, tuple[str, ...], datetime | None], SignalSet] = {}
 
-        def signals(span: Interval, all_calls: bool, of: tuple[str, ...]) -> SignalSet:
-            key = (span, all_calls, of)  # only if a window is judged, once a span and services
+        def signals(span: Interval, all_calls: bool, of: tuple[str, ...], since: datetime | None = None) -> SignalSet:
+            key = (span, all_calls, of, since)  # only if a window is judged, once a span and services
             if key not in held:
-                held[key] = self.signal_set(list(of), span=span, all_calls=all_calls)
+                held[key] = self.signal_set(list(of), span=span, all_calls=all_calls, since=since)
             return held[key]
 
         with self._lock:
@@ -486,12 +486,12 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: Callable[[Interval, bool, tuple[str, ...]], SignalSet], now: datetime,
+        signals: Callable[[Interval, bool, tuple[str, ...], datetime | None], SignalSet], now: datetime,
         earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`), each
-        from `signals(span, all_calls, services)` of its version's services; returns the end of
+        from `signals(span, all_calls, services, since)` of its version's services; returns the end of
         its last window, whether every window judged is closed, and the first instant one of its
         windows closes or a new one opens. `watching` (whether every
         open window must be judged, the services' signal facts, a list the open windows are
@@ -550,12 +550,14 @@ class Judging(_Host):
             # An open one, judged whole or its burn rates alone, reads the same span every round —
             # from its longest look-back before its start to its end: a superset of both, which the
             # formulas and `_recent` filter again — so the selection kept from the last round
-            # serves (`ServiceSignals.select`: only the ids changed since are read).
+            # serves (`ServiceSignals.select`: only the ids changed since are read). Before its start
+            # only the lists the burn rates read (outages, request counts); the calls from its start.
+            since = None
             if agg.closed or now >= window.end:
                 span = window
             else:
-                span = Interval(window.start - _look_back(window), window.end)
-            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services))
+                span, since = Interval(window.start - _look_back(window), window.end), window.start
+            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since)
             if rates_only and not agg.closed:
                 self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)
             else:

@@ -93,6 +93,9 @@ def changed_fields(old: signals_pb2.Signal, new: signals_pb2.Signal) -> list[str
 # instant), an outage by its start (with its end, below). Every other kind is read whole.
 _BY_TIME = frozenset({"calls", "requests", "outages"})
 _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which the formulas filter again
+# The lists an open window's burn rates read (`evaluation.burn_rates`): the only ones it selects
+# from its longest look-back before its start (`ServiceSignals.select`'s `since`).
+_BURN_READS = frozenset({"outages", "requests"})
 
 
 def _us(ts: Any) -> int:
@@ -142,8 +145,8 @@ class ServiceSignals:
         self._kept_index: dict[str, Any] | None = None
         # What windows selected by time (`select`), kept between rounds and brought up to date with
         # the ids whose rows changed since (`_Selection`); those no round used are released.
-        self.selections: dict[tuple[Interval, bool, int], _Selection] = {}
-        self._used: set[tuple[Interval, bool, int]] = set()
+        self.selections: dict[tuple[Interval, bool, int, datetime | None], _Selection] = {}
+        self._used: set[tuple[Interval, bool, int, datetime | None]] = set()
 
     def facts(self) -> Facts:
         return Facts(self.count, self.longest_outage, self.reaches_us)
@@ -257,25 +260,27 @@ class ServiceSignals:
             for kept in self.selections.values():
                 kept.changed.add(sid)
 
-    def select(self, span: Interval | None = None, all_calls: bool = False) -> SignalSet:
+    def select(self, span: Interval | None = None, all_calls: bool = False, since: datetime | None = None) -> SignalSet:
         """The formula inputs, each list in the order its signals were first recorded: all of
         them, or (`span`) the calls and request counts from `span`'s start to its end and the
         outages that reach into it or are under way — a superset of what any window within
         `span` (and its burn rates' look-backs) reads; every other kind whole. `all_calls`: every
-        call (first-contact resolution looks at contacts on either side of the window). Read
+        call (first-contact resolution looks at contacts on either side of the window). `since`:
+        where the lists the burn rates do not read (`_BURN_READS`: the calls) start, after `span`'s
+        start — an open window's start, its span starting at its longest look-back. Read
         from the store's index. A selection by time is kept (`_Selection`): selecting the same span
         again reads only the rows of the ids that changed since."""
         if span is not None:
-            key = (span, all_calls, self.longest_outage)
+            key = (span, all_calls, self.longest_outage, since)
             self._used.add(key)
             kept = self.selections.get(key)
             if kept is None:
-                kept = _Selection(self._select(span, all_calls))
+                kept = _Selection(self._select(span, all_calls, since))
                 kept.fill(self)
                 if self.selected is not None:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
             elif kept.changed:
-                self._catch_up(kept, span, all_calls)
+                self._catch_up(kept, span, all_calls, since)
             out = SignalSet()
             for name, (_, _, items) in kept.lists.items():
                 # Its inputs stay converted as the kept selection itself (a round keeps the
@@ -290,18 +295,20 @@ class ServiceSignals:
             }
             return out
         out = SignalSet()
-        for name, entries in self._select(span, all_calls).items():
+        for name, entries in self._select(span, all_calls, since).items():
             getattr(out, name).extend(self._inputs(entries))
         return out
 
-    def _select(self, span: Interval | None, all_calls: bool) -> dict[str, list[tuple[int, str, bytes]]]:
+    def _select(
+        self, span: Interval | None, all_calls: bool, since: datetime | None = None
+    ) -> dict[str, list[tuple[int, str, bytes]]]:
         """`select`'s rows: (rank, signal id, latest content) by list, in rank order."""
         whole = [n for n in LISTS if n not in _BY_TIME or span is None or (n == "calls" and all_calls)]
         found = self.store.whole(self.service_id, whole)
         if span is not None:
             lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
             for name in sorted(_BY_TIME - set(whole)):
-                bottom = lo - self.longest_outage if name == "outages" else lo
+                bottom = self._bottom(name, lo, since)
                 found[name] = self.store.in_range(self.service_id, name, bottom, hi)
             if self.ongoing:
                 inside = {e[1] for e in found.get("outages", [])}
@@ -312,7 +319,7 @@ class ServiceSignals:
             entries.sort(key=_rank)  # the order of first recordings
         return found
 
-    def _catch_up(self, kept: _Selection, span: Interval, all_calls: bool) -> None:
+    def _catch_up(self, kept: _Selection, span: Interval, all_calls: bool, since: datetime | None) -> None:
         """A kept selection brought up to date: each id whose row changed since is placed (by its
         rank), replaced or removed by the rule `_select` selects by — the rows `_select` would
         read now, in the same order."""
@@ -324,7 +331,7 @@ class ServiceSignals:
             if name not in _BY_TIME or (name == "calls" and all_calls):
                 inside = True
             else:
-                bottom = lo - self.longest_outage if name == "outages" else lo
+                bottom = self._bottom(name, lo, since)
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
             ranks, ids, items = kept.lists.setdefault(name, (array("q"), [], []))
             at = bisect_left(ranks, row.rank)
@@ -342,6 +349,16 @@ class ServiceSignals:
                 ranks.insert(at, row.rank)
                 ids.insert(at, sid)
                 items.insert(at, item)
+
+    def _bottom(self, name: str, lo: int, since: datetime | None) -> int:
+        """The lowest instant (µs) a list selected by time from `lo` (a span's start, less the
+        margin) is selected from: an outage reaching into the span may start its longest before;
+        a list the burn rates do not read starts at `since` (less the margin) when given."""
+        if name == "outages":
+            return lo - self.longest_outage
+        if since is not None and name not in _BURN_READS:
+            return max(lo, _instant_us(since) - _SLACK_US)
+        return lo
 
     def begin_round(self) -> None:
         """An evaluation round starts: the inputs it selects are those kept after it."""
@@ -1028,15 +1045,15 @@ class SignalIndex(_Host):
 
     def signal_set(
         self, service_ids: list[str], *, from_store: bool = False, span: Interval | None = None,
-        all_calls: bool = False,
+        all_calls: bool = False, since: datetime | None = None,
     ) -> SignalSet:  # fmt: skip
         """The signals of these services as formula inputs, in one set: `signal_sources` combined."""
-        return combined(self.signal_sources(service_ids, from_store=from_store, span=span, all_calls=all_calls),
-                        service_ids)  # fmt: skip
+        sources = self.signal_sources(service_ids, from_store=from_store, span=span, all_calls=all_calls, since=since)
+        return combined(sources, service_ids)
 
     def signal_sources(
         self, service_ids: Iterable[str], *, from_store: bool = False, span: Interval | None = None,
-        all_calls: bool = False,
+        all_calls: bool = False, since: datetime | None = None,
     ) -> dict[str, SignalSet]:  # fmt: skip
         """The signals of these services as formula inputs, per service: from the store's signal
         index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
@@ -1045,7 +1062,7 @@ class SignalIndex(_Host):
             return self.stored_signals(set(service_ids)).sets
         with self._lock:
             self._refresh_signals()
-            return {sid: self._services[sid].select(span, all_calls) for sid in service_ids}
+            return {sid: self._services[sid].select(span, all_calls, since) for sid in service_ids}
 
     def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,

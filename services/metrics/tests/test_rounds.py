@@ -12,14 +12,19 @@ latest round judged."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import sla_terms
 from accord_kit.timeline import Interval
-from accord_metrics import signal_index
+from accord_metrics import judging, signal_index
 from accord_metrics.application import Metrics
+from accord_metrics.evaluation import burn_rates
+from accord_metrics.signal_index import combined
 from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
 
 
@@ -377,3 +382,68 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     assert held.selections and all(key[2] == held.longest_outage for key in held.selections)
     assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "2"  # type: ignore[index]
     fresh_read()
+
+
+def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open window's span reaches back to its longest burn-rate look-back before its start only
+    for the lists the burn rates read: after a restart, an outage there is converted, kept and fed
+    to the burn rates; a call there (counted by no window of April) is neither converted nor kept.
+    The evaluations and burn rates are those over every stored signal."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    march = [outage("o-mar", f"2026-03-31T20:00{AMS}", 30), *calls("mar", f"2026-03-31T21:00{AMS}", 2, 1)]
+    m.record(COLLECTOR, [*march, *calls("apr", f"2026-04-01T08:00{AMS}", 2, 1)])
+    suite.tick(f"2026-04-01T10:00{AMS}")  # March closed (judged), April open
+
+    converted: list[str] = []
+    convert_all = signal_index._convert_all
+
+    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
+        converted.extend(s.signal_id for s in signals)
+        return convert_all(signals, ids)
+
+    judged: list[dict[timedelta, Decimal]] = []
+    alerts = judging._burn_alerts
+
+    def spy(agg: Any, rates: dict[timedelta, Decimal], window: Interval) -> None:
+        if agg.objective_id == "availability":
+            judged.append(rates)
+        alerts(agg, rates, window)
+
+    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    monkeypatch.setattr(judging, "_burn_alerts", spy)
+    now = at(f"2026-04-01T10:00:05{AMS}")
+    fresh = Metrics(suite.envs["metrics"], clock=suite.clock)  # a restart: nothing converted, nothing kept
+    try:
+        suite.clock.set(now)
+        fresh.evaluate(now)
+        assert fresh.last_round.windows_judged == 2  # April's two open windows
+        held = fresh._services[EMAIL]
+        assert "o-mar" in converted and "o-mar" in held.converted
+        assert {"apr0", "apr1", "apr2"} <= set(converted)
+        march_calls = {"mar0", "mar1", "mar2"}
+        assert not march_calls & set(converted)
+        assert not march_calls & set(held.converted)
+        assert held.selections and all(key[3] is not None for key in held.selections)
+
+        # The burn rates read the outage before April's start: those over every stored signal.
+        april = "2026-03-31T22:00:00+00:00"
+        view = fresh.agreement_view(None, aid)
+        agg = fresh.window(None, aid, "availability", april)
+        window = Interval(at(agg.window_start), at(agg.window_end))
+        version, services = fresh._judging_version(view, window.start)
+        objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == "availability")
+        signals = combined(fresh.signal_sources(fresh.scope(view, now)[2]), services)
+        exclusions, _ = judging._exclusions(objective, signals, window, judging.suspensions(view))
+        expected = burn_rates(objective, fresh._calendar_for(objective, None), exclusions, signals, now,
+                              window.duration, "UTC")  # fmt: skip
+        assert any(expected.values())
+        assert judged and all(rates == expected for rates in judged)
+        for objective_id in ("availability", "service-level"):
+            check = fresh.recompute(aid, objective_id, april)  # from every stored signal
+            assert check["matches"], check["differences"]
+        assert _latest(fresh, aid, "service-level", april) == _latest(m, aid, "service-level", april)
+    finally:
+        fresh.close()
