@@ -165,6 +165,23 @@ async def gateway_over(
         await nc.close()
 
 
+def spy_burn_rates(monkeypatch: Any, objective_id: str = "availability") -> list[dict[timedelta, Any]]:
+    """The burn rates each round judges `objective_id` by, as judging hands them to its alerts
+    (`judging._burn_alerts`, which still runs): a list filled as rounds go."""
+    from accord_metrics import judging
+
+    judged: list[dict[timedelta, Any]] = []
+    alerts = judging._burn_alerts
+
+    def spy(agg: Any, rates: dict[timedelta, Any], window: Any) -> None:
+        if agg.objective_id == objective_id:
+            judged.append(rates)
+        alerts(agg, rates, window)
+
+    monkeypatch.setattr(judging, "_burn_alerts", spy)
+    return judged
+
+
 def an_active_agreement(suite: Suite) -> str:
     """Departments, the e-mail service and the sample SLA, accepted; returns its id."""
     from accord_agreements.samples import sla_terms

@@ -23,7 +23,7 @@ from accord_metrics.burning import BurnIndex
 from accord_metrics.evaluation import ONGOING, SignalSet, burn_lengths, burn_rates, run_formula
 from accord_metrics.formulas import reliability
 from accord_metrics.signal_index import combined
-from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, outage, ts
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, outage, spy_burn_rates, ts
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 # A window of 2 days: its look-backs are 2 days ÷ 30 days of the pairs' (5 min 20 s … 4 h 48 min).
@@ -236,15 +236,7 @@ def test_every_round_s_burn_rates_are_those_over_every_stored_signal(
     after every round, the burn rates it judged April's availability by are those
     `evaluation.burn_rates` gives over every stored signal, with the window's calendar and
     exclusions."""
-    judged: list[dict[timedelta, Decimal]] = []
-    alerts = judging._burn_alerts
-
-    def spy(agg: Any, rates: dict[timedelta, Decimal], window: Interval) -> None:
-        if agg.objective_id == "availability":
-            judged.append(rates)
-        alerts(agg, rates, window)
-
-    monkeypatch.setattr(judging, "_burn_alerts", spy)
+    judged = spy_burn_rates(monkeypatch)
     suite = Suite(make_store_env)
     try:
         m = suite.metrics

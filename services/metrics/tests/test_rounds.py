@@ -12,9 +12,6 @@ latest round judged."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
-from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -25,7 +22,20 @@ from accord_metrics import judging, signal_index
 from accord_metrics.application import Metrics
 from accord_metrics.evaluation import burn_rates
 from accord_metrics.signal_index import combined
-from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, an_active_agreement, at, calls, outage, ts
+from tests.suite import (
+    AMS,
+    COLLECTOR,
+    CUSTOMER,
+    EMAIL,
+    PROVIDER,
+    Suite,
+    an_active_agreement,
+    at,
+    calls,
+    outage,
+    spy_burn_rates,
+    ts,
+)
 
 
 @pytest.fixture
@@ -404,16 +414,8 @@ def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
         converted.extend(s.signal_id for s in signals)
         return convert_all(signals, ids)
 
-    judged: list[dict[timedelta, Decimal]] = []
-    alerts = judging._burn_alerts
-
-    def spy(agg: Any, rates: dict[timedelta, Decimal], window: Interval) -> None:
-        if agg.objective_id == "availability":
-            judged.append(rates)
-        alerts(agg, rates, window)
-
+    judged = spy_burn_rates(monkeypatch)
     monkeypatch.setattr(signal_index, "_convert_all", counting)
-    monkeypatch.setattr(judging, "_burn_alerts", spy)
     now = at(f"2026-04-01T10:00:05{AMS}")
     fresh = Metrics(suite.envs["metrics"], clock=suite.clock)  # a restart: nothing converted, nothing kept
     try:
