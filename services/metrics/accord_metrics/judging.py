@@ -1019,7 +1019,8 @@ def _burn_rates(
             values = running.burns.values(
                 objective, calendar, exclusions, signals.outages, signals.lineage, span, now, lengths
             )
-        except Exception:  # the formula computes them (and says what is wrong)
+        except Exception:  # unexpected (bad parameters are left to the formula): the formula computes them
+            log.exception("burn_index_failed", objective=objective.get("id", ""))
             running.burns = BurnIndex()
             values = None
     if values is not None and len(values) == len(lengths):
