@@ -7,13 +7,14 @@ its own new events)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import (
+    ApplicationRecorder,
     IntegrityError,
     Notification,
     ProcessRecorder,
@@ -32,6 +33,31 @@ DEFAULT_READ_LIMIT = 500
 # An upstream event whose recording conflicts with another writer of the same store is applied
 # again this many times in all before the conflict is the consumer's failure (AccordApplication.apply_upstream).
 CONFLICT_RETRIES = 3
+
+
+def topic_pages(
+    recorder: ApplicationRecorder, after: int, topics: Sequence[str], limit: int = 1000
+) -> Iterator[tuple[Sequence[Notification], int]]:
+    """The notifications of `topics` stored after position `after`, page by page (at most
+    `limit` to a page), each page with the position read up to: its last notification's, or —
+    at the last page — the log's head as read before the first page. An index that tails some
+    topics keeps that position, so its next look starts at the head it reached, not at its
+    topics' last event: the events of other topics after that one (a metrics log is mostly
+    signal batches) are not scanned again each time, and its cost stays with what is new.
+
+    Safe because positions are committed in order (SQLite serialises writers; PostgreSQL
+    inserts hold the events table's EXCLUSIVE lock until their commit): no event at or below
+    the head read can be committed after it."""
+    head = recorder.max_notification_id() or 0
+    while True:
+        notes = recorder.select_notifications(
+            start=after, limit=limit, stop=head, topics=topics, inclusive_of_start=False
+        )
+        last = len(notes) < limit
+        after = max(after, head) if last else notes[-1].id
+        yield notes, after
+        if last:
+            return
 
 
 class AccordApplication(Application[Any]):

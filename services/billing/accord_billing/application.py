@@ -36,7 +36,7 @@ from accord_billing.domain import (
     TerminationWatch,
 )
 from accord_kit.agreement_terms import effective_terms, state_change_at
-from accord_kit.application import AccordApplication
+from accord_kit.application import AccordApplication, topic_pages
 from accord_kit.clock import Clock
 from accord_kit.consumer import NotYetError
 from accord_kit.context import Principal
@@ -142,15 +142,9 @@ class Billing(AccordApplication):
     def _refresh_statements(self) -> None:
         """Index the statements opened or finalised since we last looked (by any process)."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._statements_position,
-                    limit=1000,
-                    topics=[STATEMENT_TOPIC, FINALIZED_TOPIC],
-                    inclusive_of_start=False,
-                )
-                if not notes:
-                    return
+            for notes, read_to in topic_pages(
+                self.recorder, self._statements_position, [STATEMENT_TOPIC, FINALIZED_TOPIC]
+            ):
                 for n in notes:
                     sid = uuid.UUID(str(n.originator_id))
                     if n.topic == FINALIZED_TOPIC:
@@ -164,17 +158,12 @@ class Billing(AccordApplication):
                         self._period_end[sid] = _parse(opened.period_end)
                         if sid not in self._finalized:
                             self._unsettled[sid] = None
-                self._statements_position = notes[-1].id
+                self._statements_position = read_to
 
     def _refresh_ledger(self) -> None:
         """Index the ledger transactions posted since we last looked (by any process)."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._ledger_position, limit=1000, topics=[LEDGER_TOPIC], inclusive_of_start=False
-                )
-                if not notes:
-                    return
+            for notes, read_to in topic_pages(self.recorder, self._ledger_position, [LEDGER_TOPIC]):
                 for n in notes:
                     tid = uuid.UUID(str(n.originator_id))
                     if tid not in self._ledger_txs:
@@ -183,7 +172,7 @@ class Billing(AccordApplication):
                         self._ledger_txs[tid] = (_parse(posted.period), entries)
                         for account in dict.fromkeys(e["account"] for e in entries):
                             self._ledger_of[account].append(tid)
-                self._ledger_position = notes[-1].id
+                self._ledger_position = read_to
 
     def _statement_ids_of(self, agreement_id: str | None, ending_after: datetime | None = None) -> list[uuid.UUID]:
         """The ids of an agreement's statements (None: of every agreement's), in log order;
@@ -710,15 +699,10 @@ class Billing(AccordApplication):
     def _billed_agreement_ids(self) -> list[uuid.UUID]:
         """The ids of every agreement billing knows (from the log by position, by any process)."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._agreements_position, limit=1000, topics=[AGREEMENT_TOPIC], inclusive_of_start=False
-                )
-                if not notes:
-                    break
+            for notes, read_to in topic_pages(self.recorder, self._agreements_position, [AGREEMENT_TOPIC]):
                 for n in notes:
                     self._agreement_ids[uuid.UUID(str(n.originator_id))] = None
-                self._agreements_position = notes[-1].id
+                self._agreements_position = read_to
             return list(self._agreement_ids)
 
     def received_through(

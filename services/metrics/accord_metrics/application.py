@@ -27,6 +27,7 @@ from accord_metrics.judging import (
     Settled,
     Watch,
     WindowCheck,
+    WindowList,
     _windows,
     breach_subjects,
     recorded_calendar,
@@ -96,12 +97,14 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         super().__init__(env, codec=codec(), clock=clock)
         self._lock = threading.RLock()
         self._providers: dict[str, str] = {}  # service → provider (views.AgreementViews._refresh_services)
-        self._services_position = 0
+        self._services_position = 0  # the latest service event's log position
+        self._services_read = 0  # the log position service events were read up to
         self._services: dict[str, ServiceSignals] = {}
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
         self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids
         self._windows_position = 0
-        self._views_position = 0  # agreement views indexed from the log by position (any process's)
+        self._views_position = 0  # the latest agreement view event's log position (any process's)
+        self._views_read = 0  # the log position view events were read up to
         self._view_changed: dict[UUID, int] = {}  # view id → position of its latest event, in first-seen order
         self._settled: dict[UUID, Settled] = {}  # ended agreements with nothing to evaluate (see Settled)
         # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
@@ -110,10 +113,12 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._fcr_services: tuple[tuple[int, int], dict[str, str]] | None = None  # ((views, services positions), …)
         # What a round judges again (see judging.Watch): only what changed since the last one.
         self._watches: dict[UUID, Watch] = {}
-        self._calendars_position = 0
+        self._calendars_position = 0  # the latest calendar event's log position
+        self._calendars_read = 0  # the log position calendar events were read up to
         self._closed_windows: set[UUID] = set()
         self._open_windows: set[UUID] = set()
         self._running: dict[UUID, Running] = {}  # open window → its running evaluation (running.py)
+        self._window_lists: dict[tuple[str, str], WindowList] = {}  # each objective's windows (judging.WindowList)
         self._round_windows = 0
         self._round_kept = False  # a round kept changes for the next one (a failing agreement or objective)
         self.last_round = RoundStats()

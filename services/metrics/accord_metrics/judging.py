@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from uuid import UUID
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from accord_kit.application import topic_pages
 from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
@@ -46,6 +48,7 @@ WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 CALENDAR_TOPICS = sorted(event_topics(CalendarView))
+_TICK = timedelta(microseconds=1)
 # The tracking name under which a round records, durably, the signals' log position up to which it
 # judged every signal (`Judging._record_judged`): a process that starts reads it, and its first
 # round judges only the signals stored after it — with its open windows, and any window a view
@@ -173,6 +176,32 @@ class Watch:
         return not any(w.time_sensitive(now, mine) for w in self.open)
 
 
+class WindowList:
+    """An objective's windows from its agreement's start to a round's end, with their ids, kept
+    between rounds: listing every window since an agreement began (and hashing its id) each
+    round grew with history. `spec` is what they were listed for (kind, rolling days, start,
+    time zone), `last` the period the span ended in (the list holds while a round's end stays
+    in it), `ends` the windows' ends (increasing), `closed` how many leading windows are known
+    closed (windows known closed are never unmarked; the count only grows)."""
+
+    __slots__ = ("closed", "ends", "ids", "last", "spec", "windows")
+
+    def __init__(
+        self, spec: tuple[Any, ...], last: Interval, windows: list[Interval], ids: list[UUID], ends: list[datetime]
+    ) -> None:
+        self.spec, self.last, self.windows, self.ids, self.ends = spec, last, windows, ids, ends
+        self.closed = 0
+
+    def first(self, earliest_change: datetime | None, closed: set[UUID]) -> int:
+        """The first window a round must look at: those before it are known closed and end at
+        or before the earliest change (a change reaches a window that ends after it)."""
+        k, ids = self.closed, self.ids
+        while k < len(ids) and ids[k] in closed:
+            k += 1
+        self.closed = k
+        return k if earliest_change is None else min(k, bisect_right(self.ends, earliest_change))
+
+
 @dataclass(frozen=True)
 class RoundStats:
     """What the latest evaluation round did: agreements judged and skipped (nothing changed
@@ -218,11 +247,13 @@ class Judging(_Host):
     _failing: dict[tuple[str, str], str]
     _watches: dict[UUID, Watch]  # agreements judged, and what would make a round judge them again
     _calendars_position: int
+    _calendars_read: int  # the log position the calendar events were read up to (topic_pages)
     _closed_windows: set[UUID]  # windows known closed: loaded only when a change reaches them
     _open_windows: set[UUID]  # windows known open (judged by this process)
     _round_windows: int
     _round_kept: bool
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
+    _window_lists: dict[tuple[str, str], WindowList]  # (agreement id, objective id) → its windows listed
     _judged_position: int
     _views_judged_position: int
     _view_reach: dict[UUID, datetime]
@@ -338,13 +369,11 @@ class Judging(_Host):
         """The log position of the latest calendar event (any process's): a calendar redefined
         judges the open windows again (they are judged by its latest version)."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._calendars_position, limit=1000, topics=CALENDAR_TOPICS, inclusive_of_start=False
-                )
-                if not notes:
-                    return self._calendars_position
-                self._calendars_position = notes[-1].id
+            for notes, read_to in topic_pages(self.recorder, self._calendars_read, CALENDAR_TOPICS):
+                if notes:
+                    self._calendars_position = notes[-1].id
+                self._calendars_read = read_to
+            return self._calendars_position
 
     def _services_kept(self, view: AgreementView, now: datetime, changed_since: dict[str, datetime]) -> list[str]:
         """The services whose changes an agreement that failed keeps pending: those it is
@@ -505,12 +534,18 @@ class Judging(_Host):
         judged: list[tuple[UUID, bool]] = []
         metric = str(objective.get("metric") or "")
         look_back = None
-        for window in _windows(objective, Interval(start, max(end, start + timedelta(microseconds=1))), tz):
+        listed = self._window_list(view.agreement_id, objective, Interval(start, max(end, start + _TICK)), tz)
+        # The windows before `first` are known closed and no change reaches them: not even listed again.
+        first = listed.first(earliest_change, self._closed_windows)
+        for window in reversed(listed.windows[:first]):
+            if not Interval(max(window.start, start), min(window.end, ends or window.end)).empty:
+                windows_end = max(windows_end, window.end)
+                break
+        for window, wid in zip(listed.windows[first:], listed.ids[first:], strict=True):
             measured = Interval(max(window.start, start), min(window.end, ends or window.end))
             if measured.empty:
                 continue
             windows_end = max(windows_end, window.end)
-            wid = WindowEvaluation.create_id(view.agreement_id, objective["objective_id"], window.start.isoformat())
             touched = earliest_change is not None and earliest_change < window.end
             if wid in self._closed_windows and not touched:
                 continue  # closed, and no change reaches it: not even loaded
@@ -576,6 +611,30 @@ class Judging(_Host):
         elif windows_end == now:  # the next window opens just after now
             due = now
         return windows_end, all_closed, due
+
+    def _window_list(self, agreement_id: str, objective: dict[str, Any], span: Interval, tz: str) -> WindowList:
+        """An objective's windows over `span` with their ids, kept between rounds (see WindowList):
+        listed again only when the span's end passes into the next period (a window, or a day
+        for rolling windows) or the objective's window, start or time zone change."""
+        objective_id = str(objective["objective_id"])
+        kind, days = _window_kind(objective)
+        spec = (kind, days, span.start, tz)
+        with self._lock:
+            kept = self._window_lists.get((agreement_id, objective_id))
+        if kept is not None and kept.spec == spec and kept.last.start < span.end <= kept.last.end:
+            return kept
+        windows: list[Interval] = []
+        last = Interval(span.start, span.start)
+        for period in calendar_windows("DAY" if kind == "ROLLING" else kind, span, tz):
+            windows.append(period if days is None else Interval(period.end - timedelta(days=days), period.end))
+            last = period
+        ids = [WindowEvaluation.create_id(agreement_id, objective_id, w.start.isoformat()) for w in windows]
+        listed = WindowList(spec, last, windows, ids, [w.end for w in windows])
+        if kept is not None and kept.spec == spec:  # the same windows from the same start: a prefix of these
+            listed.closed = min(kept.closed, len(windows))
+        with self._lock:
+            self._window_lists[(agreement_id, objective_id)] = listed
+        return listed
 
     def _next_effective(self, view_ids: Iterable[UUID], now: datetime) -> datetime:
         """The first instant after `now` a version of these views takes effect (FAR_FUTURE if
@@ -703,16 +762,11 @@ class Judging(_Host):
     def window_ids(self, agreement_id: str) -> list[UUID]:
         """The ids of every window evaluation recorded for an agreement (in no order)."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._windows_position, limit=1000, topics=[WINDOW_TOPIC], inclusive_of_start=False
-                )
-                if not notes:
-                    break
+            for notes, read_to in topic_pages(self.recorder, self._windows_position, [WINDOW_TOPIC]):
                 for n in notes:
                     opened: Any = self.mapper.to_domain_event(n)
                     self._windows[opened.agreement_id].add(str(n.originator_id))
-                self._windows_position = notes[-1].id
+                self._windows_position = read_to
             return [UUID(i) for i in self._windows.get(agreement_id, ())]
 
     def window_evaluations(self, agreement_id: str) -> list[Any]:
@@ -940,15 +994,10 @@ class Judging(_Host):
         """The log position of the event that recorded a window's latest closed evaluation,
         from an index of closings and restatements caught up from the log when asked."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._recorded_at_position, limit=1000, topics=RECORDING_TOPICS, inclusive_of_start=False
-                )
-                if not notes:
-                    break
+            for notes, read_to in topic_pages(self.recorder, self._recorded_at_position, RECORDING_TOPICS):
                 for n in notes:
                     self._recorded_at[UUID(str(n.originator_id))] = n.id
-                self._recorded_at_position = notes[-1].id
+                self._recorded_at_position = read_to
             return self._recorded_at.get(window_id)
 
     def _recorded_evaluations(self, window_id: UUID) -> list[dict[str, Any]]:
@@ -1053,14 +1102,17 @@ def _exclusions(
     return exclusions, paused
 
 
-def _windows(objective: dict[str, Any], span: Interval, time_zone: str) -> list[Interval]:
+def _window_kind(objective: dict[str, Any]) -> tuple[str, int | None]:
+    """An objective's window kind (DAY … YEAR, or ROLLING) and, rolling, its length in days."""
     w = objective.get("window") or {}
     kind = (w.get("kind") or "WINDOW_KIND_MONTH").removeprefix("WINDOW_KIND_")
-    if kind == "ROLLING":
-        # A rolling window is judged at every local midnight: the N days before it.
-        days = int(w.get("rolling_days") or 30)
-        out = []
-        for day in calendar_windows("DAY", span, time_zone):
-            out.append(Interval(day.end - timedelta(days=days), day.end))
-        return out
+    return kind, int(w.get("rolling_days") or 30) if kind == "ROLLING" else None
+
+
+def _windows(objective: dict[str, Any], span: Interval, time_zone: str) -> list[Interval]:
+    """An objective's windows that overlap `span`, in order. A rolling window is judged at every
+    local midnight: the N days before it."""
+    kind, days = _window_kind(objective)
+    if days is not None:
+        return [Interval(day.end - timedelta(days=days), day.end) for day in calendar_windows("DAY", span, time_zone)]
     return list(calendar_windows(kind, span, time_zone))

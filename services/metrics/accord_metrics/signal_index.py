@@ -19,6 +19,7 @@ from eventsourcing.application import AggregateNotFoundError
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metrics_events
 from accord.metrics.v1 import signals_pb2
+from accord_kit.application import topic_pages
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
 from accord_kit.timeline import Interval
@@ -659,7 +660,8 @@ class SignalIndex(_Host):
     _providers: dict[str, str]
     _services: dict[str, ServiceSignals]
     _signal_store: SignalStore
-    _signals_position: int  # the log read up to (signal events)
+    _signals_position: int  # the latest signal event read from the log
+    _signals_read: int  # the log position signal events were read up to (topic_pages)
     _store_position: int  # the log position the store's signal index holds every signal event up to
     _index_stale: bool  # the facts held may differ from the store's (a write failed): read them again
     _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
@@ -822,6 +824,7 @@ class SignalIndex(_Host):
                 raise
             if written:
                 self._store_position = self._signals_position = written[-1]
+                self._signals_read = max(self._signals_read, written[-1])
                 for service_id, at in changes:
                     self._note_change(service_id, at)
             else:  # a recorder that runs no with_records hook: indexed from the log instead
@@ -906,7 +909,7 @@ class SignalIndex(_Host):
         before the index existed). Nothing before both is read."""
         self._signal_store = SignalStore(self.recorder)
         self._load_signal_facts()
-        self._signals_position = min(self._judged_position, self._store_position)
+        self._signals_position = self._signals_read = min(self._judged_position, self._store_position)
 
     def _load_signal_facts(self) -> None:
         state = self._signal_store.state()
@@ -996,12 +999,10 @@ class SignalIndex(_Host):
         with self._lock:
             if self._index_stale:
                 self._load_signal_facts()
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._signals_position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
-                )
+            for notes, read_to in topic_pages(self.recorder, self._signals_read, SIGNAL_TOPICS, 500):
                 if not notes:
-                    return
+                    self._signals_read = read_to
+                    continue
                 batches: list[tuple[int, str, list[signals_pb2.Signal]]] = []
                 for n in notes:
                     batch: Any = self.mapper.to_domain_event(n)
@@ -1014,7 +1015,7 @@ class SignalIndex(_Host):
                     if not rest or self._project(list(rest), notes[-1].id):
                         break
                     batches = rest  # another process indexed some meanwhile: those are noted
-                self._signals_position = notes[-1].id
+                self._signals_position, self._signals_read = notes[-1].id, read_to
 
     def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
         """The latest end among a service's request counts whose signal ids start with

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord_kit.agreement_terms import effective_terms, state_change_at
+from accord_kit.application import topic_pages
 from accord_kit.context import Principal
 from accord_kit.envelope import unpack
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
@@ -45,12 +46,14 @@ class AgreementViews(_Host):
     `Metrics`, whose constructor sets the state declared here)."""
 
     _lock: threading.RLock
-    _views_position: int  # agreement views indexed from the log by position (any process's)
+    _views_position: int  # the latest agreement view event's log position (any process's)
+    _views_read: int  # the log position view events were read up to (topic_pages)
     _views_judged_position: int  # view events up to here were judged (judging.JUDGED_VIEWS)
     _view_reach: dict[UUID, datetime]  # view → the earliest instant its events since then reach
     _view_changed: dict[UUID, int]  # view id → position of its latest event, in first-seen order
     _providers: dict[str, str]  # service id → its provider department
-    _services_position: int  # services (KnownService) indexed from the log by position (any process's)
+    _services_position: int  # the latest service (KnownService) event's log position (any process's)
+    _services_read: int  # the log position service events were read up to (topic_pages)
 
     # -- upstream: the agreements stream ------------------------------------------------------------------
     def policy(self, source: str, envelope: events_pb2.EventEnvelope, processing: ProcessingEvent[Any]) -> None:
@@ -112,14 +115,9 @@ class AgreementViews(_Host):
     # -- views and calendars --------------------------------------------------------------------------------
     def _refresh_views(self) -> int:
         """Index the agreement views' events stored since we last looked (by any process);
-        returns the position read up to."""
+        returns the latest one's log position (what the rounds' watches compare)."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._views_position, limit=1000, topics=VIEW_EVENT_TOPICS, inclusive_of_start=False
-                )
-                if not notes:
-                    return self._views_position
+            for notes, read_to in topic_pages(self.recorder, self._views_read, VIEW_EVENT_TOPICS):
                 for n in notes:
                     uid = UUID(str(n.originator_id))
                     self._view_changed[uid] = n.id
@@ -128,7 +126,9 @@ class AgreementViews(_Host):
                         if reach is not None:
                             held = self._view_reach.get(uid)
                             self._view_reach[uid] = reach if held is None else min(held, reach)
-                self._views_position = notes[-1].id
+                    self._views_position = n.id
+                self._views_read = read_to
+            return self._views_position
 
     def _reach_of(self, notification: Any) -> datetime | None:
         """The instant from which a view event can change how windows are judged: a version's
@@ -215,18 +215,15 @@ class AgreementViews(_Host):
     # -- the services an agreement is measured on ---------------------------------------------------------
     def _refresh_services(self) -> int:
         """Index the services registered since we last looked (by any process) with their
-        provider; returns the position read up to."""
+        provider; returns the latest one's log position."""
         with self._lock:
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=self._services_position, limit=1000, topics=[SERVICE_TOPIC], inclusive_of_start=False
-                )
-                if not notes:
-                    return self._services_position
+            for notes, read_to in topic_pages(self.recorder, self._services_read, [SERVICE_TOPIC]):
                 for n in notes:
                     known: Any = self.mapper.to_domain_event(n)
                     self._providers[str(known.service_id)] = str(known.provider_department_id)
-                self._services_position = notes[-1].id
+                    self._services_position = n.id
+                self._services_read = read_to
+            return self._services_position
 
     def services_covered(self, effective: dict[str, Any]) -> tuple[set[str], str]:
         """The services effective terms measure (docs/domain.md §1): those they name; naming

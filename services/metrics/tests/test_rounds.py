@@ -12,6 +12,8 @@ latest round judged."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -20,8 +22,10 @@ from accord_agreements.samples import sla_terms
 from accord_kit.timeline import Interval
 from accord_metrics import judging, signal_index
 from accord_metrics.application import Metrics
+from accord_metrics.domain import WindowEvaluation
 from accord_metrics.evaluation import burn_rates
 from accord_metrics.signal_index import combined
+from accord_metrics.views import SERVICE_TOPIC, VIEW_EVENT_TOPICS
 from tests.suite import (
     AMS,
     COLLECTOR,
@@ -211,6 +215,88 @@ def test_a_window_reads_only_the_signals_that_reach_it(suite: Suite) -> None:
     check = m.recompute(aid, "service-level", feb)
     assert check["matches"], check["differences"]
     assert not any(sid.startswith("01") for sid in held.converted)
+
+
+def test_a_round_lists_an_agreements_windows_once_a_period_not_every_window_each_round(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round used to list every window since the agreement began, and hash each one's id,
+    whatever it judged: its cost grew with history. The list is kept between rounds, made again
+    only when a new window opens, and a window known closed that no change reaches is passed
+    over without a look (judging.WindowList)."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    for month in [f"{y}-{mo:02d}" for y in (2026, 2027) for mo in range(1, 13)][1:]:
+        suite.tick(f"{month}-01T02:00{AMS}")
+    suite.tick(f"2028-01-10T10:00{AMS}")  # 2026 and 2027 closed: 24 windows of each objective; January open
+    ids: list[tuple[str, ...]] = []
+    create_id = WindowEvaluation.create_id
+
+    def spying(*args: str, **kwargs: str) -> UUID:
+        if args:  # a window listed (a new window's aggregate is created with its id by keywords)
+            ids.append(args)
+        return create_id(*args, **kwargs)
+
+    monkeypatch.setattr(WindowEvaluation, "create_id", staticmethod(spying))
+
+    def counted_round(when: str) -> int:
+        ids.clear()
+        return _round(m, when + AMS)[0]
+
+    # A batch in the open month: its two windows judged, no window listed again.
+    m.record(COLLECTOR, [outage("now", f"2028-01-10T08:00{AMS}", 20), *calls("now", f"2028-01-10T07:00{AMS}", 5, 5)])
+    assert counted_round("2028-01-10T10:05") == 2
+    assert ids == []
+
+    # A late call in March 2027: the windows it reaches (those ending after it: March 2027 to
+    # January 2028, both objectives) judged, March's service level restated — still none listed.
+    m.record(COLLECTOR, calls("late", f"2027-03-10T09:00{AMS}", 0, 3))
+    assert counted_round("2028-01-10T10:10") == 2 * 11
+    assert ids == []
+    march = "2027-02-28T23:00:00+00:00"
+    assert len(m.window(None, aid, "service-level", march).restatements) == 1
+    assert len(m.window(None, aid, "service-level", "2027-01-31T23:00:00+00:00").restatements) == 0
+    check = m.recompute(aid, "service-level", march)
+    assert check["matches"], check["differences"]
+
+    # February opens: the round that closes January lists each objective's windows once again
+    # (January 2026 to February 2028), and the next round none.
+    assert counted_round("2028-02-01T02:00") == 2 * 2
+    assert len(ids) == 2 * 26
+    assert len({i[1] for i in ids}) == 2
+    assert counted_round("2028-02-01T02:05") == 0
+    assert ids == []
+    m.record(COLLECTOR, calls("feb", f"2028-02-01T01:00{AMS}", 3, 0))
+    assert counted_round("2028-02-01T02:10") == 2
+    assert ids == []
+
+
+def test_a_round_reads_views_calendars_services_and_signals_from_where_the_last_one_read_to(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index that tails some topics of the log started each look at its topics' last event:
+    with nothing new of them, every round scanned again every event stored since (a metrics
+    log is mostly signal batches and evaluations) — a cost growing with history. Each look now
+    starts at the head the last one read up to (accord_kit.application.topic_pages)."""
+    m = suite.metrics
+    an_active_agreement(suite)
+    for day in range(11, 16):  # signal batches after the last view, calendar and service event
+        m.record(COLLECTOR, calls(f"d{day}", f"2026-01-{day}T09:00{AMS}", 3, 1))
+    head = m.head_position()
+    _round(m, f"2026-01-16T10:00{AMS}")
+    starts: list[tuple[str, int]] = []
+    select = m.recorder.select_notifications
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        starts.append((",".join(kwargs.get("topics") or ()), kwargs["start"]))
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(m.recorder, "select_notifications", spying)
+    _round(m, f"2026-01-16T10:05{AMS}")
+    looked = {topics for topics, _ in starts}
+    for topics in (VIEW_EVENT_TOPICS, judging.CALENDAR_TOPICS, [SERVICE_TOPIC], signal_index.SIGNAL_TOPICS):
+        assert ",".join(topics) in looked
+    assert [(topics, start) for topics, start in starts if start < head] == []
 
 
 def test_a_running_evaluation_is_recorded_only_when_its_outcome_changes(suite: Suite) -> None:

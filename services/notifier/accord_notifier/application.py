@@ -23,7 +23,7 @@ from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.billing.v1 import events_pb2 as billing_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import events_pb2 as metric_events
-from accord_kit.application import AccordApplication
+from accord_kit.application import AccordApplication, topic_pages
 from accord_kit.clock import Clock
 from accord_kit.context import Principal
 from accord_notifier.codec import codec
@@ -187,12 +187,7 @@ class Notifier(AccordApplication):
         to date with the log (notifications saved by any process)."""
         with self._lock:
             idx = self._index
-            while True:
-                notes = self.recorder.select_notifications(
-                    start=idx.position, limit=1000, topics=NOTIFICATION_TOPICS, inclusive_of_start=False
-                )
-                if not notes:
-                    return
+            for notes, read_to in topic_pages(self.recorder, idx.position, NOTIFICATION_TOPICS):
                 for n in notes:
                     e: Any = self.mapper.to_domain_event(n)
                     nid = e.originator_id
@@ -204,7 +199,7 @@ class Notifier(AccordApplication):
                             idx.due[nid] = _parse(e.next_attempt_at)
                     else:  # delivered or abandoned
                         idx.due.pop(nid, None)
-                idx.position = notes[-1].id
+                idx.position = read_to
 
     def due(self, now: datetime, limit: int = 100) -> list[Notification]:
         """Pending notifications due at `now`, the longest due first."""
