@@ -132,8 +132,9 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
             self._views_judged_position = self.recorder.max_notification_id() or 0
         self._view_reach: dict[UUID, datetime] = {}
         self._reach_kept: set[UUID] = set()
-        # Windows' closings and restatements indexed by log position (read only when a window
-        # judged by contact.fcr v1 is re-derived: see `Judging._calls_as_judged`).
+        # Windows' closings and restatements indexed by log position (each round: the windows
+        # known closed; and when a window judged by contact.fcr v1 is re-derived, see
+        # `Judging._calls_as_judged`).
         self._recorded_at: dict[UUID, int] = {}
         self._recorded_at_position = 0
         # The store's signal index (signal_store.py): its facts, and the log read from the judged

@@ -248,7 +248,9 @@ class Judging(_Host):
     _watches: dict[UUID, Watch]  # agreements judged, and what would make a round judge them again
     _calendars_position: int
     _calendars_read: int  # the log position the calendar events were read up to (topic_pages)
-    _closed_windows: set[UUID]  # windows known closed: loaded only when a change reaches them
+    # Windows known closed (judged so here, or their closing read from the log): loaded only
+    # when a change reaches them.
+    _closed_windows: set[UUID]
     _open_windows: set[UUID]  # windows known open (judged by this process)
     _round_windows: int
     _round_kept: bool
@@ -271,6 +273,7 @@ class Judging(_Host):
         now = now or self.clock.now()
         with self._lock:
             self._refresh_signals()
+            self._refresh_recorded()  # the windows closed (by any process) are known closed
             changed_since, self._changed = self._changed, {}
             signals_position = self._signals_position  # every signal up to here is in changed_since
             self._round_kept = False
@@ -992,13 +995,24 @@ class Judging(_Host):
 
     def _recorded_position(self, window_id: UUID) -> int | None:
         """The log position of the event that recorded a window's latest closed evaluation,
-        from an index of closings and restatements caught up from the log when asked."""
+        from the index of closings and restatements (`_refresh_recorded`)."""
+        self._refresh_recorded()
+        with self._lock:
+            return self._recorded_at.get(window_id)
+
+    def _refresh_recorded(self) -> None:
+        """Index the windows' closings and restatements stored since we last looked (by any
+        process): each such window is known closed — a round passes over it, unloaded, unless a
+        change reaches it — and the log position of its latest one is kept. A process that
+        starts learns its closed windows here, in one read of the log, instead of loading every
+        window of history in its first round to find it closed."""
         with self._lock:
             for notes, read_to in topic_pages(self.recorder, self._recorded_at_position, RECORDING_TOPICS):
                 for n in notes:
-                    self._recorded_at[UUID(str(n.originator_id))] = n.id
+                    uid = UUID(str(n.originator_id))
+                    self._recorded_at[uid] = n.id
+                    self._closed_windows.add(uid)
                 self._recorded_at_position = read_to
-            return self._recorded_at.get(window_id)
 
     def _recorded_evaluations(self, window_id: UUID) -> list[dict[str, Any]]:
         """Every evaluation a window's events recorded: running, closing, restated (old and new)."""

@@ -185,6 +185,47 @@ def test_a_restart_judges_only_the_signals_after_the_judged_position(suite: Suit
     suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)  # closed by the fixture
 
 
+def test_a_restart_loads_no_closed_window_that_no_change_reaches(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that starts learns which windows are closed from the log's closings and
+    restatements (one read), not by loading every window of history in its first round to find
+    it closed: only the open windows, and the closed ones a change reaches, are loaded."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    for month in range(1, 13):
+        m.record(COLLECTOR, [outage(f"o{month}", f"2026-{month:02d}-12T10:00{AMS}", 30)])
+        suite.tick(f"2026-{month:02d}-20T10:00{AMS}")
+    suite.tick(f"2027-01-10T10:00{AMS}")  # 2026 closed: 12 windows of each objective
+    closed = {w.id for w in m.window_evaluations(aid) if w.closed}
+    assert len(closed) == 24
+    m.close()
+
+    loaded: list[UUID] = []
+    again = Metrics(suite.envs["metrics"], clock=suite.clock)
+    suite.metrics = again  # closed by the fixture
+    get = again.repository.get
+
+    def spying(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
+        loaded.append(aggregate_id)
+        return get(aggregate_id, *args, **kwargs)
+
+    monkeypatch.setattr(again.repository, "get", spying)
+    assert _round(again, f"2027-01-10T10:05{AMS}") == (2, 0)  # its open windows, nothing recorded
+    assert closed & set(loaded) == set()
+
+    # A late outage in November: November's and December's windows are loaded and judged
+    # (November's availability restated), the other closed ones still not.
+    again.record(COLLECTOR, [outage("late", f"2026-11-20T10:00{AMS}", 90)])
+    loaded.clear()
+    assert _round(again, f"2027-01-10T10:10{AMS}")[0] == 6
+    reached = {
+        WindowEvaluation.create_id(aid, objective, start)
+        for objective in ("availability", "service-level")
+        for start in ("2026-10-31T23:00:00+00:00", "2026-11-30T23:00:00+00:00")
+    }
+    assert closed & set(loaded) == reached
+    assert len(again.window(None, aid, "availability", "2026-10-31T23:00:00+00:00").restatements) == 1
+
+
 def test_a_window_reads_only_the_signals_that_reach_it(suite: Suite) -> None:
     m = suite.metrics
     aid = an_active_agreement(suite)
