@@ -195,11 +195,14 @@ class ServiceSignals:
         them (else serialised here). Each signal's kind, body and instants are read once."""
         out: dict[str, Row] = {}
         reach: int | None = None
+        whole = calls = False  # a row of a list read whole; a call (read whole by first-contact resolution)
         count, longest, reaches, ongoing = self.count, self.longest_outage, self.reaches_us, self.ongoing
         for n, s in enumerate(items):
             sid = s.signal_id
             kind = str(s.WhichOneof("kind"))
             code, first_field, by_time, budgeted = _KIND[kind]
+            whole = whole or not by_time
+            calls = calls or code == _CALLS_CODE
             body = getattr(s, kind)
             at = getattr(body, first_field)
             first = at.seconds * 1_000_000 + at.nanos // 1_000  # `_earliest_us(s)`
@@ -246,8 +249,15 @@ class ServiceSignals:
                 if held_inputs:
                     for sid in out:
                         held_inputs.pop(sid, None)
-            for kept in self.selections.values():
-                kept.changed.update(out)
+            # Marked changed in the kept selections it can change: not in a selection by time that
+            # ends before everything the batch reaches (its signals and the contents they replace
+            # — a row is selected by a time key at or after that), unless it reads the row's list
+            # whole. Recording marks the open windows' selections, not every closed window's a
+            # round judged (a backfill's round keeps thousands: each batch marked in each of them
+            # was quadratic in time and memory).
+            for (_, all_calls, *_), kept in self.selections.items():
+                if whole or (calls and all_calls) or reach is None or reach <= kept.hi_us:
+                    kept.changed.update(out)
         return list(out.values()), _EPOCH_US if reach is None else reach
 
     def forget(self, signal_ids: Iterable[str]) -> None:
@@ -276,7 +286,7 @@ class ServiceSignals:
             self._used.add(key)
             kept = self.selections.get(key)
             if kept is None:
-                kept = _Selection(self._select(span, all_calls, since))
+                kept = _Selection(self._select(span, all_calls, since), _instant_us(span.end) + _SLACK_US)
                 kept.fill(self)
                 if self.selected is not None:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
@@ -450,7 +460,8 @@ class _Selection:
     list, the ranks, signal ids and inputs in rank order, and the ids whose rows changed since
     it was last brought up to date."""
 
-    def __init__(self, lists: dict[str, list[tuple[int, str, bytes]]]) -> None:
+    def __init__(self, lists: dict[str, list[tuple[int, str, bytes]]], hi_us: int) -> None:
+        self.hi_us = hi_us  # the latest time key (µs) a row it selects by time can have
         # The ranks as machine integers (8 B each, not an int object and a pointer).
         self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {}
         self.changed: set[str] = set()
@@ -567,6 +578,7 @@ _FIRST = {
     "call": "entered_queue", "ticket": "opened", "task": "received", "lead": "created", "deal": "closed_at",
 }  # fmt: skip
 _EPOCH_US = 0
+_CALLS_CODE = LIST_CODE["calls"]
 _KIND.update(
     (kind, (LIST_CODE[name], _FIRST[kind], name in _BY_TIME, kind in _BUDGETED_INPUTS))
     for kind, name in _LIST_OF.items()

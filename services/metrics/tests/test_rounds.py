@@ -12,6 +12,7 @@ latest round judged."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -576,3 +577,45 @@ def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
         assert _latest(fresh, aid, "service-level", april) == _latest(m, aid, "service-level", april)
     finally:
         fresh.close()
+
+
+def test_recording_marks_changed_only_the_kept_selections_it_can_change(suite: Suite) -> None:
+    """A round keeps the selections of every window it judged — after a backfill, those of a
+    year of closed windows. A batch recorded afterwards is marked changed only in the selections
+    it can reach (those ending at or after the earliest instant it reaches, and those reading its
+    lists whole), not in every closed window's: marking each batch in each of thousands of
+    them was quadratic in time and memory."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    backfill = []
+    for month in range(1, 13):
+        backfill += [outage(f"o{month}", f"2026-{month:02d}-12T10:00{AMS}", 30)]
+        backfill += calls(f"c{month}-", f"2026-{month:02d}-13T09:00{AMS}", 8, 2)
+    m.record(COLLECTOR, backfill)
+    judged, _ = _round(m, f"2026-12-20T10:00{AMS}")
+    assert judged == 24  # the year's windows, December's open
+    kept = m._services[EMAIL].selections
+    december = at(f"2026-11-30T23:00{AMS}")
+    # One selection a closed month (both objectives read the same span), January to October
+    # (November's ends a margin into December).
+    closed = [k for k in kept.values() if k.hi_us < int(december.timestamp() * 1_000_000)]
+    assert len(closed) == 10
+
+    # A batch in December: December's selections marked, no closed window's.
+    m.record(COLLECTOR, calls("dec-", f"2026-12-20T09:00{AMS}", 3, 1))
+    assert all(not k.changed for k in closed)
+    assert any(k.changed for k in kept.values() if k not in closed)
+    assert _round(m, f"2026-12-20T10:05{AMS}")[0] == 2
+
+    # A late call in March: the selections ending at or after it are marked (March's and
+    # after), the earlier ones not; March's service level restated as from every stored signal.
+    kept = m._services[EMAIL].selections
+    march = at(f"2026-03-01T00:00{AMS}")
+    m.record(COLLECTOR, calls("late-", f"2026-03-20T09:00{AMS}", 0, 3))
+    for k in kept.values():
+        assert bool(k.changed) == (k.hi_us >= int(at(f"2026-03-20T09:00{AMS}").timestamp() * 1_000_000))
+    _round(m, f"2026-12-20T10:10{AMS}")
+    start = march.astimezone(UTC).isoformat()
+    assert len(m.window(None, aid, "service-level", start).restatements) == 1
+    check = m.recompute(aid, "service-level", start)
+    assert check["matches"], check["differences"]
