@@ -37,6 +37,7 @@ BENCHMARKS: tuple[str, ...] = (
     "agreements",
     "metrics",
     "metrics_scale",
+    "metrics_portfolio",
     "gateway",
     "audit",
     "reference",

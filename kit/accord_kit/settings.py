@@ -152,6 +152,11 @@ METRICS_SETTINGS: tuple[Setting, ...] = (
         "",
         "YAML file of Prometheus sources metrics pulls request counts from (empty: none)",
     ),
+    Setting(
+        "AGGREGATE_CACHE",
+        "10000",
+        "agreement views and window evaluations kept in memory between rounds (least recently used beyond); 0: none",
+    ),
 )
 
 NOTIFIER_SETTINGS: tuple[Setting, ...] = (
@@ -216,6 +221,7 @@ class ServiceSettings:
     clock_file: Path | None = None  # end-to-end tests and demos: "now" read from this file
     tick_seconds: float = 0.0  # the periodic work's interval; 0: the service's own default
     prometheus_sources: Path | None = None  # metrics only
+    aggregate_cache: int = 0  # metrics only: aggregates kept in memory between loads (0: none)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no /metrics endpoint
     otlp_endpoint: str = ""  # empty: no tracing
@@ -357,6 +363,11 @@ class ServiceSettings:
             tick_seconds=_float(f"{p}_TICK_SECONDS", own("TICK_SECONDS", "0"), 0, 86400),
             prometheus_sources=(
                 Path(own("PROMETHEUS_SOURCES", "")) if service == "metrics" and own("PROMETHEUS_SOURCES", "") else None
+            ),
+            aggregate_cache=(
+                _int(f"{p}_AGGREGATE_CACHE", own("AGGREGATE_CACHE", "10000"), 0, 10_000_000)
+                if service == "metrics"
+                else 0
             ),
             metrics_host=own("METRICS_HOST", "127.0.0.1"),
             metrics_port=_int(f"{p}_METRICS_PORT", raw_metrics_port, 0, 65535) if raw_metrics_port else None,

@@ -89,6 +89,14 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
     service = "metrics"
     # A window's running evaluation changes often while it is open: load it from a snapshot.
     snapshotting_intervals = {WindowEvaluation: 50}
+    # The library's aggregate cache: a round loads each agreement's view and its open windows'
+    # evaluations from memory and reads only the events stored since (fast-forward: what the
+    # consumer or another process saved is seen), instead of decoding them from the store each
+    # round. Least recently used beyond the size (METRICS_AGGREGATE_CACHE). What is changed is
+    # loaded as a deep copy (a round that fails half-way leaves nothing it changed behind, and a
+    # query never sees changes not saved yet); what a round only reads, the views and calendars,
+    # as the cached object itself (`AgreementViews._read`).
+    env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
     # Signal batches name a service, never an agreement: AgreementHistory skips them undecoded
     # (an evaluation carries the digest and counts of the signals that decided its window).
     history_skip_topics = frozenset({BATCH_TOPIC})

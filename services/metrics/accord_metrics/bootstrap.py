@@ -41,6 +41,12 @@ EVALUATE_EVERY_SECONDS = 5.0  # how often open windows are re-judged and ended o
 EVALUATION_HEALTH = "accord.evaluation"
 
 
+def store_env(settings: ServiceSettings) -> dict[str, str]:
+    """The library's settings for metrics' store, with its aggregate cache (`METRICS_AGGREGATE_CACHE`)."""
+    cache = str(settings.aggregate_cache) if settings.aggregate_cache else ""
+    return {**settings.event_store_env(), "AGGREGATE_CACHE_MAXSIZE": cache}
+
+
 def build(
     settings: ServiceSettings,
     *,
@@ -54,7 +60,7 @@ def build(
     clock = clock or settings.clock()
     evaluate_every = evaluate_every or settings.tick_seconds or EVALUATE_EVERY_SECONDS
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
-    app = Metrics(settings.event_store_env(), clock=clock)
+    app = Metrics(store_env(settings), clock=clock)
     health = HealthBoard()
     intake = SignalIntake(
         app, settings.nats_url, verifier, settings.nats_replicas, health=health, nats_auth=settings.nats_auth

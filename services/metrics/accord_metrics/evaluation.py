@@ -344,6 +344,6 @@ def burn_rates(
             rates[length] = Decimal(0)
             continue
         error_ratio = (HUNDRED - value) / HUNDRED
-        rate = reliability.burn_rate(error_ratio, target).value
+        rate = reliability.burn_rate_value(error_ratio, target)
         rates[length] = rate if rate is not None else Decimal(0)
     return rates

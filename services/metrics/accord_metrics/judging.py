@@ -302,7 +302,8 @@ class Judging(_Host):
         self._round_windows = 0
         changed = judged = 0
         for uid in ids:
-            view: Any = self.repository.get(uid)
+            # Read, never changed here (its events come from the consumer): the cached view itself.
+            view: Any = self.repository.get(uid, deepcopy_from_cache=False)
             if not view.versions:  # a draft: nothing to judge until its view changes
                 self._watch(uid, Watch(position, calendars, frozenset({uid}), (), FAR_FUTURE, ()))
                 continue
@@ -644,7 +645,7 @@ class Judging(_Host):
         none): the terms in force, and so an agreement's objectives, may change then."""
         due = FAR_FUTURE
         for uid in view_ids:
-            v: Any = self._get_or(uid, lambda: None)
+            v: Any = self._read(uid)
             for version in getattr(v, "versions", []):
                 at = _parse(version["effective_from"])
                 if now < at < due:

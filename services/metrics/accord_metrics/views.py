@@ -112,6 +112,16 @@ class AgreementViews(_Host):
         except AggregateNotFoundError:
             return create()
 
+    def _read(self, aggregate_id: Any) -> Any:
+        """An aggregate to read and never to change (None when not stored): the cached one itself,
+        not a deep copy of it — what a round reads of the agreement views and calendars, once
+        an agreement a round and again for its windows (a copy of every version's terms each
+        time was most of a round's cost with many agreements)."""
+        try:
+            return self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            return None
+
     # -- views and calendars --------------------------------------------------------------------------------
     def _refresh_views(self) -> int:
         """Index the agreement views' events stored since we last looked (by any process);
@@ -162,7 +172,7 @@ class AgreementViews(_Host):
                 uid = AgreementView.create_id(parent_id) if parent_id else None
                 if uid is not None and uid not in out:
                     out.add(uid)
-                    parent = self._get_or(uid, lambda: None)
+                    parent = self._read(uid)
                     if parent is not None:
                         todo.append(parent)
         return frozenset(out)
@@ -173,7 +183,7 @@ class AgreementViews(_Host):
         that judged it. LookupError when not known (that version not, or not yet)."""
         if not calendar_id or calendar_id == "24x7":
             return AlwaysOpen()
-        view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
+        view: Any = self._read(CalendarView.create_id(calendar_id))
         if view is None or not view.definitions:
             raise LookupError(f"calendar {calendar_id!r} is not known to metrics yet")
         if not version:
@@ -186,7 +196,7 @@ class AgreementViews(_Host):
         """Whether metrics holds this version of this calendar (the built-in 24x7 has one, 1)."""
         if not calendar_id or calendar_id == "24x7":
             return version == AlwaysOpen.version
-        view: Any = self._get_or(CalendarView.create_id(calendar_id), lambda: None)
+        view: Any = self._read(CalendarView.create_id(calendar_id))
         return version > 0 and view is not None and view.definition(version) is not None
 
     def _calendar_for(self, objective: dict[str, Any], pinned: tuple[str, int] | None) -> Calendar:
@@ -275,7 +285,7 @@ class AgreementViews(_Host):
         # (a version yet to take effect included: its windows will read them).
         instants = {start, end}
         for uid in self._depends_on(view):
-            other: Any = view if uid == UUID(str(view.id)) else self._get_or(uid, lambda: None)
+            other: Any = view if uid == UUID(str(view.id)) else self._read(uid)
             for v in getattr(other, "versions", []):
                 instants.add(max(_parse(v["effective_from"]), start))
         services: set[str] = set()
@@ -292,7 +302,7 @@ class AgreementViews(_Host):
         parent_id = terms.get("parent_agreement_id") or ""
         if not parent_id or depth > 8:
             return terms
-        parent: Any = self._get_or(AgreementView.create_id(parent_id), lambda: None)
+        parent: Any = self._read(AgreementView.create_id(parent_id))
         if parent is None or not parent.versions:
             return terms
         parent_terms = self.effective_terms(_version_at(parent, when)["terms"], when, depth + 1)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from accord_kit.timeline import (
@@ -658,12 +659,8 @@ def burn_rate(error_ratio: Decimal | int, target_percent: Decimal | int) -> Eval
     percentage (e.g. Decimal("99.9")). 1 spends the budget exactly over the window.
     Target 100 % → value None, undefined "the target leaves no error budget"."""
     formula_id = "burn_rate"
-    target = _target(target_percent)
-    observed = _dec(error_ratio, "error_ratio")
-    if not ZERO <= observed <= 1:
-        raise ValueError("error_ratio is a ratio between 0 and 1")
+    target, observed, value = _burn_rate(error_ratio, target_percent)
     parameters = {"target_percent": str(target)}
-    value = ratio(observed * HUNDRED, HUNDRED - target)
     return Evaluated(
         formula_id,
         VERSION,
@@ -675,6 +672,20 @@ def burn_rate(error_ratio: Decimal | int, target_percent: Decimal | int) -> Eval
     )
 
 
+def burn_rate_value(error_ratio: Decimal | int, target_percent: Decimal | int) -> Decimal | None:
+    """`burn_rate(...).value` without its input digest: what the multi-window rule compares,
+    asked for over each look-back of every open window each round."""
+    return _burn_rate(error_ratio, target_percent)[2]
+
+
+def _burn_rate(error_ratio: Decimal | int, target_percent: Decimal | int) -> tuple[Decimal, Decimal, Decimal | None]:
+    target = _target(target_percent)
+    observed = _dec(error_ratio, "error_ratio")
+    if not ZERO <= observed <= 1:
+        raise ValueError("error_ratio is a ratio between 0 and 1")
+    return target, observed, ratio(observed * HUNDRED, HUNDRED - target)
+
+
 def _scaled(td: timedelta, window_length: timedelta) -> timedelta:
     micro = Fraction(td // timedelta(microseconds=1)) * Fraction(
         window_length // timedelta(microseconds=1), BURN_WINDOW_REFERENCE // timedelta(microseconds=1)
@@ -682,6 +693,10 @@ def _scaled(td: timedelta, window_length: timedelta) -> timedelta:
     return timedelta(microseconds=round(micro))
 
 
+# A pure function of the window's length, asked for by every open window of every agreement each
+# round (its pairs, look-backs and alert names): computed once a length (a month's four lengths,
+# a quarter's, a rolling window's; a few dozen at most), not eight exact fractions a call.
+@lru_cache(maxsize=256)
 def burn_windows(window_length: timedelta) -> tuple[BurnPair, ...]:
     """The multi-window burn-rate pairs (docs/domain.md §3 "Warnings") for an objective window of
     `window_length`: the pairs docs/domain.md gives for 30 days (14.4 over 1 h and 5 min, 6 over 6 h and

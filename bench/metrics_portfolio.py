@@ -1,0 +1,155 @@
+"""Evaluation rounds over a portfolio of agreements: what a round costs for each agreement it
+judges.
+
+Set-up (not timed): the gateway benchmark's portfolio (`bench.gateway._build_portfolio`) — N
+accepted agreements (default 1,000), the sample SLA (two objectives: availability and the
+service level) over one of four services each, learned by a `Metrics` application on SQLite
+(durable settings) in this process, January evaluated up to the 20th. Then, one fake hour
+apart, rounds of three kinds, each in turn (default 5 of each; figures are medians):
+
+* after a batch on every service (each service's calls): every agreement is judged, its two
+  open windows again (an evaluation recorded for each that changed);
+* after a batch on one service (the services in turn): the agreements measuring it (N/4);
+* with nothing new: none.
+
+Each round's CPU time (`time.process_time`), wall time, agreements and windows judged and
+events recorded come from the round itself (`Metrics.last_round`); the figures divide the CPU
+by the agreements judged. The process's RSS at the end is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from accord.metrics.v1 import signals_pb2
+from accord_kit.context import Principal
+from bench.gateway import EVALUATE_AT, SERVICES, _build_portfolio, _ts
+
+NAME = "metrics-portfolio"
+SUMMARY = "metrics evaluation rounds over a portfolio of agreements: CPU per agreement judged"
+
+COLLECTOR = Principal("bench-collector", "service")
+KINDS = ("every service", "one service", "nothing new")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("metrics-portfolio benchmark")
+    group.add_argument(
+        "--portfolio-agreements", type=int, default=1000, help="accepted agreements in the portfolio (default 1000)"
+    )
+    group.add_argument(
+        "--portfolio-rounds", type=int, default=5, help="rounds of each kind; figures are medians (default 5)"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n: int = args.portfolio_agreements
+    rounds: int = args.portfolio_rounds
+    if n < 1 or rounds < 1:
+        raise ValueError("--portfolio-agreements and --portfolio-rounds must be > 0")
+    with tempfile.TemporaryDirectory(prefix="accord-bench-portfolio-") as tmp:
+        t0 = time.perf_counter()
+        portfolio = _build_portfolio(Path(tmp), n, with_metrics=True)
+        setup_s = time.perf_counter() - t0
+        print(f"   portfolio: {n:,} agreements in {setup_s:.1f} s", flush=True)
+        metrics = portfolio.metrics
+        assert metrics is not None
+        try:
+            measured = _rounds(metrics, rounds)
+        finally:
+            portfolio.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _report(n, rounds, setup_s, measured, rss_mb)
+
+
+def _batch(service_id: str, step: int, at: Any) -> list[signals_pb2.Signal]:
+    """A batch for one service: 20 calls in the hour before `at`, a third answered late, so the
+    service level moves. No outage: one within the burn rates' longest look-back makes every
+    round judge its windows again until it is that old (their burn rates move with time), which
+    would blur the rounds after one service's batch and with nothing new."""
+    out: list[signals_pb2.Signal] = []
+    for i in range(20):
+        entered = at - timedelta(minutes=60 - i)
+        wait = 40 if (i + step) % 3 == 0 else 10
+        call = signals_pb2.Call(
+            entered_queue=_ts(entered), answered_at=_ts(entered + timedelta(seconds=wait)), talk_seconds="60"
+        )
+        out.append(signals_pb2.Signal(signal_id=f"{service_id}-s{step}-{i}", service_id=service_id, call=call))
+    return out
+
+
+def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
+    measured: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    services = list(SERVICES)
+    at = EVALUATE_AT
+    step = 0
+    for r in range(rounds):
+        for kind in KINDS:
+            step += 1
+            at = at + timedelta(hours=1)
+            if kind == "every service":
+                for sid in services:
+                    metrics.record(COLLECTOR, _batch(sid, step, at))
+            elif kind == "one service":
+                sid = services[r % len(services)]
+                metrics.record(COLLECTOR, _batch(sid, step, at))
+            metrics.clock.set(at)
+            head = metrics.head_position()
+            c0, w0 = time.process_time(), time.perf_counter()
+            metrics.evaluate(at)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            last = metrics.last_round
+            measured[kind].append(
+                {
+                    "cpu_ms": cpu * 1000,
+                    "ms": wall * 1000,
+                    "agreements": last.agreements_judged,
+                    "windows": last.windows_judged,
+                    "events": metrics.head_position() - head,
+                }
+            )
+        print(
+            f"   rounds {r + 1}/{rounds}: " + ", ".join(f"{k} {measured[k][-1]['cpu_ms']:,.0f} ms CPU" for k in KINDS),
+            flush=True,
+        )
+    return measured
+
+
+def _report(
+    n: int, rounds: int, setup_s: float, measured: dict[str, list[dict[str, float]]], rss_mb: float
+) -> dict[str, Any]:
+    figures: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for kind in KINDS:
+        rs = measured[kind]
+        cpu = statistics.median(r["cpu_ms"] for r in rs)
+        agreements = statistics.median(r["agreements"] for r in rs)
+        windows = statistics.median(r["windows"] for r in rs)
+        events = statistics.median(r["events"] for r in rs)
+        per = cpu / agreements if agreements else None
+        summary[kind] = {"cpu_ms": cpu, "agreements": agreements, "windows": windows, "events": events, "per": per}
+        low, high = min(r["cpu_ms"] for r in rs), max(r["cpu_ms"] for r in rs)
+        detail = (
+            f"CPU, median of {rounds} (range {low:,.0f}–{high:,.0f} ms; "
+            f"wall {statistics.median(r['ms'] for r in rs):,.0f} ms); {agreements:,.0f} agreements and "
+            f"{windows:,.0f} windows judged, {events:,.0f} events recorded"
+        )
+        if per is not None:
+            detail += f"; {per:.2f} ms a judged agreement"
+        figures.append({"name": f"round, {kind}, {n:,} agreements", "value": cpu, "unit": "ms", "detail": detail})
+    figures.append(
+        {"name": f"RSS, {n:,} agreements", "value": rss_mb, "unit": "MiB", "detail": "peak of the process, at the end"}
+    )
+    return {
+        "figures": figures,
+        "params": {"agreements": n, "rounds": rounds, "setup_s": setup_s},
+        "rounds": measured,
+        "summary": summary,
+    }
