@@ -53,6 +53,10 @@ _TICK = timedelta(microseconds=1)
 # judged every signal (`Judging._record_judged`): a process that starts reads it, and its first
 # round judges only the signals stored after it — with its open windows, and any window a view
 # change, a closing or an opening needs — not every window again (see the README, "Scale").
+# A round saves the evaluations of the agreements it judged together, in one transaction, once
+# this many window evaluations are pending (and at its end): a commit (and its fsync) a batch of
+# agreements, not one an agreement.
+SAVE_BATCH = 256
 JUDGED = "metrics-judged-signals"
 # The log position up to which every agreement view event a round learned was judged (see
 # `AgreementViews._refresh_views`): the view events after it reach closed windows again.
@@ -234,6 +238,16 @@ class WindowCheck:
         return not self.differences
 
 
+@dataclass
+class _Judged:
+    """An agreement judged in a round: the window evaluations to save, and what to note once
+    they are saved (the windows known closed or open, its watch, settled)."""
+
+    view: Any
+    to_save: list[Any]
+    saved: Callable[[], None]
+
+
 class Judging(_Host):
     """Every objective's evaluation per window with its breaches, and its recomputation (a
     mixin of `Metrics`, whose constructor sets the state declared here)."""
@@ -301,6 +315,33 @@ class Judging(_Host):
             skipped = len(self._view_changed) - len(ids)
         self._round_windows = 0
         changed = judged = 0
+        pending: list[_Judged] = []  # judged, their evaluations not saved yet
+
+        def isolate(view: Any, e: Exception) -> None:  # this agreement: the others are still judged
+            self._watch(UUID(str(view.id)), None)
+            self._reach_kept |= self._depends_on(view)
+            self._failed(view.agreement_id, "", e)
+            self._keep_changes(self._services_kept(view, now, changed_since), changed_since)  # for the next pass
+
+        def flush() -> int:
+            """Save the pending agreements' evaluations in one transaction (one commit, not one
+            an agreement); saved, each is known judged. A failed save keeps none: each of them is
+            judged again next round (its window evaluations were loaded as copies)."""
+            batch, saved = list(pending), 0
+            pending.clear()
+            if not batch:
+                return 0
+            try:
+                self.save(*[agg for j in batch for agg in j.to_save])
+            except Exception as e:
+                for j in batch:
+                    isolate(j.view, e)
+                return 0
+            for j in batch:
+                j.saved()
+                saved += len(j.to_save)
+            return saved
+
         for uid in ids:
             # Read, never changed here (its events come from the consumer): the cached view itself.
             view: Any = self.repository.get(uid, deepcopy_from_cache=False)
@@ -309,14 +350,18 @@ class Judging(_Host):
                 continue
             judged += 1
             try:
-                changed += self._evaluate_agreement(view, now, changed_since, position, calendars)
-            except Exception as e:  # isolated to this agreement: the others are still judged
-                self._watch(uid, None)
-                self._reach_kept |= self._depends_on(view)
-                self._failed(view.agreement_id, "", e)
-                self._keep_changes(self._services_kept(view, now, changed_since), changed_since)  # for the next pass
+                judgement = self._evaluate_agreement(view, now, changed_since, position, calendars)
+            except Exception as e:
+                isolate(view, e)
+                continue
+            self._recovered(view.agreement_id, "")
+            if judgement.to_save:
+                pending.append(judgement)
+                if sum(len(j.to_save) for j in pending) >= SAVE_BATCH:
+                    changed += flush()
             else:
-                self._recovered(view.agreement_id, "")
+                judgement.saved()
+        changed += flush()
         with self._lock:
             for entry in self._services.values():
                 entry.end_round()
@@ -425,8 +470,9 @@ class Judging(_Host):
     def _evaluate_agreement(
         self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None,
         calendars: int | None = None,
-    ) -> int:  # fmt: skip
-        """Judge the agreement's windows that need it. `position`: the log position the view
+    ) -> _Judged:  # fmt: skip
+        """Judge the agreement's windows that need it: the window evaluations to save, and what
+        to note once they are saved (`_Judged.saved`). `position`: the log position the view
         was read at or after; given, an ended agreement left with no open window is settled,
         and (with `calendars`, the calendars' position) the agreement is watched: the next
         rounds skip it until something it depends on changes (see Watch)."""
@@ -447,7 +493,7 @@ class Judging(_Host):
             if position is not None and calendars is not None:
                 due = start if ends is None or start < ends else FAR_FUTURE
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
-            return 0
+            return _Judged(view, [], lambda: None)
         latest, tz = self._latest_terms(view, now)
         # Every service a window of it may read (once a judgement: it reads parents): what its
         # watch follows. Each window reads only those of the version judging it.
@@ -500,22 +546,23 @@ class Judging(_Host):
         with self._lock:  # an objective no longer in the terms fails no more
             for key in [k for k in self._failing if k[0] == view.agreement_id and k[1] and k[1] not in current]:
                 del self._failing[key]
-        if to_save:
-            self.save(*to_save)
-        with self._lock:  # known closed or open from now on (saved: a failure keeps none)
-            for wid, closed in marks:
-                (self._closed_windows if closed else self._open_windows).add(wid)
-                if closed:
-                    self._open_windows.discard(wid)
-        if position is not None and calendars is not None:
-            # A failing objective is tried again every round (its failure stays reported until then).
-            fresh = Watch(position, calendars, depends_on, tuple(services), due, tuple(open_windows), providers)
-            self._watch(uid, None if failed else fresh)
-        if position is not None and not failed and all_closed and ends is not None and now >= ends:
-            settled = Settled(position, ends, windows_end, frozenset(services), self._depends_on(view), providers)
-            with self._lock:
-                self._settled[UUID(str(view.id))] = settled
-        return len(to_save)
+
+        def saved() -> None:
+            with self._lock:  # known closed or open from now on (saved: a failure keeps none)
+                for wid, closed in marks:
+                    (self._closed_windows if closed else self._open_windows).add(wid)
+                    if closed:
+                        self._open_windows.discard(wid)
+            if position is not None and calendars is not None:
+                # A failing objective is tried again every round (its failure stays reported until then).
+                fresh = Watch(position, calendars, depends_on, tuple(services), due, tuple(open_windows), providers)
+                self._watch(uid, None if failed else fresh)
+            if position is not None and not failed and all_closed and ends is not None and now >= ends:
+                settled = Settled(position, ends, windows_end, frozenset(services), depends_on, providers)
+                with self._lock:
+                    self._settled[uid] = settled
+
+        return _Judged(view, to_save, saved)
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,

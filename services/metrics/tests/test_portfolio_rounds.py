@@ -19,6 +19,7 @@ from eventsourcing.application import LRUCache
 from accord_agreements.samples import sla_terms
 from accord_kit.application import project_events
 from accord_kit.settings import ServiceSettings, SettingsError
+from accord_metrics import judging
 from accord_metrics.application import Metrics
 from accord_metrics.bootstrap import store_env
 from accord_metrics.domain import AgreementView, WindowEvaluation
@@ -126,8 +127,9 @@ def test_a_round_that_fails_half_way_leaves_nothing_it_changed_in_memory(
     the next round starts from what is stored, not from the changes that were never saved."""
     m = suite.metrics
     ids = _portfolio(suite)
-    first = WindowEvaluation.create_id(ids[0], "availability", FEB)
-    before = m.repository.get(first).version
+    windows = [WindowEvaluation.create_id(aid, "availability", FEB) for aid in ids]
+    first = windows[0]
+    before = [m.repository.get(w).version for w in windows]
 
     save = m.save
     failed: list[int] = []
@@ -140,12 +142,14 @@ def test_a_round_that_fails_half_way_leaves_nothing_it_changed_in_memory(
 
     _a_batch(m, 1)
     monkeypatch.setattr(m, "save", failing_once)
-    m.evaluate(at(f"2026-02-03T12:00{AMS}"))  # the first agreement's save fails: it alone is not judged
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))  # the round's save fails: none of its agreements is judged
     assert failed == [1]
-    assert m.repository.get(first).version == before  # not the version of the unsaved changes
+    assert m.last_round.windows_changed == 0
+    assert [m.repository.get(w).version for w in windows] == before  # not the versions of the unsaved changes
 
-    # The next round judges it again, and its evaluation is that of a process that never failed.
+    # The next round judges them again, and their evaluations are those of a process that never failed.
     m.evaluate(at(f"2026-02-03T12:05{AMS}"))
+    assert m.last_round.agreements_judged == AGREEMENTS
     fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
     try:
         for aid in ids:
@@ -157,6 +161,32 @@ def test_a_round_that_fails_half_way_leaves_nothing_it_changed_in_memory(
         assert stored_versions == list(range(stored_versions[0], stored_versions[0] + len(stored_versions)))
     finally:
         fresh.close()
+
+
+def test_a_round_saves_the_agreements_it_judged_together(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction (one commit) for the evaluations of many agreements, not one an agreement;
+    beyond `SAVE_BATCH` window evaluations, another."""
+    m = suite.metrics
+    ids = _portfolio(suite)
+    saves: list[int] = []
+    save = m.save
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        saves.append(len(args))
+        return save(*args, **kwargs)
+
+    _a_batch(m, 1)
+    monkeypatch.setattr(m, "save", counting)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    assert m.last_round.agreements_judged == AGREEMENTS
+    assert saves == [m.last_round.windows_changed] and saves[0] >= AGREEMENTS
+    monkeypatch.setattr(judging, "SAVE_BATCH", 2)
+    _a_batch(m, 2)
+    saves.clear()
+    m.evaluate(at(f"2026-02-03T13:00{AMS}"))
+    assert len(saves) >= 2 and sum(saves) == m.last_round.windows_changed
+    for aid in ids:
+        assert m.window(None, aid, "service-level", FEB).version > 1
 
 
 def test_each_window_lengths_burn_rate_pairs_are_worked_out_once(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
