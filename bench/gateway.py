@@ -5,7 +5,10 @@ Set-up (not timed): a portfolio of agreements (default 1,000) drafted, proposed 
 in an `Agreements` application on SQLite (durable settings) in this process, spread over four
 services; optionally (on by default) a `Metrics` application that learned them, recorded a few
 outages and contact-centre calls per service and evaluated January, so every status carries
-its objectives' current windows, some breaches and warnings; relays (`accord_kit.relay.Relay`)
+its objectives' current windows, some breaches and warnings — and with `--gateway-history-rounds R`, R
+more rounds six fake hours apart, each after a batch of calls on every service (about one
+evaluation event per agreement a round, windows closing at each month's end: a history of
+events behind the read model); relays (`accord_kit.relay.Relay`)
 publish both logs to their streams on a nats-server with JetStream (the gateway's other
 upstream streams are created empty). Then the gateway as its own OS process (`python -m accord_gateway`, keys from
 `accord_kit.keys`, log level info) rebuilds its read model from the streams; the benchmark
@@ -120,7 +123,8 @@ SERVICES: dict[str, tuple[int, int, int]] = {
 HTTP_ECHO_PATH = "/v1/echo/"
 HTTP_ECHO_AUTH_PATH = "/v1/echo-auth/"
 PORTFOLIO_POLL_SECONDS = 0.1
-CATCH_UP_TIMEOUT = 120.0
+CATCH_UP_TIMEOUT = 120.0  # at least; more with more events (`_catch_up_timeout`)
+HISTORY_STEP = timedelta(hours=6)  # between the history's rounds (--gateway-history-rounds)
 IN_PROCESS_SAMPLES = 300  # queries timed per part in the in-process breakdown
 
 
@@ -143,6 +147,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="who asks the gateway: an auditor (sees all) or the provider department (party to all); default auditor",
     )
     group.add_argument(
+        "--gateway-history-rounds",
+        type=int,
+        default=0,
+        help="metrics rounds after January's, HISTORY_STEP apart, each after a batch of calls on every service "
+        "(about an evaluation event per agreement each): history for the restart figure (default 0)",
+    )
+    group.add_argument(
         "--gateway-skip-metrics",
         action="store_true",
         help="no metrics windows: statuses carry terms and versions only (faster set-up, smaller documents)",
@@ -156,7 +167,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds: int = args.gateway_rounds
     if n < 1 or clients < 1 or rounds < 1 or seconds <= 0:
         raise ValueError("--gateway-agreements, --gateway-clients, --gateway-rounds and --gateway-seconds must be > 0")
-    config = Config(n, clients, seconds, rounds, args.gateway_role, not args.gateway_skip_metrics)
+    history: int = args.gateway_history_rounds
+    if history < 0 or (history and args.gateway_skip_metrics):
+        raise ValueError("--gateway-history-rounds must be ≥ 0, and needs the metrics windows")
+    config = Config(n, clients, seconds, rounds, args.gateway_role, not args.gateway_skip_metrics, history)
     return asyncio.run(_run(config))
 
 
@@ -168,6 +182,7 @@ class Config:
     rounds: int
     role: str
     with_metrics: bool
+    history_rounds: int = 0
 
 
 # -- the portfolio ---------------------------------------------------------------------------------------------
@@ -214,9 +229,24 @@ def _signals(service_id: str, outage_minutes: int, fast: int, slow: int) -> list
     return out
 
 
-def _build_portfolio(tmp: Path, n: int, with_metrics: bool) -> Portfolio:
+def _history_batch(service_id: str, step: int, at: datetime) -> list[signals_pb2.Signal]:
+    """A batch for one service: 20 calls in the hour before `at`, a third answered late, so the
+    service level moves (no outage: its burn rates would keep every later round judging)."""
+    out: list[signals_pb2.Signal] = []
+    for i in range(20):
+        entered = at - timedelta(minutes=60 - i)
+        wait = 40 if (i + step) % 3 == 0 else 10
+        call = signals_pb2.Call(
+            entered_queue=_ts(entered), answered_at=_ts(entered + timedelta(seconds=wait)), talk_seconds="60"
+        )
+        out.append(signals_pb2.Signal(signal_id=f"{service_id}-h{step}-{i}", service_id=service_id, call=call))
+    return out
+
+
+def _build_portfolio(tmp: Path, n: int, with_metrics: bool, history_rounds: int = 0) -> Portfolio:
     """N accepted agreements (the sample SLA over one of four services each); with metrics,
-    January evaluated up to the 20th."""
+    January evaluated up to the 20th, then `history_rounds` more rounds HISTORY_STEP apart, each
+    after a batch of calls on every service (windows closing on the way: history)."""
     clock = FakeClock(SETUP_AT)
     agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
     metrics: Metrics | None = None
@@ -259,12 +289,32 @@ def _build_portfolio(tmp: Path, n: int, with_metrics: bool) -> Portfolio:
         clock.set(EVALUATE_AT)
         metrics.evaluate(EVALUATE_AT)
         portfolio.seconds["metrics"] = time.perf_counter() - t0
+        if history_rounds:
+            t0, at = time.perf_counter(), EVALUATE_AT
+            for step in range(1, history_rounds + 1):
+                at += HISTORY_STEP
+                for sid in SERVICES:
+                    metrics.record(collector, _history_batch(sid, step, at))
+                clock.set(at)
+                metrics.evaluate(at)
+                if step % 50 == 0 or step == history_rounds:
+                    print(
+                        f"   history: {step:,} of {history_rounds:,} rounds, up to {at:%Y-%m-%d %H:%M} UTC, "
+                        f"metrics' log head {metrics.head_position():,}, {time.perf_counter() - t0:,.0f} s",
+                        flush=True,
+                    )
+            portfolio.seconds["history"] = time.perf_counter() - t0
         return portfolio
     except BaseException:
         agreements.close()
         if metrics is not None:
             metrics.close()
         raise
+
+
+def _catch_up_timeout(events: int) -> float:
+    """How long publishing or reading `events` may take: CATCH_UP_TIMEOUT, or 250 events/s."""
+    return max(CATCH_UP_TIMEOUT, events / 250)
 
 
 async def _publish(portfolio: Portfolio, nats_url: str) -> float:
@@ -276,7 +326,7 @@ async def _publish(portfolio: Portfolio, nats_url: str) -> float:
         relays = [Relay(app, nc, stream=app.service.upper(), poll_seconds=0.2) for app in portfolio.apps]
         tasks = [asyncio.create_task(r.run()) for r in relays]
         try:
-            deadline = time.monotonic() + CATCH_UP_TIMEOUT
+            deadline = time.monotonic() + _catch_up_timeout(sum(r.app.head_position() for r in relays))
             while any(r.stats.head_position < r.app.head_position() for r in relays):
                 for task in tasks:
                     if task.done():
@@ -308,7 +358,11 @@ class Gateway:
     serving_after: float  # seconds from the start until gRPC health said SERVING
 
 
-async def _start_gateway(tmp: Path, nats_url: str, keys: Path, log_name: str = "gateway.log") -> Gateway:
+async def _start_gateway(
+    tmp: Path, nats_url: str, keys: Path, log_name: str = "gateway.log", events: int = 0
+) -> Gateway:
+    """The gateway as its own process; waits until it is SERVING (which it says once its read
+    model holds the streams' heads: longer with more `events` to read)."""
     grpc_port, http_port = free_port(), free_port()
     env = _clean_env(
         ACCORD_VAR_DIR=str(tmp / "var"),
@@ -330,7 +384,7 @@ async def _start_gateway(tmp: Path, nats_url: str, keys: Path, log_name: str = "
     child = Child("gateway", [sys.executable, "-m", "accord_gateway"], env, tmp / log_name, read_stdout=False)
     address = f"127.0.0.1:{grpc_port}"
     try:
-        await _wait_serving(child, address)
+        await _wait_serving(child, address, _catch_up_timeout(events))
         serving_after = time.perf_counter() - started
         await _wait_http(child, http_port, "/healthz", b"SERVING")
     except BaseException:
@@ -361,8 +415,8 @@ async def _wait_caught_up(
         behind = 0
         while True:
             gateway.child.check_alive()
-            if time.perf_counter() - gateway.started > CATCH_UP_TIMEOUT:
-                raise TimeoutError(f"the gateway did not catch up within {CATCH_UP_TIMEOUT} s")
+            if time.perf_counter() - gateway.started > _catch_up_timeout(sum(heads.values())):
+                raise TimeoutError(f"the gateway did not catch up within {_catch_up_timeout(sum(heads.values()))} s")
             try:
                 got = await stub.GetAgreementStatus(
                     gw_pb.GetAgreementStatusRequest(agreement_id=last_id), metadata=md, timeout=CALL_TIMEOUT
@@ -790,7 +844,7 @@ async def _run(cfg: Config) -> dict[str, Any]:
         (tmp / "var").mkdir()
 
         t0 = time.perf_counter()
-        portfolio = await asyncio.to_thread(_build_portfolio, tmp, cfg.agreements, cfg.with_metrics)
+        portfolio = await asyncio.to_thread(_build_portfolio, tmp, cfg.agreements, cfg.with_metrics, cfg.history_rounds)
         setup = dict(portfolio.seconds)
         heads = {app.service: app.head_position() for app in portfolio.apps}
         print(
@@ -801,7 +855,7 @@ async def _run(cfg: Config) -> dict[str, Any]:
         with supervised(tmp / "nats") as (nats, children):
             setup["relays"] = await _publish(portfolio, nats.url)
             t0 = time.perf_counter()
-            gateway = await _start_gateway(tmp, nats.url, keys)
+            gateway = await _start_gateway(tmp, nats.url, keys, events=sum(heads.values()))
             children.append(gateway.child)
             catch_up = await _wait_caught_up(gateway, portfolio, heads, md, cfg.agreements)
             setup["gateway_start"] = time.perf_counter() - t0
@@ -816,7 +870,7 @@ async def _run(cfg: Config) -> dict[str, Any]:
             children.remove(gateway.child)
             snapshot = tmp / "var" / "gateway-snapshot.json"
             setup["snapshot_bytes"] = snapshot.stat().st_size if snapshot.exists() else 0
-            gateway = await _start_gateway(tmp, nats.url, keys, "gateway-restarted.log")
+            gateway = await _start_gateway(tmp, nats.url, keys, "gateway-restarted.log", sum(heads.values()))
             children.append(gateway.child)
             restart = await _wait_caught_up(gateway, portfolio, heads, md, cfg.agreements)
             print(
@@ -1074,6 +1128,7 @@ def _report(
             "rounds": cfg.rounds,
             "role": cfg.role,
             "metrics_windows": cfg.with_metrics,
+            "history_rounds": cfg.history_rounds,
             "services": list(SERVICES),
             "log_heads": heads,
             "server_log_level": SERVER_LOG_LEVEL,

@@ -28,9 +28,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from accord.metrics.v1 import signals_pb2
 from accord_kit.context import Principal
-from bench.gateway import EVALUATE_AT, SERVICES, _build_portfolio, _ts
+from bench.gateway import EVALUATE_AT, SERVICES, _build_portfolio, _history_batch
 
 NAME = "metrics-portfolio"
 SUMMARY = "metrics evaluation rounds over a portfolio of agreements: CPU per agreement judged"
@@ -69,22 +68,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return _report(n, rounds, setup_s, measured, rss_mb)
 
 
-def _batch(service_id: str, step: int, at: Any) -> list[signals_pb2.Signal]:
-    """A batch for one service: 20 calls in the hour before `at`, a third answered late, so the
-    service level moves. No outage: one within the burn rates' longest look-back makes every
-    round judge its windows again until it is that old (their burn rates move with time), which
-    would blur the rounds after one service's batch and with nothing new."""
-    out: list[signals_pb2.Signal] = []
-    for i in range(20):
-        entered = at - timedelta(minutes=60 - i)
-        wait = 40 if (i + step) % 3 == 0 else 10
-        call = signals_pb2.Call(
-            entered_queue=_ts(entered), answered_at=_ts(entered + timedelta(seconds=wait)), talk_seconds="60"
-        )
-        out.append(signals_pb2.Signal(signal_id=f"{service_id}-s{step}-{i}", service_id=service_id, call=call))
-    return out
-
-
 def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
     measured: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
     services = list(SERVICES)
@@ -96,10 +79,10 @@ def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
             at = at + timedelta(hours=1)
             if kind == "every service":
                 for sid in services:
-                    metrics.record(COLLECTOR, _batch(sid, step, at))
+                    metrics.record(COLLECTOR, _history_batch(sid, step, at))
             elif kind == "one service":
                 sid = services[r % len(services)]
-                metrics.record(COLLECTOR, _batch(sid, step, at))
+                metrics.record(COLLECTOR, _history_batch(sid, step, at))
             metrics.clock.set(at)
             head = metrics.head_position()
             c0, w0 = time.process_time(), time.perf_counter()
