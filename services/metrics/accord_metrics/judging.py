@@ -316,6 +316,7 @@ class Judging(_Host):
         self._round_windows = 0
         changed = judged = 0
         pending: list[_Judged] = []  # judged, their evaluations not saved yet
+        waiting = 0  # the window evaluations they hold
 
         def isolate(view: Any, e: Exception) -> None:  # this agreement: the others are still judged
             self._watch(UUID(str(view.id)), None)
@@ -327,7 +328,8 @@ class Judging(_Host):
             """Save the pending agreements' evaluations in one transaction (one commit, not one
             an agreement); saved, each is known judged. A failed save keeps none: each of them is
             judged again next round (its window evaluations were loaded as copies)."""
-            batch, saved = list(pending), 0
+            nonlocal waiting
+            batch, saved, waiting = list(pending), 0, 0
             pending.clear()
             if not batch:
                 return 0
@@ -357,7 +359,8 @@ class Judging(_Host):
             self._recovered(view.agreement_id, "")
             if judgement.to_save:
                 pending.append(judgement)
-                if sum(len(j.to_save) for j in pending) >= SAVE_BATCH:
+                waiting += len(judgement.to_save)
+                if waiting >= SAVE_BATCH:
                     changed += flush()
             else:
                 judgement.saved()

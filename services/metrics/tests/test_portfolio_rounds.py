@@ -192,7 +192,9 @@ def test_a_round_saves_the_agreements_it_judged_together(suite: Suite, monkeypat
 def test_each_window_lengths_burn_rate_pairs_are_worked_out_once(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
     m = suite.metrics
     _portfolio(suite)
-    reliability.burn_windows.cache_clear()
+    forget = getattr(reliability.burn_windows, "cache_clear", None)  # none kept: nothing to forget
+    if forget is not None:
+        forget()
     scaled: list[Any] = []
     original = reliability._scaled
 
