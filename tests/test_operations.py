@@ -32,7 +32,7 @@ from accord.agreements.v1 import agreements_pb2_grpc as apb_grpc
 from accord.agreements.v1 import terms_pb2
 from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord_agreements.samples import sla_terms
-from accord_kit.testing.devrun import start_devrun, stop_devrun
+from accord_kit.testing.devrun import start_devrun, stop_devrun, what_happened
 from accord_kit.testing.nats import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +103,10 @@ class Suite:
     tokens: dict[str, str]
     collector: Collector
     output: str
+    proc: subprocess.Popen[str]
+
+    def what_happened(self) -> str:
+        return what_happened(self.proc, self.var)
 
 
 def _eventually(check: Any, what: str, timeout: float = 60.0, every: float = 0.5) -> Any:
@@ -139,7 +143,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     raw = (var / "keys" / "dev-tokens.env").read_text().splitlines()
     tokens = {k.removeprefix("ACCORD_TOKEN_").lower(): v for k, v in (line.split("=", 1) for line in raw if line)}
     try:
-        yield Suite(var, grpc_ports, metrics_ports, tokens, collector, "".join(lines))
+        yield Suite(var, grpc_ports, metrics_ports, tokens, collector, "".join(lines), proc)
     finally:
         try:
             stop_devrun(proc, timeout=60)
@@ -161,14 +165,14 @@ def _an_accepted_agreement(suite: Suite, *extra: tuple[str, str]) -> str:
             try:
                 a.RegisterDepartment(apb.RegisterDepartmentRequest(department_id=dept, name=dept), metadata=_md(admin))
             except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e
+                assert e.code() == grpc.StatusCode.ALREADY_EXISTS, f"{e}\n{suite.what_happened()}"
         try:
             a.RegisterService(
                 apb.RegisterServiceRequest(service_id="email", name="E-mail", provider_department_id="it-operations"),
                 metadata=_md(admin),
             )
         except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e
+            assert e.code() == grpc.StatusCode.ALREADY_EXISTS, f"{e}\n{suite.what_happened()}"
         terms = json_format.ParseDict(sla_terms(), terms_pb2.AgreementTerms())
         aid = a.DraftAgreement(apb.DraftAgreementRequest(terms=terms), metadata=_md(it)).agreement.agreement_id
         a.ProposeAgreement(apb.ProposeAgreementRequest(agreement_id=aid), metadata=_md(it))

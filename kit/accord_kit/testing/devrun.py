@@ -76,3 +76,17 @@ def stop_devrun(proc: subprocess.Popen[str], timeout: float = 90.0) -> str:
         out, _ = proc.communicate(timeout=30)
         raise AssertionError("make run did not stop on Ctrl-C:\n" + out) from None
     return out
+
+
+def what_happened(proc: subprocess.Popen[str], var: Path, lines: int = 30) -> str:
+    """For a failure's message: whether the runner still runs (and what it printed since, if it
+    has ended) and the last `lines` of each service's log under `var/log`."""
+    if proc.poll() is None:
+        parts = ["make run: still running"]
+    else:
+        rest = proc.stdout.read() if proc.stdout is not None else ""
+        parts = [f"make run: exited with {proc.returncode}, printing:\n{rest}"]
+    for log in sorted((var / "log").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"--- {log.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(parts)

@@ -4,10 +4,12 @@ benchmarks and `make run`."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +37,73 @@ def die_with_parent(argv: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid()), *argv]
 
 
-def free_port() -> int:
+# Ports handed out by free_port: below the kernel's ephemeral range, which it draws from for
+# every bind to port 0 and every outgoing connection, so no other process is given the port by
+# the kernel between the moment it is chosen and the moment its server binds it (seconds, for a
+# process that still has to start). Among the processes that ask here (pytest's workers, the
+# runners they start), a file per port reserves it for RESERVED_SECONDS.
+LOWEST_PORT = 10000
+RESERVED_SECONDS = 600.0
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _reservations() -> Path:
+    path = Path(tempfile.gettempdir()) / f"accord-ports-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _reserve(marker: Path) -> bool:
+    """Take `marker` for this process: created if absent, taken over if its reservation has
+    lapsed (renamed away first, so two processes cannot both take over the same one)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        pass
+    try:
+        if time.time() - marker.stat().st_mtime < RESERVED_SECONDS:
+            return False
+        os.rename(marker, marker.with_name(f"{marker.name}.lapsed-{os.getpid()}-{time.monotonic_ns()}"))
+    except OSError:  # gone, or another process took it over first
+        return False
+    for lapsed in marker.parent.glob(f"{marker.name}.lapsed-{os.getpid()}-*"):
+        lapsed.unlink(missing_ok=True)
+    return _reserve(marker)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 for a server that is yet to start: nothing listens on it, the
+    kernel will not give it to another socket, and no other process asking here gets it for
+    RESERVED_SECONDS. Where the ephemeral range is unknown (not Linux), the kernel's choice."""
+    low = _ephemeral_low()
+    if low is None or low - LOWEST_PORT < 1000:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    span = low - LOWEST_PORT
+    start = random.randrange(span)
+    reservations = _reservations()
+    for i in range(span):
+        port = LOWEST_PORT + (start + i) % span
+        if _reserve(reservations / str(port)) and _bindable(port):
+            return port
+    raise NatsServerError(f"no free port between {LOWEST_PORT} and {low}")
 
 
 def nats_server_binary() -> str:
