@@ -4,10 +4,15 @@ it judges. The views and open windows judged last round are not decoded from the
 left exactly as stored; a round that fails half-way leaves nothing it changed behind, in the
 store or in memory; and each window length's burn-rate pairs are worked out once, not for
 every window of every agreement each round. The cache's size is a setting
-(`METRICS_AGGREGATE_CACHE`; 0: none)."""
+(`METRICS_AGGREGATE_CACHE`; 0: none). Agreements measuring a service by the same objective
+share one outcome a round (an agreement that differs in anything the outcome reads is judged
+on its own), and a window loaded to be changed shares its values with the cached one, never
+its changes. What this process saved is loaded without asking the store for events since;
+what another process stored is seen by the next round."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +237,131 @@ def test_the_aggregate_cache_is_a_setting(tmp_path: Path) -> None:
     for bad, why in (("-1", "between 0 and 10000000"), ("lots", "a whole number")):
         with pytest.raises(SettingsError, match=f"METRICS_AGGREGATE_CACHE.*{why}"):
             ServiceSettings.from_env("metrics", {"METRICS_AGGREGATE_CACHE": bad})
+
+
+def test_agreements_measuring_a_service_by_the_same_objective_share_one_outcome_a_round(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = suite.metrics
+    ids = _portfolio(suite)
+    # One more on the same service whose availability target differs: judged on its own.
+    terms = sla_terms(title="E-mail, stricter")
+    terms["objectives"][0]["target"] = "99.99"
+    own = str(suite.agreements.draft(PROVIDER, terms).id)
+    suite.agreements.propose(PROVIDER, own)
+    suite.agreements.accept(CUSTOMER, own)
+    suite.tick(f"2026-02-03T11:00{AMS}")
+    judged: list[str] = []
+    judge = judging.judge
+
+    def counting(objective: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        judged.append(objective["objective_id"])
+        return judge(objective, *args, **kwargs)
+
+    monkeypatch.setattr(judging, "judge", counting)
+    _a_batch(m, 1)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    assert m.last_round.agreements_judged == AGREEMENTS + 1
+    assert m.last_round.windows_judged == 2 * (AGREEMENTS + 1)
+    # Availability: the portfolio's once and the stricter one's once; the service level, shared by all.
+    assert sorted(judged) == ["availability", "availability", "service-level"]
+    assert m.last_round.windows_shared == 2 * (AGREEMENTS + 1) - 3
+
+    # Each agreement's evaluation is its own (its id, its version) and is what judging it alone gives.
+    for aid in [*ids, own]:
+        for objective in ("availability", "service-level"):
+            kept = m.window(None, aid, objective, FEB).latest
+            assert kept["agreement_id"] == aid and kept["objective_id"] == objective
+            alone = m.recompute(aid, objective, FEB)
+            assert alone["matches"], alone
+    portfolio = m.window(None, ids[0], "availability", FEB).latest
+    stricter = m.window(None, own, "availability", FEB).latest
+    assert (portfolio["target"], stricter["target"]) == ("99.9", "99.99")
+    assert portfolio["value"] == stricter["value"] and portfolio["budget_consumed"] != stricter["budget_consumed"]
+
+
+def test_a_window_loaded_to_be_changed_shares_its_values_with_the_cached_one_never_its_changes(suite: Suite) -> None:
+    m = suite.metrics
+    ids = _portfolio(suite)
+    _a_batch(m, 1)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    wid = WindowEvaluation.create_id(ids[0], "availability", FEB)
+    cached: Any = m.repository.get(wid, deepcopy_from_cache=False)
+    before = copy.deepcopy({k: v for k, v in vars(cached).items() if k != "_pending_events"})
+    loaded: Any = m.repository.get(wid)
+    assert loaded is not cached and loaded.current is cached.current  # not copied value by value
+    # Every change a round can make, on the loaded one.
+    evaluation = {**loaded.current, "value": "12.5", "status": "BREACHED", "input_digest": "other"}
+    loaded.update(evaluation)
+    loaded.breach("", "12.5", "99.9", certain_before_close=True)
+    loaded.warn("50", "60")
+    loaded.burn_alert("page-1h", "14.4", "20", "20")
+    loaded.resolve_burn_alert("page-1h", "cleared")
+    loaded.close({**evaluation, "closed": True})
+    loaded.update({**evaluation, "closed": True, "input_digest": "restated"})
+    assert len(loaded.pending_events) >= 5 and loaded.version > cached.version
+    assert cached.pending_events == []
+    assert {k: v for k, v in vars(cached).items() if k != "_pending_events"} == before
+
+
+def _store_reads(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Spy: the ids whose events `m` reads from the store to load them (decoded or fast-forwarded)."""
+    read: list[Any] = []
+    get = m.repository.event_store.get
+
+    def spying(originator_id: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(originator_id)
+        return get(originator_id, *args, **kwargs)
+
+    monkeypatch.setattr(m.repository.event_store, "get", spying)
+    return read
+
+
+def test_a_round_asks_the_store_nothing_for_the_views_and_windows_this_process_saved(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = suite.metrics
+    ids = _portfolio(suite)
+    _a_batch(m, 1)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    read = _store_reads(m, monkeypatch)
+    for n in (2, 3):
+        _a_batch(m, n)
+        m.evaluate(at(f"2026-02-03T{11 + n}:00{AMS}"))
+        assert m.last_round.windows_judged == 2 * AGREEMENTS and m.last_round.windows_changed >= AGREEMENTS
+    assert read == []  # before: a fast-forward query for each view and window loaded (four an agreement)
+    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
+    try:
+        for aid in ids:
+            for objective in ("availability", "service-level"):
+                kept, stored = m.window(None, aid, objective, FEB), fresh.window(None, aid, objective, FEB)
+                assert (kept.latest, kept.version) == (stored.latest, stored.version)
+    finally:
+        fresh.close()
+
+
+def test_what_another_process_stored_is_seen_by_the_next_round(suite: Suite) -> None:
+    """Two processes on one store (one after the other holding the lease): the windows the
+    other judged and saved since are not judged from this process's cached copies."""
+    m = suite.metrics
+    ids = _portfolio(suite)
+    _a_batch(m, 1)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        _a_batch(other, 2)
+        other.evaluate(at(f"2026-02-03T13:00{AMS}"))
+        assert other.last_round.windows_changed >= AGREEMENTS
+    finally:
+        other.close()
+    _a_batch(m, 3)
+    m.evaluate(at(f"2026-02-03T14:00{AMS}"))
+    assert m.evaluation_failures() == {}  # before: each save refused, its version taken by the other
+    assert m.last_round.windows_changed >= AGREEMENTS
+    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
+    try:
+        for aid in ids:
+            kept, stored = m.window(None, aid, "service-level", FEB), fresh.window(None, aid, "service-level", FEB)
+            assert (kept.latest, kept.version) == (stored.latest, stored.version)
+    finally:
+        fresh.close()
