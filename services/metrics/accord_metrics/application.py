@@ -164,15 +164,29 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         repository.keep_current = self.KEPT_CURRENT
         self._kept = repository
         self._current_read = self.recorder.max_notification_id() or 0
+        # The log positions this process recorded after `_current_read`: when they are every
+        # position since, no other process stored anything and the log need not be read.
+        self._own_positions: set[int] = set()
+        self._own_lock = threading.Lock()
 
     def _record(self, processing_event: ProcessingEvent[Any]) -> list[Recording[Any]]:
         """Record as the library does; then the views, calendars and window evaluations saved
-        are the cached ones, current (their next load asks the store nothing)."""
+        that the cache holds are replaced there by the saved ones, current (their next load asks
+        the store nothing). One the cache does not hold (a window just opened, a window a
+        backfill closed) is not put there: loaded, and cached, if it is ever asked for."""
         recordings = super()._record(processing_event)
+        with self._own_lock:
+            self._own_positions.update(r.notification.id for r in recordings)
         cache = self._kept.cache
         if cache is not None:
             for aggregate_id, aggregate in processing_event.aggregates.items():
-                if isinstance(aggregate, self.KEPT_CURRENT):
-                    cache.put(aggregate_id, aggregate)
-                    self._kept.current.add(aggregate_id)
+                if not isinstance(aggregate, self.KEPT_CURRENT):
+                    continue
+                try:
+                    cache.get(aggregate_id)
+                except KeyError:
+                    self._kept.current.discard(aggregate_id)
+                    continue
+                cache.put(aggregate_id, aggregate)
+                self._kept.current.add(aggregate_id)
         return recordings

@@ -315,6 +315,8 @@ class Judging(_Host):
     _recorded_at_position: int
     _kept: AccordRepository  # the repository, with the aggregates kept current in its cache
     _current_read: int  # the log position read up to for other processes' events of those
+    _own_positions: set[int]  # the positions this process recorded after it (Metrics._record)
+    _own_lock: threading.Lock
     last_round: RoundStats
 
     # -- evaluation -------------------------------------------------------------------------------------------
@@ -422,11 +424,20 @@ class Judging(_Host):
         """Read the log for the events of views, calendars and window evaluations stored since
         the last look: one whose cached version is behind (another process stored it) is no
         longer current, and its next load asks the store for what it missed. This process's
-        own saves are the cached ones already (`Metrics._record`)."""
+        own saves are the cached ones already (`Metrics._record`): when every position stored
+        since is one of them — one process on the store, as ever but during a takeover — the log
+        is not read at all (after a backfill, that is thousands of its own evaluations)."""
         repository = self._kept
         if repository.cache is None:
             return
         with self._lock:
+            head = self.recorder.max_notification_id() or 0
+            with self._own_lock:
+                mine = sum(1 for at in self._own_positions if self._current_read < at <= head)
+                if mine == head - self._current_read:
+                    self._current_read = head
+                    self._own_positions = {at for at in self._own_positions if at > head}
+                    return
             for notes, read_to in topic_pages(self.recorder, self._current_read, KEPT_TOPICS):
                 for n in notes:
                     uid = UUID(str(n.originator_id))
@@ -439,6 +450,8 @@ class Judging(_Host):
                     if cached is None or cached.version < n.originator_version:
                         repository.current.discard(uid)
                 self._current_read = read_to
+            with self._own_lock:
+                self._own_positions = {at for at in self._own_positions if at > self._current_read}
 
     def _views_judged(self, reach: dict[UUID, datetime], position: int) -> None:
         """What the view events up to `position` reach was judged: forget it (unless a failing

@@ -325,11 +325,22 @@ def test_a_round_asks_the_store_nothing_for_the_views_and_windows_this_process_s
     _a_batch(m, 1)
     m.evaluate(at(f"2026-02-03T12:00{AMS}"))
     read = _store_reads(m, monkeypatch)
+    # Nor the log for other processes' saves of them: every position since is this process's.
+    scans: list[Any] = []
+    select = m.recorder.select_notifications
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("topics") == judging.KEPT_TOPICS:
+            scans.append(kwargs)
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(m.recorder, "select_notifications", spying)
     for n in (2, 3):
         _a_batch(m, n)
         m.evaluate(at(f"2026-02-03T{11 + n}:00{AMS}"))
         assert m.last_round.windows_judged == 2 * AGREEMENTS and m.last_round.windows_changed >= AGREEMENTS
     assert read == []  # before: a fast-forward query for each view and window loaded (four an agreement)
+    assert scans == []
     fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
     try:
         for aid in ids:
