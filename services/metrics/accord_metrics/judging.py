@@ -50,6 +50,9 @@ CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 CALENDAR_TOPICS = sorted(event_topics(CalendarView))
 # The events of the aggregates a round keeps current in the cache (`Metrics.KEPT_CURRENT`).
+# Beyond this many positions stored by other processes since a round's last look, it does not
+# read them: nothing is current any more (`Judging._refresh_current`).
+CURRENT_SCAN_LIMIT = 10_000
 KEPT_TOPICS = sorted(event_topics(AgreementView) | event_topics(CalendarView) | event_topics(WindowEvaluation))
 _TICK = timedelta(microseconds=1)
 # The tracking name under which a round records, durably, the signals' log position up to which it
@@ -381,6 +384,9 @@ class Judging(_Host):
             except Exception as e:
                 for j in batch:
                     isolate(j.view, e)
+                    # Loaded from the store at their next load: a save refused because another
+                    # process stored a version first is not refused again from the same copy.
+                    self._kept.current.difference_update(agg.id for agg in j.to_save)
                 return 0
             for j in batch:
                 j.saved()
@@ -434,7 +440,14 @@ class Judging(_Host):
             head = self.recorder.max_notification_id() or 0
             with self._own_lock:
                 mine = sum(1 for at in self._own_positions if self._current_read < at <= head)
-                if mine == head - self._current_read:
+                # Nothing current (a standby that just took over: what the active stored since
+                # this process started is not read) or every position since is this process's.
+                # Or more stored since than is worth reading: nothing is current any more (each
+                # is brought up to date by the store at its next load, as without `current`).
+                foreign = head - self._current_read - mine
+                if not repository.current or not foreign or foreign > CURRENT_SCAN_LIMIT:
+                    if foreign > CURRENT_SCAN_LIMIT:
+                        repository.current.clear()
                     self._current_read = head
                     self._own_positions = {at for at in self._own_positions if at > head}
                     return

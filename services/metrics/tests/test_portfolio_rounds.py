@@ -376,3 +376,70 @@ def test_what_another_process_stored_is_seen_by_the_next_round(suite: Suite) -> 
             assert (kept.latest, kept.version) == (stored.latest, stored.version)
     finally:
         fresh.close()
+
+
+def test_a_save_refused_for_a_version_another_process_took_is_judged_again_from_the_store(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even when the round did not learn of the other's saves (its look at the log left out),
+    the refused save takes its windows out of the cache's current ones: the next round loads
+    them from the store and saves."""
+    m = suite.metrics
+    ids = _portfolio(suite)
+    _a_batch(m, 1)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        _a_batch(other, 2)
+        other.evaluate(at(f"2026-02-03T13:00{AMS}"))
+    finally:
+        other.close()
+    monkeypatch.setattr(m, "_refresh_current", lambda: None)
+    _a_batch(m, 3)
+    m.evaluate(at(f"2026-02-03T14:00{AMS}"))
+    assert m.last_round.windows_changed == 0 and m.evaluation_failures()  # refused: stale copies
+    _a_batch(m, 4)
+    m.evaluate(at(f"2026-02-03T15:00{AMS}"))
+    assert m.evaluation_failures() == {} and m.last_round.windows_changed >= AGREEMENTS
+    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
+    try:
+        for aid in ids:
+            kept, stored = m.window(None, aid, "service-level", FEB), fresh.window(None, aid, "service-level", FEB)
+            assert (kept.latest, kept.version) == (stored.latest, stored.version)
+    finally:
+        fresh.close()
+
+
+def test_a_process_with_nothing_current_does_not_read_what_others_stored_before_it_judged(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standby that takes over has cached nothing: what the active stored while it waited
+    (every window evaluation of every round) is not read back at its first round."""
+    m = suite.metrics
+    _portfolio(suite)
+    standby = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        for n in (1, 2):
+            _a_batch(m, n)
+            m.evaluate(at(f"2026-02-03T{11 + n}:00{AMS}"))
+        scans: list[Any] = []
+        select = standby.recorder.select_notifications
+
+        def spying(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("topics") == judging.KEPT_TOPICS:
+                scans.append(kwargs)
+            return select(*args, **kwargs)
+
+        monkeypatch.setattr(standby.recorder, "select_notifications", spying)
+        _a_batch(m, 3)
+        standby.evaluate(at(f"2026-02-03T14:00{AMS}"))
+        assert standby.evaluation_failures() == {} and standby.last_round.windows_changed >= AGREEMENTS
+        assert scans == []
+        # Then the other way round, with more stored by the other than is worth reading: nothing
+        # of the first is current any more, and it judges from the store.
+        monkeypatch.setattr(judging, "CURRENT_SCAN_LIMIT", 3)
+        _a_batch(m, 4)
+        m.evaluate(at(f"2026-02-03T14:30{AMS}"))
+        assert m.evaluation_failures() == {} and m.last_round.windows_changed >= AGREEMENTS
+    finally:
+        standby.close()
