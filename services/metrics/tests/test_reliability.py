@@ -669,3 +669,36 @@ def test_an_intervals_record_written_directly_is_its_canonical_json(start: datet
         return
     assert _utc_pair_json(i) == canonical_json(_utc_pair(i))
     assert encoded_all([i], _utc_pair, _utc_pair_json) == [canonical_json(_utc_pair(i))]
+
+
+@given(intervals, st.lists(intervals, max_size=6), st.integers(-30, 30))
+def test_an_always_open_calendars_eligible_time_is_the_window_less_its_exclusions(
+    window: Interval, exclusions: list[Interval], shift: int
+) -> None:
+    """The same intervals as the general path (the window ∩ its open hours − exclusions), an
+    empty or reversed window included, without intersecting the window with itself."""
+    from accord_kit.timeline import intersect_all, subtract
+    from accord_metrics.formulas import reliability
+
+    window = Interval(window.start, window.end + timedelta(minutes=shift))  # some empty, some reversed
+    general = subtract(intersect_all([window], H24.open_intervals(window)), exclusions)
+    assert reliability.eligible_intervals(window, H24, exclusions) == general
+
+
+def test_an_always_open_calendars_eligible_time_is_not_intersected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from accord_metrics.formulas import reliability
+
+    def refused(*args: object) -> None:
+        raise AssertionError("intersected")
+
+    monkeypatch.setattr(reliability, "intersect_all", refused)
+    window = Interval(t("2026-02-01T00:00:00+00:00"), t("2026-03-01T00:00:00+00:00"))
+    out = reliability.eligible_intervals(
+        window, H24, [Interval(t("2026-02-02T00:00:00+00:00"), t("2026-02-03T00:00:00+00:00"))]
+    )
+    assert out == [
+        Interval(t("2026-02-01T00:00:00+00:00"), t("2026-02-02T00:00:00+00:00")),
+        Interval(t("2026-02-03T00:00:00+00:00"), t("2026-03-01T00:00:00+00:00")),
+    ]
+    with pytest.raises(AssertionError, match="intersected"):
+        reliability.eligible_intervals(window, OFFICE)

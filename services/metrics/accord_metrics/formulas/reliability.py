@@ -251,7 +251,12 @@ def _downtime(merged: Sequence[Interval], eligible: Sequence[Interval]) -> tuple
 
 
 def eligible_intervals(window: Interval, calendar: Calendar, exclusions: Sequence[Interval] = ()) -> list[Interval]:
-    """window ∩ the calendar's open hours − exclusions (docs/domain.md §3–4), merged and sorted."""
+    """window ∩ the calendar's open hours − exclusions (docs/domain.md §3–4), merged and sorted.
+    An always-open calendar's open hours within the window are the window itself: it minus the
+    exclusions, the same intervals without the intersection (asked for at every burn-rate
+    look-back of every open window, every round)."""
+    if isinstance(calendar, AlwaysOpen):
+        return subtract([window], exclusions) if window.start < window.end else []
     return subtract(intersect_all([window], calendar.open_intervals(window)), exclusions)
 
 
