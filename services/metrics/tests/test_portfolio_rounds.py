@@ -64,17 +64,71 @@ def _a_batch(m: Metrics, n: int) -> None:
     )
 
 
+def _judged_once(suite: Suite) -> tuple[Metrics, list[str]]:
+    """The portfolio, a batch on its service, and a round that judged it."""
+    m = suite.metrics
+    ids = _portfolio(suite)
+    _a_batch(m, 1)
+    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    return m, ids
+
+
+def _as_stored(suite: Suite, m: Metrics, ids: list[str], objectives: tuple[str, ...] = ("service-level",)) -> None:
+    """Each agreement's February windows in `m` are what a process decoding everything from the
+    store (no cache) reads: the same latest evaluation, the same version."""
+    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
+    try:
+        for aid in ids:
+            for objective in objectives:
+                kept, stored = m.window(None, aid, objective, FEB), fresh.window(None, aid, objective, FEB)
+                assert (kept.latest, kept.version) == (stored.latest, stored.version)
+    finally:
+        fresh.close()
+
+
+def _another_process_judges(suite: Suite, n: int, instant: str) -> None:
+    """A second process on the store records batch `n` and judges a round at `instant`."""
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        _a_batch(other, n)
+        other.evaluate(at(instant))
+        assert other.last_round.windows_changed >= AGREEMENTS
+    finally:
+        other.close()
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, pick: Callable[..., Any]) -> list[Any]:
+    """Spy on `owner.name`: what `pick(*args, **kwargs)` says of each call (None: not kept)."""
+    seen: list[Any] = []
+    method = getattr(owner, name)
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        if (kept := pick(*args, **kwargs)) is not None:
+            seen.append(kept)
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spying)
+    return seen
+
+
 def _decoded(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[UUID]:
-    """Spy: the ids of the aggregates `m` decodes from the store (not found in its cache)."""
-    decoded: list[UUID] = []
-    reconstruct = m.repository._reconstruct_aggregate
+    """The ids of the aggregates `m` decodes from the store (not found in its cache)."""
+    return _spy(monkeypatch, m.repository, "_reconstruct_aggregate", lambda aggregate_id, *a, **k: aggregate_id)
 
-    def spying(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(aggregate_id)
-        return reconstruct(aggregate_id, *args, **kwargs)
 
-    monkeypatch.setattr(m.repository, "_reconstruct_aggregate", spying)
-    return decoded
+def _store_reads(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ids whose events `m` reads from the store to load them (decoded or fast-forwarded)."""
+    return _spy(monkeypatch, m.repository.event_store, "get", lambda originator_id, *a, **k: originator_id)
+
+
+def _log_scans(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """`m`'s reads of the log for other processes' saves of views, calendars and windows."""
+    return _spy(
+        monkeypatch,
+        m.recorder,
+        "select_notifications",
+        lambda *a, **k: k if k.get("topics") == judging.KEPT_TOPICS else None,
+    )
 
 
 def test_a_round_decodes_no_view_or_open_window_that_the_last_round_loaded(
@@ -251,14 +305,7 @@ def test_agreements_measuring_a_service_by_the_same_objective_share_one_outcome_
     suite.agreements.propose(PROVIDER, own)
     suite.agreements.accept(CUSTOMER, own)
     suite.tick(f"2026-02-03T11:00{AMS}")
-    judged: list[str] = []
-    judge = judging.judge
-
-    def counting(objective: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        judged.append(objective["objective_id"])
-        return judge(objective, *args, **kwargs)
-
-    monkeypatch.setattr(judging, "judge", counting)
+    judged = _spy(monkeypatch, judging, "judge", lambda objective, *a, **k: objective["objective_id"])
     _a_batch(m, 1)
     m.evaluate(at(f"2026-02-03T12:00{AMS}"))
     assert m.last_round.agreements_judged == AGREEMENTS + 1
@@ -281,10 +328,7 @@ def test_agreements_measuring_a_service_by_the_same_objective_share_one_outcome_
 
 
 def test_a_window_loaded_to_be_changed_shares_its_values_with_the_cached_one_never_its_changes(suite: Suite) -> None:
-    m = suite.metrics
-    ids = _portfolio(suite)
-    _a_batch(m, 1)
-    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    m, ids = _judged_once(suite)
     wid = WindowEvaluation.create_id(ids[0], "availability", FEB)
     cached: Any = m.repository.get(wid, deepcopy_from_cache=False)
     before = copy.deepcopy({k: v for k, v in vars(cached).items() if k != "_pending_events"})
@@ -304,78 +348,32 @@ def test_a_window_loaded_to_be_changed_shares_its_values_with_the_cached_one_nev
     assert {k: v for k, v in vars(cached).items() if k != "_pending_events"} == before
 
 
-def _store_reads(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Spy: the ids whose events `m` reads from the store to load them (decoded or fast-forwarded)."""
-    read: list[Any] = []
-    get = m.repository.event_store.get
-
-    def spying(originator_id: Any, *args: Any, **kwargs: Any) -> Any:
-        read.append(originator_id)
-        return get(originator_id, *args, **kwargs)
-
-    monkeypatch.setattr(m.repository.event_store, "get", spying)
-    return read
-
-
 def test_a_round_asks_the_store_nothing_for_the_views_and_windows_this_process_saved(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    m = suite.metrics
-    ids = _portfolio(suite)
-    _a_batch(m, 1)
-    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
+    m, ids = _judged_once(suite)
     read = _store_reads(m, monkeypatch)
     # Nor the log for other processes' saves of them: every position since is this process's.
-    scans: list[Any] = []
-    select = m.recorder.select_notifications
-
-    def spying(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("topics") == judging.KEPT_TOPICS:
-            scans.append(kwargs)
-        return select(*args, **kwargs)
-
-    monkeypatch.setattr(m.recorder, "select_notifications", spying)
+    scans = _log_scans(m, monkeypatch)
     for n in (2, 3):
         _a_batch(m, n)
         m.evaluate(at(f"2026-02-03T{11 + n}:00{AMS}"))
         assert m.last_round.windows_judged == 2 * AGREEMENTS and m.last_round.windows_changed >= AGREEMENTS
     assert read == []  # before: a fast-forward query for each view and window loaded (four an agreement)
     assert scans == []
-    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
-    try:
-        for aid in ids:
-            for objective in ("availability", "service-level"):
-                kept, stored = m.window(None, aid, objective, FEB), fresh.window(None, aid, objective, FEB)
-                assert (kept.latest, kept.version) == (stored.latest, stored.version)
-    finally:
-        fresh.close()
+    _as_stored(suite, m, ids, ("availability", "service-level"))
 
 
 def test_what_another_process_stored_is_seen_by_the_next_round(suite: Suite) -> None:
     """Two processes on one store (one after the other holding the lease): the windows the
     other judged and saved since are not judged from this process's cached copies."""
-    m = suite.metrics
-    ids = _portfolio(suite)
-    _a_batch(m, 1)
-    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
-    other = Metrics(suite.envs["metrics"], clock=suite.clock)
-    try:
-        _a_batch(other, 2)
-        other.evaluate(at(f"2026-02-03T13:00{AMS}"))
-        assert other.last_round.windows_changed >= AGREEMENTS
-    finally:
-        other.close()
+    m, ids = _judged_once(suite)
+    _another_process_judges(suite, 2, f"2026-02-03T13:00{AMS}")
     _a_batch(m, 3)
     m.evaluate(at(f"2026-02-03T14:00{AMS}"))
     assert m.evaluation_failures() == {}  # before: each save refused, its version taken by the other
     assert m.last_round.windows_changed >= AGREEMENTS
-    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
-    try:
-        for aid in ids:
-            kept, stored = m.window(None, aid, "service-level", FEB), fresh.window(None, aid, "service-level", FEB)
-            assert (kept.latest, kept.version) == (stored.latest, stored.version)
-    finally:
-        fresh.close()
+    _as_stored(suite, m, ids)
 
 
 def test_a_save_refused_for_a_version_another_process_took_is_judged_again_from_the_store(
@@ -384,16 +382,8 @@ def test_a_save_refused_for_a_version_another_process_took_is_judged_again_from_
     """Even when the round did not learn of the other's saves (its look at the log left out),
     the refused save takes its windows out of the cache's current ones: the next round loads
     them from the store and saves."""
-    m = suite.metrics
-    ids = _portfolio(suite)
-    _a_batch(m, 1)
-    m.evaluate(at(f"2026-02-03T12:00{AMS}"))
-    other = Metrics(suite.envs["metrics"], clock=suite.clock)
-    try:
-        _a_batch(other, 2)
-        other.evaluate(at(f"2026-02-03T13:00{AMS}"))
-    finally:
-        other.close()
+    m, ids = _judged_once(suite)
+    _another_process_judges(suite, 2, f"2026-02-03T13:00{AMS}")
     monkeypatch.setattr(m, "_refresh_current", lambda: None)
     _a_batch(m, 3)
     m.evaluate(at(f"2026-02-03T14:00{AMS}"))
@@ -401,13 +391,7 @@ def test_a_save_refused_for_a_version_another_process_took_is_judged_again_from_
     _a_batch(m, 4)
     m.evaluate(at(f"2026-02-03T15:00{AMS}"))
     assert m.evaluation_failures() == {} and m.last_round.windows_changed >= AGREEMENTS
-    fresh = Metrics({**suite.envs["metrics"], "AGGREGATE_CACHE_MAXSIZE": ""}, clock=suite.clock)
-    try:
-        for aid in ids:
-            kept, stored = m.window(None, aid, "service-level", FEB), fresh.window(None, aid, "service-level", FEB)
-            assert (kept.latest, kept.version) == (stored.latest, stored.version)
-    finally:
-        fresh.close()
+    _as_stored(suite, m, ids)
 
 
 def test_a_process_with_nothing_current_does_not_read_what_others_stored_before_it_judged(
@@ -422,15 +406,7 @@ def test_a_process_with_nothing_current_does_not_read_what_others_stored_before_
         for n in (1, 2):
             _a_batch(m, n)
             m.evaluate(at(f"2026-02-03T{11 + n}:00{AMS}"))
-        scans: list[Any] = []
-        select = standby.recorder.select_notifications
-
-        def spying(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("topics") == judging.KEPT_TOPICS:
-                scans.append(kwargs)
-            return select(*args, **kwargs)
-
-        monkeypatch.setattr(standby.recorder, "select_notifications", spying)
+        scans = _log_scans(standby, monkeypatch)
         _a_batch(m, 3)
         standby.evaluate(at(f"2026-02-03T14:00{AMS}"))
         assert standby.evaluation_failures() == {} and standby.last_round.windows_changed >= AGREEMENTS
