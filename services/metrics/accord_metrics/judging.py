@@ -6,7 +6,7 @@ import json
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -272,15 +272,12 @@ class _Shared:
     suspended time, the inputs and the instant), so an agreement that differs in any of them
     is judged on its own. Only a round has one: recomputation and audit judge each window alone."""
 
-    inputs: dict[InputsKey, SignalSet]
-    outcomes: dict[tuple[Any, ...], tuple[dict[str, Any], Calendar, list[Interval], dict[timedelta, Decimal]]]
-    rates: dict[tuple[Any, ...], dict[timedelta, Decimal]]
-    computed: int = 0  # outcomes and burn rates worked out
-    shared: int = 0  # taken from another agreement's
-
-    @staticmethod
-    def new() -> _Shared:
-        return _Shared({}, {}, {})
+    inputs: dict[InputsKey, SignalSet] = field(default_factory=dict)
+    outcomes: dict[tuple[Any, ...], tuple[dict[str, Any], Calendar, list[Interval], dict[timedelta, Decimal]]] = field(
+        default_factory=dict
+    )
+    rates: dict[tuple[Any, ...], dict[timedelta, Decimal]] = field(default_factory=dict)
+    shared: int = 0  # windows judged from another agreement's outcome or burn rates
 
 
 def _objective_key(objective: dict[str, Any]) -> str:
@@ -359,7 +356,7 @@ class Judging(_Host):
             ]
             skipped = len(self._view_changed) - len(ids)
         self._round_windows = 0
-        shared = _Shared.new()
+        shared = _Shared()
         changed = judged = 0
         pending: list[_Judged] = []  # judged, their evaluations not saved yet
         waiting = 0  # the window evaluations they hold
@@ -894,7 +891,6 @@ class Judging(_Host):
                     {**evaluation, "parameters": dict(evaluation["parameters"]), "detail": dict(evaluation["detail"])},
                     calendar, exclusions, rates,
                 )  # fmt: skip
-                shared[0].computed += 1
         # A closing or restatement says how far metrics had applied the agreements stream: read
         # now, after every view the judgement read was loaded, it bounds what the judgement knew
         # (billing waits until it has applied as far, WindowEvaluation._closed).
@@ -946,7 +942,6 @@ class Judging(_Host):
         rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
         if shared is not None and key is not None:
             shared[0].rates[key] = rates
-            shared[0].computed += 1
         _burn_alerts(agg, rates, window)
 
     # -- queries ---------------------------------------------------------------------------------------------------
