@@ -272,7 +272,9 @@ class _Shared:
     suspended time, the inputs and the instant), so an agreement that differs in any of them
     is judged on its own. Only a round has one: recomputation and audit judge each window alone."""
 
-    inputs: dict[InputsKey, SignalSet] = field(default_factory=dict)
+    # Each span's signals with the signal position they were read at: read again for the next
+    # agreement once a batch was recorded since (as fresh as when each agreement read its own).
+    inputs: dict[InputsKey, tuple[int, SignalSet]] = field(default_factory=dict)
     outcomes: dict[tuple[Any, ...], tuple[dict[str, Any], Calendar, list[Interval], dict[timedelta, Decimal]]] = field(
         default_factory=dict
     )
@@ -588,15 +590,19 @@ class Judging(_Host):
         # Every service a window of it may read (once a judgement: it reads parents): what its
         # watch follows. Each window reads only those of the version judging it.
         services, providers = self.measured_services(view, now)
-        # Read only if a window is judged, once a round a span and services (every signal a round
-        # reads after it began is a change for the next one: `changed_since`).
-        held: dict[InputsKey, SignalSet] = shared.inputs if shared is not None else {}
+        # Read only if a window is judged, once a span and services — again once a batch was
+        # recorded since (the signal position moved): every agreement judges from what was
+        # recorded before its turn, as when each read its own (and a signal recorded after is a
+        # change for the next round: `changed_since`).
+        held: dict[InputsKey, tuple[int, SignalSet]] = shared.inputs if shared is not None else {}
 
         def signals(span: Interval, all_calls: bool, of: tuple[str, ...], since: datetime | None = None) -> SignalSet:
             key = (span, all_calls, of, since)
-            if key not in held:
-                held[key] = self.signal_set(list(of), span=span, all_calls=all_calls, since=since)
-            return held[key]
+            kept = held.get(key)
+            at = self._signals_position  # before reading: a batch recorded meanwhile reads again
+            if kept is None or kept[0] != at:
+                kept = held[key] = (at, self.signal_set(list(of), span=span, all_calls=all_calls, since=since))
+            return kept[1]
 
         with self._lock:
             facts = [self._services[s] for s in services if s in self._services]
@@ -738,7 +744,8 @@ class Judging(_Host):
                 span, since = Interval(window.start - _look_back(window), window.end), window.start
             inputs_key = (span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since)
             inputs = signals(*inputs_key)
-            at = (shared, inputs_key) if shared is not None else None
+            # The outcome's key names the inputs as read (their key and signal position).
+            at = (shared, (*inputs_key, shared.inputs[inputs_key][0])) if shared is not None else None
             if rates_only and not agg.closed:
                 self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended, at)
             else:
@@ -838,7 +845,7 @@ class Judging(_Host):
     def _judge_window(
         self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
         signals: SignalSet, now: datetime, tz: str, suspended: list[Interval] | None = None,
-        shared: tuple[_Shared, InputsKey] | None = None,
+        shared: tuple[_Shared, tuple[Any, ...]] | None = None,
     ) -> None:  # fmt: skip
         """Judge one window from `signals` (read by `shared`'s inputs key, when given: an outcome
         another agreement's window worked out from the same in this round is taken, see _Shared)
@@ -918,7 +925,7 @@ class Judging(_Host):
     def _judge_burn_rates(
         self, agg: Any, objective: dict[str, Any], measured: Interval, window: Interval, signals: SignalSet,
         now: datetime, tz: str, suspended: list[Interval] | None = None,
-        shared: tuple[_Shared, InputsKey] | None = None,
+        shared: tuple[_Shared, tuple[Any, ...]] | None = None,
     ) -> None:  # fmt: skip
         """An open window whose evaluation time alone cannot change (see OpenWindow): only its
         burn rates as of `now` and the alerts they raise, exactly as `_judge_window` would —

@@ -419,3 +419,36 @@ def test_a_process_with_nothing_current_does_not_read_what_others_stored_before_
         assert m.evaluation_failures() == {} and m.last_round.windows_changed >= AGREEMENTS
     finally:
         standby.close()
+
+
+def test_a_batch_recorded_while_a_round_runs_reaches_the_agreements_judged_after_it(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signals a round read for one agreement are shared with the next only while nothing
+    was recorded in between: an agreement judged after a batch arrived judges it, as when each
+    agreement read its own (and the earlier ones judge it next round)."""
+    m, ids = _judged_once(suite)
+    evaluate_agreement = m._evaluate_agreement
+    order: list[str] = []
+    mid = calls("mid", f"2026-02-03T12:30{AMS}", 5, 5)
+
+    def recording_after_the_first(view: Any, *args: Any, **kwargs: Any) -> Any:
+        judged = evaluate_agreement(view, *args, **kwargs)
+        order.append(view.agreement_id)
+        if len(order) == 1:
+            m.record(COLLECTOR, mid)
+        return judged
+
+    monkeypatch.setattr(m, "_evaluate_agreement", recording_after_the_first)
+    _a_batch(m, 2)
+    m.evaluate(at(f"2026-02-03T13:00{AMS}"))
+    assert len(order) == AGREEMENTS
+
+    def answered(aid: str) -> int:
+        return int(m.window(None, aid, "service-level", FEB).latest["detail"]["answered"])
+
+    first, later = order[0], order[1:]
+    assert [answered(aid) - answered(first) for aid in later] == [len(mid)] * len(later)  # recorded meanwhile
+    monkeypatch.setattr(m, "_evaluate_agreement", evaluate_agreement)
+    m.evaluate(at(f"2026-02-03T13:05{AMS}"))  # the first judges it in the next round
+    assert {answered(aid) for aid in ids} == {answered(later[0])}
