@@ -113,7 +113,10 @@ async def test_the_slo_page_shows_budget_alerts_breaches_and_money(
             ) as (gateway, http_port, _),
         ):
             model = gateway.parts.applier
-            await eventually(lambda: len(model.agreement(aid)["statements"]) == 3, timeout=20, what="the journey")
+            # The gateway learns the agreement from its stream: unknown (None) until it has.
+            await eventually(
+                lambda: len((model.agreement(aid) or {}).get("statements") or []) == 3, timeout=20, what="the journey"
+            )
             base = f"http://127.0.0.1:{http_port}"
             async with async_playwright() as p:
                 browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
