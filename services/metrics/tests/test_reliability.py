@@ -10,7 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval, calendar_window, intersect_all, subtract
+from accord_metrics.formulas import reliability
 from accord_metrics.formulas.reliability import (
     BurnPair,
     Incident,
@@ -677,17 +678,12 @@ def test_an_always_open_calendars_eligible_time_is_the_window_less_its_exclusion
 ) -> None:
     """The same intervals as the general path (the window ∩ its open hours − exclusions), an
     empty or reversed window included, without intersecting the window with itself."""
-    from accord_kit.timeline import intersect_all, subtract
-    from accord_metrics.formulas import reliability
-
     window = Interval(window.start, window.end + timedelta(minutes=shift))  # some empty, some reversed
     general = subtract(intersect_all([window], H24.open_intervals(window)), exclusions)
     assert reliability.eligible_intervals(window, H24, exclusions) == general
 
 
 def test_an_always_open_calendars_eligible_time_is_not_intersected(monkeypatch: pytest.MonkeyPatch) -> None:
-    from accord_metrics.formulas import reliability
-
     def refused(*args: object) -> None:
         raise AssertionError("intersected")
 
