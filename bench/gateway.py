@@ -243,10 +243,13 @@ def _history_batch(service_id: str, step: int, at: datetime) -> list[signals_pb2
     return out
 
 
-def _build_portfolio(tmp: Path, n: int, with_metrics: bool, history_rounds: int = 0) -> Portfolio:
+def _build_portfolio(
+    tmp: Path, n: int, with_metrics: bool, history_rounds: int = 0, distinct: bool = False
+) -> Portfolio:
     """N accepted agreements (the sample SLA over one of four services each); with metrics,
     January evaluated up to the 20th, then `history_rounds` more rounds HISTORY_STEP apart, each
-    after a batch of calls on every service (windows closing on the way: history)."""
+    after a batch of calls on every service (windows closing on the way: history). `distinct`:
+    each agreement's objectives with targets of their own (no two agreements judged alike)."""
     clock = FakeClock(SETUP_AT)
     agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
     metrics: Metrics | None = None
@@ -263,6 +266,9 @@ def _build_portfolio(tmp: Path, n: int, with_metrics: bool, history_rounds: int 
         for i in range(n):
             sid = services[i % len(services)]
             terms = sla_terms(title=f"{sid} for Finance #{i:04d}", service={**base["service"], "service_ids": [sid]})
+            if distinct:  # 99.9 → 99.90001, 99.90002, …; 80 → 80.00001, …
+                for objective in terms["objectives"]:
+                    objective["target"] = f"{objective['target']}{'' if '.' in objective['target'] else '.'}{i + 1:05d}"
             aid = str(agreements.draft(provider, terms).id)
             agreements.propose(provider, aid)
             agreements.accept(customer, aid)

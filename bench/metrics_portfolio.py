@@ -12,6 +12,10 @@ apart, rounds of three kinds, each in turn (default 5 of each; figures are media
 * after a batch on one service (the services in turn): the agreements measuring it (N/4);
 * with nothing new: none.
 
+`--portfolio-distinct` gives every agreement targets of its own (99.90001 %, 99.90002 %, …): no
+two agreements are judged alike, so no outcome is shared (see services/metrics/README.md,
+"One outcome for the agreements that measure a service the same way").
+
 Each round's CPU time (`time.process_time`), wall time, agreements and windows judged and
 events recorded come from the round itself (`Metrics.last_round`); the figures divide the CPU
 by the agreements judged. The process's RSS at the end is reported.
@@ -46,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--portfolio-rounds", type=int, default=5, help="rounds of each kind; figures are medians (default 5)"
     )
+    group.add_argument(
+        "--portfolio-distinct",
+        action="store_true",
+        help="give every agreement targets of its own, so that no two are judged alike (no outcome shared)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--portfolio-agreements and --portfolio-rounds must be > 0")
     with tempfile.TemporaryDirectory(prefix="accord-bench-portfolio-") as tmp:
         t0 = time.perf_counter()
-        portfolio = _build_portfolio(Path(tmp), n, with_metrics=True)
+        portfolio = _build_portfolio(Path(tmp), n, with_metrics=True, distinct=args.portfolio_distinct)
         setup_s = time.perf_counter() - t0
         print(f"   portfolio: {n:,} agreements in {setup_s:.1f} s", flush=True)
         metrics = portfolio.metrics
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             portfolio.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return _report(n, rounds, setup_s, measured, rss_mb)
+    return _report(n, rounds, setup_s, measured, rss_mb, bool(args.portfolio_distinct))
 
 
 def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
@@ -95,6 +104,7 @@ def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
                     "ms": wall * 1000,
                     "agreements": last.agreements_judged,
                     "windows": last.windows_judged,
+                    "shared": last.windows_shared,
                     "events": metrics.head_position() - head,
                 }
             )
@@ -106,8 +116,9 @@ def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
 
 
 def _report(
-    n: int, rounds: int, setup_s: float, measured: dict[str, list[dict[str, float]]], rss_mb: float
-) -> dict[str, Any]:
+    n: int, rounds: int, setup_s: float, measured: dict[str, list[dict[str, float]]], rss_mb: float,
+    distinct: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     figures: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for kind in KINDS:
@@ -116,23 +127,28 @@ def _report(
         agreements = statistics.median(r["agreements"] for r in rs)
         windows = statistics.median(r["windows"] for r in rs)
         events = statistics.median(r["events"] for r in rs)
+        shared = statistics.median(r["shared"] for r in rs)
         per = cpu / agreements if agreements else None
-        summary[kind] = {"cpu_ms": cpu, "agreements": agreements, "windows": windows, "events": events, "per": per}
+        summary[kind] = {
+            "cpu_ms": cpu, "agreements": agreements, "windows": windows, "shared": shared, "events": events, "per": per,
+        }  # fmt: skip
         low, high = min(r["cpu_ms"] for r in rs), max(r["cpu_ms"] for r in rs)
         detail = (
             f"CPU, median of {rounds} (range {low:,.0f}–{high:,.0f} ms; "
             f"wall {statistics.median(r['ms'] for r in rs):,.0f} ms); {agreements:,.0f} agreements and "
-            f"{windows:,.0f} windows judged, {events:,.0f} events recorded"
+            f"{windows:,.0f} windows judged ({shared:,.0f} from another agreement's outcome), "
+            f"{events:,.0f} events recorded"
         )
         if per is not None:
             detail += f"; {per:.2f} ms a judged agreement"
-        figures.append({"name": f"round, {kind}, {n:,} agreements", "value": cpu, "unit": "ms", "detail": detail})
+        label = f"{n:,} agreements" + (", each its own targets" if distinct else "")
+        figures.append({"name": f"round, {kind}, {label}", "value": cpu, "unit": "ms", "detail": detail})
     figures.append(
         {"name": f"RSS, {n:,} agreements", "value": rss_mb, "unit": "MiB", "detail": "peak of the process, at the end"}
     )
     return {
         "figures": figures,
-        "params": {"agreements": n, "rounds": rounds, "setup_s": setup_s},
+        "params": {"agreements": n, "rounds": rounds, "setup_s": setup_s, "distinct": distinct},
         "rounds": measured,
         "summary": summary,
     }

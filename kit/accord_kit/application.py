@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from copy import deepcopy
 from datetime import datetime
 from typing import Any
 
@@ -71,7 +72,20 @@ def project_events(aggregate: Any, domain_events: Any) -> Any:
 
 
 class AccordRepository(Repository[Any]):
-    """The library's repository, projecting with `project_events` unless told otherwise."""
+    """The library's repository, projecting with `project_events` unless told otherwise.
+
+    `current`: the ids whose cached aggregate its owner knows to be the latest stored — loaded
+    from the cache without the fast-forward query that otherwise asks the store for events
+    stored since (one query a load). Empty unless the owner keeps it (a service that saves an
+    aggregate puts it in the cache and keeps it current, and takes it out when the log shows
+    another process stored an event of it: the metrics service's rounds); an id no longer
+    cached is loaded from the store as ever."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.current: set[Any] = set()
+        # The aggregate classes whose loads from the cache (fast-forwarded) are kept current.
+        self.keep_current: tuple[type, ...] = ()
 
     def get(
         self,
@@ -82,13 +96,23 @@ class AccordRepository(Repository[Any]):
         fastforward_skipping: bool = False,
         deepcopy_from_cache: bool = True,
     ) -> Any:
-        return super().get(
+        if version is None and self.cache is not None and aggregate_id in self.current:
+            try:
+                aggregate = self.cache.get(aggregate_id)
+            except KeyError:  # evicted since: loaded (and cached) below
+                self.current.discard(aggregate_id)
+            else:
+                return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+        aggregate = super().get(
             aggregate_id,
             version=version,
             projector_func=projector_func,
             fastforward_skipping=fastforward_skipping,
             deepcopy_from_cache=deepcopy_from_cache,
         )
+        if version is None and self.cache is not None and isinstance(aggregate, self.keep_current):
+            self.current.add(aggregate_id)  # cached, and brought up to date by the store just now
+        return aggregate
 
 
 class AccordApplication(Application[Any]):

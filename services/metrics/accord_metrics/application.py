@@ -10,12 +10,16 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from accord_kit.application import AccordApplication
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.persistence import Recording
+
+from accord_kit.application import AccordApplication, AccordRepository
 from accord_kit.clock import Clock
 from accord_metrics.codec import codec
-from accord_metrics.domain import WindowEvaluation
+from accord_metrics.domain import AgreementView, CalendarView, WindowEvaluation
 from accord_metrics.judging import (
     CALENDAR_UNAVAILABLE,
     DEFAULT_MAINTENANCE_NOTICE,
@@ -90,13 +94,18 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
     # A window's running evaluation changes often while it is open: load it from a snapshot.
     snapshotting_intervals = {WindowEvaluation: 50}
     # The library's aggregate cache: a round loads each agreement's view and its open windows'
-    # evaluations from memory and reads only the events stored since (fast-forward: what the
-    # consumer or another process saved is seen), instead of decoding them from the store each
-    # round. Least recently used beyond the size (METRICS_AGGREGATE_CACHE). What is changed is
-    # loaded as a deep copy (a round that fails half-way leaves nothing it changed behind, and a
-    # query never sees changes not saved yet); what a round only reads, the views and calendars,
-    # as the cached object itself (`AgreementViews._read`).
+    # evaluations from memory instead of decoding them from the store each round. Least recently
+    # used beyond the size (METRICS_AGGREGATE_CACHE). What is changed is loaded as a copy (a
+    # round that fails half-way leaves nothing it changed behind, and a query never sees changes
+    # not saved yet; `WindowEvaluation.__deepcopy__`); what a round only reads, the views and
+    # calendars, as the cached object itself (`AgreementViews._read`). The views, calendars and
+    # window evaluations this process saves (its consumer, its rounds) are put in the cache as
+    # saved and kept current (`AccordRepository.current`): loaded without asking the store for
+    # events stored since. Each round first reads the log for their events stored since its last
+    # look and takes out of `current` any whose cached version is behind (another process stored
+    # it): those are brought up to date by the store at their next load (`_refresh_current`).
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
+    KEPT_CURRENT = (AgreementView, CalendarView, WindowEvaluation)
     # Signal batches name a service, never an agreement: AgreementHistory skips them undecoded
     # (an evaluation carries the digest and counts of the signals that decided its window).
     history_skip_topics = frozenset({BATCH_TOPIC})
@@ -148,3 +157,36 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         # The store's signal index (signal_store.py): its facts, and the log read from the judged
         # position or the index's, whichever is earlier (see SignalIndex._open_signal_index).
         self._open_signal_index()
+        # The aggregates kept current in the cache (see KEPT_CURRENT); the log read for other
+        # processes' events of them up to here (nothing is cached yet).
+        repository = self.repository
+        assert isinstance(repository, AccordRepository)
+        repository.keep_current = self.KEPT_CURRENT
+        self._kept = repository
+        self._current_read = self.recorder.max_notification_id() or 0
+        # The log positions this process recorded after `_current_read`: when they are every
+        # position since, no other process stored anything and the log need not be read.
+        self._own_positions: set[int] = set()
+        self._own_lock = threading.Lock()
+
+    def _record(self, processing_event: ProcessingEvent[Any]) -> list[Recording[Any]]:
+        """Record as the library does; then the views, calendars and window evaluations saved
+        that the cache holds are replaced there by the saved ones, current (their next load asks
+        the store nothing). One the cache does not hold (a window just opened, a window a
+        backfill closed) is not put there: loaded, and cached, if it is ever asked for."""
+        recordings = super()._record(processing_event)
+        with self._own_lock:
+            self._own_positions.update(r.notification.id for r in recordings)
+        cache = self._kept.cache
+        if cache is not None:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                if not isinstance(aggregate, self.KEPT_CURRENT):
+                    continue
+                try:
+                    cache.get(aggregate_id)
+                except KeyError:
+                    self._kept.current.discard(aggregate_id)
+                    continue
+                cache.put(aggregate_id, aggregate)
+                self._kept.current.add(aggregate_id)
+        return recordings

@@ -332,6 +332,19 @@ class WindowEvaluation(Aggregate):
         self.breaches: list[str] = []  # subjects: "" for the objective, or e.g. a late ticket id
         self.breach_records: list[dict[str, Any]] = []
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> WindowEvaluation:
+        """The copy a load from the repository's cache hands out (a round changes it; saved, it
+        is the one the store holds, and a failed save leaves the cached one as it was): its own
+        attributes and pending events, sharing their values. The events below replace an
+        attribute, never change its value in place (and no reader changes one), so that is a
+        deep copy's independence without copying the hundreds of small objects a window's
+        evaluations hold — most of a round's cost for an agreement judged."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__["_pending_events"] = list(self._pending_events)
+        memo[id(self)] = clone
+        return clone
+
     def update(self, evaluation: dict[str, Any], agreements_position: int = 0) -> None:
         """Record a new running (or, after closing, restated) evaluation if it changed.
         `agreements_position`: the agreements log's position up to which metrics had applied

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from uuid import UUID
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from accord_kit.application import topic_pages
+from accord_kit.application import AccordRepository, topic_pages
 from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.timeline import Calendar, Interval, calendar_windows, subtract, union
@@ -48,6 +49,11 @@ WINDOW_TOPIC = WindowEvaluation.Opened.TOPIC
 CALENDAR_UNAVAILABLE = "calendar_version unavailable"
 DEFAULT_MAINTENANCE_NOTICE = timedelta(hours=24)
 CALENDAR_TOPICS = sorted(event_topics(CalendarView))
+# The events of the aggregates a round keeps current in the cache (`Metrics.KEPT_CURRENT`).
+# Beyond this many positions stored by other processes since a round's last look, it does not
+# read them: nothing is current any more (`Judging._refresh_current`).
+CURRENT_SCAN_LIMIT = 10_000
+KEPT_TOPICS = sorted(event_topics(AgreementView) | event_topics(CalendarView) | event_topics(WindowEvaluation))
 _TICK = timedelta(microseconds=1)
 # The tracking name under which a round records, durably, the signals' log position up to which it
 # judged every signal (`Judging._record_judged`): a process that starts reads it, and its first
@@ -215,6 +221,9 @@ class RoundStats:
     agreements_skipped: int = 0
     windows_judged: int = 0
     windows_changed: int = 0
+    # Of the windows judged, those whose outcome (or burn rates) another agreement's window
+    # with the same objective, window and inputs had worked out in the round (see _Shared).
+    windows_shared: int = 0
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,36 @@ class _Judged:
     saved: Callable[[], None]
 
 
+# The key of a window's inputs: its span, whether every call is read, its services, and the
+# instant before which only the lists the burn rates read are (see `_objective_windows`).
+InputsKey = tuple[Interval, bool, tuple[str, ...], datetime | None]
+
+
+@dataclass
+class _Shared:
+    """What one round works out once for all the agreements that ask the same of it: a span of
+    services' signals, and an objective's outcome over a window from them. Agreements measuring
+    the same service by the same objective (a template's) share one computation; the key holds
+    everything the outcome reads (the objective without its id, the window and the part of it
+    measured, the time zone, the calendar and formula versions a closed window keeps, the
+    suspended time, the inputs and the instant), so an agreement that differs in any of them
+    is judged on its own. Only a round has one: recomputation and audit judge each window alone."""
+
+    # Each span's signals with the signal position they were read at: read again for the next
+    # agreement once a batch was recorded since (as fresh as when each agreement read its own).
+    inputs: dict[InputsKey, tuple[int, SignalSet]] = field(default_factory=dict)
+    outcomes: dict[tuple[Any, ...], tuple[dict[str, Any], Calendar, list[Interval], dict[timedelta, Decimal]]] = field(
+        default_factory=dict
+    )
+    rates: dict[tuple[Any, ...], dict[timedelta, Decimal]] = field(default_factory=dict)
+    shared: int = 0  # windows judged from another agreement's outcome or burn rates
+
+
+def _objective_key(objective: dict[str, Any]) -> str:
+    """An objective as its outcome reads it: every field but its id, in one canonical form."""
+    return json.dumps({k: v for k, v in objective.items() if k != "objective_id"}, sort_keys=True, default=str)
+
+
 class Judging(_Host):
     """Every objective's evaluation per window with its breaches, and its recomputation (a
     mixin of `Metrics`, whose constructor sets the state declared here)."""
@@ -276,6 +315,10 @@ class Judging(_Host):
     _reach_kept: set[UUID]
     _recorded_at: dict[UUID, int]  # window id → position of its latest closing or restatement
     _recorded_at_position: int
+    _kept: AccordRepository  # the repository, with the aggregates kept current in its cache
+    _current_read: int  # the log position read up to for other processes' events of those
+    _own_positions: set[int]  # the positions this process recorded after it (Metrics._record)
+    _own_lock: threading.Lock
     last_round: RoundStats
 
     # -- evaluation -------------------------------------------------------------------------------------------
@@ -286,6 +329,7 @@ class Judging(_Host):
         window evaluations changed. Evaluation never reads the wall clock."""
         now = now or self.clock.now()
         with self._lock:
+            self._refresh_current()
             self._refresh_signals()
             self._refresh_recorded()  # the windows closed (by any process) are known closed
             changed_since, self._changed = self._changed, {}
@@ -314,6 +358,7 @@ class Judging(_Host):
             ]
             skipped = len(self._view_changed) - len(ids)
         self._round_windows = 0
+        shared = _Shared()
         changed = judged = 0
         pending: list[_Judged] = []  # judged, their evaluations not saved yet
         waiting = 0  # the window evaluations they hold
@@ -338,6 +383,9 @@ class Judging(_Host):
             except Exception as e:
                 for j in batch:
                     isolate(j.view, e)
+                    # Loaded from the store at their next load: a save refused because another
+                    # process stored a version first is not refused again from the same copy.
+                    self._kept.current.difference_update(agg.id for agg in j.to_save)
                 return 0
             for j in batch:
                 j.saved()
@@ -352,7 +400,7 @@ class Judging(_Host):
                 continue
             judged += 1
             try:
-                judgement = self._evaluate_agreement(view, now, changed_since, position, calendars)
+                judgement = self._evaluate_agreement(view, now, changed_since, position, calendars, shared)
             except Exception as e:
                 isolate(view, e)
                 continue
@@ -371,11 +419,51 @@ class Judging(_Host):
             # Running evaluations only for windows known open (one that closed dropped its own).
             for wid in [w for w in self._running if w not in self._open_windows or w in self._closed_windows]:
                 del self._running[wid]
-        self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed)
+        self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed, shared.shared)
         if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
             self._record_judged(signals_position)
         self._views_judged(reach, position)
         return changed
+
+    def _refresh_current(self) -> None:
+        """Read the log for the events of views, calendars and window evaluations stored since
+        the last look: one whose cached version is behind (another process stored it) is no
+        longer current, and its next load asks the store for what it missed. This process's
+        own saves are the cached ones already (`Metrics._record`): when every position stored
+        since is one of them — one process on the store, as ever but during a takeover — the log
+        is not read at all (after a backfill, that is thousands of its own evaluations)."""
+        repository = self._kept
+        if repository.cache is None:
+            return
+        with self._lock:
+            head = self.recorder.max_notification_id() or 0
+            with self._own_lock:
+                mine = sum(1 for at in self._own_positions if self._current_read < at <= head)
+                # Nothing current (a standby that just took over: what the active stored since
+                # this process started is not read) or every position since is this process's.
+                # Or more stored since than is worth reading: nothing is current any more (each
+                # is brought up to date by the store at its next load, as without `current`).
+                foreign = head - self._current_read - mine
+                if not repository.current or not foreign or foreign > CURRENT_SCAN_LIMIT:
+                    if foreign > CURRENT_SCAN_LIMIT:
+                        repository.current.clear()
+                    self._current_read = head
+                    self._own_positions = {at for at in self._own_positions if at > head}
+                    return
+            for notes, read_to in topic_pages(self.recorder, self._current_read, KEPT_TOPICS):
+                for n in notes:
+                    uid = UUID(str(n.originator_id))
+                    if uid not in repository.current:
+                        continue
+                    try:
+                        cached = repository.cache.get(uid)
+                    except KeyError:
+                        cached = None
+                    if cached is None or cached.version < n.originator_version:
+                        repository.current.discard(uid)
+                self._current_read = read_to
+            with self._own_lock:
+                self._own_positions = {at for at in self._own_positions if at > self._current_read}
 
     def _views_judged(self, reach: dict[UUID, datetime], position: int) -> None:
         """What the view events up to `position` reach was judged: forget it (unless a failing
@@ -472,13 +560,14 @@ class Judging(_Host):
 
     def _evaluate_agreement(
         self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None,
-        calendars: int | None = None,
+        calendars: int | None = None, shared: _Shared | None = None,
     ) -> _Judged:  # fmt: skip
         """Judge the agreement's windows that need it: the window evaluations to save, and what
         to note once they are saved (`_Judged.saved`). `position`: the log position the view
         was read at or after; given, an ended agreement left with no open window is settled,
         and (with `calendars`, the calendars' position) the agreement is watched: the next
-        rounds skip it until something it depends on changes (see Watch)."""
+        rounds skip it until something it depends on changes (see Watch). `shared`: the round's
+        signals and outcomes worked out for other agreements (see _Shared)."""
         uid = UUID(str(view.id))
         start = _parse(view.versions[0]["effective_from"])
         ends = end_of(view)
@@ -501,13 +590,19 @@ class Judging(_Host):
         # Every service a window of it may read (once a judgement: it reads parents): what its
         # watch follows. Each window reads only those of the version judging it.
         services, providers = self.measured_services(view, now)
-        held: dict[tuple[Interval, bool, tuple[str, ...], datetime | None], SignalSet] = {}
+        # Read only if a window is judged, once a span and services — again once a batch was
+        # recorded since (the signal position moved): every agreement judges from what was
+        # recorded before its turn, as when each read its own (and a signal recorded after is a
+        # change for the next round: `changed_since`).
+        held: dict[InputsKey, tuple[int, SignalSet]] = shared.inputs if shared is not None else {}
 
         def signals(span: Interval, all_calls: bool, of: tuple[str, ...], since: datetime | None = None) -> SignalSet:
-            key = (span, all_calls, of, since)  # only if a window is judged, once a span and services
-            if key not in held:
-                held[key] = self.signal_set(list(of), span=span, all_calls=all_calls, since=since)
-            return held[key]
+            key = (span, all_calls, of, since)
+            kept = held.get(key)
+            at = self._signals_position  # before reading: a batch recorded meanwhile reads again
+            if kept is None or kept[0] != at:
+                kept = held[key] = (at, self.signal_set(list(of), span=span, all_calls=all_calls, since=since))
+            return kept[1]
 
         with self._lock:
             facts = [self._services[s] for s in services if s in self._services]
@@ -531,7 +626,7 @@ class Judging(_Host):
             try:
                 windows = self._objective_windows(
                     view, objective, start, end, tz, signals, now, earliest_change, to_save,
-                    (full, facts, open_windows, marks),
+                    (full, facts, open_windows, marks), shared,
                 )  # fmt: skip
             except Exception as e:  # isolated to this objective: its windows wait for a fix
                 self._failed(view.agreement_id, str(objective.get("objective_id") or ""), e)
@@ -572,6 +667,7 @@ class Judging(_Host):
         signals: Callable[[Interval, bool, tuple[str, ...], datetime | None], SignalSet], now: datetime,
         earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
+        shared: _Shared | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`), each
         from `signals(span, all_calls, services, since)` of its version's services; returns the end of
@@ -646,11 +742,16 @@ class Judging(_Host):
                 span = window
             else:
                 span, since = Interval(window.start - _look_back(window), window.end), window.start
-            inputs = signals(span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since)
+            inputs_key = (span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since)
+            inputs = signals(*inputs_key)
+            # The outcome's key names the inputs as read (their key and signal position).
+            at = (shared, (*inputs_key, shared.inputs[inputs_key][0])) if shared is not None else None
             if rates_only and not agg.closed:
-                self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended)
+                self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended, at)
             else:
-                self._judge_window(agg, v_objective, version["version"], measured, window, inputs, now, tz, suspended)
+                self._judge_window(
+                    agg, v_objective, version["version"], measured, window, inputs, now, tz, suspended, at
+                )
             self._round_windows += 1
             if agg.pending_events:
                 pending.append(agg)
@@ -744,7 +845,11 @@ class Judging(_Host):
     def _judge_window(
         self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
         signals: SignalSet, now: datetime, tz: str, suspended: list[Interval] | None = None,
+        shared: tuple[_Shared, tuple[Any, ...]] | None = None,
     ) -> None:  # fmt: skip
+        """Judge one window from `signals` (read by `shared`'s inputs key, when given: an outcome
+        another agreement's window worked out from the same in this round is taken, see _Shared)
+        and record what changed on `agg`."""
         # A closed window is judged as of its end, whenever that happens: the same inputs give
         # the same digest at closing, at a restatement and at an auditor's recomputation. Its
         # end is the measured one: a window the agreement's end cuts closes then.
@@ -762,16 +867,37 @@ class Judging(_Host):
                 running = self._running.setdefault(agg.id, Running())
             else:
                 self._running.pop(agg.id, None)
-        evaluation, calendar, exclusions = self._judgement(
-            agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended, formula,
-            running,
-        )  # fmt: skip
-        rates: dict[timedelta, Decimal] = {}
-        if "budget_consumed" in evaluation and not evaluation["closed"]:
-            rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
-            # The burn rate over the fastest pair's long window (1 h for a 30-day window),
-            # as of this evaluation: carried with it, not a reason on its own for a new event.
-            evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
+        key: tuple[Any, ...] | None = None
+        if shared is not None:
+            key = (
+                _objective_key(objective), measured, window, tz, pinned, formula, tuple(suspended or ()),
+                shared[1], as_of,
+            )  # fmt: skip
+        kept = shared[0].outcomes.get(key) if shared is not None and key is not None else None
+        if kept is not None and shared is not None:
+            outcome, calendar, exclusions, rates = kept
+            # The agreement's own labels on a copy (nested parts too: nothing is shared between windows).
+            evaluation = {
+                **outcome, "parameters": dict(outcome["parameters"]), "detail": dict(outcome["detail"]),
+                "agreement_id": agg.agreement_id, "objective_id": objective["objective_id"], "version": version,
+            }  # fmt: skip
+            shared[0].shared += 1
+        else:
+            evaluation, calendar, exclusions = self._judgement(
+                agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended,
+                formula, running,
+            )  # fmt: skip
+            rates = {}
+            if "budget_consumed" in evaluation and not evaluation["closed"]:
+                rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
+                # The burn rate over the fastest pair's long window (1 h for a 30-day window),
+                # as of this evaluation: carried with it, not a reason on its own for a new event.
+                evaluation["burn_rate"] = str(rates[reliability.burn_windows(window.duration)[0].long])
+            if shared is not None and key is not None:
+                shared[0].outcomes[key] = (
+                    {**evaluation, "parameters": dict(evaluation["parameters"]), "detail": dict(evaluation["detail"])},
+                    calendar, exclusions, rates,
+                )  # fmt: skip
         # A closing or restatement says how far metrics had applied the agreements stream: read
         # now, after every view the judgement read was loaded, it bounds what the judgement knew
         # (billing waits until it has applied as far, WindowEvaluation._closed).
@@ -799,17 +925,30 @@ class Judging(_Host):
     def _judge_burn_rates(
         self, agg: Any, objective: dict[str, Any], measured: Interval, window: Interval, signals: SignalSet,
         now: datetime, tz: str, suspended: list[Interval] | None = None,
+        shared: tuple[_Shared, tuple[Any, ...]] | None = None,
     ) -> None:  # fmt: skip
         """An open window whose evaluation time alone cannot change (see OpenWindow): only its
         burn rates as of `now` and the alerts they raise, exactly as `_judge_window` would —
-        the calendar and exclusions of its judgement, the budget of its recorded evaluation."""
+        the calendar and exclusions of its judgement, the budget of its recorded evaluation.
+        The burn rates another agreement's window worked out in the round are taken when the key
+        (as `_judge_window`'s) is the same."""
         if "budget_consumed" not in agg.current:
             return
+        key: tuple[Any, ...] | None = None
+        if shared is not None:
+            key = (_objective_key(objective), measured, window, tz, tuple(suspended or ()), shared[1], now)
+            kept = shared[0].rates.get(key)
+            if kept is not None:
+                shared[0].shared += 1
+                _burn_alerts(agg, kept, window)
+                return
         calendar = self._calendar_for(objective, None)
         exclusions, _ = _exclusions(objective, signals, measured, suspended)
         with self._lock:  # its look-backs are kept with its running evaluation (running.py, burning.py)
             running = self._running.setdefault(agg.id, Running())
         rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
+        if shared is not None and key is not None:
+            shared[0].rates[key] = rates
         _burn_alerts(agg, rates, window)
 
     # -- queries ---------------------------------------------------------------------------------------------------
