@@ -9,10 +9,14 @@ from typing import Any
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_level = logging.INFO  # as configured last (structlog's own default logs everything: so does this before)
+_configured = False
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", service: str | None = None) -> None:
     """Configure structlog once per process. `fmt` is json, console or auto."""
+    global _level, _configured
+    _level, _configured = _LEVELS.get(level, logging.INFO), True
     pretty = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -37,3 +41,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str | Non
 
 def get_logger(name: str | None = None) -> Any:
     return structlog.get_logger(name) if name else structlog.get_logger()
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are logged: asked before building one on a hot path (a module's
+    logger is a proxy that binds a new logger on every call, even for a line then dropped)."""
+    return _level <= logging.DEBUG or not _configured

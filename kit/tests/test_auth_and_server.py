@@ -4,6 +4,7 @@ mapping, health and reflection — and that a rejected call stores nothing."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -20,7 +22,7 @@ from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifie
 from accord_kit.errors import UnauthenticatedError
 from accord_kit.eventlog import register_event_log
 from accord_kit.grpc_server import AccordServer, build_server
-from accord_kit.testing.counter import COUNTER_POLICY, Counters, register_counter
+from accord_kit.testing.counter import COUNTER_POLICY, Counters, CounterServicer, register_counter
 
 
 @dataclass
@@ -249,3 +251,88 @@ def test_the_token_cache_is_bounded_and_a_bad_token_is_never_remembered(tmp_path
         with pytest.raises(UnauthenticatedError, match="signature"):
             verifier.verify(f"Bearer {forged}")
     assert verifier.signature_checks == 8
+
+
+class _CountingHandler(grpc.GenericRpcHandler):
+    """The counter service's handler, counting how often the server looks each method up."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self.inner = inner
+        self.asked: Counter[str] = Counter()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        self.asked[handler_call_details.method] += 1
+        return self.inner.service(handler_call_details)
+
+
+async def test_a_method_is_looked_up_and_wrapped_once_and_each_call_gets_its_own_correlation_id(
+    tmp_path: Path, make_store_env: Callable[[str], dict[str, str]]
+) -> None:
+    private, public = generate_keypair(tmp_path / "keys")
+    app = Counters(make_store_env("counters"), service="counter")
+    counting: list[_CountingHandler] = []
+
+    def register(server: grpc.aio.Server) -> str:
+        class Capture:  # what the generated code adds, taken to be wrapped
+            def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+                counting.extend(_CountingHandler(h) for h in handlers)
+
+            def add_registered_method_handlers(self, name: str, handlers: object) -> None:
+                pass  # looked up through the generic handler only, so that every lookup is counted
+
+        counter_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(app), Capture())
+        server.add_generic_rpc_handlers(tuple(counting))
+        return "accord.testing.v1.CounterService"
+
+    server = build_server(
+        host="127.0.0.1", port=0, policy=COUNTER_POLICY, verifier=TokenVerifier(public.read_bytes()),
+        register=[register],
+    )  # fmt: skip
+    await server.start()
+    await server.set_serving(True)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = counter_pb2_grpc.CounterServiceStub(channel)
+            tok = mint_token(private.read_bytes(), subject="d", role="department", department="it")
+            md = (("authorization", f"Bearer {tok}"),)
+            for _ in range(5):
+                await stub.Increment(INC, metadata=md)
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # refused calls use the same handler
+                await stub.Increment(INC)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # An unknown method is not remembered: looked up (and UNIMPLEMENTED) each time.
+            unknown = channel.unary_unary("/accord.testing.v1.CounterService/Nope")
+            for _ in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await unknown(b"", metadata=md)
+                assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert counting[0].asked["/accord.testing.v1.CounterService/Increment"] == 1
+        assert counting[0].asked["/accord.testing.v1.CounterService/Nope"] == 2
+        envs, _ = app.read_events(0, 10)
+        ids = [e.correlation_id for e in envs[-5:]]
+        assert len(set(ids)) == 5, ids
+        assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids), ids
+    finally:
+        await server.stop(0)
+        app.close()
+
+
+def test_a_calls_debug_line_is_built_only_when_debug_lines_are_logged(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from accord_kit import logging as accord_logging
+
+    monkeypatch.setattr(accord_logging, "_level", accord_logging._level)
+    monkeypatch.setattr(accord_logging, "_configured", accord_logging._configured)
+    try:
+        accord_logging.configure_logging("debug", "json")
+        assert accord_logging.debug_enabled()
+        accord_logging.get_logger("t").debug("seen")
+        accord_logging.configure_logging("info", "json")
+        assert not accord_logging.debug_enabled()
+        accord_logging.get_logger("t").debug("not seen")
+        err = capsys.readouterr().err
+        assert '"seen"' in err and "not seen" not in err
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
