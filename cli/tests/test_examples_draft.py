@@ -11,10 +11,13 @@ import asyncio
 import json
 import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 import yaml
 from typer.testing import CliRunner
 
@@ -34,6 +37,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "terms"
 # Parents and underpinning agreements before the agreements that name them.
 ORDER = ["sla-corporate.yaml", "sla-customer.yaml", "ola.yaml", "underpinning-contract.yaml", "sla-service.yaml"]
 PLACEHOLDER = re.compile(r'"<agreement id of ([a-z-]+\.yaml)>"')
+
+
+@pytest.fixture(autouse=True)
+def service_logs_apart() -> Iterator[None]:
+    """The service under test logs to the test's own stderr, fixed now: at structlog's defaults
+    a line goes to whatever `sys.stdout` is when it is logged, and while the command runs that
+    is the CliRunner's — a relay's line logged then became part of the command's JSON."""
+    config = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    try:
+        yield
+    finally:
+        structlog.configure(**config)
 
 
 async def accord(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -324,6 +324,9 @@ def test_a_calls_debug_line_is_built_only_when_debug_lines_are_logged(
 
     monkeypatch.setattr(accord_logging, "_level", accord_logging._level)
     monkeypatch.setattr(accord_logging, "_configured", accord_logging._configured)
+    # Configured as it was afterwards: the worker's later tests log as before (at structlog's
+    # defaults, debug lines to whatever sys.stdout is then).
+    config, bound = structlog.get_config(), structlog.contextvars.get_contextvars()
     try:
         accord_logging.configure_logging("debug", "json")
         assert accord_logging.debug_enabled()
@@ -334,5 +337,6 @@ def test_a_calls_debug_line_is_built_only_when_debug_lines_are_logged(
         err = capsys.readouterr().err
         assert '"seen"' in err and "not seen" not in err
     finally:
-        structlog.reset_defaults()
+        structlog.configure(**config)
         structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**bound)
