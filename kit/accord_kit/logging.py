@@ -9,7 +9,9 @@ from typing import Any
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-_level = logging.INFO  # as configured last (structlog's own default logs everything: so does this before)
+# The level configured last; until configure_logging runs, structlog's defaults log every
+# level, debug included (`debug_enabled` says so too).
+_level = logging.INFO
 _configured = False
 
 
