@@ -375,7 +375,7 @@ async def _journey_under_faults(
         # before today) and, on billing's next clock, those statements issued without the outages;
         # the outages then restate the windows and credit the difference on a later statement
         # (docs/domain.md, "Statements and restatements") — the same money on other statements
-        # than the fault-free run's, which is what two CI runs saw.
+        # than the fault-free run's, which is what two full runs of the suite once saw.
         outages, rest = batches[:1], batches[1:]
         await journey.signals_work(outages, pause=0)
         faults.start()

@@ -10,15 +10,14 @@ import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # The level configured last; until configure_logging runs, structlog's defaults log every
-# level, debug included (`debug_enabled` says so too).
-_level = logging.INFO
-_configured = False
+# level, debug included.
+_level = logging.DEBUG
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", service: str | None = None) -> None:
     """Configure structlog once per process. `fmt` is json, console or auto."""
-    global _level, _configured
-    _level, _configured = _LEVELS.get(level, logging.INFO), True
+    global _level
+    _level = _LEVELS.get(level, logging.INFO)
     pretty = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -48,4 +47,4 @@ def get_logger(name: str | None = None) -> Any:
 def debug_enabled() -> bool:
     """Whether debug lines are logged: asked before building one on a hot path (a module's
     logger is a proxy that binds a new logger on every call, even for a line then dropped)."""
-    return _level <= logging.DEBUG or not _configured
+    return _level <= logging.DEBUG

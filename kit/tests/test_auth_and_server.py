@@ -317,13 +317,12 @@ async def test_a_method_is_looked_up_and_wrapped_once_and_each_call_gets_its_own
         app.close()
 
 
-def test_a_calls_debug_line_is_built_only_when_debug_lines_are_logged(
+def test_debug_enabled_follows_the_configured_level(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from accord_kit import logging as accord_logging
 
     monkeypatch.setattr(accord_logging, "_level", accord_logging._level)
-    monkeypatch.setattr(accord_logging, "_configured", accord_logging._configured)
     # Configured as it was afterwards: the worker's later tests log as before (at structlog's
     # defaults, debug lines to whatever sys.stdout is then).
     config, bound = structlog.get_config(), structlog.contextvars.get_contextvars()
