@@ -27,6 +27,7 @@ from accord_metrics.judging import (
     JUDGED_VIEWS,
     WINDOW_TOPIC,
     Judging,
+    ObjectiveKeys,
     RoundStats,
     Settled,
     Watch,
@@ -136,6 +137,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._open_windows: set[UUID] = set()
         self._running: dict[UUID, Running] = {}  # open window → its running evaluation (running.py)
         self._window_lists: dict[tuple[str, str], WindowList] = {}  # each objective's windows (judging.WindowList)
+        self._objective_keys = ObjectiveKeys()  # each objective's outcome key (judging.ObjectiveKeys)
         self._round_windows = 0
         self._round_kept = False  # a round kept changes for the next one (a failing agreement or objective)
         self.last_round = RoundStats()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -287,6 +288,32 @@ def _objective_key(objective: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in objective.items() if k != "objective_id"}, sort_keys=True, default=str)
 
 
+class ObjectiveKeys:
+    """`_objective_key` of each objective, kept between rounds by the objective's identity: an
+    agreement's terms are the same dicts round after round (its view is read from the cache, not
+    copied), and encoding each again was a few per cent of a round. An entry holds the dict
+    itself, so no other dict can take its id while the entry lives; terms are never changed in
+    place (a version's arrive as new dicts), so a kept key stays the dict's. Terms merged with a
+    parent's are new dicts at every look: they miss, and the whole is dropped once `limit`
+    entries are held (a bound on what it keeps alive, not a least-recently-used order)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self.encoded = 0  # keys worked out (not taken from what is kept)
+        self._keys: dict[int, tuple[dict[str, Any], str]] = {}
+
+    def __call__(self, objective: dict[str, Any]) -> str:
+        held = self._keys.get(id(objective))
+        if held is not None and held[0] is objective:
+            return held[1]
+        if len(self._keys) >= self.limit:
+            self._keys.clear()
+        key = _objective_key(objective)
+        self._keys[id(objective)] = (objective, key)
+        self.encoded += 1
+        return key
+
+
 class Judging(_Host):
     """Every objective's evaluation per window with its breaches, and its recomputation (a
     mixin of `Metrics`, whose constructor sets the state declared here)."""
@@ -309,6 +336,7 @@ class Judging(_Host):
     _round_kept: bool
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
     _window_lists: dict[tuple[str, str], WindowList]  # (agreement id, objective id) → its windows listed
+    _objective_keys: ObjectiveKeys  # each objective's outcome key (see _Shared), kept between rounds
     _judged_position: int
     _views_judged_position: int
     _view_reach: dict[UUID, datetime]
@@ -870,7 +898,7 @@ class Judging(_Host):
         key: tuple[Any, ...] | None = None
         if shared is not None:
             key = (
-                _objective_key(objective), measured, window, tz, pinned, formula, tuple(suspended or ()),
+                self._objective_keys(objective), measured, window, tz, pinned, formula, tuple(suspended or ()),
                 shared[1], as_of,
             )  # fmt: skip
         kept = shared[0].outcomes.get(key) if shared is not None and key is not None else None
@@ -936,7 +964,7 @@ class Judging(_Host):
             return
         key: tuple[Any, ...] | None = None
         if shared is not None:
-            key = (_objective_key(objective), measured, window, tz, tuple(suspended or ()), shared[1], now)
+            key = (self._objective_keys(objective), measured, window, tz, tuple(suspended or ()), shared[1], now)
             kept = shared[0].rates.get(key)
             if kept is not None:
                 shared[0].shared += 1
@@ -1221,6 +1249,8 @@ def _burn_alerts(agg: Any, rates: dict[timedelta, Decimal], window: Interval) ->
     fired = {burn_alert_name(p): p for p in reliability.burn_alerts(rates, window.duration)}
     for name, pair in fired.items():
         agg.burn_alert(name, str(pair.factor), str(rates[pair.long]), str(rates[pair.short]))
+    if not agg.burn_firing:
+        return
     pairs = {burn_alert_name(p): p for p in reliability.burn_windows(window.duration)}
     for name in agg.burn_firing:
         held = pairs.get(name)
@@ -1230,7 +1260,15 @@ def _burn_alerts(agg: Any, rates: dict[timedelta, Decimal], window: Interval) ->
 
 def burn_alert_name(pair: reliability.BurnPair) -> str:
     """A burn-rate alert's name: its pair, e.g. "14.4x 1:00:00/0:05:00" (a 30-day window)."""
-    return f"{pair.factor}x {pair.long}/{pair.short}"
+    return _burn_alert_name(str(pair.factor), pair.long, pair.short)
+
+
+# Asked for each pair of every open window judged: the durations written out once a pair (a
+# window length's four; a few dozen lengths at most). Keyed by the factor as written, not the
+# pair: Decimal("14.4") and Decimal("14.40") are equal pairs with different names.
+@lru_cache(maxsize=1024)
+def _burn_alert_name(factor: str, long: timedelta, short: timedelta) -> str:
+    return f"{factor}x {long}/{short}"
 
 
 def recorded_calendar(evaluation: dict[str, Any]) -> tuple[str, int]:

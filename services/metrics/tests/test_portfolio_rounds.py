@@ -272,6 +272,53 @@ def test_each_window_lengths_burn_rate_pairs_are_worked_out_once(suite: Suite, m
     assert len(scaled) == 8
 
 
+def test_each_objectives_outcome_key_is_encoded_once_not_each_window_and_round(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = suite.metrics
+    _portfolio(suite)  # judged once as it was set up: each objective's key worked out then
+    encoded = _spy(monkeypatch, judging, "_objective_key", lambda objective: objective["objective_id"])
+    for n in (1, 2, 3):
+        _a_batch(m, n)
+        m.evaluate(at(f"2026-02-03T{12 + n}:00{AMS}"))
+        assert m.last_round.windows_judged == 2 * AGREEMENTS
+        assert m.last_round.windows_shared == 2 * AGREEMENTS - 2
+    # Their terms are the same dicts round after round: no key worked out again.
+    assert encoded == []
+    # A new agreement's objectives: worked out once, and the one that differs is judged on its own.
+    terms = sla_terms(title="E-mail, stricter")
+    terms["objectives"][0]["target"] = "99.99"
+    own = str(suite.agreements.draft(PROVIDER, terms).id)
+    suite.agreements.propose(PROVIDER, own)
+    suite.agreements.accept(CUSTOMER, own)
+    suite.tick(f"2026-02-03T16:00{AMS}")
+    _a_batch(m, 4)
+    m.evaluate(at(f"2026-02-03T17:00{AMS}"))
+    assert sorted(encoded) == ["availability", "service-level"]
+    assert m.last_round.windows_judged == 2 * (AGREEMENTS + 1)
+    assert m.last_round.windows_shared == 2 * (AGREEMENTS + 1) - 3
+    stricter = m.window(None, own, "availability", FEB).latest
+    assert stricter["target"] == "99.99" and m.recompute(own, "availability", FEB)["matches"]
+
+
+def test_an_objectives_kept_key_is_its_own_and_the_keys_kept_are_bounded() -> None:
+    keys = judging.ObjectiveKeys(limit=2)
+    objective = sla_terms()["objectives"][0]
+    key = keys(objective)
+    assert key == judging._objective_key(objective) and keys(objective) is key and keys.encoded == 1
+    # The same content in another dict (another agreement's terms): the same key, worked out for it.
+    alike = copy.deepcopy(objective)
+    alike["objective_id"] = "another-id"
+    assert keys(alike) == key and keys.encoded == 2
+    # Anything else the outcome reads: another key.
+    stricter = {**objective, "target": "99.99"}
+    assert keys(stricter) != key and keys.encoded == 3
+    # It was full (two held): dropped as a whole for the stricter one, so the first is worked out
+    # again, and the stricter one is still held.
+    assert keys(objective) == key and keys.encoded == 4
+    assert keys(stricter) == judging._objective_key(stricter) and keys.encoded == 4
+
+
 def test_the_aggregate_cache_is_a_setting(tmp_path: Path) -> None:
     def app(**environ: str) -> Metrics:
         settings = ServiceSettings.from_env("metrics", {"ACCORD_VAR_DIR": str(tmp_path), **environ})

@@ -559,6 +559,16 @@ def test_burn_windows_scale_with_the_window() -> None:
     assert [p.factor for p in fired] == [d("14.4"), d(6), d(3), d(1)]
 
 
+def test_a_burn_alerts_name_is_its_pair_as_written() -> None:
+    from accord_metrics.judging import burn_alert_name
+
+    feb = burn_windows(timedelta(days=28))
+    assert burn_alert_name(feb[0]) == "14.4x 0:56:00/0:04:40"
+    assert burn_alert_name(feb[0]) == "14.4x 0:56:00/0:04:40"  # the kept name, the same
+    # An equal pair whose factor is written otherwise has its own name (names are kept per pair).
+    assert burn_alert_name(BurnPair(d("14.40"), feb[0].long, feb[0].short)) == "14.40x 0:56:00/0:04:40"
+
+
 def test_warning_levels() -> None:
     assert warning_levels_crossed(d("49.999")) == ()
     assert warning_levels_crossed(d(75)) == (d(50), d(75))  # reaching a level crosses it
