@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -328,6 +329,9 @@ def _iso(ts: Any) -> str:
     return str(ts.ToDatetime(tzinfo=UTC).isoformat())
 
 
+# A pure function of the text, asked for the same few instants (versions' effective dates,
+# suspensions, ends) for every agreement judged, each round: parsed once each.
+@lru_cache(maxsize=4096)
 def _parse(raw: str) -> datetime:
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC)
 
