@@ -16,14 +16,20 @@ apart, rounds of three kinds, each in turn (default 5 of each; figures are media
 two agreements are judged alike, so no outcome is shared (see services/metrics/README.md,
 "One outcome for the agreements that measure a service the same way").
 
+Before the rounds the heap is settled once (`accord_kit.heap.settle`), as the running service
+settles its own every `METRICS_HEAP_SETTLE_SECONDS`; `--portfolio-python-gc` leaves Python's
+collector alone (the service with `METRICS_HEAP_SETTLE_SECONDS=0`).
+
 Each round's CPU time (`time.process_time`), wall time, agreements and windows judged and
 events recorded come from the round itself (`Metrics.last_round`); the figures divide the CPU
-by the agreements judged. The process's RSS at the end is reported.
+by the agreements judged. The collector's full collections during the rounds (how many, their
+time, the longest) and the process's RSS at the end are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import statistics
 import tempfile
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from accord_kit.context import Principal
+from accord_kit.heap import settle
 from bench.gateway import EVALUATE_AT, SERVICES, _build_portfolio, _history_batch
 
 NAME = "metrics-portfolio"
@@ -55,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="give every agreement targets of its own, so that no two are judged alike (no outcome shared)",
     )
+    group.add_argument(
+        "--portfolio-python-gc",
+        action="store_true",
+        help="leave Python's collector alone: no settle of the heap before the rounds (METRICS_HEAP_SETTLE_SECONDS=0)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,12 +81,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"   portfolio: {n:,} agreements in {setup_s:.1f} s", flush=True)
         metrics = portfolio.metrics
         assert metrics is not None
+        settled = not args.portfolio_python_gc
+        if settled:
+            done = settle()
+            print(f"   heap settled: {done.frozen:,} objects frozen in {done.seconds * 1000:.0f} ms", flush=True)
+        full: list[float] = []
+        started = [0.0]
+
+        def watch(phase: str, info: dict[str, Any]) -> None:
+            if info["generation"] != 2:
+                return
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                full.append((time.perf_counter() - started[0]) * 1000)
+
+        gc.callbacks.append(watch)
         try:
             measured = _rounds(metrics, rounds)
         finally:
+            gc.callbacks.remove(watch)
+            gc.unfreeze()
             portfolio.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return _report(n, rounds, setup_s, measured, rss_mb, bool(args.portfolio_distinct))
+    return _report(n, rounds, setup_s, measured, rss_mb, bool(args.portfolio_distinct), full, settled)
 
 
 def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
@@ -117,8 +147,9 @@ def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
 
 def _report(
     n: int, rounds: int, setup_s: float, measured: dict[str, list[dict[str, float]]], rss_mb: float,
-    distinct: bool = False,
+    distinct: bool = False, full: list[float] | None = None, settled: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
+    full = full or []
     figures: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for kind in KINDS:
@@ -143,12 +174,23 @@ def _report(
             detail += f"; {per:.2f} ms a judged agreement"
         label = f"{n:,} agreements" + (", each its own targets" if distinct else "")
         figures.append({"name": f"round, {kind}, {label}", "value": cpu, "unit": "ms", "detail": detail})
+    how = "the heap settled before the rounds" if settled else "Python's collector alone (--portfolio-python-gc)"
+    figures.append(
+        {
+            "name": "full collections during the rounds",
+            "value": len(full),
+            "unit": "collections",
+            "detail": f"{how}: {sum(full):,.0f} ms in all, the longest {max(full, default=0):,.0f} ms, "
+            f"over {rounds * len(KINDS)} rounds",
+        }
+    )
     figures.append(
         {"name": f"RSS, {n:,} agreements", "value": rss_mb, "unit": "MiB", "detail": "peak of the process, at the end"}
     )
     return {
         "figures": figures,
-        "params": {"agreements": n, "rounds": rounds, "setup_s": setup_s, "distinct": distinct},
+        "params": {"agreements": n, "rounds": rounds, "setup_s": setup_s, "distinct": distinct, "settled": settled},
+        "full_collections_ms": full,
         "rounds": measured,
         "summary": summary,
     }

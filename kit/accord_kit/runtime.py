@@ -43,6 +43,7 @@ from accord_kit.consumer import Applier, Consumer, ConsumerConfig
 from accord_kit.deadletter import HEALTH as DEADLETTER_HEALTH
 from accord_kit.eventlog import EventLogClient
 from accord_kit.grpc_server import AccordServer, ErrorMap, build_server
+from accord_kit.heap import heap_task
 from accord_kit.lease import Lease
 from accord_kit.logging import get_logger
 from accord_kit.nats_util import connect
@@ -252,6 +253,8 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self._messaging(), name="messaging"))
         for extra in self.parts.extra_tasks:
             self._tasks.append(asyncio.create_task(self._when_writer(extra), name="extra"))
+        if s.heap_settle_seconds > 0:
+            self._tasks.append(asyncio.create_task(heap_task(s.heap_settle_seconds)(self._stop), name="heap"))
         for name, check in self.parts.health_checks.items():
             self._tasks.append(asyncio.create_task(self._watch_health(name, check), name=f"health {name}"))
 

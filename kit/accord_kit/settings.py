@@ -220,6 +220,7 @@ class ServiceSettings:
     snapshot_seconds: float = 60.0
     clock_file: Path | None = None  # end-to-end tests and demos: "now" read from this file
     tick_seconds: float = 0.0  # the periodic work's interval; 0: the service's own default
+    heap_settle_seconds: float = 300.0  # how often the long-lived heap is settled (accord_kit.heap); 0: never
     prometheus_sources: Path | None = None  # metrics only
     aggregate_cache: int = 0  # metrics only: aggregates kept in memory between loads (0: none)
     metrics_host: str = "127.0.0.1"
@@ -361,6 +362,7 @@ class ServiceSettings:
             snapshot_seconds=_float(f"{p}_SNAPSHOT_SECONDS", own("SNAPSHOT_SECONDS", "60"), 0.1, 86400),
             clock_file=Path(suite("CLOCK_FILE")) if suite("CLOCK_FILE") else None,
             tick_seconds=_float(f"{p}_TICK_SECONDS", own("TICK_SECONDS", "0"), 0, 86400),
+            heap_settle_seconds=_float(f"{p}_HEAP_SETTLE_SECONDS", own("HEAP_SETTLE_SECONDS", "300"), 0, 86400),
             prometheus_sources=(
                 Path(own("PROMETHEUS_SOURCES", "")) if service == "metrics" and own("PROMETHEUS_SOURCES", "") else None
             ),

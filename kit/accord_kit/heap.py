@@ -1,0 +1,69 @@
+"""A service's long-lived heap kept out of the cyclic garbage collector's full collections.
+
+A service holds a large heap that lives as long as it runs (the metrics service's views, window
+evaluations and signal facts; the gateway's read model), and its work makes objects that outlive
+the collector's young generations every round. CPython collects the oldest generation whenever
+the objects that reached it grew by a quarter since the last such collection, and each of those
+collections walks the whole heap: in a metrics round over 1,000 agreements that was ≈ 100 ms
+every four rounds or so, a quarter of the rounds' CPU (services/metrics/README.md, "The
+collector and the long-lived heap").
+
+`settle` collects everything once (`gc.unfreeze`, a full `gc.collect`) and then moves what is
+left out of the collector's view (`gc.freeze`): later collections walk only what was made since.
+Reference counting still frees a frozen object when nothing refers to it any more; only a
+reference cycle among frozen objects that became garbage waits for the next `settle`, which
+collects it — so what can be held too long is bounded by what turned into cyclic garbage within
+one interval. The runtime settles each service's heap every `<SERVICE>_HEAP_SETTLE_SECONDS`
+(`heap_task`), the first time one interval after it started serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from accord_kit.logging import get_logger
+
+log = get_logger("accord.heap")
+
+
+@dataclass(frozen=True)
+class Settled:
+    collected: int  # unreachable objects the full collection found
+    frozen: int  # objects out of the collector's view afterwards
+    seconds: float
+
+
+def settle() -> Settled:
+    """Collect everything once, then keep what is left out of later collections."""
+    started = time.perf_counter()
+    gc.unfreeze()
+    collected = gc.collect()
+    gc.freeze()
+    return Settled(collected, gc.get_freeze_count(), time.perf_counter() - started)
+
+
+def heap_task(interval: float) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A runtime task settling the heap every `interval` seconds until the service stops (the
+    first time one interval after it starts: a short-lived process never pays for it)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                return
+            except TimeoutError:
+                pass
+            done = settle()  # holds the interpreter for one full collection, as any full collection does
+            log.info(
+                "heap_settled",
+                collected=done.collected,
+                frozen=done.frozen,
+                ms=round(done.seconds * 1000, 1),
+            )
+
+    return run

@@ -1,0 +1,120 @@
+"""The long-lived heap kept out of the collector's full collections (accord_kit.heap): a settle
+collects what became cyclic garbage and freezes what is left, a cycle that turns to garbage
+while frozen waits for the next settle (never longer), and a running service settles its heap
+every `<SERVICE>_HEAP_SETTLE_SECONDS`, the first time one interval after it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from accord_kit import heap
+from accord_kit.clock import FakeClock
+from accord_kit.heap import Settled, settle
+from accord_kit.settings import ServiceSettings, SettingsError
+from accord_kit.testing.counter import build_counter_service
+from accord_kit.testing.nats import NatsServer
+from accord_kit.testing.service import make_keys, running_service, service_environ
+from accord_kit.testing.streams import eventually
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def a_cycle() -> tuple[Node, weakref.ref[Node]]:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return a, weakref.ref(a)
+
+
+@pytest.fixture(autouse=True)
+def thawed() -> Iterator[None]:
+    """Whatever a test froze is back in the collector's view after it."""
+    yield
+    gc.unfreeze()
+
+
+def test_a_settle_collects_cyclic_garbage_and_freezes_what_is_left() -> None:
+    garbage, garbage_ref = a_cycle()
+    kept, kept_ref = a_cycle()
+    del garbage
+    done = settle()
+    assert garbage_ref() is None and done.collected >= 2
+    assert kept_ref() is kept and done.frozen == gc.get_freeze_count() > 0
+
+    # Frozen: a full collection no longer walks it, so a cycle that turns to garbage now stays ...
+    del kept
+    gc.collect()
+    assert kept_ref() is not None
+    # ... until the next settle, which collects it.
+    settle()
+    assert kept_ref() is None
+
+
+def test_reference_counting_still_frees_a_frozen_object_nothing_refers_to() -> None:
+    lone = Node()
+    lone_ref = weakref.ref(lone)
+    settle()
+    del lone
+    assert lone_ref() is None
+
+
+def spy_settles(monkeypatch: pytest.MonkeyPatch) -> list[Settled]:
+    """What each settle of the heap task did (info lines are not logged under test)."""
+    done: list[Settled] = []
+
+    def settling() -> Settled:
+        done.append(settle())
+        return done[-1]
+
+    monkeypatch.setattr(heap, "settle", settling)
+    return done
+
+
+async def test_the_task_settles_every_interval_the_first_time_one_interval_after_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled = spy_settles(monkeypatch)
+    stop = asyncio.Event()
+    gc.unfreeze()
+    task = asyncio.create_task(heap.heap_task(0.3)(stop))
+    await asyncio.sleep(0.1)
+    assert gc.get_freeze_count() == 0 and not settled  # not at once
+    await eventually(lambda: len(settled) >= 2, timeout=10, what="two settles")
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)  # it stops with the service
+    assert all(s.frozen > 0 and s.seconds >= 0 for s in settled)
+    assert gc.get_freeze_count() > 0
+
+
+async def test_a_running_service_settles_its_heap(
+    nats_server: NatsServer, tmp_path: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settled = spy_settles(monkeypatch)
+    service = f"counter{unique.lower()}"
+    environ = service_environ(
+        service, tmp_path, nats_server.url, "sqlite", **{f"{service.upper()}_HEAP_SETTLE_SECONDS": "0.2"}
+    )
+    settings = ServiceSettings.from_env(service, environ)
+    async with running_service(build_counter_service, settings, make_keys(tmp_path / "keys"), clock=FakeClock()):
+        await eventually(lambda: bool(settled), timeout=10, what="a settle")
+        assert gc.get_freeze_count() > 0
+
+
+def test_the_interval_is_a_setting(tmp_path: Path) -> None:
+    def settings(**environ: str) -> ServiceSettings:
+        return ServiceSettings.from_env("billing", {"ACCORD_VAR_DIR": str(tmp_path), **environ})
+
+    assert settings().heap_settle_seconds == 300
+    assert settings(BILLING_HEAP_SETTLE_SECONDS="60").heap_settle_seconds == 60
+    assert settings(BILLING_HEAP_SETTLE_SECONDS="0").heap_settle_seconds == 0  # never: Python's own collector alone
+    for bad, why in (("-1", "between 0 and 86400"), ("often", "a number")):
+        with pytest.raises(SettingsError, match=f"BILLING_HEAP_SETTLE_SECONDS.*{why}"):
+            settings(BILLING_HEAP_SETTLE_SECONDS=bad)
