@@ -31,8 +31,9 @@ the fake clock):
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
 * restart: a second `Metrics` on the same store, in a process of its own — construction, then
   its first round (which reads the log from the judged position and judges what came after it,
-  with its open windows, from the store's signal index), then a second round; that process's
-  VmRSS;
+  with its open windows, from the store's signal index; run as the service runs it, with the
+  collector paused and the heap settled after it, `accord_kit.heap.building`), then a second
+  round; that process's VmRSS, and the collector's time in it (full collections, the longest);
 * memory: resident set size after the rounds (VmRSS), the signals the store's index holds, the
   formula inputs held converted and the windows known.
 """
@@ -40,6 +41,7 @@ the fake clock):
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import multiprocessing
@@ -193,7 +195,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{p['construct_s']:.2f} s, first round "
                        f"{p['first_round_s']:.2f} s ({p['first_round_windows']} windows judged), second round "
                        f"{p['second_round_ms']:.1f} ms; its RSS then {p['restart_rss_mb']:.0f} MiB, "
-                       f"{p['restart_converted']:,} formula inputs converted"},
+                       f"{p['restart_converted']:,} formula inputs converted; the collector "
+                       f"{p['restart_gc_s']:.2f} s of it ({p['restart_gc_full']} full collections, the longest "
+                       f"{p['restart_gc_longest_s'] * 1000:.0f} ms)"},
             {"name": f"RSS, {s}", "value": p["rss_mb"], "unit": "MiB",
              "detail": f"signals indexed {p['held_signals']:,}, formula inputs converted {p['converted']:,}, "
                        f"windows known {p['windows_known']:,}"},
@@ -494,28 +498,57 @@ def _restart_in_process(env: dict[str, str], last: datetime) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+class _CollectorTime:
+    """The time the cyclic collector took (a `gc.callbacks` entry): in all, its full collections
+    counted and the longest."""
+
+    def __init__(self) -> None:
+        self.seconds = self.longest = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        self.seconds += took
+        if info["generation"] == 2:
+            self.full += 1
+            self.longest = max(self.longest, took)
+
+
 def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
     """A `Metrics` started on the store: construction, its first round (which reads the log from
     the judged position and judges what came after it), a second round; its memory."""
     from accord_kit.clock import FakeClock
+    from accord_kit.heap import building
     from accord_metrics.application import Metrics
 
+    collected = _CollectorTime()
+    gc.callbacks.append(collected)
     t0, c0 = time.perf_counter(), time.process_time()
     again = Metrics(env, clock=FakeClock(last))
     construct_s = time.perf_counter() - t0
     try:
         t1 = time.perf_counter()
-        again.evaluate(last + timedelta(seconds=5))
+        with building():  # as the service runs its first round (accord_metrics.bootstrap)
+            again.evaluate(last + timedelta(seconds=5))
         first_round_s = time.perf_counter() - t1
         restart_cpu_s = time.process_time() - c0
+        restart_gc = (collected.seconds, collected.full, collected.longest)
         first_windows = again.last_round.windows_judged
         t2 = time.perf_counter()
         again.evaluate(last + timedelta(seconds=10))
         second_round_ms = (time.perf_counter() - t2) * 1000
         converted = sum(len(s.converted) for s in again._services.values())
     finally:
+        gc.callbacks.remove(collected)
         again.close()
     return {
+        "restart_gc_s": restart_gc[0],
+        "restart_gc_full": restart_gc[1],
+        "restart_gc_longest_s": restart_gc[2],
         "construct_s": construct_s,
         "first_round_s": first_round_s,
         "first_round_windows": first_windows,

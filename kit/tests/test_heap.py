@@ -1,7 +1,9 @@
 """The long-lived heap kept out of the collector's full collections (accord_kit.heap): a settle
 collects what became cyclic garbage and freezes what is left, a cycle that turns to garbage
-while frozen waits for the next settle (never longer), and a running service settles its heap
-every `<SERVICE>_HEAP_SETTLE_SECONDS`, the first time one interval after it starts."""
+while frozen waits for the next settle (never longer), a running service settles its heap
+every `<SERVICE>_HEAP_SETTLE_SECONDS`, the first time one interval after it starts, and the
+collector is paused while a service builds what it will hold (overlapping blocks: until the
+last one ends), then the heap is settled."""
 
 from __future__ import annotations
 
@@ -106,6 +108,42 @@ async def test_a_running_service_settles_its_heap(
     async with running_service(build_counter_service, settings, make_keys(tmp_path / "keys"), clock=FakeClock()):
         await eventually(lambda: bool(settled), timeout=10, what="a settle")
         assert gc.get_freeze_count() > 0
+
+
+def test_building_pauses_the_collector_until_the_last_overlapping_block_ends_then_settles() -> None:
+    gc.unfreeze()
+    assert gc.isenabled()
+    with heap.building():
+        assert not gc.isenabled()
+        made, made_ref = a_cycle()
+        del made  # garbage made meanwhile waits for the settle at the end
+        gc.collect()  # an explicit collection still runs; only the automatic ones are paused
+        with heap.building():  # overlapping (another thread's): the collector stays paused ...
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # ... until the last one ends
+        also, also_ref = a_cycle()
+        del also
+    assert gc.isenabled() and also_ref() is None and made_ref() is None
+    assert gc.get_freeze_count() > 0  # settled: what is left is frozen
+
+
+def test_building_settles_even_when_the_work_fails() -> None:
+    gc.unfreeze()
+    with pytest.raises(RuntimeError, match="boom"), heap.building():
+        raise RuntimeError("boom")
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+
+
+def test_first_built_runs_only_the_first_call_with_the_collector_paused() -> None:
+    seen: list[bool] = []
+
+    def work() -> int:
+        seen.append(gc.isenabled())
+        return len(seen)
+
+    run = heap.first_built(work)
+    assert [run(), run(), run()] == [1, 2, 3]
+    assert seen == [False, True, True]
 
 
 def test_the_interval_is_a_setting(tmp_path: Path) -> None:

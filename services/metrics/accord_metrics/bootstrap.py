@@ -6,6 +6,7 @@ from __future__ import annotations
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
+from accord_kit.heap import first_built
 from accord_kit.persistence import prepare_store
 from accord_kit.runtime import HealthBoard, ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
@@ -65,7 +66,9 @@ def build(
     intake = SignalIntake(
         app, settings.nats_url, verifier, settings.nats_replicas, health=health, nats_auth=settings.nats_auth
     )
-    tasks = [periodic("evaluation", app.evaluate, evaluate_every), intake_task(intake)]
+    # The first round after start converts the open windows' inputs (most of what the process
+    # will hold): with the collector paused, then the heap settled (accord_kit.heap.building).
+    tasks = [periodic("evaluation", first_built(app.evaluate), evaluate_every), intake_task(intake)]
     if sources is not None:
         tasks.append(PrometheusSource(app, sources, health=health).run)
     return ServiceParts(

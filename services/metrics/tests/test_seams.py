@@ -9,6 +9,7 @@ agreements service may refuse still reach metrics as they once did)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -428,6 +429,31 @@ def test_fcr_by_repeat_contact_requires_the_customer_id(world: World) -> None:
     # With the customer, or with the agent's flag, a call is recorded.
     flagged = call("c3", flag=pb.FIRST_CONTACT_RESOLUTION_RESOLVED)
     assert m.record(COLLECTOR, [call("c1", "cust-1"), flagged]).accepted == 2
+
+
+async def test_the_running_services_first_round_runs_with_the_collector_paused_then_the_heap_settled(
+    own_nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first round after start converts the open windows' inputs: nothing for the collector
+    to find meanwhile (accord_kit.heap.building); the rounds after it run with it as usual."""
+    enabled: list[bool] = []
+    evaluate = Metrics.evaluate
+
+    def watching(self: Metrics, now: datetime | None = None) -> int:
+        enabled.append(gc.isenabled())
+        return evaluate(self, now)
+
+    monkeypatch.setattr(Metrics, "evaluate", watching)
+    gc.unfreeze()
+    clock = FakeClock(at(f"2026-01-10T09:00{AMS}"))
+    settings = load(service_environ("metrics", tmp_path, own_nats_server.url, "sqlite"))
+    try:
+        async with running_service(build, settings, make_keys(tmp_path / "keys"), clock=clock, evaluate_every=0.05):
+            await eventually(lambda: len(enabled) >= 3, timeout=20, what="three rounds")
+            assert enabled[0] is False and all(enabled[1:])
+            assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 async def test_health_reports_an_isolated_evaluation_failure(
