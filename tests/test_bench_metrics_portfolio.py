@@ -1,10 +1,12 @@
 """The metrics-portfolio benchmark on a small portfolio: its three kinds of round judge what
 they say (every agreement, those of one service, none) and its figures are per agreement judged;
-the agreements of a service share their outcomes unless each has targets of its own."""
+the agreements of a service share their outcomes unless each has targets of its own; the heap is
+settled before the rounds unless Python's collector is asked for alone."""
 
 from __future__ import annotations
 
 import argparse
+import gc
 
 from bench import metrics_portfolio
 
@@ -24,8 +26,21 @@ def test_the_rounds_judge_every_agreement_one_services_and_none() -> None:
         "round, every service, 8 agreements",
         "round, one service, 8 agreements",
         "round, nothing new, 8 agreements",
+        "full collections during the rounds",
         "RSS, 8 agreements",
     ]
+    # The heap settled before the rounds (as the service settles its own), and thawed after them.
+    assert result["params"]["settled"] is True and gc.get_freeze_count() == 0
+    assert "the heap settled before the rounds" in result["figures"][3]["detail"]
+
+
+def test_pythons_collector_alone_is_an_option() -> None:
+    parser = argparse.ArgumentParser()
+    metrics_portfolio.add_arguments(parser)
+    args = ["--portfolio-agreements", "4", "--portfolio-rounds", "1", "--portfolio-python-gc"]
+    result = metrics_portfolio.run(parser.parse_args(args))
+    assert result["params"]["settled"] is False
+    assert "Python's collector alone" in result["figures"][3]["detail"]
 
 
 def test_distinct_targets_share_no_outcome() -> None:

@@ -49,6 +49,11 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     assert second["store_mb"] > first["store_mb"] > 0
     names = [f["name"] for f in result["figures"]]
     assert "build, 16,000 signals" in names and "store on disk, 16,000 signals" in names
+    # The restart's first round runs as the service runs it (the collector paused, then the heap
+    # settled: a full collection at least), and says what the collector took.
+    assert second["restart_gc_full"] >= 1 and 0 < second["restart_gc_s"] < second["restart_cpu_s"]
+    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 16,000 signals")
+    assert "the collector" in restart["detail"]
 
 
 def test_a_size_the_grown_store_already_holds_is_refused() -> None:
