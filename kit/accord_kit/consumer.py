@@ -39,6 +39,7 @@ exactly once to a local application.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,7 +64,10 @@ ReadEvents = Callable[[int, int], Awaitable[tuple[list[events_pb2.EventEnvelope]
 
 class Applier(Protocol):
     """What a consumer applies events to: an AccordApplication (tracking in its store, in the
-    same transaction as its own events) or a read model that keeps its own positions."""
+    same transaction as its own events) or a read model that keeps its own positions. One that
+    also has `applying_run()` (a context manager) gets each run of events applied together (a
+    fetched batch, a page read to catch up) inside it: the gateway's read model tells its
+    watchers of the run's changes once, at its end."""
 
     def tracked_position(self, source: str) -> int: ...
 
@@ -388,7 +392,15 @@ class Consumer:
 
         Each event is applied in its own request context: what the consumer stores meanwhile
         records the upstream event's correlation id and, as its cause, the upstream event's
-        id; while tracing is on, also in a span continuing the message's trace."""
+        id; while tracing is on, also in a span continuing the message's trace. Inside the
+        applier's `applying_run()` when it has one (see Applier)."""
+        applying = getattr(self.app, "applying_run", None)
+        with applying() if applying is not None else contextlib.nullcontext():
+            return self._apply_each(envs, headers)
+
+    def _apply_each(
+        self, envs: list[events_pb2.EventEnvelope], headers: list[Mapping[str, str] | None] | None
+    ) -> tuple[int, str, str]:
         for i, env in enumerate(envs):
             if env.position <= self._tracked:
                 self.stats.redeliveries_skipped += 1

@@ -19,7 +19,8 @@ import asyncio
 import copy
 import gc
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -123,6 +124,9 @@ class ReadModel:
         self._listeners: list[Callable[[str], None]] = []
         self._answers: dict[str, Answer] = {}
         self._also_changed: list[str] = []  # see apply_upstream
+        # A consumer thread's run of events under way (`applying_run`): the agreements it changed,
+        # told to the listeners at its end.
+        self._run = threading.local()
         self.applied = 0  # events applied by this process (not those a snapshot brought)
 
     # -- the consumer's side ---------------------------------------------------------------
@@ -146,10 +150,33 @@ class ReadModel:
             # Agreements an event changed without naming them (a service registered: those measuring it).
             also, self._also_changed = self._also_changed, []
             listeners = list(self._listeners)
+        held: list[str] | None = getattr(self._run, "changed", None)
+        if held is not None:
+            held.extend([changed] if changed else also)
+            return True
         for aid in [changed] if changed else also:
             for listener in listeners:
                 listener(aid)
         return True
+
+    @contextmanager
+    def applying_run(self) -> Iterator[None]:
+        """A run of events a consumer applies together (accord_kit.consumer): the agreements they
+        changed are told to the listeners once, at its end, not after each event. Metrics stores a
+        window's evaluation and its breach (or warning, or alert) together; told between the two,
+        a watcher showed the health BREACHED with no breach listed until the next event. Each
+        consumer thread's run is its own."""
+        changed: list[str] = []
+        self._run.changed = changed
+        try:
+            yield
+        finally:
+            self._run.changed = None
+            with self._lock:
+                listeners = list(self._listeners)
+            for aid in dict.fromkeys(changed):
+                for listener in listeners:
+                    listener(aid)
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         with self._lock:
