@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import argparse
 import gc
+from typing import Any
 
 from bench import metrics_portfolio
 
 
-def test_the_rounds_judge_every_agreement_one_services_and_none() -> None:
+def run(*args: str) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     metrics_portfolio.add_arguments(parser)
-    result = metrics_portfolio.run(parser.parse_args(["--portfolio-agreements", "8", "--portfolio-rounds", "2"]))
+    return metrics_portfolio.run(parser.parse_args(list(args)))
+
+
+def test_the_rounds_judge_every_agreement_one_services_and_none() -> None:
+    result = run("--portfolio-agreements", "8", "--portfolio-rounds", "2")
     summary = result["summary"]
     assert summary["every service"]["agreements"] == 8 and summary["every service"]["windows"] == 16
     assert summary["one service"]["agreements"] == 2  # four services, the agreements spread over them
@@ -35,19 +40,13 @@ def test_the_rounds_judge_every_agreement_one_services_and_none() -> None:
 
 
 def test_pythons_collector_alone_is_an_option() -> None:
-    parser = argparse.ArgumentParser()
-    metrics_portfolio.add_arguments(parser)
-    args = ["--portfolio-agreements", "4", "--portfolio-rounds", "1", "--portfolio-python-gc"]
-    result = metrics_portfolio.run(parser.parse_args(args))
+    result = run("--portfolio-agreements", "4", "--portfolio-rounds", "1", "--portfolio-python-gc")
     assert result["params"]["settled"] is False
     assert "Python's collector alone" in result["figures"][3]["detail"]
 
 
 def test_distinct_targets_share_no_outcome() -> None:
-    parser = argparse.ArgumentParser()
-    metrics_portfolio.add_arguments(parser)
-    args = ["--portfolio-agreements", "8", "--portfolio-rounds", "1", "--portfolio-distinct"]
-    result = metrics_portfolio.run(parser.parse_args(args))
+    result = run("--portfolio-agreements", "8", "--portfolio-rounds", "1", "--portfolio-distinct")
     summary = result["summary"]
     assert summary["every service"]["agreements"] == 8 and summary["every service"]["windows"] == 16
     assert summary["every service"]["shared"] == 0

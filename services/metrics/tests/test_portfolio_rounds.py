@@ -57,6 +57,18 @@ def _portfolio(suite: Suite) -> list[str]:
     return ids
 
 
+def _a_stricter_agreement(suite: Suite, then: str) -> str:
+    """One more accepted agreement on the e-mail service, its availability target 99.99 %; the
+    clock then at `then`."""
+    terms = sla_terms(title="E-mail, stricter")
+    terms["objectives"][0]["target"] = "99.99"
+    own = str(suite.agreements.draft(PROVIDER, terms).id)
+    suite.agreements.propose(PROVIDER, own)
+    suite.agreements.accept(CUSTOMER, own)
+    suite.tick(then)
+    return own
+
+
 def _a_batch(m: Metrics, n: int) -> None:
     m.record(
         COLLECTOR,
@@ -286,12 +298,7 @@ def test_each_objectives_outcome_key_is_encoded_once_not_each_window_and_round(
     # Their terms are the same dicts round after round: no key worked out again.
     assert encoded == []
     # A new agreement's objectives: worked out once, and the one that differs is judged on its own.
-    terms = sla_terms(title="E-mail, stricter")
-    terms["objectives"][0]["target"] = "99.99"
-    own = str(suite.agreements.draft(PROVIDER, terms).id)
-    suite.agreements.propose(PROVIDER, own)
-    suite.agreements.accept(CUSTOMER, own)
-    suite.tick(f"2026-02-03T16:00{AMS}")
+    own = _a_stricter_agreement(suite, f"2026-02-03T16:00{AMS}")
     _a_batch(m, 4)
     m.evaluate(at(f"2026-02-03T17:00{AMS}"))
     assert sorted(encoded) == ["availability", "service-level"]
@@ -346,12 +353,7 @@ def test_agreements_measuring_a_service_by_the_same_objective_share_one_outcome_
     m = suite.metrics
     ids = _portfolio(suite)
     # One more on the same service whose availability target differs: judged on its own.
-    terms = sla_terms(title="E-mail, stricter")
-    terms["objectives"][0]["target"] = "99.99"
-    own = str(suite.agreements.draft(PROVIDER, terms).id)
-    suite.agreements.propose(PROVIDER, own)
-    suite.agreements.accept(CUSTOMER, own)
-    suite.tick(f"2026-02-03T11:00{AMS}")
+    own = _a_stricter_agreement(suite, f"2026-02-03T11:00{AMS}")
     judged = _spy(monkeypatch, judging, "judge", lambda objective, *a, **k: objective["objective_id"])
     _a_batch(m, 1)
     m.evaluate(at(f"2026-02-03T12:00{AMS}"))
