@@ -18,7 +18,9 @@ one interval. The runtime settles each service's heap every `<SERVICE>_HEAP_SETT
 
 `building` pauses the collector while a service builds what it will hold, then settles: the
 metrics service's first round after start (`first_built`). (The gateway's snapshot load was
-measured with it too, and did not get faster: it is left out.)
+measured with it too, and did not get faster: it is left out.) The gateway also freezes its read
+model itself after each warm (`projection.warm_task`) and never thawed it: its settles are what
+collect the cycles among what it froze.
 """
 
 from __future__ import annotations
@@ -64,10 +66,9 @@ def building() -> Iterator[None]:
     round after start, converting its open windows' inputs), then the heap settled. Such work
     only adds objects that live on: every full collection meanwhile walks a heap that grew by a
     quarter since the last one, and finds nothing (services/metrics/README.md, "The collector and
-    the long-lived heap"). Cyclic
-    garbage made meanwhile, by this work or by other threads, waits for the settle at its end.
-    Blocks may overlap (threads): the collector is paused from the first one's start to the last
-    one's end."""
+    the long-lived heap"). Cyclic garbage made meanwhile, by this work or by other threads, waits
+    for the settle at its end. Blocks may overlap (threads): the collector is paused from the
+    first one's start to the last one's end."""
     global _building
     with _building_lock:
         _building += 1
