@@ -195,6 +195,33 @@ class AccordApplication(Application[Any]):
         self.notify(processing.events)  # the library's deprecated hook, as its save calls it
         return recordings
 
+    def _take_snapshots(self, processing: ProcessingEvent[Any]) -> None:
+        """The library's, taking a snapshot from the aggregate just saved when it is at the
+        snapshot's version — the state the library would rebuild by loading the aggregate from
+        the store (its snapshot, then every event since: ≈ 1.5 ms for a window evaluation of 50
+        events) — and loading it as the library does otherwise (a save whose events for one
+        aggregate pass the snapshot's version: the aggregate is already beyond it). Every event
+        of an aggregate changes its state only through its mutator, so the aggregate saved holds
+        exactly what replaying its events gives (`test_application_save.py` compares the two)."""
+        if self.snapshots is None or not self.snapshotting_intervals:
+            return
+        for event in processing.events:
+            aggregate = processing.aggregates.get(event.originator_id)
+            if aggregate is None:
+                continue
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is None or event.originator_version % interval:
+                continue
+            if aggregate.version != event.originator_version:
+                projector = self.snapshotting_projectors.get(type(aggregate), project_events)
+                self.take_snapshot(event.originator_id, version=event.originator_version, projector_func=projector)
+                continue
+            snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            if snapshot_class is None:  # the library's error, from its own path
+                self.take_snapshot(event.originator_id, version=event.originator_version)
+                continue
+            self.snapshots.put([snapshot_class.take(aggregate)])
+
     # -- the relay's wake-up --------------------------------------------------------
     def add_save_listener(self, listener: Callable[[], None]) -> None:
         with self._listeners_lock:

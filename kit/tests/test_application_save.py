@@ -1,7 +1,8 @@
 """AccordApplication.save and loading: the library's save, with aggregates collected by their class
 instead of the library's runtime `typing.Protocol` checks (which walk the protocol's
-attributes on every call); domain events and None are still collected by the library; and
-aggregates loaded without the library's per-event Protocol check."""
+attributes on every call); domain events and None are still collected by the library;
+aggregates loaded without the library's per-event Protocol check; and a snapshot taken from the
+aggregate just saved, not loaded back from the store."""
 
 from __future__ import annotations
 
@@ -80,5 +81,56 @@ def test_aggregates_are_loaded_without_the_librarys_protocol_check(
         # The library's own projector, asked for explicitly, still checks each event.
         assert app.repository.get(a.id, projector_func=library.project_aggregate).value == 15
         assert len(checked) == 6
+    finally:
+        app.close()
+
+
+class SnapshottingCounters(Counters):
+    snapshotting_intervals = {Counter: 3}
+
+
+def test_a_snapshot_is_taken_from_the_aggregate_saved_when_it_is_at_the_snapshots_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library loads the aggregate from the store to snapshot it (its last snapshot and every
+    event since); the aggregate just saved at that version is the same state, so it is taken from
+    it — and loaded as the library does when a save passes the snapshot's version."""
+    app = SnapshottingCounters(sqlite_env(tmp_path / "counters.sqlite"))
+    try:
+        loaded: list[int] = []  # the versions loaded from the store to take a snapshot
+        library_get = app.repository.get
+
+        def spying(aggregate_id: Any, *, version: int | None = None, **kwargs: Any) -> Any:
+            if version is not None:
+                loaded.append(version)
+            return library_get(aggregate_id, version=version, **kwargs)
+
+        monkeypatch.setattr(app.repository, "get", spying)
+        a = Counter("a")  # version 1
+        a.increment(1)
+        a.increment(2)
+        app.save(a)  # version 3: a snapshot
+        for n in (3, 4, 5):
+            a.increment(n)
+        app.save(a)  # version 6: another
+        assert loaded == []
+        for n in (6, 7, 8, 9):
+            a.increment(n)
+        app.save(a)  # versions 7–10: a snapshot at 9, the aggregate saved already at 10
+        assert loaded == [9]
+
+        # Each snapshot holds what loading the aggregate from its events gives, the library's way.
+        monkeypatch.setattr(app.repository, "get", library_get)
+        assert app.snapshots is not None
+        for version, value in ((3, 3), (6, 15), (9, 36)):
+            snapshot: Any
+            (snapshot,) = app.snapshots.get(a.id, lte=version, desc=True, limit=1)
+            assert snapshot.originator_version == version
+            replayed: Any = None
+            for e in app.events.get(a.id, lte=version):  # every event, no snapshot
+                replayed = e.mutate(replayed)
+            assert replayed.value == value
+            assert snapshot.state == Counter.Snapshot.take(replayed).state
+        assert app.get_counter("a").value == 45
     finally:
         app.close()

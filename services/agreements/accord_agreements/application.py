@@ -255,28 +255,6 @@ class Agreements(AccordApplication):
             if cached is None or cached.version < agg.version:
                 cache.put(agg.id, kept)
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[Any]) -> None:
-        """Snapshots (every `snapshotting_intervals` versions) of an agreement just saved are
-        taken from the saved agreement itself, which is exactly the stored state at that
-        version, instead of being rebuilt from the store by decoding the events since the last
-        snapshot (the library's way, still used for any other case)."""
-        if self.snapshots is None:
-            return
-        rest = ProcessingEvent[Any]()
-        for event in processing_event.events:
-            agg = processing_event.aggregates.get(event.originator_id)
-            interval = self.snapshotting_intervals.get(type(agg)) if agg is not None else None
-            if interval is None or event.originator_version % interval:
-                continue
-            if isinstance(agg, Agreement) and agg.version == event.originator_version:
-                snapshot_class: Any = getattr(type(agg), "Snapshot", type(self).snapshot_class)
-                self.snapshots.put([snapshot_class.take(agg)])
-            else:
-                rest.events.append(event)
-                rest.aggregates[event.originator_id] = processing_event.aggregates[event.originator_id]
-        if rest.events:
-            super()._take_snapshots(rest)
-
     def _command(
         self,
         actor: Actor,
