@@ -41,6 +41,7 @@ from typing import Any
 from accord_kit.context import Principal
 from accord_kit.heap import settle
 from bench.gateway import EVALUATE_AT, SERVICES, _build_portfolio, _history_batch
+from bench.metrics_scale import CollectorTime
 
 NAME = "metrics-portfolio"
 SUMMARY = "metrics evaluation rounds over a portfolio of agreements: CPU per agreement judged"
@@ -85,26 +86,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if settled:
             done = settle()
             print(f"   heap settled: {done.frozen:,} objects frozen in {done.seconds * 1000:.0f} ms", flush=True)
-        full: list[float] = []
-        started = [0.0]
-
-        def watch(phase: str, info: dict[str, Any]) -> None:
-            if info["generation"] != 2:
-                return
-            if phase == "start":
-                started[0] = time.perf_counter()
-            else:
-                full.append((time.perf_counter() - started[0]) * 1000)
-
-        gc.callbacks.append(watch)
+        collector = CollectorTime()
+        gc.callbacks.append(collector)
         try:
             measured = _rounds(metrics, rounds)
         finally:
-            gc.callbacks.remove(watch)
+            gc.callbacks.remove(collector)
             gc.unfreeze()
             portfolio.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return _report(n, rounds, setup_s, measured, rss_mb, bool(args.portfolio_distinct), full, settled)
+    return _report(n, rounds, setup_s, measured, rss_mb, bool(args.portfolio_distinct), collector, settled)
 
 
 def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
@@ -147,9 +138,9 @@ def _rounds(metrics: Any, rounds: int) -> dict[str, list[dict[str, float]]]:
 
 def _report(
     n: int, rounds: int, setup_s: float, measured: dict[str, list[dict[str, float]]], rss_mb: float,
-    distinct: bool = False, full: list[float] | None = None, settled: bool = True,
+    distinct: bool = False, collector: CollectorTime | None = None, settled: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    full = full or []
+    collector = collector or CollectorTime()
     figures: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for kind in KINDS:
@@ -178,10 +169,10 @@ def _report(
     figures.append(
         {
             "name": "full collections during the rounds",
-            "value": len(full),
+            "value": collector.full,
             "unit": "collections",
-            "detail": f"{how}: {sum(full):,.0f} ms in all, the longest {max(full, default=0):,.0f} ms, "
-            f"over {rounds * len(KINDS)} rounds",
+            "detail": f"{how}: {collector.full_seconds * 1000:,.0f} ms in all, the longest "
+            f"{collector.longest * 1000:,.0f} ms, over {rounds * len(KINDS)} rounds",
         }
     )
     figures.append(
@@ -190,7 +181,7 @@ def _report(
     return {
         "figures": figures,
         "params": {"agreements": n, "rounds": rounds, "setup_s": setup_s, "distinct": distinct, "settled": settled},
-        "full_collections_ms": full,
+        "full_collections": {"count": collector.full, "ms": collector.full_seconds * 1000},
         "rounds": measured,
         "summary": summary,
     }

@@ -498,12 +498,12 @@ def _restart_in_process(env: dict[str, str], last: datetime) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-class _CollectorTime:
-    """The time the cyclic collector took (a `gc.callbacks` entry): in all, its full collections
-    counted and the longest."""
+class CollectorTime:
+    """The time the cyclic collector took (a `gc.callbacks` entry): in all, and its full
+    collections — how many, their time, the longest."""
 
     def __init__(self) -> None:
-        self.seconds = self.longest = 0.0
+        self.seconds = self.full_seconds = self.longest = 0.0
         self.full = 0
         self._started = 0.0
 
@@ -515,6 +515,7 @@ class _CollectorTime:
         self.seconds += took
         if info["generation"] == 2:
             self.full += 1
+            self.full_seconds += took
             self.longest = max(self.longest, took)
 
 
@@ -525,7 +526,7 @@ def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
     from accord_kit.heap import building
     from accord_metrics.application import Metrics
 
-    collected = _CollectorTime()
+    collected = CollectorTime()
     gc.callbacks.append(collected)
     t0, c0 = time.perf_counter(), time.process_time()
     again = Metrics(env, clock=FakeClock(last))

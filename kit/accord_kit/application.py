@@ -198,7 +198,7 @@ class AccordApplication(Application[Any]):
     def _take_snapshots(self, processing: ProcessingEvent[Any]) -> None:
         """The library's, taking a snapshot from the aggregate just saved when it is at the
         snapshot's version — the state the library would rebuild by loading the aggregate from
-        the store (its snapshot, then every event since: ≈ 1.5 ms for a window evaluation of 50
+        the store (its snapshot, then every event since: ≈ 1 ms for a window evaluation of 50
         events) — and loading it as the library does otherwise (a save whose events for one
         aggregate pass the snapshot's version: the aggregate is already beyond it). Every event
         of an aggregate changes its state only through its mutator, so the aggregate saved holds

@@ -179,11 +179,7 @@ class Watch:
             return False
         if any(s in changed_since for s in self.services):
             return False
-        if (
-            self.providers
-            and provider_of is not None
-            and any(provider_of.get(s) in self.providers for s in changed_since)
-        ):
+        if self.providers and any(_covers(self.providers, provider_of, s) for s in changed_since):
             return False
         if any(view_changed.get(d, 0) > self.position for d in self.depends_on):
             return False
