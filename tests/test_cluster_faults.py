@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import nats.errors
 import pytest
 from google.protobuf import json_format
 
@@ -326,7 +327,15 @@ async def assert_log_equals_stream(cluster: RunningCluster, service: str) -> Non
         store = await read_log(cluster.addresses[service], cluster.token("service"))
         deadline = time.monotonic() + 60
         while True:
-            info = await nc.jetstream().stream_info(service.upper())
+            try:
+                info = await nc.jetstream().stream_info(service.upper())
+            except nats.errors.TimeoutError:
+                # The faults end by thawing a stopped NATS node: until the cluster has its
+                # stream leaders again, its API may not answer within a request's 5 s.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
             if info.state.last_seq >= len(store) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
