@@ -106,7 +106,7 @@ def run_formula(
     agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
     a closed window was recorded with — that version computes it again if it is still
     computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
-    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`), else the current one. `digested` false:
+    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`, `work.CLOCKED_VERSIONS`), else the current one. `digested` false:
     the caller reads only the value — availability (time- and request-based) computes no input digest.
     `running`: an open window's running evaluation (`running.Running`), which computes it when it
     can from the inputs appended since the last round (the same evaluation)."""
@@ -180,12 +180,17 @@ def run_formula(
     if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):
         kind: work.TicketKind = "RESPONSE" if metric == "METRIC_TICKET_RESPONSE" else "RESOLUTION"
         tickets = [t for t in signals.tickets if t.opened < window.end]
+        version = _version(recorded, "ticket.compliance", work.CLOCKED_VERSIONS, work.CLOCKED_VERSION)
         return work.ticket_compliance(
-            tickets, window, kind, p["priority"], _minutes(p["target_minutes"]), calendar, as_of=as_of
-        )
+            tickets, window, kind, p["priority"], _minutes(p["target_minutes"]), calendar, as_of=as_of,
+            version=version,
+        )  # fmt: skip
     if metric == "METRIC_TASK_TURNAROUND":
         tasks = [t for t in signals.tasks if t.received < window.end]
-        return work.task_turnaround(tasks, window, _minutes(p["target_minutes"]), calendar, as_of=as_of)
+        version = _version(recorded, "task.turnaround", work.CLOCKED_VERSIONS, work.CLOCKED_VERSION)
+        return work.task_turnaround(
+            tasks, window, _minutes(p["target_minutes"]), calendar, as_of=as_of, version=version
+        )
     handed = [lead for lead in signals.leads if lead.handed_off is not None and in_w(lead.handed_off)]
     if metric == "METRIC_LEADS_NEEDED":
         version = _version(recorded, "marketing.leads_needed", work.LEADS_NEEDED_VERSIONS, work.LEADS_NEEDED_VERSION)

@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -252,6 +253,104 @@ def test_ticket_arrival_order_does_not_matter(shuffled: list[Ticket], rnd: rando
         a = ticket_compliance(TICKETS, window, kind, priority, 4 * H, OFFICE)  # type: ignore[arg-type]
         b = ticket_compliance(mixed, window, kind, priority, 4 * H, OFFICE)  # type: ignore[arg-type]
         assert (a.value, a.input_digest, a.detail) == (b.value, b.input_digest, b.detail)
+
+
+_OPENED = st.integers(0, 24 * 75)  # hours after 2026-02-10: February to April
+
+
+@st.composite
+def _tickets(draw: st.DrawFn) -> list[Ticket]:
+    """Tickets of any priority, answered and resolved early, late or never, some paused."""
+    out = []
+    for n in range(draw(st.integers(0, 12))):
+        opened = t("2026-02-10T00:00") + draw(_OPENED) * H + draw(st.integers(0, 59)) * timedelta(minutes=1)
+        stops = [None if draw(st.booleans()) and draw(st.booleans()) else opened + draw(st.integers(0, 200)) * H
+                 for _ in range(2)]  # fmt: skip
+        paused = tuple(
+            Interval(opened + a * H, opened + (a + b) * H)
+            for a, b in draw(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 20)), max_size=2))
+        )
+        priority = draw(st.sampled_from(["P1", "P1", "P2"]))
+        out.append(Ticket(f"T{n}", priority, opened, stops[0], stops[1], paused))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(_tickets(), st.sampled_from([MARCH, MARCH_AMS, APRIL]), st.sampled_from(["RESPONSE", "RESOLUTION"]),
+       st.sampled_from([AlwaysOpen(), OFFICE]), st.booleans())  # fmt: skip
+def test_compliance_v2_digests_the_tickets_due_so_any_ticket_not_due_can_be_left_out(
+    tickets: list[Ticket], window: Interval, kind: str, calendar: Any, judged_as_of: bool
+) -> None:
+    """v2 counts exactly as v1 but digests the tickets it counts (due in the window), so what a
+    window is passed beyond them does not change it: a round may pass only the tickets that can
+    be decided in it — not stopped before its start — rather than every ticket of history. v1,
+    kept for the windows recorded with it, digests every ticket passed."""
+    as_of = window.start + 20 * 24 * H if judged_as_of else None
+    args = (window, kind, "P1", 4 * H, calendar)
+
+    def v2(passed: list[Ticket]) -> Any:
+        return ticket_compliance(passed, *args, as_of=as_of)  # type: ignore[arg-type]
+
+    def stop(tk: Ticket) -> datetime | None:
+        return tk.first_response if kind == "RESPONSE" else tk.resolved
+
+    whole, v1 = v2(tickets), ticket_compliance(tickets, *args, as_of=as_of, version=1)  # type: ignore[arg-type]
+    assert (whole.formula_version, v1.formula_version) == (2, 1)
+    assert (whole.value, whole.detail, whole.parameters) == (v1.value, v1.detail, v1.parameters)
+    # The tickets that can be decided in the window: opened before its end, not stopped before its start.
+    relevant = [tk for tk in tickets if tk.opened < window.end and not ((s := stop(tk)) and s < window.start)]
+    selected = v2(relevant)
+    assert (selected.value, selected.input_digest, selected.detail) == (whole.value, whole.input_digest, whole.detail)
+    # ... and the digest is the due tickets' records alone (a ticket is due alone as among others).
+    due = [tk for tk in relevant if tk.priority == "P1" and v2([tk]).detail["due"] == "1"]
+    assert v2(due).input_digest == whole.input_digest and len(due) == int(whole.detail["due"])
+    # A ticket answered long before the window changes v1's digest, not v2's.
+    old = Ticket("OLD", "P1", t("2025-01-06T09:00"), t("2025-01-06T10:00"), t("2025-01-06T11:00"))
+    assert v2([*tickets, old]).input_digest == whole.input_digest
+    assert ticket_compliance([*tickets, old], *args, as_of=as_of, version=1).input_digest != v1.input_digest  # type: ignore[arg-type]
+
+
+def test_compliance_v2_digest_changes_with_a_due_ticket_and_refuses_a_repeated_id() -> None:
+    always = AlwaysOpen()
+    march = ticket_compliance(DUE, MARCH, "RESPONSE", "P1", 4 * H, always)
+    answered_later = [replace(DUE[0], first_response=t("2026-03-10T10:30")), *DUE[1:]]  # A: still met, 2.5 h
+    changed = ticket_compliance(answered_later, MARCH, "RESPONSE", "P1", 4 * H, always)
+    assert changed.value == march.value and changed.input_digest != march.input_digest
+    # another priority, and a ticket of this one due in April: not March's inputs
+    assert ticket_compliance([t_ for t_ in DUE if t_.ticket_id not in "CDFJ"], MARCH, "RESPONSE", "P1", 4 * H,
+                             always).input_digest == march.input_digest  # fmt: skip
+    with pytest.raises(ValueError, match="'A' appears twice"):
+        ticket_compliance([DUE[0], DUE[2], DUE[0]], FEBRUARY, "RESPONSE", "P1", H, always)
+    with pytest.raises(ValueError, match="has versions"):
+        ticket_compliance(DUE, MARCH, "RESPONSE", "P1", H, always, version=3)
+
+
+def test_task_turnaround_v2_digests_the_tasks_due() -> None:
+    early = Task("T0", t("2026-02-02T09:00"), t("2026-02-03T09:00"))  # completed in February
+    tasks = [Task("T1", t("2026-03-02T09:00"), t("2026-03-03T09:00")), Task("T3", t("2026-03-02T09:00"), None)]
+    a, b = (task_turnaround(ts_, MARCH, 36 * H, AlwaysOpen()) for ts_ in (tasks, [early, *tasks]))
+    assert (a.formula_version, a.value, a.detail, a.input_digest) == (2, b.value, b.detail, b.input_digest)
+    v1 = [task_turnaround(ts_, MARCH, 36 * H, AlwaysOpen(), version=1) for ts_ in (tasks, [early, *tasks])]
+    assert v1[0].input_digest != v1[1].input_digest and v1[0].value == a.value
+
+
+def test_a_window_recorded_with_compliance_v1_is_judged_again_by_v1() -> None:
+    """A closed window recorded with "ticket.compliance" or "task.turnaround" v1 is restated,
+    re-derived and recomputed by v1 (its digest over every ticket passed); any other by v2."""
+    objective = {"metric": "METRIC_TICKET_RESPONSE", "comparator": "COMPARATOR_AT_LEAST", "target": "90",
+                 "parameters": {"priority": "P1", "target_minutes": "240"}}  # fmt: skip
+    signals = SignalSet(tickets=list(DUE))
+
+    def judged(recorded: tuple[str, int] | None) -> tuple[int, str, str]:
+        e = judge(objective, MARCH, AlwaysOpen(), [], signals, MARCH.end, "UTC", 1, MARCH, recorded)
+        return e["formula_version"], e["value"], e["input_digest"]
+
+    v1, v2 = judged(("ticket.compliance", 1)), judged(None)
+    assert (v1[0], v2[0]) == (1, 2) and v1[1] == v2[1] == "50.0" and v1[2] != v2[2]
+    assert judged(("ticket.compliance", 2)) == judged(("task.turnaround", 1)) == v2
+    tasks = {**objective, "metric": "METRIC_TASK_TURNAROUND", "parameters": {"target_minutes": "2160"}}
+    e = judge(tasks, MARCH, AlwaysOpen(), [], SignalSet(tasks=[]), MARCH.end, "UTC", 1, MARCH, ("task.turnaround", 1))
+    assert e["formula_version"] == 1
 
 
 def test_the_calendar_is_part_of_the_digest() -> None:

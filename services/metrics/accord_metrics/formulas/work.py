@@ -21,7 +21,15 @@ holding the instant its outcome became known:
   `as_of`, before `as_of`: an open ticket whose deadline has not passed yet is not due).
 So a ticket answered on time in March counts in March even if its deadline was in April,
 a ticket late in March counts in March even if answered in April, and no ticket counts in
-two windows. Compliance = met ÷ due × 100; no ticket due → undefined (NO_DATA).
+two windows. Compliance = met ÷ due × 100; no ticket due → undefined (NO_DATA). A ticket
+that stopped before a window's start was decided before it (met: at its stop; late: at a
+deadline the clock passed before its stop), so its clock is not run for that window.
+
+Versions of "ticket.compliance" and "task.turnaround": v2 digests the records of the items
+due in the window (those it counts: met and late); v1, kept for the windows recorded with it,
+digests every item it was passed (every priority's tickets, from the first one recorded) — so
+a window's v1 digest changed with every ticket passed to it, and a round had to pass every
+ticket of history. The value and detail are the same in both.
 
 The marketing rates (`close_rate`, `marketing_revenue_share`) are ratios in [0, 1], as
 docs/domain.md writes them and as `leads_needed` takes them; their percentage is in detail.
@@ -32,7 +40,7 @@ the calendar's definition where one is used); duplicate ids are refused (ValueEr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -44,6 +52,10 @@ from accord_metrics.formulas.common import HUNDRED, ZERO, Evaluated, percent, ra
 from accord_metrics.formulas.contact import evaluated, instant_param, sorted_records, td_param
 
 VERSION = 1
+# The versions of "ticket.compliance" and "task.turnaround" computed: v2 judges, v1 is kept for
+# the windows recorded with it (restated and re-derived by the version they closed with).
+CLOCKED_VERSION = 2
+CLOCKED_VERSIONS = (1, 2)
 PRIORITIES = ("P1", "P2", "P3", "P4")
 TicketKind = Literal["RESPONSE", "RESOLUTION"]
 
@@ -215,26 +227,39 @@ class _Clocked:
     start: datetime
     stop: datetime | None
     paused: tuple[Interval, ...]
+    source: Any  # the ticket or task: its record is digested when it is due (v2)
 
 
 def _compliance(
     formula: str,
     items: list[_Clocked],
-    records: list[Any],
+    records: list[Any] | None,
     window: Interval,
     target: timedelta,
     calendar: Calendar,
     as_of: datetime | None,
     params: dict[str, str],
+    version: int,
+    id_of: Callable[[Any], str],
+    what: str,
 ) -> Evaluated:
+    """`records`: what v1 digests (every item passed); None for v2, which digests the records of
+    the items due (their ids `id_of`; `what` names them)."""
+    if version not in CLOCKED_VERSIONS:
+        raise ValueError(f"{formula} has versions {CLOCKED_VERSIONS}, not {version}")
     if target < timedelta(0):
         raise ValueError("the target must not be negative")
     _aware("evaluation", "as_of", as_of)
     horizon = window.end if as_of is None else min(as_of, window.end)
+    ws, we = window.start, window.end
     due = met = 0
     stopped_elapsed: list[timedelta] = []
     late: list[tuple[str, datetime, timedelta, bool]] = []
+    counted: list[Any] = []
     for it in items:
+        # Decided at or after its start, and — stopped — at or before its stop: not in this window.
+        if it.start >= we or (it.stop is not None and it.stop < ws):
+            continue
         if it.stop is not None:
             elapsed = business_elapsed(it.start, it.stop, it.paused, calendar)
             ok = elapsed <= target
@@ -247,12 +272,15 @@ def _compliance(
         if it.stop is None:  # late and still open: the clock so far
             elapsed = business_elapsed(it.start, horizon, it.paused, calendar)
         due += 1
+        counted.append(it.source)
         if it.stop is not None:
             stopped_elapsed.append(elapsed)
         if ok:
             met += 1
         else:
             late.append((it.item_id, decided, elapsed, it.stop is None))
+    if records is None:
+        records = sorted_records(counted, id_of, what)
     late.sort()
     mean = ratio(sum((seconds(e) for e in stopped_elapsed), ZERO), len(stopped_elapsed))
     detail: dict[str, str] = {
@@ -268,7 +296,25 @@ def _compliance(
         detail[f"late.{item_id}.elapsed_seconds"] = str(seconds(elapsed))
     params = {**params, **_clock_params(target, window, as_of, calendar)}
     extra = {"calendar": calendar_definition(calendar)}
-    return evaluated(formula, percent(met, due), params, records, detail, "nothing due in the window", extra, VERSION)
+    return evaluated(formula, percent(met, due), params, records, detail, "nothing due in the window", extra, version)
+
+
+def _ticket_id(t: Ticket) -> str:
+    return t.ticket_id
+
+
+def _task_id(t: Task) -> str:
+    return t.task_id
+
+
+def _unique(ids: Sequence[str], what: str) -> None:
+    """A repeated id is refused, whatever the version digests."""
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen:
+                raise ValueError(f"{what} {i!r} appears twice")
+            seen.add(i)
 
 
 def ticket_compliance(
@@ -280,27 +326,35 @@ def ticket_compliance(
     calendar: Calendar,
     *,
     as_of: datetime | None = None,
+    version: int = CLOCKED_VERSION,
 ) -> Evaluated:
-    """Response- or resolution-time compliance for one priority, "ticket.compliance" v1
+    """Response- or resolution-time compliance for one priority, "ticket.compliance" v2
     (docs/domain.md §4 "Tickets and tasks"): tickets meeting the target ÷ tickets due in the
     window × 100. RESPONSE measures opened → first response, RESOLUTION opened → resolved,
     on the module's clock (business time of `calendar` minus pauses counted once). Due in
     the window and late are as in the module docstring; detail lists the late ticket ids
     (`late`, comma-separated; `late_open` those still open) and each one's deadline and
     elapsed business seconds, for its breach record. Tickets of other priorities are
-    ignored (but digested: the digest is of everything passed)."""
+    ignored. The digest covers the tickets due; v1 (`version=1`, kept for the windows recorded
+    with it) digests every ticket passed, of every priority. A repeated id is refused."""
     if kind not in ("RESPONSE", "RESOLUTION"):
         raise ValueError(f"kind must be RESPONSE or RESOLUTION, not {kind!r}")
     if priority not in PRIORITIES:
         raise ValueError(f"priority {priority!r} is not one of {PRIORITIES}")
-    records = sorted_records(tickets, lambda t: t.ticket_id, "ticket")
+    if version == 1:
+        records: list[Any] | None = sorted_records(tickets, _ticket_id, "ticket")
+    else:
+        records = None
+        _unique([t.ticket_id for t in tickets], "ticket")
     items = [
-        _Clocked(t.ticket_id, t.opened, t.first_response if kind == "RESPONSE" else t.resolved, t.paused)
+        _Clocked(t.ticket_id, t.opened, t.first_response if kind == "RESPONSE" else t.resolved, t.paused, t)
         for t in tickets
         if t.priority == priority
     ]
     params = {"kind": kind, "priority": priority}
-    return _compliance("ticket.compliance", items, records, window, target, calendar, as_of, params)
+    return _compliance(
+        "ticket.compliance", items, records, window, target, calendar, as_of, params, version, _ticket_id, "ticket"
+    )
 
 
 def task_turnaround(
@@ -310,14 +364,23 @@ def task_turnaround(
     calendar: Calendar,
     *,
     as_of: datetime | None = None,
+    version: int = CLOCKED_VERSION,
 ) -> Evaluated:
-    """Turnaround-time compliance, "task.turnaround" v1 (docs/domain.md §4 "Tickets and tasks"):
+    """Turnaround-time compliance, "task.turnaround" v2 (docs/domain.md §4 "Tickets and tasks"):
     TAT = received → completed on the same clock as tickets (business time minus pauses);
     value = tasks completed within the target ÷ tasks due in the window × 100, due and late
-    as for tickets. Detail has the mean TAT of the due, completed tasks and the late ids."""
-    records = sorted_records(tasks, lambda t: t.task_id, "task")
-    items = [_Clocked(t.task_id, t.received, t.completed, t.paused) for t in tasks]
-    return _compliance("task.turnaround", items, records, window, target, calendar, as_of, {})
+    as for tickets. Detail has the mean TAT of the due, completed tasks and the late ids. The
+    digest covers the tasks due; v1 (`version=1`, kept for the windows recorded with it) every
+    task passed. A repeated id is refused."""
+    if version == 1:
+        records: list[Any] | None = sorted_records(tasks, _task_id, "task")
+    else:
+        records = None
+        _unique([t.task_id for t in tasks], "task")
+    items = [_Clocked(t.task_id, t.received, t.completed, t.paused, t) for t in tasks]
+    return _compliance(
+        "task.turnaround", items, records, window, target, calendar, as_of, {}, version, _task_id, "task"
+    )
 
 
 # -- marketing ↔ sales -----------------------------------------------------------------------------
