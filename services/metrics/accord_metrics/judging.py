@@ -258,9 +258,13 @@ class _Judged:
     saved: Callable[[], None]
 
 
-# The key of a window's inputs: its span, whether every call is read, its services, and the
-# instant before which only the lists the burn rates read are (see `_objective_windows`).
-InputsKey = tuple[Interval, bool, tuple[str, ...], datetime | None]
+# The key of a window's inputs: its span, whether every call is read, its services, the
+# instant before which only the lists the burn rates read are, and whether every ticket and task
+# is read (see `_objective_windows`).
+InputsKey = tuple[Interval, bool, tuple[str, ...], datetime | None, bool]
+# The formulas whose digest covers every item passed, read whole for the windows recorded with
+# them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window).
+_READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1)})
 
 
 @dataclass
@@ -624,12 +628,15 @@ class Judging(_Host):
         # change for the next round: `changed_since`).
         held: dict[InputsKey, tuple[int, SignalSet]] = shared.inputs if shared is not None else {}
 
-        def signals(span: Interval, all_calls: bool, of: tuple[str, ...], since: datetime | None = None) -> SignalSet:
-            key = (span, all_calls, of, since)
+        def signals(
+            span: Interval, all_calls: bool, of: tuple[str, ...], since: datetime | None = None, whole: bool = False
+        ) -> SignalSet:  # fmt: skip
+            key = (span, all_calls, of, since, whole)
             kept = held.get(key)
             at = self._signals_position  # before reading: a batch recorded meanwhile reads again
             if kept is None or kept[0] != at:
-                kept = held[key] = (at, self.signal_set(list(of), span=span, all_calls=all_calls, since=since))
+                found = self.signal_set(list(of), span=span, all_calls=all_calls, since=since, whole_settled=whole)
+                kept = held[key] = (at, found)
             return kept[1]
 
         with self._lock:
@@ -692,13 +699,13 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: Callable[[Interval, bool, tuple[str, ...], datetime | None], SignalSet], now: datetime,
+        signals: Callable[[Interval, bool, tuple[str, ...], datetime | None, bool], SignalSet], now: datetime,
         earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
         shared: _Shared | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`), each
-        from `signals(span, all_calls, services, since)` of its version's services; returns the end of
+        from `signals(span, all_calls, services, since, whole)` of its version's services; returns the end of
         its last window, whether every window judged is closed, and the first instant one of its
         windows closes or a new one opens. `watching` (whether every
         open window must be judged, the services' signal facts, a list the open windows are
@@ -770,7 +777,9 @@ class Judging(_Host):
                 span = window
             else:
                 span, since = Interval(window.start - _look_back(window), window.end), window.start
-            inputs_key = (span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since)
+            # A window recorded with a formula that digests every ticket or task passed reads them whole.
+            whole = bool(agg.closed) and recorded_formula(agg.latest) in _READ_WHOLE
+            inputs_key = (span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since, whole)
             inputs = signals(*inputs_key)
             # The outcome's key names the inputs as read (their key and signal position).
             at = (shared, (*inputs_key, shared.inputs[inputs_key][0])) if shared is not None else None

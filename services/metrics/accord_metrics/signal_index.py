@@ -97,6 +97,12 @@ _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which t
 # The lists an open window's burn rates read (`evaluation.burn_rates`): the only ones it selects
 # from its longest look-back before its start (`ServiceSignals.select`'s `since`).
 _BURN_READS = frozenset({"outages", "requests"})
+# The lists a window selects by the instant an item settles (`_settled_us`: a ticket's last stop,
+# a task's completion; FAR_FUTURE while one is missing) and its earliest instant: an item settled
+# before a window's start was decided before it ("ticket.compliance" and "task.turnaround" v2
+# digest the items due, so a window passed only these gives what every item would). Windows
+# recorded with v1 of those formulas (whose digest covers every item passed) read them whole.
+_BY_SETTLED = frozenset({"tickets", "tasks"})
 
 
 def _us(ts: Any) -> int:
@@ -146,8 +152,8 @@ class ServiceSignals:
         self._kept_index: dict[str, Any] | None = None
         # What windows selected by time (`select`), kept between rounds and brought up to date with
         # the ids whose rows changed since (`_Selection`); those no round used are released.
-        self.selections: dict[tuple[Interval, bool, int, datetime | None], _Selection] = {}
-        self._used: set[tuple[Interval, bool, int, datetime | None]] = set()
+        self.selections: dict[tuple[Interval, bool, int, datetime | None, bool], _Selection] = {}
+        self._used: set[tuple[Interval, bool, int, datetime | None, bool]] = set()
 
     def facts(self) -> Facts:
         return Facts(self.count, self.longest_outage, self.reaches_us)
@@ -195,19 +201,23 @@ class ServiceSignals:
         them (else serialised here). Each signal's kind, body and instants are read once."""
         out: dict[str, Row] = {}
         reach: int | None = None
-        whole = calls = False  # a row of a list read whole; a call (read whole by first-contact resolution)
+        # A row of a list read whole; a call (read whole by first-contact resolution); the earliest
+        # instant (µs) a row of a list selected by when it settles reaches, any content of it.
+        whole = calls = False
+        settled_reach: int | None = None
         count, longest, reaches, ongoing = self.count, self.longest_outage, self.reaches_us, self.ongoing
         for n, s in enumerate(items):
             sid = s.signal_id
             kind = str(s.WhichOneof("kind"))
-            code, first_field, by_time, budgeted = _KIND[kind]
-            whole = whole or not by_time
+            code, first_field, by_time, budgeted, by_settled = _KIND[kind]
+            whole = whole or not (by_time or by_settled)
             calls = calls or code == _CALLS_CODE
             body = getattr(s, kind)
             at = getattr(body, first_field)
             first = at.seconds * 1_000_000 + at.nanos // 1_000  # `_earliest_us(s)`
-            # A window selects the lists by time by this instant (`_time_key`): their first instant.
-            key = first if by_time else 0
+            # A window selects the lists by time by this instant (`_time_key`): their first
+            # instant; tickets and tasks by the instant they settle.
+            key = first if by_time else _settled_us(kind, body) if by_settled else 0
             if reach is None or first < reach:
                 reach = first
             before = held.get(sid)
@@ -243,6 +253,8 @@ class ServiceSignals:
             row = Row(sid, code, key, rank, under_way, first, earlier,
                       s.SerializeToString() if contents is None else contents[n])  # fmt: skip
             held[sid] = out[sid] = row
+            if by_settled and (settled_reach is None or first < settled_reach):
+                settled_reach = first  # the row's earliest, over every content: what selects it
         self.count, self.longest_outage, self.reaches_us = count, longest, reaches
         if out:  # what was converted or selected of these ids is read again
             for held_inputs in (self._converted, self.selected, self._kept_index):
@@ -252,11 +264,18 @@ class ServiceSignals:
             # Marked changed in the kept selections it can change: not in a selection by time that
             # ends before everything the batch reaches (its signals and the contents they replace
             # — a row is selected by a time key at or after that), unless it reads the row's list
-            # whole. Recording marks the open windows' selections, not every closed window's a
-            # round judged (a backfill's round keeps thousands: each batch marked in each of them
-            # was quadratic in time and memory).
-            for (_, all_calls, *_), kept in self.selections.items():
-                if whole or (calls and all_calls) or reach is None or reach <= kept.hi_us:
+            # whole (a ticket or task: a selection by when they settle that starts after every
+            # content it had). Recording marks the open windows' selections, not every closed
+            # window's a round judged (a backfill's round keeps thousands: each batch marked in each
+            # of them was quadratic in time and memory).
+            for (_, all_calls, _, _, whole_settled), kept in self.selections.items():
+                if (
+                    whole
+                    or (calls and all_calls)
+                    or reach is None
+                    or reach <= kept.hi_us
+                    or (settled_reach is not None and (whole_settled or settled_reach <= kept.hi_us))
+                ):
                     kept.changed.update(out)
         return list(out.values()), _EPOCH_US if reach is None else reach
 
@@ -271,27 +290,34 @@ class ServiceSignals:
             for kept in self.selections.values():
                 kept.changed.add(sid)
 
-    def select(self, span: Interval | None = None, all_calls: bool = False, since: datetime | None = None) -> SignalSet:
+    def select(
+        self, span: Interval | None = None, all_calls: bool = False, since: datetime | None = None,
+        whole_settled: bool = False,
+    ) -> SignalSet:  # fmt: skip
         """The formula inputs, each list in the order its signals were first recorded: all of
-        them, or (`span`) the calls and request counts from `span`'s start to its end and the
-        outages that reach into it or are under way — a superset of what any window within
-        `span` (and its burn rates' look-backs) reads; every other kind whole. `all_calls`: every
-        call (first-contact resolution looks at contacts on either side of the window). `since`:
+        them, or (`span`) the calls and request counts from `span`'s start to its end, the
+        outages that reach into it or are under way, and the tickets and tasks first recorded
+        before its end that did not settle before its start (`_settled_us`) — a superset of what
+        any window within `span` (and its burn rates' look-backs) reads; every other kind whole.
+        `all_calls`: every call (first-contact resolution looks at contacts on either side of the
+        window). `whole_settled`: every ticket and task (a window recorded with v1 of their
+        formulas, whose digest covers every item passed). `since`:
         where the lists the burn rates do not read (`_BURN_READS`: the calls) start, after `span`'s
         start — an open window's start, its span starting at its longest look-back. Read
         from the store's index. A selection by time is kept (`_Selection`): selecting the same span
         again reads only the rows of the ids that changed since."""
         if span is not None:
-            key = (span, all_calls, self.longest_outage, since)
+            key = (span, all_calls, self.longest_outage, since, whole_settled)
             self._used.add(key)
             kept = self.selections.get(key)
             if kept is None:
-                kept = _Selection(self._select(span, all_calls, since), _instant_us(span.end) + _SLACK_US)
+                rows = self._select(span, all_calls, since, whole_settled)
+                kept = _Selection(rows, _instant_us(span.end) + _SLACK_US)
                 kept.fill(self)
                 if self.selected is not None:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
             elif kept.changed:
-                self._catch_up(kept, span, all_calls, since)
+                self._catch_up(kept, span, all_calls, since, whole_settled)
             out = SignalSet()
             for name, (_, _, items) in kept.lists.items():
                 # Its inputs stay converted as the kept selection itself (a round keeps the
@@ -306,21 +332,23 @@ class ServiceSignals:
             }
             return out
         out = SignalSet()
-        for name, entries in self._select(span, all_calls, since).items():
+        for name, entries in self._select(span, all_calls, since, whole_settled).items():
             getattr(out, name).extend(self._inputs(entries))
         return out
 
     def _select(
-        self, span: Interval | None, all_calls: bool, since: datetime | None = None
+        self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False
     ) -> dict[str, list[tuple[int, str, bytes]]]:
         """`select`'s rows: (rank, signal id, latest content) by list, in rank order."""
-        whole = [n for n in LISTS if n not in _BY_TIME or span is None or (n == "calls" and all_calls)]
+        whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
         found = self.store.whole(self.service_id, whole)
         if span is not None:
             lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
             for name in sorted(_BY_TIME - set(whole)):
                 bottom = self._bottom(name, lo, since)
                 found[name] = self.store.in_range(self.service_id, name, bottom, hi)
+            for name in sorted(_BY_SETTLED - set(whole)):
+                found[name] = self.store.unsettled(self.service_id, name, lo, hi)
             if self.ongoing:
                 inside = {e[1] for e in found.get("outages", [])}
                 missing = [i for i, (k, _) in self.ongoing.items() if k <= hi and i not in inside]
@@ -330,7 +358,18 @@ class ServiceSignals:
             entries.sort(key=_rank)  # the order of first recordings
         return found
 
-    def _catch_up(self, kept: _Selection, span: Interval, all_calls: bool, since: datetime | None) -> None:
+    @staticmethod
+    def _whole(name: str, span: Interval | None, all_calls: bool, whole_settled: bool) -> bool:
+        """Whether `_select` reads the list `name` whole."""
+        if span is None or (name == "calls" and all_calls):
+            return True
+        if name in _BY_SETTLED:
+            return whole_settled
+        return name not in _BY_TIME
+
+    def _catch_up(
+        self, kept: _Selection, span: Interval, all_calls: bool, since: datetime | None, whole_settled: bool
+    ) -> None:  # fmt: skip
         """A kept selection brought up to date: each id whose row changed since is placed (by its
         rank), replaced or removed by the rule `_select` selects by — the rows `_select` would
         read now, in the same order."""
@@ -339,8 +378,10 @@ class ServiceSignals:
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
         for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
             name = row.kind_list
-            if name not in _BY_TIME or (name == "calls" and all_calls):
+            if self._whole(name, span, all_calls, whole_settled):
                 inside = True
+            elif name in _BY_SETTLED:
+                inside = row.time_key >= lo and row.earliest <= hi
             else:
                 bottom = self._bottom(name, lo, since)
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
@@ -569,8 +610,9 @@ def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> Signal
 
 
 # Per kind: its list's code in the index, the field from which it can change evaluations (`_FIRST`),
-# whether a window selects it by time (`_BY_TIME`), whether availability reads it (`_BUDGETED_INPUTS`).
-_KIND: dict[str, tuple[int, str, bool, bool]] = {}
+# whether a window selects it by time (`_BY_TIME`), whether availability reads it (`_BUDGETED_INPUTS`),
+# whether a window selects it by when it settles (`_BY_SETTLED`).
+_KIND: dict[str, tuple[int, str, bool, bool, bool]] = {}
 
 # The field of each kind from which a signal can change evaluations.
 _FIRST = {
@@ -580,9 +622,30 @@ _FIRST = {
 _EPOCH_US = 0
 _CALLS_CODE = LIST_CODE["calls"]
 _KIND.update(
-    (kind, (LIST_CODE[name], _FIRST[kind], name in _BY_TIME, kind in _BUDGETED_INPUTS))
+    (kind, (LIST_CODE[name], _FIRST[kind], name in _BY_TIME, kind in _BUDGETED_INPUTS, name in _BY_SETTLED))
     for kind, name in _LIST_OF.items()
 )
+_FAR_FUTURE_US = (FAR_FUTURE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _settled_us(kind: str, body: Any) -> int:
+    """The instant (µs) a ticket or task settles: after it, no window can count it any more — a
+    ticket's later stop (first response, resolution), a task's completion; FAR_FUTURE while one
+    is missing (its deadline may still fall in any later window). A ticket or task is decided
+    at or before each stop it has (met: at it; late: at a deadline its clock passed before it),
+    so a window starting after both stops of a ticket, or a task's completion, does not count it."""
+    if kind == "ticket":
+        if body.HasField("first_response") and body.HasField("resolved"):
+            return max(_us(body.first_response), _us(body.resolved))
+        return _FAR_FUTURE_US
+    return _us(body.completed) if body.HasField("completed") else _FAR_FUTURE_US
+
+
+def settled_key(content: bytes) -> int:
+    """`_settled_us` of a ticket's or task's stored content (the index's time key for them)."""
+    s = signals_pb2.Signal.FromString(content)
+    kind = str(s.WhichOneof("kind"))
+    return _settled_us(kind, getattr(s, kind))
 
 
 def _earliest(s: signals_pb2.Signal) -> datetime:
@@ -920,6 +983,8 @@ class SignalIndex(_Host):
         are indexed first (a crash between a batch's commit and its indexing, or a store recorded
         before the index existed). Nothing before both is read."""
         self._signal_store = SignalStore(self.recorder)
+        # Tickets and tasks indexed before windows selected them by when they settle: keyed so.
+        self._signal_store.key_settled(sorted(_BY_SETTLED), settled_key)
         self._load_signal_facts()
         self._signals_position = self._signals_read = min(self._judged_position, self._store_position)
 
@@ -1058,15 +1123,18 @@ class SignalIndex(_Host):
 
     def signal_set(
         self, service_ids: list[str], *, from_store: bool = False, span: Interval | None = None,
-        all_calls: bool = False, since: datetime | None = None,
+        all_calls: bool = False, since: datetime | None = None, whole_settled: bool = False,
     ) -> SignalSet:  # fmt: skip
         """The signals of these services as formula inputs, in one set: `signal_sources` combined."""
-        sources = self.signal_sources(service_ids, from_store=from_store, span=span, all_calls=all_calls, since=since)
+        sources = self.signal_sources(
+            service_ids, from_store=from_store, span=span, all_calls=all_calls, since=since,
+            whole_settled=whole_settled,
+        )  # fmt: skip
         return combined(sources, service_ids)
 
     def signal_sources(
         self, service_ids: Iterable[str], *, from_store: bool = False, span: Interval | None = None,
-        all_calls: bool = False, since: datetime | None = None,
+        all_calls: bool = False, since: datetime | None = None, whole_settled: bool = False,
     ) -> dict[str, SignalSet]:  # fmt: skip
         """The signals of these services as formula inputs, per service: from the store's signal
         index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
@@ -1075,7 +1143,7 @@ class SignalIndex(_Host):
             return self.stored_signals(set(service_ids)).sets
         with self._lock:
             self._refresh_signals()
-            return {sid: self._services[sid].select(span, all_calls, since) for sid in service_ids}
+            return {sid: self._services[sid].select(span, all_calls, since, whole_settled) for sid in service_ids}
 
     def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,

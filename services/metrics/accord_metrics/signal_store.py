@@ -7,12 +7,12 @@ held, longest outage, the latest instant a budgeted signal reaches); and the log
 index holds every signal event up to. Rows, facts and position are written in one transaction,
 so the index is always as of one log position; a process catches it up from the log from that
 position (see signal_index.py). Reads are by service and id (dedupe, one query per batch), by
-list and time range, or a list whole."""
+list and time range, by list and the instant an item settles (tickets, tasks), or a list whole."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -36,9 +36,10 @@ SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 
 class Row(NamedTuple):
     """One signal id of one service as indexed: `list_code` the formula input list it goes to
-    (`LIST_CODE`), `time_key` (µs) the instant a window selects it by (0 for the lists read
-    whole), `ongoing` 1 for an outage under way, `earliest` (µs) the earliest instant any
-    content it was recorded with can change evaluations from, `earlier` the SHA-256 digests (32
+    (`LIST_CODE`), `time_key` (µs) the instant a window selects it by (a ticket's or task's: the
+    instant it settles; 0 for the lists read whole), `ongoing` 1 for an outage under way,
+    `earliest` (µs) the earliest instant any content it was recorded with can change evaluations
+    from, `earlier` the SHA-256 digests (32
     bytes each) of its earlier contents, `content` its latest content serialised. A tuple in
     the order of the index's columns after the service id: a row is written as it is."""
 
@@ -207,6 +208,19 @@ class SignalStore:
             )
             return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
 
+    def unsettled(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
+        """(rank, signal id, latest content) of one list's signals whose time key (the instant
+        they settle) is at or after `lo` and that reach back to `hi` or before (`earliest`)."""
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                self._q(
+                    f"SELECT rank, signal_id, content FROM {self.rows} "
+                    "WHERE service_id = ? AND list = ? AND time_key >= ? AND earliest <= ?"
+                ),
+                (service_id, LIST_CODE[name], lo, hi),
+            )
+            return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+
     def whole(self, service_id: str, names: Sequence[str]) -> dict[str, list[tuple[int, str, bytes]]]:
         """(rank, signal id, latest content) of every signal of these lists, by list."""
         out: dict[str, list[tuple[int, str, bytes]]] = {}
@@ -240,6 +254,29 @@ class SignalStore:
             return int(cur.fetchone()[0])
 
     # -- writes ---------------------------------------------------------------------------------------------
+    def key_settled(self, names: Sequence[str], key_of: Callable[[bytes], int]) -> int:
+        """Once a store: give the rows of these lists, indexed when they were read whole (time key
+        0), the time key `key_of` their content (the instant they settle), in one transaction with
+        the mark that it was done. Returns the rows keyed (0 when done before or none held)."""
+        done = f"{_POSITION}.settled"
+        with self._cursor(write=True) as cur:
+            if not self._sqlite:  # two instances starting at once on one database key them once
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
+            cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
+            if cur.fetchone() is not None:
+                return 0
+            marks = ", ".join("?" for _ in names)
+            cur.execute(
+                self._q(f"SELECT service_id, signal_id, content FROM {self.rows} WHERE list IN ({marks})"),
+                [LIST_CODE[n] for n in names],
+            )
+            keyed = [(key_of(bytes(content)), str(service), str(sid)) for service, sid, content in cur.fetchall()]
+            cur.executemany(
+                self._q(f"UPDATE {self.rows} SET time_key = ? WHERE service_id = ? AND signal_id = ?"), keyed
+            )
+            cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
+        return len(keyed)
+
     def commit(self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int) -> None:
         """Write rows ((service id, *Row): inserted or replacing the id's row) and services' facts, and
         move the position from `expected` to `position`, in one transaction of their own
