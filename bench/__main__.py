@@ -38,6 +38,7 @@ BENCHMARKS: tuple[str, ...] = (
     "metrics",
     "metrics_scale",
     "metrics_portfolio",
+    "metrics_tickets",
     "gateway",
     "audit",
     "reference",

@@ -1,0 +1,175 @@
+"""Evaluation rounds of ticket objectives against the tickets of history: what a round costs
+when the service has recorded years of tickets.
+
+Set-up (not timed): one accepted agreement (the sample SLA's terms with two objectives: P1
+tickets answered within an hour and resolved within eight, monthly windows), learned by a
+`Metrics` application on SQLite in this process; N tickets of history (default 1,000, 10,000
+and 50,000, one store each) spread evenly over the two years before the agreement, each
+answered after 30 minutes and resolved after two hours, recorded in batches of 1,000; a round.
+Then rounds one fake hour apart, each after a batch of 10 new tickets (figures are medians of
+`--tickets-rounds`, default 7): each round's CPU time (`time.process_time`), the tickets its
+formulas were passed, and the process's RSS at the end of the largest size.
+
+Before tickets were selected by when they settle, every round passed every ticket of history
+to each objective's formula (and ran its clock): its cost grew with history
+(services/metrics/README.md, "Tickets and tasks selected by when they settle").
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from accord.metrics.v1 import signals_pb2
+from accord_agreements.application import Agreements
+from accord_agreements.domain import Actor
+from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
+from accord_kit.clock import FakeClock
+from accord_kit.context import Principal
+from accord_kit.testing.fixtures import sqlite_env
+from accord_metrics.application import Metrics
+from accord_metrics.formulas import work
+
+NAME = "metrics-tickets"
+SUMMARY = "metrics rounds of ticket objectives against the tickets of history: CPU per round"
+
+COLLECTOR = Principal("bench-collector", "service")
+START = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)  # the agreement's first day; history is the two years before
+HISTORY = timedelta(days=730)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("metrics-tickets benchmark")
+    group.add_argument(
+        "--tickets-sizes",
+        default="1000,10000,50000",
+        help="tickets of history, one store each, comma-separated (default 1000,10000,50000)",
+    )
+    group.add_argument(
+        "--tickets-rounds", type=int, default=7, help="rounds after a batch of 10 tickets; medians (default 7)"
+    )
+
+
+def _ts(t: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(t)
+    return out
+
+
+def _ticket(sid: str, opened: datetime) -> signals_pb2.Signal:
+    body = signals_pb2.Ticket(
+        priority="P1",
+        opened=_ts(opened),
+        first_response=_ts(opened + timedelta(minutes=30)),
+        resolved=_ts(opened + timedelta(hours=2)),
+    )
+    return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, ticket=body)
+
+
+def _objective(oid: str, metric: str, minutes: str) -> dict[str, Any]:
+    return {
+        "objective_id": oid, "name": oid, "metric": metric, "parameters": {"priority": "P1", "target_minutes": minutes},
+        "comparator": "COMPARATOR_AT_LEAST", "target": "90", "window": {"kind": "WINDOW_KIND_MONTH"},
+        "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+
+
+@contextmanager
+def _passed_counted() -> Iterator[list[int]]:
+    """Counts the tickets each objective's formula is passed (one entry a call)."""
+    counts: list[int] = []
+    compliance = work.ticket_compliance
+
+    def counting(tickets: Any, *args: Any, **kwargs: Any) -> Any:
+        counts.append(len(tickets))
+        return compliance(tickets, *args, **kwargs)
+
+    work.ticket_compliance = counting
+    try:
+        yield counts
+    finally:
+        work.ticket_compliance = compliance
+
+
+def _one_size(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
+    clock = FakeClock(START - timedelta(hours=1))
+    agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
+    metrics = Metrics(sqlite_env(tmp / "metrics.sqlite"), clock=clock)
+    try:
+        provider, customer = Actor("bench-provider", "department", IT), Actor("bench-customer", "department", FINANCE)
+        for dept in (IT, FINANCE):
+            agreements.register_department(dept, dept)
+        agreements.register_service(EMAIL, "E-mail", IT)
+        objectives = [
+            _objective("response", "METRIC_TICKET_RESPONSE", "60"),
+            _objective("resolution", "METRIC_TICKET_RESOLUTION", "480"),
+        ]
+        aid = str(agreements.draft(provider, sla_terms(objectives=objectives)).id)
+        agreements.propose(provider, aid)
+        agreements.accept(customer, aid)
+        envelopes, _ = agreements.read_events(0, 5000)
+        for env in envelopes:  # what metrics' agreements consumer does
+            metrics.apply_upstream("agreements", env)
+        t0 = time.perf_counter()
+        first = START - HISTORY
+        step = HISTORY / max(n, 1)
+        for at in range(0, n, 1000):
+            metrics.record(COLLECTOR, [_ticket(f"h{i:08d}", first + step * i) for i in range(at, min(n, at + 1000))])
+        build = time.perf_counter() - t0
+        now = START + timedelta(days=2)
+        clock.set(now)
+        metrics.evaluate(now)
+        cpu: list[float] = []
+        with _passed_counted() as passed:
+            for r in range(rounds):
+                now += timedelta(hours=1)
+                clock.set(now)
+                batch = [_ticket(f"n{r:03d}-{i}", now - timedelta(minutes=50 - i)) for i in range(10)]
+                metrics.record(COLLECTOR, batch)
+                c0 = time.process_time()
+                metrics.evaluate(now)
+                cpu.append((time.process_time() - c0) * 1000)
+        return {
+            "tickets": n,
+            "round_cpu_ms": statistics.median(cpu),
+            "round_cpu_ms_all": [round(x, 2) for x in cpu],
+            "passed_per_objective": max(passed, default=0),
+            "build_seconds": build,
+        }
+    finally:
+        metrics.close()
+        agreements.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [int(x) for x in str(args.tickets_sizes).split(",") if x.strip()]
+    rounds: int = args.tickets_rounds
+    if not sizes or any(n < 0 for n in sizes) or rounds < 1:
+        raise ValueError("--tickets-sizes must list sizes ≥ 0 and --tickets-rounds must be > 0")
+    results = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="accord-bench-tickets-") as tmp:
+            results.append(_one_size(Path(tmp), n, rounds))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = [
+        {
+            "name": f"round after 10 new tickets, {r['tickets']:,} tickets of history",
+            "value": round(r["round_cpu_ms"], 2),
+            "unit": "ms CPU",
+            "detail": f"median of {rounds}; each objective's formula passed {r['passed_per_objective']:,} tickets; "
+            f"rounds {r['round_cpu_ms_all']}",
+        }
+        for r in results
+    ]
+    figures.append({"name": "peak RSS", "value": round(rss, 1), "unit": "MiB", "detail": "of the whole run"})
+    return {"figures": figures, "params": {"sizes": sizes, "rounds": rounds}, "results": results}

@@ -1,0 +1,36 @@
+"""The metrics-tickets benchmark on a small history: its rounds judge the ticket objectives, and
+a round passes their formulas the tickets of the window, not the tickets of history."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from bench import metrics_tickets
+
+
+def run(*args: str) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    metrics_tickets.add_arguments(parser)
+    return metrics_tickets.run(parser.parse_args(list(args)))
+
+
+def test_rounds_pass_the_windows_tickets_not_the_history() -> None:
+    result = run("--tickets-sizes", "0,3000", "--tickets-rounds", "2")
+    empty, history = result["results"]
+    assert [f["name"] for f in result["figures"]] == [
+        "round after 10 new tickets, 0 tickets of history",
+        "round after 10 new tickets, 3,000 tickets of history",
+        "peak RSS",
+    ]
+    # Two years of history at ≈ 125 tickets a month: January's from its start, and the 20 new ones.
+    assert empty["passed_per_objective"] == 20
+    assert 20 < history["passed_per_objective"] < 20 + 200
+    assert all(r["round_cpu_ms"] > 0 for r in (empty, history))
+
+
+def test_refuses_sizes_and_rounds_that_measure_nothing() -> None:
+    with pytest.raises(ValueError, match="--tickets-rounds"):
+        run("--tickets-rounds", "0")
