@@ -198,24 +198,21 @@ class SignalStore:
 
     def in_range(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
         """(rank, signal id, latest content) of one list's signals whose time key is in [lo, hi]."""
-        with self._cursor(write=False) as cur:
-            cur.execute(
-                self._q(
-                    f"SELECT rank, signal_id, content FROM {self.rows} "
-                    "WHERE service_id = ? AND list = ? AND time_key >= ? AND time_key <= ?"
-                ),
-                (service_id, LIST_CODE[name], lo, hi),
-            )
-            return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+        return self._ranked("time_key <= ?", service_id, name, lo, hi)
 
     def unsettled(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
         """(rank, signal id, latest content) of one list's signals whose time key (the instant
         they settle) is at or after `lo` and that reach back to `hi` or before (`earliest`)."""
+        return self._ranked("earliest <= ?", service_id, name, lo, hi)
+
+    def _ranked(self, upper: str, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
+        """(rank, signal id, latest content) of one list's signals whose time key is at least
+        `lo`, and the condition `upper` holds for `hi`."""
         with self._cursor(write=False) as cur:
             cur.execute(
                 self._q(
                     f"SELECT rank, signal_id, content FROM {self.rows} "
-                    "WHERE service_id = ? AND list = ? AND time_key >= ? AND earliest <= ?"
+                    f"WHERE service_id = ? AND list = ? AND time_key >= ? AND {upper}"
                 ),
                 (service_id, LIST_CODE[name], lo, hi),
             )
