@@ -316,6 +316,9 @@ class ServiceSignals:
                 kept.fill(self)
                 if self.selected is not None:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
+                    if self._kept_index is not None:  # made this round: its inputs are found there too
+                        for _, ids, items in kept.lists.values():
+                            self._kept_index.update(zip(ids, items, strict=True))
             elif kept.changed:
                 self._catch_up(kept, span, all_calls, since, whole_settled)
             out = SignalSet()
@@ -472,11 +475,14 @@ class ServiceSignals:
             found[sid] = content
         return [signals_pb2.Signal.FromString(c) for c in found.values()]
 
-    def _inputs(self, entries: list[tuple[int, str, bytes]], kept_too: bool = True) -> list[Any]:
+    def _inputs(self, entries: list[tuple[int, str, bytes]], kept_too: bool = True, apart: bool = True) -> list[Any]:
         """The formula inputs of these rows: those converted already (kept apart, or — unless
         `kept_too` is false: rows known changed since — in a kept selection), the others converted
-        from their contents (in bulk: `_convert_all`) and kept converted."""
-        converted = self._converted
+        from their contents (in bulk: `_convert_all`) and kept converted — apart, and among what
+        the round under way selected, unless `apart` is false: the rows of a selection the round
+        keeps, which holds its inputs itself (a restart's first round selects every signal of the
+        open windows: two dicts of them beside the selection held ≈ 100 B an input more)."""
+        converted = self._converted if apart else {}
         get = converted.get
         out: list[Any] = [get(e[1]) for e in entries]
         todo = [i for i, item in enumerate(out) if item is None]
@@ -491,7 +497,7 @@ class ServiceSignals:
             ids = [entries[i][1] for i in chunk]
             for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk], ids), strict=True):
                 out[i] = converted[entries[i][1]] = item
-        if self.selected is not None:
+        if self.selected is not None and apart:
             self.selected.update(zip([e[1] for e in entries], out, strict=True))
         return out
 
@@ -514,8 +520,11 @@ class _Selection:
         self.changes: dict[str, int] = {}
 
     def fill(self, entry: ServiceSignals) -> None:
+        """Its inputs converted (or found converted); held only by it when a round keeps it."""
+        apart = entry.selected is None  # outside a round it is not kept: they are kept apart
         for name, entries in self._pending.items():
-            self.lists[name] = (array("q", [e[0] for e in entries]), [e[1] for e in entries], entry._inputs(entries))
+            items = entry._inputs(entries, apart=apart)
+            self.lists[name] = (array("q", [e[0] for e in entries]), [e[1] for e in entries], items)
         self._pending = {}
 
 

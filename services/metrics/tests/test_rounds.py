@@ -522,6 +522,43 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     fresh_read()
 
 
+def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the round that converts them (a restart's first round converts every signal of the
+    open windows), the inputs of a selection the round keeps are held by it alone — not also in
+    the inputs kept apart nor among the round's own, two dicts of every input beside the
+    selection before — and each is converted once however many windows read it."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    converted: list[str] = []
+    convert_all = signal_index._convert_all
+
+    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
+        converted.extend(s.signal_id for s in signals)
+        return convert_all(signals, ids)
+
+    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    held = m._services[EMAIL]
+    selected: list[set[str]] = []
+    end_round = held.end_round
+
+    def ending() -> None:
+        selected.append(set(held.selected or ()))
+        end_round()
+
+    monkeypatch.setattr(held, "end_round", ending)
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    first = {"o1", "a0", "a1", "a2", "a3"}
+    assert sorted(converted) == sorted(first)  # once, for both objectives' windows
+    kept = {sid for s in held.selections.values() for _, ids, _ in s.lists.values() for sid in ids}
+    assert first <= kept and not first & set(held._converted) and not any(first & ids for ids in selected)
+    assert first <= set(held.converted)  # found by id all the same
+    for objective in ("availability", "service-level"):
+        assert m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")["matches"]
+
+
 def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
