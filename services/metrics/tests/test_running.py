@@ -101,6 +101,12 @@ def test_a_call_tally_refuses_an_id_it_holds_and_checks_parameters_as_the_formul
     assert tally.extend(calls)
     assert not tally.extend(calls)  # the formula refuses a repeated id: the caller computes it whole
     assert not tally.extend(_calls([(10, "answered", 5, 0, 60, "0")] * 2, [2, 2]))
+    # Held ids are found among many (sorted by id, not in the order folded), new ones between them pass.
+    many = running.CallTally("contact.asa")
+    assert many.extend(_calls([(10, "answered", 5, 0, 60, "0")] * 50, list(range(100, 0, -2))))
+    assert not many.extend(_calls([(10, "answered", 5, 0, 60, "0")] * 3, [51, 52, 53]))
+    assert not many.extend(_calls([(10, "answered", 5, 0, 60, "0")], [2]))
+    assert many.extend(_calls([(10, "answered", 5, 0, 60, "0")] * 3, [1, 51, 101]))
     with pytest.raises(ValueError, match="needs the short-abandon threshold S"):
         running.CallTally("contact.service_level", "SHORT_ABANDONS_SUCCESS", timedelta(seconds=20), None)
     with pytest.raises(ValueError, match="must not be negative"):

@@ -17,7 +17,7 @@ holds each tally to its formula on random sequences of batches."""
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -66,6 +66,17 @@ class SortedDigest:
         self.records: list[str] = []
         first = hashlib.sha256(prefix)
         self._states = [first]  # _states[i]: after prefix and records[: i * CHECKPOINT]
+
+    def holds_any(self, keys: Sequence[Any]) -> bool:
+        """Whether any of these keys is held (the keys are sorted: a bisection each, where a set
+        of them beside would cost ≈ 50 B a record — 8 MiB over 167,000 calls)."""
+        held = self.keys
+        n = len(held)
+        for key in keys:
+            at = bisect_left(held, key)
+            if at < n and held[at] == key:
+                return True
+        return False
 
     def add(self, pairs: list[tuple[Any, str]]) -> None:
         """Place these (key, record) pairs by key (among equal keys their records are equal
@@ -131,7 +142,6 @@ class CallTally:
         self.variant = contact.ServiceLevelVariant(variant) if formula == "contact.service_level" else None
         self.threshold = threshold
         self.short = short_abandon
-        self.ids: set[str] = set()
         self.offered = 0
         self.answered = 0
         self.answered_within = 0
@@ -149,9 +159,8 @@ class CallTally:
         """Fold in these calls (after those folded before, in their order). False — nothing
         folded — when an id is already held or repeats among them: the formula refuses that."""
         ids = [c.call_id for c in calls]
-        if len(set(ids)) != len(ids) or not self.ids.isdisjoint(ids):
+        if len(set(ids)) != len(ids) or self.records.holds_any(ids):
             return False
-        self.ids.update(ids)
         threshold, short = self.threshold, self.short
         self.offered += len(calls)
         total_wait, handle = self.total_wait, self.handle
