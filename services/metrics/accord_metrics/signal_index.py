@@ -97,12 +97,14 @@ _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which t
 # The lists an open window's burn rates read (`evaluation.burn_rates`): the only ones it selects
 # from its longest look-back before its start (`ServiceSignals.select`'s `since`).
 _BURN_READS = frozenset({"outages", "requests"})
-# The lists a window selects by the instant an item settles (`_settled_us`: a ticket's last stop,
-# a task's completion; FAR_FUTURE while one is missing) and its earliest instant: an item settled
-# before a window's start was decided before it ("ticket.compliance" and "task.turnaround" v2
-# digest the items due, so a window passed only these gives what every item would). Windows
-# recorded with v1 of those formulas (whose digest covers every item passed) read them whole.
-_BY_SETTLED = frozenset({"tickets", "tasks"})
+# The lists a window selects by the instant an item settles (`_settled_us`: after it no window
+# starting later counts it — a ticket's last stop, a task's completion, a lead's first follow-up
+# after its hand-off, a deal's closing; FAR_FUTURE while one is missing) and its earliest instant
+# ("ticket.compliance" and "task.turnaround" v2 digest the items due, the lead and deal formulas
+# the items they count, so a window passed only these gives what every item would). Windows
+# recorded with v1 of the ticket and task formulas (whose digest covers every item passed) read
+# them whole.
+_BY_SETTLED = frozenset({"tickets", "tasks", "leads", "deals"})
 
 
 def _us(ts: Any) -> int:
@@ -638,20 +640,33 @@ _FAR_FUTURE_US = (FAR_FUTURE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(mi
 
 
 def _settled_us(kind: str, body: Any) -> int:
-    """The instant (µs) a ticket or task settles: after it, no window can count it any more — a
-    ticket's later stop (first response, resolution), a task's completion; FAR_FUTURE while one
-    is missing (its deadline may still fall in any later window). A ticket or task is decided
-    at or before each stop it has (met: at it; late: at a deadline its clock passed before it),
-    so a window starting after both stops of a ticket, or a task's completion, does not count it."""
+    """The instant (µs) a ticket, task, lead or deal settles: no window starting after it counts
+    it (but a lead's follow-up depth, decided its days after the hand-off: the window's selection
+    starts those days earlier, `judging`). A ticket or task is decided at or before each stop it
+    has (met: at it; late: at a deadline its clock passed before it): its later stop (first
+    response, resolution), a task's completion, FAR_FUTURE while one is missing (its deadline may
+    still fall in any later window). A lead counts where it was created (close rate, deal size),
+    handed off (leads needed; follow-ups v1) and where its follow-up speed was decided — at its
+    first follow-up after the hand-off or at a deadline before it: the latest of those, FAR_FUTURE
+    while a lead handed off has no follow-up. A deal counts where it closed."""
     if kind == "ticket":
         if body.HasField("first_response") and body.HasField("resolved"):
             return max(_us(body.first_response), _us(body.resolved))
         return _FAR_FUTURE_US
-    return _us(body.completed) if body.HasField("completed") else _FAR_FUTURE_US
+    if kind == "task":
+        return _us(body.completed) if body.HasField("completed") else _FAR_FUTURE_US
+    if kind == "lead":
+        created = _us(body.created)
+        if not body.HasField("handed_off"):
+            return created
+        handed = _us(body.handed_off)
+        after = [at for at in map(_us, body.follow_ups) if at >= handed]
+        return max(created, handed, min(after)) if after else _FAR_FUTURE_US
+    return _us(body.closed_at)
 
 
 def settled_key(content: bytes) -> int:
-    """`_settled_us` of a ticket's or task's stored content (the index's time key for them)."""
+    """`_settled_us` of a stored content (the index's time key for the lists selected so)."""
     s = signals_pb2.Signal.FromString(content)
     kind = str(s.WhichOneof("kind"))
     return _settled_us(kind, getattr(s, kind))
@@ -992,7 +1007,7 @@ class SignalIndex(_Host):
         are indexed first (a crash between a batch's commit and its indexing, or a store recorded
         before the index existed). Nothing before both is read."""
         self._signal_store = SignalStore(self.recorder)
-        # Tickets and tasks indexed before windows selected them by when they settle: keyed so.
+        # Tickets, tasks, leads and deals indexed before windows selected them by when they settle: keyed so.
         self._signal_store.key_settled(sorted(_BY_SETTLED), settled_key)
         self._load_signal_facts()
         self._signals_position = self._signals_read = min(self._judged_position, self._store_position)

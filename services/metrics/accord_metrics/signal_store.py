@@ -252,26 +252,29 @@ class SignalStore:
 
     # -- writes ---------------------------------------------------------------------------------------------
     def key_settled(self, names: Sequence[str], key_of: Callable[[bytes], int]) -> int:
-        """Once a store: give the rows of these lists, indexed when they were read whole (time key
-        0), the time key `key_of` their content (the instant they settle), in one transaction with
-        the mark that it was done. Returns the rows keyed (0 when done before or none held)."""
-        done = f"{_POSITION}.settled"
+        """Once a list and store: give the rows of these lists, indexed when they were read whole
+        (time key 0), the time key `key_of` their content (the instant they settle), in one
+        transaction with the mark that it was done for each. Returns the rows keyed (0 when done
+        before or none held)."""
+        keyed: list[tuple[int, str, str]] = []
         with self._cursor(write=True) as cur:
             if not self._sqlite:  # two instances starting at once on one database key them once
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
-            cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
-            if cur.fetchone() is not None:
-                return 0
-            marks = ", ".join("?" for _ in names)
-            cur.execute(
-                self._q(f"SELECT service_id, signal_id, content FROM {self.rows} WHERE list IN ({marks})"),
-                [LIST_CODE[n] for n in names],
-            )
-            keyed = [(key_of(bytes(content)), str(service), str(sid)) for service, sid, content in cur.fetchall()]
-            cur.executemany(
-                self._q(f"UPDATE {self.rows} SET time_key = ? WHERE service_id = ? AND signal_id = ?"), keyed
-            )
-            cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
+            for name in names:
+                done = f"{_POSITION}.settled.{name}"
+                cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
+                if cur.fetchone() is not None:
+                    continue
+                cur.execute(
+                    self._q(f"SELECT service_id, signal_id, content FROM {self.rows} WHERE list = ?"),
+                    (LIST_CODE[name],),
+                )
+                rows = [(key_of(bytes(content)), str(service), str(sid)) for service, sid, content in cur.fetchall()]
+                cur.executemany(
+                    self._q(f"UPDATE {self.rows} SET time_key = ? WHERE service_id = ? AND signal_id = ?"), rows
+                )
+                cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
+                keyed += rows
         return len(keyed)
 
     def commit(self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int) -> None:

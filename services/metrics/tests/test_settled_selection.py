@@ -234,7 +234,7 @@ def test_a_store_indexed_before_keys_its_tickets_and_tasks_once_at_start(suite: 
     codes = (LIST_CODE["tickets"], LIST_CODE["tasks"])
     with store._cursor(write=True) as cur:  # as the index was written before
         cur.execute(store._q(f"UPDATE {store.rows} SET time_key = 0 WHERE list IN (?, ?)"), codes)
-        cur.execute(store._q(f"DELETE FROM {store.position_table} WHERE name = ?"), ("signals.settled",))
+        cur.execute(store._q(f"DELETE FROM {store.position_table} WHERE name LIKE ?"), ("signals.settled%",))
     m.close()
     again = suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)
     store = again._signal_store
@@ -244,7 +244,7 @@ def test_a_store_indexed_before_keys_its_tickets_and_tasks_once_at_start(suite: 
     assert len(rows) == 400 + 150 + 3 + 1
     assert all(int(key) == signal_index.settled_key(bytes(content)) for key, content in rows)
     assert sum(int(key) == signal_index._FAR_FUTURE_US for key, _ in rows) == 3
-    assert store.key_settled(["tickets", "tasks"], signal_index.settled_key) == 0  # once
+    assert store.key_settled(["tickets", "tasks", "leads", "deals"], signal_index.settled_key) == 0  # once
     suite.tick(f"2026-01-14T09:00{AMS}")
     assert again.window(None, aid, "response", JAN).current["detail"]["due"] == "1"
     _matches_every_stored_signal(again, aid)
@@ -272,3 +272,120 @@ def test_a_ticket_corrected_out_of_a_window_and_again_is_read_afresh_by_its_kept
         if sid == "moved"
     ]
     assert held and all(t.opened == march and t.resolved == march + timedelta(hours=3) for t in held)
+
+
+# -- leads and deals ------------------------------------------------------------------------------------
+SALES = {"sales_target": "100000", "marketing_revenue_share": "0.4", "average_deal_size": "1000", "close_rate": "0.5"}
+LEAD_OBJECTIVES = (
+    ("needed", "METRIC_LEADS_NEEDED", "WINDOW_KIND_MONTH", SALES),
+    ("close-rate", "METRIC_CLOSE_RATE", "WINDOW_KIND_MONTH", {}),
+    ("deal-size", "METRIC_DEAL_SIZE", "WINDOW_KIND_MONTH", {}),
+    ("share", "METRIC_MARKETING_REVENUE_SHARE", "WINDOW_KIND_MONTH", {}),
+    ("speed", "METRIC_FOLLOW_UP_SPEED", "WINDOW_KIND_MONTH", {"target_hours": "8"}),
+    ("depth", "METRIC_FOLLOW_UP_DEPTH", "WINDOW_KIND_DAY", {"window_days": "3"}),
+)
+
+
+def _sales_agreement(suite: Suite) -> str:
+    ag = suite.agreements
+    for dept in (IT, FINANCE, "marketing"):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    objectives = []
+    for oid, metric, window, parameters in LEAD_OBJECTIVES:
+        o = _objective(oid, metric, parameters)
+        o.update(target="0", window={"kind": window})
+        objectives.append(o)
+    aid = str(ag.draft(PROVIDER, sla_terms(objectives=objectives)).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    suite.tick(f"2026-01-10T09:30{AMS}")
+    return aid
+
+
+def _lead(sid: str, created: datetime, handed: float | None, follow_ups: list[float], revenue: int = 0) -> pb.Signal:
+    """A lead created at `created`, handed off `handed` hours later, followed up at those hours."""
+    body = pb.Lead(created=ts(created), converted=revenue > 0, revenue=str(revenue) if revenue else "")
+    if handed is not None:
+        body.handed_off.CopyFrom(ts(created + timedelta(hours=handed)))
+    body.follow_ups.extend(ts(created + timedelta(hours=h)) for h in follow_ups)
+    return pb.Signal(signal_id=sid, service_id=EMAIL, lead=body)
+
+
+def _deal(sid: str, closed: datetime, revenue: int, marketing: bool) -> pb.Signal:
+    deal = pb.Deal(closed_at=ts(closed), revenue=str(revenue), marketing_sourced=marketing)
+    return pb.Signal(signal_id=sid, service_id=EMAIL, deal=deal)
+
+
+def test_leads_and_deals_are_selected_by_when_they_settle_every_window_as_from_every_signal(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A year of leads (created, handed off, followed up, some converted) and deals before the
+    agreement: a round reads none of them from the index but those that never settled (a lead
+    handed off and never followed up) — each before read every lead and deal ever recorded.
+    Then random leads over January and February: handed off late or not at all, followed up
+    within hours, days or never, converted later; deals closing. After every round each window
+    of leads needed, close rate, deal size, revenue share, follow-up speed and depth (decided
+    three days after the hand-off: a window's selection starts those days earlier, though the
+    lead settled at its first follow-up) equals the formula over every stored signal."""
+    m = suite.metrics
+    rng = random.Random(11)
+    reads = _Reads(monkeypatch)
+    aid = _sales_agreement(suite)
+    start = at(f"2025-01-06T09:00{AMS}")
+    history = [_lead(f"old-{i}", start + timedelta(hours=20 * i), 2, [3, 30], 1000 * (i % 3)) for i in range(300)]
+    history += [_deal(f"old-deal-{i}", start + timedelta(hours=50 * i), 1000 + i, i % 2 == 0) for i in range(100)]
+    history.append(_lead("never-followed", start, 1, []))
+    m.record(COLLECTOR, history)
+    leads_seen: set[str] = set()
+    selected = SignalStore.unsettled
+
+    def spy(store: SignalStore, service_id: str, name: str, lo: int, hi: int) -> Any:
+        rows = selected(store, service_id, name, lo, hi)
+        if name in ("leads", "deals"):
+            leads_seen.update(sid for _, sid, _ in rows)
+        return rows
+
+    monkeypatch.setattr(SignalStore, "unsettled", spy)
+    now = at(f"2026-01-12T09:00{AMS}")
+    leads: dict[str, tuple[datetime, float | None, list[float], int]] = {}
+    for step in range(16):
+        batch = []
+        for i in range(rng.randint(1, 4)):
+            sid = f"l{step}-{i}"
+            leads[sid] = (now - timedelta(hours=rng.randint(1, 40)), rng.choice([None, 1.0, 5.0]), [], 0)
+            batch.append(sid)
+        for sid in rng.sample(sorted(leads), min(3, len(leads))):  # follow-ups and conversions arrive later
+            created, handed, follow_ups, revenue = leads[sid]
+            if handed is not None and rng.random() < 0.7:
+                follow_ups = sorted({*follow_ups, handed + rng.choice([0.5, 4.0, 20.0, 60.0])})
+            if rng.random() < 0.3:
+                revenue = rng.choice([500, 2000])
+            leads[sid] = (created, handed, follow_ups, revenue)
+            batch.append(sid)
+        signals = [_lead(sid, *leads[sid]) for sid in sorted(set(batch))]
+        if step % 3 == 0:
+            signals.append(_deal(f"deal-{step}", now - timedelta(hours=3), 1000 + step, step % 2 == 0))
+        m.record(COLLECTOR, signals)
+        now += timedelta(days=1, hours=rng.randint(0, 30))
+        suite.tick(now.isoformat())
+        _windows_match(m, aid, now)
+    assert now > at(FEB)
+    assert reads.whole == []  # no lead or deal read whole
+    assert "never-followed" in leads_seen and not any(sid.startswith("old-") for sid in leads_seen)
+
+
+def _windows_match(m: Metrics, aid: str, now: datetime) -> None:
+    """Every month window and the last days' depth windows as from every stored signal."""
+    for oid, _, kind, _ in LEAD_OBJECTIVES:
+        starts = [w.window_start for w in m.window_evaluations(aid) if w.objective_id == oid]
+        if kind == "WINDOW_KIND_DAY":
+            starts = [s for s in starts if at(s) >= now - timedelta(days=6)]
+        for start in starts:
+            check = m.recompute(aid, oid, start)
+            recorded, recomputed = check["recorded"], check["recomputed"]
+            if recorded["closed"]:
+                assert check["matches"], (oid, start, check["differences"])
+            else:
+                for key in ("value", "status"):
+                    assert recorded[key] == recomputed[key], (oid, start, key, recorded, recomputed)
