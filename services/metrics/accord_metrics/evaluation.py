@@ -106,7 +106,8 @@ def run_formula(
     agreement is in force; `full_window` defaults to it). `recorded`: the (formula id, version)
     a closed window was recorded with — that version computes it again if it is still
     computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
-    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`, `work.CLOCKED_VERSIONS`), else the current one. `digested` false:
+    `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`, `work.CLOCKED_VERSIONS`,
+    `reliability.MTTR_VERSIONS`), else the current one. `digested` false:
     the caller reads only the value — availability (time- and request-based) computes no input digest.
     `running`: an open window's running evaluation (`running.Running`), which computes it when it
     can from the inputs appended since the last round (the same evaluation)."""
@@ -153,7 +154,10 @@ def run_formula(
         )
     if metric == "METRIC_MTTR":
         incidents = [i for i in signals.incidents if i.failure_start < window.end]
-        return reliability.mttr(incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions)
+        version = _version(recorded, "mttr", reliability.MTTR_VERSIONS, reliability.MTTR_VERSION)
+        return reliability.mttr(
+            incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions, version=version
+        )
     if metric == "METRIC_MTBF":
         failures = _overlapping(known, window)
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions)

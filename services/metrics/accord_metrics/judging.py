@@ -259,12 +259,13 @@ class _Judged:
 
 
 # The key of a window's inputs: its span, whether every call is read, its services, the
-# instant before which only the lists the burn rates read are, and whether every ticket and task
-# is read (see `_objective_windows`).
+# instant before which only the lists the burn rates read are, and whether every ticket, task,
+# lead, deal and incident is read (see `_objective_windows`).
 InputsKey = tuple[Interval, bool, tuple[str, ...], datetime | None, bool]
 # The formulas whose digest covers every item passed, read whole for the windows recorded with
-# them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window).
-_READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1)})
+# them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
+# "mttr" v1 (v2 the incidents that reach the window).
+_READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1), ("mttr", 1)})
 
 
 @dataclass

@@ -100,11 +100,11 @@ _BURN_READS = frozenset({"outages", "requests"})
 # The lists a window selects by the instant an item settles (`_settled_us`: after it no window
 # starting later counts it — a ticket's last stop, a task's completion, a lead's first follow-up
 # after its hand-off, a deal's closing; FAR_FUTURE while one is missing) and its earliest instant
-# ("ticket.compliance" and "task.turnaround" v2 digest the items due, the lead and deal formulas
-# the items they count, so a window passed only these gives what every item would). Windows
-# recorded with v1 of the ticket and task formulas (whose digest covers every item passed) read
-# them whole.
-_BY_SETTLED = frozenset({"tickets", "tasks", "leads", "deals"})
+# ("ticket.compliance" and "task.turnaround" v2 digest the items due, `mttr` v2 the incidents
+# that reach the window, the lead and deal formulas the items they count, so a window passed only
+# these gives what every item would). Windows recorded with v1 of the ticket, task and MTTR
+# formulas (whose digest covers every item passed) read them whole.
+_BY_SETTLED = frozenset({"tickets", "tasks", "leads", "deals", "incidents"})
 
 
 def _us(ts: Any) -> int:
@@ -218,7 +218,7 @@ class ServiceSignals:
             at = getattr(body, first_field)
             first = at.seconds * 1_000_000 + at.nanos // 1_000  # `_earliest_us(s)`
             # A window selects the lists by time by this instant (`_time_key`): their first
-            # instant; tickets and tasks by the instant they settle.
+            # instant; tickets, tasks, leads, deals and incidents by the instant they settle.
             key = first if by_time else _settled_us(kind, body) if by_settled else 0
             if reach is None or first < reach:
                 reach = first
@@ -298,12 +298,13 @@ class ServiceSignals:
     ) -> SignalSet:  # fmt: skip
         """The formula inputs, each list in the order its signals were first recorded: all of
         them, or (`span`) the calls and request counts from `span`'s start to its end, the
-        outages that reach into it or are under way, and the tickets and tasks first recorded
-        before its end that did not settle before its start (`_settled_us`) — a superset of what
+        outages that reach into it or are under way, and the tickets, tasks, leads, deals and
+        incidents first recorded before its end that did not settle before its start
+        (`_settled_us`) — a superset of what
         any window within `span` (and its burn rates' look-backs) reads; every other kind whole.
         `all_calls`: every call (first-contact resolution looks at contacts on either side of the
-        window). `whole_settled`: every ticket and task (a window recorded with v1 of their
-        formulas, whose digest covers every item passed). `since`:
+        window). `whole_settled`: every one of those (a window recorded with v1 of the ticket, task
+        or MTTR formulas, whose digest covers every item passed). `since`:
         where the lists the burn rates do not read (`_BURN_READS`: the calls) start, after `span`'s
         start — an open window's start, its span starting at its longest look-back. Read
         from the store's index. A selection by time is kept (`_Selection`): selecting the same span
@@ -648,7 +649,9 @@ def _settled_us(kind: str, body: Any) -> int:
     still fall in any later window). A lead counts where it was created (close rate, deal size),
     handed off (leads needed; follow-ups v1) and where its follow-up speed was decided — at its
     first follow-up after the hand-off or at a deadline before it: the latest of those, FAR_FUTURE
-    while a lead handed off has no follow-up. A deal counts where it closed."""
+    while a lead handed off has no follow-up. A deal counts where it closed. An incident reaches
+    no window starting after its clock stopped, whichever instant stops it (`mttr`'s "R"): the
+    latest of its response, restoration and resolution, FAR_FUTURE while one is missing."""
     if kind == "ticket":
         if body.HasField("first_response") and body.HasField("resolved"):
             return max(_us(body.first_response), _us(body.resolved))
@@ -662,6 +665,11 @@ def _settled_us(kind: str, body: Any) -> int:
         handed = _us(body.handed_off)
         after = [at for at in map(_us, body.follow_ups) if at >= handed]
         return max(created, handed, min(after)) if after else _FAR_FUTURE_US
+    if kind == "incident":
+        stops = (body.responded_at, body.restored_at, body.resolved_at)
+        if not all(body.HasField(name) for name in ("responded_at", "restored_at", "resolved_at")):
+            return _FAR_FUTURE_US
+        return max(map(_us, stops))
     return _us(body.closed_at)
 
 
@@ -1007,7 +1015,8 @@ class SignalIndex(_Host):
         are indexed first (a crash between a batch's commit and its indexing, or a store recorded
         before the index existed). Nothing before both is read."""
         self._signal_store = SignalStore(self.recorder)
-        # Tickets, tasks, leads and deals indexed before windows selected them by when they settle: keyed so.
+        # Tickets, tasks, leads, deals and incidents indexed before windows selected them by when
+        # they settle: keyed so.
         self._signal_store.key_settled(sorted(_BY_SETTLED), settled_key)
         self._load_signal_facts()
         self._signals_position = self._signals_read = min(self._judged_position, self._store_position)

@@ -425,6 +425,43 @@ def test_mttr_variants_record_their_r() -> None:
         mttr(INCIDENTS, DAY, r="REBOOT")
 
 
+_HOURS = st.integers(-72, 48)  # hours from the window's start
+
+
+@st.composite
+def _incidents(draw: st.DrawFn) -> list[Incident]:
+    """Incidents starting from three days before the window to a day after it, each stop after
+    the failure by some hours, or missing."""
+    out = []
+    for _ in range(draw(st.integers(0, 8))):
+        start = DAY.start + timedelta(hours=draw(_HOURS), minutes=draw(st.integers(0, 59)))
+        stops = [None if draw(st.integers(0, 3)) == 0 else start + timedelta(minutes=draw(st.integers(0, 3000)))
+                 for _ in range(3)]  # fmt: skip
+        out.append(Incident(start, restored_at=stops[0], resolved_at=stops[1], responded_at=stops[2]))
+    return out
+
+
+@given(_incidents(), st.sampled_from(sorted(reliability.R_VARIANTS)))
+def test_mttr_v2_digests_the_incidents_that_reach_the_window_so_the_others_can_be_left_out(
+    incidents: list[Incident], r: str
+) -> None:
+    """v2 gives v1's value and detail, but digests only the incidents that reach the window
+    (failure before its end, clock not stopped before its start): one stopped before the window,
+    or one failing after it, changes v1's digest and not v2's — so a round may pass only the
+    incidents that did not settle before the window, not every incident of history."""
+    v2, v1 = mttr(incidents, DAY, r=r), mttr(incidents, DAY, r=r, version=1)
+    assert (v2.formula_version, v1.formula_version) == (2, 1)
+    assert (v2.value, v2.detail, v2.parameters) == (v1.value, v1.detail, v1.parameters)
+    reaching = [i for i in incidents if i.failure_start < DAY.end and not ((e := i.ended(r)) and e < DAY.start)]
+    assert mttr(reaching, DAY, r=r).input_digest == v2.input_digest
+    old = Incident(t("2025-06-01T10:00+00:00"), t("2025-06-01T11:00+00:00"), t("2025-06-01T12:00+00:00"),
+                   t("2025-06-01T10:05+00:00"))  # fmt: skip
+    assert mttr([*incidents, old], DAY, r=r).input_digest == v2.input_digest
+    assert mttr([*incidents, old], DAY, r=r, version=1).input_digest != v1.input_digest
+    with pytest.raises(ValueError, match="mttr has versions"):
+        mttr(incidents, DAY, r=r, version=3)
+
+
 def test_mttr_overlapping_incidents_count_once_and_none_restored_is_undefined() -> None:
     both = [
         Incident(at("10:00"), restored_at=at("11:00")),

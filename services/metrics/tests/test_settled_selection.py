@@ -17,7 +17,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import FINANCE, IT, sla_terms
 from accord_metrics import signal_index
 from accord_metrics.application import Metrics
-from accord_metrics.formulas import work
+from accord_metrics.formulas import reliability, work
 from accord_metrics.signal_store import LIST_CODE, SignalStore
 from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, at, ts
 
@@ -100,7 +100,9 @@ class _Reads:
 
         def spy_whole(store: SignalStore, service_id: str, names: Any) -> Any:
             found = whole(store, service_id, names)
-            self.whole += [sid for n in ("tickets", "tasks") for _, sid, _ in found.get(n, [])]
+            self.whole += [
+                sid for n in ("tickets", "tasks", "leads", "deals", "incidents") for _, sid, _ in found.get(n, [])
+            ]
             return found
 
         def spy_tickets(passed: Any, *args: Any, **kwargs: Any) -> Any:
@@ -389,3 +391,91 @@ def _windows_match(m: Metrics, aid: str, now: datetime) -> None:
             else:
                 for key in ("value", "status"):
                     assert recorded[key] == recomputed[key], (oid, start, key, recorded, recomputed)
+
+
+# -- incidents ------------------------------------------------------------------------------------------
+def _incident(sid: str, start: datetime, stops: tuple[float | None, float | None, float | None]) -> pb.Signal:
+    """An incident failing at `start`, responded to, restored and resolved those hours later (None: not yet)."""
+    body = pb.Incident(failure_start=ts(start))
+    for name, hours in zip(("responded_at", "restored_at", "resolved_at"), stops, strict=True):
+        if hours is not None:
+            getattr(body, name).CopyFrom(ts(start + timedelta(hours=hours)))
+    return pb.Signal(signal_id=sid, service_id=EMAIL, incident=body)
+
+
+def _mttr_agreement(suite: Suite) -> str:
+    ag = suite.agreements
+    for dept in (IT, FINANCE, "marketing"):
+        ag.register_department(dept, dept)
+    ag.register_service(EMAIL, "E-mail", IT)
+    objectives = []
+    for r in ("RESTORE", "RESPOND"):
+        o = _objective(r.lower(), "METRIC_MTTR", {"r": r})
+        o.update(comparator="COMPARATOR_AT_MOST", target="120")
+        objectives.append(o)
+    aid = str(ag.draft(PROVIDER, sla_terms(objectives=objectives)).id)
+    ag.propose(PROVIDER, aid)
+    ag.accept(CUSTOMER, aid)
+    suite.tick(f"2026-01-10T09:30{AMS}")
+    return aid
+
+
+def test_incidents_are_selected_by_when_their_clock_stopped_every_window_as_from_every_signal(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A year of incidents before the agreement, each responded to, restored and resolved: a
+    round reads none of them but those missing a stop (still running for some "R"); with
+    `mttr` v2 the digest covers the incidents that reach the window. Random incidents and their
+    later stops over January and February: every MTTR window (RESTORE and RESPOND) equals the
+    formula over every stored signal; a January closed with v1 restates by v1 over every
+    incident, read whole."""
+    m = suite.metrics
+    rng = random.Random(5)
+    with monkeypatch.context() as v1:
+        v1.setattr(reliability, "MTTR_VERSION", 1)
+        aid = _mttr_agreement(suite)
+        start = at(f"2025-01-06T09:00{AMS}")
+        history = [_incident(f"old-{i}", start + timedelta(hours=30 * i), (0.2, 1.0, 3.0)) for i in range(250)]
+        history.append(_incident("no-response", start, (None, 1.0, 2.0)))
+        m.record(COLLECTOR, history)
+        m.record(COLLECTOR, [_incident("jan-0", at(f"2026-01-12T09:00{AMS}"), (0.5, 2.0, 4.0))])
+        suite.tick(f"2026-02-01T09:30{AMS}")
+    assert m.window(None, aid, "restore", JAN).closed["formula_version"] == 1
+    reads = _Reads(monkeypatch)
+    live: dict[str, tuple[datetime, list[float | None]]] = {}
+    now = at(f"2026-02-01T09:30{AMS}")
+    for step in range(12):
+        batch = [f"i{step}"]
+        live[f"i{step}"] = (now - timedelta(hours=rng.randint(1, 30)), [None, None, None])
+        for sid in rng.sample(sorted(live), min(2, len(live))):  # stops reported later
+            stops = live[sid][1]
+            which = rng.randrange(3)
+            stops[which] = stops[which] or rng.choice([0.3, 2.0, 9.0])
+            batch.append(sid)
+        signals = [_incident(sid, live[sid][0], (live[sid][1][0], live[sid][1][1], live[sid][1][2])) for sid in batch]
+        if step == 4:  # a late incident of January: restates the v1 window, read whole
+            signals.append(_incident("jan-late", at(f"2026-01-20T09:00{AMS}"), (0.5, 1.5, 2.0)))
+        m.record(COLLECTOR, signals)
+        now += timedelta(hours=rng.randint(10, 40))
+        suite.tick(now.isoformat())
+        for oid in ("restore", "respond"):
+            for window in m.window_evaluations(aid):
+                if window.objective_id != oid:
+                    continue
+                check = m.recompute(aid, oid, window.window_start)
+                recorded, recomputed = check["recorded"], check["recomputed"]
+                if recorded["closed"]:
+                    assert check["matches"], (oid, window.window_start, check["differences"])
+                else:
+                    assert (recorded["value"], recorded["status"]) == (recomputed["value"], recomputed["status"])
+    jan = m.window(None, aid, "restore", JAN).latest
+    assert jan["formula_version"] == 1 and "old-0" in reads.whole and "jan-late" in reads.whole
+    assert m.window(None, aid, "restore", FEB).current["formula_version"] == 2
+    # February's selection (not read whole): the incident missing a response, none of the old ones.
+    held = {
+        sid
+        for key, kept in m._services[EMAIL].selections.items()
+        if not key[4]
+        for sid in kept.lists.get("incidents", ((), [], []))[1]
+    }
+    assert "no-response" in held and not any(sid.startswith("old-") for sid in held)

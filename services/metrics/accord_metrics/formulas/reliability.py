@@ -479,6 +479,12 @@ def _slices_touching(origin: datetime, width: timedelta, duration: timedelta, el
 
 
 # -- MTTR / MTBF ---------------------------------------------------------------------------------
+# The versions of `mttr` computed: v2 digests the incidents that reach the window, v1 (kept for
+# the windows recorded with it) every incident passed.
+MTTR_VERSION = 2
+MTTR_VERSIONS = (1, 2)
+
+
 def mttr(
     incidents: Sequence[Incident],
     window: Interval,
@@ -486,8 +492,9 @@ def mttr(
     r: str = "RESTORE",
     *,
     exclusions: Sequence[Interval] = (),
+    version: int = MTTR_VERSION,
 ) -> Evaluated:
-    """MTTR / MTRS (docs/domain.md §4 "MTTR / MTRS"), formula `mttr` v1, in minutes:
+    """MTTR / MTRS (docs/domain.md §4 "MTTR / MTRS"), formula `mttr` v2, in minutes:
     total downtime ÷ number of incidents restored in the window.
 
     `r` is the variant, recorded as a parameter: the clock of an incident runs from
@@ -503,15 +510,26 @@ def mttr(
       repaired / resolved / responded to).
 
     detail: r, downtime_seconds, eligible_seconds, restored (the count), running (incidents
-    whose clock still runs at the window's end)."""
+    whose clock still runs at the window's end).
+
+    An incident reaches the window when its failure started before the window's end and its
+    clock was not stopped before the window's start: no other counts in it. v2's input digest
+    covers those; v1 (`version=1`, kept for the windows recorded with it) every incident passed —
+    from the first one recorded, so its digest moved with every incident, and a round could not
+    pass fewer. The value and detail are the same in both."""
     if r not in R_VARIANTS:
         raise ValueError(f"unknown R {r!r}; expected one of {tuple(R_VARIANTS)}")
+    if version not in MTTR_VERSIONS:
+        raise ValueError(f"mttr has versions {MTTR_VERSIONS}, not {version}")
     formula_id = "mttr"
     parameters = {"r": r, **_window_parameters(window), **_calendar_parameters(calendar)}
     eligible = eligible_intervals(window, calendar, exclusions)
     clocks: list[Interval] = []
     restored = running = 0
-    for incident in incidents:
+    reaching = [
+        i for i in incidents if i.failure_start < window.end and ((e := i.ended(r)) is None or e >= window.start)
+    ]
+    for incident in reaching:
         ended = incident.ended(r)
         if ended is not None and window.contains(ended):
             restored += 1
@@ -520,9 +538,10 @@ def mttr(
         clocks.append(Interval(incident.failure_start, window.end if ended is None else ended))
     downtime_s = seconds(total(intersect_all(clocks, eligible)))
     value = ratio(downtime_s, 60 * restored)
+    digested = incidents if version == 1 else reaching
     return Evaluated(
         formula_id=formula_id,
-        formula_version=VERSION,
+        formula_version=version,
         value=value,
         parameters=parameters,
         input_digest=_input_digest(
@@ -530,7 +549,7 @@ def mttr(
             parameters,
             {
                 "incidents": sorted(
-                    [_utc(i.failure_start)] + ["" if at is None else _utc(at) for at in _instants(i)] for i in incidents
+                    [_utc(i.failure_start)] + ["" if at is None else _utc(at) for at in _instants(i)] for i in digested
                 ),
                 "exclusions": _intervals(exclusions),
             },
