@@ -224,7 +224,9 @@ def test_a_window_recorded_with_compliance_v1_reads_every_ticket_at_its_restatem
     _matches_every_stored_signal(m, aid, (JAN, FEB))
 
 
-def test_a_store_indexed_before_keys_its_tickets_and_tasks_once_at_start(suite: Suite) -> None:
+def test_a_store_indexed_before_keys_its_tickets_and_tasks_once_at_start(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rows of tickets and tasks written when they were read whole (time key 0) are given the
     instant they settle when the service starts, once (marked done in the same transaction): a
     round then selects them as if recorded now."""
@@ -238,7 +240,10 @@ def test_a_store_indexed_before_keys_its_tickets_and_tasks_once_at_start(suite: 
         cur.execute(store._q(f"UPDATE {store.rows} SET time_key = 0 WHERE list IN (?, ?)"), codes)
         cur.execute(store._q(f"DELETE FROM {store.position_table} WHERE name LIKE ?"), ("signals.settled%",))
     m.close()
+    logged: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(signal_index.log, "info", lambda event, **kw: logged.append((event, kw)))
     again = suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)
+    assert [(e, kw["rows"]) for e, kw in logged if e == "signal_index_keyed"] == [("signal_index_keyed", 554)]
     store = again._signal_store
     with store._cursor(write=False) as cur:
         cur.execute(store._q(f"SELECT time_key, content FROM {store.rows} WHERE list IN (?, ?)"), codes)
