@@ -1,18 +1,21 @@
-"""Evaluation rounds of ticket objectives against the tickets of history: what a round costs
-when the service has recorded years of tickets.
+"""Evaluation rounds of ticket, incident and lead objectives against the items of history: what a
+round costs when the service has recorded years of them.
 
-Set-up (not timed): one accepted agreement (the sample SLA's terms with two objectives: P1
-tickets answered within an hour and resolved within eight, monthly windows), learned by a
-`Metrics` application on SQLite in this process; N tickets of history (default 1,000, 10,000
-and 50,000, one store each) spread evenly over the two years before the agreement, each
-answered after 30 minutes and resolved after two hours, recorded in batches of 1,000; a round.
-Then rounds one fake hour apart, each after a batch of 10 new tickets (figures are medians of
-`--tickets-rounds`, default 7): each round's CPU time (`time.process_time`), the tickets its
-formulas were passed, and the process's RSS at the end of the largest size.
+Set-up (not timed), per list (`--tickets-lists`, default tickets, incidents and leads) and size:
+one accepted agreement with that list's objectives — tickets: P1 answered within an hour and
+resolved within eight; incidents: MTTR (restore); leads: close rate and follow-up speed within
+8 hours — monthly windows, learned by a `Metrics` application on SQLite in this process; N items
+of history (default 1,000, 10,000 and 50,000, one store each) spread evenly over the two years
+before the agreement, each settled (a ticket answered after 30 minutes and resolved after two
+hours; an incident responded to, restored and resolved within two hours; a lead handed off an
+hour after it was created and followed up an hour later), recorded in batches of 1,000; a round.
+Then rounds one fake hour apart, each after a batch of 10 new items (figures are medians of
+`--tickets-rounds`, default 7): each round's CPU time (`time.process_time`), the items the
+list's formula was passed, and the process's peak RSS at the end.
 
-Before tickets were selected by when they settle, every round passed every ticket of history
-to each objective's formula (and ran its clock): its cost grew with history
-(services/metrics/README.md, "Tickets and tasks selected by when they settle").
+Before these lists were selected by when their items settle, every round passed every item of
+history to each objective's formula: its cost grew with history (services/metrics/README.md,
+"Tickets and tasks selected by when they settle").
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,10 +42,10 @@ from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
 from accord_kit.testing.fixtures import sqlite_env
 from accord_metrics.application import Metrics
-from accord_metrics.formulas import work
+from accord_metrics.formulas import reliability, work
 
 NAME = "metrics-tickets"
-SUMMARY = "metrics rounds of ticket objectives against the tickets of history: CPU per round"
+SUMMARY = "metrics rounds of ticket, incident and lead objectives against the items of history: CPU per round"
 
 COLLECTOR = Principal("bench-collector", "service")
 START = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)  # the agreement's first day; history is the two years before
@@ -53,10 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tickets-sizes",
         default="1000,10000,50000",
-        help="tickets of history, one store each, comma-separated (default 1000,10000,50000)",
+        help="items of history, one store each, comma-separated (default 1000,10000,50000)",
     )
     group.add_argument(
-        "--tickets-rounds", type=int, default=7, help="rounds after a batch of 10 tickets; medians (default 7)"
+        "--tickets-rounds", type=int, default=7, help="rounds after a batch of 10 items; medians (default 7)"
+    )
+    group.add_argument(
+        "--tickets-lists",
+        default="tickets,incidents,leads",
+        help="the lists measured, comma-separated, of tickets, incidents, leads (default all three)",
     )
 
 
@@ -76,32 +85,77 @@ def _ticket(sid: str, opened: datetime) -> signals_pb2.Signal:
     return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, ticket=body)
 
 
-def _objective(oid: str, metric: str, minutes: str) -> dict[str, Any]:
+def _incident(sid: str, failed: datetime) -> signals_pb2.Signal:
+    body = signals_pb2.Incident(
+        failure_start=_ts(failed),
+        responded_at=_ts(failed + timedelta(minutes=10)),
+        restored_at=_ts(failed + timedelta(minutes=40)),
+        resolved_at=_ts(failed + timedelta(hours=2)),
+    )
+    return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, incident=body)
+
+
+def _lead(sid: str, created: datetime) -> signals_pb2.Signal:
+    body = signals_pb2.Lead(
+        created=_ts(created),
+        handed_off=_ts(created + timedelta(hours=1)),
+        follow_ups=[_ts(created + timedelta(hours=2))],
+    )
+    return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, lead=body)
+
+
+def _objective(oid: str, metric: str, parameters: dict[str, str], comparator: str = "AT_LEAST") -> dict[str, Any]:
     return {
-        "objective_id": oid, "name": oid, "metric": metric, "parameters": {"priority": "P1", "target_minutes": minutes},
-        "comparator": "COMPARATOR_AT_LEAST", "target": "90", "window": {"kind": "WINDOW_KIND_MONTH"},
+        "objective_id": oid, "name": oid, "metric": metric, "parameters": parameters,
+        "comparator": f"COMPARATOR_{comparator}", "target": "90", "window": {"kind": "WINDOW_KIND_MONTH"},
         "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
     }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _List:
+    """One list measured: its signals, its objectives, and the formula whose inputs are counted."""
+
+    name: str
+    item: Callable[[str, datetime], signals_pb2.Signal]
+    objectives: list[dict[str, Any]]
+    module: Any
+    formula: str
+
+
+LISTS = {
+    "tickets": _List("tickets", _ticket, [
+        _objective("response", "METRIC_TICKET_RESPONSE", {"priority": "P1", "target_minutes": "60"}),
+        _objective("resolution", "METRIC_TICKET_RESOLUTION", {"priority": "P1", "target_minutes": "480"}),
+    ], work, "ticket_compliance"),
+    "incidents": _List("incidents", _incident, [
+        _objective("mttr", "METRIC_MTTR", {"r": "RESTORE"}, "AT_MOST"),
+    ], reliability, "mttr"),
+    "leads": _List("leads", _lead, [
+        _objective("close-rate", "METRIC_CLOSE_RATE", {}),
+        _objective("speed", "METRIC_FOLLOW_UP_SPEED", {"target_hours": "8"}),
+    ], work, "follow_up_speed"),
+}  # fmt: skip
+
+
 @contextmanager
-def _passed_counted() -> Iterator[list[int]]:
-    """Counts the tickets each objective's formula is passed (one entry a call)."""
+def _passed_counted(kind: _List) -> Iterator[list[int]]:
+    """Counts the items the list's formula is passed (one entry a call)."""
     counts: list[int] = []
-    compliance = work.ticket_compliance
+    formula = getattr(kind.module, kind.formula)
 
-    def counting(tickets: Any, *args: Any, **kwargs: Any) -> Any:
-        counts.append(len(tickets))
-        return compliance(tickets, *args, **kwargs)
+    def counting(items: Any, *args: Any, **kwargs: Any) -> Any:
+        counts.append(len(items))
+        return formula(items, *args, **kwargs)
 
-    work.ticket_compliance = counting
+    setattr(kind.module, kind.formula, counting)
     try:
         yield counts
     finally:
-        work.ticket_compliance = compliance
+        setattr(kind.module, kind.formula, formula)
 
 
-def _one_size(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
+def _one_size(tmp: Path, kind: _List, n: int, rounds: int) -> dict[str, Any]:
     clock = FakeClock(START - timedelta(hours=1))
     agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
     metrics = Metrics(sqlite_env(tmp / "metrics.sqlite"), clock=clock)
@@ -110,11 +164,7 @@ def _one_size(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
         for dept in (IT, FINANCE):
             agreements.register_department(dept, dept)
         agreements.register_service(EMAIL, "E-mail", IT)
-        objectives = [
-            _objective("response", "METRIC_TICKET_RESPONSE", "60"),
-            _objective("resolution", "METRIC_TICKET_RESOLUTION", "480"),
-        ]
-        aid = str(agreements.draft(provider, sla_terms(objectives=objectives)).id)
+        aid = str(agreements.draft(provider, sla_terms(objectives=kind.objectives)).id)
         agreements.propose(provider, aid)
         agreements.accept(customer, aid)
         envelopes, _ = agreements.read_events(0, 5000)
@@ -124,23 +174,24 @@ def _one_size(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
         first = START - HISTORY
         step = HISTORY / max(n, 1)
         for at in range(0, n, 1000):
-            metrics.record(COLLECTOR, [_ticket(f"h{i:08d}", first + step * i) for i in range(at, min(n, at + 1000))])
+            metrics.record(COLLECTOR, [kind.item(f"h{i:08d}", first + step * i) for i in range(at, min(n, at + 1000))])
         build = time.perf_counter() - t0
         now = START + timedelta(days=2)
         clock.set(now)
         metrics.evaluate(now)
         cpu: list[float] = []
-        with _passed_counted() as passed:
+        with _passed_counted(kind) as passed:
             for r in range(rounds):
                 now += timedelta(hours=1)
                 clock.set(now)
-                batch = [_ticket(f"n{r:03d}-{i}", now - timedelta(minutes=50 - i)) for i in range(10)]
+                batch = [kind.item(f"n{r:03d}-{i}", now - timedelta(minutes=170 - i)) for i in range(10)]
                 metrics.record(COLLECTOR, batch)
                 c0 = time.process_time()
                 metrics.evaluate(now)
                 cpu.append((time.process_time() - c0) * 1000)
         return {
-            "tickets": n,
+            "list": kind.name,
+            "items": n,
             "round_cpu_ms": statistics.median(cpu),
             "round_cpu_ms_all": [round(x, 2) for x in cpu],
             "passed_per_objective": max(passed, default=0),
@@ -153,23 +204,28 @@ def _one_size(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(x) for x in str(args.tickets_sizes).split(",") if x.strip()]
+    names = [x.strip() for x in str(args.tickets_lists).split(",") if x.strip()]
     rounds: int = args.tickets_rounds
     if not sizes or any(n < 0 for n in sizes) or rounds < 1:
         raise ValueError("--tickets-sizes must list sizes ≥ 0 and --tickets-rounds must be > 0")
+    unknown = [x for x in names if x not in LISTS]
+    if not names or unknown:
+        raise ValueError(f"--tickets-lists takes some of {', '.join(LISTS)}, not {', '.join(unknown) or 'none'}")
     results = []
-    for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="accord-bench-tickets-") as tmp:
-            results.append(_one_size(Path(tmp), n, rounds))
+    for name in names:
+        for n in sizes:
+            with tempfile.TemporaryDirectory(prefix="accord-bench-tickets-") as tmp:
+                results.append(_one_size(Path(tmp), LISTS[name], n, rounds))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = [
         {
-            "name": f"round after 10 new tickets, {r['tickets']:,} tickets of history",
+            "name": f"round after 10 new {r['list']}, {r['items']:,} {r['list']} of history",
             "value": round(r["round_cpu_ms"], 2),
             "unit": "ms CPU",
-            "detail": f"median of {rounds}; each objective's formula passed {r['passed_per_objective']:,} tickets; "
+            "detail": f"median of {rounds}; the formula passed {r['passed_per_objective']:,} {r['list']}; "
             f"rounds {r['round_cpu_ms_all']}",
         }
         for r in results
     ]
     figures.append({"name": "peak RSS", "value": round(rss, 1), "unit": "MiB", "detail": "of the whole run"})
-    return {"figures": figures, "params": {"sizes": sizes, "rounds": rounds}, "results": results}
+    return {"figures": figures, "params": {"sizes": sizes, "lists": names, "rounds": rounds}, "results": results}

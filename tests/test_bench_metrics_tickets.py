@@ -1,5 +1,5 @@
-"""The metrics-tickets benchmark on a small history: its rounds judge the ticket objectives, and
-a round passes their formulas the tickets of the window, not the tickets of history."""
+"""The metrics-tickets benchmark on a small history: its rounds judge the ticket, incident and
+lead objectives, and a round passes their formulas the items of the window, not of history."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def run(*args: str) -> dict[str, Any]:
 
 
 def test_rounds_pass_the_windows_tickets_not_the_history() -> None:
-    result = run("--tickets-sizes", "0,3000", "--tickets-rounds", "2")
+    result = run("--tickets-sizes", "0,3000", "--tickets-rounds", "2", "--tickets-lists", "tickets")
     empty, history = result["results"]
     assert [f["name"] for f in result["figures"]] == [
         "round after 10 new tickets, 0 tickets of history",
@@ -31,6 +31,19 @@ def test_rounds_pass_the_windows_tickets_not_the_history() -> None:
     assert all(r["round_cpu_ms"] > 0 for r in (empty, history))
 
 
-def test_refuses_sizes_and_rounds_that_measure_nothing() -> None:
+def test_incidents_and_leads_likewise() -> None:
+    result = run("--tickets-sizes", "3000", "--tickets-rounds", "2", "--tickets-lists", "incidents,leads")
+    incidents, leads = result["results"]
+    assert [f["name"] for f in result["figures"][:2]] == [
+        "round after 10 new incidents, 3,000 incidents of history",
+        "round after 10 new leads, 3,000 leads of history",
+    ]
+    # January's few from two years of ≈ 125 a month, and the 20 new ones — not the 3,000.
+    assert 20 < incidents["passed_per_objective"] < 20 + 200 and 20 < leads["passed_per_objective"] < 20 + 200
+
+
+def test_refuses_sizes_rounds_and_lists_that_measure_nothing() -> None:
     with pytest.raises(ValueError, match="--tickets-rounds"):
         run("--tickets-rounds", "0")
+    with pytest.raises(ValueError, match="not tasks"):
+        run("--tickets-lists", "tickets,tasks")
