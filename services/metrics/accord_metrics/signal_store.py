@@ -7,7 +7,8 @@ held, longest outage, the latest instant a budgeted signal reaches); and the log
 index holds every signal event up to. Rows, facts and position are written in one transaction,
 so the index is always as of one log position; a process catches it up from the log from that
 position (see signal_index.py). Reads are by service and id (dedupe, one query per batch), by
-list and time range, by list and the instant an item settles (tickets, tasks), or a list whole."""
+list and time range, by list and the instant an item settles (tickets, tasks, leads, deals,
+incidents), or a list whole."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 
 class Row(NamedTuple):
     """One signal id of one service as indexed: `list_code` the formula input list it goes to
-    (`LIST_CODE`), `time_key` (µs) the instant a window selects it by (a ticket's or task's: the
-    instant it settles; 0 for the lists read whole), `ongoing` 1 for an outage under way,
+    (`LIST_CODE`), `time_key` (µs) the instant a window selects it by (a ticket's, task's, lead's,
+    deal's or incident's: the instant it settles; 0 for the lists read whole), `ongoing` 1 for an outage under way,
     `earliest` (µs) the earliest instant any content it was recorded with can change evaluations
     from, `earlier` the SHA-256 digests (32
     bytes each) of its earlier contents, `content` its latest content serialised. A tuple in
