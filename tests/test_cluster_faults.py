@@ -16,6 +16,7 @@ lease session, and the thawed zombie exits instead of writing on."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import nats.errors
 import pytest
 from google.protobuf import json_format
 
@@ -48,7 +48,7 @@ from accord_kit.eventlog import failover_options
 from accord_kit.nats_util import connect
 from accord_kit.testing.cluster import RunningCluster
 from accord_kit.testing.fixtures import sqlite_env
-from accord_kit.testing.streams import assert_exactly_once_in_order, read_stream
+from accord_kit.testing.streams import answered, assert_exactly_once_in_order, read_stream
 from tests.suite import AMS, COLLECTOR, CUSTOMER, P_CUSTOMER, PROVIDER, Suite, calls, outage
 
 # Part of `make test` (slow); `make test-cluster` runs it alone.
@@ -327,15 +327,9 @@ async def assert_log_equals_stream(cluster: RunningCluster, service: str) -> Non
         store = await read_log(cluster.addresses[service], cluster.token("service"))
         deadline = time.monotonic() + 60
         while True:
-            try:
-                info = await nc.jetstream().stream_info(service.upper())
-            except nats.errors.TimeoutError:
-                # The faults end by thawing a stopped NATS node: until the cluster has its
-                # stream leaders again, its API may not answer within a request's 5 s.
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
-                continue
+            # The faults end by thawing a stopped NATS node: until the cluster has its stream
+            # leaders again, its API may not answer within a request's 5 s (asked again).
+            info = await answered(functools.partial(nc.jetstream().stream_info, service.upper()), deadline)
             if info.state.last_seq >= len(store) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,11 +20,12 @@ async def read_stream(
 ) -> list[tuple[dict[str, str], events_pb2.EventEnvelope]]:
     """Every message of a stream in stream order, with headers and decoded envelope. An
     ordered consumer that stalls (a cluster node just restarted or thawed) is replaced by a
-    new one starting after the last message read, until `timeout`."""
+    new one starting after the last message read, and a JetStream API request that is not
+    answered (a cluster between stream leaders) is asked again, until `timeout`."""
     js = nc.jetstream()
-    info = await js.stream_info(stream)
-    out: list[tuple[dict[str, str], events_pb2.EventEnvelope]] = []
     deadline = time.monotonic() + timeout
+    info = await answered(lambda: js.stream_info(stream), deadline)
+    out: list[tuple[dict[str, str], events_pb2.EventEnvelope]] = []
     last_seq = 0
     while len(out) < info.state.messages:
         config = (
@@ -31,7 +33,8 @@ async def read_stream(
             if last_seq == 0
             else api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last_seq + 1)
         )
-        sub = await js.subscribe("accord.>", stream=stream, ordered_consumer=True, config=config)
+        sub = await answered(functools.partial(js.subscribe, "accord.>", stream=stream, ordered_consumer=True,
+                                                config=config), deadline)  # fmt: skip
         try:
             while len(out) < info.state.messages:
                 msg = await sub.next_msg(timeout=5)
@@ -45,6 +48,17 @@ async def read_stream(
         finally:
             await sub.unsubscribe()
     return out
+
+
+async def answered(request: Callable[[], Awaitable[Any]], deadline: float) -> Any:
+    """`request()`, asked again while the JetStream API does not answer it, until `deadline`."""
+    while True:
+        try:
+            return await request()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def eventually(
