@@ -465,6 +465,19 @@ def test_an_open_windows_burn_rates_keep_its_selection_for_the_next_batch(suite:
     assert set(held.selections) == kept
 
 
+def _conversions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The signal ids converted to formula inputs from now on, in order."""
+    converted: list[str] = []
+    convert_all = signal_index._convert_all
+
+    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
+        converted.extend(s.signal_id for s in signals)
+        return convert_all(signals, ids)
+
+    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    return converted
+
+
 def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_is_read_afresh(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -479,14 +492,7 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     suite.tick(f"2026-04-10T10:00{AMS}")
     held = m._services[EMAIL]
     first = {"o1", "a0", "a1", "a2", "a3"}
-    converted: list[str] = []
-    convert_all = signal_index._convert_all
-
-    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
-        converted.extend(s.signal_id for s in signals)
-        return convert_all(signals, ids)
-
-    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    converted = _conversions(monkeypatch)
     april = "2026-03-31T22:00:00+00:00"
 
     def fresh_read() -> None:  # every evaluation of April as from every stored signal
@@ -532,14 +538,7 @@ def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
     m = suite.metrics
     aid = an_active_agreement(suite)
     m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
-    converted: list[str] = []
-    convert_all = signal_index._convert_all
-
-    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
-        converted.extend(s.signal_id for s in signals)
-        return convert_all(signals, ids)
-
-    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    converted = _conversions(monkeypatch)
     held = m._services[EMAIL]
     selected: list[set[str]] = []
     end_round = held.end_round

@@ -40,13 +40,14 @@ def _objective(oid: str, metric: str, parameters: dict[str, str]) -> dict[str, A
     }  # fmt: skip
 
 
-def _agreement(suite: Suite) -> str:
-    """P1 response within 1 h, resolution within 8 h, task turnaround within 1 day, monthly."""
+def _agreement(suite: Suite, objectives: list[dict[str, Any]] | None = None) -> str:
+    """The departments, the e-mail service and an agreement with these objectives, accepted; by
+    default P1 response within 1 h, resolution within 8 h, task turnaround within 1 day, monthly."""
     ag = suite.agreements
     for dept in (IT, FINANCE, "marketing"):
         ag.register_department(dept, dept)
     ag.register_service(EMAIL, "E-mail", IT)
-    objectives = [
+    objectives = objectives or [
         _objective("response", "METRIC_TICKET_RESPONSE", {"priority": "P1", "target_minutes": "60"}),
         _objective("resolution", "METRIC_TICKET_RESOLUTION", {"priority": "P1", "target_minutes": "480"}),
         _objective("turnaround", "METRIC_TASK_TURNAROUND", {"target_minutes": "1440"}),
@@ -294,20 +295,12 @@ LEAD_OBJECTIVES = (
 
 
 def _sales_agreement(suite: Suite) -> str:
-    ag = suite.agreements
-    for dept in (IT, FINANCE, "marketing"):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
     objectives = []
     for oid, metric, window, parameters in LEAD_OBJECTIVES:
         o = _objective(oid, metric, parameters)
         o.update(target="0", window={"kind": window})
         objectives.append(o)
-    aid = str(ag.draft(PROVIDER, sla_terms(objectives=objectives)).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
-    suite.tick(f"2026-01-10T09:30{AMS}")
-    return aid
+    return _agreement(suite, objectives)
 
 
 def _lead(sid: str, created: datetime, handed: float | None, follow_ups: list[float], revenue: int = 0) -> pb.Signal:
@@ -409,20 +402,12 @@ def _incident(sid: str, start: datetime, stops: tuple[float | None, float | None
 
 
 def _mttr_agreement(suite: Suite) -> str:
-    ag = suite.agreements
-    for dept in (IT, FINANCE, "marketing"):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
     objectives = []
     for r in ("RESTORE", "RESPOND"):
         o = _objective(r.lower(), "METRIC_MTTR", {"r": r})
         o.update(comparator="COMPARATOR_AT_MOST", target="120")
         objectives.append(o)
-    aid = str(ag.draft(PROVIDER, sla_terms(objectives=objectives)).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
-    suite.tick(f"2026-01-10T09:30{AMS}")
-    return aid
+    return _agreement(suite, objectives)
 
 
 def test_incidents_are_selected_by_when_their_clock_stopped_every_window_as_from_every_signal(
