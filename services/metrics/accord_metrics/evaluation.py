@@ -54,6 +54,12 @@ def _dec(raw: Any, default: str = "0") -> Decimal:
     return Decimal(str(raw)) if raw not in (None, "") else Decimal(default)
 
 
+def depth_days(parameters: dict[str, Any]) -> int:
+    """Follow-up depth's days after a hand-off (`window_days`, 14 unless set): when a lead's depth
+    is decided, and how far before a window its selection of leads starts (judging)."""
+    return int(_dec(parameters.get("window_days"), "14"))
+
+
 def _minutes(raw: Any) -> timedelta:
     return timedelta(minutes=float(_dec(raw)))
 
@@ -219,7 +225,7 @@ def run_formula(
         if metric == "METRIC_FOLLOW_UP_SPEED":
             target = timedelta(hours=float(_dec(p["target_hours"])))
             return work.follow_up_speed(leads, target, calendar, as_of=as_of, window=window, version=version)
-        days = int(_dec(p.get("window_days"), "14"))
+        days = depth_days(p)
         return work.follow_up_depth(leads, days, as_of=as_of, window=window, version=version)
     raise ValueError(f"no formula for metric {metric!r}")
 

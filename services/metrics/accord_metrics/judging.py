@@ -29,6 +29,7 @@ from accord_metrics.evaluation import (
     SignalSet,
     burn_lengths,
     burn_rates,
+    depth_days,
     exclusions_for,
     judge,
     late_subjects,
@@ -779,8 +780,10 @@ class Judging(_Host):
             else:
                 span, since = Interval(window.start - _look_back(window), window.end), window.start
             if metric == "METRIC_FOLLOW_UP_DEPTH":  # a lead is decided its days after its hand-off
-                span = Interval(span.start - _depth_days(v_objective), span.end)
-            # A window recorded with a formula that digests every ticket or task passed reads them whole.
+                days = depth_days(v_objective.get("parameters") or {})
+                span = Interval(span.start - timedelta(days=days), span.end)
+            # A window recorded with a formula that digests every item passed (tickets, tasks,
+            # incidents: `_READ_WHOLE`) reads them whole.
             whole = bool(agg.closed) and recorded_formula(agg.latest) in _READ_WHOLE
             inputs_key = (span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since, whole)
             inputs = signals(*inputs_key)
@@ -1299,14 +1302,6 @@ def breach_subjects(evaluation: dict[str, Any]) -> list[str]:
     """The breaches an evaluation implies: "" for the objective when BREACHED, and each
     late ticket or task it names."""
     return ([""] if evaluation.get("status") == BREACHED else []) + late_subjects(evaluation)
-
-
-def _depth_days(objective: dict[str, Any]) -> timedelta:
-    """How long after its hand-off a lead's follow-up depth is decided (`window_days`, 14 unless
-    set): a window's selection of leads starts that long before it (signal_index: leads settle
-    at their first follow-up, which may come before their days have passed)."""
-    raw = (objective.get("parameters") or {}).get("window_days") or "14"
-    return timedelta(days=int(Decimal(str(raw))))
 
 
 def _look_back(window: Interval) -> timedelta:

@@ -269,8 +269,8 @@ class ServiceSignals:
             # Marked changed in the kept selections it can change: not in a selection by time that
             # ends before everything the batch reaches (its signals and the contents they replace
             # — a row is selected by a time key at or after that), unless it reads the row's list
-            # whole (a ticket or task: a selection by when they settle that starts after every
-            # content it had). Recording marks the open windows' selections, not every closed
+            # whole (a ticket, task, lead, deal or incident: a selection by when they settle that
+            # starts after every content its row had). Recording marks the open windows' selections, not every closed
             # window's a round judged (a backfill's round keeps thousands: each batch marked in each
             # of them was quadratic in time and memory).
             for (_, all_calls, _, _, whole_settled), kept in self.selections.items():
@@ -669,10 +669,10 @@ def _settled_us(kind: str, body: Any) -> int:
         after = [at for at in map(_us, body.follow_ups) if at >= handed]
         return max(created, handed, min(after)) if after else _FAR_FUTURE_US
     if kind == "incident":
-        stops = (body.responded_at, body.restored_at, body.resolved_at)
-        if not all(body.HasField(name) for name in ("responded_at", "restored_at", "resolved_at")):
+        names = ("responded_at", "restored_at", "resolved_at")
+        if not all(body.HasField(name) for name in names):
             return _FAR_FUTURE_US
-        return max(map(_us, stops))
+        return max(_us(getattr(body, name)) for name in names)
     return _us(body.closed_at)
 
 

@@ -558,6 +558,30 @@ def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
         assert m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")["matches"]
 
 
+def test_selections_a_round_makes_after_its_index_of_kept_inputs_find_each_others_inputs(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within one round, a selection made after the round's index of kept inputs was made is
+    added to it: a third selection reading only what the second one converted finds it there,
+    rather than converting it again (those inputs are no longer also kept apart)."""
+    m = suite.metrics
+    an_active_agreement(suite)
+    m.record(COLLECTOR, [*calls("a", f"2026-04-05T08:00{AMS}", 2, 0), *calls("b", f"2026-04-15T08:00{AMS}", 2, 0)])
+    suite.tick(f"2026-04-16T10:00{AMS}")
+    held = m._services[EMAIL]
+    held.end_round()
+    held.selections = {}  # nothing kept from earlier rounds
+    held._converted = {}
+    converted = _conversions(monkeypatch)
+    held.begin_round()
+    held.select(Interval(at(f"2026-04-01T00:00{AMS}"), at(f"2026-04-10T00:00{AMS}")))  # a*: converted
+    held.select(Interval(at(f"2026-04-01T00:00{AMS}"), at(f"2026-04-20T00:00{AMS}")))  # a* found, b* converted
+    third = held.select(Interval(at(f"2026-04-12T00:00{AMS}"), at(f"2026-04-20T00:00{AMS}")))  # b* found
+    held.end_round()
+    assert sorted(converted) == ["a0", "a1", "b0", "b1"]  # each once
+    assert sorted(c.call_id for c in third.calls) == ["b0", "b1"]
+
+
 def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -526,11 +526,9 @@ def mttr(
     eligible = eligible_intervals(window, calendar, exclusions)
     clocks: list[Interval] = []
     restored = running = 0
-    reaching = [
-        i for i in incidents if i.failure_start < window.end and ((e := i.ended(r)) is None or e >= window.start)
-    ]
-    for incident in reaching:
-        ended = incident.ended(r)
+    ends = [(i, i.ended(r)) for i in incidents if i.failure_start < window.end]
+    reaching = [(i, e) for i, e in ends if e is None or e >= window.start]
+    for incident, ended in reaching:
         if ended is not None and window.contains(ended):
             restored += 1
         if (ended is None or ended >= window.end) and incident.failure_start < window.end:
@@ -538,7 +536,7 @@ def mttr(
         clocks.append(Interval(incident.failure_start, window.end if ended is None else ended))
     downtime_s = seconds(total(intersect_all(clocks, eligible)))
     value = ratio(downtime_s, 60 * restored)
-    digested = incidents if version == 1 else reaching
+    digested = incidents if version == 1 else [i for i, _ in reaching]
     return Evaluated(
         formula_id=formula_id,
         formula_version=version,

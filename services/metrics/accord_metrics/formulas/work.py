@@ -308,13 +308,12 @@ def _task_id(t: Task) -> str:
 
 
 def _unique(ids: Sequence[str], what: str) -> None:
-    """A repeated id is refused, whatever the version digests."""
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        for i in ids:
-            if i in seen:
-                raise ValueError(f"{what} {i!r} appears twice")
-            seen.add(i)
+    """A repeated id is refused (whatever a version digests)."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise ValueError(f"{what} {i!r} appears twice")
+        seen.add(i)
 
 
 def ticket_compliance(
@@ -602,7 +601,7 @@ def follow_up_speed(
     if version == 1:
         return _follow_up_speed_v1(leads, target, calendar, as_of)
     assert window is not None
-    _unique_leads(leads)
+    _unique([lead.lead_id for lead in leads], "lead")
     counted: list[tuple[FollowUpOutcome, bool]] = []
     pending = 0
     for lead in leads:
@@ -639,14 +638,6 @@ def follow_up_speed(
     records = sorted_records((o for o, _ in counted), lambda o: o.lead_id, "lead")
     value = percent(within, len(counted))
     return evaluated("sales.follow_up_speed", value, params, records, detail, "no handed-off lead", extra, version)
-
-
-def _unique_leads(leads: Sequence[Lead]) -> None:
-    seen: set[str] = set()
-    for lead in leads:
-        if lead.lead_id in seen:
-            raise ValueError(f"lead {lead.lead_id!r} appears twice")
-        seen.add(lead.lead_id)
 
 
 def _follow_up_speed_v1(
@@ -721,7 +712,7 @@ def follow_up_depth(
     if version == 1:
         records = sorted_records(leads, lambda lead: lead.lead_id, "lead")
     else:
-        _unique_leads(leads)
+        _unique([lead.lead_id for lead in leads], "lead")
     for lead in leads:
         if lead.handed_off is None:
             continue
