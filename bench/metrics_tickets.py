@@ -1,21 +1,23 @@
-"""Evaluation rounds of ticket, incident and lead objectives against the items of history: what a
-round costs when the service has recorded years of them.
+"""Evaluation rounds of ticket, incident, lead and call objectives against the items of history:
+what a round costs when the service has recorded years of them.
 
-Set-up (not timed), per list (`--tickets-lists`, default tickets, incidents and leads) and size:
-one accepted agreement with that list's objectives — tickets: P1 answered within an hour and
+Set-up (not timed), per list (`--tickets-lists`, default tickets, incidents, leads and calls) and
+size: one accepted agreement with that list's objectives — tickets: P1 answered within an hour and
 resolved within eight; incidents: MTTR (restore); leads: close rate and follow-up speed within
-8 hours — monthly windows, learned by a `Metrics` application on SQLite in this process; N items
+8 hours; calls: first-contact resolution inferred from repeat contacts within 7 days — monthly windows, learned by a `Metrics` application on SQLite in this process; N items
 of history (default 1,000, 10,000 and 50,000, one store each) spread evenly over the two years
 before the agreement, each settled (a ticket answered after 30 minutes and resolved after two
 hours; an incident responded to, restored and resolved within two hours; a lead handed off an
-hour after it was created and followed up an hour later), recorded in batches of 1,000; a round.
+hour after it was created and followed up an hour later; a call answered, from one of 1,000
+customers about one of 3 reasons), recorded in batches of 1,000; a round.
 Then rounds one fake hour apart, each after a batch of 10 new items (figures are medians of
 `--tickets-rounds`, default 7): each round's CPU time (`time.process_time`), the items the
 list's formula was passed, and the process's peak RSS at the end.
 
-Before these lists were selected by when their items settle, every round passed every item of
-history to each objective's formula: its cost grew with history (services/metrics/README.md,
-"Tickets and tasks selected by when they settle").
+Before these lists were selected by when their items settle (and the calls by the repeat window
+and the contacts chained to the window's), every round passed every item of history to each
+objective's formula: its cost grew with history (services/metrics/README.md, "Tickets and tasks
+selected by when they settle", "First-contact resolution reads the contacts chained to its window").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import resource
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,10 +45,10 @@ from accord_kit.clock import FakeClock
 from accord_kit.context import Principal
 from accord_kit.testing.fixtures import sqlite_env
 from accord_metrics.application import Metrics
-from accord_metrics.formulas import reliability, work
+from accord_metrics.formulas import contact, reliability, work
 
 NAME = "metrics-tickets"
-SUMMARY = "metrics rounds of ticket, incident and lead objectives against the items of history: CPU per round"
+SUMMARY = "metrics rounds of ticket, incident, lead and call objectives against the items of history: CPU per round"
 
 COLLECTOR = Principal("bench-collector", "service")
 START = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)  # the agreement's first day; history is the two years before
@@ -64,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--tickets-lists",
-        default="tickets,incidents,leads",
-        help="the lists measured, comma-separated, of tickets, incidents, leads (default all three)",
+        default="tickets,incidents,leads,calls",
+        help="the lists measured, comma-separated, of tickets, incidents, leads, calls (default all four)",
     )
 
 
@@ -104,6 +107,18 @@ def _lead(sid: str, created: datetime) -> signals_pb2.Signal:
     return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, lead=body)
 
 
+def _call(sid: str, entered: datetime) -> signals_pb2.Signal:
+    """An answered call of one of 1,000 customers about one of 3 reasons (chosen by its id)."""
+    n = zlib.crc32(sid.encode())
+    body = signals_pb2.Call(
+        entered_queue=_ts(entered),
+        answered_at=_ts(entered + timedelta(seconds=20)),
+        customer_id=f"cust-{n % 1000}",
+        reason=f"reason-{n // 1000 % 3}",
+    )
+    return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, call=body)
+
+
 def _objective(oid: str, metric: str, parameters: dict[str, str], comparator: str = "AT_LEAST") -> dict[str, Any]:
     return {
         "objective_id": oid, "name": oid, "metric": metric, "parameters": parameters,
@@ -135,6 +150,9 @@ LISTS = {
         _objective("close-rate", "METRIC_CLOSE_RATE", {}),
         _objective("speed", "METRIC_FOLLOW_UP_SPEED", {"target_hours": "8"}),
     ], work, "follow_up_speed"),
+    "calls": _List("calls", _call, [
+        _objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", {"method": "REPEAT_CONTACT"}),
+    ], contact, "fcr"),
 }  # fmt: skip
 
 

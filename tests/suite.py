@@ -184,16 +184,34 @@ def spy_burn_rates(monkeypatch: Any, objective_id: str = "availability") -> list
 
 def an_active_agreement(suite: Suite) -> str:
     """Departments, the e-mail service and the sample SLA, accepted; returns its id."""
+    return an_agreement_with(suite, None, f"2026-01-10T10:00{AMS}")
+
+
+def monthly_objective(oid: str, metric: str, parameters: dict[str, str]) -> dict[str, Any]:
+    """An objective of `metric` judged by month, at least 90, NO_DATA not counted."""
+    return {
+        "objective_id": oid, "name": oid, "metric": metric, "parameters": parameters,
+        "comparator": "COMPARATOR_AT_LEAST", "target": "90", "window": {"kind": "WINDOW_KIND_MONTH"},
+        "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
+    }  # fmt: skip
+
+
+def an_agreement_with(
+    suite: Suite, objectives: list[dict[str, Any]] | None, tick: str = f"2026-01-10T09:30{AMS}"
+) -> str:
+    """Departments, the e-mail service and the sample SLA (with these objectives, unless None),
+    accepted; the clock ticked to `tick`; returns its id."""
     from accord_agreements.samples import sla_terms
 
     ag = suite.agreements
     for dept in (IT, FINANCE, "marketing"):
         ag.register_department(dept, dept)
     ag.register_service(EMAIL, "E-mail", IT)
-    aid = str(ag.draft(PROVIDER, sla_terms()).id)
+    terms = sla_terms() if objectives is None else sla_terms(objectives=objectives)
+    aid = str(ag.draft(PROVIDER, terms).id)
     ag.propose(PROVIDER, aid)
     ag.accept(CUSTOMER, aid)
-    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.tick(tick)
     return aid
 
 

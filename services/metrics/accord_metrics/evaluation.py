@@ -60,6 +60,13 @@ def depth_days(parameters: dict[str, Any]) -> int:
     return int(_dec(parameters.get("window_days"), "14"))
 
 
+def repeat_window(parameters: dict[str, Any]) -> timedelta:
+    """First-contact resolution's repeat window (`repeat_window_days`, 7 unless set): within it
+    a contact of the same customer and reason is a repeat — what the formula judges by, and how
+    far back its window's calls are read (judging, `ServiceSignals.select`)."""
+    return timedelta(days=float(_dec(parameters.get("repeat_window_days"), "7")))
+
+
 def _minutes(raw: Any) -> timedelta:
     return timedelta(minutes=float(_dec(raw)))
 
@@ -176,7 +183,7 @@ def run_formula(
     if metric == "METRIC_SERVICE_LEVEL":
         return contact.service_level(calls, p["variant"], timedelta(seconds=float(_dec(p["threshold_seconds"]))), short)
     if metric == "METRIC_FIRST_CONTACT_RESOLUTION":
-        repeat = timedelta(days=float(_dec(p.get("repeat_window_days"), "7")))
+        repeat = repeat_window(p)
         method = p.get("method") or "FLAGGED"
         fcr_calls = signals.calls
         if method != "FLAGGED":

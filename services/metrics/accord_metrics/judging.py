@@ -33,6 +33,7 @@ from accord_metrics.evaluation import (
     exclusions_for,
     judge,
     late_subjects,
+    repeat_window,
 )
 from accord_metrics.formulas import reliability
 from accord_metrics.running import Running
@@ -259,14 +260,16 @@ class _Judged:
     saved: Callable[[], None]
 
 
-# The key of a window's inputs: its span, whether every call is read, its services, the
-# instant before which only the lists the burn rates read are, and whether every ticket, task,
-# lead, deal and incident is read (see `_objective_windows`).
-InputsKey = tuple[Interval, bool, tuple[str, ...], datetime | None, bool]
+# The key of a window's inputs: its span, first-contact resolution's repeat window (the calls it
+# reads: `SignalIndex.signal_sources`), its services, the instant before which only the lists the
+# burn rates read are, and whether every ticket, task, lead, deal and incident (and with a repeat
+# window, call) is read (see `_objective_windows`).
+InputsKey = tuple[Interval, timedelta | None, tuple[str, ...], datetime | None, bool]
 # The formulas whose digest covers every item passed, read whole for the windows recorded with
 # them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
-# "mttr" v1 (v2 the incidents that reach the window).
-_READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1), ("mttr", 1)})
+# "mttr" v1 (v2 the incidents that reach the window), "contact.fcr" v1 (v2 the first contacts
+# decided in the window).
+_READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1), ("mttr", 1), FCR_V1})
 
 
 @dataclass
@@ -631,13 +634,14 @@ class Judging(_Host):
         held: dict[InputsKey, tuple[int, SignalSet]] = shared.inputs if shared is not None else {}
 
         def signals(
-            span: Interval, all_calls: bool, of: tuple[str, ...], since: datetime | None = None, whole: bool = False
+            span: Interval, repeat: timedelta | None, of: tuple[str, ...], since: datetime | None = None,
+            whole: bool = False,
         ) -> SignalSet:  # fmt: skip
-            key = (span, all_calls, of, since, whole)
+            key = (span, repeat, of, since, whole)
             kept = held.get(key)
             at = self._signals_position  # before reading: a batch recorded meanwhile reads again
             if kept is None or kept[0] != at:
-                found = self.signal_set(list(of), span=span, all_calls=all_calls, since=since, whole_settled=whole)
+                found = self.signal_set(list(of), span=span, repeat=repeat, since=since, whole_settled=whole)
                 kept = held[key] = (at, found)
             return kept[1]
 
@@ -701,13 +705,14 @@ class Judging(_Host):
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
-        signals: Callable[[Interval, bool, tuple[str, ...], datetime | None, bool], SignalSet], now: datetime,
+        signals: Callable[[Interval, timedelta | None, tuple[str, ...], datetime | None, bool], SignalSet],
+        now: datetime,
         earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
         shared: _Shared | None = None,
     ) -> tuple[datetime, bool, datetime]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`), each
-        from `signals(span, all_calls, services, since, whole)` of its version's services; returns the end of
+        from `signals(span, repeat, services, since, whole)` of its version's services; returns the end of
         its last window, whether every window judged is closed, and the first instant one of its
         windows closes or a new one opens. `watching` (whether every
         open window must be judged, the services' signal facts, a list the open windows are
@@ -768,7 +773,8 @@ class Judging(_Host):
             if v_objective is None:
                 continue  # the objective did not exist in the version judging this window
             # What the window reads: its signals, and an open one's burn rates those of the look-backs
-            # ending now (first-contact resolution: every call, for contacts on either side of it).
+            # ending now (first-contact resolution: the calls from its repeat window before its
+            # start, and the contacts chained to them before, which tell first contacts from repeats).
             # An open one, judged whole or its burn rates alone, reads the same span every round —
             # from its longest look-back before its start to its end: a superset of both, which the
             # formulas and `_recent` filter again — so the selection kept from the last round
@@ -783,9 +789,14 @@ class Judging(_Host):
                 days = depth_days(v_objective.get("parameters") or {})
                 span = Interval(span.start - timedelta(days=days), span.end)
             # A window recorded with a formula that digests every item passed (tickets, tasks,
-            # incidents: `_READ_WHOLE`) reads them whole.
+            # incidents, calls: `_READ_WHOLE`) reads them whole.
             whole = bool(agg.closed) and recorded_formula(agg.latest) in _READ_WHOLE
-            inputs_key = (span, metric == "METRIC_FIRST_CONTACT_RESOLUTION", tuple(window_services), since, whole)
+            repeat = (
+                repeat_window(v_objective.get("parameters") or {})
+                if metric == "METRIC_FIRST_CONTACT_RESOLUTION"
+                else None
+            )
+            inputs_key = (span, repeat, tuple(window_services), since, whole)
             inputs = signals(*inputs_key)
             # The outcome's key names the inputs as read (their key and signal position).
             at = (shared, (*inputs_key, shared.inputs[inputs_key][0])) if shared is not None else None

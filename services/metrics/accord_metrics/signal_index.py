@@ -157,8 +157,8 @@ class ServiceSignals:
         self._kept_index: dict[str, Any] | None = None
         # What windows selected by time (`select`), kept between rounds and brought up to date with
         # the ids whose rows changed since (`_Selection`); those no round used are released.
-        self.selections: dict[tuple[Interval, bool, int, datetime | None, bool], _Selection] = {}
-        self._used: set[tuple[Interval, bool, int, datetime | None, bool]] = set()
+        self.selections: dict[_SelectionKey, _Selection] = {}
+        self._used: set[_SelectionKey] = set()
 
     def facts(self) -> Facts:
         return Facts(self.count, self.longest_outage, self.reaches_us)
@@ -255,8 +255,13 @@ class ServiceSignals:
                         ongoing[sid] = (key, rank)
                 if last is not None and (reaches is None or last > reaches):
                     reaches = last
+            # An answered call's customer-and-reason group: what first-contact resolution's chains
+            # of contacts are read by (`_chains`).
+            grp = None
+            if code == _CALLS_CODE and body.HasField("answered_at"):
+                grp = call_group(body.customer_id, body.reason)
             row = Row(sid, code, key, rank, under_way, first, earlier,
-                      s.SerializeToString() if contents is None else contents[n])  # fmt: skip
+                      s.SerializeToString() if contents is None else contents[n], grp)  # fmt: skip
             held[sid] = out[sid] = row
             if by_settled and (settled_reach is None or first < settled_reach):
                 settled_reach = first  # the row's earliest, over every content: what selects it
@@ -273,7 +278,9 @@ class ServiceSignals:
             # starts after every content its row had). Recording marks the open windows' selections, not every closed
             # window's a round judged (a backfill's round keeps thousands: each batch marked in each
             # of them was quadratic in time and memory).
-            for (_, all_calls, _, _, whole_settled), kept in self.selections.items():
+            # (A call before a first-contact resolution's selection may chain to its calls: it is
+            # before the selection's end, so marked, and `_catch_up` reads its group's chain again.)
+            for (_, all_calls, _, _, _, whole_settled), kept in self.selections.items():
                 if (
                     whole
                     or (calls and all_calls)
@@ -297,28 +304,34 @@ class ServiceSignals:
 
     def select(
         self, span: Interval | None = None, all_calls: bool = False, since: datetime | None = None,
-        whole_settled: bool = False,
+        whole_settled: bool = False, repeat: int | None = None,
     ) -> SignalSet:  # fmt: skip
         """The formula inputs, each list in the order its signals were first recorded: all of
         them, or (`span`) the calls and request counts from `span`'s start to its end, the
         outages that reach into it or are under way, and the tickets, tasks, leads, deals and
         incidents first recorded before its end that did not settle before its start
-        (`_settled_us`) — a superset of what
-        any window within `span` (and its burn rates' look-backs) reads; every other kind whole.
-        `all_calls`: every call (first-contact resolution looks at contacts on either side of the
-        window). `whole_settled`: every one of those (a window recorded with v1 of the ticket, task
-        or MTTR formulas, whose digest covers every item passed). `since`:
-        where the lists the burn rates do not read (`_BURN_READS`: the calls) start, after `span`'s
-        start — an open window's start, its span starting at its longest look-back. Read
-        from the store's index. A selection by time is kept (`_Selection`): selecting the same span
+        (`_settled_us`) — a superset of what any window within `span` (and its burn rates'
+        look-backs) reads; every other kind whole. `all_calls`: every call. `repeat` (µs; with
+        `span`, not `all_calls`): the calls first-contact resolution with this repeat window reads
+        — from `repeat` before the calls' start, and each customer-and-reason group's contacts
+        before that which chain to them (`_chains`): what tells its first contacts from repeats
+        exactly. `whole_settled`: every ticket, task, lead, deal and incident (a window recorded
+        with v1 of the ticket, task or MTTR formulas, whose digest covers every item passed).
+        `since`: where the lists the burn rates do not read (`_BURN_READS`: the calls) start,
+        after `span`'s start — an open window's start, its span starting at its longest
+        look-back. Read from the store's index. A selection by time is kept (`_Selection`):
+        selecting the same span
         again reads only the rows of the ids that changed since."""
         if span is not None:
-            key = (span, all_calls, self.longest_outage, since, whole_settled)
+            repeat = None if all_calls else repeat
+            key = (span, all_calls, repeat, self.longest_outage, since, whole_settled)
             self._used.add(key)
             kept = self.selections.get(key)
             if kept is None:
-                rows = self._select(span, all_calls, since, whole_settled)
+                chains: dict[int, list[tuple[int, str]]] = {}
+                rows = self._select(span, all_calls, since, whole_settled, repeat, chains)
                 kept = _Selection(rows, _instant_us(span.end) + _SLACK_US)
+                kept.chains = chains
                 kept.fill(self)
                 if self.selected is not None:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
@@ -326,7 +339,7 @@ class ServiceSignals:
                         for _, ids, items in kept.lists.values():
                             self._kept_index.update(zip(ids, items, strict=True))
             elif kept.changed:
-                self._catch_up(kept, span, all_calls, since, whole_settled)
+                self._catch_up(kept, span, all_calls, since, whole_settled, repeat)
             out = SignalSet()
             for name, (_, _, items) in kept.lists.items():
                 # Its inputs stay converted as the kept selection itself (a round keeps the
@@ -346,16 +359,21 @@ class ServiceSignals:
         return out
 
     def _select(
-        self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False
-    ) -> dict[str, list[tuple[int, str, bytes]]]:
-        """`select`'s rows: (rank, signal id, latest content) by list, in rank order."""
+        self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False,
+        repeat: int | None = None, chains: dict[int, list[tuple[int, str]]] | None = None,
+    ) -> dict[str, list[tuple[int, str, bytes]]]:  # fmt: skip
+        """`select`'s rows: (rank, signal id, latest content) by list, in rank order; `chains` (with
+        `repeat`) gains the chained calls (`_chains`) by group."""
         whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
         found = self.store.whole(self.service_id, whole)
         if span is not None:
             lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
             for name in sorted(_BY_TIME - set(whole)):
-                bottom = self._bottom(name, lo, since)
+                bottom = self._bottom(name, lo, since, repeat)
                 found[name] = self.store.in_range(self.service_id, name, bottom, hi)
+                if name == "calls" and repeat is not None:
+                    firsts = self.store.group_firsts(self.service_id, bottom, bottom + repeat)
+                    found[name].extend(self._chains(firsts, bottom, repeat, {} if chains is None else chains))
             for name in sorted(_BY_SETTLED - set(whole)):
                 found[name] = self.store.unsettled(self.service_id, name, lo, hi)
             if self.ongoing:
@@ -377,14 +395,18 @@ class ServiceSignals:
         return name not in _BY_TIME
 
     def _catch_up(
-        self, kept: _Selection, span: Interval, all_calls: bool, since: datetime | None, whole_settled: bool
+        self, kept: _Selection, span: Interval, all_calls: bool, since: datetime | None, whole_settled: bool,
+        repeat: int | None = None,
     ) -> None:  # fmt: skip
         """A kept selection brought up to date: each id whose row changed since is placed (by its
         rank), replaced or removed by the rule `_select` selects by — the rows `_select` would
-        read now, in the same order."""
+        read now, in the same order. With `repeat`, the chains of the groups a changed call was or
+        is in before the calls' selection reaches `repeat` past its bottom are read again."""
         rows = self.store.lookup(self.service_id, sorted(kept.changed))
         kept.changed = set()
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
+        regroup: set[int] = set()  # the groups whose chains are read again
+        calls_bottom = self._bottom("calls", lo, since, repeat)
         for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
             name = row.kind_list
             if self._whole(name, span, all_calls, whole_settled):
@@ -392,11 +414,18 @@ class ServiceSignals:
             elif name in _BY_SETTLED:
                 inside = row.time_key >= lo and row.earliest <= hi
             else:
-                bottom = self._bottom(name, lo, since)
+                bottom = self._bottom(name, lo, since, repeat)
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
             ranks, ids, items = kept.lists.setdefault(name, (array("q"), [], []))
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
+            if repeat is not None and name == "calls":
+                # A chain is read from the calls before `repeat` past the bottom (`_chains`): the
+                # group a call is in now, and the one its content held here was in, when either is there.
+                if row.grp is not None and row.time_key < calls_bottom + repeat:
+                    regroup.add(row.grp)
+                if there and (was := _group_before(items[at], calls_bottom + repeat)) is not None:
+                    regroup.add(was)
             if there or (inside and at < len(ranks)):  # anything but an input placed after every other one
                 kept.changes[name] = kept.changes.get(name, 0) + 1
             if not inside:
@@ -410,13 +439,78 @@ class ServiceSignals:
                 ranks.insert(at, row.rank)
                 ids.insert(at, sid)
                 items.insert(at, item)
+        if regroup and repeat is not None:
+            self._rechain(kept, regroup, calls_bottom, repeat)
 
-    def _bottom(self, name: str, lo: int, since: datetime | None) -> int:
+    def _chains(
+        self, firsts: dict[int, int], bottom: int, repeat: int, chains: dict[int, list[tuple[int, str]]]
+    ) -> list[tuple[int, str, bytes]]:  # fmt: skip
+        """The calls before `bottom` that first-contact resolution with this repeat window needs
+        to tell the first contacts from `bottom` on (given every call from there): per group whose
+        earliest call from `bottom` is `firsts[group]`, the contacts chained before it — each
+        within `repeat` of the earliest found so far — back to one with none within `repeat`
+        before it. Episodes are anchored at their first contact, so whether a contact is a first
+        one depends on the anchors before it without bound; a contact with none within the repeat
+        window before it is one whatever came earlier, so the chain read back to it decides every
+        contact after. Added to `chains` by group as (rank, id); returns (rank, id, content). One
+        query a step back, for every group still chained (by the store's group index)."""
+        out: list[tuple[int, str, bytes]] = []
+        lower = dict.fromkeys(firsts, bottom)  # each group's calls are held from here on
+        pending = {g: e for g, e in firsts.items() if e - repeat < bottom}
+        while pending:
+            found: dict[int, list[tuple[int, str, bytes, int, int]]] = defaultdict(list)
+            floor, ceiling = min(pending.values()) - repeat, max(lower[g] for g in pending)
+            for r in self.store.group_calls(self.service_id, sorted(pending), floor, ceiling):
+                found[r[4]].append(r)
+            step: dict[int, int] = {}
+            for g, earliest in pending.items():
+                reached = [r for r in found.get(g, ()) if earliest - repeat <= r[3] < lower[g]]
+                if reached:
+                    out.extend(r[:3] for r in reached)
+                    chains.setdefault(g, []).extend((r[0], r[1]) for r in reached)
+                    lower[g] = earliest - repeat
+                    step[g] = min(r[3] for r in reached)
+            pending = step
+        return out
+
+    def _rechain(self, kept: _Selection, groups: set[int], bottom: int, repeat: int) -> None:
+        """The chains of these groups in a kept selection read again (`_chains`): the calls they
+        held before `bottom` taken out, those they hold now placed by rank."""
+        ranks, ids, items = kept.lists.setdefault("calls", (array("q"), [], []))
+        changes = 0
+        for g in groups:
+            for rank, sid in kept.chains.pop(g, ()):
+                at = bisect_left(ranks, rank)
+                if at < len(ranks) and ranks[at] == rank and ids[at] == sid:
+                    del ranks[at], ids[at], items[at]
+                    changes += 1
+        firsts: dict[int, int] = {}
+        for _, _, _, t, g in self.store.group_calls(self.service_id, sorted(groups), bottom, bottom + repeat):
+            if g not in firsts or t < firsts[g]:
+                firsts[g] = t
+        entries = sorted(self._chains(firsts, bottom, repeat, kept.chains), key=_rank)
+        for entry, item in zip(entries, self._inputs(entries, kept_too=False), strict=True):
+            at = bisect_left(ranks, entry[0])
+            if at < len(ranks) and ranks[at] == entry[0]:
+                ids[at], items[at] = entry[1], item
+            else:
+                ranks.insert(at, entry[0])
+                ids.insert(at, entry[1])
+                items.insert(at, item)
+            changes += 1
+        if changes:
+            kept.changes["calls"] = kept.changes.get("calls", 0) + changes
+
+    def _bottom(self, name: str, lo: int, since: datetime | None, repeat: int | None = None) -> int:
         """The lowest instant (µs) a list selected by time from `lo` (a span's start, less the
         margin) is selected from: an outage reaching into the span may start its longest before;
-        a list the burn rates do not read starts at `since` (less the margin) when given."""
+        a list the burn rates do not read starts at `since` (less the margin) when given; the
+        calls of first-contact resolution (`repeat`) its repeat window before that (a first
+        contact is decided up to it after its arrival)."""
         if name == "outages":
             return lo - self.longest_outage
+        if name == "calls" and repeat is not None:
+            return self._bottom(name, lo, since) - repeat
         if since is not None and name not in _BURN_READS:
             return max(lo, _instant_us(since) - _SLACK_US)
         return lo
@@ -524,6 +618,9 @@ class _Selection:
         # evaluation that its inputs were only appended to (`SignalSet.lineage`, running.py).
         self.serial = next(_SELECTIONS)
         self.changes: dict[str, int] = {}
+        # First-contact resolution's (`ServiceSignals.select`'s `repeat`): the calls it holds from
+        # before its calls' bottom, by group (`_chains`), as (rank, id).
+        self.chains: dict[int, list[tuple[int, str]]] = {}
 
     def fill(self, entry: ServiceSignals) -> None:
         """Its inputs converted (or found converted); held only by it when a round keeps it."""
@@ -535,6 +632,31 @@ class _Selection:
 
 
 _SELECTIONS = itertools.count(1)
+# A kept selection's key: span, all calls, first-contact resolution's repeat window (µs), the
+# longest outage, the calls' start, the lists read whole by formulas of old versions.
+_SelectionKey = tuple[Interval, bool, int | None, int, datetime | None, bool]
+
+
+def call_group(customer_id: str, reason: str) -> int:
+    """An answered call's customer-and-reason group as the index holds it: 8 bytes of a BLAKE2b
+    digest of both, a signed 64-bit integer. Two groups sharing one only read more calls."""
+    key = f"{len(customer_id)}:{customer_id}{reason}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
+
+
+def group_key(content: bytes) -> int | None:
+    """`call_group` of a stored content (None: not an answered call)."""
+    s = signals_pb2.Signal.FromString(content)
+    if s.WhichOneof("kind") != "call" or not s.call.HasField("answered_at"):
+        return None
+    return call_group(s.call.customer_id, s.call.reason)
+
+
+def _group_before(item: Any, before: int) -> int | None:
+    """The group of a call input (`Call`) answered and arrived before `before` (µs), else None."""
+    if item.answered_at is None or _instant_us(item.entered_queue) >= before:
+        return None
+    return call_group(item.customer_id, item.reason)
 
 
 class _Services(dict[str, ServiceSignals]):
@@ -1024,6 +1146,11 @@ class SignalIndex(_Host):
         keyed = self._signal_store.key_settled(sorted(_BY_SETTLED), settled_key)
         if keyed:
             log.info("signal_index_keyed", rows=keyed, seconds=round(time.perf_counter() - t0, 3))
+        # Answered calls indexed before first-contact resolution read them by group: grouped so (once).
+        t0 = time.perf_counter()
+        grouped = self._signal_store.key_groups(group_key)
+        if grouped:
+            log.info("signal_index_grouped", rows=grouped, seconds=round(time.perf_counter() - t0, 3))
         self._load_signal_facts()
         self._signals_position = self._signals_read = min(self._judged_position, self._store_position)
 
@@ -1163,26 +1290,39 @@ class SignalIndex(_Host):
     def signal_set(
         self, service_ids: list[str], *, from_store: bool = False, span: Interval | None = None,
         all_calls: bool = False, since: datetime | None = None, whole_settled: bool = False,
+        repeat: timedelta | None = None,
     ) -> SignalSet:  # fmt: skip
         """The signals of these services as formula inputs, in one set: `signal_sources` combined."""
         sources = self.signal_sources(
             service_ids, from_store=from_store, span=span, all_calls=all_calls, since=since,
-            whole_settled=whole_settled,
+            whole_settled=whole_settled, repeat=repeat,
         )  # fmt: skip
         return combined(sources, service_ids)
 
     def signal_sources(
         self, service_ids: Iterable[str], *, from_store: bool = False, span: Interval | None = None,
         all_calls: bool = False, since: datetime | None = None, whole_settled: bool = False,
+        repeat: timedelta | None = None,
     ) -> dict[str, SignalSet]:  # fmt: skip
         """The signals of these services as formula inputs, per service: from the store's signal
         index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
-        from the stored batches (auditors' recomputation). Read them, never change them."""
+        from the stored batches (auditors' recomputation). Read them, never change them.
+        `repeat`: first-contact resolution's repeat window — the calls it reads of one service
+        (`select`'s `repeat`); of several, or with `whole_settled` (a window recorded with v1,
+        whose digest covers every call passed), every call: one customer's contacts chain across
+        services, and each service's selection is brought up to date with its own changes alone."""
         if from_store:
             return self.stored_signals(set(service_ids)).sets
+        ids = list(service_ids)
+        chained: int | None = None
+        if repeat is not None:
+            if len(ids) == 1 and not whole_settled:
+                chained = repeat // timedelta(microseconds=1)
+            else:
+                all_calls = True
         with self._lock:
             self._refresh_signals()
-            return {sid: self._services[sid].select(span, all_calls, since, whole_settled) for sid in service_ids}
+            return {sid: self._services[sid].select(span, all_calls, since, whole_settled, chained) for sid in ids}
 
     def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,

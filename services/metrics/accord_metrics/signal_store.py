@@ -8,7 +8,8 @@ index holds every signal event up to. Rows, facts and position are written in on
 so the index is always as of one log position; a process catches it up from the log from that
 position (see signal_index.py). Reads are by service and id (dedupe, one query per batch), by
 list and time range, by list and the instant an item settles (tickets, tasks, leads, deals,
-incidents), or a list whole."""
+incidents), by the customer-and-reason group of answered calls and time (first-contact
+resolution's chains of contacts), or a list whole."""
 
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ class Row(NamedTuple):
     deal's or incident's: the instant it settles; 0 for the lists read whole), `ongoing` 1 for an outage under way,
     `earliest` (µs) the earliest instant any content it was recorded with can change evaluations
     from, `earlier` the SHA-256 digests (32
-    bytes each) of its earlier contents, `content` its latest content serialised. A tuple in
-    the order of the index's columns after the service id: a row is written as it is."""
+    bytes each) of its earlier contents, `content` its latest content serialised, `grp` an
+    answered call's customer-and-reason group (`signal_index.call_group`; None for every other
+    row). A tuple in the order of the index's columns after the service id: a row is written as
+    it is."""
 
     signal_id: str
     list_code: int
@@ -52,6 +55,7 @@ class Row(NamedTuple):
     earliest: int
     earlier: bytes
     content: bytes
+    grp: int | None = None
 
     @property
     def kind_list(self) -> str:
@@ -127,7 +131,7 @@ class SignalStore:
             statements = [
                 f"CREATE TABLE IF NOT EXISTS {rows} (service_id TEXT NOT NULL, signal_id TEXT NOT NULL, "
                 "list INTEGER NOT NULL, time_key INTEGER NOT NULL, rank INTEGER NOT NULL, ongoing INTEGER NOT NULL, "
-                "earliest INTEGER NOT NULL, earlier BLOB NOT NULL, content BLOB NOT NULL)",
+                "earliest INTEGER NOT NULL, earlier BLOB NOT NULL, content BLOB NOT NULL, grp INTEGER)",
                 f"CREATE UNIQUE INDEX IF NOT EXISTS {n}_id ON {rows} (service_id, signal_id)",
                 f"CREATE INDEX IF NOT EXISTS {n}_time ON {rows} (service_id, list, time_key)",
                 f"CREATE INDEX IF NOT EXISTS {n}_ongoing ON {rows} (service_id) WHERE ongoing = 1",
@@ -140,7 +144,7 @@ class SignalStore:
                 f'CREATE TABLE IF NOT EXISTS {rows} (service_id text COLLATE "C" NOT NULL, '
                 'signal_id text COLLATE "C" NOT NULL, list smallint NOT NULL, time_key bigint NOT NULL, '
                 "rank bigint NOT NULL, ongoing smallint NOT NULL, earliest bigint NOT NULL, earlier bytea NOT NULL, "
-                "content bytea NOT NULL, PRIMARY KEY (service_id, signal_id))",
+                "content bytea NOT NULL, grp bigint, PRIMARY KEY (service_id, signal_id))",
                 f'CREATE INDEX IF NOT EXISTS "{n}_time" ON {rows} (service_id, list, time_key)',
                 f'CREATE INDEX IF NOT EXISTS "{n}_ongoing" ON {rows} (service_id) WHERE ongoing = 1',
                 f"CREATE TABLE IF NOT EXISTS {self.services} (service_id text PRIMARY KEY, count bigint NOT NULL, "
@@ -151,11 +155,25 @@ class SignalStore:
             f"INSERT INTO {self.position_table} (name, position) VALUES ('{_POSITION}', 0) "
             "ON CONFLICT (name) DO NOTHING"
         )
+        # The calls' groups (a column since first-contact resolution reads chains of contacts): an
+        # index made before gains it (`key_groups` fills it once).
+        group_index = (
+            f"CREATE INDEX IF NOT EXISTS {n}_group ON {rows} (service_id, grp, time_key) WHERE grp IS NOT NULL"
+            if self._sqlite
+            else f'CREATE INDEX IF NOT EXISTS "{n}_group" ON {rows} (service_id, grp, time_key) WHERE grp IS NOT NULL'
+        )
         with self._cursor(write=True) as cur:
             if not self._sqlite:  # two instances starting at once on one database create the tables once
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
             for statement in statements:
                 cur.execute(statement)
+            if self._sqlite:
+                cur.execute(f"PRAGMA table_info({rows})")
+                if "grp" not in {str(c[1]) for c in cur.fetchall()}:
+                    cur.execute(f"ALTER TABLE {rows} ADD COLUMN grp INTEGER")
+            else:
+                cur.execute(f"ALTER TABLE {rows} ADD COLUMN IF NOT EXISTS grp bigint")
+            cur.execute(group_index)
 
     # -- reads -----------------------------------------------------------------------------------------------
     def state(self) -> IndexState:
@@ -180,7 +198,7 @@ class SignalStore:
         """The rows of these signal ids of one service (those held), in one query."""
         if not signal_ids:
             return {}
-        cols = "signal_id, list, time_key, rank, ongoing, earliest, earlier, content"
+        cols = "signal_id, list, time_key, rank, ongoing, earliest, earlier, content, grp"
         if self._sqlite:
             sql = (
                 f"SELECT {cols} FROM {self.rows} WHERE service_id = ? AND signal_id IN (SELECT value FROM json_each(?))"
@@ -193,8 +211,8 @@ class SignalStore:
             cur.execute(sql, params)
             return {
                 str(sid): Row(str(sid), int(code), int(key), int(rank), int(ong), int(first), bytes(old),
-                              bytes(content))
-                for sid, code, key, rank, ong, first, old, content in cur.fetchall()
+                              bytes(content), None if grp is None else int(grp))
+                for sid, code, key, rank, ong, first, old, content, grp in cur.fetchall()
             }  # fmt: skip
 
     def in_range(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
@@ -218,6 +236,43 @@ class SignalStore:
                 (service_id, LIST_CODE[name], lo, hi),
             )
             return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+
+    def group_firsts(self, service_id: str, lo: int, hi: int) -> dict[int, int]:
+        """The groups of a service's answered calls with a call whose time key is in [lo, hi), each
+        with the earliest such time key."""
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                self._q(
+                    f"SELECT grp, MIN(time_key) FROM {self.rows} WHERE service_id = ? AND list = ? AND time_key >= ? "
+                    "AND time_key < ? AND grp IS NOT NULL GROUP BY grp"
+                ),
+                (service_id, LIST_CODE["calls"], lo, hi),
+            )
+            return {int(g): int(t) for g, t in cur.fetchall()}
+
+    def group_calls(
+        self, service_id: str, groups: Sequence[int], lo: int, hi: int
+    ) -> list[tuple[int, str, bytes, int, int]]:  # fmt: skip
+        """(rank, signal id, latest content, time key, group) of a service's answered calls of these
+        groups whose time key is in [lo, hi), in one query (by the group index)."""
+        if not groups:
+            return []
+        cols = "rank, signal_id, content, time_key, grp"
+        if self._sqlite:
+            sql = (
+                f"SELECT {cols} FROM {self.rows} WHERE service_id = ? AND grp IN (SELECT value FROM json_each(?)) "
+                "AND time_key >= ? AND time_key < ? AND grp IS NOT NULL"
+            )
+            params: tuple[Any, ...] = (service_id, json.dumps(list(groups)), lo, hi)
+        else:
+            sql = (
+                f"SELECT {cols} FROM {self.rows} WHERE service_id = %s AND grp = ANY(%s) "
+                "AND time_key >= %s AND time_key < %s AND grp IS NOT NULL"
+            )
+            params = (service_id, list(groups), lo, hi)
+        with self._cursor(write=False) as cur:
+            cur.execute(sql, params)
+            return [(int(r), str(s), bytes(c), int(t), int(g)) for r, s, c, t, g in cur.fetchall()]
 
     def whole(self, service_id: str, names: Sequence[str]) -> dict[str, list[tuple[int, str, bytes]]]:
         """(rank, signal id, latest content) of every signal of these lists, by list."""
@@ -277,6 +332,26 @@ class SignalStore:
                 cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
                 keyed += rows
         return len(keyed)
+
+    def key_groups(self, group_of: Callable[[bytes], int | None]) -> int:
+        """Once a store: give the calls indexed before their groups were (no group), the group
+        `group_of` their content (None: not answered), in one transaction with the mark that it was
+        done. Returns the rows given one (0 when done before or none held)."""
+        with self._cursor(write=True) as cur:
+            if not self._sqlite:  # two instances starting at once on one database group them once
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
+            done = f"{_POSITION}.grouped.calls"
+            cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
+            if cur.fetchone() is not None:
+                return 0
+            cur.execute(
+                self._q(f"SELECT service_id, signal_id, content FROM {self.rows} WHERE list = ?"), (LIST_CODE["calls"],)
+            )
+            rows = [(group_of(bytes(content)), str(service), str(sid)) for service, sid, content in cur.fetchall()]
+            rows = [r for r in rows if r[0] is not None]
+            cur.executemany(self._q(f"UPDATE {self.rows} SET grp = ? WHERE service_id = ? AND signal_id = ?"), rows)
+            cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
+        return len(rows)
 
     def commit(self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int) -> None:
         """Write rows ((service id, *Row): inserted or replacing the id's row) and services' facts, and
@@ -347,15 +422,15 @@ class SignalStore:
         """The statement inserting `n` rows (or replacing the rows of their ids), SQLite's placeholders."""
         return (
             f"INSERT INTO {self.rows} (service_id, signal_id, list, time_key, rank, ongoing, earliest, earlier, "
-            f"content) VALUES {', '.join([_ROW_MARKS] * n)} ON CONFLICT (service_id, signal_id) DO UPDATE SET "
+            f"content, grp) VALUES {', '.join([_ROW_MARKS] * n)} ON CONFLICT (service_id, signal_id) DO UPDATE SET "
             "list = excluded.list, time_key = excluded.time_key, rank = excluded.rank, ongoing = excluded.ongoing, "
-            "earliest = excluded.earliest, earlier = excluded.earlier, content = excluded.content"
+            "earliest = excluded.earliest, earlier = excluded.earlier, content = excluded.content, grp = excluded.grp"
         )
 
 
-_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # Rows an insert statement carries on SQLite: 900 variables, within the 999 of any SQLite version.
-ROWS_PER_STATEMENT = 100
+ROWS_PER_STATEMENT = 90
 
 
 class IndexMovedError(IntegrityError):

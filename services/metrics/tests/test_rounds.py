@@ -523,7 +523,7 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     m.record(COLLECTOR, calls("a", f"2026-04-10T08:00{AMS}", 1, 1)[1:], reason="corrected")
     assert _round(m, f"2026-04-10T10:00:25{AMS}")[0] == 2
     assert sorted(converted) == ["a1", "o2"]
-    assert held.selections and all(key[2] == held.longest_outage for key in held.selections)
+    assert held.selections and all(key[3] == held.longest_outage for key in held.selections)
     assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "2"  # type: ignore[index]
     fresh_read()
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_agreements.samples import FINANCE, IT, sla_terms
 from accord_metrics import signal_index
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import reliability, work
 from accord_metrics.signal_store import LIST_CODE, SignalStore
-from tests.suite import AMS, COLLECTOR, CUSTOMER, EMAIL, PROVIDER, Suite, at, ts
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_agreement_with, at, ts
+from tests.suite import monthly_objective as _objective
 
 JAN, FEB = "2025-12-31T23:00:00+00:00", "2026-01-31T23:00:00+00:00"
 OBJECTIVES = ("response", "resolution", "turnaround")
@@ -32,31 +32,18 @@ def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
     s.close()
 
 
-def _objective(oid: str, metric: str, parameters: dict[str, str]) -> dict[str, Any]:
-    return {
-        "objective_id": oid, "name": oid, "metric": metric, "parameters": parameters,
-        "comparator": "COMPARATOR_AT_LEAST", "target": "90", "window": {"kind": "WINDOW_KIND_MONTH"},
-        "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
-    }  # fmt: skip
-
-
 def _agreement(suite: Suite, objectives: list[dict[str, Any]] | None = None) -> str:
-    """The departments, the e-mail service and an agreement with these objectives, accepted; by
-    default P1 response within 1 h, resolution within 8 h, task turnaround within 1 day, monthly."""
-    ag = suite.agreements
-    for dept in (IT, FINANCE, "marketing"):
-        ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
-    objectives = objectives or [
-        _objective("response", "METRIC_TICKET_RESPONSE", {"priority": "P1", "target_minutes": "60"}),
-        _objective("resolution", "METRIC_TICKET_RESOLUTION", {"priority": "P1", "target_minutes": "480"}),
-        _objective("turnaround", "METRIC_TASK_TURNAROUND", {"target_minutes": "1440"}),
-    ]
-    aid = str(ag.draft(PROVIDER, sla_terms(objectives=objectives)).id)
-    ag.propose(PROVIDER, aid)
-    ag.accept(CUSTOMER, aid)
-    suite.tick(f"2026-01-10T09:30{AMS}")
-    return aid
+    """An agreement with these objectives, accepted; by default P1 response within 1 h,
+    resolution within 8 h, task turnaround within 1 day, monthly."""
+    return an_agreement_with(
+        suite,
+        objectives
+        or [
+            _objective("response", "METRIC_TICKET_RESPONSE", {"priority": "P1", "target_minutes": "60"}),
+            _objective("resolution", "METRIC_TICKET_RESOLUTION", {"priority": "P1", "target_minutes": "480"}),
+            _objective("turnaround", "METRIC_TASK_TURNAROUND", {"target_minutes": "1440"}),
+        ],
+    )
 
 
 def _ticket(sid: str, opened: datetime, response: float | None, resolved: float | None) -> pb.Signal:
@@ -465,7 +452,7 @@ def test_incidents_are_selected_by_when_their_clock_stopped_every_window_as_from
     held = {
         sid
         for key, kept in m._services[EMAIL].selections.items()
-        if not key[4]
+        if not key[5]
         for sid in kept.lists.get("incidents", ((), [], []))[1]
     }
     assert "no-response" in held and not any(sid.startswith("old-") for sid in held)

@@ -254,7 +254,7 @@ def test_on_a_recorder_without_the_hook_a_batch_is_indexed_from_the_log(tmp_path
         m.close()
 
 
-def test_a_batchs_index_rows_are_written_a_hundred_to_a_statement_on_sqlite(tmp_path: Path) -> None:
+def test_a_batchs_index_rows_are_written_ninety_to_a_statement_on_sqlite(tmp_path: Path) -> None:
     """A batch's rows go to SQLite in statements of many rows (each one step: the GIL released
     once, not once a row — with a round running in another thread, each release waited for the
     round to hand it back), and read back exactly as written, a replaced row included."""
@@ -283,7 +283,7 @@ def test_a_batchs_index_rows_are_written_a_hundred_to_a_statement_on_sqlite(tmp_
         finally:
             conn.close()
         inserts = [s for s in statements if s.startswith(f"INSERT INTO {store.rows} ")]
-        assert len(inserts) == 11, len(inserts)  # 1,050 rows: 10 statements of 100 and one of 50
+        assert len(inserts) == 12, len(inserts)  # 1,050 rows: 11 statements of 90 and one of 60
         assert store.count() == 1_049 and store.position() == 1
         held = store.lookup("email", ["c0", "c1", "c1048"])
         assert held["c0"] == Row("c0", LIST_CODE["calls"], 5, 0, 0, 5, b"\x01" * 32, b"again")

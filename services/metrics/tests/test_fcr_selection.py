@@ -1,0 +1,247 @@
+"""First-contact resolution's calls: a round reads a window's calls from its repeat window before
+its start, and before that only the contacts of each customer and reason that chain to them (each
+within the repeat window of the next) — not every call ever recorded — and every window it
+records equals the formula over every stored signal (`recompute`); a window recorded with
+"contact.fcr" v1 keeps reading every call; a store indexed before groups its calls once at start."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_metrics import signal_index
+from accord_metrics.application import Metrics
+from accord_metrics.formulas import contact
+from accord_metrics.signal_store import LIST_CODE, SignalStore
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_agreement_with, at, monthly_objective, ts
+
+JAN, FEB = "2025-12-31T23:00:00+00:00", "2026-01-31T23:00:00+00:00"
+OBJECTIVES = (
+    ("repeat", {"method": "REPEAT_CONTACT"}),
+    ("flagged", {"method": "FLAGGED"}),
+    ("repeat-3", {"method": "REPEAT_CONTACT", "repeat_window_days": "3"}),
+)
+# The loyal customer's calls about billing, every 4 days back from 5 January: 92 of them, so the
+# earliest (k = 91) is a first contact, and so is every odd k — 1 January's (k = 1) among them.
+LOYAL = [at(f"2026-01-05T10:00{AMS}") - timedelta(days=4 * k) for k in range(92)]
+
+
+@pytest.fixture
+def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
+    s = Suite(make_store_env)
+    yield s
+    s.close()
+
+
+def _agreement(suite: Suite) -> str:
+    return an_agreement_with(
+        suite, [monthly_objective(oid, "METRIC_FIRST_CONTACT_RESOLUTION", p) for oid, p in OBJECTIVES]
+    )
+
+
+def _call(
+    sid: str, entered: datetime, customer: str, reason: str = "billing", answered: bool = True,
+    resolved: bool | None = None,
+) -> pb.Signal:  # fmt: skip
+    c = pb.Call(entered_queue=ts(entered), customer_id=customer, reason=reason)
+    if answered:
+        c.answered_at.CopyFrom(ts(entered + timedelta(seconds=20)))
+    else:
+        c.abandoned_at.CopyFrom(ts(entered + timedelta(seconds=50)))
+    if resolved is not None:
+        c.first_contact = pb.FIRST_CONTACT_RESOLUTION_RESOLVED if resolved else pb.FIRST_CONTACT_RESOLUTION_NOT_RESOLVED
+    return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+
+
+def _history(m: Metrics) -> None:
+    """A year of calls before the agreement — 300 customers each calling about one reason every
+    20 days, answered or not — and the loyal customer's chain of calls every 4 days."""
+    start = at(f"2025-01-02T09:00{AMS}")
+    old = [
+        _call(f"old-{i}-{n}", start + timedelta(days=20 * n, minutes=i), f"cust-{i}", f"r{i % 5}", answered=i % 7 != 0)
+        for i in range(300)
+        for n in range(17)
+    ]
+    loyal = [_call(f"loyal-{k}", t, "loyal", resolved=k % 3 == 0) for k, t in enumerate(LOYAL)]
+    m.record(COLLECTOR, old + loyal)
+
+
+class _Reads:
+    """The calls rounds pass first-contact resolution, and the calls read whole from the index."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.passed: set[str] = set()
+        self.whole: list[str] = []
+        whole, fcr = SignalStore.whole, contact.fcr
+
+        def spy_whole(store: SignalStore, service_id: str, names: Any) -> Any:
+            found = whole(store, service_id, names)
+            self.whole += [sid for _, sid, _ in found.get("calls", [])]
+            return found
+
+        def spy_fcr(passed: Any, *args: Any, **kwargs: Any) -> Any:
+            self.passed.update(c.call_id for c in passed)
+            return fcr(passed, *args, **kwargs)
+
+        monkeypatch.setattr(SignalStore, "whole", spy_whole)
+        monkeypatch.setattr(contact, "fcr", spy_fcr)
+
+
+def _matches_every_stored_signal(m: Metrics, aid: str, starts: tuple[str, ...] = (JAN,)) -> None:
+    """Each window as recorded equals the formula over every stored signal (`recompute`): whole
+    when closed; an open one's value and status, and its counts when recorded as of now (its
+    recorded evaluation is as of the last round that changed its value or status)."""
+    for start in starts:
+        for oid, _ in OBJECTIVES:
+            check = m.recompute(aid, oid, start)
+            if check["recorded"]["closed"]:
+                assert check["matches"], (oid, start, check["differences"])
+            else:
+                recorded, recomputed = check["recorded"], check["recomputed"]
+                for key in ("value", "status"):
+                    assert recorded[key] == recomputed[key], (oid, start, key)
+                if recorded["parameters"]["as_of"] == recomputed["parameters"]["as_of"]:
+                    assert recorded["detail"] == recomputed["detail"], (oid, start)
+
+
+def test_a_round_reads_the_windows_calls_and_the_contacts_chained_to_them(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a year of calls before the agreement, a round passes first-contact resolution
+    January's calls, those of the repeat window before it, and the loyal customer's chain back to
+    its first call (each within 7 days of the next: whether 1 January's call is a first contact
+    depends on every one of them) — none of the other customers' history, nothing read whole
+    (each round before read and held every call ever recorded). What it records is the formula's
+    over every stored call: 1 January's call a first contact repeated on 5 January (read from the
+    calls since 24 December alone, 28 December's would be the first contact)."""
+    m = suite.metrics
+    reads = _Reads(monkeypatch)
+    aid = _agreement(suite)
+    _history(m)
+    jan = at(f"2026-01-12T09:00{AMS}")
+    batch = [_call(f"jan-{i}", jan + timedelta(hours=i), f"new-{i}") for i in range(12)]
+    m.record(COLLECTOR, batch)
+    suite.tick(f"2026-01-14T09:00{AMS}")
+    assert reads.whole == []
+    # The other customers last called in November: none passed.
+    assert reads.passed == {s.signal_id for s in batch} | {f"loyal-{k}" for k in range(92)}
+    current = m.window(None, aid, "repeat", JAN).current
+    assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 2)
+    # Of the loyal customer's: 1 January's first contact, repeated on 5 January (not resolved).
+    assert current["detail"]["repeated"] == "1"
+    _matches_every_stored_signal(m, aid)
+    # 28 December's call corrected to another customer: 1 January's call has none within 7 days
+    # before it (24 December's is 8 days before), so it is a first contact whatever came earlier:
+    # the kept selections let the loyal customer's chain before 25 December go.
+    m.record(COLLECTOR, [_call("loyal-2", LOYAL[2], "someone-else")])
+    suite.tick(f"2026-01-15T09:00{AMS}")
+    assert not {f"loyal-{k}" for k in range(3, 92)} & _held_calls(m)
+    _matches_every_stored_signal(m, aid)
+
+
+def _held_calls(m: Metrics) -> set[str]:
+    """The ids of the calls the service's kept selections hold."""
+    return {sid for kept in m._services[EMAIL].selections.values() for sid in kept.lists.get("calls", ((), [], []))[1]}
+
+
+def test_calls_that_arrive_late_or_are_corrected_keep_every_window_in_step(suite: Suite) -> None:
+    """Random calls of two customers about two reasons (chains of contacts every few days),
+    answered or abandoned, flagged or not; calls arriving months late, corrected to another
+    customer, reason or day, or to abandoned — after every round each window (repeat windows of
+    7 and 3 days, and flagged) equals the formula over every stored call; January closes, February
+    opens, both hold."""
+    m = suite.metrics
+    rng = random.Random(11)
+    aid = _agreement(suite)
+    customers, reasons = ["a", "b"], ["billing", "access"]
+    known: list[str] = []
+    early = at(f"2025-11-15T09:00{AMS}")
+    seed = []
+    for n in range(60):  # from mid-November: a call every 3 days or so a group, chains reaching January
+        t = early + timedelta(days=rng.uniform(0, 58))
+        seed.append(_call(f"seed-{n}", t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.85,
+                          rng.choice([None, True, False])))  # fmt: skip
+    m.record(COLLECTOR, seed)
+    known += [s.signal_id for s in seed]
+    now = at(f"2026-01-12T09:00{AMS}")
+    for step in range(16):
+        batch = []
+        for i in range(rng.randint(1, 5)):
+            t = now - timedelta(hours=rng.uniform(0, 72))
+            batch.append(_call(f"s{step}-{i}", t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.85,
+                               rng.choice([None, True, False])))  # fmt: skip
+        if step % 3 == 0:  # late: a call of November or December
+            t = early + timedelta(days=rng.uniform(0, 46))
+            batch.append(_call(f"late-{step}", t, rng.choice(customers), rng.choice(reasons)))
+        if step % 2 == 1:  # a call corrected: another customer, reason, day, or abandoned
+            sid = rng.choice(known)
+            t = early + timedelta(days=rng.uniform(0, 70))
+            batch.append(_call(sid, t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.7))
+        m.record(COLLECTOR, batch)
+        known += [s.signal_id for s in batch if s.signal_id not in known]
+        now += timedelta(days=2, hours=rng.randint(0, 12))
+        suite.tick(now.isoformat())
+        _matches_every_stored_signal(m, aid, (JAN, FEB) if now >= at(FEB) else (JAN,))
+    assert now > at(FEB) and m.window(None, aid, "repeat", JAN).closed
+
+
+def test_a_window_recorded_with_fcr_v1_reads_every_call_at_its_restatement(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """January closed with v1 (every call passed is in its digest): a late call restates it by v1
+    over every stored call — read whole for that window — while February, open, is v2."""
+    m = suite.metrics
+    with monkeypatch.context() as v1:
+        v1.setattr(contact, "FCR_VERSION", 1)
+        aid = _agreement(suite)
+        _history(m)
+        m.record(COLLECTOR, [_call("jan-1", at(f"2026-01-12T09:00{AMS}"), "cust-1", "r1")])
+        suite.tick(f"2026-02-02T09:00{AMS}")
+    closed = m.window(None, aid, "repeat", JAN).closed
+    assert closed["formula_version"] == 1
+    reads = _Reads(monkeypatch)
+    m.record(COLLECTOR, [_call("jan-2", at(f"2026-01-20T09:00{AMS}"), "cust-2", "r2")])  # late: restates January
+    suite.tick(f"2026-02-02T10:00{AMS}")
+    restated = m.window(None, aid, "repeat", JAN).latest
+    assert restated["formula_version"] == 1
+    assert (closed["detail"]["first_contacts"], restated["detail"]["first_contacts"]) == ("2", "3")
+    assert {"old-0-0", "old-299-16", "jan-1", "jan-2"} <= set(reads.whole)
+    assert m.window(None, aid, "repeat", FEB).current["formula_version"] == 2
+    _matches_every_stored_signal(m, aid, (JAN, FEB))
+
+
+def test_a_store_indexed_before_groups_its_answered_calls_once_at_start(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls indexed before they were grouped (no group) are given their customer-and-reason
+    group when the service starts, once (marked done in the same transaction): a round then reads
+    the chains as if they were recorded now."""
+    m = suite.metrics
+    aid = _agreement(suite)
+    _history(m)
+    store = m._signal_store
+    with store._cursor(write=True) as cur:  # as the index was written before
+        cur.execute(store._q(f"UPDATE {store.rows} SET grp = NULL"))
+        cur.execute(store._q(f"DELETE FROM {store.position_table} WHERE name LIKE ?"), ("signals.grouped%",))
+    m.close()
+    logged: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(signal_index.log, "info", lambda event, **kw: logged.append((event, kw)))
+    again = suite.metrics = Metrics(suite.envs["metrics"], clock=suite.clock)
+    answered = 300 * 17 - 43 * 17 + 92  # every customer i with i % 7 == 0 never answered
+    assert [(e, kw["rows"]) for e, kw in logged if e == "signal_index_grouped"] == [("signal_index_grouped", answered)]
+    store = again._signal_store
+    with store._cursor(write=False) as cur:
+        cur.execute(store._q(f"SELECT grp, content FROM {store.rows} WHERE list = ?"), (LIST_CODE["calls"],))
+        rows = cur.fetchall()
+    assert all((None if g is None else int(g)) == signal_index.group_key(bytes(c)) for g, c in rows)
+    assert store.key_groups(signal_index.group_key) == 0  # once
+    reads = _Reads(monkeypatch)
+    suite.tick(f"2026-01-14T09:00{AMS}")
+    assert {f"loyal-{k}" for k in range(92)} <= reads.passed and reads.whole == []
+    assert again.window(None, aid, "repeat", JAN).current["detail"]["repeated"] == "1"
+    _matches_every_stored_signal(again, aid)
