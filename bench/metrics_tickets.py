@@ -4,12 +4,13 @@ what a round costs when the service has recorded years of them.
 Set-up (not timed), per list (`--tickets-lists`, default tickets, incidents, leads and calls) and
 size: one accepted agreement with that list's objectives — tickets: P1 answered within an hour and
 resolved within eight; incidents: MTTR (restore); leads: close rate and follow-up speed within
-8 hours; calls: first-contact resolution inferred from repeat contacts within 7 days — monthly windows, learned by a `Metrics` application on SQLite in this process; N items
-of history (default 1,000, 10,000 and 50,000, one store each) spread evenly over the two years
-before the agreement, each settled (a ticket answered after 30 minutes and resolved after two
-hours; an incident responded to, restored and resolved within two hours; a lead handed off an
-hour after it was created and followed up an hour later; a call answered, from one of 1,000
-customers about one of 3 reasons), recorded in batches of 1,000; a round.
+8 hours; calls: first-contact resolution inferred from repeat contacts within 7 days — monthly
+windows, learned by a `Metrics` application on SQLite in this process; N items of history
+(default 1,000, 10,000 and 50,000, one store each) spread evenly over the two years before the
+agreement, each settled (a ticket answered after 30 minutes and resolved after two hours; an
+incident responded to, restored and resolved within two hours; a lead handed off an hour after
+it was created and followed up an hour later; a call answered, from one of 1,000 customers about
+one of 3 reasons), recorded in batches of 1,000; a round.
 Then rounds one fake hour apart, each after a batch of 10 new items (figures are medians of
 `--tickets-rounds`, default 7): each round's CPU time (`time.process_time`), the items the
 list's formula was passed, and the process's peak RSS at the end.
@@ -17,7 +18,8 @@ list's formula was passed, and the process's peak RSS at the end.
 Before these lists were selected by when their items settle (and the calls by the repeat window
 and the contacts chained to the window's), every round passed every item of history to each
 objective's formula: its cost grew with history (services/metrics/README.md, "Tickets and tasks
-selected by when they settle", "First-contact resolution reads the contacts chained to its window").
+selected by when they settle", "First-contact resolution reads the contacts chained to its
+window").
 """
 
 from __future__ import annotations
