@@ -10,7 +10,8 @@ windows, learned by a `Metrics` application on SQLite in this process; N items o
 agreement, each settled (a ticket answered after 30 minutes and resolved after two hours; an
 incident responded to, restored and resolved within two hours; a lead handed off an hour after
 it was created and followed up an hour later; a call answered, from one of 1,000 customers about
-one of 3 reasons), recorded in batches of 1,000; a round.
+one of 3 reasons — one call in a hundred of one customer about one reason, a chain of contacts
+through the whole history from 10,000 calls on), recorded in batches of 1,000; a round.
 Then rounds one fake hour apart, each after a batch of 10 new items (figures are medians of
 `--tickets-rounds`, default 7): each round's CPU time (`time.process_time`), the items the
 list's formula was passed, and the process's peak RSS at the end.
@@ -110,13 +111,16 @@ def _lead(sid: str, created: datetime) -> signals_pb2.Signal:
 
 
 def _call(sid: str, entered: datetime) -> signals_pb2.Signal:
-    """An answered call of one of 1,000 customers about one of 3 reasons (chosen by its id)."""
+    """An answered call of one of 1,000 customers about one of 3 reasons (chosen by its id), or,
+    one call in a hundred, of a customer who calls about one reason all the time (with 10,000
+    calls of history, every 7 days or less: a chain of contacts through all of it)."""
     n = zlib.crc32(sid.encode())
+    regular = n % 100 == 0
     body = signals_pb2.Call(
         entered_queue=_ts(entered),
         answered_at=_ts(entered + timedelta(seconds=20)),
-        customer_id=f"cust-{n % 1000}",
-        reason=f"reason-{n // 1000 % 3}",
+        customer_id="regular" if regular else f"cust-{n % 1000}",
+        reason="reason-0" if regular else f"reason-{n // 1000 % 3}",
     )
     return signals_pb2.Signal(signal_id=sid, service_id=EMAIL, call=body)
 

@@ -447,30 +447,45 @@ class ServiceSignals:
     ) -> list[tuple[int, str, bytes]]:  # fmt: skip
         """The calls before `bottom` that first-contact resolution with this repeat window needs
         to tell the first contacts from `bottom` on (given every call from there): per group whose
-        earliest call from `bottom` is `firsts[group]`, the contacts chained before it — each
-        within `repeat` of the earliest found so far — back to one with none within `repeat`
-        before it. Episodes are anchored at their first contact, so whether a contact is a first
-        one depends on the anchors before it without bound; a contact with none within the repeat
-        window before it is one whatever came earlier, so the chain read back to it decides every
-        contact after. Added to `chains` by group as (rank, id); returns (rank, id, content). One
-        query a step back, for every group still chained (by the store's group index)."""
-        out: list[tuple[int, str, bytes]] = []
-        lower = dict.fromkeys(firsts, bottom)  # each group's calls are held from here on
-        pending = {g: e for g, e in firsts.items() if e - repeat < bottom}
+        earliest call from `bottom` is `firsts[group]`, the first contact of the episode under way
+        at `bottom` — every later contact within `repeat` of it is its repeat, the first one after
+        starts the next episode, and it is decided before any window from `bottom` + `repeat` on.
+        Episodes are anchored at their first contact, so which contact that is depends on the
+        contacts before it without bound: the group's contacts are read back, each within `repeat`
+        of the next, to one with none within `repeat` before it — a first contact whatever came
+        earlier — and its episodes followed from there. Added to `chains` by group as (rank, id);
+        returns (rank, id, content). Read by time (`SignalStore.group_calls`), a step further back
+        for the groups still chained, each step twice as long as the one before: a chain of a year
+        is read in a few queries, and one contact of it is kept."""
+        read: dict[int, list[tuple[int, str, bytes, int, int]]] = defaultdict(list)
+        pending = {g: e for g, e in firsts.items() if e - repeat < bottom}  # group → its earliest call read
+        ceiling, reach = bottom, repeat
         while pending:
+            floor = min(pending.values()) - reach
             found: dict[int, list[tuple[int, str, bytes, int, int]]] = defaultdict(list)
-            floor, ceiling = min(pending.values()) - repeat, max(lower[g] for g in pending)
             for r in self.store.group_calls(self.service_id, sorted(pending), floor, ceiling):
                 found[r[4]].append(r)
             step: dict[int, int] = {}
             for g, earliest in pending.items():
-                reached = [r for r in found.get(g, ()) if earliest - repeat <= r[3] < lower[g]]
-                if reached:
-                    out.extend(r[:3] for r in reached)
-                    chains.setdefault(g, []).extend((r[0], r[1]) for r in reached)
-                    lower[g] = earliest - repeat
-                    step[g] = min(r[3] for r in reached)
-            pending = step
+                gap = False
+                for r in sorted(found.get(g, ()), key=lambda r: r[3], reverse=True):
+                    if earliest - r[3] > repeat:
+                        gap = True  # none within the repeat window before `earliest`: the chain ends
+                        break
+                    read[g].append(r)
+                    earliest = r[3]
+                if not gap and earliest - repeat < floor:  # it may go on before what was read
+                    step[g] = earliest
+            pending, ceiling, reach = step, floor, reach * 2
+        out: list[tuple[int, str, bytes]] = []
+        for g, rows in read.items():
+            anchor: tuple[int, str, bytes, int, int] | None = None
+            for r in sorted(rows, key=lambda r: (r[3], r[1])):  # as `contact.first_contacts` orders them
+                if anchor is None or r[3] - anchor[3] > repeat:
+                    anchor = r
+            if anchor is not None:
+                out.append(anchor[:3])
+                chains[g] = [(anchor[0], anchor[1])]
         return out
 
     def _rechain(self, kept: _Selection, groups: set[int], bottom: int, repeat: int) -> None:

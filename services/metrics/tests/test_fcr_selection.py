@@ -1,8 +1,9 @@
 """First-contact resolution's calls: a round reads a window's calls from its repeat window before
 its start, and before that only the contacts of each customer and reason that chain to them (each
-within the repeat window of the next) — not every call ever recorded — and every window it
-records equals the formula over every stored signal (`recompute`); a window recorded with
-"contact.fcr" v1 keeps reading every call; a store indexed before groups its calls once at start."""
+within the repeat window of the next), of which it passes the formula one, the first contact of
+the episode under way — not every call ever recorded — and every window it records equals the
+formula over every stored signal (`recompute`); a window recorded with "contact.fcr" v1 keeps
+reading every call; a store indexed before groups its calls once at start."""
 
 from __future__ import annotations
 
@@ -72,12 +73,19 @@ def _history(m: Metrics) -> None:
 
 
 class _Reads:
-    """The calls rounds pass first-contact resolution, and the calls read whole from the index."""
+    """The calls rounds pass first-contact resolution, the calls read whole from the index, and
+    those read by group (the chains)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.passed: set[str] = set()
         self.whole: list[str] = []
-        whole, fcr = SignalStore.whole, contact.fcr
+        self.chained: set[str] = set()
+        whole, fcr, by_group = SignalStore.whole, contact.fcr, SignalStore.group_calls
+
+        def spy_group_calls(store: SignalStore, *args: Any) -> Any:
+            found = by_group(store, *args)
+            self.chained.update(r[1] for r in found)
+            return found
 
         def spy_whole(store: SignalStore, service_id: str, names: Any) -> Any:
             found = whole(store, service_id, names)
@@ -89,6 +97,7 @@ class _Reads:
             return fcr(passed, *args, **kwargs)
 
         monkeypatch.setattr(SignalStore, "whole", spy_whole)
+        monkeypatch.setattr(SignalStore, "group_calls", spy_group_calls)
         monkeypatch.setattr(contact, "fcr", spy_fcr)
 
 
@@ -112,13 +121,14 @@ def _matches_every_stored_signal(m: Metrics, aid: str, starts: tuple[str, ...] =
 def test_a_round_reads_the_windows_calls_and_the_contacts_chained_to_them(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a year of calls before the agreement, a round passes first-contact resolution
-    January's calls, those of the repeat window before it, and the loyal customer's chain back to
+    """With a year of calls before the agreement, a round reads the loyal customer's chain back to
     its first call (each within 7 days of the next: whether 1 January's call is a first contact
-    depends on every one of them) — none of the other customers' history, nothing read whole
-    (each round before read and held every call ever recorded). What it records is the formula's
-    over every stored call: 1 January's call a first contact repeated on 5 January (read from the
-    calls since 24 December alone, 28 December's would be the first contact)."""
+    depends on every one of them), and passes first-contact resolution January's calls, those of
+    the repeat window before it, and of the chain the first contact of the episode under way on
+    25 December (24 December's) — none of the other customers' history, nothing read whole (each
+    round before read and held every call ever recorded). What it records is the formula's over
+    every stored call: 1 January's call a first contact repeated on 5 January (from the calls
+    since 25 December alone, 28 December's would be the first contact)."""
     m = suite.metrics
     reads = _Reads(monkeypatch)
     aid = _agreement(suite)
@@ -129,7 +139,8 @@ def test_a_round_reads_the_windows_calls_and_the_contacts_chained_to_them(
     suite.tick(f"2026-01-14T09:00{AMS}")
     assert reads.whole == []
     # The other customers last called in November: none passed.
-    assert reads.passed == {s.signal_id for s in batch} | {f"loyal-{k}" for k in range(92)}
+    assert reads.passed == {s.signal_id for s in batch} | {f"loyal-{k}" for k in range(4)}
+    assert {f"loyal-{k}" for k in range(3, 92)} <= reads.chained
     current = m.window(None, aid, "repeat", JAN).current
     assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 2)
     # Of the loyal customer's: 1 January's first contact, repeated on 5 January (not resolved).
@@ -137,7 +148,8 @@ def test_a_round_reads_the_windows_calls_and_the_contacts_chained_to_them(
     _matches_every_stored_signal(m, aid)
     # 28 December's call corrected to another customer: 1 January's call has none within 7 days
     # before it (24 December's is 8 days before), so it is a first contact whatever came earlier:
-    # the kept selections let the loyal customer's chain before 25 December go.
+    # the kept selections let 24 December's go.
+    assert "loyal-3" in _held_calls(m)
     m.record(COLLECTOR, [_call("loyal-2", LOYAL[2], "someone-else")])
     suite.tick(f"2026-01-15T09:00{AMS}")
     assert not {f"loyal-{k}" for k in range(3, 92)} & _held_calls(m)
@@ -242,6 +254,7 @@ def test_a_store_indexed_before_groups_its_answered_calls_once_at_start(
     assert store.key_groups(signal_index.group_key) == 0  # once
     reads = _Reads(monkeypatch)
     suite.tick(f"2026-01-14T09:00{AMS}")
-    assert {f"loyal-{k}" for k in range(92)} <= reads.passed and reads.whole == []
+    assert {f"loyal-{k}" for k in range(3, 92)} <= reads.chained and reads.whole == []
+    assert {f"loyal-{k}" for k in range(4)} <= reads.passed
     assert again.window(None, aid, "repeat", JAN).current["detail"]["repeated"] == "1"
     _matches_every_stored_signal(again, aid)
