@@ -456,7 +456,10 @@ class ServiceSignals:
         earlier — and its episodes followed from there. Added to `chains` by group as (rank, id);
         returns (rank, id, content). Read by time (`SignalStore.group_calls`), a step further back
         for the groups still chained, each step twice as long as the one before: a chain of a year
-        is read in a few queries, and one contact of it is kept."""
+        is read in a few queries, and one contact of it is kept (one a customer and reason: a
+        group's calls read back to a call with none of the group within `repeat` before it hold
+        every contact each of its customers and reasons chains to, so two sharing a group are
+        each followed exactly)."""
         read: dict[int, list[tuple[int, str, bytes, int, int]]] = defaultdict(list)
         pending = {g: e for g, e in firsts.items() if e - repeat < bottom}  # group → its earliest call read
         ceiling, reach = bottom, repeat
@@ -479,13 +482,17 @@ class ServiceSignals:
             pending, ceiling, reach = step, floor, reach * 2
         out: list[tuple[int, str, bytes]] = []
         for g, rows in read.items():
-            anchor: tuple[int, str, bytes, int, int] | None = None
-            for r in sorted(rows, key=lambda r: (r[3], r[1])):  # as `contact.first_contacts` orders them
+            # Per customer and reason (two sharing a group: each followed on its own), in the
+            # order `contact.first_contacts` takes them.
+            anchors: dict[tuple[str, str], tuple[int, str, bytes, int, int]] = {}
+            for r in sorted(rows, key=lambda r: (r[3], r[1])):
+                body = signals_pb2.Signal.FromString(r[2]).call
+                anchor = anchors.get((body.customer_id, body.reason))
                 if anchor is None or r[3] - anchor[3] > repeat:
-                    anchor = r
-            if anchor is not None:
+                    anchors[(body.customer_id, body.reason)] = r
+            for anchor in anchors.values():
                 out.append(anchor[:3])
-                chains[g] = [(anchor[0], anchor[1])]
+                chains.setdefault(g, []).append((anchor[0], anchor[1]))
         return out
 
     def _rechain(self, kept: _Selection, groups: set[int], bottom: int, repeat: int) -> None:

@@ -161,12 +161,18 @@ def _held_calls(m: Metrics) -> set[str]:
     return {sid for kept in m._services[EMAIL].selections.values() for sid in kept.lists.get("calls", ((), [], []))[1]}
 
 
-def test_calls_that_arrive_late_or_are_corrected_keep_every_window_in_step(suite: Suite) -> None:
+@pytest.mark.parametrize("groups", ["apart", "shared"])
+def test_calls_that_arrive_late_or_are_corrected_keep_every_window_in_step(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, groups: str
+) -> None:
     """Random calls of two customers about two reasons (chains of contacts every few days),
     answered or abandoned, flagged or not; calls arriving months late, corrected to another
     customer, reason or day, or to abandoned — after every round each window (repeat windows of
     7 and 3 days, and flagged) equals the formula over every stored call; January closes, February
-    opens, both hold."""
+    opens, both hold. Likewise when every customer and reason shares one group in the index (as
+    two whose digests collide would)."""
+    if groups == "shared":
+        monkeypatch.setattr(signal_index, "call_group", lambda customer, reason: 7)
     m = suite.metrics
     rng = random.Random(11)
     aid = _agreement(suite)
