@@ -1,6 +1,7 @@
 """Running evaluations of open windows (see the README, "Scale"): for an open window judged by
-a call-based formula (ASA, abandonment, service level, AHT), time-based availability or
-request-based availability by occurrences, the formula's running form (`formulas/running.py`)
+a call-based formula (ASA, abandonment, service level, AHT, first-contact resolution of one
+service's calls), time-based availability or request-based availability by occurrences, the
+formula's running form (`formulas/running.py`)
 is kept between rounds, and a round whose inputs are the last round's with signals appended
 folds in only those — the same evaluation the formula gives over all of them, byte for byte.
 
@@ -27,7 +28,7 @@ from accord_kit.timeline import Calendar, Interval
 from accord_metrics.burning import BurnIndex
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
-from accord_metrics.formulas.running import CallTally, CountTally, OutageTally
+from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, OutageTally
 
 if TYPE_CHECKING:
     from accord_metrics.evaluation import SignalSet
@@ -39,8 +40,10 @@ _CALL_METRICS = {
     "METRIC_SERVICE_LEVEL": "contact.service_level",
     "METRIC_AVERAGE_HANDLE_TIME": "contact.aht",
 }
+FCR = "METRIC_FIRST_CONTACT_RESOLUTION"
 LISTS = {
     **dict.fromkeys(_CALL_METRICS, "calls"),
+    FCR: "calls",
     "METRIC_AVAILABILITY_TIME": "outages",
     "METRIC_AVAILABILITY_REQUESTS": "requests",
 }
@@ -52,6 +55,8 @@ Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its chang
 def _implements(metric: str) -> bool:
     if metric in _CALL_METRICS:
         return contact.VERSION == 1
+    if metric == FCR:
+        return contact.FCR_VERSION == 2
     if metric == "METRIC_AVAILABILITY_TIME":
         return reliability.VERSION == 1
     return reliability.REQUESTS_VERSION == 2
@@ -68,7 +73,7 @@ class Running:
 
     def __init__(self) -> None:
         self.basis: tuple[Any, ...] | None = None
-        self.tally: CallTally | OutageTally | CountTally | None = None
+        self.tally: CallTally | OutageTally | CountTally | FcrTally | None = None
         self.lineage: Lineage = ()
         self.folded = 0  # inputs of the list (before the window's filter) folded
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
@@ -94,6 +99,11 @@ class Running:
             self._drop()
             return None
         lineage = signals.lineage.get(name, ())
+        if metric == FCR and len(lineage) != 1:
+            # One service's calls: distinct ids (its index holds one row an id), which the
+            # running form relies on; several services' may repeat one (the formula refuses that).
+            self._drop()
+            return None
         source: Sequence[Any] = getattr(signals, name)
         basis = (
             json.dumps(objective, sort_keys=True, default=str),
@@ -103,14 +113,16 @@ class Running:
         )
         try:
             if self.tally is not None and basis == self.basis and self._appended(lineage):
-                fresh = self._fresh(metric, window, source[self.folded :], as_of)
+                fresh = self._fresh(metric, p, window, source[self.folded :], as_of)
                 if fresh is not None and self._fold(fresh):
                     self.lineage, self.folded = lineage, len(source)
-                    self.appended += 1
-                    return self.tally.evaluated()
+                    out = self._evaluated(as_of)
+                    if out is not None:
+                        self.appended += 1
+                        return out
             self._drop()
             tally = self._tally(metric, p, window, calendar, exclusions)
-            fresh = self._fresh(metric, window, source, as_of)
+            fresh = self._fresh(metric, p, window, source, as_of)
             if fresh is None:
                 return None
             self.tally = tally
@@ -119,10 +131,17 @@ class Running:
                 return None
             self.basis, self.lineage, self.folded = basis, lineage, len(source)
             self.seeded += 1
-            return tally.evaluated()
+            return self._evaluated(as_of)
         except Exception:  # the formula itself says what is wrong (or computes it)
             self._drop()
             return None
+
+    def _evaluated(self, as_of: datetime) -> Evaluated | None:
+        """The tally's evaluation (first-contact resolution's as of `as_of`: None when that is
+        before the instant it was last asked for — folded again from every input)."""
+        tally = self.tally
+        assert tally is not None
+        return tally.evaluated(as_of) if isinstance(tally, FcrTally) else tally.evaluated()
 
     def _drop(self) -> None:
         self.basis, self.tally, self.lineage, self.folded = None, None, (), 0
@@ -140,7 +159,11 @@ class Running:
     @staticmethod
     def _tally(
         metric: str, p: dict[str, Any], window: Interval, calendar: Calendar, exclusions: list[Interval]
-    ) -> CallTally | OutageTally | CountTally:
+    ) -> CallTally | OutageTally | CountTally | FcrTally:
+        if metric == FCR:
+            from accord_metrics.evaluation import repeat_window
+
+            return FcrTally(p.get("method") or "FLAGGED", repeat_window(p), window)
         if metric in _CALL_METRICS:
             short = _seconds(p["short_abandon_seconds"]) if p.get("short_abandon_seconds") else None
             if metric == "METRIC_SERVICE_LEVEL":
@@ -151,12 +174,18 @@ class Running:
         return CountTally(window, calendar, exclusions)
 
     @staticmethod
-    def _fresh(metric: str, window: Interval, items: Sequence[Any], as_of: datetime) -> list[Any] | None:
+    def _fresh(
+        metric: str, p: dict[str, Any], window: Interval, items: Sequence[Any], as_of: datetime
+    ) -> list[Any] | None:  # fmt: skip
         """The inputs among `items` the formula reads (`evaluation.run_formula`'s filters); None
         when one of them changes with the evaluation's instant (an outage under way)."""
         ws, we = window.start, window.end
         if not ws < we:
             return None
+        if metric == FCR:  # every contact (those before the window decide first-ness)
+            if (p.get("method") or "FLAGGED") == "FLAGGED":
+                return list(items)
+            return [c for c in items if c.customer_id]
         if metric == "METRIC_AVAILABILITY_TIME":
             from accord_metrics.evaluation import ONGOING
 
@@ -169,7 +198,7 @@ class Running:
 
     def _fold(self, fresh: list[Any]) -> bool:
         tally = self.tally
-        if isinstance(tally, CallTally):
+        if isinstance(tally, CallTally | FcrTally):
             return tally.extend(fresh)
         assert tally is not None
         tally.extend(fresh)

@@ -18,6 +18,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_metrics import signal_index
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact
+from accord_metrics.formulas.running import FcrTally
 from accord_metrics.signal_store import LIST_CODE, SignalStore
 from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_agreement_with, at, monthly_objective, ts
 
@@ -73,14 +74,16 @@ def _history(m: Metrics) -> None:
 
 
 class _Reads:
-    """The calls rounds pass first-contact resolution, the calls read whole from the index, and
-    those read by group (the chains)."""
+    """The calls rounds pass first-contact resolution (its formula, or its running form in an
+    open window: `running.FcrTally`), the calls read whole from the index, and those read by
+    group (the chains)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.passed: set[str] = set()
+        self.formula: set[str] = set()  # those passed to the formula itself
         self.whole: list[str] = []
         self.chained: set[str] = set()
-        whole, fcr, by_group = SignalStore.whole, contact.fcr, SignalStore.group_calls
+        whole, fcr, by_group, fold = SignalStore.whole, contact.fcr, SignalStore.group_calls, FcrTally.extend
 
         def spy_group_calls(store: SignalStore, *args: Any) -> Any:
             found = by_group(store, *args)
@@ -94,11 +97,17 @@ class _Reads:
 
         def spy_fcr(passed: Any, *args: Any, **kwargs: Any) -> Any:
             self.passed.update(c.call_id for c in passed)
+            self.formula.update(c.call_id for c in passed)
             return fcr(passed, *args, **kwargs)
+
+        def spy_fold(tally: FcrTally, passed: Any) -> bool:
+            self.passed.update(c.call_id for c in passed)
+            return fold(tally, passed)
 
         monkeypatch.setattr(SignalStore, "whole", spy_whole)
         monkeypatch.setattr(SignalStore, "group_calls", spy_group_calls)
         monkeypatch.setattr(contact, "fcr", spy_fcr)
+        monkeypatch.setattr(FcrTally, "extend", spy_fold)
 
 
 def _matches_every_stored_signal(m: Metrics, aid: str, starts: tuple[str, ...] = (JAN,)) -> None:
@@ -264,3 +273,38 @@ def test_a_store_indexed_before_groups_its_answered_calls_once_at_start(
     assert {f"loyal-{k}" for k in range(4)} <= reads.passed
     assert again.window(None, aid, "repeat", JAN).current["detail"]["repeated"] == "1"
     _matches_every_stored_signal(again, aid)
+
+
+def test_an_open_window_is_judged_from_its_running_evaluation_as_contacts_arrive(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds after batches of new contacts (repeats of earlier ones among them) and time
+    passing fold only the new contacts into the open window's running evaluation — the formula
+    is not run over the window again — and each round's evaluation is the formula's over every
+    stored call; a contact arriving late, before a first contact whose outcome was counted, has
+    every contact folded again, and still gives the formula's."""
+    m = suite.metrics
+    aid = _agreement(suite)
+    _history(m)
+    now = at(f"2026-01-12T09:00{AMS}")
+    m.record(COLLECTOR, [_call(f"start-{i}", now - timedelta(hours=i), f"c{i % 5}") for i in range(10)])
+    suite.tick(now.isoformat())
+    reads = _Reads(monkeypatch)
+    for step in range(6):
+        now += timedelta(hours=30)
+        batch = [_call(f"r{step}-{i}", now - timedelta(minutes=10 * i), f"c{(step + i) % 7}") for i in range(4)]
+        m.record(COLLECTOR, batch)
+        reads.formula.clear()
+        reads.passed.clear()
+        suite.tick(now.isoformat())
+        assert not reads.formula and reads.passed == {s.signal_id for s in batch}  # the batch folded in
+        _matches_every_stored_signal(m, aid)
+    running = [r for r in m._running.values() if type(r.tally).__name__ == "FcrTally"]
+    assert len(running) == len(OBJECTIVES) and all(r.appended >= 6 for r in running)
+    # A contact of c3 arrives late, on 11 January: c3's first contact of the 12th, counted, is now
+    # its repeat — each running evaluation is folded again from every contact.
+    seeded = [r.seeded for r in running]
+    m.record(COLLECTOR, [_call("late", at(f"2026-01-11T10:00{AMS}"), "c3")])
+    suite.tick((now + timedelta(hours=1)).isoformat())
+    assert [r.seeded for r in running] == [n + 1 for n in seeded]
+    _matches_every_stored_signal(m, aid)

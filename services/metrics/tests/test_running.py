@@ -300,3 +300,75 @@ def test_a_correction_or_completion_in_the_open_window_folds_it_again(
 
 def _latest_detail(m: Metrics, aid: str) -> dict[str, str]:
     return dict(m.window(None, aid, "service-level", "2026-03-31T22:00:00+00:00").latest["detail"])
+
+
+_contact = st.tuples(
+    # Seconds from the window's start (it is 2 days long): whole hours often (a repeat exactly
+    # the repeat window after its first contact, or a decision exactly at an instant asked for).
+    st.one_of(st.integers(-240, 288).map(lambda h: h * 3600), st.integers(-10 * 86400, 12 * 86400)),
+    st.sampled_from(["a", "b", ""]),  # customer ("": none, flagged only)
+    st.sampled_from(["billing", "access"]),
+    st.booleans(),  # answered
+    st.sampled_from([None, True, False]),  # the agent's flag
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(_contact, max_size=12), min_size=1, max_size=8),
+    st.sampled_from(list(contact.FcrMethod)),
+    st.sampled_from([1, 3]),
+    st.lists(st.one_of(st.integers(0, 72).map(lambda h: h * 3600), st.integers(0, 3 * 86400)), min_size=8, max_size=8),
+)
+def test_an_fcr_tally_gives_the_formula_s_evaluation_as_contacts_arrive_and_time_passes(
+    batches: list[list[tuple[int, str, str, bool, bool | None]]], method: contact.FcrMethod, days: int,
+    steps: list[int],
+) -> None:  # fmt: skip
+    """Batches of contacts arriving in any order of time (late ones too), the instant moving on
+    after each: the tally's evaluation is `contact.fcr` v2's over every contact so far — or,
+    when a batch changes an outcome it already counted, it says so, and a tally folded from every
+    contact again is."""
+    repeat = timedelta(days=days)
+    tally = running.FcrTally(method, repeat, WINDOW)
+    so_far: list[contact.Call] = []
+    as_of = T0 - timedelta(days=1)
+    n = 0
+    refolded = 0
+    for raw, step in zip(batches, steps, strict=False):
+        batch = []
+        for offset, customer, reason, answered, flag in raw:
+            if method is contact.FcrMethod.REPEAT_CONTACT and not customer:
+                continue  # refused at intake for such an objective (evaluation passes none)
+            entered = T0 + timedelta(seconds=offset)
+            batch.append(contact.Call(f"k{n:04d}", entered, answered_at=entered + timedelta(seconds=9) if answered
+                                      else None, customer_id=customer, reason=reason,
+                                      resolved_first_contact=flag))  # fmt: skip
+            n += 1
+        so_far += batch
+        if not tally.extend(batch):
+            refolded += 1
+            tally = running.FcrTally(method, repeat, WINDOW)
+            assert tally.extend(so_far)
+        as_of += timedelta(seconds=step)
+        assert tally.evaluated(as_of) == contact.fcr(so_far, method, repeat, window=WINDOW, as_of=as_of)
+    assert tally.evaluated(as_of - timedelta(seconds=1)) is None or as_of == T0 - timedelta(days=1)
+
+
+def test_an_fcr_tally_takes_a_contact_exactly_the_repeat_window_after_a_first_one_as_its_repeat() -> None:
+    """The repeat window is inclusive (`contact.first_contacts`): a contact exactly a day after
+    a first contact (repeat window one day) is its repeat, one a microsecond later a first one."""
+    day = timedelta(days=1)
+    tally = running.FcrTally("REPEAT_CONTACT", day, WINDOW)
+    calls = [
+        contact.Call(cid, T0 + at, answered_at=T0 + at + timedelta(seconds=5), customer_id=who, reason="billing")
+        for cid, at, who in [
+            ("x1", timedelta(hours=1), "a"), ("x2", timedelta(hours=25), "a"),
+            ("y1", timedelta(hours=2), "b"), ("y2", timedelta(hours=26, microseconds=1), "b"),
+        ]
+    ]  # fmt: skip
+    assert tally.extend(calls)
+    as_of = T0 + timedelta(days=2)
+    got = tally.evaluated(as_of)
+    assert got == contact.fcr(calls, "REPEAT_CONTACT", day, window=WINDOW, as_of=as_of)
+    # x1 repeated by x2; y1 resolved (decided a day after it); y2 a first contact decided after the window.
+    assert got is not None and [got.detail[k] for k in ("first_contacts", "repeated", "resolved")] == ["2", "1", "1"]

@@ -17,7 +17,9 @@ holds each tally to its formula on random sequences of batches."""
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left, bisect_right
+import heapq
+import itertools
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +34,7 @@ from accord_metrics.formulas.common import (
     EncodedList,
     Evaluated,
     canonical_json,
+    encoded,
     percent,
     ratio,
     seconds,
@@ -259,6 +262,139 @@ def _service_level(t: CallTally, v: contact.ServiceLevelVariant, threshold: time
     return _calls_evaluated(
         "contact.service_level", percent(num, den), params, detail, "zero denominator", input_digest
     )
+
+
+# -- first-contact resolution (v2) ----------------------------------------------------------------
+class FcrTally:
+    """`contact.fcr` v2 over the contacts folded in, for one method, repeat window and window,
+    as of any instant from the last one asked for on: each customer and reason's contacts kept
+    in their order (`contact.first_contacts`'), each first contact's outcome, the outcomes
+    counted (decided in the window before the instant asked for) with their records sorted, and
+    those decided in the window later, by when they fall due. A batch changes the outcomes of
+    the groups it reaches; when one that is already counted changes (a contact arriving late,
+    before a first contact's decision), `extend` says so: the caller folds every contact again.
+    The contacts' ids must be distinct (those of one service's selection)."""
+
+    def __init__(self, method: contact.FcrMethod | str, repeat_window: timedelta, window: Interval) -> None:
+        self.method = contact.FcrMethod(method)
+        contact.fcr([], self.method, repeat_window, window=window)  # its checks, as it makes them
+        self.repeat, self.window = repeat_window, window
+        # (customer, reason) → its contacts as (arrival, id, call), in `first_contacts`' order.
+        self._groups: dict[tuple[str, str], list[tuple[datetime, str, contact.Call]]] = {}
+        # First contact id → (its outcome, the token of its place among those due), for every
+        # first contact whose decision is in the window.
+        self._outcomes: dict[str, tuple[contact.FirstContactOutcome, int]] = {}
+        self._due: list[tuple[datetime, int, str]] = []  # a heap of (decision, token, id) not yet counted
+        self._tokens = itertools.count()
+        self._pending = 0  # the entries of `_due` still current
+        self._as_of: datetime | None = None  # counted: every outcome decided before it
+        self.counted = self.resolved = self.repeated = self.unflagged = 0
+        prefix, _ = split_payload({"inputs": records_slot(), "parameters": {}})
+        self.records = SortedDigest(prefix)
+
+    def extend(self, calls: Sequence[contact.Call]) -> bool:
+        """Fold in these contacts. False when one changes an outcome already counted (the
+        state is then the caller's to drop)."""
+        touched: set[tuple[str, str]] = set()
+        for c in calls:
+            if c.answered:
+                key = (c.customer_id, c.reason)
+                group = self._groups.setdefault(key, [])
+                entry = (c.entered_queue, c.call_id, c)
+                if group and entry[:2] < group[-1][:2]:
+                    insort(group, entry, key=_arrival)
+                else:
+                    group.append(entry)
+                touched.add(key)
+        return all(self._judge(self._groups[key]) for key in touched)
+
+    def _judge(self, group: list[tuple[datetime, str, contact.Call]]) -> bool:
+        """A group's outcomes worked out again (`contact.fcr`'s episodes); False when one counted changes."""
+        repeat, window, by_repeat = self.repeat, self.window, self.method is contact.FcrMethod.REPEAT_CONTACT
+        anchor: contact.Call | None = None
+        first_repeat: dict[str, contact.Call] = {}
+        firsts: list[contact.Call] = []
+        for at, _, c in group:
+            if anchor is not None and at - anchor.entered_queue <= repeat:
+                first_repeat.setdefault(anchor.call_id, c)
+            else:
+                anchor = c
+                firsts.append(c)
+        now: dict[str, contact.FirstContactOutcome] = {}
+        for first in firsts:
+            r = first_repeat.get(first.call_id) if by_repeat else None
+            if not by_repeat:
+                decided, ok = first.entered_queue, first.resolved_first_contact is True
+            elif r is not None:
+                decided, ok = r.entered_queue, False
+            else:
+                decided, ok = first.entered_queue + repeat, True
+            if window.contains(decided):
+                now[first.call_id] = contact.FirstContactOutcome(
+                    first.call_id, first.customer_id, first.reason, first.entered_queue, decided, ok,
+                    None if by_repeat else first.resolved_first_contact, "" if r is None else r.call_id,
+                )  # fmt: skip
+        # The group's former outcomes are those of its contacts' ids (each was a first contact or not).
+        outcomes = self._outcomes
+        before = {cid: outcomes[cid][0] for _, cid, _ in group if cid in outcomes}
+        changed = [cid for cid, was in before.items() if now.get(cid) != was]
+        if any(self._is_counted(before[cid]) for cid in changed):
+            return False
+        for cid in changed:
+            del outcomes[cid]  # its entry among those due is no longer current
+            self._pending -= 1
+        for cid, outcome in now.items():
+            if cid not in outcomes:
+                token = next(self._tokens)
+                outcomes[cid] = (outcome, token)
+                heapq.heappush(self._due, (outcome.decided, token, cid))
+                self._pending += 1
+        return True
+
+    def _is_counted(self, outcome: contact.FirstContactOutcome) -> bool:
+        return self._as_of is not None and outcome.decided < self._as_of
+
+    def evaluated(self, as_of: datetime) -> Evaluated | None:
+        """`contact.fcr` v2 as of `as_of`; None when it is before an instant asked for before
+        (what was counted then cannot be taken back here)."""
+        contact._aware("as_of", as_of)
+        if self._as_of is not None and as_of < self._as_of:
+            return None
+        due, outcomes = self._due, self._outcomes
+        pairs: list[tuple[Any, str]] = []
+        while due and due[0][0] < as_of:
+            _, token, cid = heapq.heappop(due)
+            held = outcomes.get(cid)
+            if held is None or held[1] != token:
+                continue  # changed since it was placed
+            outcome = held[0]
+            self._pending -= 1
+            pairs.append((cid, encoded(outcome, contact.utc_record)))
+            self.counted += 1
+            self.resolved += outcome.resolved
+            self.repeated += bool(outcome.repeat_id)
+            self.unflagged += self.method is contact.FcrMethod.FLAGGED and outcome.flag is None
+        self.records.add(pairs)
+        self._as_of = as_of
+        detail = {
+            "unit": "percent",
+            "first_contacts": str(self.counted),
+            "resolved": str(self.resolved),
+            "repeated": str(self.repeated),
+            "pending": str(self._pending),
+            "unflagged": str(self.unflagged),
+        }
+        params = contact._fcr_params(self.method, self.repeat, self.window, as_of)
+        _, suffix = split_payload({"inputs": records_slot(), "parameters": params})
+        value = percent(self.resolved, self.counted)
+        return Evaluated(
+            "contact.fcr", 2, value, params, self.records.digest(suffix), detail,
+            "" if value is not None else "no first contact",
+        )  # fmt: skip
+
+
+def _arrival(entry: tuple[datetime, str, contact.Call]) -> tuple[datetime, str]:
+    return entry[0], entry[1]
 
 
 # -- time-based availability -----------------------------------------------------------------------
