@@ -172,7 +172,7 @@ def _passed_counted(kind: _List) -> Iterator[list[int]]:
     """Counts the items the list's formula is passed, or its running form folds (one entry a call)."""
     counts: list[int] = []
     formula = getattr(kind.module, kind.formula)
-    fold = kind.fold.extend if kind.fold is not None else None
+    fold: Any = kind.fold.extend if kind.fold is not None else None
 
     def counting(items: Any, *args: Any, **kwargs: Any) -> Any:
         counts.append(len(items))
