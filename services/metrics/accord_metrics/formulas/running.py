@@ -101,6 +101,26 @@ class SortedDigest:
         else:
             keys.extend(p[0] for p in pairs)
             records.extend(p[1] for p in pairs)
+        self._rehash_from(at)
+
+    def remove(self, keys: Sequence[Any]) -> None:
+        """Take out the records of these keys (each held once: `KeyError` otherwise)."""
+        held = self.keys
+        places = []
+        for key in keys:
+            at = bisect_left(held, key)
+            if at == len(held) or held[at] != key:
+                raise KeyError(key)
+            places.append(at)
+        if not places:
+            return
+        for at in sorted(places, reverse=True):
+            del held[at], self.records[at]
+        self._rehash_from(min(places))
+
+    def _rehash_from(self, at: int) -> None:
+        """The hash states brought up to date from the last one kept before place `at`."""
+        records = self.records
         kept = at // CHECKPOINT
         del self._states[kept + 1 :]
         state = self._states[kept]
@@ -270,10 +290,11 @@ class FcrTally:
     as of any instant from the last one asked for on: each customer and reason's contacts kept
     in their order (`contact.first_contacts`'), each first contact's outcome, the outcomes
     counted (decided in the window before the instant asked for) with their records sorted, and
-    those decided in the window later, by when they fall due. A batch changes the outcomes of
-    the groups it reaches; when one that is already counted changes (a contact arriving late,
-    before a first contact's decision), `extend` says so: the caller folds every contact again.
-    The contacts' ids must be distinct (those of one service's selection)."""
+    a heap of those decided in the window not counted yet, by when they fall due. A batch works
+    out again the outcomes of the groups it reaches: an outcome that changes is taken out (out of
+    the records and counts when counted — a contact arriving late, before a first contact's
+    decision) and the new one falls due in its turn. The contacts' ids must be distinct (those of
+    one service's selection)."""
 
     def __init__(self, method: contact.FcrMethod | str, repeat_window: timedelta, window: Interval) -> None:
         self.method = contact.FcrMethod(method)
@@ -281,20 +302,19 @@ class FcrTally:
         self.repeat, self.window = repeat_window, window
         # (customer, reason) → its contacts as (arrival, id, call), in `first_contacts`' order.
         self._groups: dict[tuple[str, str], list[tuple[datetime, str, contact.Call]]] = {}
-        # First contact id → (its outcome, the token of its place among those due), for every
-        # first contact whose decision is in the window.
-        self._outcomes: dict[str, tuple[contact.FirstContactOutcome, int]] = {}
+        # First contact id → [its outcome, the token of its entry among those due (None: counted)],
+        # for every first contact whose decision is in the window.
+        self._outcomes: dict[str, list[Any]] = {}
         self._due: list[tuple[datetime, int, str]] = []  # a heap of (decision, token, id) not yet counted
         self._tokens = itertools.count()
         self._pending = 0  # the entries of `_due` still current
-        self._as_of: datetime | None = None  # counted: every outcome decided before it
+        self._as_of: datetime | None = None  # the last instant asked for
         self.counted = self.resolved = self.repeated = self.unflagged = 0
         prefix, _ = split_payload({"inputs": records_slot(), "parameters": {}})
         self.records = SortedDigest(prefix)
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
-        """Fold in these contacts. False when one changes an outcome already counted (the
-        state is then the caller's to drop)."""
+        """Fold in these contacts (True: it always can)."""
         touched: set[tuple[str, str]] = set()
         for c in calls:
             if c.answered:
@@ -306,10 +326,15 @@ class FcrTally:
                 else:
                     group.append(entry)
                 touched.add(key)
-        return all(self._judge(self._groups[key]) for key in touched)
+        uncounted: list[str] = []
+        for key in touched:
+            self._judge(self._groups[key], uncounted)
+        self.records.remove(uncounted)
+        return True
 
-    def _judge(self, group: list[tuple[datetime, str, contact.Call]]) -> bool:
-        """A group's outcomes worked out again (`contact.fcr`'s episodes); False when one counted changes."""
+    def _judge(self, group: list[tuple[datetime, str, contact.Call]], uncounted: list[str]) -> None:
+        """A group's outcomes worked out again (`contact.fcr`'s episodes); the ids of the counted
+        ones that changed added to `uncounted` (their records to take out)."""
         repeat, window, by_repeat = self.repeat, self.window, self.method is contact.FcrMethod.REPEAT_CONTACT
         anchor: contact.Call | None = None
         first_repeat: dict[str, contact.Call] = {}
@@ -336,27 +361,32 @@ class FcrTally:
                 )  # fmt: skip
         # The group's former outcomes are those of its contacts' ids (each was a first contact or not).
         outcomes = self._outcomes
-        before = {cid: outcomes[cid][0] for _, cid, _ in group if cid in outcomes}
-        changed = [cid for cid, was in before.items() if now.get(cid) != was]
-        if any(self._is_counted(before[cid]) for cid in changed):
-            return False
-        for cid in changed:
-            del outcomes[cid]  # its entry among those due is no longer current
-            self._pending -= 1
+        for _, cid, _ in group:
+            held = outcomes.get(cid)
+            if held is None or now.get(cid) == held[0]:
+                continue
+            del outcomes[cid]
+            if held[1] is None:  # counted: taken out of the records and counts
+                self._count(held[0], -1)
+                uncounted.append(cid)
+            else:  # its entry among those due is no longer current
+                self._pending -= 1
         for cid, outcome in now.items():
             if cid not in outcomes:
                 token = next(self._tokens)
-                outcomes[cid] = (outcome, token)
+                outcomes[cid] = [outcome, token]
                 heapq.heappush(self._due, (outcome.decided, token, cid))
                 self._pending += 1
-        return True
 
-    def _is_counted(self, outcome: contact.FirstContactOutcome) -> bool:
-        return self._as_of is not None and outcome.decided < self._as_of
+    def _count(self, outcome: contact.FirstContactOutcome, sign: int) -> None:
+        self.counted += sign
+        self.resolved += sign * outcome.resolved
+        self.repeated += sign * bool(outcome.repeat_id)
+        self.unflagged += sign * (self.method is contact.FcrMethod.FLAGGED and outcome.flag is None)
 
     def evaluated(self, as_of: datetime) -> Evaluated | None:
         """`contact.fcr` v2 as of `as_of`; None when it is before an instant asked for before
-        (what was counted then cannot be taken back here)."""
+        (what was counted then is not taken back here: the caller folds every contact again)."""
         contact._aware("as_of", as_of)
         if self._as_of is not None and as_of < self._as_of:
             return None
@@ -367,13 +397,10 @@ class FcrTally:
             held = outcomes.get(cid)
             if held is None or held[1] != token:
                 continue  # changed since it was placed
-            outcome = held[0]
+            held[1] = None
             self._pending -= 1
-            pairs.append((cid, encoded(outcome, contact.utc_record)))
-            self.counted += 1
-            self.resolved += outcome.resolved
-            self.repeated += bool(outcome.repeat_id)
-            self.unflagged += self.method is contact.FcrMethod.FLAGGED and outcome.flag is None
+            pairs.append((cid, encoded(held[0], contact.utc_record)))
+            self._count(held[0], 1)
         self.records.add(pairs)
         self._as_of = as_of
         detail = {
