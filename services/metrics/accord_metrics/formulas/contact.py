@@ -419,8 +419,8 @@ def first_contacts(contacts: Sequence[Call], repeat_window: timedelta = timedelt
     return episodes
 
 
-@dataclass(frozen=True)
-class FirstContactOutcome:
+@dataclass(frozen=True, slots=True)
+class FirstContactOutcome(_KeepsRecord):
     """One first contact as it decides a window ("contact.fcr" v2's digested record): the
     contact, the instant its outcome became known, whether it was resolved, the agent's flag
     (FLAGGED) and the repeat that decided it (REPEAT_CONTACT; "" when none came)."""

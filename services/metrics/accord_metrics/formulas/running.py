@@ -300,14 +300,14 @@ class FcrTally:
         self.method = contact.FcrMethod(method)
         contact.fcr([], self.method, repeat_window, window=window)  # its checks, as it makes them
         self.repeat, self.window = repeat_window, window
-        # (customer, reason) → its contacts as (arrival, id, call), in `first_contacts`' order.
-        self._groups: dict[tuple[str, str], list[tuple[datetime, str, contact.Call]]] = {}
-        # First contact id → [its outcome, the token of its entry among those due (None: counted)],
-        # for every first contact whose decision is in the window.
-        self._outcomes: dict[str, list[Any]] = {}
+        # (customer, reason) → its contacts in `first_contacts`' order (arrival, then id).
+        self._groups: dict[tuple[str, str], list[contact.Call]] = {}
+        # First contact id → its outcome, for every first contact whose decision is in the window;
+        # and the token of its entry among those due while it is not counted.
+        self._outcomes: dict[str, contact.FirstContactOutcome] = {}
+        self._due_token: dict[str, int] = {}
         self._due: list[tuple[datetime, int, str]] = []  # a heap of (decision, token, id) not yet counted
         self._tokens = itertools.count()
-        self._pending = 0  # the entries of `_due` still current
         self._as_of: datetime | None = None  # the last instant asked for
         self.counted = self.resolved = self.repeated = self.unflagged = 0
         prefix, _ = split_payload({"inputs": records_slot(), "parameters": {}})
@@ -320,11 +320,10 @@ class FcrTally:
             if c.answered:
                 key = (c.customer_id, c.reason)
                 group = self._groups.setdefault(key, [])
-                entry = (c.entered_queue, c.call_id, c)
-                if group and entry[:2] < group[-1][:2]:
-                    insort(group, entry, key=_arrival)
+                if group and _arrival(c) < _arrival(group[-1]):
+                    insort(group, c, key=_arrival)
                 else:
-                    group.append(entry)
+                    group.append(c)
                 touched.add(key)
         uncounted: list[str] = []
         for key in touched:
@@ -332,15 +331,15 @@ class FcrTally:
         self.records.remove(uncounted)
         return True
 
-    def _judge(self, group: list[tuple[datetime, str, contact.Call]], uncounted: list[str]) -> None:
+    def _judge(self, group: list[contact.Call], uncounted: list[str]) -> None:
         """A group's outcomes worked out again (`contact.fcr`'s episodes); the ids of the counted
         ones that changed added to `uncounted` (their records to take out)."""
         repeat, window, by_repeat = self.repeat, self.window, self.method is contact.FcrMethod.REPEAT_CONTACT
         anchor: contact.Call | None = None
         first_repeat: dict[str, contact.Call] = {}
         firsts: list[contact.Call] = []
-        for at, _, c in group:
-            if anchor is not None and at - anchor.entered_queue <= repeat:
+        for c in group:
+            if anchor is not None and c.entered_queue - anchor.entered_queue <= repeat:
                 first_repeat.setdefault(anchor.call_id, c)
             else:
                 anchor = c
@@ -360,23 +359,22 @@ class FcrTally:
                     None if by_repeat else first.resolved_first_contact, "" if r is None else r.call_id,
                 )  # fmt: skip
         # The group's former outcomes are those of its contacts' ids (each was a first contact or not).
-        outcomes = self._outcomes
-        for _, cid, _ in group:
+        outcomes, tokens = self._outcomes, self._due_token
+        for c in group:
+            cid = c.call_id
             held = outcomes.get(cid)
-            if held is None or now.get(cid) == held[0]:
+            if held is None or now.get(cid) == held:
                 continue
             del outcomes[cid]
-            if held[1] is None:  # counted: taken out of the records and counts
-                self._count(held[0], -1)
+            if tokens.pop(cid, None) is None:  # counted: taken out of the records and counts
+                self._count(held, -1)
                 uncounted.append(cid)
-            else:  # its entry among those due is no longer current
-                self._pending -= 1
+            # else its entry among those due is no longer current
         for cid, outcome in now.items():
             if cid not in outcomes:
-                token = next(self._tokens)
-                outcomes[cid] = [outcome, token]
+                token = tokens[cid] = next(self._tokens)
+                outcomes[cid] = outcome
                 heapq.heappush(self._due, (outcome.decided, token, cid))
-                self._pending += 1
 
     def _count(self, outcome: contact.FirstContactOutcome, sign: int) -> None:
         self.counted += sign
@@ -390,17 +388,16 @@ class FcrTally:
         contact._aware("as_of", as_of)
         if self._as_of is not None and as_of < self._as_of:
             return None
-        due, outcomes = self._due, self._outcomes
+        due, outcomes, tokens = self._due, self._outcomes, self._due_token
         pairs: list[tuple[Any, str]] = []
         while due and due[0][0] < as_of:
             _, token, cid = heapq.heappop(due)
-            held = outcomes.get(cid)
-            if held is None or held[1] != token:
+            if tokens.get(cid) != token:
                 continue  # changed since it was placed
-            held[1] = None
-            self._pending -= 1
-            pairs.append((cid, encoded(held[0], contact.utc_record)))
-            self._count(held[0], 1)
+            del tokens[cid]
+            outcome = outcomes[cid]
+            pairs.append((cid, encoded(outcome, contact.utc_record)))
+            self._count(outcome, 1)
         self.records.add(pairs)
         self._as_of = as_of
         detail = {
@@ -408,7 +405,7 @@ class FcrTally:
             "first_contacts": str(self.counted),
             "resolved": str(self.resolved),
             "repeated": str(self.repeated),
-            "pending": str(self._pending),
+            "pending": str(len(tokens)),
             "unflagged": str(self.unflagged),
         }
         params = contact._fcr_params(self.method, self.repeat, self.window, as_of)
@@ -420,8 +417,8 @@ class FcrTally:
         )  # fmt: skip
 
 
-def _arrival(entry: tuple[datetime, str, contact.Call]) -> tuple[datetime, str]:
-    return entry[0], entry[1]
+def _arrival(c: contact.Call) -> tuple[datetime, str]:
+    return c.entered_queue, c.call_id
 
 
 # -- time-based availability -----------------------------------------------------------------------
