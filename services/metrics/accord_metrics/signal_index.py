@@ -320,8 +320,7 @@ class ServiceSignals:
         `since`: where the lists the burn rates do not read (`_BURN_READS`: the calls) start,
         after `span`'s start — an open window's start, its span starting at its longest
         look-back. Read from the store's index. A selection by time is kept (`_Selection`):
-        selecting the same span
-        again reads only the rows of the ids that changed since."""
+        selecting the same span again reads only the rows of the ids that changed since."""
         if span is not None:
             repeat = None if all_calls else repeat
             key = (span, all_calls, repeat, self.longest_outage, since, whole_settled)
@@ -363,7 +362,7 @@ class ServiceSignals:
         repeat: int | None = None, chains: dict[int, list[tuple[int, str]]] | None = None,
     ) -> dict[str, list[tuple[int, str, bytes]]]:  # fmt: skip
         """`select`'s rows: (rank, signal id, latest content) by list, in rank order; `chains` (with
-        `repeat`) gains the chained calls (`_chains`) by group."""
+        `repeat`) gains the contacts kept of the chains before the calls' bottom (`_chains`), by group."""
         whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
         found = self.store.whole(self.service_id, whole)
         if span is not None:
@@ -640,8 +639,9 @@ class _Selection:
         # evaluation that its inputs were only appended to (`SignalSet.lineage`, running.py).
         self.serial = next(_SELECTIONS)
         self.changes: dict[str, int] = {}
-        # First-contact resolution's (`ServiceSignals.select`'s `repeat`): the calls it holds from
-        # before its calls' bottom, by group (`_chains`), as (rank, id).
+        # First-contact resolution's (`ServiceSignals.select`'s `repeat`): the contacts it holds from
+        # before its calls' bottom — of each chain, the first contact of the episode under way — by
+        # group (`_chains`), as (rank, id).
         self.chains: dict[int, list[tuple[int, str]]] = {}
 
     def fill(self, entry: ServiceSignals) -> None:
