@@ -301,49 +301,57 @@ class SignalStore:
     # -- writes ---------------------------------------------------------------------------------------------
     def key_settled(self, names: Sequence[str], key_of: Callable[[bytes], int]) -> int:
         """Once a list and store: give the rows of these lists, indexed when they were read whole
-        (time key 0), the time key `key_of` their content (the instant they settle), in one
-        transaction with the mark that it was done for each. Returns the rows keyed (0 when done
-        before or none held)."""
-        keyed: list[tuple[int, str, str]] = []
-        with self._cursor(write=True) as cur:
-            if not self._sqlite:  # two instances starting at once on one database key them once
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
-            for name in names:
-                done = f"{_POSITION}.settled.{name}"
-                cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
-                if cur.fetchone() is not None:
-                    continue
-                cur.execute(
-                    self._q(f"SELECT service_id, signal_id, content FROM {self.rows} WHERE list = ?"),
-                    (LIST_CODE[name],),
-                )
-                rows = [(key_of(bytes(content)), str(service), str(sid)) for service, sid, content in cur.fetchall()]
-                cur.executemany(
-                    self._q(f"UPDATE {self.rows} SET time_key = ? WHERE service_id = ? AND signal_id = ?"), rows
-                )
-                cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
-                keyed += rows
-        return len(keyed)
+        (time key 0), the time key `key_of` their content (the instant they settle) (`_rekey`).
+        Returns the rows keyed (0 when done before or none held)."""
+        return sum(self._rekey(f"{_POSITION}.settled.{name}", name, "time_key", key_of) for name in names)
 
     def key_groups(self, group_of: Callable[[bytes], int | None]) -> int:
         """Once a store: give the calls indexed before their groups were (no group), the group
-        `group_of` their content (None: not answered), in one transaction with the mark that it was
-        done. Returns the rows given one (0 when done before or none held)."""
-        with self._cursor(write=True) as cur:
-            if not self._sqlite:  # two instances starting at once on one database group them once
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rows,))
-            done = f"{_POSITION}.grouped.calls"
+        `group_of` their content (None: not answered) (`_rekey`). Returns the rows given one (0
+        when done before or none held)."""
+        return self._rekey(f"{_POSITION}.grouped.calls", "calls", "grp", group_of)
+
+    def _rekey(self, done: str, name: str, column: str, key_of: Callable[[bytes], int | None]) -> int:
+        """Once (until the mark `done` is written): set `column` of every row of the list `name` to
+        `key_of` its content (None: left as it is) — a page of `REKEY_PAGE` rows a transaction, in
+        the order of their ids, so a store of millions of calls is never read whole into memory nor
+        written in one transaction — then the mark. A row whose content changed since its page was
+        read is left (whoever wrote that content wrote its key). What it writes follows from each
+        content alone: a crash before the mark does it again, two processes starting at once write
+        the same. Returns the rows set."""
+        with self._cursor(write=False) as cur:
             cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
             if cur.fetchone() is not None:
                 return 0
+        keyed = 0
+        after = ("", "")
+        read = self._q(
+            f"SELECT service_id, signal_id, content FROM {self.rows} "
+            "WHERE list = ? AND (service_id, signal_id) > (?, ?) ORDER BY service_id, signal_id LIMIT ?"
+        )
+        write = self._q(f"UPDATE {self.rows} SET {column} = ? WHERE service_id = ? AND signal_id = ? AND content = ?")
+        while True:
+            with self._cursor(write=True) as cur:
+                cur.execute(read, (LIST_CODE[name], *after, REKEY_PAGE))
+                page = cur.fetchall()
+                if not page:
+                    break
+                values = []
+                for service, sid, content in page:
+                    key = key_of(bytes(content))
+                    if key is not None:
+                        values.append((key, str(service), str(sid), content))
+                cur.executemany(write, values)
+                keyed += len(values)
+                after = (str(page[-1][0]), str(page[-1][1]))
+        with self._cursor(write=True) as cur:
             cur.execute(
-                self._q(f"SELECT service_id, signal_id, content FROM {self.rows} WHERE list = ?"), (LIST_CODE["calls"],)
+                self._q(
+                    f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1) ON CONFLICT (name) DO NOTHING"
+                ),
+                (done,),
             )
-            rows = [(group_of(bytes(content)), str(service), str(sid)) for service, sid, content in cur.fetchall()]
-            rows = [r for r in rows if r[0] is not None]
-            cur.executemany(self._q(f"UPDATE {self.rows} SET grp = ? WHERE service_id = ? AND signal_id = ?"), rows)
-            cur.execute(self._q(f"INSERT INTO {self.position_table} (name, position) VALUES (?, 1)"), (done,))
-        return len(rows)
+        return keyed
 
     def commit(self, rows: Sequence[tuple[Any, ...]], facts: dict[str, Facts], expected: int, position: int) -> None:
         """Write rows ((service id, *Row): inserted or replacing the id's row) and services' facts, and
@@ -423,6 +431,8 @@ class SignalStore:
 _ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # Rows an insert statement carries on SQLite: 900 variables, within the 999 of any SQLite version.
 ROWS_PER_STATEMENT = 90
+# Rows `SignalStore._rekey` reads and writes a transaction.
+REKEY_PAGE = 10_000
 
 
 class IndexMovedError(IntegrityError):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_metrics import signal_index
+from accord_metrics import signal_index, signal_store
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact
 from accord_metrics.formulas.running import FcrTally
@@ -246,8 +246,9 @@ def test_a_store_indexed_before_groups_its_answered_calls_once_at_start(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Calls indexed before they were grouped (no group) are given their customer-and-reason
-    group when the service starts, once (marked done in the same transaction): a round then reads
-    the chains as if they were recorded now."""
+    group when the service starts, a page of rows a transaction (here of 1,000: six pages), once
+    (then marked done): a round then reads the chains as if they were recorded now."""
+    monkeypatch.setattr(signal_store, "REKEY_PAGE", 1_000)
     m = suite.metrics
     aid = _agreement(suite)
     _history(m)
