@@ -67,6 +67,12 @@ def repeat_window(parameters: dict[str, Any]) -> timedelta:
     return timedelta(days=float(_dec(parameters.get("repeat_window_days"), "7")))
 
 
+def fcr_method(parameters: dict[str, Any]) -> str:
+    """First-contact resolution's method (`method`, FLAGGED unless set): the formula's, and its
+    running form's (running.py)."""
+    return str(parameters.get("method") or "FLAGGED")
+
+
 def _minutes(raw: Any) -> timedelta:
     return timedelta(minutes=float(_dec(raw)))
 
@@ -184,14 +190,11 @@ def run_formula(
         return contact.service_level(calls, p["variant"], timedelta(seconds=float(_dec(p["threshold_seconds"]))), short)
     if metric == "METRIC_FIRST_CONTACT_RESOLUTION":
         repeat = repeat_window(p)
-        method = p.get("method") or "FLAGGED"
-        fcr_calls = signals.calls
-        if method != "FLAGGED":
-            # Inferred from repeat contacts of the same customer: a call without its customer
-            # id (refused at intake since; see signals.proto) is no one's first contact.
-            fcr_calls = [c for c in signals.calls if c.customer_id]
+        method = fcr_method(p)
         version = _version(recorded, "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION)
-        return contact.fcr(fcr_calls, method, repeat, window=window, as_of=as_of, version=version)
+        return contact.fcr(
+            contact.fcr_contacts(signals.calls, method), method, repeat, window=window, as_of=as_of, version=version
+        )
     if metric == "METRIC_AVERAGE_HANDLE_TIME":
         return contact.aht(calls)
     if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):

@@ -161,9 +161,9 @@ class Running:
         metric: str, p: dict[str, Any], window: Interval, calendar: Calendar, exclusions: list[Interval]
     ) -> CallTally | OutageTally | CountTally | FcrTally:
         if metric == FCR:
-            from accord_metrics.evaluation import repeat_window
+            from accord_metrics.evaluation import fcr_method, repeat_window
 
-            return FcrTally(p.get("method") or "FLAGGED", repeat_window(p), window)
+            return FcrTally(fcr_method(p), repeat_window(p), window)
         if metric in _CALL_METRICS:
             short = _seconds(p["short_abandon_seconds"]) if p.get("short_abandon_seconds") else None
             if metric == "METRIC_SERVICE_LEVEL":
@@ -183,9 +183,9 @@ class Running:
         if not ws < we:
             return None
         if metric == FCR:  # every contact (those before the window decide first-ness)
-            if (p.get("method") or "FLAGGED") == "FLAGGED":
-                return list(items)
-            return [c for c in items if c.customer_id]
+            from accord_metrics.evaluation import fcr_method
+
+            return contact.fcr_contacts(items, fcr_method(p))
         if metric == "METRIC_AVAILABILITY_TIME":
             from accord_metrics.evaluation import ONGOING
 

@@ -35,7 +35,7 @@ from accord_metrics.domain import (
     SignalCorrection,
     UnknownServiceError,
 )
-from accord_metrics.evaluation import INPUT_LISTS, ONGOING, SignalSet
+from accord_metrics.evaluation import INPUT_LISTS, ONGOING, SignalSet, fcr_method
 from accord_metrics.signal_store import LIST_CODE, LISTS, Facts, IndexMovedError, Row, SignalStore
 from accord_metrics.signals import validate
 
@@ -505,10 +505,7 @@ class ServiceSignals:
                 if at < len(ranks) and ranks[at] == rank and ids[at] == sid:
                     del ranks[at], ids[at], items[at]
                     changes += 1
-        firsts: dict[int, int] = {}
-        for _, _, _, t, g in self.store.group_calls(self.service_id, sorted(groups), bottom, bottom + repeat):
-            if g not in firsts or t < firsts[g]:
-                firsts[g] = t
+        firsts = self.store.group_firsts(self.service_id, bottom, bottom + repeat, sorted(groups))
         entries = sorted(self._chains(firsts, bottom, repeat, kept.chains), key=_rank)
         for entry, item in zip(entries, self._inputs(entries, kept_too=False), strict=True):
             at = bisect_left(ranks, entry[0])
@@ -1129,7 +1126,7 @@ class SignalIndex(_Host):
             latest, _, services = self.scope(view, now)
             for terms in [latest, *(v["terms"] for v in view.versions)]:
                 for o in terms.get("objectives") or []:
-                    method = str((o.get("parameters") or {}).get("method") or "FLAGGED")
+                    method = fcr_method(o.get("parameters") or {})
                     if o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" and method != "FLAGGED":
                         for sid in services:
                             out.setdefault(sid, f"{view.agreement_id}/{o.get('objective_id', '')}")

@@ -233,17 +233,19 @@ class SignalStore:
             )
             return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
 
-    def group_firsts(self, service_id: str, lo: int, hi: int) -> dict[int, int]:
-        """The groups of a service's answered calls with a call whose time key is in [lo, hi), each
-        with the earliest such time key."""
+    def group_firsts(
+        self, service_id: str, lo: int, hi: int, groups: Sequence[int] | None = None
+    ) -> dict[int, int]:  # fmt: skip
+        """The groups of a service's answered calls (of these groups, when given) with a call whose
+        time key is in [lo, hi), each with the earliest such time key."""
+        where = "service_id = ? AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL"
+        params: tuple[Any, ...] = (service_id, LIST_CODE["calls"], lo, hi)
+        if groups is not None:
+            if not groups:
+                return {}
+            where, params = self._of_groups(where, params, groups)
         with self._cursor(write=False) as cur:
-            cur.execute(
-                self._q(
-                    f"SELECT grp, MIN(time_key) FROM {self.rows} WHERE service_id = ? AND list = ? AND time_key >= ? "
-                    "AND time_key < ? AND grp IS NOT NULL GROUP BY grp"
-                ),
-                (service_id, LIST_CODE["calls"], lo, hi),
-            )
+            cur.execute(self._q(f"SELECT grp, MIN(time_key) FROM {self.rows} WHERE {where} GROUP BY grp"), params)
             return {int(g): int(t) for g, t in cur.fetchall()}
 
     def group_calls(
@@ -254,17 +256,22 @@ class SignalStore:
         index, those of the groups kept."""
         if not groups:
             return []
-        cols = "rank, signal_id, content, time_key, grp"
-        where = "service_id = ? AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL"
-        if self._sqlite:
-            sql = f"SELECT {cols} FROM {self.rows} WHERE {where} AND grp IN (SELECT value FROM json_each(?))"
-            params: tuple[Any, ...] = (service_id, LIST_CODE["calls"], lo, hi, json.dumps(list(groups)))
-        else:
-            sql = f"SELECT {cols} FROM {self.rows} WHERE {where.replace('?', '%s')} AND grp = ANY(%s)"
-            params = (service_id, LIST_CODE["calls"], lo, hi, list(groups))
+        where, params = self._of_groups(
+            "service_id = ? AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL",
+            (service_id, LIST_CODE["calls"], lo, hi),
+            groups,
+        )
         with self._cursor(write=False) as cur:
-            cur.execute(sql, params)
+            cur.execute(
+                self._q(f"SELECT rank, signal_id, content, time_key, grp FROM {self.rows} WHERE {where}"), params
+            )
             return [(int(r), str(s), bytes(c), int(t), int(g)) for r, s, c, t, g in cur.fetchall()]
+
+    def _of_groups(self, where: str, params: tuple[Any, ...], groups: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+        """`where` (SQLite's placeholders) narrowed to these groups, in one parameter."""
+        if self._sqlite:
+            return f"{where} AND grp IN (SELECT value FROM json_each(?))", (*params, json.dumps(list(groups)))
+        return f"{where} AND grp = ANY(?)", (*params, list(groups))
 
     def whole(self, service_id: str, names: Sequence[str]) -> dict[str, list[tuple[int, str, bytes]]]:
         """(rank, signal id, latest content) of every signal of these lists, by list."""

@@ -435,6 +435,48 @@ class FirstContactOutcome(_KeepsRecord):
     repeat_id: str
 
 
+def fcr_contacts(calls: Sequence[Call], method: FcrMethod | str) -> list[Call]:
+    """The calls first-contact resolution by `method` is computed over: every call (FLAGGED), or
+    those with a customer id (REPEAT_CONTACT: repeats are counted per customer, so a call without
+    one — refused at intake since, see signals.proto — is no one's first contact)."""
+    if FcrMethod(method) is FcrMethod.FLAGGED:
+        return list(calls)
+    return [c for c in calls if c.customer_id]
+
+
+def group_outcomes(
+    group: Sequence[Call], method: FcrMethod, repeat_window: timedelta, window: Interval
+) -> dict[str, FirstContactOutcome]:
+    """ "contact.fcr" v2's outcomes of one customer and reason's contacts (answered, in
+    `first_contacts`' order: arrival, then id) whose decision lies in `window`, by first contact
+    id — the rule `fcr` and its running form (`formulas/running.py`, `FcrTally`) both apply."""
+    by_repeat = method is FcrMethod.REPEAT_CONTACT
+    anchor: Call | None = None
+    first_repeat: dict[str, Call] = {}
+    firsts: list[Call] = []
+    for c in group:
+        if anchor is not None and c.entered_queue - anchor.entered_queue <= repeat_window:
+            first_repeat.setdefault(anchor.call_id, c)
+        else:
+            anchor = c
+            firsts.append(c)
+    out: dict[str, FirstContactOutcome] = {}
+    for first in firsts:
+        r = first_repeat.get(first.call_id) if by_repeat else None
+        if not by_repeat:
+            decided, ok = first.entered_queue, first.resolved_first_contact is True
+        elif r is not None:
+            decided, ok = r.entered_queue, False
+        else:
+            decided, ok = first.entered_queue + repeat_window, True
+        if window.contains(decided):
+            out[first.call_id] = FirstContactOutcome(
+                first.call_id, first.customer_id, first.reason, first.entered_queue, decided, ok,
+                None if by_repeat else first.resolved_first_contact, "" if r is None else r.call_id,
+            )  # fmt: skip
+    return out
+
+
 def fcr(
     contacts: Sequence[Call],
     method: FcrMethod | str,
@@ -478,35 +520,25 @@ def fcr(
         return _fcr_v1(contacts, m, repeat_window, window, as_of)
     if window is None:
         raise ValueError("contact.fcr v2 judges a window: pass it")
-    by_id: dict[str, Call] = {}
+    if repeat_window < timedelta(0):
+        raise ValueError("the repeat window must not be negative")
+    groups: dict[tuple[str, str], list[Call]] = {}
+    seen: set[str] = set()
     for c in contacts:
-        if c.call_id in by_id:
+        if c.call_id in seen:
             raise ValueError(f"call {c.call_id!r} appears twice")
-        by_id[c.call_id] = c
-    episodes = first_contacts(contacts, repeat_window)
+        seen.add(c.call_id)
+        if c.answered:
+            groups.setdefault((c.customer_id, c.reason), []).append(c)
     counted: list[FirstContactOutcome] = []
     pending = 0
-    for first_id, repeats in episodes.items():
-        first = by_id[first_id]
-        repeat = by_id[repeats[0]] if repeats and m is FcrMethod.REPEAT_CONTACT else None
-        if m is FcrMethod.FLAGGED:
-            decided, ok = first.entered_queue, first.resolved_first_contact is True
-        elif repeat is not None:
-            decided, ok = repeat.entered_queue, False
-        else:
-            decided, ok = first.entered_queue + repeat_window, True
-        if not window.contains(decided):
-            continue
-        if as_of is not None and decided >= as_of:
-            pending += 1
-            continue
-        counted.append(
-            FirstContactOutcome(
-                first.call_id, first.customer_id, first.reason, first.entered_queue, decided, ok,
-                first.resolved_first_contact if m is FcrMethod.FLAGGED else None,
-                "" if repeat is None else repeat.call_id,
-            )
-        )  # fmt: skip
+    for group in groups.values():
+        group.sort(key=lambda c: (c.entered_queue, c.call_id))
+        for outcome in group_outcomes(group, m, repeat_window, window).values():
+            if as_of is not None and outcome.decided >= as_of:
+                pending += 1
+            else:
+                counted.append(outcome)
     resolved = sum(1 for o in counted if o.resolved)
     detail = {
         "unit": "percent",

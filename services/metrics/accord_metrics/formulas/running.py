@@ -332,32 +332,9 @@ class FcrTally:
         return True
 
     def _judge(self, group: list[contact.Call], uncounted: list[str]) -> None:
-        """A group's outcomes worked out again (`contact.fcr`'s episodes); the ids of the counted
-        ones that changed added to `uncounted` (their records to take out)."""
-        repeat, window, by_repeat = self.repeat, self.window, self.method is contact.FcrMethod.REPEAT_CONTACT
-        anchor: contact.Call | None = None
-        first_repeat: dict[str, contact.Call] = {}
-        firsts: list[contact.Call] = []
-        for c in group:
-            if anchor is not None and c.entered_queue - anchor.entered_queue <= repeat:
-                first_repeat.setdefault(anchor.call_id, c)
-            else:
-                anchor = c
-                firsts.append(c)
-        now: dict[str, contact.FirstContactOutcome] = {}
-        for first in firsts:
-            r = first_repeat.get(first.call_id) if by_repeat else None
-            if not by_repeat:
-                decided, ok = first.entered_queue, first.resolved_first_contact is True
-            elif r is not None:
-                decided, ok = r.entered_queue, False
-            else:
-                decided, ok = first.entered_queue + repeat, True
-            if window.contains(decided):
-                now[first.call_id] = contact.FirstContactOutcome(
-                    first.call_id, first.customer_id, first.reason, first.entered_queue, decided, ok,
-                    None if by_repeat else first.resolved_first_contact, "" if r is None else r.call_id,
-                )  # fmt: skip
+        """A group's outcomes worked out again (`contact.group_outcomes`, the formula's rule); the
+        ids of the counted ones that changed added to `uncounted` (their records to take out)."""
+        now = contact.group_outcomes(group, self.method, self.repeat, self.window)
         # The group's former outcomes are those of its contacts' ids (each was a first contact or not).
         outcomes, tokens = self._outcomes, self._due_token
         for c in group:
