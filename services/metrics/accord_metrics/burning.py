@@ -154,7 +154,8 @@ class BurnIndex:
         outage they can touch on."""
         done = [o for o in outages if o.end < ONGOING]
         self.ongoing += len(outages) - len(done)
-        fresh = sorted(((o.end, o) for o in done if o.start < o.end), key=_first)
+        new = [o for o in done if o.start < o.end]
+        fresh = sorted(((o.end, o) for o in new), key=_first)
         if not fresh:
             return
         ends, by_end = self.ends, self.by_end
@@ -164,7 +165,9 @@ class BurnIndex:
             del ends[at:], by_end[at:]
         ends.extend(e for e, _ in fresh)
         by_end.extend(o for _, o in fresh)
-        low = min(o.start for _, o in fresh)
+        # The held outages re-sorted by end above are in the merged outages already: only the new
+        # ones are merged in (with the held ones from the first merged outage they can touch).
+        low = min(o.start for o in new)
         # The first merged outage a new one can touch: the last starting at or before `low`, if it
         # reaches it, else the first starting after it.
         at = bisect_right(self._mstarts, low)
@@ -173,7 +176,7 @@ class BurnIndex:
         tail = self.merged[at:]
         del self.merged[at:], self._mstarts[at:], self._mends[at:], self._sums[at + 1 :]
         running = self._sums[at]
-        for m in union([*tail, *(o for _, o in fresh)]):
+        for m in union([*tail, *new]):
             down = self._downtime(m) if m.end - m.start >= self.min_outage else _ZERO
             self.merged.append(m)
             self._mstarts.append(m.start)

@@ -152,6 +152,9 @@ class ServiceSignals:
         # selections it reused (see begin_round): what is kept after it, with the selections it used.
         self.selected: dict[str, Any] | None = None
         self._reused = False  # the round under way selected inputs of a kept selection
+        # The thread running that round: only it keeps selections, brings kept ones up to date and
+        # is handed their lists themselves (see `select`).
+        self._round_thread: int | None = None
         # The inputs of the kept selections by signal id, made when first looked up in a round
         # (`_kept_inputs`) and forgotten at its end: the ids changed since are taken out.
         self._kept_index: dict[str, Any] | None = None
@@ -324,15 +327,21 @@ class ServiceSignals:
         if span is not None:
             repeat = None if all_calls else repeat
             key = (span, all_calls, repeat, self.longest_outage, since, whole_settled)
-            self._used.add(key)
+            # The round's own thread; any other (a query during a round) neither keeps a selection
+            # nor changes a kept one, whose lists the round may be reading outside the lock.
+            mine = self._in_round()
             kept = self.selections.get(key)
+            if kept is not None and kept.changed and not mine:
+                kept = None  # selected afresh for this caller alone
+            if mine:
+                self._used.add(key)
             if kept is None:
                 chains: dict[int, list[tuple[int, str]]] = {}
                 rows = self._select(span, all_calls, since, whole_settled, repeat, chains)
                 kept = _Selection(rows, _instant_us(span.end) + _SLACK_US)
                 kept.chains = chains
-                kept.fill(self)
-                if self.selected is not None:  # kept only by a round (which releases what it did not use)
+                kept.fill(self, apart=not mine)
+                if mine:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
                     if self._kept_index is not None:  # made this round: its inputs are found there too
                         for _, ids, items in kept.lists.values():
@@ -342,10 +351,19 @@ class ServiceSignals:
             out = SignalSet()
             for name, (_, _, items) in kept.lists.items():
                 # Its inputs stay converted as the kept selection itself (a round keeps the
-                # selections it used): not copied into `selected` every round.
-                if items and self.selected is not None:
-                    self._reused = True
-                getattr(out, name).extend(items)
+                # selections it used): not copied into `selected` every round. The round is
+                # handed the kept lists themselves, not copies (a copy a round cost a pointer and
+                # a reference count an input of the window — ≈ 0.2 µs each at a contact centre's
+                # density, the objects spread over the heap): they change only in this thread's
+                # next `select` (`_catch_up`, `_rechain`), and what reads them — the formulas,
+                # the running forms, the burn rates — reads them, never changes them, and keeps
+                # nothing of them but their length and lineage. Any other caller gets copies.
+                if mine:
+                    if items:
+                        self._reused = True
+                    setattr(out, name, items)
+                else:
+                    getattr(out, name).extend(items)
             # Where its lists came from: what tells a running evaluation its new inputs (running.py).
             out.lineage = {
                 name: ((kept.serial, kept.changes.get(name, 0), len(kept.lists[name][0]) if name in kept.lists else 0),)
@@ -406,6 +424,7 @@ class ServiceSignals:
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
         regroup: set[int] = set()  # the groups whose chains are read again
         calls_bottom = self._bottom("calls", lo, since, repeat)
+        placed: list[tuple[str, Row, str, bool]] = []
         for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
             name = row.kind_list
             if self._whole(name, span, all_calls, whole_settled):
@@ -415,6 +434,11 @@ class ServiceSignals:
             else:
                 bottom = self._bottom(name, lo, since, repeat)
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
+            placed.append((sid, row, name, inside))
+        # The inputs of those inside converted together (a batch's calls in one loop, its outages in
+        # another: `_convert_all`), not one call of `_inputs` a row.
+        fresh = iter(self._inputs([(row.rank, sid, row.content) for sid, row, _, inside in placed if inside], False))
+        for sid, row, name, inside in placed:
             ranks, ids, items = kept.lists.setdefault(name, (array("q"), [], []))
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
@@ -431,7 +455,7 @@ class ServiceSignals:
                 if there:
                     del ranks[at], ids[at], items[at]
                 continue
-            item = self._inputs([(row.rank, sid, row.content)], kept_too=False)[0]
+            item = next(fresh)
             if there:
                 ids[at], items[at] = sid, item
             else:
@@ -537,6 +561,7 @@ class ServiceSignals:
         """An evaluation round starts: the inputs it selects are those kept after it."""
         self.selected = {}
         self._reused = False
+        self._round_thread = threading.get_ident()
         self._used = set()
         self._kept_index = None
 
@@ -553,6 +578,7 @@ class ServiceSignals:
             self.selections = {k: v for k, v in self.selections.items() if k in self._used}
         self.selected = None
         self._reused = False
+        self._round_thread = None
         self._kept_index = None
 
     @property
@@ -615,9 +641,14 @@ class ServiceSignals:
             ids = [entries[i][1] for i in chunk]
             for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk], ids), strict=True):
                 out[i] = converted[entries[i][1]] = item
-        if self.selected is not None and apart:
+        if self.selected is not None and apart and self._in_round():
             self.selected.update(zip([e[1] for e in entries], out, strict=True))
         return out
+
+    def _in_round(self) -> bool:
+        """Whether the caller is the evaluation round under way (its thread): what another
+        thread selects meanwhile is neither kept nor counted among what the round selected."""
+        return self.selected is not None and self._round_thread == threading.get_ident()
 
 
 class _Selection:
@@ -641,9 +672,9 @@ class _Selection:
         # group (`_chains`), as (rank, id).
         self.chains: dict[int, list[tuple[int, str]]] = {}
 
-    def fill(self, entry: ServiceSignals) -> None:
-        """Its inputs converted (or found converted); held only by it when a round keeps it."""
-        apart = entry.selected is None  # outside a round it is not kept: they are kept apart
+    def fill(self, entry: ServiceSignals, apart: bool) -> None:
+        """Its inputs converted (or found converted); held only by it when a round keeps it
+        (otherwise, `apart`, they are kept apart: `ServiceSignals._inputs`)."""
         for name, entries in self._pending.items():
             items = entry._inputs(entries, apart=apart)
             self.lists[name] = (array("q", [e[0] for e in entries]), [e[1] for e in entries], items)
@@ -748,6 +779,9 @@ class StoredSignals:
 def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> SignalSet:
     """One SignalSet of these services' signals, in the order given (each service's in the
     order stored): the order evaluation and recomputation both use."""
+    present = [sid for sid in service_ids if sid in sources]
+    if len(present) == 1:  # one service's: its set itself (its lists are the combined lists; not copied)
+        return sources[present[0]]
     out = SignalSet()
     lineage: dict[str, tuple[tuple[int, int, int], ...]] | None = {}
     for sid in service_ids:
@@ -890,12 +924,22 @@ def _convert_all(signals: list[signals_pb2.Signal], ids: list[str] | None = None
     """`_input` of each signal: calls and outages (what a window selects by the hundred thousand)
     in one loop each (`signals.calls`, `signals.outage_intervals`), any other kind one by one.
     `ids`: the signals' ids as the caller holds them (a call then holds the same string)."""
-    kinds = {s.WhichOneof("kind") for s in signals}
-    if kinds == {"call"}:
+    kinds = [s.WhichOneof("kind") for s in signals]
+    distinct = set(kinds)
+    if distinct == {"call"}:
         return sig.calls(signals, ids)
-    if kinds == {"outage"}:
+    if distinct == {"outage"}:
         return sig.outage_intervals(signals, until=FAR_FUTURE)
-    return [_input(s) for s in signals]
+    if not distinct & {"call", "outage"}:
+        return [_input(s) for s in signals]
+    # Mixed (a batch caught up: calls and outages together): each kind in its own loop, placed back.
+    out: list[Any] = [None] * len(signals)
+    for kind in distinct:
+        at = [i for i, k in enumerate(kinds) if k == kind]
+        part = _convert_all([signals[i] for i in at], None if ids is None else [ids[i] for i in at])
+        for i, item in zip(at, part, strict=True):
+            out[i] = item
+    return out
 
 
 def _add(into: SignalSet, s: signals_pb2.Signal) -> None:
@@ -1184,6 +1228,7 @@ class SignalIndex(_Host):
             if sid in old:  # what a round under way converted and selected stays (see `forget`)
                 was = old[sid]
                 entry._converted, entry.selected, entry._reused = was.converted, was.selected, was._reused
+                entry._round_thread = was._round_thread
         self._store_position = state.position
         self._index_stale = False
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
-from accord_metrics import judging
+from accord_metrics import burning, judging
 from accord_metrics.burning import BurnIndex
 from accord_metrics.evaluation import ONGOING, SignalSet, burn_lengths, burn_rates, run_formula
 from accord_metrics.formulas import reliability
@@ -163,6 +163,38 @@ def test_a_correction_builds_it_again_and_an_append_only_adds() -> None:
     last = values()
     assert (index.built, index.appended) == (2, 1)
     assert first is not None and last is not None and last != first
+
+
+def test_a_late_outage_merges_only_with_the_merged_outages_it_can_touch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An appended outage that ends before outages held (recorded late) re-sorts those by end,
+    but merges only with the merged outages from the first it can touch: the held ones are in
+    them already (merged again with them, a round's union grew with every late outage held
+    after it — thousands at a contact centre's density)."""
+    kept, index = _Kept(), BurnIndex()
+    objective, as_of = _objective(0), _at(86400)
+    kept.lists[0] = [Interval(_at(600 * k), _at(600 * k + 60)) for k in range(100)]  # 100 apart, one a 10 min
+    unions: list[int] = []
+    union = burning.union
+
+    def counted(intervals: Any) -> Any:
+        intervals = list(intervals)
+        unions.append(len(intervals))
+        return union(intervals)
+
+    monkeypatch.setattr(burning, "union", counted)
+
+    def values() -> None:
+        signals = kept.signals()
+        got = index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+        assert got == _expected(objective, AlwaysOpen(), [], signals, as_of)
+
+    values()
+    unions.clear()
+    # Late: between held outages 90 and 91 (of 0 … 99), ending before the last nine.
+    kept.lists[1].append(Interval(_at(600 * 90 + 120), _at(600 * 90 + 180)))
+    values()
+    assert (index.built, index.appended) == (1, 1)
+    assert unions[0] == 9 + 1  # the merged outages 91 … 99, and the new one (not those nine twice)
 
 
 @pytest.mark.parametrize("ongoing", [False, True])

@@ -11,6 +11,7 @@ latest round judged."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
@@ -679,3 +680,96 @@ def test_recording_marks_changed_only_the_kept_selections_it_can_change(suite: S
     assert len(m.window(None, aid, "service-level", start).restatements) == 1
     check = m.recompute(aid, "service-level", start)
     assert check["matches"], check["differences"]
+
+
+def test_a_round_is_handed_its_kept_selections_lists_and_converts_a_batch_in_bulk(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round reads the lists of the selections it keeps themselves, not copies (a copy a round
+    cost a pointer and a reference count an input of the open window); a batch recorded since is
+    converted in one loop a kind when the selection catches up with it, not one call a signal."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    handed: list[Any] = []
+    signal_set = m.signal_set
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        out = signal_set(*args, **kwargs)
+        handed.append(out)
+        return out
+
+    monkeypatch.setattr(m, "signal_set", spying)
+    sizes: list[int] = []
+    convert_calls = signal_index.sig.calls
+
+    def counted(signals: Any, ids: Any = None) -> Any:
+        sizes.append(len(signals))
+        return convert_calls(signals, ids)
+
+    monkeypatch.setattr(signal_index.sig, "calls", counted)
+    # Five calls and two outages, as a collector's batch: caught up in the kept selection.
+    m.record(COLLECTOR, [*calls("b", f"2026-04-10T09:10{AMS}", 4, 1), outage("o2", f"2026-04-10T09:20{AMS}", 2)])
+    m.record(COLLECTOR, [outage("o3", f"2026-04-10T09:30{AMS}", 2)])
+    assert _round(m, f"2026-04-10T10:00:05{AMS}")[0] == 2
+    assert sizes == [5]
+    kept = [items for s in held.selections.values() for _, _, items in s.lists.values()]
+    assert handed and all(any(got is items for items in kept) for s in handed for got in (s.calls, s.outages) if got)
+    april = "2026-03-31T22:00:00+00:00"
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, april)
+        assert check["matches"], check["differences"]
+
+
+def test_a_query_during_a_round_neither_changes_nor_keeps_a_selection(suite: Suite) -> None:
+    """The round's lists are the kept selections' own, read outside the lock: a query from
+    another thread while a round is under way (its burn rates, say) gets copies, leaves a kept
+    selection with changes pending as it is — the round brings it up to date — and keeps nothing."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    key, kept = next((k, s) for k, s in held.selections.items() if "calls" in s.lists)
+    m.record(COLLECTOR, calls("b", f"2026-04-10T09:10{AMS}", 2, 0))
+    assert kept.changed == {"b0", "b1"}
+    lengths = {name: len(ids) for name, (_, ids, _) in kept.lists.items()}
+    selections = len(held.selections)
+    span, all_calls, repeat, _, since, whole = key
+    got: list[Any] = []
+    held.begin_round()  # a round under way in this thread
+    try:
+        query = threading.Thread(target=lambda: got.append(held.select(span, all_calls, since, whole, repeat)))
+        query.start()
+        query.join()
+    finally:
+        held.end_round()
+    assert kept.changed == {"b0", "b1"}  # not brought up to date by the query
+    assert {name: len(ids) for name, (_, ids, _) in kept.lists.items()} == lengths
+    assert kept in held.selections.values() and len(held.selections) == selections  # none kept of the query's
+    (query_set,) = got
+    assert {c.call_id for c in query_set.calls} >= {"a0", "a3", "b0", "b1"}  # read afresh, the new calls in it
+    assert all(query_set.calls is not items for _, _, items in kept.lists.values())
+    # The round that follows brings the kept selection up to date and judges as a fresh read.
+    assert _round(m, f"2026-04-10T10:00:05{AMS}")[0] == 2
+    assert not kept.changed and len(kept.lists["calls"][1]) == lengths["calls"] + 2
+    for objective in ("availability", "service-level"):
+        assert m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")["matches"]
+
+
+def test_inputs_of_mixed_kinds_are_converted_as_one_by_one() -> None:
+    """`_convert_all` of a batch of every kind in any order: each signal's own `_input`."""
+    mixed = [
+        *calls("c", f"2026-04-10T08:00{AMS}", 2, 1),
+        outage("o1", f"2026-04-10T09:00{AMS}", 5),
+        pb.Signal(
+            signal_id="t1", service_id=EMAIL, ticket=pb.Ticket(priority="P1", opened=ts(at(f"2026-04-10T09:00{AMS}")))
+        ),
+        outage("o2", f"2026-04-10T09:30{AMS}", 1),
+        *calls("d", f"2026-04-10T10:00{AMS}", 1, 0),
+    ]
+    ids = [s.signal_id for s in mixed]
+    assert signal_index._convert_all(mixed, ids) == [signal_index._input(s) for s in mixed]
+    assert signal_index._convert_all(mixed) == [signal_index._input(s) for s in mixed]
