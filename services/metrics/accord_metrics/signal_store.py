@@ -325,7 +325,7 @@ class SignalStore:
         written in one transaction — then the mark. A row whose content changed since its page was
         read is left (whoever wrote that content wrote its key). What it writes follows from each
         content alone: a crash before the mark does it again, two processes starting at once write
-        the same. Returns the rows set."""
+        the same. Returns the rows set (a row left to another writer is not counted)."""
         with self._cursor(write=False) as cur:
             cur.execute(self._q(f"SELECT 1 FROM {self.position_table} WHERE name = ?"), (done,))
             if cur.fetchone() is not None:
@@ -338,19 +338,24 @@ class SignalStore:
         )
         write = self._q(f"UPDATE {self.rows} SET {column} = ? WHERE service_id = ? AND signal_id = ? AND content = ?")
         while True:
-            with self._cursor(write=True) as cur:
+            # Read, then written in a transaction of its own: on SQLite a transaction that read
+            # first cannot write once another process has committed since its read (it fails
+            # at once, "database is locked", whatever the busy timeout); the guard on the content
+            # leaves a row changed in between to whoever changed it.
+            with self._cursor(write=False) as cur:
                 cur.execute(read, (LIST_CODE[name], *after, REKEY_PAGE))
                 page = cur.fetchall()
-                if not page:
-                    break
-                values = []
-                for service, sid, content in page:
-                    key = key_of(bytes(content))
-                    if key is not None:
-                        values.append((key, str(service), str(sid), content))
+            if not page:
+                break
+            values = []
+            for service, sid, content in page:
+                key = key_of(bytes(content))
+                if key is not None:
+                    values.append((key, str(service), str(sid), content))
+            with self._cursor(write=True) as cur:
                 cur.executemany(write, values)
-                keyed += len(values)
-                after = (str(page[-1][0]), str(page[-1][1]))
+                keyed += max(cur.rowcount, 0)  # the rows set: summed over the statements by both drivers
+            after = (str(page[-1][0]), str(page[-1][1]))
         with self._cursor(write=True) as cur:
             cur.execute(
                 self._q(

@@ -7,6 +7,7 @@ and on a store whose index is empty (recorded before the index existed)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from accord.metrics.v1 import signals_pb2 as pb
+from accord_metrics import signal_index, signal_store
 from accord_metrics.application import SIGNAL_TOPICS, Metrics, content_digest
 from accord_metrics.domain import KnownService, SignalCorrection
 from accord_metrics.signal_index import _encode
 from accord_metrics.signals import InvalidSignalError
-from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, calls, outage
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
 
 
 @pytest.fixture
@@ -291,3 +293,53 @@ def test_a_batchs_index_rows_are_written_ninety_to_a_statement_on_sqlite(tmp_pat
         assert held["c1"].kind_list == "calls"
     finally:
         m.close()
+
+
+def test_grouping_a_store_indexed_before_leaves_a_row_another_process_writes_meanwhile(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keying rows indexed before (here: the calls' groups) reads a page, then sets each row's
+    key only where its content is still the one read: a row another process changes in between
+    (a correction of the customer, its new group written with it) keeps what that process
+    wrote — and on SQLite that process's commit between the page's read and its writes does not
+    fail the keying (a transaction that read first cannot then write over a newer commit)."""
+    monkeypatch.setattr(signal_store, "REKEY_PAGE", 4)
+    m = suite.metrics
+    an_active_agreement(suite)  # the service known
+    day = at(f"2026-01-12T09:00{AMS}")
+    m.record(COLLECTOR, [_answered(f"c{i}", day, f"cust-{i}") for i in range(10)])
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)  # another process on the store
+    try:
+        store = m._signal_store
+        with store._cursor(write=True) as cur:  # as the index was written before calls had groups
+            cur.execute(store._q(f"UPDATE {store.rows} SET grp = NULL"))
+            cur.execute(store._q(f"DELETE FROM {store.position_table} WHERE name LIKE ?"), ("signals.grouped%",))
+        corrected = _answered("c2", day, "cust-moved").SerializeToString()
+        written: list[str] = []
+
+        def meanwhile(content: bytes) -> int | None:
+            if not written:  # the first page read: the other process corrects c2 and commits
+                written.append("c2")
+                with other._signal_store._cursor(write=True) as cur:
+                    cur.execute(
+                        store._q(f"UPDATE {store.rows} SET content = ?, grp = ? WHERE signal_id = ?"),
+                        (corrected, signal_index.group_key(corrected), "c2"),
+                    )
+            return signal_index.group_key(content)
+
+        assert store.key_groups(meanwhile) == 9  # every call but the one written meanwhile
+        with store._cursor(write=False) as cur:
+            cur.execute(store._q(f"SELECT signal_id, grp, content FROM {store.rows}"))
+            rows = {str(s): (None if g is None else int(g), bytes(c)) for s, g, c in cur.fetchall()}
+        assert rows["c2"] == (signal_index.group_key(corrected), corrected)
+        assert all(g == signal_index.group_key(c) for g, c in rows.values())
+        assert store.key_groups(meanwhile) == 0  # marked done
+    finally:
+        other.close()
+
+
+def _answered(sid: str, entered: datetime, customer: str) -> pb.Signal:
+    c = pb.Call(
+        entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=20)), customer_id=customer, reason="r"
+    )
+    return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
