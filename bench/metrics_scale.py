@@ -27,6 +27,9 @@ the fake clock):
   round when nothing came: their median, minimum and maximum, wall and CPU;
 * round after one batch: `--scale-rounds` rounds, each after 1,000 new signals recorded in the
   open window: their median, minimum and maximum, wall and CPU;
+* round after one batch, an outage under way: the same, with an outage reported without its end
+  a few minutes before (availability then changes with every round's instant); its end is
+  reported after them;
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
 * restart: a second `Metrics` on the same store, in a process of its own — construction, then
@@ -57,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from accord.metrics.v1 import signals_pb2 as spb
-from bench.metrics import MONTH_START, _signals, sample_agreement
+from bench.metrics import MONTH_START, SERVICE_ID, _signals, sample_agreement
 
 NAME = "metrics-scale"
 SUMMARY = "metrics evaluation rounds, memory, ingestion during rounds and restart at growing history"
@@ -71,8 +74,9 @@ STEP = timedelta(seconds=5)  # the fake clock's move from one timed round to the
 
 def measured(rounds: int = ROUNDS) -> int:
     """The signals a size's figures record beside its history: a batch before each of its `rounds`
-    rounds after one batch, and the batches recorded for ingestion alone and during rounds."""
-    return (rounds + 2 * INGEST_BATCHES) * BATCH
+    rounds after one batch (twice: without and with an outage under way, which is one more), and
+    the batches recorded for ingestion alone and during rounds."""
+    return (2 * rounds + 2 * INGEST_BATCHES) * BATCH + 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +192,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "detail": f"{BATCH:,} signals in the open window ({p['open_signals']:,} there), median of {rounds} "
                        f"rounds each after a new batch (wall {_span(p, 'batch_ms')} ms); windows judged "
                        f"{_judged(p['batch_rounds'])}; CPU {p['batch_cpu_ms']:.0f} ms ({_span(p, 'batch_cpu_ms', 0)})"},
+            {"name": f"round after one batch, an outage under way, {s}", "value": p["under_way_ms"], "unit": "ms",
+             "detail": f"as the rounds above, with an outage reported without its end since 3 minutes; median of "
+                       f"{rounds} (wall {_span(p, 'under_way_ms')} ms); windows judged "
+                       f"{_judged(p['under_way_rounds'])}; CPU {p['under_way_cpu_ms']:.0f} ms "
+                       f"({_span(p, 'under_way_cpu_ms', 0)})"},
             {"name": f"ingest during rounds, {s}", "value": p["ingest_rounds"], "unit": "signals/s",
              "detail": f"{p['rounds_during']} rounds ran meanwhile; without rounds {p['ingest_alone']:,.0f} signals/s"},
             {"name": f"restart to first round done, {s}", "value": p["restart_s"], "unit": "s",
@@ -406,6 +415,18 @@ def _point(
             extra += BATCH
             metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
             batched.append(timed_round())
+        # An outage under way (its end not reported yet) since a few minutes: the same rounds.
+        down = spb.Signal(signal_id=f"outage-under-way-{extra}", service_id=SERVICE_ID)
+        down.outage.start.FromDatetime(at - timedelta(minutes=3))
+        metrics.record(collector, [down])
+        under_way = []
+        for _ in range(rounds):
+            late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
+            extra += BATCH
+            metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
+            under_way.append(timed_round())
+        down.outage.end.FromDatetime(at)
+        metrics.record(collector, [down], reason="outage ended")
 
         def more(k: int) -> list[list[spb.Signal]]:
             nonlocal extra
@@ -460,6 +481,7 @@ def _point(
         "first_idle_windows": first_idle["windows"],
         **_summary("idle", idle),
         **_summary("batch", batched),
+        **_summary("under_way", under_way),
         "ingest_alone": ingest_alone,
         "ingest_rounds": ingest_rounds,
         "rounds_during": meanwhile[0],

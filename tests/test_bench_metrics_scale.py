@@ -32,37 +32,38 @@ def test_sizes_are_given_explicitly_increasing() -> None:
 def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     result = metrics_scale.run(
         _args(
-            "--scale-sizes", "2000,16000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
+            "--scale-sizes", "2000,20000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
             "--scale-rounds", "2",
         )
     )  # fmt: skip
     first, second = result["points"]
-    extra = metrics_scale.measured(2)  # the signals each size's figures add: 2 batches timed, 10 ingested
-    assert extra == 12_000
+    # The signals each size's figures add: 2 batches timed, 2 with an outage under way (and it), 10 ingested.
+    extra = metrics_scale.measured(2)
+    assert extra == 14_001
     # Each size's store holds exactly its history and the signals its figures recorded: the second
     # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
     assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
-    assert (second["built"], second["held_signals"]) == (16000 - 2000 - extra, 16000 + extra)
+    assert (second["built"], second["held_signals"]) == (20000 - 2000 - extra, 20000 + extra)
     # The history went on from where the first size stopped: more windows known.
     assert second["windows_known"] > first["windows_known"]
     assert result["params"]["grow"] is True and result["params"]["build_batch"] == 1500
     assert second["store_mb"] > first["store_mb"] > 0
     names = [f["name"] for f in result["figures"]]
-    assert "build, 16,000 signals" in names and "store on disk, 16,000 signals" in names
+    assert "build, 20,000 signals" in names and "store on disk, 20,000 signals" in names
     # The restart's first round runs as the service runs it (the collector paused, then the heap
     # settled: a full collection at least), and says what the collector took.
     assert second["restart_gc_full"] >= 1 and 0 < second["restart_gc_s"] < second["restart_cpu_s"]
-    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 16,000 signals")
+    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 20,000 signals")
     assert "the collector" in restart["detail"]
 
 
 def test_a_size_the_grown_store_already_holds_is_refused() -> None:
-    # 2,000 then 12,000 signals: the first size's figures (5 rounds after a batch, 10 batches
-    # ingested) leave 17,000 stored, nothing left to record.
-    with pytest.raises(ValueError, match="holds 17,000"):
+    # 2,000 then 12,000 signals: the first size's figures (5 rounds after a batch, 5 with an outage
+    # under way and it, 10 batches ingested) leave 22,001 stored, nothing left to record.
+    with pytest.raises(ValueError, match="holds 22,001"):
         metrics_scale.run(_args("--scale-sizes", "2000,12000", "--per-month", "500", "--scale-grow"))
     with pytest.raises(ValueError, match="same month"):
-        metrics_scale.run(_args("--scale-sizes", "2000,18000", "--per-month", "1000000", "--scale-grow"))
+        metrics_scale.run(_args("--scale-sizes", "2000,24000", "--per-month", "1000000", "--scale-grow"))
     with pytest.raises(ValueError, match="scale-batch"):
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-batch", "10001"))
 
@@ -85,10 +86,10 @@ def test_the_rounds_timed_are_several_and_summarised() -> None:
     (point,) = result["points"]
     assert result["params"]["rounds"] == 3
     # A batch recorded before each round after one batch, every one stored.
-    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 13_000
+    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 16_001
     # The first round after judging all, apart: one sample.
     assert point["first_idle_ms"] > 0 and point["first_idle_cpu_ms"] >= 0 and point["first_idle_windows"] >= 0
-    for name in ("idle", "batch"):
+    for name in ("idle", "batch", "under_way"):
         samples = point[f"{name}_rounds"]
         assert len(samples) == 3
         assert all(r["ms"] > 0 and r["cpu_ms"] >= 0 and r["windows"] >= 0 for r in samples)

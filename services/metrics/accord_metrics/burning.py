@@ -5,8 +5,9 @@ from a structure of the window's outages kept up to date as its kept selection g
 costs a few bisections a look-back, not a pass over every outage of the window.
 
 What is kept (`BurnIndex`), from every outage of the window's selection with its end reported
-(non-empty; an outage under way changes with the round's instant: any, and the look-backs are
-left to the formula):
+(non-empty; an outage under way changes with the round's instant: it is kept apart, and each
+look-back takes it as the formula does — lasting until the round's instant — beside the rest,
+below):
 
 - the outages ordered by end;
 - their union (merged, touching ones too, as the formula merges them), each merged outage's
@@ -23,6 +24,14 @@ the merged outages of that look-back alone). The downtime of a wholly-inside mer
 the span's eligible time is its downtime in the look-back's when the look-back's eligible time
 is the span's clipped to it, which is checked every look-back (else the formula computes it).
 
+Outages under way all last until the look-back's end, so together they are one interval X from
+the earliest of their starts. X touches the look-back's merged outages from the first ending at or
+after its start on, and no earlier one (the span's merged outages are apart from each other):
+from a cut — the earlier of X's start and that merged outage's start — the look-back's outages
+ending at or after it are merged twice, without X and with it, and the downtime of the first
+union is replaced by that of the second; before the cut nothing changes. That costs the outages
+ending after the cut (for an outage under way since a few minutes, a few).
+
 What is an append is told by the kept selections the outages came from (`SignalSet.lineage`, as
 for `running.Running`): every service's part the one held with inputs placed after its end. A
 correction, completion, removal or earlier placement, another selection (a longer outage, a
@@ -32,7 +41,7 @@ again from every outage. `tests/test_burning.py` holds it to `evaluation.burn_ra
 from __future__ import annotations
 
 import json
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -61,7 +70,7 @@ class BurnIndex:
         self.lineage: Lineage = ()
         self.ends: list[datetime] = []  # the outages' ends, ascending
         self.by_end: list[Interval] = []  # the outages (reported end, non-empty) in that order
-        self.ongoing = 0  # outages under way held (then the formula judges the look-backs)
+        self.under_way: list[Interval] = []  # outages under way: each look-back takes them as lasting until its end
         self.merged: list[Interval] = []
         self._mstarts: list[datetime] = []
         self._mends: list[datetime] = []
@@ -81,7 +90,7 @@ class BurnIndex:
         """Each look-back [as_of − length, as_of)'s value as `reliability.availability_time` gives it
         over the outages `evaluation.burn_rates` passes it; a length left out is for the formula to
         compute (its eligible time is not the span's), and None is returned when none can be (not
-        time-based availability, not from kept selections, an outage under way, a negative minimum)."""
+        time-based availability, not from kept selections, a negative minimum)."""
         if objective.get("metric") != "METRIC_AVAILABILITY_TIME" or lineage is None or reliability.VERSION != 1:
             self._drop()
             return None
@@ -109,12 +118,10 @@ class BurnIndex:
             self._add(fresh)
             self.appended += 1
         self.lineage = mine
-        if self.ongoing:
-            return None
         out: dict[timedelta, Decimal | None] = {}
         for length in lengths:
             try:
-                out[length] = self._value(Interval(as_of - length, as_of), calendar, exclusions)
+                out[length] = self._value(Interval(as_of - length, as_of), calendar, exclusions, self.under_way)
             except _UnclippedError:
                 continue  # the formula computes this one
         return out
@@ -145,7 +152,7 @@ class BurnIndex:
         self.eligible = reliability.eligible_intervals(span, calendar, exclusions)
         self._eligible_starts = [e.start for e in self.eligible]
         self._eligible_ends = [e.end for e in self.eligible]
-        self.ends, self.by_end, self.ongoing = [], [], 0
+        self.ends, self.by_end, self.under_way = [], [], []
         self.merged, self._mstarts, self._mends, self._sums = [], [], [], [_ZERO]
         self._add(outages)
 
@@ -153,7 +160,8 @@ class BurnIndex:
         """Place these outages: in the order by end, and in the union from the first merged
         outage they can touch on."""
         done = [o for o in outages if o.end < ONGOING]
-        self.ongoing += len(outages) - len(done)
+        if len(done) < len(outages):
+            self.under_way += [o for o in outages if o.end >= ONGOING]
         new = [o for o in done if o.start < o.end]
         fresh = sorted(((o.end, o) for o in new), key=_first)
         if not fresh:
@@ -210,9 +218,12 @@ class BurnIndex:
             i += 1
         return out
 
-    def _value(self, look: Interval, calendar: Calendar, exclusions: Sequence[Interval]) -> Decimal | None:
+    def _value(
+        self, look: Interval, calendar: Calendar, exclusions: Sequence[Interval], under_way: Sequence[Interval] = ()
+    ) -> Decimal | None:  # fmt: skip
         """`reliability.availability_time(look, …).value` over the outages that end after its start and
-        start before its end (those `evaluation.run_formula` passes the formula)."""
+        start before its end (those `evaluation.run_formula` passes the formula), with those
+        `under_way` (no end reported) lasting until its end when they start before it."""
         since, as_of = look.start, look.end
         if not since < as_of:
             raise _UnclippedError
@@ -236,8 +247,31 @@ class BurnIndex:
             least = self.min_outage
             long_enough = merged if least <= _ZERO else [o for o in merged if o.end - o.start >= least]
             down += reliability._downtime(long_enough, eligible)[0]
+        starts = [o.start for o in under_way if o.start < as_of]
+        if starts:
+            down += self._under_way(since, as_of, min(starts), eligible)
         eligible_s = seconds(total(eligible))
         return percent(eligible_s - seconds(down), eligible_s)
+
+    def _under_way(self, since: datetime, as_of: datetime, start: datetime, eligible: list[Interval]) -> timedelta:
+        """What outages under way since `start` (the earliest), lasting until `as_of`, add to the
+        downtime of the look-back [since, as_of) over the others (see the module)."""
+        x = Interval(start, as_of)
+        k = bisect_right(self._mends, start)
+        if k and self._mends[k - 1] == start:  # one ending where X starts touches it
+            k -= 1
+        cut = min(start, self._mstarts[k]) if k < len(self.merged) else start
+        # The look-back's outages (ending after `since`, starting before `as_of`) ending at or after the cut.
+        first = bisect_left(self.ends, cut) if cut > since else bisect_right(self.ends, since)
+        mine = [o for o in self.by_end[first:] if o.start < as_of]
+        least = self.min_outage
+
+        def downtime(outages: list[Interval]) -> timedelta:
+            merged = union(outages)
+            long_enough = merged if least <= _ZERO else [o for o in merged if o.end - o.start >= least]
+            return reliability._downtime(long_enough, eligible)[0]
+
+        return downtime([*mine, x]) - downtime(mine)
 
 
 class _UnclippedError(Exception):

@@ -11,9 +11,11 @@ signal in it was replaced, removed or placed before its end, and its length. Whe
 service's part is the one folded before and only the last one grew, the new inputs are the
 list's tail. Anything else — a correction or completion of a signal the window holds, a signal
 whose rank places it earlier, another selection (a longer outage, a restart), another
-objective, version, calendar, exclusion or suspension, an outage under way, a repeated call
-id, or any failure — folds the window's inputs again from the start (or leaves them to the
-formula itself): the running form is an optimisation, never a second source of truth.
+objective, version, calendar, exclusion or suspension, a repeated call id, or any failure —
+folds the window's inputs again from the start (or leaves them to the
+formula itself): the running form is an optimisation, never a second source of truth. An
+outage under way is never folded: time-based availability's evaluation takes it as lasting until
+the round's instant, beside the tally (`OutageTally.evaluated`).
 `tests/test_running.py` holds it to the formulas."""
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ class Running:
         self.tally: CallTally | OutageTally | CountTally | FcrTally | None = None
         self.lineage: Lineage = ()
         self.folded = 0  # inputs of the list (before the window's filter) folded
+        # Time-based availability: the outages under way among those (never folded: each round
+        # gives them to the tally as lasting until its instant, `OutageTally.evaluated`).
+        self.under_way: list[Interval] = []
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
         self.seeded = 0  # rounds that folded every input
         # Its burn rates' look-backs (time-based availability), kept between rounds (burning.py).
@@ -113,10 +118,12 @@ class Running:
         )
         try:
             if self.tally is not None and basis == self.basis and self._appended(lineage):
-                fresh = self._fresh(metric, p, window, source[self.folded :], as_of)
+                appended = source[self.folded :]
+                fresh = self._fresh(metric, p, window, appended, as_of)
                 if fresh is not None and self._fold(fresh):
                     self.lineage, self.folded = lineage, len(source)
-                    out = self._evaluated(as_of)
+                    self.under_way += _under_way(metric, appended)
+                    out = self._evaluated(as_of, window)
                     if out is not None:
                         self.appended += 1
                         return out
@@ -130,21 +137,31 @@ class Running:
                 self._drop()
                 return None
             self.basis, self.lineage, self.folded = basis, lineage, len(source)
+            self.under_way = _under_way(metric, source)
             self.seeded += 1
-            return self._evaluated(as_of)
+            return self._evaluated(as_of, window)
         except Exception:  # the formula itself says what is wrong (or computes it)
             self._drop()
             return None
 
-    def _evaluated(self, as_of: datetime) -> Evaluated | None:
+    def _evaluated(self, as_of: datetime, window: Interval) -> Evaluated | None:
         """The tally's evaluation (first-contact resolution's as of `as_of`: None when that is
-        before the instant it was last asked for — folded again from every input)."""
+        before the instant it was last asked for — folded again from every input; time-based
+        availability's with the outages under way as `evaluation.run_formula` passes them at
+        `as_of`: each lasting until then, those starting before it and overlapping the window)."""
         tally = self.tally
         assert tally is not None
-        return tally.evaluated(as_of) if isinstance(tally, FcrTally) else tally.evaluated()
+        if isinstance(tally, FcrTally):
+            return tally.evaluated(as_of)
+        if isinstance(tally, OutageTally):
+            ws, we = window.start, window.end
+            lasting = [Interval(o.start, as_of) for o in self.under_way if o.start < as_of]
+            return tally.evaluated([o for o in lasting if o.start < we and ws < o.end])
+        return tally.evaluated()
 
     def _drop(self) -> None:
         self.basis, self.tally, self.lineage, self.folded = None, None, (), 0
+        self.under_way = []
 
     def _appended(self, lineage: Lineage) -> bool:
         """Whether `lineage` is the folded one with inputs appended to the last service's part."""
@@ -177,8 +194,9 @@ class Running:
     def _fresh(
         metric: str, p: dict[str, Any], window: Interval, items: Sequence[Any], as_of: datetime
     ) -> list[Any] | None:  # fmt: skip
-        """The inputs among `items` the formula reads (`evaluation.run_formula`'s filters); None
-        when one of them changes with the evaluation's instant (an outage under way)."""
+        """The inputs among `items` the formula reads (`evaluation.run_formula`'s filters) that a
+        tally folds: an outage under way is not (it changes with the evaluation's instant: see
+        `_under_way`). None when the window is empty."""
         ws, we = window.start, window.end
         if not ws < we:
             return None
@@ -189,9 +207,7 @@ class Running:
         if metric == "METRIC_AVAILABILITY_TIME":
             from accord_metrics.evaluation import ONGOING
 
-            if any(o.end >= ONGOING for o in items):
-                return None
-            return [o for o in items if o.start < we and ws < o.end and o.start < o.end]
+            return [o for o in items if o.end < ONGOING and o.start < we and ws < o.end and o.start < o.end]
         if metric == "METRIC_AVAILABILITY_REQUESTS":
             return [r for r in items if ws <= r.start < we]
         return [c for c in items if ws <= c.entered_queue < we]
@@ -203,3 +219,12 @@ class Running:
         assert tally is not None
         tally.extend(fresh)
         return True
+
+
+def _under_way(metric: str, items: Sequence[Any]) -> list[Interval]:
+    """Time-based availability's outages under way among `items` (no end reported)."""
+    if metric != "METRIC_AVAILABILITY_TIME":
+        return []
+    from accord_metrics.evaluation import ONGOING
+
+    return [o for o in items if o.end >= ONGOING]

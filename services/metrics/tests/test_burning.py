@@ -131,9 +131,7 @@ def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tup
         signals = kept.signals()
         values = index.values(objective, cal, exclusions, signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
         expected = _expected(objective, cal, exclusions, signals, as_of)
-        if any(o.end >= ONGOING for o in signals.outages):
-            assert values is None  # an outage under way: the formula judges the look-backs
-            continue
+        # (an outage under way too: each look-back takes it as lasting until its end, as the formula)
         assert values is not None
         assert set(values) == set(LENGTHS)  # every look-back's eligible time is the span's clipped to it
         assert values == expected
@@ -197,6 +195,35 @@ def test_a_late_outage_merges_only_with_the_merged_outages_it_can_touch(monkeypa
     assert unions[0] == 9 + 1  # the merged outages 91 … 99, and the new one (not those nine twice)
 
 
+@pytest.mark.parametrize(
+    ("held", "under_way", "minimum"),
+    [
+        # Two touching outages (10 min merged) before one under way that overlaps the second: the
+        # three are one merged outage of 12 min, the first ending before the one under way starts.
+        ([(-12, -5), (-6, -2)], -3, 10),
+        # One ending exactly where the one under way starts, merged with an earlier one: 17 min
+        # below a minimum of 20, then 20 with the one under way.
+        ([(-20, -9), (-10, -3)], -3, 20),
+        # Apart: nothing merged with it; and one under way swallowing a short one.
+        ([(-30, -25)], -3, 2),
+        ([(-4, -3)], -6, 5),
+    ],
+)
+def test_an_outage_under_way_is_merged_with_what_it_touches_as_the_formula_merges(
+    held: list[tuple[int, int]], under_way: int, minimum: int
+) -> None:
+    """An outage under way lasts until each look-back's end: merged with the merged outages it
+    touches, each judged on its whole length against the minimum, as the formula does."""
+    kept, index = _Kept(), BurnIndex()
+    as_of = _at(86400)
+    minutes = [Interval(as_of + timedelta(minutes=a), as_of + timedelta(minutes=b)) for a, b in held]
+    kept.lists[0] = [Interval(_at(3600), _at(3660)), *minutes, Interval(as_of + timedelta(minutes=under_way), ONGOING)]
+    signals = kept.signals()
+    objective = _objective(minimum * 60)
+    values = index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+    assert values == _expected(objective, AlwaysOpen(), [], signals, as_of)
+
+
 @pytest.mark.parametrize("ongoing", [False, True])
 def test_a_look_back_whose_eligible_time_is_not_the_span_s_is_left_to_the_formula(ongoing: bool) -> None:
     """A round instant whose look-backs reach before the span (not a window's: a caller's own)."""
@@ -207,9 +234,6 @@ def test_a_look_back_whose_eligible_time_is_not_the_span_s_is_left_to_the_formul
     as_of = SPAN.start + timedelta(minutes=10)
     signals = kept.signals()
     values = index.values(_objective(0), AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
-    if ongoing:
-        assert values is None
-        return
     assert values is not None and set(values) == {w for w in LENGTHS if w <= timedelta(minutes=10)}
     rates = burn_rates(_objective(0), AlwaysOpen(), [], signals, as_of, WINDOW.duration, "UTC", values)
     assert rates == burn_rates(_objective(0), AlwaysOpen(), [], signals, as_of, WINDOW.duration, "UTC")

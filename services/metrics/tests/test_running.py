@@ -17,7 +17,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact, reliability, running
-from tests.suite import AMS, COLLECTOR, Suite, an_active_agreement, at, calls, outage
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = Interval(T0, T0 + timedelta(days=2))
@@ -145,22 +145,46 @@ def test_records_taken_out_leave_the_digest_of_those_left() -> None:
         kept.remove([keys[3]])
 
 
+def test_a_digest_with_records_beside_is_that_of_them_all_held() -> None:
+    """Records given beside those held (anywhere: before every one, within and across hash
+    states, equal to one held, after every one) give the digest of all of them held, and leave
+    the records held as they were."""
+    keys = [f"k{i:05d}" for i in range(0, 2 * (3 * running.CHECKPOINT + 40), 2)]
+    kept = running.SortedDigest(b"[")
+    kept.add([(k, f'"{k}"') for k in keys])
+    before = kept.digest(b"]")
+    for extra in (["a"], ["k00001"], [keys[running.CHECKPOINT + 3], "k00999"], [keys[-1], "z"], []):
+        every = running.SortedDigest(b"[")
+        every.add([(k, f'"{k}"') for k in [*keys, *extra]])
+        assert kept.digest_with([(k, f'"{k}"') for k in extra], b"]") == every.digest(b"]")
+    assert kept.digest(b"]") == before and len(kept.keys) == len(keys)
+
+
 _outage = st.tuples(st.integers(-3600, 2 * 86400 + 3600), st.integers(0, 7200))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
-    st.lists(st.lists(_outage, max_size=30), min_size=1, max_size=6),
+    st.lists(st.lists(_outage, max_size=30), min_size=1, max_size=6).map(lambda b: b * 4 if len(b) == 6 else b),
     st.sampled_from(["always", "business"]),
     st.lists(st.tuples(st.integers(0, 2 * 86400), st.integers(1, 20000)), max_size=2),
     st.integers(0, 600),
+    st.lists(st.integers(-3600, 2 * 86400 + 3600), max_size=3),
+    st.integers(0, 2 * 86400 + 3600),
 )
 def test_an_outage_tally_gives_time_based_availability_after_every_batch(
-    batches: list[list[tuple[int, int]]], calendar: str, excluded: list[tuple[int, int]], minimum: int
-) -> None:
+    batches: list[list[tuple[int, int]]], calendar: str, excluded: list[tuple[int, int]], minimum: int,
+    under_way: list[int], as_of: int,
+) -> None:  # fmt: skip
+    """After every batch: the formula's evaluation over the outages folded, and — asked with
+    outages under way lasting until an instant (touching, overlapping, swallowing or apart from
+    those held, many records or few) — over those and them, the tally unchanged by it."""
     cal = AlwaysOpen() if calendar == "always" else BUSINESS
     exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
     tally = running.OutageTally(WINDOW, cal, exclusions, timedelta(seconds=minimum))
+    now = T0 + timedelta(seconds=as_of)
+    lasting = [Interval(T0 + timedelta(seconds=a), now) for a in under_way]
+    lasting = [o for o in lasting if o.start < now and o.start < WINDOW.end and WINDOW.start < o.end]
     so_far: list[Interval] = []
     for raw in batches:
         batch = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in raw]
@@ -168,6 +192,9 @@ def test_an_outage_tally_gives_time_based_availability_after_every_batch(
         tally.extend(batch)
         so_far += batch
         expected = reliability.availability_time(WINDOW, cal, so_far, exclusions, timedelta(seconds=minimum))
+        assert tally.evaluated(lasting) == reliability.availability_time(
+            WINDOW, cal, so_far + lasting, exclusions, timedelta(seconds=minimum)
+        )
         assert tally.evaluated() == expected
 
 
@@ -202,6 +229,7 @@ def test_a_count_tally_gives_request_based_availability_after_every_batch(
 _step = st.one_of(
     st.tuples(st.just("calls"), st.integers(0, 4), st.integers(0, 3), st.integers(-60 * 24 * 12, 60 * 24 * 9)),
     st.tuples(st.just("outage"), st.integers(-60 * 24 * 12, 60 * 24 * 9), st.integers(1, 90)),
+    st.tuples(st.just("under way"), st.integers(-60 * 24 * 12, 60 * 24 * 9)),
     st.tuples(st.just("correct"), st.integers(0, 10**6), st.integers(1, 120)),
     st.tuples(st.just("again"), st.integers(0, 10**6)),
     st.tuples(st.just("round"), st.integers(1, 4000)),
@@ -213,8 +241,8 @@ _step = st.one_of(
 def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_every_input(
     make_store_env: Callable[[str], dict[str, str]], steps: list[tuple[Any, ...]]
 ) -> None:
-    """Random batches (in April, and late ones in March: a closed window restated), corrections
-    and completions of signals the window holds, duplicates, and rounds: after every round,
+    """Random batches (in April, and late ones in March: a closed window restated), outages under
+    way, corrections and completions of signals the window holds, duplicates, and rounds: after every round,
     April's evaluations (availability over outages, service level over calls) are those the
     formulas give over every stored signal — value, detail, parameters, input digest."""
     suite = Suite(make_store_env)
@@ -233,6 +261,9 @@ def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_e
             elif kind == "outage":
                 n += 1
                 batch = [outage(f"o{n}", (now + timedelta(minutes=step[1])).isoformat(), step[2])]
+            elif kind == "under way":  # no end yet: a correction later gives it one
+                n += 1
+                batch = [_under_way(f"o{n}", now + timedelta(minutes=step[1]))]
             elif kind in ("correct", "again") and sent:
                 s = pb.Signal()
                 s.CopyFrom(sent[step[1] % len(sent)])
@@ -256,6 +287,47 @@ def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_e
 
 
 _RUNNING_USED: set[object] = set()
+
+
+def _under_way(sid: str, start: datetime) -> pb.Signal:
+    return pb.Signal(signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(start)))
+
+
+def test_rounds_while_an_outage_is_under_way_fold_only_their_batches(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """While an outage is under way, availability changes with every round's instant: each
+    round's evaluation is the formula's over every stored signal with the outage lasting until
+    then, yet it folds only the round's batch — the outage under way is taken beside the tally
+    (the formula over the whole window every round, before) — until its end is reported (a
+    completion: folded again)."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite)
+        now = at(f"2026-04-10T10:00{AMS}")
+        m.record(COLLECTOR, [outage("o1", f"2026-04-09T11:00{AMS}", 3), outage("o2", f"2026-04-10T09:50{AMS}", 4)])
+        suite.tick(now.isoformat())
+        m.record(COLLECTOR, [_under_way("down", at(f"2026-04-10T09:52{AMS}"))])  # touching o2: merged with it
+        for n in range(3):
+            m.record(COLLECTOR, [outage(f"p{n}", f"2026-04-10T0{n}:30{AMS}", 2)])
+            now += timedelta(minutes=5)
+            suite.tick(now.isoformat())
+            _check_april(m, aid, now)
+        (held,) = [r for r in m._running.values() if isinstance(r.tally, running.OutageTally)]
+        assert (held.seeded, held.appended) == (1, 6) and len(held.under_way) == 1  # two rounds a tick
+        detail = m.window(None, aid, "availability", "2026-03-31T22:00:00+00:00").latest["detail"]
+        assert detail["downtime_seconds"] == str(3 * 60 + 2 * 60 * 3 + (now - at(f"2026-04-10T09:50{AMS}")).seconds)
+        done = pb.Signal()
+        done.CopyFrom(_under_way("down", at(f"2026-04-10T09:52{AMS}")))
+        done.outage.end.CopyFrom(ts(now - timedelta(minutes=1)))
+        m.record(COLLECTOR, [done], reason="completed")
+        now += timedelta(minutes=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        assert (held.seeded, held.appended) == (2, 6) and held.under_way == []
+    finally:
+        suite.close()
 
 
 def _check_april(m: Metrics, aid: str, now: datetime) -> None:

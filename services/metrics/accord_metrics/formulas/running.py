@@ -135,6 +135,22 @@ class SortedDigest:
         text = ",".join(self.records[start:end])
         return ("," + text if start else text).encode()
 
+    def digest_with(self, extra: list[tuple[Any, str]], suffix: bytes) -> str:
+        """`digest` as if these (key, record) pairs were held too (placed as `add` places them:
+        after held records of equal key), nothing changed: hashed from the last state kept
+        before the first place one of them goes."""
+        if not extra:
+            return self.digest(suffix)
+        extra = sorted(extra, key=_first)
+        kept = min(bisect_right(self.keys, extra[0][0]) // CHECKPOINT, len(self._states) - 1)
+        start = kept * CHECKPOINT
+        held = zip(self.keys[start:], self.records[start:], strict=True)
+        text = ",".join(r for _, r in heapq.merge(held, extra, key=_first))
+        state = self._states[kept].copy()
+        state.update(("," + text if start else text).encode())
+        state.update(suffix)
+        return "sha256:" + state.hexdigest()
+
     def digest(self, suffix: bytes) -> str:
         state = self._states[-1].copy()
         start = (len(self._states) - 1) * CHECKPOINT
@@ -401,9 +417,10 @@ def _arrival(c: contact.Call) -> tuple[datetime, str]:
 # -- time-based availability -----------------------------------------------------------------------
 class OutageTally:
     """`reliability.availability_time` over the outages folded in (those overlapping the window,
-    with ends: an outage under way changes with the evaluation's instant, never folded), for one
-    window, calendar, exclusions and minimum outage: the union of the outages kept merged, each
-    merged outage's downtime in eligible time, and the records of the outages sorted."""
+    with ends: an outage under way changes with the evaluation's instant, never folded — it is
+    given to `evaluated`, as lasting until that instant), for one window, calendar, exclusions
+    and minimum outage: the union of the outages kept merged, each merged outage's downtime in
+    eligible time, and the records of the outages sorted."""
 
     def __init__(
         self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval], min_outage: timedelta
@@ -428,10 +445,10 @@ class OutageTally:
         prefix, self._suffix = split_payload(payload)
         self.records = SortedDigest(prefix)
 
-    def _weigh(self, m: Interval, sign: int) -> None:
+    def _weight(self, m: Interval) -> tuple[timedelta, int, int]:
+        """A merged outage's (downtime in eligible time, counted, below the minimum)."""
         if m.duration < self.min_outage:
-            self.short += sign
-            return
+            return timedelta(0), 0, 1
         down = timedelta(0)
         eligible = self.eligible
         i = max(bisect_right(self._eligible_starts, m.start) - 1, 0)
@@ -440,9 +457,13 @@ class OutageTally:
             if part is not None:
                 down += part.duration
             i += 1
+        return down, 1 if down else 0, 0
+
+    def _weigh(self, m: Interval, sign: int) -> None:
+        down, counted, short = self._weight(m)
         self.downtime += down * sign
-        if down:
-            self.counted += sign
+        self.counted += counted * sign
+        self.short += short * sign
 
     def extend(self, outages: Sequence[Interval]) -> None:
         """Fold in these outages (each with its end, overlapping the window)."""
@@ -465,20 +486,42 @@ class OutageTally:
         encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
         self.records.add([(e, e) for e in encs])
 
-    def evaluated(self) -> Evaluated:
-        downtime_s = seconds(self.downtime)
+    def evaluated(self, under_way: Sequence[Interval] = ()) -> Evaluated:
+        """The formula's evaluation over the outages folded in and `under_way` — outages under
+        way as the formula takes them at its instant (each lasting until then, overlapping the
+        window, non-empty) — computed beside the tally, nothing of it changed: the merged outages
+        they can touch merged again with them, their records placed among those held."""
+        downtime, counted, short = self.downtime, self.counted, self.short
+        extra: list[tuple[Any, str]] = []
+        if under_way:
+            low, high = min(o.start for o in under_way), max(o.end for o in under_way)
+            # The merged outages they can touch: from the last starting at or before `low` if it
+            # reaches it, to the last starting at or before `high` (those after start later, and
+            # every merged outage is apart from the next).
+            at = bisect_right(self._starts, low)
+            if at and self.merged[at - 1].end >= low:
+                at -= 1
+            touched = self.merged[at : bisect_right(self._starts, high)]
+            for m in touched:
+                d, c, b = self._weight(m)
+                downtime, counted, short = downtime - d, counted - c, short - b
+            for m in union([*touched, *under_way]):
+                d, c, b = self._weight(m)
+                downtime, counted, short = downtime + d, counted + c, short + b
+            extra = [(e, e) for e in map(reliability._utc_pair_json, under_way)]
+        downtime_s = seconds(downtime)
         value = percent(self.eligible_s - downtime_s, self.eligible_s)
         return Evaluated(
             formula_id="availability.time",
             formula_version=reliability.VERSION,
             value=value,
             parameters=self.parameters,
-            input_digest=self.records.digest(self._suffix),
+            input_digest=self.records.digest_with(extra, self._suffix),
             detail={
                 "eligible_seconds": str(self.eligible_s),
                 "downtime_seconds": str(downtime_s),
-                "outages_counted": str(self.counted),
-                "outages_below_minimum": str(self.short),
+                "outages_counted": str(counted),
+                "outages_below_minimum": str(short),
             },
             undefined=reliability.NO_ELIGIBLE_TIME if value is None else "",
         )
