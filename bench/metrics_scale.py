@@ -28,8 +28,10 @@ the fake clock):
 * round after one batch: `--scale-rounds` rounds, each after 1,000 new signals recorded in the
   open window: their median, minimum and maximum, wall and CPU;
 * round after one batch, an outage under way: the same, with an outage reported without its end
-  a few minutes before (availability then changes with every round's instant); its end is
-  reported after them;
+  a few minutes before (availability then changes with every round's instant; an outage of two
+  hours recorded early in the open window before them, not timed, so that it is not the longest
+  once ended); its end is reported after them, and one round timed after that (a completion of a
+  signal the open window holds);
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
 * restart: a second `Metrics` on the same store, in a process of its own — construction, then
@@ -74,9 +76,9 @@ STEP = timedelta(seconds=5)  # the fake clock's move from one timed round to the
 
 def measured(rounds: int = ROUNDS) -> int:
     """The signals a size's figures record beside its history: a batch before each of its `rounds`
-    rounds after one batch (twice: without and with an outage under way, which is one more), and
-    the batches recorded for ingestion alone and during rounds."""
-    return (2 * rounds + 2 * INGEST_BATCHES) * BATCH + 1
+    rounds after one batch (twice: without and with an outage under way — it and a long outage
+    before it are two more), and the batches recorded for ingestion alone and during rounds."""
+    return (2 * rounds + 2 * INGEST_BATCHES) * BATCH + 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +199,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{rounds} (wall {_span(p, 'under_way_ms')} ms); windows judged "
                        f"{_judged(p['under_way_rounds'])}; CPU {p['under_way_cpu_ms']:.0f} ms "
                        f"({_span(p, 'under_way_cpu_ms', 0)})"},
+            {"name": f"round after the outage's end, {s}", "value": p["ended_ms"], "unit": "ms",
+             "detail": f"one round after its end is reported (a completion of a signal the open window holds); "
+                       f"CPU {p['ended_cpu_ms']:.0f} ms"},
             {"name": f"ingest during rounds, {s}", "value": p["ingest_rounds"], "unit": "signals/s",
              "detail": f"{p['rounds_during']} rounds ran meanwhile; without rounds {p['ingest_alone']:,.0f} signals/s"},
             {"name": f"restart to first round done, {s}", "value": p["restart_s"], "unit": "s",
@@ -415,7 +420,15 @@ def _point(
             extra += BATCH
             metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
             batched.append(timed_round())
-        # An outage under way (its end not reported yet) since a few minutes: the same rounds.
+        # An outage under way (its end not reported yet) since a few minutes: the same rounds. First
+        # (not timed) an outage of two hours early in the open window, longer than any before, so
+        # that the one under way, once ended, is not the longest (the longest growing makes the
+        # window's selection anew — rare in a service's life, since the longest only grows).
+        long = spb.Signal(signal_id=f"outage-long-{extra}", service_id=SERVICE_ID)
+        long.outage.start.FromDatetime(month_start + timedelta(hours=3))
+        long.outage.end.FromDatetime(month_start + timedelta(hours=5))
+        metrics.record(collector, [long])
+        timed_round()
         down = spb.Signal(signal_id=f"outage-under-way-{extra}", service_id=SERVICE_ID)
         down.outage.start.FromDatetime(at - timedelta(minutes=3))
         metrics.record(collector, [down])
@@ -427,6 +440,7 @@ def _point(
             under_way.append(timed_round())
         down.outage.end.FromDatetime(at)
         metrics.record(collector, [down], reason="outage ended")
+        ended = timed_round()  # its end: a completion of a signal the open window holds
 
         def more(k: int) -> list[list[spb.Signal]]:
             nonlocal extra
@@ -482,6 +496,8 @@ def _point(
         **_summary("idle", idle),
         **_summary("batch", batched),
         **_summary("under_way", under_way),
+        "ended_ms": ended["ms"],
+        "ended_cpu_ms": ended["cpu_ms"],
         "ingest_alone": ingest_alone,
         "ingest_rounds": ingest_rounds,
         "rounds_during": meanwhile[0],

@@ -70,7 +70,10 @@ class BurnIndex:
         self.lineage: Lineage = ()
         self.ends: list[datetime] = []  # the outages' ends, ascending
         self.by_end: list[Interval] = []  # the outages (reported end, non-empty) in that order
-        self.under_way: list[Interval] = []  # outages under way: each look-back takes them as lasting until its end
+        # The outages under way, by place (service part, place in it): each look-back takes them as
+        # lasting until its end; one whose end is reported (replaced in its place without counting
+        # as a change: `ServiceSignals._catch_up`) is placed as an appended one.
+        self.under_way: list[tuple[int, int]] = []
         self.merged: list[Interval] = []
         self._mstarts: list[datetime] = []
         self._mends: list[datetime] = []
@@ -104,6 +107,9 @@ class BurnIndex:
             self._drop()
             return None
         mine = lineage.get("outages", ())
+        if sum(n for _, _, n in mine) != len(outages):  # not as a selection reports them: the formula
+            self._drop()
+            return None
         basis = (
             min_outage,
             json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
@@ -112,16 +118,18 @@ class BurnIndex:
         )
         fresh = self._appended(mine, outages) if basis == self.basis else None
         if fresh is None:
-            self._build(basis, calendar, exclusions, span, min_outage, outages)
+            self._build(basis, calendar, exclusions, span, min_outage, outages, mine)
             self.built += 1
         else:
             self._add(fresh)
             self.appended += 1
         self.lineage = mine
+        bases = _bases(mine)
+        under_way = [outages[bases[k] + at] for k, at in self.under_way]
         out: dict[timedelta, Decimal | None] = {}
         for length in lengths:
             try:
-                out[length] = self._value(Interval(as_of - length, as_of), calendar, exclusions, self.under_way)
+                out[length] = self._value(Interval(as_of - length, as_of), calendar, exclusions, under_way)
             except _UnclippedError:
                 continue  # the formula computes this one
         return out
@@ -131,22 +139,35 @@ class BurnIndex:
 
     def _appended(self, lineage: Lineage, outages: list[Interval]) -> list[Interval] | None:
         """The outages added since the last round, when every service's part is the one held with
-        outages placed after its end; None when anything else changed."""
+        outages placed after its end — and those under way held whose end is now reported; None
+        when anything else changed. The new ones under way are held by place."""
         before = self.lineage
         if len(before) != len(lineage) or sum(n for _, _, n in lineage) != len(outages):
             return None
         fresh: list[Interval] = []
+        new: list[tuple[int, int]] = []
         at = 0
-        for (s0, e0, n0), (s1, e1, n1) in zip(before, lineage, strict=True):
+        for k, ((s0, e0, n0), (s1, e1, n1)) in enumerate(zip(before, lineage, strict=True)):
             if s0 != s1 or e0 != e1 or n1 < n0:
                 return None
-            fresh.extend(outages[at + n0 : at + n1])
+            tail = outages[at + n0 : at + n1]
+            fresh.extend(tail)
+            new += [(k, n0 + i) for i, o in enumerate(tail) if o.end >= ONGOING]
             at += n1
+        bases = _bases(lineage)
+        still = []
+        for k, i in self.under_way:
+            o = outages[bases[k] + i]
+            if o.end >= ONGOING:
+                still.append((k, i))
+            else:
+                fresh.append(o)  # its end reported
+        self.under_way = still + new
         return fresh
 
     def _build(
         self, basis: tuple[Any, ...], calendar: Calendar, exclusions: Sequence[Interval], span: Interval,
-        min_outage: timedelta, outages: list[Interval],
+        min_outage: timedelta, outages: list[Interval], lineage: Lineage,
     ) -> None:  # fmt: skip
         self.basis, self.min_outage = basis, min_outage
         self.eligible = reliability.eligible_intervals(span, calendar, exclusions)
@@ -154,14 +175,16 @@ class BurnIndex:
         self._eligible_ends = [e.end for e in self.eligible]
         self.ends, self.by_end, self.under_way = [], [], []
         self.merged, self._mstarts, self._mends, self._sums = [], [], [], [_ZERO]
+        bases = _bases(lineage)
+        self.under_way = [
+            (k, i) for k, (_, _, n) in enumerate(lineage) for i in range(n) if outages[bases[k] + i].end >= ONGOING
+        ]
         self._add(outages)
 
     def _add(self, outages: Sequence[Interval]) -> None:
         """Place these outages: in the order by end, and in the union from the first merged
         outage they can touch on."""
         done = [o for o in outages if o.end < ONGOING]
-        if len(done) < len(outages):
-            self.under_way += [o for o in outages if o.end >= ONGOING]
         new = [o for o in done if o.start < o.end]
         fresh = sorted(((o.end, o) for o in new), key=_first)
         if not fresh:
@@ -272,6 +295,15 @@ class BurnIndex:
             return reliability._downtime(long_enough, eligible)[0]
 
         return downtime([*mine, x]) - downtime(mine)
+
+
+def _bases(lineage: Lineage) -> list[int]:
+    """Where each service's part starts in the combined list."""
+    out, at = [], 0
+    for _, _, n in lineage:
+        out.append(at)
+        at += n
+    return out
 
 
 class _UnclippedError(Exception):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
 from accord_metrics.burning import BurnIndex
+from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
 from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, OutageTally
@@ -78,9 +79,11 @@ class Running:
         self.tally: CallTally | OutageTally | CountTally | FcrTally | None = None
         self.lineage: Lineage = ()
         self.folded = 0  # inputs of the list (before the window's filter) folded
-        # Time-based availability: the outages under way among those (never folded: each round
-        # gives them to the tally as lasting until its instant, `OutageTally.evaluated`).
-        self.under_way: list[Interval] = []
+        # Time-based availability: the places (in the list) of the outages under way among those
+        # — never folded: each round gives them to the tally as lasting until its instant
+        # (`OutageTally.evaluated`), and folds one once its end is reported. Its completion
+        # replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
+        self.under_way: list[int] = []
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
         self.seeded = 0  # rounds that folded every input
         # Its burn rates' look-backs (time-based availability), kept between rounds (burning.py).
@@ -119,11 +122,13 @@ class Running:
         try:
             if self.tally is not None and basis == self.basis and self._appended(lineage):
                 appended = source[self.folded :]
-                fresh = self._fresh(metric, p, window, appended, as_of)
+                ended = [source[i] for i in self.under_way if source[i].end < ONGOING]
+                fresh = self._fresh(metric, p, window, [*ended, *appended], as_of)
                 if fresh is not None and self._fold(fresh):
                     self.lineage, self.folded = lineage, len(source)
-                    self.under_way += _under_way(metric, appended)
-                    out = self._evaluated(as_of, window)
+                    self.under_way = [i for i in self.under_way if source[i].end >= ONGOING]
+                    self.under_way += _under_way(metric, appended, len(source) - len(appended))
+                    out = self._evaluated(as_of, window, source)
                     if out is not None:
                         self.appended += 1
                         return out
@@ -139,12 +144,12 @@ class Running:
             self.basis, self.lineage, self.folded = basis, lineage, len(source)
             self.under_way = _under_way(metric, source)
             self.seeded += 1
-            return self._evaluated(as_of, window)
+            return self._evaluated(as_of, window, source)
         except Exception:  # the formula itself says what is wrong (or computes it)
             self._drop()
             return None
 
-    def _evaluated(self, as_of: datetime, window: Interval) -> Evaluated | None:
+    def _evaluated(self, as_of: datetime, window: Interval, source: Sequence[Any]) -> Evaluated | None:
         """The tally's evaluation (first-contact resolution's as of `as_of`: None when that is
         before the instant it was last asked for — folded again from every input; time-based
         availability's with the outages under way as `evaluation.run_formula` passes them at
@@ -155,7 +160,7 @@ class Running:
             return tally.evaluated(as_of)
         if isinstance(tally, OutageTally):
             ws, we = window.start, window.end
-            lasting = [Interval(o.start, as_of) for o in self.under_way if o.start < as_of]
+            lasting = [Interval(source[i].start, as_of) for i in self.under_way if source[i].start < as_of]
             return tally.evaluated([o for o in lasting if o.start < we and ws < o.end])
         return tally.evaluated()
 
@@ -205,8 +210,6 @@ class Running:
 
             return contact.fcr_contacts(items, fcr_method(p))
         if metric == "METRIC_AVAILABILITY_TIME":
-            from accord_metrics.evaluation import ONGOING
-
             return [o for o in items if o.end < ONGOING and o.start < we and ws < o.end and o.start < o.end]
         if metric == "METRIC_AVAILABILITY_REQUESTS":
             return [r for r in items if ws <= r.start < we]
@@ -221,10 +224,9 @@ class Running:
         return True
 
 
-def _under_way(metric: str, items: Sequence[Any]) -> list[Interval]:
-    """Time-based availability's outages under way among `items` (no end reported)."""
+def _under_way(metric: str, items: Sequence[Any], at: int = 0) -> list[int]:
+    """Time-based availability's outages under way among `items` (no end reported): their places,
+    counted from `at`."""
     if metric != "METRIC_AVAILABILITY_TIME":
         return []
-    from accord_metrics.evaluation import ONGOING
-
-    return [o for o in items if o.end >= ONGOING]
+    return [at + i for i, o in enumerate(items) if o.end >= ONGOING]

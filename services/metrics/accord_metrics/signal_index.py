@@ -449,7 +449,12 @@ class ServiceSignals:
                     regroup.add(row.grp)
                 if there and (was := _group_before(items[at], calls_bottom + repeat)) is not None:
                     regroup.add(was)
-            if there or (inside and at < len(ranks)):  # anything but an input placed after every other one
+            # Anything but an input placed after every other one is a change — but an outage under
+            # way replaced in its place (its end reported: a completion): the running forms never
+            # folded it, and look at it again by its place (`running.Running.under_way`,
+            # `burning.BurnIndex`), so its completion is folded as an append would be.
+            completed = there and inside and name == "outages" and items[at].end >= ONGOING
+            if (there or (inside and at < len(ranks))) and not completed:
                 kept.changes[name] = kept.changes.get(name, 0) + 1
             if not inside:
                 if there:

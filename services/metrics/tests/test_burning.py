@@ -112,11 +112,14 @@ def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tup
             kept.lists[step[1]].extend(_interval(o) for o in step[2])
         elif kind in ("correct", "remove") and kept.lists[step[1]]:
             mine = kept.lists[step[1]]
+            at = step[2] % len(mine)
+            # An outage under way replaced in its place (its end reported, or its start corrected)
+            # is no change, as the selection counts it: the index looks at it again by its place.
+            kept.changes[step[1]] += 0 if kind == "correct" and mine[at].end >= ONGOING else 1
             if kind == "correct":
-                mine[step[2] % len(mine)] = _interval(step[3])
+                mine[at] = _interval(step[3])
             else:
-                del mine[step[2] % len(mine)]
-            kept.changes[step[1]] += 1
+                del mine[at]
         elif kind == "reselect":
             kept.serials[step[1]] += 10
         elif kind == "round":
