@@ -667,8 +667,9 @@ class _Selection:
         self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {}
         self.changed: set[str] = set()
         self._pending = lists
-        # Which selection this is, and per list how often an input in it was replaced, removed or
-        # placed before its end since it was made: with the lists' lengths, what tells a running
+        # Which selection this is, and per list how often an input in it was replaced (but an
+        # outage under way replaced in its place: see `_catch_up`), removed or placed before its
+        # end since it was made: with the lists' lengths, what tells a running
         # evaluation that its inputs were only appended to (`SignalSet.lineage`, running.py).
         self.serial = next(_SELECTIONS)
         self.changes: dict[str, int] = {}
