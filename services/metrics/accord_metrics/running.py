@@ -1,6 +1,6 @@
 """Running evaluations of open windows (see the README, "Scale"): for an open window judged by
 a call-based formula (ASA, abandonment, service level, AHT, first-contact resolution of one
-service's calls), time-based availability or request-based availability by occurrences, the
+service's calls), time-based availability, MTBF or request-based availability by occurrences, the
 formula's running form (`formulas/running.py`)
 is kept between rounds, and a round whose inputs are the last round's with signals appended
 folds in only those — the same evaluation the formula gives over all of them, byte for byte.
@@ -31,7 +31,7 @@ from accord_metrics.burning import BurnIndex
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
-from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, OutageTally
+from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, MtbfTally, OutageTally
 
 if TYPE_CHECKING:
     from accord_metrics.evaluation import SignalSet
@@ -48,8 +48,10 @@ LISTS = {
     **dict.fromkeys(_CALL_METRICS, "calls"),
     FCR: "calls",
     "METRIC_AVAILABILITY_TIME": "outages",
+    "METRIC_MTBF": "outages",
     "METRIC_AVAILABILITY_REQUESTS": "requests",
 }
+_OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over outages, one under way beside
 Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
 
 
@@ -60,7 +62,7 @@ def _implements(metric: str) -> bool:
         return contact.VERSION == 1
     if metric == FCR:
         return contact.FCR_VERSION == 2
-    if metric == "METRIC_AVAILABILITY_TIME":
+    if metric in _OUTAGE_METRICS:
         return reliability.VERSION == 1
     return reliability.REQUESTS_VERSION == 2
 
@@ -79,7 +81,7 @@ class Running:
         self.tally: CallTally | OutageTally | CountTally | FcrTally | None = None
         self.lineage: Lineage = ()
         self.folded = 0  # inputs of the list (before the window's filter) folded
-        # Time-based availability: the places (in the list) of the outages under way among those
+        # Time-based availability and MTBF: the places (in the list) of the outages under way among those
         # — never folded: each round gives them to the tally as lasting until its instant
         # (`OutageTally.evaluated`), and folds one once its end is reported. Its completion
         # replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
@@ -181,7 +183,7 @@ class Running:
     @staticmethod
     def _tally(
         metric: str, p: dict[str, Any], window: Interval, calendar: Calendar, exclusions: list[Interval]
-    ) -> CallTally | OutageTally | CountTally | FcrTally:
+    ) -> CallTally | OutageTally | MtbfTally | CountTally | FcrTally:
         if metric == FCR:
             from accord_metrics.evaluation import fcr_method, repeat_window
 
@@ -193,6 +195,8 @@ class Running:
             return CallTally(_CALL_METRICS[metric], "", None, short)
         if metric == "METRIC_AVAILABILITY_TIME":
             return OutageTally(window, calendar, exclusions, _seconds(p.get("min_outage_seconds")))
+        if metric == "METRIC_MTBF":
+            return MtbfTally(window, calendar, exclusions)
         return CountTally(window, calendar, exclusions)
 
     @staticmethod
@@ -209,7 +213,7 @@ class Running:
             from accord_metrics.evaluation import fcr_method
 
             return contact.fcr_contacts(items, fcr_method(p))
-        if metric == "METRIC_AVAILABILITY_TIME":
+        if metric in _OUTAGE_METRICS:
             return [o for o in items if o.end < ONGOING and o.start < we and ws < o.end and o.start < o.end]
         if metric == "METRIC_AVAILABILITY_REQUESTS":
             return [r for r in items if ws <= r.start < we]
@@ -225,8 +229,8 @@ class Running:
 
 
 def _under_way(metric: str, items: Sequence[Any], at: int = 0) -> list[int]:
-    """Time-based availability's outages under way among `items` (no end reported): their places,
-    counted from `at`."""
-    if metric != "METRIC_AVAILABILITY_TIME":
+    """Time-based availability's or MTBF's outages under way among `items` (no end reported): their
+    places, counted from `at`."""
+    if metric not in _OUTAGE_METRICS:
         return []
     return [at + i for i, o in enumerate(items) if o.end >= ONGOING]

@@ -17,7 +17,21 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact, reliability, running
-from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
+from tests.suite import (
+    AMS,
+    COLLECTOR,
+    EMAIL,
+    Suite,
+    an_active_agreement,
+    an_agreement_with,
+    at,
+    calls,
+    monthly_objective,
+    outage,
+    ts,
+)
+
+JAN = "2025-12-31T23:00:00+00:00"  # January's window in Amsterdam
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = Interval(T0, T0 + timedelta(days=2))
@@ -196,6 +210,72 @@ def test_an_outage_tally_gives_time_based_availability_after_every_batch(
             WINDOW, cal, so_far + lasting, exclusions, timedelta(seconds=minimum)
         )
         assert tally.evaluated() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(_outage, max_size=30), min_size=1, max_size=6),
+    st.sampled_from(["always", "business"]),
+    st.lists(st.tuples(st.integers(0, 2 * 86400), st.integers(1, 20000)), max_size=2),
+    st.lists(st.integers(-3600, 2 * 86400 + 3600), max_size=2),
+    st.integers(0, 2 * 86400 + 3600),
+)
+def test_an_mtbf_tally_gives_the_formula_s_evaluation_after_every_batch(
+    batches: list[list[tuple[int, int]]], calendar: str, excluded: list[tuple[int, int]], under_way: list[int],
+    as_of: int,
+) -> None:  # fmt: skip
+    """MTBF's running form, as the outage tally's: after every batch the formula's evaluation
+    over the failures folded (merged failures starting in the window counted, whether or not that
+    instant is eligible), and with failures under way lasting until an instant beside them."""
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
+    tally = running.MtbfTally(WINDOW, cal, exclusions)
+    now = T0 + timedelta(seconds=as_of)
+    lasting = [Interval(T0 + timedelta(seconds=a), now) for a in under_way]
+    lasting = [o for o in lasting if o.start < now and o.start < WINDOW.end and WINDOW.start < o.end]
+    assert tally.evaluated() == reliability.mtbf(WINDOW, cal, [], exclusions=exclusions)
+    so_far: list[Interval] = []
+    for raw in batches:
+        batch = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in raw]
+        batch = [o for o in batch if o.start < WINDOW.end and WINDOW.start < o.end and o.start < o.end]
+        tally.extend(batch)
+        so_far += batch
+        assert tally.evaluated(lasting) == reliability.mtbf(WINDOW, cal, so_far + lasting, exclusions=exclusions)
+        assert tally.evaluated() == reliability.mtbf(WINDOW, cal, so_far, exclusions=exclusions)
+
+
+def test_rounds_of_an_mtbf_objective_fold_only_their_batches(make_store_env: Callable[[str], dict[str, str]]) -> None:
+    """An open window judged by MTBF keeps its running form (it ran the formula over every outage
+    of the window each round): batches of outages, one under way and its end, each round the
+    formula's evaluation over every stored signal."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_agreement_with(suite, [monthly_objective("mtbf", "METRIC_MTBF", {})])
+        now = at(f"2026-01-10T09:30{AMS}")
+        m.record(COLLECTOR, [outage("long", f"2026-01-02T10:00{AMS}", 180)])  # the longest: none after it is
+        now += timedelta(minutes=5)
+        suite.tick(now.isoformat())
+        (held,) = [r for r in m._running.values() if isinstance(r.tally, running.MtbfTally)]
+        seeded, appended = held.seeded, held.appended
+        steps: list[list[pb.Signal]] = [
+            [outage(f"a{n}", f"2026-01-09T0{n}:00{AMS}", 5 + n) for n in range(3)],
+            [_under_way("down", at(f"2026-01-10T09:00{AMS}")), outage("b", f"2026-01-10T08:58{AMS}", 3)],
+            [outage("c", f"2026-01-10T09:20{AMS}", 1)],
+        ]
+        done = _under_way("down", at(f"2026-01-10T09:00{AMS}"))
+        done.outage.end.CopyFrom(ts(at(f"2026-01-10T09:40{AMS}")))
+        for batch in [*steps, [done]]:
+            m.record(COLLECTOR, batch, reason="recorded")
+            now += timedelta(minutes=15)
+            suite.tick(now.isoformat())
+            check = m.recompute(aid, "mtbf", JAN)
+            assert check["matches"], check["differences"]
+        assert held.seeded == seeded and held.appended >= appended + 4 and held.under_way == []
+        # long, a0, a1, a2 and one of b, down and c (down, 09:00–09:40, reaches b and swallows c)
+        assert m.window(None, aid, "mtbf", JAN).latest["detail"]["failures"] == "5"
+    finally:
+        suite.close()
 
 
 _count = st.tuples(st.integers(0, 2 * 86400 - 1), st.integers(0, 50), st.integers(0, 50))

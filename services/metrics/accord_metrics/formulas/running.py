@@ -422,12 +422,13 @@ class OutageTally:
     and minimum outage: the union of the outages kept merged, each merged outage's downtime in
     eligible time, and the records of the outages sorted."""
 
+    FORMULA, RECORDS = "availability.time", "outages"  # its id, and the name of its inputs' records
+
     def __init__(
         self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval], min_outage: timedelta
     ) -> None:
-        empty = reliability.availability_time(window, calendar, [], exclusions, min_outage)  # its checks
         self.window, self.calendar, self.min_outage = window, calendar, min_outage
-        self.parameters = empty.parameters
+        self.parameters = self._empty(exclusions).parameters  # the formula's checks, and its parameters
         self.eligible = reliability.eligible_intervals(window, calendar, exclusions)
         self._eligible_starts = [e.start for e in self.eligible]
         self.eligible_s = seconds(total(self.eligible))
@@ -437,13 +438,16 @@ class OutageTally:
         self.counted = 0
         self.short = 0  # merged outages below the minimum
         payload = reliability._input_payload(
-            "availability.time",
+            self.FORMULA,
             self.parameters,
-            {"outages": records_slot(), "exclusions": reliability._intervals(exclusions)},
+            {self.RECORDS: records_slot(), "exclusions": reliability._intervals(exclusions)},
             calendar,
         )
         prefix, self._suffix = split_payload(payload)
         self.records = SortedDigest(prefix)
+
+    def _empty(self, exclusions: Sequence[Interval]) -> Evaluated:
+        return reliability.availability_time(self.window, self.calendar, [], exclusions, self.min_outage)
 
     def _weight(self, m: Interval) -> tuple[timedelta, int, int]:
         """A merged outage's (downtime in eligible time, counted, below the minimum)."""
@@ -491,6 +495,26 @@ class OutageTally:
         way as the formula takes them at its instant (each lasting until then, overlapping the
         window, non-empty) — computed beside the tally, nothing of it changed: the merged outages
         they can touch merged again with them, their records placed among those held."""
+        downtime, counted, short, digest = self._with(under_way)
+        downtime_s = seconds(downtime)
+        value = percent(self.eligible_s - downtime_s, self.eligible_s)
+        return Evaluated(
+            formula_id="availability.time",
+            formula_version=reliability.VERSION,
+            value=value,
+            parameters=self.parameters,
+            input_digest=digest,
+            detail={
+                "eligible_seconds": str(self.eligible_s),
+                "downtime_seconds": str(downtime_s),
+                "outages_counted": str(counted),
+                "outages_below_minimum": str(short),
+            },
+            undefined=reliability.NO_ELIGIBLE_TIME if value is None else "",
+        )
+
+    def _with(self, under_way: Sequence[Interval]) -> tuple[timedelta, int, int, str]:
+        """(downtime, counted, below the minimum, input digest) with `under_way` beside (see `evaluated`)."""
         downtime, counted, short = self.downtime, self.counted, self.short
         extra: list[tuple[Any, str]] = []
         if under_way:
@@ -509,21 +533,49 @@ class OutageTally:
                 d, c, b = self._weight(m)
                 downtime, counted, short = downtime + d, counted + c, short + b
             extra = [(e, e) for e in map(reliability._utc_pair_json, under_way)]
-        downtime_s = seconds(downtime)
-        value = percent(self.eligible_s - downtime_s, self.eligible_s)
+        return downtime, counted, short, self.records.digest_with(extra, self._suffix)
+
+
+class MtbfTally(OutageTally):
+    """`reliability.mtbf` over the failures folded in (the outages overlapping the window, with
+    ends; one under way given to `evaluated` as lasting until its instant), as `OutageTally`
+    keeps them: merged, each merged failure's downtime in eligible time (no minimum) and whether
+    it starts in the window, the records sorted."""
+
+    FORMULA, RECORDS = "mtbf", "failures"
+
+    def __init__(self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval]) -> None:
+        super().__init__(window, calendar, exclusions, timedelta(0))
+
+    def _empty(self, exclusions: Sequence[Interval]) -> Evaluated:
+        return reliability.mtbf(self.window, self.calendar, [], exclusions=exclusions)
+
+    def _weight(self, m: Interval) -> tuple[timedelta, int, int]:
+        """A merged failure's (downtime in eligible time, starting in the window, 0)."""
+        return super()._weight(m)[0], 1 if self.window.contains(m.start) else 0, 0
+
+    def evaluated(self, under_way: Sequence[Interval] = ()) -> Evaluated:
+        """The formula's evaluation over the failures folded in and `under_way` (as `OutageTally`'s)."""
+        downtime, starting, _, digest = self._with(under_way)
+        eligible_s, downtime_s = self.eligible_s, seconds(downtime)
+        detail = {"eligible_seconds": str(eligible_s), "downtime_seconds": str(downtime_s), "failures": str(starting)}
+        value: Decimal | None = None
+        if eligible_s == 0:
+            undefined = reliability.NO_ELIGIBLE_TIME
+        elif starting == 0:
+            undefined = "no failure in the window"
+            detail["met"] = "true"
+        else:
+            value = ratio(eligible_s - downtime_s, 3600 * starting)
+            undefined = ""
         return Evaluated(
-            formula_id="availability.time",
+            formula_id="mtbf",
             formula_version=reliability.VERSION,
             value=value,
             parameters=self.parameters,
-            input_digest=self.records.digest_with(extra, self._suffix),
-            detail={
-                "eligible_seconds": str(self.eligible_s),
-                "downtime_seconds": str(downtime_s),
-                "outages_counted": str(counted),
-                "outages_below_minimum": str(short),
-            },
-            undefined=reliability.NO_ELIGIBLE_TIME if value is None else "",
+            input_digest=digest,
+            detail=detail,
+            undefined=undefined,
         )
 
 
