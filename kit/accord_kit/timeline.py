@@ -12,9 +12,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 
-@dataclass(frozen=True, order=True)
-class Interval:
-    """[start, end) — start included, end excluded. Empty when end <= start."""
+class _KeepsRecord:
+    """A slot where the metrics formulas keep an interval's record as they encode it (its UTC
+    pair's canonical JSON, `_accord_encoded_` + the encoding's name): an open window's outages
+    are encoded once, not at every round that judges the window again. Nothing else reads it."""
+
+    __slots__ = ("_accord_encoded__utc_pair",)
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Interval(_KeepsRecord):
+    """[start, end) — start included, end excluded. Empty when end <= start. Slotted: an open
+    window holds hundreds of thousands of outages (≈ 100 B less each than with a `__dict__`)."""
 
     start: datetime
     end: datetime
