@@ -414,12 +414,19 @@ def _point(
         first_idle = timed_round()
         idle = [timed_round() for _ in range(rounds)]
         extra = first_id + count
-        batched = []
-        for _ in range(rounds):
-            late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
-            extra += BATCH
-            metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
-            batched.append(timed_round())
+
+        def after_batches() -> list[dict[str, Any]]:
+            """`rounds` rounds, each after a batch of 1,000 in the open window (10 minutes late)."""
+            nonlocal extra
+            out = []
+            for _ in range(rounds):
+                late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra)
+                extra += BATCH
+                metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
+                out.append(timed_round())
+            return out
+
+        batched = after_batches()
         # An outage under way (its end not reported yet) since a few minutes: the same rounds. First
         # (not timed) an outage of two hours early in the open window, longer than any before, so
         # that the one under way, once ended, is not the longest (the longest growing makes the
@@ -432,12 +439,7 @@ def _point(
         down = spb.Signal(signal_id=f"outage-under-way-{extra}", service_id=SERVICE_ID)
         down.outage.start.FromDatetime(at - timedelta(minutes=3))
         metrics.record(collector, [down])
-        under_way = []
-        for _ in range(rounds):
-            late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, origin=extra)
-            extra += BATCH
-            metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
-            under_way.append(timed_round())
+        under_way = after_batches()
         down.outage.end.FromDatetime(at)
         metrics.record(collector, [down], reason="outage ended")
         ended = timed_round()  # its end: a completion of a signal the open window holds

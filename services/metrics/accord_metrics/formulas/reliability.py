@@ -596,6 +596,20 @@ def mtbf(
     starting = sum(1 for f in merged if window.contains(f.start))
     eligible_s = seconds(total(eligible))
     downtime_s = seconds(total(intersect_all(merged, eligible)))
+    input_digest = _input_digest(
+        formula_id,
+        parameters,
+        {"failures": _intervals(failures), "exclusions": _intervals(exclusions)},
+        calendar,
+    )
+    return mtbf_evaluated(parameters, eligible_s, downtime_s, starting, input_digest)
+
+
+def mtbf_evaluated(
+    parameters: dict[str, str], eligible_s: Decimal, downtime_s: Decimal, starting: int, input_digest: str
+) -> Evaluated:
+    """`mtbf`'s evaluation from its measures (what it and its running form share): the value,
+    or why it is undefined, and the detail."""
     detail = {
         "eligible_seconds": str(eligible_s),
         "downtime_seconds": str(downtime_s),
@@ -611,16 +625,11 @@ def mtbf(
         value = ratio(eligible_s - downtime_s, 3600 * starting)
         undefined = ""
     return Evaluated(
-        formula_id=formula_id,
+        formula_id="mtbf",
         formula_version=VERSION,
         value=value,
         parameters=parameters,
-        input_digest=_input_digest(
-            formula_id,
-            parameters,
-            {"failures": _intervals(failures), "exclusions": _intervals(exclusions)},
-            calendar,
-        ),
+        input_digest=input_digest,
         detail=detail,
         undefined=undefined,
     )

@@ -557,26 +557,7 @@ class MtbfTally(OutageTally):
     def evaluated(self, under_way: Sequence[Interval] = ()) -> Evaluated:
         """The formula's evaluation over the failures folded in and `under_way` (as `OutageTally`'s)."""
         downtime, starting, _, digest = self._with(under_way)
-        eligible_s, downtime_s = self.eligible_s, seconds(downtime)
-        detail = {"eligible_seconds": str(eligible_s), "downtime_seconds": str(downtime_s), "failures": str(starting)}
-        value: Decimal | None = None
-        if eligible_s == 0:
-            undefined = reliability.NO_ELIGIBLE_TIME
-        elif starting == 0:
-            undefined = "no failure in the window"
-            detail["met"] = "true"
-        else:
-            value = ratio(eligible_s - downtime_s, 3600 * starting)
-            undefined = ""
-        return Evaluated(
-            formula_id="mtbf",
-            formula_version=reliability.VERSION,
-            value=value,
-            parameters=self.parameters,
-            input_digest=digest,
-            detail=detail,
-            undefined=undefined,
-        )
+        return reliability.mtbf_evaluated(self.parameters, self.eligible_s, seconds(downtime), starting, digest)
 
 
 # -- request-based availability, OCCURRENCES --------------------------------------------------------
