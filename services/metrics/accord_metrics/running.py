@@ -14,8 +14,9 @@ whose rank places it earlier, another selection (a longer outage, a restart), an
 objective, version, calendar, exclusion or suspension, a repeated call id, or any failure —
 folds the window's inputs again from the start (or leaves them to the
 formula itself): the running form is an optimisation, never a second source of truth. An
-outage under way is never folded: time-based availability's evaluation takes it as lasting until
-the round's instant, beside the tally (`OutageTally.evaluated`).
+outage under way is never folded: time-based availability's and MTBF's evaluations take it as
+lasting until the round's instant, beside the tally (`OutageTally.evaluated`), and fold it once
+its end is reported (a completion in its place, not counted as a change by the selection).
 `tests/test_running.py` holds it to the formulas."""
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class Running:
     def _evaluated(self, as_of: datetime, window: Interval, source: Sequence[Any]) -> Evaluated | None:
         """The tally's evaluation (first-contact resolution's as of `as_of`: None when that is
         before the instant it was last asked for — folded again from every input; time-based
-        availability's with the outages under way as `evaluation.run_formula` passes them at
+        availability's and MTBF's with the outages under way as `evaluation.run_formula` passes them at
         `as_of`: each lasting until then, those starting before it and overlapping the window)."""
         tally = self.tally
         assert tally is not None
