@@ -177,6 +177,20 @@ def test_a_digest_with_records_beside_is_that_of_them_all_held() -> None:
 _outage = st.tuples(st.integers(-3600, 2 * 86400 + 3600), st.integers(0, 7200))
 
 
+def _in_window(raw: list[tuple[int, int]]) -> list[Interval]:
+    """Outages (start, length in s from the window's start) as the formula's caller passes them:
+    those overlapping the window, non-empty."""
+    batch = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in raw]
+    return [o for o in batch if o.start < WINDOW.end and WINDOW.start < o.end and o.start < o.end]
+
+
+def _lasting(starts: list[int], now: datetime) -> list[Interval]:
+    """Outages under way since these starts (s from the window's start) as the formula takes them
+    at `now`: lasting until then, those starting before it and overlapping the window."""
+    lasting = [Interval(T0 + timedelta(seconds=a), now) for a in starts]
+    return [o for o in lasting if o.start < now and o.start < WINDOW.end and WINDOW.start < o.end]
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.lists(_outage, max_size=30), min_size=1, max_size=6).map(lambda b: b * 4 if len(b) == 6 else b),
@@ -196,13 +210,10 @@ def test_an_outage_tally_gives_time_based_availability_after_every_batch(
     cal = AlwaysOpen() if calendar == "always" else BUSINESS
     exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
     tally = running.OutageTally(WINDOW, cal, exclusions, timedelta(seconds=minimum))
-    now = T0 + timedelta(seconds=as_of)
-    lasting = [Interval(T0 + timedelta(seconds=a), now) for a in under_way]
-    lasting = [o for o in lasting if o.start < now and o.start < WINDOW.end and WINDOW.start < o.end]
+    lasting = _lasting(under_way, T0 + timedelta(seconds=as_of))
     so_far: list[Interval] = []
     for raw in batches:
-        batch = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in raw]
-        batch = [o for o in batch if o.start < WINDOW.end and WINDOW.start < o.end and o.start < o.end]
+        batch = _in_window(raw)
         tally.extend(batch)
         so_far += batch
         expected = reliability.availability_time(WINDOW, cal, so_far, exclusions, timedelta(seconds=minimum))
@@ -230,14 +241,11 @@ def test_an_mtbf_tally_gives_the_formula_s_evaluation_after_every_batch(
     cal = AlwaysOpen() if calendar == "always" else BUSINESS
     exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
     tally = running.MtbfTally(WINDOW, cal, exclusions)
-    now = T0 + timedelta(seconds=as_of)
-    lasting = [Interval(T0 + timedelta(seconds=a), now) for a in under_way]
-    lasting = [o for o in lasting if o.start < now and o.start < WINDOW.end and WINDOW.start < o.end]
+    lasting = _lasting(under_way, T0 + timedelta(seconds=as_of))
     assert tally.evaluated() == reliability.mtbf(WINDOW, cal, [], exclusions=exclusions)
     so_far: list[Interval] = []
     for raw in batches:
-        batch = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in raw]
-        batch = [o for o in batch if o.start < WINDOW.end and WINDOW.start < o.end and o.start < o.end]
+        batch = _in_window(raw)
         tally.extend(batch)
         so_far += batch
         assert tally.evaluated(lasting) == reliability.mtbf(WINDOW, cal, so_far + lasting, exclusions=exclusions)
