@@ -10,7 +10,7 @@ import contextlib
 import json
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,26 @@ def monthly_objective(oid: str, metric: str, parameters: dict[str, str]) -> dict
         "comparator": "COMPARATOR_AT_LEAST", "target": "90", "window": {"kind": "WINDOW_KIND_MONTH"},
         "calendar_id": "24x7", "no_data": "NO_DATA_POLICY_NOT_COUNTED",
     }  # fmt: skip
+
+
+def open_windows_against_every_stored_signal(
+    m: Metrics, aid: str, objective_ids: Iterable[str], starts: Iterable[str]
+) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """Each of these objectives' windows (by start) recomputed from every stored signal
+    (`recompute`): a closed one must match whole (asserted here); an open one's value and
+    status must too, and it is yielded — (objective, start, recorded, recomputed) — for the
+    caller to compare what its formula's recorded evaluation holds of it (that evaluation is as
+    of the last round that changed its outcome, which may be earlier than now)."""
+    for start in starts:
+        for oid in objective_ids:
+            check = m.recompute(aid, oid, start)
+            if check["recorded"]["closed"]:
+                assert check["matches"], (oid, start, check["differences"])
+                continue
+            recorded, recomputed = check["recorded"], check["recomputed"]
+            for key in ("value", "status"):
+                assert recorded[key] == recomputed[key], (oid, start, key)
+            yield oid, start, recorded, recomputed
 
 
 def an_agreement_with(

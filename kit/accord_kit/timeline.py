@@ -23,7 +23,7 @@ class _KeepsRecord:
 @dataclass(frozen=True, order=True, slots=True)
 class Interval(_KeepsRecord):
     """[start, end) — start included, end excluded. Empty when end <= start. Slotted: an open
-    window holds hundreds of thousands of outages (≈ 100 B less each than with a `__dict__`)."""
+    window holds hundreds of thousands of outages (≈ 32 B less each than without slots)."""
 
     start: datetime
     end: datetime

@@ -184,8 +184,7 @@ class BurnIndex:
     def _add(self, outages: Sequence[Interval]) -> None:
         """Place these outages: in the order by end, and in the union from the first merged
         outage they can touch on."""
-        done = [o for o in outages if o.end < ONGOING]
-        new = [o for o in done if o.start < o.end]
+        new = [o for o in outages if o.end < ONGOING and o.start < o.end]  # under way: held apart
         fresh = sorted(((o.end, o) for o in new), key=_first)
         if not fresh:
             return

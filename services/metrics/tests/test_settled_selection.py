@@ -18,7 +18,16 @@ from accord_metrics import signal_index
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import reliability, work
 from accord_metrics.signal_store import LIST_CODE, SignalStore
-from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_agreement_with, at, ts
+from tests.suite import (
+    AMS,
+    COLLECTOR,
+    EMAIL,
+    Suite,
+    an_agreement_with,
+    at,
+    open_windows_against_every_stored_signal,
+    ts,
+)
 from tests.suite import monthly_objective as _objective
 
 JAN, FEB = "2025-12-31T23:00:00+00:00", "2026-01-31T23:00:00+00:00"
@@ -107,21 +116,12 @@ class _Reads:
 
 
 def _matches_every_stored_signal(m: Metrics, aid: str, starts: tuple[str, ...] = (JAN,)) -> None:
-    """Each window as recorded equals the formula over every stored signal (`recompute`): whole
-    when closed; an open one's value, status and detail (its recorded evaluation is as of the
-    last round that changed its outcome: its `as_of`, the digest with it and an open late item's
-    elapsed time so far may be earlier)."""
-    for start in starts:
-        for oid in OBJECTIVES:
-            check = m.recompute(aid, oid, start)  # from every stored signal, every ticket passed
-            if check["recorded"]["closed"]:
-                assert check["matches"], (oid, start, check["differences"])
-            else:
-                recorded, recomputed = check["recorded"], check["recomputed"]
-                for key in ("value", "status"):
-                    assert recorded[key] == recomputed[key], (oid, start, key)
-                for key in ("due", "met", "late", "late_open"):
-                    assert recorded["detail"][key] == recomputed["detail"][key], (oid, start, key)
+    """Each window as recorded equals the formula over every stored signal (every ticket passed):
+    whole when closed; an open one's value, status and counts (its `as_of`, the digest with it
+    and an open late item's elapsed time so far may be earlier)."""
+    for oid, start, recorded, recomputed in open_windows_against_every_stored_signal(m, aid, OBJECTIVES, starts):
+        for key in ("due", "met", "late", "late_open"):
+            assert recorded["detail"][key] == recomputed["detail"][key], (oid, start, key)
 
 
 def test_a_round_reads_only_the_tickets_and_tasks_that_did_not_settle_before_its_windows(

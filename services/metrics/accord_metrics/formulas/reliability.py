@@ -304,27 +304,35 @@ def availability_time(
     # Every merged outage is non-empty (its duration is end − start): none is shorter than no minimum.
     long_enough = merged if min_outage <= timedelta(0) else [o for o in merged if o.end - o.start >= min_outage]
     down, counted = _downtime(long_enough, eligible)
-    eligible_s = seconds(total(eligible))
-    downtime_s = seconds(down)
+    input_digest = (
+        _input_digest(
+            formula_id, parameters, {"outages": _intervals(outages), "exclusions": _intervals(exclusions)}, calendar
+        )
+        if digested
+        else ""
+    )
+    return availability_time_evaluated(
+        parameters, seconds(total(eligible)), seconds(down), counted, len(merged) - len(long_enough), input_digest
+    )
+
+
+def availability_time_evaluated(
+    parameters: dict[str, str], eligible_s: Decimal, downtime_s: Decimal, counted: int, short: int, input_digest: str
+) -> Evaluated:
+    """`availability_time`'s evaluation from its measures (what it and its running form share):
+    the value, or why it is undefined, and the detail."""
     value = percent(eligible_s - downtime_s, eligible_s)
     return Evaluated(
-        formula_id=formula_id,
+        formula_id="availability.time",
         formula_version=VERSION,
         value=value,
         parameters=parameters,
-        input_digest=_input_digest(
-            formula_id,
-            parameters,
-            {"outages": _intervals(outages), "exclusions": _intervals(exclusions)},
-            calendar,
-        )
-        if digested
-        else "",
+        input_digest=input_digest,
         detail={
             "eligible_seconds": str(eligible_s),
             "downtime_seconds": str(downtime_s),
             "outages_counted": str(counted),
-            "outages_below_minimum": str(len(merged) - len(long_enough)),
+            "outages_below_minimum": str(short),
         },
         undefined=NO_ELIGIBLE_TIME if value is None else "",
     )

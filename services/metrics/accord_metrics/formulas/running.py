@@ -496,21 +496,8 @@ class OutageTally:
         window, non-empty) — computed beside the tally, nothing of it changed: the merged outages
         they can touch merged again with them, their records placed among those held."""
         downtime, counted, short, digest = self._with(under_way)
-        downtime_s = seconds(downtime)
-        value = percent(self.eligible_s - downtime_s, self.eligible_s)
-        return Evaluated(
-            formula_id="availability.time",
-            formula_version=reliability.VERSION,
-            value=value,
-            parameters=self.parameters,
-            input_digest=digest,
-            detail={
-                "eligible_seconds": str(self.eligible_s),
-                "downtime_seconds": str(downtime_s),
-                "outages_counted": str(counted),
-                "outages_below_minimum": str(short),
-            },
-            undefined=reliability.NO_ELIGIBLE_TIME if value is None else "",
+        return reliability.availability_time_evaluated(
+            self.parameters, self.eligible_s, seconds(downtime), counted, short, digest
         )
 
     def _with(self, under_way: Sequence[Interval]) -> tuple[timedelta, int, int, str]:
