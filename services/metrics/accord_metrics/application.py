@@ -31,6 +31,7 @@ from accord_metrics.judging import (
     RoundStats,
     Settled,
     Watch,
+    WatchIndex,
     WindowCheck,
     WindowList,
     _windows,
@@ -124,6 +125,8 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._views_position = 0  # the latest agreement view event's log position (any process's)
         self._views_read = 0  # the log position view events were read up to
         self._view_changed: dict[UUID, int] = {}  # view id → position of its latest event, in first-seen order
+        self._view_rank: dict[UUID, int] = {}  # view id → its place in _view_changed
+        self._views_touched: set[UUID] = set()  # views read since the last round took them
         self._settled: dict[UUID, Settled] = {}  # ended agreements with nothing to evaluate (see Settled)
         # (agreement id, objective id or "" for the whole agreement) → why its evaluation failed
         # in the latest pass that tried it: isolated there, every other agreement goes on.
@@ -131,11 +134,14 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._fcr_services: tuple[tuple[int, int], dict[str, str]] | None = None  # ((views, services positions), …)
         # What a round judges again (see judging.Watch): only what changed since the last one.
         self._watches: dict[UUID, Watch] = {}
+        self._watch_index = WatchIndex()  # the watches by what can end their quiet (judging.WatchIndex)
+        self._scopes: dict[UUID, Any] = {}  # each agreement's views and services (Judging._scope_of)
         self._calendars_position = 0  # the latest calendar event's log position
         self._calendars_read = 0  # the log position calendar events were read up to
         self._closed_windows: set[UUID] = set()
         self._open_windows: set[UUID] = set()
         self._running: dict[UUID, Running] = {}  # open window → its running evaluation (running.py)
+        self._running_touched: set[UUID] = set()  # windows given one, or closed, since the last round's sweep
         self._window_lists: dict[tuple[str, str], WindowList] = {}  # each objective's windows (judging.WindowList)
         self._objective_keys = ObjectiveKeys()  # each objective's outcome key (judging.ObjectiveKeys)
         self._round_windows = 0

@@ -370,7 +370,10 @@ class WindowEvaluation(Aggregate):
         if evaluation["input_digest"] != self.current.get("input_digest") or evaluation["status"] != self.current.get(
             "status"
         ):
-            self._evaluated(evaluation=evaluation)
+            # The event itself, as `_evaluated` triggers it, without the decorator's working out of
+            # its arguments again from the method's signature (a few per cent of a round that
+            # records hundreds).
+            self.trigger_event(self.Evaluated, evaluation=evaluation)
 
     @event("Evaluated", topic="accord_metrics.domain:WindowEvaluation.Evaluated")
     def _evaluated(self, evaluation: dict[str, Any]) -> None:

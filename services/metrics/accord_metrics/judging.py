@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 from bisect import bisect_right
@@ -189,6 +190,118 @@ class Watch:
         return not any(w.time_sensitive(now, mine) for w in self.open)
 
 
+class WatchIndex:
+    """The agreements' watches indexed by what can end their quiet (`Watch.quiet`), so that a
+    round looks only at the agreements something changed for, not at every agreement known:
+    with a thousand agreements, asking each whether it was quiet was a tenth of a round after
+    a batch on one service. `candidates` is a superset of the watched agreements that are not
+    quiet; the round still asks each of them `Watch.quiet` (and `Settled.holds`), so what it
+    judges is what it judged when it asked every agreement. Kept by `Judging._watch`, the only
+    place a watch is set or dropped."""
+
+    def __init__(self) -> None:
+        self.by_service: dict[str, set[UUID]] = {}
+        self.by_provider: dict[str, set[UUID]] = {}
+        self.by_view: dict[UUID, set[UUID]] = {}
+        self.by_calendars: dict[int, set[UUID]] = {}
+        # Watches with an open window of a metric judged as of the instant: looked at every round.
+        self.always: set[UUID] = set()
+        # Watches whose open windows time can change through their services' facts (an outage
+        # under way, burn rates whose look-back holds signals): looked at when a service of
+        # theirs has an outage under way or a signal within the longest look-back of now.
+        self.timed: set[UUID] = set()
+        self.look_back = timedelta(0)  # the longest look-back of any watch's open window (only grows)
+        self._due: list[tuple[datetime, int, UUID, Watch]] = []  # a heap; an entry stands while its watch does
+        self._seq = 0
+        self.overdue: set[UUID] = set()  # watched agreements whose due instant has passed
+        self.unwatched: set[UUID] = set()  # agreements whose watch was dropped (a failure)
+        self._watches: dict[UUID, Watch] = {}
+
+    def put(self, uid: UUID, watch: Watch | None) -> None:
+        """`uid`'s watch is now `watch` (None: dropped, so it is looked at every round until
+        watched again). An agreement judged again is mostly watched as before: only what
+        differs is moved."""
+        old = self._watches.pop(uid, None)
+        if watch is None:
+            self.unwatched.add(uid)
+        else:
+            self.unwatched.discard(uid)
+            self._watches[uid] = watch
+        _move(self.by_service, old.services if old else (), watch.services if watch else (), uid)
+        _move(self.by_provider, old.providers if old else (), watch.providers if watch else (), uid)
+        _move(self.by_view, old.depends_on if old else (), watch.depends_on if watch else (), uid)
+        _move(self.by_calendars, (old.calendars,) if old else (), (watch.calendars,) if watch else (), uid)
+        self.always.discard(uid)
+        self.timed.discard(uid)
+        self.overdue.discard(uid)
+        if watch is None:
+            return
+        for window in watch.open:
+            if window.metric not in TIME_INVARIANT:
+                self.always.add(uid)
+            elif window.metric in OUTAGE_CLIPPED or window.look_back is not None:
+                self.timed.add(uid)
+                if window.look_back is not None and window.look_back > self.look_back:
+                    self.look_back = window.look_back
+        if watch.due < FAR_FUTURE:
+            self._seq += 1
+            heapq.heappush(self._due, (watch.due, self._seq, uid, watch))
+
+    def candidates(
+        self, now: datetime, changed_since: Mapping[str, datetime], provider_of: Mapping[str, str], calendars: int,
+        facts: Mapping[str, ServiceSignals], views_changed: Iterable[UUID],
+    ) -> set[UUID]:  # fmt: skip
+        """Every agreement a round must ask whether it is quiet: those whose views
+        (`views_changed`: read since the last round, their own or one their terms inherit from),
+        services or their providers' services changed, whose watch was made with other
+        calendars, whose due instant came, with an open window judged as of the instant or one
+        time can change through its services, and those not watched."""
+        for view in views_changed:  # a view not watched yet (new) is looked at until it is
+            if view not in self._watches:
+                self.unwatched.add(view)
+        due = self._due
+        while due and due[0][0] <= now:
+            _, _, uid, watch = heapq.heappop(due)
+            if self._watches.get(uid) is watch:
+                self.overdue.add(uid)
+        out = self.unwatched | self.overdue | self.always
+        for view in views_changed:
+            out |= self.by_view.get(view, _NONE)
+        for service in changed_since:
+            out |= self.by_service.get(service, _NONE)
+            provider = provider_of.get(service)
+            if provider is not None:
+                out |= self.by_provider.get(provider, _NONE)
+        for held, uids in self.by_calendars.items():
+            if held != calendars:
+                out |= uids
+        if self.timed:
+            horizon = now - self.look_back
+            for service, fact in facts.items():
+                reaches = fact.reaches
+                if fact.ongoing or (reaches is not None and reaches > horizon):
+                    out |= self.timed & self.by_service.get(service, _NONE)
+        return out
+
+
+_NONE: frozenset[UUID] = frozenset()
+
+
+def _move(index: dict[Any, set[UUID]], old: Iterable[Any], new: Iterable[Any], uid: UUID) -> None:
+    """`uid` indexed under the keys `new` instead of `old`."""
+    if old == new:
+        return
+    kept = set(new)
+    for key in old:
+        held = index.get(key)
+        if key not in kept and held is not None:
+            held.discard(uid)
+            if not held:
+                del index[key]
+    for key in kept:
+        index.setdefault(key, set()).add(uid)
+
+
 class WindowList:
     """An objective's windows from its agreement's start to a round's end, with their ids, kept
     between rounds: listing every window since an agreement began (and hashing its id) each
@@ -344,6 +457,10 @@ class Judging(_Host):
     _round_windows: int
     _round_kept: bool
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
+    _running_touched: set[UUID]  # windows given one, or closed, since the last round's sweep
+    _watch_index: WatchIndex  # the watches by what can end their quiet
+    # agreement → ((views, services positions), what it depends on and is measured on): `_scope_of`
+    _scopes: dict[UUID, tuple[tuple[int, int], tuple[frozenset[UUID], list[str], frozenset[str]]]]
     _window_lists: dict[tuple[str, str], WindowList]  # (agreement id, objective id) → its windows listed
     _objective_keys: ObjectiveKeys  # each objective's outcome key (see _Shared), kept between rounds
     _judged_position: int
@@ -375,16 +492,22 @@ class Judging(_Host):
             for entry in self._services.values():
                 entry.begin_round()
             position = self._refresh_views()
+            views_changed, self._views_touched = self._views_touched, set()
             reach = dict(self._view_reach)  # what the view events since the last round reach
             self._reach_kept = set()
             calendars = self._refresh_calendars()
             self._refresh_services()  # every service a signal changed is known with its provider
             # A settled agreement (see Settled) would find nothing to judge: skip it, unloaded;
-            # so is one whose watch (see Watch) says nothing it depends on changed.
+            # so is one whose watch (see Watch) says nothing it depends on changed. Only those
+            # something changed for are asked (WatchIndex), in the order first seen.
             settled, watches, providers = self._settled, self._watches, self._providers
+            candidates = self._watch_index.candidates(
+                now, changed_since, providers, calendars, self._services, views_changed
+            )
+            rank = self._view_rank
             ids = [
                 i
-                for i in self._view_changed
+                for i in sorted((c for c in candidates if c in rank), key=rank.__getitem__)
                 if (i not in settled or not settled[i].holds(now, changed_since, self._view_changed, providers))
                 and (
                     i not in watches
@@ -429,33 +552,44 @@ class Judging(_Host):
                 saved += len(j.to_save)
             return saved
 
-        for uid in ids:
-            # Read, never changed here (its events come from the consumer): the cached view itself.
-            view: Any = self.repository.get(uid, deepcopy_from_cache=False)
-            if not view.versions:  # a draft: nothing to judge until its view changes
-                self._watch(uid, Watch(position, calendars, frozenset({uid}), (), FAR_FUTURE, ()))
-                continue
-            judged += 1
-            try:
-                judgement = self._evaluate_agreement(view, now, changed_since, position, calendars, shared)
-            except Exception as e:
-                isolate(view, e)
-                continue
-            self._recovered(view.agreement_id, "")
-            if judgement.to_save:
-                pending.append(judgement)
-                waiting += len(judgement.to_save)
-                if waiting >= SAVE_BATCH:
-                    changed += flush()
-            else:
-                judgement.saved()
-        changed += flush()
+        try:
+            for uid in ids:
+                # Read, never changed here (its events come from the consumer): the cached view itself.
+                view: Any = self.repository.get(uid, deepcopy_from_cache=False)
+                if not view.versions:  # a draft: nothing to judge until its view changes
+                    self._watch(uid, Watch(position, calendars, frozenset({uid}), (), FAR_FUTURE, ()))
+                    continue
+                judged += 1
+                try:
+                    judgement = self._evaluate_agreement(view, now, changed_since, position, calendars, shared)
+                except Exception as e:
+                    isolate(view, e)
+                    continue
+                self._recovered(view.agreement_id, "")
+                if judgement.to_save:
+                    pending.append(judgement)
+                    waiting += len(judgement.to_save)
+                    if waiting >= SAVE_BATCH:
+                        changed += flush()
+                else:
+                    judgement.saved()
+            changed += flush()
+        except BaseException:
+            # A round that could not go on (its store failing under it): the changes it took are
+            # given back, so that the next round looks again at the agreements it did not reach.
+            with self._lock:
+                self._views_touched |= views_changed
+            self._keep_changes(list(changed_since), changed_since)
+            raise
         with self._lock:
             for entry in self._services.values():
                 entry.end_round()
-            # Running evaluations only for windows known open (one that closed dropped its own).
-            for wid in [w for w in self._running if w not in self._open_windows or w in self._closed_windows]:
-                del self._running[wid]
+            # Running evaluations only for windows known open (one that closed dropped its own):
+            # of those given one or closed since the last sweep (no other window's can change).
+            touched, self._running_touched = self._running_touched, set()
+            for wid in touched:
+                if wid in self._running and (wid not in self._open_windows or wid in self._closed_windows):
+                    del self._running[wid]
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed, shared.shared)
         if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
             self._record_judged(signals_position)
@@ -541,6 +675,7 @@ class Judging(_Host):
                 self._watches.pop(uid, None)
             else:
                 self._watches[uid] = watch
+            self._watch_index.put(uid, watch)
 
     def _refresh_calendars(self) -> int:
         """The log position of the latest calendar event (any process's): a calendar redefined
@@ -609,7 +744,7 @@ class Judging(_Host):
         start = _parse(view.versions[0]["effective_from"])
         ends = end_of(view)
         end = min(ends or FAR_FUTURE, now)
-        depends_on = self._depends_on(view)
+        depends_on, services, providers = self._scope_of(uid, view, now)
         # Unless the views or calendars changed since its last judgement (or it has none), only
         # the windows a change touches are judged, and those that close or open.
         watch = self._watches.get(uid)
@@ -624,9 +759,6 @@ class Judging(_Host):
                 self._watch(uid, Watch(position, calendars, depends_on, (), due, ()))
             return _Judged(view, [], lambda: None)
         latest, tz = self._latest_terms(view, now)
-        # Every service a window of it may read (once a judgement: it reads parents): what its
-        # watch follows. Each window reads only those of the version judging it.
-        services, providers = self.measured_services(view, now)
         # Read only if a window is judged, once a span and services — again once a batch was
         # recorded since (the signal position moved): every agreement judges from what was
         # recorded before its turn, as when each read its own (and a signal recorded after is a
@@ -692,6 +824,7 @@ class Judging(_Host):
                     (self._closed_windows if closed else self._open_windows).add(wid)
                     if closed:
                         self._open_windows.discard(wid)
+                        self._running_touched.add(wid)
             if position is not None and calendars is not None:
                 # A failing objective is tried again every round (its failure stays reported until then).
                 fresh = Watch(position, calendars, depends_on, tuple(services), due, tuple(open_windows), providers)
@@ -702,6 +835,24 @@ class Judging(_Host):
                     self._settled[uid] = settled
 
         return _Judged(view, to_save, saved)
+
+    def _scope_of(
+        self, uid: UUID, view: AgreementView, now: datetime
+    ) -> tuple[frozenset[UUID], list[str], frozenset[str]]:
+        """The views an agreement depends on (`_depends_on`) and every service a window of it may
+        read, with the providers measured on their every service (`measured_services`: what its
+        watch follows; each window reads only those of the version judging it), kept between
+        rounds until a view or a service is learned (the views' or services' log position
+        moves): working them out again for every agreement judged, walking its versions and
+        parents, was a tenth of a round after a batch. They do not depend on `now`: the
+        instants they are worked out at are the versions' own."""
+        key = (self._views_position, self._services_position)
+        held = self._scopes.get(uid)
+        if held is not None and held[0] == key:
+            return held[1]
+        scope = (self._depends_on(view), *self.measured_services(view, now))
+        self._scopes[uid] = (key, scope)
+        return scope
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,
@@ -764,6 +915,7 @@ class Judging(_Host):
             needs = not agg.closed or touched
             if not needs:
                 self._closed_windows.add(wid)
+                self._running_touched.add(wid)
                 continue
             version, window_services = self._judging_version(view, measured.start)
             v_objective = next(
@@ -919,6 +1071,7 @@ class Judging(_Host):
         with self._lock:
             if now < measured.end and not agg.closed:
                 running = self._running.setdefault(agg.id, Running())
+                self._running_touched.add(agg.id)
             else:
                 self._running.pop(agg.id, None)
         key: tuple[Any, ...] | None = None
@@ -1000,6 +1153,7 @@ class Judging(_Host):
         exclusions, _ = _exclusions(objective, signals, measured, suspended)
         with self._lock:  # its look-backs are kept with its running evaluation (running.py, burning.py)
             running = self._running.setdefault(agg.id, Running())
+            self._running_touched.add(agg.id)
         rates = _burn_rates(running, objective, calendar, exclusions, signals, now, window, tz)
         if shared is not None and key is not None:
             shared[0].rates[key] = rates
@@ -1256,6 +1410,7 @@ class Judging(_Host):
                     uid = UUID(str(n.originator_id))
                     self._recorded_at[uid] = n.id
                     self._closed_windows.add(uid)
+                    self._running_touched.add(uid)
                 self._recorded_at_position = read_to
 
     def _recorded_evaluations(self, window_id: UUID) -> list[dict[str, Any]]:

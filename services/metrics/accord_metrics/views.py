@@ -52,6 +52,8 @@ class AgreementViews(_Host):
     _views_judged_position: int  # view events up to here were judged (judging.JUDGED_VIEWS)
     _view_reach: dict[UUID, datetime]  # view → the earliest instant its events since then reach
     _view_changed: dict[UUID, int]  # view id → position of its latest event, in first-seen order
+    _view_rank: dict[UUID, int]  # view id → its place in `_view_changed` (the order a round judges in)
+    _views_touched: set[UUID]  # views read since the last round took them (judging.WatchIndex)
     _providers: dict[str, str]  # service id → its provider department
     _services_position: int  # the latest service (KnownService) event's log position (any process's)
     _services_read: int  # the log position service events were read up to (topic_pages)
@@ -131,7 +133,10 @@ class AgreementViews(_Host):
             for notes, read_to in topic_pages(self.recorder, self._views_read, VIEW_EVENT_TOPICS):
                 for n in notes:
                     uid = UUID(str(n.originator_id))
+                    if uid not in self._view_changed:
+                        self._view_rank[uid] = len(self._view_changed)
                     self._view_changed[uid] = n.id
+                    self._views_touched.add(uid)
                     if n.id > self._views_judged_position:
                         reach = self._reach_of(n)
                         if reach is not None:
