@@ -102,7 +102,12 @@ class AccordRepository(Repository[Any]):
             except KeyError:  # evicted since: loaded (and cached) below
                 self.current.discard(aggregate_id)
             else:
-                return deepcopy(aggregate) if deepcopy_from_cache and self.deepcopy_from_cache else aggregate
+                if not (deepcopy_from_cache and self.deepcopy_from_cache):
+                    return aggregate
+                # A class that says how it is deep-copied (metrics' window evaluations: by their
+                # attributes) is asked directly, without `deepcopy`'s memo and keep-alive work.
+                copier = getattr(type(aggregate), "__deepcopy__", None)
+                return copier(aggregate, {}) if copier is not None else deepcopy(aggregate)
         aggregate = super().get(
             aggregate_id,
             version=version,
