@@ -7,8 +7,9 @@ service level) over one of four services each, learned by a `Metrics` applicatio
 (durable settings) in this process, January evaluated up to the 20th. Then, one fake hour
 apart, rounds of three kinds, each in turn (default 5 of each; figures are medians):
 
-* after a batch on every service (each service's calls): every agreement is judged, its two
-  open windows again (an evaluation recorded for each that changed);
+* after a batch on every service (each service's calls): every agreement is judged, its
+  service-level window again (an evaluation recorded when it changed; its availability window
+  reads no call, so it is not judged for them);
 * after a batch on one service (the services in turn): the agreements measuring it (N/4);
 * with nothing new: none.
 

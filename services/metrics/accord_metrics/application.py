@@ -120,6 +120,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._services_read = 0  # the log position service events were read up to
         self._services: dict[str, ServiceSignals] = {}
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
+        self._changed_lists: dict[str, set[str]] = {}  # service → the lists of those signals
         self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids
         self._windows_position = 0
         self._views_position = 0  # the latest agreement view event's log position (any process's)

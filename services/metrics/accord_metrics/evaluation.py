@@ -49,6 +49,28 @@ class SignalSet:
 # The lists of formula inputs a SignalSet holds.
 INPUT_LISTS = ("outages", "maintenance", "requests", "incidents", "calls", "tickets", "tasks", "leads", "deals")
 
+# The lists each metric reads — its formula, its running form, its burn rates — beside the
+# maintenance every window's exclusions read (`metric_reads`). A signal in no list a window's
+# metric reads cannot change its evaluation, so a round does not judge the window again for it
+# (judging). A metric not named is taken to read every list.
+_METRIC_READS = {
+    "METRIC_AVAILABILITY_TIME": ("outages",),
+    "METRIC_MTBF": ("outages",),
+    "METRIC_AVAILABILITY_REQUESTS": ("requests",),
+    "METRIC_MTTR": ("incidents",),
+    "METRIC_ASA": ("calls",),
+    "METRIC_ABANDONMENT_RATE": ("calls",),
+    "METRIC_SERVICE_LEVEL": ("calls",),
+    "METRIC_AVERAGE_HANDLE_TIME": ("calls",),
+    "METRIC_FIRST_CONTACT_RESOLUTION": ("calls",),
+}
+METRIC_READS = {metric: frozenset({*lists, "maintenance"}) for metric, lists in _METRIC_READS.items()}
+
+
+def metric_reads(metric: str) -> frozenset[str] | None:
+    """The lists of formula inputs a metric's evaluation reads (`METRIC_READS`); None: every list."""
+    return METRIC_READS.get(metric)
+
 
 def _dec(raw: Any, default: str = "0") -> Decimal:
     return Decimal(str(raw)) if raw not in (None, "") else Decimal(default)
@@ -107,6 +129,16 @@ def _overlapping(intervals: list[Interval], window: Interval) -> list[Interval]:
     return [o for o in intervals if o.start < we and ws < o.end and o.start < o.end]
 
 
+def _known_outages(signals: SignalSet, as_of: datetime) -> list[Interval]:
+    """The outages as known at `as_of`: one still under way (no end reported) has lasted until
+    then; one with a reported end is taken as reported, whenever it is evaluated."""
+    return [
+        Interval(o.start, as_of) if o.end >= ONGOING else o
+        for o in signals.outages
+        if o.start < as_of or o.end < ONGOING
+    ]
+
+
 def run_formula(
     objective: dict[str, Any],
     window: Interval,
@@ -137,15 +169,8 @@ def run_formula(
     metric = objective["metric"]
     p = objective.get("parameters") or {}
     in_w = window.contains
-    # An outage still under way (no end reported) has lasted until the evaluation's instant;
-    # an outage with a reported end is taken as reported, whenever it is evaluated.
-    known = [
-        Interval(o.start, as_of) if o.end >= ONGOING else o
-        for o in signals.outages
-        if o.start < as_of or o.end < ONGOING
-    ]
     if metric == "METRIC_AVAILABILITY_TIME":
-        outages = _overlapping(known, window)
+        outages = _overlapping(_known_outages(signals, as_of), window)
         return reliability.availability_time(
             window,
             calendar,
@@ -178,7 +203,7 @@ def run_formula(
             incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions, version=version
         )
     if metric == "METRIC_MTBF":
-        failures = _overlapping(known, window)
+        failures = _overlapping(_known_outages(signals, as_of), window)
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
@@ -352,6 +377,7 @@ def burn_rates(
     `values`: look-backs' values already known (by length: `burning.BurnIndex`, the formula's
     values over the same outages), whose formula is then not run."""
     target = _dec(objective["target"])
+    by_requests = objective["metric"] == "METRIC_AVAILABILITY_REQUESTS"  # else by outages: the list it reads
     rates: dict[timedelta, Decimal] = {}
     lengths: Iterable[timedelta] = burn_lengths(window_length)
     for length in lengths:
@@ -361,8 +387,8 @@ def burn_rates(
             look = Interval(as_of - length, as_of)
             since = look.start
             mine = SignalSet(
-                outages=[o for o in signals.outages if o.end > since],
-                requests=[r for r in signals.requests if r.start >= since],
+                outages=[] if by_requests else [o for o in signals.outages if o.end > since],
+                requests=[r for r in signals.requests if r.start >= since] if by_requests else [],
             )
             value = run_formula(objective, look, calendar, exclusions, mine, as_of, time_zone, digested=False).value
         if value is None:

@@ -27,6 +27,7 @@ from accord_metrics.burning import BurnIndex
 from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView, NotFoundError, WindowEvaluation
 from accord_metrics.evaluation import (
     BUDGETED,
+    INPUT_LISTS,
     SignalSet,
     burn_lengths,
     burn_rates,
@@ -34,6 +35,7 @@ from accord_metrics.evaluation import (
     exclusions_for,
     judge,
     late_subjects,
+    metric_reads,
     repeat_window,
 )
 from accord_metrics.formulas import reliability
@@ -211,7 +213,9 @@ class WatchIndex:
         # theirs has an outage under way or a signal within the longest look-back of now.
         self.timed: set[UUID] = set()
         self.look_back = timedelta(0)  # the longest look-back of any watch's open window (only grows)
-        self._due: list[tuple[datetime, int, UUID, Watch]] = []  # a heap; an entry stands while its watch does
+        # A heap of the watches' due instants; an entry stands while its watch does (those of
+        # replaced watches are dropped when popped, or when they outnumber the watches).
+        self._due: list[tuple[datetime, int, UUID, Watch]] = []
         self._seq = 0
         self.overdue: set[UUID] = set()  # watched agreements whose due instant has passed
         self.unwatched: set[UUID] = set()  # agreements whose watch was dropped (a failure)
@@ -246,6 +250,9 @@ class WatchIndex:
         if watch.due < FAR_FUTURE:
             self._seq += 1
             heapq.heappush(self._due, (watch.due, self._seq, uid, watch))
+            if len(self._due) > 2 * len(self._watches) + 64:  # mostly replaced watches' entries: dropped
+                self._due = [entry for entry in self._due if self._watches.get(entry[2]) is entry[3]]
+                heapq.heapify(self._due)
 
     def candidates(
         self, now: datetime, changed_since: Mapping[str, datetime], provider_of: Mapping[str, str], calendars: int,
@@ -373,6 +380,10 @@ class _Judged:
     saved: Callable[[], None]
 
 
+# An agreement's views, services, providers measured on their every service, and the lists each
+# objective reads (`Judging._scope_of`).
+_Scope = tuple[frozenset[UUID], list[str], frozenset[str], dict[str, frozenset[str] | None]]
+
 # The key of a window's inputs: its span, first-contact resolution's repeat window (the calls it
 # reads: `SignalIndex.signal_sources`), its services, the instant before which only the lists the
 # burn rates read are, and whether every ticket, task, lead, deal and incident (and with a repeat
@@ -459,8 +470,8 @@ class Judging(_Host):
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
     _running_touched: set[UUID]  # windows given one, or closed, since the last round's sweep
     _watch_index: WatchIndex  # the watches by what can end their quiet
-    # agreement → ((views, services positions), what it depends on and is measured on): `_scope_of`
-    _scopes: dict[UUID, tuple[tuple[int, int], tuple[frozenset[UUID], list[str], frozenset[str]]]]
+    # agreement → ((views, services positions), what it depends on, is measured on, reads): `_scope_of`
+    _scopes: dict[UUID, tuple[tuple[int, int], _Scope]]
     _window_lists: dict[tuple[str, str], WindowList]  # (agreement id, objective id) → its windows listed
     _objective_keys: ObjectiveKeys  # each objective's outcome key (see _Shared), kept between rounds
     _judged_position: int
@@ -487,6 +498,7 @@ class Judging(_Host):
             self._refresh_signals()
             self._refresh_recorded()  # the windows closed (by any process) are known closed
             changed_since, self._changed = self._changed, {}
+            changed_lists, self._changed_lists = self._changed_lists, {}
             signals_position = self._signals_position  # every signal up to here is in changed_since
             self._round_kept = False
             for entry in self._services.values():
@@ -527,7 +539,7 @@ class Judging(_Host):
             self._watch(UUID(str(view.id)), None)
             self._reach_kept |= self._depends_on(view)
             self._failed(view.agreement_id, "", e)
-            self._keep_changes(self._services_kept(view, now, changed_since), changed_since)  # for the next pass
+            self._keep_changes(self._services_kept(view, now, changed_since), changed_since, changed_lists)  # next pass
 
         def flush() -> int:
             """Save the pending agreements' evaluations in one transaction (one commit, not one
@@ -561,7 +573,9 @@ class Judging(_Host):
                     continue
                 judged += 1
                 try:
-                    judgement = self._evaluate_agreement(view, now, changed_since, position, calendars, shared)
+                    judgement = self._evaluate_agreement(
+                        view, now, changed_since, position, calendars, shared, changed_lists
+                    )
                 except Exception as e:
                     isolate(view, e)
                     continue
@@ -579,7 +593,7 @@ class Judging(_Host):
             # given back, so that the next round looks again at the agreements it did not reach.
             with self._lock:
                 self._views_touched |= views_changed
-            self._keep_changes(list(changed_since), changed_since)
+            self._keep_changes(list(changed_since), changed_since, changed_lists)
             raise
         with self._lock:
             for entry in self._services.values():
@@ -695,13 +709,18 @@ class Judging(_Host):
         except Exception:  # its terms cannot be read: keep every change rather than lose one
             return list(changed_since)
 
-    def _keep_changes(self, services: Iterable[str], changed_since: dict[str, datetime]) -> None:
-        """Keep these services' signal changes for the next pass (their windows were not judged)."""
+    def _keep_changes(
+        self, services: Iterable[str], changed_since: dict[str, datetime], changed_lists: dict[str, set[str]]
+    ) -> None:
+        """Keep these services' signal changes (and the lists they were in) for the next pass
+        (their windows were not judged)."""
         with self._lock:
             self._round_kept = True
             for sid in services:
                 if sid in changed_since and (sid not in self._changed or changed_since[sid] < self._changed[sid]):
                     self._changed[sid] = changed_since[sid]
+                if sid in changed_since:
+                    self._changed_lists.setdefault(sid, set()).update(changed_lists.get(sid, INPUT_LISTS))
 
     def _failed(self, agreement_id: str, objective_id: str, error: BaseException) -> None:
         reason = f"{type(error).__name__}: {error}"
@@ -732,19 +751,22 @@ class Judging(_Host):
 
     def _evaluate_agreement(
         self, view: AgreementView, now: datetime, changed_since: dict[str, datetime], position: int | None = None,
-        calendars: int | None = None, shared: _Shared | None = None,
+        calendars: int | None = None, shared: _Shared | None = None, changed_lists: dict[str, set[str]] | None = None,
     ) -> _Judged:  # fmt: skip
         """Judge the agreement's windows that need it: the window evaluations to save, and what
         to note once they are saved (`_Judged.saved`). `position`: the log position the view
         was read at or after; given, an ended agreement left with no open window is settled,
         and (with `calendars`, the calendars' position) the agreement is watched: the next
         rounds skip it until something it depends on changes (see Watch). `shared`: the round's
-        signals and outcomes worked out for other agreements (see _Shared)."""
+        signals and outcomes worked out for other agreements (see _Shared). `changed_lists`: the
+        lists (`INPUT_LISTS`) the signals of each service in `changed_since` were in (a service
+        missing: every list) — a window whose metric reads none of its services' lists changed is
+        not judged for them."""
         uid = UUID(str(view.id))
         start = _parse(view.versions[0]["effective_from"])
         ends = end_of(view)
         end = min(ends or FAR_FUTURE, now)
-        depends_on, services, providers = self._scope_of(uid, view, now)
+        depends_on, services, providers, reads = self._scope_of(uid, view, now)
         # Unless the views or calendars changed since its last judgement (or it has none), only
         # the windows a change touches are judged, and those that close or open.
         watch = self._watches.get(uid)
@@ -783,9 +805,24 @@ class Judging(_Host):
             # the last round reaches the windows ending after the instant it takes effect — a
             # closed one too: metrics' agreements consumer may have been behind when it closed.
             reach = min((self._view_reach[d] for d in depends_on if d in self._view_reach), default=None)
-        earliest_change = min((changed_since[s] for s in services if s in changed_since), default=None)
-        if reach is not None:
-            earliest_change = reach if earliest_change is None else min(earliest_change, reach)
+        lists = changed_lists if changed_lists is not None else {}
+
+        def earliest_change_for(objective_id: str) -> datetime | None:
+            """The earliest instant a change reaches the objective's windows from: a view's, or a
+            signal's in a list some version of the objective reads (its metric, `metric_reads`)."""
+            read = reads.get(objective_id)
+            earliest = min(
+                (
+                    changed_since[s]
+                    for s in services
+                    if s in changed_since and (read is None or not read.isdisjoint(lists.get(s, INPUT_LISTS)))
+                ),
+                default=None,
+            )
+            if reach is not None:
+                earliest = reach if earliest is None else min(earliest, reach)
+            return earliest
+
         to_save: list[Any] = []
         all_closed = True  # every window judged here is closed (those that need no judging are)
         windows_end = start
@@ -797,6 +834,7 @@ class Judging(_Host):
         marks: list[tuple[UUID, bool]] = []
         for objective in latest.get("objectives") or []:
             try:
+                earliest_change = earliest_change_for(str(objective.get("objective_id") or ""))
                 windows = self._objective_windows(
                     view, objective, start, end, tz, signals, now, earliest_change, to_save,
                     (full, facts, open_windows, marks), shared,
@@ -810,7 +848,7 @@ class Judging(_Host):
             all_closed = all_closed and windows[1]
             due = min(due, windows[2])
         if failed:  # windows of a failing objective were not judged: keep its services' changes
-            self._keep_changes(services, changed_since)
+            self._keep_changes(services, changed_since, lists)
             with self._lock:
                 self._reach_kept |= depends_on
         current = {str(o.get("objective_id") or "") for o in latest.get("objectives") or []}
@@ -836,12 +874,11 @@ class Judging(_Host):
 
         return _Judged(view, to_save, saved)
 
-    def _scope_of(
-        self, uid: UUID, view: AgreementView, now: datetime
-    ) -> tuple[frozenset[UUID], list[str], frozenset[str]]:
+    def _scope_of(self, uid: UUID, view: AgreementView, now: datetime) -> _Scope:
         """The views an agreement depends on (`_depends_on`) and every service a window of it may
         read, with the providers measured on their every service (`measured_services`: what its
-        watch follows; each window reads only those of the version judging it), kept between
+        watch follows; each window reads only those of the version judging it), and the lists each
+        of its objectives reads (`_objective_reads`), kept between
         rounds until a view or a service is learned (the views' or services' log position
         moves): working them out again for every agreement judged, walking its versions and
         parents, was a tenth of a round after a batch. They do not depend on `now`: the
@@ -850,9 +887,26 @@ class Judging(_Host):
         held = self._scopes.get(uid)
         if held is not None and held[0] == key:
             return held[1]
-        scope = (self._depends_on(view), *self.measured_services(view, now))
+        depends_on = self._depends_on(view)
+        scope = (depends_on, *self.measured_services(view, now), self._objective_reads(depends_on))
         self._scopes[uid] = (key, scope)
         return scope
+
+    def _objective_reads(self, view_ids: Iterable[UUID]) -> dict[str, frozenset[str] | None]:
+        """Per objective id, the lists of formula inputs its windows read (`metric_reads`; None:
+        every list): those of its metric in every version of these views (an agreement's and
+        those its terms inherit from) — a window is judged by the version in force at its start,
+        whose objective of that id may measure another metric than the latest."""
+        out: dict[str, frozenset[str] | None] = {}
+        for uid in view_ids:
+            v: Any = self._read(uid)
+            for version in getattr(v, "versions", []):
+                for objective in version["terms"].get("objectives") or []:
+                    oid = str(objective.get("objective_id") or "")
+                    read = metric_reads(str(objective.get("metric") or ""))
+                    held = out.get(oid, frozenset())
+                    out[oid] = None if read is None or held is None else held | read
+        return out
 
     def _objective_windows(
         self, view: AgreementView, objective: dict[str, Any], start: datetime, end: datetime, tz: str,

@@ -200,15 +200,17 @@ class ServiceSignals:
 
     def project(
         self, items: list[signals_pb2.Signal], held: dict[str, Row], contents: list[bytes] | None = None
-    ) -> tuple[list[Row], int]:
+    ) -> tuple[list[Row], int, frozenset[str]]:
         """One stored batch's signals as index rows, given the rows `held` for their ids (updated
         in place with the new ones): each new id takes the next rank, a later content keeps its
         id's rank and adds the digest of the content it replaces. Updates the facts; returns the
-        rows and the earliest instant (µs) the batch's signals and the contents they replace reach:
-        the windows from there on change. `contents`: the signals serialised, when the caller has
-        them (else serialised here). Each signal's kind, body and instants are read once."""
+        rows, the earliest instant (µs) the batch's signals and the contents they replace reach —
+        the windows from there on change — and the lists (`LISTS`) those are in. `contents`: the
+        signals serialised, when the caller has them (else serialised here). Each signal's kind,
+        body and instants are read once."""
         out: dict[str, Row] = {}
         reach: int | None = None
+        codes: set[int] = set()  # the lists of the signals and of the contents they replace
         # A row of a list read whole; a call (read whole by first-contact resolution); the earliest
         # instant (µs) a row of a list selected by when it settles reaches, any content of it.
         whole = calls = False
@@ -229,11 +231,13 @@ class ServiceSignals:
             if reach is None or first < reach:
                 reach = first
             before = held.get(sid)
+            codes.add(code)
             if before is None:
                 rank = count
                 count += 1
                 earlier = b""
             else:
+                codes.add(before.list_code)
                 previous = signals_pb2.Signal.FromString(before.content)
                 replaced = _earliest_us(previous)
                 if replaced < reach:
@@ -292,7 +296,7 @@ class ServiceSignals:
                     or (settled_reach is not None and (whole_settled or settled_reach <= kept.hi_us))
                 ):
                     kept.changed.update(out)
-        return list(out.values()), _EPOCH_US if reach is None else reach
+        return list(out.values()), _EPOCH_US if reach is None else reach, frozenset(LISTS[c - 1] for c in codes)
 
     def forget(self, signal_ids: Iterable[str]) -> None:
         """These ids have a new content (indexed by another process): convert them again."""
@@ -967,6 +971,7 @@ class SignalIndex(_Host):
     _index_stale: bool  # the facts held may differ from the store's (a write failed): read them again
     _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
+    _changed_lists: dict[str, set[str]]  # service → the lists (`LISTS`) of those signals
     _fcr_services: tuple[tuple[int, int], dict[str, str]] | None  # ((views, services positions), services)
 
     if TYPE_CHECKING:  # judging.Judging.scope
@@ -1126,8 +1131,8 @@ class SignalIndex(_Host):
             if written:
                 self._store_position = self._signals_position = written[-1]
                 self._signals_read = max(self._signals_read, written[-1])
-                for service_id, at in changes:
-                    self._note_change(service_id, at)
+                for service_id, at, lists in changes:
+                    self._note_change(service_id, at, lists)
             else:  # a recorder that runs no with_records hook: indexed from the log instead
                 self._index_stale = True
                 self._refresh_signals()
@@ -1257,19 +1262,20 @@ class SignalIndex(_Host):
             self._load_signal_facts()
             return False
         self._store_position = position
-        for service_id, at_ in changes:
-            self._note_change(service_id, at_)
+        for service_id, at_, lists in changes:
+            self._note_change(service_id, at_, lists)
         return True
 
     def _rows_of(
         self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]],
         serialised: dict[str, list[bytes]] | None = None,
-    ) -> tuple[list[tuple[Any, ...]], dict[str, Facts], list[tuple[str, datetime]]]:  # fmt: skip
+    ) -> tuple[list[tuple[Any, ...]], dict[str, Facts], list[tuple[str, datetime, frozenset[str]]]]:  # fmt: skip
         """The index rows of stored batches (see `_project`), the facts of their services (moved
-        on in memory), and the changes they are for the next round: (service, earliest instant).
-        `serialised`: per service, the signals of its first batch here already serialised."""
+        on in memory), and the changes they are for the next round: (service, earliest instant,
+        the lists changed). `serialised`: per service, the signals of its first batch here already
+        serialised."""
         rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # (service, id) → its row as written: (service, *Row)
-        changes: list[tuple[str, datetime]] = []
+        changes: list[tuple[str, datetime, frozenset[str]]] = []
         touched: set[str] = set()
         for at, service_id, items in batches:
             entry = self._services[service_id]
@@ -1279,19 +1285,21 @@ class SignalIndex(_Host):
                 if missing:
                     known.update(self._signal_store.lookup(service_id, missing))
             contents = serialised.pop(service_id, None) if serialised else None
-            new_rows, reach = entry.project(items, known, contents)
+            new_rows, reach, lists = entry.project(items, known, contents)
             touched.add(service_id)
             for r in new_rows:
                 rows[(service_id, r[0])] = (service_id, *r)
             if at is None or at > self._judged_position:
                 # A signal's earlier content counts as a change too: the windows it was in are judged again.
-                changes.append((service_id, _EPOCH + timedelta(microseconds=reach)))
+                changes.append((service_id, _EPOCH + timedelta(microseconds=reach), lists))
         facts = {sid: self._services[sid].facts() for sid in sorted(touched)}
         return list(rows.values()), facts, changes
 
-    def _note_change(self, service_id: str, at: datetime) -> None:
+    def _note_change(self, service_id: str, at: datetime, lists: Iterable[str] = LISTS) -> None:
+        """Signals of `service_id` in `lists` changed from `at` on: a change for the next round."""
         if service_id not in self._changed or at < self._changed[service_id]:
             self._changed[service_id] = at
+        self._changed_lists.setdefault(service_id, set()).update(lists)
 
     def _noted(self, at: int, service_id: str, items: list[signals_pb2.Signal]) -> None:
         """A batch the store's index already holds (indexed by another process, or before a

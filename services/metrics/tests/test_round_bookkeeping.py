@@ -167,6 +167,20 @@ def test_only_the_agreements_a_change_reaches_are_candidates() -> None:
     assert index.candidates(T0 + timedelta(days=31), {}, {}, 1, {}, ()) == {b, c, d}
 
 
+def test_the_due_instants_held_stay_bounded_by_the_watches() -> None:
+    """An agreement judged round after round is watched anew each time: the due instants of the
+    watches it replaced are not held beyond a bound (they were, one a judgement, for ever)."""
+    index = WatchIndex()
+    uids = [uuid4() for _ in range(10)]
+    for k in range(1000):
+        uid = uids[k % 10]
+        index.put(uid, Watch(k, 1, frozenset({uid}), ("s1",), T0 + timedelta(days=30, seconds=k), ()))
+    assert len(index._due) <= 2 * 10 + 64 + 1
+    # The latest watch of each is still due when its instant comes (and no replaced one is).
+    assert index.candidates(T0 + timedelta(days=31), {}, {}, 1, {}, ()) == set(uids)
+    assert index.overdue == set(uids)
+
+
 @pytest.fixture
 def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
     s = Suite(make_store_env)

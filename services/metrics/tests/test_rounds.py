@@ -78,18 +78,19 @@ def test_a_round_judges_only_what_changed(suite: Suite) -> None:
         assert m.last_round.agreements_judged == 0
         assert m.last_round.agreements_skipped == 1
 
-    # A new outage in February: February's two windows (same service) judged, January's not.
+    # A new outage in February: February's availability window judged — not its service level,
+    # whose calls did not change (it reads no outage) — and January's not.
     m.record(COLLECTOR, [outage("feb-2", f"2026-02-20T08:00{AMS}", 10)])
     judged, recorded = _round(m, f"2026-02-20T23:05{AMS}")
-    assert judged == 2
+    assert judged == 1
     assert recorded >= 1
     assert m.last_round.windows_changed == 1  # the service level's inputs did not change
     assert _latest(m, aid, "availability", "2026-01-31T23:00:00+00:00")["value"] < feb["value"]  # type: ignore[operator]
 
-    # A late outage in January: its closed windows are judged too, and availability restated.
+    # A late outage in January: its closed availability window is judged too (and restated).
     m.record(COLLECTOR, [outage("jan-2", f"2026-01-20T10:00{AMS}", 60)])
     judged, _ = _round(m, f"2026-02-20T23:10{AMS}")
-    assert judged == 4
+    assert judged == 2
     jan = m.window(None, aid, "availability", "2025-12-31T23:00:00+00:00")
     assert len(jan.restatements) == 1
 
@@ -114,12 +115,13 @@ def test_an_outage_under_way_is_judged_every_round_until_it_ends(suite: Suite) -
     assert recorded >= 1
     assert _latest(m, aid, "availability", feb)["value"] < before  # type: ignore[operator]
 
-    # Its end reported: judged once more, then left alone once past the burn-rate look-back.
+    # Its end reported: judged once more (the availability window: the service level reads no
+    # outage), then left alone once past the burn-rate look-back.
     ended = pb.Signal(
         signal_id="big", service_id=EMAIL, outage=pb.Outage(start=ts(start), end=ts(at(f"2026-02-03T12:00{AMS}")))
     )
     m.record(COLLECTOR, [ended])
-    assert _round(m, f"2026-02-03T14:00{AMS}")[0] == 2
+    assert _round(m, f"2026-02-03T14:00{AMS}")[0] == 1
     # Within the longest burn-rate look-back its burn rates are judged again (nothing recorded
     # when no alert fires); past it, nothing is.
     assert _round(m, f"2026-02-03T15:00{AMS}") == (1, 0)
@@ -214,14 +216,14 @@ def test_a_restart_loads_no_closed_window_that_no_change_reaches(suite: Suite, m
     assert _round(again, f"2027-01-10T10:05{AMS}") == (2, 0)  # its open windows, nothing recorded
     assert closed & set(loaded) == set()
 
-    # A late outage in November: November's and December's windows are loaded and judged
-    # (November's availability restated), the other closed ones still not.
+    # A late outage in November: November's and December's availability windows are loaded and
+    # judged (November's restated) with January's, the other closed ones still not — nor the
+    # service level's, which reads no outage.
     again.record(COLLECTOR, [outage("late", f"2026-11-20T10:00{AMS}", 90)])
     loaded.clear()
-    assert _round(again, f"2027-01-10T10:10{AMS}")[0] == 6
+    assert _round(again, f"2027-01-10T10:10{AMS}")[0] == 3
     reached = {
-        WindowEvaluation.create_id(aid, objective, start)
-        for objective in ("availability", "service-level")
+        WindowEvaluation.create_id(aid, "availability", start)
         for start in ("2026-10-31T23:00:00+00:00", "2026-11-30T23:00:00+00:00")
     }
     assert closed & set(loaded) == reached
@@ -249,10 +251,12 @@ def test_a_window_reads_only_the_signals_that_reach_it(suite: Suite) -> None:
         check = m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")  # from every stored signal
         assert check["matches"], check["differences"]
 
-    # A late call in February: February's and March's windows are judged (each from its own
-    # signals); February's service level restated, exactly as from every stored signal.
+    # A late call in February: February's, March's and April's service-level windows are judged
+    # (each from its own signals; availability reads no call: only April's burn rates, whose
+    # look-back holds an outage); February's service level restated, exactly as from every
+    # stored signal.
     m.record(COLLECTOR, calls("late", f"2026-02-25T09:00{AMS}", 0, 3))
-    assert _round(m, f"2026-04-10T10:10{AMS}")[0] == 6
+    assert _round(m, f"2026-04-10T10:10{AMS}")[0] == 3 + 1
     feb = "2026-01-31T23:00:00+00:00"
     assert len(m.window(None, aid, "service-level", feb).restatements) == 1
     check = m.recompute(aid, "service-level", feb)
@@ -291,10 +295,11 @@ def test_a_round_lists_an_agreements_windows_once_a_period_not_every_window_each
     assert counted_round("2028-01-10T10:05") == 2
     assert ids == []
 
-    # A late call in March 2027: the windows it reaches (those ending after it: March 2027 to
-    # January 2028, both objectives) judged, March's service level restated — still none listed.
+    # A late call in March 2027: the service-level windows it reaches (those ending after it:
+    # March 2027 to January 2028) judged, March's restated — and January's availability for its
+    # burn rates alone (its look-back holds an outage) — still none listed.
     m.record(COLLECTOR, calls("late", f"2027-03-10T09:00{AMS}", 0, 3))
-    assert counted_round("2028-01-10T10:10") == 2 * 11
+    assert counted_round("2028-01-10T10:10") == 11 + 1
     assert ids == []
     march = "2027-02-28T23:00:00+00:00"
     assert len(m.window(None, aid, "service-level", march).restatements) == 1
@@ -310,7 +315,7 @@ def test_a_round_lists_an_agreements_windows_once_a_period_not_every_window_each
     assert counted_round("2028-02-01T02:05") == 0
     assert ids == []
     m.record(COLLECTOR, calls("feb", f"2028-02-01T01:00{AMS}", 3, 0))
-    assert counted_round("2028-02-01T02:10") == 2
+    assert counted_round("2028-02-01T02:10") == 1  # February's service level
     assert ids == []
 
 
@@ -666,7 +671,7 @@ def test_recording_marks_changed_only_the_kept_selections_it_can_change(suite: S
     m.record(COLLECTOR, calls("dec-", f"2026-12-20T09:00{AMS}", 3, 1))
     assert all(not k.changed for k in closed)
     assert any(k.changed for k in kept.values() if k not in closed)
-    assert _round(m, f"2026-12-20T10:05{AMS}")[0] == 2
+    assert _round(m, f"2026-12-20T10:05{AMS}")[0] == 1  # December's service level (no outage changed)
 
     # A late call in March: the selections ending at or after it are marked (March's and
     # after), the earlier ones not; March's service level restated as from every stored signal.
