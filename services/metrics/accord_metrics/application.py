@@ -134,8 +134,8 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._failing: dict[tuple[str, str], str] = {}
         self._fcr_services: tuple[tuple[int, int], dict[str, str]] | None = None  # ((views, services positions), …)
         # What a round judges again (see judging.Watch): only what changed since the last one.
-        self._watches: dict[UUID, Watch] = {}
         self._watch_index = WatchIndex()  # the watches by what can end their quiet (judging.WatchIndex)
+        self._watches: dict[UUID, Watch] = self._watch_index.watches  # kept by it (Judging._watch)
         self._scopes: dict[UUID, Any] = {}  # each agreement's views and services (Judging._scope_of)
         self._calendars_position = 0  # the latest calendar event's log position
         self._calendars_read = 0  # the log position calendar events were read up to

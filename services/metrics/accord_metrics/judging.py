@@ -219,18 +219,18 @@ class WatchIndex:
         self._seq = 0
         self.overdue: set[UUID] = set()  # watched agreements whose due instant has passed
         self.unwatched: set[UUID] = set()  # agreements whose watch was dropped (a failure)
-        self._watches: dict[UUID, Watch] = {}
+        self.watches: dict[UUID, Watch] = {}  # each agreement's watch (what `Judging._watches` is)
 
     def put(self, uid: UUID, watch: Watch | None) -> None:
         """`uid`'s watch is now `watch` (None: dropped, so it is looked at every round until
         watched again). An agreement judged again is mostly watched as before: only what
         differs is moved."""
-        old = self._watches.pop(uid, None)
+        old = self.watches.pop(uid, None)
         if watch is None:
             self.unwatched.add(uid)
         else:
             self.unwatched.discard(uid)
-            self._watches[uid] = watch
+            self.watches[uid] = watch
         _move(self.by_service, old.services if old else (), watch.services if watch else (), uid)
         _move(self.by_provider, old.providers if old else (), watch.providers if watch else (), uid)
         _move(self.by_view, old.depends_on if old else (), watch.depends_on if watch else (), uid)
@@ -250,8 +250,8 @@ class WatchIndex:
         if watch.due < FAR_FUTURE:
             self._seq += 1
             heapq.heappush(self._due, (watch.due, self._seq, uid, watch))
-            if len(self._due) > 2 * len(self._watches) + 64:  # mostly replaced watches' entries: dropped
-                self._due = [entry for entry in self._due if self._watches.get(entry[2]) is entry[3]]
+            if len(self._due) > 2 * len(self.watches) + 64:  # mostly replaced watches' entries: dropped
+                self._due = [entry for entry in self._due if self.watches.get(entry[2]) is entry[3]]
                 heapq.heapify(self._due)
 
     def candidates(
@@ -264,12 +264,12 @@ class WatchIndex:
         calendars, whose due instant came, with an open window judged as of the instant or one
         time can change through its services, and those not watched."""
         for view in views_changed:  # a view not watched yet (new) is looked at until it is
-            if view not in self._watches:
+            if view not in self.watches:
                 self.unwatched.add(view)
         due = self._due
         while due and due[0][0] <= now:
             _, _, uid, watch = heapq.heappop(due)
-            if self._watches.get(uid) is watch:
+            if self.watches.get(uid) is watch:
                 self.overdue.add(uid)
         out = self.unwatched | self.overdue | self.always
         for view in views_changed:
@@ -685,11 +685,7 @@ class Judging(_Host):
 
     def _watch(self, uid: UUID, watch: Watch | None) -> None:
         with self._lock:
-            if watch is None:
-                self._watches.pop(uid, None)
-            else:
-                self._watches[uid] = watch
-            self._watch_index.put(uid, watch)
+            self._watch_index.put(uid, watch)  # `_watches` is its dict
 
     def _refresh_calendars(self) -> int:
         """The log position of the latest calendar event (any process's): a calendar redefined
