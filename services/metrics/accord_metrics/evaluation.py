@@ -5,7 +5,7 @@ failing, or certain already) or NO_DATA. Pure: the same inputs give the same ans
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -44,6 +44,12 @@ class SignalSet:
     # service, (its kept selection, that selection's changes other than appends, its length) —
     # None when not from kept selections (then nothing is folded between rounds).
     lineage: dict[str, tuple[tuple[int, int, int], ...]] | None = field(default=None, compare=False, repr=False)
+    # Per list, per service (as `lineage`): the replacements in place its kept selection logged —
+    # (its change's number, place, input before, input after) — read by a running evaluation to
+    # take a correction out and in rather than fold every input again (running.py).
+    edits: dict[str, tuple[Sequence[tuple[int, int, Any, Any]], ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 # The lists of formula inputs a SignalSet holds.

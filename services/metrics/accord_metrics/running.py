@@ -88,6 +88,7 @@ class Running:
         # replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
         self.under_way: list[int] = []
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
+        self.edited = 0  # rounds that took corrections out and in (call tallies), the appended folded
         self.seeded = 0  # rounds that folded every input
         # Its burn rates' look-backs (time-based availability), kept between rounds (burning.py).
         self.burns = BurnIndex()
@@ -135,6 +136,16 @@ class Running:
                     if out is not None:
                         self.appended += 1
                         return out
+            elif (
+                isinstance(self.tally, CallTally)
+                and basis == self.basis
+                and (edits := self._replaced(lineage, (signals.edits or {}).get(name))) is not None
+            ):
+                out = self._edited(metric, p, window, source, as_of, edits)
+                if out is not None:
+                    self.lineage, self.folded = lineage, len(source)
+                    self.edited += 1
+                    return out
             self._drop()
             tally = self._tally(metric, p, window, calendar, exclusions)
             fresh = self._fresh(metric, p, window, source, as_of)
@@ -166,6 +177,50 @@ class Running:
             lasting = [Interval(source[i].start, as_of) for i in self.under_way if source[i].start < as_of]
             return tally.evaluated([o for o in lasting if o.start < we and ws < o.end])
         return tally.evaluated()
+
+    def _replaced(
+        self, lineage: Lineage, parts: tuple[Sequence[tuple[int, int, Any, Any]], ...] | None
+    ) -> list[tuple[int, int, Any, Any]] | None:
+        """The replacements in place made in the folded selection since the last fold — when
+        every change since is one of them (one service's inputs: one part), the others appended;
+        None otherwise (folded again)."""
+        before = self.lineage
+        if len(before) != 1 or len(lineage) != 1 or parts is None or len(parts) != 1:
+            return None
+        (s0, e0, n0), (s1, e1, n1) = before[0], lineage[0]
+        if s0 != s1 or e1 <= e0 or n1 < n0:
+            return None
+        log = [edit for edit in parts[0] if e0 < edit[0] <= e1]
+        return log if [edit[0] for edit in log] == list(range(e0 + 1, e1 + 1)) else None
+
+    def _edited(
+        self, metric: str, p: dict[str, Any], window: Interval, source: Sequence[Any], as_of: datetime,
+        edits: list[tuple[int, int, Any, Any]],
+    ) -> Evaluated | None:  # fmt: skip
+        """The call tally with the replacements in place applied — each input folded before
+        taken out as it was and folded in as it is (those placed after the last fold are folded
+        with the appended, as they are now) — and the appended folded in; None when it cannot
+        (the caller folds every input again)."""
+        tally = self.tally
+        assert isinstance(tally, CallTally)
+        for _, at, old, new in edits:
+            if at >= self.folded:
+                continue
+            gone = self._fresh(metric, p, window, [old], as_of)
+            come = self._fresh(metric, p, window, [new], as_of)
+            if gone is None or come is None:
+                return None
+            if gone and come:
+                tally.replace(gone[0], come[0])
+                continue
+            if gone:
+                tally.remove(gone)
+            if come and not tally.extend(come):
+                return None
+        fresh = self._fresh(metric, p, window, source[self.folded :], as_of)
+        if fresh is None or not self._fold(fresh):
+            return None
+        return self._evaluated(as_of, window, source)
 
     def _drop(self) -> None:
         self.basis, self.tally, self.lineage, self.folded = None, None, (), 0

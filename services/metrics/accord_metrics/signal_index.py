@@ -97,6 +97,9 @@ def changed_fields(old: signals_pb2.Signal, new: signals_pb2.Signal) -> list[str
 # instant), an outage by its start (with its end, below). Every other kind is read whole.
 _BY_TIME = frozenset({"calls", "requests", "outages"})
 _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which the formulas filter again
+# The replacements in place a kept selection logs per list (`_Selection.edits`): a running
+# evaluation further behind folds its inputs again.
+EDITS_KEPT = 256
 # The lists an open window's burn rates read (`evaluation.burn_rates`): the only ones it selects
 # from its longest look-back before its start (`ServiceSignals.select`'s `since`).
 _BURN_READS = frozenset({"outages", "requests"})
@@ -373,6 +376,8 @@ class ServiceSignals:
                 name: ((kept.serial, kept.changes.get(name, 0), len(kept.lists[name][0]) if name in kept.lists else 0),)
                 for name in _BY_TIME
             }
+            if mine:  # its replacements in place, for the round's running evaluations
+                out.edits = {name: (kept.edits.get(name, ()),) for name in _BY_TIME}
             return out
         out = SignalSet()
         for name, entries in self._select(span, all_calls, since, whole_settled).items():
@@ -458,7 +463,8 @@ class ServiceSignals:
             # folded it, and look at it again by its place (`running.Running.under_way`,
             # `burning.BurnIndex`), so its completion is folded as an append would be.
             completed = there and inside and name == "outages" and items[at].end >= ONGOING
-            if (there or (inside and at < len(ranks))) and not completed:
+            change = (there or (inside and at < len(ranks))) and not completed
+            if change:
                 kept.changes[name] = kept.changes.get(name, 0) + 1
             if not inside:
                 if there:
@@ -466,6 +472,11 @@ class ServiceSignals:
                 continue
             item = next(fresh)
             if there:
+                if change:  # a replacement in place (a correction): logged for the running forms
+                    log = kept.edits.setdefault(name, [])
+                    log.append((kept.changes[name], at, items[at], item))
+                    if len(log) > EDITS_KEPT:
+                        del log[: len(log) - EDITS_KEPT]
                 ids[at], items[at] = sid, item
             else:
                 ranks.insert(at, row.rank)
@@ -677,6 +688,9 @@ class _Selection:
         # evaluation that its inputs were only appended to (`SignalSet.lineage`, running.py).
         self.serial = next(_SELECTIONS)
         self.changes: dict[str, int] = {}
+        # Per list, the latest replacements in place among those changes (`EDITS_KEPT` at most):
+        # (its change's number, place, input before, input after) — `SignalSet.edits`.
+        self.edits: dict[str, list[tuple[int, int, Any, Any]]] = {}
         # First-contact resolution's (`ServiceSignals.select`'s `repeat`): the contacts it holds from
         # before its calls' bottom — of each chain, the first contact of the episode under way — by
         # group (`_chains`), as (rank, id).
@@ -805,7 +819,7 @@ def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> Signal
                 lineage[name] = lineage.get(name, ()) + parts
         else:
             lineage = None
-    out.lineage = lineage
+    out.lineage = lineage  # (no edits: a running evaluation of several services' folds a correction again)
     return out
 
 

@@ -109,6 +109,49 @@ def test_a_call_tally_gives_the_formula_s_evaluation_after_every_batch(
         assert tally.evaluated() == _formula(formula, so_far, variant.value, threshold, short)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(_call, min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 10**6), _call, st.booleans()), min_size=1, max_size=12),
+    st.sampled_from(running.CALL_FORMULAS),
+    st.sampled_from(list(contact.ServiceLevelVariant)),
+    st.integers(0, 40),
+    st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_a_call_tally_takes_a_call_out_and_a_correction_in_as_the_formula_over_those_left(
+    raw: list[tuple[int, str, int, int, int, str]], fixes: list[tuple[int, tuple[int, str, int, int, int, str], bool]],
+    formula: str, variant: contact.ServiceLevelVariant, t: int, s: int | None,
+) -> None:  # fmt: skip
+    """A call taken out (`remove`), or replaced by its correction (`replace`, or taken out as it
+    was and folded in as it is), leaves the formula's evaluation over the calls held — its sums
+    written as the formula writes them (the finest exponent of the terms left)."""
+    threshold = timedelta(seconds=t)
+    short = None if s is None else timedelta(seconds=s)
+    if formula == "contact.service_level" and variant is contact.ServiceLevelVariant.SHORT_ABANDONS_SUCCESS:
+        short = short or timedelta(seconds=3)
+    held = {c.call_id: c for c in _calls(raw, list(range(len(raw))))}
+    tally = running.CallTally(formula, variant.value, threshold, short)
+    assert tally.extend(list(held.values()))
+    for pick, fix, drop in fixes:
+        if not held:
+            break
+        call_id = sorted(held)[pick % len(held)]
+        before = held.pop(call_id)
+        if drop:
+            tally.remove([before])
+        else:  # a correction: the same id, another content — replaced, or taken out and folded in
+            (after,) = _calls([fix], [int(call_id[1:])])
+            if pick % 2:
+                tally.replace(before, after)
+            else:
+                tally.remove([before])
+                assert tally.extend([after])
+            held[call_id] = after
+        assert tally.evaluated() == _formula(formula, list(held.values()), variant.value, threshold, short)
+    with pytest.raises(KeyError):
+        tally.remove([_calls(raw[:1], [10**6])[0]])  # not held
+
+
 def test_a_call_tally_refuses_an_id_it_holds_and_checks_parameters_as_the_formula_does() -> None:
     tally = running.CallTally("contact.asa")
     calls = _calls([(10, "answered", 5, 0, 60, "0")], [1])
@@ -438,12 +481,13 @@ def test_the_rounds_above_folded_appended_signals() -> None:
     assert _RUNNING_USED
 
 
-def test_a_correction_or_completion_in_the_open_window_folds_it_again(
+def test_a_correction_in_the_open_window_is_taken_out_and_in_or_folds_it_again(
     make_store_env: Callable[[str], dict[str, str]],
 ) -> None:
-    """Batches appended are folded in (no window folded again); a correction of a call and of an
-    outage the open window holds is no append: the window's inputs are folded again, and every
-    evaluation is still the formula's over every stored signal."""
+    """Batches appended are folded in (no window folded again); a correction of a call the open
+    window holds is taken out of its call tally as it was and folded in as it is (the kept
+    selection logs the replacement in place), a correction of an outage folds the window's
+    outages again; every evaluation is still the formula's over every stored signal."""
     suite = Suite(make_store_env)
     try:
         m = suite.metrics
@@ -471,8 +515,22 @@ def test_a_correction_or_completion_in_the_open_window_folds_it_again(
         now += timedelta(seconds=5)
         suite.tick(now.isoformat())
         _check_april(m, aid, now)
-        assert sorted((r.seeded, r.appended) for r in held) == [(2, 3), (2, 3)]
+        calls_held = next(r for r in held if isinstance(r.tally, running.CallTally))
+        outages_held = next(r for r in held if isinstance(r.tally, running.OutageTally))
+        assert (calls_held.seeded, calls_held.appended, calls_held.edited) == (1, 3, 1)
+        assert (outages_held.seeded, outages_held.appended, outages_held.edited) == (2, 3, 0)
         assert _latest_detail(m, aid)["answered_within"] == "10"
+        # Corrected again, with new calls beside: taken out and in again, the new ones folded.
+        fast = pb.Signal()
+        fast.CopyFrom(slow)  # "a0" answered after 15 s: within the threshold again, another content
+        fast.call.answered_at.FromDatetime(slow.call.entered_queue.ToDatetime() + timedelta(seconds=15))
+        m.record(COLLECTOR, [fast], reason="corrected again")
+        m.record(COLLECTOR, calls("d", f"2026-04-10T03:00{AMS}", 1, 1))
+        now += timedelta(seconds=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        assert (calls_held.seeded, calls_held.edited) == (1, 2)
+        assert _latest_detail(m, aid)["answered_within"] == "12"
     finally:
         suite.close()
 

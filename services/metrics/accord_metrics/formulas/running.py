@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import itertools
 from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -118,6 +119,14 @@ class SortedDigest:
             del held[at], self.records[at]
         self._rehash_from(min(places))
 
+    def replace(self, key: Any, record: str) -> None:
+        """The record of `key` (held once: `KeyError` otherwise) is now `record`, in its place."""
+        at = bisect_left(self.keys, key)
+        if at == len(self.keys) or self.keys[at] != key:
+            raise KeyError(key)
+        self.records[at] = record
+        self._rehash_from(at)
+
     def _rehash_from(self, at: int) -> None:
         """The hash states brought up to date from the last one kept before place `at`."""
         records = self.records
@@ -189,6 +198,7 @@ class CallTally:
         self.counted_within = 0  # abandons ≥ S (or all, without S) within T
         self.total_wait = ZERO
         self.handle = ZERO
+        self._exponents: Counter[int] = Counter()  # of the summed terms held (`_count`)
         # The formula's parameter checks, raised as it raises them (with no call, no repeated id).
         self.parameters = self._result().parameters
         prefix, self._suffix = split_payload({"inputs": records_slot(), "parameters": self.parameters})
@@ -200,31 +210,64 @@ class CallTally:
         ids = [c.call_id for c in calls]
         if len(set(ids)) != len(ids) or self.records.holds_any(ids):
             return False
+        self._count(calls, 1)
+        encs = contact.encoded_all(calls, contact.utc_record, contact.call_json)
+        self.records.add(list(zip(ids, encs, strict=True)))
+        return True
+
+    def remove(self, calls: Sequence[contact.Call]) -> None:
+        """Take out these calls, folded in before as they are (a correction replaces one: taken
+        out as it was, folded in as it is): the tally is the one of the calls left. `KeyError`
+        when one is not held (nothing taken out)."""
+        self.records.remove([c.call_id for c in calls])
+        self._count(calls, -1)
+
+    def replace(self, before: contact.Call, after: contact.Call) -> None:
+        """A call folded in as `before` is now `after` (its correction, the same id): taken out
+        and folded in, its record replaced in its place (the digest brought up to date once)."""
+        if before.call_id != after.call_id:
+            raise KeyError(after.call_id)
+        (record,) = contact.encoded_all([after], contact.utc_record, contact.call_json)
+        self.records.replace(after.call_id, record)
+        self._count([before], -1)
+        self._count([after], 1)
+
+    def _count(self, calls: Sequence[contact.Call], sign: int) -> None:
+        """These calls counted in (`sign` 1) or out (-1): every count and sum exact, so a call
+        counted out leaves what counting the others alone gives — the sums written as the
+        formula's sum of the calls left writes them too (a Decimal sum keeps the finest exponent
+        of its terms: the exponents of the terms held are counted, and a sum a term left is
+        written again with the finest of those still held)."""
         threshold, short = self.threshold, self.short
-        self.offered += len(calls)
-        total_wait, handle = self.total_wait, self.handle
+        self.offered += sign * len(calls)
+        total_wait, handle, exponents = self.total_wait, self.handle, self._exponents
         asa, aht = self.formula == "contact.asa", self.formula == "contact.aht"  # the sums each needs
         for c in calls:
             if c.answered_at is not None:
                 wait = c.answered_at - c.entered_queue
-                self.answered += 1
+                self.answered += sign
                 if threshold is not None and wait <= threshold:
-                    self.answered_within += 1
+                    self.answered_within += sign
                 if asa:
-                    total_wait += seconds(wait)
+                    term = seconds(wait)
+                    total_wait += sign * term
+                    exponents[int(term.as_tuple().exponent)] += sign
                 if aht:
-                    handle += c.talk_seconds + c.hold_seconds + c.after_call_seconds
+                    term = c.talk_seconds + c.hold_seconds + c.after_call_seconds
+                    handle += sign * term
+                    exponents[int(term.as_tuple().exponent)] += sign
             elif c.abandoned_at is not None:
                 wait = c.abandoned_at - c.entered_queue
-                self.abandoned += 1
+                self.abandoned += sign
                 if short is not None and wait < short:
-                    self.short_abandoned += 1
+                    self.short_abandoned += sign
                 elif threshold is not None and wait <= threshold:
-                    self.counted_within += 1
+                    self.counted_within += sign
+        if sign < 0 and (asa or aht):
+            finest = min((e for e, held in exponents.items() if held > 0), default=0)
+            quantum = Decimal(1).scaleb(min(0, finest))
+            total_wait, handle = total_wait.quantize(quantum), handle.quantize(quantum)
         self.total_wait, self.handle = total_wait, handle
-        encs = contact.encoded_all(calls, contact.utc_record, contact.call_json)
-        self.records.add(list(zip(ids, encs, strict=True)))
-        return True
 
     def evaluated(self) -> Evaluated:
         return self._result(self.records.digest(self._suffix))
