@@ -266,7 +266,10 @@ class CallTally:
         if sign < 0 and (asa or aht):
             finest = min((e for e, held in exponents.items() if held > 0), default=0)
             quantum = Decimal(1).scaleb(min(0, finest))
-            total_wait, handle = total_wait.quantize(quantum), handle.quantize(quantum)
+            if asa:
+                total_wait = total_wait.quantize(quantum)
+            else:
+                handle = handle.quantize(quantum)
         self.total_wait, self.handle = total_wait, handle
 
     def evaluated(self) -> Evaluated:
