@@ -88,7 +88,7 @@ class Running:
         # replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
         self.under_way: list[int] = []
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
-        self.edited = 0  # rounds that took corrections out and in (call tallies), the appended folded
+        self.edited = 0  # rounds that took corrections out and in (call, request-count tallies), the appended folded
         self.seeded = 0  # rounds that folded every input
         # Its burn rates' look-backs (time-based availability), kept between rounds (burning.py).
         self.burns = BurnIndex()
@@ -137,7 +137,7 @@ class Running:
                         self.appended += 1
                         return out
             elif (
-                isinstance(self.tally, CallTally)
+                isinstance(self.tally, CallTally | CountTally)
                 and basis == self.basis
                 and (edits := self._replaced(lineage, (signals.edits or {}).get(name))) is not None
             ):
@@ -197,12 +197,12 @@ class Running:
         self, metric: str, p: dict[str, Any], window: Interval, source: Sequence[Any], as_of: datetime,
         edits: list[tuple[int, int, Any, Any]],
     ) -> Evaluated | None:  # fmt: skip
-        """The call tally with the replacements in place applied — each input folded before
-        taken out as it was and folded in as it is (those placed after the last fold are folded
-        with the appended, as they are now) — and the appended folded in; None when it cannot
-        (the caller folds every input again)."""
+        """The call or request-count tally with the replacements in place applied — each input
+        folded before taken out as it was and folded in as it is (those placed after the last fold
+        are folded with the appended, as they are now) — and the appended folded in; None when it
+        cannot (the caller folds every input again)."""
         tally = self.tally
-        assert isinstance(tally, CallTally)
+        assert isinstance(tally, CallTally | CountTally)
         for _, at, old, new in edits:
             if at >= self.folded:
                 continue
@@ -210,12 +210,12 @@ class Running:
             come = self._fresh(metric, p, window, [new], as_of)
             if gone is None or come is None:
                 return None
-            if gone and come:
-                tally.replace(gone[0], come[0])
+            if gone and come and isinstance(tally, CallTally):
+                tally.replace(gone[0], come[0])  # one rehash of the digest, from its place
                 continue
             if gone:
                 tally.remove(gone)
-            if come and not tally.extend(come):
+            if come and not self._fold(come):
                 return None
         fresh = self._fresh(metric, p, window, source[self.folded :], as_of)
         if fresh is None or not self._fold(fresh):

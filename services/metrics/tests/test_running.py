@@ -356,6 +356,41 @@ def test_a_count_tally_gives_request_based_availability_after_every_batch(
         assert tally.evaluated() == expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_count, min_size=1, max_size=30),
+    st.lists(st.tuples(st.integers(0, 10**6), _count, st.booleans()), min_size=1, max_size=10),
+    st.sampled_from(["always", "business"]),
+    st.lists(st.tuples(st.integers(0, 2 * 86400), st.integers(1, 20000)), max_size=2),
+)
+def test_a_count_tally_takes_a_count_out_and_a_correction_in_as_the_formula_over_those_left(
+    raw: list[tuple[int, int, int]], fixes: list[tuple[int, tuple[int, int, int], bool]], calendar: str,
+    excluded: list[tuple[int, int]],
+) -> None:  # fmt: skip
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + n)) for a, n in excluded]
+
+    def count(a: int, g: int, n: int) -> reliability.RequestCount:
+        return reliability.RequestCount(T0 + timedelta(seconds=a), T0 + timedelta(seconds=a + 60), min(g, n), n)
+
+    held = [count(*r) for r in raw]
+    tally = running.CountTally(WINDOW, cal, exclusions)
+    tally.extend(held)
+    for pick, fix, drop in fixes:
+        if not held:
+            break
+        before = held.pop(pick % len(held))
+        tally.remove([before])
+        if not drop:  # a correction: taken out as it was, folded in as it is
+            after = count(*fix)
+            tally.extend([after])
+            held.append(after)
+        expected = reliability.availability_requests(held, "OCCURRENCES", WINDOW, calendar=cal, exclusions=exclusions)
+        assert tally.evaluated() == expected
+    with pytest.raises(KeyError):
+        tally.remove([count(2 * 86400 - 1, 51, 52)])  # not held (no count of 52)
+
+
 # -- a service's rounds: every open window's running evaluation against the formula over every input ---------------
 _step = st.one_of(
     st.tuples(st.just("calls"), st.integers(0, 4), st.integers(0, 3), st.integers(-60 * 24 * 12, 60 * 24 * 9)),
@@ -531,6 +566,51 @@ def test_a_correction_in_the_open_window_is_taken_out_and_in_or_folds_it_again(
         _check_april(m, aid, now)
         assert (calls_held.seeded, calls_held.edited) == (1, 2)
         assert _latest_detail(m, aid)["answered_within"] == "12"
+    finally:
+        suite.close()
+
+
+def test_a_request_counts_correction_is_taken_out_and_in(make_store_env: Callable[[str], dict[str, str]]) -> None:
+    """A correction of a request count the open window holds is taken out of request-based
+    availability's running form as it was and put in as it is; the evaluation is the formula's
+    over every stored signal."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        objective = monthly_objective("req", "METRIC_AVAILABILITY_REQUESTS", {})
+        aid = an_agreement_with(suite, [objective], f"2026-01-10T09:30{AMS}")
+
+        def counts(prefix: str, first: str, good: int, n: int) -> list[pb.Signal]:
+            start = at(first)
+            return [
+                pb.Signal(
+                    signal_id=f"{prefix}{k}", service_id=EMAIL,
+                    requests=pb.RequestCount(
+                        start=ts(start + timedelta(minutes=k)), end=ts(start + timedelta(minutes=k + 1)),
+                        good=good, total=100,
+                    ),
+                )
+                for k in range(n)
+            ]  # fmt: skip
+
+        m.record(COLLECTOR, counts("r", f"2026-01-09T09:00{AMS}", 99, 6))
+        suite.tick(f"2026-01-10T10:00{AMS}")
+        m.record(COLLECTOR, counts("s", f"2026-01-10T08:00{AMS}", 100, 3))
+        suite.tick(f"2026-01-10T10:05{AMS}")
+        (held,) = [r for r in m._running.values() if isinstance(r.tally, running.CountTally)]
+        seeded = held.seeded
+        assert held.appended >= 1 and held.edited == 0
+
+        fixed = counts("r", f"2026-01-09T09:00{AMS}", 90, 6)[2:3]  # r2: 90 good of 100, not 99
+        m.record(COLLECTOR, [*fixed, *counts("t", f"2026-01-10T09:00{AMS}", 100, 2)], reason="recounted")
+        suite.tick(f"2026-01-10T10:10{AMS}")
+        assert (held.seeded, held.edited) == (seeded, 1)  # not folded again: taken out and in
+        window = m.window(None, aid, "req", JAN)
+        assert window.latest["detail"]["good"] == str(5 * 99 + 90 + 3 * 100 + 2 * 100)
+        check = m.recompute(aid, "req", JAN)
+        assert (check["recorded"]["value"], check["recorded"]["input_digest"]) == (
+            check["recomputed"]["value"], check["recomputed"]["input_digest"],
+        )  # fmt: skip
     finally:
         suite.close()
 

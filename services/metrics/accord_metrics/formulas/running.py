@@ -617,19 +617,34 @@ class CountTally:
 
     def extend(self, counts: Sequence[reliability.RequestCount]) -> None:
         """Fold in these request counts (each starting in the window)."""
+        self.records.add(self._count(counts, 1))
+
+    def remove(self, counts: Sequence[reliability.RequestCount]) -> None:
+        """Take out these request counts, folded in before as they are (a correction: taken out
+        as it was, folded in as it is). `KeyError` when one is not held (nothing taken out)."""
+        keys = [self._key(b) for b in counts]
+        self.records.remove(keys)
+        self._count(counts, -1)
+
+    def _count(self, counts: Sequence[reliability.RequestCount], sign: int) -> list[tuple[Any, str]]:
+        """These counts counted in (`sign` 1) or out (-1); their (key, record) pairs."""
         starts, eligible = self._eligible_starts, self.eligible
         pairs: list[tuple[Any, str]] = []
         for b in counts:
             i = bisect_right(starts, b.start) - 1
             if i >= 0 and b.start < eligible[i].end:
-                self.good += b.good
-                self.total += b.total
-                self.inside += 1
+                self.good += sign * b.good
+                self.total += sign * b.total
+                self.inside += sign
             else:
-                self.excluded += 1
-            key = [reliability._utc(b.start), reliability._utc(b.end), b.good, b.total]
+                self.excluded += sign
+            key = self._key(b)
             pairs.append((key, canonical_json(key)))
-        self.records.add(pairs)
+        return pairs
+
+    @staticmethod
+    def _key(b: reliability.RequestCount) -> list[Any]:
+        return [reliability._utc(b.start), reliability._utc(b.end), b.good, b.total]
 
     def evaluated(self) -> Evaluated:
         detail = {
