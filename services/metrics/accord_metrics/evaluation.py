@@ -56,9 +56,9 @@ class SignalSet:
 INPUT_LISTS = ("outages", "maintenance", "requests", "incidents", "calls", "tickets", "tasks", "leads", "deals")
 
 # The lists each metric reads — its formula, its running form, its burn rates — beside the
-# maintenance every window's exclusions read (`metric_reads`). A signal in no list a window's
-# metric reads cannot change its evaluation, so a round does not judge the window again for it
-# (judging). A metric not named is taken to read every list.
+# maintenance every window's exclusions read. A signal in no list a window's metric reads cannot
+# change its evaluation, so a round does not judge the window again for it (judging). A metric
+# not named (`METRIC_READS.get` gives None) is taken to read every list.
 _METRIC_READS = {
     "METRIC_AVAILABILITY_TIME": ("outages",),
     "METRIC_MTBF": ("outages",),
@@ -71,11 +71,6 @@ _METRIC_READS = {
     "METRIC_FIRST_CONTACT_RESOLUTION": ("calls",),
 }
 METRIC_READS = {metric: frozenset({*lists, "maintenance"}) for metric, lists in _METRIC_READS.items()}
-
-
-def metric_reads(metric: str) -> frozenset[str] | None:
-    """The lists of formula inputs a metric's evaluation reads (`METRIC_READS`); None: every list."""
-    return METRIC_READS.get(metric)
 
 
 def _dec(raw: Any, default: str = "0") -> Decimal:

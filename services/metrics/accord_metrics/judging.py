@@ -28,6 +28,7 @@ from accord_metrics.domain import BREACHED, NO_DATA, AgreementView, CalendarView
 from accord_metrics.evaluation import (
     BUDGETED,
     INPUT_LISTS,
+    METRIC_READS,
     SignalSet,
     burn_lengths,
     burn_rates,
@@ -35,7 +36,6 @@ from accord_metrics.evaluation import (
     exclusions_for,
     judge,
     late_subjects,
-    metric_reads,
     repeat_window,
 )
 from accord_metrics.formulas import reliability
@@ -262,7 +262,9 @@ class WatchIndex:
         (`views_changed`: read since the last round, their own or one their terms inherit from),
         services or their providers' services changed, whose watch was made with other
         calendars, whose due instant came, with an open window judged as of the instant or one
-        time can change through its services, and those not watched."""
+        time can change through its services, and those not watched. It notes as it goes the
+        views first seen (not watched until a round watches them) and the due instants passed
+        (overdue until watched anew): a round's question, asked once a round."""
         for view in views_changed:  # a view not watched yet (new) is looked at until it is
             if view not in self.watches:
                 self.unwatched.add(view)
@@ -805,7 +807,7 @@ class Judging(_Host):
 
         def earliest_change_for(objective_id: str) -> datetime | None:
             """The earliest instant a change reaches the objective's windows from: a view's, or a
-            signal's in a list some version of the objective reads (its metric, `metric_reads`)."""
+            signal's in a list some version of the objective reads (its metric's, `METRIC_READS`)."""
             read = reads.get(objective_id)
             earliest = min(
                 (
@@ -889,7 +891,7 @@ class Judging(_Host):
         return scope
 
     def _objective_reads(self, view_ids: Iterable[UUID]) -> dict[str, frozenset[str] | None]:
-        """Per objective id, the lists of formula inputs its windows read (`metric_reads`; None:
+        """Per objective id, the lists of formula inputs its windows read (`METRIC_READS`; None:
         every list): those of its metric in every version of these views (an agreement's and
         those its terms inherit from) — a window is judged by the version in force at its start,
         whose objective of that id may measure another metric than the latest."""
@@ -899,7 +901,7 @@ class Judging(_Host):
             for version in getattr(v, "versions", []):
                 for objective in version["terms"].get("objectives") or []:
                     oid = str(objective.get("objective_id") or "")
-                    read = metric_reads(str(objective.get("metric") or ""))
+                    read = METRIC_READS.get(str(objective.get("metric") or ""))
                     held = out.get(oid, frozenset())
                     out[oid] = None if read is None or held is None else held | read
         return out

@@ -1309,7 +1309,7 @@ class SignalIndex(_Host):
         facts = {sid: self._services[sid].facts() for sid in sorted(touched)}
         return list(rows.values()), facts, changes
 
-    def _note_change(self, service_id: str, at: datetime, lists: Iterable[str] = LISTS) -> None:
+    def _note_change(self, service_id: str, at: datetime, lists: Iterable[str] = INPUT_LISTS) -> None:
         """Signals of `service_id` in `lists` changed from `at` on: a change for the next round."""
         if service_id not in self._changed or at < self._changed[service_id]:
             self._changed[service_id] = at

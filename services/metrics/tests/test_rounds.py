@@ -58,6 +58,16 @@ def _round(m: Metrics, when: str) -> tuple[int, int]:
     return m.last_round.windows_judged, m.head_position() - head
 
 
+def _april_judged(suite: Suite) -> tuple[Metrics, str, signal_index.ServiceSignals]:
+    """The sample SLA, an outage and four calls on 10 April judged at 10:00: the metrics
+    application, the agreement's id and the e-mail service's signals (its kept selections)."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    return m, aid, m._services[EMAIL]
+
+
 def _latest(m: Metrics, aid: str, objective_id: str, window_start: str) -> dict[str, object]:
     return dict(m.window(None, aid, objective_id, window_start).latest)
 
@@ -438,11 +448,7 @@ def test_an_open_window_keeps_its_selection_and_a_correction_replaces_its_input(
 
 
 def test_an_open_windows_burn_rates_keep_its_selection_for_the_next_batch(suite: Suite) -> None:
-    m = suite.metrics
-    aid = an_active_agreement(suite)
-    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
-    suite.tick(f"2026-04-10T10:00{AMS}")
-    held = m._services[EMAIL]
+    m, aid, held = _april_judged(suite)
     reads: list[str] = []
     in_range = held.store.in_range
 
@@ -492,11 +498,7 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     and a correction in the span after such rounds give the evaluations of a fresh read; so does
     a new selection of the span (a longer outage than any before) made from the inputs the
     selection reused holds — but for the call corrected meanwhile, converted again."""
-    m = suite.metrics
-    aid = an_active_agreement(suite)
-    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
-    suite.tick(f"2026-04-10T10:00{AMS}")
-    held = m._services[EMAIL]
+    m, aid, held = _april_judged(suite)
     first = {"o1", "a0", "a1", "a2", "a3"}
     converted = _conversions(monkeypatch)
     april = "2026-03-31T22:00:00+00:00"
@@ -693,11 +695,7 @@ def test_a_round_is_handed_its_kept_selections_lists_and_converts_a_batch_in_bul
     """A round reads the lists of the selections it keeps themselves, not copies (a copy a round
     cost a pointer and a reference count an input of the open window); a batch recorded since is
     converted in one loop a kind when the selection catches up with it, not one call a signal."""
-    m = suite.metrics
-    aid = an_active_agreement(suite)
-    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
-    suite.tick(f"2026-04-10T10:00{AMS}")
-    held = m._services[EMAIL]
+    m, aid, held = _april_judged(suite)
     handed: list[Any] = []
     signal_set = m.signal_set
 
@@ -732,11 +730,7 @@ def test_a_query_during_a_round_neither_changes_nor_keeps_a_selection(suite: Sui
     """The round's lists are the kept selections' own, read outside the lock: a query from
     another thread while a round is under way (its burn rates, say) gets copies, leaves a kept
     selection with changes pending as it is — the round brings it up to date — and keeps nothing."""
-    m = suite.metrics
-    aid = an_active_agreement(suite)
-    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
-    suite.tick(f"2026-04-10T10:00{AMS}")
-    held = m._services[EMAIL]
+    m, aid, held = _april_judged(suite)
     key, kept = next((k, s) for k, s in held.selections.items() if "calls" in s.lists)
     m.record(COLLECTOR, calls("b", f"2026-04-10T09:10{AMS}", 2, 0))
     assert kept.changed == {"b0", "b1"}
