@@ -182,9 +182,9 @@ def spy_burn_rates(monkeypatch: Any, objective_id: str = "availability") -> list
     return judged
 
 
-def an_active_agreement(suite: Suite) -> str:
+def an_active_agreement(suite: Suite, services: tuple[str, ...] = (EMAIL,)) -> str:
     """Departments, the e-mail service and the sample SLA, accepted; returns its id."""
-    return an_agreement_with(suite, None, f"2026-01-10T10:00{AMS}")
+    return an_agreement_with(suite, None, f"2026-01-10T10:00{AMS}", services)
 
 
 def monthly_objective(oid: str, metric: str, parameters: dict[str, str]) -> dict[str, Any]:
@@ -217,17 +217,21 @@ def open_windows_against_every_stored_signal(
 
 
 def an_agreement_with(
-    suite: Suite, objectives: list[dict[str, Any]] | None, tick: str = f"2026-01-10T09:30{AMS}"
-) -> str:
+    suite: Suite, objectives: list[dict[str, Any]] | None, tick: str = f"2026-01-10T09:30{AMS}",
+    services: tuple[str, ...] = (EMAIL,),
+) -> str:  # fmt: skip
     """Departments, the e-mail service and the sample SLA (with these objectives, unless None),
-    accepted; the clock ticked to `tick`; returns its id."""
+    accepted; the clock ticked to `tick`; returns its id. With `services`, measured on those
+    (each registered, IT's)."""
     from accord_agreements.samples import sla_terms
 
     ag = suite.agreements
     for dept in (IT, FINANCE, "marketing"):
         ag.register_department(dept, dept)
-    ag.register_service(EMAIL, "E-mail", IT)
+    for service in services:
+        ag.register_service(service, "E-mail" if service == EMAIL else service, IT)
     terms = sla_terms() if objectives is None else sla_terms(objectives=objectives)
+    terms["service"] = {**terms["service"], "service_ids": list(services)}
     aid = str(ag.draft(PROVIDER, terms).id)
     ag.propose(PROVIDER, aid)
     ag.accept(CUSTOMER, aid)

@@ -164,6 +164,7 @@ class ServiceSignals:
         # What windows selected by time (`select`), kept between rounds and brought up to date with
         # the ids whose rows changed since (`_Selection`); those no round used are released.
         self.selections: dict[_SelectionKey, _Selection] = {}
+        self.regrouped: set[int] = set()  # the groups the last `select` read again for its own changes
         self._used: set[_SelectionKey] = set()
 
     def facts(self) -> Facts:
@@ -290,7 +291,7 @@ class ServiceSignals:
             # of them was quadratic in time and memory).
             # (A call before a first-contact resolution's selection may chain to its calls: it is
             # before the selection's end, so marked, and `_catch_up` reads its group's chain again.)
-            for (_, all_calls, _, _, _, whole_settled), kept in self.selections.items():
+            for (_, all_calls, _, _, _, whole_settled, _), kept in self.selections.items():
                 if (
                     whole
                     or (calls and all_calls)
@@ -314,7 +315,8 @@ class ServiceSignals:
 
     def select(
         self, span: Interval | None = None, all_calls: bool = False, since: datetime | None = None,
-        whole_settled: bool = False, repeat: int | None = None,
+        whole_settled: bool = False, repeat: int | None = None, peers: tuple[str, ...] = (),
+        regroup: frozenset[int] = frozenset(),
     ) -> SignalSet:  # fmt: skip
         """The formula inputs, each list in the order its signals were first recorded: all of
         them, or (`span`) the calls and request counts from `span`'s start to its end, the
@@ -325,26 +327,35 @@ class ServiceSignals:
         `span`, not `all_calls`): the calls first-contact resolution with this repeat window reads
         — from `repeat` before the calls' start, and each customer-and-reason group's contacts
         before that which chain to them (`_chains`): what tells its first contacts from repeats
-        exactly. `whole_settled`: every ticket, task, lead, deal and incident (a window recorded
+        exactly. `peers` (with `repeat`): the services whose calls chain with this one's — a window
+        of several services' calls, one customer's contacts chaining across them: the chains are
+        read over all of them, and this selection holds the contacts kept of them that are this
+        service's (`_chains`); `regroup`: groups whose chains a peer's changes reached, read again
+        here too (`SignalIndex.signal_sources`). `regrouped` tells the groups this call read again
+        for this service's own changes. `whole_settled`: every ticket, task, lead, deal and incident (a window recorded
         with v1 of the ticket, task or MTTR formulas, whose digest covers every item passed).
         `since`: where the lists the burn rates do not read (`_BURN_READS`: the calls) start,
         after `span`'s start — an open window's start, its span starting at its longest
         look-back. Read from the store's index. A selection by time is kept (`_Selection`):
         selecting the same span again reads only the rows of the ids that changed since."""
+        self.regrouped = set()
         if span is not None:
             repeat = None if all_calls else repeat
-            key = (span, all_calls, repeat, self.longest_outage, since, whole_settled)
+            peers = peers if repeat is not None else ()
+            key = self._key(span, all_calls, repeat, since, whole_settled, peers)
             # The round's own thread; any other (a query during a round) neither keeps a selection
             # nor changes a kept one, whose lists the round may be reading outside the lock.
             mine = self._in_round()
             kept = self.selections.get(key)
-            if kept is not None and kept.changed and not mine:
-                kept = None  # selected afresh for this caller alone
+            if kept is not None and (kept.changed or regroup or peers) and not mine:
+                # Selected afresh for this caller alone (with peers: a peer's changes reach it
+                # only as the round brings the peers' selections up to date together).
+                kept = None
             if mine:
                 self._used.add(key)
             if kept is None:
                 chains: dict[int, list[tuple[int, str]]] = {}
-                rows = self._select(span, all_calls, since, whole_settled, repeat, chains)
+                rows = self._select(span, all_calls, since, whole_settled, repeat, chains, peers)
                 kept = _Selection(rows, _instant_us(span.end) + _SLACK_US)
                 kept.chains = chains
                 kept.fill(self, apart=not mine)
@@ -353,8 +364,8 @@ class ServiceSignals:
                     if self._kept_index is not None:  # made this round: its inputs are found there too
                         for _, ids, items in kept.lists.values():
                             self._kept_index.update(zip(ids, items, strict=True))
-            elif kept.changed:
-                self._catch_up(kept, span, all_calls, since, whole_settled, repeat)
+            elif kept.changed or regroup:
+                self._catch_up(kept, span, all_calls, since, whole_settled, repeat, peers, regroup)
             out = SignalSet()
             for name, (_, _, items) in kept.lists.items():
                 # Its inputs stay converted as the kept selection itself (a round keeps the
@@ -384,12 +395,29 @@ class ServiceSignals:
             getattr(out, name).extend(self._inputs(entries))
         return out
 
+    def _key(
+        self, span: Interval, all_calls: bool, repeat: int | None, since: datetime | None, whole_settled: bool,
+        peers: tuple[str, ...],
+    ) -> _SelectionKey:  # fmt: skip
+        return (span, all_calls, repeat, self.longest_outage, since, whole_settled, peers)
+
+    def keeps_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> bool:
+        """Whether a selection of first-contact resolution's calls chained over `peers` is kept."""
+        return self._key(span, False, repeat, since, False, peers) in self.selections
+
+    def release_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> None:
+        """That selection released (made afresh when next selected): by the round alone."""
+        if self._in_round():
+            self.selections.pop(self._key(span, False, repeat, since, False, peers), None)
+
     def _select(
         self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False,
         repeat: int | None = None, chains: dict[int, list[tuple[int, str]]] | None = None,
+        peers: tuple[str, ...] = (),
     ) -> dict[str, list[tuple[int, str, bytes]]]:  # fmt: skip
         """`select`'s rows: (rank, signal id, latest content) by list, in rank order; `chains` (with
-        `repeat`) gains the contacts kept of the chains before the calls' bottom (`_chains`), by group."""
+        `repeat`) gains the contacts kept of the chains before the calls' bottom (`_chains`, over
+        `peers` when given), by group."""
         whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
         found = self.store.whole(self.service_id, whole)
         if span is not None:
@@ -398,8 +426,8 @@ class ServiceSignals:
                 bottom = self._bottom(name, lo, since, repeat)
                 found[name] = self.store.in_range(self.service_id, name, bottom, hi)
                 if name == "calls" and repeat is not None:
-                    firsts = self.store.group_firsts(self.service_id, bottom, bottom + repeat)
-                    found[name].extend(self._chains(firsts, bottom, repeat, {} if chains is None else chains))
+                    firsts = self.store.group_firsts(peers or (self.service_id,), bottom, bottom + repeat)
+                    found[name].extend(self._chains(firsts, bottom, repeat, {} if chains is None else chains, peers))
             for name in sorted(_BY_SETTLED - set(whole)):
                 found[name] = self.store.unsettled(self.service_id, name, lo, hi)
             if self.ongoing:
@@ -422,13 +450,14 @@ class ServiceSignals:
 
     def _catch_up(
         self, kept: _Selection, span: Interval, all_calls: bool, since: datetime | None, whole_settled: bool,
-        repeat: int | None = None,
+        repeat: int | None = None, peers: tuple[str, ...] = (), extra: frozenset[int] = frozenset(),
     ) -> None:  # fmt: skip
         """A kept selection brought up to date: each id whose row changed since is placed (by its
         rank), replaced or removed by the rule `_select` selects by — the rows `_select` would
         read now, in the same order. With `repeat`, the chains of the groups a changed call was or
-        is in before the calls' selection reaches `repeat` past its bottom are read again."""
-        rows = self.store.lookup(self.service_id, sorted(kept.changed))
+        is in before the calls' selection reaches `repeat` past its bottom are read again (noted in
+        `regrouped`), and those of the groups `extra` (a peer's changes reached them)."""
+        rows = self.store.lookup(self.service_id, sorted(kept.changed)) if kept.changed else {}
         kept.changed = set()
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
         regroup: set[int] = set()  # the groups whose chains are read again
@@ -482,11 +511,13 @@ class ServiceSignals:
                 ranks.insert(at, row.rank)
                 ids.insert(at, sid)
                 items.insert(at, item)
-        if regroup and repeat is not None:
-            self._rechain(kept, regroup, calls_bottom, repeat)
+        if repeat is not None and (regroup or extra):
+            self.regrouped = regroup
+            self._rechain(kept, regroup | extra, calls_bottom, repeat, peers)
 
     def _chains(
-        self, firsts: dict[int, int], bottom: int, repeat: int, chains: dict[int, list[tuple[int, str]]]
+        self, firsts: dict[int, int], bottom: int, repeat: int, chains: dict[int, list[tuple[int, str]]],
+        peers: tuple[str, ...] = (),
     ) -> list[tuple[int, str, bytes]]:  # fmt: skip
         """The calls before `bottom` that first-contact resolution with this repeat window needs
         to tell the first contacts from `bottom` on (given every call from there): per group whose
@@ -502,14 +533,17 @@ class ServiceSignals:
         is read in a few queries, and one contact of it is kept (one a customer and reason: a
         group's calls read back to a call with none of the group within `repeat` before it hold
         every contact each of its customers and reasons chains to, so two sharing a group are
-        each followed exactly)."""
-        read: dict[int, list[tuple[int, str, bytes, int, int]]] = defaultdict(list)
+        each followed exactly). With `peers` (this service among them), the chains are read over
+        all of their calls — one customer's contacts chain across services — and of the contacts
+        kept those of this service are added and returned (each peer's selection holds its own)."""
+        of = peers or (self.service_id,)
+        read: dict[int, list[tuple[int, str, bytes, int, int, str]]] = defaultdict(list)
         pending = {g: e for g, e in firsts.items() if e - repeat < bottom}  # group → its earliest call read
         ceiling, reach = bottom, repeat
         while pending:
             floor = min(pending.values()) - reach
-            found: dict[int, list[tuple[int, str, bytes, int, int]]] = defaultdict(list)
-            for r in self.store.group_calls(self.service_id, sorted(pending), floor, ceiling):
+            found: dict[int, list[tuple[int, str, bytes, int, int, str]]] = defaultdict(list)
+            for r in self.store.group_calls(of, sorted(pending), floor, ceiling):
                 found[r[4]].append(r)
             step: dict[int, int] = {}
             for g, earliest in pending.items():
@@ -527,20 +561,24 @@ class ServiceSignals:
         for g, rows in read.items():
             # Per customer and reason (two sharing a group: each followed on its own), in the
             # order `contact.first_contacts` takes them.
-            anchors: dict[tuple[str, str], tuple[int, str, bytes, int, int]] = {}
-            for r in sorted(rows, key=lambda r: (r[3], r[1])):
+            anchors: dict[tuple[str, str], tuple[int, str, bytes, int, int, str]] = {}
+            for r in sorted(rows, key=lambda r: (r[3], r[1])):  # as `contact.first_contacts` orders them
                 body = signals_pb2.Signal.FromString(r[2]).call
                 anchor = anchors.get((body.customer_id, body.reason))
                 if anchor is None or r[3] - anchor[3] > repeat:
                     anchors[(body.customer_id, body.reason)] = r
             for anchor in anchors.values():
+                if anchor[5] != self.service_id:
+                    continue  # a peer's: its own selection holds it
                 out.append(anchor[:3])
                 chains.setdefault(g, []).append((anchor[0], anchor[1]))
         return out
 
-    def _rechain(self, kept: _Selection, groups: set[int], bottom: int, repeat: int) -> None:
-        """The chains of these groups in a kept selection read again (`_chains`): the calls they
-        held before `bottom` taken out, those they hold now placed by rank."""
+    def _rechain(
+        self, kept: _Selection, groups: set[int] | frozenset[int], bottom: int, repeat: int, peers: tuple[str, ...] = ()
+    ) -> None:  # fmt: skip
+        """The chains of these groups in a kept selection read again (`_chains`, over `peers` when
+        given): the calls they held before `bottom` taken out, those they hold now placed by rank."""
         ranks, ids, items = kept.lists.setdefault("calls", (array("q"), [], []))
         changes = 0
         for g in groups:
@@ -549,8 +587,8 @@ class ServiceSignals:
                 if at < len(ranks) and ranks[at] == rank and ids[at] == sid:
                     del ranks[at], ids[at], items[at]
                     changes += 1
-        firsts = self.store.group_firsts(self.service_id, bottom, bottom + repeat, sorted(groups))
-        entries = sorted(self._chains(firsts, bottom, repeat, kept.chains), key=_rank)
+        firsts = self.store.group_firsts(peers or (self.service_id,), bottom, bottom + repeat, sorted(groups))
+        entries = sorted(self._chains(firsts, bottom, repeat, kept.chains, peers), key=_rank)
         for entry, item in zip(entries, self._inputs(entries, kept_too=False), strict=True):
             at = bisect_left(ranks, entry[0])
             if at < len(ranks) and ranks[at] == entry[0]:
@@ -707,8 +745,9 @@ class _Selection:
 
 _SELECTIONS = itertools.count(1)
 # A kept selection's key: span, all calls, first-contact resolution's repeat window (µs), the
-# longest outage, the calls' start, the lists read whole by formulas of old versions.
-_SelectionKey = tuple[Interval, bool, int | None, int, datetime | None, bool]
+# longest outage, the calls' start, the lists read whole by formulas of old versions, the services
+# whose calls chain with its own (first-contact resolution of several services).
+_SelectionKey = tuple[Interval, bool, int | None, int, datetime | None, bool, tuple[str, ...]]
 
 
 def call_group(customer_id: str, reason: str) -> int:
@@ -1399,22 +1438,49 @@ class SignalIndex(_Host):
         """The signals of these services as formula inputs, per service: from the store's signal
         index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
         from the stored batches (auditors' recomputation). Read them, never change them.
-        `repeat`: first-contact resolution's repeat window — the calls it reads of one service
-        (`select`'s `repeat`); of several, or with `whole_settled` (a window recorded with v1,
-        whose digest covers every call passed), every call: one customer's contacts chain across
-        services, and each service's selection is brought up to date with its own changes alone."""
+        `repeat`: first-contact resolution's repeat window — the calls it reads (`select`'s
+        `repeat`; of several services, chained over all of them: `_chained_sources`); with
+        `whole_settled` (a window recorded with v1, whose digest covers every call passed), every call."""
         if from_store:
             return self.stored_signals(set(service_ids)).sets
-        ids = list(service_ids)
+        ids = list(dict.fromkeys(service_ids))
         chained: int | None = None
         if repeat is not None:
-            if len(ids) == 1 and not whole_settled:
-                chained = repeat // timedelta(microseconds=1)
-            else:
+            if whole_settled:
                 all_calls = True
+            else:
+                chained = repeat // timedelta(microseconds=1)
         with self._lock:
             self._refresh_signals()
+            if chained is not None and span is not None and len(ids) > 1:
+                return self._chained_sources(ids, span, since, chained)
             return {sid: self._services[sid].select(span, all_calls, since, whole_settled, chained) for sid in ids}
+
+    def _chained_sources(
+        self, ids: list[str], span: Interval, since: datetime | None, repeat: int
+    ) -> dict[str, SignalSet]:  # fmt: skip
+        """First-contact resolution's calls of several services: one customer's contacts chain
+        across them, so each service's selection reads the chains over all of them and holds the
+        contacts kept that are its own (`ServiceSignals.select`'s `peers`). Each selection is
+        brought up to date with its own service's changes; the groups whose chains those reached
+        are read again in the others' too (a late call of one service can end or move the episode
+        another's contact belongs to). The selections are kept together: when any is not (a round
+        that used some of the services alone released it), all are made afresh."""
+        peers = tuple(sorted(ids))
+        entries = [self._services[sid] for sid in ids]
+        if not all(e.keeps_chained(span, repeat, since, peers) for e in entries):
+            for e in entries:
+                e.release_chained(span, repeat, since, peers)
+        out: dict[str, SignalSet] = {}
+        own: dict[str, set[int]] = {}
+        for sid, e in zip(ids, entries, strict=True):
+            out[sid] = e.select(span, False, since, False, repeat, peers)
+            own[sid] = e.regrouped
+        reached = set().union(*own.values())
+        for sid, e in zip(ids, entries, strict=True):
+            if extra := reached - own[sid]:
+                out[sid] = e.select(span, False, since, False, repeat, peers, frozenset(extra))
+        return out
 
     def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
         """Every stored signal batch (of these services) re-read from the store in one pass,

@@ -234,12 +234,13 @@ class SignalStore:
             return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
 
     def group_firsts(
-        self, service_id: str, lo: int, hi: int, groups: Sequence[int] | None = None
+        self, service_ids: Sequence[str], lo: int, hi: int, groups: Sequence[int] | None = None
     ) -> dict[int, int]:  # fmt: skip
-        """The groups of a service's answered calls (of these groups, when given) with a call whose
-        time key is in [lo, hi), each with the earliest such time key."""
-        where = "service_id = ? AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL"
-        params: tuple[Any, ...] = (service_id, LIST_CODE["calls"], lo, hi)
+        """The groups of these services' answered calls (of these groups, when given) with a call
+        whose time key is in [lo, hi), each with the earliest such time key (of any of them)."""
+        where, params = self._of_services(service_ids)
+        where += " AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL"
+        params = (*params, LIST_CODE["calls"], lo, hi)
         if groups is not None:
             if not groups:
                 return {}
@@ -249,23 +250,33 @@ class SignalStore:
             return {int(g): int(t) for g, t in cur.fetchall()}
 
     def group_calls(
-        self, service_id: str, groups: Sequence[int], lo: int, hi: int
-    ) -> list[tuple[int, str, bytes, int, int]]:  # fmt: skip
-        """(rank, signal id, latest content, time key, group) of a service's answered calls of these
-        groups whose time key is in [lo, hi), in one query: the calls' time range read by the time
-        index, those of the groups kept."""
+        self, service_ids: Sequence[str], groups: Sequence[int], lo: int, hi: int
+    ) -> list[tuple[int, str, bytes, int, int, str]]:  # fmt: skip
+        """(rank, signal id, latest content, time key, group, service id) of these services'
+        answered calls of these groups whose time key is in [lo, hi), in one query: the calls'
+        time range read by the time index (a range a service), those of the groups kept."""
         if not groups:
             return []
+        where, params = self._of_services(service_ids)
         where, params = self._of_groups(
-            "service_id = ? AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL",
-            (service_id, LIST_CODE["calls"], lo, hi),
+            f"{where} AND list = ? AND time_key >= ? AND time_key < ? AND grp IS NOT NULL",
+            (*params, LIST_CODE["calls"], lo, hi),
             groups,
         )
         with self._cursor(write=False) as cur:
             cur.execute(
-                self._q(f"SELECT rank, signal_id, content, time_key, grp FROM {self.rows} WHERE {where}"), params
+                self._q(f"SELECT rank, signal_id, content, time_key, grp, service_id FROM {self.rows} WHERE {where}"),
+                params,
             )
-            return [(int(r), str(s), bytes(c), int(t), int(g)) for r, s, c, t, g in cur.fetchall()]
+            return [(int(r), str(s), bytes(c), int(t), int(g), str(v)) for r, s, c, t, g, v in cur.fetchall()]
+
+    @staticmethod
+    def _of_services(service_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """The condition (SQLite's placeholders) of rows of these services: one an equality, several
+        a list the time index is read by, a range each."""
+        if len(service_ids) == 1:
+            return "service_id = ?", (service_ids[0],)
+        return f"service_id IN ({', '.join('?' for _ in service_ids)})", tuple(service_ids)
 
     def _of_groups(self, where: str, params: tuple[Any, ...], groups: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
         """`where` (SQLite's placeholders) narrowed to these groups, in one parameter."""

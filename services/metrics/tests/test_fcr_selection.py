@@ -3,7 +3,8 @@ its start, and before that only the contacts of each customer and reason that ch
 within the repeat window of the next), of which it passes the formula one, the first contact of
 the episode under way — not every call ever recorded — and every window it records equals the
 formula over every stored signal (`recompute`); a window recorded with "contact.fcr" v1 keeps
-reading every call; a store indexed before groups its calls once at start."""
+reading every call; a store indexed before groups its calls once at start. Over several services,
+the chains are read across them (one customer's contacts chain from one service to another)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from accord.metrics.v1 import signals_pb2 as pb
+from accord_kit.timeline import Interval
 from accord_metrics import signal_index, signal_store
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact
@@ -41,6 +43,7 @@ OBJECTIVES = (
 # The loyal customer's calls about billing, every 4 days back from 5 January: 92 of them, so the
 # earliest (k = 91) is a first contact, and so is every odd k — 1 January's (k = 1) among them.
 LOYAL = [at(f"2026-01-05T10:00{AMS}") - timedelta(days=4 * k) for k in range(92)]
+PHONE = "phone"
 
 
 @pytest.fixture
@@ -56,9 +59,18 @@ def _agreement(suite: Suite) -> str:
     )
 
 
+def _agreement_on_two_services(suite: Suite) -> str:
+    """The sample SLA with the objectives of `_agreement`, measured on e-mail and phone."""
+    return an_agreement_with(
+        suite,
+        [monthly_objective(oid, "METRIC_FIRST_CONTACT_RESOLUTION", p) for oid, p in OBJECTIVES],
+        services=(EMAIL, PHONE),
+    )
+
+
 def _call(
     sid: str, entered: datetime, customer: str, reason: str = "billing", answered: bool = True,
-    resolved: bool | None = None,
+    resolved: bool | None = None, service: str = EMAIL,
 ) -> pb.Signal:  # fmt: skip
     c = pb.Call(entered_queue=ts(entered), customer_id=customer, reason=reason)
     if answered:
@@ -67,19 +79,30 @@ def _call(
         c.abandoned_at.CopyFrom(ts(entered + timedelta(seconds=50)))
     if resolved is not None:
         c.first_contact = pb.FIRST_CONTACT_RESOLUTION_RESOLVED if resolved else pb.FIRST_CONTACT_RESOLUTION_NOT_RESOLVED
-    return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+    return pb.Signal(signal_id=sid, service_id=service, call=c)
 
 
-def _history(m: Metrics) -> None:
+def _history(m: Metrics, services: tuple[str, ...] = (EMAIL,)) -> None:
     """A year of calls before the agreement — 300 customers each calling about one reason every
-    20 days, answered or not — and the loyal customer's chain of calls every 4 days."""
+    20 days, answered or not — and the loyal customer's chain of calls every 4 days (taking turns
+    among `services`: with e-mail and phone, its even calls by e-mail, its odd ones by phone)."""
     start = at(f"2025-01-02T09:00{AMS}")
     old = [
-        _call(f"old-{i}-{n}", start + timedelta(days=20 * n, minutes=i), f"cust-{i}", f"r{i % 5}", answered=i % 7 != 0)
+        _call(
+            f"old-{i}-{n}",
+            start + timedelta(days=20 * n, minutes=i),
+            f"cust-{i}",
+            f"r{i % 5}",
+            answered=i % 7 != 0,
+            service=services[i % len(services)],
+        )
         for i in range(300)
         for n in range(17)
     ]
-    loyal = [_call(f"loyal-{k}", t, "loyal", resolved=k % 3 == 0) for k, t in enumerate(LOYAL)]
+    loyal = [
+        _call(f"loyal-{k}", t, "loyal", resolved=k % 3 == 0, service=services[k % len(services)])
+        for k, t in enumerate(LOYAL)
+    ]
     m.record(COLLECTOR, old + loyal)
 
 
@@ -167,33 +190,129 @@ def test_a_round_reads_the_windows_calls_and_the_contacts_chained_to_them(
     _matches_every_stored_signal(m, aid)
 
 
-def _held_calls(m: Metrics) -> set[str]:
+def _held_calls(m: Metrics, service: str = EMAIL) -> set[str]:
     """The ids of the calls the service's kept selections hold."""
-    return {sid for kept in m._services[EMAIL].selections.values() for sid in kept.lists.get("calls", ((), [], []))[1]}
+    return {
+        sid for kept in m._services[service].selections.values() for sid in kept.lists.get("calls", ((), [], []))[1]
+    }
 
 
+def test_over_two_services_a_round_reads_the_chains_across_them_not_every_call(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agreement measuring e-mail and phone by first-contact resolution: one customer's contacts
+    chain across both (the loyal customer's calls take turns between them). A round reads neither
+    service's calls whole (each round before read and held every call either ever recorded): it
+    passes January's calls, those of the repeat window before it and the chain's one contact kept
+    — 24 December's, a phone call, found through e-mail's and phone's calls before it — and records
+    the formula's over every stored call of both. E-mail's 28 December call corrected to another
+    customer lets phone's 24 December call go from phone's selection (its chain read again there
+    for e-mail's change)."""
+    m = suite.metrics
+    reads = _Reads(monkeypatch)
+    aid = _agreement_on_two_services(suite)
+    _history(m, (EMAIL, PHONE))
+    jan = at(f"2026-01-12T09:00{AMS}")
+    batch = [_call(f"jan-{i}", jan + timedelta(hours=i), f"new-{i}", service=(EMAIL, PHONE)[i % 2]) for i in range(12)]
+    m.record(COLLECTOR, batch)
+    suite.tick(f"2026-01-14T09:00{AMS}")
+    assert reads.whole == []
+    assert reads.passed == {s.signal_id for s in batch} | {f"loyal-{k}" for k in range(4)}
+    assert {f"loyal-{k}" for k in range(3, 92)} <= reads.chained
+    assert "loyal-3" in _held_calls(m, PHONE) and "loyal-3" not in _held_calls(m, EMAIL)
+    current = m.window(None, aid, "repeat", JAN).current
+    assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 2)
+    assert current["detail"]["repeated"] == "1"  # 1 January's (phone) repeated on 5 January (e-mail)
+    _matches_every_stored_signal(m, aid)
+    m.record(COLLECTOR, [_call("loyal-2", LOYAL[2], "someone-else")])  # e-mail's
+    suite.tick(f"2026-01-15T09:00{AMS}")
+    assert not {f"loyal-{k}" for k in range(3, 92)} & (_held_calls(m, PHONE) | _held_calls(m, EMAIL))
+    _matches_every_stored_signal(m, aid)
+
+
+@pytest.mark.parametrize("meanwhile", ["kept", "released"])
+def test_a_late_call_of_one_service_brings_the_other_services_contact_into_its_chain(
+    suite: Suite, meanwhile: str
+) -> None:
+    """Phone's call of 22 December and e-mail's of 2 January, 11 days apart: no chain reaches
+    January, and 2 January's is a first contact. E-mail's call of 28 December arrives late: a
+    repeat of phone's (6 days after it), so 2 January's, 5 days after a repeat and 11 after its
+    first contact, is still one — phone's call is read into phone's selection by e-mail's change
+    (without it, 28 December's would be the first contact and 2 January's its repeat). Likewise
+    when e-mail's selection was released meanwhile (`released`: a round that selected only e-mail's
+    other inputs keeps only what it used): phone's is made afresh beside it."""
+    m = suite.metrics
+    aid = _agreement_on_two_services(suite)
+    m.record(COLLECTOR, [
+        _call("p-dec-22", at(f"2025-12-22T12:00{AMS}"), "c", service=PHONE),
+        _call("e-jan-02", at(f"2026-01-02T12:00{AMS}"), "c"),
+    ])  # fmt: skip
+    suite.tick(f"2026-01-12T09:00{AMS}")  # 2 January's not repeated within 7 days: decided
+    assert m.window(None, aid, "repeat", JAN).current["detail"]["first_contacts"] == "1"
+    if meanwhile == "released":
+        email = m._services[EMAIL]
+        email.begin_round()
+        email.select(Interval(at(JAN), at(FEB)))
+        email.end_round()
+        assert not any(key[6] for key in email.selections) and any(key[6] for key in m._services[PHONE].selections)
+    m.record(COLLECTOR, [_call("e-dec-28", at(f"2025-12-28T12:00{AMS}"), "c")])
+    suite.tick(f"2026-01-13T09:00{AMS}")
+    assert m.window(None, aid, "repeat", JAN).current["detail"]["first_contacts"] == "1"
+    assert "p-dec-22" in _held_calls(m, PHONE)
+    _matches_every_stored_signal(m, aid)
+
+
+def test_one_call_id_on_two_services_fails_as_the_formula_refuses_it(suite: Suite) -> None:
+    """Several services' calls may repeat an id (each service's index holds one row an id), which
+    the formula refuses: a batch repeating on phone an id e-mail's calls hold, folded into the open
+    window's running evaluation, fails the objective as the formula does — not counted as another
+    contact."""
+    m = suite.metrics
+    aid = _agreement_on_two_services(suite)
+    m.record(COLLECTOR, [_call("x", at(f"2026-01-02T12:00{AMS}"), "c"), _call("y", at(f"2026-01-03T12:00{AMS}"), "d")])
+    suite.tick(f"2026-01-12T09:00{AMS}")
+    assert m.window(None, aid, "repeat", JAN).current["detail"]["first_contacts"] == "2"
+    assert not m.evaluation_failures()
+    m.record(COLLECTOR, [_call("x", at(f"2026-01-04T12:00{AMS}"), "e", service=PHONE)])
+    suite.tick(f"2026-01-13T09:00{AMS}")
+    failures = m.evaluation_failures()
+    assert {oid for _, oid in failures} == {oid for oid, _ in OBJECTIVES}
+    assert all("appears twice" in why for why in failures.values())
+    assert m.window(None, aid, "repeat", JAN).current["detail"]["first_contacts"] == "2"
+
+
+@pytest.mark.parametrize("services", ["email", "email+phone"])
 @pytest.mark.parametrize("groups", ["apart", "shared"])
 def test_calls_that_arrive_late_or_are_corrected_keep_every_window_in_step(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, groups: str
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, groups: str, services: str
 ) -> None:
     """Random calls of two customers about two reasons (chains of contacts every few days),
     answered or abandoned, flagged or not; calls arriving months late, corrected to another
     customer, reason or day, or to abandoned — after every round each window (repeat windows of
     7 and 3 days, and flagged) equals the formula over every stored call; January closes, February
     opens, both hold. Likewise when every customer and reason shares one group in the index (as
-    two whose digests collide would)."""
+    two whose digests collide would). Likewise with the calls spread over two services the
+    agreement measures (`email+phone`: one customer's contacts chain across them)."""
     if groups == "shared":
         monkeypatch.setattr(signal_index, "call_group", lambda customer, reason: 7)
     m = suite.metrics
     rng = random.Random(11)
-    aid = _agreement(suite)
+    aid = _agreement(suite) if services == "email" else _agreement_on_two_services(suite)
+    among = (EMAIL,) if services == "email" else (EMAIL, PHONE)
+    spread = random.Random(5)  # the service of each call (its own: the calls' own draws unchanged)
+    service_of: dict[str, str] = {}
+
+    def call(sid: str, *args: Any) -> pb.Signal:
+        service_of.setdefault(sid, spread.choice(among))  # a correction keeps its signal's service
+        return _call(sid, *args, service=service_of[sid])
+
     customers, reasons = ["a", "b"], ["billing", "access"]
     known: list[str] = []
     early = at(f"2025-11-15T09:00{AMS}")
     seed = []
     for n in range(60):  # from mid-November: a call every 3 days or so a group, chains reaching January
         t = early + timedelta(days=rng.uniform(0, 58))
-        seed.append(_call(f"seed-{n}", t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.85,
+        seed.append(call(f"seed-{n}", t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.85,
                           rng.choice([None, True, False])))  # fmt: skip
     m.record(COLLECTOR, seed)
     known += [s.signal_id for s in seed]
@@ -202,15 +321,15 @@ def test_calls_that_arrive_late_or_are_corrected_keep_every_window_in_step(
         batch = []
         for i in range(rng.randint(1, 5)):
             t = now - timedelta(hours=rng.uniform(0, 72))
-            batch.append(_call(f"s{step}-{i}", t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.85,
+            batch.append(call(f"s{step}-{i}", t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.85,
                                rng.choice([None, True, False])))  # fmt: skip
         if step % 3 == 0:  # late: a call of November or December
             t = early + timedelta(days=rng.uniform(0, 46))
-            batch.append(_call(f"late-{step}", t, rng.choice(customers), rng.choice(reasons)))
+            batch.append(call(f"late-{step}", t, rng.choice(customers), rng.choice(reasons)))
         if step % 2 == 1:  # a call corrected: another customer, reason, day, or abandoned
             sid = rng.choice(known)
             t = early + timedelta(days=rng.uniform(0, 70))
-            batch.append(_call(sid, t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.7))
+            batch.append(call(sid, t, rng.choice(customers), rng.choice(reasons), rng.random() < 0.7))
         m.record(COLLECTOR, batch)
         known += [s.signal_id for s in batch if s.signal_id not in known]
         now += timedelta(days=2, hours=rng.randint(0, 12))

@@ -736,7 +736,7 @@ def test_a_query_during_a_round_neither_changes_nor_keeps_a_selection(suite: Sui
     assert kept.changed == {"b0", "b1"}
     lengths = {name: len(ids) for name, (_, ids, _) in kept.lists.items()}
     selections = len(held.selections)
-    span, all_calls, repeat, _, since, whole = key
+    span, all_calls, repeat, _, since, whole, _ = key
     got: list[Any] = []
     held.begin_round()  # a round under way in this thread
     try:
