@@ -124,7 +124,7 @@ class BurnIndex:
             self._add(fresh)
             self.appended += 1
         self.lineage = mine
-        bases = _bases(mine)
+        bases = part_bases(mine)
         under_way = [outages[bases[k] + at] for k, at in self.under_way]
         out: dict[timedelta, Decimal | None] = {}
         for length in lengths:
@@ -154,7 +154,7 @@ class BurnIndex:
             fresh.extend(tail)
             new += [(k, n0 + i) for i, o in enumerate(tail) if o.end >= ONGOING]
             at += n1
-        bases = _bases(lineage)
+        bases = part_bases(lineage)
         still = []
         for k, i in self.under_way:
             o = outages[bases[k] + i]
@@ -175,7 +175,7 @@ class BurnIndex:
         self._eligible_ends = [e.end for e in self.eligible]
         self.ends, self.by_end, self.under_way = [], [], []
         self.merged, self._mstarts, self._mends, self._sums = [], [], [], [_ZERO]
-        bases = _bases(lineage)
+        bases = part_bases(lineage)
         self.under_way = [
             (k, i) for k, (_, _, n) in enumerate(lineage) for i in range(n) if outages[bases[k] + i].end >= ONGOING
         ]
@@ -296,7 +296,7 @@ class BurnIndex:
         return downtime([*mine, x]) - downtime(mine)
 
 
-def _bases(lineage: Lineage) -> list[int]:
+def part_bases(lineage: Lineage) -> list[int]:
     """Where each service's part starts in the combined list."""
     out, at = [], 0
     for _, _, n in lineage:

@@ -1,22 +1,23 @@
 """Running evaluations of open windows (see the README, "Scale"): for an open window judged by
-a call-based formula (ASA, abandonment, service level, AHT, first-contact resolution of one
-service's calls), time-based availability, MTBF or request-based availability by occurrences, the
-formula's running form (`formulas/running.py`)
-is kept between rounds, and a round whose inputs are the last round's with signals appended
-folds in only those — the same evaluation the formula gives over all of them, byte for byte.
+a call-based formula (ASA, abandonment, service level, AHT, first-contact resolution),
+time-based availability, MTBF or request-based availability by occurrences, the formula's
+running form (`formulas/running.py`) is kept between rounds, and a round whose inputs are the
+last round's with signals appended folds in only those — the same evaluation the formula gives
+over all of them, byte for byte.
 
 What is an append is told by the selection the inputs came from (`SignalSet.lineage`, from
 `ServiceSignals.select`'s kept selections): per list and service, the selection, how often a
 signal in it was replaced, removed or placed before its end, and its length. When every
-service's part is the one folded before and only the last one grew, the new inputs are the
-list's tail. Anything else — a correction or completion of a signal the window holds, a signal
-whose rank places it earlier, another selection (a longer outage, a restart), another
-objective, version, calendar, exclusion or suspension, a repeated call id, or any failure —
-folds the window's inputs again from the start (or leaves them to the
-formula itself): the running form is an optimisation, never a second source of truth. An
-outage under way is never folded: time-based availability's and MTBF's evaluations take it as
-lasting until the round's instant, beside the tally (`OutageTally.evaluated`), and fold it once
-its end is reported (a completion in its place, not counted as a change by the selection).
+service's part is the one folded before, grown or not, the new inputs are each part's tail (a
+window of several services: a batch on any of them is an append). Anything else — a correction
+or completion of a signal the window holds, a signal whose rank places it earlier, another
+selection (a longer outage, a restart), another objective, version, calendar, exclusion or
+suspension, a repeated call id (in one service's calls, or across several services'), or any
+failure — folds the window's inputs again from the start (or leaves them to the formula
+itself): the running form is an optimisation, never a second source of truth. An outage under
+way is never folded: time-based availability's and MTBF's evaluations take it as lasting until
+the round's instant, beside the tally (`OutageTally.evaluated`), and fold it once its end is
+reported (a completion in its place, not counted as a change by the selection).
 `tests/test_running.py` holds it to the formulas."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
-from accord_metrics.burning import BurnIndex
+from accord_metrics.burning import BurnIndex, part_bases
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
@@ -82,11 +83,15 @@ class Running:
         self.tally: CallTally | OutageTally | CountTally | FcrTally | None = None
         self.lineage: Lineage = ()
         self.folded = 0  # inputs of the list (before the window's filter) folded
-        # Time-based availability and MTBF: the places (in the list) of the outages under way among those
-        # — never folded: each round gives them to the tally as lasting until its instant
-        # (`OutageTally.evaluated`), and folds one once its end is reported. Its completion
-        # replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
-        self.under_way: list[int] = []
+        # Time-based availability and MTBF: the places (service part, place in it) of the outages
+        # under way among those — never folded: each round gives them to the tally as lasting until
+        # its instant (`OutageTally.evaluated`), and folds one once its end is reported. Its
+        # completion replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
+        self.under_way: list[tuple[int, int]] = []
+        # First-contact resolution over several services: the ids of the contacts folded (one
+        # service's are distinct by its index; several services' may repeat one, which the
+        # formula refuses).
+        self.ids: set[str] | None = None
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
         self.edited = 0  # rounds that took corrections out and in (call, request-count tallies), the appended folded
         self.seeded = 0  # rounds that folded every input
@@ -111,12 +116,10 @@ class Running:
             self._drop()
             return None
         lineage = signals.lineage.get(name, ())
-        if metric == FCR and len(lineage) != 1:
-            # One service's calls: distinct ids (its index holds one row an id), which the
-            # running form relies on; several services' may repeat one (the formula refuses that).
+        source: Sequence[Any] = getattr(signals, name)
+        if sum(n for _, _, n in lineage) != len(source):  # not as the selections report them
             self._drop()
             return None
-        source: Sequence[Any] = getattr(signals, name)
         basis = (
             json.dumps(objective, sort_keys=True, default=str),
             window,
@@ -124,14 +127,18 @@ class Running:
             tuple(exclusions),
         )
         try:
-            if self.tally is not None and basis == self.basis and self._appended(lineage):
-                appended = source[self.folded :]
-                ended = [source[i] for i in self.under_way if source[i].end < ONGOING]
+            grown = self._grown(lineage) if self.tally is not None and basis == self.basis else None
+            if grown is not None:
+                bases = part_bases(lineage)
+                tails = [(k, source[bases[k] + a : bases[k] + b], a) for k, a, b in grown]
+                appended = [item for _, tail, _ in tails for item in tail]
+                ended = [source[bases[k] + i] for k, i in self.under_way if source[bases[k] + i].end < ONGOING]
                 fresh = self._fresh(metric, p, window, [*ended, *appended], as_of)
-                if fresh is not None and self._fold(fresh):
+                if fresh is not None and self._distinct(fresh) and self._fold(fresh):
                     self.lineage, self.folded = lineage, len(source)
-                    self.under_way = [i for i in self.under_way if source[i].end >= ONGOING]
-                    self.under_way += _under_way(metric, appended, len(source) - len(appended))
+                    self.under_way = [(k, i) for k, i in self.under_way if source[bases[k] + i].end >= ONGOING]
+                    for k, tail, a in tails:
+                        self.under_way += [(k, a + i) for i in _under_way(metric, tail)]
                     out = self._evaluated(as_of, window, source)
                     if out is not None:
                         self.appended += 1
@@ -152,11 +159,17 @@ class Running:
             if fresh is None:
                 return None
             self.tally = tally
-            if not self._fold(fresh):
+            self.ids = set() if metric == FCR and len(lineage) > 1 else None
+            if not self._distinct(fresh) or not self._fold(fresh):
                 self._drop()
                 return None
             self.basis, self.lineage, self.folded = basis, lineage, len(source)
-            self.under_way = _under_way(metric, source)
+            bases = part_bases(lineage)
+            self.under_way = [
+                (k, i)
+                for k, (_, _, n) in enumerate(lineage)
+                for i in _under_way(metric, source[bases[k] : bases[k] + n])
+            ]
             self.seeded += 1
             return self._evaluated(as_of, window, source)
         except Exception:  # the formula itself says what is wrong (or computes it)
@@ -174,7 +187,9 @@ class Running:
             return tally.evaluated(as_of)
         if isinstance(tally, OutageTally):
             ws, we = window.start, window.end
-            lasting = [Interval(source[i].start, as_of) for i in self.under_way if source[i].start < as_of]
+            bases = part_bases(self.lineage)
+            held = [source[bases[k] + i] for k, i in self.under_way]
+            lasting = [Interval(o.start, as_of) for o in held if o.start < as_of]
             return tally.evaluated([o for o in lasting if o.start < we and ws < o.end])
         return tally.evaluated()
 
@@ -224,17 +239,32 @@ class Running:
 
     def _drop(self) -> None:
         self.basis, self.tally, self.lineage, self.folded = None, None, (), 0
-        self.under_way = []
+        self.under_way, self.ids = [], None
 
-    def _appended(self, lineage: Lineage) -> bool:
-        """Whether `lineage` is the folded one with inputs appended to the last service's part."""
+    def _grown(self, lineage: Lineage) -> list[tuple[int, int, int]] | None:
+        """When `lineage` is the folded one with inputs appended to any of its services' parts, the
+        parts that grew: (part, its length folded, its length now); None otherwise."""
         before = self.lineage
         if len(before) != len(lineage) or not lineage:
+            return None
+        out = []
+        for k, ((s0, e0, n0), (s1, e1, n1)) in enumerate(zip(before, lineage, strict=True)):
+            if s0 != s1 or e0 != e1 or n1 < n0:
+                return None
+            if n1 > n0:
+                out.append((k, n0, n1))
+        return out
+
+    def _distinct(self, fresh: list[Any]) -> bool:
+        """Whether these contacts' ids are new and distinct (first-contact resolution over several
+        services: then held); True for any other running form (its own checks, or none needed)."""
+        if self.ids is None:
+            return True
+        ids = [c.call_id for c in fresh]
+        if len(set(ids)) != len(ids) or not self.ids.isdisjoint(ids):
             return False
-        if before[:-1] != lineage[:-1]:
-            return False
-        (s0, e0, n0), (s1, e1, n1) = before[-1], lineage[-1]
-        return s0 == s1 and e0 == e1 and n1 >= n0
+        self.ids.update(ids)
+        return True
 
     @staticmethod
     def _tally(
@@ -284,9 +314,9 @@ class Running:
         return True
 
 
-def _under_way(metric: str, items: Sequence[Any], at: int = 0) -> list[int]:
+def _under_way(metric: str, items: Sequence[Any]) -> list[int]:
     """Time-based availability's or MTBF's outages under way among `items` (no end reported): their
-    places, counted from `at`."""
+    places."""
     if metric not in _OUTAGE_METRICS:
         return []
-    return [at + i for i, o in enumerate(items) if o.end >= ONGOING]
+    return [i for i, o in enumerate(items) if o.end >= ONGOING]

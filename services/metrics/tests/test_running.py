@@ -402,19 +402,24 @@ _step = st.one_of(
 )
 
 
+PHONE = "phone"
+
+
+@pytest.mark.parametrize("services", [(EMAIL,), (EMAIL, PHONE)], ids=["email", "email+phone"])
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(_step, min_size=4, max_size=14))
 def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_every_input(
-    make_store_env: Callable[[str], dict[str, str]], steps: list[tuple[Any, ...]]
+    make_store_env: Callable[[str], dict[str, str]], services: tuple[str, ...], steps: list[tuple[Any, ...]]
 ) -> None:
     """Random batches (in April, and late ones in March: a closed window restated), outages under
     way, corrections and completions of signals the window holds, duplicates, and rounds: after every round,
     April's evaluations (availability over outages, service level over calls) are those the
-    formulas give over every stored signal — value, detail, parameters, input digest."""
+    formulas give over every stored signal — value, detail, parameters, input digest. Likewise
+    with the agreement measuring two services, each batch on one of them in turn."""
     suite = Suite(make_store_env)
     try:
         m = suite.metrics
-        aid = an_active_agreement(suite)
+        aid = an_active_agreement(suite, services)
         now = at(f"2026-04-10T10:00{AMS}")
         suite.tick(now.isoformat())
         sent: list[pb.Signal] = []
@@ -445,6 +450,9 @@ def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_e
                 continue
             else:
                 continue
+            if kind not in ("correct", "again"):  # a new batch: on one of the services in turn
+                for s in batch:
+                    s.service_id = services[n % len(services)]
             m.record(COLLECTOR, batch, reason="corrected")
             sent += [s for s in batch if s.signal_id not in {x.signal_id for x in sent}]
         _RUNNING_USED.update(k for k, r in m._running.items() if r.appended)
@@ -496,6 +504,55 @@ def test_rounds_while_an_outage_is_under_way_fold_only_their_batches(
         assert (held.seeded, held.appended) == (1, 7) and held.under_way == []
         burns = held.burns
         assert (burns.built, burns.under_way) == (1, [])  # the look-backs placed it too
+    finally:
+        suite.close()
+
+
+def test_rounds_over_two_services_fold_a_batch_on_either(make_store_env: Callable[[str], dict[str, str]]) -> None:
+    """An agreement measuring e-mail and phone: a batch of calls or outages on either service is
+    folded as an append (before, only one on the last service was: one on e-mail folded the whole
+    window again), an outage under way on phone held by its place in phone's part while e-mail's
+    grows before it, and its end folded once reported; each round the formulas' over every stored
+    signal."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite, (EMAIL, PHONE))
+        now = at(f"2026-04-10T10:00{AMS}")
+        first = [*calls("e0-", f"2026-04-10T08:00{AMS}", 3, 1), outage("eo0", f"2026-04-09T11:00{AMS}", 120)]
+        # Each service's longest outage first (one longer than any before makes the selection anew).
+        second = [*calls("p0-", f"2026-04-10T08:30{AMS}", 2, 2), outage("po0", f"2026-04-08T11:00{AMS}", 120)]
+        second.append(_under_way("down", at(f"2026-04-10T09:00{AMS}")))
+        for s in second:
+            s.service_id = PHONE
+        m.record(COLLECTOR, first + second)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        tallies = {type(r.tally).__name__: r for r in m._running.values()}
+        held_calls, held_outages = tallies["CallTally"], tallies["OutageTally"]
+        assert (held_calls.seeded, held_outages.seeded) == (1, 1) and held_outages.under_way == [(1, 1)]
+        for n in range(1, 5):
+            service = (EMAIL, PHONE)[n % 2]
+            batch = calls(f"b{n}-", f"2026-04-10T09:{10 * n}{AMS}", 2, 1)
+            batch.append(outage(f"o{n}", f"2026-04-10T0{n}:00{AMS}", 3))
+            for s in batch:
+                s.service_id = service
+            m.record(COLLECTOR, batch)
+            now += timedelta(minutes=5)
+            suite.tick(now.isoformat())
+            _check_april(m, aid, now)
+        assert (held_calls.seeded, held_calls.appended) == (1, 4)
+        # (availability, with an outage under way, judged at every round's instant: two rounds a tick)
+        assert held_outages.seeded == 1 and held_outages.appended >= 4 and held_outages.under_way == [(1, 1)]
+        appended = held_outages.appended
+        done = _under_way("down", at(f"2026-04-10T09:00{AMS}"))
+        done.service_id = PHONE
+        done.outage.end.CopyFrom(ts(now - timedelta(minutes=1)))
+        m.record(COLLECTOR, [done], reason="completed")
+        now += timedelta(minutes=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        assert held_outages.seeded == 1 and held_outages.appended > appended and held_outages.under_way == []
     finally:
         suite.close()
 
