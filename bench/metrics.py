@@ -37,7 +37,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -856,18 +856,22 @@ def _report(
     }
 
 
-def sample_agreement(agreements: Any, metrics: Any) -> str:
+def sample_agreement(agreements: Any, metrics: Any, services: Sequence[str] = (SERVICE_ID,)) -> str:
     """The sample e-mail SLA between it-operations and finance, accepted (`agreements`, an
     Agreements app), and `metrics` (a Metrics app) told of it the way its AGREEMENTS consumer
-    would be. Returns the agreement id."""
+    would be; measured on `services` (the e-mail service, or others of it-operations' beside it).
+    Returns the agreement id."""
     from accord_agreements.domain import Actor
-    from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
+    from accord_agreements.samples import FINANCE, IT, sla_terms
 
     provider, customer = Actor("alice", "department", IT), Actor("bob", "department", FINANCE)
     for dept in (IT, FINANCE):
         agreements.register_department(dept, dept)
-    agreements.register_service(EMAIL, "E-mail", IT)
-    aid = str(agreements.draft(provider, sla_terms()).id)
+    for service in services:
+        agreements.register_service(service, "E-mail" if service == SERVICE_ID else service, IT)
+    terms = sla_terms()
+    terms["service"] = {**terms["service"], "service_ids": list(services)}
+    aid = str(agreements.draft(provider, terms).id)
     agreements.propose(provider, aid)
     agreements.accept(customer, aid)
     envelopes, _ = agreements.read_events(0, 5000)

@@ -41,6 +41,11 @@ the fake clock):
   round; that process's VmRSS, and the collector's time in it (full collections, the longest);
 * memory: resident set size after the rounds (VmRSS), the signals the store's index holds, the
   formula inputs held converted and the windows known.
+
+With `--scale-services N` (default 1) the agreement measures N services (the e-mail service and
+others of its provider's) and each batch — of the history, the timed rounds and the ingestion —
+is one service's, the services taking turns (the outage of two hours and the one under way are
+the first service's): an agreement of several services, each sending its own batches.
 """
 
 from __future__ import annotations
@@ -118,12 +123,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-month", type=int, default=20_000, help="signals a month of history holds (default 20,000)"
     )
     group.add_argument(
+        "--scale-services",
+        type=int,
+        default=1,
+        help="services the agreement measures, each batch one service's in turn (default 1)",
+    )
+    group.add_argument(
         "--scale-rounds",
         type=int,
         default=ROUNDS,
         help=f"idle rounds, and rounds after one batch, timed at each size: their median, min and max "
         f"are reported (default {ROUNDS})",
     )
+
+
+def service_names(n: int) -> list[str]:
+    """The services an agreement of `n` measures: the sample's e-mail service, then others."""
+    return [SERVICE_ID, *(f"{SERVICE_ID}-{k}" for k in range(2, n + 1))]
 
 
 def _sizes(text: str) -> list[int]:
@@ -149,6 +165,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds = int(args.scale_rounds)
     if rounds < 1:
         raise ValueError(f"--scale-rounds {rounds}: at least 1")
+    services = int(args.scale_services)
+    if services < 1:
+        raise ValueError(f"--scale-services {services}: at least 1")
     extra = measured(rounds)
     deadline = time.time() + args.scale_budget if args.scale_budget else 0.0
     if grow:
@@ -171,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             start = base if grow else _Base()
             with spawn.Pool(1) as pool:
                 point = pool.apply(
-                    _point, (size, int(args.per_month), str(store), start.__dict__, build_batch, deadline, rounds)
+                    _point,
+                    (size, int(args.per_month), str(store), start.__dict__, build_batch, deadline, rounds, services),
                 )
             points.append(point)
             base = _Base(**point.pop("base"))
@@ -234,6 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "grow": grow,
             "ingest_batches": INGEST_BATCHES,
             "rounds": rounds,
+            "services": services,
         },
         "notes": [_growth(points)],
         "points": points,
@@ -325,6 +346,7 @@ def _point(
     build_batch: int,
     deadline: float = 0.0,
     rounds: int = ROUNDS,
+    services: int = 1,
 ) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_kit.clock import FakeClock
@@ -333,6 +355,16 @@ def _point(
     from accord_metrics.application import Metrics
 
     base = _Base(**base_fields)
+    service_ids = service_names(services)
+    turn = itertools.count()
+
+    def in_turn(signals: list[spb.Signal]) -> list[spb.Signal]:
+        """A batch as the next service's (every service in turn)."""
+        service = service_ids[next(turn) % len(service_ids)]
+        for s in signals:
+            s.service_id = service
+        return signals
+
     # History until "now", the middle of the month after `n / per_month` whole months; the signals
     # this process records spread evenly from where the store's history stops (1 January 2026 for
     # a new store) until then.
@@ -358,7 +390,7 @@ def _point(
     metrics = Metrics(env, clock=clock)
     try:
         if fresh:
-            sample_agreement(agreements, metrics)
+            sample_agreement(agreements, metrics, service_ids)
         # A round every ROUND_EVERY signals recorded, at the instant the history has reached, as a
         # service judges its windows while signals arrive: no round judges more than that many.
         judge_s = judge_cpu_s = 0.0
@@ -367,7 +399,7 @@ def _point(
         for i in range(first_id, first_id + count, build_batch):
             k = min(build_batch, first_id + count - i)
             raw = _signals(i, k, start, span, count, rnd, origin=first_id)
-            metrics.record(collector, list(spb.SignalBatch.FromString(raw).signals))
+            metrics.record(collector, in_turn(list(spb.SignalBatch.FromString(raw).signals)))
             done = i + k - first_id
             if deadline and time.time() > deadline and done < count:
                 # Out of time: the history stops here, and the figures are taken at the size reached.
@@ -422,7 +454,7 @@ def _point(
             for _ in range(rounds):
                 late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra)
                 extra += BATCH
-                metrics.record(collector, list(spb.SignalBatch.FromString(late).signals))
+                metrics.record(collector, in_turn(list(spb.SignalBatch.FromString(late).signals)))
                 out.append(timed_round())
             return out
 
@@ -449,7 +481,7 @@ def _point(
             out = []
             for _ in range(k):
                 raw = _signals(extra, BATCH, at - timedelta(minutes=5), timedelta(minutes=4), BATCH, rnd, extra)
-                out.append(list(spb.SignalBatch.FromString(raw).signals))
+                out.append(in_turn(list(spb.SignalBatch.FromString(raw).signals)))
                 extra += BATCH
             return out
 

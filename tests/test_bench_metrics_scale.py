@@ -107,6 +107,21 @@ def test_the_rounds_timed_are_several_and_summarised() -> None:
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-rounds", "0"))
 
 
+def test_an_agreement_of_several_services_takes_each_batch_from_one_in_turn() -> None:
+    """`--scale-services 2`: the agreement measures e-mail and a second service, the batches of
+    the history and of the timed rounds alternate between them; every one stored."""
+    result = metrics_scale.run(
+        _args("--scale-sizes", "4000", "--per-month", "1000", "--scale-rounds", "2", "--scale-services", "2")
+    )
+    (point,) = result["points"]
+    assert result["params"]["services"] == 2
+    assert point["held_signals"] == 4000 + metrics_scale.measured(2)
+    assert all(r["windows"] >= 1 for r in point["batch_rounds"])
+    assert metrics_scale.service_names(2) == ["email", "email-2"]
+    with pytest.raises(ValueError, match="scale-services"):
+        metrics_scale.run(_args("--scale-sizes", "2000", "--scale-services", "0"))
+
+
 def test_the_instant_a_long_history_has_reached() -> None:
     # 20,000,000 signals at 20,000 a month: 83 years of history, a round every 1,000,000 recorded.
     start = metrics_scale.MONTH_START

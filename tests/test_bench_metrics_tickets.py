@@ -46,6 +46,16 @@ def test_incidents_leads_and_calls_likewise() -> None:
     assert calls["passed_per_objective"] == 10
 
 
+def test_calls_of_two_services_pass_the_window_not_the_history() -> None:
+    """First-contact resolution over e-mail and phone: each round's 10 folded into the open
+    window's running evaluation — neither the 3,000 of history read (every call, before) nor the
+    window's calls passed to the formula again (a batch on any but the last service, before)."""
+    result = run("--tickets-sizes", "3000", "--tickets-rounds", "2", "--tickets-lists", "calls-2")
+    (calls,) = result["results"]
+    assert result["figures"][0]["name"] == "round after 10 new calls, 3,000 calls of history over 2 services"
+    assert calls["passed_per_objective"] == 10
+
+
 def test_refuses_sizes_rounds_and_lists_that_measure_nothing() -> None:
     with pytest.raises(ValueError, match="--tickets-rounds"):
         run("--tickets-rounds", "0")
