@@ -93,7 +93,7 @@ class Running:
         # formula refuses).
         self.ids: set[str] | None = None
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
-        self.edited = 0  # rounds that took corrections out and in (call, request-count tallies), the appended folded
+        self.edited = 0  # rounds that took corrections out and in (call, count, FCR tallies), the appended folded
         self.seeded = 0  # rounds that folded every input
         # Its burn rates' look-backs (time-based availability), kept between rounds (burning.py).
         self.burns = BurnIndex()
@@ -144,7 +144,7 @@ class Running:
                         self.appended += 1
                         return out
             elif (
-                isinstance(self.tally, CallTally | CountTally)
+                isinstance(self.tally, CallTally | CountTally | FcrTally)
                 and basis == self.basis
                 and (edits := self._replaced(lineage, (signals.edits or {}).get(name))) is not None
             ):
@@ -212,12 +212,12 @@ class Running:
         self, metric: str, p: dict[str, Any], window: Interval, source: Sequence[Any], as_of: datetime,
         edits: list[tuple[int, int, Any, Any]],
     ) -> Evaluated | None:  # fmt: skip
-        """The call or request-count tally with the replacements in place applied — each input
-        folded before taken out as it was and folded in as it is (those placed after the last fold
-        are folded with the appended, as they are now) — and the appended folded in; None when it
-        cannot (the caller folds every input again)."""
+        """The call, request-count or first-contact resolution tally with the replacements in place
+        applied — each input folded before taken out as it was and folded in as it is (those placed
+        after the last fold are folded with the appended, as they are now) — and the appended
+        folded in; None when it cannot (the caller folds every input again)."""
         tally = self.tally
-        assert isinstance(tally, CallTally | CountTally)
+        assert isinstance(tally, CallTally | CountTally | FcrTally)
         for _, at, old, new in edits:
             if at >= self.folded:
                 continue

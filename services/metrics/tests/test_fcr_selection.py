@@ -404,7 +404,7 @@ def test_an_open_window_is_judged_from_its_running_evaluation_as_contacts_arrive
     passing fold only the new contacts into the open window's running evaluation — the formula
     is not run over the window again — and each round's evaluation is the formula's over every
     stored call — a contact arriving late, before a first contact whose outcome was counted,
-    too."""
+    too; a contact corrected is taken out and folded in again."""
     m = suite.metrics
     aid = _agreement(suite)
     _history(m)
@@ -430,4 +430,16 @@ def test_an_open_window_is_judged_from_its_running_evaluation_as_contacts_arrive
     reads.formula.clear()
     suite.tick((now + timedelta(hours=1)).isoformat())
     assert [r.seeded for r in running] == seeded and not reads.formula
+    _matches_every_stored_signal(m, aid)
+    # A contact of the window corrected — another customer, then another day — is taken out of
+    # each running evaluation as it was and folded in as it is: not the window folded again.
+    edited = [r.edited for r in running]
+    reads.formula.clear()
+    first = _call("start-0", now - timedelta(hours=2), "someone-new")
+    m.record(COLLECTOR, [first], reason="corrected")
+    suite.tick((now + timedelta(hours=2)).isoformat())
+    m.record(COLLECTOR, [_call("r2-1", now - timedelta(days=3), "c3"), _call("n-1", now, "c1")], reason="corrected")
+    suite.tick((now + timedelta(hours=3)).isoformat())
+    assert [r.seeded for r in running] == seeded and not reads.formula
+    assert [r.edited for r in running] == [e + 2 for e in edited]
     _matches_every_stored_signal(m, aid)

@@ -723,6 +723,49 @@ def test_an_fcr_tally_gives_the_formula_s_evaluation_as_contacts_arrive_and_time
     assert tally.evaluated(as_of - timedelta(seconds=1)) is None or as_of == T0 - timedelta(days=1)
 
 
+_Contact = tuple[int, str, str, bool, bool | None]  # `_contact`'s: offset, customer, reason, answered, flag
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(_contact, min_size=1, max_size=30),
+    st.lists(st.tuples(st.integers(0, 10**6), st.booleans(), _contact), min_size=1, max_size=12),
+    st.sampled_from(list(contact.FcrMethod)),
+    st.sampled_from([1, 3]),
+    st.integers(0, 3 * 86400),
+)
+def test_an_fcr_tally_takes_a_contact_out_and_a_correction_in_as_the_formula_over_those_left(
+    raw: list[_Contact], fixes: list[tuple[int, bool, _Contact]], method: contact.FcrMethod, days: int, step: int
+) -> None:
+    """Contacts folded in, then taken out one at a time (removed, or corrected: taken out as it was
+    and folded in as it is — another instant, customer, reason, answer or flag): after each, the
+    tally's evaluation is `contact.fcr` v2's over the contacts left — a first contact taken out, its
+    repeat becomes one; a repeat taken out, its first contact may be resolved."""
+    repeat = timedelta(days=days)
+
+    def call(cid: str, offset: int, customer: str, reason: str, answered: bool, flag: bool | None) -> contact.Call:
+        entered = T0 + timedelta(seconds=offset)
+        return contact.Call(cid, entered, answered_at=entered + timedelta(seconds=9) if answered else None,
+                            customer_id=customer or "z", reason=reason, resolved_first_contact=flag)  # fmt: skip
+
+    held = [call(f"k{n:03d}", *c) for n, c in enumerate(raw)]
+    tally = running.FcrTally(method, repeat, WINDOW)
+    assert tally.extend(held)
+    as_of = T0 + timedelta(seconds=step)
+    for pick, drop, fix in fixes:
+        if not held:
+            break
+        before = held.pop(pick % len(held))
+        tally.remove([before])
+        if not drop:
+            after = call(before.call_id, *fix)
+            assert tally.extend([after])
+            held.append(after)
+        assert tally.evaluated(as_of) == contact.fcr(held, method, repeat, window=WINDOW, as_of=as_of)
+    with pytest.raises(KeyError):
+        tally.remove([call("k999", 0, "a", "billing", True, None)])  # not held
+
+
 def test_an_fcr_tally_takes_a_contact_exactly_the_repeat_window_after_a_first_one_as_its_repeat() -> None:
     """The repeat window is inclusive (`contact.first_contacts`): a contact exactly a day after
     a first contact (repeat window one day) is its repeat, one a microsecond later a first one."""

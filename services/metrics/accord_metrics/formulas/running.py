@@ -393,6 +393,41 @@ class FcrTally:
         self.records.remove(uncounted)
         return True
 
+    def remove(self, calls: Sequence[contact.Call]) -> None:
+        """Take out these contacts, folded in before as they are (a correction replaces one: taken
+        out as it was, folded in as it is): each one's own outcome goes, and the outcomes of the
+        contacts left in its group are worked out again — the tally is the one of the contacts
+        left. `KeyError` when an answered one is not held (nothing taken out)."""
+        places: list[tuple[tuple[str, str], int]] = []
+        for c in calls:
+            if not c.answered:
+                continue  # never in a group
+            key = (c.customer_id, c.reason)
+            group = self._groups.get(key, [])
+            at = bisect_left(group, _arrival(c), key=_arrival)
+            if at == len(group) or group[at].call_id != c.call_id or (key, at) in places:
+                raise KeyError(c.call_id)
+            places.append((key, at))
+        uncounted: list[str] = []
+        for key, at in sorted(places, reverse=True):  # later places first: the earlier stay put
+            gone = self._groups[key].pop(at)
+            self._drop_outcome(gone.call_id, uncounted)
+        for key in {key for key, _ in places}:
+            if self._groups[key]:
+                self._judge(self._groups[key], uncounted)
+            else:
+                del self._groups[key]
+        self.records.remove(uncounted)
+
+    def _drop_outcome(self, cid: str, uncounted: list[str]) -> None:
+        """A contact's outcome as a first contact, if it has one, dropped: taken out of the counts
+        (and its id added to `uncounted`: its record to take out) when counted, else its entry
+        among those due no longer current."""
+        held = self._outcomes.pop(cid, None)
+        if held is not None and self._due_token.pop(cid, None) is None:
+            self._count(held, -1)
+            uncounted.append(cid)
+
     def _judge(self, group: list[contact.Call], uncounted: list[str]) -> None:
         """A group's outcomes worked out again (`contact.group_outcomes`, the formula's rule); the
         ids of the counted ones that changed added to `uncounted` (their records to take out)."""
@@ -404,11 +439,7 @@ class FcrTally:
             held = outcomes.get(cid)
             if held is None or now.get(cid) == held:
                 continue
-            del outcomes[cid]
-            if tokens.pop(cid, None) is None:  # counted: taken out of the records and counts
-                self._count(held, -1)
-                uncounted.append(cid)
-            # else its entry among those due is no longer current
+            self._drop_outcome(cid, uncounted)
         for cid, outcome in now.items():
             if cid not in outcomes:
                 token = tokens[cid] = next(self._tokens)
