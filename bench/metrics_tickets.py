@@ -18,6 +18,8 @@ Then rounds one fake hour apart, each after a batch of 10 new items (figures are
 list's formula was passed (or, first-contact resolution's, its running form folded into the open
 window's evaluation), and the process's peak RSS at the end; and the CPU of the round
 after the history was recorded (its windows' selections made: a chain of contacts read back).
+With `--tickets-corrections` each round's batch also corrects one item of history in the open
+window (its instant 3 minutes later): what a correction costs a round.
 
 Before these lists were selected by when their items settle (and the calls by the repeat window
 and the contacts chained to the window's), every round passed every item of history to each
@@ -72,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--tickets-rounds", type=int, default=7, help="rounds after a batch of 10 items; medians (default 7)"
+    )
+    group.add_argument(
+        "--tickets-corrections",
+        action="store_true",
+        help="each round's batch also corrects one item of history in the open window (3 minutes later)",
     )
     group.add_argument(
         "--tickets-lists",
@@ -218,7 +225,7 @@ def _passed_counted(kind: _List) -> Iterator[list[int]]:
             kind.fold.extend = fold
 
 
-def _one_size(tmp: Path, kind: _List, n: int, rounds: int) -> dict[str, Any]:
+def _one_size(tmp: Path, kind: _List, n: int, rounds: int, corrections: bool = False) -> dict[str, Any]:
     clock = FakeClock(START - timedelta(hours=1))
     agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
     metrics = Metrics(sqlite_env(tmp / "metrics.sqlite"), clock=clock)
@@ -243,6 +250,8 @@ def _one_size(tmp: Path, kind: _List, n: int, rounds: int) -> dict[str, Any]:
             metrics.record(COLLECTOR, [kind.item(f"h{i:08d}", first + step * i) for i in range(at, min(n, at + 1000))])
         build = time.perf_counter() - t0
         now = START + timedelta(days=2)
+        month = datetime(now.year, now.month, 1, tzinfo=UTC)
+        window = [i for i in range(n) if first + step * i >= month]  # history recorded in the open window
         clock.set(now)
         c0 = time.process_time()
         metrics.evaluate(now)
@@ -253,7 +262,10 @@ def _one_size(tmp: Path, kind: _List, n: int, rounds: int) -> dict[str, Any]:
                 now += timedelta(hours=1)
                 clock.set(now)
                 batch = [kind.item(f"n{r:03d}-{i}", now - timedelta(minutes=170 - i)) for i in range(10)]
-                metrics.record(COLLECTOR, batch)
+                if corrections and window:
+                    k = window[(r * 7919) % len(window)]  # an item of history in the open window
+                    batch.append(kind.item(f"h{k:08d}", first + step * k + timedelta(minutes=3)))  # 3 minutes later
+                metrics.record(COLLECTOR, batch, reason="corrected" if corrections else "")
                 c0 = time.process_time()
                 metrics.evaluate(now)
                 cpu.append((time.process_time() - c0) * 1000)
@@ -266,6 +278,7 @@ def _one_size(tmp: Path, kind: _List, n: int, rounds: int) -> dict[str, Any]:
             "round_cpu_ms_all": [round(x, 2) for x in cpu],
             "passed_per_objective": max(passed, default=0),
             "first_round_cpu_ms": first_round,
+            "corrections": corrections,
             "build_seconds": build,
         }
     finally:
@@ -286,11 +299,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         for n in sizes:
             with tempfile.TemporaryDirectory(prefix="accord-bench-tickets-") as tmp:
-                results.append(_one_size(Path(tmp), LISTS[name], n, rounds))
+                results.append(_one_size(Path(tmp), LISTS[name], n, rounds, bool(args.tickets_corrections)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = [
         {
-            "name": f"round after 10 new {r['noun']}, {r['items']:,} {r['noun']} of history{r['where']}",
+            "name": f"round after 10 new {r['noun']}{' and a correction' if r['corrections'] else ''}, "
+            f"{r['items']:,} {r['noun']} of history{r['where']}",
             "value": round(r["round_cpu_ms"], 2),
             "unit": "ms CPU",
             "detail": f"median of {rounds}; the formula passed {r['passed_per_objective']:,} {r['noun']}; "
@@ -300,4 +314,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in results
     ]
     figures.append({"name": "peak RSS", "value": round(rss, 1), "unit": "MiB", "detail": "of the whole run"})
-    return {"figures": figures, "params": {"sizes": sizes, "lists": names, "rounds": rounds}, "results": results}
+    params = {"sizes": sizes, "lists": names, "rounds": rounds, "corrections": bool(args.tickets_corrections)}
+    return {"figures": figures, "params": params, "results": results}

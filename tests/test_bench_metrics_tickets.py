@@ -56,6 +56,19 @@ def test_calls_of_two_services_pass_the_window_not_the_history() -> None:
     assert calls["passed_per_objective"] == 10
 
 
+def test_a_correction_in_the_open_window_is_taken_out_and_in() -> None:
+    """With `--tickets-corrections`, each round also corrects one call of history in the open
+    window: first-contact resolution's running evaluation takes it out and folds it in with the
+    10 new ones — the window's calls not passed again."""
+    result = run(
+        "--tickets-sizes", "30000", "--tickets-rounds", "2", "--tickets-lists", "calls", "--tickets-corrections"
+    )  # fmt: skip
+    (calls,) = result["results"]
+    assert result["params"]["corrections"] is True
+    assert result["figures"][0]["name"] == "round after 10 new calls and a correction, 30,000 calls of history"
+    assert calls["passed_per_objective"] == 10
+
+
 def test_refuses_sizes_rounds_and_lists_that_measure_nothing() -> None:
     with pytest.raises(ValueError, match="--tickets-rounds"):
         run("--tickets-rounds", "0")
