@@ -75,14 +75,13 @@ def _seconds(raw: Any) -> timedelta:
 
 class Running:
     """One open window's running evaluation: the formula's running form, what it was made for
-    (objective, window, calendar, exclusions) and the inputs folded so far (their lineage and
-    how many)."""
+    (objective, window, calendar, exclusions) and the inputs folded so far (their lineage: each
+    service part's selection, changes and length)."""
 
     def __init__(self) -> None:
         self.basis: tuple[Any, ...] | None = None
         self.tally: CallTally | OutageTally | CountTally | FcrTally | None = None
         self.lineage: Lineage = ()
-        self.folded = 0  # inputs of the list (before the window's filter) folded
         # Time-based availability and MTBF: the places (service part, place in it) of the outages
         # under way among those — never folded: each round gives them to the tally as lasting until
         # its instant (`OutageTally.evaluated`), and folds one once its end is reported. Its
@@ -135,7 +134,7 @@ class Running:
                 ended = [source[bases[k] + i] for k, i in self.under_way if source[bases[k] + i].end < ONGOING]
                 fresh = self._fresh(metric, p, window, [*ended, *appended], as_of)
                 if fresh is not None and self._distinct(fresh) and self._fold(fresh):
-                    self.lineage, self.folded = lineage, len(source)
+                    self.lineage = lineage
                     self.under_way = [(k, i) for k, i in self.under_way if source[bases[k] + i].end >= ONGOING]
                     for k, tail, a in tails:
                         self.under_way += [(k, a + i) for i in _under_way(metric, tail)]
@@ -148,9 +147,9 @@ class Running:
                 and basis == self.basis
                 and (edits := self._replaced(lineage, (signals.edits or {}).get(name))) is not None
             ):
-                out = self._edited(metric, p, window, source, as_of, edits)
+                out = self._edited(metric, p, window, source, as_of, edits, lineage)
                 if out is not None:
-                    self.lineage, self.folded = lineage, len(source)
+                    self.lineage = lineage
                     self.edited += 1
                     return out
             self._drop()
@@ -163,7 +162,7 @@ class Running:
             if not self._distinct(fresh) or not self._fold(fresh):
                 self._drop()
                 return None
-            self.basis, self.lineage, self.folded = basis, lineage, len(source)
+            self.basis, self.lineage = basis, lineage
             bases = part_bases(lineage)
             self.under_way = [
                 (k, i)
@@ -196,30 +195,35 @@ class Running:
     def _replaced(
         self, lineage: Lineage, parts: tuple[Sequence[tuple[int, int, Any, Any]], ...] | None
     ) -> list[tuple[int, int, Any, Any]] | None:
-        """The replacements in place made in the folded selection since the last fold — when
-        every change since is one of them (one service's inputs: one part), the others appended;
-        None otherwise (folded again)."""
+        """The replacements in place made in the folded selections since the last fold, as (service
+        part, place in it, input before, input after) — when every change since, in every service's
+        part, is one of them, the others appended; None otherwise (folded again)."""
         before = self.lineage
-        if len(before) != 1 or len(lineage) != 1 or parts is None or len(parts) != 1:
+        if parts is None or len(before) != len(lineage) or len(parts) != len(lineage) or not lineage:
             return None
-        (s0, e0, n0), (s1, e1, n1) = before[0], lineage[0]
-        if s0 != s1 or e1 <= e0 or n1 < n0:
-            return None
-        log = [edit for edit in parts[0] if e0 < edit[0] <= e1]
-        return log if [edit[0] for edit in log] == list(range(e0 + 1, e1 + 1)) else None
+        out: list[tuple[int, int, Any, Any]] = []
+        for k, ((s0, e0, n0), (s1, e1, n1), log) in enumerate(zip(before, lineage, parts, strict=True)):
+            if s0 != s1 or e1 < e0 or n1 < n0:
+                return None
+            mine = [edit for edit in log if e0 < edit[0] <= e1]
+            if [edit[0] for edit in mine] != list(range(e0 + 1, e1 + 1)):
+                return None
+            out += [(k, at, old, new) for _, at, old, new in mine]
+        return out
 
     def _edited(
         self, metric: str, p: dict[str, Any], window: Interval, source: Sequence[Any], as_of: datetime,
-        edits: list[tuple[int, int, Any, Any]],
+        edits: list[tuple[int, int, Any, Any]], lineage: Lineage,
     ) -> Evaluated | None:  # fmt: skip
         """The call, request-count or first-contact resolution tally with the replacements in place
         applied — each input folded before taken out as it was and folded in as it is (those placed
-        after the last fold are folded with the appended, as they are now) — and the appended
-        folded in; None when it cannot (the caller folds every input again)."""
+        after the last fold are folded with the appended, as they are now) — and each service
+        part's appended inputs folded in; None when it cannot (the caller folds every input again)."""
         tally = self.tally
         assert isinstance(tally, CallTally | CountTally | FcrTally)
-        for _, at, old, new in edits:
-            if at >= self.folded:
+        folded = [n for _, _, n in self.lineage]
+        for k, at, old, new in edits:
+            if at >= folded[k]:
                 continue
             gone = self._fresh(metric, p, window, [old], as_of)
             come = self._fresh(metric, p, window, [new], as_of)
@@ -230,15 +234,19 @@ class Running:
                 continue
             if gone:
                 tally.remove(gone)
-            if come and not self._fold(come):
+                if self.ids is not None:
+                    self.ids.difference_update(c.call_id for c in gone)
+            if come and not (self._distinct(come) and self._fold(come)):
                 return None
-        fresh = self._fresh(metric, p, window, source[self.folded :], as_of)
-        if fresh is None or not self._fold(fresh):
+        bases = part_bases(lineage)
+        appended = [x for k, (_, _, n) in enumerate(lineage) for x in source[bases[k] + folded[k] : bases[k] + n]]
+        fresh = self._fresh(metric, p, window, appended, as_of)
+        if fresh is None or not (self._distinct(fresh) and self._fold(fresh)):
             return None
         return self._evaluated(as_of, window, source)
 
     def _drop(self) -> None:
-        self.basis, self.tally, self.lineage, self.folded = None, None, (), 0
+        self.basis, self.tally, self.lineage = None, None, ()
         self.under_way, self.ids = [], None
 
     def _grown(self, lineage: Lineage) -> list[tuple[int, int, int]] | None:

@@ -10,7 +10,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -847,6 +847,7 @@ def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> Signal
         return sources[present[0]]
     out = SignalSet()
     lineage: dict[str, tuple[tuple[int, int, int], ...]] | None = {}
+    edits: dict[str, tuple[Sequence[tuple[int, int, Any, Any]], ...]] | None = {}
     for sid in service_ids:
         src = sources.get(sid)
         if src is None:
@@ -858,7 +859,12 @@ def combined(sources: Mapping[str, SignalSet], service_ids: list[str]) -> Signal
                 lineage[name] = lineage.get(name, ()) + parts
         else:
             lineage = None
-    out.lineage = lineage  # (no edits: a running evaluation of several services' folds a correction again)
+        if edits is not None and src.edits is not None:  # each service's replacements, a part each
+            for name, logs in src.edits.items():
+                edits[name] = edits.get(name, ()) + logs
+        else:
+            edits = None
+    out.lineage, out.edits = lineage, edits
     return out
 
 

@@ -512,8 +512,8 @@ def test_rounds_over_two_services_fold_a_batch_on_either(make_store_env: Callabl
     """An agreement measuring e-mail and phone: a batch of calls or outages on either service is
     folded as an append (before, only one on the last service was: one on e-mail folded the whole
     window again), an outage under way on phone held by its place in phone's part while e-mail's
-    grows before it, and its end folded once reported; each round the formulas' over every stored
-    signal."""
+    grows before it, and its end folded once reported; corrections of a call of each service taken
+    out and in; each round the formulas' over every stored signal."""
     suite = Suite(make_store_env)
     try:
         m = suite.metrics
@@ -542,6 +542,18 @@ def test_rounds_over_two_services_fold_a_batch_on_either(make_store_env: Callabl
             suite.tick(now.isoformat())
             _check_april(m, aid, now)
         assert (held_calls.seeded, held_calls.appended) == (1, 4)
+        # A call of each service corrected (answered later), beside new calls on phone: taken out
+        # and in (before, several services' corrections folded the window again).
+        fixed = calls("e0-", f"2026-04-10T08:00{AMS}", 0, 4)[:1] + calls("p0-", f"2026-04-10T08:30{AMS}", 0, 4)[:1]
+        fixed[1].service_id = PHONE
+        new = calls("q-", f"2026-04-10T09:55{AMS}", 2, 0)
+        for s in new:
+            s.service_id = PHONE
+        m.record(COLLECTOR, [*fixed, *new], reason="corrected")
+        now += timedelta(minutes=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now)
+        assert (held_calls.seeded, held_calls.edited) == (1, 1)
         # (availability, with an outage under way, judged at every round's instant: two rounds a tick)
         assert held_outages.seeded == 1 and held_outages.appended >= 4 and held_outages.under_way == [(1, 1)]
         appended = held_outages.appended
