@@ -85,15 +85,18 @@ class BurnIndex:
         self.min_outage = _ZERO
         self.built = 0  # rounds that built it from every outage (for tests and benches)
         self.appended = 0  # rounds that added only appended outages
+        self.edited = 0  # rounds that took corrected outages out and in, the appended added
 
     def values(
         self, objective: dict[str, Any], calendar: Calendar, exclusions: Sequence[Interval], outages: list[Interval],
         lineage: dict[str, Lineage] | None, span: Interval, as_of: datetime, lengths: Iterable[timedelta],
+        edits: dict[str, tuple[Sequence[tuple[int, int, Any, Any]], ...]] | None = None,
     ) -> dict[timedelta, Decimal | None] | None:  # fmt: skip
         """Each look-back [as_of − length, as_of)'s value as `reliability.availability_time` gives it
         over the outages `evaluation.burn_rates` passes it; a length left out is for the formula to
         compute (its eligible time is not the span's), and None is returned when none can be (not
-        time-based availability, not from kept selections, a negative minimum)."""
+        time-based availability, not from kept selections, a negative minimum). `edits`: the kept
+        selections' replacements in place (`SignalSet.edits`): a correction is taken out and in."""
         if objective.get("metric") != "METRIC_AVAILABILITY_TIME" or lineage is None or reliability.VERSION != 1:
             self._drop()
             return None
@@ -117,12 +120,15 @@ class BurnIndex:
             span,
         )
         fresh = self._appended(mine, outages) if basis == self.basis else None
-        if fresh is None:
-            self._build(basis, calendar, exclusions, span, min_outage, outages, mine)
-            self.built += 1
-        else:
+        if fresh is not None:
             self._add(fresh)
             self.appended += 1
+        elif basis == self.basis and (fresh := self._edited(mine, (edits or {}).get("outages"), outages)) is not None:
+            self._add(fresh)
+            self.edited += 1
+        else:
+            self._build(basis, calendar, exclusions, span, min_outage, outages, mine)
+            self.built += 1
         self.lineage = mine
         bases = part_bases(mine)
         under_way = [outages[bases[k] + at] for k, at in self.under_way]
@@ -144,12 +150,54 @@ class BurnIndex:
         before = self.lineage
         if len(before) != len(lineage) or sum(n for _, _, n in lineage) != len(outages):
             return None
+        for (s0, e0, n0), (s1, e1, n1) in zip(before, lineage, strict=True):
+            if s0 != s1 or e0 != e1 or n1 < n0:
+                return None
+        return self._tails(lineage, outages)
+
+    def _edited(
+        self, lineage: Lineage, parts: tuple[Sequence[tuple[int, int, Any, Any]], ...] | None, outages: list[Interval]
+    ) -> list[Interval] | None:  # fmt: skip
+        """As `_appended`, when every change since the last round, in every service's part, is a
+        replacement in place the kept selection logged (a correction): each corrected outage held
+        taken out (its merged outage merged again without it) and the one it is now placed (or, under
+        way, held by its place); None when anything else changed."""
+        before = self.lineage
+        if parts is None or len(before) != len(lineage) or len(parts) != len(lineage) or not lineage:
+            return None
+        if sum(n for _, _, n in lineage) != len(outages):
+            return None
+        logs: list[tuple[int, int, Any, Any]] = []
+        for k, ((s0, e0, n0), (s1, e1, n1), log) in enumerate(zip(before, lineage, parts, strict=True)):
+            if s0 != s1 or e1 < e0 or n1 < n0:
+                return None
+            mine = [edit for edit in log if e0 < edit[0] <= e1]
+            if [edit[0] for edit in mine] != list(range(e0 + 1, e1 + 1)):
+                return None
+            logs += [(k, at, old, new) for _, at, old, new in mine]
+        held = set(self.under_way)
+        for k, at, old, new in logs:
+            if at >= before[k][2]:
+                continue  # placed after the last round: among the appended, as it is now
+            if (k, at) in held:
+                return None  # an outage under way's replacement is a completion, never logged
+            if old.end < ONGOING and old.start < old.end:
+                self._remove(old)
+            if new.end >= ONGOING:
+                self.under_way.append((k, at))
+                held.add((k, at))
+            else:
+                self._add([new])
+        return self._tails(lineage, outages)
+
+    def _tails(self, lineage: Lineage, outages: list[Interval]) -> list[Interval]:
+        """The outages placed after each service's part held (its length now against the one held),
+        and those under way held whose end is now reported; the new ones under way held by place."""
+        before = self.lineage
         fresh: list[Interval] = []
         new: list[tuple[int, int]] = []
         at = 0
-        for k, ((s0, e0, n0), (s1, e1, n1)) in enumerate(zip(before, lineage, strict=True)):
-            if s0 != s1 or e0 != e1 or n1 < n0:
-                return None
+        for k, ((_, _, n0), (_, _, n1)) in enumerate(zip(before, lineage, strict=True)):
             tail = outages[at + n0 : at + n1]
             fresh.extend(tail)
             new += [(k, n0 + i) for i, o in enumerate(tail) if o.end >= ONGOING]
@@ -213,6 +261,29 @@ class BurnIndex:
             self._mends.append(m.end)
             running += down
             self._sums.append(running)
+
+    def _remove(self, o: Interval) -> None:
+        """An outage held (ended, non-empty) taken out: the merged outage it was in merged again
+        from the outages left in it, the running sums after it moved by the difference."""
+        at = bisect_left(self.ends, o.end)
+        while self.by_end[at] != o:  # an equal one is there: the selection held it
+            at += 1
+        del self.ends[at], self.by_end[at]
+        k = bisect_right(self._mstarts, o.start) - 1  # the merged outage it was in
+        m = self.merged[k]
+        left = self.by_end[bisect_left(self.ends, m.start) : bisect_right(self.ends, m.end)]
+        again = union(left)
+        downs = [self._downtime(x) if x.end - x.start >= self.min_outage else _ZERO for x in again]
+        delta = sum(downs, _ZERO) - (self._sums[k + 1] - self._sums[k])
+        self.merged[k : k + 1] = again
+        self._mstarts[k : k + 1] = [x.start for x in again]
+        self._mends[k : k + 1] = [x.end for x in again]
+        running, sums = self._sums[k], self._sums[: k + 1]
+        for d in downs:
+            running += d
+            sums.append(running)
+        sums.extend(x + delta for x in self._sums[k + 2 :])
+        self._sums = sums
 
     def _downtime(self, m: Interval) -> timedelta:
         """`m`'s downtime in the span's eligible time."""

@@ -1541,7 +1541,7 @@ def _burn_rates(
         span = Interval(window.start - _look_back(window), window.end)
         try:
             values = running.burns.values(
-                objective, calendar, exclusions, signals.outages, signals.lineage, span, now, lengths
+                objective, calendar, exclusions, signals.outages, signals.lineage, span, now, lengths, signals.edits
             )
         except Exception:  # unexpected (bad parameters are left to the formula): the formula computes them
             log.exception("burn_index_failed", objective=objective.get("id", ""))

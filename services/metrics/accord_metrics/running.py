@@ -143,7 +143,7 @@ class Running:
                         self.appended += 1
                         return out
             elif (
-                isinstance(self.tally, CallTally | CountTally | FcrTally)
+                isinstance(self.tally, CallTally | CountTally | FcrTally | OutageTally)
                 and basis == self.basis
                 and (edits := self._replaced(lineage, (signals.edits or {}).get(name))) is not None
             ):
@@ -215,16 +215,23 @@ class Running:
         self, metric: str, p: dict[str, Any], window: Interval, source: Sequence[Any], as_of: datetime,
         edits: list[tuple[int, int, Any, Any]], lineage: Lineage,
     ) -> Evaluated | None:  # fmt: skip
-        """The call, request-count or first-contact resolution tally with the replacements in place
-        applied — each input folded before taken out as it was and folded in as it is (those placed
-        after the last fold are folded with the appended, as they are now) — and each service
-        part's appended inputs folded in; None when it cannot (the caller folds every input again)."""
+        """The tally with the replacements in place applied — each input folded before taken out as
+        it was and folded in as it is (those placed after the last fold are folded with the
+        appended, as they are now; an outage now under way held by its place, not folded) — and
+        each service part's appended inputs folded in, with (outages) those under way whose end is
+        now reported; None when it cannot (the caller folds every input again)."""
         tally = self.tally
-        assert isinstance(tally, CallTally | CountTally | FcrTally)
+        assert isinstance(tally, CallTally | CountTally | FcrTally | OutageTally)
         folded = [n for _, _, n in self.lineage]
+        held = set(self.under_way)
         for k, at, old, new in edits:
             if at >= folded[k]:
                 continue
+            if (k, at) in held:
+                return None  # (an outage under way replaced in its place is a completion, never logged)
+            if metric in _OUTAGE_METRICS and new.end >= ONGOING:
+                self.under_way.append((k, at))
+                held.add((k, at))
             gone = self._fresh(metric, p, window, [old], as_of)
             come = self._fresh(metric, p, window, [new], as_of)
             if gone is None or come is None:
@@ -239,10 +246,15 @@ class Running:
             if come and not (self._distinct(come) and self._fold(come)):
                 return None
         bases = part_bases(lineage)
-        appended = [x for k, (_, _, n) in enumerate(lineage) for x in source[bases[k] + folded[k] : bases[k] + n]]
-        fresh = self._fresh(metric, p, window, appended, as_of)
+        tails = [(k, source[bases[k] + folded[k] : bases[k] + n], folded[k]) for k, (_, _, n) in enumerate(lineage)]
+        ended = [source[bases[k] + i] for k, i in self.under_way if source[bases[k] + i].end < ONGOING]
+        fresh = self._fresh(metric, p, window, [*ended, *(x for _, tail, _ in tails for x in tail)], as_of)
         if fresh is None or not (self._distinct(fresh) and self._fold(fresh)):
             return None
+        self.lineage = lineage
+        self.under_way = [(k, i) for k, i in self.under_way if source[bases[k] + i].end >= ONGOING]
+        for k, tail, a in tails:
+            self.under_way += [(k, a + i) for i in _under_way(metric, tail)]
         return self._evaluated(as_of, window, source)
 
     def _drop(self) -> None:

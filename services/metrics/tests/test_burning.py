@@ -46,19 +46,32 @@ def _objective(minimum: int) -> dict[str, Any]:
 
 class _Kept:
     """Two services' kept selections of outages as `ServiceSignals.select` reports them: per
-    service the list (in the order recorded), the selection's serial, and its changes other
-    than appends."""
+    service the list (in the order recorded), the selection's serial, its changes other than
+    appends, and its log of replacements in place (change, place, before, after)."""
 
     def __init__(self) -> None:
         self.lists: list[list[Interval]] = [[], []]
         self.serials = [1, 2]
         self.changes = [0, 0]
+        self.logs: list[list[tuple[int, int, Interval, Interval]]] = [[], []]
+
+    def replace(self, part: int, at: int, new: Interval) -> None:
+        """A correction in place, as the selection makes it: an outage under way replaced is no
+        change (a completion); any other a change, logged."""
+        old = self.lists[part][at]
+        self.lists[part][at] = new
+        if old.end < ONGOING:
+            self.changes[part] += 1
+            self.logs[part].append((self.changes[part], at, old, new))
 
     def signals(self) -> SignalSet:
         parts = {
-            str(i): SignalSet(outages=list(self.lists[i]), lineage={"outages": ((s, c, len(self.lists[i])),)})
+            str(i): SignalSet(
+                outages=list(self.lists[i]), lineage={"outages": ((s, c, len(self.lists[i])),)},
+                edits={"outages": (list(self.logs[i]),)},
+            )
             for i, (s, c) in enumerate(zip(self.serials, self.changes, strict=True))
-        }
+        }  # fmt: skip
         return combined(parts, ["0", "1"])
 
 
@@ -115,10 +128,11 @@ def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tup
             at = step[2] % len(mine)
             # An outage under way replaced in its place (its end reported, or its start corrected)
             # is no change, as the selection counts it: the index looks at it again by its place.
-            kept.changes[step[1]] += 0 if kind == "correct" and mine[at].end >= ONGOING else 1
+            # Any other replacement is logged: the index takes it out and in.
             if kind == "correct":
-                mine[at] = _interval(step[3])
+                kept.replace(step[1], at, _interval(step[3]))
             else:
+                kept.changes[step[1]] += 1
                 del mine[at]
         elif kind == "reselect":
             kept.serials[step[1]] += 10
@@ -132,7 +146,9 @@ def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tup
             exclusions = [Interval(_at(step[1]), _at(step[1] + step[2]))] if step[2] else []
         objective, cal = _objective(minimum), AlwaysOpen() if calendar == "always" else BUSINESS
         signals = kept.signals()
-        values = index.values(objective, cal, exclusions, signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+        values = index.values(
+            objective, cal, exclusions, signals.outages, signals.lineage, SPAN, as_of, LENGTHS, signals.edits
+        )
         expected = _expected(objective, cal, exclusions, signals, as_of)
         # (an outage under way too: each look-back takes it as lasting until its end, as the formula)
         assert values is not None
@@ -142,9 +158,10 @@ def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tup
         assert rates == burn_rates(objective, cal, exclusions, signals, as_of, WINDOW.duration, "UTC")
 
 
-def test_a_correction_builds_it_again_and_an_append_only_adds() -> None:
-    """An outage appended is placed; one corrected (the selection's changes count) is not an
-    append: the index is built again — ignoring the count would keep the outage as it was."""
+def test_a_change_not_logged_builds_it_again_and_an_append_only_adds() -> None:
+    """An outage appended is placed; one corrected without its replacement logged (the
+    selection's changes count) is not an append: the index is built again — ignoring the count
+    would keep the outage as it was."""
     kept, index = _Kept(), BurnIndex()
     objective, as_of = _objective(60), _at(86400)
     kept.lists[0] = [Interval(_at(86400 - 600), _at(86400 - 300))]
@@ -164,6 +181,36 @@ def test_a_correction_builds_it_again_and_an_append_only_adds() -> None:
     last = values()
     assert (index.built, index.appended) == (2, 1)
     assert first is not None and last is not None and last != first
+
+
+def test_a_logged_correction_is_taken_out_and_in() -> None:
+    """Outages merged together, one of them corrected (shortened, then moved away) with the
+    replacement logged: taken out of the index — the merged outage merged again from the ones
+    left, split where it no longer holds — and the new one placed; not built again, every
+    look-back the formula's; a correction to an outage under way is held by its place."""
+    kept, index = _Kept(), BurnIndex()
+    objective, as_of = _objective(60), _at(86400)
+    kept.lists[0] = [Interval(_at(86400 - 3000 + 600 * i), _at(86400 - 2300 + 600 * i)) for i in range(4)]
+    kept.lists[1] = [Interval(_at(86400 - 5000), _at(86400 - 4000))]
+
+    def values() -> None:
+        signals = kept.signals()
+        got = index.values(
+            objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS, signals.edits
+        )
+        assert got == _expected(objective, AlwaysOpen(), [], signals, as_of)
+
+    values()
+    assert len(index.merged) == 2
+    kept.replace(0, 1, Interval(_at(86400 - 2400), _at(86400 - 2390)))  # 10 s: the merged outage splits
+    values()
+    assert len(index.merged) == 3
+    kept.replace(0, 1, Interval(_at(86400 - 9000), _at(86400 - 8000)))  # moved before the others
+    kept.lists[1].append(Interval(_at(86400 - 60), _at(86400 - 30)))
+    values()
+    kept.replace(1, 0, Interval(_at(86400 - 500), ONGOING))  # now under way
+    values()
+    assert (index.built, index.edited, index.under_way) == (1, 3, [(1, 0)])
 
 
 def test_a_late_outage_merges_only_with_the_merged_outages_it_can_touch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -295,6 +295,50 @@ def test_an_mtbf_tally_gives_the_formula_s_evaluation_after_every_batch(
         assert tally.evaluated() == reliability.mtbf(WINDOW, cal, so_far, exclusions=exclusions)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(_outage, min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 10**6), st.booleans(), _outage), min_size=1, max_size=12),
+    st.sampled_from(["availability", "mtbf"]),
+    st.integers(0, 600),
+    st.lists(st.integers(-3600, 2 * 86400 + 3600), max_size=2),
+    st.integers(0, 2 * 86400 + 3600),
+)
+def test_an_outage_tally_takes_an_outage_out_and_a_correction_in_as_the_formula_over_those_left(
+    raw: list[tuple[int, int]], fixes: list[tuple[int, bool, tuple[int, int]]], metric: str, minimum: int,
+    under_way: list[int], as_of: int,
+) -> None:  # fmt: skip
+    """Outages folded in (overlapping, touching, equal ones among them), then taken out one at a
+    time (removed, or corrected: taken out as it was and folded in as it is): after each, time-based
+    availability's (or MTBF's) tally is the formula's over the outages left — the merged outage one
+    was in merged again without it — with outages under way beside too."""
+    least = timedelta(seconds=minimum)
+    tally = running.OutageTally(WINDOW, AlwaysOpen(), [], least) if metric == "availability" else (
+        running.MtbfTally(WINDOW, AlwaysOpen(), [])
+    )  # fmt: skip
+
+    def formula(outages: list[Interval]) -> object:
+        if metric == "availability":
+            return reliability.availability_time(WINDOW, AlwaysOpen(), outages, [], least)
+        return reliability.mtbf(WINDOW, AlwaysOpen(), outages, exclusions=[])
+
+    held = _in_window(raw)
+    tally.extend(held)
+    lasting = _lasting(under_way, T0 + timedelta(seconds=as_of))
+    for pick, drop, fix in fixes:
+        if not held:
+            break
+        before = held.pop(pick % len(held))
+        tally.remove([before])
+        if not drop:
+            held += _in_window([fix])
+            tally.extend(_in_window([fix]))
+        assert tally.evaluated() == formula(held)
+        assert tally.evaluated(lasting) == formula(held + lasting)
+    with pytest.raises(KeyError):
+        tally.remove([Interval(T0 - timedelta(days=9), T0 - timedelta(days=8))])  # not held
+
+
 def test_rounds_of_an_mtbf_objective_fold_only_their_batches(make_store_env: Callable[[str], dict[str, str]]) -> None:
     """An open window judged by MTBF keeps its running form (it ran the formula over every outage
     of the window each round): batches of outages, one under way and its end, each round the
@@ -590,8 +634,10 @@ def test_a_correction_in_the_open_window_is_taken_out_and_in_or_folds_it_again(
 ) -> None:
     """Batches appended are folded in (no window folded again); a correction of a call the open
     window holds is taken out of its call tally as it was and folded in as it is (the kept
-    selection logs the replacement in place), a correction of an outage folds the window's
-    outages again; every evaluation is still the formula's over every stored signal."""
+    selection logs the replacement in place), and so is a correction of an outage — out of time-based
+    availability's tally and of its burn rates' look-backs, its merged outage merged again without
+    it (before, both were built again from every outage); every evaluation is still the formula's
+    over every stored signal."""
     suite = Suite(make_store_env)
     try:
         m = suite.metrics
@@ -622,7 +668,8 @@ def test_a_correction_in_the_open_window_is_taken_out_and_in_or_folds_it_again(
         calls_held = next(r for r in held if isinstance(r.tally, running.CallTally))
         outages_held = next(r for r in held if isinstance(r.tally, running.OutageTally))
         assert (calls_held.seeded, calls_held.appended, calls_held.edited) == (1, 3, 1)
-        assert (outages_held.seeded, outages_held.appended, outages_held.edited) == (2, 3, 0)
+        assert (outages_held.seeded, outages_held.appended, outages_held.edited) == (1, 3, 1)
+        assert (outages_held.burns.built, outages_held.burns.edited) == (1, 1)
         assert _latest_detail(m, aid)["answered_within"] == "10"
         # Corrected again, with new calls beside: taken out and in again, the new ones folded.
         fast = pb.Signal()

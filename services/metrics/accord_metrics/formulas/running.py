@@ -105,13 +105,18 @@ class SortedDigest:
         self._rehash_from(at)
 
     def remove(self, keys: Sequence[Any]) -> None:
-        """Take out the records of these keys (each held once: `KeyError` otherwise)."""
+        """Take out the records of these keys (a key given twice takes out two records of it:
+        `KeyError` when fewer are held, nothing taken out)."""
         held = self.keys
-        places = []
+        places: list[int] = []
+        taken: set[int] = set()
         for key in keys:
             at = bisect_left(held, key)
+            while at in taken and at < len(held) and held[at] == key:
+                at += 1
             if at == len(held) or held[at] != key:
                 raise KeyError(key)
+            taken.add(at)
             places.append(at)
         if not places:
             return
@@ -487,6 +492,10 @@ class FcrTally:
         )  # fmt: skip
 
 
+def _end(o: Interval) -> datetime:
+    return o.end
+
+
 def _arrival(c: contact.Call) -> tuple[datetime, str]:
     return c.entered_queue, c.call_id
 
@@ -496,8 +505,8 @@ class OutageTally:
     """`reliability.availability_time` over the outages folded in (those overlapping the window,
     with ends: an outage under way changes with the evaluation's instant, never folded — it is
     given to `evaluated`, as lasting until that instant), for one window, calendar, exclusions
-    and minimum outage: the union of the outages kept merged, each merged outage's downtime in
-    eligible time, and the records of the outages sorted."""
+    and minimum outage: the outages ordered by end, their union kept merged, each merged outage's
+    downtime in eligible time, and the records of the outages sorted."""
 
     FORMULA, RECORDS = "availability.time", "outages"  # its id, and the name of its inputs' records
 
@@ -511,6 +520,10 @@ class OutageTally:
         self.eligible_s = seconds(total(self.eligible))
         self.merged: list[Interval] = []
         self._starts: list[datetime] = []
+        # The outages merged (non-empty), ordered by end: those of a merged outage are those ending
+        # within it (`remove` merges them again without the one taken out).
+        self._ends: list[datetime] = []
+        self._by_end: list[Interval] = []
         self.downtime = timedelta(0)  # of the merged outages at least the minimum long
         self.counted = 0
         self.short = 0  # merged outages below the minimum
@@ -564,8 +577,35 @@ class OutageTally:
                 self.merged.append(m)
                 self._starts.append(m.start)
                 self._weigh(m, 1)
+            for o in sorted(fresh, key=_end):
+                at = bisect_right(self._ends, o.end)
+                self._ends.insert(at, o.end)
+                self._by_end.insert(at, o)
         encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
         self.records.add([(e, e) for e in encs])
+
+    def remove(self, outages: Sequence[Interval]) -> None:
+        """Take out these outages, folded in before as they are (a correction replaces one: taken
+        out as it was, folded in as it is): the merged outage each was in is merged again from the
+        outages left in it. `KeyError` when one is not held (its record; nothing taken out then)."""
+        encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
+        self.records.remove(encs)
+        for o in outages:
+            if not o.start < o.end:
+                continue  # held as a record only
+            at = bisect_left(self._ends, o.end)
+            while self._by_end[at] != o:  # an equal one is there (its record was)
+                at += 1
+            del self._ends[at], self._by_end[at]
+            k = bisect_right(self._starts, o.start) - 1  # the merged outage it is in
+            m = self.merged[k]
+            left = self._by_end[bisect_left(self._ends, m.start) : bisect_right(self._ends, m.end)]
+            self._weigh(m, -1)
+            again = union(left)
+            self.merged[k : k + 1] = again
+            self._starts[k : k + 1] = [x.start for x in again]
+            for x in again:
+                self._weigh(x, 1)
 
     def evaluated(self, under_way: Sequence[Interval] = ()) -> Evaluated:
         """The formula's evaluation over the outages folded in and `under_way` — outages under
