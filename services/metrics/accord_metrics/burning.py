@@ -34,9 +34,12 @@ ending after the cut (for an outage under way since a few minutes, a few).
 
 What is an append is told by the kept selections the outages came from (`SignalSet.lineage`, as
 for `running.Running`): every service's part the one held with inputs placed after its end. A
-correction, completion, removal or earlier placement, another selection (a longer outage, a
-restart), another minimum outage, calendar, exclusion (suspension included) or span builds it
-again from every outage. `tests/test_burning.py` holds it to `evaluation.burn_rates`."""
+correction the selection logged as a replacement in place (`SignalSet.edits`) is taken out — the
+merged outage it was in merged again from the outages left in it, the running sums after it
+moved by the difference — and the outage it is now placed (one under way held by its place).
+A removal or earlier placement, another selection (a longer outage, a restart), another minimum
+outage, calendar, exclusion (suspension included) or span builds it again from every outage.
+`tests/test_burning.py` holds it to `evaluation.burn_rates`."""
 
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ from accord_kit.timeline import Calendar, Interval, total, union
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import reliability
 from accord_metrics.formulas.common import percent, seconds
+from accord_metrics.formulas.running import touched
 
 Lineage = tuple[tuple[int, int, int], ...]
 _first = itemgetter(0)
@@ -230,60 +234,57 @@ class BurnIndex:
         self._add(outages)
 
     def _add(self, outages: Sequence[Interval]) -> None:
-        """Place these outages: in the order by end, and in the union from the first merged
-        outage they can touch on."""
+        """Place these outages: in the order by end, and in the union, each run of them merged with
+        the merged outages it touches alone (`touched`), the running sums after it moved by the
+        difference."""
         new = [o for o in outages if o.end < ONGOING and o.start < o.end]  # under way: held apart
-        fresh = sorted(((o.end, o) for o in new), key=_first)
-        if not fresh:
+        if not new:
             return
+        fresh = sorted(((o.end, o) for o in new), key=_first)
         ends, by_end = self.ends, self.by_end
         at = bisect_right(ends, fresh[0][0])
-        if at < len(ends):
+        if len(ends) - at <= 4 * len(fresh):  # (appended ones: the few held after them re-sorted)
             fresh = sorted([*zip(ends[at:], by_end[at:], strict=True), *fresh], key=_first)
             del ends[at:], by_end[at:]
-        ends.extend(e for e, _ in fresh)
-        by_end.extend(o for _, o in fresh)
-        # The held outages re-sorted by end above are in the merged outages already: only the new
-        # ones are merged in (with the held ones from the first merged outage they can touch).
-        low = min(o.start for o in new)
-        # The first merged outage a new one can touch: the last starting at or before `low`, if it
-        # reaches it, else the first starting after it.
-        at = bisect_right(self._mstarts, low)
-        if at and self._mends[at - 1] >= low:
-            at -= 1
-        tail = self.merged[at:]
-        del self.merged[at:], self._mstarts[at:], self._mends[at:], self._sums[at + 1 :]
-        running = self._sums[at]
-        for m in union([*tail, *new]):
-            down = self._downtime(m) if m.end - m.start >= self.min_outage else _ZERO
-            self.merged.append(m)
-            self._mstarts.append(m.start)
-            self._mends.append(m.end)
-            running += down
-            self._sums.append(running)
+            ends.extend(e for e, _ in fresh)
+            by_end.extend(o for _, o in fresh)
+        else:  # (a few placed among many)
+            for end, o in fresh:
+                k = bisect_right(ends, end)
+                ends.insert(k, end)
+                by_end.insert(k, o)
+        for first, hi, run in reversed(touched(self._mstarts, self.merged, new)):
+            self._merge(first, hi, union([*self.merged[first:hi], *run]))
+
+    def _merge(self, first: int, hi: int, again: list[Interval]) -> None:
+        """The merged outages [first, hi) replaced by `again` (what they are now), the running sums
+        of those after moved by the difference in downtime."""
+        downs = [self._downtime(x) if x.end - x.start >= self.min_outage else _ZERO for x in again]
+        sums = self._sums
+        delta = sum(downs, _ZERO) - (sums[hi] - sums[first])
+        self.merged[first:hi] = again
+        self._mstarts[first:hi] = [x.start for x in again]
+        self._mends[first:hi] = [x.end for x in again]
+        running, out = sums[first], sums[: first + 1]
+        for d in downs:
+            running += d
+            out.append(running)
+        if delta:
+            out.extend(x + delta for x in sums[hi + 1 :])
+        else:
+            out.extend(sums[hi + 1 :])
+        self._sums = out
 
     def _remove(self, o: Interval) -> None:
         """An outage held (ended, non-empty) taken out: the merged outage it was in merged again
-        from the outages left in it, the running sums after it moved by the difference."""
+        from the outages left in it (`_merge`)."""
         at = bisect_left(self.ends, o.end)
         while self.by_end[at] != o:  # an equal one is there: the selection held it
             at += 1
         del self.ends[at], self.by_end[at]
         k = bisect_right(self._mstarts, o.start) - 1  # the merged outage it was in
         m = self.merged[k]
-        left = self.by_end[bisect_left(self.ends, m.start) : bisect_right(self.ends, m.end)]
-        again = union(left)
-        downs = [self._downtime(x) if x.end - x.start >= self.min_outage else _ZERO for x in again]
-        delta = sum(downs, _ZERO) - (self._sums[k + 1] - self._sums[k])
-        self.merged[k : k + 1] = again
-        self._mstarts[k : k + 1] = [x.start for x in again]
-        self._mends[k : k + 1] = [x.end for x in again]
-        running, sums = self._sums[k], self._sums[: k + 1]
-        for d in downs:
-            running += d
-            sums.append(running)
-        sums.extend(x + delta for x in self._sums[k + 2 :])
-        self._sums = sums
+        self._merge(k, k + 1, union(self.by_end[bisect_left(self.ends, m.start) : bisect_right(self.ends, m.end)]))
 
     def _downtime(self, m: Interval) -> timedelta:
         """`m`'s downtime in the span's eligible time."""

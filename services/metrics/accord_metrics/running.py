@@ -9,12 +9,14 @@ What is an append is told by the selection the inputs came from (`SignalSet.line
 `ServiceSignals.select`'s kept selections): per list and service, the selection, how often a
 signal in it was replaced, removed or placed before its end, and its length. When every
 service's part is the one folded before, grown or not, the new inputs are each part's tail (a
-window of several services: a batch on any of them is an append). Anything else — a correction
-or completion of a signal the window holds, a signal whose rank places it earlier, another
-selection (a longer outage, a restart), another objective, version, calendar, exclusion or
-suspension, a repeated call id (in one service's calls, or across several services'), or any
-failure — folds the window's inputs again from the start (or leaves them to the formula
-itself): the running form is an optimisation, never a second source of truth. An outage under
+window of several services: a batch on any of them is an append). A correction of a signal the
+window holds that the selection logged as a replacement in place (`SignalSet.edits`) is taken
+out of the running form as it was and folded in as it is (calls, request counts, contacts,
+outages). Anything else — a signal removed, one whose rank places it earlier, a correction more
+than the log keeps, another selection (a longer outage, a restart), another objective, version,
+calendar, exclusion or suspension, a repeated call id (in one service's calls, or across several
+services'), or any failure — folds the window's inputs again from the start (or leaves them to
+the formula itself): the running form is an optimisation, never a second source of truth. An outage under
 way is never folded: time-based availability's and MTBF's evaluations take it as lasting until
 the round's instant, beside the tally (`OutageTally.evaluated`), and fold it once its end is
 reported (a completion in its place, not counted as a change by the selection).

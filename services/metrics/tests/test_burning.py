@@ -213,11 +213,12 @@ def test_a_logged_correction_is_taken_out_and_in() -> None:
     assert (index.built, index.edited, index.under_way) == (1, 3, [(1, 0)])
 
 
-def test_a_late_outage_merges_only_with_the_merged_outages_it_can_touch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An appended outage that ends before outages held (recorded late) re-sorts those by end,
-    but merges only with the merged outages from the first it can touch: the held ones are in
-    them already (merged again with them, a round's union grew with every late outage held
-    after it — thousands at a contact centre's density)."""
+def test_a_late_outage_merges_only_with_the_merged_outages_it_touches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An appended outage that ends before outages held (recorded late) is placed among those by
+    end, and merges only with the merged outages it touches — none here: not with every merged
+    outage after it (merged again with them, a round's union grew with every outage held after a
+    late one — thousands at a contact centre's density, a correction in the middle of the window
+    among them); one touching two merges the two."""
     kept, index = _Kept(), BurnIndex()
     objective, as_of = _objective(0), _at(86400)
     kept.lists[0] = [Interval(_at(600 * k), _at(600 * k + 60)) for k in range(100)]  # 100 apart, one a 10 min
@@ -242,7 +243,11 @@ def test_a_late_outage_merges_only_with_the_merged_outages_it_can_touch(monkeypa
     kept.lists[1].append(Interval(_at(600 * 90 + 120), _at(600 * 90 + 180)))
     values()
     assert (index.built, index.appended) == (1, 1)
-    assert unions[0] == 9 + 1  # the merged outages 91 … 99, and the new one (not those nine twice)
+    assert unions == [1]  # the new one alone (before: the merged outages 91 … 99 beside it)
+    unions.clear()
+    kept.lists[1].append(Interval(_at(600 * 50 + 30), _at(600 * 51 + 30)))  # from 50's middle into 51
+    values()
+    assert unions == [3] and len(index.merged) == 100
 
 
 @pytest.mark.parametrize(

@@ -496,6 +496,32 @@ def _end(o: Interval) -> datetime:
     return o.end
 
 
+def _start(o: Interval) -> datetime:
+    return o.start
+
+
+def touched(
+    starts: Sequence[datetime], merged: Sequence[Interval], fresh: Sequence[Interval]
+) -> list[tuple[int, int, list[Interval]]]:  # fmt: skip
+    """Where new outages go in a union kept merged (`merged`, apart from each other — touching
+    ones are merged — with their `starts`): the runs of them, by start, with the slice of merged
+    outages each run touches, as (first, end of the slice, the run's outages), in order. Merging a
+    run with its slice alone gives the union of all: a merged outage outside every slice touches
+    no new outage. A run's slice is empty (first == end) where it touches none."""
+    out: list[tuple[int, int, list[Interval]]] = []
+    for o in sorted(fresh, key=_start):
+        at = bisect_right(starts, o.start)
+        if at and merged[at - 1].end >= o.start:  # the last starting at or before it reaches it
+            at -= 1
+        hi = bisect_right(starts, o.end)  # those starting after it ends it does not touch
+        if out and at <= out[-1][1]:
+            first, end, run = out[-1]
+            out[-1] = (first, max(end, hi), [*run, o])
+        else:
+            out.append((at, hi, [o]))
+    return out
+
+
 def _arrival(c: contact.Call) -> tuple[datetime, str]:
     return c.entered_queue, c.call_id
 
@@ -563,20 +589,17 @@ class OutageTally:
         """Fold in these outages (each with its end, overlapping the window)."""
         fresh = [o for o in outages if o.start < o.end]
         if fresh:
-            low = min(o.start for o in fresh)
-            # The first merged outage a new one can touch: the last starting at or before `low`,
-            # if it reaches it, else the first starting after it.
-            at = bisect_right(self._starts, low)
-            if at and self.merged[at - 1].end >= low:
-                at -= 1
-            tail = self.merged[at:]
-            for m in tail:
-                self._weigh(m, -1)
-            del self.merged[at:], self._starts[at:]
-            for m in union([*tail, *fresh]):
-                self.merged.append(m)
-                self._starts.append(m.start)
-                self._weigh(m, 1)
+            # Each run of new outages merged with the merged outages it touches alone (a late one
+            # in the middle of the window re-weighs its neighbours, not every merged outage after it).
+            for at, hi, group in reversed(touched(self._starts, self.merged, fresh)):
+                old = self.merged[at:hi]
+                for m in old:
+                    self._weigh(m, -1)
+                again = union([*old, *group])
+                self.merged[at:hi] = again
+                self._starts[at:hi] = [m.start for m in again]
+                for m in again:
+                    self._weigh(m, 1)
             for o in sorted(fresh, key=_end):
                 at = bisect_right(self._ends, o.end)
                 self._ends.insert(at, o.end)
