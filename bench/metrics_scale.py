@@ -32,6 +32,8 @@ the fake clock):
   hours recorded early in the open window before them, not timed, so that it is not the longest
   once ended); its end is reported after them, and one round timed after that (a completion of a
   signal the open window holds);
+* round after one batch and two corrections: `--scale-rounds` rounds, each after a batch of
+  1,000 that also corrects an outage (10 s longer) and a call recorded earlier in the open window;
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
   (the clock moving 5 s a round), beside the same without rounds — signals/s each;
 * restart: a second `Metrics` on the same store, in a process of its own — construction, then
@@ -81,9 +83,10 @@ STEP = timedelta(seconds=5)  # the fake clock's move from one timed round to the
 
 def measured(rounds: int = ROUNDS) -> int:
     """The signals a size's figures record beside its history: a batch before each of its `rounds`
-    rounds after one batch (twice: without and with an outage under way — it and a long outage
-    before it are two more), and the batches recorded for ingestion alone and during rounds."""
-    return (2 * rounds + 2 * INGEST_BATCHES) * BATCH + 2
+    rounds after one batch (three times: without and with an outage under way — it and a long
+    outage before it are two more — and with two corrections, which add none), and the batches
+    recorded for ingestion alone and during rounds."""
+    return (3 * rounds + 2 * INGEST_BATCHES) * BATCH + 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +222,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{rounds} (wall {_span(p, 'under_way_ms')} ms); windows judged "
                        f"{_judged(p['under_way_rounds'])}; CPU {p['under_way_cpu_ms']:.0f} ms "
                        f"({_span(p, 'under_way_cpu_ms', 0)})"},
+            {"name": f"round after one batch and two corrections, {s}", "value": p["corrected_ms"], "unit": "ms",
+             "detail": f"as the rounds after one batch, each batch also correcting an outage and a call recorded "
+                       f"earlier in the open window; median of {rounds} (wall {_span(p, 'corrected_ms')} ms); "
+                       f"windows judged {_judged(p['corrected_rounds'])}; CPU {p['corrected_cpu_ms']:.0f} ms "
+                       f"({_span(p, 'corrected_cpu_ms', 0)})"},
             {"name": f"round after the outage's end, {s}", "value": p["ended_ms"], "unit": "ms",
              "detail": f"one round after its end is reported (a completion of a signal the open window holds); "
                        f"CPU {p['ended_cpu_ms']:.0f} ms"},
@@ -476,6 +484,33 @@ def _point(
         metrics.record(collector, [down], reason="outage ended")
         ended = timed_round()  # its end: a completion of a signal the open window holds
 
+        def corrected_rounds() -> list[dict[str, Any]]:
+            """`rounds` rounds, each after a batch of 1,000 in the open window with two corrections
+            of history recorded there: an outage's (longer by 10 s) and a call's (another content,
+            as the generator draws it again), each on the service that recorded it."""
+            nonlocal extra
+            out = []
+            # From a day into the open window (its start is Amsterdam's month start, roughly).
+            first_open = first_id + max(count - open_signals, 0) + open_signals // 30
+            for r in range(rounds):
+                late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra)
+                extra += BATCH
+                batch = in_turn(list(spb.SignalBatch.FromString(late).signals))
+                for parity in (1, 0):  # an outage (odd), a call (even)
+                    i = first_open + (r * 7919) % max(open_signals // 2, 1)
+                    i += (i - parity) % 2  # its kind
+                    raw = _signals(i, 1, start, span, count, random.Random(r), origin=first_id)
+                    (fixed,) = spb.SignalBatch.FromString(raw).signals
+                    if fixed.HasField("outage"):
+                        fixed.outage.end.FromDatetime(fixed.outage.end.ToDatetime(UTC) + timedelta(seconds=10))
+                    fixed.service_id = service_ids[((i - first_id) // build_batch) % len(service_ids)]
+                    batch.append(fixed)
+                metrics.record(collector, batch, reason="corrected")
+                out.append(timed_round())
+            return out
+
+        corrected = corrected_rounds()
+
         def more(k: int) -> list[list[spb.Signal]]:
             nonlocal extra
             out = []
@@ -532,6 +567,7 @@ def _point(
         **_summary("under_way", under_way),
         "ended_ms": ended["ms"],
         "ended_cpu_ms": ended["cpu_ms"],
+        **_summary("corrected", corrected),
         "ingest_alone": ingest_alone,
         "ingest_rounds": ingest_rounds,
         "rounds_during": meanwhile[0],

@@ -37,9 +37,10 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
         )
     )  # fmt: skip
     first, second = result["points"]
-    # The signals each size's figures add: 2 batches timed, 2 with an outage under way (it and a long one), 10 ingested.
+    # The signals each size's figures add: 2 batches timed, 2 with an outage under way (it and a long one),
+    # 2 with corrections, 10 ingested.
     extra = metrics_scale.measured(2)
-    assert extra == 14_002
+    assert extra == 16_002
     # Each size's store holds exactly its history and the signals its figures recorded: the second
     # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
     assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
@@ -59,11 +60,12 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
 
 def test_a_size_the_grown_store_already_holds_is_refused() -> None:
     # 2,000 then 12,000 signals: the first size's figures (5 rounds after a batch, 5 with an outage
-    # under way, it and a long one, 10 batches ingested) leave 22,002 stored, nothing left to record.
-    with pytest.raises(ValueError, match="holds 22,002"):
+    # under way, it and a long one, 5 with corrections, 10 batches ingested) leave 27,002 stored,
+    # nothing left to record.
+    with pytest.raises(ValueError, match="holds 27,002"):
         metrics_scale.run(_args("--scale-sizes", "2000,12000", "--per-month", "500", "--scale-grow"))
     with pytest.raises(ValueError, match="same month"):
-        metrics_scale.run(_args("--scale-sizes", "2000,24000", "--per-month", "1000000", "--scale-grow"))
+        metrics_scale.run(_args("--scale-sizes", "2000,29000", "--per-month", "1000000", "--scale-grow"))
     with pytest.raises(ValueError, match="scale-batch"):
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-batch", "10001"))
 
@@ -86,10 +88,10 @@ def test_the_rounds_timed_are_several_and_summarised() -> None:
     (point,) = result["points"]
     assert result["params"]["rounds"] == 3
     # A batch recorded before each round after one batch, every one stored.
-    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 16_002
+    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 19_002
     # The first round after judging all, apart: one sample.
     assert point["first_idle_ms"] > 0 and point["first_idle_cpu_ms"] >= 0 and point["first_idle_windows"] >= 0
-    for name in ("idle", "batch", "under_way"):
+    for name in ("idle", "batch", "under_way", "corrected"):
         samples = point[f"{name}_rounds"]
         assert len(samples) == 3
         assert all(r["ms"] > 0 and r["cpu_ms"] >= 0 and r["windows"] >= 0 for r in samples)
