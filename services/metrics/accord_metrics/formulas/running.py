@@ -516,7 +516,9 @@ def touched(
         hi = bisect_right(starts, o.end)  # those starting after it ends it does not touch
         if out and at <= out[-1][1]:
             first, end, run = out[-1]
-            out[-1] = (first, max(end, hi), [*run, o])
+            run.append(o)
+            if hi > end:
+                out[-1] = (first, hi, run)
         else:
             out.append((at, hi, [o]))
     return out
