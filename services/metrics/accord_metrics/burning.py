@@ -48,17 +48,15 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from operator import itemgetter
 from typing import Any
 
 from accord_kit.timeline import Calendar, Interval, total, union
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import reliability
 from accord_metrics.formulas.common import percent, seconds
-from accord_metrics.formulas.running import touched
+from accord_metrics.formulas.running import place_by_end, touched
 
 Lineage = tuple[tuple[int, int, int], ...]
-_first = itemgetter(0)
 _ZERO = timedelta(0)
 
 
@@ -240,19 +238,7 @@ class BurnIndex:
         new = [o for o in outages if o.end < ONGOING and o.start < o.end]  # under way: held apart
         if not new:
             return
-        fresh = sorted(((o.end, o) for o in new), key=_first)
-        ends, by_end = self.ends, self.by_end
-        at = bisect_right(ends, fresh[0][0])
-        if len(ends) - at <= 4 * len(fresh):  # (appended ones: the few held after them re-sorted)
-            fresh = sorted([*zip(ends[at:], by_end[at:], strict=True), *fresh], key=_first)
-            del ends[at:], by_end[at:]
-            ends.extend(e for e, _ in fresh)
-            by_end.extend(o for _, o in fresh)
-        else:  # (a few placed among many)
-            for end, o in fresh:
-                k = bisect_right(ends, end)
-                ends.insert(k, end)
-                by_end.insert(k, o)
+        place_by_end(self.ends, self.by_end, new)
         for first, hi, run in reversed(touched(self._mstarts, self.merged, new)):
             self._merge(first, hi, union([*self.merged[first:hi], *run]))
 

@@ -500,6 +500,24 @@ def _start(o: Interval) -> datetime:
     return o.start
 
 
+def place_by_end(ends: list[datetime], outages: list[Interval], fresh: Sequence[Interval]) -> None:
+    """These outages placed among `outages` (ordered by end, with their `ends`), after those ending
+    at the same instant: appended ones by re-sorting the few held after them with them, a few
+    among many one at a time."""
+    new = sorted(fresh, key=_end)
+    at = bisect_right(ends, new[0].end)
+    if len(ends) - at <= 4 * len(new):
+        merged = sorted([*outages[at:], *new], key=_end)  # (stable: the held first among equal ends)
+        del ends[at:], outages[at:]
+        ends.extend(o.end for o in merged)
+        outages.extend(merged)
+        return
+    for o in new:
+        k = bisect_right(ends, o.end)
+        ends.insert(k, o.end)
+        outages.insert(k, o)
+
+
 def touched(
     starts: Sequence[datetime], merged: Sequence[Interval], fresh: Sequence[Interval]
 ) -> list[tuple[int, int, list[Interval]]]:  # fmt: skip
@@ -507,7 +525,15 @@ def touched(
     ones are merged — with their `starts`): the runs of them, by start, with the slice of merged
     outages each run touches, as (first, end of the slice, the run's outages), in order. Merging a
     run with its slice alone gives the union of all: a merged outage outside every slice touches
-    no new outage. A run's slice is empty (first == end) where it touches none."""
+    no new outage. A run's slice is empty (first == end) where it touches none. New outages near
+    the end (appended ones: the merged outages from the first they can touch on no more than
+    four times as many as they) are one run with that tail, without looking at each."""
+    low = min(o.start for o in fresh)
+    at = bisect_right(starts, low)
+    if at and merged[at - 1].end >= low:
+        at -= 1
+    if len(merged) - at <= 4 * len(fresh):
+        return [(at, len(merged), list(fresh))]
     out: list[tuple[int, int, list[Interval]]] = []
     for o in sorted(fresh, key=_start):
         at = bisect_right(starts, o.start)
@@ -602,10 +628,7 @@ class OutageTally:
                 self._starts[at:hi] = [m.start for m in again]
                 for m in again:
                     self._weigh(m, 1)
-            for o in sorted(fresh, key=_end):
-                at = bisect_right(self._ends, o.end)
-                self._ends.insert(at, o.end)
-                self._by_end.insert(at, o)
+            place_by_end(self._ends, self._by_end, fresh)
         encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
         self.records.add([(e, e) for e in encs])
 
