@@ -500,13 +500,16 @@ def _start(o: Interval) -> datetime:
     return o.start
 
 
+_FEW = 8  # new outages placed one at a time (`place_by_end`, `touched`); more: with the tail after them
+
+
 def place_by_end(ends: list[datetime], outages: list[Interval], fresh: Sequence[Interval]) -> None:
     """These outages placed among `outages` (ordered by end, with their `ends`), after those ending
-    at the same instant: appended ones by re-sorting the few held after them with them, a few
-    among many one at a time."""
+    at the same instant: a few one at a time (an insertion moves the pointers after it: cheap),
+    more by merging them with those held after the first of them (two sorted runs: one pass)."""
     new = sorted(fresh, key=_end)
     at = bisect_right(ends, new[0].end)
-    if len(ends) - at <= 4 * len(new):
+    if len(new) > _FEW or at == len(ends):
         merged = sorted([*outages[at:], *new], key=_end)  # (stable: the held first among equal ends)
         del ends[at:], outages[at:]
         ends.extend(o.end for o in merged)
@@ -525,14 +528,15 @@ def touched(
     ones are merged — with their `starts`): the runs of them, by start, with the slice of merged
     outages each run touches, as (first, end of the slice, the run's outages), in order. Merging a
     run with its slice alone gives the union of all: a merged outage outside every slice touches
-    no new outage. A run's slice is empty (first == end) where it touches none. New outages near
-    the end (appended ones: the merged outages from the first they can touch on no more than
-    four times as many as they) are one run with that tail, without looking at each."""
+    no new outage. A run's slice is empty (first == end) where it touches none. More than a few
+    new outages (appended ones, a backfill) are one run with every merged outage from the first
+    they can touch on: its merging costs that tail once, where a run each would cost the caller's
+    lists after each (their running sums, their places)."""
     low = min(o.start for o in fresh)
     at = bisect_right(starts, low)
     if at and merged[at - 1].end >= low:
         at -= 1
-    if len(merged) - at <= 4 * len(fresh):
+    if len(fresh) > _FEW:
         return [(at, len(merged), list(fresh))]
     out: list[tuple[int, int, list[Interval]]] = []
     for o in sorted(fresh, key=_start):
