@@ -121,13 +121,14 @@ class BurnIndex:
             tuple(exclusions),
             span,
         )
-        fresh = self._appended(mine, outages) if basis == self.basis else None
-        if fresh is not None:
+        changed = self._changed(mine, (edits or {}).get("outages"), outages) if basis == self.basis else None
+        if changed is not None:
+            fresh, corrected = changed
             self._add(fresh)
-            self.appended += 1
-        elif basis == self.basis and (fresh := self._edited(mine, (edits or {}).get("outages"), outages)) is not None:
-            self._add(fresh)
-            self.edited += 1
+            if corrected:
+                self.edited += 1
+            else:
+                self.appended += 1
         else:
             self._build(basis, calendar, exclusions, span, min_outage, outages, mine)
             self.built += 1
@@ -145,38 +146,20 @@ class BurnIndex:
     def _drop(self) -> None:
         self.basis, self.lineage = None, ()
 
-    def _appended(self, lineage: Lineage, outages: list[Interval]) -> list[Interval] | None:
-        """The outages added since the last round, when every service's part is the one held with
-        outages placed after its end — and those under way held whose end is now reported; None
-        when anything else changed. The new ones under way are held by place."""
-        before = self.lineage
-        if len(before) != len(lineage) or sum(n for _, _, n in lineage) != len(outages):
-            return None
-        for (s0, e0, n0), (s1, e1, n1) in zip(before, lineage, strict=True):
-            if s0 != s1 or e0 != e1 or n1 < n0:
-                return None
-        return self._tails(lineage, outages)
-
-    def _edited(
+    def _changed(
         self, lineage: Lineage, parts: tuple[Sequence[tuple[int, int, Any, Any]], ...] | None, outages: list[Interval]
-    ) -> list[Interval] | None:  # fmt: skip
-        """As `_appended`, when every change since the last round, in every service's part, is a
-        replacement in place the kept selection logged (a correction): each corrected outage held
-        taken out (its merged outage merged again without it) and the one it is now placed (or, under
-        way, held by its place); None when anything else changed."""
+    ) -> tuple[list[Interval], bool] | None:  # fmt: skip
+        """When every change since the last round, in every service's part, is an outage placed
+        after its end or a replacement in place the kept selection logged (a correction; `parts`:
+        each part's log, none when nothing is logged): each corrected outage held taken out (its
+        merged outage merged again without it) and the one it is now placed (or, under way, held by
+        its place); then the outages to add — those placed after each part's end and those under way
+        held whose end is now reported (the new ones under way held by place) — and whether any was
+        corrected. None when anything else changed."""
         before = self.lineage
-        if parts is None or len(before) != len(lineage) or len(parts) != len(lineage) or not lineage:
+        logs = logged_changes(before, lineage, parts)
+        if logs is None or sum(n for _, _, n in lineage) != len(outages):
             return None
-        if sum(n for _, _, n in lineage) != len(outages):
-            return None
-        logs: list[tuple[int, int, Any, Any]] = []
-        for k, ((s0, e0, n0), (s1, e1, n1), log) in enumerate(zip(before, lineage, parts, strict=True)):
-            if s0 != s1 or e1 < e0 or n1 < n0:
-                return None
-            mine = [edit for edit in log if e0 < edit[0] <= e1]
-            if [edit[0] for edit in mine] != list(range(e0 + 1, e1 + 1)):
-                return None
-            logs += [(k, at, old, new) for _, at, old, new in mine]
         held = set(self.under_way)
         for k, at, old, new in logs:
             if at >= before[k][2]:
@@ -190,7 +173,7 @@ class BurnIndex:
                 held.add((k, at))
             else:
                 self._add([new])
-        return self._tails(lineage, outages)
+        return self._tails(lineage, outages), bool(logs)
 
     def _tails(self, lineage: Lineage, outages: list[Interval]) -> list[Interval]:
         """The outages placed after each service's part held (its length now against the one held),
@@ -352,6 +335,28 @@ class BurnIndex:
             return reliability._downtime(long_enough, eligible)[0]
 
         return downtime([*mine, x]) - downtime(mine)
+
+
+def logged_changes(
+    before: Lineage, lineage: Lineage, parts: tuple[Sequence[tuple[int, int, Any, Any]], ...] | None
+) -> list[tuple[int, int, Any, Any]] | None:  # fmt: skip
+    """The replacements in place made in kept selections between two lineages of them, as (service
+    part, place in it, input before, input after) — none when only appends were made — when every
+    change in every service's part is one of them (the part's log, `parts`, holds each change's
+    number in turn: none when nothing is logged) and the rest was appended; None otherwise (another
+    selection, a removal, an earlier placement, a change the log no longer holds)."""
+    parts = parts if parts is not None else ((),) * len(lineage)
+    if len(before) != len(lineage) or len(parts) != len(lineage) or not lineage:
+        return None
+    out: list[tuple[int, int, Any, Any]] = []
+    for k, ((s0, e0, n0), (s1, e1, n1), log) in enumerate(zip(before, lineage, parts, strict=True)):
+        if s0 != s1 or e1 < e0 or n1 < n0:
+            return None
+        mine = [edit for edit in log if e0 < edit[0] <= e1]
+        if [edit[0] for edit in mine] != list(range(e0 + 1, e1 + 1)):
+            return None
+        out += [(k, at, old, new) for _, at, old, new in mine]
+    return out
 
 
 def part_bases(lineage: Lineage) -> list[int]:

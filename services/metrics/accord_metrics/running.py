@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
-from accord_metrics.burning import BurnIndex, part_bases
+from accord_metrics.burning import BurnIndex, logged_changes, part_bases
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
@@ -128,31 +128,16 @@ class Running:
             tuple(exclusions),
         )
         try:
-            grown = self._grown(lineage) if self.tally is not None and basis == self.basis else None
-            if grown is not None:
-                bases = part_bases(lineage)
-                tails = [(k, source[bases[k] + a : bases[k] + b], a) for k, a, b in grown]
-                appended = [item for _, tail, _ in tails for item in tail]
-                ended = [source[bases[k] + i] for k, i in self.under_way if source[bases[k] + i].end < ONGOING]
-                fresh = self._fresh(metric, p, window, [*ended, *appended], as_of)
-                if fresh is not None and self._distinct(fresh) and self._fold(fresh):
-                    self.lineage = lineage
-                    self.under_way = [(k, i) for k, i in self.under_way if source[bases[k] + i].end >= ONGOING]
-                    for k, tail, a in tails:
-                        self.under_way += [(k, a + i) for i in _under_way(metric, tail)]
-                    out = self._evaluated(as_of, window, source)
-                    if out is not None:
-                        self.appended += 1
-                        return out
-            elif (
-                isinstance(self.tally, CallTally | CountTally | FcrTally | OutageTally)
-                and basis == self.basis
-                and (edits := self._replaced(lineage, (signals.edits or {}).get(name))) is not None
-            ):
+            edits = None
+            if self.tally is not None and basis == self.basis:
+                edits = logged_changes(self.lineage, lineage, (signals.edits or {}).get(name))
+            if edits is not None:
                 out = self._edited(metric, p, window, source, as_of, edits, lineage)
                 if out is not None:
-                    self.lineage = lineage
-                    self.edited += 1
+                    if edits:
+                        self.edited += 1
+                    else:
+                        self.appended += 1
                     return out
             self._drop()
             tally = self._tally(metric, p, window, calendar, exclusions)
@@ -194,25 +179,6 @@ class Running:
             return tally.evaluated([o for o in lasting if o.start < we and ws < o.end])
         return tally.evaluated()
 
-    def _replaced(
-        self, lineage: Lineage, parts: tuple[Sequence[tuple[int, int, Any, Any]], ...] | None
-    ) -> list[tuple[int, int, Any, Any]] | None:
-        """The replacements in place made in the folded selections since the last fold, as (service
-        part, place in it, input before, input after) — when every change since, in every service's
-        part, is one of them, the others appended; None otherwise (folded again)."""
-        before = self.lineage
-        if parts is None or len(before) != len(lineage) or len(parts) != len(lineage) or not lineage:
-            return None
-        out: list[tuple[int, int, Any, Any]] = []
-        for k, ((s0, e0, n0), (s1, e1, n1), log) in enumerate(zip(before, lineage, parts, strict=True)):
-            if s0 != s1 or e1 < e0 or n1 < n0:
-                return None
-            mine = [edit for edit in log if e0 < edit[0] <= e1]
-            if [edit[0] for edit in mine] != list(range(e0 + 1, e1 + 1)):
-                return None
-            out += [(k, at, old, new) for _, at, old, new in mine]
-        return out
-
     def _edited(
         self, metric: str, p: dict[str, Any], window: Interval, source: Sequence[Any], as_of: datetime,
         edits: list[tuple[int, int, Any, Any]], lineage: Lineage,
@@ -221,9 +187,10 @@ class Running:
         it was and folded in as it is (those placed after the last fold are folded with the
         appended, as they are now; an outage now under way held by its place, not folded) — and
         each service part's appended inputs folded in, with (outages) those under way whose end is
-        now reported; None when it cannot (the caller folds every input again)."""
+        now reported: its lineage is then `lineage`. None when it cannot (the caller folds every
+        input again)."""
         tally = self.tally
-        assert isinstance(tally, CallTally | CountTally | FcrTally | OutageTally)
+        assert tally is not None
         folded = [n for _, _, n in self.lineage]
         held = set(self.under_way)
         for k, at, old, new in edits:
@@ -262,20 +229,6 @@ class Running:
     def _drop(self) -> None:
         self.basis, self.tally, self.lineage = None, None, ()
         self.under_way, self.ids = [], None
-
-    def _grown(self, lineage: Lineage) -> list[tuple[int, int, int]] | None:
-        """When `lineage` is the folded one with inputs appended to any of its services' parts, the
-        parts that grew: (part, its length folded, its length now); None otherwise."""
-        before = self.lineage
-        if len(before) != len(lineage) or not lineage:
-            return None
-        out = []
-        for k, ((s0, e0, n0), (s1, e1, n1)) in enumerate(zip(before, lineage, strict=True)):
-            if s0 != s1 or e0 != e1 or n1 < n0:
-                return None
-            if n1 > n0:
-                out.append((k, n0, n1))
-        return out
 
     def _distinct(self, fresh: list[Any]) -> bool:
         """Whether these contacts' ids are new and distinct (first-contact resolution over several
