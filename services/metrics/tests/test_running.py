@@ -4,7 +4,7 @@ every input folded so far, in order, with few records (one hash state) and many 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -295,6 +295,24 @@ def test_an_mtbf_tally_gives_the_formula_s_evaluation_after_every_batch(
         assert tally.evaluated() == reliability.mtbf(WINDOW, cal, so_far, exclusions=exclusions)
 
 
+def _taken_out_in_turn(
+    tally: Any, held: list[Any], fixes: list[tuple[int, bool, Any]], fixed: Callable[[Any, Any], list[Any]]
+) -> Iterator[None]:  # fmt: skip
+    """Each of `fixes` (pick, drop, fix) in turn, yielding after each: an input of `held` taken out
+    of the tally and of `held`, and — unless dropped — what `fixed(it, fix)` gives folded in and
+    held in its place (a correction)."""
+    for pick, drop, fix in fixes:
+        if not held:
+            return
+        before = held.pop(pick % len(held))
+        tally.remove([before])
+        if not drop:
+            after = fixed(before, fix)
+            tally.extend(after)
+            held += after
+        yield
+
+
 def test_an_outage_tally_merges_a_late_outage_with_the_merged_outages_it_touches_alone() -> None:
     """A late outage in the middle of the window is weighed in with the merged outage it touches
     alone — before, every merged outage after it was taken out and weighed in again (80,000 at a
@@ -341,14 +359,7 @@ def test_an_outage_tally_takes_an_outage_out_and_a_correction_in_as_the_formula_
     held = _in_window(raw)
     tally.extend(held)
     lasting = _lasting(under_way, T0 + timedelta(seconds=as_of))
-    for pick, drop, fix in fixes:
-        if not held:
-            break
-        before = held.pop(pick % len(held))
-        tally.remove([before])
-        if not drop:
-            held += _in_window([fix])
-            tally.extend(_in_window([fix]))
+    for _ in _taken_out_in_turn(tally, held, fixes, lambda _, fix: _in_window([fix])):
         assert tally.evaluated() == formula(held)
         assert tally.evaluated(lasting) == formula(held + lasting)
     with pytest.raises(KeyError):
@@ -827,15 +838,7 @@ def test_an_fcr_tally_takes_a_contact_out_and_a_correction_in_as_the_formula_ove
     tally = running.FcrTally(method, repeat, WINDOW)
     assert tally.extend(held)
     as_of = T0 + timedelta(seconds=step)
-    for pick, drop, fix in fixes:
-        if not held:
-            break
-        before = held.pop(pick % len(held))
-        tally.remove([before])
-        if not drop:
-            after = call(before.call_id, *fix)
-            assert tally.extend([after])
-            held.append(after)
+    for _ in _taken_out_in_turn(tally, held, fixes, lambda before, fix: [call(before.call_id, *fix)]):
         assert tally.evaluated(as_of) == contact.fcr(held, method, repeat, window=WINDOW, as_of=as_of)
     with pytest.raises(KeyError):
         tally.remove([call("k999", 0, "a", "billing", True, None)])  # not held
