@@ -56,7 +56,7 @@ from accord_metrics.formulas import reliability
 from accord_metrics.formulas.common import percent, seconds
 from accord_metrics.formulas.running import place_by_end, touched
 
-Lineage = tuple[tuple[int, int, int], ...]
+Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
 _ZERO = timedelta(0)
 
 
@@ -173,30 +173,8 @@ class BurnIndex:
                 held.add((k, at))
             else:
                 self._add([new])
-        return self._tails(lineage, outages), bool(logs)
-
-    def _tails(self, lineage: Lineage, outages: list[Interval]) -> list[Interval]:
-        """The outages placed after each service's part held (its length now against the one held),
-        and those under way held whose end is now reported; the new ones under way held by place."""
-        before = self.lineage
-        fresh: list[Interval] = []
-        new: list[tuple[int, int]] = []
-        at = 0
-        for k, ((_, _, n0), (_, _, n1)) in enumerate(zip(before, lineage, strict=True)):
-            tail = outages[at + n0 : at + n1]
-            fresh.extend(tail)
-            new += [(k, n0 + i) for i, o in enumerate(tail) if o.end >= ONGOING]
-            at += n1
-        bases = part_bases(lineage)
-        still = []
-        for k, i in self.under_way:
-            o = outages[bases[k] + i]
-            if o.end >= ONGOING:
-                still.append((k, i))
-            else:
-                fresh.append(o)  # its end reported
-        self.under_way = still + new
-        return fresh
+        fresh, self.under_way = advanced(before, lineage, outages, self.under_way, outages=True)
+        return fresh, bool(logs)
 
     def _build(
         self, basis: tuple[Any, ...], calendar: Calendar, exclusions: Sequence[Interval], span: Interval,
@@ -206,12 +184,10 @@ class BurnIndex:
         self.eligible = reliability.eligible_intervals(span, calendar, exclusions)
         self._eligible_starts = [e.start for e in self.eligible]
         self._eligible_ends = [e.end for e in self.eligible]
-        self.ends, self.by_end, self.under_way = [], [], []
+        self.ends, self.by_end = [], []
         self.merged, self._mstarts, self._mends, self._sums = [], [], [], [_ZERO]
-        bases = part_bases(lineage)
-        self.under_way = [
-            (k, i) for k, (_, _, n) in enumerate(lineage) for i in range(n) if outages[bases[k] + i].end >= ONGOING
-        ]
+        none = tuple((selection, changes, 0) for selection, changes, _ in lineage)  # every part grown from nothing
+        _, self.under_way = advanced(none, lineage, outages, [], outages=True)
         self._add(outages)
 
     def _add(self, outages: Sequence[Interval]) -> None:
@@ -357,6 +333,31 @@ def logged_changes(
             return None
         out += [(k, at, old, new) for _, at, old, new in mine]
     return out
+
+
+def advanced(
+    before: Lineage, lineage: Lineage, items: Sequence[Any], under_way: list[tuple[int, int]], *, outages: bool
+) -> tuple[list[Any], list[tuple[int, int]]]:  # fmt: skip
+    """What a structure folded over the kept selections as of `before` (its replacements in place
+    applied) takes in to be over them as of `lineage` (`items`: every service part's inputs in
+    turn): the outages under way it held by place whose end is now reported, then the inputs placed
+    after each part's end; and the outages under way by place — those held still under way and the
+    new ones (`outages`: the inputs are outages; none is under way otherwise)."""
+    bases = part_bases(lineage)
+    fresh: list[Any] = []
+    still: list[tuple[int, int]] = []
+    for k, i in under_way:
+        o = items[bases[k] + i]
+        if o.end >= ONGOING:
+            still.append((k, i))
+        else:
+            fresh.append(o)  # its end reported
+    for k, ((_, _, n0), (_, _, n1)) in enumerate(zip(before, lineage, strict=True)):
+        tail = items[bases[k] + n0 : bases[k] + n1]
+        fresh.extend(tail)
+        if outages:
+            still += [(k, n0 + i) for i, o in enumerate(tail) if o.end >= ONGOING]
+    return fresh, still
 
 
 def part_bases(lineage: Lineage) -> list[int]:

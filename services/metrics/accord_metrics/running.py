@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
-from accord_metrics.burning import BurnIndex, logged_changes, part_bases
+from accord_metrics.burning import BurnIndex, Lineage, advanced, logged_changes, part_bases
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
@@ -56,7 +56,6 @@ LISTS = {
     "METRIC_AVAILABILITY_REQUESTS": "requests",
 }
 _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over outages, one under way beside
-Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
 
 
 # The formula version each running form computes: another current version (never in a running
@@ -150,12 +149,9 @@ class Running:
                 self._drop()
                 return None
             self.basis, self.lineage = basis, lineage
-            bases = part_bases(lineage)
-            self.under_way = [
-                (k, i)
-                for k, (_, _, n) in enumerate(lineage)
-                for i in _under_way(metric, source[bases[k] : bases[k] + n])
-            ]
+            # Its outages under way by place: as if every part grew from nothing.
+            none = tuple((selection, changes, 0) for selection, changes, _ in lineage)
+            _, self.under_way = advanced(none, lineage, source, [], outages=metric in _OUTAGE_METRICS)
             self.seeded += 1
             return self._evaluated(as_of, window, source)
         except Exception:  # the formula itself says what is wrong (or computes it)
@@ -214,16 +210,11 @@ class Running:
                     self.ids.difference_update(c.call_id for c in gone)
             if come and not (self._distinct(come) and self._fold(come)):
                 return None
-        bases = part_bases(lineage)
-        tails = [(k, source[bases[k] + folded[k] : bases[k] + n], folded[k]) for k, (_, _, n) in enumerate(lineage)]
-        ended = [source[bases[k] + i] for k, i in self.under_way if source[bases[k] + i].end < ONGOING]
-        fresh = self._fresh(metric, p, window, [*ended, *(x for _, tail, _ in tails for x in tail)], as_of)
+        taken, under_way = advanced(self.lineage, lineage, source, self.under_way, outages=metric in _OUTAGE_METRICS)
+        fresh = self._fresh(metric, p, window, taken, as_of)
         if fresh is None or not (self._distinct(fresh) and self._fold(fresh)):
             return None
-        self.lineage = lineage
-        self.under_way = [(k, i) for k, i in self.under_way if source[bases[k] + i].end >= ONGOING]
-        for k, tail, a in tails:
-            self.under_way += [(k, a + i) for i in _under_way(metric, tail)]
+        self.lineage, self.under_way = lineage, under_way
         return self._evaluated(as_of, window, source)
 
     def _drop(self) -> None:
@@ -287,11 +278,3 @@ class Running:
         assert tally is not None
         tally.extend(fresh)
         return True
-
-
-def _under_way(metric: str, items: Sequence[Any]) -> list[int]:
-    """Time-based availability's or MTBF's outages under way among `items` (no end reported): their
-    places."""
-    if metric not in _OUTAGE_METRICS:
-        return []
-    return [i for i, o in enumerate(items) if o.end >= ONGOING]
