@@ -545,7 +545,8 @@ def _point(
         stop.set()
         worker.join()
         rss_mb = _rss_mb()
-        held = sum(s.count for s in metrics._services.values())
+        held_by_service = {sid: s.count for sid, s in metrics._services.items() if s.count}
+        held = sum(held_by_service.values())
         converted = sum(len(s.converted) for s in metrics._services.values())
         windows_known = len(metrics._closed_windows) + len(metrics._open_windows)
         last = at + STEP * (meanwhile[0] + 1)
@@ -573,6 +574,7 @@ def _point(
         "rounds_during": meanwhile[0],
         "rss_mb": rss_mb,
         "held_signals": held,
+        "held_by_service": held_by_service,
         "converted": converted,
         "windows_known": windows_known,
         "built": count,

@@ -118,6 +118,8 @@ def test_an_agreement_of_several_services_takes_each_batch_from_one_in_turn() ->
     (point,) = result["points"]
     assert result["params"]["services"] == 2
     assert point["held_signals"] == 4000 + metrics_scale.measured(2)
+    held = point["held_by_service"]  # every batch one service's, in turn: each holds about half
+    assert set(held) == {"email", "email-2"} and abs(held["email"] - held["email-2"]) <= 2 * 1000 + 2
     assert all(r["windows"] >= 1 for r in point["batch_rounds"])
     assert metrics_scale.service_names(2) == ["email", "email-2"]
     with pytest.raises(ValueError, match="scale-services"):
