@@ -159,7 +159,8 @@ def run_formula(
     a closed window was recorded with — that version computes it again if it is still
     computable (`work.LEADS_NEEDED_VERSIONS`, `reliability.REQUESTS_VERSIONS`,
     `contact.FCR_VERSIONS`, `work.FOLLOW_UP_VERSIONS`, `work.CLOCKED_VERSIONS`,
-    `reliability.MTTR_VERSIONS`), else the current one. `digested` false:
+    `reliability.MTTR_VERSIONS`, `reliability.OUTAGES_VERSIONS`, `contact.VERSIONS`), else the
+    current one. `digested` false:
     the caller reads only the value — availability (time- and request-based) computes no input digest.
     `running`: an open window's running evaluation (`running.Running`), which computes it when it
     can from the inputs appended since the last round (the same evaluation)."""
@@ -179,6 +180,7 @@ def run_formula(
             exclusions,
             timedelta(seconds=float(_dec(p.get("min_outage_seconds")))),
             digested=digested,
+            version=_version(recorded, "availability.time", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION),
         )
     if metric == "METRIC_AVAILABILITY_REQUESTS":
         method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
@@ -205,15 +207,19 @@ def run_formula(
         )
     if metric == "METRIC_MTBF":
         failures = _overlapping(_known_outages(signals, as_of), window)
-        return reliability.mtbf(window, calendar, failures, exclusions=exclusions)
+        version = _version(recorded, "mtbf", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION)
+        return reliability.mtbf(window, calendar, failures, exclusions=exclusions, version=version)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
+    if metric in _CALL_FORMULAS:
+        version = _version(recorded, _CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION)
     if metric == "METRIC_ASA":
-        return contact.asa(calls)
+        return contact.asa(calls, version=version)
     if metric == "METRIC_ABANDONMENT_RATE":
-        return contact.abandonment_rate(calls, short)
+        return contact.abandonment_rate(calls, short, version=version)
     if metric == "METRIC_SERVICE_LEVEL":
-        return contact.service_level(calls, p["variant"], timedelta(seconds=float(_dec(p["threshold_seconds"]))), short)
+        threshold = timedelta(seconds=float(_dec(p["threshold_seconds"])))
+        return contact.service_level(calls, p["variant"], threshold, short, version=version)
     if metric == "METRIC_FIRST_CONTACT_RESOLUTION":
         repeat = repeat_window(p)
         method = fcr_method(p)
@@ -222,7 +228,7 @@ def run_formula(
             contact.fcr_contacts(signals.calls, method), method, repeat, window=window, as_of=as_of, version=version
         )
     if metric == "METRIC_AVERAGE_HANDLE_TIME":
-        return contact.aht(calls)
+        return contact.aht(calls, version=version)
     if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):
         kind: work.TicketKind = "RESPONSE" if metric == "METRIC_TICKET_RESPONSE" else "RESOLUTION"
         tickets = [t for t in signals.tickets if t.opened < window.end]
@@ -264,6 +270,15 @@ def run_formula(
         days = depth_days(p)
         return work.follow_up_depth(leads, days, as_of=as_of, window=window, version=version)
     raise ValueError(f"no formula for metric {metric!r}")
+
+
+# The call formulas by metric (their versions are `contact.VERSIONS`).
+_CALL_FORMULAS = {
+    "METRIC_ASA": "contact.asa",
+    "METRIC_ABANDONMENT_RATE": "contact.abandonment_rate",
+    "METRIC_SERVICE_LEVEL": "contact.service_level",
+    "METRIC_AVERAGE_HANDLE_TIME": "contact.aht",
+}
 
 
 def _version(recorded: tuple[str, int] | None, formula: str, kept: tuple[int, ...], current: int) -> int:

@@ -62,12 +62,12 @@ _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over
 # process, but kept honest) is left to the formula itself.
 def _implements(metric: str) -> bool:
     if metric in _CALL_METRICS:
-        return contact.VERSION == 1
+        return contact.VERSION == 2
     if metric == FCR:
-        return contact.FCR_VERSION == 2
+        return contact.FCR_VERSION == 3
     if metric in _OUTAGE_METRICS:
-        return reliability.VERSION == 1
-    return reliability.REQUESTS_VERSION == 2
+        return reliability.OUTAGES_VERSION == 2
+    return reliability.REQUESTS_VERSION == 3
 
 
 def _seconds(raw: Any) -> timedelta:

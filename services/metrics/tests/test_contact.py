@@ -74,7 +74,7 @@ def test_the_five_variants_on_domains_numbers_differ() -> None:
 
     values = {r.value for r in (aoo, aoa, an, ab_s, sas)}
     assert len(values) == 5
-    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 1
+    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 2
     assert aoo.parameters == {
         "variant": "ANSWERED_OVER_OFFERED",
         "threshold_seconds": "20",
@@ -255,7 +255,7 @@ def test_fcr_flagged_and_inferred() -> None:
     assert r.value == Decimal(80) and r.detail["unflagged"] == "1" and r.detail["first_contacts"] == "5"
     # REPEAT_CONTACT: d0 and c2-d2 had a repeat; d10, router-d1, c3-d4 did not → 3 ÷ 5 = 60 %
     r = fcr(calls, "REPEAT_CONTACT", window=ALL_DAYS)
-    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 2
+    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 3
     assert r.parameters["method"] == "REPEAT_CONTACT" and r.parameters["repeat_window_seconds"] == "604800"
     assert fcr(calls, FcrMethod.FLAGGED, version=1).value == Decimal(80)
     v1 = fcr(calls, "REPEAT_CONTACT", version=1)
@@ -330,7 +330,7 @@ def test_fcr_v2_digest_is_the_outcomes_of_the_window() -> None:
     with pytest.raises(ValueError, match="window"):
         fcr(calls, FcrMethod.REPEAT_CONTACT)
     with pytest.raises(ValueError, match="versions"):
-        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=3)
+        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=4)
     with pytest.raises(ValueError, match="twice"):
         fcr([calls[0], calls[0]], FcrMethod.REPEAT_CONTACT, window=w)
 
@@ -397,6 +397,7 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     after one new call encodes only that call — and the digest is the one of the inputs'
     plain UTC records, sorted by id, as before records were kept encoded."""
     import json
+    import zlib
     from hashlib import sha256
 
     from accord_metrics.formulas import common, contact
@@ -426,10 +427,28 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     assert encoded[50:] == ["c999"]
     assert again.input_digest != first.input_digest
 
+    # Worked out here as an auditor would from the rule (docs/domain.md §4, "The input digest"):
+    # v1 the calls' records in one list; v2 those records dealt into 64 buckets by each one's
+    # CRC-32 modulo 64, the list's place holding each bucket's SHA-256, and the formula named.
+    def canonical(payload: object) -> bytes:
+        return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
+
     records = [plain(c) for c in sorted(calls, key=lambda c: c.call_id)]
-    payload = {"inputs": records, "parameters": first.parameters}
-    text = json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":"))
-    assert first.input_digest == "sha256:" + sha256(text.encode()).hexdigest()
+    v1 = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=1)
+    v1_payload = {"inputs": records, "parameters": v1.parameters}
+    assert v1.input_digest == "sha256:" + sha256(canonical(v1_payload)).hexdigest()
+    buckets: list[list[bytes]] = [[] for _ in range(64)]
+    for record in records:
+        text = canonical(record)
+        buckets[zlib.crc32(text) % 64].append(text)
+    payload = {
+        "formula_id": "contact.service_level",
+        "formula_version": 2,
+        "inputs": [sha256(b",".join(b)).hexdigest() for b in buckets],
+        "parameters": first.parameters,
+    }
+    assert first.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest()
+    assert (first.value, first.detail, first.parameters) == (v1.value, v1.detail, v1.parameters)
 
 
 _ZONES = st.sampled_from([UTC, ZoneInfo("Europe/Amsterdam"), ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Kolkata")])

@@ -66,7 +66,7 @@ def test_availability_one_outage_in_a_day() -> None:
     # (86 400 − 1 800) ÷ 86 400 × 100 = 47/48 × 100 = 97.91666…
     assert r.value == d("97.91666666666666666666666667")
     assert r.reported == d("97.916667")
-    assert (r.formula_id, r.formula_version, r.undefined) == ("availability.time", 1, "")
+    assert (r.formula_id, r.formula_version, r.undefined) == ("availability.time", 2, "")
     assert r.detail == {
         "eligible_seconds": "86400",
         "downtime_seconds": "1800",
@@ -252,7 +252,7 @@ def test_occurrences() -> None:
         "calendar": "24x7",
         "calendar_version": "1",
     }
-    assert (r.formula_version, r.detail["eligible_seconds"], r.detail["counts_excluded"]) == (2, "1800", "0")
+    assert (r.formula_version, r.detail["eligible_seconds"], r.detail["counts_excluded"]) == (3, "1800", "0")
     # Version 1, kept for the windows recorded with it: the same value, no calendar.
     v1 = availability_requests(BUCKETS, "OCCURRENCES", W30, version=1)
     assert (v1.formula_version, v1.value) == (1, r.value)
@@ -366,7 +366,7 @@ def test_request_based_counts_only_open_hours() -> None:
 
 def test_request_based_versions() -> None:
     with pytest.raises(ValueError, match="versions"):
-        availability_requests(BUCKETS, "OCCURRENCES", W30, version=3)
+        availability_requests(BUCKETS, "OCCURRENCES", W30, version=4)
 
 
 def test_request_based_bad_arguments() -> None:

@@ -4,6 +4,7 @@ every input folded so far, in order, with few records (one hash state) and many 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +18,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact, reliability, running
+from accord_metrics.formulas.common import bucketed
 from tests.suite import (
     AMS,
     COLLECTOR,
@@ -170,51 +172,106 @@ def test_a_call_tally_refuses_an_id_it_holds_and_checks_parameters_as_the_formul
         running.CallTally("contact.abandonment_rate", "", None, timedelta(seconds=-1))
 
 
-def test_many_records_span_several_hash_states() -> None:
-    calls = _calls(
-        [(i * 3, "answered", i % 30, i, 60, "0") for i in range(3 * running.CHECKPOINT + 17)], list(range(10_000))
-    )
+def test_many_records_fill_buckets_that_keep_their_hash_states() -> None:
+    """Enough calls for every bucket of the digest to keep its hash state: batches appended after
+    each bucket's records (its state updated), then one placed before most of them (its buckets
+    hashed again), each give the formula's digest."""
+    n = running.BUCKETS * running.STATE_AT + 700
+    calls = _calls([(i * 3 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
     tally = running.CallTally("contact.service_level", "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
-    for i in range(0, len(calls), 100):
-        assert tally.extend(calls[i : i + 100])
+    for i in range(0, n, 1000):
+        assert tally.extend(calls[i : i + 1000])
         assert tally.evaluated() == contact.service_level(
-            calls[: i + 100], "ANSWERED_OVER_OFFERED", timedelta(seconds=20)
+            calls[: i + 1000], "ANSWERED_OVER_OFFERED", timedelta(seconds=20)
         )
-    # A batch placed before most records held: hashed again from the state before its place.
+    big = sum(1 for records in tally.records._records if len(records) >= running.STATE_AT)
+    assert tally.records.kept_states() == big > running.BUCKETS // 2
     late = _calls([(5, "abandoned", 2, 0, 0, "0")], [-1])
     late = [contact.Call("a-first", late[0].entered_queue, abandoned_at=late[0].abandoned_at)]
     assert tally.extend(late)
     assert tally.evaluated() == contact.service_level(calls + late, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
 
 
-def test_records_taken_out_leave_the_digest_of_those_left() -> None:
-    """Records taken out anywhere (within and across hash states): the digest is that of the
-    records left, as a digest made of them alone; a key not held is refused."""
-    keys = [f"k{i:05d}" for i in range(3 * running.CHECKPOINT + 40)]
-    kept = running.SortedDigest(b"[")
+def test_a_correction_hashes_its_buckets_again_not_the_records_after_it() -> None:
+    """A call corrected in the middle of 20,000 (its record moved to another bucket or not) is
+    hashed again with the records of its buckets alone — not with every record after its place,
+    as the digest of one list must — and the digest is the formula's."""
+    n = 20_000
+    calls = _calls([(i * 4 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
+    tally = running.CallTally("contact.asa")
+    assert tally.extend(calls)
+    largest = max(len(b) for b in tally.records._records)
+    for k, wait in ((n // 2, 7), (n // 3, 8), (10, 9)):
+        before = calls[k]
+        answered = before.entered_queue + timedelta(seconds=wait)
+        after = contact.Call(before.call_id, before.entered_queue, answered_at=answered)
+        hashed = tally.records.hashed
+        tally.replace(before, after)
+        calls[k] = after
+        assert tally.records.hashed - hashed <= 2 * largest < n // 10  # the records after it: ≥ n // 2
+        assert tally.evaluated() == contact.asa(calls)
+    tally.remove([calls[n // 4]])
+    assert tally.evaluated() == contact.asa(calls[: n // 4] + calls[n // 4 + 1 :])
+
+
+def _bucketed_digest(prefix: bytes, records: list[str], suffix: bytes) -> str:
+    """The bucketed digest as the formulas compute it (`common.bucketed`), of these records (in order)."""
+    return "sha256:" + hashlib.sha256(prefix + ",".join(bucketed(records)).encode() + suffix).hexdigest()
+
+
+@pytest.mark.parametrize("size", [40, running.BUCKETS * running.STATE_AT + 300])
+def test_records_taken_out_leave_the_digest_of_those_left(size: int) -> None:
+    """Records taken out anywhere (in buckets that keep their states, or are hashed whole): the
+    digest is the formulas' over the records left; a key not held is refused, nothing taken out."""
+    keys = [f"k{i:05d}" for i in range(size)]
+    kept = running.BucketDigest(b"[")
     kept.add([(k, f'"{k}"') for k in keys])
-    gone = {keys[3], keys[running.CHECKPOINT + 1], keys[-1], keys[2 * running.CHECKPOINT]}
+    gone = {keys[3], keys[size // 3], keys[-1], keys[size // 2], keys[size // 2 + 1]}
     kept.remove(sorted(gone, reverse=True))
-    fresh = running.SortedDigest(b"[")
-    fresh.add([(k, f'"{k}"') for k in keys if k not in gone])
-    assert kept.digest(b"]") == fresh.digest(b"]") and kept.keys == fresh.keys
+    left = [k for k in keys if k not in gone]
+    assert kept.digest(b"]") == _bucketed_digest(b"[", [f'"{k}"' for k in left], b"]") and kept.keys == left
     with pytest.raises(KeyError):
-        kept.remove([keys[3]])
+        kept.remove([keys[4], keys[3]])
+    assert kept.keys == left
 
 
-def test_a_digest_with_records_beside_is_that_of_them_all_held() -> None:
-    """Records given beside those held (anywhere: before every one, within and across hash
-    states, equal to one held, after every one) give the digest of all of them held, and leave
-    the records held as they were."""
-    keys = [f"k{i:05d}" for i in range(0, 2 * (3 * running.CHECKPOINT + 40), 2)]
-    kept = running.SortedDigest(b"[")
+@pytest.mark.parametrize("size", [40, running.BUCKETS * running.STATE_AT + 300])
+def test_a_digest_with_records_beside_is_that_of_them_all_held(size: int) -> None:
+    """Records given beside those held (before every one, between them, equal to one held, after
+    every one) give the digest of all of them held, and leave the records held as they were."""
+    keys = [f"k{i:05d}" for i in range(0, 2 * size, 2)]
+    kept = running.BucketDigest(b"[")
     kept.add([(k, f'"{k}"') for k in keys])
     before = kept.digest(b"]")
-    for extra in (["a"], ["k00001"], [keys[running.CHECKPOINT + 3], "k00999"], [keys[-1], "z"], []):
-        every = running.SortedDigest(b"[")
-        every.add([(k, f'"{k}"') for k in [*keys, *extra]])
-        assert kept.digest_with([(k, f'"{k}"') for k in extra], b"]") == every.digest(b"]")
-    assert kept.digest(b"]") == before and len(kept.keys) == len(keys)
+    for extra in (["a"], ["k00001"], [keys[size // 3], "k00999"], [keys[-1], "z"], [f"z{i}" for i in range(300)], []):
+        every = _bucketed_digest(b"[", [f'"{k}"' for k in sorted([*keys, *extra])], b"]")
+        assert kept.digest_with([(k, f'"{k}"') for k in extra], b"]") == every
+    assert kept.digest(b"]") == before and kept.keys == keys
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "replace"]), st.lists(st.integers(0, 3000), max_size=400))))
+def test_a_bucket_digest_is_the_formulas_over_what_it_holds(steps: list[tuple[str, list[int]]]) -> None:
+    """Random batches added (anywhere among those held), taken out and replaced by another record
+    (in its bucket or another): the digest is always the formulas' over the records held."""
+    kept = running.BucketDigest(b"{")
+    held: dict[int, str] = {}
+    for op, raw in steps:
+        if op == "add":
+            new = {k: f'"{k}:0"' for k in raw if k not in held}
+            kept.add([(k, r) for k, r in new.items()])
+            held |= new
+        elif op == "remove":
+            gone = sorted({k for k in raw if k in held})
+            kept.remove(gone)
+            for k in gone:
+                del held[k]
+        else:
+            for k in {k for k in raw if k in held}:
+                held[k] = f'"{k}:{int(held[k][:-1].split(":")[1]) + 1}"'
+                kept.replace(k, held[k])
+        assert kept.digest(b"}") == _bucketed_digest(b"{", [held[k] for k in sorted(held)], b"}")
+    assert kept.keys == sorted(held)
 
 
 _outage = st.tuples(st.integers(-3600, 2 * 86400 + 3600), st.integers(0, 7200))

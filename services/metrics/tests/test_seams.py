@@ -42,7 +42,7 @@ from accord_metrics.bootstrap import build
 from accord_metrics.domain import BREACHED, MET, NO_DATA
 from accord_metrics.settings import load
 from accord_metrics.signals import InvalidSignalError
-from tests.suite import AMS, at, outage, ts
+from tests.suite import AMS, at, calls, outage, ts
 
 EVALUATION_HEALTH = "accord.evaluation"  # the health service naming evaluation failures
 COLLECTOR = Principal("collector", "service")
@@ -374,7 +374,7 @@ def test_request_availability_leaves_out_maintenance_and_suspended_time(world: W
     world.clock.set(at(f"2026-02-10T12:00{AMS}"))
     m.evaluate()
     jan = world.window(aid, "requests", JAN).closed
-    assert (jan["formula_id"], jan["formula_version"]) == ("availability.requests", 2)
+    assert (jan["formula_id"], jan["formula_version"]) == ("availability.requests", 3)
     # 27 measured days: 26,999 good of 27,000.
     assert (jan["detail"]["good"], jan["detail"]["total"], jan["detail"]["counts_excluded"]) == ("26999", "27000", "3")
     assert Decimal(jan["value"]) == Decimal(26999) / Decimal(27000) * 100
@@ -409,7 +409,48 @@ def test_request_availability_recorded_by_version_1_stays_version_1(
     assert world.rederived_mismatches(aid) == []
     # February, opened since, is judged by the current version.
     feb = [w for w in m.window_evaluations(aid) if w.objective_id == "requests" and at(w.window_start) == at(FEB)]
-    assert feb and feb[0].latest["formula_version"] == 2
+    assert feb and feb[0].latest["formula_version"] == 3
+
+
+def test_windows_closed_by_the_digests_in_one_list_keep_them(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # January closed by the versions before the bucketed digests (ASA and the service level v1,
+    # time-based availability and MTBF v1): re-derived, and restated by a late call and a
+    # corrected outage, by those versions — the digests they recorded stay computable; February,
+    # opened since, is judged by the bucketed versions.
+    from accord_metrics.formulas import contact, reliability
+
+    m = world.metrics
+    tsf = objective("tsf", "METRIC_SERVICE_LEVEL", "80", parameters={"variant": "ANSWERED_OVER_OFFERED",
+                                                                       "threshold_seconds": "20"})  # fmt: skip
+    objectives = [
+        objective("availability", "METRIC_AVAILABILITY_TIME", "99.5"),
+        objective("mtbf", "METRIC_MTBF", "1"),
+        objective("asa", "METRIC_ASA", "30", comparator="COMPARATOR_AT_MOST"),
+        tsf,
+    ]
+    aid = world.upstream.agreement("a-v1", terms_with(*objectives))
+    m.record(COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 30), *calls("j", f"2026-01-14T09:00{AMS}", 8, 2)])
+    m.record(COLLECTOR, [*calls("f", f"2026-02-03T09:00{AMS}", 5, 5)])
+    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
+    with monkeypatch.context() as patch:
+        patch.setattr(contact, "VERSION", 1)
+        patch.setattr(reliability, "OUTAGES_VERSION", 1)
+        m.evaluate()
+    closed = {oid: world.window(aid, oid, JAN).closed for oid in ("availability", "mtbf", "asa", "tsf")}
+    assert {oid: e["formula_version"] for oid, e in closed.items()} == dict.fromkeys(closed, 1)
+    assert world.rederived_mismatches(aid) == []
+    late = calls("late", f"2026-01-20T09:00{AMS}", 0, 1)
+    m.record(COLLECTOR, late)
+    m.record(PROVIDER, [outage("o1", f"2026-01-12T10:00{AMS}", 90)])
+    world.clock.set(at(f"2026-02-10T13:00{AMS}"))
+    m.evaluate()
+    for oid in ("availability", "mtbf", "asa", "tsf"):
+        latest = world.window(aid, oid, JAN).latest
+        assert latest["formula_version"] == 1 and latest["input_digest"] != closed[oid]["input_digest"], oid
+    assert world.window(aid, "asa", JAN).latest["detail"]["answered"] == "11"
+    assert world.rederived_mismatches(aid) == []
+    february = {oid: world.window(aid, oid, FEB).latest for oid in ("availability", "mtbf", "asa", "tsf")}
+    assert {oid: e["formula_version"] for oid, e in february.items()} == dict.fromkeys(february, 2)
 
 
 def test_fcr_by_repeat_contact_requires_the_customer_id(world: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -132,6 +133,43 @@ def digest(inputs: Any) -> str:
     """sha256 of the canonical JSON of the inputs: independent of the order they arrived in
     when the caller passes them sorted (formulas sort their inputs before digesting)."""
     return "sha256:" + hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
+
+
+# -- the bucketed digest of a list of input records (the formulas with a running form, since their
+# versions "contact.asa" … "contact.aht" v2, "contact.fcr" v3, "availability.time" and "mtbf" v2,
+# "availability.requests" v3). The records, each its canonical JSON, are dealt into BUCKETS (64)
+# buckets by the CRC-32 of its bytes modulo 64, each bucket keeping the records' order; the list's
+# place in the payload holds the 64 buckets' digests (the lowercase hex SHA-256 of the bucket's
+# records joined by ",", an empty bucket that of no byte), in bucket order, as JSON strings; the
+# input digest is the SHA-256 of that payload's canonical JSON, as before. Every record is still
+# digested, in order within its bucket; but a record changed, taken out or placed before others
+# changes the digest of its bucket alone — a running form brings the digest up to date hashing
+# that bucket again (≈ 1/64 of the records), not every record after its place
+# (`formulas.running.BucketDigest`). 64: a batch appended touches each bucket once (a few µs a
+# bucket), a correction hashes ≈ 1/64 of the window. The bucket is a partition, not a secret:
+# two lists of records with one digest would need two buckets with one SHA-256.
+BUCKETS = 64
+EMPTY_BUCKET = Encoded('"' + hashlib.sha256(b"").hexdigest() + '"')
+
+
+def bucket_of(record: str) -> int:
+    """The bucket of a record (its canonical JSON, ASCII) in a bucketed digest."""
+    return zlib.crc32(record.encode()) & (BUCKETS - 1)
+
+
+def bucket_digest(records: list[str]) -> Encoded:
+    """One bucket's digest as the bucketed list holds it: the hex SHA-256 of its records joined by
+    ",", as a JSON string."""
+    return Encoded('"' + hashlib.sha256(",".join(records).encode()).hexdigest() + '"') if records else EMPTY_BUCKET
+
+
+def bucketed(records: Iterable[str]) -> EncodedList:
+    """The bucketed form of a sorted list of records (each its canonical JSON): the 64 buckets'
+    digests, what a bucketed digest's payload holds in the list's place."""
+    buckets: list[list[str]] = [[] for _ in range(BUCKETS)]
+    for record in records:
+        buckets[bucket_of(record)].append(record)
+    return EncodedList(map(bucket_digest, buckets))
 
 
 def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:

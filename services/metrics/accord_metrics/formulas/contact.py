@@ -18,7 +18,10 @@ Conventions shared by every function here:
 - Values are exact Decimals; a zero denominator gives `value=None` with `undefined` set.
 - `input_digest` digests the calls sorted by id (datetimes as UTC instants) together with
   the parameters, so the order the calls arrived in does not change it. Duplicate call
-  ids are refused (ValueError): they would be counted twice.
+  ids are refused (ValueError): they would be counted twice. Since v2 of the call formulas
+  (v3 of FCR) the digest is bucketed (`common.bucketed`) and covers the formula id and
+  version; the earlier versions' digest (the records in one list) is kept for the windows
+  recorded with it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from accord_metrics.formulas.common import (
     Encoded,
     EncodedList,
     Evaluated,
+    bucketed,
     digest,
     encoded,
     encoded_all,
@@ -46,12 +50,17 @@ from accord_metrics.formulas.common import (
     seconds,
 )
 
-VERSION = 1
+# The versions of "contact.asa", "contact.abandonment_rate", "contact.service_level" and
+# "contact.aht" computed: v2 digests its calls bucketed (`common.bucketed`: a correction of a call
+# an open window holds hashes one bucket again, not every call after it), v1 (the calls in one
+# list) is kept for the windows recorded with it. The value and detail are the same in both.
+VERSION = 2
+VERSIONS = (1, 2)
 # The versions of "contact.fcr" computed: v2 judges each first contact once, in the window in which
-# its outcome became known; v1 is kept for the windows recorded with it (restated and re-derived by
-# the version they closed with).
-FCR_VERSION = 2
-FCR_VERSIONS = (1, 2)
+# its outcome became known; v3 is v2 with the bucketed digest; v1 and v2 are kept for the windows
+# recorded with them (restated and re-derived by the version they closed with).
+FCR_VERSION = 3
+FCR_VERSIONS = (1, 2, 3)
 
 
 class ServiceLevelVariant(StrEnum):
@@ -187,6 +196,25 @@ def instant_param(t: datetime | None) -> str:
     return "none" if t is None else t.astimezone(UTC).isoformat()
 
 
+def is_bucketed(formula: str, version: int) -> bool:
+    """Whether this version of a contact formula digests its records bucketed."""
+    return version >= (3 if formula == "contact.fcr" else 2)
+
+
+def _check_version(formula: str, version: int) -> None:
+    kept = FCR_VERSIONS if formula == "contact.fcr" else VERSIONS
+    if version not in kept:
+        raise ValueError(f"{formula} has versions {kept}, not {version}")
+
+
+def digest_payload(formula: str, version: int, inputs: list[Any], parameters: dict[str, str]) -> dict[str, Any]:
+    """What a contact formula's input digest digests, `inputs` in the records' place (the sorted
+    records, their bucketed form, or a running form's slot): a bucketed version names itself."""
+    if is_bucketed(formula, version):
+        return {"formula_id": formula, "formula_version": version, "inputs": inputs, "parameters": parameters}
+    return {"inputs": inputs, "parameters": parameters}
+
+
 def evaluated(
     formula: str,
     value: Decimal | None,
@@ -195,11 +223,17 @@ def evaluated(
     detail: dict[str, str],
     undefined: str,
     extra: dict[str, Any] | None = None,
-    version: int = VERSION,
+    version: int = 1,
+    *,
+    buckets: bool = False,
 ) -> Evaluated:
     """The result, with the digest of the sorted input records, the parameters and `extra`
-    (e.g. a calendar's definition)."""
-    payload: dict[str, Any] = {"inputs": records, "parameters": parameters}
+    (e.g. a calendar's definition); `buckets`: the records bucketed (`digest_payload`)."""
+    payload: dict[str, Any] = (
+        digest_payload(formula, version, bucketed(records), parameters)
+        if buckets
+        else {"inputs": records, "parameters": parameters}
+    )
     if extra:
         payload.update(extra)
     return Evaluated(
@@ -284,21 +318,36 @@ def _records(calls: Sequence[Call]) -> list[Any]:
 
 
 # -- formulas ------------------------------------------------------------------------------------
-def asa(calls: Sequence[Call]) -> Evaluated:
-    """Average speed of answer, "contact.asa" v1 (docs/domain.md §4 "Contact centre"):
+def _calls_result(
+    formula: str, version: int, value: Decimal | None, params: dict[str, str], records: list[Any],
+    detail: dict[str, str], undefined: str,
+) -> Evaluated:  # fmt: skip
+    return evaluated(formula, value, params, records, detail, undefined, version=version, buckets=version >= 2)
+
+
+def asa(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
+    """Average speed of answer, "contact.asa" v2 (docs/domain.md §4 "Contact centre"):
     Σ queue wait of answered calls ÷ A, in seconds. Zero waits count; abandoned calls
-    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined."""
+    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined. v1: the same
+    value, its calls digested in one list (see `VERSIONS`)."""
+    _check_version("contact.asa", version)
     records = _records(calls)
     answered = [c for c in calls if c.answered]
     total_wait = sum((seconds(c.wait) for c in answered if c.wait is not None), ZERO)
     detail = {"unit": "seconds", "answered": str(len(answered)), "total_wait_seconds": str(total_wait)}
-    return evaluated("contact.asa", ratio(total_wait, len(answered)), {}, records, detail, "no answered call")
+    return _calls_result(
+        "contact.asa", version, ratio(total_wait, len(answered)), {}, records, detail, "no answered call"
+    )
 
 
-def abandonment_rate(calls: Sequence[Call], short_abandon: timedelta | None = None) -> Evaluated:
-    """Abandonment rate, "contact.abandonment_rate" v1 (docs/domain.md §4 "Contact centre"):
+def abandonment_rate(
+    calls: Sequence[Call], short_abandon: timedelta | None = None, *, version: int = VERSION
+) -> Evaluated:
+    """Abandonment rate, "contact.abandonment_rate" v2 (docs/domain.md §4 "Contact centre"):
     (Ab − Ab<S) ÷ (O − Ab<S) × 100. With S set, calls abandoned with a wait < S are
-    neither offered nor abandoned; with S None nothing is discounted. O − Ab<S = 0 → undefined."""
+    neither offered nor abandoned; with S None nothing is discounted. O − Ab<S = 0 → undefined.
+    v1: the same value, its calls digested in one list."""
+    _check_version("contact.abandonment_rate", version)
     records = _records(calls)
     _check_short(short_abandon)
     offered = len(calls)
@@ -312,7 +361,7 @@ def abandonment_rate(calls: Sequence[Call], short_abandon: timedelta | None = No
         "short_abandoned": str(short),
     }
     params = {"short_abandon_seconds": td_param(short_abandon)}
-    return evaluated("contact.abandonment_rate", value, params, records, detail, "no offered call")
+    return _calls_result("contact.abandonment_rate", version, value, params, records, detail, "no offered call")
 
 
 def service_level_ratio(
@@ -338,8 +387,10 @@ def service_level(
     variant: ServiceLevelVariant | str,
     threshold: timedelta,
     short_abandon: timedelta | None = None,
+    *,
+    version: int = VERSION,
 ) -> Evaluated:
-    """Service level / TSF ("X % within T"), "contact.service_level" v1 (docs/domain.md §4
+    """Service level / TSF ("X % within T"), "contact.service_level" v2 (docs/domain.md §4
     "Contact centre"), in the variant pinned by the objective, × 100:
 
     - ANSWERED_OVER_OFFERED   A≤T ÷ (A + Ab)
@@ -353,7 +404,8 @@ def service_level(
     nor abandoned, so they leave Ab, Ab≤T and Ab>T. SHORT_ABANDONS_SUCCESS is the variant
     that counts them as successes instead, so there Ab is every abandon (short ones
     included) — otherwise its numerator would name calls its denominator had dropped.
-    A zero denominator → undefined."""
+    A zero denominator → undefined. v1: the same value, its calls digested in one list."""
+    _check_version("contact.service_level", version)
     records = _records(calls)
     v = ServiceLevelVariant(variant)
     if threshold < timedelta(0):
@@ -388,7 +440,9 @@ def service_level(
         "threshold_seconds": td_param(threshold),
         "short_abandon_seconds": td_param(short_abandon),
     }
-    return evaluated("contact.service_level", percent(num, den), params, records, detail, "zero denominator")
+    return _calls_result(
+        "contact.service_level", version, percent(num, den), params, records, detail, "zero denominator"
+    )
 
 
 def first_contacts(contacts: Sequence[Call], repeat_window: timedelta = timedelta(days=7)) -> dict[str, list[str]]:
@@ -486,7 +540,7 @@ def fcr(
     as_of: datetime | None = None,
     version: int = FCR_VERSION,
 ) -> Evaluated:
-    """First-contact resolution, "contact.fcr" v2 (docs/domain.md §4 "Contact centre"):
+    """First-contact resolution, "contact.fcr" v3 (docs/domain.md §4 "Contact centre"):
     first contacts resolved on first contact ÷ first contacts × 100, each first contact judged
     once, in the window in which its outcome became known.
 
@@ -504,7 +558,8 @@ def fcr(
     Pass every contact: those before the window decide first-ness, and a first contact from
     before the window may be decided in it. The input digest covers the outcomes of the first
     contacts counted (`FirstContactOutcome`), so a closed window's digest — and a restatement —
-    changes only when one of its outcomes does, whatever contacts arrive later.
+    changes only when one of its outcomes does, whatever contacts arrive later. v3 digests them
+    bucketed (`common.bucketed`), v2 (kept for the windows recorded with it) in one list.
 
     v1 (`version=1`, kept for the windows recorded with it): the first contacts that arrived
     in `window` (all, without one), each as of `as_of` — REPEAT_CONTACT: one without a repeat
@@ -512,14 +567,13 @@ def fcr(
     out, so a closed window never counted the first contacts of its last repeat-window's
     days that had no repeat; the digest covers every contact passed. No first contact →
     undefined."""
-    if version not in FCR_VERSIONS:
-        raise ValueError(f"contact.fcr has versions {FCR_VERSIONS}, not {version}")
+    _check_version("contact.fcr", version)
     m = FcrMethod(method)
     _aware("as_of", as_of)
     if version == 1:
         return _fcr_v1(contacts, m, repeat_window, window, as_of)
     if window is None:
-        raise ValueError("contact.fcr v2 judges a window: pass it")
+        raise ValueError(f"contact.fcr v{version} judges a window: pass it")
     if repeat_window < timedelta(0):
         raise ValueError("the repeat window must not be negative")
     groups: dict[tuple[str, str], list[Call]] = {}
@@ -551,7 +605,9 @@ def fcr(
     params = _fcr_params(m, repeat_window, window, as_of)
     records = sorted_records(counted, lambda o: o.call_id, "first contact")
     value = percent(resolved, len(counted))
-    return evaluated("contact.fcr", value, params, records, detail, "no first contact", version=version)
+    return evaluated(
+        "contact.fcr", value, params, records, detail, "no first contact", version=version, buckets=version >= 3
+    )
 
 
 def _fcr_params(
@@ -602,12 +658,14 @@ def _fcr_v1(
     )
 
 
-def aht(calls: Sequence[Call]) -> Evaluated:
-    """Average handle time, "contact.aht" v1 (docs/domain.md §4 "Contact centre"):
+def aht(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
+    """Average handle time, "contact.aht" v2 (docs/domain.md §4 "Contact centre"):
     (talk + hold + after-call work) ÷ handled contacts, in seconds. Handled contacts are
-    the answered calls; only their times are summed. No handled contact → undefined."""
+    the answered calls; only their times are summed. No handled contact → undefined.
+    v1: the same value, its calls digested in one list."""
+    _check_version("contact.aht", version)
     records = _records(calls)
     handled = [c for c in calls if c.answered]
     work = sum((c.talk_seconds + c.hold_seconds + c.after_call_seconds for c in handled), ZERO)
     detail = {"unit": "seconds", "handled": str(len(handled)), "total_handle_seconds": str(work)}
-    return evaluated("contact.aht", ratio(work, len(handled)), {}, records, detail, "no handled contact")
+    return _calls_result("contact.aht", version, ratio(work, len(handled)), {}, records, detail, "no handled contact")

@@ -10,6 +10,10 @@ Conventions shared by every formula here:
 - `input_digest` is the digest of the formula id and version, its parameters, the calendar's
   definition and the inputs, each input list sorted and every instant written in UTC, so
   neither the order the inputs arrived in nor the UTC offset they were written with changes it.
+  The versions with a running form (`availability.time` and `mtbf` v2, `availability.requests`
+  v3) digest their outages, failures or counts bucketed (`common.bucketed`), and their payload
+  names their own version; the versions before them (kept for the windows recorded with them)
+  digest them in one list, under "formula_version" 1.
 - Parameters and detail values are strings; instants are UTC ISO-8601, durations seconds.
 """
 
@@ -39,6 +43,8 @@ from accord_metrics.formulas.common import (
     ZERO,
     EncodedList,
     Evaluated,
+    bucketed,
+    canonical_json,
     digest,
     encoded_all,
     percent,
@@ -47,6 +53,11 @@ from accord_metrics.formulas.common import (
 )
 
 VERSION = 1
+# The versions of `availability.time` and `mtbf` computed: v2 digests the outages (failures)
+# bucketed, v1 (kept for the windows recorded with it) in one list; the value and detail are
+# the same in both.
+OUTAGES_VERSION = 2
+OUTAGES_VERSIONS = (1, 2)
 NO_ELIGIBLE_TIME = "no eligible time"
 AVAILABILITY_METHODS = ("OCCURRENCES", "TIMESLICES", "RATIO_TIMESLICES")
 # Which recorded instant ends the clock for each "R" of MTTR (docs/domain.md §4).
@@ -189,18 +200,28 @@ def _calendar_definition(calendar: Calendar) -> dict[str, Any]:
 
 
 def _input_digest(
-    formula_id: str, parameters: dict[str, str], inputs: dict[str, Any], calendar: Calendar | None = None
+    formula_id: str,
+    parameters: dict[str, str],
+    inputs: dict[str, Any],
+    calendar: Calendar | None = None,
+    version: int = VERSION,
 ) -> str:
-    return digest(_input_payload(formula_id, parameters, inputs, calendar))
+    return digest(_input_payload(formula_id, parameters, inputs, calendar, version))
 
 
 def _input_payload(
-    formula_id: str, parameters: dict[str, str], inputs: dict[str, Any], calendar: Calendar | None = None
+    formula_id: str,
+    parameters: dict[str, str],
+    inputs: dict[str, Any],
+    calendar: Calendar | None = None,
+    version: int = VERSION,
 ) -> dict[str, Any]:
-    """What `_input_digest` digests (the running forms split it around their records: `running`)."""
+    """What `_input_digest` digests (the running forms split it around their records: `running`).
+    `version`: what the payload names — 1 for every version before the bucketed ones (as they
+    were recorded), a bucketed version its own."""
     payload: dict[str, Any] = {
         "formula_id": formula_id,
-        "formula_version": VERSION,
+        "formula_version": version,
         "parameters": parameters,
         "inputs": inputs,
     }
@@ -261,6 +282,31 @@ def eligible_intervals(window: Interval, calendar: Calendar, exclusions: Sequenc
 
 
 # -- availability ------------------------------------------------------------------------------
+def outages_payload(
+    formula_id: str, version: int, parameters: dict[str, str], records: list[Any], exclusions: Sequence[Interval],
+    calendar: Calendar,
+) -> dict[str, Any]:  # fmt: skip
+    """What `availability.time`'s or `mtbf`'s input digest digests, `records` in the place of the
+    outages' (failures') records: the sorted records (v1), their bucketed form (v2) or a running
+    form's slot."""
+    if version not in OUTAGES_VERSIONS:
+        raise ValueError(f"{formula_id} has versions {OUTAGES_VERSIONS}, not {version}")
+    name = "outages" if formula_id == "availability.time" else "failures"
+    inputs = {name: records, "exclusions": _intervals(exclusions)}
+    return _input_payload(formula_id, parameters, inputs, calendar, version)
+
+
+def _outages_digest(
+    formula_id: str, version: int, parameters: dict[str, str], outages: Sequence[Interval],
+    exclusions: Sequence[Interval], calendar: Calendar,
+) -> str:  # fmt: skip
+    records = _intervals(outages)
+    return digest(
+        outages_payload(formula_id, version, parameters, bucketed(records) if version >= 2 else records, exclusions,
+                        calendar)
+    )  # fmt: skip
+
+
 def availability_time(
     window: Interval,
     calendar: Calendar,
@@ -269,9 +315,10 @@ def availability_time(
     min_outage: timedelta = timedelta(0),
     *,
     digested: bool = True,
+    version: int = OUTAGES_VERSION,
 ) -> Evaluated:
     """Availability, time-based (docs/domain.md §4 "Availability, time-based"), formula
-    `availability.time` v1, in percent.
+    `availability.time` v2, in percent (v1: the same value, its outages digested in one list).
 
     eligible = window ∩ calendar open hours − exclusions; downtime = the union of the outages
     within eligible time; value = (eligible − downtime) ÷ eligible × 100.
@@ -292,6 +339,8 @@ def availability_time(
     only the value (the burn rates' look-backs)."""
     if min_outage < timedelta(0):
         raise ValueError("min_outage must not be negative")
+    if version not in OUTAGES_VERSIONS:
+        raise ValueError(f"availability.time has versions {OUTAGES_VERSIONS}, not {version}")
     formula_id = "availability.time"
     parameters = {
         **_window_parameters(window),
@@ -304,27 +353,23 @@ def availability_time(
     # Every merged outage is non-empty (its duration is end − start): none is shorter than no minimum.
     long_enough = merged if min_outage <= timedelta(0) else [o for o in merged if o.end - o.start >= min_outage]
     down, counted = _downtime(long_enough, eligible)
-    input_digest = (
-        _input_digest(
-            formula_id, parameters, {"outages": _intervals(outages), "exclusions": _intervals(exclusions)}, calendar
-        )
-        if digested
-        else ""
-    )
+    input_digest = _outages_digest(formula_id, version, parameters, outages, exclusions, calendar) if digested else ""
     return availability_time_evaluated(
-        parameters, seconds(total(eligible)), seconds(down), counted, len(merged) - len(long_enough), input_digest
-    )
+        parameters, seconds(total(eligible)), seconds(down), counted, len(merged) - len(long_enough), input_digest,
+        version,
+    )  # fmt: skip
 
 
 def availability_time_evaluated(
-    parameters: dict[str, str], eligible_s: Decimal, downtime_s: Decimal, counted: int, short: int, input_digest: str
-) -> Evaluated:
+    parameters: dict[str, str], eligible_s: Decimal, downtime_s: Decimal, counted: int, short: int, input_digest: str,
+    version: int = OUTAGES_VERSION,
+) -> Evaluated:  # fmt: skip
     """`availability_time`'s evaluation from its measures (what it and its running form share):
     the value, or why it is undefined, and the detail."""
     value = percent(eligible_s - downtime_s, eligible_s)
     return Evaluated(
         formula_id="availability.time",
-        formula_version=VERSION,
+        formula_version=version,
         value=value,
         parameters=parameters,
         input_digest=input_digest,
@@ -338,8 +383,8 @@ def availability_time_evaluated(
     )
 
 
-REQUESTS_VERSION = 2
-REQUESTS_VERSIONS = (1, 2)  # the versions of `availability.requests` metrics still computes
+REQUESTS_VERSION = 3
+REQUESTS_VERSIONS = (1, 2, 3)  # the versions of `availability.requests` metrics still computes
 
 
 def availability_requests(
@@ -362,14 +407,15 @@ def availability_requests(
       is at least `slice_target` (a percentage, e.g. Decimal("99.5"); compared exactly).
     - `RATIO_TIMESLICES`: the mean of the slices' success ratios × 100.
 
-    Version 2 (the current one) measures only eligible time, as time-based availability does:
+    Version 2 measures only eligible time, as time-based availability does:
     eligible = window ∩ the calendar's open hours − exclusions (declared maintenance,
     maintenance announced with the notice required, suspended time). A count is measured when
     its `start` is eligible (a count is never split); a slice is a slice of the window when
     some of it is eligible, and holds the measured counts that start in it. No eligible time
     → value None, undefined "no eligible time". Version 1 (kept for the windows recorded with
     it) measured every count starting in the window and every slice, whatever the calendar
-    and the exclusions.
+    and the exclusions. Version 3 (the current one) is version 2 with its counts digested
+    bucketed (`common.bucketed`; v2 digests them in one list).
 
     Counts starting outside the window are ignored. Slices are `slice_minutes` long and
     aligned to the window's start; a last, shorter slice (a window not a multiple of the
@@ -405,7 +451,10 @@ def availability_requests(
         parameters["slice_target"] = str(target)
 
     in_window = [b for b in buckets if window.contains(b.start)]
-    counts = {"counts": sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)} if digested else {}
+    counts: dict[str, Any] = {}
+    if digested:
+        listed = sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)
+        counts["counts"] = bucketed(map(canonical_json, listed)) if version >= 3 else listed
     if version == 1:
         eligible = [window]
         inside = in_window
@@ -420,10 +469,13 @@ def availability_requests(
 
         inside = [b for b in in_window if measured_at(b.start)]
         input_digest = (
-            _input_digest(formula_id, parameters, counts | {"exclusions": _intervals(exclusions)}, calendar)
+            _input_digest(
+                formula_id, parameters, counts | {"exclusions": _intervals(exclusions)}, calendar,
+                version if version >= 3 else VERSION,
+            )
             if digested
             else ""
-        )
+        )  # fmt: skip
     good = sum(b.good for b in inside)
     requests = sum(b.total for b in inside)
     detail = {"good": str(good), "total": str(requests), "counts_in_window": str(len(inside))}
@@ -582,8 +634,10 @@ def mtbf(
     failures: Sequence[Interval],
     *,
     exclusions: Sequence[Interval] = (),
+    version: int = OUTAGES_VERSION,
 ) -> Evaluated:
-    """MTBF (docs/domain.md §4 "MTBF"), formula `mtbf` v1, in hours:
+    """MTBF (docs/domain.md §4 "MTBF"), formula `mtbf` v2, in hours (v1: the same value, its
+    failures digested in one list):
     (eligible time − downtime) ÷ number of failures starting in the window.
 
     - eligible = window ∩ calendar open hours − exclusions; downtime = the union of the
@@ -598,24 +652,22 @@ def mtbf(
 
     detail: eligible_seconds, downtime_seconds, failures (the count)."""
     formula_id = "mtbf"
+    if version not in OUTAGES_VERSIONS:
+        raise ValueError(f"mtbf has versions {OUTAGES_VERSIONS}, not {version}")
     parameters = {**_window_parameters(window), **_calendar_parameters(calendar)}
     eligible = eligible_intervals(window, calendar, exclusions)
     merged = union(failures)
     starting = sum(1 for f in merged if window.contains(f.start))
     eligible_s = seconds(total(eligible))
     downtime_s = seconds(total(intersect_all(merged, eligible)))
-    input_digest = _input_digest(
-        formula_id,
-        parameters,
-        {"failures": _intervals(failures), "exclusions": _intervals(exclusions)},
-        calendar,
-    )
-    return mtbf_evaluated(parameters, eligible_s, downtime_s, starting, input_digest)
+    input_digest = _outages_digest(formula_id, version, parameters, failures, exclusions, calendar)
+    return mtbf_evaluated(parameters, eligible_s, downtime_s, starting, input_digest, version)
 
 
 def mtbf_evaluated(
-    parameters: dict[str, str], eligible_s: Decimal, downtime_s: Decimal, starting: int, input_digest: str
-) -> Evaluated:
+    parameters: dict[str, str], eligible_s: Decimal, downtime_s: Decimal, starting: int, input_digest: str,
+    version: int = OUTAGES_VERSION,
+) -> Evaluated:  # fmt: skip
     """`mtbf`'s evaluation from its measures (what it and its running form share): the value,
     or why it is undefined, and the detail."""
     detail = {
@@ -634,7 +686,7 @@ def mtbf_evaluated(
         undefined = ""
     return Evaluated(
         formula_id="mtbf",
-        formula_version=VERSION,
+        formula_version=version,
         value=value,
         parameters=parameters,
         input_digest=input_digest,

@@ -5,20 +5,22 @@ open window again after a batch costs what the batch holds, not what the window 
 Each `*Tally` is folded from a window's inputs in the order the formula goes through them
 (`extend` with the first inputs, then with each batch appended after them): its sums are the
 formula's sums, added in the same order, so they are the same Decimals; its counts the same
-ints. The input digest is the SHA-256 of the formula's canonical JSON, whose input records are
-sorted (calls by id, intervals and request counts by their record): `SortedDigest` keeps the
-records sorted, with the hash state every `CHECKPOINT` records, and hashes again only from the
-checkpoint before the first place a new record goes — for records that sort after every
-record held (ids and instants that grow), only the batch's. Anything that is not an append
-(a correction, a removal, another parameter, calendar or exclusion) is the caller's to detect:
-it folds a new tally from every input (`accord_metrics.running`). `tests/test_running.py`
-holds each tally to its formula on random sequences of batches."""
+ints. The input digest is the formula version's bucketed digest (`common.bucketed`: the sorted
+records dealt into 64 buckets, the payload holding each bucket's SHA-256): `BucketDigest` keeps
+the records sorted, by bucket, each bucket's hash state after its records, and hashes again only
+what a change reaches — the new records of a bucket they go after the end of, or the whole of a
+bucket a record is placed before others in, taken out of or replaced in. Each tally can take an
+input out as it was folded (`remove`, `replace`: a correction); anything else that is not an
+append (another parameter, calendar or exclusion) is the caller's to detect: it folds a new tally
+from every input (`accord_metrics.running`). `tests/test_running.py` holds each tally to its
+formula on random sequences of batches and removals."""
 
 from __future__ import annotations
 
 import hashlib
 import heapq
 import itertools
+import zlib
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Sequence
@@ -30,10 +32,14 @@ from typing import Any
 from accord_kit.timeline import Calendar, Interval, total, union
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import (
+    BUCKETS,
+    EMPTY_BUCKET,
     ZERO,
     Encoded,
     EncodedList,
     Evaluated,
+    bucket_digest,
+    bucket_of,
     canonical_json,
     encoded,
     percent,
@@ -41,7 +47,7 @@ from accord_metrics.formulas.common import (
     seconds,
 )
 
-CHECKPOINT = 256  # records between two kept hash states
+STATE_AT = 32  # the records from which a bucket keeps its hash state (`BucketDigest`)
 _SENTINEL = Encoded("\x00records\x00")  # never in canonical JSON (a control character is escaped)
 _first = itemgetter(0)
 
@@ -61,15 +67,30 @@ def records_slot() -> EncodedList:
     return EncodedList([_SENTINEL])
 
 
-class SortedDigest:
-    """Records kept sorted by key, and the SHA-256 of prefix + the records joined by "," +
-    suffix, brought up to date from the last hash state kept before the first changed place."""
+class BucketDigest:
+    """Records kept sorted by key, dealt into the buckets of the bucketed input digest
+    (`common.bucketed`: by `common.bucket_of` their record, each bucket in key order), and the
+    SHA-256 of prefix + the buckets' digests + suffix. A change hashes again the buckets it
+    reaches alone: records appended after every record of their bucket update the bucket's kept
+    hash state; a record placed before others, taken out or replaced hashes its bucket again
+    whole (≈ 1/64 of the records). Records of equal keys are equal (each tally's keys: a call
+    or contact id, an outage's or a request count's record itself)."""
 
     def __init__(self, prefix: bytes) -> None:
-        self.keys: list[Any] = []
-        self.records: list[str] = []
-        first = hashlib.sha256(prefix)
-        self._states = [first]  # _states[i]: after prefix and records[: i * CHECKPOINT]
+        self.keys: list[Any] = []  # every record's key, sorted
+        self._where = bytearray()  # the bucket of each, beside `keys`
+        self._keys: list[list[Any]] = [[] for _ in range(BUCKETS)]
+        self._records: list[list[str]] = [[] for _ in range(BUCKETS)]
+        # A bucket's hash state after its records, kept from STATE_AT records (≈ 250 B a state: a
+        # smaller bucket is hashed again whole, which costs less than its state would hold).
+        self._states: list[Any] = [None] * BUCKETS
+        self._digests: list[Encoded] = [EMPTY_BUCKET] * BUCKETS
+        self._prefix = prefix
+        self.hashed = 0  # records hashed again whole (for tests and benches)
+
+    def kept_states(self) -> int:
+        """How many buckets keep their hash state."""
+        return sum(1 for state in self._states if state is not None)
 
     def holds_any(self, keys: Sequence[Any]) -> bool:
         """Whether any of these keys is held (the keys are sorted: a bisection each, where a set
@@ -83,26 +104,84 @@ class SortedDigest:
         return False
 
     def add(self, pairs: list[tuple[Any, str]]) -> None:
-        """Place these (key, record) pairs by key (among equal keys their records are equal
-        or their order is the sorted one: see each tally)."""
+        """Place these (key, record) pairs by key (after held records of an equal key)."""
         if not pairs:
             return
         pairs.sort(key=_first)
-        keys, records = self.keys, self.records
+        crc, low = zlib.crc32, BUCKETS - 1
+        where = [crc(r.encode()) & low for _, r in pairs]  # `bucket_of` each record, inline
+        keys, held_where = self.keys, self._where
         at = bisect_right(keys, pairs[0][0])
-        if at < len(keys):
-            # The held records from `at` on and the new ones: two sorted runs, merged by a stable
-            # sort of their places (the held one first among equal keys, as `sorted` keeps them).
-            tail_keys = keys[at:] + [p[0] for p in pairs]
-            tail_records = records[at:] + [p[1] for p in pairs]
-            order = sorted(range(len(tail_keys)), key=tail_keys.__getitem__)
-            del keys[at:], records[at:]
-            keys.extend(map(tail_keys.__getitem__, order))
-            records.extend(map(tail_records.__getitem__, order))
+        if at == len(keys):
+            keys.extend([p[0] for p in pairs])
+            held_where.extend(where)
+        elif len(pairs) <= _FEW:
+            # A few placed one at a time (a correction): a move of the pointers after each, in C,
+            # where merging the runs below walks the tail in Python.
+            for (key, _), b in zip(pairs, where, strict=True):
+                at = bisect_right(keys, key)
+                keys.insert(at, key)
+                held_where.insert(at, b)
         else:
-            keys.extend(p[0] for p in pairs)
-            records.extend(p[1] for p in pairs)
-        self._rehash_from(at)
+            # The held keys from `at` on and the new ones: two sorted runs, merged by a stable sort
+            # of their places (the held one first among equal keys, as `sorted` keeps them).
+            tail_keys = keys[at:] + [p[0] for p in pairs]
+            tail_where = held_where[at:] + bytes(where)
+            order = sorted(range(len(tail_keys)), key=tail_keys.__getitem__)
+            del keys[at:], held_where[at:]
+            keys.extend(map(tail_keys.__getitem__, order))
+            held_where.extend(map(tail_where.__getitem__, order))
+        groups: dict[int, list[tuple[Any, str]]] = {}
+        for b, pair in zip(where, pairs, strict=True):
+            group = groups.get(b)
+            if group is None:
+                groups[b] = [pair]
+            else:
+                group.append(pair)
+        for b, group in groups.items():
+            self._place(b, group)
+
+    def _place(self, b: int, group: list[tuple[Any, str]]) -> None:
+        """These pairs (sorted by key) placed in bucket `b`, its digest brought up to date."""
+        bkeys, brecords = self._keys[b], self._records[b]
+        if not bkeys or group[0][0] >= bkeys[-1]:  # after every record held (`bisect_right`'s end)
+            new = [p[1] for p in group]
+            bkeys.extend([p[0] for p in group])
+            brecords.extend(new)
+            state = self._states[b]
+            if state is not None:  # a bucket that keeps its state: only the new records hashed
+                state.update(("," + ",".join(new)).encode())
+                self._digests[b] = Encoded('"' + state.hexdigest() + '"')
+                return
+        elif len(group) == 1:
+            at = bisect_right(bkeys, group[0][0])
+            bkeys.insert(at, group[0][0])
+            brecords.insert(at, group[0][1])
+        else:
+            at = bisect_right(bkeys, group[0][0])
+            # The held run first among equal keys (`heapq.merge` takes the first iterable's first).
+            merged = list(heapq.merge(zip(bkeys[at:], brecords[at:], strict=True), group, key=_first))
+            del bkeys[at:], brecords[at:]
+            bkeys.extend([p[0] for p in merged])
+            brecords.extend([p[1] for p in merged])
+        self._rehash(b)
+
+    def _rehash(self, b: int) -> None:
+        records = self._records[b]
+        self.hashed += len(records)
+        if len(records) < STATE_AT:
+            self._states[b] = None
+            self._digests[b] = bucket_digest(records)
+            return
+        state = hashlib.sha256(",".join(records).encode())
+        self._states[b] = state
+        self._digests[b] = Encoded('"' + state.hexdigest() + '"')
+
+    def _find(self, b: int, key: Any) -> int:
+        at = bisect_left(self._keys[b], key)
+        if at == len(self._keys[b]) or self._keys[b][at] != key:  # never: `keys` held it in this bucket
+            raise KeyError(key)
+        return at
 
     def remove(self, keys: Sequence[Any]) -> None:
         """Take out the records of these keys (a key given twice takes out two records of it:
@@ -118,60 +197,58 @@ class SortedDigest:
                 raise KeyError(key)
             taken.add(at)
             places.append(at)
-        if not places:
-            return
+        changed: set[int] = set()
         for at in sorted(places, reverse=True):
-            del held[at], self.records[at]
-        self._rehash_from(min(places))
+            b, key = self._where[at], held[at]
+            k = self._find(b, key)
+            del self._keys[b][k], self._records[b][k]
+            del held[at], self._where[at]
+            changed.add(b)
+        for b in changed:
+            self._rehash(b)
 
     def replace(self, key: Any, record: str) -> None:
         """The record of `key` (held once: `KeyError` otherwise) is now `record`, in its place."""
         at = bisect_left(self.keys, key)
         if at == len(self.keys) or self.keys[at] != key:
             raise KeyError(key)
-        self.records[at] = record
-        self._rehash_from(at)
-
-    def _rehash_from(self, at: int) -> None:
-        """The hash states brought up to date from the last one kept before place `at`."""
-        records = self.records
-        kept = at // CHECKPOINT
-        del self._states[kept + 1 :]
-        state = self._states[kept]
-        start = kept * CHECKPOINT
-        while start + CHECKPOINT <= len(records):
-            state = state.copy()
-            state.update(self._joined(start, start + CHECKPOINT))
-            self._states.append(state)
-            start += CHECKPOINT
-
-    def _joined(self, start: int, end: int) -> bytes:
-        text = ",".join(self.records[start:end])
-        return ("," + text if start else text).encode()
+        was, b = self._where[at], bucket_of(record)
+        k = self._find(was, key)
+        if b == was:
+            self._records[b][k] = record
+            self._rehash(b)
+            return
+        del self._keys[was][k], self._records[was][k]
+        self._rehash(was)
+        self._where[at] = b
+        self._place(b, [(key, record)])
 
     def digest_with(self, extra: list[tuple[Any, str]], suffix: bytes) -> str:
         """`digest` as if these (key, record) pairs were held too (placed as `add` places them:
-        after held records of equal key), nothing changed: hashed from the last state kept
-        before the first place one of them goes."""
+        after held records of equal key), nothing changed: their buckets' digests worked out
+        beside (from a kept state when they go after every record of their bucket)."""
         if not extra:
             return self.digest(suffix)
-        extra = sorted(extra, key=_first)
-        kept = min(bisect_right(self.keys, extra[0][0]) // CHECKPOINT, len(self._states) - 1)
-        start = kept * CHECKPOINT
-        held = zip(self.keys[start:], self.records[start:], strict=True)
-        text = ",".join(r for _, r in heapq.merge(held, extra, key=_first))
-        state = self._states[kept].copy()
-        state.update(("," + text if start else text).encode())
-        state.update(suffix)
-        return "sha256:" + state.hexdigest()
+        groups: dict[int, list[tuple[Any, str]]] = {}
+        for pair in sorted(extra, key=_first):
+            groups.setdefault(bucket_of(pair[1]), []).append(pair)
+        digests = list(self._digests)
+        for b, group in groups.items():
+            bkeys, state = self._keys[b], self._states[b]
+            if state is not None and group[0][0] >= bkeys[-1]:
+                state = state.copy()
+                state.update(("," + ",".join(p[1] for p in group)).encode())
+                digests[b] = Encoded('"' + state.hexdigest() + '"')
+            else:
+                held = zip(bkeys, self._records[b], strict=True)
+                digests[b] = bucket_digest([r for _, r in heapq.merge(held, group, key=_first)])
+        return self._top(digests, suffix)
 
     def digest(self, suffix: bytes) -> str:
-        state = self._states[-1].copy()
-        start = (len(self._states) - 1) * CHECKPOINT
-        if start < len(self.records):
-            state.update(self._joined(start, len(self.records)))
-        state.update(suffix)
-        return "sha256:" + state.hexdigest()
+        return self._top(self._digests, suffix)
+
+    def _top(self, digests: list[Encoded], suffix: bytes) -> str:
+        return "sha256:" + hashlib.sha256(self._prefix + ",".join(digests).encode() + suffix).hexdigest()
 
 
 # -- calls: ASA, abandonment, service level, AHT -------------------------------------------------
@@ -206,8 +283,10 @@ class CallTally:
         self._exponents: Counter[int] = Counter()  # of the summed terms held (`_count`)
         # The formula's parameter checks, raised as it raises them (with no call, no repeated id).
         self.parameters = self._result().parameters
-        prefix, self._suffix = split_payload({"inputs": records_slot(), "parameters": self.parameters})
-        self.records = SortedDigest(prefix)
+        prefix, self._suffix = split_payload(
+            contact.digest_payload(formula, contact.VERSION, records_slot(), self.parameters)
+        )
+        self.records = BucketDigest(prefix)
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these calls (after those folded before, in their order). False — nothing
@@ -377,8 +456,8 @@ class FcrTally:
         self._tokens = itertools.count()
         self._as_of: datetime | None = None  # the last instant asked for
         self.counted = self.resolved = self.repeated = self.unflagged = 0
-        prefix, _ = split_payload({"inputs": records_slot(), "parameters": {}})
-        self.records = SortedDigest(prefix)
+        prefix, _ = split_payload(contact.digest_payload("contact.fcr", contact.FCR_VERSION, records_slot(), {}))
+        self.records = BucketDigest(prefix)
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these contacts (True: it always can)."""
@@ -484,10 +563,10 @@ class FcrTally:
             "unflagged": str(self.unflagged),
         }
         params = contact._fcr_params(self.method, self.repeat, self.window, as_of)
-        _, suffix = split_payload({"inputs": records_slot(), "parameters": params})
+        _, suffix = split_payload(contact.digest_payload("contact.fcr", contact.FCR_VERSION, records_slot(), params))
         value = percent(self.resolved, self.counted)
         return Evaluated(
-            "contact.fcr", 2, value, params, self.records.digest(suffix), detail,
+            "contact.fcr", contact.FCR_VERSION, value, params, self.records.digest(suffix), detail,
             "" if value is not None else "no first contact",
         )  # fmt: skip
 
@@ -500,7 +579,9 @@ def _start(o: Interval) -> datetime:
     return o.start
 
 
-_FEW = 8  # new outages placed one at a time (`place_by_end`, `touched`); more: with the tail after them
+# New outages (`place_by_end`, `touched`) and new records (`BucketDigest.add`) placed one at a time,
+# at most this many; more: with the tail after them.
+_FEW = 8
 
 
 def place_by_end(ends: list[datetime], outages: list[Interval], fresh: Sequence[Interval]) -> None:
@@ -566,7 +647,7 @@ class OutageTally:
     and minimum outage: the outages ordered by end, their union kept merged, each merged outage's
     downtime in eligible time, and the records of the outages sorted."""
 
-    FORMULA, RECORDS = "availability.time", "outages"  # its id, and the name of its inputs' records
+    FORMULA = "availability.time"
 
     def __init__(
         self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval], min_outage: timedelta
@@ -585,14 +666,11 @@ class OutageTally:
         self.downtime = timedelta(0)  # of the merged outages at least the minimum long
         self.counted = 0
         self.short = 0  # merged outages below the minimum
-        payload = reliability._input_payload(
-            self.FORMULA,
-            self.parameters,
-            {self.RECORDS: records_slot(), "exclusions": reliability._intervals(exclusions)},
-            calendar,
+        payload = reliability.outages_payload(
+            self.FORMULA, reliability.OUTAGES_VERSION, self.parameters, records_slot(), exclusions, calendar
         )
         prefix, self._suffix = split_payload(payload)
-        self.records = SortedDigest(prefix)
+        self.records = BucketDigest(prefix)
 
     def _empty(self, exclusions: Sequence[Interval]) -> Evaluated:
         return reliability.availability_time(self.window, self.calendar, [], exclusions, self.min_outage)
@@ -698,7 +776,7 @@ class MtbfTally(OutageTally):
     keeps them: merged, each merged failure's downtime in eligible time (no minimum) and whether
     it starts in the window, the records sorted."""
 
-    FORMULA, RECORDS = "mtbf", "failures"
+    FORMULA = "mtbf"
 
     def __init__(self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval]) -> None:
         super().__init__(window, calendar, exclusions, timedelta(0))
@@ -734,9 +812,10 @@ class CountTally:
             self.parameters,
             {"counts": records_slot(), "exclusions": reliability._intervals(exclusions)},
             calendar,
+            reliability.REQUESTS_VERSION,
         )
         prefix, self._suffix = split_payload(payload)
-        self.records = SortedDigest(prefix)
+        self.records = BucketDigest(prefix)
 
     def extend(self, counts: Sequence[reliability.RequestCount]) -> None:
         """Fold in these request counts (each starting in the window)."""
