@@ -173,10 +173,10 @@ def test_a_call_tally_refuses_an_id_it_holds_and_checks_parameters_as_the_formul
 
 
 def test_many_records_fill_buckets_that_keep_their_hash_states() -> None:
-    """Enough calls for every bucket of the digest to keep its hash state: batches appended after
-    each bucket's records (its state updated), then one placed before most of them (its buckets
-    hashed again), each give the formula's digest."""
-    n = running.BUCKETS * running.STATE_AT + 700
+    """Enough calls for every bucket of the digest to keep hash states: batches appended after
+    each bucket's records (its end state updated), then one placed before most of them (its
+    bucket hashed again from its first state), each give the formula's digest."""
+    n = running.BUCKETS * running.MARK * 3 + 700
     calls = _calls([(i * 3 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
     tally = running.CallTally("contact.service_level", "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
     for i in range(0, n, 1000):
@@ -184,8 +184,7 @@ def test_many_records_fill_buckets_that_keep_their_hash_states() -> None:
         assert tally.evaluated() == contact.service_level(
             calls[: i + 1000], "ANSWERED_OVER_OFFERED", timedelta(seconds=20)
         )
-    big = sum(1 for records in tally.records._records if len(records) >= running.STATE_AT)
-    assert tally.records.kept_states() == big > running.BUCKETS // 2
+    assert all(len(b.records) >= running.MARK for b in tally.records.buckets)
     late = _calls([(5, "abandoned", 2, 0, 0, "0")], [-1])
     late = [contact.Call("a-first", late[0].entered_queue, abandoned_at=late[0].abandoned_at)]
     assert tally.extend(late)
@@ -200,7 +199,7 @@ def test_a_correction_hashes_its_buckets_again_not_the_records_after_it() -> Non
     calls = _calls([(i * 4 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
     tally = running.CallTally("contact.asa")
     assert tally.extend(calls)
-    largest = max(len(b) for b in tally.records._records)
+    largest = max(len(b.records) for b in tally.records.buckets)
     for k, wait in ((n // 2, 7), (n // 3, 8), (10, 9)):
         before = calls[k]
         answered = before.entered_queue + timedelta(seconds=wait)
@@ -214,12 +213,25 @@ def test_a_correction_hashes_its_buckets_again_not_the_records_after_it() -> Non
     assert tally.evaluated() == contact.asa(calls[: n // 4] + calls[n // 4 + 1 :])
 
 
+def test_a_batch_placed_among_the_last_records_hashes_from_each_buckets_last_state() -> None:
+    """A batch whose records sort among the last ones held (late signals: outages by their start)
+    hashes each bucket again from its last state before them — not each bucket whole."""
+    keys = [f"k{i:06d}" for i in range(0, 80_000, 2)]
+    kept = running.BucketDigest(b"[")
+    kept.add([(k, f'"{k}"') for k in keys])
+    late = [f"k{i:06d}" for i in range(79_001, 80_000, 2)]  # among the last 500 held
+    hashed = kept.hashed
+    kept.add([(k, f'"{k}"') for k in late])
+    assert kept.hashed - hashed <= running.BUCKETS * running.MARK + 2 * len(late) < len(keys) // 4
+    assert kept.digest(b"]") == _bucketed_digest(b"[", [f'"{k}"' for k in sorted(keys + late)], b"]")
+
+
 def _bucketed_digest(prefix: bytes, records: list[str], suffix: bytes) -> str:
     """The bucketed digest as the formulas compute it (`common.bucketed`), of these records (in order)."""
     return "sha256:" + hashlib.sha256(prefix + ",".join(bucketed(records)).encode() + suffix).hexdigest()
 
 
-@pytest.mark.parametrize("size", [40, running.BUCKETS * running.STATE_AT + 300])
+@pytest.mark.parametrize("size", [40, running.BUCKETS * running.MARK * 3 + 300])
 def test_records_taken_out_leave_the_digest_of_those_left(size: int) -> None:
     """Records taken out anywhere (in buckets that keep their states, or are hashed whole): the
     digest is the formulas' over the records left; a key not held is refused, nothing taken out."""
@@ -235,7 +247,7 @@ def test_records_taken_out_leave_the_digest_of_those_left(size: int) -> None:
     assert kept.keys == left
 
 
-@pytest.mark.parametrize("size", [40, running.BUCKETS * running.STATE_AT + 300])
+@pytest.mark.parametrize("size", [40, running.BUCKETS * running.MARK * 3 + 300])
 def test_a_digest_with_records_beside_is_that_of_them_all_held(size: int) -> None:
     """Records given beside those held (before every one, between them, equal to one held, after
     every one) give the digest of all of them held, and leave the records held as they were."""
@@ -250,12 +262,17 @@ def test_a_digest_with_records_beside_is_that_of_them_all_held(size: int) -> Non
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "replace"]), st.lists(st.integers(0, 3000), max_size=400))))
-def test_a_bucket_digest_is_the_formulas_over_what_it_holds(steps: list[tuple[str, list[int]]]) -> None:
+@given(
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "replace"]), st.lists(st.integers(0, 12_000), max_size=400))),
+)
+def test_a_bucket_digest_is_the_formulas_over_what_it_holds(many: bool, steps: list[tuple[str, list[int]]]) -> None:
     """Random batches added (anywhere among those held), taken out and replaced by another record
-    (in its bucket or another): the digest is always the formulas' over the records held."""
+    (in its bucket or another), in small buckets or in buckets that keep hash states (`many`: 9,000
+    records held first): the digest is always the formulas' over the records held."""
     kept = running.BucketDigest(b"{")
-    held: dict[int, str] = {}
+    held: dict[int, str] = {k: f'"{k}:0"' for k in range(0, 12_000, 4 if many else 1000)}
+    kept.add(list(held.items()))
     for op, raw in steps:
         if op == "add":
             new = {k: f'"{k}:0"' for k in raw if k not in held}

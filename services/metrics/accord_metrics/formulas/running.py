@@ -47,7 +47,7 @@ from accord_metrics.formulas.common import (
     seconds,
 )
 
-STATE_AT = 32  # the records from which a bucket keeps its hash state (`BucketDigest`)
+MARK = 64  # a bucket's records between two kept hash states (`_Bucket`)
 _SENTINEL = Encoded("\x00records\x00")  # never in canonical JSON (a control character is escaped)
 _first = itemgetter(0)
 
@@ -67,30 +67,101 @@ def records_slot() -> EncodedList:
     return EncodedList([_SENTINEL])
 
 
+class _Bucket:
+    """One bucket of a `BucketDigest`: its records in key order (the keys beside), the hash state
+    after every `MARK` records and after the last (from `MARK` records: a smaller bucket is
+    hashed again whole, cheaper than the ≈ 250 B a state holds), and its digest."""
+
+    __slots__ = ("_end", "_held", "_marks", "digest", "keys", "records")
+
+    def __init__(self) -> None:
+        self.keys: list[Any] = []
+        self.records: list[str] = []
+        self._marks: list[Any] = []  # _marks[i]: the state after records[: (i + 1) * MARK]
+        self._end: Any = None  # the state after every record (None: a small bucket)
+        self._held = 0  # the records the end state holds
+        self.digest = EMPTY_BUCKET
+
+    def add(self, group: list[tuple[Any, str]]) -> int:
+        """Place these pairs (sorted by key) after held records of an equal key; the records
+        hashed again."""
+        keys, records = self.keys, self.records
+        if not keys or group[0][0] >= keys[-1]:  # after every record held (`bisect_right`'s end)
+            at = len(keys)
+            keys.extend([p[0] for p in group])
+            records.extend([p[1] for p in group])
+        elif len(group) == 1:
+            at = bisect_right(keys, group[0][0])
+            keys.insert(at, group[0][0])
+            records.insert(at, group[0][1])
+        else:
+            at = bisect_right(keys, group[0][0])
+            # The held run first among equal keys (`heapq.merge` takes the first iterable's first).
+            merged = list(heapq.merge(zip(keys[at:], records[at:], strict=True), group, key=_first))
+            del keys[at:], records[at:]
+            keys.extend([p[0] for p in merged])
+            records.extend([p[1] for p in merged])
+        return self.hash_from(at)
+
+    def hash_from(self, at: int) -> int:
+        """The states and the digest brought up to date after a change at place `at` (the records
+        before it unchanged); the records hashed again."""
+        records, n = self.records, len(self.records)
+        if n < MARK:
+            self._marks, self._end, self._held = [], None, 0
+            self.digest = bucket_digest(records)
+            return n
+        if self._end is not None and at == self._held:  # appended after what the end state holds
+            state, start = self._end, at
+        else:
+            kept = min(at // MARK, len(self._marks))
+            del self._marks[kept:]
+            state = self._marks[kept - 1].copy() if kept else hashlib.sha256()
+            start = kept * MARK
+        hashed = n - start
+        while start < n:
+            stop = min((start // MARK + 1) * MARK, n)
+            text = ",".join(records[start:stop])
+            state.update((("," + text) if start else text).encode())
+            if stop % MARK == 0:
+                self._marks.append(state.copy())
+            start = stop
+        self._end, self._held = state, n
+        self.digest = Encoded('"' + state.hexdigest() + '"')
+        return hashed
+
+    def digest_with(self, group: list[tuple[Any, str]]) -> Encoded:
+        """The digest as if these pairs (sorted by key) were placed too, nothing changed."""
+        keys, records = self.keys, self.records
+        if self._end is not None and group[0][0] >= keys[-1]:
+            state = self._end.copy()
+            state.update(("," + ",".join(p[1] for p in group)).encode())
+            return Encoded('"' + state.hexdigest() + '"')
+        at = bisect_right(keys, group[0][0])
+        kept = min(at // MARK, len(self._marks)) if self._end is not None else 0
+        start = kept * MARK
+        held = zip(keys[start:], records[start:], strict=True)
+        text = ",".join(r for _, r in heapq.merge(held, group, key=_first))
+        state = self._marks[kept - 1].copy() if kept else hashlib.sha256()
+        state.update((("," + text) if start else text).encode())
+        return Encoded('"' + state.hexdigest() + '"')
+
+
 class BucketDigest:
     """Records kept sorted by key, dealt into the buckets of the bucketed input digest
     (`common.bucketed`: by `common.bucket_of` their record, each bucket in key order), and the
-    SHA-256 of prefix + the buckets' digests + suffix. A change hashes again the buckets it
-    reaches alone: records appended after every record of their bucket update the bucket's kept
-    hash state; a record placed before others, taken out or replaced hashes its bucket again
-    whole (≈ 1/64 of the records). Records of equal keys are equal (each tally's keys: a call
-    or contact id, an outage's or a request count's record itself)."""
+    SHA-256 of prefix + the buckets' digests + suffix. A change hashes again only in the buckets
+    it reaches, from the last hash state kept before its place there (`_Bucket`): records
+    appended after every record of their bucket, the new ones alone; a record placed before
+    others, taken out or replaced, ≤ 1/64 of the records. Records of equal keys are equal (each
+    tally's keys: a call or contact id, an outage's or a request count's record itself)."""
 
     def __init__(self, prefix: bytes) -> None:
         self.keys: list[Any] = []  # every record's key, sorted
         self._where = bytearray()  # the bucket of each, beside `keys`
-        self._keys: list[list[Any]] = [[] for _ in range(BUCKETS)]
-        self._records: list[list[str]] = [[] for _ in range(BUCKETS)]
-        # A bucket's hash state after its records, kept from STATE_AT records (≈ 250 B a state: a
-        # smaller bucket is hashed again whole, which costs less than its state would hold).
-        self._states: list[Any] = [None] * BUCKETS
-        self._digests: list[Encoded] = [EMPTY_BUCKET] * BUCKETS
+        self.buckets = [_Bucket() for _ in range(BUCKETS)]
         self._prefix = prefix
-        self.hashed = 0  # records hashed again whole (for tests and benches)
-
-    def kept_states(self) -> int:
-        """How many buckets keep their hash state."""
-        return sum(1 for state in self._states if state is not None)
+        self.hashed = 0  # records hashed again (for tests and benches)
 
     def holds_any(self, keys: Sequence[Any]) -> bool:
         """Whether any of these keys is held (the keys are sorted: a bisection each, where a set
@@ -138,48 +209,14 @@ class BucketDigest:
                 groups[b] = [pair]
             else:
                 group.append(pair)
+        buckets = self.buckets
         for b, group in groups.items():
-            self._place(b, group)
-
-    def _place(self, b: int, group: list[tuple[Any, str]]) -> None:
-        """These pairs (sorted by key) placed in bucket `b`, its digest brought up to date."""
-        bkeys, brecords = self._keys[b], self._records[b]
-        if not bkeys or group[0][0] >= bkeys[-1]:  # after every record held (`bisect_right`'s end)
-            new = [p[1] for p in group]
-            bkeys.extend([p[0] for p in group])
-            brecords.extend(new)
-            state = self._states[b]
-            if state is not None:  # a bucket that keeps its state: only the new records hashed
-                state.update(("," + ",".join(new)).encode())
-                self._digests[b] = Encoded('"' + state.hexdigest() + '"')
-                return
-        elif len(group) == 1:
-            at = bisect_right(bkeys, group[0][0])
-            bkeys.insert(at, group[0][0])
-            brecords.insert(at, group[0][1])
-        else:
-            at = bisect_right(bkeys, group[0][0])
-            # The held run first among equal keys (`heapq.merge` takes the first iterable's first).
-            merged = list(heapq.merge(zip(bkeys[at:], brecords[at:], strict=True), group, key=_first))
-            del bkeys[at:], brecords[at:]
-            bkeys.extend([p[0] for p in merged])
-            brecords.extend([p[1] for p in merged])
-        self._rehash(b)
-
-    def _rehash(self, b: int) -> None:
-        records = self._records[b]
-        self.hashed += len(records)
-        if len(records) < STATE_AT:
-            self._states[b] = None
-            self._digests[b] = bucket_digest(records)
-            return
-        state = hashlib.sha256(",".join(records).encode())
-        self._states[b] = state
-        self._digests[b] = Encoded('"' + state.hexdigest() + '"')
+            self.hashed += buckets[b].add(group)
 
     def _find(self, b: int, key: Any) -> int:
-        at = bisect_left(self._keys[b], key)
-        if at == len(self._keys[b]) or self._keys[b][at] != key:  # never: `keys` held it in this bucket
+        bucket = self.buckets[b]
+        at = bisect_left(bucket.keys, key)
+        if at == len(bucket.keys) or bucket.keys[at] != key:  # never: `keys` held it in this bucket
             raise KeyError(key)
         return at
 
@@ -197,15 +234,16 @@ class BucketDigest:
                 raise KeyError(key)
             taken.add(at)
             places.append(at)
-        changed: set[int] = set()
+        changed: dict[int, int] = {}  # bucket → its first place changed
         for at in sorted(places, reverse=True):
             b, key = self._where[at], held[at]
             k = self._find(b, key)
-            del self._keys[b][k], self._records[b][k]
+            bucket = self.buckets[b]
+            del bucket.keys[k], bucket.records[k]
             del held[at], self._where[at]
-            changed.add(b)
-        for b in changed:
-            self._rehash(b)
+            changed[b] = min(k, changed.get(b, k))
+        for b, k in changed.items():
+            self.hashed += self.buckets[b].hash_from(k)
 
     def replace(self, key: Any, record: str) -> None:
         """The record of `key` (held once: `KeyError` otherwise) is now `record`, in its place."""
@@ -214,38 +252,32 @@ class BucketDigest:
             raise KeyError(key)
         was, b = self._where[at], bucket_of(record)
         k = self._find(was, key)
+        bucket = self.buckets[was]
         if b == was:
-            self._records[b][k] = record
-            self._rehash(b)
+            bucket.records[k] = record
+            self.hashed += bucket.hash_from(k)
             return
-        del self._keys[was][k], self._records[was][k]
-        self._rehash(was)
+        del bucket.keys[k], bucket.records[k]
+        self.hashed += bucket.hash_from(k)
         self._where[at] = b
-        self._place(b, [(key, record)])
+        self.hashed += self.buckets[b].add([(key, record)])
 
     def digest_with(self, extra: list[tuple[Any, str]], suffix: bytes) -> str:
         """`digest` as if these (key, record) pairs were held too (placed as `add` places them:
         after held records of equal key), nothing changed: their buckets' digests worked out
-        beside (from a kept state when they go after every record of their bucket)."""
+        beside, each from the last state kept before the first place one goes."""
         if not extra:
             return self.digest(suffix)
         groups: dict[int, list[tuple[Any, str]]] = {}
         for pair in sorted(extra, key=_first):
             groups.setdefault(bucket_of(pair[1]), []).append(pair)
-        digests = list(self._digests)
+        digests = [bucket.digest for bucket in self.buckets]
         for b, group in groups.items():
-            bkeys, state = self._keys[b], self._states[b]
-            if state is not None and group[0][0] >= bkeys[-1]:
-                state = state.copy()
-                state.update(("," + ",".join(p[1] for p in group)).encode())
-                digests[b] = Encoded('"' + state.hexdigest() + '"')
-            else:
-                held = zip(bkeys, self._records[b], strict=True)
-                digests[b] = bucket_digest([r for _, r in heapq.merge(held, group, key=_first)])
+            digests[b] = self.buckets[b].digest_with(group)
         return self._top(digests, suffix)
 
     def digest(self, suffix: bytes) -> str:
-        return self._top(self._digests, suffix)
+        return self._top([bucket.digest for bucket in self.buckets], suffix)
 
     def _top(self, digests: list[Encoded], suffix: bytes) -> str:
         return "sha256:" + hashlib.sha256(self._prefix + ",".join(digests).encode() + suffix).hexdigest()
