@@ -7,9 +7,10 @@ Each `*Tally` is folded from a window's inputs in the order the formula goes thr
 formula's sums, added in the same order, so they are the same Decimals; its counts the same
 ints. The input digest is the formula version's bucketed digest (`common.bucketed`: the sorted
 records dealt into 64 buckets, the payload holding each bucket's SHA-256): `BucketDigest` keeps
-the records sorted, by bucket, each bucket's hash state after its records, and hashes again only
-what a change reaches — the new records of a bucket they go after the end of, or the whole of a
-bucket a record is placed before others in, taken out of or replaced in. Each tally can take an
+the records sorted, by bucket, each bucket with its hash states (every 64 records and after the
+last), and hashes again only in the buckets a change reaches, from the last state before its
+place there — for records appended after every record of their bucket, the new ones alone. Each
+tally can take an
 input out as it was folded (`remove`, `replace`: a correction); anything else that is not an
 append (another parameter, calendar or exclusion) is the caller's to detect: it folds a new tally
 from every input (`accord_metrics.running`). `tests/test_running.py` holds each tally to its
