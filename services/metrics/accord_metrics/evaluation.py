@@ -394,19 +394,25 @@ def burn_rates(
     values over the same outages), whose formula is then not run."""
     target = _dec(objective["target"])
     by_requests = objective["metric"] == "METRIC_AVAILABILITY_REQUESTS"  # else by outages: the list it reads
-    rates: dict[timedelta, Decimal] = {}
     lengths: Iterable[timedelta] = burn_lengths(window_length)
-    for length in lengths:
-        if values is not None and length in values:
-            value = values[length]
+    known: dict[timedelta, Decimal | None] = dict(values or {})
+    # The longest look-back first, each shorter one's inputs picked from the longer one's (in the
+    # order held): one pass over the window's inputs, not one a look-back.
+    outages, requests = ([], signals.requests) if by_requests else (signals.outages, [])
+    for length in sorted(lengths, reverse=True):
+        if length in known:
+            continue
+        look = Interval(as_of - length, as_of)
+        since = look.start
+        if by_requests:
+            requests = [r for r in requests if r.start >= since]
         else:
-            look = Interval(as_of - length, as_of)
-            since = look.start
-            mine = SignalSet(
-                outages=[] if by_requests else [o for o in signals.outages if o.end > since],
-                requests=[r for r in signals.requests if r.start >= since] if by_requests else [],
-            )
-            value = run_formula(objective, look, calendar, exclusions, mine, as_of, time_zone, digested=False).value
+            outages = [o for o in outages if o.end > since]
+        mine = SignalSet(outages=outages, requests=requests)
+        known[length] = run_formula(objective, look, calendar, exclusions, mine, as_of, time_zone, digested=False).value
+    rates: dict[timedelta, Decimal] = {}
+    for length in lengths:
+        value = known[length]
         if value is None:
             rates[length] = Decimal(0)
             continue

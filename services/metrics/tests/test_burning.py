@@ -328,6 +328,39 @@ def test_a_request_based_look_back_computes_the_value_without_the_digest(
     assert look.input_digest == ""
 
 
+class _Counted(list[Any]):
+    """A list that counts the passes over it."""
+
+    passes = 0
+
+    def __iter__(self) -> Any:
+        self.passes += 1
+        return super().__iter__()
+
+
+@pytest.mark.parametrize("method", ["OCCURRENCES", "TIMESLICES"])
+def test_the_look_backs_read_the_windows_request_counts_once(method: str) -> None:
+    """The look-backs of request-based availability pick their counts from the window's in one
+    pass — each shorter one from the longer one's — not a pass over the window each (a month's end:
+    ≈ 40,000 counts a look-back), and each is the formula's over every count."""
+    counts = _Counted(
+        reliability.RequestCount(_at(m * 60), _at(m * 60 + 60), 990 + m % 11, 1000) for m in range(10 * 24 * 60)
+    )
+    objective = {
+        "metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "comparator": "COMPARATOR_AT_LEAST",
+        "budgeting": f"BUDGETING_{method}", "slice_target": "99", "slice_minutes": 5,
+    }  # fmt: skip
+    as_of, exclusions = _at(10 * 86400 - 90), [Interval(_at(9 * 86400), _at(9 * 86400 + 3600))]
+    window = timedelta(days=30)
+    rates = burn_rates(objective, BUSINESS, exclusions, SignalSet(requests=counts), as_of, window, "UTC")
+    assert counts.passes == 1
+    for length in burn_lengths(window):
+        look = Interval(as_of - length, as_of)
+        value = run_formula(objective, look, BUSINESS, exclusions, SignalSet(requests=list(counts)), as_of, "UTC").value
+        rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
+        assert rates[length] == (rate if rate is not None else 0), length
+
+
 # -- a service's rounds: the burn rates each round judged against those over every stored signal ---------------------
 _service_step = st.one_of(
     st.tuples(st.just("outage"), st.integers(-60 * 24 * 4, 60 * 24 * 2), st.integers(1, 240)),
