@@ -322,7 +322,8 @@ def _calls_result(
     formula: str, version: int, value: Decimal | None, params: dict[str, str], records: list[Any],
     detail: dict[str, str], undefined: str,
 ) -> Evaluated:  # fmt: skip
-    return evaluated(formula, value, params, records, detail, undefined, version=version, buckets=version >= 2)
+    buckets = is_bucketed(formula, version)
+    return evaluated(formula, value, params, records, detail, undefined, version=version, buckets=buckets)
 
 
 def asa(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
@@ -606,7 +607,14 @@ def fcr(
     records = sorted_records(counted, lambda o: o.call_id, "first contact")
     value = percent(resolved, len(counted))
     return evaluated(
-        "contact.fcr", value, params, records, detail, "no first contact", version=version, buckets=version >= 3
+        "contact.fcr",
+        value,
+        params,
+        records,
+        detail,
+        "no first contact",
+        version=version,
+        buckets=is_bucketed("contact.fcr", version),
     )
 
 
