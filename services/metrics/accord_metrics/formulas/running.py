@@ -115,10 +115,8 @@ class _Bucket:
         if self._end is not None and at == self._held:  # appended after what the end state holds
             state, start = self._end, at
         else:
-            kept = min(at // MARK, len(self._marks))
-            del self._marks[kept:]
-            state = self._marks[kept - 1].copy() if kept else hashlib.sha256()
-            start = kept * MARK
+            state, start = self._state_before(at)
+            del self._marks[start // MARK :]
         hashed = n - start
         while start < n:
             stop = min((start // MARK + 1) * MARK, n)
@@ -138,14 +136,17 @@ class _Bucket:
             state = self._end.copy()
             state.update(("," + ",".join(p[1] for p in group)).encode())
             return Encoded('"' + state.hexdigest() + '"')
-        at = bisect_right(keys, group[0][0])
-        kept = min(at // MARK, len(self._marks)) if self._end is not None else 0
-        start = kept * MARK
+        state, start = self._state_before(bisect_right(keys, group[0][0]))
         held = zip(keys[start:], records[start:], strict=True)
         text = ",".join(r for _, r in heapq.merge(held, group, key=_first))
-        state = self._marks[kept - 1].copy() if kept else hashlib.sha256()
         state.update((("," + text) if start else text).encode())
         return Encoded('"' + state.hexdigest() + '"')
+
+    def _state_before(self, at: int) -> tuple[Any, int]:
+        """A copy of the last state kept at or before place `at` (a new one at the start: a small
+        bucket keeps none), and its place."""
+        kept = min(at // MARK, len(self._marks))
+        return (self._marks[kept - 1].copy() if kept else hashlib.sha256()), kept * MARK
 
 
 class BucketDigest:
