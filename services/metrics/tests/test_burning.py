@@ -340,9 +340,9 @@ class _Counted(list[Any]):
 
 @pytest.mark.parametrize("method", ["OCCURRENCES", "TIMESLICES"])
 def test_the_look_backs_read_the_windows_request_counts_once(method: str) -> None:
-    """The look-backs of request-based availability pick their counts from the window's in one
-    pass — each shorter one from the longer one's — not a pass over the window each (a month's end:
-    ≈ 40,000 counts a look-back), and each is the formula's over every count."""
+    """The look-backs of request-based availability pick their counts from those given in one pass
+    — each shorter one from the longer one's — not a pass over all of them each, and each is the
+    formula's over every count."""
     counts = _Counted(
         reliability.RequestCount(_at(m * 60), _at(m * 60 + 60), 990 + m % 11, 1000) for m in range(10 * 24 * 60)
     )
