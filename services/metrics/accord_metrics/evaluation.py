@@ -5,6 +5,7 @@ failing, or certain already) or NO_DATA. Pure: the same inputs give the same ans
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from accord_kit.timeline import Calendar, Interval, union
 from accord_metrics.domain import AT_RISK, BREACHED, MET, NO_DATA
 from accord_metrics.formulas import contact, reliability, work
-from accord_metrics.formulas.common import HUNDRED, Evaluated
+from accord_metrics.formulas.common import HUNDRED, Evaluated, percent
 
 if TYPE_CHECKING:
     from accord_metrics.running import Running
@@ -281,6 +282,46 @@ _CALL_FORMULAS = {
 }
 
 
+def _occurrences(
+    calendar: Calendar, exclusions: Sequence[Interval], counts: Sequence[reliability.RequestCount], as_of: datetime,
+    lengths: Iterable[timedelta],
+) -> dict[timedelta, Decimal | None]:  # fmt: skip
+    """Request-based availability by occurrences over each look-back [as_of − length, as_of), the
+    value `reliability.availability_requests` (v2 on) gives — Σgood ÷ Σtotal × 100 of the counts
+    whose start is eligible, None when none is — from one pass over the counts: those measured in
+    the longest look-back, sorted by start, with their sums from each place to the end; a shorter
+    look-back's are those from its start on (a bisection). A look-back whose eligible time is not
+    the longest one's clipped to it is left out (the formula computes it)."""
+    lengths = sorted(lengths, reverse=True)
+    if not lengths:
+        return {}
+    span = Interval(as_of - lengths[0], as_of)
+    eligible = reliability.eligible_intervals(span, calendar, exclusions)
+    starts = [e.start for e in eligible]
+    measured: list[tuple[datetime, int, int]] = []
+    for b in counts:
+        t = b.start
+        if span.start <= t < as_of:
+            i = bisect_right(starts, t) - 1
+            if i >= 0 and t < eligible[i].end:
+                measured.append((t, b.good, b.total))
+    measured.sort()
+    at = [m[0] for m in measured]
+    good, total = [0] * (len(measured) + 1), [0] * (len(measured) + 1)  # sums from each place to the end
+    for i in range(len(measured) - 1, -1, -1):
+        good[i], total[i] = good[i + 1] + measured[i][1], total[i + 1] + measured[i][2]
+    out: dict[timedelta, Decimal | None] = {}
+    for length in lengths:
+        since = as_of - length
+        if length != lengths[0]:
+            clipped = [x for e in eligible if (x := e.intersect(Interval(since, as_of))) is not None]
+            if reliability.eligible_intervals(Interval(since, as_of), calendar, exclusions) != clipped:
+                continue
+        i = bisect_left(at, since)
+        out[length] = percent(good[i], total[i])
+    return out
+
+
 def _version(recorded: tuple[str, int] | None, formula: str, kept: tuple[int, ...], current: int) -> int:
     """The version of `formula` that judges a window: the one it was recorded with (a closed
     window: `recorded`) while metrics keeps it, else the current one."""
@@ -396,6 +437,9 @@ def burn_rates(
     by_requests = objective["metric"] == "METRIC_AVAILABILITY_REQUESTS"  # else by outages: the list it reads
     lengths: Iterable[timedelta] = burn_lengths(window_length)
     known: dict[timedelta, Decimal | None] = dict(values or {})
+    budgeting = objective.get("budgeting") or "BUDGETING_OCCURRENCES"
+    if by_requests and budgeting == "BUDGETING_OCCURRENCES" and reliability.REQUESTS_VERSION >= 2:
+        known = _occurrences(calendar, exclusions, signals.requests, as_of, lengths) | known
     # The longest look-back first, each shorter one's inputs picked from the longer one's (in the
     # order held): one pass over the window's inputs, not one a look-back.
     outages, requests = ([], signals.requests) if by_requests else (signals.outages, [])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
-from accord_metrics import burning, judging
+from accord_metrics import burning, evaluation, judging
 from accord_metrics.burning import BurnIndex
 from accord_metrics.evaluation import ONGOING, SignalSet, burn_lengths, burn_rates, run_formula
 from accord_metrics.formulas import reliability
@@ -359,6 +359,54 @@ def test_the_look_backs_read_the_windows_request_counts_once(method: str) -> Non
         value = run_formula(objective, look, BUSINESS, exclusions, SignalSet(requests=list(counts)), as_of, "UTC").value
         rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
         assert rates[length] == (rate if rate is not None else 0), length
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4 * 86400), st.integers(0, 50), st.integers(0, 50)), max_size=60),
+    st.sampled_from(["always", "business"]),
+    st.integers(3 * 86400, 4 * 86400 + 7200),
+    st.booleans(),
+)
+def test_request_based_look_backs_by_occurrences_are_the_formula_s_from_one_pass(
+    raw: list[tuple[int, int, int]], calendar: str, as_of_s: int, excluded: bool
+) -> None:
+    """By occurrences, every look-back's value is read from the counts measured in the longest
+    one, sorted with their sums (`evaluation._occurrences`) — each the formula's over every count,
+    eligible time (a business calendar, an exclusion) included — none left to the formula."""
+    counts = [reliability.RequestCount(_at(a), _at(a + 60), min(g, n), n) for a, g, n in raw]
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(_at(3 * 86400), _at(3 * 86400 + 5400))] if excluded else []
+    objective = {
+        "metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "comparator": "COMPARATOR_AT_LEAST",
+        "budgeting": "BUDGETING_OCCURRENCES",
+    }  # fmt: skip
+    as_of, window = _at(as_of_s), timedelta(days=30)
+    lengths = burn_lengths(window)
+    assert len(evaluation._occurrences(cal, exclusions, counts, as_of, lengths)) == len(lengths)
+    rates = burn_rates(objective, cal, exclusions, SignalSet(requests=counts), as_of, window, "UTC")
+    for length in lengths:
+        look = Interval(as_of - length, as_of)
+        value = run_formula(objective, look, cal, exclusions, SignalSet(requests=counts), as_of, "UTC").value
+        rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
+        assert rates[length] == (rate if rate is not None else 0), length
+
+
+def test_request_based_look_backs_by_occurrences_run_no_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By occurrences the look-backs' values come from the sums alone: no formula run a look-back
+    (3 days of a count a minute: ≈ 2.5 ms a round for the eight formula runs before)."""
+    counts = [reliability.RequestCount(_at(m * 60), _at(m * 60 + 60), 990, 1000) for m in range(3 * 24 * 60)]
+    objective = {"metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "budgeting": "BUDGETING_OCCURRENCES"}
+    expected = burn_rates(
+        objective, BUSINESS, [], SignalSet(requests=counts), _at(3 * 86400), timedelta(days=30), "UTC"
+    )
+
+    def formula(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a look-back ran the formula")
+
+    monkeypatch.setattr(evaluation, "run_formula", formula)
+    rates = burn_rates(objective, BUSINESS, [], SignalSet(requests=counts), _at(3 * 86400), timedelta(days=30), "UTC")
+    assert rates == expected and len(rates) == len(burn_lengths(timedelta(days=30)))
 
 
 # -- a service's rounds: the burn rates each round judged against those over every stored signal ---------------------
