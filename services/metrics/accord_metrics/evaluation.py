@@ -212,8 +212,8 @@ def run_formula(
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions, version=version)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
-    if metric in _CALL_FORMULAS:
-        version = _version(recorded, _CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION)
+    if metric in CALL_FORMULAS:
+        version = _version(recorded, CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION)
     if metric == "METRIC_ASA":
         return contact.asa(calls, version=version)
     if metric == "METRIC_ABANDONMENT_RATE":
@@ -273,8 +273,8 @@ def run_formula(
     raise ValueError(f"no formula for metric {metric!r}")
 
 
-# The call formulas by metric (their versions are `contact.VERSIONS`).
-_CALL_FORMULAS = {
+# The call formulas by metric (their versions are `contact.VERSIONS`; each has a running form).
+CALL_FORMULAS = {
     "METRIC_ASA": "contact.asa",
     "METRIC_ABANDONMENT_RATE": "contact.abandonment_rate",
     "METRIC_SERVICE_LEVEL": "contact.service_level",

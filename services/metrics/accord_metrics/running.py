@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
 from accord_metrics.burning import BurnIndex, Lineage, advanced, logged_changes, part_bases
-from accord_metrics.evaluation import ONGOING
+from accord_metrics.evaluation import CALL_FORMULAS, ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
 from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, MtbfTally, OutageTally
@@ -41,15 +41,9 @@ if TYPE_CHECKING:
     from accord_metrics.evaluation import SignalSet
 
 # The metrics with a running form, and the list of a SignalSet each reads.
-_CALL_METRICS = {
-    "METRIC_ASA": "contact.asa",
-    "METRIC_ABANDONMENT_RATE": "contact.abandonment_rate",
-    "METRIC_SERVICE_LEVEL": "contact.service_level",
-    "METRIC_AVERAGE_HANDLE_TIME": "contact.aht",
-}
 FCR = "METRIC_FIRST_CONTACT_RESOLUTION"
 LISTS = {
-    **dict.fromkeys(_CALL_METRICS, "calls"),
+    **dict.fromkeys(CALL_FORMULAS, "calls"),
     FCR: "calls",
     "METRIC_AVAILABILITY_TIME": "outages",
     "METRIC_MTBF": "outages",
@@ -61,7 +55,7 @@ _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over
 # The formula version each running form computes: another current version (never in a running
 # process, but kept honest) is left to the formula itself.
 def _implements(metric: str) -> bool:
-    if metric in _CALL_METRICS:
+    if metric in CALL_FORMULAS:
         return contact.VERSION == 2
     if metric == FCR:
         return contact.FCR_VERSION == 3
@@ -240,11 +234,11 @@ class Running:
             from accord_metrics.evaluation import fcr_method, repeat_window
 
             return FcrTally(fcr_method(p), repeat_window(p), window)
-        if metric in _CALL_METRICS:
+        if metric in CALL_FORMULAS:
             short = _seconds(p["short_abandon_seconds"]) if p.get("short_abandon_seconds") else None
             if metric == "METRIC_SERVICE_LEVEL":
-                return CallTally(_CALL_METRICS[metric], p["variant"], _seconds(p["threshold_seconds"]), short)
-            return CallTally(_CALL_METRICS[metric], "", None, short)
+                return CallTally(CALL_FORMULAS[metric], p["variant"], _seconds(p["threshold_seconds"]), short)
+            return CallTally(CALL_FORMULAS[metric], "", None, short)
         if metric == "METRIC_AVAILABILITY_TIME":
             return OutageTally(window, calendar, exclusions, _seconds(p.get("min_outage_seconds")))
         if metric == "METRIC_MTBF":
