@@ -56,9 +56,9 @@ _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over
 # process, but kept honest) is left to the formula itself.
 def _implements(metric: str) -> bool:
     if metric in CALL_FORMULAS:
-        return contact.VERSION == 2
+        return contact.VERSION == 3
     if metric == FCR:
-        return contact.FCR_VERSION == 3
+        return contact.FCR_VERSION == 4
     if metric in _OUTAGE_METRICS:
         return reliability.OUTAGES_VERSION == 2
     return reliability.REQUESTS_VERSION == 3

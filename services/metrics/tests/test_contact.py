@@ -74,7 +74,7 @@ def test_the_five_variants_on_domains_numbers_differ() -> None:
 
     values = {r.value for r in (aoo, aoa, an, ab_s, sas)}
     assert len(values) == 5
-    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 2
+    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 3
     assert aoo.parameters == {
         "variant": "ANSWERED_OVER_OFFERED",
         "threshold_seconds": "20",
@@ -255,7 +255,7 @@ def test_fcr_flagged_and_inferred() -> None:
     assert r.value == Decimal(80) and r.detail["unflagged"] == "1" and r.detail["first_contacts"] == "5"
     # REPEAT_CONTACT: d0 and c2-d2 had a repeat; d10, router-d1, c3-d4 did not → 3 ÷ 5 = 60 %
     r = fcr(calls, "REPEAT_CONTACT", window=ALL_DAYS)
-    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 3
+    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 4
     assert r.parameters["method"] == "REPEAT_CONTACT" and r.parameters["repeat_window_seconds"] == "604800"
     assert fcr(calls, FcrMethod.FLAGGED, version=1).value == Decimal(80)
     v1 = fcr(calls, "REPEAT_CONTACT", version=1)
@@ -330,9 +330,57 @@ def test_fcr_v2_digest_is_the_outcomes_of_the_window() -> None:
     with pytest.raises(ValueError, match="window"):
         fcr(calls, FcrMethod.REPEAT_CONTACT)
     with pytest.raises(ValueError, match="versions"):
-        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=4)
+        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=5)
     with pytest.raises(ValueError, match="twice"):
         fcr([calls[0], calls[0]], FcrMethod.REPEAT_CONTACT, window=w)
+
+
+def test_fcr_v4_digests_the_outcomes_in_the_order_they_became_known() -> None:
+    """v4 deals the counted outcomes' records into the 64 buckets in the order of their decision
+    (then first contact's id); v3 by first contact's id: the same value and detail."""
+    import json
+    import zlib
+    from hashlib import sha256
+
+    from accord_metrics.formulas import common
+    from accord_metrics.formulas.contact import group_outcomes, utc_record
+
+    calls = [*fcr_contacts(), contact("a0-c5-d2", 2, "C5", "billing", True)]  # first by id, decided d9
+    w = Interval(day(1), day(11))
+    v4 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11))
+    v3 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11), version=3)
+    assert (v4.formula_version, v3.formula_version) == (4, 3) and v4.input_digest != v3.input_digest
+    assert (v4.value, v4.detail, v4.parameters) == (v3.value, v3.detail, v3.parameters)
+
+    def canonical(payload: object) -> bytes:
+        return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
+
+    groups: dict[tuple[str, str], list[Call]] = {}
+    for c in calls:
+        if c.answered:
+            groups.setdefault((c.customer_id, c.reason), []).append(c)
+    counted = [
+        utc_record(o)
+        for g in groups.values()
+        for o in group_outcomes(
+            sorted(g, key=lambda c: (c.entered_queue, c.call_id)), FcrMethod.REPEAT_CONTACT, timedelta(days=7), w
+        ).values()
+        if o.decided < day(11)
+    ]
+    by_id, by_decision = (lambda r: r["call_id"]), (lambda r: (r["decided"], r["call_id"]))
+    assert sorted(counted, key=by_id) != sorted(counted, key=by_decision)
+    for version, order in ((3, by_id), (4, by_decision)):
+        buckets: list[list[bytes]] = [[] for _ in range(64)]
+        for record in sorted(counted, key=order):
+            text = canonical(record)
+            buckets[zlib.crc32(text) % 64].append(text)
+        payload = {
+            "formula_id": "contact.fcr",
+            "formula_version": version,
+            "inputs": [sha256(b",".join(b)).hexdigest() for b in buckets],
+            "parameters": v4.parameters,
+        }
+        assert (v4 if version == 4 else v3).input_digest == "sha256:" + sha256(canonical(payload)).hexdigest()
 
 
 def test_fcr_no_first_contact() -> None:
@@ -395,7 +443,8 @@ def test_the_digest_depends_on_the_instant_not_its_offset() -> None:
 def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """An input's record is encoded once (kept on the frozen input): judging a window again
     after one new call encodes only that call — and the digest is the one of the inputs'
-    plain UTC records, sorted by id, as before records were kept encoded."""
+    plain UTC records, worked out by each version's rule: sorted by id (v1 in one list, v2
+    bucketed), or in the order the calls arrived (v3, bucketed)."""
     import json
     import zlib
     from hashlib import sha256
@@ -406,8 +455,9 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     calls = [
         Call(
             f"c{i:03d}-é",
-            base + timedelta(minutes=i, microseconds=i * 7),
-            answered_at=base + timedelta(minutes=i, seconds=1 + i % 40),
+            # The later the id, the earlier the call (two arrive together: their ids decide).
+            base + timedelta(minutes=60 - i - (i == 7), microseconds=i * 7 if i != 7 else 6 * 7),
+            answered_at=base + timedelta(minutes=60 - i, seconds=1 + i % 40),
             talk_seconds=Decimal("1.5"),
         )
         for i in range(50, 0, -1)
@@ -428,27 +478,37 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     assert again.input_digest != first.input_digest
 
     # Worked out here as an auditor would from the rule (docs/domain.md §4, "The input digest"):
-    # v1 the calls' records in one list; v2 those records dealt into 64 buckets by each one's
-    # CRC-32 modulo 64, the list's place holding each bucket's SHA-256, and the formula named.
+    # v1 the calls' records in one list, by id; v2 those records dealt into 64 buckets by each
+    # one's CRC-32 modulo 64, the list's place holding each bucket's SHA-256, and the formula
+    # named; v3 as v2 with the records in the order the calls entered the queue (then by id).
     def canonical(payload: object) -> bytes:
         return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
 
-    records = [plain(c) for c in sorted(calls, key=lambda c: c.call_id)]
+    def bucketed(records: list[dict[str, object]], version: int) -> bytes:
+        buckets: list[list[bytes]] = [[] for _ in range(64)]
+        for record in records:
+            text = canonical(record)
+            buckets[zlib.crc32(text) % 64].append(text)
+        return canonical({
+            "formula_id": "contact.service_level",
+            "formula_version": version,
+            "inputs": [sha256(b",".join(b)).hexdigest() for b in buckets],
+            "parameters": first.parameters,
+        })  # fmt: skip
+
+    records = [plain(c) for c in calls]
+    by_id = sorted(records, key=lambda r: r["call_id"])
+    by_arrival = sorted(records, key=lambda r: (r["entered_queue"], r["call_id"]))
+    assert by_arrival != by_id
     v1 = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=1)
-    v1_payload = {"inputs": records, "parameters": v1.parameters}
+    v1_payload = {"inputs": by_id, "parameters": v1.parameters}
     assert v1.input_digest == "sha256:" + sha256(canonical(v1_payload)).hexdigest()
-    buckets: list[list[bytes]] = [[] for _ in range(64)]
-    for record in records:
-        text = canonical(record)
-        buckets[zlib.crc32(text) % 64].append(text)
-    payload = {
-        "formula_id": "contact.service_level",
-        "formula_version": 2,
-        "inputs": [sha256(b",".join(b)).hexdigest() for b in buckets],
-        "parameters": first.parameters,
-    }
-    assert first.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest()
+    v2 = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=2)
+    assert v2.input_digest == "sha256:" + sha256(bucketed(by_id, 2)).hexdigest()
+    assert first.formula_version == 3
+    assert first.input_digest == "sha256:" + sha256(bucketed(by_arrival, 3)).hexdigest()
     assert (first.value, first.detail, first.parameters) == (v1.value, v1.detail, v1.parameters)
+    assert (first.value, first.detail, first.parameters) == (v2.value, v2.detail, v2.parameters)
 
 
 _ZONES = st.sampled_from([UTC, ZoneInfo("Europe/Amsterdam"), ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Kolkata")])

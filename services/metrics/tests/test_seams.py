@@ -412,12 +412,18 @@ def test_request_availability_recorded_by_version_1_stays_version_1(
     assert feb and feb[0].latest["formula_version"] == 3
 
 
-def test_windows_closed_by_the_digests_in_one_list_keep_them(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    # January closed by the versions before the bucketed digests (ASA and the service level v1,
-    # time-based availability and MTBF v1): re-derived, and restated by a late call and a
-    # corrected outage, by those versions — the digests they recorded stay computable; February,
-    # opened since, is judged by the bucketed versions.
+@pytest.mark.parametrize("calls_version", [1, 2])
+def test_windows_closed_by_earlier_digests_keep_them(
+    world: World, monkeypatch: pytest.MonkeyPatch, calls_version: int
+) -> None:
+    # January closed by the versions before the current digests — ASA and the service level v1
+    # (one list) or v2 (bucketed, by id), time-based availability and MTBF v1 (one list) or v2
+    # (bucketed, current) — re-derived, and restated by a late call and a corrected outage, by
+    # those versions: the digests they recorded stay computable. February, opened since, is judged
+    # by the current versions (the calls v3: bucketed in the order they arrived).
     from accord_metrics.formulas import contact, reliability
+
+    january = {"availability": calls_version, "mtbf": calls_version, "asa": calls_version, "tsf": calls_version}
 
     m = world.metrics
     tsf = objective("tsf", "METRIC_SERVICE_LEVEL", "80", parameters={"variant": "ANSWERED_OVER_OFFERED",
@@ -433,11 +439,11 @@ def test_windows_closed_by_the_digests_in_one_list_keep_them(world: World, monke
     m.record(COLLECTOR, [*calls("f", f"2026-02-03T09:00{AMS}", 5, 5)])
     world.clock.set(at(f"2026-02-10T12:00{AMS}"))
     with monkeypatch.context() as patch:
-        patch.setattr(contact, "VERSION", 1)
-        patch.setattr(reliability, "OUTAGES_VERSION", 1)
+        patch.setattr(contact, "VERSION", calls_version)
+        patch.setattr(reliability, "OUTAGES_VERSION", calls_version)
         m.evaluate()
     closed = {oid: world.window(aid, oid, JAN).closed for oid in ("availability", "mtbf", "asa", "tsf")}
-    assert {oid: e["formula_version"] for oid, e in closed.items()} == dict.fromkeys(closed, 1)
+    assert {oid: e["formula_version"] for oid, e in closed.items()} == january
     assert world.rederived_mismatches(aid) == []
     late = calls("late", f"2026-01-20T09:00{AMS}", 0, 1)
     m.record(COLLECTOR, late)
@@ -446,11 +452,16 @@ def test_windows_closed_by_the_digests_in_one_list_keep_them(world: World, monke
     m.evaluate()
     for oid in ("availability", "mtbf", "asa", "tsf"):
         latest = world.window(aid, oid, JAN).latest
-        assert latest["formula_version"] == 1 and latest["input_digest"] != closed[oid]["input_digest"], oid
+        assert latest["formula_version"] == january[oid] and latest["input_digest"] != closed[oid]["input_digest"], oid
     assert world.window(aid, "asa", JAN).latest["detail"]["answered"] == "11"
     assert world.rederived_mismatches(aid) == []
     february = {oid: world.window(aid, oid, FEB).latest for oid in ("availability", "mtbf", "asa", "tsf")}
-    assert {oid: e["formula_version"] for oid, e in february.items()} == dict.fromkeys(february, 2)
+    assert {oid: e["formula_version"] for oid, e in february.items()} == {
+        "availability": 2,
+        "mtbf": 2,
+        "asa": 3,
+        "tsf": 3,
+    }
 
 
 def test_fcr_by_repeat_contact_requires_the_customer_id(world: World) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from accord_kit.timeline import Interval
@@ -51,16 +52,20 @@ from accord_metrics.formulas.common import (
 )
 
 # The versions of "contact.asa", "contact.abandonment_rate", "contact.service_level" and
-# "contact.aht" computed: v2 digests its calls bucketed (`common.bucketed`: a correction of a call
-# an open window holds hashes one bucket again, not every call after it), v1 (the calls in one
-# list) is kept for the windows recorded with it. The value and detail are the same in both.
-VERSION = 2
-VERSIONS = (1, 2)
+# "contact.aht" computed: v3 digests its calls bucketed (`common.bucketed`), in the order they
+# arrived (entry into the queue, then id: a batch of new calls lands after those held, whatever
+# their ids); v2 bucketed in the order of their ids (a correction hashes one bucket again, not every
+# call after it, but new calls with random ids — UUIDs — land among the held ones of every bucket);
+# v1 in one list, by id. v1 and v2 are kept for the windows recorded with them. The value and
+# detail are the same in all three.
+VERSION = 3
+VERSIONS = (1, 2, 3)
 # The versions of "contact.fcr" computed: v2 judges each first contact once, in the window in which
-# its outcome became known; v3 is v2 with the bucketed digest; v1 and v2 are kept for the windows
-# recorded with them (restated and re-derived by the version they closed with).
-FCR_VERSION = 3
-FCR_VERSIONS = (1, 2, 3)
+# its outcome became known; v3 is v2 with the bucketed digest (the outcomes by first contact's id);
+# v4 is v3 with the outcomes in the order they became known (decided, then id); v1, v2 and v3 are
+# kept for the windows recorded with them (restated and re-derived by the version they closed with).
+FCR_VERSION = 4
+FCR_VERSIONS = (1, 2, 3, 4)
 
 
 class ServiceLevelVariant(StrEnum):
@@ -201,6 +206,20 @@ def is_bucketed(formula: str, version: int) -> bool:
     return version >= (3 if formula == "contact.fcr" else 2)
 
 
+def by_arrival(formula: str, version: int) -> bool:
+    """Whether this version of a contact formula digests its records in the order they arrived —
+    a call by its entry into the queue, a first contact's outcome by when it became known, then
+    by id — rather than by id alone."""
+    return version >= (4 if formula == "contact.fcr" else 3)
+
+
+# A call's place in the order of arrival: (its entry into the queue, its id); a first contact's
+# outcome's: (when it became known, the first contact's id). Getters in C: a running form's
+# bisections call them at every step.
+arrival: Callable[[Call], tuple[datetime, str]] = attrgetter("entered_queue", "call_id")
+decision: Callable[[FirstContactOutcome], tuple[datetime, str]] = attrgetter("decided", "call_id")
+
+
 def _check_version(formula: str, version: int) -> None:
     kept = FCR_VERSIONS if formula == "contact.fcr" else VERSIONS
     if version not in kept:
@@ -308,13 +327,18 @@ def _instant_json(t: datetime | None) -> str:
     return "null" if t is None else '"' + t.astimezone(UTC).isoformat() + '"'
 
 
-def _records(calls: Sequence[Call]) -> list[Any]:
-    """The calls' records sorted by id, as `sorted_records` gives them (a repeated id refused)."""
+def _records(calls: Sequence[Call], in_arrival: bool = False) -> list[Any]:
+    """The calls' records sorted by id, as `sorted_records` gives them (a repeated id refused) —
+    `in_arrival`: by entry into the queue, then id (`arrival`)."""
     ids = [c.call_id for c in calls]
     if len(set(ids)) != len(ids):
         return sorted_records(calls, lambda c: c.call_id, "call")  # raises, naming the first repeated
     encs = encoded_all(calls, utc_record, call_json)
-    return EncodedList(encs[i] for i in sorted(range(len(ids)), key=ids.__getitem__))
+    if in_arrival:
+        places = sorted(range(len(ids)), key=lambda i: arrival(calls[i]))
+    else:
+        places = sorted(range(len(ids)), key=ids.__getitem__)
+    return EncodedList(encs[i] for i in places)
 
 
 # -- formulas ------------------------------------------------------------------------------------
@@ -327,12 +351,12 @@ def _calls_result(
 
 
 def asa(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
-    """Average speed of answer, "contact.asa" v2 (docs/domain.md §4 "Contact centre"):
+    """Average speed of answer, "contact.asa" v3 (docs/domain.md §4 "Contact centre"):
     Σ queue wait of answered calls ÷ A, in seconds. Zero waits count; abandoned calls
-    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined. v1: the same
-    value, its calls digested in one list (see `VERSIONS`)."""
+    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined. v1, v2: the same
+    value, its calls digested by id, in one list or bucketed (see `VERSIONS`)."""
     _check_version("contact.asa", version)
-    records = _records(calls)
+    records = _records(calls, by_arrival("contact.asa", version))
     answered = [c for c in calls if c.answered]
     total_wait = sum((seconds(c.wait) for c in answered if c.wait is not None), ZERO)
     detail = {"unit": "seconds", "answered": str(len(answered)), "total_wait_seconds": str(total_wait)}
@@ -344,12 +368,12 @@ def asa(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
 def abandonment_rate(
     calls: Sequence[Call], short_abandon: timedelta | None = None, *, version: int = VERSION
 ) -> Evaluated:
-    """Abandonment rate, "contact.abandonment_rate" v2 (docs/domain.md §4 "Contact centre"):
+    """Abandonment rate, "contact.abandonment_rate" v3 (docs/domain.md §4 "Contact centre"):
     (Ab − Ab<S) ÷ (O − Ab<S) × 100. With S set, calls abandoned with a wait < S are
     neither offered nor abandoned; with S None nothing is discounted. O − Ab<S = 0 → undefined.
-    v1: the same value, its calls digested in one list."""
+    v1, v2: the same value, its calls digested by id, in one list or bucketed."""
     _check_version("contact.abandonment_rate", version)
-    records = _records(calls)
+    records = _records(calls, by_arrival("contact.abandonment_rate", version))
     _check_short(short_abandon)
     offered = len(calls)
     waits = [c.wait for c in calls if c.abandoned and c.wait is not None]
@@ -391,7 +415,7 @@ def service_level(
     *,
     version: int = VERSION,
 ) -> Evaluated:
-    """Service level / TSF ("X % within T"), "contact.service_level" v2 (docs/domain.md §4
+    """Service level / TSF ("X % within T"), "contact.service_level" v3 (docs/domain.md §4
     "Contact centre"), in the variant pinned by the objective, × 100:
 
     - ANSWERED_OVER_OFFERED   A≤T ÷ (A + Ab)
@@ -405,9 +429,10 @@ def service_level(
     nor abandoned, so they leave Ab, Ab≤T and Ab>T. SHORT_ABANDONS_SUCCESS is the variant
     that counts them as successes instead, so there Ab is every abandon (short ones
     included) — otherwise its numerator would name calls its denominator had dropped.
-    A zero denominator → undefined. v1: the same value, its calls digested in one list."""
+    A zero denominator → undefined. v1, v2: the same value, its calls digested by id, in one
+    list or bucketed."""
     _check_version("contact.service_level", version)
-    records = _records(calls)
+    records = _records(calls, by_arrival("contact.service_level", version))
     v = ServiceLevelVariant(variant)
     if threshold < timedelta(0):
         raise ValueError("the answer threshold T must not be negative")
@@ -541,7 +566,7 @@ def fcr(
     as_of: datetime | None = None,
     version: int = FCR_VERSION,
 ) -> Evaluated:
-    """First-contact resolution, "contact.fcr" v3 (docs/domain.md §4 "Contact centre"):
+    """First-contact resolution, "contact.fcr" v4 (docs/domain.md §4 "Contact centre"):
     first contacts resolved on first contact ÷ first contacts × 100, each first contact judged
     once, in the window in which its outcome became known.
 
@@ -559,8 +584,9 @@ def fcr(
     Pass every contact: those before the window decide first-ness, and a first contact from
     before the window may be decided in it. The input digest covers the outcomes of the first
     contacts counted (`FirstContactOutcome`), so a closed window's digest — and a restatement —
-    changes only when one of its outcomes does, whatever contacts arrive later. v3 digests them
-    bucketed (`common.bucketed`), v2 (kept for the windows recorded with it) in one list.
+    changes only when one of its outcomes does, whatever contacts arrive later. v4 digests them
+    bucketed (`common.bucketed`) in the order they became known (`decision`), v3 bucketed by first
+    contact's id, v2 (both kept for the windows recorded with them) in one list by id.
 
     v1 (`version=1`, kept for the windows recorded with it): the first contacts that arrived
     in `window` (all, without one), each as of `as_of` — REPEAT_CONTACT: one without a repeat
@@ -604,7 +630,10 @@ def fcr(
         "unflagged": str(sum(1 for o in counted if m is FcrMethod.FLAGGED and o.flag is None)),
     }
     params = _fcr_params(m, repeat_window, window, as_of)
-    records = sorted_records(counted, lambda o: o.call_id, "first contact")
+    if by_arrival("contact.fcr", version):  # the outcomes are of distinct first contacts
+        records: list[Any] = EncodedList(encoded(o, utc_record) for o in sorted(counted, key=decision))
+    else:
+        records = sorted_records(counted, lambda o: o.call_id, "first contact")
     value = percent(resolved, len(counted))
     return evaluated(
         "contact.fcr",
@@ -667,12 +696,12 @@ def _fcr_v1(
 
 
 def aht(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
-    """Average handle time, "contact.aht" v2 (docs/domain.md §4 "Contact centre"):
+    """Average handle time, "contact.aht" v3 (docs/domain.md §4 "Contact centre"):
     (talk + hold + after-call work) ÷ handled contacts, in seconds. Handled contacts are
     the answered calls; only their times are summed. No handled contact → undefined.
-    v1: the same value, its calls digested in one list."""
+    v1, v2: the same value, its calls digested by id, in one list or bucketed."""
     _check_version("contact.aht", version)
-    records = _records(calls)
+    records = _records(calls, by_arrival("contact.aht", version))
     handled = [c for c in calls if c.answered]
     work = sum((c.talk_seconds + c.hold_seconds + c.after_call_seconds for c in handled), ZERO)
     detail = {"unit": "seconds", "handled": str(len(handled)), "total_handle_seconds": str(work)}

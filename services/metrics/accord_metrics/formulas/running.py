@@ -24,7 +24,7 @@ import itertools
 import zlib
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import itemgetter
@@ -69,14 +69,15 @@ def records_slot() -> EncodedList:
 
 
 class _Bucket:
-    """One bucket of a `BucketDigest`: its records in key order (the keys beside), the hash state
-    after every `MARK` records and after the last (from `MARK` records: a smaller bucket is
-    hashed again whole, cheaper than the ≈ 250 B a state holds), and its digest."""
+    """One bucket of a `BucketDigest`: its items in the digest's order, their records beside, the
+    hash state after every `MARK` records and after the last (from `MARK` records: a smaller
+    bucket is hashed again whole, cheaper than the ≈ 250 B a state holds), and its digest."""
 
-    __slots__ = ("_end", "_held", "_marks", "digest", "keys", "records")
+    __slots__ = ("_end", "_held", "_marks", "digest", "items", "order", "records")
 
-    def __init__(self) -> None:
-        self.keys: list[Any] = []
+    def __init__(self, order: Callable[[Any], Any] | None) -> None:
+        self.order = order  # an item's place in the order (None: the item itself)
+        self.items: list[Any] = []
         self.records: list[str] = []
         self._marks: list[Any] = []  # _marks[i]: the state after records[: (i + 1) * MARK]
         self._end: Any = None  # the state after every record (None: a small bucket)
@@ -84,23 +85,24 @@ class _Bucket:
         self.digest = EMPTY_BUCKET
 
     def add(self, group: list[tuple[Any, str]]) -> int:
-        """Place these pairs (sorted by key) after held records of an equal key; the records
-        hashed again."""
-        keys, records = self.keys, self.records
-        if not keys or group[0][0] >= keys[-1]:  # after every record held (`bisect_right`'s end)
-            at = len(keys)
-            keys.extend([p[0] for p in group])
+        """Place these (item, record) pairs (in order) after held items of an equal order; the
+        records hashed again."""
+        items, records, order = self.items, self.records, self.order
+        first = group[0][0] if order is None else order(group[0][0])
+        if not items or first >= (items[-1] if order is None else order(items[-1])):
+            at = len(items)  # after every item held (`bisect_right`'s end)
+            items.extend([p[0] for p in group])
             records.extend([p[1] for p in group])
         elif len(group) == 1:
-            at = bisect_right(keys, group[0][0])
-            keys.insert(at, group[0][0])
+            at = bisect_right(items, first, key=order)
+            items.insert(at, group[0][0])
             records.insert(at, group[0][1])
         else:
-            at = bisect_right(keys, group[0][0])
-            # The held run first among equal keys (`heapq.merge` takes the first iterable's first).
-            merged = list(heapq.merge(zip(keys[at:], records[at:], strict=True), group, key=_first))
-            del keys[at:], records[at:]
-            keys.extend([p[0] for p in merged])
+            at = bisect_right(items, first, key=order)
+            held = zip(items[at:], records[at:], strict=True)
+            merged = _in_order([*held, *group], order)  # stable: the held run first among equal orders
+            del items[at:], records[at:]
+            items.extend([p[0] for p in merged])
             records.extend([p[1] for p in merged])
         return self.hash_from(at)
 
@@ -130,15 +132,16 @@ class _Bucket:
         return hashed
 
     def digest_with(self, group: list[tuple[Any, str]]) -> Encoded:
-        """The digest as if these pairs (sorted by key) were placed too, nothing changed."""
-        keys, records = self.keys, self.records
-        if self._end is not None and group[0][0] >= keys[-1]:
+        """The digest as if these (item, record) pairs (in order) were placed too, nothing changed."""
+        items, records, order = self.items, self.records, self.order
+        first = group[0][0] if order is None else order(group[0][0])
+        if self._end is not None and first >= (items[-1] if order is None else order(items[-1])):
             state = self._end.copy()
             state.update(("," + ",".join(p[1] for p in group)).encode())
             return Encoded('"' + state.hexdigest() + '"')
-        state, start = self._state_before(bisect_right(keys, group[0][0]))
-        held = zip(keys[start:], records[start:], strict=True)
-        text = ",".join(r for _, r in heapq.merge(held, group, key=_first))
+        state, start = self._state_before(bisect_right(items, first, key=order))
+        held = zip(items[start:], records[start:], strict=True)
+        text = ",".join(r for _, r in _in_order([*held, *group], order))
         state.update((("," + text) if start else text).encode())
         return Encoded('"' + state.hexdigest() + '"')
 
@@ -149,61 +152,104 @@ class _Bucket:
         return (self._marks[kept - 1].copy() if kept else hashlib.sha256()), kept * MARK
 
 
-class BucketDigest:
-    """Records kept sorted by key, dealt into the buckets of the bucketed input digest
-    (`common.bucketed`: by `common.bucket_of` their record, each bucket in key order), and the
-    SHA-256 of prefix + the buckets' digests + suffix. A change hashes again only in the buckets
-    it reaches, from the last hash state kept before its place there (`_Bucket`): records
-    appended after every record of their bucket, the new ones alone; a record placed before
-    others, taken out or replaced, ≤ 1/64 of the records. Records of equal keys are equal (each
-    tally's keys: a call or contact id, an outage's or a request count's record itself)."""
+def _order_of(item: Any, order: Callable[[Any], Any] | None) -> Any:
+    return item if order is None else order(item)
 
-    def __init__(self, prefix: bytes) -> None:
-        self.keys: list[Any] = []  # every record's key, sorted
-        self._where = bytearray()  # the bucket of each, beside `keys`
-        self.buckets = [_Bucket() for _ in range(BUCKETS)]
+
+def _pair_order(order: Callable[[Any], Any] | None) -> Callable[[tuple[Any, str]], Any]:
+    """An (item, record) pair's place in the order of its item."""
+    if order is None:
+        return _first
+    return lambda pair: order(pair[0])
+
+
+def _in_order(pairs: list[tuple[Any, str]], order: Callable[[Any], Any] | None) -> list[tuple[Any, str]]:
+    """These (item, record) pairs sorted by their items' order, stably (the order read once a
+    pair, in C: `map` over a getter, where a key function in Python costs a call a pair)."""
+    if order is None:
+        return sorted(pairs, key=_first)
+    keys = list(map(order, map(_first, pairs)))
+    return list(map(pairs.__getitem__, sorted(range(len(pairs)), key=keys.__getitem__)))
+
+
+class BucketDigest:
+    """Items kept in order — by `order(item)`, or the items themselves — their records dealt into
+    the buckets of the bucketed input digest (`common.bucketed`: by `common.bucket_of` their
+    record, each bucket in that order), and the SHA-256 of prefix + the buckets' digests + suffix.
+    A change hashes again only in the buckets it reaches, from the last hash state kept before its
+    place there (`_Bucket`): records appended after every record of their bucket, the new ones
+    alone; a record placed before others, taken out or replaced, ≤ 1/64 of the records. Items of
+    an equal order are equal (each tally's order: a call's or a first contact's arrival and id, an
+    outage's or a request count's record itself). Whatever the order, items placed after those
+    held are hashed alone: a formula version orders its records by when they arrive (a call by
+    its entry into the queue), so a batch of new ones lands at the buckets' ends."""
+
+    def __init__(self, prefix: bytes, order: Callable[[Any], Any] | None = None) -> None:
+        self.order = order
+        self.items: list[Any] = []  # every item held, in order
+        self._where = bytearray()  # the bucket of each, beside `items`
+        self.buckets = [_Bucket(order) for _ in range(BUCKETS)]
         self._prefix = prefix
         self.hashed = 0  # records hashed again (for tests and benches)
 
-    def holds_any(self, keys: Sequence[Any]) -> bool:
-        """Whether any of these keys is held (the keys are sorted: a bisection each, where a set
-        of them beside would cost ≈ 50 B a record — 8 MiB over 167,000 calls)."""
-        held = self.keys
-        n = len(held)
-        for key in keys:
-            at = bisect_left(held, key)
-            if at < n and held[at] == key:
-                return True
+    def _place(self, item: Any) -> int:
+        """The place of the item held equal to `item` (`KeyError` when none is)."""
+        items, order = self.items, self.order
+        at = bisect_left(items, item if order is None else order(item), key=order)
+        if at == len(items) or (items[at] != item if order is None else order(items[at]) != order(item)):
+            raise KeyError(item)
+        return at
+
+    def holds_any(self, items: Sequence[Any]) -> bool:
+        """Whether an item equal to any of these is held (a bisection each, where a set of them
+        beside would cost ≈ 50 B an item — 8 MiB over 167,000 calls)."""
+        held, order = self.items, self.order
+        if not held:
+            return False
+        last = _order_of(held[-1], order)
+        for item in items:
+            if _order_of(item, order) > last:
+                continue  # after every item held (a batch of new ones: each, one comparison)
+            try:
+                self._place(item)
+            except KeyError:
+                continue
+            return True
         return False
 
     def add(self, pairs: list[tuple[Any, str]]) -> None:
-        """Place these (key, record) pairs by key (after held records of an equal key)."""
+        """Place these (item, record) pairs in order (after held items of an equal order)."""
         if not pairs:
             return
-        pairs.sort(key=_first)
+        order = self.order
+        by_pair = _pair_order(order)
+        pairs[:] = _in_order(pairs, order)
         crc, low = zlib.crc32, BUCKETS - 1
         where = [crc(r.encode()) & low for _, r in pairs]  # `bucket_of` each record, inline
-        keys, held_where = self.keys, self._where
-        at = bisect_right(keys, pairs[0][0])
-        if at == len(keys):
-            keys.extend([p[0] for p in pairs])
+        items, held_where = self.items, self._where
+        first = by_pair(pairs[0])
+        after_all = not items or first >= _order_of(items[-1], order)  # then no bisection
+        at = len(items) if after_all else bisect_right(items, first, key=order)
+        if at == len(items):
+            items.extend([p[0] for p in pairs])
             held_where.extend(where)
         elif len(pairs) <= _FEW:
             # A few placed one at a time (a correction): a move of the pointers after each, in C,
             # where merging the runs below walks the tail in Python.
-            for (key, _), b in zip(pairs, where, strict=True):
-                at = bisect_right(keys, key)
-                keys.insert(at, key)
+            for pair, b in zip(pairs, where, strict=True):
+                at = bisect_right(items, by_pair(pair), key=order)
+                items.insert(at, pair[0])
                 held_where.insert(at, b)
         else:
-            # The held keys from `at` on and the new ones: two sorted runs, merged by a stable sort
-            # of their places (the held one first among equal keys, as `sorted` keeps them).
-            tail_keys = keys[at:] + [p[0] for p in pairs]
+            # The held items from `at` on and the new ones: two runs in order, merged by a stable
+            # sort of their places (the held one first among equal orders, as `sorted` keeps them).
+            tail = items[at:] + [p[0] for p in pairs]
             tail_where = held_where[at:] + bytes(where)
-            order = sorted(range(len(tail_keys)), key=tail_keys.__getitem__)
-            del keys[at:], held_where[at:]
-            keys.extend(map(tail_keys.__getitem__, order))
-            held_where.extend(map(tail_where.__getitem__, order))
+            keys = tail if order is None else list(map(order, tail))
+            places = sorted(range(len(tail)), key=keys.__getitem__)
+            del items[at:], held_where[at:]
+            items.extend(map(tail.__getitem__, places))
+            held_where.extend(map(tail_where.__getitem__, places))
         groups: dict[int, list[tuple[Any, str]]] = {}
         for b, pair in zip(where, pairs, strict=True):
             group = groups.get(b)
@@ -215,63 +261,70 @@ class BucketDigest:
         for b, group in groups.items():
             self.hashed += buckets[b].add(group)
 
-    def _find(self, b: int, key: Any) -> int:
-        bucket = self.buckets[b]
-        at = bisect_left(bucket.keys, key)
-        if at == len(bucket.keys) or bucket.keys[at] != key:  # never: `keys` held it in this bucket
-            raise KeyError(key)
+    def _find(self, b: int, item: Any) -> int:
+        bucket, order = self.buckets[b], self.order
+        key = item if order is None else order(item)
+        at = bisect_left(bucket.items, key, key=order)
+        if at == len(bucket.items) or (bucket.items[at] if order is None else order(bucket.items[at])) != key:
+            raise KeyError(item)  # never: `items` held it in this bucket
         return at
 
-    def remove(self, keys: Sequence[Any]) -> None:
-        """Take out the records of these keys (a key given twice takes out two records of it:
-        `KeyError` when fewer are held, nothing taken out)."""
-        held = self.keys
+    def remove(self, items: Sequence[Any]) -> None:
+        """Take out the items equal to these (one given twice takes out two equal ones: `KeyError`
+        when fewer are held, nothing taken out)."""
+        held, order = self.items, self.order
         places: list[int] = []
         taken: set[int] = set()
-        for key in keys:
-            at = bisect_left(held, key)
-            while at in taken and at < len(held) and held[at] == key:
+        for item in items:
+            at = self._place(item)
+            key = item if order is None else order(item)
+            while at in taken and at + 1 < len(held) and _order_of(held[at + 1], order) == key:
                 at += 1
-            if at == len(held) or held[at] != key:
-                raise KeyError(key)
+            if at in taken:
+                raise KeyError(item)
             taken.add(at)
             places.append(at)
         changed: dict[int, int] = {}  # bucket → its first place changed
         for at in sorted(places, reverse=True):
-            b, key = self._where[at], held[at]
-            k = self._find(b, key)
+            b = self._where[at]
+            k = self._find(b, held[at])
             bucket = self.buckets[b]
-            del bucket.keys[k], bucket.records[k]
+            del bucket.items[k], bucket.records[k]
             del held[at], self._where[at]
             changed[b] = min(k, changed.get(b, k))
         for b, k in changed.items():
             self.hashed += self.buckets[b].hash_from(k)
 
-    def replace(self, key: Any, record: str) -> None:
-        """The record of `key` (held once: `KeyError` otherwise) is now `record`, in its place."""
-        at = bisect_left(self.keys, key)
-        if at == len(self.keys) or self.keys[at] != key:
-            raise KeyError(key)
+    def replace(self, before: Any, after: Any, record: str) -> None:
+        """The item held equal to `before` (once: `KeyError` otherwise) is now `after`, of this
+        record: in its place when of an equal order, else taken out and placed by its order."""
+        order = self.order
+        if (before if order is None else order(before)) != (after if order is None else order(after)):
+            self.remove([before])
+            self.add([(after, record)])
+            return
+        at = self._place(before)
         was, b = self._where[at], bucket_of(record)
-        k = self._find(was, key)
+        k = self._find(was, before)
         bucket = self.buckets[was]
+        self.items[at] = after
         if b == was:
-            bucket.records[k] = record
+            bucket.items[k], bucket.records[k] = after, record
             self.hashed += bucket.hash_from(k)
             return
-        del bucket.keys[k], bucket.records[k]
+        del bucket.items[k], bucket.records[k]
         self.hashed += bucket.hash_from(k)
         self._where[at] = b
-        self.hashed += self.buckets[b].add([(key, record)])
+        self.hashed += self.buckets[b].add([(after, record)])
 
     def digest_with(self, extra: list[tuple[Any, str]], suffix: bytes) -> str:
-        """`digest` as if these (key, record) pairs were held too (placed as `add` places them:
-        after held records of equal key), nothing changed: their buckets' digests worked out
+        """`digest` as if these (item, record) pairs were held too (placed as `add` places them:
+        after held items of an equal order), nothing changed: their buckets' digests worked out
         beside, each from the last state kept before the first place one goes."""
         if not extra:
             return self.digest(suffix)
         groups: dict[int, list[tuple[Any, str]]] = {}
-        for pair in sorted(extra, key=_first):
+        for pair in _in_order(extra, self.order):
             groups.setdefault(bucket_of(pair[1]), []).append(pair)
         digests = [bucket.digest for bucket in self.buckets]
         for b, group in groups.items():
@@ -320,33 +373,37 @@ class CallTally:
         prefix, self._suffix = split_payload(
             contact.digest_payload(formula, contact.VERSION, records_slot(), self.parameters)
         )
-        self.records = BucketDigest(prefix)
+        self.records = BucketDigest(prefix, contact.arrival)  # the calls in the order they arrived
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these calls (after those folded before, in their order). False — nothing
-        folded — when an id is already held or repeats among them: the formula refuses that."""
+        folded — when an id repeats among them or a call of one's id and arrival is held: the
+        formula refuses a repeated id. (A call of a held id arriving at another instant is the
+        caller's to fold as a correction, `replace`: the calls of a window's selection have
+        distinct ids.)"""
         ids = [c.call_id for c in calls]
-        if len(set(ids)) != len(ids) or self.records.holds_any(ids):
+        if len(set(ids)) != len(ids) or self.records.holds_any(calls):
             return False
         self._count(calls, 1)
         encs = contact.encoded_all(calls, contact.utc_record, contact.call_json)
-        self.records.add(list(zip(ids, encs, strict=True)))
+        self.records.add(list(zip(calls, encs, strict=True)))
         return True
 
     def remove(self, calls: Sequence[contact.Call]) -> None:
         """Take out these calls, folded in before as they are (a correction replaces one: taken
         out as it was, folded in as it is): the tally is the one of the calls left. `KeyError`
         when one is not held (nothing taken out)."""
-        self.records.remove([c.call_id for c in calls])
+        self.records.remove(calls)
         self._count(calls, -1)
 
     def replace(self, before: contact.Call, after: contact.Call) -> None:
         """A call folded in as `before` is now `after` (its correction, the same id): taken out
-        and folded in, its record replaced in its place (the digest brought up to date once)."""
+        and folded in, its record replaced in its place (the digest brought up to date once) —
+        or, arriving at another instant now, placed by it."""
         if before.call_id != after.call_id:
             raise KeyError(after.call_id)
         (record,) = contact.encoded_all([after], contact.utc_record, contact.call_json)
-        self.records.replace(after.call_id, record)
+        self.records.replace(before, after, record)
         self._count([before], -1)
         self._count([after], 1)
 
@@ -466,7 +523,7 @@ def _service_level(t: CallTally, v: contact.ServiceLevelVariant, threshold: time
 
 # -- first-contact resolution (v2) ----------------------------------------------------------------
 class FcrTally:
-    """`contact.fcr` v2 over the contacts folded in, for one method, repeat window and window,
+    """`contact.fcr` v4 (v2's rule) over the contacts folded in, for one method, repeat window and window,
     as of any instant from the last one asked for on: each customer and reason's contacts kept
     in their order (`contact.first_contacts`'), each first contact's outcome, the outcomes
     counted (decided in the window before the instant asked for) with their records sorted, and
@@ -491,7 +548,7 @@ class FcrTally:
         self._as_of: datetime | None = None  # the last instant asked for
         self.counted = self.resolved = self.repeated = self.unflagged = 0
         prefix, _ = split_payload(contact.digest_payload("contact.fcr", contact.FCR_VERSION, records_slot(), {}))
-        self.records = BucketDigest(prefix)
+        self.records = BucketDigest(prefix, contact.decision)  # the counted outcomes, as they became known
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these contacts (True: it always can)."""
@@ -500,12 +557,12 @@ class FcrTally:
             if c.answered:
                 key = (c.customer_id, c.reason)
                 group = self._groups.setdefault(key, [])
-                if group and _arrival(c) < _arrival(group[-1]):
-                    insort(group, c, key=_arrival)
+                if group and contact.arrival(c) < contact.arrival(group[-1]):
+                    insort(group, c, key=contact.arrival)
                 else:
                     group.append(c)
                 touched.add(key)
-        uncounted: list[str] = []
+        uncounted: list[contact.FirstContactOutcome] = []
         for key in touched:
             self._judge(self._groups[key], uncounted)
         self.records.remove(uncounted)
@@ -522,11 +579,11 @@ class FcrTally:
                 continue  # never in a group
             key = (c.customer_id, c.reason)
             group = self._groups.get(key, [])
-            at = bisect_left(group, _arrival(c), key=_arrival)
+            at = bisect_left(group, contact.arrival(c), key=contact.arrival)
             if at == len(group) or group[at].call_id != c.call_id or (key, at) in places:
                 raise KeyError(c.call_id)
             places.append((key, at))
-        uncounted: list[str] = []
+        uncounted: list[contact.FirstContactOutcome] = []
         for key, at in sorted(places, reverse=True):  # later places first: the earlier stay put
             gone = self._groups[key].pop(at)
             self._drop_outcome(gone.call_id, uncounted)
@@ -537,18 +594,18 @@ class FcrTally:
                 del self._groups[key]
         self.records.remove(uncounted)
 
-    def _drop_outcome(self, cid: str, uncounted: list[str]) -> None:
+    def _drop_outcome(self, cid: str, uncounted: list[contact.FirstContactOutcome]) -> None:
         """A contact's outcome as a first contact, if it has one, dropped: taken out of the counts
-        (and its id added to `uncounted`: its record to take out) when counted, else its entry
+        (and the outcome added to `uncounted`: its record to take out) when counted, else its entry
         among those due no longer current."""
         held = self._outcomes.pop(cid, None)
         if held is not None and self._due_token.pop(cid, None) is None:
             self._count(held, -1)
-            uncounted.append(cid)
+            uncounted.append(held)
 
-    def _judge(self, group: list[contact.Call], uncounted: list[str]) -> None:
+    def _judge(self, group: list[contact.Call], uncounted: list[contact.FirstContactOutcome]) -> None:
         """A group's outcomes worked out again (`contact.group_outcomes`, the formula's rule); the
-        ids of the counted ones that changed added to `uncounted` (their records to take out)."""
+        counted ones that changed added to `uncounted` (their records to take out)."""
         now = contact.group_outcomes(group, self.method, self.repeat, self.window)
         # The group's former outcomes are those of its contacts' ids (each was a first contact or not).
         outcomes, tokens = self._outcomes, self._due_token
@@ -571,7 +628,7 @@ class FcrTally:
         self.unflagged += sign * (self.method is contact.FcrMethod.FLAGGED and outcome.flag is None)
 
     def evaluated(self, as_of: datetime) -> Evaluated | None:
-        """`contact.fcr` v2 as of `as_of`; None when it is before an instant asked for before
+        """`contact.fcr` v4 as of `as_of`; None when it is before an instant asked for before
         (what was counted then is not taken back here: the caller folds every contact again)."""
         contact._aware("as_of", as_of)
         if self._as_of is not None and as_of < self._as_of:
@@ -584,7 +641,7 @@ class FcrTally:
                 continue  # changed since it was placed
             del tokens[cid]
             outcome = outcomes[cid]
-            pairs.append((cid, encoded(outcome, contact.utc_record)))
+            pairs.append((outcome, encoded(outcome, contact.utc_record)))
             self._count(outcome, 1)
         self.records.add(pairs)
         self._as_of = as_of
@@ -667,10 +724,6 @@ def touched(
         else:
             out.append((at, hi, [o]))
     return out
-
-
-def _arrival(c: contact.Call) -> tuple[datetime, str]:
-    return c.entered_queue, c.call_id
 
 
 # -- time-based availability -----------------------------------------------------------------------
