@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import resource
@@ -37,6 +38,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -170,12 +172,21 @@ def _ts(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
+def call_id(i: int, random_ids: bool = False) -> str:
+    """Signal `i`'s id as a call: `call-00000042`, or (`random_ids`) a UUID drawn from `i` alone —
+    the same for the same `i` in every run, with no order among them, as a telephony system's."""
+    if random_ids:
+        return str(uuid.UUID(bytes=hashlib.blake2b(b"call-%d" % i, digest_size=16).digest()))
+    return f"call-{i:08d}"
+
+
 def _signals(
-    first: int, count: int, start: datetime, span: timedelta, total: int, rnd: random.Random, origin: int = 0
-) -> bytes:
+    first: int, count: int, start: datetime, span: timedelta, total: int, rnd: random.Random, origin: int = 0,
+    random_ids: bool = False,
+) -> bytes:  # fmt: skip
     """Signals `first` … `first + count − 1`, the `total` from `origin` on spread evenly over [start, start + span):
     even ones calls, odd ones outages; serialised as a SignalBatch (whose wire format is
-    RecordSignalsRequest's: both are `repeated Signal signals = 1`)."""
+    RecordSignalsRequest's: both are `repeated Signal signals = 1`). A call's id: `call_id`."""
     base, width = int(start.timestamp()), int(span.total_seconds())
     out: list[spb.Signal] = []
     for i in range(first, first + count):
@@ -191,7 +202,7 @@ def _signals(
                     talk_seconds=str(rnd.randint(30, 900)),
                     customer_id=f"cust{i % 5000}",
                 )
-            out.append(spb.Signal(signal_id=f"call-{i:08d}", service_id=SERVICE_ID, call=call))
+            out.append(spb.Signal(signal_id=call_id(i, random_ids), service_id=SERVICE_ID, call=call))
         else:
             outage = spb.Outage(start=_ts(t), end=_ts(t + rnd.randint(1, 9)))  # blips a probe sees
             out.append(spb.Signal(signal_id=f"outage-{i:08d}", service_id=SERVICE_ID, outage=outage))

@@ -132,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="services the agreement measures, each batch one service's in turn (default 1)",
     )
     group.add_argument(
+        "--scale-ids",
+        choices=("sequence", "random"),
+        default="sequence",
+        help="the calls' ids: call-00000042 in the order they arrive, or random UUIDs as many telephony "
+        "systems give them (default sequence)",
+    )
+    group.add_argument(
         "--scale-rounds",
         type=int,
         default=ROUNDS,
@@ -194,7 +201,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with spawn.Pool(1) as pool:
                 point = pool.apply(
                     _point,
-                    (size, int(args.per_month), str(store), start.__dict__, build_batch, deadline, rounds, services),
+                    (
+                        size,
+                        int(args.per_month),
+                        str(store),
+                        start.__dict__,
+                        build_batch,
+                        deadline,
+                        rounds,
+                        services,
+                        args.scale_ids == "random",
+                    ),
                 )
             points.append(point)
             base = _Base(**point.pop("base"))
@@ -263,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ingest_batches": INGEST_BATCHES,
             "rounds": rounds,
             "services": services,
+            "ids": args.scale_ids,
         },
         "notes": [_growth(points)],
         "points": points,
@@ -355,6 +373,7 @@ def _point(
     deadline: float = 0.0,
     rounds: int = ROUNDS,
     services: int = 1,
+    random_ids: bool = False,
 ) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_kit.clock import FakeClock
@@ -406,7 +425,7 @@ def _point(
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(first_id, first_id + count, build_batch):
             k = min(build_batch, first_id + count - i)
-            raw = _signals(i, k, start, span, count, rnd, origin=first_id)
+            raw = _signals(i, k, start, span, count, rnd, origin=first_id, random_ids=random_ids)
             metrics.record(collector, in_turn(list(spb.SignalBatch.FromString(raw).signals)))
             done = i + k - first_id
             if deadline and time.time() > deadline and done < count:
@@ -460,7 +479,9 @@ def _point(
             nonlocal extra
             out = []
             for _ in range(rounds):
-                late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra)
+                late = _signals(
+                    extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra, random_ids
+                )
                 extra += BATCH
                 metrics.record(collector, in_turn(list(spb.SignalBatch.FromString(late).signals)))
                 out.append(timed_round())
@@ -493,13 +514,15 @@ def _point(
             # From a day into the open window (its start is Amsterdam's month start, roughly).
             first_open = first_id + max(count - open_signals, 0) + open_signals // 30
             for r in range(rounds):
-                late = _signals(extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra)
+                late = _signals(
+                    extra, BATCH, at - timedelta(minutes=10), timedelta(minutes=5), BATCH, rnd, extra, random_ids
+                )
                 extra += BATCH
                 batch = in_turn(list(spb.SignalBatch.FromString(late).signals))
                 for parity in (1, 0):  # an outage (odd), a call (even)
                     i = first_open + (r * 7919) % max(open_signals // 2, 1)
                     i += (i - parity) % 2  # its kind
-                    raw = _signals(i, 1, start, span, count, random.Random(r), origin=first_id)
+                    raw = _signals(i, 1, start, span, count, random.Random(r), origin=first_id, random_ids=random_ids)
                     (fixed,) = spb.SignalBatch.FromString(raw).signals
                     if fixed.HasField("outage"):
                         fixed.outage.end.FromDatetime(fixed.outage.end.ToDatetime(UTC) + timedelta(seconds=10))
@@ -515,7 +538,9 @@ def _point(
             nonlocal extra
             out = []
             for _ in range(k):
-                raw = _signals(extra, BATCH, at - timedelta(minutes=5), timedelta(minutes=4), BATCH, rnd, extra)
+                raw = _signals(
+                    extra, BATCH, at - timedelta(minutes=5), timedelta(minutes=4), BATCH, rnd, extra, random_ids
+                )
                 out.append(in_turn(list(spb.SignalBatch.FromString(raw).signals)))
                 extra += BATCH
             return out
