@@ -82,9 +82,10 @@ class Running:
         # its instant (`OutageTally.evaluated`), and folds one once its end is reported. Its
         # completion replaces it in its place without counting as a change (`ServiceSignals._catch_up`).
         self.under_way: list[tuple[int, int]] = []
-        # First-contact resolution over several services: the ids of the contacts folded (one
-        # service's are distinct by its index; several services' may repeat one, which the
-        # formula refuses).
+        # First-contact resolution and the call formulas over several services: the ids of the
+        # calls folded (one service's are distinct by its index; several services' may repeat one,
+        # at another instant, which the formula refuses: a call tally finds a held call by its
+        # arrival and id, not by its id alone).
         self.ids: set[str] | None = None
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
         self.edited = 0  # rounds that took corrections out and in (call, count, FCR tallies), the appended folded
@@ -138,7 +139,7 @@ class Running:
             if fresh is None:
                 return None
             self.tally = tally
-            self.ids = set() if metric == FCR and len(lineage) > 1 else None
+            self.ids = set() if (metric == FCR or metric in CALL_FORMULAS) and len(lineage) > 1 else None
             if not self._distinct(fresh) or not self._fold(fresh):
                 self._drop()
                 return None
@@ -216,8 +217,9 @@ class Running:
         self.under_way, self.ids = [], None
 
     def _distinct(self, fresh: list[Any]) -> bool:
-        """Whether these contacts' ids are new and distinct (first-contact resolution over several
-        services: then held); True for any other running form (its own checks, or none needed)."""
+        """Whether these calls' ids are new and distinct (first-contact resolution and the call
+        formulas over several services: then held); True for any other running form (its own
+        checks, or none needed)."""
         if self.ids is None:
             return True
         ids = [c.call_id for c in fresh]

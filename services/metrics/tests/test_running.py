@@ -770,6 +770,33 @@ def _check_april(m: Metrics, aid: str, now: datetime) -> None:
             assert check.recomputed[name] == agg.latest[name], (objective, name)
 
 
+def test_one_call_id_on_two_services_fails_the_call_objectives_as_the_formula_refuses_it(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """Each service's index holds one row an id, so the calls of two services may repeat one, at
+    another instant — which the formula refuses ("appears twice"). Folded into the open window's
+    running evaluation it fails the objective as the formula does, not counted as another call:
+    the tally orders calls by arrival, so the ids of a window of several services are held beside
+    it (without them a repeated id arriving at another instant was counted)."""
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_active_agreement(suite, (EMAIL, PHONE))
+        m.record(COLLECTOR, calls("c", f"2026-04-10T09:00{AMS}", 3, 1))
+        suite.tick(f"2026-04-10T10:00{AMS}")
+        before = m.window(None, aid, "service-level", "2026-03-31T22:00:00+00:00").latest
+        assert before["detail"]["answered"] == "4" and not m.evaluation_failures()
+        again = calls("c", f"2026-04-10T09:30{AMS}", 1, 0)  # "c0" again, half an hour later, on phone
+        again[0].service_id = PHONE
+        m.record(COLLECTOR, again)
+        suite.tick(f"2026-04-10T10:05{AMS}")
+        failures = m.evaluation_failures()
+        assert "appears twice" in failures.get((aid, "service-level"), ""), failures
+        assert m.window(None, aid, "service-level", "2026-03-31T22:00:00+00:00").latest == before
+    finally:
+        suite.close()
+
+
 def test_the_rounds_above_folded_appended_signals() -> None:
     """(runs after the property above: some of its rounds judged from appended inputs alone)"""
     assert _RUNNING_USED
