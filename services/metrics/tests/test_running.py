@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import pytest
@@ -334,6 +335,61 @@ def test_a_bucket_digest_is_the_formulas_over_what_it_holds(many: bool, steps: l
                 kept.replace(k, k, held[k])
         assert kept.digest(b"}") == _bucketed_digest(b"{", [held[k] for k in sorted(held)], b"}")
     assert kept.items == sorted(held)
+
+
+class _Arrived:
+    """An item ordered by (instant, id) as a call tally orders calls, its record its content."""
+
+    __slots__ = ("at", "key", "version")
+
+    def __init__(self, key: int, at: int, version: int = 0) -> None:
+        self.key, self.at, self.version = key, at, version
+
+    def record(self) -> str:
+        return f'"{self.key}:{self.at}:{self.version}"'
+
+
+_BY_ARRIVAL = attrgetter("at", "key")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.booleans(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "replace", "move"]),
+            st.lists(st.tuples(st.integers(0, 12_000), st.integers(0, 300)), max_size=300),
+        )
+    ),
+)
+def test_a_bucket_digest_in_an_order_of_its_items_is_the_formulas_over_them(
+    many: bool, steps: list[tuple[str, list[tuple[int, int]]]]
+) -> None:
+    """Items held in an order the caller gives (an instant then an id, as calls by arrival — many
+    at one instant): random batches added anywhere, taken out, replaced in their place (another
+    content) or moved (another instant); the digest is always the formulas' over the records in
+    that order, the items held in it."""
+    kept = running.BucketDigest(b"{", _BY_ARRIVAL)
+    held: dict[int, _Arrived] = {k: _Arrived(k, k % 97) for k in range(0, 12_000, 4 if many else 1000)}
+    kept.add([(x, x.record()) for x in held.values()])
+    for op, raw in steps:
+        if op == "add":
+            new = {k: _Arrived(k, at) for k, at in raw if k not in held}
+            kept.add([(x, x.record()) for x in new.values()])
+            held |= new
+        elif op == "remove":
+            gone = [held.pop(k) for k in {k for k, _ in raw if k in held}]
+            kept.remove(gone)
+        else:
+            for k, at in {k: at for k, at in raw if k in held}.items():
+                was = held[k]
+                now = _Arrived(k, was.at if op == "replace" else at, was.version + 1)
+                kept.replace(was, now, now.record())
+                held[k] = now
+        ordered = sorted(held.values(), key=_BY_ARRIVAL)
+        assert kept.digest(b"}") == _bucketed_digest(b"{", [x.record() for x in ordered], b"}")
+        assert kept.items == ordered
+        assert not kept.holds_any([_Arrived(k, -1) for k in held]) and (not held or kept.holds_any(ordered[-1:]))
 
 
 _outage = st.tuples(st.integers(-3600, 2 * 86400 + 3600), st.integers(0, 7200))
