@@ -88,8 +88,8 @@ class _Bucket:
         """Place these (item, record) pairs (in order) after held items of an equal order; the
         records hashed again."""
         items, records, order = self.items, self.records, self.order
-        first = group[0][0] if order is None else order(group[0][0])
-        if not items or first >= (items[-1] if order is None else order(items[-1])):
+        first = _order_of(group[0][0], order)
+        if not items or first >= _order_of(items[-1], order):
             at = len(items)  # after every item held (`bisect_right`'s end)
             items.extend([p[0] for p in group])
             records.extend([p[1] for p in group])
@@ -134,8 +134,8 @@ class _Bucket:
     def digest_with(self, group: list[tuple[Any, str]]) -> Encoded:
         """The digest as if these (item, record) pairs (in order) were placed too, nothing changed."""
         items, records, order = self.items, self.records, self.order
-        first = group[0][0] if order is None else order(group[0][0])
-        if self._end is not None and first >= (items[-1] if order is None else order(items[-1])):
+        first = _order_of(group[0][0], order)
+        if self._end is not None and first >= _order_of(items[-1], order):
             state = self._end.copy()
             state.update(("," + ",".join(p[1] for p in group)).encode())
             return Encoded('"' + state.hexdigest() + '"')
@@ -153,6 +153,7 @@ class _Bucket:
 
 
 def _order_of(item: Any, order: Callable[[Any], Any] | None) -> Any:
+    """An item's place in the order (None: the item itself)."""
     return item if order is None else order(item)
 
 
@@ -195,8 +196,9 @@ class BucketDigest:
     def _place(self, item: Any) -> int:
         """The place of the item held equal to `item` (`KeyError` when none is)."""
         items, order = self.items, self.order
-        at = bisect_left(items, item if order is None else order(item), key=order)
-        if at == len(items) or (items[at] != item if order is None else order(items[at]) != order(item)):
+        key = _order_of(item, order)
+        at = bisect_left(items, key, key=order)
+        if at == len(items) or _order_of(items[at], order) != key:
             raise KeyError(item)
         return at
 
@@ -263,9 +265,9 @@ class BucketDigest:
 
     def _find(self, b: int, item: Any) -> int:
         bucket, order = self.buckets[b], self.order
-        key = item if order is None else order(item)
+        key = _order_of(item, order)
         at = bisect_left(bucket.items, key, key=order)
-        if at == len(bucket.items) or (bucket.items[at] if order is None else order(bucket.items[at])) != key:
+        if at == len(bucket.items) or _order_of(bucket.items[at], order) != key:
             raise KeyError(item)  # never: `items` held it in this bucket
         return at
 
@@ -277,7 +279,7 @@ class BucketDigest:
         taken: set[int] = set()
         for item in items:
             at = self._place(item)
-            key = item if order is None else order(item)
+            key = _order_of(item, order)
             while at in taken and at + 1 < len(held) and _order_of(held[at + 1], order) == key:
                 at += 1
             if at in taken:
@@ -299,7 +301,7 @@ class BucketDigest:
         """The item held equal to `before` (once: `KeyError` otherwise) is now `after`, of this
         record: in its place when of an equal order, else taken out and placed by its order."""
         order = self.order
-        if (before if order is None else order(before)) != (after if order is None else order(after)):
+        if _order_of(before, order) != _order_of(after, order):
             self.remove([before])
             self.add([(after, record)])
             return
