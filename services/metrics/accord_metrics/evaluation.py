@@ -9,7 +9,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval, union
@@ -322,6 +322,90 @@ def _occurrences(
     return out
 
 
+def _time_slices(
+    method: str, slice_minutes: int, slice_target: Decimal | None, calendar: Calendar,
+    exclusions: Sequence[Interval], counts: Sequence[reliability.RequestCount], as_of: datetime,
+    lengths: Iterable[timedelta],
+) -> dict[timedelta, Decimal | None]:  # fmt: skip
+    """Request-based availability by time slices (TIMESLICES, RATIO_TIMESLICES) over each look-back
+    [as_of − length, as_of), the value `reliability.availability_requests` (v2 on) gives, from one
+    pass over the counts. Every look-back a whole number of slices long has its slices on one grid,
+    ending at `as_of`: the longest's, whose last ones a shorter look-back's are. So each slice's
+    sums (the counts measured in it: their start eligible), whether it touches eligible time, and
+    whether it is bad (TIMESLICES: measured, its ratio under the slice target) are worked out once;
+    a look-back's slices, empty ones and bad ones are counts from its first slice on, and its mean
+    of ratios (RATIO_TIMESLICES) the formula's sum in the formula's order (the slices as the counts
+    first reach them), at its precision. Left out (the formula computes it, and raises as it
+    does): a look-back not a whole number of slices, one whose eligible time is not the longest
+    one's clipped to it, and parameters the formula refuses."""
+    lengths = sorted(lengths, reverse=True)
+    width = timedelta(minutes=slice_minutes) if slice_minutes > 0 else None
+    if width is None or not lengths or lengths[0] % width:
+        return {}
+    if method == "TIMESLICES":
+        if slice_target is None or not Decimal(0) <= slice_target <= HUNDRED:
+            return {}
+    elif method != "RATIO_TIMESLICES":
+        return {}
+    span = Interval(as_of - lengths[0], as_of)
+    origin, n = span.start, lengths[0] // width
+    eligible = reliability.eligible_intervals(span, calendar, exclusions)
+    starts = [e.start for e in eligible]
+    touching = bytearray(n)  # the slices with some eligible time (as `_slices_touching` counts them)
+    for e in eligible:
+        first, end = (e.start - origin) // width, -(-(e.end - origin) // width)
+        touching[max(first, 0) : min(end, n)] = b"\x01" * max(min(end, n) - max(first, 0), 0)
+    sums: dict[int, list[int]] = {}  # slice → [good, total], in the order the counts first reach them
+    for b in counts:
+        t = b.start
+        if span.start <= t < as_of:
+            i = bisect_right(starts, t) - 1
+            if i >= 0 and t < eligible[i].end:
+                k = (t - origin) // width
+                held = sums.get(k)
+                if held is None:
+                    sums[k] = [b.good, b.total]
+                else:
+                    held[0] += b.good
+                    held[1] += b.total
+    measured = [(k, g, t) for k, (g, t) in sums.items() if t > 0]
+    with localcontext() as ctx:
+        ctx.prec = reliability.SUM_PRECISION
+        if method == "TIMESLICES":
+            assert slice_target is not None
+            marks = [k for k, g, t in measured if not Decimal(g) * HUNDRED >= slice_target * t]  # bad
+        else:
+            ratios = [(k, Decimal(g) / Decimal(t)) for k, g, t in measured]
+    after = [0] * (n + 1)  # touching slices from each slice to the end
+    for k in range(n - 1, -1, -1):
+        after[k] = after[k + 1] + touching[k]
+    places = sorted(k for k, _, _ in measured)
+    out: dict[timedelta, Decimal | None] = {}
+    for length in lengths:
+        since = as_of - length
+        if length % width:
+            continue
+        if length != lengths[0]:
+            clipped = [x for e in eligible if (x := e.intersect(Interval(since, as_of))) is not None]
+            if reliability.eligible_intervals(Interval(since, as_of), calendar, exclusions) != clipped:
+                continue
+        first = n - length // width
+        slices = after[first]
+        empty = slices - (len(places) - bisect_left(places, first))
+        if method == "TIMESLICES":
+            bad = sum(1 for k in marks if k >= first)
+            out[length] = percent(slices - bad, slices)
+            continue
+        if slices == 0:
+            out[length] = None
+            continue
+        with localcontext() as ctx:
+            ctx.prec = reliability.SUM_PRECISION
+            mean = sum((r for k, r in ratios if k >= first), Decimal(empty)) * HUNDRED / slices
+        out[length] = +mean  # rounded to the caller's context, as the formula's
+    return out
+
+
 def _version(recorded: tuple[str, int] | None, formula: str, kept: tuple[int, ...], current: int) -> int:
     """The version of `formula` that judges a window: the one it was recorded with (a closed
     window: `recorded`) while metrics keeps it, else the current one."""
@@ -440,6 +524,13 @@ def burn_rates(
     budgeting = objective.get("budgeting") or "BUDGETING_OCCURRENCES"
     if by_requests and budgeting == "BUDGETING_OCCURRENCES" and reliability.REQUESTS_VERSION >= 2:
         known = _occurrences(calendar, exclusions, signals.requests, as_of, lengths) | known
+    elif by_requests and reliability.REQUESTS_VERSION >= 2:
+        slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
+        sliced = _time_slices(
+            budgeting.removeprefix("BUDGETING_"), int(objective.get("slice_minutes") or 5), slice_target,
+            calendar, exclusions, signals.requests, as_of, lengths,
+        )  # fmt: skip
+        known = sliced | known
     # The longest look-back first, each shorter one's inputs picked from the longer one's (in the
     # order held): one pass over the window's inputs, not one a look-back.
     outages, requests = ([], signals.requests) if by_requests else (signals.outages, [])

@@ -392,6 +392,70 @@ def test_request_based_look_backs_by_occurrences_are_the_formula_s_from_one_pass
         assert rates[length] == (rate if rate is not None else 0), length
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4 * 86400), st.integers(0, 50), st.integers(0, 50)), max_size=60),
+    st.sampled_from(["always", "business"]),
+    st.integers(3 * 86400, 4 * 86400 + 7200),
+    st.booleans(),
+    st.sampled_from([("TIMESLICES", 5, "99"), ("TIMESLICES", 1, "50"), ("RATIO_TIMESLICES", 5, None),
+                     ("RATIO_TIMESLICES", 7, None), ("TIMESLICES", 10, "0")]),
+)  # fmt: skip
+def test_request_based_look_backs_by_time_slices_are_the_formula_s_from_one_pass(
+    raw: list[tuple[int, int, int]], calendar: str, as_of_s: int, excluded: bool, budget: tuple[str, int, str | None]
+) -> None:
+    """By time slices (good slices, or the mean of their ratios), every look-back a whole number of
+    slices long is read from the slices of the longest one worked out once (`evaluation._time_slices`)
+    — each the formula's over every count, eligible time (a business calendar, an exclusion)
+    included; 7-minute slices leave the look-backs they do not divide to the formula."""
+    method, minutes, target = budget
+    counts = [reliability.RequestCount(_at(a), _at(a + 60), min(g, n), n) for a, g, n in raw]
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(_at(3 * 86400), _at(3 * 86400 + 5400))] if excluded else []
+    objective = {
+        "metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "comparator": "COMPARATOR_AT_LEAST",
+        "budgeting": f"BUDGETING_{method}", "slice_minutes": minutes, **({"slice_target": target} if target else {}),
+    }  # fmt: skip
+    as_of, window = _at(as_of_s), timedelta(days=30)
+    lengths = burn_lengths(window)
+    read = evaluation._time_slices(
+        method, minutes, Decimal(target) if target else None, cal, exclusions, counts, as_of, lengths
+    )
+    whole = [length for length in lengths if not length % timedelta(minutes=minutes)]
+    assert sorted(read) == sorted(whole) if max(lengths) in whole else read == {}
+    rates = burn_rates(objective, cal, exclusions, SignalSet(requests=counts), as_of, window, "UTC")
+    for length in lengths:
+        look = Interval(as_of - length, as_of)
+        value = run_formula(objective, look, cal, exclusions, SignalSet(requests=counts), as_of, "UTC").value
+        if length in read:
+            assert read[length] == value, length
+        rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
+        assert rates[length] == (rate if rate is not None else 0), length
+
+
+def test_request_based_look_backs_by_time_slices_run_no_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By time slices of 5 minutes, the look-backs' values come from the slices worked out once: no
+    formula run a look-back (3 days of a count a minute: ≈ 6 ms a round for the eight formula runs
+    before)."""
+    counts = [reliability.RequestCount(_at(m * 60), _at(m * 60 + 60), 988 + m % 13, 1000) for m in range(3 * 24 * 60)]
+    for budgeting in ("BUDGETING_TIMESLICES", "BUDGETING_RATIO_TIMESLICES"):
+        objective = {"metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "budgeting": budgeting,
+                     "slice_target": "99", "slice_minutes": 5}  # fmt: skip
+        expected = burn_rates(
+            objective, BUSINESS, [], SignalSet(requests=counts), _at(3 * 86400), timedelta(days=30), "UTC"
+        )
+        with monkeypatch.context() as patch:
+
+            def formula(*args: Any, **kwargs: Any) -> Any:
+                raise AssertionError("a look-back ran the formula")
+
+            patch.setattr(evaluation, "run_formula", formula)
+            rates = burn_rates(
+                objective, BUSINESS, [], SignalSet(requests=counts), _at(3 * 86400), timedelta(days=30), "UTC"
+            )
+        assert rates == expected and len(rates) == len(burn_lengths(timedelta(days=30)))
+
+
 def test_request_based_look_backs_by_occurrences_run_no_formula(monkeypatch: pytest.MonkeyPatch) -> None:
     """By occurrences the look-backs' values come from the sums alone: no formula run a look-back
     (3 days of a count a minute: ≈ 2.5 ms a round for the eight formula runs before)."""

@@ -71,7 +71,7 @@ _R_VERB = {"REPAIR": "repaired", "RESTORE": "restored", "RESOLVE": "resolved", "
 DEFAULT_WARNING_LEVELS: tuple[int, ...] = (50, 75, 90)
 # Mean of slice ratios: the sum is kept at this precision before the final rounding to the
 # context's 28 digits (exact sums of many ratios would need unbounded rationals).
-_SUM_PRECISION = 60
+SUM_PRECISION = 60
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -507,7 +507,7 @@ def availability_requests(
     if method == "TIMESLICES":
         assert target is not None
         with localcontext() as ctx:
-            ctx.prec = _SUM_PRECISION
+            ctx.prec = SUM_PRECISION
             good_slices = empty + sum(1 for g, t in measured if Decimal(g) * HUNDRED >= target * t)
         detail["good_slices"] = str(good_slices)
         value = percent(good_slices, n_slices)
@@ -515,7 +515,7 @@ def availability_requests(
         value = None
     else:
         with localcontext() as ctx:
-            ctx.prec = _SUM_PRECISION
+            ctx.prec = SUM_PRECISION
             ratios = sum((Decimal(g) / Decimal(t) for g, t in measured), Decimal(empty))
             mean = ratios * HUNDRED / n_slices
         value = +mean  # rounded to the caller's context (28 digits by default)
