@@ -56,7 +56,7 @@ _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over
 # process, but kept honest) is left to the formula itself.
 def _implements(metric: str) -> bool:
     if metric in CALL_FORMULAS:
-        return contact.VERSION == 3
+        return contact.VERSION == 4
     if metric == FCR:
         return contact.FCR_VERSION == 4
     if metric in _OUTAGE_METRICS:

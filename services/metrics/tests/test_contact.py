@@ -74,7 +74,7 @@ def test_the_five_variants_on_domains_numbers_differ() -> None:
 
     values = {r.value for r in (aoo, aoa, an, ab_s, sas)}
     assert len(values) == 5
-    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 3
+    assert aoo.formula_id == "contact.service_level" and aoo.formula_version == 4
     assert aoo.parameters == {
         "variant": "ANSWERED_OVER_OFFERED",
         "threshold_seconds": "20",
@@ -444,7 +444,7 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     """An input's record is encoded once (kept on the frozen input): judging a window again
     after one new call encodes only that call — and the digest is the one of the inputs'
     plain UTC records, worked out by each version's rule: sorted by id (v1 in one list, v2
-    bucketed), or in the order the calls arrived (v3, bucketed)."""
+    bucketed), or in the order the calls arrived (v3 bucketed, v4 bucketed in runs by hour)."""
     import json
     import zlib
     from hashlib import sha256
@@ -455,9 +455,11 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     calls = [
         Call(
             f"c{i:03d}-é",
-            # The later the id, the earlier the call (two arrive together: their ids decide).
-            base + timedelta(minutes=60 - i - (i == 7), microseconds=i * 7 if i != 7 else 6 * 7),
-            answered_at=base + timedelta(minutes=60 - i, seconds=1 + i % 40),
+            # The later the id, the earlier the call, over two hours (c007 and c008 arrive together:
+            # their ids decide).
+            base
+            + timedelta(minutes=2 * (60 - max(i, 8 if i == 7 else i)), microseconds=7 * max(i, 8 if i == 7 else i)),
+            answered_at=base + timedelta(minutes=2 * (60 - i), seconds=30 + i % 40),
             talk_seconds=Decimal("1.5"),
         )
         for i in range(50, 0, -1)
@@ -499,16 +501,34 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
     records = [plain(c) for c in calls]
     by_id = sorted(records, key=lambda r: r["call_id"])
     by_arrival = sorted(records, key=lambda r: (r["entered_queue"], r["call_id"]))
-    assert by_arrival != by_id
+    assert by_arrival != by_id and [r["call_id"] for r in by_arrival[42:44]] == ["c007-é", "c008-é"]
     v1 = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=1)
     v1_payload = {"inputs": by_id, "parameters": v1.parameters}
     assert v1.input_digest == "sha256:" + sha256(canonical(v1_payload)).hexdigest()
     v2 = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=2)
     assert v2.input_digest == "sha256:" + sha256(bucketed(by_id, 2)).hexdigest()
-    assert first.formula_version == 3
-    assert first.input_digest == "sha256:" + sha256(bucketed(by_arrival, 3)).hexdigest()
-    assert (first.value, first.detail, first.parameters) == (v1.value, v1.detail, v1.parameters)
-    assert (first.value, first.detail, first.parameters) == (v2.value, v2.detail, v2.parameters)
+    v3 = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=3)
+    assert v3.input_digest == "sha256:" + sha256(bucketed(by_arrival, 3)).hexdigest()
+    # v4: each bucket's records, still in the order the calls arrived, in runs by the hour (UTC)
+    # they entered the queue in; a run's digest the SHA-256 of its records, the bucket's that of
+    # its runs' digests (hex, joined by ",").
+    runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
+    for record in by_arrival:
+        text = canonical(record)
+        hour = int(record["entered_queue"].timestamp()) // 3600
+        runs[zlib.crc32(text) % 64].setdefault(hour, []).append(text)
+    hexes = [",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode() for r in runs]
+    assert len({h for r in runs for h in r}) == 2  # the calls span two hours
+    v4_payload = {
+        "formula_id": "contact.service_level",
+        "formula_version": 4,
+        "inputs": [sha256(x).hexdigest() for x in hexes],
+        "parameters": first.parameters,
+    }
+    assert first.formula_version == 4
+    assert first.input_digest == "sha256:" + sha256(canonical(v4_payload)).hexdigest()
+    for other in (v1, v2, v3):
+        assert (first.value, first.detail, first.parameters) == (other.value, other.detail, other.parameters)
 
 
 _ZONES = st.sampled_from([UTC, ZoneInfo("Europe/Amsterdam"), ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Kolkata")])

@@ -19,7 +19,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact, reliability, running
-from accord_metrics.formulas.common import bucketed
+from accord_metrics.formulas.common import bucketed, hour_bucketed
 from tests.suite import (
     AMS,
     COLLECTOR,
@@ -173,34 +173,40 @@ def test_a_call_tally_refuses_an_id_it_holds_and_checks_parameters_as_the_formul
         running.CallTally("contact.abandonment_rate", "", None, timedelta(seconds=-1))
 
 
-def test_many_records_fill_buckets_that_keep_their_hash_states() -> None:
-    """Enough calls for every bucket of the digest to keep hash states: batches appended after
-    each bucket's records (its end state updated), then one placed before most of them (its
-    bucket hashed again from its first state), each give the formula's digest."""
-    n = running.BUCKETS * running.MARK * 3 + 700
-    calls = _calls([(i * 3 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
+def test_calls_over_many_hours_keep_runs_continued_at_their_end() -> None:
+    """Calls over most of a day fill every bucket with runs of many hours: batches appended after
+    each bucket's last call continue its last run (the new records alone hashed), one placed in
+    the first hour hashes that run of its bucket alone; each gives the formula's digest."""
+    n = running.BUCKETS * 200
+    calls = _calls([(i * 6 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
     tally = running.CallTally("contact.service_level", "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
     for i in range(0, n, 1000):
+        hashed = tally.records.hashed
         assert tally.extend(calls[i : i + 1000])
+        assert tally.records.hashed - hashed == len(calls[i : i + 1000])
         assert tally.evaluated() == contact.service_level(
             calls[: i + 1000], "ANSWERED_OVER_OFFERED", timedelta(seconds=20)
         )
-    assert all(len(b.records) >= running.MARK for b in tally.records.buckets)
+    assert all(len(b.runs) >= 20 for b in tally.records.buckets)
     late = _calls([(5, "abandoned", 2, 0, 0, "0")], [-1])
     late = [contact.Call("a-first", late[0].entered_queue, abandoned_at=late[0].abandoned_at)]
+    hashed = tally.records.hashed
     assert tally.extend(late)
+    (bucket,) = [b for b in tally.records.buckets if any(c.call_id == "a-first" for c in b.runs[0])]
+    assert tally.records.hashed - hashed == len(bucket.runs[0])
     assert tally.evaluated() == contact.service_level(calls + late, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
 
 
-def test_a_correction_hashes_its_buckets_again_not_the_records_after_it() -> None:
+def test_a_correction_hashes_its_run_again_not_the_records_after_it() -> None:
     """A call corrected in the middle of 20,000 (its record moved to another bucket or not) is
-    hashed again with the records of its buckets alone — not with every record after its place,
-    as the digest of one list must — and the digest is the formula's."""
+    hashed again with the calls of its hour in its bucket alone — not with every record after its
+    place, as the digest of one list must, nor every record of its bucket after it — and the
+    digest is the formula's."""
     n = 20_000
     calls = _calls([(i * 4 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
     tally = running.CallTally("contact.asa")
     assert tally.extend(calls)
-    largest = max(len(b.records) for b in tally.records.buckets)
+    largest = max(len(run) for b in tally.records.buckets for run in b.runs)
     for k, wait in ((n // 2, 7), (n // 3, 8), (10, 9)):
         before = calls[k]
         answered = before.entered_queue + timedelta(seconds=wait)
@@ -208,10 +214,36 @@ def test_a_correction_hashes_its_buckets_again_not_the_records_after_it() -> Non
         hashed = tally.records.hashed
         tally.replace(before, after)
         calls[k] = after
-        assert tally.records.hashed - hashed <= 2 * largest < n // 10  # the records after it: ≥ n // 2
+        assert tally.records.hashed - hashed <= 2 * largest + 1 < n // 200  # a bucket: ≈ n // 64
         assert tally.evaluated() == contact.asa(calls)
     tally.remove([calls[n // 4]])
     assert tally.evaluated() == contact.asa(calls[: n // 4] + calls[n // 4 + 1 :])
+
+
+def test_the_call_tallies_of_a_window_encode_a_batch_once_and_hold_no_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The four call tallies of one window folding a batch in turn encode each call's record once
+    (the last calls' records held beside them, no call keeping its own); a window folded whole —
+    more calls than that holds — is encoded by each tally and not held."""
+    encoded: list[str] = []
+    write = contact.call_json
+
+    def counting(c: contact.Call) -> str:
+        encoded.append(c.call_id)
+        return write(c)
+
+    monkeypatch.setattr(contact, "call_json", counting)
+    monkeypatch.setattr(running, "_LATELY", running._LatelyEncoded(1000))
+    calls = _calls([(i * 9, "answered", i % 30, i, 60, "0") for i in range(3000)], list(range(3000)))
+    tallies = [running.CallTally(f) for f in ("contact.asa", "contact.abandonment_rate", "contact.aht")]
+    tallies.append(running.CallTally("contact.service_level", "ANSWERED_OVER_OFFERED", timedelta(seconds=20)))
+    for t in tallies:
+        assert t.extend(calls[:2000])  # whole: 2,000 more than the 1,000 held
+    assert len(encoded) == 4 * 2000 and not running._LATELY._held
+    for t in tallies:
+        assert t.extend(calls[2000:2500])
+    assert len(encoded) == 4 * 2000 + 500 and len(running._LATELY._held) == 500
+    assert all(getattr(c, "_accord_encoded_utc_record", None) is None for c in calls)
+    assert tallies[0].evaluated() == contact.asa(calls[:2500])
 
 
 def test_new_calls_with_random_ids_are_hashed_alone() -> None:
@@ -390,6 +422,66 @@ def test_a_bucket_digest_in_an_order_of_its_items_is_the_formulas_over_them(
         assert kept.digest(b"}") == _bucketed_digest(b"{", [x.record() for x in ordered], b"}")
         assert kept.items == ordered
         assert not kept.holds_any([_Arrived(k, -1) for k in held]) and (not held or kept.holds_any(ordered[-1:]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.booleans(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "replace", "move"]),
+            st.lists(st.tuples(st.integers(0, 12_000), st.integers(0, 6 * 3600)), max_size=300),
+        )
+    ),
+)
+def test_a_run_digest_is_the_formulas_over_its_items(
+    many: bool, steps: list[tuple[str, list[tuple[int, int]]]]
+) -> None:
+    """Items in the order they arrived (an instant then an id, many at one instant) over six
+    hours: random batches added anywhere (late ones in earlier hours, new hours before later
+    ones), taken out (whole runs too), replaced in their place (another content) or moved (another
+    instant, another hour): the digest is always the formulas' (`common.hour_bucketed`) over the
+    records in that order, and no record is held."""
+    hour = lambda x: x.at // 3600  # noqa: E731
+    kept = running.RunDigest(b"{", _BY_ARRIVAL, hour, _Arrived.record)
+    held: dict[int, _Arrived] = {k: _Arrived(k, k * 7 % (6 * 3600)) for k in range(0, 12_000, 4 if many else 1000)}
+    kept.add([(x, x.record()) for x in held.values()])
+    for op, raw in steps:
+        if op == "add":
+            new = {k: _Arrived(k, at) for k, at in raw if k not in held}
+            kept.add([(x, x.record()) for x in new.values()])
+            held |= new
+        elif op == "remove":
+            gone = [held.pop(k) for k in {k for k, _ in raw if k in held}]
+            kept.remove(gone)
+        else:
+            for k, at in {k: at for k, at in raw if k in held}.items():
+                was = held[k]
+                now = _Arrived(k, was.at if op == "replace" else at, was.version + 1)
+                kept.replace(was, now, now.record())
+                held[k] = now
+        ordered = sorted(held.values(), key=_BY_ARRIVAL)
+        top = ",".join(hour_bucketed((hour(x), x.record()) for x in ordered))
+        assert kept.digest(b"}") == "sha256:" + hashlib.sha256(b"{" + top.encode() + b"}").hexdigest()
+        assert kept.items == ordered
+        assert not hasattr(kept.buckets[0], "records")
+
+
+def test_a_run_digest_whose_last_hour_is_taken_out_continues_the_hour_before() -> None:
+    """Every item of the last hour taken out (each bucket's last run gone), then items appended at
+    the end of the hour before: each bucket's run of that hour is hashed again from its items (its
+    state was not kept), not continued from the state of the run taken out."""
+    hour = lambda x: x.at // 3600  # noqa: E731
+    kept = running.RunDigest(b"[", _BY_ARRIVAL, hour, _Arrived.record)
+    first = [_Arrived(k, k) for k in range(0, 3000)]  # hour 0, from 0 s to 2,999 s
+    second = [_Arrived(k, 3600 + k) for k in range(3000, 6000)]  # hour 1
+    kept.add([(x, x.record()) for x in first + second])
+    kept.remove(second)
+    late = [_Arrived(k, 3000 + k % 500) for k in range(6000, 7000)]  # hour 0, after every item held
+    kept.add([(x, x.record()) for x in late])
+    ordered = sorted(first + late, key=_BY_ARRIVAL)
+    top = ",".join(hour_bucketed((hour(x), x.record()) for x in ordered))
+    assert kept.digest(b"]") == "sha256:" + hashlib.sha256(b"[" + top.encode() + b"]").hexdigest()
 
 
 _outage = st.tuples(st.integers(-3600, 2 * 86400 + 3600), st.integers(0, 7200))

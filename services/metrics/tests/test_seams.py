@@ -412,18 +412,20 @@ def test_request_availability_recorded_by_version_1_stays_version_1(
     assert feb and feb[0].latest["formula_version"] == 3
 
 
-@pytest.mark.parametrize("calls_version", [1, 2])
+@pytest.mark.parametrize("calls_version", [1, 2, 3])
 def test_windows_closed_by_earlier_digests_keep_them(
     world: World, monkeypatch: pytest.MonkeyPatch, calls_version: int
 ) -> None:
     # January closed by the versions before the current digests — ASA and the service level v1
-    # (one list) or v2 (bucketed, by id), time-based availability and MTBF v1 (one list) or v2
-    # (bucketed, current) — re-derived, and restated by a late call and a corrected outage, by
-    # those versions: the digests they recorded stay computable. February, opened since, is judged
-    # by the current versions (the calls v3: bucketed in the order they arrived).
+    # (one list), v2 (bucketed, by id) or v3 (bucketed, in the order the calls arrived),
+    # time-based availability and MTBF v1 (one list) or v2 (bucketed, current) — re-derived, and
+    # restated by a late call and a corrected outage, by those versions: the digests they recorded
+    # stay computable. February, opened since, is judged by the current versions (the calls v4:
+    # bucketed in the order they arrived, in runs by hour).
     from accord_metrics.formulas import contact, reliability
 
-    january = {"availability": calls_version, "mtbf": calls_version, "asa": calls_version, "tsf": calls_version}
+    outages_version = min(calls_version, 2)
+    january = {"availability": outages_version, "mtbf": outages_version, "asa": calls_version, "tsf": calls_version}
 
     m = world.metrics
     tsf = objective("tsf", "METRIC_SERVICE_LEVEL", "80", parameters={"variant": "ANSWERED_OVER_OFFERED",
@@ -440,7 +442,7 @@ def test_windows_closed_by_earlier_digests_keep_them(
     world.clock.set(at(f"2026-02-10T12:00{AMS}"))
     with monkeypatch.context() as patch:
         patch.setattr(contact, "VERSION", calls_version)
-        patch.setattr(reliability, "OUTAGES_VERSION", calls_version)
+        patch.setattr(reliability, "OUTAGES_VERSION", outages_version)
         m.evaluate()
     closed = {oid: world.window(aid, oid, JAN).closed for oid in ("availability", "mtbf", "asa", "tsf")}
     assert {oid: e["formula_version"] for oid, e in closed.items()} == january
@@ -459,8 +461,8 @@ def test_windows_closed_by_earlier_digests_keep_them(
     assert {oid: e["formula_version"] for oid, e in february.items()} == {
         "availability": 2,
         "mtbf": 2,
-        "asa": 3,
-        "tsf": 3,
+        "asa": 4,
+        "tsf": 4,
     }
 
 

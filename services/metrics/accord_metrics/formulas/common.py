@@ -172,6 +172,50 @@ def bucketed(records: Iterable[str]) -> EncodedList:
     return EncodedList(map(bucket_digest, buckets))
 
 
+# The bucketed digest by hours ("contact.asa", "contact.abandonment_rate", "contact.service_level"
+# and "contact.aht" v4: docs/domain.md §4, "The input digest"). The records, in the order the inputs
+# arrived, are dealt into the 64 buckets as above; within a bucket they are grouped in runs by the
+# hour (UTC) their input arrived in, each run's digest the hex SHA-256 of its records joined by ",",
+# and the bucket's digest the hex SHA-256 of its runs' digests joined by "," (in the hours' order;
+# an empty bucket that of no byte). A change then reaches one run of one bucket — the inputs of one
+# hour there, a few dozen at a contact centre's busiest — which a running form hashes again from
+# the inputs themselves, so no record need be held (`formulas.running.RunDigest`); and a run
+# whose hour is over keeps its digest, 32 bytes, for as long as nothing in it changes.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
+
+
+def hour_of(t: datetime) -> int:
+    """The hour an instant falls in: whole hours since 1970-01-01T00:00Z (an instant before it
+    counts down from -1)."""
+    return (t - _EPOCH) // _HOUR
+
+
+def run_digest(records: list[str]) -> str:
+    """One run's digest in a bucketed digest by hours: the hex SHA-256 of its records joined by ","."""
+    return hashlib.sha256(",".join(records).encode()).hexdigest()
+
+
+def hour_bucketed(pairs: Iterable[tuple[int, str]]) -> EncodedList:
+    """The bucketed form by hours of records in order, given as (hour, record) pairs — the hours
+    never decreasing: what the payload holds in the list's place (see above)."""
+    buckets: list[list[tuple[int, list[str]]]] = [[] for _ in range(BUCKETS)]
+    for hour, record in pairs:
+        runs = buckets[bucket_of(record)]
+        if runs and runs[-1][0] == hour:
+            runs[-1][1].append(record)
+        elif runs and runs[-1][0] > hour:
+            raise ValueError(f"records out of order: hour {hour} after hour {runs[-1][0]}")
+        else:
+            runs.append((hour, [record]))
+    return EncodedList(
+        Encoded('"' + hashlib.sha256(",".join(run_digest(r) for _, r in runs).encode()).hexdigest() + '"')
+        if runs
+        else EMPTY_BUCKET
+        for runs in buckets
+    )
+
+
 def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
     """numerator ÷ denominator exactly (to 28 significant digits), None when the denominator is 0."""
     d = Decimal(denominator)

@@ -46,20 +46,23 @@ from accord_metrics.formulas.common import (
     digest,
     encoded,
     encoded_all,
+    hour_bucketed,
+    hour_of,
     percent,
     ratio,
     seconds,
 )
 
 # The versions of "contact.asa", "contact.abandonment_rate", "contact.service_level" and
-# "contact.aht" computed: v3 digests its calls bucketed (`common.bucketed`), in the order they
-# arrived (entry into the queue, then id: a batch of new calls lands after those held, whatever
-# their ids); v2 bucketed in the order of their ids (a correction hashes one bucket again, not every
-# call after it, but new calls with random ids — UUIDs — land among the held ones of every bucket);
-# v1 in one list, by id. v1 and v2 are kept for the windows recorded with them. The value and
-# detail are the same in all three.
-VERSION = 3
-VERSIONS = (1, 2, 3)
+# "contact.aht" computed: v4 digests its calls bucketed in the order they arrived, each bucket in
+# runs by the hour they arrived in (`common.hour_bucketed`: a change hashes one hour of one bucket
+# again, from the calls themselves, so a running form holds no record); v3 bucketed in the order
+# they arrived (entry into the queue, then id: a batch of new calls lands after those held,
+# whatever their ids); v2 bucketed in the order of their ids (new calls with random ids — UUIDs —
+# land among the held ones of every bucket); v1 in one list, by id. v1 to v3 are kept for the
+# windows recorded with them. The value and detail are the same in all four.
+VERSION = 4
+VERSIONS = (1, 2, 3, 4)
 # The versions of "contact.fcr" computed: v2 judges each first contact once, in the window in which
 # its outcome became known; v3 is v2 with the bucketed digest (the outcomes by first contact's id);
 # v4 is v3 with the outcomes in the order they became known (decided, then id); v1, v2 and v3 are
@@ -206,6 +209,12 @@ def is_bucketed(formula: str, version: int) -> bool:
     return version >= (3 if formula == "contact.fcr" else 2)
 
 
+def by_hour(formula: str, version: int) -> bool:
+    """Whether this version of a contact formula digests its records bucketed in runs by the hour
+    they arrived in (`common.hour_bucketed`)."""
+    return formula != "contact.fcr" and version >= 4
+
+
 def by_arrival(formula: str, version: int) -> bool:
     """Whether this version of a contact formula digests its records in the order they arrived —
     a call by its entry into the queue, a first contact's outcome by when it became known, then
@@ -341,22 +350,37 @@ def _records(calls: Sequence[Call], in_arrival: bool = False) -> list[Any]:
     return EncodedList(encs[i] for i in places)
 
 
+def _inputs(formula: str, version: int, calls: Sequence[Call]) -> list[Any]:
+    """What a call formula's digest payload holds in the inputs' place, by its version: the
+    records by id in one list (v1), bucketed by id (v2), bucketed in the order the calls arrived
+    (v3), bucketed in that order in runs by the hour they arrived in (v4)."""
+    if not by_hour(formula, version):
+        records = _records(calls, by_arrival(formula, version))
+        return bucketed(records) if is_bucketed(formula, version) else records
+    records = _records(calls, True)  # a repeated id refused
+    hours = sorted(hour_of(c.entered_queue) for c in calls)
+    return hour_bucketed(zip(hours, records, strict=True))
+
+
 # -- formulas ------------------------------------------------------------------------------------
 def _calls_result(
-    formula: str, version: int, value: Decimal | None, params: dict[str, str], records: list[Any],
+    formula: str, version: int, value: Decimal | None, params: dict[str, str], inputs: list[Any],
     detail: dict[str, str], undefined: str,
 ) -> Evaluated:  # fmt: skip
-    buckets = is_bucketed(formula, version)
-    return evaluated(formula, value, params, records, detail, undefined, version=version, buckets=buckets)
+    """The result, its digest that of `digest_payload` with `inputs` (`_inputs`) and the parameters."""
+    return Evaluated(
+        formula, version, value, params, digest(digest_payload(formula, version, inputs, params)), detail,
+        "" if value is not None else undefined,
+    )  # fmt: skip
 
 
 def asa(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
-    """Average speed of answer, "contact.asa" v3 (docs/domain.md §4 "Contact centre"):
+    """Average speed of answer, "contact.asa" v4 (docs/domain.md §4 "Contact centre"):
     Σ queue wait of answered calls ÷ A, in seconds. Zero waits count; abandoned calls
-    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined. v1, v2: the same
-    value, its calls digested by id, in one list or bucketed (see `VERSIONS`)."""
+    (and calls neither answered nor abandoned) are excluded. A = 0 → undefined. v1 to v3: the same
+    value, its calls digested otherwise (see `VERSIONS`)."""
     _check_version("contact.asa", version)
-    records = _records(calls, by_arrival("contact.asa", version))
+    records = _inputs("contact.asa", version, calls)
     answered = [c for c in calls if c.answered]
     total_wait = sum((seconds(c.wait) for c in answered if c.wait is not None), ZERO)
     detail = {"unit": "seconds", "answered": str(len(answered)), "total_wait_seconds": str(total_wait)}
@@ -368,12 +392,12 @@ def asa(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
 def abandonment_rate(
     calls: Sequence[Call], short_abandon: timedelta | None = None, *, version: int = VERSION
 ) -> Evaluated:
-    """Abandonment rate, "contact.abandonment_rate" v3 (docs/domain.md §4 "Contact centre"):
+    """Abandonment rate, "contact.abandonment_rate" v4 (docs/domain.md §4 "Contact centre"):
     (Ab − Ab<S) ÷ (O − Ab<S) × 100. With S set, calls abandoned with a wait < S are
     neither offered nor abandoned; with S None nothing is discounted. O − Ab<S = 0 → undefined.
-    v1, v2: the same value, its calls digested by id, in one list or bucketed."""
+    v1 to v3: the same value, its calls digested otherwise (see `VERSIONS`)."""
     _check_version("contact.abandonment_rate", version)
-    records = _records(calls, by_arrival("contact.abandonment_rate", version))
+    records = _inputs("contact.abandonment_rate", version, calls)
     _check_short(short_abandon)
     offered = len(calls)
     waits = [c.wait for c in calls if c.abandoned and c.wait is not None]
@@ -415,7 +439,7 @@ def service_level(
     *,
     version: int = VERSION,
 ) -> Evaluated:
-    """Service level / TSF ("X % within T"), "contact.service_level" v3 (docs/domain.md §4
+    """Service level / TSF ("X % within T"), "contact.service_level" v4 (docs/domain.md §4
     "Contact centre"), in the variant pinned by the objective, × 100:
 
     - ANSWERED_OVER_OFFERED   A≤T ÷ (A + Ab)
@@ -429,10 +453,10 @@ def service_level(
     nor abandoned, so they leave Ab, Ab≤T and Ab>T. SHORT_ABANDONS_SUCCESS is the variant
     that counts them as successes instead, so there Ab is every abandon (short ones
     included) — otherwise its numerator would name calls its denominator had dropped.
-    A zero denominator → undefined. v1, v2: the same value, its calls digested by id, in one
-    list or bucketed."""
+    A zero denominator → undefined. v1 to v3: the same value, its calls digested otherwise (see
+    `VERSIONS`)."""
     _check_version("contact.service_level", version)
-    records = _records(calls, by_arrival("contact.service_level", version))
+    records = _inputs("contact.service_level", version, calls)
     v = ServiceLevelVariant(variant)
     if threshold < timedelta(0):
         raise ValueError("the answer threshold T must not be negative")
@@ -696,12 +720,12 @@ def _fcr_v1(
 
 
 def aht(calls: Sequence[Call], *, version: int = VERSION) -> Evaluated:
-    """Average handle time, "contact.aht" v3 (docs/domain.md §4 "Contact centre"):
+    """Average handle time, "contact.aht" v4 (docs/domain.md §4 "Contact centre"):
     (talk + hold + after-call work) ÷ handled contacts, in seconds. Handled contacts are
     the answered calls; only their times are summed. No handled contact → undefined.
-    v1, v2: the same value, its calls digested by id, in one list or bucketed."""
+    v1 to v3: the same value, its calls digested otherwise (see `VERSIONS`)."""
     _check_version("contact.aht", version)
-    records = _records(calls, by_arrival("contact.aht", version))
+    records = _inputs("contact.aht", version, calls)
     handled = [c for c in calls if c.answered]
     work = sum((c.talk_seconds + c.hold_seconds + c.after_call_seconds for c in handled), ZERO)
     detail = {"unit": "seconds", "handled": str(len(handled)), "total_handle_seconds": str(work)}
