@@ -6,7 +6,7 @@ of every stored signal."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -361,43 +361,64 @@ def test_the_look_backs_read_the_windows_request_counts_once(method: str) -> Non
         assert rates[length] == (rate if rate is not None else 0), length
 
 
-@settings(max_examples=80, deadline=None)
-@given(
+# Random request counts over four days, an always-open or a business calendar, an instant in the
+# last day, with or without an exclusion: what the look-backs' property tests below draw.
+_LOOK_BACKS = (
     st.lists(st.tuples(st.integers(0, 4 * 86400), st.integers(0, 50), st.integers(0, 50)), max_size=60),
     st.sampled_from(["always", "business"]),
     st.integers(3 * 86400, 4 * 86400 + 7200),
     st.booleans(),
 )
+
+
+def _look_back_case(
+    raw: list[tuple[int, int, int]], calendar: str, as_of_s: int, excluded: bool
+) -> tuple[list[reliability.RequestCount], Calendar, list[Interval], datetime]:
+    counts = [reliability.RequestCount(_at(a), _at(a + 60), min(g, n), n) for a, g, n in raw]
+    cal = AlwaysOpen() if calendar == "always" else BUSINESS
+    exclusions = [Interval(_at(3 * 86400), _at(3 * 86400 + 5400))] if excluded else []
+    return counts, cal, exclusions, _at(as_of_s)
+
+
+def _rates_are_the_formula_s(
+    objective: dict[str, Any], cal: Calendar, exclusions: list[Interval], counts: list[reliability.RequestCount],
+    as_of: datetime, read: Mapping[timedelta, Decimal | None],
+) -> None:  # fmt: skip
+    """Each look-back's burn rate (of a 30-day window) the formula's value over every count gives,
+    and each value `read` the formula's."""
+    window = timedelta(days=30)
+    rates = burn_rates(objective, cal, exclusions, SignalSet(requests=counts), as_of, window, "UTC")
+    for length in burn_lengths(window):
+        look = Interval(as_of - length, as_of)
+        value = run_formula(objective, look, cal, exclusions, SignalSet(requests=counts), as_of, "UTC").value
+        if length in read:
+            assert read[length] == value, length
+        rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
+        assert rates[length] == (rate if rate is not None else 0), length
+
+
+@settings(max_examples=80, deadline=None)
+@given(*_LOOK_BACKS)
 def test_request_based_look_backs_by_occurrences_are_the_formula_s_from_one_pass(
     raw: list[tuple[int, int, int]], calendar: str, as_of_s: int, excluded: bool
 ) -> None:
     """By occurrences, every look-back's value is read from the counts measured in the longest
     one, sorted with their sums (`evaluation._occurrences`) — each the formula's over every count,
     eligible time (a business calendar, an exclusion) included — none left to the formula."""
-    counts = [reliability.RequestCount(_at(a), _at(a + 60), min(g, n), n) for a, g, n in raw]
-    cal = AlwaysOpen() if calendar == "always" else BUSINESS
-    exclusions = [Interval(_at(3 * 86400), _at(3 * 86400 + 5400))] if excluded else []
+    counts, cal, exclusions, as_of = _look_back_case(raw, calendar, as_of_s, excluded)
     objective = {
         "metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "comparator": "COMPARATOR_AT_LEAST",
         "budgeting": "BUDGETING_OCCURRENCES",
     }  # fmt: skip
-    as_of, window = _at(as_of_s), timedelta(days=30)
-    lengths = burn_lengths(window)
-    assert len(evaluation._occurrences(cal, exclusions, counts, as_of, lengths)) == len(lengths)
-    rates = burn_rates(objective, cal, exclusions, SignalSet(requests=counts), as_of, window, "UTC")
-    for length in lengths:
-        look = Interval(as_of - length, as_of)
-        value = run_formula(objective, look, cal, exclusions, SignalSet(requests=counts), as_of, "UTC").value
-        rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
-        assert rates[length] == (rate if rate is not None else 0), length
+    lengths = burn_lengths(timedelta(days=30))
+    read = evaluation._occurrences(cal, exclusions, counts, as_of, lengths)
+    assert len(read) == len(lengths)
+    _rates_are_the_formula_s(objective, cal, exclusions, counts, as_of, read)
 
 
 @settings(max_examples=80, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 4 * 86400), st.integers(0, 50), st.integers(0, 50)), max_size=60),
-    st.sampled_from(["always", "business"]),
-    st.integers(3 * 86400, 4 * 86400 + 7200),
-    st.booleans(),
+    *_LOOK_BACKS,
     st.sampled_from([("TIMESLICES", 5, "99"), ("TIMESLICES", 1, "50"), ("RATIO_TIMESLICES", 5, None),
                      ("RATIO_TIMESLICES", 7, None), ("TIMESLICES", 10, "0")]),
 )  # fmt: skip
@@ -409,28 +430,18 @@ def test_request_based_look_backs_by_time_slices_are_the_formula_s_from_one_pass
     — each the formula's over every count, eligible time (a business calendar, an exclusion)
     included; 7-minute slices leave the look-backs they do not divide to the formula."""
     method, minutes, target = budget
-    counts = [reliability.RequestCount(_at(a), _at(a + 60), min(g, n), n) for a, g, n in raw]
-    cal = AlwaysOpen() if calendar == "always" else BUSINESS
-    exclusions = [Interval(_at(3 * 86400), _at(3 * 86400 + 5400))] if excluded else []
+    counts, cal, exclusions, as_of = _look_back_case(raw, calendar, as_of_s, excluded)
     objective = {
         "metric": "METRIC_AVAILABILITY_REQUESTS", "target": "99.5", "comparator": "COMPARATOR_AT_LEAST",
         "budgeting": f"BUDGETING_{method}", "slice_minutes": minutes, **({"slice_target": target} if target else {}),
     }  # fmt: skip
-    as_of, window = _at(as_of_s), timedelta(days=30)
-    lengths = burn_lengths(window)
+    lengths = burn_lengths(timedelta(days=30))
     read = evaluation._time_slices(
         method, minutes, Decimal(target) if target else None, cal, exclusions, counts, as_of, lengths
     )
     whole = [length for length in lengths if not length % timedelta(minutes=minutes)]
     assert sorted(read) == sorted(whole) if max(lengths) in whole else read == {}
-    rates = burn_rates(objective, cal, exclusions, SignalSet(requests=counts), as_of, window, "UTC")
-    for length in lengths:
-        look = Interval(as_of - length, as_of)
-        value = run_formula(objective, look, cal, exclusions, SignalSet(requests=counts), as_of, "UTC").value
-        if length in read:
-            assert read[length] == value, length
-        rate = reliability.burn_rate_value((100 - value) / 100, Decimal("99.5")) if value is not None else None
-        assert rates[length] == (rate if rate is not None else 0), length
+    _rates_are_the_formula_s(objective, cal, exclusions, counts, as_of, read)
 
 
 def test_request_based_look_backs_by_time_slices_run_no_formula(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -384,25 +384,22 @@ class _Arrived:
 _BY_ARRIVAL = attrgetter("at", "key")
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.booleans(),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["add", "remove", "replace", "move"]),
-            st.lists(st.tuples(st.integers(0, 12_000), st.integers(0, 300)), max_size=300),
-        )
-    ),
-)
-def test_a_bucket_digest_in_an_order_of_its_items_is_the_formulas_over_them(
-    many: bool, steps: list[tuple[str, list[tuple[int, int]]]]
-) -> None:
-    """Items held in an order the caller gives (an instant then an id, as calls by arrival — many
-    at one instant): random batches added anywhere, taken out, replaced in their place (another
-    content) or moved (another instant); the digest is always the formulas' over the records in
-    that order, the items held in it."""
-    kept = running.BucketDigest(b"{", _BY_ARRIVAL)
-    held: dict[int, _Arrived] = {k: _Arrived(k, k % 97) for k in range(0, 12_000, 4 if many else 1000)}
+def _steps(latest: int) -> st.SearchStrategy[list[tuple[str, list[tuple[int, int]]]]]:
+    """Random steps for `_arrivals`: batches of (key, instant from 0 to `latest` s)."""
+    step = st.tuples(
+        st.sampled_from(["add", "remove", "replace", "move"]),
+        st.lists(st.tuples(st.integers(0, 12_000), st.integers(0, latest)), max_size=300),
+    )
+    return st.lists(step)
+
+
+def _arrivals(
+    kept: running.BucketDigest | running.RunDigest,
+    held: dict[int, _Arrived],
+    steps: list[tuple[str, list[tuple[int, int]]]],
+) -> Iterator[list[_Arrived]]:
+    """Each random step applied to `kept` and `held` alike — a batch added (anywhere), taken out,
+    replaced in place (another content) or moved (another instant) — then the items held, in order."""
     kept.add([(x, x.record()) for x in held.values()])
     for op, raw in steps:
         if op == "add":
@@ -418,22 +415,28 @@ def test_a_bucket_digest_in_an_order_of_its_items_is_the_formulas_over_them(
                 now = _Arrived(k, was.at if op == "replace" else at, was.version + 1)
                 kept.replace(was, now, now.record())
                 held[k] = now
-        ordered = sorted(held.values(), key=_BY_ARRIVAL)
+        yield sorted(held.values(), key=_BY_ARRIVAL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.booleans(), _steps(300))
+def test_a_bucket_digest_in_an_order_of_its_items_is_the_formulas_over_them(
+    many: bool, steps: list[tuple[str, list[tuple[int, int]]]]
+) -> None:
+    """Items held in an order the caller gives (an instant then an id, as calls by arrival — many
+    at one instant): random batches added anywhere, taken out, replaced in their place (another
+    content) or moved (another instant); the digest is always the formulas' over the records in
+    that order, the items held in it."""
+    kept = running.BucketDigest(b"{", _BY_ARRIVAL)
+    held: dict[int, _Arrived] = {k: _Arrived(k, k % 97) for k in range(0, 12_000, 4 if many else 1000)}
+    for ordered in _arrivals(kept, held, steps):
         assert kept.digest(b"}") == _bucketed_digest(b"{", [x.record() for x in ordered], b"}")
         assert kept.items == ordered
         assert not kept.holds_any([_Arrived(k, -1) for k in held]) and (not held or kept.holds_any(ordered[-1:]))
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.booleans(),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["add", "remove", "replace", "move"]),
-            st.lists(st.tuples(st.integers(0, 12_000), st.integers(0, 6 * 3600)), max_size=300),
-        )
-    ),
-)
+@given(st.booleans(), _steps(6 * 3600))
 def test_a_run_digest_is_the_formulas_over_its_items(
     many: bool, steps: list[tuple[str, list[tuple[int, int]]]]
 ) -> None:
@@ -445,22 +448,7 @@ def test_a_run_digest_is_the_formulas_over_its_items(
     hour = lambda x: x.at // 3600  # noqa: E731
     kept = running.RunDigest(b"{", _BY_ARRIVAL, hour, _Arrived.record)
     held: dict[int, _Arrived] = {k: _Arrived(k, k * 7 % (6 * 3600)) for k in range(0, 12_000, 4 if many else 1000)}
-    kept.add([(x, x.record()) for x in held.values()])
-    for op, raw in steps:
-        if op == "add":
-            new = {k: _Arrived(k, at) for k, at in raw if k not in held}
-            kept.add([(x, x.record()) for x in new.values()])
-            held |= new
-        elif op == "remove":
-            gone = [held.pop(k) for k in {k for k, _ in raw if k in held}]
-            kept.remove(gone)
-        else:
-            for k, at in {k: at for k, at in raw if k in held}.items():
-                was = held[k]
-                now = _Arrived(k, was.at if op == "replace" else at, was.version + 1)
-                kept.replace(was, now, now.record())
-                held[k] = now
-        ordered = sorted(held.values(), key=_BY_ARRIVAL)
+    for ordered in _arrivals(kept, held, steps):
         top = ",".join(hour_bucketed((hour(x), x.record()) for x in ordered))
         assert kept.digest(b"}") == "sha256:" + hashlib.sha256(b"{" + top.encode() + b"}").hexdigest()
         assert kept.items == ordered

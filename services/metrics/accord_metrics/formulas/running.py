@@ -176,25 +176,15 @@ def _in_order(pairs: list[tuple[Any, str]], order: Callable[[Any], Any] | None) 
     return list(map(pairs.__getitem__, sorted(range(len(pairs)), key=keys.__getitem__)))
 
 
-class BucketDigest:
-    """Items kept in order — by `order(item)`, or the items themselves — their records dealt into
-    the buckets of the bucketed input digest (`common.bucketed`: by `common.bucket_of` their
-    record, each bucket in that order), and the SHA-256 of prefix + the buckets' digests + suffix.
-    A change hashes again only in the buckets it reaches, from the last hash state kept before its
-    place there (`_Bucket`): records appended after every record of their bucket, the new ones
-    alone; a record placed before others, taken out or replaced, ≤ 1/64 of the records. Items of
-    an equal order are equal (each tally's order: a call's or a first contact's arrival and id, an
-    outage's or a request count's record itself). Whatever the order, items placed after those
-    held are hashed alone: a formula version orders its records by when they arrive (a call by
-    its entry into the queue), so a batch of new ones lands at the buckets' ends."""
+class _Held:
+    """Items kept in order — by `order(item)`, or the items themselves — each with the bucket of its
+    record beside (a `bytearray`): how a bucketed digest finds a held item, tells whether one is
+    held, and places new ones, whatever its buckets hold."""
 
-    def __init__(self, prefix: bytes, order: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, order: Callable[[Any], Any] | None) -> None:
         self.order = order
         self.items: list[Any] = []  # every item held, in order
         self._where = bytearray()  # the bucket of each, beside `items`
-        self.buckets = [_Bucket(order) for _ in range(BUCKETS)]
-        self._prefix = prefix
-        self.hashed = 0  # records hashed again (for tests and benches)
 
     def _place(self, item: Any) -> int:
         """The place of the item held equal to `item` (`KeyError` when none is)."""
@@ -222,10 +212,9 @@ class BucketDigest:
             return True
         return False
 
-    def add(self, pairs: list[tuple[Any, str]]) -> None:
-        """Place these (item, record) pairs in order (after held items of an equal order)."""
-        if not pairs:
-            return
+    def _placed(self, pairs: list[tuple[Any, str]]) -> dict[int, list[tuple[Any, str]]]:
+        """These (item, record) pairs put in order and their items placed among those held (after
+        held items of an equal order); the pairs by bucket (`bucket_of` their record), in order."""
         order = self.order
         by_pair = _pair_order(order)
         pairs[:] = _in_order(pairs, order)
@@ -262,8 +251,33 @@ class BucketDigest:
                 groups[b] = [pair]
             else:
                 group.append(pair)
+        return groups
+
+
+class BucketDigest(_Held):
+    """Items kept in order — by `order(item)`, or the items themselves — their records dealt into
+    the buckets of the bucketed input digest (`common.bucketed`: by `common.bucket_of` their
+    record, each bucket in that order), and the SHA-256 of prefix + the buckets' digests + suffix.
+    A change hashes again only in the buckets it reaches, from the last hash state kept before its
+    place there (`_Bucket`): records appended after every record of their bucket, the new ones
+    alone; a record placed before others, taken out or replaced, ≤ 1/64 of the records. Items of
+    an equal order are equal (each tally's order: a call's or a first contact's arrival and id, an
+    outage's or a request count's record itself). Whatever the order, items placed after those
+    held are hashed alone: a formula version orders its records by when they arrive (a call by
+    its entry into the queue), so a batch of new ones lands at the buckets' ends."""
+
+    def __init__(self, prefix: bytes, order: Callable[[Any], Any] | None = None) -> None:
+        super().__init__(order)
+        self.buckets = [_Bucket(order) for _ in range(BUCKETS)]
+        self._prefix = prefix
+        self.hashed = 0  # records hashed again (for tests and benches)
+
+    def add(self, pairs: list[tuple[Any, str]]) -> None:
+        """Place these (item, record) pairs in order (after held items of an equal order)."""
+        if not pairs:
+            return
         buckets = self.buckets
-        for b, group in groups.items():
+        for b, group in self._placed(pairs).items():
             self.hashed += buckets[b].add(group)
 
     def _find(self, b: int, item: Any) -> int:
@@ -398,7 +412,7 @@ class _Runs:
             self._tail_records[k] = record
 
 
-class RunDigest:
+class RunDigest(_Held):
     """Items kept in order (`order`: a call's arrival), their records dealt into the buckets of the
     bucketed digest by hours (`common.hour_bucketed`: by `common.bucket_of` their record, each
     bucket in runs by the hour its items arrived in, `hour(item)`), and the SHA-256 of prefix + the
@@ -411,66 +425,25 @@ class RunDigest:
     def __init__(
         self, prefix: bytes, order: Callable[[Any], Any], hour: Callable[[Any], int], encode: Callable[[Any], str]
     ) -> None:
-        self.order, self.hour, self.encode = order, hour, encode
-        self.items: list[Any] = []  # every item held, in order
-        self._where = bytearray()  # the bucket of each, beside `items`
+        super().__init__(order)
+        self.key, self.hour, self.encode = order, hour, encode  # `order`, never None here
         self.buckets = [_Runs() for _ in range(BUCKETS)]
         self._prefix = prefix
         self.hashed = 0  # records hashed (for tests and benches)
         self.encoded = 0  # records encoded again, their runs changed (for tests and benches)
 
-    def _place(self, item: Any) -> int:
-        """The place of the item held equal to `item` (`KeyError` when none is)."""
-        items, order = self.items, self.order
-        key = order(item)
-        at = bisect_left(items, key, key=order)
-        if at == len(items) or order(items[at]) != key:
-            raise KeyError(item)
-        return at
-
-    def holds_any(self, items: Sequence[Any]) -> bool:
-        """Whether an item equal to any of these is held."""
-        if not self.items:
-            return False
-        last = self.order(self.items[-1])
-        for item in items:
-            if self.order(item) > last:
-                continue  # after every item held
-            try:
-                self._place(item)
-            except KeyError:
-                continue
-            return True
-        return False
-
     def add(self, pairs: list[tuple[Any, str]]) -> None:
         """Place these (item, record) pairs in order (after held items of an equal order)."""
         if not pairs:
             return
-        order = self.order
-        pairs = _in_order(pairs, order)
-        crc, low = zlib.crc32, BUCKETS - 1
-        where = [crc(r.encode()) & low for _, r in pairs]
-        items, held_where = self.items, self._where
-        if not items or order(pairs[0][0]) >= order(items[-1]):
-            items.extend([p[0] for p in pairs])
-            held_where.extend(where)
-        else:
-            for (item, _), b in zip(pairs, where, strict=True):
-                at = bisect_right(items, order(item), key=order)
-                items.insert(at, item)
-                held_where.insert(at, b)
-        groups: dict[int, list[tuple[Any, str]]] = {}
-        for b, pair in zip(where, pairs, strict=True):
-            groups.setdefault(b, []).append(pair)
-        for b, group in groups.items():
+        for b, group in self._placed(pairs).items():
             self._add(self.buckets[b], group)
 
     def _add(self, bucket: _Runs, group: list[tuple[Any, str]]) -> None:
         """Place a bucket's pairs (in order): each hour's in turn — after every item of the last
         run, its state continued with their records at once; as a new last run, hashed at once;
         anywhere else, one at a time, their runs hashed again after."""
-        order, hour = self.order, self.hour
+        order, hour = self.key, self.hour
         stale: set[int] = set()  # hours whose runs are hashed again
         chunks: list[tuple[int, list[tuple[Any, str]]]] = []
         for pair in group:
@@ -538,7 +511,7 @@ class RunDigest:
 
     def _find(self, item: Any, b: int) -> tuple[_Runs, int, int]:
         """(bucket, run place, place in the run) of the held item equal to `item` in bucket `b`."""
-        bucket, order = self.buckets[b], self.order
+        bucket, order = self.buckets[b], self.key
         h = self.hour(item)
         at = bisect_left(bucket.hours, h)
         if at == len(bucket.hours) or bucket.hours[at] != h:
@@ -579,7 +552,7 @@ class RunDigest:
         equal order and bucket (its run hashed again), else taken out and placed by its order."""
         at = self._place(before)
         b = self._where[at]
-        if self.order(before) != self.order(after) or bucket_of(record) != b:
+        if self.key(before) != self.key(after) or bucket_of(record) != b:
             self.remove([before])
             self.add([(after, record)])
             return
