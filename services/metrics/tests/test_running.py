@@ -211,10 +211,11 @@ def test_a_correction_hashes_its_run_again_not_the_records_after_it() -> None:
         before = calls[k]
         answered = before.entered_queue + timedelta(seconds=wait)
         after = contact.Call(before.call_id, before.entered_queue, answered_at=answered)
-        hashed = tally.records.hashed
+        hashed, encoded = tally.records.hashed, tally.records.encoded
         tally.replace(before, after)
         calls[k] = after
         assert tally.records.hashed - hashed <= 2 * largest + 1 < n // 200  # a bucket: ≈ n // 64
+        assert 0 < tally.records.encoded - encoded <= 2 * largest + 1  # its run's calls, encoded anew
         assert tally.evaluated() == contact.asa(calls)
     tally.remove([calls[n // 4]])
     assert tally.evaluated() == contact.asa(calls[: n // 4] + calls[n // 4 + 1 :])
