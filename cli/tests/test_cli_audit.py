@@ -45,7 +45,9 @@ from tests.suite import AMS, alter_stored_signal, at, outage
 pytestmark = pytest.mark.slow
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 90) -> None:
+    # 90 s as the other end-to-end waits (60–120 s): at 30 s, metrics learning the agreement timed
+    # out once in a full `make test` on 2 cores (the test alone takes ≈ 7 s; not reproduced since).
     deadline = asyncio.get_running_loop().time() + timeout
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
