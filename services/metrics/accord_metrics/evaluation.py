@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval, union
@@ -184,8 +185,7 @@ def run_formula(
             version=_version(recorded, "availability.time", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION),
         )
     if metric == "METRIC_AVAILABILITY_REQUESTS":
-        method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
-        slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
+        method, slice_minutes, slice_target = _budgeting(objective)
         version = _version(
             recorded, "availability.requests", reliability.REQUESTS_VERSIONS, reliability.REQUESTS_VERSION
         )
@@ -193,7 +193,7 @@ def run_formula(
             [r for r in signals.requests if in_w(r.start)],
             method,
             window,
-            int(objective.get("slice_minutes") or 5),
+            slice_minutes,
             slice_target,
             calendar,
             exclusions,
@@ -282,6 +282,42 @@ CALL_FORMULAS = {
 }
 
 
+def _budgeting(objective: dict[str, Any]) -> tuple[str, int, Decimal | None]:
+    """Request-based availability's (method, slice minutes, slice target) as the objective states them."""
+    method = (objective.get("budgeting") or "BUDGETING_OCCURRENCES").removeprefix("BUDGETING_")
+    slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
+    return method, int(objective.get("slice_minutes") or 5), slice_target
+
+
+def _measured(
+    counts: Sequence[reliability.RequestCount], span: Interval, eligible: Sequence[Interval]
+) -> list[reliability.RequestCount]:
+    """The counts measured in `span`: those whose start is in it and eligible (`eligible` sorted,
+    disjoint), in the order held — as `reliability.availability_requests` (v2 on) takes them."""
+    starts, ends = [e.start for e in eligible], [e.end for e in eligible]
+    lo, hi = span.start, span.end
+    out: list[reliability.RequestCount] = []
+    for b in counts:
+        t = b.start
+        if lo <= t < hi:
+            i = bisect_right(starts, t) - 1
+            if i >= 0 and t < ends[i]:
+                out.append(b)
+    return out
+
+
+_count_start = attrgetter("start")
+
+
+def _clipped_alike(
+    eligible: Sequence[Interval], look: Interval, calendar: Calendar, exclusions: Sequence[Interval]
+) -> bool:
+    """Whether a look-back's eligible time is the longest one's (`eligible`) clipped to it — so its
+    measured counts are the longest one's from its start on."""
+    clipped = [x for e in eligible if (x := e.intersect(look)) is not None]
+    return reliability.eligible_intervals(look, calendar, exclusions) == clipped
+
+
 def _occurrences(
     calendar: Calendar, exclusions: Sequence[Interval], counts: Sequence[reliability.RequestCount], as_of: datetime,
     lengths: Iterable[timedelta],
@@ -297,26 +333,18 @@ def _occurrences(
         return {}
     span = Interval(as_of - lengths[0], as_of)
     eligible = reliability.eligible_intervals(span, calendar, exclusions)
-    starts = [e.start for e in eligible]
-    measured: list[tuple[datetime, int, int]] = []
-    for b in counts:
-        t = b.start
-        if span.start <= t < as_of:
-            i = bisect_right(starts, t) - 1
-            if i >= 0 and t < eligible[i].end:
-                measured.append((t, b.good, b.total))
-    measured.sort()
-    at = [m[0] for m in measured]
+    measured = _measured(counts, span, eligible)
+    measured.sort(key=_count_start)
+    at = [b.start for b in measured]
     good, total = [0] * (len(measured) + 1), [0] * (len(measured) + 1)  # sums from each place to the end
     for i in range(len(measured) - 1, -1, -1):
-        good[i], total[i] = good[i + 1] + measured[i][1], total[i + 1] + measured[i][2]
+        b = measured[i]
+        good[i], total[i] = good[i + 1] + b.good, total[i + 1] + b.total
     out: dict[timedelta, Decimal | None] = {}
     for length in lengths:
         since = as_of - length
-        if length != lengths[0]:
-            clipped = [x for e in eligible if (x := e.intersect(Interval(since, as_of))) is not None]
-            if reliability.eligible_intervals(Interval(since, as_of), calendar, exclusions) != clipped:
-                continue
+        if length != lengths[0] and not _clipped_alike(eligible, Interval(since, as_of), calendar, exclusions):
+            continue
         i = bisect_left(at, since)
         out[length] = percent(good[i], total[i])
     return out
@@ -350,30 +378,25 @@ def _time_slices(
     span = Interval(as_of - lengths[0], as_of)
     origin, n = span.start, lengths[0] // width
     eligible = reliability.eligible_intervals(span, calendar, exclusions)
-    starts = [e.start for e in eligible]
     touching = bytearray(n)  # the slices with some eligible time (as `_slices_touching` counts them)
     for e in eligible:
         first, end = (e.start - origin) // width, -(-(e.end - origin) // width)
         touching[max(first, 0) : min(end, n)] = b"\x01" * max(min(end, n) - max(first, 0), 0)
     sums: dict[int, list[int]] = {}  # slice → [good, total], in the order the counts first reach them
-    for b in counts:
-        t = b.start
-        if span.start <= t < as_of:
-            i = bisect_right(starts, t) - 1
-            if i >= 0 and t < eligible[i].end:
-                k = (t - origin) // width
-                held = sums.get(k)
-                if held is None:
-                    sums[k] = [b.good, b.total]
-                else:
-                    held[0] += b.good
-                    held[1] += b.total
+    for b in _measured(counts, span, eligible):
+        k = (b.start - origin) // width
+        held = sums.get(k)
+        if held is None:
+            sums[k] = [b.good, b.total]
+        else:
+            held[0] += b.good
+            held[1] += b.total
     measured = [(k, g, t) for k, (g, t) in sums.items() if t > 0]
     with localcontext() as ctx:
         ctx.prec = reliability.SUM_PRECISION
         if method == "TIMESLICES":
             assert slice_target is not None
-            marks = [k for k, g, t in measured if not Decimal(g) * HUNDRED >= slice_target * t]  # bad
+            bad = sorted(k for k, g, t in measured if not Decimal(g) * HUNDRED >= slice_target * t)
         else:
             ratios = [(k, Decimal(g) / Decimal(t)) for k, g, t in measured]
     after = [0] * (n + 1)  # touching slices from each slice to the end
@@ -382,19 +405,15 @@ def _time_slices(
     places = sorted(k for k, _, _ in measured)
     out: dict[timedelta, Decimal | None] = {}
     for length in lengths:
-        since = as_of - length
         if length % width:
             continue
-        if length != lengths[0]:
-            clipped = [x for e in eligible if (x := e.intersect(Interval(since, as_of))) is not None]
-            if reliability.eligible_intervals(Interval(since, as_of), calendar, exclusions) != clipped:
-                continue
+        if length != lengths[0] and not _clipped_alike(eligible, Interval(as_of - length, as_of), calendar, exclusions):
+            continue
         first = n - length // width
         slices = after[first]
         empty = slices - (len(places) - bisect_left(places, first))
         if method == "TIMESLICES":
-            bad = sum(1 for k in marks if k >= first)
-            out[length] = percent(slices - bad, slices)
+            out[length] = percent(slices - (len(bad) - bisect_left(bad, first)), slices)
             continue
         if slices == 0:
             out[length] = None
@@ -525,11 +544,7 @@ def burn_rates(
     if by_requests and budgeting == "BUDGETING_OCCURRENCES" and reliability.REQUESTS_VERSION >= 2:
         known = _occurrences(calendar, exclusions, signals.requests, as_of, lengths) | known
     elif by_requests and reliability.REQUESTS_VERSION >= 2:
-        slice_target = _dec(objective["slice_target"]) if objective.get("slice_target") else None
-        sliced = _time_slices(
-            budgeting.removeprefix("BUDGETING_"), int(objective.get("slice_minutes") or 5), slice_target,
-            calendar, exclusions, signals.requests, as_of, lengths,
-        )  # fmt: skip
+        sliced = _time_slices(*_budgeting(objective), calendar, exclusions, signals.requests, as_of, lengths)
         known = sliced | known
     # The longest look-back first, each shorter one's inputs picked from the longer one's (in the
     # order held): one pass over the window's inputs, not one a look-back.
