@@ -867,11 +867,13 @@ def _report(
     }
 
 
-def sample_agreement(agreements: Any, metrics: Any, services: Sequence[str] = (SERVICE_ID,)) -> str:
+def sample_agreement(
+    agreements: Any, metrics: Any, services: Sequence[str] = (SERVICE_ID,), more: Sequence[dict[str, Any]] = ()
+) -> str:  # fmt: skip
     """The sample e-mail SLA between it-operations and finance, accepted (`agreements`, an
     Agreements app), and `metrics` (a Metrics app) told of it the way its AGREEMENTS consumer
-    would be; measured on `services` (the e-mail service, or others of it-operations' beside it).
-    Returns the agreement id."""
+    would be; measured on `services` (the e-mail service, or others of it-operations' beside it),
+    with `more` objectives beside its own. Returns the agreement id."""
     from accord_agreements.domain import Actor
     from accord_agreements.samples import FINANCE, IT, sla_terms
 
@@ -882,6 +884,7 @@ def sample_agreement(agreements: Any, metrics: Any, services: Sequence[str] = (S
         agreements.register_service(service, "E-mail" if service == SERVICE_ID else service, IT)
     terms = sla_terms()
     terms["service"] = {**terms["service"], "service_ids": list(services)}
+    terms["objectives"] = [*terms["objectives"], *more]
     aid = str(agreements.draft(provider, terms).id)
     agreements.propose(provider, aid)
     agreements.accept(customer, aid)

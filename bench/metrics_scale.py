@@ -139,12 +139,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "systems give them (default sequence)",
     )
     group.add_argument(
+        "--scale-objectives",
+        choices=("sample", "calls"),
+        default="sample",
+        help="the agreement's objectives: the sample SLA's (availability and service level), or those "
+        "and a contact centre's other call objectives — ASA, abandonment, AHT — over the same calls "
+        "(default sample)",
+    )
+    group.add_argument(
         "--scale-rounds",
         type=int,
         default=ROUNDS,
         help=f"idle rounds, and rounds after one batch, timed at each size: their median, min and max "
         f"are reported (default {ROUNDS})",
     )
+
+
+def _monthly(oid: str, metric: str, target: str, comparator: str, parameters: dict[str, str]) -> dict[str, Any]:
+    return {
+        "objective_id": oid, "name": oid, "metric": metric, "parameters": parameters, "comparator": comparator,
+        "target": target, "window": {"kind": "WINDOW_KIND_MONTH"}, "calendar_id": "24x7",
+    }  # fmt: skip
+
+
+# `--scale-objectives calls`: a contact centre's other call objectives beside the sample's service
+# level (each a tally of the same calls of the month).
+CALL_OBJECTIVES = (
+    _monthly("asa", "METRIC_ASA", "30", "COMPARATOR_AT_MOST", {}),
+    _monthly("abandonment", "METRIC_ABANDONMENT_RATE", "5", "COMPARATOR_AT_MOST", {"short_abandon_seconds": "5"}),
+    _monthly("aht", "METRIC_AVERAGE_HANDLE_TIME", "600", "COMPARATOR_AT_MOST", {}),
+)
 
 
 def service_names(n: int) -> list[str]:
@@ -211,6 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         rounds,
                         services,
                         args.scale_ids == "random",
+                        args.scale_objectives == "calls",
                     ),
                 )
             points.append(point)
@@ -281,6 +306,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": rounds,
             "services": services,
             "ids": args.scale_ids,
+            "objectives": args.scale_objectives,
         },
         "notes": [_growth(points)],
         "points": points,
@@ -374,6 +400,7 @@ def _point(
     rounds: int = ROUNDS,
     services: int = 1,
     random_ids: bool = False,
+    call_objectives: bool = False,
 ) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_kit.clock import FakeClock
@@ -417,7 +444,7 @@ def _point(
     metrics = Metrics(env, clock=clock)
     try:
         if fresh:
-            sample_agreement(agreements, metrics, service_ids)
+            sample_agreement(agreements, metrics, service_ids, CALL_OBJECTIVES if call_objectives else ())
         # A round every ROUND_EVERY signals recorded, at the instant the history has reached, as a
         # service judges its windows while signals arrive: no round judges more than that many.
         judge_s = judge_cpu_s = 0.0

@@ -19,12 +19,15 @@ services'), or any failure — folds the window's inputs again from the start (o
 the formula itself): the running form is an optimisation, never a second source of truth. An outage under
 way is never folded: time-based availability's and MTBF's evaluations take it as lasting until
 the round's instant, beside the tally (`OutageTally.evaluated`), and fold it once its end is
-reported (a completion in its place, not counted as a change by the selection).
+reported (a completion in its place, not counted as a change by the selection). The call
+tallies of one window (an SLA's ASA, abandonment, service level and AHT) share one digest while
+they hold the same calls (`_CALL_DIGESTS`): one places a batch, the others only count it.
 `tests/test_running.py` holds it to the formulas."""
 
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,7 +38,7 @@ from accord_metrics.burning import BurnIndex, Lineage, advanced, logged_changes,
 from accord_metrics.evaluation import CALL_FORMULAS, ONGOING
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas.common import Evaluated
-from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, MtbfTally, OutageTally
+from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, MtbfTally, OutageTally, RunDigest
 
 if TYPE_CHECKING:
     from accord_metrics.evaluation import SignalSet
@@ -64,6 +67,20 @@ def _implements(metric: str) -> bool:
     return reliability.REQUESTS_VERSION == 3
 
 
+# The digests of the call tallies, by the calls placed in them: (window start, end, the calls'
+# lineage) — what a call tally folds is the calls of its selections entering the queue in its
+# window, whatever its formula, so the tallies of one window (an SLA's ASA, abandonment, service
+# level and AHT; agreements measuring one service the same way) share one digest: the first to
+# fold a state of the calls places them, the others only count them and take it. Held by the
+# tallies alone (weakly here); a digest is at the state its `state` names, or being changed (None).
+_CALL_DIGESTS: weakref.WeakValueDictionary[tuple[Any, ...], RunDigest] = weakref.WeakValueDictionary()
+
+
+def _call_digest_at(key: tuple[Any, ...]) -> RunDigest | None:
+    there = _CALL_DIGESTS.get(key)
+    return there if there is not None and there.state == key else None
+
+
 def _seconds(raw: Any) -> timedelta:
     return timedelta(seconds=float(Decimal(str(raw)))) if raw not in (None, "") else timedelta(0)
 
@@ -87,6 +104,12 @@ class Running:
         # at another instant, which the formula refuses: a call tally finds a held call by its
         # arrival and id, not by its id alone).
         self.ids: set[str] | None = None
+        # A call tally: the key of the calls its digest holds (`_CALL_DIGESTS`); while it folds, the
+        # key of those it folds to and the digest it takes once folded — its own, being changed, or
+        # one another tally brought to those calls (it then only counts).
+        self.calls_key: tuple[Any, ...] | None = None
+        self._target: tuple[Any, ...] | None = None
+        self._taking: RunDigest | None = None
         self.appended = 0  # rounds that folded only appended inputs (for tests and benches)
         self.edited = 0  # rounds that took corrections out and in (call, count, FCR tallies), the appended folded
         self.seeded = 0  # rounds that folded every input
@@ -121,10 +144,13 @@ class Running:
             json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
             tuple(exclusions),
         )
+        key = (window.start, window.end, lineage) if metric in CALL_FORMULAS else None
         try:
             edits = None
             if self.tally is not None and basis == self.basis:
                 edits = logged_changes(self.lineage, lineage, (signals.edits or {}).get(name))
+            if edits is not None and not self._ready(key):
+                edits = None  # its digest moved on or broke under another tally: folded again
             if edits is not None:
                 out = self._edited(metric, p, window, source, as_of, edits, lineage)
                 if out is not None:
@@ -139,6 +165,8 @@ class Running:
             if fresh is None:
                 return None
             self.tally = tally
+            ready = self._ready(key)  # a new digest (or one at `key`): always
+            assert ready
             self.ids = set() if (metric == FCR or metric in CALL_FORMULAS) and len(lineage) > 1 else None
             if not self._distinct(fresh) or not self._fold(fresh):
                 self._drop()
@@ -160,6 +188,8 @@ class Running:
         `as_of`: each lasting until then, those starting before it and overlapping the window)."""
         tally = self.tally
         assert tally is not None
+        if isinstance(tally, CallTally) and self._taking is not None:
+            self._settle(tally)
         if isinstance(tally, FcrTally):
             return tally.evaluated(as_of)
         if isinstance(tally, OutageTally):
@@ -212,9 +242,41 @@ class Running:
         self.lineage, self.under_way = lineage, under_way
         return self._evaluated(as_of, window, source)
 
+    def _ready(self, key: tuple[Any, ...] | None) -> bool:
+        """A call tally (`key`: the calls it is to hold) made ready to fold: when a digest is at
+        `key` already (another tally of the same calls folded them), it only counts and takes that
+        digest once folded; else it places them in its own, which must be at the calls it folded
+        before (False when another tally sharing it moved it elsewhere or broke it) — marked as
+        changing, so no other tally takes it until folded (a fold that fails leaves it so)."""
+        tally = self.tally
+        if key is None or not isinstance(tally, CallTally):
+            return True
+        self._target = key
+        there = _call_digest_at(key)
+        if there is not None:
+            tally.share(None)
+            self._taking = there
+            return True
+        records = tally.records
+        if records is None or records.state != self.calls_key:  # (a new tally's: both None)
+            return False
+        records.state = None
+        self._taking = records
+        return True
+
+    def _settle(self, tally: CallTally) -> None:
+        """The call tally folded: its digest is at its key, where the other tallies of those calls find it."""
+        records, self._taking = self._taking, None
+        assert records is not None and self._target is not None
+        records.state = self.calls_key = self._target
+        _CALL_DIGESTS[self._target] = records
+        tally.share(records)
+
     def _drop(self) -> None:
         self.basis, self.tally, self.lineage = None, None, ()
         self.under_way, self.ids = [], None
+        self.calls_key = self._target = None
+        self._taking = None
 
     def _distinct(self, fresh: list[Any]) -> bool:
         """Whether these calls' ids are new and distinct (first-contact resolution and the call

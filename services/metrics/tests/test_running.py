@@ -5,7 +5,7 @@ every input folded so far, in order, with few records (one hash state) and many 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
@@ -35,6 +35,7 @@ from tests.suite import (
 )
 
 JAN = "2025-12-31T23:00:00+00:00"  # January's window in Amsterdam
+APRIL = "2026-03-31T22:00:00+00:00"
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = Interval(T0, T0 + timedelta(days=2))
@@ -741,13 +742,17 @@ def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_e
 ) -> None:
     """Random batches (in April, and late ones in March: a closed window restated), outages under
     way, corrections and completions of signals the window holds, duplicates, and rounds: after every round,
-    April's evaluations (availability over outages, service level over calls) are those the
-    formulas give over every stored signal — value, detail, parameters, input digest. Likewise
-    with the agreement measuring two services, each batch on one of them in turn."""
+    April's evaluations (availability over outages, service level and ASA over calls: two call
+    tallies sharing one digest) are those the formulas give over every stored signal — value,
+    detail, parameters, input digest. Likewise with the agreement measuring two services, each
+    batch on one of them in turn."""
+    from accord_agreements.samples import sla_terms
+
     suite = Suite(make_store_env)
     try:
         m = suite.metrics
-        aid = an_active_agreement(suite, services)
+        objectives = [*sla_terms()["objectives"], monthly_objective("asa", "METRIC_ASA", {})]
+        aid = an_agreement_with(suite, objectives, f"2026-01-10T10:00{AMS}", services)
         now = at(f"2026-04-10T10:00{AMS}")
         suite.tick(now.isoformat())
         sent: list[pb.Signal] = []
@@ -774,7 +779,7 @@ def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_e
             elif kind == "round":
                 now += timedelta(seconds=step[1])
                 suite.tick(now.isoformat())
-                _check_april(m, aid, now)
+                _check_april(m, aid, now, _APRIL_THREE)
                 continue
             else:
                 continue
@@ -789,6 +794,8 @@ def test_an_open_window_judged_from_its_running_evaluation_is_the_formula_over_e
 
 
 _RUNNING_USED: set[object] = set()
+_APRIL_TWO = (("availability", APRIL), ("service-level", APRIL))
+_APRIL_THREE = (*_APRIL_TWO, ("asa", APRIL))
 
 
 def _under_way(sid: str, start: datetime) -> pb.Signal:
@@ -897,15 +904,77 @@ def test_rounds_over_two_services_fold_a_batch_on_either(make_store_env: Callabl
         suite.close()
 
 
-def _check_april(m: Metrics, aid: str, now: datetime) -> None:
+def _check_april(m: Metrics, aid: str, now: datetime, windows: Sequence[tuple[str, str]] = _APRIL_TWO) -> None:
     view = m.agreement_view(None, aid)
     everything = m.signal_sources(m.scope(view, now)[2])  # every input per service, not from a kept selection
-    for objective in ("availability", "service-level"):
-        agg = m.window(None, aid, objective, "2026-03-31T22:00:00+00:00")
+    for objective, start in windows:
+        agg = m.window(None, aid, objective, start)
         check = m.check_window(view, agg, everything, now)
         assert check.recomputed is not None
         for name in ("value", "input_digest", "detail", "parameters", "status"):
             assert check.recomputed[name] == agg.latest[name], (objective, name)
+
+
+def test_the_call_objectives_of_a_window_share_one_digest(make_store_env: Callable[[str], dict[str, str]]) -> None:
+    """An SLA's ASA, abandonment, service level and AHT over April hold the same calls: their
+    tallies share one digest — a batch is placed and hashed once, not once a tally (each only
+    counts it, the first to fold it places it), a correction taken out and in once — while the
+    week's service level holds its own (other calls). A digest left changing, as a fold that
+    failed leaves it, is taken by none: the tally that held it folds its window again, and the
+    others take the new digest. Every evaluation is the formula's over every stored signal."""
+    tsf = {"variant": "ANSWERED_OVER_OFFERED", "threshold_seconds": "20"}
+    month = [
+        monthly_objective("asa", "METRIC_ASA", {}),
+        monthly_objective("abandoned", "METRIC_ABANDONMENT_RATE", {"short_abandon_seconds": "5"}),
+        monthly_objective("tsf", "METRIC_SERVICE_LEVEL", tsf),
+        monthly_objective("aht", "METRIC_AVERAGE_HANDLE_TIME", {}),
+    ]
+    week = {**monthly_objective("tsf-week", "METRIC_SERVICE_LEVEL", tsf), "window": {"kind": "WINDOW_KIND_WEEK"}}
+    windows = [*((o["objective_id"], APRIL) for o in month), ("tsf-week", "2026-04-05T22:00:00+00:00")]
+    suite = Suite(make_store_env)
+    try:
+        m = suite.metrics
+        aid = an_agreement_with(suite, [*month, week])
+        now = at(f"2026-04-10T10:00{AMS}")
+        m.record(COLLECTOR, calls("a", f"2026-04-03T09:00{AMS}", 5, 2) + calls("b", f"2026-04-09T09:00{AMS}", 5, 2))
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now, windows)
+
+        def tallies() -> tuple[list[Any], Any]:
+            held = [r for r in m._running.values() if isinstance(r.tally, running.CallTally)]
+            weekly = [r for r in held if r.calls_key[1] - r.calls_key[0] == timedelta(days=7)]
+            assert len(held) == 5 and len(weekly) == 1
+            return [r for r in held if r not in weekly], weekly[0]
+
+        monthly, weekly = tallies()
+        shared = monthly[0].tally.records
+        assert all(r.tally.records is shared for r in monthly) and weekly.tally.records is not shared
+        assert shared.hashed == 14 and weekly.tally.records.hashed == 7  # each call placed once a digest
+        m.record(COLLECTOR, calls("c", f"2026-04-10T09:00{AMS}", 3, 1))
+        now += timedelta(seconds=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now, windows)
+        assert shared.hashed == 14 + 4 and all(r.tally.records is shared for r in monthly)
+        assert [(r.seeded, r.appended) for r in monthly] == [(1, 1)] * 4
+        # "b0" answered after 40 s, not 10 s: taken out and in of the shared digest once.
+        slow = calls("b", f"2026-04-09T09:00{AMS}", 0, 1)[0]
+        m.record(COLLECTOR, [slow], reason="corrected")
+        now += timedelta(seconds=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now, windows)
+        assert shared.encoded <= 7 and all(r.tally.records is shared and r.edited == 1 for r in monthly)
+        # Left changing (as a fold that failed leaves it): the tally that held it folds again.
+        shared.state = None
+        m.record(COLLECTOR, calls("d", f"2026-04-10T09:30{AMS}", 1, 1))
+        now += timedelta(seconds=5)
+        suite.tick(now.isoformat())
+        _check_april(m, aid, now, windows)
+        monthly, weekly = tallies()
+        again = monthly[0].tally.records
+        assert again is not shared and all(r.tally.records is again for r in monthly)
+        assert sorted(r.seeded for r in monthly) == [1, 1, 1, 2]
+    finally:
+        suite.close()
 
 
 def test_one_call_id_on_two_services_fails_the_call_objectives_as_the_formula_refuses_it(

@@ -431,6 +431,9 @@ class RunDigest(_Held):
         self._prefix = prefix
         self.hashed = 0  # records hashed (for tests and benches)
         self.encoded = 0  # records encoded again, their runs changed (for tests and benches)
+        # What it holds, for the tallies that share it (`accord_metrics.running`): their key for
+        # the inputs placed, or None while they change (a tally folding them) or after a fold failed.
+        self.state: Any = None
 
     def add(self, pairs: list[tuple[Any, str]]) -> None:
         """Place these (item, record) pairs in order (after held items of an equal order)."""
@@ -562,12 +565,13 @@ class RunDigest(_Held):
         self.items[at] = after
         self._rehash(bucket, {bucket.hours[r]})
 
-    def digest(self, suffix: bytes) -> str:
+    def digest(self, suffix: bytes, prefix: bytes | None = None) -> str:
+        """The SHA-256 of prefix (its own, or one given: a tally sharing its buckets) + the
+        buckets' digests + suffix."""
+        head = self._prefix if prefix is None else prefix
         return (
             "sha256:"
-            + hashlib.sha256(
-                self._prefix + ",".join([bucket.digest for bucket in self.buckets]).encode() + suffix
-            ).hexdigest()
+            + hashlib.sha256(head + ",".join([bucket.digest for bucket in self.buckets]).encode() + suffix).hexdigest()
         )
 
 
@@ -606,6 +610,13 @@ class _LatelyEncoded:
         return out
 
 
+def call_digest() -> RunDigest:
+    """An empty digest of calls as the call formulas' (v4) digest them: in the order they arrived,
+    in runs by hour, records encoded and not kept. Its own prefix is empty: each tally that
+    shares it gives its own (`RunDigest.digest`)."""
+    return RunDigest(b"", contact.arrival, _call_hour, contact.call_json)
+
+
 _LATELY = _LatelyEncoded(8192)  # ≈ 3 MiB: a round's batches, shared by the tallies that fold them
 
 
@@ -637,11 +648,19 @@ class CallTally:
         self._exponents: Counter[int] = Counter()  # of the summed terms held (`_count`)
         # The formula's parameter checks, raised as it raises them (with no call, no repeated id).
         self.parameters = self._result().parameters
-        prefix, self._suffix = split_payload(
+        self._prefix, self._suffix = split_payload(
             contact.digest_payload(formula, contact.VERSION, records_slot(), self.parameters)
         )
         # The calls in the order they arrived, in runs by hour; their records encoded, never kept.
-        self.records = RunDigest(prefix, contact.arrival, _call_hour, contact.call_json)
+        # None while it only counts: the calls are placed in a digest another tally over the same
+        # calls keeps — the four call formulas' buckets are alike, only the payload around them
+        # differs — which it takes once they are (`accord_metrics.running`, `share`).
+        self.records: RunDigest | None = call_digest()
+
+    def share(self, records: RunDigest | None) -> None:
+        """Take `records` as its digest — the calls it folded are those placed in it — or (None)
+        only count the calls folded from now on, their placing another tally's."""
+        self.records = records
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these calls (after those folded before, in their order). False — nothing
@@ -650,17 +669,20 @@ class CallTally:
         caller's to fold as a correction, `replace`: the calls of a window's selection have
         distinct ids.)"""
         ids = [c.call_id for c in calls]
-        if len(set(ids)) != len(ids) or self.records.holds_any(calls):
+        records = self.records
+        if len(set(ids)) != len(ids) or (records is not None and records.holds_any(calls)):
             return False
         self._count(calls, 1)
-        self.records.add(list(zip(calls, _LATELY.records(calls), strict=True)))
+        if records is not None:
+            records.add(list(zip(calls, _LATELY.records(calls), strict=True)))
         return True
 
     def remove(self, calls: Sequence[contact.Call]) -> None:
         """Take out these calls, folded in before as they are (a correction replaces one: taken
         out as it was, folded in as it is): the tally is the one of the calls left. `KeyError`
         when one is not held (nothing taken out)."""
-        self.records.remove(calls)
+        if self.records is not None:
+            self.records.remove(calls)
         self._count(calls, -1)
 
     def replace(self, before: contact.Call, after: contact.Call) -> None:
@@ -669,7 +691,8 @@ class CallTally:
         or, arriving at another instant now, placed by it."""
         if before.call_id != after.call_id:
             raise KeyError(after.call_id)
-        self.records.replace(before, after, _LATELY.records([after])[0])
+        if self.records is not None:
+            self.records.replace(before, after, _LATELY.records([after])[0])
         self._count([before], -1)
         self._count([after], 1)
 
@@ -714,7 +737,9 @@ class CallTally:
         self.total_wait, self.handle = total_wait, handle
 
     def evaluated(self) -> Evaluated:
-        return self._result(self.records.digest(self._suffix))
+        if self.records is None:
+            raise RuntimeError("a call tally that only counts has no digest until it shares one")
+        return self._result(self.records.digest(self._suffix, self._prefix))
 
     def _result(self, input_digest: str = "") -> Evaluated:
         if self.formula == "contact.service_level":
