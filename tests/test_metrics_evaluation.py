@@ -495,7 +495,7 @@ def test_an_fcr_first_contact_on_a_months_last_day_counts_in_the_next_months_win
     world.metrics.evaluate()
     jan, feb = f"2026-01-01T00:00{AMS}", f"2026-02-01T00:00{AMS}"
     january = world.window(aid, "fcr", jan)
-    assert january["closed"] is True and Decimal(str(january["value"])) == 50 and january["formula_version"] == 4
+    assert january["closed"] is True and Decimal(str(january["value"])) == 50 and january["formula_version"] == 5
     assert january["detail"]["first_contacts"] == "2"  # type: ignore[index]
 
     world.clock.set(at(f"2026-02-07T14:00{AMS}"))
@@ -558,6 +558,6 @@ def test_a_window_closed_by_fcr_v1_is_re_derived_and_restated_by_v1(
     world.clock.set(at(f"2026-03-01T01:00{AMS}"))
     world.metrics.evaluate()
     february = world.window(aid, "fcr", feb)
-    assert february["formula_version"] == 4 and Decimal(str(february["value"])) == 100  # A, known on 7 February
+    assert february["formula_version"] == 5 and Decimal(str(february["value"])) == 100  # A, known on 7 February
     rederived = MetricsAudit(world.metrics).rederive(aid)
     assert rederived.checked == 2 and rederived.mismatches == []

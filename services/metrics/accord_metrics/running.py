@@ -61,7 +61,7 @@ def _implements(metric: str) -> bool:
     if metric in CALL_FORMULAS:
         return contact.VERSION == 4
     if metric == FCR:
-        return contact.FCR_VERSION == 4
+        return contact.FCR_VERSION == 5
     if metric in _OUTAGE_METRICS:
         return reliability.OUTAGES_VERSION == 2
     return reliability.REQUESTS_VERSION == 3

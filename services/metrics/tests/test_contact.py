@@ -255,7 +255,7 @@ def test_fcr_flagged_and_inferred() -> None:
     assert r.value == Decimal(80) and r.detail["unflagged"] == "1" and r.detail["first_contacts"] == "5"
     # REPEAT_CONTACT: d0 and c2-d2 had a repeat; d10, router-d1, c3-d4 did not → 3 ÷ 5 = 60 %
     r = fcr(calls, "REPEAT_CONTACT", window=ALL_DAYS)
-    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 4
+    assert r.value == Decimal(60) and r.detail["repeated"] == "2" and r.formula_version == 5
     assert r.parameters["method"] == "REPEAT_CONTACT" and r.parameters["repeat_window_seconds"] == "604800"
     assert fcr(calls, FcrMethod.FLAGGED, version=1).value == Decimal(80)
     v1 = fcr(calls, "REPEAT_CONTACT", version=1)
@@ -330,14 +330,16 @@ def test_fcr_v2_digest_is_the_outcomes_of_the_window() -> None:
     with pytest.raises(ValueError, match="window"):
         fcr(calls, FcrMethod.REPEAT_CONTACT)
     with pytest.raises(ValueError, match="versions"):
-        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=5)
+        fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, version=6)
     with pytest.raises(ValueError, match="twice"):
         fcr([calls[0], calls[0]], FcrMethod.REPEAT_CONTACT, window=w)
 
 
-def test_fcr_v4_digests_the_outcomes_in_the_order_they_became_known() -> None:
+def test_fcr_v4_and_v5_digest_the_outcomes_in_the_order_they_became_known() -> None:
     """v4 deals the counted outcomes' records into the 64 buckets in the order of their decision
-    (then first contact's id); v3 by first contact's id: the same value and detail."""
+    (then first contact's id); v5 likewise, each bucket in runs by the hour (UTC) the outcomes
+    became known in; v3 by first contact's id: the same value and detail. Each worked out as an
+    auditor would, from the records."""
     import json
     import zlib
     from hashlib import sha256
@@ -346,10 +348,18 @@ def test_fcr_v4_digests_the_outcomes_in_the_order_they_became_known() -> None:
     from accord_metrics.formulas.contact import group_outcomes, utc_record
 
     calls = [*fcr_contacts(), contact("a0-c5-d2", 2, "C5", "billing", True)]  # first by id, decided d9
+    # Two repeats in one hour of d6 (decided then: their first contacts, of d2, not resolved).
+    calls += [contact("h-c6-d2", 2, "C6", "mail", None), contact("h-c6-d6", 6, "C6", "mail", None)]
+    calls += [contact("h-c7-d2", 2.5, "C7", "mail", None), contact("h-c7-d6", 6.01, "C7", "mail", None)]
+    # And 250 first contacts with no repeat, ≈ 4 an hour: decided a week later, over ≈ 60 hours.
+    calls += [contact(f"m{i:03d}", 1 + i / 100, f"M{i}", "mail", True) for i in range(250)]
     w = Interval(day(1), day(11))
-    v4 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11))
+    v5 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11))
+    v4 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11), version=4)
     v3 = fcr(calls, FcrMethod.REPEAT_CONTACT, window=w, as_of=day(11), version=3)
-    assert (v4.formula_version, v3.formula_version) == (4, 3) and v4.input_digest != v3.input_digest
+    assert (v5.formula_version, v4.formula_version, v3.formula_version) == (5, 4, 3)
+    assert len({v5.input_digest, v4.input_digest, v3.input_digest}) == 3
+    assert (v5.value, v5.detail, v5.parameters) == (v4.value, v4.detail, v4.parameters)
     assert (v4.value, v4.detail, v4.parameters) == (v3.value, v3.detail, v3.parameters)
 
     def canonical(payload: object) -> bytes:
@@ -369,18 +379,32 @@ def test_fcr_v4_digests_the_outcomes_in_the_order_they_became_known() -> None:
     ]
     by_id, by_decision = (lambda r: r["call_id"]), (lambda r: (r["decided"], r["call_id"]))
     assert sorted(counted, key=by_id) != sorted(counted, key=by_decision)
-    for version, order in ((3, by_id), (4, by_decision)):
+    for version, order in ((3, by_id), (4, by_decision), (5, by_decision)):
         buckets: list[list[bytes]] = [[] for _ in range(64)]
+        runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
         for record in sorted(counted, key=order):
             text = canonical(record)
             buckets[zlib.crc32(text) % 64].append(text)
+            hour = int(record["decided"].timestamp()) // 3600
+            runs[zlib.crc32(text) % 64].setdefault(hour, []).append(text)
+        if version == 5:  # each bucket: the SHA-256 of its runs' digests, the hours in order
+            inputs = [
+                sha256(",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode()).hexdigest()
+                if r
+                else sha256(b"").hexdigest()
+                for r in runs
+            ]
+        else:
+            inputs = [sha256(b",".join(b)).hexdigest() for b in buckets]
         payload = {
             "formula_id": "contact.fcr",
             "formula_version": version,
-            "inputs": [sha256(b",".join(b)).hexdigest() for b in buckets],
-            "parameters": v4.parameters,
+            "inputs": inputs,
+            "parameters": v5.parameters,
         }
-        assert (v4 if version == 4 else v3).input_digest == "sha256:" + sha256(canonical(payload)).hexdigest()
+        assert sum(len(r) > 1 for r in runs) > 32  # most buckets: several hours
+        evaluated = {3: v3, 4: v4, 5: v5}[version]
+        assert evaluated.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest(), version
 
 
 def test_fcr_no_first_contact() -> None:

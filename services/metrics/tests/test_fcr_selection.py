@@ -176,7 +176,7 @@ def test_a_round_reads_the_windows_calls_and_the_contacts_chained_to_them(
     assert reads.passed == {s.signal_id for s in batch} | {f"loyal-{k}" for k in range(4)}
     assert {f"loyal-{k}" for k in range(3, 92)} <= reads.chained
     current = m.window(None, aid, "repeat", JAN).current
-    assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 4)
+    assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 5)
     # Of the loyal customer's: 1 January's first contact, repeated on 5 January (not resolved).
     assert current["detail"]["repeated"] == "1"
     _matches_every_stored_signal(m, aid)
@@ -221,7 +221,7 @@ def test_over_two_services_a_round_reads_the_chains_across_them_not_every_call(
     assert {f"loyal-{k}" for k in range(3, 92)} <= reads.chained
     assert "loyal-3" in _held_calls(m, PHONE) and "loyal-3" not in _held_calls(m, EMAIL)
     current = m.window(None, aid, "repeat", JAN).current
-    assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 4)
+    assert (current["formula_id"], current["formula_version"]) == ("contact.fcr", 5)
     assert current["detail"]["repeated"] == "1"  # 1 January's (phone) repeated on 5 January (e-mail)
     _matches_every_stored_signal(m, aid)
     m.record(COLLECTOR, [_call("loyal-2", LOYAL[2], "someone-else")])  # e-mail's
@@ -359,7 +359,7 @@ def test_a_window_recorded_with_fcr_v1_reads_every_call_at_its_restatement(
     assert restated["formula_version"] == 1
     assert (closed["detail"]["first_contacts"], restated["detail"]["first_contacts"]) == ("2", "3")
     assert {"old-0-0", "old-299-16", "jan-1", "jan-2"} <= set(reads.whole)
-    assert m.window(None, aid, "repeat", FEB).current["formula_version"] == 4
+    assert m.window(None, aid, "repeat", FEB).current["formula_version"] == 5
     _matches_every_stored_signal(m, aid, (JAN, FEB))
 
 

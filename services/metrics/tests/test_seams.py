@@ -689,6 +689,41 @@ def test_an_fcr_window_recorded_by_version_1_re_derives_after_later_calls(
     assert world.rederived_mismatches(aid) == []
 
 
+def test_an_fcr_window_closed_by_version_4_is_restated_by_it_and_the_next_judged_by_version_5(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # January closed by contact.fcr v4 (its outcomes bucketed in the order they became known) keeps
+    # v4: a late call restates it by v4 and it re-derives; February is judged by v5 (runs by hour).
+    from accord_metrics.formulas import contact
+
+    m = world.metrics
+    obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "50", parameters={"method": "REPEAT_CONTACT"})
+    aid = world.upstream.agreement("a-f4", terms_with(obj))
+
+    def call(sid: str, customer: str, entered: datetime) -> pb.Signal:
+        c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id=customer)
+        return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+
+    jan = [call(f"j{i}", f"cust-{i % 3}", at(f"2026-01-{5 + i:02d}T10:00{AMS}")) for i in range(6)]
+    feb = [call(f"f{i}", f"cust-f{i}", at(f"2026-02-0{2 + i}T10:00{AMS}")) for i in range(3)]
+    assert m.record(COLLECTOR, [*jan, *feb]).accepted == 9
+    world.clock.set(at(f"2026-02-20T12:00{AMS}"))
+    with monkeypatch.context() as patch:
+        patch.setattr(contact, "FCR_VERSION", 4)
+        m.evaluate()
+    closed = world.window(aid, "fcr", JAN).closed
+    assert (closed["formula_id"], closed["formula_version"]) == ("contact.fcr", 4)
+    assert world.rederived_mismatches(aid) == []
+    m.record(COLLECTOR, [call("late", "cust-9", at(f"2026-01-10T11:00{AMS}"))])  # decided in January
+    world.clock.set(at(f"2026-02-20T12:05{AMS}"))
+    m.evaluate()
+    restated = world.window(aid, "fcr", JAN).latest
+    assert restated["formula_version"] == 4 and restated["input_digest"] != closed["input_digest"]
+    assert restated["detail"]["first_contacts"] == str(int(closed["detail"]["first_contacts"]) + 1)
+    assert world.window(aid, "fcr", FEB).current["formula_version"] == 5
+    assert world.rederived_mismatches(aid) == []
+
+
 def _amend(world: World, aid: str, terms: dict[str, Any], effective_from: str, version: int = 2) -> None:
     """An amendment of `aid` to `terms`, proposed and accepted, in force from `effective_from`."""
     message = json_format.ParseDict(terms, terms_pb2.AgreementTerms())

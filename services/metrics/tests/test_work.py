@@ -680,4 +680,4 @@ def test_a_window_recorded_with_a_follow_up_or_fcr_v1_is_judged_again_by_v1() ->
     fcr = {"metric": "METRIC_FIRST_CONTACT_RESOLUTION", "comparator": "COMPARATOR_AT_LEAST", "target": "70",
            "parameters": {"method": "REPEAT_CONTACT"}}  # fmt: skip
     assert judged(fcr, handed_day, ("contact.fcr", 1))[0] == 1
-    assert judged(fcr, handed_day, None)[0] == 4
+    assert judged(fcr, handed_day, None)[0] == 5

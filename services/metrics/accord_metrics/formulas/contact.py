@@ -43,6 +43,7 @@ from accord_metrics.formulas.common import (
     EncodedList,
     Evaluated,
     bucketed,
+    canonical_json,
     digest,
     encoded,
     encoded_all,
@@ -65,10 +66,12 @@ VERSION = 4
 VERSIONS = (1, 2, 3, 4)
 # The versions of "contact.fcr" computed: v2 judges each first contact once, in the window in which
 # its outcome became known; v3 is v2 with the bucketed digest (the outcomes by first contact's id);
-# v4 is v3 with the outcomes in the order they became known (decided, then id); v1, v2 and v3 are
-# kept for the windows recorded with them (restated and re-derived by the version they closed with).
-FCR_VERSION = 4
-FCR_VERSIONS = (1, 2, 3, 4)
+# v4 is v3 with the outcomes in the order they became known (decided, then id); v5 is v4 with each
+# bucket in runs by the hour the outcomes became known in (`common.hour_bucketed`, as the call
+# formulas' v4: a running form holds no record); v1 to v4 are kept for the windows recorded with
+# them (restated and re-derived by the version they closed with).
+FCR_VERSION = 5
+FCR_VERSIONS = (1, 2, 3, 4, 5)
 
 
 class ServiceLevelVariant(StrEnum):
@@ -211,8 +214,9 @@ def is_bucketed(formula: str, version: int) -> bool:
 
 def by_hour(formula: str, version: int) -> bool:
     """Whether this version of a contact formula digests its records bucketed in runs by the hour
-    they arrived in (`common.hour_bucketed`)."""
-    return formula != "contact.fcr" and version >= 4
+    they arrived in (`common.hour_bucketed`): a call by its entry into the queue, a first contact's
+    outcome by when it became known."""
+    return version >= (5 if formula == "contact.fcr" else 4)
 
 
 def by_arrival(formula: str, version: int) -> bool:
@@ -539,6 +543,12 @@ class FirstContactOutcome(_KeepsRecord):
     repeat_id: str
 
 
+def outcome_json(o: FirstContactOutcome) -> str:
+    """An outcome's record, `canonical_json(utc_record(o))`, not kept on it (v5's running form
+    encodes a run's outcomes again when it changes, and holds no record)."""
+    return canonical_json(utc_record(o))
+
+
 def fcr_contacts(calls: Sequence[Call], method: FcrMethod | str) -> list[Call]:
     """The calls first-contact resolution by `method` is computed over: every call (FLAGGED), or
     those with a customer id (REPEAT_CONTACT: repeats are counted per customer, so a call without
@@ -590,7 +600,7 @@ def fcr(
     as_of: datetime | None = None,
     version: int = FCR_VERSION,
 ) -> Evaluated:
-    """First-contact resolution, "contact.fcr" v4 (docs/domain.md §4 "Contact centre"):
+    """First-contact resolution, "contact.fcr" v5 (docs/domain.md §4 "Contact centre"):
     first contacts resolved on first contact ÷ first contacts × 100, each first contact judged
     once, in the window in which its outcome became known.
 
@@ -608,9 +618,11 @@ def fcr(
     Pass every contact: those before the window decide first-ness, and a first contact from
     before the window may be decided in it. The input digest covers the outcomes of the first
     contacts counted (`FirstContactOutcome`), so a closed window's digest — and a restatement —
-    changes only when one of its outcomes does, whatever contacts arrive later. v4 digests them
-    bucketed (`common.bucketed`) in the order they became known (`decision`), v3 bucketed by first
-    contact's id, v2 (both kept for the windows recorded with them) in one list by id.
+    changes only when one of its outcomes does, whatever contacts arrive later. v5 digests them
+    bucketed in the order they became known (`decision`), each bucket in runs by the hour (UTC)
+    they became known in (`common.hour_bucketed`); v4 bucketed in that order (`common.bucketed`),
+    v3 bucketed by first contact's id, v2 in one list by id (all kept for the windows recorded
+    with them).
 
     v1 (`version=1`, kept for the windows recorded with it): the first contacts that arrived
     in `window` (all, without one), each as of `as_of` — REPEAT_CONTACT: one without a repeat
@@ -654,11 +666,15 @@ def fcr(
         "unflagged": str(sum(1 for o in counted if m is FcrMethod.FLAGGED and o.flag is None)),
     }
     params = _fcr_params(m, repeat_window, window, as_of)
+    value = percent(resolved, len(counted))
+    if by_hour("contact.fcr", version):  # in the order they became known, in runs by that hour
+        ordered = sorted(counted, key=decision)
+        inputs = hour_bucketed((hour_of(o.decided), outcome_json(o)) for o in ordered)
+        return _calls_result("contact.fcr", version, value, params, inputs, detail, "no first contact")
     if by_arrival("contact.fcr", version):  # the outcomes are of distinct first contacts
         records: list[Any] = EncodedList(encoded(o, utc_record) for o in sorted(counted, key=decision))
     else:
         records = sorted_records(counted, lambda o: o.call_id, "first contact")
-    value = percent(resolved, len(counted))
     return evaluated(
         "contact.fcr",
         value,

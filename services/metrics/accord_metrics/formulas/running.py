@@ -44,7 +44,6 @@ from accord_metrics.formulas.common import (
     bucket_digest,
     bucket_of,
     canonical_json,
-    encoded,
     hour_of,
     percent,
     ratio,
@@ -813,11 +812,16 @@ def _service_level(t: CallTally, v: contact.ServiceLevelVariant, threshold: time
 
 
 # -- first-contact resolution (v2) ----------------------------------------------------------------
+def _decided_hour(o: contact.FirstContactOutcome) -> int:
+    return hour_of(o.decided)
+
+
 class FcrTally:
-    """`contact.fcr` v4 (v2's rule) over the contacts folded in, for one method, repeat window and window,
+    """`contact.fcr` v5 (v2's rule) over the contacts folded in, for one method, repeat window and window,
     as of any instant from the last one asked for on: each customer and reason's contacts kept
     in their order (`contact.first_contacts`'), each first contact's outcome, the outcomes
-    counted (decided in the window before the instant asked for) with their records sorted, and
+    counted (decided in the window before the instant asked for) in their digest (`RunDigest`:
+    as they became known, in runs by that hour, no record kept), and
     a heap of those decided in the window not counted yet, by when they fall due. A batch works
     out again the outcomes of the groups it reaches: an outcome that changes is taken out (out of
     the records and counts when counted — a contact arriving late, before a first contact's
@@ -839,7 +843,9 @@ class FcrTally:
         self._as_of: datetime | None = None  # the last instant asked for
         self.counted = self.resolved = self.repeated = self.unflagged = 0
         prefix, _ = split_payload(contact.digest_payload("contact.fcr", contact.FCR_VERSION, records_slot(), {}))
-        self.records = BucketDigest(prefix, contact.decision)  # the counted outcomes, as they became known
+        # The counted outcomes as they became known, in runs by that hour; their records encoded,
+        # never kept (not on the outcomes either).
+        self.records = RunDigest(prefix, contact.decision, _decided_hour, contact.outcome_json)
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these contacts (True: it always can)."""
@@ -932,7 +938,7 @@ class FcrTally:
                 continue  # changed since it was placed
             del tokens[cid]
             outcome = outcomes[cid]
-            pairs.append((outcome, encoded(outcome, contact.utc_record)))
+            pairs.append((outcome, contact.outcome_json(outcome)))
             self._count(outcome, 1)
         self.records.add(pairs)
         self._as_of = as_of
