@@ -99,7 +99,7 @@ class BurnIndex:
         compute (its eligible time is not the span's), and None is returned when none can be (not
         time-based availability, not from kept selections, a negative minimum). `edits`: the kept
         selections' replacements in place (`SignalSet.edits`): a correction is taken out and in."""
-        if objective.get("metric") != "METRIC_AVAILABILITY_TIME" or lineage is None or reliability.OUTAGES_VERSION != 2:
+        if objective.get("metric") != "METRIC_AVAILABILITY_TIME" or lineage is None or reliability.OUTAGES_VERSION != 3:
             self._drop()
             return None
         p = objective.get("parameters") or {}

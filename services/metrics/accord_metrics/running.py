@@ -63,7 +63,7 @@ def _implements(metric: str) -> bool:
     if metric == FCR:
         return contact.FCR_VERSION == 5
     if metric in _OUTAGE_METRICS:
-        return reliability.OUTAGES_VERSION == 2
+        return reliability.OUTAGES_VERSION == 3
     return reliability.REQUESTS_VERSION == 3
 
 

@@ -66,7 +66,7 @@ def test_availability_one_outage_in_a_day() -> None:
     # (86 400 − 1 800) ÷ 86 400 × 100 = 47/48 × 100 = 97.91666…
     assert r.value == d("97.91666666666666666666666667")
     assert r.reported == d("97.916667")
-    assert (r.formula_id, r.formula_version, r.undefined) == ("availability.time", 2, "")
+    assert (r.formula_id, r.formula_version, r.undefined) == ("availability.time", 3, "")
     assert r.detail == {
         "eligible_seconds": "86400",
         "downtime_seconds": "1800",
@@ -672,6 +672,58 @@ def test_the_digest_ignores_the_utc_offset_and_sees_parameters_and_inputs() -> N
         availability_time(DAY, other, [outage], []).input_digest
         != availability_time(DAY, OFFICE, [outage], []).input_digest
     )
+
+
+def test_availability_v3_digests_the_outages_by_hour_as_an_auditor_recomputes_it() -> None:
+    """v3 deals the outages' records ([start, end] in UTC), sorted, into the 64 buckets by their
+    CRC-32, each bucket in runs by the hour (UTC) the outage started in: a run's digest the SHA-256
+    of its records, the bucket's the SHA-256 of its runs' digests; v2 the bucket's records alone.
+    Worked out from the records, with no code of the service's; value and detail are v2's."""
+    import json
+    import zlib
+    from hashlib import sha256
+
+    from accord_metrics.formulas import common
+
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    # 300 outages of a minute, 40 minutes apart (over ≈ 200 hours), and two starting together.
+    outages = [Interval(base + timedelta(minutes=40 * i), base + timedelta(minutes=40 * i + 1)) for i in range(300)]
+    outages.append(Interval(base + timedelta(minutes=80), base + timedelta(minutes=95)))
+    window = Interval(base, base + timedelta(days=10))
+    v3 = availability_time(window, H24, outages, [], timedelta(minutes=1))
+    v2 = availability_time(window, H24, outages, [], timedelta(minutes=1), version=2)
+    assert (v3.formula_version, v2.formula_version) == (3, 2) and v3.input_digest != v2.input_digest
+    assert (v3.value, v3.detail, v3.parameters) == (v2.value, v2.detail, v2.parameters)
+
+    def canonical(payload: object) -> bytes:
+        return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
+
+    records = sorted(canonical([o.start.isoformat(), o.end.isoformat()]) for o in outages)
+    buckets: list[list[bytes]] = [[] for _ in range(64)]
+    runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
+    for text in records:
+        start = datetime.fromisoformat(json.loads(text)[0])
+        buckets[zlib.crc32(text) % 64].append(text)
+        runs[zlib.crc32(text) % 64].setdefault(int(start.timestamp()) // 3600, []).append(text)
+    assert sum(len(r) > 1 for r in runs) > 32  # most buckets: several hours
+    by_version = {
+        2: [sha256(b",".join(b)).hexdigest() for b in buckets],
+        3: [
+            sha256(",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode()).hexdigest()
+            if r
+            else sha256(b"").hexdigest()
+            for r in runs
+        ],
+    }
+    for version, evaluated in ((2, v2), (3, v3)):
+        payload = {
+            "formula_id": "availability.time",
+            "formula_version": version,
+            "parameters": evaluated.parameters,
+            "inputs": {"outages": by_version[version], "exclusions": []},
+            "calendar": {"calendar_id": H24.calendar_id, "version": H24.version},
+        }
+        assert evaluated.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest(), version
 
 
 _MINUTES = st.tuples(st.integers(0, 600), st.integers(0, 120))

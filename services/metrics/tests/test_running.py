@@ -446,13 +446,25 @@ def test_a_run_digest_is_the_formulas_over_its_items(
     hours: random batches added anywhere (late ones in earlier hours, new hours before later
     ones), taken out (whole runs too), replaced in their place (another content) or moved (another
     instant, another hour): the digest is always the formulas' (`common.hour_bucketed`) over the
-    records in that order, and no record held but those of each bucket's last run."""
+    records in that order, and no record held but those of each bucket's last run. Items given
+    beside (`digest_with`: in the last hour, earlier ones, a new one, one equal to an item held)
+    give the digest of all of them held, nothing changed."""
     hour = lambda x: x.at // 3600  # noqa: E731
     kept = running.RunDigest(b"{", _BY_ARRIVAL, hour, _Arrived.record)
     held: dict[int, _Arrived] = {k: _Arrived(k, k * 7 % (6 * 3600)) for k in range(0, 12_000, 4 if many else 1000)}
+
+    def top(items: list[_Arrived]) -> str:
+        joined = ",".join(hour_bucketed((hour(x), x.record()) for x in items))
+        return "sha256:" + hashlib.sha256(b"{" + joined.encode() + b"}").hexdigest()
+
     for ordered in _arrivals(kept, held, steps):
-        top = ",".join(hour_bucketed((hour(x), x.record()) for x in ordered))
-        assert kept.digest(b"}") == "sha256:" + hashlib.sha256(b"{" + top.encode() + b"}").hexdigest()
+        assert kept.digest(b"}") == top(ordered)
+        extra = [_Arrived(20_000 + i, (i * 7919 + len(ordered) * 31) % (7 * 3600)) for i in range(6)]
+        extra += ordered[len(ordered) // 2 : len(ordered) // 2 + 1]
+        assert kept.digest_with([(x, x.record()) for x in extra], b"}") == top(
+            sorted([*ordered, *extra], key=_BY_ARRIVAL)
+        )
+        assert kept.digest(b"}") == top(ordered)
         assert kept.items == ordered
         # The records held are each bucket's last run's, as the run holds its items (no other).
         assert all(b._tail_records in (None, [x.record() for x in b.runs[-1]]) for b in kept.buckets if b.runs)

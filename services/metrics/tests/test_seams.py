@@ -418,10 +418,10 @@ def test_windows_closed_by_earlier_digests_keep_them(
 ) -> None:
     # January closed by the versions before the current digests — ASA and the service level v1
     # (one list), v2 (bucketed, by id) or v3 (bucketed, in the order the calls arrived),
-    # time-based availability and MTBF v1 (one list) or v2 (bucketed, current) — re-derived, and
-    # restated by a late call and a corrected outage, by those versions: the digests they recorded
-    # stay computable. February, opened since, is judged by the current versions (the calls v4:
-    # bucketed in the order they arrived, in runs by hour).
+    # time-based availability and MTBF v1 (one list) or v2 (bucketed) — re-derived, and restated
+    # by a late call and a corrected outage, by those versions: the digests they recorded stay
+    # computable. February, opened since, is judged by the current versions (the calls v4 and the
+    # outages v3: bucketed, in runs by hour).
     from accord_metrics.formulas import contact, reliability
 
     outages_version = min(calls_version, 2)
@@ -459,8 +459,8 @@ def test_windows_closed_by_earlier_digests_keep_them(
     assert world.rederived_mismatches(aid) == []
     february = {oid: world.window(aid, oid, FEB).latest for oid in ("availability", "mtbf", "asa", "tsf")}
     assert {oid: e["formula_version"] for oid, e in february.items()} == {
-        "availability": 2,
-        "mtbf": 2,
+        "availability": 3,
+        "mtbf": 3,
         "asa": 4,
         "tsf": 4,
     }

@@ -10,10 +10,12 @@ Conventions shared by every formula here:
 - `input_digest` is the digest of the formula id and version, its parameters, the calendar's
   definition and the inputs, each input list sorted and every instant written in UTC, so
   neither the order the inputs arrived in nor the UTC offset they were written with changes it.
-  The versions with a running form (`availability.time` and `mtbf` v2, `availability.requests`
-  v3) digest their outages, failures or counts bucketed (`common.bucketed`), and their payload
-  names their own version; the versions before them (kept for the windows recorded with them)
-  digest them in one list, under "formula_version" 1.
+  The versions with a running form (`availability.time` and `mtbf` v2 and v3,
+  `availability.requests` v3) digest their outages, failures or counts bucketed
+  (`common.bucketed`; `availability.time` and `mtbf` v3 in runs by the hour their outage started
+  in, `common.hour_bucketed`), and their payload names their own version; the versions before
+  them (kept for the windows recorded with them) digest them in one list, under
+  "formula_version" 1.
 - Parameters and detail values are strings; instants are UTC ISO-8601, durations seconds.
 """
 
@@ -47,17 +49,20 @@ from accord_metrics.formulas.common import (
     canonical_json,
     digest,
     encoded_all,
+    hour_bucketed,
+    hour_of,
     percent,
     ratio,
     seconds,
 )
 
 VERSION = 1
-# The versions of `availability.time` and `mtbf` computed: v2 digests the outages (failures)
-# bucketed, v1 (kept for the windows recorded with it) in one list; the value and detail are
-# the same in both.
-OUTAGES_VERSION = 2
-OUTAGES_VERSIONS = (1, 2)
+# The versions of `availability.time` and `mtbf` computed: v3 digests the outages (failures)
+# bucketed, each bucket in runs by the hour (UTC) they started in (`common.hour_bucketed`: a
+# running form holds no record); v2 bucketed without runs, v1 in one list (both kept for the
+# windows recorded with them); the value and detail are the same in all three.
+OUTAGES_VERSION = 3
+OUTAGES_VERSIONS = (1, 2, 3)
 NO_ELIGIBLE_TIME = "no eligible time"
 AVAILABILITY_METHODS = ("OCCURRENCES", "TIMESLICES", "RATIO_TIMESLICES")
 # Which recorded instant ends the clock for each "R" of MTTR (docs/domain.md §4).
@@ -287,8 +292,8 @@ def outages_payload(
     calendar: Calendar,
 ) -> dict[str, Any]:  # fmt: skip
     """What `availability.time`'s or `mtbf`'s input digest digests, `records` in the place of the
-    outages' (failures') records: the sorted records (v1), their bucketed form (v2) or a running
-    form's slot."""
+    outages' (failures') records: the sorted records (v1), their bucketed form (v2), by hours
+    (v3) or a running form's slot."""
     if version not in OUTAGES_VERSIONS:
         raise ValueError(f"{formula_id} has versions {OUTAGES_VERSIONS}, not {version}")
     name = "outages" if formula_id == "availability.time" else "failures"
@@ -300,11 +305,15 @@ def _outages_digest(
     formula_id: str, version: int, parameters: dict[str, str], outages: Sequence[Interval],
     exclusions: Sequence[Interval], calendar: Calendar,
 ) -> str:  # fmt: skip
-    records = _intervals(outages)
-    return digest(
-        outages_payload(formula_id, version, parameters, bucketed(records) if version >= 2 else records, exclusions,
-                        calendar)
-    )  # fmt: skip
+    if version >= 3:
+        # Sorted by record, which is by start then end (UTC instants in one ISO form sort as they
+        # fall), so the hours of their starts never decrease.
+        pairs = sorted((_utc_pair_json(o), o.start) for o in outages)
+        inputs: list[Any] = hour_bucketed((hour_of(start), record) for record, start in pairs)
+    else:
+        records = _intervals(outages)
+        inputs = bucketed(records) if version >= 2 else records
+    return digest(outages_payload(formula_id, version, parameters, inputs, exclusions, calendar))
 
 
 def availability_time(
@@ -318,7 +327,8 @@ def availability_time(
     version: int = OUTAGES_VERSION,
 ) -> Evaluated:
     """Availability, time-based (docs/domain.md §4 "Availability, time-based"), formula
-    `availability.time` v2, in percent (v1: the same value, its outages digested in one list).
+    `availability.time` v3, in percent (v1 and v2: the same value, its outages digested in one list,
+    and bucketed without runs by hour).
 
     eligible = window ∩ calendar open hours − exclusions; downtime = the union of the outages
     within eligible time; value = (eligible − downtime) ÷ eligible × 100.
@@ -636,8 +646,8 @@ def mtbf(
     exclusions: Sequence[Interval] = (),
     version: int = OUTAGES_VERSION,
 ) -> Evaluated:
-    """MTBF (docs/domain.md §4 "MTBF"), formula `mtbf` v2, in hours (v1: the same value, its
-    failures digested in one list):
+    """MTBF (docs/domain.md §4 "MTBF"), formula `mtbf` v3, in hours (v1 and v2: the same value,
+    its failures digested in one list, and bucketed without runs by hour):
     (eligible time − downtime) ÷ number of failures starting in the window.
 
     - eligible = window ∩ calendar open hours − exclusions; downtime = the union of the

@@ -9,10 +9,10 @@ ints. The input digest is the formula version's bucketed digest (`common.buckete
 records dealt into 64 buckets, the payload holding each bucket's SHA-256): `BucketDigest` keeps
 the records sorted, by bucket, each bucket with its hash states (every 64 records and after the
 last), and hashes again only in the buckets a change reaches, from the last state before its
-place there — for records appended after every record of their bucket, the new ones alone. The
-call formulas' (v4: `common.hour_bucketed`) is kept by `RunDigest`: each bucket in runs by hour,
-a change hashing its run again from the calls, no record held but the last run's. Each
-tally can take an
+place there — for records appended after every record of their bucket, the new ones alone (request
+counts). The call formulas' (v4: `common.hour_bucketed`), first-contact resolution's (v5) and the
+outages' (v3) are kept by `RunDigest`: each bucket in runs by hour, a change hashing its run again
+from its inputs, no record held but the last run's. Each tally can take an
 input out as it was folded (`remove`, `replace`: a correction); anything else that is not an
 append (another parameter, calendar or exclusion) is the caller's to detect: it folds a new tally
 from every input (`accord_metrics.running`). `tests/test_running.py` holds each tally to its
@@ -24,12 +24,13 @@ import hashlib
 import heapq
 import itertools
 import zlib
+from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from accord_kit.timeline import Calendar, Interval, total, union
@@ -47,6 +48,7 @@ from accord_metrics.formulas.common import (
     hour_of,
     percent,
     ratio,
+    run_digest,
     seconds,
 )
 
@@ -367,9 +369,12 @@ class _Runs:
     __slots__ = ("_prefix", "_prefix_runs", "_tail", "_tail_records", "digest", "digests", "hours", "runs")
 
     def __init__(self) -> None:
-        self.hours: list[int] = []
+        # Its runs' hours (C longs) and digests (32 bytes each, in one bytearray): a run costs its
+        # items' list and 40 bytes, not two objects more (≈ 150 B) — a bucket-hour holds a few
+        # inputs at a contact centre's density.
+        self.hours = array("q")
         self.runs: list[list[Any]] = []
-        self.digests: list[str] = []
+        self.digests = bytearray()
         # The last run's records and the state after them (None: not known, encoded anew when hashed).
         self._tail_records: list[str] | None = None
         self._tail: Any = None
@@ -386,11 +391,18 @@ class _Runs:
         if self._prefix_runs > last:
             self._prefix, self._prefix_runs = hashlib.sha256(), 0
         while self._prefix_runs < last:
-            self._prefix.update((self.digests[self._prefix_runs] + ",").encode())
+            self._prefix.update((self.run_digest(self._prefix_runs) + ",").encode())
             self._prefix_runs += 1
         state = self._prefix.copy()
-        state.update(self.digests[last].encode())
+        state.update(self.run_digest(last).encode())
         self.digest = Encoded('"' + state.hexdigest() + '"')
+
+    def run_digest(self, at: int) -> str:
+        """Run `at`'s digest (lowercase hex)."""
+        return self.digests[at * 32 : at * 32 + 32].hex()
+
+    def set_digest(self, at: int, digest: bytes) -> None:
+        self.digests[at * 32 : at * 32 + 32] = digest
 
     def changed(self, at: int) -> None:
         """Run `at`'s digest changed (or it was placed or taken out): the kept state of the runs
@@ -461,7 +473,7 @@ class RunDigest(_Held):
                 bucket.hours.append(h)
                 bucket.runs.append(items)
                 bucket._tail_records, bucket._tail = records, hashlib.sha256(",".join(records).encode())
-                bucket.digests.append(bucket._tail.hexdigest())
+                bucket.digests += bucket._tail.digest()
                 self.hashed += len(records)
                 bucket.changed(at)
                 continue
@@ -474,13 +486,13 @@ class RunDigest(_Held):
                 run.extend(items)
                 tail.extend(records)
                 bucket._tail.update(("," + ",".join(records)).encode())
-                bucket.digests[at] = bucket._tail.hexdigest()
+                bucket.set_digest(at, bucket._tail.digest())
                 self.hashed += len(records)
                 continue
             if run is None:  # a run of its own, before later ones
                 bucket.hours.insert(at, h)
                 bucket.runs.insert(at, [])
-                bucket.digests.insert(at, "")
+                bucket.digests[at * 32 : at * 32] = bytes(32)  # hashed below
                 bucket.changed(at)
                 run = bucket.runs[at]
             for item, record in pairs:
@@ -505,7 +517,7 @@ class RunDigest(_Held):
                 self.encoded += len(records)
             self.hashed += len(records)
             state = hashlib.sha256(",".join(records).encode())
-            bucket.digests[at] = state.hexdigest()
+            bucket.set_digest(at, state.digest())
             if at == last:
                 bucket._tail_records, bucket._tail = records, state
             bucket.changed(at)
@@ -543,7 +555,7 @@ class RunDigest(_Held):
             else:
                 if r == len(bucket.runs) - 1:  # the run before it is the last now: its records not kept
                     bucket._tail_records, bucket._tail = None, None
-                del bucket.runs[r], bucket.hours[r], bucket.digests[r]
+                del bucket.runs[r], bucket.hours[r], bucket.digests[r * 32 : r * 32 + 32]
                 bucket.changed(r)
             del self.items[at], self._where[at]
         for b, hours in stale.items():
@@ -563,6 +575,41 @@ class RunDigest(_Held):
         bucket.edit_tail(r, k, record, insert=False)
         self.items[at] = after
         self._rehash(bucket, {bucket.hours[r]})
+
+    def digest_with(self, extra: list[tuple[Any, str]], suffix: bytes) -> str:
+        """`digest` as if these (item, record) pairs were held too (placed as `add` places them:
+        after held items of an equal order), nothing changed: the runs they go to hashed beside,
+        from their items encoded (the last run's from its kept records), or as runs of their own."""
+        if not extra:
+            return self.digest(suffix)
+        groups: dict[int, list[tuple[Any, str]]] = {}
+        for pair in _in_order(extra, self.key):
+            groups.setdefault(bucket_of(pair[1]), []).append(pair)
+        digests = [bucket.digest for bucket in self.buckets]
+        for b, group in groups.items():
+            digests[b] = self._bucket_with(self.buckets[b], group)
+        return "sha256:" + hashlib.sha256(self._prefix + ",".join(digests).encode() + suffix).hexdigest()
+
+    def _bucket_with(self, bucket: _Runs, group: list[tuple[Any, str]]) -> Encoded:
+        order, last = self.key, len(bucket.runs) - 1
+        runs = {h: bucket.run_digest(at) for at, h in enumerate(bucket.hours)}
+        by_hour: dict[int, list[tuple[Any, str]]] = {}
+        for pair in group:
+            by_hour.setdefault(self.hour(pair[0]), []).append(pair)
+        for h, pairs in by_hour.items():
+            at = bisect_left(bucket.hours, h)
+            if at < len(bucket.hours) and bucket.hours[at] == h:
+                items = list(bucket.runs[at])
+                kept = bucket._tail_records if at == last else None
+                records = list(kept) if kept is not None else [self.encode(item) for item in items]
+            else:
+                items, records = [], []
+            for item, record in pairs:
+                k = bisect_right(items, order(item), key=order)
+                items.insert(k, item)
+                records.insert(k, record)
+            runs[h] = run_digest(records)
+        return Encoded('"' + hashlib.sha256(",".join(runs[h] for h in sorted(runs)).encode()).hexdigest() + '"')
 
     def digest(self, suffix: bytes, prefix: bytes | None = None) -> str:
         """The SHA-256 of prefix (its own, or one given: a tally sharing its buckets) + the
@@ -963,6 +1010,13 @@ def _end(o: Interval) -> datetime:
     return o.end
 
 
+_start_end = attrgetter("start", "end")  # an outage's order in its digest (its record's)
+
+
+def _start_hour(o: Interval) -> int:
+    return hour_of(o.start)
+
+
 def _start(o: Interval) -> datetime:
     return o.start
 
@@ -1029,7 +1083,8 @@ class OutageTally:
     with ends: an outage under way changes with the evaluation's instant, never folded — it is
     given to `evaluated`, as lasting until that instant), for one window, calendar, exclusions
     and minimum outage: the outages ordered by end, their union kept merged, each merged outage's
-    downtime in eligible time, and the records of the outages sorted."""
+    downtime in eligible time, and the outages in their digest's order (`RunDigest`: by start and
+    end, in runs by the hour they started in, no record kept)."""
 
     FORMULA = "availability.time"
 
@@ -1054,7 +1109,9 @@ class OutageTally:
             self.FORMULA, reliability.OUTAGES_VERSION, self.parameters, records_slot(), exclusions, calendar
         )
         prefix, self._suffix = split_payload(payload)
-        self.records = BucketDigest(prefix)
+        # The outages in order (start, end: their records' order), in runs by the hour they
+        # started in; their records encoded, never kept (not on the outages either).
+        self.records = RunDigest(prefix, _start_end, _start_hour, reliability._utc_pair_json)
 
     def _empty(self, exclusions: Sequence[Interval]) -> Evaluated:
         return reliability.availability_time(self.window, self.calendar, [], exclusions, self.min_outage)
@@ -1095,15 +1152,13 @@ class OutageTally:
                 for m in again:
                     self._weigh(m, 1)
             place_by_end(self._ends, self._by_end, fresh)
-        encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
-        self.records.add([(e, e) for e in encs])
+        self.records.add([(o, reliability._utc_pair_json(o)) for o in outages])
 
     def remove(self, outages: Sequence[Interval]) -> None:
         """Take out these outages, folded in before as they are (a correction replaces one: taken
         out as it was, folded in as it is): the merged outage each was in is merged again from the
-        outages left in it. `KeyError` when one is not held (its record; nothing taken out then)."""
-        encs = contact.encoded_all(outages, reliability._utc_pair, reliability._utc_pair_json)
-        self.records.remove(encs)
+        outages left in it. `KeyError` when one is not held (nothing taken out then)."""
+        self.records.remove(outages)
         for o in outages:
             if not o.start < o.end:
                 continue  # held as a record only
@@ -1150,7 +1205,7 @@ class OutageTally:
             for m in union([*touched, *under_way]):
                 d, c, b = self._weight(m)
                 downtime, counted, short = downtime + d, counted + c, short + b
-            extra = [(e, e) for e in map(reliability._utc_pair_json, under_way)]
+            extra = [(o, reliability._utc_pair_json(o)) for o in under_way]
         return downtime, counted, short, self.records.digest_with(extra, self._suffix)
 
 
@@ -1158,7 +1213,7 @@ class MtbfTally(OutageTally):
     """`reliability.mtbf` over the failures folded in (the outages overlapping the window, with
     ends; one under way given to `evaluated` as lasting until its instant), as `OutageTally`
     keeps them: merged, each merged failure's downtime in eligible time (no minimum) and whether
-    it starts in the window, the records sorted."""
+    it starts in the window, their digest in runs by hour."""
 
     FORMULA = "mtbf"
 
