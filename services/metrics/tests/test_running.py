@@ -470,6 +470,32 @@ def test_a_run_digest_is_the_formulas_over_its_items(
         assert all(b._tail_records in (None, [x.record() for x in b.runs[-1]]) for b in kept.buckets if b.runs)
 
 
+def test_a_run_digest_placing_many_encodes_them_a_chunk_at_a_time_to_the_same_digest() -> None:
+    """Many items given at once, in no order (a window folded whole), among items held: placed in
+    order a chunk at a time — no more than a chunk's records made at once — to the digest the
+    formulas give over them all, as one `add` of them all gives."""
+    import random
+
+    rnd = random.Random(5)
+    hour = lambda x: x.at // 3600  # noqa: E731
+    held = [_Arrived(k, rnd.randrange(10 * 3600)) for k in range(0, 3000)]
+    many = [_Arrived(k, rnd.randrange(12 * 3600)) for k in range(3000, 3000 + 3 * running._CHUNK + 7)]
+    chunked = running.RunDigest(b"[", _BY_ARRIVAL, hour, _Arrived.record)
+    whole = running.RunDigest(b"[", _BY_ARRIVAL, hour, _Arrived.record)
+    for kept in (chunked, whole):
+        kept.add([(x, x.record()) for x in held])
+    placed: list[int] = []
+    add = chunked.add
+    chunked.add = lambda pairs: (placed.append(len(pairs)), add(pairs))  # type: ignore[method-assign]
+    chunked.add_encoded(many)
+    assert placed == [running._CHUNK] * 3 + [7]
+    whole.add([(x, x.record()) for x in many])
+    every = sorted([*held, *many], key=_BY_ARRIVAL)
+    joined = ",".join(hour_bucketed((hour(x), x.record()) for x in every))
+    top = "sha256:" + hashlib.sha256(b"[" + joined.encode() + b"]").hexdigest()
+    assert chunked.digest(b"]") == whole.digest(b"]") == top and chunked.items == every
+
+
 def test_a_run_digest_whose_last_hour_is_taken_out_continues_the_hour_before() -> None:
     """Every item of the last hour taken out (each bucket's last run gone), then items appended at
     the end of the hour before: each bucket's run of that hour is hashed again from its items (its

@@ -358,6 +358,9 @@ class BucketDigest(_Held):
         return "sha256:" + hashlib.sha256(self._prefix + ",".join(digests).encode() + suffix).hexdigest()
 
 
+_CHUNK = 4096  # `RunDigest.add_encoded`: items encoded and placed at once, at most
+
+
 class _Runs:
     """One bucket of a `RunDigest`: its items in order, in runs by the hour they arrived in (each
     run's items, hour and digest); of the last run — the hour calls are arriving in — its records
@@ -452,6 +455,18 @@ class RunDigest(_Held):
             return
         for b, group in self._placed(pairs).items():
             self._add(self.buckets[b], group)
+
+    def add_encoded(self, items: Sequence[Any]) -> None:
+        """Place these items, their records encoded here: many (a window folded whole) in order, a
+        chunk at a time, so no more than a chunk's records are alive at once — encoded all at once,
+        the window's records were made, hashed and dropped together, and the allocator kept most
+        of the memory they had held. The same digest either way."""
+        if len(items) > _CHUNK:
+            items = sorted(items, key=self.key)
+        encode = self.encode
+        for k in range(0, len(items), _CHUNK):
+            chunk = items[k : k + _CHUNK]
+            self.add([(item, encode(item)) for item in chunk])
 
     def _add(self, bucket: _Runs, group: list[tuple[Any, str]]) -> None:
         """Place a bucket's pairs (in order): each hour's in turn — after every item of the last
@@ -634,17 +649,16 @@ class _LatelyEncoded:
     the same calls in one round — an SLA's ASA, abandonment, service level and AHT over one
     window fold each batch in turn, and no call keeps its record (`RunDigest`): without them each
     tally would encode it again. A call is frozen, so its record is its own; held by identity (the
-    call held beside it). More calls than it holds at once (a window folded whole) are encoded
-    and not held: cycling a restart's every record through it left the heap fragmented (the
-    restarted process ≈ 20 MiB larger at 160,256 signals in the open window)."""
+    call held beside it). More calls than it holds at once (a window folded whole) are never
+    given to it: the tally encodes those a chunk at a time as it places them
+    (`RunDigest.add_encoded`) — cycling a restart's every record through it left the heap
+    fragmented (the restarted process ≈ 20 MiB larger at 160,256 signals in the open window)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._held: OrderedDict[int, tuple[contact.Call, str]] = OrderedDict()
 
     def records(self, calls: Sequence[contact.Call]) -> list[str]:
-        if len(calls) > self.size:  # a window folded whole (a restart): once a tally, none held
-            return [contact.call_json(c) for c in calls]
         held, out = self._held, []
         for c in calls:
             got = held.get(id(c))
@@ -719,7 +733,11 @@ class CallTally:
         if len(set(ids)) != len(ids) or (records is not None and records.holds_any(calls)):
             return False
         self._count(calls, 1)
-        if records is not None:
+        if records is None:
+            pass
+        elif len(calls) > _LATELY.size:  # a window folded whole (a restart): encoded a chunk at a time
+            records.add_encoded(calls)
+        else:
             records.add(list(zip(calls, _LATELY.records(calls), strict=True)))
         return True
 
@@ -972,22 +990,22 @@ class FcrTally:
         self.unflagged += sign * (self.method is contact.FcrMethod.FLAGGED and outcome.flag is None)
 
     def evaluated(self, as_of: datetime) -> Evaluated | None:
-        """`contact.fcr` v4 as of `as_of`; None when it is before an instant asked for before
+        """`contact.fcr` v5 as of `as_of`; None when it is before an instant asked for before
         (what was counted then is not taken back here: the caller folds every contact again)."""
         contact._aware("as_of", as_of)
         if self._as_of is not None and as_of < self._as_of:
             return None
         due, outcomes, tokens = self._due, self._outcomes, self._due_token
-        pairs: list[tuple[Any, str]] = []
+        fallen: list[contact.FirstContactOutcome] = []
         while due and due[0][0] < as_of:
             _, token, cid = heapq.heappop(due)
             if tokens.get(cid) != token:
                 continue  # changed since it was placed
             del tokens[cid]
             outcome = outcomes[cid]
-            pairs.append((outcome, contact.outcome_json(outcome)))
+            fallen.append(outcome)
             self._count(outcome, 1)
-        self.records.add(pairs)
+        self.records.add_encoded(fallen)
         self._as_of = as_of
         detail = {
             "unit": "percent",
@@ -1152,7 +1170,7 @@ class OutageTally:
                 for m in again:
                     self._weigh(m, 1)
             place_by_end(self._ends, self._by_end, fresh)
-        self.records.add([(o, reliability._utc_pair_json(o)) for o in outages])
+        self.records.add_encoded(outages)
 
     def remove(self, outages: Sequence[Interval]) -> None:
         """Take out these outages, folded in before as they are (a correction replaces one: taken
