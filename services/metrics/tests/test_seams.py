@@ -654,31 +654,46 @@ def test_a_child_naming_a_service_is_judged_on_it_alone_under_a_parent_naming_no
     assert world.rederived_mismatches(parent) == [] and world.rederived_mismatches(kid) == []
 
 
+def _fcr_agreement(world: World, aid: str) -> str:
+    """An agreement `aid` with one objective: first-contact resolution by repeat contact, monthly."""
+    obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "50", parameters={"method": "REPEAT_CONTACT"})
+    return world.upstream.agreement(aid, terms_with(obj))
+
+
+def _answered(sid: str, customer: str, entered: datetime) -> pb.Signal:
+    """A call of `customer` on e-mail entering the queue at `entered`, answered 5 s later."""
+    c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id=customer)
+    return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+
+
+def _january_closed_by_fcr(
+    world: World, monkeypatch: pytest.MonkeyPatch, aid: str, version: int, when: str
+) -> dict[str, Any]:  # fmt: skip
+    """A round at `when` with `contact.fcr` at `version`: January's window closed by that version
+    (and re-derived by it); its closed evaluation."""
+    from accord_metrics.formulas import contact
+
+    world.clock.set(at(when))
+    with monkeypatch.context() as patch:
+        patch.setattr(contact, "FCR_VERSION", version)
+        world.metrics.evaluate()
+    closed = world.window(aid, "fcr", JAN).closed
+    assert (closed["formula_id"], closed["formula_version"]) == ("contact.fcr", version)
+    assert world.rederived_mismatches(aid) == []
+    return dict(closed)
+
+
 def test_an_fcr_window_recorded_by_version_1_re_derives_after_later_calls(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A January closed by contact.fcr v1 (its digest covers every call it was passed: the calls
     # known when it was judged) is re-derived after February's calls were recorded: the
     # re-derivation passes v1 the calls known when the window was judged, so the digest matches.
-    from accord_metrics.formulas import contact
-
-    m = world.metrics
-    obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "50", parameters={"method": "REPEAT_CONTACT"})
-    aid = world.upstream.agreement("a-f1", terms_with(obj))
-
-    def call(sid: str, customer: str, entered: datetime) -> pb.Signal:
-        c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id=customer)
-        return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+    m, aid, call = world.metrics, _fcr_agreement(world, "a-f1"), _answered
 
     jan = [call(f"j{i}", f"cust-{i % 3}", at(f"2026-01-{5 + i:02d}T10:00{AMS}")) for i in range(6)]
     assert m.record(COLLECTOR, jan).accepted == 6
-    world.clock.set(at(f"2026-02-10T12:00{AMS}"))
-    with monkeypatch.context() as patch:
-        patch.setattr(contact, "FCR_VERSION", 1)
-        m.evaluate()
-    closed = world.window(aid, "fcr", JAN).closed
-    assert (closed["formula_id"], closed["formula_version"]) == ("contact.fcr", 1)
-    assert world.rederived_mismatches(aid) == []
+    closed = _january_closed_by_fcr(world, monkeypatch, aid, 1, f"2026-02-10T12:00{AMS}")
     # Calls of later months, recorded since (none of them changes January's value).
     later = [call(f"f{i}", f"cust-{i}", at(f"2026-02-{11 + i:02d}T10:00{AMS}")) for i in range(4)]
     later.append(call("m1", "cust-0", at(f"2026-03-02T10:00{AMS}")))
@@ -694,26 +709,12 @@ def test_an_fcr_window_closed_by_version_4_is_restated_by_it_and_the_next_judged
 ) -> None:
     # January closed by contact.fcr v4 (its outcomes bucketed in the order they became known) keeps
     # v4: a late call restates it by v4 and it re-derives; February is judged by v5 (runs by hour).
-    from accord_metrics.formulas import contact
-
-    m = world.metrics
-    obj = objective("fcr", "METRIC_FIRST_CONTACT_RESOLUTION", "50", parameters={"method": "REPEAT_CONTACT"})
-    aid = world.upstream.agreement("a-f4", terms_with(obj))
-
-    def call(sid: str, customer: str, entered: datetime) -> pb.Signal:
-        c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id=customer)
-        return pb.Signal(signal_id=sid, service_id=EMAIL, call=c)
+    m, aid, call = world.metrics, _fcr_agreement(world, "a-f4"), _answered
 
     jan = [call(f"j{i}", f"cust-{i % 3}", at(f"2026-01-{5 + i:02d}T10:00{AMS}")) for i in range(6)]
     feb = [call(f"f{i}", f"cust-f{i}", at(f"2026-02-0{2 + i}T10:00{AMS}")) for i in range(3)]
     assert m.record(COLLECTOR, [*jan, *feb]).accepted == 9
-    world.clock.set(at(f"2026-02-20T12:00{AMS}"))
-    with monkeypatch.context() as patch:
-        patch.setattr(contact, "FCR_VERSION", 4)
-        m.evaluate()
-    closed = world.window(aid, "fcr", JAN).closed
-    assert (closed["formula_id"], closed["formula_version"]) == ("contact.fcr", 4)
-    assert world.rederived_mismatches(aid) == []
+    closed = _january_closed_by_fcr(world, monkeypatch, aid, 4, f"2026-02-20T12:00{AMS}")
     m.record(COLLECTOR, [call("late", "cust-9", at(f"2026-01-10T11:00{AMS}"))])  # decided in January
     world.clock.set(at(f"2026-02-20T12:05{AMS}"))
     m.evaluate()

@@ -182,6 +182,8 @@ class _Held:
     record beside (a `bytearray`): how a bucketed digest finds a held item, tells whether one is
     held, and places new ones, whatever its buckets hold."""
 
+    buckets: Sequence[Any]  # the subclass's, each with its `digest`
+
     def __init__(self, order: Callable[[Any], Any] | None) -> None:
         self.order = order
         self.items: list[Any] = []  # every item held, in order
@@ -212,6 +214,19 @@ class _Held:
                 continue
             return True
         return False
+
+    def _digests_with(
+        self, extra: list[tuple[Any, str]], bucket_with: Callable[[int, list[tuple[Any, str]]], Encoded]
+    ) -> list[Encoded]:  # fmt: skip
+        """The buckets' digests as if these (item, record) pairs were held too: those of the buckets
+        they go to by `bucket_with` (the bucket, its pairs in order), nothing changed."""
+        groups: dict[int, list[tuple[Any, str]]] = {}
+        for pair in _in_order(extra, self.order):
+            groups.setdefault(bucket_of(pair[1]), []).append(pair)
+        digests: list[Encoded] = [bucket.digest for bucket in self.buckets]
+        for b, group in groups.items():
+            digests[b] = bucket_with(b, group)
+        return digests
 
     def _placed(self, pairs: list[tuple[Any, str]]) -> dict[int, list[tuple[Any, str]]]:
         """These (item, record) pairs put in order and their items placed among those held (after
@@ -343,13 +358,7 @@ class BucketDigest(_Held):
         beside, each from the last state kept before the first place one goes."""
         if not extra:
             return self.digest(suffix)
-        groups: dict[int, list[tuple[Any, str]]] = {}
-        for pair in _in_order(extra, self.order):
-            groups.setdefault(bucket_of(pair[1]), []).append(pair)
-        digests = [bucket.digest for bucket in self.buckets]
-        for b, group in groups.items():
-            digests[b] = self.buckets[b].digest_with(group)
-        return self._top(digests, suffix)
+        return self._top(self._digests_with(extra, lambda b, group: self.buckets[b].digest_with(group)), suffix)
 
     def digest(self, suffix: bytes) -> str:
         return self._top([bucket.digest for bucket in self.buckets], suffix)
@@ -597,15 +606,10 @@ class RunDigest(_Held):
         from their items encoded (the last run's from its kept records), or as runs of their own."""
         if not extra:
             return self.digest(suffix)
-        groups: dict[int, list[tuple[Any, str]]] = {}
-        for pair in _in_order(extra, self.key):
-            groups.setdefault(bucket_of(pair[1]), []).append(pair)
-        digests = [bucket.digest for bucket in self.buckets]
-        for b, group in groups.items():
-            digests[b] = self._bucket_with(self.buckets[b], group)
-        return "sha256:" + hashlib.sha256(self._prefix + ",".join(digests).encode() + suffix).hexdigest()
+        return self._top(self._digests_with(extra, lambda b, group: self._bucket_with(self.buckets[b], group)), suffix)
 
     def _bucket_with(self, bucket: _Runs, group: list[tuple[Any, str]]) -> Encoded:
+        """A bucket's digest with these pairs (in order) placed in its runs, nothing changed."""
         order, last = self.key, len(bucket.runs) - 1
         runs = {h: bucket.run_digest(at) for at, h in enumerate(bucket.hours)}
         by_hour: dict[int, list[tuple[Any, str]]] = {}
@@ -629,11 +633,11 @@ class RunDigest(_Held):
     def digest(self, suffix: bytes, prefix: bytes | None = None) -> str:
         """The SHA-256 of prefix (its own, or one given: a tally sharing its buckets) + the
         buckets' digests + suffix."""
+        return self._top([bucket.digest for bucket in self.buckets], suffix, prefix)
+
+    def _top(self, digests: list[Encoded], suffix: bytes, prefix: bytes | None = None) -> str:
         head = self._prefix if prefix is None else prefix
-        return (
-            "sha256:"
-            + hashlib.sha256(head + ",".join([bucket.digest for bucket in self.buckets]).encode() + suffix).hexdigest()
-        )
+        return "sha256:" + hashlib.sha256(head + ",".join(digests).encode() + suffix).hexdigest()
 
 
 # -- calls: ASA, abandonment, service level, AHT -------------------------------------------------
