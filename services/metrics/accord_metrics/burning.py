@@ -54,7 +54,7 @@ from accord_kit.timeline import Calendar, Interval, total, union
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.formulas import reliability
 from accord_metrics.formulas.common import percent, seconds
-from accord_metrics.formulas.running import place_by_end, touched
+from accord_metrics.formulas.running import OUTAGES_VERSION, place_by_end, touched
 
 Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
 _ZERO = timedelta(0)
@@ -99,7 +99,11 @@ class BurnIndex:
         compute (its eligible time is not the span's), and None is returned when none can be (not
         time-based availability, not from kept selections, a negative minimum). `edits`: the kept
         selections' replacements in place (`SignalSet.edits`): a correction is taken out and in."""
-        if objective.get("metric") != "METRIC_AVAILABILITY_TIME" or lineage is None or reliability.OUTAGES_VERSION != 3:
+        if (
+            objective.get("metric") != "METRIC_AVAILABILITY_TIME"
+            or lineage is None
+            or reliability.OUTAGES_VERSION != OUTAGES_VERSION
+        ):
             self._drop()
             return None
         p = objective.get("parameters") or {}

@@ -37,6 +37,7 @@ from accord_kit.timeline import Calendar, Interval
 from accord_metrics.burning import BurnIndex, Lineage, advanced, logged_changes, part_bases
 from accord_metrics.evaluation import CALL_FORMULAS, ONGOING
 from accord_metrics.formulas import contact, reliability
+from accord_metrics.formulas import running as forms
 from accord_metrics.formulas.common import Evaluated
 from accord_metrics.formulas.running import CallTally, CountTally, FcrTally, MtbfTally, OutageTally, RunDigest
 
@@ -55,16 +56,16 @@ LISTS = {
 _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over outages, one under way beside
 
 
-# The formula version each running form computes: another current version (never in a running
-# process, but kept honest) is left to the formula itself.
+# Whether the current version of the metric's formula is the one its running form computes
+# (`formulas.running`'s versions): another is left to the formula itself.
 def _implements(metric: str) -> bool:
     if metric in CALL_FORMULAS:
-        return contact.VERSION == 4
+        return contact.VERSION == forms.CALLS_VERSION
     if metric == FCR:
-        return contact.FCR_VERSION == 5
+        return contact.FCR_VERSION == forms.FCR_VERSION
     if metric in _OUTAGE_METRICS:
-        return reliability.OUTAGES_VERSION == 3
-    return reliability.REQUESTS_VERSION == 3
+        return reliability.OUTAGES_VERSION == forms.OUTAGES_VERSION
+    return reliability.REQUESTS_VERSION == forms.REQUESTS_VERSION
 
 
 # The digests of the call tallies, by the calls placed in them: (window start, end, the calls'

@@ -1253,3 +1253,40 @@ def test_an_fcr_tally_takes_a_contact_exactly_the_repeat_window_after_a_first_on
     assert got == contact.fcr(calls, "REPEAT_CONTACT", day, window=WINDOW, as_of=as_of)
     # x1 repeated by x2; y1 resolved (decided a day after it); y2 a first contact decided after the window.
     assert got is not None and [got.detail[k] for k in ("first_contacts", "repeated", "resolved")] == ["2", "1", "1"]
+
+
+def test_outage_and_first_contact_tallies_keep_no_record() -> None:
+    """The outages' digest (v3) and first contacts' outcomes' (v5) are in runs by hour: their
+    tallies keep no record — not on the inputs, and beside them only each bucket's last run's —
+    and their evaluations are the formulas'. (v2 and v4 kept every record, on the input too.)"""
+    import random
+
+    outages = [Interval(T0 + timedelta(seconds=80 * i), T0 + timedelta(seconds=80 * i + 30)) for i in range(2000)]
+    tally = running.OutageTally(WINDOW, AlwaysOpen(), [], timedelta(0))
+    for k in range(0, len(outages), 500):
+        tally.extend(outages[k : k + 500])
+    copies = [Interval(o.start, o.end) for o in outages]  # (the formula keeps its records on its inputs)
+    assert tally.evaluated() == reliability.availability_time(WINDOW, AlwaysOpen(), copies, [], timedelta(0))
+    assert all(getattr(o, "_accord_encoded__utc_pair", None) is None for o in outages)
+
+    rnd = random.Random(12)
+    window = Interval(T0, T0 + timedelta(days=31))
+    calls = []
+    for i in range(3000):
+        entered = T0 + timedelta(seconds=240 * i)
+        calls.append(
+            contact.Call(
+                f"c{i:05d}", entered, answered_at=entered, customer_id=f"cust-{rnd.randrange(600)}", reason="x"
+            )
+        )
+    fcr = running.FcrTally("REPEAT_CONTACT", timedelta(days=7), window)
+    for k in range(0, len(calls), 500):
+        fcr.extend(calls[k : k + 500])
+    as_of = T0 + timedelta(days=20)
+    assert fcr.evaluated(as_of) == contact.fcr(calls, "REPEAT_CONTACT", window=window, as_of=as_of)
+    assert all(getattr(o, "_accord_encoded_utc_record", None) is None for o in fcr._outcomes.values())
+
+    for digest, counted in ((tally.records, len(outages)), (fcr.records, int(fcr.counted))):
+        kept = [len(b._tail_records or ()) for b in digest.buckets]
+        assert all(b._tail_records in (None, list(map(digest.encode, b.runs[-1]))) for b in digest.buckets if b.runs)
+        assert 0 < sum(kept) < counted // 4

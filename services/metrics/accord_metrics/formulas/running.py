@@ -52,6 +52,14 @@ from accord_metrics.formulas.common import (
     seconds,
 )
 
+# The formula versions the running forms here compute (their digests' forms): a current version
+# other than these — never in a running process, but kept honest: tests patch the current ones —
+# is left to the formula itself (`accord_metrics.running._implements`, `burning.BurnIndex`).
+CALLS_VERSION = 4  # contact.asa, contact.abandonment_rate, contact.service_level, contact.aht
+FCR_VERSION = 5  # contact.fcr
+OUTAGES_VERSION = 3  # availability.time, mtbf
+REQUESTS_VERSION = 3  # availability.requests
+
 MARK = 64  # a bucket's records between two kept hash states (`_Bucket`)
 _SENTINEL = Encoded("\x00records\x00")  # never in canonical JSON (a control character is escaped)
 _first = itemgetter(0)
