@@ -355,10 +355,11 @@ class ServiceSignals:
                 self._used.add(key)
             if kept is None:
                 chains: dict[int, list[tuple[int, str]]] = {}
-                rows = self._select(span, all_calls, since, whole_settled, repeat, chains, peers)
+                # Its inputs converted as the rows are read (held only by it when a round keeps it;
+                # otherwise, `apart`, kept apart as well: `_inputs`).
+                rows = self._select(span, all_calls, since, whole_settled, repeat, chains, peers, apart=not mine)
                 kept = _Selection(rows, _instant_us(span.end) + _SLACK_US)
                 kept.chains = chains
-                kept.fill(self, apart=not mine)
                 if mine:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
                     if self._kept_index is not None:  # made this round: its inputs are found there too
@@ -413,28 +414,43 @@ class ServiceSignals:
     def _select(
         self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False,
         repeat: int | None = None, chains: dict[int, list[tuple[int, str]]] | None = None,
-        peers: tuple[str, ...] = (),
-    ) -> dict[str, list[tuple[int, str, bytes]]]:  # fmt: skip
+        peers: tuple[str, ...] = (), apart: bool | None = None,
+    ) -> dict[str, list[tuple[int, str, Any]]]:  # fmt: skip
         """`select`'s rows: (rank, signal id, latest content) by list, in rank order; `chains` (with
         `repeat`) gains the contacts kept of the chains before the calls' bottom (`_chains`, over
-        `peers` when given), by group."""
+        `peers` when given), by group. With `apart` given, (rank, signal id, formula input): each
+        row's content converted as it is read (`_inputs` with that `apart`), a page at a time — a
+        restart's first round selects every signal of the open windows, whose contents held all
+        at once until converted left the process's heap larger (the memory they took, spread among
+        the inputs kept, not given back)."""
+        each: Callable[[list[tuple[int, str, bytes]]], list[tuple[int, str, Any]]] | None = None
+        if apart is not None:
+
+            def each(rows: list[tuple[int, str, bytes]]) -> list[tuple[int, str, Any]]:
+                items = self._inputs(rows, apart=apart)
+                return [(r[0], r[1], item) for r, item in zip(rows, items, strict=True)]
+
         whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
-        found = self.store.whole(self.service_id, whole)
+        found: dict[str, list[tuple[int, str, Any]]] = self.store.whole(self.service_id, whole)
+        if each is not None:
+            found = {name: each(rows) for name, rows in found.items()}
         if span is not None:
             lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
             for name in sorted(_BY_TIME - set(whole)):
                 bottom = self._bottom(name, lo, since, repeat)
-                found[name] = self.store.in_range(self.service_id, name, bottom, hi)
+                found[name] = self.store.in_range(self.service_id, name, bottom, hi, each)
                 if name == "calls" and repeat is not None:
                     firsts = self.store.group_firsts(peers or (self.service_id,), bottom, bottom + repeat)
-                    found[name].extend(self._chains(firsts, bottom, repeat, {} if chains is None else chains, peers))
+                    chained = self._chains(firsts, bottom, repeat, {} if chains is None else chains, peers)
+                    found[name].extend(chained if each is None else each(chained))
             for name in sorted(_BY_SETTLED - set(whole)):
-                found[name] = self.store.unsettled(self.service_id, name, lo, hi)
+                found[name] = self.store.unsettled(self.service_id, name, lo, hi, each)
             if self.ongoing:
                 inside = {e[1] for e in found.get("outages", [])}
                 missing = [i for i, (k, _) in self.ongoing.items() if k <= hi and i not in inside]
                 rows = self.store.lookup(self.service_id, missing)
-                found.setdefault("outages", []).extend((r.rank, r.signal_id, r.content) for r in rows.values())
+                ongoing = [(r.rank, r.signal_id, r.content) for r in rows.values()]
+                found.setdefault("outages", []).extend(ongoing if each is None else each(ongoing))
         for entries in found.values():
             entries.sort(key=_rank)  # the order of first recordings
         return found
@@ -714,12 +730,15 @@ class _Selection:
     list, the ranks, signal ids and inputs in rank order, and the ids whose rows changed since
     it was last brought up to date."""
 
-    def __init__(self, lists: dict[str, list[tuple[int, str, bytes]]], hi_us: int) -> None:
+    def __init__(self, lists: dict[str, list[tuple[int, str, Any]]], hi_us: int) -> None:
+        """`lists`: per list, (rank, signal id, formula input) in rank order."""
         self.hi_us = hi_us  # the latest time key (µs) a row it selects by time can have
         # The ranks as machine integers (8 B each, not an int object and a pointer).
-        self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {}
+        self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {
+            name: (array("q", [e[0] for e in entries]), [e[1] for e in entries], [e[2] for e in entries])
+            for name, entries in lists.items()
+        }
         self.changed: set[str] = set()
-        self._pending = lists
         # Which selection this is, and per list how often an input in it was replaced (but an
         # outage under way replaced in its place: see `_catch_up`), removed or placed before its
         # end since it was made: with the lists' lengths, what tells a running
@@ -733,14 +752,6 @@ class _Selection:
         # before its calls' bottom — of each chain, the first contact of the episode under way — by
         # group (`_chains`), as (rank, id).
         self.chains: dict[int, list[tuple[int, str]]] = {}
-
-    def fill(self, entry: ServiceSignals, apart: bool) -> None:
-        """Its inputs converted (or found converted); held only by it when a round keeps it
-        (otherwise, `apart`, they are kept apart: `ServiceSignals._inputs`)."""
-        for name, entries in self._pending.items():
-            items = entry._inputs(entries, apart=apart)
-            self.lists[name] = (array("q", [e[0] for e in entries]), [e[1] for e in entries], items)
-        self._pending = {}
 
 
 _SELECTIONS = itertools.count(1)

@@ -31,6 +31,10 @@ LISTS = ("outages", "maintenance", "requests", "incidents", "calls", "tickets", 
 LIST_CODE = {name: code for code, name in enumerate(LISTS, 1)}
 DIGEST_BYTES = 32
 _POSITION = "signals"
+# Rows fetched at a time by a read that converts them as it goes (`in_range`'s `each`).
+_PAGE = 4_096
+# Rows as a range read gives them: (rank, signal id, latest content).
+Ranked = tuple[int, str, bytes]
 # The topics of the signal events: what the index is a projection of.
 SIGNAL_BATCH_TOPIC = SignalBatch.Recorded.TOPIC
 SIGNAL_CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
@@ -211,18 +215,29 @@ class SignalStore:
                 for sid, code, key, rank, ong, first, old, content, grp in cur.fetchall()
             }  # fmt: skip
 
-    def in_range(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
-        """(rank, signal id, latest content) of one list's signals whose time key is in [lo, hi]."""
-        return self._ranked("time_key <= ?", service_id, name, lo, hi)
+    def in_range(
+        self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], list[Any]] | None = None
+    ) -> list[Any]:  # fmt: skip
+        """(rank, signal id, latest content) of one list's signals whose time key is in [lo, hi];
+        with `each`, what it makes of them, applied a page of rows at a time as they are read (a
+        window's contents are then never all held at once)."""
+        return self._ranked("time_key <= ?", service_id, name, lo, hi, each)
 
-    def unsettled(self, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
+    def unsettled(
+        self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], list[Any]] | None = None
+    ) -> list[Any]:  # fmt: skip
         """(rank, signal id, latest content) of one list's signals whose time key (the instant
-        they settle) is at or after `lo` and that reach back to `hi` or before (`earliest`)."""
-        return self._ranked("earliest <= ?", service_id, name, lo, hi)
+        they settle) is at or after `lo` and that reach back to `hi` or before (`earliest`); `each`
+        as `in_range`'s."""
+        return self._ranked("earliest <= ?", service_id, name, lo, hi, each)
 
-    def _ranked(self, upper: str, service_id: str, name: str, lo: int, hi: int) -> list[tuple[int, str, bytes]]:
+    def _ranked(
+        self, upper: str, service_id: str, name: str, lo: int, hi: int,
+        each: Callable[[list[Ranked]], list[Any]] | None = None,
+    ) -> list[Any]:  # fmt: skip
         """(rank, signal id, latest content) of one list's signals whose time key is at least
-        `lo`, and the condition `upper` holds for `hi`."""
+        `lo`, and the condition `upper` holds for `hi` — or what `each` makes of them, a page at a
+        time (`_PAGE` rows)."""
         with self._cursor(write=False) as cur:
             cur.execute(
                 self._q(
@@ -231,7 +246,12 @@ class SignalStore:
                 ),
                 (service_id, LIST_CODE[name], lo, hi),
             )
-            return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+            if each is None:
+                return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+            out: list[Any] = []
+            while page := cur.fetchmany(_PAGE):
+                out += each([(int(r), str(s), bytes(c)) for r, s, c in page])
+            return out
 
     def group_firsts(
         self, service_ids: Sequence[str], lo: int, hi: int, groups: Sequence[int] | None = None

@@ -22,7 +22,7 @@ import pytest
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import sla_terms
 from accord_kit.timeline import Interval
-from accord_metrics import judging, signal_index
+from accord_metrics import judging, signal_index, signal_store
 from accord_metrics.application import Metrics
 from accord_metrics.domain import WindowEvaluation
 from accord_metrics.evaluation import burn_rates
@@ -445,6 +445,34 @@ def test_an_open_window_keeps_its_selection_and_a_correction_replaces_its_input(
                 assert check.recomputed[field] == evaluation[field], field
     finally:
         fresh.close()
+
+
+def test_a_selection_converts_its_rows_a_page_at_a_time_as_they_are_read(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    """A window's selection converts its rows as the store gives them, a page at a time: their
+    contents are never all held at once (a restart's first round selects every signal of the open
+    windows, and their contents held together until converted left the restarted process ≈ 10 MiB
+    larger at 160,256 in the open window) — and the evaluations are those of every stored signal."""
+    monkeypatch.setattr(signal_store, "_PAGE", 40)
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o04", f"2026-04-08T10:00{AMS}", 30), *calls("04", f"2026-04-08T09:00{AMS}", 150, 50)])
+    held = m._services[EMAIL]
+    converting = held._inputs
+    passed: list[int] = []
+
+    def spy(entries: Any, *args: Any, **kwargs: Any) -> Any:
+        passed.append(len(entries))
+        return converting(entries, *args, **kwargs)
+
+    monkeypatch.setattr(held, "_inputs", spy)
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    assert sum(passed) >= 201 and max(passed) <= 40  # every call and the outage, 40 rows at most at a time
+    april = "2026-03-31T22:00:00+00:00"
+    assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "150"  # type: ignore[index]
+    for objective in ("availability", "service-level"):
+        assert m.recompute(aid, objective, april)["matches"]
 
 
 def test_an_open_windows_burn_rates_keep_its_selection_for_the_next_batch(suite: Suite) -> None:

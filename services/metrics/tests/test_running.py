@@ -1272,7 +1272,8 @@ def test_an_fcr_tally_holds_a_group_of_one_contact_as_the_contact_itself() -> No
     as_of = T0 + timedelta(days=2)
 
     def check() -> None:
-        assert tally.evaluated(as_of) == contact.fcr(held, "REPEAT_CONTACT", timedelta(days=1), window=WINDOW, as_of=as_of)
+        expected = contact.fcr(held, "REPEAT_CONTACT", timedelta(days=1), window=WINDOW, as_of=as_of)
+        assert tally.evaluated(as_of) == expected
 
     assert tally.extend(held)
     assert all(tally._groups[(c.customer_id, c.reason)] is c for c in [*ones, later])

@@ -327,8 +327,8 @@ def test_leads_and_deals_are_selected_by_when_they_settle_every_window_as_from_e
     leads_seen: set[str] = set()
     selected = SignalStore.unsettled
 
-    def spy(store: SignalStore, service_id: str, name: str, lo: int, hi: int) -> Any:
-        rows = selected(store, service_id, name, lo, hi)
+    def spy(store: SignalStore, service_id: str, name: str, lo: int, hi: int, each: Any = None) -> Any:
+        rows = selected(store, service_id, name, lo, hi, each)
         if name in ("leads", "deals"):
             leads_seen.update(sid for _, sid, _ in rows)
         return rows

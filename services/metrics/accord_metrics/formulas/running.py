@@ -937,7 +937,7 @@ class FcrTally:
                 held = groups.get(key)
                 if held is None:
                     groups[key] = c
-                elif type(held) is not list:
+                elif not isinstance(held, list):
                     groups[key] = [c, held] if arrival(c) < arrival(held) else [held, c]
                 elif arrival(c) < arrival(held[-1]):
                     insort(held, c, key=arrival)
@@ -953,7 +953,7 @@ class FcrTally:
     def _group(self, key: tuple[str, str]) -> list[contact.Call]:
         """A group's contacts in order (none when it holds none)."""
         held = self._groups.get(key)
-        return [] if held is None else held if type(held) is list else [held]
+        return [] if held is None else held if isinstance(held, list) else [held]
 
     def remove(self, calls: Sequence[contact.Call]) -> None:
         """Take out these contacts, folded in before as they are (a correction replaces one: taken
@@ -974,7 +974,7 @@ class FcrTally:
         groups = self._groups
         for key, at in sorted(places, reverse=True):  # later places first: the earlier stay put
             held = groups[key]
-            if type(held) is list:
+            if isinstance(held, list):
                 gone = held.pop(at)
                 if len(held) == 1:
                     groups[key] = held[0]
