@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import operator
 import threading
 import time
 from array import array
@@ -392,8 +393,8 @@ class ServiceSignals:
                 out.edits = {name: (kept.edits.get(name, ()),) for name in _BY_TIME}
             return out
         out = SignalSet()
-        for name, entries in self._select(span, all_calls, since, whole_settled).items():
-            getattr(out, name).extend(self._inputs(entries))
+        for name, columns in self._select(span, all_calls, since, whole_settled).items():
+            getattr(out, name).extend(columns.items)
         return out
 
     def _key(
@@ -414,46 +415,41 @@ class ServiceSignals:
     def _select(
         self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False,
         repeat: int | None = None, chains: dict[int, list[tuple[int, str]]] | None = None,
-        peers: tuple[str, ...] = (), apart: bool | None = None,
-    ) -> dict[str, list[tuple[int, str, Any]]]:  # fmt: skip
-        """`select`'s rows: (rank, signal id, latest content) by list, in rank order; `chains` (with
-        `repeat`) gains the contacts kept of the chains before the calls' bottom (`_chains`, over
-        `peers` when given), by group. With `apart` given, (rank, signal id, formula input): each
-        row's content converted as it is read (`_inputs` with that `apart`), a page at a time — a
-        restart's first round selects every signal of the open windows, whose contents held all
-        at once until converted left the process's heap larger (the memory they took, spread among
-        the inputs kept, not given back)."""
-        each: Callable[[list[tuple[int, str, bytes]]], list[tuple[int, str, Any]]] | None = None
-        if apart is not None:
+        peers: tuple[str, ...] = (), apart: bool = True,
+    ) -> dict[str, _Columns]:  # fmt: skip
+        """`select`'s rows by list, in rank order: ranks, signal ids and formula inputs — each row's
+        content converted as it is read (`_inputs` with this `apart`), a page at a time: a restart's
+        first round selects every signal of the open windows, whose contents held all at once
+        until converted left the process's heap larger (the memory they took, spread among the
+        inputs kept, is not given back). `chains` (with `repeat`) gains the contacts kept of the
+        chains before the calls' bottom (`_chains`, over `peers` when given), by group."""
+        found: dict[str, _Columns] = defaultdict(_Columns)
 
-            def each(rows: list[tuple[int, str, bytes]]) -> list[tuple[int, str, Any]]:
-                items = self._inputs(rows, apart=apart)
-                return [(r[0], r[1], item) for r, item in zip(rows, items, strict=True)]
+        def into(name: str) -> Callable[[list[tuple[int, str, bytes]]], None]:
+            columns = found[name]  # listed, read empty or not
+            return lambda rows: columns.add(rows, self._inputs(rows, apart=apart))
 
         whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
-        found: dict[str, list[tuple[int, str, Any]]] = self.store.whole(self.service_id, whole)
-        if each is not None:
-            found = {name: each(rows) for name, rows in found.items()}
+        for name, rows in self.store.whole(self.service_id, whole).items():
+            into(name)(rows)
         if span is not None:
             lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
             for name in sorted(_BY_TIME - set(whole)):
                 bottom = self._bottom(name, lo, since, repeat)
-                found[name] = self.store.in_range(self.service_id, name, bottom, hi, each)
+                self.store.in_range(self.service_id, name, bottom, hi, into(name))
                 if name == "calls" and repeat is not None:
                     firsts = self.store.group_firsts(peers or (self.service_id,), bottom, bottom + repeat)
-                    chained = self._chains(firsts, bottom, repeat, {} if chains is None else chains, peers)
-                    found[name].extend(chained if each is None else each(chained))
+                    into(name)(self._chains(firsts, bottom, repeat, {} if chains is None else chains, peers))
             for name in sorted(_BY_SETTLED - set(whole)):
-                found[name] = self.store.unsettled(self.service_id, name, lo, hi, each)
+                self.store.unsettled(self.service_id, name, lo, hi, into(name))
             if self.ongoing:
-                inside = {e[1] for e in found.get("outages", [])}
+                inside = set(found["outages"].ids) if "outages" in found else set()
                 missing = [i for i, (k, _) in self.ongoing.items() if k <= hi and i not in inside]
-                rows = self.store.lookup(self.service_id, missing)
-                ongoing = [(r.rank, r.signal_id, r.content) for r in rows.values()]
-                found.setdefault("outages", []).extend(ongoing if each is None else each(ongoing))
-        for entries in found.values():
-            entries.sort(key=_rank)  # the order of first recordings
-        return found
+                under_way = self.store.lookup(self.service_id, missing)
+                into("outages")([(r.rank, r.signal_id, r.content) for r in under_way.values()])
+        for columns in found.values():
+            columns.in_rank_order()  # the order of first recordings
+        return dict(found)
 
     @staticmethod
     def _whole(name: str, span: Interval | None, all_calls: bool, whole_settled: bool) -> bool:
@@ -725,18 +721,45 @@ class ServiceSignals:
         return self.selected is not None and self._round_thread == threading.get_ident()
 
 
+class _Columns:
+    """One list's rows as a selection holds them: ranks (machine integers), signal ids and
+    formula inputs, in step — no tuple a row (≈ 64 B each while a selection is made)."""
+
+    __slots__ = ("ids", "items", "ranks")
+
+    def __init__(self) -> None:
+        self.ranks: array[int] = array("q")
+        self.ids: list[str] = []
+        self.items: list[Any] = []
+
+    def add(self, rows: list[tuple[int, str, bytes]], items: list[Any]) -> None:
+        """These rows, their inputs `items`, after those held."""
+        self.ranks.extend([r[0] for r in rows])
+        self.ids.extend([r[1] for r in rows])
+        self.items.extend(items)
+
+    def in_rank_order(self) -> None:
+        """The rows put in the order of their ranks (read by time, they mostly are already)."""
+        ranks = self.ranks
+        if all(map(operator.lt, ranks, itertools.islice(ranks, 1, None))):
+            return
+        order = sorted(range(len(ranks)), key=ranks.__getitem__)
+        self.ranks = array("q", [ranks[i] for i in order])
+        self.ids = [self.ids[i] for i in order]
+        self.items = [self.items[i] for i in order]
+
+
 class _Selection:
     """One selection by time of a service's formula inputs (`ServiceSignals.select`), kept: per
     list, the ranks, signal ids and inputs in rank order, and the ids whose rows changed since
     it was last brought up to date."""
 
-    def __init__(self, lists: dict[str, list[tuple[int, str, Any]]], hi_us: int) -> None:
-        """`lists`: per list, (rank, signal id, formula input) in rank order."""
+    def __init__(self, lists: dict[str, _Columns], hi_us: int) -> None:
+        """`lists`: per list, its rows in rank order (`ServiceSignals._select`)."""
         self.hi_us = hi_us  # the latest time key (µs) a row it selects by time can have
         # The ranks as machine integers (8 B each, not an int object and a pointer).
         self.lists: dict[str, tuple[array[int], list[str], list[Any]]] = {
-            name: (array("q", [e[0] for e in entries]), [e[1] for e in entries], [e[2] for e in entries])
-            for name, entries in lists.items()
+            name: (c.ranks, c.ids, c.items) for name, c in lists.items()
         }
         self.changed: set[str] = set()
         # Which selection this is, and per list how often an input in it was replaced (but an

@@ -216,16 +216,16 @@ class SignalStore:
             }  # fmt: skip
 
     def in_range(
-        self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], list[Any]] | None = None
-    ) -> list[Any]:  # fmt: skip
+        self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], None] | None = None
+    ) -> list[Ranked]:  # fmt: skip
         """(rank, signal id, latest content) of one list's signals whose time key is in [lo, hi];
-        with `each`, what it makes of them, applied a page of rows at a time as they are read (a
-        window's contents are then never all held at once)."""
+        with `each`, given to it a page of rows at a time as they are read instead (none listed:
+        a window's contents are then never all held at once)."""
         return self._ranked("time_key <= ?", service_id, name, lo, hi, each)
 
     def unsettled(
-        self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], list[Any]] | None = None
-    ) -> list[Any]:  # fmt: skip
+        self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], None] | None = None
+    ) -> list[Ranked]:  # fmt: skip
         """(rank, signal id, latest content) of one list's signals whose time key (the instant
         they settle) is at or after `lo` and that reach back to `hi` or before (`earliest`); `each`
         as `in_range`'s."""
@@ -233,11 +233,11 @@ class SignalStore:
 
     def _ranked(
         self, upper: str, service_id: str, name: str, lo: int, hi: int,
-        each: Callable[[list[Ranked]], list[Any]] | None = None,
-    ) -> list[Any]:  # fmt: skip
+        each: Callable[[list[Ranked]], None] | None = None,
+    ) -> list[Ranked]:  # fmt: skip
         """(rank, signal id, latest content) of one list's signals whose time key is at least
-        `lo`, and the condition `upper` holds for `hi` — or what `each` makes of them, a page at a
-        time (`_PAGE` rows)."""
+        `lo`, and the condition `upper` holds for `hi` — or given to `each` a page (`_PAGE` rows)
+        at a time."""
         with self._cursor(write=False) as cur:
             cur.execute(
                 self._q(
@@ -248,10 +248,9 @@ class SignalStore:
             )
             if each is None:
                 return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
-            out: list[Any] = []
             while page := cur.fetchmany(_PAGE):
-                out += each([(int(r), str(s), bytes(c)) for r, s, c in page])
-            return out
+                each([(int(r), str(s), bytes(c)) for r, s, c in page])
+            return []
 
     def group_firsts(
         self, service_ids: Sequence[str], lo: int, hi: int, groups: Sequence[int] | None = None
