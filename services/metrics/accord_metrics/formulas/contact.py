@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from accord_kit.timeline import Interval
 from accord_metrics.formulas.common import (
@@ -558,12 +558,31 @@ def fcr_contacts(calls: Sequence[Call], method: FcrMethod | str) -> list[Call]:
     return [c for c in calls if c.customer_id]
 
 
+def _outcome(first: Call, decided: datetime, resolved: bool, flag: bool | None, repeat_id: str) -> FirstContactOutcome:
+    return FirstContactOutcome(
+        first.call_id, first.customer_id, first.reason, first.entered_queue, decided, resolved, flag, repeat_id
+    )
+
+
+_Outcome = TypeVar("_Outcome")
+
+
 def group_outcomes(
     group: Sequence[Call], method: FcrMethod, repeat_window: timedelta, window: Interval
 ) -> dict[str, FirstContactOutcome]:
     """ "contact.fcr" v2's outcomes of one customer and reason's contacts (answered, in
     `first_contacts`' order: arrival, then id) whose decision lies in `window`, by first contact
-    id — the rule `fcr` and its running form (`formulas/running.py`, `FcrTally`) both apply."""
+    id (`decide_group`)."""
+    return decide_group(group, method, repeat_window, window, _outcome)
+
+
+def decide_group(
+    group: Sequence[Call], method: FcrMethod, repeat_window: timedelta, window: Interval,
+    make: Callable[[Call, datetime, bool, bool | None, str], _Outcome],
+) -> dict[str, _Outcome]:  # fmt: skip
+    """`group_outcomes`' rule, each outcome made by `make` from (first contact, decision,
+    resolved, flag, repeat's id) — the rule `fcr` and its running form (`formulas/running.py`,
+    `FcrTally`, which holds its outcomes otherwise) both apply."""
     by_repeat = method is FcrMethod.REPEAT_CONTACT
     anchor: Call | None = None
     first_repeat: dict[str, Call] = {}
@@ -574,7 +593,7 @@ def group_outcomes(
         else:
             anchor = c
             firsts.append(c)
-    out: dict[str, FirstContactOutcome] = {}
+    out: dict[str, _Outcome] = {}
     for first in firsts:
         r = first_repeat.get(first.call_id) if by_repeat else None
         if not by_repeat:
@@ -584,10 +603,8 @@ def group_outcomes(
         else:
             decided, ok = first.entered_queue + repeat_window, True
         if window.contains(decided):
-            out[first.call_id] = FirstContactOutcome(
-                first.call_id, first.customer_id, first.reason, first.entered_queue, decided, ok,
-                None if by_repeat else first.resolved_first_contact, "" if r is None else r.call_id,
-            )  # fmt: skip
+            flag = None if by_repeat else first.resolved_first_contact
+            out[first.call_id] = make(first, decided, ok, flag, "" if r is None else r.call_id)
     return out
 
 

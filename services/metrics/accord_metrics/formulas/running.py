@@ -889,7 +889,48 @@ def _service_level(t: CallTally, v: contact.ServiceLevelVariant, threshold: time
 
 
 # -- first-contact resolution (v2) ----------------------------------------------------------------
-def _decided_hour(o: contact.FirstContactOutcome) -> int:
+class _Outcome:
+    """A first contact's outcome as `FcrTally` holds it: `contact.FirstContactOutcome`'s fields,
+    those of the first contact read through the contact itself — 72 B an outcome against 104
+    (≈ 23 B a contact of a month's). Equal to another of the same fields; its record is
+    `contact.outcome_json`'s of the `FirstContactOutcome` it stands for."""
+
+    __slots__ = ("decided", "first", "flag", "repeat_id", "resolved")
+
+    def __init__(
+        self, first: contact.Call, decided: datetime, resolved: bool, flag: bool | None, repeat_id: str
+    ) -> None:  # fmt: skip
+        self.first, self.decided, self.resolved = first, decided, resolved
+        self.flag, self.repeat_id = flag, repeat_id
+
+    @property
+    def call_id(self) -> str:
+        return self.first.call_id
+
+    def whole(self) -> contact.FirstContactOutcome:
+        f = self.first
+        return contact.FirstContactOutcome(
+            f.call_id, f.customer_id, f.reason, f.entered_queue, self.decided, self.resolved, self.flag, self.repeat_id
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Outcome):
+            return NotImplemented
+        a, b = self.first, other.first
+        return (a is b or (a.call_id, a.customer_id, a.reason, a.entered_queue)
+                == (b.call_id, b.customer_id, b.reason, b.entered_queue)) and (
+            (self.decided, self.resolved, self.flag, self.repeat_id)
+            == (other.decided, other.resolved, other.flag, other.repeat_id)
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _outcome_json(o: _Outcome) -> str:
+    return contact.outcome_json(o.whole())
+
+
+def _decided_hour(o: _Outcome) -> int:
     return hour_of(o.decided)
 
 
@@ -916,7 +957,7 @@ class FcrTally:
         self._groups: dict[tuple[str, str], contact.Call | list[contact.Call]] = {}
         # First contact id → its outcome, for every first contact whose decision is in the window;
         # and the token of its entry among those due while it is not counted.
-        self._outcomes: dict[str, contact.FirstContactOutcome] = {}
+        self._outcomes: dict[str, _Outcome] = {}
         self._due_token: dict[str, int] = {}
         self._due: list[tuple[datetime, int, str]] = []  # a heap of (decision, token, id) not yet counted
         self._tokens = itertools.count()
@@ -925,7 +966,7 @@ class FcrTally:
         prefix, _ = split_payload(contact.digest_payload("contact.fcr", contact.FCR_VERSION, records_slot(), {}))
         # The counted outcomes as they became known, in runs by that hour; their records encoded,
         # never kept (not on the outcomes either).
-        self.records = RunDigest(prefix, contact.decision, _decided_hour, contact.outcome_json)
+        self.records = RunDigest(prefix, contact.decision, _decided_hour, _outcome_json)
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these contacts (True: it always can)."""
@@ -944,7 +985,7 @@ class FcrTally:
                 else:
                     held.append(c)
                 touched.add(key)
-        uncounted: list[contact.FirstContactOutcome] = []
+        uncounted: list[_Outcome] = []
         for key in touched:
             self._judge(self._group(key), uncounted)
         self.records.remove(uncounted)
@@ -970,7 +1011,7 @@ class FcrTally:
             if at == len(group) or group[at].call_id != c.call_id or (key, at) in places:
                 raise KeyError(c.call_id)
             places.append((key, at))
-        uncounted: list[contact.FirstContactOutcome] = []
+        uncounted: list[_Outcome] = []
         groups = self._groups
         for key, at in sorted(places, reverse=True):  # later places first: the earlier stay put
             held = groups[key]
@@ -987,7 +1028,7 @@ class FcrTally:
                 self._judge(self._group(key), uncounted)
         self.records.remove(uncounted)
 
-    def _drop_outcome(self, cid: str, uncounted: list[contact.FirstContactOutcome]) -> None:
+    def _drop_outcome(self, cid: str, uncounted: list[_Outcome]) -> None:
         """A contact's outcome as a first contact, if it has one, dropped: taken out of the counts
         (and the outcome added to `uncounted`: its record to take out) when counted, else its entry
         among those due no longer current."""
@@ -996,10 +1037,10 @@ class FcrTally:
             self._count(held, -1)
             uncounted.append(held)
 
-    def _judge(self, group: list[contact.Call], uncounted: list[contact.FirstContactOutcome]) -> None:
-        """A group's outcomes worked out again (`contact.group_outcomes`, the formula's rule); the
+    def _judge(self, group: list[contact.Call], uncounted: list[_Outcome]) -> None:
+        """A group's outcomes worked out again (`contact.decide_group`, the formula's rule); the
         counted ones that changed added to `uncounted` (their records to take out)."""
-        now = contact.group_outcomes(group, self.method, self.repeat, self.window)
+        now = contact.decide_group(group, self.method, self.repeat, self.window, _Outcome)
         # The group's former outcomes are those of its contacts' ids (each was a first contact or not).
         outcomes, tokens = self._outcomes, self._due_token
         for c in group:
@@ -1014,7 +1055,7 @@ class FcrTally:
                 outcomes[cid] = outcome
                 heapq.heappush(self._due, (outcome.decided, token, cid))
 
-    def _count(self, outcome: contact.FirstContactOutcome, sign: int) -> None:
+    def _count(self, outcome: _Outcome, sign: int) -> None:
         self.counted += sign
         self.resolved += sign * outcome.resolved
         self.repeated += sign * bool(outcome.repeat_id)
@@ -1027,7 +1068,7 @@ class FcrTally:
         if self._as_of is not None and as_of < self._as_of:
             return None
         due, outcomes, tokens = self._due, self._outcomes, self._due_token
-        fallen: list[contact.FirstContactOutcome] = []
+        fallen: list[_Outcome] = []
         while due and due[0][0] < as_of:
             _, token, cid = heapq.heappop(due)
             if tokens.get(cid) != token:
