@@ -44,6 +44,7 @@ outage, calendar, exclusion (suspension included) or span builds it again from e
 from __future__ import annotations
 
 import json
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -58,6 +59,7 @@ from accord_metrics.formulas.running import OUTAGES_VERSION, place_by_end, touch
 
 Lineage = tuple[tuple[int, int, int], ...]  # per service: (selection, its changes other than appends, length)
 _ZERO = timedelta(0)
+_US = timedelta(microseconds=1)
 
 
 def _seconds(raw: Any) -> timedelta:
@@ -79,8 +81,10 @@ class BurnIndex:
         self.merged: list[Interval] = []
         self._mstarts: list[datetime] = []
         self._mends: list[datetime] = []
-        # _sums[i]: the downtime in the span's eligible time of merged[:i] at least the minimum long
-        self._sums: list[timedelta] = [_ZERO]
+        # _sums[i]: the downtime in the span's eligible time of merged[:i] at least the minimum long,
+        # in µs (machine integers: 8 B a merged outage, not a timedelta and a pointer — durations
+        # are whole µs, so the sums are exact)
+        self._sums: array[int] = array("q", [0])
         self.eligible: list[Interval] = []  # the span's eligible time
         self._eligible_starts: list[datetime] = []
         self._eligible_ends: list[datetime] = []
@@ -189,7 +193,7 @@ class BurnIndex:
         self._eligible_starts = [e.start for e in self.eligible]
         self._eligible_ends = [e.end for e in self.eligible]
         self.ends, self.by_end = [], []
-        self.merged, self._mstarts, self._mends, self._sums = [], [], [], [_ZERO]
+        self.merged, self._mstarts, self._mends, self._sums = [], [], [], array("q", [0])
         none = tuple((selection, changes, 0) for selection, changes, _ in lineage)  # every part grown from nothing
         _, self.under_way = advanced(none, lineage, outages, [], outages=True)
         self._add(outages)
@@ -208,9 +212,9 @@ class BurnIndex:
     def _merge(self, first: int, hi: int, again: list[Interval]) -> None:
         """The merged outages [first, hi) replaced by `again` (what they are now), the running sums
         of those after moved by the difference in downtime."""
-        downs = [self._downtime(x) if x.end - x.start >= self.min_outage else _ZERO for x in again]
+        downs = [self._downtime(x) // _US if x.end - x.start >= self.min_outage else 0 for x in again]
         sums = self._sums
-        delta = sum(downs, _ZERO) - (sums[hi] - sums[first])
+        delta = sum(downs) - (sums[hi] - sums[first])
         self.merged[first:hi] = again
         self._mstarts[first:hi] = [x.start for x in again]
         self._mends[first:hi] = [x.end for x in again]
@@ -275,7 +279,7 @@ class BurnIndex:
             raise _UnclippedError
         lo = bisect_right(self._mstarts, since)  # the first merged outage starting after `since`
         hi = bisect_right(self._mends, as_of)  # the first ending after `as_of`
-        down = self._sums[hi] - self._sums[lo] if hi > lo else _ZERO
+        down = timedelta(microseconds=self._sums[hi] - self._sums[lo]) if hi > lo else _ZERO
         edges = set()
         if lo and self._mends[lo - 1] > since:
             edges.add(lo - 1)

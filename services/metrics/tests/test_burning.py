@@ -6,6 +6,7 @@ of every stored signal."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval
+from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Calendar, Interval, total
 from accord_metrics import burning, evaluation, judging
 from accord_metrics.burning import BurnIndex
 from accord_metrics.evaluation import ONGOING, SignalSet, burn_lengths, burn_rates, run_formula
@@ -156,6 +157,25 @@ def test_the_look_backs_kept_are_the_formula_s_over_every_outage(steps: list[tup
         assert values == expected
         rates = burn_rates(objective, cal, exclusions, SignalSet(), as_of, WINDOW.duration, "UTC", values)
         assert rates == burn_rates(objective, cal, exclusions, signals, as_of, WINDOW.duration, "UTC")
+
+
+def test_the_merged_outages_downtime_sums_are_machine_integers_exact_to_the_microsecond() -> None:
+    """The running sums of the merged outages' downtime are µs in machine integers (8 B a merged
+    outage, not a timedelta and a pointer: ≈ 40 B an outage of the window's burn rates): outages
+    an odd number of µs long, some merging, give each look-back the formula's value."""
+    kept, index = _Kept(), BurnIndex()
+    objective, as_of = _objective(0), _at(86400)
+    us = timedelta(microseconds=1)
+    # 3 s and some µs long, every fifth one 93 s: it merges with the next
+    kept.lists[0] = [
+        Interval(_at(90 * k) + 7 * k * us, _at(90 * k + 3 + 90 * (k % 5 == 0)) + (13 * k + 1) * us)
+        for k in range(1, 900)
+    ]
+    signals = kept.signals()
+    got = index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+    assert got == _expected(objective, AlwaysOpen(), [], signals, as_of)
+    assert isinstance(index._sums, array) and index._sums.typecode == "q"
+    assert index._sums[-1] == sum(total([m]) // us for m in index.merged)
 
 
 def test_a_change_not_logged_builds_it_again_and_an_append_only_adds() -> None:
