@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -252,7 +252,7 @@ def test_occurrences() -> None:
         "calendar": "24x7",
         "calendar_version": "1",
     }
-    assert (r.formula_version, r.detail["eligible_seconds"], r.detail["counts_excluded"]) == (3, "1800", "0")
+    assert (r.formula_version, r.detail["eligible_seconds"], r.detail["counts_excluded"]) == (4, "1800", "0")
     # Version 1, kept for the windows recorded with it: the same value, no calendar.
     v1 = availability_requests(BUCKETS, "OCCURRENCES", W30, version=1)
     assert (v1.formula_version, v1.value) == (1, r.value)
@@ -366,7 +366,7 @@ def test_request_based_counts_only_open_hours() -> None:
 
 def test_request_based_versions() -> None:
     with pytest.raises(ValueError, match="versions"):
-        availability_requests(BUCKETS, "OCCURRENCES", W30, version=4)
+        availability_requests(BUCKETS, "OCCURRENCES", W30, version=5)
 
 
 def test_request_based_bad_arguments() -> None:
@@ -721,6 +721,72 @@ def test_availability_v3_digests_the_outages_by_hour_as_an_auditor_recomputes_it
             "formula_version": version,
             "parameters": evaluated.parameters,
             "inputs": {"outages": by_version[version], "exclusions": []},
+            "calendar": {"calendar_id": H24.calendar_id, "version": H24.version},
+        }
+        assert evaluated.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest(), version
+
+
+def test_request_availability_v4_digests_the_counts_by_hour_as_an_auditor_recomputes_it() -> None:
+    """v4 deals the counts' records ([start, end, good, total], instants in UTC), sorted, into the
+    64 buckets by their CRC-32, each bucket in runs by the hour (UTC) the count started in: a
+    run's digest the SHA-256 of its records, the bucket's the SHA-256 of its runs' digests; v3 the
+    bucket's records alone. Worked out from the records, with no code of the service's (counts
+    given out of order and in another offset); value and detail are v3's."""
+    import json
+    import random
+    import zlib
+    from hashlib import sha256
+
+    from accord_metrics.formulas import common
+
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    plus2 = timezone(timedelta(hours=2))
+    # A count a minute for ≈ 100 hours, half of them written at UTC+2, and two with one start.
+    counts = [
+        RequestCount(
+            (base + timedelta(minutes=i)).astimezone(plus2 if i % 2 else UTC),
+            base + timedelta(minutes=i + 1), 990 + i % 11, 1000,
+        )
+        for i in range(6000)
+    ]  # fmt: skip
+    counts.append(RequestCount(base + timedelta(minutes=60), base + timedelta(minutes=61), 5, 7))
+    random.Random(4).shuffle(counts)
+    window = Interval(base, base + timedelta(days=10))
+    v4 = availability_requests(counts, "OCCURRENCES", window)
+    v3 = availability_requests(counts, "OCCURRENCES", window, version=3)
+    assert (v4.formula_version, v3.formula_version) == (4, 3) and v4.input_digest != v3.input_digest
+    assert (v4.value, v4.detail, v4.parameters) == (v3.value, v3.detail, v3.parameters)
+
+    def canonical(payload: object) -> bytes:
+        return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
+
+    def utc(t: datetime) -> str:
+        return t.astimezone(UTC).isoformat()
+
+    listed = sorted([utc(b.start), utc(b.end), b.good, b.total] for b in counts)
+    buckets: list[list[bytes]] = [[] for _ in range(64)]
+    runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
+    for record in listed:
+        text = canonical(record)
+        hour = int(datetime.fromisoformat(record[0]).timestamp()) // 3600
+        buckets[zlib.crc32(text) % 64].append(text)
+        runs[zlib.crc32(text) % 64].setdefault(hour, []).append(text)
+    assert sum(len(r) > 1 for r in runs) > 32  # most buckets: several hours
+    by_version = {
+        3: [sha256(b",".join(b)).hexdigest() for b in buckets],
+        4: [
+            sha256(",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode()).hexdigest()
+            if r
+            else sha256(b"").hexdigest()
+            for r in runs
+        ],
+    }
+    for version, evaluated in ((3, v3), (4, v4)):
+        payload = {
+            "formula_id": "availability.requests",
+            "formula_version": version,
+            "parameters": evaluated.parameters,
+            "inputs": {"counts": by_version[version], "exclusions": []},
             "calendar": {"calendar_id": H24.calendar_id, "version": H24.version},
         }
         assert evaluated.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest(), version

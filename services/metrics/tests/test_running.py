@@ -19,7 +19,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact, reliability, running
-from accord_metrics.formulas.common import bucketed, hour_bucketed
+from accord_metrics.formulas.common import hour_bucketed
 from tests.suite import (
     AMS,
     COLLECTOR,
@@ -259,7 +259,7 @@ def test_new_calls_with_random_ids_are_hashed_alone() -> None:
     import uuid
 
     rnd = random.Random(20261205)
-    n = running.BUCKETS * running.MARK * 2
+    n = running.BUCKETS * 128
 
     def call(i: int) -> contact.Call:
         entered = T0 + timedelta(seconds=3 * i)
@@ -293,84 +293,6 @@ def test_new_calls_with_random_ids_are_hashed_alone() -> None:
     )
 
 
-def test_a_batch_placed_among_the_last_records_hashes_from_each_buckets_last_state() -> None:
-    """A batch whose records sort among the last ones held (late signals: outages by their start)
-    hashes each bucket again from its last state before them — not each bucket whole."""
-    keys = [f"k{i:06d}" for i in range(0, 80_000, 2)]
-    kept = running.BucketDigest(b"[")
-    kept.add([(k, f'"{k}"') for k in keys])
-    late = [f"k{i:06d}" for i in range(79_001, 80_000, 2)]  # among the last 500 held
-    hashed = kept.hashed
-    kept.add([(k, f'"{k}"') for k in late])
-    assert kept.hashed - hashed <= running.BUCKETS * running.MARK + 2 * len(late) < len(keys) // 4
-    assert kept.digest(b"]") == _bucketed_digest(b"[", [f'"{k}"' for k in sorted(keys + late)], b"]")
-
-
-def _bucketed_digest(prefix: bytes, records: list[str], suffix: bytes) -> str:
-    """The bucketed digest as the formulas compute it (`common.bucketed`), of these records (in order)."""
-    return "sha256:" + hashlib.sha256(prefix + ",".join(bucketed(records)).encode() + suffix).hexdigest()
-
-
-@pytest.mark.parametrize("size", [40, running.BUCKETS * running.MARK * 3 + 300])
-def test_records_taken_out_leave_the_digest_of_those_left(size: int) -> None:
-    """Records taken out anywhere (in buckets that keep their states, or are hashed whole): the
-    digest is the formulas' over the records left; a key not held is refused, nothing taken out."""
-    keys = [f"k{i:05d}" for i in range(size)]
-    kept = running.BucketDigest(b"[")
-    kept.add([(k, f'"{k}"') for k in keys])
-    gone = {keys[3], keys[size // 3], keys[-1], keys[size // 2], keys[size // 2 + 1]}
-    kept.remove(sorted(gone, reverse=True))
-    left = [k for k in keys if k not in gone]
-    assert kept.digest(b"]") == _bucketed_digest(b"[", [f'"{k}"' for k in left], b"]") and kept.items == left
-    with pytest.raises(KeyError):
-        kept.remove([keys[4], keys[3]])
-    assert kept.items == left
-
-
-@pytest.mark.parametrize("size", [40, running.BUCKETS * running.MARK * 3 + 300])
-def test_a_digest_with_records_beside_is_that_of_them_all_held(size: int) -> None:
-    """Records given beside those held (before every one, between them, equal to one held, after
-    every one) give the digest of all of them held, and leave the records held as they were."""
-    keys = [f"k{i:05d}" for i in range(0, 2 * size, 2)]
-    kept = running.BucketDigest(b"[")
-    kept.add([(k, f'"{k}"') for k in keys])
-    before = kept.digest(b"]")
-    for extra in (["a"], ["k00001"], [keys[size // 3], "k00999"], [keys[-1], "z"], [f"z{i}" for i in range(300)], []):
-        every = _bucketed_digest(b"[", [f'"{k}"' for k in sorted([*keys, *extra])], b"]")
-        assert kept.digest_with([(k, f'"{k}"') for k in extra], b"]") == every
-    assert kept.digest(b"]") == before and kept.items == keys
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.booleans(),
-    st.lists(st.tuples(st.sampled_from(["add", "remove", "replace"]), st.lists(st.integers(0, 12_000), max_size=400))),
-)
-def test_a_bucket_digest_is_the_formulas_over_what_it_holds(many: bool, steps: list[tuple[str, list[int]]]) -> None:
-    """Random batches added (anywhere among those held), taken out and replaced by another record
-    (in its bucket or another), in small buckets or in buckets that keep hash states (`many`: 9,000
-    records held first): the digest is always the formulas' over the records held."""
-    kept = running.BucketDigest(b"{")
-    held: dict[int, str] = {k: f'"{k}:0"' for k in range(0, 12_000, 4 if many else 1000)}
-    kept.add(list(held.items()))
-    for op, raw in steps:
-        if op == "add":
-            new = {k: f'"{k}:0"' for k in raw if k not in held}
-            kept.add([(k, r) for k, r in new.items()])
-            held |= new
-        elif op == "remove":
-            gone = sorted({k for k in raw if k in held})
-            kept.remove(gone)
-            for k in gone:
-                del held[k]
-        else:
-            for k in {k for k in raw if k in held}:
-                held[k] = f'"{k}:{int(held[k][:-1].split(":")[1]) + 1}"'
-                kept.replace(k, k, held[k])
-        assert kept.digest(b"}") == _bucketed_digest(b"{", [held[k] for k in sorted(held)], b"}")
-    assert kept.items == sorted(held)
-
-
 class _Arrived:
     """An item ordered by (instant, id) as a call tally orders calls, its record its content."""
 
@@ -396,7 +318,7 @@ def _steps(latest: int) -> st.SearchStrategy[list[tuple[str, list[tuple[int, int
 
 
 def _arrivals(
-    kept: running.BucketDigest | running.RunDigest,
+    kept: running.RunDigest,
     held: dict[int, _Arrived],
     steps: list[tuple[str, list[tuple[int, int]]]],
 ) -> Iterator[list[_Arrived]]:
@@ -418,23 +340,6 @@ def _arrivals(
                 kept.replace(was, now, now.record())
                 held[k] = now
         yield sorted(held.values(), key=_BY_ARRIVAL)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.booleans(), _steps(300))
-def test_a_bucket_digest_in_an_order_of_its_items_is_the_formulas_over_them(
-    many: bool, steps: list[tuple[str, list[tuple[int, int]]]]
-) -> None:
-    """Items held in an order the caller gives (an instant then an id, as calls by arrival — many
-    at one instant): random batches added anywhere, taken out, replaced in their place (another
-    content) or moved (another instant); the digest is always the formulas' over the records in
-    that order, the items held in it."""
-    kept = running.BucketDigest(b"{", _BY_ARRIVAL)
-    held: dict[int, _Arrived] = {k: _Arrived(k, k % 97) for k in range(0, 12_000, 4 if many else 1000)}
-    for ordered in _arrivals(kept, held, steps):
-        assert kept.digest(b"}") == _bucketed_digest(b"{", [x.record() for x in ordered], b"}")
-        assert kept.items == ordered
-        assert not kept.holds_any([_Arrived(k, -1) for k in held]) and (not held or kept.holds_any(ordered[-1:]))
 
 
 @settings(max_examples=60, deadline=None)
@@ -466,6 +371,7 @@ def test_a_run_digest_is_the_formulas_over_its_items(
         )
         assert kept.digest(b"}") == top(ordered)
         assert kept.items == ordered
+        assert not kept.holds_any([_Arrived(k, -1) for k in held]) and (not held or kept.holds_any(ordered[-1:]))
         # The records held are each bucket's last run's, as the run holds its items (no other).
         assert all(b._tail_records in (None, [x.record() for x in b.runs[-1]]) for b in kept.buckets if b.runs)
 
@@ -1296,10 +1202,11 @@ def test_an_fcr_tally_holds_a_group_of_one_contact_as_the_contact_itself() -> No
         tally.remove([later])  # no longer held
 
 
-def test_outage_and_first_contact_tallies_keep_no_record() -> None:
-    """The outages' digest (v3) and first contacts' outcomes' (v5) are in runs by hour: their
-    tallies keep no record — not on the inputs, and beside them only each bucket's last run's —
-    and their evaluations are the formulas'. (v2 and v4 kept every record, on the input too.)"""
+def test_outage_count_and_first_contact_tallies_keep_no_record() -> None:
+    """The outages' digest (v3), request counts' (v4) and first contacts' outcomes' (v5) are in
+    runs by hour: their tallies keep no record — not on the inputs, and beside them only each
+    bucket's last run's — and their evaluations are the formulas'. (Outages v2 and first contacts
+    v4 kept every record, on the input too; request counts v3 every record and its key beside.)"""
     import random
 
     outages = [Interval(T0 + timedelta(seconds=80 * i), T0 + timedelta(seconds=80 * i + 30)) for i in range(2000)]
@@ -1327,7 +1234,18 @@ def test_outage_and_first_contact_tallies_keep_no_record() -> None:
     assert fcr.evaluated(as_of) == contact.fcr(calls, "REPEAT_CONTACT", window=window, as_of=as_of)
     assert all(getattr(o, "_accord_encoded_utc_record", None) is None for o in fcr._outcomes.values())
 
-    for digest, counted in ((tally.records, len(outages)), (fcr.records, int(fcr.counted))):
+    counts = [
+        reliability.RequestCount(T0 + timedelta(minutes=i), T0 + timedelta(minutes=i + 1), 990 + i % 11, 1000)
+        for i in range(2000)
+    ]
+    requests = running.CountTally(WINDOW, AlwaysOpen(), [])
+    for k in range(0, len(counts), 500):
+        requests.extend(counts[k : k + 500])
+    expected = reliability.availability_requests(counts, "OCCURRENCES", WINDOW, calendar=AlwaysOpen())
+    assert requests.evaluated() == expected
+
+    held = ((tally.records, len(outages)), (fcr.records, int(fcr.counted)), (requests.records, len(counts)))
+    for digest, counted in held:
         kept = [len(b._tail_records or ()) for b in digest.buckets]
         assert all(b._tail_records in (None, list(map(digest.encode, b.runs[-1]))) for b in digest.buckets if b.runs)
         assert 0 < sum(kept) < counted // 4

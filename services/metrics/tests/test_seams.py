@@ -374,7 +374,7 @@ def test_request_availability_leaves_out_maintenance_and_suspended_time(world: W
     world.clock.set(at(f"2026-02-10T12:00{AMS}"))
     m.evaluate()
     jan = world.window(aid, "requests", JAN).closed
-    assert (jan["formula_id"], jan["formula_version"]) == ("availability.requests", 3)
+    assert (jan["formula_id"], jan["formula_version"]) == ("availability.requests", 4)
     # 27 measured days: 26,999 good of 27,000.
     assert (jan["detail"]["good"], jan["detail"]["total"], jan["detail"]["counts_excluded"]) == ("26999", "27000", "3")
     assert Decimal(jan["value"]) == Decimal(26999) / Decimal(27000) * 100
@@ -382,22 +382,25 @@ def test_request_availability_leaves_out_maintenance_and_suspended_time(world: W
     assert world.rederived_mismatches(aid) == []
 
 
-def test_request_availability_recorded_by_version_1_stays_version_1(
-    world: World, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("version", [1, 3])
+def test_request_availability_recorded_by_an_earlier_version_stays_that_version(
+    world: World, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
-    # A January closed by the version before (every count measured) is re-derived, and a late
-    # count restates it, by that version: history is never re-judged by a newer rule.
+    # A January closed by a version before — v1 (every count measured), v3 (the counts bucketed
+    # without runs by hour) — is re-derived, and a late count restates it, by that version:
+    # history is never re-judged by a newer rule, and the digest it recorded stays computable.
     from accord_metrics.formulas import reliability
 
     m = world.metrics
-    aid = _requests_agreement(world, "a-r1")
+    aid = _requests_agreement(world, f"a-r{version}")
     m.record(COLLECTOR, _daily_counts({5: 1, 12: 1000, 20: 1000, 21: 1000}))
     world.clock.set(at(f"2026-02-10T12:00{AMS}"))
     with monkeypatch.context() as patch:
-        patch.setattr(reliability, "REQUESTS_VERSION", 1)
+        patch.setattr(reliability, "REQUESTS_VERSION", version)
         m.evaluate()
     jan = world.window(aid, "requests", JAN).closed
-    assert (jan["formula_version"], jan["status"], jan["detail"]["total"]) == (1, BREACHED, "30000")
+    measured = {1: (BREACHED, "30000"), 3: (MET, "27000")}[version]  # v1 measured excluded time too
+    assert (jan["formula_version"], jan["status"], jan["detail"]["total"]) == (version, *measured)
     assert world.rederived_mismatches(aid) == []
     start = at("2026-01-31T18:00:00+00:00")
     late = pb.RequestCount(start=ts(start), end=ts(start + MINUTE), good=1000, total=1000)
@@ -405,11 +408,13 @@ def test_request_availability_recorded_by_version_1_stays_version_1(
     world.clock.set(at(f"2026-02-10T13:00{AMS}"))
     m.evaluate()
     latest = world.window(aid, "requests", JAN).latest
-    assert (latest["formula_version"], latest["detail"]["total"]) == (1, "31000")
+    total = int(measured[1]) + 1000
+    assert (latest["formula_version"], latest["detail"]["total"]) == (version, str(total))
+    assert latest["input_digest"] != jan["input_digest"]
     assert world.rederived_mismatches(aid) == []
-    # February, opened since, is judged by the current version.
+    # February, opened since, is judged by the current version (bucketed, in runs by hour).
     feb = [w for w in m.window_evaluations(aid) if w.objective_id == "requests" and at(w.window_start) == at(FEB)]
-    assert feb and feb[0].latest["formula_version"] == 3
+    assert feb and feb[0].latest["formula_version"] == 4
 
 
 @pytest.mark.parametrize("calls_version", [1, 2, 3])

@@ -143,9 +143,10 @@ def digest(inputs: Any) -> str:
 # records joined by ",", an empty bucket that of no byte), in bucket order, as JSON strings; the
 # input digest is the SHA-256 of that payload's canonical JSON, as before. Every record is still
 # digested, in order within its bucket; but a record changed, taken out or placed before others
-# changes the digest of its bucket alone — a running form brings the digest up to date hashing
-# that bucket again (≈ 1/64 of the records), not every record after its place
-# (`formulas.running.BucketDigest`). 64: a batch appended touches each bucket once (a few µs a
+# changes the digest of its bucket alone — a running form brought the digest up to date hashing
+# that bucket again (≈ 1/64 of the records), not every record after its place (the running forms
+# now keep the versions bucketed by hours, below: `formulas.running.RunDigest`; these versions
+# are kept for the windows closed with them). 64: a batch appended touches each bucket once (a few µs a
 # bucket), a correction hashes ≈ 1/64 of the window. The bucket is a partition, not a secret:
 # two lists of records with one digest would need two buckets with one SHA-256.
 BUCKETS = 64

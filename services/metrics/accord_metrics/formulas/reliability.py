@@ -11,9 +11,10 @@ Conventions shared by every formula here:
   definition and the inputs, each input list sorted and every instant written in UTC, so
   neither the order the inputs arrived in nor the UTC offset they were written with changes it.
   The versions with a running form (`availability.time` and `mtbf` v2 and v3,
-  `availability.requests` v3) digest their outages, failures or counts bucketed
-  (`common.bucketed`; `availability.time` and `mtbf` v3 in runs by the hour their outage started
-  in, `common.hour_bucketed`), and their payload names their own version; the versions before
+  `availability.requests` v3 and v4) digest their outages, failures or counts bucketed
+  (`common.bucketed`; `availability.time` and `mtbf` v3 and `availability.requests` v4 in runs by
+  the hour their outage or count started in, `common.hour_bucketed`), and their payload names
+  their own version; the versions before
   them (kept for the windows recorded with them) digest them in one list, under
   "formula_version" 1.
 - Parameters and detail values are strings; instants are UTC ISO-8601, durations seconds.
@@ -393,8 +394,24 @@ def availability_time_evaluated(
     )
 
 
-REQUESTS_VERSION = 3
-REQUESTS_VERSIONS = (1, 2, 3)  # the versions of `availability.requests` metrics still computes
+# v4 digests the counts bucketed, each bucket in runs by the hour (UTC) they started in
+# (`common.hour_bucketed`: a running form holds no record); v3 bucketed without runs.
+REQUESTS_VERSION = 4
+REQUESTS_VERSIONS = (1, 2, 3, 4)  # the versions of `availability.requests` metrics still computes
+
+
+def count_json(b: RequestCount) -> str:
+    """A count's record, `canonical_json([start, end, good, total])` with the instants in UTC,
+    written directly (an instant's ISO form needs no escaping, an int's digits none)."""
+    return (
+        '["' + b.start.astimezone(UTC).isoformat() + '","' + b.end.astimezone(UTC).isoformat() + '",'
+        + str(int(b.good)) + "," + str(int(b.total)) + "]"
+    )  # fmt: skip
+
+
+def count_order(b: RequestCount) -> tuple[datetime, datetime, int, int]:
+    """A count's place among the records: by start, then end, good and total (as instants and numbers)."""
+    return (b.start, b.end, b.good, b.total)
 
 
 def availability_requests(
@@ -424,8 +441,9 @@ def availability_requests(
     some of it is eligible, and holds the measured counts that start in it. No eligible time
     → value None, undefined "no eligible time". Version 1 (kept for the windows recorded with
     it) measured every count starting in the window and every slice, whatever the calendar
-    and the exclusions. Version 3 (the current one) is version 2 with its counts digested
-    bucketed (`common.bucketed`; v2 digests them in one list).
+    and the exclusions. Version 3 is version 2 with its counts digested bucketed
+    (`common.bucketed`; v2 digests them in one list); version 4 (the current one) with each
+    bucket in runs by the hour (UTC) its counts started in (`common.hour_bucketed`).
 
     Counts starting outside the window are ignored. Slices are `slice_minutes` long and
     aligned to the window's start; a last, shorter slice (a window not a multiple of the
@@ -463,8 +481,12 @@ def availability_requests(
     in_window = [b for b in buckets if window.contains(b.start)]
     counts: dict[str, Any] = {}
     if digested:
-        listed = sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)
-        counts["counts"] = bucketed(map(canonical_json, listed)) if version >= 3 else listed
+        if version >= 4:
+            ordered = sorted(buckets, key=count_order)
+            counts["counts"] = hour_bucketed((hour_of(b.start), count_json(b)) for b in ordered)
+        else:
+            listed = sorted([_utc(b.start), _utc(b.end), b.good, b.total] for b in buckets)
+            counts["counts"] = bucketed(map(canonical_json, listed)) if version >= 3 else listed
     if version == 1:
         eligible = [window]
         inside = in_window

@@ -5,14 +5,11 @@ open window again after a batch costs what the batch holds, not what the window 
 Each `*Tally` is folded from a window's inputs in the order the formula goes through them
 (`extend` with the first inputs, then with each batch appended after them): its sums are the
 formula's sums, added in the same order, so they are the same Decimals; its counts the same
-ints. The input digest is the formula version's bucketed digest (`common.bucketed`: the sorted
-records dealt into 64 buckets, the payload holding each bucket's SHA-256): `BucketDigest` keeps
-the records sorted, by bucket, each bucket with its hash states (every 64 records and after the
-last), and hashes again only in the buckets a change reaches, from the last state before its
-place there — for records appended after every record of their bucket, the new ones alone (request
-counts). The call formulas' (v4: `common.hour_bucketed`), first-contact resolution's (v5) and the
-outages' (v3) are kept by `RunDigest`: each bucket in runs by hour, a change hashing its run again
-from its inputs, no record held but the last run's. Each tally can take an
+ints. The input digest is the formula version's bucketed digest by hours (`common.hour_bucketed`:
+the records in order dealt into 64 buckets, each bucket in runs by hour, the payload holding each
+bucket's SHA-256) — the call formulas' v4, first-contact resolution's v5, the outages' v3 and the
+request counts' v4 — kept by `RunDigest`: a change hashing its run again from its inputs, no
+record held but each bucket's last run's. Each tally can take an
 input out as it was folded (`remove`, `replace`: a correction); anything else that is not an
 append (another parameter, calendar or exclusion) is the caller's to detect: it folds a new tally
 from every input (`accord_metrics.running`). `tests/test_running.py` holds each tally to its
@@ -42,7 +39,6 @@ from accord_metrics.formulas.common import (
     Encoded,
     EncodedList,
     Evaluated,
-    bucket_digest,
     bucket_of,
     canonical_json,
     hour_of,
@@ -58,9 +54,8 @@ from accord_metrics.formulas.common import (
 CALLS_VERSION = 4  # contact.asa, contact.abandonment_rate, contact.service_level, contact.aht
 FCR_VERSION = 5  # contact.fcr
 OUTAGES_VERSION = 3  # availability.time, mtbf
-REQUESTS_VERSION = 3  # availability.requests
+REQUESTS_VERSION = 4  # availability.requests
 
-MARK = 64  # a bucket's records between two kept hash states (`_Bucket`)
 _SENTINEL = Encoded("\x00records\x00")  # never in canonical JSON (a control character is escaped)
 _first = itemgetter(0)
 
@@ -78,90 +73,6 @@ def split_payload(payload: dict[str, Any]) -> tuple[bytes, bytes]:
 def records_slot() -> EncodedList:
     """The list to put in a payload where its records go (see `split_payload`)."""
     return EncodedList([_SENTINEL])
-
-
-class _Bucket:
-    """One bucket of a `BucketDigest`: its items in the digest's order, their records beside, the
-    hash state after every `MARK` records and after the last (from `MARK` records: a smaller
-    bucket is hashed again whole, cheaper than the ≈ 250 B a state holds), and its digest."""
-
-    __slots__ = ("_end", "_held", "_marks", "digest", "items", "order", "records")
-
-    def __init__(self, order: Callable[[Any], Any] | None) -> None:
-        self.order = order  # an item's place in the order (None: the item itself)
-        self.items: list[Any] = []
-        self.records: list[str] = []
-        self._marks: list[Any] = []  # _marks[i]: the state after records[: (i + 1) * MARK]
-        self._end: Any = None  # the state after every record (None: a small bucket)
-        self._held = 0  # the records the end state holds
-        self.digest = EMPTY_BUCKET
-
-    def add(self, group: list[tuple[Any, str]]) -> int:
-        """Place these (item, record) pairs (in order) after held items of an equal order; the
-        records hashed again."""
-        items, records, order = self.items, self.records, self.order
-        first = _order_of(group[0][0], order)
-        if not items or first >= _order_of(items[-1], order):
-            at = len(items)  # after every item held (`bisect_right`'s end)
-            items.extend([p[0] for p in group])
-            records.extend([p[1] for p in group])
-        elif len(group) == 1:
-            at = bisect_right(items, first, key=order)
-            items.insert(at, group[0][0])
-            records.insert(at, group[0][1])
-        else:
-            at = bisect_right(items, first, key=order)
-            held = zip(items[at:], records[at:], strict=True)
-            merged = _in_order([*held, *group], order)  # stable: the held run first among equal orders
-            del items[at:], records[at:]
-            items.extend([p[0] for p in merged])
-            records.extend([p[1] for p in merged])
-        return self.hash_from(at)
-
-    def hash_from(self, at: int) -> int:
-        """The states and the digest brought up to date after a change at place `at` (the records
-        before it unchanged); the records hashed again."""
-        records, n = self.records, len(self.records)
-        if n < MARK:
-            self._marks, self._end, self._held = [], None, 0
-            self.digest = bucket_digest(records)
-            return n
-        if self._end is not None and at == self._held:  # appended after what the end state holds
-            state, start = self._end, at
-        else:
-            state, start = self._state_before(at)
-            del self._marks[start // MARK :]
-        hashed = n - start
-        while start < n:
-            stop = min((start // MARK + 1) * MARK, n)
-            text = ",".join(records[start:stop])
-            state.update((("," + text) if start else text).encode())
-            if stop % MARK == 0:
-                self._marks.append(state.copy())
-            start = stop
-        self._end, self._held = state, n
-        self.digest = Encoded('"' + state.hexdigest() + '"')
-        return hashed
-
-    def digest_with(self, group: list[tuple[Any, str]]) -> Encoded:
-        """The digest as if these (item, record) pairs (in order) were placed too, nothing changed."""
-        items, records, order = self.items, self.records, self.order
-        first = _order_of(group[0][0], order)
-        if self._end is not None and first >= _order_of(items[-1], order):
-            state = self._end.copy()
-            state.update(("," + ",".join(p[1] for p in group)).encode())
-            return Encoded('"' + state.hexdigest() + '"')
-        state, start = self._state_before(bisect_right(items, first, key=order))
-        held = zip(items[start:], records[start:], strict=True)
-        text = ",".join(r for _, r in _in_order([*held, *group], order))
-        state.update((("," + text) if start else text).encode())
-        return Encoded('"' + state.hexdigest() + '"')
-
-    def _state_before(self, at: int) -> tuple[Any, int]:
-        """A copy of the last state kept at or before place `at` (a new one at the start: a small
-        bucket keeps none), and its place."""
-        kept = min(at // MARK, len(self._marks))
-        return (self._marks[kept - 1].copy() if kept else hashlib.sha256()), kept * MARK
 
 
 def _order_of(item: Any, order: Callable[[Any], Any] | None) -> Any:
@@ -276,103 +187,6 @@ class _Held:
             else:
                 group.append(pair)
         return groups
-
-
-class BucketDigest(_Held):
-    """Items kept in order — by `order(item)`, or the items themselves — their records dealt into
-    the buckets of the bucketed input digest (`common.bucketed`: by `common.bucket_of` their
-    record, each bucket in that order), and the SHA-256 of prefix + the buckets' digests + suffix.
-    A change hashes again only in the buckets it reaches, from the last hash state kept before its
-    place there (`_Bucket`): records appended after every record of their bucket, the new ones
-    alone; a record placed before others, taken out or replaced, ≤ 1/64 of the records. Items of
-    an equal order are equal (each tally's order: a call's or a first contact's arrival and id, an
-    outage's or a request count's record itself). Whatever the order, items placed after those
-    held are hashed alone: a formula version orders its records by when they arrive (a call by
-    its entry into the queue), so a batch of new ones lands at the buckets' ends."""
-
-    def __init__(self, prefix: bytes, order: Callable[[Any], Any] | None = None) -> None:
-        super().__init__(order)
-        self.buckets = [_Bucket(order) for _ in range(BUCKETS)]
-        self._prefix = prefix
-        self.hashed = 0  # records hashed again (for tests and benches)
-
-    def add(self, pairs: list[tuple[Any, str]]) -> None:
-        """Place these (item, record) pairs in order (after held items of an equal order)."""
-        if not pairs:
-            return
-        buckets = self.buckets
-        for b, group in self._placed(pairs).items():
-            self.hashed += buckets[b].add(group)
-
-    def _find(self, b: int, item: Any) -> int:
-        bucket, order = self.buckets[b], self.order
-        key = _order_of(item, order)
-        at = bisect_left(bucket.items, key, key=order)
-        if at == len(bucket.items) or _order_of(bucket.items[at], order) != key:
-            raise KeyError(item)  # never: `items` held it in this bucket
-        return at
-
-    def remove(self, items: Sequence[Any]) -> None:
-        """Take out the items equal to these (one given twice takes out two equal ones: `KeyError`
-        when fewer are held, nothing taken out)."""
-        held, order = self.items, self.order
-        places: list[int] = []
-        taken: set[int] = set()
-        for item in items:
-            at = self._place(item)
-            key = _order_of(item, order)
-            while at in taken and at + 1 < len(held) and _order_of(held[at + 1], order) == key:
-                at += 1
-            if at in taken:
-                raise KeyError(item)
-            taken.add(at)
-            places.append(at)
-        changed: dict[int, int] = {}  # bucket → its first place changed
-        for at in sorted(places, reverse=True):
-            b = self._where[at]
-            k = self._find(b, held[at])
-            bucket = self.buckets[b]
-            del bucket.items[k], bucket.records[k]
-            del held[at], self._where[at]
-            changed[b] = min(k, changed.get(b, k))
-        for b, k in changed.items():
-            self.hashed += self.buckets[b].hash_from(k)
-
-    def replace(self, before: Any, after: Any, record: str) -> None:
-        """The item held equal to `before` (once: `KeyError` otherwise) is now `after`, of this
-        record: in its place when of an equal order, else taken out and placed by its order."""
-        order = self.order
-        if _order_of(before, order) != _order_of(after, order):
-            self.remove([before])
-            self.add([(after, record)])
-            return
-        at = self._place(before)
-        was, b = self._where[at], bucket_of(record)
-        k = self._find(was, before)
-        bucket = self.buckets[was]
-        self.items[at] = after
-        if b == was:
-            bucket.items[k], bucket.records[k] = after, record
-            self.hashed += bucket.hash_from(k)
-            return
-        del bucket.items[k], bucket.records[k]
-        self.hashed += bucket.hash_from(k)
-        self._where[at] = b
-        self.hashed += self.buckets[b].add([(after, record)])
-
-    def digest_with(self, extra: list[tuple[Any, str]], suffix: bytes) -> str:
-        """`digest` as if these (item, record) pairs were held too (placed as `add` places them:
-        after held items of an equal order), nothing changed: their buckets' digests worked out
-        beside, each from the last state kept before the first place one goes."""
-        if not extra:
-            return self.digest(suffix)
-        return self._top(self._digests_with(extra, lambda b, group: self.buckets[b].digest_with(group)), suffix)
-
-    def digest(self, suffix: bytes) -> str:
-        return self._top([bucket.digest for bucket in self.buckets], suffix)
-
-    def _top(self, digests: list[Encoded], suffix: bytes) -> str:
-        return "sha256:" + hashlib.sha256(self._prefix + ",".join(digests).encode() + suffix).hexdigest()
 
 
 _CHUNK = 4096  # `RunDigest.add_encoded`: items encoded and placed at once, at most
@@ -1111,7 +925,7 @@ def _start(o: Interval) -> datetime:
     return o.start
 
 
-# New outages (`place_by_end`, `touched`) and new records (`BucketDigest.add`) placed one at a time,
+# New outages (`place_by_end`, `touched`) and new items (`_Held._placed`) placed one at a time,
 # at most this many; more: with the tail after them.
 _FEW = 8
 
@@ -1324,9 +1138,14 @@ class MtbfTally(OutageTally):
 
 
 # -- request-based availability, OCCURRENCES --------------------------------------------------------
+def _count_hour(b: reliability.RequestCount) -> int:
+    return hour_of(b.start)
+
+
 class CountTally:
-    """`reliability.availability_requests` (current version, OCCURRENCES) over the request counts
-    folded in (those starting in the window), for one window, calendar and exclusions."""
+    """`reliability.availability_requests` v4 (OCCURRENCES) over the request counts folded in
+    (those starting in the window), for one window, calendar and exclusions: the counts in their
+    digest (`RunDigest`: by record order, in runs by the hour they started in, no record kept)."""
 
     def __init__(self, window: Interval, calendar: Calendar, exclusions: Sequence[Interval]) -> None:
         empty = reliability.availability_requests([], "OCCURRENCES", window, calendar=calendar, exclusions=exclusions)
@@ -1344,23 +1163,22 @@ class CountTally:
             reliability.REQUESTS_VERSION,
         )
         prefix, self._suffix = split_payload(payload)
-        self.records = BucketDigest(prefix)
+        self.records = RunDigest(prefix, reliability.count_order, _count_hour, reliability.count_json)
 
     def extend(self, counts: Sequence[reliability.RequestCount]) -> None:
         """Fold in these request counts (each starting in the window)."""
-        self.records.add(self._count(counts, 1))
+        self._count(counts, 1)
+        self.records.add_encoded(counts)
 
     def remove(self, counts: Sequence[reliability.RequestCount]) -> None:
         """Take out these request counts, folded in before as they are (a correction: taken out
         as it was, folded in as it is). `KeyError` when one is not held (nothing taken out)."""
-        keys = [self._key(b) for b in counts]
-        self.records.remove(keys)
+        self.records.remove(counts)
         self._count(counts, -1)
 
-    def _count(self, counts: Sequence[reliability.RequestCount], sign: int) -> list[tuple[Any, str]]:
-        """These counts counted in (`sign` 1) or out (-1); their (key, record) pairs."""
+    def _count(self, counts: Sequence[reliability.RequestCount], sign: int) -> None:
+        """These counts counted in (`sign` 1) or out (-1)."""
         starts, eligible = self._eligible_starts, self.eligible
-        pairs: list[tuple[Any, str]] = []
         for b in counts:
             i = bisect_right(starts, b.start) - 1
             if i >= 0 and b.start < eligible[i].end:
@@ -1369,13 +1187,6 @@ class CountTally:
                 self.inside += sign
             else:
                 self.excluded += sign
-            key = self._key(b)
-            pairs.append((key, canonical_json(key)))
-        return pairs
-
-    @staticmethod
-    def _key(b: reliability.RequestCount) -> list[Any]:
-        return [reliability._utc(b.start), reliability._utc(b.end), b.good, b.total]
 
     def evaluated(self) -> Evaluated:
         detail = {
