@@ -39,6 +39,7 @@ BENCHMARKS: tuple[str, ...] = (
     "metrics_scale",
     "metrics_portfolio",
     "metrics_tickets",
+    "metrics_tallies",
     "gateway",
     "audit",
     "reference",
