@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -674,17 +675,59 @@ def test_the_digest_ignores_the_utc_offset_and_sees_parameters_and_inputs() -> N
     )
 
 
+def _canonical(payload: object) -> bytes:
+    """Canonical JSON as the rule states it (keys sorted, compact, ASCII), of plain data."""
+    import json
+
+    from accord_metrics.formulas import common
+
+    return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _auditors_buckets(records: list[tuple[bytes, int]]) -> tuple[list[str], list[str]]:
+    """The 64 bucket digests an auditor works out from records in order, each with its hour: bucketed
+    (a bucket's records hashed together), and bucketed by hours (a bucket's runs of one hour each
+    hashed, then their digests) — docs/domain.md §4, "The input digest"."""
+    import zlib
+    from hashlib import sha256
+
+    buckets: list[list[bytes]] = [[] for _ in range(64)]
+    runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
+    for text, hour in records:
+        buckets[zlib.crc32(text) % 64].append(text)
+        runs[zlib.crc32(text) % 64].setdefault(hour, []).append(text)
+    assert sum(len(r) > 1 for r in runs) > 32  # most buckets: several hours
+    by_hours = [
+        sha256(",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode()).hexdigest()
+        if r
+        else sha256(b"").hexdigest()
+        for r in runs
+    ]
+    return [sha256(b",".join(b)).hexdigest() for b in buckets], by_hours
+
+
+def _auditors_digest(formula_id: str, version: int, parameters: dict[str, str], inputs: dict[str, Any]) -> str:
+    from hashlib import sha256
+
+    payload = {
+        "formula_id": formula_id,
+        "formula_version": version,
+        "parameters": parameters,
+        "inputs": inputs,
+        "calendar": {"calendar_id": H24.calendar_id, "version": H24.version},
+    }
+    return "sha256:" + sha256(_canonical(payload)).hexdigest()
+
+
+def _hour(instant: str) -> int:
+    return int(datetime.fromisoformat(instant).timestamp()) // 3600
+
+
 def test_availability_v3_digests_the_outages_by_hour_as_an_auditor_recomputes_it() -> None:
     """v3 deals the outages' records ([start, end] in UTC), sorted, into the 64 buckets by their
     CRC-32, each bucket in runs by the hour (UTC) the outage started in: a run's digest the SHA-256
     of its records, the bucket's the SHA-256 of its runs' digests; v2 the bucket's records alone.
     Worked out from the records, with no code of the service's; value and detail are v2's."""
-    import json
-    import zlib
-    from hashlib import sha256
-
-    from accord_metrics.formulas import common
-
     base = datetime(2026, 3, 1, tzinfo=UTC)
     # 300 outages of a minute, 40 minutes apart (over ≈ 200 hours), and two starting together.
     outages = [Interval(base + timedelta(minutes=40 * i), base + timedelta(minutes=40 * i + 1)) for i in range(300)]
@@ -695,35 +738,11 @@ def test_availability_v3_digests_the_outages_by_hour_as_an_auditor_recomputes_it
     assert (v3.formula_version, v2.formula_version) == (3, 2) and v3.input_digest != v2.input_digest
     assert (v3.value, v3.detail, v3.parameters) == (v2.value, v2.detail, v2.parameters)
 
-    def canonical(payload: object) -> bytes:
-        return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
-
-    records = sorted(canonical([o.start.isoformat(), o.end.isoformat()]) for o in outages)
-    buckets: list[list[bytes]] = [[] for _ in range(64)]
-    runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
-    for text in records:
-        start = datetime.fromisoformat(json.loads(text)[0])
-        buckets[zlib.crc32(text) % 64].append(text)
-        runs[zlib.crc32(text) % 64].setdefault(int(start.timestamp()) // 3600, []).append(text)
-    assert sum(len(r) > 1 for r in runs) > 32  # most buckets: several hours
-    by_version = {
-        2: [sha256(b",".join(b)).hexdigest() for b in buckets],
-        3: [
-            sha256(",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode()).hexdigest()
-            if r
-            else sha256(b"").hexdigest()
-            for r in runs
-        ],
-    }
-    for version, evaluated in ((2, v2), (3, v3)):
-        payload = {
-            "formula_id": "availability.time",
-            "formula_version": version,
-            "parameters": evaluated.parameters,
-            "inputs": {"outages": by_version[version], "exclusions": []},
-            "calendar": {"calendar_id": H24.calendar_id, "version": H24.version},
-        }
-        assert evaluated.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest(), version
+    listed = sorted([o.start.isoformat(), o.end.isoformat()] for o in outages)
+    bucketed, by_hours = _auditors_buckets([(_canonical(r), _hour(r[0])) for r in listed])
+    for version, evaluated, buckets in ((2, v2, bucketed), (3, v3, by_hours)):
+        inputs = {"outages": buckets, "exclusions": []}
+        assert evaluated.input_digest == _auditors_digest("availability.time", version, v3.parameters, inputs)
 
 
 def test_request_availability_v4_digests_the_counts_by_hour_as_an_auditor_recomputes_it() -> None:
@@ -732,12 +751,7 @@ def test_request_availability_v4_digests_the_counts_by_hour_as_an_auditor_recomp
     run's digest the SHA-256 of its records, the bucket's the SHA-256 of its runs' digests; v3 the
     bucket's records alone. Worked out from the records, with no code of the service's (counts
     given out of order and in another offset); value and detail are v3's."""
-    import json
     import random
-    import zlib
-    from hashlib import sha256
-
-    from accord_metrics.formulas import common
 
     base = datetime(2026, 3, 1, tzinfo=UTC)
     plus2 = timezone(timedelta(hours=2))
@@ -757,39 +771,14 @@ def test_request_availability_v4_digests_the_counts_by_hour_as_an_auditor_recomp
     assert (v4.formula_version, v3.formula_version) == (4, 3) and v4.input_digest != v3.input_digest
     assert (v4.value, v4.detail, v4.parameters) == (v3.value, v3.detail, v3.parameters)
 
-    def canonical(payload: object) -> bytes:
-        return json.dumps(common._canonical(payload), sort_keys=True, separators=(",", ":")).encode()
-
     def utc(t: datetime) -> str:
         return t.astimezone(UTC).isoformat()
 
     listed = sorted([utc(b.start), utc(b.end), b.good, b.total] for b in counts)
-    buckets: list[list[bytes]] = [[] for _ in range(64)]
-    runs: list[dict[int, list[bytes]]] = [{} for _ in range(64)]
-    for record in listed:
-        text = canonical(record)
-        hour = int(datetime.fromisoformat(record[0]).timestamp()) // 3600
-        buckets[zlib.crc32(text) % 64].append(text)
-        runs[zlib.crc32(text) % 64].setdefault(hour, []).append(text)
-    assert sum(len(r) > 1 for r in runs) > 32  # most buckets: several hours
-    by_version = {
-        3: [sha256(b",".join(b)).hexdigest() for b in buckets],
-        4: [
-            sha256(",".join(sha256(b",".join(r[h])).hexdigest() for h in sorted(r)).encode()).hexdigest()
-            if r
-            else sha256(b"").hexdigest()
-            for r in runs
-        ],
-    }
-    for version, evaluated in ((3, v3), (4, v4)):
-        payload = {
-            "formula_id": "availability.requests",
-            "formula_version": version,
-            "parameters": evaluated.parameters,
-            "inputs": {"counts": by_version[version], "exclusions": []},
-            "calendar": {"calendar_id": H24.calendar_id, "version": H24.version},
-        }
-        assert evaluated.input_digest == "sha256:" + sha256(canonical(payload)).hexdigest(), version
+    bucketed, by_hours = _auditors_buckets([(_canonical(r), _hour(str(r[0]))) for r in listed])
+    for version, evaluated, buckets in ((3, v3, bucketed), (4, v4, by_hours)):
+        inputs = {"counts": buckets, "exclusions": []}
+        assert evaluated.input_digest == _auditors_digest("availability.requests", version, v4.parameters, inputs)
 
 
 _MINUTES = st.tuples(st.integers(0, 600), st.integers(0, 120))
