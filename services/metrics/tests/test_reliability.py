@@ -370,6 +370,16 @@ def test_request_based_versions() -> None:
         availability_requests(BUCKETS, "OCCURRENCES", W30, version=5)
 
 
+def test_a_request_count_holds_no_dict() -> None:
+    """A window's selection holds every request count of it: slotted, a count is 64 B, not 104."""
+    import sys
+
+    count = RequestCount(at("10:00"), at("10:01"), 5, 7)
+    assert not hasattr(count, "__dict__") and sys.getsizeof(count) <= 64
+    with pytest.raises(AttributeError):
+        count.good = 6  # type: ignore[misc]
+
+
 def test_request_based_bad_arguments() -> None:
     with pytest.raises(ValueError, match="slice_target"):
         availability_requests(BUCKETS, "TIMESLICES", W30)

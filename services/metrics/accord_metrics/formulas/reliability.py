@@ -81,9 +81,11 @@ SUM_PRECISION = 60
 
 
 # -- inputs --------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestCount:
-    """Requests counted over [start, end): `good` of `total` succeeded."""
+    """Requests counted over [start, end): `good` of `total` succeeded. Slotted: a window's
+    selection holds every count of it (64 B each, against 104 with a dict — a service recorded
+    every 10 s holds ≈ 268,000 a month), and no formula keeps a record on one."""
 
     start: datetime
     end: datetime
