@@ -465,9 +465,11 @@ def test_the_digest_depends_on_the_instant_not_its_offset() -> None:
 
 
 def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An input's record is encoded once (kept on the frozen input): judging a window again
-    after one new call encodes only that call — and the digest is the one of the inputs'
-    plain UTC records, worked out by each version's rule: sorted by id (v1 in one list, v2
+    """v1–v3 encode an input's record once (kept on the frozen input): judging a window again
+    after one new call encodes only that call. v4 (whose running form keeps no record, and which
+    runs over a window's calls when it closes) encodes them as it hashes them and keeps none: a
+    closed month's calls would each hold one (≈ 300 B a call). The digest is the one of the
+    inputs' plain UTC records, worked out by each version's rule: sorted by id (v1 in one list, v2
     bucketed), or in the order the calls arrived (v3 bucketed, v4 bucketed in runs by hour)."""
     import json
     import zlib
@@ -497,11 +499,15 @@ def test_each_input_is_encoded_once_and_the_digest_is_that_of_its_records(monkey
 
     monkeypatch.setattr(contact, "call_json", counting)
     first = service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
-    assert len(encoded) == 50
+    assert len(encoded) == 50 and all(getattr(c, "_accord_encoded_utc_record", None) is None for c in calls)
     one_more = Call("c999", base + timedelta(hours=2), abandoned_at=base + timedelta(hours=2, seconds=5))
     again = service_level([*calls, one_more], "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
-    assert encoded[50:] == ["c999"]
-    assert again.input_digest != first.input_digest
+    assert len(encoded) == 101 and again.input_digest != first.input_digest  # each encoded again, none kept
+    encoded.clear()
+    for _ in range(2):
+        service_level(calls, "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=3)
+    service_level([*calls, one_more], "ANSWERED_OVER_OFFERED", timedelta(seconds=20), version=3)
+    assert len(encoded) == 51 and encoded[50:] == ["c999"]  # v3: each once, kept on the call
 
     # Worked out here as an auditor would from the rule (docs/domain.md §4, "The input digest"):
     # v1 the calls' records in one list, by id; v2 those records dealt into 64 buckets by each

@@ -199,22 +199,35 @@ def run_digest(records: list[str]) -> str:
 
 def hour_bucketed(pairs: Iterable[tuple[int, str]]) -> EncodedList:
     """The bucketed form by hours of records in order, given as (hour, record) pairs — the hours
-    never decreasing: what the payload holds in the list's place (see above)."""
-    buckets: list[list[tuple[int, list[str]]]] = [[] for _ in range(BUCKETS)]
-    for hour, record in pairs:
-        runs = buckets[bucket_of(record)]
-        if runs and runs[-1][0] == hour:
-            runs[-1][1].append(record)
-        elif runs and runs[-1][0] > hour:
-            raise ValueError(f"records out of order: hour {hour} after hour {runs[-1][0]}")
+    never decreasing: what the payload holds in the list's place (see above). Each run is hashed
+    when its bucket's next hour begins, and its records dropped: a window's records (a month of a
+    contact centre's calls when it closes) need not be held all at once."""
+    hours: list[int | None] = [None] * BUCKETS
+    runs: list[list[str]] = [[] for _ in range(BUCKETS)]
+    states: list[Any] = [None] * BUCKETS  # per bucket, the SHA-256 over its runs' digests so far
+
+    def close(b: int) -> None:
+        d = run_digest(runs[b]).encode()
+        if states[b] is None:
+            states[b] = hashlib.sha256(d)
         else:
-            runs.append((hour, [record]))
-    return EncodedList(
-        Encoded('"' + hashlib.sha256(",".join(run_digest(r) for _, r in runs).encode()).hexdigest() + '"')
-        if runs
-        else EMPTY_BUCKET
-        for runs in buckets
-    )
+            states[b].update(b"," + d)
+
+    for hour, record in pairs:
+        b = bucket_of(record)
+        held = hours[b]
+        if held == hour:
+            runs[b].append(record)
+            continue
+        if held is not None:
+            if held > hour:
+                raise ValueError(f"records out of order: hour {hour} after hour {held}")
+            close(b)
+        hours[b], runs[b] = hour, [record]
+    for b in range(BUCKETS):
+        if hours[b] is not None:
+            close(b)
+    return EncodedList(Encoded('"' + st.hexdigest() + '"') if st is not None else EMPTY_BUCKET for st in states)
 
 
 def ratio(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
