@@ -569,7 +569,7 @@ def _outcome(first: Call, decided: datetime, resolved: bool, flag: bool | None, 
     )
 
 
-_Outcome = TypeVar("_Outcome")
+_Made = TypeVar("_Made")
 
 
 def group_outcomes(
@@ -583,8 +583,8 @@ def group_outcomes(
 
 def decide_group(
     group: Sequence[Call], method: FcrMethod, repeat_window: timedelta, window: Interval,
-    make: Callable[[Call, datetime, bool, bool | None, str], _Outcome],
-) -> dict[str, _Outcome]:  # fmt: skip
+    make: Callable[[Call, datetime, bool, bool | None, str], _Made],
+) -> dict[str, _Made]:  # fmt: skip
     """`group_outcomes`' rule, each outcome made by `make` from (first contact, decision,
     resolved, flag, repeat's id) — the rule `fcr` and its running form (`formulas/running.py`,
     `FcrTally`, which holds its outcomes otherwise) both apply."""
@@ -598,7 +598,7 @@ def decide_group(
         else:
             anchor = c
             firsts.append(c)
-    out: dict[str, _Outcome] = {}
+    out: dict[str, _Made] = {}
     for first in firsts:
         r = first_repeat.get(first.call_id) if by_repeat else None
         if not by_repeat:
