@@ -246,11 +246,11 @@ class SignalStore:
                 ),
                 (service_id, LIST_CODE[name], lo, hi),
             )
-            if each is None:
-                return [(int(r), str(s), bytes(c)) for r, s, c in cur.fetchall()]
+            out: list[Ranked] = []
+            sink = out.extend if each is None else each
             while page := cur.fetchmany(_PAGE):
-                each([(int(r), str(s), bytes(c)) for r, s, c in page])
-            return []
+                sink([(int(r), str(s), bytes(c)) for r, s, c in page])
+            return out
 
     def group_firsts(
         self, service_ids: Sequence[str], lo: int, hi: int, groups: Sequence[int] | None = None

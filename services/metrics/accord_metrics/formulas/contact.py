@@ -341,12 +341,18 @@ def _instant_json(t: datetime | None) -> str:
     return "null" if t is None else '"' + t.astimezone(UTC).isoformat() + '"'
 
 
+def _distinct_ids(calls: Sequence[Call]) -> list[str]:
+    """The calls' ids; `ValueError` naming the first repeated (`sorted_records`') when one is."""
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        sorted_records(calls, lambda c: c.call_id, "call")  # raises
+    return ids
+
+
 def _records(calls: Sequence[Call], in_arrival: bool = False) -> list[Any]:
     """The calls' records sorted by id, as `sorted_records` gives them (a repeated id refused) —
     `in_arrival`: by entry into the queue, then id (`arrival`)."""
-    ids = [c.call_id for c in calls]
-    if len(set(ids)) != len(ids):
-        return sorted_records(calls, lambda c: c.call_id, "call")  # raises, naming the first repeated
+    ids = _distinct_ids(calls)
     encs = encoded_all(calls, utc_record, call_json)
     if in_arrival:
         places = sorted(range(len(ids)), key=lambda i: arrival(calls[i]))
@@ -364,9 +370,7 @@ def _inputs(formula: str, version: int, calls: Sequence[Call]) -> list[Any]:
         return bucketed(records) if is_bucketed(formula, version) else records
     # Encoded as they are hashed, not kept on the calls (as `_records` keeps them): a window's
     # formula at its close would otherwise leave a record on every call held (≈ 300 B a call).
-    ids = [c.call_id for c in calls]
-    if len(set(ids)) != len(ids):
-        sorted_records(calls, lambda c: c.call_id, "call")  # raises, naming the first repeated
+    _distinct_ids(calls)
     ordered = calls if all(arrival(a) <= arrival(b) for a, b in pairwise(calls)) else sorted(calls, key=arrival)
     return hour_bucketed((hour_of(c.entered_queue), call_json(c)) for c in ordered)
 
@@ -563,7 +567,10 @@ def fcr_contacts(calls: Sequence[Call], method: FcrMethod | str) -> list[Call]:
     return [c for c in calls if c.customer_id]
 
 
-def _outcome(first: Call, decided: datetime, resolved: bool, flag: bool | None, repeat_id: str) -> FirstContactOutcome:
+def outcome_of(
+    first: Call, decided: datetime, resolved: bool, flag: bool | None, repeat_id: str
+) -> FirstContactOutcome:
+    """The outcome of `first` (its fields copied in): what `decide_group` makes for `group_outcomes`."""
     return FirstContactOutcome(
         first.call_id, first.customer_id, first.reason, first.entered_queue, decided, resolved, flag, repeat_id
     )
@@ -578,7 +585,7 @@ def group_outcomes(
     """ "contact.fcr" v2's outcomes of one customer and reason's contacts (answered, in
     `first_contacts`' order: arrival, then id) whose decision lies in `window`, by first contact
     id (`decide_group`)."""
-    return decide_group(group, method, repeat_window, window, _outcome)
+    return decide_group(group, method, repeat_window, window, outcome_of)
 
 
 def decide_group(

@@ -722,10 +722,7 @@ class _Outcome:
         return self.first.call_id
 
     def whole(self) -> contact.FirstContactOutcome:
-        f = self.first
-        return contact.FirstContactOutcome(
-            f.call_id, f.customer_id, f.reason, f.entered_queue, self.decided, self.resolved, self.flag, self.repeat_id
-        )
+        return contact.outcome_of(self.first, self.decided, self.resolved, self.flag, self.repeat_id)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, _Outcome):
