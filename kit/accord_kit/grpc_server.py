@@ -1,6 +1,11 @@
 """The gRPC server factory every service uses: grpc.aio with health, reflection, one
 interceptor for auth + request context + logging + error mapping, a max message size,
-and graceful shutdown (health NOT_SERVING first, in-flight calls finish within a grace)."""
+and graceful shutdown (health NOT_SERVING first, in-flight calls finish within a grace).
+
+The interceptor wraps each method's handler once, as it is registered, and is the server's one
+generic handler: a call's handler is a dict lookup, with none of the library's per-call
+interceptor coroutines, and no method registered with the core (the aio server waits on one
+future per registered method at every call it accepts)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import inspect
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +66,12 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return out
 
 
-class AccordInterceptor(grpc.aio.ServerInterceptor):
+class AccordInterceptor(grpc.GenericRpcHandler):
     """Authenticates, authorises (deny by default), binds the request context, logs the
-    outcome once per call, and turns exceptions into status codes with a message."""
+    outcome once per call, and turns exceptions into status codes with a message.
+
+    Registered with the server as its only generic handler: every handler the services add
+    (through `build_server`'s registrar) is wrapped here once and looked up by its method."""
 
     def __init__(self, verifier: TokenVerifier | None, policy: Policy, error_map: ErrorMap | None = None) -> None:
         self.verifier = verifier
@@ -78,11 +86,31 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         # Why this instance answers nothing but health and reflection (a standby that does not
         # hold its service's lease, accord_kit.lease), or None when it serves.
         self.standby: Callable[[], str | None] = lambda: None
-        # Each method's wrapped handler, made at its first call: the server's handlers are
-        # registered before it starts and never change, and making it again for every call (the
-        # library looks the method up in every generic handler, then the wrapper and its
-        # handler are built) cost a few per cent of an echo call's CPU (cProfile).
+        # Each method's wrapped handler: made as it is registered (`add_methods`), or at its first
+        # call for a method only a generic handler of the service's knows (`add_generic`). The
+        # handlers are registered before the server starts and never change.
         self._handlers: dict[str, Any] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+
+    def add_methods(self, service_name: str, handlers: Mapping[str, Any]) -> None:
+        for name, handler in handlers.items():
+            method = f"/{service_name}/{name}"
+            self._handlers[method] = self._wrap(method, handler)
+
+    def add_generic(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._generic.extend(handlers)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        method = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            for generic in self._generic:
+                handler = generic.service(handler_call_details)
+                if handler is not None:
+                    wrapped = self._handlers[method] = self._wrap(method, handler)
+                    break
+            # An unknown method is not remembered: looked up again each time (and UNIMPLEMENTED).
+        return wrapped
 
     def _data_loss(self, exc: BaseException) -> DataLossError | None:
         damage = self.damage()
@@ -100,20 +128,6 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             if cls in self.error_map:
                 return self.error_map[cls]
         return None
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return None  # not cached: an unknown method is looked up again (and UNIMPLEMENTED)
-            wrapped = self._handlers[method] = self._wrap(method, handler)
-        return wrapped
 
     def _wrap(self, method: str, handler: Any) -> Any:
         if self.policy.is_public(method):
@@ -140,6 +154,8 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
         # Without a correlation id of the caller's, a traced call's trace id is its correlation id.
         correlation = md.get("x-correlation-id") or trace_id or new_correlation_id()
         causation = md.get("x-causation-id") or md.get("x-request-id") or ""
+        # Bound without restoring them afterwards: the aio server runs every call in a task of its
+        # own, whose context is a copy of the server's, so what a call binds ends with the call.
         structlog.contextvars.bind_contextvars(correlation_id=correlation, rpc=method)
         if self.verifier is None:
             raise RuntimeError("no token verifier configured")
@@ -184,7 +200,7 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             md = _metadata(context)
             outcome: list[Any] = [grpc.StatusCode.OK]
             ctx: RequestContext | None = None
-            with structlog.contextvars.bound_contextvars(), tracing.server_span(method, md) as span:
+            with tracing.server_span(method, md) as span:
                 try:
                     ctx = await self._enter(method, context, md, tracing.trace_id(span))
                     request = _checked_stream(request) if streamed else await _checked(request)
@@ -213,7 +229,7 @@ class AccordInterceptor(grpc.aio.ServerInterceptor):
             md = _metadata(context)
             outcome: list[Any] = [grpc.StatusCode.OK]
             ctx: RequestContext | None = None
-            with structlog.contextvars.bound_contextvars(), tracing.server_span(method, md) as span:
+            with tracing.server_span(method, md) as span:
                 try:
                     ctx = await self._enter(method, context, md, tracing.trace_id(span))
                     request = _checked_stream(request) if streamed else await _checked(request)
@@ -353,6 +369,38 @@ class AccordServer:
         await self.server.stop(grace)
 
 
+class _Registrar(grpc.aio.Server):
+    """What the services' `register` callables (and health and reflection) add handlers to:
+    the generated `add_…_to_server` functions add each service's handlers both as registered
+    methods and as a generic handler; both go to the interceptor, wrapped, and nothing to the
+    server itself. The rest is the server's. An `aio.Server` itself, for code that asks (the
+    reflection servicer is chosen by it)."""
+
+    def __init__(self, server: grpc.aio.Server, interceptor: AccordInterceptor) -> None:
+        self._server, self._interceptor = server, interceptor
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
+        self._interceptor.add_methods(service_name, method_handlers)
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._interceptor.add_generic(generic_rpc_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)
+
+
 def build_server(
     *,
     host: str,
@@ -367,19 +415,20 @@ def build_server(
     service name (used for reflection and per-service health)."""
     interceptor = AccordInterceptor(verifier, policy, error_map)
     server = grpc.aio.server(
-        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    names = [reg(server) for reg in register]
+    registrar = _Registrar(server, interceptor)
+    names = [reg(registrar) for reg in register]
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], registrar
     )
+    server.add_generic_rpc_handlers((interceptor,))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port} (address in use?)")

@@ -4,6 +4,7 @@ mapping, health and reflection — and that a rejected call stores nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -315,6 +316,45 @@ async def test_a_method_is_looked_up_and_wrapped_once_and_each_call_gets_its_own
     finally:
         await server.stop(0)
         app.close()
+
+
+async def test_what_a_call_binds_to_the_log_context_ends_with_the_call(tmp_path: Path) -> None:
+    """The interceptor binds each call's correlation id without restoring the context after it:
+    every call runs in a task of its own, so nothing a call binds is seen by the next one."""
+    private, public = generate_keypair(tmp_path / "keys")
+    method = "/accord.testing.v1.Probe/Bound"
+
+    async def bound(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        seen = structlog.contextvars.get_contextvars()
+        structlog.contextvars.bind_contextvars(left_behind=request.decode())
+        return json.dumps(seen, sort_keys=True).encode()
+
+    def register(server: grpc.aio.Server) -> str:
+        handler = grpc.unary_unary_rpc_method_handler(bound)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("accord.testing.v1.Probe", {"Bound": handler}),)
+        )
+        return "accord.testing.v1.Probe"
+
+    server = build_server(
+        host="127.0.0.1", port=0, policy=Policy.of(INFRA_POLICY, {method: {"department"}}),
+        verifier=TokenVerifier(public.read_bytes()), register=[register],
+    )  # fmt: skip
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            tok = mint_token(private.read_bytes(), subject="d", role="department", department="it")
+            call = channel.unary_unary(method)
+            seen = [
+                json.loads(await call(f"call {i}".encode(), metadata=(("authorization", f"Bearer {tok}"),)))
+                for i in range(3)
+            ]
+        assert [sorted(s) for s in seen] == [["correlation_id", "rpc"]] * 3, seen
+        assert {s["rpc"] for s in seen} == {method}
+        assert len({s["correlation_id"] for s in seen}) == 3
+        assert "left_behind" not in structlog.contextvars.get_contextvars()
+    finally:
+        await server.stop(0)
 
 
 def test_debug_enabled_follows_the_configured_level(
