@@ -1,9 +1,10 @@
 """The GatewayService gRPC servicer: the read model's views as typed answers.
 
 An agreement's answer is the read model's kept serialised `AgreementStatus` (a lookup and a
-visibility check per call); department, service and portfolio answers are built per call from
-the kept summaries. The deprecated Struct (`StatusResponse.status`) is filled only when the
-request sets `include_struct`."""
+visibility check per call), answered as bytes put together beside the kept bytes of the stream
+positions: no message is parsed or serialised per query. Department, service and portfolio
+answers are built per call from the kept summaries. The deprecated Struct
+(`StatusResponse.status`) is filled only when the request sets `include_struct`."""
 
 from __future__ import annotations
 
@@ -57,6 +58,54 @@ def agreement_response(
     return r
 
 
+class KeptPositions:
+    """The read model's stream positions serialised as a `StatusResponse` holding them alone,
+    encoded again only when they have moved."""
+
+    def __init__(self, model: ReadModel) -> None:
+        self.model = model
+        self._seen: dict[str, int] | None = None
+        self._bytes = b""
+
+    def serialised(self) -> bytes:
+        positions = self.model.positions()
+        if positions != self._seen:
+            self._bytes = pb.StatusResponse(positions=positions).SerializeToString(deterministic=True)
+            self._seen = positions
+        return self._bytes
+
+
+# `StatusResponse.agreement` (field 3, length-delimited) as it precedes its bytes on the wire.
+_AGREEMENT_TAG = bytes([3 << 3 | 2])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def agreement_answer(
+    model: ReadModel, agreement_id: str, role: str, department: str, positions: KeptPositions
+) -> bytes:
+    """The agreement's answer as a serialised `StatusResponse`: the kept positions, then the kept
+    `AgreementStatus` as its `agreement` field — the bytes `agreement_response(…)` serialises to
+    (deterministically, fields in number order), without building the message."""
+    answer = model.answer(agreement_id)
+    if answer is None or not visible(answer.summary, role, department):
+        raise NotVisibleError(f"no agreement {agreement_id!r} visible to this caller")
+    typed = model.typed(answer)
+    return b"".join((positions.serialised(), _AGREEMENT_TAG, _varint(len(typed)), typed))
+
+
+def _serialised(response: pb.StatusResponse | bytes) -> bytes:
+    """GatewayService's response serialiser: an answer already serialised is sent as it is."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
 def view_response(
     field: str, doc: dict[str, Any], positions: dict[str, int], include_struct: bool
 ) -> pb.StatusResponse:
@@ -71,9 +120,15 @@ def view_response(
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     def __init__(self, model: ReadModel) -> None:
         self.model = model
+        self.positions = KeptPositions(model)
 
-    async def GetAgreementStatus(self, request: pb.GetAgreementStatusRequest, context: Any) -> pb.StatusResponse:
-        return agreement_response(self.model, request.agreement_id, *_caller(), request.include_struct)
+    # Answers bytes where the generated base says a message: `_serialised` sends them as they are.
+    async def GetAgreementStatus(  # type: ignore[override]
+        self, request: pb.GetAgreementStatusRequest, context: Any
+    ) -> pb.StatusResponse | bytes:
+        if request.include_struct:
+            return agreement_response(self.model, request.agreement_id, *_caller(), include_struct=True)
+        return agreement_answer(self.model, request.agreement_id, *_caller(), self.positions)
 
     async def GetDepartmentStatus(self, request: pb.GetDepartmentStatusRequest, context: Any) -> pb.StatusResponse:
         positions = self.model.positions()
@@ -118,9 +173,35 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             changes.close()
 
 
+class _Handlers:
+    """Takes the method handlers the generated code registers."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers as the registered ones
+
+    def add_registered_method_handlers(self, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.services[name] = handlers
+
+
+def _sending_bytes_as_they_are(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(handler.unary_unary, handler.request_deserializer, _serialised)
+    assert handler.unary_stream is not None  # GatewayService has unary calls and one server stream
+    return grpc.unary_stream_rpc_method_handler(handler.unary_stream, handler.request_deserializer, _serialised)
+
+
 def register_gateway(model: ReadModel) -> Callable[[grpc.aio.Server], str]:
     def register(server: grpc.aio.Server) -> str:
-        pb_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(model), server)
+        # The generated handlers, each with a response serialiser that lets kept bytes through.
+        taken = _Handlers()
+        pb_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(model), taken)
+        for name, handlers in taken.services.items():
+            mine = {method: _sending_bytes_as_they_are(h) for method, h in handlers.items()}
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, mine),))
+            server.add_registered_method_handlers(name, mine)
         return str(pb.DESCRIPTOR.services_by_name["GatewayService"].full_name)
 
     return register
