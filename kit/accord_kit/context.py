@@ -43,3 +43,9 @@ def request_context(ctx: RequestContext) -> Iterator[RequestContext]:
         yield ctx
     finally:
         _current.reset(token)
+
+
+def enter_request(ctx: RequestContext) -> None:
+    """Sets the context for the rest of the current task, restoring nothing: for a task that is
+    the request's own (the gRPC server runs every call in a task of its own)."""
+    _current.set(ctx)

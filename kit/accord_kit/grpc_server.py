@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from accord_kit import tracing
 from accord_kit.auth import Policy, TokenVerifier
-from accord_kit.context import RequestContext, request_context
+from accord_kit.context import RequestContext, enter_request, request_context
 from accord_kit.errors import AccordError, DataLossError, UnavailableError
 from accord_kit.inputs import InputError, Undecodable, checked, tolerant_deserializer
 from accord_kit.logging import debug_enabled, get_logger
@@ -148,7 +148,7 @@ class AccordInterceptor(grpc.GenericRpcHandler):
         behaviour = self._wrap_stream(method, handler.stream_stream, streamed=True)
         return grpc.stream_stream_rpc_method_handler(behaviour, **kw)
 
-    async def _enter(
+    def _enter(
         self, method: str, context: grpc.aio.ServicerContext, md: dict[str, str], trace_id: str = ""
     ) -> RequestContext:
         # Without a correlation id of the caller's, a traced call's trace id is its correlation id.
@@ -202,10 +202,16 @@ class AccordInterceptor(grpc.GenericRpcHandler):
             ctx: RequestContext | None = None
             with tracing.server_span(method, md) as span:
                 try:
-                    ctx = await self._enter(method, context, md, tracing.trace_id(span))
-                    request = _checked_stream(request) if streamed else await _checked(request)
-                    with request_context(ctx):
-                        result = await behaviour(request, context)
+                    ctx = self._enter(method, context, md, tracing.trace_id(span))
+                    if streamed:
+                        request = _checked_stream(request)
+                    elif _checked_in_thread(request):
+                        request = await asyncio.to_thread(checked, request)
+                    else:
+                        request = checked(request)
+                    # Set for the rest of the call's own task (see `_enter`): nothing to restore.
+                    enter_request(ctx)
+                    result = await behaviour(request, context)
                 except grpc.aio.AbortError:
                     outcome[0] = _aborted_code(context, outcome[0])
                     raise
@@ -231,7 +237,7 @@ class AccordInterceptor(grpc.GenericRpcHandler):
             ctx: RequestContext | None = None
             with tracing.server_span(method, md) as span:
                 try:
-                    ctx = await self._enter(method, context, md, tracing.trace_id(span))
+                    ctx = self._enter(method, context, md, tracing.trace_id(span))
                     request = _checked_stream(request) if streamed else await _checked(request)
                     with request_context(ctx):
                         async for item in behaviour(request, context):
@@ -336,8 +342,12 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 CHECK_IN_THREAD_BYTES = 64 * 1024
 
 
+def _checked_in_thread(request: Any) -> bool:
+    return isinstance(request, Message) and request.ByteSize() > CHECK_IN_THREAD_BYTES
+
+
 async def _checked(request: Any) -> Any:
-    if isinstance(request, Message) and request.ByteSize() > CHECK_IN_THREAD_BYTES:
+    if _checked_in_thread(request):
         return await asyncio.to_thread(checked, request)
     return checked(request)
 

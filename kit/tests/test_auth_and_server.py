@@ -19,7 +19,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord.testing.v1 import counter_pb2, counter_pb2_grpc
+from accord_kit import context as accord_context
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier, generate_keypair, mint_token
+from accord_kit.context import Principal
 from accord_kit.errors import UnauthenticatedError
 from accord_kit.eventlog import register_event_log
 from accord_kit.grpc_server import AccordServer, build_server
@@ -318,15 +320,18 @@ async def test_a_method_is_looked_up_and_wrapped_once_and_each_call_gets_its_own
         app.close()
 
 
-async def test_what_a_call_binds_to_the_log_context_ends_with_the_call(tmp_path: Path) -> None:
-    """The interceptor binds each call's correlation id without restoring the context after it:
-    every call runs in a task of its own, so nothing a call binds is seen by the next one."""
+async def test_what_a_call_binds_to_its_log_and_request_context_ends_with_the_call(tmp_path: Path) -> None:
+    """The interceptor binds each call's correlation id and sets its request context without
+    restoring either after it: every call runs in a task of its own, so nothing a call binds or
+    sets is seen by the next one."""
     private, public = generate_keypair(tmp_path / "keys")
     method = "/accord.testing.v1.Probe/Bound"
 
     async def bound(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         seen = structlog.contextvars.get_contextvars()
+        seen["caller"] = (accord_context.current_principal() or Principal("", "")).subject
         structlog.contextvars.bind_contextvars(left_behind=request.decode())
+        accord_context.enter_request(accord_context.RequestContext(principal=Principal("mallory", "admin")))
         return json.dumps(seen, sort_keys=True).encode()
 
     def register(server: grpc.aio.Server) -> str:
@@ -349,10 +354,12 @@ async def test_what_a_call_binds_to_the_log_context_ends_with_the_call(tmp_path:
                 json.loads(await call(f"call {i}".encode(), metadata=(("authorization", f"Bearer {tok}"),)))
                 for i in range(3)
             ]
-        assert [sorted(s) for s in seen] == [["correlation_id", "rpc"]] * 3, seen
+        assert [sorted(s) for s in seen] == [["caller", "correlation_id", "rpc"]] * 3, seen
         assert {s["rpc"] for s in seen} == {method}
+        assert {s["caller"] for s in seen} == {"d"}  # the token's, never the principal a call before set
         assert len({s["correlation_id"] for s in seen}) == 3
         assert "left_behind" not in structlog.contextvars.get_contextvars()
+        assert accord_context.current_principal() is None
     finally:
         await server.stop(0)
 
