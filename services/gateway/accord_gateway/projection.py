@@ -775,9 +775,20 @@ def _brief(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def department_view(model: ReadModel, department_id: str, role: str, department: str) -> dict[str, Any]:
+def check_department_visible(department_id: str, role: str, department: str) -> None:
+    """A department's view is its own members' (and any other role's) to see."""
     if role == "department" and department_id != department:
         raise NotVisibleError(f"department {department_id!r} is not visible to this caller")
+
+
+def seen_by(role: str, department: str) -> str:
+    """Whose view of the agreements a caller has (`visible`): a department sees its own, any
+    other role all of them ("*")."""
+    return department if role == "department" else "*"
+
+
+def department_view(model: ReadModel, department_id: str, role: str, department: str) -> dict[str, Any]:
+    check_department_visible(department_id, role, department)
     rows = model.agreements()
     as_provider = [s for s in rows if s["parties"].get("provider_department_id") == department_id]
     as_customer = [s for s in rows if s["parties"].get("customer_department_id") == department_id]

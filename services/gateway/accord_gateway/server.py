@@ -3,7 +3,8 @@
 An agreement's answer is the read model's kept serialised `AgreementStatus` (a lookup and a
 visibility check per call), answered as bytes put together beside the kept bytes of the stream
 positions: no message is parsed or serialised per query. Department, service and portfolio
-answers are built per call from the kept summaries. The deprecated Struct
+answers are built from the kept summaries and kept serialised while the positions stand still,
+shared by the callers who see the same agreements (`KeptViews`). The deprecated Struct
 (`StatusResponse.status`) is filled only when the request sets `include_struct`."""
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from accord_gateway.projection import (
     Changes,
     NotVisibleError,
     ReadModel,
+    check_department_visible,
     department_view,
     portfolio_view,
+    seen_by,
     service_view,
     visible,
 )
@@ -117,10 +120,48 @@ def view_response(
     return r
 
 
+class KeptViews:
+    """Department, service and portfolio answers serialised, kept while the read model's
+    positions stand still: its state moves only with them (every event applied moves one, a
+    snapshot restored sets them), so an answer built at these positions is the answer until one
+    moves, and the callers who see the same agreements share it. Each kept answer beside the
+    bytes of its view alone (what a watcher compares). At most `MAX_KEPT` kept at a time (the
+    rest built per call); all dropped when the positions move."""
+
+    MAX_KEPT = 1024
+
+    def __init__(self, model: ReadModel) -> None:
+        self.model = model
+        self._at: tuple[tuple[str, int], ...] | None = None
+        self._kept: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
+        self.builds = 0  # views built (not served kept)
+
+    def answer(
+        self, field: str, view_id: str, seen_by: str, build: Callable[[], dict[str, Any]]
+    ) -> tuple[bytes, bytes]:
+        """(the serialised `StatusResponse`, its view's bytes) of `field`'s view `view_id` as
+        callers who see `seen_by`'s agreements see it (`projection.seen_by`); `build` makes
+        its document when none is kept."""
+        positions = self.model.positions()  # read before the build: what is kept is at least this new
+        at = tuple(sorted(positions.items()))
+        if at != self._at:
+            self._kept, self._at = {}, at
+        key = (field, view_id, seen_by)
+        kept = self._kept.get(key)
+        if kept is None:
+            r = view_response(field, build(), positions, include_struct=False)
+            kept = (r.SerializeToString(), getattr(r, field).SerializeToString(deterministic=True))
+            self.builds += 1
+            if len(self._kept) < self.MAX_KEPT:
+                self._kept[key] = kept
+        return kept
+
+
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     def __init__(self, model: ReadModel) -> None:
         self.model = model
         self.positions = KeptPositions(model)
+        self.views = KeptViews(model)
 
     # Answers bytes where the generated base says a message: `_serialised` sends them as they are.
     async def GetAgreementStatus(  # type: ignore[override]
@@ -130,44 +171,65 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             return agreement_response(self.model, request.agreement_id, *_caller(), include_struct=True)
         return agreement_answer(self.model, request.agreement_id, *_caller(), self.positions)
 
-    async def GetDepartmentStatus(self, request: pb.GetDepartmentStatusRequest, context: Any) -> pb.StatusResponse:
-        positions = self.model.positions()
-        doc = department_view(self.model, request.department_id, *_caller())
-        return view_response("department", doc, positions, request.include_struct)
+    async def GetDepartmentStatus(  # type: ignore[override]
+        self, request: pb.GetDepartmentStatusRequest, context: Any
+    ) -> pb.StatusResponse | bytes:
+        role, department = _caller()
+        did = request.department_id
+        if request.include_struct:
+            doc = department_view(self.model, did, role, department)
+            return view_response("department", doc, self.model.positions(), include_struct=True)
+        check_department_visible(did, role, department)  # before a kept answer is looked up
+        # A department's view is the same for every caller who may see it.
+        return self.views.answer("department", did, "", lambda: department_view(self.model, did, role, department))[0]
 
-    async def GetServiceStatus(self, request: pb.GetServiceStatusRequest, context: Any) -> pb.StatusResponse:
-        positions = self.model.positions()
-        doc = service_view(self.model, request.service_id, *_caller())
-        return view_response("service", doc, positions, request.include_struct)
+    async def GetServiceStatus(  # type: ignore[override]
+        self, request: pb.GetServiceStatusRequest, context: Any
+    ) -> pb.StatusResponse | bytes:
+        role, department = _caller()
+        sid = request.service_id
+        if request.include_struct:
+            doc = service_view(self.model, sid, role, department)
+            return view_response("service", doc, self.model.positions(), include_struct=True)
+        who = seen_by(role, department)
+        return self.views.answer("service", sid, who, lambda: service_view(self.model, sid, role, department))[0]
 
-    async def GetPortfolio(self, request: pb.GetPortfolioRequest, context: Any) -> pb.StatusResponse:
-        positions = self.model.positions()
-        return view_response("portfolio", portfolio_view(self.model, *_caller()), positions, request.include_struct)
+    async def GetPortfolio(  # type: ignore[override]
+        self, request: pb.GetPortfolioRequest, context: Any
+    ) -> pb.StatusResponse | bytes:
+        return self._portfolio(*_caller(), request.include_struct)[0]
 
-    async def WatchStatus(self, request: pb.WatchStatusRequest, context: Any) -> AsyncIterator[pb.StatusResponse]:
+    def _portfolio(self, role: str, department: str, include_struct: bool) -> tuple[pb.StatusResponse | bytes, bytes]:
+        """The caller's portfolio answer and its view's bytes."""
+        if include_struct:
+            r = view_response("portfolio", portfolio_view(self.model, role, department), self.model.positions(), True)
+            return r, r.portfolio.SerializeToString(deterministic=True)
+        who = seen_by(role, department)
+        return self.views.answer("portfolio", "", who, lambda: portfolio_view(self.model, role, department))
+
+    async def WatchStatus(  # type: ignore[override]
+        self, request: pb.WatchStatusRequest, context: Any
+    ) -> AsyncIterator[pb.StatusResponse | bytes]:
         role, department = _caller()
         aid = request.agreement_id or None
         include_struct = request.include_struct
 
-        def current() -> pb.StatusResponse:
-            if aid is not None:
-                return agreement_response(self.model, aid, role, department, include_struct)
-            positions = self.model.positions()
-            return view_response("portfolio", portfolio_view(self.model, role, department), positions, include_struct)
-
-        def content(r: pb.StatusResponse) -> bytes:
-            return (r.agreement if aid is not None else r.portfolio).SerializeToString(deterministic=True)
+        def current() -> tuple[pb.StatusResponse | bytes, bytes]:
+            """The answer now and what a change is judged by (its content, not its positions)."""
+            if aid is None:
+                return self._portfolio(role, department, include_struct)
+            r = agreement_response(self.model, aid, role, department, include_struct)
+            return r, r.agreement.SerializeToString(deterministic=True)
 
         changes = Changes(self.model, aid)  # subscribed before the first look
         try:
-            first = current()
-            last = content(first)
+            first, last = current()
             yield first
             while True:
                 await changes.wait(WATCH_HEARTBEAT_SECONDS)
-                r = current()
-                if content(r) != last:
-                    last = content(r)
+                r, content = current()
+                if content != last:
+                    last = content
                     yield r
         finally:
             changes.close()

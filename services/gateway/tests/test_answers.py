@@ -1,17 +1,27 @@
 """An agreement's gRPC answer put together from kept bytes (`server.agreement_answer`) is the
 answer the typed message serialises to: the same bytes, the positions the read model holds
-now, and the same refusal for an agreement the caller may not see."""
+now, and the same refusal for an agreement the caller may not see. Department, service and
+portfolio answers are kept while the positions stand still (`server.KeptViews`), shared only by
+callers who see the same agreements, and built again once an event moves the positions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from accord.gateway.v1 import gateway_pb2 as pb
-from accord_agreements.samples import FINANCE, IT
-from accord_gateway.projection import NotVisibleError, ReadModel
-from accord_gateway.server import KeptPositions, agreement_answer, agreement_response
+from accord_agreements.samples import EMAIL, FINANCE, IT
+from accord_gateway.projection import NotVisibleError, ReadModel, portfolio_view
+from accord_gateway.server import (
+    GatewayServicer,
+    KeptPositions,
+    agreement_answer,
+    agreement_response,
+    view_response,
+)
+from accord_kit.context import Principal, RequestContext, request_context
 from tests.suite import PROVIDER, Suite, an_active_agreement, feed
 
 
@@ -48,5 +58,71 @@ def test_the_answer_from_kept_bytes_is_the_typed_response_serialised(
                 agreement_answer(model, agreement, *who, positions)
             with pytest.raises(NotVisibleError, match="visible to this caller"):
                 agreement_response(model, agreement, *who)
+    finally:
+        suite.close()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_views_are_kept_while_the_positions_stand_still_and_shared_only_by_who_sees_the_same(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    suite = Suite(make_store_env)
+    try:
+        aid = an_active_agreement(suite)
+        model = ReadModel()
+        feed("agreements", suite.agreements, model)
+        servicer = GatewayServicer(model)
+        views = servicer.views
+
+        async def ask(who: Principal, rpc: str, request: Any) -> bytes:
+            with request_context(RequestContext(principal=who)):
+                answer = await getattr(servicer, rpc)(request, None)
+            assert isinstance(answer, bytes)
+            return answer
+
+        finance, legal, auditor = (
+            Principal("bob", "department", FINANCE),
+            Principal("lee", "department", "legal"),
+            Principal("ann", "auditor"),
+        )
+        portfolio = pb.GetPortfolioRequest()
+        first = await ask(finance, "GetPortfolio", portfolio)
+        assert views.builds == 1
+        # The same caller, and another of the same department, again: the kept bytes, no build.
+        assert await ask(finance, "GetPortfolio", portfolio) == first
+        assert await ask(Principal("eve", "department", FINANCE), "GetPortfolio", portfolio) == first
+        assert views.builds == 1
+        typed = view_response("portfolio", portfolio_view(model, "department", FINANCE), model.positions(), False)
+        assert pb.StatusResponse.FromString(first) == typed
+        assert typed.portfolio.agreements == 1
+        # Who sees other agreements gets a view of their own, never the one kept for another.
+        assert pb.StatusResponse.FromString(await ask(legal, "GetPortfolio", portfolio)).portfolio.agreements == 0
+        assert pb.StatusResponse.FromString(await ask(auditor, "GetPortfolio", portfolio)).portfolio.agreements == 1
+        assert views.builds == 3
+
+        # A department's view is kept for every caller who may see it — and still refused to others.
+        mine = pb.GetDepartmentStatusRequest(department_id=FINANCE)
+        by_finance = await ask(finance, "GetDepartmentStatus", mine)
+        assert await ask(auditor, "GetDepartmentStatus", mine) == by_finance
+        assert views.builds == 4
+        with pytest.raises(NotVisibleError, match="not visible"):
+            await ask(legal, "GetDepartmentStatus", mine)
+        service = pb.GetServiceStatusRequest(service_id=EMAIL)
+        assert (
+            len(pb.StatusResponse.FromString(await ask(finance, "GetServiceStatus", service)).service.agreements) == 1
+        )
+        assert len(pb.StatusResponse.FromString(await ask(legal, "GetServiceStatus", service)).service.agreements) == 0
+
+        # An event moves the positions: every view is built again, as the model now says.
+        suite.agreements.suspend(PROVIDER, aid, "planned move of the mail servers")
+        feed("agreements", suite.agreements, model)
+        builds = views.builds
+        after = pb.StatusResponse.FromString(await ask(finance, "GetPortfolio", portfolio))
+        assert views.builds == builds + 1
+        assert after.positions["agreements"] > pb.StatusResponse.FromString(first).positions["agreements"]
+        assert dict(after.portfolio.by_state) == {"SUSPENDED": 1}
+        assert after == view_response(
+            "portfolio", portfolio_view(model, "department", FINANCE), model.positions(), False
+        )
     finally:
         suite.close()
