@@ -37,6 +37,7 @@ from accord_gateway.intake import (
 )
 from accord_gateway.projection import (
     Changes,
+    KeptAtPositions,
     NotVisibleError,
     ReadModel,
     agreement_view,
@@ -44,6 +45,7 @@ from accord_gateway.projection import (
     budget_view,
     department_view,
     portfolio_view,
+    seen_by,
     service_view,
     visible,
 )
@@ -217,6 +219,21 @@ def create_app(
         except NotVisibleError as e:
             raise HTTPException(status_code=404, detail=str(e)) from None
 
+    # Department, service and portfolio answers as their JSON, kept while the model's positions
+    # stand still and shared by the callers who see the same agreements (as over gRPC).
+    kept_views: KeptAtPositions[bytes] = KeptAtPositions(model)
+    app.state.kept_views = kept_views
+
+    def kept_answer(key: tuple[str, str, str], view: Callable[[], dict[str, Any]], schema: type[BaseModel]) -> Response:
+        def build(positions: dict[str, int]) -> bytes:
+            doc = {"status": view(), "positions": positions}
+            return schema.model_validate(doc).model_dump_json(by_alias=True).encode()
+
+        try:
+            return Response(kept_views.get(key, build), media_type="application/json")
+        except NotVisibleError as e:
+            raise HTTPException(status_code=404, detail=str(e)) from None
+
     @app.get(
         "/v1/agreements/{agreement_id}",
         summary="An agreement's current status",
@@ -296,11 +313,15 @@ def create_app(
         response_model=schemas.DepartmentAnswer,
         responses={**READ, **FORBIDDEN, **NOT_VISIBLE},
     )
-    async def department(department_id: str, who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
+    async def department(department_id: str, who: tuple[str, str] = Security(caller)) -> Response:
         role, dept = who
-        if role == "department" and dept != department_id:
+        if role == "department" and dept != department_id:  # before a kept answer is looked up
             raise HTTPException(status_code=403, detail=f"a department token for {dept} may not read {department_id}")
-        return answer(lambda: department_view(model, department_id, role, dept))
+        return kept_answer(
+            ("department", department_id, ""),
+            lambda: department_view(model, department_id, role, dept),
+            schemas.DepartmentAnswer,
+        )
 
     @app.get(
         "/v1/services/{service_id}",
@@ -308,8 +329,10 @@ def create_app(
         response_model=schemas.ServiceAnswer,
         responses={**READ, **NOT_VISIBLE},
     )
-    async def service(service_id: str, who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
-        return answer(lambda: service_view(model, service_id, *who))
+    async def service(service_id: str, who: tuple[str, str] = Security(caller)) -> Response:
+        return kept_answer(
+            ("service", service_id, seen_by(*who)), lambda: service_view(model, service_id, *who), schemas.ServiceAnswer
+        )
 
     @app.get(
         "/v1/portfolio",
@@ -317,8 +340,10 @@ def create_app(
         response_model=schemas.PortfolioAnswer,
         responses=READ,
     )
-    async def portfolio(who: tuple[str, str] = Security(caller)) -> dict[str, Any]:
-        return answer(lambda: portfolio_view(model, *who))
+    async def portfolio(who: tuple[str, str] = Security(caller)) -> Response:
+        return kept_answer(
+            ("portfolio", "", seen_by(*who)), lambda: portfolio_view(model, *who), schemas.PortfolioAnswer
+        )
 
     @app.get(
         "/v1/watch",

@@ -19,12 +19,12 @@ import asyncio
 import copy
 import gc
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf import json_format
 
@@ -773,6 +773,36 @@ def _brief(s: dict[str, Any]) -> dict[str, Any]:
             "credits_provisional",
         )
     }
+
+
+_Kept = TypeVar("_Kept")
+
+
+class KeptAtPositions(Generic[_Kept]):
+    """Answers kept while the read model's positions stand still: its state moves only with them
+    (every event applied moves one, a snapshot restored sets them), so an answer built at these
+    positions is the answer until one moves. All dropped when the positions move; at most
+    `max_kept` kept at a time (the rest built per call). Used on the event loop's thread only."""
+
+    def __init__(self, model: ReadModel, max_kept: int = 1024) -> None:
+        self.model, self.max_kept = model, max_kept
+        self._at: tuple[tuple[str, int], ...] | None = None
+        self._kept: dict[Hashable, _Kept] = {}
+        self.builds = 0  # answers built (not served kept)
+
+    def get(self, key: Hashable, build: Callable[[dict[str, int]], _Kept]) -> _Kept:
+        """The answer kept under `key` at the positions now, or `build(positions)`'s (kept)."""
+        positions = self.model.positions()  # read before the build: what is kept is at least this new
+        at = tuple(sorted(positions.items()))
+        if at != self._at:
+            self._kept, self._at = {}, at
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = build(positions)
+            self.builds += 1
+            if len(self._kept) < self.max_kept:
+                self._kept[key] = kept
+        return kept
 
 
 def check_department_visible(department_id: str, role: str, department: str) -> None:

@@ -4,7 +4,8 @@ An agreement's answer is the read model's kept serialised `AgreementStatus` (a l
 visibility check per call), answered as bytes put together beside the kept bytes of the stream
 positions: no message is parsed or serialised per query. Department, service and portfolio
 answers are built from the kept summaries and kept serialised while the positions stand still,
-shared by the callers who see the same agreements (`KeptViews`). The deprecated Struct
+shared by the callers who see the same agreements (`KeptViews`; the HTTP app keeps their JSON
+alike). The deprecated Struct
 (`StatusResponse.status`) is filled only when the request sets `include_struct`."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from accord.gateway.v1 import gateway_pb2 as pb
 from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from accord_gateway.projection import (
     Changes,
+    KeptAtPositions,
     NotVisibleError,
     ReadModel,
     check_department_visible,
@@ -122,39 +124,24 @@ def view_response(
 
 class KeptViews:
     """Department, service and portfolio answers serialised, kept while the read model's
-    positions stand still: its state moves only with them (every event applied moves one, a
-    snapshot restored sets them), so an answer built at these positions is the answer until one
-    moves, and the callers who see the same agreements share it. Each kept answer beside the
-    bytes of its view alone (what a watcher compares). At most `MAX_KEPT` kept at a time (the
-    rest built per call); all dropped when the positions move."""
-
-    MAX_KEPT = 1024
+    positions stand still (`projection.KeptAtPositions`) and shared by the callers who see the
+    same agreements: each as (the `StatusResponse`, its view's own bytes — what a watcher
+    compares)."""
 
     def __init__(self, model: ReadModel) -> None:
-        self.model = model
-        self._at: tuple[tuple[str, int], ...] | None = None
-        self._kept: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
-        self.builds = 0  # views built (not served kept)
+        self.kept: KeptAtPositions[tuple[bytes, bytes]] = KeptAtPositions(model)
 
     def answer(
         self, field: str, view_id: str, seen_by: str, build: Callable[[], dict[str, Any]]
     ) -> tuple[bytes, bytes]:
-        """(the serialised `StatusResponse`, its view's bytes) of `field`'s view `view_id` as
-        callers who see `seen_by`'s agreements see it (`projection.seen_by`); `build` makes
-        its document when none is kept."""
-        positions = self.model.positions()  # read before the build: what is kept is at least this new
-        at = tuple(sorted(positions.items()))
-        if at != self._at:
-            self._kept, self._at = {}, at
-        key = (field, view_id, seen_by)
-        kept = self._kept.get(key)
-        if kept is None:
+        """`field`'s view `view_id` as callers who see `seen_by`'s agreements see it
+        (`projection.seen_by`); `build` makes its document when none is kept."""
+
+        def serialised(positions: dict[str, int]) -> tuple[bytes, bytes]:
             r = view_response(field, build(), positions, include_struct=False)
-            kept = (r.SerializeToString(), getattr(r, field).SerializeToString(deterministic=True))
-            self.builds += 1
-            if len(self._kept) < self.MAX_KEPT:
-                self._kept[key] = kept
-        return kept
+            return r.SerializeToString(), getattr(r, field).SerializeToString(deterministic=True)
+
+        return self.kept.get((field, view_id, seen_by), serialised)
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
