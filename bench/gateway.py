@@ -48,7 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +75,7 @@ from accord_kit.errors import UnauthenticatedError
 from accord_kit.keys import PUBLIC, TOKEN, write_keys
 from accord_kit.nats_util import connect, ensure_stream
 from accord_kit.relay import Relay
+from accord_kit.testing.asgi import asgi_get
 from accord_kit.testing.fixtures import sqlite_env
 from accord_kit.testing.nats import free_port
 from accord_metrics.application import Metrics
@@ -734,43 +735,11 @@ def _time_each(work: Callable[[str], object], ids: list[str]) -> float:
     return statistics.median(samples) * 1e6
 
 
-async def _asgi_get(app: FastAPI, path: str, authorization: str | None) -> tuple[int, bytes]:
-    """One GET through the ASGI app, no socket and no server."""
-    headers = [(b"host", b"127.0.0.1")]
-    if authorization is not None:
-        headers.append((b"authorization", authorization.encode()))
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    sent: list[MutableMapping[str, Any]] = []
-
-    async def receive() -> MutableMapping[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    status = int(sent[0]["status"])
-    return status, b"".join(m.get("body", b"") for m in sent[1:])
-
-
 async def _asgi_us(app: FastAPI, paths: list[str], authorization: str | None) -> float:
     samples: list[float] = []
     for path in paths:
         t0 = time.perf_counter()
-        status, _ = await _asgi_get(app, path, authorization)
+        status, _ = await asgi_get(app, path, authorization)
         samples.append(time.perf_counter() - t0)
         if status != 200:
             raise RuntimeError(f"in-process GET {path} answered {status}")
@@ -827,8 +796,8 @@ async def _breakdown(portfolio: Portfolio, keys: Path, role: str, department: st
     path.parent.rmdir()
     gateway_app = create_app(lambda: True, model=model, verifier=verifier)
     echo_app = http_echo_app(verifier)
-    await _asgi_get(gateway_app, "/v1/agreements/" + sample[0], bearer)  # builds the middleware stack
-    await _asgi_get(echo_app, HTTP_ECHO_PATH + sample[0], None)
+    await asgi_get(gateway_app, "/v1/agreements/" + sample[0], bearer)  # builds the middleware stack
+    await asgi_get(echo_app, HTTP_ECHO_PATH + sample[0], None)
     out["asgi_gateway_us"] = await _asgi_us(gateway_app, ["/v1/agreements/" + a for a in sample], bearer)
     out["asgi_echo_us"] = await _asgi_us(echo_app, [HTTP_ECHO_PATH + a for a in sample], None)
     out["asgi_echo_auth_us"] = await _asgi_us(echo_app, [HTTP_ECHO_AUTH_PATH + a for a in sample], bearer)

@@ -11,6 +11,7 @@ alike). The deprecated Struct
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -163,23 +164,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> pb.StatusResponse | bytes:
         role, department = _caller()
         did = request.department_id
-        if request.include_struct:
-            doc = department_view(self.model, did, role, department)
-            return view_response("department", doc, self.model.positions(), include_struct=True)
         check_department_visible(did, role, department)  # before a kept answer is looked up
         # A department's view is the same for every caller who may see it.
-        return self.views.answer("department", did, "", lambda: department_view(self.model, did, role, department))[0]
+        build = partial(department_view, self.model, did, role, department)
+        return self._view("department", did, "", build, request.include_struct)[0]
 
     async def GetServiceStatus(  # type: ignore[override]
         self, request: pb.GetServiceStatusRequest, context: Any
     ) -> pb.StatusResponse | bytes:
         role, department = _caller()
-        sid = request.service_id
-        if request.include_struct:
-            doc = service_view(self.model, sid, role, department)
-            return view_response("service", doc, self.model.positions(), include_struct=True)
-        who = seen_by(role, department)
-        return self.views.answer("service", sid, who, lambda: service_view(self.model, sid, role, department))[0]
+        build = partial(service_view, self.model, request.service_id, role, department)
+        return self._view("service", request.service_id, seen_by(role, department), build, request.include_struct)[0]
 
     async def GetPortfolio(  # type: ignore[override]
         self, request: pb.GetPortfolioRequest, context: Any
@@ -187,12 +182,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         return self._portfolio(*_caller(), request.include_struct)[0]
 
     def _portfolio(self, role: str, department: str, include_struct: bool) -> tuple[pb.StatusResponse | bytes, bytes]:
-        """The caller's portfolio answer and its view's bytes."""
-        if include_struct:
-            r = view_response("portfolio", portfolio_view(self.model, role, department), self.model.positions(), True)
-            return r, r.portfolio.SerializeToString(deterministic=True)
-        who = seen_by(role, department)
-        return self.views.answer("portfolio", "", who, lambda: portfolio_view(self.model, role, department))
+        build = partial(portfolio_view, self.model, role, department)
+        return self._view("portfolio", "", seen_by(role, department), build, include_struct)
+
+    def _view(
+        self, field: str, view_id: str, who: str, build: Callable[[], dict[str, Any]], include_struct: bool
+    ) -> tuple[pb.StatusResponse | bytes, bytes]:
+        """A view's answer (kept, unless the deprecated Struct is asked for) and its view's bytes."""
+        if not include_struct:
+            return self.views.answer(field, view_id, who, build)
+        r = view_response(field, build(), self.model.positions(), include_struct=True)
+        return r, getattr(r, field).SerializeToString(deterministic=True)
 
     async def WatchStatus(  # type: ignore[override]
         self, request: pb.WatchStatusRequest, context: Any

@@ -26,8 +26,17 @@ from accord_gateway.server import (
 )
 from accord_kit.auth import TokenVerifier
 from accord_kit.context import Principal, RequestContext, request_context
+from accord_kit.testing.asgi import asgi_get
 from accord_kit.testing.service import make_keys
 from tests.suite import PROVIDER, Suite, an_active_agreement, feed
+
+
+def _agreement_known(suite: Suite) -> tuple[str, ReadModel]:
+    """The sample SLA accepted, and a read model fed the agreements stream: (its id, the model)."""
+    aid = an_active_agreement(suite)
+    model = ReadModel()
+    feed("agreements", suite.agreements, model)
+    return aid, model
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
@@ -36,9 +45,7 @@ def test_the_answer_from_kept_bytes_is_the_typed_response_serialised(
 ) -> None:
     suite = Suite(make_store_env)
     try:
-        aid = an_active_agreement(suite)
-        model = ReadModel()
-        feed("agreements", suite.agreements, model)
+        aid, model = _agreement_known(suite)
         positions = KeptPositions(model)
 
         for role, department in (("department", FINANCE), ("department", IT), ("auditor", "")):
@@ -73,9 +80,7 @@ async def test_views_are_kept_while_the_positions_stand_still_and_shared_only_by
 ) -> None:
     suite = Suite(make_store_env)
     try:
-        aid = an_active_agreement(suite)
-        model = ReadModel()
-        feed("agreements", suite.agreements, model)
+        aid, model = _agreement_known(suite)
         servicer = GatewayServicer(model)
         views = servicer.views.kept
 
@@ -133,65 +138,43 @@ async def test_views_are_kept_while_the_positions_stand_still_and_shared_only_by
         suite.close()
 
 
-async def _get(app: Any, path: str, token: str) -> tuple[int, bytes]:
-    """One GET through the HTTP app as ASGI (no socket)."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"gateway"), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return int(sent[0]["status"]), b"".join(m.get("body", b"") for m in sent[1:])
-
-
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
 async def test_the_http_views_are_kept_as_the_grpc_ones_and_seen_only_by_who_may(
     make_store_env: Callable[[str], dict[str, str]], tmp_path: Path
 ) -> None:
     suite = Suite(make_store_env)
     try:
-        aid = an_active_agreement(suite)
-        model = ReadModel()
-        feed("agreements", suite.agreements, model)
+        aid, model = _agreement_known(suite)
         keys = make_keys(tmp_path / "keys")
         app = create_app(lambda: True, model=model, verifier=TokenVerifier.from_file(keys.public_file))
         kept = app.state.kept_views
 
         def token(role: str, department: str = "") -> str:
-            return dict(keys.metadata(role, department))["authorization"].split()[1]
+            return dict(keys.metadata(role, department))["authorization"]
 
         finance, legal, auditor = token("department", FINANCE), token("department", "legal"), token("auditor")
-        status, first = await _get(app, "/v1/portfolio", finance)
+        status, first = await asgi_get(app, "/v1/portfolio", finance)
         assert status == 200
-        assert (await _get(app, "/v1/portfolio", finance))[1] == first
+        assert (await asgi_get(app, "/v1/portfolio", finance))[1] == first
         assert kept.builds == 1
         doc = json.loads(first)
         assert doc["positions"] == model.positions()
         assert doc["status"]["agreements"] == 1 and doc["status"]["list"][0]["agreement_id"] == aid
-        assert json.loads((await _get(app, "/v1/portfolio", legal))[1])["status"]["agreements"] == 0
-        assert json.loads((await _get(app, "/v1/portfolio", auditor))[1])["status"]["agreements"] == 1
+        assert json.loads((await asgi_get(app, "/v1/portfolio", legal))[1])["status"]["agreements"] == 0
+        assert json.loads((await asgi_get(app, "/v1/portfolio", auditor))[1])["status"]["agreements"] == 1
         assert kept.builds == 3
 
         # A department's view: kept for whoever may see it, refused to another department all the same.
-        assert (await _get(app, f"/v1/departments/{FINANCE}", finance))[0] == 200
-        status, body = await _get(app, f"/v1/departments/{FINANCE}", legal)
+        assert (await asgi_get(app, f"/v1/departments/{FINANCE}", finance))[0] == 200
+        status, body = await asgi_get(app, f"/v1/departments/{FINANCE}", legal)
         assert status == 403 and "may not read" in json.loads(body)["error"]
-        service = json.loads((await _get(app, f"/v1/services/{EMAIL}", legal))[1])
+        service = json.loads((await asgi_get(app, f"/v1/services/{EMAIL}", legal))[1])
         assert service["status"]["agreements"] == []
 
         # An event moves the positions: the view is built again, as the model now says.
         suite.agreements.suspend(PROVIDER, aid, "planned move of the mail servers")
         feed("agreements", suite.agreements, model)
-        after = json.loads((await _get(app, "/v1/portfolio", finance))[1])
+        after = json.loads((await asgi_get(app, "/v1/portfolio", finance))[1])
         assert after["positions"] == model.positions() != doc["positions"]
         assert after["status"]["by_state"] == {"SUSPENDED": 1}
     finally:
