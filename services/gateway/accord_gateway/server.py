@@ -100,11 +100,19 @@ def agreement_answer(
     """The agreement's answer as a serialised `StatusResponse`: the kept positions, then the kept
     `AgreementStatus` as its `agreement` field — the bytes `agreement_response(…)` serialises to
     (deterministically, fields in number order), without building the message."""
+    return _joined(positions, _kept_status(model, agreement_id, role, department))
+
+
+def _kept_status(model: ReadModel, agreement_id: str, role: str, department: str) -> bytes:
+    """The agreement's kept serialised `AgreementStatus`, if the caller may see it."""
     answer = model.answer(agreement_id)
     if answer is None or not visible(answer.summary, role, department):
         raise NotVisibleError(f"no agreement {agreement_id!r} visible to this caller")
-    typed = model.typed(answer)
-    return b"".join((positions.serialised(), _AGREEMENT_TAG, _varint(len(typed)), typed))
+    return model.typed(answer)
+
+
+def _joined(positions: KeptPositions, status: bytes) -> bytes:
+    return b"".join((positions.serialised(), _AGREEMENT_TAG, _varint(len(status)), status))
 
 
 def _serialised(response: pb.StatusResponse | bytes) -> bytes:
@@ -205,6 +213,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             """The answer now and what a change is judged by (its content, not its positions)."""
             if aid is None:
                 return self._portfolio(role, department, include_struct)
+            if not include_struct:  # the kept bytes, as GetAgreementStatus answers
+                status = _kept_status(self.model, aid, role, department)
+                return _joined(self.positions, status), status
             r = agreement_response(self.model, aid, role, department, include_struct)
             return r, r.agreement.SerializeToString(deterministic=True)
 

@@ -6,6 +6,7 @@ callers who see the same agreements, and built again once an event moves the pos
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -177,5 +178,28 @@ async def test_the_http_views_are_kept_as_the_grpc_ones_and_seen_only_by_who_may
         after = json.loads((await asgi_get(app, "/v1/portfolio", finance))[1])
         assert after["positions"] == model.positions() != doc["positions"]
         assert after["status"]["by_state"] == {"SUSPENDED": 1}
+    finally:
+        suite.close()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_an_agreements_watcher_is_sent_the_kept_bytes_and_each_change(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    suite = Suite(make_store_env)
+    try:
+        aid, model = _agreement_known(suite)
+        servicer = GatewayServicer(model)
+        with request_context(RequestContext(principal=Principal("bob", "department", FINANCE))):
+            watch = servicer.WatchStatus(pb.WatchStatusRequest(agreement_id=aid), None)
+            first = await anext(watch)
+            assert first == agreement_answer(model, aid, "department", FINANCE, servicer.positions)
+            suite.agreements.suspend(PROVIDER, aid, "planned move of the mail servers")
+            feed("agreements", suite.agreements, model)
+            second = await asyncio.wait_for(anext(watch), timeout=5)
+            await watch.aclose()
+        assert isinstance(second, bytes)
+        assert pb.StatusResponse.FromString(second) == agreement_response(model, aid, "department", FINANCE)
+        assert pb.StatusResponse.FromString(second).agreement.state == "SUSPENDED"
     finally:
         suite.close()
