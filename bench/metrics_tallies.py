@@ -3,9 +3,10 @@ of an open month, and what a batch costs them: the tallies driven directly, in t
 
 Set-up, per size: the month of January 2026. First-contact resolution (`FcrTally`, by repeat
 contact within 7 days): N answered contacts at an even pace, each from one of N/2 customers about
-one of 5 reasons (seeded), 70 % flagged resolved. Request-based availability (`CountTally`,
-OCCURRENCES, 24x7): N request counts back to back over the month (43,200 is a count a minute,
-267,840 one every 10 s, as a Prometheus source may record them), 990–1,000 good of 1,000.
+one of 5 reasons (seeded; `--tallies-fcr-reasons`: fewer, 0 for none), 70 % flagged resolved.
+Request-based availability (`CountTally`, OCCURRENCES, 24x7): N request counts back to back over
+the month (43,200 is a count a minute, 267,840 one every 10 s, as a Prometheus source may record
+them), 990–1,000 good of 1,000.
 
 Measured: the tally folded in batches of 500 in order, evaluated after each (as a round after each
 batch would); the memory it holds at the end (`tracemalloc`: what the fold allocated and kept, the
@@ -43,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="contacts in the month for first-contact resolution (default 100000,400000)",
     )
     parser.add_argument(
+        "--tallies-fcr-reasons",
+        type=int,
+        default=len(REASONS),
+        choices=range(len(REASONS) + 1),
+        help=f"reasons the contacts give, 0 to {len(REASONS)} (default {len(REASONS)}; 0: none, as a contact centre "
+        "that tags no reasons)",
+    )
+    parser.add_argument(
         "--tallies-count-sizes",
         default="43200,267840",
         help="request counts in the month (default 43200,267840: a count a minute, every 10 s)",
@@ -56,8 +65,9 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def _contacts(n: int) -> list[contact.Call]:
+def _contacts(n: int, reasons: int = len(REASONS)) -> list[contact.Call]:
     rnd = random.Random(7)
+    given = REASONS[:reasons] or ("",)
     step = MONTH.duration / n
     customers = [f"cust-{i:07d}" for i in range(max(n // 2, 1))]
     out = []
@@ -66,7 +76,7 @@ def _contacts(n: int) -> list[contact.Call]:
         out.append(
             contact.Call(
                 f"call-{i:09d}", t, t + timedelta(seconds=rnd.randint(1, 60)), None,
-                customer_id=customers[rnd.randrange(len(customers))], reason=REASONS[rnd.randrange(len(REASONS))],
+                customer_id=customers[rnd.randrange(len(customers))], reason=given[rnd.randrange(len(given))],
                 resolved_first_contact=rnd.random() < 0.7,
             )
         )  # fmt: skip
@@ -123,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: list[dict[str, Any]] = []
     repeat = timedelta(days=7)
     for n in _sizes(args.tallies_fcr_sizes):
-        calls = _contacts(n)
+        calls = _contacts(n, args.tallies_fcr_reasons)
         as_of = calls[-1].entered_queue
         print(f"   metrics-tallies: first-contact resolution, {n:,} contacts", flush=True)
 
@@ -149,7 +159,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     return {
         "figures": figures,
-        "params": {"fcr_sizes": args.tallies_fcr_sizes, "count_sizes": args.tallies_count_sizes, "batch": BATCH},
+        "params": {
+            "fcr_sizes": args.tallies_fcr_sizes,
+            "fcr_reasons": args.tallies_fcr_reasons,
+            "count_sizes": args.tallies_count_sizes,
+            "batch": BATCH,
+        },
         "notes": [
             "held: what the tally allocated and kept (tracemalloc), the inputs not counted; a month's end of a "
             "50,000-calls-a-day contact centre holds ≈ 1,500,000 contacts"

@@ -1064,7 +1064,7 @@ _contact = st.tuples(
     # the repeat window after its first contact, or a decision exactly at an instant asked for).
     st.one_of(st.integers(-240, 288).map(lambda h: h * 3600), st.integers(-10 * 86400, 12 * 86400)),
     st.sampled_from(["a", "b", ""]),  # customer ("": none, flagged only)
-    st.sampled_from(["billing", "access"]),
+    st.sampled_from(["billing", "access", ""]),  # reason ("": none, grouped by the customer alone)
     st.booleans(),  # answered
     st.sampled_from([None, True, False]),  # the agent's flag
 )
@@ -1159,6 +1159,43 @@ def test_an_fcr_tally_takes_a_contact_exactly_the_repeat_window_after_a_first_on
     assert got == contact.fcr(calls, "REPEAT_CONTACT", day, window=WINDOW, as_of=as_of)
     # x1 repeated by x2; y1 resolved (decided a day after it); y2 a first contact decided after the window.
     assert got is not None and [got.detail[k] for k in ("first_contacts", "repeated", "resolved")] == ["2", "1", "1"]
+
+
+def test_an_fcr_tally_keys_a_contact_without_a_reason_by_its_customer_alone() -> None:
+    """A contact giving no reason is grouped by its customer id itself (the string the contact
+    holds), not a (customer, "") tuple beside each group (56 B); the same customer's contacts
+    about a reason are a group of their own, never mixed with those; taking contacts out of
+    both kinds of group together works as for either. The evaluation is always the formula's."""
+
+    def call(cid: str, hours: int, customer: str, reason: str = "") -> contact.Call:
+        entered = T0 + timedelta(hours=hours)
+        return contact.Call(cid, entered, answered_at=entered, customer_id=customer, reason=reason)
+
+    plain, again, other = call("p1", 1, "cust-1"), call("p2", 5, "cust-1"), call("o1", 3, "cust-2")
+    billing = call("b1", 2, "cust-1", "billing")
+    held = [plain, billing, other]
+    tally = running.FcrTally("REPEAT_CONTACT", timedelta(days=1), WINDOW)
+    as_of = T0 + timedelta(days=2)
+
+    def check() -> None:
+        expected = contact.fcr(held, "REPEAT_CONTACT", timedelta(days=1), window=WINDOW, as_of=as_of)
+        assert tally.evaluated(as_of) == expected
+
+    assert tally.extend(held)
+    assert tally._groups["cust-1"] is plain and tally._groups["cust-2"] is other
+    assert tally._groups[("cust-1", "billing")] is billing
+    assert all(type(k) is str for k in tally._groups if k != ("cust-1", "billing"))
+    check()
+    held.append(again)
+    assert tally.extend([again])  # a repeat of the reason-less contact, not of the billing one
+    assert tally._groups["cust-1"] == [plain, again]
+    check()
+    got = tally.evaluated(as_of)
+    assert got is not None and got.detail["repeated"] == "1"
+    tally.remove([again, billing, plain])  # both kinds of key in one removal
+    held = [other]
+    assert set(tally._groups) == {"cust-2"}
+    check()
 
 
 def test_an_fcr_tally_holds_a_group_of_one_contact_as_the_contact_itself() -> None:

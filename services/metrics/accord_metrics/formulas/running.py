@@ -745,6 +745,17 @@ def _decided_hour(o: _Outcome) -> int:
     return hour_of(o.decided)
 
 
+# A customer-and-reason group's key: the customer id alone for contacts that give no reason, else
+# (customer, reason). A contact centre that tags no reasons keys every group by a string the
+# contact already holds, not a tuple of 56 B beside each group; a string and a tuple are never
+# equal, so no group is taken for another.
+_GroupKey = str | tuple[str, str]
+
+
+def _group_key(c: contact.Call) -> _GroupKey:
+    return (c.customer_id, c.reason) if c.reason else c.customer_id
+
+
 class FcrTally:
     """`contact.fcr` v5 (v2's rule) over the contacts folded in, for one method, repeat window and window,
     as of any instant from the last one asked for on: each customer and reason's contacts kept
@@ -761,11 +772,11 @@ class FcrTally:
         self.method = contact.FcrMethod(method)
         contact.fcr([], self.method, repeat_window, window=window)  # its checks, as it makes them
         self.repeat, self.window = repeat_window, window
-        # (customer, reason) → its contacts in `first_contacts`' order (arrival, then id): a group
-        # of one contact holds the contact itself, a larger one a list of them. Most groups of a
-        # month are of one contact (a customer calling once about a reason): a list beside each
-        # cost ≈ 100 B a contact, a third of the tally ("What still grows").
-        self._groups: dict[tuple[str, str], contact.Call | list[contact.Call]] = {}
+        # A customer-and-reason group (`_group_key`) → its contacts in `first_contacts`' order
+        # (arrival, then id): a group of one contact holds the contact itself, a larger one a list
+        # of them. Most groups of a month are of one contact (a customer calling once about a
+        # reason): a list beside each cost ≈ 100 B a contact, a third of the tally ("What still grows").
+        self._groups: dict[_GroupKey, contact.Call | list[contact.Call]] = {}
         # First contact id → its outcome, for every first contact whose decision is in the window;
         # and the token of its entry among those due while it is not counted.
         self._outcomes: dict[str, _Outcome] = {}
@@ -781,11 +792,11 @@ class FcrTally:
 
     def extend(self, calls: Sequence[contact.Call]) -> bool:
         """Fold in these contacts (True: it always can)."""
-        touched: set[tuple[str, str]] = set()
+        touched: set[_GroupKey] = set()
         groups, arrival = self._groups, contact.arrival
         for c in calls:
             if c.answered:
-                key = (c.customer_id, c.reason)
+                key = (c.customer_id, c.reason) if c.reason else c.customer_id  # `_group_key`, inline
                 held = groups.get(key)
                 if held is None:
                     groups[key] = c
@@ -802,7 +813,7 @@ class FcrTally:
         self.records.remove(uncounted)
         return True
 
-    def _group(self, key: tuple[str, str]) -> list[contact.Call]:
+    def _group(self, key: _GroupKey) -> list[contact.Call]:
         """A group's contacts in order (none when it holds none)."""
         held = self._groups.get(key)
         return [] if held is None else held if isinstance(held, list) else [held]
@@ -812,11 +823,11 @@ class FcrTally:
         out as it was, folded in as it is): each one's own outcome goes, and the outcomes of the
         contacts left in its group are worked out again — the tally is the one of the contacts
         left. `KeyError` when an answered one is not held (nothing taken out)."""
-        places: list[tuple[tuple[str, str], int]] = []
+        places: list[tuple[_GroupKey, int]] = []
         for c in calls:
             if not c.answered:
                 continue  # never in a group
-            key = (c.customer_id, c.reason)
+            key = _group_key(c)
             group = self._group(key)
             at = bisect_left(group, contact.arrival(c), key=contact.arrival)
             if at == len(group) or group[at].call_id != c.call_id or (key, at) in places:
@@ -824,7 +835,7 @@ class FcrTally:
             places.append((key, at))
         uncounted: list[_Outcome] = []
         groups = self._groups
-        for key, at in sorted(places, reverse=True):  # later places first: the earlier stay put
+        for key, at in sorted(places, key=itemgetter(1), reverse=True):  # later places first: the earlier stay put
             held = groups[key]
             if isinstance(held, list):
                 gone = held.pop(at)
