@@ -24,7 +24,6 @@ and verifier themselves are in `accord_kit.chain`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +61,7 @@ from accord_kit.envelope import to_envelope
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.inputs import position
 from accord_kit.settings import ServiceSettings, SettingsError
+from accord_kit.threads import finish_in_thread
 
 DEFAULT_CHAIN_LIMIT = 1000
 MAX_CHAIN_LIMIT = 10_000
@@ -573,7 +573,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.ReadChainResponse:
         after = position(request.after_position, "after_position")
         stop = position(request.stop_position, "stop_position")
-        return await asyncio.to_thread(read_chain, self.app, after, request.limit, stop, self.page_bytes)
+        return await finish_in_thread(read_chain, self.app, after, request.limit, stop, self.page_bytes)
 
     async def GetChainKeys(  # noqa: N802
         self, request: audit_pb2.GetChainKeysRequest, context: grpc.aio.ServicerContext
@@ -595,7 +595,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             self.app, self.keys.public_keys, from_checkpoint=request.from_checkpoint, startup=self.startup
         )
         while True:
-            progress = await asyncio.to_thread(next, steps, None)
+            progress = await finish_in_thread(next, steps, None)
             if progress is None:
                 return
             yield progress.message()
@@ -606,10 +606,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         agreement_id = request.agreement_id
         if not agreement_id.strip():
             raise InvalidArgumentError("agreement_id must not be empty")
-        stop = await asyncio.to_thread(self.app.head_position)
+        stop = await finish_in_thread(self.app.head_position)
         after = 0
         while after < stop:
-            found, after = await asyncio.to_thread(history_page, self.app, agreement_id, after, stop)
+            found, after = await finish_in_thread(history_page, self.app, agreement_id, after, stop)
             for event in found:
                 yield event
 

@@ -56,6 +56,7 @@ from accord_kit import tracing
 from accord_kit.context import RequestContext, request_context
 from accord_kit.deadletter import dead_letter
 from accord_kit.logging import get_logger
+from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.consumer")
 
@@ -163,7 +164,7 @@ class Consumer:
         """Create or update the durable consumer explicitly; recreate it when our store was
         reset (nothing tracked) but the durable has already acknowledged messages."""
         cfg = self.config
-        self._tracked = await asyncio.to_thread(self.app.tracked_position, cfg.source)
+        self._tracked = await finish_in_thread(self.app.tracked_position, cfg.source)
         consumer_cfg = api.ConsumerConfig(
             durable_name=cfg.durable,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -349,7 +350,7 @@ class Consumer:
         msgs = [m for _, m in pairs]
         self.upstream_head = max(self.upstream_head, envs[-1].position)
         headers: list[Mapping[str, str] | None] | None = [m.headers for m in msgs] if tracing.enabled else None
-        done, outcome, error = await asyncio.to_thread(self._apply_run, envs, headers)
+        done, outcome, error = await finish_in_thread(self._apply_run, envs, headers)
         for m in msgs[:done]:
             await m.ack()
         if done == len(msgs):
@@ -453,7 +454,7 @@ class Consumer:
                 return
             if not envs:
                 break
-            done, outcome, error = await asyncio.to_thread(self._apply_run, envs)
+            done, outcome, error = await finish_in_thread(self._apply_run, envs)
             self.stats.caught_up_via_read_events += done
             if outcome == "waiting":  # NATS delivers it again; the wait is said there
                 break

@@ -3,7 +3,6 @@ and consumers use its client to catch up on gaps the stream cannot fill."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from accord.events.v1 import events_pb2, events_pb2_grpc
 from accord_kit.application import MAX_READ_LIMIT, AccordApplication
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.inputs import position
+from accord_kit.threads import finish_in_thread
 
 
 class EventLogServicer(events_pb2_grpc.EventLogServiceServicer):
@@ -26,7 +26,7 @@ class EventLogServicer(events_pb2_grpc.EventLogServiceServicer):
         if request.limit > MAX_READ_LIMIT:
             raise InvalidArgumentError(f"limit must be at most {MAX_READ_LIMIT}, not {request.limit}")
         after = position(request.after_position, "after_position")
-        envs, head = await asyncio.to_thread(self.app.read_events, after, request.limit)
+        envs, head = await finish_in_thread(self.app.read_events, after, request.limit)
         return events_pb2.ReadEventsResponse(events=envs, head_position=head)
 
 

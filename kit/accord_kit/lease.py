@@ -30,6 +30,7 @@ from typing import Any
 
 from accord_kit.logging import get_logger
 from accord_kit.settings import ServiceSettings
+from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.lease")
 
@@ -102,7 +103,7 @@ class Lease:
         waiting_logged = False
         while not stop.is_set():
             try:
-                if await asyncio.to_thread(self._try):
+                if await finish_in_thread(self._try):
                     self.acquired_after = time.monotonic() - started
                     self.held.set()
                     log.info(

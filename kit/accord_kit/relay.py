@@ -39,6 +39,7 @@ from accord_kit.nats_util import (
     HDR_TYPE,
     ensure_stream,
 )
+from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.relay")
 
@@ -216,7 +217,7 @@ class Relay:
                 f"{HDR_POSITION}/{HDR_MSG_ID} headers; it was not written by an Accord relay. Refusing to run."
             )
         position = int(raw_pos)
-        found = await asyncio.to_thread(self.app.recorder.select_notifications, start=position, stop=position, limit=1)
+        found = await finish_in_thread(self.app.recorder.select_notifications, start=position, stop=position, limit=1)
         expected = event_id(self.app.service, found[0].originator_id, found[0].originator_version) if found else None
         if expected != msg_id:
             store_head = await self._store_head()
@@ -234,7 +235,7 @@ class Relay:
         log.info("relay_head", stream=self.stream, position=position, store_head=await self._store_head())
 
     async def _store_head(self) -> int:
-        return await asyncio.to_thread(self.app.head_position)
+        return await finish_in_thread(self.app.head_position)
 
     async def _publish_loop(self) -> None:
         """Publish batches; while one batch's acks are awaited, the next is read and encoded
@@ -248,7 +249,7 @@ class Relay:
             while not self._stopping.is_set():
                 if next_batch is None:
                     self._wake.clear()
-                    batch = await asyncio.to_thread(self._prepare, self._head, self._last_msg_id, reply_prefix)
+                    batch = await finish_in_thread(self._prepare, self._head, self._last_msg_id, reply_prefix)
                 else:
                     batch, next_batch = await next_batch, None
                 if batch is None:
@@ -262,7 +263,7 @@ class Relay:
                 self._wake.clear()
                 last = batch.last
                 next_batch = asyncio.create_task(
-                    asyncio.to_thread(self._prepare, last.position, last.msg_id, reply_prefix)
+                    finish_in_thread(self._prepare, last.position, last.msg_id, reply_prefix)
                 )
                 await self._await_acks(batch, acks)
         finally:

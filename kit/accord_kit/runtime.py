@@ -50,6 +50,7 @@ from accord_kit.nats_util import connect
 from accord_kit.relay import Relay, RelayMismatchError
 from accord_kit.settings import ServiceSettings, SettingsError
 from accord_kit.telemetry import RuntimeCollector, Telemetry, refresh_consumers
+from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.runtime")
 VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
@@ -78,7 +79,7 @@ def periodic(
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                changed = await asyncio.to_thread(work)
+                changed = await finish_in_thread(work)
                 if changed:
                     log.info(f"{name}_done", changed=changed)
             except Exception:
@@ -380,7 +381,7 @@ class ServiceRuntime:
         steps = verify_log(app, keys.public_keys, from_checkpoint=False)
         reported = time.monotonic()
         while True:
-            progress = await asyncio.to_thread(next, steps, None)
+            progress = await finish_in_thread(next, steps, None)
             if progress is None:
                 raise RuntimeError("the verification ended without a result")
             if progress.done:
@@ -427,7 +428,7 @@ class ServiceRuntime:
                 log.info("chain_seal_skipped", reason="the log's start-up verification did not finish")
             return None
         try:
-            cp = await asyncio.to_thread(self._seal_now)
+            cp = await finish_in_thread(self._seal_now)
         except ChainError as e:
             self.sealing_halted = str(e)
             log.error("chain_seal_refused", alert=True, reason=str(e))

@@ -3,7 +3,6 @@ in the domain and application; errors become status codes through ERROR_MAP."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from accord_agreements.terms import TermsInvalidError
 from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.inputs import enum_name, instant, required_instant
+from accord_kit.threads import finish_in_thread
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     TermsInvalidError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -219,7 +219,7 @@ class AgreementsServicer(pb_grpc.AgreementsServiceServicer):
         self.app = app
 
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await finish_in_thread(fn, *args, **kwargs)
 
     # -- reference data -------------------------------------------------------------------------
     async def RegisterDepartment(

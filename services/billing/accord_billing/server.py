@@ -24,6 +24,7 @@ from accord_kit.application import MAX_READ_LIMIT
 from accord_kit.context import current_principal
 from accord_kit.eventlog import EventLogClient
 from accord_kit.inputs import decimal, iso_instant, required_instant
+from accord_kit.threads import finish_in_thread
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -173,18 +174,18 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
 
     async def _answer(self, s: Statement) -> pb.Statement:
         """A statement's answer with its totals as they stand (taken in a worker thread)."""
-        return statement_message(s, await asyncio.to_thread(self.app.current_totals, s))
+        return statement_message(s, await finish_in_thread(self.app.current_totals, s))
 
     async def GetStatement(self, request: pb.GetStatementRequest, context: Any) -> pb.GetStatementResponse:
-        s = await asyncio.to_thread(self.app.statement, current_principal(), request.statement_id)
+        s = await finish_in_thread(self.app.statement, current_principal(), request.statement_id)
         return pb.GetStatementResponse(statement=await self._answer(s))
 
     async def ListStatements(self, request: pb.ListStatementsRequest, context: Any) -> pb.ListStatementsResponse:
-        rows = await asyncio.to_thread(self.app.statements, current_principal(), request.agreement_id)
+        rows = await finish_in_thread(self.app.statements, current_principal(), request.agreement_id)
         return pb.ListStatementsResponse(statements=[await self._answer(s) for s in rows])
 
     async def GetAssessment(self, request: pb.GetAssessmentRequest, context: Any) -> pb.GetAssessmentResponse:
-        s = await asyncio.to_thread(self.app.statement, current_principal(), request.statement_id)
+        s = await finish_in_thread(self.app.statement, current_principal(), request.statement_id)
         key = f"{request.objective_id}|{request.window_start}"
         a = s.assessments.get(key)
         if a is None:
@@ -202,7 +203,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
     ) -> pb.DisputeAssessmentResponse:
         caller = current_principal()
         assert caller is not None
-        dispute_id = await asyncio.to_thread(
+        dispute_id = await finish_in_thread(
             self.app.dispute, caller, request.statement_id, request.objective_id, request.window_start, request.reason
         )
         return pb.DisputeAssessmentResponse(dispute_id=dispute_id)
@@ -212,7 +213,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         assert caller is not None
         if request.accept:
             decimal(request.amount, "amount", required=True)  # finite: no NaN, no Infinity
-        s = await asyncio.to_thread(
+        s = await finish_in_thread(
             self.app.resolve,
             caller,
             request.statement_id,
@@ -224,7 +225,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         return pb.ResolveDisputeResponse(statement=await self._answer(s))
 
     async def GetLedgerEntries(self, request: pb.GetLedgerEntriesRequest, context: Any) -> pb.GetLedgerEntriesResponse:
-        rows = await asyncio.to_thread(self.app.ledger, current_principal(), request.department_id)
+        rows = await finish_in_thread(self.app.ledger, current_principal(), request.department_id)
         return pb.GetLedgerEntriesResponse(
             transactions=[
                 ev.LedgerTransactionPosted(
@@ -237,7 +238,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
 
     async def GetBalances(self, request: pb.GetBalancesRequest, context: Any) -> pb.GetBalancesResponse:
         iso_instant(request.period_start, "period_start")
-        balances = await asyncio.to_thread(
+        balances = await finish_in_thread(
             self.app.balances, current_principal(), request.department_id, request.period_start
         )
         return pb.GetBalancesResponse(
@@ -267,7 +268,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
             loop.call_soon_threadsafe(queue.put_nowait, checked)
 
         work = asyncio.ensure_future(
-            asyncio.to_thread(self.app.rederive, logs["metrics"], logs["agreements"], request.agreement_id, progress)
+            finish_in_thread(self.app.rederive, logs["metrics"], logs["agreements"], request.agreement_id, progress)
         )
         work.add_done_callback(lambda _: queue.put_nowait(None))
         while (checked := await queue.get()) is not None:
@@ -305,7 +306,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
 
     async def PriceEvaluations(self, request: pb.PriceEvaluationsRequest, context: Any) -> pb.PriceEvaluationsResponse:
         terms = periods.terms_dict(request.terms) if request.HasField("terms") else {}
-        pricing = await asyncio.to_thread(
+        pricing = await finish_in_thread(
             self.app.price_evaluations,
             current_principal(),
             request.agreement_id,
@@ -318,7 +319,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         if not request.HasField("at"):
             raise InvalidRequestError("at is required: the instant whose knowledge to reconstruct")
         at = required_instant(request.at, "at")
-        periods = await asyncio.to_thread(self.app.statements_at, current_principal(), request.agreement_id, at)
+        periods = await finish_in_thread(self.app.statements_at, current_principal(), request.agreement_id, at)
         return pb.StatementsAtResponse(periods=[period_message(p) for p in periods])
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from accord_gateway.projection import ReadModel
 from accord_kit.logging import get_logger
+from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.gateway.snapshot")
 # Bump when the read model's shape or what it keeps of an event changes: older snapshots are
@@ -100,7 +101,7 @@ def snapshot_task(
             return
         started = time.monotonic()
         try:
-            positions = await asyncio.to_thread(write_snapshot, model, path)
+            positions = await finish_in_thread(write_snapshot, model, path)
         except Exception as e:
             log.warning("snapshot_failed", path=str(path), error=f"{type(e).__name__}: {e}")
             return

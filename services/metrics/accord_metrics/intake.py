@@ -60,6 +60,7 @@ from accord_kit.deadletter import HEALTH, dead_letter, ensure_deadletter_stream
 from accord_kit.logging import get_logger
 from accord_kit.nats_util import connect
 from accord_kit.runtime import HealthBoard
+from accord_kit.threads import finish_in_thread
 from accord_metrics.application import Metrics
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
 from accord_metrics.signals import InvalidSignalError, correction_reason, validate
@@ -159,7 +160,7 @@ class SignalIntake:
     async def _handle(self, msg: Msg) -> None:
         try:
             principal, signals, reason = self._read(msg)
-            outcome = await asyncio.to_thread(  # validated by _read; the batch is ours, parsed from the message
+            outcome = await finish_in_thread(  # validated by _read; the batch is ours, parsed from the message
                 self.app.record, principal, signals, reason, via="nats", owned=True, validated=True
             )
         except BatchRejectedError as e:

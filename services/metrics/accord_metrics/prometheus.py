@@ -54,6 +54,7 @@ from accord_kit.context import Principal
 from accord_kit.logging import get_logger
 from accord_kit.runtime import HealthBoard
 from accord_kit.settings import SettingsError
+from accord_kit.threads import finish_in_thread
 from accord_metrics.application import Metrics
 
 log = get_logger("accord.metrics.prometheus")
@@ -259,7 +260,7 @@ class PrometheusSource:
                     )
                 )
             if signals:
-                outcome = await asyncio.to_thread(self.app.record, CALLER, signals)
+                outcome = await finish_in_thread(self.app.record, CALLER, signals)
                 self.recorded += outcome.accepted
                 done += outcome.accepted
                 log.info(

@@ -20,6 +20,7 @@ from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.inputs import required_instant, time_zone
 from accord_kit.logging import get_logger
+from accord_kit.threads import finish_in_thread
 from accord_metrics.application import Metrics, WindowCheck
 from accord_metrics.audit import MetricsAudit, Progress, Rederivation
 from accord_metrics.codec import evaluation_message
@@ -106,7 +107,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 _check_size(len(message.signals), f"message {index}")
                 signals = list(message.signals)
                 try:
-                    await asyncio.to_thread(_prepare, signals)
+                    await finish_in_thread(_prepare, signals)
                 except InvalidSignalError as e:
                     await settle()
                     raise InvalidSignalError(
@@ -114,7 +115,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                     ) from None
                 await settle()
                 pending = asyncio.ensure_future(
-                    asyncio.to_thread(
+                    finish_in_thread(
                         self.app.record, caller, signals, message.correction_reason, owned=True, validated=True
                     )
                 )
@@ -136,7 +137,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         caller = current_principal()
         assert caller is not None
         _check_size(len(request.signals), "batch")
-        outcome = await asyncio.to_thread(
+        outcome = await finish_in_thread(
             self.app.record, caller, list(request.signals), request.correction_reason, via="grpc", owned=True
         )
         return pb.RecordSignalBatchResponse(
@@ -145,14 +146,14 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
 
     async def GetCompliance(self, request: pb.GetComplianceRequest, context: Any) -> pb.GetComplianceResponse:
         caller = current_principal()
-        rows = await asyncio.to_thread(self.app.compliance, caller, request.agreement_id)
+        rows = await finish_in_thread(self.app.compliance, caller, request.agreement_id)
         out = pb.GetComplianceResponse(agreement_id=request.agreement_id)
         for row in rows:
             o = row["objective"]
             item = pb.ObjectiveCompliance(objective_id=o["objective_id"], name=o.get("name", ""), metric=o["metric"])
             if row["current"]:
                 item.current.CopyFrom(evaluation_message(row["current"]))
-            item.burn_rate = await asyncio.to_thread(self._burn_rate, request.agreement_id, o, row["current"])
+            item.burn_rate = await finish_in_thread(self._burn_rate, request.agreement_id, o, row["current"])
             out.objectives.append(item)
         return out
 
@@ -181,7 +182,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         return str(rates[burn_windows(window.duration)[0].long])
 
     async def GetEvaluation(self, request: pb.GetEvaluationRequest, context: Any) -> pb.GetEvaluationResponse:
-        agg = await asyncio.to_thread(
+        agg = await finish_in_thread(
             self.app.window, current_principal(), request.agreement_id, request.objective_id, request.window_start
         )
         out = pb.GetEvaluationResponse(evaluation=evaluation_message(agg.latest))
@@ -198,13 +199,13 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         return out
 
     async def ListBreaches(self, request: pb.ListBreachesRequest, context: Any) -> pb.ListBreachesResponse:
-        rows = await asyncio.to_thread(
+        rows = await finish_in_thread(
             self.app.breaches, current_principal(), request.agreement_id, request.objective_id
         )
         return pb.ListBreachesResponse(breaches=[ev.BreachDetected(**row) for row in rows])
 
     async def RecomputeWindow(self, request: pb.RecomputeWindowRequest, context: Any) -> pb.RecomputeWindowResponse:
-        result = await asyncio.to_thread(
+        result = await finish_in_thread(
             self.app.recompute, request.agreement_id, request.objective_id, request.window_start
         )
         return pb.RecomputeWindowResponse(
@@ -234,7 +235,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        worker = asyncio.ensure_future(finish_in_thread(work))
         # A client that leaves early never awaits the worker: its outcome is dropped, not logged as lost.
         worker.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
@@ -260,7 +261,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             if request.terms.time_zone:
                 time_zone(request.terms.time_zone, "terms.time_zone")
             terms = json_format.MessageToDict(request.terms, preserving_proto_field_name=True)
-        result = await asyncio.to_thread(
+        result = await finish_in_thread(
             self.audit.what_if, current_principal(), request.agreement_id, amendment_id=request.amendment_id,
             terms=terms, periods=request.periods,
         )  # fmt: skip
@@ -291,7 +292,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         if not request.HasField("at"):
             raise InvalidRequestError("at: is required (the instant to reconstruct what was known)")
         at = required_instant(request.at, "at")
-        rows = await asyncio.to_thread(
+        rows = await finish_in_thread(
             self.audit.compliance_at, current_principal(), request.agreement_id, at, request.objective_id
         )
         out = pb.ComplianceAtResponse(agreement_id=request.agreement_id, at=request.at)
@@ -308,7 +309,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
     async def ListWindowSignals(
         self, request: pb.ListWindowSignalsRequest, context: Any
     ) -> pb.ListWindowSignalsResponse:
-        agg, signals, truncated = await asyncio.to_thread(
+        agg, signals, truncated = await finish_in_thread(
             self.app.window_signals,
             current_principal(),
             request.agreement_id,

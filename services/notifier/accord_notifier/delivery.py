@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from accord_kit.logging import get_logger
+from accord_kit.threads import finish_in_thread
 from accord_notifier.application import Notifier
 from accord_notifier.domain import ALERTMANAGER, Notification
 
@@ -111,7 +112,7 @@ class Deliverer:
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """Attempt every notification due now (not already in flight); how many were attempted."""
         now = self.app.clock.now()
-        due = await asyncio.to_thread(self.app.due, now, self.policy.concurrency * 4)
+        due = await finish_in_thread(self.app.due, now, self.policy.concurrency * 4)
         due = [n for n in due if str(n.id) not in self._in_flight]
         if not due:
             return 0
@@ -142,7 +143,7 @@ class Deliverer:
             payload = body_bytes([n.body])
             headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key_of(n)}
         else:
-            sub = await asyncio.to_thread(app.subscription, n.department_id, n.subscription_id)
+            sub = await finish_in_thread(app.subscription, n.department_id, n.subscription_id)
             if sub is None or not sub["active"]:
                 await self._abandon(n, "unsubscribed")
                 return
@@ -165,7 +166,7 @@ class Deliverer:
         except httpx.TransportError as e:
             error = f"connection error: {type(e).__name__}: {e}"
         if 200 <= status < 300:
-            await asyncio.to_thread(app.record_delivered, n.id, status)
+            await finish_in_thread(app.record_delivered, n.id, status)
             log.info("notification_delivered", notification_id=key_of(n), kind=n.kind, target=n.target,
                      attempt=number, status=status)  # fmt: skip
             return
@@ -174,16 +175,16 @@ class Deliverer:
         retry = status == 0 or status >= 500 or status in RETRIED_STATUSES
         if retry and number < self.policy.max_attempts:
             at = app.clock.now() + timedelta(seconds=self.policy.backoff(number))
-            await asyncio.to_thread(app.record_attempt, n.id, status, error, _iso(at))
+            await finish_in_thread(app.record_attempt, n.id, status, error, _iso(at))
             log.warning("notification_attempt_failed", notification_id=key_of(n), kind=n.kind, target=n.target,
                         attempt=number, error=error, next_attempt_at=_iso(at))  # fmt: skip
             return
-        await asyncio.to_thread(app.record_attempt, n.id, status, error, "")
+        await finish_in_thread(app.record_attempt, n.id, status, error, "")
         reason = f"gave up after {number} attempts: {error}" if retry else f"refused: {error}"
         await self._abandon(n, reason)
 
     async def _abandon(self, n: Notification, reason: str) -> None:
-        await asyncio.to_thread(self.app.record_abandoned, n.id, reason)
+        await finish_in_thread(self.app.record_abandoned, n.id, reason)
         self.abandoned += 1
         log.error("notification_abandoned", alert=True, notification_id=key_of(n), kind=n.kind, target=n.target,
                   department_id=n.department_id or None, subscription_id=n.subscription_id or None,

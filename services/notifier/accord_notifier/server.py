@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ import grpc
 from accord.notifier.v1 import notifier_pb2 as pb
 from accord.notifier.v1 import notifier_pb2_grpc as pb_grpc
 from accord_kit.context import current_principal
+from accord_kit.threads import finish_in_thread
 from accord_notifier.application import Notifier
 from accord_notifier.codec import kind_number
 from accord_notifier.domain import InvalidRequestError, NotFoundError, Notification, NotYourDepartmentError
@@ -60,7 +60,7 @@ class NotifierServicer(pb_grpc.NotifierServiceServicer):
     async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext) -> pb.SubscribeResponse:
         caller = current_principal()
         kinds = kinds_of(request.kinds)
-        s = await asyncio.to_thread(
+        s = await finish_in_thread(
             self.app.subscribe, caller, request.department_id, request.url, request.secret, kinds
         )
         return pb.SubscribeResponse(subscription=subscription_message(s))
@@ -69,21 +69,21 @@ class NotifierServicer(pb_grpc.NotifierServiceServicer):
         self, request: pb.UnsubscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnsubscribeResponse:
         caller = current_principal()
-        s = await asyncio.to_thread(self.app.unsubscribe, caller, request.department_id, request.subscription_id)
+        s = await finish_in_thread(self.app.unsubscribe, caller, request.department_id, request.subscription_id)
         return pb.UnsubscribeResponse(subscription=subscription_message(s))
 
     async def ListSubscriptions(
         self, request: pb.ListSubscriptionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSubscriptionsResponse:
         caller = current_principal()
-        subs = await asyncio.to_thread(self.app.list_subscriptions, caller, request.department_id)
+        subs = await finish_in_thread(self.app.list_subscriptions, caller, request.department_id)
         return pb.ListSubscriptionsResponse(subscriptions=[subscription_message(s) for s in subs])
 
     async def ListDeliveries(
         self, request: pb.ListDeliveriesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDeliveriesResponse:
         caller = current_principal()
-        found = await asyncio.to_thread(
+        found = await finish_in_thread(
             self.app.list_deliveries, caller, request.department_id, request.subscription_id, request.limit
         )
         return pb.ListDeliveriesResponse(deliveries=[delivery_message(n) for n in found])
