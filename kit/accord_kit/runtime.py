@@ -50,7 +50,7 @@ from accord_kit.nats_util import connect
 from accord_kit.relay import Relay, RelayMismatchError
 from accord_kit.settings import ServiceSettings, SettingsError
 from accord_kit.telemetry import RuntimeCollector, Telemetry, refresh_consumers
-from accord_kit.threads import finish_in_thread
+from accord_kit.threads import finish_in_thread, settle
 
 log = get_logger("accord.runtime")
 VERIFY_PROGRESS_SECONDS = 10.0  # how often the start-up verification logs how far it got
@@ -613,6 +613,9 @@ class ServiceRuntime:
             except Exception:
                 pass
         if self.parts.app is not None:
+            # Calls cancelled past their grace may still read or write the store in a thread.
+            if still := await settle(s.grace_seconds):
+                log.warning("store_work_still_running", threads=still)
             await self.seal_once()  # nothing writes any more: this checkpoint covers the whole log
             self.parts.app.close()
         if self.telemetry is not None:

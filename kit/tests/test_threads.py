@@ -9,6 +9,7 @@ import asyncio
 import gc
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from accord_kit.nats_util import connect
 from accord_kit.relay import Relay
 from accord_kit.testing.counter import Counters
 from accord_kit.testing.nats import NatsServer
-from accord_kit.threads import finish_in_thread
+from accord_kit.threads import finish_in_thread, settle
 
 
 def _gated() -> tuple[Callable[[], str], threading.Event, threading.Event, list[str]]:
@@ -49,7 +50,10 @@ async def test_a_cancelled_caller_waits_for_its_thread_to_finish() -> None:
 
 
 async def test_a_result_and_an_error_pass_through_as_to_thread_gives_them() -> None:
-    assert await finish_in_thread(lambda a, b=0: a + b, 2, b=3) == 5
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    assert await finish_in_thread(add, 2, b=3) == 5
 
     def fails() -> None:
         raise ValueError("the store said no")
@@ -81,7 +85,10 @@ async def test_an_error_of_abandoned_work_is_not_reported_as_never_retrieved(
 
 
 async def test_a_relay_cancelled_mid_read_returns_only_once_the_read_has_finished(
-    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+    nats_server: NatsServer,
+    make_store_env: Callable[[str], dict[str, str]],
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """As a service's stop cancels a relay that did not stop in time: its task ends only after
     the store read under way has returned, so the store can be closed after it."""
@@ -94,11 +101,11 @@ async def test_a_relay_cancelled_mid_read_returns_only_once_the_read_has_finishe
         read, entered, gate, finished = _gated()
         real = app.select_notifications
 
-        def slow_read(*args: object, **kwargs: object) -> object:
+        def slow_read(after: int, limit: int) -> list[Any]:
             read()  # blocks until the gate opens
-            return real(*args, **kwargs)
+            return real(after, limit)
 
-        app.select_notifications = slow_read
+        monkeypatch.setattr(app, "select_notifications", slow_read)  # this instance only
         task = asyncio.ensure_future(relay.run())
         await asyncio.to_thread(entered.wait, 10)
         task.cancel()
@@ -110,3 +117,17 @@ async def test_a_relay_cancelled_mid_read_returns_only_once_the_read_has_finishe
     finally:
         await nc.close()
         app.close()
+
+
+async def test_settle_waits_for_the_work_of_callers_gone_before_it() -> None:
+    """What a service does before closing its store: the gRPC server's stop cancels a call past
+    its grace without waiting for its task, whose thread may still run."""
+    work, entered, gate, finished = _gated()
+    caller = asyncio.ensure_future(finish_in_thread(work))
+    await asyncio.to_thread(entered.wait, 10)
+    assert await settle(0.1) == 1  # still running after the timeout
+    threading.Timer(0.2, gate.set).start()
+    assert await settle(10) == 0
+    assert finished == ["read"]
+    assert await caller == "read"
+    assert await settle(0) == 0  # nothing left
