@@ -1161,6 +1161,16 @@ def test_an_fcr_tally_takes_a_contact_exactly_the_repeat_window_after_a_first_on
     assert got is not None and [got.detail[k] for k in ("first_contacts", "repeated", "resolved")] == ["2", "1", "1"]
 
 
+def _repeat_tally() -> tuple[running.FcrTally, datetime]:
+    """A tally by repeat contact within a day over the window, and an instant two days in."""
+    return running.FcrTally("REPEAT_CONTACT", timedelta(days=1), WINDOW), T0 + timedelta(days=2)
+
+
+def _assert_the_formula_s(tally: running.FcrTally, held: list[contact.Call], as_of: datetime) -> None:
+    expected = contact.fcr(held, "REPEAT_CONTACT", timedelta(days=1), window=WINDOW, as_of=as_of)
+    assert tally.evaluated(as_of) == expected
+
+
 def test_an_fcr_tally_keys_a_contact_without_a_reason_by_its_customer_alone() -> None:
     """A contact giving no reason is grouped by its customer id itself (the string the contact
     holds), not a (customer, "") tuple beside each group (56 B); the same customer's contacts
@@ -1174,12 +1184,10 @@ def test_an_fcr_tally_keys_a_contact_without_a_reason_by_its_customer_alone() ->
     plain, again, other = call("p1", 1, "cust-1"), call("p2", 5, "cust-1"), call("o1", 3, "cust-2")
     billing = call("b1", 2, "cust-1", "billing")
     held = [plain, billing, other]
-    tally = running.FcrTally("REPEAT_CONTACT", timedelta(days=1), WINDOW)
-    as_of = T0 + timedelta(days=2)
+    tally, as_of = _repeat_tally()
 
     def check() -> None:
-        expected = contact.fcr(held, "REPEAT_CONTACT", timedelta(days=1), window=WINDOW, as_of=as_of)
-        assert tally.evaluated(as_of) == expected
+        _assert_the_formula_s(tally, held, as_of)
 
     assert tally.extend(held)
     assert tally._groups["cust-1"] is plain and tally._groups["cust-2"] is other
@@ -1212,12 +1220,10 @@ def test_an_fcr_tally_holds_a_group_of_one_contact_as_the_contact_itself() -> No
     ones = [call(f"one{i:02d}", i % 40, f"cust-{i}") for i in range(30)]
     later, earlier = call("m2", 30, "many"), call("m1", 3, "many")
     held = [*ones, later]
-    tally = running.FcrTally("REPEAT_CONTACT", timedelta(days=1), WINDOW)
-    as_of = T0 + timedelta(days=2)
+    tally, as_of = _repeat_tally()
 
     def check() -> None:
-        expected = contact.fcr(held, "REPEAT_CONTACT", timedelta(days=1), window=WINDOW, as_of=as_of)
-        assert tally.evaluated(as_of) == expected
+        _assert_the_formula_s(tally, held, as_of)
 
     assert tally.extend(held)
     assert all(tally._groups[(c.customer_id, c.reason)] is c for c in [*ones, later])
