@@ -786,16 +786,15 @@ class KeptAtPositions(Generic[_Kept]):
 
     def __init__(self, model: ReadModel, max_kept: int = 1024) -> None:
         self.model, self.max_kept = model, max_kept
-        self._at: tuple[tuple[str, int], ...] | None = None
+        self._at: dict[str, int] | None = None  # the positions what is kept was built at
         self._kept: dict[Hashable, _Kept] = {}
         self.builds = 0  # answers built (not served kept)
 
     def get(self, key: Hashable, build: Callable[[dict[str, int]], _Kept]) -> _Kept:
         """The answer kept under `key` at the positions now, or `build(positions)`'s (kept)."""
         positions = self.model.positions()  # read before the build: what is kept is at least this new
-        at = tuple(sorted(positions.items()))
-        if at != self._at:
-            self._kept, self._at = {}, at
+        if positions != self._at:
+            self._kept, self._at = {}, positions
         kept = self._kept.get(key)
         if kept is None:
             kept = build(positions)

@@ -5,8 +5,8 @@ visibility check per call), answered as bytes put together beside the kept bytes
 positions: no message is parsed or serialised per query. Department, service and portfolio
 answers are built from the kept summaries and kept serialised while the positions stand still,
 shared by the callers who see the same agreements (`KeptViews`; the HTTP app keeps their JSON
-alike). The deprecated Struct
-(`StatusResponse.status`) is filled only when the request sets `include_struct`."""
+alike). The deprecated Struct (`StatusResponse.status`) is filled only when the request sets
+`include_struct`."""
 
 from __future__ import annotations
 
@@ -66,19 +66,17 @@ def agreement_response(
 
 class KeptPositions:
     """The read model's stream positions serialised as a `StatusResponse` holding them alone,
-    encoded again only when they have moved."""
+    encoded again only when they have moved (`projection.KeptAtPositions`)."""
 
     def __init__(self, model: ReadModel) -> None:
-        self.model = model
-        self._seen: dict[str, int] | None = None
-        self._bytes = b""
+        self._kept: KeptAtPositions[bytes] = KeptAtPositions(model, max_kept=1)
 
     def serialised(self) -> bytes:
-        positions = self.model.positions()
-        if positions != self._seen:
-            self._bytes = pb.StatusResponse(positions=positions).SerializeToString(deterministic=True)
-            self._seen = positions
-        return self._bytes
+        return self._kept.get("positions", _positions_only)
+
+
+def _positions_only(positions: dict[str, int]) -> bytes:
+    return pb.StatusResponse(positions=positions).SerializeToString(deterministic=True)
 
 
 # `StatusResponse.agreement` (field 3, length-delimited) as it precedes its bytes on the wire.
