@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -24,7 +25,7 @@ from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifie
 from accord_kit.context import Principal
 from accord_kit.errors import UnauthenticatedError
 from accord_kit.eventlog import register_event_log
-from accord_kit.grpc_server import AccordServer, build_server
+from accord_kit.grpc_server import AccordServer, build_server, checks_its_own_requests
 from accord_kit.testing.counter import COUNTER_POLICY, Counters, CounterServicer, register_counter
 
 
@@ -386,3 +387,76 @@ def test_debug_enabled_follows_the_configured_level(
         structlog.configure(**config)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(**bound)
+
+
+async def test_a_method_that_checks_its_own_requests_gets_them_as_decoded_and_only_undecodable_bytes_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A method marked `checks_its_own_requests` is handed each request as decoded, a value the
+    kit's check refuses included (its own check decides); the same method unmarked never sees it
+    (INVALID_ARGUMENT naming the problem); bytes that do not decode are refused either way."""
+    private, public = generate_keypair(tmp_path / "keys")
+    seen: list[tuple[str, int]] = []
+
+    def streamed(name: str) -> Callable[..., object]:
+        async def behaviour(requests: AsyncIterator[Timestamp], context: grpc.aio.ServicerContext) -> Timestamp:
+            async for r in requests:
+                seen.append((name, r.seconds))
+            return Timestamp(seconds=len(seen))
+
+        return behaviour
+
+    async def unary(request: Timestamp, context: grpc.aio.ServicerContext) -> Timestamp:
+        seen.append(("own unary", request.seconds))
+        return request
+
+    kw = dict(request_deserializer=Timestamp.FromString, response_serializer=Timestamp.SerializeToString)
+    handlers = {
+        "Own": grpc.stream_unary_rpc_method_handler(checks_its_own_requests(streamed("own")), **kw),
+        "Walked": grpc.stream_unary_rpc_method_handler(streamed("walked"), **kw),
+        "OwnUnary": grpc.unary_unary_rpc_method_handler(checks_its_own_requests(unary), **kw),
+    }
+
+    def register(server: grpc.aio.Server) -> str:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("accord.testing.v1.Probe", handlers),))
+        return "accord.testing.v1.Probe"
+
+    methods = {f"/accord.testing.v1.Probe/{name}": {"department"} for name in handlers}
+    server = build_server(
+        host="127.0.0.1", port=0, policy=Policy.of(INFRA_POLICY, methods), verifier=TokenVerifier(public.read_bytes()),
+        register=[register],
+    )  # fmt: skip
+    await server.start()
+    beyond = Timestamp(seconds=253_402_300_800)  # 10000-01-01: outside what the kit's check accepts
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            tok = mint_token(private.read_bytes(), subject="d", role="department", department="it")
+            md = (("authorization", f"Bearer {tok}"),)
+
+            def call(name: str, stream: bool = True) -> Callable[..., object]:
+                make = channel.stream_unary if stream else channel.unary_unary
+                return make(f"/accord.testing.v1.Probe/{name}")  # bytes in, bytes out
+
+            async def sending(*items: bytes) -> AsyncIterator[bytes]:
+                for item in items:
+                    yield item
+
+            good = Timestamp(seconds=1).SerializeToString()
+            answer = await call("Own")(sending(good, beyond.SerializeToString()), metadata=md)  # type: ignore[operator]
+            assert Timestamp.FromString(answer).seconds == 2
+            assert await call("OwnUnary", False)(beyond.SerializeToString(), metadata=md) == beyond.SerializeToString()  # type: ignore[operator]
+            assert seen == [("own", 1), ("own", 253_402_300_800), ("own unary", 253_402_300_800)]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call("Walked")(sending(good, beyond.SerializeToString()), metadata=md)  # type: ignore[operator]
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "seconds 253402300800 is outside the years 0001–9999" in str(err.value.details())
+            assert seen[-1] == ("walked", 1)  # the message before it was handed on; the bad one never
+            for name, stream in (("Own", True), ("OwnUnary", False), ("Walked", True)):
+                request = sending(b"\xff\xff") if stream else b"\xff\xff"
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call(name, stream)(request, metadata=md)  # type: ignore[operator]
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+                assert "not a valid google.protobuf.Timestamp message" in str(err.value.details()), name
+        assert len(seen) == 4
+    finally:
+        await server.stop(0)

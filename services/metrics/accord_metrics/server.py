@@ -18,6 +18,7 @@ from accord.metrics.v1 import metrics_pb2 as pb
 from accord.metrics.v1 import metrics_pb2_grpc as pb_grpc
 from accord_kit.context import current_principal
 from accord_kit.errors import InvalidArgumentError
+from accord_kit.grpc_server import checks_its_own_requests
 from accord_kit.inputs import required_instant, time_zone
 from accord_kit.logging import get_logger
 from accord_kit.threads import finish_in_thread
@@ -70,6 +71,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         self.app = app
         self.audit = MetricsAudit(app)
 
+    @checks_its_own_requests  # each signal's `validate` checks what the kit's request check would
     async def RecordSignals(
         self, request_iterator: AsyncIterator[pb.RecordSignalsRequest], context: Any
     ) -> pb.RecordSignalsResponse:

@@ -12,6 +12,8 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from accord.agreements.v1 import events_pb2 as agreement_events
 from accord.events.v1 import events_pb2
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.context import Principal
+from accord_kit.inputs import InputError, check_message
 from accord_metrics.application import Metrics, content_digest
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
 from accord_metrics.signals import (
@@ -31,6 +34,7 @@ from accord_metrics.signals import (
     outage_interval,
     outage_intervals,
     ticket,
+    validate,
 )
 
 PROVIDER = Principal("ops", "department", "it-operations")
@@ -266,7 +270,9 @@ def test_instants_are_compared_as_their_datetimes_and_one_out_of_range_is_refuse
     with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.ticket: first_response is before opened"):
         app.record(PROVIDER, [pb.Signal(signal_id="t2", service_id="email", ticket=before)])
     too_late = Timestamp(seconds=253_402_300_800)
-    with pytest.raises(ValueError, match="Timestamp is not valid: Seconds 253402300800"):
+    with pytest.raises(
+        InvalidSignalError, match=r"signals\[0\]\.outage\.end: seconds 253402300800 is outside the years"
+    ):
         app.record(
             PROVIDER, [pb.Signal(signal_id="o2", service_id="email", outage=pb.Outage(start=start, end=too_late))]
         )
@@ -477,3 +483,63 @@ def test_outages_converted_in_bulk_are_those_converted_one_by_one(
         signals.append(pb.Signal(signal_id=f"o{n}", service_id="email", outage=body))
     expected = [outage_interval(s, until) for s in signals]
     assert [repr(i) for i in outage_intervals(signals, until)] == [repr(i) for i in expected]
+
+
+def _out_of_range(desc: Descriptor) -> Iterator[tuple[str, Callable[[Message], None]]]:
+    """(path, put) for every field of `desc`, at any depth, that the kit's request check
+    (`check_message`) checks: `put` sets one value there that it refuses (an instant in the year
+    10000, an enum number not defined, a uint64 beyond a signed 64-bit column)."""
+    for f in desc.fields:
+        many = f.is_repeated
+        path = f"{f.name}[0]" if many else f.name
+        sub = f.message_type
+        if sub is not None and sub.full_name == "google.protobuf.Timestamp":
+
+            def put(m: Message, f: FieldDescriptor = f, many: bool = many) -> None:
+                ts = getattr(m, f.name).add() if many else getattr(m, f.name)
+                ts.seconds = 253_402_300_800
+
+            yield path, put
+        elif sub is not None:
+            for inner, put_inner in _out_of_range(sub):
+
+                def put(m: Message, f: FieldDescriptor = f, many: bool = many, put_inner=put_inner) -> None:  # type: ignore[no-untyped-def]
+                    put_inner(getattr(m, f.name).add() if many else getattr(m, f.name))
+
+                yield f"{path}.{inner}", put
+        elif f.enum_type is not None or f.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+            bad = 99 if f.enum_type is not None else 2**63
+
+            def put(m: Message, f: FieldDescriptor = f, many: bool = many, bad: int = bad) -> None:
+                if many:
+                    getattr(m, f.name).append(bad)
+                else:
+                    setattr(m, f.name, bad)
+
+            yield path, put
+
+
+def test_validate_refuses_every_value_the_kits_request_check_refuses_in_its_words() -> None:
+    """`RecordSignals` checks its own requests (the kit's walk of each batch skipped): every field
+    of a signal that `check_message` checks, at any depth and of any kind (found from the
+    descriptors, so a field added later is covered), is refused by `validate` first, naming the
+    same field in the same words."""
+    checked = []
+    for path, put in _out_of_range(pb.Signal.DESCRIPTOR):
+        s = pb.Signal(signal_id="s1", service_id="email")
+        put(s)
+        with pytest.raises(InputError) as kit:
+            check_message(s, "signals[3]")
+        assert kit.value.field == f"signals[3].{path}"
+        with pytest.raises(InvalidSignalError) as own:
+            validate(s, 3)
+        assert str(own.value) == str(kit.value), path
+        checked.append(path)
+    assert {
+        "call.answered_at",
+        "call.first_contact",
+        "requests.total",
+        "ticket.paused[0].end",
+        "lead.follow_ups[0]",
+    } <= set(checked)
+    assert not [p for p in checked if p.startswith("provenance")]  # nothing there is checked
