@@ -101,6 +101,9 @@ class Answer:
     summary: dict[str, Any]
     typed: bytes | None = None
     json: bytes | None = None
+    # Its parts of the views that list it (`ReadModel.brief`, `ReadModel.worst`), built on first use.
+    brief: bytes | None = None
+    worst: list[tuple[int, Decimal, bytes]] | None = None
 
 
 def typed_status(summary: dict[str, Any]) -> gateway_pb.AgreementStatus:
@@ -510,8 +513,9 @@ class ReadModel:
             dropped.update(below)
 
     def warm(self) -> int:
-        """Build every agreement's answer an event dropped (summary, typed bytes, JSON), so the
-        next query finds it kept; returns how many were built. Takes the lock per agreement."""
+        """Build every agreement's answer an event dropped (summary, typed bytes, JSON, its parts
+        of the views), so the next query finds it kept; returns how many were built. Takes the
+        lock per agreement."""
         with self._lock:
             missing = [aid for aid, s in self._agreements.items() if s["state"] and aid not in self._answers]
         for aid in missing:
@@ -519,6 +523,8 @@ class ReadModel:
             if answer is not None:
                 self.typed(answer)
                 self.json(answer)
+                self.brief(answer)
+                self.worst(answer)
         return len(missing)
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -573,6 +579,25 @@ class ReadModel:
             answer.typed = typed_status(answer.summary).SerializeToString(deterministic=True)
         return answer.typed
 
+    def brief(self, answer: Answer) -> bytes:
+        """The answer's `accord.gateway.v1.AgreementBrief` serialised (deterministically; kept
+        once built): its entry in the department, service and portfolio views."""
+        if answer.brief is None:
+            answer.brief = json_format.ParseDict(
+                agreement_brief(answer.summary), gateway_pb.AgreementBrief(), ignore_unknown_fields=True
+            ).SerializeToString(deterministic=True)
+        return answer.brief
+
+    def worst(self, answer: Answer) -> list[tuple[int, Decimal, bytes]]:
+        """Each of the answer's objectives as a portfolio's `WorstObjective` serialised, with what
+        the portfolio orders them by (`worst_key`); kept once built."""
+        if answer.worst is None:
+            answer.worst = [
+                (*worst_key(w), json_format.ParseDict(w, gateway_pb.WorstObjective()).SerializeToString())
+                for w in worst_objectives(answer.summary)
+            ]
+        return answer.worst
+
     def json(self, answer: Answer) -> bytes:
         """The answer as the HTTP JSON of `schemas.AgreementStatus` (kept once built)."""
         if answer.json is None:
@@ -620,9 +645,13 @@ class ReadModel:
 
     def agreements(self) -> list[dict[str, Any]]:
         """Every agreement's summarised status (shared: read them, never change them)."""
+        return [a.summary for a in self.answers()]
+
+    def answers(self) -> list[Answer]:
+        """Every agreement's answer, in the order the model learned of them."""
         with self._lock:
             ids = [aid for aid, s in self._agreements.items() if s["state"]]
-            return [a.summary for a in map(self.answer, ids) if a is not None]
+            return [a for a in map(self.answer, ids) if a is not None]
 
 
 def _totals(totals: billing_events.StatementTotals) -> dict[str, Any]:
@@ -755,7 +784,8 @@ def short_id(agreement_id: str) -> str:
     return agreement_id[:8]
 
 
-def _brief(s: dict[str, Any]) -> dict[str, Any]:
+def agreement_brief(s: dict[str, Any]) -> dict[str, Any]:
+    """An agreement's entry in the department, service and portfolio views (`AgreementBrief`)."""
     return {
         k: s[k]
         for k in (
@@ -816,65 +846,128 @@ def seen_by(role: str, department: str) -> str:
     return department if role == "department" else "*"
 
 
-def department_view(model: ReadModel, department_id: str, role: str, department: str) -> dict[str, Any]:
+@dataclass
+class DepartmentParts:
+    """A department's view before it is written out: its agreements' answers as provider and as
+    customer (in the model's order), the agreements per health, and its balances."""
+
+    department_id: str
+    as_provider: list[Answer]
+    as_customer: list[Answer]
+    health: dict[str, int]
+    balance: str
+    balance_provisional: str
+
+
+def department_parts(model: ReadModel, department_id: str, role: str, department: str) -> DepartmentParts:
     check_department_visible(department_id, role, department)
-    rows = model.agreements()
-    as_provider = [s for s in rows if s["parties"].get("provider_department_id") == department_id]
-    as_customer = [s for s in rows if s["parties"].get("customer_department_id") == department_id]
+    rows = model.answers()
+    as_provider = [a for a in rows if a.summary["parties"].get("provider_department_id") == department_id]
+    as_customer = [a for a in rows if a.summary["parties"].get("customer_department_id") == department_id]
     health: dict[str, int] = {}
-    for s in as_provider + as_customer:
-        health[s["health"] or "UNKNOWN"] = health.get(s["health"] or "UNKNOWN", 0) + 1
+    for a in as_provider + as_customer:
+        h = a.summary["health"] or "UNKNOWN"
+        health[h] = health.get(h, 0) + 1
 
     def balance(field: str) -> Decimal:
-        received = sum((Decimal(s[field]) for s in as_customer), Decimal(0))
-        return received - sum((Decimal(s[field]) for s in as_provider), Decimal(0))
+        received = sum((Decimal(a.summary[field]) for a in as_customer), Decimal(0))
+        return received - sum((Decimal(a.summary[field]) for a in as_provider), Decimal(0))
 
+    return DepartmentParts(
+        department_id, as_provider, as_customer, health,
+        str(balance("credits_to_date")), str(balance("credits_provisional")),
+    )  # fmt: skip
+
+
+def department_view(model: ReadModel, department_id: str, role: str, department: str) -> dict[str, Any]:
+    p = department_parts(model, department_id, role, department)
     return {
-        "department_id": department_id,
-        "as_provider": [_brief(s) for s in as_provider],
-        "as_customer": [_brief(s) for s in as_customer],
-        "health": health,
-        "balance": str(balance("credits_to_date")),
-        "balance_provisional": str(balance("credits_provisional")),
+        "department_id": p.department_id,
+        "as_provider": [agreement_brief(a.summary) for a in p.as_provider],
+        "as_customer": [agreement_brief(a.summary) for a in p.as_customer],
+        "health": p.health,
+        "balance": p.balance,
+        "balance_provisional": p.balance_provisional,
     }
 
 
+def service_answers(model: ReadModel, service_id: str, role: str, department: str) -> list[Answer]:
+    """The answers of the agreements whose current effective terms measure the service (those
+    naming it, and those naming none whose provider provides it) that the caller may see."""
+    return [
+        a for a in model.answers()
+        if service_id in a.summary["measured_service_ids"] and visible(a.summary, role, department)
+    ]  # fmt: skip
+
+
 def service_view(model: ReadModel, service_id: str, role: str, department: str) -> dict[str, Any]:
-    """The agreements whose current effective terms measure the service (those naming it, and
-    those naming none whose provider provides it) that the caller may see."""
-    rows = [s for s in model.agreements() if service_id in s["measured_service_ids"] and visible(s, role, department)]
-    return {"service_id": service_id, "agreements": [_brief(s) for s in rows]}
+    rows = service_answers(model, service_id, role, department)
+    return {"service_id": service_id, "agreements": [agreement_brief(a.summary) for a in rows]}
+
+
+def worst_objectives(s: dict[str, Any]) -> list[dict[str, str]]:
+    """An agreement's objectives as a portfolio's `worst_objectives` entries."""
+    out = []
+    for o in s["objectives"]:
+        c = o["current"] or {}
+        out.append(
+            {
+                "agreement_id": s["agreement_id"],
+                "short_id": s["short_id"],
+                "title": s["title"],
+                "objective_id": o["objective_id"],
+                "status": c.get("status", ""),
+                "value": c.get("value", ""),
+                "target": c.get("target", ""),
+                "budget_remaining": c.get("budget_remaining", ""),
+            }
+        )
+    return out
+
+
+def worst_key(w: dict[str, str]) -> tuple[int, Decimal]:
+    """What a portfolio orders its worst objectives by: health, then budget remaining (least first)."""
+    return HEALTH_ORDER.get(w["status"], 4), Decimal(w["budget_remaining"] or "100")
+
+
+WORST_LISTED = 50  # a portfolio's worst objectives, at most
+
+
+@dataclass
+class PortfolioParts:
+    """A portfolio before it is written out: the answers the caller sees (in the model's order),
+    the agreements per state and per health, and the answers in the order the portfolio lists
+    them (worst health first, then by title)."""
+
+    rows: list[Answer]
+    by_state: dict[str, int]
+    by_health: dict[str, int]
+    listed: list[Answer]
+
+
+def portfolio_parts(model: ReadModel, role: str, department: str) -> PortfolioParts:
+    rows = [a for a in model.answers() if visible(a.summary, role, department)]
+    by_state: dict[str, int] = {}
+    by_health: dict[str, int] = {}
+    for a in rows:
+        s = a.summary
+        by_state[s["state"]] = by_state.get(s["state"], 0) + 1
+        h = s["health"] or "UNKNOWN"
+        by_health[h] = by_health.get(h, 0) + 1
+    listed = sorted(rows, key=lambda a: (HEALTH_ORDER.get(a.summary["health"], 4), a.summary["title"]))
+    return PortfolioParts(rows, by_state, by_health, listed)
 
 
 def portfolio_view(model: ReadModel, role: str, department: str) -> dict[str, Any]:
-    rows = [s for s in model.agreements() if visible(s, role, department)]
-    by_state: dict[str, int] = {}
-    by_health: dict[str, int] = {}
-    worst = []
-    for s in rows:
-        by_state[s["state"]] = by_state.get(s["state"], 0) + 1
-        by_health[s["health"] or "UNKNOWN"] = by_health.get(s["health"] or "UNKNOWN", 0) + 1
-        for o in s["objectives"]:
-            c = o["current"] or {}
-            worst.append(
-                {
-                    "agreement_id": s["agreement_id"],
-                    "short_id": s["short_id"],
-                    "title": s["title"],
-                    "objective_id": o["objective_id"],
-                    "status": c.get("status", ""),
-                    "value": c.get("value", ""),
-                    "target": c.get("target", ""),
-                    "budget_remaining": c.get("budget_remaining", ""),
-                }
-            )
-    worst.sort(key=lambda w: (HEALTH_ORDER.get(w["status"], 4), Decimal(w["budget_remaining"] or "100")))
+    p = portfolio_parts(model, role, department)
+    worst = [w for a in p.rows for w in worst_objectives(a.summary)]
+    worst.sort(key=worst_key)  # stable: agreements in the model's order, objectives in theirs
     return {
-        "agreements": len(rows),
-        "by_state": by_state,
-        "by_health": by_health,
-        "worst_objectives": worst[:50],
-        "list": [_brief(s) for s in sorted(rows, key=lambda s: (HEALTH_ORDER.get(s["health"], 4), s["title"]))],
+        "agreements": len(p.rows),
+        "by_state": p.by_state,
+        "by_health": p.by_health,
+        "worst_objectives": worst[:WORST_LISTED],
+        "list": [agreement_brief(a.summary) for a in p.listed],
     }
 
 

@@ -10,7 +10,8 @@ alike). The deprecated Struct (`StatusResponse.status`) is filled only when the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import heapq
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -21,14 +22,18 @@ from google.protobuf.struct_pb2 import Struct
 from accord.gateway.v1 import gateway_pb2 as pb
 from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from accord_gateway.projection import (
+    WORST_LISTED,
     Changes,
     KeptAtPositions,
     NotVisibleError,
     ReadModel,
     check_department_visible,
+    department_parts,
     department_view,
+    portfolio_parts,
     portfolio_view,
     seen_by,
+    service_answers,
     service_view,
     visible,
 )
@@ -129,6 +134,56 @@ def view_response(
     return r
 
 
+# Each view's field of `StatusResponse` (length-delimited) as it precedes the view's bytes.
+_VIEW_TAGS = {"department": bytes([4 << 3 | 2]), "service": bytes([5 << 3 | 2]), "portfolio": bytes([6 << 3 | 2])}
+# The repeated message fields the views are joined from, each tag as it precedes an entry.
+_AS_PROVIDER, _AS_CUSTOMER = bytes([2 << 3 | 2]), bytes([3 << 3 | 2])  # DepartmentStatus
+_SERVICE_AGREEMENTS = bytes([2 << 3 | 2])  # ServiceStatus.agreements
+_WORST, _LIST = bytes([4 << 3 | 2]), bytes([5 << 3 | 2])  # Portfolio
+
+
+def _entries(tag: bytes, items: Iterable[bytes]) -> bytes:
+    """Serialised messages as the entries of a repeated field (`tag`)."""
+    return b"".join(b"".join((tag, _varint(len(item)), item)) for item in items)
+
+
+def department_bytes(model: ReadModel, department_id: str, role: str, department: str) -> bytes:
+    """`department_view` as its `DepartmentStatus` serialised (deterministically), joined from
+    each agreement's kept brief: the fields in number order, as the message serialises them."""
+    p = department_parts(model, department_id, role, department)
+    return b"".join((
+        pb.DepartmentStatus(department_id=p.department_id).SerializeToString(),
+        _entries(_AS_PROVIDER, map(model.brief, p.as_provider)),
+        _entries(_AS_CUSTOMER, map(model.brief, p.as_customer)),
+        pb.DepartmentStatus(
+            health=p.health, balance=p.balance, balance_provisional=p.balance_provisional
+        ).SerializeToString(deterministic=True),
+    ))  # fmt: skip
+
+
+def service_bytes(model: ReadModel, service_id: str, role: str, department: str) -> bytes:
+    """`service_view` as its `ServiceStatus` serialised, joined as `department_bytes`."""
+    rows = service_answers(model, service_id, role, department)
+    head = pb.ServiceStatus(service_id=service_id).SerializeToString()
+    return head + _entries(_SERVICE_AGREEMENTS, map(model.brief, rows))
+
+
+def portfolio_bytes(model: ReadModel, role: str, department: str) -> bytes:
+    """`portfolio_view` as its `Portfolio` serialised, joined as `department_bytes`: the worst
+    objectives the least of each agreement's kept ones (ordered as the view orders them: by
+    health and budget remaining, then the agreements' order and their objectives')."""
+    p = portfolio_parts(model, role, department)
+    ranked = ((h, budget, i, j, w) for i, a in enumerate(p.rows) for j, (h, budget, w) in enumerate(model.worst(a)))
+    worst = [r[4] for r in heapq.nsmallest(WORST_LISTED, ranked)]
+    return b"".join((
+        pb.Portfolio(agreements=len(p.rows), by_state=p.by_state, by_health=p.by_health).SerializeToString(
+            deterministic=True
+        ),
+        _entries(_WORST, worst),
+        _entries(_LIST, map(model.brief, p.listed)),
+    ))  # fmt: skip
+
+
 class KeptViews:
     """Department, service and portfolio answers serialised, kept while the read model's
     positions stand still (`projection.KeptAtPositions`) and shared by the callers who see the
@@ -138,15 +193,13 @@ class KeptViews:
     def __init__(self, model: ReadModel) -> None:
         self.kept: KeptAtPositions[tuple[bytes, bytes]] = KeptAtPositions(model)
 
-    def answer(
-        self, field: str, view_id: str, seen_by: str, build: Callable[[], dict[str, Any]]
-    ) -> tuple[bytes, bytes]:
+    def answer(self, field: str, view_id: str, seen_by: str, build: Callable[[], bytes]) -> tuple[bytes, bytes]:
         """`field`'s view `view_id` as callers who see `seen_by`'s agreements see it
-        (`projection.seen_by`); `build` makes its document when none is kept."""
+        (`projection.seen_by`); `build` serialises the view when none is kept."""
 
         def serialised(positions: dict[str, int]) -> tuple[bytes, bytes]:
-            r = view_response(field, build(), positions, include_struct=False)
-            return r.SerializeToString(), getattr(r, field).SerializeToString(deterministic=True)
+            view = build()
+            return b"".join((_positions_only(positions), _VIEW_TAGS[field], _varint(len(view)), view)), view
 
         return self.kept.get((field, view_id, seen_by), serialised)
 
@@ -172,15 +225,19 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         did = request.department_id
         check_department_visible(did, role, department)  # before a kept answer is looked up
         # A department's view is the same for every caller who may see it.
-        build = partial(department_view, self.model, did, role, department)
-        return self._view("department", did, "", build, request.include_struct)[0]
+        if request.include_struct:
+            return self._with_struct("department", department_view(self.model, did, role, department))[0]
+        return self.views.answer("department", did, "", partial(department_bytes, self.model, did, role, department))[0]
 
     async def GetServiceStatus(  # type: ignore[override]
         self, request: pb.GetServiceStatusRequest, context: Any
     ) -> pb.StatusResponse | bytes:
         role, department = _caller()
-        build = partial(service_view, self.model, request.service_id, role, department)
-        return self._view("service", request.service_id, seen_by(role, department), build, request.include_struct)[0]
+        sid = request.service_id
+        if request.include_struct:
+            return self._with_struct("service", service_view(self.model, sid, role, department))[0]
+        build = partial(service_bytes, self.model, sid, role, department)
+        return self.views.answer("service", sid, seen_by(role, department), build)[0]
 
     async def GetPortfolio(  # type: ignore[override]
         self, request: pb.GetPortfolioRequest, context: Any
@@ -188,16 +245,15 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         return self._portfolio(*_caller(), request.include_struct)[0]
 
     def _portfolio(self, role: str, department: str, include_struct: bool) -> tuple[pb.StatusResponse | bytes, bytes]:
-        build = partial(portfolio_view, self.model, role, department)
-        return self._view("portfolio", "", seen_by(role, department), build, include_struct)
+        """The portfolio's answer (kept, unless the deprecated Struct is asked for) and its view's bytes."""
+        if include_struct:
+            return self._with_struct("portfolio", portfolio_view(self.model, role, department))
+        build = partial(portfolio_bytes, self.model, role, department)
+        return self.views.answer("portfolio", "", seen_by(role, department), build)
 
-    def _view(
-        self, field: str, view_id: str, who: str, build: Callable[[], dict[str, Any]], include_struct: bool
-    ) -> tuple[pb.StatusResponse | bytes, bytes]:
-        """A view's answer (kept, unless the deprecated Struct is asked for) and its view's bytes."""
-        if not include_struct:
-            return self.views.answer(field, view_id, who, build)
-        r = view_response(field, build(), self.model.positions(), include_struct=True)
+    def _with_struct(self, field: str, doc: dict[str, Any]) -> tuple[pb.StatusResponse, bytes]:
+        """A view's typed answer with the deprecated Struct beside it, and its view's bytes."""
+        r = view_response(field, doc, self.model.positions(), include_struct=True)
         return r, getattr(r, field).SerializeToString(deterministic=True)
 
     async def WatchStatus(  # type: ignore[override]

@@ -16,22 +16,32 @@ from typing import Any
 import pytest
 
 from accord.gateway.v1 import gateway_pb2 as pb
-from accord_agreements.samples import EMAIL, FINANCE, IT
+from accord_agreements.domain import Actor
+from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
 from accord_gateway import server
 from accord_gateway.http import create_app
-from accord_gateway.projection import NotVisibleError, ReadModel, portfolio_view
+from accord_gateway.projection import (
+    NotVisibleError,
+    ReadModel,
+    department_view,
+    portfolio_view,
+    service_view,
+)
 from accord_gateway.server import (
     GatewayServicer,
     KeptPositions,
     agreement_answer,
     agreement_response,
+    department_bytes,
+    portfolio_bytes,
+    service_bytes,
     view_response,
 )
 from accord_kit.auth import TokenVerifier
 from accord_kit.context import Principal, RequestContext, request_context
 from accord_kit.testing.asgi import asgi_get
 from accord_kit.testing.service import make_keys
-from tests.suite import PROVIDER, Suite, an_active_agreement, feed
+from tests.suite import AMS, COLLECTOR, PROVIDER, Suite, an_active_agreement, calls, feed, outage
 
 pytestmark = pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
 
@@ -201,3 +211,86 @@ async def test_an_agreements_watcher_is_sent_the_kept_bytes_and_each_change(
     assert isinstance(second, bytes)
     assert pb.StatusResponse.FromString(second) == agreement_response(model, aid, "department", FINANCE)
     assert pb.StatusResponse.FromString(second).agreement.state == "SUSPENDED"
+
+
+def test_the_views_joined_from_each_agreements_kept_parts_are_the_typed_views_serialised(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """Department, service and portfolio views joined from each agreement's kept brief and worst
+    objectives (`server.department_bytes`, `service_bytes`, `portfolio_bytes`) are the bytes the
+    typed view serialises to, for every kind of caller — over a portfolio of more than 50
+    objectives (the worst ones cut at 50), healths of every kind, ties of health and budget and
+    of titles (kept in the model's order, as the view's stable sorts keep them), agreements in
+    both directions between departments; and after an event only the agreement it touched is
+    encoded again."""
+    suite = Suite(make_store_env)
+    try:
+        ag = suite.agreements
+        for dept in (IT, FINANCE, "legal"):
+            ag.register_department(dept, dept)
+        for sid, provider in ((EMAIL, IT), ("crm", IT), ("payroll", FINANCE)):
+            ag.register_service(sid, sid, provider)
+        base = sla_terms()
+        for i in range(32):  # 28 accepted: 56 objectives
+            sid = (EMAIL, "crm", "payroll")[i % 3]
+            parties = (IT, FINANCE) if sid != "payroll" else (FINANCE, "legal" if i % 2 else IT)
+            terms = sla_terms(
+                title=f"{sid} #{i % 4}",  # titles repeat: the list's ties are kept in the model's order
+                parties={"provider_department_id": parties[0], "customer_department_id": parties[1]},
+                service={**base["service"], "service_ids": [sid]},
+            )
+            aid = str(ag.draft(Actor("p", "department", parties[0]), terms).id)
+            ag.propose(Actor("p", "department", parties[0]), aid)
+            if i % 7 != 6:  # some stay proposed: another state
+                ag.accept(Actor("c", "department", parties[1]), aid)
+        suite.tick(f"2026-01-10T10:00{AMS}")
+        # E-mail breached (a long outage, slow calls), the others without data.
+        suite.metrics.record(
+            COLLECTOR, [outage("o1", f"2026-01-12T10:00{AMS}", 90), *calls("c", f"2026-01-13T10:00{AMS}", 5, 20)]
+        )
+        suite.tick(f"2026-01-20T10:00{AMS}")
+        model = ReadModel()
+        for source, app in (("agreements", ag), ("metrics", suite.metrics), ("billing", suite.billing)):
+            feed(source, app, model)
+
+        def typed(field: str, doc: dict[str, Any]) -> bytes:
+            return getattr(view_response(field, doc, {}, False), field).SerializeToString(deterministic=True)
+
+        def check_all() -> None:
+            for role, dept in (
+                ("department", IT),
+                ("department", FINANCE),
+                ("department", "legal"),
+                ("auditor", ""),
+                ("department", "none"),
+            ):
+                joined = portfolio_bytes(model, role, dept)
+                assert joined == typed("portfolio", portfolio_view(model, role, dept)), (role, dept)
+                for sid in (EMAIL, "crm", "payroll", "unknown"):
+                    assert service_bytes(model, sid, role, dept) == typed(
+                        "service", service_view(model, sid, role, dept)
+                    )
+                for did in (IT, FINANCE, "legal"):
+                    if role != "department" or did == dept:
+                        assert department_bytes(model, did, role, dept) == typed(
+                            "department", department_view(model, did, role, dept)
+                        )
+
+        check_all()
+        whole = pb.Portfolio.FromString(portfolio_bytes(model, "auditor", ""))
+        assert whole.agreements == 32 and len(whole.worst_objectives) == 50 and len(whole.list) == 32
+        assert {"BREACHED", "NO_DATA"} <= set(whole.by_health) and {"ACTIVE", "PROPOSED"} <= set(whole.by_state)
+        assert len({w.budget_remaining for w in whole.worst_objectives}) < 50  # ties to order
+
+        # An event touches one agreement: only its parts are encoded again.
+        kept = {a.summary["agreement_id"]: a for a in model.answers()}
+        assert all(a.brief is not None for a in kept.values())
+        some = whole.list[0].agreement_id
+        ag.suspend(Actor("p", "department", kept[some].summary["parties"]["provider_department_id"]), some, "moved")
+        feed("agreements", ag, model)
+        again = {a.summary["agreement_id"]: a for a in model.answers()}
+        assert [aid for aid in kept if again[aid] is not kept[aid]] == [some]
+        check_all()
+        assert pb.Portfolio.FromString(portfolio_bytes(model, "auditor", "")).by_state["SUSPENDED"] == 1
+    finally:
+        suite.close()
