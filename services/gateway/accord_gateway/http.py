@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from accord.metrics.v1 import signals_pb2
 from accord_gateway import schemas
@@ -40,14 +42,14 @@ from accord_gateway.projection import (
     KeptAtPositions,
     NotVisibleError,
     ReadModel,
-    agreement_view,
     breach_windows,
     budget_view,
-    department_view,
-    portfolio_view,
+    department_parts,
+    portfolio_parts,
     seen_by,
-    service_view,
+    service_answers,
     visible,
+    worst_ranked,
 )
 from accord_kit.auth import TokenVerifier
 from accord_kit.errors import UnauthenticatedError
@@ -57,6 +59,9 @@ log = get_logger("accord.gateway.http")
 DASHBOARD = Path(__file__).with_name("static") / "index.html"
 # Swagger UI's files (fastapi-offline's copy, served by the gateway itself: /docs asks no CDN).
 DOCS_STATIC = "/docs/static"
+# How long a server-sent events stream stays silent before a keep-alive comment; it also looks
+# again then, whatever it was told (a change is judged by the status itself).
+KEEP_ALIVE_SECONDS = 15.0
 
 
 class ErrorBody(BaseModel):
@@ -146,6 +151,71 @@ BEARER = HTTPBearer(
 )
 
 
+# -- department, service and portfolio answers joined from each agreement's kept JSON ----------------
+# Each is the bytes `schemas.<View>Answer.model_validate({"status": view, "positions": …})
+# .model_dump_json(by_alias=True)` gives — the fields in the schema's order, compact — with each
+# agreement's brief and worst objectives as its kept parts (`ReadModel.parts`) wrote them; and
+# the status's own bytes beside them.
+
+
+def _positions_json(positions: dict[str, int]) -> bytes:
+    return schemas.Positions.model_validate(positions).model_dump_json().encode()
+
+
+def _answer_json(status: list[bytes], positions: dict[str, int]) -> tuple[bytes, bytes]:
+    """The answer's JSON, and its status's alone (what a watcher judges a change by)."""
+    view = b"".join((b"{", *status, b"}"))
+    return b"".join((b'{"status":', view, b',"positions":', _positions_json(positions), b"}")), view
+
+
+def department_json(
+    model: ReadModel, department_id: str, role: str, department: str, positions: dict[str, int]
+) -> tuple[bytes, bytes]:
+    p = department_parts(model, department_id, role, department)
+    return _answer_json(
+        [
+            b'"department_id":', to_json(p.department_id),
+            b',"as_provider":[', b",".join(model.parts(a).brief_json for a in p.as_provider),
+            b'],"as_customer":[', b",".join(model.parts(a).brief_json for a in p.as_customer),
+            b'],"health":', to_json(p.health),
+            b',"balance":', to_json(p.balance),
+            b',"balance_provisional":', to_json(p.balance_provisional),
+        ],
+        positions,
+    )  # fmt: skip
+
+
+def service_json(
+    model: ReadModel, service_id: str, role: str, department: str, positions: dict[str, int]
+) -> tuple[bytes, bytes]:
+    rows = service_answers(model, service_id, role, department)
+    return _answer_json(
+        [
+            b'"service_id":',
+            to_json(service_id),
+            b',"agreements":[',
+            b",".join(model.parts(a).brief_json for a in rows),
+            b"]",
+        ],
+        positions,
+    )
+
+
+def portfolio_json(model: ReadModel, role: str, department: str, positions: dict[str, int]) -> tuple[bytes, bytes]:
+    p = portfolio_parts(model, role, department)
+    worst = [model.parts(p.rows[i]).worst_json[j] for i, j in worst_ranked(model, p.rows)]
+    return _answer_json(
+        [
+            b'"agreements":', to_json(len(p.rows)),
+            b',"by_state":', to_json(p.by_state),
+            b',"by_health":', to_json(p.by_health),
+            b',"worst_objectives":[', b",".join(worst),
+            b'],"list":[', b",".join(model.parts(a).brief_json for a in p.listed), b"]",
+        ],
+        positions,
+    )  # fmt: skip
+
+
 def create_app(
     is_ready: Callable[[], bool],
     model: ReadModel | None = None,
@@ -221,16 +291,12 @@ def create_app(
 
     # Department, service and portfolio answers as their JSON, kept while the model's positions
     # stand still and shared by the callers who see the same agreements (as over gRPC).
-    kept_views: KeptAtPositions[bytes] = KeptAtPositions(model)
+    kept_views: KeptAtPositions[tuple[bytes, bytes]] = KeptAtPositions(model)
     app.state.kept_views = kept_views
 
-    def kept_answer(key: tuple[str, str, str], view: Callable[[], dict[str, Any]], schema: type[BaseModel]) -> Response:
-        def build(positions: dict[str, int]) -> bytes:
-            doc = {"status": view(), "positions": positions}
-            return schema.model_validate(doc).model_dump_json(by_alias=True).encode()
-
+    def kept_answer(key: tuple[str, str, str], build: Callable[[dict[str, int]], tuple[bytes, bytes]]) -> Response:
         try:
-            return Response(kept_views.get(key, build), media_type="application/json")
+            return Response(kept_views.get(key, build)[0], media_type="application/json")
         except NotVisibleError as e:
             raise HTTPException(status_code=404, detail=str(e)) from None
 
@@ -318,9 +384,7 @@ def create_app(
         if role == "department" and dept != department_id:  # before a kept answer is looked up
             raise HTTPException(status_code=403, detail=f"a department token for {dept} may not read {department_id}")
         return kept_answer(
-            ("department", department_id, ""),
-            lambda: department_view(model, department_id, role, dept),
-            schemas.DepartmentAnswer,
+            ("department", department_id, ""), partial(department_json, model, department_id, role, dept)
         )
 
     @app.get(
@@ -330,9 +394,7 @@ def create_app(
         responses={**READ, **NOT_VISIBLE},
     )
     async def service(service_id: str, who: tuple[str, str] = Security(caller)) -> Response:
-        return kept_answer(
-            ("service", service_id, seen_by(*who)), lambda: service_view(model, service_id, *who), schemas.ServiceAnswer
-        )
+        return kept_answer(("service", service_id, seen_by(*who)), partial(service_json, model, service_id, *who))
 
     @app.get(
         "/v1/portfolio",
@@ -341,9 +403,7 @@ def create_app(
         responses=READ,
     )
     async def portfolio(who: tuple[str, str] = Security(caller)) -> Response:
-        return kept_answer(
-            ("portfolio", "", seen_by(*who)), lambda: portfolio_view(model, *who), schemas.PortfolioAnswer
-        )
+        return kept_answer(("portfolio", "", seen_by(*who)), partial(portfolio_json, model, *who))
 
     @app.get(
         "/v1/watch",
@@ -358,29 +418,36 @@ def create_app(
     async def watch(who: tuple[str, str] = Security(caller), agreement_id: str = "") -> StreamingResponse:
         role, dept = who
         aid = agreement_id or None
+        portfolio_key = ("portfolio", "", seen_by(role, dept))
 
-        def current() -> dict[str, Any]:
-            if aid is not None:
-                return agreement_view(model, aid, role, dept)
-            return portfolio_view(model, role, dept)
+        def current() -> tuple[bytes, bytes]:
+            """The answer's JSON now (as the GET answers it) and its status's (a change is judged
+            by it, not by the positions)."""
+            if aid is None:  # the kept portfolio, shared with every watcher and GET who sees the same
+                return kept_views.get(portfolio_key, partial(portfolio_json, model, role, dept))
+            kept = model.answer(aid)
+            if kept is None or not visible(kept.summary, role, dept):
+                raise NotVisibleError(f"no agreement {aid!r} visible to this caller")
+            status = model.json(kept)
+            return b"".join((b'{"status":', status, b',"positions":', _positions_json(model.positions()), b"}")), status
 
         changes = Changes(model, aid)  # subscribed before the first look: no change is missed
         try:
-            first = answer(current)  # 404 before the stream starts
-        except HTTPException:
+            first, last = current()
+        except NotVisibleError as e:  # 404 before the stream starts
             changes.close()
-            raise
+            raise HTTPException(status_code=404, detail=str(e)) from None
 
         async def events() -> AsyncIterator[bytes]:
+            nonlocal last
             try:
-                last = first["status"]
-                yield f"data: {json.dumps(first)}\n\n".encode()
+                yield b"data: " + first + b"\n\n"
                 while True:
-                    changed = await changes.wait(15.0)
-                    doc = current()
-                    if doc != last:
-                        last = doc
-                        yield f"data: {json.dumps({'status': doc, 'positions': model.positions()})}\n\n".encode()
+                    changed = await changes.wait(KEEP_ALIVE_SECONDS)
+                    body, status = current()
+                    if status != last:
+                        last = status
+                        yield b"data: " + body + b"\n\n"
                     elif not changed:
                         yield b": keep-alive\n\n"
             finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import heapq
 import threading
 from collections.abc import Callable, Coroutine, Hashable, Iterator
 from contextlib import contextmanager
@@ -101,9 +102,23 @@ class Answer:
     summary: dict[str, Any]
     typed: bytes | None = None
     json: bytes | None = None
-    # Its parts of the views that list it (`ReadModel.brief`, `ReadModel.worst`), built on first use.
-    brief: bytes | None = None
-    worst: list[tuple[int, Decimal, bytes]] | None = None
+    # Its parts of the department, service and portfolio views, built on first use
+    # (`ReadModel.parts`): serialised for gRPC and as HTTP JSON.
+    parts: ViewParts | None = None
+
+
+@dataclass
+class ViewParts:
+    """An agreement's parts of the views that list it: its `AgreementBrief` (serialised,
+    deterministically, and as the HTTP JSON of `schemas.AgreementBrief`), and its objectives as
+    a portfolio's worst objectives — what they are ordered by (`worst_key`), each serialised and
+    as JSON."""
+
+    brief: bytes
+    brief_json: bytes
+    ranks: list[tuple[int, Decimal]]
+    worst: list[bytes]
+    worst_json: list[bytes]
 
 
 def typed_status(summary: dict[str, Any]) -> gateway_pb.AgreementStatus:
@@ -523,8 +538,7 @@ class ReadModel:
             if answer is not None:
                 self.typed(answer)
                 self.json(answer)
-                self.brief(answer)
-                self.worst(answer)
+                self.parts(answer)
         return len(missing)
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -579,24 +593,21 @@ class ReadModel:
             answer.typed = typed_status(answer.summary).SerializeToString(deterministic=True)
         return answer.typed
 
-    def brief(self, answer: Answer) -> bytes:
-        """The answer's `accord.gateway.v1.AgreementBrief` serialised (deterministically; kept
-        once built): its entry in the department, service and portfolio views."""
-        if answer.brief is None:
-            answer.brief = json_format.ParseDict(
-                agreement_brief(answer.summary), gateway_pb.AgreementBrief(), ignore_unknown_fields=True
-            ).SerializeToString(deterministic=True)
-        return answer.brief
-
-    def worst(self, answer: Answer) -> list[tuple[int, Decimal, bytes]]:
-        """Each of the answer's objectives as a portfolio's `WorstObjective` serialised, with what
-        the portfolio orders them by (`worst_key`); kept once built."""
-        if answer.worst is None:
-            answer.worst = [
-                (*worst_key(w), json_format.ParseDict(w, gateway_pb.WorstObjective()).SerializeToString())
-                for w in worst_objectives(answer.summary)
-            ]
-        return answer.worst
+    def parts(self, answer: Answer) -> ViewParts:
+        """The answer's parts of the department, service and portfolio views (kept once built)."""
+        if answer.parts is None:
+            brief = agreement_brief(answer.summary)
+            worst = worst_objectives(answer.summary)
+            answer.parts = ViewParts(
+                json_format.ParseDict(brief, gateway_pb.AgreementBrief(), ignore_unknown_fields=True).SerializeToString(
+                    deterministic=True
+                ),
+                schemas.AgreementBrief.model_validate(brief).model_dump_json(by_alias=True).encode(),
+                [worst_key(w) for w in worst],
+                [json_format.ParseDict(w, gateway_pb.WorstObjective()).SerializeToString() for w in worst],
+                [schemas.WorstObjective.model_validate(w).model_dump_json(by_alias=True).encode() for w in worst],
+            )
+        return answer.parts
 
     def json(self, answer: Answer) -> bytes:
         """The answer as the HTTP JSON of `schemas.AgreementStatus` (kept once built)."""
@@ -956,6 +967,14 @@ def portfolio_parts(model: ReadModel, role: str, department: str) -> PortfolioPa
         by_health[h] = by_health.get(h, 0) + 1
     listed = sorted(rows, key=lambda a: (HEALTH_ORDER.get(a.summary["health"], 4), a.summary["title"]))
     return PortfolioParts(rows, by_state, by_health, listed)
+
+
+def worst_ranked(model: ReadModel, rows: list[Answer]) -> list[tuple[int, int]]:
+    """The portfolio's worst objectives among these agreements' (their kept parts): each as (the
+    agreement's index in `rows`, the objective's in its parts), worst first — as `portfolio_view`
+    orders them (a stable sort: agreements in the model's order, objectives in theirs)."""
+    ranked = ((h, b, i, j) for i, a in enumerate(rows) for j, (h, b) in enumerate(model.parts(a).ranks))
+    return [(i, j) for _, _, i, j in heapq.nsmallest(WORST_LISTED, ranked)]
 
 
 def portfolio_view(model: ReadModel, role: str, department: str) -> dict[str, Any]:

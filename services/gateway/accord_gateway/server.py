@@ -10,7 +10,6 @@ alike). The deprecated Struct (`StatusResponse.status`) is filled only when the 
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import Any
@@ -22,7 +21,6 @@ from google.protobuf.struct_pb2 import Struct
 from accord.gateway.v1 import gateway_pb2 as pb
 from accord.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from accord_gateway.projection import (
-    WORST_LISTED,
     Changes,
     KeptAtPositions,
     NotVisibleError,
@@ -36,6 +34,7 @@ from accord_gateway.projection import (
     service_answers,
     service_view,
     visible,
+    worst_ranked,
 )
 from accord_kit.context import current_principal
 
@@ -153,8 +152,8 @@ def department_bytes(model: ReadModel, department_id: str, role: str, department
     p = department_parts(model, department_id, role, department)
     return b"".join((
         pb.DepartmentStatus(department_id=p.department_id).SerializeToString(),
-        _entries(_AS_PROVIDER, map(model.brief, p.as_provider)),
-        _entries(_AS_CUSTOMER, map(model.brief, p.as_customer)),
+        _entries(_AS_PROVIDER, (model.parts(a).brief for a in p.as_provider)),
+        _entries(_AS_CUSTOMER, (model.parts(a).brief for a in p.as_customer)),
         pb.DepartmentStatus(
             health=p.health, balance=p.balance, balance_provisional=p.balance_provisional
         ).SerializeToString(deterministic=True),
@@ -165,22 +164,20 @@ def service_bytes(model: ReadModel, service_id: str, role: str, department: str)
     """`service_view` as its `ServiceStatus` serialised, joined as `department_bytes`."""
     rows = service_answers(model, service_id, role, department)
     head = pb.ServiceStatus(service_id=service_id).SerializeToString()
-    return head + _entries(_SERVICE_AGREEMENTS, map(model.brief, rows))
+    return head + _entries(_SERVICE_AGREEMENTS, (model.parts(a).brief for a in rows))
 
 
 def portfolio_bytes(model: ReadModel, role: str, department: str) -> bytes:
     """`portfolio_view` as its `Portfolio` serialised, joined as `department_bytes`: the worst
-    objectives the least of each agreement's kept ones (ordered as the view orders them: by
-    health and budget remaining, then the agreements' order and their objectives')."""
+    objectives the least of each agreement's kept ones (`projection.worst_ranked`)."""
     p = portfolio_parts(model, role, department)
-    ranked = ((h, budget, i, j, w) for i, a in enumerate(p.rows) for j, (h, budget, w) in enumerate(model.worst(a)))
-    worst = [r[4] for r in heapq.nsmallest(WORST_LISTED, ranked)]
+    worst = [model.parts(p.rows[i]).worst[j] for i, j in worst_ranked(model, p.rows)]
     return b"".join((
         pb.Portfolio(agreements=len(p.rows), by_state=p.by_state, by_health=p.by_health).SerializeToString(
             deterministic=True
         ),
         _entries(_WORST, worst),
-        _entries(_LIST, map(model.brief, p.listed)),
+        _entries(_LIST, (model.parts(a).brief for a in p.listed)),
     ))  # fmt: skip
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from accord.gateway.v1 import gateway_pb2 as pb
 from accord_agreements.domain import Actor
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms
-from accord_gateway import server
-from accord_gateway.http import create_app
+from accord_gateway import http, schemas, server
+from accord_gateway.http import create_app, department_json, portfolio_json, service_json
 from accord_gateway.projection import (
     NotVisibleError,
     ReadModel,
@@ -39,7 +40,7 @@ from accord_gateway.server import (
 )
 from accord_kit.auth import TokenVerifier
 from accord_kit.context import Principal, RequestContext, request_context
-from accord_kit.testing.asgi import asgi_get
+from accord_kit.testing.asgi import asgi_get, asgi_stream
 from accord_kit.testing.service import make_keys
 from tests.suite import AMS, COLLECTOR, PROVIDER, Suite, an_active_agreement, calls, feed, outage
 
@@ -217,8 +218,9 @@ def test_the_views_joined_from_each_agreements_kept_parts_are_the_typed_views_se
     make_store_env: Callable[[str], dict[str, str]],
 ) -> None:
     """Department, service and portfolio views joined from each agreement's kept brief and worst
-    objectives (`server.department_bytes`, `service_bytes`, `portfolio_bytes`) are the bytes the
-    typed view serialises to, for every kind of caller — over a portfolio of more than 50
+    objectives (`server.department_bytes`, `service_bytes`, `portfolio_bytes`; over HTTP
+    `http.department_json`, …) are the bytes the typed view serialises to (and the JSON its
+    schema writes the whole document as), for every kind of caller — over a portfolio of more than 50
     objectives (the worst ones cut at 50), healths of every kind, ties of health and budget and
     of titles (kept in the model's order, as the view's stable sorts keep them), agreements in
     both directions between departments; and after an event only the agreement it touched is
@@ -256,6 +258,11 @@ def test_the_views_joined_from_each_agreements_kept_parts_are_the_typed_views_se
         def typed(field: str, doc: dict[str, Any]) -> bytes:
             return getattr(view_response(field, doc, {}, False), field).SerializeToString(deterministic=True)
 
+        def validated(schema: type[BaseModel], doc: dict[str, Any]) -> bytes:
+            """The HTTP answer as the app wrote it before: the whole document through its schema."""
+            answer = {"status": doc, "positions": model.positions()}
+            return schema.model_validate(answer).model_dump_json(by_alias=True).encode()
+
         def check_all() -> None:
             for role, dept in (
                 ("department", IT),
@@ -264,16 +271,23 @@ def test_the_views_joined_from_each_agreements_kept_parts_are_the_typed_views_se
                 ("auditor", ""),
                 ("department", "none"),
             ):
-                joined = portfolio_bytes(model, role, dept)
-                assert joined == typed("portfolio", portfolio_view(model, role, dept)), (role, dept)
+                at = model.positions()
+                view = portfolio_view(model, role, dept)
+                assert portfolio_bytes(model, role, dept) == typed("portfolio", view), (role, dept)
+                assert portfolio_json(model, role, dept, at)[0] == validated(schemas.PortfolioAnswer, view), (
+                    role,
+                    dept,
+                )
                 for sid in (EMAIL, "crm", "payroll", "unknown"):
-                    assert service_bytes(model, sid, role, dept) == typed(
-                        "service", service_view(model, sid, role, dept)
-                    )
+                    view = service_view(model, sid, role, dept)
+                    assert service_bytes(model, sid, role, dept) == typed("service", view)
+                    assert service_json(model, sid, role, dept, at)[0] == validated(schemas.ServiceAnswer, view)
                 for did in (IT, FINANCE, "legal"):
                     if role != "department" or did == dept:
-                        assert department_bytes(model, did, role, dept) == typed(
-                            "department", department_view(model, did, role, dept)
+                        view = department_view(model, did, role, dept)
+                        assert department_bytes(model, did, role, dept) == typed("department", view)
+                        assert department_json(model, did, role, dept, at)[0] == validated(
+                            schemas.DepartmentAnswer, view
                         )
 
         check_all()
@@ -284,7 +298,7 @@ def test_the_views_joined_from_each_agreements_kept_parts_are_the_typed_views_se
 
         # An event touches one agreement: only its parts are encoded again.
         kept = {a.summary["agreement_id"]: a for a in model.answers()}
-        assert all(a.brief is not None for a in kept.values())
+        assert all(a.parts is not None for a in kept.values())
         some = whole.list[0].agreement_id
         ag.suspend(Actor("p", "department", kept[some].summary["parties"]["provider_department_id"]), some, "moved")
         feed("agreements", ag, model)
@@ -294,3 +308,52 @@ def test_the_views_joined_from_each_agreements_kept_parts_are_the_typed_views_se
         assert pb.Portfolio.FromString(portfolio_bytes(model, "auditor", "")).by_state["SUSPENDED"] == 1
     finally:
         suite.close()
+
+
+async def test_server_sent_events_send_the_kept_json_and_only_a_changed_status(
+    known: Known, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /v1/watch` sends what the GETs answer — the portfolio's kept JSON (shared with them and
+    with every watcher who sees the same agreements: not built per watcher), an agreement's kept
+    JSON with the positions — and an event only when the status changed, never for positions
+    moving alone."""
+    aid, model = known.aid, known.model
+    monkeypatch.setattr(http, "KEEP_ALIVE_SECONDS", 0.05)  # each stream looks again every 0.05 s
+    keys = make_keys(tmp_path / "keys")
+    app = create_app(lambda: True, model=model, verifier=TokenVerifier.from_file(keys.public_file))
+    kept = app.state.kept_views
+    finance = dict(keys.metadata("department", FINANCE))["authorization"]
+
+    async def event(stream: Any) -> bytes:
+        """The next event's data (keep-alive comments passed over)."""
+        while (chunk := await stream.next_chunk()) == b": keep-alive\n\n":
+            pass
+        assert chunk.startswith(b"data: ") and chunk.endswith(b"\n\n"), chunk
+        return bytes(chunk[6:-2])
+
+    def sent(stream: Any) -> list[bytes]:
+        """The events' data sent since, keep-alive comments left out."""
+        chunks = [stream.chunks.get_nowait() for _ in range(stream.chunks.qsize())]
+        return [c for c in chunks if c != b": keep-alive\n\n"]
+
+    async with (
+        asgi_stream(app, "/v1/watch", finance) as portfolio,
+        asgi_stream(app, f"/v1/watch?agreement_id={aid}", finance) as one,
+    ):
+        assert (portfolio.status, one.status) == (200, 200)
+        assert await event(portfolio) == (await asgi_get(app, "/v1/portfolio", finance))[1]
+        assert await event(one) == (await asgi_get(app, f"/v1/agreements/{aid}", finance))[1]
+        async with asgi_stream(app, "/v1/watch", finance) as another:
+            await event(another)
+        assert kept.builds == 1  # one portfolio built, for the GET and both watchers
+        # The positions move, no status does: nothing is sent.
+        known.suite.agreements.register_department("legal", "legal")
+        feed("agreements", known.suite.agreements, model)
+        await asyncio.sleep(0.3)
+        assert sent(portfolio) == [] and sent(one) == [], "an event sent for positions that moved alone"
+        known.suspend()
+        changed = json.loads(await event(portfolio))
+        assert changed["status"]["by_state"] == {"SUSPENDED": 1} and changed["positions"] == model.positions()
+        assert json.loads(await event(one))["status"]["state"] == "SUSPENDED"
+    async with asgi_stream(app, "/v1/watch?agreement_id=no-such", finance) as missing:
+        assert missing.status == 404
