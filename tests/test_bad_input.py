@@ -227,6 +227,33 @@ async def test_record_signals_with_an_instant_beyond_year_9999_is_invalid_argume
         await assert_invalid(suite, "metrics", lambda: stub.RecordSignals(messages(), metadata=md), "outage.start")
 
 
+async def test_a_signal_batch_with_an_instant_out_of_range_or_an_unknown_flag_is_invalid_argument(
+    suite: Running,
+) -> None:
+    """`RecordSignalBatch` (as `RecordSignals`) checks its own requests: an instant beyond 9999 or
+    a first-contact flag no value defines anywhere in its signals is refused naming it, as the
+    kit's request check words it; bytes that do not decode are still refused."""
+    async with channel(suite, "metrics") as ch:
+        stub = mpb_grpc.MetricsServiceStub(ch)
+        md = suite.keys.metadata("service")
+        fine = spb.Call(entered_queue=Timestamp(seconds=1_767_225_600), customer_id="c1")
+        late = spb.Call(entered_queue=fine.entered_queue, answered_at=BEYOND_9999, customer_id="c1")
+        unknown = spb.Call(entered_queue=fine.entered_queue, customer_id="c1", first_contact=7)  # type: ignore[arg-type]
+        for bad, field in (
+            (late, "signals[1].call.answered_at: seconds 253402300800"),
+            (unknown, "signals[1].call.first_contact: 7 is not a value"),
+        ):
+            request = mpb.RecordSignalBatchRequest(
+                signals=[
+                    spb.Signal(signal_id="ok", service_id=EMAIL, call=fine),
+                    spb.Signal(signal_id="bad", service_id=EMAIL, call=bad),
+                ]
+            )
+            await assert_invalid(suite, "metrics", lambda r=request: stub.RecordSignalBatch(r, metadata=md), field)  # type: ignore[misc]
+        call = raw(ch, "/accord.metrics.v1.MetricsService/RecordSignalBatch")
+        await assert_invalid(suite, "metrics", lambda: call(b"\x0a\x05ab", metadata=md), "RecordSignalBatchRequest")
+
+
 async def test_undecodable_bytes_to_the_public_health_check_are_invalid_argument(suite: Running) -> None:
     async with channel(suite, "agreements") as ch:
         call = raw(ch, "/grpc.health.v1.Health/Check")

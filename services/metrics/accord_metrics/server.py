@@ -133,6 +133,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
         )
 
+    @checks_its_own_requests  # `Metrics.record` validates each signal (`signals.validate`) before anything
     async def RecordSignalBatch(
         self, request: pb.RecordSignalBatchRequest, context: Any
     ) -> pb.RecordSignalBatchResponse:
