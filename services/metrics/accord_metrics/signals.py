@@ -126,8 +126,8 @@ def validate(signal: pb.Signal, index: int) -> None:
     """Raise InvalidSignalError naming `signals[index]` and the field. Every field the kit's
     request check (`accord_kit.inputs.check_message`) checks is checked here first, with its
     words — each Timestamp within the years 0001–9999, each enum value defined, each uint64
-    within a signed 64-bit column — so that `RecordSignals` does not walk its batches twice
-    (`checks_its_own_requests`). (Instants are compared as µs, `_micros`: the same order as
+    within a signed 64-bit column — so that `RecordSignals` and `RecordSignalBatch` do not walk
+    their batches twice (`checks_its_own_requests`). (Instants are compared as µs, `_micros`: the same order as
     their datetimes, at a fraction of the cost.)"""
     signal_id = signal.signal_id
     if not signal_id or len(signal_id) > MAX_ID or not signal_id.isprintable():
@@ -158,32 +158,16 @@ def validate(signal: pb.Signal, index: int) -> None:
         return
     w = f"signals[{index}].{kind}"
     _in_range(body, w, _RANGES[kind])
-    if kind in ("outage", "maintenance", "requests"):
+    if kind in ("maintenance", "requests"):  # an outage's end may come later (`_outage`); theirs may not
         start, end = body.start, body.end
         if not (start.seconds or start.nanos):
             raise InvalidSignalError(f"{w}.start: is required")
-        has_end = bool(end.seconds or end.nanos)
-        if kind != "outage" and not has_end:
+        if not (end.seconds or end.nanos):
             raise InvalidSignalError(f"{w}.end: is required")
-        if has_end and _micros(end) <= _micros(start):
+        if _micros(end) <= _micros(start):
             raise InvalidSignalError(f"{w}.end: must be after start")
         if kind == "requests" and body.good > body.total:
             raise InvalidSignalError(f"{w}: good ({body.good}) exceeds total ({body.total})")
-    elif kind == "call":
-        entered, answered, abandoned = body.entered_queue, body.answered_at, body.abandoned_at
-        if not (entered.seconds or entered.nanos):
-            raise InvalidSignalError(f"{w}.entered_queue: is required")
-        if (answered.seconds or answered.nanos) and (abandoned.seconds or abandoned.nanos):
-            raise InvalidSignalError(f"{w}: a call is answered or abandoned, not both")
-        _order(w, entered, "entered_queue", answered, "answered_at")
-        _order(w, entered, "entered_queue", abandoned, "abandoned_at")
-        for name, raw in (
-            ("talk_seconds", body.talk_seconds),
-            ("hold_seconds", body.hold_seconds),
-            ("after_call_seconds", body.after_call_seconds),
-        ):
-            if raw and not (raw.isascii() and raw.isdigit()):  # whole seconds are valid as they are
-                _dec(raw, f"{w}.{name}")
     elif kind == "probe":
         if not _set(body.at):
             raise InvalidSignalError(f"{w}.at: is required")

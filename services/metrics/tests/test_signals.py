@@ -132,6 +132,36 @@ def test_a_resent_signal_is_stored_once_also_after_a_restart(app: Metrics, make_
         (pb.Signal(signal_id="x", outage=pb.Outage(start=ts(T0))), "signals[0].service_id: is required"),
         (pb.Signal(signal_id="x", service_id="email"), "signals[0]: says nothing"),
         (outage("x", 10, -5), "signals[0].outage.end: must be after start"),
+        (pb.Signal(signal_id="x", service_id="email", outage=pb.Outage()), "signals[0].outage.start: is required"),
+        (
+            pb.Signal(signal_id="x", service_id="email", maintenance=pb.Maintenance(start=ts(T0))),
+            "signals[0].maintenance.end: is required",
+        ),
+        (pb.Signal(signal_id="x", service_id="email", call=pb.Call()), "signals[0].call.entered_queue: is required"),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                call=pb.Call(entered_queue=ts(T0), answered_at=ts(T0), abandoned_at=ts(T0)),
+            ),
+            "signals[0].call: a call is answered or abandoned, not both",
+        ),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                call=pb.Call(entered_queue=ts(T0), answered_at=ts(T0 - timedelta(seconds=1))),
+            ),
+            "signals[0].call: answered_at is before entered_queue",
+        ),
+        (
+            pb.Signal(
+                signal_id="x",
+                service_id="email",
+                call=pb.Call(entered_queue=ts(T0), abandoned_at=ts(T0 - timedelta(seconds=1))),
+            ),
+            "signals[0].call: abandoned_at is before entered_queue",
+        ),
         (
             pb.Signal(
                 signal_id="x",
