@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
 from functools import partial
@@ -163,9 +162,22 @@ def _positions_json(positions: dict[str, int]) -> bytes:
 
 
 def _answer_json(status: list[bytes], positions: dict[str, int]) -> tuple[bytes, bytes]:
-    """The answer's JSON, and its status's alone (what a watcher judges a change by)."""
-    view = b"".join((b"{", *status, b"}"))
-    return b"".join((b'{"status":', view, b',"positions":', _positions_json(positions), b"}")), view
+    """The answer's JSON, and its status's alone (what a watcher judges a change by), from the
+    status object's members."""
+    return _answer_json_of(b"".join((b"{", *status, b"}")), positions)
+
+
+def _answer_json_of(status: bytes, positions: dict[str, int]) -> tuple[bytes, bytes]:
+    return b"".join((b'{"status":', status, b',"positions":', _positions_json(positions), b"}")), status
+
+
+def agreement_json(model: ReadModel, agreement_id: str, role: str, department: str) -> tuple[bytes, bytes]:
+    """An agreement's answer from its kept JSON (validated against `schemas.AgreementStatus` when
+    built) and the positions now; `NotVisibleError` when the caller may not see it."""
+    kept = model.answer(agreement_id)
+    if kept is None or not visible(kept.summary, role, department):
+        raise NotVisibleError(f"no agreement {agreement_id!r} visible to this caller")
+    return _answer_json_of(model.json(kept), model.positions())
 
 
 def department_json(
@@ -307,13 +319,10 @@ def create_app(
         responses={**READ, **NOT_VISIBLE},
     )
     async def agreement(agreement_id: str, who: tuple[str, str] = Security(caller)) -> Response:
-        # The agreement's kept JSON (validated against schemas.AgreementStatus when it was built).
-        kept = model.answer(agreement_id)
-        if kept is None or not visible(kept.summary, *who):
-            raise HTTPException(status_code=404, detail=f"no agreement {agreement_id!r} visible to this caller")
-        positions = json.dumps(model.positions(), separators=(",", ":")).encode()
-        body = b'{"status":' + model.json(kept) + b',"positions":' + positions + b"}"
-        return Response(body, media_type="application/json")
+        try:
+            return Response(agreement_json(model, agreement_id, *who)[0], media_type="application/json")
+        except NotVisibleError as e:
+            raise HTTPException(status_code=404, detail=str(e)) from None
 
     @app.get(
         "/v1/agreements/{agreement_id}/objectives/{objective_id}/budget",
@@ -425,11 +434,7 @@ def create_app(
             by it, not by the positions)."""
             if aid is None:  # the kept portfolio, shared with every watcher and GET who sees the same
                 return kept_views.get(portfolio_key, partial(portfolio_json, model, role, dept))
-            kept = model.answer(aid)
-            if kept is None or not visible(kept.summary, role, dept):
-                raise NotVisibleError(f"no agreement {aid!r} visible to this caller")
-            status = model.json(kept)
-            return b"".join((b'{"status":', status, b',"positions":', _positions_json(model.positions()), b"}")), status
+            return agreement_json(model, aid, role, dept)
 
         changes = Changes(model, aid)  # subscribed before the first look: no change is missed
         try:
