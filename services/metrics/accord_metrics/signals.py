@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.metrics.v1 import signals_pb2 as pb
-from accord_kit.inputs import InputError, check_flat, check_message, flat_plan
+from accord_kit.inputs import MAX_NANOS, MAX_SECONDS, MIN_SECONDS, InputError, check_flat, check_message, flat_plan
 from accord_kit.timeline import Interval
 from accord_metrics.formulas.contact import Call
 from accord_metrics.formulas.reliability import Incident, RequestCount
@@ -127,8 +127,8 @@ def validate(signal: pb.Signal, index: int) -> None:
     request check (`accord_kit.inputs.check_message`) checks is checked here first, with its
     words — each Timestamp within the years 0001–9999, each enum value defined, each uint64
     within a signed 64-bit column — so that `RecordSignals` and `RecordSignalBatch` do not walk
-    their batches twice (`checks_its_own_requests`). (Instants are compared as µs, `_micros`: the same order as
-    their datetimes, at a fraction of the cost.)"""
+    their batches twice (`checks_its_own_requests`). (Instants are compared as µs, `_micros`:
+    the same order as their datetimes, at a fraction of the cost.)"""
     signal_id = signal.signal_id
     if not signal_id or len(signal_id) > MAX_ID or not signal_id.isprintable():
         raise InvalidSignalError(f"signals[{index}].signal_id: 1–{MAX_ID} printable characters are required")
@@ -233,7 +233,6 @@ def _in_range(body: Any, w: str, flat: Any) -> None:
         raise InvalidSignalError(str(e)) from None
 
 
-_LOW, _HIGH, _NANOS_MAX = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND - 1
 _FIRST_CONTACT = frozenset(pb.FirstContactResolution.values())
 
 
@@ -243,8 +242,8 @@ def _call(body: pb.Call, index: int) -> None:
     e, a, b = body.entered_queue, body.answered_at, body.abandoned_at
     es, en, as_, an, bs, bn = e.seconds, e.nanos, a.seconds, a.nanos, b.seconds, b.nanos
     if not (
-        _LOW <= es <= _HIGH and _LOW <= as_ <= _HIGH and _LOW <= bs <= _HIGH
-        and 0 <= en <= _NANOS_MAX and 0 <= an <= _NANOS_MAX and 0 <= bn <= _NANOS_MAX
+        MIN_SECONDS <= es <= MAX_SECONDS and MIN_SECONDS <= as_ <= MAX_SECONDS and MIN_SECONDS <= bs <= MAX_SECONDS
+        and 0 <= en <= MAX_NANOS and 0 <= an <= MAX_NANOS and 0 <= bn <= MAX_NANOS
         and body.first_contact in _FIRST_CONTACT
     ):  # fmt: skip
         _in_range(body, f"signals[{index}].call", _RANGES["call"])
@@ -272,7 +271,10 @@ def _outage(body: pb.Outage, index: int) -> None:
     """`validate` of an outage, as `_call` of a call."""
     a, b = body.start, body.end
     as_, an, bs, bn = a.seconds, a.nanos, b.seconds, b.nanos
-    if not (_LOW <= as_ <= _HIGH and _LOW <= bs <= _HIGH and 0 <= an <= _NANOS_MAX and 0 <= bn <= _NANOS_MAX):
+    if not (
+        MIN_SECONDS <= as_ <= MAX_SECONDS and MIN_SECONDS <= bs <= MAX_SECONDS
+        and 0 <= an <= MAX_NANOS and 0 <= bn <= MAX_NANOS
+    ):  # fmt: skip
         _in_range(body, f"signals[{index}].outage", _RANGES["outage"])
     if not (as_ or an):
         raise InvalidSignalError(f"signals[{index}].outage.start: is required")
