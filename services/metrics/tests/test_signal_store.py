@@ -295,6 +295,48 @@ def test_a_batchs_index_rows_are_written_ninety_to_a_statement_on_sqlite(tmp_pat
         m.close()
 
 
+def test_rows_bound_without_adaptation_are_stored_with_the_types_written_before(tmp_path: Path) -> None:
+    """On SQLite a row's contents and digests are bound as bytearrays and a missing group as ''
+    (types sqlite3 binds without its adaptation protocol): stored as before all the same — blobs
+    (an empty one too: not NULL), a group an integer (0, the extremes and a negative one
+    included) or NULL — and read back as written."""
+    import sqlite3
+
+    from accord_kit.testing.fixtures import sqlite_env
+    from accord_metrics.signal_store import LIST_CODE, Facts, Row
+
+    path = tmp_path / "types.sqlite"
+    m = Metrics(sqlite_env(path))
+    try:
+        store = m._signal_store
+        groups: list[int | None] = [None, 0, -1, 7, -(2**63), 2**63 - 1, None]
+        written = [
+            Row(f"c{i}", LIST_CODE["calls"], 10 + i, i, 0, 10 + i, b"" if i % 2 else b"\x02" * 32, b"", g)
+            for i, g in enumerate(groups)
+        ]
+        written.append(Row("o1", LIST_CODE["outages"], 99, 7, 1, 99, b"", bytes(range(256))))
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            store.write(cur, [("email", *r) for r in written], {"email": Facts(8)}, store.position(), 1, 1)
+            cur.execute("COMMIT")
+            types = dict(
+                (sid, rest)
+                for sid, *rest in conn.execute(
+                    f"SELECT signal_id, typeof(earlier), typeof(content), typeof(grp), grp FROM {store.rows}"
+                )
+            )
+        finally:
+            conn.close()
+        for r in written:
+            assert types[r.signal_id] == ["blob", "blob", "null" if r.grp is None else "integer", r.grp], r
+        held = store.lookup("email", [r.signal_id for r in written])
+        assert [held[r.signal_id] for r in written] == written
+    finally:
+        m.close()
+
+
 def test_grouping_a_store_indexed_before_leaves_a_row_another_process_writes_meanwhile(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
