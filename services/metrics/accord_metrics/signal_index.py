@@ -1125,24 +1125,27 @@ class SignalIndex(_Host):
                 sig.fill_source(signals, via)
             else:
                 signals = [sig.with_source(s, via) for s in signals]
-        self._check_may_record(caller, {s.service_id for s in signals})
-        self._check_fcr_customers(signals)
+        keys = [(s.service_id, s.signal_id) for s in signals]
+        service_ids = {k[0] for k in keys}
+        self._check_may_record(caller, service_ids)
+        self._check_fcr_customers(signals, service_ids)
         with self._lock:  # dedupe and save as one step within this process
             attempt = 1
             while True:
                 try:
-                    return self._record_once(caller, signals, reason)
+                    return self._record_once(caller, signals, reason, keys)
                 except IndexMovedError:  # another process stored signals meanwhile: decide again
                     if attempt == 3:
                         raise
                     attempt += 1
                     self._load_signal_facts()
 
-    def _record_once(self, caller: Principal, signals: list[signals_pb2.Signal], reason: str) -> Recorded:
-        """Dedupe and save one batch (the lock held); its index rows are written in the batch's
-        own transaction."""
+    def _record_once(
+        self, caller: Principal, signals: list[signals_pb2.Signal], reason: str, keys: list[tuple[str, str]]
+    ) -> Recorded:
+        """Dedupe and save one batch (the lock held; `keys`: each signal's service and id); its
+        index rows are written in the batch's own transaction."""
         self._refresh_signals()
-        keys = [(s.service_id, s.signal_id) for s in signals]
         # The index rows of the batch's ids, one query per service: what dedupe is decided by.
         wanted: dict[str, list[str]] = defaultdict(list)
         for service_id, signal_id in keys:
@@ -1235,23 +1238,22 @@ class SignalIndex(_Host):
             corrections=sum(len(v) for v in corrected.values()),
         )
 
-    def _check_fcr_customers(self, signals: list[signals_pb2.Signal]) -> None:
+    def _check_fcr_customers(self, signals: list[signals_pb2.Signal], service_ids: set[str]) -> None:
         """An answered call without a first-contact flag is judged by repeat contacts of the
         same customer: refused without its customer id when its service is measured by an
-        FCR objective that infers resolution (anonymous calls are no one customer)."""
-        anonymous = [
-            (i, s)
-            for i, s in enumerate(signals)
-            if s.HasField("call")
-            and s.call.HasField("answered_at")
-            and not s.call.customer_id
-            and s.call.first_contact == signals_pb2.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
-        ]
-        if not anonymous:
-            return
+        FCR objective that infers resolution (anonymous calls are no one customer). The
+        signals are read only when one of their services (`service_ids`) is."""
         inferred = self._fcr_inferred_services()
-        for i, s in anonymous:
-            if s.service_id in inferred:
+        if service_ids.isdisjoint(inferred):
+            return
+        for i, s in enumerate(signals):
+            if (
+                s.service_id in inferred
+                and s.HasField("call")
+                and s.call.HasField("answered_at")
+                and not s.call.customer_id
+                and s.call.first_contact == signals_pb2.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
+            ):
                 raise sig.InvalidSignalError(
                     f"signals[{i}].call.customer_id: is required: service {s.service_id!r} is measured by "
                     f"first-contact resolution inferred from repeat contacts ({inferred[s.service_id]}), and "
