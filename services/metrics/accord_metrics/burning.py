@@ -16,11 +16,13 @@ below):
 
 A look-back [since, as_of) reads the merged outages lying wholly inside it from the running sums:
 the look-back's own union holds each of them unchanged (every outage in it ends after `since`
-and starts before `as_of`), judged on its full length as the formula judges it. The merged
-outage `since` falls in (if any) and the one `as_of` falls in are merged again from their own
-outages that reach into the look-back — found by bisection among the outages ordered by end —
-since the look-back's union of those may be shorter or split (the minimum outage is judged on
-the merged outages of that look-back alone). The downtime of a wholly-inside merged outage in
+and starts before `as_of`), judged on its full length as the formula judges it. The outages
+of the merged outage `since` falls in (if any), and of the one `as_of` falls in, that reach into
+the look-back make one merged outage of the look-back's own covering that merged outage's part
+within it (`BurnIndex._edge` says why): its eligible part is their downtime when that part is at
+least the minimum outage long (or there is no minimum) — only a shorter one is merged again from
+its outages (found by bisection among the outages ordered by end), its whole length judged
+against the minimum as the formula judges it. The downtime of a wholly-inside merged outage in
 the span's eligible time is its downtime in the look-back's when the look-back's eligible time
 is the span's clipped to it, which is checked every look-back (else the formula computes it).
 
@@ -28,9 +30,11 @@ Outages under way all last until the look-back's end, so together they are one i
 the earliest of their starts. X touches the look-back's merged outages from the first ending at or
 after its start on, and no earlier one (the span's merged outages are apart from each other):
 from a cut — the earlier of X's start and that merged outage's start — the look-back's outages
-ending at or after it are merged twice, without X and with it, and the downtime of the first
-union is replaced by that of the second; before the cut nothing changes. That costs the outages
-ending after the cut (for an outage under way since a few minutes, a few).
+ending at or after it are one merged outage with X, and their downtime without X (as above, from
+that merged outage on) is replaced by the eligible part of the look-back from the cut; before the
+cut nothing changes. Only when that part is shorter than the minimum outage are they merged
+twice, without X and with it, to judge their whole lengths (outages ending after the cut: for an
+outage under way since less than the minimum, a few).
 
 What is an append is told by the kept selections the outages came from (`SignalSet.lineage`, as
 for `running.Running`): every service's part the one held with inputs placed after its end. A
@@ -277,28 +281,52 @@ class BurnIndex:
         eligible = reliability.eligible_intervals(look, calendar, exclusions)
         if eligible != self._clipped(look):
             raise _UnclippedError
-        lo = bisect_right(self._mstarts, since)  # the first merged outage starting after `since`
-        hi = bisect_right(self._mends, as_of)  # the first ending after `as_of`
-        down = timedelta(microseconds=self._sums[hi] - self._sums[lo]) if hi > lo else _ZERO
-        edges = set()
-        if lo and self._mends[lo - 1] > since:
-            edges.add(lo - 1)
-        if hi < len(self.merged) and self._mstarts[hi] < as_of:
-            edges.add(hi)
-        for k in edges:
-            m = self.merged[k]
-            first = bisect_right(self.ends, max(since, m.start))
-            last = bisect_right(self.ends, m.end)
-            mine = [o for o in self.by_end[first:last] if o.start < as_of]
-            merged = union(mine)
-            least = self.min_outage
-            long_enough = merged if least <= _ZERO else [o for o in merged if o.end - o.start >= least]
-            down += reliability._downtime(long_enough, eligible)[0]
+        down = self._down(since, as_of, eligible)
         starts = [o.start for o in under_way if o.start < as_of]
         if starts:
             down += self._under_way(since, as_of, min(starts), eligible)
         eligible_s = seconds(total(eligible))
         return percent(eligible_s - seconds(down), eligible_s)
+
+    def _down(self, since: datetime, as_of: datetime, eligible: list[Interval], first: int = 0) -> timedelta:
+        """The downtime of the look-back [since, as_of) over the outages of the merged outages from
+        `first` on (every one: 0) that reach into it: those lying wholly inside from the running
+        sums, the one `since` falls in and the one `as_of` falls in by `_edge`."""
+        lo = max(bisect_right(self._mstarts, since), first)  # the first merged outage starting after `since`
+        hi = bisect_right(self._mends, as_of)  # the first ending after `as_of`
+        down = timedelta(microseconds=self._sums[hi] - self._sums[lo]) if hi > lo else _ZERO
+        edges = set()
+        if lo > first and self._mends[lo - 1] > since:
+            edges.add(lo - 1)
+        if first <= hi < len(self.merged) and self._mstarts[hi] < as_of:
+            edges.add(hi)
+        for k in edges:
+            down += self._edge(k, since, as_of, eligible)
+        return down
+
+    def _edge(self, k: int, since: datetime, as_of: datetime, eligible: list[Interval]) -> timedelta:
+        """The downtime in the look-back [since, as_of) of the outages of merged outage `k` that
+        reach into it (ending after `since`, starting before `as_of`), when `since` or `as_of` falls
+        in it: the formula merges those alone and judges what they make against the minimum.
+
+        They make one merged outage covering [max(since, k's start), min(as_of, k's end)): k's
+        outages are connected (each starts at or before the latest end of those starting before
+        it), and leaving out those ending at or before `since` or starting at or after `as_of`
+        leaves no gap inside that part — a gap there would lie within a left-out outage, so before
+        `since` or after `as_of`, where a kept outage crossing `since` (or `as_of`) covers it. So
+        when that part alone is at least the minimum long (or there is no minimum), its eligible
+        part is the downtime, whatever its outages; only a shorter one (the look-back's edge within
+        the minimum of k's end or start) is merged again from its outages to judge its whole length
+        — a few bisections, where merging them all cost every outage of k each look-back (a long
+        run of overlapping blips: thousands)."""
+        m, least = self.merged[k], self.min_outage
+        a, b = max(since, m.start), min(as_of, m.end)
+        if least <= _ZERO or b - a >= least:
+            return reliability._downtime([Interval(a, b)], eligible)[0]
+        first = bisect_right(self.ends, a)
+        last = bisect_right(self.ends, m.end)
+        merged = union([o for o in self.by_end[first:last] if o.start < as_of])
+        return reliability._downtime([o for o in merged if o.end - o.start >= least], eligible)[0]
 
     def _under_way(self, since: datetime, as_of: datetime, start: datetime, eligible: list[Interval]) -> timedelta:
         """What outages under way since `start` (the earliest), lasting until `as_of`, add to the
@@ -308,10 +336,18 @@ class BurnIndex:
         if k and self._mends[k - 1] == start:  # one ending where X starts touches it
             k -= 1
         cut = min(start, self._mstarts[k]) if k < len(self.merged) else start
+        least = self.min_outage
+        # With X, the look-back's outages of the merged outages from k on (each ends at or after X's
+        # start, and those that reach into the look-back start before its end, where X ends) are one
+        # merged outage with X, from the cut (or `since`) to `as_of` at least: when that part is at
+        # least the minimum long, its eligible part replaces their downtime without X (`_down`).
+        lower = max(since, cut)
+        if least <= _ZERO or as_of - lower >= least:
+            with_x = reliability._downtime([Interval(lower, as_of)], eligible)[0]
+            return with_x - self._down(since, as_of, eligible, k)
         # The look-back's outages (ending after `since`, starting before `as_of`) ending at or after the cut.
         first = bisect_left(self.ends, cut) if cut > since else bisect_right(self.ends, since)
         mine = [o for o in self.by_end[first:] if o.start < as_of]
-        least = self.min_outage
 
         def downtime(outages: list[Interval]) -> timedelta:
             merged = union(outages)

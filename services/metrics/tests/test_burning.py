@@ -270,6 +270,76 @@ def test_a_late_outage_merges_only_with_the_merged_outages_it_touches(monkeypatc
     assert unions == [3] and len(index.merged) == 100
 
 
+@pytest.mark.parametrize("minimum", [0, 60])
+@pytest.mark.parametrize("under_way", [False, True])
+def test_a_long_run_of_overlapping_outages_is_not_merged_again_at_each_look_back(
+    monkeypatch: pytest.MonkeyPatch, minimum: int, under_way: bool
+) -> None:
+    """A probe reporting a blip every 3 s while a service is down for hours makes one merged
+    outage of thousands of outages. A look-back whose start or end falls in it reads it without
+    merging those outages again (the formula's value all the same): before, each look-back of each
+    round merged every outage of it ending after the look-back's start — and, with an outage under
+    way beside, every outage from that merged outage's start, twice."""
+    kept, index = _Kept(), BurnIndex()
+    objective = _objective(minimum)
+    down_from = 20 * 3600  # 20:00 on the window's first day, for 3 hours
+    kept.lists[0] = [Interval(_at(600 * k), _at(600 * k + 90)) for k in range(100)]  # apart, before it
+    kept.lists[1] = [Interval(_at(down_from + 3 * k), _at(down_from + 3 * k + 5)) for k in range(3600)]
+    if under_way:
+        kept.lists[0].append(Interval(_at(down_from + 2 * 3600), ONGOING))
+    unions: list[int] = []
+    union = burning.union
+
+    def counted(intervals: Any) -> Any:
+        intervals = list(intervals)
+        unions.append(len(intervals))
+        return union(intervals)
+
+    monkeypatch.setattr(burning, "union", counted)
+    signals = kept.signals()
+    index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, _at(down_from), LENGTHS)
+    # (built from every outage, once) then rounds with the look-backs' ends inside the run (its
+    # start, middle and end reached) and after it.
+    for offset in (40, 95, 1800, 5400, 10790, 10805, 11100, 14000):
+        as_of = _at(down_from + offset)
+        unions.clear()
+        values = index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+        assert values == _expected(objective, AlwaysOpen(), [], signals, as_of), offset
+        # Only what lies within the minimum of a look-back's edge is merged again: a few dozen blips.
+        assert max(unions, default=0) <= 40, (offset, max(unions))
+    assert index.built == 1
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(1, 60)), min_size=1, max_size=150),
+    st.lists(_outage, max_size=8),
+    st.integers(-600, 4 * 3600),
+    st.sampled_from([0, 1, 30, 60, 600, 3600]),
+    st.one_of(st.none(), st.integers(-3 * 3600, 600)),
+)
+def test_look_backs_over_runs_of_overlapping_outages_are_the_formula_s(
+    blips: list[tuple[int, int]], others: list[tuple[int, int, int]], offset: int, minimum: int,
+    under_way: int | None,
+) -> None:  # fmt: skip
+    """Runs of blips (each starting a few seconds after the one before, some overlapping, some
+    touching, some apart) beside other outages, a minimum outage of any length against the
+    look-backs' (5 min 20 s … 4 h 48 min), an outage under way or not, the round's instant
+    anywhere in or after them: each look-back is the formula's."""
+    kept, index = _Kept(), BurnIndex()
+    t = 20 * 3600
+    for gap, length in blips:
+        t += gap
+        kept.lists[1].append(Interval(_at(t), _at(t + length)))
+    kept.lists[0] = [_interval(o) for o in others]
+    as_of = _at(20 * 3600 + offset)
+    if under_way is not None:
+        kept.lists[0].append(Interval(as_of + timedelta(seconds=under_way), ONGOING))
+    objective, signals = _objective(minimum), kept.signals()
+    values = index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, as_of, LENGTHS)
+    assert values == _expected(objective, AlwaysOpen(), [], signals, as_of)
+
+
 @pytest.mark.parametrize(
     ("held", "under_way", "minimum"),
     [
