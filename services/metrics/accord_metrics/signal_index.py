@@ -475,6 +475,7 @@ class ServiceSignals:
         regroup: set[int] = set()  # the groups whose chains are read again
         calls_bottom = self._bottom("calls", lo, since, repeat)
         placed: list[tuple[str, Row, str, bool]] = []
+        bottoms: dict[str, int] = {}  # each list's, worked out once (not once a row)
         for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
             name = row.kind_list
             if self._whole(name, span, all_calls, whole_settled):
@@ -482,7 +483,9 @@ class ServiceSignals:
             elif name in _BY_SETTLED:
                 inside = row.time_key >= lo and row.earliest <= hi
             else:
-                bottom = self._bottom(name, lo, since, repeat)
+                bottom = bottoms.get(name)
+                if bottom is None:
+                    bottom = bottoms[name] = self._bottom(name, lo, since, repeat)
                 inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
             placed.append((sid, row, name, inside))
         # The inputs of those inside converted together (a batch's calls in one loop, its outages in

@@ -209,6 +209,9 @@ class SignalStore:
             params = (service_id, list(signal_ids))
         with self._cursor(write=False) as cur:
             cur.execute(sql, params)
+            if self._sqlite:  # its columns' types are the row's already (INTEGER, TEXT, BLOB: int, str, bytes)
+                make = Row._make
+                return {r[0]: make(r) for r in cur.fetchall()}
             return {
                 str(sid): Row(str(sid), int(code), int(key), int(rank), int(ong), int(first), bytes(old),
                               bytes(content), None if grp is None else int(grp))
