@@ -27,7 +27,11 @@ the fake clock):
   round when nothing came: their median, minimum and maximum, wall and CPU;
 * round after one batch: `--scale-rounds` rounds, each after 1,000 new signals recorded in the
   open window: their median, minimum and maximum, wall and CPU;
-* round after one batch, an outage under way: the same, with an outage reported without its end
+* round after one live batch: rounds as a live stream's — each after 1,000 new signals spread
+  over the 5 s since the round before (after every signal held, in time order: ≈ 200 signals a
+  second, half of them outages of 1–9 s, so they overlap into one long merged outage), the
+  round at their end; 30 of them (2.5 minutes of the stream), then `--scale-rounds` timed;
+* round after one batch, an outage under way: the same as after one batch, with an outage reported without its end
   a few minutes before (availability then changes with every round's instant; an outage of two
   hours recorded early in the open window before them, not timed, so that it is not the longest
   once ended); its end is reported after them, and one round timed after that (a completion of a
@@ -75,6 +79,7 @@ NAME = "metrics-scale"
 SUMMARY = "metrics evaluation rounds, memory, ingestion during rounds and restart at growing history"
 BATCH = 1000
 INGEST_BATCHES = 5
+LIVE_BEFORE = 30  # live batches, each with its round, before the live rounds timed: a stream going on a while
 ROUNDS = 5  # idle rounds, and rounds after one batch, a size's figures take the median of (--scale-rounds)
 MAX_BUILD_BATCH = 10_000  # the most signals one RecordSignals message may carry (accord_metrics.server)
 ROUND_EVERY = 1_000_000  # while a history is built, a round each time this many more signals are recorded
@@ -83,10 +88,10 @@ STEP = timedelta(seconds=5)  # the fake clock's move from one timed round to the
 
 def measured(rounds: int = ROUNDS) -> int:
     """The signals a size's figures record beside its history: a batch before each of its `rounds`
-    rounds after one batch (three times: without and with an outage under way — it and a long
+    rounds after one batch (four times: late, live, with an outage under way — it and a long
     outage before it are two more — and with two corrections, which add none), and the batches
     recorded for ingestion alone and during rounds."""
-    return (3 * rounds + 2 * INGEST_BATCHES) * BATCH + 2
+    return (4 * rounds + LIVE_BEFORE + 2 * INGEST_BATCHES) * BATCH + 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +264,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "detail": f"{BATCH:,} signals in the open window ({p['open_signals']:,} there), median of {rounds} "
                        f"rounds each after a new batch (wall {_span(p, 'batch_ms')} ms); windows judged "
                        f"{_judged(p['batch_rounds'])}; CPU {p['batch_cpu_ms']:.0f} ms ({_span(p, 'batch_cpu_ms', 0)})"},
+            {"name": f"round after one live batch, {s}", "value": p["live_ms"], "unit": "ms",
+             "detail": f"{BATCH:,} signals spread over the 5 s since the round before, after every signal held "
+                       f"(half of them outages of 1–9 s, overlapping), the round at their end, {LIVE_BEFORE} such "
+                       f"batches and rounds before; median of {rounds} "
+                       f"(wall {_span(p, 'live_ms')} ms); windows judged {_judged(p['live_rounds'])}; CPU "
+                       f"{p['live_cpu_ms']:.0f} ms ({_span(p, 'live_cpu_ms', 0)})"},
             {"name": f"round after one batch, an outage under way, {s}", "value": p["under_way_ms"], "unit": "ms",
              "detail": f"as the rounds above, with an outage reported without its end since 3 minutes; median of "
                        f"{rounds} (wall {_span(p, 'under_way_ms')} ms); windows judged "
@@ -515,6 +526,21 @@ def _point(
             return out
 
         batched = after_batches()
+
+        def live_rounds() -> list[dict[str, Any]]:
+            """Rounds as a live stream's: each after a batch of 1,000 spread over the 5 s since the
+            round before (in time order, after every signal held), the round at their end —
+            `LIVE_BEFORE` of them, then `rounds` (those returned)."""
+            nonlocal extra
+            out = []
+            for _ in range(LIVE_BEFORE + rounds):
+                fresh = _signals(extra, BATCH, at, STEP, BATCH, rnd, extra, random_ids)
+                extra += BATCH
+                metrics.record(collector, in_turn(list(spb.SignalBatch.FromString(fresh).signals)))
+                out.append(timed_round())
+            return out[LIVE_BEFORE:]
+
+        live = live_rounds()
         # An outage under way (its end not reported yet) since a few minutes: the same rounds. First
         # (not timed) an outage of two hours early in the open window, longer than any before, so
         # that the one under way, once ended, is not the longest (the longest growing makes the
@@ -617,6 +643,7 @@ def _point(
         "first_idle_windows": first_idle["windows"],
         **_summary("idle", idle),
         **_summary("batch", batched),
+        **_summary("live", live),
         **_summary("under_way", under_way),
         "ended_ms": ended["ms"],
         "ended_cpu_ms": ended["cpu_ms"],

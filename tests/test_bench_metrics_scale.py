@@ -32,40 +32,40 @@ def test_sizes_are_given_explicitly_increasing() -> None:
 def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     result = metrics_scale.run(
         _args(
-            "--scale-sizes", "2000,20000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
+            "--scale-sizes", "2000,54000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
             "--scale-rounds", "2",
         )
     )  # fmt: skip
     first, second = result["points"]
-    # The signals each size's figures add: 2 batches timed, 2 with an outage under way (it and a long one),
-    # 2 with corrections, 10 ingested.
+    # The signals each size's figures add: 2 batches timed late, 30 + 2 live, 2 with an outage under way
+    # (it and a long one), 2 with corrections, 10 ingested.
     extra = metrics_scale.measured(2)
-    assert extra == 16_002
+    assert extra == 48_002
     # Each size's store holds exactly its history and the signals its figures recorded: the second
     # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
     assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
-    assert (second["built"], second["held_signals"]) == (20000 - 2000 - extra, 20000 + extra)
+    assert (second["built"], second["held_signals"]) == (54000 - 2000 - extra, 54000 + extra)
     # The history went on from where the first size stopped: more windows known.
     assert second["windows_known"] > first["windows_known"]
     assert result["params"]["grow"] is True and result["params"]["build_batch"] == 1500
     assert second["store_mb"] > first["store_mb"] > 0
     names = [f["name"] for f in result["figures"]]
-    assert "build, 20,000 signals" in names and "store on disk, 20,000 signals" in names
+    assert "build, 54,000 signals" in names and "store on disk, 54,000 signals" in names
     # The restart's first round runs as the service runs it (the collector paused, then the heap
     # settled: a full collection at least), and says what the collector took.
     assert second["restart_gc_full"] >= 1 and 0 < second["restart_gc_s"] < second["restart_cpu_s"]
-    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 20,000 signals")
+    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 54,000 signals")
     assert "the collector" in restart["detail"]
 
 
 def test_a_size_the_grown_store_already_holds_is_refused() -> None:
-    # 2,000 then 12,000 signals: the first size's figures (5 rounds after a batch, 5 with an outage
-    # under way, it and a long one, 5 with corrections, 10 batches ingested) leave 27,002 stored,
-    # nothing left to record.
-    with pytest.raises(ValueError, match="holds 27,002"):
+    # 2,000 then 12,000 signals: the first size's figures (5 rounds after a late batch, 30 + 5 after a
+    # live one, 5 with an outage under way, it and a long one, 5 with corrections, 10 batches
+    # ingested) leave 62,002 stored, nothing left to record.
+    with pytest.raises(ValueError, match="holds 62,002"):
         metrics_scale.run(_args("--scale-sizes", "2000,12000", "--per-month", "500", "--scale-grow"))
     with pytest.raises(ValueError, match="same month"):
-        metrics_scale.run(_args("--scale-sizes", "2000,29000", "--per-month", "1000000", "--scale-grow"))
+        metrics_scale.run(_args("--scale-sizes", "2000,64000", "--per-month", "1000000", "--scale-grow"))
     with pytest.raises(ValueError, match="scale-batch"):
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-batch", "10001"))
 
@@ -88,10 +88,10 @@ def test_the_rounds_timed_are_several_and_summarised() -> None:
     (point,) = result["points"]
     assert result["params"]["rounds"] == 3
     # A batch recorded before each round after one batch, every one stored.
-    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 19_002
+    assert point["held_signals"] == 2000 + metrics_scale.measured(3) == 2000 + 52_002
     # The first round after judging all, apart: one sample.
     assert point["first_idle_ms"] > 0 and point["first_idle_cpu_ms"] >= 0 and point["first_idle_windows"] >= 0
-    for name in ("idle", "batch", "under_way", "corrected"):
+    for name in ("idle", "batch", "live", "under_way", "corrected"):
         samples = point[f"{name}_rounds"]
         assert len(samples) == 3
         assert all(r["ms"] > 0 and r["cpu_ms"] >= 0 and r["windows"] >= 0 for r in samples)
@@ -99,9 +99,9 @@ def test_the_rounds_timed_are_several_and_summarised() -> None:
             values = sorted(r[field] for r in samples)
             assert (point[f"{key}_min"], point[key], point[f"{key}_max"]) == (values[0], values[1], values[2])
     # A round after one batch judges the open windows the batch reached.
-    assert all(r["windows"] >= 1 for r in point["batch_rounds"])
+    assert all(r["windows"] >= 1 for name in ("batch", "live") for r in point[f"{name}_rounds"])
     figures = {f["name"]: f for f in result["figures"]}
-    for name in ("idle round", "first round after judging all", "round after one batch"):
+    for name in ("idle round", "first round after judging all", "round after one batch", "round after one live batch"):
         assert figures[f"{name}, 2,000 signals"]["value"] > 0
     assert figures["idle round, 2,000 signals"]["value"] == point["idle_ms"]
     assert "median of 3 rounds" in figures["round after one batch, 2,000 signals"]["detail"]
@@ -120,7 +120,7 @@ def test_an_agreement_of_several_services_takes_each_batch_from_one_in_turn() ->
     assert point["held_signals"] == 4000 + metrics_scale.measured(2)
     held = point["held_by_service"]  # every batch one service's, in turn: each holds about half
     assert set(held) == {"email", "email-2"} and abs(held["email"] - held["email-2"]) <= 2 * 1000 + 2
-    assert all(r["windows"] >= 1 for r in point["batch_rounds"])
+    assert all(r["windows"] >= 1 for name in ("batch", "live") for r in point[f"{name}_rounds"])
     assert metrics_scale.service_names(2) == ["email", "email-2"]
     with pytest.raises(ValueError, match="scale-services"):
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-services", "0"))
