@@ -1131,7 +1131,7 @@ class SignalIndex(_Host):
         keys = [(s.service_id, s.signal_id) for s in signals]
         service_ids = {k[0] for k in keys}
         self._check_may_record(caller, service_ids)
-        self._check_fcr_customers(signals, service_ids)
+        self._check_fcr_customers(signals)
         with self._lock:  # dedupe and save as one step within this process
             attempt = 1
             while True:
@@ -1241,22 +1241,25 @@ class SignalIndex(_Host):
             corrections=sum(len(v) for v in corrected.values()),
         )
 
-    def _check_fcr_customers(self, signals: list[signals_pb2.Signal], service_ids: set[str]) -> None:
+    def _check_fcr_customers(self, signals: list[signals_pb2.Signal]) -> None:
         """An answered call without a first-contact flag is judged by repeat contacts of the
         same customer: refused without its customer id when its service is measured by an
-        FCR objective that infers resolution (anonymous calls are no one customer). The
-        signals are read only when one of their services (`service_ids`) is."""
-        inferred = self._fcr_inferred_services()
-        if service_ids.isdisjoint(inferred):
+        FCR objective that infers resolution (anonymous calls are no one customer). Which
+        services are is asked only for a batch holding such a call: asking reads the view events
+        since and, after one, every agreement's view."""
+        anonymous = [
+            (i, s)
+            for i, s in enumerate(signals)
+            if s.HasField("call")
+            and s.call.HasField("answered_at")
+            and not s.call.customer_id
+            and s.call.first_contact == signals_pb2.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
+        ]
+        if not anonymous:
             return
-        for i, s in enumerate(signals):
-            if (
-                s.service_id in inferred
-                and s.HasField("call")
-                and s.call.HasField("answered_at")
-                and not s.call.customer_id
-                and s.call.first_contact == signals_pb2.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
-            ):
+        inferred = self._fcr_inferred_services()
+        for i, s in anonymous:
+            if s.service_id in inferred:
                 raise sig.InvalidSignalError(
                     f"signals[{i}].call.customer_id: is required: service {s.service_id!r} is measured by "
                     f"first-contact resolution inferred from repeat contacts ({inferred[s.service_id]}), and "
