@@ -101,6 +101,8 @@ _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which t
 # The replacements in place a kept selection logs per list (`_Selection.edits`): a running
 # evaluation further behind folds its inputs again.
 EDITS_KEPT = 256
+# The rows written kept for catching kept selections up, at most (`ServiceSignals._written`): ≈ 250 B each.
+WRITTEN_KEPT = 200_000
 # The lists an open window's burn rates read (`evaluation.burn_rates`): the only ones it selects
 # from its longest look-back before its start (`ServiceSignals.select`'s `since`).
 _BURN_READS = frozenset({"outages", "requests"})
@@ -167,6 +169,14 @@ class ServiceSignals:
         self.selections: dict[_SelectionKey, _Selection] = {}
         self.regrouped: set[int] = set()  # the groups the last `select` read again for its own changes
         self._used: set[_SelectionKey] = set()
+        # The rows this process wrote for ids it marked changed in kept selections, as written (its
+        # latest content: the store's, once committed — recording and catching up both hold the
+        # application's lock, and a failed write drops them: `SignalIndex._record_once`), so catching
+        # a kept selection up does not read back from the store what was just written. An id
+        # another process indexed is forgotten (`forget`); at most `WRITTEN_KEPT` rows are kept,
+        # those beyond are read from the store as before; a round's end keeps only those still
+        # marked in a kept selection.
+        self._written: dict[str, Row] = {}
 
     def facts(self) -> Facts:
         return Facts(self.count, self.longest_outage, self.reaches_us)
@@ -292,6 +302,7 @@ class ServiceSignals:
             # of them was quadratic in time and memory).
             # (A call before a first-contact resolution's selection may chain to its calls: it is
             # before the selection's end, so marked, and `_catch_up` reads its group's chain again.)
+            marked = False
             for (_, all_calls, _, _, _, whole_settled, _), kept in self.selections.items():
                 if (
                     whole
@@ -301,12 +312,20 @@ class ServiceSignals:
                     or (settled_reach is not None and (whole_settled or settled_reach <= kept.hi_us))
                 ):
                     kept.changed.update(out)
+                    marked = True
+            if marked and len(self._written) < WRITTEN_KEPT:
+                self._written.update(out)
         return list(out.values()), _EPOCH_US if reach is None else reach, frozenset(LISTS[c - 1] for c in codes)
+
+    def drop_written(self) -> None:
+        """Keep none of the rows written (a write failed: they may not be the store's)."""
+        self._written = {}
 
     def forget(self, signal_ids: Iterable[str]) -> None:
         """These ids have a new content (indexed by another process): convert them again."""
         for sid in signal_ids:
             self._converted.pop(sid, None)
+            self._written.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
             if self._kept_index is not None:
@@ -469,8 +488,18 @@ class ServiceSignals:
         read now, in the same order. With `repeat`, the chains of the groups a changed call was or
         is in before the calls' selection reaches `repeat` past its bottom are read again (noted in
         `regrouped`), and those of the groups `extra` (a peer's changes reached them)."""
-        rows = self.store.lookup(self.service_id, sorted(kept.changed)) if kept.changed else {}
-        kept.changed = set()
+        changed, kept.changed = kept.changed, set()
+        rows: dict[str, Row] = {}
+        missing: list[str] = []
+        written = self._written
+        for sid in changed:  # each changed id's row: as this process wrote it, else read
+            row_written = written.get(sid)
+            if row_written is None:
+                missing.append(sid)
+            else:
+                rows[sid] = row_written
+        if missing:
+            rows.update(self.store.lookup(self.service_id, sorted(missing)))
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
         regroup: set[int] = set()  # the groups whose chains are read again
         calls_bottom = self._bottom("calls", lo, since, repeat)
@@ -653,6 +682,9 @@ class ServiceSignals:
         self._reused = False
         self._round_thread = None
         self._kept_index = None
+        if self._written:
+            marked = [k.changed for k in self.selections.values() if k.changed]
+            self._written = {sid: r for sid, r in self._written.items() if any(sid in m for m in marked)}
 
     @property
     def converted(self) -> dict[str, Any]:
@@ -1226,6 +1258,8 @@ class SignalIndex(_Host):
                 self.save(*batches, with_records=index)
             except BaseException:
                 self._index_stale = True  # the facts were moved on, the store's were not
+                for entry in self._services.values():
+                    entry.drop_written()  # rows not written: read from the store (the entries are made anew)
                 raise
             if written:
                 self._store_position = self._signals_position = written[-1]

@@ -295,6 +295,63 @@ def test_a_batchs_index_rows_are_written_ninety_to_a_statement_on_sqlite(tmp_pat
         m.close()
 
 
+def _january_matches(suite: Suite, aid: str) -> None:
+    """January closed and each objective's window recomputed from every stored signal: the same."""
+    suite.tick(f"2026-02-01T02:00{AMS}")
+    for objective in ("availability", "service-level"):
+        check = suite.metrics.recompute(aid, objective, "2025-12-31T23:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
+def test_a_round_reads_back_none_of_the_rows_this_process_just_wrote(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's rows, written by this process, bring the open window's kept selection up to date
+    as written: the round reads none of them back from the store — and judges what a process
+    reading every stored signal judges."""
+    aid = an_active_agreement(suite)
+    m = suite.metrics
+    # The longest outage first: one longer than any before makes the window's selection anew.
+    m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
+    suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
+    asked: list[str] = []
+    lookup = signal_store.SignalStore.lookup
+
+    def spied(self: Any, service_id: str, signal_ids: Any) -> Any:
+        asked.extend(signal_ids)
+        return lookup(self, service_id, signal_ids)
+
+    monkeypatch.setattr(signal_store.SignalStore, "lookup", spied)
+    m.record(COLLECTOR, [*calls("b", f"2026-01-12T12:30{AMS}", 3, 2), outage("o", f"2026-01-12T13:00{AMS}", 20)])
+    m.record(COLLECTOR, [outage("o", f"2026-01-12T13:00{AMS}", 25)], reason="longer")  # a correction
+    asked.clear()  # (dedupe read the batches' ids)
+    suite.clock.set(at(f"2026-01-12T14:00{AMS}"))
+    assert m.evaluate() > 0
+    assert asked == []
+    _january_matches(suite, aid)
+
+
+def test_a_row_another_process_wrote_since_is_read_from_the_store(suite: Suite) -> None:
+    """A row this process wrote and another process replaced since (a correction it recorded) is
+    read from the store when the kept selection is brought up to date, not taken as written here."""
+    aid = an_active_agreement(suite)
+    m = suite.metrics
+    # The longest outage first: one longer than any before makes the window's selection anew.
+    m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
+    suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
+    m.record(COLLECTOR, [outage("o", f"2026-01-12T13:00{AMS}", 20)])
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)  # another process on the same store
+    try:
+        other.record(COLLECTOR, [outage("o", f"2026-01-12T13:00{AMS}", 50)], reason="longer")
+    finally:
+        other.close()
+    suite.clock.set(at(f"2026-01-12T14:00{AMS}"))
+    m.evaluate()
+    kept = [i for sel in m._services["email"].selections.values() for i in sel.lists.get("outages", ([], [], []))[2]]
+    assert sorted(o.end - o.start for o in kept) == [timedelta(minutes=50), timedelta(minutes=90)]
+    _january_matches(suite, aid)
+
+
 def test_rows_bound_without_adaptation_are_stored_with_the_types_written_before(tmp_path: Path) -> None:
     """On SQLite a row's contents and digests are bound as bytearrays and a missing group as ''
     (types sqlite3 binds without its adaptation protocol): stored as before all the same — blobs
