@@ -233,15 +233,8 @@ def test_a_logged_correction_is_taken_out_and_in() -> None:
     assert (index.built, index.edited, index.under_way) == (1, 3, [(1, 0)])
 
 
-def test_a_late_outage_merges_only_with_the_merged_outages_it_touches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An appended outage that ends before outages held (recorded late) is placed among those by
-    end, and merges only with the merged outages it touches — none here: not with every merged
-    outage after it (merged again with them, a round's union grew with every outage held after a
-    late one — thousands at a contact centre's density, a correction in the middle of the window
-    among them); one touching two merges the two."""
-    kept, index = _Kept(), BurnIndex()
-    objective, as_of = _objective(0), _at(86400)
-    kept.lists[0] = [Interval(_at(600 * k), _at(600 * k + 60)) for k in range(100)]  # 100 apart, one a 10 min
+def _count_unions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of outages each union `burning` makes from here on is given (a list that grows)."""
     unions: list[int] = []
     union = burning.union
 
@@ -251,6 +244,19 @@ def test_a_late_outage_merges_only_with_the_merged_outages_it_touches(monkeypatc
         return union(intervals)
 
     monkeypatch.setattr(burning, "union", counted)
+    return unions
+
+
+def test_a_late_outage_merges_only_with_the_merged_outages_it_touches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An appended outage that ends before outages held (recorded late) is placed among those by
+    end, and merges only with the merged outages it touches — none here: not with every merged
+    outage after it (merged again with them, a round's union grew with every outage held after a
+    late one — thousands at a contact centre's density, a correction in the middle of the window
+    among them); one touching two merges the two."""
+    kept, index = _Kept(), BurnIndex()
+    objective, as_of = _objective(0), _at(86400)
+    kept.lists[0] = [Interval(_at(600 * k), _at(600 * k + 60)) for k in range(100)]  # 100 apart, one a 10 min
+    unions = _count_unions(monkeypatch)
 
     def values() -> None:
         signals = kept.signals()
@@ -287,15 +293,7 @@ def test_a_long_run_of_overlapping_outages_is_not_merged_again_at_each_look_back
     kept.lists[1] = [Interval(_at(down_from + 3 * k), _at(down_from + 3 * k + 5)) for k in range(3600)]
     if under_way:
         kept.lists[0].append(Interval(_at(down_from + 2 * 3600), ONGOING))
-    unions: list[int] = []
-    union = burning.union
-
-    def counted(intervals: Any) -> Any:
-        intervals = list(intervals)
-        unions.append(len(intervals))
-        return union(intervals)
-
-    monkeypatch.setattr(burning, "union", counted)
+    unions = _count_unions(monkeypatch)
     signals = kept.signals()
     index.values(objective, AlwaysOpen(), [], signals.outages, signals.lineage, SPAN, _at(down_from), LENGTHS)
     # (built from every outage, once) then rounds with the look-backs' ends inside the run (its
