@@ -101,8 +101,9 @@ _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which t
 # The replacements in place a kept selection logs per list (`_Selection.edits`): a running
 # evaluation further behind folds its inputs again.
 EDITS_KEPT = 256
-# The rows written kept for catching kept selections up, at most (`ServiceSignals._written`): ≈ 250 B each.
-WRITTEN_KEPT = 200_000
+# The rows written kept for catching kept selections up, at most (`ServiceSignals._written`): ≈ 420 B
+# each (a call's with a UUID for its id, measured), ≈ 20 MiB at most; a 5 s round at 10,000 signals/s.
+WRITTEN_KEPT = 50_000
 # The lists an open window's burn rates read (`evaluation.burn_rates`): the only ones it selects
 # from its longest look-back before its start (`ServiceSignals.select`'s `since`).
 _BURN_READS = frozenset({"outages", "requests"})
