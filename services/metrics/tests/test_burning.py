@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from accord.metrics.v1 import signals_pb2 as pb
@@ -316,6 +316,11 @@ def test_a_long_run_of_overlapping_outages_is_not_merged_again_at_each_look_back
     st.sampled_from([0, 1, 30, 60, 600, 3600]),
     st.one_of(st.none(), st.integers(-3 * 3600, 600)),
 )
+# A look-back's end 40 s into a 50 s outage, and a 320 s look-back's start 10 s into it: 40 s of
+# it in the look-back, the outage shorter than a minimum of 60 s — no downtime, whatever part of
+# it lies in the look-back (the part alone judged against the minimum would count 40 s).
+@example(blips=[(0, 50)], others=[], offset=40, minimum=60, under_way=None)
+@example(blips=[(0, 50)], others=[], offset=330, minimum=60, under_way=None)
 def test_look_backs_over_runs_of_overlapping_outages_are_the_formula_s(
     blips: list[tuple[int, int]], others: list[tuple[int, int, int]], offset: int, minimum: int,
     under_way: int | None,
