@@ -63,7 +63,7 @@ from accord_kit.runtime import HealthBoard
 from accord_kit.threads import finish_in_thread
 from accord_metrics.application import Metrics
 from accord_metrics.domain import NotTheProviderError, UnknownServiceError
-from accord_metrics.signals import InvalidSignalError, correction_reason, validate
+from accord_metrics.signals import InvalidSignalError, Read, correction_reason, validate
 
 log = get_logger("accord.metrics.intake")
 
@@ -159,9 +159,9 @@ class SignalIntake:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            principal, signals, reason = self._read(msg)
+            principal, signals, reason, reads = self._read(msg)
             outcome = await finish_in_thread(  # validated by _read; the batch is ours, parsed from the message
-                self.app.record, principal, signals, reason, via="nats", owned=True, validated=True
+                self.app.record, principal, signals, reason, via="nats", owned=True, reads=reads
             )
         except BatchRejectedError as e:
             await self._reject(msg, str(e), e.code)
@@ -190,9 +190,10 @@ class SignalIntake:
             {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "corrections": outcome.corrections},
         )
 
-    def _read(self, msg: Msg) -> tuple[Principal, list[signals_pb2.Signal], str]:
-        """What the message says (its signals and correction reason) and who sent it. Nothing
-        here depends on anything but the message, so a failure is final (BatchRejectedError)."""
+    def _read(self, msg: Msg) -> tuple[Principal, list[signals_pb2.Signal], str, list[Read | None]]:
+        """What the message says (its signals and correction reason, and what validating each
+        signal read of it) and who sent it. Nothing here depends on anything but the message, so
+        a failure is final (BatchRejectedError)."""
         headers = msg.headers or {}
         try:
             principal = self.verifier.verify(headers.get("Authorization") or headers.get("authorization"))
@@ -210,12 +211,13 @@ class SignalIntake:
         except InvalidSignalError as e:
             raise BatchRejectedError(str(e)) from e
         signals = list(batch.signals)
+        reads: list[Read | None] = []
         for i, s in enumerate(signals):
             try:
-                validate(s, i)
+                reads.append(validate(s, i))
             except Exception as e:
                 raise BatchRejectedError(str(e) if isinstance(e, InvalidSignalError) else f"signals[{i}]: {e}") from e
-        return principal, signals, reason
+        return principal, signals, reason, reads
 
     @staticmethod
     def _deliveries(msg: Msg) -> int:

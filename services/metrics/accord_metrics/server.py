@@ -35,7 +35,7 @@ from accord_metrics.domain import (
 )
 from accord_metrics.evaluation import burn_rates
 from accord_metrics.signal_index import Recorded
-from accord_metrics.signals import InvalidSignalError, fill_source, validate
+from accord_metrics.signals import InvalidSignalError, Read, fill_source, validate
 
 log = get_logger("accord.metrics")
 MAX_SIGNALS_PER_MESSAGE = 10_000
@@ -51,12 +51,13 @@ ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
 }
 
 
-def _prepare(signals: list[Any]) -> None:
-    """A parsed message's signals as `record(…, owned=True, validated=True)` takes them:
-    validated, and the way they came ("grpc") filled in where they name no source."""
-    for i, s in enumerate(signals):
-        validate(s, i)
+def _prepare(signals: list[Any]) -> list[Read | None]:
+    """A parsed message's signals as `record(…, owned=True, reads=…)` takes them: validated
+    (what validating each read of it returned), and the way they came ("grpc") filled in where
+    they name no source."""
+    reads = [validate(s, i) for i, s in enumerate(signals)]
     fill_source(signals, "grpc")
+    return reads
 
 
 def _check_size(n: int, where: str) -> None:
@@ -109,7 +110,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 _check_size(len(message.signals), f"message {index}")
                 signals = list(message.signals)
                 try:
-                    await finish_in_thread(_prepare, signals)
+                    reads = await finish_in_thread(_prepare, signals)
                 except InvalidSignalError as e:
                     await settle()
                     raise InvalidSignalError(
@@ -118,7 +119,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 await settle()
                 pending = asyncio.ensure_future(
                     finish_in_thread(
-                        self.app.record, caller, signals, message.correction_reason, owned=True, validated=True
+                        self.app.record, caller, signals, message.correction_reason, owned=True, reads=reads
                     )
                 )
             await settle()

@@ -122,17 +122,27 @@ def _order(where: str, first: Timestamp, first_name: str, later: Timestamp, late
 _RANGES = {f.name: flat_plan(f.message_type) for f in pb.Signal.DESCRIPTOR.oneofs_by_name["kind"].fields}
 
 
-def validate(signal: pb.Signal, index: int) -> None:
+# What indexing a call or an outage reads of it, read while it is validated (`validate`), so that
+# recording does not read its fields again: (service id, signal id, kind, the first instant from
+# which it can change evaluations (µs), its time key (µs), the latest instant it reaches (µs; an
+# outage's end, None while under way or for a call), an answered call's (customer id, reason) or
+# None, whether it is an answered call naming no customer and no first-contact flag).
+Read = tuple[str, str, str, int, int, int | None, tuple[str, str] | None, bool]
+
+
+def validate(signal: pb.Signal, index: int) -> Read | None:
     """Raise InvalidSignalError naming `signals[index]` and the field. Every field the kit's
     request check (`accord_kit.inputs.check_message`) checks is checked here first, with its
     words — each Timestamp within the years 0001–9999, each enum value defined, each uint64
     within a signed 64-bit column — so that `RecordSignals` and `RecordSignalBatch` do not walk
     their batches twice (`checks_its_own_requests`). (Instants are compared as µs, `_micros`:
-    the same order as their datetimes, at a fraction of the cost.)"""
+    the same order as their datetimes, at a fraction of the cost.) Returns what indexing reads
+    of a call or an outage (`Read`: the kinds sent by the hundred thousand), None for any other."""
     signal_id = signal.signal_id
     if not signal_id or len(signal_id) > MAX_ID or not signal_id.isprintable():
         raise InvalidSignalError(f"signals[{index}].signal_id: 1–{MAX_ID} printable characters are required")
-    if not signal.service_id:
+    service_id = signal.service_id
+    if not service_id:
         raise InvalidSignalError(f"signals[{index}].service_id: is required")
     if signal.HasField("provenance"):
         p = signal.provenance
@@ -151,11 +161,9 @@ def validate(signal: pb.Signal, index: int) -> None:
         )
     body = getattr(signal, kind)
     if kind == "call":
-        _call(body, index)
-        return
+        return _call(service_id, signal_id, body, index)
     if kind == "outage":
-        _outage(body, index)
-        return
+        return _outage(service_id, signal_id, body, index)
     w = f"signals[{index}].{kind}"
     _in_range(body, w, _RANGES[kind])
     if kind in ("maintenance", "requests"):  # an outage's end may come later (`_outage`); theirs may not
@@ -199,6 +207,7 @@ def validate(signal: pb.Signal, index: int) -> None:
         if not _set(body.closed_at):
             raise InvalidSignalError(f"{w}.closed_at: is required")
         _dec(body.revenue, f"{w}.revenue", required=True)
+    return None
 
 
 def with_source(signal: pb.Signal, source: str) -> pb.Signal:
@@ -236,15 +245,16 @@ def _in_range(body: Any, w: str, flat: Any) -> None:
 _FIRST_CONTACT = frozenset(pb.FirstContactResolution.values())
 
 
-def _call(body: pb.Call, index: int) -> None:
+def _call(service_id: str, signal_id: str, body: pb.Call, index: int) -> Read:
     """`validate` of a call (what a contact centre sends by the hundred thousand): each field
     read once, the range checks as the kit's (`_in_range` reports one in its words)."""
     e, a, b = body.entered_queue, body.answered_at, body.abandoned_at
     es, en, as_, an, bs, bn = e.seconds, e.nanos, a.seconds, a.nanos, b.seconds, b.nanos
+    first_contact = body.first_contact
     if not (
         MIN_SECONDS <= es <= MAX_SECONDS and MIN_SECONDS <= as_ <= MAX_SECONDS and MIN_SECONDS <= bs <= MAX_SECONDS
         and 0 <= en <= MAX_NANOS and 0 <= an <= MAX_NANOS and 0 <= bn <= MAX_NANOS
-        and body.first_contact in _FIRST_CONTACT
+        and first_contact in _FIRST_CONTACT
     ):  # fmt: skip
         _in_range(body, f"signals[{index}].call", _RANGES["call"])
     if not (es or en):
@@ -260,6 +270,12 @@ def _call(body: pb.Call, index: int) -> None:
     for raw in (body.talk_seconds, body.hold_seconds, body.after_call_seconds):
         if raw and not (raw.isascii() and raw.isdigit()):  # whole seconds are valid as they are
             _call_seconds(body, index)
+    # Answered as the index tells it: its field present (an instant of the epoch itself too).
+    if as_ or an or body.HasField("answered_at"):
+        customer = body.customer_id
+        anonymous = not customer and first_contact == pb.FIRST_CONTACT_RESOLUTION_UNSPECIFIED
+        return (service_id, signal_id, "call", entered, entered, None, (customer, body.reason), anonymous)
+    return (service_id, signal_id, "call", entered, entered, None, None, False)
 
 
 def _call_seconds(body: pb.Call, index: int) -> None:
@@ -267,7 +283,7 @@ def _call_seconds(body: pb.Call, index: int) -> None:
         _dec(getattr(body, name), f"signals[{index}].call.{name}")
 
 
-def _outage(body: pb.Outage, index: int) -> None:
+def _outage(service_id: str, signal_id: str, body: pb.Outage, index: int) -> Read:
     """`validate` of an outage, as `_call` of a call."""
     a, b = body.start, body.end
     as_, an, bs, bn = a.seconds, a.nanos, b.seconds, b.nanos
@@ -278,8 +294,15 @@ def _outage(body: pb.Outage, index: int) -> None:
         _in_range(body, f"signals[{index}].outage", _RANGES["outage"])
     if not (as_ or an):
         raise InvalidSignalError(f"signals[{index}].outage.start: is required")
-    if (bs or bn) and bs * 1_000_000 + bn // 1_000 <= as_ * 1_000_000 + an // 1_000:
-        raise InvalidSignalError(f"signals[{index}].outage.end: must be after start")
+    start = as_ * 1_000_000 + an // 1_000
+    end: int | None = None
+    if bs or bn:
+        end = bs * 1_000_000 + bn // 1_000
+        if end <= start:
+            raise InvalidSignalError(f"signals[{index}].outage.end: must be after start")
+    elif body.HasField("end"):  # ended as the index tells it: its field present (the epoch itself too)
+        end = 0
+    return (service_id, signal_id, "outage", start, start, end, None, False)
 
 
 def _pauses(w: str, pauses: Iterable[pb.Pause]) -> None:

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -513,6 +514,97 @@ def test_outages_converted_in_bulk_are_those_converted_one_by_one(
         signals.append(pb.Signal(signal_id=f"o{n}", service_id="email", outage=body))
     expected = [outage_interval(s, until) for s in signals]
     assert [repr(i) for i in outage_intervals(signals, until)] == [repr(i) for i in expected]
+
+
+_INSTANT = st.tuples(st.sampled_from([0, 0, 1, 1_767_225_600, 253_402_300_799]), st.sampled_from([0, 0, 999, 1_000]))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("call"), st.tuples(st.integers(1, 2_000_000_000), _NANOS),
+                st.sampled_from(["answered", "abandoned", "neither"]), _INSTANT, st.sampled_from(["", "cust-1"]),
+                st.sampled_from(["", "billing"]), st.integers(0, 2),
+            ),
+            st.tuples(
+                st.just("outage"), st.tuples(st.integers(1, 2_000_000_000), _NANOS),
+                st.sampled_from(["ended", "under way"]), _INSTANT, st.just(""), st.just(""), st.just(0),
+            ),
+        ),
+        max_size=8,
+    )
+)  # fmt: skip
+@example([("call", (1_767_225_600, 0), "answered", (0, 0), "", "", 0)])  # answered at the epoch itself: set
+@example([("outage", (1_767_225_600, 0), "ended", (0, 0), "", "", 0)])  # ended at the epoch itself: set
+def test_what_validating_a_call_or_an_outage_reads_is_what_indexing_would_read_of_it(
+    rows: list[tuple[str, tuple[int, int], str, tuple[int, int], str, str, int]],
+) -> None:
+    """Recording indexes a call or an outage from what `validate` read of it (`Read`), not
+    reading it again: that is, field for field, what `signal_index.read_signal` reads of any
+    signal — its instants, its end (an outage under way: none; one whose end is set at the epoch
+    itself: the epoch, as its field is there), an answered call's customer and reason — and an
+    answered call naming neither a customer nor a first-contact flag is told anonymous."""
+    from accord_metrics.signal_index import read_signal
+
+    for n, (kind, (sec, ns), how, (end_s, end_ns), customer, reason, flag) in enumerate(rows):
+        at = Timestamp(seconds=sec, nanos=ns)
+        # An end or answer (0, 0) is at the epoch itself (set, yet read as no instant); any other that far on.
+        end = Timestamp() if (end_s, end_ns) == (0, 0) else Timestamp(seconds=sec + end_s, nanos=end_ns)
+        if kind == "call":
+            body = pb.Call(entered_queue=at, customer_id=customer, reason=reason, first_contact=flag)  # type: ignore[arg-type]
+            if how != "neither":
+                (body.answered_at if how == "answered" else body.abandoned_at).CopyFrom(end)
+            s = pb.Signal(signal_id=f"c{n}", service_id="email", call=body)
+        else:
+            s = pb.Signal(signal_id=f"o{n}", service_id="email", outage=pb.Outage(start=at))
+            if how == "ended":
+                s.outage.end.CopyFrom(end)
+        try:
+            read = validate(s, n)
+        except InvalidSignalError:
+            continue  # an end at or before its start
+        assert read is not None
+        assert read[:7] == read_signal(s)[:7]
+        answered = kind == "call" and s.call.HasField("answered_at")
+        assert read[7] is (answered and not customer and flag == 0)
+    assert (
+        validate(pb.Signal(signal_id="t", service_id="email", ticket=pb.Ticket(priority="P1", opened=ts(T0))), 0)
+        is None
+    )
+
+
+def test_recording_reads_no_call_or_outage_again_and_indexes_every_kind(
+    app: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of calls and outages (through `record`, and as `RecordSignals` gives it: what
+    `validate` read of each) is indexed from what validating it read; a signal of another kind
+    is read where it is indexed. Read back, each signal's index row is what reading it gives."""
+    from accord_metrics import signal_index
+
+    read_again: list[str] = []
+    real = signal_index.read_signal
+
+    def spy(s: pb.Signal) -> Any:
+        read_again.append(s.signal_id)
+        return real(s)
+
+    monkeypatch.setattr(signal_index, "read_signal", spy)
+    ticket_signal = pb.Signal(signal_id="t1", service_id="email", ticket=pb.Ticket(priority="P1", opened=ts(T0)))
+    under_way = pb.Signal(signal_id="o3", service_id="email", outage=pb.Outage(start=ts(T0)))
+    app.record(PROVIDER, [outage("o1", 0, 5), a_call("c1", 30), under_way, ticket_signal])
+    given = [outage("o2", 10, 5), a_call("c2", 40)]
+    app.record(PROVIDER, given, via="grpc", owned=True, reads=[validate(s, i) for i, s in enumerate(given)])
+    assert read_again == ["t1"]
+    rows = app._signal_store.lookup("email", ["o1", "c1", "o3", "t1", "o2", "c2"])
+    for sid, row in rows.items():
+        _, _, _, first, key, _, asked, _ = real(pb.Signal.FromString(row.content))
+        assert (row.earliest, row.time_key) == (first, key), sid
+        assert (row.grp is None) == (asked is None), sid
+    assert rows["o3"].ongoing == 1 and rows["o1"].ongoing == 0
+    assert app._services["email"].ongoing.keys() == {"o3"}
+    with pytest.raises(ValueError, match="1 reads for 2 signals"):
+        app.record(PROVIDER, given, reads=[None])
 
 
 def _out_of_range(desc: Descriptor) -> Iterator[tuple[str, Callable[[Message], None]]]:
