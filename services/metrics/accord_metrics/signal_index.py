@@ -1222,7 +1222,12 @@ class SignalIndex(_Host):
         # duplicate when its content digest is the same (digests computed only then).
         in_batch: dict[tuple[str, str], signals_pb2.Signal] = {}
         duplicates = 0
-        for i, s in enumerate(signals):
+        # A batch of one service holding none of its ids, each once (nearly every batch of a live
+        # feed): every signal is new, as the loop below would find one by one.
+        everything_new = len(held) == 1 and not next(iter(held.values())) and len(set(keys)) == len(keys)
+        if everything_new:
+            fresh[keys[0][0]], fresh_reads[keys[0][0]] = signals, list(reads)
+        for i, s in enumerate(() if everything_new else signals):
             key = keys[i]
             first = in_batch.get(key)
             if first is not None:
@@ -1445,7 +1450,7 @@ class SignalIndex(_Host):
         on in memory), and the changes they are for the next round: (service, earliest instant,
         the lists changed). `serialised`, `reads`: per service, the signals of its first batch
         here already serialised, and what validating them read of them."""
-        rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # (service, id) → its row as written: (service, *Row)
+        rows: dict[Any, tuple[Any, ...]] = {}  # (service, id) → its row as written: (service, *Row)
         changes: list[tuple[str, datetime, frozenset[str]]] = []
         touched: set[str] = set()
         for at, service_id, items in batches:
@@ -1459,8 +1464,12 @@ class SignalIndex(_Host):
             first_reads = reads.pop(service_id, None) if reads else None
             new_rows, reach, lists = entry.project(items, known, contents, first_reads)
             touched.add(service_id)
-            for r in new_rows:
-                rows[(service_id, r[0])] = (service_id, *r)
+            head = (service_id,)
+            if len(batches) == 1:  # one batch: its ids are distinct (`project` keeps one row an id)
+                rows = {r[0]: head + r for r in new_rows}
+            else:
+                for r in new_rows:
+                    rows[(service_id, r[0])] = head + r
             if at is None or at > self._judged_position:
                 # A signal's earlier content counts as a change too: the windows it was in are judged again.
                 changes.append((service_id, _EPOCH + timedelta(microseconds=reach), lists))
