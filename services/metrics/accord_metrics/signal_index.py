@@ -176,8 +176,9 @@ class ServiceSignals:
         # a kept selection up does not read back from the store what was just written. An id
         # another process indexed is forgotten (`forget`); at most `WRITTEN_KEPT` rows are kept,
         # those beyond are read from the store as before; a round's end keeps only those still
-        # marked in a kept selection.
-        self._written: dict[str, Row] = {}
+        # marked in a kept selection. Each with the message it was written from, when kept (a
+        # catch-up converts it rather than parsing the row's content again), else None.
+        self._written: dict[str, tuple[Row, signals_pb2.Signal | None]] = {}
 
     def facts(self) -> Facts:
         return Facts(self.count, self.longest_outage, self.reaches_us)
@@ -216,7 +217,7 @@ class ServiceSignals:
 
     def project(
         self, items: list[signals_pb2.Signal], held: dict[str, Row], contents: list[bytes] | None = None,
-        reads: Sequence[sig.Read | None] | None = None,
+        reads: Sequence[sig.Read | None] | None = None, ours: bool = True,
     ) -> tuple[list[Row], int, frozenset[str]]:  # fmt: skip
         """One stored batch's signals as index rows, given the rows `held` for their ids (updated
         in place with the new ones): each new id takes the next rank, a later content keeps its
@@ -224,8 +225,9 @@ class ServiceSignals:
         rows, the earliest instant (µs) the batch's signals and the contents they replace reach —
         the windows from there on change — and the lists (`LISTS`) those are in. `contents`: the
         signals serialised, when the caller has them (else serialised here); `reads`: what
-        `signals.validate` read of each (else read here, `read_signal`). Each signal's kind,
-        body and instants are read once."""
+        `signals.validate` read of each (else read here, `read_signal`); `ours`: the messages
+        are this process's (no one changes them later), so the rows kept written keep them too.
+        Each signal's kind, body and instants are read once."""
         out: dict[str, Row] = {}
         reach: int | None = None
         codes: set[int] = set()  # the lists of the signals and of the contents they replace
@@ -305,7 +307,10 @@ class ServiceSignals:
                     kept.changed.update(out)
                     marked = True
             if marked and len(self._written) < WRITTEN_KEPT:
-                self._written.update(out)
+                if ours and len(out) == len(items):  # each id once: its row and the message it was made of
+                    self._written.update(zip(out, zip(out.values(), items, strict=True), strict=True))
+                else:
+                    self._written.update((sid, (row, None)) for sid, row in out.items())
         return list(out.values()), _EPOCH_US if reach is None else reach, frozenset(LISTS[c - 1] for c in codes)
 
     def drop_written(self) -> None:
@@ -481,6 +486,7 @@ class ServiceSignals:
         `regrouped`), and those of the groups `extra` (a peer's changes reached them)."""
         changed, kept.changed = kept.changed, set()
         rows: dict[str, Row] = {}
+        parsed: dict[str, signals_pb2.Signal | None] = {}  # the messages rows written were made of
         missing: list[str] = []
         written = self._written
         for sid in changed:  # each changed id's row: as this process wrote it, else read
@@ -488,7 +494,7 @@ class ServiceSignals:
             if row_written is None:
                 missing.append(sid)
             else:
-                rows[sid] = row_written
+                rows[sid], parsed[sid] = row_written
         if missing:
             rows.update(self.store.lookup(self.service_id, sorted(missing)))
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
@@ -496,9 +502,14 @@ class ServiceSignals:
         calls_bottom = self._bottom("calls", lo, since, repeat)
         placed: list[tuple[str, Row, str, bool]] = []
         bottoms: dict[str, int] = {}  # each list's, worked out once (not once a row)
+        whole: dict[int, bool] = {}  # whether a list (by its code) is read whole, likewise
         for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
-            name = row.kind_list
-            if self._whole(name, span, all_calls, whole_settled):
+            code = row.list_code
+            name = LISTS[code - 1]
+            read_whole = whole.get(code)
+            if read_whole is None:
+                read_whole = whole[code] = self._whole(name, span, all_calls, whole_settled)
+            if read_whole:
                 inside = True
             elif name in _BY_SETTLED:
                 inside = row.time_key >= lo and row.earliest <= hi
@@ -510,9 +521,14 @@ class ServiceSignals:
             placed.append((sid, row, name, inside))
         # The inputs of those inside converted together (a batch's calls in one loop, its outages in
         # another: `_convert_all`), not one call of `_inputs` a row.
-        fresh = iter(self._inputs([(row.rank, sid, row.content) for sid, row, _, inside in placed if inside], False))
+        within = [(row.rank, sid, row.content) for sid, row, _, inside in placed if inside]
+        fresh = iter(self._inputs(within, False, parsed=[parsed.get(e[1]) for e in within] if parsed else None))
+        lists = kept.lists
         for sid, row, name, inside in placed:
-            ranks, ids, items = kept.lists.setdefault(name, (array("q"), [], []))
+            held = lists.get(name)
+            if held is None:
+                held = lists[name] = (array("q"), [], [])
+            ranks, ids, items = held
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
             if repeat is not None and name == "calls":
@@ -715,13 +731,17 @@ class ServiceSignals:
             found[sid] = content
         return [signals_pb2.Signal.FromString(c) for c in found.values()]
 
-    def _inputs(self, entries: list[tuple[int, str, bytes]], kept_too: bool = True, apart: bool = True) -> list[Any]:
+    def _inputs(
+        self, entries: list[tuple[int, str, bytes]], kept_too: bool = True, apart: bool = True,
+        parsed: Sequence[signals_pb2.Signal | None] | None = None,
+    ) -> list[Any]:  # fmt: skip
         """The formula inputs of these rows: those converted already (kept apart, or — unless
         `kept_too` is false: rows known changed since — in a kept selection), the others converted
         from their contents (in bulk: `_convert_all`) and kept converted — apart, and among what
         the round under way selected, unless `apart` is false: the rows of a selection the round
         keeps, which holds its inputs itself (a restart's first round selects every signal of the
-        open windows: two dicts of them beside the selection held ≈ 100 B an input more)."""
+        open windows: two dicts of them beside the selection held ≈ 100 B an input more).
+        `parsed`: per row, its content as a message already (the one it was written from), or None."""
         converted = self._converted if apart else {}
         get = converted.get
         out: list[Any] = [get(e[1]) for e in entries]
@@ -735,7 +755,11 @@ class ServiceSignals:
         for at in range(0, len(todo), _CONVERT_CHUNK):  # a chunk at a time: few parsed messages held at once
             chunk = todo[at : at + _CONVERT_CHUNK]
             ids = [entries[i][1] for i in chunk]
-            for i, item in zip(chunk, _convert_all([parse(entries[i][2]) for i in chunk], ids), strict=True):
+            if parsed is None:
+                messages = [parse(entries[i][2]) for i in chunk]
+            else:
+                messages = [parse(entries[i][2]) if (m := parsed[i]) is None else m for i in chunk]
+            for i, item in zip(chunk, _convert_all(messages, ids), strict=True):
                 out[i] = converted[entries[i][1]] = item
         if self.selected is not None and apart and self._in_round():
             self.selected.update(zip([e[1] for e in entries], out, strict=True))
@@ -1196,7 +1220,7 @@ class SignalIndex(_Host):
             attempt = 1
             while True:
                 try:
-                    return self._record_once(caller, signals, reason, keys, reads)
+                    return self._record_once(caller, signals, reason, keys, reads, owned or bool(via))
                 except IndexMovedError:  # another process stored signals meanwhile: decide again
                     if attempt == 3:
                         raise
@@ -1205,10 +1229,11 @@ class SignalIndex(_Host):
 
     def _record_once(
         self, caller: Principal, signals: list[signals_pb2.Signal], reason: str, keys: list[tuple[str, str]],
-        reads: Sequence[sig.Read | None],
+        reads: Sequence[sig.Read | None], ours: bool,
     ) -> Recorded:  # fmt: skip
         """Dedupe and save one batch (the lock held; `keys`: each signal's service and id, `reads`
-        what validating each read of it); its index rows are written in the batch's own transaction."""
+        what validating each read of it; `ours`: the messages are no one else's to change); its
+        index rows are written in the batch's own transaction."""
         self._refresh_signals()
         # The index rows of the batch's ids, one query per service: what dedupe is decided by.
         wanted: dict[str, list[str]] = defaultdict(list)
@@ -1282,7 +1307,7 @@ class SignalIndex(_Host):
                 *((None, sid, items) for sid, items in sorted(fresh.items())),
                 *((None, sid, [f[0] for f in fixes]) for sid, fixes in sorted(corrected.items())),
             ]
-            rows, facts, changes = self._rows_of(own, held, serialised, fresh_reads)
+            rows, facts, changes = self._rows_of(own, held, serialised, fresh_reads, ours)
             expected = self._store_position
 
             written: list[int] = []
@@ -1445,11 +1470,12 @@ class SignalIndex(_Host):
     def _rows_of(
         self, batches: list[tuple[int | None, str, list[signals_pb2.Signal]]], held: dict[str, dict[str, Row]],
         serialised: dict[str, list[bytes]] | None = None, reads: dict[str, list[sig.Read | None]] | None = None,
+        ours: bool = True,
     ) -> tuple[list[tuple[Any, ...]], dict[str, Facts], list[tuple[str, datetime, frozenset[str]]]]:  # fmt: skip
         """The index rows of stored batches (see `_project`), the facts of their services (moved
         on in memory), and the changes they are for the next round: (service, earliest instant,
         the lists changed). `serialised`, `reads`: per service, the signals of its first batch
-        here already serialised, and what validating them read of them."""
+        here already serialised, and what validating them read of them; `ours`: as `project`'s."""
         rows: dict[Any, tuple[Any, ...]] = {}  # (service, id) → its row as written: (service, *Row)
         changes: list[tuple[str, datetime, frozenset[str]]] = []
         touched: set[str] = set()
@@ -1462,7 +1488,7 @@ class SignalIndex(_Host):
                     known.update(self._signal_store.lookup(service_id, missing))
             contents = serialised.pop(service_id, None) if serialised else None
             first_reads = reads.pop(service_id, None) if reads else None
-            new_rows, reach, lists = entry.project(items, known, contents, first_reads)
+            new_rows, reach, lists = entry.project(items, known, contents, first_reads, ours)
             touched.add(service_id)
             head = (service_id,)
             if len(batches) == 1:  # one batch: its ids are distinct (`project` keeps one row an id)

@@ -331,6 +331,41 @@ def test_a_round_reads_back_none_of_the_rows_this_process_just_wrote(
     _january_matches(suite, aid)
 
 
+def test_a_round_converts_the_messages_a_batch_was_recorded_from_when_they_were_given_away(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signals given away with their batch (`owned`: a request the service parsed) are converted
+    by the round from those very messages, not parsed again from their rows; the caller's own
+    messages are not kept (it may change them later): changed after recording, the round judges
+    what was recorded, from the store's rows."""
+    aid = an_active_agreement(suite)
+    m = suite.metrics
+    # The longest outage first: one longer than any before makes the window's selection anew.
+    m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
+    suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
+    converted: list[Any] = []
+    convert_all = signal_index._convert_all
+
+    def spied(signals: list[pb.Signal], ids: Any = None) -> Any:
+        converted.extend(signals)
+        return convert_all(signals, ids)
+
+    monkeypatch.setattr(signal_index, "_convert_all", spied)
+    given = [*calls("b", f"2026-01-12T12:30{AMS}", 3, 2), outage("o", f"2026-01-12T13:00{AMS}", 20)]
+    m.record(COLLECTOR, given, via="grpc", owned=True)
+    mine = [outage("p", f"2026-01-12T13:10{AMS}", 10)]
+    m.record(COLLECTOR, mine)
+    mine[0].outage.end.CopyFrom(ts(at(f"2026-01-12T13:50{AMS}")))  # the caller's, changed: not recorded
+    suite.clock.set(at(f"2026-01-12T14:00{AMS}"))
+    assert m.evaluate() > 0
+    assert {s.signal_id for s in converted} == {s.signal_id for s in given} | {"p"}
+    assert all(any(c is s for c in converted) for s in given)  # the very messages given away
+    assert not any(c is mine[0] for c in converted)
+    kept = [i for sel in m._services["email"].selections.values() for i in sel.lists.get("outages", ([], [], []))[2]]
+    assert sorted(o.end - o.start for o in kept) == [timedelta(minutes=m) for m in (10, 20, 90)]
+    _january_matches(suite, aid)
+
+
 def test_a_row_another_process_wrote_since_is_read_from_the_store(suite: Suite) -> None:
     """A row this process wrote and another process replaced since (a correction it recorded) is
     read from the store when the kept selection is brought up to date, not taken as written here."""
