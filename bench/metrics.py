@@ -159,7 +159,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not 1 <= clients <= len(batches):
         raise ValueError(f"--metrics-clients must be between 1 and the number of messages ({len(batches)})")
     ingest = asyncio.run(_ingest_run(batches, n, clients, live))
-    evaluation = None if args.metrics_skip_evaluation else _evaluation_run(batches, n, batch)
+    # The evaluation's figures are of a month of signals (January's): a live run's signals, of the
+    # last 20 hours, are not where its rounds look (a live run judged as the signals arrived).
+    monthly = _generate(n, batch) if live and not args.metrics_skip_evaluation else batches
+    evaluation = None if args.metrics_skip_evaluation else _evaluation_run(monthly, n, batch)
     return _report(
         ingest, evaluation, n=n, batch=batch, sizes=sizes, generate_s=generate_s, load_before=load_before,
         clients=clients, live=live,
