@@ -437,7 +437,8 @@ def outage_intervals(signals: Iterable[pb.Signal], until: datetime) -> list[Inte
     """`outage_interval` of each signal, in one loop (the instants read as `_at` reads them)."""
     out: list[Interval] = []
     append = out.append
-    epoch, delta, make = _EPOCH, timedelta, Interval
+    epoch, delta, make, new = _EPOCH, timedelta, Interval, object.__new__
+    set_start, set_end = _INTERVAL_SLOTS
     low, high, nanos_max = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND
     for s in signals:
         o = s.outage
@@ -450,8 +451,16 @@ def outage_intervals(signals: Iterable[pb.Signal], until: datetime) -> list[Inte
             end = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
         else:
             end = until
-        append(make(start, start if start > end else end))  # max(end, start)
+        # `Interval(start, max(end, start))`, its slots set directly (both instants aware, as read).
+        made = new(make)
+        set_start(made, start)
+        set_end(made, start if start > end else end)
+        append(made)
     return out
+
+
+# An Interval's instants set as its constructor sets them (as `_CALL_SLOTS` a call's).
+_INTERVAL_SLOTS = tuple(getattr(Interval, name).__set__ for name in ("start", "end"))
 
 
 # The end of a pause not resumed yet: the clock stays stopped (as an ongoing outage counts).
