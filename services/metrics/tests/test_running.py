@@ -5,6 +5,7 @@ every input folded so far, in order, with few records (one hash state) and many 
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from accord.metrics.v1 import signals_pb2 as pb
@@ -111,6 +112,38 @@ def test_a_call_tally_gives_the_formula_s_evaluation_after_every_batch(
         assert tally.extend(batch)
         so_far += batch
         assert tally.evaluated() == _formula(formula, so_far, variant.value, threshold, short)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60), st.sampled_from([0, 500_000, 250_000, 120_000, 5_000, 100, 10, 1, 999_990])),
+        min_size=1,
+        max_size=12,
+    ),
+    st.randoms(use_true_random=False),
+)
+@example([(2, 500_000), (0, 250_000)], random.Random(1))  # 2.5 s and 0.25 s: written to two decimals
+def test_asa_s_total_wait_is_the_formula_s_sum_to_its_last_written_digit(
+    waits: list[tuple[int, int]], rnd: random.Random
+) -> None:
+    """ASA's running sum of the waits (kept as µs and the terms' exponents) is the formula's
+    Decimal sum as it writes it — 2.5 + 0.25 is "2.75", 2 + 1 is "3", 0.120 s a term "0.12" —
+    after every call folded in and after every call taken out, whatever waits are left."""
+    calls = [
+        contact.Call(f"c{n}", T0, answered_at=T0 + timedelta(seconds=w, microseconds=us))
+        for n, (w, us) in enumerate(waits)
+    ]
+    tally = running.CallTally("contact.asa")
+    held: list[contact.Call] = []
+    for c in calls:
+        assert tally.extend([c])
+        held.append(c)
+        assert tally.evaluated() == contact.asa(held)
+    rnd.shuffle(held)
+    while len(held) > 1:
+        tally.remove([held.pop()])
+        assert tally.evaluated() == contact.asa(held)
+        assert tally.evaluated().detail["total_wait_seconds"] == contact.asa(held).detail["total_wait_seconds"]
 
 
 @settings(max_examples=80, deadline=None)

@@ -466,6 +466,22 @@ class RunDigest(_Held):
 CALL_FORMULAS = ("contact.asa", "contact.abandonment_rate", "contact.service_level", "contact.aht")
 
 
+_ONE_US = timedelta(microseconds=1)
+
+
+def _seconds_exponent(us: int) -> int:
+    """The exponent of `seconds(w)` for a wait `w` of `us` µs: 0 for whole seconds, else that of
+    its fraction's last digit (`Decimal(µs) / Decimal(1_000_000)` writes no trailing zero)."""
+    fraction = us % 1_000_000
+    if not fraction:
+        return 0
+    exponent = -6
+    while fraction % 10 == 0:
+        fraction //= 10
+        exponent += 1
+    return exponent
+
+
 def _call_hour(c: contact.Call) -> int:
     return hour_of(c.entered_queue)
 
@@ -529,7 +545,7 @@ class CallTally:
         self.abandoned = 0
         self.short_abandoned = 0  # Ab<S (service level, abandonment)
         self.counted_within = 0  # abandons ≥ S (or all, without S) within T
-        self.total_wait = ZERO
+        self._wait_us = 0  # Σ queue wait of the answered calls held (ASA), µs: `total_wait`
         self.handle = ZERO
         self._exponents: Counter[int] = Counter()  # of the summed terms held (`_count`)
         # The formula's parameter checks, raised as it raises them (with no call, no repeated id).
@@ -594,7 +610,7 @@ class CallTally:
         written again with the finest of those still held)."""
         threshold, short = self.threshold, self.short
         self.offered += sign * len(calls)
-        total_wait, handle, exponents = self.total_wait, self.handle, self._exponents
+        wait_us, handle, exponents = self._wait_us, self.handle, self._exponents
         asa, aht = self.formula == "contact.asa", self.formula == "contact.aht"  # the sums each needs
         for c in calls:
             if c.answered_at is not None:
@@ -602,10 +618,10 @@ class CallTally:
                 self.answered += sign
                 if threshold is not None and wait <= threshold:
                     self.answered_within += sign
-                if asa:
-                    term = seconds(wait)
-                    total_wait += sign * term
-                    exponents[int(term.as_tuple().exponent)] += sign
+                if asa:  # `seconds(wait)` held as its µs and its exponent (`total_wait`)
+                    us = wait // _ONE_US
+                    wait_us += sign * us
+                    exponents[_seconds_exponent(us)] += sign
                 if aht:
                     term = c.talk_seconds + c.hold_seconds + c.after_call_seconds
                     handle += sign * term
@@ -617,14 +633,21 @@ class CallTally:
                     self.short_abandoned += sign
                 elif threshold is not None and wait <= threshold:
                     self.counted_within += sign
-        if sign < 0 and (asa or aht):
-            finest = min((e for e, held in exponents.items() if held > 0), default=0)
-            quantum = Decimal(1).scaleb(min(0, finest))
-            if asa:
-                total_wait = total_wait.quantize(quantum)
-            else:
-                handle = handle.quantize(quantum)
-        self.total_wait, self.handle = total_wait, handle
+        if sign < 0 and aht:
+            handle = handle.quantize(self._quantum())
+        self._wait_us, self.handle = wait_us, handle
+
+    def _quantum(self) -> Decimal:
+        """A sum of the terms held as the formula's sum writes it: to the finest exponent among
+        them (a Decimal sum keeps its terms' finest; ZERO, the sum's start, is 0)."""
+        return Decimal(1).scaleb(min(0, min((e for e, held in self._exponents.items() if held > 0), default=0)))
+
+    @property
+    def total_wait(self) -> Decimal:
+        """Σ `seconds(wait)` of the answered calls held, as the formula's Decimal sum gives it —
+        its value exactly (µs), written to the finest exponent of its terms. Kept as an integer
+        (µs) and the terms' exponents: a call counted in or out costs no Decimal arithmetic."""
+        return Decimal(self._wait_us).scaleb(-6).quantize(self._quantum())
 
     def evaluated(self) -> Evaluated:
         if self.records is None:
