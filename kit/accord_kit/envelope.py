@@ -21,6 +21,9 @@ from accord_kit.chain import Checkpoints
 from accord_kit.persistence import AccordMapper
 
 ToProto = Callable[[Any], Message]
+ToBytes = Callable[[Any], bytes]
+# How `Any.Pack` names a payload's type (its default prefix and the message's full name).
+_TYPE_URL_PREFIX = "type.googleapis.com/"
 
 
 class UnknownEventError(LookupError):
@@ -33,6 +36,9 @@ class EventType:
     message: type[Message]
     to_proto: ToProto
     full_name: str = ""  # the message's full protobuf name (set from `message` when left out)
+    # The message's serialised bytes made straight from the event, when the service gives a way
+    # (`EventCodec.register`'s `to_bytes`): what the envelope carries, without the message built.
+    to_bytes: ToBytes | None = None
 
     def __post_init__(self) -> None:
         if not self.full_name:
@@ -46,9 +52,14 @@ class EventCodec:
         self.service = service
         self._by_class: dict[type, EventType] = {}
 
-    def register(self, event_class: type, message: type[Message], to_proto: ToProto) -> None:
+    def register(
+        self, event_class: type, message: type[Message], to_proto: ToProto, to_bytes: ToBytes | None = None
+    ) -> None:
+        """`to_proto` makes an event's public message; `to_bytes`, when given, its serialised
+        bytes without making the message (for a large event: the same bytes as
+        `to_proto(event).SerializeToString()`, which the service's tests hold it to)."""
         name = message.DESCRIPTOR.name
-        self._by_class[event_class] = EventType(name=name, message=message, to_proto=to_proto)
+        self._by_class[event_class] = EventType(name=name, message=message, to_proto=to_proto, to_bytes=to_bytes)
 
     def event_type(self, event_class: type) -> EventType:
         try:
@@ -136,7 +147,11 @@ def to_envelope_with_meta(
     actor = meta.get("actor")
     if actor:
         env.actor.CopyFrom(events_pb2.Actor(**actor))
-    env.payload.Pack(etype.to_proto(event))
+    if etype.to_bytes is not None:  # what `Pack` of the message sets, the bytes made directly
+        env.payload.type_url = _TYPE_URL_PREFIX + etype.full_name
+        env.payload.value = etype.to_bytes(event)
+    else:
+        env.payload.Pack(etype.to_proto(event))
     return env, f"accord.{service}.v1.{etype.name}", meta
 
 

@@ -35,6 +35,31 @@ def _signals_recorded(e: Any) -> ev.SignalsRecorded:
     return out
 
 
+def _length_delimited(tag: bytes, data: bytes) -> bytes:
+    """A length-delimited field as protobuf writes it: its tag, its length (varint), its bytes."""
+    head, n = bytearray(tag), len(data)
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + data
+
+
+_TAG_SERVICE_ID = bytes((ev.SignalsRecorded.SERVICE_ID_FIELD_NUMBER << 3 | 2,))
+_TAG_BATCH = bytes((ev.SignalsRecorded.BATCH_FIELD_NUMBER << 3 | 2,))
+
+
+def _signals_recorded_bytes(e: Any) -> bytes:
+    """`_signals_recorded(e).SerializeToString()` without the message: a stored batch's bytes are
+    a `SignalBatch`'s wire format already (as serialising wrote them), carried as the event's
+    `batch` field after its `service_id` (omitted when empty, as proto3 omits it). The relay and
+    ReadEvents publish a batch of thousands of signals without parsing and writing them again."""
+    sid = e.service_id.encode()
+    return (_length_delimited(_TAG_SERVICE_ID, sid) if sid else b"") + _length_delimited(
+        _TAG_BATCH, base64.b64decode(e.batch)
+    )
+
+
 def evaluation_message(e: dict[str, Any]) -> ev.Evaluation:
     """A recorded evaluation (as `evaluation.judge` builds it) → its public message."""
     return Evaluation.from_record(e).to_message()
@@ -60,6 +85,7 @@ def codec() -> EventCodec:
         SignalBatch.Recorded,
         ev.SignalsRecorded,
         _signals_recorded,
+        _signals_recorded_bytes,
     )
     c.register(
         SignalCorrection.Corrected,

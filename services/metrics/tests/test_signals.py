@@ -352,6 +352,41 @@ def test_the_public_event_of_a_batch_is_its_stored_bytes() -> None:
         assert made.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
 
 
+def test_the_public_event_s_bytes_are_made_without_parsing_the_batch_as_serialising_it_makes_them(
+    app: Metrics,
+) -> None:
+    """The relay and ReadEvents carry a stored batch's bytes as the event's `batch` field, not
+    parsed and written again: byte for byte what the message serialises to — a batch of signals
+    of every size of length (one, two, three varint bytes), an empty batch, a service id long
+    enough for a two-byte length and none — and the envelope's payload is what `Pack` of the
+    message makes."""
+    from accord.metrics.v1 import events_pb2 as metric_events
+    from accord_kit.envelope import to_envelope
+    from accord_metrics.codec import _signals_recorded, _signals_recorded_bytes
+    from accord_metrics.domain import SignalBatch
+    from accord_metrics.signal_index import _encode
+
+    big = pb.Signal(signal_id="l", service_id="email", lead=pb.Lead(created=ts(T0), follow_ups=[ts(T0)] * 3_000))
+    mid = pb.Signal(signal_id="l2", service_id="email", lead=pb.Lead(created=ts(T0), follow_ups=[ts(T0)] * 20))
+    batches = [[outage("o1", 0, 5), a_call("c1", 30), mid, big], [], [a_call("c2", 3)]]
+    for service_id in ("email", "s" * 200, ""):
+        for items in batches:
+            event = SignalBatch(service_id=service_id, batch=_encode(items), count=len(items)).collect_events()[0]
+            message = _signals_recorded(event)
+            assert _signals_recorded_bytes(event) == message.SerializeToString()
+            assert metric_events.SignalsRecorded.FromString(_signals_recorded_bytes(event)) == message
+    # Through the envelope as the relay makes it, from what the store holds.
+    app.record(SERVICE, [outage("o1", 0, 5), a_call("c1", 30), big])
+    stored = [n for n in app.select_notifications(0, 100) if n.topic.endswith("SignalBatch.Recorded")]
+    assert stored
+    envelope, subject = to_envelope(app.service, stored[-1], 0, app.accord_mapper, app.codec)
+    event = app.accord_mapper.to_domain_event(stored[-1])
+    packed = envelope.__class__()
+    packed.payload.Pack(_signals_recorded(event))
+    assert envelope.payload == packed.payload and subject == "accord.metrics.v1.SignalsRecorded"
+    assert metric_events.SignalsRecorded.FromString(envelope.payload.value).batch.signals[2] == big
+
+
 def test_only_the_services_provider_or_a_service_identity_may_record(app: Metrics) -> None:
     head = app.head_position()
     with pytest.raises(NotTheProviderError, match="only the provider of service 'email' \\(it-operations\\)"):
