@@ -240,10 +240,15 @@ class AccordApplication(Application[Any]):
     def _notify(self, recordings: list[Recording[Any]]) -> None:
         self.stored_events += len(recordings)
         if recordings:
-            with self._listeners_lock:
-                listeners = list(self._save_listeners)
-            for listener in listeners:
-                listener()
+            self.notify_saved()
+
+    def notify_saved(self) -> None:
+        """Wake the save listeners (the relay): events were stored — by this process, or by a process
+        of its own whose saves it does not see otherwise (the metrics service's recording process)."""
+        with self._listeners_lock:
+            listeners = list(self._save_listeners)
+        for listener in listeners:
+            listener()
 
     # -- the log as public envelopes --------------------------------------------------
     def head_position(self) -> int:

@@ -157,6 +157,12 @@ METRICS_SETTINGS: tuple[Setting, ...] = (
         "10000",
         "agreement views and window evaluations kept in memory between rounds (least recently used beyond); 0: none",
     ),
+    Setting(
+        "RECORDER",
+        "process",
+        "where signals are recorded: process (a recording process of the service's own, beside it: a core of "
+        "its own for recording) or in-process",
+    ),
 )
 
 NOTIFIER_SETTINGS: tuple[Setting, ...] = (
@@ -223,6 +229,7 @@ class ServiceSettings:
     heap_settle_seconds: float = 300.0  # how often the long-lived heap is settled (accord_kit.heap); 0: never
     prometheus_sources: Path | None = None  # metrics only
     aggregate_cache: int = 0  # metrics only: aggregates kept in memory between loads (0: none)
+    recorder: str = "in-process"  # metrics only: "process" (a recording process beside it) or "in-process"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no /metrics endpoint
     otlp_endpoint: str = ""  # empty: no tracing
@@ -371,6 +378,7 @@ class ServiceSettings:
                 if service == "metrics"
                 else 0
             ),
+            recorder=_recorder(f"{p}_RECORDER", own("RECORDER", "process")) if service == "metrics" else "in-process",
             metrics_host=own("METRICS_HOST", "127.0.0.1"),
             metrics_port=_int(f"{p}_METRICS_PORT", raw_metrics_port, 0, 65535) if raw_metrics_port else None,
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
@@ -399,6 +407,13 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
         raise SettingsError(f"{name} must be a number, not {raw!r}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _recorder(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("process", "in-process"):
+        raise SettingsError(f"{name} must be 'process' or 'in-process', not {raw!r}")
     return value
 
 

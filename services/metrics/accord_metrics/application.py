@@ -49,6 +49,7 @@ from accord_metrics.signal_index import (
     ServiceSignals,
     SignalIndex,
     StoredSignals,
+    Told,
     changed_fields,
     combined,
     content_digest,
@@ -119,6 +120,9 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._services_position = 0  # the latest service event's log position
         self._services_read = 0  # the log position service events were read up to
         self._services: dict[str, ServiceSignals] = {}
+        self.recording_process = None  # where batches are recorded when not here (`record_in`)
+        self._told: dict[int, Told] = {}  # what it told of batches it stored, by their log positions
+        self._told_lock = threading.Lock()
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
         self._changed_lists: dict[str, set[str]] = {}  # service → the lists of those signals
         self._windows: dict[str, set[str]] = defaultdict(set)  # agreement id → window aggregate ids

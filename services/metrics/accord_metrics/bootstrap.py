@@ -3,6 +3,10 @@ agreements consumer, the NATS signal intake and the Prometheus sources (when con
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 from accord_kit.auth import EVENT_LOG_POLICY, INFRA_POLICY, Policy, TokenVerifier
 from accord_kit.clock import Clock
 from accord_kit.eventlog import register_event_log
@@ -13,6 +17,7 @@ from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
 from accord_metrics.intake import SignalIntake, intake_task
 from accord_metrics.prometheus import PrometheusSource, load_sources
+from accord_metrics.recorder import RecordingProcess, RecordingUnavailableError
 from accord_metrics.server import ERROR_MAP, register_metrics
 
 SVC = "/accord.metrics.v1.MetricsService/"
@@ -62,13 +67,22 @@ def build(
     evaluate_every = evaluate_every or settings.tick_seconds or EVALUATE_EVERY_SECONDS
     verifier = verifier or TokenVerifier.from_file(settings.auth_public_key_file)
     app = Metrics(store_env(settings), clock=clock)
+    at_stop = []
+    tasks = []
+    if settings.recorder == "process":
+        # Signals recorded by a process of the service's own, beside it (accord_metrics.recorder):
+        # started at once, so the first batch finds it ready; stopped after the calls are over.
+        recording = RecordingProcess(store_env(settings), log_level=settings.log_level, log_format=settings.log_format)
+        app.record_in(recording)
+        tasks.append(_recording_started(recording))
+        at_stop.append(_stopper(recording))
     health = HealthBoard()
     intake = SignalIntake(
         app, settings.nats_url, verifier, settings.nats_replicas, health=health, nats_auth=settings.nats_auth
     )
     # The first round after start converts the open windows' inputs (most of what the process
     # will hold): with the collector paused, then the heap settled (accord_kit.heap.building).
-    tasks = [periodic("evaluation", first_built(app.evaluate), evaluate_every), intake_task(intake)]
+    tasks += [periodic("evaluation", first_built(app.evaluate), evaluate_every), intake_task(intake)]
     if sources is not None:
         tasks.append(PrometheusSource(app, sources, health=health).run)
     return ServiceParts(
@@ -82,4 +96,22 @@ def build(
         extra_tasks=tasks,
         health=health,
         health_checks={EVALUATION_HEALTH: lambda: not app.evaluation_failures()},
+        at_stop=at_stop,
     )
+
+
+def _recording_started(recording: RecordingProcess) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            await asyncio.to_thread(recording.start)
+        except RecordingUnavailableError:
+            pass  # logged; the next batch tries again (and is refused UNAVAILABLE if it cannot start)
+
+    return run
+
+
+def _stopper(recording: RecordingProcess) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def stop() -> None:
+        await asyncio.to_thread(recording.stop)
+
+    return stop

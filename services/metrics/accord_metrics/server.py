@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from accord.agreements.v1 import terms_pb2
 from accord.metrics.v1 import events_pb2 as ev
 from accord.metrics.v1 import metrics_pb2 as pb
 from accord.metrics.v1 import metrics_pb2_grpc as pb_grpc
-from accord_kit.context import current_principal
+from accord_kit.context import Principal, current_principal
 from accord_kit.errors import InvalidArgumentError
 from accord_kit.grpc_server import checks_its_own_requests
 from accord_kit.inputs import required_instant, time_zone
@@ -104,35 +105,52 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             corrections += outcome.corrections
             messages += 1
 
+        # With a recording process (accord_metrics.recorder), a message is sent to it as soon as it is
+        # validated, before the one before it is answered: it records a stream's messages in order,
+        # none after one that failed, and is never left waiting for this loop between two.
+        process = self.app.recording_process
+        stream = process.new_stream() if process is not None else 0
         try:
             async for message in request_iterator:
                 index = messages + (pending is not None)  # this message's number in the stream
                 _check_size(len(message.signals), f"message {index}")
                 signals = list(message.signals)
+                reason = message.correction_reason
                 try:
-                    reads = await finish_in_thread(_prepare, signals)
+                    if process is not None:
+                        submitted = await finish_in_thread(self._submit, caller, signals, reason, stream)
+                    else:
+                        reads = await finish_in_thread(_prepare, signals)
                 except InvalidSignalError as e:
                     await settle()
                     raise InvalidSignalError(
                         f"message {index} (earlier messages were stored: {accepted} accepted): {e}"
                     ) from None
                 await settle()
-                pending = asyncio.ensure_future(
-                    finish_in_thread(
-                        self.app.record, caller, signals, message.correction_reason, owned=True, reads=reads
+                if process is not None:
+                    pending = asyncio.wrap_future(submitted)
+                else:
+                    pending = asyncio.ensure_future(
+                        finish_in_thread(self.app.record, caller, signals, reason, owned=True, reads=reads)
                     )
-                )
             await settle()
         finally:
             if pending is not None:  # the call failed or was cancelled: the message under way ends first
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(pending)
+            if process is not None:
+                process.end_stream(stream)
         log.info(
             "signals_recorded", accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
         )
         return pb.RecordSignalsResponse(
             accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
         )
+
+    def _submit(self, caller: Principal, signals: list[Any], reason: str, stream: int) -> Future[Recorded]:
+        """A message validated (`_prepare`) and sent to the recording process as part of `stream`."""
+        reads = _prepare(signals)
+        return self.app.submit_record(caller, signals, reason, owned=True, reads=reads, stream=stream)
 
     @checks_its_own_requests  # `Metrics.record` validates each signal (`signals.validate`) before anything
     async def RecordSignalBatch(

@@ -12,6 +12,7 @@ from array import array
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from accord_metrics.signal_store import LIST_CODE, LISTS, Facts, IndexMovedError
 from accord_metrics.signals import validate
 
 if TYPE_CHECKING:
+    from accord_metrics.recorder import RecordingProcess
     from accord_metrics.views import AgreementViews as _Host
 else:
     _Host = object
@@ -57,6 +59,24 @@ class Recorded:
     accepted: int
     duplicates: int
     corrections: int = 0
+    # What a recording stored, for a process it is told to (`accord_metrics.recorder`): the log
+    # positions of its events (0, 0: none) and its changes for the next round — (service, earliest
+    # instant in µs since the epoch, the lists changed) — as the recording process noted them.
+    first_position: int = 0
+    last_position: int = 0
+    changes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Told:
+    """A batch another process recorded, as it told this one (`SignalIndex.stored_elsewhere`):
+    the log positions of its events, its changes for the next round, and its signal ids by service
+    (whose contents may be new: converted again when selected)."""
+
+    first: int
+    last: int
+    changes: tuple[tuple[str, int, tuple[str, ...]], ...]
+    ids: dict[str, list[str]]
 
 
 NEW, DUPLICATE, COMPLETION, CORRECTION = "new", "duplicate", "completion", "correction"
@@ -1046,6 +1066,11 @@ def _encode_serialised(contents: list[bytes]) -> str:
     bytes — a `SignalBatch` is its field 1 (`repeated Signal signals`) once per signal, each
     its tag, its length (varint) and the signal's own wire format — built without copying
     every signal into a new batch message and serialising it again."""
+    return base64.b64encode(_framed(contents)).decode()
+
+
+def _framed(contents: list[bytes]) -> bytes:
+    """The wire format of a `SignalBatch` of these serialised signals (see `_encode_serialised`)."""
     parts = []
     for c in contents:
         n = len(c)
@@ -1059,7 +1084,7 @@ def _encode_serialised(contents: list[bytes]) -> str:
             head.append(n)
             parts.append(bytes(head))
         parts.append(c)
-    return base64.b64encode(b"".join(parts)).decode()
+    return b"".join(parts)
 
 
 _TAG_SIGNALS = bytes((signals_pb2.SignalBatch.SIGNALS_FIELD_NUMBER << 3 | 2,))  # field 1, length-delimited
@@ -1126,6 +1151,11 @@ class SignalIndex(_Host):
     _signals_read: int  # the log position signal events were read up to (topic_pages)
     _store_position: int  # the log position the store's signal index holds every signal event up to
     _index_stale: bool  # the facts held may differ from the store's (a write failed): read them again
+    # Where batches are recorded when not here (`record_in`), and what it told of those it stored,
+    # by each of their log positions, until the log is read there (`_refresh_signals`).
+    recording_process: RecordingProcess | None
+    _told: dict[int, Told]
+    _told_lock: threading.Lock
     _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
     _changed_lists: dict[str, set[str]]  # service → the lists (`LISTS`) of those signals
@@ -1181,6 +1211,8 @@ class SignalIndex(_Host):
         is filled in on them rather than on copies; `reads`: the caller validated every signal
         already, and these are what `signals.validate` returned for each (what indexing reads of
         it, not read again)."""
+        if self.recording_process is not None:
+            return self.submit_record(caller, signals, reason, via=via, owned=owned, reads=reads).result()
         reason = sig.correction_reason(reason)  # checked always: not a signal's field
         if reads is None:
             reads = [validate(s, i) for i, s in enumerate(signals)]
@@ -1205,6 +1237,70 @@ class SignalIndex(_Host):
                         raise
                     attempt += 1
                     self._load_signal_facts()
+
+    # -- recording in a process of its own (accord_metrics.recorder) ---------------------------------------
+    def record_in(self, process: RecordingProcess) -> None:
+        """Record every batch through this recording process from now on (`record`, `submit_record`):
+        validated here, stored there; what it stores is noted here as it tells it (`stored_elsewhere`)."""
+        process.on_stored = self.stored_elsewhere
+        self.recording_process = process
+
+    def submit_record(
+        self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "", *, via: str = "",
+        owned: bool = False, reads: Sequence[sig.Read | None] | None = None, stream: int = 0,
+    ) -> Future[Recorded]:  # fmt: skip
+        """`record` through the recording process, without waiting: checked and validated here (the
+        same errors, raised here, nothing sent), the way the signals came filled in, then sent; the
+        future holds the outcome or the error the recording process met (`accord_metrics.recorder`).
+        `stream`: of a stream of batches (`RecordingProcess.new_stream`), none of which is recorded
+        after one that failed."""
+        process = self.recording_process
+        if process is None:
+            raise RuntimeError("no recording process: record in this process (`record`)")
+        reason = sig.correction_reason(reason)
+        if reads is None:
+            reads = [validate(s, i) for i, s in enumerate(signals)]
+        elif len(reads) != len(signals):
+            raise ValueError(f"{len(reads)} reads for {len(signals)} signals")
+        if via:
+            if owned:
+                sig.fill_source(signals, via)
+            else:
+                signals = [sig.with_source(s, via) for s in signals]
+        ids: dict[str, list[str]] = defaultdict(list)
+        for s, r in zip(signals, reads, strict=True):
+            if r is None:
+                ids[s.service_id].append(s.signal_id)
+            else:
+                ids[r[0]].append(r[1])
+        data = _framed([s.SerializeToString() for s in signals])
+        return process.submit(caller, data, reason, list(reads), self.clock.now(), dict(ids), stream)
+
+    def stored_elsewhere(self, recorded: Recorded, ids: dict[str, list[str]]) -> None:
+        """The recording process stored a batch (its events at `recorded`'s positions): noted for the
+        next look at the log, which takes its changes from here rather than reading the batch back
+        (`_refresh_signals`); the relay is woken. Called in the thread that reads its answers."""
+        if recorded.last_position:
+            told = Told(recorded.first_position, recorded.last_position, recorded.changes, ids)
+            with self._told_lock:
+                if told.last > self._signals_read:  # else read from the log already (and noted so)
+                    for position in range(told.first, told.last + 1):
+                        self._told[position] = told
+            self.notify_saved()
+
+    def _take_told(self, notes: Sequence[Any]) -> dict[int, Told]:
+        with self._told_lock:
+            return {n.id: t for n in notes if (t := self._told.pop(n.id, None)) is not None}
+
+    def _apply_told(self, told: Told) -> None:
+        """A batch the recording process stored, as `_noted` notes one another process indexed: its
+        ids converted again when selected, and its changes for the next round unless a round judged it."""
+        for service_id, ids in told.ids.items():
+            self._services[service_id].forget(ids)
+        if told.last <= self._judged_position:
+            return
+        for service_id, at_us, lists in told.changes:
+            self._note_change(service_id, _EPOCH + timedelta(microseconds=at_us), lists)
 
     def _record_once(
         self, caller: Principal, signals: list[signals_pb2.Signal], reason: str, keys: list[tuple[str, str]],
@@ -1293,7 +1389,7 @@ class SignalIndex(_Host):
 
             def index(cursor: Any, ids: list[int]) -> None:
                 self._signal_store.write(cursor, rows, facts, expected, ids[0], ids[-1])
-                written.append(ids[-1])
+                written[:] = (ids[0], ids[-1])
 
             try:
                 self.save(*batches, with_records=index)
@@ -1310,6 +1406,15 @@ class SignalIndex(_Host):
             else:  # a recorder that runs no with_records hook: indexed from the log instead
                 self._index_stale = True
                 self._refresh_signals()
+            if written:
+                return Recorded(
+                    accepted=sum(len(v) for v in fresh.values()),
+                    duplicates=duplicates,
+                    corrections=sum(len(v) for v in corrected.values()),
+                    first_position=written[0],
+                    last_position=written[-1],
+                    changes=tuple((sid, _instant_us(at), tuple(sorted(lists))) for sid, at, lists in changes),
+                )
         return Recorded(
             accepted=sum(len(v) for v in fresh.values()),
             duplicates=duplicates,
@@ -1399,6 +1504,29 @@ class SignalIndex(_Host):
         self._load_signal_facts()
         self._signals_position = self._signals_read = min(self._judged_position, self._store_position)
 
+    def _reload_facts(self) -> None:
+        """The facts as the store has them, after another process moved its index on: with a
+        recording process of its own (whose batches move it on all the time), each service's entry
+        is kept — its kept selections, conversions and rows written — and its facts set in place
+        (`_facts_in_place`); else the entries are made anew (`_load_signal_facts`)."""
+        if self.recording_process is not None:
+            self._facts_in_place()
+        else:
+            self._load_signal_facts()
+
+    def _facts_in_place(self) -> None:
+        """Each service's facts, its outages under way and the index's position as the store has
+        them, set on the entries held (new ones made): what another process indexed reaches the kept
+        selections as any such batch does, by its ids (`forget`, from `_noted` or `_apply_told`)."""
+        state = self._signal_store.state()
+        for sid in set(state.facts) | set(state.ongoing) | set(self._services):
+            entry = self._services[sid]
+            facts = state.facts.get(sid) or Facts()
+            entry.count, entry.longest_outage, entry.reaches_us = facts.count, facts.longest_outage, facts.reaches
+            entry.ongoing = dict(state.ongoing.get(sid) or {})
+        self._store_position = state.position
+        self._index_stale = False
+
     def _load_signal_facts(self) -> None:
         state = self._signal_store.state()
         old = self._services
@@ -1430,7 +1558,7 @@ class SignalIndex(_Host):
             self._index_stale = True  # the facts were moved on, the store's were not
             raise
         if not done:
-            self._load_signal_facts()
+            self._reload_facts()
             return False
         self._store_position = position
         for service_id, at_, lists in changes:
@@ -1496,16 +1624,22 @@ class SignalIndex(_Host):
         store's index does not hold yet are indexed there, page by page."""
         with self._lock:
             if self._index_stale:
-                self._load_signal_facts()
+                self._reload_facts()
             for notes, read_to in topic_pages(self.recorder, self._signals_read, SIGNAL_TOPICS, 500):
                 if not notes:
                     self._signals_read = read_to
                     continue
+                # Batches the recording process stored and told of: their changes as told, not read back.
+                told = self._take_told(notes)
+                if told and max(t.last for t in told.values()) > self._store_position:
+                    self._reload_facts()  # it indexed them: the facts as the store has them
                 batches: list[tuple[int, str, list[signals_pb2.Signal]]] = []
                 for n in notes:
+                    if n.id in told:
+                        continue
                     batch: Any = self.mapper.to_domain_event(n)
                     batches.append((n.id, batch.service_id, list(batch_message(batch.batch).signals)))
-                while True:
+                while batches:
                     for at, service_id, items in batches:
                         if at <= self._store_position:
                             self._noted(at, service_id, items)
@@ -1513,7 +1647,13 @@ class SignalIndex(_Host):
                     if not rest or self._project(list(rest), notes[-1].id):
                         break
                     batches = rest  # another process indexed some meanwhile: those are noted
+                for t in {id(t): t for t in told.values()}.values():
+                    self._apply_told(t)
                 self._signals_position, self._signals_read = notes[-1].id, read_to
+            if self._told:  # told after the log was read there (noted from the log): not kept
+                with self._told_lock:
+                    for position in [p for p in self._told if p <= self._signals_read]:
+                        del self._told[position]
 
     def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
         """The latest end among a service's request counts whose signal ids start with

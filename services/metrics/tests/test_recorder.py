@@ -1,0 +1,246 @@
+"""Recording in a process of its own (accord_metrics.recorder), on SQLite and PostgreSQL: what the
+recording process records is what recording in the service's process records — each batch's
+outcome, a refusal in the same words, the signals stored — and the service's rounds judge it the
+same, from what it was told rather than from the batches read back; a stream stops at its first
+failed batch; a recording process that dies fails the batches it had not answered (UNAVAILABLE)
+and the next batch starts another; one whose service died exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accord.metrics.v1 import signals_pb2 as pb
+from accord_kit.context import Principal
+from accord_metrics import signal_index
+from accord_metrics.application import Metrics
+from accord_metrics.recorder import RecordingProcess, RecordingUnavailableError, StreamStoppedError
+from accord_metrics.signal_index import Recorded
+from accord_metrics.signals import InvalidSignalError
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
+
+CUSTOMER = Principal("someone", "department", "finance")
+
+
+def under_way(sid: str, start: str) -> pb.Signal:
+    return pb.Signal(signal_id=sid, service_id=EMAIL, outage=pb.Outage(start=ts(at(start))))
+
+
+def answered(sid: str, start: str, wait_s: int) -> pb.Signal:
+    entered = at(start)
+    call = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=wait_s)), talk_seconds="30")
+    return pb.Signal(signal_id=sid, service_id=EMAIL, call=call)
+
+
+def _recording(suite: Suite) -> RecordingProcess:
+    process = RecordingProcess(suite.envs["metrics"])
+    suite.metrics.record_in(process)
+    process.start()
+    return process
+
+
+@pytest.fixture
+def two(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Suite, Suite]]:
+    """Two worlds alike: the first records in its service's process, the second through a
+    recording process of its own."""
+    here, there = Suite(make_store_env), Suite(make_store_env)
+    process = _recording(there)
+    try:
+        yield here, there
+    finally:
+        process.stop()
+        here.close()
+        there.close()
+
+
+@pytest.fixture
+def world(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Suite, RecordingProcess]]:
+    suite = Suite(make_store_env)
+    process = _recording(suite)
+    try:
+        yield suite, process
+    finally:
+        process.stop()
+        suite.close()
+
+
+def _outcome(m: Metrics, caller: Principal, signals: list[pb.Signal], reason: str) -> Any:
+    try:
+        r = m.record(caller, [pb.Signal.FromString(s.SerializeToString()) for s in signals], reason)
+    except Exception as e:
+        return (type(e).__name__, str(e))
+    return (r.accepted, r.duplicates, r.corrections)
+
+
+def _judged(suite: Suite, aid: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+    return {
+        (w.objective_id, w.window_start): tuple(w.latest.get(k) for k in ("status", "value", "input_digest", "details"))
+        for w in suite.metrics.window_evaluations(aid)
+    }
+
+
+def test_what_the_recording_process_records_is_recorded_and_judged_as_in_the_service_s_process(
+    two: tuple[Suite, Suite], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, there = two
+    aids = [an_active_agreement(here), an_active_agreement(there)]
+    read_back: list[int] = []  # batches the service with a recording process read back from the log
+    noted = signal_index.SignalIndex._noted
+
+    def spy(self: Metrics, position: int, service_id: str, items: list[pb.Signal]) -> None:
+        if self is there.metrics:
+            read_back.append(position)
+        noted(self, position, service_id, items)
+
+    monkeypatch.setattr(signal_index.SignalIndex, "_noted", spy)
+    day = f"2026-01-12T{{}}{AMS}"
+    steps: list[tuple[Any, ...]] = [
+        # The longest outage first (one longer than any before makes the window's selection anew).
+        ("record", COLLECTOR, [*calls("a", day.format("09:00"), 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)]),
+        ("tick", day.format("12:00")),  # a round: the open window's selection kept
+        ("record", COLLECTOR, [outage("o1", day.format("13:00"), 20), under_way("u1", day.format("14:00"))]),
+        ("record", COLLECTOR, calls("a", day.format("09:00"), 5, 1)),  # sent again: duplicates
+        ("tick", day.format("15:00")),
+        ("record", COLLECTOR, [outage("u1", day.format("14:00"), 45), answered("b1", day.format("15:10"), 5)]),
+        ("record", COLLECTOR, [outage("o1", day.format("13:00"), 35)], "the probe saw it longer"),
+        ("record", COLLECTOR, [answered("o1", day.format("16:00"), 5)]),  # a correction changing its kind
+        ("record", CUSTOMER, [outage("o9", day.format("16:00"), 5)]),  # not the provider
+        ("record", COLLECTOR, [outage("o9", day.format("16:00"), 5), *calls("c", f"2026-01-13T09:00{AMS}", 30, 10)]),
+        ("tick", f"2026-01-13T12:00{AMS}"),
+        ("record", COLLECTOR, [answered("a2", day.format("09:02"), 50)], "wait re-read"),  # a correction
+        ("tick", f"2026-02-01T02:00{AMS}"),  # January closed
+    ]
+    kept: dict[Any, Any] = {}  # the open window's selections after the first round
+    for step in steps:
+        if step[0] == "tick":
+            here.tick(step[1])
+            there.tick(step[1])
+            assert _judged(here, aids[0]) == _judged(there, aids[1])
+            selections = there.metrics._services[EMAIL].selections
+            if not kept:
+                kept = dict(selections)
+                assert kept
+            elif step[1] == day.format("15:00"):
+                # Kept across what the recording process stored meanwhile: brought up to date, not made anew.
+                assert all(selections.get(k) is v for k, v in kept.items())
+            continue
+        caller, signals = step[1], step[2]
+        reason = step[3] if len(step) > 3 else ""
+        assert _outcome(here.metrics, caller, signals, reason) == _outcome(there.metrics, caller, signals, reason)
+    assert [s.SerializeToString() for s in here.metrics.signals(EMAIL)] == [
+        s.SerializeToString() for s in there.metrics.signals(EMAIL)
+    ]
+    refused = _outcome(there.metrics, COLLECTOR, [answered("o1", f"2026-01-12T16:00{AMS}", 5)], "")
+    assert refused[0] == "InvalidSignalError" and "'o1' was recorded as a outage signal" in refused[1]
+    assert (
+        _outcome(there.metrics, CUSTOMER, [outage("o9", f"2026-01-12T16:00{AMS}", 5)], "")[0] == "NotTheProviderError"
+    )
+    assert not read_back  # every batch noted as the recording process told it, none read back
+    for objective in ("availability", "service-level"):
+        check = there.metrics.recompute(aids[1], objective, "2025-12-31T23:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
+def test_a_batch_told_after_the_log_was_read_there_is_not_kept(world: tuple[Suite, RecordingProcess]) -> None:
+    suite, _ = world
+    m = suite.metrics
+    an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-01-12T13:00{AMS}", 20)])
+    suite.tick(f"2026-01-12T14:00{AMS}")
+    head = m.head_position()
+    m.stored_elsewhere(Recorded(1, 0, 0, head, head, (("email", 0, ("outages",)),)), {"email": ["o1"]})
+    assert not m._told
+
+
+def test_a_stream_stops_at_its_first_failed_batch(world: tuple[Suite, RecordingProcess]) -> None:
+    suite, process = world
+    m = suite.metrics
+    an_active_agreement(suite)
+    stream = process.new_stream()
+    sent: list[Future[Recorded]] = [
+        m.submit_record(COLLECTOR, [outage("s1", f"2026-01-12T10:00{AMS}", 5)], stream=stream),
+        m.submit_record(COLLECTOR, [answered("s1", f"2026-01-12T10:00{AMS}", 5)], stream=stream),  # refused there
+        m.submit_record(COLLECTOR, [outage("s3", f"2026-01-12T11:00{AMS}", 5)], stream=stream),
+    ]
+    other = m.submit_record(COLLECTOR, [outage("s4", f"2026-01-12T12:00{AMS}", 5)], stream=process.new_stream())
+    assert sent[0].result(30).accepted == 1
+    with pytest.raises(InvalidSignalError, match="'s1' was recorded as a outage signal"):
+        sent[1].result(30)
+    with pytest.raises(StreamStoppedError):
+        sent[2].result(30)
+    assert other.result(30).accepted == 1
+    assert sorted(s.signal_id for s in m.signals(EMAIL)) == ["s1", "s4"]
+    process.end_stream(stream)
+    assert m.record(COLLECTOR, [outage("s3", f"2026-01-12T11:00{AMS}", 5)]).accepted == 1
+    # Refused here, before anything is sent: the same words as recording here.
+    with pytest.raises(InvalidSignalError, match=r"signals\[0\]\.outage\.end: must be after start"):
+        m.submit_record(COLLECTOR, [outage("bad", f"2026-01-12T11:00{AMS}", -5)])
+
+
+def test_a_recording_process_that_dies_fails_what_it_had_not_answered_and_another_starts(
+    world: tuple[Suite, RecordingProcess],
+) -> None:
+    """Killed while a large batch is under way: that batch is failed UNAVAILABLE (it may or may
+    not have been stored); sent again, to the recording process started for it, every signal of it
+    is held once — stored then, or counted a duplicate."""
+    suite, process = world
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    big = calls("k", f"2026-01-13T00:00{AMS}", 4000, 1000)
+    first = process.pid
+    assert first is not None
+    under = m.submit_record(COLLECTOR, big)
+    os.kill(first, signal.SIGKILL)
+    try:
+        under.result(30)
+    except RecordingUnavailableError as e:
+        assert "may or may not be stored; send it again" in str(e)
+    again = m.record(COLLECTOR, calls("k", f"2026-01-13T00:00{AMS}", 4000, 1000))
+    assert again.accepted + again.duplicates == 5000
+    assert process.starts == 2 and process.pid != first
+    assert len({s.signal_id for s in m.signals(EMAIL)}) == 5000
+    suite.tick(f"2026-02-01T02:00{AMS}")  # January judged and closed, from what it was told and what it read
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, "2025-12-31T23:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
+def test_a_recording_process_whose_service_died_exits(tmp_path: Path) -> None:
+    """The service's end of the pipe closes when it dies (here: SIGKILL): the recording process
+    reads the end of its pipe and exits."""
+    script = tmp_path / "service.py"
+    script.write_text(
+        "import os, sys, signal\n"
+        "from accord_kit.testing.fixtures import sqlite_env\n"
+        "from accord_metrics.recorder import RecordingProcess\n"
+        f"p = RecordingProcess(sqlite_env(__import__('pathlib').Path({str(tmp_path / 'm.sqlite')!r})))\n"
+        "from accord_metrics.application import Metrics\n"
+        f"Metrics(sqlite_env(__import__('pathlib').Path({str(tmp_path / 'm.sqlite')!r}))).close()\n"
+        "p.start()\n"
+        "print('PID', p.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    child = int(out.stdout.split("PID ", 1)[1].split()[0])
+    deadline = time.monotonic() + 30
+    while _alive(child):
+        assert time.monotonic() < deadline, f"recording process {child} still runs after its service died"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
