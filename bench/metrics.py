@@ -117,6 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"signals per stream message and per record call (default 1,000; at most {MAX_SIGNALS_PER_MESSAGE:,})",
     )
     group.add_argument(
+        "--metrics-recorder",
+        choices=("process", "in-process"),
+        default="process",
+        help="METRICS_RECORDER of the service: its recording process (the default) or recording in its own process",
+    )
+    group.add_argument(
         "--metrics-clients",
         type=int,
         default=1,
@@ -158,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clients: int = args.metrics_clients
     if not 1 <= clients <= len(batches):
         raise ValueError(f"--metrics-clients must be between 1 and the number of messages ({len(batches)})")
-    ingest = asyncio.run(_ingest_run(batches, n, clients, live))
+    ingest = asyncio.run(_ingest_run(batches, n, clients, live, args.metrics_recorder))
     # The evaluation's figures are of a month of signals (January's): a live run's signals, of the
     # last 20 hours, are not where its rounds look (a live run judged as the signals arrived).
     monthly = _generate(n, batch) if live and not args.metrics_skip_evaluation else batches
@@ -291,8 +297,12 @@ def _rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
-async def _start_metrics(tmp: Path, nats_url: str, keys: Path, agreements_address: str) -> tuple[Child, str]:
-    return await _start_service("metrics", tmp, nats_url, keys, ACCORD_AGREEMENTS_ADDR=agreements_address)
+async def _start_metrics(
+    tmp: Path, nats_url: str, keys: Path, agreements_address: str, recorder: str = "process"
+) -> tuple[Child, str]:
+    return await _start_service(
+        "metrics", tmp, nats_url, keys, ACCORD_AGREEMENTS_ADDR=agreements_address, METRICS_RECORDER=recorder
+    )
 
 
 async def _read_all(
@@ -377,7 +387,9 @@ async def _stream_messages(nats_url: str) -> int:
         await nc.close()
 
 
-async def _ingest_run(batches: list[bytes], n: int, clients: int = 1, live: bool = False) -> Ingest:
+async def _ingest_run(
+    batches: list[bytes], n: int, clients: int = 1, live: bool = False, recorder: str = "process"
+) -> Ingest:
     with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-") as tmp_name:
         tmp = Path(tmp_name)
         keys = tmp / "keys"
@@ -395,7 +407,7 @@ async def _ingest_run(batches: list[bytes], n: int, clients: int = 1, live: bool
                 await _register_reference(apb_grpc.AgreementsServiceStub(channel), tokens)
                 if live:
                     await _agree_sample(apb_grpc.AgreementsServiceStub(channel), tokens)
-            metrics, m_address = await _start_metrics(tmp, nats.url, keys, a_address)
+            metrics, m_address = await _start_metrics(tmp, nats.url, keys, a_address, recorder)
             children.append(metrics)
             options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
             async with grpc.aio.insecure_channel(m_address, options=options) as channel:

@@ -23,6 +23,8 @@ Frames both ways: a 4-byte big-endian length, then `marshal` of a tuple (plain d
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import itertools
 import marshal
 import os
@@ -66,6 +68,19 @@ class RecordingFailedError(RuntimeError):
 
 class StreamStoppedError(Exception):
     """A batch of a stream after one that failed: not recorded."""
+
+
+PIPE_BYTES = 1 << 20  # a pipe's buffer, when the system allows it: a stream's messages ahead fit in it
+
+
+def _widen(fd: int) -> None:
+    """The pipe's buffer made `PIPE_BYTES` (Linux; the system's limit, else as it is): the messages
+    sent ahead wait in it rather than the sender waiting for the recording process to read them."""
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is None:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, setsize, PIPE_BYTES)
 
 
 def _write_frame(out: IO[bytes], item: tuple[Any, ...]) -> None:
@@ -134,6 +149,8 @@ class RecordingProcess:
             self._proc = self._to = None
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        for fd in (to_child_w, from_child_w):
+            _widen(fd)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "accord_metrics.recorder", str(to_child_r), str(from_child_w)],
@@ -213,6 +230,7 @@ class RecordingProcess:
         its signal ids by service). Its future holds the outcome, or the refusal (`REFUSALS`), or
         `RecordingUnavailableError`, `RecordingFailedError`, `StreamStoppedError`."""
         future: Future[Recorded] = Future()
+        future.set_running_or_notify_cancel()  # sent: only its answer ends it (it cannot be cancelled)
         now_us = (now - _EPOCH) // timedelta(microseconds=1)
         frame = ("record", stream, data, reason, list(reads), (caller.subject, caller.role, caller.department), now_us)
         with self._lock:
@@ -233,8 +251,7 @@ class RecordingProcess:
         end of the pipe (the process exited) its batches not answered fail."""
         try:
             while (answer := _read_frame(back)) is not None:
-                with self._lock:
-                    future, ids = pending.popleft()
+                future, ids = pending.popleft()  # appended before its batch was sent (a deque's ends are atomic)
                 self._answer(future, ids, answer)
         finally:
             back.close()

@@ -4,6 +4,7 @@ become status codes through ERROR_MAP."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,9 @@ from accord_metrics.signals import InvalidSignalError, Read, fill_source, valida
 
 log = get_logger("accord.metrics")
 MAX_SIGNALS_PER_MESSAGE = 10_000
+# A stream's messages sent to the recording process before the oldest of them is answered, at most
+# (each waits there, parsed: ≈ 100 KiB for 1,000 signals).
+AHEAD = 4
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     InvalidSignalError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -61,6 +65,24 @@ def _prepare(signals: list[Any]) -> list[Read | None]:
     return reads
 
 
+async def _answer_of(sent: Future[Recorded]) -> Recorded:
+    """The recording process's answer to a message sent to it, waited for even when the call is
+    cancelled meanwhile (as `finish_in_thread` waits for its thread): a call ends only after what
+    it sent is recorded or has failed."""
+    waiting = asyncio.wrap_future(sent)
+    try:
+        return await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        while not waiting.done():
+            try:
+                await asyncio.wait([waiting])
+            except asyncio.CancelledError:
+                continue
+        if not waiting.cancelled():
+            waiting.exception()  # retrieved: not logged as lost
+        raise
+
+
 def _check_size(n: int, where: str) -> None:
     if n == 0:
         raise InvalidArgumentError(f"{where}: no signals")
@@ -78,41 +100,42 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         self, request_iterator: AsyncIterator[pb.RecordSignalsRequest], context: Any
     ) -> pb.RecordSignalsResponse:
         """Each message is recorded (stored durably) in order, one after the other; the next one
-        is read, checked and validated meanwhile (a pipeline of two: its Python work runs while
-        the message before it waits for SQLite and its fsync, which release the GIL). A message
-        is recorded only once every message before it is; whatever fails, the call answers only
-        after the message under way is recorded or has failed, so "earlier messages were stored"
-        stays true."""
+        is read, checked and validated meanwhile. In this process, a pipeline of two: its Python
+        work runs while the message before it waits for SQLite and its fsync, which release the
+        GIL. With a recording process (accord_metrics.recorder), each message is sent to it as soon
+        as it is validated, up to `AHEAD` before the oldest is answered: it records a stream's
+        messages in order, none after one that failed, and is not left waiting for this loop. A
+        message is recorded only once every message before it is; whatever fails, the call answers
+        only after the messages under way are recorded or have failed, so "earlier messages were
+        stored" stays true."""
         caller = current_principal()
         assert caller is not None
         accepted = duplicates = corrections = messages = 0
-        pending: asyncio.Future[Recorded] | None = None  # the message being recorded
-
-        async def settle() -> None:
-            nonlocal pending, accepted, duplicates, corrections, messages
-            if pending is None:
-                return
-            try:
-                outcome = await pending
-            except InvalidSignalError as e:  # decided when recorded (e.g. a correction changing a kind)
-                raise InvalidSignalError(
-                    f"message {messages} (earlier messages were stored: {accepted} accepted): {e}"
-                ) from None
-            finally:
-                pending = None
-            accepted += outcome.accepted
-            duplicates += outcome.duplicates
-            corrections += outcome.corrections
-            messages += 1
-
-        # With a recording process (accord_metrics.recorder), a message is sent to it as soon as it is
-        # validated, before the one before it is answered: it records a stream's messages in order,
-        # none after one that failed, and is never left waiting for this loop between two.
         process = self.app.recording_process
         stream = process.new_stream() if process is not None else 0
+        ahead = AHEAD if process is not None else 1
+        pending: collections.deque[asyncio.Future[Recorded]] = collections.deque()  # being recorded, in order
+
+        async def settle(keep: int = 0) -> None:
+            """Wait for the oldest messages under way until at most `keep` are."""
+            nonlocal accepted, duplicates, corrections, messages
+            while len(pending) > keep:
+                try:
+                    outcome = await pending[0]
+                except InvalidSignalError as e:  # decided when recorded (e.g. a correction changing a kind)
+                    raise InvalidSignalError(
+                        f"message {messages} (earlier messages were stored: {accepted} accepted): {e}"
+                    ) from None
+                finally:
+                    pending.popleft()
+                accepted += outcome.accepted
+                duplicates += outcome.duplicates
+                corrections += outcome.corrections
+                messages += 1
+
         try:
             async for message in request_iterator:
-                index = messages + (pending is not None)  # this message's number in the stream
+                index = messages + len(pending)  # this message's number in the stream
                 _check_size(len(message.signals), f"message {index}")
                 signals = list(message.signals)
                 reason = message.correction_reason
@@ -126,18 +149,22 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                     raise InvalidSignalError(
                         f"message {index} (earlier messages were stored: {accepted} accepted): {e}"
                     ) from None
-                await settle()
                 if process is not None:
-                    pending = asyncio.wrap_future(submitted)
+                    pending.append(asyncio.ensure_future(_answer_of(submitted)))
+                    await settle(ahead)
                 else:
-                    pending = asyncio.ensure_future(
-                        finish_in_thread(self.app.record, caller, signals, reason, owned=True, reads=reads)
+                    await settle()
+                    pending.append(
+                        asyncio.ensure_future(
+                            finish_in_thread(self.app.record, caller, signals, reason, owned=True, reads=reads)
+                        )
                     )
             await settle()
         finally:
-            if pending is not None:  # the call failed or was cancelled: the message under way ends first
+            # The call failed or was cancelled: the messages under way end first.
+            for under_way in pending:
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(pending)
+                    await asyncio.shield(under_way)
             if process is not None:
                 process.end_stream(stream)
         log.info(
