@@ -244,3 +244,31 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_recorder_is_a_setting(tmp_path: Path) -> None:
+    """`METRICS_RECORDER`: `process` (the default) records through a recording process of the
+    service's own; `in-process` in the service's process; anything else is refused, named."""
+    from accord_kit.auth import TokenVerifier
+    from accord_kit.settings import ServiceSettings, SettingsError
+    from accord_kit.testing.service import make_keys, service_environ
+    from accord_metrics.bootstrap import build
+
+    keys = make_keys(tmp_path / "keys")
+    verifier = TokenVerifier(keys.public_file.read_bytes())
+    for environ, expected in (
+        ({}, True),
+        ({"METRICS_RECORDER": "process"}, True),
+        ({"METRICS_RECORDER": "in-process"}, False),
+    ):
+        settings = ServiceSettings.from_env(
+            "metrics", service_environ("metrics", tmp_path, "nats://127.0.0.1:1", "sqlite", **environ)
+        )
+        parts = build(settings, verifier=verifier)
+        try:
+            assert (parts.app.recording_process is not None) is expected
+            assert bool(parts.at_stop) is expected
+        finally:
+            parts.app.close()
+    with pytest.raises(SettingsError, match="METRICS_RECORDER must be 'process' or 'in-process', not 'thread'"):
+        ServiceSettings.from_env("metrics", {"METRICS_RECORDER": "thread"})
