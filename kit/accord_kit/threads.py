@@ -28,6 +28,13 @@ async def finish_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwa
     running = _running.setdefault(asyncio.get_running_loop(), set())
     running.add(work)
     work.add_done_callback(running.discard)
+    return await outlasting_cancellation(work)
+
+
+async def outlasting_cancellation(work: asyncio.Future[R]) -> R:
+    """`work`'s result; a cancelled caller waits until `work` is done (its result dropped) before
+    the cancellation goes on — for work that goes on whatever the caller does (a thread, another
+    process)."""
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -35,7 +42,7 @@ async def finish_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwa
             try:
                 await asyncio.wait([work])
             except asyncio.CancelledError:
-                continue  # cancelled again: the thread is still to be waited for
+                continue  # cancelled again: the work is still to be waited for
         if not work.cancelled():
             work.exception()  # retrieved: a failure of work nobody wants any more is not logged as lost
         raise

@@ -23,7 +23,7 @@ from accord_kit.errors import InvalidArgumentError
 from accord_kit.grpc_server import checks_its_own_requests
 from accord_kit.inputs import required_instant, time_zone
 from accord_kit.logging import get_logger
-from accord_kit.threads import finish_in_thread
+from accord_kit.threads import finish_in_thread, outlasting_cancellation
 from accord_metrics.application import Metrics, WindowCheck
 from accord_metrics.audit import MetricsAudit, Progress, Rederivation
 from accord_metrics.codec import evaluation_message
@@ -69,18 +69,7 @@ async def _answer_of(sent: Future[Recorded]) -> Recorded:
     """The recording process's answer to a message sent to it, waited for even when the call is
     cancelled meanwhile (as `finish_in_thread` waits for its thread): a call ends only after what
     it sent is recorded or has failed."""
-    waiting = asyncio.wrap_future(sent)
-    try:
-        return await asyncio.shield(waiting)
-    except asyncio.CancelledError:
-        while not waiting.done():
-            try:
-                await asyncio.wait([waiting])
-            except asyncio.CancelledError:
-                continue
-        if not waiting.cancelled():
-            waiting.exception()  # retrieved: not logged as lost
-        raise
+    return await outlasting_cancellation(asyncio.wrap_future(sent))
 
 
 def _check_size(n: int, where: str) -> None:

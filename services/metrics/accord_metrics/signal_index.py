@@ -1069,6 +1069,25 @@ def _encode_serialised(contents: list[bytes]) -> str:
     return base64.b64encode(_framed(contents)).decode()
 
 
+def _checked(
+    signals: list[signals_pb2.Signal], reason: str, via: str, owned: bool, reads: Sequence[sig.Read | None] | None
+) -> tuple[list[signals_pb2.Signal], str, Sequence[sig.Read | None]]:  # fmt: skip
+    """A batch as recording takes it (`SignalIndex.record`): the correction reason checked (always:
+    not a signal's field), every signal validated unless the caller did (`reads`), and the way the
+    signals came (`via`) filled in — on them when they are `owned`, else on copies."""
+    reason = sig.correction_reason(reason)
+    if reads is None:
+        reads = [validate(s, i) for i, s in enumerate(signals)]
+    elif len(reads) != len(signals):
+        raise ValueError(f"{len(reads)} reads for {len(signals)} signals")
+    if via:
+        if owned:
+            sig.fill_source(signals, via)
+        else:
+            signals = [sig.with_source(s, via) for s in signals]
+    return signals, reason, reads
+
+
 def _framed(contents: list[bytes]) -> bytes:
     """The wire format of a `SignalBatch` of these serialised signals (see `_encode_serialised`)."""
     parts = []
@@ -1213,16 +1232,7 @@ class SignalIndex(_Host):
         it, not read again)."""
         if self.recording_process is not None:
             return self.submit_record(caller, signals, reason, via=via, owned=owned, reads=reads).result()
-        reason = sig.correction_reason(reason)  # checked always: not a signal's field
-        if reads is None:
-            reads = [validate(s, i) for i, s in enumerate(signals)]
-        elif len(reads) != len(signals):
-            raise ValueError(f"{len(reads)} reads for {len(signals)} signals")
-        if via:
-            if owned:
-                sig.fill_source(signals, via)
-            else:
-                signals = [sig.with_source(s, via) for s in signals]
+        signals, reason, reads = _checked(signals, reason, via, owned, reads)
         keys = [(s.service_id, s.signal_id) if r is None else (r[0], r[1]) for s, r in zip(signals, reads, strict=True)]
         service_ids = {k[0] for k in keys}
         self._check_may_record(caller, service_ids)
@@ -1257,16 +1267,7 @@ class SignalIndex(_Host):
         process = self.recording_process
         if process is None:
             raise RuntimeError("no recording process: record in this process (`record`)")
-        reason = sig.correction_reason(reason)
-        if reads is None:
-            reads = [validate(s, i) for i, s in enumerate(signals)]
-        elif len(reads) != len(signals):
-            raise ValueError(f"{len(reads)} reads for {len(signals)} signals")
-        if via:
-            if owned:
-                sig.fill_source(signals, via)
-            else:
-                signals = [sig.with_source(s, via) for s in signals]
+        signals, reason, reads = _checked(signals, reason, via, owned, reads)
         ids: dict[str, list[str]] = defaultdict(list)
         for s, r in zip(signals, reads, strict=True):
             if r is None:

@@ -7,6 +7,7 @@ and the next batch starts another; one whose service died exits."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,36 +43,36 @@ def answered(sid: str, start: str, wait_s: int) -> pb.Signal:
     return pb.Signal(signal_id=sid, service_id=EMAIL, call=call)
 
 
-def _recording(suite: Suite) -> RecordingProcess:
+@contextlib.contextmanager
+def _recording(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Suite, RecordingProcess]]:
+    """A world whose metrics records through a recording process of its own (started)."""
+    suite = Suite(make_store_env)
     process = RecordingProcess(suite.envs["metrics"])
     suite.metrics.record_in(process)
-    process.start()
-    return process
+    try:
+        process.start()
+        yield suite, process
+    finally:
+        process.stop()
+        suite.close()
 
 
 @pytest.fixture
 def two(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Suite, Suite]]:
     """Two worlds alike: the first records in its service's process, the second through a
     recording process of its own."""
-    here, there = Suite(make_store_env), Suite(make_store_env)
-    process = _recording(there)
+    here = Suite(make_store_env)
     try:
-        yield here, there
+        with _recording(make_store_env) as (there, _):
+            yield here, there
     finally:
-        process.stop()
         here.close()
-        there.close()
 
 
 @pytest.fixture
 def world(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Suite, RecordingProcess]]:
-    suite = Suite(make_store_env)
-    process = _recording(suite)
-    try:
-        yield suite, process
-    finally:
-        process.stop()
-        suite.close()
+    with _recording(make_store_env) as made:
+        yield made
 
 
 def _outcome(m: Metrics, caller: Principal, signals: list[pb.Signal], reason: str) -> Any:
