@@ -14,7 +14,7 @@ Timed:
 * ingest: one client (or `--metrics-clients` K at once, each its share over a channel of its
   own) streams every message over one `MetricsService/RecordSignals` call as the provider
   department; the figure is signals/s from the call's start to its response
-  (each message is stored durably, as one event, before the next is read). Every stored
+  (each message is stored durably, as one event, in the stream's order). Every stored
   signal is read back afterwards (`EventLogService/ReadEvents`, and the store file).
 * ceiling: the same serialised batches inserted into a fresh SQLite file in WAL mode with
   synchronous=FULL, one row and one transaction per batch; and again with the rows exactly
