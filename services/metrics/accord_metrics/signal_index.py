@@ -1376,6 +1376,7 @@ class SignalIndex(_Host):
                     agreement_ids=self._agreements_of_service(sid),
                 )
             )
+        stored: tuple[int, int, tuple[tuple[str, int, tuple[str, ...]], ...]] = (0, 0, ())
         if batches:
             # The index rows of the batch (from the rows read for its dedupe), written in the
             # batch's own transaction, with the position of its last event.
@@ -1407,19 +1408,19 @@ class SignalIndex(_Host):
             else:  # a recorder that runs no with_records hook: indexed from the log instead
                 self._index_stale = True
                 self._refresh_signals()
-            if written:
-                return Recorded(
-                    accepted=sum(len(v) for v in fresh.values()),
-                    duplicates=duplicates,
-                    corrections=sum(len(v) for v in corrected.values()),
-                    first_position=written[0],
-                    last_position=written[-1],
-                    changes=tuple((sid, _instant_us(at), tuple(sorted(lists))) for sid, at, lists in changes),
+            if written:  # what was stored, for a process this one tells (`accord_metrics.recorder`)
+                stored = (
+                    written[0],
+                    written[-1],
+                    tuple((s, _instant_us(t), tuple(sorted(ls))) for s, t, ls in changes),
                 )
         return Recorded(
             accepted=sum(len(v) for v in fresh.values()),
             duplicates=duplicates,
             corrections=sum(len(v) for v in corrected.values()),
+            first_position=stored[0],
+            last_position=stored[1],
+            changes=stored[2],
         )
 
     def _check_fcr_customers(self, signals: list[signals_pb2.Signal], reads: Sequence[sig.Read | None]) -> None:
