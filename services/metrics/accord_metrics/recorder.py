@@ -52,6 +52,9 @@ _LENGTH = struct.Struct(">I")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 START_SECONDS = 60.0  # how long the recording process may take to open the store and answer "ready"
 STOP_SECONDS = 30.0  # how long it may take to finish the batch under way when told to stop
+# How long the oldest batch sent may wait for its answer before the recording process is taken for
+# hung (stopped, as a process that sends no answers: killed, then started again for the next batch).
+ANSWER_SECONDS = 120.0
 # The errors a batch is refused with (as `Metrics.record` raises them), rebuilt in the service by name.
 REFUSALS: dict[str, type[Exception]] = {
     e.__name__: e for e in (InvalidSignalError, NotTheProviderError, UnknownServiceError, InvalidRequestError)
@@ -110,6 +113,7 @@ def _read_frame(src: IO[bytes]) -> tuple[Any, ...] | None:
 
 
 OnStored = Callable[[Recorded, dict[str, list[str]]], None]
+_Sent = tuple[Future[Recorded], dict[str, list[str]], float]  # a batch sent: its future, ids, when (monotonic)
 
 
 class RecordingProcess:
@@ -120,14 +124,16 @@ class RecordingProcess:
     def __init__(
         self, env: Mapping[str, str], *, log_level: str = "info", log_format: str = "json",
         start_seconds: float = START_SECONDS, stop_seconds: float = STOP_SECONDS,
+        answer_seconds: float = ANSWER_SECONDS,
     ) -> None:  # fmt: skip
         self._config = ("config", dict(env), log_level, log_format)
-        self.start_seconds, self.stop_seconds = start_seconds, stop_seconds
+        self.start_seconds, self.stop_seconds, self.answer_seconds = start_seconds, stop_seconds, answer_seconds
         self.on_stored: OnStored | None = None
         self._lock = threading.Lock()  # starting and stopping; the sends and the batches awaited
         self._proc: subprocess.Popen[bytes] | None = None
         self._to: IO[bytes] | None = None
-        self._pending: collections.deque[tuple[Future[Recorded], dict[str, list[str]]]] = collections.deque()
+        # The batches sent and not answered yet, in the order sent: each its future, ids, and when sent.
+        self._pending: collections.deque[_Sent] = collections.deque()
         self._streams = itertools.count(1)
         self._stopped = False
         self.pid: int | None = None
@@ -173,16 +179,33 @@ class RecordingProcess:
             proc.wait()
             to.close()
             back.close()
-            why = "did not answer in time" if not ready else f"exited with code {proc.returncode}"
-            log.error("recording_process_failed_to_start", reason=why, alert=True)
-            raise RecordingUnavailableError(f"the recording process {why} (see the service's log)")
+            failed = "did not answer in time" if not ready else f"exited with code {proc.returncode}"
+            log.error("recording_process_failed_to_start", reason=failed, alert=True)
+            raise RecordingUnavailableError(f"the recording process {failed} (see the service's log)")
         self._proc, self._to, self.pid = proc, to, proc.pid
-        self._pending = collections.deque()  # this process's batches not answered yet, in the order sent
+        pending: collections.deque[_Sent] = collections.deque()  # this process's batches not answered yet
+        self._pending = pending
         self.starts += 1
+        why: list[str] = []  # why it ended, when the service ended it (its watch)
         threading.Thread(
-            target=self._read_answers, args=(proc, back, self._pending), name="recording-answers", daemon=True
+            target=self._read_answers, args=(proc, back, pending, why), name="recording-answers", daemon=True
         ).start()
+        threading.Thread(target=self._watch, args=(proc, pending, why), name="recording-watch", daemon=True).start()
         log.info("recording_process_started", pid=proc.pid)
+
+    def _watch(self, proc: subprocess.Popen[bytes], pending: collections.deque[_Sent], why: list[str]) -> None:
+        """While the process runs: one whose oldest batch waits longer than `answer_seconds` for its
+        answer is taken for hung and killed (its batches not answered then fail, and the next batch
+        starts another)."""
+        every = min(1.0, self.answer_seconds / 4)
+        while proc.poll() is None:
+            time.sleep(every)
+            oldest = pending[0] if pending else None
+            if oldest is not None and time.monotonic() - oldest[2] > self.answer_seconds:
+                why.append(f"it did not answer a batch in {self.answer_seconds:g} s and was stopped")
+                log.error("recording_process_hung", pid=proc.pid, seconds=self.answer_seconds, alert=True)
+                proc.kill()
+                return
 
     def stop(self) -> None:
         """Tell the recording process to stop (after the batch under way) and wait for it; killed
@@ -236,7 +259,7 @@ class RecordingProcess:
         with self._lock:
             self._start_locked()
             assert self._to is not None
-            self._pending.append((future, ids))
+            self._pending.append((future, ids, time.monotonic()))
             try:
                 _write_frame(self._to, frame)
             except OSError as e:  # the process is gone: its answers' reader fails what it had
@@ -245,13 +268,13 @@ class RecordingProcess:
         return future
 
     def _read_answers(
-        self, proc: subprocess.Popen[bytes], back: IO[bytes], pending: collections.deque[tuple[Future[Recorded], Any]]
+        self, proc: subprocess.Popen[bytes], back: IO[bytes], pending: collections.deque[_Sent], why: list[str]
     ) -> None:  # fmt: skip
         """Each answer of this process to the batch it answers, in the order they were sent; at the
         end of the pipe (the process exited) its batches not answered fail."""
         try:
             while (answer := _read_frame(back)) is not None:
-                future, ids = pending.popleft()  # appended before its batch was sent (a deque's ends are atomic)
+                future, ids, _ = pending.popleft()  # appended before its batch was sent (a deque's ends are atomic)
                 self._answer(future, ids, answer)
         finally:
             back.close()
@@ -265,10 +288,11 @@ class RecordingProcess:
                     self._proc = self._to = None
             if lost or not self._stopped:
                 log.error("recording_process_exited", pid=proc.pid, code=code, unanswered=len(lost), alert=True)
-            for future, _ in lost:
+            ended = why[0] if why else f"it exited (code {code})"
+            for future, _, _ in lost:
                 future.set_exception(
                     RecordingUnavailableError(
-                        f"the recording process exited (code {code}) before answering: this batch may or may not be "
+                        f"the recording process ended before answering ({ended}): this batch may or may not be "
                         "stored; send it again (a signal already held is counted a duplicate)"
                     )
                 )

@@ -44,10 +44,12 @@ def answered(sid: str, start: str, wait_s: int) -> pb.Signal:
 
 
 @contextlib.contextmanager
-def _recording(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[tuple[Suite, RecordingProcess]]:
+def _recording(
+    make_store_env: Callable[[str], dict[str, str]], **options: float
+) -> Iterator[tuple[Suite, RecordingProcess]]:
     """A world whose metrics records through a recording process of its own (started)."""
     suite = Suite(make_store_env)
-    process = RecordingProcess(suite.envs["metrics"])
+    process = RecordingProcess(suite.envs["metrics"], **options)
     suite.metrics.record_in(process)
     try:
         process.start()
@@ -214,6 +216,27 @@ def test_a_recording_process_that_dies_fails_what_it_had_not_answered_and_anothe
     for objective in ("availability", "service-level"):
         check = m.recompute(aid, objective, "2025-12-31T23:00:00+00:00")
         assert check["matches"], check["differences"]
+
+
+def test_a_recording_process_that_does_not_answer_is_stopped_and_another_starts(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """One that sends no answer in time (here: frozen, SIGSTOP) is taken for hung and killed: the
+    batch waiting for it fails UNAVAILABLE saying so, and the next batch starts another."""
+    with _recording(make_store_env, answer_seconds=1.0) as (suite, process):
+        m = suite.metrics
+        an_active_agreement(suite)
+        frozen = process.pid
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+        started = time.monotonic()
+        waiting = m.submit_record(COLLECTOR, [outage("h1", f"2026-01-12T10:00{AMS}", 5)])
+        with pytest.raises(RecordingUnavailableError, match="did not answer a batch in 1 s and was stopped"):
+            waiting.result(30)  # (a TimeoutError when no one stops it)
+        assert time.monotonic() - started < 30
+        assert not _alive(frozen)
+        assert m.record(COLLECTOR, [outage("h1", f"2026-01-12T10:00{AMS}", 5)]).accepted == 1
+        assert process.starts == 2
 
 
 def test_a_recording_process_whose_service_died_exits(tmp_path: Path) -> None:
