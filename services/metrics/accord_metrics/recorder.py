@@ -39,6 +39,8 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+import structlog
+
 from accord_kit.context import Principal
 from accord_kit.errors import UnavailableError
 from accord_kit.logging import get_logger
@@ -349,6 +351,9 @@ def main(argv: Sequence[str]) -> int:
     from accord.metrics.v1 import signals_pb2
     from accord_kit.logging import configure_logging
 
+    if len(argv) != 3 or not all(a.isdigit() for a in argv[1:]):
+        print("accord_metrics.recorder is started by the metrics service (METRICS_RECORDER=process)", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service stops it, after its calls are over
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     src = os.fdopen(int(argv[1]), "rb")
@@ -358,6 +363,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     _, env, level, fmt = config
     configure_logging(level, fmt, service="metrics")
+    structlog.contextvars.bind_contextvars(process="recording")  # its lines told from the service's
     clock = _GivenClock()
     t0 = time.perf_counter()
     app = _recording_app(env, clock)
