@@ -114,12 +114,16 @@ def test_what_the_recording_process_records_is_recorded_and_judged_as_in_the_ser
         ("record", COLLECTOR, [outage("o1", day.format("13:00"), 20), under_way("u1", day.format("14:00"))]),
         ("record", COLLECTOR, calls("a", day.format("09:00"), 5, 1)),  # sent again: duplicates
         ("tick", day.format("15:00")),
+        ("tick", day.format("15:30")),  # nothing new: the outage under way judged longer by time alone
         ("record", COLLECTOR, [outage("u1", day.format("14:00"), 45), answered("b1", day.format("15:10"), 5)]),
         ("record", COLLECTOR, [outage("o1", day.format("13:00"), 35)], "the probe saw it longer"),
         ("record", COLLECTOR, [answered("o1", day.format("16:00"), 5)]),  # a correction changing its kind
         ("record", CUSTOMER, [outage("o9", day.format("16:00"), 5)]),  # not the provider
         ("record", COLLECTOR, [outage("o9", day.format("16:00"), 5), *calls("c", f"2026-01-13T09:00{AMS}", 30, 10)]),
         ("tick", f"2026-01-13T12:00{AMS}"),
+        # Longer than any before, from before the month into it: the window's selection reaches back for it.
+        ("record", COLLECTOR, [outage("longer", f"2025-12-31T22:00{AMS}", 240)]),
+        ("tick", f"2026-01-13T13:00{AMS}"),
         ("record", COLLECTOR, [answered("a2", day.format("09:02"), 50)], "wait re-read"),  # a correction
         ("tick", f"2026-02-01T02:00{AMS}"),  # January closed
     ]
