@@ -44,7 +44,7 @@ import structlog
 from accord_kit.context import Principal
 from accord_kit.errors import UnavailableError
 from accord_kit.logging import get_logger
-from accord_metrics.domain import InvalidRequestError, NotTheProviderError, UnknownServiceError
+from accord_metrics.domain import NotTheProviderError, UnknownServiceError
 from accord_metrics.signal_index import Recorded
 from accord_metrics.signals import InvalidSignalError, Read
 
@@ -59,7 +59,7 @@ STOP_SECONDS = 30.0  # how long it may take to finish the batch under way when t
 ANSWER_SECONDS = 120.0
 # The errors a batch is refused with (as `Metrics.record` raises them), rebuilt in the service by name.
 REFUSALS: dict[str, type[Exception]] = {
-    e.__name__: e for e in (InvalidSignalError, NotTheProviderError, UnknownServiceError, InvalidRequestError)
+    e.__name__: e for e in (InvalidSignalError, NotTheProviderError, UnknownServiceError)
 }
 
 

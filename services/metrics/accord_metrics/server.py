@@ -102,7 +102,6 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         accepted = duplicates = corrections = messages = 0
         process = self.app.recording_process
         stream = process.new_stream() if process is not None else 0
-        ahead = AHEAD if process is not None else 1
         pending: collections.deque[asyncio.Future[Recorded]] = collections.deque()  # being recorded, in order
 
         async def settle(keep: int = 0) -> None:
@@ -140,7 +139,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                     ) from None
                 if process is not None:
                     pending.append(asyncio.ensure_future(_answer_of(submitted)))
-                    await settle(ahead)
+                    await settle(AHEAD)
                 else:
                     await settle()
                     pending.append(

@@ -1506,41 +1506,22 @@ class SignalIndex(_Host):
         self._load_signal_facts()
         self._signals_position = self._signals_read = min(self._judged_position, self._store_position)
 
-    def _reload_facts(self) -> None:
-        """The facts as the store has them, after another process moved its index on: with a
-        recording process of its own (whose batches move it on all the time), each service's entry
-        is kept — its kept selections, conversions and rows written — and its facts set in place
-        (`_facts_in_place`); else the entries are made anew (`_load_signal_facts`)."""
-        if self.recording_process is not None:
-            self._facts_in_place()
-        else:
-            self._load_signal_facts()
-
-    def _facts_in_place(self) -> None:
+    def _load_signal_facts(self) -> None:
         """Each service's facts, its outages under way and the index's position as the store has
-        them, set on the entries held (new ones made): what another process indexed reaches the kept
-        selections as any such batch does, by its ids (`forget`, from `_noted` or `_apply_told`)."""
+        them (at the start; after another process moved the index on; after a write that failed),
+        set on the entries held, new ones made. An entry keeps what it holds — its kept selections,
+        conversions, rows written: what another process indexed reaches them as any change does, by
+        its ids (`forget`, from `_noted` or `_apply_told`; a failed write's rows were dropped). (They
+        were made anew once, every kept selection then read again from the store: with a recording
+        process storing batches all the time, that was every round.)"""
         state = self._signal_store.state()
+        if not isinstance(self._services, _Services):
+            self._services = _Services(self._signal_store)
         for sid in set(state.facts) | set(state.ongoing) | set(self._services):
             entry = self._services[sid]
             facts = state.facts.get(sid) or Facts()
             entry.count, entry.longest_outage, entry.reaches_us = facts.count, facts.longest_outage, facts.reaches
             entry.ongoing = dict(state.ongoing.get(sid) or {})
-        self._store_position = state.position
-        self._index_stale = False
-
-    def _load_signal_facts(self) -> None:
-        state = self._signal_store.state()
-        old = self._services
-        self._services = _Services(self._signal_store)
-        for sid in set(state.facts) | set(state.ongoing) | set(old):
-            entry = self._services[sid] = ServiceSignals(
-                sid, self._signal_store, state.facts.get(sid), state.ongoing.get(sid)
-            )
-            if sid in old:  # what a round under way converted and selected stays (see `forget`)
-                was = old[sid]
-                entry._converted, entry.selected, entry._reused = was.converted, was.selected, was._reused
-                entry._round_thread = was._round_thread
         self._store_position = state.position
         self._index_stale = False
 
@@ -1560,7 +1541,7 @@ class SignalIndex(_Host):
             self._index_stale = True  # the facts were moved on, the store's were not
             raise
         if not done:
-            self._reload_facts()
+            self._load_signal_facts()
             return False
         self._store_position = position
         for service_id, at_, lists in changes:
@@ -1626,7 +1607,7 @@ class SignalIndex(_Host):
         store's index does not hold yet are indexed there, page by page."""
         with self._lock:
             if self._index_stale:
-                self._reload_facts()
+                self._load_signal_facts()
             for notes, read_to in topic_pages(self.recorder, self._signals_read, SIGNAL_TOPICS, 500):
                 if not notes:
                     self._signals_read = read_to
@@ -1634,7 +1615,7 @@ class SignalIndex(_Host):
                 # Batches the recording process stored and told of: their changes as told, not read back.
                 told = self._take_told(notes)
                 if told and max(t.last for t in told.values()) > self._store_position:
-                    self._reload_facts()  # it indexed them: the facts as the store has them
+                    self._load_signal_facts()  # it indexed them: the facts as the store has them
                 batches: list[tuple[int, str, list[signals_pb2.Signal]]] = []
                 for n in notes:
                     if n.id in told:
