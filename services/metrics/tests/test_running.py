@@ -20,7 +20,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.timeline import AlwaysOpen, BusinessCalendar, Interval
 from accord_metrics.application import Metrics
 from accord_metrics.formulas import contact, reliability, running
-from accord_metrics.formulas.common import hour_bucketed
+from accord_metrics.formulas.common import hour_bucketed, hour_of
 from tests.suite import (
     AMS,
     COLLECTOR,
@@ -231,6 +231,42 @@ def test_calls_over_many_hours_keep_runs_continued_at_their_end() -> None:
     assert tally.evaluated() == contact.service_level(calls + late, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
 
 
+def test_calls_arriving_late_in_the_hour_before_the_last_encode_only_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls over most of a day, then a batch a few minutes late — in the hour before the one
+    arriving, each bucket's run before its last: placed among the records kept of that hour,
+    neither that hour's calls encoded anew nor every earlier run's digest hashed again (a bucket
+    holds ≈ 20 runs here, ≈ 300 over a month's window) — only the runs of the latest hours; the
+    digest is the formula's."""
+    n = running.BUCKETS * 200
+    calls = _calls([(i * 6 % 86400, "answered", i % 30, i, 60, "0") for i in range(n)], list(range(n)))
+    tally = running.CallTally("contact.service_level", "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
+    for i in range(0, n, 1000):
+        assert tally.extend(calls[i : i + 1000])
+    assert all(len(b.runs) >= 20 for b in tally.records.buckets)
+    assert tally.records.encoded == 0
+    # The last call entered at 76,794 s (hour 21): late ones in hour 20, 1,000 of them.
+    late = _calls([(72_001 + k * 3, "answered", 5, 0, 60, "0") for k in range(1000)], [n + k for k in range(1000)])
+    digests = 0
+    run_digest = running._Runs.run_digest
+
+    def counted(bucket: Any, at: int) -> str:
+        nonlocal digests
+        digests += 1
+        return run_digest(bucket, at)
+
+    monkeypatch.setattr(running._Runs, "run_digest", counted)
+    hashed = tally.records.hashed
+    assert tally.extend(late)
+    assert tally.records.encoded == 0  # the records of hour 20 were kept
+    late_hour = hour_of(T0) + 20
+    assert all(b.hours[-1] - late_hour in (0, 1) for b in tally.records.buckets)  # hour 20 among each one's latest
+    assert tally.records.hashed - hashed == sum(len(b.runs[b.hours.index(late_hour)]) for b in tally.records.buckets)
+    assert digests <= running.KEPT_HOURS * running.BUCKETS  # the two latest runs' digests a bucket, no earlier one
+    assert tally.evaluated() == contact.service_level(calls + late, "ANSWERED_OVER_OFFERED", timedelta(seconds=20))
+
+
 def test_a_correction_hashes_its_run_again_not_the_records_after_it() -> None:
     """A call corrected in the middle of 20,000 (its record moved to another bucket or not) is
     hashed again with the calls of its hour in its bucket alone — not with every record after its
@@ -384,7 +420,8 @@ def test_a_run_digest_is_the_formulas_over_its_items(
     hours: random batches added anywhere (late ones in earlier hours, new hours before later
     ones), taken out (whole runs too), replaced in their place (another content) or moved (another
     instant, another hour): the digest is always the formulas' (`common.hour_bucketed`) over the
-    records in that order, and no record held but those of each bucket's last run. Items given
+    records in that order, and no record held but those of each bucket's runs of its latest hours
+    (`KEPT_HOURS`). Items given
     beside (`digest_with`: in the last hour, earlier ones, a new one, one equal to an item held)
     give the digest of all of them held, nothing changed."""
     hour = lambda x: x.at // 3600  # noqa: E731
@@ -405,8 +442,10 @@ def test_a_run_digest_is_the_formulas_over_its_items(
         assert kept.digest(b"}") == top(ordered)
         assert kept.items == ordered
         assert not kept.holds_any([_Arrived(k, -1) for k in held]) and (not held or kept.holds_any(ordered[-1:]))
-        # The records held are each bucket's last run's, as the run holds its items (no other).
-        assert all(b._tail_records in (None, [x.record() for x in b.runs[-1]]) for b in kept.buckets if b.runs)
+        # The records held are those of each bucket's runs of its latest hours, as each run holds its items (no other).
+        for b in kept.buckets:
+            assert all(h > b.hours[-1] - running.KEPT_HOURS for h in b.kept)
+            assert all(rs == [x.record() for x in b.runs[b.hours.index(h)]] for h, rs in b.kept.items())
 
 
 def test_a_run_digest_placing_many_encodes_them_a_chunk_at_a_time_to_the_same_digest() -> None:
@@ -1322,6 +1361,8 @@ def test_outage_count_and_first_contact_tallies_keep_no_record() -> None:
 
     held = ((tally.records, len(outages)), (fcr.records, int(fcr.counted)), (requests.records, len(counts)))
     for digest, counted in held:
-        kept = [len(b._tail_records or ()) for b in digest.buckets]
-        assert all(b._tail_records in (None, list(map(digest.encode, b.runs[-1]))) for b in digest.buckets if b.runs)
+        kept = [sum(map(len, b.kept.values())) for b in digest.buckets]
+        for b in digest.buckets:
+            assert all(h > b.hours[-1] - running.KEPT_HOURS for h in b.kept)
+            assert all(rs == list(map(digest.encode, b.runs[b.hours.index(h)])) for h, rs in b.kept.items())
         assert 0 < sum(kept) < counted // 4

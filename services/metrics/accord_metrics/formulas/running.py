@@ -190,17 +190,24 @@ class _Held:
 
 
 _CHUNK = 4096  # `RunDigest.add_encoded`: items encoded and placed at once, at most
+# The hours whose runs keep their records in a bucket (`_Runs.kept`): the latest hour it holds
+# and the one before. Signals arrive minutes late: a batch that reached back past the hour
+# boundary encoded the previous hour's run anew (every call in it) every round — ≈ 4,000–8,000
+# records a round at a contact centre's density, 35–65 ms of a round after one batch. Kept for two
+# hours at 1,500,000 calls a month: ≈ 4,000 records a digest, ≈ 1 MiB.
+KEPT_HOURS = 2
 
 
 class _Runs:
     """One bucket of a `RunDigest`: its items in order, in runs by the hour they arrived in (each
-    run's items, hour and digest); of the last run — the hour calls are arriving in — its records
-    and the hash state after them (appended ones continue it, one placed among them hashes them
-    again as kept); and the state after the digests of the runs before the last (a new last run
-    continues it). No other record is held: a run before the last that changes is hashed again
-    from its items, encoded anew."""
+    run's items, hour and digest); of the runs of its latest `KEPT_HOURS` hours — the hour calls
+    are arriving in and the one before, where late ones land — their records (`kept`, by hour: one
+    placed among them hashes them again as kept); the hash state after the last run's records
+    (appended ones continue it); and the state after the digests of the runs before the last (a
+    new last run continues it). No other record is held: an earlier run that changes is hashed
+    again from its items, encoded anew."""
 
-    __slots__ = ("_prefix", "_prefix_runs", "_tail", "_tail_records", "digest", "digests", "hours", "runs")
+    __slots__ = ("_prefix", "_prefix_runs", "_tail", "digest", "digests", "hours", "kept", "runs")
 
     def __init__(self) -> None:
         # Its runs' hours (C longs) and digests (32 bytes each, in one bytearray): a run costs its
@@ -209,25 +216,31 @@ class _Runs:
         self.hours = array("q")
         self.runs: list[list[Any]] = []
         self.digests = bytearray()
-        # The last run's records and the state after them (None: not known, encoded anew when hashed).
-        self._tail_records: list[str] | None = None
+        # The records of the runs of the latest hours, by hour (a run's as it holds its items), and
+        # the hash state after the last run's (None: not known; its run is then hashed anew).
+        self.kept: dict[int, list[str]] = {}
         self._tail: Any = None
         self._prefix: Any = hashlib.sha256()  # after ",".join(digests[:_prefix_runs]) + ","
         self._prefix_runs = 0
         self.digest = EMPTY_BUCKET
 
     def top(self) -> None:
-        """The bucket's digest from its runs' (the runs before the last continuing the kept state)."""
+        """The bucket's digest from its runs' (those before the latest `KEPT_HOURS` continuing the
+        kept state: a late item placed in the run before the last does not hash every run's digest
+        again — ≈ 300 runs a bucket in a month's window at a contact centre's density)."""
         if not self.runs:
             self._prefix, self._prefix_runs, self.digest = hashlib.sha256(), 0, EMPTY_BUCKET
             return
         last = len(self.runs) - 1
-        if self._prefix_runs > last:
+        settled = max(last - (KEPT_HOURS - 1), 0)  # the runs the kept state may cover
+        if self._prefix_runs > settled:
             self._prefix, self._prefix_runs = hashlib.sha256(), 0
-        while self._prefix_runs < last:
+        while self._prefix_runs < settled:
             self._prefix.update((self.run_digest(self._prefix_runs) + ",").encode())
             self._prefix_runs += 1
         state = self._prefix.copy()
+        if settled < last:
+            state.update("".join(self.run_digest(at) + "," for at in range(settled, last)).encode())
         state.update(self.run_digest(last).encode())
         self.digest = Encoded('"' + state.hexdigest() + '"')
 
@@ -244,17 +257,27 @@ class _Runs:
         if at < self._prefix_runs:
             self._prefix, self._prefix_runs = hashlib.sha256(), 0
 
-    def edit_tail(self, at: int, k: int, record: str | None, insert: bool) -> None:
+    def keep(self, at: int, records: list[str]) -> None:
+        """Run `at`'s records (as it holds its items), kept when its hour is among the latest
+        `KEPT_HOURS`; the records of hours no longer among them dropped."""
+        oldest = self.hours[-1] - KEPT_HOURS  # the latest hour not kept
+        if self.hours[at] > oldest:
+            self.kept[self.hours[at]] = records
+        for h in [h for h in self.kept if h <= oldest]:
+            del self.kept[h]
+
+    def edit(self, at: int, k: int, record: str | None, insert: bool) -> None:
         """Run `at`'s item at place `k` inserted (`insert`), replaced (`record`) or taken out (None):
-        the last run's kept records likewise."""
-        if at != len(self.runs) - 1 or self._tail_records is None:
+        its kept records likewise."""
+        records = self.kept.get(self.hours[at])
+        if records is None:
             return
         if record is None:
-            del self._tail_records[k]
+            del records[k]
         elif insert:
-            self._tail_records.insert(k, record)
+            records.insert(k, record)
         else:
-            self._tail_records[k] = record
+            records[k] = record
 
 
 class RunDigest(_Held):
@@ -262,10 +285,11 @@ class RunDigest(_Held):
     bucketed digest by hours (`common.hour_bucketed`: by `common.bucket_of` their record, each
     bucket in runs by the hour its items arrived in, `hour(item)`), and the SHA-256 of prefix + the
     buckets' digests + suffix. A record is encoded (`encode`) when its item is placed, and kept
-    while its run is its bucket's last (the hour arriving); items appended at the end of the last
-    run continue its hash state, one placed among them hashes the kept records again, and a change
-    in a run before the last hashes that run again from its items, encoded anew (the inputs of one
-    hour of one bucket). Items of an equal order are equal (a call's arrival and id)."""
+    while its run is of its bucket's latest `KEPT_HOURS` hours (the hour arriving and the one
+    before); items appended at the end of the last run continue its hash state, one placed among
+    a kept run's items hashes its kept records again, and a change in an earlier run hashes that
+    run again from its items, encoded anew (the inputs of one hour of one bucket). Items of an
+    equal order are equal (a call's arrival and id)."""
 
     def __init__(
         self, prefix: bytes, order: Callable[[Any], Any], hour: Callable[[Any], int], encode: Callable[[Any], str]
@@ -318,16 +342,17 @@ class RunDigest(_Held):
             if at == len(bucket.hours):  # a later hour than any: the new last run
                 bucket.hours.append(h)
                 bucket.runs.append(items)
-                bucket._tail_records, bucket._tail = records, hashlib.sha256(",".join(records).encode())
+                bucket.keep(at, records)
+                bucket._tail = hashlib.sha256(",".join(records).encode())
                 bucket.digests += bucket._tail.digest()
                 self.hashed += len(records)
                 bucket.changed(at)
                 continue
             run = bucket.runs[at] if bucket.hours[at] == h else None
-            tail = bucket._tail_records
+            tail = bucket.kept.get(h)
             if (
-                run is not None and at == len(bucket.runs) - 1 and tail is not None and h not in stale
-                and order(items[0]) >= order(run[-1])
+                run is not None and at == len(bucket.runs) - 1 and tail is not None and bucket._tail is not None
+                and h not in stale and order(items[0]) >= order(run[-1])
             ):  # fmt: skip
                 run.extend(items)
                 tail.extend(records)
@@ -344,28 +369,28 @@ class RunDigest(_Held):
             for item, record in pairs:
                 k = bisect_right(run, order(item), key=order)
                 run.insert(k, item)
-                bucket.edit_tail(at, k, record, insert=True)
+                bucket.edit(at, k, record, insert=True)
             stale.add(h)
         self._rehash(bucket, stale)
 
     def _rehash(self, bucket: _Runs, stale: set[int]) -> None:
-        """The runs of these hours hashed again (the last from its kept records, the others from
-        their items, encoded anew); the bucket's digest."""
+        """The runs of these hours hashed again (from their kept records, else from their items,
+        encoded anew — and kept, of the latest hours); the bucket's digest."""
         last = len(bucket.runs) - 1
         for h in stale:
             at = bisect_left(bucket.hours, h)
             if at == len(bucket.hours) or bucket.hours[at] != h:
                 continue  # taken out since
-            if at == last and bucket._tail_records is not None:
-                records = bucket._tail_records
-            else:
+            records = bucket.kept.get(h)
+            if records is None:
                 records = [self.encode(item) for item in bucket.runs[at]]
                 self.encoded += len(records)
+                bucket.keep(at, records)
             self.hashed += len(records)
             state = hashlib.sha256(",".join(records).encode())
             bucket.set_digest(at, state.digest())
             if at == last:
-                bucket._tail_records, bucket._tail = records, state
+                bucket._tail = state
             bucket.changed(at)
         bucket.top()
 
@@ -394,13 +419,14 @@ class RunDigest(_Held):
             bucket, r, k = self._find(item, b)
             run = bucket.runs[r]
             del run[k]
-            bucket.edit_tail(r, k, None, insert=False)
+            bucket.edit(r, k, None, insert=False)
             hours = stale.setdefault(b, set())
             if run:
                 hours.add(bucket.hours[r])
             else:
-                if r == len(bucket.runs) - 1:  # the run before it is the last now: its records not kept
-                    bucket._tail_records, bucket._tail = None, None
+                if r == len(bucket.runs) - 1:  # the run before it is the last now: no hash state after it
+                    bucket._tail = None
+                bucket.kept.pop(bucket.hours[r], None)
                 del bucket.runs[r], bucket.hours[r], bucket.digests[r * 32 : r * 32 + 32]
                 bucket.changed(r)
             del self.items[at], self._where[at]
@@ -418,7 +444,7 @@ class RunDigest(_Held):
             return
         bucket, r, k = self._find(before, b)
         bucket.runs[r][k] = after
-        bucket.edit_tail(r, k, record, insert=False)
+        bucket.edit(r, k, record, insert=False)
         self.items[at] = after
         self._rehash(bucket, {bucket.hours[r]})
 
@@ -432,7 +458,7 @@ class RunDigest(_Held):
 
     def _bucket_with(self, bucket: _Runs, group: list[tuple[Any, str]]) -> Encoded:
         """A bucket's digest with these pairs (in order) placed in its runs, nothing changed."""
-        order, last = self.key, len(bucket.runs) - 1
+        order = self.key
         runs = {h: bucket.run_digest(at) for at, h in enumerate(bucket.hours)}
         by_hour: dict[int, list[tuple[Any, str]]] = {}
         for pair in group:
@@ -441,7 +467,7 @@ class RunDigest(_Held):
             at = bisect_left(bucket.hours, h)
             if at < len(bucket.hours) and bucket.hours[at] == h:
                 items = list(bucket.runs[at])
-                kept = bucket._tail_records if at == last else None
+                kept = bucket.kept.get(h)
                 records = list(kept) if kept is not None else [self.encode(item) for item in items]
             else:
                 items, records = [], []
@@ -945,6 +971,9 @@ def _end(o: Interval) -> datetime:
     return o.end
 
 
+_END = attrgetter("end")  # `_end` as a sort key, in C (a merge's tail can hold every outage of the last minutes)
+
+
 _start_end = attrgetter("start", "end")  # an outage's order in its digest (its record's)
 
 
@@ -965,12 +994,12 @@ def place_by_end(ends: list[datetime], outages: list[Interval], fresh: Sequence[
     """These outages placed among `outages` (ordered by end, with their `ends`), after those ending
     at the same instant: a few one at a time (an insertion moves the pointers after it: cheap),
     more by merging them with those held after the first of them (two sorted runs: one pass)."""
-    new = sorted(fresh, key=_end)
+    new = sorted(fresh, key=_END)
     at = bisect_right(ends, new[0].end)
     if len(new) > _FEW or at == len(ends):
-        merged = sorted([*outages[at:], *new], key=_end)  # (stable: the held first among equal ends)
+        merged = sorted([*outages[at:], *new], key=_END)  # (stable: the held first among equal ends)
         del ends[at:], outages[at:]
-        ends.extend(o.end for o in merged)
+        ends.extend(map(_END, merged))
         outages.extend(merged)
         return
     for o in new:
