@@ -122,6 +122,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._services: dict[str, ServiceSignals] = {}
         self.recording_process = None  # where batches are recorded when not here (`record_in`)
         self._told: dict[int, Told] = {}  # what it told of batches it stored, by their log positions
+        self._told_rows = 0
         self._told_lock = threading.Lock()
         self._changed: dict[str, datetime] = {}  # service → earliest instant of signals not yet evaluated
         self._changed_lists: dict[str, set[str]] = {}  # service → the lists of those signals

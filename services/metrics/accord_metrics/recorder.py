@@ -8,8 +8,9 @@ The service checks and validates each batch itself (the same errors, before anyt
 fills in the way its signals came, and sends the batch's serialised signals with what validating
 read of them (`signals.Read`), the caller and its "now". The recording process records the batches
 one at a time in the order they were sent and answers each in that order: its outcome and what it
-stored — its events' log positions and its changes for the next round — which the service notes as
-it notes its own writes (`SignalIndex.stored_elsewhere`), without reading the batch back. A stream
+stored — its events' log positions, its changes for the next round and, when asked, the index rows
+it wrote — which the service notes as it notes its own writes (`SignalIndex.stored_elsewhere`),
+without reading the batch or its rows back. A stream
 of batches (one `RecordSignals` call) has a number: once one of its batches fails, none after it is
 recorded. Nothing is acknowledged before the recording process committed it (its answer comes
 after the commit); a recording process that dies fails the batches it had not answered
@@ -249,15 +250,17 @@ class RecordingProcess:
 
     def submit(
         self, caller: Principal, data: bytes, reason: str, reads: Sequence[Read | None], now: datetime,
-        ids: dict[str, list[str]], stream: int = 0,
+        ids: dict[str, list[str]], stream: int = 0, rows: bool = False,
     ) -> Future[Recorded]:  # fmt: skip
         """Send a batch (`data`: a `SignalBatch`'s wire format, checked and validated already; `ids`:
-        its signal ids by service). Its future holds the outcome, or the refusal (`REFUSALS`), or
-        `RecordingUnavailableError`, `RecordingFailedError`, `StreamStoppedError`."""
+        its signal ids by service; `rows`: the index rows it writes wanted back, in `Recorded.rows`).
+        Its future holds the outcome, or the refusal (`REFUSALS`), or `RecordingUnavailableError`,
+        `RecordingFailedError`, `StreamStoppedError`."""
         future: Future[Recorded] = Future()
         future.set_running_or_notify_cancel()  # sent: only its answer ends it (it cannot be cancelled)
         now_us = (now - _EPOCH) // timedelta(microseconds=1)
-        frame = ("record", stream, data, reason, list(reads), (caller.subject, caller.role, caller.department), now_us)
+        who = (caller.subject, caller.role, caller.department)
+        frame = ("record", stream, data, reason, list(reads), who, now_us, rows)
         with self._lock:
             self._start_locked()
             assert self._to is not None
@@ -302,8 +305,8 @@ class RecordingProcess:
     def _answer(self, future: Future[Recorded], ids: dict[str, list[str]], answer: tuple[Any, ...]) -> None:
         kind = answer[0]
         if kind == "ok":
-            _, accepted, duplicates, corrections, first, last, changes = answer
-            recorded = Recorded(accepted, duplicates, corrections, first, last, tuple(changes))
+            _, accepted, duplicates, corrections, first, last, changes, rows = answer
+            recorded = Recorded(accepted, duplicates, corrections, first, last, tuple(changes), rows)
             if self.on_stored is not None:
                 try:
                     self.on_stored(recorded, ids)
@@ -378,7 +381,7 @@ def main(argv: Sequence[str]) -> int:
             if kind == "end":
                 failed.discard(frame[1])
                 continue
-            _, stream, data, reason, reads, who, now_us = frame
+            _, stream, data, reason, reads, who, now_us, rows_wanted = frame
             if stream and stream in failed:
                 _write_frame(out, ("skipped",))
                 continue
@@ -396,7 +399,16 @@ def main(argv: Sequence[str]) -> int:
             else:
                 _write_frame(
                     out,
-                    ("ok", r.accepted, r.duplicates, r.corrections, r.first_position, r.last_position, list(r.changes)),
+                    (
+                        "ok",
+                        r.accepted,
+                        r.duplicates,
+                        r.corrections,
+                        r.first_position,
+                        r.last_position,
+                        list(r.changes),
+                        list(r.rows) if rows_wanted else [],
+                    ),
                 )
     finally:
         app.close()

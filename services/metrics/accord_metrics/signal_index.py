@@ -65,6 +65,9 @@ class Recorded:
     first_position: int = 0
     last_position: int = 0
     changes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()
+    # The index rows it wrote, each (service, *Row) as the store holds it: what a process told of
+    # them catches its kept selections up from, not reading them back (`SignalIndex._apply_told`).
+    rows: Sequence[tuple[Any, ...]] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Told:
     last: int
     changes: tuple[tuple[str, int, tuple[str, ...]], ...]
     ids: dict[str, list[str]]
+    rows: Sequence[tuple[Any, ...]] = ()  # the index rows it wrote, each (service, *Row)
 
 
 NEW, DUPLICATE, COMPLETION, CORRECTION = "new", "duplicate", "completion", "correction"
@@ -117,6 +121,9 @@ def changed_fields(old: signals_pb2.Signal, new: signals_pb2.Signal) -> list[str
 # indexed by: a call by when it entered the queue, a request count by its start (a probe: its
 # instant), an outage by its start (with its end, below). Every other kind is read whole.
 _BY_TIME = frozenset({"calls", "requests", "outages"})
+_RANK = operator.itemgetter(
+    3
+)  # a `Row`'s rank, as a sort key, in C (200,000 rows in no order: 1.1–1.3 → 0.18 µs a row)
 _SLACK_US = 1_000  # a selection's margin (µs) either side: a superset, which the formulas filter again
 # The replacements in place a kept selection logs per list (`_Selection.edits`): a running
 # evaluation further behind folds its inputs again.
@@ -322,6 +329,14 @@ class ServiceSignals:
                     self._written.update((sid, (row, None)) for sid, row in out.items())
         return list(out.values()), _EPOCH_US if reach is None else reach, frozenset(LISTS[c - 1] for c in codes)
 
+    def keep_written(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """The rows another process wrote (each (service, *Row), in the order written: a later one of
+        an id replaces an earlier), kept as the rows this process writes are (`_written`), for the kept
+        selections that are to catch up with them (`forget` marked them changed in each)."""
+        if self.selections and len(self._written) < WRITTEN_KEPT:
+            make_row = tuple.__new__
+            self._written.update((r[1], (make_row(Row, r[1:]), None)) for r in rows)
+
     def drop_written(self) -> None:
         """Keep none of the rows written (a write failed: they may not be the store's)."""
         self._written = {}
@@ -512,8 +527,8 @@ class ServiceSignals:
         placed: list[tuple[str, Row, str, bool]] = []
         bottoms: dict[str, int] = {}  # each list's, worked out once (not once a row)
         whole: dict[int, bool] = {}  # whether a list (by its code) is read whole, likewise
-        for sid, row in sorted(rows.items(), key=lambda r: r[1].rank):  # new ones in rank order: appended
-            code = row.list_code
+        for row in sorted(rows.values(), key=_RANK):  # new ones in rank order: appended
+            sid, code = row[0], row.list_code
             name = LISTS[code - 1]
             read_whole = whole.get(code)
             if read_whole is None:
@@ -1174,6 +1189,7 @@ class SignalIndex(_Host):
     # by each of their log positions, until the log is read there (`_refresh_signals`).
     recording_process: RecordingProcess | None
     _told: dict[int, Told]
+    _told_rows: int  # the rows those hold (at most `WRITTEN_KEPT`)
     _told_lock: threading.Lock
     _judged_position: int  # signals up to this log position were judged by a round (judging.JUDGED)
     _changed: dict[str, datetime]  # service → earliest instant of signals not yet evaluated
@@ -1275,29 +1291,50 @@ class SignalIndex(_Host):
             else:
                 ids[r[0]].append(r[1])
         data = _framed([s.SerializeToString() for s in signals])
-        return process.submit(caller, data, reason, list(reads), self.clock.now(), dict(ids), stream)
+        # Its rows wanted back while those told and not yet noted are few (`stored_elsewhere`).
+        rows = self._told_rows < WRITTEN_KEPT
+        return process.submit(caller, data, reason, list(reads), self.clock.now(), dict(ids), stream, rows)
 
     def stored_elsewhere(self, recorded: Recorded, ids: dict[str, list[str]]) -> None:
         """The recording process stored a batch (its events at `recorded`'s positions): noted for the
         next look at the log, which takes its changes from here rather than reading the batch back
         (`_refresh_signals`); the relay is woken. Called in the thread that reads its answers."""
         if recorded.last_position:
-            told = Told(recorded.first_position, recorded.last_position, recorded.changes, ids)
             with self._told_lock:
+                # Its rows kept until noted while those kept are few: at most as many as the kept
+                # selections keep of the rows written (`WRITTEN_KEPT`; ≈ 300 B each, read back beyond).
+                rows = recorded.rows if self._told_rows + len(recorded.rows) <= WRITTEN_KEPT else ()
+                told = Told(recorded.first_position, recorded.last_position, recorded.changes, ids, rows)
                 if told.last > self._signals_read:  # else read from the log already (and noted so)
                     for position in range(told.first, told.last + 1):
                         self._told[position] = told
+                    self._told_rows += len(rows)
             self.notify_saved()
 
     def _take_told(self, notes: Sequence[Any]) -> dict[int, Told]:
         with self._told_lock:
-            return {n.id: t for n in notes if (t := self._told.pop(n.id, None)) is not None}
+            taken = {n.id: t for n in notes if (t := self._told.pop(n.id, None)) is not None}
+            self._count_told_rows()
+            return taken
 
-    def _apply_told(self, told: Told) -> None:
+    def _count_told_rows(self) -> None:
+        """The rows held by what was told and not noted yet (`_told_lock` held)."""
+        self._told_rows = sum(len(t.rows) for t in {id(t): t for t in self._told.values()}.values())
+
+    def _apply_told(self, told: Told, rows_too: bool) -> None:
         """A batch the recording process stored, as `_noted` notes one another process indexed: its
-        ids converted again when selected, and its changes for the next round unless a round judged it."""
+        ids converted again when selected, and its changes for the next round unless a round judged it.
+        `rows_too`: no batch of another process came between (the rows it wrote are the store's
+        still, unless a later told batch replaces them): they are kept as this process keeps the rows
+        it writes, for the kept selections' catch-up (`ServiceSignals.keep_written`)."""
         for service_id, ids in told.ids.items():
             self._services[service_id].forget(ids)
+        if rows_too and told.rows:
+            by_service: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            for r in told.rows:
+                by_service[r[0]].append(r)
+            for service_id, rows in by_service.items():
+                self._services[service_id].keep_written(rows)
         if told.last <= self._judged_position:
             return
         for service_id, at_us, lists in told.changes:
@@ -1377,6 +1414,7 @@ class SignalIndex(_Host):
                 )
             )
         stored: tuple[int, int, tuple[tuple[str, int, tuple[str, ...]], ...]] = (0, 0, ())
+        rows: list[tuple[Any, ...]] = []
         if batches:
             # The index rows of the batch (from the rows read for its dedupe), written in the
             # batch's own transaction, with the position of its last event.
@@ -1421,6 +1459,7 @@ class SignalIndex(_Host):
             first_position=stored[0],
             last_position=stored[1],
             changes=stored[2],
+            rows=rows if stored[1] else (),
         )
 
     def _check_fcr_customers(self, signals: list[signals_pb2.Signal], reads: Sequence[sig.Read | None]) -> None:
@@ -1622,6 +1661,7 @@ class SignalIndex(_Host):
                         continue
                     batch: Any = self.mapper.to_domain_event(n)
                     batches.append((n.id, batch.service_id, list(batch_message(batch.batch).signals)))
+                told_only = not batches  # the told batches' rows are the store's (none of another came between)
                 while batches:
                     for at, service_id, items in batches:
                         if at <= self._store_position:
@@ -1631,12 +1671,13 @@ class SignalIndex(_Host):
                         break
                     batches = rest  # another process indexed some meanwhile: those are noted
                 for t in {id(t): t for t in told.values()}.values():
-                    self._apply_told(t)
+                    self._apply_told(t, told_only)
                 self._signals_position, self._signals_read = notes[-1].id, read_to
             if self._told:  # told after the log was read there (noted from the log): not kept
                 with self._told_lock:
                     for position in [p for p in self._told if p <= self._signals_read]:
                         del self._told[position]
+                    self._count_told_rows()
 
     def last_request_count_end(self, service_id: str, id_prefix: str) -> datetime | None:
         """The latest end among a service's request counts whose signal ids start with

@@ -158,6 +158,65 @@ def test_what_the_recording_process_records_is_recorded_and_judged_as_in_the_ser
         assert check["matches"], check["differences"]
 
 
+def _january_matches(suite: Suite, aid: str) -> None:
+    for objective in ("availability", "service-level"):
+        check = suite.metrics.recompute(aid, objective, "2025-12-31T23:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
+def test_a_round_after_batches_the_recording_process_stored_reads_none_of_their_rows_back(
+    world: tuple[Suite, RecordingProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows the recording process wrote come back with its answer: the open window's kept
+    selection catches up from them, as from the rows a service writes itself, none read back."""
+    suite, _ = world
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    # The longest outage first (one longer than any before makes the window's selection anew).
+    m.record(COLLECTOR, [outage("long", f"2026-01-05T10:00{AMS}", 180)])
+    suite.tick(f"2026-01-12T08:00{AMS}")  # the open window's selection kept
+    day = f"2026-01-12T{{}}{AMS}"
+    m.record(COLLECTOR, [*calls("a", day.format("09:00"), 20, 5), outage("o1", day.format("10:00"), 20)])
+    m.record(COLLECTOR, [under_way("u1", day.format("11:00")), answered("b1", day.format("11:10"), 5)])
+    m.record(COLLECTOR, [outage("u1", day.format("11:00"), 15)])  # completed: its row replaced
+    looked_up: list[str] = []
+    lookup = signal_index.SignalStore.lookup
+
+    def spy(self: Any, service_id: str, signal_ids: Any) -> Any:
+        looked_up.extend(signal_ids)
+        return lookup(self, service_id, signal_ids)
+
+    monkeypatch.setattr(signal_index.SignalStore, "lookup", spy)
+    suite.tick(f"2026-01-12T12:00{AMS}")
+    assert not looked_up
+    monkeypatch.undo()
+    _january_matches(suite, aid)
+
+
+def test_rows_told_are_not_kept_when_a_batch_of_another_process_came_between(
+    world: tuple[Suite, RecordingProcess],
+) -> None:
+    """A batch the recording process stored, then another instance's correcting it, both read at
+    one look at the log: the told rows are not the store's any more, so the round reads the
+    store's (the correction's), not the rows told."""
+    suite, _ = world
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("long", f"2026-01-05T10:00{AMS}", 180)])  # the selection kept from here on
+    suite.tick(f"2026-01-12T08:00{AMS}")
+    day = f"2026-01-12T{{}}{AMS}"
+    m.record(COLLECTOR, [outage("o1", day.format("10:00"), 20), *calls("a", day.format("09:00"), 5, 1)])
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        assert other.record(COLLECTOR, [outage("o1", day.format("10:00"), 90)], "the probe saw it longer").corrections
+    finally:
+        other.close()
+    suite.tick(f"2026-01-12T12:00{AMS}")
+    _january_matches(suite, aid)
+    (held,) = [s for s in m.signals(EMAIL) if s.signal_id == "o1"][-1:]
+    assert held.outage.end.ToDatetime() - held.outage.start.ToDatetime() == timedelta(minutes=90)
+
+
 def test_a_batch_told_after_the_log_was_read_there_is_not_kept(world: tuple[Suite, RecordingProcess]) -> None:
     suite, _ = world
     m = suite.metrics
