@@ -155,7 +155,15 @@ def test_building_settles_even_when_the_work_fails() -> None:
     assert gc.isenabled() and gc.get_freeze_count() > 0
 
 
-def test_first_built_runs_only_the_first_call_with_the_collector_paused() -> None:
+def test_first_built_runs_the_first_call_building_and_every_later_one_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first round builds (paused, then settled); each later one runs paused, not settled."""
+    settles: list[Settled] = []
+
+    def counted() -> Settled:
+        settles.append(Settled(0, 0, 0.0))
+        return settles[-1]
+
+    monkeypatch.setattr(heap, "settle", counted)
     seen: list[bool] = []
 
     def work() -> int:
@@ -164,7 +172,28 @@ def test_first_built_runs_only_the_first_call_with_the_collector_paused() -> Non
 
     run = heap.first_built(work)
     assert [run(), run(), run()] == [1, 2, 3]
-    assert seen == [False, True, True]
+    assert seen == [False, False, False] and gc.isenabled()
+    assert len(settles) == 1  # the first call's
+
+
+def test_a_pause_leaves_cyclic_garbage_to_the_first_collection_after_it_and_overlaps() -> None:
+    """Paused: no automatic collection (garbage cycles wait), overlapping blocks keep it paused
+    until the last ends, a building one among them too; the collector runs again after, even
+    when the work failed."""
+    gc.collect()
+    with heap.paused():
+        assert not gc.isenabled()
+        made, made_ref = a_cycle()
+        del made
+        with heap.building():
+            assert not gc.isenabled()
+        assert not gc.isenabled() and made_ref() is not None  # the building block was not the last
+    assert gc.isenabled()
+    gc.collect()
+    assert made_ref() is None
+    with pytest.raises(RuntimeError, match="boom"), heap.paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
 
 
 def test_the_interval_is_a_setting(tmp_path: Path) -> None:

@@ -81,7 +81,8 @@ def build(
         app, settings.nats_url, verifier, settings.nats_replicas, health=health, nats_auth=settings.nats_auth
     )
     # The first round after start converts the open windows' inputs (most of what the process
-    # will hold): with the collector paused, then the heap settled (accord_kit.heap.building).
+    # will hold): with the collector paused, then the heap settled (accord_kit.heap.building); the
+    # later rounds with the collector paused too, not settled (accord_kit.heap.paused).
     tasks += [periodic("evaluation", first_built(app.evaluate), evaluate_every), intake_task(intake)]
     if sources is not None:
         tasks.append(PrometheusSource(app, sources, health=health).run)
