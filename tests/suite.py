@@ -165,6 +165,22 @@ async def gateway_over(
         await nc.close()
 
 
+def spy_lookups(monkeypatch: Any) -> list[str]:
+    """The signal ids the metrics signal index reads from its store by id (`SignalStore.lookup`,
+    which still runs): a list filled as it is called."""
+    from accord_metrics.signal_store import SignalStore
+
+    asked: list[str] = []
+    lookup = SignalStore.lookup
+
+    def spied(self: SignalStore, service_id: str, signal_ids: Any) -> Any:
+        asked.extend(signal_ids)
+        return lookup(self, service_id, signal_ids)
+
+    monkeypatch.setattr(SignalStore, "lookup", spied)
+    return asked
+
+
 def spy_burn_rates(monkeypatch: Any, objective_id: str = "availability") -> list[dict[timedelta, Any]]:
     """The burn rates each round judges `objective_id` by, as judging hands them to its alerts
     (`judging._burn_alerts`, which still runs): a list filled as rounds go."""

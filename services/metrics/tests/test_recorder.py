@@ -28,7 +28,7 @@ from accord_metrics.application import Metrics
 from accord_metrics.recorder import RecordingProcess, RecordingUnavailableError, StreamStoppedError
 from accord_metrics.signal_index import Recorded
 from accord_metrics.signals import InvalidSignalError
-from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, spy_lookups, ts
 
 CUSTOMER = Principal("someone", "department", "finance")
 
@@ -153,12 +153,11 @@ def test_what_the_recording_process_records_is_recorded_and_judged_as_in_the_ser
         _outcome(there.metrics, CUSTOMER, [outage("o9", f"2026-01-12T16:00{AMS}", 5)], "")[0] == "NotTheProviderError"
     )
     assert not read_back  # every batch noted as the recording process told it, none read back
-    for objective in ("availability", "service-level"):
-        check = there.metrics.recompute(aids[1], objective, "2025-12-31T23:00:00+00:00")
-        assert check["matches"], check["differences"]
+    _january_matches(there, aids[1])
 
 
 def _january_matches(suite: Suite, aid: str) -> None:
+    """Each objective's January window as judged, recomputed from every stored signal: the same."""
     for objective in ("availability", "service-level"):
         check = suite.metrics.recompute(aid, objective, "2025-12-31T23:00:00+00:00")
         assert check["matches"], check["differences"]
@@ -179,14 +178,7 @@ def test_a_round_after_batches_the_recording_process_stored_reads_none_of_their_
     m.record(COLLECTOR, [*calls("a", day.format("09:00"), 20, 5), outage("o1", day.format("10:00"), 20)])
     m.record(COLLECTOR, [under_way("u1", day.format("11:00")), answered("b1", day.format("11:10"), 5)])
     m.record(COLLECTOR, [outage("u1", day.format("11:00"), 15)])  # completed: its row replaced
-    looked_up: list[str] = []
-    lookup = signal_index.SignalStore.lookup
-
-    def spy(self: Any, service_id: str, signal_ids: Any) -> Any:
-        looked_up.extend(signal_ids)
-        return lookup(self, service_id, signal_ids)
-
-    monkeypatch.setattr(signal_index.SignalStore, "lookup", spy)
+    looked_up = spy_lookups(monkeypatch)
     suite.tick(f"2026-01-12T12:00{AMS}")
     assert not looked_up
     monkeypatch.undo()

@@ -20,7 +20,7 @@ from accord_metrics.application import SIGNAL_TOPICS, Metrics, content_digest
 from accord_metrics.domain import KnownService, SignalCorrection
 from accord_metrics.signal_index import _encode
 from accord_metrics.signals import InvalidSignalError
-from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, ts
+from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, spy_lookups, ts
 
 
 @pytest.fixture
@@ -314,14 +314,7 @@ def test_a_round_reads_back_none_of_the_rows_this_process_just_wrote(
     # The longest outage first: one longer than any before makes the window's selection anew.
     m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
     suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
-    asked: list[str] = []
-    lookup = signal_store.SignalStore.lookup
-
-    def spied(self: Any, service_id: str, signal_ids: Any) -> Any:
-        asked.extend(signal_ids)
-        return lookup(self, service_id, signal_ids)
-
-    monkeypatch.setattr(signal_store.SignalStore, "lookup", spied)
+    asked = spy_lookups(monkeypatch)
     m.record(COLLECTOR, [*calls("b", f"2026-01-12T12:30{AMS}", 3, 2), outage("o", f"2026-01-12T13:00{AMS}", 20)])
     m.record(COLLECTOR, [outage("o", f"2026-01-12T13:00{AMS}", 25)], reason="longer")  # a correction
     asked.clear()  # (dedupe read the batches' ids)
