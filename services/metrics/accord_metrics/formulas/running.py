@@ -192,9 +192,11 @@ class _Held:
 _CHUNK = 4096  # `RunDigest.add_encoded`: items encoded and placed at once, at most
 # The hours whose runs keep their records in a bucket (`_Runs.kept`): the latest hour it holds
 # and the one before. Signals arrive minutes late: a batch that reached back past the hour
-# boundary encoded the previous hour's run anew (every call in it) every round — ≈ 4,000–8,000
-# records a round at a contact centre's density, 35–65 ms of a round after one batch. Kept for two
-# hours at 1,500,000 calls a month: ≈ 4,000 records a digest, ≈ 1 MiB.
+# boundary encoded the previous hour's run anew (every call in it) every round, and hashed every
+# run's digest again — ≈ 4,000–8,000 records a round in the benchmark, 50–75 ms more of a round
+# after one batch (services/metrics/README.md, "Late signals across the hour"). Two hours at
+# 1,500,000 calls a month: ≈ 4,000 records a digest, ≈ 1 MiB (worked out; the benchmark's RSS did
+# not move).
 KEPT_HOURS = 2
 
 
