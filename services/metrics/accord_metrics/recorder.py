@@ -10,14 +10,13 @@ read of them (`signals.Read`), the caller and its "now". The recording process r
 one at a time in the order they were sent and answers each in that order: its outcome and what it
 stored — its events' log positions, its changes for the next round and, when asked, the index rows
 it wrote — which the service notes as it notes its own writes (`SignalIndex.stored_elsewhere`),
-without reading the batch or its rows back. A stream
-of batches (one `RecordSignals` call) has a number: once one of its batches fails, none after it is
-recorded. Nothing is acknowledged before the recording process committed it (its answer comes
-after the commit); a recording process that dies fails the batches it had not answered
-(UNAVAILABLE: the client sends them again, and what was stored is counted a duplicate) and is
-started again for the next batch. It stops when told to, or when the service's end of its pipe
-closes (the service died): a batch under way is finished first. It ignores SIGINT and SIGTERM: the
-service that started it stops it, after its calls are over.
+without reading the batch or its rows back. A stream of batches (one `RecordSignals` call) has a
+number: once one of its batches fails, none after it is recorded. Nothing is acknowledged before
+the recording process committed it (its answer comes after the commit); a recording process that
+dies fails the batches it had not answered (UNAVAILABLE: the client sends them again, and what was
+stored is counted a duplicate) and is started again for the next batch. It stops when told to, or
+when the service's end of its pipe closes (the service died): a batch under way is finished first.
+It ignores SIGINT and SIGTERM: the service that started it stops it, after its calls are over.
 
 Frames both ways: a 4-byte big-endian length, then `marshal` of a tuple (plain data only)."""
 

@@ -969,11 +969,8 @@ class FcrTally:
         )  # fmt: skip
 
 
-def _end(o: Interval) -> datetime:
-    return o.end
-
-
-_END = attrgetter("end")  # `_end` as a sort key, in C (a merge's tail can hold every outage of the last minutes)
+# An outage's end, as a sort key in C (a merge's tail can hold every outage of the last minutes).
+_END = attrgetter("end")
 
 
 _start_end = attrgetter("start", "end")  # an outage's order in its digest (its record's)
