@@ -31,11 +31,12 @@ the fake clock):
   over the 5 s since the round before (after every signal held, in time order: ≈ 200 signals a
   second, half of them outages of 1–9 s, so they overlap into one long merged outage), the
   round at their end; 30 of them (2.5 minutes of the stream), then `--scale-rounds` timed;
+* round after an outage longer than any: one round after an outage of two hours recorded early in
+  the open window, longer than any before (the kept selections widened to it);
 * round after one batch, an outage under way: the same as after one batch, with an outage reported without its end
-  a few minutes before (availability then changes with every round's instant; an outage of two
-  hours recorded early in the open window before them, not timed, so that it is not the longest
-  once ended); its end is reported after them, and one round timed after that (a completion of a
-  signal the open window holds);
+  a few minutes before (availability then changes with every round's instant; the outage of two
+  hours before them, so that it is not the longest once ended); its end is reported after them,
+  and one round timed after that (a completion of a signal the open window holds);
 * round after one batch and two corrections: `--scale-rounds` rounds, each after a batch of
   1,000 that also corrects an outage (10 s longer) and a call recorded earlier in the open window;
 * ingest during rounds: 5 batches recorded while another thread runs rounds back to back
@@ -280,6 +281,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"earlier in the open window; median of {rounds} (wall {_span(p, 'corrected_ms')} ms); "
                        f"windows judged {_judged(p['corrected_rounds'])}; CPU {p['corrected_cpu_ms']:.0f} ms "
                        f"({_span(p, 'corrected_cpu_ms', 0)})"},
+            {"name": f"round after an outage longer than any, {s}", "value": p["longer_ms"], "unit": "ms",
+             "detail": f"one round after an outage of two hours early in the open window, longer than any before "
+                       f"(the kept selections widened to it, the outages folded again); CPU "
+                       f"{p['longer_cpu_ms']:.0f} ms"},
             {"name": f"round after the outage's end, {s}", "value": p["ended_ms"], "unit": "ms",
              "detail": f"one round after its end is reported (a completion of a signal the open window holds); "
                        f"CPU {p['ended_cpu_ms']:.0f} ms"},
@@ -542,14 +547,15 @@ def _point(
 
         live = live_rounds()
         # An outage under way (its end not reported yet) since a few minutes: the same rounds. First
-        # (not timed) an outage of two hours early in the open window, longer than any before, so
-        # that the one under way, once ended, is not the longest (the longest growing makes the
-        # window's selection anew — rare in a service's life, since the longest only grows).
+        # an outage of two hours early in the open window, longer than any before (timed: the kept
+        # selections widened to it, the outages before the span it now reaches placed and the
+        # window's outages folded again — rare in a service's life, since the longest only grows),
+        # so that the one under way, once ended, is not the longest.
         long = spb.Signal(signal_id=f"outage-long-{extra}", service_id=SERVICE_ID)
         long.outage.start.FromDatetime(month_start + timedelta(hours=3))
         long.outage.end.FromDatetime(month_start + timedelta(hours=5))
         metrics.record(collector, [long])
-        timed_round()
+        longer = timed_round()  # the kept selections widened to the longest outage now
         down = spb.Signal(signal_id=f"outage-under-way-{extra}", service_id=SERVICE_ID)
         down.outage.start.FromDatetime(at - timedelta(minutes=3))
         metrics.record(collector, [down])
@@ -647,6 +653,8 @@ def _point(
         **_summary("under_way", under_way),
         "ended_ms": ended["ms"],
         "ended_cpu_ms": ended["cpu_ms"],
+        "longer_ms": longer["ms"],
+        "longer_cpu_ms": longer["cpu_ms"],
         **_summary("corrected", corrected),
         "ingest_alone": ingest_alone,
         "ingest_rounds": ingest_rounds,

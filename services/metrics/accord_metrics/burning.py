@@ -41,7 +41,7 @@ for `running.Running`): every service's part the one held with inputs placed aft
 correction the selection logged as a replacement in place (`SignalSet.edits`) is taken out — the
 merged outage it was in merged again from the outages left in it, the running sums after it
 moved by the difference — and the outage it is now placed (one under way held by its place).
-A removal or earlier placement, another selection (a longer outage, a restart), another minimum
+A removal or earlier placement, another selection (a restart), another minimum
 outage, calendar, exclusion (suspension included) or span builds it again from every outage.
 `tests/test_burning.py` holds it to `evaluation.burn_rates`."""
 

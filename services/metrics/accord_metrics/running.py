@@ -13,7 +13,7 @@ window of several services: a batch on any of them is an append). A correction o
 window holds that the selection logged as a replacement in place (`SignalSet.edits`) is taken
 out of the running form as it was and folded in as it is (calls, request counts, contacts,
 outages). Anything else — a signal removed, one whose rank places it earlier, a correction more
-than the log keeps, another selection (a longer outage, a restart), another objective, version,
+than the log keeps, another selection (a restart), another objective, version,
 calendar, exclusion or suspension, a repeated call id (in one service's calls, or across several
 services'), or any failure — folds the window's inputs again from the start (or leaves them to
 the formula itself): the running form is an optimisation, never a second source of truth. An outage under

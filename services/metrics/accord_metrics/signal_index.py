@@ -386,6 +386,8 @@ class ServiceSignals:
             # nor changes a kept one, whose lists the round may be reading outside the lock.
             mine = self._in_round()
             kept = self.selections.get(key)
+            if kept is None and mine:
+                kept = self._widened(key, span)
             if kept is not None and (kept.changed or regroup or peers) and not mine:
                 # Selected afresh for this caller alone (with peers: a peer's changes reach it
                 # only as the round brings the peers' selections up to date together).
@@ -441,9 +443,32 @@ class ServiceSignals:
     ) -> _SelectionKey:  # fmt: skip
         return (span, all_calls, repeat, self.longest_outage, since, whole_settled, peers)
 
+    def _widened(self, key: _SelectionKey, span: Interval) -> _Selection | None:
+        """The kept selection of `key`'s span made while the service's longest outage was shorter,
+        kept now under `key` (the longest as it is): the outages from its new bottom to the old
+        one marked changed, so that catching up places them by rank (`_catch_up`) — the rows
+        `_select` reads now — and every other list left as it is. None when no such selection is
+        kept. Made anew instead, the whole span was read again with a new lineage for every list:
+        each running form over the span's calls folded again from the window's start the next
+        round it was judged (a round of seconds at a contact centre's density), though no call had
+        changed (services/metrics/README.md, "A longer outage widens the selection")."""
+        longest = key[3]
+        old_key = next((k for k in self.selections if k[3] < longest and k[:3] == key[:3] and k[4:] == key[4:]), None)
+        if old_key is None:
+            return None
+        kept = self.selections[key] = self.selections.pop(old_key)
+        lo = _instant_us(span.start) - _SLACK_US
+        band = self.store.in_range(self.service_id, "outages", lo - longest, lo - old_key[3] - 1)
+        kept.changed.update(sid for _, sid, _ in band)
+        return kept
+
     def keeps_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> bool:
-        """Whether a selection of first-contact resolution's calls chained over `peers` is kept."""
-        return self._key(span, False, repeat, since, False, peers) in self.selections
+        """Whether a selection of first-contact resolution's calls chained over `peers` is kept
+        (by the round: one made while the longest outage was shorter, widened)."""
+        key = self._key(span, False, repeat, since, False, peers)
+        if key not in self.selections and self._in_round():
+            self._widened(key, span)
+        return key in self.selections
 
     def release_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> None:
         """That selection released (made afresh when next selected): by the round alone."""

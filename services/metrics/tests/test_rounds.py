@@ -22,7 +22,7 @@ import pytest
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import sla_terms
 from accord_kit.timeline import Interval
-from accord_metrics import judging, signal_index, signal_store
+from accord_metrics import judging, running, signal_index, signal_store
 from accord_metrics.application import Metrics
 from accord_metrics.domain import WindowEvaluation
 from accord_metrics.evaluation import burn_rates
@@ -509,10 +509,16 @@ def _conversions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The signal ids converted to formula inputs from now on, in order."""
     converted: list[str] = []
     convert_all = signal_index._convert_all
+    depth = [0]
 
     def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
-        converted.extend(s.signal_id for s in signals)
-        return convert_all(signals, ids)
+        if not depth[0]:  # (a mix of kinds is converted a kind at a time, each part by a call of its own)
+            converted.extend(s.signal_id for s in signals)
+        depth[0] += 1
+        try:
+            return convert_all(signals, ids)
+        finally:
+            depth[0] -= 1
 
     monkeypatch.setattr(signal_index, "_convert_all", counting)
     return converted
@@ -524,8 +530,8 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     """An idle round that selects a kept span unchanged reuses the selection's inputs as kept:
     none converted again, none copied into the inputs kept apart from the selections. A new call
     and a correction in the span after such rounds give the evaluations of a fresh read; so does
-    a new selection of the span (a longer outage than any before) made from the inputs the
-    selection reused holds — but for the call corrected meanwhile, converted again."""
+    the selection widened by a longer outage than any before, from the inputs it holds — but for
+    the call corrected meanwhile, converted again."""
     m, aid, held = _april_judged(suite)
     first = {"o1", "a0", "a1", "a2", "a3"}
     converted = _conversions(monkeypatch)
@@ -552,8 +558,8 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     assert _round(m, f"2026-04-10T10:00:20{AMS}")[0] == 1  # unchanged again: reused
     assert sorted(converted) == ["a0", "b0"]
 
-    # A longer outage than any before and a correction (a1 answered after 40 s): the span is
-    # selected anew, from the inputs held but a1's, and the selection reused before released.
+    # A longer outage than any before and a correction (a1 answered after 40 s): the selection
+    # widened, from the inputs held but a1's, kept under the longest outage now.
     converted.clear()
     m.record(COLLECTOR, [outage("o2", f"2026-04-10T09:10{AMS}", 30)])
     m.record(COLLECTOR, calls("a", f"2026-04-10T08:00{AMS}", 1, 1)[1:], reason="corrected")
@@ -562,6 +568,60 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     assert held.selections and all(key[3] == held.longest_outage for key in held.selections)
     assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "2"  # type: ignore[index]
     fresh_read()
+
+
+def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls_folded(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage longer than any before the service's may reach into the open window from that
+    much earlier, so the window's kept selection must hold the outages from that much before its
+    span: it is widened — the outages between its new bottom and the old placed by rank, every
+    other list left as it is — not made anew, which read and converted the whole span again and
+    gave every list a new lineage: the service level's running form then folded every call of the
+    window again the next round a call came (seconds at a contact centre's density), though no
+    call had changed. The widened selection is what a fresh read of the span gives, and each round
+    gives the formulas' evaluations over every stored signal."""
+    m, aid, held = _april_judged(suite)
+    april = "2026-03-31T22:00:00+00:00"
+    (calls_held,) = [r for r in m._running.values() if isinstance(r.tally, running.CallTally)]
+    (outages_held,) = [r for r in m._running.values() if isinstance(r.tally, running.OutageTally)]
+    assert (calls_held.seeded, outages_held.seeded) == (1, 1)
+
+    def fresh_read() -> None:  # every evaluation of April as from every stored signal
+        for objective in ("availability", "service-level"):
+            check = m.recompute(aid, objective, april)
+            assert check["matches"], check["differences"]
+
+    # An outage on 20 March, before the span (April from its longest burn-rate look-back, 3 days
+    # before) by more than the longest outage (o1, 5 minutes): not selected; and one in April
+    # recorded after it.
+    m.record(COLLECTOR, [outage("early", f"2026-03-20T12:00{AMS}", 2), outage("o2", f"2026-04-10T09:30{AMS}", 1)])
+    suite.tick(f"2026-04-10T10:00:05{AMS}")
+    assert all("early" not in kept.lists["outages"][1] for kept in held.selections.values())
+    converted = _conversions(monkeypatch)
+
+    # Nine days down from 1 April: "early" now starts within the longest outage before the span.
+    m.record(COLLECTOR, [outage("long", f"2026-04-01T06:00{AMS}", 9 * 24 * 60)])
+    suite.tick(f"2026-04-10T10:00:10{AMS}")
+    assert held.longest_outage == 9 * 24 * 60 * 60_000_000
+    assert sorted(converted) == ["early", "long"]  # the span's other inputs kept, not read again
+    assert all(key[3] == held.longest_outage for key in held.selections)
+    # The outages' running form folded again ("early" placed before o2), the calls' not.
+    assert (calls_held.seeded, outages_held.seeded) == (1, 2)
+    fresh_read()
+
+    m.record(COLLECTOR, calls("b", f"2026-04-10T09:40{AMS}", 2, 1))
+    suite.tick(f"2026-04-10T10:00:15{AMS}")
+    assert (calls_held.seeded, calls_held.appended) == (1, 1)  # the new calls folded in, alone
+    assert sorted(converted) == ["b0", "b1", "b2", "early", "long"]
+    fresh_read()
+    for key, kept in held.selections.items():  # as a fresh read of the span selects it
+        span, all_calls, repeat, _, since, whole_settled, peers = key
+        fresh = held._select(span, all_calls, since, whole_settled, repeat, None, peers)
+        assert {name: ids for name, (_, ids, _) in kept.lists.items() if ids} == {
+            name: columns.ids for name, columns in fresh.items() if columns.ids
+        }
+        assert "early" in kept.lists["outages"][1]
 
 
 def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
@@ -631,15 +691,8 @@ def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
     m.record(COLLECTOR, [*march, *calls("apr", f"2026-04-01T08:00{AMS}", 2, 1)])
     suite.tick(f"2026-04-01T10:00{AMS}")  # March closed (judged), April open
 
-    converted: list[str] = []
-    convert_all = signal_index._convert_all
-
-    def counting(signals: list[pb.Signal], ids: list[str] | None = None) -> list[object]:
-        converted.extend(s.signal_id for s in signals)
-        return convert_all(signals, ids)
-
     judged = spy_burn_rates(monkeypatch)
-    monkeypatch.setattr(signal_index, "_convert_all", counting)
+    converted = _conversions(monkeypatch)
     now = at(f"2026-04-01T10:00:05{AMS}")
     fresh = Metrics(suite.envs["metrics"], clock=suite.clock)  # a restart: nothing converted, nothing kept
     try:
