@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"({_span(p, 'corrected_cpu_ms', 0)})"},
             {"name": f"round after an outage longer than any, {s}", "value": p["longer_ms"], "unit": "ms",
              "detail": f"one round after an outage of two hours early in the open window, longer than any before "
-                       f"(the kept selections widened to it, the outages folded again); CPU "
+                       f"(the kept selections widened to it, the outage folded in); CPU "
                        f"{p['longer_cpu_ms']:.0f} ms"},
             {"name": f"round after the outage's end, {s}", "value": p["ended_ms"], "unit": "ms",
              "detail": f"one round after its end is reported (a completion of a signal the open window holds); "
@@ -548,9 +548,7 @@ def _point(
         live = live_rounds()
         # An outage under way (its end not reported yet) since a few minutes: the same rounds. First
         # an outage of two hours early in the open window, longer than any before (timed: the kept
-        # selections widened to it, the outages before the span it now reaches placed and the
-        # window's outages folded again — rare in a service's life, since the longest only grows),
-        # so that the one under way, once ended, is not the longest.
+        # selections widened to it), so that the one under way, once ended, is not the longest.
         long = spb.Signal(signal_id=f"outage-long-{extra}", service_id=SERVICE_ID)
         long.outage.start.FromDatetime(month_start + timedelta(hours=3))
         long.outage.end.FromDatetime(month_start + timedelta(hours=5))

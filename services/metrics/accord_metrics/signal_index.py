@@ -387,7 +387,7 @@ class ServiceSignals:
             mine = self._in_round()
             kept = self.selections.get(key)
             if kept is None and mine:
-                kept = self._widened(key, span)
+                kept = self._widened(key)
             if kept is not None and (kept.changed or regroup or peers) and not mine:
                 # Selected afresh for this caller alone (with peers: a peer's changes reach it
                 # only as the round brings the peers' selections up to date together).
@@ -443,23 +443,25 @@ class ServiceSignals:
     ) -> _SelectionKey:  # fmt: skip
         return (span, all_calls, repeat, self.longest_outage, since, whole_settled, peers)
 
-    def _widened(self, key: _SelectionKey, span: Interval) -> _Selection | None:
+    def _widened(self, key: _SelectionKey) -> _Selection | None:
         """The kept selection of `key`'s span made while the service's longest outage was shorter,
-        kept now under `key` (the longest as it is): the outages from its new bottom to the old
-        one marked changed, so that catching up places them by rank (`_catch_up`) — the rows
-        `_select` reads now — and every other list left as it is. None when no such selection is
-        kept. Made anew instead, the whole span was read again with a new lineage for every list:
-        each running form over the span's calls folded again from the window's start the next
-        round it was judged (a round of seconds at a contact centre's density), though no call had
+        kept now under `key` (the longest as it is) with every list as it is; None when no such
+        selection is kept. What a fresh read of the span would add are the outages starting from
+        the new longest before it to the old: of those, the ones that reach into the span are
+        longer than the old longest — recorded (or corrected) since the selection was made, so
+        marked changed in it and placed by catching up (`_catch_up`) as any change is — and the
+        others end before the span, where no window within it nor any of its look-backs reads
+        them (each formula is given the outages that end after its start: `evaluation`'s
+        `_overlapping`, `burn_rates`). So none is read. Made anew instead, the whole span was read
+        again with a new lineage for every list: each running form over the span's calls folded
+        again from the window's start the next round it was judged, and its outages' at once (a
+        round of seconds at a contact centre's density), though nothing but the longer outage had
         changed (services/metrics/README.md, "A longer outage widens the selection")."""
         longest = key[3]
         old_key = next((k for k in self.selections if k[3] < longest and k[:3] == key[:3] and k[4:] == key[4:]), None)
         if old_key is None:
             return None
         kept = self.selections[key] = self.selections.pop(old_key)
-        lo = _instant_us(span.start) - _SLACK_US
-        band = self.store.in_range(self.service_id, "outages", lo - longest, lo - old_key[3] - 1)
-        kept.changed.update(sid for _, sid, _ in band)
         return kept
 
     def keeps_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> bool:
@@ -467,7 +469,7 @@ class ServiceSignals:
         (by the round: one made while the longest outage was shorter, widened)."""
         key = self._key(span, False, repeat, since, False, peers)
         if key not in self.selections and self._in_round():
-            self._widened(key, span)
+            self._widened(key)
         return key in self.selections
 
     def release_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> None:

@@ -574,13 +574,14 @@ def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An outage longer than any before the service's may reach into the open window from that
-    much earlier, so the window's kept selection must hold the outages from that much before its
-    span: it is widened — the outages between its new bottom and the old placed by rank, every
-    other list left as it is — not made anew, which read and converted the whole span again and
-    gave every list a new lineage: the service level's running form then folded every call of the
-    window again the next round a call came (seconds at a contact centre's density), though no
-    call had changed. The widened selection is what a fresh read of the span gives, and each round
-    gives the formulas' evaluations over every stored signal."""
+    much earlier, so the window's selection is keyed by the longest: a longer one widens the kept
+    selection — kept under the new key, every list as it is, the longer outage placed as any
+    change — not made anew, which read the whole span again and gave every list a new lineage:
+    the outages' running form folded the window again at once, and the service level's the next
+    round a call came (seconds at a contact centre's density), though no call had changed. The
+    outages a fresh read of the span adds from further back are those that end before it, which
+    no window within it reads; each round gives the formulas' evaluations over every stored
+    signal."""
     m, aid, held = _april_judged(suite)
     april = "2026-03-31T22:00:00+00:00"
     (calls_held,) = [r for r in m._running.values() if isinstance(r.tally, running.CallTally)]
@@ -593,35 +594,46 @@ def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls
             assert check["matches"], check["differences"]
 
     # An outage on 20 March, before the span (April from its longest burn-rate look-back, 3 days
-    # before) by more than the longest outage (o1, 5 minutes): not selected; and one in April
-    # recorded after it.
+    # before) by more than the longest outage (o1, 5 minutes): not selected; and one in April.
     m.record(COLLECTOR, [outage("early", f"2026-03-20T12:00{AMS}", 2), outage("o2", f"2026-04-10T09:30{AMS}", 1)])
     suite.tick(f"2026-04-10T10:00:05{AMS}")
     assert all("early" not in kept.lists["outages"][1] for kept in held.selections.values())
     converted = _conversions(monkeypatch)
+    appended = outages_held.appended
+    kept_before = {key[:3] + key[4:]: kept for key, kept in held.selections.items()}
 
-    # Nine days down from 1 April: "early" now starts within the longest outage before the span.
-    m.record(COLLECTOR, [outage("long", f"2026-04-01T06:00{AMS}", 9 * 24 * 60)])
+    # Nine days down from 25 March, into April (and March, closed: judged again): "early" now
+    # starts within the longest outage before April's span, but ends before it.
+    m.record(COLLECTOR, [outage("long", f"2026-03-25T06:00{AMS}", 9 * 24 * 60)])
     suite.tick(f"2026-04-10T10:00:10{AMS}")
     assert held.longest_outage == 9 * 24 * 60 * 60_000_000
-    assert sorted(converted) == ["early", "long"]  # the span's other inputs kept, not read again
-    assert all(key[3] == held.longest_outage for key in held.selections)
-    # The outages' running form folded again ("early" placed before o2), the calls' not.
-    assert (calls_held.seeded, outages_held.seeded) == (1, 2)
+    assert "long" in converted and not {"o1", "o2", "a0", "a1", "a2", "a3"} & set(converted)  # April's kept
+    assert (
+        kept_before
+        and all(  # the same selections, widened
+            held.selections.get((*other[:3], held.longest_outage, *other[3:])) is kept
+            for other, kept in kept_before.items()
+        )
+    )
+    # The longer outage folded in as an append; neither running form folded again.
+    assert (calls_held.seeded, outages_held.seeded) == (1, 1) and outages_held.appended == appended + 1
     fresh_read()
 
     m.record(COLLECTOR, calls("b", f"2026-04-10T09:40{AMS}", 2, 1))
     suite.tick(f"2026-04-10T10:00:15{AMS}")
     assert (calls_held.seeded, calls_held.appended) == (1, 1)  # the new calls folded in, alone
-    assert sorted(converted) == ["b0", "b1", "b2", "early", "long"]
+    assert {"b0", "b1", "b2"} <= set(converted) and not {"o1", "o2", "a0", "a1", "a2", "a3"} & set(converted)
     fresh_read()
-    for key, kept in held.selections.items():  # as a fresh read of the span selects it
+    for key, kept in held.selections.items():  # a fresh read of the span, less what ends before it
         span, all_calls, repeat, _, since, whole_settled, peers = key
         fresh = held._select(span, all_calls, since, whole_settled, repeat, None, peers)
-        assert {name: ids for name, (_, ids, _) in kept.lists.items() if ids} == {
-            name: columns.ids for name, columns in fresh.items() if columns.ids
+        outages = fresh["outages"]
+        reaching = [sid for sid, o in zip(outages.ids, outages.items, strict=True) if o.end > span.start]
+        assert "early" in outages.ids and "early" not in reaching and "long" in reaching
+        assert kept.lists["outages"][1] == reaching
+        assert {name: ids for name, (_, ids, _) in kept.lists.items() if ids and name != "outages"} == {
+            name: columns.ids for name, columns in fresh.items() if columns.ids and name != "outages"
         }
-        assert "early" in kept.lists["outages"][1]
 
 
 def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
