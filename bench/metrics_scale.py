@@ -32,7 +32,7 @@ the fake clock):
   second, half of them outages of 1–9 s, so they overlap into one long merged outage), the
   round at their end; 30 of them (2.5 minutes of the stream), then `--scale-rounds` timed;
 * round after an outage longer than any: one round after an outage of two hours recorded early in
-  the open window, longer than any before (the kept selections widened to it);
+  the open window, longer than any before (the kept selections kept, the outage folded in);
 * round after one batch, an outage under way: the same as after one batch, with an outage reported without its end
   a few minutes before (availability then changes with every round's instant; the outage of two
   hours before them, so that it is not the longest once ended); its end is reported after them,
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"({_span(p, 'corrected_cpu_ms', 0)})"},
             {"name": f"round after an outage longer than any, {s}", "value": p["longer_ms"], "unit": "ms",
              "detail": f"one round after an outage of two hours early in the open window, longer than any before "
-                       f"(the kept selections widened to it, the outage folded in); CPU "
+                       f"(the kept selections kept, the outage folded in); CPU "
                        f"{p['longer_cpu_ms']:.0f} ms"},
             {"name": f"round after the outage's end, {s}", "value": p["ended_ms"], "unit": "ms",
              "detail": f"one round after its end is reported (a completion of a signal the open window holds); "
@@ -547,13 +547,13 @@ def _point(
 
         live = live_rounds()
         # An outage under way (its end not reported yet) since a few minutes: the same rounds. First
-        # an outage of two hours early in the open window, longer than any before (timed: the kept
-        # selections widened to it), so that the one under way, once ended, is not the longest.
+        # an outage of two hours early in the open window, longer than any before (timed), so that
+        # the one under way, once ended, is not the longest.
         long = spb.Signal(signal_id=f"outage-long-{extra}", service_id=SERVICE_ID)
         long.outage.start.FromDatetime(month_start + timedelta(hours=3))
         long.outage.end.FromDatetime(month_start + timedelta(hours=5))
         metrics.record(collector, [long])
-        longer = timed_round()  # the kept selections widened to the longest outage now
+        longer = timed_round()  # the outage folded in, the kept selections kept
         down = spb.Signal(signal_id=f"outage-under-way-{extra}", service_id=SERVICE_ID)
         down.outage.start.FromDatetime(at - timedelta(minutes=3))
         metrics.record(collector, [down])

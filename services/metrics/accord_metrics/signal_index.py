@@ -311,7 +311,7 @@ class ServiceSignals:
             # (A call before a first-contact resolution's selection may chain to its calls: it is
             # before the selection's end, so marked, and `_catch_up` reads its group's chain again.)
             marked = False
-            for (_, all_calls, _, _, _, whole_settled, _), kept in self.selections.items():
+            for (_, all_calls, _, _, whole_settled, _), kept in self.selections.items():
                 if (
                     whole
                     or (calls and all_calls)
@@ -386,8 +386,6 @@ class ServiceSignals:
             # nor changes a kept one, whose lists the round may be reading outside the lock.
             mine = self._in_round()
             kept = self.selections.get(key)
-            if kept is None and mine:
-                kept = self._widened(key)
             if kept is not None and (kept.changed or regroup or peers) and not mine:
                 # Selected afresh for this caller alone (with peers: a peer's changes reach it
                 # only as the round brings the peers' selections up to date together).
@@ -441,36 +439,11 @@ class ServiceSignals:
         self, span: Interval, all_calls: bool, repeat: int | None, since: datetime | None, whole_settled: bool,
         peers: tuple[str, ...],
     ) -> _SelectionKey:  # fmt: skip
-        return (span, all_calls, repeat, self.longest_outage, since, whole_settled, peers)
-
-    def _widened(self, key: _SelectionKey) -> _Selection | None:
-        """The kept selection of `key`'s span made while the service's longest outage was shorter,
-        kept now under `key` (the longest as it is) with every list as it is; None when no such
-        selection is kept. What a fresh read of the span would add are the outages starting from
-        the new longest before it to the old: of those, the ones that reach into the span are
-        longer than the old longest — recorded (or corrected) since the selection was made, so
-        marked changed in it and placed by catching up (`_catch_up`) as any change is — and the
-        others end before the span, where no window within it nor any of its look-backs reads
-        them (each formula is given the outages that end after its start: `evaluation`'s
-        `_overlapping`, `burn_rates`). So none is read. Made anew instead, the whole span was read
-        again with a new lineage for every list: each running form over the span's calls folded
-        again from the window's start the next round it was judged, and its outages' at once (a
-        round of seconds at a contact centre's density), though nothing but the longer outage had
-        changed (services/metrics/README.md, "A longer outage widens the selection")."""
-        longest = key[3]
-        old_key = next((k for k in self.selections if k[3] < longest and k[:3] == key[:3] and k[4:] == key[4:]), None)
-        if old_key is None:
-            return None
-        kept = self.selections[key] = self.selections.pop(old_key)
-        return kept
+        return (span, all_calls, repeat, since, whole_settled, peers)
 
     def keeps_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> bool:
-        """Whether a selection of first-contact resolution's calls chained over `peers` is kept
-        (by the round: one made while the longest outage was shorter, widened)."""
-        key = self._key(span, False, repeat, since, False, peers)
-        if key not in self.selections and self._in_round():
-            self._widened(key)
-        return key in self.selections
+        """Whether a selection of first-contact resolution's calls chained over `peers` is kept."""
+        return self._key(span, False, repeat, since, False, peers) in self.selections
 
     def release_chained(self, span: Interval, repeat: int, since: datetime | None, peers: tuple[str, ...]) -> None:
         """That selection released (made afresh when next selected): by the round alone."""
@@ -879,9 +852,18 @@ class _Selection:
 
 _SELECTIONS = itertools.count(1)
 # A kept selection's key: span, all calls, first-contact resolution's repeat window (µs), the
-# longest outage, the calls' start, the lists read whole by formulas of old versions, the services
-# whose calls chain with its own (first-contact resolution of several services).
-_SelectionKey = tuple[Interval, bool, int | None, int, datetime | None, bool, tuple[str, ...]]
+# calls' start, the lists read whole by formulas of old versions, the services whose calls chain
+# with its own (first-contact resolution of several services). Not the service's longest outage,
+# though a selection's outages are read from that long before its span (`_bottom`): when it grows,
+# the outages a fresh read would add either reach into the span — longer than the longest before,
+# so recorded or corrected since the selection was made: among its changed ids, placed by
+# `_catch_up` with the bottom as it is now — or end before the span, where no window within it nor
+# any of its burn-rate look-backs reads them (each formula is given the outages that end after its
+# start: `evaluation._overlapping`, `burn_rates`). Keyed by it, a longer outage than any made every
+# selection of the service anew: the span read again, with a new lineage for every list, and every
+# running form over it folded the window again (services/metrics/README.md, "A longer outage keeps
+# the selection").
+_SelectionKey = tuple[Interval, bool, int | None, datetime | None, bool, tuple[str, ...]]
 
 
 def call_group(customer_id: str, reason: str) -> int:

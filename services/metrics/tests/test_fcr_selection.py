@@ -254,7 +254,7 @@ def test_a_late_call_of_one_service_brings_the_other_services_contact_into_its_c
         email.begin_round()
         email.select(Interval(at(JAN), at(FEB)))
         email.end_round()
-        assert not any(key[6] for key in email.selections) and any(key[6] for key in m._services[PHONE].selections)
+        assert not any(key[5] for key in email.selections) and any(key[5] for key in m._services[PHONE].selections)
     m.record(COLLECTOR, [_call("e-dec-28", at(f"2025-12-28T12:00{AMS}"), "c")])
     suite.tick(f"2026-01-13T09:00{AMS}")
     assert m.window(None, aid, "repeat", JAN).current["detail"]["first_contacts"] == "1"

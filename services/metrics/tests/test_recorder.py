@@ -108,7 +108,7 @@ def test_what_the_recording_process_records_is_recorded_and_judged_as_in_the_ser
     monkeypatch.setattr(signal_index.SignalIndex, "_noted", spy)
     day = f"2026-01-12T{{}}{AMS}"
     steps: list[tuple[Any, ...]] = [
-        # The longest outage first (one longer than any before widens the window's selection: its outages folded again).
+        # The longest outage first (those after it are shorter).
         ("record", COLLECTOR, [*calls("a", day.format("09:00"), 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)]),
         ("tick", day.format("12:00")),  # a round: the open window's selection kept
         ("record", COLLECTOR, [outage("o1", day.format("13:00"), 20), under_way("u1", day.format("14:00"))]),
@@ -171,7 +171,7 @@ def test_a_round_after_batches_the_recording_process_stored_reads_none_of_their_
     suite, _ = world
     m = suite.metrics
     aid = an_active_agreement(suite)
-    # The longest outage first (one longer than any before widens the window's selection: its outages folded again).
+    # The longest outage first (those after it are shorter).
     m.record(COLLECTOR, [outage("long", f"2026-01-05T10:00{AMS}", 180)])
     suite.tick(f"2026-01-12T08:00{AMS}")  # the open window's selection kept
     day = f"2026-01-12T{{}}{AMS}"

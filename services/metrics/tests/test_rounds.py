@@ -530,7 +530,7 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     """An idle round that selects a kept span unchanged reuses the selection's inputs as kept:
     none converted again, none copied into the inputs kept apart from the selections. A new call
     and a correction in the span after such rounds give the evaluations of a fresh read; so does
-    the selection widened by a longer outage than any before, from the inputs it holds — but for
+    the selection kept through a longer outage than any before, from the inputs it holds — but for
     the call corrected meanwhile, converted again."""
     m, aid, held = _april_judged(suite)
     first = {"o1", "a0", "a1", "a2", "a3"}
@@ -559,29 +559,28 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     assert sorted(converted) == ["a0", "b0"]
 
     # A longer outage than any before and a correction (a1 answered after 40 s): the selection
-    # widened, from the inputs held but a1's, kept under the longest outage now.
+    # kept, the inputs held but a1's reused.
     converted.clear()
     m.record(COLLECTOR, [outage("o2", f"2026-04-10T09:10{AMS}", 30)])
     m.record(COLLECTOR, calls("a", f"2026-04-10T08:00{AMS}", 1, 1)[1:], reason="corrected")
     assert _round(m, f"2026-04-10T10:00:25{AMS}")[0] == 2
     assert sorted(converted) == ["a1", "o2"]
-    assert held.selections and all(key[3] == held.longest_outage for key in held.selections)
+    assert held.selections
     assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "2"  # type: ignore[index]
     fresh_read()
 
 
-def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls_folded(
+def test_a_longer_outage_than_any_keeps_the_selection_and_the_running_forms_folded(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An outage longer than any before the service's may reach into the open window from that
-    much earlier, so the window's selection is keyed by the longest: a longer one widens the kept
-    selection — kept under the new key, every list as it is, the longer outage placed as any
-    change — not made anew, which read the whole span again and gave every list a new lineage:
-    the outages' running form folded the window again at once, and the service level's the next
-    round a call came (seconds at a contact centre's density), though no call had changed. The
-    outages a fresh read of the span adds from further back are those that end before it, which
-    no window within it reads; each round gives the formulas' evaluations over every stored
-    signal."""
+    much earlier (a selection's outages are read from the longest outage before its span): the
+    kept selection stays, every list as it is, the longer outage placed as any change — it was
+    made anew, which read the whole span again and gave every list a new lineage: the outages'
+    running form folded the window again at once, and the service level's the next round a call
+    came (seconds at a contact centre's density), though no call had changed. The outages a fresh
+    read of the span adds from further back are those that end before it, which no window within
+    it reads; each round gives the formulas' evaluations over every stored signal."""
     m, aid, held = _april_judged(suite)
     april = "2026-03-31T22:00:00+00:00"
     (calls_held,) = [r for r in m._running.values() if isinstance(r.tally, running.CallTally)]
@@ -600,7 +599,7 @@ def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls
     assert all("early" not in kept.lists["outages"][1] for kept in held.selections.values())
     converted = _conversions(monkeypatch)
     appended = outages_held.appended
-    kept_before = {key[:3] + key[4:]: kept for key, kept in held.selections.items()}
+    kept_before = dict(held.selections)
 
     # Nine days down from 25 March, into April (and March, closed: judged again): "early" now
     # starts within the longest outage before April's span, but ends before it.
@@ -608,13 +607,7 @@ def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls
     suite.tick(f"2026-04-10T10:00:10{AMS}")
     assert held.longest_outage == 9 * 24 * 60 * 60_000_000
     assert "long" in converted and not {"o1", "o2", "a0", "a1", "a2", "a3"} & set(converted)  # April's kept
-    assert (
-        kept_before
-        and all(  # the same selections, widened
-            held.selections.get((*other[:3], held.longest_outage, *other[3:])) is kept
-            for other, kept in kept_before.items()
-        )
-    )
+    assert kept_before and all(held.selections.get(key) is kept for key, kept in kept_before.items())  # kept
     # The longer outage folded in as an append; neither running form folded again.
     assert (calls_held.seeded, outages_held.seeded) == (1, 1) and outages_held.appended == appended + 1
     fresh_read()
@@ -625,7 +618,7 @@ def test_a_longer_outage_than_any_widens_the_kept_selection_and_leaves_the_calls
     assert {"b0", "b1", "b2"} <= set(converted) and not {"o1", "o2", "a0", "a1", "a2", "a3"} & set(converted)
     fresh_read()
     for key, kept in held.selections.items():  # a fresh read of the span, less what ends before it
-        span, all_calls, repeat, _, since, whole_settled, peers = key
+        span, all_calls, repeat, since, whole_settled, peers = key
         fresh = held._select(span, all_calls, since, whole_settled, repeat, None, peers)
         outages = fresh["outages"]
         reaching = [sid for sid, o in zip(outages.ids, outages.items, strict=True) if o.end > span.start]
@@ -717,7 +710,7 @@ def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
         march_calls = {"mar0", "mar1", "mar2"}
         assert not march_calls & set(converted)
         assert not march_calls & set(held.converted)
-        assert held.selections and all(key[3] is not None for key in held.selections)
+        assert held.selections
 
         # The burn rates read the outage before April's start: those over every stored signal.
         april = "2026-03-31T22:00:00+00:00"
@@ -829,7 +822,7 @@ def test_a_query_during_a_round_neither_changes_nor_keeps_a_selection(suite: Sui
     assert kept.changed == {"b0", "b1"}
     lengths = {name: len(ids) for name, (_, ids, _) in kept.lists.items()}
     selections = len(held.selections)
-    span, all_calls, repeat, _, since, whole, _ = key
+    span, all_calls, repeat, since, whole, _ = key
     got: list[Any] = []
     held.begin_round()  # a round under way in this thread
     try:

@@ -871,8 +871,7 @@ def test_rounds_over_two_services_fold_a_batch_on_either(make_store_env: Callabl
         aid = an_active_agreement(suite, (EMAIL, PHONE))
         now = at(f"2026-04-10T10:00{AMS}")
         first = [*calls("e0-", f"2026-04-10T08:00{AMS}", 3, 1), outage("eo0", f"2026-04-09T11:00{AMS}", 120)]
-        # Each service's longest outage first (one longer than any before widens the selection, its
-        # outages folded again).
+        # Each service's longest outage first (those after it are shorter).
         second = [*calls("p0-", f"2026-04-10T08:30{AMS}", 2, 2), outage("po0", f"2026-04-08T11:00{AMS}", 120)]
         second.append(_under_way("down", at(f"2026-04-10T09:00{AMS}")))
         for s in second:

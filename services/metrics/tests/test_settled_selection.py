@@ -459,7 +459,7 @@ def test_incidents_are_selected_by_when_their_clock_stopped_every_window_as_from
     held = {
         sid
         for key, kept in m._services[EMAIL].selections.items()
-        if not key[5]
+        if not key[4]
         for sid in kept.lists.get("incidents", ((), [], []))[1]
     }
     assert "no-response" in held and not any(sid.startswith("old-") for sid in held)

@@ -311,7 +311,7 @@ def test_a_round_reads_back_none_of_the_rows_this_process_just_wrote(
     reading every stored signal judges."""
     aid = an_active_agreement(suite)
     m = suite.metrics
-    # The longest outage first: one longer than any before widens the window's selection (its outages folded again).
+    # The longest outage first (those after it are shorter).
     m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
     suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
     asked = spy_lookups(monkeypatch)
@@ -333,7 +333,7 @@ def test_a_round_converts_the_messages_a_batch_was_recorded_from_when_they_were_
     what was recorded, from the store's rows."""
     aid = an_active_agreement(suite)
     m = suite.metrics
-    # The longest outage first: one longer than any before widens the window's selection (its outages folded again).
+    # The longest outage first (those after it are shorter).
     m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
     suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
     converted: list[Any] = []
@@ -364,7 +364,7 @@ def test_a_row_another_process_wrote_since_is_read_from_the_store(suite: Suite) 
     read from the store when the kept selection is brought up to date, not taken as written here."""
     aid = an_active_agreement(suite)
     m = suite.metrics
-    # The longest outage first: one longer than any before widens the window's selection (its outages folded again).
+    # The longest outage first (those after it are shorter).
     m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
     suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
     m.record(COLLECTOR, [outage("o", f"2026-01-12T13:00{AMS}", 20)])
