@@ -561,11 +561,12 @@ def test_a_kept_selection_reused_unchanged_is_not_copied_and_what_changes_after_
     # A longer outage than any before and a correction (a1 answered after 40 s): the selection
     # kept, the inputs held but a1's reused.
     converted.clear()
+    kept_before = dict(held.selections)
     m.record(COLLECTOR, [outage("o2", f"2026-04-10T09:10{AMS}", 30)])
     m.record(COLLECTOR, calls("a", f"2026-04-10T08:00{AMS}", 1, 1)[1:], reason="corrected")
     assert _round(m, f"2026-04-10T10:00:25{AMS}")[0] == 2
     assert sorted(converted) == ["a1", "o2"]
-    assert held.selections
+    assert kept_before and all(held.selections.get(key) is kept for key, kept in kept_before.items())
     assert _latest(m, aid, "service-level", april)["detail"]["answered_within"] == "2"  # type: ignore[index]
     fresh_read()
 
