@@ -13,8 +13,9 @@ window of several services: a batch on any of them is an append). A correction o
 window holds that the selection logged as a replacement in place (`SignalSet.edits`) is taken
 out of the running form as it was and folded in as it is (calls, request counts, contacts,
 outages). Anything else — a signal removed, one whose rank places it earlier, a correction more
-than the log keeps, another selection (a restart), another objective, version,
-calendar, exclusion or suspension, a repeated call id (in one service's calls, or across several
+than the log keeps, another selection (a restart), another objective or version, another
+calendar, exclusion or suspension (for the availabilities and MTBF, which read them; the call
+formulas and first-contact resolution read none), a repeated call id (in one service's calls, or across several
 services'), or any failure — folds the window's inputs again from the start (or leaves them to
 the formula itself): the running form is an optimisation, never a second source of truth. An outage under
 way is never folded: time-based availability's and MTBF's evaluations take it as lasting until
@@ -139,11 +140,18 @@ class Running:
         if sum(n for _, _, n in lineage) != len(source):  # not as the selections report them
             self._drop()
             return None
+        # The calendar and the exclusions (declared, announced maintenance, suspended time) are
+        # read by the availabilities and MTBF alone: the call formulas and first-contact
+        # resolution count every call entering the queue in the window. A maintenance announced
+        # into the open window (a new exclusion) folded every call of it again, in each of its
+        # call objectives (services/metrics/README.md, "Exclusions reach the formulas that read
+        # them").
+        calendared = metric not in CALL_FORMULAS and metric != FCR
         basis = (
             json.dumps(objective, sort_keys=True, default=str),
             window,
-            json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str),
-            tuple(exclusions),
+            json.dumps(reliability._calendar_definition(calendar), sort_keys=True, default=str) if calendared else None,
+            tuple(exclusions) if calendared else (),
         )
         key = (window.start, window.end, lineage) if metric in CALL_FORMULAS else None
         try:

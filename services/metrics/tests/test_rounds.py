@@ -630,6 +630,43 @@ def test_a_longer_outage_than_any_keeps_the_selection_and_the_running_forms_fold
         }
 
 
+def test_a_maintenance_announced_into_the_open_window_leaves_the_calls_folded(suite: Suite) -> None:
+    """A window's exclusions (declared and announced maintenance, suspended time) and calendar are
+    read by the availabilities and MTBF alone: a maintenance announced into the open window folds
+    availability's outages again under the new exclusion, and leaves the service level's running
+    form as it is — it folded every call of the window again, though the call formulas read no
+    exclusion. Each round gives the formulas' evaluations over every stored signal."""
+    m, aid, _ = _april_judged(suite)
+    april = "2026-03-31T22:00:00+00:00"
+    (calls_held,) = [r for r in m._running.values() if isinstance(r.tally, running.CallTally)]
+    (outages_held,) = [r for r in m._running.values() if isinstance(r.tally, running.OutageTally)]
+    assert (calls_held.seeded, outages_held.seeded) == (1, 1)
+    downtime = _latest(m, aid, "availability", april)["detail"]["downtime_seconds"]  # type: ignore[index]
+
+    # Announced two days ahead (the sample's notice is 24 hours), over the first three minutes of o1.
+    start, end = at(f"2026-04-10T08:58{AMS}"), at(f"2026-04-10T09:03{AMS}")
+    m.record(
+        COLLECTOR,
+        [
+            pb.Signal(
+                signal_id="m1",
+                service_id=EMAIL,
+                maintenance=pb.Maintenance(start=ts(start), end=ts(end), announced_at=ts(at(f"2026-04-08T08:00{AMS}"))),
+            )
+        ],
+    )
+    suite.tick(f"2026-04-10T10:00:05{AMS}")
+    assert _latest(m, aid, "availability", april)["detail"]["downtime_seconds"] != downtime  # type: ignore[index]
+    assert outages_held.seeded == 2 and calls_held.seeded == 1  # the outages under the new exclusion alone
+    appended = calls_held.appended
+    m.record(COLLECTOR, calls("b", f"2026-04-10T09:40{AMS}", 2, 1))
+    suite.tick(f"2026-04-10T10:00:10{AMS}")
+    assert (calls_held.seeded, calls_held.appended) == (1, appended + 1)
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, april)
+        assert check["matches"], check["differences"]
+
+
 def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
