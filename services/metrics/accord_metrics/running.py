@@ -15,8 +15,8 @@ out of the running form as it was and folded in as it is (calls, request counts,
 outages). Anything else — a signal removed, one whose rank places it earlier, a correction more
 than the log keeps, another selection (a restart), another objective or version, another
 calendar, exclusion or suspension (for the availabilities and MTBF, which read them; the call
-formulas and first-contact resolution read none), a repeated call id (in one service's calls, or across several
-services'), or any failure — folds the window's inputs again from the start (or leaves them to
+formulas and first-contact resolution read none), a repeated call id (in one service's calls,
+or across several services'), or any failure — folds the window's inputs again from the start (or leaves them to
 the formula itself): the running form is an optimisation, never a second source of truth. An outage under
 way is never folded: time-based availability's and MTBF's evaluations take it as lasting until
 the round's instant, beside the tally (`OutageTally.evaluated`), and fold it once its end is
@@ -141,12 +141,12 @@ class Running:
             self._drop()
             return None
         # The calendar and the exclusions (declared, announced maintenance, suspended time) are
-        # read by the availabilities and MTBF alone: the call formulas and first-contact
-        # resolution count every call entering the queue in the window. A maintenance announced
-        # into the open window (a new exclusion) folded every call of it again, in each of its
-        # call objectives (services/metrics/README.md, "Exclusions reach the formulas that read
-        # them").
-        calendared = metric not in CALL_FORMULAS and metric != FCR
+        # read by the formulas over outages and request counts alone: those over calls (the call
+        # formulas, first-contact resolution) count every call entering the queue in the window. A
+        # maintenance announced into the open window (a new exclusion) folded every call of it
+        # again, in each of its call objectives (services/metrics/README.md, "Exclusions reach the
+        # formulas that read them").
+        calendared = name != "calls"
         basis = (
             json.dumps(objective, sort_keys=True, default=str),
             window,
