@@ -46,6 +46,12 @@ the fake clock):
   with its open windows, from the store's signal index; run as the service runs it, with the
   collector paused and the heap settled after it, `accord_kit.heap.building`), then a second
   round; that process's VmRSS, and the collector's time in it (full collections, the longest);
+* restart under a stream: another `Metrics` started on the store while a process of its own
+  records 20 batches of 1,000 into the open window (the last 10 minutes before the restart's
+  clock), the first before its first round, the others 20 ms apart, while it runs — as the
+  recording process does under a live stream; the CPU of the round after it (which notes what
+  the stream stored — what the first round's fresh selection had read already among it) and of
+  one more, and the running forms that round folded again from the start;
 * memory: resident set size after the rounds (VmRSS), the signals the store's index holds, the
   formula inputs held converted and the windows known.
 
@@ -298,6 +304,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{p['restart_converted']:,} formula inputs converted; the collector "
                        f"{p['restart_gc_s']:.2f} s of it ({p['restart_gc_full']} full collections, the longest "
                        f"{p['restart_gc_longest_s'] * 1000:.0f} ms)"},
+            {"name": f"round after a restart under a stream, {s}", "value": p["streamed_after_cpu_ms"],
+             "unit": "ms",
+             "detail": f"CPU of the round after a restart's first round while another process recorded "
+                       f"{p['streamed_stored']:,} signals into the open window before and during that round "
+                       f"(the ones its selection read already noted now); running forms folded again in it "
+                       f"{p['streamed_refolded']}; the round after it {p['streamed_next_cpu_ms']:.1f} ms"},
             {"name": f"RSS, {s}", "value": p["rss_mb"], "unit": "MiB",
              "detail": f"signals indexed {p['held_signals']:,}, formula inputs converted {p['converted']:,}, "
                        f"windows known {p['windows_known']:,}"},
@@ -638,6 +650,7 @@ def _point(
 
     # The restart in a process of its own, as a service restarting: its time and its memory.
     restart = _restart_in_process(env, last)
+    streamed = _restart_in_process(env, last, streamed=n)
     store_file_mb, store_wal_mb = _store_sizes(tmp / "metrics.sqlite")
     point = {
         "signals": n,
@@ -673,8 +686,9 @@ def _point(
         "store_wal_mb": store_wal_mb,
         "store_mb": store_file_mb + store_wal_mb,
         **restart,
+        **streamed,
         # Where a grown store's next size starts: every signal recorded here is stored.
-        "base": {"stored": n + measured(rounds), "next_id": extra,
+        "base": {"stored": n + measured(rounds) + streamed["streamed_stored"], "next_id": extra,
                  "start": (last + timedelta(minutes=1)).isoformat()},
         "cut": cut,
     }  # fmt: skip
@@ -683,12 +697,12 @@ def _point(
     return point
 
 
-def _restart_in_process(env: dict[str, str], last: datetime) -> dict[str, Any]:
+def _restart_in_process(env: dict[str, str], last: datetime, streamed: int = 0) -> dict[str, Any]:
+    """`_restart` in a process of its own; `streamed` (the size, which keeps the ids the stream
+    records its own): `_restart_streamed` instead."""
+    command = [sys.executable, "-m", "bench.metrics_scale", json.dumps(env), last.isoformat()]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.metrics_scale", json.dumps(env), last.isoformat()],
-        check=True,
-        capture_output=True,
-        text=True,
+        [*command, "streamed", str(streamed)] if streamed else command, check=True, capture_output=True, text=True
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -756,5 +770,83 @@ def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
     }
 
 
+STREAM_FIRST_ID = 1_000_000_000  # the streamed restart's signals: ids of their own (+ the size)
+STREAM_SPAN = timedelta(minutes=10)  # … spread over the last minutes before the restart's clock
+STREAM_BATCHES = 20  # … in as many batches of BATCH
+STREAM_PAUSE = 0.02  # seconds between two of its batches (a batch takes ≈ 20–40 ms to record)
+
+
+def _restart_streamed(env: dict[str, str], last: datetime, size: int) -> dict[str, Any]:
+    """A `Metrics` started on the store while another process records a stream into its open
+    window (as the recording process does under a live stream): `STREAM_BATCHES` batches of
+    `BATCH`, the first before its first round, the others while it runs (or after it, if it ends
+    first); then the round after it (which notes them: those its fresh selection had read already
+    among them, and the others) and one more — their CPU, and the running forms folded again."""
+    from accord_kit.clock import FakeClock
+    from accord_kit.heap import building
+    from accord_metrics.application import Metrics
+
+    feeder = subprocess.Popen(
+        [sys.executable, "-m", "bench.metrics_scale", json.dumps(env), last.isoformat(), "feed", str(size)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert feeder.stdout is not None
+    again = Metrics(env, clock=FakeClock(last))
+    try:
+        feeder.stdout.readline()  # its first batch stored: the stream is under way
+        with building():
+            again.evaluate(last + timedelta(seconds=5))
+        stored = int(feeder.communicate(timeout=120)[0].strip().splitlines()[-1])  # every batch stored
+        seeded = sum(r.seeded for r in again._running.values())
+        c0 = time.process_time()
+        again.evaluate(last + timedelta(seconds=10))
+        after_cpu_ms = (time.process_time() - c0) * 1000
+        refolded = sum(r.seeded for r in again._running.values()) - seeded
+        c1 = time.process_time()
+        again.evaluate(last + timedelta(seconds=15))
+        next_cpu_ms = (time.process_time() - c1) * 1000
+    finally:
+        if feeder.poll() is None:
+            feeder.kill()
+        again.close()
+    return {
+        "streamed_stored": stored,
+        "streamed_after_cpu_ms": after_cpu_ms,
+        "streamed_refolded": refolded,
+        "streamed_next_cpu_ms": next_cpu_ms,
+    }
+
+
+def _feed(env: dict[str, str], last: datetime, size: int) -> None:
+    """`_restart_streamed`'s stream: `STREAM_BATCHES` batches of `BATCH`, `STREAM_PAUSE` apart,
+    spread over the `STREAM_SPAN` before `last`; a line after the first batch, the signals stored
+    at the end."""
+    from accord_kit.clock import FakeClock
+    from accord_kit.context import Principal
+    from accord_metrics.application import Metrics
+
+    metrics = Metrics(env, clock=FakeClock(last))
+    collector = Principal("bench-collector", "service")
+    rnd = random.Random(size)
+    total, stored, first = STREAM_BATCHES * BATCH, 0, STREAM_FIRST_ID + size
+    try:
+        for i in range(first, first + total, BATCH):
+            raw = _signals(i, BATCH, last - STREAM_SPAN, STREAM_SPAN, total, rnd, origin=first)
+            stored += metrics.record(collector, list(spb.SignalBatch.FromString(raw).signals)).accepted
+            if i == first:
+                print("under way", flush=True)
+            time.sleep(STREAM_PAUSE)
+    finally:
+        metrics.close()
+    print(stored, flush=True)
+
+
 if __name__ == "__main__":  # the restart, in a process of its own (see _restart_in_process)
-    print(json.dumps(_restart(json.loads(sys.argv[1]), datetime.fromisoformat(sys.argv[2]))))
+    env_arg, last_arg = json.loads(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
+    if sys.argv[3:4] == ["streamed"]:
+        print(json.dumps(_restart_streamed(env_arg, last_arg, int(sys.argv[4]))))
+    elif sys.argv[3:4] == ["feed"]:
+        _feed(env_arg, last_arg, int(sys.argv[4]))
+    else:
+        print(json.dumps(_restart(env_arg, last_arg)))

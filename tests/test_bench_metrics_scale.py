@@ -32,7 +32,7 @@ def test_sizes_are_given_explicitly_increasing() -> None:
 def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     result = metrics_scale.run(
         _args(
-            "--scale-sizes", "2000,54000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
+            "--scale-sizes", "2000,74000", "--per-month", "1000", "--scale-grow", "--scale-batch", "1500",
             "--scale-rounds", "2",
         )
     )  # fmt: skip
@@ -41,20 +41,25 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     # (it and a long one), 2 with corrections, 10 ingested.
     extra = metrics_scale.measured(2)
     assert extra == 48_002
+    # … and the restart under a stream another process's 20 batches of 1,000, noted by the round
+    # after the restarted process's first without folding any window again.
+    streamed = metrics_scale.STREAM_BATCHES * metrics_scale.BATCH
+    assert [(p["streamed_stored"], p["streamed_refolded"]) for p in (first, second)] == [(streamed, 0)] * 2
     # Each size's store holds exactly its history and the signals its figures recorded: the second
     # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
     assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
-    assert (second["built"], second["held_signals"]) == (54000 - 2000 - extra, 54000 + extra)
+    assert (second["built"], second["held_signals"]) == (74000 - 2000 - extra - streamed, 74000 + extra)
     # The history went on from where the first size stopped: more windows known.
     assert second["windows_known"] > first["windows_known"]
     assert result["params"]["grow"] is True and result["params"]["build_batch"] == 1500
     assert second["store_mb"] > first["store_mb"] > 0
     names = [f["name"] for f in result["figures"]]
-    assert "build, 54,000 signals" in names and "store on disk, 54,000 signals" in names
+    assert "build, 74,000 signals" in names and "store on disk, 74,000 signals" in names
+    assert "round after a restart under a stream, 74,000 signals" in names
     # The restart's first round runs as the service runs it (the collector paused, then the heap
     # settled: a full collection at least), and says what the collector took.
     assert second["restart_gc_full"] >= 1 and 0 < second["restart_gc_s"] < second["restart_cpu_s"]
-    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 54,000 signals")
+    restart = next(f for f in result["figures"] if f["name"] == "restart to first round done, 74,000 signals")
     assert "the collector" in restart["detail"]
 
 

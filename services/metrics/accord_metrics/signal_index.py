@@ -554,6 +554,17 @@ class ServiceSignals:
             ranks, ids, items = columns
             at = bisect_left(ranks, row.rank)
             there = at < len(ranks) and ranks[at] == row.rank
+            item = next(fresh) if inside else None
+            if there and inside and _same_input(items[at], item):
+                # Held as it is: no change. A selection made afresh reads the index as it is then,
+                # which may hold batches this process had not noted yet (stored by the recording
+                # process, or another instance, after the round read the log); noting them later
+                # marks their ids changed here. Counted as replacements in place, a live stream's
+                # first round after a restart or a window's opening logged tens of thousands — more
+                # than the log keeps — and the next round folded the whole window again (seconds at
+                # a contact centre's density): services/metrics/README.md, "Rows read twice are no
+                # change".
+                continue
             if repeat is not None and name == "calls":
                 # A chain is read from the calls before `repeat` past the bottom (`_chains`): the
                 # group a call is in now, and the one its content held here was in, when either is there.
@@ -573,7 +584,6 @@ class ServiceSignals:
                 if there:
                     del ranks[at], ids[at], items[at]
                 continue
-            item = next(fresh)
             if there:
                 if change:  # a replacement in place (a correction): logged for the running forms
                     log = kept.edits.setdefault(name, [])
@@ -892,6 +902,13 @@ def group_key(content: bytes) -> int | None:
     if s.WhichOneof("kind") != "call" or not s.call.HasField("answered_at"):
         return None
     return call_group(s.call.customer_id, s.call.reason)
+
+
+def _same_input(held: Any, read: Any) -> bool:
+    """Whether a formula input read again is the one held: of one type, equal, and equal in
+    every field's text too (a Decimal of `1.0` equals one of `1.00`, but the digests encode each
+    as written)."""
+    return type(held) is type(read) and held == read and repr(held) == repr(read)
 
 
 def _group_before(item: Any, before: int) -> int | None:

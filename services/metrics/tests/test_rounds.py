@@ -630,6 +630,64 @@ def test_a_longer_outage_than_any_keeps_the_selection_and_the_running_forms_fold
         }
 
 
+def test_rows_a_fresh_selection_read_before_they_were_noted_are_no_change(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A selection made afresh (a restart's first round, a window's opening) reads the store's
+    index as it is then, which may already hold a batch another process stored after the round
+    read the log — the recording process, storing all the time in a live stream. The next round
+    notes that batch and reads its rows again: the inputs the selection holds, unchanged. They were
+    counted as replacements in place; more of them than the log of replacements keeps (a live
+    stream's batches of a few seconds: tens of thousands) and the round after folded the whole open
+    window again — seconds at a contact centre's density. They are no change now: the selection's
+    lists stay as they are and the running forms fold only what is new. Each round gives the
+    formulas' evaluations over every stored signal."""
+    m, aid, _ = _april_judged(suite)  # `m` stores the batch the restarted process has not noted
+    april = "2026-03-31T22:00:00+00:00"
+    again = Metrics(suite.envs["metrics"], clock=suite.clock)  # a restart, beside another process
+    racing = [*calls("race", f"2026-04-10T08:10{AMS}", signal_index.EDITS_KEPT + 40, 0)]
+    racing.append(outage("race-o", f"2026-04-10T09:20{AMS}", 2))
+    stored: list[int] = []
+    reading = signal_store.SignalStore.in_range
+
+    def stored_meanwhile(store: signal_store.SignalStore, *args: Any, **kwargs: Any) -> Any:
+        # The other process stores its batch after this round read the log, before it selects.
+        if not stored:
+            stored.append(m.record(COLLECTOR, racing).accepted)
+        return reading(store, *args, **kwargs)
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(signal_store.SignalStore, "in_range", stored_meanwhile)
+            again.evaluate(at(f"2026-04-10T10:00:05{AMS}"))
+        assert stored == [len(racing)]
+        held = again._services[EMAIL]
+        (kept,) = held.selections.values()
+        assert {"race0", "race-o"} <= set(kept.lists["calls"][1]) | set(kept.lists["outages"][1])
+        forms = {type(r.tally): r for r in again._running.values()}
+        calls_held, outages_held = forms[running.CallTally], forms[running.OutageTally]
+        assert (calls_held.seeded, outages_held.seeded) == (1, 1)
+
+        # The next round notes the batch (read from the log) and reads its rows again: no change.
+        again.evaluate(at(f"2026-04-10T10:00:10{AMS}"))
+        assert (calls_held.seeded, outages_held.seeded, calls_held.edited, outages_held.edited) == (1, 1, 0, 0)
+        assert held.selections.get(next(iter(held.selections))) is kept and not kept.changes and not kept.edits
+        for objective in ("availability", "service-level"):
+            check = again.recompute(aid, objective, april)
+            assert check["matches"], check["differences"]
+
+        # New calls then: folded alone, as appended.
+        appended = calls_held.appended
+        again.record(COLLECTOR, calls("b", f"2026-04-10T09:40{AMS}", 2, 1))
+        again.evaluate(at(f"2026-04-10T10:00:15{AMS}"))
+        assert (calls_held.seeded, calls_held.edited, calls_held.appended) == (1, 0, appended + 1)
+        for objective in ("availability", "service-level"):
+            check = again.recompute(aid, objective, april)
+            assert check["matches"], check["differences"]
+    finally:
+        again.close()
+
+
 def test_a_maintenance_announced_into_the_open_window_leaves_the_calls_folded(suite: Suite) -> None:
     """A window's exclusions (declared and announced maintenance, suspended time) and calendar are
     read by the availabilities and MTBF alone: a maintenance announced into the open window folds
