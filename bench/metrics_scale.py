@@ -52,6 +52,8 @@ the fake clock):
   recording process does under a live stream; the CPU of the round after it (which notes what
   the stream stored — what the first round's fresh selection had read already among it) and of
   one more, and the running forms that round folded again from the start;
+* round closing the month: last, another `Metrics` started on the store, its first round, a round
+  5 s before the open window's end and the one 5 s after it, which closes the window: its CPU;
 * memory: resident set size after the rounds (VmRSS), the signals the store's index holds, the
   formula inputs held converted and the windows known.
 
@@ -78,6 +80,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from accord.metrics.v1 import signals_pb2 as spb
 from bench.metrics import MONTH_START, SERVICE_ID, _signals, sample_agreement
@@ -91,6 +94,7 @@ ROUNDS = 5  # idle rounds, and rounds after one batch, a size's figures take the
 MAX_BUILD_BATCH = 10_000  # the most signals one RecordSignals message may carry (accord_metrics.server)
 ROUND_EVERY = 1_000_000  # while a history is built, a round each time this many more signals are recorded
 STEP = timedelta(seconds=5)  # the fake clock's move from one timed round to the next
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")  # the sample SLA's time zone: its months'
 
 
 def measured(rounds: int = ROUNDS) -> int:
@@ -304,6 +308,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{p['restart_converted']:,} formula inputs converted; the collector "
                        f"{p['restart_gc_s']:.2f} s of it ({p['restart_gc_full']} full collections, the longest "
                        f"{p['restart_gc_longest_s'] * 1000:.0f} ms)"},
+            {"name": f"round closing the month, {s}", "value": p["closing_cpu_ms"], "unit": "ms",
+             "detail": f"CPU of a restarted process's round 5 s after the open window's end (after its first "
+                       f"round and one 5 s before the end): the month closed from its kept selection and running "
+                       f"evaluations; "
+                       f"windows judged {p['closing_windows']}"},
             {"name": f"round after a restart under a stream, {s}", "value": p["streamed_after_cpu_ms"],
              "unit": "ms",
              "detail": f"CPU of the round after a restart's first round while another process recorded "
@@ -650,7 +659,8 @@ def _point(
 
     # The restart in a process of its own, as a service restarting: its time and its memory.
     restart = _restart_in_process(env, last)
-    streamed = _restart_in_process(env, last, streamed=n)
+    streamed = _restart_in_process(env, last, "streamed", str(n))
+    closing = _restart_in_process(env, last, "closing")
     store_file_mb, store_wal_mb = _store_sizes(tmp / "metrics.sqlite")
     point = {
         "signals": n,
@@ -687,6 +697,7 @@ def _point(
         "store_mb": store_file_mb + store_wal_mb,
         **restart,
         **streamed,
+        **closing,
         # Where a grown store's next size starts: every signal recorded here is stored.
         "base": {"stored": n + measured(rounds) + streamed["streamed_stored"], "next_id": extra,
                  "start": (last + timedelta(minutes=1)).isoformat()},
@@ -697,14 +708,36 @@ def _point(
     return point
 
 
-def _restart_in_process(env: dict[str, str], last: datetime, streamed: int = 0) -> dict[str, Any]:
-    """`_restart` in a process of its own; `streamed` (the size, which keeps the ids the stream
-    records its own): `_restart_streamed` instead."""
-    command = [sys.executable, "-m", "bench.metrics_scale", json.dumps(env), last.isoformat()]
-    out = subprocess.run(
-        [*command, "streamed", str(streamed)] if streamed else command, check=True, capture_output=True, text=True
-    )
+def _restart_in_process(env: dict[str, str], last: datetime, *mode: str) -> dict[str, Any]:
+    """`_restart` in a process of its own; `mode` "streamed" and the size (which keeps the ids the
+    stream records its own): `_restart_streamed` instead; "closing": `_closing`."""
+    command = [sys.executable, "-m", "bench.metrics_scale", json.dumps(env), last.isoformat(), *mode]
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _closing(env: dict[str, str], last: datetime) -> dict[str, Any]:
+    """A `Metrics` started on the store, its first round, a round 5 s before the open window's end
+    (Amsterdam's month) and the round 5 s after it, which closes the window: that round's CPU.
+    Run last: the store's month is closed after it."""
+    from accord_kit.clock import FakeClock
+    from accord_kit.heap import building
+    from accord_metrics.application import Metrics
+
+    local = last.astimezone(AMSTERDAM)
+    end = datetime(local.year + local.month // 12, local.month % 12 + 1, 1, tzinfo=AMSTERDAM).astimezone(UTC)
+    again = Metrics(env, clock=FakeClock(last))
+    try:
+        with building():
+            again.evaluate(last + timedelta(seconds=5))
+        again.evaluate(end - timedelta(seconds=5))
+        c0 = time.process_time()
+        again.evaluate(end + timedelta(seconds=5))
+        closing_cpu_ms = (time.process_time() - c0) * 1000
+        closing_windows = again.last_round.windows_judged
+    finally:
+        again.close()
+    return {"closing_cpu_ms": closing_cpu_ms, "closing_windows": closing_windows}
 
 
 class CollectorTime:
@@ -752,6 +785,7 @@ def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
         again.evaluate(last + timedelta(seconds=10))
         second_round_ms = (time.perf_counter() - t2) * 1000
         converted = sum(len(s.converted) for s in again._services.values())
+        rss_mb = _rss_mb()
     finally:
         gc.callbacks.remove(collected)
         again.close()
@@ -765,7 +799,7 @@ def _restart(env: dict[str, str], last: datetime) -> dict[str, Any]:
         "second_round_ms": second_round_ms,
         "restart_s": construct_s + first_round_s,
         "restart_cpu_s": restart_cpu_s,
-        "restart_rss_mb": _rss_mb(),
+        "restart_rss_mb": rss_mb,
         "restart_converted": converted,
     }
 
@@ -846,6 +880,8 @@ if __name__ == "__main__":  # the restart, in a process of its own (see _restart
     env_arg, last_arg = json.loads(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
     if sys.argv[3:4] == ["streamed"]:
         print(json.dumps(_restart_streamed(env_arg, last_arg, int(sys.argv[4]))))
+    elif sys.argv[3:4] == ["closing"]:
+        print(json.dumps(_closing(env_arg, last_arg)))
     elif sys.argv[3:4] == ["feed"]:
         _feed(env_arg, last_arg, int(sys.argv[4]))
     else:

@@ -56,6 +56,7 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     names = [f["name"] for f in result["figures"]]
     assert "build, 74,000 signals" in names and "store on disk, 74,000 signals" in names
     assert "round after a restart under a stream, 74,000 signals" in names
+    assert "round closing the month, 74,000 signals" in names and second["closing_windows"] >= 2
     # The restart's first round runs as the service runs it (the collector paused, then the heap
     # settled: a full collection at least), and says what the collector took.
     assert second["restart_gc_full"] >= 1 and 0 < second["restart_gc_s"] < second["restart_cpu_s"]

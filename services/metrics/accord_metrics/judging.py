@@ -984,8 +984,10 @@ class Judging(_Host):
             # formulas and `_recent` filter again — so the selection kept from the last round
             # serves (`ServiceSignals.select`: only the ids changed since are read). Before its start
             # only the lists the burn rates read (outages, request counts); the calls from its start.
+            # A window closing in this round reads that span too: its kept selection, whose running
+            # evaluation gives its closing one (`_judge_window`); a closed one (a restatement) its own.
             since = None
-            if agg.closed or now >= window.end:
+            if agg.closed:
                 span = window
             else:
                 span, since = Interval(window.start - _look_back(window), window.end), window.start
@@ -1117,11 +1119,15 @@ class Judging(_Host):
         # So does the formula version (history is never re-judged by a later version).
         pinned = recorded_calendar(agg.latest) if agg.closed else None
         formula = recorded_formula(agg.latest) if agg.closed else None
-        # An open window keeps its running evaluation between rounds (running.py); a closed one
-        # is judged from all its inputs, and drops it.
+        # An open window keeps its running evaluation between rounds (running.py), and closes from
+        # it — as of its end, the inputs appended since its last round folded in: the formula over
+        # the whole window each month's end was seconds at a contact centre's density
+        # (services/metrics/README.md, "A window closes from its running evaluation"). A closed one
+        # (a restatement) is judged from all its inputs by the version it was recorded with, and
+        # drops it; the round's sweep drops the one of a window it closed.
         running: Running | None = None
         with self._lock:
-            if now < measured.end and not agg.closed:
+            if not agg.closed:
                 running = self._running.setdefault(agg.id, Running())
                 self._running_touched.add(agg.id)
             else:

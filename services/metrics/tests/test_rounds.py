@@ -688,6 +688,43 @@ def test_rows_a_fresh_selection_read_before_they_were_noted_are_no_change(
         again.close()
 
 
+def test_a_window_closes_from_its_running_evaluation(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round after an open window's end closes it from its kept selection and running
+    evaluations — as of its end, what came since the last round folded in — not from the formulas
+    over every input of the window read again (seconds at a contact centre's density, every
+    month's end). The closing evaluation is the formulas' over every stored signal; a late signal
+    afterwards restates the closed window from its inputs, by the version it was recorded with."""
+    m, aid, _ = _april_judged(suite)
+    april = "2026-03-31T22:00:00+00:00"
+    forms = {type(r.tally): (wid, r) for wid, r in m._running.items()}
+    (calls_wid, calls_held), (outages_wid, outages_held) = forms[running.CallTally], forms[running.OutageTally]
+    assert (calls_held.seeded, outages_held.seeded) == (1, 1)
+    appended = (calls_held.appended, outages_held.appended)
+    converted = _conversions(monkeypatch)
+
+    # Late on the last day, then the round after April's end (Amsterdam): April closes.
+    m.record(COLLECTOR, [outage("o2", f"2026-04-30T23:50{AMS}", 2), *calls("b", f"2026-04-30T23:40{AMS}", 2, 1)])
+    suite.tick(f"2026-05-01T00:00:05{AMS}")
+    for objective in ("availability", "service-level"):
+        assert _latest(m, aid, objective, april)["closed"] is True
+        check = m.recompute(aid, objective, april)
+        assert check["matches"], check["differences"]
+    # Closed from the running evaluations: the new signals folded in, nothing folded again, no
+    # input of the window converted again; then dropped with the window's close.
+    assert (calls_held.seeded, outages_held.seeded) == (1, 1)
+    assert (calls_held.appended, outages_held.appended) == (appended[0] + 1, appended[1] + 1)
+    assert sorted(converted) == ["b0", "b1", "b2", "o2"]
+    assert calls_wid not in m._running and outages_wid not in m._running
+
+    # A late outage in April: the closed window restated from its inputs.
+    m.record(COLLECTOR, [outage("late", f"2026-04-20T10:00{AMS}", 30)])
+    suite.tick(f"2026-05-01T00:10{AMS}")
+    assert len(m.window(None, aid, "availability", april).restatements) == 1
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, april)
+        assert check["matches"], check["differences"]
+
+
 def test_a_maintenance_announced_into_the_open_window_leaves_the_calls_folded(suite: Suite) -> None:
     """A window's exclusions (declared and announced maintenance, suspended time) and calendar are
     read by the availabilities and MTBF alone: a maintenance announced into the open window folds
