@@ -54,6 +54,8 @@ the fake clock):
   one more, and the running forms that round folded again from the start;
 * round closing the month: last, another `Metrics` started on the store, its first round, a round
   5 s before the open window's end and the one 5 s after it, which closes the window: its CPU;
+  then three batches of 1,000 late for the closed month (its last 10 minutes), each followed by a
+  round (5 s apart): their CPU — late signals restating the month just closed;
 * memory: resident set size after the rounds (VmRSS), the signals the store's index holds, the
   formula inputs held converted and the windows known.
 
@@ -313,6 +315,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"round and one 5 s before the end): the month closed from its kept selection and running "
                        f"evaluations; "
                        f"windows judged {p['closing_windows']}"},
+            {"name": f"round after a batch late for the closed month, {s}",
+             "value": statistics.median(p["late_closed_cpu_ms"]), "unit": "ms",
+             "detail": f"CPU, median of {len(p['late_closed_cpu_ms'])} rounds, each after 1,000 signals late for the "
+                       f"month the round above closed (its last 10 minutes): the month restated from its kept "
+                       f"running evaluations (within an hour of its end) — "
+                       f"{', '.join(f'{v:.1f}' for v in p['late_closed_cpu_ms'])} ms"},
             {"name": f"round after a restart under a stream, {s}", "value": p["streamed_after_cpu_ms"],
              "unit": "ms",
              "detail": f"CPU of the round after a restart's first round while another process recorded "
@@ -660,7 +668,7 @@ def _point(
     # The restart in a process of its own, as a service restarting: its time and its memory.
     restart = _restart_in_process(env, last)
     streamed = _restart_in_process(env, last, "streamed", str(n))
-    closing = _restart_in_process(env, last, "closing")
+    closing = _restart_in_process(env, last, "closing", str(n))
     store_file_mb, store_wal_mb = _store_sizes(tmp / "metrics.sqlite")
     point = {
         "signals": n,
@@ -699,7 +707,8 @@ def _point(
         **streamed,
         **closing,
         # Where a grown store's next size starts: every signal recorded here is stored.
-        "base": {"stored": n + measured(rounds) + streamed["streamed_stored"], "next_id": extra,
+        "base": {"stored": n + measured(rounds) + streamed["streamed_stored"] + closing["late_closed_stored"],
+                 "next_id": extra,
                  "start": (last + timedelta(minutes=1)).isoformat()},
         "cut": cut,
     }  # fmt: skip
@@ -716,28 +725,49 @@ def _restart_in_process(env: dict[str, str], last: datetime, *mode: str) -> dict
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _closing(env: dict[str, str], last: datetime) -> dict[str, Any]:
+def _closing(env: dict[str, str], last: datetime, size: int) -> dict[str, Any]:
     """A `Metrics` started on the store, its first round, a round 5 s before the open window's end
-    (Amsterdam's month) and the round 5 s after it, which closes the window: that round's CPU.
-    Run last: the store's month is closed after it."""
+    (Amsterdam's month) and the round 5 s after it, which closes the window: that round's CPU;
+    then `LATE_BATCHES` batches of `BATCH` late for the closed month (its last 10 minutes), each
+    followed by a round 5 s after the one before: their CPU. Run last: the store's month is closed
+    after it (`size` keeps the late batches' ids their own)."""
     from accord_kit.clock import FakeClock
+    from accord_kit.context import Principal
     from accord_kit.heap import building
     from accord_metrics.application import Metrics
 
     local = last.astimezone(AMSTERDAM)
     end = datetime(local.year + local.month // 12, local.month % 12 + 1, 1, tzinfo=AMSTERDAM).astimezone(UTC)
     again = Metrics(env, clock=FakeClock(last))
+    collector = Principal("bench-collector", "service")
+    rnd = random.Random(size + 1)
+    late: list[float] = []
     try:
         with building():
             again.evaluate(last + timedelta(seconds=5))
         again.evaluate(end - timedelta(seconds=5))
+        at = end + timedelta(seconds=5)
         c0 = time.process_time()
-        again.evaluate(end + timedelta(seconds=5))
+        again.evaluate(at)
         closing_cpu_ms = (time.process_time() - c0) * 1000
         closing_windows = again.last_round.windows_judged
+        first = STREAM_FIRST_ID + size + STREAM_BATCHES * BATCH
+        for k in range(LATE_BATCHES):
+            i = first + k * BATCH
+            raw = _signals(i, BATCH, end - STREAM_SPAN, STREAM_SPAN, BATCH, rnd, origin=i)
+            again.record(collector, list(spb.SignalBatch.FromString(raw).signals))
+            at += STEP
+            c1 = time.process_time()
+            again.evaluate(at)
+            late.append((time.process_time() - c1) * 1000)
     finally:
         again.close()
-    return {"closing_cpu_ms": closing_cpu_ms, "closing_windows": closing_windows}
+    return {
+        "closing_cpu_ms": closing_cpu_ms,
+        "closing_windows": closing_windows,
+        "late_closed_cpu_ms": late,
+        "late_closed_stored": LATE_BATCHES * BATCH,
+    }
 
 
 class CollectorTime:
@@ -808,6 +838,7 @@ STREAM_FIRST_ID = 1_000_000_000  # the streamed restart's signals: ids of their 
 STREAM_SPAN = timedelta(minutes=10)  # … spread over the last minutes before the restart's clock
 STREAM_BATCHES = 20  # … in as many batches of BATCH
 STREAM_PAUSE = 0.02  # seconds between two of its batches (a batch takes ≈ 20–40 ms to record)
+LATE_BATCHES = 3  # batches late for the month the closing round closed, each with its round
 
 
 def _restart_streamed(env: dict[str, str], last: datetime, size: int) -> dict[str, Any]:
@@ -881,7 +912,7 @@ if __name__ == "__main__":  # the restart, in a process of its own (see _restart
     if sys.argv[3:4] == ["streamed"]:
         print(json.dumps(_restart_streamed(env_arg, last_arg, int(sys.argv[4]))))
     elif sys.argv[3:4] == ["closing"]:
-        print(json.dumps(_closing(env_arg, last_arg)))
+        print(json.dumps(_closing(env_arg, last_arg, int(sys.argv[4]))))
     elif sys.argv[3:4] == ["feed"]:
         _feed(env_arg, last_arg, int(sys.argv[4]))
     else:

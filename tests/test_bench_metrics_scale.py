@@ -48,7 +48,8 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     # Each size's store holds exactly its history and the signals its figures recorded: the second
     # recorded only what brings the first's store to its size, none of it a duplicate of the first's.
     assert (first["built"], first["held_signals"]) == (2000, 2000 + extra)
-    assert (second["built"], second["held_signals"]) == (74000 - 2000 - extra - streamed, 74000 + extra)
+    late = metrics_scale.LATE_BATCHES * metrics_scale.BATCH  # and the batches late for the month closed last
+    assert (second["built"], second["held_signals"]) == (74000 - 2000 - extra - streamed - late, 74000 + extra)
     # The history went on from where the first size stopped: more windows known.
     assert second["windows_known"] > first["windows_known"]
     assert result["params"]["grow"] is True and result["params"]["build_batch"] == 1500
@@ -57,6 +58,8 @@ def test_a_grown_store_holds_each_size_and_goes_on_in_time() -> None:
     assert "build, 74,000 signals" in names and "store on disk, 74,000 signals" in names
     assert "round after a restart under a stream, 74,000 signals" in names
     assert "round closing the month, 74,000 signals" in names and second["closing_windows"] >= 2
+    assert "round after a batch late for the closed month, 74,000 signals" in names
+    assert len(second["late_closed_cpu_ms"]) == metrics_scale.LATE_BATCHES
     # The restart's first round runs as the service runs it (the collector paused, then the heap
     # settled: a full collection at least), and says what the collector took.
     assert second["restart_gc_full"] >= 1 and 0 < second["restart_gc_s"] < second["restart_cpu_s"]

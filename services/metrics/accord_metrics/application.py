@@ -148,6 +148,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._open_windows: set[UUID] = set()
         self._running: dict[UUID, Running] = {}  # open window → its running evaluation (running.py)
         self._running_touched: set[UUID] = set()  # windows given one, or closed, since the last round's sweep
+        self._running_closed: dict[UUID, datetime] = {}  # a window closed with one → until when it keeps it
         self._window_lists: dict[tuple[str, str], WindowList] = {}  # each objective's windows (judging.WindowList)
         self._objective_keys = ObjectiveKeys()  # each objective's outcome key (judging.ObjectiveKeys)
         self._round_windows = 0

@@ -395,6 +395,11 @@ InputsKey = tuple[Interval, timedelta | None, tuple[str, ...], datetime | None, 
 # them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
 # "mttr" v1 (v2 the incidents that reach the window), "contact.fcr" v1 (v2 the first contacts
 # decided in the window).
+# How long after its end a window closed from its running evaluation keeps it, and its selection,
+# for late signals (by the rounds' instant): a month's late calls and outage ends are folded into
+# it rather than its whole month read and computed again each late batch (services/metrics/README.md,
+# "A window closes from its running evaluation").
+CLOSED_KEPT = timedelta(hours=1)
 _READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1), ("mttr", 1), FCR_V1})
 
 
@@ -471,6 +476,7 @@ class Judging(_Host):
     _round_kept: bool
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
     _running_touched: set[UUID]  # windows given one, or closed, since the last round's sweep
+    _running_closed: dict[UUID, datetime]  # a window closed with one → until when it keeps it (CLOSED_KEPT)
     _watch_index: WatchIndex  # the watches by what can end their quiet
     # agreement → ((views, services positions), what it depends on, is measured on, reads): `_scope_of`
     _scopes: dict[UUID, tuple[tuple[int, int], _Scope]]
@@ -599,12 +605,21 @@ class Judging(_Host):
             raise
         with self._lock:
             for entry in self._services.values():
-                entry.end_round()
-            # Running evaluations only for windows known open (one that closed dropped its own):
-            # of those given one or closed since the last sweep (no other window's can change).
+                entry.end_round(now - CLOSED_KEPT)
+            # Running evaluations only for windows known open, and those closed within CLOSED_KEPT
+            # before the round's instant: of those given one or closed since the last sweep (no
+            # other window's can change), and the closed ones kept until then.
+            kept_closed = self._running_closed
+            for wid, until in list(kept_closed.items()):
+                if now >= until:
+                    del kept_closed[wid]
+                    self._running_touched.add(wid)
             touched, self._running_touched = self._running_touched, set()
             for wid in touched:
-                if wid in self._running and (wid not in self._open_windows or wid in self._closed_windows):
+                if (
+                    wid in self._running and wid not in kept_closed
+                    and (wid not in self._open_windows or wid in self._closed_windows)
+                ):  # fmt: skip
                     del self._running[wid]
         self.last_round = RoundStats(judged, skipped + len(ids) - judged, self._round_windows, changed, shared.shared)
         if not self._round_kept:  # every signal it read was judged: a restart need not judge them again
@@ -985,18 +1000,20 @@ class Judging(_Host):
             # serves (`ServiceSignals.select`: only the ids changed since are read). Before its start
             # only the lists the burn rates read (outages, request counts); the calls from its start.
             # A window closing in this round reads that span too: its kept selection, whose running
-            # evaluation gives its closing one (`_judge_window`); a closed one (a restatement) its own.
+            # evaluation gives its closing one (`_judge_window`); so does one closed within
+            # CLOSED_KEPT that kept its running evaluation (late signals restate it from there).
+            # Any other closed one (a restatement) reads its own.
+            # A window recorded with a formula that digests every item passed (tickets, tasks,
+            # incidents, calls: `_READ_WHOLE`) reads them whole.
+            whole = bool(agg.closed) and recorded_formula(agg.latest) in _READ_WHOLE
             since = None
-            if agg.closed:
+            if agg.closed and (whole or wid not in self._running):
                 span = window
             else:
                 span, since = Interval(window.start - _look_back(window), window.end), window.start
             if metric == "METRIC_FOLLOW_UP_DEPTH":  # a lead is decided its days after its hand-off
                 days = depth_days(v_objective.get("parameters") or {})
                 span = Interval(span.start - timedelta(days=days), span.end)
-            # A window recorded with a formula that digests every item passed (tickets, tasks,
-            # incidents, calls: `_READ_WHOLE`) reads them whole.
-            whole = bool(agg.closed) and recorded_formula(agg.latest) in _READ_WHOLE
             repeat = (
                 repeat_window(v_objective.get("parameters") or {})
                 if metric == "METRIC_FIRST_CONTACT_RESOLUTION"
@@ -1121,17 +1138,22 @@ class Judging(_Host):
         formula = recorded_formula(agg.latest) if agg.closed else None
         # An open window keeps its running evaluation between rounds (running.py), and closes from
         # it — as of its end, the inputs appended since its last round folded in: the formula over
-        # the whole window each month's end was seconds at a contact centre's density
-        # (services/metrics/README.md, "A window closes from its running evaluation"). A closed one
-        # (a restatement) is judged from all its inputs by the version it was recorded with, and
-        # drops it; the round's sweep drops the one of a window it closed.
+        # the whole window each month's end was seconds at a contact centre's density — and keeps
+        # it CLOSED_KEPT after its end, so that late signals restate it from there too (when the
+        # version it was recorded with is the running form's): services/metrics/README.md, "A
+        # window closes from its running evaluation". Any other closed one (a restatement) is
+        # judged from all its inputs by the version it was recorded with.
         running: Running | None = None
         with self._lock:
             if not agg.closed:
                 running = self._running.setdefault(agg.id, Running())
                 self._running_touched.add(agg.id)
             else:
-                self._running.pop(agg.id, None)
+                running = self._running.get(agg.id) if agg.id in self._running_closed else None
+                if running is None:
+                    self._running.pop(agg.id, None)
+            if running is not None and now >= measured.end:
+                self._running_closed.setdefault(agg.id, measured.end + CLOSED_KEPT)
         key: tuple[Any, ...] | None = None
         if shared is not None:
             key = (

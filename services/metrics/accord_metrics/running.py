@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
 from accord_metrics.burning import BurnIndex, Lineage, advanced, logged_changes, part_bases
-from accord_metrics.evaluation import CALL_FORMULAS, ONGOING
+from accord_metrics.evaluation import CALL_FORMULAS, ONGOING, _version
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas import running as forms
 from accord_metrics.formulas.common import Evaluated
@@ -67,6 +67,25 @@ def _implements(metric: str) -> bool:
     if metric in _OUTAGE_METRICS:
         return reliability.OUTAGES_VERSION == forms.OUTAGES_VERSION
     return reliability.REQUESTS_VERSION == forms.REQUESTS_VERSION
+
+
+# Whether a window recorded with `recorded` (a closed one's formula id and version; None: an open
+# one) is judged by the current version of the metric's formula — the one a running form computes
+# (`evaluation.run_formula` judges a closed window by the version it was recorded with while it is
+# kept: `_version`).
+def _judged_by_current(metric: str, recorded: tuple[str, int] | None) -> bool:
+    if recorded is None:
+        return True
+    if metric in CALL_FORMULAS:
+        return _version(recorded, CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION) == contact.VERSION
+    if metric == FCR:
+        return _version(recorded, "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION) == contact.FCR_VERSION
+    formula = {"METRIC_AVAILABILITY_TIME": "availability.time", "METRIC_MTBF": "mtbf"}.get(metric)
+    if formula is not None:
+        current = reliability.OUTAGES_VERSION
+        return _version(recorded, formula, reliability.OUTAGES_VERSIONS, current) == current
+    current = reliability.REQUESTS_VERSION
+    return _version(recorded, "availability.requests", reliability.REQUESTS_VERSIONS, current) == current
 
 
 # The digests of the call tallies, by the calls placed in them: (window start, end, the calls'
@@ -127,7 +146,12 @@ class Running:
         metric = str(objective.get("metric"))
         name = LISTS.get(metric)
         p = objective.get("parameters") or {}
-        if name is None or recorded is not None or signals.lineage is None or not _implements(metric):
+        if (
+            name is None
+            or not _judged_by_current(metric, recorded)
+            or signals.lineage is None
+            or not _implements(metric)
+        ):
             self._drop()
             return None
         if metric == "METRIC_AVAILABILITY_REQUESTS" and (objective.get("budgeting") or "BUDGETING_OCCURRENCES") != (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -688,12 +688,16 @@ def test_rows_a_fresh_selection_read_before_they_were_noted_are_no_change(
         again.close()
 
 
-def test_a_window_closes_from_its_running_evaluation(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_window_closes_from_its_running_evaluation_and_late_signals_restate_it_from_there(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The round after an open window's end closes it from its kept selection and running
     evaluations — as of its end, what came since the last round folded in — not from the formulas
     over every input of the window read again (seconds at a contact centre's density, every
-    month's end). The closing evaluation is the formulas' over every stored signal; a late signal
-    afterwards restates the closed window from its inputs, by the version it was recorded with."""
+    month's end); and keeps them `CLOSED_KEPT` after its end, so that late signals then restate it
+    from there too (they were each the whole month read and computed again). After that a late
+    signal restates it from its inputs, as any closed window. Every closing and restatement is the
+    formulas' over every stored signal."""
     m, aid, _ = _april_judged(suite)
     april = "2026-03-31T22:00:00+00:00"
     forms = {type(r.tally): (wid, r) for wid, r in m._running.items()}
@@ -702,27 +706,41 @@ def test_a_window_closes_from_its_running_evaluation(suite: Suite, monkeypatch: 
     appended = (calls_held.appended, outages_held.appended)
     converted = _conversions(monkeypatch)
 
-    # Late on the last day, then the round after April's end (Amsterdam): April closes.
-    m.record(COLLECTOR, [outage("o2", f"2026-04-30T23:50{AMS}", 2), *calls("b", f"2026-04-30T23:40{AMS}", 2, 1)])
-    suite.tick(f"2026-05-01T00:00:05{AMS}")
-    for objective in ("availability", "service-level"):
-        assert _latest(m, aid, objective, april)["closed"] is True
-        check = m.recompute(aid, objective, april)
-        assert check["matches"], check["differences"]
+    def fresh_read() -> None:  # April's evaluations as from every stored signal
+        for objective in ("availability", "service-level"):
+            assert _latest(m, aid, objective, april)["closed"] is True
+            check = m.recompute(aid, objective, april)
+            assert check["matches"], check["differences"]
+
+    # Late on the last day, then the round after April's end (Amsterdam's: 22:00 UTC): April closes.
+    m.record(COLLECTOR, [outage("o2", f"2026-04-30T16:00{AMS}", 2), *calls("b", f"2026-04-30T20:40{AMS}", 2, 1)])
+    suite.tick("2026-04-30T22:00:05+00:00")
+    fresh_read()
     # Closed from the running evaluations: the new signals folded in, nothing folded again, no
-    # input of the window converted again; then dropped with the window's close.
+    # input of the window converted again.
     assert (calls_held.seeded, outages_held.seeded) == (1, 1)
     assert (calls_held.appended, outages_held.appended) == (appended[0] + 1, appended[1] + 1)
     assert sorted(converted) == ["b0", "b1", "b2", "o2"]
-    assert calls_wid not in m._running and outages_wid not in m._running
 
-    # A late outage in April: the closed window restated from its inputs.
-    m.record(COLLECTOR, [outage("late", f"2026-04-20T10:00{AMS}", 30)])
-    suite.tick(f"2026-05-01T00:10{AMS}")
+    # Late calls and an outage (in its coverage hours) within the hour after: April restated from
+    # its running evaluations.
+    m.record(COLLECTOR, [outage("o3", f"2026-04-30T10:00{AMS}", 5), *calls("c", f"2026-04-30T20:50{AMS}", 1, 1)])
+    suite.tick("2026-04-30T22:20:00+00:00")
     assert len(m.window(None, aid, "availability", april).restatements) == 1
-    for objective in ("availability", "service-level"):
-        check = m.recompute(aid, objective, april)
-        assert check["matches"], check["differences"]
+    assert len(m.window(None, aid, "service-level", april).restatements) == 1
+    fresh_read()
+    assert (calls_held.seeded, outages_held.seeded) == (1, 1)
+    assert (calls_held.appended, outages_held.appended) == (appended[0] + 2, appended[1] + 2)
+    assert sorted(converted) == ["b0", "b1", "b2", "c0", "c1", "o2", "o3"]
+
+    # An hour after April's end the round drops them; a late outage then restates April from its
+    # inputs, by the version it was recorded with.
+    suite.tick("2026-04-30T23:00:05+00:00")
+    assert calls_wid not in m._running and outages_wid not in m._running
+    m.record(COLLECTOR, [outage("late", f"2026-04-20T10:00{AMS}", 30)])
+    suite.tick("2026-04-30T23:10:00+00:00")
+    assert len(m.window(None, aid, "availability", april).restatements) == 2
+    fresh_read()
 
 
 def test_a_maintenance_announced_into_the_open_window_leaves_the_calls_folded(suite: Suite) -> None:
@@ -777,9 +795,9 @@ def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
     selected: list[set[str]] = []
     end_round = held.end_round
 
-    def ending() -> None:
+    def ending(ended_after: datetime | None = None) -> None:
         selected.append(set(held.selected or ()))
-        end_round()
+        end_round(ended_after)
 
     monkeypatch.setattr(held, "end_round", ending)
     suite.tick(f"2026-04-10T10:00{AMS}")
