@@ -391,15 +391,15 @@ _Scope = tuple[frozenset[UUID], list[str], frozenset[str], dict[str, frozenset[s
 # burn rates read are, and whether every ticket, task, lead, deal and incident (and with a repeat
 # window, call) is read (see `_objective_windows`).
 InputsKey = tuple[Interval, timedelta | None, tuple[str, ...], datetime | None, bool]
-# The formulas whose digest covers every item passed, read whole for the windows recorded with
-# them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
-# "mttr" v1 (v2 the incidents that reach the window), "contact.fcr" v1 (v2 the first contacts
-# decided in the window).
 # How long after its end a window closed from its running evaluation keeps it, and its selection,
 # for late signals (by the rounds' instant): a month's late calls and outage ends are folded into
 # it rather than its whole month read and computed again each late batch (services/metrics/README.md,
 # "A window closes from its running evaluation").
 CLOSED_KEPT = timedelta(hours=1)
+# The formulas whose digest covers every item passed, read whole for the windows recorded with
+# them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
+# "mttr" v1 (v2 the incidents that reach the window), "contact.fcr" v1 (v2 the first contacts
+# decided in the window).
 _READ_WHOLE = frozenset({("ticket.compliance", 1), ("task.turnaround", 1), ("mttr", 1), FCR_V1})
 
 
@@ -605,7 +605,7 @@ class Judging(_Host):
             raise
         with self._lock:
             for entry in self._services.values():
-                entry.end_round(now - CLOSED_KEPT)
+                entry.end_round(now - CLOSED_KEPT, now)
             # Running evaluations only for windows known open, and those closed within CLOSED_KEPT
             # before the round's instant: of those given one or closed since the last sweep (no
             # other window's can change), and the closed ones kept until then.

@@ -707,21 +707,21 @@ class ServiceSignals:
         self._used = set()
         self._kept_index = None
 
-    def end_round(self, ended_after: datetime | None = None) -> None:
+    def end_round(self, ended_after: datetime | None = None, now: datetime | None = None) -> None:
         """An evaluation round ended: when it selected any of this service's inputs, only those
         stay converted (its open windows', and those of closed windows it judged, until the next
         round that selects any) — the others are converted again from their latest content if a
         window needs them. What stays converted is bounded by what a round judges, not by
         history; a round that judged none of the service's windows keeps what was converted.
-        `ended_after`: selections whose span ends after it stay too (a window closed that
-        recently keeps its selection for late signals: `judging.CLOSED_KEPT`)."""
+        `ended_after`, `now`: selections whose span ended between them stay too (a window closed
+        that recently keeps its selection for late signals: `judging.CLOSED_KEPT`)."""
         if self.selected or self._reused:
             self._converted = self.selected or {}
             # The selections it used stay (its open windows' spans), their inputs with them, and
-            # those of windows ended since `ended_after`; the others are released.
+            # those of windows that ended since `ended_after`; the others are released.
             self.selections = {
                 k: v for k, v in self.selections.items()
-                if k in self._used or (ended_after is not None and k[0].end > ended_after)
+                if k in self._used or (ended_after is not None and now is not None and ended_after < k[0].end <= now)
             }  # fmt: skip
         self.selected = None
         self._reused = False

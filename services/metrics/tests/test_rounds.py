@@ -795,9 +795,9 @@ def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
     selected: list[set[str]] = []
     end_round = held.end_round
 
-    def ending(ended_after: datetime | None = None) -> None:
+    def ending(ended_after: datetime | None = None, now: datetime | None = None) -> None:
         selected.append(set(held.selected or ()))
-        end_round(ended_after)
+        end_round(ended_after, now)
 
     monkeypatch.setattr(held, "end_round", ending)
     suite.tick(f"2026-04-10T10:00{AMS}")
