@@ -443,3 +443,38 @@ def test_an_open_window_is_judged_from_its_running_evaluation_as_contacts_arrive
     assert [r.seeded for r in running] == seeded and not reads.formula
     assert [r.edited for r in running] == [e + 2 for e in edited]
     _matches_every_stored_signal(m, aid)
+
+
+def test_a_window_closes_and_is_restated_within_the_hour_from_its_running_evaluation(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """January's end closes each first-contact resolution window from its running evaluation, as
+    of its end — the formula is not run over the window's contacts again — and a contact late for
+    January within the hour after is folded into it there: no window folded again, the formula not
+    run. Each window, closed or open, equals the formula over every stored call."""
+    m = suite.metrics
+    aid = _agreement(suite)
+    _history(m)
+    now = at(f"2026-01-30T09:00{AMS}")
+    m.record(COLLECTOR, [_call(f"end-{i}", now - timedelta(hours=i), f"c{i % 5}") for i in range(10)])
+    suite.tick(now.isoformat())
+    running = [r for r in m._running.values() if type(r.tally).__name__ == "FcrTally"]
+    assert len(running) == len(OBJECTIVES)
+    seeded = [r.seeded for r in running]
+    reads = _Reads(monkeypatch)
+
+    # A contact on the last evening, then the round after January's end (Amsterdam: 23:00 UTC).
+    m.record(COLLECTOR, [_call("last", at(f"2026-01-31T20:00{AMS}"), "c1")])
+    suite.tick("2026-01-31T23:00:05+00:00")
+    assert all(m.window(None, aid, oid, JAN).closed for oid, _ in OBJECTIVES)
+    assert not reads.formula and "last" in reads.passed and [r.seeded for r in running] == seeded
+    _matches_every_stored_signal(m, aid, (JAN, FEB))
+
+    # A contact late for January, 20 minutes after its end: folded into the closed windows' running
+    # evaluations.
+    reads.passed.clear()
+    reads.formula.clear()
+    m.record(COLLECTOR, [_call("late", at(f"2026-01-31T18:00{AMS}"), "c2")])
+    suite.tick("2026-01-31T23:20:00+00:00")
+    assert not reads.formula and "late" in reads.passed and [r.seeded for r in running] == seeded
+    _matches_every_stored_signal(m, aid, (JAN, FEB))
