@@ -106,6 +106,17 @@ def _history(m: Metrics, services: tuple[str, ...] = (EMAIL,)) -> None:
     m.record(COLLECTOR, old + loyal)
 
 
+def _ten_contacts_judged(suite: Suite, now: datetime, prefix: str) -> tuple[Metrics, str]:
+    """`_agreement` over `_history`, ten contacts of five customers in the hours before `now`
+    (`prefix`-0 … -9), judged at `now`: the metrics application and the agreement's id."""
+    m = suite.metrics
+    aid = _agreement(suite)
+    _history(m)
+    m.record(COLLECTOR, [_call(f"{prefix}-{i}", now - timedelta(hours=i), f"c{i % 5}") for i in range(10)])
+    suite.tick(now.isoformat())
+    return m, aid
+
+
 class _Reads:
     """The calls rounds pass first-contact resolution (its formula, or its running form in an
     open window: `running.FcrTally`), the calls read whole from the index, and those read by
@@ -405,12 +416,8 @@ def test_an_open_window_is_judged_from_its_running_evaluation_as_contacts_arrive
     is not run over the window again — and each round's evaluation is the formula's over every
     stored call — a contact arriving late, before a first contact whose outcome was counted,
     too; a contact corrected is taken out and folded in again."""
-    m = suite.metrics
-    aid = _agreement(suite)
-    _history(m)
     now = at(f"2026-01-12T09:00{AMS}")
-    m.record(COLLECTOR, [_call(f"start-{i}", now - timedelta(hours=i), f"c{i % 5}") for i in range(10)])
-    suite.tick(now.isoformat())
+    m, aid = _ten_contacts_judged(suite, now, "start")
     reads = _Reads(monkeypatch)
     for step in range(6):
         now += timedelta(hours=30)
@@ -452,12 +459,7 @@ def test_a_window_closes_and_is_restated_within_the_hour_from_its_running_evalua
     of its end — the formula is not run over the window's contacts again — and a contact late for
     January within the hour after is folded into it there: no window folded again, the formula not
     run. Each window, closed or open, equals the formula over every stored call."""
-    m = suite.metrics
-    aid = _agreement(suite)
-    _history(m)
-    now = at(f"2026-01-30T09:00{AMS}")
-    m.record(COLLECTOR, [_call(f"end-{i}", now - timedelta(hours=i), f"c{i % 5}") for i in range(10)])
-    suite.tick(now.isoformat())
+    m, aid = _ten_contacts_judged(suite, at(f"2026-01-30T09:00{AMS}"), "end")
     running = [r for r in m._running.values() if type(r.tally).__name__ == "FcrTally"]
     assert len(running) == len(OBJECTIVES)
     seeded = [r.seeded for r in running]
