@@ -57,35 +57,24 @@ LISTS = {
 _OUTAGE_METRICS = frozenset({"METRIC_AVAILABILITY_TIME", "METRIC_MTBF"})  # over outages, one under way beside
 
 
-# Whether the current version of the metric's formula is the one its running form computes
-# (`formulas.running`'s versions): another is left to the formula itself.
-def _implements(metric: str) -> bool:
+def _computes(metric: str, recorded: tuple[str, int] | None) -> bool:
+    """Whether the running form computes the version of the metric's formula that judges the
+    window: the current one (another is left to the formula itself), and — a closed window,
+    `recorded` its formula id and version — the one `evaluation.run_formula` judges it by (the
+    version it was recorded with while metrics keeps it: `_version`). The versions are read as the
+    modules hold them now (`formulas.running`'s, the formulas')."""
+    kept: tuple[int, ...]
     if metric in CALL_FORMULAS:
-        return contact.VERSION == forms.CALLS_VERSION
-    if metric == FCR:
-        return contact.FCR_VERSION == forms.FCR_VERSION
-    if metric in _OUTAGE_METRICS:
-        return reliability.OUTAGES_VERSION == forms.OUTAGES_VERSION
-    return reliability.REQUESTS_VERSION == forms.REQUESTS_VERSION
-
-
-# Whether a window recorded with `recorded` (a closed one's formula id and version; None: an open
-# one) is judged by the current version of the metric's formula — the one a running form computes
-# (`evaluation.run_formula` judges a closed window by the version it was recorded with while it is
-# kept: `_version`).
-def _judged_by_current(metric: str, recorded: tuple[str, int] | None) -> bool:
-    if recorded is None:
-        return True
-    if metric in CALL_FORMULAS:
-        return _version(recorded, CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION) == contact.VERSION
-    if metric == FCR:
-        return _version(recorded, "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION) == contact.FCR_VERSION
-    formula = {"METRIC_AVAILABILITY_TIME": "availability.time", "METRIC_MTBF": "mtbf"}.get(metric)
-    if formula is not None:
-        current = reliability.OUTAGES_VERSION
-        return _version(recorded, formula, reliability.OUTAGES_VERSIONS, current) == current
-    current = reliability.REQUESTS_VERSION
-    return _version(recorded, "availability.requests", reliability.REQUESTS_VERSIONS, current) == current
+        formula, kept, current, computed = CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION, forms.CALLS_VERSION
+    elif metric == FCR:
+        formula, kept, current, computed = "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION, forms.FCR_VERSION
+    elif metric in _OUTAGE_METRICS:
+        formula = "availability.time" if metric == "METRIC_AVAILABILITY_TIME" else "mtbf"
+        kept, current, computed = reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION, forms.OUTAGES_VERSION
+    else:
+        formula, kept = "availability.requests", reliability.REQUESTS_VERSIONS
+        current, computed = reliability.REQUESTS_VERSION, forms.REQUESTS_VERSION
+    return current == computed and (recorded is None or _version(recorded, formula, kept, current) == current)
 
 
 # The digests of the call tallies, by the calls placed in them: (window start, end, the calls'
@@ -146,12 +135,7 @@ class Running:
         metric = str(objective.get("metric"))
         name = LISTS.get(metric)
         p = objective.get("parameters") or {}
-        if (
-            name is None
-            or not _judged_by_current(metric, recorded)
-            or signals.lineage is None
-            or not _implements(metric)
-        ):
+        if name is None or signals.lineage is None or not _computes(metric, recorded):
             self._drop()
             return None
         if metric == "METRIC_AVAILABILITY_REQUESTS" and (objective.get("budgeting") or "BUDGETING_OCCURRENCES") != (

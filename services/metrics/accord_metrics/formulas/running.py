@@ -50,7 +50,7 @@ from accord_metrics.formulas.common import (
 
 # The formula versions the running forms here compute (their digests' forms): a current version
 # other than these — never in a running process, but kept honest: tests patch the current ones —
-# is left to the formula itself (`accord_metrics.running._implements`, `burning.BurnIndex`).
+# is left to the formula itself (`accord_metrics.running._computes`, `burning.BurnIndex`).
 CALLS_VERSION = 4  # contact.asa, contact.abandonment_rate, contact.service_level, contact.aht
 FCR_VERSION = 5  # contact.fcr
 OUTAGES_VERSION = 3  # availability.time, mtbf
