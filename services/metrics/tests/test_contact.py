@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -596,3 +596,32 @@ def test_a_calls_record_written_directly_is_its_canonical_json(
     )  # fmt: skip
     assert call_json(c) == canonical_json(utc_record(c))
     assert encoded_all([c], utc_record, call_json) == [canonical_json(utc_record(c))]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(0), "Z"), timezone(timedelta(hours=5, minutes=30)), ZoneInfo("Europe/Amsterdam")]
+        ),
+    ),
+    st.lists(st.integers(0, 3599), max_size=5),
+)  # fmt: skip
+@settings(max_examples=500)
+def test_an_instants_text_by_its_hour_is_the_one_isoformat_writes(t: datetime, seconds: list[int]) -> None:
+    """`utc_iso` (the records' instants, each hour's text written once) writes every instant as
+    `astimezone(UTC).isoformat()` does: in UTC or not (a zero offset of another name too), whole
+    seconds or not, and others of the same hour after its text is kept — also once the kept hours
+    were let go."""
+    from accord_metrics.formulas import common
+    from accord_metrics.formulas.common import utc_iso
+
+    in_utc = t.astimezone(UTC)
+    hour = in_utc.replace(minute=0, second=0, microsecond=0)
+    for u in [t, in_utc, in_utc.replace(microsecond=0), *(hour + timedelta(seconds=s) for s in seconds)]:
+        assert utc_iso(u) == u.astimezone(UTC).isoformat()
+    # As many hours kept as it keeps (none an instant's: beyond the year 9999): let go for the next.
+    common._HOUR_TEXT.clear()
+    common._HOUR_TEXT.update({10**9 + k: "?" for k in range(common._HOUR_TEXT_KEPT)})
+    assert utc_iso(hour) == hour.isoformat()
+    assert len(common._HOUR_TEXT) == 1

@@ -53,6 +53,7 @@ from accord_metrics.formulas.common import (
     percent,
     ratio,
     seconds,
+    utc_iso,
 )
 
 # The versions of "contact.asa", "contact.abandonment_rate", "contact.service_level" and
@@ -205,7 +206,7 @@ def td_param(td: timedelta | None) -> str:
 
 def instant_param(t: datetime | None) -> str:
     """An instant as a parameter string: ISO 8601 in UTC, or "none"."""
-    return "none" if t is None else t.astimezone(UTC).isoformat()
+    return "none" if t is None else utc_iso(t)
 
 
 def is_bucketed(formula: str, version: int) -> bool:
@@ -317,7 +318,7 @@ def call_json(c: Call) -> str:
             + '","answered_at":' + _instant_json(answered)
             + ',"call_id":' + _json_string(call_id)
             + ',"customer_id":' + _json_string(customer)
-            + ',"entered_queue":"' + entered.astimezone(UTC).isoformat()
+            + ',"entered_queue":"' + utc_iso(entered)
             + '","hold_seconds":"' + str(hold)
             + '","reason":' + _json_string(reason)
             + ',"resolved_first_contact":' + ("null" if resolved is None else "true" if resolved else "false")
@@ -327,7 +328,7 @@ def call_json(c: Call) -> str:
     for name in _CALL_FIELDS:
         v = getattr(c, name)
         if isinstance(v, datetime):
-            v = v.astimezone(UTC).isoformat()
+            v = utc_iso(v)
         elif isinstance(v, Decimal):
             v = str(v)
         record[name] = v
@@ -338,7 +339,7 @@ _json_string = json.encoder.encode_basestring_ascii  # a str as `json.dumps` (en
 
 
 def _instant_json(t: datetime | None) -> str:
-    return "null" if t is None else '"' + t.astimezone(UTC).isoformat() + '"'
+    return "null" if t is None else '"' + utc_iso(t) + '"'
 
 
 def _distinct_ids(calls: Sequence[Call]) -> list[str]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from functools import lru_cache
@@ -55,6 +55,7 @@ from accord_metrics.formulas.common import (
     percent,
     ratio,
     seconds,
+    utc_iso,
 )
 
 VERSION = 1
@@ -166,7 +167,7 @@ def _dec(x: Decimal | int, what: str) -> Decimal:
 
 
 def _utc(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat()
+    return utc_iso(t)
 
 
 def _secs(td: timedelta) -> str:
@@ -179,7 +180,7 @@ def _utc_pair(i: Interval) -> list[str]:
 
 def _utc_pair_json(i: Interval) -> str:
     """`canonical_json(_utc_pair(i))`, written directly (an instant's ISO form needs no escaping)."""
-    return '["' + i.start.astimezone(UTC).isoformat() + '","' + i.end.astimezone(UTC).isoformat() + '"]'
+    return '["' + utc_iso(i.start) + '","' + utc_iso(i.end) + '"]'
 
 
 def _intervals(ivs: Iterable[Interval]) -> EncodedList:
@@ -406,7 +407,7 @@ def count_json(b: RequestCount) -> str:
     """A count's record, `canonical_json([start, end, good, total])` with the instants in UTC,
     written directly (an instant's ISO form needs no escaping, an int's digits none)."""
     return (
-        '["' + b.start.astimezone(UTC).isoformat() + '","' + b.end.astimezone(UTC).isoformat() + '",'
+        '["' + utc_iso(b.start) + '","' + utc_iso(b.end) + '",'
         + str(int(b.good)) + "," + str(int(b.total)) + "]"
     )  # fmt: skip
 
