@@ -523,81 +523,113 @@ class ServiceSignals:
         lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
         regroup: set[int] = set()  # the groups whose chains are read again
         calls_bottom = self._bottom("calls", lo, since, repeat)
-        placed: list[tuple[str, Row, str, bool]] = []
-        bottoms: dict[str, int] = {}  # each list's, worked out once (not once a row)
-        whole: dict[int, bool] = {}  # whether a list (by its code) is read whole, likewise
-        for row in sorted(rows.values(), key=_ROW_RANK):  # new ones in rank order: appended
-            sid, code = row[0], row.list_code
-            name = LISTS[code - 1]
-            read_whole = whole.get(code)
-            if read_whole is None:
-                read_whole = whole[code] = self._whole(name, span, all_calls, whole_settled)
-            if read_whole:
-                inside = True
-            elif name in _BY_SETTLED:
-                inside = row.time_key >= lo and row.earliest <= hi
+        # Each list's rows in rank order (new ones are appended), and whether each is inside —
+        # worked out a list at a time: its bottom and rule once, not once a row.
+        by_list: dict[int, list[Row]] = {}
+        for row in sorted(rows.values(), key=_ROW_RANK):
+            got = by_list.get(row.list_code)
+            if got is None:
+                by_list[row.list_code] = [row]
             else:
-                bottom = bottoms.get(name)
-                if bottom is None:
-                    bottom = bottoms[name] = self._bottom(name, lo, since, repeat)
-                inside = bottom <= row.time_key <= hi or (name == "outages" and row.ongoing == 1 and row.time_key <= hi)
-            placed.append((sid, row, name, inside))
+                got.append(row)
+        placed: list[tuple[str, list[Row], list[bool]]] = []
+        for code, of_list in by_list.items():
+            name = LISTS[code - 1]
+            if self._whole(name, span, all_calls, whole_settled):
+                inside = [True] * len(of_list)
+            elif name in _BY_SETTLED:
+                inside = [row.time_key >= lo and row.earliest <= hi for row in of_list]
+            else:
+                bottom = self._bottom(name, lo, since, repeat)
+                if name == "outages":
+                    inside = [
+                        bottom <= row.time_key <= hi or (row.ongoing == 1 and row.time_key <= hi) for row in of_list
+                    ]
+                else:
+                    inside = [bottom <= row.time_key <= hi for row in of_list]
+            placed.append((name, of_list, inside))
         # The inputs of those inside converted together (a batch's calls in one loop, its outages in
         # another: `_convert_all`), not one call of `_inputs` a row.
-        within = [(row.rank, sid, row.content) for sid, row, _, inside in placed if inside]
+        within = [
+            (row.rank, row.signal_id, row.content)
+            for _, of_list, inside in placed
+            for row, there_inside in zip(of_list, inside, strict=True)
+            if there_inside
+        ]
         fresh = iter(self._inputs(within, False, parsed=[parsed.get(e[1]) for e in within] if parsed else None))
         lists = kept.lists
-        for sid, row, name, inside in placed:
+        for name, of_list, inside in placed:
             columns = lists.get(name)
             if columns is None:
                 columns = lists[name] = (array("q"), [], [])
             ranks, ids, items = columns
-            at = bisect_left(ranks, row.rank)
-            there = at < len(ranks) and ranks[at] == row.rank
-            item = next(fresh) if inside else None
-            if there and inside and _same_input(items[at], item):
-                # Held as it is: no change. A selection made afresh reads the index as it is then,
-                # which may hold batches this process had not noted yet (stored by the recording
-                # process, or another instance, after the round read the log); noting them later
-                # marks their ids changed here. Counted as replacements in place, a live stream's
-                # first round after a restart or a window's opening logged tens of thousands — more
-                # than the log keeps — and the next round folded the whole window again (seconds at
-                # a contact centre's density): services/metrics/README.md, "Rows read twice are no
-                # change".
+            if all(inside) and (not ranks or of_list[0].rank > ranks[-1]):
+                # A live stream's catch-up: every row new, after each one held — appended together,
+                # no bisection a row; none a change (an input placed after every other one).
+                if repeat is not None and name == "calls":
+                    top = calls_bottom + repeat
+                    regroup.update(row.grp for row in of_list if row.grp is not None and row.time_key < top)
+                ranks.extend([row.rank for row in of_list])
+                ids.extend([row.signal_id for row in of_list])
+                items.extend([next(fresh) for _ in of_list])
                 continue
-            if repeat is not None and name == "calls":
-                # A chain is read from the calls before `repeat` past the bottom (`_chains`): the
-                # group a call is in now, and the one its content held here was in, when either is there.
-                if row.grp is not None and row.time_key < calls_bottom + repeat:
-                    regroup.add(row.grp)
-                if there and (was := _group_before(items[at], calls_bottom + repeat)) is not None:
-                    regroup.add(was)
-            # Anything but an input placed after every other one is a change — but an outage under
-            # way replaced in its place (its end reported: a completion): the running forms never
-            # folded it, and look at it again by its place (`running.Running.under_way`,
-            # `burning.BurnIndex`), so its completion is folded as an append would be.
-            completed = there and inside and name == "outages" and items[at].end >= ONGOING
-            change = (there or (inside and at < len(ranks))) and not completed
-            if change:
-                kept.changes[name] = kept.changes.get(name, 0) + 1
-            if not inside:
-                if there:
-                    del ranks[at], ids[at], items[at]
-                continue
-            if there:
-                if change:  # a replacement in place (a correction): logged for the running forms
-                    log = kept.edits.setdefault(name, [])
-                    log.append((kept.changes[name], at, items[at], item))
-                    if len(log) > EDITS_KEPT:
-                        del log[: len(log) - EDITS_KEPT]
-                ids[at], items[at] = sid, item
-            else:
-                ranks.insert(at, row.rank)
-                ids.insert(at, sid)
-                items.insert(at, item)
+            for row, is_inside in zip(of_list, inside, strict=True):
+                item = next(fresh) if is_inside else None
+                self._place_caught_up(kept, name, row, is_inside, item, repeat, calls_bottom, regroup)
         if repeat is not None and (regroup or extra):
             self.regrouped = regroup
             self._rechain(kept, regroup | extra, calls_bottom, repeat, peers)
+
+    def _place_caught_up(
+        self, kept: _Selection, name: str, row: Row, inside: bool, item: Any, repeat: int | None,
+        calls_bottom: int, regroup: set[int],
+    ) -> None:  # fmt: skip
+        """One row of `_catch_up` placed in its list by its rank: its input `item` (when `inside`)
+        replacing the one held or inserted, or the one held removed; a change counted and logged."""
+        sid = row.signal_id
+        ranks, ids, items = kept.lists[name]
+        at = bisect_left(ranks, row.rank)
+        there = at < len(ranks) and ranks[at] == row.rank
+        if there and inside and _same_input(items[at], item):
+            # Held as it is: no change. A selection made afresh reads the index as it is then,
+            # which may hold batches this process had not noted yet (stored by the recording
+            # process, or another instance, after the round read the log); noting them later
+            # marks their ids changed here. Counted as replacements in place, a live stream's
+            # first round after a restart or a window's opening logged tens of thousands — more
+            # than the log keeps — and the next round folded the whole window again (seconds at
+            # a contact centre's density): services/metrics/README.md, "Rows read twice are no
+            # change".
+            return
+        if repeat is not None and name == "calls":
+            # A chain is read from the calls before `repeat` past the bottom (`_chains`): the
+            # group a call is in now, and the one its content held here was in, when either is there.
+            if row.grp is not None and row.time_key < calls_bottom + repeat:
+                regroup.add(row.grp)
+            if there and (was := _group_before(items[at], calls_bottom + repeat)) is not None:
+                regroup.add(was)
+        # Anything but an input placed after every other one is a change — but an outage under
+        # way replaced in its place (its end reported: a completion): the running forms never
+        # folded it, and look at it again by its place (`running.Running.under_way`,
+        # `burning.BurnIndex`), so its completion is folded as an append would be.
+        completed = there and inside and name == "outages" and items[at].end >= ONGOING
+        change = (there or (inside and at < len(ranks))) and not completed
+        if change:
+            kept.changes[name] = kept.changes.get(name, 0) + 1
+        if not inside:
+            if there:
+                del ranks[at], ids[at], items[at]
+            return
+        if there:
+            if change:  # a replacement in place (a correction): logged for the running forms
+                log = kept.edits.setdefault(name, [])
+                log.append((kept.changes[name], at, items[at], item))
+                if len(log) > EDITS_KEPT:
+                    del log[: len(log) - EDITS_KEPT]
+            ids[at], items[at] = sid, item
+        else:
+            ranks.insert(at, row.rank)
+            ids.insert(at, sid)
+            items.insert(at, item)
 
     def _chains(
         self, firsts: dict[int, int], bottom: int, repeat: int, chains: dict[int, list[tuple[int, str]]],
@@ -729,7 +761,10 @@ class ServiceSignals:
         self._kept_index = None
         if self._written:
             marked = [k.changed for k in self.selections.values() if k.changed]
-            self._written = {sid: r for sid, r in self._written.items() if any(sid in m for m in marked)}
+            if marked:
+                self._written = {sid: r for sid, r in self._written.items() if any(sid in m for m in marked)}
+            else:  # every selection caught up (as a round leaves them): none is kept
+                self._written = {}
 
     @property
     def converted(self) -> dict[str, Any]:
