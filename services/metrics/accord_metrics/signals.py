@@ -381,7 +381,9 @@ def calls(signals: Sequence[pb.Signal], ids: Sequence[str] | None = None) -> lis
     out: list[Call] = []
     append = out.append
     epoch, delta, whole, fcr, make, new = _EPOCH, timedelta, _WHOLE, _FCR, Call, object.__new__
-    missing = _MISSING
+    # An instant of whole seconds since 1970 made by `fromtimestamp` (the same datetime as the
+    # epoch plus a timedelta, ≈ 0.13 µs less: most instants a telephony system reports).
+    missing, whole_second, utc = _MISSING, datetime.fromtimestamp, UTC
     low, high, nanos_max = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND
     set_id, set_entered, set_answered, set_abandoned, set_talk, set_hold, set_after = _CALL_SLOTS[:7]
     set_customer, set_reason, set_flag = _CALL_SLOTS[7:]
@@ -389,17 +391,35 @@ def calls(signals: Sequence[pb.Signal], ids: Sequence[str] | None = None) -> lis
         c = s.call
         t = c.entered_queue
         sec, ns = t.seconds, t.nanos
-        entered = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        entered = (
+            whole_second(sec, utc)
+            if not ns and 0 <= sec <= high
+            else epoch + delta(0, sec, ns // 1_000)
+            if low <= sec <= high and 0 <= ns < nanos_max
+            else instant(t)
+        )
         t = c.answered_at
         sec, ns = t.seconds, t.nanos
         answered = None
         if sec or ns:
-            answered = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+            answered = (
+                whole_second(sec, utc)
+                if not ns and 0 <= sec <= high
+                else epoch + delta(0, sec, ns // 1_000)
+                if low <= sec <= high and 0 <= ns < nanos_max
+                else instant(t)
+            )
         t = c.abandoned_at
         sec, ns = t.seconds, t.nanos
         abandoned = None
         if sec or ns:
-            abandoned = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+            abandoned = (
+                whole_second(sec, utc)
+                if not ns and 0 <= sec <= high
+                else epoch + delta(0, sec, ns // 1_000)
+                if low <= sec <= high and 0 <= ns < nanos_max
+                else instant(t)
+            )
         # (`whole.get(raw) or _dec(…)` called `_dec` for every zero — a Decimal zero is false — and
         # for every field left empty: two calls of three, ≈ 0.2 µs each.)
         raw = c.talk_seconds
@@ -457,17 +477,30 @@ def outage_intervals(signals: Iterable[pb.Signal], until: datetime) -> list[Inte
     out: list[Interval] = []
     append = out.append
     epoch, delta, make, new = _EPOCH, timedelta, Interval, object.__new__
+    whole_second, utc = datetime.fromtimestamp, UTC  # as `calls` makes an instant of whole seconds
     set_start, set_end = _INTERVAL_SLOTS
     low, high, nanos_max = _SECONDS_MIN, _SECONDS_MAX, _NANOS_PER_SECOND
     for s in signals:
         o = s.outage
         t = o.start
         sec, ns = t.seconds, t.nanos
-        start = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+        start = (
+            whole_second(sec, utc)
+            if not ns and 0 <= sec <= high
+            else epoch + delta(0, sec, ns // 1_000)
+            if low <= sec <= high and 0 <= ns < nanos_max
+            else instant(t)
+        )
         t = o.end
         sec, ns = t.seconds, t.nanos
         if sec or ns:
-            end = epoch + delta(0, sec, ns // 1_000) if low <= sec <= high and 0 <= ns < nanos_max else instant(t)
+            end = (
+                whole_second(sec, utc)
+                if not ns and 0 <= sec <= high
+                else epoch + delta(0, sec, ns // 1_000)
+                if low <= sec <= high and 0 <= ns < nanos_max
+                else instant(t)
+            )
         else:
             end = until
         # `Interval(start, max(end, start))`, its slots set directly (both instants aware, as read).
