@@ -174,6 +174,10 @@ class ServiceSignals:
         # selections it reused (see begin_round): what is kept after it, with the selections it used.
         self.selected: dict[str, Any] | None = None
         self._reused = False  # the round under way selected inputs of a kept selection
+        # The inputs the round under way converted bringing kept selections up to date (`_catch_up`),
+        # by signal id: another kept selection catching up with the same ids takes them from here.
+        # Held by the selections themselves after the round — not kept apart (`_converted`) too.
+        self._caught: dict[str, Any] = {}
         # The thread running that round: only it keeps selections, brings kept ones up to date and
         # is handed their lists themselves (see `select`).
         self._round_thread: int | None = None
@@ -297,7 +301,7 @@ class ServiceSignals:
                 settled_reach = first  # the row's earliest, over every content: what selects it
         self.count, self.longest_outage, self.reaches_us = count, longest, reaches
         if out:  # what was converted or selected of these ids is read again
-            for held_inputs in (self._converted, self.selected, self._kept_index):
+            for held_inputs in (self._converted, self.selected, self._kept_index, self._caught):
                 if held_inputs:
                     for sid in out:
                         held_inputs.pop(sid, None)
@@ -344,6 +348,7 @@ class ServiceSignals:
         """These ids have a new content (indexed by another process): convert them again."""
         for sid in signal_ids:
             self._converted.pop(sid, None)
+            self._caught.pop(sid, None)
             self._written.pop(sid, None)
             if self.selected is not None:
                 self.selected.pop(sid, None)
@@ -556,7 +561,12 @@ class ServiceSignals:
             for row, there_inside in zip(of_list, inside, strict=True)
             if there_inside
         ]
-        fresh = iter(self._inputs(within, False, parsed=[parsed.get(e[1]) for e in within] if parsed else None))
+        fresh = iter(
+            self._inputs(
+                within, False, apart=False, parsed=[parsed.get(e[1]) for e in within] if parsed else None,
+                converted=self._caught,
+            )
+        )  # fmt: skip
         lists = kept.lists
         for name, of_list, inside in placed:
             columns = lists.get(name)
@@ -738,6 +748,7 @@ class ServiceSignals:
         self._round_thread = threading.get_ident()
         self._used = set()
         self._kept_index = None
+        self._caught = {}
 
     def end_round(self, ended_after: datetime | None = None, now: datetime | None = None) -> None:
         """An evaluation round ended: when it selected any of this service's inputs, only those
@@ -759,6 +770,7 @@ class ServiceSignals:
         self._reused = False
         self._round_thread = None
         self._kept_index = None
+        self._caught = {}
         if self._written:
             marked = [k.changed for k in self.selections.values() if k.changed]
             if marked:
@@ -806,7 +818,7 @@ class ServiceSignals:
 
     def _inputs(
         self, entries: list[tuple[int, str, bytes]], kept_too: bool = True, apart: bool = True,
-        parsed: Sequence[signals_pb2.Signal | None] | None = None,
+        parsed: Sequence[signals_pb2.Signal | None] | None = None, converted: dict[str, Any] | None = None,
     ) -> list[Any]:  # fmt: skip
         """The formula inputs of these rows: those converted already (kept apart, or — unless
         `kept_too` is false: rows known changed since — in a kept selection), the others converted
@@ -814,11 +826,17 @@ class ServiceSignals:
         the round under way selected, unless `apart` is false: the rows of a selection the round
         keeps, which holds its inputs itself (a restart's first round selects every signal of the
         open windows: two dicts of them beside the selection held ≈ 100 B an input more).
-        `parsed`: per row, its content as a message already (the one it was written from), or None."""
-        converted = self._converted if apart else {}
-        get = converted.get
-        out: list[Any] = [get(e[1]) for e in entries]
-        todo = [i for i, item in enumerate(out) if item is None]
+        `parsed`: per row, its content as a message already (the one it was written from), or None.
+        `converted`: where the inputs are looked up and kept instead (`_caught`: a catch-up's)."""
+        if converted is None:
+            converted = self._converted if apart else {}
+        if converted:
+            get = converted.get
+            out: list[Any] = [get(e[1]) for e in entries]
+            todo = [i for i, item in enumerate(out) if item is None]
+        else:  # none held to look up (a round's first catch-up): each converted
+            out = [None] * len(entries)
+            todo = list(range(len(entries)))
         if todo and kept_too and self.selections:
             kept_get = self._kept_inputs().get
             for i in todo:
