@@ -810,6 +810,52 @@ def test_the_inputs_a_round_selects_and_keeps_are_held_by_the_selection_alone(
         assert m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")["matches"]
 
 
+def test_the_inputs_a_round_catches_up_with_are_held_by_the_selections_alone(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs of a batch that kept selections are brought up to date with in a round are
+    converted once, however many of them take it, and held by those selections alone after the
+    round — not kept apart as well until the next round (a live stream's every input between two
+    rounds: tens or hundreds of thousands of entries beside the selections)."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, [outage("o1", f"2026-04-10T09:00{AMS}", 5), *calls("a", f"2026-04-10T08:00{AMS}", 3, 1)])
+    suite.tick(f"2026-04-10T10:00{AMS}")
+    held = m._services[EMAIL]
+    # Two kept selections of the service's April (spans of a round's own), each brought up to date
+    # with the batch below within the next round.
+    spans = [Interval(at(f"2026-04-0{d}T00:00{AMS}"), at(f"2026-04-20T00:00{AMS}")) for d in (1, 2)]
+    held.begin_round()
+    for span in spans:
+        held.select(span)
+    held.end_round()
+    converted = _conversions(monkeypatch)
+    caught: list[str] = []
+    selected: list[set[str]] = []
+    end_round = held.end_round
+
+    def ending(ended_after: datetime | None = None, now: datetime | None = None) -> None:
+        del converted[:]  # what the round's windows converted: not these selections'
+        for span in spans:
+            held.select(span)
+        caught.extend(converted)
+        selected.append(set(held.selected or ()))
+        end_round(ended_after, now)
+
+    monkeypatch.setattr(held, "end_round", ending)
+    batch = {"o2", "b0", "b1"}
+    m.record(COLLECTOR, [outage("o2", f"2026-04-10T10:20{AMS}", 2), *calls("b", f"2026-04-10T10:10{AMS}", 2, 0)])
+    suite.tick(f"2026-04-10T10:30{AMS}")
+    assert sorted(caught) == sorted(batch)  # once, for both selections
+    kept = [held.selections[held._key(span, False, None, None, False, ())] for span in spans]
+    for selection in kept:
+        assert batch <= {sid for _, ids, _ in selection.lists.values() for sid in ids} and not selection.changed
+    assert not batch & set(held._converted) and not any(batch & ids for ids in selected)
+    assert batch <= set(held.converted)  # found by id all the same
+    for objective in ("availability", "service-level"):
+        assert m.recompute(aid, objective, "2026-03-31T22:00:00+00:00")["matches"]
+
+
 def test_selections_a_round_makes_after_its_index_of_kept_inputs_find_each_others_inputs(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
