@@ -558,8 +558,8 @@ class ServiceSignals:
         within = [
             (row.rank, row.signal_id, row.content)
             for _, of_list, inside in placed
-            for row, there_inside in zip(of_list, inside, strict=True)
-            if there_inside
+            for row, is_inside in zip(of_list, inside, strict=True)
+            if is_inside
         ]
         fresh = iter(
             self._inputs(

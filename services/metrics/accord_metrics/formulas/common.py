@@ -195,9 +195,9 @@ _MINUTE_SECOND_UTC = [f"{m:02d}:{s:02d}+00:00" for m in range(60) for s in range
 
 def utc_iso(t: datetime) -> str:
     """`t.astimezone(UTC).isoformat()`: the same text, for an instant in UTC (every input a
-    signal was converted to) without writing its date and offset anew — an instant's ISO form
-    was ≈ 40 % of encoding a call's or an outage's record, twice a record, every input a round
-    folds (services/metrics/README.md, "An instant's text, by its hour"). Any other `t` (another
+    signal was converted to) without writing its date and offset anew — which was a third of
+    encoding a call's record and more than half of an outage's, every input a round folds
+    (services/metrics/README.md, "An instant's text, by its hour"). Any other `t` (another
     offset, naive) as `astimezone` and `isoformat` write it."""
     if t.tzinfo is not UTC:
         return t.astimezone(UTC).isoformat()
