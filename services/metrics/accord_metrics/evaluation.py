@@ -182,11 +182,13 @@ def run_formula(
             exclusions,
             timedelta(seconds=float(_dec(p.get("min_outage_seconds")))),
             digested=digested,
-            version=_version(recorded, "availability.time", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION),
+            version=judging_version(
+                recorded, "availability.time", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION
+            ),
         )
     if metric == "METRIC_AVAILABILITY_REQUESTS":
         method, slice_minutes, slice_target = _budgeting(objective)
-        version = _version(
+        version = judging_version(
             recorded, "availability.requests", reliability.REQUESTS_VERSIONS, reliability.REQUESTS_VERSION
         )
         return reliability.availability_requests(
@@ -202,18 +204,18 @@ def run_formula(
         )
     if metric == "METRIC_MTTR":
         incidents = [i for i in signals.incidents if i.failure_start < window.end]
-        version = _version(recorded, "mttr", reliability.MTTR_VERSIONS, reliability.MTTR_VERSION)
+        version = judging_version(recorded, "mttr", reliability.MTTR_VERSIONS, reliability.MTTR_VERSION)
         return reliability.mttr(
             incidents, window, calendar, p.get("r") or "RESTORE", exclusions=exclusions, version=version
         )
     if metric == "METRIC_MTBF":
         failures = _overlapping(_known_outages(signals, as_of), window)
-        version = _version(recorded, "mtbf", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION)
+        version = judging_version(recorded, "mtbf", reliability.OUTAGES_VERSIONS, reliability.OUTAGES_VERSION)
         return reliability.mtbf(window, calendar, failures, exclusions=exclusions, version=version)
     calls = [c for c in signals.calls if in_w(c.entered_queue)]
     short = timedelta(seconds=float(_dec(p["short_abandon_seconds"]))) if p.get("short_abandon_seconds") else None
     if metric in CALL_FORMULAS:
-        version = _version(recorded, CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION)
+        version = judging_version(recorded, CALL_FORMULAS[metric], contact.VERSIONS, contact.VERSION)
     if metric == "METRIC_ASA":
         return contact.asa(calls, version=version)
     if metric == "METRIC_ABANDONMENT_RATE":
@@ -224,7 +226,7 @@ def run_formula(
     if metric == "METRIC_FIRST_CONTACT_RESOLUTION":
         repeat = repeat_window(p)
         method = fcr_method(p)
-        version = _version(recorded, "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION)
+        version = judging_version(recorded, "contact.fcr", contact.FCR_VERSIONS, contact.FCR_VERSION)
         return contact.fcr(
             contact.fcr_contacts(signals.calls, method), method, repeat, window=window, as_of=as_of, version=version
         )
@@ -233,20 +235,22 @@ def run_formula(
     if metric in ("METRIC_TICKET_RESPONSE", "METRIC_TICKET_RESOLUTION"):
         kind: work.TicketKind = "RESPONSE" if metric == "METRIC_TICKET_RESPONSE" else "RESOLUTION"
         tickets = [t for t in signals.tickets if t.opened < window.end]
-        version = _version(recorded, "ticket.compliance", work.CLOCKED_VERSIONS, work.CLOCKED_VERSION)
+        version = judging_version(recorded, "ticket.compliance", work.CLOCKED_VERSIONS, work.CLOCKED_VERSION)
         return work.ticket_compliance(
             tickets, window, kind, p["priority"], _minutes(p["target_minutes"]), calendar, as_of=as_of,
             version=version,
         )  # fmt: skip
     if metric == "METRIC_TASK_TURNAROUND":
         tasks = [t for t in signals.tasks if t.received < window.end]
-        version = _version(recorded, "task.turnaround", work.CLOCKED_VERSIONS, work.CLOCKED_VERSION)
+        version = judging_version(recorded, "task.turnaround", work.CLOCKED_VERSIONS, work.CLOCKED_VERSION)
         return work.task_turnaround(
             tasks, window, _minutes(p["target_minutes"]), calendar, as_of=as_of, version=version
         )
     handed = [lead for lead in signals.leads if lead.handed_off is not None and in_w(lead.handed_off)]
     if metric == "METRIC_LEADS_NEEDED":
-        version = _version(recorded, "marketing.leads_needed", work.LEADS_NEEDED_VERSIONS, work.LEADS_NEEDED_VERSION)
+        version = judging_version(
+            recorded, "marketing.leads_needed", work.LEADS_NEEDED_VERSIONS, work.LEADS_NEEDED_VERSION
+        )
         return work.leads_needed(
             _dec(p["sales_target"]), _dec(p["marketing_revenue_share"]), _dec(p["average_deal_size"]),
             _dec(p["close_rate"]), window, min(as_of, window.end), time_zone=time_zone, handed_off=handed,
@@ -261,7 +265,7 @@ def run_formula(
         return work.marketing_revenue_share([d for d in signals.deals if in_w(d.closed_at)])
     if metric in ("METRIC_FOLLOW_UP_SPEED", "METRIC_FOLLOW_UP_DEPTH"):
         formula = "sales.follow_up_speed" if metric == "METRIC_FOLLOW_UP_SPEED" else "sales.follow_up_depth"
-        version = _version(recorded, formula, work.FOLLOW_UP_VERSIONS, work.FOLLOW_UP_VERSION)
+        version = judging_version(recorded, formula, work.FOLLOW_UP_VERSIONS, work.FOLLOW_UP_VERSION)
         # v2 judges each lead in the window its outcome became known (it may have been handed off
         # before it): every handed-off lead; v1 those handed off in the window.
         leads = handed if version == 1 else [lead for lead in signals.leads if lead.handed_off is not None]
@@ -425,7 +429,7 @@ def _time_slices(
     return out
 
 
-def _version(recorded: tuple[str, int] | None, formula: str, kept: tuple[int, ...], current: int) -> int:
+def judging_version(recorded: tuple[str, int] | None, formula: str, kept: tuple[int, ...], current: int) -> int:
     """The version of `formula` that judges a window: the one it was recorded with (a closed
     window: `recorded`) while metrics keeps it, else the current one."""
     if recorded is not None and recorded[0] == formula and recorded[1] in kept:

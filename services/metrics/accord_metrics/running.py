@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from accord_kit.timeline import Calendar, Interval
 from accord_metrics.burning import BurnIndex, Lineage, advanced, logged_changes, part_bases
-from accord_metrics.evaluation import CALL_FORMULAS, ONGOING, _version
+from accord_metrics.evaluation import CALL_FORMULAS, ONGOING, judging_version
 from accord_metrics.formulas import contact, reliability
 from accord_metrics.formulas import running as forms
 from accord_metrics.formulas.common import Evaluated
@@ -61,7 +61,7 @@ def _computes(metric: str, recorded: tuple[str, int] | None) -> bool:
     """Whether the running form computes the version of the metric's formula that judges the
     window: the current one (another is left to the formula itself), and — a closed window,
     `recorded` its formula id and version — the one `evaluation.run_formula` judges it by (the
-    version it was recorded with while metrics keeps it: `_version`). The versions are read as the
+    version it was recorded with while metrics keeps it: `evaluation.judging_version`). The versions are read as the
     modules hold them now (`formulas.running`'s, the formulas')."""
     kept: tuple[int, ...]
     if metric in CALL_FORMULAS:
@@ -74,7 +74,7 @@ def _computes(metric: str, recorded: tuple[str, int] | None) -> bool:
     else:
         formula, kept = "availability.requests", reliability.REQUESTS_VERSIONS
         current, computed = reliability.REQUESTS_VERSION, forms.REQUESTS_VERSION
-    return current == computed and (recorded is None or _version(recorded, formula, kept, current) == current)
+    return current == computed and (recorded is None or judging_version(recorded, formula, kept, current) == current)
 
 
 # The digests of the call tallies, by the calls placed in them: (window start, end, the calls'
