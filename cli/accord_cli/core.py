@@ -44,6 +44,7 @@ from accord.billing.v1 import events_pb2 as _billing_events  # noqa: F401
 from accord.metrics.v1 import events_pb2 as _metric_events  # noqa: F401
 from accord_cli import __version__, termsfile
 from accord_cli.yamlio import for_message, load_yaml
+from accord_kit.settings import SERVICES as DEFAULT_GRPC_PORTS
 
 EXIT = {
     grpc.StatusCode.NOT_FOUND: 3,
@@ -54,13 +55,8 @@ EXIT = {
     grpc.StatusCode.ALREADY_EXISTS: 5,
     grpc.StatusCode.ABORTED: 6,
 }
-DEFAULT_ADDR = {
-    "agreements": "127.0.0.1:50051",
-    "metrics": "127.0.0.1:50052",
-    "billing": "127.0.0.1:50053",
-    "gateway": "127.0.0.1:50054",
-    "notifier": "127.0.0.1:50055",
-}
+# Where each service listens by default (agreements, metrics, billing, gateway, notifier).
+DEFAULT_ADDR = {service: f"127.0.0.1:{port}" for service, port in DEFAULT_GRPC_PORTS.items()}
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 register_app = typer.Typer(help="Reference data (admins).", no_args_is_help=True)

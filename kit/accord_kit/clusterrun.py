@@ -51,6 +51,23 @@ DEFAULT_NATS_BASE = 4330  # client ports 4331-4333; cluster routes 6331-6333
 SERVING = 1
 
 
+def default_ports() -> dict[str, int]:
+    """Every port the cluster listens on unless ACCORD_CLUSTER_FREE_PORTS, by what listens there:
+    "nats-1" (clients), "nats-1 route", "agreements-1" (gRPC), "agreements-1 metrics",
+    "gateway-1 http"."""
+    ports: dict[str, int] = {}
+    for n in range(1, NATS_NODES + 1):
+        ports[f"nats-{n}"] = DEFAULT_NATS_BASE + n
+        ports[f"nats-{n} route"] = DEFAULT_NATS_BASE + 2000 + n
+    for i, service in enumerate(SERVICES):
+        for k, instance in enumerate(("1", "2")):
+            ports[f"{service}-{instance}"] = DEFAULT_GRPC_BASE + 1 + i + 10 * k
+            ports[f"{service}-{instance} metrics"] = DEFAULT_METRICS_BASE + 1 + i + 10 * k
+    for k, instance in enumerate(("1", "2")):
+        ports[f"gateway-{instance} http"] = DEFAULT_HTTP[k]
+    return ports
+
+
 @dataclass(frozen=True)
 class Process:
     """One process of the topology: what runs and the settings it is given wherever it runs
@@ -189,8 +206,9 @@ class Cluster:
         self.tokens = ensure_keys(self.var)
         keys = self.var / "keys"
         self.passwords = nats_passwords(keys)
-        self.nats_ports = [self._port(DEFAULT_NATS_BASE + i) for i in range(1, NATS_NODES + 1)]
-        self.route_ports = [self._port(DEFAULT_NATS_BASE + 2000 + i) for i in range(1, NATS_NODES + 1)]
+        defaults = default_ports()
+        self.nats_ports = [self._port(defaults[f"nats-{n}"]) for n in range(1, NATS_NODES + 1)]
+        self.route_ports = [self._port(defaults[f"nats-{n} route"]) for n in range(1, NATS_NODES + 1)]
         self.nats_url = ",".join(f"nats://127.0.0.1:{p}" for p in self.nats_ports)
         nats_env = dict(self.env) | {f"NATS_PASSWORD_{u.upper()}": pw for u, pw in self.passwords.items()}
         for node in range(1, NATS_NODES + 1):
@@ -202,13 +220,13 @@ class Cluster:
         self.grpc_ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}
         self.http_ports: dict[str, int] = {}
-        for i, service in enumerate(SERVICES):
-            for k, instance in enumerate(("1", "2")):
-                self.grpc_ports[f"{service}-{instance}"] = self._port(DEFAULT_GRPC_BASE + 1 + i + 10 * k)
-                metrics_port = DEFAULT_METRICS_BASE + 1 + i + 10 * k
-                self.metrics_ports[f"{service}-{instance}"] = self._port(metrics_port)
-        for k, instance in enumerate(("1", "2")):
-            self.http_ports[f"gateway-{instance}"] = self._port(DEFAULT_HTTP[k])
+        for service in SERVICES:
+            for instance in ("1", "2"):
+                name = f"{service}-{instance}"
+                self.grpc_ports[name] = self._port(defaults[name])
+                self.metrics_ports[name] = self._port(defaults[f"{name} metrics"])
+        for instance in ("1", "2"):
+            self.http_ports[f"gateway-{instance}"] = self._port(defaults[f"gateway-{instance} http"])
         self.addresses = {
             s: "ipv4:" + ",".join(f"127.0.0.1:{self.grpc_ports[f'{s}-{i}']}" for i in ("1", "2")) for s in SERVICES
         }

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord_kit.auth import mint_token
 from accord_kit.keys import PRIVATE, write_keys
+from accord_kit.settings import SERVICES as DEFAULT_GRPC_PORTS
 from accord_kit.testing.nats import NatsServer
 
 SERVICES = ["agreements", "metrics", "billing", "gateway", "notifier"]
@@ -68,6 +70,11 @@ def _pump(name: str, proc: subprocess.Popen[bytes], logfile: Path, quiet: bool) 
                 sys.stdout.flush()
 
 
+def grpc_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """Each service's gRPC port: its <SERVICE>_GRPC_PORT, else the service's own default."""
+    return {s: int(env.get(f"{s.upper()}_GRPC_PORT", str(DEFAULT_GRPC_PORTS[s]))) for s in SERVICES}
+
+
 def health(address: str, timeout: float = 1.0) -> int:
     with grpc.insecure_channel(address) as ch:
         try:
@@ -103,7 +110,7 @@ def main() -> int:
     else:
         _say(f"using NATS at {env['ACCORD_NATS_URL']}")
 
-    ports = {s: int(env.get(f"{s.upper()}_GRPC_PORT", str(50051 + i))) for i, s in enumerate(SERVICES)}
+    ports = grpc_ports(env)
     for s in ("agreements", "metrics", "billing", "notifier"):
         env.setdefault(f"ACCORD_{s.upper()}_ADDR", f"127.0.0.1:{ports[s]}")
     for s, default in DEV_METRICS_PORTS.items():
