@@ -30,6 +30,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 NATS_CLUSTER_CONF = ROOT / "deploy" / "nats" / "cluster.conf"
 KEYS_MOUNT = "/run/accord/keys"
 GATEWAY_HTTP_PORT = 8080
+EPHEMERAL = range(32768, 60999 + 1)  # Linux's default net.ipv4.ip_local_port_range
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
@@ -159,6 +160,19 @@ def test_no_port_is_published_on_every_interface(compose: dict[str, Any]) -> Non
         for spec in entry.get("ports") or []:
             assert str(spec).startswith("127.0.0.1:"), f"{name}: {spec} is published on every host interface"
     assert not _service(compose, "postgres").get("ports"), "PostgreSQL stays inside the compose network"
+
+
+def test_no_published_port_lies_in_the_ephemeral_range(compose: dict[str, Any]) -> None:
+    """Outside Linux's default ephemeral range (32768–60999), as every default port of the suite
+    (kit/tests/test_default_ports.py): an outgoing connection on the host or in a container cannot
+    hold one while the services start."""
+    inside = [
+        f"{name}: 127.0.0.1:{host} → {container}"
+        for name, entry in (compose.get("services") or {}).items()
+        for container, host in _published(entry).items()
+        if container in EPHEMERAL or host in EPHEMERAL
+    ]
+    assert not inside, f"published ports inside Linux's ephemeral range 32768–60999: {inside}"
 
 
 @pytest.mark.parametrize("name", list(INSTANCES))

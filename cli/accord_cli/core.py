@@ -3,7 +3,7 @@
 Tokens: --token, else ACCORD_TOKEN, else the profile's `token`, else `token = "…"` at the
 top of ~/.config/accord/config.toml (or the file ACCORD_CONFIG names). Addresses:
 --addr SERVICE=HOST:PORT, else ACCORD_<SERVICE>_ADDR, else the profile's, else the config
-file's top level, else 127.0.0.1:50051…50054 (agreements, metrics, billing, gateway).
+file's top level, else 127.0.0.1:7051…7054 (agreements, metrics, billing, gateway).
 Profiles: the config file's `profiles.NAME` tables (token, agreements, metrics, billing,
 gateway), chosen with --profile NAME or ACCORD_PROFILE. --json (anywhere on the line)
 prints machine-readable output on stdout.

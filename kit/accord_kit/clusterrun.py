@@ -43,8 +43,8 @@ ACCOUNTS_CONF = ROOT / "deploy" / "nats" / "accounts.conf"
 NATS_NODES = 3
 NATS_USERS = ("agreements", "metrics", "billing", "gateway", "notifier", "departments", "admin")
 SERVICES = ("agreements", "metrics", "billing", "gateway", "notifier")
-# gRPC: agreements 50151, metrics 50152, billing 50153, gateway 50154, notifier 50155; +10 for second instances
-DEFAULT_GRPC_BASE = 50150
+# gRPC: agreements 7151, metrics 7152, billing 7153, gateway 7154, notifier 7155; +10 for second instances
+DEFAULT_GRPC_BASE = 7150
 DEFAULT_METRICS_BASE = 9560  # /metrics: agreements 9561 … notifier 9565; +10 for second instances
 DEFAULT_HTTP = (8180, 8190)
 DEFAULT_NATS_BASE = 4330  # client ports 4331-4333; cluster routes 6331-6333

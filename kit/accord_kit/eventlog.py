@@ -38,7 +38,7 @@ def register_event_log(app: AccordApplication) -> Callable[[grpc.aio.Server], st
     return register
 
 
-# A service's address may name several instances (`ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a
+# A service's address may name several instances (`ipv4:10.0.0.1:7051,10.0.0.2:7051`, or a
 # DNS name resolving to each): calls go only to an instance whose gRPC health is SERVING — the
 # active one, never a standby (accord_kit.lease) — and move when another one takes over.
 FAILOVER_SERVICE_CONFIG = json.dumps(

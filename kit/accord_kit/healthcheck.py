@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m accord_kit.healthcheck", description="Exit 0 when a gRPC server reports SERVING, 1 otherwise."
     )
-    parser.add_argument("address", metavar="HOST:PORT", help="the gRPC server, e.g. 127.0.0.1:50051")
+    parser.add_argument("address", metavar="HOST:PORT", help="the gRPC server, e.g. 127.0.0.1:7051")
     parser.add_argument("service", nargs="?", default="", help="a service name to check (default: the whole server)")
     parser.add_argument(
         "--alive", action="store_true", help="exit 0 for NOT_SERVING too (a standby is alive, not serving)"

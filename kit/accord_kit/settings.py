@@ -28,12 +28,14 @@ class Setting:
     scope: str = "service"  # "service" → <SERVICE>_NAME, "suite" → ACCORD_NAME
 
 
+# Each service's default gRPC port. Like every port the suite listens on by default, below Linux's
+# ephemeral range (32768–60999), where an outgoing connection could already hold it at start.
 SERVICES: dict[str, int] = {
-    "agreements": 50051,
-    "metrics": 50052,
-    "billing": 50053,
-    "gateway": 50054,
-    "notifier": 50055,
+    "agreements": 7051,
+    "metrics": 7052,
+    "billing": 7053,
+    "gateway": 7054,
+    "notifier": 7055,
 }
 # Which services keep an event store (the gateway only keeps a read model).
 EVENT_SOURCED = ("agreements", "metrics", "billing", "notifier")
@@ -59,10 +61,10 @@ SUITE_SETTINGS: tuple[Setting, ...] = (
         "AUTH_PUBLIC_KEY_FILE", "var/keys/auth_public.pem", "Ed25519 public key that verifies bearer tokens", "suite"
     ),
     Setting("SERVICE_TOKEN_FILE", "var/keys/service.token", "bearer token this service presents to others", "suite"),
-    Setting("AGREEMENTS_ADDR", "127.0.0.1:50051", "gRPC address of the agreements service", "suite"),
-    Setting("METRICS_ADDR", "127.0.0.1:50052", "gRPC address of the metrics service", "suite"),
-    Setting("BILLING_ADDR", "127.0.0.1:50053", "gRPC address of the billing service", "suite"),
-    Setting("NOTIFIER_ADDR", "127.0.0.1:50055", "gRPC address of the notifier service", "suite"),
+    Setting("AGREEMENTS_ADDR", "127.0.0.1:7051", "gRPC address of the agreements service", "suite"),
+    Setting("METRICS_ADDR", "127.0.0.1:7052", "gRPC address of the metrics service", "suite"),
+    Setting("BILLING_ADDR", "127.0.0.1:7053", "gRPC address of the billing service", "suite"),
+    Setting("NOTIFIER_ADDR", "127.0.0.1:7055", "gRPC address of the notifier service", "suite"),
     Setting("LOG_LEVEL", "info", "debug, info, warning, error", "suite"),
     Setting("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal)", "suite"),
     Setting(
@@ -79,7 +81,7 @@ SERVICE_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GRPC_PORT",
         "<per service>",
-        "gRPC port: agreements 50051, metrics 50052, billing 50053, gateway 50054, notifier 50055",
+        "gRPC port: agreements 7051, metrics 7052, billing 7053, gateway 7054, notifier 7055",
     ),
     Setting("SQLITE_PATH", "<VAR_DIR>/<service>.sqlite", "SQLite event store file"),
     Setting("POSTGRES_DBNAME", "accord_<service>", "PostgreSQL database of the service"),
