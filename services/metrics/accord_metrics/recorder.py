@@ -75,6 +75,11 @@ class StreamStoppedError(Exception):
     """A batch of a stream after one that failed: not recorded."""
 
 
+class WouldWaitError(Exception):
+    """`RecordingProcess.submit(…, wait=False)` would have waited — for the recording process to be
+    started, for another thread sending to it or starting it, or for room in its pipe: nothing sent."""
+
+
 PIPE_BYTES = 1 << 20  # a pipe's buffer, when the system allows it: a stream's messages ahead fit in it
 
 
@@ -88,10 +93,31 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, setsize, PIPE_BYTES)
 
 
-def _write_frame(out: IO[bytes], item: tuple[Any, ...]) -> None:
+def _frame(item: tuple[Any, ...]) -> bytes:
     data = marshal.dumps(item)
-    out.write(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _write_frame(out: IO[bytes], item: tuple[Any, ...]) -> None:
+    out.write(_frame(item))
     out.flush()
+
+
+# What a pipe may hold beyond the frames of the batches not answered yet: the few bytes of the
+# stream ends sent meanwhile, and the pages partly filled (a pipe holds whole pages: the one its
+# reader is in, the one last written to).
+_PIPE_MARGIN = 3 * 4096
+
+
+def _pipe_size(fd: int) -> int:
+    """The bytes this pipe holds at most (Linux tells it), or 0 where that cannot be told."""
+    size_of = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if size_of is None:
+        return 0
+    try:
+        return int(fcntl.fcntl(fd, size_of))
+    except OSError:
+        return 0
 
 
 def _read_exactly(src: IO[bytes], n: int) -> bytes | None:
@@ -115,7 +141,8 @@ def _read_frame(src: IO[bytes]) -> tuple[Any, ...] | None:
 
 
 OnStored = Callable[[Recorded, dict[str, list[str]]], None]
-_Sent = tuple[Future[Recorded], dict[str, list[str]], float]  # a batch sent: its future, ids, when (monotonic)
+# A batch sent: its future, ids, when (monotonic), and the bytes of its frame.
+_Sent = tuple[Future[Recorded], dict[str, list[str]], float, int]
 
 
 class RecordingProcess:
@@ -134,8 +161,9 @@ class RecordingProcess:
         self._lock = threading.Lock()  # starting and stopping; the sends and the batches awaited
         self._proc: subprocess.Popen[bytes] | None = None
         self._to: IO[bytes] | None = None
-        # The batches sent and not answered yet, in the order sent: each its future, ids, and when sent.
+        # The batches sent and not answered yet, in the order sent (`_Sent`).
         self._pending: collections.deque[_Sent] = collections.deque()
+        self._pipe_bytes = 0  # what the pipe to it holds at most (0: not known, nothing sent without waiting)
         self._streams = itertools.count(1)
         self._stopped = False
         self.pid: int | None = None
@@ -185,6 +213,7 @@ class RecordingProcess:
             log.error("recording_process_failed_to_start", reason=failed, alert=True)
             raise RecordingUnavailableError(f"the recording process {failed} (see the service's log)")
         self._proc, self._to, self.pid = proc, to, proc.pid
+        self._pipe_bytes = _pipe_size(to_child_w)
         pending: collections.deque[_Sent] = collections.deque()  # this process's batches not answered yet
         self._pending = pending
         self.starts += 1
@@ -249,26 +278,46 @@ class RecordingProcess:
 
     def submit(
         self, caller: Principal, data: bytes, reason: str, reads: Sequence[Read | None], now: datetime,
-        ids: dict[str, list[str]], stream: int = 0, rows: bool = False,
+        ids: dict[str, list[str]], stream: int = 0, rows: bool = False, wait: bool = True,
     ) -> Future[Recorded]:  # fmt: skip
         """Send a batch (`data`: a `SignalBatch`'s wire format, checked and validated already; `ids`:
         its signal ids by service; `rows`: the index rows it writes wanted back, in `Recorded.rows`).
         Its future holds the outcome, or the refusal (`REFUSALS`), or `RecordingUnavailableError`,
-        `RecordingFailedError`, `StreamStoppedError`."""
+        `RecordingFailedError`, `StreamStoppedError`. `wait`: false to send only what goes at once —
+        the process running, no other thread sending or starting it, room in its pipe for the batch —
+        and raise `WouldWaitError` otherwise, nothing sent (for a caller that must not wait: an event
+        loop)."""
         future: Future[Recorded] = Future()
         future.set_running_or_notify_cancel()  # sent: only its answer ends it (it cannot be cancelled)
         now_us = (now - _EPOCH) // timedelta(microseconds=1)
         who = (caller.subject, caller.role, caller.department)
-        frame = ("record", stream, data, reason, list(reads), who, now_us, rows)
-        with self._lock:
-            self._start_locked()
+        frame = _frame(("record", stream, data, reason, list(reads), who, now_us, rows))
+        if not self._lock.acquire(blocking=wait):
+            raise WouldWaitError("another thread is sending to the recording process or starting it")
+        try:
+            if wait:
+                self._start_locked()
+            elif self._stopped or self._proc is None or self._to is None:
+                raise WouldWaitError("the recording process is not running")
+            # (No system call to tell, here: each lets go of the interpreter, which a caller that must
+            # not wait may then wait for — a round holding it — up to its switch interval.) The pipe
+            # holds at most the frames of the batches not answered yet — counted on a copy, made in one
+            # step: the answers' reader takes batches off meanwhile, which a loop over the deque itself
+            # would meet as "deque mutated during iteration".
+            elif sum(sent[3] for sent in tuple(self._pending)) + len(frame) > self._pipe_bytes - _PIPE_MARGIN:
+                raise WouldWaitError("the recording process's pipe may not have room for the batch")
             assert self._to is not None
-            self._pending.append((future, ids, time.monotonic()))
+            self._pending.append((future, ids, time.monotonic(), len(frame)))
             try:
-                _write_frame(self._to, frame)
+                self._to.write(frame)
+                self._to.flush()
             except OSError as e:  # the process is gone: its answers' reader fails what it had
                 self._pending.pop()
+                if not wait:  # nothing of it read: sent again waiting, which starts another
+                    raise WouldWaitError(f"the recording process cannot be reached ({e})") from None
                 raise RecordingUnavailableError(f"the recording process cannot be reached ({e})") from None
+        finally:
+            self._lock.release()
         return future
 
     def _read_answers(
@@ -278,7 +327,7 @@ class RecordingProcess:
         end of the pipe (the process exited) its batches not answered fail."""
         try:
             while (answer := _read_frame(back)) is not None:
-                future, ids, _ = pending.popleft()  # appended before its batch was sent (a deque's ends are atomic)
+                future, ids, _, _ = pending.popleft()  # appended before its batch was sent (a deque's ends are atomic)
                 self._answer(future, ids, answer)
         finally:
             back.close()
@@ -293,7 +342,7 @@ class RecordingProcess:
             if lost or not self._stopped:
                 log.error("recording_process_exited", pid=proc.pid, code=code, unanswered=len(lost), alert=True)
             ended = why[0] if why else f"it exited (code {code})"
-            for future, _, _ in lost:
+            for future, _, _, _ in lost:
                 future.set_exception(
                     RecordingUnavailableError(
                         f"the recording process ended before answering ({ended}): this batch may or may not be "

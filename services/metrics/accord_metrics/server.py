@@ -36,6 +36,7 @@ from accord_metrics.domain import (
     UnknownServiceError,
 )
 from accord_metrics.evaluation import burn_rates
+from accord_metrics.recorder import WouldWaitError
 from accord_metrics.signal_index import Recorded
 from accord_metrics.signals import InvalidSignalError, Read, fill_source, validate
 
@@ -44,6 +45,11 @@ MAX_SIGNALS_PER_MESSAGE = 10_000
 # A stream's messages sent to the recording process before the oldest of them is answered, at most
 # (each waits there, parsed: ≈ 100 KiB for 1,000 signals).
 AHEAD = 4
+# A stream's message of at most this many signals is validated and sent to the recording process in
+# the event loop itself (a few ms of it), a larger one from a worker thread: while a round holds the
+# interpreter, handing a message to a thread and its outcome back waits twice for the interpreter,
+# each time up to its switch interval (5 ms) — the stream's pace, not the work (RecordSignals).
+IN_LOOP = 2_000
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     InvalidSignalError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -94,6 +100,8 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         GIL. With a recording process (accord_metrics.recorder), each message is sent to it as soon
         as it is validated, up to `AHEAD` before the oldest is answered: it records a stream's
         messages in order, none after one that failed, and is not left waiting for this loop. A
+        message of at most `IN_LOOP` signals is validated and sent in this loop itself when sending
+        need not wait (`_submit_here`), a larger one from a worker thread. A
         message is recorded only once every message before it is; whatever fails, the call answers
         only after the messages under way are recorded or have failed, so "earlier messages were
         stored" stays true."""
@@ -128,8 +136,10 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 signals = list(message.signals)
                 reason = message.correction_reason
                 try:
-                    if process is not None:
-                        submitted = await finish_in_thread(self._submit, caller, signals, reason, stream)
+                    if process is not None and len(signals) <= IN_LOOP:
+                        submitted = await self._submit_here(caller, message, signals, stream)
+                    elif process is not None:
+                        submitted = await finish_in_thread(self._submit, caller, message, signals, stream)
                     else:
                         reads = await finish_in_thread(_prepare, signals)
                 except InvalidSignalError as e:
@@ -162,10 +172,32 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             accepted=accepted, duplicates=duplicates, corrections=corrections, messages=messages
         )
 
-    def _submit(self, caller: Principal, signals: list[Any], reason: str, stream: int) -> Future[Recorded]:
-        """A message validated (`_prepare`) and sent to the recording process as part of `stream`."""
+    def _submit(
+        self, caller: Principal, message: pb.RecordSignalsRequest, signals: list[Any], stream: int,
+        reads: list[Read | None] | None = None, wait: bool = True,
+    ) -> Future[Recorded]:  # fmt: skip
+        """A message validated (`_prepare`, unless `reads` says what it read) and sent to the recording
+        process as part of `stream` (`wait`: as `SignalIndex.submit_record`'s): its signals, filled in
+        in place, are the message's own, so its wire format (a `SignalBatch`'s: the same two fields)
+        is the batch's, serialised once rather than a signal at a time."""
+        if reads is None:
+            reads = _prepare(signals)
+        return self.app.submit_record(
+            caller, signals, message.correction_reason, owned=True, reads=reads, stream=stream, wait=wait,
+            data=message.SerializeToString(),
+        )  # fmt: skip
+
+    async def _submit_here(
+        self, caller: Principal, message: pb.RecordSignalsRequest, signals: list[Any], stream: int
+    ) -> Future[Recorded]:
+        """`_submit` in the event loop (`IN_LOOP`): validated here, and sent when sending need not wait —
+        else (the recording process to be started, its pipe full, another thread sending) sent from a
+        worker thread, as a larger message is, so that the loop never waits on the recording process."""
         reads = _prepare(signals)
-        return self.app.submit_record(caller, signals, reason, owned=True, reads=reads, stream=stream)
+        try:
+            return self._submit(caller, message, signals, stream, reads, wait=False)
+        except WouldWaitError:
+            return await finish_in_thread(self._submit, caller, message, signals, stream, reads)
 
     @checks_its_own_requests  # `Metrics.record` validates each signal (`signals.validate`) before anything
     async def RecordSignalBatch(

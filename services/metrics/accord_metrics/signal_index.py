@@ -1356,13 +1356,17 @@ class SignalIndex(_Host):
 
     def submit_record(
         self, caller: Principal, signals: list[signals_pb2.Signal], reason: str = "", *, via: str = "",
-        owned: bool = False, reads: Sequence[sig.Read | None] | None = None, stream: int = 0,
+        owned: bool = False, reads: Sequence[sig.Read | None] | None = None, stream: int = 0, wait: bool = True,
+        data: bytes | None = None,
     ) -> Future[Recorded]:  # fmt: skip
-        """`record` through the recording process, without waiting: checked and validated here (the
-        same errors, raised here, nothing sent), the way the signals came filled in, then sent; the
-        future holds the outcome or the error the recording process met (`accord_metrics.recorder`).
-        `stream`: of a stream of batches (`RecordingProcess.new_stream`), none of which is recorded
-        after one that failed."""
+        """`record` through the recording process, without waiting for its answer: checked and
+        validated here (the same errors, raised here, nothing sent), the way the signals came filled
+        in, then sent; the future holds the outcome or the error the recording process met
+        (`accord_metrics.recorder`). `stream`: of a stream of batches (`RecordingProcess.new_stream`),
+        none of which is recorded after one that failed. `wait`: false to send only if sending need
+        not wait (`RecordingProcess.submit`): `WouldWaitError` otherwise, nothing sent. `data`: the
+        batch's wire format as the caller has it — the signals as they are now (filled in), a
+        `SignalBatch`'s or a request's of the same two fields — rather than each signal serialised here."""
         process = self.recording_process
         if process is None:
             raise RuntimeError("no recording process: record in this process (`record`)")
@@ -1373,10 +1377,11 @@ class SignalIndex(_Host):
                 ids[s.service_id].append(s.signal_id)
             else:
                 ids[r[0]].append(r[1])
-        data = _framed([s.SerializeToString() for s in signals])
+        if data is None:
+            data = _framed([s.SerializeToString() for s in signals])
         # Its rows wanted back while those told and not yet noted are few (`stored_elsewhere`).
         rows = self._told_rows < WRITTEN_KEPT
-        return process.submit(caller, data, reason, list(reads), self.clock.now(), dict(ids), stream, rows)
+        return process.submit(caller, data, reason, list(reads), self.clock.now(), dict(ids), stream, rows, wait)
 
     def stored_elsewhere(self, recorded: Recorded, ids: dict[str, list[str]]) -> None:
         """The recording process stored a batch (its events at `recorded`'s positions): noted for the

@@ -6,6 +6,7 @@ leaves every message before it stored and nothing of it or after it."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -50,7 +51,8 @@ async def stream(*messages: list[spb.Signal]) -> AsyncIterator[pb.RecordSignalsR
 
 async def record(own_nats_server: NatsServer, tmp_path: Path, *messages: list[spb.Signal]) -> tuple[Any, Any]:
     """Metrics as it runs, told that it-operations provides e-mail; the messages streamed over one
-    RecordSignals call as it-operations. (The response or the error, the ids stored in order.)"""
+    RecordSignals call as it-operations. (The response or the error, the ids stored in order with
+    each outage's end and the way it came.)"""
     settings = load(service_environ("metrics", tmp_path, own_nats_server.url, "sqlite"))
     keys = make_keys(tmp_path / "keys")
     agreements = Agreements(sqlite_env(tmp_path / "agreements.sqlite"))
@@ -68,7 +70,7 @@ async def record(own_nats_server: NatsServer, tmp_path: Path, *messages: list[sp
                 answer: Any = await stub.RecordSignals(stream(*messages), metadata=keys.metadata("department", IT))
             except grpc.aio.AioRpcError as e:
                 answer = e
-            return answer, [(s.signal_id, s.outage.end.seconds) for s in app.signals(EMAIL)]
+            return answer, [(s.signal_id, s.outage.end.seconds, s.provenance.source) for s in app.signals(EMAIL)]
     finally:
         agreements.close()
 
@@ -82,7 +84,7 @@ async def test_a_streams_messages_are_recorded_in_order(own_nats_server: NatsSer
     )  # fmt: skip
     assert isinstance(answer, pb.RecordSignalsResponse), answer
     assert (answer.accepted, answer.duplicates, answer.corrections, answer.messages) == (1502, 0, 1, 3)
-    o1 = [end for sid, end in stored if sid == "o1"]
+    o1 = [end for sid, end, _ in stored if sid == "o1"]
     assert o1 == [0, int((START + timedelta(minutes=30)).timestamp()), int((START + timedelta(minutes=45)).timestamp())]
     assert len(stored) == 1503
 
@@ -105,4 +107,31 @@ async def test_a_refused_message_leaves_the_ones_before_it_stored_and_nothing_af
     details = answer.details() or ""
     assert details.startswith("message 1 (earlier messages were stored: 301 accepted): signals[300]"), details
     assert ("end: must be after start" if refused_when == "validated" else "correction keeps its kind") in details
-    assert [sid for sid, _ in stored] == [*(f"a{i}" for i in range(300)), "o1"]
+    assert [sid for sid, _, _ in stored] == [*(f"a{i}" for i in range(300)), "o1"]
+
+
+async def test_a_streams_messages_are_validated_in_the_event_loop_unless_large(
+    own_nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message of at most `IN_LOOP` signals is validated and sent in the event loop itself (a round
+    # holding the interpreter makes every hand-off to a thread and back wait); a larger one in a
+    # worker thread, as before. Both recorded, in order.
+    from accord_metrics import server
+
+    threads: dict[str, set[int]] = {}
+    real = server.validate
+
+    def validate(signal: spb.Signal, index: int) -> Any:
+        threads.setdefault(signal.signal_id[0], set()).add(threading.get_ident())
+        return real(signal, index)
+
+    monkeypatch.setattr(server, "validate", validate)
+    large = [outage(f"c{i}", f"2026-01-13T{i % 24:02d}:00{AMS}", 1 + i % 5) for i in range(server.IN_LOOP + 1)]
+    answer, stored = await record(own_nats_server, tmp_path, many("a", 300), large, many("b", 300))
+    assert isinstance(answer, pb.RecordSignalsResponse), answer
+    assert (answer.accepted, answer.messages) == (600 + server.IN_LOOP + 1, 3)
+    assert [sid for sid, _, _ in stored][:301] == [*(f"a{i}" for i in range(300)), "c0"]
+    assert {source for _, _, source in stored} == {"grpc"}  # filled in on the message sent as it is
+    loop = threading.get_ident()
+    assert threads["a"] == threads["b"] == {loop}
+    assert loop not in threads["c"]

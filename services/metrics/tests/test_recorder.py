@@ -25,7 +25,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_kit.context import Principal
 from accord_metrics import signal_index
 from accord_metrics.application import Metrics
-from accord_metrics.recorder import RecordingProcess, RecordingUnavailableError, StreamStoppedError
+from accord_metrics.recorder import RecordingProcess, RecordingUnavailableError, StreamStoppedError, WouldWaitError
 from accord_metrics.signal_index import Recorded
 from accord_metrics.signals import InvalidSignalError
 from tests.suite import AMS, COLLECTOR, EMAIL, Suite, an_active_agreement, at, calls, outage, spy_lookups, ts
@@ -292,6 +292,52 @@ def test_a_recording_process_that_does_not_answer_is_stopped_and_another_starts(
         assert not _alive(frozen)
         assert m.record(COLLECTOR, [outage("h1", f"2026-01-12T10:00{AMS}", 5)]).accepted == 1
         assert process.starts == 2
+
+
+def test_a_batch_sent_without_waiting_is_sent_only_when_nothing_would_wait(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """`wait=False` (an event loop sending): refused `WouldWaitError`, nothing sent, while the
+    recording process is not running, while another thread holds it, and once its pipe has no room
+    for the batch (here: the process frozen, SIGSTOP, so nothing is read) — at once, not after
+    waiting; every batch it did send is recorded once the process reads again, and so is a batch
+    sent again waiting."""
+    suite = Suite(make_store_env)
+    process = RecordingProcess(suite.envs["metrics"], answer_seconds=60.0)
+    m = suite.metrics
+    m.record_in(process)
+    try:
+        an_active_agreement(suite)
+        first = [outage("n0", f"2026-01-12T10:00{AMS}", 5)]
+        with pytest.raises(WouldWaitError, match="not running"):
+            m.submit_record(COLLECTOR, first, wait=False)
+        assert process.starts == 0
+        process.start()
+        with process._lock, pytest.raises(WouldWaitError, match="another thread"):
+            m.submit_record(COLLECTOR, first, wait=False)
+        assert m.submit_record(COLLECTOR, first, wait=False).result(30).accepted == 1
+        frozen = process.pid
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+        sent: list[Future[Recorded]] = []
+        try:
+            started = time.monotonic()
+            with pytest.raises(WouldWaitError, match="may not have room"):
+                for n in range(1, 1_000):  # ≈ 90 KiB each
+                    sent.append(
+                        m.submit_record(COLLECTOR, calls(f"b{n}-", f"2026-01-13T00:00{AMS}", 0, 1000), wait=False)
+                    )
+            assert time.monotonic() - started < 20
+            assert 1 <= len(sent) < 50  # the pipe (1 MiB, else 64 KiB) holds some, not all
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        assert [f.result(30).accepted for f in sent] == [1000] * len(sent)
+        again = m.submit_record(COLLECTOR, calls(f"b{len(sent) + 1}-", f"2026-01-13T00:00{AMS}", 0, 1000))
+        assert again.result(30).accepted == 1000
+        assert len(m.signals(EMAIL)) == 1 + 1000 * (len(sent) + 1)
+    finally:
+        process.stop()
+        suite.close()
 
 
 def test_a_recording_process_whose_service_died_exits(tmp_path: Path) -> None:
