@@ -50,6 +50,8 @@ AHEAD = 4
 # interpreter, handing a message to a thread and its outcome back waits twice for the interpreter,
 # each time up to its switch interval (5 ms) — the stream's pace, not the work (RecordSignals).
 IN_LOOP = 2_000
+# A message of signals as `MetricsServicer._submit` sends it: both have a SignalBatch's two fields.
+_Batch = pb.RecordSignalsRequest | pb.RecordSignalBatchRequest
 
 ERROR_MAP: dict[type[BaseException], grpc.StatusCode] = {
     InvalidSignalError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -173,7 +175,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         )
 
     def _submit(
-        self, caller: Principal, message: pb.RecordSignalsRequest, signals: list[Any], stream: int,
+        self, caller: Principal, message: _Batch, signals: list[Any], stream: int,
         reads: list[Read | None] | None = None, wait: bool = True,
     ) -> Future[Recorded]:  # fmt: skip
         """A message validated (`_prepare`, unless `reads` says what it read) and sent to the recording
@@ -188,7 +190,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         )  # fmt: skip
 
     async def _submit_here(
-        self, caller: Principal, message: pb.RecordSignalsRequest, signals: list[Any], stream: int
+        self, caller: Principal, message: _Batch, signals: list[Any], stream: int
     ) -> Future[Recorded]:
         """`_submit` in the event loop (`IN_LOOP`): validated here, and sent when sending need not wait —
         else (the recording process to be started, its pipe full, another thread sending) sent from a
@@ -199,16 +201,20 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         except WouldWaitError:
             return await finish_in_thread(self._submit, caller, message, signals, stream, reads)
 
-    @checks_its_own_requests  # `Metrics.record` validates each signal (`signals.validate`) before anything
+    @checks_its_own_requests  # each signal validated (`signals.validate`) before anything is stored
     async def RecordSignalBatch(
         self, request: pb.RecordSignalBatchRequest, context: Any
     ) -> pb.RecordSignalBatchResponse:
         caller = current_principal()
         assert caller is not None
         _check_size(len(request.signals), "batch")
-        outcome = await finish_in_thread(
-            self.app.record, caller, list(request.signals), request.correction_reason, via="grpc", owned=True
-        )
+        if self.app.recording_process is not None and len(request.signals) <= IN_LOOP:
+            # Validated and sent in the loop, as a stream's message is (`_submit_here`), then awaited.
+            outcome = await _answer_of(await self._submit_here(caller, request, list(request.signals), 0))
+        else:
+            outcome = await finish_in_thread(
+                self.app.record, caller, list(request.signals), request.correction_reason, via="grpc", owned=True
+            )
         return pb.RecordSignalBatchResponse(
             accepted=outcome.accepted, duplicates=outcome.duplicates, corrections=outcome.corrections
         )

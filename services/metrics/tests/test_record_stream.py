@@ -7,7 +7,7 @@ leaves every message before it stored and nothing of it or after it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,13 @@ async def stream(*messages: list[spb.Signal]) -> AsyncIterator[pb.RecordSignalsR
         yield pb.RecordSignalsRequest(signals=signals)
 
 
-async def record(own_nats_server: NatsServer, tmp_path: Path, *messages: list[spb.Signal]) -> tuple[Any, Any]:
+async def record(
+    own_nats_server: NatsServer, tmp_path: Path, *messages: list[spb.Signal], batch: Sequence[spb.Signal] = ()
+) -> tuple[Any, Any]:  # fmt: skip
     """Metrics as it runs, told that it-operations provides e-mail; the messages streamed over one
-    RecordSignals call as it-operations. (The response or the error, the ids stored in order with
-    each outage's end and the way it came.)"""
+    RecordSignals call as it-operations, then `batch` (when given) over RecordSignalBatch, which must
+    be accepted whole. (The stream's response or error, the ids stored in order with each outage's
+    end and the way it came.)"""
     settings = load(service_environ("metrics", tmp_path, own_nats_server.url, "sqlite"))
     keys = make_keys(tmp_path / "keys")
     agreements = Agreements(sqlite_env(tmp_path / "agreements.sqlite"))
@@ -70,6 +73,10 @@ async def record(own_nats_server: NatsServer, tmp_path: Path, *messages: list[sp
                 answer: Any = await stub.RecordSignals(stream(*messages), metadata=keys.metadata("department", IT))
             except grpc.aio.AioRpcError as e:
                 answer = e
+            if batch:
+                request = pb.RecordSignalBatchRequest(signals=batch)
+                sent = await stub.RecordSignalBatch(request, metadata=keys.metadata("department", IT))
+                assert sent.accepted == len(batch), sent
             return answer, [(s.signal_id, s.outage.end.seconds, s.provenance.source) for s in app.signals(EMAIL)]
     finally:
         agreements.close()
@@ -113,9 +120,9 @@ async def test_a_refused_message_leaves_the_ones_before_it_stored_and_nothing_af
 async def test_a_streams_messages_are_validated_in_the_event_loop_unless_large(
     own_nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A message of at most `IN_LOOP` signals is validated and sent in the event loop itself (a round
-    # holding the interpreter makes every hand-off to a thread and back wait); a larger one in a
-    # worker thread, as before. Both recorded, in order.
+    # A message of at most `IN_LOOP` signals — and a RecordSignalBatch request — is validated and sent
+    # in the event loop itself (a round holding the interpreter makes every hand-off to a thread and
+    # back wait); a larger one in a worker thread, as before. All recorded, the stream in order.
     from accord_metrics import server
 
     threads: dict[str, set[int]] = {}
@@ -127,11 +134,11 @@ async def test_a_streams_messages_are_validated_in_the_event_loop_unless_large(
 
     monkeypatch.setattr(server, "validate", validate)
     large = [outage(f"c{i}", f"2026-01-13T{i % 24:02d}:00{AMS}", 1 + i % 5) for i in range(server.IN_LOOP + 1)]
-    answer, stored = await record(own_nats_server, tmp_path, many("a", 300), large, many("b", 300))
+    answer, stored = await record(own_nats_server, tmp_path, many("a", 300), large, many("b", 300), batch=many("d", 50))
     assert isinstance(answer, pb.RecordSignalsResponse), answer
     assert (answer.accepted, answer.messages) == (600 + server.IN_LOOP + 1, 3)
     assert [sid for sid, _, _ in stored][:301] == [*(f"a{i}" for i in range(300)), "c0"]
     assert {source for _, _, source in stored} == {"grpc"}  # filled in on the message sent as it is
     loop = threading.get_ident()
-    assert threads["a"] == threads["b"] == {loop}
+    assert threads["a"] == threads["b"] == threads["d"] == {loop}
     assert loop not in threads["c"]
