@@ -345,17 +345,17 @@ class ServiceSignals:
         self._written = {}
 
     def forget(self, signal_ids: Iterable[str]) -> None:
-        """These ids have a new content (indexed by another process): convert them again."""
-        for sid in signal_ids:
-            self._converted.pop(sid, None)
-            self._caught.pop(sid, None)
-            self._written.pop(sid, None)
-            if self.selected is not None:
-                self.selected.pop(sid, None)
-            if self._kept_index is not None:
-                self._kept_index.pop(sid, None)
-            for kept in self.selections.values():
-                kept.changed.add(sid)
+        """These ids have a new content (indexed by another process): convert them again. (A told
+        batch's thousand ids at a time: each place they may be held looked at only when it holds any,
+        and each kept selection marked in one step.)"""
+        ids = signal_ids if isinstance(signal_ids, list) else list(signal_ids)
+        for held in (self._converted, self._caught, self._written, self.selected, self._kept_index):
+            if held:
+                pop = held.pop
+                for sid in ids:
+                    pop(sid, None)
+        for kept in self.selections.values():
+            kept.changed.update(ids)
 
     def select(
         self, span: Interval | None = None, all_calls: bool = False, since: datetime | None = None,

@@ -294,6 +294,33 @@ def test_a_recording_process_that_does_not_answer_is_stopped_and_another_starts(
         assert process.starts == 2
 
 
+def test_a_told_row_kept_is_forgotten_when_a_later_batch_corrects_its_signal(
+    world: tuple[Suite, RecordingProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's rows told with its answer are kept for the kept selections' catch-up when the log
+    is read (here by a look at it outside a round); a later batch corrects one of those signals and
+    its rows are not told (too many waiting). Noting it forgets the row kept: the round catches up
+    with the correction as the store holds it, not with the call as first told."""
+    suite, _ = world
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    m.record(COLLECTOR, calls("k", f"2026-01-13T00:00{AMS}", 2, 0))
+    suite.tick(f"2026-01-13T06:00{AMS}")  # January judged: its selection kept
+    assert m.record(COLLECTOR, [answered("x", f"2026-01-13T07:00{AMS}", 5)]).accepted == 1
+    m._refresh_signals()  # (a query's look at the log) the told row kept
+    held = m._services[EMAIL]
+    assert "x" in held._written
+    monkeypatch.setattr(signal_index, "WRITTEN_KEPT", 0)  # the correction's rows not asked for
+    assert m.record(COLLECTOR, [answered("x", f"2026-01-13T07:00{AMS}", 50)], "wait misread").corrections == 1
+    suite.tick(f"2026-01-13T08:00{AMS}")
+    (kept,) = held.selections.values()
+    ids, items = kept.lists["calls"][1], kept.lists["calls"][2]
+    x = items[ids.index("x")]
+    assert (x.answered_at - x.entered_queue).total_seconds() == 50
+    check = m.recompute(aid, "service-level", "2025-12-31T23:00:00+00:00")
+    assert check["matches"], check["differences"]
+
+
 def test_a_batch_sent_without_waiting_is_sent_only_when_nothing_would_wait(
     make_store_env: Callable[[str], dict[str, str]],
 ) -> None:
