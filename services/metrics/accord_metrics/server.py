@@ -45,10 +45,11 @@ MAX_SIGNALS_PER_MESSAGE = 10_000
 # A stream's messages sent to the recording process before the oldest of them is answered, at most
 # (each waits there, parsed: ≈ 100 KiB for 1,000 signals).
 AHEAD = 4
-# A stream's message of at most this many signals is validated and sent to the recording process in
-# the event loop itself (a few ms of it), a larger one from a worker thread: while a round holds the
-# interpreter, handing a message to a thread and its outcome back waits twice for the interpreter,
-# each time up to its switch interval (5 ms) — the stream's pace, not the work (RecordSignals).
+# A message of at most this many signals (a stream's, or a RecordSignalBatch request) is validated and
+# sent to the recording process in the event loop itself (a few ms of it), a larger one from a worker
+# thread: while a round holds the interpreter, handing a message to a thread and its outcome back
+# waits twice for the interpreter, each time up to its switch interval (5 ms) — the stream's pace,
+# not the work (`MetricsServicer._send`).
 IN_LOOP = 2_000
 # A message of signals as `MetricsServicer._submit` sends it: both have a SignalBatch's two fields.
 _Batch = pb.RecordSignalsRequest | pb.RecordSignalBatchRequest
@@ -103,7 +104,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         as it is validated, up to `AHEAD` before the oldest is answered: it records a stream's
         messages in order, none after one that failed, and is not left waiting for this loop. A
         message of at most `IN_LOOP` signals is validated and sent in this loop itself when sending
-        need not wait (`_submit_here`), a larger one from a worker thread. A
+        need not wait (`_send`), a larger one from a worker thread. A
         message is recorded only once every message before it is; whatever fails, the call answers
         only after the messages under way are recorded or have failed, so "earlier messages were
         stored" stays true."""
@@ -138,10 +139,8 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
                 signals = list(message.signals)
                 reason = message.correction_reason
                 try:
-                    if process is not None and len(signals) <= IN_LOOP:
-                        submitted = await self._submit_here(caller, message, signals, stream)
-                    elif process is not None:
-                        submitted = await finish_in_thread(self._submit, caller, message, signals, stream)
+                    if process is not None:
+                        submitted = await self._send(caller, message, signals, stream)
                     else:
                         reads = await finish_in_thread(_prepare, signals)
                 except InvalidSignalError as e:
@@ -189,12 +188,13 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             data=message.SerializeToString(),
         )  # fmt: skip
 
-    async def _submit_here(
-        self, caller: Principal, message: _Batch, signals: list[Any], stream: int
-    ) -> Future[Recorded]:
-        """`_submit` in the event loop (`IN_LOOP`): validated here, and sent when sending need not wait —
-        else (the recording process to be started, its pipe full, another thread sending) sent from a
-        worker thread, as a larger message is, so that the loop never waits on the recording process."""
+    async def _send(self, caller: Principal, message: _Batch, signals: list[Any], stream: int) -> Future[Recorded]:
+        """`_submit`: a message of more than `IN_LOOP` signals from a worker thread; a smaller one in the
+        event loop — validated here, and sent when sending need not wait, else (the recording process to
+        be started, its pipe full, another thread sending) from a worker thread too, so that the loop
+        never waits on the recording process."""
+        if len(signals) > IN_LOOP:
+            return await finish_in_thread(self._submit, caller, message, signals, stream)
         reads = _prepare(signals)
         try:
             return self._submit(caller, message, signals, stream, reads, wait=False)
@@ -208,9 +208,8 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         caller = current_principal()
         assert caller is not None
         _check_size(len(request.signals), "batch")
-        if self.app.recording_process is not None and len(request.signals) <= IN_LOOP:
-            # Validated and sent in the loop, as a stream's message is (`_submit_here`), then awaited.
-            outcome = await _answer_of(await self._submit_here(caller, request, list(request.signals), 0))
+        if self.app.recording_process is not None:  # sent as a stream's message is (`_send`), then awaited
+            outcome = await _answer_of(await self._send(caller, request, list(request.signals), 0))
         else:
             outcome = await finish_in_thread(
                 self.app.record, caller, list(request.signals), request.correction_reason, via="grpc", owned=True
