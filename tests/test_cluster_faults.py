@@ -413,8 +413,15 @@ async def _journey_under_faults(
                 break
             await asyncio.sleep(2)
         differ = [i for i in expected_statements if got.get(i) != expected_statements[i]]
-        example = f"#{differ[0]}: {got.get(differ[0])} != {expected_statements[differ[0]]}" if differ else ""
-        assert not differ, f"{len(differ)} agreements' statements differ, e.g. {example}"
+        if differ:
+            # What billing holds of the first (OPEN ones too), and what every service warned of:
+            # enough to tell a consumer left behind from a clock that did not issue.
+            held = await journey.statements(journey.ids[differ[0]])
+            raise AssertionError(
+                f"{len(differ)} agreements' statements differ (#{', #'.join(map(str, differ))}), e.g. "
+                f"#{differ[0]}: {got.get(differ[0])} != {expected_statements[differ[0]]}; "
+                f"billing holds {held}\n{cluster.warnings()}"
+            )
         for dept in (IT, FINANCE):
             assert await journey.balances(dept) == expected_balances[dept]
 

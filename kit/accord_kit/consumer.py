@@ -25,9 +25,10 @@ exactly once to a local application.
   If the copy cannot be stored, the message is nak'ed and tried again.
 * A consumer that receives nothing for `stall_timeout` while its stream's head is ahead of
   its tracked position (a clustered durable whose leader moved while a node was frozen, a
-  subscription that stopped delivering) says so (`consumer_stalled`), catches up through
-  `ReadEvents` and binds its subscription again: JetStream not delivering never leaves it
-  behind for good.
+  subscription that stopped delivering, a durable that has no leader or is gone from the
+  server, so that every fetch fails at once) says so (`consumer_stalled`), catches up through
+  `ReadEvents`, creates or updates its durable and binds its subscription again: JetStream not
+  delivering never leaves it behind for good, whether its fetches time out or fail.
 * `caught_up` is set once the consumer has applied everything its stream held when it
   started (the position of the stream's last message then); an empty stream counts as
   caught up at once, and so does a stream that does not exist yet (the consumer keeps
@@ -248,17 +249,24 @@ class Consumer:
         self._check_caught_up()
         try:
             while not self._stopping.is_set() and self.halted is None:
+                failed = False
                 try:
                     msgs = await psub.fetch(cfg.batch_size, timeout=cfg.fetch_timeout)
                 except (nats.errors.TimeoutError, TimeoutError):
+                    msgs = []
+                except nats.errors.Error as e:
+                    log.warning("consumer_fetch_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
+                    msgs, failed = [], True
+                if not msgs:
+                    # Nothing came, whether the fetch timed out, failed (no responders: the
+                    # durable has no leader, or is gone from the server) or ended empty: the
+                    # stall check is the same for all three.
                     await self._maybe_catch_up(None)
                     if await self._stalled():
                         psub = await self._rebind(psub)
                     self._check_caught_up()
-                    continue
-                except nats.errors.Error as e:
-                    log.warning("consumer_fetch_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
-                    await self._sleep(0.5)
+                    if failed:
+                        await self._sleep(0.5)
                     continue
                 self._received_at = time.monotonic()
                 await self._handle_batch(msgs)
@@ -292,9 +300,11 @@ class Consumer:
         return True
 
     async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
-        """A new pull subscription on the durable; the old one is dropped once it exists."""
+        """A new pull subscription on the durable, created again first when the server lost it
+        (`ensure_durable`: create or update); the old one is dropped once the new one exists."""
         cfg = self.config
         try:
+            await self.ensure_durable()
             fresh = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
         except Exception as e:  # keep the old one: the next stall check tries again
             log.warning("consumer_rebind_failed", durable=cfg.durable, error=str(e) or type(e).__name__)

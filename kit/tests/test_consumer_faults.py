@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.errors import NotFoundError
 
 from accord_kit.auth import TokenVerifier, generate_keypair, mint_token
 from accord_kit.consumer import Consumer, ConsumerConfig
@@ -243,6 +244,71 @@ async def test_a_durable_that_stops_delivering_is_caught_up_through_read_events(
         await nc.close()
         counters.close()
         tallies.close()
+
+
+async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
+    nats_server: NatsServer,
+    make_store_env: Callable[[str], dict[str, str]],
+    unique: str,
+    keys: tuple[bytes, bytes],
+) -> None:
+    """The durable disappears from the server while the consumer runs (an operator deleted it, a
+    node lost its storage): every fetch now fails at once rather than timing out. The consumer
+    still notices that nothing arrives while the stream's head is past its position, catches up
+    through ReadEvents, and creates its durable again — after which NATS delivers once more."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 10)
+    await publish_all(nats_server.url, counters)
+    nc = await connect(nats_server.url, name="consumer")
+    server, client = await serve_log(counters, keys)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    cfg = ConsumerConfig(
+        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
+    )
+    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
+    task = asyncio.create_task(consumer.run())
+    js = nc.jetstream()
+    try:
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the first ten")
+        await js.delete_consumer(service.upper(), cfg.durable)
+        for i in range(11, 31):
+            counters.increment(f"c{i % 3}", i)
+            total += i
+        await publish_all(nats_server.url, counters)
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up")
+        assert consumer.stats.stalls >= 1
+        assert consumer.stats.caught_up_via_read_events == 20
+        # The durable exists again, and NATS delivers the next events through it.
+        await eventually(
+            lambda: _durable_exists(js, service.upper(), cfg.durable), timeout=30, what="the durable created again"
+        )
+        via_nats = consumer.stats.applied - consumer.stats.caught_up_via_read_events
+        for i in range(31, 36):
+            counters.increment(f"c{i % 3}", i)
+            total += i
+        await publish_all(nats_server.url, counters)
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the last five")
+        assert consumer.stats.applied - consumer.stats.caught_up_via_read_events == via_nats + 5
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (35, total)
+    finally:
+        consumer.stop()
+        await task
+        await client.close()
+        await server.stop(0)
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
+async def _durable_exists(js: Any, stream: str, durable: str) -> bool:
+    try:
+        await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return False
+    return True
 
 
 class ContendedTallies(Tallies):

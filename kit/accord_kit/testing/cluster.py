@@ -147,6 +147,32 @@ class RunningCluster:
             time.sleep(0.1)
         raise AssertionError(f"{name} was not started again")
 
+    def warnings(self, last: int = 3) -> str:
+        """What the services warned of (their JSON log lines at warning and above), for a failed
+        run's message: per process, each kind counted — by durable where a consumer said it —
+        with its first and last time and the last `last` lines whole. NATS's own logs are not read."""
+        out: list[str] = []
+        for path in sorted((self.var / "log").glob("*.log")):
+            if path.name.startswith("nats-"):
+                continue
+            kinds: dict[str, list[str]] = {}
+            lines: list[str] = []
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(entry, dict) or entry.get("level") not in ("warning", "error", "critical"):
+                    continue
+                kind = str(entry.get("event", "?")) + (f" {entry['durable']}" if "durable" in entry else "")
+                kinds.setdefault(kind, []).append(str(entry.get("timestamp", ""))[11:19])
+                lines.append(line[:400])
+            if not kinds:
+                continue
+            out.append(f"{path.stem}: " + "; ".join(f"{k} ×{len(t)} {t[0]}–{t[-1]}" for k, t in kinds.items()))
+            out += [f"  {line}" for line in lines[-last:]]
+        return "\n".join(out) or "no service warned of anything"
+
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
