@@ -27,8 +27,9 @@ exactly once to a local application.
   its tracked position (a clustered durable whose leader moved while a node was frozen, a
   subscription that stopped delivering, a durable that has no leader or is gone from the
   server, so that every fetch fails at once) says so (`consumer_stalled`), catches up through
-  `ReadEvents`, creates or updates its durable and binds its subscription again: JetStream not
-  delivering never leaves it behind for good, whether its fetches time out or fail.
+  `ReadEvents`, creates its durable again if the server lost it (`consumer_durable_lost`) and
+  binds its subscription again: JetStream not delivering never leaves it behind for good,
+  whether its fetches time out or fail.
 * `caught_up` is set once the consumer has applied everything its stream held when it
   started (the position of the stream's last message then); an empty stream counts as
   caught up at once, and so does a stream that does not exist yet (the consumer keeps
@@ -300,11 +301,16 @@ class Consumer:
         return True
 
     async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
-        """A new pull subscription on the durable, created again first when the server lost it
-        (`ensure_durable`: create or update); the old one is dropped once the new one exists."""
+        """A new pull subscription on the durable, created again first when the server no longer
+        has it (one that exists is left as it is: paused, say); the old one is dropped once the
+        new one exists."""
         cfg = self.config
         try:
-            await self.ensure_durable()
+            try:
+                await self.js.consumer_info(cfg.stream, cfg.durable)
+            except NotFoundError:
+                log.warning("consumer_durable_lost", durable=cfg.durable, stream=cfg.stream)
+                await self.ensure_durable()
             fresh = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
         except Exception as e:  # keep the old one: the next stall check tries again
             log.warning("consumer_rebind_failed", durable=cfg.durable, error=str(e) or type(e).__name__)
