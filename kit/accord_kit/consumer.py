@@ -29,7 +29,9 @@ exactly once to a local application.
   server, so that every fetch fails at once) says so (`consumer_stalled`), catches up through
   `ReadEvents`, creates its durable again if the server lost it (`consumer_durable_lost`) and
   binds its subscription again: JetStream not delivering never leaves it behind for good,
-  whether its fetches time out or fail.
+  whether its fetches time out or fail. While NATS does not answer at all (the stream's head
+  cannot be asked), it reads what the source wrote meanwhile through `ReadEvents` each
+  `stall_timeout` (`consumer_caught_up_without_nats` when there was any).
 * `caught_up` is set once the consumer has applied everything its stream held when it
   started (the position of the stream's last message then); an empty stream counts as
   caught up at once, and so does a stream that does not exist yet (the consumer keeps
@@ -288,8 +290,18 @@ class Consumer:
         self._received_at = now
         try:
             head = await self.stream_head()
-        except Exception as e:  # NATS unavailable: the fetches will say so, nothing to decide
+        except Exception as e:
+            # NATS does not answer (every node down, or none reachable): nothing is published
+            # meanwhile, but the source may still serve its log — what it wrote is read from there.
             log.debug("consumer_stall_check_failed", durable=self.config.durable, error=str(e) or type(e).__name__)
+            before = self._tracked
+            self._gap_since = now - self.config.gap_timeout
+            await self._maybe_catch_up(None, quiet=True)
+            if self._tracked > before:
+                self.stats.stalls += 1
+                log.warning(
+                    "consumer_caught_up_without_nats", durable=self.config.durable, tracked=self._tracked, since=before
+                )
             return False
         self.upstream_head = max(self.upstream_head, head)
         if head <= self._tracked:
@@ -450,8 +462,9 @@ class Consumer:
             self._gap_since = None
         return len(envs), "done", ""
 
-    async def _maybe_catch_up(self, waiting: events_pb2.EventEnvelope | None) -> None:
-        """A missing event that has not arrived within gap_timeout is read from the source."""
+    async def _maybe_catch_up(self, waiting: events_pb2.EventEnvelope | None, quiet: bool = False) -> None:
+        """A missing event that has not arrived within gap_timeout is read from the source.
+        `quiet`: said at debug level (a look while NATS is down, most often finding nothing)."""
         if waiting is None and self._gap_since is None:
             return
         now = time.monotonic()
@@ -461,7 +474,9 @@ class Consumer:
         if now - self._gap_since < self.config.gap_timeout or self.read_events is None:
             return
         target = waiting.previous_position if waiting is not None else None
-        log.warning("consumer_catching_up", durable=self.config.durable, tracked=self._tracked, target=target)
+        (log.debug if quiet else log.warning)(
+            "consumer_catching_up", durable=self.config.durable, tracked=self._tracked, target=target
+        )
         while not self._stopping.is_set():
             try:
                 envs, _ = await self.read_events(self._tracked, 500)

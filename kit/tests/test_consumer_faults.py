@@ -303,6 +303,66 @@ async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
         tallies.close()
 
 
+async def test_a_consumer_catches_up_through_read_events_while_nats_is_down(
+    own_nats_server: NatsServer,
+    make_store_env: Callable[[str], dict[str, str]],
+    unique: str,
+    keys: tuple[bytes, bytes],
+) -> None:
+    """NATS is down (every node), so nothing is published and the stream's head cannot even be
+    asked: the source still serves its log, and the consumer applies what it wrote meanwhile
+    through ReadEvents — a broker outage delays nothing the source can tell. When NATS is back,
+    the stream's copies of those events are recognised as applied, and what comes next is
+    delivered over NATS again."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 10)
+    await publish_all(own_nats_server.url, counters)
+    nc = await connect(own_nats_server.url, name="consumer")
+    server, client = await serve_log(counters, keys)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    cfg = ConsumerConfig(
+        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
+    )
+    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the first ten")
+        own_nats_server.stop()
+        for i in range(11, 31):
+            counters.increment(f"c{i % 3}", i)
+            total += i
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up, NATS down")
+        assert consumer.stats.caught_up_via_read_events == 20
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (30, total)
+
+        own_nats_server.start()
+        await eventually(lambda: nc.is_connected, timeout=30, what="reconnected")
+        for i in range(31, 36):
+            counters.increment(f"c{i % 3}", i)
+            total += i
+        await publish_all(own_nats_server.url, counters)  # the twenty, then the five
+        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the last five")
+        tally = tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (35, total)
+        # Each event applied once: the twenty read from the source are recognised as applied when
+        # the durable delivers them (the five after them come from NATS or, if it is slower than
+        # the stall check, from the source: either way once).
+        await eventually(lambda: consumer.stats.redeliveries_skipped >= 20, timeout=30, what="the twenty redelivered")
+        assert consumer.stats.applied == counters.head_position()
+    finally:
+        consumer.stop()
+        await task
+        await client.close()
+        await server.stop(0)
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
 async def _durable_exists(js: Any, stream: str, durable: str) -> bool:
     try:
         await js.consumer_info(stream, durable)
