@@ -188,7 +188,9 @@ async def test_message_missing_from_the_stream_is_caught_up_through_read_events(
         tally = tallies.get_tally()
         assert tally is not None
         assert (tally.count, tally.total) == (30, total)
-        assert consumer.stats.caught_up_via_read_events >= 2
+        # (The tracked position moves as each event is applied, in a worker thread; the counts once
+        # the whole page read is applied: waited for, not read at once.)
+        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 2, timeout=30, what="the count")
     finally:
         consumer.stop()
         await task
@@ -235,6 +237,9 @@ async def test_a_durable_that_stops_delivering_is_caught_up_through_read_events(
         assert tally is not None
         assert (tally.count, tally.total) == (30, total)
         assert consumer.stats.stalls >= 1
+        # (The tracked position moves as each event is applied, in a worker thread; the counts once
+        # the whole page read is applied: waited for, not read at once.)
+        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 20, timeout=30, what="the count")
         assert consumer.stats.caught_up_via_read_events == 20
     finally:
         consumer.stop()
@@ -278,6 +283,10 @@ async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
         await publish_all(nats_server.url, counters)
         await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up")
         assert consumer.stats.stalls >= 1
+        # (The tracked position moves as each event is applied, in a worker thread; the counts once
+        # the whole page read is applied: waited for, not read at once.)
+        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 20, timeout=30, what="the count")
+        assert consumer.stats.caught_up_via_read_events == 20
         # The durable exists again; it delivers the stream from its start, each event applied once
         # (those applied already recognised), and the next ones too.
         await eventually(
@@ -332,6 +341,9 @@ async def test_a_consumer_catches_up_through_read_events_while_nats_is_down(
             counters.increment(f"c{i % 3}", i)
             total += i
         await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up, NATS down")
+        # (The tracked position moves as each event is applied, in a worker thread; the counts once
+        # the whole page read is applied: waited for, not read at once.)
+        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 20, timeout=30, what="the count")
         assert consumer.stats.caught_up_via_read_events == 20
         tally = tallies.get_tally()
         assert tally is not None
