@@ -6,10 +6,12 @@ the stream (caught up through ReadEvents over gRPC), and an event that keeps fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -201,6 +203,76 @@ async def test_message_missing_from_the_stream_is_caught_up_through_read_events(
         tallies.close()
 
 
+@dataclass
+class StallRig:
+    """A tally consumer of ten counted events, caught up over NATS, with a short stall timeout and
+    the source's log served over gRPC; `add(first, last)` counts more at the source."""
+
+    counters: Counters
+    tallies: Tallies
+    consumer: Consumer
+    nc: Any
+    total: int
+
+    @property
+    def durable(self) -> str:
+        return self.consumer.config.durable
+
+    @property
+    def stream(self) -> str:
+        return self.consumer.config.stream
+
+    def add(self, first: int, last: int) -> None:
+        for i in range(first, last + 1):
+            self.counters.increment(f"c{i % 3}", i)
+            self.total += i
+
+    async def caught_up(self, what: str) -> None:
+        await eventually(lambda: self.consumer.tracked == self.counters.head_position(), timeout=30, what=what)
+
+    async def counted_via_read_events(self, n: int) -> None:
+        # The tracked position moves as each event is applied, in a worker thread; the counts once
+        # the whole page read is applied: waited for, not read the moment the position arrives.
+        stats = self.consumer.stats
+        await eventually(lambda: stats.caught_up_via_read_events >= n, timeout=30, what="the count")
+        assert stats.caught_up_via_read_events == n
+
+    def assert_tally(self, count: int) -> None:
+        tally = self.tallies.get_tally()
+        assert tally is not None
+        assert (tally.count, tally.total) == (count, self.total)
+
+
+@contextlib.asynccontextmanager
+async def stall_rig(
+    nats: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str, keys: tuple[bytes, bytes]
+) -> AsyncIterator[StallRig]:
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 10)
+    await publish_all(nats.url, counters)
+    nc = await connect(nats.url, name="consumer")
+    server, client = await serve_log(counters, keys)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    cfg = ConsumerConfig(
+        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
+    )
+    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
+    task = asyncio.create_task(consumer.run())
+    rig = StallRig(counters, tallies, consumer, nc, total)
+    try:
+        await rig.caught_up("the first ten")
+        yield rig
+    finally:
+        consumer.stop()
+        await task
+        await client.close()
+        await server.stop(0)
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
 async def test_a_durable_that_stops_delivering_is_caught_up_through_read_events(
     nats_server: NatsServer,
     make_store_env: Callable[[str], dict[str, str]],
@@ -211,44 +283,16 @@ async def test_a_durable_that_stops_delivering_is_caught_up_through_read_events(
     paused; in a cluster, its leader lost while a node was frozen): the consumer notices that
     nothing arrives while the stream's head is past its position, catches up through
     ReadEvents and binds its subscription again — it is never left behind for good."""
-    service = f"counter{unique.lower()}"
-    counters = Counters(make_store_env("counters"), service=service)
-    total = seed(counters, 10)
-    await publish_all(nats_server.url, counters)
-    nc = await connect(nats_server.url, name="consumer")
-    server, client = await serve_log(counters, keys)
-    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
-    cfg = ConsumerConfig(
-        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
-    )
-    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
-    task = asyncio.create_task(consumer.run())
-    try:
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the first ten")
-        assert consumer.stats.stalls == 0
+    async with stall_rig(nats_server, make_store_env, unique, keys) as rig:
+        assert rig.consumer.stats.stalls == 0
         until = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
-        await nc.jetstream().pause_consumer(service.upper(), cfg.durable, until)
-        for i in range(11, 31):
-            counters.increment(f"c{i % 3}", i)
-            total += i
-        await publish_all(nats_server.url, counters)
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up")
-        tally = tallies.get_tally()
-        assert tally is not None
-        assert (tally.count, tally.total) == (30, total)
-        assert consumer.stats.stalls >= 1
-        # (The tracked position moves as each event is applied, in a worker thread; the counts once
-        # the whole page read is applied: waited for, not read at once.)
-        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 20, timeout=30, what="the count")
-        assert consumer.stats.caught_up_via_read_events == 20
-    finally:
-        consumer.stop()
-        await task
-        await client.close()
-        await server.stop(0)
-        await nc.close()
-        counters.close()
-        tallies.close()
+        await rig.nc.jetstream().pause_consumer(rig.stream, rig.durable, until)
+        rig.add(11, 30)
+        await publish_all(nats_server.url, rig.counters)
+        await rig.caught_up("caught up")
+        rig.assert_tally(30)
+        assert rig.consumer.stats.stalls >= 1
+        await rig.counted_via_read_events(20)
 
 
 async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
@@ -261,54 +305,22 @@ async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
     node lost its storage): every fetch now fails at once rather than timing out. The consumer
     still notices that nothing arrives while the stream's head is past its position, catches up
     through ReadEvents, and creates its durable again — after which NATS delivers once more."""
-    service = f"counter{unique.lower()}"
-    counters = Counters(make_store_env("counters"), service=service)
-    total = seed(counters, 10)
-    await publish_all(nats_server.url, counters)
-    nc = await connect(nats_server.url, name="consumer")
-    server, client = await serve_log(counters, keys)
-    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
-    cfg = ConsumerConfig(
-        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
-    )
-    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
-    task = asyncio.create_task(consumer.run())
-    js = nc.jetstream()
-    try:
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the first ten")
-        await js.delete_consumer(service.upper(), cfg.durable)
-        for i in range(11, 31):
-            counters.increment(f"c{i % 3}", i)
-            total += i
-        await publish_all(nats_server.url, counters)
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up")
-        assert consumer.stats.stalls >= 1
-        # (The tracked position moves as each event is applied, in a worker thread; the counts once
-        # the whole page read is applied: waited for, not read at once.)
-        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 20, timeout=30, what="the count")
-        assert consumer.stats.caught_up_via_read_events == 20
+    async with stall_rig(nats_server, make_store_env, unique, keys) as rig:
+        js = rig.nc.jetstream()
+        await js.delete_consumer(rig.stream, rig.durable)
+        rig.add(11, 30)
+        await publish_all(nats_server.url, rig.counters)
+        await rig.caught_up("caught up")
+        assert rig.consumer.stats.stalls >= 1
+        await rig.counted_via_read_events(20)
         # The durable exists again; it delivers the stream from its start, each event applied once
         # (those applied already recognised), and the next ones too.
-        await eventually(
-            lambda: _durable_exists(js, service.upper(), cfg.durable), timeout=30, what="the durable created again"
-        )
-        for i in range(31, 36):
-            counters.increment(f"c{i % 3}", i)
-            total += i
-        await publish_all(nats_server.url, counters)
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the last five")
-        assert consumer.stats.applied == counters.head_position()
-        tally = tallies.get_tally()
-        assert tally is not None
-        assert (tally.count, tally.total) == (35, total)
-    finally:
-        consumer.stop()
-        await task
-        await client.close()
-        await server.stop(0)
-        await nc.close()
-        counters.close()
-        tallies.close()
+        await eventually(lambda: _durable_exists(js, rig.stream, rig.durable), timeout=30, what="the durable again")
+        rig.add(31, 35)
+        await publish_all(nats_server.url, rig.counters)
+        await rig.caught_up("the last five")
+        assert rig.consumer.stats.applied == rig.counters.head_position()
+        rig.assert_tally(35)
 
 
 async def test_a_consumer_catches_up_through_read_events_while_nats_is_down(
@@ -322,56 +334,25 @@ async def test_a_consumer_catches_up_through_read_events_while_nats_is_down(
     through ReadEvents — a broker outage delays nothing the source can tell. When NATS is back,
     the stream's copies of those events are recognised as applied, and what comes next is
     delivered over NATS again."""
-    service = f"counter{unique.lower()}"
-    counters = Counters(make_store_env("counters"), service=service)
-    total = seed(counters, 10)
-    await publish_all(own_nats_server.url, counters)
-    nc = await connect(own_nats_server.url, name="consumer")
-    server, client = await serve_log(counters, keys)
-    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
-    cfg = ConsumerConfig(
-        consumer="tally", source=service, stream=service.upper(), fetch_timeout=0.2, gap_timeout=0.5, stall_timeout=1.0
-    )
-    consumer = Consumer(tallies, nc, cfg, read_events=client.read_events)
-    task = asyncio.create_task(consumer.run())
-    try:
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the first ten")
+    async with stall_rig(own_nats_server, make_store_env, unique, keys) as rig:
         own_nats_server.stop()
-        for i in range(11, 31):
-            counters.increment(f"c{i % 3}", i)
-            total += i
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="caught up, NATS down")
-        # (The tracked position moves as each event is applied, in a worker thread; the counts once
-        # the whole page read is applied: waited for, not read at once.)
-        await eventually(lambda: consumer.stats.caught_up_via_read_events >= 20, timeout=30, what="the count")
-        assert consumer.stats.caught_up_via_read_events == 20
-        tally = tallies.get_tally()
-        assert tally is not None
-        assert (tally.count, tally.total) == (30, total)
+        rig.add(11, 30)
+        await rig.caught_up("caught up, NATS down")
+        await rig.counted_via_read_events(20)
+        rig.assert_tally(30)
 
         own_nats_server.start()
-        await eventually(lambda: nc.is_connected, timeout=30, what="reconnected")
-        for i in range(31, 36):
-            counters.increment(f"c{i % 3}", i)
-            total += i
-        await publish_all(own_nats_server.url, counters)  # the twenty, then the five
-        await eventually(lambda: consumer.tracked == counters.head_position(), timeout=30, what="the last five")
-        tally = tallies.get_tally()
-        assert tally is not None
-        assert (tally.count, tally.total) == (35, total)
+        await eventually(lambda: rig.nc.is_connected, timeout=30, what="reconnected")
+        rig.add(31, 35)
+        await publish_all(own_nats_server.url, rig.counters)  # the twenty, then the five
+        await rig.caught_up("the last five")
+        rig.assert_tally(35)
         # Each event applied once: the twenty read from the source are recognised as applied when
         # the durable delivers them (the five after them come from NATS or, if it is slower than
         # the stall check, from the source: either way once).
-        await eventually(lambda: consumer.stats.redeliveries_skipped >= 20, timeout=30, what="the twenty redelivered")
-        assert consumer.stats.applied == counters.head_position()
-    finally:
-        consumer.stop()
-        await task
-        await client.close()
-        await server.stop(0)
-        await nc.close()
-        counters.close()
-        tallies.close()
+        stats = rig.consumer.stats
+        await eventually(lambda: stats.redeliveries_skipped >= 20, timeout=30, what="the twenty redelivered")
+        assert stats.applied == rig.counters.head_position()
 
 
 async def _durable_exists(js: Any, stream: str, durable: str) -> bool:
