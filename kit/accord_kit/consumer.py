@@ -106,7 +106,9 @@ class ConsumerStats:
     failures: int = 0
     caught_up_via_read_events: int = 0
     dead_lettered: int = 0
-    stalls: int = 0  # times nothing arrived for stall_timeout while the stream was ahead
+    # times nothing arrived for stall_timeout while the stream was ahead (or, NATS not answering,
+    # the source had written more meanwhile)
+    stalls: int = 0
     waits: int = 0  # attempts that found an event not yet applicable (NotYetError)
     failures_by_position: dict[int, int] = field(default_factory=dict)
 
@@ -295,8 +297,7 @@ class Consumer:
             # meanwhile, but the source may still serve its log — what it wrote is read from there.
             log.debug("consumer_stall_check_failed", durable=self.config.durable, error=str(e) or type(e).__name__)
             before = self._tracked
-            self._gap_since = now - self.config.gap_timeout
-            await self._maybe_catch_up(None, quiet=True)
+            await self._catch_up(None, quiet=True)
             if self._tracked > before:
                 self.stats.stalls += 1
                 log.warning(
@@ -308,8 +309,7 @@ class Consumer:
             return False
         self.stats.stalls += 1
         log.warning("consumer_stalled", durable=self.config.durable, tracked=self._tracked, stream_head=head)
-        self._gap_since = now - self.config.gap_timeout  # catch up at once
-        await self._maybe_catch_up(None)
+        await self._catch_up(None)
         return True
 
     async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
@@ -462,26 +462,34 @@ class Consumer:
             self._gap_since = None
         return len(envs), "done", ""
 
-    async def _maybe_catch_up(self, waiting: events_pb2.EventEnvelope | None, quiet: bool = False) -> None:
-        """A missing event that has not arrived within gap_timeout is read from the source.
-        `quiet`: said at debug level (a look while NATS is down, most often finding nothing)."""
+    async def _maybe_catch_up(self, waiting: events_pb2.EventEnvelope | None) -> None:
+        """A missing event that has not arrived within gap_timeout is read from the source."""
         if waiting is None and self._gap_since is None:
             return
         now = time.monotonic()
         if self._gap_since is None:
             self._gap_since = now
             return
-        if now - self._gap_since < self.config.gap_timeout or self.read_events is None:
+        if now - self._gap_since < self.config.gap_timeout:
             return
-        target = waiting.previous_position if waiting is not None else None
+        await self._catch_up(waiting.previous_position if waiting is not None else None)
+
+    async def _catch_up(self, target: int | None, quiet: bool = False) -> None:
+        """Read the source's log from the tracked position and apply it (up to `target` when given,
+        else to its end). `quiet`: said at debug level (a look while NATS is down, most often finding
+        nothing)."""
+        if self.read_events is None:
+            return
         (log.debug if quiet else log.warning)(
             "consumer_catching_up", durable=self.config.durable, tracked=self._tracked, target=target
         )
         while not self._stopping.is_set():
             try:
                 envs, _ = await self.read_events(self._tracked, 500)
-            except Exception as e:
+            except Exception as e:  # looked at again at the next fetch that brings nothing
                 log.warning("consumer_catch_up_failed", source=self.config.source, error=str(e) or type(e).__name__)
+                if self._gap_since is None:
+                    self._gap_since = time.monotonic() - self.config.gap_timeout
                 return
             if not envs:
                 break

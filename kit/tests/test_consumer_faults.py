@@ -307,6 +307,7 @@ async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
     through ReadEvents, and creates its durable again — after which NATS delivers once more."""
     async with stall_rig(nats_server, make_store_env, unique, keys) as rig:
         js = rig.nc.jetstream()
+        first = rig.counters.head_position()  # applied from NATS before the durable was lost
         await js.delete_consumer(rig.stream, rig.durable)
         rig.add(11, 30)
         await publish_all(nats_server.url, rig.counters)
@@ -321,6 +322,10 @@ async def test_a_durable_lost_on_the_server_is_caught_up_and_created_again(
         await rig.caught_up("the last five")
         assert rig.consumer.stats.applied == rig.counters.head_position()
         rig.assert_tally(35)
+        # NATS delivers through it: the stream from its start, what was applied recognised as such.
+        stats = rig.consumer.stats
+        await eventually(lambda: stats.redeliveries_skipped >= first, timeout=30, what="the durable delivering")
+        assert stats.applied == rig.counters.head_position()
 
 
 async def test_a_consumer_catches_up_through_read_events_while_nats_is_down(
