@@ -66,9 +66,12 @@ def stream_config(stream: str, service: str, replicas: int = 1) -> api.StreamCon
     )
 
 
-async def ensure_stream(nc: NATS, stream: str, service: str, replicas: int = 1) -> api.StreamInfo:
-    """Create the stream, or bring an existing one's config up to date."""
-    js = nc.jetstream()
+async def ensure_stream(
+    nc: NATS, stream: str, service: str, replicas: int = 1, timeout: float | None = None
+) -> api.StreamInfo:
+    """Create the stream, or bring an existing one's config up to date. `timeout`: of each request
+    (JetStream's default, 5 s, when None)."""
+    js = nc.jetstream() if timeout is None else nc.jetstream(timeout=timeout)
     config = stream_config(stream, service, replicas)
     try:
         info = await js.stream_info(stream)

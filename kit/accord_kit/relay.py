@@ -43,6 +43,11 @@ from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.relay")
 
+# How long the first look at the stream's head waits for an answer, and the most any look waits
+# (JetStream's default request timeout): `Relay._sync_timeout`.
+SYNC_TIMEOUT_FIRST = 1.0
+SYNC_TIMEOUT_MAX = 5.0
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -158,6 +163,7 @@ class Relay:
         self._last_seq = 0  # stream sequence of that message
         self._acks: _Acks | None = None  # the batch in flight
         self.caught_up = asyncio.Event()
+        self._failed_syncs = 0  # looks at the stream's head that failed in a row
 
     @property
     def head(self) -> int:
@@ -183,6 +189,7 @@ class Relay:
             while not self._stopping.is_set():
                 try:
                     await self._sync_head()
+                    self._failed_syncs = 0
                     await self._publish_loop()
                     backoff = 0.1
                 except RelayMismatchError:
@@ -190,6 +197,7 @@ class Relay:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # NATS down, stream deleted, fenced by another relay …
+                    self._failed_syncs += 1
                     self.stats.resyncs += 1
                     log.warning("relay_resync", stream=self.stream, error=str(e) or type(e).__name__)
                     self.caught_up.clear()
@@ -201,14 +209,24 @@ class Relay:
         finally:
             self.app.remove_save_listener(self._on_save)
 
+    def _sync_timeout(self) -> float:
+        """How long a request of `_sync_head` waits for its answer: 1 s, then twice as long after
+        each look that failed, up to JetStream's default (5 s). A request sent on a connection
+        whose server then died, or to a cluster still electing the leader of its JetStream API or
+        of the stream, gets no answer at all: asked again on the connection as it is now, the head
+        is known a second after the cluster answers, not up to five (a standby that takes over
+        serves that much sooner). A slow cluster that needs longer gets it at the next looks."""
+        return min(SYNC_TIMEOUT_FIRST * 2**self._failed_syncs, SYNC_TIMEOUT_MAX)
+
     async def _sync_head(self) -> None:
         """Set our position to the stream's head, after checking it against the store."""
-        info = await ensure_stream(self.nc, self.stream, self.app.service, self.replicas)
+        timeout = self._sync_timeout()
+        info = await ensure_stream(self.nc, self.stream, self.app.service, self.replicas, timeout=timeout)
         if info.state.messages == 0 or info.state.last_seq == 0:
             self._head, self._last_msg_id, self._last_seq = 0, None, info.state.last_seq
             log.info("relay_head", stream=self.stream, position=0, store_head=await self._store_head())
             return
-        msg = await self.js.get_msg(self.stream, seq=info.state.last_seq)
+        msg = await self.nc.jetstream(timeout=timeout).get_msg(self.stream, seq=info.state.last_seq)
         headers = msg.headers or {}
         raw_pos, msg_id = headers.get(HDR_POSITION), headers.get(HDR_MSG_ID)
         if raw_pos is None or msg_id is None:

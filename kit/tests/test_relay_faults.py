@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -164,6 +166,39 @@ async def test_deleted_stream_is_recreated_and_fully_republished(
         messages = await read_stream(nc, stream)
         assert_exactly_once_in_order(messages, [n.id for n in app.select_notifications(0, 10_000)])
         assert relay.stats.resyncs >= 2
+    finally:
+        relay.stop()
+        await task
+        await nc.close()
+        app.close()
+
+
+async def test_a_request_lost_with_its_server_is_asked_again_before_the_default_timeout(
+    own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """The relay's first look at the stream (its head) sent to a server that dies before answering —
+    frozen, then killed and started again at once — is asked again after a short wait, not after
+    JetStream's default request timeout of 5 s: a standby that takes over in a cluster whose node
+    just died (the one its connection used, or the stream's leader) serves that much sooner."""
+    service = f"counter{unique.lower()}"
+    app = Counters(make_store_env("counters"), service=service)
+    app.increment("seed", 1)
+    nc = await connect(own_nats_server.url, name="test-relay")
+    relay = Relay(app, nc, stream=service.upper(), poll_seconds=0.1)
+    server = own_nats_server.proc
+    assert server is not None
+    server.send_signal(signal.SIGSTOP)  # the request reaches its socket, never its answer
+    asked = time.monotonic()
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)
+        own_nats_server.stop(kill=True)  # the request is lost with the connection it was sent on
+        own_nats_server.start()
+        await asyncio.wait_for(relay.caught_up.wait(), timeout=30)
+        took = time.monotonic() - asked
+        assert relay.stats.resyncs >= 1  # the lost request timed out and the head was asked again
+        assert took < 5.0, f"the stream's head known {took:.1f} s after it was first asked"
+        await eventually(lambda: relay.stats.head_position == app.head_position(), what="published")
     finally:
         relay.stop()
         await task
