@@ -92,6 +92,10 @@ class ConsumerConfig:
     fetch_timeout: float = 1.0
     wait_delay: float = 0.5  # before an event that raised NotYetError is tried again
     stall_timeout: float = 10.0  # nothing received this long with the stream ahead: stalled
+    # Waiting for the stream at start (`Consumer.run`): said once at once — at info when the stream
+    # does not exist yet, its producer perhaps still starting — then as a warning once waited this
+    # long, and again at most this often (not every attempt, each second).
+    stream_wait_warning: float = 30.0
 
     @property
     def durable(self) -> str:
@@ -231,6 +235,7 @@ class Consumer:
     async def run(self) -> None:
         cfg = self.config
         self._started = time.monotonic()
+        said_at: float | None = None  # when waiting for the stream was last logged
         while not self._stopping.is_set():
             try:
                 await self.ensure_durable()
@@ -238,7 +243,15 @@ class Consumer:
                 target = await self.stream_head()
                 break
             except (NotFoundError, nats.errors.Error, TimeoutError) as e:
-                log.warning("consumer_waiting_for_stream", stream=cfg.stream, error=str(e) or type(e).__name__)
+                now = time.monotonic()
+                waited = now - self._started
+                said = dict(stream=cfg.stream, error=str(e) or type(e).__name__, waited_seconds=round(waited, 1))
+                if said_at is None:
+                    (log.info if isinstance(e, NotFoundError) else log.warning)("consumer_waiting_for_stream", **said)
+                    said_at = now
+                elif waited >= cfg.stream_wait_warning and now - said_at >= cfg.stream_wait_warning:
+                    log.warning("consumer_waiting_for_stream", **said)
+                    said_at = now
                 if isinstance(e, NotFoundError) and self.catch_up_target is None:
                     # No stream yet (its producer has not created it): nothing to catch up with,
                     # and a reader must not wait for a stream that may be long in coming.

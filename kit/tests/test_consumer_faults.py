@@ -1,22 +1,24 @@
 """The consumer under faults, on both stores: failures that nak (so JetStream redelivers
 out of order), a process killed between its commit and its ack, a message missing from
 the stream (caught up through ReadEvents over gRPC), and an event that keeps failing
-(the consumer halts and never skips it)."""
+(the consumer halts and never skips it); and a stream not created yet, waited for."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from nats.js.errors import NotFoundError
 
 from accord_kit.auth import TokenVerifier, generate_keypair, mint_token
@@ -417,3 +419,50 @@ async def test_an_event_that_conflicts_with_another_writer_is_applied_again(
         counters.close()
         tallies.other.close()
         tallies.close()
+
+
+@contextlib.contextmanager
+def every_level_logged() -> Iterator[list[dict[str, Any]]]:
+    """What is logged meanwhile, at every level (the tests log at warning and above)."""
+    config = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**config)
+
+
+async def test_a_stream_not_created_yet_is_waited_for_without_a_warning_each_attempt(
+    nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """At start the upstream stream may not exist yet (its producer still starting): the consumer
+    says so once at info, warns once it has waited `stream_wait_warning` and then at most that
+    often — not a warning each attempt, a second apart — and applies the stream once it exists."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 12)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    nc = await connect(nats_server.url, name="consumer")
+    cfg = ConsumerConfig(consumer="tally", source=service, stream=service.upper(), stream_wait_warning=3.0)
+    consumer = Consumer(tallies, nc, cfg)
+    with every_level_logged() as logs:
+
+        def said() -> list[tuple[str, float]]:
+            return [(e["log_level"], e["waited_seconds"]) for e in logs if e["event"] == "consumer_waiting_for_stream"]
+
+        task = asyncio.create_task(consumer.run())
+        try:
+            await eventually(lambda: any(level == "warning" for level, _ in said()), timeout=30, what="a warning")
+            await asyncio.sleep(2.5)  # two more attempts or so: neither said again
+            assert [level for level, _ in said()] == ["info", "warning"], said()
+            assert said()[1][1] >= 3.0
+            assert consumer.catch_up_target == 0  # nothing to catch up with: not held back meanwhile
+            await publish_all(nats_server.url, counters)
+            await eventually(lambda: (t := tallies.get_tally()) is not None and t.total == total, what="applied")
+        finally:
+            consumer.stop()
+            await task
+            await nc.close()
+            counters.close()
+            tallies.close()
