@@ -187,9 +187,10 @@ class Relay:
         backoff = 0.1
         try:
             while not self._stopping.is_set():
+                synced = False
                 try:
                     await self._sync_head()
-                    self._failed_syncs = 0
+                    synced, self._failed_syncs = True, 0
                     await self._publish_loop()
                     backoff = 0.1
                 except RelayMismatchError:
@@ -197,7 +198,8 @@ class Relay:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # NATS down, stream deleted, fenced by another relay …
-                    self._failed_syncs += 1
+                    if not synced:
+                        self._failed_syncs += 1
                     self.stats.resyncs += 1
                     log.warning("relay_resync", stream=self.stream, error=str(e) or type(e).__name__)
                     self.caught_up.clear()
