@@ -43,9 +43,11 @@ from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.relay")
 
-# How long the first look at the stream's head waits for an answer, and the most any look waits
-# (JetStream's default request timeout): `Relay._sync_timeout`.
-SYNC_TIMEOUT_FIRST = 1.0
+# How long a look at the stream's head waits for an answer (`Relay._sync_timeout`): this long for
+# the first `SYNC_SHORT_LOOKS` looks in a row that got none, then twice as long each time, up to
+# JetStream's default request timeout.
+SYNC_TIMEOUT = 1.0
+SYNC_SHORT_LOOKS = 10
 SYNC_TIMEOUT_MAX = 5.0
 
 
@@ -187,7 +189,7 @@ class Relay:
         backoff = 0.1
         try:
             while not self._stopping.is_set():
-                synced = False
+                synced, began = False, time.monotonic()
                 try:
                     await self._sync_head()
                     synced, self._failed_syncs = True, 0
@@ -203,8 +205,10 @@ class Relay:
                     self.stats.resyncs += 1
                     log.warning("relay_resync", stream=self.stream, error=str(e) or type(e).__name__)
                     self.caught_up.clear()
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                    try:  # a pause between looks that fail at once; one that waited for its answer has paused
+                        await asyncio.wait_for(
+                            self._stopping.wait(), timeout=max(0.0, backoff - (time.monotonic() - began))
+                        )
                     except TimeoutError:
                         pass
                     backoff = min(backoff * 2, 2.0)
@@ -212,13 +216,16 @@ class Relay:
             self.app.remove_save_listener(self._on_save)
 
     def _sync_timeout(self) -> float:
-        """How long a request of `_sync_head` waits for its answer: 1 s, then twice as long after
-        each look that failed, up to JetStream's default (5 s). A request sent on a connection
-        whose server then died, or to a cluster still electing the leader of its JetStream API or
-        of the stream, gets no answer at all: asked again on the connection as it is now, the head
-        is known a second after the cluster answers, not up to five (a standby that takes over
-        serves that much sooner). A slow cluster that needs longer gets it at the next looks."""
-        return min(SYNC_TIMEOUT_FIRST * 2**self._failed_syncs, SYNC_TIMEOUT_MAX)
+        """How long a request of `_sync_head` waits for its answer: 1 s for the first ten looks in
+        a row that failed, then twice as long each time, up to JetStream's default (5 s). A request
+        sent on a connection whose server then died, or to a cluster still electing a leader (its
+        JetStream API's, the stream's), gets no answer at all, however long it waits: asked again
+        each second, the head is known about a second after the cluster answers again, not up to
+        five (a standby that takes over serves that much sooner; a longer wait at each look was
+        measured to lose the look sent just before the cluster came back). A cluster so slow that
+        it answers only after a second gets longer waits from the eleventh look on."""
+        longer = self._failed_syncs - SYNC_SHORT_LOOKS
+        return SYNC_TIMEOUT if longer < 0 else min(SYNC_TIMEOUT * 2 ** (longer + 1), SYNC_TIMEOUT_MAX)
 
     async def _sync_head(self) -> None:
         """Set our position to the stream's head, after checking it against the store."""
