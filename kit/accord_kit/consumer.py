@@ -60,6 +60,7 @@ from accord_kit import tracing
 from accord_kit.context import RequestContext, request_context
 from accord_kit.deadletter import dead_letter
 from accord_kit.logging import get_logger
+from accord_kit.nats_util import look_timeout
 from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.consumer")
@@ -170,9 +171,11 @@ class Consumer:
     def tracked(self) -> int:
         return self._tracked
 
-    async def ensure_durable(self) -> None:
+    async def ensure_durable(self, js: JetStreamContext | None = None) -> None:
         """Create or update the durable consumer explicitly; recreate it when our store was
-        reset (nothing tracked) but the durable has already acknowledged messages."""
+        reset (nothing tracked) but the durable has already acknowledged messages. `js`: the
+        JetStream context to ask through (its request timeout), else the consumer's own."""
+        js = js or self.js
         cfg = self.config
         self._tracked = await finish_in_thread(self.app.tracked_position, cfg.source)
         consumer_cfg = api.ConsumerConfig(
@@ -185,7 +188,7 @@ class Consumer:
             description=f"{cfg.consumer} applies {cfg.source} events exactly once",
         )
         try:
-            info = await self.js.consumer_info(cfg.stream, cfg.durable)
+            info = await js.consumer_info(cfg.stream, cfg.durable)
         except NotFoundError:
             info = None
         if (
@@ -195,21 +198,22 @@ class Consumer:
             and (info.ack_floor.stream_seq or 0) > 0
         ):
             log.warning("consumer_recreated", durable=cfg.durable, reason="store has no tracked position")
-            await self.js.delete_consumer(cfg.stream, cfg.durable)
-        await self.js.add_consumer(cfg.stream, consumer_cfg)
+            await js.delete_consumer(cfg.stream, cfg.durable)
+        await js.add_consumer(cfg.stream, consumer_cfg)
 
-    async def stream_head(self) -> int:
+    async def stream_head(self, js: JetStreamContext | None = None) -> int:
         """The position of the last event in the stream now; 0 for an empty stream. Raises
-        NotFoundError when the stream does not exist."""
+        NotFoundError when the stream does not exist. `js`: as `ensure_durable`'s."""
+        js = js or self.js
         stream = self.config.stream
         for _ in range(3):
-            info = await self.js.stream_info(stream)
+            info = await js.stream_info(stream)
             if info.state.messages == 0 or not info.state.last_seq:
                 return 0
             seq, first = info.state.last_seq, info.state.first_seq or 1
             while seq >= first:
                 try:
-                    msg = await self.js.get_msg(stream, seq=seq)
+                    msg = await js.get_msg(stream, seq=seq)
                 except NotFoundError:
                     break  # purged or deleted since we looked: look again
                 env = events_pb2.EventEnvelope()
@@ -236,13 +240,17 @@ class Consumer:
         cfg = self.config
         self._started = time.monotonic()
         said_at: float | None = None  # when waiting for the stream was last logged
+        failed_looks = 0  # in a row (`look_timeout`: how long the next one waits for its answer)
         while not self._stopping.is_set():
+            began = time.monotonic()
             try:
-                await self.ensure_durable()
+                js = self.nc.jetstream(timeout=look_timeout(failed_looks))
+                await self.ensure_durable(js)
                 psub = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
-                target = await self.stream_head()
+                target = await self.stream_head(js)
                 break
             except (NotFoundError, nats.errors.Error, TimeoutError) as e:
+                failed_looks += 1
                 now = time.monotonic()
                 waited = now - self._started
                 said = dict(stream=cfg.stream, error=str(e) or type(e).__name__, waited_seconds=round(waited, 1))
@@ -257,7 +265,7 @@ class Consumer:
                     # and a reader must not wait for a stream that may be long in coming.
                     self.catch_up_target = 0
                     self._check_caught_up()
-                await self._sleep(1.0)
+                await self._sleep(max(0.0, 1.0 - (now - began)))  # a look a second (one that waited, waited)
         else:
             return
         if self.catch_up_target is None:

@@ -52,6 +52,26 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
     return nc
 
 
+# How long a look at JetStream's state at start (a stream's head, a durable) waits for its answer:
+# `look_timeout`.
+LOOK_TIMEOUT = 1.0
+SHORT_LOOKS = 10
+LOOK_TIMEOUT_MAX = 5.0  # JetStream's default request timeout
+
+
+def look_timeout(failed: int) -> float:
+    """How long the next look waits for its answer after `failed` looks in a row got none or
+    failed: 1 s for the first ten, then twice as long each time, up to JetStream's default (5 s).
+    A request sent on a connection whose server then died, or to a cluster still electing a leader
+    (its JetStream API's, a stream's), gets no answer at all, however long it waits: asked again
+    each second, the answer comes about a second after the cluster answers again, not up to five
+    (a standby that takes over serves that much sooner; looks lengthening 1, 2, 4 s were measured
+    to lose the look sent just before the cluster came back). A cluster so slow that it answers
+    only after a second gets longer waits from the eleventh look on."""
+    longer = failed - SHORT_LOOKS
+    return LOOK_TIMEOUT if longer < 0 else min(LOOK_TIMEOUT * 2 ** (longer + 1), LOOK_TIMEOUT_MAX)
+
+
 def stream_config(stream: str, service: str, replicas: int = 1) -> api.StreamConfig:
     return api.StreamConfig(
         name=stream,

@@ -38,17 +38,11 @@ from accord_kit.nats_util import (
     HDR_PREVIOUS,
     HDR_TYPE,
     ensure_stream,
+    look_timeout,
 )
 from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.relay")
-
-# How long a look at the stream's head waits for an answer (`Relay._sync_timeout`): this long for
-# the first `SYNC_SHORT_LOOKS` looks in a row that got none, then twice as long each time, up to
-# JetStream's default request timeout.
-SYNC_TIMEOUT = 1.0
-SYNC_SHORT_LOOKS = 10
-SYNC_TIMEOUT_MAX = 5.0
 
 
 @dataclass(frozen=True)
@@ -215,21 +209,9 @@ class Relay:
         finally:
             self.app.remove_save_listener(self._on_save)
 
-    def _sync_timeout(self) -> float:
-        """How long a request of `_sync_head` waits for its answer: 1 s for the first ten looks in
-        a row that failed, then twice as long each time, up to JetStream's default (5 s). A request
-        sent on a connection whose server then died, or to a cluster still electing a leader (its
-        JetStream API's, the stream's), gets no answer at all, however long it waits: asked again
-        each second, the head is known about a second after the cluster answers again, not up to
-        five (a standby that takes over serves that much sooner; a longer wait at each look was
-        measured to lose the look sent just before the cluster came back). A cluster so slow that
-        it answers only after a second gets longer waits from the eleventh look on."""
-        longer = self._failed_syncs - SYNC_SHORT_LOOKS
-        return SYNC_TIMEOUT if longer < 0 else min(SYNC_TIMEOUT * 2 ** (longer + 1), SYNC_TIMEOUT_MAX)
-
     async def _sync_head(self) -> None:
         """Set our position to the stream's head, after checking it against the store."""
-        timeout = self._sync_timeout()
+        timeout = look_timeout(self._failed_syncs)
         info = await ensure_stream(self.nc, self.stream, self.app.service, self.replicas, timeout=timeout)
         if info.state.messages == 0 or info.state.last_seq == 0:
             self._head, self._last_msg_id, self._last_seq = 0, None, info.state.last_seq

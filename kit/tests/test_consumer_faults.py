@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -466,3 +468,39 @@ async def test_a_stream_not_created_yet_is_waited_for_without_a_warning_each_att
             await nc.close()
             counters.close()
             tallies.close()
+
+
+async def test_a_look_lost_with_its_server_at_start_is_asked_again_before_the_default_timeout(
+    own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """The consumer's first look at its durable, sent to a server that dies before answering —
+    frozen, then killed and started again at once — is asked again after a second, not after
+    JetStream's default request timeout of 5 s (`nats_util.look_timeout`): a reader that must catch
+    up before it serves (the gateway) serves that much sooner after a NATS node dies."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    total = seed(counters, 12)
+    await publish_all(own_nats_server.url, counters)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    nc = await connect(own_nats_server.url, name="consumer")
+    consumer = Consumer(tallies, nc, ConsumerConfig(consumer="tally", source=service, stream=service.upper()))
+    server = own_nats_server.proc
+    assert server is not None
+    server.send_signal(signal.SIGSTOP)  # the look reaches its socket, never its answer
+    asked = time.monotonic()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.sleep(0.3)
+        own_nats_server.stop(kill=True)  # the look is lost with the connection it was sent on
+        own_nats_server.start()
+        await asyncio.wait_for(consumer.caught_up.wait(), timeout=30)
+        took = time.monotonic() - asked
+        assert took < 5.0, f"caught up {took:.1f} s after the durable was first asked for"
+        tally = tallies.get_tally()
+        assert tally is not None and tally.total == total
+    finally:
+        consumer.stop()
+        await task
+        await nc.close()
+        counters.close()
+        tallies.close()
