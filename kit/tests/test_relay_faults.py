@@ -18,7 +18,7 @@ import pytest
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from accord_kit.nats_util import connect
+from accord_kit.nats_util import connect, look_timeout
 from accord_kit.relay import Relay
 from accord_kit.testing.counter import Counters
 from accord_kit.testing.nats import NatsServer
@@ -171,6 +171,12 @@ async def test_deleted_stream_is_recreated_and_fully_republished(
         await task
         await nc.close()
         app.close()
+
+
+def test_looks_wait_a_second_ten_times_in_a_row_then_longer_up_to_the_default() -> None:
+    """A lost look is asked again a second later; a cluster that answers only after a second
+    still gets its answer, from the eleventh look on, within JetStream's default of 5 s."""
+    assert [look_timeout(n) for n in range(14)] == [1.0] * 10 + [2.0, 4.0, 5.0, 5.0]
 
 
 async def test_a_request_lost_with_its_server_is_asked_again_before_the_default_timeout(
