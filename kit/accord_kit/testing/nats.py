@@ -3,14 +3,18 @@ benchmarks and `make run`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 
@@ -189,3 +193,15 @@ class NatsServer:
     def restart(self, kill: bool = False) -> None:
         self.stop(kill=kill)
         self.start()
+
+    @contextlib.asynccontextmanager
+    async def requests_lost(self, after: float = 0.3) -> AsyncIterator[None]:
+        """What is sent to this server from the block on reaches its socket, never an answer, and
+        is lost: the server frozen (SIGSTOP) for the block and `after` seconds more (for what the
+        block started to send), then killed (-9) — its connections with what they carried — and
+        started again at once."""
+        assert self.proc is not None, "not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        yield
+        await asyncio.sleep(after)
+        self.restart(kill=True)
