@@ -281,7 +281,7 @@ class Faults(threading.Thread):
         self._note("nats-2 started again")
 
         # A zombie: the active agreements instance frozen (SIGSTOP), not killed. Its lease session
-        # goes silent and PostgreSQL ends it after IDLE_SECONDS; the standby (the instance killed
+        # goes silent and PostgreSQL ends it after ACCORD_LEASE_IDLE_SECONDS (10 s); the standby (the instance killed
         # above, started again) takes over. Thawed, the zombie finds its lease gone and exits;
         # meanwhile its relay's publishes are fenced off by Nats-Expected-Last-Msg-Id.
         zombie = c.active("agreements")

@@ -10,11 +10,13 @@ The lease is a PostgreSQL session-level advisory lock (`pg_try_advisory_lock`) o
 own database, held on a dedicated connection for the life of the process. PostgreSQL releases it
 when that session ends — the process exits or is killed (the kernel closes its socket), its
 connection is lost (TCP keepalives end a session whose peer vanished), or the process stops
-talking: the holder's session has `idle_session_timeout` = IDLE_SECONDS and a thread of its own
-sends `SELECT 1` every CHECK_SECONDS, so a frozen holder (SIGSTOP, a stalled VM) loses the lease
-after IDLE_SECONDS while a live one never does. An instance whose lease session ended stops at
-once when it notices (`lease_lost`, exit 1) rather than write on without it; its supervisor
-starts it again as a standby.
+talking: the holder's session has `idle_session_timeout` = `ACCORD_LEASE_IDLE_SECONDS` (10 s; at
+least 3) and a thread of its own sends `SELECT 1` every CHECK_SECONDS, so a frozen holder
+(SIGSTOP, a stalled VM) loses the lease after that long while a live one never does. Shorter,
+a frozen holder's standby takes over sooner; a holder whose keepalive thread is held up that long
+(a machine starved of CPU) loses the lease though alive. An instance whose lease session ended
+stops at once when it notices (`lease_lost`, exit 1) rather than write on without it; its
+supervisor starts it again as a standby.
 
 What the lease does not cover, the stream's fencing does: a frozen former holder that wakes up
 after a standby took over still has its publishes refused by `Nats-Expected-Last-Msg-Id`
@@ -36,7 +38,6 @@ log = get_logger("accord.lease")
 
 POLL_SECONDS = 0.25  # how often a standby tries to take the lease
 CHECK_SECONDS = 1.0  # how often the holder's keepalive thread speaks on its lease session
-IDLE_SECONDS = 10  # a holder silent this long loses its session, and so the lease
 
 
 def lease_key(service: str) -> int:
@@ -82,7 +83,8 @@ class Lease:
         if not (row and row[0]):
             return False
         try:  # a holder that stops talking (frozen) loses the session, and the lease with it
-            self._conn.execute(f"SET idle_session_timeout = '{IDLE_SECONDS}s'")
+            idle_ms = round(self.settings.lease_idle_seconds * 1000)
+            self._conn.execute(f"SET idle_session_timeout = '{idle_ms}ms'")
         except Exception as e:  # PostgreSQL < 14: only a dead process or connection frees the lease
             log.warning("lease_idle_timeout_unavailable", error=f"{type(e).__name__}: {e}")
         threading.Thread(target=self._keepalive, name="lease-keepalive", daemon=True).start()

@@ -51,6 +51,13 @@ SUITE_SETTINGS: tuple[Setting, ...] = (
         "single-writer lease: none, or postgres (an advisory lock; a second instance waits as a hot standby)",
         "suite",
     ),
+    Setting(
+        "LEASE_IDLE_SECONDS",
+        "10",
+        "how long a lease holder may go silent (frozen, a stalled VM) before it loses the lease and a standby "
+        "takes over (3–3600)",
+        "suite",
+    ),
     Setting("PERSISTENCE", "sqlite", "event store engine: sqlite or postgres", "suite"),
     Setting("VAR_DIR", "var", "directory of the SQLite files and dev keys", "suite"),
     Setting("POSTGRES_HOST", "127.0.0.1", "PostgreSQL host", "suite"),
@@ -239,6 +246,7 @@ class ServiceSettings:
     nats_user: str = ""
     nats_password: str = ""
     lease: str = "none"
+    lease_idle_seconds: float = 10.0  # a holder silent this long loses the lease (accord_kit.lease)
     instance: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -388,6 +396,7 @@ class ServiceSettings:
             nats_user=suite("NATS_USER"),
             nats_password=suite("NATS_PASSWORD"),
             lease=lease,
+            lease_idle_seconds=_float("ACCORD_LEASE_IDLE_SECONDS", suite("LEASE_IDLE_SECONDS"), 3, 3600),
             instance=instance,
         )
 

@@ -7,6 +7,8 @@ stops instead of writing on."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from accord.testing.v1 import counter_pb2, counter_pb2_grpc
 from accord_kit.auth import TokenVerifier
 from accord_kit.eventlog import register_event_log
-from accord_kit.lease import lease_key
+from accord_kit.lease import Lease, lease_key
 from accord_kit.nats_util import connect
 from accord_kit.runtime import ServiceParts, ServiceRuntime
 from accord_kit.settings import ServiceSettings, SettingsError
@@ -71,6 +73,53 @@ def test_lease_needs_postgres() -> None:
     with pytest.raises(SettingsError, match="ACCORD_LEASE must be"):
         ServiceSettings.from_env("counter", {"ACCORD_LEASE": "kv", "ACCORD_PERSISTENCE": "postgres"})
     assert lease_key("agreements") == lease_key("agreements") != lease_key("billing")
+
+
+def test_lease_idle_seconds_is_a_setting_of_at_least_three() -> None:
+    env = {"ACCORD_LEASE": "postgres", "ACCORD_PERSISTENCE": "postgres"}
+    assert ServiceSettings.from_env("counter", env).lease_idle_seconds == 10.0
+    assert ServiceSettings.from_env("counter", {**env, "ACCORD_LEASE_IDLE_SECONDS": "4.5"}).lease_idle_seconds == 4.5
+    with pytest.raises(SettingsError, match=r"ACCORD_LEASE_IDLE_SECONDS must be between 3 and 3600, not 1\.0"):
+        ServiceSettings.from_env("counter", {**env, "ACCORD_LEASE_IDLE_SECONDS": "1"})
+    with pytest.raises(SettingsError, match="ACCORD_LEASE_IDLE_SECONDS must be a number"):
+        ServiceSettings.from_env("counter", {**env, "ACCORD_LEASE_IDLE_SECONDS": "ten"})
+
+
+def test_a_silent_holder_loses_the_lease_after_lease_idle_seconds(
+    tmp_path: Path, own_nats_server: NatsServer, postgres_db: Callable[[], str]
+) -> None:
+    """A holder that stops speaking on its lease session (its keepalive stopped, as a frozen process's
+    is) loses the lease after `ACCORD_LEASE_IDLE_SECONDS` — here 3 s, not the default 10 — and
+    another instance takes it; one that goes on speaking keeps it past that."""
+    dbname = postgres_db()
+    service = f"lease{uuid.uuid4().hex[:6]}"
+    env = service_environ(
+        "counter", tmp_path, own_nats_server.url, "postgres", dbname, ACCORD_LEASE="postgres",
+        ACCORD_LEASE_IDLE_SECONDS="3",
+    )  # fmt: skip
+    settings = ServiceSettings.from_env("counter", env)
+    assert settings.lease_idle_seconds == 3.0
+    settings = dataclasses.replace(settings, service=service)
+
+    async def run() -> None:
+        holder, other = Lease(settings, poll_seconds=0.1), Lease(settings, poll_seconds=0.1)
+        stop = asyncio.Event()
+        assert await holder.acquire(stop)
+        try:
+            waiting = asyncio.create_task(other.acquire(stop))
+            await asyncio.sleep(4.5)  # past the idle time: the holder speaking keeps it
+            assert not waiting.done()
+            holder._stop_keepalive.set()  # silent from here on
+            silent = time.monotonic()
+            assert await asyncio.wait_for(waiting, timeout=30)
+            took = time.monotonic() - silent
+            assert 2.0 <= took < 8.0, f"the lease taken {took:.1f} s after its holder went silent"
+        finally:
+            stop.set()
+            holder.release()
+            other.release()
+
+    asyncio.run(run())
 
 
 def test_standby_refuses_until_it_holds_the_lease_then_takes_over(
