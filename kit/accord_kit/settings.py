@@ -167,6 +167,12 @@ METRICS_SETTINGS: tuple[Setting, ...] = (
         "agreement views and window evaluations kept in memory between rounds (least recently used beyond); 0: none",
     ),
     Setting(
+        "CLOSED_KEPT_SECONDS",
+        "3600",
+        "how long after its end a window closed from its running evaluation keeps it and its inputs, so that late "
+        "signals are folded in rather than the window read and computed again (0–2678400: up to 31 days)",
+    ),
+    Setting(
         "RECORDER",
         "process",
         "where signals are recorded: process (a recording process of the service's own, beside it: a core of "
@@ -238,6 +244,7 @@ class ServiceSettings:
     heap_settle_seconds: float = 300.0  # how often the long-lived heap is settled (accord_kit.heap); 0: never
     prometheus_sources: Path | None = None  # metrics only
     aggregate_cache: int = 0  # metrics only: aggregates kept in memory between loads (0: none)
+    closed_kept_seconds: float = 3600.0  # metrics only: a closed window's running evaluation kept this long
     recorder: str = "in-process"  # metrics only: "process" (a recording process beside it) or "in-process"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no /metrics endpoint
@@ -387,6 +394,11 @@ class ServiceSettings:
                 _int(f"{p}_AGGREGATE_CACHE", own("AGGREGATE_CACHE", "10000"), 0, 10_000_000)
                 if service == "metrics"
                 else 0
+            ),
+            closed_kept_seconds=(
+                _float(f"{p}_CLOSED_KEPT_SECONDS", own("CLOSED_KEPT_SECONDS", "3600"), 0, 31 * 86400)
+                if service == "metrics"
+                else 3600.0
             ),
             recorder=_recorder(f"{p}_RECORDER", own("RECORDER", "process")) if service == "metrics" else "in-process",
             metrics_host=own("METRICS_HOST", "127.0.0.1"),

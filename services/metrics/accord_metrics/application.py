@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +22,8 @@ from accord_metrics.codec import codec
 from accord_metrics.domain import AgreementView, CalendarView, WindowEvaluation
 from accord_metrics.judging import (
     CALENDAR_UNAVAILABLE,
+    CLOSED_KEPT,
+    CLOSED_KEPT_SECONDS,
     DEFAULT_MAINTENANCE_NOTICE,
     JUDGED,
     JUDGED_VIEWS,
@@ -149,6 +151,8 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._running: dict[UUID, Running] = {}  # open window → its running evaluation (running.py)
         self._running_touched: set[UUID] = set()  # windows given one, or closed, since the last round's sweep
         self._running_closed: dict[UUID, datetime] = {}  # a window closed with one → until when it keeps it
+        kept = self.env.get(CLOSED_KEPT_SECONDS)
+        self.closed_kept = timedelta(seconds=float(kept)) if kept else CLOSED_KEPT
         self._window_lists: dict[tuple[str, str], WindowList] = {}  # each objective's windows (judging.WindowList)
         self._objective_keys = ObjectiveKeys()  # each objective's outcome key (judging.ObjectiveKeys)
         self._round_windows = 0

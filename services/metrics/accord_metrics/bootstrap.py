@@ -16,6 +16,7 @@ from accord_kit.runtime import HealthBoard, ServiceParts, Upstream, periodic
 from accord_kit.settings import ServiceSettings
 from accord_metrics.application import Metrics
 from accord_metrics.intake import SignalIntake, intake_task
+from accord_metrics.judging import CLOSED_KEPT_SECONDS
 from accord_metrics.prometheus import PrometheusSource, load_sources
 from accord_metrics.recorder import RecordingProcess, RecordingUnavailableError
 from accord_metrics.server import ERROR_MAP, register_metrics
@@ -48,9 +49,15 @@ EVALUATION_HEALTH = "accord.evaluation"
 
 
 def store_env(settings: ServiceSettings) -> dict[str, str]:
-    """The library's settings for metrics' store, with its aggregate cache (`METRICS_AGGREGATE_CACHE`)."""
+    """The library's settings for metrics' store, with its aggregate cache (`METRICS_AGGREGATE_CACHE`),
+    and the application's own: how long a closed window keeps its running evaluation
+    (`METRICS_CLOSED_KEPT_SECONDS`, `Metrics.closed_kept`)."""
     cache = str(settings.aggregate_cache) if settings.aggregate_cache else ""
-    return {**settings.event_store_env(), "AGGREGATE_CACHE_MAXSIZE": cache}
+    return {
+        **settings.event_store_env(),
+        "AGGREGATE_CACHE_MAXSIZE": cache,
+        CLOSED_KEPT_SECONDS: repr(settings.closed_kept_seconds),
+    }
 
 
 def build(

@@ -395,7 +395,10 @@ InputsKey = tuple[Interval, timedelta | None, tuple[str, ...], datetime | None, 
 # for late signals (by the rounds' instant): a month's late calls and outage ends are folded into
 # it rather than its whole month read and computed again each late batch (services/metrics/README.md,
 # "A window closes from its running evaluation").
+# `Metrics.closed_kept`, set by `METRICS_CLOSED_KEPT_SECONDS` (the store env's CLOSED_KEPT_SECONDS):
+# longer, later signals are folded in too, and the window's inputs are held that much longer.
 CLOSED_KEPT = timedelta(hours=1)
+CLOSED_KEPT_SECONDS = "CLOSED_KEPT_SECONDS"
 # The formulas whose digest covers every item passed, read whole for the windows recorded with
 # them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
 # "mttr" v1 (v2 the incidents that reach the window), "contact.fcr" v1 (v2 the first contacts
@@ -476,7 +479,8 @@ class Judging(_Host):
     _round_kept: bool
     _running: dict[UUID, Running]  # open window → its running evaluation (running.py)
     _running_touched: set[UUID]  # windows given one, or closed, since the last round's sweep
-    _running_closed: dict[UUID, datetime]  # a window closed with one → until when it keeps it (CLOSED_KEPT)
+    _running_closed: dict[UUID, datetime]  # a window closed with one → until when it keeps it (closed_kept)
+    closed_kept: timedelta  # how long after its end a window closed with one keeps it (CLOSED_KEPT)
     _watch_index: WatchIndex  # the watches by what can end their quiet
     # agreement → ((views, services positions), what it depends on, is measured on, reads): `_scope_of`
     _scopes: dict[UUID, tuple[tuple[int, int], _Scope]]
@@ -605,8 +609,8 @@ class Judging(_Host):
             raise
         with self._lock:
             for entry in self._services.values():
-                entry.end_round(now - CLOSED_KEPT, now)
-            # Running evaluations only for windows known open, and those closed within CLOSED_KEPT
+                entry.end_round(now - self.closed_kept, now)
+            # Running evaluations only for windows known open, and those closed within closed_kept
             # before the round's instant: of those given one or closed since the last sweep (no
             # other window's can change), and the closed ones kept until then.
             kept_closed = self._running_closed
@@ -1001,7 +1005,7 @@ class Judging(_Host):
             # only the lists the burn rates read (outages, request counts); the calls from its start.
             # A window closing in this round reads that span too: its kept selection, whose running
             # evaluation gives its closing one (`_judge_window`); so does one closed within
-            # CLOSED_KEPT that kept its running evaluation (late signals restate it from there).
+            # closed_kept that kept its running evaluation (late signals restate it from there).
             # Any other closed one (a restatement) reads its own.
             # A window recorded with a formula that digests every item passed (tickets, tasks,
             # incidents, calls: `_READ_WHOLE`) reads them whole.
@@ -1139,7 +1143,7 @@ class Judging(_Host):
         # An open window keeps its running evaluation between rounds (running.py), and closes from
         # it — as of its end, the inputs appended since its last round folded in: the formula over
         # the whole window each month's end was seconds at a contact centre's density — and keeps
-        # it CLOSED_KEPT after its end, so that late signals restate it from there too (when the
+        # it `closed_kept` after its end, so that late signals restate it from there too (when the
         # version it was recorded with is the running form's): services/metrics/README.md, "A
         # window closes from its running evaluation". Any other closed one (a restatement) is
         # judged from all its inputs by the version it was recorded with.
@@ -1153,7 +1157,7 @@ class Judging(_Host):
                 if running is None:
                     self._running.pop(agg.id, None)
             if running is not None and now >= measured.end:
-                self._running_closed.setdefault(agg.id, measured.end + CLOSED_KEPT)
+                self._running_closed.setdefault(agg.id, measured.end + self.closed_kept)
         key: tuple[Any, ...] | None = None
         if shared is not None:
             key = (

@@ -757,7 +757,7 @@ class ServiceSignals:
         window needs them. What stays converted is bounded by what a round judges, not by
         history; a round that judged none of the service's windows keeps what was converted.
         `ended_after`, `now`: selections whose span ended between them stay too (a window closed
-        that recently keeps its selection for late signals: `judging.CLOSED_KEPT`)."""
+        that recently keeps its selection for late signals: `Metrics.closed_kept`)."""
         if self.selected or self._reused:
             self._converted = self.selected or {}
             # The selections it used stay (its open windows' spans), their inputs with them, and

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -345,6 +346,20 @@ def test_the_aggregate_cache_is_a_setting(tmp_path: Path) -> None:
     for bad, why in (("-1", "between 0 and 10000000"), ("lots", "a whole number")):
         with pytest.raises(SettingsError, match=f"METRICS_AGGREGATE_CACHE.*{why}"):
             ServiceSettings.from_env("metrics", {"METRICS_AGGREGATE_CACHE": bad})
+
+
+def test_how_long_a_closed_window_keeps_its_running_evaluation_is_a_setting_too(tmp_path: Path) -> None:
+    """`METRICS_CLOSED_KEPT_SECONDS` reaches the application (an hour unset; 0 to 31 days)."""
+    for environ, kept in (({}, timedelta(hours=1)), ({"METRICS_CLOSED_KEPT_SECONDS": "600"}, timedelta(minutes=10))):
+        settings = ServiceSettings.from_env("metrics", {"ACCORD_VAR_DIR": str(tmp_path), **environ})
+        m = Metrics(store_env(settings))
+        try:
+            assert m.closed_kept == kept
+        finally:
+            m.close()
+    for bad, why in (("-1", "between 0 and 2678400"), ("long", "a number")):
+        with pytest.raises(SettingsError, match=f"METRICS_CLOSED_KEPT_SECONDS.*{why}"):
+            ServiceSettings.from_env("metrics", {"METRICS_CLOSED_KEPT_SECONDS": bad})
 
 
 def test_agreements_measuring_a_service_by_the_same_objective_share_one_outcome_a_round(

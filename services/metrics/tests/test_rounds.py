@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -741,6 +741,39 @@ def test_a_window_closes_from_its_running_evaluation_and_late_signals_restate_it
     suite.tick("2026-04-30T23:10:00+00:00")
     assert len(m.window(None, aid, "availability", april).restatements) == 2
     fresh_read()
+
+
+def test_how_long_a_closed_window_keeps_its_running_evaluation_is_a_setting(
+    make_store_env: Callable[[str], dict[str, str]],
+) -> None:
+    """`METRICS_CLOSED_KEPT_SECONDS` (the store env's CLOSED_KEPT_SECONDS; an hour when unset): kept
+    ten minutes, a window closed from its running evaluation drops it ten minutes after its end —
+    not an hour — and a late signal then restates it from its inputs, as the formulas give it from
+    every stored signal."""
+
+    def env(name: str) -> dict[str, str]:
+        return {**make_store_env(name), **({judging.CLOSED_KEPT_SECONDS: "600"} if name == "metrics" else {})}
+
+    suite = Suite(env)
+    try:
+        m, aid, _ = _april_judged(suite)
+        assert m.closed_kept == timedelta(minutes=10)
+        april = "2026-03-31T22:00:00+00:00"
+        held = set(m._running)
+        assert len(held) == 2  # availability's outages and the service level's calls
+
+        suite.tick("2026-04-30T22:00:05+00:00")  # April closes from its running evaluations
+        assert held <= set(m._running)
+        suite.tick("2026-04-30T22:10:10+00:00")  # ten minutes after its end: let go
+        assert not held & set(m._running)
+        m.record(COLLECTOR, [outage("late", f"2026-04-20T10:00{AMS}", 30)])
+        suite.tick("2026-04-30T22:20:00+00:00")
+        assert len(m.window(None, aid, "availability", april).restatements) == 1
+        for objective in ("availability", "service-level"):
+            check = m.recompute(aid, objective, april)
+            assert check["matches"], check["differences"]
+    finally:
+        suite.close()
 
 
 def test_a_maintenance_announced_into_the_open_window_leaves_the_calls_folded(suite: Suite) -> None:
