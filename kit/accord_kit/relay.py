@@ -159,7 +159,6 @@ class Relay:
         self._last_seq = 0  # stream sequence of that message
         self._acks: _Acks | None = None  # the batch in flight
         self.caught_up = asyncio.Event()
-        self._failed_syncs = 0  # looks at the stream's head that failed in a row
 
     @property
     def head(self) -> int:
@@ -181,12 +180,13 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self.app.add_save_listener(self._on_save)
         backoff = 0.1
+        failed_syncs = 0  # looks at the stream's head that failed in a row (`look_timeout`)
         try:
             while not self._stopping.is_set():
                 synced, began = False, time.monotonic()
                 try:
-                    await self._sync_head()
-                    synced, self._failed_syncs = True, 0
+                    await self._sync_head(look_timeout(failed_syncs))
+                    synced, failed_syncs = True, 0
                     await self._publish_loop()
                     backoff = 0.1
                 except RelayMismatchError:
@@ -195,7 +195,7 @@ class Relay:
                     raise
                 except Exception as e:  # NATS down, stream deleted, fenced by another relay …
                     if not synced:
-                        self._failed_syncs += 1
+                        failed_syncs += 1
                     self.stats.resyncs += 1
                     log.warning("relay_resync", stream=self.stream, error=str(e) or type(e).__name__)
                     self.caught_up.clear()
@@ -209,9 +209,9 @@ class Relay:
         finally:
             self.app.remove_save_listener(self._on_save)
 
-    async def _sync_head(self) -> None:
-        """Set our position to the stream's head, after checking it against the store."""
-        timeout = look_timeout(self._failed_syncs)
+    async def _sync_head(self, timeout: float) -> None:
+        """Set our position to the stream's head, after checking it against the store (each
+        request waiting `timeout` for its answer)."""
         info = await ensure_stream(self.nc, self.stream, self.app.service, self.replicas, timeout=timeout)
         if info.state.messages == 0 or info.state.last_seq == 0:
             self._head, self._last_msg_id, self._last_seq = 0, None, info.state.last_seq
