@@ -474,6 +474,68 @@ def test_a_run_digest_placing_many_encodes_them_a_chunk_at_a_time_to_the_same_di
     assert chunked.digest(b"]") == whole.digest(b"]") == top and chunked.items == every
 
 
+def test_a_late_batch_before_many_held_items_reads_the_orders_of_few() -> None:
+    """A backlog's piece while live items arrive: 200 items arriving over the first hours of six,
+    placed before ≈ 40,000 held — each by a bisection from the place of the one before, reading
+    the order of ≈ log2 of the held items each (the code before read the order of every held item
+    after the first one's place, and sorted them with the new: ≈ 40,000 reads); the items in
+    order, the digest the formulas', and an equal instant's held items before the new ones."""
+    reads = 0
+
+    def order(x: _Arrived) -> tuple[int, int]:
+        nonlocal reads
+        reads += 1
+        return (x.at, x.key)
+
+    hour = lambda x: x.at // 3600  # noqa: E731
+    kept = running.RunDigest(b"{", order, hour, _Arrived.record)
+    held = [_Arrived(k, 3600 + k // 2) for k in range(40_000)]  # two an instant, from the second hour on
+    for k in range(0, len(held), 5000):
+        kept.add([(x, x.record()) for x in held[k : k + 5000]])
+    late = [_Arrived(100_000 + k, 3600 + k * 97 % 20_000) for k in range(200)]  # among the held, from the start
+    reads = 0
+    kept.add([(x, x.record()) for x in late])
+    assert reads < 12_000
+    every = sorted([*held, *late], key=_BY_ARRIVAL)  # (keys differ: the held first at an instant by key)
+    assert kept.items == every
+    joined = ",".join(hour_bucketed((hour(x), x.record()) for x in every))
+    assert kept.digest(b"}") == "sha256:" + hashlib.sha256(b"{" + joined.encode() + b"}").hexdigest()
+    # An equal order: a held item's twin placed after it (`_Held._place` finds the held one first).
+    twin = [_Arrived(x.key, x.at, 1) for x in held[100:120]]
+    kept.add([(x, x.record()) for x in twin])
+    for x in twin:
+        at = kept.items.index(held[100 + twin.index(x)])
+        assert kept.items[at + 1] is x
+
+
+def test_outages_placed_by_their_end_before_many_held_read_the_ends_of_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`place_by_end` with 100 outages ending among ≈ 20,000 held (ends repeating): each placed by a
+    bisection of the ends held, not merged with every held one after the first (whose ends the
+    code before read: ≈ 20,000); the outages in order of their ends, the held ones first among
+    equal ends, the new ones in the order sorting them by end gives."""
+    reads = 0
+    end = running._END
+
+    def counted(o: Interval) -> datetime:
+        nonlocal reads
+        reads += 1
+        return end(o)
+
+    rnd = random.Random(11)
+    held = sorted(
+        (Interval(T0 + timedelta(seconds=s), T0 + timedelta(seconds=s + rnd.randint(1, 9))) for s in range(20_000)),
+        key=end,
+    )
+    ends, by_end = [o.end for o in held], list(held)
+    fresh = [Interval(T0 + timedelta(seconds=s), T0 + timedelta(seconds=s + 5)) for s in rnd.sample(range(20_000), 100)]
+    monkeypatch.setattr(running, "_END", counted)
+    running.place_by_end(ends, by_end, fresh)
+    assert reads <= 3 * len(fresh)
+    expected = sorted([*held, *sorted(fresh, key=end)], key=end)  # stable: the held first at an equal end
+    assert all(a is b for a, b in zip(by_end, expected, strict=True))
+    assert ends == [o.end for o in expected]
+
+
 def test_a_run_digest_whose_last_hour_is_taken_out_continues_the_hour_before() -> None:
     """Every item of the last hour taken out (each bucket's last run gone), then items appended at
     the end of the hour before: each bucket's run of that hour is hashed again from its items (its

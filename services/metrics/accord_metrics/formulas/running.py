@@ -24,7 +24,7 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter, itemgetter
@@ -85,6 +85,44 @@ def _pair_order(order: Callable[[Any], Any] | None) -> Callable[[tuple[Any, str]
     if order is None:
         return _first
     return lambda pair: order(pair[0])
+
+
+def _splices(new: int, after: int) -> bool:
+    """Whether `new` items (more than a few) placed among held ones, `after` of those held from the
+    first new one's place on, are placed by a bisection each (`_places`, `_spliced`) rather than
+    merged with those held: when the bisections (≈ log2 of those held, each reading one held
+    item's order) read fewer orders than the merge, which reads every one after that place and
+    sorts them with the new ones. A backlog sent in pieces while live items arrive lands each
+    piece before every live one held since the backlog's start: merged, each piece cost those
+    (services/metrics/README.md, "A late batch placed by bisection")."""
+    return new * after.bit_length() < after
+
+
+def _places(held: Sequence[Any], keys: Iterable[Any], lo: int, order: Callable[[Any], Any] | None) -> list[int]:
+    """Where items of these orders (in order) go among `held` (in order by `order`; None: the
+    items themselves), from `lo` on: after held items of an equal order, each found by a
+    bisection from the place of the one before."""
+    out: list[int] = []
+    append = out.append
+    for key in keys:
+        lo = bisect_right(held, key, lo) if order is None else bisect_right(held, key, lo, key=order)
+        append(lo)
+    return out
+
+
+def _spliced(held: Sequence[Any], at: int, places: Sequence[int], new: Sequence[Any]) -> list[Any]:
+    """`held[at:]` with `new[i]` placed before `held[places[i]]` (`places` from `at` on, never
+    decreasing; new items of one place in their order): the held items between moved as slices."""
+    out: list[Any] = []
+    append = out.append
+    prev = at
+    for place, item in zip(places, new, strict=True):
+        if place != prev:
+            out += held[prev:place]
+            prev = place
+        append(item)
+    out += held[prev:]
+    return out
 
 
 def _in_order(pairs: list[tuple[Any, str]], order: Callable[[Any], Any] | None) -> list[tuple[Any, str]]:
@@ -169,6 +207,13 @@ class _Held:
                 at = bisect_right(items, by_pair(pair), key=order)
                 items.insert(at, pair[0])
                 held_where.insert(at, b)
+        elif _splices(len(pairs), len(items) - at):
+            # Many before many held (a backlog's piece among live items): each placed by a
+            # bisection from the place of the one before, the held ones between moved as slices —
+            # the held items' orders never read but by the bisections.
+            places = _places(items, map(by_pair, pairs), at, order)
+            items[at:] = _spliced(items, at, places, [p[0] for p in pairs])
+            held_where[at:] = bytes(_spliced(held_where, at, places, where))
         else:
             # The held items from `at` on and the new ones: two runs in order, merged by a stable
             # sort of their places (the held one first among equal orders, as `sorted` keeps them).
@@ -992,9 +1037,16 @@ _FEW = 8
 def place_by_end(ends: list[datetime], outages: list[Interval], fresh: Sequence[Interval]) -> None:
     """These outages placed among `outages` (ordered by end, with their `ends`), after those ending
     at the same instant: a few one at a time (an insertion moves the pointers after it: cheap),
-    more by merging them with those held after the first of them (two sorted runs: one pass)."""
+    many before many held each by a bisection of `ends` (`_spliced`), else by merging them with
+    those held after the first of them (two sorted runs: one pass)."""
     new = sorted(fresh, key=_END)
     at = bisect_right(ends, new[0].end)
+    if len(new) > _FEW and _splices(len(new), len(ends) - at):
+        new_ends = list(map(_END, new))
+        places = _places(ends, new_ends, at, None)
+        ends[at:] = _spliced(ends, at, places, new_ends)
+        outages[at:] = _spliced(outages, at, places, new)
+        return
     if len(new) > _FEW or at == len(ends):
         merged = sorted([*outages[at:], *new], key=_END)  # (stable: the held first among equal ends)
         del ends[at:], outages[at:]
