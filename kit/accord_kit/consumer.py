@@ -30,8 +30,9 @@ exactly once to a local application.
   `ReadEvents`, creates its durable again if the server lost it (`consumer_durable_lost`) and
   binds its subscription again: JetStream not delivering never leaves it behind for good,
   whether its fetches time out or fail. While NATS does not answer at all (the stream's head
-  cannot be asked), it reads what the source wrote meanwhile through `ReadEvents` each
-  `stall_timeout` (`consumer_caught_up_without_nats` when there was any).
+  cannot be asked — that look waits a second for its answer, `look_timeout`), it reads what
+  the source wrote meanwhile through `ReadEvents` each `stall_timeout`
+  (`consumer_caught_up_without_nats` when there was any).
 * `caught_up` is set once the consumer has applied everything its stream held when it
   started (the position of the stream's last message then); an empty stream counts as
   caught up at once, and so does a stream that does not exist yet (the consumer keeps
@@ -163,6 +164,7 @@ class Consumer:
         # last seen, and the messages JetStream holds for the durable (refresh_lag).
         self.upstream_head = 0
         self.pending_messages = 0
+        self._failed_stall_looks = 0  # the stall check's looks at the head that failed in a row (`look_timeout`)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -312,10 +314,14 @@ class Consumer:
             return False
         self._received_at = now
         try:
-            head = await self.stream_head()
+            # A look that gets no answer (NATS down, its server frozen) is given up after a second,
+            # as the looks at start are (`look_timeout`), not JetStream's default 5 s: what the
+            # source wrote meanwhile is read from it that much sooner.
+            head = await self.stream_head(self.nc.jetstream(timeout=look_timeout(self._failed_stall_looks)))
         except Exception as e:
             # NATS does not answer (every node down, or none reachable): nothing is published
             # meanwhile, but the source may still serve its log — what it wrote is read from there.
+            self._failed_stall_looks += 1
             log.debug("consumer_stall_check_failed", durable=self.config.durable, error=str(e) or type(e).__name__)
             before = self._tracked
             await self._catch_up(None, quiet=True)
@@ -325,6 +331,7 @@ class Consumer:
                     "consumer_caught_up_without_nats", durable=self.config.durable, tracked=self._tracked, since=before
                 )
             return False
+        self._failed_stall_looks = 0
         self.upstream_head = max(self.upstream_head, head)
         if head <= self._tracked:
             return False
