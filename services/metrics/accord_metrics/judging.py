@@ -1051,7 +1051,11 @@ class Judging(_Host):
     def _window_list(self, agreement_id: str, objective: dict[str, Any], span: Interval, tz: str) -> WindowList:
         """An objective's windows over `span` with their ids, kept between rounds (see WindowList):
         listed again only when the span's end passes into the next period (a window, or a day
-        for rolling windows) or the objective's window, start or time zone change."""
+        for rolling windows) or the objective's window, start or time zone change. When a later
+        period opens for the same windows, only the periods after those kept are listed (their
+        ids hashed) and added to the kept ones: a daily window's list of ten years, listed anew
+        each day, was ≈ 3,650 windows and ids a day (services/metrics/README.md, "A round's cost
+        with years of history")."""
         objective_id = str(objective["objective_id"])
         kind, days = _window_kind(objective)
         spec = (kind, days, span.start, tz)
@@ -1059,13 +1063,20 @@ class Judging(_Host):
             kept = self._window_lists.get((agreement_id, objective_id))
         if kept is not None and kept.spec == spec and kept.last.start < span.end <= kept.last.end:
             return kept
+        extends = kept is not None and kept.spec == spec and kept.last.end < span.end and bool(kept.windows)
         windows: list[Interval] = []
         last = Interval(span.start, span.start)
-        for period in calendar_windows("DAY" if kind == "ROLLING" else kind, span, tz):
+        # The periods to list: after the kept ones (the same windows from the same start: those
+        # kept are the first of these), or every one over the span.
+        periods = Interval(kept.last.end, span.end) if extends and kept is not None else span
+        for period in calendar_windows("DAY" if kind == "ROLLING" else kind, periods, tz):
             windows.append(period if days is None else Interval(period.end - timedelta(days=days), period.end))
             last = period
         ids = [WindowEvaluation.create_id(agreement_id, objective_id, w.start.isoformat()) for w in windows]
-        listed = WindowList(spec, last, windows, ids, [w.end for w in windows])
+        ends = [w.end for w in windows]
+        if extends and kept is not None:  # a new list (a round may hold the kept one): the kept then the new
+            windows, ids, ends = kept.windows + windows, kept.ids + ids, kept.ends + ends
+        listed = WindowList(spec, last, windows, ids, ends)
         if kept is not None and kept.spec == spec:  # the same windows from the same start: a prefix of these
             listed.closed = min(kept.closed, len(windows))
         with self._lock:

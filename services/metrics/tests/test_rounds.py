@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -280,7 +281,9 @@ def test_a_round_lists_an_agreements_windows_once_a_period_not_every_window_each
     """A round used to list every window since the agreement began, and hash each one's id,
     whatever it judged: its cost grew with history. The list is kept between rounds, made again
     only when a new window opens, and a window known closed that no change reaches is passed
-    over without a look (judging.WindowList)."""
+    over without a look (judging.WindowList). When a new window opens, only it is listed and its
+    id hashed, added to those kept (it listed every window since the agreement began again: a
+    daily window's ten years, ≈ 3,650 windows and ids a day)."""
     m = suite.metrics
     aid = an_active_agreement(suite)
     for month in [f"{y}-{mo:02d}" for y in (2026, 2027) for mo in range(1, 13)][1:]:
@@ -317,12 +320,20 @@ def test_a_round_lists_an_agreements_windows_once_a_period_not_every_window_each
     check = m.recompute(aid, "service-level", march)
     assert check["matches"], check["differences"]
 
-    # February opens: the round that closes January lists each objective's windows once again
-    # (January 2026 to February 2028), and the next round none.
+    # February opens: the round that closes January lists each objective's new window alone
+    # (February 2028; the code before listed January 2026 to February 2028 again: 2 × 26), and the
+    # next round none; the list is the one made from the agreement's start.
     assert counted_round("2028-02-01T02:00") == 2 * 2
-    assert len(ids) == 2 * 26
-    assert len({i[1] for i in ids}) == 2
+    assert sorted(ids) == sorted((aid, objective, "2028-01-31T23:00:00+00:00") for objective in {i[1] for i in ids})
+    assert len(ids) == 2
     assert counted_round("2028-02-01T02:05") == 0
+    for (agreement_id, objective_id), kept in m._window_lists.items():
+        assert len(kept.windows) == 26
+        months = [(y, mo) for y in (2026, 2027) for mo in range(1, 13)] + [(2028, 1), (2028, 2)]
+        starts = [datetime(y, mo, 1, tzinfo=ZoneInfo("Europe/Amsterdam")).astimezone(UTC) for y, mo in months]
+        assert [w.start for w in kept.windows] == starts
+        assert kept.ends == [w.end for w in kept.windows] and kept.ends[:-1] == starts[1:]
+        assert kept.ids == [create_id(agreement_id, objective_id, s.isoformat()) for s in starts]
     assert ids == []
     m.record(COLLECTOR, calls("feb", f"2028-02-01T01:00{AMS}", 3, 0))
     assert counted_round("2028-02-01T02:10") == 1  # February's service level
