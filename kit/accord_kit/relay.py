@@ -366,9 +366,13 @@ class Relay:
         )
 
     async def _check_stream_unchanged(self) -> None:
-        """While idle, notice a stream that was deleted, purged or recreated."""
+        """While idle, notice a stream that was deleted, purged or recreated. The look waits a
+        second for its answer (`look_timeout`), as the looks at the stream's head do: one lost
+        with its server (a node that died) is given up then and the relay looks at the head again
+        — saves made meanwhile, which the relay is not woken for while it waits, are published
+        that much sooner than after JetStream's default 5 s."""
         try:
-            info = await self.js.stream_info(self.stream)
+            info = await self.nc.jetstream(timeout=look_timeout(0)).stream_info(self.stream)
         except NotFoundError:
             raise RuntimeError(f"stream {self.stream} disappeared") from None
         if info.state.last_seq != self._last_seq:

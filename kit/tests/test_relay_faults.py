@@ -178,6 +178,36 @@ def test_looks_wait_a_second_ten_times_in_a_row_then_longer_up_to_the_default() 
     assert [look_timeout(n) for n in range(14)] == [1.0] * 10 + [2.0, 4.0, 5.0, 5.0]
 
 
+async def test_an_idle_look_lost_with_its_server_holds_back_saves_a_second_not_five(
+    own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """An idle relay's look at its stream (deleted, purged, recreated?) sent to a server that dies
+    before answering holds the relay until it is given up: a save made meanwhile is published
+    about a second after the server froze, not after JetStream's default request timeout of 5 s
+    (the code before: ≈ 5 s)."""
+    service = f"counter{unique.lower()}"
+    app = Counters(make_store_env("counters"), service=service)
+    app.increment("seed", 1)
+    nc = await connect(own_nats_server.url, name="test-relay")
+    relay = Relay(app, nc, stream=service.upper(), poll_seconds=0.1)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.caught_up.wait(), timeout=30)
+        await eventually(lambda: relay.stats.head_position == app.head_position(), what="the seed published")
+        frozen = time.monotonic()
+        async with own_nats_server.requests_lost():
+            await asyncio.sleep(0.3)  # an idle look (every 0.1 s) sent to the frozen server
+        app.increment("after", 1)
+        await eventually(lambda: relay.stats.head_position == app.head_position(), timeout=30, what="published")
+        took = time.monotonic() - frozen
+        assert took < 4.0, f"the save published {took:.1f} s after the server froze"
+    finally:
+        relay.stop()
+        await task
+        await nc.close()
+        app.close()
+
+
 async def test_a_request_lost_with_its_server_is_asked_again_before_the_default_timeout(
     own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
 ) -> None:
