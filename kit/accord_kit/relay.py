@@ -153,6 +153,7 @@ class Relay:
         self.stats = RelayStats()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._failed_idle_looks = 0  # idle looks at the stream that timed out in a row (`look_timeout`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._head = 0  # last position known to be in the stream
         self._last_msg_id: str | None = None
@@ -370,11 +371,17 @@ class Relay:
         second for its answer (`look_timeout`), as the looks at the stream's head do: one lost
         with its server (a node that died) is given up then and the relay looks at the head again
         — saves made meanwhile, which the relay is not woken for while it waits, are published
-        that much sooner than after JetStream's default 5 s."""
+        that much sooner than after JetStream's default 5 s. Looks that time out in a row wait
+        longer from the eleventh on, as those do: a cluster that answers only after a second is
+        not asked again and again."""
         try:
-            info = await self.nc.jetstream(timeout=look_timeout(0)).stream_info(self.stream)
+            info = await self.nc.jetstream(timeout=look_timeout(self._failed_idle_looks)).stream_info(self.stream)
         except NotFoundError:
             raise RuntimeError(f"stream {self.stream} disappeared") from None
+        except TimeoutError:
+            self._failed_idle_looks += 1
+            raise
+        self._failed_idle_looks = 0
         if info.state.last_seq != self._last_seq:
             raise RuntimeError(
                 f"stream {self.stream} changed behind the relay "
