@@ -61,7 +61,7 @@ from accord_kit import tracing
 from accord_kit.context import RequestContext, request_context
 from accord_kit.deadletter import dead_letter
 from accord_kit.logging import get_logger
-from accord_kit.nats_util import look_timeout
+from accord_kit.nats_util import Looks
 from accord_kit.threads import finish_in_thread
 
 log = get_logger("accord.consumer")
@@ -164,7 +164,7 @@ class Consumer:
         # last seen, and the messages JetStream holds for the durable (refresh_lag).
         self.upstream_head = 0
         self.pending_messages = 0
-        self._failed_stall_looks = 0  # the stall check's looks at the head that failed in a row (`look_timeout`)
+        self._stall_looks = Looks()  # the stall check's looks at the stream's head
 
     def stop(self) -> None:
         self._stopping.set()
@@ -242,17 +242,17 @@ class Consumer:
         cfg = self.config
         self._started = time.monotonic()
         said_at: float | None = None  # when waiting for the stream was last logged
-        failed_looks = 0  # in a row (`look_timeout`: how long the next one waits for its answer)
+        looks = Looks()  # at the durable and the stream's head
         while not self._stopping.is_set():
             began = time.monotonic()
             try:
-                js = self.nc.jetstream(timeout=look_timeout(failed_looks))
+                js = looks.jetstream(self.nc)
                 await self.ensure_durable(js)
                 psub = await self.js.pull_subscribe_bind(durable=cfg.durable, stream=cfg.stream)
                 target = await self.stream_head(js)
                 break
             except (NotFoundError, nats.errors.Error, TimeoutError) as e:
-                failed_looks += 1
+                looks.failed += 1
                 now = time.monotonic()
                 waited = now - self._started
                 said = dict(stream=cfg.stream, error=str(e) or type(e).__name__, waited_seconds=round(waited, 1))
@@ -317,11 +317,11 @@ class Consumer:
             # A look that gets no answer (NATS down, its server frozen) is given up after a second,
             # as the looks at start are (`look_timeout`), not JetStream's default 5 s: what the
             # source wrote meanwhile is read from it that much sooner.
-            head = await self.stream_head(self.nc.jetstream(timeout=look_timeout(self._failed_stall_looks)))
+            head = await self.stream_head(self._stall_looks.jetstream(self.nc))
         except Exception as e:
             # NATS does not answer (every node down, or none reachable): nothing is published
             # meanwhile, but the source may still serve its log — what it wrote is read from there.
-            self._failed_stall_looks += 1
+            self._stall_looks.failed += 1
             log.debug("consumer_stall_check_failed", durable=self.config.durable, error=str(e) or type(e).__name__)
             before = self._tracked
             await self._catch_up(None, quiet=True)
@@ -331,7 +331,7 @@ class Consumer:
                     "consumer_caught_up_without_nats", durable=self.config.durable, tracked=self._tracked, since=before
                 )
             return False
-        self._failed_stall_looks = 0
+        self._stall_looks.failed = 0
         self.upstream_head = max(self.upstream_head, head)
         if head <= self._tracked:
             return False

@@ -6,7 +6,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from accord_kit.logging import get_logger
@@ -70,6 +70,25 @@ def look_timeout(failed: int) -> float:
     only after a second gets longer waits from the eleventh look on."""
     longer = failed - SHORT_LOOKS
     return LOOK_TIMEOUT if longer < 0 else min(LOOK_TIMEOUT * 2 ** (longer + 1), LOOK_TIMEOUT_MAX)
+
+
+class Looks:
+    """One kind of look at JetStream's state (a relay's at its stream's head, a consumer's stall
+    check…): how many in a row got no answer or failed (`failed`, set back to 0 by one that was
+    answered), and so how long the next one waits for its answer (`timeout`, `look_timeout`)."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    @property
+    def timeout(self) -> float:
+        return look_timeout(self.failed)
+
+    def jetstream(self, nc: NATS) -> JetStreamContext:
+        """A JetStream context whose requests wait `timeout` for their answers."""
+        return nc.jetstream(timeout=self.timeout)
 
 
 def stream_config(stream: str, service: str, replicas: int = 1) -> api.StreamConfig:

@@ -37,8 +37,8 @@ from accord_kit.nats_util import (
     HDR_POSITION,
     HDR_PREVIOUS,
     HDR_TYPE,
+    Looks,
     ensure_stream,
-    look_timeout,
 )
 from accord_kit.threads import finish_in_thread
 
@@ -153,7 +153,7 @@ class Relay:
         self.stats = RelayStats()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._failed_idle_looks = 0  # idle looks at the stream that timed out in a row (`look_timeout`)
+        self._idle_looks = Looks()  # the idle looks at the stream (`_check_stream_unchanged`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._head = 0  # last position known to be in the stream
         self._last_msg_id: str | None = None
@@ -181,13 +181,13 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self.app.add_save_listener(self._on_save)
         backoff = 0.1
-        failed_syncs = 0  # looks at the stream's head that failed in a row (`look_timeout`)
+        looks = Looks()  # at the stream's head
         try:
             while not self._stopping.is_set():
                 synced, began = False, time.monotonic()
                 try:
-                    await self._sync_head(look_timeout(failed_syncs))
-                    synced, failed_syncs = True, 0
+                    await self._sync_head(looks.timeout)
+                    synced, looks.failed = True, 0
                     await self._publish_loop()
                     backoff = 0.1
                 except RelayMismatchError:
@@ -196,7 +196,7 @@ class Relay:
                     raise
                 except Exception as e:  # NATS down, stream deleted, fenced by another relay …
                     if not synced:
-                        failed_syncs += 1
+                        looks.failed += 1
                     self.stats.resyncs += 1
                     log.warning("relay_resync", stream=self.stream, error=str(e) or type(e).__name__)
                     self.caught_up.clear()
@@ -375,13 +375,13 @@ class Relay:
         longer from the eleventh on, as those do: a cluster that answers only after a second is
         not asked again and again."""
         try:
-            info = await self.nc.jetstream(timeout=look_timeout(self._failed_idle_looks)).stream_info(self.stream)
+            info = await self._idle_looks.jetstream(self.nc).stream_info(self.stream)
         except NotFoundError:
             raise RuntimeError(f"stream {self.stream} disappeared") from None
         except TimeoutError:
-            self._failed_idle_looks += 1
+            self._idle_looks.failed += 1
             raise
-        self._failed_idle_looks = 0
+        self._idle_looks.failed = 0
         if info.state.last_seq != self._last_seq:
             raise RuntimeError(
                 f"stream {self.stream} changed behind the relay "

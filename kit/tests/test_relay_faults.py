@@ -17,7 +17,7 @@ import pytest
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from accord_kit.nats_util import connect, look_timeout
+from accord_kit.nats_util import Looks, connect, look_timeout
 from accord_kit.relay import Relay
 from accord_kit.testing.counter import Counters
 from accord_kit.testing.nats import NatsServer
@@ -176,6 +176,12 @@ def test_looks_wait_a_second_ten_times_in_a_row_then_longer_up_to_the_default() 
     """A lost look is asked again a second later; a cluster that answers only after a second
     still gets its answer, from the eleventh look on, within JetStream's default of 5 s."""
     assert [look_timeout(n) for n in range(14)] == [1.0] * 10 + [2.0, 4.0, 5.0, 5.0]
+    looks = Looks()  # what the relay and the consumer count their looks with
+    timeouts = []
+    for _ in range(12):
+        timeouts.append(looks.timeout)
+        looks.failed += 1
+    assert timeouts == [1.0] * 10 + [2.0, 4.0]
 
 
 async def test_an_idle_look_lost_with_its_server_holds_back_saves_a_second_not_five(

@@ -1063,19 +1063,19 @@ class Judging(_Host):
             kept = self._window_lists.get((agreement_id, objective_id))
         if kept is not None and kept.spec == spec and kept.last.start < span.end <= kept.last.end:
             return kept
-        extends = kept is not None and kept.spec == spec and kept.last.end < span.end and bool(kept.windows)
+        # The kept windows the new list begins with (the same windows from the same start, a later
+        # period now): only the periods after them are listed; else every one over the span.
+        before = kept if kept is not None and kept.spec == spec and kept.last.end < span.end and kept.windows else None
         windows: list[Interval] = []
         last = Interval(span.start, span.start)
-        # The periods to list: after the kept ones (the same windows from the same start: those
-        # kept are the first of these), or every one over the span.
-        periods = Interval(kept.last.end, span.end) if extends and kept is not None else span
+        periods = span if before is None else Interval(before.last.end, span.end)
         for period in calendar_windows("DAY" if kind == "ROLLING" else kind, periods, tz):
             windows.append(period if days is None else Interval(period.end - timedelta(days=days), period.end))
             last = period
         ids = [WindowEvaluation.create_id(agreement_id, objective_id, w.start.isoformat()) for w in windows]
         ends = [w.end for w in windows]
-        if extends and kept is not None:  # a new list (a round may hold the kept one): the kept then the new
-            windows, ids, ends = kept.windows + windows, kept.ids + ids, kept.ends + ends
+        if before is not None:  # a new list (a round may hold the kept one): the kept then the new
+            windows, ids, ends = before.windows + windows, before.ids + ids, before.ends + ends
         listed = WindowList(spec, last, windows, ids, ends)
         if kept is not None and kept.spec == spec:  # the same windows from the same start: a prefix of these
             listed.closed = min(kept.closed, len(windows))
