@@ -37,6 +37,7 @@ BENCHMARKS: tuple[str, ...] = (
     "agreements",
     "metrics",
     "metrics_scale",
+    "metrics_backfill",
     "metrics_portfolio",
     "metrics_tickets",
     "metrics_tallies",

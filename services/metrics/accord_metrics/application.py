@@ -22,6 +22,7 @@ from accord_metrics.codec import codec
 from accord_metrics.domain import AgreementView, CalendarView, WindowEvaluation
 from accord_metrics.judging import (
     CALENDAR_UNAVAILABLE,
+    CLOSED_HELD,
     CLOSED_KEPT,
     CLOSED_KEPT_SECONDS,
     DEFAULT_MAINTENANCE_NOTICE,
@@ -153,6 +154,7 @@ class Metrics(Judging, SignalIndex, AgreementViews, AccordApplication):
         self._running_closed: dict[UUID, datetime] = {}  # a window closed with one → until when it keeps it
         kept = self.env.get(CLOSED_KEPT_SECONDS)
         self.closed_kept = timedelta(seconds=float(kept)) if kept else CLOSED_KEPT
+        self.closed_held = CLOSED_HELD
         self._window_lists: dict[tuple[str, str], WindowList] = {}  # each objective's windows (judging.WindowList)
         self._objective_keys = ObjectiveKeys()  # each objective's outcome key (judging.ObjectiveKeys)
         self._round_windows = 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -399,6 +400,14 @@ InputsKey = tuple[Interval, timedelta | None, tuple[str, ...], datetime | None, 
 # longer, later signals are folded in too, and the window's inputs are held that much longer.
 CLOSED_KEPT = timedelta(hours=1)
 CLOSED_KEPT_SECONDS = "CLOSED_KEPT_SECONDS"
+# How many formula inputs of closed windows a round holds at once (`Metrics.closed_held`): a round
+# that judges many closed windows — history recorded late, a backfill of months, a process that
+# was stopped for long — releases the inputs of the windows it judged first once those it holds
+# are over it (`_Shared.closed`). Holding them all, a round after a backfill of 2,000,000 signals
+# over 100 months held every one converted at once (≈ 1 GiB of RSS at its peak) and the process
+# kept ≈ 500 MiB of it after (the allocator's arenas pinned by what outlived the round).
+# ≈ 300 B an input: ≈ 60 MiB.
+CLOSED_HELD = 200_000
 # The formulas whose digest covers every item passed, read whole for the windows recorded with
 # them: "ticket.compliance" and "task.turnaround" v1 (v2 digests the items due in the window),
 # "mttr" v1 (v2 the incidents that reach the window), "contact.fcr" v1 (v2 the first contacts
@@ -424,6 +433,14 @@ class _Shared:
     )
     rates: dict[tuple[Any, ...], dict[timedelta, Decimal]] = field(default_factory=dict)
     shared: int = 0  # windows judged from another agreement's outcome or burn rates
+    # The inputs of closed windows the round read and holds (not kept after it: ended before
+    # `closed_kept`), oldest first, with how many inputs each holds, and their sum: once that is
+    # over the round's budget (`Metrics.closed_held`), the oldest are released (`Judging._hold_closed`).
+    closed: dict[InputsKey, int] = field(default_factory=dict)
+    closed_inputs: int = 0
+    # The inputs released, by the signal position they were read at: a window whose outcome
+    # another agreement worked out from them takes it without reading them again.
+    released: dict[InputsKey, int] = field(default_factory=dict)
 
 
 def _objective_key(objective: dict[str, Any]) -> str:
@@ -481,6 +498,7 @@ class Judging(_Host):
     _running_touched: set[UUID]  # windows given one, or closed, since the last round's sweep
     _running_closed: dict[UUID, datetime]  # a window closed with one → until when it keeps it (closed_kept)
     closed_kept: timedelta  # how long after its end a window closed with one keeps it (CLOSED_KEPT)
+    closed_held: int  # how many inputs of closed windows a round holds at once (CLOSED_HELD)
     _watch_index: WatchIndex  # the watches by what can end their quiet
     # agreement → ((views, services positions), what it depends on, is measured on, reads): `_scope_of`
     _scopes: dict[UUID, tuple[tuple[int, int], _Scope]]
@@ -849,21 +867,30 @@ class Judging(_Host):
             due = min(due, ends)
         open_windows: list[OpenWindow] = []
         marks: list[tuple[UUID, bool]] = []
-        for objective in latest.get("objectives") or []:
-            try:
-                earliest_change = earliest_change_for(str(objective.get("objective_id") or ""))
-                windows = self._objective_windows(
-                    view, objective, start, end, tz, signals, now, earliest_change, to_save,
-                    (full, facts, open_windows, marks), shared,
-                )  # fmt: skip
-            except Exception as e:  # isolated to this objective: its windows wait for a fix
-                self._failed(view.agreement_id, str(objective.get("objective_id") or ""), e)
+        objectives = latest.get("objectives") or []
+        # Each objective's windows judged in step with the others' (`_in_step`): a round judging
+        # months of history reads each month's inputs for all of them while it holds them.
+        parts: list[tuple[list[Any], list[OpenWindow], list[tuple[UUID, bool]]]] = [([], [], []) for _ in objectives]
+        outcomes = _in_step([
+            self._objective_windows(
+                view, objective, start, end, tz, signals, now,
+                earliest_change_for(str(objective.get("objective_id") or "")), part[0], (full, facts, part[1], part[2]),
+                shared,
+            )
+            for objective, part in zip(objectives, parts, strict=True)
+        ])  # fmt: skip
+        for objective, part, outcome in zip(objectives, parts, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # isolated to this objective: its windows wait for a fix
+                self._failed(view.agreement_id, str(objective.get("objective_id") or ""), outcome)
                 failed = True
                 continue
             self._recovered(view.agreement_id, str(objective.get("objective_id") or ""))
-            windows_end = max(windows_end, windows[0])
-            all_closed = all_closed and windows[1]
-            due = min(due, windows[2])
+            to_save.extend(part[0])
+            open_windows.extend(part[1])
+            marks.extend(part[2])
+            windows_end = max(windows_end, outcome[0])
+            all_closed = all_closed and outcome[1]
+            due = min(due, outcome[2])
         if failed:  # windows of a failing objective were not judged: keep its services' changes
             self._keep_changes(services, changed_since, lists)
             with self._lock:
@@ -932,9 +959,10 @@ class Judging(_Host):
         earliest_change: datetime | None, to_save: list[Any],
         watching: tuple[bool, list[ServiceSignals], list[OpenWindow], list[tuple[UUID, bool]]] | None = None,
         shared: _Shared | None = None,
-    ) -> tuple[datetime, bool, datetime]:  # fmt: skip
+    ) -> Generator[datetime, None, tuple[datetime, bool, datetime]]:  # fmt: skip
         """Judge one objective's windows that need it (adding changed ones to `to_save`), each
-        from `signals(span, repeat, services, since, whole)` of its version's services; returns the end of
+        from `signals(span, repeat, services, since, whole)` of its version's services, yielding
+        each judged window's end; returns the end of
         its last window, whether every window judged is closed, and the first instant one of its
         windows closes or a new one opens. `watching` (whether every
         open window must be judged, the services' signal facts, a list the open windows are
@@ -1024,15 +1052,34 @@ class Judging(_Host):
                 else None
             )
             inputs_key = (span, repeat, tuple(window_services), since, whole)
-            inputs = signals(*inputs_key)
+            # Inputs this round released (`_hold_closed`) and no batch recorded since: read again
+            # only when the window's outcome is not another agreement's already (`_judge_window`).
+            read_at = shared.released.get(inputs_key) if shared is not None else None
+            inputs: SignalSet | Callable[[], SignalSet]
+            if read_at is not None and read_at == self._signals_position and not rates_only:
+                inputs = functools.partial(signals, *inputs_key)
+            else:
+                inputs = signals(*inputs_key)
+                read_at = shared.inputs[inputs_key][0] if shared is not None else None
             # The outcome's key names the inputs as read (their key and signal position).
-            at = (shared, (*inputs_key, shared.inputs[inputs_key][0])) if shared is not None else None
+            at = (shared, (*inputs_key, read_at)) if shared is not None else None
             if rates_only and not agg.closed:
+                assert isinstance(inputs, SignalSet)
                 self._judge_burn_rates(agg, v_objective, measured, window, inputs, now, tz, suspended, at)
             else:
                 self._judge_window(
                     agg, v_objective, version["version"], measured, window, inputs, now, tz, suspended, at
                 )
+            if agg.closed and measured.end <= now - self.closed_kept:
+                # Nothing keeps its running evaluation or its inputs after this round (see
+                # `end_round`, and the sweep at the round's end): released now, not at the end —
+                # a round judging months of history held every one of them until then.
+                with self._lock:
+                    if wid in self._running_closed and self._running_closed[wid] <= now:
+                        del self._running_closed[wid]
+                        self._running.pop(wid, None)
+                if shared is not None and span.end <= now - self.closed_kept:
+                    self._hold_closed(shared, inputs_key)
             self._round_windows += 1
             if agg.pending_events:
                 pending.append(agg)
@@ -1040,6 +1087,7 @@ class Judging(_Host):
             judged.append((wid, bool(agg.closed)))
             if not agg.closed:
                 open_windows.append(OpenWindow(metric, look_back if metric in BUDGETED else None))
+            yield window.end
         to_save.extend(pending)  # only once every window of the objective was judged
         marks.extend(judged)
         if windows_end > now:
@@ -1047,6 +1095,31 @@ class Judging(_Host):
         elif windows_end == now:  # the next window opens just after now
             due = now
         return windows_end, all_closed, due
+
+    def _hold_closed(self, shared: _Shared, key: InputsKey) -> None:
+        """The inputs of a closed window just judged, held by the round with those of the closed
+        windows it judged before while they fit its budget (`closed_held`): once over it, the
+        oldest are released — from the round's inputs and from the services' selections — and
+        read again if a window needs them later in the round, unless its outcome is another
+        agreement's already (`_Shared.released`). The window just judged is held whatever its size."""
+        held = shared.inputs.get(key)
+        if held is None:  # not read again (its outcome was shared), or released already
+            return
+        if key in shared.closed:
+            shared.closed[key] = shared.closed.pop(key)  # the newest now
+        else:
+            size = sum(len(getattr(held[1], name)) for name in INPUT_LISTS)
+            shared.closed[key] = size
+            shared.closed_inputs += size
+        while shared.closed_inputs > self.closed_held and len(shared.closed) > 1:
+            oldest = next(iter(shared.closed))
+            shared.closed_inputs -= shared.closed.pop(oldest)
+            shared.released[oldest] = shared.inputs.pop(oldest)[0]
+            with self._lock:
+                for sid in oldest[2]:
+                    entry = self._services.get(sid)
+                    if entry is not None:
+                        entry.release(oldest[0])
 
     def _window_list(self, agreement_id: str, objective: dict[str, Any], span: Interval, tz: str) -> WindowList:
         """An objective's windows over `span` with their ids, kept between rounds (see WindowList):
@@ -1136,12 +1209,13 @@ class Judging(_Host):
 
     def _judge_window(
         self, agg: Any, objective: dict[str, Any], version: int, measured: Interval, window: Interval,
-        signals: SignalSet, now: datetime, tz: str, suspended: list[Interval] | None = None,
+        signals: SignalSet | Callable[[], SignalSet], now: datetime, tz: str, suspended: list[Interval] | None = None,
         shared: tuple[_Shared, tuple[Any, ...]] | None = None,
     ) -> None:  # fmt: skip
         """Judge one window from `signals` (read by `shared`'s inputs key, when given: an outcome
         another agreement's window worked out from the same in this round is taken, see _Shared)
-        and record what changed on `agg`."""
+        and record what changed on `agg`. `signals` may be how to read them, called only when
+        the outcome is not taken (inputs the round released: `_hold_closed`)."""
         # A closed window is judged as of its end, whenever that happens: the same inputs give
         # the same digest at closing, at a restatement and at an auditor's recomputation. Its
         # end is the measured one: a window the agreement's end cuts closes then.
@@ -1185,6 +1259,8 @@ class Judging(_Host):
             }  # fmt: skip
             shared[0].shared += 1
         else:
+            if not isinstance(signals, SignalSet):
+                signals = signals()
             evaluation, calendar, exclusions = self._judgement(
                 agg.agreement_id, objective, version, measured, window, signals, as_of, tz, pinned, suspended,
                 formula, running,
@@ -1515,6 +1591,29 @@ class Judging(_Host):
             d = e.__dict__
             out += [d[k] for k in ("evaluation", "old", "new") if isinstance(d.get(k), dict)]
         return out
+
+
+def _in_step(
+    judging: list[Generator[datetime, None, tuple[datetime, bool, datetime]]],
+) -> list[tuple[datetime, bool, datetime] | Exception]:
+    """Run each objective's judging (`Judging._objective_windows`) to its end, always going on
+    with the one whose last judged window ended first (the first of them on a tie): the windows
+    of one period are judged together, whatever the objective. Each one's outcome, in order, or
+    the exception it raised (the others go on)."""
+    outcomes: list[tuple[datetime, bool, datetime] | Exception | None] = [None] * len(judging)
+    heap = [(datetime.min.replace(tzinfo=UTC), i) for i in range(len(judging))]
+    while heap:
+        _, i = heapq.heappop(heap)
+        try:
+            reached = next(judging[i])
+        except StopIteration as done:
+            outcomes[i] = done.value
+            continue
+        except Exception as e:
+            outcomes[i] = e
+            continue
+        heapq.heappush(heap, (reached, i))
+    return [o for o in outcomes if o is not None]
 
 
 def _burn_alerts(agg: Any, rates: dict[timedelta, Decimal], window: Interval) -> None:

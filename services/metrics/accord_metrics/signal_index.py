@@ -455,6 +455,25 @@ class ServiceSignals:
         if self._in_round():
             self.selections.pop(self._key(span, False, repeat, since, False, peers), None)
 
+    def release(self, span: Interval) -> None:
+        """The selections of `span` released by the round under way, which judged the closed
+        window they were read for and holds its inputs no longer (`judging`'s closed inputs
+        budget): not kept after the round, made afresh if selected again. By the round alone. Their
+        inputs leave the round's index of kept inputs too, where that index holds them (an input
+        another kept selection shares stays held by it; a later selection of its row converts it
+        again)."""
+        if not self._in_round():
+            return
+        index = self._kept_index
+        for key in [k for k in self.selections if k[0] == span]:
+            kept = self.selections.pop(key)
+            self._used.discard(key)
+            if index is not None:
+                for _, ids, items in kept.lists.values():
+                    for sid, item in zip(ids, items, strict=True):
+                        if index.get(sid) is item:
+                            del index[sid]
+
     def _select(
         self, span: Interval | None, all_calls: bool, since: datetime | None = None, whole_settled: bool = False,
         repeat: int | None = None, chains: dict[int, list[tuple[int, str]]] | None = None,

@@ -39,6 +39,7 @@ from tests.suite import (
     an_active_agreement,
     at,
     calls,
+    open_windows_against_every_stored_signal,
     outage,
     spy_burn_rates,
     ts,
@@ -1099,3 +1100,81 @@ def test_inputs_of_mixed_kinds_are_converted_as_one_by_one() -> None:
     ids = [s.signal_id for s in mixed]
     assert signal_index._convert_all(mixed, ids) == [signal_index._input(s) for s in mixed]
     assert signal_index._convert_all(mixed) == [signal_index._input(s) for s in mixed]
+
+
+def _months_recorded_late(suite: Suite, agreements: int = 1) -> tuple[Metrics, list[str], list[str]]:
+    """Agreements on the e-mail service (the sample SLA, from 10 January), then February to June
+    recorded with no round between — an outage and four calls on the 10th of each month, as a
+    backfill of history or a process stopped for months — and the clock at 15 July. Returns the
+    metrics application, the agreements' ids and the closed months' window starts."""
+    ids = [an_active_agreement(suite)]
+    for i in range(1, agreements):
+        aid = str(suite.agreements.draft(PROVIDER, sla_terms(title=f"E-mail #{i}")).id)
+        suite.agreements.propose(PROVIDER, aid)
+        suite.agreements.accept(CUSTOMER, aid)
+        ids.append(aid)
+    suite.tick(f"2026-01-10T10:00{AMS}")
+    suite.clock.set(at("2026-07-15T10:00+02:00"))
+    m = suite.metrics
+    for month in range(2, 7):
+        m.record(
+            COLLECTOR,
+            [outage(f"o{month}", f"2026-{month:02d}-10T09:00+02:00", 5),
+             *calls(f"m{month}-", f"2026-{month:02d}-10T08:00+02:00", 3, 1)],
+        )  # fmt: skip
+    ams = ZoneInfo("Europe/Amsterdam")
+    starts = [datetime(2026, month, 1, tzinfo=ams).astimezone(UTC).isoformat() for month in range(1, 7)]
+    return m, ids, starts
+
+
+def _closed_held(held: signal_index.ServiceSignals, before: datetime) -> int:
+    """The inputs the service's selections of spans ending before `before` hold."""
+    return sum(len(ids) for key, s in held.selections.items() if key[0].end <= before for _, ids, _ in s.lists.values())
+
+
+def test_a_round_judging_months_of_history_holds_the_inputs_of_a_few_closed_windows_at_a_time(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round after months recorded late holds the inputs of the closed windows it judged only
+    while they fit its budget (`Metrics.closed_held`) and releases the oldest — it held every
+    month's until its end: after a backfill of 2,000,000 signals over 100 months, ≈ 1 GiB at its
+    peak. Both objectives judge a month from one reading of it (each signal converted once), and
+    every window is what the formulas give from every stored signal."""
+    m, [aid], starts = _months_recorded_late(suite)
+    m.closed_held = 6  # a month's inputs and a few more
+    held = m._services[EMAIL]
+    cutoff = at("2026-07-15T10:00+02:00") - m.closed_kept
+    most: list[int] = []
+    select = held.select
+
+    def selecting(*args: Any, **kwargs: Any) -> Any:
+        out = select(*args, **kwargs)
+        most.append(_closed_held(held, cutoff))
+        return out
+
+    monkeypatch.setattr(held, "select", selecting)
+    converted = _conversions(monkeypatch)
+    m.evaluate()
+    assert len(most) >= 5 and max(most) <= 6 + 6  # the budget, and the window just judged
+    assert sorted(converted) == sorted({*converted}) and len(converted) == 25  # each once
+    assert _closed_held(held, cutoff) <= 12  # nor kept after the round
+    assert not any(wid in m._running for wid in m.window_ids(aid) if wid not in m._open_windows)
+    for _ in open_windows_against_every_stored_signal(m, aid, ("availability", "service-level"), starts):
+        pass
+
+
+def test_windows_whose_inputs_a_round_released_take_another_agreements_outcome_unread(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agreements that measure a service the same way share each window's outcome in a round —
+    also the windows whose inputs the round released by then: their outcome is taken without
+    reading those inputs again (each signal converted once for the three agreements)."""
+    m, ids, starts = _months_recorded_late(suite, agreements=3)
+    m.closed_held = 6
+    converted = _conversions(monkeypatch)
+    m.evaluate()
+    assert sorted(converted) == sorted({*converted}) and len(converted) == 25
+    assert m.last_round.windows_shared >= 2 * 2 * 6  # two of the three agreements, two objectives, six months
+    for aid in ids:
+        for _ in open_windows_against_every_stored_signal(m, aid, ("availability", "service-level"), starts):
+            pass

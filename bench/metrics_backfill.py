@@ -1,0 +1,146 @@
+"""Metrics after a backfill: the one round that judges months of history recorded with no round
+between — what it costs and what memory it needs, at and after its peak.
+
+Set-up, per size N (default 500,000 and 2,000,000 signals): a `Metrics` application on SQLite in a
+process of its own (WAL, synchronous=FULL) that learned the sample SLA (availability, time-based,
+and service level, monthly, Europe/Amsterdam) from an `Agreements` application's events, judged
+once at its start; then N signals (half calls, half outages, as `bench.metrics` makes them) spread
+evenly from 1 January 2026 at `--per-month` signals a month (default 20,000: 2,000,000 is 100
+months) recorded through `Metrics.record` in batches of 1,000 as a service identity, with no round
+between — a department sending its history, or a service stopped for that long.
+
+Timed: the round at "now" (the middle of the month after the last), as the service runs a round
+after its first (the collector paused, `accord_kit.heap.paused`): its wall and CPU time and the
+windows it judged; the process's peak RSS (VmHWM) before it and after it; its RSS after the next
+round (5 s later) and a settle of the heap as the service makes one every interval
+(`accord_kit.heap.settle`: a full collection, the C allocator's free pages given back).
+`--backfill-held` sets the inputs of closed windows a round holds at once (`Metrics.closed_held`;
+a number larger than N holds them all, as rounds did before the budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from accord.metrics.v1 import signals_pb2 as spb
+from bench.metrics import MONTH_START, _signals, sample_agreement
+from bench.metrics_scale import _now, _rss_mb
+
+NAME = "metrics-backfill"
+SUMMARY = "metrics: the round after months of history recorded with no round between (its CPU, peak RSS, RSS after)"
+BATCH = 1_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backfill-sizes",
+        default="500000,2000000",
+        help="signals recorded before the round, comma-separated (default 500000,2000000)",
+    )
+    parser.add_argument(
+        "--backfill-held",
+        type=int,
+        default=0,
+        help="inputs of closed windows a round holds at once (default 0: the service's own, judging.CLOSED_HELD)",
+    )
+
+
+def _hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [int(s.replace("_", "")) for s in str(args.backfill_sizes).split(",") if s.strip()]
+    if not sizes or any(n < BATCH for n in sizes):
+        raise ValueError(f"--backfill-sizes {args.backfill_sizes!r}: sizes of at least {BATCH:,}")
+    if args.backfill_held < 0:
+        raise ValueError(f"--backfill-held {args.backfill_held}: not negative")
+    per_month = int(getattr(args, "per_month", 20_000))
+    spawn = multiprocessing.get_context("spawn")
+    points: list[dict[str, Any]] = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-backfill-") as tmp, spawn.Pool(1) as pool:
+            points.append(pool.apply(_point, (n, per_month, tmp, int(args.backfill_held))))
+    figures: list[dict[str, Any]] = []
+    for p in points:
+        s = f"{p['signals']:,} signals over {p['months']} months"
+        figures += [
+            {"name": f"round after a backfill, {s}", "value": p["round_cpu_s"], "unit": "s",
+             "detail": f"CPU (wall {p['round_s']:.1f} s; {p['round_cpu_us']:.1f} µs a signal); windows judged "
+                       f"{p['windows']}; closed windows' inputs held at once {p['held']:,}"},
+            {"name": f"peak RSS in that round, {s}", "value": p["peak_mb"], "unit": "MiB",
+             "detail": f"VmHWM after the round; before it (recording) {p['hwm_before_mb']:.0f} MiB"},
+            {"name": f"RSS after it, {s}", "value": p["after_mb"], "unit": "MiB",
+             "detail": f"after the next round and a settle of the heap (right after the round: "
+                       f"{p['right_after_mb']:.0f} MiB)"},
+        ]  # fmt: skip
+    return {
+        "figures": figures,
+        "params": {"sizes": sizes, "per_month": per_month, "held": args.backfill_held or "CLOSED_HELD"},
+    }
+
+
+def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
+    from accord_agreements.application import Agreements
+    from accord_kit import heap
+    from accord_kit.clock import FakeClock
+    from accord_kit.context import Principal
+    from accord_kit.testing.fixtures import sqlite_env
+    from accord_metrics.application import Metrics
+
+    now = _now(n, per_month)
+    span = now - MONTH_START
+    rnd = random.Random(20260101)
+    tmp = Path(store_dir)
+    clock = FakeClock(MONTH_START + timedelta(hours=9))
+    agreements = Agreements(sqlite_env(tmp / "agreements.sqlite"), clock=clock)
+    metrics = Metrics(sqlite_env(tmp / "metrics.sqlite"), clock=clock)
+    try:
+        if held:
+            metrics.closed_held = held
+        sample_agreement(agreements, metrics)
+        metrics.evaluate(clock.now())
+        collector = Principal("bench-collector", "service")
+        t0 = time.perf_counter()
+        for i in range(0, n, BATCH):
+            raw = _signals(i, min(BATCH, n - i), MONTH_START, span, n, rnd)
+            metrics.record(collector, list(spb.SignalBatch.FromString(raw).signals))
+        print(f"   metrics-backfill: {n:,} recorded in {time.perf_counter() - t0:,.0f} s", flush=True)
+        hwm_before = _hwm_mb()
+        clock.set(now)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with heap.paused():
+            metrics.evaluate(now)
+        round_s, round_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        windows = metrics.last_round.windows_judged
+        peak, right_after = _hwm_mb(), _rss_mb()
+        clock.set(now + timedelta(seconds=5))
+        with heap.paused():
+            metrics.evaluate(now + timedelta(seconds=5))
+        heap.settle()
+        return {
+            "signals": n,
+            "months": round((now - MONTH_START) / timedelta(days=30.4375)),
+            "round_s": round_s,
+            "round_cpu_s": round_cpu_s,
+            "round_cpu_us": round_cpu_s / n * 1e6,
+            "windows": windows,
+            "held": metrics.closed_held,
+            "hwm_before_mb": hwm_before,
+            "peak_mb": peak,
+            "right_after_mb": right_after,
+            "after_mb": _rss_mb(),
+        }
+    finally:
+        metrics.close()
+        agreements.close()
