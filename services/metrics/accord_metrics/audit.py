@@ -28,6 +28,7 @@ from accord_metrics.application import (
 from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
 from accord_metrics.evaluation import ONGOING
+from accord_metrics.signal_index import reaching
 
 DEFAULT_PERIODS = 3
 MAX_PERIODS = 24
@@ -249,7 +250,16 @@ class MetricsAudit:
             for start, end in rows
             for sid in app.rejudged_services(view, Interval(start, end), now, terms=proposal)
         }
-        signals = app.signal_sources(sorted(wanted), from_store=True)
+        # Only the signals that may reach the windows judged are held (the pass reads every batch):
+        # a few periods' signals, not history's. First-contact resolution's calls whole: its
+        # chains of contacts reach back without bound.
+        spans = [(start, end) for oid, rows in table.items() if oid in proposed for start, end in rows]
+        reach = None
+        if spans:
+            fcr = any(o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" for o in proposed.values())
+            span = Interval(min(s for s, _ in spans), max(e for _, e in spans))
+            reach = reaching(span, ("calls",) if fcr else ())
+        signals = app.signal_sources(sorted(wanted), from_store=True, reach=reach)
         out = []
         for oid in order:
             rows = table[oid]

@@ -41,7 +41,7 @@ from accord_metrics.evaluation import (
 )
 from accord_metrics.formulas import reliability
 from accord_metrics.running import Running
-from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined
+from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined, reaching
 from accord_metrics.views import _parse, end_of, named_services, suspensions
 
 if TYPE_CHECKING:
@@ -1422,7 +1422,15 @@ class Judging(_Host):
         view = self.agreement_view(None, agreement_id)
         agg = self.window(None, agreement_id, objective_id, window_start)
         now = self.clock.now()
-        signals = self.signal_sources(self.measured_services(view, now)[0], from_store=True)
+        # Only the signals that may reach the window are held (the pass reads every batch): a
+        # year's store held whole for one window's check was history's memory, not the window's.
+        # First-contact resolution's calls whole: its chains reach back without bound.
+        formula = recorded_formula(agg.latest)
+        window = Interval(_parse(agg.window_start), _parse(agg.window_end))
+        whole = ("calls",) if formula is None or formula[0] == FCR_V1[0] else ()
+        signals = self.signal_sources(
+            self.measured_services(view, now)[0], from_store=True, reach=reaching(window, whole)
+        )
         check = self.check_window(view, agg, signals, now)
         return {"recorded": check.recorded, "recomputed": check.recomputed or {}, "matches": check.matches,
                 "differences": check.differences}  # fmt: skip

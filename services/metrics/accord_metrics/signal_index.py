@@ -1026,22 +1026,69 @@ def _input(s: signals_pb2.Signal) -> Any:
 @dataclass
 class _Absorbed:
     """Signals re-read from the store in one pass, held only as formula inputs (a month of a
-    million signals is held once): a signal's later content replaces its earlier one in place."""
+    million signals is held once): a signal's later content replaces its earlier one in place.
+    With `reach`, only the signals it says a window may read are held: one whose later content
+    no longer does is dropped (`_GONE` in its place until `done`)."""
 
     signals: SignalSet = field(default_factory=SignalSet)
     at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
+    reach: Callable[[str, signals_pb2.Signal], bool] | None = None
 
     def absorb(self, items: list[signals_pb2.Signal]) -> None:
+        reach = self.reach
         for s in items:
             name = _LIST_OF[str(s.WhichOneof("kind"))]
+            at = self.at.get(s.signal_id)
+            if reach is not None and not reach(name, s):
+                if at is not None:  # its later content leaves the span: dropped
+                    getattr(self.signals, name)[at[1]] = _GONE
+                continue
             item = _input(s)
             target: list[Any] = getattr(self.signals, name)
-            at = self.at.get(s.signal_id)
             if at is None:
                 self.at[s.signal_id] = (name, len(target))
                 target.append(item)
             else:  # a later content (completion, correction) replaces the earlier one in place
                 target[at[1]] = item
+
+    def done(self) -> SignalSet:
+        """The signals held, without those dropped."""
+        if self.reach is not None:
+            for name in INPUT_LISTS:
+                held = getattr(self.signals, name)
+                if any(item is _GONE for item in held):
+                    setattr(self.signals, name, [item for item in held if item is not _GONE])
+        return self.signals
+
+
+_GONE = object()  # `_Absorbed`: the place of a signal whose later content left the span
+
+
+def reaching(span: Interval, whole: Iterable[str] = ()) -> Callable[[str, signals_pb2.Signal], bool]:
+    """Whether a signal (its formula-input list's name, its latest content) may be read by a window
+    within `span`: a call that entered the queue within it, a request count or probe and an outage
+    (under way: from its start on) that overlap it — each with the selections' margin
+    (`_SLACK_US`): a superset, which the formulas filter again — and every other kind, and the
+    lists `whole` names (first-contact resolution's calls: its chains of contacts reach back
+    without bound), whatever their time."""
+    lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
+    read_whole = frozenset(whole)
+
+    def reaches(name: str, s: signals_pb2.Signal) -> bool:
+        if name in read_whole:
+            return True
+        if name == "calls":
+            return lo <= _us(s.call.entered_queue) <= hi
+        if name == "outages":
+            o = s.outage
+            return _us(o.start) <= hi and (not o.HasField("end") or _us(o.end) >= lo)
+        if name == "requests":
+            if s.HasField("probe"):
+                return lo <= _us(s.probe.at) <= hi
+            return _us(s.requests.start) <= hi and _us(s.requests.end) >= lo
+        return True
+
+    return reaches
 
 
 @dataclass(frozen=True)
@@ -1828,16 +1875,17 @@ class SignalIndex(_Host):
     def signal_sources(
         self, service_ids: Iterable[str], *, from_store: bool = False, span: Interval | None = None,
         all_calls: bool = False, since: datetime | None = None, whole_settled: bool = False,
-        repeat: timedelta | None = None,
+        repeat: timedelta | None = None, reach: Callable[[str, signals_pb2.Signal], bool] | None = None,
     ) -> dict[str, SignalSet]:  # fmt: skip
         """The signals of these services as formula inputs, per service: from the store's signal
         index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
-        from the stored batches (auditors' recomputation). Read them, never change them.
+        from the stored batches (auditors' recomputation; those `reach` holds, when given:
+        `stored_signals`). Read them, never change them.
         `repeat`: first-contact resolution's repeat window — the calls it reads (`select`'s
         `repeat`; of several services, chained over all of them: `_chained_sources`); with
         `whole_settled` (a window recorded with v1, whose digest covers every call passed), every call."""
         if from_store:
-            return self.stored_signals(set(service_ids)).sets
+            return self.stored_signals(set(service_ids), reach=reach).sets
         ids = list(dict.fromkeys(service_ids))
         chained: int | None = None
         if repeat is not None:
@@ -1877,10 +1925,16 @@ class SignalIndex(_Host):
                 out[sid] = e.select(span, False, since, False, repeat, peers, frozenset(extra))
         return out
 
-    def stored_signals(self, service_ids: set[str] | None = None, through: int | None = None) -> StoredSignals:
+    def stored_signals(
+        self, service_ids: set[str] | None = None, through: int | None = None,
+        reach: Callable[[str, signals_pb2.Signal], bool] | None = None,
+    ) -> StoredSignals:  # fmt: skip
         """Every stored signal batch (of these services) re-read from the store in one pass,
         independently of the signal index, as formula inputs per service; with `through`, only
-        those stored at or before that log position (the signals as they stood then)."""
+        those stored at or before that log position (the signals as they stood then). With
+        `reach` (`reaching`), only the signals it says a window may read are held as the pass
+        reads them — the pass reads every batch all the same, but holds the span's signals, not
+        history's (`count` counts every signal read)."""
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
@@ -1897,7 +1951,10 @@ class SignalIndex(_Host):
                 if service_ids is not None and batch.service_id not in service_ids:
                     continue
                 items = list(batch_message(batch.batch).signals)
-                entries.setdefault(batch.service_id, _Absorbed()).absorb(items)
+                entry = entries.get(batch.service_id)
+                if entry is None:
+                    entry = entries[batch.service_id] = _Absorbed(reach=reach)
+                entry.absorb(items)
                 count += len(items)
             position = notes[-1].id
-        return StoredSignals({sid: e.signals for sid, e in entries.items()}, count)
+        return StoredSignals({sid: e.done() for sid, e in entries.items()}, count)

@@ -6,7 +6,7 @@ a restated window shows as known at T beside as effective, and the difference.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms, with_target
 from accord_kit.context import Principal
+from accord_kit.timeline import Interval
 from accord_metrics.application import CALENDAR_UNAVAILABLE, Metrics
 from accord_metrics.audit import MetricsAudit, Progress
 from accord_metrics.domain import (
@@ -24,6 +25,7 @@ from accord_metrics.domain import (
     NotAPartyError,
     NotFoundError,
 )
+from accord_metrics.signal_index import reaching
 from tests.suite import (
     AMS,
     COLLECTOR,
@@ -333,6 +335,47 @@ def test_what_if_replays_the_signals_in_the_store_not_a_process_index(world: Wor
     )  # fmt: skip
     assert jan[0].proposed["input_digest"] == mismatch.recomputed["input_digest"]
     assert jan[0].proposed["detail"]["downtime_seconds"] == "7200"
+
+
+def test_a_window_checked_or_replayed_holds_only_the_signals_that_reach_it(world: World) -> None:
+    """Recomputation and what-if re-read every stored batch, and hold only the signals that may
+    reach the windows they judge — not the store's every signal (a year of a contact centre's, for
+    one window) — the same answers all the same: a call corrected out of February is dropped, one
+    corrected into it held, outages that overlap it (one from January, one under way since before
+    it) held; every other kind whole."""
+    suite = world.suite
+    aid = two_months(suite)
+    m = suite.metrics
+    under_way = pb.Signal(
+        signal_id="o-open", service_id=EMAIL, outage=pb.Outage(start=ts(at(f"2026-01-31T23:00{AMS}")))
+    )
+    m.record(COLLECTOR, [outage_signal("o-jan-feb", f"2026-01-31T22:00{AMS}", 180), under_way])
+    moved = call_signals("feb", f"2026-01-20T09:00{AMS}", 1, 0)  # feb0: from 16 February to January
+    into = call_signals("jan", f"2026-02-20T09:00{AMS}", 1, 0)  # jan0: from 15 January to February
+    m.record(COLLECTOR, [*moved, *into], reason="corrected")
+    suite.tick(f"2026-03-05T12:10{AMS}")
+    whole = m.stored_signals({EMAIL}).sets[EMAIL]
+    stored = m.stored_signals({EMAIL}, reach=reaching(Interval(FEB, MAR)))
+    held = stored.sets[EMAIL]
+    assert stored.count == m.stored_signals({EMAIL}).count  # every batch read
+    assert sorted(c.call_id for c in held.calls) == sorted(
+        c.call_id for c in whole.calls if FEB <= c.entered_queue <= MAR
+    )  # fmt: skip
+    assert "feb0" not in {c.call_id for c in held.calls} and "jan0" in {c.call_id for c in held.calls}
+    assert len(held.calls) == 20 and len(whole.calls) == 40
+    assert held.outages == [o for o in whole.outages if o.start <= MAR and o.end >= FEB]
+    assert len(held.outages) == 3  # February's, the one from January, the one under way
+    assert held.maintenance == whole.maintenance
+    for objective in ("availability", "service-level"):
+        check = m.recompute(aid, objective, FEB.astimezone(UTC).isoformat())
+        assert check["matches"], check["differences"]
+    answer = world.audit.what_if(AUDITOR, aid, terms=sla_terms(), periods=1)
+    for o in answer.objectives:
+        [feb] = o.windows
+        assert feb.proposed is not None and feb.actual is not None
+        assert (at(feb.proposed["window_start"]), feb.proposed["input_digest"], feb.proposed["value"]) == (
+            FEB, feb.actual["input_digest"], feb.actual["value"]
+        )  # fmt: skip
 
 
 # -- the calendar version that judged a window ----------------------------------------------------
