@@ -14,6 +14,9 @@ after its first (the collector paused, `accord_kit.heap.paused`): its wall and C
 windows it judged; the process's peak RSS (VmHWM) before it and after it; its RSS after the next
 round (5 s later) and a settle of the heap as the service makes one every interval
 (`accord_kit.heap.settle`: a full collection, the C allocator's free pages given back).
+Then a what-if of the last closed month (the agreement's own terms as the proposal: every stored
+batch re-read, the signals that reach the month held): its CPU and the memory it needs over what
+the process holds (its peak RSS reset first, `/proc/self/clear_refs`).
 `--backfill-held` sets the inputs of closed windows a round holds at once (`Metrics.closed_held`;
 a number larger than N holds them all, as rounds did before the budget).
 """
@@ -83,6 +86,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"name": f"RSS after it, {s}", "value": p["after_mb"], "unit": "MiB",
              "detail": f"after the next round and a settle of the heap (right after the round: "
                        f"{p['right_after_mb']:.0f} MiB)"},
+            {"name": f"what-if of the last month after it, {s}", "value": p["what_if_cpu_s"], "unit": "s",
+             "detail": f"CPU (every stored batch read, the month's signals held); the memory it needed over what "
+                       f"the process held: {p['what_if_mb']:.0f} MiB (its peak RSS reset before it)"},
         ]  # fmt: skip
     return {
         "figures": figures,
@@ -92,11 +98,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
     from accord_agreements.application import Agreements
+    from accord_agreements.samples import sla_terms
     from accord_kit import heap
     from accord_kit.clock import FakeClock
     from accord_kit.context import Principal
     from accord_kit.testing.fixtures import sqlite_env
     from accord_metrics.application import Metrics
+    from accord_metrics.audit import MetricsAudit
 
     now = _now(n, per_month)
     span = now - MONTH_START
@@ -108,7 +116,7 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
     try:
         if held:
             metrics.closed_held = held
-        sample_agreement(agreements, metrics)
+        agreement_id = sample_agreement(agreements, metrics)
         metrics.evaluate(clock.now())
         collector = Principal("bench-collector", "service")
         t0 = time.perf_counter()
@@ -128,6 +136,13 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
         with heap.paused():
             metrics.evaluate(now + timedelta(seconds=5))
         heap.settle()
+        after = _rss_mb()
+        # A what-if of the last closed month (the agreement's own terms as the proposal): its CPU
+        # and the memory it needs over what the process holds (the peak reset first).
+        Path("/proc/self/clear_refs").write_text("5")
+        c0 = time.process_time()
+        MetricsAudit(metrics).what_if(None, agreement_id, terms=sla_terms(), periods=1)
+        what_if_cpu_s = time.process_time() - c0
         return {
             "signals": n,
             "months": round((now - MONTH_START) / timedelta(days=30.4375)),
@@ -139,7 +154,9 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
             "hwm_before_mb": hwm_before,
             "peak_mb": peak,
             "right_after_mb": right_after,
-            "after_mb": _rss_mb(),
+            "after_mb": after,
+            "what_if_cpu_s": what_if_cpu_s,
+            "what_if_mb": _hwm_mb() - after,
         }
     finally:
         metrics.close()

@@ -25,6 +25,7 @@ def test_the_round_after_a_backfill_is_measured() -> None:
         "round after a backfill, 6,000 signals over 6 months",
         "peak RSS in that round, 6,000 signals over 6 months",
         "RSS after it, 6,000 signals over 6 months",
+        "what-if of the last month after it, 6,000 signals over 6 months",
     ]
     for name, f in figures.items():
         assert f["value"] > 0, name
