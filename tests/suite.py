@@ -203,6 +203,20 @@ def an_active_agreement(suite: Suite, services: tuple[str, ...] = (EMAIL,)) -> s
     return an_agreement_with(suite, None, f"2026-01-10T10:00{AMS}", services)
 
 
+def active_agreements_alike(suite: Suite, n: int) -> list[str]:
+    """`an_active_agreement` and `n - 1` more like it (the sample SLA on the e-mail service, each
+    titled apart), accepted; their ids."""
+    from accord_agreements.samples import sla_terms
+
+    ids = [an_active_agreement(suite)]
+    for i in range(1, n):
+        aid = str(suite.agreements.draft(PROVIDER, sla_terms(title=f"E-mail #{i}")).id)
+        suite.agreements.propose(PROVIDER, aid)
+        suite.agreements.accept(CUSTOMER, aid)
+        ids.append(aid)
+    return ids
+
+
 def monthly_objective(oid: str, metric: str, parameters: dict[str, str]) -> dict[str, Any]:
     """An objective of `metric` judged by month, at least 90, NO_DATA not counted."""
     return {

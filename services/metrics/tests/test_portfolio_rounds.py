@@ -30,7 +30,17 @@ from accord_metrics.application import Metrics
 from accord_metrics.bootstrap import store_env
 from accord_metrics.domain import AgreementView, WindowEvaluation
 from accord_metrics.formulas import reliability
-from tests.suite import AMS, COLLECTOR, CUSTOMER, PROVIDER, Suite, an_active_agreement, at, calls, outage
+from tests.suite import (
+    AMS,
+    COLLECTOR,
+    CUSTOMER,
+    PROVIDER,
+    Suite,
+    active_agreements_alike,
+    at,
+    calls,
+    outage,
+)
 
 AGREEMENTS = 4
 FEB = "2026-01-31T23:00:00+00:00"
@@ -45,12 +55,7 @@ def suite(make_store_env: Callable[[str], dict[str, str]]) -> Iterator[Suite]:
 
 def _portfolio(suite: Suite) -> list[str]:
     """AGREEMENTS accepted agreements on the e-mail service (the sample SLA), with signals."""
-    ids = [an_active_agreement(suite)]
-    for i in range(1, AGREEMENTS):
-        aid = str(suite.agreements.draft(PROVIDER, sla_terms(title=f"E-mail #{i}")).id)
-        suite.agreements.propose(PROVIDER, aid)
-        suite.agreements.accept(CUSTOMER, aid)
-        ids.append(aid)
+    ids = active_agreements_alike(suite, AGREEMENTS)
     suite.metrics.record(
         COLLECTOR, [outage("o1", f"2026-02-02T10:00{AMS}", 30), *calls("a", f"2026-02-02T09:00{AMS}", 8, 2)]
     )

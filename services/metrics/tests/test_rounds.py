@@ -36,6 +36,7 @@ from tests.suite import (
     EMAIL,
     PROVIDER,
     Suite,
+    active_agreements_alike,
     an_active_agreement,
     at,
     calls,
@@ -1107,12 +1108,7 @@ def _months_recorded_late(suite: Suite, agreements: int = 1) -> tuple[Metrics, l
     recorded with no round between — an outage and four calls on the 10th of each month, as a
     backfill of history or a process stopped for months — and the clock at 15 July. Returns the
     metrics application, the agreements' ids and the closed months' window starts."""
-    ids = [an_active_agreement(suite)]
-    for i in range(1, agreements):
-        aid = str(suite.agreements.draft(PROVIDER, sla_terms(title=f"E-mail #{i}")).id)
-        suite.agreements.propose(PROVIDER, aid)
-        suite.agreements.accept(CUSTOMER, aid)
-        ids.append(aid)
+    ids = active_agreements_alike(suite, agreements)
     suite.tick(f"2026-01-10T10:00{AMS}")
     suite.clock.set(at("2026-07-15T10:00+02:00"))
     m = suite.metrics
