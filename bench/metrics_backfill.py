@@ -34,7 +34,7 @@ from typing import Any
 
 from accord.metrics.v1 import signals_pb2 as spb
 from bench.metrics import MONTH_START, _signals, sample_agreement
-from bench.metrics_scale import _now, _rss_mb
+from bench.metrics_scale import _now, _rss_mb, _status_mb
 
 NAME = "metrics-backfill"
 SUMMARY = "metrics: the round after months of history recorded with no round between (its CPU, peak RSS, RSS after)"
@@ -53,13 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="inputs of closed windows a round holds at once (default 0: the service's own, judging.CLOSED_HELD)",
     )
-
-
-def _hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,14 +117,14 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
             raw = _signals(i, min(BATCH, n - i), MONTH_START, span, n, rnd)
             metrics.record(collector, list(spb.SignalBatch.FromString(raw).signals))
         print(f"   metrics-backfill: {n:,} recorded in {time.perf_counter() - t0:,.0f} s", flush=True)
-        hwm_before = _hwm_mb()
+        hwm_before = _status_mb("VmHWM")
         clock.set(now)
         t0, c0 = time.perf_counter(), time.process_time()
         with heap.paused():
             metrics.evaluate(now)
         round_s, round_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         windows = metrics.last_round.windows_judged
-        peak, right_after = _hwm_mb(), _rss_mb()
+        peak, right_after = _status_mb("VmHWM"), _rss_mb()
         clock.set(now + timedelta(seconds=5))
         with heap.paused():
             metrics.evaluate(now + timedelta(seconds=5))
@@ -156,7 +149,7 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
             "right_after_mb": right_after,
             "after_mb": after,
             "what_if_cpu_s": what_if_cpu_s,
-            "what_if_mb": _hwm_mb() - after,
+            "what_if_mb": _status_mb("VmHWM") - after,
         }
     finally:
         metrics.close()

@@ -428,11 +428,16 @@ def _remove_store(store: Path) -> None:
     store.rmdir()
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str = "VmRSS") -> float:
+    """A memory figure of this process's /proc status (VmRSS, VmHWM…), in MiB (0 where none)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def _point(

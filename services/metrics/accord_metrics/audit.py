@@ -258,7 +258,7 @@ class MetricsAudit:
         if spans:
             fcr = any(o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" for o in proposed.values())
             span = Interval(min(s for s, _ in spans), max(e for _, e in spans))
-            reach = reaching(span, ("calls",) if fcr else ())
+            reach = reaching(span, all_calls=fcr)
         signals = app.signal_sources(sorted(wanted), from_store=True, reach=reach)
         out = []
         for oid in order:

@@ -1064,21 +1064,18 @@ class _Absorbed:
 _GONE = object()  # `_Absorbed`: the place of a signal whose later content left the span
 
 
-def reaching(span: Interval, whole: Iterable[str] = ()) -> Callable[[str, signals_pb2.Signal], bool]:
+def reaching(span: Interval, all_calls: bool = False) -> Callable[[str, signals_pb2.Signal], bool]:
     """Whether a signal (its formula-input list's name, its latest content) may be read by a window
     within `span`: a call that entered the queue within it, a request count or probe and an outage
     (under way: from its start on) that overlap it — each with the selections' margin
-    (`_SLACK_US`): a superset, which the formulas filter again — and every other kind, and the
-    lists `whole` names (first-contact resolution's calls: its chains of contacts reach back
-    without bound), whatever their time."""
+    (`_SLACK_US`): a superset, which the formulas filter again — and every other kind, and with
+    `all_calls` every call (first-contact resolution's: its chains of contacts reach back without
+    bound), whatever their time."""
     lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
-    read_whole = frozenset(whole)
 
     def reaches(name: str, s: signals_pb2.Signal) -> bool:
-        if name in read_whole:
-            return True
         if name == "calls":
-            return lo <= _us(s.call.entered_queue) <= hi
+            return all_calls or lo <= _us(s.call.entered_queue) <= hi
         if name == "outages":
             o = s.outage
             return _us(o.start) <= hi and (not o.HasField("end") or _us(o.end) >= lo)
