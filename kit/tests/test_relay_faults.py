@@ -205,8 +205,13 @@ async def test_an_idle_look_lost_with_its_server_holds_back_saves_a_second_not_f
             await asyncio.sleep(0.3)  # an idle look (every 0.1 s) sent to the frozen server
         app.increment("after", 1)
         await eventually(lambda: relay.stats.head_position == app.head_position(), timeout=30, what="published")
-        took = time.monotonic() - frozen
-        assert took < 4.0, f"the save published {took:.1f} s after the server froze"
+        done = time.monotonic()
+        # From when the server answered again: its start (killed, then started) takes seconds on a
+        # busy machine, and the relay is not what waits for it.
+        took, back = done - frozen, done - own_nats_server.answering_since
+        assert back < 3.0, (
+            f"the save published {back:.1f} s after the server answered again ({took:.1f} s after it froze)"
+        )
     finally:
         relay.stop()
         await task
@@ -232,9 +237,13 @@ async def test_a_request_lost_with_its_server_is_asked_again_before_the_default_
         async with own_nats_server.requests_lost():
             task = asyncio.create_task(relay.run())
         await asyncio.wait_for(relay.caught_up.wait(), timeout=30)
-        took = time.monotonic() - asked
+        done = time.monotonic()
+        took, back = done - asked, done - own_nats_server.answering_since
         assert relay.stats.resyncs >= 1  # the lost request timed out and the head was asked again
-        assert took < 5.0, f"the stream's head known {took:.1f} s after it was first asked"
+        assert back < 3.0, (
+            f"the stream's head known {back:.1f} s after the server answered again "
+            f"({took:.1f} s after it was first asked)"
+        )
         await eventually(lambda: relay.stats.head_position == app.head_position(), what="published")
     finally:
         relay.stop()

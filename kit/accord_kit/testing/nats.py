@@ -138,12 +138,35 @@ class NatsServer:
         if _version(self.binary) < (2, 10):
             raise NatsServerError(f"{self.binary} is too old for Accord's stream settings (need ≥ 2.10)")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.answering_since = 0.0  # `requests_lost`
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> NatsServer:
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._up():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise NatsServerError(f"nats-server did not accept connections on port {self.port} within {timeout}s")
+
+    async def start_async(self, timeout: float = 10.0) -> NatsServer:
+        """`start`, waiting for the server without blocking the event loop: its clients in this
+        loop see it die and come back as they would a real server's restart."""
+        self._spawn()  # on this thread: the child's parent-death signal is tied to the thread that spawned it
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(self._up):
+                return self
+            await asyncio.sleep(0.05)
+        self.stop()
+        raise NatsServerError(f"nats-server did not accept connections on port {self.port} within {timeout}s")
+
+    def _spawn(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 (kept open for the child)
         argv = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
@@ -154,18 +177,16 @@ class NatsServer:
             start_new_session=True,  # …but a terminal's Ctrl-C must not stop it before its clients
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise NatsServerError(
-                    f"nats-server exited with {self.proc.returncode}; see {self.log_file}:\n"
-                    + self.log_file.read_text()[-2000:]
-                )
-            if self._ready():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise NatsServerError(f"nats-server did not accept connections on port {self.port} within {timeout}s")
+
+    def _up(self) -> bool:
+        """Whether the server accepts connections; raises if it exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise NatsServerError(
+                f"nats-server exited with {self.proc.returncode}; see {self.log_file}:\n"
+                + self.log_file.read_text()[-2000:]
+            )
+        return self._ready()
 
     def _ready(self) -> bool:
         try:
@@ -199,9 +220,12 @@ class NatsServer:
         """What is sent to this server from the block on reaches its socket, never an answer, and
         is lost: the server frozen (SIGSTOP) for the block and `after` seconds more (for what the
         block started to send), then killed (-9) — its connections with what they carried — and
-        started again at once."""
+        started again at once, the event loop running meanwhile (a server's start takes seconds
+        on a busy machine). `answering_since`: when it accepted connections again."""
         assert self.proc is not None, "not running"
         self.proc.send_signal(signal.SIGSTOP)
         yield
         await asyncio.sleep(after)
-        self.restart(kill=True)
+        self.stop(kill=True)
+        await self.start_async()
+        self.answering_since = time.monotonic()
