@@ -17,6 +17,12 @@ round (5 s later) and a settle of the heap as the service makes one every interv
 Then a what-if of the last closed month (the agreement's own terms as the proposal: every stored
 batch re-read, the signals that reach the month held): its CPU and the memory it needs over what
 the process holds (its peak RSS reset first, `/proc/self/clear_refs`).
+Then a re-derivation of the agreement (every closed window recomputed from the stored batches)
+twice: in one pass holding every signal (as re-derivation did before it read the store a span of
+time at a time) and with the signals a pass holds (`--rederive-held`, default
+`audit.REDERIVE_HELD`): for each its CPU, the passes, the windows checked and found amiss (none,
+or the benchmark fails) and the memory it needs over what the process holds (the heap settled and
+the peak RSS reset before each).
 `--backfill-held` sets the inputs of closed windows a round holds at once (`Metrics.closed_held`;
 a number larger than N holds them all, as rounds did before the budget).
 """
@@ -53,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="inputs of closed windows a round holds at once (default 0: the service's own, judging.CLOSED_HELD)",
     )
+    parser.add_argument(
+        "--rederive-held",
+        type=int,
+        default=0,
+        help="signals a re-derivation's pass holds (default 0: the service's own, audit.REDERIVE_HELD)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,12 +73,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--backfill-sizes {args.backfill_sizes!r}: sizes of at least {BATCH:,}")
     if args.backfill_held < 0:
         raise ValueError(f"--backfill-held {args.backfill_held}: not negative")
+    if args.rederive_held < 0:
+        raise ValueError(f"--rederive-held {args.rederive_held}: not negative")
     per_month = int(getattr(args, "per_month", 20_000))
     spawn = multiprocessing.get_context("spawn")
     points: list[dict[str, Any]] = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="accord-bench-metrics-backfill-") as tmp, spawn.Pool(1) as pool:
-            points.append(pool.apply(_point, (n, per_month, tmp, int(args.backfill_held))))
+            points.append(pool.apply(_point, (n, per_month, tmp, int(args.backfill_held), int(args.rederive_held))))
     figures: list[dict[str, Any]] = []
     for p in points:
         s = f"{p['signals']:,} signals over {p['months']} months"
@@ -83,13 +97,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "detail": f"CPU (every stored batch read, the month's signals held); the memory it needed over what "
                        f"the process held: {p['what_if_mb']:.0f} MiB (its peak RSS reset before it)"},
         ]  # fmt: skip
+        for how, r in (("in one pass", p["rederive_one"]), ("a span of time at a time", p["rederive"])):
+            figures += [
+                {"name": f"re-derivation {how}, {s}", "value": r["mb"], "unit": "MiB",
+                 "detail": f"memory needed over what the process held; CPU {r['cpu_s']:.1f} s; {r['passes']} "
+                           f"pass(es) of at most {r['held']:,} signals; {r['checked']} windows checked, "
+                           f"{r['mismatches']} amiss"},
+            ]  # fmt: skip
     return {
         "figures": figures,
-        "params": {"sizes": sizes, "per_month": per_month, "held": args.backfill_held or "CLOSED_HELD"},
+        "params": {
+            "sizes": sizes,
+            "per_month": per_month,
+            "held": args.backfill_held or "CLOSED_HELD",
+            "rederive_held": args.rederive_held or "REDERIVE_HELD",
+        },
     }
 
 
-def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
+def _point(n: int, per_month: int, store_dir: str, held: int, rederive_held: int) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_agreements.samples import sla_terms
     from accord_kit import heap
@@ -97,7 +123,7 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
     from accord_kit.context import Principal
     from accord_kit.testing.fixtures import sqlite_env
     from accord_metrics.application import Metrics
-    from accord_metrics.audit import MetricsAudit
+    from accord_metrics.audit import REDERIVE_HELD, MetricsAudit
 
     now = _now(n, per_month)
     span = now - MONTH_START
@@ -136,6 +162,20 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
         c0 = time.process_time()
         MetricsAudit(metrics).what_if(None, agreement_id, terms=sla_terms(), periods=1)
         what_if_cpu_s = time.process_time() - c0
+        what_if_mb = _status_mb("VmHWM") - after
+        rederived = {}
+        for name, most in (("rederive_one", n + 1), ("rederive", rederive_held or REDERIVE_HELD)):
+            heap.settle()
+            base = _rss_mb()
+            Path("/proc/self/clear_refs").write_text("5")
+            c0 = time.process_time()
+            found = MetricsAudit(metrics).rederive(agreement_id, held=most)
+            cpu = time.process_time() - c0
+            if found.mismatches:
+                raise AssertionError(f"re-derivation found {len(found.mismatches)} windows amiss in an untouched store")
+            rederived[name] = {"cpu_s": cpu, "passes": found.passes, "held": most, "checked": found.checked,
+                               "mismatches": len(found.mismatches), "mb": _status_mb("VmHWM") - base}  # fmt: skip
+            print(f"   metrics-backfill: re-derivation ({name}) {cpu:.1f} s CPU, {found.passes} passes", flush=True)
         return {
             "signals": n,
             "months": round((now - MONTH_START) / timedelta(days=30.4375)),
@@ -149,7 +189,8 @@ def _point(n: int, per_month: int, store_dir: str, held: int) -> dict[str, Any]:
             "right_after_mb": right_after,
             "after_mb": after,
             "what_if_cpu_s": what_if_cpu_s,
-            "what_if_mb": _status_mb("VmHWM") - after,
+            "what_if_mb": what_if_mb,
+            **rederived,
         }
     finally:
         metrics.close()

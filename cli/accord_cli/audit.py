@@ -422,7 +422,10 @@ def rederive(
             for m in mpb_grpc.MetricsServiceStub(ch).RederiveEvaluations(
                 mpb.RederiveEvaluationsRequest(agreement_id=agreement_id), metadata=metadata()
             ):
-                progress.update(task, total=m.total or None, completed=m.processed)
+                what = None
+                if m.passes > 1:  # a store too large for one pass is read once a span of time
+                    what = f"metrics: re-deriving evaluations (pass {m.pass_number} of {m.passes})"
+                progress.update(task, total=m.total or None, completed=m.processed, description=what)
                 if m.done:
                     final_m = m
         task = progress.add_task("billing: re-deriving assessments", total=None)
@@ -449,7 +452,8 @@ def rederive(
         for col in ("what", "checked", "mismatches", "notes"):
             t.add_column(col)
         t.add_row("evaluations (from raw signals)", str(final_m.checked), str(len(final_m.mismatches)),
-                  f"{final_m.skipped_open} open windows skipped; {final_m.signals_read} signals read")  # fmt: skip
+                  f"{final_m.skipped_open} open windows skipped; {final_m.signals_read} signals read"
+                  + (f" in {final_m.passes} passes" if final_m.passes > 1 else ""))  # fmt: skip
         t.add_row("assessments (from evaluations + terms)", str(final_b.checked), str(len(final_b.mismatches)),
                   f"{len(final_b.missing)} never assessed; {len(final_b.unexplained)} unexplained")  # fmt: skip
         out.print(t)

@@ -6,12 +6,14 @@ Reads only: nothing here stores an event."""
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from uuid import UUID
 
 from accord.metrics.v1 import events_pb2 as ev
 from accord_kit.context import Principal
@@ -33,6 +35,12 @@ from accord_metrics.signal_index import reaching
 DEFAULT_PERIODS = 3
 MAX_PERIODS = 24
 PROGRESS_EVERY = 25  # windows between two progress reports of a re-derivation
+# Signals a re-derivation's pass over the store holds (≈ 400 B each as formula inputs: ≈ 200 MiB).
+# A store whose signals fit is read once; a larger one once a span of time, each pass holding the
+# signals that reach its windows (`_passes`).
+REDERIVE_HELD = 500_000
+_DAY = timedelta(days=1)
+FCR_METRIC = "METRIC_FIRST_CONTACT_RESOLUTION"
 COMPARATORS = ("COMPARATOR_AT_LEAST", "COMPARATOR_AT_MOST")
 # Evaluation fields naming the window, not saying anything about it: never a difference.
 IDENTITY = {"agreement_id", "objective_id", "window_start", "window_end"}
@@ -45,6 +53,8 @@ class Progress:
     agreement_id: str
     agreements: int
     signals_read: int
+    passes: int = 0  # passes over the store planned (0 before they are)
+    pass_number: int = 0  # the pass under way, from 1
 
 
 @dataclass
@@ -57,6 +67,29 @@ class Rederivation:
     checked: int = 0
     skipped_open: int = 0
     mismatches: list[WindowCheck] = field(default_factory=list)
+    passes: int = 0  # passes over the stored signals made
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A window a re-derivation looks at, as planned (before it is loaded)."""
+
+    agreement_id: str
+    window_id: UUID
+    start: datetime
+    end: datetime
+    chained: bool  # first-contact resolution's: every call held
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass over the stored signals: the windows it checks (agreement id, window id), the
+    span of time they cover and whether it holds every call (`reaching`); `span` None: it holds
+    every signal."""
+
+    windows: list[tuple[str, UUID]]
+    span: Interval | None
+    all_calls: bool
 
 
 @dataclass(frozen=True)
@@ -131,13 +164,18 @@ class MetricsAudit:
         agreement_id: str = "",
         progress: Callable[[Progress], None] | None = None,
         cancelled: threading.Event | None = None,
+        held: int = REDERIVE_HELD,
     ) -> Rederivation:
         """Recompute every recorded closed window (of one agreement, or of all) from the
-        signal batches re-read from the store — once for all agreements — the terms in force
-        at each window's start and the calendar version its evaluation records; report the
-        windows that differ from the record. Open
-        windows are counted and skipped: their value still changes. Stops early (with what
-        it found so far) when `cancelled` is set."""
+        signal batches re-read from the store — the terms in force at each window's start and
+        the calendar version its evaluation records; report the windows that differ from the
+        record. Open windows are counted and skipped: their value still changes. Stops early
+        (with what it found so far) when `cancelled` is set.
+
+        The store is read once for all agreements when its signals fit `held`; else once a span
+        of time (`_passes`), each pass holding only the signals that reach its windows, so the
+        memory is a span's, not history's. Mismatches are listed by agreement, objective and
+        window whatever the passes."""
         app = self.app
         now = app.clock.now()
         if agreement_id:
@@ -148,38 +186,120 @@ class MetricsAudit:
         services = {v.agreement_id: app.measured_services(v, now)[0] for v in views}
         ids = {v.agreement_id: app.window_ids(v.agreement_id) for v in views}
         total = sum(len(i) for i in ids.values())
+        out = Rederivation(total=total, agreements=len(views))
         if progress is not None:  # reading a month of signals takes a while: say so first
             progress(Progress(0, total, "", len(views), 0))
-        stored = app.stored_signals({s for ss in services.values() for s in ss})
-        out = Rederivation(total=total, agreements=len(views), signals_read=stored.count)
+        plan = self._passes(views, services, ids, held)
+        by_id = {v.agreement_id: v for v in views}
         processed = 0
+        mismatches: list[WindowCheck] = []
+        # Windows a pass bounded in time found recorded without their formula: judged again in a
+        # pass holding every call, as a recomputation holds them (`Judging.recompute`).
+        unbounded: list[tuple[str, UUID, Interval]] = []
 
         def tell(aid: str) -> None:
             if progress is not None:
-                progress(Progress(processed, out.total, aid, out.agreements, out.signals_read))
+                progress(Progress(processed, out.total, aid, out.agreements, out.signals_read, len(plan), out.passes))
 
-        signals = stored.sets
-        for view in views:
-            aid = view.agreement_id
-            tell(aid)
-            loaded: list[Any] = [app.repository.get(i) for i in ids[aid]]
-            windows = sorted(loaded, key=lambda w: (w.objective_id, w.window_start))
-            for agg in windows:
-                if cancelled is not None and cancelled.is_set():
-                    return out
-                if agg.closed:
-                    check = app.check_window(view, agg, signals, now)
-                    out.checked += 1
-                    if not check.matches:
-                        out.mismatches.append(check)
-                else:
-                    out.skipped_open += 1
-                processed += 1
-                if processed % PROGRESS_EVERY == 0:
-                    tell(aid)
-            if processed % PROGRESS_EVERY:
+        while out.passes < len(plan):
+            step = plan[out.passes]
+            out.passes += 1
+            order = list(dict.fromkeys(aid for aid, _ in step.windows))
+            wanted = {s for aid in order for s in services[aid]}
+            reach = None if step.span is None else reaching(step.span, all_calls=step.all_calls)
+            stored = app.stored_signals(wanted, reach=reach)
+            if out.passes == 1:  # every pass reads every batch: the store's signals, counted once
+                out.signals_read = stored.count
+            signals = stored.sets
+            del stored
+            for aid in order:
+                view = by_id[aid]
                 tell(aid)
+                loaded: list[Any] = [app.repository.get(w) for a, w in step.windows if a == aid]
+                for agg in sorted(loaded, key=lambda w: (w.objective_id, w.window_start)):
+                    if cancelled is not None and cancelled.is_set():
+                        out.mismatches = sorted(mismatches, key=_check_order)
+                        return out
+                    if not agg.closed:
+                        out.skipped_open += 1
+                    elif not step.all_calls and recorded_formula(agg.latest) is None:
+                        window = Interval(_parse(agg.window_start), _parse(agg.window_end))
+                        unbounded.append((aid, agg.id, window))
+                        continue
+                    else:
+                        check = app.check_window(view, agg, signals, now)
+                        out.checked += 1
+                        if not check.matches:
+                            mismatches.append(check)
+                    processed += 1
+                    if processed % PROGRESS_EVERY == 0:
+                        tell(aid)
+                del loaded
+                if processed % PROGRESS_EVERY:
+                    tell(aid)
+            del signals
+            if out.passes == len(plan) and unbounded:
+                span = Interval(min(w.start for *_, w in unbounded), max(w.end for *_, w in unbounded))
+                plan.append(_Pass([(aid, wid) for aid, wid, _ in unbounded], span, True))
+                unbounded = []
+        out.mismatches = sorted(mismatches, key=_check_order)
         return out
+
+    def _passes(
+        self, views: list[Any], services: dict[str, list[str]], ids: dict[str, list[UUID]], held: int
+    ) -> list[_Pass]:
+        """The passes a re-derivation makes over the store. One holding every signal when the
+        store's signals of these services fit `held` (as the signal index holds them). Else the
+        windows in order of their start, cut into passes whose span (from the first window's start
+        to the latest end among them) holds at most `held` signals by the index's count of each
+        day — the lists read whole (tickets, tasks…) counted in every pass; a window whose span
+        alone holds more is a pass of its own, held whole. First-contact resolution's windows read
+        chains of contacts back without bound: they share one pass holding every call and, of the
+        rest, what reaches their span."""
+        app = self.app
+        measured = {s for ss in services.values() for s in ss}
+        if app.signals_held(measured) <= held:
+            return [_Pass([(aid, w) for aid in ids for w in ids[aid]], None, True)]
+        by_day, rest = app.counted_by_time(measured, _DAY)
+        days = sorted(by_day)
+        running = [0]
+        for day in days:
+            running.append(running[-1] + by_day[day])
+
+        def holds(span: Interval) -> int:
+            first = bisect_left(days, (span.start - _EPOCH) // _DAY)
+            last = bisect_right(days, (span.end - _EPOCH) // _DAY)
+            return rest + running[last] - running[first]
+
+        due = [d for v in views for d in self._due(v, ids[v.agreement_id])]
+        out: list[_Pass] = []
+        group: list[_Due] = []
+        span: Interval | None = None
+        for d in sorted((d for d in due if not d.chained), key=lambda d: (d.start, d.end)):
+            wider = Interval(d.start, d.end) if span is None else Interval(span.start, max(span.end, d.end))
+            if group and holds(wider) > held:
+                out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False))
+                group, wider = [], Interval(d.start, d.end)
+            group.append(d)
+            span = wider
+        if group:
+            out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False))
+        if chained := [d for d in due if d.chained]:
+            span = Interval(min(d.start for d in chained), max(d.end for d in chained))
+            out.append(_Pass([(d.agreement_id, d.window_id) for d in chained], span, True))
+        return out
+
+    def _due(self, view: Any, window_ids: list[UUID]) -> list[_Due]:
+        """An agreement's windows as a re-derivation plans them: their spans from the events that
+        opened them, and whether their objective is first-contact resolution in any version."""
+        chained = {
+            o.get("objective_id")
+            for v in view.versions
+            for o in v["terms"].get("objectives") or []
+            if o.get("metric") == FCR_METRIC
+        }
+        spans = self.app.window_spans(window_ids)
+        return [_Due(view.agreement_id, wid, start, end, oid in chained) for wid, (oid, start, end) in spans.items()]
 
     # -- what-if -------------------------------------------------------------------------------------
     def what_if(
@@ -378,3 +498,10 @@ def _check_objectives(terms: dict[str, Any]) -> None:
             target = Decimal("NaN")
         if not target.is_finite():
             raise InvalidRequestError(f"{where}.target: must be a decimal number, not {o.get('target', '')!r}")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _check_order(check: WindowCheck) -> tuple[str, str, str]:
+    return check.agreement_id, check.objective_id, check.window_start

@@ -1342,6 +1342,16 @@ class Judging(_Host):
                 self._windows_position = read_to
             return [UUID(i) for i in self._windows.get(agreement_id, ())]
 
+    def window_spans(self, window_ids: Iterable[UUID]) -> dict[UUID, tuple[str, datetime, datetime]]:
+        """Each window's objective, start and end, read from the event that opened it (the
+        window itself not loaded)."""
+        out: dict[UUID, tuple[str, datetime, datetime]] = {}
+        for i in window_ids:
+            for e in self.repository.event_store.get(i, lte=1):
+                opened: Any = e
+                out[i] = (opened.objective_id, _parse(opened.window_start), _parse(opened.window_end))
+        return out
+
     def window_evaluations(self, agreement_id: str) -> list[Any]:
         """Every window evaluation of an agreement, oldest window first."""
         rows: list[Any] = [self.repository.get(i) for i in self.window_ids(agreement_id)]

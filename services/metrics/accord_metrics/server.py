@@ -316,7 +316,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
             while (p := await queue.get()) is not None:
                 yield pb.RederiveEvaluationsProgress(
                     processed=p.processed, total=p.total, agreement_id=p.agreement_id, agreements=p.agreements,
-                    signals_read=p.signals_read,
+                    signals_read=p.signals_read, passes=p.passes, pass_number=p.pass_number,
                 )  # fmt: skip
             result = await worker
         finally:
@@ -326,7 +326,7 @@ class MetricsServicer(pb_grpc.MetricsServiceServicer):
         yield pb.RederiveEvaluationsProgress(
             processed=result.checked + result.skipped_open, total=result.total, agreements=result.agreements,
             signals_read=result.signals_read, done=True, checked=result.checked, skipped_open=result.skipped_open,
-            mismatches=[_mismatch(m) for m in result.mismatches],
+            mismatches=[_mismatch(m) for m in result.mismatches], passes=result.passes, pass_number=result.passes,
         )  # fmt: skip
 
     async def WhatIf(self, request: pb.WhatIfRequest, context: Any) -> pb.WhatIfResponse:

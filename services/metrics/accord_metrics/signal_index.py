@@ -1064,6 +1064,10 @@ class _Absorbed:
 _GONE = object()  # `_Absorbed`: the place of a signal whose later content left the span
 
 
+# The lists `reaching` holds by time; every other is held whole.
+BY_TIME = ("calls", "outages", "requests")
+
+
 def reaching(span: Interval, all_calls: bool = False) -> Callable[[str, signals_pb2.Signal], bool]:
     """Whether a signal (its formula-input list's name, its latest content) may be read by a window
     within `span`: a call that entered the queue within it, a request count or probe and an outage
@@ -1921,6 +1925,21 @@ class SignalIndex(_Host):
             if extra := reached - own[sid]:
                 out[sid] = e.select(span, False, since, False, repeat, peers, frozenset(extra))
         return out
+
+    def signals_held(self, service_ids: Iterable[str]) -> int:
+        """How many signal ids of these services the index holds (its facts, no read)."""
+        with self._lock:
+            self._refresh_signals()
+            return sum(e.count for sid in set(service_ids) if (e := self._services.get(sid)) is not None)
+
+    def counted_by_time(self, service_ids: Iterable[str], step: timedelta) -> tuple[dict[int, int], int]:
+        """The signals of these services the index holds, by step of time (µs since the epoch //
+        the step's µs → signals) in the lists `reaching` holds by time (calls, outages, request
+        counts: by their first instant), and how many the other lists hold. A plan of the passes
+        over the store, not an answer: the index is the store's projection, read as it stands."""
+        with self._lock:
+            self._refresh_signals()
+        return self._signal_store.counted_by_time(sorted(set(service_ids)), BY_TIME, step // timedelta(microseconds=1))
 
     def stored_signals(
         self, service_ids: set[str] | None = None, through: int | None = None,

@@ -332,6 +332,33 @@ class SignalStore:
             )
             return [bytes(c) for (c,) in cur.fetchall()]
 
+    def counted_by_time(
+        self, service_ids: Sequence[str], names: Sequence[str], step_us: int
+    ) -> tuple[dict[int, int], int]:  # fmt: skip
+        """How many signal ids of these services each step of time holds in the lists `names`
+        (their time key // `step_us` → ids; read from the time index alone), and how many every
+        other list holds."""
+        by_step: dict[int, int] = {}
+        if not service_ids:
+            return by_step, 0
+        where, params = self._of_services(service_ids)
+        codes = [LIST_CODE[n] for n in names]
+        marks = ", ".join("?" for _ in codes)
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                self._q(
+                    f"SELECT time_key / ?, COUNT(*) FROM {self.rows} WHERE {where} AND list IN ({marks}) GROUP BY 1"
+                ),
+                (step_us, *params, *codes),
+            )
+            for step, n in cur.fetchall():
+                by_step[int(step)] = by_step.get(int(step), 0) + int(n)
+            cur.execute(
+                self._q(f"SELECT COUNT(*) FROM {self.rows} WHERE {where} AND list NOT IN ({marks})"), (*params, *codes)
+            )
+            rest = int(cur.fetchone()[0])
+        return by_step, rest
+
     def count(self) -> int:
         """Rows held (every service's signal ids)."""
         with self._cursor(write=False) as cur:

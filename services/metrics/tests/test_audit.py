@@ -35,6 +35,7 @@ from tests.suite import (
     PROVIDER,
     Suite,
     an_active_agreement,
+    an_agreement_with,
     at,
     ts,
 )
@@ -139,6 +140,136 @@ def test_rederivation_matches_an_untampered_record_and_names_the_window_a_change
     # The service's own view is untouched by the audit: nothing stored.
     assert suite.metrics.head_position() == head
     assert statuses(suite, aid) == before
+
+
+MONTHS = [at(f"2026-{m:02d}-01T00:00{AMS}") for m in range(1, 8)]  # January to July
+
+
+def five_months(suite: Suite, objectives: list[dict[str, Any]] | None = None) -> str:
+    """The sample SLA (with these objectives, unless None) judged over January to May: each month
+    an outage of 30 minutes on the 12th and 10 calls on the 15th (8 answered fast); on 5 June the
+    five months have closed and June is open."""
+    aid = an_agreement_with(suite, objectives, f"2026-01-10T10:00{AMS}")
+    for i, start in enumerate(MONTHS[:5]):
+        day = start.astimezone(UTC) + timedelta(days=11)
+        calls = call_signals(f"m{i + 1}-", (day + timedelta(days=3)).isoformat(), 8, 2)
+        for c in calls:
+            c.call.customer_id = f"cust-{c.signal_id}"
+        suite.metrics.record(COLLECTOR, [outage_signal(f"o{i + 1}", day.isoformat(), 30), *calls])
+        suite.tick((MONTHS[i + 1] + timedelta(days=4, hours=12)).isoformat())
+    return aid
+
+
+def spying_on_passes(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, list[Any]]]:
+    """Each pass over the store a re-derivation makes, seen as it returns: the calls it holds (by
+    id) and the outages (by the month they start in)."""
+    passes: list[dict[str, list[Any]]] = []
+    read = m.stored_signals
+
+    def stored_signals(*args: Any, **kwargs: Any) -> Any:
+        out = read(*args, **kwargs)
+        held = out.sets.get(EMAIL)
+        passes.append({
+            "calls": sorted(c.call_id for c in held.calls) if held else [],
+            "outages": sorted(o.start.astimezone(UTC).month for o in held.outages) if held else [],
+        })  # fmt: skip
+        return out
+
+    monkeypatch.setattr(m, "stored_signals", stored_signals)
+    return passes
+
+
+def test_a_rederivation_too_large_for_one_pass_reads_the_store_a_span_of_time_at_a_time(
+    world: World, alter_stored_signal: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose signals do not fit what a pass may hold is read once a span of time: each
+    pass holds only the signals that reach its windows (a month's here, 11 a month against a pass
+    of 15), not history's, and the answer is the one pass's: the same windows checked, none
+    amiss — and an altered March call named in March alone, in the same order."""
+    suite = world.suite
+    aid = five_months(suite)
+    whole = world.audit.rederive()
+    assert (whole.total, whole.checked, whole.skipped_open, whole.passes, whole.mismatches) == (12, 10, 2, 1, [])
+
+    passes = spying_on_passes(suite.metrics, monkeypatch)
+    reports: list[Progress] = []
+    split = world.audit.rederive("", reports.append, held=15)
+    assert (split.total, split.checked, split.skipped_open, split.mismatches) == (12, 10, 2, [])
+    assert split.passes == len(passes) == 5 and split.signals_read == whole.signals_read == 55
+    # A month a pass (June, open and empty, with May): its own calls and outage, nothing else.
+    for month, held in enumerate(passes, 1):
+        assert {c.split("-")[0] for c in held["calls"]} == {f"m{month}"} and len(held["calls"]) == 10
+        assert held["outages"] == [month]
+    assert all(r.passes == 5 for r in reports[1:]) and [r.pass_number for r in reports[1:]] == [
+        n for n in range(1, 6) for _ in range(2)
+    ]  # fmt: skip
+    assert reports[-1].processed == 12
+
+    # March's service level altered behind the service's back: two fast calls made slow.
+    def slow(s: pb.Signal) -> None:
+        s.call.answered_at.FromDatetime(s.call.entered_queue.ToDatetime() + timedelta(seconds=45))
+
+    for sid in ("m3-0", "m3-1"):
+        alter_stored_signal(world.envs["metrics"], world.metrics_table, sid, slow)
+    found, split = world.audit.rederive(), world.audit.rederive(held=15)
+    named = [(m.agreement_id, m.objective_id, at(m.window_start)) for m in found.mismatches]
+    assert named == [(aid, "service-level", MONTHS[2])]
+    assert [(m.agreement_id, m.objective_id, at(m.window_start)) for m in split.mismatches] == named
+    assert split.mismatches[0].differences == found.mismatches[0].differences
+    assert split.mismatches[0].recomputed == found.mismatches[0].recomputed
+
+
+def test_first_contact_resolutions_windows_share_one_pass_holding_every_call(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First-contact resolution reads chains of contacts back without bound: its windows are
+    checked in one pass holding every call (and, of the other lists, what reaches their span),
+    while the other objectives' passes hold a month each — every window matching its record."""
+    fcr = {
+        "objective_id": "fcr", "name": "First-contact resolution", "metric": "METRIC_FIRST_CONTACT_RESOLUTION",
+        "parameters": {"method": "REPEAT_CONTACT"}, "comparator": "COMPARATOR_AT_LEAST", "target": "50",
+        "window": {"kind": "WINDOW_KIND_MONTH"}, "calendar_id": "24x7",
+    }  # fmt: skip
+    suite = world.suite
+    five_months(suite, [*sla_terms()["objectives"], fcr])
+    # One customer calling on the last evening of January and again the first morning of
+    # February: February's call is a repeat of January's contact, which only January's call says
+    # (reported late: both months are judged again).
+    pair = []
+    for sid, when in (("x-jan", "2026-01-31T23:50"), ("x-feb", "2026-02-01T00:10")):
+        entered = at(f"{when}{AMS}")
+        c = pb.Call(entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id="cust-x")
+        pair.append(pb.Signal(signal_id=sid, service_id=EMAIL, call=c))
+    suite.metrics.record(COLLECTOR, pair)
+    suite.tick(f"2026-06-05T13:00{AMS}")
+    passes = spying_on_passes(suite.metrics, monkeypatch)
+    split = world.audit.rederive(held=15)
+    assert (split.total, split.checked, split.skipped_open, split.mismatches) == (18, 15, 3, [])
+    assert split.passes == 6 == len(passes)
+    *months, chained = passes
+    for month, held in enumerate(months, 1):
+        assert {c.split("-")[0] for c in held["calls"]} == {f"m{month}", *(["x"] if month <= 2 else [])}
+    assert len(chained["calls"]) == 52 and chained["outages"] == [1, 2, 3, 4, 5]
+
+
+def test_a_window_recorded_without_its_formula_is_checked_in_a_pass_holding_every_call(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window whose record names no formula (recorded before formulas were versioned) may have
+    been judged on every call it was passed: a pass bounded in time leaves it to a last pass that
+    holds every call, as a recomputation of it does (`Judging.recompute`) — checked once, there."""
+    suite = world.suite
+    aid = five_months(suite)
+    m = suite.metrics
+    march = m.window(None, aid, "service-level", MONTHS[2].astimezone(UTC).isoformat())
+    legacy = {k: v for k, v in march.latest.items() if k not in ("formula_id", "formula_version")}
+    march._restated(old=march.latest, new=legacy)
+    m.save(march)
+    passes = spying_on_passes(m, monkeypatch)
+    split = world.audit.rederive(held=15)
+    assert (split.total, split.checked, split.skipped_open, split.mismatches) == (12, 10, 2, [])
+    assert split.passes == 6 == len(passes)
+    assert len(passes[2]["calls"]) == 10 and len(passes[-1]["calls"]) == 50 and passes[-1]["outages"] == [3]
 
 
 def test_a_breach_certain_before_close_that_a_reported_end_undid_is_no_mismatch(world: World) -> None:

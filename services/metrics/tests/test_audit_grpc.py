@@ -156,8 +156,10 @@ async def test_audit_rpcs_answer_their_callers_and_reject_the_others(world: Worl
     assert messages[-1].done and not any(m.done for m in messages[:-1]) and len(messages) >= 2
     final = messages[-1]
     assert (final.total, final.checked, final.skipped_open, len(final.mismatches)) == (6, 4, 2, 0)
-    assert final.signals_read == 42 and final.agreements == 1
-    assert [(m.processed, m.agreement_id) for m in messages[:-1]] == [(0, ""), (0, aid), (6, aid)]
+    assert final.signals_read == 42 and final.agreements == 1 and final.passes == final.pass_number == 1
+    assert [(m.processed, m.agreement_id, m.passes, m.pass_number) for m in messages[:-1]] == [
+        (0, "", 0, 0), (0, aid, 1, 1), (6, aid, 1, 1)
+    ]  # fmt: skip
     one = [m async for m in s.RederiveEvaluations(pb.RederiveEvaluationsRequest(agreement_id=aid), metadata=admin)]
     assert one[-1].done and one[-1].checked == 4
     await rejected(w, s.RederiveEvaluations(pb.RederiveEvaluationsRequest(), metadata=customer),
