@@ -204,18 +204,20 @@ class MetricsAudit:
         while out.passes < len(plan):
             step = plan[out.passes]
             out.passes += 1
-            order = list(dict.fromkeys(aid for aid, _ in step.windows))
-            wanted = {s for aid in order for s in services[aid]}
+            of: dict[str, list[UUID]] = defaultdict(list)  # each agreement's windows in the pass
+            for aid, wid in step.windows:
+                of[aid].append(wid)
+            wanted = {s for aid in of for s in services[aid]}
             reach = None if step.span is None else reaching(step.span, all_calls=step.all_calls)
             stored = app.stored_signals(wanted, reach=reach)
             if out.passes == 1:  # every pass reads every batch: the store's signals, counted once
                 out.signals_read = stored.count
             signals = stored.sets
             del stored
-            for aid in order:
+            for aid, wids in of.items():
                 view = by_id[aid]
                 tell(aid)
-                loaded: list[Any] = [app.repository.get(w) for a, w in step.windows if a == aid]
+                loaded: list[Any] = [app.repository.get(w) for w in wids]
                 for agg in sorted(loaded, key=lambda w: (w.objective_id, w.window_start)):
                     if cancelled is not None and cancelled.is_set():
                         out.mismatches = sorted(mismatches, key=_check_order)
