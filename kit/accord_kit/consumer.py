@@ -165,6 +165,7 @@ class Consumer:
         self.upstream_head = 0
         self.pending_messages = 0
         self._stall_looks = Looks()  # the stall check's looks at the stream's head
+        self._lag_looks = Looks()  # refresh_lag's looks at the durable and the stream's head
 
     def stop(self) -> None:
         self._stopping.set()
@@ -232,11 +233,22 @@ class Consumer:
 
     async def refresh_lag(self) -> None:
         """Ask JetStream how far behind this consumer is: its stream's head position and the
-        messages not yet delivered or acknowledged to the durable."""
+        messages not yet delivered or acknowledged to the durable. Each request waits for its
+        answer as the looks at start do (`look_timeout`: a second, longer after ten in a row got
+        none), not JetStream's default 5 s: one lost with its server holds the refresh of every
+        consumer after it that much less."""
         cfg = self.config
-        info = await self.js.consumer_info(cfg.stream, cfg.durable)
+        looks = self._lag_looks
+        js = looks.jetstream(self.nc)
+        try:
+            info = await js.consumer_info(cfg.stream, cfg.durable)
+            head = await self.stream_head(js)
+        except Exception:
+            looks.failed += 1
+            raise
+        looks.failed = 0
         self.pending_messages = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-        self.upstream_head = max(self.upstream_head, await self.stream_head())
+        self.upstream_head = max(self.upstream_head, head)
 
     async def run(self) -> None:
         cfg = self.config

@@ -474,6 +474,47 @@ async def test_a_stream_not_created_yet_is_waited_for_without_a_warning_each_att
             tallies.close()
 
 
+async def test_a_lag_look_lost_with_its_server_is_given_up_after_a_second(
+    own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
+) -> None:
+    """A consumer's lag (its stream's head and the messages pending for its durable, refreshed for
+    telemetry every few seconds, one consumer after another) asked of a server that dies before
+    answering is given up after a second, not JetStream's default 5 s, and known again once the
+    server answers."""
+    service = f"counter{unique.lower()}"
+    counters = Counters(make_store_env("counters"), service=service)
+    seed(counters, 12)
+    await publish_all(own_nats_server.url, counters)
+    tallies = Tallies(make_store_env("tallies"), service=f"tally{unique.lower()}")
+    nc = await connect(own_nats_server.url, name="consumer")
+    consumer = Consumer(tallies, nc, ConsumerConfig(consumer="tally", source=service, stream=service.upper()))
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.caught_up.wait(), timeout=30)
+        await consumer.refresh_lag()
+        assert (consumer.upstream_head, consumer.pending_messages) == (counters.head_position(), 0)
+        async with own_nats_server.requests_lost():
+            began = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await consumer.refresh_lag()
+            took = time.monotonic() - began
+        assert took < 2.5, f"the lag's look given up {took:.1f} s after it was asked"
+        deadline = time.monotonic() + 30
+        while True:  # the server answers again: the lag is known again
+            try:
+                await consumer.refresh_lag()
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "the lag never known again"
+        assert consumer.upstream_head == counters.head_position()
+    finally:
+        consumer.stop()
+        await task
+        await nc.close()
+        counters.close()
+        tallies.close()
+
+
 async def test_a_look_lost_with_its_server_at_start_is_asked_again_before_the_default_timeout(
     own_nats_server: NatsServer, make_store_env: Callable[[str], dict[str, str]], unique: str
 ) -> None:
