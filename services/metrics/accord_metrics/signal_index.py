@@ -51,6 +51,9 @@ log = get_logger("accord.metrics.signals")
 BATCH_TOPIC = SignalBatch.Recorded.TOPIC
 CORRECTION_TOPIC = SignalCorrection.Corrected.TOPIC
 SIGNAL_TOPICS = [BATCH_TOPIC, CORRECTION_TOPIC]  # every recorded signal content, in log order
+# Signal events a pass over the store (`stored_signals`) reads at a time: a batch is up to 10,000
+# signals, ≈ 0.75 MiB as stored, so a page of 500 could hold ≈ 380 MiB of stored rows at once.
+STORED_PAGE = 50
 FAR_FUTURE = ONGOING
 
 
@@ -1956,7 +1959,7 @@ class SignalIndex(_Host):
         position = 0
         while True:
             notes = self.recorder.select_notifications(
-                start=position, limit=500, topics=SIGNAL_TOPICS, inclusive_of_start=False
+                start=position, limit=STORED_PAGE, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )
             if through is not None:
                 notes = [n for n in notes if n.id <= through]
