@@ -30,6 +30,7 @@ from accord_metrics.application import (
 from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
 from accord_metrics.evaluation import ONGOING
+from accord_metrics.running import FCR
 from accord_metrics.signal_index import reaching
 
 DEFAULT_PERIODS = 3
@@ -40,7 +41,6 @@ PROGRESS_EVERY = 25  # windows between two progress reports of a re-derivation
 # signals that reach its windows (`_passes`).
 REDERIVE_HELD = 500_000
 _DAY = timedelta(days=1)
-FCR_METRIC = "METRIC_FIRST_CONTACT_RESOLUTION"
 COMPARATORS = ("COMPARATOR_AT_LEAST", "COMPARATOR_AT_MOST")
 # Evaluation fields naming the window, not saying anything about it: never a difference.
 IDENTITY = {"agreement_id", "objective_id", "window_start", "window_end"}
@@ -298,7 +298,7 @@ class MetricsAudit:
             o.get("objective_id")
             for v in view.versions
             for o in v["terms"].get("objectives") or []
-            if o.get("metric") == FCR_METRIC
+            if o.get("metric") == FCR
         }
         spans = self.app.window_spans(window_ids)
         return [_Due(view.agreement_id, wid, start, end, oid in chained) for wid, (oid, start, end) in spans.items()]
@@ -378,7 +378,7 @@ class MetricsAudit:
         spans = [(start, end) for oid, rows in table.items() if oid in proposed for start, end in rows]
         reach = None
         if spans:
-            fcr = any(o.get("metric") == "METRIC_FIRST_CONTACT_RESOLUTION" for o in proposed.values())
+            fcr = any(o.get("metric") == FCR for o in proposed.values())
             span = Interval(min(s for s, _ in spans), max(e for _, e in spans))
             reach = reaching(span, all_calls=fcr)
         signals = app.signal_sources(sorted(wanted), from_store=True, reach=reach)
