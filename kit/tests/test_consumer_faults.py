@@ -492,7 +492,7 @@ async def test_a_lag_look_lost_with_its_server_is_given_up_after_a_second(
     try:
         await asyncio.wait_for(consumer.caught_up.wait(), timeout=30)
         await consumer.refresh_lag()
-        assert (consumer.upstream_head, consumer.pending_messages) == (counters.head_position(), 0)
+        assert consumer.upstream_head == counters.head_position()  # (its durable's deliveries may still be pending)
         async with own_nats_server.requests_lost():
             began = time.monotonic()
             with pytest.raises(TimeoutError):
