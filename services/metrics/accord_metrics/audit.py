@@ -6,6 +6,7 @@ Reads only: nothing here stores an event."""
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from accord_metrics.signal_index import reaching
 DEFAULT_PERIODS = 3
 MAX_PERIODS = 24
 PROGRESS_EVERY = 25  # windows between two progress reports of a re-derivation
+READ_PROGRESS_SECONDS = 1.0  # between two progress reports while a re-derivation's pass reads the store
 # Signals a re-derivation's pass over the store holds (≈ 400 B each as formula inputs: ≈ 200 MiB).
 # A store whose signals fit is read once; a larger one once a span of time, each pass holding the
 # signals that reach its windows (`_passes`).
@@ -201,7 +203,24 @@ class MetricsAudit:
             if progress is not None:
                 progress(Progress(processed, out.total, aid, out.agreements, out.signals_read, len(plan), out.passes))
 
+        said = time.monotonic()
+
+        def going_on(read: int) -> bool:
+            """A pass's read: its progress every READ_PROGRESS_SECONDS (the signals read so far,
+            while the first pass counts them), stopped when the re-derivation is cancelled."""
+            nonlocal said
+            if cancelled is not None and cancelled.is_set():
+                return False
+            if progress is not None and time.monotonic() - said >= READ_PROGRESS_SECONDS:
+                if out.passes == 1:
+                    out.signals_read = read
+                tell("")
+                said = time.monotonic()
+            return True
+
         while out.passes < len(plan):
+            if cancelled is not None and cancelled.is_set():
+                break
             step = plan[out.passes]
             out.passes += 1
             of: dict[str, list[UUID]] = defaultdict(list)  # each agreement's windows in the pass
@@ -209,7 +228,9 @@ class MetricsAudit:
                 of[aid].append(wid)
             wanted = {s for aid in of for s in services[aid]}
             reach = None if step.span is None else reaching(step.span, all_calls=step.all_calls)
-            stored = app.stored_signals(wanted, reach=reach)
+            stored = app.stored_signals(wanted, reach=reach, going_on=going_on)
+            if cancelled is not None and cancelled.is_set():  # a part of the store read: judge nothing
+                break
             if out.passes == 1:  # every pass reads every batch: the store's signals, counted once
                 out.signals_read = stored.count
             signals = stored.sets

@@ -1947,17 +1947,20 @@ class SignalIndex(_Host):
     def stored_signals(
         self, service_ids: set[str] | None = None, through: int | None = None,
         reach: Callable[[str, signals_pb2.Signal], bool] | None = None,
+        going_on: Callable[[int], bool] | None = None,
     ) -> StoredSignals:  # fmt: skip
         """Every stored signal batch (of these services) re-read from the store in one pass,
         independently of the signal index, as formula inputs per service; with `through`, only
         those stored at or before that log position (the signals as they stood then). With
         `reach` (`reaching`), only the signals it says a window may read are held as the pass
         reads them — the pass reads every batch all the same, but holds the span's signals, not
-        history's (`count` counts every signal read)."""
+        history's (`count` counts every signal read). `going_on`: asked before each page with the
+        signals read so far (a long pass's progress); False stops the pass there, its answer then
+        a part of the store's (a cancelled audit's, never to be judged from)."""
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
-        while True:
+        while going_on is None or going_on(count):
             notes = self.recorder.select_notifications(
                 start=position, limit=STORED_PAGE, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )

@@ -5,6 +5,7 @@ a restated window shows as known at T beside as effective, and the difference.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from accord.metrics.v1 import signals_pb2 as pb
 from accord_agreements.samples import EMAIL, FINANCE, IT, sla_terms, with_target
 from accord_kit.context import Principal
 from accord_kit.timeline import Interval
+from accord_metrics import audit, signal_index
 from accord_metrics.application import CALENDAR_UNAVAILABLE, Metrics
 from accord_metrics.audit import MetricsAudit, Progress
 from accord_metrics.domain import (
@@ -217,6 +219,45 @@ def test_a_rederivation_too_large_for_one_pass_reads_the_store_a_span_of_time_at
     assert [(m.agreement_id, m.objective_id, at(m.window_start)) for m in split.mismatches] == named
     assert split.mismatches[0].differences == found.mismatches[0].differences
     assert split.mismatches[0].recomputed == found.mismatches[0].recomputed
+
+
+def test_a_pass_tells_its_progress_as_it_reads_and_a_cancelled_rederivation_stops_inside_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass over a large store reads for a while (≈ 2 µs a signal: a year's store, most of a
+    minute a pass): it says how far it has read as it goes (here after every page of one batch,
+    a month's 11 signals), and a client that leaves stops it inside the read, not at the next
+    window after it — nothing judged from the part read."""
+    suite = world.suite
+    five_months(suite)
+    m = suite.metrics
+    monkeypatch.setattr(signal_index, "STORED_PAGE", 1)  # a page a stored batch (a month's)
+    monkeypatch.setattr(audit, "READ_PROGRESS_SECONDS", 0.0)  # a report before every page
+    reports: list[Progress] = []
+    whole = world.audit.rederive("", reports.append, held=15)
+    assert (whole.passes, whole.checked, whole.mismatches) == (5, 10, [])
+    reading = [(r.pass_number, r.signals_read, r.processed) for r in reports if r.passes and not r.agreement_id]
+    assert reading[:6] == [(1, read, 0) for read in (0, 11, 22, 33, 44, 55)]  # the first pass counts them
+    assert reading[6:12] == [(2, 55, 2)] * 6 and len(reading) == 5 * 6
+
+    read: list[int] = []
+    stored_signals = m.stored_signals
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out = stored_signals(*args, **kwargs)
+        read.append(out.count)
+        return out
+
+    monkeypatch.setattr(m, "stored_signals", counted)
+    cancelled = threading.Event()
+
+    def leave_in_the_second_pass(p: Progress) -> None:
+        if p.pass_number == 2 and not p.agreement_id:
+            cancelled.set()  # the client leaves while the second pass reads its first page
+
+    stopped = world.audit.rederive("", leave_in_the_second_pass, cancelled, held=15)
+    assert read == [55, 11]  # the second pass stopped after its first page
+    assert (stopped.passes, stopped.checked, stopped.skipped_open, stopped.mismatches) == (2, 2, 0, [])
 
 
 def test_first_contact_resolutions_windows_share_one_pass_holding_every_call(
