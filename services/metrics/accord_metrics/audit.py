@@ -276,9 +276,9 @@ class MetricsAudit:
         windows in order of their start, cut into passes whose span (from the first window's start
         to the latest end among them) holds at most `held` signals by the index's count of each
         day — the lists read whole (tickets, tasks…) counted in every pass; a window whose span
-        alone holds more is a pass of its own, held whole. First-contact resolution's windows read
-        chains of contacts back without bound: they share one pass holding every call and, of the
-        rest, what reaches their span."""
+        alone holds more is a pass of its own, held whole, with the windows within its span.
+        First-contact resolution's windows read chains of contacts back without bound: they share
+        one pass holding every call and, of the rest, what reaches their span."""
         app = self.app
         measured = {s for ss in services.values() for s in ss}
         if app.signals_held(measured) <= held:
@@ -300,7 +300,9 @@ class MetricsAudit:
         span: Interval | None = None
         for d in sorted((d for d in due if not d.chained), key=lambda d: (d.start, d.end)):
             wider = Interval(d.start, d.end) if span is None else Interval(span.start, max(span.end, d.end))
-            if group and holds(wider) > held:
+            # A window within the pass's span joins it whatever it holds (another objective's
+            # month, when a month alone is more than a pass): it adds nothing to hold.
+            if group and wider != span and holds(wider) > held:
                 out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False))
                 group, wider = [], Interval(d.start, d.end)
             group.append(d)

@@ -221,6 +221,20 @@ def test_a_rederivation_too_large_for_one_pass_reads_the_store_a_span_of_time_at
     assert split.mismatches[0].recomputed == found.mismatches[0].recomputed
 
 
+def test_windows_within_a_span_larger_than_a_pass_share_its_pass(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month holding more than a pass (11 signals against 5, as a contact centre's month against
+    500,000) is a pass of its own, held whole — one for both objectives judged over it, not one
+    each: the store is read once a month, not once a window."""
+    suite = world.suite
+    five_months(suite)
+    passes = spying_on_passes(suite.metrics, monkeypatch)
+    split = world.audit.rederive(held=5)
+    assert (split.total, split.checked, split.skipped_open, split.mismatches) == (12, 10, 2, [])
+    assert split.passes == len(passes) == 6  # January to May, then June (open, empty)
+    for month, held in enumerate(passes[:5], 1):
+        assert {c.split("-")[0] for c in held["calls"]} == {f"m{month}"} and held["outages"] == [month]
+
+
 def test_a_pass_tells_its_progress_as_it_reads_and_a_cancelled_rederivation_stops_inside_it(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
