@@ -151,8 +151,7 @@ class NatsServer:
             if self._up():
                 return self
             time.sleep(0.05)
-        self.stop()
-        raise NatsServerError(f"nats-server did not accept connections on port {self.port} within {timeout}s")
+        raise self._not_up(timeout)
 
     async def start_async(self, timeout: float = 10.0) -> NatsServer:
         """`start`, waiting for the server without blocking the event loop: its clients in this
@@ -163,8 +162,12 @@ class NatsServer:
             if await asyncio.to_thread(self._up):
                 return self
             await asyncio.sleep(0.05)
+        raise self._not_up(timeout)
+
+    def _not_up(self, timeout: float) -> NatsServerError:
+        """The server stopped, and what to raise: it did not come up within `timeout`."""
         self.stop()
-        raise NatsServerError(f"nats-server did not accept connections on port {self.port} within {timeout}s")
+        return NatsServerError(f"nats-server did not accept connections on port {self.port} within {timeout}s")
 
     def _spawn(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
@@ -290,8 +290,8 @@ class MetricsAudit:
             running.append(running[-1] + by_day[day])
 
         def holds(span: Interval) -> int:
-            first = bisect_left(days, (span.start - _EPOCH) // _DAY)
-            last = bisect_right(days, (span.end - _EPOCH) // _DAY)
+            first = bisect_left(days, _day(span.start))
+            last = bisect_right(days, _day(span.end))
             return rest + running[last] - running[first]
 
         due = [d for v in views for d in self._due(v, ids[v.agreement_id])]
@@ -525,7 +525,9 @@ def _check_objectives(terms: dict[str, Any]) -> None:
             raise InvalidRequestError(f"{where}.target: must be a decimal number, not {o.get('target', '')!r}")
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _day(t: datetime) -> int:
+    """The day (UTC) an instant falls in, counted from the epoch: `counted_by_time`'s key by `_DAY`."""
+    return int(t.timestamp() // 86_400)
 
 
 def _check_order(check: WindowCheck) -> tuple[str, str, str]:

@@ -351,8 +351,7 @@ class SignalStore:
                 ),
                 (step_us, *params, *codes),
             )
-            for step, n in cur.fetchall():
-                by_step[int(step)] = by_step.get(int(step), 0) + int(n)
+            by_step = {int(step): int(n) for step, n in cur.fetchall()}
             cur.execute(
                 self._q(f"SELECT COUNT(*) FROM {self.rows} WHERE {where} AND list NOT IN ({marks})"), (*params, *codes)
             )
