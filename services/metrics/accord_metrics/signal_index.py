@@ -1191,12 +1191,6 @@ def settled_key(content: bytes) -> int:
     return _settled_us(kind, getattr(s, kind))
 
 
-def _earliest(s: signals_pb2.Signal) -> datetime:
-    """The instant from which a signal can change evaluations."""
-    kind = str(s.WhichOneof("kind"))
-    return sig.instant(getattr(getattr(s, kind), _FIRST[kind]))
-
-
 def read_signal(s: signals_pb2.Signal) -> sig.Read:
     """What indexing reads of a signal of any kind (`signals.Read`, as `signals.validate` reads a
     call or an outage; anonymous is not told here): a window selects the lists by time (calls,
@@ -1220,7 +1214,7 @@ def read_signal(s: signals_pb2.Signal) -> sig.Read:
 
 
 def _earliest_us(s: signals_pb2.Signal) -> int:
-    """`_earliest` in µs since the epoch (read without datetimes)."""
+    """The instant (µs since the epoch) from which a signal can change evaluations."""
     kind = str(s.WhichOneof("kind"))
     return _us(getattr(getattr(s, kind), _FIRST[kind]))
 
@@ -1794,10 +1788,10 @@ class SignalIndex(_Host):
         entry.forget(s.signal_id for s in items)
         if at <= self._judged_position:
             return
-        rows = self._signal_store.lookup(service_id, [s.signal_id for s in items])
-        earliest = [_earliest(s) for s in items]
-        earliest += [_EPOCH + timedelta(microseconds=r.earliest) for r in rows.values()]
-        self._note_change(service_id, min(earliest))
+        # Each id's earliest over all its contents, as the index holds it (not its rows' contents).
+        earliest = [_earliest_us(s) for s in items]
+        earliest += self._signal_store.earliest(service_id, [s.signal_id for s in items])
+        self._note_change(service_id, _EPOCH + timedelta(microseconds=min(earliest)))
 
     def _refresh_signals(self) -> None:
         """Index the signal batches stored since we last looked (by any process): those the
@@ -1820,6 +1814,16 @@ class SignalIndex(_Host):
                     batch: Any = self.mapper.to_domain_event(n)
                     batches.append((n.id, batch.service_id, list(batch_message(batch.batch).signals)))
                 told_only = not batches  # the told batches' rows are the store's (none of another came between)
+                # Whoever stores a signal event indexes it in the same transaction (`SignalStore.write`
+                # refuses one the index does not hold before it): a batch past the position last read
+                # (stored by another process, or by the recording process before its answer came) is
+                # indexed already. Read that position before building rows its writing would refuse.
+                if (
+                    batches
+                    and batches[-1][0] > self._store_position
+                    and self._signal_store.position() > self._store_position
+                ):
+                    self._load_signal_facts()
                 while batches:
                     for at, service_id, items in batches:
                         if at <= self._store_position:

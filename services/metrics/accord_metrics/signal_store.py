@@ -218,6 +218,24 @@ class SignalStore:
                 for sid, code, key, rank, ong, first, old, content, grp in cur.fetchall()
             }  # fmt: skip
 
+    def earliest(self, service_id: str, signal_ids: Sequence[str]) -> list[int]:
+        """The earliest instant (µs) of the rows of these signal ids of one service (those held):
+        each over every content its id had — `lookup`'s `earliest`, without the contents."""
+        if not signal_ids:
+            return []
+        if self._sqlite:
+            sql = (
+                f"SELECT earliest FROM {self.rows} WHERE service_id = ? "
+                "AND signal_id IN (SELECT value FROM json_each(?))"
+            )
+            params: tuple[Any, ...] = (service_id, json.dumps(list(signal_ids)))
+        else:
+            sql = f"SELECT earliest FROM {self.rows} WHERE service_id = %s AND signal_id = ANY(%s)"
+            params = (service_id, list(signal_ids))
+        with self._cursor(write=False) as cur:
+            cur.execute(sql, params)
+            return [int(r[0]) for r in cur.fetchall()]
+
     def in_range(
         self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], None] | None = None
     ) -> list[Ranked]:  # fmt: skip

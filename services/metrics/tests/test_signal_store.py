@@ -380,6 +380,45 @@ def test_a_row_another_process_wrote_since_is_read_from_the_store(suite: Suite) 
     _january_matches(suite, aid)
 
 
+def test_batches_another_process_indexed_are_noted_without_building_their_rows_or_reading_their_contents(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches another process stored (and indexed in the same transaction) are past the index's
+    position this process last read: the round asks the store's position and notes them — no
+    index rows built for them only to be refused (`_rows_of`), and the instant they change the
+    windows from read as the index holds it, not from their rows' contents; their ids are read
+    once, by the kept selection's catch-up. The windows are judged as from every stored signal."""
+    aid = an_active_agreement(suite)
+    m = suite.metrics
+    m.record(COLLECTOR, [*calls("a", f"2026-01-12T09:00{AMS}", 5, 1), outage("long", f"2026-01-05T10:00{AMS}", 90)])
+    suite.tick(f"2026-01-12T12:00{AMS}")  # a round: the open window's selection kept
+    other = Metrics(suite.envs["metrics"], clock=suite.clock)  # another process on the same store
+    try:
+        other.record(
+            COLLECTOR, [*calls("b", f"2026-01-12T12:30{AMS}", 3, 2), outage("o", f"2026-01-12T13:00{AMS}", 20)]
+        )
+        # A correction moving a call a day earlier: the change reaches back to its earliest content.
+        moved = calls("a", f"2026-01-11T09:00{AMS}", 1, 1)[0]
+        other.record(COLLECTOR, [moved], reason="entered a day earlier")
+    finally:
+        other.close()
+    built: list[int] = []
+    rows_of = signal_index.SignalIndex._rows_of
+
+    def spied(self: Any, batches: Any, *args: Any, **kwargs: Any) -> Any:
+        built.append(len(batches))
+        return rows_of(self, batches, *args, **kwargs)
+
+    monkeypatch.setattr(signal_index.SignalIndex, "_rows_of", spied)
+    asked = spy_lookups(monkeypatch)
+    suite.clock.set(at(f"2026-01-12T14:00{AMS}"))
+    assert m.evaluate() > 0
+    assert built == []
+    assert sorted(asked) == ["a0", "b0", "b1", "b2", "b3", "b4", "o"]  # each once
+    assert m._changed == {}  # the round judged what was noted
+    _january_matches(suite, aid)
+
+
 def test_rows_bound_without_adaptation_are_stored_with_the_types_written_before(tmp_path: Path) -> None:
     """On SQLite a row's contents and digests are bound as bytearrays and a missing group as ''
     (types sqlite3 binds without its adaptation protocol): stored as before all the same — blobs
