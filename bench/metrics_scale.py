@@ -9,7 +9,9 @@ events; S signals (half calls, half outages, as `bench.metrics` makes them) spre
 1 January 2026 at `--per-month` signals a month (default 20,000), recorded through
 `Metrics.record` in batches of `--scale-batch` (default 1,000; at most 10,000, the most one
 RecordSignals message may carry) as a service identity; a first round at "now", the middle of
-the last month (every window judged once: not timed here).
+the last month (every window judged once: not timed here). `--scale-day D` puts "now" on day D of
+that month instead of the 15th: on the 28th the open window holds nearly a whole month, as at a
+month's end, where a restart converts the most.
 
 With `--scale-grow` the sizes share one store, grown from one size to the next: the process of
 each size opens the store the previous one left (a restart, not timed), records the signals
@@ -144,6 +146,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-month", type=int, default=20_000, help="signals a month of history holds (default 20,000)"
     )
     group.add_argument(
+        "--scale-day",
+        type=int,
+        default=NOW_DAY,
+        help=f'the day of its last month a history ends on, "now" (1–28; default {NOW_DAY}: the open window '
+        "half full; 28 nearly full, as at a month's end)",
+    )
+    group.add_argument(
         "--scale-services",
         type=int,
         default=1,
@@ -220,6 +229,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     services = int(args.scale_services)
     if services < 1:
         raise ValueError(f"--scale-services {services}: at least 1")
+    day = int(args.scale_day)
+    if not 1 <= day <= 28:
+        raise ValueError(f"--scale-day {day}: from 1 to 28 (a day every month has)")
     extra = measured(rounds)
     deadline = time.time() + args.scale_budget if args.scale_budget else 0.0
     if grow:
@@ -228,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(
                     f"--scale-grow: {later:,} signals: the store holds {earlier + extra:,} after {earlier:,}'s"
                 )
-            if _now(later, int(args.per_month)) <= _now(earlier, int(args.per_month)):
+            if _now(later, int(args.per_month), day) <= _now(earlier, int(args.per_month), day):
                 raise ValueError(
                     f"--scale-grow: {later:,} signals end in the same month as {earlier:,} at this density"
                 )
@@ -254,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         services,
                         args.scale_ids == "random",
                         args.scale_objectives == "calls",
+                        day,
                     ),
                 )
             points.append(point)
@@ -344,6 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "params": {
             "sizes": sizes,
             "per_month": args.per_month,
+            "day": day,
             "batch": BATCH,
             "build_batch": build_batch,
             "grow": grow,
@@ -402,10 +416,14 @@ class _Base:
         self.stored, self.next_id, self.start = stored, next_id, start
 
 
-def _now(n: int, per_month: int) -> datetime:
-    """ "Now" for a history of `n` signals: the middle of the month after `n / per_month` whole months."""
+NOW_DAY = 15  # the day of the month a history ends on, unless `--scale-day` says another
+
+
+def _now(n: int, per_month: int, day: int = NOW_DAY) -> datetime:
+    """ "Now" for a history of `n` signals: day `day` (noon UTC) of the month after `n / per_month`
+    whole months."""
     whole = max(round(n / per_month), 1)
-    return datetime(2026 + whole // 12, whole % 12 + 1, 15, 12, tzinfo=UTC)
+    return datetime(2026 + whole // 12, whole % 12 + 1, day, 12, tzinfo=UTC)
 
 
 def _reached(start: datetime, span: timedelta, done: int, count: int) -> datetime:
@@ -451,6 +469,7 @@ def _point(
     services: int = 1,
     random_ids: bool = False,
     call_objectives: bool = False,
+    day: int = NOW_DAY,
 ) -> dict[str, Any]:
     from accord_agreements.application import Agreements
     from accord_kit.clock import FakeClock
@@ -472,7 +491,7 @@ def _point(
     # History until "now", the middle of the month after `n / per_month` whole months; the signals
     # this process records spread evenly from where the store's history stops (1 January 2026 for
     # a new store) until then.
-    now = _now(n, per_month)
+    now = _now(n, per_month, day)
     start = datetime.fromisoformat(base.start) if base.start else MONTH_START
     span = now - start
     count = n - base.stored

@@ -79,6 +79,16 @@ def test_a_size_the_grown_store_already_holds_is_refused() -> None:
         metrics_scale.run(_args("--scale-sizes", "2000", "--scale-batch", "10001"))
 
 
+def test_a_history_ends_on_the_day_of_its_last_month_asked() -> None:
+    # The middle of the month by default (the open window half full); the 28th, as at a month's end.
+    assert metrics_scale._now(2000, 1000).isoformat() == "2026-03-15T12:00:00+00:00"
+    assert metrics_scale._now(2000, 1000, 28).isoformat() == "2026-03-28T12:00:00+00:00"
+    assert _args().scale_day == 15 and _args("--scale-day", "28").scale_day == 28
+    for bad in ("0", "29"):
+        with pytest.raises(ValueError, match="scale-day"):
+            metrics_scale.run(_args("--scale-sizes", "2000", "--scale-day", bad))
+
+
 def test_a_run_out_of_time_measures_the_size_reached_and_builds_no_larger() -> None:
     result = metrics_scale.run(
         _args("--scale-sizes", "3000,20000", "--per-month", "1000", "--scale-batch", "1000", "--scale-budget", "1e-6")
