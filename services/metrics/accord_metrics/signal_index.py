@@ -184,9 +184,10 @@ class ServiceSignals:
         # The thread running that round: only it keeps selections, brings kept ones up to date and
         # is handed their lists themselves (see `select`).
         self._round_thread: int | None = None
-        # The inputs of the kept selections by signal id, made when first looked up in a round
-        # (`_kept_inputs`) and forgotten at its end: the ids changed since are taken out.
-        self._kept_index: dict[str, Any] | None = None
+        # The inputs of the kept selections by list, then by signal id: a list's made when an input
+        # of it is first looked up in a round (`_kept_inputs`), forgotten at its end; the ids
+        # changed since are taken out.
+        self._kept_index: dict[str, dict[str, Any]] = {}
         # What windows selected by time (`select`), kept between rounds and brought up to date with
         # the ids whose rows changed since (`_Selection`); those no round used are released.
         self.selections: dict[_SelectionKey, _Selection] = {}
@@ -304,7 +305,7 @@ class ServiceSignals:
                 settled_reach = first  # the row's earliest, over every content: what selects it
         self.count, self.longest_outage, self.reaches_us = count, longest, reaches
         if out:  # what was converted or selected of these ids is read again
-            for held_inputs in (self._converted, self.selected, self._kept_index, self._caught):
+            for held_inputs in (self._converted, self.selected, *self._kept_index.values(), self._caught):
                 if held_inputs:
                     for sid in out:
                         held_inputs.pop(sid, None)
@@ -352,7 +353,7 @@ class ServiceSignals:
         batch's thousand ids at a time: each place they may be held looked at only when it holds any,
         and each kept selection marked in one step.)"""
         ids = signal_ids if isinstance(signal_ids, list) else list(signal_ids)
-        for held in (self._converted, self._caught, self._written, self.selected, self._kept_index):
+        for held in (self._converted, self._caught, self._written, self.selected, *self._kept_index.values()):
             if held:
                 pop = held.pop
                 for sid in ids:
@@ -409,9 +410,10 @@ class ServiceSignals:
                 kept.chains = chains
                 if mine:  # kept only by a round (which releases what it did not use)
                     self.selections[key] = kept
-                    if self._kept_index is not None:  # made this round: its inputs are found there too
-                        for _, ids, items in kept.lists.values():
-                            self._kept_index.update(zip(ids, items, strict=True))
+                    for name, (_, ids, items) in kept.lists.items():  # found in the lists indexed this round too
+                        index = self._kept_index.get(name)
+                        if index is not None:
+                            index.update(zip(ids, items, strict=True))
             elif kept.changed or regroup:
                 self._catch_up(kept, span, all_calls, since, whole_settled, repeat, peers, regroup)
             out = SignalSet()
@@ -467,12 +469,12 @@ class ServiceSignals:
         again)."""
         if not self._in_round():
             return
-        index = self._kept_index
         for key in [k for k in self.selections if k[0] == span]:
             kept = self.selections.pop(key)
             self._used.discard(key)
-            if index is not None:
-                for _, ids, items in kept.lists.values():
+            for name, (_, ids, items) in kept.lists.items():
+                index = self._kept_index.get(name)
+                if index is not None:
                     for sid, item in zip(ids, items, strict=True):
                         if index.get(sid) is item:
                             del index[sid]
@@ -492,7 +494,7 @@ class ServiceSignals:
 
         def into(name: str) -> Callable[[list[tuple[int, str, bytes]]], None]:
             columns = found[name]  # listed, read empty or not
-            return lambda rows: columns.add(rows, self._inputs(rows, apart=apart))
+            return lambda rows: columns.add(rows, self._inputs(rows, name, apart=apart))
 
         whole = [n for n in LISTS if self._whole(n, span, all_calls, whole_settled)]
         for name, rows in self.store.whole(self.service_id, whole).items():
@@ -585,7 +587,7 @@ class ServiceSignals:
         ]
         fresh = iter(
             self._inputs(
-                within, False, apart=False, parsed=[parsed.get(e[1]) for e in within] if parsed else None,
+                within, None, apart=False, parsed=[parsed.get(e[1]) for e in within] if parsed else None,
                 converted=self._caught,
             )
         )  # fmt: skip
@@ -737,7 +739,7 @@ class ServiceSignals:
                     changes += 1
         firsts = self.store.group_firsts(peers or (self.service_id,), bottom, bottom + repeat, sorted(groups))
         entries = sorted(self._chains(firsts, bottom, repeat, kept.chains, peers), key=_rank)
-        for entry, item in zip(entries, self._inputs(entries, kept_too=False), strict=True):
+        for entry, item in zip(entries, self._inputs(entries), strict=True):
             at = bisect_left(ranks, entry[0])
             if at < len(ranks) and ranks[at] == entry[0]:
                 ids[at], items[at] = entry[1], item
@@ -769,7 +771,7 @@ class ServiceSignals:
         self._reused = False
         self._round_thread = threading.get_ident()
         self._used = set()
-        self._kept_index = None
+        self._kept_index = {}
         self._caught = {}
 
     def end_round(self, ended_after: datetime | None = None, now: datetime | None = None) -> None:
@@ -791,7 +793,7 @@ class ServiceSignals:
         self.selected = None
         self._reused = False
         self._round_thread = None
-        self._kept_index = None
+        self._kept_index = {}
         self._caught = {}
         if self._written:
             marked = [k.changed for k in self.selections.values() if k.changed]
@@ -804,23 +806,30 @@ class ServiceSignals:
     def converted(self) -> dict[str, Any]:
         """Signal id → its latest content as a formula input, for every input kept converted: those
         of the kept selections (but the ids changed since) and the others kept. Made anew: to read."""
-        out = self._kept_index.copy() if self._kept_index is not None else self._index_kept()
+        out = self._index_kept()
         out.update(self._converted)
         return out
 
-    def _kept_inputs(self) -> dict[str, Any]:
-        """The inputs of the kept selections by signal id, but those whose rows changed since
-        (`_Selection.changed`, and `project`/`forget` after this was made): made once a round, when
-        an input is first looked up, rather than refilled from the selections every round."""
-        if self._kept_index is None:
-            self._kept_index = self._index_kept()
-        return self._kept_index
+    def _kept_inputs(self, name: str) -> dict[str, Any]:
+        """The inputs of list `name` of the kept selections by signal id, but those whose rows
+        changed since (`_Selection.changed`, and `project`/`forget` after this was made): made once
+        a round, when an input of that list is first looked up, rather than refilled from the
+        selections every round — and that list's alone: the outages a new month's burn-rate
+        look-backs read are not looked up among the month's calls (services/metrics/README.md,
+        "The kept inputs indexed a list at a time")."""
+        index = self._kept_index.get(name)
+        if index is None:
+            index = self._kept_index[name] = self._index_kept((name,))
+        return index
 
-    def _index_kept(self) -> dict[str, Any]:
+    def _index_kept(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """The inputs of the kept selections' lists `names` (None: every list) by signal id, but
+        those whose rows changed since."""
         index: dict[str, Any] = {}
         for kept in self.selections.values():
-            for _, ids, items in kept.lists.values():
-                index.update(zip(ids, items, strict=True))
+            for name, (_, ids, items) in kept.lists.items():
+                if names is None or name in names:
+                    index.update(zip(ids, items, strict=True))
         for kept in self.selections.values():
             for sid in kept.changed:
                 index.pop(sid, None)
@@ -839,11 +848,11 @@ class ServiceSignals:
         return [signals_pb2.Signal.FromString(c) for c in found.values()]
 
     def _inputs(
-        self, entries: list[tuple[int, str, bytes]], kept_too: bool = True, apart: bool = True,
+        self, entries: list[tuple[int, str, bytes]], kept_list: str | None = None, apart: bool = True,
         parsed: Sequence[signals_pb2.Signal | None] | None = None, converted: dict[str, Any] | None = None,
     ) -> list[Any]:  # fmt: skip
-        """The formula inputs of these rows: those converted already (kept apart, or — unless
-        `kept_too` is false: rows known changed since — in a kept selection), the others converted
+        """The formula inputs of these rows: those converted already (kept apart, or — when
+        `kept_list` names their list — in that list of a kept selection), the others converted
         from their contents (in bulk: `_convert_all`) and kept converted — apart, and among what
         the round under way selected, unless `apart` is false: the rows of a selection the round
         keeps, which holds its inputs itself (a restart's first round selects every signal of the
@@ -859,8 +868,8 @@ class ServiceSignals:
         else:  # none held to look up (a round's first catch-up): each converted
             out = [None] * len(entries)
             todo = list(range(len(entries)))
-        if todo and kept_too and self.selections:
-            kept_get = self._kept_inputs().get
+        if todo and kept_list is not None and self.selections:
+            kept_get = self._kept_inputs(kept_list).get
             for i in todo:
                 out[i] = kept_get(entries[i][1])
             todo = [i for i in todo if out[i] is None]

@@ -976,6 +976,62 @@ def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
         fresh.close()
 
 
+def test_a_new_months_look_back_finds_its_outages_among_the_kept_ones_without_indexing_the_calls(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round that opens April selects April's windows, whose burn-rate look-back reaches into
+    March's last days: the outages there are found among the inputs of March's kept selection, not
+    converted again — and only the outages are indexed for that, not the month's calls (a contact
+    centre's month: ≈ 1,500,000 of them, a dict of them made at every month's turn). The burn
+    rates and evaluations are those over every stored signal."""
+    m = suite.metrics
+    aid = an_active_agreement(suite)
+    march = [outage("o-a", f"2026-03-30T20:00{AMS}", 30), outage("o-b", f"2026-03-31T21:00{AMS}", 20)]
+    m.record(COLLECTOR, [*march, *calls("mar", f"2026-03-31T08:00{AMS}", 6, 2)])
+    suite.tick(f"2026-03-31T23:00{AMS}")  # a round in March: its selection kept
+    indexed: list[set[str]] = []
+    index_kept = signal_index.ServiceSignals._index_kept
+
+    def spied(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = index_kept(self, *args, **kwargs)
+        indexed.append(set(out))
+        return out
+
+    monkeypatch.setattr(signal_index.ServiceSignals, "_index_kept", spied)
+    judged = spy_burn_rates(monkeypatch)
+    converted = _conversions(monkeypatch)
+    now = at(f"2026-04-01T00:00:05{AMS}")
+    suite.clock.set(now)
+    m.evaluate(now)
+    assert m.last_round.windows_judged >= 2  # March closed, April opened
+    assert indexed and all(ids <= {"o-a", "o-b"} for ids in indexed)  # no call indexed
+    assert {"o-a", "o-b"} <= set().union(*indexed)
+    assert not {"o-a", "o-b"} & set(converted)  # found, not converted again
+    # April's burn rates read March's outages: those over every stored signal.
+    april = "2026-03-31T22:00:00+00:00"
+    view = m.agreement_view(None, aid)
+    agg = m.window(None, aid, "availability", april)
+    window = Interval(at(agg.window_start), at(agg.window_end))
+    version, services = m._judging_version(view, window.start)
+    objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == "availability")
+    fresh = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        signals = combined(fresh.signal_sources(fresh.scope(view, now)[2]), services)
+    finally:
+        fresh.close()
+    exclusions, _ = judging._exclusions(objective, signals, window, judging.suspensions(view))
+    expected = burn_rates(objective, m._calendar_for(objective, None), exclusions, signals, now, window.duration, "UTC")
+    assert any(expected.values())
+    assert judged and judged[-1] == expected
+    _march_matches(m, aid)
+
+
+def _march_matches(m: Metrics, aid: str) -> None:
+    for objective_id in ("availability", "service-level"):
+        check = m.recompute(aid, objective_id, "2026-02-28T23:00:00+00:00")
+        assert check["matches"], check["differences"]
+
+
 def test_recording_marks_changed_only_the_kept_selections_it_can_change(suite: Suite) -> None:
     """A round keeps the selections of every window it judged — after a backfill, those of a
     year of closed windows. A batch recorded afterwards is marked changed only in the selections
