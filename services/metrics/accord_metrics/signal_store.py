@@ -199,16 +199,8 @@ class SignalStore:
         if not signal_ids:
             return {}
         cols = "signal_id, list, time_key, rank, ongoing, earliest, earlier, content, grp"
-        if self._sqlite:
-            sql = (
-                f"SELECT {cols} FROM {self.rows} WHERE service_id = ? AND signal_id IN (SELECT value FROM json_each(?))"
-            )
-            params: tuple[Any, ...] = (service_id, json.dumps(list(signal_ids)))
-        else:
-            sql = f"SELECT {cols} FROM {self.rows} WHERE service_id = %s AND signal_id = ANY(%s)"
-            params = (service_id, list(signal_ids))
         with self._cursor(write=False) as cur:
-            cur.execute(sql, params)
+            cur.execute(*self._of_ids(cols, service_id, signal_ids))
             if self._sqlite:  # its columns' types are the row's already (INTEGER, TEXT, BLOB: int, str, bytes)
                 make = Row._make
                 return {r[0]: make(r) for r in cur.fetchall()}
@@ -223,18 +215,23 @@ class SignalStore:
         each over every content its id had — `lookup`'s `earliest`, without the contents."""
         if not signal_ids:
             return []
-        if self._sqlite:
-            sql = (
-                f"SELECT earliest FROM {self.rows} WHERE service_id = ? "
-                "AND signal_id IN (SELECT value FROM json_each(?))"
-            )
-            params: tuple[Any, ...] = (service_id, json.dumps(list(signal_ids)))
-        else:
-            sql = f"SELECT earliest FROM {self.rows} WHERE service_id = %s AND signal_id = ANY(%s)"
-            params = (service_id, list(signal_ids))
         with self._cursor(write=False) as cur:
-            cur.execute(sql, params)
+            cur.execute(*self._of_ids("earliest", service_id, signal_ids))
             return [int(r[0]) for r in cur.fetchall()]
+
+    def _of_ids(self, cols: str, service_id: str, signal_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """The query of columns `cols` of the rows of these signal ids of one service, in one
+        statement (the ids bound as one JSON array on SQLite, one array on PostgreSQL)."""
+        if self._sqlite:
+            ids = "signal_id IN (SELECT value FROM json_each(?))"
+            return (
+                f"SELECT {cols} FROM {self.rows} WHERE service_id = ? AND {ids}",
+                (service_id, json.dumps(list(signal_ids))),
+            )
+        return (
+            f"SELECT {cols} FROM {self.rows} WHERE service_id = %s AND signal_id = ANY(%s)",
+            (service_id, list(signal_ids)),
+        )
 
     def in_range(
         self, service_id: str, name: str, lo: int, hi: int, each: Callable[[list[Ranked]], None] | None = None

@@ -957,15 +957,7 @@ def test_an_open_window_selects_only_what_its_burn_rates_read_before_its_start(
 
         # The burn rates read the outage before April's start: those over every stored signal.
         april = "2026-03-31T22:00:00+00:00"
-        view = fresh.agreement_view(None, aid)
-        agg = fresh.window(None, aid, "availability", april)
-        window = Interval(at(agg.window_start), at(agg.window_end))
-        version, services = fresh._judging_version(view, window.start)
-        objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == "availability")
-        signals = combined(fresh.signal_sources(fresh.scope(view, now)[2]), services)
-        exclusions, _ = judging._exclusions(objective, signals, window, judging.suspensions(view))
-        expected = burn_rates(objective, fresh._calendar_for(objective, None), exclusions, signals, now,
-                              window.duration, "UTC")  # fmt: skip
+        expected = _burn_rates_over_every_signal(suite, fresh, aid, april, now)
         assert any(expected.values())
         assert judged and all(rates == expected for rates in judged)
         for objective_id in ("availability", "service-level"):
@@ -1008,22 +1000,29 @@ def test_a_new_months_look_back_finds_its_outages_among_the_kept_ones_without_in
     assert {"o-a", "o-b"} <= set().union(*indexed)
     assert not {"o-a", "o-b"} & set(converted)  # found, not converted again
     # April's burn rates read March's outages: those over every stored signal.
-    april = "2026-03-31T22:00:00+00:00"
-    view = m.agreement_view(None, aid)
-    agg = m.window(None, aid, "availability", april)
-    window = Interval(at(agg.window_start), at(agg.window_end))
-    version, services = m._judging_version(view, window.start)
-    objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == "availability")
-    fresh = Metrics(suite.envs["metrics"], clock=suite.clock)
-    try:
-        signals = combined(fresh.signal_sources(fresh.scope(view, now)[2]), services)
-    finally:
-        fresh.close()
-    exclusions, _ = judging._exclusions(objective, signals, window, judging.suspensions(view))
-    expected = burn_rates(objective, m._calendar_for(objective, None), exclusions, signals, now, window.duration, "UTC")
+    expected = _burn_rates_over_every_signal(suite, m, aid, "2026-03-31T22:00:00+00:00", now)
     assert any(expected.values())
     assert judged and judged[-1] == expected
     _march_matches(m, aid)
+
+
+def _burn_rates_over_every_signal(
+    suite: Suite, m: Metrics, aid: str, window_start: str, now: datetime
+) -> dict[timedelta, Any]:  # fmt: skip
+    """The burn rates of `aid`'s availability window starting at `window_start`, at `now`, from
+    every stored signal (read by a process of its own)."""
+    view = m.agreement_view(None, aid)
+    agg = m.window(None, aid, "availability", window_start)
+    window = Interval(at(agg.window_start), at(agg.window_end))
+    version, services = m._judging_version(view, window.start)
+    objective = next(o for o in version["terms"]["objectives"] if o["objective_id"] == "availability")
+    reader = Metrics(suite.envs["metrics"], clock=suite.clock)
+    try:
+        signals = combined(reader.signal_sources(reader.scope(view, now)[2]), services)
+    finally:
+        reader.close()
+    exclusions, _ = judging._exclusions(objective, signals, window, judging.suspensions(view))
+    return burn_rates(objective, m._calendar_for(objective, None), exclusions, signals, now, window.duration, "UTC")
 
 
 def _march_matches(m: Metrics, aid: str) -> None:
