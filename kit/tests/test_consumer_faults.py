@@ -56,6 +56,17 @@ async def serve_log(counters: Counters, keys: tuple[bytes, bytes]) -> tuple[Any,
     return server, EventLogClient(f"127.0.0.1:{server.port}", token=lambda: token)
 
 
+async def wind_down(consumer: Consumer, task: asyncio.Task[None] | None, nc: Any, *apps: Any) -> None:
+    """A test's consumer stopped (its run awaited, when started), its NATS connection closed, then
+    these applications."""
+    consumer.stop()
+    if task is not None:
+        await task
+    await nc.close()
+    for app in apps:
+        app.close()
+
+
 def seed(app: Counters, n: int) -> int:
     """n increments of 1..n on three counters; returns their sum."""
     for i in range(1, n + 1):
@@ -88,11 +99,7 @@ async def test_redelivered_out_of_order_events_apply_exactly_once(
         assert consumer.stats.out_of_order_naks > 0
         assert consumer.halted is None
     finally:
-        consumer.stop()
-        await task
-        await nc.close()
-        counters.close()
-        tallies.close()
+        await wind_down(consumer, task, nc, counters, tallies)
 
 
 async def test_an_event_that_keeps_failing_halts_the_consumer_and_is_never_skipped(
@@ -118,10 +125,7 @@ async def test_an_event_that_keeps_failing_halts_the_consumer_and_is_never_skipp
         assert len(halts) == 1
         assert f"position {poison} failed 3 times" in halts[0]
     finally:
-        consumer.stop()
-        await nc.close()
-        counters.close()
-        tallies.close()
+        await wind_down(consumer, None, nc, counters, tallies)
 
 
 async def test_consumer_killed_between_commit_and_ack_applies_nothing_twice(
@@ -419,12 +423,7 @@ async def test_an_event_that_conflicts_with_another_writer_is_applied_again(
         assert (tally.count, tally.total) == (12 + 2, total + 2000)
         assert consumer.stats.failures == 0
     finally:
-        consumer.stop()
-        await task
-        await nc.close()
-        counters.close()
-        tallies.other.close()
-        tallies.close()
+        await wind_down(consumer, task, nc, counters, tallies.other, tallies)
 
 
 @contextlib.contextmanager
@@ -467,11 +466,7 @@ async def test_a_stream_not_created_yet_is_waited_for_without_a_warning_each_att
             await publish_all(nats_server.url, counters)
             await eventually(lambda: (t := tallies.get_tally()) is not None and t.total == total, what="applied")
         finally:
-            consumer.stop()
-            await task
-            await nc.close()
-            counters.close()
-            tallies.close()
+            await wind_down(consumer, task, nc, counters, tallies)
 
 
 async def test_a_lag_look_lost_with_its_server_is_given_up_after_a_second(
@@ -508,11 +503,7 @@ async def test_a_lag_look_lost_with_its_server_is_given_up_after_a_second(
                 assert time.monotonic() < deadline, "the lag never known again"
         assert consumer.upstream_head == counters.head_position()
     finally:
-        consumer.stop()
-        await task
-        await nc.close()
-        counters.close()
-        tallies.close()
+        await wind_down(consumer, task, nc, counters, tallies)
 
 
 async def test_a_look_lost_with_its_server_at_start_is_asked_again_before_the_default_timeout(
@@ -544,9 +535,4 @@ async def test_a_look_lost_with_its_server_at_start_is_asked_again_before_the_de
         tally = tallies.get_tally()
         assert tally is not None and tally.total == total
     finally:
-        consumer.stop()
-        if task is not None:
-            await task
-        await nc.close()
-        counters.close()
-        tallies.close()
+        await wind_down(consumer, task, nc, counters, tallies)
