@@ -32,7 +32,7 @@ from accord_metrics.codec import evaluation_message
 from accord_metrics.domain import ACCEPTED, BREACHED, AmendmentNotPendingError, InvalidRequestError, NotFoundError
 from accord_metrics.evaluation import ONGOING
 from accord_metrics.running import FCR
-from accord_metrics.signal_index import reaching
+from accord_metrics.signal_index import ReadPages, reaching
 
 DEFAULT_PERIODS = 3
 MAX_PERIODS = 24
@@ -192,6 +192,9 @@ class MetricsAudit:
         if progress is not None:  # reading a month of signals takes a while: say so first
             progress(Progress(0, total, "", len(views), 0))
         plan = self._passes(views, services, ids, held)
+        # The first of several passes reads every batch and maps the log's pages; the later ones
+        # read only the pages that may hold a signal of their span (`ReadPages`).
+        pages = ReadPages({s for ss in services.values() for s in ss}) if len(plan) > 1 else None
         by_id = {v.agreement_id: v for v in views}
         processed = 0
         mismatches: list[WindowCheck] = []
@@ -228,10 +231,10 @@ class MetricsAudit:
                 of[aid].append(wid)
             wanted = {s for aid in of for s in services[aid]}
             reach = None if step.span is None else reaching(step.span, all_calls=step.all_calls)
-            stored = app.stored_signals(wanted, reach=reach, going_on=going_on)
+            stored = app.stored_signals(wanted, reach=reach, going_on=going_on, pages=pages if reach else None)
             if cancelled is not None and cancelled.is_set():  # a part of the store read: judge nothing
                 break
-            if out.passes == 1:  # every pass reads every batch: the store's signals, counted once
+            if out.passes == 1:  # the first pass reads every batch: the store's signals, counted once
                 out.signals_read = stored.count
             signals = stored.sets
             del stored

@@ -1044,17 +1044,23 @@ class _Absorbed:
 
     signals: SignalSet = field(default_factory=SignalSet)
     at: dict[str, tuple[str, int]] = field(default_factory=dict)  # signal id → (SignalSet list, index)
-    reach: Callable[[str, signals_pb2.Signal], bool] | None = None
+    reach: Reach | None = None
 
-    def absorb(self, items: list[signals_pb2.Signal]) -> None:
+    def absorb(self, items: list[signals_pb2.Signal], pages: ReadPages | None = None, service_id: str = "") -> None:
+        """These signals read, in the order stored; `pages`: the map of the pass's pages being made,
+        told their reaches (of service `service_id`) as they are worked out here."""
         reach = self.reach
         for s in items:
             name = _LIST_OF[str(s.WhichOneof("kind"))]
             at = self.at.get(s.signal_id)
-            if reach is not None and not reach(name, s):
-                if at is not None:  # its later content leaves the span: dropped
-                    getattr(self.signals, name)[at[1]] = _GONE
-                continue
+            if reach is not None or pages is not None:
+                reached = reach_us(name, s)
+                if pages is not None:
+                    pages.note_one(service_id, s, name, reached, True)
+                if reach is not None and not reach.holds(name, reached):
+                    if at is not None:  # its later content leaves the span: dropped
+                        getattr(self.signals, name)[at[1]] = _GONE
+                    continue
             item = _input(s)
             target: list[Any] = getattr(self.signals, name)
             if at is None:
@@ -1080,28 +1086,132 @@ _GONE = object()  # `_Absorbed`: the place of a signal whose later content left 
 BY_TIME = ("calls", "outages", "requests")
 
 
-def reaching(span: Interval, all_calls: bool = False) -> Callable[[str, signals_pb2.Signal], bool]:
+_NEVER_US = 1 << 62  # an instant (µs) after every other: an outage under way reaches every span from its start
+
+
+def reach_us(name: str, s: signals_pb2.Signal) -> tuple[int, int] | None:
+    """The instants (µs since the epoch) a window must overlap to read a signal (its formula-input
+    list's name, its content): a call's entry into the queue, an outage's start to its end (to
+    every later instant while it is under way), a request count's or probe's; None for every other
+    kind, which every window may read whatever its time (`BY_TIME`)."""
+    if name == "calls":
+        t = _us(s.call.entered_queue)
+        return t, t
+    if name == "outages":
+        o = s.outage
+        return _us(o.start), _us(o.end) if o.HasField("end") else _NEVER_US
+    if name == "requests":
+        if s.HasField("probe"):
+            t = _us(s.probe.at)
+            return t, t
+        return _us(s.requests.start), _us(s.requests.end)
+    return None
+
+
+@dataclass(frozen=True)
+class Reach:
     """Whether a signal (its formula-input list's name, its latest content) may be read by a window
-    within `span`: a call that entered the queue within it, a request count or probe and an outage
-    (under way: from its start on) that overlap it — each with the selections' margin
-    (`_SLACK_US`): a superset, which the formulas filter again — and every other kind, and with
-    `all_calls` every call (first-contact resolution's: its chains of contacts reach back without
-    bound), whatever their time."""
-    lo, hi = _instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US
+    within a span (`reaching`): a call that entered the queue within it, a request count or probe
+    and an outage (under way: from its start on) that overlap it — each with the selections'
+    margin (`_SLACK_US`): a superset, which the formulas filter again — and every other kind, and
+    with `all_calls` every call (first-contact resolution's: its chains of contacts reach back
+    without bound), whatever their time. `lo`, `hi`: the span with its margin, µs."""
 
-    def reaches(name: str, s: signals_pb2.Signal) -> bool:
+    lo: int
+    hi: int
+    all_calls: bool = False
+
+    def __call__(self, name: str, s: signals_pb2.Signal) -> bool:
+        return self.holds(name, reach_us(name, s))
+
+    def holds(self, name: str, reached: tuple[int, int] | None) -> bool:
+        """Whether it reads a signal of list `name` that reaches `reached` (`reach_us`)."""
+        return (
+            reached is None or (name == "calls" and self.all_calls) or (reached[0] <= self.hi and reached[1] >= self.lo)
+        )
+
+
+def reaching(span: Interval, all_calls: bool = False) -> Reach:
+    """What a window within `span` may read (`Reach`)."""
+    return Reach(_instant_us(span.start) - _SLACK_US, _instant_us(span.end) + _SLACK_US, all_calls)
+
+
+# `ReadPages.flags`: a page read by every pass (it holds a signal of a list read whole, a correction
+# or an outage's completion), and a page holding a call (read by a pass holding every call).
+_EVERY_PASS, _HOLDS_CALLS = 1, 2
+
+
+class ReadPages:
+    """The pages of the signal log a pass over the store read (`stored_signals`), each with what a
+    later pass needs to skip it unread: where it starts and ends in the log, the instants its
+    signals reach (`reach_us`) — of the services `services` — and whether every pass must read it.
+    A re-derivation's first pass reads every batch and makes it; its later passes read only the
+    pages that may hold a signal of their span (services/metrics/README.md, "Re-derivation a span of
+    time at a time"). Every pass must read a page holding a signal of a list read whole, a
+    correction (its earlier content, which a pass may hold, can be anywhere) or the completion of an
+    outage reported under way (whose content under way reaches every span after its start, where
+    the completion must replace it)."""
+
+    def __init__(self, services: Iterable[str]) -> None:
+        self.services = frozenset(services)
+        self.starts, self.lasts = array("q"), array("q")  # a page: the notes after `start` to `last`
+        self.los, self.his = array("q"), array("q")
+        self.flags = bytearray()
+        self.complete = False  # every page of the log, as it stood, mapped: later passes may skip
+        self._ongoing: set[tuple[str, str]] = set()  # outages reported under way and not completed since
+        self._lo, self._hi, self._flags = _NEVER_US, -_NEVER_US, 0  # the page being read
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def note(self, service_id: str, items: list[signals_pb2.Signal], corrected: bool) -> None:
+        """A batch of the page being read: its signals' reaches (of any service: `stored_signals`
+        calls it for those of `services` alone); `corrected`: a correction's batch."""
+        if corrected:
+            self._flags |= _EVERY_PASS
+        for s in items:
+            self.note_one(service_id, s, _LIST_OF[str(s.WhichOneof("kind"))], None, False)
+
+    def note_one(
+        self, service_id: str, s: signals_pb2.Signal, name: str, reached: tuple[int, int] | None, known: bool
+    ) -> None:  # fmt: skip
+        """One signal of the page being read (`reached`: its `reach_us`, when `known`)."""
+        if not known:
+            reached = reach_us(name, s)
+        if reached is None:
+            self._flags |= _EVERY_PASS
+            return
+        if reached[0] < self._lo:
+            self._lo = reached[0]
+        if reached[1] > self._hi:
+            self._hi = reached[1]
         if name == "calls":
-            return all_calls or lo <= _us(s.call.entered_queue) <= hi
-        if name == "outages":
-            o = s.outage
-            return _us(o.start) <= hi and (not o.HasField("end") or _us(o.end) >= lo)
-        if name == "requests":
-            if s.HasField("probe"):
-                return lo <= _us(s.probe.at) <= hi
-            return _us(s.requests.start) <= hi and _us(s.requests.end) >= lo
-        return True
+            self._flags |= _HOLDS_CALLS
+        elif name == "outages":
+            key = (service_id, s.signal_id)
+            if reached[1] == _NEVER_US:
+                self._ongoing.add(key)
+            elif key in self._ongoing:  # its completion
+                self._ongoing.discard(key)
+                self._flags |= _EVERY_PASS
 
-    return reaches
+    def end_page(self, start: int, last: int) -> None:
+        """The page being read ends: the notes after log position `start` to `last`."""
+        self.starts.append(start)
+        self.lasts.append(last)
+        self.los.append(self._lo)
+        self.his.append(self._hi)
+        self.flags.append(self._flags)
+        self._lo, self._hi, self._flags = _NEVER_US, -_NEVER_US, 0
+
+    def meets(self, page: int, reach: Reach) -> bool:
+        """Whether a pass holding what `reach` holds must read page `page`."""
+        flags = self.flags[page]
+        return bool(
+            flags & _EVERY_PASS
+            or (reach.all_calls and flags & _HOLDS_CALLS)
+            or (self.los[page] <= reach.hi and self.his[page] >= reach.lo)
+        )
 
 
 @dataclass(frozen=True)
@@ -1892,7 +2002,7 @@ class SignalIndex(_Host):
     def signal_sources(
         self, service_ids: Iterable[str], *, from_store: bool = False, span: Interval | None = None,
         all_calls: bool = False, since: datetime | None = None, whole_settled: bool = False,
-        repeat: timedelta | None = None, reach: Callable[[str, signals_pb2.Signal], bool] | None = None,
+        repeat: timedelta | None = None, reach: Reach | None = None,
     ) -> dict[str, SignalSet]:  # fmt: skip
         """The signals of these services as formula inputs, per service: from the store's signal
         index (all, or those a window within `span` reads: `ServiceSignals.select`), or re-read
@@ -1958,9 +2068,8 @@ class SignalIndex(_Host):
         return self._signal_store.counted_by_time(sorted(set(service_ids)), BY_TIME, step // timedelta(microseconds=1))
 
     def stored_signals(
-        self, service_ids: set[str] | None = None, through: int | None = None,
-        reach: Callable[[str, signals_pb2.Signal], bool] | None = None,
-        going_on: Callable[[int], bool] | None = None,
+        self, service_ids: set[str] | None = None, through: int | None = None, reach: Reach | None = None,
+        going_on: Callable[[int], bool] | None = None, pages: ReadPages | None = None,
     ) -> StoredSignals:  # fmt: skip
         """Every stored signal batch (of these services) re-read from the store in one pass,
         independently of the signal index, as formula inputs per service; with `through`, only
@@ -1969,27 +2078,59 @@ class SignalIndex(_Host):
         reads them — the pass reads every batch all the same, but holds the span's signals, not
         history's (`count` counts every signal read). `going_on`: asked before each page with the
         signals read so far (a long pass's progress); False stops the pass there, its answer then
-        a part of the store's (a cancelled audit's, never to be judged from)."""
+        a part of the store's (a cancelled audit's, never to be judged from). `pages` (with
+        `reach`, not `through`): a map of the log's pages (`ReadPages`) — made by this pass when
+        empty (reading every batch of its services too, the rest of the pass as without it); once
+        made, the pages it says cannot hold a signal `reach` holds are skipped unread, and what was
+        stored after the pages mapped is read on."""
+        if pages is not None and (reach is None or through is not None):
+            raise ValueError("a map of the pages read serves a pass by time alone (reach, no through)")
         entries: dict[str, _Absorbed] = {}
         count = 0
         position = 0
-        while going_on is None or going_on(count):
+        # The map this pass makes (an empty one given), and the pages of one made before.
+        making = pages if pages is not None and not pages.complete and not len(pages) else None
+        mapped = len(pages) if pages is not None and pages.complete else 0
+        page = 0  # the next page of that map to look at
+        while True:
+            if page < mapped and pages is not None and reach is not None:
+                while page < mapped and not pages.meets(page, reach):
+                    page += 1
+                # The page's notes, or (every page passed) what was stored after the last.
+                position = max(position, pages.starts[page] if page < mapped else pages.lasts[mapped - 1])
+                page += 1
+            if going_on is not None and not going_on(count):
+                break
             notes = self.recorder.select_notifications(
                 start=position, limit=STORED_PAGE, topics=SIGNAL_TOPICS, inclusive_of_start=False
             )
             if through is not None:
                 notes = [n for n in notes if n.id <= through]
             if not notes:
+                if page < mapped:  # (a page mapped and gone: none is, in an append-only log)
+                    continue
+                if making is not None:
+                    making.complete = True
                 break
             for n in notes:
                 batch: Any = self.mapper.to_domain_event(n)
-                if service_ids is not None and batch.service_id not in service_ids:
+                wanted = service_ids is None or batch.service_id in service_ids
+                noted = making if making is not None and batch.service_id in making.services else None
+                if not wanted and noted is None:
                     continue
                 items = list(batch_message(batch.batch).signals)
+                if noted is not None:
+                    if n.topic == CORRECTION_TOPIC:
+                        noted.note(batch.service_id, [], corrected=True)
+                    if not wanted:
+                        noted.note(batch.service_id, items, corrected=False)
+                        continue
                 entry = entries.get(batch.service_id)
                 if entry is None:
                     entry = entries[batch.service_id] = _Absorbed(reach=reach)
-                entry.absorb(items)
+                entry.absorb(items, noted, batch.service_id)
                 count += len(items)
-            position = notes[-1].id
+            if making is not None:
+                making.end_page(position, notes[-1].id)
+            position = max(position, notes[-1].id)
         return StoredSignals({sid: e.done() for sid, e in entries.items()}, count)

@@ -221,6 +221,78 @@ def test_a_rederivation_too_large_for_one_pass_reads_the_store_a_span_of_time_at
     assert split.mismatches[0].recomputed == found.mismatches[0].recomputed
 
 
+def decoding_per_pass(m: Metrics, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The stored batches each pass of a re-derivation decodes (a page a batch: `STORED_PAGE` 1)."""
+    monkeypatch.setattr(signal_index, "STORED_PAGE", 1)
+    decoded: list[int] = []
+    decode, read = signal_index.batch_message, m.stored_signals
+
+    def counted(data: Any) -> Any:
+        decoded[-1] += 1
+        return decode(data)
+
+    def stored_signals(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(0)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(signal_index, "batch_message", counted)
+    monkeypatch.setattr(m, "stored_signals", stored_signals)
+    return decoded
+
+
+def test_a_later_pass_reads_only_the_pages_that_may_hold_its_span(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass reads every stored batch and maps the log's pages by the instants their
+    signals reach; each later pass reads only the pages that may hold a signal of its span — a
+    year's store re-derived a month a pass reads it about twice, not once a month — and the answer
+    is the same: every window checked, none amiss."""
+    suite = world.suite
+    five_months(suite)
+    decoded = decoding_per_pass(suite.metrics, monkeypatch)
+    split = world.audit.rederive(held=15)
+    assert (split.passes, split.checked, split.skipped_open, split.mismatches) == (5, 10, 2, [])
+    # Five batches, a month's each: the first pass decodes them all, then each month's pass its own.
+    assert decoded == [5, 1, 1, 1, 1]
+    assert split.signals_read == 55
+
+
+def test_every_pass_reads_the_pages_of_corrections_and_completions(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correction or an outage's completion replaces a content that may lie in any pass's span
+    (a call moved out of February; an outage reported under way on 20 January, which reaches every
+    month after until its end is reported): every pass reads its page, wherever its own content
+    reaches — the passes that held the earlier content drop or replace it, and every window
+    matches its record, as in one pass."""
+    suite = world.suite
+    aid = five_months(suite)
+    m = suite.metrics
+    under_way = pb.Signal(
+        signal_id="o-open", service_id=EMAIL, outage=pb.Outage(start=ts(at(f"2026-01-20T10:00{AMS}")))
+    )
+    m.record(COLLECTOR, [under_way])
+    suite.tick(f"2026-06-05T12:10{AMS}")
+    assert statuses(suite, aid)[("availability", MONTHS[2])] == BREACHED  # March: down all month
+    ended = pb.Signal()
+    ended.CopyFrom(under_way)
+    ended.outage.end.FromDatetime(at(f"2026-01-20T11:00{AMS}"))
+    m.record(COLLECTOR, [ended])
+    moved = call_signals("m2-", f"2026-03-20T09:00{AMS}", 1, 0)  # m2-0: from 15 February to March
+    m.record(COLLECTOR, moved, reason="entered on the wrong day")
+    suite.tick(f"2026-06-05T12:20{AMS}")
+    assert statuses(suite, aid)[("availability", MONTHS[2])] == MET
+
+    whole = world.audit.rederive()
+    assert (whole.passes, whole.checked, whole.mismatches) == (1, 10, [])
+    decoded = decoding_per_pass(m, monkeypatch)
+    split = world.audit.rederive(held=15)
+    assert (split.passes, split.checked, split.skipped_open, split.mismatches) == (5, 10, 2, [])
+    # Eight batches: the months', the outage under way (read by every pass after its start), its
+    # completion and the correction (read by every pass); each later pass its month's too.
+    assert decoded == [8, 4, 4, 4, 4]
+
+
 def test_windows_within_a_span_larger_than_a_pass_share_its_pass(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """A month holding more than a pass (11 signals against 5, as a contact centre's month against
     500,000) is a pass of its own, held whole — one for both objectives judged over it, not one
@@ -252,7 +324,9 @@ def test_a_pass_tells_its_progress_as_it_reads_and_a_cancelled_rederivation_stop
     assert (whole.passes, whole.checked, whole.mismatches) == (5, 10, [])
     reading = [(r.pass_number, r.signals_read, r.processed) for r in reports if r.passes and not r.agreement_id]
     assert reading[:6] == [(1, read, 0) for read in (0, 11, 22, 33, 44, 55)]  # the first pass counts them
-    assert reading[6:12] == [(2, 55, 2)] * 6 and len(reading) == 5 * 6
+    # Each later pass reads its own month's page alone (the first pass mapped them), and says so
+    # before it and before the look past the pages mapped.
+    assert reading[6:] == [(n, 55, 2 * (n - 1)) for n in range(2, 6) for _ in range(2)]
 
     read: list[int] = []
     stored_signals = m.stored_signals
