@@ -2092,12 +2092,16 @@ class SignalIndex(_Host):
         making = pages if pages is not None and not pages.complete and not len(pages) else None
         mapped = len(pages) if pages is not None and pages.complete else 0
         page = 0  # the next page of that map to look at
+        page_end = 0  # the last note of the mapped page being read (read until it is reached)
         while True:
-            if page < mapped and pages is not None and reach is not None:
+            if page < mapped and position >= page_end and pages is not None and reach is not None:
                 while page < mapped and not pages.meets(page, reach):
                     page += 1
                 # The page's notes, or (every page passed) what was stored after the last.
-                position = max(position, pages.starts[page] if page < mapped else pages.lasts[mapped - 1])
+                if page < mapped:
+                    position, page_end = max(position, pages.starts[page]), pages.lasts[page]
+                else:
+                    position = max(position, pages.lasts[mapped - 1])
                 page += 1
             if going_on is not None and not going_on(count):
                 break
@@ -2107,7 +2111,8 @@ class SignalIndex(_Host):
             if through is not None:
                 notes = [n for n in notes if n.id <= through]
             if not notes:
-                if page < mapped:  # (a page mapped and gone: none is, in an append-only log)
+                if position < page_end or page < mapped:  # (a mapped page gone: none is, in an append-only log)
+                    position = max(position, page_end)
                     continue
                 if making is not None:
                     making.complete = True

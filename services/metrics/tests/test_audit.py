@@ -293,6 +293,27 @@ def test_every_pass_reads_the_pages_of_corrections_and_completions(
     assert decoded == [8, 4, 4, 4, 4]
 
 
+def test_a_mapped_page_is_read_whole_however_many_events_a_read_takes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later pass reads a page the map says it needs to its last event, however many stored events
+    one read takes then: here the map's first page holds January's to March's batches (its second
+    April's and May's), and the pass for March, reading a batch at a time, still reaches March's."""
+    suite = world.suite
+    five_months(suite)
+    m = suite.metrics
+    pages = signal_index.ReadPages({EMAIL})
+    monkeypatch.setattr(signal_index, "STORED_PAGE", 3)
+    m.stored_signals({EMAIL}, reach=reaching(Interval(JAN, FEB)), pages=pages)
+    assert pages.complete and len(pages) == 2
+    monkeypatch.setattr(signal_index, "STORED_PAGE", 1)
+    march = Interval(MAR, MONTHS[3])
+    held = m.stored_signals({EMAIL}, reach=reaching(march), pages=pages).sets[EMAIL]
+    unmapped = m.stored_signals({EMAIL}, reach=reaching(march)).sets[EMAIL]
+    assert sorted(c.call_id for c in held.calls) == sorted(c.call_id for c in unmapped.calls)
+    assert len(held.calls) == 10 and held.outages == unmapped.outages
+
+
 def test_windows_within_a_span_larger_than_a_pass_share_its_pass(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """A month holding more than a pass (11 signals against 5, as a contact centre's month against
     500,000) is a pass of its own, held whole — one for both objectives judged over it, not one
