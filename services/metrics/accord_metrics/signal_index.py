@@ -1146,11 +1146,12 @@ class ReadPages:
     later pass needs to skip it unread: where it starts and ends in the log, the instants its
     signals reach (`reach_us`) — of the services `services` — and whether every pass must read it.
     A re-derivation's first pass reads every batch and makes it; its later passes read only the
-    pages that may hold a signal of their span (services/metrics/README.md, "Re-derivation a span of
-    time at a time"). Every pass must read a page holding a signal of a list read whole, a
-    correction (its earlier content, which a pass may hold, can be anywhere) or the completion of an
-    outage reported under way (whose content under way reaches every span after its start, where
-    the completion must replace it)."""
+    pages that may hold a signal of their span (services/metrics/README.md, "Later passes read only
+    the pages their span needs"). Every pass must read a page holding a signal of a list read whole,
+    a correction (its earlier content, which a pass may hold, can be anywhere) or the completion of
+    an outage reported under way (whose content under way reaches every span after its start, where
+    the completion must replace it). Those are the only later contents recording writes: a
+    signal's new content is a completion, in a batch, or a correction, an event of its own."""
 
     def __init__(self, services: Iterable[str]) -> None:
         self.services = frozenset(services)
@@ -2075,10 +2076,11 @@ class SignalIndex(_Host):
         independently of the signal index, as formula inputs per service; with `through`, only
         those stored at or before that log position (the signals as they stood then). With
         `reach` (`reaching`), only the signals it says a window may read are held as the pass
-        reads them — the pass reads every batch all the same, but holds the span's signals, not
-        history's (`count` counts every signal read). `going_on`: asked before each page with the
-        signals read so far (a long pass's progress); False stops the pass there, its answer then
-        a part of the store's (a cancelled audit's, never to be judged from). `pages` (with
+        reads them — the pass reads every batch all the same (but with `pages`, below), but holds
+        the span's signals, not history's (`count` counts every signal read). `going_on`: asked
+        before each page with the signals read so far (a long pass's progress); False stops the
+        pass there, its answer then a part of the store's (a cancelled audit's, never to be judged
+        from). `pages` (with
         `reach`, not `through`): a map of the log's pages (`ReadPages`) — made by this pass when
         empty (reading every batch of its services too, the rest of the pass as without it); once
         made, the pages it says cannot hold a signal `reach` holds are skipped unread, and what was
