@@ -1056,7 +1056,7 @@ class _Absorbed:
             if reach is not None or pages is not None:
                 reached = reach_us(name, s)
                 if pages is not None:
-                    pages.note_one(service_id, s, name, reached, True)
+                    pages.note_one(service_id, s, name, reached)
                 if reach is not None and not reach.holds(name, reached):
                     if at is not None:  # its later content leaves the span: dropped
                         getattr(self.signals, name)[at[1]] = _GONE
@@ -1171,14 +1171,11 @@ class ReadPages:
         if corrected:
             self._flags |= _EVERY_PASS
         for s in items:
-            self.note_one(service_id, s, _LIST_OF[str(s.WhichOneof("kind"))], None, False)
+            name = _LIST_OF[str(s.WhichOneof("kind"))]
+            self.note_one(service_id, s, name, reach_us(name, s))
 
-    def note_one(
-        self, service_id: str, s: signals_pb2.Signal, name: str, reached: tuple[int, int] | None, known: bool
-    ) -> None:  # fmt: skip
-        """One signal of the page being read (`reached`: its `reach_us`, when `known`)."""
-        if not known:
-            reached = reach_us(name, s)
+    def note_one(self, service_id: str, s: signals_pb2.Signal, name: str, reached: tuple[int, int] | None) -> None:
+        """One signal of the page being read (of list `name`; `reached`: its `reach_us`)."""
         if reached is None:
             self._flags |= _EVERY_PASS
             return
