@@ -43,6 +43,7 @@ READ_PROGRESS_SECONDS = 1.0  # between two progress reports while a re-derivatio
 # signals that reach its windows (`_passes`).
 REDERIVE_HELD = 500_000
 _DAY = timedelta(days=1)
+_US = timedelta(microseconds=1)
 COMPARATORS = ("COMPARATOR_AT_LEAST", "COMPARATOR_AT_MOST")
 # Evaluation fields naming the window, not saying anything about it: never a difference.
 IDENTITY = {"agreement_id", "objective_id", "window_start", "window_end"}
@@ -80,7 +81,11 @@ class _Due:
     window_id: UUID
     start: datetime
     end: datetime
-    chained: bool  # first-contact resolution's: every call held
+    chained: bool  # first-contact resolution's in some version
+    # First-contact resolution's repeat window, when its version measures one service: its calls
+    # read from its start less the repeat window, and the chains of contacts before walked back
+    # (`SignalIndex.chain_anchors`); None with `chained`: every call held.
+    repeat: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,30 @@ class _Pass:
     windows: list[tuple[str, UUID]]
     span: Interval | None
     all_calls: bool
+    repeat: timedelta | None = None  # first-contact resolution's windows of this repeat window
+
+
+def _cut(
+    due: list[_Due], holds: Callable[[Interval], int], held: int, repeat: timedelta | None = None
+) -> list[_Pass]:  # fmt: skip
+    """These windows in order of their start, cut into passes whose span (from the first window's
+    start — less `repeat`, first-contact resolution's repeat window, when given — to the latest end
+    among them) `holds` at most `held` signals; a window within a pass's span joins it whatever it
+    holds (another objective's month, when a month alone is more than a pass): it adds nothing."""
+    before = repeat or timedelta(0)
+    out: list[_Pass] = []
+    group: list[_Due] = []
+    span: Interval | None = None
+    for d in sorted(due, key=lambda d: (d.start, d.end)):
+        wider = Interval(d.start, d.end) if span is None else Interval(span.start, max(span.end, d.end))
+        if group and wider != span and holds(Interval(wider.start - before, wider.end)) > held:
+            out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False, repeat))
+            group, wider = [], Interval(d.start, d.end)
+        group.append(d)
+        span = wider
+    if group:
+        out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False, repeat))
+    return out
 
 
 @dataclass(frozen=True)
@@ -230,8 +259,15 @@ class MetricsAudit:
             for aid, wid in step.windows:
                 of[aid].append(wid)
             wanted = {s for aid in of for s in services[aid]}
-            reach = None if step.span is None else reaching(step.span, all_calls=step.all_calls)
+            if step.span is None:
+                reach = None
+            elif step.repeat is not None:  # first-contact resolution's: its calls from its repeat window before
+                reach = reaching(Interval(step.span.start - step.repeat, step.span.end))
+            else:
+                reach = reaching(step.span, all_calls=step.all_calls)
             stored = app.stored_signals(wanted, reach=reach, going_on=going_on, pages=pages if reach else None)
+            if step.repeat is not None and reach is not None:  # and the chains of contacts before
+                app.chain_anchors(stored.sets, reach.lo, step.repeat // _US, pages, going_on)
             if cancelled is not None and cancelled.is_set():  # a part of the store read: judge nothing
                 break
             if out.passes == 1:  # the first pass reads every batch: the store's signals, counted once
@@ -298,21 +334,11 @@ class MetricsAudit:
             return rest + running[last] - running[first]
 
         due = [d for v in views for d in self._due(v, ids[v.agreement_id])]
-        out: list[_Pass] = []
-        group: list[_Due] = []
-        span: Interval | None = None
-        for d in sorted((d for d in due if not d.chained), key=lambda d: (d.start, d.end)):
-            wider = Interval(d.start, d.end) if span is None else Interval(span.start, max(span.end, d.end))
-            # A window within the pass's span joins it whatever it holds (another objective's
-            # month, when a month alone is more than a pass): it adds nothing to hold.
-            if group and wider != span and holds(wider) > held:
-                out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False))
-                group, wider = [], Interval(d.start, d.end)
-            group.append(d)
-            span = wider
-        if group:
-            out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False))
-        if chained := [d for d in due if d.chained]:
+        out = _cut([d for d in due if not d.chained], holds, held)
+        bounded = [d for d in due if d.chained and d.repeat is not None]
+        for repeat in sorted({d.repeat for d in bounded if d.repeat is not None}):
+            out += _cut([d for d in bounded if d.repeat == repeat], holds, held, repeat)
+        if chained := [d for d in due if d.chained and d.repeat is None]:
             span = Interval(min(d.start for d in chained), max(d.end for d in chained))
             out.append(_Pass([(d.agreement_id, d.window_id) for d in chained], span, True))
         return out
@@ -327,7 +353,11 @@ class MetricsAudit:
             if o.get("metric") == FCR
         }
         spans = self.app.window_spans(window_ids)
-        return [_Due(view.agreement_id, wid, start, end, oid in chained) for wid, (oid, start, end) in spans.items()]
+        return [
+            _Due(view.agreement_id, wid, start, end, oid in chained,
+                 self.app.chained_repeat(view, oid, Interval(start, end)) if oid in chained else None)
+            for wid, (oid, start, end) in spans.items()
+        ]  # fmt: skip
 
     # -- what-if -------------------------------------------------------------------------------------
     def what_if(

@@ -1496,6 +1496,23 @@ class Judging(_Host):
         measured = self._measured(view, window)
         return [] if measured.empty else self._rejudging(view, measured.start, now, terms)[2]
 
+    def chained_repeat(self, view: AgreementView, objective_id: str, window: Interval) -> timedelta | None:
+        """The repeat window a first-contact resolution window is judged with, when the version
+        judging it measures one service (a re-derivation then reads its calls from its start less
+        that window and walks the chains of contacts before back: `SignalIndex.chain_anchors`);
+        None when its version judges another metric, measures several services (one customer's
+        contacts chaining across them), or is not in force in it."""
+        measured = self._measured(view, window)
+        if measured.empty:
+            return None
+        version, services = self._judging_version(view, measured.start)
+        objective = next(
+            (o for o in version["terms"].get("objectives") or [] if o.get("objective_id") == objective_id), None
+        )
+        if objective is None or objective.get("metric") != "METRIC_FIRST_CONTACT_RESOLUTION" or len(services) != 1:
+            return None
+        return repeat_window(objective.get("parameters") or {})
+
     def _measured(self, view: AgreementView, window: Interval) -> Interval:
         """The part of a window the agreement is in force (empty: none)."""
         start = _parse(view.versions[0]["effective_from"])

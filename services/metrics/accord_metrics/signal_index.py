@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError
 
@@ -695,17 +695,7 @@ class ServiceSignals:
             found: dict[int, list[tuple[int, str, bytes, int, int, str]]] = defaultdict(list)
             for r in self.store.group_calls(of, sorted(pending), floor, ceiling):
                 found[r[4]].append(r)
-            step: dict[int, int] = {}
-            for g, earliest in pending.items():
-                gap = False
-                for r in sorted(found.get(g, ()), key=lambda r: r[3], reverse=True):
-                    if earliest - r[3] > repeat:
-                        gap = True  # none within the repeat window before `earliest`: the chain ends
-                        break
-                    read[g].append(r)
-                    earliest = r[3]
-                if not gap and earliest - repeat < floor:  # it may go on before what was read
-                    step[g] = earliest
+            step = _walked_back(pending, found, repeat, floor, _ROW_TIME, read)
             pending, ceiling, reach = step, floor, reach * 2
         out: list[tuple[int, str, bytes]] = []
         for g, rows in read.items():
@@ -893,6 +883,35 @@ class ServiceSignals:
         return self.selected is not None and self._round_thread == threading.get_ident()
 
 
+_Key = TypeVar("_Key")
+_Contact = TypeVar("_Contact")
+_ROW_TIME = operator.itemgetter(3)  # a row of `SignalStore.group_calls`: its time key
+_CONTACT_AT = operator.itemgetter(0)  # a contact of `SignalIndex.chain_anchors`: its instant
+
+
+def _walked_back(
+    pending: Mapping[_Key, int], found: Mapping[_Key, list[_Contact]], repeat: int, floor: int,
+    instant: Callable[[_Contact], int], walked: dict[_Key, list[_Contact]],
+) -> dict[_Key, int]:  # fmt: skip
+    """Each chain of contacts walked back (first-contact resolution's; `pending`: each chain's
+    earliest contact walked so far, µs) over the contacts `found` before it, read from `floor` on:
+    each contact within `repeat` of the next added to `walked`, back to one with none within `repeat`
+    before it, where the chain ends. Returns the chains that may go on before `floor`, with their
+    earliest contact."""
+    further: dict[_Key, int] = {}
+    for key, earliest in pending.items():
+        gap = False
+        for contact in sorted(found.get(key, ()), key=instant, reverse=True):
+            if earliest - instant(contact) > repeat:
+                gap = True  # none within the repeat window before `earliest`: the chain ends
+                break
+            walked[key].append(contact)
+            earliest = instant(contact)
+        if not gap and earliest - repeat < floor:  # it may go on before what was read
+            further[key] = earliest
+    return further
+
+
 class _Columns:
     """One list's rows as a selection holds them: ranks (machine integers), signal ids and
     formula inputs, in step — no tuple a row (≈ 64 B each while a selection is made)."""
@@ -1057,7 +1076,7 @@ class _Absorbed:
                 reached = reach_us(name, s)
                 if pages is not None:
                     pages.note_one(service_id, s, name, reached)
-                if reach is not None and not reach.holds(name, reached):
+                if reach is not None and not reach.admits(name, s, reached):
                     if at is not None:  # its later content leaves the span: dropped
                         getattr(self.signals, name)[at[1]] = _GONE
                     continue
@@ -1120,9 +1139,23 @@ class Reach:
     lo: int
     hi: int
     all_calls: bool = False
+    # With groups: the answered calls of these (customer id, reason) alone — a chain of contacts
+    # walked back (`SignalIndex.chain_anchors`).
+    groups: frozenset[tuple[str, str]] | None = None
 
     def __call__(self, name: str, s: signals_pb2.Signal) -> bool:
-        return self.holds(name, reach_us(name, s))
+        return self.admits(name, s, reach_us(name, s))
+
+    def admits(self, name: str, s: signals_pb2.Signal, reached: tuple[int, int] | None) -> bool:
+        """Whether it reads this signal of list `name` that reaches `reached` (`reach_us`)."""
+        if not self.holds(name, reached):
+            return False
+        if self.groups is None:
+            return True
+        if name != "calls":
+            return False
+        c = s.call
+        return c.HasField("answered_at") and (c.customer_id, c.reason) in self.groups
 
     def holds(self, name: str, reached: tuple[int, int] | None) -> bool:
         """Whether it reads a signal of list `name` that reaches `reached` (`reach_us`)."""
@@ -2138,3 +2171,57 @@ class SignalIndex(_Host):
                 making.end_page(position, notes[-1].id)
             position = max(position, notes[-1].id)
         return StoredSignals({sid: e.done() for sid, e in entries.items()}, count)
+
+    def chain_anchors(
+        self, sets: Mapping[str, SignalSet], bottom: int, repeat: int, pages: ReadPages | None = None,
+        going_on: Callable[[int], bool] | None = None,
+    ) -> int:  # fmt: skip
+        """The calls before `bottom` (µs) first-contact resolution with this repeat window (µs) needs
+        to tell the first contacts from `bottom` on, added to each service's calls in `sets` (which
+        hold every call of the service from `bottom` on, re-read from the store): per customer and
+        reason, the first contact of the episode under way at `bottom` — as `ServiceSignals._chains`
+        finds it in the index, here from the stored batches. Each chain of answered contacts whose
+        earliest from `bottom` is within `repeat` of it is walked back, each contact within `repeat`
+        of the next, to one with none within `repeat` before it; the batches are read a span of time
+        at a time (`stored_signals` with `pages`), a step twice as long as the one before, holding
+        only the answered calls of the chains still walked. Returns how many calls it added."""
+        added = 0
+        for service_id, held in sets.items():
+            firsts: dict[tuple[str, str], int] = {}
+            for c in held.calls:
+                if c.answered_at is None:
+                    continue
+                t = _instant_us(c.entered_queue)
+                key = (c.customer_id, c.reason)
+                if t >= bottom and t < firsts.get(key, _NEVER_US):
+                    firsts[key] = t
+            pending = {k: t for k, t in firsts.items() if t - repeat < bottom}
+            # Each chain's contacts walked, as (instant, id): the first contact of the episode under
+            # way at `bottom` is within twice the repeat window before it (every contact after it
+            # is within the window of it, the last one within the window of the first from
+            # `bottom`), so only those contacts are held as inputs.
+            read: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+            near: dict[str, Any] = {}
+            ceiling, reach = bottom, repeat
+            while pending:
+                floor = min(pending.values()) - reach
+                step = Reach(floor, ceiling - 1, groups=frozenset(pending))
+                got = self.stored_signals({service_id}, reach=step, going_on=going_on, pages=pages).sets
+                found: dict[tuple[str, str], list[tuple[int, str, Any]]] = defaultdict(list)
+                for c in got[service_id].calls if service_id in got else ():
+                    found[(c.customer_id, c.reason)].append((_instant_us(c.entered_queue), c.call_id, c))
+                walked: dict[tuple[str, str], list[tuple[int, str, Any]]] = defaultdict(list)
+                further = _walked_back(pending, found, repeat, floor, _CONTACT_AT, walked)
+                for key, contacts in walked.items():
+                    read[key] += [(at, sid) for at, sid, _ in contacts]
+                    near.update((sid, c) for at, sid, c in contacts if at >= bottom - 2 * repeat)
+                pending, ceiling, reach = further, floor, reach * 2
+            for chain in read.values():
+                first: tuple[int, str] | None = None  # the first contact of the episode under way
+                for contact in sorted(chain):  # as `contact.first_contacts` orders them: instant, then id
+                    if first is None or contact[0] - first[0] > repeat:
+                        first = contact
+                if first is not None:
+                    held.calls.append(near[first[1]])
+                    added += 1
+        return added

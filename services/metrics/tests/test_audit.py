@@ -147,6 +147,14 @@ def test_rederivation_matches_an_untampered_record_and_names_the_window_a_change
 MONTHS = [at(f"2026-{m:02d}-01T00:00{AMS}") for m in range(1, 8)]  # January to July
 
 
+# A monthly first-contact resolution objective, inferred from repeat contacts (7 days).
+FCR_MONTHLY = {
+    "objective_id": "fcr", "name": "First-contact resolution", "metric": "METRIC_FIRST_CONTACT_RESOLUTION",
+    "parameters": {"method": "REPEAT_CONTACT"}, "comparator": "COMPARATOR_AT_LEAST", "target": "50",
+    "window": {"kind": "WINDOW_KIND_MONTH"}, "calendar_id": "24x7",
+}  # fmt: skip
+
+
 def five_months(suite: Suite, objectives: list[dict[str, Any]] | None = None) -> str:
     """The sample SLA (with these objectives, unless None) judged over January to May: each month
     an outage of 30 minutes on the 12th and 10 calls on the 15th (8 answered fast); on 5 June the
@@ -369,19 +377,16 @@ def test_a_pass_tells_its_progress_as_it_reads_and_a_cancelled_rederivation_stop
     assert (stopped.passes, stopped.checked, stopped.skipped_open, stopped.mismatches) == (2, 2, 0, [])
 
 
-def test_first_contact_resolutions_windows_share_one_pass_holding_every_call(
+def test_first_contact_resolutions_windows_are_checked_a_span_of_time_at_a_time(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """First-contact resolution reads chains of contacts back without bound: its windows are
-    checked in one pass holding every call (and, of the other lists, what reaches their span),
-    while the other objectives' passes hold a month each — every window matching its record."""
-    fcr = {
-        "objective_id": "fcr", "name": "First-contact resolution", "metric": "METRIC_FIRST_CONTACT_RESOLUTION",
-        "parameters": {"method": "REPEAT_CONTACT"}, "comparator": "COMPARATOR_AT_LEAST", "target": "50",
-        "window": {"kind": "WINDOW_KIND_MONTH"}, "calendar_id": "24x7",
-    }  # fmt: skip
+    """First-contact resolution's windows are checked in passes of their own, each holding the calls
+    from its span's start less the repeat window (a contact then is told a first contact or a
+    repeat exactly) and the contacts chained to them before (none here but January's last) — not
+    every call — while the other objectives' passes hold a month each: every window matches its
+    record."""
     suite = world.suite
-    five_months(suite, [*sla_terms()["objectives"], fcr])
+    five_months(suite, [*sla_terms()["objectives"], FCR_MONTHLY])
     # One customer calling on the last evening of January and again the first morning of
     # February: February's call is a repeat of January's contact, which only January's call says
     # (reported late: both months are judged again).
@@ -395,11 +400,60 @@ def test_first_contact_resolutions_windows_share_one_pass_holding_every_call(
     passes = spying_on_passes(suite.metrics, monkeypatch)
     split = world.audit.rederive(held=15)
     assert (split.total, split.checked, split.skipped_open, split.mismatches) == (18, 15, 3, [])
-    assert split.passes == 6 == len(passes)
-    *months, chained = passes
+    assert split.passes == 10
+    months, chained = passes[:5], [p for p in passes[5:] if p["calls"]]  # (a chain walked back read none)
     for month, held in enumerate(months, 1):
         assert {c.split("-")[0] for c in held["calls"]} == {f"m{month}", *(["x"] if month <= 2 else [])}
-    assert len(chained["calls"]) == 52 and chained["outages"] == [1, 2, 3, 4, 5]
+    # January to May (June, open, with May): each month's calls, January's last evening's in
+    # February's too (within its repeat window before), and its outage.
+    assert len(chained) == 5
+    for month, held in enumerate(chained, 1):
+        assert {c.split("-")[0] for c in held["calls"]} == {f"m{month}", *(["x"] if month <= 2 else [])}
+        assert held["outages"] == [month]
+
+
+def test_first_contact_resolution_s_chains_of_contacts_are_walked_back_from_each_pass(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A customer calling about one reason every 5 days from January to May chains every contact to
+    the one before (a repeat window of 7 days): whether a May contact is a first contact or a repeat
+    depends on the first contact of January. Each first-contact resolution pass walks the chain
+    back from its span over the stored batches and holds the first contact of the episode under way
+    (one call), not the chain: every window matches its record. Without the walk, February's,
+    April's and May's first contacts are miscounted."""
+    suite = world.suite
+    five_months(suite, [*sla_terms()["objectives"], FCR_MONTHLY])
+    chain = []
+    first = at(f"2026-01-03T10:00{AMS}")
+    for n in range(30):  # 3 January to 27 May
+        entered = first + timedelta(days=5 * n)
+        c = pb.Call(
+            entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id="cust-y",
+            reason="billing",
+        )  # fmt: skip
+        chain.append(pb.Signal(signal_id=f"y-{n:02d}", service_id=EMAIL, call=c))
+    suite.metrics.record(COLLECTOR, chain)
+    suite.tick(f"2026-06-05T13:00{AMS}")
+    m = suite.metrics
+    anchors: list[int] = []
+    walk = m.chain_anchors
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        anchors.append(walk(*args, **kwargs))
+        return anchors[-1]
+
+    monkeypatch.setattr(m, "chain_anchors", counted)
+    split = world.audit.rederive(held=15)
+    assert (split.total, split.checked, split.skipped_open, split.mismatches) == (18, 15, 3, [])
+    # A month a pass (the chain makes each more than a pass holds alone, June's too): each
+    # first-contact resolution pass but January's takes one contact of the chain from before it.
+    assert split.passes == 12 and anchors == [0, 1, 1, 1, 1, 1]
+
+    monkeypatch.setattr(m, "chain_anchors", lambda *args, **kwargs: 0)  # no walk back
+    amiss = world.audit.rederive(held=15).mismatches
+    # February, April and May (their starts in UTC): each first contact's parity since January.
+    starts = (f"2026-02-01T00:00{AMS}", "2026-04-01T00:00+02:00", "2026-05-01T00:00+02:00")
+    assert sorted((c.objective_id, at(c.window_start)) for c in amiss) == [("fcr", at(t)) for t in starts]
 
 
 def test_a_window_recorded_without_its_formula_is_checked_in_a_pass_holding_every_call(
