@@ -316,8 +316,11 @@ class MetricsAudit:
         to the latest end among them) holds at most `held` signals by the index's count of each
         day — the lists read whole (tickets, tasks…) counted in every pass; a window whose span
         alone holds more is a pass of its own, held whole, with the windows within its span.
-        First-contact resolution's windows read chains of contacts back without bound: they share
-        one pass holding every call and, of the rest, what reaches their span."""
+        First-contact resolution's windows read chains of contacts back without bound: those whose
+        version measures one service are cut likewise, a set a repeat window, each pass's span
+        reaching that window before its first start (the chains before are walked back:
+        `SignalIndex.chain_anchors`); the others share one pass holding every call and, of the
+        rest, what reaches their span."""
         app = self.app
         measured = {s for ss in services.values() for s in ss}
         if app.signals_held(measured) <= held:
