@@ -82,10 +82,11 @@ class _Due:
     start: datetime
     end: datetime
     chained: bool  # first-contact resolution's in some version
-    # First-contact resolution's repeat window, when its version measures one service: its calls
+    # First-contact resolution's repeat window and the services its version measures: its calls
     # read from its start less the repeat window, and the chains of contacts before walked back
-    # (`SignalIndex.chain_anchors`); None with `chained`: every call held.
+    # over those services (`SignalIndex.chain_anchors`); None with `chained`: every call held.
     repeat: timedelta | None = None
+    peers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,13 @@ class _Pass:
     windows: list[tuple[str, UUID]]
     span: Interval | None
     all_calls: bool
-    repeat: timedelta | None = None  # first-contact resolution's windows of this repeat window
+    repeat: timedelta | None = None  # first-contact resolution's windows of this repeat window …
+    peers: tuple[str, ...] = ()  # … over these services
 
 
 def _cut(
-    due: list[_Due], holds: Callable[[Interval], int], held: int, repeat: timedelta | None = None
+    due: list[_Due], holds: Callable[[Interval], int], held: int, repeat: timedelta | None = None,
+    peers: tuple[str, ...] = (),
 ) -> list[_Pass]:  # fmt: skip
     """These windows in order of their start, cut into passes whose span (from the first window's
     start — less `repeat`, first-contact resolution's repeat window, when given — to the latest end
@@ -114,12 +117,12 @@ def _cut(
     for d in sorted(due, key=lambda d: (d.start, d.end)):
         wider = Interval(d.start, d.end) if span is None else Interval(span.start, max(span.end, d.end))
         if group and wider != span and holds(Interval(wider.start - before, wider.end)) > held:
-            out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False, repeat))
+            out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False, repeat, peers))
             group, wider = [], Interval(d.start, d.end)
         group.append(d)
         span = wider
     if group:
-        out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False, repeat))
+        out.append(_Pass([(g.agreement_id, g.window_id) for g in group], span, False, repeat, peers))
     return out
 
 
@@ -267,7 +270,7 @@ class MetricsAudit:
                 reach = reaching(step.span, all_calls=step.all_calls)
             stored = app.stored_signals(wanted, reach=reach, going_on=going_on, pages=pages if reach else None)
             if step.repeat is not None and reach is not None:  # and the chains of contacts before
-                app.chain_anchors(stored.sets, reach.lo, step.repeat // _US, pages, going_on)
+                app.chain_anchors(stored.sets, reach.lo, step.repeat // _US, step.peers, pages, going_on)
             if cancelled is not None and cancelled.is_set():  # a part of the store read: judge nothing
                 break
             if out.passes == 1:  # the first pass reads every batch: the store's signals, counted once
@@ -316,10 +319,10 @@ class MetricsAudit:
         to the latest end among them) holds at most `held` signals by the index's count of each
         day — the lists read whole (tickets, tasks…) counted in every pass; a window whose span
         alone holds more is a pass of its own, held whole, with the windows within its span.
-        First-contact resolution's windows read chains of contacts back without bound: those whose
-        version measures one service are cut likewise, a set a repeat window, each pass's span
-        reaching that window before its first start (the chains before are walked back:
-        `SignalIndex.chain_anchors`); the others share one pass holding every call and, of the
+        First-contact resolution's windows read chains of contacts back without bound: they are
+        cut likewise, a set a repeat window and services, each pass's span reaching that window
+        before its first start (the chains before are walked back: `SignalIndex.chain_anchors`);
+        any other (its version not in force in it) shares one pass holding every call and, of the
         rest, what reaches their span."""
         app = self.app
         measured = {s for ss in services.values() for s in ss}
@@ -339,8 +342,8 @@ class MetricsAudit:
         due = [d for v in views for d in self._due(v, ids[v.agreement_id])]
         out = _cut([d for d in due if not d.chained], holds, held)
         bounded = [d for d in due if d.chained and d.repeat is not None]
-        for repeat in sorted({d.repeat for d in bounded if d.repeat is not None}):
-            out += _cut([d for d in bounded if d.repeat == repeat], holds, held, repeat)
+        for repeat, peers in sorted({(d.repeat, d.peers) for d in bounded if d.repeat is not None}):
+            out += _cut([d for d in bounded if (d.repeat, d.peers) == (repeat, peers)], holds, held, repeat, peers)
         if chained := [d for d in due if d.chained and d.repeat is None]:
             span = Interval(min(d.start for d in chained), max(d.end for d in chained))
             out.append(_Pass([(d.agreement_id, d.window_id) for d in chained], span, True))
@@ -355,12 +358,12 @@ class MetricsAudit:
             for o in v["terms"].get("objectives") or []
             if o.get("metric") == FCR
         }
-        spans = self.app.window_spans(window_ids)
-        return [
-            _Due(view.agreement_id, wid, start, end, oid in chained,
-                 self.app.chained_repeat(view, oid, Interval(start, end)) if oid in chained else None)
-            for wid, (oid, start, end) in spans.items()
-        ]  # fmt: skip
+        out: list[_Due] = []
+        for wid, (oid, start, end) in self.app.window_spans(window_ids).items():
+            chain = self.app.chained_repeat(view, oid, Interval(start, end)) if oid in chained else None
+            repeat, peers = chain if chain is not None else (None, ())
+            out.append(_Due(view.agreement_id, wid, start, end, oid in chained, repeat, peers))
+        return out
 
     # -- what-if -------------------------------------------------------------------------------------
     def what_if(

@@ -1496,12 +1496,14 @@ class Judging(_Host):
         measured = self._measured(view, window)
         return [] if measured.empty else self._rejudging(view, measured.start, now, terms)[2]
 
-    def chained_repeat(self, view: AgreementView, objective_id: str, window: Interval) -> timedelta | None:
-        """The repeat window a first-contact resolution window is judged with, when the version
-        judging it measures one service (a re-derivation then reads its calls from its start less
-        that window and walks the chains of contacts before back: `SignalIndex.chain_anchors`);
-        None when its version judges another metric, measures several services (one customer's
-        contacts chaining across them), or is not in force in it."""
+    def chained_repeat(
+        self, view: AgreementView, objective_id: str, window: Interval
+    ) -> tuple[timedelta, tuple[str, ...]] | None:  # fmt: skip
+        """The repeat window a first-contact resolution window is judged with, and the services its
+        version measures (one customer's contacts chain across them): a re-derivation reads its
+        calls from its start less that window and walks the chains of contacts before back over
+        those services (`SignalIndex.chain_anchors`). None when its version judges another metric,
+        or is not in force in it."""
         measured = self._measured(view, window)
         if measured.empty:
             return None
@@ -1509,9 +1511,9 @@ class Judging(_Host):
         objective = next(
             (o for o in version["terms"].get("objectives") or [] if o.get("objective_id") == objective_id), None
         )
-        if objective is None or objective.get("metric") != "METRIC_FIRST_CONTACT_RESOLUTION" or len(services) != 1:
+        if objective is None or objective.get("metric") != "METRIC_FIRST_CONTACT_RESOLUTION" or not services:
             return None
-        return repeat_window(objective.get("parameters") or {})
+        return repeat_window(objective.get("parameters") or {}), tuple(services)
 
     def _measured(self, view: AgreementView, window: Interval) -> Interval:
         """The part of a window the agreement is in force (empty: none)."""

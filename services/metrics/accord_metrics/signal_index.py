@@ -2173,55 +2173,58 @@ class SignalIndex(_Host):
         return StoredSignals({sid: e.done() for sid, e in entries.items()}, count)
 
     def chain_anchors(
-        self, sets: Mapping[str, SignalSet], bottom: int, repeat: int, pages: ReadPages | None = None,
-        going_on: Callable[[int], bool] | None = None,
+        self, sets: dict[str, SignalSet], bottom: int, repeat: int, peers: Sequence[str],
+        pages: ReadPages | None = None, going_on: Callable[[int], bool] | None = None,
     ) -> int:  # fmt: skip
-        """The calls before `bottom` (µs) first-contact resolution with this repeat window (µs) needs
-        to tell the first contacts from `bottom` on, added to each service's calls in `sets` (which
-        hold every call of the service from `bottom` on, re-read from the store): per customer and
-        reason, the first contact of the episode under way at `bottom` — as `ServiceSignals._chains`
-        finds it in the index, here from the stored batches. Each chain of answered contacts whose
-        earliest from `bottom` is within `repeat` of it is walked back, each contact within `repeat`
-        of the next, to one with none within `repeat` before it; the batches are read a span of time
-        at a time (`stored_signals` with `pages`), a step twice as long as the one before, holding
-        only the answered calls of the chains still walked. Returns how many calls it added."""
-        added = 0
-        for service_id, held in sets.items():
-            firsts: dict[tuple[str, str], int] = {}
-            for c in held.calls:
+        """The calls before `bottom` (µs) first-contact resolution with this repeat window (µs) over
+        the services `peers` needs to tell the first contacts from `bottom` on, added to each one's
+        calls in `sets` (which hold every call of theirs from `bottom` on, re-read from the store):
+        per customer and reason, the first contact of the episode under way at `bottom` — as
+        `ServiceSignals._chains` finds it in the index, here from the stored batches. Each chain of
+        answered contacts (over every service of `peers`: one customer's contacts chain across them)
+        whose earliest from `bottom` is within `repeat` of it is walked back, each contact within
+        `repeat` of the next, to one with none within `repeat` before it; the batches are read a
+        span of time at a time (`stored_signals` with `pages`), a step twice as long as the one
+        before, holding only the answered calls of the chains still walked. Returns how many calls
+        it added."""
+        firsts: dict[tuple[str, str], int] = {}
+        for service_id in peers:
+            for c in sets[service_id].calls if service_id in sets else ():
                 if c.answered_at is None:
                     continue
                 t = _instant_us(c.entered_queue)
                 key = (c.customer_id, c.reason)
                 if t >= bottom and t < firsts.get(key, _NEVER_US):
                     firsts[key] = t
-            pending = {k: t for k, t in firsts.items() if t - repeat < bottom}
-            # Each chain's contacts walked, as (instant, id): the first contact of the episode under
-            # way at `bottom` is within twice the repeat window before it (every contact after it
-            # is within the window of it, the last one within the window of the first from
-            # `bottom`), so only those contacts are held as inputs.
-            read: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-            near: dict[str, Any] = {}
-            ceiling, reach = bottom, repeat
-            while pending:
-                floor = min(pending.values()) - reach
-                step = Reach(floor, ceiling - 1, groups=frozenset(pending))
-                got = self.stored_signals({service_id}, reach=step, going_on=going_on, pages=pages).sets
-                found: dict[tuple[str, str], list[tuple[int, str, Any]]] = defaultdict(list)
-                for c in got[service_id].calls if service_id in got else ():
-                    found[(c.customer_id, c.reason)].append((_instant_us(c.entered_queue), c.call_id, c))
-                walked: dict[tuple[str, str], list[tuple[int, str, Any]]] = defaultdict(list)
-                further = _walked_back(pending, found, repeat, floor, _CONTACT_AT, walked)
-                for key, contacts in walked.items():
-                    read[key] += [(at, sid) for at, sid, _ in contacts]
-                    near.update((sid, c) for at, sid, c in contacts if at >= bottom - 2 * repeat)
-                pending, ceiling, reach = further, floor, reach * 2
-            for chain in read.values():
-                first: tuple[int, str] | None = None  # the first contact of the episode under way
-                for contact in sorted(chain):  # as `contact.first_contacts` orders them: instant, then id
-                    if first is None or contact[0] - first[0] > repeat:
-                        first = contact
-                if first is not None:
-                    held.calls.append(near[first[1]])
-                    added += 1
+        pending = {k: t for k, t in firsts.items() if t - repeat < bottom}
+        # Each chain's contacts walked, as (instant, id, service): the first contact of the episode
+        # under way at `bottom` is within twice the repeat window before it (every contact after it
+        # is within the window of it, the last one within the window of the first from `bottom`),
+        # so only those contacts are held as inputs.
+        read: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
+        near: dict[tuple[str, str], Any] = {}
+        ceiling, reach = bottom, repeat
+        while pending:
+            floor = min(pending.values()) - reach
+            step = Reach(floor, ceiling - 1, groups=frozenset(pending))
+            got = self.stored_signals(set(peers), reach=step, going_on=going_on, pages=pages).sets
+            found: dict[tuple[str, str], list[tuple[int, str, str, Any]]] = defaultdict(list)
+            for service_id, held in got.items():
+                for c in held.calls:
+                    found[(c.customer_id, c.reason)].append((_instant_us(c.entered_queue), c.call_id, service_id, c))
+            walked: dict[tuple[str, str], list[tuple[int, str, str, Any]]] = defaultdict(list)
+            further = _walked_back(pending, found, repeat, floor, _CONTACT_AT, walked)
+            for key, contacts in walked.items():
+                read[key] += [(at, sid, service) for at, sid, service, _ in contacts]
+                near.update(((service, sid), c) for at, sid, service, c in contacts if at >= bottom - 2 * repeat)
+            pending, ceiling, reach = further, floor, reach * 2
+        added = 0
+        for chain in read.values():
+            first: tuple[int, str, str] | None = None  # the first contact of the episode under way
+            for contact in sorted(chain):  # as `contact.first_contacts` orders them: instant, then id
+                if first is None or contact[0] - first[0] > repeat:
+                    first = contact
+            if first is not None:
+                sets.setdefault(first[2], SignalSet()).calls.append(near[(first[2], first[1])])
+                added += 1
         return added

@@ -44,6 +44,8 @@ from tests.suite import (
 from tests.suite import calls as call_signals
 from tests.suite import outage as outage_signal
 
+PHONE = "phone"
+
 AUDITOR = Principal("audrey", "auditor")
 STRANGER = Principal("mallory", "department", "marketing")
 JAN, FEB, MAR = at(f"2026-01-01T00:00{AMS}"), at(f"2026-02-01T00:00{AMS}"), at(f"2026-03-01T00:00{AMS}")
@@ -454,6 +456,54 @@ def test_first_contact_resolution_s_chains_of_contacts_are_walked_back_from_each
     # February, April and May (their starts in UTC): each first contact's parity since January.
     starts = (f"2026-02-01T00:00{AMS}", "2026-04-01T00:00+02:00", "2026-05-01T00:00+02:00")
     assert sorted((c.objective_id, at(c.window_start)) for c in amiss) == [("fcr", at(t)) for t in starts]
+
+
+def test_first_contact_resolution_over_two_services_walks_each_chain_across_both(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agreement measuring e-mail and phone: one customer's contacts chain across both (a
+    contact by phone 5 days after one by e-mail is its repeat). Its first-contact resolution passes
+    walk each chain back over both services' calls, and keep the first contact of the episode under
+    way in its own service's calls: every window matches its record. Without the walk, some month's
+    first contacts are miscounted."""
+    suite = world.suite
+    aid = an_agreement_with(
+        suite, [*sla_terms()["objectives"], FCR_MONTHLY], f"2026-01-10T10:00{AMS}", services=(EMAIL, PHONE)
+    )  # fmt: skip
+    for i, start in enumerate(MONTHS[:5]):
+        calls = call_signals(f"m{i + 1}-", (start.astimezone(UTC) + timedelta(days=14)).isoformat(), 8, 2)
+        for k, c in enumerate(calls):
+            c.call.customer_id = f"cust-{c.signal_id}"
+            c.service_id = PHONE if k % 2 else EMAIL
+        suite.metrics.record(COLLECTOR, calls)
+        suite.tick((MONTHS[i + 1] + timedelta(days=4, hours=12)).isoformat())
+    chain = []
+    for n in range(30):  # 3 January to 27 May, by e-mail and by phone in turn
+        entered = at(f"2026-01-03T10:00{AMS}") + timedelta(days=5 * n)
+        c = pb.Call(
+            entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id="cust-y",
+            reason="billing",
+        )  # fmt: skip
+        chain.append(pb.Signal(signal_id=f"y-{n:02d}", service_id=PHONE if n % 2 else EMAIL, call=c))
+    suite.metrics.record(COLLECTOR, chain)
+    suite.tick(f"2026-06-05T13:00{AMS}")
+    m = suite.metrics
+    anchors: list[int] = []
+    walk = m.chain_anchors
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        anchors.append(walk(*args, **kwargs))
+        return anchors[-1]
+
+    monkeypatch.setattr(m, "chain_anchors", counted)
+    split = world.audit.rederive(held=15)
+    assert (split.total, split.checked, split.skipped_open, split.mismatches) == (18, 15, 3, [])
+    assert len(anchors) > 1 and anchors[0] == 0 and all(a == 1 for a in anchors[1:])
+
+    monkeypatch.setattr(m, "chain_anchors", lambda *args, **kwargs: 0)  # no walk back
+    amiss = world.audit.rederive(held=15).mismatches
+    assert amiss and {c.objective_id for c in amiss} == {"fcr"}
+    assert aid == amiss[0].agreement_id
 
 
 def test_a_window_recorded_without_its_formula_is_checked_in_a_pass_holding_every_call(
