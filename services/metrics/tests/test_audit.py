@@ -414,6 +414,31 @@ def test_first_contact_resolutions_windows_are_checked_a_span_of_time_at_a_time(
         assert held["outages"] == [month]
 
 
+def a_chain_of_contacts(suite: Suite, services: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A customer calling about one reason every 5 days from 3 January to 27 May (by `services` in
+    turn), recorded late and judged on 5 June; returns the calls each walk of chains back adds
+    (`Metrics.chain_anchors`, counted from now on)."""
+    chain = []
+    for n in range(30):
+        entered = at(f"2026-01-03T10:00{AMS}") + timedelta(days=5 * n)
+        c = pb.Call(
+            entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id="cust-y",
+            reason="billing",
+        )  # fmt: skip
+        chain.append(pb.Signal(signal_id=f"y-{n:02d}", service_id=services[n % len(services)], call=c))
+    suite.metrics.record(COLLECTOR, chain)
+    suite.tick(f"2026-06-05T13:00{AMS}")
+    anchors: list[int] = []
+    walk = suite.metrics.chain_anchors
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        anchors.append(walk(*args, **kwargs))
+        return anchors[-1]
+
+    monkeypatch.setattr(suite.metrics, "chain_anchors", counted)
+    return anchors
+
+
 def test_first_contact_resolution_s_chains_of_contacts_are_walked_back_from_each_pass(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -425,26 +450,8 @@ def test_first_contact_resolution_s_chains_of_contacts_are_walked_back_from_each
     April's and May's first contacts are miscounted."""
     suite = world.suite
     five_months(suite, [*sla_terms()["objectives"], FCR_MONTHLY])
-    chain = []
-    first = at(f"2026-01-03T10:00{AMS}")
-    for n in range(30):  # 3 January to 27 May
-        entered = first + timedelta(days=5 * n)
-        c = pb.Call(
-            entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id="cust-y",
-            reason="billing",
-        )  # fmt: skip
-        chain.append(pb.Signal(signal_id=f"y-{n:02d}", service_id=EMAIL, call=c))
-    suite.metrics.record(COLLECTOR, chain)
-    suite.tick(f"2026-06-05T13:00{AMS}")
+    anchors = a_chain_of_contacts(suite, (EMAIL,), monkeypatch)
     m = suite.metrics
-    anchors: list[int] = []
-    walk = m.chain_anchors
-
-    def counted(*args: Any, **kwargs: Any) -> int:
-        anchors.append(walk(*args, **kwargs))
-        return anchors[-1]
-
-    monkeypatch.setattr(m, "chain_anchors", counted)
     split = world.audit.rederive(held=15)
     assert (split.total, split.checked, split.skipped_open, split.mismatches) == (18, 15, 3, [])
     # A month a pass (the chain makes each more than a pass holds alone, June's too): each
@@ -477,25 +484,8 @@ def test_first_contact_resolution_over_two_services_walks_each_chain_across_both
             c.service_id = PHONE if k % 2 else EMAIL
         suite.metrics.record(COLLECTOR, calls)
         suite.tick((MONTHS[i + 1] + timedelta(days=4, hours=12)).isoformat())
-    chain = []
-    for n in range(30):  # 3 January to 27 May, by e-mail and by phone in turn
-        entered = at(f"2026-01-03T10:00{AMS}") + timedelta(days=5 * n)
-        c = pb.Call(
-            entered_queue=ts(entered), answered_at=ts(entered + timedelta(seconds=5)), customer_id="cust-y",
-            reason="billing",
-        )  # fmt: skip
-        chain.append(pb.Signal(signal_id=f"y-{n:02d}", service_id=PHONE if n % 2 else EMAIL, call=c))
-    suite.metrics.record(COLLECTOR, chain)
-    suite.tick(f"2026-06-05T13:00{AMS}")
+    anchors = a_chain_of_contacts(suite, (EMAIL, PHONE), monkeypatch)  # by e-mail and by phone in turn
     m = suite.metrics
-    anchors: list[int] = []
-    walk = m.chain_anchors
-
-    def counted(*args: Any, **kwargs: Any) -> int:
-        anchors.append(walk(*args, **kwargs))
-        return anchors[-1]
-
-    monkeypatch.setattr(m, "chain_anchors", counted)
     split = world.audit.rederive(held=15)
     assert (split.total, split.checked, split.skipped_open, split.mismatches) == (18, 15, 3, [])
     assert len(anchors) > 1 and anchors[0] == 0 and all(a == 1 for a in anchors[1:])
