@@ -268,7 +268,9 @@ class MetricsAudit:
                 reach = reaching(Interval(step.span.start - step.repeat, step.span.end))
             else:
                 reach = reaching(step.span, all_calls=step.all_calls)
-            stored = app.stored_signals(wanted, reach=reach, going_on=going_on, pages=pages if reach else None)
+            stored = app.stored_signals(
+                wanted, reach=reach, going_on=going_on, pages=pages if reach is not None else None
+            )
             if step.repeat is not None and reach is not None:  # and the chains of contacts before
                 app.chain_anchors(stored.sets, reach.lo, step.repeat // _US, step.peers, pages, going_on)
             if cancelled is not None and cancelled.is_set():  # a part of the store read: judge nothing

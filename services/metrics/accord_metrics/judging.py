@@ -40,7 +40,7 @@ from accord_metrics.evaluation import (
     repeat_window,
 )
 from accord_metrics.formulas import reliability
-from accord_metrics.running import Running
+from accord_metrics.running import FCR, Running
 from accord_metrics.signal_index import FAR_FUTURE, ServiceSignals, combined, reaching
 from accord_metrics.views import _parse, end_of, named_services, suspensions
 
@@ -1047,11 +1047,7 @@ class Judging(_Host):
             if metric == "METRIC_FOLLOW_UP_DEPTH":  # a lead is decided its days after its hand-off
                 days = depth_days(v_objective.get("parameters") or {})
                 span = Interval(span.start - timedelta(days=days), span.end)
-            repeat = (
-                repeat_window(v_objective.get("parameters") or {})
-                if metric == "METRIC_FIRST_CONTACT_RESOLUTION"
-                else None
-            )
+            repeat = repeat_window(v_objective.get("parameters") or {}) if metric == FCR else None
             inputs_key = (span, repeat, tuple(window_services), since, whole)
             # Inputs this round released (`_hold_closed`) and no batch recorded since: read again
             # only when the window's outcome is not another agreement's already (`_judge_window`).
@@ -1511,7 +1507,7 @@ class Judging(_Host):
         objective = next(
             (o for o in version["terms"].get("objectives") or [] if o.get("objective_id") == objective_id), None
         )
-        if objective is None or objective.get("metric") != "METRIC_FIRST_CONTACT_RESOLUTION" or not services:
+        if objective is None or objective.get("metric") != FCR or not services:
             return None
         return repeat_window(objective.get("parameters") or {}), tuple(services)
 

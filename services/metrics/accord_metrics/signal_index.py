@@ -1129,8 +1129,8 @@ def reach_us(name: str, s: signals_pb2.Signal) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class Reach:
-    """Whether a signal (its formula-input list's name, its latest content) may be read by a window
-    within a span (`reaching`): a call that entered the queue within it, a request count or probe
+    """Which signals (by formula-input list's name and latest content: `admits`) a window within a
+    span may read (`reaching`): a call that entered the queue within it, a request count or probe
     and an outage (under way: from its start on) that overlap it — each with the selections'
     margin (`_SLACK_US`): a superset, which the formulas filter again — and every other kind, and
     with `all_calls` every call (first-contact resolution's: its chains of contacts reach back
@@ -1142,9 +1142,6 @@ class Reach:
     # With groups: the answered calls of these (customer id, reason) alone — a chain of contacts
     # walked back (`SignalIndex.chain_anchors`).
     groups: frozenset[tuple[str, str]] | None = None
-
-    def __call__(self, name: str, s: signals_pb2.Signal) -> bool:
-        return self.admits(name, s, reach_us(name, s))
 
     def admits(self, name: str, s: signals_pb2.Signal, reached: tuple[int, int] | None) -> bool:
         """Whether it reads this signal of list `name` that reaches `reached` (`reach_us`)."""
@@ -1198,11 +1195,13 @@ class ReadPages:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def note(self, service_id: str, items: list[signals_pb2.Signal], corrected: bool) -> None:
+    def corrected(self) -> None:
+        """The page being read holds a correction: every pass reads it."""
+        self._flags |= _EVERY_PASS
+
+    def note(self, service_id: str, items: list[signals_pb2.Signal]) -> None:
         """A batch of the page being read: its signals' reaches (of any service: `stored_signals`
-        calls it for those of `services` alone); `corrected`: a correction's batch."""
-        if corrected:
-            self._flags |= _EVERY_PASS
+        calls it for those of `services` alone)."""
         for s in items:
             name = _LIST_OF[str(s.WhichOneof("kind"))]
             self.note_one(service_id, s, name, reach_us(name, s))
@@ -2158,9 +2157,9 @@ class SignalIndex(_Host):
                 items = list(batch_message(batch.batch).signals)
                 if noted is not None:
                     if n.topic == CORRECTION_TOPIC:
-                        noted.note(batch.service_id, [], corrected=True)
+                        noted.corrected()
                     if not wanted:
-                        noted.note(batch.service_id, items, corrected=False)
+                        noted.note(batch.service_id, items)
                         continue
                 entry = entries.get(batch.service_id)
                 if entry is None:
